@@ -1,0 +1,55 @@
+// The project's test command (`npm test`): builds the real test servers if needed, then runs
+// build, typecheck, lint and test for every package through Nx, and prints one summary line
+// summed from vitest's JSON reports: "N passed, N failed, N skipped".
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+
+const root = new URL('..', import.meta.url).pathname;
+const packagesDir = join(root, 'packages');
+const packages = readdirSync(packagesDir).filter((p) => existsSync(join(packagesDir, p, 'package.json')));
+
+const run = (cmd, args, extraEnv = {}) =>
+  spawnSync(cmd, args, { cwd: root, stdio: 'inherit', env: { ...process.env, ...extraEnv } }).status ?? 1;
+
+if (!process.env.WORKBAY_SKIP_TEST_SERVERS) {
+  const status = run(process.execPath, [join(root, 'scripts', 'test-servers.mjs')]);
+  if (status !== 0) {
+    console.error('test: building the test servers failed');
+    process.exit(status);
+  }
+}
+
+// A report left from an earlier run must not be counted: Nx restores it from cache when the task is cached.
+for (const p of packages) rmSync(join(packagesDir, p, 'test-report.json'), { force: true });
+
+const targets = process.argv.slice(2).length ? process.argv.slice(2) : ['build', 'typecheck', 'lint', 'test'];
+const nxStatus = run(
+  join(root, 'node_modules', '.bin', 'nx'),
+  ['run-many', '-t', ...targets, '--output-style=stream'],
+  { NX_DAEMON: 'false', NX_NO_CLOUD: 'true', NX_TUI: 'false' },
+);
+
+let passed = 0;
+let failed = 0;
+let skipped = 0;
+const missing = [];
+for (const p of packages) {
+  const file = join(packagesDir, p, 'test-report.json');
+  if (!existsSync(file)) {
+    missing.push(p);
+    continue;
+  }
+  const report = JSON.parse(readFileSync(file, 'utf8'));
+  passed += report.numPassedTests ?? 0;
+  failed += (report.numFailedTests ?? 0) + (report.numRuntimeErrorTestSuites ?? 0);
+  skipped += (report.numPendingTests ?? 0) + (report.numTodoTests ?? 0);
+  // A suite that crashed before running counts as a failure, not as zero tests.
+  failed += (report.testResults ?? []).filter((r) => r.status === 'failed' && (r.assertionResults ?? []).length === 0).length;
+}
+if (targets.includes('test') && missing.length) {
+  console.error(`test: no test report from ${missing.join(', ')}`);
+  failed += missing.length;
+}
+console.log(`${passed} passed, ${failed} failed, ${skipped} skipped`);
+process.exit(nxStatus !== 0 || failed > 0 ? 1 : 0);
