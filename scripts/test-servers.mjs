@@ -7,8 +7,8 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 
 export const testServers = {
-  minio: 'github.com/minio/minio@MINIO_VERSION',
-  'fake-gcs-server': 'github.com/fsouza/fake-gcs-server@FAKE_GCS_VERSION',
+  minio: 'github.com/minio/minio@v0.0.0-20260212201848-7aac2a2c5b7c',
+  'fake-gcs-server': 'github.com/fsouza/fake-gcs-server@v1.56.1',
 };
 
 const binDir = process.env.WORKBAY_TOOLS_DIR ?? join(homedir(), '.cache', 'workbay', 'bin');
