@@ -1,0 +1,43 @@
+export type { Token } from './tokens.js';
+export { createToken, registerValue, resolveToken, resolveAllTokens } from './tokens.js';
+export type { PluginLogger } from './logger.js';
+export { silentLogger } from './logger.js';
+export type {
+  ObjectInfo,
+  UploadOptions,
+  DownloadOptions,
+  ListOptions,
+  DeleteTarget,
+  PresignMethod,
+  PresignOptions,
+  RemoteStorage,
+} from './storage.js';
+export type { BucketLayout, StorageLocation } from './storage-layout.js';
+export {
+  defaultBucketPrefix,
+  locateOwner,
+  assertWorkspaceId,
+  workspacePrefix,
+  backupObjectName,
+  snapshotObjectName,
+  unixNanoNow,
+  qualifyObject,
+  parseQualifiedObject,
+} from './storage-layout.js';
+export type {
+  ClassResources,
+  RuntimeWorkspaceSpec,
+  RuntimeStatus,
+  RuntimeWorkspaceState,
+  RuntimeEvent,
+  StopOptions,
+  WorkspaceRuntime,
+} from './runtime.js';
+export type { BackendContext, StorageBackendFactory, RuntimeFactory, PluginRegistry, WorkbayPlugin } from './plugin.js';
+export {
+  storageBackendFactoryToken,
+  runtimeFactoryToken,
+  pluginLoggerToken,
+  createPlugin,
+  PluginHost,
+} from './plugin.js';

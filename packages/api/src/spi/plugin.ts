@@ -1,0 +1,178 @@
+import 'reflect-metadata';
+import { container as rootContainer } from 'tsyringe';
+import type { DependencyContainer } from 'tsyringe';
+import { FailedPreconditionError, InvalidArgumentError } from '../errors.js';
+import type { PluginLogger } from './logger.js';
+import { silentLogger } from './logger.js';
+import type { RemoteStorage } from './storage.js';
+import type { WorkspaceRuntime } from './runtime.js';
+import { createToken, registerValue, resolveAllTokens } from './tokens.js';
+
+/** Context handed to a backend factory. */
+export interface BackendContext {
+  readonly logger: PluginLogger;
+}
+
+/**
+ * Creates a storage backend from its section of the config. `parseConfig` validates the raw section and throws
+ * `InvalidArgumentError` naming the bad key (e.g. `storage.minio.endpoint`).
+ */
+export interface StorageBackendFactory<C = unknown> {
+  readonly kind: string;
+  parseConfig(raw: unknown): C;
+  create(config: C, context: BackendContext): Promise<RemoteStorage> | RemoteStorage;
+}
+
+export interface RuntimeFactory<C = unknown> {
+  readonly kind: string;
+  parseConfig(raw: unknown): C;
+  create(config: C, context: BackendContext): Promise<WorkspaceRuntime> | WorkspaceRuntime;
+}
+
+/** Multi-registered: every storage backend a plugin brings. Selected by `kind`, never by order. */
+export const storageBackendFactoryToken = createToken<StorageBackendFactory>('workbay.storageBackendFactory');
+/** Multi-registered: every workspace runtime a plugin brings. */
+export const runtimeFactoryToken = createToken<RuntimeFactory>('workbay.runtimeFactory');
+export const pluginLoggerToken = createToken<PluginLogger>('workbay.pluginLogger');
+
+/** What `register` receives. */
+export interface PluginRegistry {
+  /** The plugin host's child container, for plugins that bring services of their own. */
+  readonly container: DependencyContainer;
+  readonly logger: PluginLogger;
+  registerStorageBackend<C>(factory: StorageBackendFactory<C>): void;
+  registerRuntime<C>(factory: RuntimeFactory<C>): void;
+}
+
+export interface WorkbayPlugin {
+  /** kebab-case, e.g. `storage-minio`. */
+  readonly id: string;
+  register(registry: PluginRegistry): void;
+}
+
+const pluginIdPattern = /^[a-z][a-z0-9]*(-[a-z0-9]+)*$/;
+
+/** Declares a plugin. A package exports it by name as `plugin` so the host can load it by package name. */
+export function createPlugin(definition: WorkbayPlugin): WorkbayPlugin {
+  if (!pluginIdPattern.test(definition.id)) {
+    throw new InvalidArgumentError('plugin.id', `plugin id '${definition.id}' must be kebab-case`);
+  }
+  return Object.freeze({ id: definition.id, register: definition.register });
+}
+
+const kindPattern = /^[a-z][a-z0-9-]*$/;
+
+/**
+ * Owns one tsyringe child container and the plugins registered into it. Registering the same plugin twice is
+ * a no-op; two plugins claiming the same `kind` is an error naming both.
+ */
+export class PluginHost {
+  readonly container: DependencyContainer;
+  readonly logger: PluginLogger;
+  private readonly registered = new Map<string, WorkbayPlugin>();
+  private readonly storageOwners = new Map<string, string>();
+  private readonly runtimeOwners = new Map<string, string>();
+
+  constructor(options: { parent?: DependencyContainer; logger?: PluginLogger } = {}) {
+    this.container = (options.parent ?? rootContainer).createChildContainer();
+    this.logger = options.logger ?? silentLogger;
+    registerValue(this.container, pluginLoggerToken, this.logger);
+  }
+
+  use(plugin: WorkbayPlugin): this {
+    const existing = this.registered.get(plugin.id);
+    if (existing === plugin) return this;
+    if (existing) {
+      throw new FailedPreconditionError(`a different plugin with id '${plugin.id}' is already registered`);
+    }
+    this.registered.set(plugin.id, plugin);
+    const logger = this.logger.child({ plugin: plugin.id });
+    const claim = (owners: Map<string, string>, what: string, kind: string): void => {
+      if (!kindPattern.test(kind)) {
+        throw new InvalidArgumentError('kind', `plugin '${plugin.id}' registers ${what} with invalid kind '${kind}'`);
+      }
+      const owner = owners.get(kind);
+      if (owner) {
+        throw new FailedPreconditionError(
+          `plugin '${plugin.id}' registers ${what} '${kind}', already registered by plugin '${owner}'`,
+        );
+      }
+      owners.set(kind, plugin.id);
+    };
+    plugin.register({
+      container: this.container,
+      logger,
+      registerStorageBackend: (factory) => {
+        claim(this.storageOwners, 'storage backend', factory.kind);
+        registerValue(this.container, storageBackendFactoryToken, factory as StorageBackendFactory);
+      },
+      registerRuntime: (factory) => {
+        claim(this.runtimeOwners, 'runtime', factory.kind);
+        registerValue(this.container, runtimeFactoryToken, factory as RuntimeFactory);
+      },
+    });
+    return this;
+  }
+
+  /** Imports each package and registers its exported `plugin`. */
+  async load(packageNames: readonly string[]): Promise<this> {
+    for (const name of packageNames) {
+      let module: Record<string, unknown>;
+      try {
+        module = (await import(name)) as Record<string, unknown>;
+      } catch (cause) {
+        throw new FailedPreconditionError(`plugin package '${name}' could not be imported; is it installed?`, {
+          cause,
+        });
+      }
+      const plugin = module['plugin'];
+      if (!isPlugin(plugin)) {
+        throw new FailedPreconditionError(`package '${name}' does not export a Workbay plugin named 'plugin'`);
+      }
+      this.use(plugin);
+    }
+    return this;
+  }
+
+  get pluginIds(): string[] {
+    return [...this.registered.keys()];
+  }
+
+  storageKinds(): string[] {
+    return resolveAllTokens(this.container, storageBackendFactoryToken).map((f) => f.kind);
+  }
+
+  runtimeKinds(): string[] {
+    return resolveAllTokens(this.container, runtimeFactoryToken).map((f) => f.kind);
+  }
+
+  /** Validates the config section and creates the backend registered for `kind`. */
+  async createStorage(kind: string, rawConfig: unknown): Promise<RemoteStorage> {
+    const factory = resolveAllTokens(this.container, storageBackendFactoryToken).find((f) => f.kind === kind);
+    if (!factory) {
+      throw new FailedPreconditionError(
+        `no storage backend of kind '${kind}' is registered (registered: ${this.storageKinds().join(', ') || 'none'}); add its plugin package to 'plugins'`,
+      );
+    }
+    return factory.create(factory.parseConfig(rawConfig), { logger: this.logger.child({ storage: kind }) });
+  }
+
+  async createRuntime(kind: string, rawConfig: unknown): Promise<WorkspaceRuntime> {
+    const factory = resolveAllTokens(this.container, runtimeFactoryToken).find((f) => f.kind === kind);
+    if (!factory) {
+      throw new FailedPreconditionError(
+        `no workspace runtime of kind '${kind}' is registered (registered: ${this.runtimeKinds().join(', ') || 'none'})`,
+      );
+    }
+    return factory.create(factory.parseConfig(rawConfig), { logger: this.logger.child({ runtime: kind }) });
+  }
+}
+
+function isPlugin(value: unknown): value is WorkbayPlugin {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    typeof (value as WorkbayPlugin).id === 'string' &&
+    typeof (value as WorkbayPlugin).register === 'function'
+  );
+}

@@ -1,0 +1,73 @@
+import type { Observable } from 'rxjs';
+
+/** Resource limits of a workspace class; a runtime enforces what it can and says so in its docs. */
+export interface ClassResources {
+  /** CPU limit in cores (e.g. 2 or 0.5). */
+  readonly cpu?: number;
+  readonly memoryBytes?: number;
+  readonly pids?: number;
+  readonly diskBytes?: number;
+}
+
+/** Everything a runtime needs to run one workspace instance. Domain types only, no proto types. */
+export interface RuntimeWorkspaceSpec {
+  readonly instanceId: string;
+  /** The workspace (meta) id; stable across restarts of the same workspace. */
+  readonly workspaceId: string;
+  readonly owner: string;
+  readonly image: string;
+  readonly url: string;
+  readonly headless: boolean;
+  readonly type: 'regular' | 'prebuild' | 'imagebuild';
+  /** Directory holding the workspace content, initialized by the daemon; the process's working directory. */
+  readonly contentDir: string;
+  readonly env: Readonly<Record<string, string>>;
+  /** Ports the workspace is expected to listen on; the first is the IDE port. */
+  readonly ports: readonly number[];
+  readonly className: string;
+  readonly resources: ClassResources;
+}
+
+export type RuntimeStatus = 'starting' | 'running' | 'stopping' | 'exited';
+
+export interface RuntimeWorkspaceState {
+  readonly instanceId: string;
+  readonly status: RuntimeStatus;
+  /** True once the readiness check passed. */
+  readonly ready: boolean;
+  readonly pid?: number;
+  readonly exitCode?: number;
+  /** Why it exited or failed, for `conditions.failed`. */
+  readonly failure?: string;
+  readonly nodeName: string;
+  /** Host address the workspace's ports are reachable on (e.g. 127.0.0.1). */
+  readonly host: string;
+  readonly startedAt: Date;
+}
+
+export type RuntimeEvent =
+  | { readonly type: 'ready'; readonly instanceId: string; readonly state: RuntimeWorkspaceState }
+  | { readonly type: 'exited'; readonly instanceId: string; readonly state: RuntimeWorkspaceState };
+
+export interface StopOptions {
+  /** How long the workspace may take to exit after the polite signal before it is killed. */
+  readonly gracePeriodMs: number;
+}
+
+/**
+ * Runs workspace instances. The manager owns the lifecycle; a runtime only starts, watches and stops processes
+ * (or pods). Implementations: `local` (processes on this machine, the embedded default) and `kubernetes`.
+ */
+export interface WorkspaceRuntime {
+  readonly kind: string;
+  /** Starts the instance; resolves once it was launched (not necessarily ready). */
+  start(spec: RuntimeWorkspaceSpec): Promise<RuntimeWorkspaceState>;
+  /** Stops the instance within the grace period; resolves once it is gone. Stopping a gone instance is a no-op. */
+  stop(instanceId: string, options: StopOptions): Promise<void>;
+  inspect(instanceId: string): Promise<RuntimeWorkspaceState | undefined>;
+  /** Every instance the runtime still knows, e.g. to re-adopt after a manager restart. */
+  list(): Promise<RuntimeWorkspaceState[]>;
+  /** Ready and exit events for all instances. */
+  readonly events$: Observable<RuntimeEvent>;
+  close(): Promise<void>;
+}

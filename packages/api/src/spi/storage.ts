@@ -1,0 +1,87 @@
+import type { Readable } from 'node:stream';
+
+/** What a backend knows about one stored object. */
+export interface ObjectInfo {
+  readonly bucket: string;
+  /** The object key inside the bucket. */
+  readonly name: string;
+  readonly size: number;
+  readonly lastModified: Date;
+  /** Content digest as `<algorithm>:<hex>` (e.g. `sha256:…`) when the writer recorded one. */
+  readonly digest?: string;
+  readonly contentType?: string;
+  /** User metadata, keys lower-cased. */
+  readonly metadata: Readonly<Record<string, string>>;
+}
+
+export interface UploadOptions {
+  readonly contentType?: string;
+  /** User metadata stored with the object (keys are lower-cased by most backends). */
+  readonly metadata?: Readonly<Record<string, string>>;
+  /** Recorded as the object's digest; backends that can verify it do. */
+  readonly digest?: string;
+  /** Size in bytes when known up front; lets a backend pick part sizes. */
+  readonly size?: number;
+  readonly signal?: AbortSignal;
+}
+
+export interface DownloadOptions {
+  readonly signal?: AbortSignal;
+}
+
+export interface ListOptions {
+  /** Only objects whose name starts with this. */
+  readonly prefix?: string;
+  readonly signal?: AbortSignal;
+}
+
+/** Delete one object by exact name, or every object under a prefix. */
+export type DeleteTarget = { readonly name: string } | { readonly prefix: string };
+
+export type PresignMethod = 'GET' | 'PUT';
+
+export interface PresignOptions {
+  /** Lifetime of the URL; backends cap it at their own maximum (7 days for S3 signatures). */
+  readonly expiresInSeconds?: number;
+  readonly contentType?: string;
+}
+
+/**
+ * What the daemon needs from a storage backend. Implementations are plugins (`fs`, `minio`, `gcs`, …) and are
+ * proven by `runStorageConformance()` from `@workbay/testing`.
+ *
+ * Contract every implementation keeps:
+ * - `upload` is all-or-nothing: readers see the previous version of an object (or none) until the new one is
+ *   complete; an upload that fails or is aborted leaves no visible half object. Errors are never swallowed.
+ * - Missing objects: `download` rejects with `NotFoundError`; `stat` resolves `undefined`; `delete` is a no-op.
+ * - Missing buckets: `list` yields nothing and `diskUsage` is 0; `upload` rejects with `NotFoundError` naming
+ *   the bucket (call `ensureBucket` first).
+ * - Bad credentials reject with `UnauthenticatedError`/`PermissionDeniedError`, an unreachable endpoint with
+ *   `UnavailableError`, each naming the endpoint and never the secret.
+ */
+export interface RemoteStorage {
+  /** The `kind` it was selected by (`fs`, `minio`, `gcs`, …). */
+  readonly kind: string;
+
+  /** Creates the bucket if it does not exist; safe when several callers race to create it. */
+  ensureBucket(bucket: string): Promise<void>;
+  bucketExists(bucket: string): Promise<boolean>;
+
+  /** Streams `body` into `bucket/name`; resolves once the object is durably stored and visible. */
+  upload(bucket: string, name: string, body: Readable, options?: UploadOptions): Promise<ObjectInfo>;
+  /** A stream of the object's bytes. Rejects with `NotFoundError` if the object or bucket is missing. */
+  download(bucket: string, name: string, options?: DownloadOptions): Promise<Readable>;
+  stat(bucket: string, name: string): Promise<ObjectInfo | undefined>;
+  /** Objects in name order. */
+  list(bucket: string, options?: ListOptions): AsyncIterable<ObjectInfo>;
+  /** Returns how many objects were deleted; deleting nothing is not an error. */
+  delete(bucket: string, target: DeleteTarget): Promise<number>;
+
+  /** A URL a plain HTTP client can GET (download) or PUT (upload) without credentials until it expires. */
+  presignedUrl(method: PresignMethod, bucket: string, name: string, options?: PresignOptions): Promise<string>;
+  /** Total bytes stored under `prefix` (the whole bucket when omitted). */
+  diskUsage(bucket: string, prefix?: string): Promise<number>;
+
+  /** Releases connections and servers the backend holds. */
+  close?(): Promise<void>;
+}
