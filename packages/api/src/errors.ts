@@ -89,13 +89,16 @@ export class WorkbayError extends Error {
 
 export class InvalidArgumentError extends WorkbayError {
   static readonly errorCode = 'invalid-argument';
-  /** Path of the offending input, e.g. `spec.timeout` or `plugin.id`. */
+  /**
+   * Path of the offending input, e.g. `spec.timeout` or `plugin.id`. Empty when unknown (an error received
+   * from a server that did not name the field).
+   */
   readonly field: string;
   /** The message without the field prefix. */
   readonly reason: string;
 
   constructor(field: string, message: string, options?: WorkbayErrorOptions) {
-    super('invalid-argument', `${field}: ${message}`, options);
+    super('invalid-argument', field === '' ? message : `${field}: ${message}`, options);
     this.field = field;
     this.reason = message;
   }
@@ -203,7 +206,10 @@ const errorNames: Readonly<Record<WorkbayErrorCode, string>> = {
 
 /** The error class for each code (not for `invalid-argument`, whose constructor also takes a field). */
 const simpleErrorClasses: Readonly<
-  Record<Exclude<WorkbayErrorCode, 'invalid-argument'>, new (message: string, options?: WorkbayErrorOptions) => WorkbayError>
+  Record<
+    Exclude<WorkbayErrorCode, 'invalid-argument'>,
+    new (message: string, options?: WorkbayErrorOptions) => WorkbayError
+  >
 > = {
   'not-found': NotFoundError,
   'already-exists': AlreadyExistsError,
@@ -220,15 +226,14 @@ const simpleErrorClasses: Readonly<
 };
 
 /**
- * Creates the subclass that belongs to `code`. For `invalid-argument`, `field` names the input (default
- * `unknown`).
+ * Creates the subclass that belongs to `code`. For `invalid-argument`, `field` names the input (default: none).
  */
 export function createWorkbayError(
   code: WorkbayErrorCode,
   message: string,
   options?: WorkbayErrorOptions & { readonly field?: string },
 ): WorkbayError {
-  if (code === 'invalid-argument') return new InvalidArgumentError(options?.field ?? 'unknown', message, options);
+  if (code === 'invalid-argument') return new InvalidArgumentError(options?.field ?? '', message, options);
   return new simpleErrorClasses[code](message, options);
 }
 
@@ -242,7 +247,9 @@ export function isWorkbayError(value: unknown, code?: WorkbayErrorCode): value i
 /** True for errors that are worth retrying after a delay: unavailable, aborted, resource-exhausted. */
 export function isRetryableError(value: unknown): boolean {
   return (
-    isWorkbayError(value, 'unavailable') || isWorkbayError(value, 'aborted') || isWorkbayError(value, 'resource-exhausted')
+    isWorkbayError(value, 'unavailable') ||
+    isWorkbayError(value, 'aborted') ||
+    isWorkbayError(value, 'resource-exhausted')
   );
 }
 
@@ -367,8 +374,8 @@ export function fromGrpcError(error: unknown): WorkbayError {
       : workbayCodeOf(error.code);
   const details = error.details ?? error.message ?? '';
   if (code === 'invalid-argument') {
-    const field = metadataString(error.metadata, errorMetadataKeys.field) ?? 'unknown';
-    const reason = details.startsWith(`${field}: `) ? details.slice(field.length + 2) : details;
+    const field = metadataString(error.metadata, errorMetadataKeys.field) ?? '';
+    const reason = field !== '' && details.startsWith(`${field}: `) ? details.slice(field.length + 2) : details;
     return new InvalidArgumentError(field, reason, { cause: error });
   }
   return createWorkbayError(code, details, { cause: error });
