@@ -1,0 +1,63 @@
+import http from 'node:http';
+import net from 'node:net';
+import type { ReadinessConfig } from './config.js';
+
+/** One readiness probe against host:port; resolves true when the workspace answers. Never rejects. */
+export function probeOnce(readiness: ReadinessConfig, host: string, port: number): Promise<boolean> {
+  if (readiness.kind === 'none') return Promise.resolve(true);
+  return new Promise((resolve) => {
+    let settled = false;
+    const done = (ok: boolean): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      resolve(ok);
+    };
+    const timer = setTimeout(() => {
+      cleanup();
+      done(false);
+    }, readiness.probeTimeoutMs);
+    let cleanup: () => void;
+    if (readiness.kind === 'tcp') {
+      const socket = net.connect({ host, port });
+      cleanup = () => socket.destroy();
+      socket.once('connect', () => {
+        socket.destroy();
+        done(true);
+      });
+      socket.once('error', () => done(false));
+    } else {
+      const req = http.get({ host, port, path: readiness.path, agent: false }, (res) => {
+        res.resume();
+        done((res.statusCode ?? 500) < 500);
+      });
+      cleanup = () => req.destroy();
+      req.once('error', () => done(false));
+    }
+  });
+}
+
+/**
+ * Probes until the workspace answers or `signal` aborts (the process exited or the runtime closed).
+ * Resolves true when ready, false when aborted.
+ */
+export async function waitReady(
+  readiness: ReadinessConfig,
+  host: string,
+  port: number,
+  signal: AbortSignal,
+): Promise<boolean> {
+  while (!signal.aborted) {
+    if (await probeOnce(readiness, host, port)) return !signal.aborted;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, readiness.intervalMs);
+      signal.addEventListener('abort', done, { once: true });
+      function done(): void {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', done);
+        resolve();
+      }
+    });
+  }
+  return false;
+}

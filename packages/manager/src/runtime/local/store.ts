@@ -1,0 +1,145 @@
+import { randomBytes } from 'node:crypto';
+import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
+import path from 'node:path';
+import type { ReadinessConfig } from './config.js';
+import type { WorkspaceCgroup } from './cgroups.js';
+
+/** What the runtime remembers about one instance on disk, so that a new runtime instance can adopt it. */
+export interface InstanceRecord {
+  readonly version: 1;
+  readonly instanceId: string;
+  readonly workspaceId: string;
+  readonly owner: string;
+  readonly image: string;
+  readonly className: string;
+  readonly command: readonly string[];
+  /** The wrapper process (leader of the workspace's process group). */
+  readonly pid: number;
+  readonly pgid: number;
+  /** /proc/<pid>/stat starttime: a pid with another start time is somebody else's process. */
+  readonly startTime?: string;
+  readonly namespaced: boolean;
+  readonly cgroup?: WorkspaceCgroup;
+  readonly memoryLimitBytes?: number;
+  readonly host: string;
+  readonly idePort: number;
+  /** Spec port → host port. */
+  readonly portMap: Readonly<Record<string, number>>;
+  readonly nodeName: string;
+  readonly startedAt: string;
+  readonly readiness: ReadinessConfig;
+  ready: boolean;
+  stopRequested: boolean;
+  exit?: { readonly exitCode?: number; readonly failure?: string; readonly at: string };
+}
+
+/**
+ * One JSON file per instance under `<stateDir>/instances`, each written atomically (temp file, fsync, rename),
+ * plus the exit-code file the wrapper writes and the workspace's log.
+ */
+export class InstanceStore {
+  readonly instancesDir: string;
+  readonly logsDir: string;
+  private readonly chains = new Map<string, Promise<void>>();
+
+  constructor(readonly stateDir: string) {
+    this.instancesDir = path.join(stateDir, 'instances');
+    this.logsDir = path.join(stateDir, 'logs');
+  }
+
+  async init(): Promise<void> {
+    await mkdir(this.instancesDir, { recursive: true });
+    await mkdir(this.logsDir, { recursive: true });
+  }
+
+  recordFile(instanceId: string): string {
+    return path.join(this.instancesDir, `${instanceId}.json`);
+  }
+
+  exitFile(instanceId: string): string {
+    return path.join(this.instancesDir, `${instanceId}.exit`);
+  }
+
+  logFile(instanceId: string): string {
+    return path.join(this.logsDir, `${instanceId}.log`);
+  }
+
+  /** Writes are serialized per instance so that an older snapshot never overwrites a newer one. */
+  save(record: InstanceRecord): Promise<void> {
+    const snapshot = JSON.stringify(record, null, 2);
+    const previous = this.chains.get(record.instanceId) ?? Promise.resolve();
+    const next = previous.catch(() => undefined).then(() => writeAtomic(this.recordFile(record.instanceId), snapshot));
+    this.chains.set(record.instanceId, next);
+    return next;
+  }
+
+  async loadAll(): Promise<{ records: InstanceRecord[]; broken: string[] }> {
+    const records: InstanceRecord[] = [];
+    const broken: string[] = [];
+    for (const name of await readdir(this.instancesDir)) {
+      if (!name.endsWith('.json')) continue;
+      const file = path.join(this.instancesDir, name);
+      try {
+        const record = JSON.parse(await readFile(file, 'utf8')) as InstanceRecord;
+        if (record.version !== 1 || typeof record.pid !== 'number' || !record.instanceId) throw new Error('bad record');
+        records.push(record);
+      } catch {
+        broken.push(file);
+      }
+    }
+    return { records, broken };
+  }
+
+  /** The exit status the wrapper recorded, if it got to write one. */
+  async readExitCode(instanceId: string): Promise<number | undefined> {
+    const text = await readFile(this.exitFile(instanceId), 'utf8').catch(() => undefined);
+    const code = text === undefined ? NaN : Number(text.trim());
+    return Number.isInteger(code) ? code : undefined;
+  }
+
+  /** The last non-empty line of the workspace's output, for failure messages. */
+  async lastLogLine(instanceId: string): Promise<string | undefined> {
+    let handle;
+    try {
+      handle = await open(this.logFile(instanceId), 'r');
+      const { size } = await handle.stat();
+      const length = Math.min(size, 4096);
+      const buffer = Buffer.alloc(length);
+      await handle.read(buffer, 0, length, size - length);
+      const lines = buffer
+        .toString('utf8')
+        .split('\n')
+        .map((l) => l.trim())
+        .filter(Boolean);
+      const last = lines.at(-1);
+      return last && last.length > 300 ? `${last.slice(0, 300)}…` : last;
+    } catch {
+      return undefined;
+    } finally {
+      await handle?.close();
+    }
+  }
+
+  async remove(instanceId: string): Promise<void> {
+    await this.chains.get(instanceId)?.catch(() => undefined);
+    this.chains.delete(instanceId);
+    await Promise.all([
+      rm(this.recordFile(instanceId), { force: true }),
+      rm(this.exitFile(instanceId), { force: true }),
+      rm(`${this.exitFile(instanceId)}.tmp`, { force: true }),
+      rm(this.logFile(instanceId), { force: true }),
+    ]);
+  }
+}
+
+async function writeAtomic(file: string, content: string): Promise<void> {
+  const tmp = `${file}.${randomBytes(4).toString('hex')}.tmp`;
+  const handle = await open(tmp, 'w');
+  try {
+    await handle.writeFile(content);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  await rename(tmp, file);
+}
