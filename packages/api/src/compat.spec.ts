@@ -30,6 +30,9 @@ const allowedRenames: Readonly<Record<string, string>> = {
 const expectedExtensions = [
   'wsman.SubscribeRequest.resume_from_status_version',
   'wsman.SubscribeResponse.resync_required',
+  'wsdaemon.InitWorkspaceResponse.content_location',
+  'wsdaemon.InitWorkspaceResponse.initializer_metrics',
+  'wsdaemon.InitWorkspaceResponse.content_source',
 ];
 
 /** The seed file starts with a few lines of page header text; the proto starts at `syntax`. */
@@ -178,7 +181,13 @@ describe('compatibility with the 2022 wsman contract', () => {
 
   it('numbers Workbay extensions from 100 up, and only those', () => {
     const extensions: string[] = [];
-    for (const [name, type] of ours.types) {
+    for (const pkg of ['wsman', 'wsdaemon', 'iws'] as const) {
+      const catalogOfPackage = catalog(loadRoot(readFileSync(join(protoRoot, protoFiles[pkg]), 'utf8')), pkg);
+      for (const [name, type] of catalogOfPackage.types) {
+        for (const field of type.fieldsArray) if (field.id >= 100) extensions.push(`${name}.${field.name}`);
+      }
+    }
+    for (const [name, type] of catalog(loadRoot(''), 'contentservice').types) {
       for (const field of type.fieldsArray) if (field.id >= 100) extensions.push(`${name}.${field.name}`);
     }
     expect(extensions.sort()).toEqual([...expectedExtensions].sort());

@@ -19,6 +19,7 @@ import {
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
 import { GitStatus, WorkspaceInitializer } from "../contentservice/initializer.js";
+import { Duration } from "../google/protobuf/duration.js";
 
 export const protobufPackage = "wsdaemon";
 
@@ -128,6 +129,26 @@ export interface WorkspaceMetadata {
 }
 
 export interface InitWorkspaceResponse {
+  /**
+   * Workbay extension: absolute path of the initialized content directory on the node, so that a
+   * runtime on the same node can use it as the workspace's working directory.
+   */
+  contentLocation: string;
+  /** Workbay extension: one entry per initializer step that ran (git, snapshot, backup, ...). */
+  initializerMetrics: InitializerStepMetric[];
+  /** Workbay extension: where the content came from: "from-backup", "from-prebuild" or "from-other". */
+  contentSource: string;
+}
+
+/** Workbay extension: what one initializer step cost. */
+export interface InitializerStepMetric {
+  /** git, file_download, snapshot, backup, prebuild, composite or empty. */
+  type: string;
+  duration?:
+    | Duration
+    | undefined;
+  /** Bytes the step produced or transferred. */
+  size: number;
 }
 
 export interface WaitForInitRequest {
@@ -482,11 +503,20 @@ export const WorkspaceMetadata: MessageFns<WorkspaceMetadata> = {
 };
 
 function createBaseInitWorkspaceResponse(): InitWorkspaceResponse {
-  return {};
+  return { contentLocation: "", initializerMetrics: [], contentSource: "" };
 }
 
 export const InitWorkspaceResponse: MessageFns<InitWorkspaceResponse> = {
-  encode(_: InitWorkspaceResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+  encode(message: InitWorkspaceResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.contentLocation !== "") {
+      writer.uint32(802).string(message.contentLocation);
+    }
+    for (const v of message.initializerMetrics) {
+      InitializerStepMetric.encode(v!, writer.uint32(810).fork()).join();
+    }
+    if (message.contentSource !== "") {
+      writer.uint32(818).string(message.contentSource);
+    }
     return writer;
   },
 
@@ -503,6 +533,30 @@ export const InitWorkspaceResponse: MessageFns<InitWorkspaceResponse> = {
       while (reader.pos < end) {
         const tag = reader.uint32();
         switch (tag >>> 3) {
+          case 100: {
+            if (tag !== 802) {
+              break;
+            }
+
+            message.contentLocation = reader.string();
+            continue;
+          }
+          case 101: {
+            if (tag !== 810) {
+              break;
+            }
+
+            message.initializerMetrics.push(InitializerStepMetric.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 102: {
+            if (tag !== 818) {
+              break;
+            }
+
+            message.contentSource = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -515,20 +569,151 @@ export const InitWorkspaceResponse: MessageFns<InitWorkspaceResponse> = {
     }
   },
 
-  fromJSON(_: any): InitWorkspaceResponse {
-    return {};
+  fromJSON(object: any): InitWorkspaceResponse {
+    return {
+      contentLocation: isSet(object.contentLocation)
+        ? globalThis.String(object.contentLocation)
+        : isSet(object.content_location)
+        ? globalThis.String(object.content_location)
+        : "",
+      initializerMetrics: globalThis.Array.isArray(object?.initializerMetrics)
+        ? object.initializerMetrics.map((e: any) => InitializerStepMetric.fromJSON(e))
+        : globalThis.Array.isArray(object?.initializer_metrics)
+        ? object.initializer_metrics.map((e: any) => InitializerStepMetric.fromJSON(e))
+        : [],
+      contentSource: isSet(object.contentSource)
+        ? globalThis.String(object.contentSource)
+        : isSet(object.content_source)
+        ? globalThis.String(object.content_source)
+        : "",
+    };
   },
 
-  toJSON(_: InitWorkspaceResponse): unknown {
+  toJSON(message: InitWorkspaceResponse): unknown {
     const obj: any = {};
+    if (message.contentLocation !== "") {
+      obj.contentLocation = message.contentLocation;
+    }
+    if (message.initializerMetrics?.length) {
+      obj.initializerMetrics = message.initializerMetrics.map((e) => InitializerStepMetric.toJSON(e));
+    }
+    if (message.contentSource !== "") {
+      obj.contentSource = message.contentSource;
+    }
     return obj;
   },
 
   create(base?: DeepPartial<InitWorkspaceResponse>): InitWorkspaceResponse {
     return InitWorkspaceResponse.fromPartial(base ?? {});
   },
-  fromPartial(_: DeepPartial<InitWorkspaceResponse>): InitWorkspaceResponse {
+  fromPartial(object: DeepPartial<InitWorkspaceResponse>): InitWorkspaceResponse {
     const message = createBaseInitWorkspaceResponse();
+    message.contentLocation = object.contentLocation ?? "";
+    message.initializerMetrics = object.initializerMetrics?.map((e) => InitializerStepMetric.fromPartial(e)) || [];
+    message.contentSource = object.contentSource ?? "";
+    return message;
+  },
+};
+
+function createBaseInitializerStepMetric(): InitializerStepMetric {
+  return { type: "", duration: undefined, size: 0 };
+}
+
+export const InitializerStepMetric: MessageFns<InitializerStepMetric> = {
+  encode(message: InitializerStepMetric, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.type !== "") {
+      writer.uint32(10).string(message.type);
+    }
+    if (message.duration !== undefined) {
+      Duration.encode(message.duration, writer.uint32(18).fork()).join();
+    }
+    if (message.size !== 0) {
+      writer.uint32(24).uint64(message.size);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): InitializerStepMetric {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseInitializerStepMetric();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.type = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.duration = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.size = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): InitializerStepMetric {
+    return {
+      type: isSet(object.type) ? globalThis.String(object.type) : "",
+      duration: isSet(object.duration) ? Duration.fromJSON(object.duration) : undefined,
+      size: isSet(object.size) ? globalThis.Number(object.size) : 0,
+    };
+  },
+
+  toJSON(message: InitializerStepMetric): unknown {
+    const obj: any = {};
+    if (message.type !== "") {
+      obj.type = message.type;
+    }
+    if (message.duration !== undefined) {
+      obj.duration = Duration.toJSON(message.duration);
+    }
+    if (message.size !== 0) {
+      obj.size = Math.round(message.size);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<InitializerStepMetric>): InitializerStepMetric {
+    return InitializerStepMetric.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<InitializerStepMetric>): InitializerStepMetric {
+    const message = createBaseInitializerStepMetric();
+    message.type = object.type ?? "";
+    message.duration = (object.duration !== undefined && object.duration !== null)
+      ? Duration.fromPartial(object.duration)
+      : undefined;
+    message.size = object.size ?? 0;
     return message;
   },
 };
