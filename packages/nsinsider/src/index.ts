@@ -1,1 +1,67 @@
-export const packageName = '@workbay/nsinsider';
+/**
+ * @workbay/nsinsider: operations inside Linux namespaces, as a CLI (`nsinsider`) and a typed library.
+ *
+ * The daemon depends on the {@link NamespaceOps} interface; {@link createNsinsiderOps} is the real
+ * implementation, which runs the CLI inside a process's namespaces through util-linux nsenter:
+ *
+ * ```ts
+ * import { createNsinsiderOps, CgroupController } from '@workbay/nsinsider';
+ *
+ * const ops = createNsinsiderOps();
+ * await ops.mountProc({ pid: workspacePid, target: '/proc' });
+ * await ops.setupPairVeths({ targetPid: workspacePid, cidr: '10.0.5.0/30' });
+ *
+ * const cgroups = await CgroupController.detect();
+ * const cg = cgroups.cgroup('workbay/ws-1');
+ * await cg.create();
+ * await cg.setCpuLimit({ quotaUs: 200_000, periodUs: 100_000 }); // 2 CPUs
+ * ```
+ *
+ * Requires root (CAP_SYS_ADMIN, CAP_NET_ADMIN, CAP_MKNOD).
+ * @module
+ */
+export type {
+  NamespaceKind,
+  NamespaceOps,
+  DeviceNodeResult,
+  PrepareDevResult,
+  VethPairResult,
+  ConnectionLimitStats,
+  NetworkInfo,
+  IdMapping,
+  MountProcRequest,
+  MountSysfsRequest,
+  UnmountRequest,
+  MakeDeviceNodeRequest,
+  PrepareDevRequest,
+  SetupPairVethsRequest,
+  ConnectionLimitRequest,
+  PidRequest,
+} from './types.js';
+export type { NsinsiderOpsOptions } from './nsinsider-ops.js';
+export { createNsinsiderOps } from './nsinsider-ops.js';
+export type { NsinsiderFailureKind, NsinsiderErrorOptions } from './errors.js';
+export {
+  NsinsiderError,
+  NsinsiderValidationError,
+  CgroupError,
+  isNsinsiderError,
+  isNsinsiderValidationError,
+  isCgroupError,
+} from './errors.js';
+export type { OpName, OpInput, OpArgs, CliResult, Ipv4Cidr } from './contract.js';
+export { opNames, parseOpArgs, parseIpv4Cidr, EXIT_FAILED, EXIT_USAGE } from './contract.js';
+export { runCli } from './cli.js';
+export { resolveHostPid, writeIdMapping, validateIdMappings, MAX_ID_MAP_LINES } from './proc.js';
+export type {
+  CgroupVersion,
+  V1Controller,
+  CgroupLayout,
+  CpuLimit,
+  CgroupLimits,
+  CgroupUsage,
+  WorkspaceCgroup,
+  CgroupControllerOptions,
+} from './cgroup.js';
+export { CgroupController, Cgroup, detectCgroupLayout } from './cgroup.js';
+export { CONNECTION_LIMIT_TABLE, CONNECTION_LIMIT_CHAIN, CONNECTION_DROP_COUNTER, NAT_TABLE } from './inside.js';
