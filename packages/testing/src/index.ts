@@ -45,3 +45,12 @@ export type {
 export { isolatedGitEnv, createGitFixture, startGitHttpServer } from './git-fixtures.js';
 export type { SubscribableLike, StreamSource, ExpectPhasesOptions } from './streams.js';
 export { StreamExpectationError, collectUntil, defaultPhaseOf, expectPhases } from './streams.js';
+export type {
+  ConformanceBackend,
+  ConformanceFactory,
+  ConformanceCapabilities,
+  StorageConformanceOptions,
+} from './conformance.js';
+export { runStorageConformance, conformanceLargeObjectMiB } from './conformance.js';
+export type { GeneratedStream, GenerateOptions } from './data.js';
+export { MiB, generateStream, digestStream, sha256Of, readAll } from './data.js';

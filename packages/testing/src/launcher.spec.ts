@@ -1,4 +1,5 @@
 import { readFileSync, existsSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import {
@@ -77,6 +78,32 @@ describe('test server launcher', () => {
       await Promise.all([a.stop(), b.stop()]);
     }
     expect(existsSync(b.dir)).toBe(false);
+  });
+
+  it('starts MinIO with TLS and a self-signed certificate to trust', async () => {
+    const server = await startMinio({ tls: true });
+    try {
+      expect(server.endpoint).toBe(`https://127.0.0.1:${server.port}`);
+      expect(server.caFile).toBeDefined();
+      const status = await new Promise<number>((resolve, reject) => {
+        const req = httpsRequest(
+          `${server.endpoint}/minio/health/live`,
+          { ca: readFileSync(server.caFile!) },
+          (res) => {
+            res.resume();
+            resolve(res.statusCode ?? 0);
+          },
+        );
+        req.on('error', reject);
+        req.end();
+      });
+      expect(status).toBe(200);
+      // Without the CA the certificate is refused.
+      await expect(fetch(`${server.endpoint}/minio/health/live`)).rejects.toThrow();
+    } finally {
+      await server.stop();
+    }
+    expect(existsSync(server.caFile!)).toBe(false);
   });
 
   it('reports a server that exits early, with its output', async () => {

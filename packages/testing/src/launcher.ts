@@ -1,6 +1,8 @@
 import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { accessSync, constants, mkdtempSync, rmSync } from 'node:fs';
+import { accessSync, constants, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { createServer } from 'node:net';
 import { homedir, tmpdir } from 'node:os';
 import { delimiter, join } from 'node:path';
@@ -36,6 +38,8 @@ export interface MinioServer extends TestServer {
   readonly accessKey: string;
   readonly secretKey: string;
   readonly region: string;
+  /** With `tls`: the self-signed certificate to trust (PEM file), valid for 127.0.0.1 and localhost. */
+  readonly caFile?: string;
 }
 
 export interface FakeGcsServer extends TestServer {
@@ -56,6 +60,8 @@ export interface MinioLaunchOptions extends LaunchOptions {
   readonly accessKey?: string;
   readonly secretKey?: string;
   readonly region?: string;
+  /** Serve HTTPS with a fresh self-signed certificate (made with the `openssl` CLI); see `caFile`. */
+  readonly tls?: boolean;
 }
 
 /** A required test server binary is not installed. Tests fail with this; they never skip. */
@@ -130,7 +136,11 @@ export async function freePort(host = '127.0.0.1'): Promise<number> {
 }
 
 // Children still running when this process exits are killed, and their temporary directories removed.
-const live = new Set<{ child: ChildProcess; cleanupDir?: string }>();
+const live = new Set<{ child: ChildProcess; cleanupDirs: readonly string[] }>();
+
+function removeAll(dirs: readonly string[]): void {
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+}
 let exitHookInstalled = false;
 function installExitHook(): void {
   if (exitHookInstalled) return;
@@ -142,7 +152,7 @@ function installExitHook(): void {
       } catch {
         // already gone
       }
-      if (entry.cleanupDir) rmSync(entry.cleanupDir, { recursive: true, force: true });
+      removeAll(entry.cleanupDirs);
     }
   });
 }
@@ -159,12 +169,16 @@ function findSetpriv(): string | null {
 
 interface SpawnSpec {
   readonly name: TestServerName;
+  readonly scheme?: 'http' | 'https';
+  /** CA to trust when polling an HTTPS server for readiness. */
+  readonly ca?: Buffer;
   readonly binary: string;
   readonly args: (port: number) => string[];
   readonly env?: Record<string, string>;
   readonly readyPath: string;
   readonly dir: string;
-  readonly removeDir: boolean;
+  /** Temporary directories to remove on stop, on failure and at process exit. */
+  readonly removeDirs: readonly string[];
   readonly readyTimeoutMs: number;
 }
 
@@ -183,7 +197,7 @@ async function launch(spec: SpawnSpec): Promise<TestServer> {
       if (!(error instanceof PortTakenError)) break;
     }
   }
-  if (spec.removeDir) rmSync(spec.dir, { recursive: true, force: true });
+  removeAll(spec.removeDirs);
   throw lastError;
 }
 
@@ -205,7 +219,7 @@ async function launchOnce(spec: SpawnSpec, port: number): Promise<TestServer> {
   };
   child.stdout?.on('data', append);
   child.stderr?.on('data', append);
-  const entry = { child, cleanupDir: spec.removeDir ? spec.dir : undefined };
+  const entry = { child, cleanupDirs: spec.removeDirs };
   live.add(entry);
 
   let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
@@ -218,7 +232,7 @@ async function launchOnce(spec: SpawnSpec, port: number): Promise<TestServer> {
   });
   const spawnError = new Promise<Error>((resolve) => child.once('error', resolve));
 
-  const endpoint = `http://${host}:${port}`;
+  const endpoint = `${spec.scheme ?? 'http'}://${host}:${port}`;
   const deadline = Date.now() + spec.readyTimeoutMs;
   let ready = false;
   let failure: Error | undefined;
@@ -226,13 +240,7 @@ async function launchOnce(spec: SpawnSpec, port: number): Promise<TestServer> {
     failure = e;
   });
   while (!ready && !failure && !exited && Date.now() < deadline) {
-    try {
-      const res = await fetch(`${endpoint}${spec.readyPath}`, { signal: AbortSignal.timeout(2_000) });
-      await res.arrayBuffer();
-      ready = res.ok;
-    } catch {
-      // not listening yet
-    }
+    ready = await probe(`${endpoint}${spec.readyPath}`, spec.ca);
     if (!ready) await sleep(100);
   }
   if (!ready) {
@@ -263,11 +271,57 @@ async function launchOnce(spec: SpawnSpec, port: number): Promise<TestServer> {
           await exitPromise;
           clearTimeout(timer);
         }
-        if (spec.removeDir) rmSync(spec.dir, { recursive: true, force: true });
+        removeAll(spec.removeDirs);
       })();
       return stopping;
     },
   };
+}
+
+/** One readiness probe: true on a 2xx answer. node:http(s) rather than fetch, so that a test CA can be trusted. */
+function probe(url: string, ca?: Buffer): Promise<boolean> {
+  return new Promise((resolve) => {
+    const request = url.startsWith('https:') ? httpsRequest : httpRequest;
+    const req = request(url, { method: 'GET', timeout: 2_000, ca }, (res) => {
+      res.resume();
+      resolve((res.statusCode ?? 0) >= 200 && (res.statusCode ?? 0) < 300);
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', () => resolve(false));
+    req.end();
+  });
+}
+
+/** A self-signed certificate for 127.0.0.1 / localhost, made with the openssl CLI. */
+function makeSelfSignedCert(certsDir: string): { certFile: string; keyFile: string } {
+  mkdirSync(certsDir, { recursive: true });
+  const certFile = join(certsDir, 'public.crt');
+  const keyFile = join(certsDir, 'private.key');
+  const result = spawnSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-days',
+      '2',
+      '-subj',
+      '/CN=127.0.0.1',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1,DNS:localhost',
+      '-keyout',
+      keyFile,
+      '-out',
+      certFile,
+    ],
+    { encoding: 'utf8' },
+  );
+  if (result.status !== 0) {
+    throw new Error(`openssl could not make a test certificate: ${result.error?.message ?? result.stderr}`);
+  }
+  return { certFile, keyFile };
 }
 
 function tempDir(prefix: string, given?: string): { dir: string; removeDir: boolean } {
@@ -285,15 +339,34 @@ export async function startMinio(options: MinioLaunchOptions = {}): Promise<Mini
   const secretKey = options.secretKey ?? 'workbay-test-secret';
   const region = options.region ?? 'us-east-1';
   const { dir, removeDir } = tempDir('workbay-minio-', options.dir);
+  // Certificates live beside the data, not in it, so that MinIO does not take them for a bucket.
+  const certsDir = options.tls ? mkdtempSync(join(tmpdir(), 'workbay-minio-certs-')) : undefined;
+  const removeDirs = [...(removeDir ? [dir] : []), ...(certsDir ? [certsDir] : [])];
+  let caFile: string | undefined;
+  try {
+    if (certsDir) caFile = makeSelfSignedCert(certsDir).certFile;
+  } catch (error) {
+    removeAll(removeDirs);
+    throw error;
+  }
   const server = await launch({
     name: 'minio',
     binary,
     dir,
-    removeDir,
+    removeDirs,
+    scheme: certsDir ? 'https' : 'http',
+    ca: caFile ? readFileSync(caFile) : undefined,
     readyPath: '/minio/health/ready',
     readyTimeoutMs: options.readyTimeoutMs ?? 30_000,
     // The console is off so that only one port is needed.
-    args: (port) => ['server', '--quiet', '--address', `127.0.0.1:${port}`, dir],
+    args: (port) => [
+      'server',
+      '--quiet',
+      '--address',
+      `127.0.0.1:${port}`,
+      ...(certsDir ? ['--certs-dir', certsDir] : []),
+      dir,
+    ],
     env: {
       MINIO_ROOT_USER: accessKey,
       MINIO_ROOT_PASSWORD: secretKey,
@@ -303,7 +376,7 @@ export async function startMinio(options: MinioLaunchOptions = {}): Promise<Mini
       MINIO_CI_CD: '1',
     },
   });
-  return Object.assign(server, { accessKey, secretKey, region });
+  return Object.assign(server, { accessKey, secretKey, region, caFile });
 }
 
 /**
@@ -317,7 +390,7 @@ export async function startFakeGcs(options: LaunchOptions = {}): Promise<FakeGcs
     name: 'fake-gcs-server',
     binary,
     dir,
-    removeDir,
+    removeDirs: removeDir ? [dir] : [],
     readyPath: '/storage/v1/b',
     readyTimeoutMs: options.readyTimeoutMs ?? 30_000,
     args: (port) => [

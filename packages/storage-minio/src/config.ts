@@ -1,0 +1,192 @@
+import { readFileSync } from 'node:fs';
+import type { BucketLayout } from '@workbay/api';
+import { InvalidArgumentError } from '@workbay/api';
+import { z } from 'zod';
+
+const MiB = 1024 * 1024;
+
+/** S3's multipart limits: parts of 5 MiB to 5 GiB, at most 10 000 of them. */
+export const minPartSize = 5 * MiB;
+export const maxPartSize = 5 * 1024 * MiB;
+export const maxParts = 10_000;
+
+const layoutSchema = z.discriminatedUnion('mode', [
+  z.strictObject({ mode: z.literal('per-owner'), bucketPrefix: z.string().min(1).optional() }),
+  z.strictObject({ mode: z.literal('shared'), bucket: z.string().min(3).max(63) }),
+]);
+
+const configSchema = z.strictObject({
+  /** Accepted (and checked) when the config section still carries the selector. */
+  kind: z.literal('minio').optional(),
+  endpoint: z.string().min(1, 'is required'),
+  useSSL: z.boolean().optional(),
+  /** Alias of `useSSL`. */
+  tls: z.boolean().optional(),
+  caFile: z.string().min(1).optional(),
+  region: z.string().min(1).default('us-east-1'),
+  pathStyle: z.boolean().default(true),
+  accessKey: z.string().min(1).optional(),
+  accessKeyFile: z.string().min(1).optional(),
+  secretKey: z.string().min(1).optional(),
+  secretKeyFile: z.string().min(1).optional(),
+  sessionToken: z.string().min(1).optional(),
+  layout: layoutSchema.default({ mode: 'per-owner' }),
+  partSize: z
+    .number()
+    .int()
+    .min(minPartSize)
+    .max(maxPartSize)
+    .default(16 * MiB),
+  parallelParts: z.number().int().min(1).max(64).default(4),
+  presignExpirySeconds: z
+    .number()
+    .int()
+    .min(1)
+    .max(7 * 24 * 3600)
+    .default(30 * 60),
+});
+
+/** The config section an operator writes (`storage: { kind: 'minio', ... }`), before defaults. */
+export type MinioConfigInput = z.input<typeof configSchema>;
+
+/** A validated, resolved config: endpoint split up, credentials read from their files. */
+export interface MinioConfig {
+  /** As written, for messages: `http://127.0.0.1:9000`. */
+  readonly endpoint: string;
+  readonly host: string;
+  readonly port?: number;
+  readonly useSSL: boolean;
+  /** PEM of extra CAs to trust, read from `caFile`. */
+  readonly ca?: Buffer;
+  readonly region: string;
+  readonly pathStyle: boolean;
+  readonly accessKey: string;
+  readonly secretKey: string;
+  readonly sessionToken?: string;
+  readonly layout: BucketLayout;
+  readonly partSize: number;
+  readonly parallelParts: number;
+  readonly presignExpirySeconds: number;
+}
+
+function readSecretFile(path: string, field: string): string {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (cause) {
+    const code = (cause as NodeJS.ErrnoException).code ?? 'unreadable';
+    throw new InvalidArgumentError(field, `cannot read '${path}' (${code})`, { cause });
+  }
+  // Files written by `echo` or Kubernetes secrets often end with a newline that is not part of the key.
+  const value = text.replace(/\r?\n$/, '');
+  if (!value) throw new InvalidArgumentError(field, `'${path}' is empty`);
+  return value;
+}
+
+function parseEndpoint(
+  raw: string,
+  useSSL: boolean | undefined,
+  field: (key: string) => string,
+): { host: string; port?: number; useSSL: boolean } {
+  const hasScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(raw);
+  let url: URL;
+  try {
+    url = new URL(hasScheme ? raw : `http://${raw}`);
+  } catch {
+    throw new InvalidArgumentError(field('endpoint'), `'${raw}' is not a URL or host:port`);
+  }
+  if (hasScheme && url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new InvalidArgumentError(field('endpoint'), `scheme '${url.protocol}' is not http or https`);
+  }
+  if (url.pathname !== '/' || url.search || url.hash || url.username || url.password) {
+    throw new InvalidArgumentError(
+      field('endpoint'),
+      `'${raw}' must be only scheme, host and port (credentials go in accessKey/secretKey)`,
+    );
+  }
+  const schemeSSL = hasScheme ? url.protocol === 'https:' : undefined;
+  if (schemeSSL !== undefined && useSSL !== undefined && schemeSSL !== useSSL) {
+    throw new InvalidArgumentError(field('useSSL'), `is ${useSSL} but the endpoint scheme is ${url.protocol}`);
+  }
+  const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
+  return { host, port: url.port ? Number(url.port) : undefined, useSSL: schemeSSL ?? useSSL ?? false };
+}
+
+/**
+ * Validates a `storage` config section for the MinIO backend. Accepts the section flat
+ * (`{ kind: 'minio', endpoint, ... }`) or nested (`{ kind: 'minio', minio: { endpoint, ... } }`); errors are
+ * {@link InvalidArgumentError}s naming the key (`storage.endpoint` or `storage.minio.endpoint`).
+ */
+export function parseMinioConfig(raw: unknown): MinioConfig {
+  let section = raw;
+  let prefix = 'storage';
+  if (typeof raw === 'object' && raw !== null && 'minio' in raw) {
+    const { kind, minio, ...rest } = raw as { kind?: unknown; minio: unknown };
+    if (kind !== undefined && kind !== 'minio') {
+      throw new InvalidArgumentError('storage.kind', `is '${String(kind)}', expected 'minio'`);
+    }
+    const extra = Object.keys(rest);
+    if (extra.length) throw new InvalidArgumentError(`storage.${extra[0]}`, 'unknown key');
+    section = minio;
+    prefix = 'storage.minio';
+  }
+  const field = (key: string): string => `${prefix}.${key}`;
+  if (typeof section !== 'object' || section === null || Array.isArray(section)) {
+    throw new InvalidArgumentError(prefix, 'must be an object');
+  }
+  const parsed = configSchema.safeParse(section);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const path = issue.path.map(String);
+    let key = path.join('.');
+    let message = issue.message;
+    if (issue.code === 'unrecognized_keys') {
+      key = [...path, issue.keys[0]].join('.');
+      message = 'unknown key';
+    }
+    throw new InvalidArgumentError(key ? field(key) : prefix, message);
+  }
+  const c = parsed.data;
+  if (c.useSSL !== undefined && c.tls !== undefined && c.useSSL !== c.tls) {
+    throw new InvalidArgumentError(field('tls'), 'contradicts useSSL');
+  }
+  const endpoint = parseEndpoint(c.endpoint, c.useSSL ?? c.tls, field);
+
+  const pick = (inline: string | undefined, file: string | undefined, key: 'accessKey' | 'secretKey'): string => {
+    if (inline !== undefined && file !== undefined) {
+      throw new InvalidArgumentError(field(`${key}File`), `set either ${key} or ${key}File, not both`);
+    }
+    if (file !== undefined) return readSecretFile(file, field(`${key}File`));
+    if (inline === undefined) throw new InvalidArgumentError(field(key), `is required (or ${key}File)`);
+    return inline;
+  };
+  const accessKey = pick(c.accessKey, c.accessKeyFile, 'accessKey');
+  const secretKey = pick(c.secretKey, c.secretKeyFile, 'secretKey');
+
+  let ca: Buffer | undefined;
+  if (c.caFile !== undefined) {
+    if (!endpoint.useSSL) throw new InvalidArgumentError(field('caFile'), 'is only used with TLS (useSSL or https://)');
+    try {
+      ca = readFileSync(c.caFile);
+    } catch (cause) {
+      throw new InvalidArgumentError(field('caFile'), `cannot read '${c.caFile}'`, { cause });
+    }
+  }
+
+  return {
+    endpoint: c.endpoint,
+    host: endpoint.host,
+    port: endpoint.port,
+    useSSL: endpoint.useSSL,
+    ca,
+    region: c.region,
+    pathStyle: c.pathStyle,
+    accessKey,
+    secretKey,
+    sessionToken: c.sessionToken,
+    layout: c.layout,
+    partSize: c.partSize,
+    parallelParts: c.parallelParts,
+    presignExpirySeconds: c.presignExpirySeconds,
+  };
+}

@@ -1,0 +1,420 @@
+import { createHash } from 'node:crypto';
+import { Agent as HttpAgent } from 'node:http';
+import { Agent as HttpsAgent } from 'node:https';
+import { PassThrough } from 'node:stream';
+import type { Readable } from 'node:stream';
+import type {
+  BucketLayout,
+  DeleteTarget,
+  DownloadOptions,
+  ListOptions,
+  ObjectInfo,
+  PluginLogger,
+  PresignMethod,
+  PresignOptions,
+  RemoteStorage,
+  UploadOptions,
+} from '@workbay/api';
+import { AlreadyExistsError, CancelledError, InvalidArgumentError, silentLogger } from '@workbay/api';
+import { Client } from 'minio';
+import type { MinioConfig } from './config.js';
+import { maxPartSize, maxParts, parseMinioConfig } from './config.js';
+import type { ErrorContext } from './errors.js';
+import { toStorageError } from './errors.js';
+import { BoundedRunner, destroyOnAbort, splitParts } from './multipart.js';
+
+/** User-metadata key holding the digest the writer recorded (`x-amz-meta-workbay-digest`). */
+export const digestMetadataKey = 'workbay-digest';
+
+const metaPrefix = 'x-amz-meta-';
+const standardHeaders = new Set([
+  'content-type',
+  'cache-control',
+  'content-encoding',
+  'content-disposition',
+  'content-language',
+  'x-amz-website-redirect-location',
+  'if-none-match',
+  'if-match',
+  'x-amz-storage-class',
+]);
+// HTTP header names are tokens, and S3 sends metadata values back as header values.
+const metadataKeyPattern = /^[a-z0-9][a-z0-9._-]*$/;
+const metadataValuePattern = /^[\x20-\x7e]*$/;
+const maxPresignSeconds = 7 * 24 * 3600;
+const deleteBatch = 1_000;
+const notFoundCodes = new Set(['NotFound', 'NoSuchKey', 'NoSuchBucket']);
+
+interface DeleteFailure {
+  readonly Code?: string;
+  readonly Message?: string;
+  readonly Key?: string;
+}
+
+function codeOf(error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+export interface MinioStorageOptions {
+  readonly logger?: PluginLogger;
+}
+
+/**
+ * {@link RemoteStorage} on MinIO or any S3-compatible store, through the `minio` client.
+ *
+ * Uploads stream: an object that fits in one part (`partSize`, default 16 MiB) is one PUT; a larger one is a
+ * multipart upload of our own with up to `parallelParts` parts in flight at once (the client's own
+ * `putObject` uploads parts one after another), so memory stays at about `(parallelParts + 1) × partSize`.
+ * Either way the object only becomes visible when the single PUT or the multipart completion succeeds; any
+ * failure, including an aborted signal or a source stream error, aborts the multipart upload and rejects.
+ */
+export class MinioStorage implements RemoteStorage {
+  readonly kind = 'minio';
+  readonly config: MinioConfig;
+  /** Where owners' objects live; the daemon names buckets with the api's `locateOwner(layout, owner)`. */
+  readonly layout: BucketLayout;
+  private readonly client: Client;
+  private readonly agent: HttpAgent;
+  private readonly logger: PluginLogger;
+
+  /** Validates a raw config section (see {@link parseMinioConfig}) and creates the backend. */
+  static fromConfig(raw: unknown, options: MinioStorageOptions = {}): MinioStorage {
+    return new MinioStorage(parseMinioConfig(raw), options);
+  }
+
+  constructor(config: MinioConfig, options: MinioStorageOptions = {}) {
+    this.config = config;
+    this.layout = config.layout;
+    this.logger = (options.logger ?? silentLogger).child({ endpoint: config.endpoint });
+    const sockets = config.parallelParts * 2 + 8;
+    this.agent = config.useSSL
+      ? new HttpsAgent({ keepAlive: true, maxSockets: sockets, ca: config.ca })
+      : new HttpAgent({ keepAlive: true, maxSockets: sockets });
+    this.client = new Client({
+      endPoint: config.host,
+      port: config.port,
+      useSSL: config.useSSL,
+      accessKey: config.accessKey,
+      secretKey: config.secretKey,
+      sessionToken: config.sessionToken,
+      // A configured region spares a GetBucketLocation round trip before every first request to a bucket.
+      region: config.region,
+      pathStyle: config.pathStyle,
+      partSize: config.partSize,
+      transportAgent: this.agent,
+    });
+  }
+
+  private ctx(op: string, bucket?: string, name?: string): ErrorContext {
+    return { op, endpoint: this.config.endpoint, accessKey: this.config.accessKey, bucket, name };
+  }
+
+  async ensureBucket(bucket: string): Promise<void> {
+    const ctx = this.ctx('create', bucket);
+    if (await this.bucketExists(bucket)) return;
+    try {
+      await this.client.makeBucket(bucket, this.config.region);
+    } catch (error) {
+      // Another caller created it between our check and our create: that is success.
+      if (codeOf(error) === 'BucketAlreadyOwnedByYou') return;
+      const mapped = toStorageError(error, ctx);
+      if (mapped instanceof AlreadyExistsError && (await this.bucketExists(bucket))) return;
+      throw mapped;
+    }
+  }
+
+  async bucketExists(bucket: string): Promise<boolean> {
+    try {
+      return await this.client.bucketExists(bucket);
+    } catch (error) {
+      throw toStorageError(error, this.ctx('check', bucket));
+    }
+  }
+
+  private writeHeaders(options: UploadOptions): Record<string, string> {
+    const headers: Record<string, string> = {
+      'Content-Type': options.contentType ?? 'application/octet-stream',
+    };
+    for (const [rawKey, value] of Object.entries(options.metadata ?? {})) {
+      const key = rawKey.toLowerCase();
+      if (!metadataKeyPattern.test(key) || key === digestMetadataKey) {
+        throw new InvalidArgumentError(`metadata.${rawKey}`, 'metadata keys are letters, digits, ".", "_" and "-"');
+      }
+      if (!metadataValuePattern.test(value)) {
+        throw new InvalidArgumentError(`metadata.${rawKey}`, 'metadata values must be printable ASCII');
+      }
+      headers[`${metaPrefix}${key}`] = value;
+    }
+    if (options.digest !== undefined) {
+      if (!metadataValuePattern.test(options.digest)) {
+        throw new InvalidArgumentError('digest', 'must be printable ASCII, e.g. sha256:<hex>');
+      }
+      headers[`${metaPrefix}${digestMetadataKey}`] = options.digest;
+    }
+    return headers;
+  }
+
+  /** Parts must be at least `partSize`, and a known size must fit in 10 000 of them. */
+  private partSizeFor(size: number | undefined): number {
+    if (size === undefined) return this.config.partSize;
+    const needed = Math.ceil(size / maxParts / (1024 * 1024)) * 1024 * 1024;
+    const partSize = Math.max(this.config.partSize, needed);
+    if (partSize > maxPartSize) throw new InvalidArgumentError('size', `${size} bytes is more than S3 can store`);
+    return partSize;
+  }
+
+  async upload(bucket: string, name: string, body: Readable, options: UploadOptions = {}): Promise<ObjectInfo> {
+    const ctx = this.ctx('upload', bucket, name);
+    const signal = options.signal;
+    let headers: Record<string, string>;
+    let partSize: number;
+    try {
+      headers = this.writeHeaders(options);
+      partSize = this.partSizeFor(options.size);
+      if (signal?.aborted) throw new CancelledError(`upload of '${name}' in bucket '${bucket}' was cancelled`);
+    } catch (error) {
+      body.destroy();
+      throw error;
+    }
+    const detach = destroyOnAbort(body, signal);
+    const hash = createHash('sha256');
+    let size = 0;
+    const parts = splitParts(body, partSize)[Symbol.asyncIterator]();
+    let uploadId: string | undefined;
+    const runner = new BoundedRunner(this.config.parallelParts);
+
+    const verify = (): void => {
+      if (options.size !== undefined && options.size !== size) {
+        throw new InvalidArgumentError('size', `announced ${options.size} bytes but the body had ${size}`);
+      }
+      if (options.digest?.startsWith('sha256:')) {
+        const actual = `sha256:${hash.digest('hex')}`;
+        if (actual !== options.digest) {
+          throw new InvalidArgumentError('digest', `announced ${options.digest} but the body hashes to ${actual}`);
+        }
+      }
+    };
+
+    try {
+      const first = (await parts.next()).value as Buffer;
+      hash.update(first);
+      size += first.length;
+      // A short first part means the stream already ended; a full one needs a peek at the next.
+      const second = first.length < partSize ? undefined : await parts.next();
+      if (!second || second.done) {
+        verify();
+        if (signal?.aborted) throw signal.reason;
+        await this.client.putObject(bucket, name, first, first.length, headers);
+      } else {
+        uploadId = await this.client.initiateNewMultipartUpload(bucket, name, headers);
+        const etags: { part: number; etag: string }[] = [];
+        let partNumber = 0;
+        const send = (buffer: Buffer): Promise<void> => {
+          const part = ++partNumber;
+          if (part > maxParts) {
+            throw new InvalidArgumentError(
+              'size',
+              `the body is larger than ${maxParts} parts of ${partSize} bytes; pass its size or raise partSize`,
+            );
+          }
+          return runner.add(async () => {
+            const result = await this.client.uploadPart(
+              { bucketName: bucket, objectName: name, uploadID: uploadId!, partNumber: part, headers: {} },
+              buffer,
+            );
+            etags.push({ part, etag: result.etag });
+          });
+        };
+        await send(first);
+        let next: IteratorResult<Buffer> = second;
+        while (!next.done && !runner.failed) {
+          hash.update(next.value);
+          size += next.value.length;
+          await send(next.value);
+          if (runner.failed) break;
+          next = await parts.next();
+        }
+        await runner.settle();
+        if (runner.failed) throw runner.failed.error;
+        verify();
+        if (signal?.aborted) throw signal.reason;
+        etags.sort((a, b) => a.part - b.part);
+        await this.client.completeMultipartUpload(bucket, name, uploadId, etags);
+        uploadId = undefined;
+      }
+    } catch (error) {
+      body.destroy();
+      await parts.return(undefined).catch(() => undefined);
+      if (uploadId !== undefined) {
+        await runner.settle();
+        try {
+          await this.client.abortMultipartUpload(bucket, name, uploadId);
+        } catch (abortError) {
+          // The upload still fails with its own error; the leftover parts are invisible and expire by lifecycle.
+          this.logger.warn(
+            { bucket, name, uploadId, err: toStorageError(abortError, this.ctx('abort upload', bucket, name)).message },
+            'could not abort the multipart upload',
+          );
+        }
+      }
+      throw toStorageError(error, ctx);
+    } finally {
+      detach();
+    }
+    this.logger.debug({ bucket, name, size }, 'uploaded');
+    return {
+      bucket,
+      name,
+      size,
+      lastModified: new Date(),
+      digest: options.digest,
+      contentType: headers['Content-Type'],
+      metadata: Object.fromEntries(
+        Object.entries(options.metadata ?? {}).map(([k, v]) => [k.toLowerCase(), v] as const),
+      ),
+    };
+  }
+
+  async download(bucket: string, name: string, options: DownloadOptions = {}): Promise<Readable> {
+    const ctx = this.ctx('download', bucket, name);
+    if (options.signal?.aborted) throw new CancelledError(`download of '${name}' in bucket '${bucket}' was cancelled`);
+    let source: Readable;
+    try {
+      source = await this.client.getObject(bucket, name);
+    } catch (error) {
+      throw toStorageError(error, ctx);
+    }
+    // Errors in mid-stream become domain errors too, and an abort ends the stream.
+    const out = new PassThrough({ highWaterMark: 1024 * 1024 });
+    const detach = destroyOnAbort(out, options.signal);
+    source.on('error', (error) => out.destroy(toStorageError(error, ctx)));
+    out.on('close', () => {
+      detach();
+      if (!source.destroyed) source.destroy();
+    });
+    source.pipe(out);
+    return out;
+  }
+
+  private toInfo(
+    bucket: string,
+    name: string,
+    stat: { size: number; lastModified: Date; metaData: Record<string, unknown> },
+  ): ObjectInfo {
+    const metadata: Record<string, string> = {};
+    let digest: string | undefined;
+    let contentType: string | undefined;
+    for (const [rawKey, value] of Object.entries(stat.metaData ?? {})) {
+      const key = rawKey.toLowerCase();
+      const text = Array.isArray(value) ? value.join(',') : String(value);
+      if (key === 'content-type') contentType = text;
+      else if (key === digestMetadataKey) digest = text;
+      else if (!standardHeaders.has(key) && !key.startsWith('x-amz-')) metadata[key] = text;
+    }
+    return { bucket, name, size: stat.size, lastModified: stat.lastModified, digest, contentType, metadata };
+  }
+
+  async stat(bucket: string, name: string): Promise<ObjectInfo | undefined> {
+    try {
+      const stat = await this.client.statObject(bucket, name);
+      return this.toInfo(bucket, name, stat);
+    } catch (error) {
+      if (notFoundCodes.has(codeOf(error) ?? '')) return undefined;
+      throw toStorageError(error, this.ctx('stat', bucket, name));
+    }
+  }
+
+  async *list(bucket: string, options: ListOptions = {}): AsyncIterable<ObjectInfo> {
+    const ctx = this.ctx('list', bucket);
+    const stream = this.client.listObjectsV2(bucket, options.prefix ?? '', true);
+    try {
+      for await (const item of stream) {
+        if (options.signal?.aborted) throw new CancelledError(`listing bucket '${bucket}' was cancelled`);
+        if (typeof item.name !== 'string') continue;
+        yield {
+          bucket,
+          name: item.name,
+          size: item.size,
+          lastModified: item.lastModified ?? new Date(0),
+          metadata: {},
+        };
+      }
+    } catch (error) {
+      if (codeOf(error) === 'NoSuchBucket') return;
+      throw toStorageError(error, ctx);
+    } finally {
+      stream.destroy();
+    }
+  }
+
+  async delete(bucket: string, target: DeleteTarget): Promise<number> {
+    if ('name' in target) {
+      if (!(await this.stat(bucket, target.name))) return 0;
+      try {
+        await this.client.removeObject(bucket, target.name);
+        return 1;
+      } catch (error) {
+        if (notFoundCodes.has(codeOf(error) ?? '')) return 0;
+        throw toStorageError(error, this.ctx('delete', bucket, target.name));
+      }
+    }
+    let deleted = 0;
+    let batch: string[] = [];
+    const flush = async (): Promise<void> => {
+      if (!batch.length) return;
+      const names = batch;
+      batch = [];
+      let failures: DeleteFailure[];
+      try {
+        // The typings say `{ Error: {...} }`; the parser returns the `Error` elements themselves. Accept both.
+        failures = (await this.client.removeObjects(bucket, names))
+          .filter((f) => !!f)
+          .map((f) => ((f as { Error?: DeleteFailure }).Error ?? f) as DeleteFailure);
+      } catch (error) {
+        throw toStorageError(error, this.ctx('delete', bucket));
+      }
+      const real = failures.filter((f) => f.Code !== 'NoSuchKey');
+      deleted += names.length - failures.length;
+      if (real.length) {
+        const first = real[0]!;
+        throw toStorageError(Object.assign(new Error(first.Message ?? 'delete failed'), { code: first.Code }), {
+          ...this.ctx('delete', bucket, first.Key),
+        });
+      }
+    };
+    for await (const info of this.list(bucket, { prefix: target.prefix })) {
+      batch.push(info.name);
+      if (batch.length >= deleteBatch) await flush();
+    }
+    await flush();
+    return deleted;
+  }
+
+  async presignedUrl(
+    method: PresignMethod,
+    bucket: string,
+    name: string,
+    options: PresignOptions = {},
+  ): Promise<string> {
+    const expires = Math.min(
+      Math.max(1, Math.floor(options.expiresInSeconds ?? this.config.presignExpirySeconds)),
+      maxPresignSeconds,
+    );
+    try {
+      return await this.client.presignedUrl(method, bucket, name, expires);
+    } catch (error) {
+      throw toStorageError(error, this.ctx(`presign ${method}`, bucket, name));
+    }
+  }
+
+  async diskUsage(bucket: string, prefix?: string): Promise<number> {
+    let total = 0;
+    for await (const info of this.list(bucket, { prefix })) total += info.size;
+    return total;
+  }
+
+  async close(): Promise<void> {
+    this.agent.destroy();
+  }
+}

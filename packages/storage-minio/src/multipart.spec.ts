@@ -1,0 +1,73 @@
+import { Readable } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import { BoundedRunner, destroyOnAbort, splitParts } from './multipart.js';
+
+async function parts(chunks: Buffer[], size: number): Promise<number[]> {
+  const out: number[] = [];
+  for await (const part of splitParts(Readable.from(chunks), size)) out.push(part.length);
+  return out;
+}
+
+describe('splitParts', () => {
+  it('cuts any chunking into exact parts, the last one short', async () => {
+    expect(await parts([Buffer.alloc(10), Buffer.alloc(3), Buffer.alloc(20)], 8)).toEqual([8, 8, 8, 8, 1]);
+    expect(await parts([Buffer.alloc(16)], 8)).toEqual([8, 8]);
+    expect(await parts([Buffer.alloc(5)], 8)).toEqual([5]);
+  });
+
+  it('gives one empty part for an empty stream', async () => {
+    expect(await parts([], 8)).toEqual([0]);
+  });
+
+  it('keeps the bytes in order', async () => {
+    const data = Buffer.from(Array.from({ length: 100 }, (_, i) => i));
+    const out: Buffer[] = [];
+    for await (const part of splitParts(Readable.from([data.subarray(0, 33), data.subarray(33)]), 7)) out.push(part);
+    expect(Buffer.concat(out).equals(data)).toBe(true);
+  });
+});
+
+describe('BoundedRunner', () => {
+  it('never runs more than its limit at once', async () => {
+    const runner = new BoundedRunner(3);
+    let running = 0;
+    let peak = 0;
+    for (let i = 0; i < 10; i++) {
+      await runner.add(async () => {
+        running++;
+        peak = Math.max(peak, running);
+        await new Promise((r) => setTimeout(r, 5));
+        running--;
+      });
+    }
+    await runner.settle();
+    expect(peak).toBe(3);
+    expect(runner.failed).toBeUndefined();
+  });
+
+  it('records the first failure and starts nothing after it', async () => {
+    const runner = new BoundedRunner(1);
+    let started = 0;
+    await runner.add(async () => {
+      started++;
+      throw new Error('first');
+    });
+    await runner.add(async () => {
+      started++;
+    });
+    await runner.settle();
+    expect(started).toBe(1);
+    expect((runner.failed?.error as Error).message).toBe('first');
+  });
+});
+
+describe('destroyOnAbort', () => {
+  it('ends a stream with an AbortError when the signal fires', async () => {
+    const stream = new Readable({ read() {} });
+    const controller = new AbortController();
+    destroyOnAbort(stream, controller.signal);
+    const ended = new Promise<Error>((resolve) => stream.on('error', resolve));
+    controller.abort();
+    expect((await ended).name).toBe('AbortError');
+  });
+});
