@@ -52,7 +52,7 @@ export {
 export type { OpName, OpInput, OpArgs, CliResult, Ipv4Cidr } from './contract.js';
 export { opNames, parseOpArgs, parseIpv4Cidr, EXIT_FAILED, EXIT_USAGE } from './contract.js';
 export { runCli } from './cli.js';
-export { resolveHostPid, writeIdMapping, validateIdMappings, MAX_ID_MAP_LINES } from './proc.js';
+export { resolveHostPid, namespaceId, writeIdMapping, validateIdMappings, MAX_ID_MAP_LINES } from './proc.js';
 export type {
   CgroupVersion,
   V1Controller,

@@ -294,6 +294,14 @@ describe('createNsinsiderOps against real namespaces', () => {
     }
   });
 
+  it('tells namespaces apart', async () => {
+    expect(await ops.namespaceId({ pid: sb.pid, kind: 'net' })).toMatch(/^net:\[\d+\]$/);
+    expect(await ops.namespaceId({ pid: sb.pid, kind: 'net' })).not.toBe(await ops.namespaceId({ pid: process.pid, kind: 'net' }));
+    expect(await ops.namespaceId({ pid: sb.pid, kind: 'mount' })).toMatch(/^mnt:/);
+    const e = await rejection(ops.namespaceId({ pid: 999_999_999, kind: 'net' }));
+    expect(isNsinsiderError(e) && e.kind).toBe('not-found');
+  });
+
   it('writes uid and gid maps once', async () => {
     const userns = await startNamespaceSandbox({ namespaces: ['user'] });
     try {

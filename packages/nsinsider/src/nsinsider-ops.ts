@@ -5,7 +5,7 @@ import { assertPid, parseOpArgs } from './contract.js';
 import type { NsinsiderFailureKind } from './errors.js';
 import { NsinsiderError, NsinsiderValidationError } from './errors.js';
 import { runCommand } from './exec.js';
-import { resolveHostPid, writeIdMapping } from './proc.js';
+import { namespaceId, resolveHostPid, writeIdMapping } from './proc.js';
 import type {
   ConnectionLimitStats,
   NamespaceKind,
@@ -212,6 +212,9 @@ export function createNsinsiderOps(options: NsinsiderOpsOptions = {}): Namespace
     },
     resolveHostPid(req) {
       return resolveHostPid(req.nsPid, req.anchorPid, procRoot);
+    },
+    namespaceId(req) {
+      return namespaceId(req.pid, req.kind, procRoot);
     },
     writeIdMapping(req) {
       return writeIdMapping(req.pid, req.kind, req.mappings, procRoot);

@@ -1,6 +1,6 @@
 import { readdir, readFile, readlink, writeFile } from 'node:fs/promises';
 import { errnoCode, NsinsiderError, NsinsiderValidationError } from './errors.js';
-import type { IdMapping } from './types.js';
+import type { IdMapping, NamespaceKind } from './types.js';
 
 /**
  * Host-side /proc work. No namespace needs entering: the caller's /proc sees every process, and the
@@ -156,5 +156,23 @@ export async function writeIdMapping(
         : `cannot write ${path}: ${(e as Error).message}`,
       { op, kind: code === 'ENOENT' ? 'not-found' : 'failed', code, cause: e },
     );
+  }
+}
+
+const nsFiles: Record<NamespaceKind, string> = { mount: 'mnt', net: 'net', pid: 'pid', uts: 'uts', ipc: 'ipc' };
+
+/** See {@link NamespaceOps.namespaceId}. */
+export async function namespaceId(pid: number, kind: NamespaceKind, procRoot = '/proc'): Promise<string> {
+  const op = 'namespace-id';
+  if (!Number.isSafeInteger(pid) || pid <= 0) {
+    throw new NsinsiderValidationError(op, 'pid', `must be a positive integer pid, got ${String(pid)}`);
+  }
+  if (!Object.prototype.hasOwnProperty.call(nsFiles, kind)) {
+    throw new NsinsiderValidationError(op, 'kind', `must be one of ${Object.keys(nsFiles).join(', ')}`);
+  }
+  try {
+    return await readlink(`${procRoot}/${pid}/ns/${nsFiles[kind]}`);
+  } catch (e) {
+    throw new NsinsiderError(`process ${pid} does not exist`, { op, kind: 'not-found', code: errnoCode(e) ?? 'ESRCH', cause: e });
   }
 }

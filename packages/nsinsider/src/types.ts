@@ -161,6 +161,8 @@ export interface NamespaceOps {
    * another workspace's processes.
    */
   resolveHostPid(req: { nsPid: number; anchorPid: number }): Promise<number>;
+  /** Identity of one of the process's namespaces (e.g. `net:[4026532180]`), to tell whether two share one. */
+  namespaceId(req: { pid: number; kind: NamespaceKind }): Promise<string>;
   /** Writes /proc/<pid>/uid_map (or gid_map); the kernel accepts this once per process. */
   writeIdMapping(req: { pid: number; kind: 'uid' | 'gid'; mappings: readonly IdMapping[] }): Promise<void>;
 }

@@ -1,0 +1,76 @@
+import type { PluginLogger } from '@workbay/api';
+import type { NamespaceOps, WorkspaceCgroup } from '@workbay/nsinsider';
+
+/** One workspace, as the in-workspace service sees it. The daemon's session supplies it. */
+export interface IwsWorkspaceContext {
+  readonly workspaceId: string;
+  readonly instanceId?: string;
+  /**
+   * Host pid of the workspace's init process: the anchor for every pid a request names (those are pids in
+   * the workspace's pid namespace). A function when the process can change or is not there yet.
+   */
+  readonly initPid: number | (() => number | undefined);
+  /** The workspace's cgroup, relative to the cgroup roots; without it the cgroup RPCs fail with FAILED_PRECONDITION. */
+  readonly cgroupPath?: string;
+}
+
+/** A uid/gid range `[start, start + size)` on the host. */
+export interface IdRange {
+  readonly start: number;
+  readonly size: number;
+}
+
+export interface IwsConfig {
+  /** The host id that container root may map to (default 33333, one id). */
+  readonly rootIdRange: IdRange;
+  /** Host ids that other container ids may map to (default 100000 + 70000). */
+  readonly userIdRanges: readonly IdRange[];
+  /** IPv4 CIDR of the veth pair made by SetupPairVeths (default 10.0.5.0/30). */
+  readonly vethCidr: string;
+  /** The /dev that PrepareForUserNS populates, in the workspace's mount namespace (default /dev). */
+  readonly devDir: string;
+  /** Owner of the device nodes PrepareForUserNS creates (default 33333:33333). */
+  readonly devOwner: { readonly uid: number; readonly gid: number };
+  /** Owner given to the delegated `workspace/user` cgroup by EvacuateCGroup (default: left as is). */
+  readonly cgroupDelegateTo?: { readonly uid: number; readonly gid: number };
+  /** Apply the per-RPC rate limits (default true). */
+  readonly rateLimits: boolean;
+  /** How long WorkspaceInfo samples CPU usage to compute millicores (default 100 ms). */
+  readonly cpuSampleMs: number;
+}
+
+export const defaultIwsConfig: IwsConfig = Object.freeze({
+  rootIdRange: { start: 33333, size: 1 },
+  userIdRanges: [{ start: 100000, size: 70000 }],
+  vethCidr: '10.0.5.0/30',
+  devDir: '/dev',
+  devOwner: { uid: 33333, gid: 33333 },
+  rateLimits: true,
+  cpuSampleMs: 100,
+});
+
+/** Opens cgroups by path; `CgroupController` from @workbay/nsinsider is the real one. */
+export interface CgroupAccess {
+  cgroup(path: string): WorkspaceCgroup & {
+    child(name: string): WorkspaceCgroup;
+  };
+}
+
+/** What {@link createInWorkspaceService} and {@link InWorkspaceOperations} need. */
+export interface InWorkspaceServiceDeps {
+  /** Namespace work; the daemon passes `createNsinsiderOps()`. */
+  readonly ops: NamespaceOps;
+  readonly workspace: IwsWorkspaceContext;
+  /** Needed for EvacuateCGroup, PrepareForUserNS's cgroup step and WorkspaceInfo when `cgroupPath` is set. */
+  readonly cgroups?: CgroupAccess;
+  readonly config?: Partial<IwsConfig>;
+  readonly logger?: PluginLogger;
+  /** Deletes the workspace content; called by WipingTeardown with do_wipe. */
+  readonly wipeContent?: () => Promise<void>;
+  /** Whether the kernel can mount NFS (default: nfs or nfs4 listed in /proc/filesystems). */
+  readonly nfsSupported?: () => Promise<boolean>;
+  /** Machine totals used as the limit when the cgroup has none (default: os). */
+  readonly machine?: { readonly cpus: number; readonly memoryBytes: number };
+  /** Clock for the rate limits (default Date.now). */
+  readonly now?: () => number;
+}

@@ -1,0 +1,42 @@
+import { ResourceExhaustedError } from '@workbay/api';
+
+/** A token bucket: `burst` calls at once, then one per `intervalMs`. `intervalMs: Infinity` = only `burst` ever. */
+export interface RateLimitRule {
+  readonly burst: number;
+  readonly intervalMs: number;
+}
+
+export const onceOnly: RateLimitRule = Object.freeze({ burst: 1, intervalMs: Number.POSITIVE_INFINITY });
+
+/** Per-method token buckets for one workspace's service. */
+export class RateLimiter {
+  private readonly buckets = new Map<string, { tokens: number; updatedAt: number }>();
+
+  constructor(
+    private readonly rules: Readonly<Record<string, RateLimitRule>>,
+    private readonly now: () => number = Date.now,
+    private readonly enabled = true,
+  ) {}
+
+  /** Takes a token for `method` or throws {@link ResourceExhaustedError}. Methods without a rule are free. */
+  take(method: string): void {
+    const rule = this.rules[method];
+    if (!this.enabled || !rule) return;
+    const now = this.now();
+    const b = this.buckets.get(method) ?? { tokens: rule.burst, updatedAt: now };
+    if (Number.isFinite(rule.intervalMs)) {
+      b.tokens = Math.min(rule.burst, b.tokens + (now - b.updatedAt) / rule.intervalMs);
+    }
+    b.updatedAt = now;
+    if (b.tokens < 1) {
+      this.buckets.set(method, b);
+      throw new ResourceExhaustedError(
+        Number.isFinite(rule.intervalMs)
+          ? `${method} is rate limited (${rule.burst} at once, then one per ${rule.intervalMs} ms)`
+          : `${method} may be called only ${rule.burst === 1 ? 'once' : `${rule.burst} times`} per workspace`,
+      );
+    }
+    b.tokens -= 1;
+    this.buckets.set(method, b);
+  }
+}

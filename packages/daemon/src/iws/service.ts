@@ -1,0 +1,88 @@
+import { fsShiftMethod, unaryHandler } from '@workbay/api';
+import type { InWorkspaceServiceServer, iws, PluginLogger } from '@workbay/api';
+import type { InWorkspaceServiceDeps } from './context.js';
+import { InWorkspaceOperations } from './operations.js';
+
+/**
+ * The gRPC edge of `iws.InWorkspaceService` for one workspace: proto messages in, domain calls on
+ * {@link InWorkspaceOperations}, proto messages out. Errors are domain errors until `unaryHandler` maps
+ * them to a status.
+ */
+export function createInWorkspaceService(
+  deps: InWorkspaceServiceDeps | InWorkspaceOperations,
+): InWorkspaceServiceServer {
+  const ops = deps instanceof InWorkspaceOperations ? deps : new InWorkspaceOperations(deps);
+  const logger: PluginLogger | undefined = deps instanceof InWorkspaceOperations ? undefined : deps.logger;
+  const options = {
+    onInternalError: (error: unknown, path: string) => logger?.error({ err: error, path }, 'in-workspace call failed'),
+  };
+  const empty = {};
+
+  return {
+    prepareForUserNs: unaryHandler<iws.PrepareForUserNSRequest, iws.PrepareForUserNSResponse>(async (req) => {
+      const r = await ops.prepareForUserNs({ usernsPid: req.usernsPid });
+      return {
+        fsShift: fsShiftMethod.toProto(r.fsShift),
+        fullWorkspaceBackup: false,
+        persistentVolumeClaim: r.persistentVolumeClaim,
+      };
+    }, options),
+    writeIdMapping: unaryHandler<iws.WriteIDMappingRequest, iws.WriteIDMappingResponse>(async (req) => {
+      await ops.writeIdMapping({
+        pid: req.pid,
+        gid: req.gid,
+        mappings: req.mapping.map((m) => ({ containerId: m.containerId, hostId: m.hostId, size: m.size })),
+      });
+      return { message: '', errorCode: 0 };
+    }, options),
+    evacuateCGroup: unaryHandler<iws.EvacuateCGroupRequest, iws.EvacuateCGroupResponse>(async () => {
+      await ops.evacuateCgroup();
+      return empty;
+    }, options),
+    mountProc: unaryHandler<iws.MountProcRequest, iws.MountProcResponse>(async (req) => {
+      await ops.mountProc({ target: req.target, pid: req.pid });
+      return empty;
+    }, options),
+    umountProc: unaryHandler<iws.UmountProcRequest, iws.UmountProcResponse>(async (req) => {
+      await ops.umountProc({ target: req.target, pid: req.pid });
+      return empty;
+    }, options),
+    mountSysfs: unaryHandler<iws.MountProcRequest, iws.MountProcResponse>(async (req) => {
+      await ops.mountSysfs({ target: req.target, pid: req.pid });
+      return empty;
+    }, options),
+    umountSysfs: unaryHandler<iws.UmountProcRequest, iws.UmountProcResponse>(async (req) => {
+      await ops.umountSysfs({ target: req.target, pid: req.pid });
+      return empty;
+    }, options),
+    mountNfs: unaryHandler<iws.MountNfsRequest, iws.MountNfsResponse>(async (req) => {
+      await ops.mountNfs({ source: req.source, target: req.target, args: req.args, pid: req.pid });
+      return empty;
+    }, options),
+    umountNfs: unaryHandler<iws.UmountNfsRequest, iws.UmountNfsResponse>(async (req) => {
+      await ops.umountNfs({ target: req.target, pid: req.pid });
+      return empty;
+    }, options),
+    teardown: unaryHandler<iws.TeardownRequest, iws.TeardownResponse>(
+      async () => ({ success: await ops.teardown() }),
+      options,
+    ),
+    wipingTeardown: unaryHandler<iws.WipingTeardownRequest, iws.WipingTeardownResponse>(
+      async (req) => ({ success: await ops.wipingTeardown({ doWipe: req.doWipe }) }),
+      options,
+    ),
+    setupPairVeths: unaryHandler<iws.SetupPairVethsRequest, iws.SetupPairVethsResponse>(async (req) => {
+      await ops.setupPairVeths({ pid: req.pid });
+      return empty;
+    }, options),
+    workspaceInfo: unaryHandler<iws.WorkspaceInfoRequest, iws.WorkspaceInfoResponse>(async () => {
+      const r = await ops.workspaceInfo();
+      return {
+        resources: {
+          cpu: { used: r.cpu.usedMillicores, limit: r.cpu.limitMillicores },
+          memory: { used: r.memory.usedBytes, limit: r.memory.limitBytes },
+        },
+      };
+    }, options),
+  };
+}
