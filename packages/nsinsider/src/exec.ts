@@ -14,6 +14,11 @@ export interface CommandOptions {
   timeoutMs?: number;
   input?: string;
   env?: NodeJS.ProcessEnv;
+  /**
+   * Run the command in its own process group and kill the whole group on timeout. nsenter forks when it
+   * enters a pid namespace, and killing only nsenter would leave that child running.
+   */
+  killGroup?: boolean;
 }
 
 /** Runs a command to completion, never throwing: the caller decides what a failure means. */
@@ -26,6 +31,7 @@ export function runCommand(
     const child = spawn(file, args, {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: options.env ?? process.env,
+      detached: options.killGroup === true,
     });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
@@ -36,7 +42,15 @@ export function runCommand(
         ? undefined
         : setTimeout(() => {
             timedOut = true;
-            child.kill('SIGKILL');
+            if (options.killGroup && child.pid !== undefined) {
+              try {
+                process.kill(-child.pid, 'SIGKILL');
+              } catch {
+                child.kill('SIGKILL');
+              }
+            } else {
+              child.kill('SIGKILL');
+            }
           }, options.timeoutMs);
     child.stdout.on('data', (b: Buffer) => out.push(b));
     child.stderr.on('data', (b: Buffer) => err.push(b));

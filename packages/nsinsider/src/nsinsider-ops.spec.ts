@@ -296,10 +296,31 @@ describe('createNsinsiderOps against real namespaces', () => {
 
   it('tells namespaces apart', async () => {
     expect(await ops.namespaceId({ pid: sb.pid, kind: 'net' })).toMatch(/^net:\[\d+\]$/);
-    expect(await ops.namespaceId({ pid: sb.pid, kind: 'net' })).not.toBe(await ops.namespaceId({ pid: process.pid, kind: 'net' }));
+    expect(await ops.namespaceId({ pid: sb.pid, kind: 'net' })).not.toBe(
+      await ops.namespaceId({ pid: process.pid, kind: 'net' }),
+    );
     expect(await ops.namespaceId({ pid: sb.pid, kind: 'mount' })).toMatch(/^mnt:/);
     const e = await rejection(ops.namespaceId({ pid: 999_999_999, kind: 'net' }));
     expect(isNsinsiderError(e) && e.kind).toBe('not-found');
+  });
+
+  it('confines an anchor in the host pid namespace to its own descendants', async () => {
+    // A "workspace" without its own pid namespace: a shell with one child.
+    const anchor = spawn('sh', ['-c', 'sleep 30 & echo $!; wait'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      const childPid = Number(
+        await new Promise<string>((resolve) =>
+          anchor.stdout!.once('data', (b: Buffer) => resolve(b.toString().trim())),
+        ),
+      );
+      expect(await ops.resolveHostPid({ nsPid: childPid, anchorPid: anchor.pid! })).toBe(childPid);
+      expect(await ops.resolveHostPid({ nsPid: anchor.pid!, anchorPid: anchor.pid! })).toBe(anchor.pid);
+      // Our own pid is in the same pid namespace but not the anchor's to name.
+      const e = await rejection(ops.resolveHostPid({ nsPid: process.pid, anchorPid: anchor.pid! }));
+      expect(isNsinsiderError(e) && e.kind).toBe('not-found');
+    } finally {
+      anchor.kill('SIGKILL');
+    }
   });
 
   it('writes uid and gid maps once', async () => {
@@ -379,6 +400,28 @@ describe('createNsinsiderOps against real namespaces', () => {
     const e = await rejection(ops.mountProc({ pid, target: '/proc' }));
     expect(isNsinsiderError(e)).toBe(true);
     expect((e as NsinsiderError).kind).toBe('not-found');
+  });
+
+  it('kills a hung helper together with what nsenter forked into the pid namespace', async () => {
+    const dir = await mkdtemp(join(scratch, 'hang-pid-'));
+    const hang = join(dir, 'hang.mjs');
+    const marker = `nsinsider-hang-${process.pid}`;
+    await import('node:fs/promises').then((fs) =>
+      fs.writeFile(hang, `process.title = '${marker}'; setInterval(() => {}, 1000);\n`),
+    );
+    const slow = createNsinsiderOps({ cliPath: hang, timeoutMs: 500 });
+    // mountProc enters the pid namespace, so nsenter forks the helper.
+    const e = await rejection(slow.mountProc({ pid: sb.pid, target: '/proc' }));
+    expect(isNsinsiderError(e) && e.kind).toBe('timeout');
+    await new Promise((r) => setTimeout(r, 200));
+    const { readdir } = await import('node:fs/promises');
+    const left: number[] = [];
+    for (const name of await readdir('/proc')) {
+      if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
+      const cmdline = await readFile(`/proc/${name}/cmdline`, 'utf8').catch(() => '');
+      if (cmdline.includes(marker)) left.push(Number(name));
+    }
+    expect(left).toEqual([]);
   });
 
   it('kills a helper that exceeds the timeout', async () => {

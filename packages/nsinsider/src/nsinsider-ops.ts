@@ -89,7 +89,7 @@ export function createNsinsiderOps(options: NsinsiderOpsOptions = {}): Namespace
       argv = cliArgs;
     }
     options.onSpawn?.({ op, pid: target?.pid, namespaces: target?.namespaces ?? [], args: argv });
-    const r = await runCommand(file, argv, { timeoutMs });
+    const r = await runCommand(file, argv, { timeoutMs, killGroup: true });
     const stderr = r.stderr.trim();
     if (r.spawnError) {
       throw new NsinsiderError(`${op}: cannot start ${file}: ${r.spawnError.message}`, {

@@ -33,7 +33,7 @@ async function readStatus(procRoot: string, pid: number): Promise<ProcStatus | u
   return { ppid: Number(field('PPid') ?? 0), nsPids: nsPids.length > 0 ? nsPids : [pid] };
 }
 
-async function pidNamespace(procRoot: string, pid: number): Promise<string | undefined> {
+async function pidNamespace(procRoot: string, pid: number | 'self'): Promise<string | undefined> {
   try {
     return await readlink(`${procRoot}/${pid}/ns/pid`);
   } catch {
@@ -68,6 +68,7 @@ export async function resolveHostPid(nsPid: number, anchorPid: number, procRoot 
   if (!anchor || !anchorNs) {
     throw new NsinsiderError(`anchor process ${anchorPid} does not exist`, { op, kind: 'not-found', code: 'ESRCH' });
   }
+  const anchorSharesOurs = anchorNs === (await pidNamespace(procRoot, 'self'));
   // The anchor's pid namespace sits at this depth of every NSpid list below it.
   const level = anchor.nsPids.length - 1;
   if (nsPid === anchor.nsPids[level]) {
@@ -79,8 +80,10 @@ export async function resolveHostPid(nsPid: number, anchorPid: number, procRoot 
     const pid = Number(name);
     const st = await readStatus(procRoot, pid);
     if (!st || st.nsPids.length <= level || st.nsPids[level] !== nsPid) continue;
-    // Same depth is not enough: sibling namespaces (other workspaces) reuse pid numbers.
-    if ((await pidNamespace(procRoot, pid)) === anchorNs || (await isDescendant(procRoot, pid, anchorPid))) {
+    // Same depth is not enough: sibling namespaces (other workspaces) reuse pid numbers. And an anchor
+    // that shares our own pid namespace owns only its descendants, not every process of the host.
+    const sameNs = !anchorSharesOurs && (await pidNamespace(procRoot, pid)) === anchorNs;
+    if (sameNs || (await isDescendant(procRoot, pid, anchorPid))) {
       return pid;
     }
   }
@@ -173,6 +176,11 @@ export async function namespaceId(pid: number, kind: NamespaceKind, procRoot = '
   try {
     return await readlink(`${procRoot}/${pid}/ns/${nsFiles[kind]}`);
   } catch (e) {
-    throw new NsinsiderError(`process ${pid} does not exist`, { op, kind: 'not-found', code: errnoCode(e) ?? 'ESRCH', cause: e });
+    throw new NsinsiderError(`process ${pid} does not exist`, {
+      op,
+      kind: 'not-found',
+      code: errnoCode(e) ?? 'ESRCH',
+      cause: e,
+    });
   }
 }

@@ -25,6 +25,6 @@ export { InWorkspaceOperations, iwsRateLimits, kernelHasNfs, WORKSPACE_CGROUP, U
 export type { RateLimitRule } from './rate-limit.js';
 export { RateLimiter, onceOnly } from './rate-limit.js';
 export { toIwsError } from './error-mapping.js';
-export { createInWorkspaceService } from './service.js';
+export { createInWorkspaceService, createWorkspaceInfoService } from './service.js';
 export type { IwsListenOptions, IwsServerHandle } from './server.js';
 export { listenIws } from './server.js';

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   createInWorkspaceClient,
+  createWorkspaceInfoClient,
   FailedPreconditionError,
   fsShiftMethod,
   InvalidArgumentError,
@@ -18,10 +19,10 @@ import { CgroupController, createNsinsiderOps } from '@workbay/nsinsider';
 import type { NamespaceSandbox } from '@workbay/nsinsider/testing';
 import { startNamespaceSandbox } from '@workbay/nsinsider/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { kernelHasNfs } from './operations.js';
+import { InWorkspaceOperations, kernelHasNfs } from './operations.js';
 import type { IwsServerHandle } from './server.js';
 import { listenIws } from './server.js';
-import { createInWorkspaceService } from './service.js';
+import { createInWorkspaceService, createWorkspaceInfoService } from './service.js';
 
 // Real everything: an unshare'd workspace, the nsinsider CLI under nsenter, cgroupfs, and gRPC over
 // loopback TCP and a unix socket. Runs as root.
@@ -91,14 +92,15 @@ describe('InWorkspaceService over gRPC with real namespaces', () => {
     await cg.setMemoryLimit(512 * 1024 * 1024);
     await cg.addProcess(sb.pid);
 
-    const service = createInWorkspaceService({
+    const operations = new InWorkspaceOperations({
       ops: createNsinsiderOps(),
       cgroups,
       workspace: { workspaceId: 'ws-int', initPid: () => sb.pid, cgroupPath: cg.path },
       config: { devDir, vethCidr: '198.18.5.0/30', cpuSampleMs: 50 },
       wipeContent: async () => void wiped++,
     });
-    tcp = await listenIws(service, { address: '127.0.0.1:0' });
+    const service = createInWorkspaceService(operations);
+    tcp = await listenIws(service, { address: '127.0.0.1:0', workspaceInfo: createWorkspaceInfoService(operations) });
     unix = await listenIws(service, { socketPath: join(scratch, 'ws-int-daemon', 'daemon.sock') });
     client = createInWorkspaceClient(tcp.target);
     unixClient = createInWorkspaceClient(unix.target);
@@ -221,6 +223,13 @@ describe('InWorkspaceService over gRPC with real namespaces', () => {
     expect(info.resources?.cpu).toEqual({ used: expect.any(Number), limit: 500 });
     expect(info.resources?.memory?.limit).toBe(512 * 1024 * 1024);
     expect(info.resources?.memory?.used).toBeGreaterThanOrEqual(0);
+    const infoOnly = createWorkspaceInfoClient(tcp.target);
+    try {
+      const r = await infoOnly.workspaceInfo({}, { timeoutMs: 10_000 });
+      expect(r.resources?.memory?.limit).toBe(512 * 1024 * 1024);
+    } finally {
+      infoOnly.close();
+    }
   });
 
   it('EvacuateCGroup moves the workspace into workspace/user', async () => {

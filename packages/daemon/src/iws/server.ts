@@ -1,14 +1,18 @@
 import { chmod, mkdir, rm } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
-import { InvalidArgumentError, InWorkspaceServiceService } from '@workbay/api';
-import type { InWorkspaceServiceServer } from '@workbay/api';
+import { InvalidArgumentError, InWorkspaceServiceService, WorkspaceInfoServiceService } from '@workbay/api';
+import type { InWorkspaceServiceServer, WorkspaceInfoServiceServer } from '@workbay/api';
 
-export type IwsListenOptions =
-  /** A unix socket, as the original serves one per workspace (a stale socket file is replaced). */
-  | { readonly socketPath: string; readonly socketMode?: number }
-  /** A TCP address such as `127.0.0.1:0`. */
-  | { readonly address: string };
+export type IwsListenOptions = (
+  | /** A unix socket, as the original serves one per workspace (a stale socket file is replaced). */
+    { readonly socketPath: string; readonly socketMode?: number }
+    /** A TCP address such as `127.0.0.1:0`. */
+  | { readonly address: string }
+) & {
+  /** Also serve `iws.WorkspaceInfoService` on the same listener (see `createWorkspaceInfoService`). */
+  readonly workspaceInfo?: WorkspaceInfoServiceServer;
+};
 
 export interface IwsServerHandle {
   /** What a client dials: `unix:/path/daemon.sock` or `127.0.0.1:<port>`. */
@@ -26,6 +30,9 @@ export async function listenIws(
 ): Promise<IwsServerHandle> {
   const server = new Server();
   server.addService(InWorkspaceServiceService, service);
+  if (options.workspaceInfo) {
+    server.addService(WorkspaceInfoServiceService, options.workspaceInfo);
+  }
   let bindTo: string;
   let socketPath: string | undefined;
   if ('socketPath' in options) {

@@ -1,5 +1,5 @@
 import { fsShiftMethod, unaryHandler } from '@workbay/api';
-import type { InWorkspaceServiceServer, iws, PluginLogger } from '@workbay/api';
+import type { InWorkspaceServiceServer, iws, PluginLogger, WorkspaceInfoServiceServer } from '@workbay/api';
 import type { InWorkspaceServiceDeps } from './context.js';
 import { InWorkspaceOperations } from './operations.js';
 
@@ -85,4 +85,12 @@ export function createInWorkspaceService(
       };
     }, options),
   };
+}
+
+/**
+ * `iws.WorkspaceInfoService`: only WorkspaceInfo, for callers that must not reach the rest of the
+ * in-workspace service. Shares the operations (and so the rate limit) of the workspace it is given.
+ */
+export function createWorkspaceInfoService(operations: InWorkspaceOperations): WorkspaceInfoServiceServer {
+  return { workspaceInfo: createInWorkspaceService(operations).workspaceInfo };
 }
