@@ -278,19 +278,23 @@ describe('createNsinsiderOps against real namespaces', () => {
         stdio: ['ignore', 'pipe', 'inherit'],
       },
     );
+    let hostPid = 0;
     try {
       const nsPid = Number(
         await new Promise<string>((resolve) => inner.stdout.once('data', (b: Buffer) => resolve(b.toString().trim()))),
       );
       expect(nsPid).toBeGreaterThan(1);
-      const hostPid = await ops.resolveHostPid({ nsPid, anchorPid: sb.pid });
+      hostPid = await ops.resolveHostPid({ nsPid, anchorPid: sb.pid });
       const status = await readFile(`/proc/${hostPid}/status`, 'utf8');
       expect(status).toMatch(new RegExp(`NSpid:\\s+${hostPid}\\s+${nsPid}\\n`));
       // The other sandbox has no such process.
       const e = await rejection(ops.resolveHostPid({ nsPid, anchorPid: outer.pid }));
       expect(isNsinsiderError(e) && e.kind).toBe('not-found');
     } finally {
+      // nsenter's forked child would outlive it and hold our pipe open.
+      if (hostPid > 0) process.kill(hostPid, 'SIGKILL');
       inner.kill('SIGKILL');
+      inner.stdout.destroy();
     }
   });
 
@@ -307,8 +311,9 @@ describe('createNsinsiderOps against real namespaces', () => {
   it('confines an anchor in the host pid namespace to its own descendants', async () => {
     // A "workspace" without its own pid namespace: a shell with one child.
     const anchor = spawn('sh', ['-c', 'sleep 30 & echo $!; wait'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let childPid = 0;
     try {
-      const childPid = Number(
+      childPid = Number(
         await new Promise<string>((resolve) =>
           anchor.stdout!.once('data', (b: Buffer) => resolve(b.toString().trim())),
         ),
@@ -319,7 +324,10 @@ describe('createNsinsiderOps against real namespaces', () => {
       const e = await rejection(ops.resolveHostPid({ nsPid: process.pid, anchorPid: anchor.pid! }));
       expect(isNsinsiderError(e) && e.kind).toBe('not-found');
     } finally {
+      // The orphaned sleep would hold our pipe open.
+      if (childPid > 0) process.kill(childPid, 'SIGKILL');
       anchor.kill('SIGKILL');
+      anchor.stdout!.destroy();
     }
   });
 
