@@ -2,7 +2,8 @@ import { spawn } from 'node:child_process';
 import { readFile, readlink } from 'node:fs/promises';
 import type { CommandResult } from './exec.js';
 import { runCommand } from './exec.js';
-import type { NamespaceKind } from './types.js';
+import { parseIpv4Cidr } from './contract.js';
+import type { NamespaceKind, NamespaceOps } from './types.js';
 
 /**
  * Test kit (`@workbay/nsinsider/testing`): throwaway namespaces held open by a sleeping process, for
@@ -134,4 +135,59 @@ export async function startNamespaceSandbox(options: NamespaceSandboxOptions = {
       }
     },
   };
+}
+
+/** One call recorded by {@link createRecordingNamespaceOps}. */
+export interface RecordedNamespaceCall {
+  readonly method: keyof NamespaceOps;
+  readonly request: unknown;
+}
+
+/**
+ * A fake {@link NamespaceOps} for unit tests of code that consumes the interface: every call is recorded
+ * and resolves with a neutral result (pids translate to themselves, every process shares one set of
+ * namespaces) unless `overrides` says otherwise. It does no validation: use the real implementation in
+ * integration tests.
+ */
+export function createRecordingNamespaceOps(overrides: Partial<NamespaceOps> = {}): {
+  ops: NamespaceOps;
+  calls: RecordedNamespaceCall[];
+} {
+  const calls: RecordedNamespaceCall[] = [];
+  const defaults: NamespaceOps = {
+    mountProc: async () => undefined,
+    mountSysfs: async () => undefined,
+    unmount: async () => undefined,
+    makeShared: async () => undefined,
+    makeDeviceNode: async (req) => ({ path: req.path, created: true }),
+    prepareDev: async () => ({ created: [], existing: [] }),
+    setupPairVeths: async (req) => {
+      const cidr = parseIpv4Cidr(req.cidr);
+      return {
+        hostIfName: req.hostIfName ?? 'veth0',
+        peerIfName: req.peerIfName ?? 'eth0',
+        hostAddress: cidr.first,
+        peerAddress: cidr.second,
+        prefixLength: cidr.prefixLength,
+      };
+    },
+    setIpForwarding: async () => undefined,
+    disableIpv6: async () => undefined,
+    setupConnectionLimit: async () => undefined,
+    removeConnectionLimit: async () => true,
+    connectionLimitStats: async () => undefined,
+    networkInfo: async () => ({ links: [], addresses: [], routes: [] }),
+    resolveHostPid: async (req) => req.nsPid,
+    namespaceId: async (req) => `${req.kind}:[1]`,
+    writeIdMapping: async () => undefined,
+  };
+  const ops = {} as Record<keyof NamespaceOps, (req: never) => Promise<unknown>>;
+  for (const method of Object.keys(defaults) as Array<keyof NamespaceOps>) {
+    const impl = (overrides[method] ?? defaults[method]) as (req: never) => Promise<unknown>;
+    ops[method] = (req: never) => {
+      calls.push({ method, request: req });
+      return impl(req);
+    };
+  }
+  return { ops: ops as unknown as NamespaceOps, calls };
 }
