@@ -8,7 +8,6 @@ import { LeaseLeaderElector } from './leader.js';
 
 /** Leases in memory with optimistic concurrency on resourceVersion, like the API server. */
 let leases: Map<string, V1Lease>;
-let conflicts = 0;
 let server: http.Server;
 let kubeConfig: KubeConfig;
 let version = 1;
@@ -37,7 +36,6 @@ beforeAll(async () => {
         if (leases.has(key)) return status(409, 'AlreadyExists');
       } else if (req.method === 'PUT') {
         if (leases.get(key)?.metadata?.resourceVersion !== body.metadata?.resourceVersion) {
-          conflicts++;
           return status(409, 'Conflict');
         }
       }
@@ -111,7 +109,6 @@ describe('LeaseLeaderElector (against a fake API server)', () => {
 
   it('never lets two replicas win the same round', async () => {
     leases.clear();
-    conflicts = 0;
     const replicas = ['r1', 'r2', 'r3'].map((id) => elector(id));
     replicas.forEach((r) => r.start());
     await new Promise((r) => setTimeout(r, 600));
