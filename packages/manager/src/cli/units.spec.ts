@@ -150,3 +150,29 @@ describe('runCli in-process', () => {
     expect(err).toContain("missing required argument 'id'");
   });
 });
+
+describe('PhaseProgress', () => {
+  it('prints one line per phase without a TTY', async () => {
+    const { PhaseProgress } = await import('./progress.js');
+    let text = '';
+    const p = new PhaseProgress({ write: (s: string) => (text += s) }, 'ws-1');
+    p.update('pending');
+    p.update('pending');
+    p.update('running');
+    p.done('ws-1: running');
+    expect(text).toMatch(/^ws-1: pending after 0\.\ds\nws-1: running after 0\.\ds\nws-1: running after 0\.\ds\n$/);
+  });
+  it('draws a spinner line and ticks phases off on a TTY', async () => {
+    const { PhaseProgress } = await import('./progress.js');
+    let text = '';
+    const p = new PhaseProgress({ write: (s: string) => (text += s), isTTY: true }, 'ws-1');
+    p.update('creating');
+    await new Promise((r) => setTimeout(r, 250));
+    p.update('running');
+    p.done('ws-1: running');
+    expect(text).toContain('\r\x1b[2K');
+    expect(text).toMatch(/[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏] ws-1: creating \d\.\ds/);
+    expect(text).toMatch(/✓ creating \(0\.\ds\)\n/);
+    expect(text).toMatch(/✓ running \(0\.\ds\)\nws-1: running after 0\.\ds\n$/);
+  });
+});
