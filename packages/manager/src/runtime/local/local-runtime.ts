@@ -427,7 +427,7 @@ export class LocalRuntime implements WorkspaceRuntime {
   private async groupIsOurs(r: InstanceRecord): Promise<boolean> {
     const leader = await readProcStat(r.pgid);
     if (!leader) return true;
-    return r.startTime === undefined || leader.startTime === r.startTime;
+    return r.startTime !== undefined && leader.startTime === r.startTime;
   }
 
   /** The leader is gone: take the rest of the tree down, collect the verdict, clean up, tell everyone. Idempotent. */

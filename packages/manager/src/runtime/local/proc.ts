@@ -44,9 +44,11 @@ export async function readProcStat(pid: number): Promise<ProcStat | undefined> {
  * exited. A zombie counts as exited. A different start time means the pid was reused by an unrelated process.
  */
 export async function isSameProcessAlive(pid: number, startTime: string | undefined): Promise<boolean> {
+  // Without a recorded start time the pid cannot be told from a reused one: never claim it.
+  if (startTime === undefined) return false;
   const stat = await readProcStat(pid);
   if (!stat || stat.state === 'Z' || stat.state === 'X') return false;
-  return startTime === undefined || stat.startTime === startTime;
+  return stat.startTime === startTime;
 }
 
 /** Sends a signal; returns false when there is no such process (or group). */
