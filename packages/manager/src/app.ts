@@ -1,0 +1,209 @@
+/**
+ * Assembles a manager from its config: runtime (through the plugin host), daemon client, store, core, gRPC
+ * server, port proxy and the metrics server. {@link startManager} expects a daemon at `config.daemon.address`;
+ * `startEmbedded` (./embedded.ts) also starts the daemon.
+ *
+ * @module
+ */
+import { join } from 'node:path';
+import { PluginHost } from '@workbay/api';
+import type { PluginLogger, WorkspaceRuntime } from '@workbay/api';
+import type { ManagerConfig } from './config.js';
+import type { ContentService } from './content/content-service.js';
+import { DaemonContentService } from './content/daemon-content-service.js';
+import { RemoteStorageSnapshotStore } from './content/snapshot-store.js';
+import type { SnapshotStore } from './content/snapshot-store.js';
+import { MaintenanceMode } from './core/maintenance.js';
+import { WorkspaceManagerCore } from './core/manager.js';
+import { OpsServer } from './http/ops-server.js';
+import { createLogger } from './logger.js';
+import type { Logger } from './logger.js';
+import { ManagerMetrics } from './metrics.js';
+import { PortProxy } from './proxy/port-proxy.js';
+import { localRuntimePlugin } from './runtime/local/index.js';
+import { startManagerServer } from './server.js';
+import type { ManagerServer } from './server.js';
+import { FileWorkspaceStore } from './store/file-store.js';
+
+export interface StartManagerOptions {
+  readonly config: ManagerConfig;
+  readonly logger?: Logger;
+  /** Use this runtime instead of creating `config.runtime.kind` (the caller closes it). */
+  readonly runtime?: WorkspaceRuntime;
+  /** Use this content service instead of the daemon at `config.daemon.address` (the caller closes it). */
+  readonly content?: ContentService;
+  readonly snapshots?: SnapshotStore;
+}
+
+export interface RunningManager {
+  readonly config: ManagerConfig;
+  readonly core: WorkspaceManagerCore;
+  readonly metrics: ManagerMetrics;
+  readonly maintenance: MaintenanceMode;
+  readonly runtime: WorkspaceRuntime;
+  /** host:port of the gRPC server. */
+  readonly grpcAddress: string;
+  /** host:port of the port proxy ('' when disabled). */
+  readonly proxyAddress: string;
+  /** host:port of the metrics server ('' when disabled). */
+  readonly metricsAddress: string;
+  /** Stops serving and closes everything; running workspaces keep running and are re-adopted next time. */
+  stop(): Promise<void>;
+}
+
+/** The runtime section as the runtime's factory expects it: without `kind`, with a state dir under ours. */
+function runtimeSection(config: ManagerConfig): Record<string, unknown> {
+  const { kind, ...rest } = config.runtime;
+  const section: Record<string, unknown> = { ...rest };
+  if (kind === 'local' && section.stateDir === undefined) section.stateDir = join(config.stateDir, 'runtime-local');
+  return section;
+}
+
+/** Creates the runtime named in the config through a plugin host with the built-in `local` runtime. */
+export async function createRuntimeFromConfig(
+  config: ManagerConfig,
+  logger: Logger,
+): Promise<{ runtime: WorkspaceRuntime; host: PluginHost }> {
+  const host = new PluginHost({ logger: logger as unknown as PluginLogger });
+  host.use(localRuntimePlugin);
+  await host.load(config.plugins);
+  const runtime = await host.createRuntime(config.runtime.kind, runtimeSection(config));
+  return { runtime, host };
+}
+
+export async function startManager(options: StartManagerOptions): Promise<RunningManager> {
+  const config = options.config;
+  const logger = options.logger ?? createLogger({ level: config.log.level });
+  const cleanups: Array<() => Promise<void> | void> = [];
+  const cleanup = async (): Promise<void> => {
+    for (const step of cleanups.splice(0).reverse()) {
+      try {
+        await step();
+      } catch (error) {
+        logger.error({ err: error }, 'error while shutting down');
+      }
+    }
+  };
+  try {
+    const maintenance = new MaintenanceMode(config.maintenance, logger.child({ component: 'maintenance' }));
+    await maintenance.start();
+    cleanups.push(() => maintenance.stop());
+
+    let runtime = options.runtime;
+    let host: PluginHost | undefined;
+    if (!runtime) {
+      const created = await createRuntimeFromConfig(config, logger.child({ component: 'runtime' }));
+      runtime = created.runtime;
+      host = created.host;
+      const owned = runtime;
+      cleanups.push(() => owned.close());
+    }
+
+    let snapshots = options.snapshots;
+    if (!snapshots && config.storage) {
+      host ??= await (async () => {
+        const h = new PluginHost({ logger: logger as unknown as PluginLogger });
+        await h.load(config.plugins);
+        return h;
+      })();
+      const { kind, ...storageConfig } = config.storage;
+      const storage = await host.createStorage(kind, storageConfig);
+      const store = new RemoteStorageSnapshotStore(storage);
+      snapshots = store;
+      cleanups.push(() => store.close());
+    }
+
+    let content = options.content;
+    if (!content) {
+      const daemon = new DaemonContentService(config.daemon.address, config.daemon.tls);
+      content = daemon;
+      cleanups.push(() => daemon.close());
+    }
+
+    const store = new FileWorkspaceStore(config.stateDir, {
+      onError: (error, id) => logger.error({ err: error, workspace: id }, 'cannot persist a workspace record'),
+    });
+    let proxy: PortProxy | undefined;
+    let metricsRef: ManagerMetrics | undefined;
+    const core: WorkspaceManagerCore = new WorkspaceManagerCore({
+      config,
+      store,
+      runtime,
+      content,
+      snapshots,
+      maintenance,
+      metrics: (metricsRef = new ManagerMetrics({ workspaces: () => core.allWorkspaces() })),
+      logger: logger.child({ component: 'core' }),
+      proxyAddress: () => proxy?.address || config.proxy.address,
+    });
+    const metrics = metricsRef;
+    const maintenanceGauge = maintenance.state$.subscribe((s) => metrics.maintenanceEnabled.set(s.enabled ? 1 : 0));
+    cleanups.push(() => maintenanceGauge.unsubscribe());
+
+    if (config.proxy.enabled) {
+      const started = new PortProxy({
+        router: core,
+        address: config.proxy.address,
+        domain: config.proxy.domain,
+        cookieName: config.proxy.cookieName,
+        logger: logger.child({ component: 'proxy' }),
+      });
+      await started.start();
+      proxy = started;
+      cleanups.push(() => started.stop());
+    }
+
+    await core.start();
+    cleanups.push(() => core.close());
+
+    let ready = false;
+    let ops: OpsServer | undefined;
+    if (config.metrics.enabled) {
+      const server = new OpsServer({
+        address: config.metrics.address,
+        metrics,
+        maintenance: config.metrics.admin ? maintenance : undefined,
+        isReady: () => ready,
+        logger: logger.child({ component: 'metrics' }),
+      });
+      await server.start();
+      ops = server;
+      cleanups.push(() => server.stop());
+    }
+
+    const grpc: ManagerServer = await startManagerServer({
+      core,
+      logger: logger.child({ component: 'grpc' }),
+      metrics,
+      address: config.grpc.address,
+      tls: config.grpc.tls,
+      subscribeBufferSize: config.subscribe.bufferSize,
+    });
+    cleanups.push(() => grpc.stop());
+    ready = true;
+
+    let stopped: Promise<void> | undefined;
+    return {
+      config,
+      core,
+      metrics,
+      maintenance,
+      runtime,
+      grpcAddress: grpc.address,
+      proxyAddress: proxy?.address ?? '',
+      metricsAddress: ops?.address ?? '',
+      stop: () => {
+        stopped ??= (async () => {
+          ready = false;
+          await cleanup();
+          logger.info('manager stopped');
+          logger.flush();
+        })();
+        return stopped;
+      },
+    };
+  } catch (error) {
+    await cleanup();
+    throw error;
+  }
+}

@@ -1,0 +1,232 @@
+/**
+ * The `wsman.WorkspaceManager` service: decodes requests into domain calls on {@link WorkspaceManagerCore} and
+ * encodes the answers. Errors become gRPC status through the api's `toGrpcStatus` (via `unaryHandler`).
+ *
+ * Subscribe streams are fanned out from the core's status bus with a bounded buffer per subscriber: grpc-js's
+ * `write()` backpressure is respected, further updates queue up to `bufferSize`, and a subscriber whose queue
+ * overflows is cut off with RESOURCE_EXHAUSTED ("subscriber too slow") so that it never slows the others.
+ *
+ * @module
+ */
+import { status as grpcStatus } from '@grpc/grpc-js';
+import type { ServerWritableStream, handleServerStreamingCall } from '@grpc/grpc-js';
+import {
+  WorkspaceManagerService,
+  admissionLevel,
+  portProtocol,
+  portVisibility,
+  stopPolicy,
+  timeoutType,
+  unaryHandler,
+  workspaceType,
+  wsman,
+} from '@workbay/api';
+import type { WorkspaceManagerServer } from '@workbay/api';
+import type { Subscription } from 'rxjs';
+import type { WorkspaceManagerCore } from '../core/manager.js';
+import { matchesFilter } from '../domain/status.js';
+import type { WorkspaceRecord } from '../domain/types.js';
+import type { Logger } from '../logger.js';
+import type { ManagerMetrics } from '../metrics.js';
+import type { StatusConverter } from './convert.js';
+import { filterFromProto, startInputFromProto } from './convert.js';
+
+export interface ServiceOptions {
+  readonly core: WorkspaceManagerCore;
+  readonly logger: Logger;
+  readonly metrics?: ManagerMetrics;
+  readonly bufferSize: number;
+  readonly converter: StatusConverter;
+}
+
+/**
+ * The service definition to register: the generated one, except that Subscribe also accepts pre-encoded
+ * responses (a status fanned out to many subscribers is encoded once).
+ */
+export const workspaceManagerServiceDefinition = {
+  ...WorkspaceManagerService,
+  subscribe: {
+    ...WorkspaceManagerService.subscribe,
+    responseSerialize: (value: wsman.SubscribeResponse | Buffer): Buffer =>
+      Buffer.isBuffer(value) ? value : Buffer.from(wsman.SubscribeResponse.encode(value).finish()),
+  },
+};
+
+export function createWorkspaceManagerImplementation(options: ServiceOptions): WorkspaceManagerServer {
+  const { core, converter, logger } = options;
+  const handlerOptions = {
+    onInternalError: (error: unknown, path: string) => logger.error({ err: error, method: path }, 'internal error'),
+  };
+  const unary = <Req, Res>(fn: (request: Req) => Promise<Res> | Res) => unaryHandler<Req, Res>(fn, handlerOptions);
+
+  return {
+    getWorkspaces: unary<wsman.GetWorkspacesRequest, wsman.GetWorkspacesResponse>((request) => ({
+      status: core.listWorkspaces(filterFromProto(request.mustMatch)).map((r) => converter.toProto(r)),
+    })),
+
+    startWorkspace: unary<wsman.StartWorkspaceRequest, wsman.StartWorkspaceResponse>(async (request) => {
+      const result = await core.startWorkspace(startInputFromProto(request));
+      return { url: result.url, ownerToken: result.ownerToken };
+    }),
+
+    stopWorkspace: unary<wsman.StopWorkspaceRequest, wsman.StopWorkspaceResponse>((request) => {
+      core.stopWorkspace(request.id, stopPolicy.fromProto(request.policy, 'policy'));
+      return {};
+    }),
+
+    describeWorkspace: unary<wsman.DescribeWorkspaceRequest, wsman.DescribeWorkspaceResponse>((request) => {
+      const result = core.describeWorkspace(request.id);
+      return { status: converter.toProto(result.status), lastActivity: result.lastActivity };
+    }),
+
+    backupWorkspace: unary<wsman.BackupWorkspaceRequest, wsman.BackupWorkspaceResponse>(async (request) => ({
+      url: await core.backupWorkspace(request.id),
+    })),
+
+    subscribe: createSubscribeHandler(options) as handleServerStreamingCall<
+      wsman.SubscribeRequest,
+      wsman.SubscribeResponse
+    >,
+
+    markActive: unary<wsman.MarkActiveRequest, wsman.MarkActiveResponse>((request) => {
+      core.markActive(request.id, { closed: request.closed, ignoreIfActive: request.ignoreIfActive });
+      return {};
+    }),
+
+    setTimeout: unary<wsman.SetTimeoutRequest, wsman.SetTimeoutResponse>((request) => {
+      core.setTimeout(request.id, timeoutType.fromProto(request.type, 'type'), request.duration);
+      return {};
+    }),
+
+    controlPort: unary<wsman.ControlPortRequest, wsman.ControlPortResponse>((request) => {
+      const spec = request.spec;
+      core.controlPort(
+        request.id,
+        request.expose,
+        spec && {
+          port: spec.port,
+          visibility: portVisibility.fromProto(spec.visibility, 'spec.visibility'),
+          protocol: portProtocol.fromProto(spec.protocol, 'spec.protocol'),
+        },
+      );
+      return {};
+    }),
+
+    takeSnapshot: unary<wsman.TakeSnapshotRequest, wsman.TakeSnapshotResponse>(async (request) => ({
+      url: await core.takeSnapshot(request.id, request.returnImmediately),
+    })),
+
+    controlAdmission: unary<wsman.ControlAdmissionRequest, wsman.ControlAdmissionResponse>((request) => {
+      core.controlAdmission(request.id, admissionLevel.fromProto(request.level, 'level'));
+      return {};
+    }),
+
+    deleteVolumeSnapshot: unary<wsman.DeleteVolumeSnapshotRequest, wsman.DeleteVolumeSnapshotResponse>(
+      async (request) => {
+        // Validated for completeness; snapshots are deleted the same way for every type.
+        workspaceType.fromProto(request.wsType, 'ws_type');
+        return { wasDeleted: await core.deleteVolumeSnapshot(request.volumeHandle, request.softDelete) };
+      },
+    ),
+
+    updateSshKey: unary<wsman.UpdateSSHKeyRequest, wsman.UpdateSSHKeyResponse>(async (request) => {
+      await core.updateSshKeys(request.id, request.keys);
+      return {};
+    }),
+
+    describeCluster: unary<wsman.DescribeClusterRequest, wsman.DescribeClusterResponse>(() => {
+      const cluster = core.describeCluster();
+      return {
+        workspaceClasses: cluster.classes.map((c) => ({
+          id: c.id,
+          displayName: c.displayName,
+          description: c.description,
+          creditsPerMinute: c.creditsPerMinute,
+        })),
+        preferredWorkspaceClass: cluster.preferred,
+      };
+    }),
+  };
+}
+
+type SubscribeCall = ServerWritableStream<wsman.SubscribeRequest, wsman.SubscribeResponse | Buffer>;
+
+function createSubscribeHandler(options: ServiceOptions): (call: SubscribeCall) => void {
+  const { core, converter, logger, metrics, bufferSize } = options;
+  return (call) => {
+    let filter;
+    try {
+      filter = filterFromProto(call.request.mustMatch);
+    } catch (error) {
+      call.emit('error', { code: grpcStatus.INVALID_ARGUMENT, details: (error as Error).message });
+      return;
+    }
+    const queue: Buffer[] = [];
+    let subscription: Subscription | undefined = undefined;
+    let blocked = false;
+    let finished = false;
+    metrics?.subscribers.inc();
+
+    const finish = (): void => {
+      if (finished) return;
+      finished = true;
+      subscription?.unsubscribe();
+      queue.length = 0;
+      metrics?.subscribers.dec();
+    };
+
+    const cutOff = (): void => {
+      logger.warn({ peer: call.getPeer(), queued: queue.length }, 'subscriber too slow; cutting it off');
+      metrics?.droppedSubscribersTotal.inc();
+      finish();
+      call.emit('error', {
+        code: grpcStatus.RESOURCE_EXHAUSTED,
+        details: `subscriber too slow: more than ${bufferSize} status updates queued; reconnect and resync with GetWorkspaces`,
+      });
+    };
+
+    const send = (bytes: Buffer): void => {
+      if (finished) return;
+      if (blocked) {
+        queue.push(bytes);
+        if (queue.length > bufferSize) cutOff();
+        return;
+      }
+      if (!call.write(bytes)) blocked = true;
+    };
+
+    call.on('drain', () => {
+      blocked = false;
+      while (!finished && !blocked && queue.length > 0) {
+        if (!call.write(queue.shift()!)) blocked = true;
+      }
+    });
+    call.on('cancelled', finish);
+    call.on('close', finish);
+    call.on('error', finish);
+
+    const onStatus = (record: WorkspaceRecord): void => {
+      if (matchesFilter(record, filter)) send(converter.subscribeResponseBytes(record));
+    };
+
+    // Replay and live subscription are set up in one synchronous block, so no update can fall in between.
+    const resumeFrom = call.request.resumeFromStatusVersion;
+    if (resumeFrom > 0) {
+      const resume = core.resumeFrom(resumeFrom);
+      if (resume.covered) {
+        for (const record of resume.updates) onStatus(record);
+      } else {
+        send(Buffer.from(wsman.SubscribeResponse.encode({ header: {}, resyncRequired: true }).finish()));
+      }
+    }
+    if (finished) return;
+    subscription = core.status$.subscribe({
+      next: onStatus,
+      complete: () => {
+        if (finished) return;
+        finish();
+        call.end();
+      },
+    });
+  };
+}

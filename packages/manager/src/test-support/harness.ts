@@ -1,0 +1,179 @@
+/**
+ * TEST ONLY: a manager on 127.0.0.1:0 (gRPC, proxy, metrics) with the real local runtime, temporary state
+ * directories and a content daemon, plus a typed gRPC client and helpers to wait for phases.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createWorkspaceManagerClient, workspacePhase, wsman } from '@workbay/api';
+import type { WorkspaceManagerClient, WorkspacePhase, contentservice } from '@workbay/api';
+import { startManager } from '../app.js';
+import type { RunningManager } from '../app.js';
+import { resolveManagerConfig } from '../config.js';
+import type { ManagerConfigInput } from '../config.js';
+import { RemoteStorageSnapshotStore } from '../content/snapshot-store.js';
+import { createSilentLogger } from '../logger.js';
+import { fakeDaemonStorage, startFakeDaemon } from './fake-daemon.js';
+import type { FakeDaemon, FakeDaemonOptions } from './fake-daemon.js';
+
+export interface HarnessOptions {
+  readonly config?: ManagerConfigInput;
+  readonly daemon?: Partial<FakeDaemonOptions>;
+}
+
+export interface Harness {
+  readonly dir: string;
+  readonly daemon: FakeDaemon;
+  running: RunningManager;
+  client: WorkspaceManagerClient;
+  /** Stops the manager (workspaces keep running) and starts a new one on the same state. */
+  restart(config?: ManagerConfigInput): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Images the tests use, mapped to commands for the local runtime. */
+export const testImages = {
+  // Never becomes ready (no listener) but runs until stopped.
+  'test/sleeper': { command: ['sh', '-c', 'exec sleep 3600'], readiness: { kind: 'none' } },
+  // Becomes ready, then exits with code 3 shortly after.
+  'test/crasher': { command: ['sh', '-c', 'sleep 0.5; exit 3'], readiness: { kind: 'none' } },
+  // A headless task that succeeds or fails.
+  'test/task-ok': { command: ['sh', '-c', 'echo done > task.log; sleep 0.3; exit 0'], readiness: { kind: 'none' } },
+  'test/task-fail': { command: ['sh', '-c', 'sleep 0.3; exit 7'], readiness: { kind: 'none' } },
+  // Ignores SIGTERM: only SIGKILL after the grace period ends it.
+  'test/stubborn': {
+    command: ['sh', '-c', "trap '' TERM; while true; do sleep 0.1; done"],
+    readiness: { kind: 'none' },
+  },
+} as const;
+
+export async function startHarness(options: HarnessOptions = {}): Promise<Harness> {
+  const dir = await mkdtemp(join(tmpdir(), 'workbay-manager-'));
+  const workingArea = join(dir, 'workspaces');
+  const storageRoot = join(dir, 'storage');
+  const daemon = await startFakeDaemon({ workingArea, storageRoot, ...options.daemon });
+  // A port range per harness, so parallel test files do not hand out the same IDE ports.
+  const portBase = 24000 + Math.floor(Math.random() * 80) * 100;
+  const base = (extra: ManagerConfigInput = {}): ManagerConfigInput => ({
+    stateDir: join(dir, 'manager'),
+    workingArea,
+    grpc: { address: '127.0.0.1:0' },
+    daemon: { address: daemon.address, retryBackoff: '100ms', disposeAttempts: 3 },
+    proxy: { address: '127.0.0.1:0' },
+    metrics: { address: '127.0.0.1:0' },
+    idePorts: { from: portBase, to: portBase + 99 },
+    runtime: {
+      kind: 'local',
+      isolation: 'none',
+      cgroups: 'off',
+      readiness: { intervalMs: 50 },
+      exitPollIntervalMs: 100,
+      images: testImages,
+    },
+    timeouts: { checkInterval: '100ms' },
+    stopGrace: { normally: '2s', immediately: '500ms', abort: '500ms' },
+    log: { level: 'silent' },
+    ...options.config,
+    ...extra,
+  });
+  const launch = async (extra?: ManagerConfigInput): Promise<RunningManager> => {
+    const config = resolveManagerConfig(base(extra), { source: 'test', baseDir: dir });
+    return startManager({
+      config,
+      logger: createSilentLogger(),
+      snapshots: new RemoteStorageSnapshotStore(fakeDaemonStorage(storageRoot)),
+    });
+  };
+  const running = await launch();
+  const harness: Harness = {
+    dir,
+    daemon,
+    running,
+    client: createWorkspaceManagerClient(running.grpcAddress, { defaultTimeoutMs: 20_000 }),
+    async restart(config?: ManagerConfigInput): Promise<void> {
+      harness.client.close();
+      await harness.running.stop();
+      harness.running = await launch(config);
+      harness.client = createWorkspaceManagerClient(harness.running.grpcAddress, { defaultTimeoutMs: 20_000 });
+    },
+    async close(): Promise<void> {
+      harness.client.close();
+      // Stop every workspace still running so that no process outlives the test.
+      for (const record of harness.running.core.listWorkspaces()) {
+        await harness.running.runtime.stop(record.id, { gracePeriodMs: 0 }).catch(() => undefined);
+      }
+      await harness.running.stop();
+      await daemon.stop();
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+  return harness;
+}
+
+export interface StartOptions {
+  readonly id?: string;
+  readonly metaId?: string;
+  readonly owner?: string;
+  readonly image?: string;
+  readonly type?: wsman.WorkspaceType;
+  readonly initializer?: contentservice.WorkspaceInitializer;
+  readonly spec?: Partial<wsman.StartWorkspaceSpec>;
+  readonly annotations?: Record<string, string>;
+}
+
+let counter = 0;
+
+/** A valid StartWorkspaceRequest (the default image runs the runtime's built-in HTTP workspace). */
+export function startRequest(options: StartOptions = {}): wsman.StartWorkspaceRequest {
+  counter += 1;
+  const id = options.id ?? `ws-${process.pid}-${counter}`;
+  return wsman.StartWorkspaceRequest.fromPartial({
+    id,
+    servicePrefix: id,
+    metadata: {
+      owner: options.owner ?? 'alice',
+      metaId: options.metaId ?? `meta-${id}`,
+      annotations: options.annotations ?? {},
+    },
+    type: options.type ?? wsman.WorkspaceType.REGULAR,
+    spec: {
+      workspaceImage: options.image ?? 'workbay/default',
+      workspaceLocation: 'project',
+      initializer: options.initializer ?? { spec: { $case: 'empty', value: {} } },
+      ...options.spec,
+    },
+  });
+}
+
+export async function phaseOf(client: WorkspaceManagerClient, id: string): Promise<WorkspacePhase> {
+  const { status } = await client.describeWorkspace({ id });
+  return workspacePhase.fromProto(status!.phase);
+}
+
+/** Polls DescribeWorkspace until `predicate` holds; returns that status. */
+export async function waitForStatus(
+  client: WorkspaceManagerClient,
+  id: string,
+  predicate: (status: wsman.WorkspaceStatus) => boolean,
+  timeoutMs = 20_000,
+): Promise<wsman.WorkspaceStatus> {
+  const deadline = Date.now() + timeoutMs;
+  let last: wsman.WorkspaceStatus | undefined;
+  while (Date.now() < deadline) {
+    last = (await client.describeWorkspace({ id })).status!;
+    if (predicate(last)) return last;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(
+    `timed out waiting for workspace ${id}; last status: phase ${last ? workspacePhase.fromProto(last.phase) : '?'}, failed '${last?.conditions?.failed ?? ''}', timeout '${last?.conditions?.timeout ?? ''}'`,
+  );
+}
+
+export function waitForPhase(
+  client: WorkspaceManagerClient,
+  id: string,
+  phase: WorkspacePhase,
+  timeoutMs?: number,
+): Promise<wsman.WorkspaceStatus> {
+  return waitForStatus(client, id, (s) => workspacePhase.fromProto(s.phase) === phase, timeoutMs);
+}

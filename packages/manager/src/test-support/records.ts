@@ -1,0 +1,47 @@
+/** TEST ONLY: workspace records for unit tests. */
+import { emptyConditions } from '../domain/status.js';
+import type { WorkspaceRecord } from '../domain/types.js';
+
+export function makeRecord(overrides: Partial<WorkspaceRecord> = {}): WorkspaceRecord {
+  const id = overrides.id ?? 'ws-1';
+  return {
+    id,
+    metaId: `meta-${id}`,
+    owner: 'alice',
+    annotations: {},
+    type: 'regular',
+    servicePrefix: id,
+    url: `http://127.0.0.1:7780/ws/${id}/`,
+    ownerToken: 'x'.repeat(32),
+    spec: {
+      image: 'workbay/default',
+      ideImage: { webRef: '', supervisorRef: '', desktopRef: '', desktopPluginRef: '' },
+      ideImageLayers: [],
+      initializer: '',
+      initializerKind: 'empty',
+      ports: [],
+      envvars: [],
+      sysEnvvars: [],
+      workspaceLocation: 'project',
+      admission: 'owner-only',
+      className: 'g1-standard',
+      sshPublicKeys: [],
+      featureFlags: [],
+    },
+    phase: 'pending',
+    conditions: emptyConditions,
+    message: '',
+    statusVersion: 1,
+    createdAt: 1_000_000,
+    phaseTimes: { pending: 1_000_000 },
+    progress: {
+      contentReady: false,
+      initRequested: false,
+      everReady: false,
+      closed: false,
+      disposed: false,
+      idePort: 0,
+    },
+    ...overrides,
+  };
+}
