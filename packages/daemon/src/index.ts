@@ -1,1 +1,111 @@
-export const packageName = '@workbay/daemon';
+/**
+ * `@workbay/daemon`: the workspace daemon. It serves `wsdaemon.WorkspaceContentService` (content
+ * initialization, backups, snapshots, disposal) and keeps a workspace's files through every stop, crash and
+ * restart. Use it as a service (`workbay-daemon`) or in-process:
+ *
+ * @example
+ * ```ts
+ * import { createDaemon } from '@workbay/daemon';
+ *
+ * const daemon = await createDaemon({
+ *   workingArea: '/var/lib/workbay/workspaces',
+ *   grpc: { address: '127.0.0.1:0' },
+ *   storage: { kind: 'fs', root: '/var/lib/workbay/storage' },
+ * }).start();
+ * console.log(daemon.address); // 127.0.0.1:<port>
+ * await daemon.stop();
+ * ```
+ *
+ * The built-in `fs` storage backend is exported for other hosts and for the conformance suite in
+ * `@workbay/testing`: `fsStoragePlugin`, `FsRemoteStorage`.
+ *
+ * @module
+ */
+
+// The daemon
+export type { Daemon, DaemonOverrides, DaemonState } from './daemon.js';
+export { createDaemon } from './daemon.js';
+export type { DaemonConfig, DaemonConfigInput } from './config.js';
+export { daemonConfigSchema, parseDaemonConfig, loadDaemonConfig, parseSize } from './config.js';
+export type {
+  BackupReason,
+  BackupSettings,
+  ContentEvent,
+  ContentServiceOptions,
+  DisposeWorkspaceResult,
+  InitWorkspaceInput,
+  InitWorkspaceResult,
+  WorkspaceInfo,
+} from './content-service.js';
+export { WorkspaceContentService } from './content-service.js';
+export {
+  contentServiceToken,
+  daemonConfigToken,
+  daemonLoggerToken,
+  daemonMetricsToken,
+  diskQuotaToken,
+  hostOpsToken,
+  remoteStorageToken,
+} from './tokens.js';
+export {
+  ArchiveEscapeError,
+  DataCorruptionError,
+  GitAccessDeniedError,
+  GitAuthenticationError,
+  NoBackupFoundError,
+  WorkspaceStateError,
+} from './errors.js';
+
+// Initializers (domain form of contentservice.WorkspaceInitializer)
+export type {
+  ContentSource,
+  DownloadFileSpec,
+  GitAuth,
+  GitInitializerSpec,
+  InitializerMetric,
+  InitializerMetricType,
+  InitializerSpec,
+} from './initializer/types.js';
+export type { GitStatusSummary } from './git/git-status.js';
+export type { BackupRecord, ContentPhase, DisposalRecord, SessionState } from './session/session-store.js';
+
+// Storage: the built-in fs backend and the backup formats
+export type { FsStorageOptions } from './storage/fs-storage.js';
+export { FsRemoteStorage } from './storage/fs-storage.js';
+export type { FsStorageConfig } from './storage/fs-plugin.js';
+export { fsStorageBackend, fsStoragePlugin, fsStorageConfigSchema } from './storage/fs-plugin.js';
+export type { PresignServerOptions } from './storage/presign-server.js';
+export type {
+  BackupFormat,
+  BackupResult,
+  BackupStoreOptions,
+  RestoreResult,
+  SnapshotResult,
+  StoredBackup,
+  WorkspaceStorageRef,
+} from './backup/backup-store.js';
+export { BackupStore, readyMarkerPath } from './backup/backup-store.js';
+export type { BackupManifest, ManifestEntry } from './backup/manifest.js';
+export type { ChunkerOptions } from './backup/chunker.js';
+
+// Archives
+export type { Compression } from './archive/compression.js';
+export type { ExtractOptions, ExtractStats, PackedTree, PackOptions, PackStats } from './archive/tar.js';
+export { extractTree, packTree } from './archive/tar.js';
+export type { EntryType, TreeEntry } from './archive/tree.js';
+
+// Node resources
+export type { DiskQuota, QuotaExceeded, QuotaHandle, QuotaMode, QuotaSupport, QuotaUsage } from './quota/disk-quota.js';
+export {
+  LoopDiskQuota,
+  NoDiskQuota,
+  WatchDiskQuota,
+  XfsDiskQuota,
+  createDiskQuota,
+  probeQuotaSupport,
+} from './quota/quotas.js';
+export type { FilesystemStats, HostCapabilities, HostOps, MountInfo } from './host-ops/host-ops.js';
+export { createHostOps } from './host-ops/host-ops.js';
+export type { DiskGuardOptions, DiskGuardStatus } from './health/disk-guard.js';
+export { DiskGuard } from './health/disk-guard.js';
+export { DaemonMetrics } from './health/metrics.js';

@@ -1,0 +1,273 @@
+/**
+ * Writes tree entries below a root without ever leaving it (invariant 6). Every archive extraction and every
+ * chunked-backup restore goes through this class.
+ *
+ * Rules:
+ * - Entry paths must be relative and free of `..`; a leading `./` is accepted (GNU tar writes it).
+ * - Parent directories are checked with lstat: a symlink (or anything but a directory) on the way is refused,
+ *   so a symlink entry pointing outside cannot be used to write through it.
+ * - Existing files at an entry's path are unlinked first and files are opened O_EXCL|O_NOFOLLOW, so a
+ *   pre-existing symlink is never followed. A directory is never replaced by a non-directory.
+ * - Hardlink targets follow the same rules as paths.
+ * - Symlinks are created as they are (their targets may point anywhere); they are never traversed.
+ */
+import { constants } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import { chmod, chown, lchown, link, lstat, lutimes, mkdir, open, rm, symlink, unlink, utimes } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ArchiveEscapeError, InvalidArgumentError } from '../errors.js';
+import { runProcess } from '../util/process.js';
+import type { TreeEntry } from './tree.js';
+import type { Xattrs } from './xattr.js';
+import { applyTreeXattrs } from './xattr.js';
+
+export interface SafeWriterOptions {
+  /** Restore uid/gid (needs root; default: when running as root). */
+  readonly preserveOwner?: boolean;
+  /** Restore xattrs (default true; skipped when the attr tools are missing). */
+  readonly xattrs?: boolean;
+  readonly onWarning?: (message: string) => void;
+}
+
+/** Normalizes an archive path; returns '' for the root itself. Throws ArchiveEscapeError for unsafe paths. */
+export function normalizeEntryPath(raw: string): string {
+  if (raw.includes('\0')) throw new ArchiveEscapeError(raw, 'path contains a NUL byte');
+  if (raw.startsWith('/')) throw new ArchiveEscapeError(raw, 'absolute paths are not allowed');
+  const parts = raw.split('/').filter((part) => part !== '' && part !== '.');
+  if (parts.includes('..')) throw new ArchiveEscapeError(raw, "paths with '..' are not allowed");
+  return parts.join('/');
+}
+
+const noFollowWrite = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+
+export class SafeTreeWriter {
+  private readonly preserveOwner: boolean;
+  private readonly withXattrs: boolean;
+  /** Directories known to be real directories below the root (relative paths). */
+  private readonly verified = new Set<string>(['']);
+  private readonly directories: TreeEntry[] = [];
+  private readonly pendingXattrs: Array<[string, Xattrs]> = [];
+  private warnings = 0;
+
+  constructor(
+    readonly root: string,
+    private readonly options: SafeWriterOptions = {},
+  ) {
+    this.preserveOwner = options.preserveOwner ?? process.getuid?.() === 0;
+    this.withXattrs = options.xattrs ?? true;
+  }
+
+  private warn(message: string): void {
+    this.warnings++;
+    this.options.onWarning?.(message);
+  }
+
+  get warningCount(): number {
+    return this.warnings;
+  }
+
+  /** Makes sure every parent of `path` is a real directory below the root, creating missing ones. */
+  private async ensureParents(path: string, original: string): Promise<void> {
+    const parts = path.split('/');
+    parts.pop();
+    let current = '';
+    for (const part of parts) {
+      current = current === '' ? part : `${current}/${part}`;
+      if (this.verified.has(current)) continue;
+      const absolute = join(this.root, current);
+      let info;
+      try {
+        info = await lstat(absolute);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+        await mkdir(absolute, { mode: 0o755 });
+        this.verified.add(current);
+        continue;
+      }
+      if (info.isSymbolicLink()) {
+        throw new ArchiveEscapeError(
+          original,
+          `parent '${current}' is a symlink; writing through it could leave the workspace`,
+        );
+      }
+      if (!info.isDirectory())
+        throw new InvalidArgumentError('archive', `entry '${original}': parent '${current}' is not a directory`);
+      this.verified.add(current);
+    }
+  }
+
+  /** Removes whatever is at `absolute` unless it is a directory (which is refused). */
+  private async clearPath(absolute: string, original: string): Promise<void> {
+    let info;
+    try {
+      info = await lstat(absolute);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw error;
+    }
+    if (info.isDirectory()) {
+      throw new InvalidArgumentError('archive', `entry '${original}' would replace a directory`);
+    }
+    await unlink(absolute);
+  }
+
+  /** Validates a path and prepares its parents; returns the normalized path and its absolute location. */
+  async prepare(rawPath: string): Promise<{ path: string; absolute: string }> {
+    const path = normalizeEntryPath(rawPath);
+    if (path !== '') await this.ensureParents(path, rawPath);
+    return { path, absolute: path === '' ? this.root : join(this.root, path) };
+  }
+
+  async directory(entry: TreeEntry): Promise<void> {
+    const { path, absolute } = await this.prepare(entry.path);
+    if (path === '') return; // the root's own metadata is the caller's business
+    if (!this.verified.has(path)) {
+      let info;
+      try {
+        info = await lstat(absolute);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      }
+      if (info && !info.isDirectory()) {
+        if (info.isSymbolicLink()) {
+          throw new ArchiveEscapeError(entry.path, 'a symlink exists where the archive has a directory');
+        }
+        await unlink(absolute);
+        info = undefined;
+      }
+      if (!info) await mkdir(absolute, { mode: 0o700 });
+      this.verified.add(path);
+    }
+    this.directories.push({ ...entry, path });
+    if (entry.xattrs) this.pendingXattrs.push([path, entry.xattrs]);
+  }
+
+  /** Creates a regular file and returns it open for writing; call {@link finishFile} after writing. */
+  async createFile(entry: TreeEntry): Promise<{ handle: FileHandle; path: string }> {
+    const { path, absolute } = await this.prepare(entry.path);
+    if (path === '') throw new InvalidArgumentError('archive', `entry '${entry.path}' names the root as a file`);
+    await this.clearPath(absolute, entry.path);
+    const handle = await open(absolute, noFollowWrite, 0o600);
+    return { handle, path };
+  }
+
+  /** Sets owner, mode and times of a written file (in that order: chown clears setuid bits). */
+  async finishFile(handle: FileHandle, entry: TreeEntry, path: string): Promise<void> {
+    if (this.preserveOwner) await handle.chown(entry.uid, entry.gid);
+    await handle.chmod(entry.mode);
+    const time = entry.mtimeMs / 1000;
+    await handle.utimes(time, time);
+    if (entry.xattrs) this.pendingXattrs.push([path, entry.xattrs]);
+  }
+
+  async symlink(entry: TreeEntry): Promise<void> {
+    const { path, absolute } = await this.prepare(entry.path);
+    if (path === '') throw new InvalidArgumentError('archive', `entry '${entry.path}' names the root as a symlink`);
+    if (entry.linkTarget === undefined || entry.linkTarget === '') {
+      throw new InvalidArgumentError('archive', `symlink '${entry.path}' has no target`);
+    }
+    await this.clearPath(absolute, entry.path);
+    await symlink(entry.linkTarget, absolute);
+    if (this.preserveOwner) await lchown(absolute, entry.uid, entry.gid);
+    const time = entry.mtimeMs / 1000;
+    await lutimes(absolute, time, time);
+    if (entry.xattrs) this.pendingXattrs.push([path, entry.xattrs]);
+  }
+
+  async hardlink(entry: TreeEntry): Promise<void> {
+    const { path, absolute } = await this.prepare(entry.path);
+    if (entry.linkTarget === undefined)
+      throw new InvalidArgumentError('archive', `hardlink '${entry.path}' has no target`);
+    const target = normalizeEntryPath(entry.linkTarget);
+    if (target === '') throw new ArchiveEscapeError(entry.path, 'hardlink to the root directory');
+    await this.ensureParents(target, entry.path);
+    const targetAbsolute = join(this.root, target);
+    let info;
+    try {
+      info = await lstat(targetAbsolute);
+    } catch {
+      throw new InvalidArgumentError(
+        'archive',
+        `hardlink '${entry.path}' points to '${entry.linkTarget}', which does not exist`,
+      );
+    }
+    if (info.isDirectory()) throw new ArchiveEscapeError(entry.path, 'hardlinks to directories are not allowed');
+    await this.clearPath(absolute, entry.path);
+    await link(targetAbsolute, absolute);
+    void path;
+  }
+
+  /** FIFOs and device nodes (devices need root; failures become warnings, not errors). */
+  async special(entry: TreeEntry): Promise<void> {
+    const { path, absolute } = await this.prepare(entry.path);
+    if (path === '') return;
+    await this.clearPath(absolute, entry.path);
+    const mode = (entry.mode & 0o7777).toString(8);
+    const args =
+      entry.type === 'fifo'
+        ? ['-m', mode, absolute, 'p']
+        : [
+            '-m',
+            mode,
+            absolute,
+            entry.type === 'block-device' ? 'b' : 'c',
+            String(entry.devMajor ?? 0),
+            String(entry.devMinor ?? 0),
+          ];
+    const result = await runProcess('mknod', args);
+    if (result.code !== 0) {
+      this.warn(`could not create ${entry.type} '${entry.path}': ${result.stderr.trim()}`);
+      return;
+    }
+    if (this.preserveOwner) await chown(absolute, entry.uid, entry.gid);
+    await chmod(absolute, entry.mode);
+    const time = entry.mtimeMs / 1000;
+    await utimes(absolute, time, time);
+  }
+
+  /** Writes a whole entry whose content (for files) is `data`. */
+  async write(entry: TreeEntry, data?: Uint8Array): Promise<void> {
+    switch (entry.type) {
+      case 'directory':
+        return this.directory(entry);
+      case 'symlink':
+        return this.symlink(entry);
+      case 'hardlink':
+        return this.hardlink(entry);
+      case 'fifo':
+      case 'character-device':
+      case 'block-device':
+        return this.special(entry);
+      case 'file': {
+        const { handle, path } = await this.createFile(entry);
+        try {
+          if (data && data.length > 0) await handle.write(data);
+          await this.finishFile(handle, entry, path);
+        } finally {
+          await handle.close();
+        }
+      }
+    }
+  }
+
+  /** Applies directory metadata (deepest first, after their content) and xattrs. */
+  async finish(): Promise<void> {
+    const dirs = [...this.directories].sort((a, b) => b.path.length - a.path.length);
+    for (const dir of dirs) {
+      const absolute = join(this.root, dir.path);
+      if (this.preserveOwner) await lchown(absolute, dir.uid, dir.gid);
+      await chmod(absolute, dir.mode);
+      const time = dir.mtimeMs / 1000;
+      await utimes(absolute, time, time);
+    }
+    if (this.withXattrs && this.pendingXattrs.length > 0) {
+      const result = await applyTreeXattrs(this.root, this.pendingXattrs);
+      if (result.warnings) this.warn(`xattrs: ${result.warnings}`);
+    }
+  }
+
+  /** Removes a partially written entry after a failure. */
+  async discard(path: string): Promise<void> {
+    await rm(join(this.root, normalizeEntryPath(path)), { force: true });
+  }
+}

@@ -1,0 +1,270 @@
+/**
+ * Streaming tar archives of a workspace tree. Packing reads one file at a time straight into the tar stream
+ * and extraction writes each entry as it arrives, so neither keeps a copy of the archive in memory or on
+ * disk. Modes, ownership, mtimes, symlinks, hardlinks, FIFOs/devices and xattrs (pax `SCHILY.xattr.*`) are
+ * kept; extraction goes through {@link SafeTreeWriter}, which refuses paths that leave the target.
+ */
+import { constants } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import * as tarStream from 'tar-stream';
+import type { Header } from 'tar-stream';
+import { InvalidArgumentError } from '../errors.js';
+import { compressStream, decompressAuto } from './compression.js';
+import { b64XattrPrefix, encodeEntryHeader, endOfArchive, padding, schilyXattrPrefix } from './tar-header.js';
+import type { Compression } from './compression.js';
+import { SafeTreeWriter } from './safe-writer.js';
+import type { SafeWriterOptions } from './safe-writer.js';
+import type { EntryType, TreeEntry, WalkOptions } from './tree.js';
+import { walkTree } from './tree.js';
+import type { Xattrs } from './xattr.js';
+import { readTreeXattrs, xattrSupport } from './xattr.js';
+
+export interface PackOptions {
+  readonly exclude?: WalkOptions['exclude'];
+  /** Read and store xattrs (default true; skipped with a warning when the attr tools are missing). */
+  readonly xattrs?: boolean;
+  readonly compression?: Compression;
+  readonly onWarning?: (message: string) => void;
+  readonly signal?: AbortSignal;
+}
+
+export interface PackStats {
+  readonly entries: number;
+  readonly files: number;
+  /** Bytes of file content archived. */
+  readonly contentBytes: number;
+  /** Files that changed size while they were read (padded or cut to the size first seen). */
+  readonly changedWhileReading: number;
+}
+
+/** A header as tar-stream takes it; pax records (strings) travel in `pax`. */
+type Headers = Partial<Omit<Header, 'pax'>> & { name: string; pax?: Record<string, string> | null };
+
+const readChunk = 1024 * 1024;
+
+/** The entry a tar header describes; undefined for header types that carry no tree entry. */
+export function headerToEntry(header: Headers): TreeEntry | undefined {
+  let type: EntryType;
+  switch (header.type) {
+    case 'file':
+    case 'contiguous-file':
+      type = 'file';
+      break;
+    case 'link':
+      type = 'hardlink';
+      break;
+    case 'directory':
+    case 'symlink':
+    case 'fifo':
+    case 'character-device':
+    case 'block-device':
+      type = header.type;
+      break;
+    default:
+      return undefined;
+  }
+  const pax = (header.pax ?? {}) as Record<string, string>;
+  const xattrs: Xattrs = {};
+  for (const [key, value] of Object.entries(pax)) {
+    if (key.startsWith(schilyXattrPrefix)) xattrs[key.slice(schilyXattrPrefix.length)] ??= Buffer.from(value, 'utf8');
+  }
+  // Binary values: tar-stream decodes pax values as UTF-8, so the base64 twin is the faithful copy.
+  for (const [key, value] of Object.entries(pax)) {
+    if (key.startsWith(b64XattrPrefix)) xattrs[key.slice(b64XattrPrefix.length)] = Buffer.from(value, 'base64');
+  }
+  const paxNumber = (key: string): number | undefined => {
+    const value = pax[key];
+    return value !== undefined && /^\d+(\.\d+)?$/.test(value) ? Number(value) : undefined;
+  };
+  const paxMtime = paxNumber('mtime');
+  return {
+    path: header.name,
+    type,
+    mode: (header.mode ?? (type === 'directory' ? 0o755 : 0o644)) & 0o7777,
+    uid: paxNumber('uid') ?? header.uid ?? 0,
+    gid: paxNumber('gid') ?? header.gid ?? 0,
+    size: type === 'file' ? (header.size ?? 0) : 0,
+    mtimeMs: paxMtime !== undefined ? Math.round(paxMtime * 1000) : (header.mtime?.getTime() ?? Date.now()),
+    ...(header.linkname ? { linkTarget: header.linkname } : {}),
+    ...(header.devmajor !== undefined ? { devMajor: header.devmajor } : {}),
+    ...(header.devminor !== undefined ? { devMinor: header.devminor } : {}),
+    ...(Object.keys(xattrs).length > 0 ? { xattrs } : {}),
+  };
+}
+
+/**
+ * Reads exactly `size` bytes of an open file: a file that shrank while being read is padded with zeros,
+ * growth beyond `size` is cut, so the archive stays well-formed. `changed` reports either.
+ */
+async function* readExactly(
+  handle: FileHandle,
+  size: number,
+  changed: () => void,
+  signal?: AbortSignal,
+): AsyncGenerator<Buffer> {
+  let position = 0;
+  while (position < size) {
+    signal?.throwIfAborted();
+    const want = Math.min(readChunk, size - position);
+    const buffer = Buffer.allocUnsafe(want);
+    const { bytesRead } = await handle.read(buffer, 0, want, position);
+    if (bytesRead === 0) {
+      changed();
+      yield Buffer.alloc(size - position);
+      return;
+    }
+    yield bytesRead === want ? buffer : buffer.subarray(0, bytesRead);
+    position += bytesRead;
+  }
+  const probe = Buffer.allocUnsafe(1);
+  if ((await handle.read(probe, 0, 1, size)).bytesRead > 0) changed();
+}
+
+export interface PackedTree {
+  /** The archive bytes (compressed when asked). */
+  readonly stream: Readable;
+  /** Resolves with statistics once the whole tree was written to the stream; rejects if packing failed. */
+  readonly done: Promise<PackStats>;
+}
+
+/** Streams a pax tar archive of `root` (the root directory itself is not an entry). */
+export function packTree(root: string, options: PackOptions = {}): PackedTree {
+  let settle!: { resolve: (stats: PackStats) => void; reject: (error: unknown) => void };
+  const done = new Promise<PackStats>((resolve, reject) => (settle = { resolve, reject }));
+  done.catch(() => undefined); // callers that only consume the stream see the error there
+  async function* generate(): AsyncGenerator<Buffer> {
+    let finished = false;
+    try {
+      let entries = 0;
+      let files = 0;
+      let contentBytes = 0;
+      let changedWhileReading = 0;
+      let xattrs = new Map<string, Xattrs>();
+      if (options.xattrs !== false) {
+        const support = await xattrSupport();
+        if (support.available) xattrs = await readTreeXattrs(root);
+        else options.onWarning?.(support.reason ?? 'xattrs not supported');
+      }
+      const walk = walkTree(root, {
+        xattrs,
+        ...(options.exclude ? { exclude: options.exclude } : {}),
+        onSkip: (path, reason) => options.onWarning?.(`skipped '${path}': ${reason}`),
+      });
+      for await (const { entry, absolute } of walk) {
+        options.signal?.throwIfAborted();
+        if (entry.type !== 'file') {
+          yield encodeEntryHeader(entry, 0);
+          entries++;
+          continue;
+        }
+        let handle: FileHandle;
+        try {
+          handle = await open(absolute, constants.O_RDONLY | constants.O_NOFOLLOW);
+        } catch (error) {
+          const code = (error as NodeJS.ErrnoException).code;
+          if (code === 'ENOENT' || code === 'ELOOP') {
+            options.onWarning?.(`skipped '${entry.path}': vanished`);
+            continue;
+          }
+          throw error;
+        }
+        try {
+          const size = (await handle.stat()).size;
+          yield encodeEntryHeader({ ...entry, size }, size);
+          let changed = false;
+          yield* readExactly(handle, size, () => (changed = true), options.signal);
+          yield padding(size);
+          if (changed) {
+            changedWhileReading++;
+            options.onWarning?.(`'${entry.path}' changed while it was archived`);
+          }
+          entries++;
+          files++;
+          contentBytes += size;
+        } finally {
+          await handle.close();
+        }
+      }
+      yield endOfArchive;
+      finished = true;
+      settle.resolve({ entries, files, contentBytes, changedWhileReading });
+    } catch (error) {
+      settle.reject(error);
+      throw error;
+    } finally {
+      if (!finished) settle.reject(new Error('archive stream was closed before it was complete'));
+    }
+  }
+  const tar = Readable.from(generate(), { objectMode: false, highWaterMark: 4 * 1024 * 1024 });
+  const compression = options.compression ?? 'none';
+  if (compression === 'none') return { stream: tar, done };
+  const compressor = compressStream(compression);
+  tar.on('error', (error: Error) => compressor.destroy(error));
+  tar.pipe(compressor);
+  return { stream: compressor, done };
+}
+
+export interface ExtractOptions extends SafeWriterOptions {
+  readonly signal?: AbortSignal;
+}
+
+export interface ExtractStats {
+  readonly entries: number;
+  readonly files: number;
+  readonly contentBytes: number;
+}
+
+/**
+ * Extracts a tar stream (plain, gzip or zstd: detected) below `root`. Unsafe entries abort the extraction
+ * with an ArchiveEscapeError before anything is written for them.
+ */
+export async function extractTree(input: Readable, root: string, options: ExtractOptions = {}): Promise<ExtractStats> {
+  const writer = new SafeTreeWriter(root, options);
+  const source = await decompressAuto(input);
+  const extract = tarStream.extract();
+  source.on('error', (error: Error) => extract.destroy(error));
+  input.on('error', (error: Error) => extract.destroy(error));
+  source.pipe(extract as unknown as NodeJS.WritableStream);
+  let entries = 0;
+  let files = 0;
+  let contentBytes = 0;
+  try {
+    for await (const item of extract) {
+      options.signal?.throwIfAborted();
+      const entry = headerToEntry(item.header as Headers);
+      if (!entry) {
+        options.onWarning?.(`skipped '${item.header.name}': unsupported tar entry type '${item.header.type}'`);
+        item.resume();
+        continue;
+      }
+      entries++;
+      if (entry.type !== 'file') {
+        item.resume();
+        await writer.write(entry);
+        continue;
+      }
+      const { handle, path } = await writer.createFile(entry);
+      try {
+        for await (const chunk of item as AsyncIterable<Buffer>) {
+          await handle.write(chunk);
+          contentBytes += chunk.length;
+        }
+        await writer.finishFile(handle, entry, path);
+      } finally {
+        await handle.close();
+      }
+      files++;
+    }
+  } catch (error) {
+    extract.destroy();
+    source.destroy();
+    if (error instanceof Error && /Invalid tar header|Unexpected end of data/i.test(error.message)) {
+      throw new InvalidArgumentError('archive', `not a valid tar archive: ${error.message}`, { cause: error });
+    }
+    throw error;
+  }
+  await writer.finish();
+  return { entries, files, contentBytes };
+}

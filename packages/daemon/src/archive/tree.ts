@@ -1,0 +1,126 @@
+import type { BigIntStats } from 'node:fs';
+import { lstat, readdir, readlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Xattrs } from './xattr.js';
+
+export type EntryType = 'file' | 'directory' | 'symlink' | 'hardlink' | 'fifo' | 'character-device' | 'block-device';
+
+/** One entry of a directory tree, as archived: the shared model of tar archives and chunked backups. */
+export interface TreeEntry {
+  /** Relative to the tree root, `/`-separated, no leading `./`, no trailing slash. */
+  readonly path: string;
+  readonly type: EntryType;
+  /** Permission bits including setuid/setgid/sticky (mode & 0o7777). */
+  readonly mode: number;
+  readonly uid: number;
+  readonly gid: number;
+  /** Bytes of content (files only). */
+  readonly size: number;
+  readonly mtimeMs: number;
+  /** Symlink target, or for hardlinks the path (relative to the root) of the first link. */
+  readonly linkTarget?: string;
+  readonly devMajor?: number;
+  readonly devMinor?: number;
+  readonly xattrs?: Xattrs;
+}
+
+export interface WalkedEntry {
+  readonly entry: TreeEntry;
+  readonly absolute: string;
+  readonly stats: BigIntStats;
+}
+
+export interface WalkOptions {
+  /** Return true to leave a path (and, for directories, everything below it) out. */
+  readonly exclude?: (path: string, isDirectory: boolean) => boolean;
+  /** xattrs by relative path, from {@link readTreeXattrs}. */
+  readonly xattrs?: ReadonlyMap<string, Xattrs>;
+  /** Called for entries that vanished or cannot be archived (sockets). */
+  readonly onSkip?: (path: string, reason: string) => void;
+}
+
+function deviceNumbers(rdev: bigint): { devMajor: number; devMinor: number } {
+  const major = ((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn);
+  const minor = (rdev & 0xffn) | ((rdev >> 12n) & ~0xffn);
+  return { devMajor: Number(major), devMinor: Number(minor) };
+}
+
+function isGone(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOENT' || code === 'ENOTDIR';
+}
+
+/**
+ * Walks `root` depth-first in name order (byte order, so archives of the same tree are identical), a directory
+ * before its children. Second and later links of a multiply-linked file come out as `hardlink` entries.
+ * Entries that disappear while walking (a running workspace) are skipped.
+ */
+export async function* walkTree(root: string, options: WalkOptions = {}): AsyncGenerator<WalkedEntry> {
+  const seenInodes = new Map<string, string>();
+  async function* visit(dir: string, prefix: string): AsyncGenerator<WalkedEntry> {
+    let names: string[];
+    try {
+      names = await readdir(dir);
+    } catch (error) {
+      if (isGone(error)) return;
+      throw error;
+    }
+    names.sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+    for (const name of names) {
+      const path = prefix === '' ? name : `${prefix}/${name}`;
+      const absolute = join(dir, name);
+      let stats: BigIntStats;
+      try {
+        stats = await lstat(absolute, { bigint: true });
+      } catch (error) {
+        if (isGone(error)) {
+          options.onSkip?.(path, 'vanished');
+          continue;
+        }
+        throw error;
+      }
+      const isDirectory = stats.isDirectory();
+      if (options.exclude?.(path, isDirectory)) continue;
+      const base = {
+        path,
+        mode: Number(stats.mode & 0o7777n),
+        uid: Number(stats.uid),
+        gid: Number(stats.gid),
+        mtimeMs: Number(stats.mtimeNs / 1_000_000n),
+        ...(options.xattrs?.has(path) ? { xattrs: options.xattrs.get(path) as Xattrs } : {}),
+      };
+      if (isDirectory) {
+        yield { entry: { ...base, type: 'directory', size: 0 }, absolute, stats };
+        yield* visit(absolute, path);
+      } else if (stats.isFile()) {
+        if (stats.nlink > 1n) {
+          const key = `${stats.dev}:${stats.ino}`;
+          const first = seenInodes.get(key);
+          if (first !== undefined) {
+            yield { entry: { ...base, type: 'hardlink', size: 0, linkTarget: first }, absolute, stats };
+            continue;
+          }
+          seenInodes.set(key, path);
+        }
+        yield { entry: { ...base, type: 'file', size: Number(stats.size) }, absolute, stats };
+      } else if (stats.isSymbolicLink()) {
+        let target: string;
+        try {
+          target = await readlink(absolute);
+        } catch (error) {
+          if (isGone(error)) continue;
+          throw error;
+        }
+        yield { entry: { ...base, type: 'symlink', size: 0, linkTarget: target }, absolute, stats };
+      } else if (stats.isFIFO()) {
+        yield { entry: { ...base, type: 'fifo', size: 0 }, absolute, stats };
+      } else if (stats.isCharacterDevice() || stats.isBlockDevice()) {
+        const type = stats.isCharacterDevice() ? 'character-device' : 'block-device';
+        yield { entry: { ...base, type, size: 0, ...deviceNumbers(stats.rdev) }, absolute, stats };
+      } else {
+        options.onSkip?.(path, 'sockets cannot be archived');
+      }
+    }
+  }
+  yield* visit(root, '');
+}

@@ -1,0 +1,199 @@
+import { randomBytes } from 'node:crypto';
+import { appendFile, mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { ObjectInfo, RemoteStorage, UploadOptions } from '@workbay/api';
+import { isWorkbayError } from '../errors.js';
+import { FsRemoteStorage } from '../storage/fs-storage.js';
+import { describeTree, tempDir } from '../test-support/tree.js';
+import { BackupStore } from './backup-store.js';
+import { findCut, StreamChunker } from './chunker.js';
+
+const ref = { owner: 'owner-1', workspaceId: 'ws-1' };
+
+async function makeTree(root: string, files: number): Promise<string[]> {
+  const names: string[] = [];
+  for (let i = 0; i < files; i++) {
+    const dir = join(root, `d${i % 7}`);
+    await mkdir(dir, { recursive: true });
+    const name = `d${i % 7}/f${i}.dat`;
+    await writeFile(join(root, name), randomBytes(2000 + (i % 13) * 1000));
+    names.push(name);
+  }
+  await writeFile(join(root, 'big.bin'), randomBytes(6 * 1024 * 1024));
+  await symlink('big.bin', join(root, 'big-link'));
+  await mkdir(join(root, '.workbay'));
+  await writeFile(join(root, '.workbay/ready'), '{}');
+  return names;
+}
+
+describe('chunking', () => {
+  it('cuts content-defined chunks that resynchronise after an insertion', () => {
+    const options = { minSize: 2048, avgSize: 8192, maxSize: 32768 };
+    const data = randomBytes(400_000);
+    const cuts = (buffer: Buffer): number[] => {
+      const chunker = new StreamChunker(options);
+      const out: number[] = [];
+      let offset = 0;
+      for (let i = 0; i < buffer.length; i += 5000) {
+        for (const chunk of chunker.push(buffer.subarray(i, i + 5000))) out.push((offset += chunk.length));
+      }
+      for (const chunk of chunker.flush()) out.push((offset += chunk.length));
+      return out;
+    };
+    const before = cuts(data);
+    expect(before.at(-1)).toBe(data.length);
+    const sizes = before.map((c, i) => c - (before[i - 1] ?? 0));
+    expect(Math.max(...sizes)).toBeLessThanOrEqual(options.maxSize);
+    const edited = Buffer.concat([data.subarray(0, 1000), Buffer.from('inserted'), data.subarray(1000)]);
+    const after = new Set(cuts(edited).map((c) => c - 8));
+    const shared = before.filter((c) => after.has(c));
+    expect(shared.length).toBeGreaterThan(before.length - 3);
+    expect(findCut(Buffer.alloc(100), options, true)).toBe(100);
+  });
+});
+
+describe('BackupStore', () => {
+  let work: Awaited<ReturnType<typeof tempDir>>;
+  let storage: FsRemoteStorage;
+  let source: string;
+
+  beforeEach(async () => {
+    work = await tempDir();
+    storage = new FsRemoteStorage({ root: join(work.path, 'storage') });
+    source = join(work.path, 'source');
+    await mkdir(source);
+  });
+  afterEach(async () => {
+    await storage.close();
+    await work.cleanup();
+  });
+
+  const skipReady = { skip: (p: string) => p === '.workbay/ready' };
+
+  for (const format of ['chunked', 'tar'] as const) {
+    it(`backs up and restores a tree identically (${format})`, async () => {
+      await makeTree(source, 60);
+      const store = new BackupStore(storage, { mode: 'per-owner' }, { format, packSize: 1024 * 1024 });
+      expect(await store.find(ref)).toBeUndefined();
+      const result = await store.backup(source, ref);
+      expect(result.format).toBe(format);
+      expect(result.url).toMatch(
+        format === 'tar' ? /workspaces\/ws-1\/full\.tar@workbay-user-owner-1$/ : /full\.manifest@/,
+      );
+      const target = join(work.path, 'restored');
+      await mkdir(target);
+      const restored = await store.restore(target, ref);
+      expect(restored?.format).toBe(format);
+      expect(await describeTree(target)).toEqual(await describeTree(source, skipReady));
+    });
+  }
+
+  it('re-uploads only what changed (incremental), and collects garbage after repacking', async () => {
+    const names = await makeTree(source, 200);
+    // Files changed within the last 2 s are always re-read (their ctime could still move within one tick).
+    await new Promise((resolve) => setTimeout(resolve, 2100));
+    const store = new BackupStore(storage, { mode: 'per-owner' }, { packSize: 256 * 1024 });
+    const first = await store.backup(source, ref);
+    expect(first.chunked?.newBlobs).toBeGreaterThan(200);
+    // Change 2 of 200 small files and append to the big one.
+    await writeFile(join(source, names[3] as string), randomBytes(3000));
+    await writeFile(join(source, names[150] as string), randomBytes(3000));
+    await appendFile(join(source, 'big.bin'), randomBytes(100));
+    const second = await store.backup(source, ref);
+    expect(second.chunked?.readBytes).toBeLessThan(8 * 1024 * 1024); // the unchanged bulk was not even read
+    expect(second.uploadedBytes).toBeLessThan(first.uploadedBytes / 4);
+    // Nothing changed: nothing but the manifest goes up.
+    const third = await store.backup(source, ref);
+    expect(third.chunked?.newBlobs).toBe(0);
+    const target = join(work.path, 'restored');
+    await mkdir(target);
+    await store.restore(target, ref);
+    expect(await describeTree(target)).toEqual(await describeTree(source, skipReady));
+    // Delete most small files: packs that are now mostly garbage get their live blobs rewritten.
+    for (const name of names.slice(0, 160)) await rm(join(source, name));
+    const repacked = await store.backup(source, ref);
+    expect(repacked.chunked?.repackedBlobs).toBeGreaterThan(0);
+    expect(repacked.chunked?.deletedPacks).toBeGreaterThan(0);
+    await rm(target, { recursive: true });
+    await mkdir(target);
+    await store.restore(target, ref);
+    expect(await describeTree(target)).toEqual(await describeTree(source, skipReady));
+    // Replace everything: the old packs become garbage and are deleted after the commit.
+    await rm(source, { recursive: true });
+    await mkdir(source);
+    await makeTree(source, 20);
+    const fourth = await store.backup(source, ref);
+    expect(fourth.chunked?.deletedPacks).toBeGreaterThan(0);
+    let stored = 0;
+    for await (const info of storage.list('workbay-user-owner-1', { prefix: 'workspaces/ws-1/chunks/' }))
+      stored += info.size;
+    expect(stored).toBeLessThan(fourth.contentBytes * 1.6);
+  });
+
+  it('a backup that fails mid-upload leaves the previous backup restorable, byte for byte', async () => {
+    await makeTree(source, 40);
+    const good = new BackupStore(storage, { mode: 'per-owner' }, { packSize: 128 * 1024 });
+    await good.backup(source, ref);
+    const expected = await describeTree(source, skipReady);
+    await writeFile(join(source, 'new-file'), randomBytes(500_000));
+    await writeFile(join(source, 'd1/f1.dat'), 'changed');
+    let uploads = 0;
+    const flaky: RemoteStorage = Object.assign(Object.create(storage) as RemoteStorage, {
+      upload: async (bucket: string, name: string, body: Readable, options?: UploadOptions): Promise<ObjectInfo> => {
+        if (++uploads === 2) {
+          body.destroy();
+          throw new Error('network down');
+        }
+        return storage.upload(bucket, name, body, options);
+      },
+    });
+    const broken = new BackupStore(flaky, { mode: 'per-owner' }, { packSize: 128 * 1024 });
+    await expect(broken.backup(source, ref)).rejects.toThrow('network down');
+    const target = join(work.path, 'restored');
+    await mkdir(target);
+    await good.restore(target, ref);
+    expect(await describeTree(target)).toEqual(expected);
+  });
+
+  it('fails loudly on a corrupted pack instead of restoring wrong bytes', async () => {
+    await makeTree(source, 5);
+    const store = new BackupStore(storage, { mode: 'per-owner' }, {});
+    await store.backup(source, ref);
+    const packs: string[] = [];
+    for await (const info of storage.list('workbay-user-owner-1', { prefix: 'workspaces/ws-1/chunks/' }))
+      packs.push(info.name);
+    const original = await readFile(join(source, 'big.bin'));
+    for (const name of packs) {
+      const chunks: Buffer[] = [];
+      for await (const c of await storage.download('workbay-user-owner-1', name)) chunks.push(c as Buffer);
+      const data = Buffer.concat(chunks);
+      const at = data.indexOf(original.subarray(0, 64));
+      if (at >= 0) data[at + 10] = (data[at + 10] as number) ^ 0xff;
+      await storage.upload('workbay-user-owner-1', name, Readable.from([data]));
+    }
+    const target = join(work.path, 'restored');
+    await mkdir(target);
+    const error = await store.restore(target, ref).catch((e: unknown) => e);
+    expect(isWorkbayError(error, 'internal')).toBe(true);
+    expect(String(error)).toMatch(/digest mismatch/);
+  });
+
+  it('snapshots are plain tars named snapshot-<unixnano>.tar; a missing snapshot is NOT_FOUND', async () => {
+    await makeTree(source, 5);
+    const store = new BackupStore(storage, { mode: 'shared', bucket: 'shared-bucket' }, { compression: 'gzip' });
+    const snapshot = await store.snapshot(source, ref);
+    expect(snapshot.url).toMatch(/^owner-1\/workspaces\/ws-1\/snapshot-\d{19}\.tar@shared-bucket$/);
+    const target = join(work.path, 'restored');
+    await mkdir(target);
+    await store.restoreSnapshot(target, snapshot.url, 'snapshot');
+    expect(await describeTree(target)).toEqual(await describeTree(source, skipReady));
+    const missing = await store.restoreSnapshot(target, 'nope.tar@shared-bucket', 'snapshot').catch((e: unknown) => e);
+    expect(isWorkbayError(missing, 'not-found')).toBe(true);
+    const malformed = await store
+      .restoreSnapshot(target, 'no-bucket', 'initializer.snapshot.snapshot')
+      .catch((e: unknown) => e);
+    expect(String(malformed)).toMatch(/initializer\.snapshot\.snapshot/);
+  });
+});

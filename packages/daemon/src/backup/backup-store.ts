@@ -1,0 +1,300 @@
+/**
+ * Backups, restores and snapshots of workspace content in remote storage, in the layout of the architecture
+ * brief: `workspaces/<workspaceId>/full.tar` (plain tar) or `workspaces/<workspaceId>/full.manifest` plus
+ * `chunks/` (incremental), and `workspaces/<workspaceId>/snapshot-<unixnano>.tar`.
+ */
+import type { BucketLayout, PluginLogger, RemoteStorage } from '@workbay/api';
+import {
+  backupObjectName,
+  locateOwner,
+  parseQualifiedObject,
+  qualifyObject,
+  silentLogger,
+  snapshotObjectName,
+  unixNanoNow,
+  workspacePrefix,
+} from '@workbay/api';
+import { InvalidArgumentError, isWorkbayError, NotFoundError } from '../errors.js';
+import type { Compression } from '../archive/compression.js';
+import { extractTree, packTree } from '../archive/tar.js';
+import type { BackupTarget, ChunkedBackupResult } from './chunked.js';
+import { chunksDirectory, createChunkedBackup, manifestName, readManifest, restoreChunkedBackup } from './chunked.js';
+
+export type BackupFormat = 'chunked' | 'tar';
+
+export interface BackupStoreOptions {
+  /** `chunked` (default): incremental manifest + packs; `tar`: one plain `full.tar` per backup. */
+  readonly format?: BackupFormat;
+  readonly compression?: Compression;
+  readonly packSize?: number;
+  readonly uploadConcurrency?: number;
+  readonly xattrs?: boolean;
+  /** Paths (relative to the workspace root) never backed up; the ready marker is always one of them. */
+  readonly exclude?: readonly string[];
+  readonly logger?: PluginLogger;
+}
+
+/** Which workspace's objects: the owner (bucket) and the workspace (meta) id. */
+export interface WorkspaceStorageRef {
+  readonly owner: string;
+  readonly workspaceId: string;
+}
+
+export interface StoredBackup {
+  readonly format: BackupFormat;
+  readonly bucket: string;
+  readonly name: string;
+  readonly size: number;
+  readonly lastModified: Date;
+}
+
+export interface BackupResult {
+  readonly format: BackupFormat;
+  /** `<object>@<bucket>` of the committed backup. */
+  readonly url: string;
+  readonly uploadedBytes: number;
+  readonly contentBytes: number;
+  readonly files: number;
+  readonly chunked?: ChunkedBackupResult;
+}
+
+export interface RestoreResult {
+  readonly format: BackupFormat;
+  readonly url: string;
+  readonly contentBytes: number;
+  readonly transferredBytes: number;
+}
+
+export interface SnapshotResult {
+  readonly url: string;
+  readonly bucket: string;
+  readonly name: string;
+  readonly size: number;
+}
+
+export const readyMarkerPath = '.workbay/ready';
+
+export class BackupStore {
+  private readonly format: BackupFormat;
+  private readonly compression: Compression;
+  private readonly logger: PluginLogger;
+  private readonly excluded: Set<string>;
+
+  constructor(
+    readonly storage: RemoteStorage,
+    readonly layout: BucketLayout,
+    private readonly options: BackupStoreOptions = {},
+  ) {
+    this.format = options.format ?? 'chunked';
+    this.compression = options.compression ?? 'none';
+    this.logger = options.logger ?? silentLogger;
+    this.excluded = new Set([readyMarkerPath, ...(options.exclude ?? [])]);
+  }
+
+  private exclude = (path: string): boolean => this.excluded.has(path);
+
+  target(ref: WorkspaceStorageRef): BackupTarget {
+    const location = locateOwner(this.layout, ref.owner);
+    return { storage: this.storage, bucket: location.bucket, prefix: workspacePrefix(location, ref.workspaceId) };
+  }
+
+  private tarName(ref: WorkspaceStorageRef): { bucket: string; name: string } {
+    const location = locateOwner(this.layout, ref.owner);
+    return { bucket: location.bucket, name: backupObjectName(location, ref.workspaceId) };
+  }
+
+  /** The newest committed backup of the workspace, if any. */
+  async find(ref: WorkspaceStorageRef): Promise<StoredBackup | undefined> {
+    const target = this.target(ref);
+    const tar = this.tarName(ref);
+    if (!(await this.storage.bucketExists(target.bucket))) return undefined;
+    const [manifest, full] = await Promise.all([
+      this.storage.stat(target.bucket, manifestName(target)),
+      this.storage.stat(tar.bucket, tar.name),
+    ]);
+    const candidates: StoredBackup[] = [];
+    if (manifest)
+      candidates.push({
+        format: 'chunked',
+        bucket: target.bucket,
+        name: manifest.name,
+        size: manifest.size,
+        lastModified: manifest.lastModified,
+      });
+    if (full)
+      candidates.push({
+        format: 'tar',
+        bucket: tar.bucket,
+        name: full.name,
+        size: full.size,
+        lastModified: full.lastModified,
+      });
+    candidates.sort((a, b) => b.lastModified.getTime() - a.lastModified.getTime());
+    return candidates[0];
+  }
+
+  /** Backs up `root`. The previous backup stays readable until this one is committed (invariant 3). */
+  async backup(root: string, ref: WorkspaceStorageRef, options: { signal?: AbortSignal } = {}): Promise<BackupResult> {
+    const target = this.target(ref);
+    await this.storage.ensureBucket(target.bucket);
+    const onWarning = (message: string): void => this.logger.warn({ workspaceId: ref.workspaceId }, message);
+    if (this.format === 'chunked') {
+      const result = await createChunkedBackup(root, target, ref.workspaceId, {
+        compression: this.compression,
+        exclude: this.exclude,
+        onWarning,
+        ...(this.options.packSize !== undefined ? { packSize: this.options.packSize } : {}),
+        ...(this.options.uploadConcurrency !== undefined ? { uploadConcurrency: this.options.uploadConcurrency } : {}),
+        ...(this.options.xattrs !== undefined ? { xattrs: this.options.xattrs } : {}),
+        ...(options.signal ? { signal: options.signal } : {}),
+      });
+      // The manifest is now the newest backup; an older plain full.tar would only confuse readers.
+      const tar = this.tarName(ref);
+      await this.storage.delete(tar.bucket, { name: tar.name });
+      return {
+        format: 'chunked',
+        url: qualifyObject(target.bucket, result.manifestName),
+        uploadedBytes: result.uploadedBytes,
+        contentBytes: result.contentBytes,
+        files: result.files,
+        chunked: result,
+      };
+    }
+    const tar = this.tarName(ref);
+    const packed = packTree(root, {
+      compression: this.compression,
+      exclude: this.exclude,
+      onWarning,
+      ...(this.options.xattrs !== undefined ? { xattrs: this.options.xattrs } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
+    const [info, stats] = await Promise.all([
+      this.storage.upload(tar.bucket, tar.name, packed.stream, {
+        contentType: 'application/x-tar',
+        metadata: { 'workbay-backup-format': 'tar' },
+        ...(options.signal ? { signal: options.signal } : {}),
+      }),
+      packed.done,
+    ]);
+    await this.storage.delete(target.bucket, { name: manifestName(target) });
+    await this.storage.delete(target.bucket, { prefix: `${target.prefix}${chunksDirectory}` });
+    return {
+      format: 'tar',
+      url: qualifyObject(tar.bucket, tar.name),
+      uploadedBytes: info.size,
+      contentBytes: stats.contentBytes,
+      files: stats.files,
+    };
+  }
+
+  /** Restores the newest backup into `root`; undefined when the workspace has none. */
+  async restore(
+    root: string,
+    ref: WorkspaceStorageRef,
+    options: { signal?: AbortSignal } = {},
+  ): Promise<RestoreResult | undefined> {
+    const found = await this.find(ref);
+    if (!found) return undefined;
+    const url = qualifyObject(found.bucket, found.name);
+    if (found.format === 'chunked') {
+      const target = this.target(ref);
+      const manifest = await readManifest(target);
+      if (!manifest) throw new NotFoundError(`backup manifest ${url} disappeared while restoring`);
+      const stats = await restoreChunkedBackup(root, target, manifest, {
+        onWarning: (message) => this.logger.warn({ workspaceId: ref.workspaceId }, message),
+        ...(options.signal ? { signal: options.signal } : {}),
+      });
+      return { format: 'chunked', url, contentBytes: stats.contentBytes, transferredBytes: stats.transferredBytes };
+    }
+    const stats = await this.extractObject(root, found.bucket, found.name, options.signal);
+    return { format: 'tar', url, contentBytes: stats.contentBytes, transferredBytes: found.size };
+  }
+
+  private async extractObject(
+    root: string,
+    bucket: string,
+    name: string,
+    signal?: AbortSignal,
+  ): Promise<{ contentBytes: number }> {
+    const body = await this.storage.download(bucket, name, signal ? { signal } : {});
+    return extractTree(body, root, {
+      onWarning: (message) => this.logger.warn({ object: name }, message),
+      ...(signal ? { signal } : {}),
+    });
+  }
+
+  /** Uploads a plain tar snapshot `snapshot-<unixnano>.tar`; the content is left as it is. */
+  async snapshot(
+    root: string,
+    ref: WorkspaceStorageRef,
+    options: { signal?: AbortSignal } = {},
+  ): Promise<SnapshotResult> {
+    const target = this.snapshotName(ref);
+    return this.snapshotTo(root, target.bucket, target.name, options);
+  }
+
+  /** The name a snapshot will get, for answering before the upload finished. */
+  snapshotName(ref: WorkspaceStorageRef): { bucket: string; name: string; url: string } {
+    const location = locateOwner(this.layout, ref.owner);
+    const name = snapshotObjectName(location, ref.workspaceId, unixNanoNow());
+    return { bucket: location.bucket, name, url: qualifyObject(location.bucket, name) };
+  }
+
+  /** Uploads a snapshot under a given name (see {@link snapshotName}). */
+  async snapshotTo(
+    root: string,
+    bucket: string,
+    name: string,
+    options: { signal?: AbortSignal } = {},
+  ): Promise<SnapshotResult> {
+    await this.storage.ensureBucket(bucket);
+    const packed = packTree(root, {
+      compression: this.compression,
+      exclude: this.exclude,
+      ...(this.options.xattrs !== undefined ? { xattrs: this.options.xattrs } : {}),
+      ...(options.signal ? { signal: options.signal } : {}),
+    });
+    const [info] = await Promise.all([
+      this.storage.upload(bucket, name, packed.stream, {
+        contentType: 'application/x-tar',
+        ...(options.signal ? { signal: options.signal } : {}),
+      }),
+      packed.done,
+    ]);
+    return { url: qualifyObject(bucket, name), bucket, name, size: info.size };
+  }
+
+  /**
+   * Restores a snapshot given as `<object>@<bucket>`. A missing snapshot is a NotFoundError; `field` names the
+   * request field for a malformed name.
+   */
+  async restoreSnapshot(
+    root: string,
+    qualified: string,
+    field: string,
+    options: { signal?: AbortSignal } = {},
+  ): Promise<{ contentBytes: number; size: number }> {
+    const { bucket, name } = parseQualifiedObject(qualified, field);
+    let info;
+    try {
+      info = (await this.storage.bucketExists(bucket)) ? await this.storage.stat(bucket, name) : undefined;
+    } catch (error) {
+      if (isWorkbayError(error, 'invalid-argument'))
+        throw new InvalidArgumentError(field, `'${qualified}': ${error.message}`, { cause: error });
+      throw error;
+    }
+    if (!info) throw new NotFoundError(`snapshot '${qualified}' not found`);
+    const stats = await this.extractObject(root, bucket, name, options.signal);
+    return { contentBytes: stats.contentBytes, size: info.size };
+  }
+
+  /** Deletes every backup object of a workspace (not its snapshots). */
+  async deleteBackups(ref: WorkspaceStorageRef): Promise<number> {
+    const target = this.target(ref);
+    const tar = this.tarName(ref);
+    let count = await this.storage.delete(tar.bucket, { name: tar.name });
+    count += await this.storage.delete(target.bucket, { name: manifestName(target) });
+    count += await this.storage.delete(target.bucket, { prefix: `${target.prefix}${chunksDirectory}` });
+    return count;
+  }
+}

@@ -1,0 +1,688 @@
+/**
+ * Incremental backups: a manifest of the tree plus content-addressed blobs packed into pack objects.
+ *
+ * Backup:
+ * 1. Walk the tree. A file whose inode, ctime, mtime and size match the previous manifest reuses its blobs
+ *    without being read (the quick check git uses for its index).
+ * 2. Other files are read and cut into content-defined chunks; a chunk whose SHA-256 is already stored is
+ *    referenced, a new one goes into the current pack (~8 MiB), which is uploaded when full.
+ * 3. Previous packs whose live share fell below `repackBelow` get their live blobs rewritten into new packs
+ *    (read back from the local files and verified), so garbage does not accumulate.
+ * 4. Every new pack is verified (stat: present, right size) before the manifest is replaced (the commit).
+ *    Only then are packs that the new manifest no longer references deleted. A crash at any point leaves the
+ *    previous manifest and all of its packs intact (invariant 3).
+ *
+ * Restore reads the manifest, creates the tree, and streams each pack once, writing every blob (verified
+ * against its SHA-256) to the files that use it.
+ */
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { constants } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import { promisify } from 'node:util';
+import { gzip } from 'node:zlib';
+import type { RemoteStorage } from '@workbay/api';
+import { DataCorruptionError, InvalidArgumentError, isWorkbayError, NotFoundError } from '../errors.js';
+import type { Compression } from '../archive/compression.js';
+import { decompressAuto } from '../archive/compression.js';
+import { SafeTreeWriter } from '../archive/safe-writer.js';
+import type { SafeWriterOptions } from '../archive/safe-writer.js';
+import type { WalkedEntry, WalkOptions } from '../archive/tree.js';
+import { walkTree } from '../archive/tree.js';
+import type { Xattrs } from '../archive/xattr.js';
+import { readTreeXattrs, xattrSupport } from '../archive/xattr.js';
+import { mapLimit, Semaphore } from '../util/concurrency.js';
+import type { ChunkerOptions } from './chunker.js';
+import { defaultChunkerOptions, StreamChunker } from './chunker.js';
+import type { BackupManifest, ManifestEntry } from './manifest.js';
+import { decodeManifest, encodeManifest, manifestContentType, toTreeEntry } from './manifest.js';
+
+/** Where a workspace's backup objects live: `<prefix>full.manifest`, `<prefix>chunks/<pack>`. */
+export interface BackupTarget {
+  readonly storage: RemoteStorage;
+  readonly bucket: string;
+  /** `[<owner>/]workspaces/<workspaceId>/` */
+  readonly prefix: string;
+}
+
+export const manifestObjectSuffix = 'full.manifest';
+export const chunksDirectory = 'chunks/';
+const packContentType = 'application/vnd.workbay.backup-pack';
+
+export function manifestName(target: BackupTarget): string {
+  return `${target.prefix}${manifestObjectSuffix}`;
+}
+
+function packName(target: BackupTarget, id: string): string {
+  return `${target.prefix}${chunksDirectory}${id}`;
+}
+
+export interface ChunkedBackupOptions {
+  readonly compression?: Compression;
+  /** Target size of a pack before compression (default 8 MiB). */
+  readonly packSize?: number;
+  /** Pack uploads in flight (default 3). */
+  readonly uploadConcurrency?: number;
+  readonly chunker?: ChunkerOptions;
+  /** Packs whose live share is below this are rewritten (default 0.5). */
+  readonly repackBelow?: number;
+  readonly exclude?: WalkOptions['exclude'];
+  readonly xattrs?: boolean;
+  readonly onWarning?: (message: string) => void;
+  readonly signal?: AbortSignal;
+}
+
+export interface ChunkedBackupResult {
+  /** The committed manifest's object name. */
+  readonly manifestName: string;
+  readonly files: number;
+  readonly contentBytes: number;
+  /** Bytes read from disk (files that failed the quick check). */
+  readonly readBytes: number;
+  /** Bytes uploaded: new packs plus the manifest. */
+  readonly uploadedBytes: number;
+  readonly newPacks: number;
+  readonly deletedPacks: number;
+  readonly newBlobs: number;
+  readonly reusedBlobs: number;
+  /** Live blobs moved out of mostly-garbage packs. */
+  readonly repackedBlobs: number;
+}
+
+interface PackRef {
+  id?: string;
+  size?: number;
+  rawSize?: number;
+}
+
+interface BlobRef {
+  readonly hash: string;
+  readonly pack: PackRef;
+  readonly offset: number;
+  readonly length: number;
+}
+
+/** Collects blobs into packs and uploads full packs with bounded concurrency. */
+class PackWriter {
+  private parts: Buffer[] = [];
+  private size = 0;
+  private current: PackRef = {};
+  private readonly inFlight = new Set<Promise<void>>();
+  private readonly slots: Semaphore;
+  private failure: unknown;
+  readonly written: PackRef[] = [];
+  uploadedBytes = 0;
+
+  constructor(
+    private readonly target: BackupTarget,
+    private readonly packSize: number,
+    private readonly compression: Compression,
+    concurrency: number,
+    private readonly signal: AbortSignal | undefined,
+  ) {
+    this.slots = new Semaphore(concurrency);
+  }
+
+  private check(): void {
+    if (this.failure !== undefined) throw this.failure;
+  }
+
+  async add(hash: string, data: Buffer): Promise<BlobRef> {
+    this.check();
+    if (this.size > 0 && this.size + data.length > this.packSize) await this.seal();
+    const ref: BlobRef = { hash, pack: this.current, offset: this.size, length: data.length };
+    this.parts.push(data);
+    this.size += data.length;
+    return ref;
+  }
+
+  private async seal(): Promise<void> {
+    if (this.size === 0) return;
+    const content = Buffer.concat(this.parts, this.size);
+    const pack = this.current;
+    this.parts = [];
+    this.size = 0;
+    this.current = {};
+    pack.id = createHash('sha256').update(content).digest('hex');
+    pack.rawSize = content.length;
+    const release = await this.slots.acquire();
+    this.check();
+    const upload = (async () => {
+      try {
+        const body = await compressPack(content, this.compression);
+        const info = await this.target.storage.upload(
+          this.target.bucket,
+          packName(this.target, pack.id as string),
+          Readable.from([body]),
+          {
+            contentType: packContentType,
+            size: body.length,
+            ...(this.signal ? { signal: this.signal } : {}),
+          },
+        );
+        pack.size = info.size;
+        this.uploadedBytes += info.size;
+        this.written.push(pack);
+      } catch (error) {
+        this.failure ??= error;
+      } finally {
+        release();
+      }
+    })();
+    this.inFlight.add(upload);
+    void upload.finally(() => this.inFlight.delete(upload));
+  }
+
+  async finish(): Promise<void> {
+    await this.seal();
+    await Promise.all([...this.inFlight]);
+    this.check();
+  }
+
+  async abort(): Promise<void> {
+    this.failure ??= new Error('aborted');
+    await Promise.allSettled([...this.inFlight]);
+  }
+}
+
+/** Compresses a whole pack; zstd runs as a process (binary stdout, so not through runProcess). */
+async function compressPack(content: Buffer, compression: Compression): Promise<Buffer> {
+  if (compression === 'none') return content;
+  if (compression === 'gzip') return promisify(gzip)(content, { level: 1 });
+  return new Promise<Buffer>((resolve, reject) => {
+    const child = spawn('zstd', ['-q', '-c', '-1'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => out.push(chunk));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on('error', reject);
+    child.on('close', (code) =>
+      code === 0 ? resolve(Buffer.concat(out)) : reject(new Error(`zstd failed: ${stderr.trim()}`)),
+    );
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(content);
+  });
+}
+
+/** A FIFO of buffers that hands out exact byte ranges without quadratic copying. */
+class ByteQueue {
+  private chunks: Buffer[] = [];
+  length = 0;
+
+  constructor(private readonly source: AsyncIterator<Buffer>) {}
+
+  private async pull(what: string): Promise<void> {
+    const step = await this.source.next();
+    if (step.done) throw new DataCorruptionError(what, 'more data', 'end of stream');
+    this.chunks.push(step.value);
+    this.length += step.value.length;
+  }
+
+  async skip(count: number, what: string): Promise<void> {
+    let left = count;
+    while (left > 0) {
+      if (this.chunks.length === 0) await this.pull(what);
+      const head = this.chunks[0] as Buffer;
+      if (head.length <= left) {
+        this.chunks.shift();
+        this.length -= head.length;
+        left -= head.length;
+      } else {
+        this.chunks[0] = head.subarray(left);
+        this.length -= left;
+        left = 0;
+      }
+    }
+  }
+
+  async take(count: number, what: string): Promise<Buffer> {
+    while (this.length < count) await this.pull(what);
+    const parts: Buffer[] = [];
+    let left = count;
+    while (left > 0) {
+      const head = this.chunks[0] as Buffer;
+      if (head.length <= left) {
+        parts.push(head);
+        this.chunks.shift();
+        left -= head.length;
+      } else {
+        parts.push(head.subarray(0, left));
+        this.chunks[0] = head.subarray(left);
+        left = 0;
+      }
+    }
+    this.length -= count;
+    return parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, count);
+  }
+}
+
+async function readRange(path: string, offset: number, length: number): Promise<Buffer | undefined> {
+  let handle: FileHandle;
+  try {
+    handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+  } catch {
+    return undefined;
+  }
+  try {
+    const buffer = Buffer.allocUnsafe(length);
+    const { bytesRead } = await handle.read(buffer, 0, length, offset);
+    return bytesRead === length ? buffer : undefined;
+  } finally {
+    await handle.close();
+  }
+}
+
+function quickKey(entry: WalkedEntry): string {
+  const s = entry.stats;
+  return `${s.ino}:${s.ctimeNs}:${s.mtimeNs}:${s.size}`;
+}
+
+function sha256(data: Uint8Array): string {
+  return createHash('sha256').update(data).digest('hex');
+}
+
+/** Reads the committed manifest; undefined when there is none. */
+export async function readManifest(target: BackupTarget): Promise<BackupManifest | undefined> {
+  let stream: Readable;
+  try {
+    stream = await target.storage.download(target.bucket, manifestName(target));
+  } catch (error) {
+    if (isWorkbayError(error, 'not-found')) return undefined;
+    throw error;
+  }
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream as AsyncIterable<Buffer>) chunks.push(chunk);
+  return decodeManifest(Buffer.concat(chunks));
+}
+
+/** Backs up `root` incrementally against the previous manifest (read from storage when not given). */
+export async function createChunkedBackup(
+  root: string,
+  target: BackupTarget,
+  workspaceId: string,
+  options: ChunkedBackupOptions = {},
+  previousManifest?: BackupManifest | null,
+): Promise<ChunkedBackupResult> {
+  const compression = options.compression ?? 'none';
+  const repackBelow = options.repackBelow ?? 0.5;
+  const chunker = options.chunker ?? defaultChunkerOptions;
+  const signal = options.signal;
+  const previous = previousManifest === null ? undefined : (previousManifest ?? (await readManifest(target)));
+  const startedNs = BigInt(Date.now()) * 1_000_000n;
+
+  // Packs that really exist: reuse only those, and collect garbage among them after the commit.
+  const stored = new Map<string, number>();
+  for await (const info of target.storage.list(target.bucket, {
+    prefix: `${target.prefix}${chunksDirectory}`,
+    ...(signal ? { signal } : {}),
+  })) {
+    stored.set(info.name.slice(target.prefix.length + chunksDirectory.length), info.size);
+  }
+
+  let xattrs = new Map<string, Xattrs>();
+  if (options.xattrs !== false) {
+    const support = await xattrSupport();
+    if (support.available) xattrs = await readTreeXattrs(root);
+    else options.onWarning?.(support.reason ?? 'xattrs not supported');
+  }
+  const walked: WalkedEntry[] = [];
+  for await (const item of walkTree(root, {
+    xattrs,
+    ...(options.exclude ? { exclude: options.exclude } : {}),
+    onSkip: (path, reason) => options.onWarning?.(`skipped '${path}': ${reason}`),
+  })) {
+    signal?.throwIfAborted();
+    walked.push(item);
+  }
+
+  // Previous state: files that can be reused as they are, and blobs that can be referenced by content.
+  const previousByPath = new Map<string, ManifestEntry>();
+  const previousPacks = previous?.packs ?? [];
+  const previousBlobs = previous?.blobs ?? [];
+  for (const entry of previous?.entries ?? []) if (entry.type === 'file') previousByPath.set(entry.path, entry);
+  const packUsable = previousPacks.map((pack) => stored.get(pack.id) === pack.size);
+  const previousRefs: PackRef[] = previousPacks.map((pack) => ({
+    id: pack.id,
+    size: pack.size,
+    rawSize: pack.rawSize,
+  }));
+  const known = new Map<string, BlobRef>();
+  for (const [hash, pack, offset, length] of previousBlobs) {
+    if (packUsable[pack]) known.set(hash, { hash, pack: previousRefs[pack] as PackRef, offset, length });
+  }
+
+  const writer = new PackWriter(
+    target,
+    options.packSize ?? 8 * 1024 * 1024,
+    compression,
+    options.uploadConcurrency ?? 3,
+    signal,
+  );
+  const blobs: BlobRef[] = [];
+  const blobIndex = new Map<string, number>();
+  const useBlob = (ref: BlobRef): number => {
+    let index = blobIndex.get(ref.hash);
+    if (index === undefined) {
+      index = blobs.length;
+      blobs.push(ref);
+      blobIndex.set(ref.hash, index);
+    }
+    return index;
+  };
+  let newBlobs = 0;
+  let reusedBlobs = 0;
+  let repackedBlobs = 0;
+  let readBytes = 0;
+  let files = 0;
+  let contentBytes = 0;
+  const entries: Array<ManifestEntry> = [];
+  /** Where each blob can be read again locally (first use), for repacking. */
+  const blobSource = new Map<number, { absolute: string; offset: number }>();
+  const noteSources = (absolute: string, indices: readonly number[]): void => {
+    let offset = 0;
+    for (const index of indices) {
+      if (!blobSource.has(index)) blobSource.set(index, { absolute, offset });
+      offset += (blobs[index] as BlobRef).length;
+    }
+  };
+
+  const storeChunk = async (chunk: Buffer): Promise<number> => {
+    const hash = sha256(chunk);
+    const existing = blobIndex.get(hash);
+    if (existing !== undefined) return existing;
+    const old = known.get(hash);
+    if (old) {
+      reusedBlobs++;
+      return useBlob(old);
+    }
+    newBlobs++;
+    return useBlob(await writer.add(hash, chunk));
+  };
+
+  try {
+    for (const item of walked) {
+      signal?.throwIfAborted();
+      const { entry } = item;
+      const base: ManifestEntry = {
+        path: entry.path,
+        type: entry.type,
+        mode: entry.mode,
+        uid: entry.uid,
+        gid: entry.gid,
+        size: entry.size,
+        mtimeMs: entry.mtimeMs,
+        ...(entry.linkTarget !== undefined ? { linkTarget: entry.linkTarget } : {}),
+        ...(entry.devMajor !== undefined ? { devMajor: entry.devMajor } : {}),
+        ...(entry.devMinor !== undefined ? { devMinor: entry.devMinor } : {}),
+        ...(entry.xattrs
+          ? { xattrs: Object.fromEntries(Object.entries(entry.xattrs).map(([k, v]) => [k, v.toString('base64')])) }
+          : {}),
+      };
+      if (entry.type !== 'file') {
+        entries.push(base);
+        continue;
+      }
+      const before = previousByPath.get(entry.path);
+      const reuse =
+        before?.quick !== undefined &&
+        before.quick === quickKey(item) &&
+        (before.blobs ?? []).every((b) => known.has((previousBlobs[b] as readonly [string, number, number, number])[0]))
+          ? (before.blobs ?? [])
+          : undefined;
+      if (reuse) {
+        const indices = reuse.map((b) => {
+          const hash = (previousBlobs[b] as readonly [string, number, number, number])[0];
+          const existing = blobIndex.get(hash);
+          if (existing !== undefined) return existing;
+          reusedBlobs++;
+          return useBlob(known.get(hash) as BlobRef);
+        });
+        noteSources(item.absolute, indices);
+        entries.push({ ...base, blobs: indices, quick: quickKey(item) });
+        files++;
+        contentBytes += entry.size;
+        continue;
+      }
+      let handle: FileHandle;
+      try {
+        handle = await open(item.absolute, constants.O_RDONLY | constants.O_NOFOLLOW);
+      } catch (error) {
+        const code = (error as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT' || code === 'ELOOP') {
+          options.onWarning?.(`skipped '${entry.path}': vanished`);
+          continue;
+        }
+        throw error;
+      }
+      const indices: number[] = [];
+      let size = 0;
+      try {
+        const chunkerStream = new StreamChunker(chunker);
+        for (;;) {
+          const buffer = Buffer.allocUnsafe(1024 * 1024);
+          const { bytesRead } = await handle.read(buffer, 0, buffer.length, null);
+          if (bytesRead === 0) break;
+          size += bytesRead;
+          for (const chunk of chunkerStream.push(buffer.subarray(0, bytesRead))) indices.push(await storeChunk(chunk));
+        }
+        for (const chunk of chunkerStream.flush()) indices.push(await storeChunk(chunk));
+      } finally {
+        await handle.close();
+      }
+      noteSources(item.absolute, indices);
+      readBytes += size;
+      files++;
+      contentBytes += size;
+      // A file modified within the timestamp granularity of our read could keep its ctime; do not trust the
+      // quick check for files that changed just before the backup started.
+      const racy = item.stats.ctimeNs > startedNs - 2_000_000_000n;
+      entries.push({ ...base, size, blobs: indices, ...(racy ? {} : { quick: quickKey(item) }) });
+    }
+    // Repack: previous packs now mostly garbage get their live blobs rewritten (read back from the local
+    // files), so the old pack can be deleted. A blob whose file changed meanwhile keeps its old pack.
+    const live = new Map<PackRef, number>();
+    for (const blob of blobs) live.set(blob.pack, (live.get(blob.pack) ?? 0) + blob.length);
+    for (const [index, blob] of blobs.entries()) {
+      const pack = blob.pack;
+      if (!previousRefs.includes(pack)) continue;
+      if ((live.get(pack) ?? 0) >= repackBelow * Math.max(1, pack.rawSize ?? 0)) continue;
+      const source = blobSource.get(index);
+      if (!source) continue;
+      const data = await readRange(source.absolute, source.offset, blob.length);
+      if (!data || sha256(data) !== blob.hash) continue;
+      blobs[index] = await writer.add(blob.hash, data);
+      repackedBlobs++;
+    }
+    await writer.finish();
+  } catch (error) {
+    await writer.abort();
+    throw error;
+  }
+
+  // Verify every new pack before the commit.
+  for (const pack of writer.written) {
+    const info = await target.storage.stat(target.bucket, packName(target, pack.id as string));
+    if (!info || info.size !== pack.size) {
+      throw new DataCorruptionError(
+        `pack ${pack.id as string}`,
+        `${pack.size ?? 0} bytes`,
+        info ? `${info.size} bytes` : 'missing',
+      );
+    }
+  }
+
+  const packIndex = new Map<PackRef, number>();
+  const packs: Array<{ id: string; size: number; rawSize: number }> = [];
+  const manifestBlobs = blobs.map((blob): [string, number, number, number] => {
+    let index = packIndex.get(blob.pack);
+    if (index === undefined) {
+      index = packs.length;
+      packs.push({ id: blob.pack.id as string, size: blob.pack.size as number, rawSize: blob.pack.rawSize as number });
+      packIndex.set(blob.pack, index);
+    }
+    return [blob.hash, index, blob.offset, blob.length];
+  });
+  const manifest: BackupManifest = {
+    format: 'workbay-backup-manifest',
+    version: 1,
+    workspaceId,
+    createdAt: new Date().toISOString(),
+    compression,
+    packs,
+    blobs: manifestBlobs,
+    entries,
+    totals: { files, contentBytes },
+  };
+  const encoded = await encodeManifest(manifest);
+  const name = manifestName(target);
+  await target.storage.upload(target.bucket, name, Readable.from([encoded]), {
+    contentType: manifestContentType,
+    size: encoded.length,
+    metadata: { 'workbay-backup-format': 'chunked-v1' },
+  });
+
+  // Garbage: stored packs the committed manifest does not reference.
+  const live = new Set(packs.map((p) => p.id));
+  let deletedPacks = 0;
+  const candidates = new Set([...stored.keys(), ...writer.written.map((p) => p.id as string)]);
+  for (const id of candidates) {
+    if (live.has(id)) continue;
+    deletedPacks += await target.storage.delete(target.bucket, { name: packName(target, id) });
+  }
+
+  return {
+    manifestName: name,
+    files,
+    contentBytes,
+    readBytes,
+    uploadedBytes: writer.uploadedBytes + encoded.length,
+    newPacks: writer.written.length,
+    deletedPacks,
+    newBlobs,
+    reusedBlobs,
+    repackedBlobs,
+  };
+}
+
+export interface ChunkedRestoreOptions extends SafeWriterOptions {
+  /** Pack downloads in flight (default 3). */
+  readonly downloadConcurrency?: number;
+  readonly signal?: AbortSignal;
+}
+
+export interface RestoreStats {
+  readonly files: number;
+  readonly contentBytes: number;
+  /** Bytes downloaded. */
+  readonly transferredBytes: number;
+}
+
+/** Restores a chunked backup into `root` (which should be empty). */
+export async function restoreChunkedBackup(
+  root: string,
+  target: BackupTarget,
+  manifest: BackupManifest,
+  options: ChunkedRestoreOptions = {},
+): Promise<RestoreStats> {
+  const writer = new SafeTreeWriter(root, options);
+  const signal = options.signal;
+  const placements = new Map<number, Array<{ path: string; offset: number }>>();
+  const files: Array<{ entry: ManifestEntry; absolute: string; path: string }> = [];
+
+  for (const entry of manifest.entries) {
+    if (entry.type === 'directory') await writer.directory(toTreeEntry(entry));
+  }
+  for (const entry of manifest.entries) {
+    if (entry.type !== 'file') continue;
+    signal?.throwIfAborted();
+    const treeEntry = toTreeEntry(entry);
+    const { handle, path } = await writer.createFile(treeEntry);
+    try {
+      await handle.truncate(entry.size);
+    } finally {
+      await handle.close();
+    }
+    let offset = 0;
+    for (const blob of entry.blobs ?? []) {
+      const list = placements.get(blob) ?? [];
+      list.push({ path, offset });
+      placements.set(blob, list);
+      offset += (manifest.blobs[blob] as readonly [string, number, number, number])[3];
+    }
+    if (offset !== entry.size) {
+      throw new InvalidArgumentError(
+        'manifest',
+        `entry '${entry.path}': blobs add up to ${offset} bytes, not ${entry.size}`,
+      );
+    }
+    files.push({ entry, absolute: `${root}/${path}`, path });
+  }
+
+  // Which blobs each pack must deliver, in pack order.
+  const byPack = new Map<number, number[]>();
+  for (const blob of placements.keys()) {
+    const pack = (manifest.blobs[blob] as readonly [string, number, number, number])[1];
+    const list = byPack.get(pack) ?? [];
+    list.push(blob);
+    byPack.set(pack, list);
+  }
+  let transferredBytes = 0;
+  await mapLimit([...byPack.entries()], options.downloadConcurrency ?? 3, async ([pack, blobList]) => {
+    const packInfo = manifest.packs[pack] as { id: string; size: number };
+    let stream: Readable;
+    try {
+      stream = await target.storage.download(target.bucket, packName(target, packInfo.id), signal ? { signal } : {});
+    } catch (error) {
+      if (isWorkbayError(error, 'not-found')) {
+        throw new NotFoundError(`backup is incomplete: pack ${packInfo.id} is missing`, { cause: error });
+      }
+      throw error;
+    }
+    transferredBytes += packInfo.size;
+    const data = await decompressAuto(stream);
+    blobList.sort(
+      (a, b) => (manifest.blobs[a] as readonly number[])[2]! - (manifest.blobs[b] as readonly number[])[2]!,
+    );
+    const iterator = (data as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+    const queue = new ByteQueue(iterator);
+    const what = `pack ${packInfo.id}`;
+    let position = 0;
+    for (const blob of blobList) {
+      signal?.throwIfAborted();
+      const [hash, , offset, length] = manifest.blobs[blob] as readonly [string, number, number, number];
+      // Bytes before the blob belong to blobs this restore does not need (garbage awaiting a repack).
+      if (offset > position) await queue.skip(offset - position, what);
+      const content = await queue.take(length, what);
+      position = offset + length;
+      const actual = sha256(content);
+      if (actual !== hash) throw new DataCorruptionError(`blob in ${what}`, `sha256:${hash}`, `sha256:${actual}`);
+      for (const place of placements.get(blob) ?? []) {
+        const handle = await open(`${root}/${place.path}`, constants.O_WRONLY | constants.O_NOFOLLOW);
+        try {
+          await handle.write(content, 0, content.length, place.offset);
+        } finally {
+          await handle.close();
+        }
+      }
+    }
+    await iterator.return?.();
+    stream.destroy();
+  });
+
+  for (const file of files) {
+    const handle = await open(file.absolute, constants.O_WRONLY | constants.O_NOFOLLOW);
+    try {
+      await writer.finishFile(handle, toTreeEntry(file.entry), file.path);
+    } finally {
+      await handle.close();
+    }
+  }
+  for (const entry of manifest.entries) {
+    if (entry.type === 'directory' || entry.type === 'file') continue;
+    await writer.write(toTreeEntry(entry));
+  }
+  await writer.finish();
+  return { files: files.length, contentBytes: manifest.totals.contentBytes, transferredBytes };
+}

@@ -1,0 +1,98 @@
+import { promisify } from 'node:util';
+import { gunzip, gzip } from 'node:zlib';
+import { InvalidArgumentError } from '../errors.js';
+import type { Compression } from '../archive/compression.js';
+import type { EntryType, TreeEntry } from '../archive/tree.js';
+
+/**
+ * A chunked backup: the tree's entries with their metadata, and for file content a list of blobs
+ * (content-addressed pieces, SHA-256) stored inside pack objects under `workspaces/<id>/chunks/`.
+ */
+export interface BackupManifest {
+  readonly format: 'workbay-backup-manifest';
+  readonly version: 1;
+  readonly workspaceId: string;
+  readonly createdAt: string;
+  /** How pack objects are compressed (decompression also detects it). */
+  readonly compression: Compression;
+  /** Pack object ids (object names are `chunks/<id>`), with their stored sizes. */
+  readonly packs: ReadonlyArray<{ readonly id: string; readonly size: number; readonly rawSize: number }>;
+  /** [sha256 hex, pack index, offset in the uncompressed pack, length]. */
+  readonly blobs: ReadonlyArray<readonly [string, number, number, number]>;
+  readonly entries: readonly ManifestEntry[];
+  readonly totals: { readonly files: number; readonly contentBytes: number };
+}
+
+export interface ManifestEntry {
+  readonly path: string;
+  readonly type: EntryType;
+  readonly mode: number;
+  readonly uid: number;
+  readonly gid: number;
+  readonly size: number;
+  readonly mtimeMs: number;
+  readonly linkTarget?: string;
+  readonly devMajor?: number;
+  readonly devMinor?: number;
+  /** base64 values */
+  readonly xattrs?: Readonly<Record<string, string>>;
+  /** Blob indices making up the content, in order. */
+  readonly blobs?: readonly number[];
+  /** `ino:ctimeNs:mtimeNs:size` when backed up: unchanged files are not read again. */
+  readonly quick?: string;
+}
+
+export const manifestContentType = 'application/vnd.workbay.backup-manifest.v1+json';
+
+export function toTreeEntry(entry: ManifestEntry): TreeEntry {
+  const xattrs = entry.xattrs
+    ? Object.fromEntries(Object.entries(entry.xattrs).map(([k, v]) => [k, Buffer.from(v, 'base64')]))
+    : undefined;
+  return {
+    path: entry.path,
+    type: entry.type,
+    mode: entry.mode,
+    uid: entry.uid,
+    gid: entry.gid,
+    size: entry.size,
+    mtimeMs: entry.mtimeMs,
+    ...(entry.linkTarget !== undefined ? { linkTarget: entry.linkTarget } : {}),
+    ...(entry.devMajor !== undefined ? { devMajor: entry.devMajor } : {}),
+    ...(entry.devMinor !== undefined ? { devMinor: entry.devMinor } : {}),
+    ...(xattrs ? { xattrs } : {}),
+  };
+}
+
+export async function encodeManifest(manifest: BackupManifest): Promise<Buffer> {
+  return promisify(gzip)(Buffer.from(JSON.stringify(manifest)), { level: 1 });
+}
+
+export async function decodeManifest(data: Buffer): Promise<BackupManifest> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse((await promisify(gunzip)(data)).toString('utf8'));
+  } catch (cause) {
+    throw new InvalidArgumentError('manifest', 'backup manifest is not gzip-compressed JSON', { cause });
+  }
+  const manifest = parsed as Partial<BackupManifest>;
+  if (manifest.format !== 'workbay-backup-manifest' || manifest.version !== 1) {
+    throw new InvalidArgumentError('manifest', 'unknown backup manifest format or version');
+  }
+  if (!Array.isArray(manifest.entries) || !Array.isArray(manifest.blobs) || !Array.isArray(manifest.packs)) {
+    throw new InvalidArgumentError('manifest', 'backup manifest is incomplete');
+  }
+  for (const [index, blob] of manifest.blobs.entries()) {
+    const [hash, pack, offset, length] = blob;
+    if (!/^[0-9a-f]{64}$/.test(hash) || !(pack >= 0 && pack < manifest.packs.length) || offset < 0 || length < 0) {
+      throw new InvalidArgumentError('manifest', `blob ${index} is malformed`);
+    }
+  }
+  for (const entry of manifest.entries) {
+    for (const blob of entry.blobs ?? []) {
+      if (!(blob >= 0 && blob < manifest.blobs.length)) {
+        throw new InvalidArgumentError('manifest', `entry '${entry.path}' references a missing blob`);
+      }
+    }
+  }
+  return manifest as BackupManifest;
+}

@@ -1,0 +1,214 @@
+/**
+ * The daemon's configuration: a YAML or JSON file (or an object when used as a library), validated with zod.
+ * Every error names the bad key (`backup.concurrency: ...`). Durations are Go duration strings (`30s`, `5m`)
+ * or milliseconds; sizes are bytes or strings with a unit (`512MiB`, `10GB`).
+ */
+import { readFile } from 'node:fs/promises';
+import { extname, join } from 'node:path';
+import { parseGoDuration } from '@workbay/api';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { InvalidArgumentError, errorMessage } from './errors.js';
+import { expandHome } from './util/paths.js';
+import { parseWithSchema } from './util/zod.js';
+
+const sizeUnits: Record<string, number> = {
+  b: 1,
+  k: 1e3,
+  kb: 1e3,
+  m: 1e6,
+  mb: 1e6,
+  g: 1e9,
+  gb: 1e9,
+  t: 1e12,
+  tb: 1e12,
+  ki: 1024,
+  kib: 1024,
+  mi: 1024 ** 2,
+  mib: 1024 ** 2,
+  gi: 1024 ** 3,
+  gib: 1024 ** 3,
+  ti: 1024 ** 4,
+  tib: 1024 ** 4,
+};
+
+/** Parses `512MiB`, `10GB`, `1.5Gi` or a plain number of bytes. */
+export function parseSize(value: string | number): number {
+  if (typeof value === 'number') return value;
+  const match = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(value);
+  const unit = sizeUnits[(match?.[2] ?? '').toLowerCase() || 'b'];
+  if (!match || unit === undefined) throw new Error(`'${value}' is not a size (e.g. 512MiB, 10GB or bytes)`);
+  return Math.round(Number(match[1]) * unit);
+}
+
+const size = z.union([z.number().int().nonnegative(), z.string()]).transform((value, ctx) => {
+  try {
+    return parseSize(value);
+  } catch (error) {
+    ctx.addIssue({ code: 'custom', message: errorMessage(error) });
+    return z.NEVER;
+  }
+});
+
+const duration = z.union([z.number().nonnegative(), z.string()]).transform((value, ctx) => {
+  if (typeof value === 'number') return value;
+  try {
+    const ms = parseGoDuration(value);
+    if (ms < 0) throw new Error('must not be negative');
+    return ms;
+  } catch (error) {
+    ctx.addIssue({ code: 'custom', message: isInvalid(error) ? error.reason : errorMessage(error) });
+    return z.NEVER;
+  }
+});
+
+function isInvalid(error: unknown): error is InvalidArgumentError {
+  return error instanceof InvalidArgumentError;
+}
+
+const address = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$/, 'must be host:port')
+  .refine((value) => Number(value.slice(value.lastIndexOf(':') + 1)) <= 65535, 'port must be <= 65535');
+
+const layout = z.discriminatedUnion('mode', [
+  z
+    .object({
+      mode: z.literal('per-owner'),
+      bucketPrefix: z
+        .string()
+        .regex(/^[a-z0-9][a-z0-9.-]*$/)
+        .optional(),
+    })
+    .strict(),
+  z
+    .object({
+      mode: z.literal('shared'),
+      bucket: z.string().regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'is not a valid bucket name'),
+    })
+    .strict(),
+]);
+
+export const daemonConfigSchema = z
+  .object({
+    /** Where workspace content and session state live (`<workingArea>/<instanceId>`). */
+    workingArea: z.string().min(1).default('~/.workbay/workspaces'),
+    grpc: z
+      .object({ address: address.default('127.0.0.1:7721') })
+      .strict()
+      .prefault({}),
+    /** Metrics, /live and /ready; `address: off` disables the HTTP server. */
+    http: z
+      .object({ address: z.union([address, z.literal('off')]).default('127.0.0.1:9500') })
+      .strict()
+      .prefault({}),
+    /** Plugin packages to load (each exports `plugin`). */
+    plugins: z.array(z.string().min(1)).default([]),
+    storage: z
+      .object({
+        kind: z.string().regex(/^[a-z][a-z0-9-]*$/, 'must be a storage kind like fs or minio'),
+        layout: layout.optional(),
+      })
+      .catchall(z.unknown())
+      .default({ kind: 'fs', root: '~/.workbay/storage' }),
+    backup: z
+      .object({
+        format: z.enum(['chunked', 'tar']).default('chunked'),
+        compression: z.enum(['none', 'gzip', 'zstd']).default('none'),
+        concurrency: z.number().int().min(1).max(64).default(5),
+        attempts: z.number().int().min(1).max(20).default(3),
+        initialBackoff: duration.default(1000),
+        period: duration.default(10 * 60 * 1000),
+        packSize: size.default(8 * 1024 * 1024),
+        uploadConcurrency: z.number().int().min(1).max(32).default(3),
+        xattrs: z.boolean().default(true),
+      })
+      .strict()
+      .prefault({}),
+    initializer: z
+      .object({
+        gitRetryInitial: duration.default(1000),
+        gitRetryMax: duration.default(5 * 60 * 1000),
+        downloadTimeout: duration.default(5 * 60 * 1000),
+      })
+      .strict()
+      .prefault({}),
+    quota: z
+      .object({
+        mode: z.enum(['auto', 'xfs', 'loop', 'watch', 'none']).default('auto'),
+        defaultSize: size.default(0),
+        watchInterval: duration.default(30_000),
+      })
+      .strict()
+      .prefault({}),
+    diskGuard: z
+      .object({
+        /** 0 disables the guard. */
+        minFree: size.default(1024 ** 3),
+        interval: duration.default(30_000),
+      })
+      .strict()
+      .prefault({}),
+    housekeeping: z
+      .object({
+        /** 0 disables housekeeping. */
+        interval: duration.default(5 * 60 * 1000),
+        orphanAge: duration.default(60 * 60 * 1000),
+        tombstoneTtl: duration.default(24 * 60 * 60 * 1000),
+      })
+      .strict()
+      .prefault({}),
+    log: z
+      .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
+      .strict()
+      .prefault({}),
+    shutdownTimeout: duration.default(30_000),
+  })
+  .strict();
+
+/** A validated config with every default filled in. */
+export type DaemonConfig = z.output<typeof daemonConfigSchema>;
+/** What callers may pass: any subset; validated by {@link parseDaemonConfig}. */
+export type DaemonConfigInput = z.input<typeof daemonConfigSchema>;
+
+/** Validates a config object; throws InvalidArgumentError naming the bad key. Paths get `~` expanded. */
+export function parseDaemonConfig(raw: unknown): DaemonConfig {
+  const config = parseWithSchema(daemonConfigSchema, raw ?? {}, '');
+  const storage = { ...config.storage };
+  if (storage.kind === 'fs' && typeof storage['root'] === 'string') storage['root'] = expandHome(storage['root']);
+  return { ...config, workingArea: expandHome(config.workingArea), storage };
+}
+
+/** Reads and validates a YAML (.yaml/.yml) or JSON (.json) config file. */
+export async function loadDaemonConfig(path: string): Promise<DaemonConfig> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (cause) {
+    throw new InvalidArgumentError('config', `cannot read ${path}: ${errorMessage(cause)}`, { cause });
+  }
+  let raw: unknown;
+  try {
+    raw = extname(path) === '.json' ? JSON.parse(text) : parseYaml(text);
+  } catch (cause) {
+    throw new InvalidArgumentError(
+      'config',
+      `${path} is not valid ${extname(path) === '.json' ? 'JSON' : 'YAML'}: ${errorMessage(cause)}`,
+      { cause },
+    );
+  }
+  return parseDaemonConfig(raw ?? {});
+}
+
+/** The section a storage backend's `parseConfig` receives: `{kind, <kind>: {...}}` or the flat keys. */
+export function storageBackendSection(storage: DaemonConfig['storage']): unknown {
+  const { kind, layout: _layout, ...rest } = storage;
+  const keys = Object.keys(rest);
+  if (keys.length === 1 && keys[0] === kind) return { kind, [kind]: rest[kind] };
+  return rest;
+}
+
+/** Where loop images and temporary files go inside the working area. */
+export function workingAreaPaths(config: DaemonConfig): { images: string; tmp: string } {
+  return { images: join(config.workingArea, '.images'), tmp: join(config.workingArea, '.tmp') };
+}

@@ -1,0 +1,905 @@
+/**
+ * The daemon's core: the content of the workspaces on this node, from initialization to disposal, in domain
+ * terms (the gRPC edge in `grpc/` maps the wire messages onto this class).
+ *
+ * The invariants of the architecture brief live here:
+ * 1. A workspace whose backup exists is restored from it (never re-initialized); a failed restore fails loudly.
+ * 2. Only `ready` content is backed up; `init-failed` and `deleting` content never is. The outcome of a
+ *    disposal (final backup, git status) is persisted before any content is deleted.
+ * 3. The previous backup stays readable while a new one uploads (the storage backend's atomic upload and the
+ *    chunked manifest commit).
+ * 5. Dispose and backup are idempotent and survive restarts: state is on disk, a finished disposal leaves a
+ *    tombstone that answers a repeated dispose with the same result.
+ */
+import { mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { BehaviorSubject, Subject } from 'rxjs';
+import type { Observable, Subscription } from 'rxjs';
+import type { BucketLayout, PluginLogger } from '@workbay/api';
+import { assertWorkspaceId, locateOwner } from '@workbay/api';
+import type { BackupFormat, BackupResult } from './backup/backup-store.js';
+import { BackupStore, readyMarkerPath } from './backup/backup-store.js';
+import {
+  AlreadyExistsError,
+  FailedPreconditionError,
+  InvalidArgumentError,
+  NotFoundError,
+  UnavailableError,
+  WorkspaceStateError,
+  errorMessage,
+  isWorkbayError,
+} from './errors.js';
+import { Git } from './git/git.js';
+import type { GitStatusSummary } from './git/git-status.js';
+import { gitStatus } from './git/git-status.js';
+import type { DiskGuard } from './health/disk-guard.js';
+import type { DaemonMetrics } from './health/metrics.js';
+import type { HostOps } from './host-ops/host-ops.js';
+import type { InitializerContext } from './initializer/context.js';
+import { runInitializer } from './initializer/run.js';
+import type { ContentSource, InitializerMetric, InitializerSpec } from './initializer/types.js';
+import { redactSpec } from './initializer/types.js';
+import type { DiskQuota } from './quota/disk-quota.js';
+import type { BackupRecord, ContentPhase, DisposalRecord, SessionState } from './session/session-store.js';
+import { SessionStore } from './session/session-store.js';
+import { writeJsonAtomic } from './util/atomic-file.js';
+import { KeyedMutex, Semaphore } from './util/concurrency.js';
+import { retryWithBackoff } from './util/retry.js';
+import type { RemoteStorage } from '@workbay/api';
+import type { Compression } from './archive/compression.js';
+
+export interface BackupSettings {
+  readonly format: BackupFormat;
+  readonly compression: Compression;
+  /** Backups (and snapshots) running at once on this node. */
+  readonly concurrency: number;
+  /** Tries per backup, including the first. */
+  readonly attempts: number;
+  readonly initialBackoffMs: number;
+  /** Periodic backups of running workspaces; 0 turns them off. */
+  readonly periodMs: number;
+  readonly packSize?: number;
+  readonly uploadConcurrency?: number;
+  readonly xattrs?: boolean;
+}
+
+export interface ContentServiceOptions {
+  readonly workingArea: string;
+  /** Remote storage; without it, workspaces must set `remoteStorageDisabled`. */
+  readonly storage?: RemoteStorage;
+  readonly layout: BucketLayout;
+  readonly backup: BackupSettings;
+  readonly initializer: {
+    readonly gitRetryInitialMs: number;
+    readonly gitRetryMaxMs: number;
+    readonly downloadTimeoutMs: number;
+  };
+  readonly quota: DiskQuota;
+  /** Quota for workspaces that do not ask for one (0: none). */
+  readonly defaultQuotaBytes: number;
+  readonly diskGuard: DiskGuard;
+  readonly metrics: DaemonMetrics;
+  readonly logger: PluginLogger;
+  readonly hostOps: HostOps;
+  readonly housekeeping: { readonly intervalMs: number; readonly orphanAgeMs: number; readonly tombstoneTtlMs: number };
+  /** How long `stop()` waits for running operations. */
+  readonly shutdownTimeoutMs?: number;
+}
+
+export interface InitWorkspaceInput {
+  readonly instanceId: string;
+  readonly owner: string;
+  /** The workspace (meta) id: backups are keyed by it. */
+  readonly workspaceId: string;
+  readonly initializer: InitializerSpec;
+  readonly remoteStorageDisabled: boolean;
+  /** 0: the daemon's default. */
+  readonly storageQuotaBytes: number;
+}
+
+export interface InitWorkspaceResult {
+  readonly contentLocation: string;
+  readonly source: ContentSource;
+  readonly metrics: readonly InitializerMetric[];
+}
+
+export interface DisposeWorkspaceResult {
+  readonly gitStatus?: GitStatusSummary;
+  readonly backup?: BackupRecord;
+}
+
+export interface WorkspaceInfo {
+  readonly instanceId: string;
+  readonly workspaceId: string;
+  readonly owner: string;
+  readonly phase: ContentPhase;
+  readonly contentLocation: string;
+  readonly lastBackupAt?: string;
+  readonly quotaBytes?: number;
+}
+
+export type ContentEvent =
+  | { readonly type: 'initialized'; readonly instanceId: string; readonly source: ContentSource }
+  | { readonly type: 'init-failed'; readonly instanceId: string; readonly error: string }
+  | { readonly type: 'backed-up'; readonly instanceId: string; readonly reason: BackupReason; readonly url: string }
+  | {
+      readonly type: 'backup-failed';
+      readonly instanceId: string;
+      readonly reason: BackupReason;
+      readonly error: string;
+    }
+  | { readonly type: 'disposed'; readonly instanceId: string }
+  | {
+      readonly type: 'quota-exceeded';
+      readonly instanceId: string;
+      readonly usedBytes: number;
+      readonly limitBytes: number;
+    };
+
+export type BackupReason = 'explicit' | 'periodic' | 'final';
+
+interface Workspace {
+  state: SessionState;
+  /** Resolves when initialization ended (either way). */
+  init?: Promise<void>;
+  initError?: unknown;
+  periodic?: NodeJS.Timeout;
+  /** Snapshots answered early (return_immediately) and still uploading. */
+  readonly pending: Set<Promise<unknown>>;
+}
+
+const retryStopCodes = new Set([
+  'invalid-argument',
+  'failed-precondition',
+  'permission-denied',
+  'unauthenticated',
+  'not-found',
+]);
+
+/** Collects the git checkout locations a spec produces. */
+function specGitLocations(spec: InitializerSpec): string[] {
+  switch (spec.kind) {
+    case 'git':
+      return [spec.git.checkoutLocation];
+    case 'prebuild':
+      return spec.git.map((g) => g.checkoutLocation);
+    case 'composite':
+      return spec.children.flatMap(specGitLocations);
+    default:
+      return [];
+  }
+}
+
+function rethrowWithField(error: unknown, field: string): never {
+  if (isWorkbayError(error, 'invalid-argument'))
+    throw new InvalidArgumentError(field, (error as InvalidArgumentError).reason, { cause: error });
+  throw error;
+}
+
+export class WorkspaceContentService {
+  private readonly workspaces = new Map<string, Workspace>();
+  private readonly lock = new KeyedMutex();
+  private readonly slots: Semaphore;
+  private readonly store: SessionStore;
+  private readonly backups: BackupStore | undefined;
+  private readonly git: Git;
+  private readonly logger: PluginLogger;
+  private readonly inflight = new Set<Promise<unknown>>();
+  private readonly snapshot = new BehaviorSubject<readonly WorkspaceInfo[]>([]);
+  private readonly events = new Subject<ContentEvent>();
+  private housekeepingTimer: NodeJS.Timeout | undefined;
+  private quotaSubscription: Subscription | undefined;
+  private stopping = false;
+  private started = false;
+
+  /** Every workspace on this node, re-emitted on each change. */
+  readonly workspaces$: Observable<readonly WorkspaceInfo[]> = this.snapshot.asObservable();
+  /** Lifecycle events (initialized, backed up, disposed, quota exceeded, ...). */
+  readonly events$: Observable<ContentEvent> = this.events.asObservable();
+
+  constructor(private readonly options: ContentServiceOptions) {
+    this.slots = new Semaphore(options.backup.concurrency);
+    this.store = new SessionStore(options.workingArea);
+    this.logger = options.logger;
+    this.git = new Git(join(options.workingArea, '.tmp'));
+    this.backups = options.storage
+      ? new BackupStore(options.storage, options.layout, {
+          format: options.backup.format,
+          compression: options.backup.compression,
+          logger: options.logger,
+          ...(options.backup.packSize !== undefined ? { packSize: options.backup.packSize } : {}),
+          ...(options.backup.uploadConcurrency !== undefined
+            ? { uploadConcurrency: options.backup.uploadConcurrency }
+            : {}),
+          ...(options.backup.xattrs !== undefined ? { xattrs: options.backup.xattrs } : {}),
+        })
+      : undefined;
+  }
+
+  /** The workspaces right now. */
+  getWorkspaces(): readonly WorkspaceInfo[] {
+    return this.snapshot.getValue();
+  }
+
+  get backupStore(): BackupStore | undefined {
+    return this.backups;
+  }
+
+  contentLocation(instanceId: string): string {
+    return join(this.options.workingArea, instanceId);
+  }
+
+  private publish(): void {
+    const infos: WorkspaceInfo[] = [...this.workspaces.values()].map(({ state }) => ({
+      instanceId: state.instanceId,
+      workspaceId: state.workspaceId,
+      owner: state.owner,
+      phase: state.phase,
+      contentLocation: state.contentLocation,
+      ...(state.lastBackup ? { lastBackupAt: state.lastBackup.at } : {}),
+      ...(state.quota ? { quotaBytes: state.quota.bytes } : {}),
+    }));
+    this.snapshot.next(infos);
+    this.options.metrics.workspaces.reset();
+    for (const info of infos) this.options.metrics.workspaces.inc({ phase: info.phase });
+  }
+
+  private async persist(ws: Workspace, patch: Partial<SessionState>): Promise<void> {
+    ws.state = { ...ws.state, ...patch, updatedAt: new Date().toISOString() };
+    await this.store.save(ws.state);
+    this.publish();
+  }
+
+  /** Tracks an operation so that `stop()` can wait for it. */
+  private track<T>(promise: Promise<T>): Promise<T> {
+    this.inflight.add(promise);
+    void promise.then(
+      () => this.inflight.delete(promise),
+      () => this.inflight.delete(promise),
+    );
+    return promise;
+  }
+
+  // ------------------------------------------------------------------------------------------------------------
+  // Start, restart recovery, stop
+
+  /** Loads the sessions on disk and picks every live workspace up again. */
+  async start(): Promise<void> {
+    if (this.started) return;
+    this.started = true;
+    await mkdir(this.options.workingArea, { recursive: true, mode: 0o755 });
+    await mkdir(join(this.options.workingArea, '.tmp'), { recursive: true, mode: 0o700 });
+    this.quotaSubscription = this.options.quota.exceeded$.subscribe((event) => {
+      this.options.metrics.quotaExceeded.inc();
+      this.events.next({
+        type: 'quota-exceeded',
+        instanceId: event.workspaceId,
+        usedBytes: event.usedBytes,
+        limitBytes: event.limitBytes,
+      });
+    });
+    const sessions = await this.store.list((file, error) =>
+      this.logger.error({ file, err: errorMessage(error) }, 'unreadable session state; leaving it alone'),
+    );
+    for (const state of sessions) {
+      const ws: Workspace = { state, pending: new Set() };
+      this.workspaces.set(state.instanceId, ws);
+      try {
+        await this.recover(ws);
+      } catch (error) {
+        this.logger.error(
+          { instanceId: state.instanceId, err: errorMessage(error) },
+          'could not recover workspace after restart',
+        );
+      }
+    }
+    this.publish();
+    this.options.diskGuard.start();
+    if (this.options.housekeeping.intervalMs > 0) {
+      this.housekeepingTimer = setInterval(
+        () => void this.track(this.housekeeping()).catch(() => undefined),
+        this.options.housekeeping.intervalMs,
+      );
+      this.housekeepingTimer.unref();
+    }
+    this.logger.info({ workspaces: sessions.length, workingArea: this.options.workingArea }, 'content service started');
+  }
+
+  private async recover(ws: Workspace): Promise<void> {
+    const { state } = ws;
+    switch (state.phase) {
+      case 'initializing':
+        // The directory holds whatever the interrupted initializer wrote: never trust or back it up.
+        await this.persist(ws, {
+          phase: 'init-failed',
+          failure: 'the daemon restarted while the workspace was initializing',
+        });
+        this.logger.warn(
+          { instanceId: state.instanceId },
+          'initialization was interrupted by a restart; marked failed',
+        );
+        return;
+      case 'disposing':
+        // The final backup did not finish, deletion had not started: the content is intact.
+        await this.persist(ws, { phase: 'ready' });
+        await this.restoreQuota(ws);
+        this.schedulePeriodic(ws);
+        return;
+      case 'ready':
+        await this.restoreQuota(ws);
+        this.schedulePeriodic(ws);
+        return;
+      case 'backed-up':
+      case 'deleting':
+        // The disposal outcome is recorded; finish deleting.
+        void this.track(this.lock.run(state.instanceId, () => this.deleteContent(ws))).catch((error: unknown) =>
+          this.logger.error({ instanceId: state.instanceId, err: errorMessage(error) }, 'resuming deletion failed'),
+        );
+        return;
+      case 'init-failed':
+        return;
+    }
+  }
+
+  private async restoreQuota(ws: Workspace): Promise<void> {
+    const handle = ws.state.quota;
+    if (!handle || handle.mode === 'none') return;
+    if (handle.mode !== this.options.quota.mode) {
+      this.logger.warn(
+        { instanceId: ws.state.instanceId, mode: handle.mode, current: this.options.quota.mode },
+        'workspace quota mode differs from the configured one',
+      );
+      return;
+    }
+    await this.options.quota.restore(ws.state.instanceId, ws.state.contentLocation, handle);
+  }
+
+  /** Stops timers and waits (bounded) for running operations. Content and state stay on disk. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    if (this.housekeepingTimer) clearInterval(this.housekeepingTimer);
+    for (const ws of this.workspaces.values()) this.stopPeriodic(ws);
+    const timeout = this.options.shutdownTimeoutMs ?? 30_000;
+    await Promise.race([
+      Promise.allSettled([...this.inflight]),
+      new Promise((resolve) => setTimeout(resolve, timeout).unref()),
+    ]);
+    this.quotaSubscription?.unsubscribe();
+    this.options.diskGuard.stop();
+    await this.options.quota.close();
+    await this.git.dispose();
+    this.snapshot.complete();
+    this.events.complete();
+  }
+
+  private assertRunning(): void {
+    if (this.stopping) throw new UnavailableError('the daemon is shutting down');
+  }
+
+  private require(instanceId: string): Workspace {
+    const ws = this.workspaces.get(instanceId);
+    if (!ws) throw new NotFoundError(`workspace '${instanceId}' does not exist on this node`);
+    return ws;
+  }
+
+  // ------------------------------------------------------------------------------------------------------------
+  // InitWorkspace, WaitForInit, IsWorkspaceExists
+
+  async initWorkspace(input: InitWorkspaceInput): Promise<InitWorkspaceResult> {
+    this.assertRunning();
+    assertWorkspaceId(input.instanceId, 'id');
+    if (!Number.isSafeInteger(input.storageQuotaBytes) || input.storageQuotaBytes < 0) {
+      throw new InvalidArgumentError(
+        'storage_quota_bytes',
+        `must be a non-negative integer (got ${input.storageQuotaBytes})`,
+      );
+    }
+    if (!input.remoteStorageDisabled) {
+      if (!this.backups) {
+        throw new FailedPreconditionError(
+          'this daemon has no remote storage; set remote_storage_disabled to run without backups',
+        );
+      }
+      if (!input.owner) throw new InvalidArgumentError('metadata.owner', 'must be set (backups are stored per owner)');
+      try {
+        locateOwner(this.options.layout, input.owner);
+      } catch (error) {
+        rethrowWithField(error, 'metadata.owner');
+      }
+      if (!input.workspaceId)
+        throw new InvalidArgumentError('metadata.meta_id', 'must be set (backups are keyed by it)');
+      assertWorkspaceId(input.workspaceId, 'metadata.meta_id');
+    }
+    if (this.workspaces.has(input.instanceId))
+      throw new AlreadyExistsError(`workspace '${input.instanceId}' already exists on this node`);
+    const now = new Date().toISOString();
+    const contentLocation = this.contentLocation(input.instanceId);
+    const ws: Workspace = {
+      state: {
+        version: 1,
+        instanceId: input.instanceId,
+        owner: input.owner,
+        workspaceId: input.workspaceId || input.instanceId,
+        contentLocation,
+        phase: 'initializing',
+        createdAt: now,
+        updatedAt: now,
+        remoteStorageDisabled: input.remoteStorageDisabled,
+        initializer: redactSpec(input.initializer),
+        storageQuotaBytes: input.storageQuotaBytes,
+        gitLocations: specGitLocations(input.initializer),
+      },
+      pending: new Set(),
+    };
+    // Registered before the first await: a concurrent InitWorkspace for the same id gets ALREADY_EXISTS.
+    this.workspaces.set(input.instanceId, ws);
+    try {
+      await this.options.diskGuard.assertSpace();
+      await this.store.removeTombstone(input.instanceId);
+      await this.store.save(ws.state);
+    } catch (error) {
+      this.workspaces.delete(input.instanceId);
+      throw error;
+    }
+    this.publish();
+    let result: InitWorkspaceResult | undefined;
+    const run = this.track(
+      this.initialize(ws, input).then(
+        (r) => {
+          result = r;
+        },
+        (error: unknown) => {
+          ws.initError = error;
+        },
+      ),
+    );
+    ws.init = run;
+    await run;
+    if (ws.initError !== undefined) throw ws.initError;
+    return result as InitWorkspaceResult;
+  }
+
+  private async initialize(ws: Workspace, input: InitWorkspaceInput): Promise<InitWorkspaceResult> {
+    const started = performance.now();
+    const root = ws.state.contentLocation;
+    const logger = this.logger.child({ instanceId: input.instanceId, workspaceId: ws.state.workspaceId });
+    let source: ContentSource = 'from-other';
+    try {
+      await mkdir(root, { recursive: true, mode: 0o755 });
+      const quotaBytes = input.storageQuotaBytes > 0 ? input.storageQuotaBytes : this.options.defaultQuotaBytes;
+      if (quotaBytes > 0 && this.options.quota.mode !== 'none') {
+        const handle = await this.options.quota.apply(input.instanceId, root, quotaBytes);
+        await this.persist(ws, { quota: handle });
+      }
+      // A clean slate: children only, the directory itself may carry the quota (mount point).
+      for (const name of await readdir(root)) await rm(join(root, name), { recursive: true, force: true });
+
+      const backups = input.remoteStorageDisabled ? undefined : this.backups;
+      const ref = { owner: ws.state.owner, workspaceId: ws.state.workspaceId };
+      let metrics: InitializerMetric[] | undefined;
+      let gitLocations = ws.state.gitLocations;
+      // Backup first: a workspace that has a backup gets it back, whatever its initializer says.
+      if (backups && (await backups.find(ref))) {
+        const restoreStarted = performance.now();
+        try {
+          const restored = await backups.restore(root, ref);
+          if (!restored)
+            throw new NotFoundError(`the backup of workspace '${ref.workspaceId}' disappeared while restoring`);
+          this.options.metrics.restores.inc({ kind: 'backup', outcome: 'success' });
+          metrics = [
+            {
+              type: 'backup',
+              durationMs: Math.round(performance.now() - restoreStarted),
+              bytes: restored.transferredBytes,
+            },
+          ];
+          source = 'from-backup';
+          logger.info({ url: restored.url, bytes: restored.contentBytes }, 'restored workspace from its backup');
+        } catch (error) {
+          this.options.metrics.restores.inc({ kind: 'backup', outcome: 'failure' });
+          throw isWorkbayError(error)
+            ? error
+            : new UnavailableError(
+                `restoring the backup of workspace '${ref.workspaceId}' failed: ${errorMessage(error)}`,
+                { cause: error },
+              );
+        }
+      }
+      if (!metrics) {
+        const context: InitializerContext = {
+          root,
+          git: this.git,
+          ...(backups ? { backups } : {}),
+          owner: ws.state.owner,
+          workspaceId: ws.state.workspaceId,
+          logger,
+          gitRetry: {
+            initialDelayMs: this.options.initializer.gitRetryInitialMs,
+            maxElapsedMs: this.options.initializer.gitRetryMaxMs,
+          },
+          downloadTimeoutMs: this.options.initializer.downloadTimeoutMs,
+        };
+        const outcome = await runInitializer(input.initializer, context);
+        metrics = [...outcome.metrics];
+        source = outcome.source;
+        gitLocations = [...new Set([...outcome.gitLocations, ...gitLocations])];
+        if (
+          input.initializer.kind === 'snapshot' ||
+          input.initializer.kind === 'prebuild' ||
+          input.initializer.kind === 'backup'
+        ) {
+          this.options.metrics.restores.inc({ kind: input.initializer.kind, outcome: 'success' });
+        }
+      }
+      await writeJsonAtomic(join(root, readyMarkerPath), {
+        source,
+        metrics: metrics.map((m) => ({ type: m.type, durationMs: m.durationMs, bytes: m.bytes })),
+        instanceId: input.instanceId,
+        workspaceId: ws.state.workspaceId,
+        readyAt: new Date().toISOString(),
+      });
+      await this.persist(ws, {
+        phase: 'ready',
+        init: { source, metrics, finishedAt: new Date().toISOString() },
+        gitLocations,
+      });
+      this.options.metrics.initializeSeconds.observe(
+        { source, outcome: 'success' },
+        (performance.now() - started) / 1000,
+      );
+      this.events.next({ type: 'initialized', instanceId: input.instanceId, source });
+      this.schedulePeriodic(ws);
+      logger.info({ source, durationMs: Math.round(performance.now() - started) }, 'workspace content ready');
+      return { contentLocation: root, source, metrics };
+    } catch (error) {
+      const message = errorMessage(error);
+      this.options.metrics.initializeSeconds.observe(
+        { source, outcome: 'failure' },
+        (performance.now() - started) / 1000,
+      );
+      await this.persist(ws, { phase: 'init-failed', failure: message }).catch((persistError: unknown) =>
+        logger.error({ err: errorMessage(persistError) }, 'could not record the failed initialization'),
+      );
+      this.events.next({ type: 'init-failed', instanceId: input.instanceId, error: message });
+      logger.warn({ err: message }, 'workspace initialization failed');
+      throw error;
+    }
+  }
+
+  /** Resolves once initialization is done; rejects with its failure. */
+  async waitForInit(instanceId: string): Promise<void> {
+    const ws = this.require(instanceId);
+    if (ws.state.phase === 'initializing' && ws.init) await ws.init;
+    if (ws.state.phase === 'init-failed') {
+      if (ws.initError !== undefined) throw ws.initError;
+      throw new FailedPreconditionError(
+        `initialization of workspace '${instanceId}' failed: ${ws.state.failure ?? 'unknown reason'}`,
+      );
+    }
+  }
+
+  isWorkspaceExists(instanceId: string): boolean {
+    return this.workspaces.has(instanceId);
+  }
+
+  /** The session state of a workspace (for tests and diagnostics). */
+  describe(instanceId: string): SessionState | undefined {
+    return this.workspaces.get(instanceId)?.state;
+  }
+
+  // ------------------------------------------------------------------------------------------------------------
+  // Backups and snapshots
+
+  private assertBackupable(ws: Workspace, operation: string, allowDisposing = false): BackupStore {
+    const phase = ws.state.phase;
+    if (!(phase === 'ready' || (allowDisposing && phase === 'disposing'))) {
+      const why: Record<ContentPhase, string> = {
+        initializing: 'still initializing',
+        ready: 'ready',
+        'init-failed': 'not initialized (initialization failed)',
+        disposing: 'being disposed',
+        'backed-up': 'already disposed',
+        deleting: 'being deleted (its content is incomplete)',
+      };
+      throw new WorkspaceStateError(ws.state.instanceId, why[phase], operation);
+    }
+    if (ws.state.remoteStorageDisabled || !this.backups) {
+      throw new FailedPreconditionError(
+        `workspace '${ws.state.instanceId}' has remote storage disabled; cannot ${operation}`,
+      );
+    }
+    return this.backups;
+  }
+
+  /** Runs one backup with the node-wide concurrency limit and retries. Caller holds the workspace lock. */
+  private async runBackup(ws: Workspace, reason: BackupReason): Promise<BackupRecord> {
+    const backups = this.assertBackupable(ws, 'back it up', reason === 'final');
+    const { metrics } = this.options;
+    const waitStarted = performance.now();
+    const release = await this.slots.acquire();
+    metrics.backupWaitingSeconds.observe((performance.now() - waitStarted) / 1000);
+    const started = performance.now();
+    const ref = { owner: ws.state.owner, workspaceId: ws.state.workspaceId };
+    try {
+      const result: BackupResult = await retryWithBackoff(() => backups.backup(ws.state.contentLocation, ref), {
+        attempts: this.options.backup.attempts,
+        initialDelayMs: this.options.backup.initialBackoffMs,
+        retryable: (error) => !(isWorkbayError(error) && retryStopCodes.has(error.code)),
+        onRetry: (error, attempt) => {
+          metrics.backupRetries.inc({ reason });
+          this.logger.warn(
+            { instanceId: ws.state.instanceId, attempt, err: errorMessage(error) },
+            'backup attempt failed; retrying',
+          );
+        },
+      });
+      const record: BackupRecord = {
+        url: result.url,
+        at: new Date().toISOString(),
+        format: result.format,
+        uploadedBytes: result.uploadedBytes,
+        contentBytes: result.contentBytes,
+      };
+      await this.persist(ws, { lastBackup: record });
+      metrics.backups.inc({ reason, format: result.format });
+      metrics.backupUploadedBytes.inc({ reason, format: result.format }, result.uploadedBytes);
+      metrics.backupContentBytes.inc({ reason, format: result.format }, result.contentBytes);
+      metrics.backupSeconds.observe({ reason, format: result.format }, (performance.now() - started) / 1000);
+      this.events.next({ type: 'backed-up', instanceId: ws.state.instanceId, reason, url: result.url });
+      this.logger.info(
+        { instanceId: ws.state.instanceId, reason, url: result.url, uploadedBytes: result.uploadedBytes },
+        'workspace backed up',
+      );
+      return record;
+    } catch (error) {
+      metrics.backupFailures.inc({ reason });
+      this.events.next({ type: 'backup-failed', instanceId: ws.state.instanceId, reason, error: errorMessage(error) });
+      this.logger.error(
+        { instanceId: ws.state.instanceId, reason, err: errorMessage(error) },
+        'workspace backup failed',
+      );
+      if (isWorkbayError(error)) throw error;
+      throw new UnavailableError(`backup of workspace '${ws.state.instanceId}' failed: ${errorMessage(error)}`, {
+        cause: error,
+      });
+    } finally {
+      release();
+    }
+  }
+
+  async backupWorkspace(instanceId: string): Promise<BackupRecord> {
+    this.assertRunning();
+    const ws = this.require(instanceId);
+    return this.track(this.lock.run(instanceId, () => this.runBackup(ws, 'explicit')));
+  }
+
+  /**
+   * Takes a snapshot (`snapshot-<unixnano>.tar`); resolves with `<object>@<bucket>`. With `returnImmediately`
+   * it answers as soon as the name is known and uploads in the background.
+   */
+  async takeSnapshot(instanceId: string, options: { returnImmediately?: boolean } = {}): Promise<string> {
+    this.assertRunning();
+    const ws = this.require(instanceId);
+    const backups = this.assertBackupable(ws, 'take a snapshot');
+    const ref = { owner: ws.state.owner, workspaceId: ws.state.workspaceId };
+    const target = backups.snapshotName(ref);
+    const upload = this.track(
+      this.slots
+        .run(() => backups.snapshotTo(ws.state.contentLocation, target.bucket, target.name))
+        .then(
+          (result) => {
+            this.options.metrics.snapshots.inc({ outcome: 'success' });
+            this.logger.info({ instanceId, url: result.url, size: result.size }, 'snapshot taken');
+            return result;
+          },
+          (error: unknown) => {
+            this.options.metrics.snapshots.inc({ outcome: 'failure' });
+            this.logger.error({ instanceId, url: target.url, err: errorMessage(error) }, 'snapshot failed');
+            throw isWorkbayError(error)
+              ? error
+              : new UnavailableError(`snapshot of workspace '${instanceId}' failed: ${errorMessage(error)}`, {
+                  cause: error,
+                });
+          },
+        ),
+    );
+    ws.pending.add(upload);
+    void upload.then(
+      () => ws.pending.delete(upload),
+      () => ws.pending.delete(upload),
+    );
+    if (options.returnImmediately) return target.url;
+    await upload;
+    return target.url;
+  }
+
+  private schedulePeriodic(ws: Workspace): void {
+    const period = this.options.backup.periodMs;
+    if (period <= 0 || !this.backups || ws.state.remoteStorageDisabled || this.stopping) return;
+    this.stopPeriodic(ws);
+    ws.periodic = setTimeout(() => {
+      ws.periodic = undefined;
+      void this.track(
+        this.lock.run(ws.state.instanceId, async () => {
+          if (ws.state.phase !== 'ready' || this.workspaces.get(ws.state.instanceId) !== ws) return;
+          await this.runBackup(ws, 'periodic');
+        }),
+      )
+        .catch(() => undefined) // logged and counted in runBackup
+        .finally(() => {
+          if (ws.state.phase === 'ready' && this.workspaces.get(ws.state.instanceId) === ws) this.schedulePeriodic(ws);
+        });
+    }, period);
+    ws.periodic.unref();
+  }
+
+  private stopPeriodic(ws: Workspace): void {
+    if (ws.periodic) clearTimeout(ws.periodic);
+    ws.periodic = undefined;
+  }
+
+  // ------------------------------------------------------------------------------------------------------------
+  // Disposal
+
+  /**
+   * Final backup (unless `backup` is false), git status, then deletion. The outcome is persisted before any
+   * content is deleted, and a repeated call returns the same outcome.
+   */
+  async disposeWorkspace(instanceId: string, options: { backup: boolean }): Promise<DisposeWorkspaceResult> {
+    this.assertRunning();
+    return this.track(
+      this.lock.run(instanceId, async () => {
+        const ws = this.workspaces.get(instanceId);
+        if (!ws) {
+          const tombstone = await this.store.loadTombstone(instanceId);
+          if (tombstone) return this.resultOf(tombstone.disposal);
+          throw new NotFoundError(`workspace '${instanceId}' does not exist on this node`);
+        }
+        if (ws.state.phase === 'initializing')
+          throw new WorkspaceStateError(instanceId, 'still initializing', 'dispose it');
+        const started = performance.now();
+        let disposal = ws.state.disposal;
+        if (!disposal) {
+          this.stopPeriodic(ws);
+          if (ws.state.phase === 'init-failed') {
+            // Nothing trustworthy to back up; the last good backup (if any) stays as it is.
+            disposal = { backupRequested: options.backup, recordedAt: new Date().toISOString() };
+          } else {
+            await this.persist(ws, { phase: 'disposing' });
+            await Promise.allSettled([...ws.pending]);
+            const status = await this.gitStatusOf(ws);
+            let backup: BackupRecord | undefined;
+            if (options.backup && !ws.state.remoteStorageDisabled) {
+              try {
+                backup = await this.runBackup(ws, 'final');
+              } catch (error) {
+                // Content stays; a retried dispose backs up again.
+                await this.persist(ws, { phase: 'ready' });
+                this.schedulePeriodic(ws);
+                this.options.metrics.finalizeSeconds.observe(
+                  { backup: 'true', outcome: 'failure' },
+                  (performance.now() - started) / 1000,
+                );
+                throw error;
+              }
+            }
+            disposal = {
+              backupRequested: options.backup,
+              ...(backup ? { backup } : {}),
+              ...(status ? { gitStatus: status } : {}),
+              recordedAt: new Date().toISOString(),
+            };
+          }
+          // Recorded before anything is deleted (invariant 2).
+          await this.persist(ws, { phase: 'backed-up', disposal });
+        }
+        await this.deleteContent(ws);
+        this.options.metrics.finalizeSeconds.observe(
+          { backup: String(options.backup), outcome: 'success' },
+          (performance.now() - started) / 1000,
+        );
+        return this.resultOf(disposal);
+      }),
+    );
+  }
+
+  private resultOf(disposal: DisposalRecord): DisposeWorkspaceResult {
+    return {
+      ...(disposal.gitStatus ? { gitStatus: disposal.gitStatus } : {}),
+      ...(disposal.backup ? { backup: disposal.backup } : {}),
+    };
+  }
+
+  private async gitStatusOf(ws: Workspace): Promise<GitStatusSummary | undefined> {
+    const locations = [...new Set([...ws.state.gitLocations, ''])];
+    for (const location of locations) {
+      const dir = location ? join(ws.state.contentLocation, location) : ws.state.contentLocation;
+      try {
+        const status = await gitStatus(this.git, dir);
+        if (status) return status;
+      } catch (error) {
+        this.logger.warn({ instanceId: ws.state.instanceId, location, err: errorMessage(error) }, 'git status failed');
+      }
+    }
+    return undefined;
+  }
+
+  /** Removes content, quota and state, leaving a tombstone. Caller holds the workspace lock. */
+  private async deleteContent(ws: Workspace): Promise<void> {
+    const { state } = ws;
+    await Promise.allSettled([...ws.pending]);
+    if (state.phase !== 'deleting') await this.persist(ws, { phase: 'deleting' });
+    if (state.quota && state.quota.mode !== 'none') {
+      await this.options.quota.release(state.instanceId, state.contentLocation, state.quota);
+    }
+    await rm(state.contentLocation, { recursive: true, force: true, maxRetries: 3 });
+    await this.store.saveTombstone({
+      version: 1,
+      instanceId: state.instanceId,
+      workspaceId: state.workspaceId,
+      disposedAt: new Date().toISOString(),
+      disposal: ws.state.disposal ?? { backupRequested: false, recordedAt: new Date().toISOString() },
+    });
+    await this.store.remove(state.instanceId);
+    this.workspaces.delete(state.instanceId);
+    this.publish();
+    this.events.next({ type: 'disposed', instanceId: state.instanceId });
+    this.logger.info({ instanceId: state.instanceId }, 'workspace disposed');
+  }
+
+  // ------------------------------------------------------------------------------------------------------------
+  // Housekeeping
+
+  /**
+   * Removes working-area directories without session state older than the orphan age (content left by
+   * crashes before state was written), images without a workspace, and old tombstones.
+   */
+  async housekeeping(now = Date.now()): Promise<{ removed: string[] }> {
+    const removed: string[] = [];
+    const area = this.options.workingArea;
+    const { orphanAgeMs, tombstoneTtlMs } = this.options.housekeeping;
+    let names: string[];
+    try {
+      names = await readdir(area);
+    } catch {
+      return { removed };
+    }
+    for (const name of names) {
+      if (name.startsWith('.') || SessionStore.isStoreFile(name) || this.workspaces.has(name)) continue;
+      const path = join(area, name);
+      try {
+        const info = await stat(path);
+        if (!info.isDirectory() || now - info.mtimeMs < orphanAgeMs) continue;
+        if (await this.store.load(name)) continue; // state appeared meanwhile
+        if (await this.options.hostOps.isMountPoint(path)) await this.options.hostOps.unmount(path, { lazy: true });
+        await rm(path, { recursive: true, force: true });
+        removed.push(name);
+        this.options.metrics.housekeepingRemoved.inc({ kind: 'directory' });
+        this.logger.info({ path }, 'housekeeping removed an orphaned workspace directory');
+      } catch (error) {
+        this.logger.warn({ path, err: errorMessage(error) }, 'housekeeping could not remove directory');
+      }
+    }
+    const images = join(area, '.images');
+    for (const name of await readdir(images).catch(() => [] as string[])) {
+      const id = name.replace(/\.img$/, '');
+      if (this.workspaces.has(id)) continue;
+      const path = join(images, name);
+      try {
+        const info = await stat(path);
+        if (now - info.mtimeMs < orphanAgeMs) continue;
+        if (await this.options.hostOps.isMountPoint(join(area, id))) continue;
+        await rm(path, { force: true });
+        removed.push(`.images/${name}`);
+        this.options.metrics.housekeepingRemoved.inc({ kind: 'image' });
+      } catch (error) {
+        this.logger.warn({ path, err: errorMessage(error) }, 'housekeeping could not remove image');
+      }
+    }
+    for (const id of await this.store.expiredTombstones(tombstoneTtlMs, now)) {
+      await this.store.removeTombstone(id);
+      this.options.metrics.housekeepingRemoved.inc({ kind: 'tombstone' });
+    }
+    return { removed };
+  }
+}

@@ -1,0 +1,254 @@
+import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { credentials, loadPackageDefinition } from '@grpc/grpc-js';
+import type { GrpcObject, ServiceClientConstructor } from '@grpc/grpc-js';
+import { loadSync } from '@grpc/proto-loader';
+import { protoPath as healthProtoPath } from 'grpc-health-check';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { isWorkbayError } from '@workbay/api';
+import type { InvalidArgumentError } from '@workbay/api';
+import { createRepo, git, scratch } from './test-support/git-server.js';
+import type { TestRepo } from './test-support/git-server.js';
+import { startTestDaemon } from './test-support/daemon-harness.js';
+import type { TestDaemon } from './test-support/daemon-harness.js';
+
+const exists = (path: string): Promise<boolean> =>
+  access(path).then(
+    () => true,
+    () => false,
+  );
+
+async function expectError(promise: Promise<unknown>, code: string, pattern?: RegExp): Promise<Error> {
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(isWorkbayError(error, code as never), `expected ${code}, got ${String(error)}`).toBe(true);
+  if (pattern) expect((error as Error).message).toMatch(pattern);
+  return error as Error;
+}
+
+describe('daemon over gRPC', () => {
+  let t: TestDaemon;
+  let repos: Awaited<ReturnType<typeof scratch>>;
+  let repo: TestRepo;
+
+  beforeAll(async () => {
+    repos = await scratch();
+    repo = await createRepo(repos.path);
+    t = await startTestDaemon();
+  });
+  afterAll(async () => {
+    await t.cleanup();
+    await repos.cleanup();
+  });
+
+  const gitInit = (extra: Record<string, unknown> = {}) => ({
+    spec: { $case: 'git' as const, value: { remoteUri: repo.url, ...extra } },
+  });
+
+  it('initializes an empty workspace: content location, ready marker, metrics, existence', async () => {
+    const response = await t.client.initWorkspace({
+      id: 'empty-1',
+      metadata: { owner: 'alice', metaId: 'ws-empty-1' },
+      initializer: { spec: { $case: 'empty', value: {} } },
+    });
+    expect(response.contentLocation).toBe(join(t.workingArea, 'empty-1'));
+    expect(response.contentSource).toBe('from-other');
+    expect(response.initializerMetrics.map((m) => m.type)).toEqual(['empty']);
+    const marker = JSON.parse(await readFile(join(response.contentLocation, '.workbay/ready'), 'utf8'));
+    expect(marker).toMatchObject({ source: 'from-other', metrics: [{ type: 'empty' }] });
+    expect((await t.client.isWorkspaceExists({ id: 'empty-1' })).exists).toBe(true);
+    expect((await t.client.isWorkspaceExists({ id: 'nope' })).exists).toBe(false);
+    await t.client.waitForInit({ id: 'empty-1' });
+    await expectError(
+      t.client.initWorkspace({
+        id: 'empty-1',
+        metadata: { owner: 'alice', metaId: 'ws-empty-1' },
+        initializer: { spec: { $case: 'empty', value: {} } },
+      }),
+      'already-exists',
+    );
+    const state = JSON.parse(await readFile(join(t.workingArea, 'empty-1.workspace.json'), 'utf8'));
+    expect(state.phase).toBe('ready');
+  });
+
+  it('rejects bad input with INVALID_ARGUMENT naming the field, and changes nothing', async () => {
+    const field = async (request: Record<string, unknown>): Promise<string> =>
+      ((await expectError(t.client.initWorkspace(request), 'invalid-argument')) as InvalidArgumentError).field;
+    expect(
+      await field({ metadata: { owner: 'a', metaId: 'b' }, initializer: { spec: { $case: 'empty', value: {} } } }),
+    ).toBe('id');
+    expect(await field({ id: 'x1', metadata: { owner: 'a', metaId: 'b' } })).toBe('initializer');
+    expect(await field({ id: 'x2', initializer: { spec: { $case: 'empty', value: {} } } })).toBe('metadata.owner');
+    expect(
+      await field({
+        id: '../etc',
+        metadata: { owner: 'a', metaId: 'b' },
+        initializer: { spec: { $case: 'empty', value: {} } },
+      }),
+    ).toBe('id');
+    expect(
+      await field({
+        id: 'x3',
+        metadata: { owner: 'a', metaId: 'b' },
+        initializer: {
+          spec: {
+            $case: 'composite',
+            value: {
+              initializer: [
+                { spec: { $case: 'empty', value: {} } },
+                gitInit({ targetMode: 2, cloneTaget: 'bad branch' }),
+              ],
+            },
+          },
+        },
+      }),
+    ).toBe('initializer.composite.initializer[1].git.clone_taget');
+    expect(
+      await field({
+        id: 'x4',
+        metadata: { owner: 'a', metaId: 'b' },
+        initializer: { spec: { $case: 'snapshot', value: { snapshot: 'no-at-sign' } } },
+      }),
+    ).toBe('initializer.snapshot.snapshot');
+    expect(
+      await field({
+        id: 'x5',
+        metadata: { owner: 'a', metaId: 'b' },
+        initializer: gitInit({ checkoutLocation: '../escape' }),
+      }),
+    ).toBe('initializer.git.checkout_location');
+    for (const id of ['x1', 'x2', 'x3', 'x4']) expect((await t.client.isWorkspaceExists({ id })).exists).toBe(false);
+    await expectError(t.client.waitForInit({ id: 'never-heard-of' }), 'not-found');
+    await expectError(t.client.backupWorkspace({ id: 'never-heard-of' }), 'not-found');
+    await expectError(t.client.disposeWorkspace({ id: 'never-heard-of', backup: true }), 'not-found');
+  });
+
+  it('clones with git, backs up, disposes with git status, and restores the backup on the next start (never an empty start)', async () => {
+    const first = await t.client.initWorkspace({
+      id: 'inst-1',
+      metadata: { owner: 'bob', metaId: 'ws-bob' },
+      initializer: gitInit(),
+    });
+    expect(first.contentSource).toBe('from-other');
+    expect(first.initializerMetrics[0]).toMatchObject({ type: 'git' });
+    expect(first.initializerMetrics[0]!.size).toBeGreaterThan(0);
+    const dir = first.contentLocation;
+    expect(await readFile(join(dir, 'README.md'), 'utf8')).toBe('# hello\n');
+    await writeFile(join(dir, 'README.md'), '# changed by the user\n');
+    await writeFile(join(dir, 'notes.txt'), 'uncommitted work\n');
+    await mkdir(join(dir, 'deep/dir'), { recursive: true });
+    await writeFile(join(dir, 'deep/dir/file'), 'x');
+    git(dir, '-c', 'user.name=u', '-c', 'user.email=u@x', 'commit', '-q', '-am', 'local commit');
+    await writeFile(join(dir, 'src/app.txt'), 'edited\n');
+
+    const backup = await t.client.backupWorkspace({ id: 'inst-1' });
+    expect(backup.url).toMatch(/^workspaces\/ws-bob\/full\.manifest@workbay-user-bob$/);
+
+    const disposed = await t.client.disposeWorkspace({ id: 'inst-1', backup: true });
+    expect(disposed.gitStatus).toMatchObject({
+      branch: 'main',
+      uncommitedFiles: ['src/app.txt'],
+      totalUncommitedFiles: 1,
+      totalUntrackedFiles: 2,
+      totalUnpushedCommits: 1,
+    });
+    expect(disposed.gitStatus?.untrackedFiles.sort()).toEqual(['deep/dir/file', 'notes.txt']);
+    expect(await exists(dir)).toBe(false);
+    expect(await exists(join(t.workingArea, 'inst-1.workspace.json'))).toBe(false);
+    expect((await t.client.isWorkspaceExists({ id: 'inst-1' })).exists).toBe(false);
+    // Idempotent: a second dispose answers the same.
+    expect(await t.client.disposeWorkspace({ id: 'inst-1', backup: true })).toEqual(disposed);
+
+    // The same workspace starts again (new instance, git initializer): its backup wins.
+    const second = await t.client.initWorkspace({
+      id: 'inst-2',
+      metadata: { owner: 'bob', metaId: 'ws-bob' },
+      initializer: gitInit(),
+    });
+    expect(second.contentSource).toBe('from-backup');
+    expect(second.initializerMetrics.map((m) => m.type)).toEqual(['backup']);
+    expect(await readFile(join(second.contentLocation, 'README.md'), 'utf8')).toBe('# changed by the user\n');
+    expect(await readFile(join(second.contentLocation, 'src/app.txt'), 'utf8')).toBe('edited\n');
+    expect(await readFile(join(second.contentLocation, 'deep/dir/file'), 'utf8')).toBe('x');
+    expect(git(second.contentLocation, 'log', '-1', '--format=%s')).toBe('local commit');
+    const marker = JSON.parse(await readFile(join(second.contentLocation, '.workbay/ready'), 'utf8'));
+    expect(marker.source).toBe('from-backup');
+    await t.client.disposeWorkspace({ id: 'inst-2', backup: false });
+  });
+
+  it('fails loudly with "no backup found" for a backup initializer without a backup', async () => {
+    await expectError(
+      t.client.initWorkspace({
+        id: 'nb-1',
+        metadata: { owner: 'carol', metaId: 'ws-never-backed-up' },
+        initializer: { spec: { $case: 'backup', value: {} } },
+      }),
+      'not-found',
+      /no backup found/,
+    );
+    // The workspace is in a known state: it exists, init failed, WaitForInit says so, dispose cleans up.
+    expect((await t.client.isWorkspaceExists({ id: 'nb-1' })).exists).toBe(true);
+    await expectError(t.client.waitForInit({ id: 'nb-1' }), 'not-found', /no backup found/);
+    await expectError(t.client.backupWorkspace({ id: 'nb-1' }), 'failed-precondition', /initialization failed/);
+    expect(await t.client.disposeWorkspace({ id: 'nb-1', backup: true })).toEqual({});
+    expect((await t.client.isWorkspaceExists({ id: 'nb-1' })).exists).toBe(false);
+  });
+
+  it('takes snapshots (<object>@<bucket>) that a snapshot initializer restores; a missing snapshot is NOT_FOUND', async () => {
+    const source = await t.client.initWorkspace({
+      id: 'snap-src',
+      metadata: { owner: 'dave', metaId: 'ws-snap' },
+      initializer: gitInit(),
+    });
+    await writeFile(join(source.contentLocation, 'built.txt'), 'prebuilt output');
+    const { url } = await t.client.takeSnapshot({ id: 'snap-src' });
+    expect(url).toMatch(/^workspaces\/ws-snap\/snapshot-\d+\.tar@workbay-user-dave$/);
+    const immediate = await t.client.takeSnapshot({ id: 'snap-src', returnImmediately: true });
+    expect(immediate.url).not.toBe(url);
+    const restored = await t.client.initWorkspace({
+      id: 'snap-dst',
+      metadata: { owner: 'dave', metaId: 'ws-snap-dst' },
+      initializer: { spec: { $case: 'snapshot', value: { snapshot: url } } },
+    });
+    expect(restored.initializerMetrics[0]).toMatchObject({ type: 'snapshot' });
+    expect(await readFile(join(restored.contentLocation, 'built.txt'), 'utf8')).toBe('prebuilt output');
+    await expectError(
+      t.client.initWorkspace({
+        id: 'snap-missing',
+        metadata: { owner: 'dave', metaId: 'ws-snap-missing' },
+        initializer: {
+          spec: { $case: 'snapshot', value: { snapshot: 'workspaces/x/snapshot-1.tar@workbay-user-dave' } },
+        },
+      }),
+      'not-found',
+      /snapshot .* not found/,
+    );
+    for (const id of ['snap-src', 'snap-dst', 'snap-missing']) await t.client.disposeWorkspace({ id, backup: false });
+  });
+
+  it('reports health over gRPC and HTTP, and exposes Prometheus metrics', async () => {
+    const definition = loadSync(healthProtoPath, { keepCase: true, enums: String });
+    const grpc = loadPackageDefinition(definition) as unknown as { grpc: { health: { v1: GrpcObject } } };
+    const Health = grpc.grpc.health.v1['Health'] as ServiceClientConstructor;
+    const client = new Health(t.daemon.address, credentials.createInsecure());
+    const status = await new Promise<{ status: string }>((resolve, reject) =>
+      client['Check']!(
+        { service: 'wsdaemon.WorkspaceContentService' },
+        (error: Error | null, response: { status: string }) => (error ? reject(error) : resolve(response)),
+      ),
+    );
+    client.close();
+    expect(status.status).toBe('SERVING');
+    const base = `http://${t.daemon.httpAddress}`;
+    expect((await fetch(`${base}/live`)).status).toBe(200);
+    expect((await fetch(`${base}/ready`)).status).toBe(200);
+    const metrics = await (await fetch(`${base}/metrics`)).text();
+    expect(metrics).toMatch(
+      /workbay_daemon_workspace_initialize_seconds_count\{source="from-other",outcome="success"\} \d+/,
+    );
+    expect(metrics).toMatch(/workbay_daemon_backup_uploaded_bytes_total\{reason="explicit",format="chunked"\} \d+/);
+    expect(metrics).toMatch(/workbay_daemon_restores_total\{kind="backup",outcome="success"\} 1/);
+  });
+});

@@ -1,0 +1,258 @@
+/**
+ * `createDaemon(config)`: the whole daemon as a library: plugins, storage, quotas, disk guard, the content
+ * service, its gRPC server (health and reflection included) and the HTTP side (/metrics, /live, /ready).
+ */
+import { mkdir } from 'node:fs/promises';
+import type { Subscription } from 'rxjs';
+import type { DependencyContainer } from 'tsyringe';
+import type { BucketLayout, PluginLogger, RemoteStorage, WorkbayPlugin } from '@workbay/api';
+import { PluginHost, registerValue } from '@workbay/api';
+import type { DaemonConfig, DaemonConfigInput } from './config.js';
+import { parseDaemonConfig, storageBackendSection, workingAreaPaths } from './config.js';
+import { WorkspaceContentService } from './content-service.js';
+import { FailedPreconditionError } from './errors.js';
+import type { StartedGrpcServer } from './grpc/server.js';
+import { contentServiceName, createContentServiceImplementation, startGrpcServer } from './grpc/server.js';
+import { DiskGuard } from './health/disk-guard.js';
+import type { StartedHttpServer } from './health/http-server.js';
+import { startHttpServer } from './health/http-server.js';
+import { createLogger } from './health/logger.js';
+import { DaemonMetrics } from './health/metrics.js';
+import type { HostOps } from './host-ops/host-ops.js';
+import { createHostOps } from './host-ops/host-ops.js';
+import type { QuotaSupport } from './quota/disk-quota.js';
+import { createDiskQuota } from './quota/quotas.js';
+import { fsStoragePlugin } from './storage/fs-plugin.js';
+import {
+  contentServiceToken,
+  daemonConfigToken,
+  daemonLoggerToken,
+  daemonMetricsToken,
+  diskQuotaToken,
+  hostOpsToken,
+  remoteStorageToken,
+} from './tokens.js';
+
+/** Parts an embedder (or a test) can supply instead of the defaults. */
+export interface DaemonOverrides {
+  readonly logger?: PluginLogger;
+  readonly hostOps?: HostOps;
+  /** Use this storage instead of creating one from `config.storage`. */
+  readonly storage?: RemoteStorage;
+  /** Plugins registered in addition to those named in `config.plugins`. */
+  readonly plugins?: readonly WorkbayPlugin[];
+  readonly pluginHost?: PluginHost;
+}
+
+export type DaemonState = 'created' | 'starting' | 'running' | 'stopping' | 'stopped';
+
+export interface Daemon {
+  readonly config: DaemonConfig;
+  /** The gRPC address (`host:port`) once started. */
+  readonly address: string;
+  /** The HTTP address (`host:port`) once started, undefined when disabled. */
+  readonly httpAddress: string | undefined;
+  readonly state: DaemonState;
+  readonly metrics: DaemonMetrics;
+  /** Available once started. */
+  readonly service: WorkspaceContentService;
+  readonly storage: RemoteStorage | undefined;
+  readonly container: DependencyContainer | undefined;
+  readonly quotaSupport: readonly QuotaSupport[];
+  /** Running and enough disk space. */
+  isReady(): boolean;
+  start(): Promise<Daemon>;
+  stop(): Promise<void>;
+}
+
+class WorkbayDaemon implements Daemon {
+  readonly config: DaemonConfig;
+  readonly metrics = new DaemonMetrics();
+  state: DaemonState = 'created';
+  storage: RemoteStorage | undefined;
+  container: DependencyContainer | undefined;
+  quotaSupport: readonly QuotaSupport[] = [];
+  private grpc: StartedGrpcServer | undefined;
+  private http: StartedHttpServer | undefined;
+  private contentService: WorkspaceContentService | undefined;
+  private guard: DiskGuard | undefined;
+  private subscriptions: Subscription[] = [];
+  private ownsStorage = false;
+  private logger: PluginLogger;
+
+  constructor(
+    config: DaemonConfigInput | DaemonConfig,
+    private readonly overrides: DaemonOverrides,
+  ) {
+    this.config = parseDaemonConfig(config);
+    this.logger = overrides.logger ?? createLogger({ level: this.config.log.level });
+  }
+
+  get address(): string {
+    if (!this.grpc) throw new FailedPreconditionError('the daemon is not started');
+    return this.grpc.address;
+  }
+
+  get httpAddress(): string | undefined {
+    return this.http?.address;
+  }
+
+  get service(): WorkspaceContentService {
+    if (!this.contentService) throw new FailedPreconditionError('the daemon is not started');
+    return this.contentService;
+  }
+
+  isReady(): boolean {
+    return this.state === 'running' && (this.guard?.getStatus().ok ?? false);
+  }
+
+  async start(): Promise<Daemon> {
+    if (this.state !== 'created')
+      throw new FailedPreconditionError(`the daemon cannot start from state '${this.state}'`);
+    this.state = 'starting';
+    try {
+      await this.startParts();
+    } catch (error) {
+      await this.stopParts();
+      this.state = 'stopped';
+      throw error;
+    }
+    this.state = 'running';
+    this.updateHealth();
+    this.logger.info(
+      { grpc: this.grpc?.address, http: this.http?.address, storage: this.storage?.kind },
+      'workbay daemon running',
+    );
+    return this;
+  }
+
+  private async startParts(): Promise<void> {
+    const config = this.config;
+    const host = this.overrides.pluginHost ?? new PluginHost({ logger: this.logger });
+    this.container = host.container;
+    host.use(fsStoragePlugin);
+    for (const plugin of this.overrides.plugins ?? []) host.use(plugin);
+    await host.load(config.plugins);
+    if (this.overrides.storage) {
+      this.storage = this.overrides.storage;
+    } else {
+      this.storage = await host.createStorage(config.storage.kind, storageBackendSection(config.storage));
+      this.ownsStorage = true;
+    }
+    const hostOps = this.overrides.hostOps ?? createHostOps();
+    await mkdir(config.workingArea, { recursive: true, mode: 0o755 });
+    const paths = workingAreaPaths(config);
+    const { quota, support } = await createDiskQuota(config.quota.mode, {
+      ops: hostOps,
+      workingArea: config.workingArea,
+      imageDir: paths.images,
+      watchIntervalMs: config.quota.watchInterval,
+      logger: this.logger,
+    });
+    this.quotaSupport = support;
+    this.logger.info({ mode: quota.mode, support }, 'disk quota mode selected');
+    this.guard = new DiskGuard(hostOps, {
+      paths: [config.workingArea],
+      minFreeBytes: config.diskGuard.minFree,
+      intervalMs: config.diskGuard.interval,
+      logger: this.logger,
+    });
+    this.subscriptions.push(
+      this.guard.status$.subscribe((status) => {
+        for (const p of status.paths) this.metrics.diskFreeBytes.set({ path: p.path }, p.freeBytes);
+        this.updateHealth();
+      }),
+    );
+    const layout: BucketLayout = (config.storage.layout as BucketLayout | undefined) ?? { mode: 'per-owner' };
+    this.contentService = new WorkspaceContentService({
+      workingArea: config.workingArea,
+      storage: this.storage,
+      layout,
+      backup: {
+        format: config.backup.format,
+        compression: config.backup.compression,
+        concurrency: config.backup.concurrency,
+        attempts: config.backup.attempts,
+        initialBackoffMs: config.backup.initialBackoff,
+        periodMs: config.backup.period,
+        packSize: config.backup.packSize,
+        uploadConcurrency: config.backup.uploadConcurrency,
+        xattrs: config.backup.xattrs,
+      },
+      initializer: {
+        gitRetryInitialMs: config.initializer.gitRetryInitial,
+        gitRetryMaxMs: config.initializer.gitRetryMax,
+        downloadTimeoutMs: config.initializer.downloadTimeout,
+      },
+      quota,
+      defaultQuotaBytes: config.quota.defaultSize,
+      diskGuard: this.guard,
+      metrics: this.metrics,
+      logger: this.logger,
+      hostOps,
+      housekeeping: {
+        intervalMs: config.housekeeping.interval,
+        orphanAgeMs: config.housekeeping.orphanAge,
+        tombstoneTtlMs: config.housekeeping.tombstoneTtl,
+      },
+      shutdownTimeoutMs: config.shutdownTimeout,
+    });
+    await this.contentService.start();
+    await this.guard.check();
+    const container = host.container;
+    registerValue(container, daemonConfigToken, config);
+    registerValue(container, daemonLoggerToken, this.logger);
+    registerValue(container, hostOpsToken, hostOps);
+    registerValue(container, remoteStorageToken, this.storage);
+    registerValue(container, diskQuotaToken, quota);
+    registerValue(container, daemonMetricsToken, this.metrics);
+    registerValue(container, contentServiceToken, this.contentService);
+    this.grpc = await startGrpcServer(
+      config.grpc.address,
+      createContentServiceImplementation(this.contentService, this.logger),
+    );
+    if (config.http.address !== 'off') {
+      this.http = await startHttpServer(config.http.address, this.metrics.registry, [
+        { name: 'daemon', check: () => (this.state === 'running' ? undefined : `daemon is ${this.state}`) },
+        {
+          name: 'disk-space',
+          check: () => {
+            const status = this.guard?.getStatus();
+            if (!status || status.ok) return undefined;
+            const low = status.paths.find((p) => p.freeBytes < p.minFreeBytes);
+            return `${low?.freeBytes ?? 0} bytes free in ${low?.path ?? '?'}, threshold ${config.diskGuard.minFree}`;
+          },
+        },
+      ]);
+    }
+  }
+
+  private updateHealth(): void {
+    const status = this.isReady() ? 'SERVING' : 'NOT_SERVING';
+    this.grpc?.health.setStatus('', status);
+    this.grpc?.health.setStatus(contentServiceName, status);
+  }
+
+  async stop(): Promise<void> {
+    if (this.state === 'stopped' || this.state === 'stopping') return;
+    this.state = 'stopping';
+    this.updateHealth();
+    await this.stopParts();
+    this.state = 'stopped';
+    this.logger.info({}, 'workbay daemon stopped');
+  }
+
+  private async stopParts(): Promise<void> {
+    await this.grpc?.stop(this.config.shutdownTimeout);
+    await this.contentService?.stop();
+    for (const subscription of this.subscriptions) subscription.unsubscribe();
+    this.subscriptions = [];
+    await this.http?.close();
+    if (this.ownsStorage) await this.storage?.close?.();
+  }
+}
+
+/** Creates a daemon from a config (validated; defaults filled in). Call `start()` to run it. */
+export function createDaemon(config: DaemonConfigInput | DaemonConfig = {}, overrides: DaemonOverrides = {}): Daemon {
+  return new WorkbayDaemon(config, overrides);
+}

@@ -1,0 +1,79 @@
+/**
+ * The daemon's errors. It reuses the api's domain error classes (mapped to gRPC status only at the server edge
+ * by `toGrpcStatus`) and adds a few with their own meaning, each a subclass of one of those classes so the
+ * status code follows from the class.
+ */
+import {
+  FailedPreconditionError,
+  InternalError,
+  InvalidArgumentError,
+  NotFoundError,
+  PermissionDeniedError,
+  UnauthenticatedError,
+} from '@workbay/api';
+import type { WorkbayErrorOptions } from '@workbay/api';
+
+export {
+  AbortedError,
+  AlreadyExistsError,
+  CancelledError,
+  DeadlineExceededError,
+  FailedPreconditionError,
+  InternalError,
+  InvalidArgumentError,
+  NotFoundError,
+  PermissionDeniedError,
+  ResourceExhaustedError,
+  UnauthenticatedError,
+  UnavailableError,
+  WorkbayError,
+  isWorkbayError,
+} from '@workbay/api';
+
+/** An archive entry would be written outside the target directory (invariant 6). */
+export class ArchiveEscapeError extends InvalidArgumentError {
+  constructor(entryPath: string, reason: string, options?: WorkbayErrorOptions) {
+    super('archive', `refusing entry '${entryPath}': ${reason}`, options);
+  }
+}
+
+/** Git refused the credentials (or had none for a private repository). Never retried. */
+export class GitAuthenticationError extends UnauthenticatedError {
+  constructor(remote: string, detail: string, options?: WorkbayErrorOptions) {
+    super(`git authentication failed for ${remote}: ${detail}`, options);
+  }
+}
+
+/** The remote said no: repository missing or access forbidden. Never retried. */
+export class GitAccessDeniedError extends PermissionDeniedError {
+  constructor(remote: string, detail: string, options?: WorkbayErrorOptions) {
+    super(`git access denied for ${remote}: ${detail}`, options);
+  }
+}
+
+/** A workspace with no backup was asked to restore one (invariant 1: fail loudly, never start empty). */
+export class NoBackupFoundError extends NotFoundError {
+  constructor(workspaceId: string, options?: WorkbayErrorOptions) {
+    super(`no backup found for workspace '${workspaceId}'`, options);
+  }
+}
+
+/** Stored data does not match its recorded digest. */
+export class DataCorruptionError extends InternalError {
+  constructor(what: string, expected: string, actual: string, options?: WorkbayErrorOptions) {
+    super(`${what}: digest mismatch (expected ${expected}, got ${actual})`, options);
+  }
+}
+
+/** The workspace is not in a state that allows the operation; the message says which state it is in. */
+export class WorkspaceStateError extends FailedPreconditionError {
+  constructor(workspaceId: string, state: string, operation: string, options?: WorkbayErrorOptions) {
+    super(`workspace '${workspaceId}' is ${state}; cannot ${operation}`, options);
+  }
+}
+
+/** Human-readable text of any thrown value, for logs and wrapped messages. */
+export function errorMessage(error: unknown): string {
+  if (error instanceof Error) return error.message;
+  return String(error);
+}

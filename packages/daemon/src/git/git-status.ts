@@ -1,0 +1,70 @@
+import type { Git } from './git.js';
+
+/** The state of a working copy, as reported on disposal (domain form of `contentservice.GitStatus`). */
+export interface GitStatusSummary {
+  readonly branch: string;
+  readonly latestCommit: string;
+  readonly uncommittedFiles: readonly string[];
+  readonly untrackedFiles: readonly string[];
+  readonly unpushedCommits: readonly string[];
+  readonly totalUncommittedFiles: number;
+  readonly totalUntrackedFiles: number;
+  readonly totalUnpushedCommits: number;
+}
+
+/** Lists are cut to this many entries; the totals carry the real counts. */
+export const gitStatusListLimit = 100;
+
+/** Parses `git status --porcelain=v2 --branch -z`. */
+export function parsePorcelainV2(output: string): {
+  branch: string;
+  head: string;
+  upstream?: string;
+  uncommitted: string[];
+  untracked: string[];
+} {
+  let branch = '';
+  let head = '';
+  let upstream: string | undefined;
+  const uncommitted: string[] = [];
+  const untracked: string[] = [];
+  const records = output.split('\0');
+  for (let i = 0; i < records.length; i++) {
+    const record = records[i] as string;
+    if (record === '') continue;
+    if (record.startsWith('# branch.oid ')) head = record.slice('# branch.oid '.length);
+    else if (record.startsWith('# branch.head ')) branch = record.slice('# branch.head '.length);
+    else if (record.startsWith('# branch.upstream ')) upstream = record.slice('# branch.upstream '.length);
+    else if (record.startsWith('1 ')) uncommitted.push(record.split(' ').slice(8).join(' '));
+    else if (record.startsWith('2 ')) {
+      uncommitted.push(record.split(' ').slice(9).join(' '));
+      i++; // the original path follows as its own record
+    } else if (record.startsWith('u ')) uncommitted.push(record.split(' ').slice(10).join(' '));
+    else if (record.startsWith('? ')) untracked.push(record.slice(2));
+  }
+  if (head === '(initial)') head = '';
+  if (branch === '(detached)') branch = '';
+  return { branch, head, ...(upstream !== undefined ? { upstream } : {}), uncommitted, untracked };
+}
+
+/** Computes the status of the repository at `cwd` with real git; undefined when `cwd` is not a repository. */
+export async function gitStatus(git: Git, cwd: string): Promise<GitStatusSummary | undefined> {
+  const inside = await git.tryRun(['rev-parse', '--is-inside-work-tree'], { cwd });
+  if (inside.code !== 0 || inside.stdout.trim() !== 'true') return undefined;
+  const porcelain = await git.run(['status', '--porcelain=v2', '--branch', '-z', '--untracked-files=all'], { cwd });
+  const parsed = parsePorcelainV2(porcelain);
+  // Unpushed: commits on the upstream's left side, or, without an upstream, on no remote at all.
+  const range = parsed.upstream ? ['@{upstream}..HEAD'] : ['HEAD', '--not', '--remotes'];
+  const log = parsed.head ? await git.tryRun(['log', '--format=%H %s', ...range], { cwd }) : undefined;
+  const unpushed = log && log.code === 0 ? log.stdout.split('\n').filter((line) => line.length > 0) : [];
+  return {
+    branch: parsed.branch,
+    latestCommit: parsed.head,
+    uncommittedFiles: parsed.uncommitted.slice(0, gitStatusListLimit),
+    untrackedFiles: parsed.untracked.slice(0, gitStatusListLimit),
+    unpushedCommits: unpushed.slice(0, gitStatusListLimit),
+    totalUncommittedFiles: parsed.uncommitted.length,
+    totalUntrackedFiles: parsed.untracked.length,
+    totalUnpushedCommits: unpushed.length,
+  };
+}

@@ -1,0 +1,250 @@
+import { appendFile, lstat, mkdir, readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { FailedPreconditionError, GitAccessDeniedError, GitAuthenticationError, errorMessage } from '../errors.js';
+import type { GitCredentials } from '../git/git.js';
+import { GitCommandError, classifyGitFailure, stripUrlCredentials } from '../git/git.js';
+import { retryWithBackoff } from '../util/retry.js';
+import type { GitInitializerSpec } from './types.js';
+import type { InitializerContext } from './context.js';
+import { safeLocation } from './context.js';
+
+/** Fetches one-time-secret credentials (`user:password`) once; later calls reuse the answer. */
+export async function fetchOtsCredentials(url: string, signal?: AbortSignal): Promise<GitCredentials> {
+  let response: Response;
+  try {
+    response = await fetch(url, { signal: signal ?? AbortSignal.timeout(30_000) });
+  } catch (cause) {
+    throw new FailedPreconditionError(`could not fetch the one-time git secret: ${errorMessage(cause)}`, { cause });
+  }
+  if (!response.ok)
+    throw new FailedPreconditionError(`could not fetch the one-time git secret: HTTP ${response.status}`);
+  const text = (await response.text()).trim();
+  const colon = text.indexOf(':');
+  if (colon <= 0) throw new FailedPreconditionError('the one-time git secret is not of the form <user>:<password>');
+  return { username: text.slice(0, colon), password: text.slice(colon + 1) };
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await lstat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function emptyDirectory(dir: string): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  for (const name of await readdir(dir)) await rm(join(dir, name), { recursive: true, force: true });
+}
+
+/** Resolves the credentials of a spec: explicit basic auth, OTS (fetched once), or user info in the URL. */
+export class GitCredentialSource {
+  private ots: Promise<GitCredentials> | undefined;
+
+  constructor(private readonly spec: GitInitializerSpec) {}
+
+  async get(signal?: AbortSignal): Promise<GitCredentials | undefined> {
+    const auth = this.spec.auth;
+    if (auth.method === 'basic') return { username: auth.username, password: auth.password };
+    if (auth.method === 'basic-ots') {
+      this.ots ??= fetchOtsCredentials(auth.otsUrl, signal);
+      return this.ots;
+    }
+    return stripUrlCredentials(this.spec.remoteUri).credentials;
+  }
+}
+
+function failureFor(error: GitCommandError, remote: string): Error {
+  switch (classifyGitFailure(error.stderr)) {
+    case 'auth':
+      return new GitAuthenticationError(remote, error.stderr.trim().split('\n').pop() ?? 'rejected', { cause: error });
+    case 'access-denied':
+      return new GitAccessDeniedError(remote, error.stderr.trim().split('\n').pop() ?? 'denied', { cause: error });
+    default:
+      return error;
+  }
+}
+
+/**
+ * Clones the repository (real git), retrying transient failures with exponential backoff and wiping the
+ * checkout between attempts; authentication and access failures stop at once. An existing working copy is
+ * left alone. Returns the checkout location relative to the root.
+ */
+export async function runGitInitializer(
+  spec: GitInitializerSpec,
+  ctx: InitializerContext,
+  field: string,
+): Promise<{ location: string }> {
+  const location = await safeLocation(ctx.root, spec.checkoutLocation, `${field}.checkout_location`);
+  if (await exists(join(location, '.git'))) {
+    ctx.logger.info({ location: spec.checkoutLocation }, 'existing working copy found, not cloning');
+    return { location: spec.checkoutLocation };
+  }
+  const credentials = new GitCredentialSource(spec);
+  const { url } = stripUrlCredentials(spec.remoteUri);
+  const creds = await credentials.get(ctx.signal);
+  const args = ['clone', '--quiet'];
+  if (!spec.fullClone) args.push('--depth=1', '--shallow-submodules', '--no-single-branch');
+  for (const [key, value] of Object.entries(spec.customConfig)) args.push('--config', `${key}=${value}`);
+  args.push('--', url, location);
+  await retryWithBackoff(
+    async (attempt) => {
+      await emptyDirectory(location);
+      try {
+        await ctx.git.run(args, {
+          cwd: ctx.root,
+          ...(creds ? { credentials: creds } : {}),
+          ...(ctx.signal ? { signal: ctx.signal } : {}),
+        });
+      } catch (error) {
+        if (error instanceof GitCommandError) throw failureFor(error, url);
+        throw error;
+      }
+      if (attempt > 1) ctx.logger.info({ attempt }, 'git clone succeeded after retrying');
+    },
+    {
+      initialDelayMs: ctx.gitRetry.initialDelayMs,
+      maxElapsedMs: ctx.gitRetry.maxElapsedMs,
+      retryable: (error) => error instanceof GitCommandError,
+      onRetry: (error, attempt, delayMs) =>
+        ctx.logger.warn({ attempt, delayMs, err: errorMessage(error) }, 'git clone failed, retrying'),
+      ...(ctx.signal ? { signal: ctx.signal } : {}),
+    },
+  );
+  const run = (gitArgs: string[]): Promise<string> =>
+    ctx.git.run(gitArgs, {
+      cwd: location,
+      ...(creds ? { credentials: creds } : {}),
+      ...(ctx.signal ? { signal: ctx.signal } : {}),
+    });
+  await run(['config', 'fetch.writeCommitGraph', 'true']);
+  await run(['config', 'remote.origin.fetch', '+refs/heads/*:refs/remotes/origin/*']);
+  await run(['config', 'checkout.defaultRemote', 'origin']);
+  if (spec.upstreamRemoteUri) await run(['remote', 'add', 'upstream', stripUrlCredentials(spec.upstreamRemoteUri).url]);
+  if (location === ctx.root) {
+    // The daemon's ready marker lives in the workspace root; keep it out of the user's git status.
+    await appendFile(join(location, '.git', 'info', 'exclude'), '\n# written by the Workbay daemon\n/.workbay/\n');
+  }
+  await realizeCloneTarget(spec, location, ctx, creds, field);
+  await updateSubmodules(location, ctx, creds, spec.fullClone);
+  return { location: spec.checkoutLocation };
+}
+
+/** Brings a working copy to the target the spec asks for (branch, commit, new local branch). */
+export async function realizeCloneTarget(
+  spec: GitInitializerSpec,
+  location: string,
+  ctx: InitializerContext,
+  creds: GitCredentials | undefined,
+  field: string,
+): Promise<void> {
+  const options = {
+    cwd: location,
+    ...(creds ? { credentials: creds } : {}),
+    ...(ctx.signal ? { signal: ctx.signal } : {}),
+  };
+  const wrap = async (args: string[]): Promise<string> => {
+    try {
+      return await ctx.git.run(args, options);
+    } catch (error) {
+      if (error instanceof GitCommandError) throw failureFor(error, stripUrlCredentials(spec.remoteUri).url);
+      throw error;
+    }
+  };
+  const depth = spec.fullClone ? [] : ['--depth=1'];
+  switch (spec.targetMode) {
+    case 'remote-head':
+      return;
+    case 'remote-branch': {
+      const branch = spec.cloneTarget;
+      const remote = await ctx.git.tryRun(
+        ['ls-remote', '--exit-code', '--heads', 'origin', `refs/heads/${branch}`],
+        options,
+      );
+      if (remote.code !== 0) {
+        if (remote.code !== 2)
+          throw failureFor(
+            new GitCommandError(['ls-remote'], remote.code, remote.stderr),
+            stripUrlCredentials(spec.remoteUri).url,
+          );
+        // As in the original: a branch that is gone leaves the default branch checked out (e.g. a merged PR).
+        ctx.logger.warn(
+          { branch, field: `${field}.clone_taget` },
+          'branch does not exist on the remote; staying on the default branch',
+        );
+        return;
+      }
+      await wrap(['fetch', '--quiet', ...depth, 'origin', `+refs/heads/${branch}:refs/remotes/origin/${branch}`]);
+      // Hooks off: a checkout must not run repository code on the node.
+      await wrap([
+        '-c',
+        'core.hooksPath=/dev/null',
+        'checkout',
+        '--quiet',
+        '-B',
+        branch,
+        '--track',
+        `origin/${branch}`,
+      ]);
+      return;
+    }
+    case 'local-branch':
+      await wrap([
+        '-c',
+        'core.hooksPath=/dev/null',
+        'checkout',
+        '--quiet',
+        '-B',
+        spec.cloneTarget,
+        'origin/HEAD',
+        '--no-track',
+      ]);
+      return;
+    case 'remote-commit': {
+      const commit = spec.cloneTarget;
+      const present = await ctx.git.tryRun(['cat-file', '-e', `${commit}^{commit}`], options);
+      if (present.code !== 0) {
+        const fetched = await ctx.git.tryRun(
+          ['fetch', '--quiet', ...(spec.fullClone ? [] : ['--depth=20']), 'origin', commit],
+          options,
+        );
+        if (fetched.code !== 0) {
+          const kind = classifyGitFailure(fetched.stderr);
+          if (kind !== 'transient')
+            throw failureFor(
+              new GitCommandError(['fetch'], fetched.code, fetched.stderr),
+              stripUrlCredentials(spec.remoteUri).url,
+            );
+          // Servers that refuse fetching a commit by id: get the whole history instead.
+          const unshallow = await ctx.git.tryRun(['fetch', '--quiet', '--unshallow', 'origin'], options);
+          if (unshallow.code !== 0) await wrap(['fetch', '--quiet', 'origin']);
+        }
+      }
+      const check = await ctx.git.tryRun(['cat-file', '-e', `${commit}^{commit}`], options);
+      if (check.code !== 0)
+        throw new FailedPreconditionError(`${field}.clone_taget: commit '${commit}' does not exist in the repository`);
+      await wrap(['-c', 'core.hooksPath=/dev/null', '-c', 'advice.detachedHead=false', 'checkout', '--quiet', commit]);
+      return;
+    }
+  }
+}
+
+/** Submodules are best effort: a failure is logged, never fatal (as in the original). */
+async function updateSubmodules(
+  location: string,
+  ctx: InitializerContext,
+  creds: GitCredentials | undefined,
+  full: boolean,
+): Promise<void> {
+  if (!(await exists(join(location, '.gitmodules')))) return;
+  const result = await ctx.git.tryRun(
+    ['submodule', 'update', '--init', '--recursive', ...(full ? [] : ['--depth=1'])],
+    {
+      cwd: location,
+      ...(creds ? { credentials: creds } : {}),
+    },
+  );
+  if (result.code !== 0)
+    ctx.logger.warn({ stderr: result.stderr.trim() }, 'submodule update failed; continuing without submodules');
+}

@@ -1,0 +1,339 @@
+/**
+ * Runs an initializer spec against a workspace directory. Each step reports its duration and bytes; a
+ * composite reports its children plus its own sum.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { constants } from 'node:fs';
+import { open, rename, rm } from 'node:fs/promises';
+import { dirname, isAbsolute, join, posix } from 'node:path';
+import { Readable } from 'node:stream';
+import type { ReadableStream as WebReadableStream } from 'node:stream/web';
+import {
+  FailedPreconditionError,
+  InvalidArgumentError,
+  NoBackupFoundError,
+  NotFoundError,
+  UnavailableError,
+  errorMessage,
+  isWorkbayError,
+} from '../errors.js';
+import { resolveInside } from '../util/paths.js';
+import { retryWithBackoff } from '../util/retry.js';
+import { treeBytes } from '../util/du.js';
+import type { InitializerContext } from './context.js';
+import { safeLocation } from './context.js';
+import { GitCredentialSource, realizeCloneTarget, runGitInitializer } from './git-initializer.js';
+import type {
+  ContentSource,
+  GitInitializerSpec,
+  InitializerMetric,
+  InitializerOutcome,
+  InitializerSpec,
+} from './types.js';
+
+async function timed<T>(
+  type: InitializerMetric['type'],
+  fn: () => Promise<{ value: T; bytes: number }>,
+): Promise<{ value: T; metric: InitializerMetric }> {
+  const started = performance.now();
+  const { value, bytes } = await fn();
+  return { value, metric: { type, durationMs: Math.round(performance.now() - started), bytes } };
+}
+
+function requireBackups(ctx: InitializerContext, what: string): NonNullable<InitializerContext['backups']> {
+  if (!ctx.backups) throw new FailedPreconditionError(`remote storage is disabled for this workspace; cannot ${what}`);
+  return ctx.backups;
+}
+
+async function emptyRoot(root: string): Promise<void> {
+  const { readdir } = await import('node:fs/promises');
+  for (const name of await readdir(root)) await rm(join(root, name), { recursive: true, force: true });
+}
+
+/** Runs the spec; `field` is the request path of the spec, for error messages. */
+export async function runInitializer(
+  spec: InitializerSpec,
+  ctx: InitializerContext,
+  field = 'initializer',
+): Promise<InitializerOutcome> {
+  switch (spec.kind) {
+    case 'empty': {
+      return { metrics: [{ type: 'empty', durationMs: 0, bytes: 0 }], source: 'from-other', gitLocations: [] };
+    }
+    case 'git': {
+      const { value, metric } = await timed('git', async () => {
+        const result = await runGitInitializer(spec.git, ctx, `${field}.git`);
+        return {
+          value: result,
+          bytes: await treeBytes(await safeLocation(ctx.root, result.location, `${field}.git.checkout_location`), {
+            apparent: true,
+          }),
+        };
+      });
+      return { metrics: [metric], source: 'from-other', gitLocations: [value.location] };
+    }
+    case 'snapshot': {
+      const backups = requireBackups(ctx, 'restore a snapshot');
+      const { metric } = await timed('snapshot', async () => {
+        const stats = await backups.restoreSnapshot(
+          ctx.root,
+          spec.snapshot,
+          `${field}.snapshot.snapshot`,
+          ctx.signal ? { signal: ctx.signal } : {},
+        );
+        return { value: undefined, bytes: stats.size };
+      });
+      return { metrics: [metric], source: 'from-other', gitLocations: await findGitLocations(ctx.root) };
+    }
+    case 'backup': {
+      const backups = requireBackups(ctx, 'restore a backup');
+      const { metric } = await timed('backup', async () => {
+        const restored = await backups.restore(
+          ctx.root,
+          { owner: ctx.owner, workspaceId: ctx.workspaceId },
+          ctx.signal ? { signal: ctx.signal } : {},
+        );
+        if (!restored) throw new NoBackupFoundError(ctx.workspaceId);
+        return { value: undefined, bytes: restored.transferredBytes };
+      });
+      return { metrics: [metric], source: 'from-backup', gitLocations: await findGitLocations(ctx.root) };
+    }
+    case 'download': {
+      const { metric } = await timed('file_download', async () => ({
+        value: undefined,
+        bytes: await runDownloads(spec, ctx, `${field}.download`),
+      }));
+      return { metrics: [metric], source: 'from-other', gitLocations: [] };
+    }
+    case 'composite': {
+      const started = performance.now();
+      const metrics: InitializerMetric[] = [];
+      const gitLocations: string[] = [];
+      let source: ContentSource = 'from-other';
+      for (const [index, child] of spec.children.entries()) {
+        const outcome = await runInitializer(child, ctx, `${field}.composite.initializer[${index}]`);
+        metrics.push(...outcome.metrics);
+        gitLocations.push(...outcome.gitLocations);
+        if (outcome.source !== 'from-other') source = outcome.source;
+      }
+      const sum = metrics.reduce((total, m) => total + m.bytes, 0);
+      metrics.push({ type: 'composite', durationMs: Math.round(performance.now() - started), bytes: sum });
+      return { metrics, source, gitLocations };
+    }
+    case 'prebuild':
+      return runPrebuild(spec, ctx, field);
+  }
+}
+
+/**
+ * Restores the prebuild snapshot, then brings each git checkout to its target (local changes of the
+ * prebuild are stashed and popped back; on conflict the checkout is reset). If the snapshot is missing or
+ * cannot be restored, the directory is wiped and the git initializers run from scratch.
+ */
+async function runPrebuild(
+  spec: Extract<InitializerSpec, { kind: 'prebuild' }>,
+  ctx: InitializerContext,
+  field: string,
+): Promise<InitializerOutcome> {
+  const started = performance.now();
+  const metrics: InitializerMetric[] = [];
+  let restored = false;
+  if (spec.snapshot) {
+    try {
+      const backups = requireBackups(ctx, 'restore a prebuild');
+      const { metric } = await timed('snapshot', async () => {
+        const stats = await backups.restoreSnapshot(
+          ctx.root,
+          spec.snapshot as string,
+          `${field}.prebuild.prebuild.snapshot`,
+          ctx.signal ? { signal: ctx.signal } : {},
+        );
+        return { value: undefined, bytes: stats.size };
+      });
+      metrics.push(metric);
+      restored = true;
+    } catch (error) {
+      if (isWorkbayError(error, 'invalid-argument') && String(error.message).startsWith(`${field}.`)) throw error;
+      ctx.logger.warn(
+        { err: errorMessage(error), snapshot: spec.snapshot },
+        'prebuild snapshot unusable; falling back to the git initializers',
+      );
+      await emptyRoot(ctx.root);
+    }
+  }
+  const gitLocations: string[] = [];
+  let source: ContentSource = restored ? 'from-prebuild' : 'from-other';
+  for (const [index, git] of spec.git.entries()) {
+    const gitField = `${field}.prebuild.git[${index}]`;
+    if (!restored) {
+      const { value, metric } = await timed('git', async () => {
+        const result = await runGitInitializer(git, ctx, gitField);
+        return { value: result, bytes: 0 };
+      });
+      metrics.push(metric);
+      gitLocations.push(value.location);
+      continue;
+    }
+    const { metric } = await timed('git', async () => {
+      const moved = await updatePrebuildCheckout(git, ctx, gitField);
+      if (moved) source = 'from-other';
+      return { value: undefined, bytes: 0 };
+    });
+    metrics.push(metric);
+    gitLocations.push(git.checkoutLocation);
+  }
+  const sum = metrics.reduce((total, m) => total + m.bytes, 0);
+  metrics.push({ type: 'prebuild', durationMs: Math.round(performance.now() - started), bytes: sum });
+  return { metrics, source, gitLocations };
+}
+
+/** Returns true when HEAD moved to a different commit. */
+async function updatePrebuildCheckout(
+  spec: GitInitializerSpec,
+  ctx: InitializerContext,
+  field: string,
+): Promise<boolean> {
+  const location = await safeLocation(ctx.root, spec.checkoutLocation, `${field}.checkout_location`);
+  const probe = await ctx.git.tryRun(['rev-parse', 'HEAD'], { cwd: location });
+  if (probe.code !== 0) {
+    ctx.logger.warn({ location: spec.checkoutLocation }, 'prebuild has no working copy here; cloning');
+    await runGitInitializer(spec, ctx, field);
+    return true;
+  }
+  const before = probe.stdout.trim();
+  const creds = await new GitCredentialSource(spec).get(ctx.signal);
+  const stash = await ctx.git.run(['stash', 'push', '--no-include-untracked', '-m', 'workbay-prebuild'], {
+    cwd: location,
+  });
+  const stashed = !/No local changes to save/i.test(stash);
+  await realizeCloneTarget(spec, location, ctx, creds, field);
+  if (stashed) {
+    const pop = await ctx.git.tryRun(['stash', 'pop'], { cwd: location });
+    if (pop.code !== 0) {
+      ctx.logger.warn(
+        { location: spec.checkoutLocation, stderr: pop.stderr.trim() },
+        'prebuild changes conflict with the target; resetting',
+      );
+      await ctx.git.run(['reset', '--hard', '--quiet'], { cwd: location });
+    }
+  }
+  const after = (await ctx.git.run(['rev-parse', 'HEAD'], { cwd: location })).trim();
+  return after !== before;
+}
+
+async function findGitLocations(root: string): Promise<string[]> {
+  const { lstat, readdir } = await import('node:fs/promises');
+  const out: string[] = [];
+  try {
+    if ((await lstat(join(root, '.git'))).isDirectory()) out.push('');
+  } catch {
+    // no repository at the root
+  }
+  for (const name of await readdir(root).catch(() => [] as string[])) {
+    if (name.startsWith('.')) continue;
+    try {
+      if ((await lstat(join(root, name, '.git'))).isDirectory()) out.push(name);
+    } catch {
+      // not a repository
+    }
+  }
+  return out;
+}
+
+const digestPattern = /^(sha256|sha512):([0-9a-f]+)$/;
+
+/** Downloads each file, verifying its OCI digest; returns the bytes written. */
+async function runDownloads(
+  spec: Extract<InitializerSpec, { kind: 'download' }>,
+  ctx: InitializerContext,
+  field: string,
+): Promise<number> {
+  await safeLocation(ctx.root, spec.targetLocation, `${field}.target_location`);
+  let total = 0;
+  for (const [index, file] of spec.files.entries()) {
+    const fileField = `${field}.files[${index}]`;
+    const match = digestPattern.exec(file.digest);
+    if (!match || match[2]!.length !== (match[1] === 'sha256' ? 64 : 128)) {
+      throw new InvalidArgumentError(
+        `${fileField}.digest`,
+        `'${file.digest}' is not an OCI digest (sha256:<hex> or sha512:<hex>)`,
+      );
+    }
+    if (file.filePath === '' || isAbsolute(file.filePath) || file.filePath.endsWith('/')) {
+      throw new InvalidArgumentError(`${fileField}.file_path`, `'${file.filePath}' must be a relative file path`);
+    }
+    const relative = spec.targetLocation
+      ? `${spec.targetLocation.replace(/\/+$/, '')}/${file.filePath}`
+      : file.filePath;
+    resolveInside(ctx.root, relative, `${fileField}.file_path`);
+    const parentRelative = posix.dirname(relative) === '.' ? '' : posix.dirname(relative);
+    const parent = await safeLocation(ctx.root, parentRelative, `${fileField}.file_path`);
+    const destination = join(parent, posix.basename(relative));
+    total += await retryWithBackoff(
+      () => downloadOne(file.url, destination, match[1] as string, match[2] as string, ctx, fileField),
+      {
+        attempts: 3,
+        initialDelayMs: 500,
+        retryable: (error) => isWorkbayError(error, 'unavailable'),
+        ...(ctx.signal ? { signal: ctx.signal } : {}),
+      },
+    );
+  }
+  return total;
+}
+
+async function downloadOne(
+  url: string,
+  destination: string,
+  algorithm: string,
+  expected: string,
+  ctx: InitializerContext,
+  field: string,
+): Promise<number> {
+  let response: Response;
+  try {
+    response = await fetch(url, {
+      signal: ctx.signal
+        ? AbortSignal.any([ctx.signal, AbortSignal.timeout(ctx.downloadTimeoutMs)])
+        : AbortSignal.timeout(ctx.downloadTimeoutMs),
+    });
+  } catch (cause) {
+    throw new UnavailableError(`${field}.url: download failed: ${errorMessage(cause)}`, { cause });
+  }
+  if (response.status === 404) throw new NotFoundError(`${field}.url: the server answered 404 Not Found`);
+  if (response.status >= 500) throw new UnavailableError(`${field}.url: the server answered HTTP ${response.status}`);
+  if (!response.ok || !response.body)
+    throw new FailedPreconditionError(`${field}.url: the server answered HTTP ${response.status}`);
+  const temporary = join(dirname(destination), `.workbay-download-${randomBytes(6).toString('hex')}`);
+  const hash = createHash(algorithm);
+  let size = 0;
+  const handle = await open(
+    temporary,
+    constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+    0o644,
+  );
+  try {
+    for await (const chunk of Readable.fromWeb(response.body as unknown as WebReadableStream<Uint8Array>)) {
+      const buffer = chunk as Buffer;
+      hash.update(buffer);
+      size += buffer.length;
+      await handle.write(buffer);
+    }
+    await handle.sync();
+  } catch (error) {
+    await handle.close();
+    await rm(temporary, { force: true });
+    throw new UnavailableError(`${field}.url: download interrupted: ${errorMessage(error)}`, { cause: error });
+  }
+  await handle.close();
+  const actual = hash.digest('hex');
+  if (actual !== expected) {
+    await rm(temporary, { force: true });
+    throw new FailedPreconditionError(
+      `${field}.digest: downloaded content has digest ${algorithm}:${actual}, expected ${algorithm}:${expected}`,
+    );
+  }
+  // rename replaces a symlink at the destination instead of following it.
+  await rename(temporary, destination);
+  return size;
+}

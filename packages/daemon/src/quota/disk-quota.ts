@@ -1,0 +1,55 @@
+/**
+ * Disk quotas per workspace. Three implementations, chosen by config (`quota.mode`, default `auto`):
+ * - `xfs`: XFS project quotas on the working area (kernel-enforced). Needs an XFS working area mounted with
+ *   `prjquota` and a kernel built with quota support. The kernels of Workbay's own CI machines have no quota
+ *   support, so this mode is detected as unavailable there and never selected by `auto`.
+ * - `loop`: each workspace gets its own ext4 image of the quota size, loop-mounted on its content directory
+ *   (kernel-enforced: writes past the size fail with ENOSPC). Needs root, `mkfs.ext4` and loop devices.
+ * - `watch`: a size watcher polls the content's usage and reports workspaces over their limit (not
+ *   enforced by the kernel; the last fallback).
+ */
+import type { Observable } from 'rxjs';
+
+export type QuotaMode = 'xfs' | 'loop' | 'watch' | 'none';
+
+/** What a quota left behind for one workspace; persisted in the session state. */
+export interface QuotaHandle {
+  readonly mode: QuotaMode;
+  readonly bytes: number;
+  /** loop: the image file. */
+  readonly image?: string;
+  /** xfs: the project id. */
+  readonly projectId?: number;
+}
+
+export interface QuotaUsage {
+  readonly usedBytes: number;
+  readonly limitBytes: number;
+}
+
+export interface QuotaExceeded {
+  readonly workspaceId: string;
+  readonly usedBytes: number;
+  readonly limitBytes: number;
+}
+
+export interface DiskQuota {
+  readonly mode: QuotaMode;
+  /** Limits the (empty) directory `dir` to `bytes` before content is written. */
+  apply(instanceId: string, dir: string, bytes: number): Promise<QuotaHandle>;
+  /** Re-establishes the quota after a daemon restart (e.g. re-mounts a loop image that is not mounted). */
+  restore(instanceId: string, dir: string, handle: QuotaHandle): Promise<void>;
+  /** Removes the quota and frees what it held; the directory's content is gone or about to be. */
+  release(instanceId: string, dir: string, handle: QuotaHandle): Promise<void>;
+  usage(instanceId: string, dir: string, handle: QuotaHandle): Promise<QuotaUsage>;
+  /** Workspaces seen over their limit (only modes that cannot enforce it report here). */
+  readonly exceeded$: Observable<QuotaExceeded>;
+  close(): Promise<void>;
+}
+
+export interface QuotaSupport {
+  readonly mode: QuotaMode;
+  readonly available: boolean;
+  /** Why a mode is not available. */
+  readonly reason?: string;
+}

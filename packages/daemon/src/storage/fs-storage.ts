@@ -1,0 +1,413 @@
+/**
+ * The built-in filesystem storage backend (`kind: 'fs'`): buckets are directories under a root, objects are
+ * files. It keeps the full `RemoteStorage` contract, so the daemon's embedded default behaves like the remote
+ * backends, and it is what the conformance suite in `@workbay/testing` runs against first.
+ *
+ * On-disk layout of one object `a/b/c` in bucket `bkt`:
+ * - `<root>/bkt/a/b/c%o`: the sidecar, JSON with the name, size, digest, content type, user metadata and the id
+ *   of the data file it points to. Replacing this file (rename) is the commit point of an upload.
+ * - `<root>/bkt/a/b/c%z<uploadId>`: the bytes. Every upload writes a new data file, so a reader holding the
+ *   previous sidecar still finds the previous bytes until the new upload has committed.
+ * Path segments are percent-encoded (`encodeURIComponent`, upper-case hex), which never produces `%o`, `%z`,
+ * `%t`, `%E` or `%H`, so object files never collide with directories of longer names (`a` and `a/b` can both
+ * exist, as in S3). Segments whose encoding is too long for a file name are stored under their SHA-256.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, open, readFile, readdir, rename, rm, rmdir, stat, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import type {
+  DeleteTarget,
+  DownloadOptions,
+  ListOptions,
+  ObjectInfo,
+  PluginLogger,
+  PresignMethod,
+  PresignOptions,
+  RemoteStorage,
+  UploadOptions,
+} from '@workbay/api';
+import { silentLogger } from '@workbay/api';
+import { InvalidArgumentError, NotFoundError } from '../errors.js';
+import { KeyedMutex } from '../util/concurrency.js';
+import { fsyncDirectory } from '../util/atomic-file.js';
+import { PresignServer } from './presign-server.js';
+import type { PresignServerOptions } from './presign-server.js';
+
+export interface FsStorageOptions {
+  /** Directory holding one sub-directory per bucket. Created if missing. */
+  readonly root: string;
+  /** Where presigned URLs are served. */
+  readonly presign?: PresignServerOptions;
+  readonly logger?: PluginLogger;
+}
+
+interface Sidecar {
+  readonly v: 1;
+  readonly name: string;
+  readonly size: number;
+  readonly lastModified: string;
+  readonly digest: string;
+  readonly contentType?: string;
+  readonly metadata: Record<string, string>;
+  /** Upload id of the data file (`<segment>%z<data>`). */
+  readonly data: string;
+}
+
+const bucketPattern = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
+const maxNameBytes = 1024;
+const maxEncodedSegment = 200;
+/** Leftover data files older than this (from crashed uploads of other processes) are swept. */
+const orphanAgeMs = 10 * 60 * 1000;
+const metaSuffix = '%o';
+const dataMarker = '%z';
+const tempMarker = '%t';
+
+function assertBucket(bucket: string): void {
+  if (!bucketPattern.test(bucket)) {
+    throw new InvalidArgumentError('bucket', `'${bucket}' is not a valid bucket name (3-63 of a-z, 0-9, '.', '-')`);
+  }
+}
+
+function assertName(name: string): void {
+  if (name.length === 0) throw new InvalidArgumentError('name', 'object name must not be empty');
+  if (Buffer.byteLength(name) > maxNameBytes) {
+    throw new InvalidArgumentError('name', `object name is longer than ${maxNameBytes} bytes`);
+  }
+  if (name.includes('\0')) throw new InvalidArgumentError('name', 'object name must not contain NUL bytes');
+}
+
+function encodeSegment(segment: string): string {
+  if (segment === '') return '%E';
+  if (segment === '.') return '%2E';
+  if (segment === '..') return '%2E%2E';
+  const encoded = encodeURIComponent(segment);
+  if (encoded.length > maxEncodedSegment) return `%H${createHash('sha256').update(segment).digest('hex')}`;
+  return encoded;
+}
+
+/** Decodes a directory segment; undefined for hashed segments (their names live in the sidecars). */
+function decodeSegment(segment: string): string | undefined {
+  if (segment === '%E') return '';
+  if (segment.startsWith('%H')) return undefined;
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return undefined;
+  }
+}
+
+function compareNames(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a), Buffer.from(b));
+}
+
+function isNotFound(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOENT' || code === 'ENOTDIR';
+}
+
+function newUploadId(): string {
+  return `${Date.now().toString(36)}${randomBytes(8).toString('hex')}`;
+}
+
+/** A filesystem-backed {@link RemoteStorage}. */
+export class FsRemoteStorage implements RemoteStorage {
+  readonly kind = 'fs';
+  readonly root: string;
+  private readonly logger: PluginLogger;
+  private readonly commitLock = new KeyedMutex();
+  private readonly presign: PresignServer;
+
+  constructor(options: FsStorageOptions) {
+    this.root = options.root;
+    this.logger = options.logger ?? silentLogger;
+    this.presign = new PresignServer(this, options.presign ?? {}, this.logger);
+  }
+
+  async ensureBucket(bucket: string): Promise<void> {
+    assertBucket(bucket);
+    await mkdir(join(this.root, bucket), { recursive: true });
+  }
+
+  async bucketExists(bucket: string): Promise<boolean> {
+    assertBucket(bucket);
+    try {
+      return (await stat(join(this.root, bucket))).isDirectory();
+    } catch (error) {
+      if (isNotFound(error)) return false;
+      throw error;
+    }
+  }
+
+  private objectPaths(bucket: string, name: string): { dir: string; base: string } {
+    assertBucket(bucket);
+    assertName(name);
+    const segments = name.split('/').map(encodeSegment);
+    const base = segments.pop() as string;
+    return { dir: join(this.root, bucket, ...segments), base };
+  }
+
+  async upload(bucket: string, name: string, body: Readable, options: UploadOptions = {}): Promise<ObjectInfo> {
+    const { dir, base } = this.objectPaths(bucket, name);
+    if (!(await this.bucketExists(bucket))) {
+      body.destroy();
+      throw new NotFoundError(`bucket '${bucket}' does not exist`);
+    }
+    if (options.digest !== undefined && !/^sha256:[0-9a-f]{64}$/.test(options.digest)) {
+      body.destroy();
+      throw new InvalidArgumentError('digest', `'${options.digest}' is not a sha256 digest ('sha256:<64 hex>')`);
+    }
+    const id = newUploadId();
+    await mkdir(dir, { recursive: true });
+    const dataPath = join(dir, `${base}${dataMarker}${id}`);
+    const tempMeta = join(dir, `${base}${tempMarker}${id}`);
+    let size = 0;
+    const hash = createHash('sha256');
+    const handle = await open(dataPath, 'wx', 0o644);
+    try {
+      try {
+        for await (const chunk of body as AsyncIterable<Buffer | string>) {
+          options.signal?.throwIfAborted();
+          const buffer = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+          hash.update(buffer);
+          size += buffer.length;
+          await handle.write(buffer);
+        }
+        options.signal?.throwIfAborted();
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      const digest = `sha256:${hash.digest('hex')}`;
+      if (options.digest !== undefined && options.digest !== digest) {
+        throw new InvalidArgumentError(
+          'digest',
+          `upload of '${name}' has digest ${digest}, expected ${options.digest}`,
+        );
+      }
+      const sidecar: Sidecar = {
+        v: 1,
+        name,
+        size,
+        lastModified: new Date().toISOString(),
+        digest,
+        ...(options.contentType !== undefined ? { contentType: options.contentType } : {}),
+        metadata: lowerCaseKeys(options.metadata ?? {}),
+        data: id,
+      };
+      const metaHandle = await open(tempMeta, 'wx', 0o644);
+      try {
+        await metaHandle.writeFile(JSON.stringify(sidecar));
+        await metaHandle.sync();
+      } finally {
+        await metaHandle.close();
+      }
+      await this.commitLock.run(`${bucket}/${name}`, async () => {
+        const previous = await this.readSidecar(dir, base);
+        await rename(tempMeta, join(dir, `${base}${metaSuffix}`));
+        await fsyncDirectory(dir);
+        if (previous && previous.data !== id) {
+          await rm(join(dir, `${base}${dataMarker}${previous.data}`), { force: true });
+        }
+      });
+      await this.sweepSiblings(dir, base, id);
+      return toInfo(bucket, sidecar);
+    } catch (error) {
+      await rm(dataPath, { force: true });
+      await rm(tempMeta, { force: true });
+      body.destroy();
+      throw error;
+    }
+  }
+
+  /** Removes data and temp files of this object left by crashed uploads. */
+  private async sweepSiblings(dir: string, base: string, keep: string): Promise<void> {
+    let names: string[];
+    try {
+      names = await readdir(dir);
+    } catch {
+      return;
+    }
+    const now = Date.now();
+    for (const entry of names) {
+      for (const marker of [dataMarker, tempMarker]) {
+        const prefix = `${base}${marker}`;
+        if (!entry.startsWith(prefix) || entry.slice(prefix.length) === keep) continue;
+        if (entry.slice(prefix.length).includes('%')) continue;
+        try {
+          const info = await stat(join(dir, entry));
+          if (now - info.mtimeMs > orphanAgeMs) await rm(join(dir, entry), { force: true });
+        } catch {
+          // raced with another sweeper
+        }
+      }
+    }
+  }
+
+  private async readSidecar(dir: string, base: string): Promise<Sidecar | undefined> {
+    try {
+      return JSON.parse(await readFile(join(dir, `${base}${metaSuffix}`), 'utf8')) as Sidecar;
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw error;
+    }
+  }
+
+  async download(bucket: string, name: string, options: DownloadOptions = {}): Promise<Readable> {
+    const { dir, base } = this.objectPaths(bucket, name);
+    // A concurrent upload can replace the sidecar and delete the data file we were about to open; re-read.
+    for (let attempt = 0; ; attempt++) {
+      options.signal?.throwIfAborted();
+      const sidecar = await this.readSidecar(dir, base);
+      if (!sidecar) throw new NotFoundError(`object '${name}' not found in bucket '${bucket}'`);
+      try {
+        const handle = await open(join(dir, `${base}${dataMarker}${sidecar.data}`), 'r');
+        return handle.createReadStream({ autoClose: true, signal: options.signal });
+      } catch (error) {
+        if (!isNotFound(error) || attempt >= 5) throw error;
+      }
+    }
+  }
+
+  async stat(bucket: string, name: string): Promise<ObjectInfo | undefined> {
+    const { dir, base } = this.objectPaths(bucket, name);
+    const sidecar = await this.readSidecar(dir, base);
+    return sidecar ? toInfo(bucket, sidecar) : undefined;
+  }
+
+  async *list(bucket: string, options: ListOptions = {}): AsyncIterable<ObjectInfo> {
+    assertBucket(bucket);
+    const prefix = options.prefix ?? '';
+    const found: Sidecar[] = [];
+    await this.walk(join(this.root, bucket), '', true, prefix, found, options.signal);
+    found.sort((a, b) => compareNames(a.name, b.name));
+    for (const sidecar of found) yield toInfo(bucket, sidecar);
+  }
+
+  private async walk(
+    dir: string,
+    decodedDir: string,
+    decodable: boolean,
+    prefix: string,
+    out: Sidecar[],
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
+    signal?.throwIfAborted();
+    let entries;
+    try {
+      entries = await readdir(dir, { withFileTypes: true });
+    } catch (error) {
+      if (isNotFound(error)) return;
+      throw error;
+    }
+    for (const entry of entries) {
+      if (entry.isDirectory()) {
+        const decoded = decodeSegment(entry.name);
+        const childDecodable = decodable && decoded !== undefined;
+        const childPath = childDecodable ? `${decodedDir}${decoded as string}/` : '';
+        // Skip directories that cannot hold a name starting with the prefix.
+        if (childDecodable && !(childPath.startsWith(prefix) || prefix.startsWith(childPath))) continue;
+        await this.walk(join(dir, entry.name), childPath, childDecodable, prefix, out, signal);
+      } else if (entry.isFile() && entry.name.endsWith(metaSuffix)) {
+        let sidecar: Sidecar;
+        try {
+          sidecar = JSON.parse(await readFile(join(dir, entry.name), 'utf8')) as Sidecar;
+        } catch (error) {
+          if (isNotFound(error)) continue; // deleted while listing
+          throw error;
+        }
+        if (sidecar.name.startsWith(prefix)) out.push(sidecar);
+      }
+    }
+  }
+
+  async delete(bucket: string, target: DeleteTarget): Promise<number> {
+    assertBucket(bucket);
+    if ('name' in target) {
+      return (await this.deleteOne(bucket, target.name)) ? 1 : 0;
+    }
+    let count = 0;
+    const names: string[] = [];
+    for await (const info of this.list(bucket, { prefix: target.prefix })) names.push(info.name);
+    for (const name of names) {
+      if (await this.deleteOne(bucket, name)) count++;
+    }
+    return count;
+  }
+
+  private async deleteOne(bucket: string, name: string): Promise<boolean> {
+    const { dir, base } = this.objectPaths(bucket, name);
+    return this.commitLock.run(`${bucket}/${name}`, async () => {
+      const sidecar = await this.readSidecar(dir, base);
+      if (!sidecar) return false;
+      await unlink(join(dir, `${base}${metaSuffix}`)).catch((error: unknown) => {
+        if (!isNotFound(error)) throw error;
+      });
+      await rm(join(dir, `${base}${dataMarker}${sidecar.data}`), { force: true });
+      await this.pruneEmptyDirs(join(this.root, bucket), dir);
+      return true;
+    });
+  }
+
+  /** Removes now-empty directories between `dir` and the bucket directory (exclusive). */
+  private async pruneEmptyDirs(bucketDir: string, dir: string): Promise<void> {
+    let current = dir;
+    while (current.length > bucketDir.length && current.startsWith(bucketDir)) {
+      try {
+        await rmdir(current);
+      } catch {
+        return; // not empty (or gone): stop
+      }
+      current = join(current, '..');
+    }
+  }
+
+  async presignedUrl(
+    method: PresignMethod,
+    bucket: string,
+    name: string,
+    options: PresignOptions = {},
+  ): Promise<string> {
+    assertBucket(bucket);
+    assertName(name);
+    if (method !== 'GET' && method !== 'PUT')
+      throw new InvalidArgumentError('method', `'${String(method)}' must be GET or PUT`);
+    return this.presign.sign(method, bucket, name, options);
+  }
+
+  async diskUsage(bucket: string, prefix?: string): Promise<number> {
+    let total = 0;
+    for await (const info of this.list(bucket, prefix === undefined ? {} : { prefix })) total += info.size;
+    return total;
+  }
+
+  async close(): Promise<void> {
+    await this.presign.close();
+  }
+
+  /** The address presigned URLs point at, once the server runs. */
+  get presignAddress(): string | undefined {
+    return this.presign.baseUrl;
+  }
+}
+
+function lowerCaseKeys(metadata: Readonly<Record<string, string>>): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [key, value] of Object.entries(metadata)) out[key.toLowerCase()] = value;
+  return out;
+}
+
+function toInfo(bucket: string, sidecar: Sidecar): ObjectInfo {
+  return {
+    bucket,
+    name: sidecar.name,
+    size: sidecar.size,
+    lastModified: new Date(sidecar.lastModified),
+    digest: sidecar.digest,
+    ...(sidecar.contentType !== undefined ? { contentType: sidecar.contentType } : {}),
+    metadata: { ...sidecar.metadata },
+  };
+}
+
+/** Exposed for tests of the layout. */
+export const fsStorageInternals = { encodeSegment, decodeSegment } as const;
