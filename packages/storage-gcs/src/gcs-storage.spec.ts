@@ -196,6 +196,12 @@ describe('GcsStorage against fake-gcs-server', () => {
     const back = await digestStream(await chunked.download(bucket, 'chunked/obj'));
     expect(back).toEqual({ digest: await source.digest, size: 18 * MiB + 5 });
     expect((await chunked.stat(bucket, 'chunked/obj'))?.metadata).toMatchObject({ kind: 'backup' });
+    // A digest mismatch in chunked mode fails before the last chunk is sent: the old object stays.
+    const bad = await errorOf(
+      chunked.upload(bucket, 'chunked/obj', generateStream(9 * MiB).stream, { digest: sha256Of('other') }),
+    );
+    expect((bad as InvalidArgumentError).field).toBe('digest');
+    expect(await digestStream(await chunked.download(bucket, 'chunked/obj'))).toEqual(back);
   });
 
   it('verifies an announced digest and size before committing, in both upload modes', async () => {

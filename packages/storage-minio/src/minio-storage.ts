@@ -21,7 +21,7 @@ import type { MinioConfig } from './config.js';
 import { maxPartSize, maxParts, parseMinioConfig } from './config.js';
 import type { ErrorContext } from './errors.js';
 import { toStorageError } from './errors.js';
-import { BoundedRunner, destroyOnAbort, splitParts } from './multipart.js';
+import { BoundedRunner, PartBufferPool, destroyOnAbort, splitParts } from './multipart.js';
 
 /** User-metadata key holding the digest the writer recorded (`x-amz-meta-workbay-digest`). */
 export const digestMetadataKey = 'workbay-digest';
@@ -178,9 +178,12 @@ export class MinioStorage implements RemoteStorage {
       throw error;
     }
     const detach = destroyOnAbort(body, signal);
-    const hash = createHash('sha256');
+    // Hash only to check an announced digest; the client already signs each part's own sha256.
+    const hash = options.digest?.startsWith('sha256:') ? createHash('sha256') : undefined;
     let size = 0;
-    const parts = splitParts(body, partSize)[Symbol.asyncIterator]();
+    // One part being filled, one peeked at, and the ones in flight.
+    const pool = new PartBufferPool(partSize, this.config.parallelParts + 2);
+    const parts = splitParts(body, partSize, () => pool.acquire())[Symbol.asyncIterator]();
     let uploadId: string | undefined;
     const runner = new BoundedRunner(this.config.parallelParts);
 
@@ -188,7 +191,7 @@ export class MinioStorage implements RemoteStorage {
       if (options.size !== undefined && options.size !== size) {
         throw new InvalidArgumentError('size', `announced ${options.size} bytes but the body had ${size}`);
       }
-      if (options.digest?.startsWith('sha256:')) {
+      if (hash) {
         const actual = `sha256:${hash.digest('hex')}`;
         if (actual !== options.digest) {
           throw new InvalidArgumentError('digest', `announced ${options.digest} but the body hashes to ${actual}`);
@@ -198,7 +201,7 @@ export class MinioStorage implements RemoteStorage {
 
     try {
       const first = (await parts.next()).value as Buffer;
-      hash.update(first);
+      hash?.update(first);
       size += first.length;
       // A short first part means the stream already ended; a full one needs a peek at the next.
       const second = first.length < partSize ? undefined : await parts.next();
@@ -219,17 +222,21 @@ export class MinioStorage implements RemoteStorage {
             );
           }
           return runner.add(async () => {
-            const result = await this.client.uploadPart(
-              { bucketName: bucket, objectName: name, uploadID: uploadId!, partNumber: part, headers: {} },
-              buffer,
-            );
-            etags.push({ part, etag: result.etag });
+            try {
+              const result = await this.client.uploadPart(
+                { bucketName: bucket, objectName: name, uploadID: uploadId!, partNumber: part, headers: {} },
+                buffer,
+              );
+              etags.push({ part, etag: result.etag });
+            } finally {
+              pool.release(buffer);
+            }
           });
         };
         await send(first);
         let next: IteratorResult<Buffer> = second;
         while (!next.done && !runner.failed) {
-          hash.update(next.value);
+          hash?.update(next.value);
           size += next.value.length;
           await send(next.value);
           if (runner.failed) break;

@@ -1,6 +1,6 @@
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { BoundedRunner, destroyOnAbort, splitParts } from './multipart.js';
+import { BoundedRunner, PartBufferPool, destroyOnAbort, splitParts } from './multipart.js';
 
 async function parts(chunks: Buffer[], size: number): Promise<number[]> {
   const out: number[] = [];
@@ -24,6 +24,35 @@ describe('splitParts', () => {
     const out: Buffer[] = [];
     for await (const part of splitParts(Readable.from([data.subarray(0, 33), data.subarray(33)]), 7)) out.push(part);
     expect(Buffer.concat(out).equals(data)).toBe(true);
+  });
+});
+
+describe('PartBufferPool', () => {
+  it('allocates up to its maximum, then hands out released buffers', async () => {
+    const pool = new PartBufferPool(16, 2);
+    const a = await pool.acquire();
+    const b = await pool.acquire();
+    expect(a).not.toBe(b);
+    let third: Buffer | undefined;
+    const waiting = Promise.resolve(pool.acquire()).then((buf) => {
+      third = buf;
+    });
+    await Promise.resolve();
+    expect(third).toBeUndefined();
+    pool.release(a.subarray(0, 5));
+    await waiting;
+    expect(third!.buffer).toBe(a.buffer);
+    expect(third!.length).toBe(16);
+  });
+
+  it('feeds splitParts so parts reuse the same memory', async () => {
+    const pool = new PartBufferPool(4, 3);
+    const seen = new Set<ArrayBufferLike>();
+    for await (const part of splitParts(Readable.from([Buffer.alloc(40)]), 4, () => pool.acquire())) {
+      seen.add(part.buffer);
+      pool.release(part);
+    }
+    expect(seen.size).toBe(1);
   });
 });
 

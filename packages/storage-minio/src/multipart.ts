@@ -1,34 +1,77 @@
 import type { Readable } from 'node:stream';
 
+function toBuffer(chunk: unknown): Buffer {
+  if (Buffer.isBuffer(chunk)) return chunk;
+  if (chunk instanceof Uint8Array) return Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+  return Buffer.from(String(chunk));
+}
+
 /**
  * Cuts a byte stream into parts of exactly `partSize` bytes (the last may be shorter; an empty stream gives
- * one empty part). Holds one part at a time; the consumer's pace is the source's pace.
+ * one empty part), copying into buffers from `acquire` so that part buffers can be reused. The source is
+ * read only as fast as parts are taken.
  */
-export async function* splitParts(source: AsyncIterable<unknown>, partSize: number): AsyncGenerator<Buffer> {
-  let pending: Buffer[] = [];
-  let pendingSize = 0;
+export async function* splitParts(
+  source: AsyncIterable<unknown>,
+  partSize: number,
+  acquire: () => Buffer | Promise<Buffer> = () => Buffer.allocUnsafe(partSize),
+): AsyncGenerator<Buffer> {
+  let target: Buffer | undefined;
+  let filled = 0;
   let yielded = false;
   for await (const chunk of source) {
-    let buf = Buffer.isBuffer(chunk)
-      ? chunk
-      : chunk instanceof Uint8Array
-        ? Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
-        : Buffer.from(String(chunk));
+    let buf = toBuffer(chunk);
     while (buf.length > 0) {
-      const take = Math.min(buf.length, partSize - pendingSize);
-      pending.push(buf.subarray(0, take));
-      pendingSize += take;
-      buf = buf.subarray(take);
-      if (pendingSize === partSize) {
-        const part = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingSize);
-        pending = [];
-        pendingSize = 0;
+      target ??= await acquire();
+      const copied = buf.copy(target, filled, 0, Math.min(buf.length, partSize - filled));
+      filled += copied;
+      buf = buf.subarray(copied);
+      if (filled === partSize) {
+        const part = target;
+        target = undefined;
+        filled = 0;
         yielded = true;
         yield part;
       }
     }
   }
-  if (pendingSize > 0 || !yielded) yield Buffer.concat(pending, pendingSize);
+  if (filled > 0 || !yielded) {
+    target ??= await acquire();
+    yield target.subarray(0, filled);
+  }
+}
+
+/**
+ * Part buffers for one upload, allocated on first use and then recycled: big short-lived buffers are what
+ * makes a streaming upload spend its time in the garbage collector.
+ */
+export class PartBufferPool {
+  private readonly free: Buffer[] = [];
+  private readonly waiting: ((buffer: Buffer) => void)[] = [];
+  private allocated = 0;
+
+  constructor(
+    private readonly partSize: number,
+    private readonly max: number,
+  ) {}
+
+  acquire(): Buffer | Promise<Buffer> {
+    const free = this.free.pop();
+    if (free) return free;
+    if (this.allocated < this.max) {
+      this.allocated++;
+      return Buffer.allocUnsafe(this.partSize);
+    }
+    return new Promise((resolve) => this.waiting.push(resolve));
+  }
+
+  /** Returns a buffer (or a view of one) taken from {@link acquire}. */
+  release(part: Buffer): void {
+    const whole = part.length === this.partSize ? part : Buffer.from(part.buffer, part.byteOffset, this.partSize);
+    const waiter = this.waiting.shift();
+    if (waiter) waiter(whole);
+    else this.free.push(whole);
+  }
 }
 
 /** Runs at most `limit` tasks at once; `add` waits for a free slot, so a producer is held back. */

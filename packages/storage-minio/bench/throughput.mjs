@@ -1,0 +1,114 @@
+// `npm run bench` in @workbay/storage-minio: upload and download throughput of one large object to a real
+// MinIO on loopback, through MinioStorage, against `curl` moving the same file through presigned URLs in
+// the same run. Size: WORKBAY_BENCH_MIB (default 1024). Needs the built packages (the root `npm run bench`
+// builds them first) and the MinIO test binary (`node scripts/test-servers.mjs`).
+import { Buffer } from 'node:buffer';
+import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { startMinio } from '@workbay/testing';
+import { MinioStorage } from '../dist/index.js';
+
+const MiB = 1024 * 1024;
+const sizeMiB = Number(process.env.WORKBAY_BENCH_MIB ?? 1024);
+if (!Number.isFinite(sizeMiB) || sizeMiB <= 0) throw new Error(`WORKBAY_BENCH_MIB must be a positive number`);
+const size = Math.round(sizeMiB * MiB);
+const bucket = 'workbay-bench';
+
+/** Writes `size` bytes of incompressible data (a random block stamped with its offset) and returns its digest. */
+async function makeFile(path) {
+  const block = randomBytes(MiB);
+  const hash = createHash('sha256');
+  async function* chunks() {
+    for (let offset = 0; offset < size; offset += MiB) {
+      const chunk = Buffer.from(block.subarray(0, Math.min(MiB, size - offset)));
+      if (chunk.length >= 8) chunk.writeBigUInt64BE(BigInt(offset), 0);
+      hash.update(chunk);
+      yield chunk;
+    }
+  }
+  await pipeline(chunks(), createWriteStream(path));
+  return `sha256:${hash.digest('hex')}`;
+}
+
+function curl(args) {
+  return new Promise((resolve, reject) => {
+    const child = spawn('curl', ['-sS', '--fail', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (c) => (stderr += c));
+    child.on('error', reject);
+    child.on('close', (code) =>
+      code === 0 ? resolve() : reject(new Error(`curl ${args[0]} exited ${code}: ${stderr}`)),
+    );
+  });
+}
+
+async function timed(fn) {
+  const started = process.hrtime.bigint();
+  await fn();
+  return Number(process.hrtime.bigint() - started) / 1e9;
+}
+
+const rate = (seconds) => size / MiB / seconds;
+const fmt = (n) => n.toFixed(1).padStart(7);
+
+function report(label, oursLabel, ours, baseLabel, base) {
+  console.log(
+    `${label.padEnd(9)} ${sizeMiB} MiB: ${oursLabel} ${fmt(rate(ours))} MiB/s | baseline ${baseLabel} ${fmt(rate(base))} MiB/s | ratio ${(base / ours).toFixed(2)}`,
+  );
+}
+
+const scratch = mkdtempSync(join(tmpdir(), 'workbay-minio-bench-'));
+const server = await startMinio();
+const connect = (parallelParts) =>
+  MinioStorage.fromConfig({
+    endpoint: server.endpoint,
+    accessKey: server.accessKey,
+    secretKey: server.secretKey,
+    region: server.region,
+    parallelParts,
+  });
+const storage = connect(4);
+const serial = connect(1);
+try {
+  const file = join(scratch, 'object.bin');
+  const digest = await makeFile(file);
+  await storage.ensureBucket(bucket);
+  console.log(`storage-minio bench: ${sizeMiB} MiB object, MinIO on ${server.endpoint}, part size 16 MiB`);
+
+  // Upload: a stream of unknown size, like a backup tar, versus curl streaming the file to a presigned PUT.
+  const oursUp = await timed(() => storage.upload(bucket, 'bench/ours.bin', createReadStream(file)));
+  const serialUp = await timed(() => serial.upload(bucket, 'bench/serial.bin', createReadStream(file)));
+  const putUrl = await storage.presignedUrl('PUT', bucket, 'bench/curl.bin', { expiresInSeconds: 3600 });
+  const curlUp = await timed(() => curl(['-T', file, putUrl]));
+
+  // Download: streamed to /dev/null (and once more hashing every byte), versus curl from a presigned GET.
+  const oursDownPlain = await timed(async () =>
+    pipeline(await storage.download(bucket, 'bench/ours.bin'), createWriteStream('/dev/null')),
+  );
+  let downloaded;
+  const oursDown = await timed(async () => {
+    const hash = createHash('sha256');
+    const body = await storage.download(bucket, 'bench/ours.bin');
+    for await (const chunk of body) hash.update(chunk);
+    downloaded = `sha256:${hash.digest('hex')}`;
+  });
+  if (downloaded !== digest) throw new Error(`downloaded object differs: ${downloaded} != ${digest}`);
+  const getUrl = await storage.presignedUrl('GET', bucket, 'bench/curl.bin', { expiresInSeconds: 3600 });
+  const curlDown = await timed(() => curl(['-o', '/dev/null', getUrl]));
+
+  report('upload', 'MinioStorage (4 parallel parts)', oursUp, 'curl -T presigned PUT', curlUp);
+  report('upload', 'MinioStorage (1 part at a time)', serialUp, 'curl -T presigned PUT', curlUp);
+  report('download', 'MinioStorage to /dev/null', oursDownPlain, 'curl presigned GET', curlDown);
+  report('download', 'MinioStorage + sha256 check', oursDown, 'curl presigned GET', curlDown);
+  console.log('ratio = baseline time / our time: above 1 means faster than the baseline.');
+} finally {
+  await storage.delete(bucket, { prefix: 'bench/' }).catch(() => undefined);
+  await storage.close();
+  await serial.close();
+  await server.stop();
+  rmSync(scratch, { recursive: true, force: true });
+}
