@@ -154,6 +154,7 @@ export function classifyGitFailure(stderr: string): GitFailureKind {
     text.includes('permission denied') ||
     text.includes('the requested url returned error: 403') ||
     text.includes('repository not found') ||
+    /repository '[^']*' not found/.test(text) ||
     text.includes('does not appear to be a git repository') ||
     text.includes('the requested url returned error: 404')
   ) {

@@ -1,0 +1,99 @@
+import { execFile } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { isWorkbayError } from '@workbay/api';
+import type { InvalidArgumentError } from '@workbay/api';
+import { loadDaemonConfig, parseDaemonConfig, parseSize, storageBackendSection } from './config.js';
+import { cliPath } from './test-support/child-daemon.js';
+import { tempDir } from './test-support/tree.js';
+
+const fieldOf = (raw: unknown): string => {
+  try {
+    parseDaemonConfig(raw);
+  } catch (error) {
+    expect(isWorkbayError(error, 'invalid-argument')).toBe(true);
+    return (error as InvalidArgumentError).field;
+  }
+  throw new Error('expected the config to be rejected');
+};
+
+describe('daemon config', () => {
+  let dir: Awaited<ReturnType<typeof tempDir>>;
+  beforeEach(async () => {
+    dir = await tempDir();
+  });
+  afterEach(async () => {
+    await dir.cleanup();
+  });
+
+  it('has defaults for everything: ~/.workbay, fs storage, 127.0.0.1:7721, metrics on 9500', () => {
+    const config = parseDaemonConfig({});
+    expect(config.workingArea).toBe(join(homedir(), '.workbay/workspaces'));
+    expect(config.storage).toEqual({ kind: 'fs', root: join(homedir(), '.workbay/storage') });
+    expect(config.grpc.address).toBe('127.0.0.1:7721');
+    expect(config.http.address).toBe('127.0.0.1:9500');
+    expect(config.backup).toMatchObject({
+      format: 'chunked',
+      concurrency: 5,
+      attempts: 3,
+      period: 600_000,
+      packSize: 8 * 1024 * 1024,
+    });
+    expect(config.housekeeping.orphanAge).toBe(3_600_000);
+    expect(config.quota.mode).toBe('auto');
+  });
+
+  it('parses Go durations and sizes with units', () => {
+    const config = parseDaemonConfig({
+      backup: { period: '90s', packSize: '4MiB' },
+      diskGuard: { minFree: '10GB' },
+      housekeeping: { orphanAge: '1h30m' },
+    });
+    expect(config.backup.period).toBe(90_000);
+    expect(config.backup.packSize).toBe(4 * 1024 * 1024);
+    expect(config.diskGuard.minFree).toBe(10e9);
+    expect(config.housekeeping.orphanAge).toBe(5_400_000);
+    expect(parseSize('1.5Gi')).toBe(1.5 * 1024 ** 3);
+  });
+
+  it('names the bad key in every error', () => {
+    expect(fieldOf({ backup: { concurrency: 0 } })).toBe('backup.concurrency');
+    expect(fieldOf({ backup: { concurency: 3 } })).toBe('backup.concurency');
+    expect(fieldOf({ backup: { period: 'soon' } })).toBe('backup.period');
+    expect(fieldOf({ grpc: { address: 'localhost' } })).toBe('grpc.address');
+    expect(fieldOf({ plugins: ['ok', 3] })).toBe('plugins[1]');
+    expect(fieldOf({ storage: { kind: 'fs', layout: { mode: 'shared', bucket: 'Bad_Bucket' } } })).toBe(
+      'storage.layout.bucket',
+    );
+    expect(fieldOf({ quota: { defaultSize: '12 parsecs' } })).toBe('quota.defaultSize');
+    expect(fieldOf({ wat: 1 })).toBe('wat');
+  });
+
+  it('hands storage backends their section (flat or nested under the kind)', () => {
+    expect(storageBackendSection({ kind: 'fs', root: '/x', layout: { mode: 'per-owner' } })).toEqual({ root: '/x' });
+    expect(storageBackendSection({ kind: 'minio', minio: { endpoint: 'e' } })).toEqual({
+      kind: 'minio',
+      minio: { endpoint: 'e' },
+    });
+  });
+
+  it('loads YAML and JSON files; the CLI reports the bad key and exits 2', async () => {
+    const yamlPath = join(dir.path, 'daemon.yaml');
+    await writeFile(yamlPath, 'workingArea: /srv/ws\nbackup:\n  format: tar\n  compression: zstd\n');
+    expect((await loadDaemonConfig(yamlPath)).backup).toMatchObject({ format: 'tar', compression: 'zstd' });
+    const jsonPath = join(dir.path, 'daemon.json');
+    await writeFile(jsonPath, JSON.stringify({ backup: { attempts: 'many' } }));
+    await expect(loadDaemonConfig(jsonPath)).rejects.toThrow(/backup\.attempts/);
+    const run = promisify(execFile);
+    const ok = await run(process.execPath, [cliPath, 'check-config', yamlPath]);
+    expect(JSON.parse(ok.stdout).workingArea).toBe('/srv/ws');
+    const failed = await run(process.execPath, [cliPath, 'check-config', jsonPath]).catch(
+      (e: { code: number; stderr: string }) => e,
+    );
+    expect(failed).toMatchObject({ code: 2 });
+    expect((failed as { stderr: string }).stderr).toMatch(/backup\.attempts/);
+  });
+});
