@@ -225,6 +225,8 @@ const managerConfigSchema = z
     urlTemplate: z.string().default('http://{{proxy}}/ws/{{id}}/'),
     /** Port URL; also {{port}}. */
     portUrlTemplate: z.string().default('http://{{proxy}}/ws/{{id}}/port/{{port}}/'),
+    /** Starts that may run at once (content init and process launch); further workspaces wait in PENDING. */
+    maxConcurrentStarts: z.number().int().min(1).default(25),
     /** Host ports handed out as workspace IDE ports (the first runtime port). */
     idePorts: z
       .object({ from: z.number().int().min(1).max(65535), to: z.number().int().min(1).max(65535) })
@@ -362,6 +364,7 @@ export interface ManagerConfig {
   readonly urlTemplate: string;
   readonly portUrlTemplate: string;
   readonly idePorts: { readonly from: number; readonly to: number };
+  readonly maxConcurrentStarts: number;
   readonly workspaceClasses: readonly ResolvedClass[];
   readonly defaultWorkspaceClass: string;
   readonly preferredWorkspaceClass: string;
@@ -471,6 +474,7 @@ export function resolveManagerConfig(raw: unknown, options: { source?: string; b
     urlTemplate: c.urlTemplate,
     portUrlTemplate: c.portUrlTemplate,
     idePorts: c.idePorts,
+    maxConcurrentStarts: c.maxConcurrentStarts,
     workspaceClasses: classes,
     defaultWorkspaceClass: c.defaultWorkspaceClass,
     preferredWorkspaceClass: c.preferredWorkspaceClass ?? c.defaultWorkspaceClass,

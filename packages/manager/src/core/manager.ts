@@ -123,6 +123,46 @@ function checkAborted(signal: AbortSignal): void {
   if (signal.aborted) throw new FlowAborted();
 }
 
+/** A counting semaphore whose waiters are served in order and can give up (abort). */
+class Semaphore {
+  private readonly waiters: Array<{ resolve: () => void; reject: (error: Error) => void }> = [];
+  private free: number;
+
+  constructor(size: number) {
+    this.free = size;
+  }
+
+  acquire(signal: AbortSignal): Promise<void> {
+    if (signal.aborted) return Promise.reject(new FlowAborted());
+    if (this.free > 0) {
+      this.free -= 1;
+      return Promise.resolve();
+    }
+    return new Promise((resolve, reject) => {
+      const waiter = {
+        resolve: () => {
+          signal.removeEventListener('abort', onAbort);
+          resolve();
+        },
+        reject,
+      };
+      const onAbort = (): void => {
+        const index = this.waiters.indexOf(waiter);
+        if (index >= 0) this.waiters.splice(index, 1);
+        reject(new FlowAborted());
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      this.waiters.push(waiter);
+    });
+  }
+
+  release(): void {
+    const next = this.waiters.shift();
+    if (next) next.resolve();
+    else this.free += 1;
+  }
+}
+
 /** 32 random characters from the URL-safe base64 alphabet (24 bytes of entropy). */
 export function createOwnerToken(): string {
   return randomBytes(24).toString('base64url');
@@ -143,6 +183,7 @@ export class WorkspaceManagerCore {
   private readonly classes: ReadonlyMap<string, ResolvedClass>;
   private bus: StatusBus;
   private readonly flows = new Map<string, Flow>();
+  private readonly startSlots: Semaphore;
   private runtimeEvents: Subscription | undefined;
   private timeoutTimer: NodeJS.Timeout | undefined;
   private started = false;
@@ -162,6 +203,7 @@ export class WorkspaceManagerCore {
     this.ports = new PortAllocator(this.config.idePorts.from, this.config.idePorts.to);
     this.classes = new Map(this.config.workspaceClasses.map((c) => [c.id, c]));
     this.bus = new StatusBus(this.config.subscribe.historySize);
+    this.startSlots = new Semaphore(this.config.maxConcurrentStarts);
   }
 
   // -------------------------------------------------------------------------------------------------------------
@@ -347,7 +389,7 @@ export class WorkspaceManagerCore {
     }
     if (next.phase === 'running') metrics.startupSeconds.observe(labels, (this.now() - next.createdAt) / 1000);
     if (next.phase === 'stopped') {
-      metrics.stopsTotal.inc({ ...labels, reason: next.progress.stopReason ?? 'regular-stop' });
+      metrics.stopsTotal.inc({ reason: next.progress.stopReason ?? 'regular-stop', ...labels });
       const c = next.conditions;
       if (!next.progress.everReady && !c.aborted && !c.stoppedByRequest) metrics.startFailuresTotal.inc(labels);
     }
@@ -404,6 +446,16 @@ export class WorkspaceManagerCore {
   }
 
   private async driveStart(id: string, signal: AbortSignal): Promise<void> {
+    // PENDING means waiting for capacity: at most maxConcurrentStarts starts run at once.
+    await this.startSlots.acquire(signal);
+    try {
+      await this.driveStartWithSlot(id, signal);
+    } finally {
+      this.startSlots.release();
+    }
+  }
+
+  private async driveStartWithSlot(id: string, signal: AbortSignal): Promise<void> {
     let record = this.bus.getWorkspace(id);
     if (!record || !isStarting(record.phase)) return;
     const log = this.logger.child({ workspace: id });

@@ -44,8 +44,9 @@ const activityNames: Readonly<Record<TimeoutRule, string>> = {
   stopping: 'stopping',
 };
 
-function seconds(ms: number): string {
-  return formatGoDuration(Math.max(0, Math.round(ms / 1000)) * 1000);
+/** Go duration rounded to a tenth of a second (1.6s, 1h0m1s). */
+function rounded(ms: number): string {
+  return formatGoDuration(Math.max(0, Math.round(ms / 100)) * 100);
 }
 
 /** The effective inactivity timeout of a workspace: its own (capped by config) or the default. */
@@ -70,7 +71,7 @@ function verdict(rule: TimeoutRule, since: number, limit: number, now: number): 
   if (elapsed <= limit) return undefined;
   return {
     rule,
-    message: `workspace timed out (${rule}): ${activityNames[rule]} took ${seconds(elapsed)}, longer than the ${seconds(limit)} allowed`,
+    message: `workspace timed out (${rule}): ${activityNames[rule]} took ${rounded(elapsed)}, longer than the ${formatGoDuration(limit)} allowed`,
   };
 }
 

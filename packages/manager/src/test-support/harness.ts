@@ -31,8 +31,35 @@ export interface Harness {
   close(): Promise<void>;
 }
 
+/**
+ * An HTTP server on the IDE port (PORT) and on ECHO_PORT that answers with what it received, as JSON, and
+ * echoes raw bytes after a WebSocket-style upgrade.
+ */
+const echoServer = `
+const http = require('node:http');
+const serve = (port, name) => {
+  const server = http.createServer((req, res) => {
+    const body = [];
+    req.on('data', (c) => body.push(c));
+    req.on('end', () => {
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ server: name, method: req.method, url: req.url, headers: req.headers, body: Buffer.concat(body).toString() }));
+    });
+  });
+  server.on('upgrade', (req, socket) => {
+    socket.write('HTTP/1.1 101 Switching Protocols\\r\\nupgrade: websocket\\r\\nconnection: Upgrade\\r\\nx-echo-url: ' + req.url + '\\r\\n\\r\\n');
+    socket.pipe(socket);
+  });
+  server.listen(Number(port), '127.0.0.1');
+};
+serve(process.env.PORT, 'ide');
+if (process.env.ECHO_PORT) serve(process.env.ECHO_PORT, 'echo');
+process.on('SIGTERM', () => process.exit(0));
+`;
+
 /** Images the tests use, mapped to commands for the local runtime. */
 export const testImages = {
+  'test/echo': { command: [process.execPath, '-e', echoServer] },
   // Never becomes ready (no listener) but runs until stopped.
   'test/sleeper': { command: ['sh', '-c', 'exec sleep 3600'], readiness: { kind: 'none' } },
   // Becomes ready, then exits with code 3 shortly after.
@@ -40,6 +67,8 @@ export const testImages = {
   // A headless task that succeeds or fails.
   'test/task-ok': { command: ['sh', '-c', 'echo done > task.log; sleep 0.3; exit 0'], readiness: { kind: 'none' } },
   'test/task-fail': { command: ['sh', '-c', 'sleep 0.3; exit 7'], readiness: { kind: 'none' } },
+  // Cannot be started at all.
+  'test/missing': { command: ['/nonexistent/workspace-binary'], readiness: { kind: 'none' } },
   // Ignores SIGTERM: only SIGKILL after the grace period ends it.
   'test/stubborn': {
     command: ['sh', '-c', "trap '' TERM; while true; do sleep 0.1; done"],
