@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import {
+  CancelledError,
   FailedPreconditionError,
   InvalidArgumentError,
   NotFoundError,
@@ -202,6 +203,22 @@ describe('GcsStorage against fake-gcs-server', () => {
     );
     expect((bad as InvalidArgumentError).field).toBe('digest');
     expect(await digestStream(await chunked.download(bucket, 'chunked/obj'))).toEqual(back);
+  });
+
+  it('a download aborted with an AbortSignal ends with CancelledError', async () => {
+    await storage.upload(bucket, 'abort/obj', generateStream(12 * MiB).stream);
+    const controller = new AbortController();
+    const body = await storage.download(bucket, 'abort/obj', { signal: controller.signal });
+    let read = 0;
+    const error = await errorOf(
+      (async () => {
+        for await (const chunk of body) {
+          read += (chunk as Buffer).length;
+          if (read > MiB) controller.abort();
+        }
+      })(),
+    );
+    expect(error).toBeInstanceOf(CancelledError);
   });
 
   it('verifies an announced digest and size before committing, in both upload modes', async () => {

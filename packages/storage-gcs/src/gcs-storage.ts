@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { PassThrough, Readable, Transform } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import type { TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type {
@@ -262,18 +262,19 @@ export class GcsStorage implements RemoteStorage {
     }
     const file: File = this.storage.bucket(bucket).file(name, generation !== undefined ? { generation } : {});
     const source = file.createReadStream({ validation: this.config.validation ? 'crc32c' : false });
-    const out = new PassThrough({ highWaterMark: 1024 * 1024 });
-    const onAbort = (): void => {
-      out.destroy(new CancelledError(`download of '${name}' in bucket '${bucket}' was cancelled`));
-    };
-    options.signal?.addEventListener('abort', onAbort, { once: true });
-    source.on('error', (error) => out.destroy(toStorageError(error, ctx)));
-    out.on('close', () => {
-      options.signal?.removeEventListener('abort', onAbort);
-      if (!source.destroyed) source.destroy();
-    });
-    source.pipe(out);
-    return out;
+    // Handed out as is (no extra stream hop), with its errors translated where they are emitted.
+    const emit = source.emit.bind(source) as (event: string | symbol, ...args: unknown[]) => boolean;
+    source.emit = ((event: string | symbol, ...args: unknown[]): boolean =>
+      event === 'error' ? emit('error', toStorageError(args[0], ctx)) : emit(event, ...args)) as Readable['emit'];
+    const signal = options.signal;
+    if (signal) {
+      const onAbort = (): void => {
+        source.destroy(new CancelledError(`download of '${name}' in bucket '${bucket}' was cancelled`));
+      };
+      signal.addEventListener('abort', onAbort, { once: true });
+      source.once('close', () => signal.removeEventListener('abort', onAbort));
+    }
+    return source;
   }
 
   private toInfo(bucket: string, name: string, metadata: FileMetadata): ObjectInfo {

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import {
+  CancelledError,
   InvalidArgumentError,
   NotFoundError,
   PluginHost,
@@ -75,6 +76,36 @@ async function startPartCountingProxy(target: URL): Promise<{ url: string; peak:
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
   return { url: `http://127.0.0.1:${port}`, peak: () => peak, server };
+}
+
+/** An HTTP proxy in front of MinIO that cuts every GET response body after `cutAfter` bytes. */
+async function startCuttingProxy(target: URL, cutAfter: number): Promise<{ url: string; server: Server }> {
+  const server = createServer((req, res) => {
+    const upstream = request(
+      { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
+      (up) => {
+        res.writeHead(up.statusCode ?? 502, up.headers);
+        if (req.method !== 'GET') return up.pipe(res);
+        let sent = 0;
+        up.on('data', (chunk: Buffer) => {
+          if (sent + chunk.length > cutAfter) {
+            res.write(chunk.subarray(0, cutAfter - sent));
+            up.destroy();
+            res.socket?.destroy();
+            return;
+          }
+          sent += chunk.length;
+          res.write(chunk);
+        });
+        up.on('end', () => res.end());
+      },
+    );
+    upstream.on('error', () => res.destroy());
+    req.pipe(upstream);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  return { url: `http://127.0.0.1:${port}`, server };
 }
 
 describe('MinioStorage against real MinIO', () => {
@@ -223,6 +254,42 @@ describe('MinioStorage against real MinIO', () => {
       proxy.server.closeAllConnections();
       proxy.server.close();
     }
+  });
+
+  it('a download cut off mid-stream fails with UnavailableError naming the endpoint', async () => {
+    await storage.upload(bucket, 'cut/obj.bin', generateStream(8 * MiB).stream);
+    const proxy = await startCuttingProxy(new URL(server.endpoint), 3 * MiB);
+    const viaProxy = MinioStorage.fromConfig({
+      endpoint: proxy.url,
+      accessKey: server.accessKey,
+      secretKey: server.secretKey,
+    });
+    try {
+      const body = await viaProxy.download(bucket, 'cut/obj.bin');
+      const error = await errorOf(digestStream(body));
+      expect(error).toBeInstanceOf(UnavailableError);
+      expect(error.message).toContain(proxy.url);
+    } finally {
+      await viaProxy.close();
+      proxy.server.closeAllConnections();
+      proxy.server.close();
+    }
+  });
+
+  it('a download aborted with an AbortSignal ends with CancelledError', async () => {
+    await storage.upload(bucket, 'cut/abort.bin', generateStream(8 * MiB).stream);
+    const controller = new AbortController();
+    const body = await storage.download(bucket, 'cut/abort.bin', { signal: controller.signal });
+    let read = 0;
+    const error = await errorOf(
+      (async () => {
+        for await (const chunk of body) {
+          read += (chunk as Buffer).length;
+          if (read > MiB) controller.abort();
+        }
+      })(),
+    );
+    expect(error).toBeInstanceOf(CancelledError);
   });
 
   it('aborts the multipart upload when the source fails, leaving no unfinished upload behind', async () => {
