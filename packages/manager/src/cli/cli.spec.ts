@@ -281,7 +281,7 @@ describe('workbay CLI against a WorkspaceManager server', () => {
     ]);
     expect(run.code, run.stderr).toBe(0);
     expect(run.stdout).toMatch(
-      /^cli-2\n {2}workspace {4}ws-[0-9a-f]{10}\n {2}url {10}http:\/\/proxy\/ws\/cli-2\/\n {2}owner token {2}\S{32}\n$/,
+      /^cli-2\n {2}workspace {4}ws-[0-9a-f]{10}\n {2}url {10}http:\/\/proxy\/ws\/cli-2\/\n {2}owner token {2}\S{32}\n {2}open {9}http:\/\/proxy\/ws\/cli-2\/\?workbayOwnerToken=\S{32}\n$/,
     );
     const request = fake.lastCall('startWorkspace') as wsman.StartWorkspaceRequest;
     expect(request.spec?.workspaceLocation).toBe('app');

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { Option } from 'commander';
 import { NotFoundError, isWorkbayError, stopPolicy, workspacePhase, wsman } from '@workbay/api';
 import type { StopPolicy, WorkspacePhase } from '@workbay/api';
+import { ownerTokenQuery } from '../../proxy/port-proxy.js';
 import type { CliContext } from '../context.js';
 import { CliError, ExitCode } from '../exit-codes.js';
 import {
@@ -132,6 +133,7 @@ export function registerWorkspaceCommands(program: Command, wrap: ActionWrapper)
               `  workspace    ${target.metaId}\n` +
               `  url          ${r.url}\n` +
               `  owner token  ${r.ownerToken}\n` +
+              `  open         ${withToken(r.url, r.ownerToken)}\n` +
               (final ? `  phase        ${phaseOf(final)}\n` : ''),
           );
         }
@@ -200,6 +202,17 @@ export function registerWorkspaceCommands(program: Command, wrap: ActionWrapper)
         return watch(ctx, metadataFilter(f), new Set(f.id), parsePhases(f.phase));
       }),
     );
+}
+
+/** The workspace URL that logs the owner in through the port proxy (it turns the token into a cookie). */
+function withToken(url: string, token: string): string {
+  try {
+    const u = new URL(url);
+    u.searchParams.set(ownerTokenQuery, token);
+    return u.toString();
+  } catch {
+    return url;
+  }
 }
 
 /** After StopWorkspace: the current status, or a synthetic STOPPED one if the manager already forgot it. */

@@ -360,7 +360,9 @@ export class LocalRuntime implements WorkspaceRuntime {
   private watchReadiness(instance: Instance): void {
     const r = instance.record;
     void waitReady(r.readiness, r.host, r.idePort, instance.readyAbort.signal).then(async (ok) => {
-      if (!ok || instance.status === 'exited' || instance.status === 'stopping' || this.closed) return;
+      if (!ok || instance.finalizing || instance.status === 'exited' || instance.status === 'stopping' || this.closed) {
+        return;
+      }
       r.ready = true;
       instance.status = 'running';
       await this.store.save(r).catch((error: unknown) => this.logger.warn({ error: String(error) }, 'save failed'));

@@ -47,17 +47,27 @@ export async function waitReady(
   port: number,
   signal: AbortSignal,
 ): Promise<boolean> {
+  // `none`: ready once the process has survived one interval, so that a command that cannot even be executed
+  // (exit 126/127 within milliseconds) is reported as a failed start, not as a workspace that ran and died.
+  if (readiness.kind === 'none') {
+    await pause(readiness.intervalMs, signal);
+    return !signal.aborted;
+  }
   while (!signal.aborted) {
     if (await probeOnce(readiness, host, port)) return !signal.aborted;
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(done, readiness.intervalMs);
-      signal.addEventListener('abort', done, { once: true });
-      function done(): void {
-        clearTimeout(timer);
-        signal.removeEventListener('abort', done);
-        resolve();
-      }
-    });
+    await pause(readiness.intervalMs, signal);
   }
   return false;
+}
+
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+    function done(): void {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+  });
 }
