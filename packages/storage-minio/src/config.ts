@@ -44,6 +44,11 @@ const configSchema = z.strictObject({
     .min(1)
     .max(7 * 24 * 3600)
     .default(30 * 60),
+  /**
+   * Over plain HTTP, sign each request's payload (SHA-256 of every byte, checked by the server). Off trades
+   * that integrity check for CPU; with TLS the payload is never hashed (TLS protects it).
+   */
+  signPayload: z.boolean().default(true),
 });
 
 /** The config section an operator writes (`storage: { kind: 'minio', ... }`), before defaults. */
@@ -67,6 +72,7 @@ export interface MinioConfig {
   readonly partSize: number;
   readonly parallelParts: number;
   readonly presignExpirySeconds: number;
+  readonly signPayload: boolean;
 }
 
 function readSecretFile(path: string, field: string): string {
@@ -188,5 +194,6 @@ export function parseMinioConfig(raw: unknown): MinioConfig {
     partSize: c.partSize,
     parallelParts: c.parallelParts,
     presignExpirySeconds: c.presignExpirySeconds,
+    signPayload: c.signPayload,
   };
 }

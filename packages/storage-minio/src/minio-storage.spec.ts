@@ -52,12 +52,16 @@ async function incompleteUploads(client: Client, bucket: string): Promise<string
  * An HTTP proxy in front of MinIO that counts part uploads in flight (and holds each for a moment so that
  * overlap is visible). It forwards the Host header unchanged, so request signatures stay valid.
  */
-async function startPartCountingProxy(target: URL): Promise<{ url: string; peak: () => number; server: Server }> {
+async function startPartCountingProxy(
+  target: URL,
+): Promise<{ url: string; peak: () => number; payloadHashes: Set<string>; server: Server }> {
   let inFlight = 0;
   let peak = 0;
+  const payloadHashes = new Set<string>();
   const server = createServer((req, res) => {
     const isPart = req.method === 'PUT' && /[?&]partNumber=/.test(req.url ?? '');
     if (isPart) peak = Math.max(peak, ++inFlight);
+    if (isPart) payloadHashes.add(String(req.headers['x-amz-content-sha256']));
     const upstream = request(
       { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
       (up) => {
@@ -75,7 +79,7 @@ async function startPartCountingProxy(target: URL): Promise<{ url: string; peak:
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
-  return { url: `http://127.0.0.1:${port}`, peak: () => peak, server };
+  return { url: `http://127.0.0.1:${port}`, peak: () => peak, payloadHashes, server };
 }
 
 /** An HTTP proxy in front of MinIO that cuts every GET response body after `cutAfter` bytes. */
@@ -233,6 +237,28 @@ describe('MinioStorage against real MinIO', () => {
     }
   });
 
+  it('uploads with payload signing off (UNSIGNED-PAYLOAD over HTTP), intact', async () => {
+    const proxy = await startPartCountingProxy(new URL(server.endpoint));
+    const unsigned = MinioStorage.fromConfig({
+      endpoint: proxy.url,
+      accessKey: server.accessKey,
+      secretKey: server.secretKey,
+      partSize: 5 * MiB,
+      signPayload: false,
+    });
+    try {
+      const source = generateStream(11 * MiB);
+      await unsigned.upload(bucket, 'unsigned/obj.bin', source.stream);
+      const back = await digestStream(await storage.download(bucket, 'unsigned/obj.bin'));
+      expect(back).toEqual({ digest: await source.digest, size: 11 * MiB });
+      expect([...proxy.payloadHashes]).toEqual(['UNSIGNED-PAYLOAD']);
+    } finally {
+      await unsigned.close();
+      proxy.server.closeAllConnections();
+      proxy.server.close();
+    }
+  });
+
   it('uploads parts in parallel, up to parallelParts at once', async () => {
     const proxy = await startPartCountingProxy(new URL(server.endpoint));
     const parallel = MinioStorage.fromConfig({
@@ -247,6 +273,8 @@ describe('MinioStorage against real MinIO', () => {
       const info = await parallel.upload(bucket, 'parallel/obj.bin', source.stream);
       expect(info.size).toBe(42 * MiB);
       expect(proxy.peak()).toBe(4);
+      // Signed payloads by default: every part carries its own SHA-256.
+      for (const hash of proxy.payloadHashes) expect(hash).toMatch(/^[0-9a-f]{64}$/);
       const back = await digestStream(await storage.download(bucket, 'parallel/obj.bin'));
       expect(back).toEqual({ digest: await source.digest, size: 42 * MiB });
     } finally {

@@ -103,6 +103,8 @@ export class MinioStorage implements RemoteStorage {
       partSize: config.partSize,
       transportAgent: this.agent,
     });
+    // The client hashes payloads only over plain HTTP; this lets an operator turn that off too.
+    if (!config.signPayload) this.client.enableSHA256 = false;
   }
 
   private ctx(op: string, bucket?: string, name?: string): ErrorContext {
