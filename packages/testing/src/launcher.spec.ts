@@ -106,6 +106,12 @@ describe('test server launcher', () => {
     expect(existsSync(server.caFile!)).toBe(false);
   });
 
+  it('reports a binary that cannot be started', async () => {
+    await expect(startFakeGcs({ binary: '/nonexistent/fake-gcs-server', readyTimeoutMs: 5_000 })).rejects.toThrow(
+      /fake-gcs-server/,
+    );
+  });
+
   it('reports a server that exits early, with its output', async () => {
     await expect(startMinio({ binary: '/bin/false', readyTimeoutMs: 5_000 })).rejects.toThrow(/exited early/);
   });

@@ -245,7 +245,9 @@ async function launchOnce(spec: SpawnSpec, port: number): Promise<TestServer> {
   }
   if (!ready) {
     child.kill('SIGKILL');
-    await exitPromise;
+    // A child that never started emits 'error' and no 'exit'.
+    await Promise.race([exitPromise, spawnError]);
+    live.delete(entry);
     if (failure) throw new Error(`${spec.name}: could not start ${spec.binary}: ${failure.message}`);
     if (/address already in use|bind:/i.test(log)) throw new PortTakenError(`${spec.name}: port ${port} was taken`);
     const why = exited
