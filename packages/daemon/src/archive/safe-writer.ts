@@ -11,7 +11,17 @@
  * - Hardlink targets follow the same rules as paths.
  * - Symlinks are created as they are (their targets may point anywhere); they are never traversed.
  */
-import { constants } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  fchmodSync,
+  fchownSync,
+  futimesSync,
+  lstatSync,
+  openSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { chmod, chown, lchown, link, lstat, lutimes, mkdir, open, rm, symlink, unlink, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -149,6 +159,36 @@ export class SafeTreeWriter {
     await this.clearPath(absolute, entry.path);
     const handle = await open(absolute, noFollowWrite, 0o600);
     return { handle, path };
+  }
+
+  /**
+   * Writes a small file completely with synchronous calls (create, write, owner, mode, times): far cheaper
+   * than five thread-pool round trips per file. Same safety rules as {@link createFile}.
+   */
+  async writeSmallFile(entry: TreeEntry, data: Uint8Array): Promise<void> {
+    const { path, absolute } = await this.prepare(entry.path);
+    if (path === '') throw new InvalidArgumentError('archive', `entry '${entry.path}' names the root as a file`);
+    let existing;
+    try {
+      existing = lstatSync(absolute);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    }
+    if (existing?.isDirectory())
+      throw new InvalidArgumentError('archive', `entry '${entry.path}' would replace a directory`);
+    if (existing) unlinkSync(absolute);
+    const fd = openSync(absolute, noFollowWrite, 0o600);
+    try {
+      let written = 0;
+      while (written < data.length) written += writeSync(fd, data, written, data.length - written);
+      if (this.preserveOwner) fchownSync(fd, entry.uid, entry.gid);
+      fchmodSync(fd, entry.mode);
+      const time = entry.mtimeMs / 1000;
+      futimesSync(fd, time, time);
+    } finally {
+      closeSync(fd);
+    }
+    if (entry.xattrs) this.pendingXattrs.push([path, entry.xattrs]);
   }
 
   /** Sets owner, mode and times of a written file (in that order: chown clears setuid bits). */

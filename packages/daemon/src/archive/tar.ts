@@ -4,7 +4,7 @@
  * disk. Modes, ownership, mtimes, symlinks, hardlinks, FIFOs/devices and xattrs (pax `SCHILY.xattr.*`) are
  * kept; extraction goes through {@link SafeTreeWriter}, which refuses paths that leave the target.
  */
-import { constants } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { open } from 'node:fs/promises';
 import { Readable } from 'node:stream';
@@ -18,6 +18,7 @@ import { SafeTreeWriter } from './safe-writer.js';
 import type { SafeWriterOptions } from './safe-writer.js';
 import type { EntryType, TreeEntry, WalkOptions } from './tree.js';
 import { walkTree } from './tree.js';
+import { LoopYielder, smallFileLimit } from '../util/small-files.js';
 import type { Xattrs } from './xattr.js';
 import { readTreeXattrs, xattrSupport } from './xattr.js';
 
@@ -43,6 +44,62 @@ export interface PackStats {
 type Headers = Partial<Omit<Header, 'pax'>> & { name: string; pax?: Record<string, string> | null };
 
 const readChunk = 1024 * 1024;
+/** Archive output is handed out in buffers of this size (small entries are packed together). */
+const batchSize = 1024 * 1024;
+
+/** Collects archive bytes into one buffer; `take` hands out what is there and starts a new one. */
+class OutputBatch {
+  private buffer: Buffer;
+  private used = 0;
+
+  constructor(private readonly size: number) {
+    this.buffer = Buffer.allocUnsafe(size);
+  }
+
+  get free(): number {
+    return this.buffer.length - this.used;
+  }
+
+  append(data: Buffer): void {
+    data.copy(this.buffer, this.used);
+    this.used += data.length;
+  }
+
+  /** A writable window of `length` bytes at the current end. */
+  reserve(length: number): Buffer {
+    const window = this.buffer.subarray(this.used, this.used + length);
+    this.used += length;
+    return window;
+  }
+
+  take(): Buffer {
+    const out = this.buffer.subarray(0, this.used);
+    this.buffer = Buffer.allocUnsafe(this.size);
+    this.used = 0;
+    return out;
+  }
+}
+
+function openNoFollowSync(path: string): number | undefined {
+  try {
+    return openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ELOOP') return undefined;
+    throw error;
+  }
+}
+
+/** Reads up to `size` bytes from the start of `fd` into `target`; returns how many there were. */
+function readFullySync(fd: number, target: Buffer, size: number): number {
+  let filled = 0;
+  while (filled < size) {
+    const read = readSync(fd, target, filled, size - filled, filled);
+    if (read === 0) break;
+    filled += read;
+  }
+  return filled;
+}
 
 /** The entry a tar header describes; undefined for header types that carry no tree entry. */
 export function headerToEntry(header: Headers): TreeEntry | undefined {
@@ -141,6 +198,8 @@ export function packTree(root: string, options: PackOptions = {}): PackedTree {
       let files = 0;
       let contentBytes = 0;
       let changedWhileReading = 0;
+      const yielder = new LoopYielder();
+      const batch = new OutputBatch(batchSize);
       let xattrs = new Map<string, Xattrs>();
       if (options.xattrs !== false) {
         const support = await xattrSupport();
@@ -155,10 +214,47 @@ export function packTree(root: string, options: PackOptions = {}): PackedTree {
       for await (const { entry, absolute } of walk) {
         options.signal?.throwIfAborted();
         if (entry.type !== 'file') {
-          yield encodeEntryHeader(entry, 0);
+          const header = encodeEntryHeader(entry, 0);
+          if (batch.free < header.length) yield batch.take();
+          batch.append(header);
           entries++;
           continue;
         }
+        if (entry.size <= smallFileLimit) {
+          // Small files are read synchronously straight into the output batch: no per-file buffers (whose
+          // garbage collection dominated) and no thread-pool round trips.
+          await yielder.maybeYield();
+          const fd = openNoFollowSync(absolute);
+          if (fd === undefined) {
+            options.onWarning?.(`skipped '${entry.path}': vanished`);
+            continue;
+          }
+          try {
+            const size = fstatSync(fd).size;
+            if (size <= smallFileLimit) {
+              const header = encodeEntryHeader({ ...entry, size }, size);
+              const pad = padding(size);
+              if (batch.free < header.length + size + pad.length) yield batch.take();
+              batch.append(header);
+              const target = batch.reserve(size);
+              const got = readFullySync(fd, target, size);
+              if (got < size) {
+                target.fill(0, got);
+                changedWhileReading++;
+                options.onWarning?.(`'${entry.path}' changed while it was archived`);
+              }
+              batch.append(pad);
+              entries++;
+              files++;
+              contentBytes += size;
+              continue;
+            }
+          } finally {
+            closeSync(fd);
+          }
+        }
+        const pending = batch.take();
+        if (pending.length > 0) yield pending;
         let handle: FileHandle;
         try {
           handle = await open(absolute, constants.O_RDONLY | constants.O_NOFOLLOW);
@@ -187,7 +283,9 @@ export function packTree(root: string, options: PackOptions = {}): PackedTree {
           await handle.close();
         }
       }
-      yield endOfArchive;
+      if (batch.free < endOfArchive.length) yield batch.take();
+      batch.append(endOfArchive);
+      yield batch.take();
       finished = true;
       settle.resolve({ entries, files, contentBytes, changedWhileReading });
     } catch (error) {
@@ -243,6 +341,15 @@ export async function extractTree(input: Readable, root: string, options: Extrac
       if (entry.type !== 'file') {
         item.resume();
         await writer.write(entry);
+        continue;
+      }
+      if (entry.size <= smallFileLimit) {
+        const chunks: Buffer[] = [];
+        for await (const chunk of item as AsyncIterable<Buffer>) chunks.push(chunk);
+        const data = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks);
+        await writer.writeSmallFile(entry, data);
+        contentBytes += data.length;
+        files++;
         continue;
       }
       const { handle, path } = await writer.createFile(entry);

@@ -29,11 +29,12 @@ import type { Compression } from '../archive/compression.js';
 import { decompressAuto } from '../archive/compression.js';
 import { SafeTreeWriter } from '../archive/safe-writer.js';
 import type { SafeWriterOptions } from '../archive/safe-writer.js';
-import type { WalkedEntry, WalkOptions } from '../archive/tree.js';
+import type { TreeEntry, WalkedEntry, WalkOptions } from '../archive/tree.js';
 import { walkTree } from '../archive/tree.js';
 import type { Xattrs } from '../archive/xattr.js';
 import { readTreeXattrs, xattrSupport } from '../archive/xattr.js';
 import { mapLimit, Semaphore } from '../util/concurrency.js';
+import { LoopYielder, readSmallFileInto, smallFileLimit } from '../util/small-files.js';
 import type { ChunkerOptions } from './chunker.js';
 import { defaultChunkerOptions, StreamChunker } from './chunker.js';
 import type { BackupManifest, ManifestEntry } from './manifest.js';
@@ -106,7 +107,8 @@ interface BlobRef {
 
 /** Collects blobs into packs and uploads full packs with bounded concurrency. */
 class PackWriter {
-  private parts: Buffer[] = [];
+  private buffer: Buffer;
+  private hashes: string[] = [];
   private size = 0;
   private current: PackRef = {};
   private readonly inFlight = new Set<Promise<void>>();
@@ -123,29 +125,36 @@ class PackWriter {
     private readonly signal: AbortSignal | undefined,
   ) {
     this.slots = new Semaphore(concurrency);
+    this.buffer = Buffer.allocUnsafe(packSize);
   }
 
   private check(): void {
     if (this.failure !== undefined) throw this.failure;
   }
 
+  /** Copies `data` into the current pack (callers may reuse their buffer afterwards). */
   async add(hash: string, data: Buffer): Promise<BlobRef> {
     this.check();
     if (this.size > 0 && this.size + data.length > this.packSize) await this.seal();
+    if (data.length > this.buffer.length) this.buffer = Buffer.allocUnsafe(data.length);
     const ref: BlobRef = { hash, pack: this.current, offset: this.size, length: data.length };
-    this.parts.push(data);
+    data.copy(this.buffer, this.size);
+    this.hashes.push(hash);
     this.size += data.length;
     return ref;
   }
 
   private async seal(): Promise<void> {
     if (this.size === 0) return;
-    const content = Buffer.concat(this.parts, this.size);
+    const content = this.buffer.subarray(0, this.size);
+    this.buffer = Buffer.allocUnsafe(this.packSize);
     const pack = this.current;
-    this.parts = [];
+    // Content-addressed by its blobs (each already hashed), so no second pass over the bytes is needed.
+    const id = createHash('sha256').update(this.hashes.join('\n')).digest('hex');
+    this.hashes = [];
     this.size = 0;
     this.current = {};
-    pack.id = createHash('sha256').update(content).digest('hex');
+    pack.id = id;
     pack.rawSize = content.length;
     const release = await this.slots.acquire();
     this.check();
@@ -378,6 +387,8 @@ export async function createChunkedBackup(
   let files = 0;
   let contentBytes = 0;
   const entries: Array<ManifestEntry> = [];
+  const yielder = new LoopYielder();
+  const scratch = Buffer.allocUnsafe(smallFileLimit);
   /** Where each blob can be read again locally (first use), for repacking. */
   const blobSource = new Map<number, { absolute: string; offset: number }>();
   const noteSources = (absolute: string, indices: readonly number[]): void => {
@@ -445,31 +456,48 @@ export async function createChunkedBackup(
         contentBytes += entry.size;
         continue;
       }
-      let handle: FileHandle;
-      try {
-        handle = await open(item.absolute, constants.O_RDONLY | constants.O_NOFOLLOW);
-      } catch (error) {
-        const code = (error as NodeJS.ErrnoException).code;
-        if (code === 'ENOENT' || code === 'ELOOP') {
+      const indices: number[] = [];
+      let size = 0;
+      if (entry.size <= smallFileLimit) {
+        await yielder.maybeYield();
+        // Read into a reused buffer: every consumer below copies what it keeps.
+        const data = readSmallFileInto(item.absolute, scratch);
+        if (!data) {
           options.onWarning?.(`skipped '${entry.path}': vanished`);
           continue;
         }
-        throw error;
-      }
-      const indices: number[] = [];
-      let size = 0;
-      try {
+        size = data.length;
         const chunkerStream = new StreamChunker(chunker);
-        for (;;) {
-          const buffer = Buffer.allocUnsafe(1024 * 1024);
-          const { bytesRead } = await handle.read(buffer, 0, buffer.length, null);
-          if (bytesRead === 0) break;
-          size += bytesRead;
-          for (const chunk of chunkerStream.push(buffer.subarray(0, bytesRead))) indices.push(await storeChunk(chunk));
-        }
+        for (const chunk of chunkerStream.push(data)) indices.push(await storeChunk(chunk));
         for (const chunk of chunkerStream.flush()) indices.push(await storeChunk(chunk));
-      } finally {
-        await handle.close();
+      } else {
+        let handle: FileHandle;
+        try {
+          handle = await open(item.absolute, constants.O_RDONLY | constants.O_NOFOLLOW);
+        } catch (error) {
+          const code = (error as NodeJS.ErrnoException).code;
+          if (code === 'ENOENT' || code === 'ELOOP') {
+            options.onWarning?.(`skipped '${entry.path}': vanished`);
+            continue;
+          }
+          throw error;
+        }
+        try {
+          const chunkerStream = new StreamChunker(chunker);
+          let expected = entry.size;
+          for (;;) {
+            const buffer = Buffer.allocUnsafe(Math.min(1024 * 1024, Math.max(expected - size, 0) + 1));
+            const { bytesRead } = await handle.read(buffer, 0, buffer.length, null);
+            if (bytesRead === 0) break;
+            size += bytesRead;
+            if (size > expected) expected = size + 1024 * 1024; // it grew: read on in large steps
+            for (const chunk of chunkerStream.push(buffer.subarray(0, bytesRead)))
+              indices.push(await storeChunk(chunk));
+          }
+          for (const chunk of chunkerStream.flush()) indices.push(await storeChunk(chunk));
+        } finally {
+          await handle.close();
+        }
       }
       noteSources(item.absolute, indices);
       readBytes += size;
@@ -579,6 +607,17 @@ export interface RestoreStats {
   readonly transferredBytes: number;
 }
 
+interface PendingFile {
+  readonly entry: ManifestEntry;
+  readonly tree: TreeEntry;
+  /** Blob occurrences not yet written. */
+  remaining: number;
+  /** Whole file in one blob and small: written in one synchronous burst when its blob arrives. */
+  readonly single: boolean;
+  /** For multi-blob files: the created file (relative path), once created. */
+  created?: Promise<string>;
+}
+
 /** Restores a chunked backup into `root` (which should be empty). */
 export async function restoreChunkedBackup(
   root: string,
@@ -588,8 +627,9 @@ export async function restoreChunkedBackup(
 ): Promise<RestoreStats> {
   const writer = new SafeTreeWriter(root, options);
   const signal = options.signal;
-  const placements = new Map<number, Array<{ path: string; offset: number }>>();
-  const files: Array<{ entry: ManifestEntry; absolute: string; path: string }> = [];
+  const placements = new Map<number, Array<{ file: PendingFile; offset: number }>>();
+  const files: PendingFile[] = [];
+  const yielder = new LoopYielder();
 
   for (const entry of manifest.entries) {
     if (entry.type === 'directory') await writer.directory(toTreeEntry(entry));
@@ -597,28 +637,64 @@ export async function restoreChunkedBackup(
   for (const entry of manifest.entries) {
     if (entry.type !== 'file') continue;
     signal?.throwIfAborted();
-    const treeEntry = toTreeEntry(entry);
-    const { handle, path } = await writer.createFile(treeEntry);
-    try {
-      await handle.truncate(entry.size);
-    } finally {
-      await handle.close();
+    const tree = toTreeEntry(entry);
+    const blobs = entry.blobs ?? [];
+    const total = blobs.reduce(
+      (sum, b) => sum + (manifest.blobs[b] as readonly [string, number, number, number])[3],
+      0,
+    );
+    if (total !== entry.size) {
+      throw new InvalidArgumentError(
+        'manifest',
+        `entry '${entry.path}': blobs add up to ${total} bytes, not ${entry.size}`,
+      );
     }
+    if (blobs.length === 0) {
+      await writer.writeSmallFile(tree, Buffer.alloc(0));
+      continue;
+    }
+    const file: PendingFile = {
+      entry,
+      tree,
+      remaining: blobs.length,
+      single: blobs.length === 1 && entry.size <= smallFileLimit,
+    };
+    files.push(file);
     let offset = 0;
-    for (const blob of entry.blobs ?? []) {
+    for (const blob of blobs) {
       const list = placements.get(blob) ?? [];
-      list.push({ path, offset });
+      list.push({ file, offset });
       placements.set(blob, list);
       offset += (manifest.blobs[blob] as readonly [string, number, number, number])[3];
     }
-    if (offset !== entry.size) {
-      throw new InvalidArgumentError(
-        'manifest',
-        `entry '${entry.path}': blobs add up to ${offset} bytes, not ${entry.size}`,
-      );
-    }
-    files.push({ entry, absolute: `${root}/${path}`, path });
   }
+
+  const place = async (file: PendingFile, offset: number, content: Buffer): Promise<void> => {
+    if (file.single) {
+      await yielder.maybeYield();
+      await writer.writeSmallFile(file.tree, content);
+      file.remaining = 0;
+      return;
+    }
+    file.created ??= (async () => {
+      const { handle, path } = await writer.createFile(file.tree);
+      try {
+        await handle.truncate(file.entry.size);
+      } finally {
+        await handle.close();
+      }
+      return path;
+    })();
+    const path = await file.created;
+    const absolute = `${root}/${path}`;
+    const handle = await open(absolute, constants.O_WRONLY | constants.O_NOFOLLOW);
+    try {
+      await handle.write(content, 0, content.length, offset);
+      if (--file.remaining === 0) await writer.finishFile(handle, file.tree, path);
+    } finally {
+      await handle.close();
+    }
+  };
 
   // Which blobs each pack must deliver, in pack order.
   const byPack = new Map<number, number[]>();
@@ -658,31 +734,23 @@ export async function restoreChunkedBackup(
       position = offset + length;
       const actual = sha256(content);
       if (actual !== hash) throw new DataCorruptionError(`blob in ${what}`, `sha256:${hash}`, `sha256:${actual}`);
-      for (const place of placements.get(blob) ?? []) {
-        const handle = await open(`${root}/${place.path}`, constants.O_WRONLY | constants.O_NOFOLLOW);
-        try {
-          await handle.write(content, 0, content.length, place.offset);
-        } finally {
-          await handle.close();
-        }
-      }
+      for (const target of placements.get(blob) ?? []) await place(target.file, target.offset, content);
     }
     await iterator.return?.();
     stream.destroy();
   });
 
-  for (const file of files) {
-    const handle = await open(file.absolute, constants.O_WRONLY | constants.O_NOFOLLOW);
-    try {
-      await writer.finishFile(handle, toTreeEntry(file.entry), file.path);
-    } finally {
-      await handle.close();
-    }
-  }
+  const incomplete = files.find((file) => file.remaining > 0);
+  if (incomplete)
+    throw new DataCorruptionError(
+      `restore of '${incomplete.entry.path}'`,
+      'all of its blobs',
+      `${incomplete.remaining} missing`,
+    );
   for (const entry of manifest.entries) {
     if (entry.type === 'directory' || entry.type === 'file') continue;
     await writer.write(toTreeEntry(entry));
   }
   await writer.finish();
-  return { files: files.length, contentBytes: manifest.totals.contentBytes, transferredBytes };
+  return { files: manifest.totals.files, contentBytes: manifest.totals.contentBytes, transferredBytes };
 }

@@ -1,22 +1,30 @@
-import { lstat, readdir } from 'node:fs/promises';
+import { lstatSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { LoopYielder } from './small-files.js';
 
-/** Bytes allocated on disk below `dir` (like `du -sb`, but in blocks actually used), not following symlinks. */
+/**
+ * Bytes below `dir` (like `du -sb`): allocated blocks, or with `apparent` the file sizes. Symlinks are not
+ * followed and hardlinked files count once. Synchronous calls with regular turns for the event loop.
+ */
 export async function treeBytes(dir: string, options: { apparent?: boolean } = {}): Promise<number> {
   let total = 0;
   const seen = new Set<string>();
-  async function visit(path: string): Promise<void> {
+  const yielder = new LoopYielder();
+  const pending: string[] = [dir];
+  while (pending.length > 0) {
+    const path = pending.pop() as string;
     let names: string[];
     try {
-      names = await readdir(path);
+      names = readdirSync(path);
     } catch {
-      return;
+      continue;
     }
     for (const name of names) {
+      await yielder.maybeYield();
       const child = join(path, name);
       let info;
       try {
-        info = await lstat(child);
+        info = lstatSync(child);
       } catch {
         continue;
       }
@@ -26,9 +34,8 @@ export async function treeBytes(dir: string, options: { apparent?: boolean } = {
         seen.add(key);
       }
       total += options.apparent ? info.size : info.blocks * 512;
-      if (info.isDirectory()) await visit(child);
+      if (info.isDirectory()) pending.push(child);
     }
   }
-  await visit(dir);
   return total;
 }
