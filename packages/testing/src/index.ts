@@ -54,3 +54,5 @@ export type {
 export { runStorageConformance, conformanceLargeObjectMiB } from './conformance.js';
 export type { GeneratedStream, GenerateOptions } from './data.js';
 export { MiB, generateStream, digestStream, sha256Of, readAll } from './data.js';
+export type { TestEnvironmentOptions } from './environment.js';
+export { TestEnvironment } from './environment.js';
