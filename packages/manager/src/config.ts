@@ -176,6 +176,14 @@ const managerConfigSchema = z
         configPath: z.string().optional(),
         /** Embedded mode: whether startEmbedded starts the daemon (false: use an already running one). */
         spawn: z.boolean().default(true),
+        /** Embedded mode: the daemon's metrics/health HTTP address (`off` disables it); default: the daemon's own. */
+        httpAddress: z.union([address, z.literal('off')]).optional(),
+        /** Embedded mode: root of the daemon's fs storage; default: the daemon's own (~/.workbay/storage). */
+        storageRoot: z.string().optional(),
+        /** Embedded mode: pass the daemon's output through (`inherit`) or drop it (`ignore`). */
+        output: z.enum(['inherit', 'ignore']).default('inherit'),
+        /** Embedded mode: start the daemon again when it exits unexpectedly. */
+        restart: z.boolean().default(true),
         /** How long startEmbedded waits for the daemon's gRPC health. */
         startTimeout: duration.default('30s'),
         /** Attempts for DisposeWorkspace when the daemon is unavailable (invariant 5). */
@@ -346,6 +354,10 @@ export interface ManagerConfig {
     readonly command?: readonly string[];
     readonly configPath?: string;
     readonly spawn: boolean;
+    readonly httpAddress?: string;
+    readonly storageRoot?: string;
+    readonly output: 'inherit' | 'ignore';
+    readonly restart: boolean;
     readonly startTimeoutMs: number;
     readonly disposeAttempts: number;
     readonly retryBackoffMs: number;
@@ -461,6 +473,10 @@ export function resolveManagerConfig(raw: unknown, options: { source?: string; b
       command: c.daemon.command,
       configPath: path(c.daemon.configPath),
       spawn: c.daemon.spawn,
+      httpAddress: c.daemon.httpAddress,
+      storageRoot: path(c.daemon.storageRoot),
+      output: c.daemon.output,
+      restart: c.daemon.restart,
       startTimeoutMs: ms(c.daemon.startTimeout),
       disposeAttempts: c.daemon.disposeAttempts,
       retryBackoffMs: ms(c.daemon.retryBackoff),

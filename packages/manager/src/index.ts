@@ -80,6 +80,8 @@ export type { OpsServerOptions } from './http/ops-server.js';
 export { OpsServer } from './http/ops-server.js';
 export type { RunningManager, StartManagerOptions } from './app.js';
 export { createRuntimeFromConfig, startManager } from './app.js';
+export type { EmbeddedHandle, EmbeddedOptions } from './embedded.js';
+export { DaemonSupervisor, resolveDaemonBin, startEmbedded } from './embedded.js';
 
 // Runtimes
 export type { LocalRuntimeConfig, LocalRuntimeConfigInput, LocalWorkspaceState } from './runtime/local/index.js';

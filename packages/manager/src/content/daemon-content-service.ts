@@ -36,7 +36,13 @@ export class DaemonContentService implements ContentService {
       : {};
     this.client = createWorkspaceContentClient(address, {
       ...options,
-      channelOptions: { 'grpc.keepalive_time_ms': 30_000, 'grpc.max_receive_message_length': 16 * 1024 * 1024 },
+      channelOptions: {
+        'grpc.keepalive_time_ms': 30_000,
+        'grpc.max_receive_message_length': 16 * 1024 * 1024,
+        // Reconnect quickly after a daemon restart: the manager's retries should find it, not a backing-off channel.
+        'grpc.initial_reconnect_backoff_ms': 200,
+        'grpc.max_reconnect_backoff_ms': 2_000,
+      },
     });
   }
 

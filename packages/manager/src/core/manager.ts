@@ -49,6 +49,7 @@ import { evaluateTimeout } from '../domain/timeouts.js';
 import type {
   AdmissionLevel,
   DescribeResult,
+  GitStatusInfo,
   MetadataFilter,
   PortProtocol,
   PortSpec,
@@ -748,7 +749,7 @@ export class WorkspaceManagerCore {
       }
     }
     try {
-      const result = await this.withRetries(() => this.content.disposeWorkspace(id, backup, signal), signal);
+      const result = await this.withRetries(() => this.disposeAfterInit(id, backup, !contentReady, signal), signal);
       if (backup) this.metrics?.backupsTotal.inc(labels);
       this.update(id, (r) => ({
         ...withConditions(withProgress(r, { disposed: true, contentReady: false }), {
@@ -774,6 +775,36 @@ export class WorkspaceManagerCore {
     }
   }
 
+  /**
+   * DisposeWorkspace, but first lets an initialisation that an interrupted start left running on the daemon finish
+   * (the InitWorkspace call was cancelled, the daemon completes it anyway and refuses to dispose until then).
+   */
+  private async disposeAfterInit(
+    id: string,
+    backup: boolean,
+    mayBeInitializing: boolean,
+    signal: AbortSignal,
+  ): Promise<{ gitStatus?: GitStatusInfo }> {
+    for (let delay = 100; ; delay = Math.min(delay * 2, 2_000)) {
+      if (mayBeInitializing) {
+        await this.content.waitForInit(id, signal).catch(() => checkAborted(signal));
+      }
+      try {
+        return await this.content.disposeWorkspace(id, backup, signal);
+      } catch (error) {
+        if (
+          !mayBeInitializing ||
+          !isWorkbayError(error, 'failed-precondition') ||
+          !/initializ/.test(errorMessage(error))
+        ) {
+          throw error;
+        }
+        // The stopping timeout bounds this loop.
+        await sleep(delay, signal);
+      }
+    }
+  }
+
   /** Retries while the daemon is unavailable (a restart), with exponential backoff. */
   private async withRetries<T>(call: () => Promise<T>, signal: AbortSignal): Promise<T> {
     const attempts = this.config.daemon.disposeAttempts;
@@ -785,7 +816,7 @@ export class WorkspaceManagerCore {
         if (signal.aborted || attempt >= attempts || !isRetryableError(error)) throw error;
         this.logger.warn({ err: error, attempt }, 'daemon call failed; retrying');
         await sleep(delay, signal);
-        delay *= 2;
+        delay = Math.min(delay * 2, 30_000);
       }
     }
   }

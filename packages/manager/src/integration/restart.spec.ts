@@ -7,9 +7,18 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createWorkspaceManagerClient, workspaceConditionBool, workspacePhase, wsman } from '@workbay/api';
-import { startFakeDaemon } from '../test-support/fake-daemon.js';
-import type { FakeDaemon } from '../test-support/fake-daemon.js';
-import { phaseOf, startHarness, startRequest, testImages, waitForPhase } from '../test-support/harness.js';
+import { resolveManagerConfig } from '../config.js';
+import { DaemonSupervisor } from '../embedded.js';
+import { createSilentLogger } from '../logger.js';
+import {
+  phaseOf,
+  startHarness,
+  startRequest,
+  startSlowFileServer,
+  testDaemonConfig,
+  testImages,
+  waitForPhase,
+} from '../test-support/harness.js';
 import type { Harness } from '../test-support/harness.js';
 
 function alive(pid: number): boolean {
@@ -102,17 +111,17 @@ describe('restart: re-adoption from the persisted state (manager restarted in-pr
     await h.restart();
     const stopped = await waitForPhase(h.client, r.id, 'stopped', 20_000);
     expect(stopped.conditions!.failed).toBe('');
-    expect(h.daemon.disposed.get(r.id)).toEqual({ backup: true });
+    expect(workspaceConditionBool.fromProto(stopped.conditions!.finalBackupComplete)).toBe(true);
   });
 
   it('resumes a start that was under way', async () => {
-    h.daemon.options.initDelayMs = 800;
-    const r = startRequest();
+    const slow = await startSlowFileServer(1000);
+    const r = startRequest({ initializer: slow.initializer });
     await h.client.startWorkspace(r);
     await waitForPhase(h.client, r.id, 'initializing');
     await h.restart();
-    h.daemon.options.initDelayMs = 0;
     await waitForPhase(h.client, r.id, 'running');
+    await slow.close();
     await h.client.stopWorkspace({ id: r.id, policy: wsman.StopWorkspacePolicy.ABORT });
     await waitForPhase(h.client, r.id, 'stopped');
   });
@@ -123,14 +132,28 @@ const distEntry = fileURLToPath(new URL('../../dist/index.js', import.meta.url))
 
 describe('restart after SIGKILL (manager in a child process)', () => {
   let dir: string;
-  let daemon: FakeDaemon;
+  let daemon: DaemonSupervisor;
   let child: ChildProcess | undefined;
 
   beforeAll(async () => {
     if (!existsSync(distEntry))
       throw new Error(`${distEntry} is missing: build the package first (npx nx run manager:build)`);
     dir = await mkdtemp(join(tmpdir(), 'workbay-kill-'));
-    daemon = await startFakeDaemon({ workingArea: join(dir, 'workspaces'), storageRoot: join(dir, 'storage') });
+    await writeFile(join(dir, 'daemon.yaml'), testDaemonConfig);
+    daemon = new DaemonSupervisor(
+      resolveManagerConfig({
+        workingArea: join(dir, 'workspaces'),
+        daemon: {
+          address: '127.0.0.1:0',
+          httpAddress: 'off',
+          storageRoot: join(dir, 'storage'),
+          configPath: join(dir, 'daemon.yaml'),
+          output: 'ignore',
+        },
+      }),
+      createSilentLogger(),
+    );
+    await daemon.start();
   });
   afterAll(async () => {
     child?.kill('SIGKILL');
@@ -191,7 +214,7 @@ describe('restart after SIGKILL (manager in a child process)', () => {
     const stopped = await waitForPhase(client, r.id, 'stopped');
     expect(stopped.statusVersion).toBeGreaterThan(running.statusVersion);
     expect(stopped.conditions!.failed).toBe('');
-    expect(daemon.disposed.get(r.id)).toEqual({ backup: true });
+    expect(workspaceConditionBool.fromProto(stopped.conditions!.finalBackupComplete)).toBe(true);
     client.close();
   });
 });

@@ -1,6 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { workspacePhase, wsman } from '@workbay/api';
-import { startHarness, startRequest, waitForPhase, waitForStatus } from '../test-support/harness.js';
+import {
+  startHarness,
+  startRequest,
+  startSlowFileServer,
+  waitForPhase,
+  waitForStatus,
+} from '../test-support/harness.js';
 import type { Harness } from '../test-support/harness.js';
 
 describe('timeout rules with short configured durations', () => {
@@ -32,8 +38,8 @@ describe('timeout rules with short configured durations', () => {
   };
 
   it('pending (initialization) and creating/initializing (startup)', async () => {
-    h.daemon.options.initDelayMs = 4000;
-    const first = startRequest();
+    const slow = await startSlowFileServer(4000);
+    const first = startRequest({ initializer: slow.initializer });
     const second = startRequest();
     await h.client.startWorkspace(first);
     await waitForPhase(h.client, first.id, 'initializing');
@@ -45,7 +51,7 @@ describe('timeout rules with short configured durations', () => {
     await stoppedWith(second.id, 'initialization');
     const stopped = await stoppedWith(first.id, 'startup');
     expect(stopped.conditions!.timeout).toMatch(/starting up took [0-9.]+s, longer than the 1.5s allowed$/);
-    h.daemon.options.initDelayMs = 0;
+    await slow.close();
   });
 
   async function running(options: Parameters<typeof startRequest>[0] = {}): Promise<string> {

@@ -2,7 +2,9 @@
  * TEST ONLY: a manager on 127.0.0.1:0 (gRPC, proxy, metrics) with the real local runtime, temporary state
  * directories and a content daemon, plus a typed gRPC client and helpers to wait for phases.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createWorkspaceManagerClient, workspacePhase, wsman } from '@workbay/api';
@@ -12,24 +14,44 @@ import type { RunningManager } from '../app.js';
 import { resolveManagerConfig } from '../config.js';
 import type { ManagerConfigInput } from '../config.js';
 import { RemoteStorageSnapshotStore } from '../content/snapshot-store.js';
+import { DaemonSupervisor } from '../embedded.js';
 import { createSilentLogger } from '../logger.js';
 import { fakeDaemonStorage, startFakeDaemon } from './fake-daemon.js';
 import type { FakeDaemon, FakeDaemonOptions } from './fake-daemon.js';
 
 export interface HarnessOptions {
   readonly config?: ManagerConfigInput;
-  readonly daemon?: Partial<FakeDaemonOptions>;
+  /**
+   * `real` (default): the real daemon (`@workbay/daemon`'s bin) as a child process, over gRPC. `fake`: the
+   * test-only stand-in (./fake-daemon.ts), for what the real one cannot be made to do (snapshot deletion through
+   * a storage the manager reaches, delays and UNAVAILABLE answers on demand).
+   */
+  readonly daemon?: 'real' | 'fake';
+  readonly fakeDaemon?: Partial<FakeDaemonOptions>;
 }
 
 export interface Harness {
   readonly dir: string;
-  readonly daemon: FakeDaemon;
+  /** The fake daemon (only with `daemon: 'fake'`). */
+  readonly fake: FakeDaemon | undefined;
+  /** The real daemon process (only with `daemon: 'real'`). */
+  readonly daemonProcess: DaemonSupervisor | undefined;
   running: RunningManager;
   client: WorkspaceManagerClient;
-  /** Stops the manager (workspaces keep running) and starts a new one on the same state. */
+  /** Stops the manager (workspaces and the daemon keep running) and starts a new one on the same state. */
   restart(config?: ManagerConfigInput): Promise<void>;
   close(): Promise<void>;
 }
+
+/** The daemon config the real-daemon harness uses: no quotas or disk guard, quick Git retries. */
+export const testDaemonConfig = [
+  'quota: { mode: none }',
+  'diskGuard: { minFree: 0 }',
+  'initializer: { gitRetryInitial: 100ms, gitRetryMax: 1s }',
+  'housekeeping: { interval: 0 }',
+  'log: { level: silent }',
+  '',
+].join('\n');
 
 /**
  * An HTTP server on the IDE port (PORT) and on ECHO_PORT that answers with what it received, as JSON, and
@@ -80,14 +102,14 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
   const dir = await mkdtemp(join(tmpdir(), 'workbay-manager-'));
   const workingArea = join(dir, 'workspaces');
   const storageRoot = join(dir, 'storage');
-  const daemon = await startFakeDaemon({ workingArea, storageRoot, ...options.daemon });
+  const fake =
+    options.daemon === 'fake' ? await startFakeDaemon({ workingArea, storageRoot, ...options.fakeDaemon }) : undefined;
   // A port range per harness, so parallel test files do not hand out the same IDE ports.
   const portBase = 24000 + Math.floor(Math.random() * 80) * 100;
   const base = (extra: ManagerConfigInput = {}): ManagerConfigInput => ({
     stateDir: join(dir, 'manager'),
     workingArea,
     grpc: { address: '127.0.0.1:0' },
-    daemon: { address: daemon.address, retryBackoff: '100ms', disposeAttempts: 3 },
     proxy: { address: '127.0.0.1:0' },
     metrics: { address: '127.0.0.1:0' },
     idePorts: { from: portBase, to: portBase + 99 },
@@ -103,20 +125,43 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     stopGrace: { normally: '2s', immediately: '500ms', abort: '500ms' },
     log: { level: 'silent' },
     ...options.config,
+    daemon: {
+      address: fake?.address ?? '127.0.0.1:0',
+      retryBackoff: '100ms',
+      disposeAttempts: 3,
+      httpAddress: 'off',
+      storageRoot,
+      configPath: join(dir, 'daemon.yaml'),
+      output: 'ignore',
+      ...options.config?.daemon,
+    },
     ...extra,
   });
+  let daemonProcess: DaemonSupervisor | undefined;
+  if (!fake) {
+    await writeFile(join(dir, 'daemon.yaml'), testDaemonConfig);
+    daemonProcess = new DaemonSupervisor(
+      resolveManagerConfig(base(), { source: 'test', baseDir: dir }),
+      createSilentLogger(),
+    );
+    await daemonProcess.start();
+  }
   const launch = async (extra?: ManagerConfigInput): Promise<RunningManager> => {
-    const config = resolveManagerConfig(base(extra), { source: 'test', baseDir: dir });
+    const resolved = resolveManagerConfig(base(extra), { source: 'test', baseDir: dir });
+    const config = { ...resolved, daemon: { ...resolved.daemon, address: fake?.address ?? daemonProcess!.address } };
     return startManager({
       config,
       logger: createSilentLogger(),
-      snapshots: new RemoteStorageSnapshotStore(fakeDaemonStorage(storageRoot)),
+      // The fake daemon's storage is plain directories the manager can reach. With the real daemon, snapshot
+      // deletion needs a storage plugin both share (see the README), so none is configured.
+      snapshots: fake ? new RemoteStorageSnapshotStore(fakeDaemonStorage(storageRoot)) : undefined,
     });
   };
   const running = await launch();
   const harness: Harness = {
     dir,
-    daemon,
+    fake,
+    daemonProcess,
     running,
     client: createWorkspaceManagerClient(running.grpcAddress, { defaultTimeoutMs: 20_000 }),
     async restart(config?: ManagerConfigInput): Promise<void> {
@@ -132,11 +177,45 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
         await harness.running.runtime.stop(record.id, { gracePeriodMs: 0 }).catch(() => undefined);
       }
       await harness.running.stop();
-      await daemon.stop();
+      await fake?.stop();
+      await daemonProcess?.stop();
       await rm(dir, { recursive: true, force: true });
     },
   };
   return harness;
+}
+
+/** TEST ONLY: an HTTP server whose answers take a while; the download initializer fetches from it (slow init). */
+export async function startSlowFileServer(delayMs: number): Promise<{
+  readonly initializer: contentservice.WorkspaceInitializer;
+  setDelay(ms: number): void;
+  close(): Promise<void>;
+}> {
+  const body = Buffer.from('slowly downloaded\n');
+  const digest = `sha256:${createHash('sha256').update(body).digest('hex')}`;
+  let delay = delayMs;
+  const server = createServer((_req, res) => {
+    setTimeout(() => res.end(body), delay);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address() as { port: number };
+  return {
+    initializer: {
+      spec: {
+        $case: 'download',
+        value: {
+          files: [{ url: `http://127.0.0.1:${address.port}/file.txt`, filePath: 'file.txt', digest }],
+          targetLocation: 'download',
+        },
+      },
+    },
+    setDelay: (ms) => (delay = ms),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
 }
 
 export interface StartOptions {
