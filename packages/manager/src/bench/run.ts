@@ -1,0 +1,457 @@
+/**
+ * `npm run bench` for @workbay/manager. Each figure is printed beside a baseline measured in the same run:
+ *
+ * 1. Start latency (StartWorkspace until RUNNING is seen on Subscribe), p50/p95 over BENCH_STARTS (50) workspaces,
+ *    with the real daemon and the local runtime, against spawning the same workspace process directly and
+ *    waiting for its port.
+ * 2. Subscribe fan-out: BENCH_EVENTS (200) status updates to BENCH_SUBSCRIBERS (1,000) subscribers in another
+ *    process: delivered updates per second and p99 delay, against a bare grpc-js streaming server sending the same
+ *    bytes to the same client.
+ * 3. DescribeWorkspace under BENCH_CALLERS (200) concurrent callers (BENCH_CALLS 50 calls each): p50/p99, against a
+ *    bare grpc-js unary server answering with the same bytes.
+ * 4. Resident memory of a manager holding BENCH_RECORDS (10,000) workspace records, against an empty manager.
+ *
+ * Sizes are environment variables; BENCH_ISOLATION (none|auto) sets the local runtime's isolation.
+ */
+import { fork, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Metadata, Server, ServerCredentials } from '@grpc/grpc-js';
+import type { ServerWritableStream } from '@grpc/grpc-js';
+import { createWorkspaceManagerClient, workspacePhase, wsman } from '@workbay/api';
+import type { WorkspaceManagerClient } from '@workbay/api';
+import { emptyConditions } from '../domain/status.js';
+import type { WorkspaceRecord } from '../domain/types.js';
+import { startEmbedded } from '../embedded.js';
+import type { EmbeddedHandle } from '../embedded.js';
+import { createSilentLogger } from '../logger.js';
+import { defaultWorkspaceScript } from '../runtime/local/index.js';
+import { FileWorkspaceStore } from '../store/file-store.js';
+import { envInt, fmtMiB, fmtMs, percentile, report } from './stats.js';
+
+const here = fileURLToPath(new URL('.', import.meta.url));
+const sizes = {
+  starts: envInt('BENCH_STARTS', 50),
+  subscribers: envInt('BENCH_SUBSCRIBERS', 1_000),
+  events: envInt('BENCH_EVENTS', 200),
+  callers: envInt('BENCH_CALLERS', 200),
+  calls: envInt('BENCH_CALLS', 50),
+  records: envInt('BENCH_RECORDS', 10_000),
+};
+const isolation = process.env['BENCH_ISOLATION'] === 'auto' ? 'auto' : 'none';
+
+const passthrough = (value: Buffer): Buffer => value;
+
+function waitForPort(port: number): Promise<void> {
+  return new Promise((resolve) => {
+    const attempt = (): void => {
+      const socket = connect(port, '127.0.0.1');
+      socket.once('connect', () => {
+        socket.destroy();
+        resolve();
+      });
+      socket.once('error', () => {
+        socket.destroy();
+        setTimeout(attempt, 10);
+      });
+    };
+    attempt();
+  });
+}
+
+function loadClient(): ChildProcess {
+  return fork(join(here, 'load-client.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+}
+
+function nextMessage<T>(child: ChildProcess): Promise<T> {
+  return new Promise((resolve, reject) => {
+    child.once('message', (message) => resolve(message as T));
+    child.once('exit', (code) => reject(new Error(`load client exited with ${code}`)));
+  });
+}
+
+/** A bare grpc-js server: a streaming method that broadcasts given bytes and a unary method answering with fixed bytes. */
+async function startBareServer(unaryAnswer: Buffer): Promise<{
+  address: string;
+  streams: Set<ServerWritableStream<Buffer, Buffer>>;
+  close(): void;
+}> {
+  const server = new Server({ 'grpc.max_concurrent_streams': 10_000 });
+  const streams = new Set<ServerWritableStream<Buffer, Buffer>>();
+  server.addService(
+    {
+      subscribe: {
+        path: '/bench.Bare/Subscribe',
+        requestStream: false,
+        responseStream: true,
+        requestSerialize: passthrough,
+        requestDeserialize: passthrough,
+        responseSerialize: passthrough,
+        responseDeserialize: passthrough,
+      },
+      echo: {
+        path: '/bench.Bare/Echo',
+        requestStream: false,
+        responseStream: false,
+        requestSerialize: passthrough,
+        requestDeserialize: passthrough,
+        responseSerialize: passthrough,
+        responseDeserialize: passthrough,
+      },
+    },
+    {
+      subscribe: (call: ServerWritableStream<Buffer, Buffer>) => {
+        streams.add(call);
+        call.sendMetadata(new Metadata());
+        call.on('cancelled', () => streams.delete(call));
+      },
+      echo: (_call: unknown, callback: (error: null, value: Buffer) => void) => callback(null, unaryAnswer),
+    },
+  );
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
+  );
+  return { address: `127.0.0.1:${port}`, streams, close: () => server.forceShutdown() };
+}
+
+async function benchStartLatency(handle: EmbeddedHandle, client: WorkspaceManagerClient): Promise<string[]> {
+  const seen = new Map<string, () => void>();
+  const stream = client.subscribe({});
+  void (async () => {
+    try {
+      for await (const update of stream) {
+        const status = update.status;
+        if (status && workspacePhase.fromProto(status.phase) === 'running') seen.get(status.id)?.();
+      }
+    } catch {
+      // Cancelled at the end.
+    }
+  })();
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  const ids: string[] = [];
+  const latencies: number[] = [];
+  for (let i = 0; i < sizes.starts; i += 1) {
+    const id = `bench-${i}`;
+    const running = new Promise<void>((resolve) => seen.set(id, resolve));
+    const t0 = performance.now();
+    await client.startWorkspace(
+      wsman.StartWorkspaceRequest.fromPartial({
+        id,
+        metadata: { owner: 'bench', metaId: `bench-meta-${i}` },
+        spec: {
+          workspaceImage: 'workbay/default',
+          workspaceLocation: 'project',
+          initializer: { spec: { $case: 'empty', value: {} } },
+        },
+      }),
+    );
+    await running;
+    latencies.push(performance.now() - t0);
+    ids.push(id);
+  }
+  stream.cancel();
+
+  const baseline: number[] = [];
+  const children: ChildProcess[] = [];
+  for (let i = 0; i < sizes.starts; i += 1) {
+    const port = 33_000 + i;
+    const t0 = performance.now();
+    const child = spawn(process.execPath, [defaultWorkspaceScript(), '--port', String(port), '--host', '127.0.0.1'], {
+      stdio: 'ignore',
+    });
+    children.push(child);
+    await waitForPort(port);
+    baseline.push(performance.now() - t0);
+  }
+  for (const child of children) child.kill('SIGKILL');
+
+  const p50 = percentile(latencies, 50);
+  const p95 = percentile(latencies, 95);
+  const b50 = percentile(baseline, 50);
+  const b95 = percentile(baseline, 95);
+  report(`start latency p50 (${sizes.starts} workspaces, real daemon)`, fmtMs(p50), fmtMs(b50), p50 / b50);
+  report(`start latency p95`, fmtMs(p95), fmtMs(b95), p95 / b95);
+  void handle;
+  return ids;
+}
+
+interface Arrivals {
+  readonly arrivals: number[][];
+  readonly errors: number;
+}
+
+async function measureFanOut(
+  address: string,
+  path: string,
+  request: Buffer,
+  emit: (index: number) => void,
+): Promise<{ perSecond: number; p99: number; p50: number; errors: number }> {
+  const child = loadClient();
+  const ready = nextMessage<{ ready: boolean }>(child);
+  child.send({
+    kind: 'subscribe',
+    address,
+    path,
+    request: request.toString('base64'),
+    subscribers: sizes.subscribers,
+    channels: 10,
+    expected: sizes.events,
+  });
+  // The manager sends a stream's response headers with its first update: prime the streams until all are open.
+  const primer = setInterval(() => emit(-1), 50);
+  await ready;
+  clearInterval(primer);
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  const reset = nextMessage<{ reset: boolean }>(child);
+  child.send({ kind: 'reset' });
+  await reset;
+  const result = nextMessage<Arrivals>(child);
+  const sendTimes: number[] = [];
+  for (let i = 0; i < sizes.events; i += 1) {
+    sendTimes.push(Date.now());
+    emit(i);
+    // One update per event-loop turn, so the server's I/O interleaves as under real traffic.
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  const timeout = setTimeout(() => child.send({ kind: 'finish' }), 60_000);
+  const { arrivals, errors } = await result;
+  clearTimeout(timeout);
+  const delays: number[] = [];
+  let last = 0;
+  arrivals.forEach((row, i) => {
+    for (const t of row) {
+      if (t === undefined) continue;
+      delays.push(t - sendTimes[i]!);
+      if (t > last) last = t;
+    }
+  });
+  const perSecond = delays.length / (Math.max(1, last - sendTimes[0]!) / 1000);
+  return { perSecond, p99: percentile(delays, 99), p50: percentile(delays, 50), errors };
+}
+
+async function benchFanOut(handle: EmbeddedHandle, client: WorkspaceManagerClient): Promise<void> {
+  const id = 'bench-fanout';
+  await client.startWorkspace(
+    wsman.StartWorkspaceRequest.fromPartial({
+      id,
+      metadata: { owner: 'fanout', metaId: 'bench-fanout-meta' },
+      spec: {
+        workspaceImage: 'workbay/default',
+        workspaceLocation: 'project',
+        initializer: { spec: { $case: 'empty', value: {} } },
+      },
+    }),
+  );
+  for (;;) {
+    const phase = workspacePhase.fromProto((await client.describeWorkspace({ id })).status!.phase);
+    if (phase === 'running') break;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  const core = handle.manager.core;
+  const request = Buffer.from(
+    wsman.SubscribeRequest.encode({
+      mustMatch: { owner: 'fanout', metaId: '', annotations: {} },
+      resumeFromStatusVersion: 0,
+    }).finish(),
+  );
+  const toggle = (i: number): void =>
+    core.controlPort(id, i % 2 === 0, { port: 4000, visibility: 'private', protocol: 'http' });
+  const dropsBefore = (await handle.manager.metrics.droppedSubscribersTotal.get()).values[0]?.value ?? 0;
+  const managed = await measureFanOut(handle.managerAddress, '/wsman.WorkspaceManager/Subscribe', request, toggle);
+  const drops = ((await handle.manager.metrics.droppedSubscribersTotal.get()).values[0]?.value ?? 0) - dropsBefore;
+
+  // The same bytes the manager sent, from a bare server.
+  const { status } = await client.describeWorkspace({ id });
+  const bytes = Buffer.from(wsman.SubscribeResponse.encode({ status, header: {}, resyncRequired: false }).finish());
+  const bare = await startBareServer(Buffer.alloc(0));
+  const broadcast = (): void => {
+    for (const stream of bare.streams) stream.write(bytes);
+  };
+  const baseline = await measureFanOut(bare.address, '/bench.Bare/Subscribe', Buffer.alloc(0), broadcast);
+  bare.close();
+
+  const label = `${sizes.subscribers} subscribers x ${sizes.events} updates`;
+  report(
+    `Subscribe fan-out: delivered updates/s (${label})`,
+    `${managed.perSecond.toFixed(0)}/s`,
+    `${baseline.perSecond.toFixed(0)}/s`,
+    managed.perSecond / baseline.perSecond,
+  );
+  report('Subscribe fan-out: p50 delay', fmtMs(managed.p50), fmtMs(baseline.p50), managed.p50 / baseline.p50);
+  report('Subscribe fan-out: p99 delay', fmtMs(managed.p99), fmtMs(baseline.p99), managed.p99 / baseline.p99);
+  if (drops > 0 || managed.errors > 0)
+    console.log(`  (subscribers cut off as too slow: ${drops}; stream errors: ${managed.errors})`);
+  await client.stopWorkspace({ id, policy: wsman.StopWorkspacePolicy.ABORT });
+}
+
+async function measureUnary(
+  address: string,
+  path: string,
+  request: Buffer,
+): Promise<{ p50: number; p99: number; perSecond: number }> {
+  const child = loadClient();
+  const result = nextMessage<{ latencies: number[]; wallMs: number }>(child);
+  child.send({
+    kind: 'unary',
+    address,
+    path,
+    request: request.toString('base64'),
+    callers: sizes.callers,
+    callsPerCaller: sizes.calls,
+  });
+  const { latencies, wallMs } = await result;
+  return {
+    p50: percentile(latencies, 50),
+    p99: percentile(latencies, 99),
+    perSecond: latencies.length / (wallMs / 1000),
+  };
+}
+
+async function benchDescribe(handle: EmbeddedHandle, client: WorkspaceManagerClient, id: string): Promise<void> {
+  const request = Buffer.from(wsman.DescribeWorkspaceRequest.encode({ id }).finish());
+  const managed = await measureUnary(handle.managerAddress, '/wsman.WorkspaceManager/DescribeWorkspace', request);
+  const answer = Buffer.from(wsman.DescribeWorkspaceResponse.encode(await client.describeWorkspace({ id })).finish());
+  const bare = await startBareServer(answer);
+  const baseline = await measureUnary(bare.address, '/bench.Bare/Echo', request);
+  bare.close();
+  const label = `${sizes.callers} concurrent callers`;
+  report(`DescribeWorkspace p50 (${label})`, fmtMs(managed.p50), fmtMs(baseline.p50), managed.p50 / baseline.p50);
+  report('DescribeWorkspace p99', fmtMs(managed.p99), fmtMs(baseline.p99), managed.p99 / baseline.p99);
+  report(
+    'DescribeWorkspace calls/s',
+    `${managed.perSecond.toFixed(0)}/s`,
+    `${baseline.perSecond.toFixed(0)}/s`,
+    managed.perSecond / baseline.perSecond,
+  );
+}
+
+function record(i: number, now: number): WorkspaceRecord {
+  const id = `rec-${i}`;
+  return {
+    id,
+    metaId: `meta-${i}`,
+    owner: `user-${i % 500}`,
+    annotations: { project: `p-${i % 97}`, team: 'platform' },
+    type: 'regular',
+    servicePrefix: id,
+    url: `http://127.0.0.1:7780/ws/${id}/`,
+    ownerToken: 'x'.repeat(32),
+    spec: {
+      image: 'workbay/default',
+      ideImage: { webRef: 'ide:latest', supervisorRef: '', desktopRef: '', desktopPluginRef: '' },
+      ideImageLayers: [],
+      initializer: Buffer.from(`git https://example.com/org/repo-${i}.git`).toString('base64'),
+      initializerKind: 'git',
+      ports: [
+        { port: 3000, visibility: 'private', protocol: 'http', url: `http://127.0.0.1:7780/ws/${id}/port/3000/` },
+      ],
+      envvars: [{ name: 'EDITOR', value: 'vim' }],
+      sysEnvvars: [],
+      workspaceLocation: 'repo',
+      admission: 'owner-only',
+      className: 'g1-standard',
+      sshPublicKeys: [],
+      featureFlags: [],
+    },
+    phase: 'stopped',
+    conditions: { ...emptyConditions, finalBackupComplete: true, stoppedByRequest: true },
+    message: '',
+    statusVersion: i + 1,
+    createdAt: now,
+    lastActivity: now,
+    phaseTimes: { pending: now, creating: now, initializing: now, running: now, stopping: now, stopped: now },
+    progress: {
+      contentReady: false,
+      initRequested: true,
+      everReady: true,
+      closed: false,
+      disposed: true,
+      idePort: 23000,
+    },
+  };
+}
+
+async function probeRss(stateDir: string): Promise<{ rss: number; workspaces: number; loadMs: number }> {
+  const child = spawn(process.execPath, ['--expose-gc', join(here, 'rss-probe.js'), stateDir], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
+  await new Promise((resolve) => child.once('exit', resolve));
+  return JSON.parse(out.trim().split('\n').pop()!) as { rss: number; workspaces: number; loadMs: number };
+}
+
+async function benchRss(dir: string): Promise<void> {
+  const empty = await probeRss(join(dir, 'rss-empty'));
+  const fullDir = join(dir, 'rss-full');
+  const store = new FileWorkspaceStore(fullDir);
+  await store.load();
+  const now = Date.now();
+  for (let i = 0; i < sizes.records; i += 1) void store.save(record(i, now));
+  await store.flush();
+  const full = await probeRss(fullDir);
+  report(
+    `manager RSS with ${full.workspaces} records (loaded in ${fmtMs(full.loadMs)})`,
+    fmtMiB(full.rss),
+    fmtMiB(empty.rss),
+    full.rss / empty.rss,
+  );
+  console.log(`  (${((full.rss - empty.rss) / Math.max(1, full.workspaces) / 1024).toFixed(1)} KiB per record)`);
+}
+
+async function main(): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'workbay-manager-bench-'));
+  const daemonConfig = join(dir, 'daemon.yaml');
+  await writeFile(daemonConfig, 'quota: { mode: none }\ndiskGuard: { minFree: 0 }\nlog: { level: silent }\n');
+  console.log(
+    `@workbay/manager bench: ${sizes.starts} starts, ${sizes.subscribers} subscribers x ${sizes.events} updates, ` +
+      `${sizes.callers} callers x ${sizes.calls} calls, ${sizes.records} records; local runtime isolation: ${isolation}`,
+  );
+  const handle = await startEmbedded({
+    logger: createSilentLogger(),
+    overrides: {
+      stateDir: join(dir, 'manager'),
+      workingArea: join(dir, 'workspaces'),
+      grpc: { address: '127.0.0.1:0' },
+      proxy: { address: '127.0.0.1:0' },
+      metrics: { address: '127.0.0.1:0' },
+      idePorts: { from: 34_000, to: 34_999 },
+      daemon: {
+        address: '127.0.0.1:0',
+        httpAddress: 'off',
+        storageRoot: join(dir, 'storage'),
+        configPath: daemonConfig,
+        output: 'ignore',
+      },
+      runtime: {
+        kind: 'local',
+        isolation,
+        cgroups: isolation === 'none' ? 'off' : 'auto',
+        readiness: { intervalMs: 10 },
+      },
+      subscribe: { bufferSize: envInt('BENCH_SUBSCRIBE_BUFFER', 1_000) },
+      log: { level: 'silent' },
+    },
+  });
+  const client = createWorkspaceManagerClient(handle.managerAddress, { defaultTimeoutMs: 60_000 });
+  try {
+    const ids = await benchStartLatency(handle, client);
+    await benchFanOut(handle, client);
+    await benchDescribe(handle, client, ids[0]!);
+  } finally {
+    client.close();
+    for (const r of handle.manager.core.listWorkspaces()) {
+      await handle.manager.runtime.stop(r.id, { gracePeriodMs: 0 }).catch(() => undefined);
+    }
+    await handle.stop();
+  }
+  await benchRss(dir);
+  await rm(dir, { recursive: true, force: true });
+}
+
+await main();
+process.exit(0);
