@@ -73,10 +73,18 @@ describe('daemon config', () => {
   });
 
   it('hands storage backends their section (flat or nested under the kind)', () => {
-    expect(storageBackendSection({ kind: 'fs', root: '/x', layout: { mode: 'per-owner' } })).toEqual({ root: '/x' });
+    expect(storageBackendSection({ kind: 'fs', root: '/x', layout: { mode: 'per-owner' } })).toEqual({
+      root: '/x',
+      layout: { mode: 'per-owner' },
+    });
     expect(storageBackendSection({ kind: 'minio', minio: { endpoint: 'e' } })).toEqual({
       kind: 'minio',
       minio: { endpoint: 'e' },
+    });
+    const shared = { mode: 'shared' as const, bucket: 'bkt' };
+    expect(storageBackendSection({ kind: 'minio', layout: shared, minio: { endpoint: 'e' } })).toEqual({
+      kind: 'minio',
+      minio: { endpoint: 'e', layout: shared },
     });
   });
 

@@ -200,12 +200,19 @@ export async function loadDaemonConfig(path: string): Promise<DaemonConfig> {
   return parseDaemonConfig(raw ?? {});
 }
 
-/** The section a storage backend's `parseConfig` receives: `{kind, <kind>: {...}}` or the flat keys. */
+/**
+ * The section a storage backend's `parseConfig` receives: the flat keys (`{root, layout}`) or, when the
+ * backend's keys are nested under its kind, `{kind, <kind>: {..., layout}}`. `layout` always travels with the
+ * backend's keys: backends expose it and the daemon names buckets from it.
+ */
 export function storageBackendSection(storage: DaemonConfig['storage']): unknown {
-  const { kind, layout: _layout, ...rest } = storage;
+  const { kind, layout, ...rest } = storage;
   const keys = Object.keys(rest);
-  if (keys.length === 1 && keys[0] === kind) return { kind, [kind]: rest[kind] };
-  return rest;
+  if (keys.length === 1 && keys[0] === kind && typeof rest[kind] === 'object' && rest[kind] !== null) {
+    const nested = rest[kind] as Record<string, unknown>;
+    return { kind, [kind]: layout ? { ...nested, layout } : nested };
+  }
+  return layout ? { ...rest, layout } : rest;
 }
 
 /** Where loop images and temporary files go inside the working area. */

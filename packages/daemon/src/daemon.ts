@@ -163,7 +163,9 @@ class WorkbayDaemon implements Daemon {
         this.updateHealth();
       }),
     );
-    const layout: BucketLayout = (config.storage.layout as BucketLayout | undefined) ?? { mode: 'per-owner' };
+    // Backends expose the layout they were configured with; the config's own key is the fallback.
+    const layout: BucketLayout = (this.storage as RemoteStorage & { layout?: BucketLayout }).layout ??
+      (config.storage.layout as BucketLayout | undefined) ?? { mode: 'per-owner' };
     this.contentService = new WorkspaceContentService({
       workingArea: config.workingArea,
       storage: this.storage,

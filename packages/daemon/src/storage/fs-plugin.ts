@@ -1,5 +1,5 @@
 import { createPlugin } from '@workbay/api';
-import type { BackendContext, StorageBackendFactory, WorkbayPlugin } from '@workbay/api';
+import type { BackendContext, BucketLayout, StorageBackendFactory, WorkbayPlugin } from '@workbay/api';
 import { z } from 'zod';
 import { expandHome } from '../util/paths.js';
 import { parseWithSchema } from '../util/zod.js';
@@ -11,6 +11,13 @@ export const fsStorageConfigSchema = z
     kind: z.literal('fs').optional(),
     /** Directory holding the buckets; `~` expands to the home directory. */
     root: z.string().min(1).default('~/.workbay/storage'),
+    /** Where owners' objects live (read by the daemon, as with the other backends). */
+    layout: z
+      .discriminatedUnion('mode', [
+        z.object({ mode: z.literal('per-owner'), bucketPrefix: z.string().optional() }).strict(),
+        z.object({ mode: z.literal('shared'), bucket: z.string().min(3) }).strict(),
+      ])
+      .optional(),
     presign: z
       .object({
         host: z.string().min(1).optional(),
@@ -44,6 +51,7 @@ export const fsStorageBackend: StorageBackendFactory<FsStorageConfig> = {
     new FsRemoteStorage({
       root: expandHome(config.root),
       logger: context.logger,
+      ...(config.layout ? { layout: stripUndefined(config.layout) as BucketLayout } : {}),
       ...(config.presign ? { presign: stripUndefined(config.presign) } : {}),
     }),
 };

@@ -17,6 +17,7 @@ import { mkdir, open, readFile, readdir, rename, rm, rmdir, stat, unlink } from 
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type {
+  BucketLayout,
   DeleteTarget,
   DownloadOptions,
   ListOptions,
@@ -40,6 +41,8 @@ export interface FsStorageOptions {
   /** Where presigned URLs are served. */
   readonly presign?: PresignServerOptions;
   readonly logger?: PluginLogger;
+  /** Where owners' objects live; the daemon names buckets with `locateOwner(layout, owner)`. */
+  readonly layout?: BucketLayout;
 }
 
 interface Sidecar {
@@ -114,12 +117,14 @@ function newUploadId(): string {
 export class FsRemoteStorage implements RemoteStorage {
   readonly kind = 'fs';
   readonly root: string;
+  readonly layout: BucketLayout;
   private readonly logger: PluginLogger;
   private readonly commitLock = new KeyedMutex();
   private readonly presign: PresignServer;
 
   constructor(options: FsStorageOptions) {
     this.root = options.root;
+    this.layout = options.layout ?? { mode: 'per-owner' };
     this.logger = options.logger ?? silentLogger;
     this.presign = new PresignServer(this, options.presign ?? {}, this.logger);
   }
