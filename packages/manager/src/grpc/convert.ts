@@ -182,6 +182,7 @@ const bool = (value: boolean): wsman.WorkspaceConditionBool => workspaceConditio
 export class StatusConverter {
   private readonly cache = new WeakMap<WorkspaceRecord, wsman.WorkspaceStatus>();
   private readonly encoded = new WeakMap<WorkspaceRecord, Buffer>();
+  private readonly described = new WeakMap<WorkspaceRecord, Buffer>();
 
   constructor(private readonly timeouts: TimeoutSettings) {}
 
@@ -201,6 +202,18 @@ export class StatusConverter {
         wsman.SubscribeResponse.encode({ status: this.toProto(record), header: {}, resyncRequired: false }).finish(),
       );
       this.encoded.set(record, bytes);
+    }
+    return bytes;
+  }
+
+  /** The encoded `DescribeWorkspaceResponse` for a record (activity changes replace the record, so it is cached). */
+  describeResponseBytes(record: WorkspaceRecord, lastActivity: string): Buffer {
+    let bytes = this.described.get(record);
+    if (!bytes) {
+      bytes = Buffer.from(
+        wsman.DescribeWorkspaceResponse.encode({ status: this.toProto(record), lastActivity }).finish(),
+      );
+      this.described.set(record, bytes);
     }
     return bytes;
   }

@@ -50,6 +50,12 @@ export const workspaceManagerServiceDefinition = {
     responseSerialize: (value: wsman.SubscribeResponse | Buffer): Buffer =>
       Buffer.isBuffer(value) ? value : Buffer.from(wsman.SubscribeResponse.encode(value).finish()),
   },
+  // DescribeWorkspace answers are cached per record (the hot path of polling clients).
+  describeWorkspace: {
+    ...WorkspaceManagerService.describeWorkspace,
+    responseSerialize: (value: wsman.DescribeWorkspaceResponse | Buffer): Buffer =>
+      Buffer.isBuffer(value) ? value : Buffer.from(wsman.DescribeWorkspaceResponse.encode(value).finish()),
+  },
 };
 
 export function createWorkspaceManagerImplementation(options: ServiceOptions): WorkspaceManagerServer {
@@ -76,7 +82,11 @@ export function createWorkspaceManagerImplementation(options: ServiceOptions): W
 
     describeWorkspace: unary<wsman.DescribeWorkspaceRequest, wsman.DescribeWorkspaceResponse>((request) => {
       const result = core.describeWorkspace(request.id);
-      return { status: converter.toProto(result.status), lastActivity: result.lastActivity };
+      // Pre-encoded; the service definition above passes the bytes through.
+      return converter.describeResponseBytes(
+        result.status,
+        result.lastActivity,
+      ) as unknown as wsman.DescribeWorkspaceResponse;
     }),
 
     backupWorkspace: unary<wsman.BackupWorkspaceRequest, wsman.BackupWorkspaceResponse>(async (request) => ({
