@@ -10,4 +10,3 @@ export type { CliIo, GlobalOptions } from './context.js';
 export { ExitCode, CliError, exitCodeFor } from './exit-codes.js';
 export { buildStartRequest, parsePortFlag, parseEnvFlag } from './start-request.js';
 export type { StartFlags } from './start-request.js';
-export type { EmbeddedHandle, StartEmbedded } from './commands/up.js';

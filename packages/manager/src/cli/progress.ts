@@ -37,14 +37,17 @@ export class PhaseProgress {
     this.draw();
   }
 
-  /** Ends the display with a final line. */
-  done(message: string): void {
+  /**
+   * Ends the display. On a TTY the current phase is ticked off; `message` (e.g. why the wait ended early) is
+   * printed in either case.
+   */
+  done(message?: string): void {
     if (this.timer) clearInterval(this.timer);
     this.clearLine();
     if (this.stderr.isTTY && this.phase !== undefined) {
       this.stderr.write(`✓ ${this.phase} (${seconds(Date.now() - this.phaseSince)})\n`);
     }
-    this.stderr.write(`${message} after ${seconds(Date.now() - this.began)}\n`);
+    if (message) this.stderr.write(`${this.subject}: ${message} after ${seconds(Date.now() - this.began)}\n`);
   }
 
   private draw(): void {

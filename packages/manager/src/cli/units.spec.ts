@@ -159,8 +159,10 @@ describe('PhaseProgress', () => {
     p.update('pending');
     p.update('pending');
     p.update('running');
-    p.done('ws-1: running');
-    expect(text).toMatch(/^ws-1: pending after 0\.\ds\nws-1: running after 0\.\ds\nws-1: running after 0\.\ds\n$/);
+    p.done();
+    expect(text).toMatch(/^ws-1: pending after 0\.\ds\nws-1: running after 0\.\ds\n$/);
+    p.done('gave up');
+    expect(text).toMatch(/ws-1: gave up after 0\.\ds\n$/);
   });
   it('draws a spinner line and ticks phases off on a TTY', async () => {
     const { PhaseProgress } = await import('./progress.js');
@@ -169,10 +171,10 @@ describe('PhaseProgress', () => {
     p.update('creating');
     await new Promise((r) => setTimeout(r, 250));
     p.update('running');
-    p.done('ws-1: running');
+    p.done();
     expect(text).toContain('\r\x1b[2K');
     expect(text).toMatch(/[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏] ws-1: creating \d\.\ds/);
     expect(text).toMatch(/✓ creating \(0\.\ds\)\n/);
-    expect(text).toMatch(/✓ running \(0\.\ds\)\nws-1: running after 0\.\ds\n$/);
+    expect(text).toMatch(/✓ running \(0\.\ds\)\n$/);
   });
 });

@@ -67,11 +67,11 @@ export async function follow(
       kick().then(consider, reject);
     }).then(
       (status) => {
-        progress.done(`${target.id}: ${phaseOf(status)}`);
+        progress.done();
         return status;
       },
       (error: unknown) => {
-        progress.done(`${target.id}: gave up`);
+        progress.done('gave up');
         throw error;
       },
     );

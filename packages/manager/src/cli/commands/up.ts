@@ -1,58 +1,49 @@
 import type { Command } from 'commander';
-import { CliError, ExitCode } from '../exit-codes.js';
+import { Option } from 'commander';
 import type { ActionWrapper } from '../program.js';
 
-/** What `startEmbedded()` (src/embedded.ts) hands back. */
-export interface EmbeddedHandle {
-  readonly managerAddress: string;
-  readonly proxyAddress: string;
-  readonly metricsAddress: string;
-  stop(): Promise<void>;
-}
-
-export type StartEmbedded = (options: { configPath?: string }) => Promise<EmbeddedHandle>;
-
-/** Loads the embedded entry point lazily, so that every other command starts fast and works without it. */
-async function loadStartEmbedded(): Promise<StartEmbedded> {
-  // dist/cli/commands/up.js → dist/embedded.js
-  const specifier = '../../embedded.js';
-  const module = (await import(specifier)) as { startEmbedded?: StartEmbedded };
-  if (typeof module.startEmbedded !== 'function') {
-    throw new CliError(
-      'this build of @workbay/manager has no embedded mode (startEmbedded is missing)',
-      ExitCode.other,
-    );
-  }
-  return module.startEmbedded;
-}
+const logLevels = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 
 export function registerUpCommand(program: Command, wrap: ActionWrapper): void {
   program
     .command('up')
     .description('run manager, daemon and filesystem storage on this machine until Ctrl+C (the embedded default)')
     .option('--config <file>', 'config file (YAML or JSON; env WORKBAY_CONFIG); none needed for the defaults')
+    .addOption(
+      new Option('--log-level <level>', 'log level (logs go to stderr; default from the config)').choices(logLevels),
+    )
     .action(
       wrap(async (ctx, flags) => {
-        const { config } = flags as { config?: string };
-        const startEmbedded = await loadStartEmbedded();
-        const handle = await startEmbedded({ configPath: config ?? ctx.io.env['WORKBAY_CONFIG'] });
+        const f = flags as { config?: string; logLevel?: (typeof logLevels)[number] };
+        // Loaded lazily: every other command starts fast without the whole manager.
+        const [{ startEmbedded }, { loadManagerConfig }, { createLogger }] = await Promise.all([
+          import('../../embedded.js'),
+          import('../../config.js'),
+          import('../../logger.js'),
+        ]);
+        const configPath = f.config ?? ctx.io.env['WORKBAY_CONFIG'];
+        const overrides = f.logLevel ? { log: { level: f.logLevel } } : {};
+        const config = await loadManagerConfig(configPath, overrides);
+        // Logs on stderr keep stdout for what `up` reports (and for --json).
+        const logger = createLogger({ level: config.log.level, destination: process.stderr });
+        const handle = await startEmbedded({ configPath, overrides, logger });
+        const addresses = {
+          managerAddress: handle.managerAddress,
+          proxyAddress: handle.proxyAddress,
+          metricsAddress: handle.metricsAddress,
+          daemonAddress: handle.daemonAddress,
+        };
         if (ctx.json) {
-          ctx.printJson(
-            {
-              managerAddress: handle.managerAddress,
-              proxyAddress: handle.proxyAddress,
-              metricsAddress: handle.metricsAddress,
-            },
-            false,
-          );
+          ctx.printJson(addresses, false);
         } else {
           ctx.out(
             'Workbay is up.\n' +
               `  manager (gRPC)  ${handle.managerAddress}\n` +
-              `  port proxy      ${handle.proxyAddress}\n` +
-              `  metrics         ${handle.metricsAddress}\n` +
-              `Try: workbay --address ${handle.managerAddress} start --wait\n` +
-              'Press Ctrl+C to stop.\n',
+              `  daemon (gRPC)   ${handle.daemonAddress}\n` +
+              `  port proxy      ${handle.proxyAddress ? `http://${handle.proxyAddress}` : 'off'}\n` +
+              `  metrics         ${handle.metricsAddress ? `http://${handle.metricsAddress}/metrics` : 'off'}\n` +
+              `Try: workbay${handle.managerAddress === '127.0.0.1:7720' ? '' : ` --address ${handle.managerAddress}`} start --wait\n` +
+              'Press Ctrl+C to stop (running workspaces keep running and are re-adopted by the next `workbay up`).\n',
           );
         }
         const signal = ctx.io.signal;
@@ -62,6 +53,7 @@ export function registerUpCommand(program: Command, wrap: ActionWrapper): void {
         });
         ctx.err('Stopping Workbay…\n');
         await handle.stop();
+        logger.flush();
         ctx.err('Workbay stopped.\n');
       }),
     );
