@@ -745,7 +745,10 @@ export class WorkspaceContentService {
    * Final backup (unless `backup` is false), git status, then deletion. The outcome is persisted before any
    * content is deleted, and a repeated call returns the same outcome.
    */
-  async disposeWorkspace(instanceId: string, options: { backup: boolean }): Promise<DisposeWorkspaceResult> {
+  async disposeWorkspace(
+    instanceId: string,
+    options: { backup: boolean; backupLogs?: boolean },
+  ): Promise<DisposeWorkspaceResult> {
     this.assertRunning();
     return this.track(
       this.lock.run(instanceId, async () => {
@@ -768,6 +771,13 @@ export class WorkspaceContentService {
             await this.persist(ws, { phase: 'disposing' });
             await Promise.allSettled([...ws.pending]);
             const status = await this.gitStatusOf(ws);
+            if (options.backupLogs && this.backups && !ws.state.remoteStorageDisabled) {
+              await this.backups.uploadLogs(
+                ws.state.contentLocation,
+                { owner: ws.state.owner, workspaceId: ws.state.workspaceId },
+                instanceId,
+              );
+            }
             let backup: BackupRecord | undefined;
             if (options.backup && !ws.state.remoteStorageDisabled) {
               try {

@@ -228,6 +228,18 @@ describe('daemon over gRPC', () => {
     for (const id of ['snap-src', 'snap-dst', 'snap-missing']) await t.client.disposeWorkspace({ id, backup: false });
   });
 
+  it('uploads prebuild logs on dispose when asked (backup_logs)', async () => {
+    const { contentLocation } = await t.client.initWorkspace({
+      id: 'logs-1',
+      metadata: { owner: 'erin', metaId: 'ws-logs' },
+      initializer: { spec: { $case: 'empty', value: {} } },
+    });
+    await writeFile(join(contentLocation, '.workbay/prebuild-log-build'), 'npm run build\nok\n');
+    await t.client.disposeWorkspace({ id: 'logs-1', backup: true, backupLogs: true });
+    const info = await t.daemon.storage?.stat('workbay-user-erin', 'workspaces/ws-logs/instances/logs-1/logs/build');
+    expect(info?.size).toBe('npm run build\nok\n'.length);
+  });
+
   it('reports health over gRPC and HTTP, and exposes Prometheus metrics', async () => {
     const definition = loadSync(healthProtoPath, { keepCase: true, enums: String });
     const grpc = loadPackageDefinition(definition) as unknown as { grpc: { health: { v1: GrpcObject } } };

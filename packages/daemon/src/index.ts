@@ -109,3 +109,32 @@ export { createHostOps } from './host-ops/host-ops.js';
 export type { DiskGuardOptions, DiskGuardStatus } from './health/disk-guard.js';
 export { DiskGuard } from './health/disk-guard.js';
 export { DaemonMetrics } from './health/metrics.js';
+
+// In-workspace service (iws.InWorkspaceService and iws.WorkspaceInfoService): see src/iws/README.md
+export type {
+  CgroupAccess,
+  IdRange,
+  InWorkspaceServiceDeps,
+  IwsConfig,
+  IwsListenOptions,
+  IwsServerHandle,
+  IwsWorkspaceContext,
+  NamespaceOps,
+  PrepareForUserNsResult,
+  RateLimitRule,
+  WorkspaceResources,
+} from './iws/index.js';
+export {
+  InWorkspaceOperations,
+  RateLimiter,
+  USER_CGROUP,
+  WORKSPACE_CGROUP,
+  createInWorkspaceService,
+  createWorkspaceInfoService,
+  defaultIwsConfig,
+  iwsRateLimits,
+  kernelHasNfs,
+  listenIws,
+  onceOnly,
+  toIwsError,
+} from './iws/index.js';

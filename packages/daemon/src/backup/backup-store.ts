@@ -3,6 +3,9 @@
  * brief: `workspaces/<workspaceId>/full.tar` (plain tar) or `workspaces/<workspaceId>/full.manifest` plus
  * `chunks/` (incremental), and `workspaces/<workspaceId>/snapshot-<unixnano>.tar`.
  */
+import { constants } from 'node:fs';
+import { open, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { BucketLayout, PluginLogger, RemoteStorage } from '@workbay/api';
 import {
   backupObjectName,
@@ -14,7 +17,8 @@ import {
   unixNanoNow,
   workspacePrefix,
 } from '@workbay/api';
-import { InvalidArgumentError, isWorkbayError, NotFoundError } from '../errors.js';
+import { errorMessage, InvalidArgumentError, isWorkbayError, NotFoundError } from '../errors.js';
+import { retryWithBackoff } from '../util/retry.js';
 import type { Compression } from '../archive/compression.js';
 import { extractTree, packTree } from '../archive/tar.js';
 import type { BackupTarget, ChunkedBackupResult } from './chunked.js';
@@ -73,6 +77,8 @@ export interface SnapshotResult {
 }
 
 export const readyMarkerPath = '.workbay/ready';
+/** Log files uploaded with `DisposeWorkspace(backup_logs)`: `.workbay/prebuild-log-<task>`. */
+const logPrefix = 'prebuild-log-';
 
 export class BackupStore {
   private readonly format: BackupFormat;
@@ -286,6 +292,53 @@ export class BackupStore {
     if (!info) throw new NotFoundError(`snapshot '${qualified}' not found`);
     const stats = await this.extractObject(root, bucket, name, options.signal);
     return { contentBytes: stats.contentBytes, size: info.size };
+  }
+
+  /**
+   * Uploads a workspace's log files (`.workbay/prebuild-log-*`) to
+   * `workspaces/<workspaceId>/instances/<instanceId>/logs/<task>`. Best effort: failures are reported, not
+   * thrown, so that logs never block a disposal.
+   */
+  async uploadLogs(
+    root: string,
+    ref: WorkspaceStorageRef,
+    instanceId: string,
+  ): Promise<{ uploaded: string[]; failed: string[] }> {
+    const uploaded: string[] = [];
+    const failed: string[] = [];
+    const dir = join(root, '.workbay');
+    let names: string[];
+    try {
+      names = (await readdir(dir)).filter((name) => name.startsWith(logPrefix)).sort();
+    } catch {
+      return { uploaded, failed };
+    }
+    const target = this.target(ref);
+    await this.storage.ensureBucket(target.bucket);
+    for (const name of names) {
+      const task = name.slice(logPrefix.length) || 'default';
+      const object = `${target.prefix}instances/${instanceId}/logs/${task}`;
+      try {
+        await retryWithBackoff(
+          async () => {
+            const handle = await open(join(dir, name), constants.O_RDONLY | constants.O_NOFOLLOW);
+            try {
+              await this.storage.upload(target.bucket, object, handle.createReadStream({ autoClose: false }), {
+                contentType: 'text/plain',
+              });
+            } finally {
+              await handle.close();
+            }
+          },
+          { attempts: 3, initialDelayMs: 200 },
+        );
+        uploaded.push(object);
+      } catch (error) {
+        failed.push(object);
+        this.logger.warn({ workspaceId: ref.workspaceId, object, err: errorMessage(error) }, 'log upload failed');
+      }
+    }
+    return { uploaded, failed };
   }
 
   /** Deletes every backup object of a workspace (not its snapshots). */

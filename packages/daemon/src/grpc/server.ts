@@ -47,7 +47,10 @@ export function createContentServiceImplementation(
       options,
     ),
     disposeWorkspace: unaryHandler(async (request) => {
-      const result = await service.disposeWorkspace(requireId(request.id), { backup: request.backup });
+      const result = await service.disposeWorkspace(requireId(request.id), {
+        backup: request.backup,
+        backupLogs: request.backupLogs,
+      });
       return result.gitStatus ? { gitStatus: gitStatusToProto(result.gitStatus) } : {};
     }, options),
     backupWorkspace: unaryHandler(
