@@ -611,9 +611,43 @@ export class WorkspaceContentService {
     return this.backups;
   }
 
+  /**
+   * Refuses to archive content that is not there: an unmounted quota image, or a directory emptied behind
+   * our back. Either would upload an empty tree over the last good backup.
+   */
+  private async assertContentPresent(ws: Workspace, operation: string): Promise<void> {
+    const dir = ws.state.contentLocation;
+    const id = ws.state.instanceId;
+    if (ws.state.quota?.mode === 'loop' && !(await this.options.hostOps.isMountPoint(dir))) {
+      throw new FailedPreconditionError(
+        `the content image of workspace '${id}' is not mounted; refusing to ${operation}`,
+      );
+    }
+    const marker = await stat(join(dir, readyMarkerPath)).then(
+      () => true,
+      () => false,
+    );
+    if (marker) return;
+    let names: string[];
+    try {
+      names = await readdir(dir);
+    } catch (cause) {
+      throw new FailedPreconditionError(`the content of workspace '${id}' is missing; refusing to ${operation}`, {
+        cause,
+      });
+    }
+    if (names.length === 0) {
+      throw new FailedPreconditionError(
+        `the content directory of workspace '${id}' is empty and its ready marker is gone; refusing to ${operation} (it would replace the last good backup)`,
+      );
+    }
+    this.logger.warn({ instanceId: id }, 'ready marker missing; backing up the content that is there');
+  }
+
   /** Runs one backup with the node-wide concurrency limit and retries. Caller holds the workspace lock. */
   private async runBackup(ws: Workspace, reason: BackupReason): Promise<BackupRecord> {
     const backups = this.assertBackupable(ws, 'back it up', reason === 'final');
+    await this.assertContentPresent(ws, 'back it up');
     const { metrics } = this.options;
     const waitStarted = performance.now();
     const release = await this.slots.acquire();
@@ -681,6 +715,7 @@ export class WorkspaceContentService {
     this.assertRunning();
     const ws = this.require(instanceId);
     const backups = this.assertBackupable(ws, 'take a snapshot');
+    await this.assertContentPresent(ws, 'take a snapshot');
     const ref = { owner: ws.state.owner, workspaceId: ws.state.workspaceId };
     const target = backups.snapshotName(ref);
     const upload = this.track(

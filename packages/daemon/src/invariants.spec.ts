@@ -3,7 +3,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { access, mkdir, readFile, readdir, stat, utimes, writeFile } from 'node:fs/promises';
+import { access, mkdir, readFile, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -119,6 +119,24 @@ describe('invariants', () => {
     });
     expect(restored.contentSource).toBe('from-backup');
     expect((await readdir(join(restored.contentLocation, 'data'))).length).toBe(5);
+  });
+
+  it('never replaces a good backup with an emptied directory', async () => {
+    const t = await start();
+    const { contentLocation } = await t.client.initWorkspace({
+      id: 'emptied',
+      metadata: { owner: 'o10', metaId: 'm-emptied' },
+      initializer: empty,
+    });
+    await writeRandomFiles(contentLocation, 3, 10_000);
+    await t.client.backupWorkspace({ id: 'emptied' });
+    const storage = t.daemon.storage as RemoteStorage;
+    const stored = await objects(storage, 'workbay-user-o10');
+    for (const name of await readdir(contentLocation)) await rm(join(contentLocation, name), { recursive: true });
+    const error = await errorOf(t.client.backupWorkspace({ id: 'emptied' }));
+    expect(isWorkbayError(error, 'failed-precondition')).toBe(true);
+    expect(error.message).toMatch(/empty and its ready marker is gone/);
+    expect(await objects(storage, 'workbay-user-o10')).toEqual(stored);
   });
 
   it('backup and dispose are idempotent', async () => {

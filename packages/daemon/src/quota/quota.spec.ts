@@ -120,6 +120,31 @@ describe('disk quotas and the disk guard', () => {
     expect(await ops.isMountPoint(again.contentLocation)).toBe(false);
   });
 
+  it('loop mode: an image that is not mounted is never backed up (it would replace the last good backup with nothing)', async () => {
+    t = await startTestDaemon({ root: work.path, config: { quota: { mode: 'loop' } } });
+    const { contentLocation } = await t.client.initWorkspace({
+      id: 'um',
+      metadata: { owner: 'o', metaId: 'm-um' },
+      initializer: empty,
+      storageQuotaBytes: 32 * MiB,
+    });
+    await writeFile(join(contentLocation, 'data.bin'), randomBytes(MiB));
+    await t.client.backupWorkspace({ id: 'um' });
+    const before = await t.daemon.storage?.stat('workbay-user-o', 'workspaces/m-um/full.manifest');
+    await ops.unmount(contentLocation);
+    const error = await errorOf(t.client.backupWorkspace({ id: 'um' }));
+    expect(isWorkbayError(error, 'failed-precondition')).toBe(true);
+    expect(error.message).toMatch(/not mounted/);
+    expect(
+      isWorkbayError(await errorOf(t.client.disposeWorkspace({ id: 'um', backup: true })), 'failed-precondition'),
+    ).toBe(true);
+    expect((await t.daemon.storage?.stat('workbay-user-o', 'workspaces/m-um/full.manifest'))?.digest).toBe(
+      before?.digest,
+    );
+    await t.client.disposeWorkspace({ id: 'um', backup: false });
+    expect(await exists(join(t.workingArea, '.images', 'um.img'))).toBe(false);
+  });
+
   it('loop mode: a quota too small for an ext4 image is INVALID_ARGUMENT naming storage_quota_bytes', async () => {
     t = await startTestDaemon({ root: work.path, config: { quota: { mode: 'loop' } } });
     const error = await errorOf(

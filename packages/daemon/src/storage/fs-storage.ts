@@ -13,6 +13,7 @@
  * exist, as in S3). Segments whose encoding is too long for a file name are stored under their SHA-256.
  */
 import { createHash, randomBytes } from 'node:crypto';
+import type { FileHandle } from 'node:fs/promises';
 import { mkdir, open, readFile, readdir, rename, rm, rmdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -163,12 +164,11 @@ export class FsRemoteStorage implements RemoteStorage {
       throw new InvalidArgumentError('digest', `'${options.digest}' is not a sha256 digest ('sha256:<64 hex>')`);
     }
     const id = newUploadId();
-    await mkdir(dir, { recursive: true });
     const dataPath = join(dir, `${base}${dataMarker}${id}`);
     const tempMeta = join(dir, `${base}${tempMarker}${id}`);
     let size = 0;
     const hash = createHash('sha256');
-    const handle = await open(dataPath, 'wx', 0o644);
+    const handle = await this.createInDirectory(dir, dataPath);
     try {
       try {
         for await (const chunk of body as AsyncIterable<Buffer | string>) {
@@ -200,7 +200,7 @@ export class FsRemoteStorage implements RemoteStorage {
         metadata: lowerCaseKeys(options.metadata ?? {}),
         data: id,
       };
-      const metaHandle = await open(tempMeta, 'wx', 0o644);
+      const metaHandle = await this.createInDirectory(dir, tempMeta);
       try {
         await metaHandle.writeFile(JSON.stringify(sidecar));
         await metaHandle.sync();
@@ -222,6 +222,18 @@ export class FsRemoteStorage implements RemoteStorage {
       await rm(tempMeta, { force: true });
       body.destroy();
       throw error;
+    }
+  }
+
+  /** Creates a new file; a concurrent delete may prune the (empty) directory between mkdir and open. */
+  private async createInDirectory(dir: string, path: string): Promise<FileHandle> {
+    for (let attempt = 0; ; attempt++) {
+      await mkdir(dir, { recursive: true });
+      try {
+        return await open(path, 'wx', 0o644);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || attempt >= 3) throw error;
+      }
     }
   }
 
