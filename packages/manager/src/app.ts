@@ -6,8 +6,9 @@
  * @module
  */
 import { join } from 'node:path';
-import { PluginHost } from '@workbay/api';
+import { PluginHost, registerValue } from '@workbay/api';
 import type { PluginLogger, WorkspaceRuntime } from '@workbay/api';
+import type { DependencyContainer } from 'tsyringe';
 import type { ManagerConfig } from './config.js';
 import type { ContentService } from './content/content-service.js';
 import { DaemonContentService } from './content/daemon-content-service.js';
@@ -24,6 +25,14 @@ import { localRuntimePlugin } from './runtime/local/index.js';
 import { startManagerServer } from './server.js';
 import type { ManagerServer } from './server.js';
 import { FileWorkspaceStore } from './store/file-store.js';
+import {
+  contentServiceToken,
+  maintenanceModeToken,
+  managerConfigToken,
+  managerMetricsToken,
+  workspaceManagerCoreToken,
+  workspaceStoreToken,
+} from './tokens.js';
 
 export interface StartManagerOptions {
   readonly config: ManagerConfig;
@@ -41,6 +50,8 @@ export interface RunningManager {
   readonly metrics: ManagerMetrics;
   readonly maintenance: MaintenanceMode;
   readonly runtime: WorkspaceRuntime;
+  /** The plugin host's container, with the manager's components registered under the tokens in ./tokens.ts. */
+  readonly container: DependencyContainer;
   /** host:port of the gRPC server. */
   readonly grpcAddress: string;
   /** host:port of the port proxy ('' when disabled). */
@@ -89,23 +100,19 @@ export async function startManager(options: StartManagerOptions): Promise<Runnin
     await maintenance.start();
     cleanups.push(() => maintenance.stop());
 
+    // One plugin host: the built-in local runtime, the configured plugins, and the manager's own components.
+    const host = new PluginHost({ logger: logger as unknown as PluginLogger });
+    host.use(localRuntimePlugin);
+    await host.load(config.plugins);
     let runtime = options.runtime;
-    let host: PluginHost | undefined;
     if (!runtime) {
-      const created = await createRuntimeFromConfig(config, logger.child({ component: 'runtime' }));
-      runtime = created.runtime;
-      host = created.host;
-      const owned = runtime;
+      const owned = await host.createRuntime(config.runtime.kind, runtimeSection(config));
+      runtime = owned;
       cleanups.push(() => owned.close());
     }
 
     let snapshots = options.snapshots;
     if (!snapshots && config.storage) {
-      host ??= await (async () => {
-        const h = new PluginHost({ logger: logger as unknown as PluginLogger });
-        await h.load(config.plugins);
-        return h;
-      })();
       const { kind, ...storageConfig } = config.storage;
       const storage = await host.createStorage(kind, storageConfig);
       const store = new RemoteStorageSnapshotStore(storage);
@@ -137,6 +144,12 @@ export async function startManager(options: StartManagerOptions): Promise<Runnin
       proxyAddress: () => proxy?.address || config.proxy.address,
     });
     const metrics = metricsRef;
+    registerValue(host.container, managerConfigToken, config);
+    registerValue(host.container, workspaceManagerCoreToken, core);
+    registerValue(host.container, workspaceStoreToken, store);
+    registerValue(host.container, contentServiceToken, content);
+    registerValue(host.container, maintenanceModeToken, maintenance);
+    registerValue(host.container, managerMetricsToken, metrics);
     const maintenanceGauge = maintenance.state$.subscribe((s) => metrics.maintenanceEnabled.set(s.enabled ? 1 : 0));
     cleanups.push(() => maintenanceGauge.unsubscribe());
 
@@ -189,6 +202,7 @@ export async function startManager(options: StartManagerOptions): Promise<Runnin
       metrics,
       maintenance,
       runtime,
+      container: host.container,
       grpcAddress: grpc.address,
       proxyAddress: proxy?.address ?? '',
       metricsAddress: ops?.address ?? '',

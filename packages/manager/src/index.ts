@@ -71,6 +71,16 @@ export { ManagerMetrics } from './metrics.js';
 export type { Logger, LoggerOptions } from './logger.js';
 export { createLogger, createSilentLogger } from './logger.js';
 
+// DI tokens
+export {
+  contentServiceToken,
+  maintenanceModeToken,
+  managerConfigToken,
+  managerMetricsToken,
+  workspaceManagerCoreToken,
+  workspaceStoreToken,
+} from './tokens.js';
+
 // Edges
 export type { ManagerServer, ManagerServerOptions } from './server.js';
 export { startManagerServer, workspaceManagerServiceName } from './server.js';
