@@ -1002,9 +1002,10 @@ export class WorkspaceManagerCore {
       { workspace: published.id, metaId: published.metaId, owner: published.owner, class: className, type: input.type },
       'workspace accepted',
     );
-    // The record is durable before the caller hears about it.
-    await this.store.save(published);
+    // The flow starts at once (its own updates are persisted too); the caller hears back once the record is durable.
+    const durable = this.store.save(published);
     this.launchStart(published.id);
+    await durable;
     return { url, ownerToken: published.ownerToken };
   }
 
