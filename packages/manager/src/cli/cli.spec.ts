@@ -1,7 +1,8 @@
 /**
- * Drives the built `workbay` CLI (dist/cli/main.js) as a child process against a gRPC server on 127.0.0.1:0.
- * The server here is a small in-memory fake of wsman.WorkspaceManager that walks workspaces through the phases
- * on a timer; the real manager is exercised by embedded.cli.spec.ts.
+ * The `workbay` CLI against a gRPC server on 127.0.0.1:0 that is a small in-memory fake of wsman.WorkspaceManager
+ * (it walks workspaces through the phases on a timer). Most cases run the CLI in-process through `runCli`; help,
+ * `watch` with SIGINT and the unreachable-manager case run the built bin as a child process. The real manager
+ * is exercised by manager.cli.spec.ts (real gRPC server and local runtime) and up.cli.spec.ts (`workbay up`).
  */
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -22,6 +23,7 @@ import {
   wsman,
 } from '@workbay/api';
 import type { WorkspaceManagerServer } from '@workbay/api';
+import { runCli } from './program.js';
 
 const mainJs = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../dist/cli/main.js');
 
@@ -178,10 +180,23 @@ let fake: FakeManager;
 let address: string;
 let tmp: string;
 
-function workbay(args: string[], env: Record<string, string> = {}): Promise<Run> {
+/** Runs the CLI in this process (fast); what it prints and returns is what the bin would. */
+async function workbay(args: string[], env: Record<string, string> = {}): Promise<Run> {
+  let stdout = '';
+  let stderr = '';
+  const code = await runCli(args, {
+    stdout: { write: (text: string) => (stdout += text) },
+    stderr: { write: (text: string) => (stderr += text) },
+    env: { WORKBAY_ADDRESS: address, WORKBAY_OWNER: 'alice', ...env },
+  });
+  return { code, stdout, stderr };
+}
+
+/** Runs the built bin as a child process, for what only a real process shows (argv, exit status, signals). */
+function workbayProcess(args: string[]): Promise<Run> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [mainJs, ...args], {
-      env: { ...process.env, WORKBAY_ADDRESS: address, WORKBAY_OWNER: 'alice', ...env },
+      env: { ...process.env, WORKBAY_ADDRESS: address, WORKBAY_OWNER: 'alice' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';
@@ -213,7 +228,7 @@ afterAll(async () => {
 
 describe('workbay CLI against a WorkspaceManager server', () => {
   it('prints help with the exit codes, and fails usage errors with 1', async () => {
-    const help = await workbay(['--help']);
+    const help = await workbayProcess(['--help']);
     expect(help.code).toBe(0);
     for (const command of [
       'up',
@@ -233,7 +248,7 @@ describe('workbay CLI against a WorkspaceManager server', () => {
       expect(help.stdout).toMatch(new RegExp(`^  ${command}\\b`, 'm'));
     }
     expect(help.stdout).toContain('Exit codes: 0 ok, 1 usage');
-    expect((await workbay(['frobnicate'])).code).toBe(1);
+    expect((await workbayProcess(['frobnicate'])).code).toBe(1);
     const bad = await workbay(['stop', 'x', '--policy', 'gently']);
     expect(bad.code).toBe(1);
     expect(bad.stderr).toContain('Allowed choices are normally, immediately, abort');
@@ -417,6 +432,8 @@ describe('workbay CLI against a WorkspaceManager server', () => {
   });
 
   it('watch streams live updates as JSON lines until interrupted', async () => {
+    const subscribes = (): number => fake.calls.filter((c) => c.method === 'subscribe').length;
+    const before = subscribes();
     const child = spawn(process.execPath, [mainJs, '--json', 'watch', '--id', 'cli-w'], {
       env: { ...process.env, WORKBAY_ADDRESS: address },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -429,8 +446,9 @@ describe('workbay CLI against a WorkspaceManager server', () => {
       }),
     );
     const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
-    // Give the stream a moment to open, then start a workspace through the CLI.
-    await new Promise((r) => setTimeout(r, 400));
+    // Once the watch's stream is open (the server saw the call), start a workspace through the CLI.
+    while (subscribes() === before) await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 50));
     expect((await workbay(['start', '--id', 'cli-w'])).code).toBe(0);
     expect((await workbay(['start', '--id', 'cli-other'])).code).toBe(0);
     await sawRunning;
@@ -445,7 +463,7 @@ describe('workbay CLI against a WorkspaceManager server', () => {
   });
 
   it('exits 4 with a hint when the manager is unreachable', async () => {
-    const run = await workbay(['--address', '127.0.0.1:1', 'list']);
+    const run = await workbayProcess(['--address', '127.0.0.1:1', 'list']);
     expect(run.code).toBe(4);
     expect(run.stderr).toContain('workbay: cannot reach the manager at 127.0.0.1:1');
     expect(run.stderr).toContain("start one with 'workbay up'");
