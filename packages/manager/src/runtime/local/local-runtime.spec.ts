@@ -3,6 +3,7 @@ import { mkdtemp, readFile, rm, stat, writeFile, mkdir } from 'node:fs/promises'
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { firstValueFrom, filter, take, timeout } from 'rxjs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { AlreadyExistsError, FailedPreconditionError, PluginHost } from '@workbay/api';
@@ -367,6 +368,54 @@ describe.runIf(isRoot)('LocalRuntime: isolation as root', () => {
     // The shell gives up when fork fails; the failure carries its last words.
     const exit = await exited;
     expect(exit.state.failure).toMatch(/fork/i);
+  });
+});
+
+describe.runIf(isRoot)('cgroup mounting', () => {
+  it('mounts the v1 controllers when a machine has no cgroup filesystem (in a private mount namespace)', async () => {
+    const dist = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../dist/runtime/local/cgroups.js');
+    const script = [
+      `import { mountCgroupsIfMissing, readCgroupLayout } from ${JSON.stringify(dist)};`,
+      'const before = await readCgroupLayout();',
+      'const quiet = { debug() {}, info() {}, warn() {}, error() {}, child() { return quiet; } };',
+      'await mountCgroupsIfMissing(quiet);',
+      'const after = await readCgroupLayout();',
+      'console.log(JSON.stringify({ before: before ?? null, after }));',
+    ].join('\n');
+    // Everything happens in a new mount namespace: the host's cgroup mounts are untouched.
+    const out = await new Promise<string>((resolve, reject) => {
+      const child = spawn(
+        'unshare',
+        [
+          '--mount',
+          '--propagation',
+          'private',
+          '--',
+          'sh',
+          '-c',
+          'umount -R /sys/fs/cgroup && exec "$0" --input-type=module -e "$1"',
+          process.execPath,
+          script,
+        ],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      child.on('close', (code) => (code === 0 ? resolve(stdout) : reject(new Error(`exit ${code}: ${stderr}`))));
+    });
+    const { before, after } = JSON.parse(out) as {
+      before: unknown;
+      after: { version: number; roots: Record<string, string> };
+    };
+    expect(before).toBeNull();
+    expect(after.version).toBe(1);
+    expect(after.roots).toEqual({
+      cpu: '/sys/fs/cgroup/cpu',
+      memory: '/sys/fs/cgroup/memory',
+      pids: '/sys/fs/cgroup/pids',
+    });
   });
 });
 
