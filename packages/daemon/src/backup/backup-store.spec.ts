@@ -9,6 +9,7 @@ import { FsRemoteStorage } from '../storage/fs-storage.js';
 import { describeTree, tempDir } from '../test-support/tree.js';
 import { BackupStore } from './backup-store.js';
 import { findCut, StreamChunker } from './chunker.js';
+import { readManifest } from './chunked.js';
 
 const ref = { owner: 'owner-1', workspaceId: 'ws-1' };
 
@@ -21,7 +22,8 @@ async function makeTree(root: string, files: number): Promise<string[]> {
     await writeFile(join(root, name), randomBytes(2000 + (i % 13) * 1000));
     names.push(name);
   }
-  await writeFile(join(root, 'big.bin'), randomBytes(6 * 1024 * 1024));
+  // Larger than four maximum chunks, so that re-uploading the one chunk an edit touches stays a small share.
+  await writeFile(join(root, 'big.bin'), randomBytes(16 * 1024 * 1024));
   await symlink('big.bin', join(root, 'big-link'));
   await mkdir(join(root, '.workbay'));
   await writeFile(join(root, '.workbay/ready'), '{}');
@@ -102,7 +104,8 @@ describe('BackupStore', () => {
     await writeFile(join(source, names[150] as string), randomBytes(3000));
     await appendFile(join(source, 'big.bin'), randomBytes(100));
     const second = await store.backup(source, ref);
-    expect(second.chunked?.readBytes).toBeLessThan(8 * 1024 * 1024); // the unchanged bulk was not even read
+    // Only the changed files were read again (big.bin and two small ones), not the unchanged ones.
+    expect(second.chunked?.readBytes).toBeLessThan(16 * 1024 * 1024 + 100_000);
     expect(second.uploadedBytes).toBeLessThan(first.uploadedBytes / 4);
     // Nothing changed: nothing but the manifest goes up.
     const third = await store.backup(source, ref);
@@ -178,6 +181,23 @@ describe('BackupStore', () => {
     const error = await store.restore(target, ref).catch((e: unknown) => e);
     expect(isWorkbayError(error, 'internal')).toBe(true);
     expect(String(error)).toMatch(/digest mismatch/);
+  });
+
+  it('cuts large files where the streaming reference chunker cuts them', async () => {
+    const data = randomBytes(20 * 1024 * 1024 + 12345);
+    await writeFile(join(source, 'large.bin'), data);
+    const store = new BackupStore(storage, { mode: 'per-owner' }, {});
+    await store.backup(source, ref);
+    const manifest = await readManifest(store.target(ref));
+    const entry = manifest?.entries.find((e) => e.path === 'large.bin');
+    const stored = (entry?.blobs ?? []).map((b) => manifest!.blobs[b]![3]);
+    const reference: number[] = [];
+    const chunker = new StreamChunker();
+    for (let i = 0; i < data.length; i += 777_777)
+      for (const chunk of chunker.push(data.subarray(i, i + 777_777))) reference.push(chunk.length);
+    for (const chunk of chunker.flush()) reference.push(chunk.length);
+    expect(stored).toEqual(reference);
+    expect(reference.length).toBeGreaterThan(5);
   });
 
   it('snapshots are plain tars named snapshot-<unixnano>.tar; a missing snapshot is NOT_FOUND', async () => {

@@ -36,7 +36,7 @@ import { readTreeXattrs, xattrSupport } from '../archive/xattr.js';
 import { mapLimit, Semaphore } from '../util/concurrency.js';
 import { LoopYielder, readSmallFileInto, smallFileLimit } from '../util/small-files.js';
 import type { ChunkerOptions } from './chunker.js';
-import { defaultChunkerOptions, StreamChunker } from './chunker.js';
+import { defaultChunkerOptions, findCut } from './chunker.js';
 import type { BackupManifest, ManifestEntry } from './manifest.js';
 import { decodeManifest, encodeManifest, manifestContentType, toTreeEntry } from './manifest.js';
 
@@ -389,6 +389,7 @@ export async function createChunkedBackup(
   const entries: Array<ManifestEntry> = [];
   const yielder = new LoopYielder();
   const scratch = Buffer.allocUnsafe(smallFileLimit);
+  const window = Buffer.allocUnsafe(2 * chunker.maxSize);
   /** Where each blob can be read again locally (first use), for repacking. */
   const blobSource = new Map<number, { absolute: string; offset: number }>();
   const noteSources = (absolute: string, indices: readonly number[]): void => {
@@ -467,9 +468,12 @@ export async function createChunkedBackup(
           continue;
         }
         size = data.length;
-        const chunkerStream = new StreamChunker(chunker);
-        for (const chunk of chunkerStream.push(data)) indices.push(await storeChunk(chunk));
-        for (const chunk of chunkerStream.flush()) indices.push(await storeChunk(chunk));
+        // Small files are below the minimum chunk size unless they grew: cut what is there.
+        for (let offset = 0; offset < data.length;) {
+          const cut = findCut(data.subarray(offset), chunker, true) as number;
+          indices.push(await storeChunk(data.subarray(offset, offset + cut)));
+          offset += cut;
+        }
       } else {
         let handle: FileHandle;
         try {
@@ -483,18 +487,36 @@ export async function createChunkedBackup(
           throw error;
         }
         try {
-          const chunkerStream = new StreamChunker(chunker);
-          let expected = entry.size;
+          // Chunk inside one reused window (two maximum chunks): no allocation or copy per chunk; the
+          // consumers copy what they keep.
+          let filled = 0;
+          let start = 0;
+          let eof = false;
           for (;;) {
-            const buffer = Buffer.allocUnsafe(Math.min(1024 * 1024, Math.max(expected - size, 0) + 1));
-            const { bytesRead } = await handle.read(buffer, 0, buffer.length, null);
-            if (bytesRead === 0) break;
-            size += bytesRead;
-            if (size > expected) expected = size + 1024 * 1024; // it grew: read on in large steps
-            for (const chunk of chunkerStream.push(buffer.subarray(0, bytesRead)))
-              indices.push(await storeChunk(chunk));
+            if (!eof && filled < window.length) {
+              const { bytesRead } = await handle.read(window, filled, window.length - filled, null);
+              if (bytesRead === 0) eof = true;
+              filled += bytesRead;
+              size += bytesRead;
+              if (!eof && filled < window.length) continue;
+            }
+            if (start === filled) break;
+            const cut = findCut(window.subarray(start, filled), chunker, eof);
+            if (cut === undefined) {
+              // Not enough data for a cut: move the rest to the front and read more.
+              window.copyWithin(0, start, filled);
+              filled -= start;
+              start = 0;
+              continue;
+            }
+            indices.push(await storeChunk(window.subarray(start, start + cut)));
+            start += cut;
+            if (!eof && filled - start < chunker.maxSize) {
+              window.copyWithin(0, start, filled);
+              filled -= start;
+              start = 0;
+            }
           }
-          for (const chunk of chunkerStream.flush()) indices.push(await storeChunk(chunk));
         } finally {
           await handle.close();
         }

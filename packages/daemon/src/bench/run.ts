@@ -108,13 +108,6 @@ async function benchGit(scratch: string): Promise<void> {
   await rm(work, { recursive: true, force: true });
   const url = `file://${bare}`;
 
-  const baseline: number[] = [];
-  for (let r = 0; r < runs; r++) {
-    const target = join(scratch, `clone-${r}`);
-    baseline.push((await timed(() => run('git', ['clone', '-q', '--depth=1', url, target]))).ms);
-    await rm(target, { recursive: true, force: true });
-  }
-
   const daemon = await createDaemon({
     workingArea: join(scratch, 'git-workspaces'),
     grpc: { address: '127.0.0.1:0' },
@@ -127,9 +120,14 @@ async function benchGit(scratch: string): Promise<void> {
     backup: { period: 0 },
   }).start();
   const client = createWorkspaceContentClient(daemon.address, { defaultTimeoutMs: 600_000 });
+  // Baseline and figure alternate, so that load changes on a shared machine hit both alike.
+  const baseline: number[] = [];
   const figure: number[] = [];
   try {
     for (let r = 0; r < runs; r++) {
+      const target = join(scratch, `clone-${r}`);
+      baseline.push((await timed(() => run('git', ['clone', '-q', '--depth=1', url, target]))).ms);
+      await rm(target, { recursive: true, force: true });
       const id = `bench-git-${r}`;
       figure.push(
         (
