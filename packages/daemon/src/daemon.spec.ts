@@ -2,7 +2,7 @@ import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { credentials, loadPackageDefinition } from '@grpc/grpc-js';
-import type { GrpcObject, ServiceClientConstructor } from '@grpc/grpc-js';
+import type { ClientDuplexStream, GrpcObject, ServiceClientConstructor } from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import { protoPath as healthProtoPath } from 'grpc-health-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -255,12 +255,25 @@ describe('daemon over gRPC', () => {
     client.close();
     expect(status.status).toBe('SERVING');
     // Reflection lists the content service.
-    const reflectionProto = join(dirname(createRequire(import.meta.url).resolve('@grpc/reflection')), '..', 'proto', 'grpc', 'reflection', 'v1', 'reflection.proto');
-    const reflection = loadPackageDefinition(loadSync(reflectionProto, { keepCase: true })) as unknown as { grpc: { reflection: { v1: GrpcObject } } };
+    const reflectionProto = join(
+      dirname(createRequire(import.meta.url).resolve('@grpc/reflection')),
+      '..',
+      'proto',
+      'grpc',
+      'reflection',
+      'v1',
+      'reflection.proto',
+    );
+    const reflection = loadPackageDefinition(loadSync(reflectionProto, { keepCase: true })) as unknown as {
+      grpc: { reflection: { v1: GrpcObject } };
+    };
     const Reflection = reflection.grpc.reflection.v1['ServerReflection'] as ServiceClientConstructor;
     const reflector = new Reflection(t.daemon.address, credentials.createInsecure());
     const services = await new Promise<string[]>((resolve, reject) => {
-      const call = reflector['ServerReflectionInfo']!() as import('@grpc/grpc-js').ClientDuplexStream<unknown, { list_services_response?: { service: { name: string }[] } }>;
+      const call = reflector['ServerReflectionInfo']!() as ClientDuplexStream<
+        unknown,
+        { list_services_response?: { service: { name: string }[] } }
+      >;
       call.on('data', (response) => {
         resolve((response.list_services_response?.service ?? []).map((s) => s.name));
         call.end();
