@@ -70,14 +70,27 @@ function runtimeSection(config: ManagerConfig): Record<string, unknown> {
   return section;
 }
 
+/**
+ * A plugin host with the built-in runtimes and the configured plugins. The `kubernetes` runtime is loaded only
+ * when the config asks for it (its client library is large).
+ */
+async function createPluginHost(config: ManagerConfig, logger: Logger): Promise<PluginHost> {
+  const host = new PluginHost({ logger: logger as unknown as PluginLogger });
+  host.use(localRuntimePlugin);
+  if (config.runtime.kind === 'kubernetes') {
+    const { kubernetesRuntimePlugin } = await import('./runtime/kubernetes/index.js');
+    host.use(kubernetesRuntimePlugin);
+  }
+  await host.load(config.plugins);
+  return host;
+}
+
 /** Creates the runtime named in the config through a plugin host with the built-in `local` runtime. */
 export async function createRuntimeFromConfig(
   config: ManagerConfig,
   logger: Logger,
 ): Promise<{ runtime: WorkspaceRuntime; host: PluginHost }> {
-  const host = new PluginHost({ logger: logger as unknown as PluginLogger });
-  host.use(localRuntimePlugin);
-  await host.load(config.plugins);
+  const host = await createPluginHost(config, logger);
   const runtime = await host.createRuntime(config.runtime.kind, runtimeSection(config));
   return { runtime, host };
 }
@@ -101,9 +114,7 @@ export async function startManager(options: StartManagerOptions): Promise<Runnin
     cleanups.push(() => maintenance.stop());
 
     // One plugin host: the built-in local runtime, the configured plugins, and the manager's own components.
-    const host = new PluginHost({ logger: logger as unknown as PluginLogger });
-    host.use(localRuntimePlugin);
-    await host.load(config.plugins);
+    const host = await createPluginHost(config, logger);
     let runtime = options.runtime;
     if (!runtime) {
       const owned = await host.createRuntime(config.runtime.kind, runtimeSection(config));
