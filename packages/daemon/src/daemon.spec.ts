@@ -274,8 +274,8 @@ describe('daemon over gRPC', () => {
         unknown,
         { list_services_response?: { service: { name: string }[] } }
       >;
-      call.on('data', (response) => {
-        resolve((response.list_services_response?.service ?? []).map((s) => s.name));
+      call.on('data', (response: { list_services_response?: { service: { name: string }[] } }) => {
+        resolve((response.list_services_response?.service ?? []).map((service) => service.name));
         call.end();
       });
       call.on('error', reject);

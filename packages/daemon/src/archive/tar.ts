@@ -367,6 +367,7 @@ export async function extractTree(input: Readable, root: string, options: Extrac
   } catch (error) {
     extract.destroy();
     source.destroy();
+    input.destroy();
     if (error instanceof Error && /Invalid tar header|Unexpected end of data/i.test(error.message)) {
       throw new InvalidArgumentError('archive', `not a valid tar archive: ${error.message}`, { cause: error });
     }

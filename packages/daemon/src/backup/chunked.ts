@@ -739,27 +739,31 @@ export async function restoreChunkedBackup(
       throw error;
     }
     transferredBytes += packInfo.size;
-    const data = await decompressAuto(stream);
-    blobList.sort(
-      (a, b) => (manifest.blobs[a] as readonly number[])[2]! - (manifest.blobs[b] as readonly number[])[2]!,
-    );
-    const iterator = (data as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
-    const queue = new ByteQueue(iterator);
-    const what = `pack ${packInfo.id}`;
-    let position = 0;
-    for (const blob of blobList) {
-      signal?.throwIfAborted();
-      const [hash, , offset, length] = manifest.blobs[blob] as readonly [string, number, number, number];
-      // Bytes before the blob belong to blobs this restore does not need (garbage awaiting a repack).
-      if (offset > position) await queue.skip(offset - position, what);
-      const content = await queue.take(length, what);
-      position = offset + length;
-      const actual = sha256(content);
-      if (actual !== hash) throw new DataCorruptionError(`blob in ${what}`, `sha256:${hash}`, `sha256:${actual}`);
-      for (const target of placements.get(blob) ?? []) await place(target.file, target.offset, content);
+    try {
+      const data = await decompressAuto(stream);
+      blobList.sort(
+        (a, b) => (manifest.blobs[a] as readonly number[])[2]! - (manifest.blobs[b] as readonly number[])[2]!,
+      );
+      const iterator = (data as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+      const queue = new ByteQueue(iterator);
+      const what = `pack ${packInfo.id}`;
+      let position = 0;
+      for (const blob of blobList) {
+        signal?.throwIfAborted();
+        const [hash, , offset, length] = manifest.blobs[blob] as readonly [string, number, number, number];
+        // Bytes before the blob belong to blobs this restore does not need (garbage awaiting a repack).
+        if (offset > position) await queue.skip(offset - position, what);
+        const content = await queue.take(length, what);
+        position = offset + length;
+        const actual = sha256(content);
+        if (actual !== hash) throw new DataCorruptionError(`blob in ${what}`, `sha256:${hash}`, `sha256:${actual}`);
+        for (const target of placements.get(blob) ?? []) await place(target.file, target.offset, content);
+      }
+      await iterator.return?.();
+    } finally {
+      // Also on failure (a corrupt blob): the download must not stay open.
+      stream.destroy();
     }
-    await iterator.return?.();
-    stream.destroy();
   });
 
   const incomplete = files.find((file) => file.remaining > 0);

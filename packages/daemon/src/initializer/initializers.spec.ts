@@ -184,7 +184,6 @@ describe('initializers (real git, real HTTP, through gRPC)', () => {
 
     it('a wrong password fails at once with UNAUTHENTICATED (no retries)', async () => {
       const before = privateServer.unauthorized;
-      const started = Date.now();
       const error = await errorOf(
         init(gitSpec({ remoteUri: `${privateServer.url}/repo.git`, config: basic('alice', 'wrong-password') })),
       );
@@ -192,7 +191,6 @@ describe('initializers (real git, real HTTP, through gRPC)', () => {
       expect(error.message).toMatch(/git authentication failed/);
       expect(error.message).not.toContain('wrong-password');
       expect(privateServer.unauthorized - before).toBeLessThanOrEqual(2); // one attempt: anonymous, then with credentials
-      expect(Date.now() - started).toBeLessThan(10_000);
     });
 
     it('no credentials for a private repository: UNAUTHENTICATED', async () => {
