@@ -165,7 +165,8 @@ export class DaemonSupervisor {
         } catch {
           // Not JSON: plain output.
         }
-        if (this.config.daemon.output === 'inherit') process.stdout.write(`${line}\n`);
+        // The daemon's log lines go to stderr so that our stdout stays machine-readable (`workbay --json up`).
+        if (this.config.daemon.output === 'inherit') process.stderr.write(`${line}\n`);
       });
       createInterface({ input: child.stderr! }).on('line', (line) => {
         stderrTail.push(line);
