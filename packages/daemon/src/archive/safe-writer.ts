@@ -168,16 +168,18 @@ export class SafeTreeWriter {
   async writeSmallFile(entry: TreeEntry, data: Uint8Array): Promise<void> {
     const { path, absolute } = await this.prepare(entry.path);
     if (path === '') throw new InvalidArgumentError('archive', `entry '${entry.path}' names the root as a file`);
-    let existing;
+    let fd: number;
     try {
-      existing = lstatSync(absolute);
+      fd = openSync(absolute, noFollowWrite, 0o600);
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      // Something is in the way (O_EXCL): a directory is refused, anything else (a symlink too) replaced.
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      if (lstatSync(absolute).isDirectory()) {
+        throw new InvalidArgumentError('archive', `entry '${entry.path}' would replace a directory`);
+      }
+      unlinkSync(absolute);
+      fd = openSync(absolute, noFollowWrite, 0o600);
     }
-    if (existing?.isDirectory())
-      throw new InvalidArgumentError('archive', `entry '${entry.path}' would replace a directory`);
-    if (existing) unlinkSync(absolute);
-    const fd = openSync(absolute, noFollowWrite, 0o600);
     try {
       let written = 0;
       while (written < data.length) written += writeSync(fd, data, written, data.length - written);
