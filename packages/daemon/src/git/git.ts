@@ -105,7 +105,15 @@ export class Git {
     const env: NodeJS.ProcessEnv = { ...process.env, ...options.env };
     for (const key of scrubbedEnv) delete env[key];
     env['GIT_TERMINAL_PROMPT'] = '0';
+    // The node's system and user git config (insteadOf rules, helpers, hooks paths) must not change what a
+    // workspace gets; the repository's own config still applies.
     env['GIT_CONFIG_NOSYSTEM'] = '1';
+    env['GIT_CONFIG_GLOBAL'] = '/dev/null';
+    // The daemon's own commits (a prebuild's stash) need an identity; never the user's.
+    env['GIT_AUTHOR_NAME'] = 'Workbay daemon';
+    env['GIT_AUTHOR_EMAIL'] = 'daemon@workbay.invalid';
+    env['GIT_COMMITTER_NAME'] = 'Workbay daemon';
+    env['GIT_COMMITTER_EMAIL'] = 'daemon@workbay.invalid';
     env['LC_ALL'] = 'C';
     if (options.credentials) {
       env['GIT_ASKPASS'] = join(await this.askpass(), 'askpass.sh');
