@@ -94,7 +94,14 @@ export const daemonConfigSchema = z
     /** Where workspace content and session state live (`<workingArea>/<instanceId>`). */
     workingArea: z.string().min(1).default('~/.workbay/workspaces'),
     grpc: z
-      .object({ address: address.default('127.0.0.1:7721') })
+      .object({
+        address: address.default('127.0.0.1:7721'),
+        /** Serve TLS; with `caPath`, clients must present a certificate signed by that CA (mutual TLS). */
+        tls: z
+          .object({ certPath: z.string().min(1), keyPath: z.string().min(1), caPath: z.string().min(1).optional() })
+          .strict()
+          .optional(),
+      })
       .strict()
       .prefault({}),
     /** Metrics, /live and /ready; `address: off` disables the HTTP server. */

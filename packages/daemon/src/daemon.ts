@@ -209,9 +209,13 @@ class WorkbayDaemon implements Daemon {
     registerValue(container, diskQuotaToken, quota);
     registerValue(container, daemonMetricsToken, this.metrics);
     registerValue(container, contentServiceToken, this.contentService);
+    const tls = config.grpc.tls;
     this.grpc = await startGrpcServer(
       config.grpc.address,
       createContentServiceImplementation(this.contentService, this.logger),
+      tls
+        ? { tls: { certPath: tls.certPath, keyPath: tls.keyPath, ...(tls.caPath ? { caPath: tls.caPath } : {}) } }
+        : {},
     );
     if (config.http.address !== 'off') {
       this.http = await startHttpServer(config.http.address, this.metrics.registry, [
