@@ -163,6 +163,7 @@ const workspaceContentRequests = {
   takeSnapshot: wsdaemon.TakeSnapshotRequest,
   disposeWorkspace: wsdaemon.DisposeWorkspaceRequest,
   backupWorkspace: wsdaemon.BackupWorkspaceRequest,
+  deleteSnapshot: wsdaemon.DeleteSnapshotRequest,
 } as const satisfies RequestCodecs<wsdaemon.WorkspaceContentServiceService>;
 
 const inWorkspaceRequests = {

@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import type { BucketLayout } from './storage-layout.js';
 
 /** What a backend knows about one stored object. */
 export interface ObjectInfo {
@@ -62,6 +63,11 @@ export interface PresignOptions {
 export interface RemoteStorage {
   /** The `kind` it was selected by (`fs`, `minio`, `gcs`, …). */
   readonly kind: string;
+  /**
+   * How this backend's config places owners in buckets (per-owner buckets or one shared bucket), when the
+   * config says; the daemon then names objects with `locateOwner(layout, owner)`.
+   */
+  readonly layout?: BucketLayout;
 
   /** Creates the bucket if it does not exist; safe when several callers race to create it. */
   ensureBucket(bucket: string): Promise<void>;

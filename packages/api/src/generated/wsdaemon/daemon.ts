@@ -199,6 +199,17 @@ export interface BackupWorkspaceResponse {
   url: string;
 }
 
+/** Workbay extension (see DeleteSnapshot). */
+export interface DeleteSnapshotRequest {
+  /** The snapshot as TakeSnapshot returned it: `<object>@<bucket>`. */
+  snapshot: string;
+}
+
+/** Workbay extension (see DeleteSnapshot). */
+export interface DeleteSnapshotResponse {
+  wasDeleted: boolean;
+}
+
 function createBaseInitWorkspaceRequest(): InitWorkspaceRequest {
   return {
     id: "",
@@ -1441,6 +1452,146 @@ export const BackupWorkspaceResponse: MessageFns<BackupWorkspaceResponse> = {
   },
 };
 
+function createBaseDeleteSnapshotRequest(): DeleteSnapshotRequest {
+  return { snapshot: "" };
+}
+
+export const DeleteSnapshotRequest: MessageFns<DeleteSnapshotRequest> = {
+  encode(message: DeleteSnapshotRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.snapshot !== "") {
+      writer.uint32(10).string(message.snapshot);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteSnapshotRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteSnapshotRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.snapshot = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteSnapshotRequest {
+    return { snapshot: isSet(object.snapshot) ? globalThis.String(object.snapshot) : "" };
+  },
+
+  toJSON(message: DeleteSnapshotRequest): unknown {
+    const obj: any = {};
+    if (message.snapshot !== "") {
+      obj.snapshot = message.snapshot;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeleteSnapshotRequest>): DeleteSnapshotRequest {
+    return DeleteSnapshotRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DeleteSnapshotRequest>): DeleteSnapshotRequest {
+    const message = createBaseDeleteSnapshotRequest();
+    message.snapshot = object.snapshot ?? "";
+    return message;
+  },
+};
+
+function createBaseDeleteSnapshotResponse(): DeleteSnapshotResponse {
+  return { wasDeleted: false };
+}
+
+export const DeleteSnapshotResponse: MessageFns<DeleteSnapshotResponse> = {
+  encode(message: DeleteSnapshotResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.wasDeleted !== false) {
+      writer.uint32(8).bool(message.wasDeleted);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeleteSnapshotResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDeleteSnapshotResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.wasDeleted = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DeleteSnapshotResponse {
+    return {
+      wasDeleted: isSet(object.wasDeleted)
+        ? globalThis.Boolean(object.wasDeleted)
+        : isSet(object.was_deleted)
+        ? globalThis.Boolean(object.was_deleted)
+        : false,
+    };
+  },
+
+  toJSON(message: DeleteSnapshotResponse): unknown {
+    const obj: any = {};
+    if (message.wasDeleted !== false) {
+      obj.wasDeleted = message.wasDeleted;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeleteSnapshotResponse>): DeleteSnapshotResponse {
+    return DeleteSnapshotResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DeleteSnapshotResponse>): DeleteSnapshotResponse {
+    const message = createBaseDeleteSnapshotResponse();
+    message.wasDeleted = object.wasDeleted ?? false;
+    return message;
+  },
+};
+
 /** WorkspaceContentService manages the content of the workspaces on one node. */
 export type WorkspaceContentServiceService = typeof WorkspaceContentServiceService;
 export const WorkspaceContentServiceService = {
@@ -1518,6 +1669,22 @@ export const WorkspaceContentServiceService = {
       Buffer.from(BackupWorkspaceResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): BackupWorkspaceResponse => BackupWorkspaceResponse.decode(value),
   },
+  /**
+   * Workbay extension: deletes a snapshot taken by TakeSnapshot from the daemon's remote storage, so that the
+   * manager's DeleteVolumeSnapshot works with any backend the daemon has (including the built-in `fs`).
+   * Fails with NOT_FOUND when the snapshot does not exist, INVALID_ARGUMENT when it is not `<object>@<bucket>`.
+   */
+  deleteSnapshot: {
+    path: "/wsdaemon.WorkspaceContentService/DeleteSnapshot" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DeleteSnapshotRequest): Buffer =>
+      Buffer.from(DeleteSnapshotRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeleteSnapshotRequest => DeleteSnapshotRequest.decode(value),
+    responseSerialize: (value: DeleteSnapshotResponse): Buffer =>
+      Buffer.from(DeleteSnapshotResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeleteSnapshotResponse => DeleteSnapshotResponse.decode(value),
+  },
 } as const;
 
 export interface WorkspaceContentServiceServer extends UntypedServiceImplementation {
@@ -1539,6 +1706,12 @@ export interface WorkspaceContentServiceServer extends UntypedServiceImplementat
   disposeWorkspace: handleUnaryCall<DisposeWorkspaceRequest, DisposeWorkspaceResponse>;
   /** Backs up the workspace content to remote storage. */
   backupWorkspace: handleUnaryCall<BackupWorkspaceRequest, BackupWorkspaceResponse>;
+  /**
+   * Workbay extension: deletes a snapshot taken by TakeSnapshot from the daemon's remote storage, so that the
+   * manager's DeleteVolumeSnapshot works with any backend the daemon has (including the built-in `fs`).
+   * Fails with NOT_FOUND when the snapshot does not exist, INVALID_ARGUMENT when it is not `<object>@<bucket>`.
+   */
+  deleteSnapshot: handleUnaryCall<DeleteSnapshotRequest, DeleteSnapshotResponse>;
 }
 
 export interface WorkspaceContentServiceClient extends Client {
@@ -1643,6 +1816,26 @@ export interface WorkspaceContentServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: BackupWorkspaceResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Workbay extension: deletes a snapshot taken by TakeSnapshot from the daemon's remote storage, so that the
+   * manager's DeleteVolumeSnapshot works with any backend the daemon has (including the built-in `fs`).
+   * Fails with NOT_FOUND when the snapshot does not exist, INVALID_ARGUMENT when it is not `<object>@<bucket>`.
+   */
+  deleteSnapshot(
+    request: DeleteSnapshotRequest,
+    callback: (error: ServiceError | null, response: DeleteSnapshotResponse) => void,
+  ): ClientUnaryCall;
+  deleteSnapshot(
+    request: DeleteSnapshotRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeleteSnapshotResponse) => void,
+  ): ClientUnaryCall;
+  deleteSnapshot(
+    request: DeleteSnapshotRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeleteSnapshotResponse) => void,
   ): ClientUnaryCall;
 }
 
