@@ -32,7 +32,10 @@ export default tseslint.config(
       'no-restricted-syntax': [
         'error',
         { selector: 'ExportDefaultDeclaration', message: 'Use named exports (no default exports).' },
-        { selector: 'ExportNamedDeclaration > ExportSpecifier[exported.name="default"]', message: 'Use named exports.' },
+        {
+          selector: 'ExportNamedDeclaration > ExportSpecifier[exported.name="default"]',
+          message: 'Use named exports.',
+        },
       ],
       '@nx/enforce-module-boundaries': [
         'error',
@@ -62,7 +65,11 @@ export default tseslint.config(
     rules: {
       'no-restricted-imports': [
         'error',
-        { patterns: [{ group: ['@workbay/testing', '@workbay/testing/*'], message: 'Plugins import only @workbay/api.' }] },
+        {
+          patterns: [
+            { group: ['@workbay/testing', '@workbay/testing/*'], message: 'Plugins import only @workbay/api.' },
+          ],
+        },
       ],
     },
   },

@@ -8,11 +8,15 @@ const root = new URL('..', import.meta.url).pathname;
 const only = process.argv.slice(2);
 const env = { ...process.env, NX_DAEMON: 'false', NX_NO_CLOUD: 'true', NX_TUI: 'false' };
 
-const build = spawnSync(join(root, 'node_modules', '.bin', 'nx'), ['run-many', '-t', 'build', '--output-style=static'], {
-  cwd: root,
-  stdio: 'inherit',
-  env,
-});
+const build = spawnSync(
+  join(root, 'node_modules', '.bin', 'nx'),
+  ['run-many', '-t', 'build', '--output-style=static'],
+  {
+    cwd: root,
+    stdio: 'inherit',
+    env,
+  },
+);
 if (build.status !== 0) process.exit(build.status ?? 1);
 
 let failures = 0;
@@ -23,7 +27,11 @@ for (const name of readdirSync(join(root, 'packages')).sort()) {
   const pkg = JSON.parse(readFileSync(manifest, 'utf8'));
   if (!pkg.scripts?.bench) continue;
   console.log(`\n=== ${pkg.name} ===`);
-  const result = spawnSync('npm', ['run', '--silent', 'bench'], { cwd: join(root, 'packages', name), stdio: 'inherit', env });
+  const result = spawnSync('npm', ['run', '--silent', 'bench'], {
+    cwd: join(root, 'packages', name),
+    stdio: 'inherit',
+    env,
+  });
   if (result.status !== 0) {
     failures += 1;
     console.error(`bench: ${pkg.name} failed (exit ${result.status})`);

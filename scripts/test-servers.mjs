@@ -24,7 +24,10 @@ for (const [name, module] of Object.entries(testServers)) {
   console.log(`test-servers: building ${module} (first run only, a few minutes)...`);
   const started = Date.now();
   const gobin = join(binDir, `.build-${name}`);
-  execFileSync('go', ['install', module], { stdio: 'inherit', env: { ...process.env, GOBIN: gobin, CGO_ENABLED: '0', GOFLAGS: '-trimpath' } });
+  execFileSync('go', ['install', module], {
+    stdio: 'inherit',
+    env: { ...process.env, GOBIN: gobin, CGO_ENABLED: '0', GOFLAGS: '-trimpath' },
+  });
   execFileSync('mv', [join(gobin, name), target]);
   console.log(`test-servers: built ${name} in ${Math.round((Date.now() - started) / 1000)} s`);
 }

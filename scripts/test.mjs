@@ -45,7 +45,9 @@ for (const p of packages) {
   failed += (report.numFailedTests ?? 0) + (report.numRuntimeErrorTestSuites ?? 0);
   skipped += (report.numPendingTests ?? 0) + (report.numTodoTests ?? 0);
   // A suite that crashed before running counts as a failure, not as zero tests.
-  failed += (report.testResults ?? []).filter((r) => r.status === 'failed' && (r.assertionResults ?? []).length === 0).length;
+  failed += (report.testResults ?? []).filter(
+    (r) => r.status === 'failed' && (r.assertionResults ?? []).length === 0,
+  ).length;
 }
 if (targets.includes('test') && missing.length) {
   console.error(`test: no test report from ${missing.join(', ')}`);
