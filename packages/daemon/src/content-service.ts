@@ -185,6 +185,8 @@ export class WorkspaceContentService {
   private readonly git: Git;
   private readonly logger: PluginLogger;
   private readonly inflight = new Set<Promise<unknown>>();
+  /** Snapshot uploads still running, by `<object>@<bucket>`: a deletion waits for them. */
+  private readonly uploadingSnapshots = new Map<string, Promise<unknown>>();
   private readonly snapshot = new BehaviorSubject<readonly WorkspaceInfo[]>([]);
   private readonly events = new Subject<ContentEvent>();
   private housekeepingTimer: NodeJS.Timeout | undefined;
@@ -739,13 +741,31 @@ export class WorkspaceContentService {
         ),
     );
     ws.pending.add(upload);
-    void upload.then(
-      () => ws.pending.delete(upload),
-      () => ws.pending.delete(upload),
-    );
+    this.uploadingSnapshots.set(target.url, upload);
+    const settled = (): void => {
+      ws.pending.delete(upload);
+      this.uploadingSnapshots.delete(target.url);
+    };
+    void upload.then(settled, settled);
     if (options.returnImmediately) return target.url;
     await upload;
     return target.url;
+  }
+
+  /**
+   * Deletes a snapshot taken by {@link takeSnapshot}, given as `<object>@<bucket>`. Only snapshot objects can be
+   * named (never a backup or its chunks: INVALID_ARGUMENT); a missing one is NOT_FOUND. A snapshot still
+   * uploading (return_immediately) is deleted once its upload ended, so that it cannot reappear.
+   */
+  async deleteSnapshot(qualified: string): Promise<void> {
+    this.assertRunning();
+    if (!this.backups) throw new FailedPreconditionError('this daemon has no remote storage; it holds no snapshots');
+    const backups = this.backups;
+    const { bucket, name } = backups.parseSnapshotName(qualified, 'snapshot');
+    const uploading = this.uploadingSnapshots.get(qualified);
+    if (uploading) await Promise.allSettled([uploading]);
+    await this.track(backups.deleteSnapshot(qualified, 'snapshot'));
+    this.logger.info({ bucket, name }, 'snapshot deleted');
   }
 
   private schedulePeriodic(ws: Workspace): void {

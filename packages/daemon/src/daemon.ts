@@ -164,7 +164,7 @@ class WorkbayDaemon implements Daemon {
       }),
     );
     // Backends expose the layout they were configured with; the config's own key is the fallback.
-    const layout: BucketLayout = (this.storage as RemoteStorage & { layout?: BucketLayout }).layout ??
+    const layout: BucketLayout = this.storage?.layout ??
       (config.storage.layout as BucketLayout | undefined) ?? { mode: 'per-owner' };
     this.contentService = new WorkspaceContentService({
       workingArea: config.workingArea,

@@ -216,4 +216,48 @@ describe('BackupStore', () => {
       .catch((e: unknown) => e);
     expect(String(malformed)).toMatch(/initializer\.snapshot\.snapshot/);
   });
+
+  it('deletes only snapshot objects, in both bucket layouts; backups and chunks cannot be named', async () => {
+    await makeTree(source, 5);
+    for (const layout of [{ mode: 'per-owner' as const }, { mode: 'shared' as const, bucket: 'shared-bucket' }]) {
+      const store = new BackupStore(storage, layout, { packSize: 1024 * 1024 });
+      const backup = await store.backup(source, ref);
+      const snapshot = await store.snapshot(source, ref);
+      const bucket = snapshot.bucket;
+      const prefix = layout.mode === 'shared' ? 'owner-1/' : '';
+      const stored: string[] = [];
+      for await (const info of storage.list(bucket)) stored.push(info.name);
+      const chunk = stored.find((name) => name.includes('/chunks/'));
+      expect(chunk).toBeDefined();
+      const refused = [
+        backup.url,
+        `${chunk}@${bucket}`,
+        `${prefix}workspaces/ws-1/full.tar@${bucket}`,
+        `${prefix}workspaces/ws-1/snapshot-1.tar/../full.tar@${bucket}`,
+        `${prefix}workspaces/ws-1/snapshot-01.tar@${bucket}`,
+        `${prefix}workspaces/ws-1/snapshot-x.tar@${bucket}`,
+        `${prefix}workspaces/ws-1/sub/snapshot-1.tar@${bucket}`,
+        `${prefix}workspaces/../snapshot-1.tar@${bucket}`,
+        `${snapshot.name}@other-bucket`,
+        layout.mode === 'shared' ? `workspaces/ws-1/snapshot-1.tar@${bucket}` : `x/${snapshot.name}@${bucket}`,
+        'no-bucket',
+      ];
+      for (const qualified of refused) {
+        const error = await store.deleteSnapshot(qualified, 'req.snapshot').catch((e: unknown) => e);
+        expect(isWorkbayError(error, 'invalid-argument'), `${qualified}: ${String(error)}`).toBe(true);
+        expect((error as { field: string }).field).toBe('req.snapshot');
+      }
+      await store.deleteSnapshot(snapshot.url);
+      expect(await storage.stat(bucket, snapshot.name)).toBeUndefined();
+      const again = await store.deleteSnapshot(snapshot.url).catch((e: unknown) => e);
+      expect(isWorkbayError(again, 'not-found')).toBe(true);
+      const after: string[] = [];
+      for await (const info of storage.list(bucket)) after.push(info.name);
+      expect(after).toEqual(stored.filter((name) => name !== snapshot.name));
+      const target = join(work.path, `restored-${layout.mode}`);
+      await mkdir(target);
+      await store.restore(target, ref);
+      expect(await describeTree(target)).toEqual(await describeTree(source, skipReady));
+    }
+  });
 });

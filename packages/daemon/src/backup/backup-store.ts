@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import type { BucketLayout, PluginLogger, RemoteStorage } from '@workbay/api';
 import {
   backupObjectName,
+  defaultBucketPrefix,
   locateOwner,
   parseQualifiedObject,
   qualifyObject,
@@ -292,6 +293,58 @@ export class BackupStore {
     if (!info) throw new NotFoundError(`snapshot '${qualified}' not found`);
     const stats = await this.extractObject(root, bucket, name, options.signal);
     return { contentBytes: stats.contentBytes, size: info.size };
+  }
+
+  /**
+   * Checks that `<object>@<bucket>` names a snapshot this store writes (`[<owner>/]workspaces/<id>/snapshot-
+   * <unixnano>.tar` in that owner's bucket) and returns its parts. Anything else (a backup's `full.tar` or
+   * manifest, chunk packs, logs, another layout's bucket) is INVALID_ARGUMENT naming `field`, so that a snapshot
+   * deletion can never reach backup data.
+   */
+  parseSnapshotName(qualified: string, field: string): { bucket: string; name: string; workspaceId: string } {
+    const { bucket, name } = parseQualifiedObject(qualified, field);
+    const refuse = (why: string): never => {
+      throw new InvalidArgumentError(field, `'${qualified}' is not a snapshot: ${why}`);
+    };
+    let owner: string;
+    let rest: string;
+    if (this.layout.mode === 'shared') {
+      if (bucket !== this.layout.bucket) refuse(`bucket '${bucket}' is not the storage bucket`);
+      const slash = name.indexOf('/');
+      owner = name.slice(0, Math.max(slash, 0));
+      rest = name.slice(slash + 1);
+    } else {
+      const bucketPrefix = this.layout.bucketPrefix ?? defaultBucketPrefix;
+      if (!bucket.startsWith(bucketPrefix)) refuse(`bucket '${bucket}' is not an owner's bucket`);
+      owner = bucket.slice(bucketPrefix.length);
+      rest = name;
+    }
+    const match = /^workspaces\/([^/]+)\/snapshot-([0-9]{1,30})\.tar$/.exec(rest);
+    if (!owner || !match) refuse('expected workspaces/<id>/snapshot-<unixnano>.tar under the owner');
+    const [, workspaceId, nanos] = match as RegExpExecArray;
+    // Rebuilding the name with the same helpers that wrote it rules out every other spelling.
+    let expected: { bucket: string; name: string } | undefined;
+    try {
+      const location = locateOwner(this.layout, owner);
+      expected = { bucket: location.bucket, name: snapshotObjectName(location, workspaceId!, BigInt(nanos!)) };
+    } catch (error) {
+      if (!isWorkbayError(error, 'invalid-argument')) throw error;
+    }
+    if (!expected || expected.bucket !== bucket || expected.name !== name) refuse('not a name this daemon writes');
+    return { bucket, name, workspaceId: workspaceId! };
+  }
+
+  /**
+   * Deletes a snapshot given as `<object>@<bucket>` (see {@link parseSnapshotName}); NotFoundError when it does
+   * not exist. Snapshots are self-contained tars, so nothing else (backups, chunk packs) is touched.
+   */
+  async deleteSnapshot(qualified: string, field = 'snapshot'): Promise<void> {
+    const { bucket, name } = this.parseSnapshotName(qualified, field);
+    const exists = (await this.storage.bucketExists(bucket)) && (await this.storage.stat(bucket, name)) !== undefined;
+    // A concurrent delete may win between stat and delete: whoever deleted nothing reports NOT_FOUND.
+    if (!exists || (await this.storage.delete(bucket, { name })) === 0) {
+      throw new NotFoundError(`snapshot '${qualified}' not found`);
+    }
   }
 
   /**

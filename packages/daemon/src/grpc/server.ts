@@ -57,6 +57,10 @@ export function createContentServiceImplementation(
       async (request) => ({ url: (await service.backupWorkspace(requireId(request.id))).url }),
       options,
     ),
+    deleteSnapshot: unaryHandler(async (request) => {
+      await service.deleteSnapshot(request.snapshot);
+      return { wasDeleted: true };
+    }, options),
   };
 }
 
