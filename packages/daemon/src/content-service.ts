@@ -140,7 +140,11 @@ export type BackupReason = 'explicit' | 'periodic' | 'final';
 
 interface Workspace {
   state: SessionState;
-  /** Resolves when initialization ended (either way). */
+  /**
+   * Settles when initialization ended (either way), or when the workspace was never registered after all. Set
+   * together with the `initializing` phase, so that WaitForInit has something to wait for from the first moment
+   * the workspace exists; undefined for workspaces loaded from disk (their initialization cannot be running).
+   */
   init?: Promise<void>;
   initError?: unknown;
   periodic?: NodeJS.Timeout;
@@ -433,7 +437,10 @@ export class WorkspaceContentService {
       },
       pending: new Set(),
     };
-    // Registered before the first await: a concurrent InitWorkspace for the same id gets ALREADY_EXISTS.
+    // Registered before the first await: a concurrent InitWorkspace for the same id gets ALREADY_EXISTS, and a
+    // concurrent WaitForInit waits on `ws.init` (settled in every outcome below).
+    let settle!: () => void;
+    ws.init = new Promise<void>((resolve) => (settle = resolve));
     this.workspaces.set(input.instanceId, ws);
     try {
       await this.options.diskGuard.assertSpace();
@@ -441,11 +448,12 @@ export class WorkspaceContentService {
       await this.store.save(ws.state);
     } catch (error) {
       this.workspaces.delete(input.instanceId);
+      settle();
       throw error;
     }
     this.publish();
     let result: InitWorkspaceResult | undefined;
-    const run = this.track(
+    await this.track(
       this.initialize(ws, input).then(
         (r) => {
           result = r;
@@ -454,9 +462,7 @@ export class WorkspaceContentService {
           ws.initError = error;
         },
       ),
-    );
-    ws.init = run;
-    await run;
+    ).finally(settle);
     if (ws.initError !== undefined) throw ws.initError;
     return result as InitWorkspaceResult;
   }
@@ -568,10 +574,21 @@ export class WorkspaceContentService {
     }
   }
 
-  /** Resolves once initialization is done; rejects with its failure. */
+  /**
+   * Resolves once initialization is done; rejects with its failure, or NOT_FOUND when the workspace is unknown
+   * (or its registration failed while waiting).
+   */
   async waitForInit(instanceId: string): Promise<void> {
-    const ws = this.require(instanceId);
-    if (ws.state.phase === 'initializing' && ws.init) await ws.init;
+    let ws = this.require(instanceId);
+    while (ws.state.phase === 'initializing') {
+      const waitedOn = ws;
+      // Without a running init (loaded from disk; recovery marks those failed) there is nothing to wait for.
+      if (ws.init) await ws.init;
+      ws = this.require(instanceId);
+      if (ws === waitedOn && ws.state.phase === 'initializing') {
+        throw new FailedPreconditionError(`initialization of workspace '${instanceId}' is not running on this node`);
+      }
+    }
     if (ws.state.phase === 'init-failed') {
       if (ws.initError !== undefined) throw ws.initError;
       throw new FailedPreconditionError(

@@ -1,4 +1,8 @@
+import { createHash } from 'node:crypto';
 import { access, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { credentials, loadPackageDefinition } from '@grpc/grpc-js';
@@ -197,6 +201,86 @@ describe('daemon over gRPC', () => {
     await expectError(t.client.backupWorkspace({ id: 'nb-1' }), 'failed-precondition', /initialization failed/);
     expect(await t.client.disposeWorkspace({ id: 'nb-1', backup: true })).toEqual({});
     expect((await t.client.isWorkspaceExists({ id: 'nb-1' })).exists).toBe(false);
+  });
+
+  it('WaitForInit waits while a workspace initializes (from the first moment it exists) and reports a failed init', async () => {
+    // A download whose response the test holds back: the initialization lasts until the gate opens.
+    const payload = Buffer.from('slowly downloaded\n');
+    let requested = 0;
+    const held: ServerResponse[] = [];
+    const server = createServer((req, res) => {
+      requested++;
+      held.push(res);
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/file`;
+    const release = (): void => {
+      for (const res of held.splice(0)) res.writeHead(200).end(payload);
+    };
+    const download = (digest: string) => ({
+      spec: {
+        $case: 'download' as const,
+        value: { targetLocation: '', files: [{ url, filePath: 'slow.txt', digest }] },
+      },
+    });
+    const digest = `sha256:${createHash('sha256').update(payload).digest('hex')}`;
+    try {
+      const marker = join(t.workingArea, 'slow-1', '.workbay/ready');
+      const init = t.client.initWorkspace({
+        id: 'slow-1',
+        metadata: { owner: 'gina', metaId: 'ws-slow' },
+        initializer: download(digest),
+      });
+      // WaitForInit from the moment InitWorkspace is sent until the download is under way: each call either
+      // precedes the workspace (NOT_FOUND) or waits for its content; none may answer before the marker exists.
+      const answered: { ok: boolean; markerExisted?: boolean }[] = [];
+      const waits: Promise<void>[] = [];
+      const wait = (): Promise<void> =>
+        t.client.waitForInit({ id: 'slow-1' }).then(
+          async () => {
+            answered.push({ ok: true, markerExisted: await exists(marker) });
+          },
+          (error: unknown) => {
+            expect(isWorkbayError(error, 'not-found'), String(error)).toBe(true);
+            answered.push({ ok: false });
+          },
+        );
+      for (let i = 0; requested === 0 && i < 5000; i++) {
+        waits.push(wait());
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      expect(requested).toBe(1);
+      const late = wait();
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(answered.filter((a) => a.ok)).toEqual([]);
+      expect(await exists(marker)).toBe(false);
+      release();
+      await Promise.all([init, late, ...waits]);
+      expect(answered.filter((a) => a.ok).length).toBeGreaterThan(0);
+      for (const a of answered) if (a.ok) expect(a.markerExisted).toBe(true);
+      expect(await readFile(join(t.workingArea, 'slow-1', 'slow.txt'), 'utf8')).toBe('slowly downloaded\n');
+
+      // A failing initialization: WaitForInit during it reports the failure.
+      const failing = t.client
+        .initWorkspace({
+          id: 'slow-2',
+          metadata: { owner: 'gina', metaId: 'ws-slow-2' },
+          initializer: download(`sha256:${'0'.repeat(64)}`),
+        })
+        .catch((e: unknown) => e);
+      while (!(await t.client.isWorkspaceExists({ id: 'slow-2' })).exists);
+      const failedWait = expectError(t.client.waitForInit({ id: 'slow-2' }), 'failed-precondition', /digest/);
+      while (requested < 2) await new Promise((resolve) => setTimeout(resolve, 5));
+      release();
+      await failedWait;
+      expect(isWorkbayError(await failing, 'failed-precondition')).toBe(true);
+      await expectError(t.client.waitForInit({ id: 'slow-2' }), 'failed-precondition', /digest/);
+      for (const id of ['slow-1', 'slow-2']) await t.client.disposeWorkspace({ id, backup: false });
+    } finally {
+      release();
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 
   it('takes snapshots (<object>@<bucket>) that a snapshot initializer restores; a missing snapshot is NOT_FOUND', async () => {
