@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import type { BucketLayout } from '@workbay/api';
-import { InvalidArgumentError } from '@workbay/api';
+import { InvalidArgumentError, parsePluginSection } from '@workbay/api';
 import { z } from 'zod';
 
 const MiB = 1024 * 1024;
@@ -114,37 +114,14 @@ function readKeyFile(path: string, field: string): ServiceAccountCredentials {
  * {@link InvalidArgumentError}s naming the key (`storage.projectId` or `storage.gcs.projectId`).
  */
 export function parseGcsConfig(raw: unknown): GcsConfig {
-  let section = raw;
-  let prefix = 'storage';
-  if (typeof raw === 'object' && raw !== null && 'gcs' in raw) {
-    const { kind, gcs, ...rest } = raw as { kind?: unknown; gcs: unknown };
-    if (kind !== undefined && kind !== 'gcs') {
-      throw new InvalidArgumentError('storage.kind', `is '${String(kind)}', expected 'gcs'`);
-    }
-    const extra = Object.keys(rest);
-    if (extra.length) throw new InvalidArgumentError(`storage.${extra[0]}`, 'unknown key');
-    section = gcs;
-    prefix = 'storage.gcs';
-  }
-  const field = (key: string): string => `${prefix}.${key}`;
-  if (typeof section !== 'object' || section === null || Array.isArray(section)) {
-    throw new InvalidArgumentError(prefix, 'must be an object');
-  }
-  const parsed = configSchema.safeParse(section);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    const path = issue.path.map(String);
-    let key = path.join('.');
-    let message = issue.message;
-    if (issue.code === 'unrecognized_keys') {
-      key = [...path, issue.keys[0]].join('.');
-      message = 'unknown key';
-    }
+  const { config: c, key: field } = parsePluginSection(raw, {
+    kind: 'gcs',
+    schema: configSchema,
+    keyPrefix: 'storage',
     // Never echo a private key back in an error.
-    if (path[0] === 'credentials') message = 'is not a service-account key (client_email, private_key)';
-    throw new InvalidArgumentError(key ? field(key) : prefix, message);
-  }
-  const c = parsed.data;
+    describeIssue: (path, message) =>
+      path[0] === 'credentials' ? 'is not a service-account key (client_email, private_key)' : message,
+  });
   if (c.keyFilename !== undefined && c.credentials !== undefined) {
     throw new InvalidArgumentError(field('keyFilename'), 'set either keyFilename or credentials, not both');
   }

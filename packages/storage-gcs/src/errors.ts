@@ -7,6 +7,7 @@ import {
   PermissionDeniedError,
   UnauthenticatedError,
   UnavailableError,
+  isNetworkUnreachableCode,
   isWorkbayError,
 } from '@workbay/api';
 
@@ -20,25 +21,6 @@ export interface ErrorContext {
   readonly bucket?: string;
   readonly name?: string;
 }
-
-const networkCodes = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'ETIMEDOUT',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'EPIPE',
-  'ECONNABORTED',
-  'ESOCKETTIMEDOUT',
-  'CERT_HAS_EXPIRED',
-  'DEPTH_ZERO_SELF_SIGNED_CERT',
-  'SELF_SIGNED_CERT_IN_CHAIN',
-  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
-  'ERR_TLS_CERT_ALTNAME_INVALID',
-  'EPROTO',
-]);
 
 /** The HTTP status of an ApiError (`code`) or GaxiosError (`status`, `response.status`). */
 export function httpStatusOf(error: unknown): number | undefined {
@@ -72,7 +54,7 @@ export function toStorageError(error: unknown, ctx: ErrorContext): Error {
   if (name === 'AbortError' || code === 'ABORT_ERR') {
     return new CancelledError(`${ctx.op} of ${target(ctx)} ${at} was cancelled`, options);
   }
-  if (typeof code === 'string' && (networkCodes.has(code) || code.startsWith('UND_ERR'))) {
+  if (isNetworkUnreachableCode(code)) {
     return new UnavailableError(`cannot reach the object store ${ctx.endpoint} for ${ctx.op} (${code})`, options);
   }
   // google-auth-library failures to get a token: the key is wrong, revoked or for another project.

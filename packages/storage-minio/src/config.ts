@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import type { BucketLayout } from '@workbay/api';
-import { InvalidArgumentError } from '@workbay/api';
+import { InvalidArgumentError, parsePluginSection } from '@workbay/api';
 import { z } from 'zod';
 
 const MiB = 1024 * 1024;
@@ -124,35 +124,11 @@ function parseEndpoint(
  * {@link InvalidArgumentError}s naming the key (`storage.endpoint` or `storage.minio.endpoint`).
  */
 export function parseMinioConfig(raw: unknown): MinioConfig {
-  let section = raw;
-  let prefix = 'storage';
-  if (typeof raw === 'object' && raw !== null && 'minio' in raw) {
-    const { kind, minio, ...rest } = raw as { kind?: unknown; minio: unknown };
-    if (kind !== undefined && kind !== 'minio') {
-      throw new InvalidArgumentError('storage.kind', `is '${String(kind)}', expected 'minio'`);
-    }
-    const extra = Object.keys(rest);
-    if (extra.length) throw new InvalidArgumentError(`storage.${extra[0]}`, 'unknown key');
-    section = minio;
-    prefix = 'storage.minio';
-  }
-  const field = (key: string): string => `${prefix}.${key}`;
-  if (typeof section !== 'object' || section === null || Array.isArray(section)) {
-    throw new InvalidArgumentError(prefix, 'must be an object');
-  }
-  const parsed = configSchema.safeParse(section);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
-    const path = issue.path.map(String);
-    let key = path.join('.');
-    let message = issue.message;
-    if (issue.code === 'unrecognized_keys') {
-      key = [...path, issue.keys[0]].join('.');
-      message = 'unknown key';
-    }
-    throw new InvalidArgumentError(key ? field(key) : prefix, message);
-  }
-  const c = parsed.data;
+  const { config: c, key: field } = parsePluginSection(raw, {
+    kind: 'minio',
+    schema: configSchema,
+    keyPrefix: 'storage',
+  });
   if (c.useSSL !== undefined && c.tls !== undefined && c.useSSL !== c.tls) {
     throw new InvalidArgumentError(field('tls'), 'contradicts useSSL');
   }

@@ -6,6 +6,7 @@ import {
   PermissionDeniedError,
   UnauthenticatedError,
   UnavailableError,
+  isNetworkUnreachableCode,
   isWorkbayError,
 } from '@workbay/api';
 
@@ -18,26 +19,6 @@ export interface ErrorContext {
   readonly bucket?: string;
   readonly name?: string;
 }
-
-/** Error codes of Node's network stack that mean "the endpoint cannot be reached right now". */
-const networkCodes = new Set([
-  'ECONNREFUSED',
-  'ECONNRESET',
-  'ENOTFOUND',
-  'EAI_AGAIN',
-  'ETIMEDOUT',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'EPIPE',
-  'ECONNABORTED',
-  'ESOCKETTIMEDOUT',
-  'CERT_HAS_EXPIRED',
-  'DEPTH_ZERO_SELF_SIGNED_CERT',
-  'SELF_SIGNED_CERT_IN_CHAIN',
-  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
-  'ERR_TLS_CERT_ALTNAME_INVALID',
-  'EPROTO',
-]);
 
 /** S3 error codes the server sends when it is overloaded or failing; worth a retry later. */
 const unavailableCodes = new Set(['SlowDown', 'ServiceUnavailable', 'InternalError', 'XMinioServerNotInitialized']);
@@ -109,7 +90,7 @@ export function toStorageError(error: unknown, ctx: ErrorContext): Error {
       options,
     );
   }
-  if (code && (networkCodes.has(code) || code.startsWith('UND_ERR'))) {
+  if (isNetworkUnreachableCode(code)) {
     return new UnavailableError(`cannot reach the object store ${ctx.endpoint} for ${ctx.op} (${code})`, options);
   }
   // The minio client validates names itself before sending anything.

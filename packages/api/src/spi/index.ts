@@ -13,6 +13,14 @@ export type {
   RemoteStorage,
 } from './storage.js';
 export type { BucketLayout, StorageLocation } from './storage-layout.js';
+export type {
+  SchemaIssueLike,
+  SafeParseResultLike,
+  SchemaLike,
+  PluginSectionOptions,
+  PluginSection,
+} from './plugin-support.js';
+export { parsePluginSection, networkUnreachableCodes, isNetworkUnreachableCode } from './plugin-support.js';
 export {
   defaultBucketPrefix,
   locateOwner,

@@ -1,0 +1,118 @@
+import { InvalidArgumentError } from '../errors.js';
+
+/**
+ * One validation issue, in the shape zod 4 (and other Standard-Schema-style validators) report it. Typed
+ * structurally so that the api stays free of a validation library.
+ */
+export interface SchemaIssueLike {
+  readonly code: string;
+  readonly path: readonly PropertyKey[];
+  readonly message: string;
+  /** The offending keys of an `unrecognized_keys` issue. */
+  readonly keys?: readonly string[];
+}
+
+/** The result of `schema.safeParse(input)`. */
+export type SafeParseResultLike<T> =
+  | { readonly success: true; readonly data: T }
+  | { readonly success: false; readonly error: { readonly issues: readonly SchemaIssueLike[] } };
+
+/** Anything with a zod-style `safeParse`, e.g. a zod 4 schema. */
+export interface SchemaLike<T> {
+  safeParse(input: unknown): SafeParseResultLike<T>;
+}
+
+export interface PluginSectionOptions<T> {
+  /** The selector value this plugin answers to (`minio`); also the key of the nested form. */
+  readonly kind: string;
+  readonly schema: SchemaLike<T>;
+  /** Where the section sits in the host's config, for error fields: `storage`. */
+  readonly keyPrefix: string;
+  /**
+   * Rewrites the message of the first issue before it is thrown, e.g. so that a secret-bearing value is never
+   * echoed. `path` is the issue's path within the section.
+   */
+  readonly describeIssue?: (path: readonly string[], message: string) => string;
+}
+
+/** A validated config section, and how to name its keys in further errors. */
+export interface PluginSection<T> {
+  readonly config: T;
+  /** `storage` or, for the nested form, `storage.minio`. */
+  readonly prefix: string;
+  /** The full name of a key of the section: `storage.minio.endpoint`. */
+  readonly key: (name: string) => string;
+}
+
+/**
+ * Validates a plugin's config section, written flat (`{ kind: 'minio', endpoint, ... }`) or nested
+ * (`{ kind: 'minio', minio: { endpoint, ... } }`). In the nested form a wrong `kind` or any other sibling key
+ * is refused; in the flat form `kind` is the schema's to check. The first issue becomes an
+ * {@link InvalidArgumentError} whose field is the full key (`storage.minio.endpoint`), so an operator sees
+ * exactly what to fix.
+ */
+export function parsePluginSection<T>(raw: unknown, options: PluginSectionOptions<T>): PluginSection<T> {
+  const { kind, schema, keyPrefix } = options;
+  let section = raw;
+  let prefix = keyPrefix;
+  if (typeof raw === 'object' && raw !== null && kind in raw) {
+    const { kind: selector, [kind]: nested, ...rest } = raw as Record<string, unknown>;
+    if (selector !== undefined && selector !== kind) {
+      throw new InvalidArgumentError(`${keyPrefix}.kind`, `is '${String(selector)}', expected '${kind}'`);
+    }
+    const extra = Object.keys(rest);
+    if (extra.length) throw new InvalidArgumentError(`${keyPrefix}.${extra[0]}`, 'unknown key');
+    section = nested;
+    prefix = `${keyPrefix}.${kind}`;
+  }
+  const key = (name: string): string => `${prefix}.${name}`;
+  if (typeof section !== 'object' || section === null || Array.isArray(section)) {
+    throw new InvalidArgumentError(prefix, 'must be an object');
+  }
+  const parsed = schema.safeParse(section);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    if (!issue) throw new InvalidArgumentError(prefix, 'is invalid');
+    const path = issue.path.map(String);
+    let name = path.join('.');
+    let message = issue.message;
+    if (issue.code === 'unrecognized_keys' && issue.keys?.length) {
+      name = [...path, issue.keys[0]].join('.');
+      message = 'unknown key';
+    }
+    if (options.describeIssue) message = options.describeIssue(path, message);
+    throw new InvalidArgumentError(name ? key(name) : prefix, message);
+  }
+  return { config: parsed.data, prefix, key };
+}
+
+/**
+ * Error codes of Node's network and TLS stack that mean "the endpoint cannot be reached right now" (refused,
+ * reset, not resolvable, timed out, or a TLS peer we cannot trust).
+ */
+export const networkUnreachableCodes: ReadonlySet<string> = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EPIPE',
+  'ECONNABORTED',
+  'ESOCKETTIMEDOUT',
+  'CERT_HAS_EXPIRED',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+  'EPROTO',
+]);
+
+/**
+ * Whether an error's `code` means the endpoint is unreachable: one of {@link networkUnreachableCodes}, or any
+ * undici (`fetch`) transport error (`UND_ERR_*`).
+ */
+export function isNetworkUnreachableCode(code: unknown): code is string {
+  return typeof code === 'string' && (networkUnreachableCodes.has(code) || code.startsWith('UND_ERR'));
+}
