@@ -197,6 +197,7 @@ export {
   parsePluginSection,
   networkUnreachableCodes,
   isNetworkUnreachableCode,
+  readConfigFile,
   storageBackendFactoryToken,
   runtimeFactoryToken,
   pluginLoggerToken,

@@ -1,6 +1,5 @@
-import { readFileSync } from 'node:fs';
 import type { BucketLayout } from '@workbay/api';
-import { InvalidArgumentError, parsePluginSection } from '@workbay/api';
+import { InvalidArgumentError, parsePluginSection, readConfigFile } from '@workbay/api';
 import { z } from 'zod';
 
 const MiB = 1024 * 1024;
@@ -86,13 +85,7 @@ export interface GcsConfig {
 }
 
 function readKeyFile(path: string, field: string): ServiceAccountCredentials {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (cause) {
-    const code = (cause as NodeJS.ErrnoException).code ?? 'unreadable';
-    throw new InvalidArgumentError(field, `cannot read '${path}' (${code})`, { cause });
-  }
+  const text = readConfigFile(path, field);
   let json: unknown;
   try {
     json = JSON.parse(text);

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import type { BucketLayout } from '@workbay/api';
-import { InvalidArgumentError, parsePluginSection } from '@workbay/api';
+import { InvalidArgumentError, parsePluginSection, readConfigFile } from '@workbay/api';
 import { z } from 'zod';
 
 const MiB = 1024 * 1024;
@@ -76,13 +76,7 @@ export interface MinioConfig {
 }
 
 function readSecretFile(path: string, field: string): string {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (cause) {
-    const code = (cause as NodeJS.ErrnoException).code ?? 'unreadable';
-    throw new InvalidArgumentError(field, `cannot read '${path}' (${code})`, { cause });
-  }
+  const text = readConfigFile(path, field);
   // Files written by `echo` or Kubernetes secrets often end with a newline that is not part of the key.
   const value = text.replace(/\r?\n$/, '');
   if (!value) throw new InvalidArgumentError(field, `'${path}' is empty`);

@@ -20,7 +20,12 @@ export type {
   PluginSectionOptions,
   PluginSection,
 } from './plugin-support.js';
-export { parsePluginSection, networkUnreachableCodes, isNetworkUnreachableCode } from './plugin-support.js';
+export {
+  parsePluginSection,
+  networkUnreachableCodes,
+  isNetworkUnreachableCode,
+  readConfigFile,
+} from './plugin-support.js';
 export {
   defaultBucketPrefix,
   locateOwner,

@@ -1,7 +1,15 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { InvalidArgumentError } from '../errors.js';
 import type { SafeParseResultLike, SchemaIssueLike, SchemaLike } from './plugin-support.js';
-import { isNetworkUnreachableCode, networkUnreachableCodes, parsePluginSection } from './plugin-support.js';
+import {
+  isNetworkUnreachableCode,
+  networkUnreachableCodes,
+  parsePluginSection,
+  readConfigFile,
+} from './plugin-support.js';
 
 interface Demo {
   endpoint: string;
@@ -95,6 +103,21 @@ describe('isNetworkUnreachableCode', () => {
   it('is false for other codes and non-strings', () => {
     for (const code of ['ENOENT', 'NoSuchKey', 404, undefined, null]) {
       expect(isNetworkUnreachableCode(code)).toBe(false);
+    }
+  });
+});
+
+describe('readConfigFile', () => {
+  it('reads the file, and names the key, path and errno code when it cannot', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'workbay-plugin-support-'));
+    try {
+      writeFileSync(join(dir, 'secret'), 'value\n');
+      expect(readConfigFile(join(dir, 'secret'), 'storage.secretKeyFile')).toBe('value\n');
+      const error = errorOf(() => readConfigFile(join(dir, 'missing'), 'storage.secretKeyFile'));
+      expect(error.field).toBe('storage.secretKeyFile');
+      expect(error.reason).toBe(`cannot read '${join(dir, 'missing')}' (ENOENT)`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { InvalidArgumentError } from '../errors.js';
 
 /**
@@ -84,6 +85,19 @@ export function parsePluginSection<T>(raw: unknown, options: PluginSectionOption
     throw new InvalidArgumentError(name ? key(name) : prefix, message);
   }
   return { config: parsed.data, prefix, key };
+}
+
+/**
+ * Reads a UTF-8 file that a config key names (a secret, a key file). A failure is an
+ * {@link InvalidArgumentError} on that key with the path and the errno code, never the content.
+ */
+export function readConfigFile(path: string, key: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (cause) {
+    const code = (cause as NodeJS.ErrnoException).code ?? 'unreadable';
+    throw new InvalidArgumentError(key, `cannot read '${path}' (${code})`, { cause });
+  }
 }
 
 /**
