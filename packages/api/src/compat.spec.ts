@@ -286,7 +286,16 @@ describe('our contracts', () => {
     root.resolveAll();
     expect(Object.keys((root.lookup('iws.InWorkspaceService') as protobuf.Service).methods)).toHaveLength(13);
     expect(Object.keys((root.lookup('wsman.WorkspaceManager') as protobuf.Service).methods)).toHaveLength(14);
-    expect(Object.keys((root.lookup('wsdaemon.WorkspaceContentService') as protobuf.Service).methods)).toHaveLength(6);
+    // The original's six, plus the Workbay extension DeleteSnapshot.
+    expect(Object.keys((root.lookup('wsdaemon.WorkspaceContentService') as protobuf.Service).methods)).toEqual([
+      'InitWorkspace',
+      'WaitForInit',
+      'IsWorkspaceExists',
+      'TakeSnapshot',
+      'DisposeWorkspace',
+      'BackupWorkspace',
+      'DeleteSnapshot',
+    ]);
   });
 
   it('the wire entry point re-exports every generated wsman and contentservice value', () => {
