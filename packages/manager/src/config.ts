@@ -200,7 +200,7 @@ const managerConfigSchema = z
     plugins: z.array(z.string()).default([]),
     /**
      * The remote storage that holds snapshots, for DeleteVolumeSnapshot: `{kind, ...backend config}`, created
-     * through a plugin's storage backend. Without it, DeleteVolumeSnapshot answers FAILED_PRECONDITION.
+     * through a plugin's storage backend. Without it, the daemon deletes snapshots (its DeleteSnapshot).
      */
     storage: z.object({ kind: z.string() }).catchall(z.unknown()).optional(),
     proxy: z

@@ -31,6 +31,11 @@ export interface ContentService {
   isWorkspaceExists(instanceId: string): Promise<boolean>;
   /** Returns the snapshot as `<object>@<bucket>`. */
   takeSnapshot(instanceId: string, returnImmediately: boolean): Promise<string>;
+  /**
+   * Deletes a snapshot taken by `takeSnapshot` (`<object>@<bucket>`) from the daemon's storage; resolves false when
+   * it does not exist. `InvalidArgumentError` (field `snapshot`) when the name is not one of the daemon's snapshots.
+   */
+  deleteSnapshot(snapshot: string): Promise<boolean>;
   /** Returns the backup's location. */
   backupWorkspace(instanceId: string): Promise<string>;
   /** Removes the content, after a final backup when `backup` is set. Idempotent. */

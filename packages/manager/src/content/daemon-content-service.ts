@@ -5,7 +5,7 @@
  * @module
  */
 import { readFileSync } from 'node:fs';
-import { contentservice, createWorkspaceContentClient } from '@workbay/api';
+import { contentservice, createWorkspaceContentClient, isWorkbayError } from '@workbay/api';
 import type { ClientOptions, WorkspaceContentClient } from '@workbay/api';
 import type { GitStatusInfo, InitializerMetricsInfo, InitializerMetricKind } from '../domain/types.js';
 import type { ContentService, InitContentRequest, InitContentResult } from './content-service.js';
@@ -78,6 +78,15 @@ export class DaemonContentService implements ContentService {
   async takeSnapshot(instanceId: string, returnImmediately: boolean): Promise<string> {
     const response = await this.client.takeSnapshot({ id: instanceId, returnImmediately });
     return response.url;
+  }
+
+  async deleteSnapshot(snapshot: string): Promise<boolean> {
+    try {
+      return (await this.client.deleteSnapshot({ snapshot }, { timeoutMs: quickCallTimeoutMs })).wasDeleted;
+    } catch (error) {
+      if (isWorkbayError(error, 'not-found')) return false;
+      throw error;
+    }
   }
 
   async backupWorkspace(instanceId: string): Promise<string> {

@@ -1,7 +1,7 @@
 /**
- * Deleting snapshots (DeleteVolumeSnapshot). The wsdaemon contract has no delete RPC, and the manager must not
- * import daemon code, so the manager creates the same storage backend the daemon uses, through a storage plugin
- * (`storage` and `plugins` in its config), and deletes the object there.
+ * Deleting snapshots (DeleteVolumeSnapshot) in a storage the manager reaches itself: when `storage` (and its plugin
+ * in `plugins`) is configured, the manager creates that backend and deletes the object there. Without it, the
+ * daemon deletes (its DeleteSnapshot extension RPC, see `ContentService.deleteSnapshot`).
  *
  * @module
  */

@@ -77,7 +77,7 @@ export interface ManagerCoreOptions {
   readonly store: WorkspaceStore;
   readonly runtime: WorkspaceRuntime;
   readonly content: ContentService;
-  /** Needed for DeleteVolumeSnapshot only. */
+  /** Where DeleteVolumeSnapshot deletes when `storage` is configured; without it, the daemon deletes. */
   readonly snapshots?: SnapshotStore;
   readonly maintenance: MaintenanceMode;
   readonly metrics?: ManagerMetrics;
@@ -1119,15 +1119,27 @@ export class WorkspaceManagerCore {
     }
   }
 
-  /** DeleteVolumeSnapshot: deletes the snapshot object named by `volumeHandle` (`<object>@<bucket>`). */
+  /**
+   * DeleteVolumeSnapshot: deletes the snapshot object named by `volumeHandle` (`<object>@<bucket>`), in the
+   * configured `storage` when there is one, otherwise through the daemon (its DeleteSnapshot extension), which
+   * holds the storage in the embedded default. NOT_FOUND when absent, unless `softDelete` (then `false`).
+   */
   async deleteVolumeSnapshot(volumeHandle: string, softDelete: boolean): Promise<boolean> {
     const { bucket, name } = parseSnapshotHandle(volumeHandle, 'volume_handle');
-    if (!this.snapshots) {
-      throw new FailedPreconditionError(
-        'no snapshot storage is configured: set `storage` (and the plugin in `plugins`) in the manager config',
-      );
-    }
-    const deleted = await this.snapshots.deleteSnapshot(bucket, name);
+    const deleted = this.snapshots
+      ? await this.snapshots.deleteSnapshot(bucket, name)
+      : await this.content.deleteSnapshot(volumeHandle).catch((error: unknown): never => {
+          if (isWorkbayError(error, 'invalid-argument')) {
+            throw new InvalidArgumentError('volume_handle', (error as InvalidArgumentError).reason, { cause: error });
+          }
+          if (isWorkbayError(error, 'unimplemented')) {
+            throw new FailedPreconditionError(
+              'the daemon cannot delete snapshots (no DeleteSnapshot): set `storage` (and its plugin) in the manager config',
+              { cause: error },
+            );
+          }
+          throw error;
+        });
     if (!deleted && !softDelete) throw new NotFoundError(`snapshot ${volumeHandle} does not exist`);
     if (deleted) this.logger.info({ snapshot: volumeHandle }, 'snapshot deleted');
     return deleted;

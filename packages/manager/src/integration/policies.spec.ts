@@ -160,7 +160,7 @@ describe('stop policies and failure paths', () => {
   it('retries DisposeWorkspace while the daemon restarts (it crashed), and the backup completes', async () => {
     const id = await running();
     // SIGKILL the daemon; the supervisor starts it again on the same address about a second later.
-    h.daemonProcess!.kill('SIGKILL');
+    h.daemonProcess.kill('SIGKILL');
     await h.client.stopWorkspace({ id, policy: wsman.StopWorkspacePolicy.IMMEDIATELY });
     const stopped = await waitForPhase(h.client, id, 'stopped', 30_000);
     expect(stopped.conditions!.failed).toBe('');
@@ -169,7 +169,7 @@ describe('stop policies and failure paths', () => {
 
   it('a final backup that cannot be taken (daemon gone for good): STOPPED with "Backup failed"', async () => {
     const id = await running();
-    const daemon = h.daemonProcess!;
+    const daemon = h.daemonProcess;
     const address = daemon.address;
     daemon.restartOnExit = false;
     daemon.kill('SIGKILL');

@@ -1,7 +1,10 @@
-import { readFile, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { basename, dirname, join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  InvalidArgumentError,
   NotFoundError,
   admissionLevel,
   portVisibility,
@@ -154,10 +157,39 @@ describe('every WorkspaceManager RPC over gRPC', () => {
     expect(await readFile(join(h.dir, 'workspaces', fromSnapshot.id, 'notes.txt'), 'utf8')).toBe('snapshot me');
     await h.client.stopWorkspace({ id: fromSnapshot.id, policy: wsman.StopWorkspacePolicy.ABORT });
     await waitForPhase(h.client, fromSnapshot.id, 'stopped');
-    // Without a snapshot storage configured the manager cannot delete it, and says so.
-    await expect(h.client.deleteVolumeSnapshot({ id: 'snap', volumeHandle: url })).rejects.toThrow(
-      /no snapshot storage is configured/,
+  });
+
+  it('DeleteVolumeSnapshot deletes through the daemon (no storage configured): was_deleted, then NOT_FOUND', async () => {
+    const { url } = await h.client.takeSnapshot({ id, returnImmediately: false });
+    const [object, bucket] = url.split('@') as [string, string];
+    // The daemon's built-in fs storage keeps each object as files named after it in its directory.
+    const stored = async (): Promise<string[]> =>
+      (await readdir(join(h.dir, 'storage', bucket, dirname(object))).catch(() => [] as string[])).filter((n) =>
+        n.startsWith(basename(object)),
+      );
+    expect(await stored()).not.toEqual([]);
+    expect(await h.client.deleteVolumeSnapshot({ id: 'snap', volumeHandle: url })).toEqual({ wasDeleted: true });
+    await expect(h.client.deleteVolumeSnapshot({ id: 'snap', volumeHandle: url })).rejects.toBeInstanceOf(
+      NotFoundError,
     );
+    // soft_delete: an absent snapshot is `was_deleted: false`, not an error.
+    expect(await h.client.deleteVolumeSnapshot({ id: 'snap', volumeHandle: url, softDelete: true })).toEqual({
+      wasDeleted: false,
+    });
+    expect(await stored()).toEqual([]);
+    // Names the daemon does not write are refused with the manager's field, never deleted.
+    const refused = await h.client
+      .deleteVolumeSnapshot({ id: 'snap', volumeHandle: `${object}@not-a-workbay-bucket` })
+      .catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(InvalidArgumentError);
+    expect((refused as InvalidArgumentError).field).toBe('volume_handle');
+    // A snapshot initializer for the deleted snapshot fails loudly.
+    const from = startRequest({
+      initializer: { spec: { $case: 'snapshot', value: { snapshot: url, fromVolumeSnapshot: false } } },
+    });
+    await h.client.startWorkspace(from);
+    const stopped = await waitForPhase(h.client, from.id, 'stopped');
+    expect(stopped.conditions!.failed).toMatch(/^Content initialization failed: .*not found/);
   });
 
   it('DescribeCluster lists the classes sorted by id, with the preferred one', async () => {
@@ -185,19 +217,23 @@ describe('every WorkspaceManager RPC over gRPC', () => {
   });
 });
 
-// DeleteVolumeSnapshot deletes through a storage the manager reaches itself (a storage plugin in production). The
-// real daemon's built-in fs storage is not reachable from the manager (see the README), so this uses the test-only
-// fake daemon, whose snapshots are plain directories, and a RemoteStorage over them.
-describe('DeleteVolumeSnapshot through the configured snapshot storage (fake daemon)', () => {
+// With `storage` configured, the manager deletes in that storage itself (through the storage plugin) instead of
+// asking the daemon. Here the plugin is the daemon's own `fs` backend over the daemon's storage root (loaded at run
+// time from a plugin module, as a deployment would name a plugin package), so both see the same snapshots.
+describe('DeleteVolumeSnapshot through a configured storage plugin', () => {
   let h: Harness;
   beforeAll(async () => {
-    h = await startHarness({ daemon: 'fake' });
+    h = await startHarness();
+    const pluginFile = join(h.dir, 'fs-storage-plugin.mjs');
+    const daemonEntry = pathToFileURL(createRequire(import.meta.url).resolve('@workbay/daemon')).href;
+    await writeFile(pluginFile, `export { fsStoragePlugin as plugin } from '${daemonEntry}';\n`);
+    await h.restart({ plugins: [pluginFile], storage: { kind: 'fs', root: join(h.dir, 'storage') } });
   });
   afterAll(async () => {
     await h?.close();
   });
 
-  it('deletes the snapshot (was_deleted), NOT_FOUND when absent, false with soft_delete', async () => {
+  it('deletes the snapshot in that storage: was_deleted, then NOT_FOUND, false with soft_delete', async () => {
     const request = startRequest();
     await h.client.startWorkspace(request);
     await waitForPhase(h.client, request.id, 'running');
@@ -209,13 +245,17 @@ describe('DeleteVolumeSnapshot through the configured snapshot storage (fake dae
     expect(await h.client.deleteVolumeSnapshot({ id: 'snap', volumeHandle: url, softDelete: true })).toEqual({
       wasDeleted: false,
     });
-    // A snapshot initializer for a deleted snapshot fails loudly.
+    // The manager's storage answered, not the daemon: the daemon refuses buckets outside its layout.
+    await expect(
+      h.client.deleteVolumeSnapshot({ id: 'snap', volumeHandle: 'workspaces/x/snapshot-1.tar@elsewhere' }),
+    ).rejects.toBeInstanceOf(NotFoundError);
+    // The daemon sees it gone too: a snapshot initializer for it fails loudly.
     const from = startRequest({
       initializer: { spec: { $case: 'snapshot', value: { snapshot: url, fromVolumeSnapshot: false } } },
     });
     await h.client.startWorkspace(from);
     const stopped = await waitForPhase(h.client, from.id, 'stopped');
-    expect(stopped.conditions!.failed).toMatch(/^Content initialization failed: /);
+    expect(stopped.conditions!.failed).toMatch(/^Content initialization failed: .*not found/);
     await h.client.stopWorkspace({ id: request.id, policy: wsman.StopWorkspacePolicy.ABORT });
     await waitForPhase(h.client, request.id, 'stopped');
   });

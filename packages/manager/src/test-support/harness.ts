@@ -1,6 +1,6 @@
 /**
  * TEST ONLY: a manager on 127.0.0.1:0 (gRPC, proxy, metrics) with the real local runtime, temporary state
- * directories and a content daemon, plus a typed gRPC client and helpers to wait for phases.
+ * directories and the real content daemon (a child process), plus a typed gRPC client and helpers to wait for phases.
  */
 import { createHash } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -13,29 +13,17 @@ import { startManager } from '../app.js';
 import type { RunningManager } from '../app.js';
 import { resolveManagerConfig } from '../config.js';
 import type { ManagerConfigInput } from '../config.js';
-import { RemoteStorageSnapshotStore } from '../content/snapshot-store.js';
 import { DaemonSupervisor } from '../embedded.js';
 import { createSilentLogger } from '../logger.js';
-import { fakeDaemonStorage, startFakeDaemon } from './fake-daemon.js';
-import type { FakeDaemon, FakeDaemonOptions } from './fake-daemon.js';
 
 export interface HarnessOptions {
   readonly config?: ManagerConfigInput;
-  /**
-   * `real` (default): the real daemon (`@workbay/daemon`'s bin) as a child process, over gRPC. `fake`: the
-   * test-only stand-in (./fake-daemon.ts), for what the real one cannot be made to do (snapshot deletion through
-   * a storage the manager reaches, delays and UNAVAILABLE answers on demand).
-   */
-  readonly daemon?: 'real' | 'fake';
-  readonly fakeDaemon?: Partial<FakeDaemonOptions>;
 }
 
 export interface Harness {
   readonly dir: string;
-  /** The fake daemon (only with `daemon: 'fake'`). */
-  readonly fake: FakeDaemon | undefined;
-  /** The real daemon process (only with `daemon: 'real'`). */
-  readonly daemonProcess: DaemonSupervisor | undefined;
+  /** The real daemon (`@workbay/daemon`'s bin) as a child process, reached over gRPC. */
+  readonly daemonProcess: DaemonSupervisor;
   running: RunningManager;
   client: WorkspaceManagerClient;
   /** Stops the manager (workspaces and the daemon keep running) and starts a new one on the same state. */
@@ -102,8 +90,6 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
   const dir = await mkdtemp(join(tmpdir(), 'workbay-manager-'));
   const workingArea = join(dir, 'workspaces');
   const storageRoot = join(dir, 'storage');
-  const fake =
-    options.daemon === 'fake' ? await startFakeDaemon({ workingArea, storageRoot, ...options.fakeDaemon }) : undefined;
   // A port range per harness, so parallel test files do not hand out the same IDE ports.
   const portBase = 24000 + Math.floor(Math.random() * 80) * 100;
   const base = (extra: ManagerConfigInput = {}): ManagerConfigInput => ({
@@ -126,7 +112,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     log: { level: 'silent' },
     ...options.config,
     daemon: {
-      address: fake?.address ?? '127.0.0.1:0',
+      address: '127.0.0.1:0',
       retryBackoff: '100ms',
       disposeAttempts: 3,
       httpAddress: 'off',
@@ -137,30 +123,21 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     },
     ...extra,
   });
-  let daemonProcess: DaemonSupervisor | undefined;
-  if (!fake) {
-    await writeFile(join(dir, 'daemon.yaml'), testDaemonConfig);
-    daemonProcess = new DaemonSupervisor(
-      resolveManagerConfig(base(), { source: 'test', baseDir: dir }),
-      createSilentLogger(),
-    );
-    await daemonProcess.start();
-  }
+  await writeFile(join(dir, 'daemon.yaml'), testDaemonConfig);
+  const daemonProcess = new DaemonSupervisor(
+    resolveManagerConfig(base(), { source: 'test', baseDir: dir }),
+    createSilentLogger(),
+  );
+  await daemonProcess.start();
   const launch = async (extra?: ManagerConfigInput): Promise<RunningManager> => {
     const resolved = resolveManagerConfig(base(extra), { source: 'test', baseDir: dir });
-    const config = { ...resolved, daemon: { ...resolved.daemon, address: fake?.address ?? daemonProcess!.address } };
-    return startManager({
-      config,
-      logger: createSilentLogger(),
-      // The fake daemon's storage is plain directories the manager can reach. With the real daemon, snapshot
-      // deletion needs a storage plugin both share (see the README), so none is configured.
-      snapshots: fake ? new RemoteStorageSnapshotStore(fakeDaemonStorage(storageRoot)) : undefined,
-    });
+    const config = { ...resolved, daemon: { ...resolved.daemon, address: daemonProcess.address } };
+    // No `storage`: snapshots are deleted through the daemon, as in the embedded default.
+    return startManager({ config, logger: createSilentLogger() });
   };
   const running = await launch();
   const harness: Harness = {
     dir,
-    fake,
     daemonProcess,
     running,
     client: createWorkspaceManagerClient(running.grpcAddress, { defaultTimeoutMs: 20_000 }),
@@ -177,8 +154,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
         await harness.running.runtime.stop(record.id, { gracePeriodMs: 0 }).catch(() => undefined);
       }
       await harness.running.stop();
-      await fake?.stop();
-      await daemonProcess?.stop();
+      await daemonProcess.stop();
       await rm(dir, { recursive: true, force: true });
     },
   };
