@@ -24,9 +24,12 @@ if (!process.env.WORKBAY_SKIP_TEST_SERVERS) {
 for (const p of packages) rmSync(join(packagesDir, p, 'test-report.json'), { force: true });
 
 const targets = process.argv.slice(2).length ? process.argv.slice(2) : ['build', 'typecheck', 'lint', 'test'];
+// Nx keeps its cache per machine (~/.nx), so a CI run on a machine that ran the tests before would only replay
+// their results; under CI every task runs for real.
+const cacheFlags = process.env.CI === 'true' ? ['--skip-nx-cache'] : [];
 const nxStatus = run(
   join(root, 'node_modules', '.bin', 'nx'),
-  ['run-many', '-t', ...targets, '--output-style=stream'],
+  ['run-many', '-t', ...targets, '--output-style=stream', ...cacheFlags],
   { NX_DAEMON: 'false', NX_NO_CLOUD: 'true', NX_TUI: 'false' },
 );
 
