@@ -26,6 +26,7 @@ import type { FileHandle } from 'node:fs/promises';
 import { chmod, chown, lchown, link, lstat, lutimes, mkdir, open, rm, symlink, unlink, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ArchiveEscapeError, InvalidArgumentError } from '../errors.js';
+import { Semaphore } from '../util/concurrency.js';
 import { runProcess } from '../util/process.js';
 import type { TreeEntry } from './tree.js';
 import type { Xattrs } from './xattr.js';
@@ -37,6 +38,11 @@ export interface SafeWriterOptions {
   /** Restore xattrs (default true; skipped when the attr tools are missing). */
   readonly xattrs?: boolean;
   readonly onWarning?: (message: string) => void;
+  /**
+   * Small files written at once by {@link SafeTreeWriter.queueSmallFile} (default 8). Creating a file is
+   * kernel work (about a millisecond each on some hosts) that runs in parallel on the thread pool.
+   */
+  readonly writeConcurrency?: number;
 }
 
 /** Normalizes an archive path; returns '' for the root itself. Throws ArchiveEscapeError for unsafe paths. */
@@ -58,6 +64,10 @@ export class SafeTreeWriter {
   private readonly directories: TreeEntry[] = [];
   private readonly pendingXattrs: Array<[string, Xattrs]> = [];
   private warnings = 0;
+  /** Queued writes still running, by relative path: later work on that path (or below it) waits for them. */
+  private readonly inFlight = new Map<string, Promise<void>>();
+  private readonly writeSlots: Semaphore;
+  private failure: { error: unknown } | undefined;
 
   constructor(
     readonly root: string,
@@ -65,6 +75,17 @@ export class SafeTreeWriter {
   ) {
     this.preserveOwner = options.preserveOwner ?? process.getuid?.() === 0;
     this.withXattrs = options.xattrs ?? true;
+    this.writeSlots = new Semaphore(options.writeConcurrency ?? 8);
+  }
+
+  private checkFailure(): void {
+    if (this.failure) throw this.failure.error;
+  }
+
+  /** Waits until no queued write on `path` is running. */
+  private async settled(path: string): Promise<void> {
+    const pending = this.inFlight.get(path);
+    if (pending) await pending.catch(() => undefined);
   }
 
   private warn(message: string): void {
@@ -84,15 +105,23 @@ export class SafeTreeWriter {
     for (const part of parts) {
       current = current === '' ? part : `${current}/${part}`;
       if (this.verified.has(current)) continue;
+      // A queued file at an ancestor must exist before we look (the entry is then refused, as in order).
+      await this.settled(current);
       const absolute = join(this.root, current);
       let info;
       try {
         info = await lstat(absolute);
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-        await mkdir(absolute, { mode: 0o755 });
-        this.verified.add(current);
-        continue;
+        try {
+          await mkdir(absolute, { mode: 0o755 });
+          this.verified.add(current);
+          continue;
+        } catch (mkdirError) {
+          // A concurrent entry created it first: check what is there now.
+          if ((mkdirError as NodeJS.ErrnoException).code !== 'EEXIST') throw mkdirError;
+          info = await lstat(absolute);
+        }
       }
       if (info.isSymbolicLink()) {
         throw new ArchiveEscapeError(
@@ -123,8 +152,11 @@ export class SafeTreeWriter {
 
   /** Validates a path and prepares its parents; returns the normalized path and its absolute location. */
   async prepare(rawPath: string): Promise<{ path: string; absolute: string }> {
+    this.checkFailure();
     const path = normalizeEntryPath(rawPath);
     if (path !== '') await this.ensureParents(path, rawPath);
+    // Entries apply in archive order: a queued write of the same path finishes first.
+    if (this.inFlight.size > 0) await this.settled(path);
     return { path, absolute: path === '' ? this.root : join(this.root, path) };
   }
 
@@ -145,7 +177,14 @@ export class SafeTreeWriter {
         await unlink(absolute);
         info = undefined;
       }
-      if (!info) await mkdir(absolute, { mode: 0o700 });
+      if (!info) {
+        try {
+          await mkdir(absolute, { mode: 0o700 });
+        } catch (error) {
+          // Created meanwhile by a concurrent entry (a missing parent of a sibling): fine if a directory.
+          if ((error as NodeJS.ErrnoException).code !== 'EEXIST' || !(await lstat(absolute)).isDirectory()) throw error;
+        }
+      }
       this.verified.add(path);
     }
     this.directories.push({ ...entry, path });
@@ -193,6 +232,66 @@ export class SafeTreeWriter {
     if (entry.xattrs) this.pendingXattrs.push([path, entry.xattrs]);
   }
 
+  /**
+   * Like {@link writeSmallFile}, but the file is written on the thread pool while the caller goes on, with at
+   * most `writeConcurrency` files at once. The path is checked (and its parents created) before this returns,
+   * in call order; later entries on the same path wait for it. {@link finish} (or {@link drain}) waits for all
+   * queued writes and throws the first failure; later calls throw it too. `data` must not be reused.
+   */
+  async queueSmallFile(entry: TreeEntry, data: Uint8Array): Promise<void> {
+    const { path, absolute } = await this.prepare(entry.path);
+    if (path === '') throw new InvalidArgumentError('archive', `entry '${entry.path}' names the root as a file`);
+    const release = await this.writeSlots.acquire();
+    this.checkFailure();
+    const task = this.writeFileAsync(absolute, entry, data).then(
+      () => undefined,
+      (error: unknown) => {
+        this.failure ??= { error };
+        throw error;
+      },
+    );
+    const tracked = task.finally(() => {
+      release();
+      if (this.inFlight.get(path) === tracked) this.inFlight.delete(path);
+    });
+    tracked.catch(() => undefined); // surfaced through checkFailure/drain
+    this.inFlight.set(path, tracked);
+    if (entry.xattrs) this.pendingXattrs.push([path, entry.xattrs]);
+  }
+
+  private async writeFileAsync(absolute: string, entry: TreeEntry, data: Uint8Array): Promise<void> {
+    let handle: FileHandle;
+    try {
+      handle = await open(absolute, noFollowWrite, 0o600);
+    } catch (error) {
+      // Something is in the way (O_EXCL): a directory is refused, anything else (a symlink too) replaced.
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+      if ((await lstat(absolute)).isDirectory()) {
+        throw new InvalidArgumentError('archive', `entry '${entry.path}' would replace a directory`);
+      }
+      await unlink(absolute);
+      handle = await open(absolute, noFollowWrite, 0o600);
+    }
+    try {
+      let written = 0;
+      while (written < data.length) {
+        written += (await handle.write(data, written, data.length - written, written)).bytesWritten;
+      }
+      if (this.preserveOwner) await handle.chown(entry.uid, entry.gid);
+      await handle.chmod(entry.mode);
+      const time = entry.mtimeMs / 1000;
+      await handle.utimes(time, time);
+    } finally {
+      await handle.close();
+    }
+  }
+
+  /** Waits for every queued write; throws the first failure. */
+  async drain(): Promise<void> {
+    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight.values()]);
+    this.checkFailure();
+  }
+
   /** Sets owner, mode and times of a written file (in that order: chown clears setuid bits). */
   async finishFile(handle: FileHandle, entry: TreeEntry, path: string): Promise<void> {
     if (this.preserveOwner) await handle.chown(entry.uid, entry.gid);
@@ -223,6 +322,7 @@ export class SafeTreeWriter {
     const target = normalizeEntryPath(entry.linkTarget);
     if (target === '') throw new ArchiveEscapeError(entry.path, 'hardlink to the root directory');
     await this.ensureParents(target, entry.path);
+    await this.settled(target);
     const targetAbsolute = join(this.root, target);
     let info;
     try {
@@ -294,6 +394,7 @@ export class SafeTreeWriter {
 
   /** Applies directory metadata (deepest first, after their content) and xattrs. */
   async finish(): Promise<void> {
+    await this.drain();
     const dirs = [...this.directories].sort((a, b) => b.path.length - a.path.length);
     for (const dir of dirs) {
       const absolute = join(this.root, dir.path);

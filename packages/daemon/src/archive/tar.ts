@@ -347,7 +347,7 @@ export async function extractTree(input: Readable, root: string, options: Extrac
         const chunks: Buffer[] = [];
         for await (const chunk of item as AsyncIterable<Buffer>) chunks.push(chunk);
         const data = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks);
-        await writer.writeSmallFile(entry, data);
+        await writer.queueSmallFile(entry, data);
         contentBytes += data.length;
         files++;
         continue;
@@ -368,6 +368,8 @@ export async function extractTree(input: Readable, root: string, options: Extrac
     extract.destroy();
     source.destroy();
     input.destroy();
+    // No queued write may still run once the caller sees the failure (it may clean up the target).
+    await writer.drain().catch(() => undefined);
     if (error instanceof Error && /Invalid tar header|Unexpected end of data/i.test(error.message)) {
       throw new InvalidArgumentError('archive', `not a valid tar archive: ${error.message}`, { cause: error });
     }

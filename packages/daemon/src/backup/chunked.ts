@@ -27,7 +27,7 @@ import type { RemoteStorage } from '@workbay/api';
 import { DataCorruptionError, InvalidArgumentError, isWorkbayError, NotFoundError } from '../errors.js';
 import type { Compression } from '../archive/compression.js';
 import { decompressAuto } from '../archive/compression.js';
-import { SafeTreeWriter } from '../archive/safe-writer.js';
+import { normalizeEntryPath, SafeTreeWriter } from '../archive/safe-writer.js';
 import type { SafeWriterOptions } from '../archive/safe-writer.js';
 import type { TreeEntry, WalkedEntry, WalkOptions } from '../archive/tree.js';
 import { walkTree } from '../archive/tree.js';
@@ -51,6 +51,8 @@ export interface BackupTarget {
 export const manifestObjectSuffix = 'full.manifest';
 export const chunksDirectory = 'chunks/';
 const packContentType = 'application/vnd.workbay.backup-pack';
+/** Directories created at once during a restore. */
+const directoryConcurrency = 8;
 
 export function manifestName(target: BackupTarget): string {
   return `${target.prefix}${manifestObjectSuffix}`;
@@ -648,13 +650,41 @@ export async function restoreChunkedBackup(
   options: ChunkedRestoreOptions = {},
 ): Promise<RestoreStats> {
   const writer = new SafeTreeWriter(root, options);
-  const signal = options.signal;
   const placements = new Map<number, Array<{ file: PendingFile; offset: number }>>();
   const files: PendingFile[] = [];
-  const yielder = new LoopYielder();
+  try {
+    return await restoreInto(writer, root, target, manifest, options, placements, files);
+  } catch (error) {
+    // No queued write may still run once the caller sees the failure (it may clean up the target).
+    await writer.drain().catch(() => undefined);
+    throw error;
+  }
+}
 
+async function restoreInto(
+  writer: SafeTreeWriter,
+  root: string,
+  target: BackupTarget,
+  manifest: BackupManifest,
+  options: ChunkedRestoreOptions,
+  placements: Map<number, Array<{ file: PendingFile; offset: number }>>,
+  files: PendingFile[],
+): Promise<RestoreStats> {
+  const signal = options.signal;
+  // Directories level by level (parents first), each level in parallel: creating an inode is kernel work
+  // that costs up to a millisecond here, and the thread pool overlaps it.
+  const levels = new Map<number, TreeEntry[]>();
   for (const entry of manifest.entries) {
-    if (entry.type === 'directory') await writer.directory(toTreeEntry(entry));
+    if (entry.type !== 'directory') continue;
+    const tree = toTreeEntry(entry);
+    const depth = normalizeEntryPath(tree.path).split('/').length;
+    const level = levels.get(depth);
+    if (level) level.push(tree);
+    else levels.set(depth, [tree]);
+  }
+  for (const depth of [...levels.keys()].sort((a, b) => a - b)) {
+    signal?.throwIfAborted();
+    await mapLimit(levels.get(depth) as TreeEntry[], directoryConcurrency, (tree) => writer.directory(tree));
   }
   for (const entry of manifest.entries) {
     if (entry.type !== 'file') continue;
@@ -672,7 +702,7 @@ export async function restoreChunkedBackup(
       );
     }
     if (blobs.length === 0) {
-      await writer.writeSmallFile(tree, Buffer.alloc(0));
+      await writer.queueSmallFile(tree, Buffer.alloc(0));
       continue;
     }
     const file: PendingFile = {
@@ -693,8 +723,7 @@ export async function restoreChunkedBackup(
 
   const place = async (file: PendingFile, offset: number, content: Buffer): Promise<void> => {
     if (file.single) {
-      await yielder.maybeYield();
-      await writer.writeSmallFile(file.tree, content);
+      await writer.queueSmallFile(file.tree, content);
       file.remaining = 0;
       return;
     }

@@ -5,7 +5,7 @@
  * 3. bytes re-uploaded by an incremental backup after changing 1% of the files vs a full backup.
  *
  * Sizes: WORKBAY_BENCH_TREE_BYTES (default 1 GiB), WORKBAY_BENCH_GIT_FILES (default 3000),
- * WORKBAY_BENCH_RUNS (default 3, medians are reported), WORKBAY_BENCH_DIR (scratch space, default the OS tmp).
+ * WORKBAY_BENCH_RUNS (default 3, medians are reported; backups and restores rotate their order between runs), WORKBAY_BENCH_DIR (scratch space, default the OS tmp).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -168,69 +168,106 @@ async function benchBackup(scratch: string): Promise<void> {
   try {
     // Backup
     // Backups are durable (fsync before they count), so the fair baseline syncs its archive too; the
-    // page-cache-only figure is printed as well.
+    // page-cache-only figure is printed as well. Each run backs up into fresh objects (a full backup, not an
+    // incremental one), and the order of the three writers rotates between runs, so that the machine's
+    // load and the kernel's state hit all alike; medians are reported.
     const tarFile = join(scratch, 'baseline.tar');
     const gnuCached = await timed(() => run('tar', ['-cf', tarFile, '-C', tree, '.']));
     await rm(tarFile, { force: true });
-    run('sync', []);
-    const gnuWrite = await timed(() => {
-      run('tar', ['-cf', tarFile, '-C', tree, '.']);
-      run('sync', [tarFile]);
-    });
-    const tarSize = (await stat(tarFile)).size;
-    run('sync', []);
-    const full = await timed(() => chunked.backup(tree, ref));
+    const gnuWriteMs: number[] = [];
+    const chunkedMs: number[] = [];
+    const plainMs: number[] = [];
+    let tarSize = 0;
+    for (let r = 0; r < runs; r++) {
+      if (r > 0) {
+        await chunked.deleteBackups(ref);
+        await plain.deleteBackups(refTar);
+      }
+      const steps: Array<() => Promise<void>> = [
+        async () => {
+          await rm(tarFile, { force: true });
+          run('sync', []);
+          gnuWriteMs.push(
+            (
+              await timed(() => {
+                run('tar', ['-cf', tarFile, '-C', tree, '.']);
+                run('sync', [tarFile]);
+              })
+            ).ms,
+          );
+          tarSize = (await stat(tarFile)).size;
+        },
+        async () => {
+          run('sync', []);
+          chunkedMs.push((await timed(() => chunked.backup(tree, ref))).ms);
+        },
+        async () => {
+          run('sync', []);
+          plainMs.push((await timed(() => plain.backup(tree, refTar))).ms);
+        },
+      ];
+      for (let i = 0; i < steps.length; i++) await (steps[(i + r) % steps.length] as () => Promise<void>)();
+    }
+    const gnuWrite = median(gnuWriteMs);
     row(
       `backup, chunked (${files.length} files, ${mib(bytes)})`,
-      `${rate(bytes, full.ms).toFixed(0)} MiB/s`,
+      `${rate(bytes, median(chunkedMs)).toFixed(0)} MiB/s`,
       'GNU tar -cf + sync',
-      `${rate(bytes, gnuWrite.ms).toFixed(0)} MiB/s`,
-      gnuWrite.ms / full.ms,
+      `${rate(bytes, gnuWrite).toFixed(0)} MiB/s`,
+      gnuWrite / median(chunkedMs),
     );
-    run('sync', []);
-    const tarBackup = await timed(() => plain.backup(tree, refTar));
     row(
       `backup, plain tar (${mib(bytes)})`,
-      `${rate(bytes, tarBackup.ms).toFixed(0)} MiB/s`,
+      `${rate(bytes, median(plainMs)).toFixed(0)} MiB/s`,
       'GNU tar -cf + sync',
-      `${rate(bytes, gnuWrite.ms).toFixed(0)} MiB/s`,
-      gnuWrite.ms / tarBackup.ms,
+      `${rate(bytes, gnuWrite).toFixed(0)} MiB/s`,
+      gnuWrite / median(plainMs),
     );
     row(
       `  ... against GNU tar into the page cache`,
-      `${rate(bytes, tarBackup.ms).toFixed(0)} MiB/s`,
+      `${rate(bytes, median(plainMs)).toFixed(0)} MiB/s`,
       'GNU tar -cf',
       `${rate(bytes, gnuCached.ms).toFixed(0)} MiB/s`,
-      gnuCached.ms / tarBackup.ms,
+      gnuCached.ms / median(plainMs),
     );
 
-    // Restore
-    const gnuTarget = join(scratch, 'gnu-restore');
-    await mkdir(gnuTarget);
-    const gnuRead = await timed(() => run('tar', ['-xf', tarFile, '-C', gnuTarget]));
-    await rm(gnuTarget, { recursive: true, force: true });
-    await rm(tarFile, { force: true });
+    // Restore: the same rotation. Each restore writes a fresh directory that is deleted right after, so every
+    // one of them follows a deletion of the same size (ext4 skips recently freed inodes when it allocates,
+    // which makes creating files after a large deletion several times slower).
+    const gnuReadMs: number[] = [];
+    const restoreChunkedMs: number[] = [];
+    const restorePlainMs: number[] = [];
     const target = join(scratch, 'restore');
-    await mkdir(target);
-    const restored = await timed(() => chunked.restore(target, ref));
+    const restoreStep = async (times: number[], fn: () => Promise<unknown> | void): Promise<void> => {
+      await mkdir(target);
+      run('sync', []);
+      times.push((await timed(fn)).ms);
+      await rm(target, { recursive: true, force: true });
+    };
+    for (let r = 0; r < runs; r++) {
+      const steps: Array<() => Promise<void>> = [
+        () => restoreStep(gnuReadMs, () => run('tar', ['-xf', tarFile, '-C', target])),
+        () => restoreStep(restoreChunkedMs, () => chunked.restore(target, ref)),
+        () => restoreStep(restorePlainMs, () => plain.restore(target, refTar)),
+      ];
+      for (let i = 0; i < steps.length; i++) await (steps[(i + r) % steps.length] as () => Promise<void>)();
+    }
+    await rm(tarFile, { force: true });
+    const gnuRead = median(gnuReadMs);
     row(
       `restore, chunked (${mib(bytes)})`,
-      `${rate(bytes, restored.ms).toFixed(0)} MiB/s`,
+      `${rate(bytes, median(restoreChunkedMs)).toFixed(0)} MiB/s`,
       'GNU tar -xf',
-      `${rate(bytes, gnuRead.ms).toFixed(0)} MiB/s`,
-      gnuRead.ms / restored.ms,
+      `${rate(bytes, gnuRead).toFixed(0)} MiB/s`,
+      gnuRead / median(restoreChunkedMs),
     );
-    await rm(target, { recursive: true, force: true });
-    await mkdir(target);
-    const restoredTar = await timed(() => plain.restore(target, refTar));
     row(
       `restore, plain tar (${mib(bytes)})`,
-      `${rate(bytes, restoredTar.ms).toFixed(0)} MiB/s`,
+      `${rate(bytes, median(restorePlainMs)).toFixed(0)} MiB/s`,
       'GNU tar -xf',
-      `${rate(bytes, gnuRead.ms).toFixed(0)} MiB/s`,
-      gnuRead.ms / restoredTar.ms,
+      `${rate(bytes, gnuRead).toFixed(0)} MiB/s`,
+      gnuRead / median(restorePlainMs),
     );
-    await rm(target, { recursive: true, force: true });
 
     // Incremental: change 1% of the files (new content, same size), back up again.
     const changed = files.filter((_, i) => i % 100 === 37);
