@@ -279,7 +279,8 @@ export class FsRemoteStorage implements RemoteStorage {
       if (!sidecar) throw new NotFoundError(`object '${name}' not found in bucket '${bucket}'`);
       try {
         const handle = await open(join(dir, `${base}${dataMarker}${sidecar.data}`), 'r');
-        return handle.createReadStream({ autoClose: true, signal: options.signal });
+        // 1 MiB reads: a sixteenth of the thread-pool round trips of the 64 KiB default for large objects.
+        return handle.createReadStream({ autoClose: true, signal: options.signal, highWaterMark: 1024 * 1024 });
       } catch (error) {
         if (!isNotFound(error) || attempt >= 5) throw error;
       }
