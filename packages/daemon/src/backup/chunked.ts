@@ -337,20 +337,29 @@ export async function createChunkedBackup(
     stored.set(info.name.slice(target.prefix.length + chunksDirectory.length), info.size);
   }
 
-  let xattrs = new Map<string, Xattrs>();
-  if (options.xattrs !== false) {
+  // getfattr (a child process) reads the xattrs while this thread walks the tree; they are attached after.
+  const xattrsRead = (async (): Promise<Map<string, Xattrs>> => {
+    if (options.xattrs === false) return new Map();
     const support = await xattrSupport();
-    if (support.available) xattrs = await readTreeXattrs(root);
-    else options.onWarning?.(support.reason ?? 'xattrs not supported');
-  }
+    if (support.available) return readTreeXattrs(root);
+    options.onWarning?.(support.reason ?? 'xattrs not supported');
+    return new Map();
+  })();
+  xattrsRead.catch(() => undefined); // awaited below; a failed walk must not leave it unhandled
   const walked: WalkedEntry[] = [];
   for await (const item of walkTree(root, {
-    xattrs,
     ...(options.exclude ? { exclude: options.exclude } : {}),
     onSkip: (path, reason) => options.onWarning?.(`skipped '${path}': ${reason}`),
   })) {
     signal?.throwIfAborted();
     walked.push(item);
+  }
+  const xattrs = await xattrsRead;
+  if (xattrs.size > 0) {
+    for (const [index, item] of walked.entries()) {
+      const attrs = xattrs.get(item.entry.path);
+      if (attrs) walked[index] = { ...item, entry: { ...item.entry, xattrs: attrs } };
+    }
   }
 
   // Previous state: files that can be reused as they are, and blobs that can be referenced by content.
