@@ -136,12 +136,24 @@ export function describeStatus(
   if (annotations.length) pairs.push(['Annotations', annotations.map(([k, v]) => `${k}=${v}`).join(', ')]);
   const conditions = conditionList(status.conditions);
   pairs.push(['Conditions', conditions.length ? conditions.join('\n' + ' '.repeat(20)) : '-']);
+  if (status.repo?.branch || status.repo?.latestCommit) pairs.push(['Git', gitLine(status.repo)]);
   if (status.runtime?.nodeName) pairs.push(['Node', status.runtime.nodeName]);
   if (status.message) pairs.push(['Message', status.message]);
   pairs.push(['Status version', String(status.statusVersion)]);
   // Align the continuation lines above with the value column.
   const width = Math.max(...pairs.map(([k]) => k.length));
   return keyValues(pairs.map(([k, v]) => [k, v.replaceAll(' '.repeat(20), ' '.repeat(width + 2))]));
+}
+
+/** The Git state the final backup recorded: branch, commit and what would be lost without the backup. */
+export function gitLine(repo: NonNullable<wsman.WorkspaceStatus['repo']>): string {
+  const commit = repo.latestCommit ? ` @ ${repo.latestCommit.slice(0, 12)}` : '';
+  const counts = [
+    `${repo.totalUncommitedFiles} uncommitted`,
+    `${repo.totalUntrackedFiles} untracked`,
+    `${repo.totalUnpushedCommits} unpushed`,
+  ].join(', ');
+  return `${repo.branch || '(detached)'}${commit} (${counts})`;
 }
 
 export function portLine(p: wsman.PortSpec): string {

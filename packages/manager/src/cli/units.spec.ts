@@ -11,7 +11,7 @@ import {
   wsman,
 } from '@workbay/api';
 import { CliError, ExitCode, exitCodeFor } from './exit-codes.js';
-import { age, keyValues, shortDuration, table } from './format.js';
+import { age, gitLine, keyValues, shortDuration, table } from './format.js';
 import { runCli } from './program.js';
 import { buildStartRequest, parseEnvFlag, parsePortFlag, repoName } from './start-request.js';
 import type { StartFlags } from './start-request.js';
@@ -114,6 +114,20 @@ describe('exit codes', () => {
 });
 
 describe('formatting', () => {
+  it('summarises the Git state a final backup recorded', () => {
+    const line = gitLine({
+      branch: 'main',
+      latestCommit: '0123456789abcdef0123',
+      uncommitedFiles: ['a'],
+      untrackedFiles: [],
+      unpushedCommits: [],
+      totalUncommitedFiles: 1,
+      totalUntrackedFiles: 2,
+      totalUnpushedCommits: 0,
+    });
+    expect(line).toBe('main @ 0123456789ab (1 uncommitted, 2 untracked, 0 unpushed)');
+  });
+
   it('renders borderless tables and aligned key/values', () => {
     expect(
       table(
