@@ -63,7 +63,7 @@ describe('deploy/kubernetes manifests', () => {
     expect(crd.spec.versions[0]!.subresources).toEqual({ status: {} });
   });
 
-  it('run two manager replicas and a daemon per node, each selecting its own pods', () => {
+  it('run one manager replica (until leader election gates it) and a daemon per node, each selecting its own pods', () => {
     const manager = find('Deployment', 'workbay-manager') as unknown as {
       spec: {
         replicas: number;
@@ -71,7 +71,7 @@ describe('deploy/kubernetes manifests', () => {
         template: { metadata: { labels: Record<string, string> }; spec: { serviceAccountName: string } };
       };
     };
-    expect(manager.spec.replicas).toBe(2);
+    expect(manager.spec.replicas).toBe(1);
     expect(manager.spec.template.metadata.labels).toMatchObject(manager.spec.selector.matchLabels);
     const daemon = find('DaemonSet', 'workbay-daemon') as unknown as typeof manager;
     expect(daemon.spec.template.metadata.labels).toMatchObject(daemon.spec.selector.matchLabels);
