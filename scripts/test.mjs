@@ -12,6 +12,9 @@ const packages = readdirSync(packagesDir).filter((p) => existsSync(join(packages
 const run = (cmd, args, extraEnv = {}) =>
   spawnSync(cmd, args, { cwd: root, stdio: 'inherit', env: { ...process.env, ...extraEnv } }).status ?? 1;
 
+// System tools first (nft, ip, git, attr, ...): installed here when root with apt, else a clear stop.
+if (run(process.execPath, [join(root, 'scripts', 'system-deps.mjs'), 'test']) !== 0) process.exit(1);
+
 if (!process.env.WORKBAY_SKIP_TEST_SERVERS) {
   const status = run(process.execPath, [join(root, 'scripts', 'test-servers.mjs')]);
   if (status !== 0) {
