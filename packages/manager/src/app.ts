@@ -6,8 +6,8 @@
  * @module
  */
 import { join } from 'node:path';
-import { PluginHost, registerValue } from '@workbay/api';
-import type { PluginLogger, WorkspaceRuntime } from '@workbay/api';
+import { FailedPreconditionError, PluginHost, registerValue } from '@workbay/api';
+import type { PluginLogger, WorkbayPlugin, WorkspaceRuntime } from '@workbay/api';
 import type { DependencyContainer } from 'tsyringe';
 import type { ManagerConfig } from './config.js';
 import type { ContentService } from './content/content-service.js';
@@ -78,11 +78,30 @@ async function createPluginHost(config: ManagerConfig, logger: Logger): Promise<
   const host = new PluginHost({ logger: logger as unknown as PluginLogger });
   host.use(localRuntimePlugin);
   if (config.runtime.kind === 'kubernetes') {
-    const { kubernetesRuntimePlugin } = await import('./runtime/kubernetes/index.js');
-    host.use(kubernetesRuntimePlugin);
+    host.use(await loadKubernetesRuntimePlugin());
   }
   await host.load(config.plugins);
   return host;
+}
+
+/**
+ * `@kubernetes/client-node` is an optional peer dependency (54 MB that only this runtime needs): a missing package
+ * is a configuration error that names it, not a stack trace from the module loader.
+ */
+async function loadKubernetesRuntimePlugin(): Promise<WorkbayPlugin> {
+  try {
+    const { kubernetesRuntimePlugin } = await import('./runtime/kubernetes/index.js');
+    return kubernetesRuntimePlugin;
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ERR_MODULE_NOT_FOUND' && String((error as Error).message).includes('@kubernetes/client-node')) {
+      throw new FailedPreconditionError(
+        "runtime.kind 'kubernetes' needs the optional peer dependency @kubernetes/client-node: npm install @kubernetes/client-node@^1.4",
+        { cause: error },
+      );
+    }
+    throw error;
+  }
 }
 
 /** Creates the runtime named in the config through a plugin host with the built-in `local` runtime. */
