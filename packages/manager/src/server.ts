@@ -12,6 +12,7 @@ import { protoFiles, protoRoot } from '@workbay/api';
 import { HealthImplementation } from 'grpc-health-check';
 import type { TlsFiles } from './config.js';
 import type { WorkspaceManagerCore } from './core/manager.js';
+import { requestLimits } from './grpc/bounds.js';
 import { StatusConverter } from './grpc/convert.js';
 import { createWorkspaceManagerImplementation, workspaceManagerServiceDefinition } from './grpc/service.js';
 import type { Logger } from './logger.js';
@@ -73,6 +74,8 @@ export async function startManagerServer(options: ManagerServerOptions): Promise
     'grpc.keepalive_time_ms': 60_000,
     'grpc.keepalive_timeout_ms': 20_000,
     'grpc.max_concurrent_streams': 10_000,
+    // Large enough for any valid request (see grpc/bounds.ts), small enough that one message cannot hog memory.
+    'grpc.max_receive_message_length': requestLimits.maxMessageBytes,
   });
   // The converter needs the configured defaults to report each workspace's effective timeouts.
   const converter = new StatusConverter(options.core.timeoutSettings);

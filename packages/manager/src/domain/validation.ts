@@ -26,7 +26,7 @@ export function validateInstanceId(id: string, field = 'id'): void {
 export function parseOptionalDuration(value: string, field: string): number | undefined {
   if (value === '') return undefined;
   const ms = parseGoDuration(value, field);
-  if (ms < 0) throw new InvalidArgumentError(field, `duration '${value}' must not be negative`);
+  if (ms < 0) throw new InvalidArgumentError(field, `duration '${truncate(value)}' must not be negative`);
   return ms;
 }
 

@@ -29,6 +29,7 @@ import type { WorkspaceRecord } from '../domain/types.js';
 import type { Logger } from '../logger.js';
 import type { ManagerMetrics } from '../metrics.js';
 import type { StatusConverter } from './convert.js';
+import { boundErrorMessage, checkRequestBounds } from './bounds.js';
 import { filterFromProto, startInputFromProto } from './convert.js';
 
 export interface ServiceOptions {
@@ -63,7 +64,16 @@ export function createWorkspaceManagerImplementation(options: ServiceOptions): W
   const handlerOptions = {
     onInternalError: (error: unknown, path: string) => logger.error({ err: error, method: path }, 'internal error'),
   };
-  const unary = <Req, Res>(fn: (request: Req) => Promise<Res> | Res) => unaryHandler<Req, Res>(fn, handlerOptions);
+  // Every request is size-checked before the core sees it, and no error message grows with the input.
+  const unary = <Req, Res>(fn: (request: Req) => Promise<Res> | Res) =>
+    unaryHandler<Req, Res>(async (request) => {
+      try {
+        checkRequestBounds(request);
+        return await fn(request);
+      } catch (error) {
+        throw boundErrorMessage(error);
+      }
+    }, handlerOptions);
 
   return {
     getWorkspaces: unary<wsman.GetWorkspacesRequest, wsman.GetWorkspacesResponse>((request) => ({
