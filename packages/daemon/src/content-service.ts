@@ -84,6 +84,20 @@ export interface ContentServiceOptions {
   readonly housekeeping: { readonly intervalMs: number; readonly orphanAgeMs: number; readonly tombstoneTtlMs: number };
   /** How long `stop()` waits for running operations. */
   readonly shutdownTimeoutMs?: number;
+  /** Awaited at two points of a workspace's life; the daemon serves the in-workspace service from here. */
+  readonly lifecycle?: ContentLifecycleHooks;
+}
+
+/** Hooks into a workspace's life (the daemon's per-workspace in-workspace service socket uses them). */
+export interface ContentLifecycleHooks {
+  /** The content is ready, before InitWorkspace answers; a failure fails the initialization. */
+  contentReady(workspace: {
+    readonly instanceId: string;
+    readonly workspaceId: string;
+    readonly contentLocation: string;
+  }): Promise<void>;
+  /** The content is about to be deleted (dispose, or a deletion resumed after a restart); a failure fails it. */
+  deleting(instanceId: string): Promise<void>;
 }
 
 export interface InitWorkspaceInput {
@@ -546,6 +560,11 @@ export class WorkspaceContentService {
         workspaceId: ws.state.workspaceId,
         readyAt: new Date().toISOString(),
       });
+      await this.options.lifecycle?.contentReady({
+        instanceId: input.instanceId,
+        workspaceId: ws.state.workspaceId,
+        contentLocation: root,
+      });
       await this.persist(ws, {
         phase: 'ready',
         init: { source, metrics, finishedAt: new Date().toISOString() },
@@ -911,6 +930,7 @@ export class WorkspaceContentService {
     const { state } = ws;
     await Promise.allSettled([...ws.pending]);
     if (state.phase !== 'deleting') await this.persist(ws, { phase: 'deleting' });
+    await this.options.lifecycle?.deleting(state.instanceId);
     if (state.quota && state.quota.mode !== 'none') {
       await this.options.quota.release(state.instanceId, state.contentLocation, state.quota);
     }
