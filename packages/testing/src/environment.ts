@@ -3,9 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createWorkspaceContentClient, createWorkspaceManagerClient } from '@workbay/api';
 import type { WorkspaceContentClient, WorkspaceManagerClient } from '@workbay/api';
-import { createDaemon } from '@workbay/daemon';
 import type { Daemon, DaemonConfigInput } from '@workbay/daemon';
-import { resolveManagerConfig, startManager } from '@workbay/manager';
 import type { ManagerConfigInput, RunningManager } from '@workbay/manager';
 
 export interface TestEnvironmentOptions {
@@ -43,6 +41,7 @@ export class TestEnvironment {
   static async createLocal(options: TestEnvironmentOptions = {}): Promise<TestEnvironment> {
     const directory = await mkdtemp(join(tmpdir(), 'workbay-env-'));
     const workingArea = join(directory, 'workspaces');
+    const { createDaemon, resolveManagerConfig, startManager } = await loadServices();
     let daemon: Daemon | undefined;
     try {
       daemon = await createDaemon({
@@ -95,4 +94,27 @@ export class TestEnvironment {
     await this.daemon.stop();
     if (!this.keepDirectory) await rm(this.directory, { recursive: true, force: true });
   }
+}
+
+/**
+ * The manager and the daemon are optional peer dependencies of the kit (a storage-plugin author needs neither):
+ * they are loaded only when a `TestEnvironment` is created, and a missing one is named with the fix.
+ */
+async function loadServices(): Promise<
+  Pick<typeof import('@workbay/daemon'), 'createDaemon'> &
+    Pick<typeof import('@workbay/manager'), 'resolveManagerConfig' | 'startManager'>
+> {
+  const load = async <T>(name: string, importer: () => Promise<T>): Promise<T> => {
+    try {
+      return await importer();
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND' && String(error).includes(name)) {
+        throw new Error(`TestEnvironment needs ${name}: npm install -D ${name}`, { cause: error });
+      }
+      throw error;
+    }
+  };
+  const { createDaemon } = await load('@workbay/daemon', () => import('@workbay/daemon'));
+  const { resolveManagerConfig, startManager } = await load('@workbay/manager', () => import('@workbay/manager'));
+  return { createDaemon, resolveManagerConfig, startManager };
 }
