@@ -194,3 +194,58 @@ describe('gRPC status mapping', () => {
     expect(fromGrpcError(domain)).toBe(domain);
   });
 });
+
+describe('error class brands', () => {
+  class GitLikeError extends InternalError {
+    constructor(readonly stderr: string) {
+      super(`git failed: ${stderr}`);
+    }
+  }
+
+  it('a subclass is not matched by every error of its parent code', () => {
+    const plain = new InternalError('disk on fire');
+    expect(plain).not.toBeInstanceOf(GitLikeError);
+    const git = new GitLikeError('fatal');
+    expect(git).toBeInstanceOf(GitLikeError);
+    expect(git).toBeInstanceOf(InternalError);
+    expect(git).toBeInstanceOf(WorkbayError);
+    expect(git).not.toBeInstanceOf(NotFoundError);
+    expect(isRetryableError(plain)).toBe(false);
+  });
+
+  it('subclasses keep their own name, and may set another', () => {
+    expect(new GitLikeError('x').name).toBe('GitLikeError');
+    class Renamed extends NotFoundError {
+      constructor() {
+        super('gone');
+        this.name = 'SomethingElse';
+      }
+    }
+    expect(new Renamed().name).toBe('SomethingElse');
+    expect(new WorkbayError('not-found', 'x').name).toBe('NotFoundError');
+  });
+
+  it('matches by class brand across copies of the package', () => {
+    // A second copy's GitLikeError: a different class object with the same brands.
+    const foreign = Object.assign(new Error('git failed'), { code: 'internal', name: 'GitLikeError' });
+    Object.defineProperty(foreign, Symbol.for('workbay.error'), { value: true });
+    Object.defineProperty(foreign, Symbol.for('workbay.error.classes'), {
+      value: [
+        'workbay.error.class.GitLikeError',
+        'workbay.error.class.InternalError',
+        'workbay.error.class.WorkbayError',
+      ],
+    });
+    expect(foreign).toBeInstanceOf(GitLikeError);
+    expect(foreign).toBeInstanceOf(InternalError);
+    expect(foreign).not.toBeInstanceOf(NotFoundError);
+    // Another copy's plain internal error is not a GitLikeError.
+    const otherInternal = Object.assign(new Error('x'), { code: 'internal' });
+    Object.defineProperty(otherInternal, Symbol.for('workbay.error'), { value: true });
+    Object.defineProperty(otherInternal, Symbol.for('workbay.error.classes'), {
+      value: ['workbay.error.class.InternalError', 'workbay.error.class.WorkbayError'],
+    });
+    expect(otherInternal).not.toBeInstanceOf(GitLikeError);
+    expect(otherInternal).toBeInstanceOf(InternalError);
+  });
+});

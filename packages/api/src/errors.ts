@@ -8,8 +8,9 @@
  * 2. Servers answer with {@link toGrpcStatus}; the typed clients reject with {@link fromGrpcError}, so both sides
  *    speak in the same classes. The domain code and, for invalid arguments, the field travel in metadata.
  * 3. `instanceof` and {@link isWorkbayError} work across duplicate copies of this package (two versions in one
- *    `node_modules` tree): instances carry a `Symbol.for` brand, and `instanceof` checks that brand plus the
- *    code instead of the prototype chain.
+ *    `node_modules` tree): instances carry a `Symbol.for` brand plus the brands of their whole class chain, and
+ *    `instanceof` checks the class's own brand, so `instanceof GitCommandError` (a subclass of InternalError) is
+ *    false for any other internal error. Subclasses keep their own `name`.
  *
  * @module
  */
@@ -53,6 +54,22 @@ export interface WorkbayErrorOptions {
 }
 
 const brand = Symbol.for('workbay.error');
+/** Non-enumerable list of the class brands of an instance (its class and every Workbay ancestor). */
+const classBrands = Symbol.for('workbay.error.classes');
+
+type ErrorClass = abstract new (...args: never[]) => object;
+
+/**
+ * The brand of an error class: a static `brand` string when the class declares one itself, else derived from
+ * the class name (two copies of one package agree on it; unrelated classes with the same name are not told
+ * apart, an accepted limit).
+ */
+function brandOf(ctor: ErrorClass): string {
+  const own = Object.prototype.hasOwnProperty.call(ctor, 'brand')
+    ? (ctor as { readonly brand?: unknown }).brand
+    : undefined;
+  return typeof own === 'string' ? own : `workbay.error.class.${ctor.name}`;
+}
 
 /** Metadata keys that carry domain details next to the gRPC status. */
 export const errorMetadataKeys = Object.freeze({
@@ -73,17 +90,36 @@ export class WorkbayError extends Error {
     super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
     Object.defineProperty(this, brand, { value: true, enumerable: false });
-    Object.defineProperty(this, 'name', { value: errorNames[code], enumerable: false, configurable: true });
+    const brands: string[] = [];
+    for (
+      let ctor: ErrorClass | null = new.target;
+      ctor && ctor !== Error;
+      ctor = Object.getPrototypeOf(ctor) as ErrorClass | null
+    ) {
+      brands.push(brandOf(ctor));
+      if (ctor === (WorkbayError as ErrorClass)) break;
+    }
+    Object.defineProperty(this, classBrands, { value: Object.freeze(brands), enumerable: false });
+    // The concrete class's own name (GitCommandError stays GitCommandError); the base class names itself by code.
+    const name = new.target === WorkbayError ? errorNames[code] : new.target.name;
+    Object.defineProperty(this, 'name', { value: name, enumerable: false, configurable: true, writable: true });
   }
 
   /**
-   * `x instanceof WorkbayError` is true for any branded error; `x instanceof NotFoundError` for a branded
-   * error with code `not-found`, whichever copy of this package created it.
+   * `x instanceof C` is true when `x` was created by `C` or a subclass of it, whichever copy of this package
+   * created it: the prototype chain answers for this copy, the class brands for another copy. Errors from a copy
+   * that predates class brands are matched by code, and only against the classes of this module.
    */
   static override [Symbol.hasInstance](value: unknown): boolean {
     if (!isWorkbayError(value)) return false;
-    const code = (this as { readonly errorCode?: WorkbayErrorCode }).errorCode;
-    return code === undefined || value.code === code;
+    if (Function.prototype[Symbol.hasInstance].call(this, value)) return true;
+    const brands = (value as { [classBrands]?: unknown })[classBrands];
+    if (Array.isArray(brands)) return brands.includes(brandOf(this));
+    if (this === WorkbayError) return true;
+    const code = Object.prototype.hasOwnProperty.call(this, 'errorCode')
+      ? (this as { readonly errorCode?: WorkbayErrorCode }).errorCode
+      : undefined;
+    return code !== undefined && value.code === code;
   }
 }
 
