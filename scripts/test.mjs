@@ -26,7 +26,9 @@ if (!process.env.WORKBAY_SKIP_TEST_SERVERS) {
 // A report left from an earlier run must not be counted: Nx restores it from cache when the task is cached.
 for (const p of packages) rmSync(join(packagesDir, p, 'test-report.json'), { force: true });
 
-const targets = process.argv.slice(2).length ? process.argv.slice(2) : ['build', 'typecheck', 'lint', 'test'];
+const targets = process.argv.slice(2).length
+  ? process.argv.slice(2)
+  : ['build', 'typecheck', 'lint', 'api-report', 'test'];
 // Nx keeps its cache per machine (~/.nx), so a CI run on a machine that ran the tests before would only replay
 // their results; under CI every task runs for real.
 const cacheFlags = process.env.CI === 'true' ? ['--skip-nx-cache'] : [];
