@@ -525,7 +525,11 @@ export class WorkspaceManagerCore {
       try {
         await writeAuthorizedKeys(this.contentDirOf(record), record.spec.sshPublicKeys);
       } catch (error) {
-        log.warn({ err: error }, 'cannot write the SSH keys; the workspace starts without them');
+        // A refused write (e.g. `.ssh` a link out of the content) fails the start loudly, never silently (invariant 10).
+        checkAborted(signal);
+        log.warn({ err: error }, 'cannot write the SSH keys');
+        this.failAndStop(id, `cannot write the SSH keys: ${errorMessage(error)}`);
+        return;
       }
       checkAborted(signal);
     }
