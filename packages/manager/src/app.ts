@@ -20,6 +20,7 @@ import { OpsServer } from './http/ops-server.js';
 import { createLogger } from './logger.js';
 import type { Logger } from './logger.js';
 import { ManagerMetrics } from './metrics.js';
+import { ReservedEndpoints } from './proxy/exposure.js';
 import { PortProxy } from './proxy/port-proxy.js';
 import { localRuntimePlugin } from './runtime/local/index.js';
 import { startManagerServer } from './server.js';
@@ -161,6 +162,13 @@ export async function startManager(options: StartManagerOptions): Promise<Runnin
       onError: (error, id) => logger.error({ err: error, workspace: id }, 'cannot persist a workspace record'),
     });
     let proxy: PortProxy | undefined;
+    // Ports the manager and its daemon listen on: never a workspace port (ControlPort) nor a proxy target.
+    const reserved = new ReservedEndpoints()
+      .add(config.grpc.address)
+      .add(config.proxy.address)
+      .add(config.metrics.address)
+      .add(config.daemon.address)
+      .add(config.daemon.httpAddress);
     let metricsRef: ManagerMetrics | undefined;
     const core: WorkspaceManagerCore = new WorkspaceManagerCore({
       config,
@@ -172,6 +180,7 @@ export async function startManager(options: StartManagerOptions): Promise<Runnin
       metrics: (metricsRef = new ManagerMetrics({ workspaces: () => core.allWorkspaces() })),
       logger: logger.child({ component: 'core' }),
       proxyAddress: () => proxy?.address || config.proxy.address,
+      reservedEndpoints: reserved,
     });
     const metrics = metricsRef;
     registerValue(host.container, managerConfigToken, config);
@@ -189,6 +198,9 @@ export async function startManager(options: StartManagerOptions): Promise<Runnin
         address: config.proxy.address,
         domain: config.proxy.domain,
         cookieName: config.proxy.cookieName,
+        reserved,
+        idePorts: config.idePorts,
+        secureCookies: config.urlTemplate.startsWith('https:'),
         logger: logger.child({ component: 'proxy' }),
       });
       await started.start();
@@ -198,6 +210,8 @@ export async function startManager(options: StartManagerOptions): Promise<Runnin
 
     await core.start();
     cleanups.push(() => core.close());
+    // After start: the core's status bus is live now; the proxy closes connections whose admission is revoked.
+    proxy?.follow(core.status$);
 
     let ready = false;
     let ops: OpsServer | undefined;
@@ -210,6 +224,7 @@ export async function startManager(options: StartManagerOptions): Promise<Runnin
         logger: logger.child({ component: 'metrics' }),
       });
       await server.start();
+      reserved.add(server.address);
       ops = server;
       cleanups.push(() => server.stop());
     }
@@ -221,8 +236,11 @@ export async function startManager(options: StartManagerOptions): Promise<Runnin
       address: config.grpc.address,
       tls: config.grpc.tls,
       subscribeBufferSize: config.subscribe.bufferSize,
+      subscribeStallTimeoutMs: config.subscribe.stallTimeoutMs,
+      subscribeMaxBacklog: config.subscribe.maxBacklog,
     });
     cleanups.push(() => grpc.stop());
+    reserved.add(grpc.address);
     ready = true;
 
     let stopped: Promise<void> | undefined;

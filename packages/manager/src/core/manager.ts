@@ -65,6 +65,7 @@ import type {
 import { parseOptionalDuration, validateInstanceId, validateSshKey, validateStartInput } from '../domain/validation.js';
 import type { Logger } from '../logger.js';
 import type { ManagerMetrics } from '../metrics.js';
+import { ReservedEndpoints, validateExposure, validatePortNumber } from '../proxy/exposure.js';
 import type { WorkspaceStore } from '../store/file-store.js';
 import type { MaintenanceMode } from './maintenance.js';
 import { PortAllocator } from './port-allocator.js';
@@ -84,6 +85,8 @@ export interface ManagerCoreOptions {
   readonly logger: Logger;
   /** host:port of the port proxy, for the `{{proxy}}` URL variable (known once the proxy listens). */
   readonly proxyAddress?: () => string;
+  /** The manager's and daemon's own ports, which ControlPort refuses on a shared host (see proxy/exposure.ts). */
+  readonly reservedEndpoints?: ReservedEndpoints;
   readonly now?: () => number;
 }
 
@@ -180,6 +183,7 @@ export class WorkspaceManagerCore {
   private readonly logger: Logger;
   private readonly now: () => number;
   private readonly proxyAddress: () => string;
+  private readonly reservedEndpoints: ReservedEndpoints;
   private readonly ports: PortAllocator;
   private readonly classes: ReadonlyMap<string, ResolvedClass>;
   private bus: StatusBus;
@@ -201,6 +205,7 @@ export class WorkspaceManagerCore {
     this.logger = options.logger;
     this.now = options.now ?? Date.now;
     this.proxyAddress = options.proxyAddress ?? (() => this.config.proxy.address);
+    this.reservedEndpoints = options.reservedEndpoints ?? new ReservedEndpoints();
     this.ports = new PortAllocator(this.config.idePorts.from, this.config.idePorts.to);
     this.classes = new Map(this.config.workspaceClasses.map((c) => [c.id, c]));
     this.bus = new StatusBus(this.config.subscribe.historySize);
@@ -1073,11 +1078,14 @@ export class WorkspaceManagerCore {
   ): void {
     validateInstanceId(id, 'id');
     if (!port) throw new InvalidArgumentError('spec', 'is required');
-    if (!Number.isInteger(port.port) || port.port < 1 || port.port > 65535) {
-      throw new InvalidArgumentError('spec.port', `${port.port} is not a port number (1-65535)`);
-    }
+    validatePortNumber(port.port, 'spec.port');
     const record = this.requireWorkspace(id);
     this.requireNotStopped(record);
+    validateExposure(record, port.port, expose, {
+      reserved: this.reservedEndpoints,
+      workspaces: this.bus.getWorkspaces(),
+      idePorts: this.config.idePorts,
+    });
     this.update(id, (r) => {
       const ports = r.spec.ports.filter((p) => p.port !== port.port);
       if (expose) ports.push(this.portSpec(r, port.port, port.visibility, port.protocol));

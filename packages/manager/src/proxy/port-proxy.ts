@@ -6,31 +6,49 @@
  *   redirects to the URL without the token), or that cookie;
  * - everybody, where the port is public or the workspace's admission is ADMIT_EVERYONE.
  *
- * Routes: path based, `/ws/<id>/…` (IDE) and `/ws/<id>/port/<port>/…`, which need no DNS; and Host based,
- * `<id>.ws.<domain>` and `<port>-<id>.ws.<domain>`, when `domain` is configured.
+ * Routes: see `routing.ts`. Tokens: `admission.ts` (never forwarded). Targets: `exposure.ts` (only the
+ * workspace's own host and ports). Open connections: `tunnels.ts` (closed when their admission is revoked).
  *
- * Answers of its own are plain text with a clear reason: 401 (no token), 403 (wrong token), 404 (no such
- * workspace or port not exposed), 502 (the workspace does not answer), 503 (not running).
+ * Every client of the proxy is hostile: any input gets an answer (400 when malformed), and a throw inside a
+ * handler answers 500 and is logged, never an uncaught exception (invariant 12). Answers of its own are plain text:
+ * 400, 401 (no token), 403 (wrong token, or a port that is not the workspace's own), 404 (no such workspace or
+ * port not exposed), 500, 502 (the workspace does not answer), 503 (not running).
  *
  * @module
  */
-import { timingSafeEqual } from 'node:crypto';
 import { createServer, request as httpRequest } from 'node:http';
-import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders, Server, ServerResponse } from 'node:http';
+import type { IncomingMessage, OutgoingHttpHeaders, Server, ServerResponse } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { connect } from 'node:net';
 import type { Socket } from 'node:net';
-import { connect as tlsConnect } from 'node:tls';
+import type { Observable } from 'rxjs';
 import type { WorkspaceRecord } from '../domain/types.js';
 import type { Logger } from '../logger.js';
+import {
+  cookieNameFor,
+  forwardHeaders,
+  forwardTarget,
+  isHopByHop,
+  matchesOwner,
+  ownerCookie,
+  ownerTokenHeader,
+  ownerTokenQuery,
+  presentedTokens,
+} from './admission.js';
+import { ReservedEndpoints, checkTarget } from './exposure.js';
+import { sameSiteLocation } from './parse.js';
+import { routeRequest } from './routing.js';
+import type { Refusal, Route } from './routing.js';
+import { TunnelRegistry } from './tunnels.js';
+import type { Grant } from './tunnels.js';
+import { openTunnel, rejectUpgrade } from './upgrade.js';
 
-export const ownerTokenHeader = 'x-workbay-owner-token';
-export const ownerTokenQuery = 'workbayOwnerToken';
+export { ownerTokenHeader, ownerTokenQuery } from './admission.js';
 
 /** What the proxy needs from the manager. */
 export interface ProxyRouter {
   getWorkspace(id: string): WorkspaceRecord | undefined;
-  routeOf(record: WorkspaceRecord, port?: number): { host: string; port: number };
+  /** Every record (to tell whether a port on a shared host belongs to another workspace). */
+  allWorkspaces(): Iterable<WorkspaceRecord>;
 }
 
 export interface PortProxyOptions {
@@ -40,95 +58,77 @@ export interface PortProxyOptions {
   /** Enables Host-header routing for `<id>.ws.<domain>` and `<port>-<id>.ws.<domain>`. */
   readonly domain?: string;
   readonly cookieName: string;
+  /** The manager's own endpoints, never a target (the proxy adds its own address). */
+  readonly reserved?: ReservedEndpoints;
+  /** The IDE port range (for the shared-host rules of `exposure.ts`). */
+  readonly idePorts?: { readonly from: number; readonly to: number };
+  /** Mark the owner cookie Secure (the public workspace URLs are https). */
+  readonly secureCookies?: boolean;
   readonly logger: Logger;
 }
 
-interface Route {
-  readonly id: string;
-  /** Undefined for the IDE. */
-  readonly port?: number;
-  /** Path and query to send to the workspace. */
+export interface Admitted {
+  readonly record: WorkspaceRecord;
+  readonly target: { readonly host: string; readonly port: number };
+  readonly https: boolean;
+  readonly grant: Grant;
+  /** Path and query for the workspace (token stripped). */
   readonly forwardPath: string;
-  /** Path prefix the route consumed (`/ws/<id>` or `/ws/<id>/port/<n>`), '' for Host routes. */
-  readonly prefix: string;
-  /** Set when the path lacks the trailing slash after the prefix: redirect there. */
-  readonly redirectTo?: string;
-}
-
-interface Refusal {
-  readonly status: number;
-  readonly message: string;
-  readonly headers?: OutgoingHttpHeaders;
-}
-
-type Admission =
-  | {
-      readonly ok: true;
-      readonly record: WorkspaceRecord;
-      readonly target: { host: string; port: number };
-      readonly https: boolean;
-      readonly setCookie?: string;
-      readonly redirect?: string;
-    }
-  | { readonly ok: false; readonly refusal: Refusal };
-
-const hopByHop = new Set([
-  'connection',
-  'keep-alive',
-  'proxy-authenticate',
-  'proxy-authorization',
-  'te',
-  'trailer',
-  'transfer-encoding',
-  'upgrade',
-  'proxy-connection',
-]);
-
-const idPattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
-
-function tokensEqual(given: string, expected: string): boolean {
-  const a = Buffer.from(given);
-  const b = Buffer.from(expected);
-  return a.length === b.length && timingSafeEqual(a, b);
-}
-
-function parseCookies(header: string | undefined): Map<string, string> {
-  const out = new Map<string, string>();
-  if (!header) return out;
-  for (const part of header.split(';')) {
-    const index = part.indexOf('=');
-    if (index <= 0) continue;
-    const name = part.slice(0, index).trim();
-    const value = part.slice(index + 1).trim();
-    try {
-      out.set(name, decodeURIComponent(value));
-    } catch {
-      out.set(name, value);
-    }
-  }
-  return out;
+  /** Set when the query carried the right token: the cookie to set and, for GET/HEAD, a redirect without it. */
+  readonly setCookie?: string;
+  readonly redirect?: string;
 }
 
 export class PortProxy {
   private server: Server | undefined;
   private boundAddress = '';
   private readonly sockets = new Set<Socket>();
+  private readonly reserved: ReservedEndpoints;
+  /** Exposed for tests: open connections by workspace. */
+  readonly tunnels: TunnelRegistry;
+  /** Grants already tracked per client connection (keep-alive connections carry many requests). */
+  private readonly socketGrants = new WeakMap<Socket, Set<string>>();
 
-  constructor(private readonly options: PortProxyOptions) {}
+  constructor(private readonly options: PortProxyOptions) {
+    this.reserved = options.reserved ?? new ReservedEndpoints();
+    this.tunnels = new TunnelRegistry((id) => options.router.getWorkspace(id), options.logger);
+  }
 
   /** The bound host:port (after start). */
   get address(): string {
     return this.boundAddress;
   }
 
+  /**
+   * Re-checks open connections on every status change of their workspace (call once the manager's bus is live;
+   * replaced by a later call, torn down by {@link stop}).
+   */
+  follow(status$: Observable<WorkspaceRecord>): void {
+    this.tunnels.follow(status$);
+  }
+
   async start(): Promise<string> {
-    const server = createServer((req, res) => this.handle(req, res));
-    server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.handleUpgrade(req, socket, head));
+    const server = createServer((req, res) => this.guard(res, () => this.handle(req, res)));
+    server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+      try {
+        this.handleUpgrade(req, socket, head);
+      } catch (error) {
+        this.options.logger.error({ err: error, url: String(req.url).slice(0, 64) }, 'proxy upgrade handler threw');
+        rejectUpgrade(socket, { status: 500, message: 'internal proxy error\n' });
+      }
+    });
     server.on('connection', (socket: Socket) => {
       this.sockets.add(socket);
+      socket.on('error', () => socket.destroy());
       socket.once('close', () => this.sockets.delete(socket));
     });
-    server.on('clientError', (_error, socket) => socket.destroy());
+    server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => {
+      // Malformed HTTP: answer when the connection still takes it, then close.
+      if (socket.writable && error.code !== 'ECONNRESET') {
+        const status = error.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
+        socket.end(`HTTP/1.1 ${status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`);
+      } else socket.destroy();
+    });
     const index = this.options.address.lastIndexOf(':');
     const host = this.options.address.slice(0, index).replace(/^\[|\]$/g, '');
     const port = Number(this.options.address.slice(index + 1));
@@ -142,167 +142,106 @@ export class PortProxy {
     const bound = server.address();
     const boundPort = typeof bound === 'object' && bound ? bound.port : port;
     this.boundAddress = `${host.includes(':') ? `[${host}]` : host}:${boundPort}`;
+    this.reserved.add(this.boundAddress);
     this.server = server;
     this.options.logger.info({ address: this.boundAddress }, 'port proxy listening');
     return this.boundAddress;
   }
 
   async stop(): Promise<void> {
+    this.tunnels.unfollow();
     const server = this.server;
     if (!server) return;
     this.server = undefined;
+    this.tunnels.closeAll();
     for (const socket of this.sockets) socket.destroy();
     await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 
   cookieNameFor(id: string): string {
-    return `${this.options.cookieName}_${id.replace(/[^A-Za-z0-9_-]/g, '_')}`;
+    return cookieNameFor(this.options.cookieName, id);
   }
 
-  private route(req: IncomingMessage): Route | Refusal {
-    const url = req.url ?? '/';
-    const domain = this.options.domain;
-    const hostHeader = (req.headers.host ?? '').replace(/:\d+$/, '').toLowerCase();
-    if (domain) {
-      const suffix = `.ws.${domain.toLowerCase()}`;
-      if (hostHeader.endsWith(suffix)) {
-        const label = hostHeader.slice(0, -suffix.length);
-        const portMatch = /^([0-9]{1,5})-(.+)$/.exec(label);
-        const id = portMatch ? portMatch[2]! : label;
-        const port = portMatch ? Number(portMatch[1]) : undefined;
-        if (!idPattern.test(id)) return { status: 404, message: `no workspace route for host ${hostHeader}\n` };
-        // Host names are case-insensitive; find the workspace whatever the case of its id.
-        return { id, port, forwardPath: url, prefix: '' };
+  /** Runs a handler step; a throw answers 500 (or ends the connection) and is logged, never escapes. */
+  private guard(res: ServerResponse, step: () => void): void {
+    try {
+      step();
+    } catch (error) {
+      this.options.logger.error({ err: error, url: String(res.req?.url).slice(0, 64) }, 'proxy handler threw');
+      if (!res.headersSent) {
+        try {
+          this.refuse(res, { status: 500, message: 'internal proxy error\n' });
+          return;
+        } catch {
+          // fall through: the response is unusable
+        }
       }
+      res.destroy();
     }
-    const match = /^\/ws\/([^/?#]+)(\/port\/([0-9]{1,5}))?(\/[^?#]*)?(\?.*)?$/.exec(url);
-    if (!match) {
-      return {
-        status: 404,
-        message: 'not a workspace URL: use /ws/<id>/ or /ws/<id>/port/<port>/\n',
-      };
-    }
-    const id = decodeURIComponent(match[1]!);
-    if (!idPattern.test(id)) return { status: 404, message: `no workspace ${id}\n` };
-    const port = match[3] !== undefined ? Number(match[3]) : undefined;
-    const prefix = `/ws/${match[1]}${match[2] ?? ''}`;
-    const rest = match[4];
-    const query = match[5] ?? '';
-    if (rest === undefined) return { id, port, forwardPath: '/', prefix, redirectTo: `${prefix}/${query}` };
-    return { id, port, forwardPath: `${rest}${query}`, prefix };
   }
 
-  private admit(req: IncomingMessage, route: Route): Admission {
+  /** Decides on a routed request: refusal, or where it goes and with what. */
+  admit(req: IncomingMessage, route: Route): Admitted | Refusal {
     const record = this.options.router.getWorkspace(route.id);
-    if (!record) return { ok: false, refusal: { status: 404, message: `workspace ${route.id} not found\n` } };
+    if (!record) return { status: 404, message: `workspace ${route.id} not found\n` };
     let exposedPublic = false;
     let https = false;
     if (route.port !== undefined) {
       const exposed = record.spec.ports.find((p) => p.port === route.port);
-      if (!exposed) {
-        return {
-          ok: false,
-          refusal: { status: 404, message: `port ${route.port} of workspace ${route.id} is not exposed\n` },
-        };
-      }
+      if (!exposed) return { status: 404, message: `port ${route.port} of workspace ${route.id} is not exposed\n` };
       exposedPublic = exposed.visibility === 'public';
       https = exposed.protocol === 'https';
     }
     const open = exposedPublic || record.spec.admission === 'everyone';
-    const requestUrl = new URL(req.url ?? '/', 'http://proxy');
-    const queryToken = requestUrl.searchParams.get(ownerTokenQuery) ?? undefined;
-    const headerToken = req.headers[ownerTokenHeader];
-    const cookieToken = parseCookies(req.headers.cookie).get(this.cookieNameFor(record.id));
-    const given = queryToken ?? (Array.isArray(headerToken) ? headerToken[0] : headerToken) ?? cookieToken;
-    const isOwner = given !== undefined && tokensEqual(given, record.ownerToken);
-    if (!open) {
-      if (given === undefined) {
+    const cookieName = this.cookieNameFor(record.id);
+    const presented = presentedTokens(req, route, cookieName);
+    const queryOwner = matchesOwner(presented.query, record);
+    const isOwner = matchesOwner(presented.other, record) || queryOwner;
+    if (!open && !isOwner) {
+      if (presented.query.length === 0 && presented.other.length === 0) {
         return {
-          ok: false,
-          refusal: {
-            status: 401,
-            message: `workspace ${record.id} admits its owner only: present the owner token (header ${ownerTokenHeader}, or ?${ownerTokenQuery}=)\n`,
-            headers: { 'www-authenticate': `Bearer realm="workbay", header="${ownerTokenHeader}"` },
-          },
+          status: 401,
+          message: `workspace ${record.id} admits its owner only: present the owner token (header ${ownerTokenHeader}, or ?${ownerTokenQuery}=)\n`,
+          headers: { 'www-authenticate': `Bearer realm="workbay", header="${ownerTokenHeader}"` },
         };
       }
-      if (!isOwner) {
-        return {
-          ok: false,
-          refusal: { status: 403, message: `the owner token does not match workspace ${record.id}\n` },
-        };
-      }
+      return { status: 403, message: `the owner token does not match workspace ${record.id}\n` };
     }
     if (record.phase !== 'running') {
       return {
-        ok: false,
-        refusal: {
-          status: 503,
-          message: `workspace ${record.id} is not running (phase ${record.phase})\n`,
-          headers: { 'retry-after': '2' },
-        },
+        status: 503,
+        message: `workspace ${record.id} is not running (phase ${record.phase})\n`,
+        headers: { 'retry-after': '2' },
       };
     }
-    let setCookie: string | undefined;
-    let redirect: string | undefined;
-    if (queryToken !== undefined && isOwner) {
-      const path = route.prefix ? `${route.prefix}/` : '/';
-      setCookie = `${this.cookieNameFor(record.id)}=${encodeURIComponent(queryToken)}; Path=${path}; HttpOnly; SameSite=Lax`;
-      requestUrl.searchParams.delete(ownerTokenQuery);
-      redirect = `${requestUrl.pathname}${requestUrl.search}`;
+    const target = checkTarget(record, route.port, {
+      reserved: this.reserved,
+      workspaces: this.options.router.allWorkspaces(),
+      idePorts: this.options.idePorts,
+    });
+    if ('refused' in target) {
+      this.options.logger.warn(
+        { workspace: record.id, port: route.port, reason: target.refused },
+        'proxy target refused',
+      );
+      return { status: 403, message: `${target.refused}\n` };
     }
-    return { ok: true, record, target: this.options.router.routeOf(record, route.port), https, setCookie, redirect };
-  }
-
-  /** Request headers for the workspace: no hop-by-hop headers, no owner token, no proxy cookie. */
-  private forwardHeaders(
-    req: IncomingMessage,
-    record: WorkspaceRecord,
-    route: Route,
-    keepUpgrade: boolean,
-  ): OutgoingHttpHeaders {
-    const headers: OutgoingHttpHeaders = {};
-    const connectionTokens = new Set(
-      String(req.headers.connection ?? '')
-        .split(',')
-        .map((t) => t.trim().toLowerCase())
-        .filter(Boolean),
-    );
-    for (const [name, value] of Object.entries(req.headers as IncomingHttpHeaders)) {
-      if (value === undefined || name === ownerTokenHeader) continue;
-      if (!keepUpgrade && (hopByHop.has(name) || connectionTokens.has(name))) continue;
-      if (
-        keepUpgrade &&
-        name !== 'connection' &&
-        name !== 'upgrade' &&
-        (hopByHop.has(name) || connectionTokens.has(name))
-      )
-        continue;
-      headers[name] = value;
-    }
-    const cookieName = this.cookieNameFor(record.id);
-    if (typeof headers.cookie === 'string') {
-      const rest = headers.cookie
-        .split(';')
-        .map((c) => c.trim())
-        .filter((c) => c && !c.startsWith(`${cookieName}=`));
-      if (rest.length > 0) headers.cookie = rest.join('; ');
-      else delete headers.cookie;
-    }
-    const remote = req.socket.remoteAddress ?? '';
-    const prior = req.headers['x-forwarded-for'];
-    headers['x-forwarded-for'] = prior ? `${String(prior)}, ${remote}` : remote;
-    headers['x-forwarded-host'] = req.headers.host ?? '';
-    headers['x-forwarded-proto'] = 'http';
-    if (route.prefix) headers['x-forwarded-prefix'] = route.prefix;
-    return headers;
-  }
-
-  private stripToken(path: string): string {
-    if (!path.includes(ownerTokenQuery)) return path;
-    const url = new URL(path, 'http://proxy');
-    url.searchParams.delete(ownerTokenQuery);
-    return `${url.pathname}${url.search}`;
+    const forwardPath = forwardTarget(route, record.ownerToken);
+    if (forwardPath === undefined) return { status: 400, message: 'the owner token does not belong in the path\n' };
+    const grant: Grant = { workspaceId: record.id, port: route.port, byOwner: !open, host: target.host };
+    if (!queryOwner) return { record, target, https, grant, forwardPath };
+    // Secure when the public URLs are https, or a TLS terminator in front says so.
+    const secure = this.options.secureCookies === true || req.headers['x-forwarded-proto'] === 'https';
+    return {
+      record,
+      target,
+      https,
+      grant,
+      forwardPath,
+      setCookie: ownerCookie(cookieName, record.ownerToken, route.prefix, secure),
+      // Relative and rebuilt from validated parts (see routing.ts): never another site.
+      redirect: sameSiteLocation(`${route.prefix}${forwardPath}`),
+    };
   }
 
   private refuse(res: ServerResponse, refusal: Refusal): void {
@@ -310,8 +249,21 @@ export class PortProxy {
     res.end(refusal.message);
   }
 
+  /** Ties a client connection to a grant, once per connection and grant; the registry closes it on revocation. */
+  private trackSocket(socket: Socket, grant: Grant): void {
+    const key = `${grant.workspaceId}\n${grant.port ?? ''}\n${grant.byOwner}\n${grant.host}`;
+    let keys = this.socketGrants.get(socket);
+    if (!keys) this.socketGrants.set(socket, (keys = new Set()));
+    if (keys.has(key)) return;
+    keys.add(key);
+    const untrack = this.tunnels.track(grant, () => socket.destroy());
+    socket.once('close', untrack);
+  }
+
   private handle(req: IncomingMessage, res: ServerResponse): void {
-    const route = this.route(req);
+    req.on('error', () => res.destroy());
+    res.on('error', () => req.destroy());
+    const route = routeRequest(req, this.options.domain);
     if ('status' in route) return this.refuse(res, route);
     if (route.redirectTo) {
       res.writeHead(308, { location: route.redirectTo, 'content-type': 'text/plain; charset=utf-8' });
@@ -319,7 +271,7 @@ export class PortProxy {
       return;
     }
     const admission = this.admit(req, route);
-    if (!admission.ok) return this.refuse(res, admission.refusal);
+    if ('status' in admission) return this.refuse(res, admission);
     const safeMethod = req.method === 'GET' || req.method === 'HEAD';
     if (admission.redirect !== undefined && admission.setCookie && safeMethod) {
       // Drop the token from the address bar; the cookie carries it from now on.
@@ -327,6 +279,11 @@ export class PortProxy {
       res.end();
       return;
     }
+    this.trackSocket(req.socket, admission.grant);
+    this.forward(req, res, route, admission);
+  }
+
+  private forward(req: IncomingMessage, res: ServerResponse, route: Route, admission: Admitted): void {
     const { record, target } = admission;
     const send = admission.https ? httpsRequest : httpRequest;
     const upstream = send(
@@ -334,26 +291,34 @@ export class PortProxy {
         host: target.host,
         port: target.port,
         method: req.method,
-        path: this.stripToken(route.forwardPath),
-        headers: this.forwardHeaders(req, record, route, false),
+        path: admission.forwardPath,
+        headers: forwardHeaders(req, {
+          token: record.ownerToken,
+          cookiePrefix: this.options.cookieName,
+          prefix: route.prefix,
+          keepUpgrade: false,
+        }),
+        // A connection per request: none is pooled past a revocation or reused for another workspace.
+        agent: false,
         ...(admission.https ? { rejectUnauthorized: false } : {}),
       },
-      (upstreamRes) => {
-        const headers: OutgoingHttpHeaders = {};
-        for (const [name, value] of Object.entries(upstreamRes.headers)) {
-          if (value !== undefined && !hopByHop.has(name)) headers[name] = value;
-        }
-        if (admission.setCookie) {
-          const existing = headers['set-cookie'];
-          headers['set-cookie'] = [
-            ...(Array.isArray(existing) ? existing : existing ? [String(existing)] : []),
-            admission.setCookie,
-          ];
-        }
-        res.writeHead(upstreamRes.statusCode ?? 502, upstreamRes.statusMessage, headers);
-        upstreamRes.pipe(res);
-        upstreamRes.on('error', () => res.destroy());
-      },
+      (upstreamRes) =>
+        this.guard(res, () => {
+          const headers: OutgoingHttpHeaders = {};
+          for (const [name, value] of Object.entries(upstreamRes.headers)) {
+            if (value !== undefined && !isHopByHop(name)) headers[name] = value;
+          }
+          if (admission.setCookie) {
+            const existing = headers['set-cookie'];
+            headers['set-cookie'] = [
+              ...(Array.isArray(existing) ? existing : existing ? [String(existing)] : []),
+              admission.setCookie,
+            ];
+          }
+          upstreamRes.on('error', () => res.destroy());
+          res.writeHead(upstreamRes.statusCode ?? 502, headers);
+          upstreamRes.pipe(res);
+        }),
     );
     upstream.on('error', (error: NodeJS.ErrnoException) => {
       this.options.logger.debug({ err: error, workspace: record.id, target }, 'proxy target error');
@@ -361,53 +326,39 @@ export class PortProxy {
         res.destroy();
         return;
       }
-      this.refuse(res, {
-        status: 502,
-        message: `workspace ${record.id} does not answer on port ${route.port ?? 'IDE'} (${error.code ?? error.message})\n`,
-      });
+      this.guard(res, () =>
+        this.refuse(res, {
+          status: 502,
+          message: `workspace ${record.id} does not answer on port ${route.port ?? 'IDE'} (${error.code ?? 'error'})\n`,
+        }),
+      );
     });
-    req.on('aborted', () => upstream.destroy());
+    res.on('close', () => upstream.destroy());
     req.pipe(upstream);
   }
 
   private handleUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
-    const reject = (refusal: Refusal): void => {
-      const headers = Object.entries({ 'content-type': 'text/plain; charset=utf-8', ...refusal.headers })
-        .map(([k, v]) => `${k}: ${String(v)}\r\n`)
-        .join('');
-      socket.end(
-        `HTTP/1.1 ${refusal.status} ${refusal.status === 401 ? 'Unauthorized' : refusal.status === 403 ? 'Forbidden' : refusal.status === 404 ? 'Not Found' : 'Error'}\r\n` +
-          `${headers}content-length: ${Buffer.byteLength(refusal.message)}\r\nconnection: close\r\n\r\n${refusal.message}`,
-      );
-    };
-    const route = this.route(req);
-    if ('status' in route) return reject(route);
+    const route = routeRequest(req, this.options.domain);
+    if ('status' in route) return rejectUpgrade(socket, route);
     const admission = this.admit(req, route);
-    if (!admission.ok) return reject(admission.refusal);
-    const { record, target } = admission;
-    const path = this.stripToken(route.redirectTo ? '/' : route.forwardPath);
-    const headers = this.forwardHeaders(req, record, route, true);
-    const upstream = admission.https
-      ? tlsConnect({ host: target.host, port: target.port, rejectUnauthorized: false })
-      : connect({ host: target.host, port: target.port });
-    const onConnect = (): void => {
-      let head0 = `${req.method ?? 'GET'} ${path} HTTP/1.1\r\n`;
-      for (const [name, value] of Object.entries(headers)) {
-        for (const v of Array.isArray(value) ? value : [value]) head0 += `${name}: ${String(v)}\r\n`;
-      }
-      upstream.write(`${head0}\r\n`);
-      if (head.length > 0) upstream.write(head);
-      upstream.pipe(socket);
-      socket.pipe(upstream);
-    };
-    upstream.once(admission.https ? 'secureConnect' : 'connect', onConnect);
-    upstream.on('error', (error: NodeJS.ErrnoException) => {
-      if (upstream.bytesRead === 0 && !socket.destroyed) {
-        reject({ status: 502, message: `workspace ${record.id} does not answer (${error.code ?? error.message})\n` });
-      } else socket.destroy();
+    if ('status' in admission) return rejectUpgrade(socket, admission);
+    const headers = forwardHeaders(req, {
+      token: admission.record.ownerToken,
+      cookiePrefix: this.options.cookieName,
+      prefix: route.prefix,
+      keepUpgrade: true,
     });
-    socket.on('error', () => upstream.destroy());
-    socket.on('close', () => upstream.destroy());
-    upstream.on('close', () => socket.destroy());
+    const close = openTunnel({
+      socket,
+      head,
+      method: req.method ?? 'GET',
+      path: admission.forwardPath,
+      headers,
+      target: admission.target,
+      https: admission.https,
+      workspaceId: admission.record.id,
+    });
+    const untrack = this.tunnels.track(admission.grant, close);
+    socket.once('close', untrack);
   }
 }

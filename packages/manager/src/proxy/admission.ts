@@ -1,0 +1,150 @@
+/**
+ * Admission and the owner token. The proxy accepts the token in the header `x-workbay-owner-token`, in the query
+ * parameter `workbayOwnerToken` and in its per-workspace cookie. Whatever it accepts, and every other spelling of
+ * it (case, nested percent-escapes, `+`, `;` separators, repeated parameters, an escaped `=`), is removed before a
+ * request reaches the workspace: a workspace never learns its owner's token (invariant 11).
+ *
+ * @module
+ */
+import { timingSafeEqual } from 'node:crypto';
+import type { IncomingHttpHeaders, IncomingMessage, OutgoingHttpHeaders } from 'node:http';
+import type { WorkspaceRecord } from '../domain/types.js';
+import { deepDecode, joinQuery, parseCookies, parseQuery } from './parse.js';
+import type { Route } from './routing.js';
+
+export const ownerTokenHeader = 'x-workbay-owner-token';
+export const ownerTokenQuery = 'workbayOwnerToken';
+
+const tokenParamLower = ownerTokenQuery.toLowerCase();
+
+/** Cookie name of a workspace's owner token: `<prefix>_<id>`. */
+export function cookieNameFor(prefix: string, id: string): string {
+  return `${prefix}_${id.replace(/[^A-Za-z0-9_-]/g, '_')}`;
+}
+
+export function tokensEqual(given: string, expected: string): boolean {
+  const a = Buffer.from(given);
+  const b = Buffer.from(expected);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/** A query parameter that is the token parameter, whatever its spelling. */
+function isTokenParam(name: string): boolean {
+  return name.toLowerCase() === tokenParamLower;
+}
+
+/** True when `text`, decoded as deep as any server would, carries `token`. */
+function carries(text: string, token: string): boolean {
+  if (token === '') return false;
+  return text.includes(token) || deepDecode(text, true).includes(token);
+}
+
+export interface Presented {
+  /** Tokens presented in the query (every spelling of the parameter). */
+  readonly query: readonly string[];
+  /** Tokens presented in the header or the cookie. */
+  readonly other: readonly string[];
+}
+
+/** Every owner token a request presents for `record` (bounded: the first few of each kind). */
+export function presentedTokens(req: IncomingMessage, route: Route, cookieName: string): Presented {
+  const query: string[] = [];
+  if (route.query !== undefined) {
+    for (const part of parseQuery(route.query)) if (isTokenParam(part.name) && query.length < 8) query.push(part.value);
+  }
+  const other: string[] = [];
+  const header = req.headers[ownerTokenHeader];
+  for (const h of Array.isArray(header) ? header.slice(0, 4) : header !== undefined ? [header] : []) other.push(h);
+  for (const cookie of parseCookies(req.headers.cookie)) {
+    if (cookie.name === cookieName && other.length < 8) other.push(deepDecode(cookie.value));
+  }
+  return { query, other };
+}
+
+export function matchesOwner(tokens: readonly string[], record: WorkspaceRecord): boolean {
+  let match = false;
+  // Compare all of them, so that timing tells nothing about which one matched.
+  for (const t of tokens) if (tokensEqual(t, record.ownerToken)) match = true;
+  return match;
+}
+
+/** The query for the workspace: no token parameter in any spelling, nothing that carries the token's value. */
+export function stripQuery(query: string | undefined, token: string): string | undefined {
+  if (query === undefined) return undefined;
+  const kept = parseQuery(query).filter((p) => !isTokenParam(p.name) && !carries(p.raw, token));
+  return kept.length === 0 ? undefined : joinQuery(kept);
+}
+
+/** The path and query the workspace receives; undefined when the path itself carries the token. */
+export function forwardTarget(route: Route, token: string): string | undefined {
+  if (carries(route.path, token)) return undefined;
+  const query = stripQuery(route.query, token);
+  return query === undefined ? route.path : `${route.path}?${query}`;
+}
+
+/** The Set-Cookie value for a workspace's token, scoped to the workspace's path and host. */
+export function ownerCookie(name: string, token: string, prefix: string, secure: boolean): string {
+  const path = prefix ? `${prefix}/` : '/';
+  return `${name}=${encodeURIComponent(token)}; Path=${path}; HttpOnly; SameSite=Lax${secure ? '; Secure' : ''}`;
+}
+
+const hopByHop = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'proxy-connection',
+]);
+
+export function isHopByHop(name: string): boolean {
+  return hopByHop.has(name);
+}
+
+export interface ForwardHeaderOptions {
+  readonly token: string;
+  /** Prefix of the owner cookies: every workspace's owner cookie is dropped, not only this one's. */
+  readonly cookiePrefix: string;
+  readonly prefix: string;
+  /** Keep `connection` and `upgrade` (a WebSocket handshake). */
+  readonly keepUpgrade: boolean;
+}
+
+/**
+ * Request headers for the workspace: no hop-by-hop headers, no token header, no owner cookie, and no header whose
+ * value carries the token (a Referer or Authorization the client built from it).
+ */
+export function forwardHeaders(req: IncomingMessage, options: ForwardHeaderOptions): OutgoingHttpHeaders {
+  const headers: OutgoingHttpHeaders = {};
+  const connectionTokens = new Set(
+    String(req.headers.connection ?? '')
+      .split(',')
+      .map((t) => t.trim().toLowerCase())
+      .filter(Boolean),
+  );
+  const cookiePrefix = `${options.cookiePrefix.toLowerCase()}_`;
+  for (const [name, value] of Object.entries(req.headers as IncomingHttpHeaders)) {
+    if (value === undefined || name === ownerTokenHeader || name.startsWith('x-forwarded-')) continue;
+    const upgradeHeader = name === 'connection' || name === 'upgrade';
+    if ((hopByHop.has(name) || connectionTokens.has(name)) && !(options.keepUpgrade && upgradeHeader)) continue;
+    if (name === 'cookie') {
+      const kept = parseCookies(value)
+        .filter((c) => !c.name.toLowerCase().startsWith(cookiePrefix) && !carries(c.text, options.token))
+        .map((c) => c.text);
+      if (kept.length > 0) headers.cookie = kept.join('; ');
+      continue;
+    }
+    const values = (Array.isArray(value) ? value : [value]).filter((v) => !carries(v, options.token));
+    if (values.length > 0) headers[name] = Array.isArray(value) ? values : values[0];
+  }
+  const remote = req.socket.remoteAddress ?? '';
+  const prior = req.headers['x-forwarded-for'];
+  headers['x-forwarded-for'] = prior && !carries(String(prior), options.token) ? `${String(prior)}, ${remote}` : remote;
+  headers['x-forwarded-host'] = typeof req.headers.host === 'string' ? req.headers.host : '';
+  headers['x-forwarded-proto'] = 'http';
+  if (options.prefix) headers['x-forwarded-prefix'] = options.prefix;
+  return headers;
+}

@@ -1,0 +1,81 @@
+/**
+ * WebSocket (and any other Upgrade) tunnels: after admission the proxy replays the handshake to the workspace and
+ * then pipes raw bytes both ways. Refusals are written as plain HTTP/1.1 answers on the raw socket.
+ *
+ * @module
+ */
+import { STATUS_CODES } from 'node:http';
+import type { OutgoingHttpHeaders } from 'node:http';
+import { connect } from 'node:net';
+import type { Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import type { Refusal } from './routing.js';
+
+/** Answers a refused upgrade and closes the connection; never throws. */
+export function rejectUpgrade(socket: Socket, refusal: Refusal): void {
+  if (socket.destroyed) return;
+  try {
+    const headers = Object.entries({ 'content-type': 'text/plain; charset=utf-8', ...refusal.headers })
+      .map(([k, v]) => `${k}: ${String(v)}\r\n`)
+      .join('');
+    socket.end(
+      `HTTP/1.1 ${refusal.status} ${STATUS_CODES[refusal.status] ?? 'Error'}\r\n` +
+        `${headers}content-length: ${Buffer.byteLength(refusal.message)}\r\nconnection: close\r\n\r\n${refusal.message}`,
+    );
+  } catch {
+    socket.destroy();
+  }
+}
+
+export interface TunnelOptions {
+  readonly socket: Socket;
+  readonly head: Buffer;
+  readonly method: string;
+  /** Path and query for the workspace (token already stripped). */
+  readonly path: string;
+  readonly headers: OutgoingHttpHeaders;
+  readonly target: { readonly host: string; readonly port: number };
+  readonly https: boolean;
+  readonly workspaceId: string;
+}
+
+/** Opens the tunnel; returns the function that closes both ends. */
+export function openTunnel(options: TunnelOptions): () => void {
+  const { socket, target } = options;
+  const upstream = options.https
+    ? tlsConnect({ host: target.host, port: target.port, rejectUnauthorized: false })
+    : connect({ host: target.host, port: target.port });
+  const close = (): void => {
+    upstream.destroy();
+    socket.destroy();
+  };
+  let connected = false;
+  const onConnect = (): void => {
+    connected = true;
+    let head = `${options.method} ${options.path} HTTP/1.1\r\n`;
+    for (const [name, value] of Object.entries(options.headers)) {
+      if (value === undefined) continue;
+      for (const v of Array.isArray(value) ? value : [value]) head += `${name}: ${String(v)}\r\n`;
+    }
+    upstream.write(`${head}\r\n`);
+    if (options.head.length > 0) upstream.write(options.head);
+    upstream.pipe(socket);
+    socket.pipe(upstream);
+  };
+  upstream.once(options.https ? 'secureConnect' : 'connect', onConnect);
+  upstream.on('error', (error: NodeJS.ErrnoException) => {
+    if (!connected && !socket.destroyed) {
+      rejectUpgrade(socket, {
+        status: 502,
+        message: `workspace ${options.workspaceId} does not answer (${error.code ?? 'error'})\n`,
+      });
+    } else socket.destroy();
+  });
+  socket.on('error', () => upstream.destroy());
+  socket.on('close', () => upstream.destroy());
+  // Before it connected, the error handler answers 502 and ends the client connection itself.
+  upstream.on('close', () => {
+    if (connected) socket.destroy();
+  });
+  return close;
+}
