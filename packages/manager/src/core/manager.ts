@@ -24,6 +24,7 @@ import {
   FailedPreconditionError,
   InvalidArgumentError,
   NotFoundError,
+  UnavailableError,
   isRetryableError,
   isWorkbayError,
 } from '@workbay/api';
@@ -66,6 +67,7 @@ import { parseOptionalDuration, validateInstanceId, validateSshKey, validateStar
 import type { Logger } from '../logger.js';
 import type { ManagerMetrics } from '../metrics.js';
 import { ReservedEndpoints, validateExposure, validatePortNumber } from '../proxy/exposure.js';
+import { errnoOf } from '../store/file-store.js';
 import type { WorkspaceStore } from '../store/file-store.js';
 import type { MaintenanceMode } from './maintenance.js';
 import { PortAllocator } from './port-allocator.js';
@@ -188,6 +190,8 @@ export class WorkspaceManagerCore {
   private readonly classes: ReadonlyMap<string, ResolvedClass>;
   private bus: StatusBus;
   private readonly flows = new Map<string, Flow>();
+  /** Ids and meta ids of StartWorkspace calls waiting for their record to be durable. */
+  private readonly accepting = new Set<string>();
   private readonly startSlots: Semaphore;
   private runtimeEvents: Subscription | undefined;
   private timeoutTimer: NodeJS.Timeout | undefined;
@@ -357,14 +361,30 @@ export class WorkspaceManagerCore {
       const version = this.bus.version + 1;
       this.store.reserveVersion(version);
       next = { ...next, statusVersion: version };
-      void this.store.save(next);
+      this.persist(next);
       this.bus.publish(next);
       this.observe(previous, next);
     } else {
       this.bus.touch(next);
-      void this.store.save(next);
+      this.persist(next);
     }
     return next;
+  }
+
+  /**
+   * Writes the record in the background. A failed write is logged (by the store's onError) and retried with the
+   * newest state of the record until it succeeds, so the last state of a workspace reaches the disk eventually.
+   */
+  private persist(record: WorkspaceRecord): void {
+    this.store.save(record).catch((error: unknown) => {
+      this.logger.error({ err: error, workspace: record.id }, 'cannot persist a workspace record; retrying');
+      if (this.closing) return;
+      const retry = setTimeout(() => {
+        const current = this.bus.getWorkspace(record.id);
+        if (current) this.persist(current);
+      }, 1_000);
+      retry.unref();
+    });
   }
 
   /** Applies `change` to the current record of `id`; undefined if the workspace is gone. */
@@ -880,7 +900,10 @@ export class WorkspaceManagerCore {
 
   private forget(id: string): void {
     this.bus.forget(id);
-    void this.store.remove(id);
+    this.store.remove(id).catch((error: unknown) => {
+      // The record stays on disk; a restart loads it as stopped and forgets it again after the retention.
+      this.logger.error({ err: error, workspace: id }, 'cannot remove the record of a forgotten workspace');
+    });
   }
 
   // -------------------------------------------------------------------------------------------------------------
@@ -951,6 +974,9 @@ export class WorkspaceManagerCore {
         );
       }
     }
+    if (this.accepting.has(input.id) || this.accepting.has(`meta:${metadata.metaId}`)) {
+      throw new AlreadyExistsError(`workspace ${input.id} is being started`);
+    }
     if (existing && this.flows.has(existing.id)) {
       throw new AlreadyExistsError(`workspace ${input.id} is still being cleaned up; retry shortly`);
     }
@@ -1004,17 +1030,32 @@ export class WorkspaceManagerCore {
         idePort: 0,
       },
     };
+    // Durable first: the caller hears OK only once the record file and its directory entry are synced; a failed
+    // write fails the call and leaves nothing behind (no file, nothing published, nothing started).
+    this.accepting.add(record.id).add(`meta:${record.metaId}`);
+    try {
+      try {
+        await this.store.save(this.nextStatusVersionFor(record));
+      } catch (error) {
+        await this.store.remove(record.id).catch((removeError: unknown) => {
+          // Only a rename that succeeded before the directory sync failed can leave a file; say so loudly.
+          this.logger.error({ err: removeError, workspace: record.id }, 'cannot remove a record whose save failed');
+        });
+        throw new UnavailableError(`cannot persist workspace ${record.id}: ${errnoOf(error)}`, { cause: error });
+      }
+    } finally {
+      this.accepting.delete(record.id);
+      this.accepting.delete(`meta:${record.metaId}`);
+    }
     const published = this.nextStatusVersionFor(record);
     this.bus.publish(published);
+    this.persist(published);
     this.metrics?.startsTotal.inc(labelsOf(published));
     this.logger.info(
       { workspace: published.id, metaId: published.metaId, owner: published.owner, class: className, type: input.type },
       'workspace accepted',
     );
-    // The flow starts at once (its own updates are persisted too); the caller hears back once the record is durable.
-    const durable = this.store.save(published);
     this.launchStart(published.id);
-    await durable;
     return { url, ownerToken: published.ownerToken };
   }
 

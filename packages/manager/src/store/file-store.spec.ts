@@ -1,8 +1,10 @@
-import { mkdtemp, readdir, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { makeRecord } from '../test-support/records.js';
+import { mountSmallDisk, smallDiskSupported } from '../test-support/small-disk.js';
+import type { SmallDisk } from '../test-support/small-disk.js';
 import { FileWorkspaceStore } from './file-store.js';
 
 async function tempDir(): Promise<string> {
@@ -73,5 +75,59 @@ describe('FileWorkspaceStore', () => {
     const store = new FileWorkspaceStore(await tempDir());
     await store.load();
     expect(() => store.save(makeRecord({ id: '../escape' }))).toThrow(/invalid workspace id/);
+  });
+
+  it('an unreadable versions.json is an error, a missing one is a first start', async () => {
+    const dir = await tempDir();
+    expect((await new FileWorkspaceStore(dir).load()).versionFloor).toBe(0);
+    await writeFile(join(dir, 'versions.json'), '{"ceiling": "soon"}');
+    await expect(new FileWorkspaceStore(dir).load()).rejects.toThrow(/status_version lease/);
+    await writeFile(join(dir, 'versions.json'), '{torn');
+    await expect(new FileWorkspaceStore(dir).load()).rejects.toThrow(/status_version lease/);
+  });
+});
+
+describe.skipIf(!smallDiskSupported)('FileWorkspaceStore on a failing disk (tmpfs, root only)', () => {
+  let disk: SmallDisk | undefined;
+  afterEach(async () => {
+    await disk?.close();
+    disk = undefined;
+  });
+
+  it('a save on a full disk rejects, leaves no temp file and keeps the previous version', async () => {
+    disk = await mountSmallDisk(256);
+    const errors: unknown[] = [];
+    const store = new FileWorkspaceStore(disk.dir, { onError: (error) => errors.push(error) });
+    await store.load();
+    await store.save(makeRecord({ id: 'a', statusVersion: 1 }));
+    await disk.fill();
+    const big = makeRecord({ id: 'a', statusVersion: 2, annotations: { pad: 'x'.repeat(64 * 1024) } });
+    await expect(store.save(big)).rejects.toMatchObject({ code: 'ENOSPC' });
+    await expect(store.save(makeRecord({ id: 'b', annotations: { pad: 'y'.repeat(64 * 1024) } }))).rejects.toThrow();
+    expect(errors.length).toBe(2);
+    expect((await readdir(join(disk.dir, 'workspaces'))).sort()).toEqual(['a.json']);
+    const onDisk = JSON.parse(await readFile(join(disk.dir, 'workspaces', 'a.json'), 'utf8')) as {
+      record: { statusVersion: number };
+    };
+    expect(onDisk.record.statusVersion).toBe(1);
+    // Space again: the same store writes again.
+    await disk.free();
+    await store.save(big);
+    expect((await new FileWorkspaceStore(disk.dir).load()).records[0]!.statusVersion).toBe(2);
+  });
+
+  it('saves and removals on a disk that turned read-only reject', async () => {
+    disk = await mountSmallDisk(256);
+    const store = new FileWorkspaceStore(disk.dir);
+    await store.load();
+    await store.save(makeRecord({ id: 'a' }));
+    await disk.setReadOnly(true);
+    await expect(store.save(makeRecord({ id: 'a', statusVersion: 9 }))).rejects.toMatchObject({ code: 'EROFS' });
+    await expect(store.remove('a')).rejects.toMatchObject({ code: 'EROFS' });
+    expect(() => store.reserveVersion(10_000_000)).toThrow(/status_version lease: EROFS/);
+    await store.flush();
+    await disk.setReadOnly(false);
+    const loaded = await new FileWorkspaceStore(disk.dir).load();
+    expect(loaded.records.map((r) => [r.id, r.statusVersion])).toEqual([['a', 1]]);
   });
 });
