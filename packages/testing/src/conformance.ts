@@ -22,6 +22,11 @@ export type ConformanceFactory = () => Promise<ConformanceBackend>;
 /** What a backend cannot do, with the reason printed in the test names. Everything else is required. */
 export interface ConformanceCapabilities {
   /**
+   * The backend implements `presignedUrl` (default true). A backend that declares false must not have the method;
+   * the presigned-URL tests are then replaced by that one check.
+   */
+  readonly presignedUrls?: boolean;
+  /**
    * Presigned URLs can be fetched with plain HTTP against the server under test. False for emulators that
    * cannot check signatures (fake-gcs-server): the suite then checks the URLs' shape only, and the plugin must
    * prove its signing another way.
@@ -125,6 +130,7 @@ export function runStorageConformance(
   options: StorageConformanceOptions = {},
 ): void {
   const largeMiB = conformanceLargeObjectMiB(options.largeObjectMiB);
+  const presignedUrls = options.capabilities?.presignedUrls ?? true;
   const presignedFetch = options.capabilities?.presignedFetch ?? true;
   const largeTimeout = 120_000 + largeMiB * 1_000;
 
@@ -456,11 +462,19 @@ export function runStorageConformance(
     });
 
     describe('presigned URLs', () => {
-      if (presignedFetch) {
+      const presign = (...args: Parameters<NonNullable<RemoteStorage['presignedUrl']>>): Promise<string> => {
+        if (!storage.presignedUrl) throw new Error(`${name} declares presigned URLs but has no presignedUrl method`);
+        return storage.presignedUrl(...args);
+      };
+      if (!presignedUrls) {
+        it('declares no presigned URLs, and has no presignedUrl method', () => {
+          expect(storage.presignedUrl).toBeUndefined();
+        });
+      } else if (presignedFetch) {
         it('a presigned GET URL downloads the object over plain HTTP', async () => {
           const data = randomBytes(300 * 1024);
           await storage.upload(bucket, 'ps/get me.bin', body(data));
-          const url = await storage.presignedUrl('GET', bucket, 'ps/get me.bin', { expiresInSeconds: 60 });
+          const url = await presign('GET', bucket, 'ps/get me.bin', { expiresInSeconds: 60 });
           expect(url).toMatch(/^https?:\/\//);
           const res = await fetch(url);
           expect(res.status).toBe(200);
@@ -469,7 +483,7 @@ export function runStorageConformance(
 
         it('a presigned PUT URL uploads an object over plain HTTP', async () => {
           const data = randomBytes(200 * 1024);
-          const url = await storage.presignedUrl('PUT', bucket, 'ps/put.bin', { expiresInSeconds: 60 });
+          const url = await presign('PUT', bucket, 'ps/put.bin', { expiresInSeconds: 60 });
           const res = await fetch(url, { method: 'PUT', body: data });
           expect(res.ok, `PUT answered ${res.status}: ${await res.clone().text()}`).toBe(true);
           await res.arrayBuffer();
@@ -479,8 +493,8 @@ export function runStorageConformance(
 
         it('a presigned URL stops working after it expires', async () => {
           await storage.upload(bucket, 'ps/expiring', body('soon gone'));
-          const url = await storage.presignedUrl('GET', bucket, 'ps/expiring', { expiresInSeconds: 1 });
-          const putUrl = await storage.presignedUrl('PUT', bucket, 'ps/expiring', { expiresInSeconds: 1 });
+          const url = await presign('GET', bucket, 'ps/expiring', { expiresInSeconds: 1 });
+          const putUrl = await presign('PUT', bucket, 'ps/expiring', { expiresInSeconds: 1 });
           await sleep(2_100);
           const res = await fetch(url);
           await res.arrayBuffer();
@@ -492,10 +506,23 @@ export function runStorageConformance(
           expect((await readAll(await storage.download(bucket, 'ps/expiring'))).toString()).toBe('soon gone');
         });
 
+        it('a presigned URL is bound to its method: a GET URL refuses PUT, a PUT URL reads nothing', async () => {
+          await storage.upload(bucket, 'ps/method', body('original'));
+          const getUrl = await presign('GET', bucket, 'ps/method', { expiresInSeconds: 60 });
+          const put = await fetch(getUrl, { method: 'PUT', body: 'overwritten through a download URL' });
+          await put.arrayBuffer();
+          expect(put.status, 'a download URL accepted an upload').toBeGreaterThanOrEqual(400);
+          const putUrl = await presign('PUT', bucket, 'ps/method', { expiresInSeconds: 60 });
+          const get = await fetch(putUrl);
+          const got = await get.text();
+          expect(get.ok && got === 'original', 'an upload URL served the object').toBe(false);
+          expect((await readAll(await storage.download(bucket, 'ps/method'))).toString()).toBe('original');
+        });
+
         it('a presigned URL is bound to its object', async () => {
           await storage.upload(bucket, 'ps/a', body('a'));
           await storage.upload(bucket, 'ps/b', body('b'));
-          const url = await storage.presignedUrl('GET', bucket, 'ps/a', { expiresInSeconds: 60 });
+          const url = await presign('GET', bucket, 'ps/a', { expiresInSeconds: 60 });
           // Point the signed URL at another object; an opaque token that names no object is bound by design.
           const tampered = url.replace(/ps(\/|%2F)a(?=$|[?&#])/i, 'ps$1b');
           if (tampered !== url) {
@@ -510,7 +537,7 @@ export function runStorageConformance(
         it(`presigned URLs are well formed (fetch not checked: ${options.capabilities?.presignedFetchReason ?? 'the server cannot verify signatures'})`, async () => {
           await storage.upload(bucket, 'ps/shape', body('x'));
           for (const method of ['GET', 'PUT'] as const) {
-            const url = new URL(await storage.presignedUrl(method, bucket, 'ps/shape', { expiresInSeconds: 60 }));
+            const url = new URL(await presign(method, bucket, 'ps/shape', { expiresInSeconds: 60 }));
             expect(url.protocol).toMatch(/^https?:$/);
             expect(decodeURIComponent(url.pathname + url.hostname)).toContain('ps/shape');
             expect(url.search.length).toBeGreaterThan(0);

@@ -83,8 +83,12 @@ export interface RemoteStorage {
   /** Returns how many objects were deleted; deleting nothing is not an error. */
   delete(bucket: string, target: DeleteTarget): Promise<number>;
 
-  /** A URL a plain HTTP client can GET (download) or PUT (upload) without credentials until it expires. */
-  presignedUrl(method: PresignMethod, bucket: string, name: string, options?: PresignOptions): Promise<string>;
+  /**
+   * A URL a plain HTTP client can GET (download) or PUT (upload) without credentials until it expires, bound to
+   * its method and object. Optional: nothing in Workbay needs it (a disk backend may leave it out); a backend that
+   * has it declares so to the conformance kit, which then checks it over HTTP.
+   */
+  presignedUrl?(method: PresignMethod, bucket: string, name: string, options?: PresignOptions): Promise<string>;
   /** Total bytes stored under `prefix` (the whole bucket when omitted). */
   diskUsage(bucket: string, prefix?: string): Promise<number>;
 
