@@ -10,6 +10,8 @@
  *   pre-existing symlink is never followed. A directory is never replaced by a non-directory.
  * - Hardlink targets follow the same rules as paths.
  * - Symlinks are created as they are (their targets may point anywhere); they are never traversed.
+ * - Every entry passes the {@link EntryPolicy} first: no device nodes, FIFOs, set-id bits or file capabilities
+ *   unless the operator allows them, and the workspace's owner instead of the archive's.
  */
 import {
   closeSync,
@@ -23,17 +25,19 @@ import {
   writeSync,
 } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
-import { chmod, chown, lchown, link, lstat, lutimes, mkdir, open, rm, symlink, unlink, utimes } from 'node:fs/promises';
+import { chmod, lchown, link, lstat, lutimes, mkdir, open, rm, symlink, unlink, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ArchiveEscapeError, InvalidArgumentError } from '../errors.js';
 import { Semaphore } from '../util/concurrency.js';
 import { runProcess } from '../util/process.js';
+import type { DroppedEntries, EntryPolicyOptions } from './entry-policy.js';
+import { EntryPolicy } from './entry-policy.js';
 import type { TreeEntry } from './tree.js';
 import type { Xattrs } from './xattr.js';
 import { applyTreeXattrs } from './xattr.js';
 
-export interface SafeWriterOptions {
-  /** Restore uid/gid (needs root; default: when running as root). */
+export interface SafeWriterOptions extends EntryPolicyOptions {
+  /** Restore the archive's uid/gid (needs root; default: when running as root). `owner` takes precedence. */
   readonly preserveOwner?: boolean;
   /** Restore xattrs (default true; skipped when the attr tools are missing). */
   readonly xattrs?: boolean;
@@ -68,14 +72,35 @@ export class SafeTreeWriter {
   private readonly inFlight = new Map<string, Promise<void>>();
   private readonly writeSlots: Semaphore;
   private failure: { error: unknown } | undefined;
+  private readonly policy: EntryPolicy;
+  /** Special files the policy dropped (normalized paths), so that their hardlinks are dropped too. */
+  private readonly droppedSpecial = new Set<string>();
 
   constructor(
     readonly root: string,
     private readonly options: SafeWriterOptions = {},
   ) {
-    this.preserveOwner = options.preserveOwner ?? process.getuid?.() === 0;
+    // With an owner, entries carry that owner (the policy rewrites them) and every chown sets it.
+    this.preserveOwner = options.owner !== undefined || (options.preserveOwner ?? process.getuid?.() === 0);
     this.withXattrs = options.xattrs ?? true;
     this.writeSlots = new Semaphore(options.writeConcurrency ?? 8);
+    this.policy = new EntryPolicy(options, (message) => this.warn(message));
+  }
+
+  /** What the entry policy left out or changed so far. */
+  get dropped(): DroppedEntries {
+    return this.policy.dropped;
+  }
+
+  /** The entry as the policy lets it be written (throws nothing; undefined: skip it). */
+  private admit(entry: TreeEntry): TreeEntry | undefined {
+    return this.policy.admit(entry);
+  }
+
+  /** Gives a directory the writer creates on its own (a missing parent) the workspace's owner. */
+  private async ownCreated(absolute: string): Promise<void> {
+    const owner = this.policy.owner;
+    if (owner) await lchown(absolute, owner.uid, owner.gid);
   }
 
   private checkFailure(): void {
@@ -115,6 +140,7 @@ export class SafeTreeWriter {
         if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
         try {
           await mkdir(absolute, { mode: 0o755 });
+          await this.ownCreated(absolute);
           this.verified.add(current);
           continue;
         } catch (mkdirError) {
@@ -160,7 +186,9 @@ export class SafeTreeWriter {
     return { path, absolute: path === '' ? this.root : join(this.root, path) };
   }
 
-  async directory(entry: TreeEntry): Promise<void> {
+  async directory(original: TreeEntry): Promise<void> {
+    const entry = this.admit(original);
+    if (!entry) return;
     const { path, absolute } = await this.prepare(entry.path);
     if (path === '') return; // the root's own metadata is the caller's business
     if (!this.verified.has(path)) {
@@ -204,7 +232,9 @@ export class SafeTreeWriter {
    * Writes a small file completely with synchronous calls (create, write, owner, mode, times): far cheaper
    * than five thread-pool round trips per file. Same safety rules as {@link createFile}.
    */
-  async writeSmallFile(entry: TreeEntry, data: Uint8Array): Promise<void> {
+  async writeSmallFile(original: TreeEntry, data: Uint8Array): Promise<void> {
+    const entry = this.admit(original);
+    if (!entry) return;
     const { path, absolute } = await this.prepare(entry.path);
     if (path === '') throw new InvalidArgumentError('archive', `entry '${entry.path}' names the root as a file`);
     let fd: number;
@@ -238,7 +268,9 @@ export class SafeTreeWriter {
    * in call order; later entries on the same path wait for it. {@link finish} (or {@link drain}) waits for all
    * queued writes and throws the first failure; later calls throw it too. `data` must not be reused.
    */
-  async queueSmallFile(entry: TreeEntry, data: Uint8Array): Promise<void> {
+  async queueSmallFile(original: TreeEntry, data: Uint8Array): Promise<void> {
+    const entry = this.admit(original);
+    if (!entry) return;
     const { path, absolute } = await this.prepare(entry.path);
     if (path === '') throw new InvalidArgumentError('archive', `entry '${entry.path}' names the root as a file`);
     const release = await this.writeSlots.acquire();
@@ -293,7 +325,8 @@ export class SafeTreeWriter {
   }
 
   /** Sets owner, mode and times of a written file (in that order: chown clears setuid bits). */
-  async finishFile(handle: FileHandle, entry: TreeEntry, path: string): Promise<void> {
+  async finishFile(handle: FileHandle, original: TreeEntry, path: string): Promise<void> {
+    const entry = this.admit(original) ?? { ...original, mode: original.mode & 0o777 };
     if (this.preserveOwner) await handle.chown(entry.uid, entry.gid);
     await handle.chmod(entry.mode);
     const time = entry.mtimeMs / 1000;
@@ -301,7 +334,9 @@ export class SafeTreeWriter {
     if (entry.xattrs) this.pendingXattrs.push([path, entry.xattrs]);
   }
 
-  async symlink(entry: TreeEntry): Promise<void> {
+  async symlink(original: TreeEntry): Promise<void> {
+    const entry = this.admit(original);
+    if (!entry) return;
     const { path, absolute } = await this.prepare(entry.path);
     if (path === '') throw new InvalidArgumentError('archive', `entry '${entry.path}' names the root as a symlink`);
     if (entry.linkTarget === undefined || entry.linkTarget === '') {
@@ -321,6 +356,8 @@ export class SafeTreeWriter {
       throw new InvalidArgumentError('archive', `hardlink '${entry.path}' has no target`);
     const target = normalizeEntryPath(entry.linkTarget);
     if (target === '') throw new ArchiveEscapeError(entry.path, 'hardlink to the root directory');
+    // A second name of a special file that was not created is not created either.
+    if (this.droppedSpecial.has(target)) return;
     await this.ensureParents(target, entry.path);
     await this.settled(target);
     const targetAbsolute = join(this.root, target);
@@ -340,7 +377,13 @@ export class SafeTreeWriter {
   }
 
   /** FIFOs and device nodes (devices need root; failures become warnings, not errors). */
-  async special(entry: TreeEntry): Promise<void> {
+  async special(original: TreeEntry): Promise<void> {
+    // Dropped (and counted) before anything is prepared for it, unless the operator allows special files.
+    const entry = this.admit(original);
+    if (!entry) {
+      this.droppedSpecial.add(normalizeEntryPath(original.path));
+      return;
+    }
     const { path, absolute } = await this.prepare(entry.path);
     if (path === '') return;
     await this.clearPath(absolute, entry.path);
@@ -361,7 +404,7 @@ export class SafeTreeWriter {
       this.warn(`could not create ${entry.type} '${entry.path}': ${result.stderr.trim()}`);
       return;
     }
-    if (this.preserveOwner) await chown(absolute, entry.uid, entry.gid);
+    if (this.preserveOwner) await lchown(absolute, entry.uid, entry.gid);
     await chmod(absolute, entry.mode);
     const time = entry.mtimeMs / 1000;
     await utimes(absolute, time, time);
@@ -407,6 +450,8 @@ export class SafeTreeWriter {
       const result = await applyTreeXattrs(this.root, this.pendingXattrs);
       if (result.warnings) this.warn(`xattrs: ${result.warnings}`);
     }
+    const summary = this.policy.summary();
+    if (summary) this.warn(summary);
   }
 
   /** Removes a partially written entry after a failure. */

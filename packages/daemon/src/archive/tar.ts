@@ -16,6 +16,7 @@ import { b64XattrPrefix, encodeEntryHeader, endOfArchive, padding, schilyXattrPr
 import type { Compression } from './compression.js';
 import { SafeTreeWriter } from './safe-writer.js';
 import type { SafeWriterOptions } from './safe-writer.js';
+import type { DroppedEntries } from './entry-policy.js';
 import type { EntryType, TreeEntry, WalkOptions } from './tree.js';
 import { walkTree } from './tree.js';
 import { LoopYielder, smallFileLimit } from '../util/small-files.js';
@@ -312,6 +313,8 @@ export interface ExtractStats {
   readonly entries: number;
   readonly files: number;
   readonly contentBytes: number;
+  /** What the entry policy left out (device nodes, FIFOs, set-id bits, file capabilities). */
+  readonly dropped: DroppedEntries;
 }
 
 /**
@@ -376,5 +379,5 @@ export async function extractTree(input: Readable, root: string, options: Extrac
     throw error;
   }
   await writer.finish();
-  return { entries, files, contentBytes };
+  return { entries, files, contentBytes, dropped: writer.dropped };
 }

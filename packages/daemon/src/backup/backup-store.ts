@@ -37,6 +37,14 @@ export interface BackupStoreOptions {
   /** Paths (relative to the workspace root) never backed up; the ready marker is always one of them. */
   readonly exclude?: readonly string[];
   readonly logger?: PluginLogger;
+  /** Restores create device nodes and FIFOs and keep set-id bits (operator's choice; default false). */
+  readonly allowSpecialFiles?: boolean;
+}
+
+/** How a restore writes: as whom (the workspace's host identity; default: the archive's owners as root). */
+export interface RestoreOptions {
+  readonly signal?: AbortSignal;
+  readonly owner?: { readonly uid: number; readonly gid: number };
 }
 
 /** Which workspace's objects: the owner (bucket) and the workspace (meta) id. */
@@ -198,7 +206,7 @@ export class BackupStore {
   async restore(
     root: string,
     ref: WorkspaceStorageRef,
-    options: { signal?: AbortSignal } = {},
+    options: RestoreOptions = {},
   ): Promise<RestoreResult | undefined> {
     const found = await this.find(ref);
     if (!found) return undefined;
@@ -209,11 +217,13 @@ export class BackupStore {
       if (!manifest) throw new NotFoundError(`backup manifest ${url} disappeared while restoring`);
       const stats = await restoreChunkedBackup(root, target, manifest, {
         onWarning: (message) => this.logger.warn({ workspaceId: ref.workspaceId }, message),
+        allowSpecialFiles: this.options.allowSpecialFiles ?? false,
+        ...(options.owner ? { owner: options.owner } : {}),
         ...(options.signal ? { signal: options.signal } : {}),
       });
       return { format: 'chunked', url, contentBytes: stats.contentBytes, transferredBytes: stats.transferredBytes };
     }
-    const stats = await this.extractObject(root, found.bucket, found.name, options.signal);
+    const stats = await this.extractObject(root, found.bucket, found.name, options);
     return { format: 'tar', url, contentBytes: stats.contentBytes, transferredBytes: found.size };
   }
 
@@ -221,11 +231,14 @@ export class BackupStore {
     root: string,
     bucket: string,
     name: string,
-    signal?: AbortSignal,
+    options: RestoreOptions,
   ): Promise<{ contentBytes: number }> {
+    const { signal, owner } = options;
     const body = await this.storage.download(bucket, name, signal ? { signal } : {});
     return extractTree(body, root, {
       onWarning: (message) => this.logger.warn({ object: name }, message),
+      allowSpecialFiles: this.options.allowSpecialFiles ?? false,
+      ...(owner ? { owner } : {}),
       ...(signal ? { signal } : {}),
     });
   }
@@ -279,7 +292,7 @@ export class BackupStore {
     root: string,
     qualified: string,
     field: string,
-    options: { signal?: AbortSignal } = {},
+    options: RestoreOptions = {},
   ): Promise<{ contentBytes: number; size: number }> {
     const { bucket, name } = parseQualifiedObject(qualified, field);
     let info;
@@ -291,7 +304,7 @@ export class BackupStore {
       throw error;
     }
     if (!info) throw new NotFoundError(`snapshot '${qualified}' not found`);
-    const stats = await this.extractObject(root, bucket, name, options.signal);
+    const stats = await this.extractObject(root, bucket, name, options);
     return { contentBytes: stats.contentBytes, size: info.size };
   }
 

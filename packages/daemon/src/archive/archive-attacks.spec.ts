@@ -1,0 +1,226 @@
+/**
+ * Attacks on restore with crafted archives (invariants 6 and 10): each must have no effect outside the target,
+ * create no device node, FIFO or set-id file (unless the operator allows them), and leave everything owned by
+ * the workspace's host identity. Plain tar archives are crafted byte by byte; the chunked format is attacked with
+ * a real backup of a hostile tree restored through the real backup store and fs storage.
+ */
+import { execFileSync } from 'node:child_process';
+import { chmod, chown, lstat, mkdir, readdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import * as tarStream from 'tar-stream';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { silentLogger } from '@workbay/api';
+import { BackupStore } from '../backup/backup-store.js';
+import { isWorkbayError } from '../errors.js';
+import { FsRemoteStorage } from '../storage/fs-storage.js';
+import { collect, tempDir } from '../test-support/tree.js';
+import { extractTree } from './tar.js';
+
+const isRoot = process.getuid?.() === 0;
+const owner = { uid: 201_234, gid: 201_234 };
+
+type Entry = { header: Record<string, unknown>; body?: string };
+
+async function tarOf(entries: Entry[]): Promise<Buffer> {
+  const pack = tarStream.pack();
+  for (const { header, body } of entries) pack.entry({ mode: 0o644, ...header } as never, body ?? '');
+  pack.finalize();
+  return collect(pack as unknown as AsyncIterable<Buffer>);
+}
+
+async function errorOf(promise: Promise<unknown>): Promise<unknown> {
+  return promise.then(
+    () => undefined,
+    (error: unknown) => error,
+  );
+}
+
+async function walk(
+  root: string,
+): Promise<Array<{ path: string; mode: number; uid: number; gid: number; kind: string }>> {
+  const out: Array<{ path: string; mode: number; uid: number; gid: number; kind: string }> = [];
+  const visit = async (dir: string, prefix: string): Promise<void> => {
+    for (const name of (await readdir(dir)).sort()) {
+      const info = await lstat(join(dir, name));
+      const path = prefix ? `${prefix}/${name}` : name;
+      const kind = info.isDirectory() ? 'dir' : info.isFile() ? 'file' : info.isSymbolicLink() ? 'symlink' : 'special';
+      out.push({ path, mode: info.mode & 0o7777, uid: info.uid, gid: info.gid, kind });
+      if (info.isDirectory()) await visit(join(dir, name), path);
+    }
+  };
+  await visit(root, '');
+  return out;
+}
+
+describe('restore attacks (crafted archives)', () => {
+  let work: Awaited<ReturnType<typeof tempDir>>;
+  let target: string;
+  let outside: string;
+
+  beforeEach(async () => {
+    work = await tempDir();
+    target = join(work.path, 'content');
+    outside = join(work.path, 'outside');
+    await mkdir(target);
+    await mkdir(outside);
+    await writeFile(join(outside, 'victim'), 'original\n');
+  });
+  afterEach(async () => {
+    await work.cleanup();
+  });
+
+  const extract = async (entries: Entry[], options: Parameters<typeof extractTree>[2] = {}) =>
+    extractTree(Readable.from([await tarOf(entries)]), target, { xattrs: false, ...options });
+
+  const outsideUntouched = async (): Promise<void> => {
+    expect(await readdir(outside)).toEqual(['victim']);
+    expect(await readFile(join(outside, 'victim'), 'utf8')).toBe('original\n');
+  };
+
+  it('a symlink, then a file written through it: refused, nothing outside changes', async () => {
+    const error = await errorOf(
+      extract([
+        { header: { name: 'escape', type: 'symlink', linkname: outside } },
+        { header: { name: 'escape/victim', type: 'file' }, body: 'pwned\n' },
+      ]),
+    );
+    expect(isWorkbayError(error, 'invalid-argument')).toBe(true);
+    await outsideUntouched();
+  });
+
+  it('a hardlink to a host file (absolute, or up with ..): refused, the host file gets no new link', async () => {
+    const before = (await stat('/etc/passwd')).nlink;
+    for (const linkname of ['/etc/passwd', '../../../../../../etc/passwd', `${outside}/victim`]) {
+      const error = await errorOf(extract([{ header: { name: 'passwd', type: 'link', linkname } }]));
+      expect(isWorkbayError(error, 'invalid-argument'), linkname).toBe(true);
+    }
+    expect((await stat('/etc/passwd')).nlink).toBe(before);
+    expect((await stat(join(outside, 'victim'))).nlink).toBe(1);
+    await outsideUntouched();
+  });
+
+  it('absolute names and names with ..: refused before anything is written for them', async () => {
+    for (const name of [`${outside}/victim`, '../outside/victim', 'a/../../outside/victim', './../outside/x']) {
+      const error = await errorOf(extract([{ header: { name, type: 'file' }, body: 'pwned\n' }]));
+      expect(isWorkbayError(error, 'invalid-argument'), name).toBe(true);
+    }
+    await outsideUntouched();
+  });
+
+  it('a directory replaced by a symlink mid-archive: refused; later entries cannot use it', async () => {
+    const error = await errorOf(
+      extract([
+        { header: { name: 'dir', type: 'directory', mode: 0o755 } },
+        { header: { name: 'dir/ok', type: 'file' }, body: 'ok' },
+        { header: { name: 'dir', type: 'symlink', linkname: outside } },
+        { header: { name: 'dir/victim', type: 'file' }, body: 'pwned\n' },
+      ]),
+    );
+    expect(isWorkbayError(error, 'invalid-argument')).toBe(true);
+    expect((await lstat(join(target, 'dir'))).isDirectory()).toBe(true);
+    await outsideUntouched();
+    // The other order: a symlink first, then a directory of that name, then a file below it.
+    const second = await errorOf(
+      extract([
+        { header: { name: 'sneaky', type: 'symlink', linkname: outside } },
+        { header: { name: 'sneaky', type: 'directory', mode: 0o755 } },
+        { header: { name: 'sneaky/victim', type: 'file' }, body: 'pwned\n' },
+      ]),
+    );
+    expect(isWorkbayError(second, 'invalid-argument')).toBe(true);
+    await outsideUntouched();
+  });
+
+  it('device nodes and FIFOs are not created, set-id bits are cleared, and everything is counted', async () => {
+    const stats = await extract([
+      { header: { name: 'null', type: 'character-device', devmajor: 1, devminor: 3, mode: 0o666 } },
+      { header: { name: 'sda', type: 'block-device', devmajor: 8, devminor: 0, mode: 0o660 } },
+      { header: { name: 'pipe', type: 'fifo', mode: 0o644 } },
+      { header: { name: 'pipe-again', type: 'link', linkname: 'pipe' } },
+      { header: { name: 'suid', type: 'file', mode: 0o4755, uid: 0, gid: 0 }, body: '#!/bin/sh\n' },
+      { header: { name: 'sgid', type: 'file', mode: 0o2755, uid: 0, gid: 0 }, body: '#!/bin/sh\n' },
+      { header: { name: 'sticky-file', type: 'file', mode: 0o1644 }, body: 'x' },
+      { header: { name: 'shared', type: 'directory', mode: 0o3777 } },
+      { header: { name: 'shared/big', type: 'file', mode: 0o6755, size: 300 * 1024 }, body: 'y'.repeat(300 * 1024) },
+    ]);
+    const tree = await walk(target);
+    expect(tree.map((e) => e.path)).toEqual(['sgid', 'shared', 'shared/big', 'sticky-file', 'suid']);
+    expect(tree.find((e) => e.path === 'suid')?.mode).toBe(0o755);
+    expect(tree.find((e) => e.path === 'sgid')?.mode).toBe(0o755);
+    expect(tree.find((e) => e.path === 'sticky-file')?.mode).toBe(0o644);
+    expect(tree.find((e) => e.path === 'shared/big')?.mode).toBe(0o755);
+    // Directories keep setgid and sticky (they grant nothing).
+    expect(tree.find((e) => e.path === 'shared')?.mode).toBe(0o3777);
+    expect(stats.dropped).toEqual({ specialFiles: 3, setIdBits: 4, capabilities: 0 });
+  });
+
+  it('with restore.allowSpecialFiles the operator gets FIFOs and set-id bits back', async () => {
+    const stats = await extract(
+      [
+        { header: { name: 'pipe', type: 'fifo', mode: 0o644 } },
+        { header: { name: 'suid', type: 'file', mode: 0o4755 }, body: 'x' },
+      ],
+      { allowSpecialFiles: true },
+    );
+    expect((await lstat(join(target, 'pipe'))).isFIFO()).toBe(true);
+    expect((await lstat(join(target, 'suid'))).mode & 0o7777).toBe(
+      isRoot ? 0o4755 : 0o755 & (await lstat(join(target, 'suid'))).mode,
+    );
+    expect(stats.dropped.specialFiles).toBe(0);
+  });
+
+  it.runIf(isRoot)('everything is written as the workspace owner, not as the owners the archive names', async () => {
+    await extract(
+      [
+        { header: { name: 'root-dir', type: 'directory', mode: 0o755, uid: 0, gid: 0 } },
+        { header: { name: 'root-dir/file', type: 'file', uid: 0, gid: 0 }, body: 'x' },
+        { header: { name: 'implicit/parent/file', type: 'file', uid: 0, gid: 0 }, body: 'x' },
+        { header: { name: 'big', type: 'file', uid: 0, gid: 0, size: 300 * 1024 }, body: 'z'.repeat(300 * 1024) },
+        { header: { name: 'link', type: 'symlink', linkname: '/etc/shadow', uid: 0, gid: 0 } },
+      ],
+      { owner },
+    );
+    const tree = await walk(target);
+    expect(tree.length).toBe(7);
+    for (const entry of tree)
+      expect({ path: entry.path, uid: entry.uid, gid: entry.gid }).toEqual({ path: entry.path, ...owner });
+    // The symlink was never followed: the host file keeps its owner.
+    expect((await stat('/etc/shadow')).uid).toBe(0);
+  });
+
+  it.runIf(isRoot)(
+    'chunked and tar backups of a hostile tree restore without devices, FIFOs or set-id bits',
+    async () => {
+      const hostile = join(work.path, 'hostile');
+      await mkdir(join(hostile, 'bin'), { recursive: true });
+      await writeFile(join(hostile, 'bin/rootshell'), '#!/bin/sh\nid\n');
+      await chown(join(hostile, 'bin/rootshell'), 0, 0);
+      await chmod(join(hostile, 'bin/rootshell'), 0o4755);
+      await writeFile(join(hostile, 'bin/group'), 'x');
+      await chmod(join(hostile, 'bin/group'), 0o2711);
+      execFileSync('mknod', [join(hostile, 'mem'), 'c', '1', '1']);
+      execFileSync('mknod', [join(hostile, 'disk'), 'b', '7', '0']);
+      execFileSync('mkfifo', [join(hostile, 'fifo')]);
+      await symlink('/etc/passwd', join(hostile, 'passwd-link'));
+      const storage = new FsRemoteStorage({ root: join(work.path, 'storage') });
+      for (const format of ['chunked', 'tar'] as const) {
+        const store = new BackupStore(storage, { mode: 'per-owner' }, { format, xattrs: false, logger: silentLogger });
+        const ref = { owner: 'mallory', workspaceId: `hostile-${format}` };
+        await store.backup(hostile, ref);
+        const restored = join(work.path, `restored-${format}`);
+        await mkdir(restored);
+        await store.restore(restored, ref, { owner });
+        const tree = await walk(restored);
+        expect(
+          tree.map((e) => `${e.path}:${e.kind}`),
+          format,
+        ).toEqual(['bin:dir', 'bin/group:file', 'bin/rootshell:file', 'passwd-link:symlink']);
+        expect(tree.find((e) => e.path === 'bin/rootshell')?.mode).toBe(0o755);
+        expect(tree.find((e) => e.path === 'bin/group')?.mode).toBe(0o711);
+        for (const entry of tree) expect(entry.uid, `${format} ${entry.path}`).toBe(owner.uid);
+        expect((await stat('/etc/passwd')).uid).toBe(0);
+      }
+    },
+  );
+});
