@@ -29,6 +29,9 @@ const order: Readonly<Record<WorkspacePhase, number>> = {
 export function canTransition(from: WorkspacePhase, to: WorkspacePhase): boolean {
   if (from === to) return true;
   if (from === 'stopped') return false;
+  // A running workspace whose runtime cannot be asked (after a restart) is INTERRUPTED, and comes back to
+  // RUNNING once the runtime answers that it still runs.
+  if ((from === 'running' && to === 'interrupted') || (from === 'interrupted' && to === 'running')) return true;
   if (to === 'stopping' || to === 'stopped') return order[to] > order[from] || from === 'stopping';
   // Forward only, one or more steps (a resumed start may skip a phase it already completed).
   return order[to] > order[from];

@@ -1,0 +1,539 @@
+/**
+ * Table-driven tests of the lifecycle transition function: every phase × every event, the rows of the rule
+ * table, and every failure path driven to its end (STOPPED with the reason in conditions.failed).
+ */
+import { describe, expect, it } from 'vitest';
+import { canTransition, emptyConditions } from '../../domain/status.js';
+import type { WorkspacePhase, WorkspaceRecord } from '../../domain/types.js';
+import { makeRecord } from '../../test-support/records.js';
+import type { LifecycleEffect, LifecycleEvent, RuntimeState, TransitionContext } from './events.js';
+import { transition } from './transition.js';
+
+const ctx: TransitionContext = { now: 5_000_000, graceMs: { normally: 30_000, immediately: 1_000, abort: 999 } };
+
+const alive: RuntimeState = { status: 'running', ready: false, host: '10.0.0.2', nodeName: 'node-a' };
+const readyState: RuntimeState = { ...alive, ready: true };
+const crashed: RuntimeState = { ...alive, status: 'exited', exitCode: 3 };
+const cleanExit: RuntimeState = { ...alive, status: 'exited', exitCode: 0 };
+
+/** One sample of every event type. */
+const sampleEvents: readonly LifecycleEvent[] = [
+  { type: 'resume' },
+  { type: 'slot-acquired' },
+  { type: 'port-allocated', port: 30_001 },
+  { type: 'port-failed', reason: 'no free port' },
+  { type: 'content-ready', contentDir: '/w/ws-1' },
+  { type: 'content-failed', reason: 'clone failed' },
+  { type: 'ssh-keys-written' },
+  { type: 'ssh-keys-failed', reason: '.ssh is a symlink' },
+  { type: 'process-started', state: readyState },
+  { type: 'process-failed', reason: 'image not found' },
+  { type: 'runtime-ready', state: readyState },
+  { type: 'runtime-exited', state: crashed },
+  { type: 'runtime-found', state: readyState },
+  { type: 'runtime-gone', reason: 'no such process' },
+  { type: 'runtime-unknown', reason: 'list failed' },
+  { type: 'stop-requested', policy: 'normally', byRequest: true, reason: 'regular-stop' },
+  { type: 'timed-out', rule: 'inactivity', message: 'workspace timed out (inactivity)' },
+  { type: 'process-stopped' },
+  { type: 'kill-failed', reason: 'EPERM' },
+  { type: 'snapshot-taken', url: 'snapshot-1.tar@bucket' },
+  { type: 'snapshot-failed', reason: 'upload failed' },
+  { type: 'content-disposed', finalBackupComplete: true },
+  { type: 'dispose-failed', backup: true, notFound: false, reason: 'daemon gone' },
+  { type: 'internal-error', reason: 'bug' },
+];
+
+const phases: readonly WorkspacePhase[] = [
+  'pending',
+  'creating',
+  'initializing',
+  'running',
+  'interrupted',
+  'stopping',
+  'stopped',
+];
+
+/** A plausible record in `phase` (content ready from running on, deployed, with an IDE port). */
+function inPhase(phase: WorkspacePhase, overrides: Partial<WorkspaceRecord> = {}): WorkspaceRecord {
+  const base = makeRecord(overrides);
+  const started = phase !== 'pending' && phase !== 'creating';
+  const live = phase === 'running' || phase === 'interrupted' || phase === 'stopping';
+  return {
+    ...base,
+    phase,
+    phaseTimes: { pending: 1, [phase]: 2 },
+    conditions: { ...emptyConditions, deployed: live, ...overrides.conditions },
+    progress: {
+      ...base.progress,
+      idePort: phase === 'pending' ? 0 : 30_000,
+      initRequested: started,
+      contentReady: live,
+      everReady: phase === 'running' || phase === 'interrupted' || phase === 'stopping',
+      stopPolicy: phase === 'stopping' ? 'normally' : undefined,
+      ...overrides.progress,
+    },
+  };
+}
+
+const types = (effects: readonly LifecycleEffect[]): string[] => effects.map((e) => e.type);
+
+describe('transition: every phase × every event', () => {
+  for (const phase of phases) {
+    for (const event of sampleEvents) {
+      it(`${phase} + ${event.type}`, () => {
+        const before = inPhase(phase);
+        const { record, effects } = transition(before, event, ctx);
+        expect(canTransition(before.phase, record.phase)).toBe(true);
+        if (phase === 'stopped') {
+          expect(record).toBe(before);
+          expect(effects).toEqual([]);
+        }
+        // A failure never leaves a workspace outside the way to STOPPED.
+        if (record.conditions.failed !== '') expect(['stopping', 'stopped']).toContain(record.phase);
+        // Status is append-only where it must be.
+        if (before.progress.everReady) expect(record.progress.everReady).toBe(true);
+        expect(record.createdAt).toBe(before.createdAt);
+      });
+    }
+  }
+});
+
+interface Row {
+  readonly name: string;
+  readonly from: WorkspaceRecord;
+  readonly event: LifecycleEvent;
+  readonly phase: WorkspacePhase;
+  readonly effects: readonly string[];
+  readonly failed?: RegExp;
+  readonly check?: (record: WorkspaceRecord) => void;
+}
+
+const rows: readonly Row[] = [
+  {
+    name: 'a new record waits for a slot',
+    from: inPhase('pending'),
+    event: { type: 'resume' },
+    phase: 'pending',
+    effects: ['acquire-slot'],
+  },
+  {
+    name: 'a slot: CREATING, allocate a port',
+    from: inPhase('pending'),
+    event: { type: 'slot-acquired' },
+    phase: 'creating',
+    effects: ['allocate-port'],
+  },
+  {
+    name: 'a port: INITIALIZING, init the content',
+    from: inPhase('creating', { progress: { ...makeRecord().progress, idePort: 0 } }),
+    event: { type: 'port-allocated', port: 30_001 },
+    phase: 'initializing',
+    effects: ['init-content'],
+    check: (r) => expect([r.progress.idePort, r.progress.initRequested]).toEqual([30_001, true]),
+  },
+  {
+    name: 'content ready: start the process',
+    from: inPhase('initializing'),
+    event: { type: 'content-ready', contentDir: '/c' },
+    phase: 'initializing',
+    effects: ['start-process'],
+  },
+  {
+    name: 'content ready with SSH keys: write them first',
+    from: inPhase('initializing', { spec: { ...makeRecord().spec, sshPublicKeys: ['ssh-ed25519 AAAA'] } }),
+    event: { type: 'content-ready', contentDir: '/c' },
+    phase: 'initializing',
+    effects: ['write-ssh-keys'],
+  },
+  {
+    name: 'keys written: start the process',
+    from: inPhase('initializing', { progress: { ...inPhase('initializing').progress, contentReady: true } }),
+    event: { type: 'ssh-keys-written' },
+    phase: 'initializing',
+    effects: ['start-process'],
+  },
+  {
+    name: 'a ready process: RUNNING, slot released',
+    from: inPhase('initializing', { progress: { ...inPhase('initializing').progress, contentReady: true } }),
+    event: { type: 'process-started', state: readyState },
+    phase: 'running',
+    effects: ['release-slot'],
+    check: (r) =>
+      expect([r.conditions.deployed, r.progress.everReady, r.progress.runtimeHost]).toEqual([true, true, '10.0.0.2']),
+  },
+  {
+    name: 'resume of a stop: stop the process again',
+    from: inPhase('stopping'),
+    event: { type: 'resume' },
+    phase: 'stopping',
+    effects: ['stop-process'],
+  },
+  {
+    name: 'a regular process that exits: failed',
+    from: inPhase('running'),
+    event: { type: 'runtime-exited', state: crashed },
+    phase: 'stopping',
+    effects: ['release-slot', 'stop-process'],
+    failed: /exited unexpectedly: exit code 3/,
+  },
+  {
+    name: 'a regular process that exits 0: failed too',
+    from: inPhase('running'),
+    event: { type: 'runtime-exited', state: cleanExit },
+    phase: 'stopping',
+    effects: ['release-slot', 'stop-process'],
+    failed: /not supposed to end by itself/,
+  },
+  {
+    name: 'a headless task that succeeds: completed, not failed',
+    from: inPhase('running', { type: 'prebuild' }),
+    event: { type: 'runtime-exited', state: cleanExit },
+    phase: 'stopping',
+    effects: ['release-slot', 'stop-process'],
+    check: (r) => expect([r.conditions.failed, r.progress.stopReason]).toEqual(['', 'completed']),
+  },
+  {
+    name: 'a headless task that fails: headless_task_failed, not failed',
+    from: inPhase('running', { type: 'prebuild' }),
+    event: { type: 'runtime-exited', state: crashed },
+    phase: 'stopping',
+    effects: ['release-slot', 'stop-process'],
+    check: (r) =>
+      expect([r.conditions.failed, r.conditions.headlessTaskFailed]).toEqual(['', 'headless task failed: exit code 3']),
+  },
+  {
+    name: 'StopWorkspace(NORMALLY) with its grace period',
+    from: inPhase('running'),
+    event: { type: 'stop-requested', policy: 'normally', byRequest: true, reason: 'regular-stop' },
+    phase: 'stopping',
+    effects: ['release-slot', 'stop-process'],
+    check: (r) => expect([r.conditions.stoppedByRequest, r.conditions.aborted]).toEqual([true, false]),
+  },
+  {
+    name: 'ABORT while stopping NORMALLY escalates: aborted, shorter grace to the runtime',
+    from: inPhase('stopping'),
+    event: { type: 'stop-requested', policy: 'abort', byRequest: true, reason: 'aborted' },
+    phase: 'stopping',
+    effects: ['escalate-stop'],
+    check: (r) => expect([r.conditions.aborted, r.progress.stopPolicy]).toEqual([true, 'abort']),
+  },
+  {
+    name: 'a timeout while running stops NORMALLY',
+    from: inPhase('running'),
+    event: { type: 'timed-out', rule: 'inactivity', message: 'timed out' },
+    phase: 'stopping',
+    effects: ['release-slot', 'stop-process'],
+    check: (r) =>
+      expect([r.conditions.timeout, r.conditions.failed, r.progress.stopReason]).toEqual(['timed out', '', 'timeout']),
+  },
+  {
+    name: 'the closed rule: reason tab-closed',
+    from: inPhase('running'),
+    event: { type: 'timed-out', rule: 'closed', message: 'closed' },
+    phase: 'stopping',
+    effects: ['release-slot', 'stop-process'],
+    check: (r) => expect(r.progress.stopReason).toBe('tab-closed'),
+  },
+  {
+    name: 'a stop that timed out is forced to STOPPED',
+    from: inPhase('stopping'),
+    event: { type: 'timed-out', rule: 'stopping', message: 'too slow' },
+    phase: 'stopped',
+    effects: ['force-kill', 'release-port'],
+    failed: /did not finish stopping in time: too slow/,
+  },
+  {
+    name: 'process stopped, content ready: dispose with backup',
+    from: inPhase('stopping'),
+    event: { type: 'process-stopped' },
+    phase: 'stopping',
+    effects: ['dispose-content'],
+  },
+  {
+    name: 'process stopped, nothing initialised: STOPPED',
+    from: inPhase('stopping', {
+      progress: { ...inPhase('stopping').progress, initRequested: false, contentReady: false },
+    }),
+    event: { type: 'process-stopped' },
+    phase: 'stopped',
+    effects: ['release-port'],
+  },
+  {
+    name: 'a prebuild: snapshot first',
+    from: inPhase('stopping', { type: 'prebuild' }),
+    event: { type: 'process-stopped' },
+    phase: 'stopping',
+    effects: ['take-snapshot'],
+  },
+  {
+    name: 'disposed: STOPPED with the final backup complete',
+    from: inPhase('stopping'),
+    event: { type: 'content-disposed', finalBackupComplete: true },
+    phase: 'stopped',
+    effects: ['release-port'],
+    check: (r) =>
+      expect([r.conditions.finalBackupComplete, r.conditions.deployed, r.progress.disposed]).toEqual([
+        true,
+        false,
+        true,
+      ]),
+  },
+  {
+    name: 'a kill that fails: STOPPED, content kept, nothing disposed',
+    from: inPhase('stopping'),
+    event: { type: 'kill-failed', reason: 'EPERM' },
+    phase: 'stopped',
+    effects: [],
+    failed: /cannot stop the workspace process: EPERM; its content was kept/,
+    check: (r) => expect(r.progress.disposed).toBe(false),
+  },
+  {
+    name: 'runtime unknown after a restart: INTERRUPTED, not failed',
+    from: inPhase('running'),
+    event: { type: 'runtime-unknown', reason: 'list failed' },
+    phase: 'interrupted',
+    effects: [],
+    check: (r) => expect(r.conditions.failed).toBe(''),
+  },
+  {
+    name: 'an interrupted workspace found ready: RUNNING again',
+    from: inPhase('interrupted', { message: 'x' }),
+    event: { type: 'runtime-found', state: readyState },
+    phase: 'running',
+    effects: [],
+    check: (r) => expect(r.message).toBe(''),
+  },
+  {
+    name: 'an interrupted workspace whose process is gone: failed',
+    from: inPhase('interrupted'),
+    event: { type: 'runtime-gone', reason: 'no pid' },
+    phase: 'stopping',
+    effects: ['release-slot', 'stop-process'],
+    failed: /workspace process is gone: no pid/,
+  },
+  {
+    name: 'a port allocated after a stop began is released',
+    from: inPhase('stopping'),
+    event: { type: 'port-allocated', port: 30_009 },
+    phase: 'stopping',
+    effects: ['release-port'],
+  },
+  {
+    name: 'a process started after a stop began is recorded (the stop stops it)',
+    from: inPhase('stopping', { conditions: { ...emptyConditions, deployed: false } }),
+    event: { type: 'process-started', state: alive },
+    phase: 'stopping',
+    effects: [],
+    check: (r) => expect(r.conditions.deployed).toBe(true),
+  },
+  {
+    name: 'a cancelled init after a stop began is not a failure',
+    from: inPhase('stopping'),
+    event: { type: 'content-failed', reason: 'cancelled' },
+    phase: 'stopping',
+    effects: [],
+    check: (r) => expect(r.conditions.failed).toBe(''),
+  },
+];
+
+describe('transition: the rule table', () => {
+  for (const row of rows) {
+    it(row.name, () => {
+      const { record, effects } = transition(row.from, row.event, ctx);
+      expect(record.phase).toBe(row.phase);
+      expect(types(effects)).toEqual(row.effects);
+      if (row.failed) expect(record.conditions.failed).toMatch(row.failed);
+      row.check?.(record);
+    });
+  }
+
+  it('the stop effect carries the grace period of the policy', () => {
+    for (const policy of ['normally', 'immediately', 'abort'] as const) {
+      const { effects } = transition(
+        inPhase('running'),
+        { type: 'stop-requested', policy, byRequest: true, reason: 'regular-stop' },
+        ctx,
+      );
+      expect(effects).toContainEqual({ type: 'stop-process', graceMs: ctx.graceMs[policy] });
+    }
+  });
+
+  it('the first failure wins', () => {
+    const first = transition(inPhase('running'), { type: 'runtime-exited', state: crashed }, ctx).record;
+    const second = transition(
+      first,
+      { type: 'dispose-failed', backup: true, notFound: false, reason: 'later' },
+      ctx,
+    ).record;
+    expect(second.conditions.failed).toMatch(/exited unexpectedly/);
+    expect(second.phase).toBe('stopped');
+  });
+});
+
+/** The outcome a successful effect reports (what the effect runner would feed back). */
+function success(effect: LifecycleEffect, record: WorkspaceRecord): LifecycleEvent | undefined {
+  switch (effect.type) {
+    case 'acquire-slot':
+      return { type: 'slot-acquired' };
+    case 'allocate-port':
+      return { type: 'port-allocated', port: 30_100 };
+    case 'init-content':
+      return { type: 'content-ready', contentDir: `/w/${record.id}` };
+    case 'write-ssh-keys':
+      return { type: 'ssh-keys-written' };
+    case 'start-process':
+      return { type: 'process-started', state: readyState };
+    case 'stop-process':
+      return { type: 'process-stopped' };
+    case 'take-snapshot':
+      return { type: 'snapshot-taken', url: 'snap@bucket' };
+    case 'dispose-content':
+      return { type: 'content-disposed', finalBackupComplete: effect.finalBackup };
+    default:
+      return undefined;
+  }
+}
+
+/**
+ * Drives a record from `resume` with successful effects, except that the effect named `failAt` reports `failure`
+ * instead; `after` is injected once the workspace is RUNNING.
+ */
+function drive(
+  record: WorkspaceRecord,
+  failAt?: { effect: LifecycleEffect['type']; failure: LifecycleEvent },
+  after?: LifecycleEvent,
+): { record: WorkspaceRecord; effects: string[] } {
+  const queue: LifecycleEvent[] = [{ type: 'resume' }];
+  const seen: string[] = [];
+  let injected = false;
+  for (let steps = 0; queue.length > 0 && steps < 50; steps += 1) {
+    const result = transition(record, queue.shift()!, ctx);
+    record = result.record;
+    for (const effect of result.effects) {
+      seen.push(effect.type);
+      const outcome = failAt?.effect === effect.type ? failAt.failure : success(effect, record);
+      if (outcome) queue.push(outcome);
+    }
+    if (record.phase === 'running' && after && !injected) {
+      injected = true;
+      queue.push(after);
+    }
+  }
+  return { record, effects: seen };
+}
+
+describe('transition: whole lifecycles', () => {
+  it('start to RUNNING, stop NORMALLY to STOPPED with the final backup', () => {
+    const stop: LifecycleEvent = {
+      type: 'stop-requested',
+      policy: 'normally',
+      byRequest: true,
+      reason: 'regular-stop',
+    };
+    const { record, effects } = drive(makeRecord({ phase: 'pending' }), undefined, stop);
+    expect(record.phase).toBe('stopped');
+    expect(record.conditions).toMatchObject({
+      failed: '',
+      finalBackupComplete: true,
+      stoppedByRequest: true,
+      deployed: false,
+    });
+    expect(effects).toEqual([
+      'acquire-slot',
+      'allocate-port',
+      'init-content',
+      'start-process',
+      'release-slot',
+      'release-slot',
+      'stop-process',
+      'dispose-content',
+      'release-port',
+    ]);
+  });
+
+  it('ABORT: STOPPED without a backup', () => {
+    const abort: LifecycleEvent = { type: 'stop-requested', policy: 'abort', byRequest: true, reason: 'aborted' };
+    const { record, effects } = drive(makeRecord({ phase: 'pending' }), undefined, abort);
+    expect(record.phase).toBe('stopped');
+    expect(record.conditions.finalBackupComplete).toBe(false);
+    expect(effects).toContain('dispose-content');
+  });
+
+  const failures: ReadonlyArray<[string, LifecycleEffect['type'] | 'after', LifecycleEvent, RegExp, boolean]> = [
+    [
+      'no port',
+      'allocate-port',
+      { type: 'port-failed', reason: 'range exhausted' },
+      /cannot create the workspace: range exhausted/,
+      false,
+    ],
+    [
+      'content init fails',
+      'init-content',
+      { type: 'content-failed', reason: 'clone failed' },
+      /Content initialization failed: clone failed/,
+      false,
+    ],
+    [
+      'SSH keys cannot be written',
+      'write-ssh-keys',
+      { type: 'ssh-keys-failed', reason: 'ELOOP' },
+      /cannot write the SSH keys: ELOOP/,
+      true,
+    ],
+    [
+      'the process cannot start',
+      'start-process',
+      { type: 'process-failed', reason: 'no image' },
+      /cannot start the workspace process: no image/,
+      true,
+    ],
+    ['the process crashes', 'after', { type: 'runtime-exited', state: crashed }, /exited unexpectedly/, true],
+    [
+      'the process is gone after a restart',
+      'after',
+      { type: 'runtime-gone', reason: 'pid 7 gone' },
+      /workspace process is gone/,
+      true,
+    ],
+    ['an internal error', 'after', { type: 'internal-error', reason: 'bug' }, /internal error: bug/, true],
+    [
+      'the final backup fails',
+      'dispose-content',
+      { type: 'dispose-failed', backup: true, notFound: false, reason: 'daemon gone' },
+      /Backup failed: daemon gone/,
+      true,
+    ],
+    [
+      'the kill fails',
+      'stop-process',
+      { type: 'kill-failed', reason: 'EPERM' },
+      /cannot stop the workspace process: EPERM/,
+      true,
+    ],
+  ];
+
+  for (const [name, at, failure, reason, initialised] of failures) {
+    it(`${name}: ends STOPPED with the reason in conditions.failed`, () => {
+      const record = makeRecord({
+        phase: 'pending',
+        spec: { ...makeRecord().spec, sshPublicKeys: at === 'write-ssh-keys' ? ['ssh-ed25519 AAAA'] : [] },
+      });
+      const stopAfter: LifecycleEvent = {
+        type: 'stop-requested',
+        policy: 'normally',
+        byRequest: true,
+        reason: 'regular-stop',
+      };
+      const { record: end, effects } =
+        at === 'after' ? drive(record, undefined, failure) : drive(record, { effect: at, failure }, stopAfter);
+      expect(end.phase).toBe('stopped');
+      expect(end.conditions.failed).toMatch(reason);
+      // Content that never finished initialising is never backed up.
+      if (!initialised) expect(end.conditions.finalBackupComplete).toBe(false);
+      // A failed kill is not followed by a backup or a deletion.
+      if (at === 'stop-process') expect(effects).not.toContain('dispose-content');
+    });
+  }
+});
