@@ -7,6 +7,8 @@ import type { Subscription } from 'rxjs';
 import type { DependencyContainer } from 'tsyringe';
 import type { BucketLayout, PluginLogger, RemoteStorage, WorkbayPlugin } from '@workbay/api';
 import { PluginHost, registerValue } from '@workbay/api';
+import type { NamespaceOps } from '@workbay/nsinsider';
+import { CgroupController, createNsinsiderOps } from '@workbay/nsinsider';
 import type { DaemonConfig, DaemonConfigInput } from './config.js';
 import { parseDaemonConfig, storageBackendSection, workingAreaPaths } from './config.js';
 import { WorkspaceContentService } from './content-service.js';
@@ -20,6 +22,8 @@ import { createLogger } from './health/logger.js';
 import { DaemonMetrics } from './health/metrics.js';
 import type { HostOps } from './host-ops/host-ops.js';
 import { createHostOps } from './host-ops/host-ops.js';
+import type { IwsConfig } from './iws/context.js';
+import { IwsHost } from './iws/host.js';
 import type { QuotaSupport } from './quota/disk-quota.js';
 import { createDiskQuota } from './quota/quotas.js';
 import { fsStoragePlugin } from './storage/fs-plugin.js';
@@ -42,6 +46,9 @@ export interface DaemonOverrides {
   /** Plugins registered in addition to those named in `config.plugins`. */
   readonly plugins?: readonly WorkbayPlugin[];
   readonly pluginHost?: PluginHost;
+  /** The per-workspace in-workspace service (served by default; `false` turns it off). */
+  readonly iws?:
+    false | { readonly ops?: NamespaceOps; readonly config?: Partial<IwsConfig>; readonly now?: () => number };
 }
 
 export type DaemonState = 'created' | 'starting' | 'running' | 'stopping' | 'stopped';
@@ -59,6 +66,8 @@ export interface Daemon {
   readonly storage: RemoteStorage | undefined;
   readonly container: DependencyContainer | undefined;
   readonly quotaSupport: readonly QuotaSupport[];
+  /** The per-workspace in-workspace service sockets, once started (undefined when turned off). */
+  readonly iws: IwsHost | undefined;
   /** Running and enough disk space. */
   isReady(): boolean;
   start(): Promise<Daemon>;
@@ -75,6 +84,7 @@ class WorkbayDaemon implements Daemon {
   private grpc: StartedGrpcServer | undefined;
   private http: StartedHttpServer | undefined;
   private contentService: WorkspaceContentService | undefined;
+  iws: IwsHost | undefined;
   private guard: DiskGuard | undefined;
   private subscriptions: Subscription[] = [];
   private ownsStorage = false;
@@ -166,6 +176,7 @@ class WorkbayDaemon implements Daemon {
     // Backends expose the layout they were configured with; the config's own key is the fallback.
     const layout: BucketLayout = this.storage?.layout ??
       (config.storage.layout as BucketLayout | undefined) ?? { mode: 'per-owner' };
+    this.iws = await this.createIwsHost();
     this.contentService = new WorkspaceContentService({
       workingArea: config.workingArea,
       storage: this.storage,
@@ -198,8 +209,11 @@ class WorkbayDaemon implements Daemon {
         tombstoneTtlMs: config.housekeeping.tombstoneTtl,
       },
       shutdownTimeoutMs: config.shutdownTimeout,
+      ...(this.iws ? { lifecycle: this.iwsLifecycle(this.iws) } : {}),
     });
     await this.contentService.start();
+    // Workspaces that were running before a restart get their socket back (in the directory they have mounted).
+    await this.iws?.resume(this.contentService.getWorkspaces().filter((w) => w.phase === 'ready'));
     await this.guard.check();
     const container = host.container;
     registerValue(container, daemonConfigToken, config);
@@ -233,6 +247,36 @@ class WorkbayDaemon implements Daemon {
     }
   }
 
+  /**
+   * One in-workspace service socket per workspace (see `iws/host.ts`), opened once the content is ready and
+   * removed before the content is deleted. Namespace work runs through nsinsider; without a usable cgroup
+   * hierarchy the cgroup RPCs answer FAILED_PRECONDITION.
+   */
+  private async createIwsHost(): Promise<IwsHost | undefined> {
+    const settings = this.overrides.iws;
+    if (settings === false) return undefined;
+    const cgroups = await CgroupController.detect().catch((error: unknown) => {
+      this.logger.warn({ err: String(error) }, 'no cgroup hierarchy for the in-workspace service');
+      return undefined;
+    });
+    return new IwsHost({
+      workingArea: this.config.workingArea,
+      ops: settings?.ops ?? createNsinsiderOps(),
+      ...(cgroups ? { cgroups } : {}),
+      ...(settings?.config ? { config: settings.config } : {}),
+      ...(settings?.now ? { now: settings.now } : {}),
+      logger: this.logger,
+    });
+  }
+
+  private iwsLifecycle(iws: IwsHost) {
+    return {
+      contentReady: (workspace: { instanceId: string; workspaceId: string; contentLocation: string }) =>
+        iws.open(workspace),
+      deleting: (instanceId: string) => iws.remove(instanceId),
+    };
+  }
+
   private updateHealth(): void {
     const status = this.isReady() ? 'SERVING' : 'NOT_SERVING';
     this.grpc?.health.setStatus('', status);
@@ -251,6 +295,7 @@ class WorkbayDaemon implements Daemon {
   private async stopParts(): Promise<void> {
     await this.grpc?.stop(this.config.shutdownTimeout);
     await this.contentService?.stop();
+    await this.iws?.stop();
     for (const subscription of this.subscriptions) subscription.unsubscribe();
     this.subscriptions = [];
     await this.http?.close();

@@ -7,11 +7,15 @@ export interface IwsWorkspaceContext {
   readonly instanceId?: string;
   /**
    * Host pid of the workspace's init process: the anchor for every pid a request names (those are pids in
-   * the workspace's pid namespace). A function when the process can change or is not there yet.
+   * the workspace's pid namespace). A function when the process can change or is not there yet (the daemon's
+   * per-workspace server finds it by the workspace's host uid, see `workspace-process.ts`).
    */
-  readonly initPid: number | (() => number | undefined);
-  /** The workspace's cgroup, relative to the cgroup roots; without it the cgroup RPCs fail with FAILED_PRECONDITION. */
-  readonly cgroupPath?: string;
+  readonly initPid: number | (() => number | undefined | Promise<number | undefined>);
+  /**
+   * The workspace's cgroup, relative to the cgroup roots; without it the cgroup RPCs fail with FAILED_PRECONDITION.
+   * A function when it is only known once the workspace's process runs.
+   */
+  readonly cgroupPath?: string | (() => string | undefined | Promise<string | undefined>);
 }
 
 /** A uid/gid range `[start, start + size)` on the host. */

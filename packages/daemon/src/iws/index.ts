@@ -28,3 +28,7 @@ export { toIwsError } from './error-mapping.js';
 export { createInWorkspaceService, createWorkspaceInfoService } from './service.js';
 export type { IwsListenOptions, IwsServerHandle } from './server.js';
 export { listenIws } from './server.js';
+export type { IwsHostOptions, IwsWorkspace } from './host.js';
+export { IwsHost, IWS_DIR, IWS_SOCKET } from './host.js';
+export type { WorkspaceProcessLocatorOptions, WorkspaceProcessSource } from './workspace-process.js';
+export { WorkspaceProcessLocator } from './workspace-process.js';

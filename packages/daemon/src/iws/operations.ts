@@ -87,7 +87,7 @@ export class InWorkspaceOperations {
       throw new InvalidArgumentError('userns_pid', 'must be a pid (or 0)');
     }
     this.limiter.take('PrepareForUserNS');
-    const init = this.initPid();
+    const init = await this.initPid();
     if (req.usernsPid > 0) {
       await this.hostPid(req.usernsPid, 'userns_pid');
     }
@@ -99,9 +99,10 @@ export class InWorkspaceOperations {
         gid: this.config.devOwner.gid,
       }),
     );
-    if (this.workspace.cgroupPath !== undefined && this.cgroups) {
+    const cgroupPath = await this.cgroupPath();
+    if (cgroupPath !== undefined && this.cgroups) {
       // The workspace's processes move one level down so that the cgroup can later be delegated.
-      const cg = this.cgroups.cgroup(this.workspace.cgroupPath);
+      const cg = this.cgroups.cgroup(cgroupPath);
       await this.run('create workspace cgroup', () => cg.evacuateTo(WORKSPACE_CGROUP));
     }
     this.logger.info({ usernsPid: req.usernsPid }, 'prepared for user namespace');
@@ -129,13 +130,12 @@ export class InWorkspaceOperations {
 
   async evacuateCgroup(): Promise<void> {
     this.limiter.take('EvacuateCGroup');
-    const cg = this.requireCgroup('EvacuateCGroup');
+    const cg = await this.requireCgroup('EvacuateCGroup');
     const delegate = this.config.cgroupDelegateTo;
     await this.run('EvacuateCGroup', async () => {
       // Stragglers still at the top go down first, then everything moves into the delegated leaf.
       await cg.evacuateTo(WORKSPACE_CGROUP);
-      await this.requireCgroupAccess()
-        .cgroup(this.workspace.cgroupPath!)
+      await cg
         .child(WORKSPACE_CGROUP)
         .evacuateTo(USER_CGROUP, delegate ? { chownUid: delegate.uid, chownGid: delegate.gid } : {});
     });
@@ -203,7 +203,7 @@ export class InWorkspaceOperations {
 
   async setupPairVeths(req: { pid: number }): Promise<void> {
     this.assertPid(req.pid, 'pid');
-    const init = this.initPid();
+    const init = await this.initPid();
     const hostPid = await this.hostPid(req.pid, 'pid');
     const [outerNs, innerNs] = await Promise.all([
       this.run('SetupPairVeths', () => this.ops.namespaceId({ pid: init, kind: 'net' })),
@@ -220,7 +220,7 @@ export class InWorkspaceOperations {
 
   async workspaceInfo(): Promise<WorkspaceResources> {
     this.limiter.take('WorkspaceInfo');
-    const cg = this.requireCgroup('WorkspaceInfo');
+    const cg = await this.requireCgroup('WorkspaceInfo');
     return this.run('WorkspaceInfo', async () => {
       const t0 = performance.now();
       const before = await cg.usage();
@@ -308,8 +308,8 @@ export class InWorkspaceOperations {
     throw new UnimplementedError(`${rpc}: NFS mounts are not implemented by this daemon`);
   }
 
-  private initPid(): number {
-    const p = typeof this.workspace.initPid === 'function' ? this.workspace.initPid() : this.workspace.initPid;
+  private async initPid(): Promise<number> {
+    const p = typeof this.workspace.initPid === 'function' ? await this.workspace.initPid() : this.workspace.initPid;
     if (p === undefined || !Number.isSafeInteger(p) || p <= 0) {
       throw new FailedPreconditionError(`workspace ${this.workspace.workspaceId} has no running process`);
     }
@@ -318,7 +318,7 @@ export class InWorkspaceOperations {
 
   /** Translates a pid of the workspace's pid namespace; pids of other workspaces or the host never match. */
   private async hostPid(nsPid: number, field: string): Promise<number> {
-    const anchorPid = this.initPid();
+    const anchorPid = await this.initPid();
     try {
       return await this.ops.resolveHostPid({ nsPid, anchorPid });
     } catch (e) {
@@ -369,11 +369,17 @@ export class InWorkspaceOperations {
     return this.cgroups;
   }
 
-  private requireCgroup(rpc: string): ReturnType<CgroupAccess['cgroup']> {
-    if (this.workspace.cgroupPath === undefined) {
-      throw new FailedPreconditionError(`${rpc}: workspace ${this.workspace.workspaceId} has no cgroup`);
+  private async cgroupPath(): Promise<string | undefined> {
+    const path = this.workspace.cgroupPath;
+    return typeof path === 'function' ? await path() : path;
+  }
+
+  private async requireCgroup(rpc: string): Promise<ReturnType<CgroupAccess['cgroup']>> {
+    const path = await this.cgroupPath();
+    if (path === undefined) {
+      throw new FailedPreconditionError(`${rpc}: workspace ${this.workspace.workspaceId} has no cgroup of its own`);
     }
-    return this.requireCgroupAccess().cgroup(this.workspace.cgroupPath);
+    return this.requireCgroupAccess().cgroup(path);
   }
 
   private async run<T>(what: string, fn: () => Promise<T>): Promise<T> {

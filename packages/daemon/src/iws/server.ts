@@ -1,12 +1,23 @@
-import { chmod, mkdir, rm } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { chmod, lchown, mkdir, mkdtemp, rename, rm } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { InvalidArgumentError, InWorkspaceServiceService, WorkspaceInfoServiceService } from '@workbay/api';
 import type { InWorkspaceServiceServer, WorkspaceInfoServiceServer } from '@workbay/api';
 
 export type IwsListenOptions = (
-  | /** A unix socket, as the original serves one per workspace (a stale socket file is replaced). */
-    { readonly socketPath: string; readonly socketMode?: number }
+  | /** A unix socket, as the original serves one per workspace (an existing socket file is replaced). */
+    {
+      readonly socketPath: string;
+      /** Mode of the socket (default 0600: only its owner connects). */
+      readonly socketMode?: number;
+      /** Owner of the socket (default: the daemon's user). */
+      readonly owner?: { readonly uid: number; readonly gid: number };
+      /**
+       * A directory only the daemon can write to, on the socket's filesystem (default: the socket's directory).
+       * The socket is bound, chmod'ed and chowned in a private directory made there, then renamed into place.
+       */
+      readonly stagingDir?: string;
+    }
     /** A TCP address such as `127.0.0.1:0`. */
   | { readonly address: string }
 ) & {
@@ -23,6 +34,38 @@ export interface IwsServerHandle {
   close(graceMs?: number): Promise<void>;
 }
 
+function bind(server: Server, address: string): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    server.bindAsync(address, ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p)));
+  });
+}
+
+/**
+ * Binds a unix socket so that it never exists at its final path with a looser mode or another owner: bind()
+ * creates the file with 0777 minus the umask, so it is made inside a fresh 0700 directory of the daemon's (nobody
+ * else can reach it there, nor swap it for a link before the chmod, which follows links), given its mode and
+ * owner (lchown), and only then renamed over `socketPath`. rename() replaces a stale socket or a planted link
+ * without following it. The bound path stays short (unix socket paths are limited to 108 bytes), whatever the
+ * length of `socketPath`.
+ */
+async function bindUnixSocket(
+  server: Server,
+  socketPath: string,
+  options: { socketMode?: number; owner?: { uid: number; gid: number }; stagingDir?: string },
+): Promise<void> {
+  await mkdir(dirname(socketPath), { recursive: true, mode: 0o700 });
+  const staging = await mkdtemp(join(options.stagingDir ?? dirname(socketPath), '.bind-'));
+  try {
+    const bound = join(staging, 's');
+    await bind(server, `unix:${bound}`);
+    await chmod(bound, options.socketMode ?? 0o600);
+    if (options.owner) await lchown(bound, options.owner.uid, options.owner.gid);
+    await rename(bound, socketPath);
+  } finally {
+    await rm(staging, { recursive: true, force: true });
+  }
+}
+
 /** Serves one workspace's InWorkspaceService on a unix socket or a TCP address. */
 export async function listenIws(
   service: InWorkspaceServiceServer,
@@ -33,27 +76,26 @@ export async function listenIws(
   if (options.workspaceInfo) {
     server.addService(WorkspaceInfoServiceService, options.workspaceInfo);
   }
-  let bindTo: string;
   let socketPath: string | undefined;
-  if ('socketPath' in options) {
-    if (!options.socketPath.startsWith('/')) {
-      throw new InvalidArgumentError('socketPath', 'must be an absolute path');
+  let port = 0;
+  try {
+    if ('socketPath' in options) {
+      if (!options.socketPath.startsWith('/')) {
+        throw new InvalidArgumentError('socketPath', 'must be an absolute path');
+      }
+      socketPath = options.socketPath;
+      await bindUnixSocket(server, socketPath, options);
+    } else {
+      port = await bind(server, options.address);
     }
-    socketPath = options.socketPath;
-    await mkdir(dirname(socketPath), { recursive: true });
-    await rm(socketPath, { force: true });
-    bindTo = `unix:${socketPath}`;
-  } else {
-    bindTo = options.address;
+  } catch (error) {
+    server.forceShutdown();
+    throw error;
   }
-  const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(bindTo, ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p)));
-  });
-  if (socketPath !== undefined) {
-    // The workspace user (not root) dials it from inside the workspace.
-    await chmod(socketPath, 'socketMode' in options && options.socketMode !== undefined ? options.socketMode : 0o777);
-  }
-  const target = socketPath !== undefined ? `unix:${socketPath}` : bindTo.replace(/:0$/, `:${port}`);
+  const target =
+    socketPath !== undefined
+      ? `unix:${socketPath}`
+      : (options as { address: string }).address.replace(/:0$/, `:${port}`);
   let closed = false;
   return {
     target,
@@ -71,7 +113,8 @@ export async function listenIws(
           resolve();
         });
       });
-      if (socketPath !== undefined) await rm(socketPath, { force: true });
+      // Not recursive: whatever else a workspace put there is left to the one who owns the directory.
+      if (socketPath !== undefined) await rm(socketPath, { force: true }).catch(() => undefined);
     },
   };
 }
