@@ -46,7 +46,7 @@ export default tseslint.config(
             { sourceTag: 'scope:api', onlyDependOnLibsWithTags: [] },
             { sourceTag: 'scope:nsinsider', onlyDependOnLibsWithTags: [] },
             { sourceTag: 'scope:plugin', onlyDependOnLibsWithTags: ['scope:api', 'scope:testing'] },
-            { sourceTag: 'scope:manager', onlyDependOnLibsWithTags: ['scope:api'] },
+            { sourceTag: 'scope:manager', onlyDependOnLibsWithTags: ['scope:api', 'scope:nsinsider'] },
             { sourceTag: 'scope:daemon', onlyDependOnLibsWithTags: ['scope:api', 'scope:nsinsider'] },
             {
               sourceTag: 'scope:testing',

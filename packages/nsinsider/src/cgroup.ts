@@ -174,7 +174,7 @@ export class Cgroup implements WorkspaceCgroup {
   }
 
   /** Every distinct directory of this cgroup (v1: one per mounted hierarchy). */
-  private dirs(): string[] {
+  dirs(): string[] {
     if (this.layout.version === 'v2') {
       return [this.dir()];
     }

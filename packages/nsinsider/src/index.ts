@@ -65,3 +65,20 @@ export type {
 } from './cgroup.js';
 export { CgroupController, Cgroup, detectCgroupLayout } from './cgroup.js';
 export { CONNECTION_LIMIT_TABLE, CONNECTION_LIMIT_CHAIN, CONNECTION_DROP_COUNTER, NAT_TABLE } from './inside.js';
+export { ownCgroupPath, mountCgroupsIfMissing, oomKillCount } from './cgroup-setup.js';
+export type { HostLink, ClaimVethRequest, AttachVethRequest, WorkspaceFirewallRequest } from './workspace-network.js';
+export {
+  WORKSPACE_FIREWALL_TABLE,
+  NETNS_DIR,
+  createNetns,
+  deleteNetns,
+  listNetns,
+  listLinks,
+  deleteLink,
+  claimVethPair,
+  attachVethToNetns,
+  workspaceFirewallRuleset,
+  ensureWorkspaceFirewall,
+  readWorkspaceFirewall,
+  removeWorkspaceFirewall,
+} from './workspace-network.js';

@@ -39,8 +39,22 @@ export const localRuntimeConfigSchema = z.strictObject({
   /** Address the workspaces' ports are reachable on; also where readiness is probed. */
   host: z.string().min(1).default('127.0.0.1'),
   nodeName: z.string().min(1).default(os.hostname()),
-  /** `auto`: own pid/mount/uts namespaces when running as root; `namespaces`: required; `none`: plain processes. */
+  /**
+   * `auto`: isolated when running as root (own user, network, pid, mount and uts namespaces, an unprivileged uid);
+   * `namespaces`: isolation required (start-up fails without it); `none`: trusted processes of the manager's user.
+   */
   isolation: z.enum(['auto', 'namespaces', 'none']).default('auto'),
+  /** Networking of isolated workspaces: one /30 per workspace (a veth pair) out of `pool`. */
+  network: z
+    .strictObject({
+      /** IPv4 range the per-workspace /30s are taken from; at most a /30 itself, network-aligned. */
+      pool: z
+        .string()
+        .regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/, 'must be an IPv4 CIDR like 10.88.0.0/16')
+        .refine(isUsablePool, 'must be a network-aligned IPv4 CIDR with a prefix between /8 and /30')
+        .default('10.88.0.0/16'),
+    })
+    .prefault({}),
   /** `auto`: a cgroup per workspace when running as root and cgroups are available (v1 or v2, detected). */
   cgroups: z.enum(['auto', 'v1', 'v2', 'off']).default('auto'),
   /**
@@ -72,6 +86,16 @@ export type LocalRuntimeConfig = z.output<typeof localRuntimeConfigSchema>;
 export type LocalRuntimeConfigInput = z.input<typeof localRuntimeConfigSchema>;
 export type ReadinessConfig = LocalRuntimeConfig['readiness'];
 export type ImageConfig = LocalRuntimeConfig['images'][string];
+
+function isUsablePool(cidr: string): boolean {
+  const [address = '', prefixText = ''] = cidr.split('/');
+  const octets = address.split('.').map(Number);
+  const prefix = Number(prefixText);
+  if (octets.length !== 4 || octets.some((o) => !Number.isInteger(o) || o > 255)) return false;
+  if (!Number.isInteger(prefix) || prefix < 8 || prefix > 30) return false;
+  const value = octets.reduce((acc, o) => acc * 256 + o, 0);
+  return value % 2 ** (32 - prefix) === 0;
+}
 
 /** Validates the `local` runtime section; the error names the bad key, e.g. `runtime.local.readiness.kind`. */
 export function parseLocalRuntimeConfig(raw: unknown, prefix = 'runtime.local'): LocalRuntimeConfig {

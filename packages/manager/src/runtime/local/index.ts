@@ -1,6 +1,6 @@
 /**
- * The `local` workspace runtime: each workspace is a process tree on this machine, in its own namespaces and
- * cgroup when the manager runs as root.
+ * The `local` workspace runtime: each workspace is a process tree on this machine; as root it is isolated (an
+ * unprivileged uid in its own user, network, pid, mount and uts namespaces, and a cgroup).
  *
  * ```ts
  * const host = new PluginHost().use(localRuntimePlugin);
@@ -16,4 +16,4 @@ export type { LocalWorkspaceState, LocalIsolation, LocalRuntimeOptions } from '.
 export { localRuntimePlugin, localRuntimeFactory } from './plugin.js';
 export { localRuntimeConfigSchema, parseLocalRuntimeConfig } from './config.js';
 export type { LocalRuntimeConfig, LocalRuntimeConfigInput, ReadinessConfig, ImageConfig } from './config.js';
-export type { CgroupLayout, WorkspaceCgroup } from './cgroups.js';
+export type { WorkspaceNet } from './network.js';

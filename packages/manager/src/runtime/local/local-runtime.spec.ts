@@ -1,12 +1,13 @@
 import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm, stat, writeFile, mkdir } from 'node:fs/promises';
+import { chown, mkdtemp, readFile, rm, stat, writeFile, mkdir } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
 import { firstValueFrom, filter, take, timeout } from 'rxjs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { AlreadyExistsError, FailedPreconditionError, PluginHost } from '@workbay/api';
+import { listLinks } from '@workbay/nsinsider';
 import type { RuntimeEvent, RuntimeWorkspaceSpec } from '@workbay/api';
 import { LocalRuntime } from './local-runtime.js';
 import type { LocalWorkspaceState } from './local-runtime.js';
@@ -41,12 +42,20 @@ async function newRuntime(config: LocalRuntimeConfigInput = {}): Promise<LocalRu
   return runtime;
 }
 
+/**
+ * A content directory. As root it is owned by a workspace uid of its own, as the daemon's would be (the owner is the
+ * workspace's host identity), so that isolated workspaces can write to it.
+ */
 async function contentDir(files: Record<string, string> = {}): Promise<string> {
   const dir = path.join(base, `content-${++counter}`);
   await mkdir(dir, { recursive: true });
   for (const [name, text] of Object.entries(files)) await writeFile(path.join(dir, name), text);
+  if (isRoot) await chown(dir, 210_000 + counter, 210_000 + counter);
   return dir;
 }
+
+/** Where an isolated workspace sees its content. */
+const cwdOf = (dir: string): string => (isRoot ? '/workspace' : dir);
 
 function spec(overrides: Partial<RuntimeWorkspaceSpec> & { contentDir: string }): RuntimeWorkspaceSpec {
   const n = ++counter;
@@ -113,18 +122,20 @@ describe('LocalRuntime: the default workspace', () => {
     const ready = nextEvent(runtime, 'ready', s.instanceId);
     const started = await runtime.start(s);
     expect(started.status).toBe('starting');
-    expect(started.host).toBe('127.0.0.1');
+    // Isolated, the workspace has an address of its own (its veth); otherwise it shares the host's loopback.
+    if (isRoot) expect(started.host).toBe(started.net!.address);
+    else expect(started.host).toBe('127.0.0.1');
     const event = await ready;
     expect(event.state.ready).toBe(true);
     expect(event.state.status).toBe('running');
 
-    const port = (event.state as LocalWorkspaceState).idePort;
-    const html = await (await fetch(`http://127.0.0.1:${port}/`)).text();
+    const { host, idePort: port } = event.state as LocalWorkspaceState;
+    const html = await (await fetch(`http://${host}:${port}/`)).text();
     expect(html).toContain('ws-default-1');
     expect(html).toContain('README.md');
     expect(html).toContain('main.go');
-    const info = (await (await fetch(`http://127.0.0.1:${port}/api/info`)).json()) as { contentDir: string };
-    expect(info.contentDir).toBe(dir);
+    const info = (await (await fetch(`http://${host}:${port}/api/info`)).json()) as { contentDir: string };
+    expect(info.contentDir).toBe(cwdOf(dir));
 
     const exited = nextEvent(runtime, 'exited', s.instanceId);
     await runtime.stop(s.instanceId, { gracePeriodMs: 10_000 });
@@ -133,11 +144,17 @@ describe('LocalRuntime: the default workspace', () => {
     expect(exit.state.failure).toBeUndefined();
     expect(await alive(started.pid!)).toBe(false);
     expect(await runtime.inspect(s.instanceId)).toBeUndefined();
-    await expect(fetch(`http://127.0.0.1:${port}/`)).rejects.toThrow();
+    if (isRoot) {
+      // Its address may already be another runtime's (tests share the machine): check its veth is gone instead.
+      const links = await listLinks('wbv');
+      expect(links.filter((l) => l.alias.endsWith(` ${s.instanceId}`))).toEqual([]);
+    } else {
+      await expect(fetch(`http://${host}:${port}/`)).rejects.toThrow();
+    }
   });
 
-  it('gives each workspace its own IDE port when they all ask for the same one', async () => {
-    const runtime = await newRuntime();
+  it('gives each workspace its own IDE port when they all ask for the same one (not isolated)', async () => {
+    const runtime = await newRuntime({ isolation: 'none' });
     const wanted = await freePort();
     const a = spec({ contentDir: await contentDir(), ports: [wanted] });
     const b = spec({ contentDir: await contentDir(), ports: [wanted] });
@@ -185,7 +202,7 @@ describe('LocalRuntime: process environment and lifecycle', () => {
     expect(env).toContain('WORKBAY_OWNER=owner-1\n');
     expect(env).toContain(`PORT=${st.idePort}\n`);
     expect(env).toContain(`WORKBAY_IDE_PORT=${st.idePort}\n`);
-    expect((await waitForFile(path.join(dir, 'cwd.txt'))).trim()).toBe(dir);
+    expect((await waitForFile(path.join(dir, 'cwd.txt'))).trim()).toBe(cwdOf(dir));
     expect((await waitForFile(path.join(dir, 'arg.txt'))).trim()).toBe(`port=${st.idePort}`);
   });
 
@@ -299,14 +316,15 @@ describe.runIf(isRoot)('LocalRuntime: isolation as root', () => {
   it('runs the workspace in its own pid, mount and uts namespaces', async () => {
     const runtime = await newRuntime({
       images: shellImages({
-        ns: 'echo "$$ $PPID" > ids.txt; hostname > host.txt; ls /proc | grep -c "^[0-9]" > procs.txt; exec sleep 600',
+        ns: 'echo "$PPID" > ids.txt; hostname > host.txt; ls /proc | grep -c "^[0-9]" > procs.txt; exec sleep 600',
       }),
     });
     expect(runtime.isolation.namespaces).toBe(true);
     const dir = await contentDir();
     const s = spec({ contentDir: dir, image: 'ns', workspaceId: 'ws-own-host' });
     await runtime.start(s);
-    expect((await waitForFile(path.join(dir, 'ids.txt'))).trim()).toBe('2 1');
+    // Its parent is the sandbox init, pid 1 of its own pid namespace.
+    expect((await waitForFile(path.join(dir, 'ids.txt'))).trim()).toBe('1');
     expect((await waitForFile(path.join(dir, 'host.txt'))).trim()).toBe('ws-own-host');
     // init, the shell and ls (and grep): nothing of the host's process table is visible.
     expect(Number((await waitForFile(path.join(dir, 'procs.txt'))).trim())).toBeLessThan(6);
@@ -326,7 +344,7 @@ describe.runIf(isRoot)('LocalRuntime: isolation as root', () => {
     await waitForFile(path.join(dir, 'up.txt'));
     expect(st.cgroupDirs.length).toBeGreaterThan(0);
     const files = await readLimits(st.cgroupDirs);
-    if (runtime.isolation.cgroups!.version === 1) {
+    if (runtime.isolation.cgroups!.version === 'v1') {
       expect(files['cpu.cfs_quota_us']).toBe('50000');
       expect(files['cpu.cfs_period_us']).toBe('100000');
       expect(files['memory.limit_in_bytes']).toBe(String(96 * 1024 * 1024));
@@ -373,14 +391,14 @@ describe.runIf(isRoot)('LocalRuntime: isolation as root', () => {
 
 describe.runIf(isRoot)('cgroup mounting', () => {
   it('mounts the v1 controllers when a machine has no cgroup filesystem (in a private mount namespace)', async () => {
-    const dist = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../dist/runtime/local/cgroups.js');
+    // The runtime's cgroup code is @workbay/nsinsider's; run its built module in a clean mount namespace.
+    const dist = createRequire(import.meta.url).resolve('@workbay/nsinsider');
     const script = [
-      `import { mountCgroupsIfMissing, readCgroupLayout } from ${JSON.stringify(dist)};`,
-      'const before = await readCgroupLayout();',
-      'const quiet = { debug() {}, info() {}, warn() {}, error() {}, child() { return quiet; } };',
-      'await mountCgroupsIfMissing(quiet);',
-      'const after = await readCgroupLayout();',
-      'console.log(JSON.stringify({ before: before ?? null, after }));',
+      `import { mountCgroupsIfMissing, detectCgroupLayout } from ${JSON.stringify(dist)};`,
+      'const before = await detectCgroupLayout().catch(() => null);',
+      'await mountCgroupsIfMissing();',
+      'const after = await detectCgroupLayout();',
+      'console.log(JSON.stringify({ before, after }));',
     ].join('\n');
     // Everything happens in a new mount namespace: the host's cgroup mounts are untouched.
     const out = await new Promise<string>((resolve, reject) => {
@@ -407,14 +425,16 @@ describe.runIf(isRoot)('cgroup mounting', () => {
     });
     const { before, after } = JSON.parse(out) as {
       before: unknown;
-      after: { version: number; roots: Record<string, string> };
+      after: { version: string; roots: Record<string, string> };
     };
     expect(before).toBeNull();
-    expect(after.version).toBe(1);
+    expect(after.version).toBe('v1');
     expect(after.roots).toEqual({
       cpu: '/sys/fs/cgroup/cpu',
+      cpuacct: '/sys/fs/cgroup/cpuacct',
       memory: '/sys/fs/cgroup/memory',
       pids: '/sys/fs/cgroup/pids',
+      freezer: '/sys/fs/cgroup/freezer',
     });
   });
 });

@@ -1,10 +1,7 @@
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
-import { access, constants, open, stat } from 'node:fs/promises';
+import { open, rmdir, stat } from 'node:fs/promises';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { constants as osConstants } from 'node:os';
 import { Subject } from 'rxjs';
 import type { Observable } from 'rxjs';
 import {
@@ -23,11 +20,16 @@ import type {
   StopOptions,
   WorkspaceRuntime,
 } from '@workbay/api';
-import { CgroupManager, mountCgroupsIfMissing, readCgroupLayout } from './cgroups.js';
-import type { CgroupLayout } from './cgroups.js';
+import { oomKillCount } from '@workbay/nsinsider';
+import type { Cgroup } from '@workbay/nsinsider';
 import { parseLocalRuntimeConfig } from './config.js';
-import type { LocalRuntimeConfig, LocalRuntimeConfigInput, ReadinessConfig } from './config.js';
-import { expandCommand, resolveImage } from './images.js';
+import type { LocalRuntimeConfig, LocalRuntimeConfigInput } from './config.js';
+import { childExitCode, describeExit } from './exit.js';
+import { createWorkspaceCgroup, decideIsolation } from './isolation.js';
+import type { LocalIsolation } from './isolation.js';
+import { hostnameFor, planLaunch } from './launch.js';
+import { WorkspaceNetworks } from './network.js';
+import type { WorkspaceNet } from './network.js';
 import { PortAllocator } from './ports.js';
 import { groupAlive, isSameProcessAlive, readProcStat, signal, sleep } from './proc.js';
 import { waitReady } from './readiness.js';
@@ -35,27 +37,34 @@ import { InstanceStore } from './store.js';
 import type { InstanceRecord } from './store.js';
 import { wrapperInvocation } from './wrapper.js';
 
+export type { LocalIsolation } from './isolation.js';
+export { defaultWorkspaceScript } from './launch.js';
+
 /**
  * The local runtime's view of an instance: the SPI state plus where its ports ended up on this machine.
  * (`portMap` and friends are a local extension; the SPI has no field for them.)
  */
 export interface LocalWorkspaceState extends RuntimeWorkspaceState {
-  /** Spec port → host port. The IDE port maps to another port when the requested one was taken or 0. */
+  /**
+   * Spec port → port on `host`. Isolated: identity (the workspace has an address of its own). Otherwise the IDE port
+   * maps to another host port when the requested one was taken or 0.
+   */
   readonly portMap: Readonly<Record<number, number>>;
-  /** The host port the IDE (first spec port) listens on; also `PORT` and `WORKBAY_IDE_PORT` in its env. */
+  /** The port the IDE (first spec port) listens on at `host`; also `PORT` and `WORKBAY_IDE_PORT` in its env. */
   readonly idePort: number;
-  /** Runs in its own pid/mount/uts namespaces. */
+  /** Runs isolated: as an unprivileged uid in its own user, network, pid, mount and uts namespaces. */
   readonly namespaced: boolean;
+  /** Isolated: the host uid/gid it runs as (the content directory's owner; 33333 inside). */
+  readonly hostUid?: number;
+  readonly hostGid?: number;
+  /** Isolated: its network (netns, veth host end, addresses). */
+  readonly net?: WorkspaceNet;
+  /** Said plainly when the workspace is not (fully) isolated, for its status. */
+  readonly notice?: string;
   /** The cgroup directories limiting it, when any. */
   readonly cgroupDirs: readonly string[];
   /** Where its stdout and stderr go while it runs. */
   readonly logFile: string;
-}
-
-/** How the runtime isolates workspaces, decided once at creation from config and privileges. */
-export interface LocalIsolation {
-  readonly namespaces: boolean;
-  readonly cgroups?: CgroupLayout;
 }
 
 export interface LocalRuntimeOptions {
@@ -65,7 +74,6 @@ export interface LocalRuntimeOptions {
 }
 
 const instanceIdPattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
-const defaultPath = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
 interface Instance {
   record: InstanceRecord;
@@ -87,8 +95,11 @@ interface Instance {
  * Runs each workspace as a process tree on this machine (the embedded default runtime).
  *
  * - cwd is the content directory the daemon initialized; env is the spec's plus `PORT`/`WORKBAY_IDE_PORT`.
- * - As root (unless config says otherwise) each workspace gets its own pid/mount/uts namespaces (hostname = the
- *   workspace id) and a cgroup with the class's CPU, memory and pids limits, joined before the workspace execs.
+ * - As root (unless config says otherwise) each workspace is isolated: it runs as uid 33333 in its own user
+ *   namespace (mapped to the content directory's owner on the host), with its own network namespace (a veth pair,
+ *   an address of its own, host firewall), pid, mount (content at /workspace, private /tmp) and uts namespaces,
+ *   and a cgroup with the class's CPU, memory and pids limits, joined before the workspace execs. Not root: plain
+ *   processes of the manager's user, and every state says so (`notice`).
  * - Stop sends SIGTERM to the process group, waits the grace period, then SIGKILLs the group and the cgroup.
  * - A record per instance in `stateDir` lets a new runtime instance (after a manager restart) find processes that
  *   still run, watch them for exit, and tell a reused pid from the original process.
@@ -103,7 +114,7 @@ export class LocalRuntime implements WorkspaceRuntime {
   private readonly logger: PluginLogger;
   private readonly store: InstanceStore;
   private readonly ports = new PortAllocator();
-  private readonly cgroups?: CgroupManager;
+  private readonly networks?: WorkspaceNetworks;
   private readonly instances = new Map<string, Instance>();
   private readonly starting = new Set<string>();
   private readonly eventsSubject = new Subject<RuntimeEvent>();
@@ -117,9 +128,12 @@ export class LocalRuntime implements WorkspaceRuntime {
     this.isolation = isolation;
     this.logger = logger;
     this.store = new InstanceStore(config.stateDir);
-    if (isolation.cgroups) {
-      const parent = config.cgroupParent ?? (isolation.cgroups.version === 1 ? 'workbay' : '/workbay');
-      this.cgroups = new CgroupManager(isolation.cgroups, parent, logger);
+    if (isolation.namespaces) {
+      this.networks = new WorkspaceNetworks(
+        config.network.pool,
+        WorkspaceNetworks.tagFor(path.resolve(config.stateDir)),
+        logger,
+      );
     }
   }
 
@@ -131,12 +145,17 @@ export class LocalRuntime implements WorkspaceRuntime {
     const isolation = await decideIsolation(config, logger);
     const runtime = new LocalRuntime(config, isolation, logger);
     await runtime.store.init();
+    await runtime.networks?.ensureFirewall();
     await runtime.recover();
+    const live = new Set(
+      [...runtime.instances.values()].filter((i) => i.status !== 'exited').map((i) => i.record.instanceId),
+    );
+    await runtime.networks?.cleanupLeftovers(live);
     logger.info(
       {
         stateDir: config.stateDir,
-        namespaces: isolation.namespaces,
-        cgroups: isolation.cgroups ? `v${isolation.cgroups.version}` : 'off',
+        isolated: isolation.namespaces,
+        cgroups: isolation.cgroups ? isolation.cgroups.version : 'off',
         adopted: runtime.instances.size,
       },
       'local runtime ready',
@@ -171,57 +190,64 @@ export class LocalRuntime implements WorkspaceRuntime {
   private async launch(spec: RuntimeWorkspaceSpec): Promise<LocalWorkspaceState> {
     const id = spec.instanceId;
     const contentDir = path.resolve(spec.contentDir);
-    const dirStat = await stat(contentDir).catch(() => undefined);
-    if (!dirStat?.isDirectory()) {
+    const contentStat = await stat(contentDir).catch(() => undefined);
+    if (!contentStat?.isDirectory()) {
       throw new FailedPreconditionError(`workspace content directory '${contentDir}' does not exist`);
     }
-
-    const mapped = resolveImage(this.config.images, spec.image);
-    const readiness: ReadinessConfig = { ...this.config.readiness, ...(mapped?.config.readiness ?? {}) };
-    const requestedIdePort = spec.ports[0] ?? 0;
-    const idePort = await this.ports.allocate(id, requestedIdePort);
-    const portMap: Record<string, number> = {};
-    spec.ports.forEach((p, index) => (portMap[String(p)] = index === 0 ? idePort : p));
-
-    const env: Record<string, string> = {
-      PATH: process.env['PATH'] ?? defaultPath,
-      ...(mapped?.config.env ?? {}),
-      ...spec.env,
-      PORT: String(idePort),
-      WORKBAY_IDE_PORT: String(idePort),
-    };
-    const command = mapped
-      ? expandCommand(mapped.config.command, env)
-      : [
-          process.execPath,
-          defaultWorkspaceScript(),
-          '--port',
-          String(idePort),
-          '--host',
-          this.config.host,
-          '--workspace-id',
-          spec.workspaceId,
-          '--instance-id',
-          id,
-          '--owner',
-          spec.owner,
-        ];
-
-    let cgroup;
-    try {
-      cgroup = this.cgroups ? await this.cgroups.create(id, spec.resources) : undefined;
-    } catch (cause) {
+    const isolated = this.isolation.namespaces;
+    const allocatedIdePort = isolated ? undefined : await this.ports.allocate(id, spec.ports[0] ?? 0);
+    let cgroup: Cgroup | undefined;
+    let net: WorkspaceNet | undefined;
+    const undo = async (): Promise<void> => {
       this.ports.release(id);
+      if (cgroup) await cgroup.remove().catch(() => undefined);
+      if (net) await this.networks?.release(net).catch(() => undefined);
+    };
+    let plan;
+    try {
+      plan = await planLaunch({ spec, config: this.config, contentDir, contentStat, isolated, allocatedIdePort });
+    } catch (error) {
+      await undo();
+      throw error;
+    }
+    try {
+      if (this.isolation.cgroups) {
+        cgroup = await createWorkspaceCgroup(
+          this.isolation.cgroups,
+          this.isolation.cgroupParent ?? 'workbay',
+          id,
+          spec.resources,
+        );
+      }
+    } catch (cause) {
+      await undo();
       throw new FailedPreconditionError(`could not set up the cgroup for workspace instance '${id}'`, { cause });
+    }
+    try {
+      if (this.networks) net = await this.networks.allocate(id);
+    } catch (cause) {
+      await undo();
+      if (cause instanceof Error && cause.name === 'ResourceExhaustedError') throw cause;
+      throw new FailedPreconditionError(`could not set up the network of workspace instance '${id}'`, { cause });
     }
 
     const exitFile = this.store.exitFile(id);
     const invocation = wrapperInvocation({
       exitFile,
-      cgroupProcsFiles: cgroup ? CgroupManager.procsFiles(cgroup) : [],
-      namespaced: this.isolation.namespaces,
-      hostname: hostnameFor(spec.workspaceId),
-      command,
+      cgroupProcsFiles: cgroup ? cgroup.dirs().map((d) => path.join(d, 'cgroup.procs')) : [],
+      sandbox:
+        net && plan.identity && this.networks
+          ? {
+              netnsPath: this.networks.netnsPath(net),
+              hostname: hostnameFor(spec.workspaceId),
+              contentDir,
+              iwsDir: plan.iwsDir,
+              hideDir: plan.hideDir,
+              uid: plan.identity.uid,
+              gid: plan.identity.gid,
+            }
+          : undefined,
+      command: plan.command,
     });
 
     let child: ChildProcess;
@@ -230,7 +256,7 @@ export class LocalRuntime implements WorkspaceRuntime {
     try {
       child = spawn(invocation.file, invocation.args, {
         cwd: contentDir,
-        env,
+        env: plan.env,
         detached: true, // own session and process group: the group is what stop() signals
         stdio: ['ignore', log.fd, log.fd],
       });
@@ -239,8 +265,7 @@ export class LocalRuntime implements WorkspaceRuntime {
         child.once('error', reject);
       });
     } catch (cause) {
-      this.ports.release(id);
-      if (cgroup) await CgroupManager.remove(cgroup, this.logger);
+      await undo();
       throw new FailedPreconditionError(`could not launch workspace instance '${id}'`, { cause });
     } finally {
       await log.close();
@@ -256,19 +281,23 @@ export class LocalRuntime implements WorkspaceRuntime {
       owner: spec.owner,
       image: spec.image,
       className: spec.className,
-      command,
+      command: plan.command,
       pid,
       pgid: pid,
       startTime: procStat?.startTime,
-      namespaced: this.isolation.namespaces,
-      cgroup,
+      namespaced: isolated,
+      hostUid: plan.identity?.uid,
+      hostGid: plan.identity?.gid,
+      net,
+      notice: plan.identity?.notice ?? this.isolation.notice,
+      cgroup: cgroup ? { path: cgroup.path, dirs: cgroup.dirs() } : undefined,
       memoryLimitBytes: spec.resources.memoryBytes,
-      host: this.config.host,
-      idePort,
-      portMap,
+      host: net?.address ?? this.config.host,
+      idePort: plan.idePort,
+      portMap: plan.portMap,
       nodeName: this.config.nodeName,
       startedAt: new Date().toISOString(),
-      readiness,
+      readiness: plan.readiness,
       ready: false,
       stopRequested: false,
     };
@@ -284,7 +313,15 @@ export class LocalRuntime implements WorkspaceRuntime {
     }
     await this.store.save(record);
     this.logger.info(
-      { instanceId: id, pid, idePort, image: spec.image, mapped: mapped?.pattern ?? 'default-workspace' },
+      {
+        instanceId: id,
+        pid,
+        host: record.host,
+        idePort: plan.idePort,
+        image: spec.image,
+        mapped: plan.mappedPattern ?? 'default-workspace',
+        isolated,
+      },
       'workspace process started',
     );
     this.watchReadiness(instance);
@@ -352,6 +389,10 @@ export class LocalRuntime implements WorkspaceRuntime {
       portMap,
       idePort: r.idePort,
       namespaced: r.namespaced,
+      hostUid: r.hostUid,
+      hostGid: r.hostGid,
+      net: r.net,
+      notice: r.notice,
       cgroupDirs: r.cgroup?.dirs ?? [],
       logFile: this.store.logFile(r.instanceId),
     };
@@ -412,7 +453,9 @@ export class LocalRuntime implements WorkspaceRuntime {
     const r = instance.record;
     this.logger.warn({ instanceId: r.instanceId }, 'grace period over; killing workspace');
     if (await this.groupIsOurs(r)) signal(-r.pgid, 'SIGKILL');
-    if (r.cgroup) await CgroupManager.signalAll(r.cgroup, 'SIGKILL');
+    await this.cgroupOf(r)
+      ?.kill()
+      .catch((error: unknown) => this.logger.warn({ instanceId: r.instanceId, error: String(error) }, 'cgroup kill'));
     // A process stuck in uninterruptible sleep can outlive SIGKILL; do not wait forever for it.
     instance.killTimer = setTimeout(() => {
       if (instance.status === 'exited') return;
@@ -444,17 +487,26 @@ export class LocalRuntime implements WorkspaceRuntime {
         const until = Date.now() + this.config.killTimeoutMs;
         while ((await groupAlive(r.pgid)) && Date.now() < until) await sleep(20);
       }
-      let oomKills = 0;
-      if (r.cgroup) {
-        oomKills = await CgroupManager.oomKills(r.cgroup);
-        await CgroupManager.remove(r.cgroup, this.logger);
+      const oomKills = await this.removeCgroup(r);
+      if (r.net) {
+        await this.networks
+          ?.release(r.net)
+          .catch((error: unknown) =>
+            this.logger.warn({ instanceId: r.instanceId, error: String(error) }, 'could not remove the network'),
+          );
       }
       const exitCode = (await this.store.readExitCode(r.instanceId)) ?? childExitCode(instance.childExit);
       const failure = r.stopRequested
         ? undefined
         : stuck
           ? stuck.message
-          : await this.describeExit(r, exitCode, oomKills);
+          : describeExit({
+              exitCode,
+              oomKills,
+              memoryLimitBytes: r.memoryLimitBytes,
+              command: r.command,
+              lastLogLine: exitCode ? await this.store.lastLogLine(r.instanceId) : undefined,
+            });
       r.exit = { exitCode, failure, at: new Date().toISOString() };
       instance.status = 'exited';
       this.ports.release(r.instanceId);
@@ -466,30 +518,28 @@ export class LocalRuntime implements WorkspaceRuntime {
     return instance.finalizing;
   }
 
-  private async describeExit(
-    r: InstanceRecord,
-    exitCode: number | undefined,
-    oomKills: number,
-  ): Promise<string | undefined> {
-    if (oomKills > 0) {
-      const limit = r.memoryLimitBytes !== undefined ? ` of ${formatBytes(r.memoryLimitBytes)}` : '';
-      return `out of memory: the workspace exceeded its memory limit${limit} and the kernel's OOM killer ended it (exit code ${exitCode ?? 'unknown'})`;
+  /** The recorded cgroup as a handle, when this runtime manages cgroups and the record has its path. */
+  private cgroupOf(r: InstanceRecord): Cgroup | undefined {
+    return r.cgroup?.path && this.isolation.cgroups ? this.isolation.cgroups.cgroup(r.cgroup.path) : undefined;
+  }
+
+  /** Kills what is left in the cgroup and removes it; returns how often the OOM killer struck in it. */
+  private async removeCgroup(r: InstanceRecord): Promise<number> {
+    if (!r.cgroup) return 0;
+    const cg = this.cgroupOf(r);
+    if (!cg) {
+      // Written by an older runtime or with cgroups off now: the directories are all there is to go by.
+      for (const dir of r.cgroup.dirs) await rmdir(dir).catch(() => undefined);
+      return 0;
     }
-    if (exitCode === undefined) {
-      return 'the workspace process ended while nobody watched it; its exit status is unknown';
+    const oomKills = await oomKillCount(cg);
+    try {
+      await cg.kill();
+      await cg.remove();
+    } catch (error) {
+      this.logger.warn({ instanceId: r.instanceId, error: String(error) }, 'cgroup still busy; left in place');
     }
-    if (exitCode === 0) return undefined;
-    const last = await this.store.lastLogLine(r.instanceId);
-    const tail = last ? `: ${last}` : '';
-    if (exitCode === 125) return `the workspace sandbox could not be set up${tail}`;
-    if (exitCode === 126 || exitCode === 127) {
-      return `the workspace command '${r.command[0] ?? ''}' could not be run (exit code ${exitCode})${tail}`;
-    }
-    if (exitCode > 128) {
-      const name = signalName(exitCode - 128);
-      return `the workspace process was killed by ${name} (exit code ${exitCode})${tail}`;
-    }
-    return `the workspace process exited with code ${exitCode}${tail}`;
+    return oomKills;
   }
 
   private async forget(instance: Instance): Promise<void> {
@@ -512,7 +562,8 @@ export class LocalRuntime implements WorkspaceRuntime {
         if (Date.now() - Date.parse(record.exit.at) > this.config.exitedRetentionMs) await this.forget(instance);
         continue;
       }
-      this.ports.reserve(record.instanceId, record.idePort);
+      if (record.net) this.networks?.hold(record.net);
+      else this.ports.reserve(record.instanceId, record.idePort);
       const alive = await isSameProcessAlive(record.pid, record.startTime);
       if (!alive) {
         const current = await readProcStat(record.pid);
@@ -539,92 +590,4 @@ export class LocalRuntime implements WorkspaceRuntime {
   private assertOpen(): void {
     if (this.closed) throw new FailedPreconditionError('the local runtime is closed');
   }
-}
-
-async function decideIsolation(config: LocalRuntimeConfig, logger: PluginLogger): Promise<LocalIsolation> {
-  const root = process.getuid?.() === 0;
-  const unshare = await findOnPath('unshare');
-  let namespaces = false;
-  if (config.isolation === 'namespaces') {
-    if (!root) throw new FailedPreconditionError('runtime.local.isolation: namespaces need the manager to run as root');
-    if (!unshare) throw new FailedPreconditionError("runtime.local.isolation: namespaces need 'unshare' (util-linux)");
-    namespaces = true;
-  } else if (config.isolation === 'auto') {
-    namespaces = root && unshare !== undefined;
-    if (root && !unshare) logger.warn({}, "'unshare' not found: workspaces run without their own namespaces");
-  }
-
-  if (config.cgroups === 'off' || (config.cgroups === 'auto' && !root)) return { namespaces };
-  if (!root)
-    throw new FailedPreconditionError(`runtime.local.cgroups: '${config.cgroups}' needs the manager to run as root`);
-  let layout = await readCgroupLayout();
-  if (!layout) {
-    await mountCgroupsIfMissing(logger).catch((error: unknown) =>
-      logger.warn({ error: String(error) }, 'could not mount the cgroup controllers'),
-    );
-    layout = await readCgroupLayout();
-  }
-  const wanted = config.cgroups === 'v1' ? 1 : config.cgroups === 'v2' ? 2 : undefined;
-  if (!layout || (wanted !== undefined && layout.version !== wanted)) {
-    const message = `runtime.local.cgroups: no usable cgroup ${wanted ? `v${wanted} ` : ''}hierarchy with cpu, memory or pids controllers`;
-    if (config.cgroups === 'auto') {
-      logger.warn({}, `${message}; workspaces run without resource limits`);
-      return { namespaces };
-    }
-    throw new FailedPreconditionError(message);
-  }
-  return { namespaces, cgroups: layout };
-}
-
-async function findOnPath(name: string): Promise<string | undefined> {
-  for (const dir of (process.env['PATH'] ?? defaultPath).split(':')) {
-    const candidate = path.join(dir, name);
-    if (
-      await access(candidate, constants.X_OK).then(
-        () => true,
-        () => false,
-      )
-    )
-      return candidate;
-  }
-  return undefined;
-}
-
-/** The built default workspace lives beside this module in dist; from sources (tests) it is taken from dist. */
-export function defaultWorkspaceScript(): string {
-  const here = path.dirname(fileURLToPath(import.meta.url));
-  const beside = path.join(here, 'default-workspace.js');
-  if (existsSync(beside)) return beside;
-  const fromSource = path.resolve(here, '../../../dist/runtime/local/default-workspace.js');
-  if (existsSync(fromSource)) return fromSource;
-  throw new FailedPreconditionError(`the default workspace script is missing (${beside}); build @workbay/manager`);
-}
-
-/** A UTS hostname is at most 64 bytes; keep it a valid label-ish string. */
-function hostnameFor(workspaceId: string): string {
-  const cleaned = workspaceId.replace(/[^A-Za-z0-9.-]/g, '-').slice(0, 63);
-  return cleaned || 'workspace';
-}
-
-function childExitCode(exit: Instance['childExit']): number | undefined {
-  if (!exit) return undefined;
-  if (exit.code !== null) return exit.code;
-  if (exit.signal) return 128 + (osConstants.signals[exit.signal] ?? 0);
-  return undefined;
-}
-
-function signalName(n: number): string {
-  const entry = Object.entries(osConstants.signals).find(([, v]) => v === n);
-  return entry ? entry[0] : `signal ${n}`;
-}
-
-function formatBytes(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  return `${Number.isInteger(value) ? value : value.toFixed(1)} ${units[unit]}`;
 }

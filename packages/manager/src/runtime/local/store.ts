@@ -2,7 +2,14 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { ReadinessConfig } from './config.js';
-import type { WorkspaceCgroup } from './cgroups.js';
+import type { WorkspaceNet } from './network.js';
+
+/** A workspace's cgroup as recorded: its path below the hierarchy roots and its directories (one per v1 hierarchy). */
+export interface RecordedCgroup {
+  /** Relative to the hierarchy roots; absent in records written before the cgroup code moved to nsinsider. */
+  readonly path?: string;
+  readonly dirs: readonly string[];
+}
 
 /** What the runtime remembers about one instance on disk, so that a new runtime instance can adopt it. */
 export interface InstanceRecord {
@@ -18,12 +25,19 @@ export interface InstanceRecord {
   readonly pgid: number;
   /** /proc/<pid>/stat starttime: a pid with another start time is somebody else's process. */
   readonly startTime?: string;
+  /** Runs isolated: own user, network, pid, mount and uts namespaces, as `hostUid`/`hostGid` (33333 inside). */
   readonly namespaced: boolean;
-  readonly cgroup?: WorkspaceCgroup;
+  readonly hostUid?: number;
+  readonly hostGid?: number;
+  /** The isolated workspace's network: where its ports are, and what to take down when it is gone. */
+  readonly net?: WorkspaceNet;
+  /** Why it is not (fully) isolated, for its status. */
+  readonly notice?: string;
+  readonly cgroup?: RecordedCgroup;
   readonly memoryLimitBytes?: number;
   readonly host: string;
   readonly idePort: number;
-  /** Spec port → host port. */
+  /** Spec port → host port (identity when isolated: the workspace has its own address). */
   readonly portMap: Readonly<Record<string, number>>;
   readonly nodeName: string;
   readonly startedAt: string;

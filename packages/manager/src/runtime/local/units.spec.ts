@@ -1,13 +1,12 @@
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import os from 'node:os';
-import path from 'node:path';
+import type { Stats } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { InvalidArgumentError, silentLogger } from '@workbay/api';
-import { CgroupManager, detectCgroupLayout, parseMountInfo } from './cgroups.js';
+import { InvalidArgumentError } from '@workbay/api';
 import { parseLocalRuntimeConfig } from './config.js';
 import { expandCommand, globToRegExp, resolveImage } from './images.js';
 import { parseProcStat } from './proc.js';
 import { PortAllocator } from './ports.js';
+import { hideDirFor, hostIdentity, sandboxEnv } from './sandbox.js';
+import { wrapperInvocation } from './wrapper.js';
 
 describe('parseProcStat', () => {
   it('reads state, pgid and start time, even with spaces and parentheses in the command name', () => {
@@ -20,62 +19,45 @@ describe('parseProcStat', () => {
   });
 });
 
-const v1MountInfo = `31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
-32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
-35 31 0:32 /kubepods/pod1 /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
-39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
-41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw`;
-const v1ProcCgroup = `9:pids:/svc
-4:memory:/kubepods/pod1/ctr
-1:cpu,cpuacct:/
-0::/`;
-
-describe('detectCgroupLayout', () => {
-  it('prefers v1 controllers and resolves the own cgroup below each mount, honouring the mount root', () => {
-    expect(detectCgroupLayout(v1MountInfo, v1ProcCgroup)).toEqual({
-      version: 1,
-      roots: { cpu: '/sys/fs/cgroup/cpu,cpuacct', memory: '/sys/fs/cgroup/memory', pids: '/sys/fs/cgroup/pids' },
-      own: { cpu: '/sys/fs/cgroup/cpu,cpuacct', memory: '/sys/fs/cgroup/memory/ctr', pids: '/sys/fs/cgroup/pids/svc' },
+describe('the sandbox plan', () => {
+  it('hides the directory of all workspaces unless the workspace needs something in it or it is a system dir', () => {
+    expect(hideDirFor('/var/lib/workbay/area/inst-1', [process.execPath])).toBe('/var/lib/workbay/area');
+    expect(hideDirFor('/opt/tools/inst-1', ['/opt/tools/node'])).toBeUndefined();
+    expect(hideDirFor('/var/inst-1', [])).toBeUndefined();
+    expect(hideDirFor('/inst-1', [])).toBeUndefined();
+    expect(hideDirFor('/tmp/inst-1', [])).toBeUndefined(); // the private /tmp covers it anyway
+  });
+  it('shows content paths in the env as /workspace, defaults HOME and announces the iws socket', () => {
+    const env = sandboxEnv(
+      { WORKBAY_REPO_ROOT: '/area/i1/repo', OTHER: '/area/i10', SAME: '/area/i1', WORKBAY_IWS_SOCKET: '/x' },
+      '/area/i1',
+      '/area/.iws/i1',
+    );
+    expect(env).toEqual({
+      WORKBAY_REPO_ROOT: '/workspace/repo',
+      OTHER: '/area/i10',
+      SAME: '/workspace',
+      HOME: '/workspace',
+      WORKBAY_IWS_SOCKET: '/.workbay/daemon.sock',
     });
+    expect(sandboxEnv({ WORKBAY_IWS_SOCKET: '/x', HOME: '/h' }, '/a/b', undefined)).toEqual({ HOME: '/h' });
   });
-  it('falls back to the unified hierarchy on a pure v2 machine', () => {
-    const mountInfo = '30 23 0:27 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate';
-    expect(detectCgroupLayout(mountInfo, '0::/system.slice/workbay.service\n')).toEqual({
-      version: 2,
-      root: '/sys/fs/cgroup',
-      own: '/sys/fs/cgroup/system.slice/workbay.service',
-      controllers: [],
+  it('never maps host root into a workspace', () => {
+    const owned = (uid: number, gid: number): Stats => ({ uid, gid }) as Stats;
+    expect(hostIdentity(owned(200123, 200124))).toEqual({ uid: 200123, gid: 200124 });
+    const fallback = hostIdentity(owned(0, 0));
+    expect(fallback).toMatchObject({ uid: 65534, gid: 65534 });
+    expect(fallback.notice).toMatch(/owned by root/);
+  });
+  it('passes the sandbox to the wrapper as positional arguments', () => {
+    const inv = wrapperInvocation({
+      exitFile: '/s/i.exit',
+      cgroupProcsFiles: ['/cg/a/cgroup.procs'],
+      sandbox: { netnsPath: '/run/netns/wbv3', hostname: 'ws', contentDir: '/c', uid: 7, gid: 8 },
+      command: ['run', 'me'],
     });
-  });
-  it('finds nothing without cgroup mounts', () => {
-    expect(detectCgroupLayout('22 1 0:5 / /proc rw - proc proc rw', '0::/')).toBeUndefined();
-  });
-  it('unescapes mount points', () => {
-    expect(parseMountInfo('1 2 0:1 / /mnt/with\\040space rw - tmpfs t rw')[0]!.mountPoint).toBe('/mnt/with space');
-  });
-});
-
-describe('CgroupManager on v2 (against a scratch directory standing in for the hierarchy)', () => {
-  it('enables the controllers down the chain and writes cpu.max, memory.max and pids.max', async () => {
-    const root = await mkdtemp(path.join(os.tmpdir(), 'cg2-'));
-    try {
-      const manager = new CgroupManager(
-        { version: 2, root, own: path.join(root, 'svc'), controllers: ['cpu', 'memory', 'pids'] },
-        '/workbay',
-        silentLogger,
-      );
-      const cg = await manager.create('inst-1', { cpu: 1.5, memoryBytes: 1 << 30, pids: 256 });
-      const dir = path.join(root, 'workbay', 'inst-1');
-      expect(cg).toEqual({ version: 2, dirs: [dir], memoryDir: dir });
-      expect(await readFile(path.join(root, 'cgroup.subtree_control'), 'utf8')).toBe('+cpu +memory +pids');
-      expect(await readFile(path.join(root, 'workbay', 'cgroup.subtree_control'), 'utf8')).toBe('+cpu +memory +pids');
-      expect(await readFile(path.join(dir, 'cpu.max'), 'utf8')).toBe('150000 100000');
-      expect(await readFile(path.join(dir, 'memory.max'), 'utf8')).toBe(String(1 << 30));
-      expect(await readFile(path.join(dir, 'pids.max'), 'utf8')).toBe('256');
-      expect(CgroupManager.procsFiles(cg)).toEqual([path.join(dir, 'cgroup.procs')]);
-    } finally {
-      await rm(root, { recursive: true, force: true });
-    }
+    expect(inv.args.slice(3, 8)).toEqual(['/s/i.exit', '1', '/cg/a/cgroup.procs', 'isolated', '/run/netns/wbv3']);
+    expect(inv.args.slice(9)).toEqual(['ws', '/c', '', '', '7', '8', 'run', 'me']);
   });
 });
 
@@ -112,6 +94,7 @@ describe('parseLocalRuntimeConfig', () => {
       stateDir: '/tmp/x',
       host: '127.0.0.1',
       isolation: 'auto',
+      network: { pool: '10.88.0.0/16' },
       cgroups: 'auto',
       readiness: { kind: 'tcp', path: '/', intervalMs: 100, probeTimeoutMs: 1000 },
       images: {},
@@ -126,6 +109,8 @@ describe('parseLocalRuntimeConfig', () => {
       'runtime.local.images.x.readiness.pth',
     ],
     [{ cgroupParent: '../escape' }, 'runtime.local.cgroupParent'],
+    [{ network: { pool: '10.88.0.1/16' } }, 'runtime.local.network.pool'],
+    [{ network: { pool: '10.88.0.0/31' } }, 'runtime.local.network.pool'],
     [{ exitPollIntervalMs: -1 }, 'runtime.local.exitPollIntervalMs'],
   ])('names the bad key in %j', (raw, field) => {
     let error: unknown;

@@ -1,12 +1,16 @@
 /**
  * The tiny shell wrapper every workspace runs under. It is the leader of the workspace's process group and:
  * 1. writes its own pid into the workspace cgroup(s), so that everything it execs is accounted there from the start;
- * 2. runs the workspace, under `unshare` (own pid/mount/uts namespaces) when isolated;
+ * 2. runs the workspace, isolated (see {@link sandboxInitScript}) or as a plain child;
  * 3. records the exit status in a file, which survives a manager restart (an adopted process is no longer the
  *    manager's child, so its status could not be collected otherwise).
  *
  * It traps TERM/INT/HUP with a no-op so that a stop signal sent to the process group reaches the workspace while
  * the wrapper itself stays to record the status. Traps are reset on exec, so the workspace sees default handlers.
+ *
+ * Isolated, the wrapper enters the workspace's prepared network namespace (`nsenter --net`) and creates its pid,
+ * mount and uts namespaces (`unshare --mount-proc`); pid 1 there is the sandbox init, still root, which sets up the
+ * mounts and only then drops to the workspace identity.
  */
 const outerScript = [
   'exit_file=$1; n=$2; shift 2',
@@ -14,10 +18,11 @@ const outerScript = [
   '  if ! echo $$ > "$1"; then echo "workbay: cannot join cgroup $1" >&2; echo 125 > "$exit_file"; exit 125; fi',
   '  shift; n=$((n - 1))',
   'done',
-  'ns=$1; host=$2; init=$3; shift 3',
+  'mode=$1; shift',
   'trap : TERM INT HUP',
-  'if [ "$ns" = 1 ]; then',
-  '  unshare --pid --fork --mount --uts --mount-proc --kill-child -- /bin/sh -c "$init" "$host" "$@"',
+  'if [ "$mode" = isolated ]; then',
+  '  netns=$1; init=$2; shift 2',
+  '  nsenter --net="$netns" -- unshare --pid --fork --mount --uts --mount-proc --kill-child -- /bin/sh -c "$init" workbay-init "$@"',
   'else',
   '  "$@"',
   'fi',
@@ -26,14 +31,41 @@ const outerScript = [
   'exit $rc',
 ].join('\n');
 
+/** The workspace's own uid/gid inside its user namespace (the original's workspace user). */
+export const workspaceUid = 33333;
+
 /**
- * pid 1 of the workspace's pid namespace. It sets the hostname, runs the workspace as its child and forwards
- * TERM/HUP to it: the kernel only delivers signals to a namespace's init when it handles them, and a workspace
- * running as pid 1 would silently ignore SIGTERM. When it exits, the kernel kills whatever is left in the namespace.
+ * pid 1 of the workspace's pid namespace, running as root in fresh mount/uts namespaces and the workspace's
+ * netns (all owned by the host's user namespace, so the workspace can change none of them later). It:
+ * - sets the hostname; mounts a sysfs of the workspace's netns (the host's would list the host's links);
+ * - binds the content at /workspace and the in-workspace service dir at /.workbay (nosuid, nodev);
+ * - hides the directory holding every workspace's content (`hide`, a read-only empty tmpfs) and gives the workspace
+ *   private tmpfs mounts at /tmp, /var/tmp and /dev/shm;
+ * - runs the workspace as host uid/gid `uid`/`gid` with no capabilities, no supplementary groups and no_new_privs,
+ *   in a new user namespace that maps exactly that id to 33333 (an unprivileged process may map its own id, so no
+ *   newuidmap and no privileged helper is involved); host root is not mapped inside;
+ * - forwards TERM/HUP to it: the kernel only delivers signals to a namespace's init when it handles them, and a
+ *   workspace running as pid 1 would silently ignore SIGTERM. When init exits, the kernel kills the rest.
+ * Any set-up failure exits 125 (reported as "the workspace sandbox could not be set up").
  */
-export const initScript = [
-  'printf %s "$0" > /proc/sys/kernel/hostname || { echo "workbay: cannot set the hostname" >&2; exit 125; }',
-  '"$@" &',
+export const sandboxInitScript = [
+  'host=$1; content=$2; iws=$3; hide=$4; uid=$5; gid=$6; shift 6',
+  'fail() { echo "workbay: $*" >&2; exit 125; }',
+  'printf %s "$host" > /proc/sys/kernel/hostname || fail "cannot set the hostname"',
+  'mount -t sysfs -o ro,nosuid,nodev,noexec sysfs /sys || fail "cannot mount sysfs"',
+  'mount --bind "$content" /workspace && mount -o remount,bind,nosuid,nodev /workspace || fail "cannot mount the content"',
+  'if [ -n "$iws" ]; then',
+  '  mount --bind "$iws" /.workbay && mount -o remount,bind,nosuid,nodev,noexec /.workbay || fail "cannot mount $iws"',
+  'fi',
+  'if [ -n "$hide" ]; then',
+  '  mount -t tmpfs -o ro,nosuid,nodev,noexec,mode=755,size=4k workbay-hidden "$hide" || fail "cannot hide $hide"',
+  'fi',
+  'for d in /tmp /var/tmp /dev/shm; do',
+  '  [ -d "$d" ] || continue',
+  '  mount -t tmpfs -o nosuid,nodev,mode=1777 workbay-tmp "$d" || fail "cannot mount a tmpfs at $d"',
+  'done',
+  'cd /workspace || fail "cannot enter /workspace"',
+  `setpriv --reuid="$uid" --regid="$gid" --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs -- unshare --user --map-user=${workspaceUid} --map-group=${workspaceUid} -- "$@" &`,
   'child=$!',
   'trap \'kill -TERM "$child" 2>/dev/null\' TERM',
   'trap \'kill -HUP "$child" 2>/dev/null\' HUP',
@@ -48,14 +80,43 @@ export interface WrapperInvocation {
   readonly args: string[];
 }
 
+/** How an isolated workspace is set up; absent = a plain child process of the manager's user. */
+export interface SandboxSpec {
+  /** Path of the workspace's prepared network namespace (`/run/netns/<name>`). */
+  readonly netnsPath: string;
+  readonly hostname: string;
+  /** Host path of the content, bound to /workspace. */
+  readonly contentDir: string;
+  /** Host path bound to /.workbay, when it exists. */
+  readonly iwsDir?: string;
+  /** A host directory to cover with an empty tmpfs (the one holding every workspace's content). */
+  readonly hideDir?: string;
+  /** Host uid/gid the workspace runs as (33333 inside its user namespace). */
+  readonly uid: number;
+  readonly gid: number;
+}
+
 /** The argv that runs `command` inside the wrapper. */
 export function wrapperInvocation(options: {
   readonly exitFile: string;
   readonly cgroupProcsFiles: readonly string[];
-  readonly namespaced: boolean;
-  readonly hostname: string;
+  readonly sandbox?: SandboxSpec;
   readonly command: readonly string[];
 }): WrapperInvocation {
+  const s = options.sandbox;
+  const mode = s
+    ? [
+        'isolated',
+        s.netnsPath,
+        sandboxInitScript,
+        s.hostname,
+        s.contentDir,
+        s.iwsDir ?? '',
+        s.hideDir ?? '',
+        String(s.uid),
+        String(s.gid),
+      ]
+    : ['plain'];
   return {
     file: '/bin/sh',
     args: [
@@ -65,9 +126,7 @@ export function wrapperInvocation(options: {
       options.exitFile,
       String(options.cgroupProcsFiles.length),
       ...options.cgroupProcsFiles,
-      options.namespaced ? '1' : '0',
-      options.hostname,
-      initScript,
+      ...mode,
       ...options.command,
     ],
   };

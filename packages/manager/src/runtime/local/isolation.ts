@@ -1,0 +1,124 @@
+import { access, constants, mkdir } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { FailedPreconditionError } from '@workbay/api';
+import type { ClassResources, PluginLogger } from '@workbay/api';
+import { CgroupController, mountCgroupsIfMissing, ownCgroupPath } from '@workbay/nsinsider';
+import type { Cgroup } from '@workbay/nsinsider';
+import type { LocalRuntimeConfig } from './config.js';
+
+/** How the runtime isolates workspaces, decided once at creation from config and privileges. */
+export interface LocalIsolation {
+  /**
+   * Workspaces run isolated: as an unprivileged uid (33333 inside, the content directory's owner on the host) in
+   * their own user, network, pid, mount and uts namespaces. False: trusted processes of the manager's user.
+   */
+  readonly namespaces: boolean;
+  /** Per-workspace cgroups, below `cgroupParent` (relative to the hierarchy root). */
+  readonly cgroups?: CgroupController;
+  readonly cgroupParent?: string;
+  /** Said plainly wherever workspaces are not isolated: `workbay up`'s banner and each workspace's status. */
+  readonly notice?: string;
+}
+
+/** The host tools isolation needs (util-linux and iproute2, nftables). */
+const isolationTools = ['unshare', 'nsenter', 'setpriv', 'ip', 'nft'];
+const defaultPath = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+/** The mount points every isolated workspace binds its content and service dir to (created once, as root). */
+export const sandboxMountPoints = ['/workspace', '/.workbay'];
+
+export async function decideIsolation(config: LocalRuntimeConfig, logger: PluginLogger): Promise<LocalIsolation> {
+  const root = process.getuid?.() === 0;
+  const user = os.userInfo().username;
+  const missing: string[] = [];
+  for (const tool of isolationTools) if (!(await findOnPath(tool))) missing.push(tool);
+  let namespaces = false;
+  let notice: string | undefined;
+  if (config.isolation === 'namespaces') {
+    if (!root) throw new FailedPreconditionError('runtime.local.isolation: isolation needs the manager to run as root');
+    if (missing.length > 0) {
+      throw new FailedPreconditionError(
+        `runtime.local.isolation: isolation needs ${missing.join(', ')} (util-linux, iproute2, nftables)`,
+      );
+    }
+    namespaces = true;
+  } else if (config.isolation === 'auto') {
+    namespaces = root && missing.length === 0;
+    if (!root) {
+      notice = `not isolated: the manager does not run as root, so workspaces run as trusted processes of user '${user}' without isolation`;
+    } else if (missing.length > 0) {
+      notice = `not isolated: ${missing.join(', ')} not found, so workspaces run as trusted processes of root without isolation`;
+    }
+  } else {
+    notice = `not isolated: runtime.local.isolation is 'none', so workspaces run as trusted processes of user '${user}' without isolation`;
+  }
+  if (notice) logger.warn({}, notice);
+  if (namespaces) {
+    for (const dir of sandboxMountPoints) await mkdir(dir, { recursive: true, mode: 0o755 });
+  }
+
+  if (config.cgroups === 'off' || (config.cgroups === 'auto' && !root)) return { namespaces, notice };
+  if (!root) {
+    throw new FailedPreconditionError(`runtime.local.cgroups: '${config.cgroups}' needs the manager to run as root`);
+  }
+  await mountCgroupsIfMissing().catch((error: unknown) =>
+    logger.warn({ error: String(error) }, 'could not mount the cgroup controllers'),
+  );
+  const wanted = config.cgroups === 'v1' ? 'v1' : config.cgroups === 'v2' ? 'v2' : undefined;
+  const controller = await CgroupController.detect().catch(() => undefined);
+  if (!controller || (wanted !== undefined && controller.version !== wanted)) {
+    const message = `runtime.local.cgroups: no usable cgroup ${wanted ? `${wanted} ` : ''}hierarchy with cpu or memory controllers`;
+    if (config.cgroups === 'auto') {
+      logger.warn({}, `${message}; workspaces run without resource limits`);
+      return { namespaces, notice };
+    }
+    throw new FailedPreconditionError(message);
+  }
+  return { namespaces, notice, cgroups: controller, cgroupParent: await cgroupParent(config, controller) };
+}
+
+/** v1: below the manager's own cgroup unless absolute; v2: from the root (the manager's own cgroup has processes). */
+async function cgroupParent(config: LocalRuntimeConfig, controller: CgroupController): Promise<string> {
+  const configured = config.cgroupParent ?? (controller.version === 'v1' ? 'workbay' : '/workbay');
+  if (configured.startsWith('/')) return configured.slice(1);
+  return path.posix.join(await ownCgroupPath(controller.layout), configured);
+}
+
+const cfsPeriodUs = 100_000;
+
+/** Creates the workspace's cgroup with the class limits; the wrapper joins it before it execs anything. */
+export async function createWorkspaceCgroup(
+  controller: CgroupController,
+  parent: string,
+  name: string,
+  resources: ClassResources,
+): Promise<Cgroup> {
+  const cg = controller.cgroup(path.posix.join(parent, name));
+  await cg.create();
+  try {
+    if (resources.cpu !== undefined) {
+      await cg.setCpuLimit({ quotaUs: Math.max(1000, Math.round(resources.cpu * cfsPeriodUs)), periodUs: cfsPeriodUs });
+    }
+    if (resources.memoryBytes !== undefined) await cg.setMemoryLimit(resources.memoryBytes);
+    if (resources.pids !== undefined) await cg.setPidsLimit(resources.pids);
+  } catch (error) {
+    await cg.remove().catch(() => undefined);
+    throw error;
+  }
+  return cg;
+}
+
+async function findOnPath(name: string): Promise<string | undefined> {
+  for (const dir of (process.env['PATH'] ?? defaultPath).split(':')) {
+    const candidate = path.join(dir, name);
+    if (
+      await access(candidate, constants.X_OK).then(
+        () => true,
+        () => false,
+      )
+    )
+      return candidate;
+  }
+  return undefined;
+}

@@ -1,0 +1,111 @@
+import { existsSync } from 'node:fs';
+import type { Stats } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { FailedPreconditionError } from '@workbay/api';
+import type { RuntimeWorkspaceSpec } from '@workbay/api';
+import type { LocalRuntimeConfig, ReadinessConfig } from './config.js';
+import { expandCommand, resolveImage } from './images.js';
+import { hideDirFor, hostIdentity, iwsDirFor, sandboxEnv, workspaceMount } from './sandbox.js';
+import type { HostIdentity } from './sandbox.js';
+
+const defaultPath = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+/** The IDE port an isolated workspace gets when the spec asks for 0 (it has an address of its own). */
+export const defaultIsolatedIdePort = 23000;
+
+/** Everything about one launch that follows from the spec and the config, before anything is created. */
+export interface LaunchPlan {
+  readonly command: string[];
+  readonly env: Record<string, string>;
+  readonly readiness: ReadinessConfig;
+  readonly idePort: number;
+  /** Spec port → port where it is reachable. */
+  readonly portMap: Record<string, number>;
+  /** Which `images` entry matched; undefined = the built-in default workspace. */
+  readonly mappedPattern?: string;
+  /** Isolated only: the workspace's host identity, its service dir and the directory to hide. */
+  readonly identity?: HostIdentity;
+  readonly iwsDir?: string;
+  readonly hideDir?: string;
+}
+
+/**
+ * Works out the command, env, ports and (isolated) identity of a workspace. Isolated, the workspace listens on its
+ * own address, so every spec port is its own (portMap identity) and the default workspace binds 0.0.0.0 inside its
+ * network namespace; otherwise `idePort` is the host port the runtime's allocator handed out.
+ */
+export async function planLaunch(options: {
+  readonly spec: RuntimeWorkspaceSpec;
+  readonly config: LocalRuntimeConfig;
+  readonly contentDir: string;
+  readonly contentStat: Stats;
+  readonly isolated: boolean;
+  /** Non-isolated only: the allocated host port for the IDE. */
+  readonly allocatedIdePort?: number;
+}): Promise<LaunchPlan> {
+  const { spec, config, contentDir, isolated } = options;
+  const mapped = resolveImage(config.images, spec.image);
+  const readiness: ReadinessConfig = { ...config.readiness, ...(mapped?.config.readiness ?? {}) };
+  const requested = spec.ports[0] ?? 0;
+  const idePort = isolated ? requested || defaultIsolatedIdePort : options.allocatedIdePort!;
+  const portMap: Record<string, number> = {};
+  spec.ports.forEach((p, index) => (portMap[String(p)] = index === 0 ? idePort : p));
+
+  const iwsDir = isolated ? await iwsDirFor(contentDir) : undefined;
+  let env: Record<string, string> = {
+    PATH: process.env['PATH'] ?? defaultPath,
+    ...(mapped?.config.env ?? {}),
+    ...spec.env,
+    PORT: String(idePort),
+    WORKBAY_IDE_PORT: String(idePort),
+  };
+  if (isolated) env = sandboxEnv(env, contentDir, iwsDir);
+  const command = mapped
+    ? expandCommand(mapped.config.command, env)
+    : [
+        process.execPath,
+        defaultWorkspaceScript(),
+        '--port',
+        String(idePort),
+        '--host',
+        isolated ? '0.0.0.0' : config.host,
+        '--workspace-id',
+        spec.workspaceId,
+        '--instance-id',
+        spec.instanceId,
+        '--owner',
+        spec.owner,
+      ];
+  if (!isolated) return { command, env, readiness, idePort, portMap, mappedPattern: mapped?.pattern };
+  const needed = [process.execPath, command[0] ?? '', ...(mapped ? [] : [defaultWorkspaceScript()])];
+  return {
+    command,
+    env,
+    readiness,
+    idePort,
+    portMap,
+    mappedPattern: mapped?.pattern,
+    identity: hostIdentity(options.contentStat),
+    iwsDir,
+    hideDir: hideDirFor(contentDir, needed),
+  };
+}
+
+/** The built default workspace lives beside this module in dist; from sources (tests) it is taken from dist. */
+export function defaultWorkspaceScript(): string {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  const beside = path.join(here, 'default-workspace.js');
+  if (existsSync(beside)) return beside;
+  const fromSource = path.resolve(here, '../../../dist/runtime/local/default-workspace.js');
+  if (existsSync(fromSource)) return fromSource;
+  throw new FailedPreconditionError(`the default workspace script is missing (${beside}); build @workbay/manager`);
+}
+
+/** A UTS hostname is at most 64 bytes; keep it a valid label-ish string. */
+export function hostnameFor(workspaceId: string): string {
+  const cleaned = workspaceId.replace(/[^A-Za-z0-9.-]/g, '-').slice(0, 63);
+  return cleaned || 'workspace';
+}
+
+/** Where the workspace's cwd is, as it sees it. */
+export const workspaceCwd = (isolated: boolean, contentDir: string): string => (isolated ? workspaceMount : contentDir);

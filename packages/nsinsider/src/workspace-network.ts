@@ -1,0 +1,325 @@
+import { readdir, writeFile } from 'node:fs/promises';
+import { parseIpv4Cidr } from './contract.js';
+import { errnoCode, NsinsiderError, NsinsiderValidationError } from './errors.js';
+import type { CommandResult } from './exec.js';
+import { runCommand } from './exec.js';
+import type { VethPairResult } from './types.js';
+
+/**
+ * Host-side network plumbing for workspaces that live in named network namespaces (`ip netns`), as the local
+ * runtime runs them: one netns and one veth pair per workspace, and one host nftables table that keeps every
+ * workspace away from the host and from each other. Everything here runs in the caller's (the host's) network
+ * namespace with plain `ip`/`nft`, in-process: no nsenter and no node start-up per step, since these sit on the
+ * path of every workspace start.
+ *
+ * Requires root (CAP_NET_ADMIN, CAP_SYS_ADMIN for `ip netns`), iproute2 and nftables.
+ */
+
+/** The host table (family `inet`, so IPv6 is covered too) holding the workspace isolation rules. */
+export const WORKSPACE_FIREWALL_TABLE = 'workbay';
+/** Where `ip netns` keeps its named namespaces. */
+export const NETNS_DIR = '/run/netns';
+
+const TOOL_TIMEOUT_MS = 20_000;
+const ifNamePattern = /^[A-Za-z0-9_.-]{1,15}$/;
+const netnsPattern = /^[A-Za-z0-9_.-]{1,64}$/;
+// Names that build interface names: short enough to append a 'p' for the peer's temporary name.
+const ifPrefixPattern = /^[A-Za-z][A-Za-z0-9]{0,7}$/;
+
+function check(op: string, field: string, value: string, pattern: RegExp, what: string): void {
+  if (typeof value !== 'string' || !pattern.test(value)) {
+    throw new NsinsiderValidationError(op, field, `must be ${what}, got ${JSON.stringify(String(value).slice(0, 32))}`);
+  }
+}
+
+const ifNameRule = '1-15 characters of [A-Za-z0-9_.-]';
+
+async function ip(op: string, args: readonly string[], input?: string): Promise<CommandResult> {
+  return tool(op, 'ip', args, input);
+}
+
+async function tool(op: string, file: string, args: readonly string[], input?: string): Promise<CommandResult> {
+  const r = await runCommand(file, args, { timeoutMs: TOOL_TIMEOUT_MS, input });
+  const stderr = r.stderr.trim();
+  if (r.spawnError) {
+    const missing = r.spawnError.code === 'ENOENT';
+    throw new NsinsiderError(
+      `${op}: cannot run ${file}${missing ? ` (is it installed?)` : ''}: ${r.spawnError.message}`,
+      {
+        op,
+        kind: missing ? 'unsupported' : 'spawn',
+        code: r.spawnError.code,
+        cause: r.spawnError,
+      },
+    );
+  }
+  if (r.timedOut) {
+    throw new NsinsiderError(`${op}: ${file} did not finish within ${TOOL_TIMEOUT_MS} ms`, {
+      op,
+      kind: 'timeout',
+      code: 'ETIMEDOUT',
+      stderr,
+    });
+  }
+  if (r.exitCode !== 0) {
+    throw new NsinsiderError(`${op}: ${file} ${args.join(' ')} failed (exit ${r.exitCode}): ${stderr.slice(0, 400)}`, {
+      op,
+      kind: 'failed',
+      code: classify(stderr),
+      exitCode: r.exitCode,
+      stderr,
+    });
+  }
+  return r;
+}
+
+function classify(stderr: string): string {
+  const s = stderr.toLowerCase();
+  if (s.includes('file exists') || s.includes('already exists')) return 'EEXIST';
+  if (s.includes('no such file') || s.includes('does not exist') || s.includes('cannot find device')) return 'ENOENT';
+  if (s.includes('permission denied') || s.includes('operation not permitted')) return 'EPERM';
+  if (s.includes('busy')) return 'EBUSY';
+  return 'EFAILED';
+}
+
+const isCode = (e: unknown, code: string): boolean => e instanceof NsinsiderError && e.code === code;
+
+/** Creates the named network namespace `name` (`ip netns add`); fails with code EEXIST when it exists. */
+export async function createNetns(name: string): Promise<void> {
+  check('netns-create', 'name', name, netnsPattern, '1-64 characters of [A-Za-z0-9_.-]');
+  await ip('netns-create', ['netns', 'add', name]);
+}
+
+/** Deletes the named network namespace; false when there was none. Its links go with it once no process holds it. */
+export async function deleteNetns(name: string): Promise<boolean> {
+  check('netns-delete', 'name', name, netnsPattern, '1-64 characters of [A-Za-z0-9_.-]');
+  try {
+    await ip('netns-delete', ['netns', 'delete', name]);
+    return true;
+  } catch (e) {
+    if (isCode(e, 'ENOENT')) return false;
+    throw e;
+  }
+}
+
+/** Names of the named network namespaces, optionally only those starting with `prefix`. */
+export async function listNetns(prefix = ''): Promise<string[]> {
+  try {
+    return (await readdir(NETNS_DIR)).filter((n) => n.startsWith(prefix)).sort();
+  } catch (e) {
+    if (errnoCode(e) === 'ENOENT') return [];
+    throw e;
+  }
+}
+
+export interface HostLink {
+  readonly name: string;
+  /** The interface alias (ifalias), '' when unset. */
+  readonly alias: string;
+}
+
+/** The host's links whose name starts with `prefix`, with their aliases. */
+export async function listLinks(prefix = ''): Promise<HostLink[]> {
+  const r = await ip('link-list', ['-j', 'link', 'show']);
+  const links = JSON.parse(r.stdout || '[]') as Array<{ ifname: string; ifalias?: string }>;
+  return links
+    .filter((l) => l.ifname.startsWith(prefix))
+    .map((l) => ({ name: l.ifname, alias: l.ifalias ?? '' }))
+    .sort((a, b) => a.name.localeCompare(b.name));
+}
+
+/** Deletes a link (a veth end takes its peer with it); false when there was none. */
+export async function deleteLink(ifName: string): Promise<boolean> {
+  check('link-delete', 'ifName', ifName, ifNamePattern, ifNameRule);
+  try {
+    await ip('link-delete', ['link', 'delete', ifName]);
+    return true;
+  } catch (e) {
+    if (isCode(e, 'ENOENT')) return false;
+    throw e;
+  }
+}
+
+export interface ClaimVethRequest {
+  /** Name of the host end; also what claims it: creation fails with EEXIST when the name is taken. */
+  hostIfName: string;
+  /** Stored as the host end's alias (at most 200 characters), so that leftovers can be told apart by owner. */
+  alias: string;
+}
+
+/**
+ * Creates a veth pair in the host namespace, the peer named `<hostIfName>p` for now, and labels the host end with
+ * `alias`. The kernel refuses a second link of the same name, so this is an atomic claim of the name (and of
+ * whatever the caller derives from it, such as an address slot): it fails with code EEXIST when the name is taken.
+ */
+export async function claimVethPair(req: ClaimVethRequest): Promise<void> {
+  const op = 'veth-claim';
+  check(op, 'hostIfName', req.hostIfName, /^[A-Za-z0-9_.-]{1,14}$/, '1-14 characters of [A-Za-z0-9_.-]');
+  if (typeof req.alias !== 'string' || req.alias.length > 200 || /[\n\0]/.test(req.alias)) {
+    throw new NsinsiderValidationError(op, 'alias', 'must be at most 200 characters without newlines');
+  }
+  await ip(op, ['link', 'add', req.hostIfName, 'type', 'veth', 'peer', 'name', `${req.hostIfName}p`]);
+  try {
+    await ip(op, ['link', 'set', req.hostIfName, 'alias', req.alias]);
+  } catch (e) {
+    await runCommand('ip', ['link', 'delete', req.hostIfName], { timeoutMs: TOOL_TIMEOUT_MS });
+    throw e;
+  }
+}
+
+export interface AttachVethRequest {
+  /** Host end created by {@link claimVethPair}; its peer is `<hostIfName>p`. */
+  hostIfName: string;
+  /** Named network namespace (already created) that receives the peer. */
+  netns: string;
+  /** The pair's /30 (or larger): the host end gets the first address, the peer the second. */
+  cidr: string;
+  /** Name of the peer inside the namespace (default eth0). */
+  peerIfName?: string;
+}
+
+/**
+ * Moves the claimed pair's peer into `netns` and configures both ends, as the original's SetupPairVeths: host end
+ * with the first address, up, IPv6 off (no link-local address a workspace could reach the host on); inside, the
+ * peer renamed and given the second address, loopback and peer up, default route via the host end.
+ */
+export async function attachVethToNetns(req: AttachVethRequest): Promise<VethPairResult> {
+  const op = 'veth-attach';
+  check(op, 'hostIfName', req.hostIfName, /^[A-Za-z0-9_.-]{1,14}$/, '1-14 characters of [A-Za-z0-9_.-]');
+  check(op, 'netns', req.netns, netnsPattern, '1-64 characters of [A-Za-z0-9_.-]');
+  const peerIfName = req.peerIfName ?? 'eth0';
+  check(op, 'peerIfName', peerIfName, ifNamePattern, ifNameRule);
+  let cidr;
+  try {
+    cidr = parseIpv4Cidr(req.cidr);
+  } catch {
+    throw new NsinsiderValidationError(op, 'cidr', `must be an IPv4 CIDR of at most /30, got ${req.cidr.slice(0, 32)}`);
+  }
+  const tmpPeer = `${req.hostIfName}p`;
+  await writeIpv6Disabled(op, req.hostIfName);
+  await ip(
+    op,
+    ['-batch', '-'],
+    [
+      `link set ${tmpPeer} netns ${req.netns}`,
+      `addr add ${cidr.first}/${cidr.prefixLength} dev ${req.hostIfName}`,
+      `link set ${req.hostIfName} up`,
+      '',
+    ].join('\n'),
+  );
+  await ip(
+    op,
+    ['-n', req.netns, '-batch', '-'],
+    [
+      `link set ${tmpPeer} name ${peerIfName}`,
+      `addr add ${cidr.second}/${cidr.prefixLength} dev ${peerIfName}`,
+      'link set lo up',
+      `link set ${peerIfName} up`,
+      `route add default via ${cidr.first} dev ${peerIfName}`,
+      '',
+    ].join('\n'),
+  );
+  return {
+    hostIfName: req.hostIfName,
+    peerIfName,
+    hostAddress: cidr.first,
+    peerAddress: cidr.second,
+    prefixLength: cidr.prefixLength,
+  };
+}
+
+async function writeIpv6Disabled(op: string, ifName: string): Promise<void> {
+  try {
+    await writeFile(`/proc/sys/net/ipv6/conf/${ifName}/disable_ipv6`, '1');
+  } catch (e) {
+    // No IPv6 in this kernel: nothing to disable.
+    if (errnoCode(e) === 'ENOENT') return;
+    throw new NsinsiderError(`${op}: cannot disable IPv6 on ${ifName}: ${(e as Error).message}`, {
+      op,
+      kind: 'failed',
+      code: errnoCode(e),
+      cause: e,
+    });
+  }
+}
+
+export interface WorkspaceFirewallRequest {
+  /** Every workspace's host end starts with this (e.g. `wbv`); the rules match the prefix, so they hold for any
+   * number of workspaces without per-workspace rules, and fail closed for a link that some bookkeeping forgot. */
+  ifPrefix: string;
+}
+
+/** The ruleset {@link ensureWorkspaceFirewall} installs (exported for tests and docs). */
+export function workspaceFirewallRuleset(req: WorkspaceFirewallRequest): string {
+  check('firewall-ensure', 'ifPrefix', req.ifPrefix, ifPrefixPattern, 'a letter then at most 7 letters or digits');
+  const ws = `"${req.ifPrefix}*"`;
+  return [
+    `table inet ${WORKSPACE_FIREWALL_TABLE} {`,
+    '  chain input {',
+    // Before the usual filter priority, so that a host's own accept-all input chain cannot let a workspace in.
+    '    type filter hook input priority filter - 10; policy accept;',
+    `    iifname ${ws} ct state established,related accept`,
+    `    iifname ${ws} counter drop`,
+    '  }',
+    '  chain forward {',
+    '    type filter hook forward priority filter - 10; policy accept;',
+    `    iifname ${ws} oifname ${ws} counter drop`,
+    `    oifname ${ws} ct state established,related accept`,
+    `    oifname ${ws} counter drop`,
+    '  }',
+    '  chain postrouting {',
+    '    type nat hook postrouting priority srcnat; policy accept;',
+    `    iifname ${ws} oifname != ${ws} masquerade`,
+    '  }',
+    '}',
+    '',
+  ].join('\n');
+}
+
+/**
+ * Installs (or re-installs, atomically) the host table `inet workbay`: new connections from a workspace link to
+ * any address of the host are dropped (input), so are connections between workspaces and new connections from
+ * elsewhere into a workspace (forward); replies to connections the host opened pass; traffic from workspaces to
+ * the outside is masqueraded. Also turns on IPv4 forwarding, without which workspaces have no way out.
+ * Idempotent: the table is declared, deleted and re-created in one nft transaction.
+ */
+export async function ensureWorkspaceFirewall(req: WorkspaceFirewallRequest): Promise<void> {
+  const rules = workspaceFirewallRuleset(req);
+  const script = [
+    `table inet ${WORKSPACE_FIREWALL_TABLE} {}`,
+    `delete table inet ${WORKSPACE_FIREWALL_TABLE}`,
+    rules,
+  ].join('\n');
+  await tool('firewall-ensure', 'nft', ['-f', '-'], script);
+  try {
+    await writeFile('/proc/sys/net/ipv4/ip_forward', '1');
+  } catch (e) {
+    throw new NsinsiderError(`firewall-ensure: cannot enable IPv4 forwarding: ${(e as Error).message}`, {
+      op: 'firewall-ensure',
+      kind: 'failed',
+      code: errnoCode(e),
+      cause: e,
+    });
+  }
+}
+
+/** The installed host table as nft prints it, or undefined when there is none. */
+export async function readWorkspaceFirewall(): Promise<string | undefined> {
+  try {
+    return (await tool('firewall-read', 'nft', ['list', 'table', 'inet', WORKSPACE_FIREWALL_TABLE])).stdout;
+  } catch (e) {
+    if (isCode(e, 'ENOENT')) return undefined;
+    throw e;
+  }
+}
+
+/** Removes the host table; false when there was none. */
+export async function removeWorkspaceFirewall(): Promise<boolean> {
+  try {
+    await tool('firewall-remove', 'nft', ['delete', 'table', 'inet', WORKSPACE_FIREWALL_TABLE]);
+    return true;
+  } catch (e) {
+    if (isCode(e, 'ENOENT')) return false;
+    throw e;
+  }
+}
