@@ -255,8 +255,15 @@ const managerConfigSchema = z
       .prefault({}),
     subscribe: z
       .object({
-        /** Updates a subscriber may have queued before it is cut off (RESOURCE_EXHAUSTED). */
+        /**
+         * Unread updates above which a subscriber that stops reading is cut off (RESOURCE_EXHAUSTED) after
+         * `stallTimeout`; a subscriber that keeps reading is never cut off.
+         */
         bufferSize: z.number().int().min(1).default(250),
+        /** How long a subscriber over `bufferSize` may go without reading anything. */
+        stallTimeout: duration.default('10s'),
+        /** Memory guard: unread updates at which a subscriber is cut off at once. */
+        maxBacklog: z.number().int().min(1).default(50_000),
         /** Recent updates kept for SubscribeRequest.resume_from_status_version. */
         historySize: z.number().int().min(0).default(10_000),
       })
@@ -383,7 +390,12 @@ export interface ManagerConfig {
   readonly unknownClass: 'reject' | 'default';
   readonly timeouts: TimeoutSettings;
   readonly stopGrace: { readonly normallyMs: number; readonly immediatelyMs: number; readonly abortMs: number };
-  readonly subscribe: { readonly bufferSize: number; readonly historySize: number };
+  readonly subscribe: {
+    readonly bufferSize: number;
+    readonly historySize: number;
+    readonly stallTimeoutMs: number;
+    readonly maxBacklog: number;
+  };
   readonly maintenance: { readonly enabled: boolean; readonly file: string; readonly pollIntervalMs: number };
   readonly stoppedRetentionMs: number;
   readonly log: { readonly level: string };
@@ -514,7 +526,12 @@ export function resolveManagerConfig(raw: unknown, options: { source?: string; b
       immediatelyMs: ms(c.stopGrace.immediately),
       abortMs: ms(c.stopGrace.abort),
     },
-    subscribe: c.subscribe,
+    subscribe: {
+      bufferSize: c.subscribe.bufferSize,
+      historySize: c.subscribe.historySize,
+      stallTimeoutMs: ms(c.subscribe.stallTimeout),
+      maxBacklog: Math.max(c.subscribe.maxBacklog, c.subscribe.bufferSize),
+    },
     maintenance: {
       enabled: c.maintenance.enabled,
       file: path(c.maintenance.file) ?? join(stateDir, 'maintenance.json'),

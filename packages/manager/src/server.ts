@@ -29,6 +29,9 @@ export interface ManagerServerOptions {
   readonly tls?: TlsFiles;
   /** Subscribe buffer per subscriber (default 250). */
   readonly subscribeBufferSize?: number;
+  /** How long a subscriber over its buffer may go without reading (default 10 s). */
+  readonly subscribeStallTimeoutMs?: number;
+  readonly subscribeMaxBacklog?: number;
 }
 
 export interface ManagerServer {
@@ -84,6 +87,8 @@ export async function startManagerServer(options: ManagerServerOptions): Promise
     logger: options.logger,
     metrics: options.metrics,
     bufferSize: options.subscribeBufferSize ?? 250,
+    stallTimeoutMs: options.subscribeStallTimeoutMs,
+    maxBacklog: options.subscribeMaxBacklog,
     converter,
   });
   server.addService(workspaceManagerServiceDefinition, implementation);

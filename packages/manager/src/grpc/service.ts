@@ -2,14 +2,12 @@
  * The `wsman.WorkspaceManager` service: decodes requests into domain calls on {@link WorkspaceManagerCore} and
  * encodes the answers. Errors become gRPC status through the api's `toGrpcStatus` (via `unaryHandler`).
  *
- * Subscribe streams are fanned out from the core's status bus with a bounded buffer per subscriber: grpc-js's
- * `write()` backpressure is respected, further updates queue up to `bufferSize`, and a subscriber whose queue
- * overflows is cut off with RESOURCE_EXHAUSTED ("subscriber too slow") so that it never slows the others.
+ * Subscribe streams are fanned out from the core's status bus, one RxJS pipeline per subscriber
+ * (./subscribe.ts): only a client that stops reading is ever cut off, and it never slows the others.
  *
  * @module
  */
-import { status as grpcStatus } from '@grpc/grpc-js';
-import type { ServerWritableStream, handleServerStreamingCall } from '@grpc/grpc-js';
+import type { handleServerStreamingCall } from '@grpc/grpc-js';
 import {
   WorkspaceManagerService,
   admissionLevel,
@@ -22,21 +20,22 @@ import {
   wsman,
 } from '@workbay/api';
 import type { WorkspaceManagerServer } from '@workbay/api';
-import type { Subscription } from 'rxjs';
 import type { WorkspaceManagerCore } from '../core/manager.js';
-import { matchesFilter } from '../domain/status.js';
-import type { WorkspaceRecord } from '../domain/types.js';
 import type { Logger } from '../logger.js';
 import type { ManagerMetrics } from '../metrics.js';
 import type { StatusConverter } from './convert.js';
 import { boundErrorMessage, checkRequestBounds } from './bounds.js';
 import { filterFromProto, startInputFromProto } from './convert.js';
+import { createSubscribeHandler } from './subscribe.js';
 
 export interface ServiceOptions {
   readonly core: WorkspaceManagerCore;
   readonly logger: Logger;
   readonly metrics?: ManagerMetrics;
   readonly bufferSize: number;
+  /** See grpc/subscribe.ts. */
+  readonly stallTimeoutMs?: number;
+  readonly maxBacklog?: number;
   readonly converter: StatusConverter;
 }
 
@@ -103,7 +102,7 @@ export function createWorkspaceManagerImplementation(options: ServiceOptions): W
       url: await core.backupWorkspace(request.id),
     })),
 
-    subscribe: createSubscribeHandler(options) as handleServerStreamingCall<
+    subscribe: createSubscribeHandler({ ...options, core }) as handleServerStreamingCall<
       wsman.SubscribeRequest,
       wsman.SubscribeResponse
     >,
@@ -166,87 +165,5 @@ export function createWorkspaceManagerImplementation(options: ServiceOptions): W
         preferredWorkspaceClass: cluster.preferred,
       };
     }),
-  };
-}
-
-type SubscribeCall = ServerWritableStream<wsman.SubscribeRequest, wsman.SubscribeResponse | Buffer>;
-
-function createSubscribeHandler(options: ServiceOptions): (call: SubscribeCall) => void {
-  const { core, converter, logger, metrics, bufferSize } = options;
-  return (call) => {
-    let filter;
-    try {
-      filter = filterFromProto(call.request.mustMatch);
-    } catch (error) {
-      call.emit('error', { code: grpcStatus.INVALID_ARGUMENT, details: (error as Error).message });
-      return;
-    }
-    const queue: Buffer[] = [];
-    let subscription: Subscription | undefined = undefined;
-    let blocked = false;
-    let finished = false;
-    metrics?.subscribers.inc();
-
-    const finish = (): void => {
-      if (finished) return;
-      finished = true;
-      subscription?.unsubscribe();
-      queue.length = 0;
-      metrics?.subscribers.dec();
-    };
-
-    const cutOff = (): void => {
-      logger.warn({ peer: call.getPeer(), queued: queue.length }, 'subscriber too slow; cutting it off');
-      metrics?.droppedSubscribersTotal.inc();
-      finish();
-      call.emit('error', {
-        code: grpcStatus.RESOURCE_EXHAUSTED,
-        details: `subscriber too slow: more than ${bufferSize} status updates queued; reconnect and resync with GetWorkspaces`,
-      });
-    };
-
-    const send = (bytes: Buffer): void => {
-      if (finished) return;
-      if (blocked) {
-        queue.push(bytes);
-        if (queue.length > bufferSize) cutOff();
-        return;
-      }
-      if (!call.write(bytes)) blocked = true;
-    };
-
-    call.on('drain', () => {
-      blocked = false;
-      while (!finished && !blocked && queue.length > 0) {
-        if (!call.write(queue.shift()!)) blocked = true;
-      }
-    });
-    call.on('cancelled', finish);
-    call.on('close', finish);
-    call.on('error', finish);
-
-    const onStatus = (record: WorkspaceRecord): void => {
-      if (matchesFilter(record, filter)) send(converter.subscribeResponseBytes(record));
-    };
-
-    // Replay and live subscription are set up in one synchronous block, so no update can fall in between.
-    const resumeFrom = call.request.resumeFromStatusVersion;
-    if (resumeFrom > 0) {
-      const resume = core.resumeFrom(resumeFrom);
-      if (resume.covered) {
-        for (const record of resume.updates) onStatus(record);
-      } else {
-        send(Buffer.from(wsman.SubscribeResponse.encode({ header: {}, resyncRequired: true }).finish()));
-      }
-    }
-    if (finished) return;
-    subscription = core.status$.subscribe({
-      next: onStatus,
-      complete: () => {
-        if (finished) return;
-        finish();
-        call.end();
-      },
-    });
   };
 }

@@ -28,7 +28,7 @@ const phaseOf = (u: wsman.SubscribeResponse): WorkspacePhase | undefined =>
 describe('Subscribe and GetWorkspaces', () => {
   let h: Harness;
   beforeAll(async () => {
-    h = await startHarness({ config: { subscribe: { historySize: 50 } } });
+    h = await startHarness({ config: { subscribe: { historySize: 50, stallTimeout: '1s' } } });
   });
   afterAll(async () => {
     await h?.close();
@@ -175,8 +175,11 @@ describe('Subscribe and GetWorkspaces', () => {
       await new Promise((resolve) => setTimeout(resolve, 20));
     // The reader that keeps up got every update; the frozen one was cut off.
     expect(fastCount).toBe(published - missedByFast);
-    const dropped = (await h.running.metrics.droppedSubscribersTotal.get()).values[0]?.value;
-    expect(dropped).toBe(1);
+    // Cut off once it has been over its buffer without reading for the stall period (1 s here).
+    const dropped = async (): Promise<number | undefined> =>
+      (await h.running.metrics.droppedSubscribersTotal.get()).values[0]?.value;
+    while ((await dropped()) !== 1 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+    expect(await dropped()).toBe(1);
 
     child.kill('SIGCONT');
     await exited;

@@ -1,0 +1,150 @@
+/**
+ * Subscribe over real gRPC (a status bus stands in for the core): a burst of 1,000 updates reaches a slow but
+ * reading client in full; a client that never reads is cut off after the stall period; the others carry on.
+ */
+import { connect } from 'node:http2';
+import type { ClientHttp2Session, ClientHttp2Stream } from 'node:http2';
+import { Server, ServerCredentials, status as grpcStatus } from '@grpc/grpc-js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { wsman } from '@workbay/api';
+import { defaultManagerConfig } from '../config.js';
+import { StatusBus } from '../core/status-bus.js';
+import { createSilentLogger } from '../logger.js';
+import { ManagerMetrics } from '../metrics.js';
+import { makeRecord } from '../test-support/records.js';
+import { StatusConverter } from './convert.js';
+import { createWorkspaceManagerImplementation, workspaceManagerServiceDefinition } from './service.js';
+
+const burst = 1000;
+const bufferSize = 50;
+
+describe('Subscribe backpressure', () => {
+  let server: Server;
+  let bus: StatusBus;
+  let address: string;
+  const metrics = new ManagerMetrics({ workspaces: () => [] });
+  beforeAll(async () => {
+    bus = new StatusBus(100, 0);
+    const core = {
+      get status$() {
+        return bus.status$;
+      },
+      resumeFrom: (version: number) => bus.since(version),
+      timeoutSettings: defaultManagerConfig.timeouts,
+    };
+    server = new Server();
+    server.addService(
+      workspaceManagerServiceDefinition,
+      createWorkspaceManagerImplementation({
+        core: core as never,
+        logger: createSilentLogger(),
+        metrics,
+        bufferSize,
+        stallTimeoutMs: 1_000,
+        converter: new StatusConverter(defaultManagerConfig.timeouts),
+      }),
+    );
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
+    );
+    address = `127.0.0.1:${port}`;
+  });
+  afterAll(() => {
+    bus.complete();
+    server.forceShutdown();
+  });
+  /**
+   * A Subscribe call on a raw HTTP/2 connection of its own, so that not reading really stops the flow (Node's
+   * HTTP/2 streams stop acknowledging data while paused; grpc-js clients buffer whatever arrives).
+   */
+  function rawSubscribe(): { stream: ClientHttp2Stream; session: ClientHttp2Session; messages: () => Buffer[] } {
+    const session = connect(`http://${address}`);
+    const stream = session.request({
+      ':method': 'POST',
+      ':path': '/wsman.WorkspaceManager/Subscribe',
+      'content-type': 'application/grpc',
+      te: 'trailers',
+    });
+    const body = Buffer.from(wsman.SubscribeRequest.encode(wsman.SubscribeRequest.fromPartial({})).finish());
+    const frame = Buffer.alloc(5 + body.length);
+    frame.writeUInt32BE(body.length, 1);
+    body.copy(frame, 5);
+    stream.end(frame);
+    let pending = Buffer.alloc(0);
+    const messages: Buffer[] = [];
+    stream.on('data', (chunk: Buffer) => {
+      pending = Buffer.concat([pending, chunk]);
+      while (pending.length >= 5 && pending.length >= 5 + pending.readUInt32BE(1)) {
+        const length = pending.readUInt32BE(1);
+        messages.push(pending.subarray(5, 5 + length));
+        pending = pending.subarray(5 + length);
+      }
+    });
+    return { stream, session, messages: () => messages };
+  }
+
+  /** The grpc-status of a raw call once its trailers arrive. */
+  const statusOf = (stream: ClientHttp2Stream): Promise<{ code: number; message: string }> =>
+    new Promise((resolve) =>
+      stream.once('trailers', (t) =>
+        resolve({ code: Number(t['grpc-status']), message: decodeURIComponent(String(t['grpc-message'] ?? '')) }),
+      ),
+    );
+
+  const versionsOf = (messages: Buffer[]): number[] =>
+    messages.map((m) => wsman.SubscribeResponse.decode(m).status!.statusVersion);
+
+  it('a slow but reading client gets all of a 1,000-update burst; a client that never reads is cut off; a third is unaffected', async () => {
+    const slow = rawSubscribe();
+    const fast = rawSubscribe();
+    // Never reads: paused before anything arrives (no 'data' listener would do the same).
+    const stuck = rawSubscribe();
+    stuck.stream.pause();
+    const stuckStatus = statusOf(stuck.stream);
+
+    // Reads slowly: a pause after every chunk, long against the burst, short against the stall period.
+    slow.stream.on('data', () => {
+      slow.stream.pause();
+      setTimeout(() => slow.stream.resume(), 5);
+    });
+    // Streams are live once the server has registered them.
+    await new Promise((r) => setTimeout(r, 300));
+
+    // The burst: 300 workspaces stopping, several updates each, with padding so that HTTP/2 windows fill up.
+    const annotations = { note: 'x'.repeat(2000) };
+    for (let v = 1; v <= burst; v += 1) {
+      bus.publish(makeRecord({ id: `ws-${v % 300}`, statusVersion: v, phase: 'stopping', annotations }));
+    }
+    const all = Array.from({ length: burst }, (_, i) => i + 1);
+    const received = (c: ReturnType<typeof rawSubscribe>): Promise<void> =>
+      new Promise((resolve) => {
+        const check = (): void => {
+          if (c.messages().length >= burst) resolve();
+          else setTimeout(check, 20);
+        };
+        check();
+      });
+    await Promise.all([received(slow), received(fast)]);
+    expect(versionsOf(slow.messages())).toEqual(all);
+    expect(versionsOf(fast.messages())).toEqual(all);
+
+    // The server cuts the stuck client off once the stall period has passed; it sees why when it reads again.
+    while ((await metrics.droppedSubscribersTotal.get()).values[0]?.value !== 1) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    stuck.stream.resume();
+    const status = await stuckStatus;
+    expect(status.code).toBe(grpcStatus.RESOURCE_EXHAUSTED);
+    expect(status.message).toMatch(/subscriber too slow/);
+    expect(stuck.messages().length).toBeLessThan(burst);
+
+    // The others still get live updates after the cut-off.
+    bus.publish(makeRecord({ id: 'ws-late', statusVersion: burst + 1 }));
+    await new Promise<void>((resolve) => {
+      const check = (): void => (fast.messages().length > burst ? resolve() : void setTimeout(check, 20));
+      check();
+    });
+    expect(versionsOf(fast.messages()).at(-1)).toBe(burst + 1);
+    for (const c of [slow, fast, stuck]) c.session.destroy();
+  });
+});

@@ -1,0 +1,178 @@
+/**
+ * The Subscribe stream of one client, built from RxJS operators.
+ *
+ * Updates (the resume replay, then the live bus) are filtered, encoded once per record (shared by every
+ * subscriber) and written with grpc-js backpressure: `concatMap` writes one update at a time and waits for
+ * `drain` when `write()` says the stream is full; the updates that arrive meanwhile wait in `concatMap`'s own
+ * queue. That queue is the client's unread backlog.
+ *
+ * A client is cut off (RESOURCE_EXHAUSTED) only when it stops reading: its backlog is over `bufferSize` and no
+ * update was handed to its stream for `stallTimeoutMs`. Normal HTTP/2 write buffering during a burst (300
+ * workspaces stopping at once) is not a stall: every drained write restarts the clock. `maxBacklog` is a memory
+ * guard far above any burst; a backlog beyond it is cut off at once.
+ *
+ * @module
+ */
+import { status as grpcStatus } from '@grpc/grpc-js';
+import type { ServerWritableStream } from '@grpc/grpc-js';
+import { wsman } from '@workbay/api';
+import {
+  BehaviorSubject,
+  EMPTY,
+  Subject,
+  combineLatest,
+  concat,
+  concatMap,
+  defer,
+  distinctUntilChanged,
+  filter,
+  finalize,
+  from,
+  fromEvent,
+  map,
+  merge,
+  of,
+  share,
+  startWith,
+  switchMap,
+  take,
+  takeUntil,
+  tap,
+  timer,
+} from 'rxjs';
+import type { Observable } from 'rxjs';
+import type { WorkspaceManagerCore } from '../core/manager.js';
+import { matchesFilter } from '../domain/status.js';
+import type { MetadataFilter, WorkspaceRecord } from '../domain/types.js';
+import type { Logger } from '../logger.js';
+import type { ManagerMetrics } from '../metrics.js';
+import { boundErrorMessage, checkRequestBounds } from './bounds.js';
+import type { StatusConverter } from './convert.js';
+import { filterFromProto } from './convert.js';
+
+export interface SubscribeOptions {
+  readonly core: Pick<WorkspaceManagerCore, 'status$' | 'resumeFrom'>;
+  readonly converter: StatusConverter;
+  readonly logger: Logger;
+  readonly metrics?: ManagerMetrics;
+  /** Backlog above which a client that stops reading is cut off after `stallTimeoutMs`. */
+  readonly bufferSize: number;
+  /** How long a client over `bufferSize` may go without reading anything (default 10 s). */
+  readonly stallTimeoutMs?: number;
+  /** Backlog at which a client is cut off at once (memory guard; default max(50 000, 40 x bufferSize)). */
+  readonly maxBacklog?: number;
+}
+
+export type SubscribeCall = ServerWritableStream<wsman.SubscribeRequest, wsman.SubscribeResponse | Buffer>;
+
+class CutOff extends Error {}
+
+export function createSubscribeHandler(options: SubscribeOptions): (call: SubscribeCall) => void {
+  const { core, converter, logger, metrics, bufferSize } = options;
+  const stallTimeoutMs = options.stallTimeoutMs ?? 10_000;
+  const maxBacklog = options.maxBacklog ?? Math.max(50_000, bufferSize * 40);
+
+  return (call) => {
+    let mustMatch: MetadataFilter | undefined;
+    try {
+      checkRequestBounds(call.request);
+      mustMatch = filterFromProto(call.request.mustMatch);
+    } catch (error) {
+      call.emit('error', { code: grpcStatus.INVALID_ARGUMENT, details: (boundErrorMessage(error) as Error).message });
+      return;
+    }
+    metrics?.subscribers.inc();
+
+    const gone$ = merge(fromEvent(call, 'cancelled'), fromEvent(call, 'close'), fromEvent(call, 'error')).pipe(
+      take(1),
+      share(),
+    );
+    const backlog$ = new BehaviorSubject(0);
+    const written$ = new Subject<void>();
+
+    // Replay and live subscription happen in one synchronous step (defer), so no update falls in between.
+    const updates$: Observable<Buffer> = defer(() => {
+      const resumeFrom = call.request.resumeFromStatusVersion;
+      let replay: Observable<Buffer> = EMPTY;
+      if (resumeFrom > 0) {
+        const resume = core.resumeFrom(resumeFrom);
+        replay = resume.covered
+          ? from(resume.updates).pipe(
+              filter((r) => matchesFilter(r, mustMatch)),
+              map((r) => converter.subscribeResponseBytes(r)),
+            )
+          : of(Buffer.from(wsman.SubscribeResponse.encode({ header: {}, resyncRequired: true }).finish()));
+      }
+      const live = core.status$.pipe(
+        filter((r: WorkspaceRecord) => matchesFilter(r, mustMatch)),
+        map((r) => converter.subscribeResponseBytes(r)),
+      );
+      return concat(replay, live);
+    });
+
+    const writes$ = updates$.pipe(
+      tap(() => {
+        const size = backlog$.value + 1;
+        if (size > maxBacklog) throw new CutOff(`more than ${maxBacklog} status updates unread`);
+        backlog$.next(size);
+      }),
+      concatMap((bytes) => {
+        backlog$.next(backlog$.value - 1);
+        if (call.write(bytes)) {
+          written$.next();
+          return EMPTY;
+        }
+        return fromEvent(call, 'drain').pipe(
+          take(1),
+          tap(() => written$.next()),
+          switchMap(() => EMPTY),
+        );
+      }),
+    );
+
+    // Over the limit and nothing written for stallTimeoutMs: the client stopped reading.
+    const stalled$ = combineLatest([
+      backlog$.pipe(
+        map((n) => n > bufferSize),
+        distinctUntilChanged(),
+      ),
+      written$.pipe(startWith(undefined)),
+    ]).pipe(
+      switchMap(([over]) => (over ? timer(stallTimeoutMs) : EMPTY)),
+      map(() => {
+        throw new CutOff(`more than ${bufferSize} status updates unread for ${Math.round(stallTimeoutMs / 1000)} s`);
+      }),
+    );
+
+    const writesDone$ = new Subject<void>();
+    merge(writes$.pipe(finalize(() => writesDone$.next())), stalled$.pipe(takeUntil(writesDone$)))
+      .pipe(takeUntil(gone$))
+      .subscribe({
+        error: (error: unknown) => {
+          metrics?.subscribers.dec();
+          if (!(error instanceof CutOff)) {
+            logger.error({ err: error }, 'subscribe stream failed');
+            call.emit('error', { code: grpcStatus.INTERNAL, details: 'internal error' });
+            return;
+          }
+          logger.warn({ peer: call.getPeer(), backlog: backlog$.value }, 'subscriber stopped reading; cutting it off');
+          metrics?.droppedSubscribersTotal.inc();
+          call.emit('error', {
+            code: grpcStatus.RESOURCE_EXHAUSTED,
+            details: `subscriber too slow: ${error.message}; reconnect and resync with GetWorkspaces`,
+          });
+        },
+        complete: () => {
+          metrics?.subscribers.dec();
+          // The bus completed (manager shutting down): end the stream cleanly, unless the client is gone.
+          if (!call.cancelled && !call.destroyed) {
+            try {
+              call.end();
+            } catch {
+              // Already closed by the client.
+            }
+          }
+        },
+      });
+  };
+}
