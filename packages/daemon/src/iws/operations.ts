@@ -195,6 +195,8 @@ export class InWorkspaceOperations {
           this.logger.warn({ err: e }, 'wiping the workspace content failed');
         }
       } else {
+        // Reported as a failure: a caller that asked for a wipe must not believe it happened.
+        failures.push(new FailedPreconditionError('do_wipe: this daemon has no content wiper'));
         this.logger.warn({}, 'do_wipe requested but this daemon has no content wiper');
       }
     }

@@ -223,6 +223,14 @@ describe('the daemon serves the in-workspace service on one socket per workspace
     expect(codeOf(other)).toBe(status.OK);
   });
 
+  it('WipingTeardown with do_wipe does not claim a wipe the daemon cannot do', async () => {
+    const wipe = InWorkspaceServiceService.wipingTeardown;
+    const [r] = await probeCalls(probe, b.inside(), join(b.mount, 'daemon.sock'), [
+      { path: wipe.path, request: wipe.requestSerialize({ doWipe: true }) },
+    ]);
+    expect(r && 'hex' in r ? wipe.responseDeserialize(Buffer.from(r.hex, 'hex')).success : r).toBe(false);
+  });
+
   it('a workspace process in the host mount namespace gets no mounts made on the host', async () => {
     const c = await initWorkspace('ws-c', 41_003);
     await run(c, { isolated: false });
