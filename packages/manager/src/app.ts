@@ -26,6 +26,7 @@ import { localRuntimePlugin } from './runtime/local/index.js';
 import { startManagerServer } from './server.js';
 import type { ManagerServer } from './server.js';
 import { FileWorkspaceStore } from './store/file-store.js';
+import { SealingWorkspaceStore, SecretBox } from './store/secrets.js';
 import {
   contentServiceToken,
   maintenanceModeToken,
@@ -158,9 +159,13 @@ export async function startManager(options: StartManagerOptions): Promise<Runnin
       cleanups.push(() => daemon.close());
     }
 
-    const store = new FileWorkspaceStore(config.stateDir, {
-      onError: (error, id) => logger.error({ err: error, workspace: id }, 'cannot persist a workspace record'),
-    });
+    // Records keep credentials (initializer, owner token, env values) only sealed with the operator's key.
+    const store = new SealingWorkspaceStore(
+      new FileWorkspaceStore(config.stateDir, {
+        onError: (error, id) => logger.error({ err: error, workspace: id }, 'cannot persist a workspace record'),
+      }),
+      await SecretBox.open(config.secrets.keyFile),
+    );
     let proxy: PortProxy | undefined;
     // Ports the manager and its daemon listen on: never a workspace port (ControlPort) nor a proxy target.
     const reserved = new ReservedEndpoints()

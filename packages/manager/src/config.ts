@@ -280,6 +280,16 @@ const managerConfigSchema = z
       })
       .strict()
       .prefault({}),
+    secrets: z
+      .object({
+        /**
+         * AES-256-GCM key (32 bytes, mode 0600) that seals credentials in the workspace records; created on the
+         * first start. Default `<stateDir>/secrets.key`. Keep it with the state: records cannot be opened without it.
+         */
+        keyFile: z.string().optional(),
+      })
+      .strict()
+      .prefault({}),
     /** How long stopped workspaces stay visible (Describe, GetWorkspaces) before their record is removed. */
     stoppedRetention: duration.default('10m'),
     log: z
@@ -398,6 +408,7 @@ export interface ManagerConfig {
   };
   readonly maintenance: { readonly enabled: boolean; readonly file: string; readonly pollIntervalMs: number };
   readonly stoppedRetentionMs: number;
+  readonly secrets: { readonly keyFile: string };
   readonly log: { readonly level: string };
 }
 
@@ -538,6 +549,7 @@ export function resolveManagerConfig(raw: unknown, options: { source?: string; b
       pollIntervalMs: ms(c.maintenance.pollInterval),
     },
     stoppedRetentionMs: ms(c.stoppedRetention),
+    secrets: { keyFile: path(c.secrets.keyFile) ?? join(stateDir, 'secrets.key') },
     log: c.log,
   };
 }

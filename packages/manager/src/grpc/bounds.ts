@@ -10,6 +10,7 @@
  * @module
  */
 import { InvalidArgumentError } from '@workbay/api';
+import { redactText } from '../logger.js';
 
 /** Longest string (in UTF-16 units, which bounds the UTF-8 bytes to 3x) per field name. */
 const stringLimits: Readonly<Record<string, number>> = {
@@ -211,9 +212,18 @@ export function checkRequestBounds(request: unknown): void {
  * input (an oversized grpc-message trailer stalls the HTTP/2 connection it travels on).
  */
 export function boundErrorMessage(error: unknown, max = 1024): unknown {
-  if (error instanceof Error && error.message.length > max) {
+  if (!(error instanceof Error)) return error;
+  const redacted = redactText(error.message);
+  if (redacted !== error.message && redacted.length <= max) {
     try {
-      error.message = `${error.message.slice(0, max - 3)}...`;
+      error.message = redacted;
+    } catch {
+      // See below.
+    }
+  }
+  if (error.message.length > max) {
+    try {
+      error.message = `${redacted.slice(0, max - 3)}...`;
       const withField = error as { field?: unknown };
       if (typeof withField.field === 'string' && withField.field.length > 256) {
         Object.defineProperty(error, 'field', { value: `${withField.field.slice(0, 253)}...` });

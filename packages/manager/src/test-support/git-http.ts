@@ -1,7 +1,7 @@
 /**
  * TEST ONLY: real Git repositories served over smart HTTP on 127.0.0.1:0 (`git http-backend` as CGI), optionally
  * behind basic auth, plus a one-time-secret endpoint (`/ots/<name>` answers `user:password` once) and a file
- * endpoint (`/files/<name>`) for download initializers. The manager cannot depend on @workbay/testing (it depends
+ * endpoint (`/files/<name>?token=<t>`) for download initializers. The manager cannot depend on @workbay/testing (it depends
  * on the manager), hence this small copy of the idea.
  */
 import { execFileSync, spawn } from 'node:child_process';
@@ -20,8 +20,8 @@ export interface TestGitServer {
   createRepo(name: string, files: Record<string, string | { symlink: string }>): Promise<void>;
   /** Serves `credentials` once at `/ots/<name>`. */
   addOneTimeSecret(name: string, credentials: string): string;
-  /** Serves `body` at `/files/<name>` (every request must carry basic auth when the server has it). */
-  addFile(name: string, body: string): string;
+  /** Serves `body` at `/files/<name>?token=<token>` (only with that token); returns the URL. */
+  addFile(name: string, body: string, token: string): string;
   close(): Promise<void>;
 }
 
@@ -34,7 +34,7 @@ function authorized(req: IncomingMessage, auth?: { user: string; password: strin
 export async function startTestGitServer(auth?: { user: string; password: string }): Promise<TestGitServer> {
   const root = await mkdtemp(join(tmpdir(), 'workbay-git-http-'));
   const secrets = new Map<string, string>();
-  const files = new Map<string, string>();
+  const files = new Map<string, { body: string; token: string }>();
   const cgi = (req: IncomingMessage, res: ServerResponse, url: URL): void => {
     const child = spawn('git', ['http-backend'], {
       env: {
@@ -82,14 +82,15 @@ export async function startTestGitServer(auth?: { user: string; password: string
       res.writeHead(value === undefined ? 404 : 200).end(value ?? 'gone');
       return;
     }
+    if (url.pathname.startsWith('/files/')) {
+      const file = files.get(url.pathname.slice(7));
+      const ok = file !== undefined && url.searchParams.get('token') === file.token;
+      res.writeHead(ok ? 200 : 404).end(ok ? file.body : 'not found');
+      return;
+    }
     if (!authorized(req, auth)) {
       res.writeHead(401, { 'www-authenticate': 'Basic realm="test"' }).end('authentication required\n');
       req.resume();
-      return;
-    }
-    if (url.pathname.startsWith('/files/')) {
-      const body = files.get(url.pathname.slice(7));
-      res.writeHead(body === undefined ? 404 : 200).end(body ?? 'not found');
       return;
     }
     cgi(req, res, url);
@@ -122,9 +123,9 @@ export async function startTestGitServer(auth?: { user: string; password: string
       secrets.set(name, credentials);
       return `${base}/ots/${name}`;
     },
-    addFile(name, body) {
-      files.set(name, body);
-      return `${base}/files/${name}`;
+    addFile(name, body, token) {
+      files.set(name, { body, token });
+      return `${base}/files/${name}?token=${token}`;
     },
     async close() {
       server.closeAllConnections();
