@@ -228,7 +228,7 @@ export class PortProxy {
     }
     const forwardPath = forwardTarget(route, record.ownerToken);
     if (forwardPath === undefined) return { status: 400, message: 'the owner token does not belong in the path\n' };
-    const grant: Grant = { workspaceId: record.id, port: route.port, byOwner: !open, host: target.host };
+    const grant: Grant = { workspaceId: record.id, port: route.port, byOwner: isOwner, host: target.host };
     if (!queryOwner) return { record, target, https, grant, forwardPath };
     // Secure when the public URLs are https, or a TLS terminator in front says so.
     const secure = this.options.secureCookies === true || req.headers['x-forwarded-proto'] === 'https';
