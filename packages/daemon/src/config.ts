@@ -140,6 +140,16 @@ export const daemonConfigSchema = z
       })
       .strict()
       .prefault({}),
+    /** What git may do for a request (invariant 8); git never runs code chosen by a request or by content. */
+    git: z
+      .object({
+        /** Allow `file://` and local-path remotes (tests, single-user setups); off, only https/http/ssh/git. */
+        allowLocalRemotes: z.boolean().default(false),
+        /** Bound on each local git command on existing content (status at dispose, the config scan). */
+        localCommandTimeout: duration.default(60_000),
+      })
+      .strict()
+      .prefault({}),
     quota: z
       .object({
         mode: z.enum(['auto', 'xfs', 'loop', 'watch', 'none']).default('auto'),

@@ -30,6 +30,7 @@ import {
   isWorkbayError,
 } from './errors.js';
 import { Git } from './git/git.js';
+import type { GitPolicy } from './git/git-policy.js';
 import type { GitStatusSummary } from './git/git-status.js';
 import { gitStatus } from './git/git-status.js';
 import type { DiskGuard } from './health/disk-guard.js';
@@ -74,6 +75,8 @@ export interface ContentServiceOptions {
     readonly gitRetryMaxMs: number;
     readonly downloadTimeoutMs: number;
   };
+  /** Git rules (local remotes, timeouts); default: only https/http/ssh/git remotes. */
+  readonly git?: Partial<GitPolicy>;
   readonly quota: DiskQuota;
   /** Quota for workspaces that do not ask for one (0: none). */
   readonly defaultQuotaBytes: number;
@@ -221,7 +224,7 @@ export class WorkspaceContentService {
     this.slots = new Semaphore(options.backup.concurrency);
     this.store = new SessionStore(options.workingArea);
     this.logger = options.logger;
-    this.git = new Git(join(options.workingArea, '.tmp'));
+    this.git = new Git(join(options.workingArea, '.tmp'), options.git);
     this.backups = options.storage
       ? new BackupStore(options.storage, options.layout, {
           format: options.backup.format,
@@ -916,7 +919,7 @@ export class WorkspaceContentService {
     for (const location of locations) {
       const dir = location ? join(ws.state.contentLocation, location) : ws.state.contentLocation;
       try {
-        const status = await gitStatus(this.git, dir);
+        const status = await gitStatus(this.git, dir, ws.state.contentLocation);
         if (status) return status;
       } catch (error) {
         this.logger.warn({ instanceId: ws.state.instanceId, location, err: errorMessage(error) }, 'git status failed');

@@ -197,6 +197,7 @@ class WorkbayDaemon implements Daemon {
         gitRetryMaxMs: config.initializer.gitRetryMax,
         downloadTimeoutMs: config.initializer.downloadTimeout,
       },
+      git: { allowLocalRemotes: config.git.allowLocalRemotes, localCommandTimeoutMs: config.git.localCommandTimeout },
       quota,
       defaultQuotaBytes: config.quota.defaultSize,
       diskGuard: this.guard,

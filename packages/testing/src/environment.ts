@@ -52,6 +52,8 @@ export class TestEnvironment {
         diskGuard: { minFree: 0 },
         housekeeping: { interval: 0 },
         log: { level: 'silent' },
+        // Git fixtures are served over file:// as well as http.
+        git: { allowLocalRemotes: true },
         ...options.daemon,
       }).start();
       const config = resolveManagerConfig({

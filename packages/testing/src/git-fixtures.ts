@@ -140,6 +140,8 @@ export async function createGitFixture(options: GitFixtureOptions = {}): Promise
   const ownRoot = options.root === undefined;
   const root = options.root ?? mkdtempSync(join(tmpdir(), 'workbay-git-'));
   mkdirSync(root, { recursive: true });
+  // A root daemon clones as the workspace's host user: a file:// fixture must be readable by it.
+  if (ownRoot) chmodSync(root, 0o755);
   const path = join(root, `${name}.git`);
   const workTree = mkdtempSync(join(tmpdir(), `workbay-git-work-${name}-`));
 

@@ -118,6 +118,8 @@ async function benchGit(scratch: string): Promise<void> {
     housekeeping: { interval: 0 },
     quota: { mode: 'none' },
     backup: { period: 0 },
+    // The bench clones a file:// repository.
+    git: { allowLocalRemotes: true },
   }).start();
   const client = createWorkspaceContentClient(daemon.address, { defaultTimeoutMs: 600_000 });
   // Baseline and figure alternate, so that load changes on a shared machine hit both alike.

@@ -1,4 +1,5 @@
 import type { Git } from './git.js';
+import { inspectWorkingCopy } from './working-copy.js';
 
 /** The state of a working copy, as reported on disposal (domain form of `contentservice.GitStatus`). */
 export interface GitStatusSummary {
@@ -47,15 +48,30 @@ export function parsePorcelainV2(output: string): {
   return { branch, head, ...(upstream !== undefined ? { upstream } : {}), uncommitted, untracked };
 }
 
-/** Computes the status of the repository at `cwd` with real git; undefined when `cwd` is not a repository. */
-export async function gitStatus(git: Git, cwd: string): Promise<GitStatusSummary | undefined> {
-  const inside = await git.tryRun(['rev-parse', '--is-inside-work-tree'], { cwd });
-  if (inside.code !== 0 || inside.stdout.trim() !== 'true') return undefined;
-  const porcelain = await git.run(['status', '--porcelain=v2', '--branch', '-z', '--untracked-files=all'], { cwd });
+/**
+ * Computes the status of the working copy at `cwd` with real git; undefined when `cwd` has no `.git`. The
+ * content is hostile: git runs with the safe configuration of {@link Git} (as the owner of `contentRoot` when the
+ * daemon is root) and throws UnsafeRepositoryError for a working copy it must not touch.
+ */
+export async function gitStatus(git: Git, cwd: string, contentRoot?: string): Promise<GitStatusSummary | undefined> {
+  if (!(await inspectWorkingCopy(cwd, contentRoot))) return undefined;
+  // Bounded: a FIFO or a huge tree planted in the content must not hold a disposal forever.
+  const options = {
+    cwd,
+    timeoutMs: git.policy.localCommandTimeoutMs,
+    ...(contentRoot !== undefined ? { contentRoot } : {}),
+  };
+  // Submodules are not entered: their repositories' config is not ours to vouch for.
+  const porcelain = await git.run(
+    ['status', '--porcelain=v2', '--branch', '-z', '--untracked-files=all', '--ignore-submodules=all'],
+    options,
+  );
   const parsed = parsePorcelainV2(porcelain);
   // Unpushed: commits on the upstream's left side, or, without an upstream, on no remote at all.
   const range = parsed.upstream ? ['@{upstream}..HEAD'] : ['HEAD', '--not', '--remotes'];
-  const log = parsed.head ? await git.tryRun(['log', '--format=%H %s', ...range], { cwd }) : undefined;
+  const log = parsed.head
+    ? await git.tryRun(['log', '--no-show-signature', '--format=%H %s', ...range], options)
+    : undefined;
   const unpushed = log && log.code === 0 ? log.stdout.split('\n').filter((line) => line.length > 0) : [];
   return {
     branch: parsed.branch,

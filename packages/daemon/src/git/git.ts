@@ -1,23 +1,68 @@
 /**
- * A thin layer over the real `git` CLI. Credentials never appear on a command line, in a remote URL written to
- * `.git/config`, or in an error message: they reach git through a GIT_ASKPASS helper that reads them from the
- * environment of that one git process, and every message is scrubbed of them before it leaves this module.
+ * The daemon's only way to run git (invariant 8: nothing a request or content chooses runs on the node).
+ *
+ * Every invocation gets a fixed, safe environment: no system or user config, an empty private HOME, no prompts,
+ * only the allowed transports (GIT_ALLOW_PROTOCOL), and command-scope config that switches off everything in git
+ * that runs a program (see config-guard.ts). On an existing working copy it first checks that `.git` is a real
+ * directory inside the content (working-copy.ts), reads the repository's effective config (reading config runs
+ * nothing) and neutralises every command-bearing key it finds, or refuses. When the daemon is root, git runs as
+ * the workspace's host user: the content directory's owner, or the user the caller names.
+ *
+ * Credentials never appear on a command line, in a remote URL written to `.git/config`, or in an error message:
+ * a GIT_ASKPASS helper in a per-call directory (owned by the user git runs as, removed afterwards) reads them
+ * from the environment of that one git process, and every message is scrubbed of them.
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { chown, lstat, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, relative } from 'node:path';
 import { InternalError } from '../errors.js';
 import { runProcess } from '../util/process.js';
 import type { RunResult } from '../util/process.js';
+import type { ConfigEntry, ConfigPair } from './config-guard.js';
+import {
+  UnsafeRepositoryError,
+  configEnv,
+  fixedConfig,
+  neutralise,
+  neutraliseFile,
+  parseConfigList,
+} from './config-guard.js';
+import type { GitPolicy } from './git-policy.js';
+import { allowedProtocols, defaultGitPolicy } from './git-policy.js';
+import type { WorkingCopy } from './working-copy.js';
+import { inspectWorkingCopy, moduleGitDirs } from './working-copy.js';
 
 export interface GitCredentials {
   readonly username: string;
   readonly password: string;
 }
 
+/** A host identity to run git as. */
+export interface GitUser {
+  readonly uid: number;
+  readonly gid: number;
+}
+
 export interface GitRunOptions {
-  readonly cwd: string;
+  /**
+   * The working copy the command works on (existing content: checked, its config neutralised, passed to git as
+   * --git-dir/--work-tree). Undefined: the command works on no repository (clone, ls-remote of a URL) and runs in
+   * an empty private directory.
+   */
+  readonly cwd?: string;
+  /**
+   * `cwd` is an empty directory a command (clone) creates a repository in: not inspected, and git looks for no
+   * repository above it.
+   */
+  readonly newRepository?: boolean;
+  /** The workspace's content directory: `cwd` must be inside it, and its owner is who git runs as (if root). */
+  readonly contentRoot?: string;
+  /** Run as this user (daemon root only); default: the owner of `contentRoot` when that is not root. */
+  readonly user?: GitUser;
   readonly credentials?: GitCredentials;
   readonly signal?: AbortSignal;
+  /** Kill git after this long (default: never; the config scan always has the policy's local timeout). */
+  readonly timeoutMs?: number;
   /** Extra environment (e.g. GIT_SSL_* from the daemon's own environment). */
   readonly env?: Readonly<Record<string, string>>;
 }
@@ -29,21 +74,10 @@ export class GitCommandError extends InternalError {
     readonly stderr: string,
   ) {
     super(
-      `git ${args[0] ?? ''} failed (exit ${exitCode ?? 'signal'}): ${stderr.trim().split('\n').slice(-3).join(' | ')}`,
+      `git ${args[0] ?? ''} failed (exit ${exitCode ?? 'signal'}): ${stderr.trim().split('\n').slice(-3).join(' | ').slice(0, 512)}`,
     );
   }
 }
-
-// Environment variables that would make git read user or system config we do not control.
-const scrubbedEnv = [
-  'GIT_DIR',
-  'GIT_WORK_TREE',
-  'GIT_INDEX_FILE',
-  'GIT_CONFIG',
-  'GIT_CONFIG_PARAMETERS',
-  'GIT_ASKPASS',
-  'SSH_ASKPASS',
-];
 
 /** Replaces every occurrence of the secrets (also URL-encoded) in `text`. */
 export function redactSecrets(text: string, secrets: readonly (string | undefined)[]): string {
@@ -79,61 +113,279 @@ case "$1" in
 esac
 `;
 
+// The operator's own settings for git (CA bundles, an ssh or proxy command, tracing) stay; every other GIT_*
+// variable could point git at other repositories, config or programs.
+const keptGitEnv = /^GIT_(SSL_|SSH$|SSH_COMMAND$|SSH_VARIANT$|PROXY_COMMAND$|HTTP_|CURL_|TRACE)/;
+const scrubbedEnv = ['SSH_ASKPASS', 'EDITOR', 'VISUAL', 'PAGER', 'LESSOPEN', 'LESSCLOSE'];
+
+/** Output cap for the config scan: a larger config is refused rather than read in part. */
+const maxConfigBytes = 1024 * 1024;
+
+// Runs in a fresh mount namespace as root: binds the working copy, then becomes the user and runs git there.
+const mountScript =
+  'src=$1; dst=$2; uid=$3; gid=$4; shift 4; mount --bind "$src" "$dst"; cd "$dst"; ' +
+  'exec setpriv --reuid="$uid" --regid="$gid" --clear-groups --no-new-privs -- "$@"';
+
+interface SpawnPlan {
+  /** Where git runs (without a mount). */
+  readonly cwd: string;
+  readonly scratch: string;
+  readonly env: NodeJS.ProcessEnv;
+  readonly user: GitUser | undefined;
+  readonly mount?: { readonly source: string; readonly target: string };
+  readonly timeoutMs?: number;
+  readonly maxOutputBytes?: number;
+}
+
+interface Scratch {
+  readonly dir: string;
+  readonly home: string;
+  readonly globalConfig: string;
+  readonly askpass?: string;
+}
+
+function isRoot(): boolean {
+  return process.getuid?.() === 0;
+}
+
 /** Runs git; rejects with a GitCommandError (secrets redacted) on a non-zero exit. */
 export class Git {
-  private askpassDir: Promise<string> | undefined;
+  readonly policy: GitPolicy;
 
-  constructor(private readonly tempDir: string) {}
-
-  private askpass(): Promise<string> {
-    this.askpassDir ??= (async () => {
-      const dir = await mkdtemp(join(this.tempDir, 'askpass-'));
-      await writeFile(join(dir, 'askpass.sh'), askpassScript, { mode: 0o700 });
-      return dir;
-    })();
-    return this.askpassDir;
+  /** `tempDir` holds per-call directories when git runs as the daemon's own user. */
+  constructor(
+    private readonly tempDir: string,
+    policy: Partial<GitPolicy> = {},
+  ) {
+    this.policy = { ...defaultGitPolicy, ...policy };
   }
 
-  async dispose(): Promise<void> {
-    if (!this.askpassDir) return;
-    const dir = await this.askpassDir.catch(() => undefined);
-    this.askpassDir = undefined;
-    if (dir) await rm(dir, { recursive: true, force: true });
+  /** Nothing is kept between calls; kept for callers that dispose their Git. */
+  async dispose(): Promise<void> {}
+
+  /** Who git runs as: a different user only when the daemon is root and that user is not root. */
+  private async userFor(options: GitRunOptions): Promise<GitUser | undefined> {
+    if (!isRoot()) return undefined;
+    let user = options.user;
+    if (!user && options.contentRoot) {
+      const info = await lstat(options.contentRoot);
+      user = { uid: info.uid, gid: info.gid };
+    }
+    return user && user.uid !== 0 ? user : undefined;
   }
 
-  async env(options: GitRunOptions): Promise<NodeJS.ProcessEnv> {
-    const env: NodeJS.ProcessEnv = { ...process.env, ...options.env };
-    for (const key of scrubbedEnv) delete env[key];
-    env['GIT_TERMINAL_PROMPT'] = '0';
-    // The node's system and user git config (insteadOf rules, helpers, hooks paths) must not change what a
-    // workspace gets; the repository's own config still applies.
-    env['GIT_CONFIG_NOSYSTEM'] = '1';
-    env['GIT_CONFIG_GLOBAL'] = '/dev/null';
-    // The daemon's own commits (a prebuild's stash) need an identity; never the user's.
-    env['GIT_AUTHOR_NAME'] = 'Workbay daemon';
-    env['GIT_AUTHOR_EMAIL'] = 'daemon@workbay.invalid';
-    env['GIT_COMMITTER_NAME'] = 'Workbay daemon';
-    env['GIT_COMMITTER_EMAIL'] = 'daemon@workbay.invalid';
-    env['LC_ALL'] = 'C';
+  /** A private directory for one call: HOME, the askpass helper; owned by the user git runs as. */
+  private async scratch(user: GitUser | undefined, credentials: GitCredentials | undefined): Promise<Scratch> {
+    // Another user cannot traverse the daemon's private temp dir; the system one is fine (mkdtemp is 0700).
+    const base = user ? tmpdir() : this.tempDir;
+    await mkdir(base, { recursive: true, mode: 0o700 });
+    const dir = await mkdtemp(join(base, 'workbay-git-'));
+    const home = join(dir, 'home');
+    await mkdir(home, { mode: 0o700 });
+    // The "global" config: empty, except that local remotes (the operator's choice, git.allowLocalRemotes) belong
+    // to another user than the one git runs as, and upload-pack, which does not get our command-scope config,
+    // would refuse them as of "dubious ownership".
+    const globalConfig = join(dir, 'gitconfig');
+    await writeFile(globalConfig, this.policy.allowLocalRemotes ? '[safe]\n\tdirectory = *\n' : '', { mode: 0o600 });
+    let askpass: string | undefined;
+    if (credentials) {
+      askpass = join(dir, 'askpass.sh');
+      await writeFile(askpass, askpassScript, { mode: 0o700 });
+    }
+    if (user) {
+      for (const path of [dir, home, globalConfig, ...(askpass ? [askpass] : [])])
+        await chown(path, user.uid, user.gid);
+    }
+    return { dir, home, globalConfig, ...(askpass ? { askpass } : {}) };
+  }
+
+  private environment(options: GitRunOptions, scratch: Scratch, config: readonly ConfigPair[]): NodeJS.ProcessEnv {
+    const env: NodeJS.ProcessEnv = {};
+    for (const [key, value] of Object.entries({ ...process.env, ...options.env })) {
+      if (key.startsWith('GIT_') && !keptGitEnv.test(key)) continue;
+      if (scrubbedEnv.includes(key) || key.startsWith('WORKBAY_GIT_')) continue;
+      env[key] = value;
+    }
+    Object.assign(env, {
+      HOME: scratch.home,
+      XDG_CONFIG_HOME: join(scratch.home, '.config'),
+      GIT_CONFIG_NOSYSTEM: '1',
+      GIT_CONFIG_SYSTEM: '/dev/null',
+      GIT_CONFIG_GLOBAL: scratch.globalConfig,
+      GIT_ATTR_NOSYSTEM: '1',
+      GIT_TERMINAL_PROMPT: '0',
+      // Read before any config: only these transports, whatever protocol.<name>.allow a repository sets.
+      GIT_ALLOW_PROTOCOL: allowedProtocols(this.policy).join(':'),
+      // Non-empty askpass is ours; empty means "none" and keeps git from core.askPass and SSH_ASKPASS.
+      GIT_ASKPASS: scratch.askpass ?? '',
+      SSH_ASKPASS_REQUIRE: 'never',
+      GIT_PAGER: 'cat',
+      PAGER: 'cat',
+      GIT_EDITOR: ':',
+      GIT_SEQUENCE_EDITOR: ':',
+      // The daemon's own commits (a prebuild's stash) need an identity; never the user's.
+      GIT_AUTHOR_NAME: 'Workbay daemon',
+      GIT_AUTHOR_EMAIL: 'daemon@workbay.invalid',
+      GIT_COMMITTER_NAME: 'Workbay daemon',
+      GIT_COMMITTER_EMAIL: 'daemon@workbay.invalid',
+      LC_ALL: 'C',
+      ...configEnv(config),
+    });
+    // core.gitProxy is first-match-wins (a command-scope value cannot beat the repository's); an empty
+    // GIT_PROXY_COMMAND makes git ignore the config altogether. Likewise GIT_SSH_COMMAND beats core.sshCommand.
+    if (env['GIT_PROXY_COMMAND'] === undefined) env['GIT_PROXY_COMMAND'] = '';
+    if (env['GIT_SSH_COMMAND'] === undefined && env['GIT_SSH'] === undefined) env['GIT_SSH_COMMAND'] = 'ssh';
     if (options.credentials) {
-      env['GIT_ASKPASS'] = join(await this.askpass(), 'askpass.sh');
       env['WORKBAY_GIT_USERNAME'] = options.credentials.username;
       env['WORKBAY_GIT_PASSWORD'] = options.credentials.password;
     }
     return env;
   }
 
-  /** Runs git and returns the raw result, never throwing for a non-zero exit. */
+  /**
+   * Starts git. As another user, git must reach its working copy although the daemon's directories above it need
+   * not be traversable by that user (`~/.workbay` of root, a 0700 temp dir): the working copy is bind-mounted at
+   * `mountpoint` in a private mount namespace of this one command (gone when it exits), and git, dropped to the
+   * user with no supplementary groups and no_new_privs, works there.
+   */
+  private async spawn(args: readonly string[], options: GitRunOptions, run: SpawnPlan): Promise<RunResult> {
+    const timeout = run.timeoutMs !== undefined ? AbortSignal.timeout(run.timeoutMs) : undefined;
+    const signals = [options.signal, timeout].filter((s): s is AbortSignal => s !== undefined);
+    const signal = signals.length > 1 ? AbortSignal.any(signals) : signals[0];
+    const common = {
+      env: run.env,
+      ...(signal ? { signal } : {}),
+      ...(run.maxOutputBytes !== undefined ? { maxOutputBytes: run.maxOutputBytes } : {}),
+    };
+    try {
+      if (run.user && run.mount) {
+        const { uid, gid } = run.user;
+        return await runProcess(
+          'unshare',
+          [
+            '--mount',
+            '--propagation',
+            'private',
+            '--',
+            'sh',
+            '-euc',
+            mountScript,
+            'sh',
+            run.mount.source,
+            run.mount.target,
+            String(uid),
+            String(gid),
+            'git',
+            ...args,
+          ],
+          { ...common, cwd: run.scratch },
+        );
+      }
+      return await runProcess('git', args, {
+        ...common,
+        cwd: run.cwd,
+        ...(run.user ? { uid: run.user.uid, gid: run.user.gid } : {}),
+      });
+    } catch (error) {
+      if (timeout?.aborted) throw new GitCommandError(args, null, `timed out after ${run.timeoutMs} ms`);
+      throw error;
+    }
+  }
+
+  /** Reads a repository's effective config and returns the overrides that neutralise it (or throws). */
+  private async neutraliser(
+    gitDirArgs: readonly string[],
+    workingCopy: WorkingCopy,
+    visibleRoot: string,
+    run: SpawnPlan,
+    options: GitRunOptions,
+  ): Promise<ConfigPair[]> {
+    const location = workingCopy.workTree;
+    const read = async (args: string[], withScope: boolean, what: string): Promise<ConfigEntry[]> => {
+      const result = await this.spawn([...gitDirArgs, ...args], options, {
+        ...run,
+        timeoutMs: this.policy.localCommandTimeoutMs,
+        maxOutputBytes: maxConfigBytes,
+      });
+      if (result.code !== 0)
+        throw new UnsafeRepositoryError(location, `git cannot read ${what}: ${result.stderr.trim().slice(0, 200)}`);
+      if (Buffer.byteLength(result.stdout) >= maxConfigBytes)
+        throw new UnsafeRepositoryError(location, `${what} is larger than ${maxConfigBytes} bytes`);
+      return parseConfigList(result.stdout, withScope);
+    };
+    // In the repository's own context, includes (and their conditions) resolve exactly as for the command.
+    const overrides = neutralise(
+      await read(['config', '--list', '--show-scope', '--includes', '-z'], true, 'its config'),
+      this.policy,
+      location,
+    );
+    for (const module of await moduleGitDirs(workingCopy.gitDir, location)) {
+      const visible = join(visibleRoot, relative(workingCopy.workTree, module), 'config');
+      const entries = await read(
+        ['config', '--file', visible, '--no-includes', '--list', '-z'],
+        false,
+        'a submodule config',
+      );
+      overrides.push(...neutraliseFile(entries, this.policy, location));
+    }
+    return overrides;
+  }
+
+  /**
+   * Runs git and returns the raw result, never throwing for a non-zero exit. Throws UnsafeRepositoryError
+   * (FAILED_PRECONDITION) when `cwd` is a working copy git must not run on.
+   */
   async tryRun(args: readonly string[], options: GitRunOptions): Promise<RunResult> {
-    // credential.helper= disables helpers configured on the host: nothing gets stored anywhere.
-    const fullArgs = ['-c', 'credential.helper=', ...args];
-    const result = await runProcess('git', fullArgs, {
-      cwd: options.cwd,
-      env: await this.env(options),
-      ...(options.signal ? { signal: options.signal } : {}),
-    });
-    const secrets = [options.credentials?.password, options.credentials?.username];
-    return { ...result, stdout: result.stdout, stderr: redactSecrets(result.stderr, secrets) };
+    let workingCopy: WorkingCopy | undefined;
+    if (options.cwd !== undefined && !options.newRepository) {
+      workingCopy = await inspectWorkingCopy(options.cwd, options.contentRoot);
+      if (!workingCopy)
+        return { code: 128, signal: null, stdout: '', stderr: `fatal: not a git repository: ${options.cwd}\n` };
+    }
+    const user = await this.userFor(options);
+    const scratch = await this.scratch(user, options.credentials);
+    try {
+      const config: ConfigPair[] = fixedConfig(this.policy);
+      let mount: SpawnPlan['mount'];
+      let visibleRoot: string | undefined = options.cwd;
+      if (options.cwd !== undefined && user) {
+        mount = { source: options.cwd, target: join(scratch.dir, 'wc') };
+        await mkdir(mount.target);
+        visibleRoot = mount.target;
+      }
+      const plan = (env: NodeJS.ProcessEnv): SpawnPlan => ({
+        cwd: visibleRoot ?? scratch.dir,
+        scratch: scratch.dir,
+        env,
+        user,
+        ...(mount ? { mount } : {}),
+      });
+      let gitDirArgs: string[] = [];
+      if (visibleRoot !== undefined) {
+        // Ownership is ours to check (we run as the owner); git's own check must not refuse a root daemon.
+        config.push(['safe.directory', visibleRoot]);
+      }
+      const extraEnv: Record<string, string> = {};
+      // A new repository: git must not find (and read the config of) one in the directories above.
+      if (options.newRepository && visibleRoot !== undefined)
+        extraEnv['GIT_CEILING_DIRECTORIES'] = dirname(visibleRoot);
+      if (workingCopy && visibleRoot !== undefined) {
+        const gitDir = join(visibleRoot, '.git');
+        // Explicit paths: no discovery upwards, and core.worktree of the repository cannot move the work tree.
+        gitDirArgs = [`--git-dir=${gitDir}`, `--work-tree=${visibleRoot}`];
+        config.push(['safe.directory', gitDir]);
+        const scanPlan = plan({ ...this.environment(options, scratch, config), ...extraEnv });
+        config.push(...(await this.neutraliser(gitDirArgs, workingCopy, visibleRoot, scanPlan, options)));
+      }
+      const result = await this.spawn([...gitDirArgs, ...args], options, {
+        ...plan({ ...this.environment(options, scratch, config), ...extraEnv }),
+        ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
+      });
+      const secrets = [options.credentials?.password, options.credentials?.username];
+      return { ...result, stderr: redactSecrets(result.stderr, secrets) };
+    } finally {
+      await rm(scratch.dir, { recursive: true, force: true });
+    }
   }
 
   async run(args: readonly string[], options: GitRunOptions): Promise<string> {
@@ -164,7 +416,9 @@ export function classifyGitFailure(stderr: string): GitFailureKind {
     text.includes('repository not found') ||
     /repository '[^']*' not found/.test(text) ||
     text.includes('does not appear to be a git repository') ||
-    text.includes('the requested url returned error: 404')
+    text.includes('the requested url returned error: 404') ||
+    // A transport we do not allow: retrying cannot help.
+    text.includes('not allowed')
   ) {
     return 'access-denied';
   }

@@ -19,6 +19,12 @@ export interface InitializerContext {
   readonly signal?: AbortSignal;
   readonly gitRetry: { readonly initialDelayMs: number; readonly maxElapsedMs: number };
   readonly downloadTimeoutMs: number;
+  /**
+   * The workspace's host identity when the daemon runs as root (isolation contract): everything an initializer
+   * writes must end up owned by it (git clones run as it, restores write as it). Undefined: not root, content
+   * stays owned by the daemon's user.
+   */
+  readonly workspaceUser?: { readonly uid: number; readonly gid: number };
 }
 
 /**

@@ -1,12 +1,52 @@
-import { appendFile, lstat, mkdir, readdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { appendFile, lchown, lstat, mkdir, readdir, rm } from 'node:fs/promises';
+import { join, relative, sep } from 'node:path';
 import { FailedPreconditionError, GitAccessDeniedError, GitAuthenticationError, errorMessage } from '../errors.js';
-import type { GitCredentials } from '../git/git.js';
+import type { GitCredentials, GitRunOptions } from '../git/git.js';
 import { GitCommandError, classifyGitFailure, stripUrlCredentials } from '../git/git.js';
+import { validateGitInitializer } from '../git/git-policy.js';
 import { retryWithBackoff } from '../util/retry.js';
 import type { GitInitializerSpec } from './types.js';
 import type { InitializerContext } from './context.js';
 import { safeLocation } from './context.js';
+
+// The content validation (content/validate.ts) runs the git rules before a workspace is registered.
+export { validateGitInitializer };
+
+/**
+ * How git runs on a working copy of this workspace: inside the content (checked), as the workspace's host user
+ * when the daemon is root (the context's, else the content directory's owner).
+ */
+export function workingCopyOptions(
+  ctx: InitializerContext,
+  location: string,
+  credentials?: GitCredentials,
+): GitRunOptions & { cwd: string } {
+  return {
+    cwd: location,
+    contentRoot: ctx.root,
+    ...(ctx.workspaceUser ? { user: ctx.workspaceUser } : {}),
+    ...(credentials ? { credentials } : {}),
+    ...(ctx.signal ? { signal: ctx.signal } : {}),
+  };
+}
+
+/**
+ * Gives `location` and the directories between it and the content root to the workspace's user, so that a clone
+ * running as that user can write there (safeLocation created them as the daemon, without following links).
+ */
+async function ownLocation(ctx: InitializerContext, location: string): Promise<void> {
+  const user = ctx.workspaceUser;
+  if (!user || process.getuid?.() !== 0) return;
+  let path = ctx.root;
+  for (const part of relative(ctx.root, location)
+    .split(sep)
+    .filter((p) => p.length > 0)) {
+    path = join(path, part);
+    const info = await lstat(path);
+    if (!info.isDirectory()) throw new FailedPreconditionError(`${path} is not a directory`);
+    if (info.uid !== user.uid || info.gid !== user.gid) await lchown(path, user.uid, user.gid);
+  }
+}
 
 /** Fetches one-time-secret credentials (`user:password`) once; later calls reuse the answer. */
 export async function fetchOtsCredentials(url: string, signal?: AbortSignal): Promise<GitCredentials> {
@@ -76,6 +116,8 @@ export async function runGitInitializer(
   ctx: InitializerContext,
   field: string,
 ): Promise<{ location: string }> {
+  // Again here, with the daemon's policy: the library path may skip the validation before registration.
+  validateGitInitializer(spec, field, ctx.git.policy);
   const location = await safeLocation(ctx.root, spec.checkoutLocation, `${field}.checkout_location`);
   if (await exists(join(location, '.git'))) {
     ctx.logger.info({ location: spec.checkoutLocation }, 'existing working copy found, not cloning');
@@ -87,13 +129,18 @@ export async function runGitInitializer(
   const args = ['clone', '--quiet'];
   if (!spec.fullClone) args.push('--depth=1', '--shallow-submodules');
   for (const [key, value] of Object.entries(spec.customConfig)) args.push('--config', `${key}=${value}`);
-  args.push('--', url, location);
+  // Into the current directory: git runs in the checkout location (as the workspace's user, see Git).
+  args.push('--', url, '.');
   await retryWithBackoff(
     async (attempt) => {
       await emptyDirectory(location);
+      await ownLocation(ctx, location);
       try {
         await ctx.git.run(args, {
-          cwd: ctx.root,
+          cwd: location,
+          newRepository: true,
+          contentRoot: ctx.root,
+          ...(ctx.workspaceUser ? { user: ctx.workspaceUser } : {}),
           ...(creds ? { credentials: creds } : {}),
           ...(ctx.signal ? { signal: ctx.signal } : {}),
         });
@@ -112,12 +159,7 @@ export async function runGitInitializer(
       ...(ctx.signal ? { signal: ctx.signal } : {}),
     },
   );
-  const run = (gitArgs: string[]): Promise<string> =>
-    ctx.git.run(gitArgs, {
-      cwd: location,
-      ...(creds ? { credentials: creds } : {}),
-      ...(ctx.signal ? { signal: ctx.signal } : {}),
-    });
+  const run = (gitArgs: string[]): Promise<string> => ctx.git.run(gitArgs, workingCopyOptions(ctx, location, creds));
   // Written straight into .git/config (three `git config` processes cost more than the clone of a small
   // repository): fetch every branch from now on, write commit graphs, and prefer origin for checkouts.
   await appendFile(
@@ -142,11 +184,8 @@ export async function realizeCloneTarget(
   creds: GitCredentials | undefined,
   field: string,
 ): Promise<void> {
-  const options = {
-    cwd: location,
-    ...(creds ? { credentials: creds } : {}),
-    ...(ctx.signal ? { signal: ctx.signal } : {}),
-  };
+  validateGitInitializer(spec, field, ctx.git.policy);
+  const options = workingCopyOptions(ctx, location, creds);
   const wrap = async (args: string[]): Promise<string> => {
     try {
       return await ctx.git.run(args, options);
@@ -243,10 +282,7 @@ async function updateSubmodules(
   if (!(await exists(join(location, '.gitmodules')))) return;
   const result = await ctx.git.tryRun(
     ['submodule', 'update', '--init', '--recursive', ...(full ? [] : ['--depth=1'])],
-    {
-      cwd: location,
-      ...(creds ? { credentials: creds } : {}),
-    },
+    workingCopyOptions(ctx, location, creds),
   );
   if (result.code !== 0)
     ctx.logger.warn({ stderr: result.stderr.trim() }, 'submodule update failed; continuing without submodules');

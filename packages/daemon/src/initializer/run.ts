@@ -22,7 +22,7 @@ import { retryWithBackoff } from '../util/retry.js';
 import { treeBytes } from '../util/du.js';
 import type { InitializerContext } from './context.js';
 import { safeLocation } from './context.js';
-import { GitCredentialSource, realizeCloneTarget, runGitInitializer } from './git-initializer.js';
+import { GitCredentialSource, realizeCloneTarget, runGitInitializer, workingCopyOptions } from './git-initializer.js';
 import type {
   ContentSource,
   GitInitializerSpec,
@@ -194,7 +194,7 @@ async function updatePrebuildCheckout(
   field: string,
 ): Promise<boolean> {
   const location = await safeLocation(ctx.root, spec.checkoutLocation, `${field}.checkout_location`);
-  const probe = await ctx.git.tryRun(['rev-parse', 'HEAD'], { cwd: location });
+  const probe = await ctx.git.tryRun(['rev-parse', 'HEAD'], workingCopyOptions(ctx, location));
   if (probe.code !== 0) {
     ctx.logger.warn({ location: spec.checkoutLocation }, 'prebuild has no working copy here; cloning');
     await runGitInitializer(spec, ctx, field);
@@ -202,22 +202,23 @@ async function updatePrebuildCheckout(
   }
   const before = probe.stdout.trim();
   const creds = await new GitCredentialSource(spec).get(ctx.signal);
-  const stash = await ctx.git.run(['stash', 'push', '--no-include-untracked', '-m', 'workbay-prebuild'], {
-    cwd: location,
-  });
+  const stash = await ctx.git.run(
+    ['stash', 'push', '--no-include-untracked', '-m', 'workbay-prebuild'],
+    workingCopyOptions(ctx, location),
+  );
   const stashed = !/No local changes to save/i.test(stash);
   await realizeCloneTarget(spec, location, ctx, creds, field);
   if (stashed) {
-    const pop = await ctx.git.tryRun(['stash', 'pop'], { cwd: location });
+    const pop = await ctx.git.tryRun(['stash', 'pop'], workingCopyOptions(ctx, location));
     if (pop.code !== 0) {
       ctx.logger.warn(
         { location: spec.checkoutLocation, stderr: pop.stderr.trim() },
         'prebuild changes conflict with the target; resetting',
       );
-      await ctx.git.run(['reset', '--hard', '--quiet'], { cwd: location });
+      await ctx.git.run(['reset', '--hard', '--quiet'], workingCopyOptions(ctx, location));
     }
   }
-  const after = (await ctx.git.run(['rev-parse', 'HEAD'], { cwd: location })).trim();
+  const after = (await ctx.git.run(['rev-parse', 'HEAD'], workingCopyOptions(ctx, location))).trim();
   return after !== before;
 }
 

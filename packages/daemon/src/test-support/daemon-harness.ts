@@ -34,6 +34,8 @@ export function testConfig(root: string, config: Partial<DaemonConfigInput> = {}
     shutdownTimeout: '5s',
     ...config,
     backup: { period: 0, initialBackoff: '50ms', ...config.backup },
+    // Test repositories are file:// bare repositories.
+    git: { allowLocalRemotes: true, ...config.git },
   };
 }
 

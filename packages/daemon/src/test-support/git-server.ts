@@ -1,5 +1,5 @@
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -13,6 +13,10 @@ const gitEnv = {
   GIT_COMMITTER_NAME: 'Test',
   GIT_COMMITTER_EMAIL: 'test@example.com',
   GIT_CONFIG_NOSYSTEM: '1',
+  // Tests look into content a root daemon gave to the workspace's host user.
+  GIT_CONFIG_COUNT: '1',
+  GIT_CONFIG_KEY_0: 'safe.directory',
+  GIT_CONFIG_VALUE_0: '*',
 };
 
 export function git(cwd: string, ...args: string[]): string {
@@ -215,5 +219,7 @@ export async function startOtsServer(
 
 export async function scratch(prefix = 'workbay-git-'): Promise<{ path: string; cleanup: () => Promise<void> }> {
   const path = await mkdtemp(join(tmpdir(), prefix));
+  // A root daemon clones as the workspace's host user: file:// repositories in here must be readable by it.
+  await chmod(path, 0o755);
   return { path, cleanup: () => rm(path, { recursive: true, force: true }) };
 }

@@ -8,6 +8,9 @@ export interface RunOptions {
   readonly signal?: AbortSignal;
   /** Cap on captured output per stream; the tail beyond it is dropped. */
   readonly maxOutputBytes?: number;
+  /** Run as this user and group (the caller must be root to switch; supplementary groups are dropped). */
+  readonly uid?: number;
+  readonly gid?: number;
 }
 
 export interface RunResult {
@@ -25,6 +28,8 @@ export function runProcess(command: string, args: readonly string[], options: Ru
       env: options.env ?? process.env,
       stdio: ['pipe', 'pipe', 'pipe'],
       signal: options.signal,
+      ...(options.uid !== undefined ? { uid: options.uid } : {}),
+      ...(options.gid !== undefined ? { gid: options.gid } : {}),
     });
     const max = options.maxOutputBytes ?? 4 * 1024 * 1024;
     const collect = (stream: Readable): (() => string) => {

@@ -61,7 +61,7 @@ beforeAll(async () => {
   git('commit', '--quiet', '-m', 'initial');
   await writeFile(
     path.join(dir, 'daemon.yaml'),
-    'quota: { mode: none }\ndiskGuard: { minFree: 0 }\nlog: { level: warn }\n',
+    'quota: { mode: none }\ndiskGuard: { minFree: 0 }\nlog: { level: warn }\ngit: { allowLocalRemotes: true }\n',
   );
   await writeFile(
     path.join(dir, 'workbay.yaml'),

@@ -24,7 +24,10 @@ describe('startEmbedded: manager + real daemon', () => {
     dir = await mkdtemp(join(tmpdir(), 'workbay-embedded-'));
     const daemonConfig = join(dir, 'daemon.yaml');
     // No loop-device quotas and no disk guard: this test is about the manager.
-    await writeFile(daemonConfig, 'quota: { mode: none }\ndiskGuard: { minFree: 0 }\nlog: { level: silent }\n');
+    await writeFile(
+      daemonConfig,
+      'quota: { mode: none }\ndiskGuard: { minFree: 0 }\nlog: { level: silent }\ngit: { allowLocalRemotes: true }\n',
+    );
     // A Git repository to clone from.
     repo = join(dir, 'repo');
     await mkdir(repo);

@@ -1,0 +1,108 @@
+/**
+ * Checks a working copy in workspace content before git touches it. Git follows `.git` files (`gitdir: <path>`),
+ * symlinks and `commondir` files to repositories anywhere on the node, and would then read that repository's
+ * config and write its refs and index. We only run git on a working copy whose `.git` is a real directory inside
+ * the content, reached without symlinks, and that borrows nothing from elsewhere.
+ */
+import { lstat, readdir } from 'node:fs/promises';
+import { join, relative, sep } from 'node:path';
+import { UnsafeRepositoryError } from './config-guard.js';
+
+export interface WorkingCopy {
+  readonly workTree: string;
+  readonly gitDir: string;
+}
+
+async function lstatOrUndefined(path: string): Promise<Awaited<ReturnType<typeof lstat>> | undefined> {
+  try {
+    return await lstat(path);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+    throw error;
+  }
+}
+
+/**
+ * Undefined when `dir` has no `.git` at all (not a working copy); throws UnsafeRepositoryError when it has one
+ * we will not run git on. `contentRoot`, when given, must contain `dir`, and no component between them may be a
+ * symlink (a workspace could replace its checkout directory with a link to a host repository).
+ */
+export async function inspectWorkingCopy(dir: string, contentRoot?: string): Promise<WorkingCopy | undefined> {
+  const components: string[] = [];
+  if (contentRoot !== undefined) {
+    const rel = relative(contentRoot, dir);
+    if (rel.startsWith('..') || rel.startsWith(sep))
+      throw new UnsafeRepositoryError(dir, 'it is outside the workspace content');
+    components.push(contentRoot);
+    let path = contentRoot;
+    for (const part of rel.split(sep).filter((p) => p.length > 0)) {
+      path = join(path, part);
+      components.push(path);
+    }
+  } else {
+    components.push(dir);
+  }
+  for (const path of components) {
+    const info = await lstatOrUndefined(path);
+    if (!info) return undefined;
+    if (!info.isDirectory()) throw new UnsafeRepositoryError(dir, `${path} is not a directory (a symlink?)`);
+  }
+  const gitDir = join(dir, '.git');
+  const info = await lstatOrUndefined(gitDir);
+  if (!info) return undefined;
+  if (info.isSymbolicLink()) throw new UnsafeRepositoryError(dir, '.git is a symlink');
+  if (info.isFile()) throw new UnsafeRepositoryError(dir, '.git is a file (gitdir: link to another repository)');
+  if (!info.isDirectory()) throw new UnsafeRepositoryError(dir, '.git is not a directory');
+  // commondir moves objects, refs and config elsewhere; a symlinked config is read from wherever it points.
+  if (await lstatOrUndefined(join(gitDir, 'commondir')))
+    throw new UnsafeRepositoryError(dir, '.git/commondir points at another repository');
+  for (const name of ['config', 'config.worktree']) {
+    const file = await lstatOrUndefined(join(gitDir, name));
+    if (file && !file.isFile()) throw new UnsafeRepositoryError(dir, `.git/${name} is not a regular file`);
+  }
+  return { workTree: dir, gitDir };
+}
+
+const maxModuleDepth = 8;
+const maxModules = 64;
+
+/**
+ * The gitdirs (with a config file) of submodules (`.git/modules/<name>`, nested ones included), whose config child git processes
+ * read. Refuses symlinks on the way and more than a bounded number of them.
+ */
+export async function moduleGitDirs(gitDir: string, location: string): Promise<string[]> {
+  const found: string[] = [];
+  const walk = async (dir: string, depth: number): Promise<void> => {
+    if (depth > maxModuleDepth) throw new UnsafeRepositoryError(location, 'submodules are nested too deeply');
+    let names: string[];
+    try {
+      names = await readdir(dir);
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      const path = join(dir, name);
+      const info = await lstatOrUndefined(path);
+      if (!info) continue;
+      if (info.isSymbolicLink()) throw new UnsafeRepositoryError(location, `${path} is a symlink`);
+      if (!info.isDirectory()) continue;
+      if (await lstatOrUndefined(join(path, 'HEAD'))) {
+        if (found.length >= maxModules) throw new UnsafeRepositoryError(location, 'it has too many submodules');
+        const config = await lstatOrUndefined(join(path, 'config'));
+        if (config && !config.isFile())
+          throw new UnsafeRepositoryError(location, `${join(path, 'config')} is not a regular file`);
+        if (await lstatOrUndefined(join(path, 'commondir')))
+          throw new UnsafeRepositoryError(location, `${path} points at another repository (commondir)`);
+        // Without a config file there is nothing to neutralise.
+        if (config) found.push(path);
+        await walk(join(path, 'modules'), depth + 1);
+      } else {
+        // Submodule names may contain slashes: `.git/modules/a/b` for submodule `a/b`.
+        await walk(path, depth + 1);
+      }
+    }
+  };
+  await walk(join(gitDir, 'modules'), 0);
+  return found;
+}
