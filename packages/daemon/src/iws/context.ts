@@ -41,6 +41,11 @@ export interface IwsConfig {
   readonly rateLimits: boolean;
   /** How long WorkspaceInfo samples CPU usage to compute millicores (default 100 ms). */
   readonly cpuSampleMs: number;
+  /**
+   * Calls of one workspace running at once (default 4); more are refused with RESOURCE_EXHAUSTED. Most calls
+   * cost a process on the node, so one workspace's flood must not stall the daemon or other workspaces.
+   */
+  readonly maxInFlight: number;
 }
 
 export const defaultIwsConfig: IwsConfig = Object.freeze({
@@ -51,6 +56,7 @@ export const defaultIwsConfig: IwsConfig = Object.freeze({
   devOwner: { uid: 33333, gid: 33333 },
   rateLimits: true,
   cpuSampleMs: 100,
+  maxInFlight: 4,
 });
 
 /** Opens cgroups by path; `CgroupController` from @workbay/nsinsider is the real one. */

@@ -15,7 +15,7 @@ import type { CgroupAccess, IdRange, InWorkspaceServiceDeps, IwsConfig, IwsWorks
 import { defaultIwsConfig } from './context.js';
 import { toIwsError } from './error-mapping.js';
 import type { RateLimitRule } from './rate-limit.js';
-import { onceOnly, RateLimiter } from './rate-limit.js';
+import { InFlightLimit, onceOnly, RateLimiter } from './rate-limit.js';
 
 /** Domain result of PrepareForUserNS. */
 export interface PrepareForUserNsResult {
@@ -66,6 +66,8 @@ export class InWorkspaceOperations {
   private readonly limiter: RateLimiter;
   private readonly deps: InWorkspaceServiceDeps;
   private readonly mounts = new Map<string, TrackedMount>();
+  /** Calls of this workspace running at once (both services share it); the gRPC edge enforces it. */
+  readonly inFlight: InFlightLimit;
 
   constructor(deps: InWorkspaceServiceDeps) {
     this.deps = deps;
@@ -75,6 +77,7 @@ export class InWorkspaceOperations {
     this.config = { ...defaultIwsConfig, ...deps.config };
     this.logger = (deps.logger ?? silentLogger).child({ component: 'iws', workspaceId: deps.workspace.workspaceId });
     this.limiter = new RateLimiter(iwsRateLimits, deps.now ?? Date.now, this.config.rateLimits);
+    this.inFlight = new InFlightLimit(this.config.maxInFlight);
   }
 
   /** Mounts made through this service and not yet unmounted (a snapshot). */

@@ -8,6 +8,23 @@ export interface RateLimitRule {
 
 export const onceOnly: RateLimitRule = Object.freeze({ burst: 1, intervalMs: Number.POSITIVE_INFINITY });
 
+/** At most `max` calls at once; {@link tryEnter} says no instead of queueing. */
+export class InFlightLimit {
+  private running = 0;
+
+  constructor(readonly max: number) {}
+
+  tryEnter(): boolean {
+    if (this.running >= this.max) return false;
+    this.running += 1;
+    return true;
+  }
+
+  leave(): void {
+    this.running = Math.max(0, this.running - 1);
+  }
+}
+
 /** Per-method token buckets for one workspace's service. */
 export class RateLimiter {
   private readonly buckets = new Map<string, { tokens: number; updatedAt: number }>();

@@ -1,4 +1,5 @@
-import { fsShiftMethod, unaryHandler } from '@workbay/api';
+import type { handleUnaryCall } from '@grpc/grpc-js';
+import { fsShiftMethod, ResourceExhaustedError, toGrpcStatus, unaryHandler } from '@workbay/api';
 import type { InWorkspaceServiceServer, iws, PluginLogger, WorkspaceInfoServiceServer } from '@workbay/api';
 import type { InWorkspaceServiceDeps } from './context.js';
 import { InWorkspaceOperations } from './operations.js';
@@ -18,7 +19,7 @@ export function createInWorkspaceService(
   };
   const empty = {};
 
-  return {
+  return gate(ops, {
     prepareForUserNs: unaryHandler<iws.PrepareForUserNSRequest, iws.PrepareForUserNSResponse>(async (req) => {
       const r = await ops.prepareForUserNs({ usernsPid: req.usernsPid });
       return {
@@ -84,7 +85,32 @@ export function createInWorkspaceService(
         },
       };
     }, options),
-  };
+  });
+}
+
+/**
+ * Refuses a call with RESOURCE_EXHAUSTED while the workspace already has `maxInFlight` calls running (both
+ * services share the limit through the operations), before any work or validation is done.
+ */
+function gate(ops: InWorkspaceOperations, service: InWorkspaceServiceServer): InWorkspaceServiceServer {
+  const gated = {} as Record<string, handleUnaryCall<unknown, unknown>>;
+  for (const [name, handler] of Object.entries(service) as [string, handleUnaryCall<unknown, unknown>][]) {
+    gated[name] = (call, callback) => {
+      if (!ops.inFlight.tryEnter()) {
+        callback(
+          toGrpcStatus(
+            new ResourceExhaustedError(`this workspace has ${ops.inFlight.max} in-workspace calls running already`),
+          ),
+        );
+        return;
+      }
+      handler(call, (...args: Parameters<typeof callback>) => {
+        ops.inFlight.leave();
+        callback(...args);
+      });
+    };
+  }
+  return gated as unknown as InWorkspaceServiceServer;
 }
 
 /**
