@@ -42,6 +42,7 @@ export function registerUpCommand(program: Command, wrap: ActionWrapper): void {
               `  daemon (gRPC)   ${handle.daemonAddress}\n` +
               `  port proxy      ${handle.proxyAddress ? `http://${handle.proxyAddress}` : 'off'}\n` +
               `  metrics         ${handle.metricsAddress ? `http://${handle.metricsAddress}/metrics` : 'off'}\n` +
+              isolationLine(handle.manager.runtime) +
               `Try: workbay${handle.managerAddress === '127.0.0.1:7720' ? '' : ` --address ${handle.managerAddress}`} start --wait\n` +
               'Press Ctrl+C to stop (running workspaces keep running and are re-adopted by the next `workbay up`).\n',
           );
@@ -57,4 +58,13 @@ export function registerUpCommand(program: Command, wrap: ActionWrapper): void {
         ctx.err('Workbay stopped.\n');
       }),
     );
+}
+
+/** How workspaces run, said plainly: isolated, or trusted processes of this user (the runtime's notice says why). */
+function isolationLine(runtime: unknown): string {
+  const isolation = (runtime as { isolation?: { namespaces?: boolean; notice?: string } }).isolation;
+  if (!isolation) return '';
+  if (isolation.namespaces)
+    return '  workspaces      isolated (uid 33333 in own user, network, pid, mount, uts namespaces)\n';
+  return `  workspaces      NOT ISOLATED: ${isolation.notice ?? 'workspaces run as trusted processes of this user'}\n`;
 }

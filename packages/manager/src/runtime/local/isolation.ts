@@ -46,12 +46,12 @@ export async function decideIsolation(config: LocalRuntimeConfig, logger: Plugin
   } else if (config.isolation === 'auto') {
     namespaces = root && missing.length === 0;
     if (!root) {
-      notice = `not isolated: the manager does not run as root, so workspaces run as trusted processes of user '${user}' without isolation`;
+      notice = `the manager does not run as root, so workspaces run as trusted processes of user '${user}' without isolation`;
     } else if (missing.length > 0) {
-      notice = `not isolated: ${missing.join(', ')} not found, so workspaces run as trusted processes of root without isolation`;
+      notice = `${missing.join(', ')} not found, so workspaces run as trusted processes of root without isolation`;
     }
   } else {
-    notice = `not isolated: runtime.local.isolation is 'none', so workspaces run as trusted processes of user '${user}' without isolation`;
+    notice = `runtime.local.isolation is 'none', so workspaces run as trusted processes of user '${user}' without isolation`;
   }
   if (notice) logger.warn({}, notice);
   if (namespaces) {

@@ -1,6 +1,5 @@
-import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { open, rmdir, stat } from 'node:fs/promises';
+import { rmdir } from 'node:fs/promises';
 import path from 'node:path';
 import { Subject } from 'rxjs';
 import type { Observable } from 'rxjs';
@@ -16,7 +15,6 @@ import type {
   RuntimeEvent,
   RuntimeStatus,
   RuntimeWorkspaceSpec,
-  RuntimeWorkspaceState,
   StopOptions,
   WorkspaceRuntime,
 } from '@workbay/api';
@@ -25,47 +23,21 @@ import type { Cgroup } from '@workbay/nsinsider';
 import { parseLocalRuntimeConfig } from './config.js';
 import type { LocalRuntimeConfig, LocalRuntimeConfigInput } from './config.js';
 import { childExitCode, describeExit } from './exit.js';
-import { createWorkspaceCgroup, decideIsolation } from './isolation.js';
+import { decideIsolation } from './isolation.js';
 import type { LocalIsolation } from './isolation.js';
-import { hostnameFor, planLaunch } from './launch.js';
 import { WorkspaceNetworks } from './network.js';
-import type { WorkspaceNet } from './network.js';
 import { PortAllocator } from './ports.js';
 import { groupAlive, isSameProcessAlive, readProcStat, signal, sleep } from './proc.js';
 import { waitReady } from './readiness.js';
+import { provision, spawnWorkspace } from './provision.js';
+import { newRecord, stateOfRecord } from './state.js';
+import type { LocalWorkspaceState } from './state.js';
 import { InstanceStore } from './store.js';
 import type { InstanceRecord } from './store.js';
-import { wrapperInvocation } from './wrapper.js';
 
 export type { LocalIsolation } from './isolation.js';
+export type { LocalWorkspaceState } from './state.js';
 export { defaultWorkspaceScript } from './launch.js';
-
-/**
- * The local runtime's view of an instance: the SPI state plus where its ports ended up on this machine.
- * (`portMap` and friends are a local extension; the SPI has no field for them.)
- */
-export interface LocalWorkspaceState extends RuntimeWorkspaceState {
-  /**
-   * Spec port → port on `host`. Isolated: identity (the workspace has an address of its own). Otherwise the IDE port
-   * maps to another host port when the requested one was taken or 0.
-   */
-  readonly portMap: Readonly<Record<number, number>>;
-  /** The port the IDE (first spec port) listens on at `host`; also `PORT` and `WORKBAY_IDE_PORT` in its env. */
-  readonly idePort: number;
-  /** Runs isolated: as an unprivileged uid in its own user, network, pid, mount and uts namespaces. */
-  readonly namespaced: boolean;
-  /** Isolated: the host uid/gid it runs as (the content directory's owner; 33333 inside). */
-  readonly hostUid?: number;
-  readonly hostGid?: number;
-  /** Isolated: its network (netns, veth host end, addresses). */
-  readonly net?: WorkspaceNet;
-  /** Said plainly when the workspace is not (fully) isolated, for its status. */
-  readonly notice?: string;
-  /** The cgroup directories limiting it, when any. */
-  readonly cgroupDirs: readonly string[];
-  /** Where its stdout and stderr go while it runs. */
-  readonly logFile: string;
-}
 
 export interface LocalRuntimeOptions {
   /** Raw or parsed config; raw input is validated (errors name the bad key). */
@@ -189,118 +161,41 @@ export class LocalRuntime implements WorkspaceRuntime {
 
   private async launch(spec: RuntimeWorkspaceSpec): Promise<LocalWorkspaceState> {
     const id = spec.instanceId;
-    const contentDir = path.resolve(spec.contentDir);
-    const contentStat = await stat(contentDir).catch(() => undefined);
-    if (!contentStat?.isDirectory()) {
-      throw new FailedPreconditionError(`workspace content directory '${contentDir}' does not exist`);
-    }
-    const isolated = this.isolation.namespaces;
-    const allocatedIdePort = isolated ? undefined : await this.ports.allocate(id, spec.ports[0] ?? 0);
-    let cgroup: Cgroup | undefined;
-    let net: WorkspaceNet | undefined;
-    const undo = async (): Promise<void> => {
-      this.ports.release(id);
-      if (cgroup) await cgroup.remove().catch(() => undefined);
-      if (net) await this.networks?.release(net).catch(() => undefined);
-    };
-    let plan;
-    try {
-      plan = await planLaunch({ spec, config: this.config, contentDir, contentStat, isolated, allocatedIdePort });
-    } catch (error) {
-      await undo();
-      throw error;
-    }
-    try {
-      if (this.isolation.cgroups) {
-        cgroup = await createWorkspaceCgroup(
-          this.isolation.cgroups,
-          this.isolation.cgroupParent ?? 'workbay',
-          id,
-          spec.resources,
-        );
-      }
-    } catch (cause) {
-      await undo();
-      throw new FailedPreconditionError(`could not set up the cgroup for workspace instance '${id}'`, { cause });
-    }
-    try {
-      if (this.networks) net = await this.networks.allocate(id);
-    } catch (cause) {
-      await undo();
-      if (cause instanceof Error && cause.name === 'ResourceExhaustedError') throw cause;
-      throw new FailedPreconditionError(`could not set up the network of workspace instance '${id}'`, { cause });
-    }
-
-    const exitFile = this.store.exitFile(id);
-    const invocation = wrapperInvocation({
-      exitFile,
-      cgroupProcsFiles: cgroup ? cgroup.dirs().map((d) => path.join(d, 'cgroup.procs')) : [],
-      sandbox:
-        net && plan.identity && this.networks
-          ? {
-              netnsPath: this.networks.netnsPath(net),
-              hostname: hostnameFor(spec.workspaceId),
-              contentDir,
-              iwsDir: plan.iwsDir,
-              hideDir: plan.hideDir,
-              uid: plan.identity.uid,
-              gid: plan.identity.gid,
-            }
-          : undefined,
-      command: plan.command,
+    const p = await provision({
+      spec,
+      config: this.config,
+      isolation: this.isolation,
+      networks: this.networks,
+      ports: this.ports,
     });
-
+    const { plan, net, cgroup } = p;
     let child: ChildProcess;
-    await this.store.remove(id); // leftovers of an earlier run of the same id
-    const log = await open(this.store.logFile(id), 'a');
     try {
-      child = spawn(invocation.file, invocation.args, {
-        cwd: contentDir,
-        env: plan.env,
-        detached: true, // own session and process group: the group is what stop() signals
-        stdio: ['ignore', log.fd, log.fd],
-      });
-      await new Promise<void>((resolve, reject) => {
-        child.once('spawn', resolve);
-        child.once('error', reject);
+      await this.store.remove(id); // leftovers of an earlier run of the same id
+      child = await spawnWorkspace(p, spec, this.networks, {
+        exitFile: this.store.exitFile(id),
+        logFile: this.store.logFile(id),
       });
     } catch (cause) {
-      await undo();
+      await p.undo();
       throw new FailedPreconditionError(`could not launch workspace instance '${id}'`, { cause });
-    } finally {
-      await log.close();
     }
     child.unref();
     const pid = child.pid!;
     const procStat = await readProcStat(pid);
+    const isolated = this.isolation.namespaces;
 
-    const record: InstanceRecord = {
-      version: 1,
-      instanceId: id,
-      workspaceId: spec.workspaceId,
-      owner: spec.owner,
-      image: spec.image,
-      className: spec.className,
-      command: plan.command,
+    const record = newRecord({
+      spec,
+      plan,
       pid,
-      pgid: pid,
       startTime: procStat?.startTime,
-      namespaced: isolated,
-      hostUid: plan.identity?.uid,
-      hostGid: plan.identity?.gid,
+      isolated,
       net,
-      notice: plan.identity?.notice ?? this.isolation.notice,
       cgroup: cgroup ? { path: cgroup.path, dirs: cgroup.dirs() } : undefined,
-      memoryLimitBytes: spec.resources.memoryBytes,
-      host: net?.address ?? this.config.host,
-      idePort: plan.idePort,
-      portMap: plan.portMap,
-      nodeName: this.config.nodeName,
-      startedAt: new Date().toISOString(),
-      readiness: plan.readiness,
-      ready: false,
-      stopRequested: false,
-    };
+      notice: plan.identity?.notice ?? this.isolation.notice,
+      config: this.config,
+    });
     const instance = this.track(record, 'starting');
     instance.child = child;
     child.once('exit', (code, sig) => {
@@ -373,29 +268,7 @@ export class LocalRuntime implements WorkspaceRuntime {
   }
 
   private stateOf(i: Instance): LocalWorkspaceState {
-    const r = i.record;
-    const portMap: Record<number, number> = {};
-    for (const [k, v] of Object.entries(r.portMap)) portMap[Number(k)] = v;
-    return {
-      instanceId: r.instanceId,
-      status: i.status,
-      ready: r.ready,
-      pid: r.pid,
-      exitCode: r.exit?.exitCode,
-      failure: r.exit?.failure,
-      nodeName: r.nodeName,
-      host: r.host,
-      startedAt: new Date(r.startedAt),
-      portMap,
-      idePort: r.idePort,
-      namespaced: r.namespaced,
-      hostUid: r.hostUid,
-      hostGid: r.hostGid,
-      net: r.net,
-      notice: r.notice,
-      cgroupDirs: r.cgroup?.dirs ?? [],
-      logFile: this.store.logFile(r.instanceId),
-    };
+    return stateOfRecord(i.record, i.status, this.store.logFile(i.record.instanceId));
   }
 
   private watchReadiness(instance: Instance): void {

@@ -1,0 +1,124 @@
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { open, stat } from 'node:fs/promises';
+import path from 'node:path';
+import { FailedPreconditionError } from '@workbay/api';
+import type { RuntimeWorkspaceSpec } from '@workbay/api';
+import type { Cgroup } from '@workbay/nsinsider';
+import type { LocalRuntimeConfig } from './config.js';
+import { createWorkspaceCgroup } from './isolation.js';
+import type { LocalIsolation } from './isolation.js';
+import { hostnameFor, planLaunch } from './launch.js';
+import type { LaunchPlan } from './launch.js';
+import type { WorkspaceNet, WorkspaceNetworks } from './network.js';
+import type { PortAllocator } from './ports.js';
+import { wrapperInvocation } from './wrapper.js';
+
+/** What a workspace holds on the host before its process runs; `undo` gives all of it back. */
+export interface Provisioned {
+  readonly contentDir: string;
+  readonly plan: LaunchPlan;
+  readonly cgroup?: Cgroup;
+  readonly net?: WorkspaceNet;
+  undo(): Promise<void>;
+}
+
+/**
+ * Checks the content directory, plans the launch and creates the host resources in order (IDE host port when not
+ * isolated, cgroup, network), undoing what was made when a later step fails.
+ */
+export async function provision(options: {
+  readonly spec: RuntimeWorkspaceSpec;
+  readonly config: LocalRuntimeConfig;
+  readonly isolation: LocalIsolation;
+  readonly networks?: WorkspaceNetworks;
+  readonly ports: PortAllocator;
+}): Promise<Provisioned> {
+  const { spec, config, isolation, networks, ports } = options;
+  const id = spec.instanceId;
+  const contentDir = path.resolve(spec.contentDir);
+  const contentStat = await stat(contentDir).catch(() => undefined);
+  if (!contentStat?.isDirectory()) {
+    throw new FailedPreconditionError(`workspace content directory '${contentDir}' does not exist`);
+  }
+  const isolated = isolation.namespaces;
+  const allocatedIdePort = isolated ? undefined : await ports.allocate(id, spec.ports[0] ?? 0);
+  let cgroup: Cgroup | undefined;
+  let net: WorkspaceNet | undefined;
+  const undo = async (): Promise<void> => {
+    ports.release(id);
+    if (cgroup) await cgroup.remove().catch(() => undefined);
+    if (net) await networks?.release(net).catch(() => undefined);
+  };
+  try {
+    const plan = await planLaunch({ spec, config, contentDir, contentStat, isolated, allocatedIdePort });
+    try {
+      if (isolation.cgroups) {
+        cgroup = await createWorkspaceCgroup(
+          isolation.cgroups,
+          isolation.cgroupParent ?? 'workbay',
+          id,
+          spec.resources,
+        );
+      }
+    } catch (cause) {
+      throw new FailedPreconditionError(`could not set up the cgroup for workspace instance '${id}'`, { cause });
+    }
+    try {
+      if (networks) net = await networks.allocate(id);
+    } catch (cause) {
+      if (cause instanceof Error && cause.name === 'ResourceExhaustedError') throw cause;
+      throw new FailedPreconditionError(`could not set up the network of workspace instance '${id}'`, { cause });
+    }
+    return { contentDir, plan, cgroup, net, undo };
+  } catch (error) {
+    await undo();
+    throw error;
+  }
+}
+
+/**
+ * Spawns the wrapper for a provisioned workspace: its own session and process group (the group is what stop()
+ * signals), output appended to `logFile`. Resolves once the process exists.
+ */
+export async function spawnWorkspace(
+  p: Provisioned,
+  spec: RuntimeWorkspaceSpec,
+  networks: WorkspaceNetworks | undefined,
+  files: { readonly exitFile: string; readonly logFile: string },
+): Promise<ChildProcess> {
+  const identity = p.plan.identity;
+  const invocation = wrapperInvocation({
+    exitFile: files.exitFile,
+    cgroupProcsFiles: p.cgroup ? p.cgroup.dirs().map((d) => path.join(d, 'cgroup.procs')) : [],
+    sandbox:
+      p.net && identity && networks
+        ? {
+            netnsPath: networks.netnsPath(p.net),
+            hostname: hostnameFor(spec.workspaceId),
+            contentDir: p.contentDir,
+            iwsDir: p.plan.iwsDir,
+            hideDir: p.plan.hideDir,
+            uid: identity.uid,
+            gid: identity.gid,
+          }
+        : undefined,
+    command: p.plan.command,
+  });
+  const log = await open(files.logFile, 'a');
+  try {
+    const child = spawn(invocation.file, invocation.args, {
+      cwd: p.contentDir,
+      env: p.plan.env,
+      detached: true,
+      stdio: ['ignore', log.fd, log.fd],
+    });
+    await new Promise<void>((resolve, reject) => {
+      child.once('spawn', resolve);
+      child.once('error', reject);
+    });
+    return child;
+  } finally {
+    await log.close();
+  }
+}
