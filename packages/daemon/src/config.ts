@@ -175,6 +175,36 @@ export const daemonConfigSchema = z
       })
       .strict()
       .prefault({}),
+    /**
+     * Host uids/gids for workspaces (uid == gid), used when the daemon runs as root: each workspace gets its own
+     * id from [base, base + count), unique among the daemon's live workspaces.
+     */
+    workspaceIds: z
+      .object({
+        base: z
+          .number()
+          .int()
+          .min(1)
+          .max(2 ** 31 - 2)
+          .default(200_000),
+        count: z
+          .number()
+          .int()
+          .min(1)
+          .max(2 ** 24)
+          .default(65_536),
+      })
+      .strict()
+      .refine((ids) => ids.base + ids.count - 1 <= 2 ** 31 - 2, 'base + count must stay below 2^31 - 1')
+      .prefault({}),
+    /** Restores (snapshots, backups, prebuilds): content is hostile. */
+    restore: z
+      .object({
+        /** Create device nodes and FIFOs and keep setuid/setgid bits and file capabilities from archives. */
+        allowSpecialFiles: z.boolean().default(false),
+      })
+      .strict()
+      .prefault({}),
     log: z
       .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
       .strict()

@@ -11,18 +11,31 @@
  * 5. Dispose and backup are idempotent and survive restarts: state is on disk, a finished disposal leaves a
  *    tombstone that answers a repeated dispose with the same result.
  */
-import { mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { lchown, mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BehaviorSubject, Subject } from 'rxjs';
 import type { Observable, Subscription } from 'rxjs';
-import type { BucketLayout, PluginLogger } from '@workbay/api';
-import { assertWorkspaceId, locateOwner } from '@workbay/api';
-import type { BackupFormat, BackupResult } from './backup/backup-store.js';
-import { BackupStore, readyMarkerPath } from './backup/backup-store.js';
+import type { PluginLogger } from '@workbay/api';
+import type { BackupResult } from './backup/backup-store.js';
+import { BackupStore } from './backup/backup-store.js';
+import { assertBackupable, assertContentPresent, specGitLocations } from './content/content-checks.js';
+import { housekeeping } from './content/housekeeping.js';
+import { populateContent } from './content/populate.js';
+import { splitQualified } from './content/ownership.js';
+import { writeReadyMarker } from './content/ready-marker.js';
+import type {
+  BackupReason,
+  ContentEvent,
+  ContentServiceOptions,
+  DisposeWorkspaceResult,
+  InitWorkspaceResult,
+  WorkspaceInfo,
+} from './content/types.js';
+import type { InitWorkspaceInput } from './content/validate.js';
+import { validateInitWorkspace } from './content/validate.js';
 import {
   AlreadyExistsError,
   FailedPreconditionError,
-  InvalidArgumentError,
   NotFoundError,
   UnavailableError,
   WorkspaceStateError,
@@ -30,130 +43,29 @@ import {
   isWorkbayError,
 } from './errors.js';
 import { Git } from './git/git.js';
-import type { GitPolicy } from './git/git-policy.js';
 import type { GitStatusSummary } from './git/git-status.js';
 import { gitStatus } from './git/git-status.js';
-import type { DiskGuard } from './health/disk-guard.js';
-import type { DaemonMetrics } from './health/metrics.js';
-import type { HostOps } from './host-ops/host-ops.js';
-import type { InitializerContext } from './initializer/context.js';
-import { runInitializer } from './initializer/run.js';
-import type { ContentSource, InitializerMetric, InitializerSpec } from './initializer/types.js';
+import type { ContentSource } from './initializer/types.js';
 import { redactSpec } from './initializer/types.js';
-import type { DiskQuota } from './quota/disk-quota.js';
-import type { BackupRecord, ContentPhase, DisposalRecord, SessionState } from './session/session-store.js';
+import type { BackupRecord, DisposalRecord, SessionState } from './session/session-store.js';
 import { SessionStore } from './session/session-store.js';
-import { writeJsonAtomic } from './util/atomic-file.js';
+import { HostIdAllocator } from './session/host-ids.js';
+import { quote } from './util/bounds.js';
 import { KeyedMutex, Semaphore } from './util/concurrency.js';
+import { ownTree } from './util/own-tree.js';
 import { retryWithBackoff } from './util/retry.js';
-import type { RemoteStorage } from '@workbay/api';
-import type { Compression } from './archive/compression.js';
 
-export interface BackupSettings {
-  readonly format: BackupFormat;
-  readonly compression: Compression;
-  /** Backups (and snapshots) running at once on this node. */
-  readonly concurrency: number;
-  /** Tries per backup, including the first. */
-  readonly attempts: number;
-  readonly initialBackoffMs: number;
-  /** Periodic backups of running workspaces; 0 turns them off. */
-  readonly periodMs: number;
-  readonly packSize?: number;
-  readonly uploadConcurrency?: number;
-  readonly xattrs?: boolean;
-}
-
-export interface ContentServiceOptions {
-  readonly workingArea: string;
-  /** Remote storage; without it, workspaces must set `remoteStorageDisabled`. */
-  readonly storage?: RemoteStorage;
-  readonly layout: BucketLayout;
-  readonly backup: BackupSettings;
-  readonly initializer: {
-    readonly gitRetryInitialMs: number;
-    readonly gitRetryMaxMs: number;
-    readonly downloadTimeoutMs: number;
-  };
-  /** Git rules (local remotes, timeouts); default: only https/http/ssh/git remotes. */
-  readonly git?: Partial<GitPolicy>;
-  readonly quota: DiskQuota;
-  /** Quota for workspaces that do not ask for one (0: none). */
-  readonly defaultQuotaBytes: number;
-  readonly diskGuard: DiskGuard;
-  readonly metrics: DaemonMetrics;
-  readonly logger: PluginLogger;
-  readonly hostOps: HostOps;
-  readonly housekeeping: { readonly intervalMs: number; readonly orphanAgeMs: number; readonly tombstoneTtlMs: number };
-  /** How long `stop()` waits for running operations. */
-  readonly shutdownTimeoutMs?: number;
-  /** Awaited at two points of a workspace's life; the daemon serves the in-workspace service from here. */
-  readonly lifecycle?: ContentLifecycleHooks;
-}
-
-/** Hooks into a workspace's life (the daemon's per-workspace in-workspace service socket uses them). */
-export interface ContentLifecycleHooks {
-  /** The content is ready, before InitWorkspace answers; a failure fails the initialization. */
-  contentReady(workspace: {
-    readonly instanceId: string;
-    readonly workspaceId: string;
-    readonly contentLocation: string;
-  }): Promise<void>;
-  /** The content is about to be deleted (dispose, or a deletion resumed after a restart); a failure fails it. */
-  deleting(instanceId: string): Promise<void>;
-}
-
-export interface InitWorkspaceInput {
-  readonly instanceId: string;
-  readonly owner: string;
-  /** The workspace (meta) id: backups are keyed by it. */
-  readonly workspaceId: string;
-  readonly initializer: InitializerSpec;
-  readonly remoteStorageDisabled: boolean;
-  /** 0: the daemon's default. */
-  readonly storageQuotaBytes: number;
-}
-
-export interface InitWorkspaceResult {
-  readonly contentLocation: string;
-  readonly source: ContentSource;
-  readonly metrics: readonly InitializerMetric[];
-}
-
-export interface DisposeWorkspaceResult {
-  readonly gitStatus?: GitStatusSummary;
-  readonly backup?: BackupRecord;
-}
-
-export interface WorkspaceInfo {
-  readonly instanceId: string;
-  readonly workspaceId: string;
-  readonly owner: string;
-  readonly phase: ContentPhase;
-  readonly contentLocation: string;
-  readonly lastBackupAt?: string;
-  readonly quotaBytes?: number;
-}
-
-export type ContentEvent =
-  | { readonly type: 'initialized'; readonly instanceId: string; readonly source: ContentSource }
-  | { readonly type: 'init-failed'; readonly instanceId: string; readonly error: string }
-  | { readonly type: 'backed-up'; readonly instanceId: string; readonly reason: BackupReason; readonly url: string }
-  | {
-      readonly type: 'backup-failed';
-      readonly instanceId: string;
-      readonly reason: BackupReason;
-      readonly error: string;
-    }
-  | { readonly type: 'disposed'; readonly instanceId: string }
-  | {
-      readonly type: 'quota-exceeded';
-      readonly instanceId: string;
-      readonly usedBytes: number;
-      readonly limitBytes: number;
-    };
-
-export type BackupReason = 'explicit' | 'periodic' | 'final';
+export type {
+  BackupReason,
+  BackupSettings,
+  ContentEvent,
+  ContentLifecycleHooks,
+  ContentServiceOptions,
+  DisposeWorkspaceResult,
+  InitWorkspaceResult,
+  WorkspaceInfo,
+} from './content/types.js';
+export type { InitWorkspaceInput } from './content/validate.js';
 
 interface Workspace {
   state: SessionState;
@@ -177,26 +89,6 @@ const retryStopCodes = new Set([
   'not-found',
 ]);
 
-/** Collects the git checkout locations a spec produces. */
-function specGitLocations(spec: InitializerSpec): string[] {
-  switch (spec.kind) {
-    case 'git':
-      return [spec.git.checkoutLocation];
-    case 'prebuild':
-      return spec.git.map((g) => g.checkoutLocation);
-    case 'composite':
-      return spec.children.flatMap(specGitLocations);
-    default:
-      return [];
-  }
-}
-
-function rethrowWithField(error: unknown, field: string): never {
-  if (isWorkbayError(error, 'invalid-argument'))
-    throw new InvalidArgumentError(field, (error as InvalidArgumentError).reason, { cause: error });
-  throw error;
-}
-
 export class WorkspaceContentService {
   private readonly workspaces = new Map<string, Workspace>();
   private readonly lock = new KeyedMutex();
@@ -205,6 +97,8 @@ export class WorkspaceContentService {
   private readonly backups: BackupStore | undefined;
   private readonly git: Git;
   private readonly logger: PluginLogger;
+  /** Host ids of workspaces; undefined when the daemon is not root (content stays the daemon user's). */
+  private readonly hostIds: HostIdAllocator | undefined;
   private readonly inflight = new Set<Promise<unknown>>();
   /** Snapshot uploads still running, by `<object>@<bucket>`: a deletion waits for them. */
   private readonly uploadingSnapshots = new Map<string, Promise<unknown>>();
@@ -235,8 +129,11 @@ export class WorkspaceContentService {
             ? { uploadConcurrency: options.backup.uploadConcurrency }
             : {}),
           ...(options.backup.xattrs !== undefined ? { xattrs: options.backup.xattrs } : {}),
+          allowSpecialFiles: options.allowSpecialFiles ?? false,
         })
       : undefined;
+    const root = options.runsAsRoot ?? process.getuid?.() === 0;
+    this.hostIds = root ? new HostIdAllocator(options.workspaceIds ?? { base: 200_000, count: 65_536 }) : undefined;
   }
 
   /** The workspaces right now. */
@@ -304,15 +201,21 @@ export class WorkspaceContentService {
     const sessions = await this.store.list((file, error) =>
       this.logger.error({ file, err: errorMessage(error) }, 'unreadable session state; leaving it alone'),
     );
+    // Every id on disk stays taken, also of workspaces whose recovery fails below: their content keeps its owner.
+    for (const state of sessions) if (state.hostUser) this.hostIds?.reserve(state.hostUser.uid);
     for (const state of sessions) {
       const ws: Workspace = { state, pending: new Set() };
       this.workspaces.set(state.instanceId, ws);
       try {
         await this.recover(ws);
       } catch (error) {
+        // Not registered: nothing may use (back up, dispose, serve) content whose recovery failed. Its state and
+        // content stay on disk untouched (housekeeping leaves them alone), so the next start tries again.
+        this.stopPeriodic(ws);
+        this.workspaces.delete(state.instanceId);
         this.logger.error(
-          { instanceId: state.instanceId, err: errorMessage(error) },
-          'could not recover workspace after restart',
+          { instanceId: state.instanceId, phase: state.phase, err: errorMessage(error) },
+          'could not recover workspace after restart; it is not served until a restart recovers it',
         );
       }
     }
@@ -401,7 +304,7 @@ export class WorkspaceContentService {
 
   private require(instanceId: string): Workspace {
     const ws = this.workspaces.get(instanceId);
-    if (!ws) throw new NotFoundError(`workspace '${instanceId}' does not exist on this node`);
+    if (!ws) throw new NotFoundError(`workspace ${quote(instanceId)} does not exist on this node`);
     return ws;
   }
 
@@ -410,33 +313,17 @@ export class WorkspaceContentService {
 
   async initWorkspace(input: InitWorkspaceInput): Promise<InitWorkspaceResult> {
     this.assertRunning();
-    assertWorkspaceId(input.instanceId, 'id');
-    if (!Number.isSafeInteger(input.storageQuotaBytes) || input.storageQuotaBytes < 0) {
-      throw new InvalidArgumentError(
-        'storage_quota_bytes',
-        `must be a non-negative integer (got ${input.storageQuotaBytes})`,
-      );
-    }
-    if (!input.remoteStorageDisabled) {
-      if (!this.backups) {
-        throw new FailedPreconditionError(
-          'this daemon has no remote storage; set remote_storage_disabled to run without backups',
-        );
-      }
-      if (!input.owner) throw new InvalidArgumentError('metadata.owner', 'must be set (backups are stored per owner)');
-      try {
-        locateOwner(this.options.layout, input.owner);
-      } catch (error) {
-        rethrowWithField(error, 'metadata.owner');
-      }
-      if (!input.workspaceId)
-        throw new InvalidArgumentError('metadata.meta_id', 'must be set (backups are keyed by it)');
-      assertWorkspaceId(input.workspaceId, 'metadata.meta_id');
-    }
+    // Everything is checked before anything is registered or written: a refused request leaves no trace.
+    validateInitWorkspace(input, {
+      layout: this.options.layout,
+      hasStorage: this.backups !== undefined,
+      git: this.git.policy,
+    });
     if (this.workspaces.has(input.instanceId))
       throw new AlreadyExistsError(`workspace '${input.instanceId}' already exists on this node`);
     const now = new Date().toISOString();
     const contentLocation = this.contentLocation(input.instanceId);
+    const hostId = this.hostIds?.allocate();
     const ws: Workspace = {
       state: {
         version: 1,
@@ -451,6 +338,7 @@ export class WorkspaceContentService {
         initializer: redactSpec(input.initializer),
         storageQuotaBytes: input.storageQuotaBytes,
         gitLocations: specGitLocations(input.initializer),
+        ...(hostId !== undefined ? { hostUser: { uid: hostId, gid: hostId } } : {}),
       },
       pending: new Set(),
     };
@@ -465,6 +353,7 @@ export class WorkspaceContentService {
       await this.store.save(ws.state);
     } catch (error) {
       this.workspaces.delete(input.instanceId);
+      if (hostId !== undefined) this.hostIds?.release(hostId);
       settle();
       throw error;
     }
@@ -498,75 +387,46 @@ export class WorkspaceContentService {
       }
       // A clean slate: children only, the directory itself may carry the quota (mount point).
       for (const name of await readdir(root)) await rm(join(root, name), { recursive: true, force: true });
+      // The content directory's owner IS the workspace's host identity (isolation contract); after the quota,
+      // which may have mounted an image here.
+      const owner = ws.state.hostUser;
+      if (owner) await lchown(root, owner.uid, owner.gid);
 
-      const backups = input.remoteStorageDisabled ? undefined : this.backups;
-      const ref = { owner: ws.state.owner, workspaceId: ws.state.workspaceId };
-      let metrics: InitializerMetric[] | undefined;
-      let gitLocations = ws.state.gitLocations;
-      // Backup first: a workspace that has a backup gets it back, whatever its initializer says.
-      if (backups && (await backups.find(ref))) {
-        const restoreStarted = performance.now();
-        try {
-          const restored = await backups.restore(root, ref);
-          if (!restored)
-            throw new NotFoundError(`the backup of workspace '${ref.workspaceId}' disappeared while restoring`);
-          this.options.metrics.restores.inc({ kind: 'backup', outcome: 'success' });
-          metrics = [
-            {
-              type: 'backup',
-              durationMs: Math.round(performance.now() - restoreStarted),
-              bytes: restored.transferredBytes,
-            },
-          ];
-          source = 'from-backup';
-          logger.info({ url: restored.url, bytes: restored.contentBytes }, 'restored workspace from its backup');
-        } catch (error) {
-          this.options.metrics.restores.inc({ kind: 'backup', outcome: 'failure' });
-          throw isWorkbayError(error)
-            ? error
-            : new UnavailableError(
-                `restoring the backup of workspace '${ref.workspaceId}' failed: ${errorMessage(error)}`,
-                { cause: error },
-              );
-        }
-      }
-      if (!metrics) {
-        const context: InitializerContext = {
-          root,
+      const populated = await populateContent(
+        {
+          backups: input.remoteStorageDisabled ? undefined : this.backups,
           git: this.git,
-          ...(backups ? { backups } : {}),
-          owner: ws.state.owner,
-          workspaceId: ws.state.workspaceId,
+          metrics: this.options.metrics,
+          settings: this.options.initializer,
           logger,
-          gitRetry: {
-            initialDelayMs: this.options.initializer.gitRetryInitialMs,
-            maxElapsedMs: this.options.initializer.gitRetryMaxMs,
-          },
-          downloadTimeoutMs: this.options.initializer.downloadTimeoutMs,
-        };
-        const outcome = await runInitializer(input.initializer, context);
-        metrics = [...outcome.metrics];
-        source = outcome.source;
-        gitLocations = [...new Set([...outcome.gitLocations, ...gitLocations])];
-        if (
-          input.initializer.kind === 'snapshot' ||
-          input.initializer.kind === 'prebuild' ||
-          input.initializer.kind === 'backup'
-        ) {
-          this.options.metrics.restores.inc({ kind: input.initializer.kind, outcome: 'success' });
-        }
+        },
+        ws.state,
+        input.initializer,
+      );
+      source = populated.source;
+      const { metrics, gitLocations } = populated;
+      await writeReadyMarker(
+        root,
+        {
+          source,
+          metrics: metrics.map((m) => ({ type: m.type, durationMs: m.durationMs, bytes: m.bytes })),
+          instanceId: input.instanceId,
+          workspaceId: ws.state.workspaceId,
+          readyAt: new Date().toISOString(),
+        },
+        owner,
+        logger,
+      );
+      if (owner) {
+        // Whatever the initializer wrote as root (or with the archive's owners) becomes the workspace's.
+        const owned = await ownTree(root, owner.uid, owner.gid);
+        if (owned.changed > 0) logger.info({ ...owned, uid: owner.uid }, 'gave the content to the workspace user');
       }
-      await writeJsonAtomic(join(root, readyMarkerPath), {
-        source,
-        metrics: metrics.map((m) => ({ type: m.type, durationMs: m.durationMs, bytes: m.bytes })),
-        instanceId: input.instanceId,
-        workspaceId: ws.state.workspaceId,
-        readyAt: new Date().toISOString(),
-      });
       await this.options.lifecycle?.contentReady({
         instanceId: input.instanceId,
         workspaceId: ws.state.workspaceId,
         contentLocation: root,
+        ...(owner ? { hostUser: owner } : {}),
       });
       await this.persist(ws, {
         phase: 'ready',
@@ -632,57 +492,11 @@ export class WorkspaceContentService {
   // Backups and snapshots
 
   private assertBackupable(ws: Workspace, operation: string, allowDisposing = false): BackupStore {
-    const phase = ws.state.phase;
-    if (!(phase === 'ready' || (allowDisposing && phase === 'disposing'))) {
-      const why: Record<ContentPhase, string> = {
-        initializing: 'still initializing',
-        ready: 'ready',
-        'init-failed': 'not initialized (initialization failed)',
-        disposing: 'being disposed',
-        'backed-up': 'already disposed',
-        deleting: 'being deleted (its content is incomplete)',
-      };
-      throw new WorkspaceStateError(ws.state.instanceId, why[phase], operation);
-    }
-    if (ws.state.remoteStorageDisabled || !this.backups) {
-      throw new FailedPreconditionError(
-        `workspace '${ws.state.instanceId}' has remote storage disabled; cannot ${operation}`,
-      );
-    }
-    return this.backups;
+    return assertBackupable(ws.state, this.backups, operation, allowDisposing);
   }
 
-  /**
-   * Refuses to archive content that is not there: an unmounted quota image, or a directory emptied behind
-   * our back. Either would upload an empty tree over the last good backup.
-   */
-  private async assertContentPresent(ws: Workspace, operation: string): Promise<void> {
-    const dir = ws.state.contentLocation;
-    const id = ws.state.instanceId;
-    if (ws.state.quota?.mode === 'loop' && !(await this.options.hostOps.isMountPoint(dir))) {
-      throw new FailedPreconditionError(
-        `the content image of workspace '${id}' is not mounted; refusing to ${operation}`,
-      );
-    }
-    const marker = await stat(join(dir, readyMarkerPath)).then(
-      () => true,
-      () => false,
-    );
-    if (marker) return;
-    let names: string[];
-    try {
-      names = await readdir(dir);
-    } catch (cause) {
-      throw new FailedPreconditionError(`the content of workspace '${id}' is missing; refusing to ${operation}`, {
-        cause,
-      });
-    }
-    if (names.length === 0) {
-      throw new FailedPreconditionError(
-        `the content directory of workspace '${id}' is empty and its ready marker is gone; refusing to ${operation} (it would replace the last good backup)`,
-      );
-    }
-    this.logger.warn({ instanceId: id }, 'ready marker missing; backing up the content that is there');
+  private assertContentPresent(ws: Workspace, operation: string): Promise<void> {
+    return assertContentPresent(ws.state, this.options.hostOps, this.logger, operation);
   }
 
   /** Runs one backup with the node-wide concurrency limit and retries. Caller holds the workspace lock. */
@@ -800,6 +614,7 @@ export class WorkspaceContentService {
     this.assertRunning();
     if (!this.backups) throw new FailedPreconditionError('this daemon has no remote storage; it holds no snapshots');
     const backups = this.backups;
+    splitQualified(qualified, 'snapshot'); // bounded before anything quotes it
     const { bucket, name } = backups.parseSnapshotName(qualified, 'snapshot');
     const uploading = this.uploadingSnapshots.get(qualified);
     if (uploading) await Promise.allSettled([uploading]);
@@ -947,6 +762,8 @@ export class WorkspaceContentService {
     });
     await this.store.remove(state.instanceId);
     this.workspaces.delete(state.instanceId);
+    // Freed only now: the content it owned is gone.
+    if (state.hostUser) this.hostIds?.release(state.hostUser.uid);
     this.publish();
     this.events.next({ type: 'disposed', instanceId: state.instanceId });
     this.logger.info({ instanceId: state.instanceId }, 'workspace disposed');
@@ -959,52 +776,19 @@ export class WorkspaceContentService {
    * Removes working-area directories without session state older than the orphan age (content left by
    * crashes before state was written), images without a workspace, and old tombstones.
    */
-  async housekeeping(now = Date.now()): Promise<{ removed: string[] }> {
-    const removed: string[] = [];
-    const area = this.options.workingArea;
-    const { orphanAgeMs, tombstoneTtlMs } = this.options.housekeeping;
-    let names: string[];
-    try {
-      names = await readdir(area);
-    } catch {
-      return { removed };
-    }
-    for (const name of names) {
-      if (name.startsWith('.') || SessionStore.isStoreFile(name) || this.workspaces.has(name)) continue;
-      const path = join(area, name);
-      try {
-        const info = await stat(path);
-        if (!info.isDirectory() || now - info.mtimeMs < orphanAgeMs) continue;
-        if (await this.store.load(name)) continue; // state appeared meanwhile
-        if (await this.options.hostOps.isMountPoint(path)) await this.options.hostOps.unmount(path, { lazy: true });
-        await rm(path, { recursive: true, force: true });
-        removed.push(name);
-        this.options.metrics.housekeepingRemoved.inc({ kind: 'directory' });
-        this.logger.info({ path }, 'housekeeping removed an orphaned workspace directory');
-      } catch (error) {
-        this.logger.warn({ path, err: errorMessage(error) }, 'housekeeping could not remove directory');
-      }
-    }
-    const images = join(area, '.images');
-    for (const name of await readdir(images).catch(() => [] as string[])) {
-      const id = name.replace(/\.img$/, '');
-      if (this.workspaces.has(id)) continue;
-      const path = join(images, name);
-      try {
-        const info = await stat(path);
-        if (now - info.mtimeMs < orphanAgeMs) continue;
-        if (await this.options.hostOps.isMountPoint(join(area, id))) continue;
-        await rm(path, { force: true });
-        removed.push(`.images/${name}`);
-        this.options.metrics.housekeepingRemoved.inc({ kind: 'image' });
-      } catch (error) {
-        this.logger.warn({ path, err: errorMessage(error) }, 'housekeeping could not remove image');
-      }
-    }
-    for (const id of await this.store.expiredTombstones(tombstoneTtlMs, now)) {
-      await this.store.removeTombstone(id);
-      this.options.metrics.housekeepingRemoved.inc({ kind: 'tombstone' });
-    }
-    return { removed };
+  housekeeping(now = Date.now()): Promise<{ removed: string[] }> {
+    return housekeeping(
+      {
+        workingArea: this.options.workingArea,
+        isRegistered: (id) => this.workspaces.has(id),
+        store: this.store,
+        hostOps: this.options.hostOps,
+        metrics: this.options.metrics,
+        logger: this.logger,
+        orphanAgeMs: this.options.housekeeping.orphanAgeMs,
+        tombstoneTtlMs: this.options.housekeeping.tombstoneTtlMs,
+      },
+      now,
+    );
   }
 }

@@ -210,6 +210,8 @@ class WorkbayDaemon implements Daemon {
         tombstoneTtlMs: config.housekeeping.tombstoneTtl,
       },
       shutdownTimeoutMs: config.shutdownTimeout,
+      workspaceIds: config.workspaceIds,
+      allowSpecialFiles: config.restore.allowSpecialFiles,
       ...(this.iws ? { lifecycle: this.iwsLifecycle(this.iws) } : {}),
     });
     await this.contentService.start();

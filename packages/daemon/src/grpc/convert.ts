@@ -4,8 +4,10 @@
  * (`initializer.composite.initializer[1].git.remote_uri`).
  */
 import type { contentservice, wsdaemon } from '@workbay/api';
-import { cloneTargetMode, gitAuthMethod, parseQualifiedObject } from '@workbay/api';
-import type { InitWorkspaceInput } from '../content-service.js';
+import { cloneTargetMode, gitAuthMethod } from '@workbay/api';
+import { splitQualified } from '../content/ownership.js';
+import type { InitWorkspaceInput } from '../content/validate.js';
+import { checkHttpUrl } from '../content/validate.js';
 import { InvalidArgumentError } from '../errors.js';
 import type { GitStatusSummary } from '../git/git-status.js';
 import type {
@@ -15,27 +17,20 @@ import type {
   InitializerMetric,
   InitializerSpec,
 } from '../initializer/types.js';
-
-const maxCompositeDepth = 8;
+import { checkCount, checkLength, limits, quote } from '../util/bounds.js';
 
 function required(value: string | undefined, field: string): string {
   if (!value) throw new InvalidArgumentError(field, 'must be set');
   return value;
 }
 
+/** A workspace id from a request: set, and short (it is echoed in messages and used in paths). */
 export function requireId(id: string, field = 'id'): string {
-  return required(id, field);
+  return checkLength(required(id, field), field, limits.id);
 }
 
 function httpUrl(value: string, field: string): string {
-  let url: URL;
-  try {
-    url = new URL(value);
-  } catch {
-    throw new InvalidArgumentError(field, 'is not a URL');
-  }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:')
-    throw new InvalidArgumentError(field, `must be an http(s) URL, not ${url.protocol}`);
+  checkHttpUrl(value, field);
   return value;
 }
 
@@ -47,6 +42,7 @@ const configKeyPattern = /^[A-Za-z][A-Za-z0-9-]*(\.[^\s=]+)?\.[A-Za-z][A-Za-z0-9
 
 function remoteUri(value: string, field: string): string {
   required(value, field);
+  checkLength(value, field, limits.url);
   if (value.startsWith('-')) throw new InvalidArgumentError(field, 'must not start with -');
   // eslint-disable-next-line no-control-regex -- control characters are exactly what is refused
   if (/[\s\x00-\x1f]/.test(value))
@@ -56,13 +52,13 @@ function remoteUri(value: string, field: string): string {
 
 export function gitFromProto(git: contentservice.GitInitializer, field: string): GitInitializerSpec {
   const targetMode = cloneTargetMode.fromProto(git.targetMode, `${field}.target_mode`);
-  const cloneTarget = git.cloneTaget;
+  const cloneTarget = checkLength(git.cloneTaget, `${field}.clone_taget`, limits.cloneTarget);
   if (targetMode === 'remote-commit') {
     if (!commitPattern.test(cloneTarget))
-      throw new InvalidArgumentError(`${field}.clone_taget`, `'${cloneTarget}' is not a commit id`);
+      throw new InvalidArgumentError(`${field}.clone_taget`, `${quote(cloneTarget)} is not a commit id`);
   } else if (targetMode !== 'remote-head') {
     if (!branchPattern.test(cloneTarget))
-      throw new InvalidArgumentError(`${field}.clone_taget`, `'${cloneTarget}' is not a valid branch name`);
+      throw new InvalidArgumentError(`${field}.clone_taget`, `${quote(cloneTarget)} is not a valid branch name`);
   }
   const config = git.config;
   const method = gitAuthMethod.fromProto(config?.authentication ?? 0, `${field}.config.authentication`);
@@ -86,11 +82,21 @@ export function gitFromProto(git: contentservice.GitInitializer, field: string):
       break;
   }
   const customConfig: Record<string, string> = {};
-  for (const [key, value] of Object.entries(config?.customConfig ?? {})) {
+  const configField = `${field}.config.custom_config`;
+  const entries = Object.entries(config?.customConfig ?? {});
+  if (entries.length > limits.customConfig.entries)
+    throw new InvalidArgumentError(
+      configField,
+      `has too many entries (${entries.length}; at most ${limits.customConfig.entries})`,
+    );
+  for (const [key, value] of entries) {
+    // Lengths first: the key pattern backtracks, and nothing unbounded may reach a message.
+    checkLength(key, `${configField} key`, limits.customConfig.key);
+    checkLength(value, `${configField}[${quote(key, 32)}]`, limits.customConfig.value);
     if (!configKeyPattern.test(key))
-      throw new InvalidArgumentError(`${field}.config.custom_config`, `'${key}' is not a git config key`);
+      throw new InvalidArgumentError(configField, `${quote(key)} is not a git config key`);
     if (/[\n\r\0]/.test(value))
-      throw new InvalidArgumentError(`${field}.config.custom_config`, `value of '${key}' must be a single line`);
+      throw new InvalidArgumentError(configField, `value of ${quote(key)} must be a single line`);
     customConfig[key] = value;
   }
   return {
@@ -131,7 +137,7 @@ export function initializerFromProto(
           'volume snapshots are not supported by this daemon',
         );
       }
-      parseQualifiedObject(required(spec.value.snapshot, snapshotField), snapshotField);
+      splitQualified(required(spec.value.snapshot, snapshotField), snapshotField);
       return { kind: 'snapshot', snapshot: spec.value.snapshot };
     }
     case 'prebuild': {
@@ -142,19 +148,22 @@ export function initializerFromProto(
           'volume snapshots are not supported by this daemon',
         );
       }
-      if (snapshot) parseQualifiedObject(snapshot, `${field}.prebuild.prebuild.snapshot`);
+      if (snapshot) splitQualified(snapshot, `${field}.prebuild.prebuild.snapshot`);
+      checkCount(spec.value.git.length, `${field}.prebuild.git`, limits.children);
       const git = spec.value.git.map((g, i) => gitFromProto(g, `${field}.prebuild.git[${i}]`));
       return { kind: 'prebuild', ...(snapshot ? { snapshot } : {}), git };
     }
     case 'composite': {
-      if (depth >= maxCompositeDepth)
-        throw new InvalidArgumentError(`${field}.composite`, `nested deeper than ${maxCompositeDepth} levels`);
+      if (depth >= limits.depth)
+        throw new InvalidArgumentError(`${field}.composite`, `nested deeper than ${limits.depth} levels`);
+      checkCount(spec.value.initializer.length, `${field}.composite.initializer`, limits.children);
       const children = spec.value.initializer.map((child, i) =>
         initializerFromProto(child, `${field}.composite.initializer[${i}]`, depth + 1),
       );
       return { kind: 'composite', children };
     }
     case 'download': {
+      checkCount(spec.value.files.length, `${field}.download.files`, limits.files);
       const files: DownloadFileSpec[] = spec.value.files.map((file, i) => {
         const fileField = `${field}.download.files[${i}]`;
         return {

@@ -6,10 +6,25 @@ import { HealthImplementation } from 'grpc-health-check';
 import type { PluginLogger, WorkspaceContentServiceServer } from '@workbay/api';
 import { WorkspaceContentServiceService, protoFiles, protoRoot, unaryHandler } from '@workbay/api';
 import type { WorkspaceContentService } from '../content-service.js';
+import { boundError, limits } from '../util/bounds.js';
 import { gitStatusToProto, initRequestFromProto, metricToProto, requireId } from './convert.js';
 
 /** The full name health checks use for the content service. */
 export const contentServiceName = 'wsdaemon.WorkspaceContentService';
+
+/**
+ * Every error leaves through here with a bounded message: the one place that guarantees invariant 7 for
+ * text built from something unbounded below (a git stderr, a storage backend's message).
+ */
+function bounded<Req, Res>(handler: (request: Req) => Promise<Res> | Res): (request: Req) => Promise<Res> {
+  return async (request) => {
+    try {
+      return await handler(request);
+    } catch (error) {
+      throw boundError(error);
+    }
+  };
+}
 
 /** The grpc-js implementation of `wsdaemon.WorkspaceContentService` over the domain service. */
 export function createContentServiceImplementation(
@@ -24,43 +39,55 @@ export function createContentServiceImplementation(
       ),
   };
   return {
-    initWorkspace: unaryHandler(async (request) => {
-      const result = await service.initWorkspace(initRequestFromProto(request));
-      return {
-        contentLocation: result.contentLocation,
-        initializerMetrics: result.metrics.map(metricToProto),
-        contentSource: result.source,
-      };
-    }, options),
-    waitForInit: unaryHandler(async (request) => {
-      await service.waitForInit(requireId(request.id));
-      return {};
-    }, options),
-    isWorkspaceExists: unaryHandler(
-      (request) => ({ exists: service.isWorkspaceExists(requireId(request.id)) }),
-      options,
-    ),
-    takeSnapshot: unaryHandler(
-      async (request) => ({
-        url: await service.takeSnapshot(requireId(request.id), { returnImmediately: request.returnImmediately }),
+    initWorkspace: unaryHandler(
+      bounded(async (request) => {
+        const result = await service.initWorkspace(initRequestFromProto(request));
+        return {
+          contentLocation: result.contentLocation,
+          initializerMetrics: result.metrics.map(metricToProto),
+          contentSource: result.source,
+        };
       }),
       options,
     ),
-    disposeWorkspace: unaryHandler(async (request) => {
-      const result = await service.disposeWorkspace(requireId(request.id), {
-        backup: request.backup,
-        backupLogs: request.backupLogs,
-      });
-      return result.gitStatus ? { gitStatus: gitStatusToProto(result.gitStatus) } : {};
-    }, options),
-    backupWorkspace: unaryHandler(
-      async (request) => ({ url: (await service.backupWorkspace(requireId(request.id))).url }),
+    waitForInit: unaryHandler(
+      bounded(async (request) => {
+        await service.waitForInit(requireId(request.id));
+        return {};
+      }),
       options,
     ),
-    deleteSnapshot: unaryHandler(async (request) => {
-      await service.deleteSnapshot(request.snapshot);
-      return { wasDeleted: true };
-    }, options),
+    isWorkspaceExists: unaryHandler(
+      bounded((request) => ({ exists: service.isWorkspaceExists(requireId(request.id)) })),
+      options,
+    ),
+    takeSnapshot: unaryHandler(
+      bounded(async (request) => ({
+        url: await service.takeSnapshot(requireId(request.id), { returnImmediately: request.returnImmediately }),
+      })),
+      options,
+    ),
+    disposeWorkspace: unaryHandler(
+      bounded(async (request) => {
+        const result = await service.disposeWorkspace(requireId(request.id), {
+          backup: request.backup,
+          backupLogs: request.backupLogs,
+        });
+        return result.gitStatus ? { gitStatus: gitStatusToProto(result.gitStatus) } : {};
+      }),
+      options,
+    ),
+    backupWorkspace: unaryHandler(
+      bounded(async (request) => ({ url: (await service.backupWorkspace(requireId(request.id))).url })),
+      options,
+    ),
+    deleteSnapshot: unaryHandler(
+      bounded(async (request) => {
+        await service.deleteSnapshot(request.snapshot);
+        return { wasDeleted: true };
+      }),
+      options,
+    ),
   };
 }
 
@@ -95,7 +122,8 @@ export async function startGrpcServer(
   implementation: WorkspaceContentServiceServer,
   options: { tls?: GrpcTlsOptions } = {},
 ): Promise<StartedGrpcServer> {
-  const server = new Server({ 'grpc.max_receive_message_length': 16 * 1024 * 1024 });
+  // Larger messages are refused (RESOURCE_EXHAUSTED) before they are decoded; no request needs more.
+  const server = new Server({ 'grpc.max_receive_message_length': limits.messageBytes });
   server.addService(WorkspaceContentServiceService, implementation);
   const health = new HealthImplementation({ '': 'NOT_SERVING', [contentServiceName]: 'NOT_SERVING' });
   health.addToServer(server);

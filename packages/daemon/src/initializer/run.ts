@@ -18,6 +18,8 @@ import {
   isWorkbayError,
 } from '../errors.js';
 import { resolveInside } from '../util/paths.js';
+import type { RestoreOptions } from '../backup/backup-store.js';
+import { quote } from '../util/bounds.js';
 import { retryWithBackoff } from '../util/retry.js';
 import { treeBytes } from '../util/du.js';
 import type { InitializerContext } from './context.js';
@@ -38,6 +40,11 @@ async function timed<T>(
   const started = performance.now();
   const { value, bytes } = await fn();
   return { value, metric: { type, durationMs: Math.round(performance.now() - started), bytes } };
+}
+
+/** Restores write as the workspace's host identity (not as the archive's owners). */
+function restoreOptions(ctx: InitializerContext): RestoreOptions {
+  return { ...(ctx.signal ? { signal: ctx.signal } : {}), ...(ctx.workspaceUser ? { owner: ctx.workspaceUser } : {}) };
 }
 
 function requireBackups(ctx: InitializerContext, what: string): NonNullable<InitializerContext['backups']> {
@@ -79,7 +86,7 @@ export async function runInitializer(
           ctx.root,
           spec.snapshot,
           `${field}.snapshot.snapshot`,
-          ctx.signal ? { signal: ctx.signal } : {},
+          restoreOptions(ctx),
         );
         return { value: undefined, bytes: stats.size };
       });
@@ -91,7 +98,7 @@ export async function runInitializer(
         const restored = await backups.restore(
           ctx.root,
           { owner: ctx.owner, workspaceId: ctx.workspaceId },
-          ctx.signal ? { signal: ctx.signal } : {},
+          restoreOptions(ctx),
         );
         if (!restored) throw new NoBackupFoundError(ctx.workspaceId);
         return { value: undefined, bytes: restored.transferredBytes };
@@ -146,7 +153,7 @@ async function runPrebuild(
           ctx.root,
           spec.snapshot as string,
           `${field}.prebuild.prebuild.snapshot`,
-          ctx.signal ? { signal: ctx.signal } : {},
+          restoreOptions(ctx),
         );
         return { value: undefined, bytes: stats.size };
       });
@@ -222,7 +229,8 @@ async function updatePrebuildCheckout(
   return after !== before;
 }
 
-async function findGitLocations(root: string): Promise<string[]> {
+/** Top-level git working copies of restored content ('' for the root), for git status at disposal. */
+export async function findGitLocations(root: string): Promise<string[]> {
   const { lstat, readdir } = await import('node:fs/promises');
   const out: string[] = [];
   try {
@@ -257,11 +265,11 @@ async function runDownloads(
     if (!match || match[2]!.length !== (match[1] === 'sha256' ? 64 : 128)) {
       throw new InvalidArgumentError(
         `${fileField}.digest`,
-        `'${file.digest}' is not an OCI digest (sha256:<hex> or sha512:<hex>)`,
+        `${quote(file.digest)} is not an OCI digest (sha256:<hex> or sha512:<hex>)`,
       );
     }
     if (file.filePath === '' || isAbsolute(file.filePath) || file.filePath.endsWith('/')) {
-      throw new InvalidArgumentError(`${fileField}.file_path`, `'${file.filePath}' must be a relative file path`);
+      throw new InvalidArgumentError(`${fileField}.file_path`, `${quote(file.filePath)} must be a relative file path`);
     }
     const relative = spec.targetLocation
       ? `${spec.targetLocation.replace(/\/+$/, '')}/${file.filePath}`
@@ -314,6 +322,7 @@ async function downloadOne(
     0o644,
   );
   try {
+    if (ctx.workspaceUser) await handle.chown(ctx.workspaceUser.uid, ctx.workspaceUser.gid);
     for await (const chunk of Readable.fromWeb(response.body as unknown as WebReadableStream<Uint8Array>)) {
       const buffer = chunk as Buffer;
       hash.update(buffer);

@@ -63,6 +63,11 @@ export interface SessionState {
   readonly disposal?: DisposalRecord;
   /** Why initialization (or the last operation) failed. */
   readonly failure?: string;
+  /**
+   * The workspace's host uid/gid (uid == gid) when the daemon runs as root: the owner of all its content, kept
+   * here so that it survives a daemon restart (isolation contract). Absent when the daemon is not root.
+   */
+  readonly hostUser?: { readonly uid: number; readonly gid: number };
 }
 
 /** What a finished disposal returns; kept as a tombstone so a repeated dispose answers the same. */

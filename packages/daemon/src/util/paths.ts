@@ -1,6 +1,7 @@
 import { homedir } from 'node:os';
 import { isAbsolute, join, normalize, resolve, sep } from 'node:path';
 import { InvalidArgumentError } from '../errors.js';
+import { checkLength, limits, quote } from './bounds.js';
 
 /** Expands a leading `~` to the home directory and makes the path absolute. */
 export function expandHome(path: string): string {
@@ -10,18 +11,28 @@ export function expandHome(path: string): string {
 }
 
 /**
+ * Checks a relative location from a request (a checkout location, a file path) without touching the disk:
+ * bounded length, no NUL, not absolute, no `..` component. Errors are INVALID_ARGUMENT naming `field`.
+ */
+export function checkRelativeLocation(relative: string, field: string): void {
+  checkLength(relative, field, limits.location);
+  if (relative.includes('\0')) throw new InvalidArgumentError(field, 'must not contain NUL bytes');
+  if (isAbsolute(relative))
+    throw new InvalidArgumentError(field, `${quote(relative)} must be relative to the workspace`);
+  if (relative.split(/[/\\]+/).includes('..'))
+    throw new InvalidArgumentError(field, `${quote(relative)} must not contain '..'`);
+}
+
+/**
  * Resolves a relative location (e.g. a checkout location from a request) inside `root`. Rejects absolute
  * paths and `..` components with an InvalidArgumentError naming `field`.
  */
 export function resolveInside(root: string, relative: string, field: string): string {
   if (relative === '' || relative === '.') return root;
-  if (isAbsolute(relative)) throw new InvalidArgumentError(field, `'${relative}' must be relative to the workspace`);
-  const parts = relative.split(/[/\\]+/);
-  if (parts.includes('..')) throw new InvalidArgumentError(field, `'${relative}' must not contain '..'`);
-  if (relative.includes('\0')) throw new InvalidArgumentError(field, 'must not contain NUL bytes');
+  checkRelativeLocation(relative, field);
   const full = normalize(join(root, relative));
   if (full !== root && !full.startsWith(root.endsWith(sep) ? root : root + sep)) {
-    throw new InvalidArgumentError(field, `'${relative}' leaves the workspace`);
+    throw new InvalidArgumentError(field, `${quote(relative)} leaves the workspace`);
   }
   return full;
 }

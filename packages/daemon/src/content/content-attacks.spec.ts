@@ -1,0 +1,326 @@
+/**
+ * Attacks on the daemon's content handling over real gRPC (127.0.0.1:0, the real daemon, real fs storage):
+ * refused requests leave no trace (issue 8 item 10), huge values get short, prompt answers without stalling
+ * the connection (item 9, invariant 7), an owner reaches only its own snapshots (item 7, invariant 11), and
+ * downloads are http(s) only. Each attack must have no effect.
+ */
+import { access, chmod, mkdtemp, readFile, readdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { RemoteStorage, contentservice } from '@workbay/api';
+import { isWorkbayError } from '@workbay/api';
+import { FsRemoteStorage } from '../storage/fs-storage.js';
+import { startTestDaemon } from '../test-support/daemon-harness.js';
+import type { TestDaemon } from '../test-support/daemon-harness.js';
+
+const exists = (path: string): Promise<boolean> =>
+  access(path).then(
+    () => true,
+    () => false,
+  );
+
+async function errorOf(promise: Promise<unknown>): Promise<Error & { code?: string; field?: string }> {
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  if (!(error instanceof Error)) throw new Error('expected the call to fail');
+  return error as Error & { code?: string; field?: string };
+}
+
+/** Records every storage call that reads an object or looks one up. */
+function recording(storage: RemoteStorage, calls: string[]): RemoteStorage {
+  const reads = new Set(['download', 'stat', 'list', 'presignedUrl']);
+  return new Proxy(storage, {
+    get(target, property, receiver) {
+      const value: unknown = Reflect.get(target, property, receiver);
+      if (typeof value !== 'function') return value;
+      return (...args: unknown[]) => {
+        if (reads.has(String(property))) calls.push(`${String(property)} ${String(args[0])} ${String(args[1] ?? '')}`);
+        return (value as (...a: unknown[]) => unknown).apply(target, args);
+      };
+    },
+  });
+}
+
+const empty: contentservice.WorkspaceInitializer = { spec: { $case: 'empty', value: {} } };
+const snapshotInit = (snapshot: string): contentservice.WorkspaceInitializer => ({
+  spec: { $case: 'snapshot', value: { snapshot, fromVolumeSnapshot: false } },
+});
+const composite = (...children: contentservice.WorkspaceInitializer[]): contentservice.WorkspaceInitializer => ({
+  spec: { $case: 'composite', value: { initializer: children } },
+});
+const download = (url: string, extra: Record<string, unknown> = {}): contentservice.WorkspaceInitializer => ({
+  spec: {
+    $case: 'download',
+    value: { targetLocation: '', files: [{ url, filePath: 'f', digest: `sha256:${'0'.repeat(64)}` }], ...extra },
+  } as never,
+});
+
+describe('content attacks over gRPC', () => {
+  let t: TestDaemon;
+  const calls: string[] = [];
+  let aliceSnapshot: string;
+
+  beforeAll(async () => {
+    const root = await mkdtemp(join(tmpdir(), 'workbay-content-attacks-'));
+    await chmod(root, 0o755); // workspace users must reach their content below it
+    const storage = new FsRemoteStorage({ root: join(root, 'storage') });
+    t = await startTestDaemon({ root, overrides: { storage: recording(storage, calls) } });
+    await t.client.initWorkspace({
+      id: 'alice-1',
+      metadata: { owner: 'alice', metaId: 'ws-alice' },
+      initializer: empty,
+    });
+    aliceSnapshot = (await t.client.takeSnapshot({ id: 'alice-1' })).url;
+    expect(aliceSnapshot).toMatch(/@workbay-user-alice$/);
+  });
+  afterAll(async () => {
+    await t.cleanup();
+  });
+
+  const noTrace = async (id: string): Promise<void> => {
+    expect((await t.client.isWorkspaceExists({ id })).exists).toBe(false);
+    expect(await exists(join(t.workingArea, `${id}.workspace.json`))).toBe(false);
+    expect(await exists(join(t.workingArea, id))).toBe(false);
+  };
+
+  it('a refused InitWorkspace leaves no registration, session file or directory; the corrected retry succeeds', async () => {
+    const id = 'retry-1';
+    const metadata = { owner: 'bob', metaId: 'ws-retry' };
+    let deep = empty;
+    for (let i = 0; i < 9; i++) deep = composite(deep);
+    const refused: Array<[contentservice.WorkspaceInitializer, string]> = [
+      [download('https://example.invalid/f', { targetLocation: '../escape' }), 'initializer.download.target_location'],
+      [
+        composite(empty, download('https://example.invalid/f', { targetLocation: '/etc' })),
+        'initializer.composite.initializer[1].download.target_location',
+      ],
+      [deep, `initializer${'.composite.initializer[0]'.repeat(8)}.composite`],
+      [composite(...Array.from({ length: 33 }, () => empty)), 'initializer.composite.initializer'],
+      [
+        {
+          spec: {
+            $case: 'download',
+            value: {
+              targetLocation: '',
+              files: Array.from({ length: 1001 }, (_, i) => ({
+                url: 'https://example.invalid/f',
+                filePath: `f${i}`,
+                digest: 'x',
+              })),
+            },
+          },
+        },
+        'initializer.download.files',
+      ],
+      [download('file:///etc/passwd'), 'initializer.download.files[0].url'],
+      [
+        {
+          spec: {
+            $case: 'git',
+            value: {
+              remoteUri: 'https://example.invalid/r.git',
+              checkoutLocation: '../../etc',
+              cloneTaget: '',
+              targetMode: 0,
+            },
+          },
+        } as never,
+        'initializer.git.checkout_location',
+      ],
+    ];
+    for (const [initializer, field] of refused) {
+      const error = await errorOf(t.client.initWorkspace({ id, metadata, initializer }));
+      expect(isWorkbayError(error, 'invalid-argument'), `${field}: ${error.message}`).toBe(true);
+      expect(error.field).toBe(field);
+      await noTrace(id);
+    }
+    // Refused for another owner's snapshot, and for remote storage the workspace does not have: no trace either.
+    expect(
+      isWorkbayError(
+        await errorOf(t.client.initWorkspace({ id, metadata, initializer: snapshotInit(aliceSnapshot) })),
+        'permission-denied',
+      ),
+    ).toBe(true);
+    await noTrace(id);
+    const noStorage = await errorOf(
+      t.client.initWorkspace({ id, metadata, initializer: snapshotInit(aliceSnapshot), remoteStorageDisabled: true }),
+    );
+    expect(isWorkbayError(noStorage, 'failed-precondition')).toBe(true);
+    await noTrace(id);
+    const ok = await t.client.initWorkspace({ id, metadata, initializer: empty });
+    expect(ok.contentLocation).toBe(join(t.workingArea, id));
+    await t.client.disposeWorkspace({ id, backup: false });
+  });
+
+  it('a 1 MB bad value gets a prompt INVALID_ARGUMENT with a short message, without stalling the connection', async () => {
+    const huge = 'x'.repeat(1024 * 1024);
+    const metadata = { owner: 'bob', metaId: 'ws-huge' };
+    const attacks: Array<Promise<unknown>> = [
+      t.client.initWorkspace({ id: huge, metadata, initializer: empty }),
+      t.client.initWorkspace({ id: 'huge-1', metadata: { owner: huge, metaId: 'ws' }, initializer: empty }),
+      t.client.initWorkspace({ id: 'huge-2', metadata, initializer: snapshotInit(`${huge}@workbay-user-bob`) }),
+      t.client.initWorkspace({ id: 'huge-3', metadata, initializer: download(`https://example.invalid/${huge}`) }),
+      t.client.initWorkspace({
+        id: 'huge-4',
+        metadata,
+        initializer: {
+          spec: {
+            $case: 'git',
+            value: { remoteUri: 'https://example.invalid/r.git', cloneTaget: huge, targetMode: 2 },
+          },
+        } as never,
+      }),
+      t.client.initWorkspace({
+        id: 'huge-5',
+        metadata,
+        initializer: {
+          spec: {
+            $case: 'git',
+            value: { remoteUri: 'https://example.invalid/r.git', config: { customConfig: { [`a.${huge}.b`]: 'v' } } },
+          },
+        } as never,
+      }),
+      t.client.waitForInit({ id: huge }),
+      t.client.disposeWorkspace({ id: huge, backup: true }),
+      t.client.deleteSnapshot({ snapshot: `workspaces/x/snapshot-1.tar@${huge}` }),
+    ];
+    // A small call on the same connection, sent while the attacks are in flight, is answered.
+    const [results, concurrent] = await Promise.all([
+      Promise.all(attacks.map((attack) => errorOf(attack))),
+      t.client.isWorkspaceExists({ id: 'alice-1' }),
+    ]);
+    expect(concurrent.exists).toBe(true);
+    for (const error of results) {
+      expect(isWorkbayError(error, 'invalid-argument'), error.message.slice(0, 200)).toBe(true);
+      expect(error.message.length).toBeLessThanOrEqual(1024);
+      expect(error.message).not.toContain('x'.repeat(100));
+    }
+    for (const id of ['huge-1', 'huge-2', 'huge-3', 'huge-4', 'huge-5']) await noTrace(id);
+  });
+
+  it('a message above the receive limit is RESOURCE_EXHAUSTED and the connection keeps serving', async () => {
+    const error = await errorOf(
+      t.client.initWorkspace({
+        id: 'x'.repeat(5 * 1024 * 1024),
+        metadata: { owner: 'bob', metaId: 'b' },
+        initializer: empty,
+      }),
+    );
+    expect(isWorkbayError(error, 'resource-exhausted'), error.message.slice(0, 200)).toBe(true);
+    expect((await t.client.isWorkspaceExists({ id: 'alice-1' })).exists).toBe(true);
+  });
+
+  it("another owner's snapshot is PERMISSION_DENIED naming the field, before any read; the owner's own restores", async () => {
+    const attempts: Array<[contentservice.WorkspaceInitializer, string]> = [
+      [snapshotInit(aliceSnapshot), 'initializer.snapshot.snapshot'],
+      [
+        composite(empty, composite(snapshotInit(aliceSnapshot))),
+        'initializer.composite.initializer[1].composite.initializer[0].snapshot.snapshot',
+      ],
+      [
+        {
+          spec: {
+            $case: 'prebuild',
+            value: { prebuild: { snapshot: aliceSnapshot, fromVolumeSnapshot: false }, git: [] },
+          },
+        },
+        'initializer.prebuild.prebuild.snapshot',
+      ],
+    ];
+    for (const [initializer, field] of attempts) {
+      calls.length = 0;
+      const error = await errorOf(
+        t.client.initWorkspace({ id: 'mallory-1', metadata: { owner: 'bob', metaId: 'ws-mallory' }, initializer }),
+      );
+      expect(isWorkbayError(error, 'permission-denied'), error.message).toBe(true);
+      expect(error.message.startsWith(`${field}:`), error.message).toBe(true);
+      expect(calls.filter((call) => call.includes('workbay-user-alice'))).toEqual([]);
+      await noTrace('mallory-1');
+    }
+    // Spellings that could leave the owner's own storage are malformed, not merely foreign.
+    for (const name of [
+      'workspaces/../../workbay-user-alice/x.tar@workbay-user-bob',
+      'workspaces//x.tar@workbay-user-bob',
+      'a@b@c',
+    ]) {
+      const error = await errorOf(
+        t.client.initWorkspace({
+          id: 'mallory-2',
+          metadata: { owner: 'bob', metaId: 'ws-m2' },
+          initializer: snapshotInit(name),
+        }),
+      );
+      expect(isWorkbayError(error, 'invalid-argument'), name).toBe(true);
+      await noTrace('mallory-2');
+    }
+    const own = await t.client.initWorkspace({
+      id: 'alice-2',
+      metadata: { owner: 'alice', metaId: 'ws-alice-2' },
+      initializer: snapshotInit(aliceSnapshot),
+    });
+    expect(own.initializerMetrics[0]?.type).toBe('snapshot');
+    await t.client.disposeWorkspace({ id: 'alice-2', backup: false });
+  });
+
+  it('downloads are http(s) only', async () => {
+    for (const url of ['file:///etc/passwd', 'ftp://example.invalid/f', 'data:text/plain,hello', '/etc/passwd']) {
+      const error = await errorOf(
+        t.client.initWorkspace({ id: 'dl-1', metadata: { owner: 'bob', metaId: 'ws-dl' }, initializer: download(url) }),
+      );
+      expect(isWorkbayError(error, 'invalid-argument'), url).toBe(true);
+      expect(error.field).toBe('initializer.download.files[0].url');
+      await noTrace('dl-1');
+    }
+  });
+});
+
+describe('owner confinement in the shared-bucket layout', () => {
+  let t: TestDaemon;
+
+  beforeAll(async () => {
+    const root = await mkdtemp(join(tmpdir(), 'workbay-shared-layout-'));
+    await chmod(root, 0o755);
+    const storage = new FsRemoteStorage({
+      root: join(root, 'storage'),
+      layout: { mode: 'shared', bucket: 'workbay-shared' },
+    });
+    t = await startTestDaemon({ root, overrides: { storage } });
+  });
+  afterAll(async () => {
+    await t.cleanup();
+  });
+
+  it("an owner cannot name another owner's prefix of the shared bucket", async () => {
+    await t.client.initWorkspace({ id: 'a-1', metadata: { owner: 'alice', metaId: 'ws-a' }, initializer: empty });
+    const snapshot = (await t.client.takeSnapshot({ id: 'a-1' })).url;
+    expect(snapshot).toMatch(/^alice\/workspaces\/ws-a\/snapshot-\d+\.tar@workbay-shared$/);
+    const stolen = await errorOf(
+      t.client.initWorkspace({
+        id: 'b-1',
+        metadata: { owner: 'bob', metaId: 'ws-b' },
+        initializer: snapshotInit(snapshot),
+      }),
+    );
+    expect(isWorkbayError(stolen, 'permission-denied')).toBe(true);
+    // Bob's prefix, walked out of with '..', is refused as malformed.
+    const walked = await errorOf(
+      t.client.initWorkspace({
+        id: 'b-1',
+        metadata: { owner: 'bob', metaId: 'ws-b' },
+        initializer: snapshotInit(`bob/../${snapshot}`),
+      }),
+    );
+    expect(isWorkbayError(walked, 'invalid-argument')).toBe(true);
+    expect(await readdir(t.workingArea)).not.toContain('b-1');
+    const own = await t.client.initWorkspace({
+      id: 'a-2',
+      metadata: { owner: 'alice', metaId: 'ws-a2' },
+      initializer: snapshotInit(snapshot),
+    });
+    expect(own.initializerMetrics[0]?.type).toBe('snapshot');
+    expect(JSON.parse(await readFile(join(own.contentLocation, '.workbay/ready'), 'utf8')).source).toBe('from-other');
+  });
+});
