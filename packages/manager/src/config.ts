@@ -184,6 +184,10 @@ const managerConfigSchema = z
         output: z.enum(['inherit', 'ignore']).default('inherit'),
         /** Embedded mode: start the daemon again when it exits unexpectedly. */
         restart: z.boolean().default(true),
+        /** Embedded mode: the daemon gets SIGTERM when the manager dies, even by SIGKILL (through setpriv). */
+        dieWithManager: z.boolean().default(true),
+        /** Embedded mode: how long a daemon left running by a killed manager gets to stop before SIGKILL. */
+        orphanStopTimeout: duration.default('35s'),
         /** How long startEmbedded waits for the daemon's gRPC health. */
         startTimeout: duration.default('30s'),
         /** Attempts for DisposeWorkspace when the daemon is unavailable (invariant 5). */
@@ -375,6 +379,8 @@ export interface ManagerConfig {
     readonly storageRoot?: string;
     readonly output: 'inherit' | 'ignore';
     readonly restart: boolean;
+    readonly dieWithManager: boolean;
+    readonly orphanStopTimeoutMs: number;
     readonly startTimeoutMs: number;
     readonly disposeAttempts: number;
     readonly retryBackoffMs: number;
@@ -500,6 +506,8 @@ export function resolveManagerConfig(raw: unknown, options: { source?: string; b
       storageRoot: path(c.daemon.storageRoot),
       output: c.daemon.output,
       restart: c.daemon.restart,
+      dieWithManager: c.daemon.dieWithManager,
+      orphanStopTimeoutMs: ms(c.daemon.orphanStopTimeout),
       startTimeoutMs: ms(c.daemon.startTimeout),
       disposeAttempts: c.daemon.disposeAttempts,
       retryBackoffMs: ms(c.daemon.retryBackoff),

@@ -10,7 +10,8 @@
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -84,6 +85,33 @@ async function isServing(address: string): Promise<boolean> {
   }
 }
 
+/** util-linux's setpriv, which sets a parent-death signal (Node has no prctl) and then execs the daemon. */
+function findSetpriv(): string | undefined {
+  return ['/usr/bin/setpriv', '/bin/setpriv', '/usr/sbin/setpriv'].find((p) => existsSync(p));
+}
+
+/** Whether `pid` runs (a zombie waiting for its reaper does not). */
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return true;
+  }
+}
+
+/** What a running daemon child leaves in `<stateDir>/daemon.pid`. */
+interface PidFile {
+  readonly pid: number;
+  readonly address: string;
+  readonly workingArea: string;
+}
+
 interface DaemonProcess {
   readonly child: ChildProcess;
   readonly address: string;
@@ -137,10 +165,79 @@ export class DaemonSupervisor {
     if (this.config.daemon.configPath) args.push('--config', this.config.daemon.configPath);
     if (this.config.daemon.httpAddress) args.push('--http-address', this.config.daemon.httpAddress);
     if (this.config.daemon.storageRoot) args.push('--storage-root', this.config.daemon.storageRoot);
+    if (this.config.daemon.dieWithManager) {
+      // The daemon gets SIGTERM when this process dies, even by SIGKILL (PR_SET_PDEATHSIG, kept across exec).
+      const setpriv = findSetpriv();
+      if (setpriv) {
+        // setpriv would report a missing command only as an exit code: say it the way spawn would.
+        const command = base[0]!;
+        if (command.includes('/') && !existsSync(command)) {
+          throw new UnavailableError(`cannot start the workspace daemon (${command}): no such file`);
+        }
+        return { file: setpriv, args: ['--pdeathsig', 'SIGTERM', '--', command, ...args] };
+      }
+      this.logger.warn(
+        'setpriv (util-linux) is not installed: a killed manager leaves its daemon running until the next start stops it',
+      );
+    }
     return { file: base[0]!, args };
   }
 
+  /** `<stateDir>/daemon.pid`: the daemon child of the manager using this state dir. */
+  get pidFile(): string {
+    return join(this.config.stateDir, 'daemon.pid');
+  }
+
+  /**
+   * Stops a daemon that a previous manager on the same state dir left running (it was killed before it could
+   * stop it): otherwise that orphan keeps the daemon's port and this start fails. Only a live process whose
+   * command line names our working area is taken for ours; a reused pid of anything else is left alone.
+   */
+  async stopOrphan(): Promise<void> {
+    let previous: PidFile;
+    try {
+      previous = JSON.parse(await readFile(this.pidFile, 'utf8')) as PidFile;
+    } catch {
+      return;
+    }
+    const pid = previous.pid;
+    let ours = false;
+    if (Number.isSafeInteger(pid) && pid > 1 && pid !== process.pid && isAlive(pid)) {
+      try {
+        const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0');
+        const i = argv.indexOf('--working-area');
+        ours = i >= 0 && argv[i + 1] === this.config.workingArea;
+      } catch {
+        ours = false;
+      }
+    }
+    if (ours) {
+      this.logger.warn({ pid, address: previous.address }, 'stopping the daemon a previous manager left running');
+      process.kill(pid, 'SIGTERM');
+      const deadline = Date.now() + this.config.daemon.orphanStopTimeoutMs;
+      while (isAlive(pid) && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+      if (isAlive(pid)) {
+        this.logger.warn({ pid }, 'the orphaned daemon did not stop in time; killing it');
+        process.kill(pid, 'SIGKILL');
+        while (isAlive(pid)) await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+    }
+    await rm(this.pidFile, { force: true });
+  }
+
+  private async writePidFile(pid: number | undefined, address: string): Promise<void> {
+    if (pid === undefined) return;
+    const content: PidFile = { pid, address, workingArea: this.config.workingArea };
+    try {
+      await mkdir(this.config.stateDir, { recursive: true, mode: 0o700 });
+      await writeFile(this.pidFile, `${JSON.stringify(content)}\n`, { mode: 0o600 });
+    } catch (error) {
+      this.logger.warn({ err: error }, 'cannot write the daemon pid file');
+    }
+  }
+
   async start(address = this.config.daemon.address): Promise<string> {
+    await this.stopOrphan();
     const { file, args } = this.command(address);
     this.logger.info({ command: [file, ...args].join(' ') }, 'starting the workspace daemon');
     const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -198,6 +295,7 @@ export class DaemonSupervisor {
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
     this.current = { child, address: bound };
+    await this.writePidFile(child.pid, bound);
     child.once('exit', (code, signal) => this.onExit(child, code, signal));
     this.logger.info({ address: bound, pid: child.pid }, 'workspace daemon is serving');
     return bound;
@@ -227,12 +325,14 @@ export class DaemonSupervisor {
   async stop(): Promise<void> {
     this.stopping = true;
     const child = this.current?.child;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 35_000);
-    await exited;
-    clearTimeout(timer);
+    if (child && child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 35_000);
+      await exited;
+      clearTimeout(timer);
+    }
+    if (child) await rm(this.pidFile, { force: true });
   }
 }
 
