@@ -143,7 +143,8 @@ export function forwardHeaders(req: IncomingMessage, options: ForwardHeaderOptio
   const remote = req.socket.remoteAddress ?? '';
   const prior = req.headers['x-forwarded-for'];
   headers['x-forwarded-for'] = prior && !carries(String(prior), options.token) ? `${String(prior)}, ${remote}` : remote;
-  headers['x-forwarded-host'] = typeof req.headers.host === 'string' ? req.headers.host : '';
+  const host = typeof req.headers.host === 'string' ? req.headers.host : '';
+  headers['x-forwarded-host'] = carries(host, options.token) ? '' : host;
   headers['x-forwarded-proto'] = 'http';
   if (options.prefix) headers['x-forwarded-prefix'] = options.prefix;
   return headers;
