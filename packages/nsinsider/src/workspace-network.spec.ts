@@ -1,0 +1,127 @@
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ownCgroupPath } from './cgroup-setup.js';
+import { isNsinsiderError, isNsinsiderValidationError } from './errors.js';
+import { runCommand } from './exec.js';
+import {
+  attachVethToNetns,
+  claimVethPair,
+  createNetns,
+  deleteLink,
+  deleteNetns,
+  ensureWorkspaceFirewall,
+  listLinks,
+  listNetns,
+  readWorkspaceFirewall,
+  workspaceFirewallRuleset,
+} from './workspace-network.js';
+
+const isRoot = process.getuid?.() === 0;
+// Names of our own: not the runtime's `wbv` prefix, so the host firewall and other tests leave them alone.
+const name = `wbt${process.pid % 100000}`;
+
+describe('workspaceFirewallRuleset', () => {
+  it('drops new connections from workspace links to the host and between workspaces, masquerades the rest', () => {
+    const rules = workspaceFirewallRuleset({ ifPrefix: 'wbv' });
+    expect(rules).toContain('table inet workbay {');
+    expect(rules).toMatch(
+      /chain input \{\n.*hook input.*\n\s+iifname "wbv\*" ct state established,related accept\n\s+iifname "wbv\*" counter drop/,
+    );
+    expect(rules).toContain('iifname "wbv*" oifname "wbv*" counter drop');
+    expect(rules).toContain('oifname "wbv*" counter drop');
+    expect(rules).toContain('iifname "wbv*" oifname != "wbv*" masquerade');
+  });
+  it('refuses a prefix that could match more than workspace links', () => {
+    for (const bad of ['', '*', 'w"b', '1ab', 'toolongprefix1']) {
+      let error: unknown;
+      try {
+        workspaceFirewallRuleset({ ifPrefix: bad });
+      } catch (e) {
+        error = e;
+      }
+      expect(isNsinsiderValidationError(error) && error.field).toBe('ifPrefix');
+    }
+  });
+});
+
+describe('argument checks (nothing is run)', () => {
+  it('names the bad field', async () => {
+    await expect(createNetns('../x')).rejects.toMatchObject({ field: 'name' });
+    await expect(deleteLink('a b')).rejects.toMatchObject({ field: 'ifName' });
+    await expect(claimVethPair({ hostIfName: 'ok', alias: 'x\ny' })).rejects.toMatchObject({ field: 'alias' });
+    await expect(attachVethToNetns({ hostIfName: 'ok', netns: 'n', cidr: '10.0.0.0/31' })).rejects.toMatchObject({
+      field: 'cidr',
+    });
+  });
+});
+
+describe('ownCgroupPath', () => {
+  let dir: string | undefined;
+  afterEach(async () => {
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+  it('makes the v1 memory entry relative to the mount root, and reads the v2 unified entry', async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'own-cg-'));
+    await writeFile(path.join(dir, 'cgroup'), '9:pids:/svc\n4:memory:/kubepods/pod1/ctr\n0::/unified/me\n');
+    await writeFile(
+      path.join(dir, 'mountinfo'),
+      '35 31 0:32 /kubepods/pod1 /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n' +
+        '41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n',
+    );
+    expect(await ownCgroupPath({ version: 'v1', roots: { memory: '/sys/fs/cgroup/memory' } }, dir)).toBe('ctr');
+    expect(await ownCgroupPath({ version: 'v2', root: '/sys/fs/cgroup/unified' }, dir)).toBe('unified/me');
+  });
+});
+
+describe.runIf(isRoot)('workspace networks on the host (root)', () => {
+  afterEach(async () => {
+    await deleteLink(name).catch(() => undefined);
+    await deleteNetns(name).catch(() => undefined);
+  });
+
+  it('claims a veth name once, attaches it to a named netns, and removes both', async () => {
+    await claimVethPair({ hostIfName: name, alias: `workbay test ${name}` });
+    const second = await claimVethPair({ hostIfName: name, alias: 'someone else' }).catch((e: unknown) => e);
+    expect(isNsinsiderError(second) && second.code).toBe('EEXIST');
+    expect(await listLinks(name)).toContainEqual({ name, alias: `workbay test ${name}` });
+
+    await createNetns(name);
+    expect(await listNetns(name)).toEqual([name]);
+    const pair = await attachVethToNetns({ hostIfName: name, netns: name, cidr: '10.199.7.4/30' });
+    expect(pair).toEqual({
+      hostIfName: name,
+      peerIfName: 'eth0',
+      hostAddress: '10.199.7.5',
+      peerAddress: '10.199.7.6',
+      prefixLength: 30,
+    });
+    const inside = await runCommand('ip', ['-n', name, '-j', 'route']);
+    expect(JSON.parse(inside.stdout)).toContainEqual(
+      expect.objectContaining({ dst: 'default', gateway: '10.199.7.5' }),
+    );
+    // The host reaches the inside address over the pair; the host end has no IPv6 address.
+    const ping = await runCommand('ping', ['-c', '1', '-W', '2', '10.199.7.6']);
+    if (ping.spawnError === undefined) expect(ping.exitCode).toBe(0);
+    const hostEnd = await runCommand('ip', ['-j', 'addr', 'show', name]);
+    const families = (JSON.parse(hostEnd.stdout) as Array<{ addr_info: Array<{ family: string }> }>)[0]!.addr_info.map(
+      (a) => a.family,
+    );
+    expect(families).toEqual(['inet']);
+
+    expect(await deleteLink(name)).toBe(true);
+    expect(await deleteLink(name)).toBe(false);
+    expect(await deleteNetns(name)).toBe(true);
+    expect(await deleteNetns(name)).toBe(false);
+    expect(await listNetns(name)).toEqual([]);
+  });
+
+  it('installs the host table idempotently', async () => {
+    await ensureWorkspaceFirewall({ ifPrefix: 'wbv' });
+    await ensureWorkspaceFirewall({ ifPrefix: 'wbv' });
+    const table = (await readWorkspaceFirewall())!;
+    expect(table.match(/chain input/g)).toHaveLength(1);
+    expect(table.match(/masquerade/g)).toHaveLength(1);
+  });
+});
