@@ -5,6 +5,7 @@ import {
   InvalidArgumentError,
   isWorkbayError,
   NotFoundError,
+  ResourceExhaustedError,
   silentLogger,
   UnimplementedError,
 } from '@workbay/api';
@@ -47,6 +48,11 @@ interface TrackedMount {
   hostPid: number;
   target: string;
 }
+
+/** PATH_MAX: longer targets cannot be mounted anyway. */
+const MAX_TARGET_LENGTH = 4096;
+/** Mounts one workspace may hold through this service at once (each is tracked until Teardown). */
+const MAX_TRACKED_MOUNTS = 64;
 
 /** Where the workspace's own processes end up after PrepareForUserNS / EvacuateCGroup. */
 export const WORKSPACE_CGROUP = 'workspace';
@@ -258,7 +264,10 @@ export class InWorkspaceOperations {
     const hostPid = await this.hostPid(req.pid, 'pid');
     const key = await this.mountKey(hostPid, req.target);
     if (this.mounts.has(key)) {
-      throw new FailedPreconditionError(`${rpc}: ${req.target} is already mounted by this service`);
+      throw new FailedPreconditionError(`${rpc}: the target is already mounted by this service`);
+    }
+    if (this.mounts.size >= MAX_TRACKED_MOUNTS) {
+      throw new ResourceExhaustedError(`${rpc}: this workspace has ${MAX_TRACKED_MOUNTS} mounts made by this service`);
     }
     await this.run(rpc, () =>
       kind === 'proc'
@@ -345,6 +354,9 @@ export class InWorkspaceOperations {
   private assertTarget(target: string): void {
     if (typeof target !== 'string' || !target.startsWith('/')) {
       throw new InvalidArgumentError('target', 'must be an absolute path');
+    }
+    if (target.length > MAX_TARGET_LENGTH) {
+      throw new InvalidArgumentError('target', `must be at most ${MAX_TARGET_LENGTH} characters`);
     }
     if (target.split('/').includes('..') || target.includes('\0')) {
       throw new InvalidArgumentError('target', "must not contain '..' or NUL");

@@ -15,7 +15,7 @@ import { probeCalls, probeConnect, shellAs, startWorkspaceProcess, writeProbe } 
 // does at /.workbay), running as the workspace's host uid, and strangers running as other uids. Runs as root.
 
 const STRANGER = 45_999;
-const status = { OK: 0, NOT_FOUND: 5, RESOURCE_EXHAUSTED: 8, FAILED_PRECONDITION: 9 } as const;
+const status = { OK: 0, INVALID_ARGUMENT: 3, NOT_FOUND: 5, RESOURCE_EXHAUSTED: 8, FAILED_PRECONDITION: 9 } as const;
 
 const info: ProbeCall = {
   path: WorkspaceInfoServiceService.workspaceInfo.path,
@@ -161,7 +161,7 @@ describe('the daemon serves the in-workspace service on one socket per workspace
       mountProc('/proc', 1),
       umountProc('/proc', 1),
     ]);
-    expect(memoryLimit(viaInfo)).toBe(256 * 1024 * 1024);
+    expect(memoryLimit(viaInfo), JSON.stringify(viaInfo)).toBe(256 * 1024 * 1024);
     expect(memoryLimit(viaIws)).toBe(256 * 1024 * 1024);
     // pid 1 is the workspace's own init: resolved in its pid namespace, mounted in its mount namespace.
     expect([codeOf(mounted), codeOf(unmounted)]).toEqual([status.OK, status.OK]);
@@ -221,6 +221,18 @@ describe('the daemon serves the in-workspace service on one socket per workspace
     // B's buckets are its own.
     const [other] = await probeCalls(probe, b.inside(), join(b.mount, 'daemon.sock'), [info]);
     expect(codeOf(other)).toBe(status.OK);
+  });
+
+  it('bounds its input: an oversized request or target is refused with a short message, and the socket still serves', async () => {
+    const [huge, long, fine] = await probeCalls(probe, a.inside(), join(a.mount, 'daemon.sock'), [
+      mountProc(`/${'x'.repeat(100_000)}`, 1),
+      mountProc(`/${'x'.repeat(5000)}`, 1),
+      umountProc('/never-mounted', 1),
+    ]);
+    expect(codeOf(huge)).toBe(status.RESOURCE_EXHAUSTED);
+    expect(codeOf(long)).toBe(status.INVALID_ARGUMENT);
+    expect((long as { details: string }).details.length).toBeLessThan(200);
+    expect(codeOf(fine)).not.toBe(-1);
   });
 
   it('WipingTeardown with do_wipe does not claim a wipe the daemon cannot do', async () => {

@@ -34,6 +34,9 @@ export interface IwsServerHandle {
   close(graceMs?: number): Promise<void>;
 }
 
+/** The largest request accepted (RESOURCE_EXHAUSTED beyond). */
+export const MAX_REQUEST_BYTES = 64 * 1024;
+
 function bind(server: Server, address: string): Promise<number> {
   return new Promise<number>((resolve, reject) => {
     server.bindAsync(address, ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p)));
@@ -71,7 +74,11 @@ export async function listenIws(
   service: InWorkspaceServiceServer,
   options: IwsListenOptions,
 ): Promise<IwsServerHandle> {
-  const server = new Server();
+  // Requests of this service are tiny (the largest, WriteIDMapping, is a few KB): nothing bigger is read.
+  const server = new Server({
+    'grpc.max_receive_message_length': MAX_REQUEST_BYTES,
+    'grpc.max_concurrent_streams': 16,
+  });
   server.addService(InWorkspaceServiceService, service);
   if (options.workspaceInfo) {
     server.addService(WorkspaceInfoServiceService, options.workspaceInfo);

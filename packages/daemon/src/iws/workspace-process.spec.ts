@@ -65,6 +65,11 @@ describe('WorkspaceProcessLocator', () => {
     expect(await locator().initPid()).toBe(2001);
   });
 
+  it("prefers a process in a cgroup named by the instance (another daemon's workspace may share the uid)", async () => {
+    await add(1500, { uid: WS_UID, ppid: 1, start: 2, cgroup: '/other-daemon/inst-9', mntNs: 'mnt:[9]' });
+    expect(await locator().initPid()).toBe(2001);
+  });
+
   it('identifies no workspace by uid 0 or the daemon uid', async () => {
     expect(await locator(0).initPid()).toBeUndefined();
     const self = new WorkspaceProcessLocator({ uid: 4242, instanceId: 'inst-1', procRoot: proc, selfUid: 4242 });

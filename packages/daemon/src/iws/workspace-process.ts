@@ -139,19 +139,21 @@ export class WorkspaceProcessLocator implements WorkspaceProcessSource {
       const status = await this.status(Number(name));
       if (status?.uid === this.options.uid) ours.set(Number(name), status);
     }
-    let best: Found | undefined;
-    let bestStart = Number.POSITIVE_INFINITY;
+    let best: { found: Found; start: number; named: boolean } | undefined;
     for (const [pid, status] of ours) {
       if (ours.has(status.ppid)) continue;
       const startTime = await this.startTime(pid);
       if (startTime === undefined) continue;
-      // Several topmost processes (a daemonized child got re-parented): the oldest is the workspace's init.
-      if (Number(startTime) < bestStart) {
-        best = { pid, startTime };
-        bestStart = Number(startTime);
+      // A process in a cgroup named by the instance id beats one that is not (the uid alone is unique only among
+      // one daemon's workspaces); then the oldest wins (a daemonized child re-parented elsewhere is younger).
+      const cgroup = await this.cgroupOf(pid);
+      const named = cgroup !== undefined && cgroup.split('/').includes(this.options.instanceId);
+      const start = Number(startTime);
+      if (!best || (named && !best.named) || (named === best.named && start < best.start)) {
+        best = { found: { pid, startTime }, start, named };
       }
     }
-    return best;
+    return best?.found;
   }
 
   private async status(pid: number): Promise<ProcStatus | undefined> {

@@ -19,7 +19,7 @@ if (what === 'connect') {
   s.on('connect', () => { console.log(JSON.stringify({ connected: true })); s.destroy(); });
   s.on('error', (e) => console.log(JSON.stringify({ connected: false, error: e.code })));
 } else {
-  const calls = JSON.parse(what);
+  const calls = JSON.parse(require('node:fs').readFileSync(0, 'utf8'));
   const client = new grpc.Client('unix:' + socket, grpc.credentials.createInsecure());
   (async () => {
     const out = [];
@@ -60,9 +60,16 @@ export interface AsUser {
   readonly bind?: { readonly source: string; readonly target: string };
 }
 
-function run(file: string, args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function run(
+  file: string,
+  args: readonly string[],
+  input = '',
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    // A child that never reads (or fails early) must not turn into an EPIPE of the test process.
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(input);
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
@@ -97,9 +104,9 @@ export function asUser(user: AsUser, command: readonly string[]): [string, strin
   return ['nsenter', ['--target', String(user.mountNsOf), '--mount', '--', ...drop]];
 }
 
-async function probe(probePath: string, user: AsUser, socket: string, what: string): Promise<unknown> {
+async function probe(probePath: string, user: AsUser, socket: string, what: string, input = ''): Promise<unknown> {
   const [file, args] = asUser(user, [process.execPath, probePath, socket, what]);
-  const r = await run(file, args);
+  const r = await run(file, args, input);
   if (r.code !== 0 || !r.stdout.trim()) throw new Error(`probe failed (${r.code}): ${r.stderr.slice(0, 500)}`);
   return JSON.parse(r.stdout.trim().split('\n').pop()!);
 }
@@ -112,7 +119,7 @@ export async function probeCalls(
   calls: readonly ProbeCall[],
 ): Promise<ProbeResult[]> {
   const encoded = JSON.stringify(calls.map((c) => ({ path: c.path, hex: c.request.toString('hex') })));
-  return (await probe(probePath, user, socket, encoded)) as ProbeResult[];
+  return (await probe(probePath, user, socket, 'calls', encoded)) as ProbeResult[];
 }
 
 /** Opens a plain connection to `socket` as `user`: `{ connected }` or the errno code. */
