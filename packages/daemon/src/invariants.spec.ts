@@ -379,7 +379,13 @@ describe('invariants', () => {
           initializer: empty,
         });
         expect(restored.contentSource).toBe('from-backup');
-        expect(await describeTree(restored.contentLocation, skipReady)).toEqual(expected);
+        // Byte for byte and mode for mode; owned by the new instance's host identity (isolation contract).
+        const owner = (await stat(restored.contentLocation)).uid;
+        const tree = await describeTree(restored.contentLocation, skipReady);
+        expect(tree.map(({ uid: _u, gid: _g, ...rest }) => rest)).toEqual(
+          expected.map(({ uid: _u, gid: _g, ...rest }) => rest),
+        );
+        expect(tree.filter((entry) => entry.uid !== owner || entry.gid !== owner)).toEqual([]);
         // And the surviving workspace backs up fine after the restart (leftovers of the killed upload are swept).
         await t.client.backupWorkspace({ id: 'crash' });
       } finally {
