@@ -16,6 +16,7 @@ import { RemoteStorageSnapshotStore } from './content/snapshot-store.js';
 import type { SnapshotStore } from './content/snapshot-store.js';
 import { MaintenanceMode } from './core/maintenance.js';
 import { WorkspaceManagerCore } from './core/manager.js';
+import { checkControlPlaneExposure, loadTokens } from './grpc/auth.js';
 import { OpsServer } from './http/ops-server.js';
 import { createLogger } from './logger.js';
 import type { Logger } from './logger.js';
@@ -130,6 +131,9 @@ export async function startManager(options: StartManagerOptions): Promise<Runnin
     }
   };
   try {
+    // Before anything listens: never serve the control plane openly beyond loopback.
+    const tokens = loadTokens(config);
+    checkControlPlaneExposure(config, tokens);
     const maintenance = new MaintenanceMode(config.maintenance, logger.child({ component: 'maintenance' }));
     await maintenance.start();
     cleanups.push(() => maintenance.stop());
@@ -227,6 +231,7 @@ export async function startManager(options: StartManagerOptions): Promise<Runnin
         maintenance: config.metrics.admin ? maintenance : undefined,
         isReady: () => ready,
         logger: logger.child({ component: 'metrics' }),
+        tokens,
       });
       await server.start();
       reserved.add(server.address);
@@ -240,6 +245,7 @@ export async function startManager(options: StartManagerOptions): Promise<Runnin
       metrics,
       address: config.grpc.address,
       tls: config.grpc.tls,
+      tokens,
       subscribeBufferSize: config.subscribe.bufferSize,
       subscribeStallTimeoutMs: config.subscribe.stallTimeoutMs,
       subscribeMaxBacklog: config.subscribe.maxBacklog,

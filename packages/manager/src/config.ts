@@ -284,6 +284,18 @@ const managerConfigSchema = z
       })
       .strict()
       .prefault({}),
+    auth: z
+      .object({
+        /**
+         * Bearer tokens accepted on the gRPC API (metadata `authorization: Bearer <token>`) and the admin
+         * endpoints; required (or grpc.tls with a client CA) when grpc.address is not a loopback address.
+         */
+        tokens: z.array(z.string().min(16, 'tokens must have at least 16 characters')).default([]),
+        /** A file with one token per line (mode 0600), read at start; adds to `tokens`. */
+        tokenFile: z.string().optional(),
+      })
+      .strict()
+      .prefault({}),
     secrets: z
       .object({
         /**
@@ -415,6 +427,7 @@ export interface ManagerConfig {
   readonly maintenance: { readonly enabled: boolean; readonly file: string; readonly pollIntervalMs: number };
   readonly stoppedRetentionMs: number;
   readonly secrets: { readonly keyFile: string };
+  readonly auth: { readonly tokens: readonly string[]; readonly tokenFile?: string };
   readonly log: { readonly level: string };
 }
 
@@ -558,6 +571,7 @@ export function resolveManagerConfig(raw: unknown, options: { source?: string; b
     },
     stoppedRetentionMs: ms(c.stoppedRetention),
     secrets: { keyFile: path(c.secrets.keyFile) ?? join(stateDir, 'secrets.key') },
+    auth: { tokens: c.auth.tokens, tokenFile: path(c.auth.tokenFile) },
     log: c.log,
   };
 }

@@ -20,6 +20,7 @@ import { FailedPreconditionError, UnavailableError } from '@workbay/api';
 import { startManager } from './app.js';
 import type { RunningManager } from './app.js';
 import { loadManagerConfig } from './config.js';
+import { checkControlPlaneExposure, loadTokens } from './grpc/auth.js';
 import type { ManagerConfig, ManagerConfigInput } from './config.js';
 import { createLogger } from './logger.js';
 import type { Logger } from './logger.js';
@@ -339,6 +340,8 @@ export class DaemonSupervisor {
 /** Starts the daemon (child process) and the manager; see the module docs. */
 export async function startEmbedded(options: EmbeddedOptions = {}): Promise<EmbeddedHandle> {
   const loaded = await loadManagerConfig(options.configPath, options.overrides);
+  // Refuse an open control plane before the daemon is even started (startManager checks again).
+  checkControlPlaneExposure(loaded, loadTokens(loaded));
   const logger = options.logger ?? createLogger({ level: loaded.log.level });
   let config = loaded;
   let supervisor: DaemonSupervisor | undefined;

@@ -12,6 +12,8 @@ import { protoFiles, protoRoot } from '@workbay/api';
 import { HealthImplementation } from 'grpc-health-check';
 import type { TlsFiles } from './config.js';
 import type { WorkspaceManagerCore } from './core/manager.js';
+import { bearerTokenInterceptor } from './grpc/auth.js';
+import type { TokenSet } from './grpc/auth.js';
 import { requestLimits } from './grpc/bounds.js';
 import { StatusConverter } from './grpc/convert.js';
 import { createWorkspaceManagerImplementation, workspaceManagerServiceDefinition } from './grpc/service.js';
@@ -32,6 +34,8 @@ export interface ManagerServerOptions {
   /** How long a subscriber over its buffer may go without reading (default 10 s). */
   readonly subscribeStallTimeoutMs?: number;
   readonly subscribeMaxBacklog?: number;
+  /** Bearer tokens every call must carry (health checks excepted); none: no token check. */
+  readonly tokens?: TokenSet;
 }
 
 export interface ManagerServer {
@@ -73,7 +77,9 @@ function reflection(): ReflectionService {
 }
 
 export async function startManagerServer(options: ManagerServerOptions): Promise<ManagerServer> {
+  const interceptors = options.tokens && options.tokens.size > 0 ? [bearerTokenInterceptor(options.tokens)] : [];
   const server = new Server({
+    interceptors,
     'grpc.keepalive_time_ms': 60_000,
     'grpc.keepalive_timeout_ms': 20_000,
     'grpc.max_concurrent_streams': 10_000,
@@ -102,7 +108,10 @@ export async function startManagerServer(options: ManagerServerOptions): Promise
   });
   const host = options.address.slice(0, options.address.lastIndexOf(':'));
   const address = `${host}:${port}`;
-  options.logger.info({ address, tls: Boolean(options.tls) }, 'gRPC server listening');
+  options.logger.info(
+    { address, tls: Boolean(options.tls), bearerTokens: interceptors.length > 0 },
+    'gRPC server listening',
+  );
 
   return {
     address,

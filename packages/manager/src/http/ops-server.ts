@@ -4,13 +4,18 @@
  * - `GET /live`: 200 while the process runs;
  * - `GET /ready`: 200 once the manager serves, 503 while starting or stopping;
  * - `GET /admin/maintenance`, `PUT /admin/maintenance` with `{"enabled": true|false, "until"?: "<RFC3339>"}`:
- *   the maintenance switch (when `metrics.admin` is on; bind it to loopback or protect it).
+ *   the maintenance switch (when `metrics.admin` is on).
+ * With `auth.tokens` configured `/admin/*` requires `authorization: Bearer <token>`; bound to anything but
+ * loopback, every endpoint but `/live` and `/ready` does, and the manager refuses to start without tokens
+ * (grpc/auth.ts).
  *
  * @module
  */
 import { createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { MaintenanceMode } from '../core/maintenance.js';
+import { isLoopbackAddress } from '../grpc/auth.js';
+import type { TokenSet } from '../grpc/auth.js';
 import type { Logger } from '../logger.js';
 import type { ManagerMetrics } from '../metrics.js';
 
@@ -20,6 +25,11 @@ export interface OpsServerOptions {
   readonly maintenance?: MaintenanceMode;
   readonly isReady: () => boolean;
   readonly logger: Logger;
+  /**
+   * Bearer tokens (`authorization: Bearer <token>`): when any are configured they guard `/admin/*`; on an
+   * address other than loopback they guard everything but `/live` and `/ready`.
+   */
+  readonly tokens?: TokenSet;
 }
 
 function send(res: ServerResponse, status: number, body: string, type = 'text/plain; charset=utf-8'): void {
@@ -84,6 +94,17 @@ export class OpsServer {
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? '/').split('?')[0];
     const method = req.method ?? 'GET';
+    const tokens = this.options.tokens;
+    const open = path === '/live' || path === '/ready';
+    const guarded = !open && (path.startsWith('/admin') || !isLoopbackAddress(this.options.address));
+    if (guarded && (tokens?.size ?? 0) > 0 && !tokens!.accepts(req.headers.authorization)) {
+      res.setHeader('www-authenticate', 'Bearer');
+      return send(res, 401, 'unauthorized: send "authorization: Bearer <token>"\n');
+    }
+    if (guarded && (tokens?.size ?? 0) === 0 && !isLoopbackAddress(this.options.address)) {
+      // The config check refuses this setup; never serve it openly should it be reached another way.
+      return send(res, 401, 'unauthorized: no tokens configured\n');
+    }
     if (path === '/metrics' && method === 'GET') {
       const registry = this.options.metrics.registry;
       send(res, 200, await registry.metrics(), registry.contentType);
