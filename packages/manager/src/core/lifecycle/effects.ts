@@ -1,0 +1,353 @@
+/**
+ * The effect runner: performs the effects a transition asks for (runtime calls, daemon calls, ports, start
+ * slots) and feeds each outcome back as an event. It decides nothing about the lifecycle: every failure becomes
+ * an event for the transition function, and an effect that throws unexpectedly becomes `internal-error`.
+ *
+ * Effects of one workspace run concurrently, with one rule: a stop first aborts the start effects still running
+ * and waits for them, so the two never touch the runtime at the same time.
+ *
+ * @module
+ */
+import { join } from 'node:path';
+import { isWorkbayError } from '@workbay/api';
+import type { RuntimeWorkspaceSpec, WorkspaceRuntime } from '@workbay/api';
+import type { ContentService } from '../../content/content-service.js';
+import type { GitStatusInfo, WorkspaceRecord } from '../../domain/types.js';
+import type { Logger } from '../../logger.js';
+import type { ManagerMetrics } from '../../metrics.js';
+import { FlowAborted, checkAborted, errorMessage, sleep, withRetries } from '../async.js';
+import type { RetryPolicy, Semaphore } from '../async.js';
+import type { PortAllocator } from '../port-allocator.js';
+import { writeAuthorizedKeys } from '../ssh-keys.js';
+import type { LifecycleEffect, LifecycleEvent } from './events.js';
+
+export interface EffectDeps {
+  readonly runtime: WorkspaceRuntime;
+  readonly content: ContentService;
+  readonly ports: PortAllocator;
+  readonly startSlots: Semaphore;
+  readonly logger: Logger;
+  readonly metrics?: ManagerMetrics;
+  /** Daemon calls are retried this way while the daemon is unavailable (a restart). */
+  readonly daemonRetry: RetryPolicy;
+  /** How often a failed stop is retried as a kill before the workspace is given up as unkillable. */
+  readonly killRetry: RetryPolicy;
+  readonly workingArea: string;
+  readonly runtimeSpec: (record: WorkspaceRecord) => RuntimeWorkspaceSpec;
+  readonly storageQuotaOf: (record: WorkspaceRecord) => number;
+  readonly get: (id: string) => WorkspaceRecord | undefined;
+  readonly dispatch: (id: string, event: LifecycleEvent) => void;
+}
+
+type TaskKind = 'start' | 'stop' | 'other';
+
+interface Task {
+  readonly kind: TaskKind;
+  readonly controller: AbortController;
+  done: Promise<void>;
+}
+
+const startEffects: ReadonlySet<LifecycleEffect['type']> = new Set([
+  'acquire-slot',
+  'allocate-port',
+  'init-content',
+  'write-ssh-keys',
+  'start-process',
+]);
+
+export class EffectRunner {
+  private readonly tasks = new Map<string, Set<Task>>();
+  private readonly slotHolders = new Set<string>();
+  private closing = false;
+
+  constructor(private readonly deps: EffectDeps) {}
+
+  run(id: string, effect: LifecycleEffect): void {
+    switch (effect.type) {
+      case 'release-slot':
+        this.releaseSlot(id);
+        return;
+      case 'release-port':
+        this.deps.ports.release(effect.port);
+        return;
+      case 'force-kill':
+        this.cancel(id);
+        this.spawn(id, 'other', () => this.forceKill(id));
+        return;
+      default:
+        this.spawn(
+          id,
+          startEffects.has(effect.type) ? 'start' : effect.type === 'stop-process' ? 'stop' : 'other',
+          (signal) => this.perform(id, effect, signal),
+        );
+    }
+  }
+
+  /** True while any effect of the workspace runs. */
+  isBusy(id: string): boolean {
+    return (this.tasks.get(id)?.size ?? 0) > 0;
+  }
+
+  /** Aborts every effect of the workspace (their outcomes are dropped). */
+  cancel(id: string): void {
+    for (const task of this.tasks.get(id) ?? []) task.controller.abort();
+  }
+
+  /** Shutdown: aborts everything and waits; outcomes are dropped so that a restarted manager resumes instead. */
+  async close(): Promise<void> {
+    this.closing = true;
+    const all = [...this.tasks.values()].flatMap((set) => [...set]);
+    for (const task of all) task.controller.abort();
+    await Promise.allSettled(all.map((t) => t.done));
+  }
+
+  private spawn(id: string, kind: TaskKind, body: (signal: AbortSignal) => Promise<LifecycleEvent | undefined>): void {
+    const task: Task = { kind, controller: new AbortController(), done: Promise.resolve() };
+    const set = this.tasks.get(id) ?? new Set<Task>();
+    this.tasks.set(id, set);
+    set.add(task);
+    task.done = (async () => {
+      let outcome: LifecycleEvent | undefined;
+      try {
+        outcome = await body(task.controller.signal);
+      } catch (error) {
+        // Deliberate: an aborted effect has no outcome; whoever aborted it (a stop, shutdown) owns the workspace.
+        if (error instanceof FlowAborted || task.controller.signal.aborted) return;
+        this.deps.logger.error({ err: error, workspace: id, effect: kind }, 'workspace effect failed unexpectedly');
+        outcome = { type: 'internal-error', reason: errorMessage(error) };
+      }
+      if (outcome && !this.closing) this.deps.dispatch(id, outcome);
+    })().finally(() => {
+      set.delete(task);
+      if (set.size === 0 && this.tasks.get(id) === set) this.tasks.delete(id);
+    });
+  }
+
+  private releaseSlot(id: string): void {
+    // Waiting for a slot is a start task: a stop aborts it. A held slot is given back here, once.
+    if (this.slotHolders.delete(id)) this.deps.startSlots.release();
+  }
+
+  private async perform(id: string, effect: LifecycleEffect, signal: AbortSignal): Promise<LifecycleEvent | undefined> {
+    const record = this.deps.get(id);
+    if (!record) return undefined;
+    const log = this.deps.logger.child({ workspace: id });
+    switch (effect.type) {
+      case 'acquire-slot':
+        await this.deps.startSlots.acquire(signal);
+        if (signal.aborted || this.slotHolders.has(id)) {
+          this.deps.startSlots.release();
+          checkAborted(signal);
+          return { type: 'slot-acquired' };
+        }
+        this.slotHolders.add(id);
+        return { type: 'slot-acquired' };
+
+      case 'allocate-port':
+        try {
+          // Not aborted midway: an allocated port is reported (and released by the transition if unwanted).
+          return { type: 'port-allocated', port: await this.deps.ports.allocate() };
+        } catch (error) {
+          return { type: 'port-failed', reason: errorMessage(error) };
+        }
+
+      case 'init-content':
+        return this.initContent(record, signal, log);
+
+      case 'write-ssh-keys':
+        try {
+          await writeAuthorizedKeys(
+            record.progress.contentDir ?? join(this.deps.workingArea, id),
+            record.spec.sshPublicKeys,
+          );
+          return { type: 'ssh-keys-written' };
+        } catch (error) {
+          log.warn({ err: error }, 'cannot write the SSH keys');
+          return { type: 'ssh-keys-failed', reason: errorMessage(error) };
+        }
+
+      case 'start-process':
+        try {
+          const existing = await this.deps.runtime.inspect(id);
+          const state =
+            existing && existing.status !== 'exited'
+              ? existing
+              : await this.deps.runtime.start(this.deps.runtimeSpec(record));
+          // Reported even when a stop aborted the start meanwhile: the stop must know that a process runs.
+          return { type: 'process-started', state };
+        } catch (error) {
+          log.warn({ err: error }, 'the runtime could not start the workspace');
+          return { type: 'process-failed', reason: errorMessage(error) };
+        }
+
+      case 'stop-process':
+        return this.stopProcess(id, effect.graceMs, signal, log);
+
+      case 'escalate-stop':
+        await this.deps.runtime.stop(id, { gracePeriodMs: effect.graceMs }).catch((error: unknown) => {
+          // Deliberate: the stop already under way owns the outcome (it kills, or reports kill-failed).
+          log.warn({ err: error }, 'escalating the stop failed; the running stop continues');
+        });
+        return undefined;
+
+      case 'take-snapshot':
+        return this.takeSnapshot(record, signal, log);
+
+      case 'dispose-content':
+        return this.dispose(record, effect, signal, log);
+
+      default:
+        throw new Error(`effect ${effect.type} is not performed asynchronously`);
+    }
+  }
+
+  private async initContent(record: WorkspaceRecord, signal: AbortSignal, log: Logger): Promise<LifecycleEvent> {
+    const id = record.id;
+    try {
+      const result = await this.deps.content.initWorkspace(
+        {
+          instanceId: id,
+          owner: record.owner,
+          metaId: record.metaId,
+          initializer: record.spec.initializer,
+          storageQuotaBytes: this.deps.storageQuotaOf(record),
+        },
+        signal,
+      );
+      return {
+        type: 'content-ready',
+        contentDir: result.contentLocation ?? join(this.deps.workingArea, id),
+        metrics: result.metrics,
+      };
+    } catch (error) {
+      checkAborted(signal);
+      if (!isWorkbayError(error, 'already-exists')) {
+        log.warn({ err: error }, 'content initialization failed');
+        return { type: 'content-failed', reason: errorMessage(error) };
+      }
+    }
+    // A resumed start: the daemon has (or is producing) the content already.
+    try {
+      await this.deps.content.waitForInit(id, signal);
+      return { type: 'content-ready', contentDir: join(this.deps.workingArea, id) };
+    } catch (error) {
+      checkAborted(signal);
+      return { type: 'content-failed', reason: errorMessage(error) };
+    }
+  }
+
+  private async stopProcess(id: string, graceMs: number, signal: AbortSignal, log: Logger): Promise<LifecycleEvent> {
+    // End the start first (a process it launches meanwhile is recorded before we go on, and stopped below).
+    const starts = [...(this.tasks.get(id) ?? [])].filter((t) => t.kind === 'start');
+    for (const task of starts) task.controller.abort();
+    await Promise.allSettled(starts.map((t) => t.done));
+    checkAborted(signal);
+    try {
+      await this.deps.runtime.stop(id, { gracePeriodMs: graceMs });
+      return { type: 'process-stopped' };
+    } catch (error) {
+      log.warn({ err: error }, 'the runtime could not stop the workspace cleanly; killing it');
+    }
+    try {
+      await withRetries(
+        () => this.deps.runtime.stop(id, { gracePeriodMs: 0 }),
+        this.deps.killRetry,
+        signal,
+        (error, attempt) => log.warn({ err: error, attempt }, 'killing the workspace failed; retrying'),
+        () => true,
+      );
+      return { type: 'process-stopped' };
+    } catch (error) {
+      checkAborted(signal);
+      log.error({ err: error }, 'cannot kill the workspace process; its content is kept');
+      return { type: 'kill-failed', reason: errorMessage(error) };
+    }
+  }
+
+  private async forceKill(id: string): Promise<undefined> {
+    await this.deps.runtime.stop(id, { gracePeriodMs: 0 }).catch((error: unknown) => {
+      // Reported, not retried: the workspace already ended STOPPED with the timeout as its failure.
+      this.deps.logger.error({ err: error, workspace: id }, 'cannot kill a workspace whose stop timed out');
+    });
+    return undefined;
+  }
+
+  private async takeSnapshot(record: WorkspaceRecord, signal: AbortSignal, log: Logger): Promise<LifecycleEvent> {
+    const labels = labelsOf(record);
+    try {
+      const url = await this.retryDaemon(() => this.deps.content.takeSnapshot(record.id, false), signal, log);
+      this.deps.metrics?.backupsTotal.inc(labels);
+      return { type: 'snapshot-taken', url };
+    } catch (error) {
+      checkAborted(signal);
+      this.deps.metrics?.backupFailuresTotal.inc(labels);
+      return { type: 'snapshot-failed', reason: errorMessage(error) };
+    }
+  }
+
+  private async dispose(
+    record: WorkspaceRecord,
+    effect: Extract<LifecycleEffect, { type: 'dispose-content' }>,
+    signal: AbortSignal,
+    log: Logger,
+  ): Promise<LifecycleEvent> {
+    const labels = labelsOf(record);
+    try {
+      const result = await this.retryDaemon(
+        () => this.disposeAfterInit(record.id, effect.backup, effect.mayBeInitializing, signal),
+        signal,
+        log,
+      );
+      if (effect.backup) this.deps.metrics?.backupsTotal.inc(labels);
+      return { type: 'content-disposed', finalBackupComplete: effect.finalBackup, gitStatus: result.gitStatus };
+    } catch (error) {
+      checkAborted(signal);
+      const notFound = isWorkbayError(error, 'not-found');
+      if (!(notFound && !effect.backup))
+        log.error({ err: error, backup: effect.backup }, 'disposing the workspace content failed');
+      if (effect.backup) this.deps.metrics?.backupFailuresTotal.inc(labels);
+      return { type: 'dispose-failed', backup: effect.backup, notFound, reason: errorMessage(error) };
+    }
+  }
+
+  /**
+   * DisposeWorkspace, but first lets an initialisation that an interrupted start left running on the daemon finish
+   * (the InitWorkspace call was cancelled, the daemon completes it anyway and refuses to dispose until then).
+   */
+  private async disposeAfterInit(
+    id: string,
+    backup: boolean,
+    mayBeInitializing: boolean,
+    signal: AbortSignal,
+  ): Promise<{ gitStatus?: GitStatusInfo }> {
+    for (let delay = 100; ; delay = Math.min(delay * 2, 2_000)) {
+      if (mayBeInitializing) {
+        await this.deps.content.waitForInit(id, signal).catch((error: unknown) => {
+          // Deliberate: an init that failed or never ran leaves nothing to wait for; DisposeWorkspace below
+          // reports whatever state the daemon really has.
+          checkAborted(signal);
+          this.deps.logger.debug({ err: error, workspace: id }, 'no initialisation to wait for before disposing');
+        });
+      }
+      try {
+        return await this.deps.content.disposeWorkspace(id, backup, signal);
+      } catch (error) {
+        const stillInitializing =
+          mayBeInitializing && isWorkbayError(error, 'failed-precondition') && /initializ/.test(errorMessage(error));
+        if (!stillInitializing) throw error;
+        // The stopping timeout bounds this loop.
+        await sleep(delay, signal);
+      }
+    }
+  }
+
+  private retryDaemon<T>(call: () => Promise<T>, signal: AbortSignal, log: Logger): Promise<T> {
+    return withRetries(call, this.deps.daemonRetry, signal, (error, attempt) =>
+      log.warn({ err: error, attempt }, 'daemon call failed; retrying'),
+    );
+  }
+}
+
+export function labelsOf(record: WorkspaceRecord): { type: string; class: string } {
+  return { type: record.type, class: record.spec.className };
+}
