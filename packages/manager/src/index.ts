@@ -86,6 +86,7 @@ export type { ManagerServer, ManagerServerOptions } from './server.js';
 export { startManagerServer, workspaceManagerServiceName } from './server.js';
 export type { PortProxyOptions, ProxyRouter } from './proxy/port-proxy.js';
 export { PortProxy, ownerTokenHeader, ownerTokenQuery } from './proxy/port-proxy.js';
+export { ReservedEndpoints, maxExposedPorts } from './proxy/exposure.js';
 export type { OpsServerOptions } from './http/ops-server.js';
 export { OpsServer } from './http/ops-server.js';
 export type { RunningManager, StartManagerOptions } from './app.js';

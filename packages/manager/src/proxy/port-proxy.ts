@@ -67,7 +67,7 @@ export interface PortProxyOptions {
   readonly logger: Logger;
 }
 
-export interface Admitted {
+interface Admitted {
   readonly record: WorkspaceRecord;
   readonly target: { readonly host: string; readonly port: number };
   readonly https: boolean;
@@ -84,8 +84,8 @@ export class PortProxy {
   private boundAddress = '';
   private readonly sockets = new Set<Socket>();
   private readonly reserved: ReservedEndpoints;
-  /** Exposed for tests: open connections by workspace. */
-  readonly tunnels: TunnelRegistry;
+  /** Open connections by workspace, with the grants they were admitted under. */
+  private readonly tunnels: TunnelRegistry;
   /** Grants already tracked per client connection (keep-alive connections carry many requests). */
   private readonly socketGrants = new WeakMap<Socket, Set<string>>();
 
@@ -181,7 +181,7 @@ export class PortProxy {
   }
 
   /** Decides on a routed request: refusal, or where it goes and with what. */
-  admit(req: IncomingMessage, route: Route): Admitted | Refusal {
+  private admit(req: IncomingMessage, route: Route): Admitted | Refusal {
     const record = this.options.router.getWorkspace(route.id);
     if (!record) return { status: 404, message: `workspace ${route.id} not found\n` };
     let exposedPublic = false;
