@@ -21,6 +21,8 @@ export interface GlobalOptions {
   readonly tlsCert?: string;
   readonly tlsKey?: string;
   readonly tlsServerName?: string;
+  /** Bearer token for a manager with `auth.tokens` (env WORKBAY_TOKEN; never a flag, which `ps` would show). */
+  readonly token?: string;
 }
 
 export const defaultAddress = '127.0.0.1:7720';
@@ -82,7 +84,8 @@ export class CliContext {
 
   private clientOptions(): ClientOptions {
     const o = this.options;
-    if (!o.tlsCa && !o.tlsCert && !o.tlsKey) return {};
+    const metadata = o.token ? { metadata: { authorization: `Bearer ${o.token}` } } : {};
+    if (!o.tlsCa && !o.tlsCert && !o.tlsKey) return metadata;
     const read = (file: string | undefined, flag: string): Buffer | undefined => {
       if (!file) return undefined;
       try {
@@ -92,6 +95,7 @@ export class CliContext {
       }
     };
     return {
+      ...metadata,
       tls: {
         rootCerts: read(o.tlsCa, '--tls-ca'),
         certChain: read(o.tlsCert, '--tls-cert'),

@@ -38,6 +38,7 @@ export function buildProgram(io: CliIo, setExitCode: (code: number) => void): Co
   program.addHelpText(
     'after',
     `
+A manager with auth.tokens wants one of them in the environment: WORKBAY_TOKEN=<token>.
 Exit codes: 0 ok, 1 usage or invalid argument, 2 not found, 3 precondition (already exists, wrong phase,
 maintenance), 4 manager unavailable, 5 timed out, 6 workspace failed, 10 other errors, 130 interrupted.`,
   );
@@ -51,6 +52,7 @@ maintenance), 4 manager unavailable, 5 timed out, 6 workspace failed, 10 other e
         ...raw,
         address: raw.address ?? io.env['WORKBAY_ADDRESS'] ?? defaultAddress,
         json: raw.json ?? false,
+        token: io.env['WORKBAY_TOKEN'] || undefined,
       };
       const ctx = new CliContext(io, globals);
       try {
