@@ -86,7 +86,7 @@ class FakeContent implements ContentService {
   async backupWorkspace(): Promise<string> {
     return 'backup';
   }
-  async disposeWorkspace(id: string, backup: boolean): Promise<{}> {
+  async disposeWorkspace(id: string, backup: boolean): Promise<{ gitStatus?: undefined }> {
     if (this.disposeFails) throw new UnavailableError('daemon unavailable');
     this.disposed.push({ id, backup });
     return {};
