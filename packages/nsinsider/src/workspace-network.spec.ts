@@ -31,6 +31,7 @@ describe('workspaceFirewallRuleset', () => {
     );
     expect(rules).toContain('iifname "wbv*" oifname "wbv*" counter drop');
     expect(rules).toContain('oifname "wbv*" counter drop');
+    expect(rules).toContain('iifname "wbv*" ip daddr 169.254.0.0/16 counter drop');
     expect(rules).toContain('iifname "wbv*" oifname != "wbv*" masquerade');
   });
   it('refuses a prefix that could match more than workspace links', () => {

@@ -264,6 +264,8 @@ export function workspaceFirewallRuleset(req: WorkspaceFirewallRequest): string 
     '  chain forward {',
     '    type filter hook forward priority filter - 10; policy accept;',
     `    iifname ${ws} oifname ${ws} counter drop`,
+    // Link-local: cloud metadata services (169.254.169.254) hand out the node's credentials.
+    `    iifname ${ws} ip daddr 169.254.0.0/16 counter drop`,
     `    oifname ${ws} ct state established,related accept`,
     `    oifname ${ws} counter drop`,
     '  }',
@@ -278,9 +280,9 @@ export function workspaceFirewallRuleset(req: WorkspaceFirewallRequest): string 
 
 /**
  * Installs (or re-installs, atomically) the host table `inet workbay`: new connections from a workspace link to
- * any address of the host are dropped (input), so are connections between workspaces and new connections from
- * elsewhere into a workspace (forward); replies to connections the host opened pass; traffic from workspaces to
- * the outside is masqueraded. Also turns on IPv4 forwarding, without which workspaces have no way out.
+ * any address of the host are dropped (input), so are connections between workspaces, to link-local addresses
+ * (cloud metadata) and new connections from elsewhere into a workspace (forward); replies to connections the host
+ * opened pass; traffic from workspaces to the outside is masqueraded. Also turns on IPv4 forwarding, without which workspaces have no way out.
  * Idempotent: the table is declared, deleted and re-created in one nft transaction.
  */
 export async function ensureWorkspaceFirewall(req: WorkspaceFirewallRequest): Promise<void> {

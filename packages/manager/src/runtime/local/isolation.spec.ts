@@ -45,7 +45,8 @@ const read = (p) => { try { return 'read:' + fs.readFileSync(p, 'utf8').slice(0,
 (async () => {
   const server = http.createServer((req, res) => res.end('ide of ' + process.env.WORKBAY_INSTANCE_ID));
   await new Promise((r) => server.listen(Number(process.env.PORT), '0.0.0.0', r));
-  const result = { uid: process.getuid(), gid: process.getgid(), cwd: process.cwd(), connects: {}, reads: {} };
+  const result = { uid: process.getuid(), gid: process.getgid(), cwd: process.cwd(), connects: {}, reads: {},
+    iwsSocket: process.env.WORKBAY_IWS_SOCKET, home: process.env.HOME };
   for (const [name, t] of Object.entries(JSON.parse(process.env.PROBES || '{}'))) result.connects[name] = await connect(t.host, t.port);
   for (const [name, p] of Object.entries(JSON.parse(process.env.READS || '{}'))) result.reads[name] = read(p);
   result.procEntries = fs.readdirSync('/proc').filter((n) => /^\\d+$/.test(n)).length;
@@ -59,6 +60,8 @@ const read = (p) => { try { return 'read:' + fs.readFileSync(p, 'utf8').slice(0,
 `;
 
 interface ProbeResult {
+  iwsSocket?: string;
+  home?: string;
   uid: number;
   gid: number;
   cwd: string;
@@ -197,6 +200,17 @@ describe.runIf(isRoot)('LocalRuntime isolation: attacks from inside a workspace 
 
     const dir = await contentDir(200_202);
     const s = spec(dir, 'probe');
+    // The daemon's per-workspace service dirs, as it lays them out: both the prober's and its neighbour's.
+    const iwsOf = (content: string): string => path.join(path.dirname(content), '.iws', path.basename(content));
+    for (const [content, uid] of [
+      [dir, 200_202],
+      [neighbourDir, 200_201],
+    ] as const) {
+      await mkdir(iwsOf(content), { recursive: true, mode: 0o700 });
+      await writeFile(path.join(iwsOf(content), 'marker'), `iws of ${path.basename(content)}\n`);
+      await chown(iwsOf(content), uid, uid);
+      await chown(path.join(iwsOf(content), 'marker'), uid, uid);
+    }
     const own = { host: '127.0.0.1', port: 23000 };
     const probes = {
       ownLoopback: own, // control: the probe itself works
@@ -209,6 +223,8 @@ describe.runIf(isRoot)('LocalRuntime isolation: attacks from inside a workspace 
       rootSecret: secretFile,
       neighbourContent: path.join(neighbourDir, 'README.md'),
       ownContent: '/workspace/README.md',
+      ownIws: '/.workbay/marker',
+      neighbourIws: path.join(iwsOf(neighbourDir), 'marker'),
     };
     // The gateway (host end of its own veth) is only known once the network is up: probe it through the env too.
     const started = runtime.start({
@@ -234,6 +250,10 @@ describe.runIf(isRoot)('LocalRuntime isolation: attacks from inside a workspace 
     }
     expect(result.reads.ownContent).toBe(`read:content of ${path.basename(dir).slice(5)}\n`);
     expect(result.reads.rootSecret).toBe('EACCES');
+    expect(result.reads.ownIws).toBe(`read:iws of ${path.basename(dir)}\n`);
+    expect(result.iwsSocket).toBe('/.workbay/daemon.sock');
+    expect(result.home).toBe('/workspace');
+    expect(result.reads.neighbourIws).not.toMatch(/^read:/);
     expect(result.reads.neighbourContent).not.toMatch(/^read:/);
     expect(result.hostPidVisible).toBe(false);
     expect(result.procEntries).toBeLessThan(10);

@@ -90,6 +90,9 @@ export class WorkspaceNetworks {
 
   /** Claims a free slot, creates the netns and the veth pair, and configures both ends. */
   async allocate(instanceId: string): Promise<WorkspaceNet> {
+    // Re-installed before every workspace (one atomic nft transaction): a flushed ruleset (a firewall reload, an
+    // operator's `nft flush ruleset`) must not leave the next workspace unfiltered.
+    await this.ensureFirewall();
     let attempts = 0;
     // Round robin from a random start: an address just given up is not handed out again at once (a proxy may
     // still hold connections to it), and runtimes sharing the machine rarely race for the same slot.
