@@ -123,7 +123,8 @@ export class IwsHost {
         ...(owner ? { owner } : {}),
       });
       try {
-        // Last: until here the directory is the daemon's alone, so nothing in it could be swapped meanwhile.
+        // Last: a fresh directory stays the daemon's alone until the socket is in place. (A kept one is the
+        // workspace's already; the socket was renamed into it, which follows no link the workspace planted.)
         if (owner) await lchown(dir, owner.uid, owner.gid);
       } catch (error) {
         await handle.close(0);
