@@ -71,8 +71,14 @@ export class MaintenanceMode {
       const parsed = JSON.parse(await readFile(this.options.file, 'utf8')) as unknown;
       if (typeof parsed === 'object' && parsed !== null) next = parsed as FileSwitch;
     } catch (error) {
+      // No file: no switch. An unreadable one (torn write, permissions) keeps the last state read: flipping
+      // maintenance off because a file could not be read would start workspaces the operator meant to hold.
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
-        this.logger?.warn({ err: error, file: this.options.file }, 'cannot read the maintenance file; ignoring it');
+        this.logger?.error(
+          { err: error, file: this.options.file },
+          'cannot read the maintenance file; keeping the last state',
+        );
+        next = this.fileSwitch;
       }
     }
     this.fileSwitch = next;

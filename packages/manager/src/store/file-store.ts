@@ -240,6 +240,7 @@ export class FileWorkspaceStore implements WorkspaceStore {
     try {
       await unlink(join(this.dir, `${id}${recordSuffix}`));
     } catch (error) {
+      // Already gone is what removal wants; anything else is a failure of this removal.
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
     }
     await this.syncDir();
