@@ -4,8 +4,8 @@
  * connection.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { InvalidArgumentError, wsman } from '@workbay/api';
-import type { contentservice } from '@workbay/api';
+import { InvalidArgumentError } from '@workbay/api';
+import type { contentservice, wsman } from '@workbay/api';
 import { startHarness, startRequest } from '../test-support/harness.js';
 import type { Harness } from '../test-support/harness.js';
 
