@@ -126,6 +126,11 @@ describe('proxy: the owner token stays with the proxy, redirects stay on the sit
     expect(cookie).not.toMatch(/Secure/);
     const behindTls = await send('GET', `/ws/${id}/?workbayOwnerToken=${token}`, { 'x-forwarded-proto': 'https' });
     expect(behindTls.headers['set-cookie']).toMatch(/; Secure/);
+    // Without the slash after the id: the redirect adds it and still keeps the token out of the Location.
+    const noSlash = await send('GET', `/ws/${id}?a=b&workbayOwnerToken=${token}`);
+    expect(noSlash.status).toBe(308);
+    expect(noSlash.headers.location).toBe(`/ws/${id}/?a=b`);
+    expect(noSlash.headers['set-cookie']).toContain(`; Path=/ws/${id}/`);
     const viaHost = await send('GET', `/?workbayOwnerToken=${token}`, {}, `${id}.ws.ws.test`);
     expect(viaHost.headers['set-cookie']).toContain('; Path=/;');
   });
@@ -144,6 +149,8 @@ describe('proxy: the owner token stays with the proxy, redirects stay on the sit
       [`///evil.example/?${q}`, `${id}.ws.ws.test`],
       [`/%2F%2Fevil.example/?${q}`, `${id}.ws.ws.test`],
       [`/ws/${id}?x=//evil.example`],
+      [`/ws/${id}?${q}`],
+      [`/ws/${id}?a=1;${q}`],
       [`/ws/%2F%2Fevil.example?${q}`],
     ];
     for (const [target, host] of attacks) {

@@ -33,6 +33,7 @@ import {
   ownerTokenHeader,
   ownerTokenQuery,
   presentedTokens,
+  stripQuery,
 } from './admission.js';
 import { ReservedEndpoints, checkTarget } from './exposure.js';
 import { sameSiteLocation } from './parse.js';
@@ -230,18 +231,21 @@ export class PortProxy {
     if (forwardPath === undefined) return { status: 400, message: 'the owner token does not belong in the path\n' };
     const grant: Grant = { workspaceId: record.id, port: route.port, byOwner: isOwner, host: target.host };
     if (!queryOwner) return { record, target, https, grant, forwardPath };
-    // Secure when the public URLs are https, or a TLS terminator in front says so.
-    const secure = this.options.secureCookies === true || req.headers['x-forwarded-proto'] === 'https';
     return {
       record,
       target,
       https,
       grant,
       forwardPath,
-      setCookie: ownerCookie(cookieName, record.ownerToken, route.prefix, secure),
+      setCookie: ownerCookie(cookieName, record.ownerToken, route.prefix, this.secureCookie(req)),
       // Relative and rebuilt from validated parts (see routing.ts): never another site.
       redirect: sameSiteLocation(`${route.prefix}${forwardPath}`),
     };
+  }
+
+  /** Secure when the public URLs are https, or a TLS terminator in front says so. */
+  private secureCookie(req: IncomingMessage): boolean {
+    return this.options.secureCookies === true || req.headers['x-forwarded-proto'] === 'https';
   }
 
   private refuse(res: ServerResponse, refusal: Refusal): void {
@@ -265,11 +269,7 @@ export class PortProxy {
     res.on('error', () => req.destroy());
     const route = routeRequest(req, this.options.domain);
     if ('status' in route) return this.refuse(res, route);
-    if (route.redirectTo) {
-      res.writeHead(308, { location: route.redirectTo, 'content-type': 'text/plain; charset=utf-8' });
-      res.end(`see ${route.redirectTo}\n`);
-      return;
-    }
+    if (route.missingSlash) return this.redirectToSlash(req, res, route);
     const admission = this.admit(req, route);
     if ('status' in admission) return this.refuse(res, admission);
     const safeMethod = req.method === 'GET' || req.method === 'HEAD';
@@ -281,6 +281,23 @@ export class PortProxy {
     }
     this.trackSocket(req.socket, admission.grant);
     this.forward(req, res, route, admission);
+  }
+
+  /**
+   * `/ws/<id>` → `/ws/<id>/`, on this site, without the token: a query token of the owner becomes the cookie here
+   * (as on any other path), so that the token is never echoed into a Location (and so into history and logs).
+   */
+  private redirectToSlash(req: IncomingMessage, res: ServerResponse, route: Route): void {
+    const record = this.options.router.getWorkspace(route.id);
+    const query = stripQuery(route.query, record?.ownerToken ?? '');
+    const location = sameSiteLocation(`${route.prefix}/${query === undefined ? '' : `?${query}`}`);
+    const headers: OutgoingHttpHeaders = { location, 'content-type': 'text/plain; charset=utf-8' };
+    const cookieName = record ? this.cookieNameFor(record.id) : '';
+    if (record && matchesOwner(presentedTokens(req, route, cookieName).query, record)) {
+      headers['set-cookie'] = ownerCookie(cookieName, record.ownerToken, route.prefix, this.secureCookie(req));
+    }
+    res.writeHead(308, headers);
+    res.end(`see ${location}\n`);
   }
 
   private forward(req: IncomingMessage, res: ServerResponse, route: Route, admission: Admitted): void {

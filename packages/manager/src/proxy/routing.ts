@@ -5,7 +5,7 @@
  * @module
  */
 import type { IncomingMessage, OutgoingHttpHeaders } from 'node:http';
-import { deepDecode, parseHost, parseTarget, sameSiteLocation } from './parse.js';
+import { deepDecode, parseHost, parseTarget } from './parse.js';
 import type { Target } from './parse.js';
 
 export interface Route {
@@ -18,8 +18,8 @@ export interface Route {
   readonly query?: string;
   /** Canonical path prefix the route consumed (`/ws/<id>` or `/ws/<id>/port/<n>`), '' for Host routes. */
   readonly prefix: string;
-  /** Set when the path lacks the slash after the prefix: a same-site redirect there. */
-  readonly redirectTo?: string;
+  /** Set when the path lacks the slash after the prefix (`/ws/<id>`): the proxy redirects to `<prefix>/`. */
+  readonly missingSlash?: boolean;
 }
 
 export interface Refusal {
@@ -84,9 +84,6 @@ function pathRouteOf(target: Target): Route | Refusal {
   // The prefix is rebuilt from what was validated, never copied from the request.
   const prefix = port === undefined ? `/ws/${id}` : `/ws/${id}/port/${port}`;
   const rest = match[3];
-  if (rest === undefined) {
-    const query = target.query === undefined ? '' : `?${target.query}`;
-    return { id, port, path: '/', query: target.query, prefix, redirectTo: sameSiteLocation(`${prefix}/${query}`) };
-  }
+  if (rest === undefined) return { id, port, path: '/', query: target.query, prefix, missingSlash: true };
   return { id, port, path: rest, query: target.query, prefix };
 }
