@@ -38,6 +38,9 @@ export interface BootOptions {
   readonly manager?: Record<string, unknown>;
   /** Reuse a directory (restart on the same state). */
   readonly dir?: string;
+  /** Fixed addresses instead of 127.0.0.1:0 (the crash-hygiene attack needs the daemon on a known port). */
+  readonly managerAddress?: string;
+  readonly daemonAddress?: string;
 }
 
 export interface Addresses {
@@ -109,11 +112,11 @@ async function writeConfigs(dir: string, options: BootOptions): Promise<string> 
   const manager: Record<string, unknown> = {
     stateDir: path.join(dir, 'manager'),
     workingArea: path.join(dir, 'workspaces'),
-    grpc: { address: '127.0.0.1:0' },
+    grpc: { address: options.managerAddress ?? '127.0.0.1:0' },
     proxy: { address: '127.0.0.1:0' },
     metrics: { address: '127.0.0.1:0', admin: true },
     daemon: {
-      address: '127.0.0.1:0',
+      address: options.daemonAddress ?? '127.0.0.1:0',
       httpAddress: 'off',
       storageRoot: path.join(dir, 'storage'),
       configPath: path.join(dir, 'daemon.yaml'),

@@ -1,0 +1,454 @@
+/**
+ * Property-based fuzzing (issue 8 "Must show", invariants 7 and 12) of every manager RPC, every daemon RPC and the
+ * port proxy of a real `workbay up`, with adversarial field values: huge strings, unicode and binary, path tricks,
+ * negative and out-of-range numbers, unknown enum values, empty and nested initializers. Properties: the servers
+ * stay up; every non-OK answer is a sensible refusal (a code other than UNKNOWN/INTERNAL with a short, non-empty
+ * message); requests that are invalid by construction are refused; and GetWorkspaces and the storage listing are
+ * unchanged afterwards.
+ */
+import fc from 'fast-check';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { contentservice, wsman } from '@workbay/api';
+import { isSensibleRefusal, outcome, rawHttp, show, tryFetch } from './attack-kit.js';
+import type { CallOutcome } from './attack-kit.js';
+import { bootWorkbay, listTree, startRunning, workspaceSnapshot } from './harness.js';
+import type { Workbay } from './harness.js';
+
+const numRuns = 25;
+const target = 'fuzz-target';
+let wb: Workbay;
+let token = '';
+let beforeWorkspaces: string[];
+let beforeStorage: string[];
+
+/** Crashes seen (the tail of what `workbay up` printed): the run reboots after one, so every RPC gets its turn. */
+const crashes: string[] = [];
+
+async function boot(): Promise<void> {
+  wb = await bootWorkbay();
+  token = (await startRunning(wb, { id: target })).ownerToken;
+  beforeWorkspaces = await workspaceSnapshot(wb);
+  beforeStorage = await listTree(wb.storageRoot);
+}
+
+beforeAll(boot, 180_000);
+
+beforeEach(async () => {
+  if (wb.alive()) return;
+  crashes.push(wb.stderr().slice(-1500));
+  await wb.cleanup();
+  await boot();
+}, 180_000);
+
+afterAll(async () => {
+  await wb?.cleanup();
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// Arbitraries
+
+const nasty = fc.constantFrom(
+  '',
+  ' ',
+  '.',
+  '..',
+  '../../etc/passwd',
+  '/',
+  '/etc',
+  '%',
+  '%2e%2e',
+  '\0',
+  '\u202e\u0000\uffff',
+  'a/b',
+  'a@b',
+  '@',
+  'ws-1',
+  'workspaces/x/snapshot-1.tar@workbay-user-alice',
+  'workspaces/x/full.tar@workbay-user-bob',
+  'core.sshCommand',
+  'ext::sh -c id',
+  'file:///etc',
+  '-1',
+  '1h',
+  '-5m',
+  '999999999h',
+  'x'.repeat(70_000),
+  'é'.repeat(40_000),
+);
+const str = fc.oneof(
+  { weight: 3, arbitrary: nasty },
+  { weight: 3, arbitrary: fc.string({ maxLength: 40 }) },
+  { weight: 2, arbitrary: fc.string({ unit: 'binary', maxLength: 40 }) },
+  { weight: 1, arbitrary: fc.string({ unit: 'grapheme', minLength: 200, maxLength: 3000 }) },
+);
+// Numbers as the wire can carry them (the client refuses to encode anything else): adversarial within the type.
+const enumValue = fc.oneof(
+  fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 }),
+  fc.constantFrom(-1, 0, 1, 2, 3, 999, 2 ** 31 - 1, -(2 ** 31)),
+);
+const uint32 = fc.oneof(fc.nat({ max: 2 ** 32 - 1 }), fc.constantFrom(0, 1, 22, 65_535, 65_536, 2 ** 32 - 1));
+const int64 = fc.oneof(fc.maxSafeInteger(), fc.constantFrom(-1, 0, Number.MAX_SAFE_INTEGER, Number.MIN_SAFE_INTEGER));
+const uint64 = fc.oneof(fc.maxSafeNat(), fc.constantFrom(0, 1, Number.MAX_SAFE_INTEGER));
+const strings = fc.array(str, { maxLength: 5 });
+const dict = fc.dictionary(str, str, { maxKeys: 4 });
+
+const initializer: fc.Arbitrary<contentservice.WorkspaceInitializer> = fc.letrec<{
+  init: contentservice.WorkspaceInitializer;
+}>((tie) => ({
+  init: fc.oneof(
+    { depthSize: 'small', withCrossShrink: true },
+    fc.constant(contentservice.WorkspaceInitializer.fromPartial({})),
+    fc.constant(contentservice.WorkspaceInitializer.fromPartial({ spec: { $case: 'empty', value: {} } })),
+    fc
+      .record({ remoteUri: str, checkoutLocation: str, cloneTaget: str, targetMode: enumValue, customConfig: dict })
+      .map((g) =>
+        contentservice.WorkspaceInitializer.fromPartial({
+          spec: {
+            $case: 'git',
+            value: { ...g, config: { customConfig: g.customConfig, authPassword: 'fuzz-secret' } },
+          },
+        }),
+      ),
+    str.map((snapshot) =>
+      contentservice.WorkspaceInitializer.fromPartial({ spec: { $case: 'snapshot', value: { snapshot } } }),
+    ),
+    str.map((checkoutLocation) =>
+      contentservice.WorkspaceInitializer.fromPartial({ spec: { $case: 'backup', value: { checkoutLocation } } }),
+    ),
+    fc.record({ url: str, filePath: str, digest: str }).map((f) =>
+      contentservice.WorkspaceInitializer.fromPartial({
+        spec: { $case: 'download', value: { files: [f], targetLocation: f.filePath } },
+      }),
+    ),
+    fc
+      .array(tie('init'), { maxLength: 3 })
+      .map((initializer) =>
+        contentservice.WorkspaceInitializer.fromPartial({ spec: { $case: 'composite', value: { initializer } } }),
+      ),
+  ),
+})).init;
+
+const port = fc.record({ port: uint32, visibility: enumValue, protocol: enumValue, url: str });
+const id = fc.oneof({ weight: 4, arbitrary: str }, { weight: 1, arbitrary: fc.constant(target) });
+
+/** A StartWorkspace request with random fields and at least one field that is invalid by construction. */
+const badStart = fc
+  .tuple(
+    fc.record({
+      id: str,
+      servicePrefix: str,
+      owner: str,
+      metaId: str,
+      annotations: dict,
+      image: str,
+      initializer,
+      ports: fc.array(port, { maxLength: 4 }),
+      env: fc.array(fc.record({ name: str, value: str }), { maxLength: 4 }),
+      location: str,
+      timeout: str,
+      admission: enumValue,
+      klass: str,
+      keys: strings,
+      type: enumValue,
+    }),
+    fc.constantFrom('id', 'owner', 'port', 'timeout', 'image', 'env', 'key'),
+  )
+  .map(([r, broken]) =>
+    wsman.StartWorkspaceRequest.fromPartial({
+      id: broken === 'id' ? '../' + r.id : r.id,
+      servicePrefix: r.servicePrefix,
+      metadata: { owner: broken === 'owner' ? '' : r.owner, metaId: r.metaId, annotations: r.annotations },
+      spec: {
+        workspaceImage: broken === 'image' ? '' : r.image,
+        initializer: r.initializer,
+        ports: broken === 'port' ? [...r.ports, { port: 70_000 }] : r.ports,
+        envvars: broken === 'env' ? [...r.env, { name: '1=bad name', value: 'x' }] : r.env,
+        workspaceLocation: r.location,
+        timeout: broken === 'timeout' ? 'not a duration' : r.timeout,
+        admission: r.admission,
+        class: r.klass,
+        sshPublicKeys: broken === 'key' ? [...r.keys, 'not a key'] : r.keys,
+      },
+      type: r.type,
+    }),
+  );
+
+/** A non-OK answer must be a sensible refusal; an OK answer is allowed where the RPC tolerates it. */
+function check(name: string, o: CallOutcome, mustRefuse: boolean): void {
+  if (o.ok && !mustRefuse) return;
+  if (!isSensibleRefusal(o)) throw new Error(`${name}: not a sensible refusal: ${show(o)}`);
+}
+
+/** Failure reports quote the counterexample; huge generated strings are cut so the report stays readable. */
+const reporter = (details: fc.RunDetails<unknown>): void => {
+  if (!details.failed) return;
+  const text = fc.defaultReportMessage(details) ?? 'property failed';
+  throw new Error(text.replace(/(.)\1{50,}/gu, (m, c: string) => `${c.repeat(5)}…(${m.length}×)`).slice(0, 4000));
+};
+const settings = { numRuns, endOnFailure: true, reporter } as const;
+
+describe('manager RPCs under fuzzing', () => {
+  const m = () => wb.manager;
+  const props: readonly [string, fc.IAsyncProperty<never>][] = [
+    [
+      'StartWorkspace',
+      fc.asyncProperty(badStart, async (r) => check('StartWorkspace', await outcome(m().startWorkspace(r)), true)),
+    ],
+    [
+      'StopWorkspace',
+      fc.asyncProperty(str, enumValue, async (i, policy) =>
+        check('StopWorkspace', await outcome(m().stopWorkspace({ id: i === target ? `${i}x` : i, policy })), false),
+      ),
+    ],
+    [
+      'DescribeWorkspace',
+      fc.asyncProperty(id, async (i) =>
+        check('DescribeWorkspace', await outcome(m().describeWorkspace({ id: i })), false),
+      ),
+    ],
+    [
+      'GetWorkspaces',
+      fc.asyncProperty(str, str, dict, async (owner, metaId, annotations) =>
+        check('GetWorkspaces', await outcome(m().getWorkspaces({ mustMatch: { owner, metaId, annotations } })), false),
+      ),
+    ],
+    [
+      'MarkActive',
+      fc.asyncProperty(id, fc.boolean(), fc.boolean(), async (i, closed, ignoreIfActive) =>
+        check('MarkActive', await outcome(m().markActive({ id: i, closed, ignoreIfActive })), false),
+      ),
+    ],
+    [
+      'SetTimeout',
+      fc.asyncProperty(id, str, enumValue, async (i, duration, type) =>
+        check('SetTimeout', await outcome(m().setTimeout({ id: i, duration, type })), false),
+      ),
+    ],
+    [
+      'ControlPort',
+      fc.asyncProperty(id, fc.boolean(), port, async (i, expose, spec) =>
+        check('ControlPort', await outcome(m().controlPort({ id: i, expose, spec })), false),
+      ),
+    ],
+    [
+      'TakeSnapshot',
+      fc.asyncProperty(str, fc.boolean(), async (i, returnImmediately) =>
+        check(
+          'TakeSnapshot',
+          await outcome(m().takeSnapshot({ id: i === target ? `${i}x` : i, returnImmediately })),
+          true,
+        ),
+      ),
+    ],
+    [
+      'ControlAdmission',
+      fc.asyncProperty(id, enumValue, async (i, level) =>
+        check('ControlAdmission', await outcome(m().controlAdmission({ id: i, level })), false),
+      ),
+    ],
+    [
+      'DeleteVolumeSnapshot',
+      fc.asyncProperty(str, str, fc.boolean(), enumValue, async (i, volumeHandle, softDelete, wsType) =>
+        check(
+          'DeleteVolumeSnapshot',
+          await outcome(m().deleteVolumeSnapshot({ id: i, volumeHandle, softDelete, wsType })),
+          false,
+        ),
+      ),
+    ],
+    [
+      'BackupWorkspace',
+      fc.asyncProperty(str, async (i) =>
+        check('BackupWorkspace', await outcome(m().backupWorkspace({ id: i === target ? `${i}x` : i })), true),
+      ),
+    ],
+    [
+      'UpdateSSHKey',
+      fc.asyncProperty(id, strings, async (i, keys) =>
+        check('UpdateSSHKey', await outcome(m().updateSshKey({ id: i, keys: [...keys, 'not a key'] })), true),
+      ),
+    ],
+    [
+      'DescribeCluster',
+      fc.asyncProperty(fc.constant(0), async () =>
+        check('DescribeCluster', await outcome(m().describeCluster({})), false),
+      ),
+    ],
+  ];
+  for (const [name, prop] of props) {
+    it(
+      name,
+      async () => {
+        await fc.assert(prop, settings);
+        expect(wb.alive()).toBe(true);
+      },
+      120_000,
+    );
+  }
+
+  it('Subscribe with a fuzzed filter answers or refuses sensibly', async () => {
+    await fc.assert(
+      fc.asyncProperty(str, str, dict, uint64, async (owner, metaId, annotations, resume) => {
+        const stream = m().subscribe({ mustMatch: { owner, metaId, annotations }, resumeFromStatusVersion: resume });
+        const first = await outcome(
+          (async () => {
+            const it = stream[Symbol.asyncIterator]();
+            const timer = setTimeout(() => stream.cancel(), 300);
+            try {
+              return await it.next();
+            } finally {
+              clearTimeout(timer);
+            }
+          })(),
+        );
+        stream.cancel();
+        if (!first.ok && first.codeName !== 'CANCELLED') check('Subscribe', first, false);
+      }),
+      settings,
+    );
+  }, 120_000);
+});
+
+describe('daemon RPCs under fuzzing', () => {
+  const d = () => wb.daemon;
+  const badInit = fc
+    .tuple(
+      fc.record({ id: str, owner: str, metaId: str, initializer, quota: int64 }),
+      fc.constantFrom('id', 'owner', 'init'),
+    )
+    .map(([r, broken]) => ({
+      id: broken === 'id' ? `../${r.id}` : r.id,
+      metadata: { owner: broken === 'owner' ? '' : r.owner, metaId: r.metaId },
+      initializer: broken === 'init' ? contentservice.WorkspaceInitializer.fromPartial({}) : r.initializer,
+      storageQuotaBytes: r.quota,
+    }));
+  const props: readonly [string, fc.IAsyncProperty<never>][] = [
+    [
+      'InitWorkspace',
+      fc.asyncProperty(badInit, async (r) => check('InitWorkspace', await outcome(d().initWorkspace(r)), true)),
+    ],
+    [
+      'WaitForInit',
+      fc.asyncProperty(str, async (i) =>
+        check('WaitForInit', await outcome(d().waitForInit({ id: i }, { timeoutMs: 5_000 })), false),
+      ),
+    ],
+    [
+      'IsWorkspaceExists',
+      fc.asyncProperty(str, async (i) =>
+        check('IsWorkspaceExists', await outcome(d().isWorkspaceExists({ id: i })), false),
+      ),
+    ],
+    [
+      'TakeSnapshot',
+      fc.asyncProperty(str, fc.boolean(), async (i, returnImmediately) =>
+        check(
+          'TakeSnapshot',
+          await outcome(d().takeSnapshot({ id: i === target ? `${i}x` : i, returnImmediately })),
+          true,
+        ),
+      ),
+    ],
+    [
+      'DisposeWorkspace',
+      fc.asyncProperty(str, fc.boolean(), async (i, backup) =>
+        check(
+          'DisposeWorkspace',
+          await outcome(d().disposeWorkspace({ id: i === target ? `${i}x` : i, backup })),
+          false,
+        ),
+      ),
+    ],
+    [
+      'BackupWorkspace',
+      fc.asyncProperty(str, async (i) =>
+        check('BackupWorkspace', await outcome(d().backupWorkspace({ id: i === target ? `${i}x` : i })), true),
+      ),
+    ],
+    [
+      'DeleteSnapshot',
+      fc.asyncProperty(str, async (snapshot) =>
+        check('DeleteSnapshot', await outcome(d().deleteSnapshot({ snapshot })), true),
+      ),
+    ],
+  ];
+  for (const [name, prop] of props) {
+    it(
+      name,
+      async () => {
+        await fc.assert(prop, settings);
+        expect(wb.alive()).toBe(true);
+      },
+      120_000,
+    );
+  }
+});
+
+describe('the proxy under fuzzing', () => {
+  const pathArb = fc.oneof(
+    fc.webPath(),
+    str.map((s) => `/ws/${s}/`),
+    fc.tuple(str, str).map(([a, b]) => `/ws/${target}/port/${a}/${b}`),
+    fc.string({ unit: 'binary-ascii', maxLength: 200 }).map((s) => `/${s}`),
+  );
+  const headerValue = fc.string({ unit: 'binary-ascii', maxLength: 100 }).map((s) => s.replace(/[\r\n]/g, ''));
+  it('never answers 500 (except a gateway error) and stays up', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.constantFrom('GET', 'POST', 'PUT', 'DELETE', 'OPTIONS', 'HEAD', 'PATCH', 'G\u00ffT'),
+        pathArb,
+        fc.array(
+          fc.tuple(
+            fc.constantFrom(
+              'Cookie',
+              'Host',
+              'X-Workbay-Owner-Token',
+              'Upgrade',
+              'Connection',
+              'X-Forwarded-For',
+              'Content-Type',
+            ),
+            headerValue,
+          ),
+          { maxLength: 5 },
+        ),
+        async (method, p, headers) => {
+          const raw = Buffer.from(
+            `${method} ${p} HTTP/1.1\r\nHost: ${wb.proxyAddress}\r\n${headers.map(([k, v]) => `${k}: ${v}\r\n`).join('')}Content-Length: 0\r\nConnection: close\r\n\r\n`,
+            'latin1',
+          );
+          const res = await rawHttp(wb.proxyAddress, raw, 1000);
+          if (res.status === 500 || res.status > 504) throw new Error(`${method} ${p}: ${res.headers.slice(0, 300)}`);
+        },
+      ),
+      { numRuns: numRuns * 6, endOnFailure: true, reporter },
+    );
+    expect(wb.alive()).toBe(true);
+    const ok = await tryFetch(`http://${wb.proxyAddress}/ws/${target}/`, {
+      headers: { 'x-workbay-owner-token': token },
+    });
+    expect(ok.status).toBe(200);
+  }, 180_000);
+});
+
+describe('after the fuzzing', () => {
+  it('no fuzzed input took workbay up down', () => {
+    expect(crashes).toEqual([]);
+  });
+
+  it('workbay up is still running and serving', async () => {
+    expect(wb.alive()).toBe(true);
+    const cluster = await outcome(wb.manager.describeCluster({}));
+    expect(cluster.ok, show(cluster)).toBe(true);
+    const exists = await outcome(wb.daemon.isWorkspaceExists({ id: target }));
+    expect(exists.ok, show(exists)).toBe(true);
+  });
+
+  it('GetWorkspaces is unchanged', async () => {
+    expect(await workspaceSnapshot(wb)).toEqual(beforeWorkspaces);
+  });
+
+  it('the storage listing is unchanged', async () => {
+    expect(await listTree(wb.storageRoot)).toEqual(beforeStorage);
+  });
+});
