@@ -211,9 +211,12 @@ export function checkRequestBounds(request: unknown): void {
  * Caps an error's message before it becomes a gRPC status: a message built from input must never grow with the
  * input (an oversized grpc-message trailer stalls the HTTP/2 connection it travels on).
  */
-export function boundErrorMessage(error: unknown, max = 1024): unknown {
+export function boundErrorMessage(error: unknown, limit?: number): unknown {
   if (!(error instanceof Error)) return error;
-  const redacted = redactText(error.message);
+  // An invalid argument's message names the field and quotes at most a short prefix of the value.
+  const max = limit ?? (error instanceof InvalidArgumentError ? 256 : 1024);
+  // Quoted values ('…') longer than a short prefix are cut, whoever built the message.
+  const redacted = redactText(error.message).replace(/'([^']{65,})'/g, (_m, v: string) => `'${v.slice(0, 61)}...'`);
   if (redacted !== error.message && redacted.length <= max) {
     try {
       error.message = redacted;

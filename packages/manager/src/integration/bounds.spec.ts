@@ -55,6 +55,11 @@ describe('bounded input on every RPC', () => {
       (c) => c.deleteVolumeSnapshot({ id: 'w', volumeHandle: mb, softDelete: false, wsType: 0 }),
       /^volume_handle$/,
     ],
+    [
+      'DeleteVolumeSnapshot handle (within the size limit, quoted by the parser)',
+      (c) => c.deleteVolumeSnapshot({ id: 'w', volumeHandle: 'x'.repeat(1000), softDelete: false, wsType: 0 }),
+      /^volume_handle$/,
+    ],
     ['UpdateSSHKey key', (c) => c.updateSshKey({ id: 'w', keys: [`${validKey} ${mb}`] }), /^keys\[0\]$/],
     ['UpdateSSHKey many keys', (c) => c.updateSshKey({ id: 'w', keys: new Array(1000).fill(validKey) }), /^keys$/],
     [
