@@ -180,98 +180,131 @@ function check(name: string, o: CallOutcome, mustRefuse: boolean): void {
 }
 
 /** Failure reports quote the counterexample; huge generated strings are cut so the report stays readable. */
-const reporter = (details: fc.RunDetails<unknown>): void => {
+const reporter = <Ts>(details: fc.RunDetails<Ts>): void => {
   if (!details.failed) return;
   const text = fc.defaultReportMessage(details) ?? 'property failed';
   throw new Error(text.replace(/(.)\1{50,}/gu, (m, c: string) => `${c.repeat(5)}…(${m.length}×)`).slice(0, 4000));
 };
 const settings = { numRuns, endOnFailure: true, reporter } as const;
+/** Defers a property so each RPC runs as its own test. */
+const run =
+  <Ts extends [unknown, ...unknown[]]>(property: fc.IAsyncPropertyWithHooks<Ts>) =>
+  (): Promise<void> =>
+    fc.assert(property, settings);
 
 describe('manager RPCs under fuzzing', () => {
   const m = () => wb.manager;
-  const props: readonly [string, fc.IAsyncProperty<never>][] = [
+  const props: readonly [string, () => Promise<void>][] = [
     [
       'StartWorkspace',
-      fc.asyncProperty(badStart, async (r) => check('StartWorkspace', await outcome(m().startWorkspace(r)), true)),
+      run(fc.asyncProperty(badStart, async (r) => check('StartWorkspace', await outcome(m().startWorkspace(r)), true))),
     ],
     [
       'StopWorkspace',
-      fc.asyncProperty(str, enumValue, async (i, policy) =>
-        check('StopWorkspace', await outcome(m().stopWorkspace({ id: i === target ? `${i}x` : i, policy })), false),
+      run(
+        fc.asyncProperty(str, enumValue, async (i, policy) =>
+          check('StopWorkspace', await outcome(m().stopWorkspace({ id: i === target ? `${i}x` : i, policy })), false),
+        ),
       ),
     ],
     [
       'DescribeWorkspace',
-      fc.asyncProperty(id, async (i) =>
-        check('DescribeWorkspace', await outcome(m().describeWorkspace({ id: i })), false),
+      run(
+        fc.asyncProperty(id, async (i) =>
+          check('DescribeWorkspace', await outcome(m().describeWorkspace({ id: i })), false),
+        ),
       ),
     ],
     [
       'GetWorkspaces',
-      fc.asyncProperty(str, str, dict, async (owner, metaId, annotations) =>
-        check('GetWorkspaces', await outcome(m().getWorkspaces({ mustMatch: { owner, metaId, annotations } })), false),
+      run(
+        fc.asyncProperty(str, str, dict, async (owner, metaId, annotations) =>
+          check(
+            'GetWorkspaces',
+            await outcome(m().getWorkspaces({ mustMatch: { owner, metaId, annotations } })),
+            false,
+          ),
+        ),
       ),
     ],
     [
       'MarkActive',
-      fc.asyncProperty(id, fc.boolean(), fc.boolean(), async (i, closed, ignoreIfActive) =>
-        check('MarkActive', await outcome(m().markActive({ id: i, closed, ignoreIfActive })), false),
+      run(
+        fc.asyncProperty(id, fc.boolean(), fc.boolean(), async (i, closed, ignoreIfActive) =>
+          check('MarkActive', await outcome(m().markActive({ id: i, closed, ignoreIfActive })), false),
+        ),
       ),
     ],
     [
       'SetTimeout',
-      fc.asyncProperty(id, str, enumValue, async (i, duration, type) =>
-        check('SetTimeout', await outcome(m().setTimeout({ id: i, duration, type })), false),
+      run(
+        fc.asyncProperty(id, str, enumValue, async (i, duration, type) =>
+          check('SetTimeout', await outcome(m().setTimeout({ id: i, duration, type })), false),
+        ),
       ),
     ],
     [
       'ControlPort',
-      fc.asyncProperty(id, fc.boolean(), port, async (i, expose, spec) =>
-        check('ControlPort', await outcome(m().controlPort({ id: i, expose, spec })), false),
+      run(
+        fc.asyncProperty(id, fc.boolean(), port, async (i, expose, spec) =>
+          check('ControlPort', await outcome(m().controlPort({ id: i, expose, spec })), false),
+        ),
       ),
     ],
     [
       'TakeSnapshot',
-      fc.asyncProperty(str, fc.boolean(), async (i, returnImmediately) =>
-        check(
-          'TakeSnapshot',
-          await outcome(m().takeSnapshot({ id: i === target ? `${i}x` : i, returnImmediately })),
-          true,
+      run(
+        fc.asyncProperty(str, fc.boolean(), async (i, returnImmediately) =>
+          check(
+            'TakeSnapshot',
+            await outcome(m().takeSnapshot({ id: i === target ? `${i}x` : i, returnImmediately })),
+            true,
+          ),
         ),
       ),
     ],
     [
       'ControlAdmission',
-      fc.asyncProperty(id, enumValue, async (i, level) =>
-        check('ControlAdmission', await outcome(m().controlAdmission({ id: i, level })), false),
+      run(
+        fc.asyncProperty(id, enumValue, async (i, level) =>
+          check('ControlAdmission', await outcome(m().controlAdmission({ id: i, level })), false),
+        ),
       ),
     ],
     [
       'DeleteVolumeSnapshot',
-      fc.asyncProperty(str, str, fc.boolean(), enumValue, async (i, volumeHandle, softDelete, wsType) =>
-        check(
-          'DeleteVolumeSnapshot',
-          await outcome(m().deleteVolumeSnapshot({ id: i, volumeHandle, softDelete, wsType })),
-          false,
+      run(
+        fc.asyncProperty(str, str, fc.boolean(), enumValue, async (i, volumeHandle, softDelete, wsType) =>
+          check(
+            'DeleteVolumeSnapshot',
+            await outcome(m().deleteVolumeSnapshot({ id: i, volumeHandle, softDelete, wsType })),
+            false,
+          ),
         ),
       ),
     ],
     [
       'BackupWorkspace',
-      fc.asyncProperty(str, async (i) =>
-        check('BackupWorkspace', await outcome(m().backupWorkspace({ id: i === target ? `${i}x` : i })), true),
+      run(
+        fc.asyncProperty(str, async (i) =>
+          check('BackupWorkspace', await outcome(m().backupWorkspace({ id: i === target ? `${i}x` : i })), true),
+        ),
       ),
     ],
     [
       'UpdateSSHKey',
-      fc.asyncProperty(id, strings, async (i, keys) =>
-        check('UpdateSSHKey', await outcome(m().updateSshKey({ id: i, keys: [...keys, 'not a key'] })), true),
+      run(
+        fc.asyncProperty(id, strings, async (i, keys) =>
+          check('UpdateSSHKey', await outcome(m().updateSshKey({ id: i, keys: [...keys, 'not a key'] })), true),
+        ),
       ),
     ],
     [
       'DescribeCluster',
-      fc.asyncProperty(fc.constant(0), async () =>
-        check('DescribeCluster', await outcome(m().describeCluster({})), false),
+      run(
+        fc.asyncProperty(fc.constant(0), async () =>
+          check('DescribeCluster', await outcome(m().describeCluster({})), false),
+        ),
       ),
     ],
   ];
@@ -279,7 +312,7 @@ describe('manager RPCs under fuzzing', () => {
     it(
       name,
       async () => {
-        await fc.assert(prop, settings);
+        await prop();
         expect(wb.alive()).toBe(true);
       },
       120_000,
@@ -322,53 +355,65 @@ describe('daemon RPCs under fuzzing', () => {
       initializer: broken === 'init' ? contentservice.WorkspaceInitializer.fromPartial({}) : r.initializer,
       storageQuotaBytes: r.quota,
     }));
-  const props: readonly [string, fc.IAsyncProperty<never>][] = [
+  const props: readonly [string, () => Promise<void>][] = [
     [
       'InitWorkspace',
-      fc.asyncProperty(badInit, async (r) => check('InitWorkspace', await outcome(d().initWorkspace(r)), true)),
+      run(fc.asyncProperty(badInit, async (r) => check('InitWorkspace', await outcome(d().initWorkspace(r)), true))),
     ],
     [
       'WaitForInit',
-      fc.asyncProperty(str, async (i) =>
-        check('WaitForInit', await outcome(d().waitForInit({ id: i }, { timeoutMs: 5_000 })), false),
+      run(
+        fc.asyncProperty(str, async (i) =>
+          check('WaitForInit', await outcome(d().waitForInit({ id: i }, { timeoutMs: 5_000 })), false),
+        ),
       ),
     ],
     [
       'IsWorkspaceExists',
-      fc.asyncProperty(str, async (i) =>
-        check('IsWorkspaceExists', await outcome(d().isWorkspaceExists({ id: i })), false),
+      run(
+        fc.asyncProperty(str, async (i) =>
+          check('IsWorkspaceExists', await outcome(d().isWorkspaceExists({ id: i })), false),
+        ),
       ),
     ],
     [
       'TakeSnapshot',
-      fc.asyncProperty(str, fc.boolean(), async (i, returnImmediately) =>
-        check(
-          'TakeSnapshot',
-          await outcome(d().takeSnapshot({ id: i === target ? `${i}x` : i, returnImmediately })),
-          true,
+      run(
+        fc.asyncProperty(str, fc.boolean(), async (i, returnImmediately) =>
+          check(
+            'TakeSnapshot',
+            await outcome(d().takeSnapshot({ id: i === target ? `${i}x` : i, returnImmediately })),
+            true,
+          ),
         ),
       ),
     ],
     [
       'DisposeWorkspace',
-      fc.asyncProperty(str, fc.boolean(), async (i, backup) =>
-        check(
-          'DisposeWorkspace',
-          await outcome(d().disposeWorkspace({ id: i === target ? `${i}x` : i, backup })),
-          false,
+      run(
+        fc.asyncProperty(str, fc.boolean(), async (i, backup) =>
+          check(
+            'DisposeWorkspace',
+            await outcome(d().disposeWorkspace({ id: i === target ? `${i}x` : i, backup })),
+            false,
+          ),
         ),
       ),
     ],
     [
       'BackupWorkspace',
-      fc.asyncProperty(str, async (i) =>
-        check('BackupWorkspace', await outcome(d().backupWorkspace({ id: i === target ? `${i}x` : i })), true),
+      run(
+        fc.asyncProperty(str, async (i) =>
+          check('BackupWorkspace', await outcome(d().backupWorkspace({ id: i === target ? `${i}x` : i })), true),
+        ),
       ),
     ],
     [
       'DeleteSnapshot',
-      fc.asyncProperty(str, async (snapshot) =>
-        check('DeleteSnapshot', await outcome(d().deleteSnapshot({ snapshot })), true),
+      run(
+        fc.asyncProperty(str, async (snapshot) =>
+          check('DeleteSnapshot', await outcome(d().deleteSnapshot({ snapshot })), true),
+        ),
       ),
     ],
   ];
@@ -376,7 +421,7 @@ describe('daemon RPCs under fuzzing', () => {
     it(
       name,
       async () => {
-        await fc.assert(prop, settings);
+        await prop();
         expect(wb.alive()).toBe(true);
       },
       120_000,
