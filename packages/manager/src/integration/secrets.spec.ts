@@ -214,6 +214,54 @@ describe('secrets at rest', () => {
     expect(hits).toEqual([]);
   });
 
+  it('failures with credentials in their URLs name no credential in the status, the state or the logs', async () => {
+    const failToken = secret('fail-token');
+    const failOts = git.addOneTimeSecret(secret('fail-ots'), 'not-a-user-password-pair');
+    const failDownload = secret('fail-download');
+    const requests = [
+      // A closed port: the clone fails with the URL in git's error.
+      startRequest({ initializer: gitInit(`http://git-user:${failToken}@127.0.0.1:1/repo.git`, {}) }),
+      startRequest({
+        initializer: gitInit(git.urlFor('repo'), {
+          authentication: contentservice.GitAuthMethod.BASIC_AUTH_OTS,
+          authOts: failOts,
+        }),
+      }),
+      startRequest({
+        initializer: {
+          spec: {
+            $case: 'download',
+            value: {
+              files: [{ url: `${git.url}/files/missing?token=${failDownload}`, filePath: 'f', digest: '' }],
+              targetLocation: 'dl',
+            },
+          },
+        },
+      }),
+    ];
+    for (const r of requests) await client.startWorkspace(r);
+    const failures: string[] = [];
+    for (const r of requests) {
+      const status = await waitForPhase(client, r.id, 'stopped', 60_000);
+      expect(status.conditions?.failed).not.toBe('');
+      failures.push(status.conditions!.failed);
+    }
+    await manager.stop();
+    manager = await launch();
+    client.close();
+    client = createWorkspaceManagerClient(manager.grpcAddress, { defaultTimeoutMs: 30_000 });
+    const all = [failToken, failOts.split('/').pop()!, failDownload];
+    const hits: string[] = [];
+    for (const f of failures) for (const s of all) if (needles(s).some((n) => f.includes(n))) hits.push(`status: ${f}`);
+    for (const file of await filesUnder(dir)) {
+      const text = (await readFile(file)).toString('latin1');
+      for (const s of all) if (needles(s).some((n) => text.includes(n))) hits.push(`${file}: ${s.slice(0, 12)}`);
+    }
+    const logText = logs.join('');
+    for (const s of all) if (needles(s).some((n) => logText.includes(n))) hits.push(`logs: ${s.slice(0, 12)}`);
+    expect(hits).toEqual([]);
+  });
+
   it('a restart without the key file fails loudly, naming the key, instead of losing the secrets', async () => {
     // A workspace record with a sealed initializer exists while the manager is down.
     const r = startRequest({ image: 'test/sleeper' });
