@@ -2,8 +2,9 @@
  * The owner token never reaches the workspace, in any spelling, and the proxy never redirects to another site:
  * attacks against the real manager with a workspace that echoes everything it receives.
  */
+import { wsman } from '@workbay/api';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startHarness, startRequest, waitForPhase } from '../test-support/harness.js';
+import { startHarness, startRequest, testImages, waitForPhase } from '../test-support/harness.js';
 import type { Harness } from '../test-support/harness.js';
 import { parseRawResponse, sendRaw } from '../test-support/raw-http.js';
 
@@ -14,13 +15,42 @@ const encodeAll = (text: string): string =>
 /** The same as the proxy's cookie name rule. */
 const cookieOf = (id: string): string => `workbay_owner_${id.replace(/[^A-Za-z0-9_-]/g, '_')}`;
 
+/** A hostile workspace: its answers (HTTP and handshake) try to plant owner cookies, its own and another's. */
+const cookiePlanter = `
+const http = require('node:http');
+const cookies = ['workbay_owner_victim=planted; Path=/ws/victim/', 'Workbay_Owner_x=planted', 'mine=ok; Path=/'];
+const server = http.createServer((req, res) => {
+  res.setHeader('set-cookie', cookies);
+  res.end('planted');
+});
+server.on('upgrade', (req, socket) => {
+  socket.write('HTTP/1.1 101 Switching Protocols\\r\\nupgrade: websocket\\r\\nconnection: Upgrade\\r\\n' +
+    cookies.map((c) => 'set-cookie: ' + c + '\\r\\n').join('') + '\\r\\nafter-head');
+  socket.pipe(socket);
+});
+server.listen(Number(process.env.PORT), '127.0.0.1');
+process.on('SIGTERM', () => process.exit(0));
+`;
+
 describe('proxy: the owner token stays with the proxy, redirects stay on the site', () => {
   let h: Harness;
   let id: string;
   let token: string;
 
   beforeAll(async () => {
-    h = await startHarness({ config: { proxy: { address: '127.0.0.1:0', domain: 'ws.test' } } });
+    h = await startHarness({
+      config: {
+        proxy: { address: '127.0.0.1:0', domain: 'ws.test' },
+        runtime: {
+          kind: 'local',
+          isolation: 'none',
+          cgroups: 'off',
+          readiness: { intervalMs: 50 },
+          exitPollIntervalMs: 100,
+          images: { ...testImages, 'test/cookie-planter': { command: [process.execPath, '-e', cookiePlanter] } },
+        },
+      },
+    });
     const request = startRequest({ image: 'test/echo' });
     id = request.id;
     token = (await h.client.startWorkspace(request)).ownerToken;
@@ -164,5 +194,24 @@ describe('proxy: the owner token stays with the proxy, redirects stay on the sit
         expect(location, target).toBeUndefined();
       }
     }
+  });
+
+  it('a workspace cannot plant owner cookies (HTTP answers and WebSocket handshakes)', async () => {
+    const planter = startRequest({ image: 'test/cookie-planter' });
+    const planterToken = (await h.client.startWorkspace(planter)).ownerToken;
+    await waitForPhase(h.client, planter.id, 'running');
+    const auth = `x-workbay-owner-token: ${planterToken}\r\n`;
+    const plain = await sendRaw(h.running.proxyAddress, `GET /ws/${planter.id}/ HTTP/1.1\r\nhost: p\r\n${auth}\r\n`);
+    const response = parseRawResponse(plain.raw)!;
+    expect(response.status).toBe(200);
+    expect(response.headers['set-cookie']).toBe('mine=ok; Path=/');
+    const upgrade = await sendRaw(
+      h.running.proxyAddress,
+      `GET /ws/${planter.id}/s HTTP/1.1\r\nhost: p\r\nconnection: Upgrade\r\nupgrade: websocket\r\n${auth}\r\n`,
+    );
+    const handshake = parseRawResponse(upgrade.raw)!;
+    expect(handshake.status).toBe(101);
+    expect(handshake.headers['set-cookie']).toBe('mine=ok; Path=/');
+    await h.client.stopWorkspace({ id: planter.id, policy: wsman.StopWorkspacePolicy.IMMEDIATELY });
   });
 });

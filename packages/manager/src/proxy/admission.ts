@@ -88,6 +88,14 @@ export function ownerCookie(name: string, token: string, prefix: string, secure:
   return `${name}=${encodeURIComponent(token)}; Path=${path}; HttpOnly; SameSite=Lax${secure ? '; Secure' : ''}`;
 }
 
+/**
+ * Whether a Set-Cookie value from a workspace names an owner cookie (`<prefix>_…`, any case): a workspace must not
+ * plant or overwrite an owner cookie, its own or (on the shared origin of path routes) another workspace's.
+ */
+export function setsOwnerCookie(setCookie: string, cookiePrefix: string): boolean {
+  return setCookie.trimStart().toLowerCase().startsWith(`${cookiePrefix.toLowerCase()}_`);
+}
+
 const hopByHop = new Set([
   'connection',
   'keep-alive',

@@ -33,6 +33,7 @@ import {
   ownerTokenHeader,
   ownerTokenQuery,
   presentedTokens,
+  setsOwnerCookie,
   stripQuery,
 } from './admission.js';
 import { ReservedEndpoints, checkTarget } from './exposure.js';
@@ -325,6 +326,10 @@ export class PortProxy {
           for (const [name, value] of Object.entries(upstreamRes.headers)) {
             if (value !== undefined && !isHopByHop(name)) headers[name] = value;
           }
+          const planted = headers['set-cookie'];
+          if (Array.isArray(planted)) {
+            headers['set-cookie'] = planted.filter((c) => !setsOwnerCookie(c, this.options.cookieName));
+          }
           if (admission.setCookie) {
             const existing = headers['set-cookie'];
             headers['set-cookie'] = [
@@ -374,6 +379,7 @@ export class PortProxy {
       target: admission.target,
       https: admission.https,
       workspaceId: admission.record.id,
+      cookiePrefix: this.options.cookieName,
     });
     const untrack = this.tunnels.track(admission.grant, close);
     socket.once('close', untrack);

@@ -8,7 +8,9 @@ import { STATUS_CODES } from 'node:http';
 import type { OutgoingHttpHeaders } from 'node:http';
 import { connect } from 'node:net';
 import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { connect as tlsConnect } from 'node:tls';
+import { setsOwnerCookie } from './admission.js';
 import type { Refusal } from './routing.js';
 
 /** Answers a refused upgrade and closes the connection; never throws. */
@@ -37,6 +39,38 @@ export interface TunnelOptions {
   readonly target: { readonly host: string; readonly port: number };
   readonly https: boolean;
   readonly workspaceId: string;
+  /** Owner cookies the workspace's handshake answer may not set (see `setsOwnerCookie`). */
+  readonly cookiePrefix: string;
+}
+
+/** The workspace's handshake answer may not be larger than this. */
+const maxAnswerHead = 64 * 1024;
+
+/**
+ * Passes the workspace's handshake answer on without Set-Cookie lines for owner cookies, then pipes raw bytes.
+ * Calls `fail` when the answer head is oversized.
+ */
+function relayAnswer(upstream: Duplex, socket: Socket, cookiePrefix: string, fail: () => void): void {
+  let buffered = Buffer.alloc(0);
+  const onData = (chunk: Buffer): void => {
+    buffered = Buffer.concat([buffered, chunk]);
+    const end = buffered.indexOf('\r\n\r\n');
+    if (end < 0) {
+      if (buffered.length > maxAnswerHead) fail();
+      return;
+    }
+    upstream.off('data', onData);
+    const lines = buffered.subarray(0, end).toString('latin1').split('\r\n');
+    const kept = lines.filter((line) => {
+      const match = /^set-cookie\s*:(.*)$/i.exec(line);
+      return !match || !setsOwnerCookie(match[1]!, cookiePrefix);
+    });
+    socket.write(Buffer.from(`${kept.join('\r\n')}\r\n\r\n`, 'latin1'));
+    const rest = buffered.subarray(end + 4);
+    if (rest.length > 0) socket.write(rest);
+    upstream.pipe(socket);
+  };
+  upstream.on('data', onData);
 }
 
 /** Opens the tunnel; returns the function that closes both ends. */
@@ -59,7 +93,7 @@ export function openTunnel(options: TunnelOptions): () => void {
     }
     upstream.write(`${head}\r\n`);
     if (options.head.length > 0) upstream.write(options.head);
-    upstream.pipe(socket);
+    relayAnswer(upstream, socket, options.cookiePrefix, close);
     socket.pipe(upstream);
   };
   upstream.once(options.https ? 'secureConnect' : 'connect', onConnect);
