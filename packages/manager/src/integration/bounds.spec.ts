@@ -4,7 +4,7 @@
  * connection.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { InvalidArgumentError } from '@workbay/api';
+import { InvalidArgumentError, createWorkspaceManagerClient } from '@workbay/api';
 import type { contentservice, wsman } from '@workbay/api';
 import { startHarness, startRequest } from '../test-support/harness.js';
 import type { Harness } from '../test-support/harness.js';
@@ -134,6 +134,17 @@ describe('bounded input on every RPC', () => {
     const results = await Promise.all(good);
     expect(results.every((r) => r.workspaceClasses.length > 0)).toBe(true);
     for (const error of await Promise.all(bad)) expect(error).toBeInstanceOf(InvalidArgumentError);
+  });
+
+  it('oversized metadata is refused without taking the server down', async () => {
+    const address = h.running.grpcAddress;
+    const heavy = createWorkspaceManagerClient(address, {
+      metadata: { 'x-junk': 'z'.repeat(256 * 1024) },
+      defaultTimeoutMs: 10_000,
+    });
+    await expect(heavy.describeCluster({})).rejects.toBeInstanceOf(Error);
+    heavy.close();
+    expect((await h.client.describeCluster({})).workspaceClasses.length).toBeGreaterThan(0);
   });
 
   it('a message over the receive limit gets RESOURCE_EXHAUSTED, and the server keeps serving', async () => {
