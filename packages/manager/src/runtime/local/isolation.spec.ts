@@ -47,7 +47,12 @@ const read = (p) => { try { return 'read:' + fs.readFileSync(p, 'utf8').slice(0,
   await new Promise((r) => server.listen(Number(process.env.PORT), '0.0.0.0', r));
   const result = { uid: process.getuid(), gid: process.getgid(), cwd: process.cwd(), connects: {}, reads: {},
     iwsSocket: process.env.WORKBAY_IWS_SOCKET, home: process.env.HOME };
-  for (const [name, t] of Object.entries(JSON.parse(process.env.PROBES || '{}'))) result.connects[name] = await connect(t.host, t.port);
+  const probes = JSON.parse(process.env.PROBES || '{}');
+  // Its own gateway (the host end of its veth, a host address) from the routing table, little-endian hex.
+  const gw = fs.readFileSync('/proc/net/route', 'utf8').split('\\n').map((l) => l.split('\\t')).find((f) => f[1] === '00000000');
+  if (gw) probes.ownGateway = { host: gw[2].match(/../g).reverse().map((h) => parseInt(h, 16)).join('.'), port: Number(process.env.HOST_PORT) };
+  result.gateway = probes.ownGateway && probes.ownGateway.host;
+  for (const [name, t] of Object.entries(probes)) result.connects[name] = await connect(t.host, t.port);
   for (const [name, p] of Object.entries(JSON.parse(process.env.READS || '{}'))) result.reads[name] = read(p);
   result.procEntries = fs.readdirSync('/proc').filter((n) => /^\\d+$/.test(n)).length;
   result.hostPidVisible = fs.existsSync('/proc/' + process.env.HOST_PID + '/cmdline');
@@ -60,6 +65,7 @@ const read = (p) => { try { return 'read:' + fs.readFileSync(p, 'utf8').slice(0,
 `;
 
 interface ProbeResult {
+  gateway?: string;
   iwsSocket?: string;
   home?: string;
   uid: number;
@@ -234,6 +240,7 @@ describe.runIf(isRoot)('LocalRuntime isolation: attacks from inside a workspace 
         PROBES: JSON.stringify(probes),
         READS: JSON.stringify(reads),
         HOST_PID: String(process.pid),
+        HOST_PORT: String(hostPort),
         HOST_TMP_FILE: hostTmpFile,
       },
     });
@@ -245,7 +252,8 @@ describe.runIf(isRoot)('LocalRuntime isolation: attacks from inside a workspace 
     expect(result.gid).toBe(33333);
     expect(result.cwd).toBe('/workspace');
     expect(result.connects.ownLoopback).toBe('connected');
-    for (const name of ['hostLoopback', 'hostAddress', 'neighbourIde', 'neighbourGateway']) {
+    expect(result.gateway).toBe(state.net!.hostAddress);
+    for (const name of ['hostLoopback', 'hostAddress', 'ownGateway', 'neighbourIde', 'neighbourGateway']) {
       expect({ name, outcome: result.connects[name] }).not.toEqual({ name, outcome: 'connected' });
     }
     expect(result.reads.ownContent).toBe(`read:content of ${path.basename(dir).slice(5)}\n`);
