@@ -8,7 +8,9 @@ const bool = (v: wsman.WorkspaceConditionBool | undefined) => workspaceCondition
 describe('stop policies and failure paths', () => {
   let h: Harness;
   beforeAll(async () => {
-    h = await startHarness({ config: { daemon: { disposeAttempts: 5, retryBackoff: '300ms' } } });
+    // Retries span ~10 s (0.7+1.4+2.8+5.6): a SIGKILLed daemon is restarted 1 s later and takes a few seconds to
+    // serve again on a loaded machine.
+    h = await startHarness({ config: { daemon: { disposeAttempts: 5, retryBackoff: '700ms' } } });
   });
   afterAll(async () => {
     await h?.close();

@@ -1,82 +1,24 @@
 /**
- * Table-driven tests of the lifecycle transition function: every phase × every event, the rows of the rule
- * table, and every failure path driven to its end (STOPPED with the reason in conditions.failed).
+ * Table-driven tests of the lifecycle transition function: every phase × every event, and the rows of the rule
+ * table. Whole lifecycles and every failure path: `transition.paths.spec.ts`.
  */
 import { describe, expect, it } from 'vitest';
 import { canTransition, emptyConditions } from '../../domain/status.js';
 import type { WorkspacePhase, WorkspaceRecord } from '../../domain/types.js';
 import { makeRecord } from '../../test-support/records.js';
-import type { LifecycleEffect, LifecycleEvent, RuntimeState, TransitionContext } from './events.js';
+import type { LifecycleEvent } from './events.js';
 import { transition } from './transition.js';
-
-const ctx: TransitionContext = { now: 5_000_000, graceMs: { normally: 30_000, immediately: 1_000, abort: 999 } };
-
-const alive: RuntimeState = { status: 'running', ready: false, host: '10.0.0.2', nodeName: 'node-a' };
-const readyState: RuntimeState = { ...alive, ready: true };
-const crashed: RuntimeState = { ...alive, status: 'exited', exitCode: 3 };
-const cleanExit: RuntimeState = { ...alive, status: 'exited', exitCode: 0 };
-
-/** One sample of every event type. */
-const sampleEvents: readonly LifecycleEvent[] = [
-  { type: 'resume' },
-  { type: 'slot-acquired' },
-  { type: 'port-allocated', port: 30_001 },
-  { type: 'port-failed', reason: 'no free port' },
-  { type: 'content-ready', contentDir: '/w/ws-1' },
-  { type: 'content-failed', reason: 'clone failed' },
-  { type: 'ssh-keys-written' },
-  { type: 'ssh-keys-failed', reason: '.ssh is a symlink' },
-  { type: 'process-started', state: readyState },
-  { type: 'process-failed', reason: 'image not found' },
-  { type: 'runtime-ready', state: readyState },
-  { type: 'runtime-exited', state: crashed },
-  { type: 'runtime-found', state: readyState },
-  { type: 'runtime-gone', reason: 'no such process' },
-  { type: 'runtime-unknown', reason: 'list failed' },
-  { type: 'stop-requested', policy: 'normally', byRequest: true, reason: 'regular-stop' },
-  { type: 'timed-out', rule: 'inactivity', message: 'workspace timed out (inactivity)' },
-  { type: 'process-stopped' },
-  { type: 'kill-failed', reason: 'EPERM' },
-  { type: 'snapshot-taken', url: 'snapshot-1.tar@bucket' },
-  { type: 'snapshot-failed', reason: 'upload failed' },
-  { type: 'content-disposed', finalBackupComplete: true },
-  { type: 'dispose-failed', backup: true, notFound: false, reason: 'daemon gone' },
-  { type: 'internal-error', reason: 'bug' },
-];
-
-const phases: readonly WorkspacePhase[] = [
-  'pending',
-  'creating',
-  'initializing',
-  'running',
-  'interrupted',
-  'stopping',
-  'stopped',
-];
-
-/** A plausible record in `phase` (content ready from running on, deployed, with an IDE port). */
-function inPhase(phase: WorkspacePhase, overrides: Partial<WorkspaceRecord> = {}): WorkspaceRecord {
-  const base = makeRecord(overrides);
-  const started = phase !== 'pending' && phase !== 'creating';
-  const live = phase === 'running' || phase === 'interrupted' || phase === 'stopping';
-  return {
-    ...base,
-    phase,
-    phaseTimes: { pending: 1, [phase]: 2 },
-    conditions: { ...emptyConditions, deployed: live, ...overrides.conditions },
-    progress: {
-      ...base.progress,
-      idePort: phase === 'pending' ? 0 : 30_000,
-      initRequested: started,
-      contentReady: live,
-      everReady: phase === 'running' || phase === 'interrupted' || phase === 'stopping',
-      stopPolicy: phase === 'stopping' ? 'normally' : undefined,
-      ...overrides.progress,
-    },
-  };
-}
-
-const types = (effects: readonly LifecycleEffect[]): string[] => effects.map((e) => e.type);
+import {
+  cleanExit,
+  crashed,
+  ctx,
+  alive,
+  inPhase,
+  phases,
+  readyState,
+  sampleEvents,
+  types,
+} from '../../test-support/lifecycle-fixtures.js';
 
 describe('transition: every phase × every event', () => {
   for (const phase of phases) {
@@ -301,7 +243,7 @@ const rows: readonly Row[] = [
     from: inPhase('interrupted', { message: 'x' }),
     event: { type: 'runtime-found', state: readyState },
     phase: 'running',
-    effects: [],
+    effects: ['release-slot'],
     check: (r) => expect(r.message).toBe(''),
   },
   {
@@ -324,7 +266,7 @@ const rows: readonly Row[] = [
     from: inPhase('stopping', { conditions: { ...emptyConditions, deployed: false } }),
     event: { type: 'process-started', state: alive },
     phase: 'stopping',
-    effects: [],
+    effects: ['release-slot'],
     check: (r) => expect(r.conditions.deployed).toBe(true),
   },
   {
@@ -369,171 +311,4 @@ describe('transition: the rule table', () => {
     expect(second.conditions.failed).toMatch(/exited unexpectedly/);
     expect(second.phase).toBe('stopped');
   });
-});
-
-/** The outcome a successful effect reports (what the effect runner would feed back). */
-function success(effect: LifecycleEffect, record: WorkspaceRecord): LifecycleEvent | undefined {
-  switch (effect.type) {
-    case 'acquire-slot':
-      return { type: 'slot-acquired' };
-    case 'allocate-port':
-      return { type: 'port-allocated', port: 30_100 };
-    case 'init-content':
-      return { type: 'content-ready', contentDir: `/w/${record.id}` };
-    case 'write-ssh-keys':
-      return { type: 'ssh-keys-written' };
-    case 'start-process':
-      return { type: 'process-started', state: readyState };
-    case 'stop-process':
-      return { type: 'process-stopped' };
-    case 'take-snapshot':
-      return { type: 'snapshot-taken', url: 'snap@bucket' };
-    case 'dispose-content':
-      return { type: 'content-disposed', finalBackupComplete: effect.finalBackup };
-    default:
-      return undefined;
-  }
-}
-
-/**
- * Drives a record from `resume` with successful effects, except that the effect named `failAt` reports `failure`
- * instead; `after` is injected once the workspace is RUNNING.
- */
-function drive(
-  record: WorkspaceRecord,
-  failAt?: { effect: LifecycleEffect['type']; failure: LifecycleEvent },
-  after?: LifecycleEvent,
-): { record: WorkspaceRecord; effects: string[] } {
-  const queue: LifecycleEvent[] = [{ type: 'resume' }];
-  const seen: string[] = [];
-  let injected = false;
-  for (let steps = 0; queue.length > 0 && steps < 50; steps += 1) {
-    const result = transition(record, queue.shift()!, ctx);
-    record = result.record;
-    for (const effect of result.effects) {
-      seen.push(effect.type);
-      const outcome = failAt?.effect === effect.type ? failAt.failure : success(effect, record);
-      if (outcome) queue.push(outcome);
-    }
-    if (record.phase === 'running' && after && !injected) {
-      injected = true;
-      queue.push(after);
-    }
-  }
-  return { record, effects: seen };
-}
-
-describe('transition: whole lifecycles', () => {
-  it('start to RUNNING, stop NORMALLY to STOPPED with the final backup', () => {
-    const stop: LifecycleEvent = {
-      type: 'stop-requested',
-      policy: 'normally',
-      byRequest: true,
-      reason: 'regular-stop',
-    };
-    const { record, effects } = drive(makeRecord({ phase: 'pending' }), undefined, stop);
-    expect(record.phase).toBe('stopped');
-    expect(record.conditions).toMatchObject({
-      failed: '',
-      finalBackupComplete: true,
-      stoppedByRequest: true,
-      deployed: false,
-    });
-    expect(effects).toEqual([
-      'acquire-slot',
-      'allocate-port',
-      'init-content',
-      'start-process',
-      'release-slot',
-      'release-slot',
-      'stop-process',
-      'dispose-content',
-      'release-port',
-    ]);
-  });
-
-  it('ABORT: STOPPED without a backup', () => {
-    const abort: LifecycleEvent = { type: 'stop-requested', policy: 'abort', byRequest: true, reason: 'aborted' };
-    const { record, effects } = drive(makeRecord({ phase: 'pending' }), undefined, abort);
-    expect(record.phase).toBe('stopped');
-    expect(record.conditions.finalBackupComplete).toBe(false);
-    expect(effects).toContain('dispose-content');
-  });
-
-  const failures: ReadonlyArray<[string, LifecycleEffect['type'] | 'after', LifecycleEvent, RegExp, boolean]> = [
-    [
-      'no port',
-      'allocate-port',
-      { type: 'port-failed', reason: 'range exhausted' },
-      /cannot create the workspace: range exhausted/,
-      false,
-    ],
-    [
-      'content init fails',
-      'init-content',
-      { type: 'content-failed', reason: 'clone failed' },
-      /Content initialization failed: clone failed/,
-      false,
-    ],
-    [
-      'SSH keys cannot be written',
-      'write-ssh-keys',
-      { type: 'ssh-keys-failed', reason: 'ELOOP' },
-      /cannot write the SSH keys: ELOOP/,
-      true,
-    ],
-    [
-      'the process cannot start',
-      'start-process',
-      { type: 'process-failed', reason: 'no image' },
-      /cannot start the workspace process: no image/,
-      true,
-    ],
-    ['the process crashes', 'after', { type: 'runtime-exited', state: crashed }, /exited unexpectedly/, true],
-    [
-      'the process is gone after a restart',
-      'after',
-      { type: 'runtime-gone', reason: 'pid 7 gone' },
-      /workspace process is gone/,
-      true,
-    ],
-    ['an internal error', 'after', { type: 'internal-error', reason: 'bug' }, /internal error: bug/, true],
-    [
-      'the final backup fails',
-      'dispose-content',
-      { type: 'dispose-failed', backup: true, notFound: false, reason: 'daemon gone' },
-      /Backup failed: daemon gone/,
-      true,
-    ],
-    [
-      'the kill fails',
-      'stop-process',
-      { type: 'kill-failed', reason: 'EPERM' },
-      /cannot stop the workspace process: EPERM/,
-      true,
-    ],
-  ];
-
-  for (const [name, at, failure, reason, initialised] of failures) {
-    it(`${name}: ends STOPPED with the reason in conditions.failed`, () => {
-      const record = makeRecord({
-        phase: 'pending',
-        spec: { ...makeRecord().spec, sshPublicKeys: at === 'write-ssh-keys' ? ['ssh-ed25519 AAAA'] : [] },
-      });
-      const stopAfter: LifecycleEvent = {
-        type: 'stop-requested',
-        policy: 'normally',
-        byRequest: true,
-        reason: 'regular-stop',
-      };
-      const { record: end, effects } =
-        at === 'after' ? drive(record, undefined, failure) : drive(record, { effect: at, failure }, stopAfter);
-      expect(end.phase).toBe('stopped');
-      expect(end.conditions.failed).toMatch(reason);
-      // Content that never finished initialising is never backed up.
-      if (!initialised) expect(end.conditions.finalBackupComplete).toBe(false);
-      // A failed kill is not followed by a backup or a deletion.
-      if (at === 'stop-process') expect(effects).not.toContain('dispose-content');
-    });
-  }
 });

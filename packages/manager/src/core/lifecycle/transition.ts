@@ -80,9 +80,10 @@ export function transition(record: WorkspaceRecord, event: LifecycleEvent, ctx: 
 
     case 'process-started': {
       // Even when a stop began meanwhile, record that it runs, so that the stop stops it.
+      // The start is over either way: its slot is free (idempotent, also when the runtime reported ready first).
       const adopted = adopt(record, event.state);
-      if (!isStarting(record.phase)) return none(adopted);
       const released = { type: 'release-slot' } as const;
+      if (!isStarting(record.phase)) return none(adopted, released);
       if (event.state.status === 'exited') return withEffect(exited(adopted, event.state, ctx), released);
       if (event.state.ready) return withEffect(ready(adopted, event.state, ctx), released);
       return none(adopted, released);
@@ -190,8 +191,10 @@ function nextStartStep(record: WorkspaceRecord, ctx: TransitionContext): Result 
   return none(r, { type: 'start-process' });
 }
 
+/** Adds effects in front of a result's own; an effect type the result already asks for is not repeated. */
 function withEffect(result: Result, ...effects: LifecycleEffect[]): Result {
-  return { record: result.record, effects: [...effects, ...result.effects] };
+  const added = effects.filter((e) => !result.effects.some((own) => own.type === e.type));
+  return { record: result.record, effects: [...added, ...result.effects] };
 }
 
 function adopt(record: WorkspaceRecord, state: RuntimeState): WorkspaceRecord {
@@ -208,7 +211,8 @@ function adopt(record: WorkspaceRecord, state: RuntimeState): WorkspaceRecord {
 function ready(record: WorkspaceRecord, state: RuntimeState, ctx: TransitionContext): Result {
   const startedUp = isStarting(record.phase) && record.phase !== 'pending' && record.progress.contentReady;
   if (!startedUp && record.phase !== 'interrupted') return none(record);
-  return none({ ...withPhase(adopt(record, state), 'running', ctx.now), message: '' });
+  // RUNNING ends the start: its slot is free (release is idempotent).
+  return none({ ...withPhase(adopt(record, state), 'running', ctx.now), message: '' }, { type: 'release-slot' });
 }
 
 function exited(record: WorkspaceRecord, state: RuntimeState, ctx: TransitionContext): Result {
