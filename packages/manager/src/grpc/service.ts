@@ -24,7 +24,7 @@ import type { WorkspaceManagerCore } from '../core/manager.js';
 import type { Logger } from '../logger.js';
 import type { ManagerMetrics } from '../metrics.js';
 import type { StatusConverter } from './convert.js';
-import { boundErrorMessage, checkRequestBounds } from './bounds.js';
+import { boundErrorMessage, checkRequestBounds, tolerantDecoder } from './bounds.js';
 import { filterFromProto, startInputFromProto } from './convert.js';
 import { createSubscribeHandler } from './subscribe.js';
 
@@ -44,15 +44,23 @@ export interface ServiceOptions {
  * responses (a status fanned out to many subscribers is encoded once).
  */
 export const workspaceManagerServiceDefinition = {
-  ...WorkspaceManagerService,
+  // Undecodable requests get INVALID_ARGUMENT from the handler instead of grpc-js's INTERNAL.
+  ...(Object.fromEntries(
+    Object.entries(WorkspaceManagerService).map(([name, method]) => [
+      name,
+      { ...method, requestDeserialize: tolerantDecoder(method.requestDeserialize) },
+    ]),
+  ) as typeof WorkspaceManagerService),
   subscribe: {
     ...WorkspaceManagerService.subscribe,
+    requestDeserialize: tolerantDecoder(WorkspaceManagerService.subscribe.requestDeserialize),
     responseSerialize: (value: wsman.SubscribeResponse | Buffer): Buffer =>
       Buffer.isBuffer(value) ? value : Buffer.from(wsman.SubscribeResponse.encode(value).finish()),
   },
   // DescribeWorkspace answers are cached per record (the hot path of polling clients).
   describeWorkspace: {
     ...WorkspaceManagerService.describeWorkspace,
+    requestDeserialize: tolerantDecoder(WorkspaceManagerService.describeWorkspace.requestDeserialize),
     responseSerialize: (value: wsman.DescribeWorkspaceResponse | Buffer): Buffer =>
       Buffer.isBuffer(value) ? value : Buffer.from(wsman.DescribeWorkspaceResponse.encode(value).finish()),
   },
