@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { defaultManagerConfig } from '../config.js';
 import { makeRecord } from '../test-support/records.js';
 import { withConditions, withPhase, withProgress } from './status.js';
-import { evaluateTimeout } from './timeouts.js';
+import { evaluateTimeout, timeoutRules } from './timeouts.js';
 import type { WorkspaceRecord } from './types.js';
 
 const t = defaultManagerConfig.timeouts;
@@ -15,6 +15,23 @@ function at(record: WorkspaceRecord, offset: number) {
 }
 
 describe('timeout rules (original defaults)', () => {
+  it('the rule table, phase by phase and in the order checked (inventory §2.6)', () => {
+    const running = ['max-lifetime', 'headless', 'no-activity', 'closed', 'inactivity'];
+    const names = Object.fromEntries(
+      Object.entries(timeoutRules).map(([phase, rules]) => [phase, rules.map((r) => r.rule)]),
+    );
+    expect(names).toEqual({
+      unknown: [],
+      pending: ['initialization'],
+      creating: ['startup'],
+      initializing: ['startup'],
+      running,
+      interrupted: running,
+      stopping: ['content-finalization', 'stopping'],
+      stopped: [],
+    });
+  });
+
   it('pending: created + initialization (30m)', () => {
     const r = makeRecord();
     expect(at(r, 30 * min)).toBeUndefined();

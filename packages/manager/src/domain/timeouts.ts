@@ -1,5 +1,6 @@
 /**
- * The timeout rules, as a pure function of a record and the clock (the original's rules, §2.6):
+ * The timeout rules as data ({@link timeoutRules}) and one pure function of a record and the clock that applies
+ * them (the original's rules, inventory §2.6):
  *
  * | phase | deadline |
  * |---|---|
@@ -75,6 +76,88 @@ function verdict(rule: TimeoutRule, since: number, limit: number, now: number): 
   };
 }
 
+/**
+ * One timeout rule: where it applies, from when it counts and how long it allows. Rules of a phase are checked in
+ * order; the first that applies and fires decides. An `exclusive` rule ends the check when it applies, fired or
+ * not (a headless workspace is timed by the headless rule alone, as in the original).
+ */
+export interface TimeoutRuleSpec {
+  readonly rule: TimeoutRule;
+  readonly applies: (record: WorkspaceRecord, settings: TimeoutSettings) => boolean;
+  readonly since: (record: WorkspaceRecord) => number;
+  readonly limit: (record: WorkspaceRecord, settings: TimeoutSettings) => number;
+  readonly exclusive: boolean;
+}
+
+const always = (): boolean => true;
+const created = (r: WorkspaceRecord): number => r.createdAt;
+const lastActivity = (r: WorkspaceRecord): number => r.lastActivity ?? r.createdAt;
+const stoppingSince = (r: WorkspaceRecord): number => r.phaseTimes.stopping ?? r.createdAt;
+
+const startupRule: TimeoutRuleSpec = {
+  rule: 'startup',
+  applies: always,
+  since: created,
+  limit: (_, s) => s.startupMs,
+  exclusive: true,
+};
+
+const runningRules: readonly TimeoutRuleSpec[] = [
+  { rule: 'max-lifetime', applies: always, since: created, limit: (r, s) => maxLifetimeMs(r, s), exclusive: false },
+  {
+    rule: 'headless',
+    applies: (r) => r.type !== 'regular',
+    since: created,
+    limit: (_, s) => s.headlessWorkspaceMs,
+    exclusive: true,
+  },
+  {
+    rule: 'no-activity',
+    applies: (r) => r.lastActivity === undefined,
+    since: created,
+    limit: (_, s) => s.startupMs,
+    exclusive: true,
+  },
+  {
+    rule: 'closed',
+    applies: (r, s) => r.progress.closed && closedTimeoutMs(r, s) > 0,
+    since: lastActivity,
+    limit: (r, s) => closedTimeoutMs(r, s),
+    exclusive: true,
+  },
+  {
+    rule: 'inactivity',
+    applies: always,
+    since: lastActivity,
+    limit: (r, s) => inactivityTimeoutMs(r, s),
+    exclusive: true,
+  },
+];
+
+/** The timeout rules of the original (inventory §2.6), per phase, as data. */
+export const timeoutRules: Readonly<Record<WorkspaceRecord['phase'], readonly TimeoutRuleSpec[]>> = {
+  unknown: [],
+  pending: [
+    { rule: 'initialization', applies: always, since: created, limit: (_, s) => s.initializationMs, exclusive: true },
+  ],
+  creating: [startupRule],
+  initializing: [startupRule],
+  running: runningRules,
+  // The runtime could not be asked: the workspace may still run, so the running rules keep applying.
+  interrupted: runningRules,
+  stopping: [
+    {
+      rule: 'content-finalization',
+      applies: (r) => !r.conditions.finalBackupComplete,
+      since: stoppingSince,
+      limit: (_, s) => s.contentFinalizationMs,
+      exclusive: true,
+    },
+    { rule: 'stopping', applies: always, since: stoppingSince, limit: (_, s) => s.stoppingMs, exclusive: true },
+  ],
+  stopped: [],
+};
+
 /** The rule that has fired for `record` at `now`, or undefined. A record that already timed out never fires again. */
 export function evaluateTimeout(
   record: WorkspaceRecord,
@@ -82,34 +165,12 @@ export function evaluateTimeout(
   settings: TimeoutSettings,
 ): TimeoutVerdict | undefined {
   if (record.conditions.timeout !== '' && record.phase !== 'stopping') return undefined;
-  const created = record.createdAt;
-  switch (record.phase) {
-    case 'pending':
-      return verdict('initialization', created, settings.initializationMs, now);
-    case 'creating':
-    case 'initializing':
-      return verdict('startup', created, settings.startupMs, now);
-    case 'running':
-    case 'interrupted': {
-      const lifetime = verdict('max-lifetime', created, maxLifetimeMs(record, settings), now);
-      if (lifetime) return lifetime;
-      if (record.type !== 'regular') return verdict('headless', created, settings.headlessWorkspaceMs, now);
-      if (record.lastActivity === undefined) return verdict('no-activity', created, settings.startupMs, now);
-      if (record.progress.closed) {
-        const closed = closedTimeoutMs(record, settings);
-        if (closed > 0) return verdict('closed', record.lastActivity, closed, now);
-      }
-      return verdict('inactivity', record.lastActivity, inactivityTimeoutMs(record, settings), now);
-    }
-    case 'stopping': {
-      // A stop that already timed out is being forced; do not report it twice.
-      if (record.progress.stopForced) return undefined;
-      const since = record.phaseTimes.stopping ?? created;
-      return record.conditions.finalBackupComplete
-        ? verdict('stopping', since, settings.stoppingMs, now)
-        : verdict('content-finalization', since, settings.contentFinalizationMs, now);
-    }
-    default:
-      return undefined;
+  // A stop that already timed out is being forced; do not report it twice.
+  if (record.phase === 'stopping' && record.progress.stopForced) return undefined;
+  for (const spec of timeoutRules[record.phase] ?? []) {
+    if (!spec.applies(record, settings)) continue;
+    const fired = verdict(spec.rule, spec.since(record), spec.limit(record, settings), now);
+    if (fired || spec.exclusive) return fired;
   }
+  return undefined;
 }
