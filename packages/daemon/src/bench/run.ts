@@ -2,10 +2,13 @@
  * `npm run bench` for @workbay/daemon. Each figure is printed beside a baseline measured in the same run:
  * 1. git initializer (InitWorkspace over gRPC) vs `git clone --depth=1` of the same repository;
  * 2. backup and restore throughput of a tree of mixed files vs GNU tar writing and reading the same tree;
- * 3. bytes re-uploaded by an incremental backup after changing 1% of the files vs a full backup.
+ * 3. bytes re-uploaded by an incremental backup after changing 1% of the files vs a full backup;
+ * 4. restic (a local repository) as a second baseline for the full and the incremental backup of the same tree
+ *    (skipped with a note when `restic` is not installed; `npm run bench` installs it).
  *
  * Sizes: WORKBAY_BENCH_TREE_BYTES (default 1 GiB), WORKBAY_BENCH_GIT_FILES (default 3000),
- * WORKBAY_BENCH_RUNS (default 3, medians are reported; backups and restores rotate their order between runs), WORKBAY_BENCH_DIR (scratch space, default the OS tmp).
+ * WORKBAY_BENCH_RUNS (default 3, medians are reported; backups and restores rotate their order between runs),
+ * WORKBAY_BENCH_DIR (scratch space, default the OS tmp), WORKBAY_BENCH_ONLY (`git` or `backup`: only that part).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -16,12 +19,15 @@ import { createWorkspaceContentClient } from '@workbay/api';
 import { BackupStore } from '../backup/backup-store.js';
 import { createDaemon } from '../daemon.js';
 import { FsRemoteStorage } from '../storage/fs-storage.js';
+import { ResticBaseline } from './restic.js';
 
 const MiB = 1024 * 1024;
 const treeBytes = Number(process.env['WORKBAY_BENCH_TREE_BYTES'] ?? 1024 * MiB);
 const gitFiles = Number(process.env['WORKBAY_BENCH_GIT_FILES'] ?? 3000);
 const runs = Math.max(1, Number(process.env['WORKBAY_BENCH_RUNS'] ?? 3));
 const scratchRoot = process.env['WORKBAY_BENCH_DIR'] ?? tmpdir();
+/** `git` or `backup` runs only that part (while developing). */
+const only = process.env['WORKBAY_BENCH_ONLY'];
 
 const median = (values: number[]): number => {
   const sorted = [...values].sort((a, b) => a - b);
@@ -179,6 +185,9 @@ async function benchBackup(scratch: string): Promise<void> {
     const gnuWriteMs: number[] = [];
     const chunkedMs: number[] = [];
     const plainMs: number[] = [];
+    const resticMs: number[] = [];
+    const restic = ResticBaseline.available() ? new ResticBaseline(scratch) : undefined;
+    if (!restic) console.log('  (restic is not installed: its baseline rows are skipped)');
     let tarSize = 0;
     for (let r = 0; r < runs; r++) {
       if (r > 0) {
@@ -208,6 +217,11 @@ async function benchBackup(scratch: string): Promise<void> {
           plainMs.push((await timed(() => plain.backup(tree, refTar))).ms);
         },
       ];
+      if (restic)
+        steps.push(async () => {
+          run('sync', []);
+          resticMs.push((await restic.full(tree)).ms);
+        });
       for (let i = 0; i < steps.length; i++) await (steps[(i + r) % steps.length] as () => Promise<void>)();
     }
     const gnuWrite = median(gnuWriteMs);
@@ -218,6 +232,15 @@ async function benchBackup(scratch: string): Promise<void> {
       `${rate(bytes, gnuWrite).toFixed(0)} MiB/s`,
       gnuWrite / median(chunkedMs),
     );
+    if (restic) {
+      row(
+        `  ... against restic (local repository)`,
+        `${rate(bytes, median(chunkedMs)).toFixed(0)} MiB/s`,
+        'restic backup',
+        `${rate(bytes, median(resticMs)).toFixed(0)} MiB/s`,
+        median(resticMs) / median(chunkedMs),
+      );
+    }
     row(
       `backup, plain tar (${mib(bytes)})`,
       `${rate(bytes, median(plainMs)).toFixed(0)} MiB/s`,
@@ -279,11 +302,32 @@ async function benchBackup(scratch: string): Promise<void> {
       changedBytes += size;
       await writeFile(path, randomBytes(size));
     }
+    run('sync', []);
     const incremental = await timed(() => chunked.backup(tree, ref));
     const uploaded = incremental.value.uploadedBytes;
-    console.log(
-      `  (changed ${changed.length} of ${files.length} files, ${mib(changedBytes)}; incremental backup took ${seconds(incremental.ms)})`,
-    );
+    console.log(`  (changed ${changed.length} of ${files.length} files, ${mib(changedBytes)})`);
+    if (restic) {
+      // On top of restic's last full backup of the unchanged tree, as ours is on top of its last one.
+      run('sync', []);
+      const resticIncremental = await restic.backup(tree);
+      row(
+        'incremental backup (1% of files changed)',
+        seconds(incremental.ms),
+        'restic backup',
+        seconds(resticIncremental.ms),
+        incremental.ms / resticIncremental.ms,
+      );
+      row(
+        '  ... bytes uploaded',
+        mib(uploaded),
+        'restic repo growth',
+        mib(resticIncremental.addedBytes),
+        uploaded / resticIncremental.addedBytes,
+      );
+      await restic.remove();
+    } else {
+      console.log(`  (incremental backup took ${seconds(incremental.ms)})`);
+    }
     row('bytes re-uploaded after changing 1% of files', mib(uploaded), 'full backup', mib(tarSize), uploaded / tarSize);
     row(
       '  ... against the bytes that changed',
@@ -303,8 +347,8 @@ async function main(): Promise<void> {
     `@workbay/daemon bench (runs=${runs}, tree=${mib(treeBytes)}, git files=${gitFiles}, scratch=${scratch})`,
   );
   try {
-    await benchGit(scratch);
-    await benchBackup(scratch);
+    if (only !== 'backup') await benchGit(scratch);
+    if (only !== 'git') await benchBackup(scratch);
   } finally {
     for (const name of await readdir(scratch).catch(() => [] as string[]))
       await rm(join(scratch, name), { recursive: true, force: true });
