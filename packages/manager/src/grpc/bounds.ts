@@ -167,11 +167,31 @@ function walk(value: unknown, path: string, name: string, depth: number, state: 
     if (entries.length > map.entries) {
       throw new InvalidArgumentError(path, `has too many entries (${entries.length}; at most ${map.entries})`);
     }
+    // The field of an error travels in gRPC metadata, which takes printable ASCII only: keys go in the message.
     for (const [key, entry] of entries) {
       state.nodes += 1;
-      checkString(key, `${path} key '${quote(key, 32)}'`, map.key, state);
-      if (typeof entry === 'string') checkString(entry, `${path}['${quote(key, 32)}']`, map.value, state);
-      else walk(entry, `${path}['${quote(key, 32)}']`, name, depth + 1, state, nesting);
+      state.chars += key.length;
+      if (key.length > map.key) {
+        throw new InvalidArgumentError(
+          path,
+          `key '${quote(key, 32)}' is too long (${key.length} characters; at most ${map.key})`,
+        );
+      }
+      if (typeof entry === 'string') {
+        state.chars += entry.length;
+        if (entry.length > map.value) {
+          throw new InvalidArgumentError(
+            path,
+            `the value of key '${quote(key, 32)}' is too long (${entry.length} characters; at most ${map.value})`,
+          );
+        }
+      } else walk(entry, path, name, depth + 1, state, nesting);
+    }
+    if (state.chars > requestLimits.maxTotalChars) {
+      throw new InvalidArgumentError(
+        path,
+        `the request carries too much text (more than ${requestLimits.maxTotalChars} characters)`,
+      );
     }
     return;
   }
@@ -236,6 +256,15 @@ export function boundErrorMessage(error: unknown, limit?: number): unknown {
   if (!(error instanceof Error)) return error;
   // An invalid argument's message names the field and quotes at most a short prefix of the value.
   const max = limit ?? (error instanceof InvalidArgumentError ? 256 : 1024);
+  // The field travels in gRPC metadata, where anything but printable ASCII makes grpc-js throw.
+  const field = (error as { field?: unknown }).field;
+  if (typeof field === 'string' && (field.length > 256 || /[^\x20-\x7e]/.test(field))) {
+    try {
+      Object.defineProperty(error, 'field', { value: field.replace(/[^\x20-\x7e]/g, '?').slice(0, 256) });
+    } catch {
+      // See below.
+    }
+  }
   // Quoted values ('…') longer than a short prefix are cut, whoever built the message.
   const redacted = redactText(error.message).replace(/'([^']{65,})'/g, (_m, v: string) => `'${v.slice(0, 61)}...'`);
   if (redacted !== error.message && redacted.length <= max) {
@@ -248,10 +277,6 @@ export function boundErrorMessage(error: unknown, limit?: number): unknown {
   if (error.message.length > max) {
     try {
       error.message = `${redacted.slice(0, max - 3)}...`;
-      const withField = error as { field?: unknown };
-      if (typeof withField.field === 'string' && withField.field.length > 256) {
-        Object.defineProperty(error, 'field', { value: `${withField.field.slice(0, 253)}...` });
-      }
     } catch {
       // A frozen error keeps its message; toGrpcStatus still sends it, but nothing of ours builds one.
     }
