@@ -25,7 +25,7 @@ import type { LocalRuntimeConfig, LocalRuntimeConfigInput } from './config.js';
 import { childExitCode, describeExit } from './exit.js';
 import { decideIsolation } from './isolation.js';
 import type { LocalIsolation } from './isolation.js';
-import { WorkspaceNetworks } from './network.js';
+import { releaseWorkspaceNet, WorkspaceNetworks } from './network.js';
 import { PortAllocator } from './ports.js';
 import { groupAlive, isSameProcessAlive, readProcStat, signal, sleep } from './proc.js';
 import { waitReady } from './readiness.js';
@@ -362,11 +362,9 @@ export class LocalRuntime implements WorkspaceRuntime {
       }
       const oomKills = await this.removeCgroup(r);
       if (r.net) {
-        await this.networks
-          ?.release(r.net)
-          .catch((error: unknown) =>
-            this.logger.warn({ instanceId: r.instanceId, error: String(error) }, 'could not remove the network'),
-          );
+        await (this.networks ? this.networks.release(r.net) : releaseWorkspaceNet(r.net)).catch((error: unknown) =>
+          this.logger.warn({ instanceId: r.instanceId, error: String(error) }, 'could not remove the network'),
+        );
       }
       const exitCode = (await this.store.readExitCode(r.instanceId)) ?? childExitCode(instance.childExit);
       const failure = r.stopRequested

@@ -143,11 +143,10 @@ export class WorkspaceNetworks {
     }
   }
 
-  /** Removes the veth pair and the netns (idempotent). The link goes first: a live owner always holds its link. */
+  /** Removes the veth pair and the netns (idempotent). */
   async release(net: WorkspaceNet): Promise<void> {
     try {
-      await deleteLink(net.ifName);
-      await deleteNetns(net.netns);
+      await releaseWorkspaceNet(net);
     } finally {
       this.held.delete(net.slot);
     }
@@ -177,4 +176,13 @@ export class WorkspaceNetworks {
     }
     return removed;
   }
+}
+
+/**
+ * Removes a recorded workspace network (idempotent); also usable by a runtime that no longer isolates. The link goes
+ * first: a live owner always holds its link, so a netns without one is known to be a leftover.
+ */
+export async function releaseWorkspaceNet(net: WorkspaceNet): Promise<void> {
+  await deleteLink(net.ifName);
+  await deleteNetns(net.netns);
 }
