@@ -248,6 +248,13 @@ export function checkRequestBounds(request: unknown): void {
   walk(request, '', '', 0, { nodes: 0, chars: 0 });
 }
 
+const loneSurrogate = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+
+/** `text` with every lone UTF-16 surrogate replaced by U+FFFD. */
+export function wellFormed(text: string): string {
+  return text.replace(loneSurrogate, '\ufffd');
+}
+
 /**
  * Caps an error's message before it becomes a gRPC status: a message built from input must never grow with the
  * input (an oversized grpc-message trailer stalls the HTTP/2 connection it travels on).
@@ -265,8 +272,11 @@ export function boundErrorMessage(error: unknown, limit?: number): unknown {
       // See below.
     }
   }
-  // Quoted values ('…') longer than a short prefix are cut, whoever built the message.
-  const redacted = redactText(error.message).replace(/'([^']{65,})'/g, (_m, v: string) => `'${v.slice(0, 61)}...'`);
+  // Quoted values ('…') longer than a short prefix are cut, whoever built the message; lone UTF-16 surrogates
+  // (from input, or from a cut) become U+FFFD, since grpc-js's encodeURI of the details throws on them.
+  const redacted = wellFormed(
+    redactText(error.message).replace(/'([^']{65,})'/g, (_m, v: string) => `'${v.slice(0, 61)}...'`),
+  );
   if (redacted !== error.message && redacted.length <= max) {
     try {
       error.message = redacted;
@@ -276,7 +286,7 @@ export function boundErrorMessage(error: unknown, limit?: number): unknown {
   }
   if (error.message.length > max) {
     try {
-      error.message = `${redacted.slice(0, max - 3)}...`;
+      error.message = wellFormed(`${redacted.slice(0, max - 3)}...`);
     } catch {
       // A frozen error keeps its message; toGrpcStatus still sends it, but nothing of ours builds one.
     }

@@ -60,6 +60,12 @@ describe('bounded input on every RPC', () => {
       (c) => c.deleteVolumeSnapshot({ id: 'w', volumeHandle: 'x'.repeat(1000), softDelete: false, wsType: 0 }),
       /^volume_handle$/,
     ],
+    [
+      // Quoting cuts a value of astral characters: a lone surrogate must not reach grpc-js's encodeURI.
+      'DeleteVolumeSnapshot handle of astral characters',
+      (c) => c.deleteVolumeSnapshot({ id: 'w', volumeHandle: '\u{1f600}'.repeat(100), softDelete: false, wsType: 0 }),
+      /^volume_handle$/,
+    ],
     ['UpdateSSHKey key', (c) => c.updateSshKey({ id: 'w', keys: [`${validKey} ${mb}`] }), /^keys\[0\]$/],
     ['UpdateSSHKey many keys', (c) => c.updateSshKey({ id: 'w', keys: new Array(1000).fill(validKey) }), /^keys$/],
     [
@@ -127,6 +133,12 @@ describe('bounded input on every RPC', () => {
       /^spec\.initializer\.composite\.initializer$/,
     ],
   ];
+
+  startCases.push([
+    'owner of astral characters',
+    (r) => (r.metadata!.owner = '\u{1f600}'.repeat(100)),
+    /^metadata\.owner$/,
+  ]);
 
   it.each(startCases)('StartWorkspace %s: refused, nothing registered', async (_name, mutate, field) => {
     const request = startRequest();
