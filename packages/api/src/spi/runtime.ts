@@ -40,9 +40,14 @@ export interface RuntimeWorkspaceState {
   /** Why it exited or failed, for `conditions.failed`. */
   readonly failure?: string;
   readonly nodeName: string;
-  /** Host address the workspace's ports are reachable on (e.g. 127.0.0.1). */
+  /** Host address the workspace's ports are reachable on (e.g. 127.0.0.1, or the workspace's own address). */
   readonly host: string;
   readonly startedAt: Date;
+  /**
+   * Said plainly when the workspace is not isolated (e.g. it runs as a trusted process of the manager's user because
+   * the manager is not root), for the workspace's status message. Absent when it runs isolated as it should.
+   */
+  readonly notice?: string;
 }
 
 export type RuntimeEvent =

@@ -23,8 +23,6 @@ export interface LocalWorkspaceState extends RuntimeWorkspaceState {
   readonly hostGid?: number;
   /** Isolated: its network (netns, veth host end, addresses). */
   readonly net?: WorkspaceNet;
-  /** Said plainly when the workspace is not (fully) isolated, for its status. */
-  readonly notice?: string;
   /** The cgroup directories limiting it, when any. */
   readonly cgroupDirs: readonly string[];
   /** Where its stdout and stderr go while it runs. */
