@@ -249,3 +249,14 @@ describe('error class brands', () => {
     expect(otherInternal).toBeInstanceOf(InternalError);
   });
 });
+
+describe('toGrpcStatus with hostile field names', () => {
+  it('a field built from client input (unicode, control characters, huge) never makes the mapping throw', () => {
+    const field = `metadata.annotations['\u202e\uffff\u2f5d\n${'k'.repeat(10_000)}']`;
+    const sent = toGrpcStatus(new InvalidArgumentError(field, 'is too long'));
+    const value = sent.metadata?.get(errorMetadataKeys.field)[0] as string;
+    expect(value).toMatch(/^[\x20-\x7e]{1,256}$/);
+    expect(value.startsWith("metadata.annotations['\\u202e\\uffff\\u2f5d\\u000a")).toBe(true);
+    expect(sent.code).toBe(grpcCodeOf('invalid-argument'));
+  });
+});

@@ -372,7 +372,7 @@ export function toGrpcStatus(error: unknown): GrpcStatus {
   const metadata = new Metadata();
   if (isWorkbayError(error)) {
     metadata.set(errorMetadataKeys.code, error.code);
-    if (error instanceof InvalidArgumentError) metadata.set(errorMetadataKeys.field, error.field);
+    if (error instanceof InvalidArgumentError) metadata.set(errorMetadataKeys.field, metadataSafe(error.field));
     return { code: toGrpcCode[error.code], details: error.message, metadata };
   }
   if (isGrpcErrorLike(error)) {
@@ -383,6 +383,17 @@ export function toGrpcStatus(error: unknown): GrpcStatus {
   if (name === 'AbortError') return { code: status.CANCELLED, details: 'cancelled', metadata };
   if (name === 'TimeoutError') return { code: status.DEADLINE_EXCEEDED, details: 'deadline exceeded', metadata };
   return { code: status.INTERNAL, details: internalErrorMessage, metadata };
+}
+
+/**
+ * A value grpc-js accepts in ASCII metadata (printable ASCII only; it throws on anything else), bounded in size:
+ * a field name built from client input (an annotation key) must never make the status mapping itself fail.
+ */
+function metadataSafe(value: string): string {
+  const escaped = value
+    .slice(0, 256)
+    .replace(/[^\x20-\x7e]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return escaped.length > 256 ? escaped.slice(0, 256) : escaped;
 }
 
 function metadataString(metadata: Metadata | undefined, key: string): string | undefined {
