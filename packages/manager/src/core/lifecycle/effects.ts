@@ -18,6 +18,7 @@ import type { ManagerMetrics } from '../../metrics.js';
 import { FlowAborted, checkAborted, errorMessage, sleep, withRetries } from '../async.js';
 import type { RetryPolicy, Semaphore } from '../async.js';
 import type { PortAllocator } from '../port-allocator.js';
+import { contentDirOf } from '../records.js';
 import { writeAuthorizedKeys } from '../ssh-keys.js';
 import type { LifecycleEffect, LifecycleEvent } from './events.js';
 
@@ -135,6 +136,7 @@ export class EffectRunner {
     switch (effect.type) {
       case 'acquire-slot':
         await this.deps.startSlots.acquire(signal);
+        // A slot won after the start was aborted, or a second one for the same start, goes straight back.
         if (signal.aborted || this.slotHolders.has(id)) {
           this.deps.startSlots.release();
           checkAborted(signal);
@@ -156,10 +158,7 @@ export class EffectRunner {
 
       case 'write-ssh-keys':
         try {
-          await writeAuthorizedKeys(
-            record.progress.contentDir ?? join(this.deps.workingArea, id),
-            record.spec.sshPublicKeys,
-          );
+          await writeAuthorizedKeys(contentDirOf(record, this.deps.workingArea), record.spec.sshPublicKeys);
           return { type: 'ssh-keys-written' };
         } catch (error) {
           log.warn({ err: error }, 'cannot write the SSH keys');
