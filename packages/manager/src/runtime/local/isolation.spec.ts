@@ -189,6 +189,15 @@ async function waitForJson<T>(file: string): Promise<T> {
   throw new Error(`no ${file}`);
 }
 
+function runCommandText(file: string, args: string[]): Promise<{ stdout: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+    let stdout = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.on('close', (code) => (code === 0 ? resolve({ stdout }) : reject(new Error(`${file} exited ${code}`))));
+  });
+}
+
 function hostAddress(): string {
   for (const list of Object.values(os.networkInterfaces())) {
     for (const a of list ?? [])
@@ -281,6 +290,60 @@ describe.runIf(isRoot)('LocalRuntime isolation: attacks from inside a workspace 
       contentDir: '/workspace',
       hostname: neighbour.instanceId.replace('iso', 'ws-iso'),
     });
+  });
+
+  it('cannot change its own network, mounts, hostname or sandbox init, not even from a user namespace of its own', async () => {
+    // Each line tries one thing; the workspace's namespaces belong to the host's user namespace, so none may work.
+    const attacks = [
+      'ip link set eth0 down',
+      'ip addr add 10.88.255.1/30 dev eth0',
+      'ip route del default',
+      'unshare --user --map-root-user ip link set eth0 down',
+      'unshare --user --map-root-user umount -l /workspace',
+      'mount -t tmpfs evil /workspace',
+      'umount -l /tmp',
+      'hostname evil',
+      'kill -9 1',
+      'cat /proc/1/environ',
+      'sh -c "echo 0 > /proc/sys/net/ipv4/ip_forward"',
+      'chown 0 /workspace/mine',
+      'nsenter --target 1 --mount true',
+    ];
+    // Controls: the tools are there and work where they are allowed, so a refusal above is a refusal.
+    const controls = ['ip link show eth0', 'unshare --user --map-root-user true', 'hostname', 'touch /tmp/x'];
+    const script = [
+      'touch mine',
+      'for a in "$@"; do if sh -c "$a" >/dev/null 2>&1; then echo "SUCCEEDED: $a"; else echo "refused: $a"; fi; done > attacks.txt',
+      'mv attacks.txt attacks.done',
+      'exec sleep 600',
+    ].join('\n');
+    const runtime = await newRuntime({
+      images: {
+        attacker: {
+          command: ['/bin/sh', '-c', script, 'attacker', ...controls, ...attacks],
+          readiness: { kind: 'none' },
+        },
+      },
+    });
+    const dir = await contentDir(200_205);
+    const s = spec(dir, 'attacker');
+    const state = await runtime.start(s);
+    let report = '';
+    for (let i = 0; i < 400 && !report; i++) {
+      report = await readFile(path.join(dir, 'attacks.done'), 'utf8').catch(() => '');
+      if (!report) await new Promise((r) => setTimeout(r, 50));
+    }
+    console.log(`attacks from inside:\n${report}`);
+    expect(report.trim().split('\n')).toEqual([
+      ...controls.map((c) => `SUCCEEDED: ${c}`),
+      ...attacks.map((a) => `refused: ${a}`),
+    ]);
+    // Seen from the host, its network is as the runtime made it.
+    const { stdout } = await runCommandText('ip', ['-n', state.net!.netns, '-j', 'route']);
+    expect(JSON.parse(stdout)).toContainEqual(
+      expect.objectContaining({ dst: 'default', gateway: state.net!.hostAddress }),
+    );
+    expect((await stat(path.join(dir, 'mine'))).uid).toBe(200_205);
   });
 
   it('stop removes the veth, the netns and the cgroup; the host table keeps only prefix-wide rules', async () => {
