@@ -36,6 +36,11 @@ const send = (message: unknown): void => {
   process.send!(message);
 };
 
+/** Sends the last message and exits once it left: a large answer may take a while if the parent is busy. */
+const sendAndExit = (message: unknown): void => {
+  process.send!(message, undefined, {}, () => process.exit(0));
+};
+
 const passthrough = (value: Buffer): Buffer => value;
 
 function clients(address: string, count: number): Client[] {
@@ -57,14 +62,14 @@ function runSubscribe(job: SubscribeJob): void {
   let errors = 0;
   let opened = 0;
   let finished = false;
+  let armed = false;
   const streams: ClientReadableStream<Buffer>[] = [];
   const finish = (): void => {
     if (finished) return;
     finished = true;
-    send({ arrivals, errors });
     for (const s of streams) s.cancel();
     for (const c of pool) c.close();
-    setTimeout(() => process.exit(0), 200);
+    sendAndExit({ arrivals, errors });
   };
   for (let s = 0; s < job.subscribers; s += 1) {
     const stream = pool[s % pool.length]!.makeServerStreamRequest(job.path, passthrough, passthrough, request);
@@ -78,7 +83,9 @@ function runSubscribe(job: SubscribeJob): void {
       const index = counts[s]!;
       counts[s] = index + 1;
       (arrivals[index] ??= [])[s] = now;
-      if (index + 1 === job.expected) {
+      // Counted only after the reset: priming a thousand streams on a loaded machine can take longer than
+      // `expected` primer updates.
+      if (armed && index + 1 === job.expected) {
         done += 1;
         if (done === job.subscribers) finish();
       }
@@ -92,6 +99,7 @@ function runSubscribe(job: SubscribeJob): void {
       arrivals = [];
       counts = new Array<number>(job.subscribers).fill(0);
       done = 0;
+      armed = true;
       send({ reset: true });
     }
     if (message.kind === 'finish') finish();
@@ -123,8 +131,7 @@ async function runUnary(job: UnaryJob): Promise<void> {
   );
   const wallMs = performance.now() - started;
   for (const c of pool) c.close();
-  send({ latencies, wallMs });
-  setTimeout(() => process.exit(0), 100);
+  sendAndExit({ latencies, wallMs });
 }
 
 process.once('message', (job: SubscribeJob | UnaryJob) => {
