@@ -81,6 +81,8 @@ export function createSubscribeHandler(options: SubscribeOptions): (call: Subscr
       call.emit('error', { code: grpcStatus.INVALID_ARGUMENT, details: (boundErrorMessage(error) as Error).message });
       return;
     }
+    // Gone before we start: its 'cancelled' event has fired already and would never end the pipeline.
+    if (call.cancelled) return;
     metrics?.subscribers.inc();
 
     const gone$ = merge(fromEvent(call, 'cancelled'), fromEvent(call, 'close'), fromEvent(call, 'error')).pipe(
