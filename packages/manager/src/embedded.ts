@@ -109,6 +109,8 @@ function isAlive(pid: number): boolean {
 /** What a running daemon child leaves in `<stateDir>/daemon.pid`. */
 interface PidFile {
   readonly pid: number;
+  /** The manager process that started it. */
+  readonly manager?: number;
   readonly address: string;
   readonly workingArea: string;
 }
@@ -212,6 +214,14 @@ export class DaemonSupervisor {
         ours = false;
       }
     }
+    const manager = previous.manager;
+    if (ours && manager !== undefined && manager !== process.pid && isAlive(manager)) {
+      // Its manager still runs: this is not an orphan but a second manager on the same state dir.
+      throw new FailedPreconditionError(
+        `another manager (pid ${manager}) runs with this state dir (${this.config.stateDir}) and its daemon ` +
+          `(pid ${pid}); stop it first or use another stateDir`,
+      );
+    }
     if (ours) {
       this.logger.warn({ pid, address: previous.address }, 'stopping the daemon a previous manager left running');
       process.kill(pid, 'SIGTERM');
@@ -228,7 +238,7 @@ export class DaemonSupervisor {
 
   private async writePidFile(pid: number | undefined, address: string): Promise<void> {
     if (pid === undefined) return;
-    const content: PidFile = { pid, address, workingArea: this.config.workingArea };
+    const content: PidFile = { pid, manager: process.pid, address, workingArea: this.config.workingArea };
     try {
       await mkdir(this.config.stateDir, { recursive: true, mode: 0o700 });
       await writeFile(this.pidFile, `${JSON.stringify(content)}\n`, { mode: 0o600 });

@@ -121,6 +121,22 @@ describe('crash hygiene of workbay up', () => {
     expect(alive(second.daemonPid)).toBe(false);
   });
 
+  it('a second workbay up on a state dir whose manager still runs refuses, and leaves that daemon alone', async () => {
+    const port = await freePort();
+    const config = await writeConfig('twice', port, true);
+    const stateDir = path.join(dir, 'twice', 'manager');
+    const first = await up(config, stateDir);
+    const error = await up(config, stateDir).then(
+      () => undefined,
+      (e: unknown) => e as Error,
+    );
+    expect(error?.message).toMatch(/another manager \(pid \d+\) runs with this state dir/);
+    expect(alive(first.daemonPid)).toBe(true);
+    first.child.kill('SIGINT');
+    await new Promise((resolve) => first.child.once('exit', resolve));
+    await untilDead(first.daemonPid);
+  });
+
   it('a daemon left running by a killed workbay up is stopped by the next one, which then serves', async () => {
     const port = await freePort();
     const config = await writeConfig('orphan', port, false);
