@@ -239,6 +239,8 @@ describe.runIf(isRoot)('LocalRuntime isolation: attacks from inside a workspace 
       ownContent: '/workspace/README.md',
       ownIws: '/.workbay/marker',
       neighbourIws: path.join(iwsOf(neighbourDir), 'marker'),
+      neighbourLog: path.join(stateDir, 'logs', `${neighbour.instanceId}.log`),
+      runtimeRecord: path.join(stateDir, 'instances', `${neighbour.instanceId}.json`),
     };
     // The gateway (host end of its own veth) is only known once the network is up: probe it through the env too.
     const started = runtime.start({
@@ -270,6 +272,10 @@ describe.runIf(isRoot)('LocalRuntime isolation: attacks from inside a workspace 
     expect(result.iwsSocket).toBe('/.workbay/daemon.sock');
     expect(result.home).toBe('/workspace');
     expect(result.reads.neighbourIws).not.toMatch(/^read:/);
+    expect(result.reads.neighbourLog).not.toMatch(/^read:/);
+    expect(result.reads.runtimeRecord).not.toMatch(/^read:/);
+    // The neighbour's log is there on the host (so the refusal above is the sandbox's doing).
+    expect((await stat(path.join(stateDir, 'logs', `${neighbour.instanceId}.log`))).isFile()).toBe(true);
     expect(result.reads.neighbourContent).not.toMatch(/^read:/);
     expect(result.hostPidVisible).toBe(false);
     expect(result.procEntries).toBeLessThan(10);

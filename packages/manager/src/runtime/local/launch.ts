@@ -6,7 +6,7 @@ import { FailedPreconditionError } from '@workbay/api';
 import type { RuntimeWorkspaceSpec } from '@workbay/api';
 import type { LocalRuntimeConfig, ReadinessConfig } from './config.js';
 import { expandCommand, resolveImage } from './images.js';
-import { hideDirFor, hostIdentity, iwsDirFor, sandboxEnv, workspaceMount } from './sandbox.js';
+import { hideDirsFor, hostIdentity, iwsDirFor, sandboxEnv, workspaceMount } from './sandbox.js';
 import type { HostIdentity } from './sandbox.js';
 
 const defaultPath = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -23,10 +23,10 @@ export interface LaunchPlan {
   readonly portMap: Record<string, number>;
   /** Which `images` entry matched; undefined = the built-in default workspace. */
   readonly mappedPattern?: string;
-  /** Isolated only: the workspace's host identity, its service dir and the directory to hide. */
+  /** Isolated only: the workspace's host identity, its service dir and the host directories to hide. */
   readonly identity?: HostIdentity;
   readonly iwsDir?: string;
-  readonly hideDir?: string;
+  readonly hideDirs?: readonly string[];
 }
 
 /**
@@ -87,7 +87,7 @@ export async function planLaunch(options: {
     mappedPattern: mapped?.pattern,
     identity: hostIdentity(options.contentStat),
     iwsDir,
-    hideDir: hideDirFor(contentDir, needed),
+    hideDirs: hideDirsFor([path.dirname(contentDir), config.stateDir], needed),
   };
 }
 

@@ -98,14 +98,14 @@ export async function spawnWorkspace(
             hostname: hostnameFor(spec.workspaceId),
             contentDir: p.contentDir,
             iwsDir: p.plan.iwsDir,
-            hideDir: p.plan.hideDir,
+            hideDirs: p.plan.hideDirs,
             uid: identity.uid,
             gid: identity.gid,
           }
         : undefined,
     command: p.plan.command,
   });
-  const log = await open(files.logFile, 'a');
+  const log = await open(files.logFile, 'a', 0o600);
   try {
     const child = spawn(invocation.file, invocation.args, {
       cwd: p.contentDir,

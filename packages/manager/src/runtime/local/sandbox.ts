@@ -47,18 +47,21 @@ const neverHidden = ['/', '/usr', '/bin', '/sbin', '/lib', '/lib64', '/etc', '/p
 const coveredAnyway = ['/tmp', '/var/tmp', '/dev/shm'];
 
 /**
- * The directory holding every workspace's content (the daemon's working area), to be covered by an empty tmpfs
- * inside the workspace so that it cannot read its neighbours' content through the host path. Undefined when
- * covering it would hide something the workspace needs (`needed`: its command, node, the default workspace script)
- * or a system directory, or when the private /tmp covers it anyway.
+ * Host directories to cover with an empty tmpfs inside the workspace: the one holding every workspace's content
+ * (the daemon's working area: neighbours' content and service sockets) and the runtime's state directory
+ * (records, every workspace's log). Leaves out a directory whose covering would hide
+ * something the workspace needs (`needed`: its command, node, the default workspace script) or a system directory,
+ * and one the private /tmp covers anyway; drops any that lies below another.
  */
-export function hideDirFor(contentDir: string, needed: readonly string[]): string | undefined {
-  const dir = path.dirname(path.resolve(contentDir));
-  if (neverHidden.includes(dir) || coveredAnyway.includes(dir)) return undefined;
-  const inside = (p: string): boolean => p === dir || p.startsWith(`${dir}/`);
-  if (needed.some((p) => path.isAbsolute(p) && inside(path.resolve(p)))) return undefined;
-  if ([workspaceMount, iwsMount].some(inside)) return undefined;
-  return dir;
+export function hideDirsFor(candidates: readonly string[], needed: readonly string[]): string[] {
+  const inside = (dir: string, p: string): boolean => p === dir || p.startsWith(`${dir}/`);
+  const usable = candidates
+    .map((c) => path.resolve(c))
+    .filter((dir) => !neverHidden.includes(dir) && !coveredAnyway.some((c) => inside(c, dir)))
+    .filter((dir) => !needed.some((p) => path.isAbsolute(p) && inside(dir, path.resolve(p))))
+    .filter((dir) => ![workspaceMount, iwsMount].some((m) => inside(dir, m)));
+  const unique = [...new Set(usable)];
+  return unique.filter((dir) => !unique.some((other) => other !== dir && inside(other, dir))).sort();
 }
 
 /**

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { chmod, mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { ReadinessConfig } from './config.js';
 import type { WorkspaceNet } from './network.js';
@@ -61,9 +61,12 @@ export class InstanceStore {
     this.logsDir = path.join(stateDir, 'logs');
   }
 
+  /** Records and logs are for root's eyes only: a workspace's log may carry whatever it printed. */
   async init(): Promise<void> {
-    await mkdir(this.instancesDir, { recursive: true });
-    await mkdir(this.logsDir, { recursive: true });
+    for (const dir of [this.instancesDir, this.logsDir]) {
+      await mkdir(dir, { recursive: true, mode: 0o700 });
+      await chmod(dir, 0o700);
+    }
   }
 
   recordFile(instanceId: string): string {
@@ -148,7 +151,7 @@ export class InstanceStore {
 
 async function writeAtomic(file: string, content: string): Promise<void> {
   const tmp = `${file}.${randomBytes(4).toString('hex')}.tmp`;
-  const handle = await open(tmp, 'w');
+  const handle = await open(tmp, 'w', 0o600);
   try {
     await handle.writeFile(content);
     await handle.sync();

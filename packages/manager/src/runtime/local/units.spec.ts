@@ -5,7 +5,7 @@ import { parseLocalRuntimeConfig } from './config.js';
 import { expandCommand, globToRegExp, resolveImage } from './images.js';
 import { parseProcStat } from './proc.js';
 import { PortAllocator } from './ports.js';
-import { hideDirFor, hostIdentity, sandboxEnv } from './sandbox.js';
+import { hideDirsFor, hostIdentity, sandboxEnv } from './sandbox.js';
 import { wrapperInvocation } from './wrapper.js';
 
 describe('parseProcStat', () => {
@@ -20,12 +20,14 @@ describe('parseProcStat', () => {
 });
 
 describe('the sandbox plan', () => {
-  it('hides the directory of all workspaces unless the workspace needs something in it or it is a system dir', () => {
-    expect(hideDirFor('/var/lib/workbay/area/inst-1', [process.execPath])).toBe('/var/lib/workbay/area');
-    expect(hideDirFor('/opt/tools/inst-1', ['/opt/tools/node'])).toBeUndefined();
-    expect(hideDirFor('/var/inst-1', [])).toBeUndefined();
-    expect(hideDirFor('/inst-1', [])).toBeUndefined();
-    expect(hideDirFor('/tmp/inst-1', [])).toBeUndefined(); // the private /tmp covers it anyway
+  it('hides the working area and the state dir unless the workspace needs something there or it is a system dir', () => {
+    expect(hideDirsFor(['/var/lib/workbay/area/', '/srv/state'], [process.execPath])).toEqual([
+      '/srv/state',
+      '/var/lib/workbay/area',
+    ]);
+    expect(hideDirsFor(['/opt/tools', '/srv/wb', '/srv/wb/state'], ['/opt/tools/node'])).toEqual(['/srv/wb']);
+    expect(hideDirsFor(['/var', '/', '/usr'], [])).toEqual([]);
+    expect(hideDirsFor(['/tmp', '/tmp/x/area', '/var/tmp/y'], [])).toEqual([]); // the private tmpfs covers them
   });
   it('shows content paths in the env as /workspace, defaults HOME and announces the iws socket', () => {
     const env = sandboxEnv(
@@ -57,7 +59,7 @@ describe('the sandbox plan', () => {
       command: ['run', 'me'],
     });
     expect(inv.args.slice(3, 8)).toEqual(['/s/i.exit', '1', '/cg/a/cgroup.procs', 'isolated', '/run/netns/wbv3']);
-    expect(inv.args.slice(9)).toEqual(['ws', '/c', '', '', '7', '8', 'run', 'me']);
+    expect(inv.args.slice(9)).toEqual(['ws', '/c', '', '7', '8', '0', 'run', 'me']);
   });
 });
 

@@ -39,8 +39,8 @@ export const workspaceUid = 33333;
  * netns (all owned by the host's user namespace, so the workspace can change none of them later). It:
  * - sets the hostname; mounts a sysfs of the workspace's netns (the host's would list the host's links);
  * - binds the content at /workspace and the in-workspace service dir at /.workbay (nosuid, nodev);
- * - hides the directory holding every workspace's content (`hide`, a read-only empty tmpfs) and gives the workspace
- *   private tmpfs mounts at /tmp, /var/tmp and /dev/shm;
+ * - covers the host directories it must not read (every workspace's content, the runtime's and manager's state)
+ *   with empty read-only tmpfs mounts, and gives the workspace private tmpfs mounts at /tmp, /var/tmp and /dev/shm;
  * - runs the workspace as host uid/gid `uid`/`gid` with no capabilities, no supplementary groups and no_new_privs,
  *   in a new user namespace that maps exactly that id to 33333 (an unprivileged process may map its own id, so no
  *   newuidmap and no privileged helper is involved); host root is not mapped inside;
@@ -49,7 +49,7 @@ export const workspaceUid = 33333;
  * Any set-up failure exits 125 (reported as "the workspace sandbox could not be set up").
  */
 export const sandboxInitScript = [
-  'host=$1; content=$2; iws=$3; hide=$4; uid=$5; gid=$6; shift 6',
+  'host=$1; content=$2; iws=$3; uid=$4; gid=$5; n=$6; shift 6',
   'fail() { echo "workbay: $*" >&2; exit 125; }',
   'printf %s "$host" > /proc/sys/kernel/hostname || fail "cannot set the hostname"',
   'mount -t sysfs -o ro,nosuid,nodev,noexec sysfs /sys || fail "cannot mount sysfs"',
@@ -57,9 +57,10 @@ export const sandboxInitScript = [
   'if [ -n "$iws" ]; then',
   '  mount --bind "$iws" /.workbay && mount -o remount,bind,nosuid,nodev,noexec /.workbay || fail "cannot mount $iws"',
   'fi',
-  'if [ -n "$hide" ]; then',
-  '  mount -t tmpfs -o ro,nosuid,nodev,noexec,mode=755,size=4k workbay-hidden "$hide" || fail "cannot hide $hide"',
-  'fi',
+  'while [ "$n" -gt 0 ]; do',
+  '  mount -t tmpfs -o ro,nosuid,nodev,noexec,mode=755,size=4k workbay-hidden "$1" || fail "cannot hide $1"',
+  '  shift; n=$((n - 1))',
+  'done',
   'for d in /tmp /var/tmp /dev/shm; do',
   '  [ -d "$d" ] || continue',
   '  mount -t tmpfs -o nosuid,nodev,mode=1777 workbay-tmp "$d" || fail "cannot mount a tmpfs at $d"',
@@ -89,8 +90,8 @@ export interface SandboxSpec {
   readonly contentDir: string;
   /** Host path bound to /.workbay, when it exists. */
   readonly iwsDir?: string;
-  /** A host directory to cover with an empty tmpfs (the one holding every workspace's content). */
-  readonly hideDir?: string;
+  /** Host directories to cover with an empty tmpfs (no one an ancestor of another). */
+  readonly hideDirs?: readonly string[];
   /** Host uid/gid the workspace runs as (33333 inside its user namespace). */
   readonly uid: number;
   readonly gid: number;
@@ -112,9 +113,10 @@ export function wrapperInvocation(options: {
         s.hostname,
         s.contentDir,
         s.iwsDir ?? '',
-        s.hideDir ?? '',
         String(s.uid),
         String(s.gid),
+        String(s.hideDirs?.length ?? 0),
+        ...(s.hideDirs ?? []),
       ]
     : ['plain'];
   return {
