@@ -20,6 +20,8 @@ export const systemTools = [
   { command: 'zstd', pkg: 'zstd', for: ['test'] },
   { command: 'curl', pkg: 'curl', for: ['test'] },
   { command: 'openssl', pkg: 'openssl', for: ['test'] },
+  // The image test builds and runs the service images without a Docker engine or a registry.
+  { command: 'buildah', pkg: 'buildah', for: ['test'] },
   { command: 'restic', pkg: 'restic', for: ['bench'] },
 ];
 
