@@ -68,6 +68,8 @@ export interface ManagerCoreOptions {
   /** The manager's and daemon's own ports, which ControlPort refuses on a shared host (see proxy/exposure.ts). */
   readonly reservedEndpoints?: ReservedEndpoints;
   readonly now?: () => number;
+  /** Where records live; by default the file store above (`store`). The Kubernetes runtime brings its own. */
+  readonly repository?: WorkspaceRepository;
   /** How `runtime.list()` is retried at start-up, and how often INTERRUPTED workspaces are checked again. */
   readonly recovery?: { readonly attempts: number; readonly backoffMs: number; readonly recheckMs: number };
 }
@@ -103,12 +105,14 @@ export class WorkspaceManagerCore {
     this.ports = new PortAllocator(config.idePorts.from, config.idePorts.to);
     this.classes = new Map(config.workspaceClasses.map((c) => [c.id, c]));
     this.urls = new WorkspaceUrls(config, options.proxyAddress ?? (() => config.proxy.address));
-    this.repo = new FileWorkspaceRepository({
-      store: options.store,
-      historySize: config.subscribe.historySize,
-      logger: this.logger,
-      onChange: (previous, next) => observeChange(previous, next, this.logger, this.metrics, this.now()),
-    });
+    this.repo =
+      options.repository ??
+      new FileWorkspaceRepository({
+        store: options.store,
+        historySize: config.subscribe.historySize,
+        logger: this.logger,
+        onChange: (previous, next) => observeChange(previous, next, this.logger, this.metrics, this.now()),
+      });
     const dispatch = (id: string, event: LifecycleEvent): void => this.dispatch(id, event);
     this.runner = new EffectRunner({
       runtime: options.runtime,
