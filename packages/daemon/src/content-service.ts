@@ -16,9 +16,10 @@ import { join } from 'node:path';
 import { BehaviorSubject, Subject } from 'rxjs';
 import type { Observable, Subscription } from 'rxjs';
 import type { PluginLogger } from '@workbay/api';
-import type { BackupResult } from './backup/backup-store.js';
 import { BackupStore } from './backup/backup-store.js';
 import { assertBackupable, assertContentPresent, specGitLocations } from './content/content-checks.js';
+import type { UploadDeps } from './content/backup-run.js';
+import { uploadBackup, uploadSnapshot } from './content/backup-run.js';
 import { housekeeping } from './content/housekeeping.js';
 import { populateContent } from './content/populate.js';
 import { splitQualified } from './content/ownership.js';
@@ -40,7 +41,6 @@ import {
   UnavailableError,
   WorkspaceStateError,
   errorMessage,
-  isWorkbayError,
 } from './errors.js';
 import { Git } from './git/git.js';
 import type { GitStatusSummary } from './git/git-status.js';
@@ -53,7 +53,6 @@ import { HostIdAllocator } from './session/host-ids.js';
 import { quote } from './util/bounds.js';
 import { KeyedMutex, Semaphore } from './util/concurrency.js';
 import { ownTree } from './util/own-tree.js';
-import { retryWithBackoff } from './util/retry.js';
 
 export type {
   BackupReason,
@@ -80,14 +79,6 @@ interface Workspace {
   /** Snapshots answered early (return_immediately) and still uploading. */
   readonly pending: Set<Promise<unknown>>;
 }
-
-const retryStopCodes = new Set([
-  'invalid-argument',
-  'failed-precondition',
-  'permission-denied',
-  'unauthenticated',
-  'not-found',
-]);
 
 export class WorkspaceContentService {
   private readonly workspaces = new Map<string, Workspace>();
@@ -499,29 +490,22 @@ export class WorkspaceContentService {
     return assertContentPresent(ws.state, this.options.hostOps, this.logger, operation);
   }
 
+  private get uploads(): UploadDeps {
+    return {
+      slots: this.slots,
+      metrics: this.options.metrics,
+      logger: this.logger,
+      attempts: this.options.backup.attempts,
+      initialBackoffMs: this.options.backup.initialBackoffMs,
+    };
+  }
+
   /** Runs one backup with the node-wide concurrency limit and retries. Caller holds the workspace lock. */
   private async runBackup(ws: Workspace, reason: BackupReason): Promise<BackupRecord> {
     const backups = this.assertBackupable(ws, 'back it up', reason === 'final');
     await this.assertContentPresent(ws, 'back it up');
-    const { metrics } = this.options;
-    const waitStarted = performance.now();
-    const release = await this.slots.acquire();
-    metrics.backupWaitingSeconds.observe((performance.now() - waitStarted) / 1000);
-    const started = performance.now();
-    const ref = { owner: ws.state.owner, workspaceId: ws.state.workspaceId };
     try {
-      const result: BackupResult = await retryWithBackoff(() => backups.backup(ws.state.contentLocation, ref), {
-        attempts: this.options.backup.attempts,
-        initialDelayMs: this.options.backup.initialBackoffMs,
-        retryable: (error) => !(isWorkbayError(error) && retryStopCodes.has(error.code)),
-        onRetry: (error, attempt) => {
-          metrics.backupRetries.inc({ reason });
-          this.logger.warn(
-            { instanceId: ws.state.instanceId, attempt, err: errorMessage(error) },
-            'backup attempt failed; retrying',
-          );
-        },
-      });
+      const result = await uploadBackup(this.uploads, backups, ws.state, reason);
       const record: BackupRecord = {
         url: result.url,
         at: new Date().toISOString(),
@@ -530,29 +514,11 @@ export class WorkspaceContentService {
         contentBytes: result.contentBytes,
       };
       await this.persist(ws, { lastBackup: record });
-      metrics.backups.inc({ reason, format: result.format });
-      metrics.backupUploadedBytes.inc({ reason, format: result.format }, result.uploadedBytes);
-      metrics.backupContentBytes.inc({ reason, format: result.format }, result.contentBytes);
-      metrics.backupSeconds.observe({ reason, format: result.format }, (performance.now() - started) / 1000);
       this.events.next({ type: 'backed-up', instanceId: ws.state.instanceId, reason, url: result.url });
-      this.logger.info(
-        { instanceId: ws.state.instanceId, reason, url: result.url, uploadedBytes: result.uploadedBytes },
-        'workspace backed up',
-      );
       return record;
     } catch (error) {
-      metrics.backupFailures.inc({ reason });
       this.events.next({ type: 'backup-failed', instanceId: ws.state.instanceId, reason, error: errorMessage(error) });
-      this.logger.error(
-        { instanceId: ws.state.instanceId, reason, err: errorMessage(error) },
-        'workspace backup failed',
-      );
-      if (isWorkbayError(error)) throw error;
-      throw new UnavailableError(`backup of workspace '${ws.state.instanceId}' failed: ${errorMessage(error)}`, {
-        cause: error,
-      });
-    } finally {
-      release();
+      throw error;
     }
   }
 
@@ -573,26 +539,7 @@ export class WorkspaceContentService {
     await this.assertContentPresent(ws, 'take a snapshot');
     const ref = { owner: ws.state.owner, workspaceId: ws.state.workspaceId };
     const target = backups.snapshotName(ref);
-    const upload = this.track(
-      this.slots
-        .run(() => backups.snapshotTo(ws.state.contentLocation, target.bucket, target.name))
-        .then(
-          (result) => {
-            this.options.metrics.snapshots.inc({ outcome: 'success' });
-            this.logger.info({ instanceId, url: result.url, size: result.size }, 'snapshot taken');
-            return result;
-          },
-          (error: unknown) => {
-            this.options.metrics.snapshots.inc({ outcome: 'failure' });
-            this.logger.error({ instanceId, url: target.url, err: errorMessage(error) }, 'snapshot failed');
-            throw isWorkbayError(error)
-              ? error
-              : new UnavailableError(`snapshot of workspace '${instanceId}' failed: ${errorMessage(error)}`, {
-                  cause: error,
-                });
-          },
-        ),
-    );
+    const upload = this.track(uploadSnapshot(this.uploads, backups, ws.state, target));
     ws.pending.add(upload);
     this.uploadingSnapshots.set(target.url, upload);
     const settled = (): void => {

@@ -1,0 +1,103 @@
+/**
+ * One backup or snapshot upload of a workspace's content, under the node-wide concurrency limit, with retries
+ * (backups) and metrics. The caller holds the workspace's lock and records the outcome.
+ */
+import type { PluginLogger } from '@workbay/api';
+import type { BackupResult, BackupStore, SnapshotResult } from '../backup/backup-store.js';
+import { UnavailableError, errorMessage, isWorkbayError } from '../errors.js';
+import type { DaemonMetrics } from '../health/metrics.js';
+import type { SessionState } from '../session/session-store.js';
+import type { Semaphore } from '../util/concurrency.js';
+import { retryWithBackoff } from '../util/retry.js';
+import type { BackupReason } from './types.js';
+
+export interface UploadDeps {
+  readonly slots: Semaphore;
+  readonly metrics: DaemonMetrics;
+  readonly logger: PluginLogger;
+  readonly attempts: number;
+  readonly initialBackoffMs: number;
+}
+
+// Failures that another attempt cannot fix.
+const retryStopCodes = new Set([
+  'invalid-argument',
+  'failed-precondition',
+  'permission-denied',
+  'unauthenticated',
+  'not-found',
+]);
+
+/** A Workbay error as it is, anything else as UNAVAILABLE saying what failed. */
+function typed(error: unknown, what: string): Error {
+  return isWorkbayError(error)
+    ? error
+    : new UnavailableError(`${what} failed: ${errorMessage(error)}`, { cause: error });
+}
+
+export async function uploadBackup(
+  deps: UploadDeps,
+  backups: BackupStore,
+  state: SessionState,
+  reason: BackupReason,
+): Promise<BackupResult> {
+  const { metrics } = deps;
+  const waitStarted = performance.now();
+  const release = await deps.slots.acquire();
+  metrics.backupWaitingSeconds.observe((performance.now() - waitStarted) / 1000);
+  const started = performance.now();
+  const ref = { owner: state.owner, workspaceId: state.workspaceId };
+  try {
+    const result = await retryWithBackoff(() => backups.backup(state.contentLocation, ref), {
+      attempts: deps.attempts,
+      initialDelayMs: deps.initialBackoffMs,
+      retryable: (error) => !(isWorkbayError(error) && retryStopCodes.has(error.code)),
+      onRetry: (error, attempt) => {
+        metrics.backupRetries.inc({ reason });
+        deps.logger.warn(
+          { instanceId: state.instanceId, attempt, err: errorMessage(error) },
+          'backup attempt failed; retrying',
+        );
+      },
+    });
+    metrics.backups.inc({ reason, format: result.format });
+    metrics.backupUploadedBytes.inc({ reason, format: result.format }, result.uploadedBytes);
+    metrics.backupContentBytes.inc({ reason, format: result.format }, result.contentBytes);
+    metrics.backupSeconds.observe({ reason, format: result.format }, (performance.now() - started) / 1000);
+    deps.logger.info(
+      { instanceId: state.instanceId, reason, url: result.url, uploadedBytes: result.uploadedBytes },
+      'workspace backed up',
+    );
+    return result;
+  } catch (error) {
+    metrics.backupFailures.inc({ reason });
+    deps.logger.error({ instanceId: state.instanceId, reason, err: errorMessage(error) }, 'workspace backup failed');
+    throw typed(error, `backup of workspace '${state.instanceId}'`);
+  } finally {
+    release();
+  }
+}
+
+/** Uploads a snapshot under a name chosen beforehand (so that it can be answered before the upload ends). */
+export function uploadSnapshot(
+  deps: UploadDeps,
+  backups: BackupStore,
+  state: SessionState,
+  target: { readonly bucket: string; readonly name: string; readonly url: string },
+): Promise<SnapshotResult> {
+  const instanceId = state.instanceId;
+  return deps.slots
+    .run(() => backups.snapshotTo(state.contentLocation, target.bucket, target.name))
+    .then(
+      (result) => {
+        deps.metrics.snapshots.inc({ outcome: 'success' });
+        deps.logger.info({ instanceId, url: result.url, size: result.size }, 'snapshot taken');
+        return result;
+      },
+      (error: unknown) => {
+        deps.metrics.snapshots.inc({ outcome: 'failure' });
+        deps.logger.error({ instanceId, url: target.url, err: errorMessage(error) }, 'snapshot failed');
+        throw typed(error, `snapshot of workspace '${instanceId}'`);
+      },
+    );
+}
