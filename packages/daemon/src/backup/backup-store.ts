@@ -4,7 +4,7 @@
  * `chunks/` (incremental), and `workspaces/<workspaceId>/snapshot-<unixnano>.tar`.
  */
 import { constants } from 'node:fs';
-import { open, readdir } from 'node:fs/promises';
+import { lstat, open, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BucketLayout, PluginLogger, RemoteStorage } from '@workbay/api';
 import {
@@ -375,6 +375,8 @@ export class BackupStore {
     const dir = join(root, '.workbay');
     let names: string[];
     try {
+      // `.workbay` is content: a symlink planted there must not make the daemon list (and upload) a host dir.
+      if (!(await lstat(dir)).isDirectory()) return { uploaded, failed };
       names = (await readdir(dir)).filter((name) => name.startsWith(logPrefix)).sort();
     } catch {
       return { uploaded, failed };

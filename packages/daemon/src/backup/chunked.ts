@@ -4,8 +4,9 @@
  * Backup:
  * 1. Walk the tree. A file whose inode, ctime, mtime and size match the previous manifest reuses its blobs
  *    without being read (the quick check git uses for its index).
- * 2. Other files are read and cut into content-defined chunks; a chunk whose SHA-256 is already stored is
- *    referenced, a new one goes into the current pack (~8 MiB), which is uploaded when full.
+ * 2. Other files are read and cut into content-defined chunks, and the chunks hashed, by worker threads (every
+ *    core; read-pipeline.ts) while this thread packs and uploads. A chunk whose SHA-256 is already stored is
+ *    referenced, a new one goes into the current pack (~8 MiB), which is uploaded (and synced once) when full.
  * 3. Previous packs whose live share fell below `repackBelow` get their live blobs rewritten into new packs
  *    (read back from the local files and verified), so garbage does not accumulate.
  * 4. Every new pack is verified (stat: present, right size) before the manifest is replaced (the commit).
@@ -34,9 +35,11 @@ import { walkTree } from '../archive/tree.js';
 import type { Xattrs } from '../archive/xattr.js';
 import { readTreeXattrs, xattrSupport } from '../archive/xattr.js';
 import { mapLimit, Semaphore } from '../util/concurrency.js';
-import { LoopYielder, readSmallFileInto, smallFileLimit } from '../util/small-files.js';
+import { smallFileLimit } from '../util/small-files.js';
 import type { ChunkerOptions } from './chunker.js';
-import { defaultChunkerOptions, findCut } from './chunker.js';
+import { defaultChunkerOptions } from './chunker.js';
+import { readFiles } from './read-pipeline.js';
+import { sharedWorkerPool } from './worker-pool.js';
 import type { BackupManifest, ManifestEntry } from './manifest.js';
 import { decodeManifest, encodeManifest, manifestContentType, toTreeEntry } from './manifest.js';
 
@@ -403,9 +406,7 @@ export async function createChunkedBackup(
   let files = 0;
   let contentBytes = 0;
   const entries: Array<ManifestEntry> = [];
-  const yielder = new LoopYielder();
-  const scratch = Buffer.allocUnsafe(smallFileLimit);
-  const window = Buffer.allocUnsafe(2 * chunker.maxSize);
+  const pool = sharedWorkerPool();
   /** Where each blob can be read again locally (first use), for repacking. */
   const blobSource = new Map<number, { absolute: string; offset: number }>();
   const noteSources = (absolute: string, indices: readonly number[]): void => {
@@ -416,8 +417,7 @@ export async function createChunkedBackup(
     }
   };
 
-  const storeChunk = async (chunk: Buffer): Promise<number> => {
-    const hash = sha256(chunk);
+  const storeChunk = async (hash: string, chunk: Buffer): Promise<number> => {
     const existing = blobIndex.get(hash);
     if (existing !== undefined) return existing;
     const old = known.get(hash);
@@ -430,6 +430,10 @@ export async function createChunkedBackup(
   };
 
   try {
+    // Metadata and unchanged files here; the content of the others comes from the workers, in walk order.
+    const slots: Array<ManifestEntry | undefined> = [];
+    const bases: ManifestEntry[] = [];
+    const toRead: Array<{ index: number; item: WalkedEntry }> = [];
     for (const item of walked) {
       signal?.throwIfAborted();
       const { entry } = item;
@@ -448,8 +452,11 @@ export async function createChunkedBackup(
           ? { xattrs: Object.fromEntries(Object.entries(entry.xattrs).map(([k, v]) => [k, v.toString('base64')])) }
           : {}),
       };
+      const index = slots.length;
+      slots.push(undefined);
+      bases.push(base);
       if (entry.type !== 'file') {
-        entries.push(base);
+        slots[index] = base;
         continue;
       }
       const before = previousByPath.get(entry.path);
@@ -468,75 +475,26 @@ export async function createChunkedBackup(
           return useBlob(known.get(hash) as BlobRef);
         });
         noteSources(item.absolute, indices);
-        entries.push({ ...base, blobs: indices, quick: quickKey(item) });
+        slots[index] = { ...base, blobs: indices, quick: quickKey(item) };
         files++;
         contentBytes += entry.size;
         continue;
       }
-      const indices: number[] = [];
-      let size = 0;
-      if (entry.size <= smallFileLimit) {
-        await yielder.maybeYield();
-        // Read into a reused buffer: every consumer below copies what it keeps.
-        const data = readSmallFileInto(item.absolute, scratch);
-        if (!data) {
-          options.onWarning?.(`skipped '${entry.path}': vanished`);
-          continue;
-        }
-        size = data.length;
-        // Small files are below the minimum chunk size unless they grew: cut what is there.
-        for (let offset = 0; offset < data.length;) {
-          const cut = findCut(data.subarray(offset), chunker, true) as number;
-          indices.push(await storeChunk(data.subarray(offset, offset + cut)));
-          offset += cut;
-        }
-      } else {
-        let handle: FileHandle;
-        try {
-          handle = await open(item.absolute, constants.O_RDONLY | constants.O_NOFOLLOW);
-        } catch (error) {
-          const code = (error as NodeJS.ErrnoException).code;
-          if (code === 'ENOENT' || code === 'ELOOP') {
-            options.onWarning?.(`skipped '${entry.path}': vanished`);
-            continue;
-          }
-          throw error;
-        }
-        try {
-          // Chunk inside one reused window (two maximum chunks): no allocation or copy per chunk; the
-          // consumers copy what they keep.
-          let filled = 0;
-          let start = 0;
-          let eof = false;
-          for (;;) {
-            if (!eof && filled < window.length) {
-              const { bytesRead } = await handle.read(window, filled, window.length - filled, null);
-              if (bytesRead === 0) eof = true;
-              filled += bytesRead;
-              size += bytesRead;
-              if (!eof && filled < window.length) continue;
-            }
-            if (start === filled) break;
-            const cut = findCut(window.subarray(start, filled), chunker, eof);
-            if (cut === undefined) {
-              // Not enough data for a cut: move the rest to the front and read more.
-              window.copyWithin(0, start, filled);
-              filled -= start;
-              start = 0;
-              continue;
-            }
-            indices.push(await storeChunk(window.subarray(start, start + cut)));
-            start += cut;
-            if (!eof && filled - start < chunker.maxSize) {
-              window.copyWithin(0, start, filled);
-              filled -= start;
-              start = 0;
-            }
-          }
-        } finally {
-          await handle.close();
-        }
+      toRead.push({ index, item });
+    }
+
+    let indices: number[] = [];
+    let size = 0;
+    for await (const piece of readFiles(pool, toRead, chunker)) {
+      signal?.throwIfAborted();
+      if (piece.vanished) {
+        options.onWarning?.(`skipped '${piece.item.entry.path}': vanished`);
+        continue;
       }
+      for (const chunk of piece.chunks) indices.push(await storeChunk(chunk.hash, chunk.data));
+      size += piece.bytes;
+      if (!piece.done) continue;
+      const item = piece.item;
       noteSources(item.absolute, indices);
       readBytes += size;
       files++;
@@ -544,8 +502,16 @@ export async function createChunkedBackup(
       // A file modified within the timestamp granularity of our read could keep its ctime; do not trust the
       // quick check for files that changed just before the backup started.
       const racy = item.stats.ctimeNs > startedNs - 2_000_000_000n;
-      entries.push({ ...base, size, blobs: indices, ...(racy ? {} : { quick: quickKey(item) }) });
+      slots[piece.index] = {
+        ...(bases[piece.index] as ManifestEntry),
+        size,
+        blobs: indices,
+        ...(racy ? {} : { quick: quickKey(item) }),
+      };
+      indices = [];
+      size = 0;
     }
+    for (const slot of slots) if (slot) entries.push(slot);
     // Repack: previous packs now mostly garbage get their live blobs rewritten (read back from the local
     // files), so the old pack can be deleted. A blob whose file changed meanwhile keeps its old pack.
     const live = new Map<PackRef, number>();

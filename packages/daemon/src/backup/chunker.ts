@@ -19,9 +19,11 @@ export const defaultChunkerOptions: ChunkerOptions = Object.freeze({
   maxSize: 4 * 1024 * 1024,
 });
 
-// A fixed table of 256 pseudo-random 32-bit values (xorshift32 from a constant seed): the same everywhere, so
-// two daemons cut the same content at the same places.
-const gear = (() => {
+/**
+ * A fixed table of 256 pseudo-random 32-bit values (xorshift32 from a constant seed): the same everywhere, so
+ * two daemons cut the same content at the same places. Self-contained: the backup workers run its source text.
+ */
+export function gearTable(): Int32Array {
   const table = new Int32Array(256);
   let state = 0x9e3779b9;
   for (let i = 0; i < 256; i++) {
@@ -31,9 +33,14 @@ const gear = (() => {
     table[i] = state | 0;
   }
   return table;
-})();
+}
 
-/** Finds the end of the first chunk in `data` (which starts at a chunk boundary); `final` means no more data follows. */
+const gear = gearTable();
+
+/**
+ * Finds the end of the first chunk in `data` (which starts at a chunk boundary); `final` means no more data
+ * follows. Refers to nothing but `gear`: the backup workers run its source text next to {@link gearTable}'s.
+ */
 export function findCut(data: Uint8Array, options: ChunkerOptions, final: boolean): number | undefined {
   const { minSize, avgSize, maxSize } = options;
   if (data.length <= minSize) return final ? data.length : undefined;

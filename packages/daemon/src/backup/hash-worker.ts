@@ -1,0 +1,192 @@
+/**
+ * The body of a backup worker thread: reads files, cuts them into chunks and hashes the chunks (SHA-256 from
+ * node:crypto), so that a backup uses every core while the main thread deduplicates, packs and uploads.
+ *
+ * The worker runs from source text (`new Worker(source, { eval: true })`) built from the functions below, so
+ * that it starts the same way from `dist/` and from the TypeScript sources under vitest. {@link workerMain} must
+ * therefore reference nothing from this module's scope: it gets the chunker's `findCut` as an argument and its
+ * node modules through `require` (eval workers are CommonJS scripts).
+ *
+ * Messages (main → worker):
+ * - `{ kind: 'files', id, paths, sizes, chunker }`: read whole small files (one open, one read, one close each
+ *   when the size is as listed). Answer `{ id, data, files }`: `data` (transferred) holds the files' bytes one
+ *   after the other; per file `{ vanished }` or `{ lengths, hashes }` (its chunks, in order).
+ * - `{ kind: 'segment', id, key, fd, chunker }`: read the next piece (up to 8 MiB) of an open file (the main
+ *   thread's descriptor; the worker keeps the position and the bytes after the last cut under `key`). Answer
+ *   `{ id, data, lengths, hashes, bytesRead, eof }` with the complete chunks; at the end the rest is cut too.
+ * - `{ kind: 'drop', key }`: forget a file's state (its backup failed).
+ * - `{ kind: 'recycle', buffer }`: a transferred buffer the main thread is done with, for reuse.
+ * A failure answers `{ id, error: { message, code } }`.
+ */
+import type * as Crypto from 'node:crypto';
+import type * as Fs from 'node:fs';
+import type * as WorkerThreads from 'node:worker_threads';
+import type { ChunkerOptions } from './chunker.js';
+import { findCut, gearTable } from './chunker.js';
+
+type FindCut = (data: Uint8Array, options: ChunkerOptions, final: boolean) => number | undefined;
+
+export function workerMain(cut: FindCut): void {
+  /* eslint-disable @typescript-eslint/no-require-imports -- eval workers are CommonJS scripts */
+  const { parentPort } = require('node:worker_threads') as typeof WorkerThreads;
+  const fs = require('node:fs') as typeof Fs;
+  const { createHash } = require('node:crypto') as typeof Crypto;
+  /* eslint-enable @typescript-eslint/no-require-imports */
+  const segmentBytes = 8 * 1024 * 1024;
+  const open = new Map<string, { position: number; carry: Buffer; carried: number }>();
+  const sha256 = (data: Uint8Array): string => createHash('sha256').update(data).digest('hex');
+  // Buffers come back from the main thread once consumed: fresh memory costs a page fault per 4 KiB and
+  // garbage collections, which together cost more than the hashing.
+  const free: ArrayBuffer[] = [];
+  const acquire = (bytes: number): Buffer => {
+    const index = free.findIndex((b) => b.byteLength >= bytes);
+    const buffer = index >= 0 ? (free.splice(index, 1)[0] as ArrayBuffer) : new ArrayBuffer(Math.max(bytes, 12 << 20));
+    return Buffer.from(buffer);
+  };
+
+  /** Cuts `data` into chunks; without `final`, the bytes after the last cut are left (see `used`). */
+  const chunk = (
+    data: Buffer,
+    chunker: ChunkerOptions,
+    final: boolean,
+  ): { lengths: number[]; hashes: string[]; used: number } => {
+    const lengths: number[] = [];
+    const hashes: string[] = [];
+    let start = 0;
+    while (start < data.length) {
+      const length = cut(data.subarray(start), chunker, final);
+      if (length === undefined) break;
+      lengths.push(length);
+      hashes.push(sha256(data.subarray(start, start + length)));
+      start += length;
+    }
+    return { lengths, hashes, used: start };
+  };
+
+  /**
+   * Reads a whole file into `target` at `offset` (growing `target` if the file grew since it was listed);
+   * returns the bytes read and the buffer, or undefined if it vanished or became a symlink.
+   */
+  const readInto = (path: string, size: number, target: Buffer, offset: number): [number, Buffer] | undefined => {
+    let fd: number;
+    try {
+      fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ELOOP') return undefined;
+      throw error;
+    }
+    try {
+      let buffer = target;
+      let filled = 0;
+      // One byte more than listed: a short read then proves the end without a second read.
+      let want = size + 1;
+      for (;;) {
+        if (offset + filled + want > buffer.length) {
+          const bigger = Buffer.from(new ArrayBuffer(Math.max(2 * buffer.length, offset + filled + want)));
+          buffer.copy(bigger, 0, 0, offset + filled);
+          buffer = bigger;
+        }
+        const read = fs.readSync(fd, buffer, offset + filled, want, filled);
+        filled += read;
+        if (read < want) break;
+        // It grew since it was listed: keep reading to its current end.
+        want = 64 * 1024;
+      }
+      return [filled, buffer];
+    } finally {
+      fs.closeSync(fd);
+    }
+  };
+
+  interface FilesJob {
+    kind: 'files';
+    id: number;
+    paths: string[];
+    sizes: number[];
+    chunker: ChunkerOptions;
+  }
+  interface SegmentJob {
+    kind: 'segment';
+    id: number;
+    key: string;
+    fd: number;
+    chunker: ChunkerOptions;
+  }
+
+  const files = (job: FilesJob): void => {
+    let buffer = acquire(job.sizes.reduce((sum, size) => sum + size + 1, 0));
+    let offset = 0;
+    const results = job.paths.map((path, i) => {
+      const read = readInto(path, job.sizes[i] as number, buffer, offset);
+      if (!read) return { vanished: true };
+      const [length, grown] = read;
+      buffer = grown;
+      const { lengths, hashes } = chunk(buffer.subarray(offset, offset + length), job.chunker, true);
+      offset += length;
+      return { lengths, hashes };
+    });
+    const data = new Uint8Array(buffer.buffer, buffer.byteOffset, offset);
+    parentPort?.postMessage({ id: job.id, data, files: results }, [buffer.buffer as ArrayBuffer]);
+  };
+
+  const segment = (job: SegmentJob): void => {
+    let state = open.get(job.key);
+    if (!state) {
+      state = { position: 0, carry: Buffer.allocUnsafeSlow(job.chunker.maxSize), carried: 0 };
+      open.set(job.key, state);
+    }
+    const buffer = acquire(job.chunker.maxSize + segmentBytes);
+    state.carry.copy(buffer, 0, 0, state.carried);
+    let filled = state.carried;
+    const limit = state.carried + segmentBytes;
+    let eof = false;
+    while (filled < limit) {
+      const read = fs.readSync(job.fd, buffer, filled, limit - filled, state.position);
+      if (read === 0) {
+        eof = true;
+        break;
+      }
+      filled += read;
+      state.position += read;
+    }
+    const bytesRead = filled - state.carried;
+    const content = buffer.subarray(0, filled);
+    const { lengths, hashes, used } = chunk(content, job.chunker, eof);
+    // The bytes after the last cut start the next piece (less than a maximum chunk, or a cut would be there).
+    state.carried = content.copy(state.carry, 0, used);
+    if (eof) open.delete(job.key);
+    const data = new Uint8Array(buffer.buffer, buffer.byteOffset, used);
+    parentPort?.postMessage({ id: job.id, data, lengths, hashes, bytesRead, eof }, [buffer.buffer as ArrayBuffer]);
+  };
+
+  type Control = { kind: 'drop'; key: string } | { kind: 'recycle'; buffer: ArrayBuffer };
+  parentPort?.on('message', (job: FilesJob | SegmentJob | Control) => {
+    if (job.kind === 'drop') {
+      open.delete(job.key);
+      return;
+    }
+    if (job.kind === 'recycle') {
+      if (free.length < 4) free.push(job.buffer);
+      return;
+    }
+    try {
+      if (job.kind === 'files') files(job);
+      else segment(job);
+    } catch (error) {
+      if (job.kind === 'segment') open.delete(job.key);
+      const failure = error as NodeJS.ErrnoException;
+      parentPort?.postMessage({
+        id: job.id,
+        error: { message: String(failure?.message ?? error), code: failure?.code },
+      });
+    }
+  });
+}
+
+/** The worker's source text: the gear table, the chunker, and {@link workerMain}. */
+export function workerSource(): string {
+  return [`const gear = (${gearTable.toString()})();`, findCut.toString(), `(${workerMain.toString()})(findCut);`].join(
+    '\n',
+  );
+}

@@ -1,0 +1,123 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { appendFile, mkdir, mkdtemp, readdir, rm, symlink, unlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { WalkedEntry } from '../archive/tree.js';
+import { walkTree } from '../archive/tree.js';
+import { defaultChunkerOptions, StreamChunker } from './chunker.js';
+import type { FilePiece } from './read-pipeline.js';
+import { readFiles } from './read-pipeline.js';
+import { ChunkWorkerPool } from './worker-pool.js';
+
+const sha256 = (data: Uint8Array): string => createHash('sha256').update(data).digest('hex');
+
+async function walk(root: string): Promise<Array<{ index: number; item: WalkedEntry }>> {
+  const files: Array<{ index: number; item: WalkedEntry }> = [];
+  for await (const item of walkTree(root)) if (item.entry.type === 'file') files.push({ index: files.length, item });
+  return files;
+}
+
+async function collect(
+  pieces: AsyncIterable<FilePiece>,
+): Promise<Map<string, { hashes: string[]; bytes: number; vanished: boolean }>> {
+  const out = new Map<string, { hashes: string[]; bytes: number; vanished: boolean }>();
+  for await (const piece of pieces) {
+    const file = out.get(piece.item.entry.path) ?? { hashes: [], bytes: 0, vanished: false };
+    for (const chunk of piece.chunks) {
+      // The hash the worker computed is the hash of the bytes it handed over.
+      expect(sha256(chunk.data)).toBe(chunk.hash);
+      file.hashes.push(chunk.hash);
+    }
+    file.bytes += piece.bytes;
+    file.vanished ||= piece.vanished === true;
+    out.set(piece.item.entry.path, file);
+  }
+  return out;
+}
+
+const openDescriptors = async (): Promise<number> => (await readdir('/proc/self/fd')).length;
+
+describe('backup read pipeline (worker threads)', () => {
+  let dir: string;
+  const pool = new ChunkWorkerPool(2);
+
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'workbay-read-pipeline-'));
+  });
+  afterAll(async () => {
+    await pool.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('cuts and hashes small and large files in order, as the streaming chunker does', async () => {
+    const root = join(dir, 'order');
+    const contents = new Map<string, Buffer>();
+    await mkdir(root);
+    for (let i = 0; i < 300; i++) {
+      const size = i % 50 === 0 ? 9 * 1024 * 1024 + i : i * 97;
+      const data = randomBytes(size);
+      contents.set(`f${String(i).padStart(3, '0')}`, data);
+      await writeFile(join(root, `f${String(i).padStart(3, '0')}`), data);
+    }
+    const files = await walk(root);
+    const seen: number[] = [];
+    const pieces = readFiles(pool, files, defaultChunkerOptions);
+    const result = await collect(
+      (async function* () {
+        for await (const piece of pieces) {
+          if (piece.done) seen.push(piece.index);
+          yield piece;
+        }
+      })(),
+    );
+    expect(seen).toEqual(files.map((f) => f.index));
+    for (const [name, data] of contents) {
+      const chunker = new StreamChunker(defaultChunkerOptions);
+      const expected = [...chunker.push(data), ...chunker.flush()].map(sha256);
+      expect(result.get(name)).toEqual({ hashes: expected, bytes: data.length, vanished: false });
+    }
+  });
+
+  it('does not follow a file that was swapped for a symlink after the walk (attack)', async () => {
+    const root = join(dir, 'swap');
+    await mkdir(root);
+    const secret = join(dir, 'secret');
+    await writeFile(secret, 'host secret');
+    await writeFile(join(root, 'small'), 'x'.repeat(100));
+    await writeFile(join(root, 'large'), randomBytes(1024 * 1024));
+    const files = await walk(root);
+    // The workspace replaces both files by links to a host file between the walk and the read.
+    for (const name of ['small', 'large']) {
+      await unlink(join(root, name));
+      await symlink(secret, join(root, name));
+    }
+    const result = await collect(readFiles(pool, files, defaultChunkerOptions));
+    expect(result.get('small')).toEqual({ hashes: [], bytes: 0, vanished: true });
+    expect(result.get('large')).toEqual({ hashes: [], bytes: 0, vanished: true });
+  });
+
+  it('reads a file that grew after the walk to its end', async () => {
+    const root = join(dir, 'grow');
+    await mkdir(root);
+    await writeFile(join(root, 'grows'), 'a'.repeat(1000));
+    const files = await walk(root);
+    await appendFile(join(root, 'grows'), 'b'.repeat(5000));
+    const result = await collect(readFiles(pool, files, defaultChunkerOptions));
+    expect(result.get('grows')?.bytes).toBe(6000);
+    expect(result.get('grows')?.hashes).toEqual([sha256(Buffer.from('a'.repeat(1000) + 'b'.repeat(5000)))]);
+  });
+
+  it('closes every descriptor when the consumer stops early', async () => {
+    const root = join(dir, 'early');
+    await mkdir(root);
+    for (let i = 0; i < 6; i++) await writeFile(join(root, `big${i}`), randomBytes(9 * 1024 * 1024));
+    const files = await walk(root);
+    const before = await openDescriptors();
+    for await (const piece of readFiles(pool, files, defaultChunkerOptions)) {
+      expect(piece.chunks.length).toBeGreaterThan(0);
+      break;
+    }
+    expect(await openDescriptors()).toBe(before);
+  });
+});

@@ -1,0 +1,232 @@
+/**
+ * Reading, chunking and hashing of a backup's files on the worker pool, delivered in walk order to the main
+ * thread (which deduplicates, packs and uploads meanwhile). Small files go in batches (one message per batch);
+ * a large file is read in pieces by one worker through the main thread's descriptor, the next piece being
+ * read while the previous one is consumed. A bounded window of tasks is in flight, so memory stays bounded.
+ */
+import { constants } from 'node:fs';
+import type { FileHandle } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
+import type { WalkedEntry } from '../archive/tree.js';
+import type { ChunkerOptions } from './chunker.js';
+import type { ChunkWorkerPool } from './worker-pool.js';
+
+/** Files up to this size are read whole by a worker (the rest in pieces). */
+export const wholeFileLimit = 256 * 1024;
+const batchFiles = 256;
+const batchBytes = 4 * 1024 * 1024;
+
+export interface ReadChunk {
+  readonly hash: string;
+  /**
+   * A view of the worker's transferred buffer, valid until the consumer asks for the next piece (the buffer
+   * then goes back to the worker): the consumer copies what it keeps.
+   */
+  readonly data: Buffer;
+}
+
+/** One piece of a file's content, in order; `done` on its last piece. */
+export interface FilePiece {
+  /** The caller's index of the file. */
+  readonly index: number;
+  readonly item: WalkedEntry;
+  readonly chunks: readonly ReadChunk[];
+  readonly bytes: number;
+  readonly done: boolean;
+  /** The file vanished (or became a symlink) before it could be opened. */
+  readonly vanished?: boolean;
+}
+
+interface FilesAnswer {
+  data: Uint8Array;
+  files: Array<{ vanished?: boolean; lengths?: number[]; hashes?: string[] }>;
+}
+
+interface SegmentAnswer {
+  data: Uint8Array;
+  lengths: number[];
+  hashes: string[];
+  bytesRead: number;
+  eof: boolean;
+}
+
+type Task =
+  | { readonly kind: 'files'; readonly files: ReadonlyArray<{ index: number; item: WalkedEntry }> }
+  | { readonly kind: 'large'; readonly index: number; readonly item: WalkedEntry };
+
+function toChunks(data: Uint8Array, lengths: readonly number[], hashes: readonly string[], from = 0): ReadChunk[] {
+  const buffer = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  const chunks: ReadChunk[] = [];
+  let offset = from;
+  for (const [i, length] of lengths.entries()) {
+    chunks.push({ hash: hashes[i] as string, data: buffer.subarray(offset, offset + length) });
+    offset += length;
+  }
+  return chunks;
+}
+
+let nextKey = 0;
+
+/** A large file read piece by piece on one worker, one piece ahead of the consumer. */
+class LargeFile {
+  private readonly key = `f${process.pid}-${nextKey++}`;
+  readonly worker: number;
+  private ahead: Promise<SegmentAnswer> | undefined;
+  private finished = false;
+
+  private constructor(
+    private readonly pool: ChunkWorkerPool,
+    private readonly handle: FileHandle,
+    private readonly chunker: ChunkerOptions,
+  ) {
+    this.worker = pool.leastBusy();
+    this.ahead = this.request();
+  }
+
+  static async open(pool: ChunkWorkerPool, path: string, chunker: ChunkerOptions): Promise<LargeFile | undefined> {
+    let handle: FileHandle;
+    try {
+      handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ELOOP') return undefined;
+      throw error;
+    }
+    return new LargeFile(pool, handle, chunker);
+  }
+
+  private request(): Promise<SegmentAnswer> {
+    const answer = this.pool.run<SegmentAnswer>(
+      { kind: 'segment', key: this.key, fd: this.handle.fd, chunker: this.chunker },
+      this.worker,
+    );
+    answer.catch(() => undefined); // awaited by next() or close()
+    return answer;
+  }
+
+  async next(): Promise<SegmentAnswer> {
+    const answer = await (this.ahead as Promise<SegmentAnswer>);
+    this.finished = answer.eof;
+    this.ahead = answer.eof ? undefined : this.request();
+    return answer;
+  }
+
+  /** Waits for the worker to stop using the descriptor before closing it (a reused number must not be read). */
+  async close(): Promise<void> {
+    await this.ahead?.catch(() => undefined);
+    if (!this.finished) this.pool.notify(this.worker, { kind: 'drop', key: this.key });
+    await this.handle.close();
+  }
+}
+
+interface Started {
+  readonly task: Task;
+  readonly files?: Promise<FilesAnswer>;
+  readonly worker?: number;
+  readonly large?: Promise<LargeFile | undefined>;
+}
+
+/**
+ * Yields the content of `files` (index, entry) in order. `window` tasks are read ahead of the consumer; every
+ * descriptor is closed when the iteration ends, also early.
+ */
+export async function* readFiles(
+  pool: ChunkWorkerPool,
+  files: ReadonlyArray<{ index: number; item: WalkedEntry }>,
+  chunker: ChunkerOptions,
+  window = 2 * pool.size,
+): AsyncGenerator<FilePiece> {
+  const tasks: Task[] = [];
+  let batch: Array<{ index: number; item: WalkedEntry }> = [];
+  let batchSize = 0;
+  const flush = (): void => {
+    if (batch.length) tasks.push({ kind: 'files', files: batch });
+    batch = [];
+    batchSize = 0;
+  };
+  for (const file of files) {
+    const size = Number(file.item.stats.size);
+    if (size > wholeFileLimit) {
+      flush();
+      tasks.push({ kind: 'large', index: file.index, item: file.item });
+      continue;
+    }
+    batch.push(file);
+    batchSize += size;
+    if (batch.length >= batchFiles || batchSize >= batchBytes) flush();
+  }
+  flush();
+
+  const recycle = (worker: number, data: Uint8Array): void => {
+    const buffer = data.buffer as ArrayBuffer;
+    pool.notify(worker, { kind: 'recycle', buffer }, [buffer]);
+  };
+  const started: Started[] = [];
+  const start = (task: Task): Started => {
+    if (task.kind === 'files') {
+      const worker = pool.leastBusy();
+      const answer = pool.run<FilesAnswer>(
+        {
+          kind: 'files',
+          paths: task.files.map((f) => f.item.absolute),
+          sizes: task.files.map((f) => Number(f.item.stats.size)),
+          chunker,
+        },
+        worker,
+      );
+      answer.catch(() => undefined); // awaited in order below, or abandoned when an earlier task failed
+      return { task, files: answer, worker };
+    }
+    const large = LargeFile.open(pool, task.item.absolute, chunker);
+    large.catch(() => undefined);
+    return { task, large };
+  };
+  let next = 0;
+  try {
+    for (let t = 0; t < tasks.length; t++) {
+      while (next < tasks.length && next < t + window) started.push(start(tasks[next++] as Task));
+      const current = started[t] as Started;
+      const task = current.task;
+      if (task.kind === 'files') {
+        const answer = await (current.files as Promise<FilesAnswer>);
+        let offset = 0;
+        for (const [i, file] of task.files.entries()) {
+          const result = answer.files[i] as FilesAnswer['files'][number];
+          if (result.vanished) {
+            yield { index: file.index, item: file.item, chunks: [], bytes: 0, done: true, vanished: true };
+            continue;
+          }
+          const chunks = toChunks(answer.data, result.lengths ?? [], result.hashes ?? [], offset);
+          const bytes = chunks.reduce((sum, c) => sum + c.data.length, 0);
+          offset += bytes;
+          yield { index: file.index, item: file.item, chunks, bytes, done: true };
+        }
+        recycle(current.worker as number, answer.data);
+      } else {
+        const large = await (current.large as Promise<LargeFile | undefined>);
+        if (!large) {
+          yield { index: task.index, item: task.item, chunks: [], bytes: 0, done: true, vanished: true };
+        } else {
+          try {
+            for (;;) {
+              const answer = await large.next();
+              const chunks = toChunks(answer.data, answer.lengths, answer.hashes);
+              yield { index: task.index, item: task.item, chunks, bytes: answer.bytesRead, done: answer.eof };
+              recycle(large.worker, answer.data);
+              if (answer.eof) break;
+            }
+          } finally {
+            await large.close();
+          }
+        }
+      }
+      started[t] = { task };
+    }
+  } finally {
+    // Tasks read ahead of a failure: their descriptors are closed once their workers are done with them.
+    for (let t = 0; t < started.length; t++) {
+      const large = started[t]?.large;
+      if (large) await large.then((file) => file?.close()).catch(() => undefined);
+    }
+  }
+}
