@@ -4,7 +4,7 @@
  * the connection (item 9, invariant 7), an owner reaches only its own snapshots (item 7, invariant 11), and
  * downloads are http(s) only. Each attack must have no effect.
  */
-import { access, chmod, mkdtemp, readFile, readdir } from 'node:fs/promises';
+import { access, chmod, mkdtemp, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -263,6 +263,23 @@ describe('content attacks over gRPC', () => {
     });
     expect(own.initializerMetrics[0]?.type).toBe('snapshot');
     await t.client.disposeWorkspace({ id: 'alice-2', backup: false });
+  });
+
+  it('a `.workbay` symlink planted in the content does not make dispose upload host files as logs', async () => {
+    const ws = await t.client.initWorkspace({
+      id: 'logs-1',
+      metadata: { owner: 'bob', metaId: 'ws-logs' },
+      initializer: empty,
+    });
+    const hostDir = await mkdtemp(join(tmpdir(), 'workbay-host-logs-'));
+    await writeFile(join(hostDir, 'prebuild-log-secret'), 'host secret\n');
+    await rm(join(ws.contentLocation, '.workbay'), { recursive: true });
+    await symlink(hostDir, join(ws.contentLocation, '.workbay'));
+    calls.length = 0;
+    await t.client.disposeWorkspace({ id: 'logs-1', backup: false, backupLogs: true });
+    expect(await exists(join(t.storageRoot, 'workbay-user-bob', 'workspaces', 'ws-logs', 'instances'))).toBe(false);
+    expect(await readFile(join(hostDir, 'prebuild-log-secret'), 'utf8')).toBe('host secret\n');
+    await rm(hostDir, { recursive: true, force: true });
   });
 
   it('downloads are http(s) only', async () => {
