@@ -66,7 +66,13 @@ export type {
 export { CgroupController, Cgroup, detectCgroupLayout } from './cgroup.js';
 export { CONNECTION_LIMIT_TABLE, CONNECTION_LIMIT_CHAIN, CONNECTION_DROP_COUNTER, NAT_TABLE } from './inside.js';
 export { ownCgroupPath, mountCgroupsIfMissing, oomKillCount } from './cgroup-setup.js';
-export type { HostLink, ClaimVethRequest, AttachVethRequest, WorkspaceFirewallRequest } from './workspace-network.js';
+export type {
+  HostLink,
+  ClaimVethRequest,
+  AttachVethRequest,
+  WorkspaceVethRequest,
+  WorkspaceFirewallRequest,
+} from './workspace-network.js';
 export {
   WORKSPACE_FIREWALL_TABLE,
   NETNS_DIR,
@@ -77,6 +83,7 @@ export {
   deleteLink,
   claimVethPair,
   attachVethToNetns,
+  createWorkspaceVeth,
   workspaceFirewallRuleset,
   ensureWorkspaceFirewall,
   readWorkspaceFirewall,

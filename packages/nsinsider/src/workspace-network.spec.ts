@@ -9,6 +9,7 @@ import {
   attachVethToNetns,
   claimVethPair,
   createNetns,
+  createWorkspaceVeth,
   deleteLink,
   deleteNetns,
   ensureWorkspaceFirewall,
@@ -116,6 +117,34 @@ describe.runIf(isRoot)('workspace networks on the host (root)', () => {
     expect(await deleteNetns(name)).toBe(true);
     expect(await deleteNetns(name)).toBe(false);
     expect(await listNetns(name)).toEqual([]);
+  });
+
+  it('creates the pair with its peer directly in the netns, once per host end name', async () => {
+    await createNetns(name);
+    const pair = await createWorkspaceVeth({
+      hostIfName: name,
+      alias: `workbay test ${name}`,
+      netns: name,
+      cidr: '10.199.6.8/30',
+    });
+    expect(pair).toMatchObject({ hostAddress: '10.199.6.9', peerAddress: '10.199.6.10', peerIfName: 'eth0' });
+    expect(await listLinks(name)).toContainEqual({ name, alias: `workbay test ${name}` });
+    const again = await createWorkspaceVeth({
+      hostIfName: name,
+      alias: 'someone else',
+      netns: name,
+      cidr: '10.199.6.8/30',
+    }).catch((e: unknown) => e);
+    expect(isNsinsiderError(again) && again.code).toBe('EEXIST');
+    // The first owner's link is untouched by the refused claim.
+    expect(await listLinks(name)).toContainEqual({ name, alias: `workbay test ${name}` });
+    const inside = await runCommand('ip', ['-n', name, '-j', 'addr', 'show', 'eth0']);
+    expect(inside.stdout).toContain('10.199.6.10');
+    const hostEnd = await runCommand('ip', ['-j', 'addr', 'show', name]);
+    const families = (JSON.parse(hostEnd.stdout) as Array<{ addr_info: Array<{ family: string }> }>)[0]!.addr_info.map(
+      (a) => a.family,
+    );
+    expect(families).toEqual(['inet']);
   });
 
   it('installs the host table idempotently', async () => {

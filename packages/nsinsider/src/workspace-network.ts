@@ -22,7 +22,8 @@ export const NETNS_DIR = '/run/netns';
 
 const TOOL_TIMEOUT_MS = 20_000;
 const ifNamePattern = /^[A-Za-z0-9_.-]{1,15}$/;
-const netnsPattern = /^[A-Za-z0-9_.-]{1,64}$/;
+const netnsPattern = /^[A-Za-z0-9_.-]{1,200}$/;
+const netnsRule = '1-200 characters of [A-Za-z0-9_.-]';
 // Names that build interface names: short enough to append a 'p' for the peer's temporary name.
 const ifPrefixPattern = /^[A-Za-z][A-Za-z0-9]{0,7}$/;
 
@@ -86,13 +87,13 @@ const isCode = (e: unknown, code: string): boolean => e instanceof NsinsiderErro
 
 /** Creates the named network namespace `name` (`ip netns add`); fails with code EEXIST when it exists. */
 export async function createNetns(name: string): Promise<void> {
-  check('netns-create', 'name', name, netnsPattern, '1-64 characters of [A-Za-z0-9_.-]');
+  check('netns-create', 'name', name, netnsPattern, netnsRule);
   await ip('netns-create', ['netns', 'add', name]);
 }
 
 /** Deletes the named network namespace; false when there was none. Its links go with it once no process holds it. */
 export async function deleteNetns(name: string): Promise<boolean> {
-  check('netns-delete', 'name', name, netnsPattern, '1-64 characters of [A-Za-z0-9_.-]');
+  check('netns-delete', 'name', name, netnsPattern, netnsRule);
   try {
     await ip('netns-delete', ['netns', 'delete', name]);
     return true;
@@ -167,6 +168,104 @@ export async function claimVethPair(req: ClaimVethRequest): Promise<void> {
   }
 }
 
+export interface WorkspaceVethRequest {
+  /** Name of the host end. Creating it is the claim: it fails with code EEXIST when the name is taken. */
+  hostIfName: string;
+  /** Stored as the host end's alias (at most 200 characters), so that leftovers can be told apart by owner. */
+  alias: string;
+  /** Named network namespace (already created) where the peer is created. */
+  netns: string;
+  /** The pair's /30 (or larger): the host end gets the first address, the peer the second. */
+  cidr: string;
+  /** Name of the peer inside the namespace (default eth0). */
+  peerIfName?: string;
+}
+
+/**
+ * The whole pair in two `ip -batch` runs, as the original's SetupPairVeths: the peer is created directly inside
+ * `netns` (moving an existing link into a namespace costs tens of milliseconds of RCU grace periods); the host end
+ * is labelled with `alias`, gets no IPv6 link-local address (no address a workspace could reach the host on), the
+ * first address, and goes up; inside, the peer gets the second address, loopback and peer go up, and the default
+ * route points at the host end. The host end's name is the claim: code EEXIST when it is taken, and nothing is
+ * left behind by a failure.
+ */
+export async function createWorkspaceVeth(req: WorkspaceVethRequest): Promise<VethPairResult> {
+  const op = 'veth-create';
+  check(op, 'hostIfName', req.hostIfName, ifNamePattern, ifNameRule);
+  check(op, 'netns', req.netns, netnsPattern, netnsRule);
+  const peerIfName = req.peerIfName ?? 'eth0';
+  check(op, 'peerIfName', peerIfName, ifNamePattern, ifNameRule);
+  if (typeof req.alias !== 'string' || req.alias.length > 200 || /["\\\n\0]/.test(req.alias)) {
+    throw new NsinsiderValidationError(
+      op,
+      'alias',
+      'must be at most 200 characters without quotes, backslashes or newlines',
+    );
+  }
+  let cidr;
+  try {
+    cidr = parseIpv4Cidr(req.cidr);
+  } catch {
+    throw new NsinsiderValidationError(op, 'cidr', `must be an IPv4 CIDR of at most /30, got ${req.cidr.slice(0, 32)}`);
+  }
+  const host = req.hostIfName;
+  const created = await runCommand('ip', ['-batch', '-'], {
+    timeoutMs: TOOL_TIMEOUT_MS,
+    input: [
+      `link add ${host} type veth peer name ${peerIfName} netns ${req.netns}`,
+      `link set ${host} alias "${req.alias}"`,
+      `link set ${host} addrgenmode none`,
+      `addr add ${cidr.first}/${cidr.prefixLength} dev ${host}`,
+      `link set ${host} up`,
+      '',
+    ].join('\n'),
+  });
+  if (created.exitCode !== 0 || created.spawnError) {
+    const stderr = created.stderr.trim();
+    // Only the first line creates anything: when it failed, the name belongs to someone else; leave it alone.
+    if (/-:1\b/.test(stderr) || created.spawnError) {
+      throw new NsinsiderError(`${op}: cannot create ${host}: ${stderr.slice(0, 400) || created.spawnError?.message}`, {
+        op,
+        kind: created.spawnError ? 'spawn' : 'failed',
+        code: created.spawnError ? created.spawnError.code : classify(stderr),
+        exitCode: created.exitCode,
+        stderr,
+      });
+    }
+    await runCommand('ip', ['link', 'delete', host], { timeoutMs: TOOL_TIMEOUT_MS });
+    throw new NsinsiderError(`${op}: cannot configure ${host}: ${stderr.slice(0, 400)}`, {
+      op,
+      kind: 'failed',
+      code: classify(stderr),
+      exitCode: created.exitCode,
+      stderr,
+    });
+  }
+  try {
+    await ip(
+      op,
+      ['-n', req.netns, '-batch', '-'],
+      [
+        `addr add ${cidr.second}/${cidr.prefixLength} dev ${peerIfName}`,
+        'link set lo up',
+        `link set ${peerIfName} up`,
+        `route add default via ${cidr.first} dev ${peerIfName}`,
+        '',
+      ].join('\n'),
+    );
+  } catch (e) {
+    await runCommand('ip', ['link', 'delete', host], { timeoutMs: TOOL_TIMEOUT_MS });
+    throw e;
+  }
+  return {
+    hostIfName: host,
+    peerIfName,
+    hostAddress: cidr.first,
+    peerAddress: cidr.second,
+    prefixLength: cidr.prefixLength,
+  };
+}
+
 export interface AttachVethRequest {
   /** Host end created by {@link claimVethPair}; its peer is `<hostIfName>p`. */
   hostIfName: string;
@@ -186,7 +285,7 @@ export interface AttachVethRequest {
 export async function attachVethToNetns(req: AttachVethRequest): Promise<VethPairResult> {
   const op = 'veth-attach';
   check(op, 'hostIfName', req.hostIfName, /^[A-Za-z0-9_.-]{1,14}$/, '1-14 characters of [A-Za-z0-9_.-]');
-  check(op, 'netns', req.netns, netnsPattern, '1-64 characters of [A-Za-z0-9_.-]');
+  check(op, 'netns', req.netns, netnsPattern, netnsRule);
   const peerIfName = req.peerIfName ?? 'eth0';
   check(op, 'peerIfName', peerIfName, ifNamePattern, ifNameRule);
   let cidr;

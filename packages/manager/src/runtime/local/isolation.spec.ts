@@ -7,8 +7,9 @@ import { firstValueFrom, filter, take, timeout } from 'rxjs';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { RuntimeEvent, RuntimeWorkspaceSpec } from '@workbay/api';
 import {
-  claimVethPair,
   createNetns,
+  createWorkspaceVeth,
+  deleteNetns,
   listLinks,
   listNetns,
   readWorkspaceFirewall,
@@ -383,13 +384,22 @@ describe.runIf(isRoot)('LocalRuntime isolation: attacks from inside a workspace 
 
     // What a manager that crashed half-way through a start leaves: a claimed link and a netns, no record.
     const tag = WorkspaceNetworks.tagFor(path.resolve(stateDir));
-    await claimVethPair({ hostIfName: 'wbv65000', alias: `workbay ${tag} ghost-1` });
-    await createNetns('wbv65000');
-    await createNetns('wbv65001'); // a netns without any link
+    await createNetns(`wb-${tag}-ghost-1`);
+    await createWorkspaceVeth({
+      hostIfName: 'wbv65000',
+      alias: `workbay ${tag} ghost-1`,
+      netns: `wb-${tag}-ghost-1`,
+      cidr: '10.88.253.0/30',
+    });
+    await createNetns(`wb-${tag}-ghost-2`); // a netns whose link was never made
+    // Another runtime's (another tag) are not ours to remove.
+    await createNetns('wb-othertag-live-1');
 
     const second = await newRuntime({ exitPollIntervalMs: 50 });
-    expect(await listLinks('wbv6500')).toEqual([]);
-    expect(await listNetns('wbv6500')).toEqual([]);
+    expect(await listLinks('wbv65000')).toEqual([]);
+    expect(await listNetns(`wb-${tag}-ghost`)).toEqual([]);
+    expect(await listNetns('wb-othertag-live-1')).toEqual(['wb-othertag-live-1']);
+    await deleteNetns('wb-othertag-live-1');
     const adopted = await second.inspect(s.instanceId);
     expect(adopted).toMatchObject({ status: 'running', pid: st.pid, host: st.host, net: st.net });
     expect(await (await fetch(`http://${st.host}:${st.idePort}/healthz`)).text()).toBe('ok\n');

@@ -2,9 +2,8 @@ import { createHash, randomInt } from 'node:crypto';
 import { ResourceExhaustedError } from '@workbay/api';
 import type { PluginLogger } from '@workbay/api';
 import {
-  attachVethToNetns,
-  claimVethPair,
   createNetns,
+  createWorkspaceVeth,
   deleteLink,
   deleteNetns,
   ensureWorkspaceFirewall,
@@ -14,15 +13,18 @@ import {
   NETNS_DIR,
 } from '@workbay/nsinsider';
 
-/** Host ends of workspace veths (and their netns names) start with this; the host firewall matches on it. */
+/** Host ends of workspace veths start with this; the host firewall matches on it. */
 export const workspaceIfPrefix = 'wbv';
+/** Workspace netns are named `wb-<runtime tag>-<instance id>`. */
+export const netnsPrefix = 'wb-';
 
 /** One isolated workspace's network, as recorded for re-adoption and teardown. */
 export interface WorkspaceNet {
   /** Index of the workspace's /30 in the pool. */
   readonly slot: number;
-  /** Host end of the veth pair; also the name of the workspace's netns. */
+  /** Host end of the veth pair. */
   readonly ifName: string;
+  /** The workspace's named netns (`wb-<runtime tag>-<instance id>`). */
   readonly netns: string;
   readonly cidr: string;
   /** Address of the host end (the workspace's gateway). */
@@ -44,10 +46,10 @@ const formatIp = (n: number): string => [24, 16, 8, 0].map((s) => Math.floor(n /
 /**
  * Hands out one /30 of the pool per workspace, with a veth pair and a named netns, and takes them down again.
  *
- * The kernel is the arbiter of who holds a slot: the host end `wbv<slot>` is created first, and creating a link
- * whose name exists fails, so two runtimes on one machine (tests run several) never share an address. The link's
- * alias names the runtime (a tag derived from its state directory) and the instance, which is how a runtime tells
- * its own leftovers (after a crash) from another runtime's live workspaces.
+ * The kernel is the arbiter of who holds a slot: creating the host end `wbv<slot>` fails when the name exists, so
+ * two runtimes on one machine (tests run several) never share an address. The link's alias and the netns name carry
+ * the runtime (a tag derived from its state directory) and the instance, which is how a runtime tells its own
+ * leftovers (after a crash) from another runtime's live workspaces.
  */
 export class WorkspaceNetworks {
   private readonly base: number;
@@ -88,50 +90,54 @@ export class WorkspaceNetworks {
     this.held.add(net.slot);
   }
 
-  /** Claims a free slot, creates the netns and the veth pair, and configures both ends. */
+  /** The workspace's netns name: this runtime's and this instance's, so leftovers are known by name. */
+  netnsName(instanceId: string): string {
+    return `${netnsPrefix}${this.tag}-${instanceId}`;
+  }
+
+  /** Creates the workspace's netns, claims a free slot with its veth pair and configures both ends. */
   async allocate(instanceId: string): Promise<WorkspaceNet> {
     // Re-installed before every workspace (one atomic nft transaction): a flushed ruleset (a firewall reload, an
     // operator's `nft flush ruleset`) must not leave the next workspace unfiltered.
     await this.ensureFirewall();
-    let attempts = 0;
-    // Round robin from a random start: an address just given up is not handed out again at once (a proxy may
-    // still hold connections to it), and runtimes sharing the machine rarely race for the same slot.
-    for (let i = 0; i < this.slots && attempts < maxClaimAttempts; i++) {
-      const slot = (this.cursor + i) % this.slots;
-      if (this.held.has(slot)) continue;
-      attempts++;
-      const ifName = `${workspaceIfPrefix}${slot}`;
-      this.held.add(slot);
-      this.cursor = (slot + 1) % this.slots;
-      try {
-        await claimVethPair({ hostIfName: ifName, alias: this.alias(instanceId) });
-      } catch (error) {
-        this.held.delete(slot);
-        if (isNsinsiderError(error) && error.code === 'EEXIST') continue; // another runtime's workspace
-        throw error;
+    const netns = this.netnsName(instanceId);
+    await this.createNetnsReplacingLeftover(netns);
+    try {
+      let attempts = 0;
+      // Round robin from a random start: an address just given up is not handed out again at once (a proxy may
+      // still hold connections to it), and runtimes sharing the machine rarely race for the same slot.
+      for (let i = 0; i < this.slots && attempts < maxClaimAttempts; i++) {
+        const slot = (this.cursor + i) % this.slots;
+        if (this.held.has(slot)) continue;
+        attempts++;
+        this.held.add(slot);
+        this.cursor = (slot + 1) % this.slots;
+        const ifName = `${workspaceIfPrefix}${slot}`;
+        const cidr = `${formatIp(this.base + slot * 4)}/30`;
+        try {
+          await createWorkspaceVeth({ hostIfName: ifName, alias: this.alias(instanceId), netns, cidr });
+        } catch (error) {
+          this.held.delete(slot);
+          if (isNsinsiderError(error) && error.code === 'EEXIST') continue; // another runtime's workspace
+          throw error;
+        }
+        return {
+          slot,
+          ifName,
+          netns,
+          cidr,
+          hostAddress: formatIp(this.base + slot * 4 + 1),
+          address: formatIp(this.base + slot * 4 + 2),
+        };
       }
-      const cidr = `${formatIp(this.base + slot * 4)}/30`;
-      const net: WorkspaceNet = {
-        slot,
-        ifName,
-        netns: ifName,
-        cidr,
-        hostAddress: formatIp(this.base + slot * 4 + 1),
-        address: formatIp(this.base + slot * 4 + 2),
-      };
-      try {
-        await this.createNetnsReplacingLeftover(net.netns);
-        await attachVethToNetns({ hostIfName: ifName, netns: net.netns, cidr });
-      } catch (error) {
-        await this.release(net);
-        throw error;
-      }
-      return net;
+      throw new ResourceExhaustedError(`no free /30 left in the workspace network pool (tried ${attempts} slots)`);
+    } catch (error) {
+      await deleteNetns(netns).catch(() => undefined);
+      throw error;
     }
-    throw new ResourceExhaustedError(`no free /30 left in the workspace network pool (tried ${attempts} slots)`);
   }
 
-  /** The link is ours, so a netns of the same name can only be a leftover of a crashed runtime. */
+  /** The netns name is this instance's, so one that exists can only be a leftover of a crashed runtime. */
   private async createNetnsReplacingLeftover(name: string): Promise<void> {
     try {
       await createNetns(name);
@@ -153,23 +159,21 @@ export class WorkspaceNetworks {
   }
 
   /**
-   * Removes what a crashed runtime left: links of this runtime whose instance is not live, and named netns of our
-   * prefix without a link (nobody holds them: an owner creates its link first and deletes it last).
+   * Removes what a crashed runtime left: this runtime's links and netns whose instance is not live. Other runtimes'
+   * (another tag) are left alone: they may be running on this machine right now.
    */
   async cleanupLeftovers(live: ReadonlySet<string>): Promise<number> {
     let removed = 0;
-    const links = await listLinks(workspaceIfPrefix);
-    for (const link of links) {
+    for (const link of await listLinks(workspaceIfPrefix)) {
       const [marker, tag, instanceId] = link.alias.split(' ');
       if (marker !== 'workbay' || tag !== this.tag || (instanceId && live.has(instanceId))) continue;
       this.logger.warn({ link: link.name, instanceId }, 'removing a leftover workspace network');
       await deleteLink(link.name);
-      await deleteNetns(link.name);
       removed++;
     }
-    const names = new Set((await listLinks(workspaceIfPrefix)).map((l) => l.name));
-    for (const netns of await listNetns(workspaceIfPrefix)) {
-      if (names.has(netns) || !/^wbv\d+$/.test(netns)) continue;
+    const ours = `${netnsPrefix}${this.tag}-`;
+    for (const netns of await listNetns(ours)) {
+      if (live.has(netns.slice(ours.length))) continue;
       this.logger.warn({ netns }, 'removing a leftover workspace network namespace');
       await deleteNetns(netns);
       removed++;

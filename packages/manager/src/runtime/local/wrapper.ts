@@ -45,7 +45,8 @@ export const workspaceUid = 33333;
  *   in a new user namespace that maps exactly that id to 33333 (an unprivileged process may map its own id, so no
  *   newuidmap and no privileged helper is involved); host root is not mapped inside;
  * - forwards TERM/HUP to it: the kernel only delivers signals to a namespace's init when it handles them, and a
- *   workspace running as pid 1 would silently ignore SIGTERM. When init exits, the kernel kills the rest.
+ *   workspace running as pid 1 would silently ignore SIGTERM; it exits with the workspace's own status (not the
+ *   128+n of a `wait` its trap interrupted). When init exits, the kernel kills the rest.
  * Any set-up failure exits 125 (reported as "the workspace sandbox could not be set up").
  */
 export const sandboxInitScript = [
@@ -72,7 +73,12 @@ export const sandboxInitScript = [
   'trap \'kill -HUP "$child" 2>/dev/null\' HUP',
   'while :; do',
   '  wait "$child"; rc=$?',
-  '  kill -0 "$child" 2>/dev/null || exit "$rc"',
+  '  kill -0 "$child" 2>/dev/null && continue',
+  // A trapped signal cuts `wait` short with 128+n even when the child exits cleanly at that moment; the child's
+  // own status is still there to collect (127: it was collected already, and rc is it).
+  '  wait "$child"; again=$?',
+  '  [ "$again" -ne 127 ] && rc=$again',
+  '  exit "$rc"',
   'done',
 ].join('\n');
 
