@@ -106,19 +106,20 @@ function stageApp(service, context) {
       2,
     ),
   );
+  // The repository's lockfile as the starting point: npm keeps its versions for every package it can place at
+  // the same location, so the image runs what the tests ran (only what sits under a workspace package in the
+  // repository, e.g. packages/daemon/node_modules/tar-stream, is re-resolved within its range).
+  cpSync(join(root, 'package-lock.json'), join(app, 'package-lock.json'));
   // --ignore-scripts: nothing in the production tree needs an install script, and none runs on the build host.
-  run(
-    'npm',
-    ['install', '--omit=dev', '--ignore-scripts', '--no-audit', '--no-fund', '--no-package-lock', '--prefer-offline'],
-    {
-      cwd: app,
-      stdio: ['ignore', 'ignore', 'inherit'],
-    },
-  );
+  run('npm', ['install', '--omit=dev', '--ignore-scripts', '--no-audit', '--no-fund', '--prefer-offline'], {
+    cwd: app,
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
   const native = findNativeAddons(join(app, 'node_modules'));
   if (native.length)
     fail(`native addons in the production tree (build them in the image instead): ${native.slice(0, 3).join(', ')}`);
   // The tarball paths are build-host paths; the image keeps the installed packages only.
+  rmSync(join(app, 'package-lock.json'), { force: true });
   writeFileSync(
     join(app, 'package.json'),
     JSON.stringify({ name: `workbay-${service}-image`, version: servicePkg.version, private: true }, null, 2),
