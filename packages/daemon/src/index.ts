@@ -31,6 +31,7 @@ export type {
   BackupReason,
   BackupSettings,
   ContentEvent,
+  ContentLifecycleHooks,
   ContentServiceOptions,
   DisposeWorkspaceResult,
   InitWorkspaceInput,
@@ -68,6 +69,7 @@ export type {
 } from './initializer/types.js';
 export type { GitStatusSummary } from './git/git-status.js';
 export type { BackupRecord, ContentPhase, DisposalRecord, SessionState } from './session/session-store.js';
+export type { HostIdRange } from './session/host-ids.js';
 
 // Storage: the built-in fs backend and the backup formats
 export type { FsStorageOptions } from './storage/fs-storage.js';
@@ -79,6 +81,7 @@ export type {
   BackupFormat,
   BackupResult,
   BackupStoreOptions,
+  RestoreOptions,
   RestoreResult,
   SnapshotResult,
   StoredBackup,
@@ -91,6 +94,7 @@ export type { ChunkerOptions } from './backup/chunker.js';
 // Archives
 export type { Compression } from './archive/compression.js';
 export type { ExtractOptions, ExtractStats, PackedTree, PackOptions, PackStats } from './archive/tar.js';
+export type { DroppedEntries, EntryPolicyOptions } from './archive/entry-policy.js';
 export { extractTree, packTree } from './archive/tar.js';
 export type { EntryType, TreeEntry } from './archive/tree.js';
 
