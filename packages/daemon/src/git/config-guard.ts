@@ -126,10 +126,9 @@ export function neutralise(entries: readonly ConfigEntry[], policy: GitPolicy, l
       out.set(`merge.${subsection}.driver`, 'false');
     } else if (section === 'credential' && name === 'helper') {
       out.set(key, '');
-    } else if (section === 'remote' && subsection !== undefined && name === 'uploadpack') {
-      out.set(`remote.${subsection}.uploadpack`, 'git-upload-pack');
-    } else if (section === 'remote' && subsection !== undefined && name === 'receivepack') {
-      out.set(`remote.${subsection}.receivepack`, 'git-receive-pack');
+    } else if (section === 'remote' && subsection !== undefined && (name === 'uploadpack' || name === 'receivepack')) {
+      // First value wins for these (remote.c): a command-scope override cannot beat the repository's.
+      refuse(key, 'names the program run for a remote');
     } else if (section === 'remote' && subsection !== undefined && name === 'vcs') {
       refuse(key, 'selects a remote helper program');
     } else if (section === 'submodule' && subsection !== undefined && name === 'update') {

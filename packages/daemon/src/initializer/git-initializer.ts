@@ -186,6 +186,10 @@ export async function realizeCloneTarget(
 ): Promise<void> {
   validateGitInitializer(spec, field, ctx.git.policy);
   const options = workingCopyOptions(ctx, location, creds);
+  // The spec's (validated) URL, never the working copy's `origin`: content restored from a prebuild says what its
+  // remote is, and its remote.origin.* (url, uploadpack, vcs, proxy) are not ours to follow.
+  const remoteUrl = stripUrlCredentials(spec.remoteUri).url;
+  const allBranches = ['+refs/heads/*:refs/remotes/origin/*'];
   const wrap = async (args: string[]): Promise<string> => {
     try {
       return await ctx.git.run(args, options);
@@ -195,13 +199,19 @@ export async function realizeCloneTarget(
     }
   };
   const depth = spec.fullClone ? [] : ['--depth=1'];
+  if (spec.targetMode === 'remote-head') return;
+  // `origin` is the spec's remote (restored prebuild content may name another, or none): branches track it.
+  const current = await ctx.git.tryRun(['remote', 'get-url', 'origin'], options);
+  if (current.code !== 0) await wrap(['remote', 'add', 'origin', remoteUrl]);
+  else if (current.stdout.trim() !== remoteUrl) {
+    await wrap(['remote', 'set-url', 'origin', remoteUrl]);
+    await wrap(['config', '--replace-all', 'remote.origin.fetch', '+refs/heads/*:refs/remotes/origin/*']);
+  }
   switch (spec.targetMode) {
-    case 'remote-head':
-      return;
     case 'remote-branch': {
       const branch = spec.cloneTarget;
       const remote = await ctx.git.tryRun(
-        ['ls-remote', '--exit-code', '--heads', 'origin', `refs/heads/${branch}`],
+        ['ls-remote', '--exit-code', '--heads', remoteUrl, `refs/heads/${branch}`],
         options,
       );
       if (remote.code !== 0) {
@@ -217,7 +227,7 @@ export async function realizeCloneTarget(
         );
         return;
       }
-      await wrap(['fetch', '--quiet', ...depth, 'origin', `+refs/heads/${branch}:refs/remotes/origin/${branch}`]);
+      await wrap(['fetch', '--quiet', ...depth, remoteUrl, `+refs/heads/${branch}:refs/remotes/origin/${branch}`]);
       // Hooks off: a checkout must not run repository code on the node.
       await wrap([
         '-c',
@@ -248,7 +258,7 @@ export async function realizeCloneTarget(
       const present = await ctx.git.tryRun(['cat-file', '-e', `${commit}^{commit}`], options);
       if (present.code !== 0) {
         const fetched = await ctx.git.tryRun(
-          ['fetch', '--quiet', ...(spec.fullClone ? [] : ['--depth=20']), 'origin', commit],
+          ['fetch', '--quiet', ...(spec.fullClone ? [] : ['--depth=20']), remoteUrl, commit],
           options,
         );
         if (fetched.code !== 0) {
@@ -259,8 +269,11 @@ export async function realizeCloneTarget(
               stripUrlCredentials(spec.remoteUri).url,
             );
           // Servers that refuse fetching a commit by id: get the whole history instead.
-          const unshallow = await ctx.git.tryRun(['fetch', '--quiet', '--unshallow', 'origin'], options);
-          if (unshallow.code !== 0) await wrap(['fetch', '--quiet', 'origin']);
+          const unshallow = await ctx.git.tryRun(
+            ['fetch', '--quiet', '--unshallow', remoteUrl, ...allBranches],
+            options,
+          );
+          if (unshallow.code !== 0) await wrap(['fetch', '--quiet', remoteUrl, ...allBranches]);
         }
       }
       const check = await ctx.git.tryRun(['cat-file', '-e', `${commit}^{commit}`], options);
