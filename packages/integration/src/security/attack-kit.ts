@@ -97,7 +97,7 @@ export async function evilScript(wb: Workbay, name: string): Promise<string> {
   await mkdir(dir, { recursive: true });
   await chmod(dir, 0o755);
   const file = path.join(dir, `${name}.sh`);
-  await writeFile(file, `#!/bin/sh\nid > '${markerPath(wb, name)}'\ncat >/dev/null 2>&1 || true\nexit 0\n`);
+  await writeFile(file, `#!/bin/sh\nid > '${markerPath(wb, name)}'\nexit 0\n`);
   await chmod(file, 0o755);
   return file;
 }

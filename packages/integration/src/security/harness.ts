@@ -6,7 +6,7 @@
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { chmod, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -164,7 +164,23 @@ export async function bootWorkbay(options: BootOptions = {}): Promise<Workbay> {
   const manager = createWorkspaceManagerClient(addresses.managerAddress, { defaultTimeoutMs: 30_000 });
   const daemon = createWorkspaceContentClient(addresses.daemonAddress, { defaultTimeoutMs: 30_000 });
   const alive = (): boolean => child.exitCode === null && child.signalCode === null;
+  const stopWorkspaces = async (): Promise<void> => {
+    // `workbay up` leaves workspaces running on purpose (the next start re-adopts them): stop them first, or
+    // every boot would leave namespaced processes behind whose state directory is about to be removed.
+    const listed = await manager.getWorkspaces({}).catch(() => ({ status: [] as wsman.WorkspaceStatus[] }));
+    const live = listed.status.filter((s) => s.phase !== wsman.WorkspacePhase.STOPPED).map((s) => s.id);
+    await Promise.all(
+      live.map((id) => manager.stopWorkspace({ id, policy: wsman.StopWorkspacePolicy.ABORT }).catch(() => undefined)),
+    );
+    const deadline = Date.now() + 60_000;
+    while (Date.now() < deadline) {
+      const { status } = await manager.getWorkspaces({}).catch(() => ({ status: [] as wsman.WorkspaceStatus[] }));
+      if (status.every((s) => s.phase === wsman.WorkspacePhase.STOPPED)) return;
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  };
   const stop = async (): Promise<void> => {
+    if (alive()) await stopWorkspaces();
     manager.close();
     daemon.close();
     if (!alive()) return;
@@ -194,7 +210,12 @@ export async function bootWorkbay(options: BootOptions = {}): Promise<Workbay> {
       // Keep what `workbay up` logged: a red attack is diagnosed from it after the temp dir is gone.
       const logs = path.join(os.tmpdir(), 'workbay-security-logs');
       await mkdir(logs, { recursive: true });
-      await writeFile(path.join(logs, `${path.basename(dir)}.log`), stderr);
+      let workspaceLogs = '';
+      const logsDir = path.join(dir, 'manager', 'runtime-local', 'logs');
+      for (const name of await readdir(logsDir).catch(() => [] as string[])) {
+        workspaceLogs += `\n--- workspace log ${name}\n${await readFile(path.join(logsDir, name), 'utf8').catch(() => '')}`;
+      }
+      await writeFile(path.join(logs, `${path.basename(dir)}.log`), stderr + workspaceLogs);
       await rm(dir, { recursive: true, force: true });
     },
   };

