@@ -4,7 +4,7 @@
  * the workspace's host identity. Plain tar archives are crafted byte by byte; the chunked format is attacked with
  * a real backup of a hostile tree restored through the real backup store and fs storage.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { chmod, chown, lstat, mkdir, readdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -15,7 +15,7 @@ import { BackupStore } from '../backup/backup-store.js';
 import { isWorkbayError } from '../errors.js';
 import { FsRemoteStorage } from '../storage/fs-storage.js';
 import { collect, tempDir } from '../test-support/tree.js';
-import { extractTree } from './tar.js';
+import { extractTree, packTree } from './tar.js';
 
 const isRoot = process.getuid?.() === 0;
 const owner = { uid: 201_234, gid: 201_234 };
@@ -223,4 +223,42 @@ describe('restore attacks (crafted archives)', () => {
       }
     },
   );
+
+  it('packing while the workspace swaps a directory for a symlink to a host directory never archives host files', async () => {
+    const content = join(work.path, 'swapping');
+    const host = join(work.path, 'host-secrets');
+    await mkdir(join(content, 'd'), { recursive: true });
+    await mkdir(host);
+    for (let i = 0; i < 200; i++) {
+      await writeFile(join(content, 'd', `f${i}`), 'workspace\n');
+      await writeFile(join(host, `f${i}`), 'HOST SECRET\n');
+    }
+    // The workspace's side: swap d for a symlink to the host directory and back, as fast as it can.
+    const swapper = spawn(
+      'sh',
+      ['-c', 'while :; do mv d d.tmp; ln -s "$1" d; rm d; mv d.tmp d; done', 'swapper', host],
+      { cwd: content, stdio: 'ignore' },
+    );
+    try {
+      for (let round = 0; round < 40; round++) {
+        const archive = await collect(packTree(content, { xattrs: false }).stream as AsyncIterable<Buffer>);
+        expect(archive.includes('HOST SECRET'), `round ${round}`).toBe(false);
+      }
+    } finally {
+      swapper.kill('SIGKILL');
+    }
+  });
+
+  it('packs a tree reached through a symlinked ancestor completely (the operator may link the working area)', async () => {
+    const real = join(work.path, 'real-area');
+    await mkdir(join(real, 'ws/sub'), { recursive: true });
+    await writeFile(join(real, 'ws/sub/file'), 'content');
+    await symlink(real, join(work.path, 'linked-area'));
+    const archive = await collect(
+      packTree(join(work.path, 'linked-area', 'ws'), { xattrs: false }).stream as AsyncIterable<Buffer>,
+    );
+    await extract([]); // an empty target to compare with
+    await extractTree(Readable.from([archive]), target, { xattrs: false });
+    expect(await readFile(join(target, 'sub/file'), 'utf8')).toBe('content');
+  });
 });

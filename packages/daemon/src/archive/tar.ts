@@ -19,6 +19,7 @@ import type { SafeWriterOptions } from './safe-writer.js';
 import type { DroppedEntries } from './entry-policy.js';
 import type { EntryType, TreeEntry, WalkOptions } from './tree.js';
 import { walkTree } from './tree.js';
+import { openedAt } from '../util/pinned-path.js';
 import { LoopYielder, smallFileLimit } from '../util/small-files.js';
 import type { Xattrs } from './xattr.js';
 import { readTreeXattrs, xattrSupport } from './xattr.js';
@@ -231,6 +232,10 @@ export function packTree(root: string, options: PackOptions = {}): PackedTree {
             continue;
           }
           try {
+            if (!openedAt(fd, absolute)) {
+              options.onWarning?.(`skipped '${entry.path}': moved while archived`);
+              continue;
+            }
             const size = fstatSync(fd).size;
             if (size <= smallFileLimit) {
               const header = encodeEntryHeader({ ...entry, size }, size);
@@ -268,6 +273,10 @@ export function packTree(root: string, options: PackOptions = {}): PackedTree {
           throw error;
         }
         try {
+          if (!openedAt(handle.fd, absolute)) {
+            options.onWarning?.(`skipped '${entry.path}': moved while archived`);
+            continue;
+          }
           const size = (await handle.stat()).size;
           yield encodeEntryHeader({ ...entry, size }, size);
           let changed = false;

@@ -1,5 +1,6 @@
 import type { BigIntStats } from 'node:fs';
-import { lstatSync, readdirSync, readlinkSync } from 'node:fs';
+import { closeSync, constants, lstatSync, openSync, readdirSync, readlinkSync, realpathSync } from 'node:fs';
+import { openedAt, pinnedDirectory } from '../util/pinned-path.js';
 import { LoopYielder } from '../util/small-files.js';
 import { join } from 'node:path';
 import type { Xattrs } from './xattr.js';
@@ -62,9 +63,33 @@ export async function* walkTree(root: string, options: WalkOptions = {}): AsyncG
   // milliseconds: an order of magnitude faster than one thread-pool round trip per entry.
   const yielder = new LoopYielder();
   async function* visit(dir: string, prefix: string): AsyncGenerator<WalkedEntry> {
+    // The directory stays open while its entries are walked: they are listed and looked at through it, never
+    // through a path a workspace could have redirected meanwhile (see util/pinned-path.ts).
+    let fd: number;
+    try {
+      fd = openSync(dir, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException | undefined)?.code;
+      if (isGone(error) || code === 'ELOOP') {
+        options.onSkip?.(prefix, 'vanished or replaced while archived');
+        return;
+      }
+      throw error;
+    }
+    try {
+      if (!openedAt(fd, dir)) {
+        options.onSkip?.(prefix, 'moved while archived');
+        return;
+      }
+      yield* visitOpen(dir, pinnedDirectory(fd, dir), prefix);
+    } finally {
+      closeSync(fd);
+    }
+  }
+  async function* visitOpen(dir: string, pinned: string, prefix: string): AsyncGenerator<WalkedEntry> {
     let names: string[];
     try {
-      names = readdirSync(dir);
+      names = readdirSync(pinned);
     } catch (error) {
       if (isGone(error)) return;
       throw error;
@@ -76,7 +101,7 @@ export async function* walkTree(root: string, options: WalkOptions = {}): AsyncG
       await yielder.maybeYield();
       let stats: BigIntStats;
       try {
-        stats = lstatSync(absolute, { bigint: true });
+        stats = lstatSync(`${pinned}/${name}`, { bigint: true });
       } catch (error) {
         if (isGone(error)) {
           options.onSkip?.(path, 'vanished');
@@ -111,7 +136,7 @@ export async function* walkTree(root: string, options: WalkOptions = {}): AsyncG
       } else if (stats.isSymbolicLink()) {
         let target: string;
         try {
-          target = readlinkSync(absolute);
+          target = readlinkSync(`${pinned}/${name}`);
         } catch (error) {
           if (isGone(error)) continue;
           throw error;
@@ -127,5 +152,7 @@ export async function* walkTree(root: string, options: WalkOptions = {}): AsyncG
       }
     }
   }
-  yield* visit(root, '');
+  // Canonical, so that an opened descriptor's own path can be compared with the walk's (a symlinked ancestor of
+  // the working area is the operator's, and fine).
+  yield* visit(realpathSync(root), '');
 }
