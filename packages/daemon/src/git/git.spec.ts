@@ -101,6 +101,18 @@ describe('Git (real git)', () => {
     await expect(gitStatus(git, dir, dir)).rejects.toThrow(/commondir/);
   });
 
+  it("reads submodule gitdirs' config too: neutralised, or refused when it includes other files", async () => {
+    const dir = await content('modules');
+    await clone(dir);
+    const module = join(dir, '.git', 'modules', 'lib', 'nested');
+    await mkdir(module, { recursive: true });
+    await writeFile(join(module, 'HEAD'), 'ref: refs/heads/main\n');
+    await writeFile(join(module, 'config'), '[filter "x"]\n\tclean = touch /nonexistent\n');
+    expect((await gitStatus(git, dir, dir))?.branch).toBe('main');
+    await writeFile(join(module, 'config'), '[include]\n\tpath = /etc/gitconfig\n');
+    await expect(gitStatus(git, dir, dir)).rejects.toThrow(/includes other files/);
+  });
+
   it('a FIFO included from the repository config cannot hold git forever', async () => {
     const dir = await content('fifo');
     await clone(dir);
