@@ -13,7 +13,7 @@ export const systemTools = [
   { rootOnly: true, command: 'nft', pkg: 'nftables', for: ['start', 'test'] },
   { rootOnly: true, command: 'unshare', pkg: 'util-linux', for: ['start', 'test'] },
   { rootOnly: true, command: 'nsenter', pkg: 'util-linux', for: ['start', 'test'] },
-  { rootOnly: true, command: 'setpriv', pkg: 'util-linux', for: ['start', 'test'] },
+  { command: 'setpriv', pkg: 'util-linux', for: ['start', 'test'] },
   { command: 'tar', pkg: 'tar', for: ['start', 'test'] },
   { rootOnly: true, command: 'mkfs.ext4', pkg: 'e2fsprogs', for: ['start', 'test'] },
   { command: 'getfattr', pkg: 'attr', for: ['start', 'test'] },
@@ -22,6 +22,7 @@ export const systemTools = [
   { command: 'openssl', pkg: 'openssl', for: ['test'] },
   // The image test builds and runs the service images without a Docker engine or a registry.
   { command: 'buildah', pkg: 'buildah', for: ['test'] },
+  { command: 'ssh-keygen', pkg: 'openssh-client', for: ['test'] },
   { command: 'restic', pkg: 'restic', for: ['bench'] },
 ];
 
