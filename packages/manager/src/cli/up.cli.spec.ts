@@ -5,7 +5,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -50,6 +50,8 @@ async function info(url: string, token: string): Promise<{ workspaceId: string; 
 beforeAll(async () => {
   if (!existsSync(mainJs)) throw new Error(`build @workbay/manager first: ${mainJs} is missing`);
   dir = await mkdtemp(path.join(os.tmpdir(), 'workbay-up-'));
+  // A root daemon clones as the workspace's host user: the file:// repository below must be reachable by it.
+  await chmod(dir, 0o755);
   repo = path.join(dir, 'repo');
   await mkdir(repo);
   const git = (...args: string[]): void => {

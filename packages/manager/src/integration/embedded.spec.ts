@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -22,6 +22,8 @@ describe('startEmbedded: manager + real daemon', () => {
 
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), 'workbay-embedded-'));
+    // A root daemon clones as the workspace's host user: the file:// repository below must be reachable by it.
+    await chmod(dir, 0o755);
     const daemonConfig = join(dir, 'daemon.yaml');
     // No loop-device quotas and no disk guard: this test is about the manager.
     await writeFile(
