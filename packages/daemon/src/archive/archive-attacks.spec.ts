@@ -244,6 +244,24 @@ describe('restore attacks (crafted archives)', () => {
         const archive = await collect(packTree(content, { xattrs: false }).stream as AsyncIterable<Buffer>);
         expect(archive.includes('HOST SECRET'), `round ${round}`).toBe(false);
       }
+      // The chunked format (the default for backups) reads files on worker threads: the same holds there.
+      const storage = new FsRemoteStorage({ root: join(work.path, 'race-storage') });
+      const store = new BackupStore(
+        storage,
+        { mode: 'per-owner' },
+        { format: 'chunked', xattrs: false, logger: silentLogger },
+      );
+      for (let round = 0; round < 15; round++) {
+        const ref = { owner: 'mallory', workspaceId: `race-${round}` };
+        await store.backup(content, ref);
+        const restored = join(work.path, `race-restored-${round}`);
+        await mkdir(restored);
+        await store.restore(restored, ref);
+        const leaked = execFileSync('sh', ['-c', 'grep -rl "HOST SECRET" "$1" || true', 'sh', restored], {
+          encoding: 'utf8',
+        });
+        expect(leaked, `round ${round}`).toBe('');
+      }
     } finally {
       swapper.kill('SIGKILL');
     }

@@ -76,6 +76,18 @@ export function workerMain(cut: FindCut): void {
       if (code === 'ENOENT' || code === 'ELOOP') return undefined;
       throw error;
     }
+    // Not the file at `path` when a symlinked component was crossed (a workspace swapping a directory for a link
+    // to a host directory): treated as vanished. Without /proc the check is skipped (O_NOFOLLOW still holds).
+    let opened: string | undefined;
+    try {
+      opened = fs.readlinkSync(`/proc/self/fd/${fd}`);
+    } catch {
+      opened = undefined;
+    }
+    if (opened !== undefined && opened !== path) {
+      fs.closeSync(fd);
+      return undefined;
+    }
     try {
       let buffer = target;
       let filled = 0;

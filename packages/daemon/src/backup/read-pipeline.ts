@@ -7,6 +7,7 @@
 import { constants } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { open } from 'node:fs/promises';
+import { openedAt } from '../util/pinned-path.js';
 import type { WalkedEntry } from '../archive/tree.js';
 import type { ChunkerOptions } from './chunker.js';
 import type { ChunkWorkerPool } from './worker-pool.js';
@@ -91,6 +92,11 @@ class LargeFile {
       const code = (error as NodeJS.ErrnoException).code;
       if (code === 'ENOENT' || code === 'ELOOP') return undefined;
       throw error;
+    }
+    // A symlinked component crossed on the way (a workspace swapping a directory): not this file; as vanished.
+    if (!openedAt(handle.fd, path)) {
+      await handle.close();
+      return undefined;
     }
     return new LargeFile(pool, handle, chunker);
   }
