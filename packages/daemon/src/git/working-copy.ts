@@ -5,7 +5,7 @@
  * the content, reached without symlinks, and that borrows nothing from elsewhere.
  */
 import { lstat, readdir } from 'node:fs/promises';
-import { join, relative, sep } from 'node:path';
+import { isAbsolute, join, relative, sep } from 'node:path';
 import { UnsafeRepositoryError } from './config-guard.js';
 
 export interface WorkingCopy {
@@ -32,7 +32,7 @@ export async function inspectWorkingCopy(dir: string, contentRoot?: string): Pro
   const components: string[] = [];
   if (contentRoot !== undefined) {
     const rel = relative(contentRoot, dir);
-    if (rel.startsWith('..') || rel.startsWith(sep))
+    if (rel === '..' || rel.startsWith(`..${sep}`) || isAbsolute(rel))
       throw new UnsafeRepositoryError(dir, 'it is outside the workspace content');
     components.push(contentRoot);
     let path = contentRoot;
@@ -66,6 +66,8 @@ export async function inspectWorkingCopy(dir: string, contentRoot?: string): Pro
 
 const maxModuleDepth = 8;
 const maxModules = 64;
+/** Directories looked at under `.git/modules`: content must not make the walk arbitrarily long. */
+const maxModuleEntries = 10_000;
 
 /**
  * The gitdirs (with a config file) of submodules (`.git/modules/<name>`, nested ones included), whose config child git processes
@@ -73,6 +75,7 @@ const maxModules = 64;
  */
 export async function moduleGitDirs(gitDir: string, location: string): Promise<string[]> {
   const found: string[] = [];
+  let entries = 0;
   const walk = async (dir: string, depth: number): Promise<void> => {
     if (depth > maxModuleDepth) throw new UnsafeRepositoryError(location, 'submodules are nested too deeply');
     let names: string[];
@@ -82,6 +85,7 @@ export async function moduleGitDirs(gitDir: string, location: string): Promise<s
       return;
     }
     for (const name of names) {
+      if (++entries > maxModuleEntries) throw new UnsafeRepositoryError(location, '.git/modules is too large');
       const path = join(dir, name);
       const info = await lstatOrUndefined(path);
       if (!info) continue;
