@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { contentservice } from '@workbay/api';
 import { isWorkbayError } from '@workbay/api';
+import { parseDaemonConfig } from '../config.js';
 import { HostIdAllocator } from '../session/host-ids.js';
 import { startTestDaemon } from '../test-support/daemon-harness.js';
 import type { TestDaemon } from '../test-support/daemon-harness.js';
@@ -76,6 +77,17 @@ function errorOfSync(fn: () => unknown): unknown {
     return error;
   }
 }
+
+describe('config', () => {
+  it('has the workspace id range and the restore policy, with defaults, and names a bad key', () => {
+    const config = parseDaemonConfig({});
+    expect(config.workspaceIds).toEqual({ base: 200_000, count: 65_536 });
+    expect(config.restore.allowSpecialFiles).toBe(false);
+    const bad = errorOfSync(() => parseDaemonConfig({ workspaceIds: { base: 2 ** 31 - 10, count: 100 } }));
+    expect(isWorkbayError(bad, 'invalid-argument')).toBe(true);
+    expect((bad as Error).message).toMatch(/workspaceIds/);
+  });
+});
 
 describe('ownTree', () => {
   it.runIf(isRoot)('gives every entry the owner with lchown and never follows a link out', async () => {
