@@ -302,6 +302,28 @@ describe('git attacks (real daemon, real git, production git policy)', () => {
     if (specUrl !== undefined) expect(result).toBeInstanceOf(Error);
   });
 
+  it('a cloned repository whose submodules point at ext::, a local path and an option-looking URL: nothing runs', async () => {
+    // Built by hand: a gitlink entry per submodule and a .gitmodules of the attacker's choosing.
+    const work = join(root.path, 'evil-submodules-work');
+    await mkdir(work);
+    git(work, 'init', '-q', '-b', 'main');
+    await writeFile(
+      join(work, '.gitmodules'),
+      [
+        `[submodule "a"]\n\tpath = a\n\turl = ext::${await payload('submodule-ext')}\n`,
+        `[submodule "b"]\n\tpath = b\n\turl = ${repo.bare}\n\tupdate = !${await payload('submodule-update')}\n`,
+        `[submodule "c"]\n\tpath = c\n\turl = --upload-pack=${await payload('submodule-option')}\n`,
+      ].join(''),
+    );
+    for (const path of ['a', 'b', 'c'])
+      git(work, 'update-index', '--add', '--cacheinfo', `160000,${repo.commits['main']},${path}`);
+    git(work, 'add', '.gitmodules');
+    git(work, 'commit', '-q', '-m', 'submodules');
+    git(root.path, 'clone', '-q', '--bare', work, join(root.path, 'evil-submodules.git'));
+    const { contentLocation } = await init(gitInit({ remoteUri: `${server.url}/evil-submodules.git` }));
+    expect(await readFile(join(contentLocation, '.gitmodules'), 'utf8')).toContain('ext::');
+  });
+
   describe('.git that leads out of the content', () => {
     let host: string;
     beforeAll(async () => {
