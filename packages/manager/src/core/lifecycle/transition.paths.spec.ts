@@ -90,6 +90,14 @@ describe('transition: whole lifecycles', () => {
     ]);
   });
 
+  it("RUNNING carries the runtime's notice (a workspace that is not isolated says so in its status)", () => {
+    const record = makeRecord({ phase: 'initializing', progress: { ...makeRecord().progress, contentReady: true } });
+    const notice = 'not isolated: workspaces run as trusted processes of user alice';
+    const { record: running } = transition(record, { type: 'runtime-ready', state: { ...readyState, notice } }, ctx);
+    expect(running.phase).toBe('running');
+    expect(running.message).toBe(notice);
+  });
+
   it('ABORT: STOPPED without a backup', () => {
     const abort: LifecycleEvent = { type: 'stop-requested', policy: 'abort', byRequest: true, reason: 'aborted' };
     const { record, effects } = drive(makeRecord({ phase: 'pending' }), undefined, abort);

@@ -211,8 +211,12 @@ function adopt(record: WorkspaceRecord, state: RuntimeState): WorkspaceRecord {
 function ready(record: WorkspaceRecord, state: RuntimeState, ctx: TransitionContext): Result {
   const startedUp = isStarting(record.phase) && record.phase !== 'pending' && record.progress.contentReady;
   if (!startedUp && record.phase !== 'interrupted') return none(record);
-  // RUNNING ends the start: its slot is free (release is idempotent).
-  return none({ ...withPhase(adopt(record, state), 'running', ctx.now), message: '' }, { type: 'release-slot' });
+  // RUNNING ends the start: its slot is free (release is idempotent). A runtime that cannot isolate the
+  // workspace says so in its notice, and the workspace's status carries it for as long as it runs.
+  return none(
+    { ...withPhase(adopt(record, state), 'running', ctx.now), message: state.notice ?? '' },
+    { type: 'release-slot' },
+  );
 }
 
 function exited(record: WorkspaceRecord, state: RuntimeState, ctx: TransitionContext): Result {
