@@ -17,7 +17,12 @@ import { BehaviorSubject, Subject } from 'rxjs';
 import type { Observable, Subscription } from 'rxjs';
 import type { PluginLogger } from '@workbay/api';
 import { BackupStore } from './backup/backup-store.js';
-import { assertBackupable, assertContentPresent, specGitLocations } from './content/content-checks.js';
+import {
+  assertBackupable,
+  assertContentPresent,
+  gitStatusOfContent,
+  specGitLocations,
+} from './content/content-checks.js';
 import type { UploadDeps } from './content/backup-run.js';
 import { uploadBackup, uploadSnapshot } from './content/backup-run.js';
 import { housekeeping } from './content/housekeeping.js';
@@ -44,7 +49,6 @@ import {
 } from './errors.js';
 import { Git } from './git/git.js';
 import type { GitStatusSummary } from './git/git-status.js';
-import { gitStatus } from './git/git-status.js';
 import type { ContentSource } from './initializer/types.js';
 import { redactSpec } from './initializer/types.js';
 import type { BackupRecord, DisposalRecord, SessionState } from './session/session-store.js';
@@ -676,18 +680,8 @@ export class WorkspaceContentService {
     };
   }
 
-  private async gitStatusOf(ws: Workspace): Promise<GitStatusSummary | undefined> {
-    const locations = [...new Set([...ws.state.gitLocations, ''])];
-    for (const location of locations) {
-      const dir = location ? join(ws.state.contentLocation, location) : ws.state.contentLocation;
-      try {
-        const status = await gitStatus(this.git, dir, ws.state.contentLocation);
-        if (status) return status;
-      } catch (error) {
-        this.logger.warn({ instanceId: ws.state.instanceId, location, err: errorMessage(error) }, 'git status failed');
-      }
-    }
-    return undefined;
+  private gitStatusOf(ws: Workspace): Promise<GitStatusSummary | undefined> {
+    return gitStatusOfContent(this.git, ws.state, this.logger);
   }
 
   /** Removes content, quota and state, leaving a tombstone. Caller holds the workspace lock. */

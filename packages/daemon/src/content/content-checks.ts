@@ -7,7 +7,10 @@ import { join } from 'node:path';
 import type { PluginLogger } from '@workbay/api';
 import type { BackupStore } from '../backup/backup-store.js';
 import { readyMarkerPath } from '../backup/backup-store.js';
-import { FailedPreconditionError, WorkspaceStateError } from '../errors.js';
+import { FailedPreconditionError, WorkspaceStateError, errorMessage } from '../errors.js';
+import type { Git } from '../git/git.js';
+import type { GitStatusSummary } from '../git/git-status.js';
+import { gitStatus } from '../git/git-status.js';
 import type { HostOps } from '../host-ops/host-ops.js';
 import type { InitializerSpec } from '../initializer/types.js';
 import type { ContentPhase, SessionState } from '../session/session-store.js';
@@ -95,4 +98,27 @@ export function specGitLocations(spec: InitializerSpec): string[] {
     default:
       return [];
   }
+}
+
+/**
+ * The git status a disposal returns: the first working copy found at the workspace's checkout locations (those
+ * its initializer named, those a restore found), then at the content root. Git runs as the content's owner with
+ * the safe configuration (git/git.ts); a failure is logged and the next location tried.
+ */
+export async function gitStatusOfContent(
+  git: Git,
+  state: SessionState,
+  logger: PluginLogger,
+): Promise<GitStatusSummary | undefined> {
+  const locations = [...new Set([...state.gitLocations, ''])];
+  for (const location of locations) {
+    const dir = location ? join(state.contentLocation, location) : state.contentLocation;
+    try {
+      const status = await gitStatus(git, dir, state.contentLocation);
+      if (status) return status;
+    } catch (error) {
+      logger.warn({ instanceId: state.instanceId, location, err: errorMessage(error) }, 'git status failed');
+    }
+  }
+  return undefined;
 }
