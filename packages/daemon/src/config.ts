@@ -228,6 +228,11 @@ export function parseDaemonConfig(raw: unknown): DaemonConfig {
 
 /** Reads and validates a YAML (.yaml/.yml) or JSON (.json) config file. */
 export async function loadDaemonConfig(path: string): Promise<DaemonConfig> {
+  return parseDaemonConfig(await readDaemonConfigFile(path));
+}
+
+/** Reads a YAML (.yaml/.yml) or JSON (.json) config file without validating it (`{}` for an empty file). */
+export async function readDaemonConfigFile(path: string): Promise<unknown> {
   let text: string;
   try {
     text = await readFile(path, 'utf8');
@@ -244,7 +249,7 @@ export async function loadDaemonConfig(path: string): Promise<DaemonConfig> {
       { cause },
     );
   }
-  return parseDaemonConfig(raw ?? {});
+  return raw ?? {};
 }
 
 /**

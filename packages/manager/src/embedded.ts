@@ -13,13 +13,13 @@ import type { ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Client, credentials } from '@grpc/grpc-js';
 import { FailedPreconditionError, UnavailableError } from '@workbay/api';
 import { startManager } from './app.js';
 import type { RunningManager } from './app.js';
-import { loadManagerConfig } from './config.js';
+import { ManagerConfigError, loadManagerConfig } from './config.js';
 import { checkControlPlaneExposure, loadTokens } from './grpc/auth.js';
 import type { ManagerConfig, ManagerConfigInput } from './config.js';
 import { createLogger } from './logger.js';
@@ -134,8 +134,30 @@ export class DaemonSupervisor {
   constructor(
     private readonly config: ManagerConfig,
     private readonly logger: Logger,
+    /** The manager's config file, named in errors about its `storage` and `plugins` (which the daemon gets too). */
+    private readonly configSource = 'the manager config',
   ) {
     this.restartOnExit = config.daemon.restart;
+  }
+
+  /** `<stateDir>/daemon-manager-config.json`: the manager config's storage and plugins, for the daemon. */
+  get managerSectionFile(): string {
+    return join(this.config.stateDir, 'daemon-manager-config.json');
+  }
+
+  /**
+   * One config file configures everything `workbay up` starts: its `storage` and `plugins` go to the daemon too
+   * (backups and snapshots land where the config says). A file (0600: storage sections hold credentials), not
+   * flags, which `ps` would show.
+   */
+  private async writeManagerSection(): Promise<boolean> {
+    const { storage, plugins } = this.config;
+    if (!storage && plugins.length === 0) return false;
+    await mkdir(this.config.stateDir, { recursive: true, mode: 0o700 });
+    const section = { source: this.configSource, ...(storage ? { storage } : {}), plugins };
+    await rm(this.managerSectionFile, { force: true });
+    await writeFile(this.managerSectionFile, `${JSON.stringify(section)}\n`, { mode: 0o600, flag: 'wx' });
+    return true;
   }
 
   /** The daemon's gRPC address (the bound one once started). */
@@ -161,13 +183,14 @@ export class DaemonSupervisor {
     }
   }
 
-  private command(address: string): { file: string; args: string[] } {
+  private command(address: string, managerSection: boolean): { file: string; args: string[] } {
     const base = this.config.daemon.command ? [...this.config.daemon.command] : [process.execPath, resolveDaemonBin()];
     const args = base.slice(1);
     args.push('--grpc-address', address, '--working-area', this.config.workingArea);
     if (this.config.daemon.configPath) args.push('--config', this.config.daemon.configPath);
     if (this.config.daemon.httpAddress) args.push('--http-address', this.config.daemon.httpAddress);
     if (this.config.daemon.storageRoot) args.push('--storage-root', this.config.daemon.storageRoot);
+    if (managerSection) args.push('--manager-config', this.managerSectionFile);
     if (this.config.daemon.dieWithManager) {
       // The daemon gets SIGTERM when this process dies, even by SIGKILL (PR_SET_PDEATHSIG, kept across exec).
       const setpriv = findSetpriv();
@@ -249,10 +272,11 @@ export class DaemonSupervisor {
 
   async start(address = this.config.daemon.address): Promise<string> {
     await this.stopOrphan();
-    const { file, args } = this.command(address);
+    const { file, args } = this.command(address, await this.writeManagerSection());
     this.logger.info({ command: [file, ...args].join(' ') }, 'starting the workspace daemon');
     const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     const stderrTail: string[] = [];
+    let configError: ManagerConfigError | undefined;
     const bound = await new Promise<string>((resolve, reject) => {
       const timer = setTimeout(
         () =>
@@ -264,10 +288,25 @@ export class DaemonSupervisor {
       const lines = createInterface({ input: child.stdout! });
       lines.on('line', (line) => {
         try {
-          const event = JSON.parse(line) as { event?: string; grpc?: string };
+          const event = JSON.parse(line) as {
+            event?: string;
+            grpc?: string;
+            file?: string;
+            field?: string;
+            reason?: string;
+          };
           if (event.event === 'listening' && typeof event.grpc === 'string') {
             clearTimeout(timer);
             resolve(event.grpc);
+            return;
+          }
+          if (event.event === 'config-error') {
+            // A config error is the user's to fix: say which file and key, not that the daemon "exited".
+            configError = new ManagerConfigError(
+              String(event.file ?? 'the daemon config'),
+              String(event.field ?? '(root)'),
+              String(event.reason ?? 'invalid'),
+            );
             return;
           }
         } catch {
@@ -285,8 +324,10 @@ export class DaemonSupervisor {
         clearTimeout(timer);
         reject(new UnavailableError(`cannot start the workspace daemon (${file}): ${error.message}`, { cause: error }));
       });
-      child.once('exit', (code, signal) => {
+      // 'close', not 'exit': the daemon's last lines (its config error) are read by then.
+      child.once('close', (code, signal) => {
         clearTimeout(timer);
+        if (configError) return reject(configError);
         reject(
           new UnavailableError(
             `the workspace daemon exited during startup (${signal ?? `exit code ${code}`})${stderrTail.length ? `: ${stderrTail.join(' | ')}` : ''}`,
@@ -356,7 +397,11 @@ export async function startEmbedded(options: EmbeddedOptions = {}): Promise<Embe
   let config = loaded;
   let supervisor: DaemonSupervisor | undefined;
   if (config.daemon.spawn) {
-    supervisor = new DaemonSupervisor(config, logger.child({ component: 'daemon-supervisor' }));
+    supervisor = new DaemonSupervisor(
+      config,
+      logger.child({ component: 'daemon-supervisor' }),
+      options.configPath ? resolve(options.configPath) : undefined,
+    );
     const address = await supervisor.start();
     config = { ...config, daemon: { ...config.daemon, address } };
   }

@@ -121,9 +121,14 @@ export class PluginHost {
       try {
         module = (await import(name)) as Record<string, unknown>;
       } catch (cause) {
-        throw new FailedPreconditionError(`plugin package '${name}' could not be imported; is it installed?`, {
-          cause,
-        });
+        // Say why: a missing package, but also a plugin whose own code or dependencies fail to load.
+        const code = (cause as { code?: unknown } | null)?.code;
+        const why = cause instanceof Error ? cause.message.split('\n')[0]!.slice(0, 300) : String(cause).slice(0, 300);
+        const missing = code === 'ERR_MODULE_NOT_FOUND' && why.includes(`'${name}'`);
+        throw new FailedPreconditionError(
+          `plugin package '${name}' could not be imported${missing ? ' (is it installed?)' : ''}: ${why}`,
+          { cause },
+        );
       }
       const plugin = module['plugin'];
       if (!isPlugin(plugin)) {

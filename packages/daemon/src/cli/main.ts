@@ -4,51 +4,44 @@
  * (working area `~/.workbay/workspaces`, fs storage in `~/.workbay/storage`, gRPC on 127.0.0.1:7721,
  * metrics on 127.0.0.1:9500).
  */
+import { readFileSync } from 'node:fs';
 import { Command, Option } from 'commander';
-import type { DaemonConfig } from '../config.js';
-import { loadDaemonConfig, parseDaemonConfig, workingAreaPaths } from '../config.js';
+import { workingAreaPaths } from '../config.js';
 import { createDaemon } from '../daemon.js';
 import { errorMessage, isWorkbayError } from '../errors.js';
 import { createHostOps } from '../host-ops/host-ops.js';
 import { probeQuotaSupport } from '../quota/quotas.js';
+import { DaemonConfigError, checkPlugins, resolveSourcedConfig } from './config-source.js';
+import type { ConfigSourceOptions } from './config-source.js';
 
-interface CliOptions {
-  readonly config?: string;
-  readonly workingArea?: string;
-  readonly grpcAddress?: string;
-  readonly httpAddress?: string;
-  readonly storageRoot?: string;
-  readonly logLevel?: string;
-}
+const version = (
+  JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
+).version;
 
-async function resolveConfig(options: CliOptions): Promise<DaemonConfig> {
-  const base = options.config ? await loadDaemonConfig(options.config) : parseDaemonConfig({});
-  const overrides: Record<string, unknown> = { ...base };
-  if (options.workingArea) overrides['workingArea'] = options.workingArea;
-  if (options.grpcAddress) overrides['grpc'] = { ...base.grpc, address: options.grpcAddress };
-  if (options.httpAddress) overrides['http'] = { ...base.http, address: options.httpAddress };
-  if (options.logLevel) overrides['log'] = { ...base.log, level: options.logLevel };
-  if (options.storageRoot) {
-    if (base.storage.kind !== 'fs')
-      throw new Error(`--storage-root only applies to fs storage (configured: ${base.storage.kind})`);
-    overrides['storage'] = { ...base.storage, root: options.storageRoot };
-  }
-  return parseDaemonConfig(overrides);
-}
-
-function fail(error: unknown): never {
+function fail(error: unknown, supervised = false): never {
   process.stderr.write(`workbay-daemon: ${isWorkbayError(error) ? error.message : errorMessage(error)}\n`);
+  if (supervised && error instanceof DaemonConfigError) {
+    // For a supervisor (`workbay up`): which file and key, on stdout where it reads the `listening` event.
+    process.stdout.write(
+      `${JSON.stringify({ event: 'config-error', file: error.file, field: error.field, reason: error.problem })}\n`,
+    );
+  }
   process.exit(isWorkbayError(error, 'invalid-argument') ? 2 : 1);
 }
 
 const program = new Command()
   .name('workbay-daemon')
+  .version(version, '-V, --version', 'print the version')
   .description('Workbay workspace daemon: serves wsdaemon.WorkspaceContentService')
   .option('-c, --config <file>', 'config file (YAML or JSON)')
   .option('--working-area <dir>', 'where workspace content lives')
   .option('--grpc-address <host:port>', 'gRPC listen address')
   .option('--http-address <host:port|off>', 'metrics/health listen address')
   .option('--storage-root <dir>', 'root directory of the fs storage backend')
+  .option(
+    '--manager-config <file>',
+    "JSON {source, storage, plugins}: the storage and plugins of the manager's config (written by `workbay up`)",
+  )
   .addOption(
     new Option('--log-level <level>', 'log level').choices([
       'fatal',
@@ -60,8 +53,11 @@ const program = new Command()
       'silent',
     ]),
   )
-  .action(async (options: CliOptions) => {
-    const config = await resolveConfig(options).catch(fail);
+  .action(async (options: ConfigSourceOptions) => {
+    // Plugins and the storage section are checked first: a config error is reported as one, naming file and key.
+    const sourced = await resolveSourcedConfig(options).catch((error: unknown) => fail(error, true));
+    await checkPlugins(sourced).catch((error: unknown) => fail(error, true));
+    const config = sourced.config;
     const daemon = createDaemon(config);
     await daemon.start().catch(fail);
     // One line on stdout for supervisors and tests that need the bound addresses.
@@ -84,18 +80,22 @@ const program = new Command()
 
 program
   .command('check-config')
-  .description('validate a config file and print it with every default filled in')
-  .argument('<file>', 'config file (YAML or JSON)')
-  .action(async (file: string) => {
-    const config = await loadDaemonConfig(file).catch(fail);
-    process.stdout.write(`${JSON.stringify(config, null, 2)}\n`);
+  .description(
+    'validate a config file (loading its plugins and checking the storage section with them) and print it with every default filled in',
+  )
+  .argument('[file]', 'config file (YAML or JSON); default: the --config given before the command')
+  .action(async (file: string | undefined) => {
+    const options = { ...program.opts<ConfigSourceOptions>(), ...(file ? { config: file } : {}) };
+    const sourced = await resolveSourcedConfig(options).catch(fail);
+    await checkPlugins(sourced).catch(fail);
+    process.stdout.write(`${JSON.stringify(sourced.config, null, 2)}\n`);
   });
 
 program
   .command('quota-support')
   .description('print which disk quota modes work on this host')
   .action(async () => {
-    const config = await resolveConfig(program.opts<CliOptions>()).catch(fail);
+    const { config } = await resolveSourcedConfig(program.opts<ConfigSourceOptions>()).catch(fail);
     const { mkdir } = await import('node:fs/promises');
     await mkdir(config.workingArea, { recursive: true });
     const support = await probeQuotaSupport(createHostOps(), config.workingArea);

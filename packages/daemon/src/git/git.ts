@@ -73,10 +73,20 @@ export class GitCommandError extends InternalError {
     readonly exitCode: number | null,
     readonly stderr: string,
   ) {
-    super(
-      `git ${args[0] ?? ''} failed (exit ${exitCode ?? 'signal'}): ${stderr.trim().split('\n').slice(-3).join(' | ').slice(0, 512)}`,
-    );
+    super(`git ${args[0] ?? ''} failed (exit ${exitCode ?? 'signal'}): ${gitFailureLine(stderr).slice(0, 512)}`);
   }
+}
+
+/**
+ * The line of git's stderr that says what went wrong: its `fatal:` line (else its first `error:` line), not the
+ * advice git prints after it ("Please make sure you have the correct access rights and the repository exists.").
+ */
+export function gitFailureLine(stderr: string): string {
+  const lines = stderr
+    .split('\n')
+    .map((line) => line.trim())
+    .filter((line) => line !== '');
+  return lines.find((l) => l.startsWith('fatal:')) ?? lines.find((l) => l.startsWith('error:')) ?? lines.at(-1) ?? '';
 }
 
 /** Replaces every occurrence of the secrets (also URL-encoded) in `text`. */
@@ -396,10 +406,19 @@ export class Git {
 }
 
 /** What kind of failure a git error is: retrying helps only for `transient`. */
-export type GitFailureKind = 'auth' | 'access-denied' | 'transient';
+export type GitFailureKind = 'auth' | 'access-denied' | 'unknown-host' | 'transient';
 
 export function classifyGitFailure(stderr: string): GitFailureKind {
   const text = stderr.toLowerCase();
+  // A host name that does not resolve will not resolve in five minutes either: fail at once, saying so.
+  if (
+    text.includes('could not resolve host') ||
+    text.includes('could not resolve hostname') ||
+    text.includes('name or service not known') ||
+    text.includes('no address associated with hostname')
+  ) {
+    return 'unknown-host';
+  }
   if (
     text.includes('authentication failed') ||
     text.includes('could not read username') ||

@@ -2,7 +2,7 @@ import { appendFile, lchown, lstat, mkdir, readdir, rm } from 'node:fs/promises'
 import { join, relative, sep } from 'node:path';
 import { FailedPreconditionError, GitAccessDeniedError, GitAuthenticationError, errorMessage } from '../errors.js';
 import type { GitCredentials, GitRunOptions } from '../git/git.js';
-import { GitCommandError, classifyGitFailure, stripUrlCredentials } from '../git/git.js';
+import { GitCommandError, classifyGitFailure, gitFailureLine, stripUrlCredentials } from '../git/git.js';
 import { validateGitInitializer } from '../git/git-policy.js';
 import { retryWithBackoff } from '../util/retry.js';
 import type { GitInitializerSpec } from './types.js';
@@ -96,11 +96,15 @@ export class GitCredentialSource {
 }
 
 function failureFor(error: GitCommandError, remote: string): Error {
+  // git's `fatal:` line says what went wrong; the last line is often only advice.
+  const line = gitFailureLine(error.stderr).slice(0, 512);
   switch (classifyGitFailure(error.stderr)) {
     case 'auth':
-      return new GitAuthenticationError(remote, error.stderr.trim().split('\n').pop() ?? 'rejected', { cause: error });
+      return new GitAuthenticationError(remote, line || 'rejected', { cause: error });
     case 'access-denied':
-      return new GitAccessDeniedError(remote, error.stderr.trim().split('\n').pop() ?? 'denied', { cause: error });
+      return new GitAccessDeniedError(remote, line || 'denied', { cause: error });
+    case 'unknown-host':
+      return new FailedPreconditionError(`git cannot reach ${remote}: ${line}`, { cause: error });
     default:
       return error;
   }

@@ -358,7 +358,7 @@ describe('workbay CLI against a WorkspaceManager server', () => {
     const json = await workbay(['--json', 'list', '--phase', 'running']);
     const items = JSON.parse(json.stdout) as { id: string; phase: string }[];
     expect(items.length).toBeGreaterThan(0);
-    expect(items.every((s) => s.phase === 'RUNNING')).toBe(true);
+    expect(items.every((s) => s.phase === 'running')).toBe(true);
     const none = await workbay(['list', '--owner', 'nobody']);
     expect(none.stdout).toBe('');
     expect(none.stderr).toBe('No workspaces.\n');
@@ -442,7 +442,7 @@ describe('workbay CLI against a WorkspaceManager server', () => {
     const sawRunning = new Promise<void>((resolve) =>
       child.stdout.on('data', (d: Buffer) => {
         stdout += d.toString();
-        if (stdout.includes('"RUNNING"')) resolve();
+        if (stdout.includes('"running"')) resolve();
       }),
     );
     const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
@@ -459,7 +459,7 @@ describe('workbay CLI against a WorkspaceManager server', () => {
       .split('\n')
       .map((l) => JSON.parse(l) as { id: string; phase?: string });
     expect(phases.every((p) => p.id === 'cli-w')).toBe(true);
-    expect(phases.map((p) => p.phase ?? 'PHASE_UNKNOWN')).toEqual(['PENDING', 'CREATING', 'INITIALIZING', 'RUNNING']);
+    expect(phases.map((p) => p.phase)).toEqual(['pending', 'creating', 'initializing', 'running']);
   });
 
   it('exits 4 with a hint when the manager is unreachable', async () => {

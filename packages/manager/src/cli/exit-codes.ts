@@ -58,8 +58,27 @@ export class CliError extends Error {
   constructor(
     message: string,
     readonly exitCode: ExitCode,
+    options?: { cause?: unknown },
   ) {
-    super(message);
+    super(message, options);
     this.name = 'CliError';
   }
+}
+
+/**
+ * An error as one JSON object, for `--json`: `{"error": {"message", "exitCode", "code"?, "field"?}}`, where
+ * `code` is the error code (`invalid-argument`, `not-found`, …) and `field` the offending key or flag.
+ */
+export function errorJson(error: unknown, exitCode: number): { error: Record<string, unknown> } {
+  const message = error instanceof Error ? error.message.replace(/^error: /, '') : String(error);
+  const source = error instanceof CliError && error.cause !== undefined ? error.cause : error;
+  const out: Record<string, unknown> = { message, exitCode };
+  if (isWorkbayError(source)) {
+    out['code'] = source.code;
+    const field = (source as { field?: unknown }).field;
+    if (typeof field === 'string' && field) out['field'] = field;
+  } else if (exitCode === ExitCode.usage) {
+    out['code'] = 'usage';
+  }
+  return { error: out };
 }

@@ -162,7 +162,24 @@ export function portLine(p: wsman.PortSpec): string {
   return `${p.port} ${visibility} ${protocol}${p.url ? ` ${p.url}` : ''}`;
 }
 
-/** The proto3 JSON form of a status, for `--json`. */
+/**
+ * The proto3 JSON form of a status, for `--json`, with the phase spelled as everywhere else in the CLI (tables,
+ * `--phase`, `start --json`): `running`, not the proto's `RUNNING`.
+ */
 export function statusJson(status: wsman.WorkspaceStatus | undefined): unknown {
-  return status ? wsman.WorkspaceStatus.toJSON(status) : null;
+  if (!status) return null;
+  return { ...(wsman.WorkspaceStatus.toJSON(status) as Record<string, unknown>), phase: phaseOf(status) };
+}
+
+/**
+ * A float32 from the wire as the decimal it was configured as: the shortest one that is the same float32
+ * (0.3333, not 0.33329999446868896).
+ */
+export function float32Decimal(value: number): number {
+  if (!Number.isFinite(value)) return value;
+  for (let digits = 1; digits <= 9; digits++) {
+    const candidate = Number(value.toPrecision(digits));
+    if (Math.fround(candidate) === Math.fround(value)) return candidate;
+  }
+  return value;
 }

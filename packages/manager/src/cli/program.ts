@@ -1,9 +1,10 @@
+import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { Command, CommanderError, Option } from 'commander';
 import { isWorkbayError } from '@workbay/api';
 import { CliContext, defaultAddress } from './context.js';
 import type { CliIo, GlobalOptions } from './context.js';
-import { CliError, ExitCode, exitCodeFor } from './exit-codes.js';
+import { CliError, ExitCode, errorJson, exitCodeFor } from './exit-codes.js';
 import { registerControlCommands } from './commands/control.js';
 import { registerUpCommand } from './commands/up.js';
 import { registerWorkspaceCommands } from './commands/workspaces.js';
@@ -16,10 +17,22 @@ export type ActionWrapper = (action: Action) => (...args: unknown[]) => Promise<
 
 export const collect = (value: string, previous: string[] = []): string[] => [...previous, value];
 
+/** This package's version (`workbay --version`). */
+export const version = (
+  JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
+).version;
+
+/** Whether `--json` is among the global options (before any `--`): errors are then JSON too. */
+function wantsJson(args: readonly string[]): boolean {
+  const end = args.indexOf('--');
+  return (end < 0 ? args : args.slice(0, end)).includes('--json');
+}
+
 /** Builds the `workbay` program, writing to `io`. */
-export function buildProgram(io: CliIo, setExitCode: (code: number) => void): Command {
+export function buildProgram(io: CliIo, setExitCode: (code: number) => void, json = false): Command {
   const program = new Command('workbay')
     .description('Drive a Workbay workspace manager: start, watch and stop workspaces.')
+    .version(version, '-V, --version', 'print the version')
     .addOption(
       new Option('--address <host:port>', `manager gRPC address (env WORKBAY_ADDRESS; default ${defaultAddress})`),
     )
@@ -29,10 +42,12 @@ export function buildProgram(io: CliIo, setExitCode: (code: number) => void): Co
     .option('--tls-cert <file>', 'PEM client certificate for mutual TLS')
     .option('--tls-key <file>', 'PEM client key for mutual TLS')
     .option('--tls-server-name <name>', 'name to verify the manager certificate against')
-    .showHelpAfterError('(run with --help for usage)')
+    .showHelpAfterError(json ? false : '(run with --help for usage)')
     .configureOutput({
       writeOut: (s) => io.stdout.write(s),
       writeErr: (s) => io.stderr.write(s),
+      // Under --json, runCli prints commander's errors as JSON instead.
+      outputError: (s, write) => (json ? undefined : write(s)),
     })
     .exitOverride();
   program.addHelpText(
@@ -64,6 +79,7 @@ maintenance), 4 manager unavailable, 5 timed out, 6 workspace failed, 10 other e
             `cannot reach the manager at ${globals.address}: ${error.message}\n` +
               `  (is it running? start one with 'workbay up'; choose another with --address or WORKBAY_ADDRESS)`,
             ExitCode.unavailable,
+            { cause: error },
           );
         }
         throw error;
@@ -84,17 +100,22 @@ maintenance), 4 manager unavailable, 5 timed out, 6 workspace failed, 10 other e
  */
 export async function runCli(args: readonly string[], io: CliIo): Promise<number> {
   let exitCode: number = ExitCode.ok;
-  const program = buildProgram(io, (code) => (exitCode = code));
+  const json = wantsJson(args);
+  const program = buildProgram(io, (code) => (exitCode = code), json);
   try {
     await program.parseAsync([...args], { from: 'user' });
     return exitCode;
   } catch (error) {
     if (error instanceof CommanderError) {
-      // Help and version end with code 0; usage errors were already printed by commander.
-      return error.exitCode === 0 ? ExitCode.ok : ExitCode.usage;
+      // Help and version end with code 0; usage errors were already printed by commander (unless --json).
+      if (error.exitCode === 0) return ExitCode.ok;
+      if (json) io.stderr.write(`${JSON.stringify(errorJson(error, ExitCode.usage))}\n`);
+      return ExitCode.usage;
     }
-    io.stderr.write(`workbay: ${error instanceof Error ? error.message : String(error)}\n`);
-    return exitCodeFor(error);
+    const code = exitCodeFor(error);
+    if (json) io.stderr.write(`${JSON.stringify(errorJson(error, code))}\n`);
+    else io.stderr.write(`workbay: ${error instanceof Error ? error.message : String(error)}\n`);
+    return code;
   }
 }
 

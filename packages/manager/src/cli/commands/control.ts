@@ -4,7 +4,7 @@ import { Option } from 'commander';
 import { parseGoDuration, portProtocol, portVisibility, timeoutType, wsman } from '@workbay/api';
 import type { PortProtocol, PortVisibility } from '@workbay/api';
 import { CliError, ExitCode } from '../exit-codes.js';
-import { portLine, table } from '../format.js';
+import { float32Decimal, portLine, table } from '../format.js';
 import type { ActionWrapper } from '../program.js';
 import { parseAdmission } from '../start-request.js';
 
@@ -169,14 +169,21 @@ export function registerControlCommands(program: Command, wrap: ActionWrapper): 
       wrap(async (ctx) => {
         const response = await ctx.client.describeCluster({}, ctx.call());
         if (ctx.json) {
-          ctx.printJson(wsman.DescribeClusterResponse.toJSON(response));
+          const json = wsman.DescribeClusterResponse.toJSON(response) as {
+            workspaceClasses?: { creditsPerMinute?: number }[];
+          };
+          // Credits travel as a float32: print them as configured.
+          for (const c of json.workspaceClasses ?? []) {
+            if (typeof c.creditsPerMinute === 'number') c.creditsPerMinute = float32Decimal(c.creditsPerMinute);
+          }
+          ctx.printJson(json);
           return;
         }
         const rows = response.workspaceClasses.map((c) => [
           c.id === response.preferredWorkspaceClass ? `${c.id} *` : c.id,
           c.displayName,
           c.description,
-          c.creditsPerMinute ? String(Math.round(c.creditsPerMinute * 10_000) / 10_000) : '',
+          c.creditsPerMinute ? String(float32Decimal(c.creditsPerMinute)) : '',
         ]);
         ctx.out(table(['ID', 'NAME', 'DESCRIPTION', 'CREDITS/MIN'], rows));
         if (response.preferredWorkspaceClass) ctx.out('* preferred class\n');

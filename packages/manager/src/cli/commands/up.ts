@@ -1,5 +1,7 @@
 import type { Command } from 'commander';
 import { Option } from 'commander';
+import { isWorkbayError } from '@workbay/api';
+import { CliError, ExitCode, exitCodeFor } from '../exit-codes.js';
 import type { ActionWrapper } from '../program.js';
 
 const logLevels = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
@@ -23,10 +25,10 @@ export function registerUpCommand(program: Command, wrap: ActionWrapper): void {
         ]);
         const configPath = f.config ?? ctx.io.env['WORKBAY_CONFIG'];
         const overrides = f.logLevel ? { log: { level: f.logLevel } } : {};
-        const config = await loadManagerConfig(configPath, overrides);
+        const config = await loadManagerConfig(configPath, overrides).catch(startupError);
         // Logs on stderr keep stdout for what `up` reports (and for --json).
         const logger = createLogger({ level: config.log.level, destination: process.stderr });
-        const handle = await startEmbedded({ configPath, overrides, logger });
+        const handle = await startEmbedded({ configPath, overrides, logger }).catch(startupError);
         const addresses = {
           managerAddress: handle.managerAddress,
           proxyAddress: handle.proxyAddress,
@@ -58,6 +60,18 @@ export function registerUpCommand(program: Command, wrap: ActionWrapper): void {
         ctx.err('Workbay stopped.\n');
       }),
     );
+}
+
+/**
+ * What `up` failed with, said as what it is: a config error (its file and key; exit 1) or a start that failed.
+ * Not "cannot reach the manager", which is what an unavailable error means for every other command.
+ */
+function startupError(error: unknown): never {
+  if (isWorkbayError(error, 'invalid-argument')) {
+    throw new CliError(`config error: ${error.message}`, ExitCode.usage, { cause: error });
+  }
+  const message = error instanceof Error ? error.message : String(error);
+  throw new CliError(`cannot start Workbay: ${message}`, exitCodeFor(error), { cause: error });
 }
 
 /** How workspaces run, said plainly: isolated, or trusted processes of this user (the runtime's notice says why). */

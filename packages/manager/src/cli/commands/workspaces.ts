@@ -42,12 +42,17 @@ function metadataFilter(flags: FilterFlags): wsman.MetadataFilter {
 }
 
 function parsePhases(values: readonly string[]): Set<WorkspacePhase> {
-  for (const v of values) {
+  // `RUNNING` (the proto's spelling) is taken for `running`, the one the CLI prints.
+  const phases = values.map((v) => v.toLowerCase());
+  for (const [i, v] of phases.entries()) {
     if (!workspacePhase.is(v)) {
-      throw new CliError(`--phase: '${v}' is not one of ${workspacePhase.values.join(', ')}`, ExitCode.usage);
+      throw new CliError(
+        `--phase: '${values[i]!.slice(0, 40)}' is not one of ${workspacePhase.values.join(', ')}`,
+        ExitCode.usage,
+      );
     }
   }
-  return new Set(values as WorkspacePhase[]);
+  return new Set(phases as WorkspacePhase[]);
 }
 
 export function registerWorkspaceCommands(program: Command, wrap: ActionWrapper): void {
