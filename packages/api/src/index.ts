@@ -10,7 +10,7 @@
  * - **Server helpers**: {@link unaryHandler} and {@link serverStreamHandler} map thrown errors to gRPC status.
  * - **Domain errors** ({@link WorkbayError} and subclasses) and their gRPC mapping.
  * - **Domain types**: string unions for the wire enums with checked converters, Go duration strings.
- * - **Plugin SPI**: {@link RemoteStorage}, {@link WorkspaceRuntime}, DI tokens and {@link createPlugin}.
+ * - **Plugin SPI**: {@link RemoteStorage}, {@link WorkspaceRuntime}, {@link PluginHost} and {@link createPlugin}.
  *
  * @example
  * ```ts
@@ -128,6 +128,16 @@ export {
 export type { HandlerOptions, StreamContext } from './server.js';
 export { unaryHandler, serverStreamHandler } from './server.js';
 
+// Shared infrastructure: the one gRPC server bootstrap, logger, config-error adapter, semaphore and size parser
+export type { GrpcServerOptions, ServedService, ServerTlsFiles, StartedGrpcServer } from './infra/grpc-server.js';
+export { startGrpcServer } from './infra/grpc-server.js';
+export type { Logger, LoggerOptions } from './infra/logger.js';
+export { createLogger, createSilentLogger, redactText, redactedFields } from './infra/logger.js';
+export { configKey, parseWithSchema } from './infra/config-schema.js';
+export type { Release } from './infra/concurrency.js';
+export { AcquireAborted, Semaphore } from './infra/concurrency.js';
+export { parseByteSize } from './infra/size.js';
+
 // Wire: service definitions, server interfaces, message namespaces, proto files
 export {
   contentservice,
@@ -149,7 +159,6 @@ export { protoRoot, protoFiles } from './proto-root.js';
 
 // Plugin SPI
 export type {
-  Token,
   PluginLogger,
   ObjectInfo,
   UploadOptions,
@@ -180,10 +189,6 @@ export type {
   WorkbayPlugin,
 } from './spi/index.js';
 export {
-  createToken,
-  registerValue,
-  resolveToken,
-  resolveAllTokens,
   silentLogger,
   defaultBucketPrefix,
   locateOwner,
@@ -198,9 +203,6 @@ export {
   networkUnreachableCodes,
   isNetworkUnreachableCode,
   readConfigFile,
-  storageBackendFactoryToken,
-  runtimeFactoryToken,
-  pluginLoggerToken,
   createPlugin,
   PluginHost,
 } from './spi/index.js';

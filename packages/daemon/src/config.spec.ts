@@ -6,7 +6,8 @@ import { promisify } from 'node:util';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isWorkbayError } from '@workbay/api';
 import type { InvalidArgumentError } from '@workbay/api';
-import { loadDaemonConfig, parseDaemonConfig, parseSize, storageBackendSection } from './config.js';
+import { parseByteSize as parseSize } from '@workbay/api';
+import { loadDaemonConfig, parseDaemonConfig, storageBackendSection } from './config.js';
 import { cliPath } from './test-support/child-daemon.js';
 import { tempDir } from './test-support/tree.js';
 

@@ -5,47 +5,17 @@
  */
 import { readFile } from 'node:fs/promises';
 import { extname, join } from 'node:path';
-import { parseGoDuration } from '@workbay/api';
+import { parseByteSize, parseGoDuration, parseWithSchema } from '@workbay/api';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { InvalidArgumentError, errorMessage } from './errors.js';
 import { expandHome } from './util/paths.js';
-import { parseWithSchema } from './util/zod.js';
-
-const sizeUnits: Record<string, number> = {
-  b: 1,
-  k: 1e3,
-  kb: 1e3,
-  m: 1e6,
-  mb: 1e6,
-  g: 1e9,
-  gb: 1e9,
-  t: 1e12,
-  tb: 1e12,
-  ki: 1024,
-  kib: 1024,
-  mi: 1024 ** 2,
-  mib: 1024 ** 2,
-  gi: 1024 ** 3,
-  gib: 1024 ** 3,
-  ti: 1024 ** 4,
-  tib: 1024 ** 4,
-};
-
-/** Parses `512MiB`, `10GB`, `1.5Gi` or a plain number of bytes. */
-export function parseSize(value: string | number): number {
-  if (typeof value === 'number') return value;
-  const match = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(value);
-  const unit = sizeUnits[(match?.[2] ?? '').toLowerCase() || 'b'];
-  if (!match || unit === undefined) throw new Error(`'${value}' is not a size (e.g. 512MiB, 10GB or bytes)`);
-  return Math.round(Number(match[1]) * unit);
-}
 
 const size = z.union([z.number().int().nonnegative(), z.string()]).transform((value, ctx) => {
   try {
-    return parseSize(value);
+    return parseByteSize(value);
   } catch (error) {
-    ctx.addIssue({ code: 'custom', message: errorMessage(error) });
+    ctx.addIssue({ code: 'custom', message: isInvalid(error) ? error.reason : errorMessage(error) });
     return z.NEVER;
   }
 });

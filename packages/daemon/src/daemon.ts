@@ -4,17 +4,16 @@
  */
 import { mkdir } from 'node:fs/promises';
 import type { Subscription } from 'rxjs';
-import type { DependencyContainer } from 'tsyringe';
 import type { BucketLayout, PluginLogger, RemoteStorage, WorkbayPlugin } from '@workbay/api';
-import { PluginHost, registerValue } from '@workbay/api';
+import { PluginHost } from '@workbay/api';
+import type { StartedGrpcServer } from '@workbay/api';
 import type { NamespaceOps } from '@workbay/nsinsider';
 import { CgroupController, createNsinsiderOps } from '@workbay/nsinsider';
 import type { DaemonConfig, DaemonConfigInput } from './config.js';
 import { parseDaemonConfig, storageBackendSection, workingAreaPaths } from './config.js';
 import { WorkspaceContentService } from './content-service.js';
 import { FailedPreconditionError } from './errors.js';
-import type { StartedGrpcServer } from './grpc/server.js';
-import { contentServiceName, createContentServiceImplementation, startGrpcServer } from './grpc/server.js';
+import { createContentServiceImplementation, startContentServer } from './grpc/server.js';
 import { DiskGuard } from './health/disk-guard.js';
 import type { StartedHttpServer } from './health/http-server.js';
 import { startHttpServer } from './health/http-server.js';
@@ -27,15 +26,6 @@ import { IwsHost } from './iws/host.js';
 import type { QuotaSupport } from './quota/disk-quota.js';
 import { createDiskQuota } from './quota/quotas.js';
 import { fsStoragePlugin } from './storage/fs-plugin.js';
-import {
-  contentServiceToken,
-  daemonConfigToken,
-  daemonLoggerToken,
-  daemonMetricsToken,
-  diskQuotaToken,
-  hostOpsToken,
-  remoteStorageToken,
-} from './tokens.js';
 
 /** Parts an embedder (or a test) can supply instead of the defaults. */
 export interface DaemonOverrides {
@@ -64,7 +54,6 @@ export interface Daemon {
   /** Available once started. */
   readonly service: WorkspaceContentService;
   readonly storage: RemoteStorage | undefined;
-  readonly container: DependencyContainer | undefined;
   readonly quotaSupport: readonly QuotaSupport[];
   /** The per-workspace in-workspace service sockets, once started (undefined when turned off). */
   readonly iws: IwsHost | undefined;
@@ -79,7 +68,6 @@ class WorkbayDaemon implements Daemon {
   readonly metrics = new DaemonMetrics();
   state: DaemonState = 'created';
   storage: RemoteStorage | undefined;
-  container: DependencyContainer | undefined;
   quotaSupport: readonly QuotaSupport[] = [];
   private grpc: StartedGrpcServer | undefined;
   private http: StartedHttpServer | undefined;
@@ -139,7 +127,6 @@ class WorkbayDaemon implements Daemon {
   private async startParts(): Promise<void> {
     const config = this.config;
     const host = this.overrides.pluginHost ?? new PluginHost({ logger: this.logger });
-    this.container = host.container;
     host.use(fsStoragePlugin);
     for (const plugin of this.overrides.plugins ?? []) host.use(plugin);
     await host.load(config.plugins);
@@ -218,21 +205,12 @@ class WorkbayDaemon implements Daemon {
     // Workspaces that were running before a restart get their socket back (in the directory they have mounted).
     await this.iws?.resume(this.contentService.getWorkspaces().filter((w) => w.phase === 'ready'));
     await this.guard.check();
-    const container = host.container;
-    registerValue(container, daemonConfigToken, config);
-    registerValue(container, daemonLoggerToken, this.logger);
-    registerValue(container, hostOpsToken, hostOps);
-    registerValue(container, remoteStorageToken, this.storage);
-    registerValue(container, diskQuotaToken, quota);
-    registerValue(container, daemonMetricsToken, this.metrics);
-    registerValue(container, contentServiceToken, this.contentService);
     const tls = config.grpc.tls;
-    this.grpc = await startGrpcServer(
+    this.grpc = await startContentServer(
       config.grpc.address,
       createContentServiceImplementation(this.contentService, this.logger),
-      tls
-        ? { tls: { certPath: tls.certPath, keyPath: tls.keyPath, ...(tls.caPath ? { caPath: tls.caPath } : {}) } }
-        : {},
+      // With a CA every client must present a certificate it signed.
+      tls && { cert: tls.certPath, key: tls.keyPath, ca: tls.caPath, requireClientCert: true },
     );
     if (config.http.address !== 'off') {
       this.http = await startHttpServer(config.http.address, this.metrics.registry, [
@@ -281,9 +259,7 @@ class WorkbayDaemon implements Daemon {
   }
 
   private updateHealth(): void {
-    const status = this.isReady() ? 'SERVING' : 'NOT_SERVING';
-    this.grpc?.health.setStatus('', status);
-    this.grpc?.health.setStatus(contentServiceName, status);
+    this.grpc?.setServing(this.isReady());
   }
 
   async stop(): Promise<void> {

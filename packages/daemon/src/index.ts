@@ -26,7 +26,7 @@
 export type { Daemon, DaemonOverrides, DaemonState } from './daemon.js';
 export { createDaemon } from './daemon.js';
 export type { DaemonConfig, DaemonConfigInput } from './config.js';
-export { daemonConfigSchema, parseDaemonConfig, loadDaemonConfig, parseSize } from './config.js';
+export { daemonConfigSchema, parseDaemonConfig, loadDaemonConfig } from './config.js';
 export type {
   BackupReason,
   BackupSettings,
@@ -39,15 +39,6 @@ export type {
   WorkspaceInfo,
 } from './content-service.js';
 export { WorkspaceContentService } from './content-service.js';
-export {
-  contentServiceToken,
-  daemonConfigToken,
-  daemonLoggerToken,
-  daemonMetricsToken,
-  diskQuotaToken,
-  hostOpsToken,
-  remoteStorageToken,
-} from './tokens.js';
 export {
   ArchiveEscapeError,
   DataCorruptionError,
@@ -139,6 +130,5 @@ export {
   iwsRateLimits,
   kernelHasNfs,
   listenIws,
-  onceOnly,
   toIwsError,
 } from './iws/index.js';

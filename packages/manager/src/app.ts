@@ -6,9 +6,8 @@
  * @module
  */
 import { join } from 'node:path';
-import { FailedPreconditionError, PluginHost, registerValue } from '@workbay/api';
+import { FailedPreconditionError, PluginHost } from '@workbay/api';
 import type { PluginLogger, WorkbayPlugin, WorkspaceRuntime } from '@workbay/api';
-import type { DependencyContainer } from 'tsyringe';
 import type { ManagerConfig } from './config.js';
 import type { ContentService } from './content/content-service.js';
 import { DaemonContentService } from './content/daemon-content-service.js';
@@ -28,14 +27,6 @@ import { startManagerServer } from './server.js';
 import type { ManagerServer } from './server.js';
 import { FileWorkspaceStore } from './store/file-store.js';
 import { SealingWorkspaceStore, SecretBox } from './store/secrets.js';
-import {
-  contentServiceToken,
-  maintenanceModeToken,
-  managerConfigToken,
-  managerMetricsToken,
-  workspaceManagerCoreToken,
-  workspaceStoreToken,
-} from './tokens.js';
 
 export interface StartManagerOptions {
   readonly config: ManagerConfig;
@@ -53,8 +44,6 @@ export interface RunningManager {
   readonly metrics: ManagerMetrics;
   readonly maintenance: MaintenanceMode;
   readonly runtime: WorkspaceRuntime;
-  /** The plugin host's container, with the manager's components registered under the tokens in ./tokens.ts. */
-  readonly container: DependencyContainer;
   /** host:port of the gRPC server. */
   readonly grpcAddress: string;
   /** host:port of the port proxy ('' when disabled). */
@@ -138,7 +127,7 @@ export async function startManager(options: StartManagerOptions): Promise<Runnin
     await maintenance.start();
     cleanups.push(() => maintenance.stop());
 
-    // One plugin host: the built-in local runtime, the configured plugins, and the manager's own components.
+    // Composition is explicit and happens here: the plugin host only supplies the backends the config names.
     const host = await createPluginHost(config, logger);
     let runtime = options.runtime;
     if (!runtime) {
@@ -192,12 +181,6 @@ export async function startManager(options: StartManagerOptions): Promise<Runnin
       reservedEndpoints: reserved,
     });
     const metrics = metricsRef;
-    registerValue(host.container, managerConfigToken, config);
-    registerValue(host.container, workspaceManagerCoreToken, core);
-    registerValue(host.container, workspaceStoreToken, store);
-    registerValue(host.container, contentServiceToken, content);
-    registerValue(host.container, maintenanceModeToken, maintenance);
-    registerValue(host.container, managerMetricsToken, metrics);
     const maintenanceGauge = maintenance.state$.subscribe((s) => metrics.maintenanceEnabled.set(s.enabled ? 1 : 0));
     cleanups.push(() => maintenanceGauge.unsubscribe());
 
@@ -250,7 +233,7 @@ export async function startManager(options: StartManagerOptions): Promise<Runnin
       subscribeStallTimeoutMs: config.subscribe.stallTimeoutMs,
       subscribeMaxBacklog: config.subscribe.maxBacklog,
     });
-    cleanups.push(() => grpc.stop());
+    cleanups.push(() => grpc.stop(5_000));
     reserved.add(grpc.address);
     ready = true;
 
@@ -261,7 +244,6 @@ export async function startManager(options: StartManagerOptions): Promise<Runnin
       metrics,
       maintenance,
       runtime,
-      container: host.container,
       grpcAddress: grpc.address,
       proxyAddress: proxy?.address ?? '',
       metricsAddress: ops?.address ?? '',

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { InvalidArgumentError } from '@workbay/api';
-import { defaultManagerConfig, loadManagerConfig, parseByteSize, resolveManagerConfig } from './config.js';
+import { parseByteSize } from '@workbay/api';
+import { defaultManagerConfig, loadManagerConfig, resolveManagerConfig } from './config.js';
 
 describe('manager config', () => {
   it('has working defaults without a file', async () => {

@@ -18,13 +18,7 @@ export const packageName = '@workbay/manager';
 
 // Config
 export type { ManagerConfig, ManagerConfigInput, ResolvedClass, TimeoutSettings, TlsFiles } from './config.js';
-export {
-  ManagerConfigError,
-  defaultManagerConfig,
-  loadManagerConfig,
-  parseByteSize,
-  resolveManagerConfig,
-} from './config.js';
+export { ManagerConfigError, defaultManagerConfig, loadManagerConfig, resolveManagerConfig } from './config.js';
 
 // Domain
 export type {
@@ -57,29 +51,16 @@ export { evaluateTimeout } from './domain/timeouts.js';
 // Core
 export type { ManagerCoreOptions } from './core/manager.js';
 export { WorkspaceManagerCore, createOwnerToken } from './core/manager.js';
-export type { ResumeResult } from './core/status-bus.js';
-export { StatusBus } from './core/status-bus.js';
 export type { MaintenanceState } from './core/maintenance.js';
 export { MaintenanceMode } from './core/maintenance.js';
 export type { StoreLoadResult, WorkspaceStore } from './store/file-store.js';
-export { FileWorkspaceStore } from './store/file-store.js';
 export type { ContentService, InitContentRequest, InitContentResult } from './content/content-service.js';
 export { DaemonContentService } from './content/daemon-content-service.js';
 export type { SnapshotStore } from './content/snapshot-store.js';
 export { RemoteStorageSnapshotStore, parseSnapshotHandle } from './content/snapshot-store.js';
 export { ManagerMetrics } from './metrics.js';
-export type { Logger, LoggerOptions } from './logger.js';
+export type { Logger, ManagerLoggerOptions } from './logger.js';
 export { createLogger, createSilentLogger } from './logger.js';
-
-// DI tokens
-export {
-  contentServiceToken,
-  maintenanceModeToken,
-  managerConfigToken,
-  managerMetricsToken,
-  workspaceManagerCoreToken,
-  workspaceStoreToken,
-} from './tokens.js';
 
 // Edges
 export type { ManagerServer, ManagerServerOptions } from './server.js';

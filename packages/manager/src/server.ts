@@ -4,12 +4,8 @@
  *
  * @module
  */
-import { readFile } from 'node:fs/promises';
-import { Server, ServerCredentials } from '@grpc/grpc-js';
-import { loadSync } from '@grpc/proto-loader';
-import { ReflectionService } from '@grpc/reflection';
-import { protoFiles, protoRoot } from '@workbay/api';
-import { HealthImplementation } from 'grpc-health-check';
+import { protoFiles, startGrpcServer } from '@workbay/api';
+import type { StartedGrpcServer } from '@workbay/api';
 import type { TlsFiles } from './config.js';
 import type { WorkspaceManagerCore } from './core/manager.js';
 import { bearerTokenInterceptor } from './grpc/auth.js';
@@ -38,54 +34,11 @@ export interface ManagerServerOptions {
   readonly tokens?: TokenSet;
 }
 
-export interface ManagerServer {
-  /** The bound address (host:port), with the real port when 0 was asked for. */
-  readonly address: string;
-  readonly server: Server;
-  readonly health: HealthImplementation;
-  /** Marks the services NOT_SERVING, waits for running calls up to `graceMs`, then forces the rest. */
-  stop(graceMs?: number): Promise<void>;
-}
-
-async function credentialsFor(tls: TlsFiles | undefined): Promise<ServerCredentials> {
-  if (!tls) return ServerCredentials.createInsecure();
-  const [cert, key, ca] = await Promise.all([
-    readFile(tls.cert),
-    readFile(tls.key),
-    tls.ca ? readFile(tls.ca) : Promise.resolve(null),
-  ]);
-  return ServerCredentials.createSsl(
-    ca,
-    [{ cert_chain: cert, private_key: key }],
-    ca !== null && tls.requireClientCert,
-  );
-}
-
-let reflectionDefinition: ReturnType<typeof loadSync> | undefined;
-
-function reflection(): ReflectionService {
-  // Parsing the protos takes a moment; do it once per process.
-  reflectionDefinition ??= loadSync([protoFiles.wsman, protoFiles.wsdaemon, protoFiles.contentservice], {
-    includeDirs: [protoRoot],
-    keepCase: true,
-    longs: String,
-    enums: String,
-    defaults: true,
-    oneofs: true,
-  });
-  return new ReflectionService(reflectionDefinition);
-}
+/** The manager's started gRPC server (the shared bootstrap's handle). */
+export type ManagerServer = StartedGrpcServer;
 
 export async function startManagerServer(options: ManagerServerOptions): Promise<ManagerServer> {
   const interceptors = options.tokens && options.tokens.size > 0 ? [bearerTokenInterceptor(options.tokens)] : [];
-  const server = new Server({
-    interceptors,
-    'grpc.keepalive_time_ms': 60_000,
-    'grpc.keepalive_timeout_ms': 20_000,
-    'grpc.max_concurrent_streams': 10_000,
-    // Large enough for any valid request (see grpc/bounds.ts), small enough that one message cannot hog memory.
-    'grpc.max_receive_message_length': requestLimits.maxMessageBytes,
-  });
   // The converter needs the configured defaults to report each workspace's effective timeouts.
   const converter = new StatusConverter(options.core.timeoutSettings);
   const implementation = createWorkspaceManagerImplementation({
@@ -97,40 +50,23 @@ export async function startManagerServer(options: ManagerServerOptions): Promise
     maxBacklog: options.subscribeMaxBacklog,
     converter,
   });
-  server.addService(workspaceManagerServiceDefinition, implementation);
-  const health = new HealthImplementation({ '': 'SERVING', [workspaceManagerServiceName]: 'SERVING' });
-  health.addToServer(server);
-  reflection().addToServer(server);
-
-  const credentials = await credentialsFor(options.tls);
-  const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(options.address, credentials, (error, bound) => (error ? reject(error) : resolve(bound)));
+  const started = await startGrpcServer({
+    address: options.address,
+    tls: options.tls,
+    services: [{ name: workspaceManagerServiceName, definition: workspaceManagerServiceDefinition, implementation }],
+    reflectionProtos: [protoFiles.wsman, protoFiles.wsdaemon, protoFiles.contentservice],
+    serverOptions: {
+      interceptors,
+      'grpc.keepalive_time_ms': 60_000,
+      'grpc.keepalive_timeout_ms': 20_000,
+      'grpc.max_concurrent_streams': 10_000,
+      // Large enough for any valid request (see grpc/bounds.ts), small enough that one message cannot hog memory.
+      'grpc.max_receive_message_length': requestLimits.maxMessageBytes,
+    },
   });
-  const host = options.address.slice(0, options.address.lastIndexOf(':'));
-  const address = `${host}:${port}`;
   options.logger.info(
-    { address, tls: Boolean(options.tls), bearerTokens: interceptors.length > 0 },
+    { address: started.address, tls: Boolean(options.tls), bearerTokens: interceptors.length > 0 },
     'gRPC server listening',
   );
-
-  return {
-    address,
-    server,
-    health,
-    async stop(graceMs = 5_000): Promise<void> {
-      health.setStatus('', 'NOT_SERVING');
-      health.setStatus(workspaceManagerServiceName, 'NOT_SERVING');
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(() => {
-          server.forceShutdown();
-          resolve();
-        }, graceMs);
-        timer.unref();
-        server.tryShutdown(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
-    },
-  };
+  return started;
 }

@@ -1,5 +1,3 @@
-export type { Token } from './tokens.js';
-export { createToken, registerValue, resolveToken, resolveAllTokens } from './tokens.js';
 export type { PluginLogger } from './logger.js';
 export { silentLogger } from './logger.js';
 export type {
@@ -47,10 +45,4 @@ export type {
   WorkspaceRuntime,
 } from './runtime.js';
 export type { BackendContext, StorageBackendFactory, RuntimeFactory, PluginRegistry, WorkbayPlugin } from './plugin.js';
-export {
-  storageBackendFactoryToken,
-  runtimeFactoryToken,
-  pluginLoggerToken,
-  createPlugin,
-  PluginHost,
-} from './plugin.js';
+export { createPlugin, PluginHost } from './plugin.js';

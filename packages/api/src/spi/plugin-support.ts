@@ -1,27 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { InvalidArgumentError } from '../errors.js';
+import { configKey, describeSchemaIssue } from '../infra/config-schema.js';
+import type { SchemaLike } from '../infra/config-schema.js';
 
-/**
- * One validation issue, in the shape zod 4 (and other Standard-Schema-style validators) report it. Typed
- * structurally so that the api stays free of a validation library.
- */
-export interface SchemaIssueLike {
-  readonly code: string;
-  readonly path: readonly PropertyKey[];
-  readonly message: string;
-  /** The offending keys of an `unrecognized_keys` issue. */
-  readonly keys?: readonly string[];
-}
-
-/** The result of `schema.safeParse(input)`. */
-export type SafeParseResultLike<T> =
-  | { readonly success: true; readonly data: T }
-  | { readonly success: false; readonly error: { readonly issues: readonly SchemaIssueLike[] } };
-
-/** Anything with a zod-style `safeParse`, e.g. a zod 4 schema. */
-export interface SchemaLike<T> {
-  safeParse(input: unknown): SafeParseResultLike<T>;
-}
+export type { SafeParseResultLike, SchemaIssueLike, SchemaLike } from '../infra/config-schema.js';
 
 export interface PluginSectionOptions<T> {
   /** The selector value this plugin answers to (`minio`); also the key of the nested form. */
@@ -74,15 +56,11 @@ export function parsePluginSection<T>(raw: unknown, options: PluginSectionOption
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
     if (!issue) throw new InvalidArgumentError(prefix, 'is invalid');
-    const path = issue.path.map(String);
-    let name = path.join('.');
-    let message = issue.message;
-    if (issue.code === 'unrecognized_keys' && issue.keys?.length) {
-      name = [...path, issue.keys[0]].join('.');
-      message = 'unknown key';
-    }
-    if (options.describeIssue) message = options.describeIssue(path, message);
-    throw new InvalidArgumentError(name ? key(name) : prefix, message);
+    const described = describeSchemaIssue(issue);
+    let message = described.message;
+    if (options.describeIssue) message = options.describeIssue(issue.path.map(String), message);
+    const name = described.path.length ? configKey(prefix, described.path) : prefix;
+    throw new InvalidArgumentError(name, message);
   }
   return { config: parsed.data, prefix, key };
 }

@@ -1,12 +1,8 @@
-import 'reflect-metadata';
-import { container as rootContainer } from 'tsyringe';
-import type { DependencyContainer } from 'tsyringe';
 import { FailedPreconditionError, InvalidArgumentError } from '../errors.js';
 import type { PluginLogger } from './logger.js';
 import { silentLogger } from './logger.js';
 import type { RemoteStorage } from './storage.js';
 import type { WorkspaceRuntime } from './runtime.js';
-import { createToken, registerValue, resolveAllTokens } from './tokens.js';
 
 /** Context handed to a backend factory. */
 export interface BackendContext {
@@ -29,16 +25,8 @@ export interface RuntimeFactory<C = unknown> {
   create(config: C, context: BackendContext): Promise<WorkspaceRuntime> | WorkspaceRuntime;
 }
 
-/** Multi-registered: every storage backend a plugin brings. Selected by `kind`, never by order. */
-export const storageBackendFactoryToken = createToken<StorageBackendFactory>('workbay.storageBackendFactory');
-/** Multi-registered: every workspace runtime a plugin brings. */
-export const runtimeFactoryToken = createToken<RuntimeFactory>('workbay.runtimeFactory');
-export const pluginLoggerToken = createToken<PluginLogger>('workbay.pluginLogger');
-
 /** What `register` receives. */
 export interface PluginRegistry {
-  /** The plugin host's child container, for plugins that bring services of their own. */
-  readonly container: DependencyContainer;
   readonly logger: PluginLogger;
   registerStorageBackend<C>(factory: StorageBackendFactory<C>): void;
   registerRuntime<C>(factory: RuntimeFactory<C>): void;
@@ -63,20 +51,19 @@ export function createPlugin(definition: WorkbayPlugin): WorkbayPlugin {
 const kindPattern = /^[a-z][a-z0-9-]*$/;
 
 /**
- * Owns one tsyringe child container and the plugins registered into it. Registering the same plugin twice is
- * a no-op; two plugins claiming the same `kind` is an error naming both.
+ * The registry of plugins and the backends they bring, keyed by `kind`. Composition is explicit: a host (the
+ * manager's app.ts, the daemon's daemon.ts) asks it for the backend its config names and wires the result itself;
+ * plugins receive only this registry, never a container of the host's components. Registering the same plugin
+ * twice is a no-op; two plugins claiming the same `kind` is an error naming both.
  */
 export class PluginHost {
-  readonly container: DependencyContainer;
   readonly logger: PluginLogger;
   private readonly registered = new Map<string, WorkbayPlugin>();
-  private readonly storageOwners = new Map<string, string>();
-  private readonly runtimeOwners = new Map<string, string>();
+  private readonly storageFactories = new Map<string, { factory: StorageBackendFactory; owner: string }>();
+  private readonly runtimeFactories = new Map<string, { factory: RuntimeFactory; owner: string }>();
 
-  constructor(options: { parent?: DependencyContainer; logger?: PluginLogger } = {}) {
-    this.container = (options.parent ?? rootContainer).createChildContainer();
+  constructor(options: { logger?: PluginLogger } = {}) {
     this.logger = options.logger ?? silentLogger;
-    registerValue(this.container, pluginLoggerToken, this.logger);
   }
 
   use(plugin: WorkbayPlugin): this {
@@ -87,29 +74,28 @@ export class PluginHost {
     }
     this.registered.set(plugin.id, plugin);
     const logger = this.logger.child({ plugin: plugin.id });
-    const claim = (owners: Map<string, string>, what: string, kind: string): void => {
+    const claim = <F extends { readonly kind: string }>(
+      entries: Map<string, { factory: F; owner: string }>,
+      what: string,
+      factory: F,
+    ): void => {
+      const kind = factory.kind;
       if (!kindPattern.test(kind)) {
         throw new InvalidArgumentError('kind', `plugin '${plugin.id}' registers ${what} with invalid kind '${kind}'`);
       }
-      const owner = owners.get(kind);
+      const owner = entries.get(kind)?.owner;
       if (owner) {
         throw new FailedPreconditionError(
           `plugin '${plugin.id}' registers ${what} '${kind}', already registered by plugin '${owner}'`,
         );
       }
-      owners.set(kind, plugin.id);
+      entries.set(kind, { factory, owner: plugin.id });
     };
     plugin.register({
-      container: this.container,
       logger,
-      registerStorageBackend: (factory) => {
-        claim(this.storageOwners, 'storage backend', factory.kind);
-        registerValue(this.container, storageBackendFactoryToken, factory as StorageBackendFactory);
-      },
-      registerRuntime: (factory) => {
-        claim(this.runtimeOwners, 'runtime', factory.kind);
-        registerValue(this.container, runtimeFactoryToken, factory as RuntimeFactory);
-      },
+      registerStorageBackend: (factory) =>
+        claim(this.storageFactories, 'storage backend', factory as StorageBackendFactory),
+      registerRuntime: (factory) => claim(this.runtimeFactories, 'runtime', factory as RuntimeFactory),
     });
     return this;
   }
@@ -144,16 +130,21 @@ export class PluginHost {
   }
 
   storageKinds(): string[] {
-    return resolveAllTokens(this.container, storageBackendFactoryToken).map((f) => f.kind);
+    return [...this.storageFactories.keys()];
   }
 
   runtimeKinds(): string[] {
-    return resolveAllTokens(this.container, runtimeFactoryToken).map((f) => f.kind);
+    return [...this.runtimeFactories.keys()];
+  }
+
+  /** The storage backend factory registered for `kind`, if any (e.g. to validate a config without creating). */
+  storageBackend(kind: string): StorageBackendFactory | undefined {
+    return this.storageFactories.get(kind)?.factory;
   }
 
   /** Validates the config section and creates the backend registered for `kind`. */
   async createStorage(kind: string, rawConfig: unknown): Promise<RemoteStorage> {
-    const factory = resolveAllTokens(this.container, storageBackendFactoryToken).find((f) => f.kind === kind);
+    const factory = this.storageBackend(kind);
     if (!factory) {
       throw new FailedPreconditionError(
         `no storage backend of kind '${kind}' is registered (registered: ${this.storageKinds().join(', ') || 'none'}); add its plugin package to 'plugins'`,
@@ -163,7 +154,7 @@ export class PluginHost {
   }
 
   async createRuntime(kind: string, rawConfig: unknown): Promise<WorkspaceRuntime> {
-    const factory = resolveAllTokens(this.container, runtimeFactoryToken).find((f) => f.kind === kind);
+    const factory = this.runtimeFactories.get(kind)?.factory;
     if (!factory) {
       throw new FailedPreconditionError(
         `no workspace runtime of kind '${kind}' is registered (registered: ${this.runtimeKinds().join(', ') || 'none'})`,

@@ -1,10 +1,5 @@
-import { readFile } from 'node:fs/promises';
-import { Server, ServerCredentials } from '@grpc/grpc-js';
-import { loadSync } from '@grpc/proto-loader';
-import { ReflectionService } from '@grpc/reflection';
-import { HealthImplementation } from 'grpc-health-check';
-import type { PluginLogger, WorkspaceContentServiceServer } from '@workbay/api';
-import { WorkspaceContentServiceService, protoFiles, protoRoot, unaryHandler } from '@workbay/api';
+import type { PluginLogger, ServerTlsFiles, StartedGrpcServer, WorkspaceContentServiceServer } from '@workbay/api';
+import { WorkspaceContentServiceService, protoFiles, startGrpcServer, unaryHandler } from '@workbay/api';
 import type { WorkspaceContentService } from '../content-service.js';
 import { boundError, limits } from '../util/bounds.js';
 import { gitStatusToProto, initRequestFromProto, metricToProto, requireId } from './convert.js';
@@ -91,66 +86,20 @@ export function createContentServiceImplementation(
   };
 }
 
-export interface GrpcTlsOptions {
-  readonly certPath: string;
-  readonly keyPath: string;
-  /** When set, clients must present a certificate signed by this CA. */
-  readonly caPath?: string;
-}
-
-export interface StartedGrpcServer {
-  readonly server: Server;
-  /** `host:port` actually bound. */
-  readonly address: string;
-  readonly health: HealthImplementation;
-  stop(graceMs: number): Promise<void>;
-}
-
-async function credentials(tls: GrpcTlsOptions | undefined): Promise<ServerCredentials> {
-  if (!tls) return ServerCredentials.createInsecure();
-  const [cert, key, ca] = await Promise.all([
-    readFile(tls.certPath),
-    readFile(tls.keyPath),
-    tls.caPath ? readFile(tls.caPath) : Promise.resolve(null),
-  ]);
-  return ServerCredentials.createSsl(ca, [{ cert_chain: cert, private_key: key }], ca !== null);
-}
-
-/** Starts the daemon's gRPC server: the content service, health checking and reflection. */
-export async function startGrpcServer(
+/** Starts the daemon's gRPC server (the shared bootstrap): the content service, health checking and reflection. */
+export function startContentServer(
   address: string,
   implementation: WorkspaceContentServiceServer,
-  options: { tls?: GrpcTlsOptions } = {},
+  tls: ServerTlsFiles | undefined,
 ): Promise<StartedGrpcServer> {
-  // Larger messages are refused (RESOURCE_EXHAUSTED) before they are decoded; no request needs more.
-  const server = new Server({ 'grpc.max_receive_message_length': limits.messageBytes });
-  server.addService(WorkspaceContentServiceService, implementation);
-  const health = new HealthImplementation({ '': 'NOT_SERVING', [contentServiceName]: 'NOT_SERVING' });
-  health.addToServer(server);
-  const definition = loadSync([protoFiles.wsdaemon], { includeDirs: [protoRoot], keepCase: true, defaults: true });
-  new ReflectionService(definition).addToServer(server);
-  const port = await new Promise<number>((resolve, reject) => {
-    void credentials(options.tls).then(
-      (creds) => server.bindAsync(address, creds, (error, bound) => (error ? reject(error) : resolve(bound))),
-      reject,
-    );
+  return startGrpcServer({
+    address,
+    tls,
+    services: [{ name: contentServiceName, definition: WorkspaceContentServiceService, implementation }],
+    reflectionProtos: [protoFiles.wsdaemon],
+    // Larger messages are refused (RESOURCE_EXHAUSTED) before they are decoded; no request needs more.
+    serverOptions: { 'grpc.max_receive_message_length': limits.messageBytes },
+    // The daemon says SERVING only once its content service has recovered (see daemon.ts).
+    servingAtStart: false,
   });
-  const host = address.slice(0, address.lastIndexOf(':'));
-  return {
-    server,
-    address: `${host}:${port}`,
-    health,
-    stop: (graceMs) =>
-      new Promise<void>((resolve) => {
-        const timer = setTimeout(() => {
-          server.forceShutdown();
-          resolve();
-        }, graceMs);
-        timer.unref();
-        server.tryShutdown(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      }),
-  };
 }

@@ -1,33 +1,20 @@
-import { pino } from 'pino';
-import type { DestinationStream, Logger, LevelWithSilent } from 'pino';
+/**
+ * The daemon's logger: the shared factory of `@workbay/api` (one redaction list for every service) named
+ * `workbay-daemon`.
+ *
+ * @module
+ */
+import { createLogger as createServiceLogger } from '@workbay/api';
+import type { Logger } from '@workbay/api';
 
-/** Keys whose values never reach a log line, wherever they appear (one level deep and at the top). */
-export const redactedKeys = [
-  'password',
-  'authPassword',
-  'auth_password',
-  'secret',
-  'token',
-  'authorization',
-  'credentials',
-  'otsUrl',
-  'authOts',
-  'auth_ots',
-];
+export { redactedFields } from '@workbay/api';
 
-export interface LoggerOptions {
-  readonly level?: LevelWithSilent;
+export interface DaemonLoggerOptions {
+  readonly level?: string;
   readonly name?: string;
-  readonly destination?: DestinationStream;
+  readonly destination?: NodeJS.WritableStream;
 }
 
-/** pino, JSON lines, with credentials redacted by key. */
-export function createLogger(options: LoggerOptions = {}): Logger {
-  const paths = redactedKeys.flatMap((key) => [key, `*.${key}`, `*.*.${key}`]);
-  const config = {
-    name: options.name ?? 'workbay-daemon',
-    level: options.level ?? 'info',
-    redact: { paths, censor: '[redacted]' },
-  };
-  return options.destination ? pino(config, options.destination) : pino(config);
+export function createLogger(options: DaemonLoggerOptions = {}): Logger {
+  return createServiceLogger({ ...options, name: options.name ?? 'workbay-daemon' });
 }

@@ -1,8 +1,7 @@
-import { createPlugin } from '@workbay/api';
+import { createPlugin, parseWithSchema } from '@workbay/api';
 import type { BackendContext, BucketLayout, StorageBackendFactory, WorkbayPlugin } from '@workbay/api';
 import { z } from 'zod';
 import { expandHome } from '../util/paths.js';
-import { parseWithSchema } from '../util/zod.js';
 import { FsRemoteStorage } from './fs-storage.js';
 
 /** Config section of the `fs` backend (`storage:` in the daemon config, without `kind`/`layout`). */

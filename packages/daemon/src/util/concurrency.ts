@@ -1,47 +1,5 @@
-/** A counting semaphore; waiters are served in arrival order. */
-export class Semaphore {
-  private available: number;
-  private readonly waiters: Array<() => void> = [];
-
-  constructor(readonly capacity: number) {
-    if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError(`semaphore capacity must be >= 1`);
-    this.available = capacity;
-  }
-
-  /** How many holders there are right now. */
-  get inUse(): number {
-    return this.capacity - this.available;
-  }
-
-  get waiting(): number {
-    return this.waiters.length;
-  }
-
-  async acquire(): Promise<() => void> {
-    if (this.available > 0) {
-      this.available--;
-    } else {
-      await new Promise<void>((resolve) => this.waiters.push(resolve));
-    }
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      const next = this.waiters.shift();
-      if (next) next();
-      else this.available++;
-    };
-  }
-
-  async run<T>(fn: () => Promise<T>): Promise<T> {
-    const release = await this.acquire();
-    try {
-      return await fn();
-    } finally {
-      release();
-    }
-  }
-}
+// The one semaphore lives in @workbay/api; re-exported so the daemon's modules keep one import for concurrency.
+export { Semaphore } from '@workbay/api';
 
 /** Serializes work per key: at most one task per key runs at a time, in call order. */
 export class KeyedMutex {

@@ -1,6 +1,6 @@
 /**
- * Small async tools of the core: abortable sleep, a FIFO semaphore whose waiters can give up, and retries of
- * calls that fail with a retryable error (a daemon restarting).
+ * Small async tools of the core: abortable sleep and retries of calls that fail with a retryable error (a
+ * daemon restarting). The start slots use the shared `Semaphore` of `@workbay/api`.
  *
  * @module
  */
@@ -37,46 +37,6 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     };
     signal?.addEventListener('abort', onAbort, { once: true });
   });
-}
-
-/** A counting semaphore whose waiters are served in order and can give up (abort). */
-export class Semaphore {
-  private readonly waiters: Array<{ resolve: () => void; reject: (error: Error) => void }> = [];
-  private free: number;
-
-  constructor(size: number) {
-    this.free = size;
-  }
-
-  acquire(signal: AbortSignal): Promise<void> {
-    if (signal.aborted) return Promise.reject(new FlowAborted());
-    if (this.free > 0) {
-      this.free -= 1;
-      return Promise.resolve();
-    }
-    return new Promise((resolve, reject) => {
-      const waiter = {
-        resolve: () => {
-          signal.removeEventListener('abort', onAbort);
-          resolve();
-        },
-        reject,
-      };
-      const onAbort = (): void => {
-        const index = this.waiters.indexOf(waiter);
-        if (index >= 0) this.waiters.splice(index, 1);
-        reject(new FlowAborted());
-      };
-      signal.addEventListener('abort', onAbort, { once: true });
-      this.waiters.push(waiter);
-    });
-  }
-
-  release(): void {
-    const next = this.waiters.shift();
-    if (next) next.resolve();
-    else this.free += 1;
-  }
 }
 
 export interface RetryPolicy {

@@ -10,6 +10,7 @@
  *
  * @module
  */
+import { Semaphore } from '@workbay/api';
 import type { WorkspaceRuntime } from '@workbay/api';
 import type { Observable, Subscription } from 'rxjs';
 import type { ManagerConfig, ResolvedClass } from '../config.js';
@@ -34,7 +35,6 @@ import type { Logger } from '../logger.js';
 import type { ManagerMetrics } from '../metrics.js';
 import { ReservedEndpoints } from '../proxy/exposure.js';
 import type { WorkspaceStore } from '../store/file-store.js';
-import { Semaphore } from './async.js';
 import { ContentOperations, assertNoMaintenance } from './content-operations.js';
 import { EffectRunner, labelsOf } from './lifecycle/effects.js';
 import type { LifecycleEvent, TransitionContext } from './lifecycle/events.js';

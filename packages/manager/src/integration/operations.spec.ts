@@ -1,8 +1,7 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FailedPreconditionError, resolveToken, workspacePhase, wsman } from '@workbay/api';
-import { maintenanceModeToken, managerConfigToken, workspaceManagerCoreToken } from '../tokens.js';
+import { FailedPreconditionError, workspacePhase, wsman } from '@workbay/api';
 import { phaseOf, startHarness, startRequest, waitForPhase } from '../test-support/harness.js';
 import type { Harness } from '../test-support/harness.js';
 
@@ -79,12 +78,6 @@ describe('operations: metrics, health, maintenance mode', () => {
     );
     await waitForPhase(h.client, request.id, 'running');
     await h.client.stopWorkspace({ id: request.id, policy: wsman.StopWorkspacePolicy.ABORT });
-  });
-
-  it('registers its components under typed DI tokens in the plugin host container', () => {
-    expect(resolveToken(h.running.container, workspaceManagerCoreToken)).toBe(h.running.core);
-    expect(resolveToken(h.running.container, managerConfigToken)).toBe(h.running.config);
-    expect(resolveToken(h.running.container, maintenanceModeToken)).toBe(h.running.maintenance);
   });
 
   it('rejects malformed admin requests', async () => {

@@ -9,14 +9,14 @@
  * @module
  */
 import { join } from 'node:path';
-import { isWorkbayError } from '@workbay/api';
-import type { RuntimeWorkspaceSpec, WorkspaceRuntime } from '@workbay/api';
+import { AcquireAborted, isWorkbayError } from '@workbay/api';
+import type { Release, RuntimeWorkspaceSpec, Semaphore, WorkspaceRuntime } from '@workbay/api';
 import type { ContentService } from '../../content/content-service.js';
 import type { GitStatusInfo, WorkspaceRecord } from '../../domain/types.js';
 import type { Logger } from '../../logger.js';
 import type { ManagerMetrics } from '../../metrics.js';
 import { FlowAborted, checkAborted, errorMessage, sleep, withRetries } from '../async.js';
-import type { RetryPolicy, Semaphore } from '../async.js';
+import type { RetryPolicy } from '../async.js';
 import type { PortAllocator } from '../port-allocator.js';
 import { contentDirOf } from '../records.js';
 import { writeAuthorizedKeys } from '../ssh-keys.js';
@@ -58,7 +58,7 @@ const startEffects: ReadonlySet<LifecycleEffect['type']> = new Set([
 
 export class EffectRunner {
   private readonly tasks = new Map<string, Set<Task>>();
-  private readonly slotHolders = new Set<string>();
+  private readonly slotHolders = new Map<string, Release>();
   private closing = false;
 
   constructor(private readonly deps: EffectDeps) {}
@@ -126,7 +126,8 @@ export class EffectRunner {
 
   private releaseSlot(id: string): void {
     // Waiting for a slot is a start task: a stop aborts it. A held slot is given back here, once.
-    if (this.slotHolders.delete(id)) this.deps.startSlots.release();
+    this.slotHolders.get(id)?.();
+    this.slotHolders.delete(id);
   }
 
   private async perform(id: string, effect: LifecycleEffect, signal: AbortSignal): Promise<LifecycleEvent | undefined> {
@@ -134,16 +135,21 @@ export class EffectRunner {
     if (!record) return undefined;
     const log = this.deps.logger.child({ workspace: id });
     switch (effect.type) {
-      case 'acquire-slot':
-        await this.deps.startSlots.acquire(signal);
+      case 'acquire-slot': {
+        const release = await this.deps.startSlots.acquire(signal).catch((error: unknown) => {
+          // The semaphore's own abort is the flow's abort: no outcome, whoever aborted owns the workspace.
+          if (error instanceof AcquireAborted) throw new FlowAborted();
+          throw error;
+        });
         // A slot won after the start was aborted, or a second one for the same start, goes straight back.
         if (signal.aborted || this.slotHolders.has(id)) {
-          this.deps.startSlots.release();
+          release();
           checkAborted(signal);
           return { type: 'slot-acquired' };
         }
-        this.slotHolders.add(id);
+        this.slotHolders.set(id, release);
         return { type: 'slot-acquired' };
+      }
 
       case 'allocate-port':
         try {

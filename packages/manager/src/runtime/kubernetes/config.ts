@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { parseConfigSection } from '../zod-config.js';
+import { parseWithSchema } from '@workbay/api';
 
 const imageSchema = z.strictObject({
   /** Container image to run instead of the reference itself. */
@@ -58,5 +58,5 @@ export type KubernetesRuntimeConfig = z.output<typeof kubernetesRuntimeConfigSch
 export type KubernetesRuntimeConfigInput = z.input<typeof kubernetesRuntimeConfigSchema>;
 
 export function parseKubernetesRuntimeConfig(raw: unknown, prefix = 'runtime.kubernetes'): KubernetesRuntimeConfig {
-  return parseConfigSection(kubernetesRuntimeConfigSchema, raw ?? {}, prefix);
+  return parseWithSchema(kubernetesRuntimeConfigSchema, raw ?? {}, prefix);
 }

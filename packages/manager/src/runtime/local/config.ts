@@ -1,7 +1,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
-import { parseConfigSection } from '../zod-config.js';
+import { parseWithSchema } from '@workbay/api';
 
 const readinessFields = {
   /** `tcp`: a TCP connect to the IDE port succeeds; `http`: a GET answers below 500; `none`: ready once launched. */
@@ -99,5 +99,5 @@ function isUsablePool(cidr: string): boolean {
 
 /** Validates the `local` runtime section; the error names the bad key, e.g. `runtime.local.readiness.kind`. */
 export function parseLocalRuntimeConfig(raw: unknown, prefix = 'runtime.local'): LocalRuntimeConfig {
-  return parseConfigSection(localRuntimeConfigSchema, raw ?? {}, prefix);
+  return parseWithSchema(localRuntimeConfigSchema, raw ?? {}, prefix);
 }
