@@ -1,4 +1,5 @@
-import { createHash } from 'node:crypto';
+import { createHash, webcrypto } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import type { Readable } from 'node:stream';
@@ -48,6 +49,25 @@ interface DeleteFailure {
   readonly Code?: string;
   readonly Message?: string;
   readonly Key?: string;
+}
+
+/** SHA-256 in the thread pool (WebCrypto runs its digests there), so the event loop keeps sending parts. */
+async function sha256Hex(data: Buffer): Promise<string> {
+  return Buffer.from(await webcrypto.subtle.digest('SHA-256', data)).toString('hex');
+}
+
+function drain(response: IncomingMessage): Promise<void> {
+  return new Promise((resolve, reject) => {
+    response.on('data', () => undefined);
+    response.once('error', reject);
+    response.once('end', resolve);
+  });
+}
+
+/** The etag S3 answers with, without its quotes. */
+function etagOf(response: IncomingMessage): string {
+  const raw = response.headers.etag;
+  return (Array.isArray(raw) ? (raw[0] ?? '') : (raw ?? '')).replace(/^"|"$/g, '');
 }
 
 function codeOf(error: unknown): string | undefined {
@@ -209,7 +229,7 @@ export class MinioStorage implements RemoteStorage {
       if (!second || second.done) {
         verify();
         if (signal?.aborted) throw signal.reason;
-        await this.client.putObject(bucket, name, first, first.length, headers);
+        await this.put(bucket, name, first, headers);
       } else {
         uploadId = await this.client.initiateNewMultipartUpload(bucket, name, headers);
         const etags: { part: number; etag: string }[] = [];
@@ -224,11 +244,8 @@ export class MinioStorage implements RemoteStorage {
           }
           return runner.add(async () => {
             try {
-              const result = await this.client.uploadPart(
-                { bucketName: bucket, objectName: name, uploadID: uploadId!, partNumber: part, headers: {} },
-                buffer,
-              );
-              etags.push({ part, etag: result.etag });
+              const etag = await this.put(bucket, name, buffer, {}, `uploadId=${uploadId!}&partNumber=${part}`);
+              etags.push({ part, etag });
             } finally {
               pool.release(buffer);
             }
@@ -282,6 +299,39 @@ export class MinioStorage implements RemoteStorage {
         Object.entries(options.metadata ?? {}).map(([k, v]) => [k.toLowerCase(), v] as const),
       ),
     };
+  }
+
+  /**
+   * One PUT of a buffer: a whole small object, or a part (`query`). The client would hash the payload on the
+   * event loop (SHA-256 to sign it, and MD5 besides for a single PUT); the signature's SHA-256 is computed in
+   * the thread pool instead, so parts in flight hash on the other cores while this thread feeds the sockets.
+   * A single unsigned PUT keeps its Content-MD5, so the store still checks what arrived.
+   */
+  private async put(
+    bucket: string,
+    name: string,
+    body: Buffer,
+    headers: Record<string, string>,
+    query?: string,
+  ): Promise<string> {
+    // The client's own name check, which its put methods would have done.
+    if (name.length === 0 || name.length > 1024) {
+      throw Object.assign(new Error(`Invalid object name: ${name.slice(0, 64)}`), { name: 'InvalidObjectNameError' });
+    }
+    const signed = this.client.enableSHA256;
+    const sha256 = signed ? await sha256Hex(body) : '';
+    const requestHeaders: Record<string, string | number> = { ...headers, 'Content-Length': body.length };
+    // As the client does: a single unsigned PUT carries its MD5; unsigned parts are covered by the etags.
+    if (!signed && query === undefined) requestHeaders['Content-MD5'] = createHash('md5').update(body).digest('base64');
+    const response = await this.client.makeRequestStreamAsync(
+      { method: 'PUT', bucketName: bucket, objectName: name, headers: requestHeaders, ...(query ? { query } : {}) },
+      body,
+      sha256,
+      [200],
+      this.config.region ?? '',
+    );
+    await drain(response);
+    return etagOf(response);
   }
 
   async download(bucket: string, name: string, options: DownloadOptions = {}): Promise<Readable> {
