@@ -101,6 +101,17 @@ describe('Git (real git)', () => {
     await expect(gitStatus(git, dir, dir)).rejects.toThrow(/commondir/);
   });
 
+  it('content the daemon owns itself: git runs as the daemon, with the same neutralised config', async () => {
+    const dir = await content('daemon-owned', { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 });
+    await clone(dir);
+    const marker = join(markers, 'daemon-owned-fsmonitor');
+    testGit(dir, 'config', 'core.fsmonitor', `touch ${marker}; false`);
+    await writeFile(join(dir, 'README.md'), 'changed\n');
+    const status = await gitStatus(git, dir, dir);
+    expect(status?.uncommittedFiles).toEqual(['README.md']);
+    expect(spawnSync('test', ['-e', marker]).status).toBe(1);
+  });
+
   it("reads submodule gitdirs' config too: neutralised, or refused when it includes other files", async () => {
     const dir = await content('modules');
     await clone(dir);
