@@ -12,7 +12,7 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createWorkspaceContentClient } from '@workbay/api';
@@ -343,6 +343,8 @@ async function benchBackup(scratch: string): Promise<void> {
 
 async function main(): Promise<void> {
   const scratch = await mkdtemp(join(scratchRoot, 'workbay-daemon-bench-'));
+  // The daemon clones as the workspace's uid: the file:// repository below must be reachable for it.
+  await chmod(scratch, 0o755);
   console.log(
     `@workbay/daemon bench (runs=${runs}, tree=${mib(treeBytes)}, git files=${gitFiles}, scratch=${scratch})`,
   );
