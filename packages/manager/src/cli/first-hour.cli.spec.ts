@@ -6,7 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -17,7 +17,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const mainJs = path.resolve(here, '../../dist/cli/main.js');
 const daemonJs = path.resolve(here, '../../../daemon/dist/cli/main.js');
-const managerVersion = (await import('../../package.json', { with: { type: 'json' } })).default.version;
+const managerVersion = (
+  JSON.parse(readFileSync(path.resolve(here, '../../package.json'), 'utf8')) as { version: string }
+).version;
 
 interface Run {
   code: number | null;
