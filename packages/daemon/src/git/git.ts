@@ -15,7 +15,6 @@
 import { chown, lstat, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
-import { InternalError } from '../errors.js';
 import { runProcess } from '../util/process.js';
 import type { RunResult } from '../util/process.js';
 import type { ConfigEntry, ConfigPair } from './config-guard.js';
@@ -27,15 +26,22 @@ import {
   neutraliseFile,
   parseConfigList,
 } from './config-guard.js';
+import type { GitCredentials } from './git-errors.js';
+import { GitCommandError, redactSecrets } from './git-errors.js';
 import type { GitPolicy } from './git-policy.js';
 import { allowedProtocols, defaultGitPolicy } from './git-policy.js';
 import type { WorkingCopy } from './working-copy.js';
 import { inspectWorkingCopy, moduleGitDirs } from './working-copy.js';
 
-export interface GitCredentials {
-  readonly username: string;
-  readonly password: string;
-}
+// The error helpers live in git-errors.ts; callers import them from here as before.
+export {
+  GitCommandError,
+  classifyGitFailure,
+  gitFailureLine,
+  redactSecrets,
+  stripUrlCredentials,
+} from './git-errors.js';
+export type { GitCredentials, GitFailureKind } from './git-errors.js';
 
 /** A host identity to run git as. */
 export interface GitUser {
@@ -65,54 +71,6 @@ export interface GitRunOptions {
   readonly timeoutMs?: number;
   /** Extra environment (e.g. GIT_SSL_* from the daemon's own environment). */
   readonly env?: Readonly<Record<string, string>>;
-}
-
-export class GitCommandError extends InternalError {
-  constructor(
-    readonly args: readonly string[],
-    readonly exitCode: number | null,
-    readonly stderr: string,
-  ) {
-    super(`git ${args[0] ?? ''} failed (exit ${exitCode ?? 'signal'}): ${gitFailureLine(stderr).slice(0, 512)}`);
-  }
-}
-
-/**
- * The line of git's stderr that says what went wrong: its `fatal:` line (else its first `error:` line), not the
- * advice git prints after it ("Please make sure you have the correct access rights and the repository exists.").
- */
-export function gitFailureLine(stderr: string): string {
-  const lines = stderr
-    .split('\n')
-    .map((line) => line.trim())
-    .filter((line) => line !== '');
-  return lines.find((l) => l.startsWith('fatal:')) ?? lines.find((l) => l.startsWith('error:')) ?? lines.at(-1) ?? '';
-}
-
-/** Replaces every occurrence of the secrets (also URL-encoded) in `text`. */
-export function redactSecrets(text: string, secrets: readonly (string | undefined)[]): string {
-  let out = text;
-  for (const secret of secrets) {
-    if (!secret || secret.length < 3) continue;
-    for (const variant of new Set([secret, encodeURIComponent(secret)])) out = out.split(variant).join('[redacted]');
-  }
-  return out;
-}
-
-/** Removes `user:password@` from an http(s) URL; returns the clean URL and what was removed. */
-export function stripUrlCredentials(url: string): { url: string; credentials?: GitCredentials } {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    return { url };
-  }
-  if ((parsed.protocol !== 'http:' && parsed.protocol !== 'https:') || (!parsed.username && !parsed.password))
-    return { url };
-  const credentials = { username: decodeURIComponent(parsed.username), password: decodeURIComponent(parsed.password) };
-  parsed.username = '';
-  parsed.password = '';
-  return { url: parsed.toString(), credentials };
 }
 
 const askpassScript = `#!/bin/sh
@@ -403,43 +361,4 @@ export class Git {
     if (result.code !== 0) throw new GitCommandError(args, result.code, result.stderr);
     return result.stdout;
   }
-}
-
-/** What kind of failure a git error is: retrying helps only for `transient`. */
-export type GitFailureKind = 'auth' | 'access-denied' | 'unknown-host' | 'transient';
-
-export function classifyGitFailure(stderr: string): GitFailureKind {
-  const text = stderr.toLowerCase();
-  // A host name that does not resolve will not resolve in five minutes either: fail at once, saying so.
-  if (
-    text.includes('could not resolve host') ||
-    text.includes('could not resolve hostname') ||
-    text.includes('name or service not known') ||
-    text.includes('no address associated with hostname')
-  ) {
-    return 'unknown-host';
-  }
-  if (
-    text.includes('authentication failed') ||
-    text.includes('could not read username') ||
-    text.includes('could not read password') ||
-    text.includes('invalid username or password') ||
-    text.includes('the requested url returned error: 401')
-  ) {
-    return 'auth';
-  }
-  if (
-    text.includes('access denied') ||
-    text.includes('permission denied') ||
-    text.includes('the requested url returned error: 403') ||
-    text.includes('repository not found') ||
-    /repository '[^']*' not found/.test(text) ||
-    text.includes('does not appear to be a git repository') ||
-    text.includes('the requested url returned error: 404') ||
-    // A transport we do not allow: retrying cannot help.
-    text.includes('not allowed')
-  ) {
-    return 'access-denied';
-  }
-  return 'transient';
 }

@@ -1,0 +1,97 @@
+/**
+ * Git's failures as the daemon reports them: typed, with the line of stderr that says what went wrong, and never
+ * with a credential in them.
+ */
+import { InternalError } from '../errors.js';
+
+export interface GitCredentials {
+  readonly username: string;
+  readonly password: string;
+}
+
+export class GitCommandError extends InternalError {
+  constructor(
+    readonly args: readonly string[],
+    readonly exitCode: number | null,
+    readonly stderr: string,
+  ) {
+    super(`git ${args[0] ?? ''} failed (exit ${exitCode ?? 'signal'}): ${gitFailureLine(stderr).slice(0, 512)}`);
+  }
+}
+
+/**
+ * The line of git's stderr that says what went wrong: its `fatal:` line (else its first `error:` line), not the
+ * advice git prints after it ("Please make sure you have the correct access rights and the repository exists.").
+ */
+export function gitFailureLine(stderr: string): string {
+  const lines = stderr
+    .split('\n')
+    .map((line) => line.trim())
+    .filter((line) => line !== '');
+  return lines.find((l) => l.startsWith('fatal:')) ?? lines.find((l) => l.startsWith('error:')) ?? lines.at(-1) ?? '';
+}
+
+/** Replaces every occurrence of the secrets (also URL-encoded) in `text`. */
+export function redactSecrets(text: string, secrets: readonly (string | undefined)[]): string {
+  let out = text;
+  for (const secret of secrets) {
+    if (!secret || secret.length < 3) continue;
+    for (const variant of new Set([secret, encodeURIComponent(secret)])) out = out.split(variant).join('[redacted]');
+  }
+  return out;
+}
+
+/** Removes `user:password@` from an http(s) URL; returns the clean URL and what was removed. */
+export function stripUrlCredentials(url: string): { url: string; credentials?: GitCredentials } {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return { url };
+  }
+  if ((parsed.protocol !== 'http:' && parsed.protocol !== 'https:') || (!parsed.username && !parsed.password))
+    return { url };
+  const credentials = { username: decodeURIComponent(parsed.username), password: decodeURIComponent(parsed.password) };
+  parsed.username = '';
+  parsed.password = '';
+  return { url: parsed.toString(), credentials };
+}
+
+/** What kind of failure a git error is: retrying helps only for `transient`. */
+export type GitFailureKind = 'auth' | 'access-denied' | 'unknown-host' | 'transient';
+
+export function classifyGitFailure(stderr: string): GitFailureKind {
+  const text = stderr.toLowerCase();
+  // A host name that does not resolve will not resolve in five minutes either: fail at once, saying so.
+  if (
+    text.includes('could not resolve host') ||
+    text.includes('could not resolve hostname') ||
+    text.includes('name or service not known') ||
+    text.includes('no address associated with hostname')
+  ) {
+    return 'unknown-host';
+  }
+  if (
+    text.includes('authentication failed') ||
+    text.includes('could not read username') ||
+    text.includes('could not read password') ||
+    text.includes('invalid username or password') ||
+    text.includes('the requested url returned error: 401')
+  ) {
+    return 'auth';
+  }
+  if (
+    text.includes('access denied') ||
+    text.includes('permission denied') ||
+    text.includes('the requested url returned error: 403') ||
+    text.includes('repository not found') ||
+    /repository '[^']*' not found/.test(text) ||
+    text.includes('does not appear to be a git repository') ||
+    text.includes('the requested url returned error: 404') ||
+    // A transport we do not allow: retrying cannot help.
+    text.includes('not allowed')
+  ) {
+    return 'access-denied';
+  }
+  return 'transient';
+}
