@@ -227,6 +227,11 @@ describe('service images (buildah, vfs, chroot isolation)', () => {
     const started = cli(managerAddress, ['--timeout', '3m', 'start', '--wait', '--id', id]);
     expect(started.status, started.stderr + manager.output().slice(-3000) + daemon.output().slice(-3000)).toBe(0);
     expect(phaseOf(managerAddress, id)).toBe('RUNNING');
+    // The manager's port proxy (in its container) reaches the workspace process it started there.
+    const { url, ownerToken } = JSON.parse(started.stdout) as { url: string; ownerToken: string };
+    const page = await fetch(new URL('api/info', url), { headers: { 'x-workbay-owner-token': ownerToken } });
+    expect(page.status).toBe(200);
+    expect(((await page.json()) as { instanceId: string }).instanceId).toBe(id);
 
     const stopped = cli(managerAddress, ['--timeout', '3m', 'stop', '--wait', id]);
     expect(stopped.status, stopped.stderr + manager.output().slice(-3000)).toBe(0);
