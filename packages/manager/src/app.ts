@@ -202,7 +202,7 @@ export async function startManager(options: StartManagerOptions): Promise<Runnin
 
     await core.start();
     cleanups.push(() => core.close());
-    // After start: the core's status bus is live now; the proxy closes connections whose admission is revoked.
+    // The proxy closes connections whose admission is revoked (the bus is the core's for its whole life).
     proxy?.follow(core.status$);
 
     let ready = false;

@@ -46,7 +46,7 @@ import { WorkspaceUrls, contentDirOf, newRecord, runtimeSpecOf } from './records
 import { Recovery, portMapOf } from './recovery.js';
 import { FileWorkspaceRepository } from './repository.js';
 import type { WorkspaceRepository } from './repository.js';
-import type { ResumeResult } from './status-bus.js';
+import type { StatusUpdate } from './status-bus.js';
 import { RecordOperations } from './record-operations.js';
 import { StartAdmission } from './start-admission.js';
 import { TimeoutEnforcer } from './timeout-enforcer.js';
@@ -203,9 +203,12 @@ export class WorkspaceManagerCore {
     return this.repo.version;
   }
 
-  /** Updates after `version` from the bounded history; call synchronously after subscribing to `status$`. */
-  resumeFrom(version: number): ResumeResult {
-    return this.repo.since(version);
+  /**
+   * Updates after `version` from the bounded history (or `resync-required` when it no longer holds them), then
+   * live ones; subscribe whenever convenient, nothing falls in between. `version` 0: live updates only.
+   */
+  updatesSince(version: number): Observable<StatusUpdate> {
+    return this.repo.updatesSince(version);
   }
 
   /** The configured timeouts (defaults and caps). */

@@ -14,7 +14,7 @@ import type { Logger } from '../logger.js';
 import { errnoOf } from '../store/file-store.js';
 import type { WorkspaceStore } from '../store/file-store.js';
 import { StatusBus } from './status-bus.js';
-import type { ResumeResult } from './status-bus.js';
+import type { StatusUpdate } from './status-bus.js';
 
 export interface WorkspaceRepository {
   /** Loads every record (once, at start-up); `corrupt` lists records that could not be read. */
@@ -26,7 +26,8 @@ export interface WorkspaceRepository {
   readonly version: number;
   /** Every published change, in status_version order. */
   readonly status$: Observable<WorkspaceRecord>;
-  since(version: number): ResumeResult;
+  /** Updates after `version` (0: live only), then live ones, with nothing lost in between (see StatusBus). */
+  updatesSince(version: number): Observable<StatusUpdate>;
   /**
    * Adds a new record durably, then publishes it. Rejects (UNAVAILABLE) when the record cannot be persisted,
    * leaving nothing behind.
@@ -53,7 +54,8 @@ export interface FileRepositoryOptions {
 }
 
 export class FileWorkspaceRepository implements WorkspaceRepository {
-  private bus: StatusBus;
+  // One bus for the repository's life: subscribers taken before load() keep receiving updates.
+  private readonly bus: StatusBus;
   private readonly retryTimers = new Map<string, NodeJS.Timeout>();
   private closing = false;
 
@@ -64,7 +66,7 @@ export class FileWorkspaceRepository implements WorkspaceRepository {
   async load(): Promise<{ records: readonly WorkspaceRecord[]; corrupt: readonly string[] }> {
     const loaded = await this.options.store.load();
     // The bus starts above every version ever handed out (the store's lease), even ones never saved.
-    this.bus = new StatusBus(this.options.historySize, loaded.versionFloor);
+    this.bus.startAt(loaded.versionFloor);
     for (const record of loaded.records) this.bus.seed(record);
     return { records: loaded.records, corrupt: loaded.corrupt };
   }
@@ -89,8 +91,8 @@ export class FileWorkspaceRepository implements WorkspaceRepository {
     return this.bus.status$;
   }
 
-  since(version: number): ResumeResult {
-    return this.bus.since(version);
+  updatesSince(version: number): Observable<StatusUpdate> {
+    return this.bus.updatesSince(version);
   }
 
   async create(record: WorkspaceRecord): Promise<WorkspaceRecord> {

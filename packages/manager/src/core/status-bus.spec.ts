@@ -31,3 +31,39 @@ describe('StatusBus', () => {
     expect(bus.since(10)).toEqual({ covered: false });
   });
 });
+
+describe('StatusBus.updatesSince', () => {
+  it('replays from history then continues live, whenever the subscriber subscribes', () => {
+    const bus = new StatusBus(10, 0);
+    bus.publish(makeRecord({ id: 'a', statusVersion: 1 }));
+    bus.publish(makeRecord({ id: 'b', statusVersion: 2 }));
+    const updates$ = bus.updatesSince(1);
+    // Taken now, subscribed later: the replay is computed at subscription, so version 3 is not lost.
+    bus.publish(makeRecord({ id: 'c', statusVersion: 3 }));
+    const seen: string[] = [];
+    updates$.subscribe((u) => seen.push(u.kind === 'update' ? String(u.record.statusVersion) : u.kind));
+    bus.publish(makeRecord({ id: 'd', statusVersion: 4 }));
+    expect(seen).toEqual(['2', '3', '4']);
+  });
+
+  it('says resync-required once when the history cannot cover the resume, then goes live', () => {
+    const bus = new StatusBus(2, 0);
+    for (let v = 1; v <= 4; v += 1) bus.publish(makeRecord({ id: `w${v}`, statusVersion: v }));
+    const seen: string[] = [];
+    bus.updatesSince(1).subscribe((u) => seen.push(u.kind === 'update' ? String(u.record.statusVersion) : u.kind));
+    bus.publish(makeRecord({ id: 'w5', statusVersion: 5 }));
+    expect(seen).toEqual(['resync-required', '5']);
+  });
+
+  it('startAt raises the floor without replacing the bus: earlier subscribers keep receiving updates', () => {
+    const bus = new StatusBus(10);
+    const seen: number[] = [];
+    bus.status$.subscribe((r) => seen.push(r.statusVersion));
+    bus.startAt(100);
+    expect(bus.version).toBe(100);
+    expect(() => bus.publish(makeRecord({ statusVersion: 50 }))).toThrow(/must increase/);
+    bus.publish(makeRecord({ statusVersion: 101 }));
+    expect(seen).toEqual([101]);
+    expect(() => bus.startAt(500)).toThrow(/after a publish/);
+  });
+});

@@ -1,17 +1,23 @@
 /**
  * The status bus: every published change of every workspace, in status_version order. The Subject is
- * private; consumers get `status$` and the synchronous `getWorkspace(id)` snapshot. A bounded history of recent
- * updates lets a reconnecting subscriber resume from the last version it saw.
+ * private; consumers get `status$`, `updatesSince(version)` and the synchronous `getWorkspace(id)` snapshot. A
+ * bounded history of recent updates lets a reconnecting subscriber resume from the last version it saw. The bus
+ * lives as long as its owner: it is never replaced, so a subscription taken at any time stays live.
  *
  * @module
+ * @internal
  */
-import { Subject } from 'rxjs';
+import { Subject, concat, defer, filter, from, map, of } from 'rxjs';
 import type { Observable } from 'rxjs';
 import type { WorkspaceRecord } from '../domain/types.js';
 
 /** What a resume from `version` can be served with. */
 export type ResumeResult =
   { readonly covered: true; readonly updates: readonly WorkspaceRecord[] } | { readonly covered: false };
+
+/** One item of {@link StatusBus.updatesSince}: a published record, or word that the history cannot cover a resume. */
+export type StatusUpdate =
+  { readonly kind: 'update'; readonly record: WorkspaceRecord } | { readonly kind: 'resync-required' };
 
 export class StatusBus {
   private readonly subject = new Subject<WorkspaceRecord>();
@@ -54,6 +60,36 @@ export class StatusBus {
     return this.lastVersion;
   }
 
+  /**
+   * Sets the version the bus counts from (the store's lease at start-up, above every version ever handed out).
+   * Only before anything was published: later the versions already handed out are the floor.
+   */
+  startAt(version: number): void {
+    if (this.historyLength > 0) throw new Error('startAt after a publish');
+    if (version > this.lastVersion) this.lastVersion = version;
+  }
+
+  /**
+   * The updates after `version` that the history still holds, then every live update, on one subscription: the
+   * replay and the live stream are joined when the subscriber subscribes (not when this is called), so nothing
+   * falls in between and the subscriber may subscribe whenever it likes. `version` 0 means live updates only.
+   * When the history cannot cover the resume, a single `resync-required` comes first, then the live updates.
+   */
+  updatesSince(version: number): Observable<StatusUpdate> {
+    return defer(() => {
+      const live = this.subject.pipe(map((record): StatusUpdate => ({ kind: 'update', record })));
+      if (version <= 0) return live;
+      const resume = this.since(version);
+      if (!resume.covered) return concat(of<StatusUpdate>({ kind: 'resync-required' }), live);
+      const replay = from(resume.updates).pipe(map((record): StatusUpdate => ({ kind: 'update', record })));
+      const replayedUpTo = resume.updates.at(-1)?.statusVersion ?? version;
+      return concat(
+        replay,
+        live.pipe(filter((update) => update.kind !== 'update' || update.record.statusVersion > replayedUpTo)),
+      );
+    });
+  }
+
   /** Registers a record without publishing it (records loaded at startup). */
   seed(record: WorkspaceRecord): void {
     this.current.set(record.id, record);
@@ -86,10 +122,7 @@ export class StatusBus {
     this.current.delete(id);
   }
 
-  /**
-   * The updates after `version`, oldest first, if the history still holds all of them. Call it synchronously
-   * right after subscribing to `status$` so that no update falls between the replay and the live stream.
-   */
+  /** The updates after `version`, oldest first, if the history still holds all of them (see `updatesSince`). */
   since(version: number): ResumeResult {
     if (version > this.lastVersion) return { covered: false };
     if (version === this.lastVersion) return { covered: true, updates: [] };

@@ -26,10 +26,7 @@ describe('Subscribe backpressure', () => {
   beforeAll(async () => {
     bus = new StatusBus(100, 0);
     const core = {
-      get status$() {
-        return bus.status$;
-      },
-      resumeFrom: (version: number) => bus.since(version),
+      updatesSince: (version: number) => bus.updatesSince(version),
       timeoutSettings: defaultManagerConfig.timeouts,
     };
     server = new Server();

@@ -21,17 +21,13 @@ import {
   EMPTY,
   Subject,
   combineLatest,
-  concat,
   concatMap,
-  defer,
   distinctUntilChanged,
   filter,
   finalize,
-  from,
   fromEvent,
   map,
   merge,
-  of,
   share,
   startWith,
   switchMap,
@@ -43,7 +39,7 @@ import {
 import type { Observable } from 'rxjs';
 import type { WorkspaceManagerCore } from '../core/manager.js';
 import { matchesFilter } from '../domain/status.js';
-import type { MetadataFilter, WorkspaceRecord } from '../domain/types.js';
+import type { MetadataFilter } from '../domain/types.js';
 import type { Logger } from '../logger.js';
 import type { ManagerMetrics } from '../metrics.js';
 import { boundErrorMessage, checkRequestBounds } from './bounds.js';
@@ -51,7 +47,7 @@ import type { StatusConverter } from './convert.js';
 import { filterFromProto } from './convert.js';
 
 export interface SubscribeOptions {
-  readonly core: Pick<WorkspaceManagerCore, 'status$' | 'resumeFrom'>;
+  readonly core: Pick<WorkspaceManagerCore, 'updatesSince'>;
   readonly converter: StatusConverter;
   readonly logger: Logger;
   readonly metrics?: ManagerMetrics;
@@ -92,25 +88,12 @@ export function createSubscribeHandler(options: SubscribeOptions): (call: Subscr
     const backlog$ = new BehaviorSubject(0);
     const written$ = new Subject<void>();
 
-    // Replay and live subscription happen in one synchronous step (defer), so no update falls in between.
-    const updates$: Observable<Buffer> = defer(() => {
-      const resumeFrom = call.request.resumeFromStatusVersion;
-      let replay: Observable<Buffer> = EMPTY;
-      if (resumeFrom > 0) {
-        const resume = core.resumeFrom(resumeFrom);
-        replay = resume.covered
-          ? from(resume.updates).pipe(
-              filter((r) => matchesFilter(r, mustMatch)),
-              map((r) => converter.subscribeResponseBytes(r)),
-            )
-          : of(Buffer.from(wsman.SubscribeResponse.encode({ header: {}, resyncRequired: true }).finish()));
-      }
-      const live = core.status$.pipe(
-        filter((r: WorkspaceRecord) => matchesFilter(r, mustMatch)),
-        map((r) => converter.subscribeResponseBytes(r)),
-      );
-      return concat(replay, live);
-    });
+    // The core joins the resume replay and the live updates on one subscription: nothing falls in between.
+    const resyncRequired = Buffer.from(wsman.SubscribeResponse.encode({ header: {}, resyncRequired: true }).finish());
+    const updates$: Observable<Buffer> = core.updatesSince(call.request.resumeFromStatusVersion).pipe(
+      filter((update) => update.kind === 'resync-required' || matchesFilter(update.record, mustMatch)),
+      map((update) => (update.kind === 'update' ? converter.subscribeResponseBytes(update.record) : resyncRequired)),
+    );
 
     const writes$ = updates$.pipe(
       tap(() => {
