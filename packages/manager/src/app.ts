@@ -115,6 +115,7 @@ export async function startManager(options: StartManagerOptions): Promise<Runnin
       try {
         await step();
       } catch (error) {
+        // Deliberate: one part failing to close must not keep the others open; logged, and shutdown goes on.
         logger.error({ err: error }, 'error while shutting down');
       }
     }

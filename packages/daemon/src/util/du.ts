@@ -17,6 +17,7 @@ export async function treeBytes(dir: string, options: { apparent?: boolean } = {
     try {
       names = readdirSync(path);
     } catch {
+      // Deliberate: a directory the workspace removed or locked while we walk adds nothing to the usage.
       continue;
     }
     for (const name of names) {
@@ -26,6 +27,7 @@ export async function treeBytes(dir: string, options: { apparent?: boolean } = {
       try {
         info = lstatSync(child);
       } catch {
+        // Deliberate: an entry gone since the listing takes no space.
         continue;
       }
       if (info.nlink > 1 && !info.isDirectory()) {

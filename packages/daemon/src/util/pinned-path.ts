@@ -19,6 +19,7 @@ export function openedAt(fd: number, path: string): boolean {
   try {
     return readlinkSync(`/proc/self/fd/${fd}`) === path;
   } catch {
+    // Unverifiable counts as not the same file: the caller refuses it.
     return false;
   }
 }

@@ -117,7 +117,7 @@ export async function writeAuthorizedKeys(contentDir: string, keys: readonly str
       await file.sync();
     } catch (error) {
       await file.close();
-      await unlink(at(ssh, tmp)).catch(() => undefined);
+      await unlink(at(ssh, tmp)).catch(() => undefined); // deliberate: best-effort cleanup; the write error is thrown
       throw error;
     }
     await file.close();
@@ -125,7 +125,7 @@ export async function writeAuthorizedKeys(contentDir: string, keys: readonly str
       // Replaces whatever is named authorized_keys (a link included) without following it.
       await rename(at(ssh, tmp), at(ssh, target));
     } catch (error) {
-      await unlink(at(ssh, tmp)).catch(() => undefined);
+      await unlink(at(ssh, tmp)).catch(() => undefined); // deliberate: best-effort cleanup; the rename error is thrown
       throw refused(`.ssh/${target}`, error);
     }
     return `${contentDir}/.ssh/${target}`;

@@ -61,6 +61,7 @@ export class OpsServer {
   async start(): Promise<string> {
     const server = createServer((req, res) => {
       this.handle(req, res).catch((error: unknown) => {
+        // The request fails (500, or a cut connection once headers went out) and the error is logged.
         this.options.logger.error({ err: error }, 'ops server error');
         if (!res.headersSent) send(res, 500, 'internal error\n');
         else res.destroy();

@@ -67,6 +67,7 @@ export function safeDecode(value: string): string | undefined {
   try {
     return decodeURIComponent(value);
   } catch {
+    // Malformed escapes are the caller's to refuse: undefined is the failure, not a default.
     return undefined;
   }
 }

@@ -25,6 +25,8 @@ export function rejectUpgrade(socket: Socket, refusal: Refusal): void {
         `${headers}content-length: ${Buffer.byteLength(refusal.message)}\r\nconnection: close\r\n\r\n${refusal.message}`,
     );
   } catch {
+    // Deliberate: the socket broke while the refusal was written; closing it is all the answer left to give, and
+    // no workspace state depends on a refused upgrade.
     socket.destroy();
   }
 }

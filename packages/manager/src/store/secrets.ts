@@ -171,6 +171,8 @@ export class SealingWorkspaceStore implements WorkspaceStore {
       const { record, wasPlain } = this.openRecord(stored);
       records.push(record);
       // Written before sealing existed: replace the plain file with a sealed one now.
+      // Deliberate: a failed write is logged by the inner store's onError, and the plain file is replaced by the
+      // next save of this workspace (every change is persisted); loading must not fail over a best-effort upgrade.
       if (wasPlain) void this.inner.save(this.sealRecord(record)).catch(() => undefined);
     }
     return { ...loaded, records };
