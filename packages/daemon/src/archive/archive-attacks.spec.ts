@@ -263,7 +263,12 @@ describe('restore attacks (crafted archives)', () => {
         expect(leaked, `round ${round}`).toBe('');
       }
     } finally {
-      swapper.kill('SIGKILL');
+      // Wait for the swapper to be gone: a last `mv` racing the cleanup's rm would fail it with ENOTEMPTY.
+      if (swapper.exitCode === null && swapper.signalCode === null) {
+        const gone = new Promise((resolve) => swapper.once('exit', resolve));
+        swapper.kill('SIGKILL');
+        await gone;
+      }
     }
   });
 
