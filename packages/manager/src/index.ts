@@ -50,7 +50,7 @@ export { evaluateTimeout } from './domain/timeouts.js';
 
 // Core
 export type { ManagerCoreOptions } from './core/manager.js';
-export { WorkspaceManagerCore, createOwnerToken } from './core/manager.js';
+export { WorkspaceManagerCore } from './core/manager.js';
 export type { MaintenanceState } from './core/maintenance.js';
 export { MaintenanceMode } from './core/maintenance.js';
 export type { StoreLoadResult, WorkspaceStore } from './store/file-store.js';

@@ -51,8 +51,11 @@ import { RecordOperations } from './record-operations.js';
 import { StartAdmission } from './start-admission.js';
 import { TimeoutEnforcer } from './timeout-enforcer.js';
 
-export { createOwnerToken } from './records.js';
-
+/**
+ * What the core is built from; `startManager` (app.ts) assembles it.
+ *
+ * @internal Exported for tests that build a core without the servers around it.
+ */
 export interface ManagerCoreOptions {
   readonly config: ManagerConfig;
   readonly store: WorkspaceStore;
@@ -95,6 +98,7 @@ export class WorkspaceManagerCore {
   private started = false;
   private closing = false;
 
+  /** @internal Built by `startManager`; embedders get the running core as `RunningManager.core`. */
   constructor(options: ManagerCoreOptions) {
     const config = (this.config = options.config);
     this.runtime = options.runtime;
