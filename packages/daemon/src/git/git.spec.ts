@@ -57,6 +57,21 @@ describe('Git (real git)', () => {
     expect((await lstat(join(dir, '.git', 'index'))).uid).toBe(user.uid);
   });
 
+  it.runIf(isRoot)('ssh remotes work for a workspace uid that has no passwd entry of its own', async () => {
+    const dir = await content('ssh-user');
+    // Port 1 refuses at once: what matters is that ssh got as far as connecting (it exits early for a uid it
+    // cannot look up: "No user exists for uid").
+    const result = await git.tryRun(['ls-remote', 'ssh://git@127.0.0.1:1/nothing.git'], {
+      cwd: dir,
+      newRepository: true,
+      contentRoot: dir,
+      env: { GIT_SSH_COMMAND: 'ssh -o BatchMode=yes -o StrictHostKeyChecking=no -o ConnectTimeout=5' },
+    });
+    expect(result.code).not.toBe(0);
+    expect(result.stderr).not.toMatch(/No user exists/);
+    expect(result.stderr).toMatch(/Connection refused|connect to host/);
+  });
+
   it.runIf(isRoot)('git as the user cannot read what the user cannot (a 0700 root directory)', async () => {
     const dir = await content('reader');
     const secret = join(root.path, 'root-only');

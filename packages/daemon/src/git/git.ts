@@ -12,7 +12,7 @@
  * a GIT_ASKPASS helper in a per-call directory (owned by the user git runs as, removed afterwards) reads them
  * from the environment of that one git process, and every message is scrubbed of them.
  */
-import { chown, lstat, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chown, lstat, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { runProcess } from '../util/process.js';
@@ -89,9 +89,12 @@ const scrubbedEnv = ['SSH_ASKPASS', 'EDITOR', 'VISUAL', 'PAGER', 'LESSOPEN', 'LE
 /** Output cap for the config scan: a larger config is refused rather than read in part. */
 const maxConfigBytes = 1024 * 1024;
 
-// Runs in a fresh mount namespace as root: binds the working copy, then becomes the user and runs git there.
+// Runs in a fresh mount namespace as root: binds the working copy (when there is one) and a passwd that knows the
+// user (ssh refuses to run for a uid without an entry: "No user exists for uid"), then becomes the user and runs git.
 const mountScript =
-  'src=$1; dst=$2; uid=$3; gid=$4; shift 4; mount --bind "$src" "$dst"; cd "$dst"; ' +
+  'src=$1; dst=$2; uid=$3; gid=$4; pw=$5; shift 5; ' +
+  'if [ -n "$src" ]; then mount --bind "$src" "$dst"; cd "$dst"; fi; ' +
+  'if [ -n "$pw" ]; then mount --bind "$pw" /etc/passwd; fi; ' +
   'exec setpriv --reuid="$uid" --regid="$gid" --clear-groups --no-new-privs -- "$@"';
 
 interface SpawnPlan {
@@ -101,6 +104,8 @@ interface SpawnPlan {
   readonly env: NodeJS.ProcessEnv;
   readonly user: GitUser | undefined;
   readonly mount?: { readonly source: string; readonly target: string };
+  /** A passwd file with an entry for `user`, bound over /etc/passwd for the command. */
+  readonly passwd?: string;
   readonly timeoutMs?: number;
   readonly maxOutputBytes?: number;
 }
@@ -110,6 +115,7 @@ interface Scratch {
   readonly home: string;
   readonly globalConfig: string;
   readonly askpass?: string;
+  readonly passwd?: string;
 }
 
 function isRoot(): boolean {
@@ -160,11 +166,14 @@ export class Git {
       askpass = join(dir, 'askpass.sh');
       await writeFile(askpass, askpassScript, { mode: 0o700 });
     }
+    let passwd: string | undefined;
     if (user) {
       for (const path of [dir, home, globalConfig, ...(askpass ? [askpass] : [])])
         await chown(path, user.uid, user.gid);
+      passwd = join(dir, 'passwd');
+      await writeFile(passwd, await passwdWith(user, home), { mode: 0o644 });
     }
-    return { dir, home, globalConfig, ...(askpass ? { askpass } : {}) };
+    return { dir, home, globalConfig, ...(askpass ? { askpass } : {}), ...(passwd ? { passwd } : {}) };
   }
 
   private environment(options: GitRunOptions, scratch: Scratch, config: readonly ConfigPair[]): NodeJS.ProcessEnv {
@@ -226,7 +235,7 @@ export class Git {
       ...(run.maxOutputBytes !== undefined ? { maxOutputBytes: run.maxOutputBytes } : {}),
     };
     try {
-      if (run.user && run.mount) {
+      if (run.user) {
         const { uid, gid } = run.user;
         return await runProcess(
           'unshare',
@@ -239,21 +248,18 @@ export class Git {
             '-euc',
             mountScript,
             'sh',
-            run.mount.source,
-            run.mount.target,
+            run.mount?.source ?? '',
+            run.mount?.target ?? '',
             String(uid),
             String(gid),
+            run.passwd ?? '',
             'git',
             ...args,
           ],
-          { ...common, cwd: run.scratch },
+          { ...common, cwd: run.mount ? run.scratch : run.cwd },
         );
       }
-      return await runProcess('git', args, {
-        ...common,
-        cwd: run.cwd,
-        ...(run.user ? { uid: run.user.uid, gid: run.user.gid } : {}),
-      });
+      return await runProcess('git', args, { ...common, cwd: run.cwd });
     } catch (error) {
       if (timeout?.aborted) throw new GitCommandError(args, null, `timed out after ${run.timeoutMs} ms`);
       throw error;
@@ -327,6 +333,7 @@ export class Git {
         env,
         user,
         ...(mount ? { mount } : {}),
+        ...(scratch.passwd ? { passwd: scratch.passwd } : {}),
       });
       let gitDirArgs: string[] = [];
       if (visibleRoot !== undefined) {
@@ -361,4 +368,15 @@ export class Git {
     if (result.code !== 0) throw new GitCommandError(args, result.code, result.stderr);
     return result.stdout;
   }
+}
+
+/** The host's passwd plus an entry for a workspace user that has none (workspace uids are allocated, not users). */
+async function passwdWith(user: GitUser, home: string): Promise<string> {
+  const host = await readFile('/etc/passwd', 'utf8').catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') return ''; // a minimal image without passwd: the one entry is enough
+    throw error;
+  });
+  const known = host.split('\n').some((line) => line.split(':')[2] === String(user.uid));
+  const base = host.endsWith('\n') || host === '' ? host : `${host}\n`;
+  return known ? base : `${base}workspace:x:${user.uid}:${user.gid}:workspace:${home}:/bin/sh\n`;
 }
