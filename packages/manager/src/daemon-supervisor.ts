@@ -126,6 +126,14 @@ export class DaemonSupervisor {
   private async writeManagerSection(): Promise<boolean> {
     const { storage, plugins } = this.config;
     if (!storage && plugins.length === 0) return false;
+    if (storage && this.config.daemon.storageRoot) {
+      // Two roots for one storage: backups would go to one and snapshot deletions to the other.
+      throw new ManagerConfigError(
+        this.configSource,
+        'daemon.storageRoot',
+        'conflicts with storage: set the root there',
+      );
+    }
     await mkdir(this.config.stateDir, { recursive: true, mode: 0o700 });
     const section = { source: this.configSource, ...(storage ? { storage } : {}), plugins };
     await rm(this.managerSectionFile, { force: true });

@@ -46,7 +46,11 @@ function run(file: string, args: string[]): Promise<Run> {
 }
 
 /** A workbay.yaml for an isolated `up` under `dir/<name>`, with `extra` lines (storage, plugins) appended. */
-async function writeConfig(name: string, extra: string[]): Promise<string> {
+async function writeConfig(
+  name: string,
+  extra: string[],
+  daemon: { configPath?: string; lines?: string[] } = {},
+): Promise<string> {
   const file = path.join(dir, `${name}.yaml`);
   await writeFile(
     file,
@@ -60,7 +64,8 @@ async function writeConfig(name: string, extra: string[]): Promise<string> {
       'daemon:',
       '  address: 127.0.0.1:0',
       "  httpAddress: 'off'",
-      `  configPath: ${path.join(dir, 'daemon.yaml')}`,
+      `  configPath: ${daemon.configPath ?? path.join(dir, 'daemon.yaml')}`,
+      ...(daemon.lines ?? []).map((line) => `  ${line}`),
       '  output: ignore',
       'runtime: { kind: local, readiness: { intervalMs: 50 } }',
       'log: { level: warn }',
@@ -167,6 +172,24 @@ describe('workbay up with storage and plugins in workbay.yaml', () => {
     const error = JSON.parse(json.stderr.trim().split('\n').at(-1)!) as { error: Record<string, unknown> };
     expect(error.error).toMatchObject({ code: 'invalid-argument', field: 'storage.bukket', exitCode: 1 });
     expect(json.stdout).toBe('');
+
+    // A bad key in the daemon's own file (daemon.configPath) names that file.
+    const daemonFile = path.join(dir, 'daemon-with-a-bad-key.yaml');
+    await writeFile(daemonFile, 'quota: { mode: none }\nbackup: { attempts: many }\n');
+    const own = await writeConfig('bad-daemon', [], { configPath: daemonFile });
+    const daemonError = await run(mainJs, ['up', '--config', own]);
+    expect(daemonError.code).toBe(1);
+    expect(daemonError.stderr).toMatch(new RegExp(`config error: backup\\.attempts: .* \\(in ${daemonFile}\\)`));
+
+    // One storage, one root: daemon.storageRoot beside storage is refused, not silently preferred.
+    const twoRoots = await writeConfig('two-roots', [`storage: { kind: fs, root: ${path.join(dir, 'a')} }`], {
+      lines: [`storageRoot: ${path.join(dir, 'b')}`],
+    });
+    const conflict = await run(mainJs, ['up', '--config', twoRoots]);
+    expect(conflict.code).toBe(1);
+    expect(conflict.stderr).toContain(
+      `config error: daemon.storageRoot: conflicts with storage: set the root there (in ${twoRoots})`,
+    );
   });
 
   it('reports a plugin that is not installed with the import error, exit 1', async () => {
