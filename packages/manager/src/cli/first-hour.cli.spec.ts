@@ -7,7 +7,7 @@
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -131,6 +131,9 @@ describe('workbay up with storage and plugins in workbay.yaml', () => {
     expect(start.code, start.stderr).toBe(0);
     expect((JSON.parse(start.stdout) as { phase: string }).phase).toBe('running');
     expect(await filesUnder(storageRoot)).toEqual([]);
+    // The storage section (credentials, for real backends) reaches the daemon in a file only root can read.
+    const handedOver = await stat(path.join(dir, 'storage', 'manager', 'daemon-manager-config.json'));
+    expect(handedOver.mode & 0o777).toBe(0o600);
 
     // A normal stop takes the final backup: it must land in the example backend's root.
     const stop = await workbay(['stop', 'fh-1', '--policy', 'normally', '--wait']);
