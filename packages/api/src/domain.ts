@@ -398,3 +398,18 @@ function fraction(value: bigint, unit: bigint): string {
   const digits = unit.toString().length - 1;
   return `${whole}.${rest.toString().padStart(digits, '0').replace(/0+$/, '')}`;
 }
+
+/**
+ * The state of a working copy as the daemon reports it on disposal: the domain form of `contentservice.GitStatus`,
+ * shared by the daemon (which computes it) and the manager (which keeps it in the workspace's status).
+ */
+export interface GitStatusSummary {
+  readonly branch: string;
+  readonly latestCommit: string;
+  readonly uncommittedFiles: readonly string[];
+  readonly untrackedFiles: readonly string[];
+  readonly unpushedCommits: readonly string[];
+  readonly totalUncommittedFiles: number;
+  readonly totalUntrackedFiles: number;
+  readonly totalUnpushedCommits: number;
+}

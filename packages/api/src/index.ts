@@ -64,6 +64,7 @@ export {
 
 // Domain types
 export type {
+  GitStatusSummary,
   DomainEnumValue,
   EnumConverter,
   WorkspacePhase,

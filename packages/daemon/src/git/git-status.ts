@@ -1,17 +1,9 @@
+import type { GitStatusSummary } from '@workbay/api';
 import type { Git } from './git.js';
 import { inspectWorkingCopy } from './working-copy.js';
 
-/** The state of a working copy, as reported on disposal (domain form of `contentservice.GitStatus`). */
-export interface GitStatusSummary {
-  readonly branch: string;
-  readonly latestCommit: string;
-  readonly uncommittedFiles: readonly string[];
-  readonly untrackedFiles: readonly string[];
-  readonly unpushedCommits: readonly string[];
-  readonly totalUncommittedFiles: number;
-  readonly totalUntrackedFiles: number;
-  readonly totalUnpushedCommits: number;
-}
+/** The state of a working copy, as reported on disposal (the shared domain type of `@workbay/api`). */
+export type { GitStatusSummary } from '@workbay/api';
 
 /** Lists are cut to this many entries; the totals carry the real counts. */
 export const gitStatusListLimit = 100;

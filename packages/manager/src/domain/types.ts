@@ -9,6 +9,7 @@
 
 import type {
   AdmissionLevel,
+  GitStatusSummary,
   PortProtocol,
   PortVisibility,
   StopPolicy,
@@ -58,16 +59,8 @@ export interface GitIdentity {
   readonly email: string;
 }
 
-export interface GitStatusInfo {
-  readonly branch: string;
-  readonly latestCommit: string;
-  readonly uncommittedFiles: readonly string[];
-  readonly untrackedFiles: readonly string[];
-  readonly unpushedCommits: readonly string[];
-  readonly totalUncommittedFiles: number;
-  readonly totalUntrackedFiles: number;
-  readonly totalUnpushedCommits: number;
-}
+/** The repository state the daemon reported on disposal (shared with the daemon through `@workbay/api`). */
+export type GitStatusInfo = GitStatusSummary;
 
 export interface InitializerMetricInfo {
   readonly durationMs: number;
