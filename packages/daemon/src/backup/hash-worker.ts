@@ -37,10 +37,11 @@ export function workerMain(cut: FindCut): void {
   const sha256 = (data: Uint8Array): string => createHash('sha256').update(data).digest('hex');
   // Buffers come back from the main thread once consumed: fresh memory costs a page fault per 4 KiB and
   // garbage collections, which together cost more than the hashing.
-  const free: ArrayBuffer[] = [];
+  const free: SharedArrayBuffer[] = [];
   const acquire = (bytes: number): Buffer => {
     const index = free.findIndex((b) => b.byteLength >= bytes);
-    const buffer = index >= 0 ? (free.splice(index, 1)[0] as ArrayBuffer) : new ArrayBuffer(Math.max(bytes, 12 << 20));
+    const buffer =
+      index >= 0 ? (free.splice(index, 1)[0] as SharedArrayBuffer) : new SharedArrayBuffer(Math.max(bytes, 12 << 20));
     return Buffer.from(buffer);
   };
 
@@ -95,7 +96,7 @@ export function workerMain(cut: FindCut): void {
       let want = size + 1;
       for (;;) {
         if (offset + filled + want > buffer.length) {
-          const bigger = Buffer.from(new ArrayBuffer(Math.max(2 * buffer.length, offset + filled + want)));
+          const bigger = Buffer.from(new SharedArrayBuffer(Math.max(2 * buffer.length, offset + filled + want)));
           buffer.copy(bigger, 0, 0, offset + filled);
           buffer = bigger;
         }
@@ -139,7 +140,7 @@ export function workerMain(cut: FindCut): void {
       return { lengths, hashes };
     });
     const data = new Uint8Array(buffer.buffer, buffer.byteOffset, offset);
-    parentPort?.postMessage({ id: job.id, data, files: results }, [buffer.buffer as ArrayBuffer]);
+    parentPort?.postMessage({ id: job.id, data, files: results });
   };
 
   const segment = (job: SegmentJob): void => {
@@ -169,10 +170,10 @@ export function workerMain(cut: FindCut): void {
     state.carried = content.copy(state.carry, 0, used);
     if (eof) open.delete(job.key);
     const data = new Uint8Array(buffer.buffer, buffer.byteOffset, used);
-    parentPort?.postMessage({ id: job.id, data, lengths, hashes, bytesRead, eof }, [buffer.buffer as ArrayBuffer]);
+    parentPort?.postMessage({ id: job.id, data, lengths, hashes, bytesRead, eof });
   };
 
-  type Control = { kind: 'drop'; key: string } | { kind: 'recycle'; buffer: ArrayBuffer };
+  type Control = { kind: 'drop'; key: string } | { kind: 'recycle'; buffer: SharedArrayBuffer };
   parentPort?.on('message', (job: FilesJob | SegmentJob | Control) => {
     if (job.kind === 'drop') {
       open.delete(job.key);

@@ -164,8 +164,7 @@ export async function* readFiles(
   flush();
 
   const recycle = (worker: number, data: Uint8Array): void => {
-    const buffer = data.buffer as ArrayBuffer;
-    pool.notify(worker, { kind: 'recycle', buffer }, [buffer]);
+    pool.notify(worker, { kind: 'recycle', buffer: data.buffer });
   };
   const started: Started[] = [];
   const start = (task: Task): Started => {
