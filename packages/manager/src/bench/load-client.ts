@@ -4,7 +4,8 @@
  * with exactly the same client work. Controlled over IPC:
  *
  * - `{ kind: 'subscribe', address, path, request (base64), subscribers, channels, expected }`: opens the streams
- *   and answers `{ ready }` once every stream got its response headers. `{ kind: 'reset' }` forgets what arrived
+ *   and answers `{ ready }` once every stream got its response headers. `{ kind: 'quiet' }` answers `{ quiet }` once
+ *   nothing arrived for 300 ms. `{ kind: 'reset' }` forgets what arrived
  *   so far (answer `{ reset }`). After `expected` messages per subscriber since the reset (or `{ kind: 'finish' }`)
  *   it answers `{ arrivals, errors }` (per message index, the arrival times in ms since the epoch) and exits.
  * - `{ kind: 'unary', address, path, request (base64), callers, callsPerCaller }`: runs the callers, answers
@@ -63,6 +64,7 @@ function runSubscribe(job: SubscribeJob): void {
   let opened = 0;
   let finished = false;
   let armed = false;
+  let lastArrival = Date.now();
   const streams: ClientReadableStream<Buffer>[] = [];
   const finish = (): void => {
     if (finished) return;
@@ -80,6 +82,7 @@ function runSubscribe(job: SubscribeJob): void {
     });
     stream.on('data', () => {
       const now = Date.now();
+      lastArrival = now;
       const index = counts[s]!;
       counts[s] = index + 1;
       (arrivals[index] ??= [])[s] = now;
@@ -95,6 +98,14 @@ function runSubscribe(job: SubscribeJob): void {
     });
   }
   process.on('message', (message: { kind?: string }) => {
+    if (message.kind === 'quiet') {
+      // Answers once nothing arrived for a while: primer updates still in flight would shift the indices.
+      const check = (): void => {
+        if (Date.now() - lastArrival >= 300) send({ quiet: true });
+        else setTimeout(check, 50);
+      };
+      check();
+    }
     if (message.kind === 'reset') {
       arrivals = [];
       counts = new Array<number>(job.subscribers).fill(0);

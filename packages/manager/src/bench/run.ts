@@ -223,7 +223,9 @@ async function measureFanOut(
   const primer = setInterval(() => emit(-1), 50);
   await ready;
   clearInterval(primer);
-  await new Promise((resolve) => setTimeout(resolve, 500));
+  const quiet = nextMessage<{ quiet: boolean }>(child, 'quiet');
+  child.send({ kind: 'quiet' });
+  await quiet;
   const reset = nextMessage<{ reset: boolean }>(child, 'reset');
   child.send({ kind: 'reset' });
   await reset;
@@ -248,7 +250,10 @@ async function measureFanOut(
   let last = 0;
   arrivals.forEach((row, i) => {
     for (const t of row) {
-      if (t === undefined) continue;
+      // Rows are sparse (holes arrive as null over IPC).
+      if (typeof t !== 'number') continue;
+      // A late primer update would make more rows than updates sent: not a measured update.
+      if (i >= sendTimes.length) continue;
       delays.push(t - sendTimes[i]!);
       if (t > last) last = t;
     }
