@@ -65,6 +65,8 @@ export interface Workbay extends Addresses {
   /** Everything `workbay up` (and the daemon, output inherited) wrote to stderr. */
   stderr(): string;
   alive(): boolean;
+  /** Whether `workbay up` died or its daemon crashed (the supervisor logs each unexpected daemon exit). */
+  crashed(): boolean;
   /** SIGINT and wait; keeps `dir`. */
   stop(): Promise<void>;
   /** Stops (SIGKILL when it does not end) and removes the directory. */
@@ -204,6 +206,7 @@ export async function bootWorkbay(options: BootOptions = {}): Promise<Workbay> {
     options,
     stderr: () => stderr,
     alive,
+    crashed: () => !alive() || stderr.includes('the workspace daemon exited unexpectedly'),
     stop,
     cleanup: async () => {
       await stop();

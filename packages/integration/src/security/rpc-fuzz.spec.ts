@@ -49,7 +49,7 @@ async function boot(): Promise<void> {
 beforeAll(boot, 180_000);
 
 beforeEach(async () => {
-  if (wb.alive()) return;
+  if (!wb.crashed()) return;
   crashes.push(wb.stderr().slice(-1500));
   await wb.cleanup();
   await boot();
@@ -180,7 +180,7 @@ describe('manager RPCs under fuzzing', () => {
       name,
       async () => {
         await prop();
-        expect(wb.alive()).toBe(true);
+        expect(wb.crashed(), wb.stderr().slice(-1500)).toBe(false);
       },
       120_000,
     );
@@ -289,7 +289,7 @@ describe('daemon RPCs under fuzzing', () => {
       name,
       async () => {
         await prop();
-        expect(wb.alive()).toBe(true);
+        expect(wb.crashed(), wb.stderr().slice(-1500)).toBe(false);
       },
       120_000,
     );
@@ -335,7 +335,7 @@ describe('the proxy under fuzzing', () => {
       ),
       { numRuns: numRuns * 6, endOnFailure: true, reporter },
     );
-    expect(wb.alive()).toBe(true);
+    expect(wb.crashed(), wb.stderr().slice(-1500)).toBe(false);
     const ok = await tryFetch(`http://${wb.proxyAddress}/ws/${target}/`, {
       headers: { 'x-workbay-owner-token': token },
     });
@@ -349,7 +349,7 @@ describe('after the fuzzing', () => {
   });
 
   it('workbay up is still running and serving', async () => {
-    expect(wb.alive()).toBe(true);
+    expect(wb.crashed(), wb.stderr().slice(-1500)).toBe(false);
     const cluster = await outcome(wb.manager.describeCluster({}));
     expect(cluster.ok, show(cluster)).toBe(true);
     const exists = await outcome(wb.daemon.isWorkspaceExists({ id: target }));
