@@ -1,6 +1,12 @@
 import { appendFile, lchown, lstat, mkdir, readdir, rm } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
-import { FailedPreconditionError, GitAccessDeniedError, GitAuthenticationError, errorMessage } from '../errors.js';
+import {
+  FailedPreconditionError,
+  GitAccessDeniedError,
+  GitAuthenticationError,
+  InternalError,
+  errorMessage,
+} from '../errors.js';
 import type { GitCredentials, GitRunOptions } from '../git/git.js';
 import { GitCommandError, classifyGitFailure, gitFailureLine, stripUrlCredentials } from '../git/git.js';
 import { validateGitInitializer } from '../git/git-policy.js';
@@ -135,6 +141,8 @@ export async function runGitInitializer(
   for (const [key, value] of Object.entries(spec.customConfig)) args.push('--config', `${key}=${value}`);
   // Into the current directory: git runs in the checkout location (as the workspace's user, see Git).
   args.push('--', url, '.');
+  const began = Date.now();
+  let retries = 0;
   await retryWithBackoff(
     async (attempt) => {
       await emptyDirectory(location);
@@ -158,11 +166,21 @@ export async function runGitInitializer(
       initialDelayMs: ctx.gitRetry.initialDelayMs,
       maxElapsedMs: ctx.gitRetry.maxElapsedMs,
       retryable: (error) => error instanceof GitCommandError,
-      onRetry: (error, attempt, delayMs) =>
-        ctx.logger.warn({ attempt, delayMs, err: errorMessage(error) }, 'git clone failed, retrying'),
+      onRetry: (error, attempt, delayMs) => {
+        retries = attempt;
+        ctx.logger.warn({ attempt, delayMs, err: errorMessage(error) }, 'git clone failed, retrying');
+      },
       ...(ctx.signal ? { signal: ctx.signal } : {}),
     },
-  );
+  ).catch((error: unknown) => {
+    // A failure after retries says so: the workspace's failure then tells how long git was tried, not only why.
+    if (!(error instanceof GitCommandError) || retries === 0) throw error;
+    const seconds = Math.round((Date.now() - began) / 1000);
+    throw new InternalError(
+      `git clone of ${url} failed ${retries + 1} times over ${seconds}s: ${gitFailureLine(error.stderr).slice(0, 512)}`,
+      { cause: error },
+    );
+  });
   const run = (gitArgs: string[]): Promise<string> => ctx.git.run(gitArgs, workingCopyOptions(ctx, location, creds));
   // Written straight into .git/config (three `git config` processes cost more than the clone of a small
   // repository): fetch every branch from now on, write commit graphs, and prefer origin for checkouts.

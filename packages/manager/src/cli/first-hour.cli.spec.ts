@@ -209,8 +209,15 @@ describe('workbay up with storage and plugins in workbay.yaml', () => {
 });
 
 describe('git failures under workbay up', () => {
-  it("name git's fatal line, and an unresolvable host fails at once instead of retrying for minutes", async () => {
-    const config = await writeConfig('git', []);
+  it("name git's fatal line; an unresolvable host fails at once; a retried failure says how often", async () => {
+    // A short retry budget: a failure that is retried ends within seconds and says "failed N times".
+    const daemonConfig = path.join(dir, 'daemon-git.yaml');
+    await writeFile(
+      daemonConfig,
+      'quota: { mode: none }\ndiskGuard: { minFree: 0 }\nlog: { level: warn }\ngit: { allowLocalRemotes: true }\n' +
+        'initializer: { gitRetryInitial: 200ms, gitRetryMax: 2s }\n',
+    );
+    const config = await writeConfig('git', [], { configPath: daemonConfig });
     const { child, managerAddress } = await up(config);
     const workbay = (args: string[]): Promise<Run> => run(mainJs, ['--address', managerAddress, ...args]);
 
@@ -219,7 +226,6 @@ describe('git failures under workbay up', () => {
     expect(missing.stderr).toMatch(/fatal: '\/nonexistent\.git' does not appear to be a git repository/);
     expect(missing.stderr).not.toContain('and the repository exists');
 
-    // With the default retry budget (5 minutes), a retried failure would run into this wait's timeout (exit 5).
     const unknown = await workbay([
       '--timeout',
       '90s',
@@ -233,6 +239,14 @@ describe('git failures under workbay up', () => {
     expect(unknown.code, unknown.stderr).toBe(6);
     expect(unknown.stderr).toContain('git cannot reach https://workbay-test.invalid/acme/app.git: fatal:');
     expect(unknown.stderr).toContain('Could not resolve host: workbay-test.invalid');
+    expect(unknown.stderr).not.toMatch(/failed \d+ times/);
+
+    // Nothing listens on port 1: transient, retried until the budget is spent, and the failure says so.
+    const refused = await workbay(['start', '--id', 'git-3', '--git', 'http://127.0.0.1:1/acme/app.git', '--wait']);
+    expect(refused.code, refused.stderr).toBe(6);
+    expect(refused.stderr).toMatch(
+      /git clone of http:\/\/127\.0\.0\.1:1\/acme\/app\.git failed \d+ times over \d+s: fatal:/,
+    );
 
     child.kill('SIGINT');
   });
