@@ -5,7 +5,16 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { chmodSync, copyFileSync, existsSync, mkdirSync, realpathSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  realpathSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 
@@ -162,4 +171,37 @@ export function runContainer(buildah: Buildah, container: string, mounts: string
       clearTimeout(timer);
     },
   };
+}
+
+/**
+ * Last resort after the containers are stopped: SIGKILL every process whose root directory is the rootfs of one
+ * of `containers`. A workspace the manager started runs in its own session there and would otherwise outlive a
+ * manager that died half-way. (`buildah run` chroots into a bind mount of the rootfs under /var/tmp, so the
+ * process's root is matched by device and inode, not by path.)
+ */
+export function killProcessesIn(buildah: Buildah, containers: readonly string[]): number[] {
+  const roots = new Set<string>();
+  for (const container of containers) {
+    try {
+      // vfs: the container's directory in the private storage (nothing is mounted)
+      const rootfs = statSync(buildah.run(['mount', container]));
+      roots.add(`${rootfs.dev}:${rootfs.ino}`);
+    } catch {
+      // never created
+    }
+  }
+  const killed: number[] = [];
+  if (roots.size === 0) return killed;
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const root = statSync(`/proc/${entry}/root`);
+      if (!roots.has(`${root.dev}:${root.ino}`)) continue;
+      process.kill(Number(entry), 'SIGKILL');
+      killed.push(Number(entry));
+    } catch {
+      // gone, or not ours to look at
+    }
+  }
+  return killed;
 }

@@ -13,7 +13,15 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { buildBaseImage, imageConfig, imageSize, onPath, privateBuildah, runContainer } from './buildah.js';
+import {
+  buildBaseImage,
+  imageConfig,
+  imageSize,
+  killProcessesIn,
+  onPath,
+  privateBuildah,
+  runContainer,
+} from './buildah.js';
 import type { Buildah, Running } from './buildah.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -99,6 +107,8 @@ describe('service images (buildah, vfs, chroot isolation)', () => {
   let dir = '';
   let buildah: Buildah | undefined;
   const running: Running[] = [];
+  /** A workspace the manager container may still run when a test failed half-way (address, instance id). */
+  let startedWorkspace: [string, string] | undefined;
 
   beforeAll(() => {
     // A machine without buildah cannot prove the images: that is a failure, never a skip.
@@ -108,7 +118,13 @@ describe('service images (buildah, vfs, chroot isolation)', () => {
   });
 
   afterAll(async () => {
+    // The workspace process runs in its own session inside the manager's container: stop it through the manager
+    // before the containers go, or it would outlive them.
+    if (startedWorkspace)
+      cli(startedWorkspace[0], ['--timeout', '1m', 'stop', '--policy', 'abort', '--wait', startedWorkspace[1]]);
     for (const r of running) await r.stop();
+    const leftovers = buildah ? killProcessesIn(buildah, ['workbay-manager', 'workbay-daemon']) : [];
+    if (leftovers.length) console.error(`images: killed ${leftovers.length} process(es) left in the containers`);
     if (buildah) {
       // Containers first (they hold the images), then every image of the private store, then the store itself.
       spawnSync('buildah', ['rm', '--all'], { env: buildah.env, stdio: 'ignore' });
@@ -224,11 +240,12 @@ describe('service images (buildah, vfs, chroot isolation)', () => {
     };
 
     const id = `image-test-${process.pid}`;
-    const started = cli(managerAddress, ['--timeout', '3m', 'start', '--wait', '--id', id]);
-    expect(started.status, started.stderr + manager.output().slice(-3000) + daemon.output().slice(-3000)).toBe(0);
+    startedWorkspace = [managerAddress, id];
+    const start = cli(managerAddress, ['--timeout', '3m', 'start', '--wait', '--id', id]);
+    expect(start.status, start.stderr + manager.output().slice(-3000) + daemon.output().slice(-3000)).toBe(0);
     expect(phaseOf(managerAddress, id)).toBe('RUNNING');
     // The manager's port proxy (in its container) reaches the workspace process it started there.
-    const { url, ownerToken } = JSON.parse(started.stdout) as { url: string; ownerToken: string };
+    const { url, ownerToken } = JSON.parse(start.stdout) as { url: string; ownerToken: string };
     const page = await fetch(new URL('api/info', url), { headers: { 'x-workbay-owner-token': ownerToken } });
     expect(page.status).toBe(200);
     expect(((await page.json()) as { instanceId: string }).instanceId).toBe(id);
