@@ -128,7 +128,5 @@ export {
   createWorkspaceInfoService,
   defaultIwsConfig,
   iwsRateLimits,
-  kernelHasNfs,
   listenIws,
-  toIwsError,
 } from './iws/index.js';
