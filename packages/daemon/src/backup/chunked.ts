@@ -5,7 +5,7 @@
  * 1. Walk the tree. A file whose inode, ctime, mtime and size match the previous manifest reuses its blobs
  *    without being read (the quick check git uses for its index).
  * 2. Other files are read and cut into content-defined chunks, and the chunks hashed, by worker threads (every
- *    core; read-pipeline.ts) while this thread packs and uploads. A chunk whose SHA-256 is already stored is
+ *    core; read-pipeline.ts) from the moment the walk meets them, while this thread walks, packs and uploads. A chunk whose SHA-256 is already stored is
  *    referenced, a new one goes into the current pack (~8 MiB), which is uploaded (and synced once) when full.
  * 3. Previous packs whose live share fell below `repackBelow` get their live blobs rewritten into new packs
  *    (read back from the local files and verified), so garbage does not accumulate.
@@ -38,7 +38,7 @@ import { mapLimit, Semaphore } from '../util/concurrency.js';
 import { smallFileLimit } from '../util/small-files.js';
 import type { ChunkerOptions } from './chunker.js';
 import { defaultChunkerOptions } from './chunker.js';
-import { readFiles } from './read-pipeline.js';
+import { FileQueue, readFiles } from './read-pipeline.js';
 import { sharedWorkerPool } from './worker-pool.js';
 import type { BackupManifest, ManifestEntry } from './manifest.js';
 import { decodeManifest, encodeManifest, manifestContentType, toTreeEntry } from './manifest.js';
@@ -354,21 +354,6 @@ export async function createChunkedBackup(
     return new Map();
   })();
   xattrsRead.catch(() => undefined); // awaited below; a failed walk must not leave it unhandled
-  const walked: WalkedEntry[] = [];
-  for await (const item of walkTree(root, {
-    ...(options.exclude ? { exclude: options.exclude } : {}),
-    onSkip: (path, reason) => options.onWarning?.(`skipped '${path}': ${reason}`),
-  })) {
-    signal?.throwIfAborted();
-    walked.push(item);
-  }
-  const xattrs = await xattrsRead;
-  if (xattrs.size > 0) {
-    for (const [index, item] of walked.entries()) {
-      const attrs = xattrs.get(item.entry.path);
-      if (attrs) walked[index] = { ...item, entry: { ...item.entry, xattrs: attrs } };
-    }
-  }
 
   // Previous state: files that can be reused as they are, and blobs that can be referenced by content.
   const previousByPath = new Map<string, ManifestEntry>();
@@ -434,63 +419,23 @@ export async function createChunkedBackup(
     return useBlob(await writer.add(hash, chunk));
   };
 
-  try {
-    // Metadata and unchanged files here; the content of the others comes from the workers, in walk order.
-    const slots: Array<ManifestEntry | undefined> = [];
-    const bases: ManifestEntry[] = [];
-    const toRead: Array<{ index: number; item: WalkedEntry }> = [];
-    for (const item of walked) {
-      signal?.throwIfAborted();
-      const { entry } = item;
-      const base: ManifestEntry = {
-        path: entry.path,
-        type: entry.type,
-        mode: entry.mode,
-        uid: entry.uid,
-        gid: entry.gid,
-        size: entry.size,
-        mtimeMs: entry.mtimeMs,
-        ...(entry.linkTarget !== undefined ? { linkTarget: entry.linkTarget } : {}),
-        ...(entry.devMajor !== undefined ? { devMajor: entry.devMajor } : {}),
-        ...(entry.devMinor !== undefined ? { devMinor: entry.devMinor } : {}),
-        ...(entry.xattrs
-          ? { xattrs: Object.fromEntries(Object.entries(entry.xattrs).map(([k, v]) => [k, v.toString('base64')])) }
-          : {}),
-      };
-      const index = slots.length;
-      slots.push(undefined);
-      bases.push(base);
-      if (entry.type !== 'file') {
-        slots[index] = base;
-        continue;
-      }
-      const before = previousByPath.get(entry.path);
-      const reuse =
-        before?.quick !== undefined &&
-        before.quick === quickKey(item) &&
-        (before.blobs ?? []).every((b) => known.has((previousBlobs[b] as readonly [string, number, number, number])[0]))
-          ? (before.blobs ?? [])
-          : undefined;
-      if (reuse) {
-        const indices = reuse.map((b) => {
-          const hash = (previousBlobs[b] as readonly [string, number, number, number])[0];
-          const existing = blobIndex.get(hash);
-          if (existing !== undefined) return existing;
-          reusedBlobs++;
-          return useBlob(known.get(hash) as BlobRef);
-        });
-        noteSources(item.absolute, indices);
-        slots[index] = { ...base, blobs: indices, quick: quickKey(item) };
-        files++;
-        contentBytes += entry.size;
-        continue;
-      }
-      toRead.push({ index, item });
-    }
+  const reusable = (item: WalkedEntry): readonly number[] | undefined => {
+    const before = previousByPath.get(item.entry.path);
+    return before?.quick !== undefined &&
+      before.quick === quickKey(item) &&
+      (before.blobs ?? []).every((b) => known.has((previousBlobs[b] as readonly [string, number, number, number])[0]))
+      ? (before.blobs ?? [])
+      : undefined;
+  };
 
+  // The walk runs beside the reads: files to read go to the workers as soon as the walk meets them.
+  const walked: WalkedEntry[] = [];
+  const queue = new FileQueue();
+  const read = new Map<number, { size: number; blobs: number[]; quick?: string }>();
+  const reading = (async (): Promise<void> => {
     let indices: number[] = [];
     let size = 0;
-    for await (const piece of readFiles(pool, toRead, chunker)) {
+    for await (const piece of readFiles(pool, queue, chunker)) {
       signal?.throwIfAborted();
       if (piece.vanished) {
         options.onWarning?.(`skipped '${piece.item.entry.path}': vanished`);
@@ -507,16 +452,76 @@ export async function createChunkedBackup(
       // A file modified within the timestamp granularity of our read could keep its ctime; do not trust the
       // quick check for files that changed just before the backup started.
       const racy = item.stats.ctimeNs > startedNs - 2_000_000_000n;
-      slots[piece.index] = {
-        ...(bases[piece.index] as ManifestEntry),
-        size,
-        blobs: indices,
-        ...(racy ? {} : { quick: quickKey(item) }),
-      };
+      read.set(piece.index, { size, blobs: indices, ...(racy ? {} : { quick: quickKey(item) }) });
       indices = [];
       size = 0;
     }
-    for (const slot of slots) if (slot) entries.push(slot);
+  })();
+  let readFailure: { error: unknown } | undefined;
+  reading.catch((error: unknown) => (readFailure = { error }));
+
+  try {
+    try {
+      for await (const item of walkTree(root, {
+        ...(options.exclude ? { exclude: options.exclude } : {}),
+        onSkip: (path, reason) => options.onWarning?.(`skipped '${path}': ${reason}`),
+      })) {
+        signal?.throwIfAborted();
+        if (readFailure) throw readFailure.error;
+        const index = walked.push(item) - 1;
+        if (item.entry.type === 'file' && !reusable(item)) queue.push({ index, item });
+      }
+    } catch (error) {
+      queue.end(error);
+      await reading.catch(() => undefined);
+      throw error;
+    }
+    queue.end();
+    const xattrs = await xattrsRead;
+    await reading;
+
+    // The manifest's entries in walk order: metadata, unchanged files (reused blobs), and what was read.
+    for (const [index, item] of walked.entries()) {
+      signal?.throwIfAborted();
+      const entry = { ...item.entry, ...(xattrs.has(item.entry.path) ? { xattrs: xattrs.get(item.entry.path) } : {}) };
+      const base: ManifestEntry = {
+        path: entry.path,
+        type: entry.type,
+        mode: entry.mode,
+        uid: entry.uid,
+        gid: entry.gid,
+        size: entry.size,
+        mtimeMs: entry.mtimeMs,
+        ...(entry.linkTarget !== undefined ? { linkTarget: entry.linkTarget } : {}),
+        ...(entry.devMajor !== undefined ? { devMajor: entry.devMajor } : {}),
+        ...(entry.devMinor !== undefined ? { devMinor: entry.devMinor } : {}),
+        ...(entry.xattrs
+          ? { xattrs: Object.fromEntries(Object.entries(entry.xattrs).map(([k, v]) => [k, v.toString('base64')])) }
+          : {}),
+      };
+      if (entry.type !== 'file') {
+        entries.push(base);
+        continue;
+      }
+      const reuse = reusable(item);
+      if (reuse) {
+        const indices = reuse.map((b) => {
+          const hash = (previousBlobs[b] as readonly [string, number, number, number])[0];
+          const existing = blobIndex.get(hash);
+          if (existing !== undefined) return existing;
+          reusedBlobs++;
+          return useBlob(known.get(hash) as BlobRef);
+        });
+        noteSources(item.absolute, indices);
+        entries.push({ ...base, blobs: indices, quick: quickKey(item) });
+        files++;
+        contentBytes += entry.size;
+        continue;
+      }
+      // Not read: it vanished before it could be opened (warned above).
+      const result = read.get(index);
+      if (result) entries.push({ ...base, ...result });
+    }
     // Repack: previous packs now mostly garbage get their live blobs rewritten (read back from the local
     // files), so the old pack can be deleted. A blob whose file changed meanwhile keeps its old pack.
     const live = new Map<PackRef, number>();

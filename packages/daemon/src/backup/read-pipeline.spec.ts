@@ -7,7 +7,7 @@ import type { WalkedEntry } from '../archive/tree.js';
 import { walkTree } from '../archive/tree.js';
 import { defaultChunkerOptions, StreamChunker } from './chunker.js';
 import type { FilePiece } from './read-pipeline.js';
-import { readFiles } from './read-pipeline.js';
+import { FileQueue, readFiles } from './read-pipeline.js';
 import { ChunkWorkerPool } from './worker-pool.js';
 
 const sha256 = (data: Uint8Array): string => createHash('sha256').update(data).digest('hex');
@@ -118,6 +118,31 @@ describe('backup read pipeline (worker threads)', () => {
       expect(piece.chunks.length).toBeGreaterThan(0);
       break;
     }
+    expect(await openDescriptors()).toBe(before);
+  });
+
+  it('reads while files are still being listed, and fails with the error the listing ended with', async () => {
+    const root = join(dir, 'queue');
+    await mkdir(root);
+    for (let i = 0; i < 3; i++) await writeFile(join(root, `big${i}`), randomBytes(9 * 1024 * 1024));
+    const files = await walk(root);
+    const before = await openDescriptors();
+    const queue = new FileQueue();
+    queue.push(files[0]!);
+    const seen: string[] = [];
+    const consumer = (async () => {
+      for await (const piece of readFiles(pool, queue, defaultChunkerOptions)) {
+        seen.push(piece.item.entry.path);
+        // The first file is delivered before the listing goes on.
+        if (seen.length === 1) {
+          queue.push(files[1]!);
+          queue.push(files[2]!);
+          queue.end(new Error('listing failed'));
+        }
+      }
+    })();
+    await expect(consumer).rejects.toThrow('listing failed');
+    expect(seen[0]).toBe(files[0]!.item.entry.path);
     expect(await openDescriptors()).toBe(before);
   });
 });

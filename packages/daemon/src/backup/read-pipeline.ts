@@ -51,8 +51,70 @@ interface SegmentAnswer {
   eof: boolean;
 }
 
+export interface FileToRead {
+  /** The caller's index of the file. */
+  readonly index: number;
+  readonly item: WalkedEntry;
+}
+
+/** A queue of files to read, filled while the consumer already reads (the walk runs beside the reads). */
+export class FileQueue {
+  private readonly items: FileToRead[] = [];
+  private head = 0;
+  private wake: (() => void) | undefined;
+  private ended = false;
+  private failure: { error: unknown } | undefined;
+
+  static of(files: Iterable<FileToRead>): FileQueue {
+    const queue = new FileQueue();
+    for (const file of files) queue.push(file);
+    queue.end();
+    return queue;
+  }
+
+  push(file: FileToRead): void {
+    this.items.push(file);
+    this.wake?.();
+  }
+
+  /** No more files; with an error, the reader fails with it at once (files still queued are dropped). */
+  end(error?: unknown): void {
+    this.ended = true;
+    if (error !== undefined) this.failure = { error };
+    this.wake?.();
+  }
+
+  /** The next file if one is queued (without waiting); throws the error the queue ended with. */
+  take(): FileToRead | undefined {
+    if (this.failure) throw this.failure.error;
+    if (this.head === this.items.length) return undefined;
+    const file = this.items[this.head++] as FileToRead;
+    if (this.head > 1024 && this.head * 2 > this.items.length) {
+      this.items.splice(0, this.head);
+      this.head = 0;
+    }
+    return file;
+  }
+
+  /** True once ended and drained. */
+  get finished(): boolean {
+    return this.ended && this.head === this.items.length;
+  }
+
+  /** Resolves when a file arrives or the queue ends. */
+  wait(): Promise<void> {
+    if (this.ended || this.head < this.items.length) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      this.wake = () => {
+        this.wake = undefined;
+        resolve();
+      };
+    });
+  }
+}
+
 type Task =
-  | { readonly kind: 'files'; readonly files: ReadonlyArray<{ index: number; item: WalkedEntry }> }
+  | { readonly kind: 'files'; readonly files: readonly FileToRead[] }
   | { readonly kind: 'large'; readonly index: number; readonly item: WalkedEntry };
 
 function toChunks(data: Uint8Array, lengths: readonly number[], hashes: readonly string[], from = 0): ReadChunk[] {
@@ -138,30 +200,54 @@ interface Started {
  */
 export async function* readFiles(
   pool: ChunkWorkerPool,
-  files: ReadonlyArray<{ index: number; item: WalkedEntry }>,
+  files: FileQueue | Iterable<FileToRead>,
   chunker: ChunkerOptions,
   window = 2 * pool.size,
 ): AsyncGenerator<FilePiece> {
-  const tasks: Task[] = [];
-  let batch: Array<{ index: number; item: WalkedEntry }> = [];
+  // Tasks are formed as files arrive (the walk may still be running), so reading starts with the first batch.
+  const queue = files instanceof FileQueue ? files : FileQueue.of(files);
+  const ready: Task[] = [];
+  let ended = false;
+  let batch: FileToRead[] = [];
   let batchSize = 0;
   const flush = (): void => {
-    if (batch.length) tasks.push({ kind: 'files', files: batch });
+    if (batch.length) ready.push({ kind: 'files', files: batch });
     batch = [];
     batchSize = 0;
   };
-  for (const file of files) {
-    const size = Number(file.item.stats.size);
-    if (size > wholeFileLimit) {
-      flush();
-      tasks.push({ kind: 'large', index: file.index, item: file.item });
-      continue;
+  /**
+   * The next task. Without `block`, only from files already queued (work is in flight, and the consumer must
+   * not wait for the walk); with it, waits for files, sending a partial batch rather than waiting with it.
+   */
+  const nextTask = async (block: boolean): Promise<Task | undefined> => {
+    while (ready.length === 0 && !ended) {
+      const file = queue.take();
+      if (file) {
+        const size = Number(file.item.stats.size);
+        if (size > wholeFileLimit) {
+          flush();
+          ready.push({ kind: 'large', index: file.index, item: file.item });
+          continue;
+        }
+        batch.push(file);
+        batchSize += size;
+        if (batch.length >= batchFiles || batchSize >= batchBytes) flush();
+        continue;
+      }
+      if (queue.finished) {
+        ended = true;
+        flush();
+        break;
+      }
+      if (!block) break;
+      if (batch.length) {
+        flush();
+        break;
+      }
+      await queue.wait();
     }
-    batch.push(file);
-    batchSize += size;
-    if (batch.length >= batchFiles || batchSize >= batchBytes) flush();
-  }
-  flush();
+    return ready.shift();
+  };
 
   const recycle = (worker: number, data: Uint8Array): void => {
     pool.notify(worker, { kind: 'recycle', buffer: data.buffer });
@@ -186,11 +272,16 @@ export async function* readFiles(
     large.catch(() => undefined);
     return { task, large };
   };
-  let next = 0;
+  let current: Started | undefined;
   try {
-    for (let t = 0; t < tasks.length; t++) {
-      while (next < tasks.length && next < t + window) started.push(start(tasks[next++] as Task));
-      const current = started[t] as Started;
+    for (;;) {
+      while (started.length < window) {
+        const task = await nextTask(started.length === 0);
+        if (!task) break;
+        started.push(start(task));
+      }
+      current = started.shift();
+      if (!current) break;
       const task = current.task;
       if (task.kind === 'files') {
         const answer = await (current.files as Promise<FilesAnswer>);
@@ -225,13 +316,12 @@ export async function* readFiles(
           }
         }
       }
-      started[t] = { task };
+      current = undefined;
     }
   } finally {
     // Tasks read ahead of a failure: their descriptors are closed once their workers are done with them.
-    for (let t = 0; t < started.length; t++) {
-      const large = started[t]?.large;
-      if (large) await large.then((file) => file?.close()).catch(() => undefined);
+    for (const task of current ? [current, ...started] : started) {
+      if (task.large) await task.large.then((file) => file?.close()).catch(() => undefined);
     }
   }
 }
