@@ -3,7 +3,6 @@
  * tokens, and its ops endpoints only with tokens; a config that would serve either openly is refused, naming the
  * missing setting. On loopback the embedded default keeps working without authentication (the other specs).
  */
-import { execFileSync } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,6 +21,8 @@ import { startEmbedded } from '../embedded.js';
 import { createSilentLogger } from '../logger.js';
 import { startHarness } from '../test-support/harness.js';
 import type { Harness } from '../test-support/harness.js';
+import { createTestPki } from '../test-support/pki.js';
+import type { TestPki } from '../test-support/pki.js';
 
 const token = 'tok-0123456789abcdef0123456789';
 const port = (address: string): string => address.slice(address.lastIndexOf(':') + 1);
@@ -141,61 +142,13 @@ describe('bearer tokens beyond loopback', () => {
 });
 
 describe('mutual TLS beyond loopback', () => {
-  let dir: string;
-  const pem = (name: string): string => join(dir, name);
+  let pki: TestPki;
+  const pem = (name: string): string => pki.pem(name);
   beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'workbay-mtls-'));
-    const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
-    ssl(
-      'req',
-      '-x509',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-days',
-      '1',
-      '-subj',
-      '/CN=ca',
-      '-keyout',
-      'ca-key.pem',
-      '-out',
-      'ca.pem',
-    );
-    await writeFile(pem('san.cnf'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
-    for (const name of ['server', 'client']) {
-      ssl(
-        'req',
-        '-newkey',
-        'rsa:2048',
-        '-nodes',
-        '-subj',
-        `/CN=${name}`,
-        '-keyout',
-        `${name}-key.pem`,
-        '-out',
-        `${name}.csr`,
-      );
-      ssl(
-        'x509',
-        '-req',
-        '-in',
-        `${name}.csr`,
-        '-CA',
-        'ca.pem',
-        '-CAkey',
-        'ca-key.pem',
-        '-CAcreateserial',
-        '-days',
-        '1',
-        '-extfile',
-        'san.cnf',
-        '-out',
-        `${name}.pem`,
-      );
-    }
+    pki = await createTestPki('workbay-mtls-');
   });
   afterAll(async () => {
-    await rm(dir, { recursive: true, force: true });
+    await pki?.remove();
   });
 
   it('serves on 0.0.0.0 with a client CA: a client certificate is needed, plaintext and no-cert clients are refused', async () => {

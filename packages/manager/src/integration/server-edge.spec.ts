@@ -1,12 +1,11 @@
-import { execFileSync } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readFile } from 'node:fs/promises';
 import { Client, credentials } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UnavailableError, createWorkspaceManagerClient } from '@workbay/api';
 import { startHarness } from '../test-support/harness.js';
 import type { Harness } from '../test-support/harness.js';
+import { createTestPki } from '../test-support/pki.js';
+import type { TestPki } from '../test-support/pki.js';
 
 const passthrough = (value: Buffer): Buffer => value;
 
@@ -66,62 +65,13 @@ describe('server edge: health checking and reflection', () => {
 });
 
 describe('server edge: TLS and mutual TLS', () => {
-  let dir: string;
-  const pem = (name: string) => join(dir, name);
-
+  let pki: TestPki;
+  const pem = (name: string): string => pki.pem(name);
   beforeAll(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'workbay-tls-'));
-    const ssl = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'ignore' });
-    ssl(
-      'req',
-      '-x509',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-days',
-      '1',
-      '-subj',
-      '/CN=test-ca',
-      '-keyout',
-      'ca-key.pem',
-      '-out',
-      'ca.pem',
-    );
-    await writeFile(pem('san.cnf'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
-    for (const name of ['server', 'client']) {
-      ssl(
-        'req',
-        '-newkey',
-        'rsa:2048',
-        '-nodes',
-        '-subj',
-        `/CN=${name}`,
-        '-keyout',
-        `${name}-key.pem`,
-        '-out',
-        `${name}.csr`,
-      );
-      ssl(
-        'x509',
-        '-req',
-        '-in',
-        `${name}.csr`,
-        '-CA',
-        'ca.pem',
-        '-CAkey',
-        'ca-key.pem',
-        '-CAcreateserial',
-        '-days',
-        '1',
-        '-extfile',
-        'san.cnf',
-        '-out',
-        `${name}.pem`,
-      );
-    }
+    pki = await createTestPki('workbay-tls-');
   });
   afterAll(async () => {
-    await rm(dir, { recursive: true, force: true });
+    await pki?.remove();
   });
 
   it('serves TLS, and with a CA requires a client certificate signed by it', async () => {
