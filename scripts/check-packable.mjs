@@ -11,18 +11,20 @@ if (missing.length) {
   console.error(`${pkg.name}: not built (${missing.join(', ')} missing): run 'npx nx run ${pkg.name}:build' first`);
   process.exit(1);
 }
-const newest = (root) => {
+/** The newest mtime of the files under `root` that `keep` selects. */
+const newest = (root, keep) => {
   let latest = 0;
   for (const entry of readdirSync(root, { withFileTypes: true })) {
     const path = join(root, entry.name);
-    if (entry.isDirectory()) latest = Math.max(latest, newest(path));
-    else if (entry.name.endsWith('.ts') && !entry.name.endsWith('.spec.ts'))
-      latest = Math.max(latest, statSync(path).mtimeMs);
+    if (entry.isDirectory()) latest = Math.max(latest, newest(path, keep));
+    else if (keep(entry.name)) latest = Math.max(latest, statSync(path).mtimeMs);
   }
   return latest;
 };
-const built = statSync(join(dir, pkg.main)).mtimeMs;
-if (existsSync(join(dir, 'src')) && newest(join(dir, 'src')) > built) {
+// An incremental build rewrites only the outputs of changed sources: compare with the newest output, not one file.
+const built = newest(join(dir, 'dist'), (name) => name.endsWith('.js'));
+const sources = (name) => name.endsWith('.ts') && !name.endsWith('.spec.ts');
+if (existsSync(join(dir, 'src')) && newest(join(dir, 'src'), sources) > built) {
   console.error(`${pkg.name}: dist is older than src: run 'npx nx run ${pkg.name}:build' first`);
   process.exit(1);
 }
