@@ -3,6 +3,7 @@
  * backup, local git remotes are refused unless the operator allows them, and a composite initializer never
  * writes (git clone, download) through a link an earlier step put into content.
  */
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
@@ -34,6 +35,8 @@ let repo: GitFixture;
 let gitServer: GitHttpServer;
 let files: Server;
 let filesUrl = '';
+/** The files server answers `downloaded\n`; downloads must name its digest. */
+const downloadDigest = `sha256:${createHash('sha256').update('downloaded\n').digest('hex')}`;
 
 beforeAll(async () => {
   wb = await bootWorkbay();
@@ -168,6 +171,27 @@ describe('a composite initializer never writes through a link an earlier step re
       await symlink(v.victim, path.join(stage, at));
     });
 
+  it('control: the same git clone and download without links land in content', async () => {
+    const download = contentservice.WorkspaceInitializer.fromPartial({
+      spec: {
+        $case: 'download',
+        value: { files: [{ url: `${filesUrl}/f`, digest: downloadDigest, filePath: 'ok.txt' }], targetLocation: 'dl' },
+      },
+    });
+    const result = await outcome(
+      wb.daemon.initWorkspace({
+        id: 'composite-control',
+        metadata: { owner: 'alice', metaId: 'composite-control' },
+        initializer: composite(gitInit(gitServer.urlFor('local'), { checkoutLocation: 'repo' }), download),
+      }),
+    );
+    const files = await listTree(contentDir(wb, 'composite-control'));
+    await wb.daemon.disposeWorkspace({ id: 'composite-control', backup: false }).catch(() => undefined);
+    expect(result.ok, show(result)).toBe(true);
+    expect(files).toContain('dl/ok.txt');
+    expect(files).toContain('repo/README.md');
+  });
+
   it('git clone into a checkout location that is a link out of content', async () => {
     const snapshot = await linkSnapshot('composite-git', 'repo');
     const result = await outcome(
@@ -189,7 +213,10 @@ describe('a composite initializer never writes through a link an earlier step re
     const download = contentservice.WorkspaceInitializer.fromPartial({
       spec: {
         $case: 'download',
-        value: { files: [{ url: `${filesUrl}/f`, filePath: 'pwned.txt' }], targetLocation: 'dl' },
+        value: {
+          files: [{ url: `${filesUrl}/f`, digest: downloadDigest, filePath: 'pwned.txt' }],
+          targetLocation: 'dl',
+        },
       },
     });
     const result = await outcome(
@@ -211,6 +238,7 @@ describe('a composite initializer never writes through a link an earlier step re
           files: [
             {
               url: `${filesUrl}/f`,
+              digest: downloadDigest,
               filePath: path.relative(path.join(wb.workingArea, 'dl-escape', 'x'), path.join(v.victim, 'pwned')),
             },
           ],
