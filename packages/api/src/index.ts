@@ -138,6 +138,7 @@ export { configKey, parseWithSchema } from './infra/config-schema.js';
 export type { Release } from './infra/concurrency.js';
 export { AcquireAborted, Semaphore } from './infra/concurrency.js';
 export { parseByteSize } from './infra/size.js';
+export { boundErrorMessage, wellFormed } from './infra/bound-error.js';
 
 // Wire: service definitions, server interfaces, message namespaces, proto files
 export {

@@ -1,22 +1,29 @@
 import type { PluginLogger, ServerTlsFiles, StartedGrpcServer, WorkspaceContentServiceServer } from '@workbay/api';
-import { WorkspaceContentServiceService, protoFiles, startGrpcServer, unaryHandler } from '@workbay/api';
+import {
+  WorkspaceContentServiceService,
+  boundErrorMessage,
+  protoFiles,
+  startGrpcServer,
+  unaryHandler,
+} from '@workbay/api';
 import type { WorkspaceContentService } from '../content-service.js';
-import { boundError, limits } from '../util/bounds.js';
+import { limits } from '../util/bounds.js';
 import { gitStatusToProto, initRequestFromProto, metricToProto, requireId } from './convert.js';
 
 /** The full name health checks use for the content service. */
 export const contentServiceName = 'wsdaemon.WorkspaceContentService';
 
 /**
- * Every error leaves through here with a bounded message: the one place that guarantees invariant 7 for
- * text built from something unbounded below (a git stderr, a storage backend's message).
+ * Every error leaves through here with a bounded message (the bounding the manager's edge uses too): the one
+ * place that guarantees invariant 7 for text built from something unbounded below (a git stderr, a storage
+ * backend's message).
  */
 function bounded<Req, Res>(handler: (request: Req) => Promise<Res> | Res): (request: Req) => Promise<Res> {
   return async (request) => {
     try {
       return await handler(request);
     } catch (error) {
-      throw boundError(error);
+      throw boundErrorMessage(error);
     }
   };
 }

@@ -31,10 +31,6 @@ export const limits = {
   nodes: 256,
   /** The whole gRPC message (grpc-js refuses larger ones with RESOURCE_EXHAUSTED before decoding). */
   messageBytes: 4 * 1024 * 1024,
-  /** Longest error message that leaves the daemon. */
-  errorMessage: 1024,
-  /** Longest field path in an error. */
-  field: 256,
 } as const;
 
 const quoteMax = 64;
@@ -57,28 +53,4 @@ export function checkLength(value: string, field: string, max: number): string {
 /** Refuses a list longer than `max`. */
 export function checkCount(count: number, field: string, max: number): void {
   if (count > max) throw new InvalidArgumentError(field, `has too many elements (${count}; at most ${max})`);
-}
-
-/**
- * Caps the message (and field) of an error about to leave the daemon. Messages are built with {@link quote},
- * so this only trims what something below built from unbounded text (a git stderr, a storage error).
- */
-export function boundError(error: unknown): unknown {
-  if (!(error instanceof Error)) return error;
-  const withField = error as { field?: unknown; reason?: unknown };
-  const longField = typeof withField.field === 'string' && withField.field.length > limits.field;
-  if (error.message.length <= limits.errorMessage && !longField) return error;
-  try {
-    if (error.message.length > limits.errorMessage)
-      error.message = `${error.message.slice(0, limits.errorMessage - 3)}...`;
-    if (longField) {
-      Object.defineProperty(error, 'field', {
-        value: `${(withField.field as string).slice(0, limits.field - 3)}...`,
-        configurable: true,
-      });
-    }
-  } catch {
-    // A frozen error keeps its text: every message of ours is bounded where it is built.
-  }
-  return error;
 }
