@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import type { Stats } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -64,7 +64,11 @@ export async function planLaunch(options: {
     ? expandCommand(mapped.config.command, env)
     : [
         process.execPath,
-        defaultWorkspaceScript(),
+        // Isolated, the workspace user may not be able to read the installed package (npm installs under
+        // /root or a 0700 directory): the script travels as its source instead of as a path.
+        ...(isolated
+          ? ['--input-type=module', '-e', readFileSync(defaultWorkspaceScript(), 'utf8'), '--']
+          : [defaultWorkspaceScript()]),
         '--port',
         String(idePort),
         '--host',
@@ -77,7 +81,7 @@ export async function planLaunch(options: {
         spec.owner,
       ];
   if (!isolated) return { command, env, readiness, idePort, portMap, mappedPattern: mapped?.pattern };
-  const needed = [process.execPath, command[0] ?? '', ...(mapped ? [] : [defaultWorkspaceScript()])];
+  const needed = [process.execPath, command[0] ?? ''];
   return {
     command,
     env,
