@@ -174,7 +174,15 @@ export function workerMain(cut: FindCut): void {
   };
 
   type Control = { kind: 'drop'; key: string } | { kind: 'recycle'; buffer: SharedArrayBuffer };
+  // Recycled buffers are let go once no backup has used the worker for a while (a daemon is mostly idle).
+  let idle: ReturnType<typeof setTimeout> | undefined;
+  const touch = (): void => {
+    if (idle) clearTimeout(idle);
+    idle = setTimeout(() => (free.length = 0), 5_000);
+    idle.unref();
+  };
   parentPort?.on('message', (job: FilesJob | SegmentJob | Control) => {
+    touch();
     if (job.kind === 'drop') {
       open.delete(job.key);
       return;
