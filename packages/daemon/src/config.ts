@@ -176,7 +176,24 @@ export const daemonConfigSchema = z
       .strict()
       .prefault({}),
     log: z
-      .object({ level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info') })
+      // A union of literals, not z.enum: an enum's declared type lists its members in the type checker's order,
+      // which changes between builds (the checked-in API report flapped); a tuple keeps the written order.
+      .object({
+        level: z
+          .union(
+            [
+              z.literal('fatal'),
+              z.literal('error'),
+              z.literal('warn'),
+              z.literal('info'),
+              z.literal('debug'),
+              z.literal('trace'),
+              z.literal('silent'),
+            ],
+            { error: 'must be one of fatal, error, warn, info, debug, trace, silent' },
+          )
+          .default('info'),
+      })
       .strict()
       .prefault({}),
     shutdownTimeout: duration.default(30_000),

@@ -280,7 +280,24 @@ export const managerConfigSchema = z
     /** How long stopped workspaces stay visible (Describe, GetWorkspaces) before their record is removed. */
     stoppedRetention: duration.default('10m'),
     log: z
-      .object({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('info') })
+      // A union of literals, not z.enum: an enum's declared type lists its members in the type checker's order,
+      // which changes between builds (the checked-in API report flapped); a tuple keeps the written order.
+      .object({
+        level: z
+          .union(
+            [
+              z.literal('trace'),
+              z.literal('debug'),
+              z.literal('info'),
+              z.literal('warn'),
+              z.literal('error'),
+              z.literal('fatal'),
+              z.literal('silent'),
+            ],
+            { error: 'must be one of trace, debug, info, warn, error, fatal, silent' },
+          )
+          .default('info'),
+      })
       .strict()
       .prefault({}),
   })
