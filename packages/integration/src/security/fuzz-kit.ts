@@ -152,7 +152,8 @@ export function check(name: string, o: CallOutcome, mustRefuse: boolean): void {
 /** Failure reports quote the counterexample; huge generated strings are cut so the report stays readable. */
 export const reporter = <Ts>(details: fc.RunDetails<Ts>): void => {
   if (!details.failed) return;
-  const text = fc.defaultReportMessage(details) ?? 'property failed';
+  const cause = details.errorInstance instanceof Error ? details.errorInstance.message : String(details.errorInstance);
+  const text = `${cause.slice(0, 1500)}\n${fc.defaultReportMessage(details) ?? 'property failed'}`;
   throw new Error(text.replace(/(.)\1{50,}/gu, (m, c: string) => `${c.repeat(5)}…(${m.length}×)`).slice(0, 4000));
 };
 export const settings = { numRuns, endOnFailure: true, reporter } as const;
