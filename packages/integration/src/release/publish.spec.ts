@@ -35,6 +35,22 @@ afterAll(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
+/** What an install weighs: packages under node_modules and their bytes on disk (printed for the README table). */
+async function footprint(project: string, what: string): Promise<void> {
+  const du = await run('du', ['-sk', join(project, 'node_modules')], { cwd: project });
+  const listed = await run(
+    'sh',
+    [
+      '-c',
+      'find node_modules -name package.json -path "*node_modules/*/package.json" -not -path "*/node_modules/*/node_modules/*/*/package.json" | wc -l',
+    ],
+    { cwd: project },
+  );
+  console.log(
+    `install footprint of ${what}: ${listed.stdout.trim()} packages, ${(Number(du.stdout.split('\t')[0]) / 1024).toFixed(1)} MiB`,
+  );
+}
+
 async function cleanProject(name: string): Promise<string> {
   const project = join(dir, name);
   await mkdir(project, { recursive: true });
@@ -55,6 +71,13 @@ describe('published packages', () => {
     expect(paths.filter((p) => p.endsWith('.tsbuildinfo') || p.includes('/bench/') || p.endsWith('.spec.js'))).toEqual(
       [],
     );
+    for (const name of published) {
+      const tarball = await npm(registry, project, ['pack', `@workbay/${name}`, '--dry-run', '--json']);
+      const [{ size, unpackedSize }] = JSON.parse(tarball.stdout) as [{ size: number; unpackedSize: number }];
+      console.log(
+        `tarball of @workbay/${name}: ${(size / 1024).toFixed(0)} KiB (${(unpackedSize / 1024).toFixed(0)} KiB unpacked)`,
+      );
+    }
     const manifest = JSON.parse(await readFile(join(repoRoot, 'packages/daemon/package.json'), 'utf8')) as object;
     expect(manifest).not.toHaveProperty('nx');
   });
@@ -63,6 +86,7 @@ describe('published packages', () => {
     const project = await cleanProject('service');
     const installed = await npm(registry, project, ['install', '@workbay/manager', '@workbay/daemon']);
     expect(installed.code, installed.stderr).toBe(0);
+    await footprint(project, '@workbay/manager @workbay/daemon');
     const bin = join(project, 'node_modules', '.bin', 'workbay');
     await writeFile(
       join(project, 'workbay.yaml'),
@@ -116,6 +140,7 @@ describe('published packages', () => {
       'zod@^4.6.7',
     ]);
     expect(installed.code, installed.stderr).toBe(0);
+    await footprint(project, '@workbay/api @workbay/testing (+ vitest, zod)');
     // A plugin author's tree: the kit brings neither the manager nor the daemon.
     const scope = await readdir(join(project, 'node_modules', '@workbay'));
     expect(scope.sort()).toEqual(['api', 'testing']);
