@@ -15,27 +15,21 @@
  *
  * Sizes are environment variables; BENCH_ISOLATION (none|auto) sets the local runtime's isolation.
  */
-import { fork, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { Metadata, Server, ServerCredentials } from '@grpc/grpc-js';
-import type { ServerWritableStream } from '@grpc/grpc-js';
 import { createWorkspaceManagerClient, workspacePhase, wsman } from '@workbay/api';
 import type { WorkspaceManagerClient } from '@workbay/api';
-import { emptyConditions } from '../domain/status.js';
-import type { WorkspaceRecord } from '../domain/types.js';
 import { startEmbedded } from '../embedded.js';
 import type { EmbeddedHandle } from '../embedded.js';
 import { createSilentLogger } from '../logger.js';
 import { defaultWorkspaceScript } from '../runtime/local/index.js';
-import { FileWorkspaceStore } from '../store/file-store.js';
-import { envInt, fmtMiB, fmtMs, percentile, report } from './stats.js';
+import { benchRss } from './rss.js';
+import { envInt, fmtMs, percentile, report } from './stats.js';
+import { loadClient, nextMessage, startBareServer, waitForPort } from './support.js';
 
-const here = fileURLToPath(new URL('.', import.meta.url));
 const sizes = {
   starts: envInt('BENCH_STARTS', 50),
   subscribers: envInt('BENCH_SUBSCRIBERS', 1_000),
@@ -48,84 +42,6 @@ const sizes = {
   records: envInt('BENCH_RECORDS', 10_000),
 };
 const isolation = process.env['BENCH_ISOLATION'] === 'auto' ? 'auto' : 'none';
-
-const passthrough = (value: Buffer): Buffer => value;
-
-function waitForPort(port: number): Promise<void> {
-  return new Promise((resolve) => {
-    const attempt = (): void => {
-      const socket = connect(port, '127.0.0.1');
-      socket.once('connect', () => {
-        socket.destroy();
-        resolve();
-      });
-      socket.once('error', () => {
-        socket.destroy();
-        setTimeout(attempt, 10);
-      });
-    };
-    attempt();
-  });
-}
-
-function loadClient(): ChildProcess {
-  return fork(join(here, 'load-client.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-}
-
-function nextMessage<T>(child: ChildProcess, what: string): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const onExit = (code: number | null): void => reject(new Error(`load client exited with ${code} before ${what}`));
-    child.once('message', (message) => {
-      child.off('exit', onExit);
-      resolve(message as T);
-    });
-    child.once('exit', onExit);
-  });
-}
-
-/** A bare grpc-js server: a streaming method that broadcasts given bytes and a unary method answering with fixed bytes. */
-async function startBareServer(unaryAnswer: Buffer): Promise<{
-  address: string;
-  streams: Set<ServerWritableStream<Buffer, Buffer>>;
-  close(): void;
-}> {
-  const server = new Server({ 'grpc.max_concurrent_streams': 10_000 });
-  const streams = new Set<ServerWritableStream<Buffer, Buffer>>();
-  server.addService(
-    {
-      subscribe: {
-        path: '/bench.Bare/Subscribe',
-        requestStream: false,
-        responseStream: true,
-        requestSerialize: passthrough,
-        requestDeserialize: passthrough,
-        responseSerialize: passthrough,
-        responseDeserialize: passthrough,
-      },
-      echo: {
-        path: '/bench.Bare/Echo',
-        requestStream: false,
-        responseStream: false,
-        requestSerialize: passthrough,
-        requestDeserialize: passthrough,
-        responseSerialize: passthrough,
-        responseDeserialize: passthrough,
-      },
-    },
-    {
-      subscribe: (call: ServerWritableStream<Buffer, Buffer>) => {
-        streams.add(call);
-        call.sendMetadata(new Metadata());
-        call.on('cancelled', () => streams.delete(call));
-      },
-      echo: (_call: unknown, callback: (error: null, value: Buffer) => void) => callback(null, unaryAnswer),
-    },
-  );
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync('127.0.0.1:0', ServerCredentials.createInsecure(), (e, p) => (e ? reject(e) : resolve(p))),
-  );
-  return { address: `127.0.0.1:${port}`, streams, close: () => server.forceShutdown() };
-}
 
 async function benchStartLatency(handle: EmbeddedHandle, client: WorkspaceManagerClient): Promise<string[]> {
   const seen = new Map<string, () => void>();
@@ -391,80 +307,6 @@ async function benchDescribe(handle: EmbeddedHandle, client: WorkspaceManagerCli
   );
 }
 
-function record(i: number, now: number): WorkspaceRecord {
-  const id = `rec-${i}`;
-  return {
-    id,
-    metaId: `meta-${i}`,
-    owner: `user-${i % 500}`,
-    annotations: { project: `p-${i % 97}`, team: 'platform' },
-    type: 'regular',
-    servicePrefix: id,
-    url: `http://127.0.0.1:7780/ws/${id}/`,
-    ownerToken: 'x'.repeat(32),
-    spec: {
-      image: 'workbay/default',
-      ideImage: { webRef: 'ide:latest', supervisorRef: '', desktopRef: '', desktopPluginRef: '' },
-      ideImageLayers: [],
-      initializer: Buffer.from(`git https://example.com/org/repo-${i}.git`).toString('base64'),
-      initializerKind: 'git',
-      ports: [
-        { port: 3000, visibility: 'private', protocol: 'http', url: `http://127.0.0.1:7780/ws/${id}/port/3000/` },
-      ],
-      envvars: [{ name: 'EDITOR', value: 'vim' }],
-      sysEnvvars: [],
-      workspaceLocation: 'repo',
-      admission: 'owner-only',
-      className: 'g1-standard',
-      sshPublicKeys: [],
-      featureFlags: [],
-    },
-    phase: 'stopped',
-    conditions: { ...emptyConditions, finalBackupComplete: true, stoppedByRequest: true },
-    message: '',
-    statusVersion: i + 1,
-    createdAt: now,
-    lastActivity: now,
-    phaseTimes: { pending: now, creating: now, initializing: now, running: now, stopping: now, stopped: now },
-    progress: {
-      contentReady: false,
-      initRequested: true,
-      everReady: true,
-      closed: false,
-      disposed: true,
-      idePort: 23000,
-    },
-  };
-}
-
-async function probeRss(stateDir: string): Promise<{ rss: number; workspaces: number; loadMs: number }> {
-  const child = spawn(process.execPath, ['--expose-gc', join(here, 'rss-probe.js'), stateDir], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  let out = '';
-  child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
-  await new Promise((resolve) => child.once('exit', resolve));
-  return JSON.parse(out.trim().split('\n').pop()!) as { rss: number; workspaces: number; loadMs: number };
-}
-
-async function benchRss(dir: string): Promise<void> {
-  const empty = await probeRss(join(dir, 'rss-empty'));
-  const fullDir = join(dir, 'rss-full');
-  const store = new FileWorkspaceStore(fullDir);
-  await store.load();
-  const now = Date.now();
-  for (let i = 0; i < sizes.records; i += 1) void store.save(record(i, now));
-  await store.flush();
-  const full = await probeRss(fullDir);
-  report(
-    `manager RSS with ${full.workspaces} records (loaded in ${fmtMs(full.loadMs)})`,
-    fmtMiB(full.rss),
-    fmtMiB(empty.rss),
-    full.rss / empty.rss,
-  );
-  console.log(`  (${((full.rss - empty.rss) / Math.max(1, full.workspaces) / 1024).toFixed(1)} KiB per record)`);
-}
-
 async function main(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'workbay-manager-bench-'));
   const daemonConfig = join(dir, 'daemon.yaml');
@@ -511,7 +353,7 @@ async function main(): Promise<void> {
     }
     await handle.stop();
   }
-  await benchRss(dir);
+  await benchRss(dir, sizes.records);
   await rm(dir, { recursive: true, force: true });
 }
 

@@ -1,15 +1,8 @@
 import type { ChildProcess } from 'node:child_process';
-import { rmdir } from 'node:fs/promises';
 import path from 'node:path';
 import { Subject } from 'rxjs';
 import type { Observable } from 'rxjs';
-import {
-  AlreadyExistsError,
-  FailedPreconditionError,
-  InvalidArgumentError,
-  UnavailableError,
-  silentLogger,
-} from '@workbay/api';
+import { AlreadyExistsError, FailedPreconditionError, UnavailableError, silentLogger } from '@workbay/api';
 import type {
   PluginLogger,
   RuntimeEvent,
@@ -18,8 +11,6 @@ import type {
   StopOptions,
   WorkspaceRuntime,
 } from '@workbay/api';
-import { oomKillCount } from '@workbay/nsinsider';
-import type { Cgroup } from '@workbay/nsinsider';
 import { parseLocalRuntimeConfig } from './config.js';
 import type { LocalRuntimeConfig, LocalRuntimeConfigInput } from './config.js';
 import { childExitCode, describeExit } from './exit.js';
@@ -27,6 +18,8 @@ import { decideIsolation } from './isolation.js';
 import type { LocalIsolation } from './isolation.js';
 import { releaseWorkspaceNet, WorkspaceNetworks } from './network.js';
 import { PortAllocator } from './ports.js';
+import { assertInstanceId, cgroupOf, groupIsOurs, newInstance, removeCgroup } from './instance.js';
+import type { Instance } from './instance.js';
 import { groupAlive, isSameProcessAlive, readProcStat, signal, sleep } from './proc.js';
 import { waitReady } from './readiness.js';
 import { provision, spawnWorkspace } from './provision.js';
@@ -43,24 +36,6 @@ export interface LocalRuntimeOptions {
   /** Raw or parsed config; raw input is validated (errors name the bad key). */
   readonly config?: LocalRuntimeConfigInput | LocalRuntimeConfig;
   readonly logger?: PluginLogger;
-}
-
-const instanceIdPattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
-
-interface Instance {
-  record: InstanceRecord;
-  status: RuntimeStatus;
-  /** Set while the wrapper is our own child; adopted instances are polled instead. */
-  child?: ChildProcess;
-  childExit?: { code: number | null; signal: NodeJS.Signals | null };
-  readonly readyAbort: AbortController;
-  pollTimer?: NodeJS.Timeout;
-  finalizing?: Promise<void>;
-  readonly exited: Promise<void>;
-  markExited: () => void;
-  killTimer?: NodeJS.Timeout;
-  killDeadline?: number;
-  killed?: boolean;
 }
 
 /**
@@ -143,9 +118,7 @@ export class LocalRuntime implements WorkspaceRuntime {
   async start(spec: RuntimeWorkspaceSpec): Promise<LocalWorkspaceState> {
     this.assertOpen();
     const id = spec.instanceId;
-    if (!instanceIdPattern.test(id)) {
-      throw new InvalidArgumentError('instanceId', `'${id}' may only contain letters, digits, '.', '_' and '-'`);
-    }
+    assertInstanceId(id);
     if (this.starting.has(id) || (this.instances.has(id) && this.instances.get(id)!.status !== 'exited')) {
       throw new AlreadyExistsError(`workspace instance '${id}' is already running`);
     }
@@ -260,9 +233,7 @@ export class LocalRuntime implements WorkspaceRuntime {
   // ---------------------------------------------------------------------------------------------------------------
 
   private track(record: InstanceRecord, status: RuntimeStatus): Instance {
-    let markExited!: () => void;
-    const exited = new Promise<void>((resolve) => (markExited = resolve));
-    const instance: Instance = { record, status, readyAbort: new AbortController(), exited, markExited };
+    const instance = newInstance(record, status);
     this.instances.set(record.instanceId, instance);
     return instance;
   }
@@ -279,7 +250,9 @@ export class LocalRuntime implements WorkspaceRuntime {
       }
       r.ready = true;
       instance.status = 'running';
-      await this.store.save(r).catch((error: unknown) => this.logger.warn({ error: String(error) }, 'save failed'));
+      // Deliberate: readiness reaches the manager through the event below; an unsaved `ready` only makes a restarted
+      // runtime check readiness again.
+      await this.store.save(r).catch((error: unknown) => this.logger.error({ error: String(error) }, 'save failed'));
       this.logger.info({ instanceId: r.instanceId, port: r.idePort }, 'workspace ready');
       this.emit({ type: 'ready', instanceId: r.instanceId, state: this.stateOf(instance) });
     });
@@ -309,7 +282,7 @@ export class LocalRuntime implements WorkspaceRuntime {
       instance.readyAbort.abort();
       await this.store.save(r);
       this.logger.info({ instanceId: r.instanceId, gracePeriodMs }, 'stopping workspace');
-      if (await this.groupIsOurs(r)) signal(-r.pgid, 'SIGTERM');
+      if (await groupIsOurs(r)) signal(-r.pgid, 'SIGTERM');
     }
     const deadline = Date.now() + gracePeriodMs;
     if (!instance.killed && (instance.killDeadline === undefined || deadline < instance.killDeadline)) {
@@ -325,8 +298,8 @@ export class LocalRuntime implements WorkspaceRuntime {
     instance.killed = true;
     const r = instance.record;
     this.logger.warn({ instanceId: r.instanceId }, 'grace period over; killing workspace');
-    if (await this.groupIsOurs(r)) signal(-r.pgid, 'SIGKILL');
-    await this.cgroupOf(r)
+    if (await groupIsOurs(r)) signal(-r.pgid, 'SIGKILL');
+    await cgroupOf(r, this.isolation)
       ?.kill()
       .catch((error: unknown) => this.logger.warn({ instanceId: r.instanceId, error: String(error) }, 'cgroup kill'));
     // A process stuck in uninterruptible sleep can outlive SIGKILL; do not wait forever for it.
@@ -337,17 +310,6 @@ export class LocalRuntime implements WorkspaceRuntime {
     }, this.config.killTimeoutMs);
   }
 
-  /**
-   * The process group may be signalled when its leader is still the recorded process, or when no process has
-   * that pid any more (a group with that id can then only hold our leftovers, since the kernel does not reuse the
-   * id of a live group). A different process with the pid means the pid was reused: the group is not ours.
-   */
-  private async groupIsOurs(r: InstanceRecord): Promise<boolean> {
-    const leader = await readProcStat(r.pgid);
-    if (!leader) return true;
-    return r.startTime !== undefined && leader.startTime === r.startTime;
-  }
-
   /** The leader is gone: take the rest of the tree down, collect the verdict, clean up, tell everyone. Idempotent. */
   private finalize(instance: Instance, stuck?: Error): Promise<void> {
     instance.finalizing ??= (async () => {
@@ -355,62 +317,33 @@ export class LocalRuntime implements WorkspaceRuntime {
       instance.readyAbort.abort();
       if (instance.pollTimer) clearTimeout(instance.pollTimer);
       if (instance.killTimer) clearTimeout(instance.killTimer);
-      if (!stuck && (await this.groupIsOurs(r))) {
+      if (!stuck && (await groupIsOurs(r))) {
         signal(-r.pgid, 'SIGKILL');
         const until = Date.now() + this.config.killTimeoutMs;
         while ((await groupAlive(r.pgid)) && Date.now() < until) await sleep(20);
       }
-      const oomKills = await this.removeCgroup(r);
+      const oomKills = await removeCgroup(r, this.isolation, this.logger);
       if (r.net) {
         await (this.networks ? this.networks.release(r.net) : releaseWorkspaceNet(r.net)).catch((error: unknown) =>
           this.logger.warn({ instanceId: r.instanceId, error: String(error) }, 'could not remove the network'),
         );
       }
       const exitCode = (await this.store.readExitCode(r.instanceId)) ?? childExitCode(instance.childExit);
+      const lastLogLine = exitCode ? await this.store.lastLogLine(r.instanceId) : undefined;
       const failure = r.stopRequested
         ? undefined
-        : stuck
-          ? stuck.message
-          : describeExit({
-              exitCode,
-              oomKills,
-              memoryLimitBytes: r.memoryLimitBytes,
-              command: r.command,
-              lastLogLine: exitCode ? await this.store.lastLogLine(r.instanceId) : undefined,
-            });
+        : (stuck?.message ?? describeExit({ ...r, exitCode, oomKills, lastLogLine }));
       r.exit = { exitCode, failure, at: new Date().toISOString() };
       instance.status = 'exited';
       this.ports.release(r.instanceId);
-      await this.store.save(r).catch((error: unknown) => this.logger.warn({ error: String(error) }, 'save failed'));
+      // Deliberate: the verdict reaches the manager through the event below; a record that could not be saved only
+      // means a restarted runtime re-reads the exit from the wrapper's exit file instead.
+      await this.store.save(r).catch((error: unknown) => this.logger.error({ error: String(error) }, 'save failed'));
       this.logger.info({ instanceId: r.instanceId, exitCode, failure }, 'workspace process exited');
       instance.markExited();
       this.emit({ type: 'exited', instanceId: r.instanceId, state: this.stateOf(instance) });
     })();
     return instance.finalizing;
-  }
-
-  /** The recorded cgroup as a handle, when this runtime manages cgroups and the record has its path. */
-  private cgroupOf(r: InstanceRecord): Cgroup | undefined {
-    return r.cgroup?.path && this.isolation.cgroups ? this.isolation.cgroups.cgroup(r.cgroup.path) : undefined;
-  }
-
-  /** Kills what is left in the cgroup and removes it; returns how often the OOM killer struck in it. */
-  private async removeCgroup(r: InstanceRecord): Promise<number> {
-    if (!r.cgroup) return 0;
-    const cg = this.cgroupOf(r);
-    if (!cg) {
-      // Written by an older runtime or with cgroups off now: the directories are all there is to go by.
-      for (const dir of r.cgroup.dirs) await rmdir(dir).catch(() => undefined);
-      return 0;
-    }
-    const oomKills = await oomKillCount(cg);
-    try {
-      await cg.kill();
-      await cg.remove();
-    } catch (error) {
-      this.logger.warn({ instanceId: r.instanceId, error: String(error) }, 'cgroup still busy; left in place');
-    }
-    return oomKills;
   }
 
   private async forget(instance: Instance): Promise<void> {
