@@ -51,6 +51,7 @@ function options(): { port: number; host: string; workspaceId: string; instanceI
 }
 
 async function info(o: ReturnType<typeof options>): Promise<WorkspaceInfo> {
+  // Deliberate: the page is informational; an unreadable directory is shown as empty rather than failing the IDE.
   const dirents = await readdir('.', { withFileTypes: true }).catch(() => []);
   const entries = dirents
     .map((d) => ({

@@ -37,6 +37,7 @@ export async function provision(options: {
   const { spec, config, isolation, networks, ports } = options;
   const id = spec.instanceId;
   const contentDir = path.resolve(spec.contentDir);
+  // A missing or unreadable content directory is answered just below with FAILED_PRECONDITION naming it.
   const contentStat = await stat(contentDir).catch(() => undefined);
   if (!contentStat?.isDirectory()) {
     throw new FailedPreconditionError(`workspace content directory '${contentDir}' does not exist`);
@@ -47,6 +48,8 @@ export async function provision(options: {
   let net: WorkspaceNet | undefined;
   const undo = async (): Promise<void> => {
     ports.release(id);
+    // Deliberate: undo runs while a start is already failing with its own error, which is what the caller must see;
+    // leftovers of a failed undo are swept by the next runtime start (cgroups and networks tagged by state dir).
     if (cgroup) await cgroup.remove().catch(() => undefined);
     if (net) await networks?.release(net).catch(() => undefined);
   };

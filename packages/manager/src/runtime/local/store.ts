@@ -85,6 +85,7 @@ export class InstanceStore {
   save(record: InstanceRecord): Promise<void> {
     const snapshot = JSON.stringify(record, null, 2);
     const previous = this.chains.get(record.instanceId) ?? Promise.resolve();
+    // The previous save's failure was its caller's to handle; this save must still run after it.
     const next = previous.catch(() => undefined).then(() => writeAtomic(this.recordFile(record.instanceId), snapshot));
     this.chains.set(record.instanceId, next);
     return next;
@@ -101,6 +102,7 @@ export class InstanceStore {
         if (record.version !== 1 || typeof record.pid !== 'number' || !record.instanceId) throw new Error('bad record');
         records.push(record);
       } catch {
+        // Reported by the caller (loadAll returns it as broken, and the runtime logs each one).
         broken.push(file);
       }
     }
@@ -109,6 +111,7 @@ export class InstanceStore {
 
   /** The exit status the wrapper recorded, if it got to write one. */
   async readExitCode(instanceId: string): Promise<number | undefined> {
+    // No exit file (the wrapper was killed before it could write one) means an unknown exit code, not an error.
     const text = await readFile(this.exitFile(instanceId), 'utf8').catch(() => undefined);
     const code = text === undefined ? NaN : Number(text.trim());
     return Number.isInteger(code) ? code : undefined;
@@ -131,6 +134,7 @@ export class InstanceStore {
       const last = lines.at(-1);
       return last && last.length > 300 ? `${last.slice(0, 300)}…` : last;
     } catch {
+      // Deliberate: the last log line only adds context to an exit reason that stands without it.
       return undefined;
     } finally {
       await handle?.close();
@@ -138,6 +142,7 @@ export class InstanceStore {
   }
 
   async remove(instanceId: string): Promise<void> {
+    // Only waits for a pending save to settle; its failure was reported to whoever saved.
     await this.chains.get(instanceId)?.catch(() => undefined);
     this.chains.delete(instanceId);
     await Promise.all([
