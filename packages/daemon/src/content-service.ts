@@ -218,7 +218,11 @@ export class WorkspaceContentService {
     this.options.diskGuard.start();
     if (this.options.housekeeping.intervalMs > 0) {
       this.housekeepingTimer = setInterval(
-        () => void this.track(this.housekeeping()).catch(() => undefined),
+        () =>
+          void this.track(this.housekeeping()).catch((error: unknown) =>
+            // A periodic run has no caller: the log is where its failure goes; the next run tries again.
+            this.logger.warn({ err: errorMessage(error) }, 'housekeeping failed'),
+          ),
         this.options.housekeeping.intervalMs,
       );
       this.housekeepingTimer.unref();

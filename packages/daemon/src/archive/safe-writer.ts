@@ -110,6 +110,7 @@ export class SafeTreeWriter {
   /** Waits until no queued write on `path` is running. */
   private async settled(path: string): Promise<void> {
     const pending = this.inFlight.get(path);
+    // Deliberate: a failed write already set this.failure, which checkFailure/drain report; here we only wait.
     if (pending) await pending.catch(() => undefined);
   }
 

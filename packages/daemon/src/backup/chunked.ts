@@ -282,6 +282,7 @@ async function readRange(path: string, offset: number, length: number): Promise<
   try {
     handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
   } catch {
+    // Deliberate: a file gone or replaced (by a link) since the walk cannot be repacked; the blob keeps its old pack.
     return undefined;
   }
   try {

@@ -83,6 +83,7 @@ export function workerMain(cut: FindCut): void {
     try {
       opened = fs.readlinkSync(`/proc/self/fd/${fd}`);
     } catch {
+      // Deliberate: no /proc, see above.
       opened = undefined;
     }
     if (opened !== undefined && opened !== path) {

@@ -181,6 +181,7 @@ class LargeFile {
 
   /** Waits for the worker to stop using the descriptor before closing it (a reused number must not be read). */
   async close(): Promise<void> {
+    // Deliberate: close only waits for the worker; a failed read-ahead was, or is no longer, the reader's to report.
     await this.ahead?.catch(() => undefined);
     if (!this.finished) this.pool.notify(this.worker, { kind: 'drop', key: this.key });
     await this.handle.close();
@@ -269,7 +270,7 @@ export async function* readFiles(
       return { task, files: answer, worker };
     }
     const large = LargeFile.open(pool, task.item.absolute, chunker);
-    large.catch(() => undefined);
+    large.catch(() => undefined); // as above: awaited in order below, or abandoned when an earlier task failed
     return { task, large };
   };
   let current: Started | undefined;

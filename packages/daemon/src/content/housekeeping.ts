@@ -36,8 +36,10 @@ export async function housekeeping(deps: HousekeepingDeps, now = Date.now()): Pr
   let names: string[];
   try {
     names = await readdir(area);
-  } catch {
-    return { removed };
+  } catch (error) {
+    // No working area yet: nothing to clean. Anything else (EACCES, EIO) is the caller's to report.
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { removed };
+    throw error;
   }
   for (const name of names) {
     if (name.startsWith('.') || SessionStore.isStoreFile(name) || deps.isRegistered(name)) continue;
@@ -72,8 +74,12 @@ export async function housekeeping(deps: HousekeepingDeps, now = Date.now()): Pr
     }
   }
   for (const id of await deps.store.expiredTombstones(deps.tombstoneTtlMs, now)) {
-    await deps.store.removeTombstone(id);
-    deps.metrics.housekeepingRemoved.inc({ kind: 'tombstone' });
+    try {
+      await deps.store.removeTombstone(id);
+      deps.metrics.housekeepingRemoved.inc({ kind: 'tombstone' });
+    } catch (error) {
+      deps.logger.warn({ instanceId: id, err: errorMessage(error) }, 'housekeeping could not remove tombstone');
+    }
   }
   return { removed };
 }

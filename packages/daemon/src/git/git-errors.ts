@@ -47,6 +47,7 @@ export function stripUrlCredentials(url: string): { url: string; credentials?: G
   try {
     parsed = new URL(url);
   } catch {
+    // Deliberate: not a URL (scp-like `git@host:repo` or a path) has no user info to strip.
     return { url };
   }
   if ((parsed.protocol !== 'http:' && parsed.protocol !== 'https:') || (!parsed.username && !parsed.password))

@@ -81,8 +81,11 @@ export async function moduleGitDirs(gitDir: string, location: string): Promise<s
     let names: string[];
     try {
       names = await readdir(dir);
-    } catch {
-      return;
+    } catch (error) {
+      // No (or not a) directory: no submodule gitdirs there. Anything else fails the check rather than skip a part.
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return;
+      throw error;
     }
     for (const name of names) {
       if (++entries > maxModuleEntries) throw new UnsafeRepositoryError(location, '.git/modules is too large');

@@ -92,6 +92,7 @@ function stripUserInfo(url: string): string {
     parsed.password = '';
     return parsed.toString();
   } catch {
+    // Deliberate: not a URL (scp-like `git@host:repo` or a path) has no user info to strip.
     return url;
   }
 }

@@ -226,6 +226,7 @@ export class IwsHost {
     await this.ensureRoot();
     const dir = this.socketDir(instanceId);
     const expectedUid = owner?.uid ?? process.getuid?.() ?? 0;
+    // A probe: any failure means "no usable directory" and the rm/mkdir below replace it (or report their own error).
     const existing = await lstat(dir).catch(() => undefined);
     if (existing && !(existing.isDirectory() && existing.uid === expectedUid)) {
       await rm(dir, { recursive: true, force: true });

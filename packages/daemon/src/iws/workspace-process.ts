@@ -69,6 +69,7 @@ export class WorkspaceProcessLocator implements WorkspaceProcessSource {
     const found = await this.locate();
     if (!found) return undefined;
     if (found.ownMountNs === undefined) {
+      // Probes of /proc: an unreadable link (process gone, no /proc) means "not known to be its own namespace".
       const [theirs, ours] = await Promise.all([
         readlink(join(this.procRoot, String(found.pid), 'ns', 'mnt')).catch(() => undefined),
         readlink(join(this.procRoot, String(this.options.selfPid ?? process.pid), 'ns', 'mnt')).catch(() => undefined),
@@ -157,6 +158,7 @@ export class WorkspaceProcessLocator implements WorkspaceProcessSource {
   }
 
   private async status(pid: number): Promise<ProcStatus | undefined> {
+    // ENOENT/ESRCH: the process is gone; callers treat undefined as "not this workspace's process".
     const text = await readFile(join(this.procRoot, String(pid), 'status'), 'utf8').catch(() => undefined);
     if (text === undefined) return undefined;
     const uid = /^Uid:\s+(\d+)/m.exec(text);
@@ -166,6 +168,7 @@ export class WorkspaceProcessLocator implements WorkspaceProcessSource {
   }
 
   private async startTime(pid: number): Promise<string | undefined> {
+    // ENOENT/ESRCH: the process is gone; callers treat undefined as "not this workspace's process".
     const text = await readFile(join(this.procRoot, String(pid), 'stat'), 'utf8').catch(() => undefined);
     if (text === undefined) return undefined;
     // The command name may hold spaces and parentheses: fields are counted after the last ')'.
@@ -174,6 +177,7 @@ export class WorkspaceProcessLocator implements WorkspaceProcessSource {
   }
 
   private async cgroupOf(pid: number): Promise<string | undefined> {
+    // ENOENT/ESRCH: the process is gone; callers treat undefined as "not this workspace's process".
     const text = await readFile(join(this.procRoot, String(pid), 'cgroup'), 'utf8').catch(() => undefined);
     if (text === undefined) return undefined;
     const byController = new Map<string, string>();

@@ -154,8 +154,10 @@ export class SessionStore {
     let names: string[];
     try {
       names = await readdir(this.workingArea);
-    } catch {
-      return [];
+    } catch (error) {
+      // No working area yet: no tombstones. Anything else reaches housekeeping, which logs it.
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw error;
     }
     const out: string[] = [];
     for (const name of names.filter((n) => n.endsWith(tombstoneSuffix))) {

@@ -97,6 +97,7 @@ function decodeSegment(segment: string): string | undefined {
   try {
     return decodeURIComponent(segment);
   } catch {
+    // Deliberate: not one of our encodings (a foreign file in the bucket directory); listings skip it.
     return undefined;
   }
 }
@@ -243,6 +244,7 @@ export class FsRemoteStorage implements RemoteStorage {
     try {
       names = await readdir(dir);
     } catch {
+      // Deliberate: best effort after a committed write; leftovers stay for the next upload of this object.
       return;
     }
     const now = Date.now();

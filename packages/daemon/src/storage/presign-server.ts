@@ -113,6 +113,7 @@ export class PresignServer {
       bucket = decodeURIComponent(parts[0] ?? '');
       name = parts.slice(1).map(decodeURIComponent).join('/');
     } catch {
+      // Deliberate: malformed escapes are the client's error, answered with 400.
       res.writeHead(400).end('bad path');
       return;
     }
