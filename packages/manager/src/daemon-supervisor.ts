@@ -75,6 +75,7 @@ function isAlive(pid: number): boolean {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
   } catch {
+    // Deliberate: without /proc the zombie check is skipped; kill(pid, 0) above already said it exists.
     return true;
   }
 }
@@ -204,7 +205,14 @@ export class DaemonSupervisor {
     let previous: PidFile;
     try {
       previous = JSON.parse(await readFile(this.pidFile, 'utf8')) as PidFile;
-    } catch {
+    } catch (error) {
+      // No pid file: no previous daemon. An unreadable one is logged: an orphan it named keeps running.
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
+        this.logger.warn(
+          { file: this.pidFile, err: String(error).slice(0, 200) },
+          'unreadable daemon pid file; ignored',
+        );
+      }
       return;
     }
     const pid = previous.pid;
@@ -215,6 +223,7 @@ export class DaemonSupervisor {
         const i = argv.indexOf('--working-area');
         ours = i >= 0 && argv[i + 1] === this.config.workingArea;
       } catch {
+        // Deliberate: the process exited meanwhile (ENOENT) or is not ours to read: never taken for ours.
         ours = false;
       }
     }

@@ -47,6 +47,7 @@ const safe = <T>(f: () => T): T | undefined => {
   try {
     return f();
   } catch {
+    // Deliberate: a value this CLI does not know (a newer server) is shown as unknown, not an error.
     return undefined;
   }
 };

@@ -126,6 +126,7 @@ export function defaultOwner(env: Readonly<Record<string, string | undefined>>):
   try {
     return os.userInfo().username.replace(/[^A-Za-z0-9_-]/g, '-') || 'local';
   } catch {
+    // Deliberate: a uid without a passwd entry (containers) has no user name; 'local' stands in.
     return 'local';
   }
 }

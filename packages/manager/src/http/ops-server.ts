@@ -121,6 +121,7 @@ export class OpsServer {
         try {
           body = JSON.parse((await readBody(req)) || '{}') as typeof body;
         } catch {
+          // Deliberate: a malformed body is the client's error, answered with 400.
           return send(res, 400, 'expected JSON: {"enabled": true|false, "until"?: "<RFC3339>"}\n');
         }
         if (typeof body.enabled !== 'boolean') return send(res, 400, 'enabled: expected true or false\n');

@@ -216,6 +216,7 @@ function withToken(url: string, token: string): string {
     u.searchParams.set(ownerTokenQuery, token);
     return u.toString();
   } catch {
+    // Deliberate: a URL we cannot parse is shown as it is, without the login token.
     return url;
   }
 }

@@ -66,9 +66,16 @@ export async function decideIsolation(config: LocalRuntimeConfig, logger: Plugin
     logger.warn({ error: String(error) }, 'could not mount the cgroup controllers'),
   );
   const wanted = config.cgroups === 'v1' ? 'v1' : config.cgroups === 'v2' ? 'v2' : undefined;
-  const controller = await CgroupController.detect().catch(() => undefined);
+  // A failed detection is "no usable hierarchy", handled below; its reason goes into the warning or the error.
+  let detectError: string | undefined;
+  const controller = await CgroupController.detect().catch((error: unknown) => {
+    detectError = String(error).slice(0, 200);
+    return undefined;
+  });
   if (!controller || (wanted !== undefined && controller.version !== wanted)) {
-    const message = `runtime.local.cgroups: no usable cgroup ${wanted ? `${wanted} ` : ''}hierarchy with cpu or memory controllers`;
+    const message =
+      `runtime.local.cgroups: no usable cgroup ${wanted ? `${wanted} ` : ''}hierarchy with cpu or memory controllers` +
+      (detectError ? ` (${detectError})` : '');
     if (config.cgroups === 'auto') {
       logger.warn({}, `${message}; workspaces run without resource limits`);
       return { namespaces, notice };

@@ -70,6 +70,7 @@ export async function groupAlive(pgid: number): Promise<boolean> {
   if (!signal(-pgid, 0)) return false;
   for (const name of await readdir('/proc')) {
     if (!/^\d+$/.test(name)) continue;
+    // ENOENT: the process exited since the listing, so it is not a live member.
     const stat = await readProcStat(Number(name)).catch(() => undefined);
     if (stat && stat.pgid === pgid && stat.state !== 'Z' && stat.state !== 'X') return true;
   }

@@ -38,6 +38,7 @@ export function hostIdentity(contentStat: Stats): HostIdentity {
 /** `<dirname(contentDir)>/.iws/<basename(contentDir)>` when it is a real directory (not a link). */
 export async function iwsDirFor(contentDir: string): Promise<string | undefined> {
   const dir = path.join(path.dirname(contentDir), '.iws', path.basename(contentDir));
+  // A probe: no such directory (or not ours to see) means the workspace has no IWS socket directory.
   const st = await lstat(dir).catch(() => undefined);
   return st?.isDirectory() ? dir : undefined;
 }
