@@ -89,6 +89,7 @@ export async function oomKillCount(cgroup: Cgroup): Promise<number> {
   try {
     dir = cgroup.dir('memory');
   } catch {
+    // Deliberate: no memory controller mounted, so no OOM count to tell (documented above as 0).
     return 0;
   }
   const text = await readFile(join(dir, file), 'utf8').catch(() => '');

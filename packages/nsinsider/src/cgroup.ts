@@ -190,6 +190,7 @@ export class Cgroup implements WorkspaceCgroup {
     try {
       return (await stat(this.dir())).isDirectory();
     } catch {
+      // A probe: a cgroup we cannot stat (or a hierarchy not mounted) is not one we can use.
       return false;
     }
   }
@@ -301,8 +302,12 @@ export class Cgroup implements WorkspaceCgroup {
       let entries: Array<{ name: string; isDirectory(): boolean }> = [];
       try {
         entries = await readdir(cg.dir(), { withFileTypes: true });
-      } catch {
-        return;
+      } catch (error) {
+        // Removed meanwhile (ENOENT) or no hierarchy to list (dir(): ENOTSUP): no children. Anything else would
+        // leave children, and their processes, out of kill/delete unseen: the caller gets it.
+        const code = (error as { code?: unknown }).code;
+        if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ENOTSUP') return;
+        throw error;
       }
       for (const e of entries) {
         if (e.isDirectory()) {
@@ -518,6 +523,7 @@ async function fileExists(p: string): Promise<boolean> {
     await stat(p);
     return true;
   } catch {
+    // A probe: any failure means "not there" to the callers (optional cgroup files).
     return false;
   }
 }
@@ -527,6 +533,7 @@ async function processExists(pid: number): Promise<boolean> {
     process.kill(pid, 0);
     return true;
   } catch {
+    // ESRCH: gone. (We run as root, so EPERM does not occur.)
     return false;
   }
 }

@@ -25,6 +25,7 @@ const ipv4Cidr = z.string().refine((v) => {
     parseIpv4Cidr(v);
     return true;
   } catch {
+    // Deliberate: the refinement's answer; zod reports the field with the message below.
     return false;
   }
 }, 'must be an IPv4 CIDR like 10.0.5.0/30 with a prefix of at most /30');

@@ -46,6 +46,7 @@ export function runCommand(
               try {
                 process.kill(-child.pid, 'SIGKILL');
               } catch {
+                // ESRCH: the group is gone (or never formed); the child itself is still killed.
                 child.kill('SIGKILL');
               }
             } else {

@@ -70,8 +70,11 @@ async function pathKind(path: string): Promise<'file' | 'dir' | 'missing'> {
   try {
     const st = await lstat(path);
     return st.isDirectory() ? 'dir' : 'file';
-  } catch {
-    return 'missing';
+  } catch (e) {
+    // Only absence is 'missing': a /proc entry we cannot lstat must not be skipped by the masking as absent.
+    const code = errnoCode(e);
+    if (code === 'ENOENT' || code === 'ENOTDIR') return 'missing';
+    throw new OpFailure(code ?? 'EFAILED', `cannot inspect ${path}: ${(e as Error).message}`);
   }
 }
 
@@ -177,7 +180,9 @@ async function prepareDev(args: OpArgs<'prepare-dev'>): Promise<PrepareDevResult
     let st;
     try {
       st = await lstat(n.path);
-    } catch {
+    } catch (e) {
+      // Absent nodes are created below; any other failure is not absence.
+      if (errnoCode(e) !== 'ENOENT') throw new OpFailure(errnoCode(e) ?? 'EFAILED', `cannot inspect ${n.path}`);
       st = undefined;
     }
     if (st) {

@@ -118,6 +118,7 @@ export function createNsinsiderOps(options: NsinsiderOpsOptions = {}): Namespace
     try {
       parsed = line ? (JSON.parse(line) as CliResult) : undefined;
     } catch {
+      // Deliberate: no result line is a failure, reported just below.
       parsed = undefined;
     }
     if (!parsed || typeof parsed !== 'object' || typeof parsed.ok !== 'boolean') {

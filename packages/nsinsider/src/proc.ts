@@ -21,6 +21,7 @@ async function readStatus(procRoot: string, pid: number): Promise<ProcStatus | u
   try {
     text = await readFile(`${procRoot}/${pid}/status`, 'utf8');
   } catch {
+    // ENOENT/ESRCH: the process is gone; callers skip it.
     return undefined;
   }
   const field = (name: string): string | undefined =>
@@ -37,6 +38,7 @@ async function pidNamespace(procRoot: string, pid: number | 'self'): Promise<str
   try {
     return await readlink(`${procRoot}/${pid}/ns/pid`);
   } catch {
+    // ENOENT/ESRCH: the process is gone; callers treat an unknown namespace as not the one they look for.
     return undefined;
   }
 }
