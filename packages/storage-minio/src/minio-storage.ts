@@ -270,6 +270,7 @@ export class MinioStorage implements RemoteStorage {
       }
     } catch (error) {
       body.destroy();
+      // Deliberate: only releases the source iterator; the upload's own error is rethrown below.
       await parts.return(undefined).catch(() => undefined);
       if (uploadId !== undefined) {
         await runner.settle();
