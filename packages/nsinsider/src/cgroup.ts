@@ -79,6 +79,7 @@ export async function detectCgroupLayout(mountinfoPath = '/proc/self/mountinfo')
     }
   }
   for (const root of v2Mounts) {
+    // A probe: a v2 mount whose controllers cannot be read is not a usable hierarchy (detection goes on).
     const controllers = await readFile(join(root, 'cgroup.controllers'), 'utf8').catch(() => '');
     const names = controllers.trim().split(/\s+/);
     if (names.includes('cpu') || names.includes('memory')) {
@@ -216,6 +217,7 @@ export class Cgroup implements WorkspaceCgroup {
 
   private async enableSubtreeControllers(dir: string): Promise<void> {
     const available = (await readFile(join(dir, 'cgroup.controllers'), 'utf8')).trim().split(/\s+/);
+    // Unreadable counts as nothing enabled: the write below enables them, and reports its own failure.
     const enabled = (await readFile(join(dir, 'cgroup.subtree_control'), 'utf8').catch(() => '')).trim().split(/\s+/);
     const wanted = V2_CONTROLLERS.filter((c) => available.includes(c) && !enabled.includes(c));
     if (wanted.length > 0) {
@@ -331,6 +333,7 @@ export class Cgroup implements WorkspaceCgroup {
               ? null
               : { quotaUs: Number(quota), periodUs: Number(period ?? 100_000) },
           memoryBytes: parseMax(await this.readText('memory.max')),
+          // No pids.max file: the pids controller is not enabled here, so there is no limit.
           pids: parseMax(await this.readText('pids.max', 'pids').catch(() => 'max')),
         };
       }
@@ -355,6 +358,7 @@ export class Cgroup implements WorkspaceCgroup {
           cpuUsageNs: (cpuStat.get('usage_usec') ?? 0) * 1000,
           memoryBytes: memory,
           memoryWorkingSetBytes: Math.max(0, memory - (memStat.get('inactive_file') ?? 0)),
+          // No pids.current file: the pids controller is not enabled here; the count is unknown and reported as 0.
           pids: Number(await this.readText('pids.current').catch(() => '0')),
         };
       }
@@ -405,8 +409,20 @@ export class Cgroup implements WorkspaceCgroup {
   /** Kills every process in this cgroup and its children and waits until they are gone. */
   async kill(): Promise<void> {
     const all = [this, ...(await this.descendants())];
+    // A cgroup removed meanwhile (ENOENT/ENODEV) or without a pids hierarchy (ENOTSUP) has no processes to kill;
+    // any other failure to list them fails the kill rather than count a possibly live process as gone.
     const listAll = async (): Promise<number[]> =>
-      (await Promise.all(all.map((c) => c.processes().catch(() => [] as number[])))).flat();
+      (
+        await Promise.all(
+          all.map((c) =>
+            c.processes().catch((error: unknown) => {
+              const code = (error as { code?: unknown }).code;
+              if (code === 'ENOENT' || code === 'ENODEV' || code === 'ENOTSUP') return [] as number[];
+              throw error;
+            }),
+          ),
+        )
+      ).flat();
     const deadline = Date.now() + this.killTimeoutMs;
     if (this.layout.version === 'v2' && (await fileExists(join(this.dir(), 'cgroup.kill')))) {
       await this.wrap('kill', () => writeFile(join(this.dir(), 'cgroup.kill'), '1'));

@@ -83,6 +83,7 @@ export async function startNamespaceSandbox(options: NamespaceSandboxOptions = {
     }
     let candidate: number | undefined = unsharePid;
     if (withPid) {
+      // Probes while polling for readiness: a process not there yet reads as not ready.
       const children = await readFile(`/proc/${unsharePid}/task/${unsharePid}/children`, 'utf8').catch(() => '');
       candidate = children.trim() ? Number(children.trim().split(/\s+/)[0]) : undefined;
     }

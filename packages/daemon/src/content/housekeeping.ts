@@ -27,6 +27,7 @@ export interface HousekeepingDeps {
  * at start is unregistered but keeps its content (and its quota image) for the next start.
  */
 async function hasState(deps: HousekeepingDeps, id: string): Promise<boolean> {
+  // Unreadable state still counts as state: housekeeping must not delete what it cannot judge.
   return deps.isRegistered(id) || (await deps.store.load(id).catch(() => 'unreadable')) !== undefined;
 }
 
@@ -58,6 +59,7 @@ export async function housekeeping(deps: HousekeepingDeps, now = Date.now()): Pr
     }
   }
   const images = join(area, '.images');
+  // No .images directory (quotas unused): no images to clean.
   for (const name of await readdir(images).catch(() => [] as string[])) {
     const id = name.replace(/\.img$/, '');
     const path = join(images, name);

@@ -411,6 +411,7 @@ export class InWorkspaceOperations {
 
 /** Reads /proc/filesystems: can this kernel mount NFS at all? */
 export async function kernelHasNfs(path = '/proc/filesystems'): Promise<boolean> {
+  // Deliberate: no /proc/filesystems (not Linux) means no NFS; callers then refuse NFS mounts.
   const text = await readFile(path, 'utf8').catch(() => '');
   return text.split('\n').some((l) => /\bnfs4?$/.test(l.trim()));
 }

@@ -133,6 +133,7 @@ export class WorkspaceProcessLocator implements WorkspaceProcessSource {
   }
 
   private async scan(): Promise<Found | undefined> {
+    // Deliberate: no /proc to read means no workspace process can be found; callers answer "not running".
     const names = await readdir(this.procRoot).catch(() => [] as string[]);
     const ours = new Map<number, ProcStatus>();
     for (const name of names) {
