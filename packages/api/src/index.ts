@@ -139,6 +139,7 @@ export type { Release } from './infra/concurrency.js';
 export { AcquireAborted, Semaphore } from './infra/concurrency.js';
 export { parseByteSize } from './infra/size.js';
 export { boundErrorMessage, wellFormed } from './infra/bound-error.js';
+export { assertDecoded, tolerantDecoder, withTolerantDecoding } from './infra/tolerant-decoding.js';
 
 // Wire: service definitions, server interfaces, message namespaces, proto files
 export {

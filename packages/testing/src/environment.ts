@@ -3,8 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createWorkspaceContentClient, createWorkspaceManagerClient } from '@workbay/api';
 import type { WorkspaceContentClient, WorkspaceManagerClient } from '@workbay/api';
-import type { Daemon, DaemonConfigInput } from '@workbay/daemon';
-import type { ManagerConfigInput, RunningManager } from '@workbay/manager';
+import type { Daemon, DaemonConfigInput, createDaemon } from '@workbay/daemon';
+import type { ManagerConfigInput, RunningManager, resolveManagerConfig, startManager } from '@workbay/manager';
 
 export interface TestEnvironmentOptions {
   /** Extra daemon config, merged over the test defaults (fs storage in the environment's directory). */
@@ -102,10 +102,11 @@ export class TestEnvironment {
  * The manager and the daemon are optional peer dependencies of the kit (a storage-plugin author needs neither):
  * they are loaded only when a `TestEnvironment` is created, and a missing one is named with the fix.
  */
-async function loadServices(): Promise<
-  Pick<typeof import('@workbay/daemon'), 'createDaemon'> &
-    Pick<typeof import('@workbay/manager'), 'resolveManagerConfig' | 'startManager'>
-> {
+async function loadServices(): Promise<{
+  createDaemon: typeof createDaemon;
+  resolveManagerConfig: typeof resolveManagerConfig;
+  startManager: typeof startManager;
+}> {
   const load = async <T>(name: string, importer: () => Promise<T>): Promise<T> => {
     try {
       return await importer();

@@ -25,8 +25,18 @@ function required(value: string | undefined, field: string): string {
 }
 
 /** A workspace id from a request: set, and short (it is echoed in messages and used in paths). */
+// Workspace ids name directories, sockets and session files: the alphabet the runtimes accept, nothing else.
+const idPattern = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+
 export function requireId(id: string, field = 'id'): string {
-  return checkLength(required(id, field), field, limits.id);
+  const checked = checkLength(required(id, field), field, limits.id);
+  if (!idPattern.test(checked)) {
+    throw new InvalidArgumentError(
+      field,
+      "may only contain letters, digits, '.', '_' and '-', starting with a letter or digit",
+    );
+  }
+  return checked;
 }
 
 function httpUrl(value: string, field: string): string {

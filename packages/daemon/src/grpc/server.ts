@@ -1,10 +1,12 @@
 import type { PluginLogger, ServerTlsFiles, StartedGrpcServer, WorkspaceContentServiceServer } from '@workbay/api';
 import {
   WorkspaceContentServiceService,
+  assertDecoded,
   boundErrorMessage,
   protoFiles,
   startGrpcServer,
   unaryHandler,
+  withTolerantDecoding,
 } from '@workbay/api';
 import type { WorkspaceContentService } from '../content-service.js';
 import { limits } from '../util/bounds.js';
@@ -21,7 +23,7 @@ export const contentServiceName = 'wsdaemon.WorkspaceContentService';
 function bounded<Req, Res>(handler: (request: Req) => Promise<Res> | Res): (request: Req) => Promise<Res> {
   return async (request) => {
     try {
-      return await handler(request);
+      return await handler(assertDecoded(request));
     } catch (error) {
       throw boundErrorMessage(error);
     }
@@ -102,7 +104,15 @@ export function startContentServer(
   return startGrpcServer({
     address,
     tls,
-    services: [{ name: contentServiceName, definition: WorkspaceContentServiceService, implementation }],
+    // Undecodable requests (nested past protobufjs's limit) reach the handlers marked, to be refused with
+    // INVALID_ARGUMENT there instead of grpc-js's INTERNAL.
+    services: [
+      {
+        name: contentServiceName,
+        definition: withTolerantDecoding(WorkspaceContentServiceService),
+        implementation,
+      },
+    ],
     reflectionProtos: [protoFiles.wsdaemon],
     // Larger messages are refused (RESOURCE_EXHAUSTED) before they are decoded; no request needs more.
     serverOptions: { 'grpc.max_receive_message_length': limits.messageBytes },

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import { InvalidArgumentError } from '@workbay/api';
+import { InvalidArgumentError, assertDecoded } from '@workbay/api';
 
 // The edge's error bounding is shared with the daemon; re-exported for this package's callers.
 export { boundErrorMessage, wellFormed } from '@workbay/api';
@@ -221,31 +221,11 @@ function walk(value: unknown, path: string, name: string, depth: number, state: 
   }
 }
 
-const undecodable = Symbol('undecodable');
-
-/**
- * Wraps a method's request decoder so that bytes it cannot decode (e.g. initializers nested a thousand levels
- * deep) reach the handler as a marker, which {@link checkRequestBounds} answers with INVALID_ARGUMENT; grpc-js
- * itself would answer INTERNAL.
- */
-export function tolerantDecoder<T>(decode: (bytes: Buffer) => T): (bytes: Buffer) => T {
-  return (bytes) => {
-    try {
-      return decode(bytes);
-    } catch (error) {
-      return { [undecodable]: error instanceof Error ? error.message : String(error) } as unknown as T;
-    }
-  };
-}
-
 /**
  * Throws an {@link InvalidArgumentError} naming the first string, list or map of `request` over its limit.
  * Cheap: one walk over the decoded message, bounded by {@link requestLimits}.
  */
 export function checkRequestBounds(request: unknown): void {
-  if (request !== null && typeof request === 'object' && undecodable in request) {
-    const why = (request as { [undecodable]: string })[undecodable];
-    throw new InvalidArgumentError('request', `cannot be decoded (${quote(why)}); nested too deeply or malformed`);
-  }
+  assertDecoded(request);
   walk(request, '', '', 0, { nodes: 0, chars: 0 });
 }

@@ -18,13 +18,14 @@ import {
   unaryHandler,
   workspaceType,
   wsman,
+  tolerantDecoder,
 } from '@workbay/api';
 import type { WorkspaceManagerServer } from '@workbay/api';
 import type { WorkspaceManagerCore } from '../core/manager.js';
 import type { Logger } from '../logger.js';
 import type { ManagerMetrics } from '../metrics.js';
 import type { StatusConverter } from './convert.js';
-import { boundErrorMessage, checkRequestBounds, tolerantDecoder } from './bounds.js';
+import { boundErrorMessage, checkRequestBounds } from './bounds.js';
 import { filterFromProto, startInputFromProto } from './convert.js';
 import { createSubscribeHandler } from './subscribe.js';
 
