@@ -378,7 +378,12 @@ export class BackupStore {
       // `.workbay` is content: a symlink planted there must not make the daemon list (and upload) a host dir.
       if (!(await lstat(dir)).isDirectory()) return { uploaded, failed };
       names = (await readdir(dir)).filter((name) => name.startsWith(logPrefix)).sort();
-    } catch {
+    } catch (error) {
+      // No `.workbay` directory: no logs. Any other failure is logged (best effort, as documented above).
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code !== 'ENOENT' && code !== 'ENOTDIR') {
+        this.logger.warn({ workspaceId: ref.workspaceId, err: errorMessage(error) }, 'cannot list the logs to upload');
+      }
       return { uploaded, failed };
     }
     const target = this.target(ref);
