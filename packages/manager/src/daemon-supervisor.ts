@@ -53,6 +53,7 @@ async function isServing(address: string): Promise<boolean> {
     // HealthCheckResponse{status = 1 (SERVING)} is the two bytes 08 01.
     return response.length >= 2 && response[0] === 0x08 && response[1] === 0x01;
   } catch {
+    // A probe: no answer (refused, deadline, not a health service) is "not serving"; the caller polls again.
     return false;
   } finally {
     client.close();

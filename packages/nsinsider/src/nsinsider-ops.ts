@@ -22,6 +22,7 @@ async function processAlive(procRoot: string, pid: number): Promise<boolean> {
     const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
     return state !== 'Z' && state !== 'X';
   } catch {
+    // ENOENT/ESRCH: the process is gone.
     return false;
   }
 }
