@@ -41,6 +41,10 @@ export function toIwsError(error: unknown, what: string): WorkbayError {
         return new FailedPreconditionError(`${detail} (not supported on this machine)`, { cause: error });
       case 'timeout':
         return new DeadlineExceededError(detail, { cause: error });
+      case 'protocol':
+        // The helper could not run in the workspace's namespaces (the workspace changed them under it): the
+        // workspace's state, not ours; its stderr stays in the cause for the log, never in the answer.
+        return new FailedPreconditionError(`${what}: could not run in the workspace's namespaces`, { cause: error });
       default:
         break;
     }

@@ -241,6 +241,9 @@ describe('InWorkspaceOperations (fake namespace layer)', () => {
     const { svc, calls } = make();
     await expectInvalid(svc.mountProc({ target: 'proc', pid: 1 }), 'target');
     await expectInvalid(svc.mountProc({ target: '/a/../proc', pid: 1 }), 'target');
+    // Covering the workspace's root or system directories would break every later call in its namespaces.
+    await expectInvalid(svc.mountProc({ target: '/', pid: 1 }), 'target');
+    await expectInvalid(svc.mountSysfs({ target: '/usr/lib', pid: 1 }), 'target');
     await expectInvalid(svc.mountSysfs({ target: '/sys', pid: -3 }), 'pid');
     await svc.mountProc({ target: '/proc', pid: 1 });
     await svc.mountSysfs({ target: '/sys', pid: 2 });

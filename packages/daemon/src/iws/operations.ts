@@ -63,6 +63,9 @@ export const USER_CGROUP = 'user';
  * name the wire field), confines pids to the workspace's pid namespace, and does the work through
  * {@link NamespaceOps}; it never spawns anything itself.
  */
+/** Top-level directories a mount must not cover (the system the workspace's own programs run from). */
+const systemTops = new Set(['bin', 'sbin', 'lib', 'lib32', 'lib64', 'libx32', 'usr', 'etc', 'dev']);
+
 export class InWorkspaceOperations {
   private readonly ops: NamespaceOps;
   private readonly workspace: IwsWorkspaceContext;
@@ -360,6 +363,12 @@ export class InWorkspaceOperations {
     }
     if (target.split('/').includes('..') || target.includes('\0')) {
       throw new InvalidArgumentError('target', "must not contain '..' or NUL");
+    }
+    // A proc or sysfs over the workspace's own system directories only breaks the workspace (and every later call
+    // that must run a program in its namespaces): nested containers mount below a directory of their own.
+    const top = target.split('/').filter(Boolean)[0];
+    if (top === undefined || systemTops.has(top)) {
+      throw new InvalidArgumentError('target', `must not be '/' or under /${top ?? ''} (a system directory)`);
     }
   }
 
