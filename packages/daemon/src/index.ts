@@ -26,7 +26,8 @@
 export type { Daemon, DaemonOverrides, DaemonState } from './daemon.js';
 export { createDaemon } from './daemon.js';
 export type { DaemonConfig, DaemonConfigInput } from './config.js';
-export { daemonConfigSchema, parseDaemonConfig, loadDaemonConfig } from './config.js';
+// The zod schemas stay internal: their inferred types are not a stable public surface (parse through the functions).
+export { parseDaemonConfig, loadDaemonConfig } from './config.js';
 export type {
   BackupReason,
   BackupSettings,
@@ -66,7 +67,7 @@ export type { HostIdRange } from './session/host-ids.js';
 export type { FsStorageOptions } from './storage/fs-storage.js';
 export { FsRemoteStorage } from './storage/fs-storage.js';
 export type { FsStorageConfig } from './storage/fs-plugin.js';
-export { fsStorageBackend, fsStoragePlugin, fsStorageConfigSchema } from './storage/fs-plugin.js';
+export { fsStorageBackend, fsStoragePlugin } from './storage/fs-plugin.js';
 export type { PresignServerOptions } from './storage/presign-server.js';
 export type {
   BackupFormat,
