@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PluginHost } from '@workbay/api';
+// eslint-disable-next-line @nx/enforce-module-boundaries -- a spec, never shipped: the kit itself loads the daemon lazily
 import { fsStoragePlugin } from '@workbay/daemon';
 import { runStorageConformance } from './conformance.js';
 
