@@ -7,7 +7,7 @@
  */
 import { join } from 'node:path';
 import { FailedPreconditionError, PluginHost } from '@workbay/api';
-import type { PluginLogger, WorkbayPlugin, WorkspaceRuntime } from '@workbay/api';
+import type { PluginLogger, WorkspaceRuntime } from '@workbay/api';
 import type { ManagerConfig } from './config.js';
 import type { ContentService } from './content/content-service.js';
 import { DaemonContentService } from './content/daemon-content-service.js';
@@ -22,6 +22,7 @@ import type { Logger } from './logger.js';
 import { ManagerMetrics } from './metrics.js';
 import { ReservedEndpoints } from './proxy/exposure.js';
 import { PortProxy } from './proxy/port-proxy.js';
+import { observeChange } from './core/observer.js';
 import { localRuntimePlugin } from './runtime/local/index.js';
 import { startManagerServer } from './server.js';
 import type { ManagerServer } from './server.js';
@@ -36,6 +37,12 @@ export interface StartManagerOptions {
   /** Use this content service instead of the daemon at `config.daemon.address` (the caller closes it). */
   readonly content?: ContentService;
   readonly snapshots?: SnapshotStore;
+  /**
+   * Called when this replica loses the leader Lease (Kubernetes control plane only). By default the manager stops
+   * and the process exits with code 75, as controllers do: the restarted process rejoins as a follower, which is
+   * safer than a process that may still be acting on half-finished leader work.
+   */
+  readonly onLeadershipLost?: () => void;
 }
 
 export interface RunningManager {
@@ -70,7 +77,7 @@ async function createPluginHost(config: ManagerConfig, logger: Logger): Promise<
   const host = new PluginHost({ logger: logger as unknown as PluginLogger });
   host.use(localRuntimePlugin);
   if (config.runtime.kind === 'kubernetes') {
-    host.use(await loadKubernetesRuntimePlugin());
+    host.use((await loadKubernetesModule()).kubernetesRuntimePlugin);
   }
   await host.load(config.plugins);
   return host;
@@ -80,10 +87,9 @@ async function createPluginHost(config: ManagerConfig, logger: Logger): Promise<
  * `@kubernetes/client-node` is an optional peer dependency (54 MB that only this runtime needs): a missing package
  * is a configuration error that names it, not a stack trace from the module loader.
  */
-async function loadKubernetesRuntimePlugin(): Promise<WorkbayPlugin> {
+async function loadKubernetesModule(): Promise<typeof import('./runtime/kubernetes/index.js')> {
   try {
-    const { kubernetesRuntimePlugin } = await import('./runtime/kubernetes/index.js');
-    return kubernetesRuntimePlugin;
+    return await import('./runtime/kubernetes/index.js');
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ERR_MODULE_NOT_FOUND' && String((error as Error).message).includes('@kubernetes/client-node')) {
@@ -153,13 +159,27 @@ export async function startManager(options: StartManagerOptions): Promise<Runnin
       cleanups.push(() => daemon.close());
     }
 
+    const coreLogger = logger.child({ component: 'core' });
+    // On Kubernetes the state lives in Workspace objects and one replica leads (the Lease); else in files.
+    let metricsRef: ManagerMetrics | undefined;
+    const plane =
+      config.runtime.kind === 'kubernetes'
+        ? (await loadKubernetesModule()).createKubernetesControlPlane(runtimeSection(config), {
+            historySize: config.subscribe.historySize,
+            logger,
+            onChange: (previous, next) => observeChange(previous, next, coreLogger, metricsRef, Date.now()),
+          })
+        : undefined;
+    if (plane) cleanups.push(() => plane.stop());
     // Records keep credentials (initializer, owner token, env values) only sealed with the operator's key.
-    const store = new SealingWorkspaceStore(
-      new FileWorkspaceStore(config.stateDir, {
-        onError: (error, id) => logger.error({ err: error, workspace: id }, 'cannot persist a workspace record'),
-      }),
-      await SecretBox.open(config.secrets.keyFile),
-    );
+    const store = plane
+      ? undefined
+      : new SealingWorkspaceStore(
+          new FileWorkspaceStore(config.stateDir, {
+            onError: (error, id) => logger.error({ err: error, workspace: id }, 'cannot persist a workspace record'),
+          }),
+          await SecretBox.open(config.secrets.keyFile),
+        );
     let proxy: PortProxy | undefined;
     // Ports the manager and its daemon listen on: never a workspace port (ControlPort) nor a proxy target.
     const reserved = new ReservedEndpoints()
@@ -168,16 +188,25 @@ export async function startManager(options: StartManagerOptions): Promise<Runnin
       .add(config.metrics.address)
       .add(config.daemon.address)
       .add(config.daemon.httpAddress);
-    let metricsRef: ManagerMetrics | undefined;
+    let stopped: Promise<void> | undefined;
+    const onLeadershipLost =
+      options.onLeadershipLost ??
+      (() => {
+        logger.error('lost the leader lease: stopping, then exiting so that a fresh process rejoins as a follower');
+        void (stopped ?? cleanup()).finally(() => process.exit(75));
+      });
     const core: WorkspaceManagerCore = new WorkspaceManagerCore({
       config,
       store,
+      repository: plane?.repository,
+      leadership: plane?.elector,
+      onLeadershipLost,
       runtime,
       content,
       snapshots,
       maintenance,
       metrics: (metricsRef = new ManagerMetrics({ workspaces: () => core.allWorkspaces() })),
-      logger: logger.child({ component: 'core' }),
+      logger: coreLogger,
       proxyAddress: () => proxy?.address || config.proxy.address,
       reservedEndpoints: reserved,
     });
@@ -203,6 +232,7 @@ export async function startManager(options: StartManagerOptions): Promise<Runnin
 
     await core.start();
     cleanups.push(() => core.close());
+    plane?.startElection();
     // The proxy closes connections whose admission is revoked (the bus is the core's for its whole life).
     proxy?.follow(core.status$);
 
@@ -238,7 +268,6 @@ export async function startManager(options: StartManagerOptions): Promise<Runnin
     reserved.add(grpc.address);
     ready = true;
 
-    let stopped: Promise<void> | undefined;
     return {
       config,
       core,

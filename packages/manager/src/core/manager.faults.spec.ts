@@ -99,7 +99,12 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
-async function setup(records: WorkspaceRecord[], runtime: FakeRuntime, content = new FakeContent()) {
+async function setup(
+  records: WorkspaceRecord[],
+  runtime: FakeRuntime,
+  content = new FakeContent(),
+  leadership?: { isLeader$: Subject<boolean>; lost: () => void },
+) {
   const dir = await mkdtemp(join(tmpdir(), 'wb-core-faults-'));
   const config = resolveManagerConfig(
     {
@@ -123,6 +128,8 @@ async function setup(records: WorkspaceRecord[], runtime: FakeRuntime, content =
     maintenance: new MaintenanceMode({ enabled: false, file: join(dir, 'maintenance'), pollIntervalMs: 60_000 }),
     logger: createSilentLogger(),
     recovery: { attempts: 3, backoffMs: 5, recheckMs: 20 },
+    leadership: leadership && { isLeader$: leadership.isLeader$.asObservable() },
+    onLeadershipLost: leadership?.lost,
   });
   cleanups.push(async () => {
     await core.close();
@@ -203,5 +210,35 @@ describe('core fault injection', () => {
     core.stopWorkspace('ws-d', 'normally');
     await until(() => core.getWorkspace('ws-d')!.phase === 'stopped');
     expect(core.getWorkspace('ws-d')!.conditions.failed).toBe('Backup failed: daemon unavailable');
+  });
+
+  it('a replica that does not lead changes nothing: no recovery, no runtime calls, mutations refused', async () => {
+    const runtime = new FakeRuntime();
+    runtime.live.set('ws-f', runtime.state('ws-f'));
+    const isLeader$ = new Subject<boolean>();
+    let lost = 0;
+    const { core } = await setup([runningRecord('ws-f')], runtime, new FakeContent(), {
+      isLeader$,
+      lost: () => (lost += 1),
+    });
+    await core.start();
+    expect(core.isLeading).toBe(false);
+    expect(runtime.listCalls).toBe(0);
+    // Reads are served from the records.
+    expect(core.getWorkspace('ws-f')!.phase).toBe('running');
+    expect(() => core.markActive('ws-f', { closed: false, ignoreIfActive: false })).toThrow(/not leading/);
+    await expect(core.startWorkspace({ id: 'ws-new' } as never)).rejects.toThrow(/not leading/);
+    await core.stopWorkspace('ws-f', 'normally');
+    expect(runtime.stopCalls).toBe(0);
+    expect(core.getWorkspace('ws-f')!.phase).toBe('running');
+
+    // Elected: recovery re-adopts what runs; losing the lease hands control back to the caller.
+    isLeader$.next(true);
+    await until(() => runtime.listCalls === 1);
+    expect(core.isLeading).toBe(true);
+    core.markActive('ws-f', { closed: false, ignoreIfActive: false });
+    isLeader$.next(false);
+    expect(lost).toBe(1);
+    expect(core.isLeading).toBe(false);
   });
 });

@@ -10,7 +10,7 @@
  *
  * @module
  */
-import { Semaphore } from '@workbay/api';
+import { FailedPreconditionError, Semaphore } from '@workbay/api';
 import type { WorkspaceRuntime } from '@workbay/api';
 import type { Observable, Subscription } from 'rxjs';
 import type { ManagerConfig, ResolvedClass } from '../config.js';
@@ -20,6 +20,7 @@ import { matchesFilter } from '../domain/status.js';
 import type {
   AdmissionLevel,
   DescribeResult,
+  StopReason,
   MetadataFilter,
   PortProtocol,
   PortVisibility,
@@ -45,7 +46,7 @@ import { PortAllocator } from './port-allocator.js';
 import { WorkspaceUrls, contentDirOf, newRecord, runtimeSpecOf } from './records.js';
 import { Recovery, portMapOf } from './recovery.js';
 import { FileWorkspaceRepository } from './repository.js';
-import type { WorkspaceRepository } from './repository.js';
+import type { DesiredChange, ReplicatedRepository, WorkspaceRepository } from './repository.js';
 import type { StatusUpdate } from './status-bus.js';
 import { RecordOperations } from './record-operations.js';
 import { StartAdmission } from './start-admission.js';
@@ -58,7 +59,8 @@ import { TimeoutEnforcer } from './timeout-enforcer.js';
  */
 export interface ManagerCoreOptions {
   readonly config: ManagerConfig;
-  readonly store: WorkspaceStore;
+  /** Where records live unless `repository` is given. */
+  readonly store?: WorkspaceStore;
   readonly runtime: WorkspaceRuntime;
   readonly content: ContentService;
   /** Where DeleteVolumeSnapshot deletes when `storage` is configured; without it, the daemon deletes. */
@@ -73,6 +75,14 @@ export interface ManagerCoreOptions {
   readonly now?: () => number;
   /** Where records live; by default the file store above (`store`). The Kubernetes runtime brings its own. */
   readonly repository?: WorkspaceRepository;
+  /**
+   * With several replicas: whether this one leads (a Lease). Only the leader runs the lifecycle, recovery and
+   * timeouts; followers serve reads and record starts and stops in a {@link ReplicatedRepository}. Without it this
+   * manager always leads.
+   */
+  readonly leadership?: { readonly isLeader$: Observable<boolean> };
+  /** Called when this replica stops leading (the caller exits: a restarted process rejoins as a follower). */
+  readonly onLeadershipLost?: () => void;
   /** How `runtime.list()` is retried at start-up, and how often INTERRUPTED workspaces are checked again. */
   readonly recovery?: { readonly attempts: number; readonly backoffMs: number; readonly recheckMs: number };
 }
@@ -94,12 +104,14 @@ export class WorkspaceManagerCore {
   private readonly contentOps: ContentOperations;
   private readonly recordOps: RecordOperations;
   private readonly admission: StartAdmission;
-  private runtimeEvents: Subscription | undefined;
+  private readonly replicated?: ReplicatedRepository;
+  private readonly subscriptions: Subscription[] = [];
+  private leading = false;
   private started = false;
   private closing = false;
 
   /** @internal Built by `startManager`; embedders get the running core as `RunningManager.core`. */
-  constructor(options: ManagerCoreOptions) {
+  constructor(private readonly options: ManagerCoreOptions) {
     const config = (this.config = options.config);
     this.runtime = options.runtime;
     this.maintenance = options.maintenance;
@@ -109,14 +121,18 @@ export class WorkspaceManagerCore {
     this.ports = new PortAllocator(config.idePorts.from, config.idePorts.to);
     this.classes = new Map(config.workspaceClasses.map((c) => [c.id, c]));
     this.urls = new WorkspaceUrls(config, options.proxyAddress ?? (() => config.proxy.address));
+    if (!options.repository && !options.store) throw new Error('the manager core needs a store or a repository');
     this.repo =
       options.repository ??
       new FileWorkspaceRepository({
-        store: options.store,
+        store: options.store!,
         historySize: config.subscribe.historySize,
         logger: this.logger,
         onChange: (previous, next) => observeChange(previous, next, this.logger, this.metrics, this.now()),
       });
+    if (options.leadership && options.repository && 'promote' in options.repository) {
+      this.replicated = options.repository as ReplicatedRepository;
+    }
     const dispatch = (id: string, event: LifecycleEvent): void => this.dispatch(id, event);
     this.runner = new EffectRunner({
       runtime: options.runtime,
@@ -226,7 +242,10 @@ export class WorkspaceManagerCore {
 
   // Start-up and shutdown ---------------------------------------------------------------------------------------
 
-  /** Loads the records, re-adopts what still runs, resumes interrupted flows and starts the timeout loop. */
+  /**
+   * Loads the records; a leader (or a manager without leadership) then re-adopts what still runs, resumes
+   * interrupted flows and starts the timeout loop. A follower waits until it leads.
+   */
   async start(): Promise<void> {
     if (this.started) return;
     this.started = true;
@@ -234,22 +253,70 @@ export class WorkspaceManagerCore {
     if (loaded.corrupt.length > 0) {
       this.logger.error({ files: loaded.corrupt }, 'unreadable workspace records were moved aside (*.corrupt)');
     }
-    for (const record of loaded.records) {
-      if (record.phase !== 'stopped' && record.progress.idePort) this.ports.reserve(record.progress.idePort);
-    }
-    this.runtimeEvents = this.runtime.events$.subscribe((event) => {
-      const state = { ...event.state, portMap: portMapOf(event.state) };
-      this.dispatch(
-        event.instanceId,
-        event.type === 'ready' ? { type: 'runtime-ready', state } : { type: 'runtime-exited', state },
+    const leadership = this.options.leadership;
+    if (!leadership) {
+      await this.lead();
+    } else {
+      this.subscriptions.push(
+        leadership.isLeader$.subscribe((leading) => {
+          if (leading && !this.leading) {
+            this.lead().catch((error: unknown) => {
+              // Leading half-way is worse than not at all: give the lease up by leaving (the caller exits).
+              this.logger.error({ err: error }, 'cannot take over as the leading manager');
+              this.options.onLeadershipLost?.();
+            });
+          } else if (!leading && this.leading) {
+            this.logger.warn('this manager lost its leadership; stopping its work');
+            this.leading = false;
+            this.options.onLeadershipLost?.();
+          }
+        }),
       );
-    });
-    await this.recovery.recover(loaded.records);
-    this.timeouts.start();
+    }
     this.logger.info(
-      { workspaces: loaded.records.length, statusVersion: this.repo.version },
+      { workspaces: loaded.records.length, statusVersion: this.repo.version, leading: this.leading },
       'workspace manager core started',
     );
+  }
+
+  /** Whether this manager runs the lifecycle (always, without a leadership option). */
+  get isLeading(): boolean {
+    return this.leading;
+  }
+
+  /** Takes over the lifecycle: runtime events, recovery, the timeout loop and (replicated) desired changes. */
+  private async lead(): Promise<void> {
+    const pendingStops = this.replicated?.promote() ?? [];
+    this.leading = true;
+    const records = [...this.repo.list()];
+    for (const record of records) {
+      if (record.phase !== 'stopped' && record.progress.idePort) this.ports.reserve(record.progress.idePort);
+    }
+    this.subscriptions.push(
+      this.runtime.events$.subscribe((event) => {
+        const state = { ...event.state, portMap: portMapOf(event.state) };
+        this.dispatch(
+          event.instanceId,
+          event.type === 'ready' ? { type: 'runtime-ready', state } : { type: 'runtime-exited', state },
+        );
+      }),
+    );
+    await this.recovery.recover(records);
+    if (this.replicated) {
+      const act = (change: DesiredChange): void =>
+        change.type === 'adopt'
+          ? this.dispatch(change.id, { type: 'resume' })
+          : this.dispatch(change.id, {
+              type: 'stop-requested',
+              policy: change.policy,
+              byRequest: true,
+              reason: stopReasonOf(change.policy),
+            });
+      this.subscriptions.push(this.replicated.desired$.subscribe(act));
+      for (const change of pendingStops) act(change);
+    }
+    this.timeouts.start();
+    if (this.options.leadership) this.logger.info({ workspaces: records.length }, 'leading the workspace lifecycle');
   }
 
   /**
@@ -261,7 +328,7 @@ export class WorkspaceManagerCore {
     this.closing = true;
     this.timeouts.stop();
     this.recovery.close();
-    this.runtimeEvents?.unsubscribe();
+    for (const subscription of this.subscriptions.splice(0)) subscription.unsubscribe();
     await this.runner.close();
     await this.repo.close();
   }
@@ -270,7 +337,8 @@ export class WorkspaceManagerCore {
 
   /** One step of a workspace's lifecycle: the transition, its record committed, then its effects started. */
   private dispatch(id: string, event: LifecycleEvent): void {
-    if (this.closing) return;
+    // A follower never acts: the leader does, from the same records.
+    if (this.closing || !this.leading) return;
     const current = this.repo.get(id);
     if (!current) return;
     const { record, effects } = transition(current, event, this.transitionContext());
@@ -283,6 +351,16 @@ export class WorkspaceManagerCore {
       return;
     }
     for (const effect of effects) this.runner.run(id, effect);
+  }
+
+  /**
+   * Followers record starts and stops as desired state; the other changes need the leader's runtime and daemon
+   * connections, so a follower refuses them (clients retry on the leader, e.g. through the manager Service).
+   */
+  private assertLeading(what: string): void {
+    if (!this.leading) {
+      throw new FailedPreconditionError(`${what}: this manager replica is not leading; send it to the leading replica`);
+    }
   }
 
   private transitionContext(): TransitionContext {
@@ -299,6 +377,7 @@ export class WorkspaceManagerCore {
   /** StartWorkspace: validates, persists the record (PENDING) durably, then starts the lifecycle. */
   async startWorkspace(input: StartWorkspaceInput): Promise<StartWorkspaceResult> {
     assertNoMaintenance(this.maintenance, 'starting a workspace');
+    if (!this.leading && !this.replicated) throw new FailedPreconditionError('this manager is not leading');
     const validated = validateStartInput(input);
     const className = this.admission.resolveClass(input.spec!.className);
     this.admission.assertStartable(input.id, input.metadata!.metaId);
@@ -312,11 +391,14 @@ export class WorkspaceManagerCore {
   }
 
   /** StopWorkspace. Unknown ids are ignored, as in the original. */
-  stopWorkspace(id: string, policy: StopPolicy): void {
+  async stopWorkspace(id: string, policy: StopPolicy): Promise<void> {
     validateInstanceId(id, 'id');
     assertNoMaintenance(this.maintenance, 'stopping a workspace');
-    const reason = policy === 'abort' ? 'aborted' : 'regular-stop';
-    this.dispatch(id, { type: 'stop-requested', policy, byRequest: true, reason });
+    if (!this.leading && this.replicated) {
+      if (this.repo.get(id)) await this.replicated.requestStop(id, policy);
+      return;
+    }
+    this.dispatch(id, { type: 'stop-requested', policy, byRequest: true, reason: stopReasonOf(policy) });
   }
 
   describeWorkspace(id: string): DescribeResult {
@@ -325,11 +407,13 @@ export class WorkspaceManagerCore {
 
   /** MarkActive: records user activity (and whether the IDE is closed). */
   markActive(id: string, options: { closed: boolean; ignoreIfActive: boolean }): void {
+    this.assertLeading('MarkActive');
     this.recordOps.markActive(id, options);
   }
 
   /** SetTimeout (see RecordOperations.setTimeout). */
   setTimeout(id: string, kind: TimeoutKind, duration: string): void {
+    this.assertLeading('SetTimeout');
     this.recordOps.setTimeout(id, kind, duration);
   }
 
@@ -339,26 +423,32 @@ export class WorkspaceManagerCore {
     expose: boolean,
     port: { readonly port: number; readonly visibility: PortVisibility; readonly protocol: PortProtocol } | undefined,
   ): void {
+    this.assertLeading('ControlPort');
     this.recordOps.controlPort(id, expose, port);
   }
 
   controlAdmission(id: string, level: AdmissionLevel): void {
+    this.assertLeading('ControlAdmission');
     this.recordOps.controlAdmission(id, level);
   }
 
   takeSnapshot(id: string, returnImmediately: boolean): Promise<string> {
+    this.assertLeading('TakeSnapshot');
     return this.contentOps.takeSnapshot(id, returnImmediately);
   }
 
   backupWorkspace(id: string): Promise<string> {
+    this.assertLeading('BackupWorkspace');
     return this.contentOps.backupWorkspace(id);
   }
 
   deleteVolumeSnapshot(volumeHandle: string, softDelete: boolean): Promise<boolean> {
+    this.assertLeading('DeleteVolumeSnapshot');
     return this.contentOps.deleteVolumeSnapshot(volumeHandle, softDelete);
   }
 
   updateSshKeys(id: string, keys: readonly string[]): Promise<void> {
+    this.assertLeading('UpdateSSHKey');
     return this.contentOps.updateSshKeys(id, keys);
   }
 
@@ -385,4 +475,8 @@ export class WorkspaceManagerCore {
   checkTimeouts(): void {
     this.timeouts.check();
   }
+}
+
+function stopReasonOf(policy: StopPolicy): StopReason {
+  return policy === 'abort' ? 'aborted' : 'regular-stop';
 }

@@ -9,7 +9,7 @@
 import { UnavailableError } from '@workbay/api';
 import type { Observable } from 'rxjs';
 import { differsVisibly } from '../domain/status.js';
-import type { WorkspaceRecord } from '../domain/types.js';
+import type { StopPolicy, WorkspaceRecord } from '../domain/types.js';
 import type { Logger } from '../logger.js';
 import { errnoOf } from '../store/file-store.js';
 import type { WorkspaceStore } from '../store/file-store.js';
@@ -41,6 +41,25 @@ export interface WorkspaceRepository {
   /** Drops a stopped workspace for good. */
   forget(id: string): void;
   close(): Promise<void>;
+}
+
+/** Desired state a replicated store hands to the leader: a workspace to take over, or a stop to perform. */
+export type DesiredChange =
+  | { readonly id: string; readonly type: 'adopt' }
+  | { readonly id: string; readonly type: 'stop'; readonly policy: StopPolicy };
+
+/**
+ * A repository shared by several manager replicas (Workspace objects on Kubernetes): every replica reads, only
+ * the leader commits. Followers record starts (`create`) and stops (`requestStop`) as desired state and resolve once
+ * the leader has acted on them.
+ */
+export interface ReplicatedRepository extends WorkspaceRepository {
+  /** Makes this replica the writer; returns the stop requests waiting for a leader (after recovery, dispatch them). */
+  promote(): DesiredChange[];
+  readonly isLeading: boolean;
+  /** Desired changes written by other replicas (or `kubectl`), for the leader to act on. */
+  readonly desired$: Observable<DesiredChange>;
+  requestStop(id: string, policy: StopPolicy): Promise<void>;
 }
 
 export interface FileRepositoryOptions {

@@ -90,6 +90,14 @@ export class StatusBus {
     });
   }
 
+  /**
+   * Lifts the version the next publish counts from (a new leader continuing above versions another replica may
+   * have handed out). A resume from before the gap is still answered from the history.
+   */
+  advanceTo(version: number): void {
+    if (version > this.lastVersion) this.lastVersion = version;
+  }
+
   /** Registers a record without publishing it (records loaded at startup). */
   seed(record: WorkspaceRecord): void {
     this.current.set(record.id, record);

@@ -93,8 +93,8 @@ export function createWorkspaceManagerImplementation(options: ServiceOptions): W
       return { url: result.url, ownerToken: result.ownerToken };
     }),
 
-    stopWorkspace: unary<wsman.StopWorkspaceRequest, wsman.StopWorkspaceResponse>((request) => {
-      core.stopWorkspace(request.id, stopPolicy.fromProto(request.policy, 'policy'));
+    stopWorkspace: unary<wsman.StopWorkspaceRequest, wsman.StopWorkspaceResponse>(async (request) => {
+      await core.stopWorkspace(request.id, stopPolicy.fromProto(request.policy, 'policy'));
       return {};
     }),
 

@@ -50,6 +50,23 @@ export const kubernetesRuntimeConfigSchema = z.strictObject({
   pollIntervalMs: z.number().int().positive().default(500),
   /** How long stop() waits beyond the grace period for the pod object to disappear. */
   deletionTimeoutMs: z.number().int().positive().default(60_000),
+  /**
+   * Where the manager keeps its state and how replicas agree on one leader. `store: kubernetes` (the default):
+   * Workspace objects and Secrets in `namespace` (several replicas, one leader through the Lease); `files`: the
+   * state directory (one replica only).
+   */
+  controlPlane: z
+    .strictObject({
+      store: z.enum(['kubernetes', 'files']).default('kubernetes'),
+      leaseName: z.string().min(1).default('workbay-manager-leader'),
+      /** This replica's name in the Lease; default $POD_NAME, else the host name. */
+      identity: z.string().min(1).optional(),
+      leaseDurationSeconds: z.number().int().positive().default(15),
+      renewIntervalMs: z.number().int().positive().default(5_000),
+      /** How long a follower waits for the leader to act on a start or stop it recorded. */
+      leaderWaitMs: z.number().int().positive().default(30_000),
+    })
+    .prefault({}),
   /** Pause before re-opening a watch that ended. */
   watchRetryMs: z.number().int().positive().default(1000),
 });

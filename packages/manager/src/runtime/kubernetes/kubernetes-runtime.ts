@@ -250,7 +250,8 @@ export class KubernetesRuntime implements WorkspaceRuntime {
   }
 }
 
-function kubeConfigFor(config: KubernetesRuntimeConfig): KubeConfig {
+/** The connection the config describes (used by the runtime and by the control plane). */
+export function kubeConfigFor(config: KubernetesRuntimeConfig): KubeConfig {
   const kc = new KubeConfig();
   if (config.server) {
     kc.loadFromOptions({

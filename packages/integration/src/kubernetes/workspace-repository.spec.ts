@@ -1,0 +1,185 @@
+/**
+ * The Workspace-object repository on a real kube-apiserver (with etcd): the leader's commits reach followers in
+ * order, followers record starts and stops as desired state, secrets stay out of the objects, conflicts are
+ * retried, and a new leader continues above every version handed out.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { KubeConfig } from '@kubernetes/client-node';
+import { startKubernetesCluster } from '@workbay/testing';
+import type { KubernetesTestCluster } from '@workbay/testing';
+import { firstValueFrom } from 'rxjs';
+import { filter, take, toArray } from 'rxjs/operators';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLogger } from '@workbay/manager';
+import type { WorkspaceRecord } from '@workbay/manager';
+import {
+  KubernetesWorkspaceRepository,
+  objectNameOf,
+  secretNameOf,
+  workspaceResource,
+} from '@workbay/manager/kubernetes';
+import type { DesiredChange } from '@workbay/manager/kubernetes';
+import { makeRecord } from './records.js';
+
+const repoRoot = join(__dirname, '..', '..', '..', '..');
+const namespace = 'workbay';
+let cluster: KubernetesTestCluster;
+let kubeConfig: KubeConfig;
+const repositories: KubernetesWorkspaceRepository[] = [];
+
+function repository(options: { leaderWaitMs?: number } = {}): KubernetesWorkspaceRepository {
+  const repo = new KubernetesWorkspaceRepository({
+    kubeConfig,
+    namespace,
+    historySize: 1000,
+    logger: createLogger({ level: 'silent' }),
+    leaderWaitMs: options.leaderWaitMs ?? 10_000,
+    retryMs: 50,
+  });
+  repositories.push(repo);
+  return repo;
+}
+
+function withPhase(record: WorkspaceRecord, phase: WorkspaceRecord['phase']): WorkspaceRecord {
+  return { ...record, phase, phaseTimes: { ...record.phaseTimes, [phase]: Date.now() } };
+}
+
+async function object(id: string): Promise<{ status: number; body: Record<string, unknown> }> {
+  const { group, version, plural } = workspaceResource;
+  return cluster.request('GET', `/apis/${group}/${version}/namespaces/${namespace}/${plural}/${objectNameOf(id)}`);
+}
+
+beforeAll(async () => {
+  cluster = await startKubernetesCluster();
+  await cluster.apply(`apiVersion: v1\nkind: Namespace\nmetadata: { name: ${namespace} }\n`);
+  await cluster.apply(readFileSync(join(repoRoot, 'deploy', 'kubernetes', 'crd-workspaces.yaml'), 'utf8'));
+  kubeConfig = new KubeConfig();
+  kubeConfig.loadFromString(cluster.kubeConfigYaml(cluster.adminToken));
+}, 120_000);
+
+afterAll(async () => {
+  for (const repo of repositories) await repo.close().catch(() => undefined);
+  await cluster?.stop();
+});
+
+describe('KubernetesWorkspaceRepository on a real API server', () => {
+  it('keeps the record in a Workspace object and its secrets only in a Secret; followers see every transition', async () => {
+    const leader = repository();
+    const follower = repository();
+    await leader.load();
+    await follower.load();
+    leader.promote();
+    const token = 'owner-token-' + 'a'.repeat(20);
+    const record = makeRecord({
+      id: 'ws-objects-1',
+      ownerToken: token,
+      statusVersion: 0,
+      spec: { ...makeRecord().spec, initializer: 'c2VjcmV0LWluaXQ=', envvars: [{ name: 'API_KEY', value: 'hunter2' }] },
+    });
+    const seen = firstValueFrom(
+      follower.status$.pipe(
+        filter((r) => r.id === record.id),
+        take(3),
+        toArray(),
+      ),
+    );
+    const created = await leader.create(record);
+    expect(created.statusVersion).toBeGreaterThan(0);
+    const creating = leader.commit(created, withPhase(created, 'creating'));
+    leader.commit(creating, withPhase(creating, 'initializing'));
+
+    const phases = (await seen).map((r) => r.phase);
+    expect(phases).toEqual(['pending', 'creating', 'initializing']);
+    // The follower got the secrets from the Secret, not from the object.
+    expect(follower.get(record.id)?.ownerToken).toBe(token);
+    expect(follower.get(record.id)?.spec.envvars).toEqual([{ name: 'API_KEY', value: 'hunter2' }]);
+    const stored = JSON.stringify((await object(record.id)).body);
+    expect(stored).not.toContain(token);
+    expect(stored).not.toContain('hunter2');
+    expect(stored).not.toContain('c2VjcmV0LWluaXQ=');
+    const secret = await cluster.request('GET', `/api/v1/namespaces/${namespace}/secrets/${secretNameOf(record.id)}`);
+    expect(secret.status).toBe(200);
+  });
+
+  it('a follower records a start as desired state and answers once the leader took it over', async () => {
+    const leader = repository();
+    const follower = repository();
+    await leader.load();
+    await follower.load();
+    leader.promote();
+    const adopted = firstValueFrom(leader.desired$.pipe(filter((c: DesiredChange) => c.id === 'ws-follower-start')));
+    const record = makeRecord({ id: 'ws-follower-start', statusVersion: 0 });
+    const answered = await follower.create(record);
+    expect(await adopted).toEqual({ id: 'ws-follower-start', type: 'adopt' });
+    expect(answered.phase).toBe('pending');
+    expect(leader.get(record.id)?.ownerToken).toBe(record.ownerToken);
+
+    const stop = firstValueFrom(leader.desired$.pipe(filter((c) => c.type === 'stop' && c.id === record.id)));
+    const stopped = follower.requestStop(record.id, 'immediately');
+    expect(await stop).toEqual({ id: record.id, type: 'stop', policy: 'immediately' });
+    // The leader acts: the follower's call returns once the object says so.
+    const current = leader.get(record.id)!;
+    leader.commit(current, withPhase(current, 'stopping'));
+    await stopped;
+  });
+
+  it('a follower without a leader fails the start with UNAVAILABLE, and a leader elected later takes it over', async () => {
+    const follower = repository({ leaderWaitMs: 500 });
+    await follower.load();
+    const record = makeRecord({ id: 'ws-no-leader', statusVersion: 0 });
+    await expect(follower.create(record)).rejects.toMatchObject({ code: 'unavailable' });
+    const late = repository();
+    await late.load();
+    late.promote();
+    expect(late.get(record.id)?.statusVersion).toBeGreaterThan(0);
+    await expect
+      .poll(async () => ((await object(record.id)).body['status'] as { phase?: string } | undefined)?.phase)
+      .toBe('pending');
+  });
+
+  it('a status write that meets a concurrent change (409) is written again against the newest object', async () => {
+    const leader = repository();
+    await leader.load();
+    leader.promote();
+    const created = await leader.create(makeRecord({ id: 'ws-conflict', statusVersion: 0 }));
+    // Another writer changes the object: the leader's cached resourceVersion is now stale.
+    const { group, version, plural } = workspaceResource;
+    const path = `/apis/${group}/${version}/namespaces/${namespace}/${plural}/${objectNameOf(created.id)}`;
+    const patched = await cluster.request(
+      'PATCH',
+      path,
+      { metadata: { labels: { touched: 'yes' } } },
+      {
+        contentType: 'application/merge-patch+json',
+      },
+    );
+    expect(patched.status).toBe(200);
+    leader.commit(created, withPhase(created, 'creating'));
+    await expect
+      .poll(async () => ((await object(created.id)).body['status'] as { phase?: string }).phase)
+      .toBe('creating');
+  });
+
+  it('a new leader continues above every version handed out; forget removes the object and its Secret', async () => {
+    const first = repository();
+    await first.load();
+    first.promote();
+    const created = await first.create(makeRecord({ id: 'ws-versions', statusVersion: 0 }));
+    const last = first.commit(created, withPhase(created, 'creating'));
+    await first.close();
+    const second = repository();
+    await second.load();
+    second.promote();
+    const next = second.commit(second.get(last.id)!, withPhase(second.get(last.id)!, 'initializing'));
+    expect(next.statusVersion).toBeGreaterThan(last.statusVersion);
+    second.forget(next.id);
+    await expect.poll(async () => (await object(next.id)).status).toBe(404);
+    await expect
+      .poll(
+        async () =>
+          (await cluster.request('GET', `/api/v1/namespaces/${namespace}/secrets/${secretNameOf(next.id)}`)).status,
+      )
+      .toBe(404);
+  });
+});

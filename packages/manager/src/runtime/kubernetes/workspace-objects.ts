@@ -1,0 +1,220 @@
+/**
+ * How a workspace record is kept in the cluster: one `Workspace` object (`workspaces.workbay.dev`, see
+ * deploy/kubernetes/crd-workspaces.yaml) plus one Secret for its credentials.
+ * - `spec`: what StartWorkspace asked for, written once when the workspace is accepted (by any replica), plus the
+ *   desired state other replicas may write later (`stopRequested`). The structured fields are for `kubectl`;
+ *   `spec.record` holds the accepted record without its secrets.
+ * - `status`: written by the leader only, through the status subresource: phase, `statusVersion`, conditions for
+ *   `kubectl`, and `status.record`, the record as the lifecycle last committed it (secrets stripped).
+ * - The owner token, the initializer (it carries git credentials) and environment values live in the Secret
+ *   `ws-<name>-secrets` named by `spec.secretRef`, never in the object.
+ *
+ * @module
+ */
+import { createHash } from 'node:crypto';
+import type { EnvVar, StopPolicy, WorkspaceRecord } from '../../domain/types.js';
+
+export const workspaceResource = { group: 'workbay.dev', version: 'v1alpha1', plural: 'workspaces' } as const;
+export const workspaceApiVersion = `${workspaceResource.group}/${workspaceResource.version}`;
+
+/** Selects the objects and Secrets Workbay owns. */
+export const managedLabel = 'app.kubernetes.io/managed-by';
+export const managedSelector = `${managedLabel}=workbay`;
+/** The instance id exactly (object names are restricted to lower-case DNS names). */
+export const instanceIdAnnotation = 'workbay.dev/instance-id';
+/** Holds the object until its workspace is stopped and its final backup recorded. */
+export const finalBackupFinalizer = 'workbay.dev/final-backup';
+
+export interface ObjectMeta {
+  readonly name?: string;
+  readonly namespace?: string;
+  readonly resourceVersion?: string;
+  readonly deletionTimestamp?: Date;
+  readonly finalizers?: string[];
+  readonly labels?: Record<string, string>;
+  readonly annotations?: Record<string, string>;
+}
+
+/** A record without its secrets (what the object may hold). */
+export type StoredRecord = Omit<WorkspaceRecord, 'ownerToken'>;
+
+export interface WorkspaceObject {
+  apiVersion?: string;
+  kind?: string;
+  metadata: ObjectMeta;
+  spec: {
+    readonly ownership: { owner: string; workspaceId: string; team?: string; project?: string };
+    readonly type: string;
+    readonly class: string;
+    readonly image: { workspace: string; ide?: string };
+    readonly secretRef: { name: string };
+    readonly record: StoredRecord;
+    /** Desired state: any replica may ask for a stop; the leader acts on it. */
+    readonly stopRequested?: { policy: StopPolicy; at: string };
+  };
+  status?: {
+    phase?: string;
+    statusVersion?: number;
+    url?: string;
+    runtime?: { nodeName?: string; podName?: string };
+    conditions?: { type: string; status: 'True' | 'False' | 'Unknown'; reason?: string; message?: string }[];
+    record?: StoredRecord;
+  };
+}
+
+/** What the Secret of a workspace holds (string data). */
+export interface WorkspaceSecrets {
+  readonly ownerToken: string;
+  readonly initializer: string;
+  readonly envvars: readonly EnvVar[];
+  readonly sysEnvvars: readonly EnvVar[];
+}
+
+const dnsName = /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/;
+
+/**
+ * The object name of an instance id: the id itself when it is a lower-case DNS name, else a digest (ids may hold
+ * upper case and '_'); the exact id is in an annotation either way.
+ */
+export function objectNameOf(id: string): string {
+  if (id.length <= 200 && dnsName.test(id)) return id;
+  return `wb-${createHash('sha256').update(id).digest('hex').slice(0, 40)}`;
+}
+
+export function secretNameOf(id: string): string {
+  return `ws-${objectNameOf(id)}-secrets`;
+}
+
+const noValues = (list: readonly EnvVar[]): EnvVar[] => list.map((e) => ({ name: e.name, value: '' }));
+
+/** The record without anything secret: no owner token, no initializer, no environment values. */
+export function storedRecordOf(record: WorkspaceRecord): StoredRecord {
+  const { ownerToken: _token, ...rest } = record;
+  return {
+    ...rest,
+    spec: {
+      ...record.spec,
+      initializer: '',
+      envvars: noValues(record.spec.envvars),
+      sysEnvvars: noValues(record.spec.sysEnvvars),
+    },
+  };
+}
+
+export function secretsOf(record: WorkspaceRecord): WorkspaceSecrets {
+  return {
+    ownerToken: record.ownerToken,
+    initializer: record.spec.initializer,
+    envvars: record.spec.envvars,
+    sysEnvvars: record.spec.sysEnvvars,
+  };
+}
+
+/** The record as the lifecycle sees it: the object's latest record with the Secret's values put back. */
+export function recordOf(stored: StoredRecord, secrets: WorkspaceSecrets | undefined): WorkspaceRecord {
+  if (!secrets) return { ...stored, ownerToken: '' };
+  return {
+    ...stored,
+    ownerToken: secrets.ownerToken,
+    spec: {
+      ...stored.spec,
+      initializer: secrets.initializer,
+      envvars: secrets.envvars,
+      sysEnvvars: secrets.sysEnvvars,
+    },
+  };
+}
+
+/** The newest record an object holds: the leader's status once written, the accepted spec before. */
+export function storedRecordFrom(object: WorkspaceObject): StoredRecord {
+  return object.status?.record ?? object.spec.record;
+}
+
+export function newWorkspaceObject(record: WorkspaceRecord, namespace: string): WorkspaceObject {
+  const name = objectNameOf(record.id);
+  return {
+    apiVersion: workspaceApiVersion,
+    kind: 'Workspace',
+    metadata: {
+      name,
+      namespace,
+      labels: { [managedLabel]: 'workbay' },
+      annotations: { [instanceIdAnnotation]: record.id },
+      finalizers: [finalBackupFinalizer],
+    },
+    spec: {
+      ownership: { owner: record.owner, workspaceId: record.metaId, team: record.team, project: record.project },
+      type: record.type,
+      class: record.spec.className,
+      image: { workspace: record.spec.image, ide: record.spec.ideImage.webRef || undefined },
+      secretRef: { name: secretNameOf(record.id) },
+      record: storedRecordOf(record),
+    },
+  };
+}
+
+/** The status subresource for a committed record (kubectl-friendly fields beside the full record). */
+export function statusOf(record: WorkspaceRecord): NonNullable<WorkspaceObject['status']> {
+  const c = record.conditions;
+  type Condition = { type: string; status: 'True' | 'False'; message?: string };
+  const condition = (type: string, on: boolean, message = ''): Condition =>
+    message
+      ? { type, status: on ? 'True' : 'False', message: message.slice(0, 1024) }
+      : { type, status: on ? 'True' : 'False' };
+  return {
+    phase: record.phase,
+    statusVersion: record.statusVersion,
+    url: record.url,
+    runtime: { nodeName: record.progress.nodeName },
+    conditions: [
+      condition('Failed', c.failed !== '', c.failed),
+      condition('Timeout', c.timeout !== '', c.timeout),
+      condition('Deployed', c.deployed),
+      condition('StoppedByRequest', c.stoppedByRequest),
+      condition('Aborted', c.aborted),
+      condition('BackupComplete', c.finalBackupComplete),
+    ],
+    record: storedRecordOf(record),
+  };
+}
+
+export function secretObject(record: WorkspaceRecord, namespace: string): object {
+  const secrets = secretsOf(record);
+  return {
+    apiVersion: 'v1',
+    kind: 'Secret',
+    type: 'Opaque',
+    metadata: {
+      name: secretNameOf(record.id),
+      namespace,
+      labels: { [managedLabel]: 'workbay' },
+      annotations: { [instanceIdAnnotation]: record.id },
+    },
+    stringData: {
+      ownerToken: secrets.ownerToken,
+      initializer: secrets.initializer,
+      envvars: JSON.stringify(secrets.envvars),
+      sysEnvvars: JSON.stringify(secrets.sysEnvvars),
+    },
+  };
+}
+
+/** Reads a Secret's data (base64 values, as the API serves them). */
+export function secretsFromData(data: Record<string, string> | undefined): WorkspaceSecrets | undefined {
+  if (!data) return undefined;
+  const text = (key: string): string => (data[key] ? Buffer.from(data[key], 'base64').toString('utf8') : '');
+  const list = (key: string): EnvVar[] => {
+    const raw = text(key);
+    return raw ? (JSON.parse(raw) as EnvVar[]) : [];
+  };
+  return {
+    ownerToken: text('ownerToken'),
+    initializer: text('initializer'),
+    envvars: list('envvars'),
+    sysEnvvars: list('sysEnvvars'),
+  };
+}
+
+export function instanceIdOf(meta: ObjectMeta): string | undefined {
+  return meta.annotations?.[instanceIdAnnotation];
+}

@@ -1,0 +1,539 @@
+/**
+ * The workspace repository on Kubernetes: records live in Workspace objects and their Secrets (see
+ * workspace-objects.ts), so managers keep no state of their own and any replica can serve reads.
+ *
+ * - Every replica keeps an informer cache of the objects and Secrets and serves reads and Subscribe from it.
+ * - Only the leader commits: it publishes on its own bus at once and writes each change to the object's status
+ *   subresource in order (one write in flight per workspace, with the object's resourceVersion, re-read and retried
+ *   on 409 Conflict), so that followers, which publish what their watch delivers, see every transition.
+ * - A follower applies StartWorkspace by creating the object (the desired state) and StopWorkspace by setting
+ *   `spec.stopRequested`; the leader's watch turns both into lifecycle events (`desired$`), and the follower
+ *   answers once the leader has acted.
+ *
+ * status_version: the leader's versions are persisted with each record. A new leader continues above both the
+ * newest persisted version and the current time in microseconds: versions an old leader handed out but never
+ * persisted came from its own counter, which started at its election time and grows by one per change, so they
+ * stay below a later clock reading as long as the cluster's clocks agree within the leader's term and fewer than
+ * a million changes happen per second. Followers number what they publish with their own counter (a resume on
+ * another replica may replay duplicates or ask for a resync, never skip an update).
+ *
+ * @module
+ */
+import { CoreV1Api, CustomObjectsApi, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import type { KubeConfig, KubernetesListObject, V1Secret } from '@kubernetes/client-node';
+import { FailedPreconditionError, UnavailableError, isWorkbayError } from '@workbay/api';
+import { Subject } from 'rxjs';
+import type { Observable } from 'rxjs';
+import { StatusBus } from '../../core/status-bus.js';
+import type { StatusUpdate } from '../../core/status-bus.js';
+import type { DesiredChange, ReplicatedRepository } from '../../core/repository.js';
+import { differsVisibly } from '../../domain/status.js';
+import type { StopPolicy, WorkspaceRecord } from '../../domain/types.js';
+import type { Logger } from '../../logger.js';
+import { Informer } from './informer.js';
+import { apiError } from './kubernetes-runtime.js';
+import {
+  instanceIdOf,
+  managedSelector,
+  newWorkspaceObject,
+  objectNameOf,
+  recordOf,
+  secretNameOf,
+  secretObject,
+  secretsFromData,
+  statusOf,
+  storedRecordFrom,
+  workspaceResource,
+} from './workspace-objects.js';
+import type { WorkspaceObject } from './workspace-objects.js';
+
+export interface KubernetesRepositoryOptions {
+  readonly kubeConfig: KubeConfig;
+  readonly namespace: string;
+  readonly historySize: number;
+  readonly logger: Logger;
+  /** Called after every visible change the leader commits (logs and metrics). */
+  readonly onChange?: (previous: WorkspaceRecord, next: WorkspaceRecord) => void;
+  /** How long a follower waits for the leader to act on a start or stop it recorded. */
+  readonly leaderWaitMs?: number;
+  /** Pause before retrying a failed status write. */
+  readonly retryMs?: number;
+  readonly now?: () => number;
+}
+
+interface WriteQueue {
+  readonly records: WorkspaceRecord[];
+  running: boolean;
+}
+
+export class KubernetesWorkspaceRepository implements ReplicatedRepository {
+  private readonly bus: StatusBus;
+  private readonly objects: CustomObjectsApi;
+  private readonly core: CoreV1Api;
+  private readonly workspaces: Informer<WorkspaceObject>;
+  private readonly secrets: Informer<V1Secret>;
+  private readonly desiredSubject = new Subject<DesiredChange>();
+  private readonly versionSeen = new Subject<void>();
+  /** Ids this replica knows, by object name. */
+  private readonly idsByName = new Map<string, string>();
+  /** The newest object this replica wrote or saw, per id (its resourceVersion is the one to write against). */
+  private readonly latest = new Map<string, WorkspaceObject>();
+  private readonly writes = new Map<string, WriteQueue>();
+  private readonly stopsSeen = new Set<string>();
+  /** Ids this leader is creating (its watch must not take them over as a follower's). */
+  private readonly creating = new Set<string>();
+  /** Ids this leader took over from an object without status (their first status write may still be queued). */
+  private readonly adopted = new Set<string>();
+  /** Per id, the persisted status_version a follower published last. */
+  private readonly persistedSeen = new Map<string, number>();
+  private leading = false;
+  private loaded = false;
+  private closing = false;
+
+  readonly desired$: Observable<DesiredChange> = this.desiredSubject.asObservable();
+
+  constructor(private readonly options: KubernetesRepositoryOptions) {
+    this.bus = new StatusBus(options.historySize);
+    this.objects = options.kubeConfig.makeApiClient(CustomObjectsApi);
+    this.core = options.kubeConfig.makeApiClient(CoreV1Api);
+    const { group, version, plural } = workspaceResource;
+    const ns = encodeURIComponent(options.namespace);
+    this.workspaces = new Informer<WorkspaceObject>({
+      kubeConfig: options.kubeConfig,
+      path: `/apis/${group}/${version}/namespaces/${ns}/${plural}`,
+      list: () =>
+        this.objects.listNamespacedCustomObject({
+          group,
+          version,
+          plural,
+          namespace: options.namespace,
+          labelSelector: managedSelector,
+        }) as Promise<KubernetesListObject<WorkspaceObject>>,
+      labelSelector: managedSelector,
+      onUpsert: (object) => this.observed(object),
+      onDelete: (object) => this.removed(object),
+      logger: options.logger,
+      what: 'workspaces',
+    });
+    this.secrets = new Informer<V1Secret>({
+      kubeConfig: options.kubeConfig,
+      path: `/api/v1/namespaces/${ns}/secrets`,
+      list: () => this.core.listNamespacedSecret({ namespace: options.namespace, labelSelector: managedSelector }),
+      labelSelector: managedSelector,
+      onUpsert: () => undefined,
+      onDelete: () => undefined,
+      logger: options.logger,
+      what: 'workspace secrets',
+    });
+  }
+
+  async load(): Promise<{ records: readonly WorkspaceRecord[]; corrupt: readonly string[] }> {
+    // Secrets first: a workspace seen before its Secret would have no owner token.
+    await this.secrets.start();
+    await this.workspaces.start();
+    const records: WorkspaceRecord[] = [];
+    let floor = 0;
+    for (const object of this.workspaces.list()) {
+      const record = this.recordFrom(object);
+      if (!record) continue;
+      floor = Math.max(floor, record.statusVersion);
+      records.push(record);
+    }
+    this.bus.startAt(floor);
+    for (const record of records) this.bus.seed(record);
+    this.loaded = true;
+    return { records, corrupt: [] };
+  }
+
+  /**
+   * Makes this replica the writer: versions continue above everything persisted and the current time (see the
+   * module docs), and every object no leader has acted on yet is handed over as a desired change.
+   */
+  promote(): DesiredChange[] {
+    if (this.leading) return [];
+    this.leading = true;
+    let floor = this.bus.version;
+    for (const object of this.workspaces.list()) floor = Math.max(floor, object.status?.statusVersion ?? 0);
+    this.bus.advanceTo(Math.max(floor, (this.options.now ?? Date.now)() * 1000));
+    const pending: DesiredChange[] = [];
+    // Workspaces nobody took over yet become this leader's records; recovery resumes them with the others.
+    for (const object of this.workspaces.list()) this.desiredFrom(object, (change) => pending.push(change));
+    return pending.filter((change) => change.type === 'stop');
+  }
+
+  get isLeading(): boolean {
+    return this.leading;
+  }
+
+  get(id: string): WorkspaceRecord | undefined {
+    return this.bus.getWorkspace(id);
+  }
+
+  list(): IterableIterator<WorkspaceRecord> {
+    return this.bus.getWorkspaces();
+  }
+
+  get size(): number {
+    return this.bus.size;
+  }
+
+  get version(): number {
+    return this.bus.version;
+  }
+
+  get status$(): Observable<WorkspaceRecord> {
+    return this.bus.status$;
+  }
+
+  updatesSince(version: number): Observable<StatusUpdate> {
+    return this.bus.updatesSince(version);
+  }
+
+  /**
+   * Records a new workspace: its Secret, then its object. On the leader the first status is written (and synced
+   * by the API server) before this resolves; on a follower it resolves once the leader has taken the workspace
+   * over (its status appeared), or fails with UNAVAILABLE when no leader did in time (the object stays: a leader
+   * elected later starts it).
+   */
+  async create(record: WorkspaceRecord): Promise<WorkspaceRecord> {
+    const name = objectNameOf(record.id);
+    this.idsByName.set(name, record.id);
+    if (this.leading) this.creating.add(record.id);
+    try {
+      return await this.createObjects(record, name);
+    } finally {
+      this.creating.delete(record.id);
+    }
+  }
+
+  private async createObjects(record: WorkspaceRecord, name: string): Promise<WorkspaceRecord> {
+    const { namespace } = this.options;
+    try {
+      await this.core.createNamespacedSecret({ namespace, body: secretObject(record, namespace) as V1Secret });
+    } catch (error) {
+      this.idsByName.delete(name);
+      throw apiError(error, `creating the secrets of workspace ${record.id}`);
+    }
+    let created: WorkspaceObject;
+    try {
+      const { group, version, plural } = workspaceResource;
+      created = (await this.objects.createNamespacedCustomObject({
+        group,
+        version,
+        plural,
+        namespace,
+        body: newWorkspaceObject(record, namespace),
+      })) as WorkspaceObject;
+    } catch (error) {
+      this.idsByName.delete(name);
+      this.deleteSecret(record.id);
+      throw apiError(error, `creating workspace object ${name}`);
+    }
+    this.remember(record.id, created);
+    if (!this.leading) return this.awaitLeader(record.id, (status) => status.record !== undefined, 'take it over');
+    const published = this.versioned(record);
+    try {
+      await this.writeStatus(published);
+    } catch (error) {
+      await this.deleteObject(record.id);
+      throw new UnavailableError(`cannot persist workspace ${record.id}: ${String(error)}`, { cause: error });
+    }
+    this.bus.publish(published);
+    this.options.onChange?.(record, published);
+    return published;
+  }
+
+  commit(previous: WorkspaceRecord, next: WorkspaceRecord): WorkspaceRecord {
+    if (!this.leading) throw new FailedPreconditionError('only the leading manager changes workspaces');
+    if (next === previous) return previous;
+    if (differsVisibly(previous, next)) {
+      next = this.versioned(next);
+      this.bus.publish(next);
+      this.options.onChange?.(previous, next);
+    } else {
+      this.bus.touch(next);
+    }
+    this.enqueueWrite(next);
+    return next;
+  }
+
+  /** Asks the leader to stop a workspace (desired state on the object); resolves once it is stopping. */
+  async requestStop(id: string, policy: StopPolicy): Promise<void> {
+    const { group, version, plural } = workspaceResource;
+    try {
+      await this.objects.patchNamespacedCustomObject(
+        {
+          group,
+          version,
+          plural,
+          namespace: this.options.namespace,
+          name: objectNameOf(id),
+          body: { spec: { stopRequested: { policy, at: new Date().toISOString() } } },
+        },
+        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+      );
+    } catch (error) {
+      const mapped = apiError(error, `requesting the stop of workspace ${id}`);
+      if (isWorkbayError(mapped, 'not-found')) return;
+      throw mapped;
+    }
+    await this.awaitLeader(id, (status) => status.phase === 'stopping' || status.phase === 'stopped', 'stop it');
+  }
+
+  forget(id: string): void {
+    this.bus.forget(id);
+    this.stopsSeen.delete(id);
+    this.adopted.delete(id);
+    void this.deleteObject(id);
+  }
+
+  async close(): Promise<void> {
+    this.closing = true;
+    // Writes in flight are given a moment: a record not written is written by the next leader's reconcile.
+    const deadline = Date.now() + 5_000;
+    while ([...this.writes.values()].some((q) => q.running) && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+    await this.workspaces.close();
+    await this.secrets.close();
+    this.bus.complete();
+    this.desiredSubject.complete();
+    this.versionSeen.complete();
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+
+  private versioned(record: WorkspaceRecord): WorkspaceRecord {
+    return { ...record, statusVersion: this.bus.version + 1 };
+  }
+
+  private recordFrom(object: WorkspaceObject): WorkspaceRecord | undefined {
+    const id = instanceIdOf(object.metadata);
+    if (!id || !object.spec?.record) return undefined;
+    this.idsByName.set(object.metadata.name ?? '', id);
+    this.remember(id, object);
+    const secret = this.secrets.get(secretNameOf(id));
+    return recordOf(storedRecordFrom(object), secretsFromData(secret?.data));
+  }
+
+  private remember(id: string, object: WorkspaceObject): void {
+    const known = this.latest.get(id);
+    if (!known || newer(object, known)) this.latest.set(id, object);
+  }
+
+  /** A watch event: followers publish the leader's changes; the leader picks up desired state. */
+  private observed(object: WorkspaceObject): void {
+    if (!this.loaded) return;
+    const id = instanceIdOf(object.metadata);
+    if (!id) return;
+    if (this.leading) {
+      this.remember(id, object);
+      this.desiredFrom(object);
+      return;
+    }
+    const record = this.recordFrom(object);
+    if (!record) return;
+    const current = this.bus.getWorkspace(id);
+    if (!object.status?.record) {
+      // Accepted, but no leader has acted yet: readable, published once the leader writes its first status.
+      if (!current) this.bus.touch(record);
+      this.versionSeen.next();
+      return;
+    }
+    const persisted = object.status?.statusVersion ?? 0;
+    const seen = this.persistedSeen.get(id);
+    if (!current || seen === undefined || persisted > seen) {
+      // A follower numbers what it publishes itself (see the module docs).
+      this.persistedSeen.set(id, persisted);
+      this.bus.publish({ ...record, statusVersion: this.bus.version + 1 });
+    } else {
+      this.bus.touch({ ...record, statusVersion: current.statusVersion });
+    }
+    this.versionSeen.next();
+  }
+
+  private removed(object: WorkspaceObject): void {
+    const id = instanceIdOf(object.metadata);
+    if (!id) return;
+    this.latest.delete(id);
+    this.persistedSeen.delete(id);
+    this.idsByName.delete(object.metadata.name ?? '');
+    if (!this.leading) this.bus.forget(id);
+    this.versionSeen.next();
+  }
+
+  /** Turns an object's desired state into lifecycle events for the leader. */
+  private desiredFrom(
+    object: WorkspaceObject,
+    emit: (change: DesiredChange) => void = (change) => this.desiredSubject.next(change),
+  ): void {
+    const id = instanceIdOf(object.metadata);
+    if (!id || !object.spec?.record || this.creating.has(id)) return;
+    if (!object.status?.record && !this.adopted.has(id)) {
+      // Accepted by a follower (or by a leader that died before writing a status): this leader takes it over.
+      const record = this.recordFrom(object);
+      if (!record) return;
+      this.adopted.add(id);
+      const published = this.versioned(record);
+      this.bus.publish(published);
+      this.enqueueWrite(published);
+      emit({ id, type: 'adopt' });
+    }
+    const stop = object.spec.stopRequested ?? (object.metadata.deletionTimestamp ? { policy: 'normally' } : undefined);
+    if (stop && !this.stopsSeen.has(id)) {
+      this.stopsSeen.add(id);
+      emit({ id, type: 'stop', policy: stop.policy as StopPolicy });
+    }
+  }
+
+  private async awaitLeader(
+    id: string,
+    done: (status: NonNullable<WorkspaceObject['status']>) => boolean,
+    what: string,
+  ): Promise<WorkspaceRecord> {
+    const waitMs = this.options.leaderWaitMs ?? 30_000;
+    return new Promise<WorkspaceRecord>((resolve, reject) => {
+      const check = (): boolean => {
+        const record = this.bus.getWorkspace(id);
+        const status = this.latest.get(id)?.status;
+        if (record && status && done(status)) {
+          cleanup();
+          resolve(record);
+          return true;
+        }
+        return false;
+      };
+      const subscription = this.versionSeen.subscribe(() => check());
+      const timer = setTimeout(() => {
+        cleanup();
+        reject(
+          new UnavailableError(
+            `no leading manager acted on workspace ${id} within ${waitMs} ms; it will ${what} once elected`,
+          ),
+        );
+      }, waitMs);
+      const cleanup = (): void => {
+        clearTimeout(timer);
+        subscription.unsubscribe();
+      };
+      check();
+    });
+  }
+
+  private enqueueWrite(record: WorkspaceRecord): void {
+    let queue = this.writes.get(record.id);
+    if (!queue) this.writes.set(record.id, (queue = { records: [], running: false }));
+    // Changes no subscriber sees share their version: only the newest of a run of them needs writing.
+    const last = queue.records.at(-1);
+    if (last && last.statusVersion === record.statusVersion) queue.records[queue.records.length - 1] = record;
+    else queue.records.push(record);
+    if (!queue.running) void this.drain(record.id, queue);
+  }
+
+  /** Writes a workspace's queued records in order; a failed write is retried until it succeeds or we step down. */
+  private async drain(id: string, queue: WriteQueue): Promise<void> {
+    queue.running = true;
+    try {
+      while (queue.records.length > 0 && this.leading) {
+        try {
+          await this.writeStatus(queue.records[0]!);
+          queue.records.shift();
+        } catch (error) {
+          if (isWorkbayError(error, 'not-found')) {
+            this.options.logger.error({ workspace: id }, 'the workspace object is gone; its status cannot be written');
+            queue.records.length = 0;
+            break;
+          }
+          this.options.logger.error({ err: error, workspace: id }, 'cannot write a workspace status; retrying');
+          if (this.closing) break;
+          await new Promise((resolve) => setTimeout(resolve, this.options.retryMs ?? 1_000));
+        }
+      }
+    } finally {
+      queue.running = false;
+      if (queue.records.length === 0) this.writes.delete(id);
+    }
+  }
+
+  /** Replaces the status with the object's resourceVersion; on 409 re-reads the object and tries again. */
+  private async writeStatus(record: WorkspaceRecord): Promise<void> {
+    const { group, version, plural } = workspaceResource;
+    const { namespace } = this.options;
+    const name = objectNameOf(record.id);
+    for (let attempt = 0; ; attempt += 1) {
+      const base = this.latest.get(record.id) ?? (await this.read(record.id));
+      if (!base) throw apiError({ code: 404 }, `writing the status of ${name}`);
+      try {
+        const written = (await this.objects.replaceNamespacedCustomObjectStatus({
+          group,
+          version,
+          plural,
+          namespace,
+          name,
+          body: { ...base, status: statusOf(record) },
+        })) as WorkspaceObject;
+        this.remember(record.id, written);
+        return;
+      } catch (error) {
+        const mapped = apiError(error, `writing the status of ${name}`);
+        if (!isWorkbayError(mapped, 'already-exists') || attempt >= 5) throw mapped;
+        // 409 Conflict: someone changed the object (a follower's stop request); write against the newest one.
+        const fresh = await this.read(record.id);
+        if (fresh) this.latest.set(record.id, fresh);
+      }
+    }
+  }
+
+  private async read(id: string): Promise<WorkspaceObject | undefined> {
+    const { group, version, plural } = workspaceResource;
+    try {
+      return (await this.objects.getNamespacedCustomObject({
+        group,
+        version,
+        plural,
+        namespace: this.options.namespace,
+        name: objectNameOf(id),
+      })) as WorkspaceObject;
+    } catch (error) {
+      const mapped = apiError(error, `reading workspace ${id}`);
+      if (isWorkbayError(mapped, 'not-found')) return undefined;
+      throw mapped;
+    }
+  }
+
+  /** Releases the finalizer and deletes the object and its Secret (failures are logged; a restart retries). */
+  private async deleteObject(id: string): Promise<void> {
+    const { group, version, plural } = workspaceResource;
+    const target = { group, version, plural, namespace: this.options.namespace, name: objectNameOf(id) };
+    try {
+      await this.objects.patchNamespacedCustomObject(
+        { ...target, body: { metadata: { finalizers: null } } },
+        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+      );
+      await this.objects.deleteNamespacedCustomObject(target);
+    } catch (error) {
+      const mapped = apiError(error, `deleting workspace object ${target.name}`);
+      // Deliberate: already gone is the goal; anything else is logged and the object stays for a later forget.
+      if (!isWorkbayError(mapped, 'not-found')) {
+        this.options.logger.error({ err: mapped, workspace: id }, 'cannot delete a workspace object');
+      }
+    }
+    this.deleteSecret(id);
+  }
+
+  private deleteSecret(id: string): void {
+    this.core
+      .deleteNamespacedSecret({ name: secretNameOf(id), namespace: this.options.namespace })
+      .catch((error: unknown) => {
+        const mapped = apiError(error, `deleting the secrets of ${id}`);
+        // Deliberate: a Secret already gone is fine; others are logged (it holds no state the manager reads again).
+        if (!isWorkbayError(mapped, 'not-found')) {
+          this.options.logger.error({ err: mapped, workspace: id }, 'cannot delete the secrets of a workspace');
+        }
+      });
+  }
+}
+
+function newer(a: WorkspaceObject, b: WorkspaceObject): boolean {
+  return Number(a.metadata.resourceVersion ?? 0) >= Number(b.metadata.resourceVersion ?? 0);
+}
