@@ -1,8 +1,8 @@
 /**
  * @module
- * The public test kit for Workbay and its plugins: real-server launchers (MinIO, fake-gcs-server), the storage
- * conformance suite every `RemoteStorage` backend must pass, git fixtures (bare repos over file:// and smart
- * HTTP), and assertions for status streams.
+ * The public test kit for Workbay and its plugins: real-server launchers (MinIO, fake-gcs-server, a Kubernetes
+ * API server with etcd), the storage conformance suite every `RemoteStorage` backend must pass, git fixtures (bare
+ * repos over file:// and smart HTTP), and assertions for status streams.
  *
  * ```ts
  * import { startMinio, runStorageConformance } from '@workbay/testing';
@@ -56,3 +56,16 @@ export type { GeneratedStream, GenerateOptions } from './data.js';
 export { MiB, generateStream, digestStream, sha256Of, readAll } from './data.js';
 export type { TestEnvironmentOptions } from './environment.js';
 export { TestEnvironment } from './environment.js';
+export type {
+  KubernetesClusterOptions,
+  KubernetesTestCluster,
+  KubernetesApplyOptions,
+  KubernetesContentType,
+  KubernetesObject,
+  KubernetesRequestOptions,
+  KubernetesResponse,
+  KubernetesWatch,
+  KubernetesWatchEvent,
+  KubernetesWatchOptions,
+} from './kubernetes/index.js';
+export { startKubernetesCluster, loadKustomization, parseManifests, KubernetesApiError } from './kubernetes/index.js';

@@ -16,7 +16,7 @@ const repoRoot = join(import.meta.dirname, '..', '..', '..');
 describe('test server launcher', () => {
   const saved = { ...process.env };
   afterEach(() => {
-    for (const key of ['MINIO_BIN', 'FAKE_GCS_BIN', 'WORKBAY_TOOLS_DIR', 'PATH']) {
+    for (const key of ['MINIO_BIN', 'FAKE_GCS_BIN', 'ETCD_BIN', 'KUBE_APISERVER_BIN', 'WORKBAY_TOOLS_DIR', 'PATH']) {
       if (saved[key] === undefined) delete process.env[key];
       else process.env[key] = saved[key];
     }
@@ -24,9 +24,13 @@ describe('test server launcher', () => {
 
   it('pins the same versions as scripts/test-servers.mjs', () => {
     const script = readFileSync(join(repoRoot, 'scripts', 'test-servers.mjs'), 'utf8');
-    const pinned = Object.fromEntries(
-      [...script.matchAll(/['"]?([a-z-]+)['"]?:\s*'github\.com\/[^@']+@([^']+)'/g)].map((m) => [m[1], m[2]]),
-    );
+    // Both pin objects: the `go install`able servers and the Kubernetes ones built from throwaway modules.
+    const pinned: Record<string, string> = {};
+    for (const object of ['testServers', 'kubernetesServers']) {
+      const body = script.match(new RegExp(`export const ${object} = \\{([^}]*)\\}`))?.[1];
+      expect(body, `scripts/test-servers.mjs declares ${object}`).toBeDefined();
+      for (const m of body!.matchAll(/['"]?([a-z-]+)['"]?:\s*'[^@'\s]+@([^']+)'/g)) pinned[m[1]!] = m[2]!;
+    }
     expect(pinned).toEqual(testServerVersions);
   });
 
@@ -38,6 +42,12 @@ describe('test server launcher', () => {
     expect(() => findServerBinary('minio')).toThrow(/node scripts\/test-servers\.mjs/);
     process.env['FAKE_GCS_BIN'] = '/nonexistent/fake-gcs-server';
     expect(() => findServerBinary('fake-gcs-server')).toThrow(/FAKE_GCS_BIN=\/nonexistent\/fake-gcs-server/);
+    delete process.env['KUBE_APISERVER_BIN'];
+    expect(() => findServerBinary('kube-apiserver')).toThrow(
+      /kube-apiserver v1\.37\.2 is not installed.*node scripts\/test-servers\.mjs/,
+    );
+    process.env['ETCD_BIN'] = '/nonexistent/etcd';
+    expect(() => findServerBinary('etcd')).toThrow(/ETCD_BIN=\/nonexistent\/etcd/);
   });
 
   it('prefers the env override', () => {

@@ -15,6 +15,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 export const testServerVersions = Object.freeze({
   minio: 'v0.0.0-20260212201848-7aac2a2c5b7c',
   'fake-gcs-server': 'v1.56.1',
+  etcd: 'v3.6.16',
+  'kube-apiserver': 'v1.37.2',
 });
 
 export type TestServerName = keyof typeof testServerVersions;
@@ -81,7 +83,7 @@ export class TestServerMissingError extends Error {
 }
 
 function envVarFor(server: TestServerName): string {
-  return server === 'minio' ? 'MINIO_BIN' : 'FAKE_GCS_BIN';
+  return server === 'fake-gcs-server' ? 'FAKE_GCS_BIN' : `${server.toUpperCase().replace('-', '_')}_BIN`;
 }
 
 /** Where `scripts/test-servers.mjs` caches binaries: WORKBAY_TOOLS_DIR or `~/.cache/workbay/bin`. */
