@@ -10,7 +10,7 @@ import { startKubernetesCluster } from '@workbay/testing';
 import type { KubernetesTestCluster } from '@workbay/testing';
 import { firstValueFrom } from 'rxjs';
 import { filter, take, toArray } from 'rxjs/operators';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '@workbay/manager';
 import type { WorkspaceRecord } from '@workbay/manager';
 import {
@@ -58,8 +58,12 @@ beforeAll(async () => {
   kubeConfig.loadFromString(cluster.kubeConfigYaml(cluster.adminToken));
 }, 120_000);
 
+// Each test brings its own replicas: a leader left running would take over the next test's workspaces.
+afterEach(async () => {
+  for (const repo of repositories.splice(0)) await repo.close();
+});
+
 afterAll(async () => {
-  for (const repo of repositories) await repo.close().catch(() => undefined);
   await cluster?.stop();
 });
 

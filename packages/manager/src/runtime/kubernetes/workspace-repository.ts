@@ -280,10 +280,23 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
     await this.awaitLeader(id, (status) => status.phase === 'stopping' || status.phase === 'stopped', 'stop it');
   }
 
+  /**
+   * Drops a stopped workspace. Its object (and the finalizer on it) goes only once the daemon disposed of the
+   * content (after the final backup it was asked for) or there never was content: otherwise the object stays, with its failure, for an operator to look at
+   * (removing the finalizer by hand releases it).
+   */
   forget(id: string): void {
+    const record = this.bus.getWorkspace(id);
     this.bus.forget(id);
     this.stopsSeen.delete(id);
     this.adopted.delete(id);
+    if (record && record.progress.initRequested && !record.progress.disposed) {
+      this.options.logger.warn(
+        { workspace: id, failed: record.conditions.failed },
+        'keeping the Workspace object of a stopped workspace whose content was not disposed (no final backup recorded)',
+      );
+      return;
+    }
     void this.deleteObject(id);
   }
 
