@@ -26,6 +26,11 @@ export interface RuntimeWorkspaceSpec {
   readonly ports: readonly number[];
   readonly className: string;
   readonly resources: ClassResources;
+  /**
+   * The node the instance must run on: the one whose daemon holds its content (daemons per node). Absent when the
+   * runtime may choose (one node, or content that does not live on a node).
+   */
+  readonly nodeName?: string;
 }
 
 export type RuntimeStatus = 'starting' | 'running' | 'stopping' | 'exited';
@@ -43,6 +48,10 @@ export interface RuntimeWorkspaceState {
   /** Host address the workspace's ports are reachable on (e.g. 127.0.0.1, or the workspace's own address). */
   readonly host: string;
   readonly startedAt: Date;
+  /** The runtime's own name for the instance (e.g. the Kubernetes pod name); absent when it has none. */
+  readonly podName?: string;
+  /** Address of the node the instance runs on (e.g. the pod's hostIP); absent when the runtime does not know it. */
+  readonly nodeIp?: string;
   /**
    * Said plainly when the workspace is not isolated (e.g. it runs as a trusted process of the manager's user because
    * the manager is not root), for the workspace's status message. Absent when it runs isolated as it should.
@@ -57,6 +66,8 @@ export type RuntimeEvent =
 export interface StopOptions {
   /** How long the workspace may take to exit after the polite signal before it is killed. */
   readonly gracePeriodMs: number;
+  /** Aborts waiting for the instance to go (e.g. at shutdown); the stop rejects and the instance may still run. */
+  readonly signal?: AbortSignal;
 }
 
 /**

@@ -21,8 +21,19 @@ export const kubernetesRuntimeConfigSchema = z.strictObject({
   server: z.string().url().optional(),
   token: z.string().min(1).optional(),
   skipTLSVerify: z.boolean().default(false),
-  /** Image reference (exact) → the container image and command to run. Unmapped references run as they are. */
+  /**
+   * Image reference (exact) → the container image and command to run. Unmapped references run as they are, except
+   * the built-in default `workbay/default` (see `defaultImage`).
+   */
   images: z.record(z.string().min(1), imageSchema).default({}),
+  /**
+   * What the built-in default workspace image `workbay/default` runs when `images` does not map it: no node can pull
+   * `workbay/default` itself, so a start with it fails (naming this key) unless one of the two maps it. The manager
+   * image can serve (command `node .../@workbay/manager/dist/runtime/local/default-workspace.js`, see config.yaml).
+   */
+  defaultImage: z
+    .strictObject({ image: z.string().min(1), command: z.array(z.string().min(1)).min(1).optional() })
+    .optional(),
   /** Where the workspace content is mounted in the container; also its working directory. */
   mountPath: z.string().startsWith('/').default('/workspace'),
   /** Pin workspace pods to this node (the one whose daemon initializes the content). */
@@ -46,10 +57,15 @@ export const kubernetesRuntimeConfigSchema = z.strictObject({
   labels: z.record(z.string(), z.string()).default({}),
   /** Default grace period in the pod spec (stop() passes its own). */
   terminationGracePeriodSeconds: z.number().int().min(0).default(1800),
-  /** How often stop() checks whether a deleted pod is gone. */
-  pollIntervalMs: z.number().int().positive().default(500),
-  /** How long stop() waits beyond the grace period for the pod object to disappear. */
-  deletionTimeoutMs: z.number().int().positive().default(60_000),
+  /** How often stop() checks whether a deleted pod is gone (besides the watch telling it). */
+  pollIntervalMs: z.number().int().positive().default(2_000),
+  /**
+   * The longest stop() waits for the kubelet to confirm a deletion (the pod object gone), whatever the grace
+   * period. Past it the stop fails with UNAVAILABLE and the pod is NOT force-deleted: its containers may still run,
+   * so its content must not be backed up or removed underneath it. Keep it below the manager's own termination
+   * grace period so that a shutdown is not held up by a silent kubelet.
+   */
+  stopTimeoutMs: z.number().int().positive().default(20_000),
   /**
    * Where the manager keeps its state and how replicas agree on one leader. `store: kubernetes` (the default):
    * Workspace objects and Secrets in `namespace` (several replicas, one leader through the Lease); `files`: the
@@ -67,8 +83,34 @@ export const kubernetesRuntimeConfigSchema = z.strictObject({
       leaderWaitMs: z.number().int().positive().default(30_000),
     })
     .prefault({}),
-  /** Pause before re-opening a watch that ended. */
+  /** Pause before re-opening a watch that ended with an error. */
   watchRetryMs: z.number().int().positive().default(1000),
+  /** The server ends each watch after this long (`timeoutSeconds`); it is re-opened from the last resourceVersion. */
+  watchTimeoutSeconds: z.number().int().positive().default(300),
+  /**
+   * A watch that delivers nothing (not even a bookmark) for this long is aborted and the pods re-listed: a server
+   * that went silent (shutting down, a dead connection) is noticed. Must exceed the server's bookmark interval (~1 min).
+   */
+  watchIdleTimeoutMs: z.number().int().positive().default(90_000),
+  /** Image pull failures (ErrImagePull) observed for one pod before the workspace fails (InvalidImageName: at once). */
+  maxImagePullFailures: z.number().int().positive().default(3),
+  /**
+   * A pod the kubelet rejected at admission (phase Failed, reason OutOfcpu/OutOfmemory/NodeAffinity/...: its
+   * containers never ran) is re-created this many times before the workspace fails.
+   */
+  maxPodRejections: z.number().int().min(0).default(3),
+  /** How the manager finds each node's daemon (NodeDaemons): the DaemonSet's pods, dialled on a named port. */
+  daemons: z
+    .strictObject({
+      /** Where the DaemonSet runs; default: `namespace`. */
+      namespace: z.string().min(1).optional(),
+      labelSelector: z.string().min(1).default('app.kubernetes.io/name=workbay-daemon'),
+      /** The daemon container's port with this name is its gRPC port. */
+      portName: z.string().min(1).default('grpc'),
+    })
+    .prefault({}),
+  /** Pause before re-creating a rejected pod (the node's resources may free up meanwhile). */
+  podRejectionBackoffMs: z.number().int().min(0).default(5_000),
 });
 
 export type KubernetesRuntimeConfig = z.output<typeof kubernetesRuntimeConfigSchema>;

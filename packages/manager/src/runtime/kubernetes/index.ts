@@ -1,15 +1,26 @@
 /**
- * The `kubernetes` workspace runtime: one pod per workspace. Tested against a fake API server only; see
- * deploy/kubernetes/README.md for the manifests and what has (not) been tried on a real cluster.
+ * The `kubernetes` workspace runtime: one pod per workspace, daemons found per node, leader election over a Lease.
+ * Proven against a real API server (kube-apiserver, see deploy/kubernetes/README.md).
  *
  * @module
  */
-export { KubernetesRuntime, apiError } from './kubernetes-runtime.js';
+export { KubernetesRuntime, apiError, kubeConfigFor } from './kubernetes-runtime.js';
 export type { KubernetesWorkspaceState, KubernetesRuntimeOptions } from './kubernetes-runtime.js';
 export { kubernetesRuntimePlugin, kubernetesRuntimeFactory } from './plugin.js';
 export { kubernetesRuntimeConfigSchema, parseKubernetesRuntimeConfig } from './config.js';
 export type { KubernetesRuntimeConfig, KubernetesRuntimeConfigInput } from './config.js';
-export { buildPod, podState, podName, labels as workspacePodLabels, managedBySelector } from './pods.js';
+export {
+  buildPod,
+  builtInDefaultImage,
+  containerEnv,
+  imageFor,
+  podName,
+  labels as workspacePodLabels,
+  managedBySelector,
+} from './pods.js';
+export { assessPod, podState } from './pod-state.js';
+export type { PodAssessment, PodStateOptions } from './pod-state.js';
+export { PodWatch } from './pod-watch.js';
 export { LeaseLeaderElector } from './leader.js';
 export type { LeaderElectionOptions } from './leader.js';
 export { createKubernetesControlPlane } from './control-plane.js';
@@ -27,3 +38,5 @@ export type { WorkspaceObject, WorkspaceSecrets } from './workspace-objects.js';
 export { Informer } from './informer.js';
 export type { InformerOptions } from './informer.js';
 export type { DesiredChange, ReplicatedRepository, WorkspaceRepository } from '../../core/repository.js';
+export { NodeDaemons, daemonEndpointOf, daemonLabelSelector, daemonPortName } from './node-daemons.js';
+export type { DaemonEndpoint, NodeDaemonsOptions } from './node-daemons.js';

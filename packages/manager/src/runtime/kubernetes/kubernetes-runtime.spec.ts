@@ -141,6 +141,7 @@ async function newRuntime(): Promise<KubernetesRuntime> {
       pollIntervalMs: 20,
       watchRetryMs: 50,
       runAsUser: 33333,
+      maxImagePullFailures: 1,
     },
   });
   runtimes.push(runtime);
@@ -310,7 +311,7 @@ describe('KubernetesRuntime (against a fake API server)', () => {
     const [ea, eb, ec] = await Promise.all(exits);
     expect(ea!.state.failure).toMatch(/^out of memory/);
     expect(eb!.state).toMatchObject({ exitCode: 2, failure: 'the workspace container exited with code 2: no config' });
-    expect(ec!.state.failure).toBe('cannot pull image: manifest unknown');
+    expect(ec!.state.failure).toBe('cannot pull image (1 attempt): manifest unknown');
   });
 
   it('a new runtime instance lists existing pods, and the watch survives being dropped', async () => {
@@ -325,11 +326,13 @@ describe('KubernetesRuntime (against a fake API server)', () => {
     const ready = next(second, 'ready', s.instanceId);
     markReady(podName(s.instanceId));
     await ready;
-    // Deleted behind our back: an exit with a reason.
+    // Deleted behind our back: an exit with a reason, as soon as the deletion starts.
     const exited = next(second, 'exited', s.instanceId);
-    fake.pods.delete(podName(s.instanceId));
-    fake.dropWatches();
-    expect((await exited).state.failure).toBe('the workspace pod was deleted');
+    fake.update(podName(s.instanceId), (pod) => {
+      pod.metadata!.deletionTimestamp = new Date();
+      pod.metadata!.deletionGracePeriodSeconds = 30;
+    });
+    expect((await exited).state.failure).toMatch(/was deleted by someone other than Workbay \(grace period 30s\)$/);
   });
 });
 

@@ -1,6 +1,10 @@
 import type { V1Pod } from '@kubernetes/client-node';
-import type { RuntimeStatus, RuntimeWorkspaceSpec, RuntimeWorkspaceState } from '@workbay/api';
+import { FailedPreconditionError } from '@workbay/api';
+import type { RuntimeWorkspaceSpec } from '@workbay/api';
 import type { KubernetesRuntimeConfig } from './config.js';
+
+/** The built-in default workspace image: no registry has it, so it is always mapped (`defaultImage`). */
+export const builtInDefaultImage = 'workbay/default';
 
 /** Labels (selectable, sanitized) and annotations (exact values) the runtime puts on every workspace pod. */
 export const labels = {
@@ -20,6 +24,8 @@ export const annotations = {
   owner: 'workbay.dev/owner',
   url: 'workbay.dev/url',
   idePort: 'workbay.dev/ide-port',
+  /** How often the kubelet rejected this workspace's pod so far (a re-created pod carries the count on). */
+  rejections: 'workbay.dev/pod-rejections',
 } as const;
 
 export const managedBySelector = `${labels.managedBy}=workbay,${labels.component}=workspace`;
@@ -51,11 +57,52 @@ function hostnameFor(workspaceId: string): string {
   );
 }
 
+/** The container image and command for a workspace image reference; `workbay/default` is never sent unmapped. */
+export function imageFor(
+  reference: string,
+  config: KubernetesRuntimeConfig,
+): { readonly image: string; readonly command?: string[] } {
+  const mapped = config.images[reference];
+  if (mapped?.image) return { image: mapped.image, command: mapped.command };
+  if (reference === builtInDefaultImage) {
+    const fallback = config.defaultImage;
+    if (!fallback) {
+      throw new FailedPreconditionError(
+        `the built-in default image ${builtInDefaultImage} cannot be pulled by a node: set runtime.kubernetes.defaultImage (or map it in runtime.kubernetes.images)`,
+      );
+    }
+    return { image: fallback.image, command: mapped?.command ?? fallback.command };
+  }
+  return { image: reference, command: mapped?.command };
+}
+
+/**
+ * The environment as the container sees it: values naming the content directory by its host path (such as
+ * WORKBAY_REPO_ROOT) name it by the mount path instead.
+ */
+export function containerEnv(
+  env: Readonly<Record<string, string>>,
+  contentDir: string,
+  mountPath: string,
+): Record<string, string> {
+  const root = contentDir.replace(/\/+$/, '') || '/';
+  const out: Record<string, string> = {};
+  for (const [name, value] of Object.entries(env)) {
+    out[name] =
+      value === root ? mountPath : value.startsWith(`${root}/`) ? `${mountPath}${value.slice(root.length)}` : value;
+  }
+  return out;
+}
+
 /** The pod that runs one workspace instance. */
 export function buildPod(spec: RuntimeWorkspaceSpec, config: KubernetesRuntimeConfig): V1Pod {
-  const mapped = config.images[spec.image];
+  const { image, command } = imageFor(spec.image, config);
   const idePort = spec.ports[0] && spec.ports[0] > 0 ? spec.ports[0] : 23000;
-  const env = { ...spec.env, PORT: String(idePort), WORKBAY_IDE_PORT: String(idePort) };
+  const env = {
+    ...containerEnv(spec.env, spec.contentDir, config.mountPath),
+    PORT: String(idePort),
+    WORKBAY_IDE_PORT: String(idePort),
+  };
   const limits: Record<string, string> = {};
   if (spec.resources.cpu !== undefined) limits['cpu'] = `${Math.max(1, Math.round(spec.resources.cpu * 1000))}m`;
   if (spec.resources.memoryBytes !== undefined) limits['memory'] = String(spec.resources.memoryBytes);
@@ -93,7 +140,7 @@ export function buildPod(spec: RuntimeWorkspaceSpec, config: KubernetesRuntimeCo
       enableServiceLinks: false,
       automountServiceAccountToken: false,
       terminationGracePeriodSeconds: config.terminationGracePeriodSeconds,
-      nodeName: config.nodeName,
+      nodeName: spec.nodeName ?? config.nodeName,
       nodeSelector: Object.keys(config.nodeSelector).length ? config.nodeSelector : undefined,
       serviceAccountName: config.serviceAccountName,
       runtimeClassName: config.runtimeClassName,
@@ -110,8 +157,8 @@ export function buildPod(spec: RuntimeWorkspaceSpec, config: KubernetesRuntimeCo
       containers: [
         {
           name: 'workspace',
-          image: mapped?.image ?? spec.image,
-          command: mapped?.command,
+          image,
+          command,
           workingDir: config.mountPath,
           env: Object.entries(env).map(([name, value]) => ({ name, value })),
           ports: spec.ports.map((p, i) => ({
@@ -129,54 +176,5 @@ export function buildPod(spec: RuntimeWorkspaceSpec, config: KubernetesRuntimeCo
       ],
       volumes: [{ name: 'workspace', hostPath: { path: spec.contentDir, type: 'DirectoryOrCreate' } }],
     },
-  };
-}
-
-const pullFailures = new Set(['ErrImagePull', 'ImagePullBackOff', 'InvalidImageName', 'ErrImageNeverPull']);
-
-/**
- * Where a pod stands, in runtime terms. Image pull failures count as exited (the pod would never start);
- * a pod being deleted is stopping.
- */
-export function podState(pod: V1Pod): RuntimeWorkspaceState & { readonly idePort: number; readonly podName: string } {
-  const meta = pod.metadata ?? {};
-  const container =
-    pod.status?.containerStatuses?.find((c) => c.name === 'workspace') ?? pod.status?.containerStatuses?.[0];
-  const ready = pod.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false;
-  const terminated = container?.state?.terminated;
-  const waiting = container?.state?.waiting;
-  const phase = pod.status?.phase ?? 'Pending';
-  let status: RuntimeStatus;
-  let failure: string | undefined;
-  if (phase === 'Succeeded' || phase === 'Failed') {
-    status = 'exited';
-    if (terminated?.reason === 'OOMKilled') {
-      failure = `out of memory: the workspace exceeded its memory limit and was killed (exit code ${terminated.exitCode})`;
-    } else if (terminated && terminated.exitCode !== 0) {
-      const detail = terminated.message?.trim().split('\n').at(-1);
-      failure = `the workspace container exited with code ${terminated.exitCode}${detail ? `: ${detail}` : ''}`;
-    } else if (phase === 'Failed') {
-      failure = `the workspace pod failed${pod.status?.reason ? ` (${pod.status.reason})` : ''}${pod.status?.message ? `: ${pod.status.message}` : ''}`;
-    }
-  } else if (waiting?.reason && pullFailures.has(waiting.reason)) {
-    status = 'exited';
-    failure = `cannot pull image: ${waiting.message ?? waiting.reason}`;
-  } else if (meta.deletionTimestamp) {
-    status = 'stopping';
-  } else {
-    status = phase === 'Running' && ready ? 'running' : 'starting';
-  }
-  const ann = meta.annotations ?? {};
-  return {
-    instanceId: ann[annotations.instanceId] ?? meta.labels?.[labels.instanceId] ?? meta.name ?? '',
-    status,
-    ready,
-    exitCode: terminated?.exitCode,
-    failure,
-    nodeName: pod.spec?.nodeName ?? '',
-    host: pod.status?.podIP ?? '',
-    startedAt: meta.creationTimestamp ? new Date(meta.creationTimestamp) : new Date(0),
-    idePort: Number(ann[annotations.idePort] ?? 0),
-    podName: meta.name ?? '',
   };
 }
