@@ -164,6 +164,7 @@ const workspaceContentRequests = {
   disposeWorkspace: wsdaemon.DisposeWorkspaceRequest,
   backupWorkspace: wsdaemon.BackupWorkspaceRequest,
   deleteSnapshot: wsdaemon.DeleteSnapshotRequest,
+  initProgress: wsdaemon.InitProgressRequest,
 } as const satisfies RequestCodecs<wsdaemon.WorkspaceContentServiceService>;
 
 const inWorkspaceRequests = {

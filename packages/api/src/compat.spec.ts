@@ -286,7 +286,7 @@ describe('our contracts', () => {
     root.resolveAll();
     expect(Object.keys((root.lookup('iws.InWorkspaceService') as protobuf.Service).methods)).toHaveLength(13);
     expect(Object.keys((root.lookup('wsman.WorkspaceManager') as protobuf.Service).methods)).toHaveLength(14);
-    // The original's six, plus the Workbay extension DeleteSnapshot.
+    // The original's six, plus the Workbay extensions DeleteSnapshot and InitProgress.
     expect(Object.keys((root.lookup('wsdaemon.WorkspaceContentService') as protobuf.Service).methods)).toEqual([
       'InitWorkspace',
       'WaitForInit',
@@ -295,6 +295,7 @@ describe('our contracts', () => {
       'DisposeWorkspace',
       'BackupWorkspace',
       'DeleteSnapshot',
+      'InitProgress',
     ]);
   });
 

@@ -49,6 +49,7 @@ import {
 } from './errors.js';
 import { Git } from './git/git.js';
 import type { GitStatusSummary } from './git/git-status.js';
+import type { InitProgress } from './initializer/progress.js';
 import type { ContentSource } from './initializer/types.js';
 import { redactSpec } from './initializer/types.js';
 import type { BackupRecord, DisposalRecord, SessionState } from './session/session-store.js';
@@ -79,6 +80,8 @@ interface Workspace {
    */
   init?: Promise<void>;
   initError?: unknown;
+  /** The latest progress an initializer step reported while initialization runs (the InitProgress RPC). */
+  progress?: InitProgress;
   periodic?: NodeJS.Timeout;
   /** Snapshots answered early (return_immediately) and still uploading. */
   readonly pending: Set<Promise<unknown>>;
@@ -367,7 +370,11 @@ export class WorkspaceContentService {
           ws.initError = error;
         },
       ),
-    ).finally(settle);
+    ).finally(() => {
+      // Progress describes a running initialization only.
+      ws.progress = undefined;
+      settle();
+    });
     if (ws.initError !== undefined) throw ws.initError;
     return result as InitWorkspaceResult;
   }
@@ -398,6 +405,9 @@ export class WorkspaceContentService {
           metrics: this.options.metrics,
           settings: this.options.initializer,
           logger,
+          progress: (progress) => {
+            ws.progress = progress;
+          },
         },
         ws.state,
         input.initializer,
@@ -476,6 +486,16 @@ export class WorkspaceContentService {
         `initialization of workspace '${instanceId}' failed: ${ws.state.failure ?? 'unknown reason'}`,
       );
     }
+  }
+
+  /**
+   * How the workspace's initialization is going: whether it still runs and what a retrying step last reported.
+   * NOT_FOUND when the workspace is unknown.
+   */
+  initProgress(instanceId: string): { readonly initializing: boolean; readonly progress?: InitProgress } {
+    const ws = this.require(instanceId);
+    const initializing = ws.state.phase === 'initializing';
+    return initializing && ws.progress ? { initializing, progress: ws.progress } : { initializing };
   }
 
   isWorkspaceExists(instanceId: string): boolean {

@@ -59,6 +59,7 @@ export type {
   InitializerMetricType,
   InitializerSpec,
 } from './initializer/types.js';
+export type { InitProgress } from './initializer/progress.js';
 export type { GitStatusSummary } from './git/git-status.js';
 export type { BackupRecord, ContentPhase, DisposalRecord, SessionState } from './session/session-store.js';
 export type { HostIdRange } from './session/host-ids.js';

@@ -54,7 +54,12 @@ export { WorkspaceManagerCore } from './core/manager.js';
 export type { MaintenanceState } from './core/maintenance.js';
 export { MaintenanceMode } from './core/maintenance.js';
 export type { StoreLoadResult, WorkspaceStore } from './store/file-store.js';
-export type { ContentService, InitContentRequest, InitContentResult } from './content/content-service.js';
+export type {
+  ContentService,
+  InitContentRequest,
+  InitContentResult,
+  InitProgressInfo,
+} from './content/content-service.js';
 export { DaemonContentService } from './content/daemon-content-service.js';
 export type { SnapshotStore } from './content/snapshot-store.js';
 export { RemoteStorageSnapshotStore, parseSnapshotHandle } from './content/snapshot-store.js';

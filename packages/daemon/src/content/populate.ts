@@ -10,6 +10,7 @@ import type { Git } from '../git/git.js';
 import type { DaemonMetrics } from '../health/metrics.js';
 import type { InitializerContext } from '../initializer/context.js';
 import { findGitLocations, runInitializer } from '../initializer/run.js';
+import type { InitProgressSink } from '../initializer/progress.js';
 import type { ContentSource, InitializerMetric, InitializerSpec } from '../initializer/types.js';
 import type { SessionState } from '../session/session-store.js';
 
@@ -24,6 +25,8 @@ export interface PopulateDeps {
     readonly downloadTimeoutMs: number;
   };
   readonly logger: PluginLogger;
+  /** Where steps that retry report their attempts (see `initializer/progress.ts`). */
+  readonly progress?: InitProgressSink;
 }
 
 export interface Populated {
@@ -79,6 +82,7 @@ export async function populateContent(
     logger,
     gitRetry: { initialDelayMs: deps.settings.gitRetryInitialMs, maxElapsedMs: deps.settings.gitRetryMaxMs },
     downloadTimeoutMs: deps.settings.downloadTimeoutMs,
+    ...(deps.progress ? { progress: deps.progress } : {}),
     ...(owner ? { workspaceUser: owner } : {}),
   };
   const outcome = await runInitializer(spec, context);

@@ -85,6 +85,13 @@ export function createContentServiceImplementation(
       bounded(async (request) => ({ url: (await service.backupWorkspace(requireId(request.id))).url })),
       options,
     ),
+    initProgress: unaryHandler(
+      bounded((request) => {
+        const { initializing, progress } = service.initProgress(requireId(request.id));
+        return { initializing, step: '', attempt: 0, maxAttempts: 0, lastError: '', ...progress };
+      }),
+      options,
+    ),
     deleteSnapshot: unaryHandler(
       bounded(async (request) => {
         await service.deleteSnapshot(request.snapshot);

@@ -4,6 +4,7 @@ import type { Git } from '../git/git.js';
 import { SafeTreeWriter } from '../archive/safe-writer.js';
 import { InvalidArgumentError, isWorkbayError } from '../errors.js';
 import { resolveInside } from '../util/paths.js';
+import type { InitProgressSink } from './progress.js';
 
 /** What an initializer gets to do its work. */
 export interface InitializerContext {
@@ -19,6 +20,8 @@ export interface InitializerContext {
   readonly signal?: AbortSignal;
   readonly gitRetry: { readonly initialDelayMs: number; readonly maxElapsedMs: number };
   readonly downloadTimeoutMs: number;
+  /** Where steps that retry report their attempts (the InitProgress RPC); undefined: nobody asks. */
+  readonly progress?: InitProgressSink;
   /**
    * The workspace's host identity when the daemon runs as root (isolation contract): everything an initializer
    * writes must end up owned by it (git clones run as it, restores write as it). Undefined: not root, content

@@ -8,9 +8,10 @@ import {
   errorMessage,
 } from '../errors.js';
 import type { GitCredentials, GitRunOptions } from '../git/git.js';
-import { GitCommandError, classifyGitFailure, gitFailureLine, stripUrlCredentials } from '../git/git.js';
+import { GitCommandError, classifyGitFailure, gitFailureLine, redactSecrets, stripUrlCredentials } from '../git/git.js';
 import { validateGitInitializer } from '../git/git-policy.js';
 import { retryWithBackoff } from '../util/retry.js';
+import { maxAttemptsWithin, progressErrorText } from './progress.js';
 import type { GitInitializerSpec } from './types.js';
 import type { InitializerContext } from './context.js';
 import { safeLocation } from './context.js';
@@ -146,6 +147,7 @@ export async function runGitInitializer(
   args.push('--', url, '.');
   const began = Date.now();
   let retries = 0;
+  const maxAttempts = maxAttemptsWithin(ctx.gitRetry.initialDelayMs, ctx.gitRetry.maxElapsedMs);
   await retryWithBackoff(
     async (attempt) => {
       await emptyDirectory(location);
@@ -172,6 +174,14 @@ export async function runGitInitializer(
       onRetry: (error, attempt, delayMs) => {
         retries = attempt;
         ctx.logger.warn({ attempt, delayMs, err: errorMessage(error) }, 'git clone failed, retrying');
+        // Only git failures are retried (see `retryable`); their stderr already has the spec's secrets redacted.
+        const line = error instanceof GitCommandError ? gitFailureLine(error.stderr) : errorMessage(error);
+        ctx.progress?.({
+          step: 'git clone',
+          attempt: attempt + 1,
+          maxAttempts: Math.max(maxAttempts, attempt + 1),
+          lastError: progressErrorText(redactSecrets(line, [creds?.password, creds?.username])),
+        });
       },
       ...(ctx.signal ? { signal: ctx.signal } : {}),
     },

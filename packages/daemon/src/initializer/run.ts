@@ -23,6 +23,7 @@ import { quote } from '../util/bounds.js';
 import { retryWithBackoff } from '../util/retry.js';
 import { treeBytes } from '../util/du.js';
 import type { InitializerContext } from './context.js';
+import { progressErrorText } from './progress.js';
 import { safeLocation } from './context.js';
 import { GitCredentialSource, realizeCloneTarget, runGitInitializer, workingCopyOptions } from './git-initializer.js';
 import type {
@@ -281,15 +282,25 @@ async function runDownloads(
     total += await retryWithBackoff(
       () => downloadOne(file.url, destination, match[1] as string, match[2] as string, ctx, fileField),
       {
-        attempts: 3,
+        attempts: downloadAttempts,
         initialDelayMs: 500,
         retryable: (error) => isWorkbayError(error, 'unavailable'),
+        onRetry: (error, attempt) =>
+          ctx.progress?.({
+            step: 'download',
+            attempt: attempt + 1,
+            maxAttempts: downloadAttempts,
+            lastError: progressErrorText(errorMessage(error)),
+          }),
         ...(ctx.signal ? { signal: ctx.signal } : {}),
       },
     );
   }
   return total;
 }
+
+/** A download that fails transiently (unavailable) is tried this often in all. */
+const downloadAttempts = 3;
 
 async function downloadOne(
   url: string,

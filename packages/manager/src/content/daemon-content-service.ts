@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { contentservice, createWorkspaceContentClient, isWorkbayError } from '@workbay/api';
 import type { ClientOptions, WorkspaceContentClient } from '@workbay/api';
 import type { GitStatusInfo, InitializerMetricsInfo, InitializerMetricKind } from '../domain/types.js';
-import type { ContentService, InitContentRequest, InitContentResult } from './content-service.js';
+import type { ContentService, InitContentRequest, InitContentResult, InitProgressInfo } from './content-service.js';
 
 export interface DaemonClientTls {
   readonly ca: string;
@@ -19,6 +19,8 @@ export interface DaemonClientTls {
 
 /** Deadlines for the daemon calls that should never hang; init, backup and dispose take as long as they take. */
 const quickCallTimeoutMs = 30_000;
+/** Progress is polled while a workspace initialises: an answer that takes longer is of no use anymore. */
+const progressCallTimeoutMs = 5_000;
 
 export class DaemonContentService implements ContentService {
   private readonly client: WorkspaceContentClient;
@@ -68,6 +70,23 @@ export class DaemonContentService implements ContentService {
 
   async waitForInit(instanceId: string, signal?: AbortSignal): Promise<void> {
     await this.client.waitForInit({ id: instanceId }, { signal });
+  }
+
+  async initProgress(instanceId: string, signal?: AbortSignal): Promise<InitProgressInfo | undefined> {
+    try {
+      const r = await this.client.initProgress({ id: instanceId }, { timeoutMs: progressCallTimeoutMs, signal });
+      return {
+        initializing: r.initializing,
+        step: r.step,
+        attempt: r.attempt,
+        maxAttempts: r.maxAttempts,
+        lastError: r.lastError,
+      };
+    } catch (error) {
+      // A daemon without the extension: there is no progress to show, which is not a failure of anything.
+      if (isWorkbayError(error, 'unimplemented')) return undefined;
+      throw error;
+    }
   }
 
   async isWorkspaceExists(instanceId: string): Promise<boolean> {

@@ -19,6 +19,7 @@ export const sampleEvents: readonly LifecycleEvent[] = [
   { type: 'port-failed', reason: 'no free port' },
   { type: 'content-ready', contentDir: '/w/ws-1' },
   { type: 'content-failed', reason: 'clone failed' },
+  { type: 'content-progress', message: 'git clone failed, retrying (attempt 2 of at most 7): HTTP 503' },
   { type: 'ssh-keys-written' },
   { type: 'ssh-keys-failed', reason: '.ssh is a symlink' },
   { type: 'process-started', state: readyState },

@@ -210,6 +210,25 @@ export interface DeleteSnapshotResponse {
   wasDeleted: boolean;
 }
 
+/** Workbay extension (see InitProgress). */
+export interface InitProgressRequest {
+  id: string;
+}
+
+/** Workbay extension (see InitProgress). Everything but `initializing` is empty until a step reports progress. */
+export interface InitProgressResponse {
+  /** True while the initialization runs; false once it ended (either way). */
+  initializing: boolean;
+  /** The step that reported: "git clone", "download", ... */
+  step: string;
+  /** The attempt under way or about to start, from 1. */
+  attempt: number;
+  /** The most attempts the step makes (an upper bound when its retries are bounded by time); 0 when unknown. */
+  maxAttempts: number;
+  /** The last transient failure of the step: one line, at most 256 characters, without credentials. */
+  lastError: string;
+}
+
 function createBaseInitWorkspaceRequest(): InitWorkspaceRequest {
   return {
     id: "",
@@ -1592,6 +1611,214 @@ export const DeleteSnapshotResponse: MessageFns<DeleteSnapshotResponse> = {
   },
 };
 
+function createBaseInitProgressRequest(): InitProgressRequest {
+  return { id: "" };
+}
+
+export const InitProgressRequest: MessageFns<InitProgressRequest> = {
+  encode(message: InitProgressRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): InitProgressRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseInitProgressRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): InitProgressRequest {
+    return { id: isSet(object.id) ? globalThis.String(object.id) : "" };
+  },
+
+  toJSON(message: InitProgressRequest): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<InitProgressRequest>): InitProgressRequest {
+    return InitProgressRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<InitProgressRequest>): InitProgressRequest {
+    const message = createBaseInitProgressRequest();
+    message.id = object.id ?? "";
+    return message;
+  },
+};
+
+function createBaseInitProgressResponse(): InitProgressResponse {
+  return { initializing: false, step: "", attempt: 0, maxAttempts: 0, lastError: "" };
+}
+
+export const InitProgressResponse: MessageFns<InitProgressResponse> = {
+  encode(message: InitProgressResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.initializing !== false) {
+      writer.uint32(8).bool(message.initializing);
+    }
+    if (message.step !== "") {
+      writer.uint32(18).string(message.step);
+    }
+    if (message.attempt !== 0) {
+      writer.uint32(24).uint32(message.attempt);
+    }
+    if (message.maxAttempts !== 0) {
+      writer.uint32(32).uint32(message.maxAttempts);
+    }
+    if (message.lastError !== "") {
+      writer.uint32(42).string(message.lastError);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): InitProgressResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseInitProgressResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.initializing = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.step = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.attempt = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.maxAttempts = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.lastError = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): InitProgressResponse {
+    return {
+      initializing: isSet(object.initializing) ? globalThis.Boolean(object.initializing) : false,
+      step: isSet(object.step) ? globalThis.String(object.step) : "",
+      attempt: isSet(object.attempt) ? globalThis.Number(object.attempt) : 0,
+      maxAttempts: isSet(object.maxAttempts)
+        ? globalThis.Number(object.maxAttempts)
+        : isSet(object.max_attempts)
+        ? globalThis.Number(object.max_attempts)
+        : 0,
+      lastError: isSet(object.lastError)
+        ? globalThis.String(object.lastError)
+        : isSet(object.last_error)
+        ? globalThis.String(object.last_error)
+        : "",
+    };
+  },
+
+  toJSON(message: InitProgressResponse): unknown {
+    const obj: any = {};
+    if (message.initializing !== false) {
+      obj.initializing = message.initializing;
+    }
+    if (message.step !== "") {
+      obj.step = message.step;
+    }
+    if (message.attempt !== 0) {
+      obj.attempt = Math.round(message.attempt);
+    }
+    if (message.maxAttempts !== 0) {
+      obj.maxAttempts = Math.round(message.maxAttempts);
+    }
+    if (message.lastError !== "") {
+      obj.lastError = message.lastError;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<InitProgressResponse>): InitProgressResponse {
+    return InitProgressResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<InitProgressResponse>): InitProgressResponse {
+    const message = createBaseInitProgressResponse();
+    message.initializing = object.initializing ?? false;
+    message.step = object.step ?? "";
+    message.attempt = object.attempt ?? 0;
+    message.maxAttempts = object.maxAttempts ?? 0;
+    message.lastError = object.lastError ?? "";
+    return message;
+  },
+};
+
 /** WorkspaceContentService manages the content of the workspaces on one node. */
 export type WorkspaceContentServiceService = typeof WorkspaceContentServiceService;
 export const WorkspaceContentServiceService = {
@@ -1685,6 +1912,21 @@ export const WorkspaceContentServiceService = {
       Buffer.from(DeleteSnapshotResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DeleteSnapshotResponse => DeleteSnapshotResponse.decode(value),
   },
+  /**
+   * Workbay extension: how an initialization under way is going (its step, the attempt and the last transient
+   * failure), so that the manager can say so in the workspace's status while it is INITIALIZING.
+   * Fails with NOT_FOUND when the workspace does not exist on this node.
+   */
+  initProgress: {
+    path: "/wsdaemon.WorkspaceContentService/InitProgress" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: InitProgressRequest): Buffer => Buffer.from(InitProgressRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): InitProgressRequest => InitProgressRequest.decode(value),
+    responseSerialize: (value: InitProgressResponse): Buffer =>
+      Buffer.from(InitProgressResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): InitProgressResponse => InitProgressResponse.decode(value),
+  },
 } as const;
 
 export interface WorkspaceContentServiceServer extends UntypedServiceImplementation {
@@ -1712,6 +1954,12 @@ export interface WorkspaceContentServiceServer extends UntypedServiceImplementat
    * Fails with NOT_FOUND when the snapshot does not exist, INVALID_ARGUMENT when it is not `<object>@<bucket>`.
    */
   deleteSnapshot: handleUnaryCall<DeleteSnapshotRequest, DeleteSnapshotResponse>;
+  /**
+   * Workbay extension: how an initialization under way is going (its step, the attempt and the last transient
+   * failure), so that the manager can say so in the workspace's status while it is INITIALIZING.
+   * Fails with NOT_FOUND when the workspace does not exist on this node.
+   */
+  initProgress: handleUnaryCall<InitProgressRequest, InitProgressResponse>;
 }
 
 export interface WorkspaceContentServiceClient extends Client {
@@ -1836,6 +2084,26 @@ export interface WorkspaceContentServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DeleteSnapshotResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Workbay extension: how an initialization under way is going (its step, the attempt and the last transient
+   * failure), so that the manager can say so in the workspace's status while it is INITIALIZING.
+   * Fails with NOT_FOUND when the workspace does not exist on this node.
+   */
+  initProgress(
+    request: InitProgressRequest,
+    callback: (error: ServiceError | null, response: InitProgressResponse) => void,
+  ): ClientUnaryCall;
+  initProgress(
+    request: InitProgressRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: InitProgressResponse) => void,
+  ): ClientUnaryCall;
+  initProgress(
+    request: InitProgressRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: InitProgressResponse) => void,
   ): ClientUnaryCall;
 }
 

@@ -21,6 +21,7 @@ import type { PortAllocator } from '../port-allocator.js';
 import { contentDirOf } from '../records.js';
 import { writeAuthorizedKeys } from '../ssh-keys.js';
 import type { LifecycleEffect, LifecycleEvent } from './events.js';
+import { defaultInitProgressPollMs, watchInitProgress } from './init-progress.js';
 
 export interface EffectDeps {
   readonly runtime: WorkspaceRuntime;
@@ -37,6 +38,8 @@ export interface EffectDeps {
   readonly runtimeSpec: (record: WorkspaceRecord) => RuntimeWorkspaceSpec;
   readonly storageQuotaOf: (record: WorkspaceRecord) => number;
   readonly get: (id: string) => WorkspaceRecord | undefined;
+  /** How often the daemon's initialization progress is polled while content initialises (default 1 s). */
+  readonly initProgressPollMs?: number;
   readonly dispatch: (id: string, event: LifecycleEvent) => void;
 }
 
@@ -206,7 +209,24 @@ export class EffectRunner {
     }
   }
 
+  /** InitWorkspace (or, for a resumed start, WaitForInit), with the daemon's retries shown in the status meanwhile. */
   private async initContent(record: WorkspaceRecord, signal: AbortSignal, log: Logger): Promise<LifecycleEvent> {
+    const watch = watchInitProgress({
+      id: record.id,
+      content: this.deps.content,
+      intervalMs: this.deps.initProgressPollMs ?? defaultInitProgressPollMs,
+      signal,
+      logger: log,
+      onMessage: (message) => this.deps.dispatch(record.id, { type: 'content-progress', message }),
+    });
+    try {
+      return await this.initOrAwaitContent(record, signal, log);
+    } finally {
+      watch.stop();
+    }
+  }
+
+  private async initOrAwaitContent(record: WorkspaceRecord, signal: AbortSignal, log: Logger): Promise<LifecycleEvent> {
     const id = record.id;
     try {
       const result = await this.deps.content.initWorkspace(
@@ -223,6 +243,7 @@ export class EffectRunner {
         type: 'content-ready',
         contentDir: result.contentLocation ?? join(this.deps.workingArea, id),
         metrics: result.metrics,
+        nodeName: result.nodeName,
       };
     } catch (error) {
       checkAborted(signal);

@@ -25,9 +25,13 @@ export type LifecycleEvent =
   | {
       readonly type: 'content-ready';
       readonly contentDir: string;
+      /** The node whose daemon holds the content (daemons per node): the workspace must run there. */
+      readonly nodeName?: string;
       readonly metrics?: InitializerMetricsInfo;
     }
   | { readonly type: 'content-failed'; readonly reason: string }
+  /** The daemon reports how initialization goes (a step retrying): shown as the status message meanwhile. */
+  | { readonly type: 'content-progress'; readonly message: string }
   | { readonly type: 'ssh-keys-written' }
   | { readonly type: 'ssh-keys-failed'; readonly reason: string }
   | { readonly type: 'process-started'; readonly state: RuntimeState }

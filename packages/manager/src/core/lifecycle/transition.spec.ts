@@ -82,6 +82,34 @@ const rows: readonly Row[] = [
     effects: ['start-process'],
   },
   {
+    name: 'init progress while initializing: the status message says so, nothing else changes',
+    from: inPhase('initializing'),
+    event: { type: 'content-progress', message: 'git clone failed, retrying (attempt 2 of at most 7)' },
+    phase: 'initializing',
+    effects: [],
+    check: (r) =>
+      expect([r.message, r.progress.contentReady]).toEqual([
+        'git clone failed, retrying (attempt 2 of at most 7)',
+        false,
+      ]),
+  },
+  {
+    name: 'a late init progress after the content is ready changes nothing',
+    from: inPhase('initializing', { progress: { ...inPhase('initializing').progress, contentReady: true } }),
+    event: { type: 'content-progress', message: 'git clone failed, retrying (attempt 2 of at most 7)' },
+    phase: 'initializing',
+    effects: [],
+    check: (r) => expect(r.message).toBe(''),
+  },
+  {
+    name: 'content ready clears the init progress message',
+    from: inPhase('initializing', { message: 'git clone failed, retrying (attempt 2 of at most 7)' }),
+    event: { type: 'content-ready', contentDir: '/c' },
+    phase: 'initializing',
+    effects: ['start-process'],
+    check: (r) => expect(r.message).toBe(''),
+  },
+  {
     name: 'content ready with SSH keys: write them first',
     from: inPhase('initializing', { spec: { ...makeRecord().spec, sshPublicKeys: ['ssh-ed25519 AAAA'] } }),
     event: { type: 'content-ready', contentDir: '/c' },
@@ -268,6 +296,14 @@ const rows: readonly Row[] = [
     phase: 'stopping',
     effects: ['release-slot'],
     check: (r) => expect(r.conditions.deployed).toBe(true),
+  },
+  {
+    name: 'an init progress that arrives when RUNNING does not overwrite its status message',
+    from: inPhase('running', { message: 'isolation: none' }),
+    event: { type: 'content-progress', message: 'git clone failed, retrying (attempt 2 of at most 7)' },
+    phase: 'running',
+    effects: [],
+    check: (r) => expect(r.message).toBe('isolation: none'),
   },
   {
     name: 'a cancelled init after a stop began is not a failure',

@@ -7,7 +7,7 @@
  * |---|---|---|
  * | pending | slot-acquired → creating | allocate-port |
  * | creating | port-allocated → initializing | init-content |
- * | initializing | content-ready; ssh-keys-written; process-started (ready → running) | write-ssh-keys, start-process |
+ * | initializing | content-progress (message only); content-ready; ssh-keys-written; process-started (ready → running) | write-ssh-keys, start-process |
  * | running | runtime-exited (regular: failed; headless: completed or headless task failed) → stopping | stop-process |
  * | interrupted | runtime-found → running; runtime-gone → failed, stopping | stop-process |
  * | stopping | process-stopped → snapshot (prebuild) → dispose (backup unless aborted or never initialised) → stopped | take-snapshot, dispose-content, release-port |
@@ -62,11 +62,24 @@ export function transition(record: WorkspaceRecord, event: LifecycleEvent, ctx: 
       if (!isStarting(record.phase)) return none(record);
       return nextStartStep(
         {
-          ...withProgress(record, { contentReady: true, contentDir: event.contentDir }),
+          ...withProgress(record, {
+            contentReady: true,
+            contentDir: event.contentDir,
+            ...(event.nodeName ? { nodeName: event.nodeName } : {}),
+          }),
           initializerMetrics: event.metrics ?? record.initializerMetrics,
+          // The progress of the initialization (retries) is over with it.
+          message: '',
         },
         ctx,
       );
+
+    case 'content-progress':
+      // Only while the content is still being produced: a late report never overwrites a later status.
+      if (record.phase !== 'initializing' || record.progress.contentReady || record.message === event.message) {
+        return none(record);
+      }
+      return none({ ...record, message: event.message });
 
     case 'content-failed':
       return startFailure(record, `Content initialization failed: ${event.reason}`, ctx);
