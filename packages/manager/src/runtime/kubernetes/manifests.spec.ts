@@ -1,7 +1,7 @@
 /**
  * Static checks of deploy/kubernetes: every document parses, selectors select their own pod labels, the RBAC
- * grants what the kubernetes runtime and the leader election call, and kustomize lists every file.
- * (Not a substitute for applying them to a cluster; see deploy/kubernetes/README.md.)
+ * grants exactly the calls the code makes, the NetworkPolicy isolates workspaces, and kustomize lists every file.
+ * deploy-manifests.spec.ts applies them to a real API server and makes those calls under the manager's token.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -63,18 +63,35 @@ describe('deploy/kubernetes manifests', () => {
     expect(crd.spec.versions[0]!.subresources).toEqual({ status: {} });
   });
 
-  it('run one manager replica (until leader election gates it) and a daemon per node, each selecting its own pods', () => {
+  it('run two manager replicas (one leads) and a daemon per node, each selecting its own pods', () => {
     const manager = find('Deployment', 'workbay-manager') as unknown as {
       spec: {
         replicas: number;
         selector: { matchLabels: Record<string, string> };
-        template: { metadata: { labels: Record<string, string> }; spec: { serviceAccountName: string } };
+        template: {
+          metadata: { labels: Record<string, string> };
+          spec: {
+            serviceAccountName: string;
+            containers: { env?: { name: string }[]; ports?: { name?: string }[] }[];
+            volumes: { name: string; emptyDir?: { medium?: string }; secret?: { secretName: string } }[];
+          };
+        };
       };
     };
-    expect(manager.spec.replicas).toBe(1);
+    expect(manager.spec.replicas).toBeGreaterThanOrEqual(2);
+    // Identity for the Lease, and no state on the pod: the only emptyDir is scratch (in memory, small).
+    expect(manager.spec.template.spec.containers[0]!.env!.map((e) => e.name)).toEqual(
+      expect.arrayContaining(['POD_NAME', 'POD_NAMESPACE']),
+    );
+    const volumes = manager.spec.template.spec.volumes;
+    expect(volumes.filter((v) => v.emptyDir).map((v) => v.name)).toEqual(['scratch']);
+    expect(volumes.find((v) => v.secret)?.secret?.secretName).toBe('workbay-manager-secrets');
     expect(manager.spec.template.metadata.labels).toMatchObject(manager.spec.selector.matchLabels);
     const daemon = find('DaemonSet', 'workbay-daemon') as unknown as typeof manager;
     expect(daemon.spec.template.metadata.labels).toMatchObject(daemon.spec.selector.matchLabels);
+    // NodeDaemons finds a node's daemon by this label and the port named `grpc`.
+    expect(daemon.spec.template.metadata.labels['app.kubernetes.io/name']).toBe('workbay-daemon');
+    expect(daemon.spec.template.spec.containers[0]!.ports!.map((p) => p.name)).toContain('grpc');
     for (const svc of objects.filter((o) => o.kind === 'Service')) {
       const selector = (svc.spec as { selector: Record<string, string> }).selector;
       const target = [manager, daemon].find((w) =>
@@ -85,21 +102,60 @@ describe('deploy/kubernetes manifests', () => {
     expect(find('ServiceAccount', manager.spec.template.spec.serviceAccountName)).toBeDefined();
   });
 
-  it('grant the manager what the runtime and the leader election call', () => {
+  it('grant the manager exactly what its code calls, and the daemon nothing', () => {
     const role = find('Role', 'workbay-manager');
-    const allows = (group: string, resource: string, verb: string): boolean =>
-      role.rules!.some((r) => r.apiGroups.includes(group) && r.resources.includes(resource) && r.verbs.includes(verb));
-    for (const verb of ['get', 'list', 'watch', 'create', 'delete'])
-      expect(allows('', 'pods', verb), `pods ${verb}`).toBe(true);
-    for (const verb of ['get', 'create', 'update'])
-      expect(allows('coordination.k8s.io', 'leases', verb), `leases ${verb}`).toBe(true);
-    expect(allows('workbay.dev', 'workspaces/status', 'update')).toBe(true);
+    const granted = role
+      .rules!.flatMap((r) =>
+        r.apiGroups.flatMap((g) => r.resources.flatMap((res) => r.verbs.map((v) => `${g}/${res}:${v}`))),
+      )
+      .sort();
+    const expected = [
+      ...['get', 'list', 'watch', 'create', 'delete'].map((v) => `/pods:${v}`),
+      ...['workspaces', 'workspaces/status'].flatMap((res) =>
+        ['get', 'list', 'watch', 'create', 'update', 'patch', 'delete'].map((v) => `workbay.dev/${res}:${v}`),
+      ),
+      ...['get', 'list', 'watch', 'create', 'delete'].map((v) => `/secrets:${v}`),
+      ...['get', 'create', 'update'].map((v) => `coordination.k8s.io/leases:${v}`),
+    ].sort();
+    expect(granted).toEqual(expected);
     const binding = find('RoleBinding', 'workbay-manager') as unknown as {
       subjects: { name: string }[];
       roleRef: { name: string };
     };
     expect(binding.roleRef.name).toBe('workbay-manager');
     expect(binding.subjects[0]!.name).toBe('workbay-manager');
+    // The daemon does not call the API: a ServiceAccount without a token, no Role, no binding.
+    expect(find('ServiceAccount', 'workbay-daemon')).toMatchObject({ automountServiceAccountToken: false });
+    expect(objects.filter((o) => o.kind === 'Role' || o.kind === 'RoleBinding').map((o) => o.metadata.name)).toEqual([
+      'workbay-manager',
+      'workbay-manager',
+    ]);
+    expect(objects.some((o) => o.kind === 'ClusterRole' || o.kind === 'ClusterRoleBinding')).toBe(false);
+  });
+
+  it('isolate workspace pods: ingress only from the manager, egress only to DNS and the internet', () => {
+    const policy = find('NetworkPolicy', 'workspace-isolation') as unknown as {
+      spec: {
+        podSelector: { matchLabels: Record<string, string> };
+        policyTypes: string[];
+        ingress: { from: { podSelector: { matchLabels: Record<string, string> } }[] }[];
+        egress: { to: { ipBlock?: { cidr: string; except: string[] } }[]; ports?: { port: number }[] }[];
+      };
+    };
+    expect(policy.spec.podSelector.matchLabels).toEqual({
+      'app.kubernetes.io/managed-by': 'workbay',
+      'app.kubernetes.io/component': 'workspace',
+    });
+    expect(policy.spec.policyTypes.sort()).toEqual(['Egress', 'Ingress']);
+    expect(policy.spec.ingress).toEqual([
+      { from: [{ podSelector: { matchLabels: { 'app.kubernetes.io/name': 'workbay-manager' } } }] },
+    ]);
+    const [dns, internet] = policy.spec.egress;
+    expect(dns!.ports!.map((p) => p.port)).toEqual([53, 53]);
+    const v4 = internet!.to.find((t) => t.ipBlock?.cidr === '0.0.0.0/0')!.ipBlock!;
+    expect(v4.except).toEqual(
+      expect.arrayContaining(['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '169.254.0.0/16']),
+    );
   });
 
   it('configure a valid kubernetes runtime section', async () => {
@@ -111,6 +167,8 @@ describe('deploy/kubernetes manifests', () => {
       kind: 'kubernetes',
       namespace: 'workbay',
       runAsUser: 33333,
+      controlPlane: { store: 'kubernetes' },
+      defaultImage: { image: 'workbay/manager:0.1.0' },
     });
     expect(() => parseLocalRuntimeConfig(manager.runtime)).toThrow(/runtime\.local\.kind/);
   });
