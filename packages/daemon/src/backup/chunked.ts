@@ -110,9 +110,14 @@ interface BlobRef {
   readonly length: number;
 }
 
-/** Collects blobs into packs and uploads full packs with bounded concurrency. */
+/**
+ * Collects blobs into packs and uploads full packs with bounded concurrency. A pack is a list of views, not a
+ * copy: blobs read by the workers stay in the workers' shared buffers (held until the pack is uploaded), and
+ * consecutive blobs of one buffer form one view, so a pack is written with a few large writes.
+ */
 class PackWriter {
-  private buffer: Buffer;
+  private parts: Buffer[] = [];
+  private releases: Array<() => void> = [];
   private hashes: string[] = [];
   private size = 0;
   private current: PackRef = {};
@@ -120,7 +125,6 @@ class PackWriter {
   private readonly slots: Semaphore;
   private failure: unknown;
   readonly written: PackRef[] = [];
-  private readonly spare: Buffer[] = [];
   uploadedBytes = 0;
 
   constructor(
@@ -131,20 +135,27 @@ class PackWriter {
     private readonly signal: AbortSignal | undefined,
   ) {
     this.slots = new Semaphore(concurrency);
-    this.buffer = Buffer.allocUnsafe(packSize);
   }
 
   private check(): void {
     if (this.failure !== undefined) throw this.failure;
   }
 
-  /** Copies `data` into the current pack (callers may reuse their buffer afterwards). */
-  async add(hash: string, data: Buffer): Promise<BlobRef> {
+  /**
+   * Adds `data` to the current pack, keeping the view: with `hold`, the writer holds the buffer behind it until
+   * the pack is uploaded; without, the caller hands the buffer over.
+   */
+  async add(hash: string, data: Buffer, hold?: () => () => void): Promise<BlobRef> {
     this.check();
     if (this.size > 0 && this.size + data.length > this.packSize) await this.seal();
-    if (data.length > this.buffer.length) this.buffer = Buffer.allocUnsafe(data.length);
     const ref: BlobRef = { hash, pack: this.current, offset: this.size, length: data.length };
-    data.copy(this.buffer, this.size);
+    const last = this.parts[this.parts.length - 1];
+    if (last && last.buffer === data.buffer && last.byteOffset + last.length === data.byteOffset) {
+      this.parts[this.parts.length - 1] = Buffer.from(last.buffer, last.byteOffset, last.length + data.length);
+    } else {
+      this.parts.push(data);
+    }
+    if (hold) this.releases.push(hold());
     this.hashes.push(hash);
     this.size += data.length;
     return ref;
@@ -152,38 +163,40 @@ class PackWriter {
 
   private async seal(): Promise<void> {
     if (this.size === 0) return;
-    const full = this.buffer;
-    const content = full.subarray(0, this.size);
-    // Buffers of uploaded packs are reused: a fresh 8 MiB buffer costs page faults and garbage collection.
-    this.buffer = this.spare.pop() ?? Buffer.allocUnsafe(this.packSize);
+    const parts = this.parts;
+    const releases = this.releases;
     const pack = this.current;
     // Content-addressed by its blobs (each already hashed), so no second pass over the bytes is needed.
     const id = createHash('sha256').update(this.hashes.join('\n')).digest('hex');
+    pack.id = id;
+    pack.rawSize = this.size;
+    this.parts = [];
+    this.releases = [];
     this.hashes = [];
     this.size = 0;
     this.current = {};
-    pack.id = id;
-    pack.rawSize = content.length;
     const release = await this.slots.acquire();
     this.check();
     const upload = (async () => {
       try {
-        const body = await compressPack(content, this.compression);
+        const body = this.compression === 'none' ? parts : [await compressPack(Buffer.concat(parts), this.compression)];
+        const size = body.reduce((sum, part) => sum + part.length, 0);
         const info = await this.target.storage.upload(
           this.target.bucket,
           packName(this.target, pack.id as string),
-          Readable.from([body]),
+          Readable.from(body),
           {
             contentType: packContentType,
-            size: body.length,
+            size,
             ...(this.signal ? { signal: this.signal } : {}),
           },
         );
         pack.size = info.size;
         this.uploadedBytes += info.size;
         this.written.push(pack);
-        // The storage has consumed the body once the upload resolved (not so after a failure).
-        if (full.length === this.packSize) this.spare.push(full);
+        // The storage has consumed the body once the upload resolved (not so after a failure: the buffers are
+        // then left to the garbage collector instead of going back to the workers).
+        for (const done of releases) done();
       } catch (error) {
         this.failure ??= error;
       } finally {
@@ -408,7 +421,7 @@ export async function createChunkedBackup(
     }
   };
 
-  const storeChunk = async (hash: string, chunk: Buffer): Promise<number> => {
+  const storeChunk = async (hash: string, chunk: Buffer, hold: () => () => void): Promise<number> => {
     const existing = blobIndex.get(hash);
     if (existing !== undefined) return existing;
     const old = known.get(hash);
@@ -417,7 +430,7 @@ export async function createChunkedBackup(
       return useBlob(old);
     }
     newBlobs++;
-    return useBlob(await writer.add(hash, chunk));
+    return useBlob(await writer.add(hash, chunk, hold));
   };
 
   const reusable = (item: WalkedEntry): readonly number[] | undefined => {
@@ -442,7 +455,7 @@ export async function createChunkedBackup(
         options.onWarning?.(`skipped '${piece.item.entry.path}': vanished`);
         continue;
       }
-      for (const chunk of piece.chunks) indices.push(await storeChunk(chunk.hash, chunk.data));
+      for (const chunk of piece.chunks) indices.push(await storeChunk(chunk.hash, chunk.data, piece.hold));
       size += piece.bytes;
       if (!piece.done) continue;
       const item = piece.item;

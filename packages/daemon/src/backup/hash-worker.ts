@@ -14,6 +14,8 @@
  * - `{ kind: 'segment', id, key, fd, chunker }`: read the next piece (up to 8 MiB) of an open file (the main
  *   thread's descriptor; the worker keeps the position and the bytes after the last cut under `key`). Answer
  *   `{ id, data, lengths, hashes, bytesRead, eof }` with the complete chunks; at the end the rest is cut too.
+ * - `{ kind: 'digest', id, fd }`: the SHA-256 of the whole file behind `fd` (the main thread's descriptor), read
+ *   from offset 0 to its end. Answer `{ id, hex }`.
  * - `{ kind: 'drop', key }`: forget a file's state (its backup failed).
  * - `{ kind: 'recycle', buffer }`: a transferred buffer the main thread is done with, for reuse.
  * A failure answers `{ id, error: { message, code } }`.
@@ -128,6 +130,28 @@ export function workerMain(cut: FindCut): void {
     chunker: ChunkerOptions;
   }
 
+  interface DigestJob {
+    kind: 'digest';
+    id: number;
+    fd: number;
+  }
+
+  const digest = (job: DigestJob): void => {
+    const hash = createHash('sha256');
+    const buffer = acquire(segmentBytes);
+    try {
+      for (let position = 0; ;) {
+        const read = fs.readSync(job.fd, buffer, 0, segmentBytes, position);
+        if (read === 0) break;
+        hash.update(buffer.subarray(0, read));
+        position += read;
+      }
+    } finally {
+      if (free.length < 4) free.push(buffer.buffer as SharedArrayBuffer);
+    }
+    parentPort?.postMessage({ id: job.id, hex: hash.digest('hex') });
+  };
+
   const files = (job: FilesJob): void => {
     let buffer = acquire(job.sizes.reduce((sum, size) => sum + size + 1, 0));
     let offset = 0;
@@ -182,18 +206,19 @@ export function workerMain(cut: FindCut): void {
     idle = setTimeout(() => (free.length = 0), 5_000);
     idle.unref();
   };
-  parentPort?.on('message', (job: FilesJob | SegmentJob | Control) => {
+  parentPort?.on('message', (job: FilesJob | SegmentJob | DigestJob | Control) => {
     touch();
     if (job.kind === 'drop') {
       open.delete(job.key);
       return;
     }
     if (job.kind === 'recycle') {
-      if (free.length < 4) free.push(job.buffer);
+      if (free.length < 6) free.push(job.buffer);
       return;
     }
     try {
       if (job.kind === 'files') files(job);
+      else if (job.kind === 'digest') digest(job);
       else segment(job);
     } catch (error) {
       if (job.kind === 'segment') open.delete(job.key);

@@ -20,8 +20,8 @@ const batchBytes = 4 * 1024 * 1024;
 export interface ReadChunk {
   readonly hash: string;
   /**
-   * A view of the worker's transferred buffer, valid until the consumer asks for the next piece (the buffer
-   * then goes back to the worker): the consumer copies what it keeps.
+   * A view of the worker's shared buffer, valid until the consumer asks for the next piece (the buffer then
+   * goes back to the worker), unless the consumer holds it (see {@link FilePiece.hold}).
    */
   readonly data: Buffer;
 }
@@ -36,7 +36,35 @@ export interface FilePiece {
   readonly done: boolean;
   /** The file vanished (or became a symlink) before it could be opened. */
   readonly vanished?: boolean;
+  /**
+   * Keeps the buffer behind this piece's chunks from going back to the worker until the returned release is
+   * called (once), so the consumer can keep views instead of copying them.
+   */
+  readonly hold: () => () => void;
 }
+
+/** Counts the holders of one worker buffer; the last release sends it back to its worker. */
+class Lease {
+  private holders = 1;
+
+  constructor(private readonly giveBack: () => void) {}
+
+  readonly hold = (): (() => void) => {
+    this.holders++;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.release();
+    };
+  };
+
+  release(): void {
+    if (--this.holders === 0) this.giveBack();
+  }
+}
+
+const noHold = (): (() => void) => () => undefined;
 
 interface FilesAnswer {
   data: Uint8Array;
@@ -286,30 +314,48 @@ export async function* readFiles(
       const task = current.task;
       if (task.kind === 'files') {
         const answer = await (current.files as Promise<FilesAnswer>);
+        const worker = current.worker as number;
+        const lease = new Lease(() => recycle(worker, answer.data));
         let offset = 0;
         for (const [i, file] of task.files.entries()) {
           const result = answer.files[i] as FilesAnswer['files'][number];
           if (result.vanished) {
-            yield { index: file.index, item: file.item, chunks: [], bytes: 0, done: true, vanished: true };
+            yield {
+              index: file.index,
+              item: file.item,
+              chunks: [],
+              bytes: 0,
+              done: true,
+              vanished: true,
+              hold: noHold,
+            };
             continue;
           }
           const chunks = toChunks(answer.data, result.lengths ?? [], result.hashes ?? [], offset);
           const bytes = chunks.reduce((sum, c) => sum + c.data.length, 0);
           offset += bytes;
-          yield { index: file.index, item: file.item, chunks, bytes, done: true };
+          yield { index: file.index, item: file.item, chunks, bytes, done: true, hold: lease.hold };
         }
-        recycle(current.worker as number, answer.data);
+        lease.release();
       } else {
         const large = await (current.large as Promise<LargeFile | undefined>);
         if (!large) {
-          yield { index: task.index, item: task.item, chunks: [], bytes: 0, done: true, vanished: true };
+          yield { index: task.index, item: task.item, chunks: [], bytes: 0, done: true, vanished: true, hold: noHold };
         } else {
           try {
             for (;;) {
               const answer = await large.next();
               const chunks = toChunks(answer.data, answer.lengths, answer.hashes);
-              yield { index: task.index, item: task.item, chunks, bytes: answer.bytesRead, done: answer.eof };
-              recycle(large.worker, answer.data);
+              const lease = new Lease(() => recycle(large.worker, answer.data));
+              yield {
+                index: task.index,
+                item: task.item,
+                chunks,
+                bytes: answer.bytesRead,
+                done: answer.eof,
+                hold: lease.hold,
+              };
+              lease.release();
               if (answer.eof) break;
             }
           } finally {

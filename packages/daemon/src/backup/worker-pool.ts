@@ -105,3 +105,12 @@ export function sharedWorkerPool(): ChunkWorkerPool {
   shared ??= new ChunkWorkerPool(Math.max(1, Math.min(4, availableParallelism())));
   return shared;
 }
+
+/**
+ * The SHA-256 (hex) of an open file's whole content, computed by a pool worker reading it through `fd` (which
+ * must stay open until this settles): the event loop spends no pass over the bytes.
+ */
+export async function digestFile(fd: number): Promise<string> {
+  const answer = await sharedWorkerPool().run<{ hex: string }>({ kind: 'digest', fd });
+  return answer.hex;
+}

@@ -1,7 +1,7 @@
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { PluginHost, isWorkbayError } from '@workbay/api';
 import { collect, tempDir } from '../test-support/tree.js';
@@ -112,6 +112,24 @@ describe('FsRemoteStorage', () => {
       (e) => isWorkbayError(e, 'invalid-argument'),
     );
     expect((await collect(await storage.download('bkt', 'obj'))).toString()).toBe('one');
+  });
+
+  it('large objects (digest computed by a worker reading the file back) get the right digest, or are refused', async () => {
+    const parts = [randomBytes(700 * 1024), randomBytes(900 * 1024), randomBytes(3 * 1024 * 1024 + 5)];
+    const whole = Buffer.concat(parts);
+    const expected = `sha256:${createHash('sha256').update(whole).digest('hex')}`;
+    const uploads = await Promise.all(
+      [0, 1, 2].map((i) => storage.upload('bkt', `chunks/p${i}`, Readable.from(parts), { digest: expected })),
+    );
+    for (const info of uploads) expect(info).toMatchObject({ size: whole.length, digest: expected });
+    expect((await collect(await storage.download('bkt', 'chunks/p1'))).equals(whole)).toBe(true);
+    const tampered = Buffer.from(whole);
+    tampered[whole.length - 1] = (tampered[whole.length - 1] as number) ^ 1;
+    await expect(storage.upload('bkt', 'chunks/p0', body(tampered), { digest: expected })).rejects.toSatisfy((e) =>
+      isWorkbayError(e, 'invalid-argument'),
+    );
+    expect((await collect(await storage.download('bkt', 'chunks/p0'))).equals(whole)).toBe(true);
+    expect((await readdir(join(dir.path, 'bkt', 'chunks'))).filter((f) => f.includes('%t'))).toHaveLength(0);
   });
 
   it('a reader that opened the old version keeps reading it while an overwrite commits', async () => {

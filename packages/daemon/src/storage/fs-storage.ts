@@ -12,6 +12,7 @@
  * `%t`, `%E` or `%H`, so object files never collide with directories of longer names (`a` and `a/b` can both
  * exist, as in S3). Segments whose encoding is too long for a file name are stored under their SHA-256.
  */
+import type { Hash } from 'node:crypto';
 import { createHash, randomBytes } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import { mkdir, open, readFile, readdir, rename, rm, rmdir, stat, unlink } from 'node:fs/promises';
@@ -32,7 +33,8 @@ import type {
 import { silentLogger } from '@workbay/api';
 import { InvalidArgumentError, NotFoundError } from '../errors.js';
 import { KeyedMutex } from '../util/concurrency.js';
-import { fsyncDirectory } from '../util/atomic-file.js';
+import { DirectorySyncs } from './directory-sync.js';
+import { digestFile } from '../backup/worker-pool.js';
 import { PresignServer } from './presign-server.js';
 import type { PresignServerOptions } from './presign-server.js';
 
@@ -66,6 +68,8 @@ const orphanAgeMs = 10 * 60 * 1000;
 const metaSuffix = '%o';
 const dataMarker = '%z';
 const tempMarker = '%t';
+/** Objects up to this size are hashed on the event loop as they stream by (a worker round trip costs more). */
+const inlineDigestLimit = 1024 * 1024;
 
 function assertBucket(bucket: string): void {
   if (!bucketPattern.test(bucket)) {
@@ -123,6 +127,7 @@ export class FsRemoteStorage implements RemoteStorage {
   private readonly logger: PluginLogger;
   private readonly commitLock = new KeyedMutex();
   private readonly presign: PresignServer;
+  private readonly directorySync = new DirectorySyncs();
 
   constructor(options: FsStorageOptions) {
     this.root = options.root;
@@ -168,23 +173,36 @@ export class FsRemoteStorage implements RemoteStorage {
     const dataPath = join(dir, `${base}${dataMarker}${id}`);
     const tempMeta = join(dir, `${base}${tempMarker}${id}`);
     let size = 0;
-    const hash = createHash('sha256');
+    // Small objects are hashed as they stream by; a large one is hashed afterwards by a worker thread reading
+    // the written file back (beside its fsync), so that the event loop never spends a pass over its bytes.
+    let hash: Hash | undefined = createHash('sha256');
     const handle = await this.createInDirectory(dir, dataPath);
+    /** The data file's fsync and close, running beside the digest and the sidecar's write and fsync. */
+    let dataDone: Promise<void> | undefined;
     try {
+      let digest: string;
       try {
         for await (const chunk of body as AsyncIterable<Buffer | string>) {
           options.signal?.throwIfAborted();
           const buffer = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
-          hash.update(buffer);
           size += buffer.length;
+          if (size > inlineDigestLimit) hash = undefined;
+          else hash?.update(buffer);
           await handle.write(buffer);
         }
         options.signal?.throwIfAborted();
-        await handle.sync();
-      } finally {
-        await handle.close();
+        const synced = handle.sync();
+        try {
+          digest = `sha256:${hash ? hash.digest('hex') : await digestFile(handle.fd)}`;
+        } finally {
+          // Closed only once the worker no longer reads it (a reused descriptor number must not be read).
+          dataDone = synced.finally(() => handle.close());
+          dataDone.catch(() => undefined); // awaited before the commit, or on the way out of a failure
+        }
+      } catch (error) {
+        if (!dataDone) await handle.close();
+        throw error;
       }
-      const digest = `sha256:${hash.digest('hex')}`;
       if (options.digest !== undefined && options.digest !== digest) {
         throw new InvalidArgumentError(
           'digest',
@@ -208,10 +226,13 @@ export class FsRemoteStorage implements RemoteStorage {
       } finally {
         await metaHandle.close();
       }
+      // Both files are on disk before the sidecar's rename makes the object visible.
+      await dataDone;
       await this.commitLock.run(`${bucket}/${name}`, async () => {
         const previous = await this.readSidecar(dir, base);
         await rename(tempMeta, join(dir, `${base}${metaSuffix}`));
-        await fsyncDirectory(dir);
+        // Uploads committing into the same directory at once share one directory fsync.
+        await this.directorySync.sync(dir);
         if (previous && previous.data !== id) {
           await rm(join(dir, `${base}${dataMarker}${previous.data}`), { force: true });
         }
@@ -219,6 +240,7 @@ export class FsRemoteStorage implements RemoteStorage {
       await this.sweepSiblings(dir, base, id);
       return toInfo(bucket, sidecar);
     } catch (error) {
+      await dataDone?.catch(() => undefined);
       await rm(dataPath, { force: true });
       await rm(tempMeta, { force: true });
       body.destroy();
@@ -231,7 +253,7 @@ export class FsRemoteStorage implements RemoteStorage {
     for (let attempt = 0; ; attempt++) {
       await mkdir(dir, { recursive: true });
       try {
-        return await open(path, 'wx', 0o644);
+        return await open(path, 'wx+', 0o644);
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || attempt >= 3) throw error;
       }
