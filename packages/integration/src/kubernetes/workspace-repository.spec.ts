@@ -11,6 +11,7 @@ import type { KubernetesTestCluster } from '@workbay/testing';
 import { firstValueFrom } from 'rxjs';
 import { filter, take, toArray } from 'rxjs/operators';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { InvalidArgumentError } from '@workbay/api';
 import { createLogger } from '@workbay/manager';
 import type { WorkspaceRecord } from '@workbay/manager';
 import {
@@ -185,5 +186,32 @@ describe('KubernetesWorkspaceRepository on a real API server', () => {
           (await cluster.request('GET', `/api/v1/namespaces/${namespace}/secrets/${secretNameOf(next.id)}`)).status,
       )
       .toBe(404);
+  });
+
+  it('a follower forwards a record change; the leader answers it once (its refusal reaches the follower as is)', async () => {
+    const leader = repository();
+    const follower = repository();
+    await leader.load();
+    await follower.load();
+    leader.promote();
+    await leader.create(makeRecord({ id: 'ws-requests', statusVersion: 0 }));
+    const requests: DesiredChange[] = [];
+    const subscription = leader.desired$.pipe(filter((c) => c.type === 'request')).subscribe((change) => {
+      requests.push(change);
+      if (change.type !== 'request') return;
+      const refusal = change.request.kind === 'setTimeout' ? new InvalidArgumentError('duration', 'bad') : undefined;
+      leader.acknowledge(change.id, change.requestId, change.request.kind, refusal);
+    });
+    await follower.request('ws-requests', { kind: 'markActive', closed: false, ignoreIfActive: false });
+    await expect(
+      follower.request('ws-requests', { kind: 'setTimeout', timeout: 'workspace', duration: 'x' }),
+    ).rejects.toMatchObject({ code: 'invalid-argument', field: 'duration' });
+    expect(requests.map((c) => (c.type === 'request' ? c.request.kind : c.type))).toEqual(['markActive', 'setTimeout']);
+    subscription.unsubscribe();
+    // A new leader does not make the answered changes again.
+    await leader.close();
+    const next = repository();
+    await next.load();
+    expect(next.promote().filter((c) => c.type === 'request')).toEqual([]);
   });
 });

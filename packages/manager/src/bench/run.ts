@@ -13,7 +13,8 @@
  *    bare grpc-js unary server answering with the same bytes.
  * 4. Resident memory of a manager holding BENCH_RECORDS (10,000) workspace records, against an empty manager.
  *
- * Sizes are environment variables; BENCH_ISOLATION (none|auto) sets the local runtime's isolation.
+ * Sizes are environment variables; BENCH_ISOLATION (none|auto) sets the local runtime's isolation. BENCH_ONLY=memory
+ * runs only the memory row (4), e.g. to compare a change to the store without the minutes the other rows take.
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
@@ -42,6 +43,8 @@ const sizes = {
   records: envInt('BENCH_RECORDS', 10_000),
 };
 const isolation = process.env['BENCH_ISOLATION'] === 'auto' ? 'auto' : 'none';
+const only = process.env['BENCH_ONLY'] ?? '';
+if (only !== '' && only !== 'memory') throw new Error(`BENCH_ONLY must be 'memory' (got '${only.slice(0, 20)}')`);
 
 async function benchStartLatency(handle: EmbeddedHandle, client: WorkspaceManagerClient): Promise<string[]> {
   const seen = new Map<string, () => void>();
@@ -203,8 +206,9 @@ async function benchFanOut(handle: EmbeddedHandle, client: WorkspaceManagerClien
       resumeFromStatusVersion: 0,
     }).finish(),
   );
+  // On the leader the change is made before the promise is returned (nothing to wait for).
   const toggle = (i: number): void =>
-    core.controlPort(id, i % 2 === 0, { port: 4000, visibility: 'private', protocol: 'http' });
+    void core.controlPort(id, i % 2 === 0, { port: 4000, visibility: 'private', protocol: 'http' });
   const dropsBefore = (await handle.manager.metrics.droppedSubscribersTotal.get()).values[0]?.value ?? 0;
   const managed = await measureFanOut(handle.managerAddress, '/wsman.WorkspaceManager/Subscribe', request, toggle);
   // Paced: updates at a steady rate (delivered updates per second over all subscribers), the load the
@@ -309,6 +313,12 @@ async function benchDescribe(handle: EmbeddedHandle, client: WorkspaceManagerCli
 
 async function main(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'workbay-manager-bench-'));
+  if (only === 'memory') {
+    console.log(`@workbay/manager bench (memory row only): ${sizes.records} records`);
+    await benchRss(dir, sizes.records);
+    await rm(dir, { recursive: true, force: true });
+    return;
+  }
   const daemonConfig = join(dir, 'daemon.yaml');
   await writeFile(daemonConfig, 'quota: { mode: none }\ndiskGuard: { minFree: 0 }\nlog: { level: silent }\n');
   console.log(

@@ -226,7 +226,7 @@ describe('core fault injection', () => {
     expect(runtime.listCalls).toBe(0);
     // Reads are served from the records.
     expect(core.getWorkspace('ws-f')!.phase).toBe('running');
-    expect(() => core.markActive('ws-f', { closed: false, ignoreIfActive: false })).toThrow(/not leading/);
+    expect(() => core.takeSnapshot('ws-f', true)).toThrow(/not leading/);
     await expect(core.startWorkspace({ id: 'ws-new' } as never)).rejects.toThrow(/not leading/);
     await core.stopWorkspace('ws-f', 'normally');
     expect(runtime.stopCalls).toBe(0);
@@ -236,7 +236,7 @@ describe('core fault injection', () => {
     isLeader$.next(true);
     await until(() => runtime.listCalls === 1);
     expect(core.isLeading).toBe(true);
-    core.markActive('ws-f', { closed: false, ignoreIfActive: false });
+    await core.markActive('ws-f', { closed: false, ignoreIfActive: false });
     isLeader$.next(false);
     expect(lost).toBe(1);
     expect(core.isLeading).toBe(false);

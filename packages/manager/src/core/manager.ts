@@ -46,7 +46,7 @@ import { PortAllocator } from './port-allocator.js';
 import { WorkspaceUrls, contentDirOf, newRecord, runtimeSpecOf } from './records.js';
 import { Recovery, portMapOf } from './recovery.js';
 import { FileWorkspaceRepository } from './repository.js';
-import type { DesiredChange, ReplicatedRepository, WorkspaceRepository } from './repository.js';
+import type { DesiredChange, RecordRequest, ReplicatedRepository, WorkspaceRepository } from './repository.js';
 import type { StatusUpdate } from './status-bus.js';
 import { RecordOperations } from './record-operations.js';
 import { StartAdmission } from './start-admission.js';
@@ -286,7 +286,7 @@ export class WorkspaceManagerCore {
 
   /** Takes over the lifecycle: runtime events, recovery, the timeout loop and (replicated) desired changes. */
   private async lead(): Promise<void> {
-    const pendingStops = this.replicated?.promote() ?? [];
+    const pending = this.replicated?.promote() ?? [];
     this.leading = true;
     const records = [...this.repo.list()];
     for (const record of records) {
@@ -303,17 +303,23 @@ export class WorkspaceManagerCore {
     );
     await this.recovery.recover(records);
     if (this.replicated) {
-      const act = (change: DesiredChange): void =>
-        change.type === 'adopt'
-          ? this.dispatch(change.id, { type: 'resume' })
-          : this.dispatch(change.id, {
-              type: 'stop-requested',
-              policy: change.policy,
-              byRequest: true,
-              reason: stopReasonOf(change.policy),
-            });
+      const replicated = this.replicated;
+      const act = (change: DesiredChange): void => {
+        if (change.type === 'adopt') return this.dispatch(change.id, { type: 'resume' });
+        if (change.type === 'stop') {
+          const reason = stopReasonOf(change.policy);
+          return this.dispatch(change.id, { type: 'stop-requested', policy: change.policy, byRequest: true, reason });
+        }
+        try {
+          this.applyRequest(change.id, change.request);
+          replicated.acknowledge(change.id, change.requestId, change.request.kind);
+        } catch (error) {
+          // Deliberate: the refusal is the answer; the follower that asked returns it to its client.
+          replicated.acknowledge(change.id, change.requestId, change.request.kind, error);
+        }
+      };
       this.subscriptions.push(this.replicated.desired$.subscribe(act));
-      for (const change of pendingStops) act(change);
+      for (const change of pending) act(change);
     }
     this.timeouts.start();
     if (this.options.leadership) this.logger.info({ workspaces: records.length }, 'leading the workspace lifecycle');
@@ -406,30 +412,52 @@ export class WorkspaceManagerCore {
   }
 
   /** MarkActive: records user activity (and whether the IDE is closed). */
-  markActive(id: string, options: { closed: boolean; ignoreIfActive: boolean }): void {
-    this.assertLeading('MarkActive');
-    this.recordOps.markActive(id, options);
+  async markActive(id: string, options: { closed: boolean; ignoreIfActive: boolean }): Promise<void> {
+    await this.applyOrForward(id, { kind: 'markActive', ...options });
   }
 
   /** SetTimeout (see RecordOperations.setTimeout). */
-  setTimeout(id: string, kind: TimeoutKind, duration: string): void {
-    this.assertLeading('SetTimeout');
-    this.recordOps.setTimeout(id, kind, duration);
+  async setTimeout(id: string, kind: TimeoutKind, duration: string): Promise<void> {
+    await this.applyOrForward(id, { kind: 'setTimeout', timeout: kind, duration });
   }
 
   /** ControlPort: exposes (or re-exposes with new settings) or removes a port. */
-  controlPort(
+  async controlPort(
     id: string,
     expose: boolean,
     port: { readonly port: number; readonly visibility: PortVisibility; readonly protocol: PortProtocol } | undefined,
-  ): void {
-    this.assertLeading('ControlPort');
-    this.recordOps.controlPort(id, expose, port);
+  ): Promise<void> {
+    await this.applyOrForward(id, { kind: 'controlPort', expose, port });
   }
 
-  controlAdmission(id: string, level: AdmissionLevel): void {
-    this.assertLeading('ControlAdmission');
-    this.recordOps.controlAdmission(id, level);
+  async controlAdmission(id: string, level: AdmissionLevel): Promise<void> {
+    await this.applyOrForward(id, { kind: 'controlAdmission', level });
+  }
+
+  /**
+   * A record change: made here when this replica leads, else recorded on the workspace's object for the leader,
+   * answered once the leader made it (or refused it, with its error).
+   */
+  private async applyOrForward(id: string, request: RecordRequest): Promise<void> {
+    if (this.leading || !this.replicated) {
+      this.applyRequest(id, request);
+      return;
+    }
+    validateInstanceId(id, 'id');
+    await this.replicated.request(id, request);
+  }
+
+  private applyRequest(id: string, request: RecordRequest): void {
+    switch (request.kind) {
+      case 'markActive':
+        return this.recordOps.markActive(id, request);
+      case 'setTimeout':
+        return this.recordOps.setTimeout(id, request.timeout, request.duration);
+      case 'controlPort':
+        return this.recordOps.controlPort(id, request.expose, request.port);
+      case 'controlAdmission':
+        return this.recordOps.controlAdmission(id, request.level);
+    }
   }
 
   takeSnapshot(id: string, returnImmediately: boolean): Promise<string> {

@@ -9,7 +9,14 @@
 import { UnavailableError } from '@workbay/api';
 import type { Observable } from 'rxjs';
 import { differsVisibly } from '../domain/status.js';
-import type { StopPolicy, WorkspaceRecord } from '../domain/types.js';
+import type {
+  AdmissionLevel,
+  PortProtocol,
+  PortVisibility,
+  StopPolicy,
+  TimeoutKind,
+  WorkspaceRecord,
+} from '../domain/types.js';
 import type { Logger } from '../logger.js';
 import { errnoOf } from '../store/file-store.js';
 import type { WorkspaceStore } from '../store/file-store.js';
@@ -43,10 +50,22 @@ export interface WorkspaceRepository {
   close(): Promise<void>;
 }
 
-/** Desired state a replicated store hands to the leader: a workspace to take over, or a stop to perform. */
+/** A change to a running workspace's record that a follower asks the leader to make (one per RPC). */
+export type RecordRequest =
+  | { readonly kind: 'markActive'; readonly closed: boolean; readonly ignoreIfActive: boolean }
+  | { readonly kind: 'setTimeout'; readonly timeout: TimeoutKind; readonly duration: string }
+  | {
+      readonly kind: 'controlPort';
+      readonly expose: boolean;
+      readonly port?: { readonly port: number; readonly visibility: PortVisibility; readonly protocol: PortProtocol };
+    }
+  | { readonly kind: 'controlAdmission'; readonly level: AdmissionLevel };
+
+/** Desired state a replicated store hands to the leader: a workspace to take over, a stop, or a record change. */
 export type DesiredChange =
   | { readonly id: string; readonly type: 'adopt' }
-  | { readonly id: string; readonly type: 'stop'; readonly policy: StopPolicy };
+  | { readonly id: string; readonly type: 'stop'; readonly policy: StopPolicy }
+  | { readonly id: string; readonly type: 'request'; readonly requestId: string; readonly request: RecordRequest };
 
 /**
  * A repository shared by several manager replicas (Workspace objects on Kubernetes): every replica reads, only
@@ -54,12 +73,16 @@ export type DesiredChange =
  * the leader has acted on them.
  */
 export interface ReplicatedRepository extends WorkspaceRepository {
-  /** Makes this replica the writer; returns the stop requests waiting for a leader (after recovery, dispatch them). */
+  /** Makes this replica the writer; returns the stops and requests waiting for a leader (act on them after recovery). */
   promote(): DesiredChange[];
   readonly isLeading: boolean;
   /** Desired changes written by other replicas (or `kubectl`), for the leader to act on. */
   readonly desired$: Observable<DesiredChange>;
   requestStop(id: string, policy: StopPolicy): Promise<void>;
+  /** Asks the leader to change a record; resolves once it did, rejects with the error it met. */
+  request(id: string, request: RecordRequest): Promise<void>;
+  /** The leader's answer to a request (persisted with the workspace's status; `error` when it was refused). */
+  acknowledge(id: string, requestId: string, kind: RecordRequest['kind'], error?: unknown): void;
 }
 
 export interface FileRepositoryOptions {

@@ -116,19 +116,19 @@ export function createWorkspaceManagerImplementation(options: ServiceOptions): W
       wsman.SubscribeResponse
     >,
 
-    markActive: unary<wsman.MarkActiveRequest, wsman.MarkActiveResponse>((request) => {
-      core.markActive(request.id, { closed: request.closed, ignoreIfActive: request.ignoreIfActive });
+    markActive: unary<wsman.MarkActiveRequest, wsman.MarkActiveResponse>(async (request) => {
+      await core.markActive(request.id, { closed: request.closed, ignoreIfActive: request.ignoreIfActive });
       return {};
     }),
 
-    setTimeout: unary<wsman.SetTimeoutRequest, wsman.SetTimeoutResponse>((request) => {
-      core.setTimeout(request.id, timeoutType.fromProto(request.type, 'type'), request.duration);
+    setTimeout: unary<wsman.SetTimeoutRequest, wsman.SetTimeoutResponse>(async (request) => {
+      await core.setTimeout(request.id, timeoutType.fromProto(request.type, 'type'), request.duration);
       return {};
     }),
 
-    controlPort: unary<wsman.ControlPortRequest, wsman.ControlPortResponse>((request) => {
+    controlPort: unary<wsman.ControlPortRequest, wsman.ControlPortResponse>(async (request) => {
       const spec = request.spec;
-      core.controlPort(
+      await core.controlPort(
         request.id,
         request.expose,
         spec && {
@@ -144,8 +144,8 @@ export function createWorkspaceManagerImplementation(options: ServiceOptions): W
       url: await core.takeSnapshot(request.id, request.returnImmediately),
     })),
 
-    controlAdmission: unary<wsman.ControlAdmissionRequest, wsman.ControlAdmissionResponse>((request) => {
-      core.controlAdmission(request.id, admissionLevel.fromProto(request.level, 'level'));
+    controlAdmission: unary<wsman.ControlAdmissionRequest, wsman.ControlAdmissionResponse>(async (request) => {
+      await core.controlAdmission(request.id, admissionLevel.fromProto(request.level, 'level'));
       return {};
     }),
 

@@ -12,6 +12,8 @@
  * @module
  */
 import { createHash } from 'node:crypto';
+import type { WorkbayErrorCode } from '@workbay/api';
+import type { RecordRequest } from '../../core/repository.js';
 import type { EnvVar, StopPolicy, WorkspaceRecord } from '../../domain/types.js';
 
 export const workspaceResource = { group: 'workbay.dev', version: 'v1alpha1', plural: 'workspaces' } as const;
@@ -51,6 +53,8 @@ export interface WorkspaceObject {
     readonly record: StoredRecord;
     /** Desired state: any replica may ask for a stop; the leader acts on it. */
     readonly stopRequested?: { policy: StopPolicy; at: string };
+    /** Record changes followers asked for, the newest per kind; the leader answers in `status.acks`. */
+    readonly requests?: Partial<Record<RecordRequest['kind'], { id: string; request: RecordRequest }>>;
   };
   status?: {
     phase?: string;
@@ -59,8 +63,14 @@ export interface WorkspaceObject {
     runtime?: { nodeName?: string; podName?: string };
     conditions?: { type: string; status: 'True' | 'False' | 'Unknown'; reason?: string; message?: string }[];
     record?: StoredRecord;
+    acks?: RequestAcks;
   };
 }
+
+/** The leader's answers to follower requests, per kind: the request id, and the error when it was refused. */
+export type RequestAcks = Partial<
+  Record<RecordRequest['kind'], { id: string; error?: { code: WorkbayErrorCode; message: string; field?: string } }>
+>;
 
 /** What the Secret of a workspace holds (string data). */
 export interface WorkspaceSecrets {

@@ -21,12 +21,19 @@
  */
 import { CoreV1Api, CustomObjectsApi, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import type { KubeConfig, KubernetesListObject, V1Secret } from '@kubernetes/client-node';
-import { FailedPreconditionError, UnavailableError, isWorkbayError } from '@workbay/api';
+import { randomUUID } from 'node:crypto';
+import {
+  FailedPreconditionError,
+  NotFoundError,
+  UnavailableError,
+  createWorkbayError,
+  isWorkbayError,
+} from '@workbay/api';
 import { Subject } from 'rxjs';
 import type { Observable } from 'rxjs';
 import { StatusBus } from '../../core/status-bus.js';
 import type { StatusUpdate } from '../../core/status-bus.js';
-import type { DesiredChange, ReplicatedRepository } from '../../core/repository.js';
+import type { DesiredChange, RecordRequest, ReplicatedRepository } from '../../core/repository.js';
 import { differsVisibly } from '../../domain/status.js';
 import type { StopPolicy, WorkspaceRecord } from '../../domain/types.js';
 import type { Logger } from '../../logger.js';
@@ -45,7 +52,7 @@ import {
   storedRecordFrom,
   workspaceResource,
 } from './workspace-objects.js';
-import type { WorkspaceObject } from './workspace-objects.js';
+import type { RequestAcks, WorkspaceObject } from './workspace-objects.js';
 
 export interface KubernetesRepositoryOptions {
   readonly kubeConfig: KubeConfig;
@@ -86,6 +93,10 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
   private readonly adopted = new Set<string>();
   /** Per id, the persisted status_version a follower published last. */
   private readonly persistedSeen = new Map<string, number>();
+  /** Per `<id>:<kind>`, the newest follower request this leader has acted on. */
+  private readonly requestsSeen = new Map<string, string>();
+  /** The answers to write with each workspace's status. */
+  private readonly acks = new Map<string, RequestAcks>();
   private leading = false;
   private loaded = false;
   private closing = false;
@@ -158,7 +169,7 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
     const pending: DesiredChange[] = [];
     // Workspaces nobody took over yet become this leader's records; recovery resumes them with the others.
     for (const object of this.workspaces.list()) this.desiredFrom(object, (change) => pending.push(change));
-    return pending.filter((change) => change.type === 'stop');
+    return pending.filter((change) => change.type !== 'adopt');
   }
 
   get isLeading(): boolean {
@@ -232,13 +243,16 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
     this.remember(record.id, created);
     if (!this.leading) return this.awaitLeader(record.id, (status) => status.record !== undefined, 'take it over');
     const published = this.versioned(record);
+    // Published (its version taken) before the write is awaited: concurrent creates and commits publish above it
+    // meanwhile, and the bus refuses a version below one it already published (found by the failover spec).
+    this.bus.publish(published);
     try {
       await this.writeStatus(published);
     } catch (error) {
+      this.bus.forget(record.id);
       await this.deleteObject(record.id);
       throw new UnavailableError(`cannot persist workspace ${record.id}: ${String(error)}`, { cause: error });
     }
-    this.bus.publish(published);
     this.options.onChange?.(record, published);
     return published;
   }
@@ -278,6 +292,38 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
       throw mapped;
     }
     await this.awaitLeader(id, (status) => status.phase === 'stopping' || status.phase === 'stopped', 'stop it');
+  }
+
+  async request(id: string, request: RecordRequest): Promise<void> {
+    const requestId = randomUUID();
+    const { group, version, plural } = workspaceResource;
+    try {
+      await this.objects.patchNamespacedCustomObject(
+        {
+          group,
+          version,
+          plural,
+          namespace: this.options.namespace,
+          name: objectNameOf(id),
+          body: { spec: { requests: { [request.kind]: { id: requestId, request } } } },
+        },
+        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+      );
+    } catch (error) {
+      const mapped = apiError(error, `recording ${request.kind} for workspace ${id}`);
+      if (isWorkbayError(mapped, 'not-found')) throw new NotFoundError(`workspace ${id} not found`);
+      throw mapped;
+    }
+    await this.awaitLeader(id, (status) => status.acks?.[request.kind]?.id === requestId, `answer ${request.kind}`);
+    const refused = this.latest.get(id)?.status?.acks?.[request.kind]?.error;
+    if (refused) throw createWorkbayError(refused.code, refused.message, { field: refused.field });
+  }
+
+  acknowledge(id: string, requestId: string, kind: RecordRequest['kind'], error?: unknown): void {
+    const answer = error === undefined ? { id: requestId } : { id: requestId, error: refusalOf(error) };
+    this.acks.set(id, { ...this.acks.get(id), [kind]: answer });
+    const record = this.bus.getWorkspace(id);
+    if (record) this.enqueueWrite(record);
   }
 
   /**
@@ -325,6 +371,7 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
     if (!id || !object.spec?.record) return undefined;
     this.idsByName.set(object.metadata.name ?? '', id);
     this.remember(id, object);
+    if (object.status?.acks && !this.leading) this.acks.set(id, object.status.acks);
     const secret = this.secrets.get(secretNameOf(id));
     return recordOf(storedRecordFrom(object), secretsFromData(secret?.data));
   }
@@ -396,6 +443,14 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
     if (stop && !this.stopsSeen.has(id)) {
       this.stopsSeen.add(id);
       emit({ id, type: 'stop', policy: stop.policy as StopPolicy });
+    }
+    for (const [kind, entry] of Object.entries(object.spec.requests ?? {})) {
+      const key = `${id}:${kind}`;
+      if (!entry || this.requestsSeen.get(key) === entry.id) continue;
+      this.requestsSeen.set(key, entry.id);
+      // Answered by an earlier leader already (its answer is in the status): not made twice.
+      if (object.status?.acks?.[kind as RecordRequest['kind']]?.id === entry.id) continue;
+      emit({ id, type: 'request', requestId: entry.id, request: entry.request });
     }
   }
 
@@ -483,7 +538,7 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
           plural,
           namespace,
           name,
-          body: { ...base, status: statusOf(record) },
+          body: { ...base, status: { ...statusOf(record), acks: this.acks.get(record.id) } },
         })) as WorkspaceObject;
         this.remember(record.id, written);
         return;
@@ -545,6 +600,16 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
         }
       });
   }
+}
+
+/** A refusal as the follower re-creates it: the code and message of a Workbay error, bounded; others are internal. */
+function refusalOf(error: unknown): NonNullable<RequestAcks['markActive']>['error'] {
+  if (isWorkbayError(error)) {
+    const field = (error as { field?: string }).field;
+    const reason = (error as { reason?: string }).reason;
+    return { code: error.code, message: (reason ?? error.message).slice(0, 1024), ...(field ? { field } : {}) };
+  }
+  return { code: 'internal', message: 'the leading manager failed to apply the change' };
 }
 
 function newer(a: WorkspaceObject, b: WorkspaceObject): boolean {
