@@ -73,8 +73,8 @@ export class KubernetesApiError extends Error {
     readonly status: number,
     readonly body: unknown,
   ) {
-    const status_ = body as { reason?: string; message?: string } | undefined;
-    super(`${method} ${path}: ${status} ${status_?.reason ?? ''} ${String(status_?.message ?? '').slice(0, 500)}`);
+    const answer = typeof body === 'string' ? { message: body } : (body as { reason?: string; message?: string });
+    super(`${method} ${path}: ${status} ${answer?.reason ?? ''} ${String(answer?.message ?? '').slice(0, 500)}`);
     this.name = 'KubernetesApiError';
   }
 }
@@ -106,7 +106,11 @@ export class KubernetesHttpClient {
           headers: {
             authorization: `Bearer ${options.token ?? this.defaultToken}`,
             accept: 'application/json',
-            ...(payload === undefined ? {} : { 'content-type': contentType }),
+            // An explicit length: node:http sends a DELETE body neither chunked nor sized otherwise, and the
+            // server then reads it as the start of the next request on the kept-alive connection.
+            ...(payload === undefined
+              ? {}
+              : { 'content-type': contentType, 'content-length': Buffer.byteLength(payload) }),
           },
         },
         (res) => {
