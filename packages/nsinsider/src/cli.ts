@@ -2,7 +2,8 @@ import { Command, CommanderError } from 'commander';
 import type { CliResult, OpName } from './contract.js';
 import { EXIT_FAILED, EXIT_USAGE, opNames, parseOpArgs } from './contract.js';
 import { isNsinsiderValidationError, OpFailure } from './errors.js';
-import { insideHandlers } from './inside.js';
+import type { ToolRunner } from './inside.js';
+import { directRunner, insideHandlers } from './inside.js';
 
 const descriptions: Record<OpName, string> = {
   'mount-proc': 'mount proc at {target} (masked like a container runtime does unless mask=false)',
@@ -82,8 +83,9 @@ async function runOp(
   }
   try {
     const args = parseOpArgs(op, input);
-    const handler = insideHandlers[op] as (a: typeof args) => Promise<unknown>;
-    const result = await handler(args);
+    const handler = insideHandlers[op] as (a: typeof args, tools: ToolRunner) => Promise<unknown>;
+    // The tools run in the namespaces this process runs in (its caller put it there with nsenter).
+    const result = await handler(args, directRunner());
     print(io.out, { ok: true, op, result: result ?? null });
     return 0;
   } catch (e) {

@@ -95,19 +95,29 @@ export function isCgroupError(e: unknown): e is CgroupError {
 }
 
 /**
- * Raised by the in-namespace implementations (inside the CLI process); the CLI turns it into the JSON
- * error line that the library turns back into an {@link NsinsiderError}.
+ * Raised by the operations (inside.ts): the library turns it into an {@link NsinsiderError}; the CLI into its JSON
+ * error line (which the library's CLI mode turns back into an {@link NsinsiderError}).
  * @internal
  */
 export class OpFailure extends Error {
   readonly code: string;
   readonly kind: NsinsiderFailureKind;
+  /** Exit code and stderr of the tool that failed, when a tool did. */
+  readonly exitCode: number | null;
+  readonly stderr: string;
 
-  constructor(code: string, message: string, kind: NsinsiderFailureKind = 'failed') {
+  constructor(
+    code: string,
+    message: string,
+    kind: NsinsiderFailureKind = 'failed',
+    tool: { exitCode?: number | null; stderr?: string } = {},
+  ) {
     super(message);
     this.name = 'OpFailure';
     this.code = code;
     this.kind = kind;
+    this.exitCode = tool.exitCode ?? null;
+    this.stderr = tool.stderr ?? '';
   }
 }
 

@@ -2,7 +2,8 @@
  * @workbay/nsinsider: operations inside Linux namespaces, as a CLI (`nsinsider`) and a typed library.
  *
  * The daemon depends on the {@link NamespaceOps} interface; {@link createNsinsiderOps} is the real
- * implementation, which runs the CLI inside a process's namespaces through util-linux nsenter:
+ * implementation, which runs the system's tools (mount, ip, nft, …) inside a process's namespaces through
+ * util-linux nsenter, without a Node start-up per operation:
  *
  * ```ts
  * import { createNsinsiderOps, CgroupController } from '@workbay/nsinsider';

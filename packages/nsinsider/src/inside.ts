@@ -1,21 +1,23 @@
-import { constants as fsConstants } from 'node:fs';
-import { chown, lstat, mkdir, open, writeFile, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { OpArgs, OpName } from './contract.js';
 import { parseIpv4Cidr } from './contract.js';
-import { errnoCode, OpFailure } from './errors.js';
+import { OpFailure } from './errors.js';
 import type { CommandResult } from './exec.js';
 import { runCommand } from './exec.js';
 import type { ConnectionLimitStats, DeviceNodeResult, NetworkInfo, PrepareDevResult, VethPairResult } from './types.js';
 
 /**
- * The operations themselves. They run in whatever namespaces the current process is in: the CLI calls
- * them after nsenter has put it into the target's namespaces. Tools (mount, ip, nft, mknod) are the
- * system's own; failures become {@link OpFailure} with the tool's stderr.
+ * The operations themselves, as sequences of the system's own tools (mount, umount, mkdir, mknod, chown, stat,
+ * install, tee, ip, nft), each run through a {@link ToolRunner} that puts it into the target's namespaces: the
+ * library runs every tool under `nsenter` (no Node start-up per operation), the CLI runs them in the namespaces it
+ * was itself started in. Nothing here touches the file system in-process: a path is only ever resolved by a tool
+ * inside the target's mount namespace, never through the caller's view of it. Arguments are argv arrays (and
+ * stdin for `ip -batch`/`nft -f`, built only from validated values), never shell strings. Failures become
+ * {@link OpFailure} with the tool's stderr and an errno-like code.
  * @internal
  */
 
-const TOOL_TIMEOUT_MS = 20_000;
+export const TOOL_TIMEOUT_MS = 20_000;
 
 /** Table used for connection limits; one per network namespace. */
 export const CONNECTION_LIMIT_TABLE = 'workbay';
@@ -24,31 +26,53 @@ export const CONNECTION_DROP_COUNTER = 'ws-connection-drop-stats';
 /** Table used for the masquerade rule of a veth pair's outer side. */
 export const NAT_TABLE = 'workbay-nat';
 
-async function tool(file: string, args: readonly string[], input?: string): Promise<CommandResult> {
-  const r = await runCommand(file, args, { timeoutMs: TOOL_TIMEOUT_MS, input });
-  if (r.spawnError) {
-    const code = r.spawnError.code ?? 'ESPAWN';
-    throw new OpFailure(
-      code,
-      `cannot run ${file}: ${r.spawnError.message}${code === 'ENOENT' ? ` (is ${file} installed?)` : ''}`,
-      code === 'ENOENT' ? 'unsupported' : 'failed',
-    );
-  }
-  if (r.timedOut) {
-    throw new OpFailure(
-      'ETIMEDOUT',
-      `${file} ${args.join(' ')} did not finish within ${TOOL_TIMEOUT_MS} ms`,
-      'timeout',
-    );
-  }
+/**
+ * Runs one tool in the namespaces of the operation. Resolves with the tool's result whatever its exit code;
+ * rejects with an {@link OpFailure} only when the tool could not run there at all (not installed, the target's
+ * namespaces are gone, the time is up).
+ * @internal
+ */
+export interface ToolRunner {
+  run(file: string, args: readonly string[], input?: string): Promise<CommandResult>;
+}
+
+/** Runs tools in the current namespaces (the CLI: nsenter already put it where it acts). @internal */
+export function directRunner(timeoutMs = TOOL_TIMEOUT_MS): ToolRunner {
+  return {
+    async run(file, args, input) {
+      const r = await runCommand(file, args, { timeoutMs, input });
+      if (r.spawnError) {
+        const code = r.spawnError.code ?? 'ESPAWN';
+        throw new OpFailure(
+          code,
+          `cannot run ${file}: ${r.spawnError.message}${code === 'ENOENT' ? ` (is ${file} installed?)` : ''}`,
+          code === 'ENOENT' ? 'unsupported' : 'failed',
+        );
+      }
+      if (r.timedOut) {
+        throw new OpFailure('ETIMEDOUT', `${file} ${args.join(' ')} did not finish within ${timeoutMs} ms`, 'timeout');
+      }
+      return r;
+    },
+  };
+}
+
+/** Runs a tool and turns a non-zero exit into an {@link OpFailure} carrying its stderr and exit code. */
+async function tool(t: ToolRunner, file: string, args: readonly string[], input?: string): Promise<CommandResult> {
+  const r = await t.run(file, args, input);
   if (r.exitCode !== 0) {
     const stderr = r.stderr.trim();
-    throw new OpFailure(classifyToolError(stderr), `${file} ${args.join(' ')} failed (exit ${r.exitCode}): ${stderr}`);
+    throw new OpFailure(
+      classifyToolError(stderr),
+      `${file} ${args.join(' ')} failed (exit ${r.exitCode}): ${stderr.slice(0, 400)}`,
+      'failed',
+      { exitCode: r.exitCode, stderr },
+    );
   }
   return r;
 }
 
-function classifyToolError(stderr: string): string {
+export function classifyToolError(stderr: string): string {
   const s = stderr.toLowerCase();
   if (s.includes('not mounted')) return 'ENOTMOUNTED';
   if (s.includes('file exists') || s.includes('already exists')) return 'EEXIST';
@@ -58,23 +82,33 @@ function classifyToolError(stderr: string): string {
   return 'EFAILED';
 }
 
-async function ensureDir(path: string): Promise<void> {
-  try {
-    await mkdir(path, { recursive: true });
-  } catch (e) {
-    throw new OpFailure(errnoCode(e) ?? 'EFAILED', `cannot create ${path}: ${(e as Error).message}`);
+/** What `stat` says about each of `paths` (absent ones are missing from the map); other failures throw. */
+async function probe(t: ToolRunner, paths: readonly string[]): Promise<Map<string, { type: string; rdev: string }>> {
+  // NUL-separated fields: a path may hold any byte but NUL. %t/%T: device major/minor in hex.
+  const r = await t.run('stat', ['--printf', '%F\\0%t:%T\\0%n\\0', '--', ...paths]);
+  const problems = r.stderr
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !/no such file or directory|not a directory/i.test(l));
+  if (r.exitCode !== 0 && problems.length > 0) {
+    throw new OpFailure(classifyToolError(problems.join('\n')), `cannot inspect: ${problems.join('; ').slice(0, 400)}`);
   }
+  const fields = r.stdout.split('\0');
+  const found = new Map<string, { type: string; rdev: string }>();
+  for (let i = 0; i + 2 < fields.length; i += 3) {
+    found.set(fields[i + 2]!, { type: fields[i]!, rdev: fields[i + 1]! });
+  }
+  return found;
 }
 
-async function pathKind(path: string): Promise<'file' | 'dir' | 'missing'> {
+/** Mounts at `target`, creating the mount point only when it is missing (one tool run in the usual case). */
+async function mountCreating(t: ToolRunner, target: string, args: readonly string[]): Promise<void> {
   try {
-    const st = await lstat(path);
-    return st.isDirectory() ? 'dir' : 'file';
+    await tool(t, 'mount', [...args, target]);
   } catch (e) {
-    // Only absence is 'missing': a /proc entry we cannot lstat must not be skipped by the masking as absent.
-    const code = errnoCode(e);
-    if (code === 'ENOENT' || code === 'ENOTDIR') return 'missing';
-    throw new OpFailure(code ?? 'EFAILED', `cannot inspect ${path}: ${(e as Error).message}`);
+    if (!(e instanceof OpFailure) || e.code !== 'ENOENT') throw e;
+    await tool(t, 'mkdir', ['-p', '--', target]);
+    await tool(t, 'mount', [...args, target]);
   }
 }
 
@@ -92,65 +126,70 @@ const PROC_MASKED = [
 ];
 const PROC_READ_ONLY = ['bus', 'fs', 'irq', 'sys', 'sysrq-trigger'];
 
-async function mountProc(args: OpArgs<'mount-proc'>): Promise<{ target: string; masked: string[] }> {
-  await ensureDir(args.target);
-  await tool('mount', ['-t', 'proc', '-o', 'nosuid,nodev,noexec', 'proc', args.target]);
-  const masked: string[] = [];
-  if (args.mask) {
-    try {
-      for (const name of PROC_MASKED) {
-        const p = join(args.target, name);
-        const kind = await pathKind(p);
-        if (kind === 'file') {
-          await tool('mount', ['--bind', '/dev/null', p]);
-        } else if (kind === 'dir') {
-          await tool('mount', ['-t', 'tmpfs', '-o', 'ro,nosuid,nodev,noexec,size=4k', 'tmpfs', p]);
-        } else {
-          continue;
-        }
-        masked.push(name);
-      }
-      for (const name of PROC_READ_ONLY) {
-        const p = join(args.target, name);
-        if ((await pathKind(p)) === 'missing') continue;
-        await tool('mount', ['--bind', p, p]);
-        await tool('mount', ['-o', 'remount,bind,ro', p]);
-        masked.push(name);
-      }
-    } catch (e) {
-      // Never leave a half-masked proc behind.
-      await runCommand('umount', ['-R', '-l', args.target], { timeoutMs: TOOL_TIMEOUT_MS });
-      throw e;
+async function mountProc(args: OpArgs<'mount-proc'>, t: ToolRunner): Promise<{ target: string; masked: string[] }> {
+  await mountCreating(t, args.target, ['-t', 'proc', '-o', 'nosuid,nodev,noexec', 'proc']);
+  if (!args.mask) return { target: args.target, masked: [] };
+  try {
+    // The entries depend on the kernel: one stat of the new proc says which exist and what they are.
+    const names = [...PROC_MASKED, ...PROC_READ_ONLY];
+    const present = await probe(
+      t,
+      names.map((n) => join(args.target, n)),
+    );
+    const work: Array<{ name: string; argv: string[] }> = [];
+    for (const name of PROC_MASKED) {
+      const p = join(args.target, name);
+      const kind = present.get(p)?.type;
+      if (kind === undefined) continue;
+      work.push({
+        name,
+        argv:
+          kind === 'directory'
+            ? ['-t', 'tmpfs', '-o', 'ro,nosuid,nodev,noexec,size=4k', 'tmpfs', p]
+            : ['--bind', '/dev/null', p],
+      });
     }
+    for (const name of PROC_READ_ONLY) {
+      const p = join(args.target, name);
+      // A read-only bind of the entry onto itself (mount does the bind and the read-only remount).
+      if (present.has(p)) work.push({ name, argv: ['--bind', '-o', 'ro', p, p] });
+    }
+    // Independent mount points: all at once (the kernel serialises the mount table changes).
+    const settled = await Promise.allSettled(work.map((w) => tool(t, 'mount', w.argv)));
+    const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+    if (failed) throw failed.reason;
+    return { target: args.target, masked: work.map((w) => w.name) };
+  } catch (e) {
+    // Never leave a half-masked proc behind.
+    await t.run('umount', ['-R', '-l', args.target]).catch(() => undefined);
+    throw e;
   }
-  return { target: args.target, masked };
 }
 
-async function mountSysfs(args: OpArgs<'mount-sysfs'>): Promise<{ target: string }> {
-  await ensureDir(args.target);
+async function mountSysfs(args: OpArgs<'mount-sysfs'>, t: ToolRunner): Promise<{ target: string }> {
   const opts = ['nosuid', 'nodev', 'noexec', ...(args.readOnly ? ['ro'] : [])].join(',');
-  await tool('mount', ['-t', 'sysfs', '-o', opts, 'sysfs', args.target]);
+  await mountCreating(t, args.target, ['-t', 'sysfs', '-o', opts, 'sysfs']);
   return { target: args.target };
 }
 
-async function unmount(args: OpArgs<'unmount'>): Promise<{ target: string }> {
-  await tool('umount', [...(args.recursive ? ['-R'] : []), ...(args.lazy ? ['-l'] : []), args.target]);
+async function unmount(args: OpArgs<'unmount'>, t: ToolRunner): Promise<{ target: string }> {
+  await tool(t, 'umount', [...(args.recursive ? ['-R'] : []), ...(args.lazy ? ['-l'] : []), args.target]);
   return { target: args.target };
 }
 
-async function makeShared(args: OpArgs<'make-shared'>): Promise<{ target: string }> {
-  await tool('mount', ['--make-shared', args.target]);
+async function makeShared(args: OpArgs<'make-shared'>, t: ToolRunner): Promise<{ target: string }> {
+  await tool(t, 'mount', ['--make-shared', args.target]);
   return { target: args.target };
 }
 
-function devNumbers(rdev: number): { major: number; minor: number } {
-  // glibc's gnu_dev_major/minor for the 32-bit range that Node reports.
-  return { major: ((rdev >>> 8) & 0xfff) >>> 0, minor: ((rdev & 0xff) | ((rdev >>> 12) & 0xfff00)) >>> 0 };
+/** `chown` argument with numeric ids (a leading '+' keeps GNU chown from reading them as user names). */
+function owner(uid: number | undefined, gid: number | undefined): string {
+  return `${uid === undefined ? '' : `+${uid}`}${gid === undefined ? '' : `:+${gid}`}`;
 }
 
-async function mknod(args: OpArgs<'mknod'>): Promise<DeviceNodeResult> {
+async function mknod(args: OpArgs<'mknod'>, t: ToolRunner): Promise<DeviceNodeResult> {
   const mode = args.mode.toString(8).padStart(4, '0');
-  await tool('mknod', [
+  await tool(t, 'mknod', [
     '-m',
     mode,
     args.path,
@@ -159,65 +198,52 @@ async function mknod(args: OpArgs<'mknod'>): Promise<DeviceNodeResult> {
     String(args.minor),
   ]);
   if (args.uid !== undefined || args.gid !== undefined) {
-    try {
-      await chown(args.path, args.uid ?? -1, args.gid ?? -1);
-    } catch (e) {
-      throw new OpFailure(errnoCode(e) ?? 'EFAILED', `cannot chown ${args.path}: ${(e as Error).message}`);
-    }
+    // -h: never through a link someone put at the path since mknod made it.
+    await tool(t, 'chown', ['-h', owner(args.uid, args.gid), '--', args.path]);
   }
   return { path: args.path, created: true };
 }
 
-async function prepareDev(args: OpArgs<'prepare-dev'>): Promise<PrepareDevResult> {
+async function prepareDev(args: OpArgs<'prepare-dev'>, t: ToolRunner): Promise<PrepareDevResult> {
   const nodes = [
     { path: join(args.devDir, 'net', 'tun'), major: 10, minor: 200 },
     { path: join(args.devDir, 'fuse'), major: 10, minor: 229 },
   ];
+  const kmsg = join(args.devDir, 'kmsg');
+  await tool(t, 'mkdir', ['-p', '--', join(args.devDir, 'net')]);
+  const present = await probe(t, [...nodes.map((n) => n.path), kmsg]);
   const created: string[] = [];
   const existing: string[] = [];
-  await ensureDir(join(args.devDir, 'net'));
   for (const n of nodes) {
-    let st;
-    try {
-      st = await lstat(n.path);
-    } catch (e) {
-      // Absent nodes are created below; any other failure is not absence.
-      if (errnoCode(e) !== 'ENOENT') throw new OpFailure(errnoCode(e) ?? 'EFAILED', `cannot inspect ${n.path}`);
-      st = undefined;
+    const st = present.get(n.path);
+    if (!st) continue;
+    if (st.type !== 'character special file' || st.rdev !== `${n.major.toString(16)}:${n.minor.toString(16)}`) {
+      throw new OpFailure('EEXIST', `${n.path} exists but is not the character device ${n.major}:${n.minor}`);
     }
-    if (st) {
-      const { major, minor } = devNumbers(st.rdev);
-      if (!st.isCharacterDevice() || major !== n.major || minor !== n.minor) {
-        throw new OpFailure('EEXIST', `${n.path} exists but is not the character device ${n.major}:${n.minor}`);
-      }
-      // An existing node belongs to whoever made it (possibly the host): leave it alone.
-      existing.push(n.path);
-      continue;
-    }
-    await mknod({
-      path: n.path,
-      type: 'char',
-      major: n.major,
-      minor: n.minor,
-      mode: 0o666,
-      uid: args.uid,
-      gid: args.gid,
-    });
+    // An existing node belongs to whoever made it (possibly the host): leave it alone.
+    existing.push(n.path);
+  }
+  const missing = nodes.filter((n) => !present.has(n.path));
+  for (const n of missing) {
+    await tool(t, 'mknod', ['-m', '0666', n.path, 'c', String(n.major), String(n.minor)]);
     created.push(n.path);
   }
-  // Some tools refuse to start without /dev/kmsg; an empty file satisfies them.
-  const kmsg = join(args.devDir, 'kmsg');
-  if ((await pathKind(kmsg)) === 'missing') {
-    const fh = await open(kmsg, fsConstants.O_CREAT | fsConstants.O_WRONLY, 0o644);
-    await fh.close();
+  if (missing.length > 0) {
+    await tool(t, 'chown', ['-h', owner(args.uid, args.gid), '--', ...missing.map((n) => n.path)]);
+  }
+  // Some tools refuse to start without /dev/kmsg; an empty file satisfies them. install unlinks and creates
+  // (O_EXCL), so a link planted there is replaced, not followed.
+  if (!present.has(kmsg)) {
+    await tool(t, 'install', ['-m', '0644', '/dev/null', kmsg]);
     created.push(kmsg);
   }
   return { created, existing };
 }
 
-async function setupPairVeths(args: OpArgs<'setup-pair-veths'>): Promise<VethPairResult> {
+async function setupPairVeths(args: OpArgs<'setup-pair-veths'>, t: ToolRunner): Promise<VethPairResult> {
   const cidr = parseIpv4Cidr(args.cidr);
-  await tool('ip', [
+  // Alone: when the name is taken, this fails and nothing of the other pair is touched.
+  await tool(t, 'ip', [
     'link',
     'add',
     args.hostIfName,
@@ -230,10 +256,14 @@ async function setupPairVeths(args: OpArgs<'setup-pair-veths'>): Promise<VethPai
     String(args.targetPid),
   ]);
   try {
-    await tool('ip', ['addr', 'add', `${cidr.first}/${cidr.prefixLength}`, 'dev', args.hostIfName]);
-    await tool('ip', ['link', 'set', args.hostIfName, 'up']);
+    await tool(
+      t,
+      'ip',
+      ['-batch', '-'],
+      `addr add ${cidr.first}/${cidr.prefixLength} dev ${args.hostIfName}\nlink set ${args.hostIfName} up\n`,
+    );
     if (args.masquerade) {
-      await writeSysctl('net/ipv4/ip_forward', '1');
+      await writeSysctl(t, ['net/ipv4/ip_forward'], '1');
       const script = [
         `table ip ${NAT_TABLE} {}`,
         `delete table ip ${NAT_TABLE}`,
@@ -245,11 +275,11 @@ async function setupPairVeths(args: OpArgs<'setup-pair-veths'>): Promise<VethPai
         '}',
         '',
       ].join('\n');
-      await tool('nft', ['-f', '-'], script);
+      await tool(t, 'nft', ['-f', '-'], script);
     }
   } catch (e) {
     // Deleting one end removes the pair, so a retry starts clean.
-    await runCommand('ip', ['link', 'del', args.hostIfName], { timeoutMs: TOOL_TIMEOUT_MS });
+    await t.run('ip', ['link', 'del', args.hostIfName]).catch(() => undefined);
     throw e;
   }
   return {
@@ -263,48 +293,59 @@ async function setupPairVeths(args: OpArgs<'setup-pair-veths'>): Promise<VethPai
 
 async function setupPeerVeth(
   args: OpArgs<'setup-peer-veth'>,
+  t: ToolRunner,
 ): Promise<{ ifName: string; address: string; gateway: string }> {
   const cidr = parseIpv4Cidr(args.cidr);
-  await tool('ip', ['addr', 'replace', `${cidr.second}/${cidr.prefixLength}`, 'dev', args.ifName]);
-  await tool('ip', ['link', 'set', 'lo', 'up']);
-  await tool('ip', ['link', 'set', args.ifName, 'up']);
-  await tool('ip', ['route', 'replace', 'default', 'via', cidr.first, 'dev', args.ifName]);
+  // One ip run; -batch stops at the first failing line.
+  await tool(
+    t,
+    'ip',
+    ['-batch', '-'],
+    [
+      `addr replace ${cidr.second}/${cidr.prefixLength} dev ${args.ifName}`,
+      'link set lo up',
+      `link set ${args.ifName} up`,
+      `route replace default via ${cidr.first} dev ${args.ifName}`,
+      '',
+    ].join('\n'),
+  );
   return { ifName: args.ifName, address: cidr.second, gateway: cidr.first };
 }
 
-// /proc/sys/net shows the network namespace of the process that opens it, so after nsenter --net this
+// /proc/sys/net shows the network namespace of the process that opens it, so `tee` run under nsenter --net
 // writes the target's setting even through the host's proc mount.
-async function writeSysctl(key: string, value: string): Promise<void> {
-  const path = `/proc/sys/${key}`;
+async function writeSysctl(t: ToolRunner, keys: readonly string[], value: string): Promise<void> {
   try {
-    await writeFile(path, value);
+    await tool(t, 'tee', ['--', ...keys.map((k) => `/proc/sys/${k}`)], value);
   } catch (e) {
-    const code = errnoCode(e) ?? 'EFAILED';
-    throw new OpFailure(
-      code,
-      `cannot write ${path}: ${(e as Error).message}`,
-      code === 'ENOENT' ? 'unsupported' : 'failed',
-    );
+    if (e instanceof OpFailure && e.code === 'ENOENT') {
+      throw new OpFailure('ENOENT', e.message, 'unsupported', { exitCode: e.exitCode, stderr: e.stderr });
+    }
+    throw e;
   }
 }
 
-async function enableIpForward(args: OpArgs<'enable-ip-forward'>): Promise<{ enabled: boolean }> {
-  await writeSysctl('net/ipv4/ip_forward', args.enabled ? '1' : '0');
-  const now = (await readFile('/proc/sys/net/ipv4/ip_forward', 'utf8')).trim();
-  return { enabled: now === '1' };
+async function enableIpForward(args: OpArgs<'enable-ip-forward'>, t: ToolRunner): Promise<{ enabled: boolean }> {
+  // The kernel took the write (or it failed): the setting is what was asked.
+  await writeSysctl(t, ['net/ipv4/ip_forward'], args.enabled ? '1' : '0');
+  return { enabled: args.enabled };
 }
 
-async function disableIpv6(): Promise<{ applied: boolean }> {
-  if ((await pathKind('/proc/sys/net/ipv6/conf/all/disable_ipv6')) === 'missing') {
+async function disableIpv6(_args: OpArgs<'disable-ipv6'>, t: ToolRunner): Promise<{ applied: boolean }> {
+  try {
+    await writeSysctl(t, ['net/ipv6/conf/all/disable_ipv6', 'net/ipv6/conf/default/disable_ipv6'], '1');
+    return { applied: true };
+  } catch (e) {
     // No IPv6 in this kernel: nothing to disable.
-    return { applied: false };
+    if (e instanceof OpFailure && e.kind === 'unsupported') return { applied: false };
+    throw e;
   }
-  await writeSysctl('net/ipv6/conf/all/disable_ipv6', '1');
-  await writeSysctl('net/ipv6/conf/default/disable_ipv6', '1');
-  return { applied: true };
 }
 
-async function setupConnectionLimit(args: OpArgs<'setup-connection-limit'>): Promise<{ table: string; chain: string }> {
+async function setupConnectionLimit(
+  args: OpArgs<'setup-connection-limit'>,
+  t: ToolRunner,
+): Promise<{ table: string; chain: string }> {
   const verdict = args.enforce ? ' drop' : '';
   // Declaring, deleting and re-creating the table in one transaction makes this idempotent and atomic.
   const script = [
@@ -319,13 +360,13 @@ async function setupConnectionLimit(args: OpArgs<'setup-connection-limit'>): Pro
     '}',
     '',
   ].join('\n');
-  await tool('nft', ['-f', '-'], script);
+  await tool(t, 'nft', ['-f', '-'], script);
   return { table: CONNECTION_LIMIT_TABLE, chain: CONNECTION_LIMIT_CHAIN };
 }
 
-async function removeConnectionLimit(): Promise<{ removed: boolean }> {
+async function removeConnectionLimit(_args: unknown, t: ToolRunner): Promise<{ removed: boolean }> {
   try {
-    await tool('nft', ['delete', 'table', 'inet', CONNECTION_LIMIT_TABLE]);
+    await tool(t, 'nft', ['delete', 'table', 'inet', CONNECTION_LIMIT_TABLE]);
     return { removed: true };
   } catch (e) {
     if (e instanceof OpFailure && e.code === 'ENOENT') {
@@ -335,10 +376,10 @@ async function removeConnectionLimit(): Promise<{ removed: boolean }> {
   }
 }
 
-async function connectionLimitStats(): Promise<ConnectionLimitStats | null> {
+async function connectionLimitStats(_args: unknown, t: ToolRunner): Promise<ConnectionLimitStats | null> {
   let r: CommandResult;
   try {
-    r = await tool('nft', ['-j', 'list', 'counter', 'inet', CONNECTION_LIMIT_TABLE, CONNECTION_DROP_COUNTER]);
+    r = await tool(t, 'nft', ['-j', 'list', 'counter', 'inet', CONNECTION_LIMIT_TABLE, CONNECTION_DROP_COUNTER]);
   } catch (e) {
     if (e instanceof OpFailure && e.code === 'ENOENT' && e.kind !== 'unsupported') {
       return null;
@@ -358,13 +399,16 @@ interface IpLink {
   addr_info?: Array<{ family: string; local: string; prefixlen: number }>;
 }
 
-async function dumpNetworkInfo(): Promise<NetworkInfo> {
-  const addrs = JSON.parse((await tool('ip', ['-j', 'addr'])).stdout) as IpLink[];
-  const routes = JSON.parse((await tool('ip', ['-j', 'route'])).stdout) as Array<{
-    dst: string;
-    gateway?: string;
-    dev?: string;
-  }>;
+async function dumpNetworkInfo(_args: unknown, t: ToolRunner): Promise<NetworkInfo> {
+  // Both listings in one ip run: compact JSON, one document per line (strings escape their newlines).
+  const out = (await tool(t, 'ip', ['-j', '-batch', '-'], 'addr\nroute\n')).stdout
+    .split('\n')
+    .filter((l) => l.trim() !== '');
+  if (out.length !== 2) {
+    throw new OpFailure('EPROTO', `ip printed ${out.length} JSON documents, expected 2`);
+  }
+  const addrs = JSON.parse(out[0]!) as IpLink[];
+  const routes = JSON.parse(out[1]!) as Array<{ dst: string; gateway?: string; dev?: string }>;
   return {
     links: addrs.map((l) => ({
       name: l.ifname,
@@ -384,7 +428,7 @@ async function dumpNetworkInfo(): Promise<NetworkInfo> {
   };
 }
 
-type Handlers = { [O in OpName]: (args: OpArgs<O>) => Promise<unknown> };
+type Handlers = { [O in OpName]: (args: OpArgs<O>, tools: ToolRunner) => Promise<unknown> };
 
 /** @internal */
 export const insideHandlers: Handlers = {

@@ -12,10 +12,11 @@ import type { NamespaceSandbox } from './testing.js';
 import { startNamespaceSandbox } from './testing.js';
 import type { NamespaceOps } from './types.js';
 
-// Real namespaces, real mounts, real links: these tests run as root on this machine.
+// Real namespaces, real mounts, real links: these tests run as root on this machine. `ops` runs the tools under
+// nsenter (the default); the hang tests below use the CLI mode (`cliPath`), tool-ops.spec.ts the tools mode's own.
 const cliPath = fileURLToPath(new URL('../dist/bin.js', import.meta.url));
 const spawned: string[] = [];
-const ops: NamespaceOps = createNsinsiderOps({ cliPath, onSpawn: (e) => spawned.push(e.op) });
+const ops: NamespaceOps = createNsinsiderOps({ onSpawn: (e) => spawned.push(e.op) });
 
 async function rejection(p: Promise<unknown>): Promise<unknown> {
   try {
@@ -410,7 +411,7 @@ describe('createNsinsiderOps against real namespaces', () => {
     expect((e as NsinsiderError).kind).toBe('not-found');
   });
 
-  it('kills a hung helper together with what nsenter forked into the pid namespace', async () => {
+  it('kills a hung CLI helper together with what nsenter forked into the pid namespace', async () => {
     const dir = await mkdtemp(join(scratch, 'hang-pid-'));
     const hang = join(dir, 'hang.mjs');
     const marker = `nsinsider-hang-${process.pid}`;
@@ -432,7 +433,7 @@ describe('createNsinsiderOps against real namespaces', () => {
     expect(left).toEqual([]);
   });
 
-  it('kills a helper that exceeds the timeout', async () => {
+  it('kills a CLI helper that exceeds the timeout', async () => {
     // A CLI that never answers stands in for a hung helper.
     const dir = await mkdtemp(join(scratch, 'hang-'));
     const hang = join(dir, 'hang.mjs');

@@ -1,11 +1,12 @@
-import { readFile } from 'node:fs/promises';
-import { fileURLToPath } from 'node:url';
-import type { CliResult, OpInput, OpName } from './contract.js';
+import { cliInvoker } from './cli-ops.js';
+import type { OpInput, OpName } from './contract.js';
 import { assertPid, parseOpArgs } from './contract.js';
-import type { NsinsiderFailureKind } from './errors.js';
-import { NsinsiderError, NsinsiderValidationError } from './errors.js';
+import { isNsinsiderError, isNsinsiderValidationError, NsinsiderError, OpFailure } from './errors.js';
+import type { CommandResult } from './exec.js';
 import { runCommand } from './exec.js';
-import { namespaceId, resolveHostPid, writeIdMapping } from './proc.js';
+import type { ToolRunner } from './inside.js';
+import { insideHandlers } from './inside.js';
+import { namespaceId, processAlive, resolveHostPid, writeIdMapping } from './proc.js';
 import type {
   ConnectionLimitStats,
   NamespaceKind,
@@ -15,30 +16,27 @@ import type {
   VethPairResult,
 } from './types.js';
 
-async function processAlive(procRoot: string, pid: number): Promise<boolean> {
-  try {
-    const stat = await readFile(`${procRoot}/${pid}/stat`, 'utf8');
-    // The state follows the parenthesised command name; zombies have no namespaces left to enter.
-    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-    return state !== 'Z' && state !== 'X';
-  } catch {
-    // ENOENT/ESRCH: the process is gone.
-    return false;
-  }
-}
-
 export interface NsinsiderOpsOptions {
-  /** The nsinsider CLI script (default: the `bin.js` shipped beside this module). */
+  /**
+   * Runs every operation through the nsinsider CLI at this path instead (`nsenter … -- node <cliPath> <op>`: one
+   * Node start-up, about 100 ms, per operation). Only for callers that must run their own build of the CLI; by
+   * default (neither this nor `nodePath` set) the operations run the system's tools directly under nsenter.
+   */
   cliPath?: string;
-  /** Node binary that runs the CLI (default: the current one). */
+  /** Node binary for the CLI mode (see `cliPath`; default the current one). Setting it selects the CLI mode. */
   nodePath?: string;
-  /** util-linux nsenter (default: `nsenter` from PATH). */
+  /** util-linux nsenter (default: `nsenter` from the search path). */
   nsenterPath?: string;
-  /** Per-operation limit; the helper is killed after it (default 30 s). */
+  /**
+   * The search path (PATH) for nsenter and the tools (mount, umount, mkdir, mknod, chown, stat, install, tee, ip,
+   * nft); default the process's own. Tools run inside a target's mount namespace are looked up there.
+   */
+  toolSearchPath?: string;
+  /** Per-operation limit; whatever runs for it then is killed (default 30 s). */
   timeoutMs?: number;
   /** /proc of the caller, for pid translation and id maps (default `/proc`). */
   procRoot?: string;
-  /** Called once per spawned helper, for logging. */
+  /** Called once per spawned process (each tool run, or the CLI in the CLI mode), for logging. */
   onSpawn?: (event: {
     op: string;
     pid?: number;
@@ -60,94 +58,123 @@ interface Target {
   namespaces: readonly NamespaceKind[];
 }
 
+/** An operation's failure as the library reports it. */
+function asNsinsiderError(op: string, e: unknown): Error {
+  if (isNsinsiderError(e) || isNsinsiderValidationError(e)) return e;
+  if (e instanceof OpFailure) {
+    return new NsinsiderError(`${op}: ${e.message}`, {
+      op,
+      kind: e.kind,
+      code: e.code,
+      exitCode: e.exitCode,
+      stderr: e.stderr,
+    });
+  }
+  // A tool's output we could not read (ip's JSON, …).
+  return new NsinsiderError(`${op}: ${e instanceof Error ? e.message : String(e)}`, {
+    op,
+    kind: 'failed',
+    code: 'EFAILED',
+    cause: e,
+  });
+}
+
 /**
- * The real {@link NamespaceOps}: each operation runs the nsinsider CLI inside the target process's
- * namespaces, `nsenter --target <pid> --mount|--net|--pid -- node <cli> <op> --json-args <json>`, and
- * reads the JSON result line the CLI prints last. Only the namespaces an operation needs are entered.
+ * The real {@link NamespaceOps}: each operation runs the system's tools (mount, ip, nft, …) inside the target
+ * process's namespaces, each as `nsenter --target <pid> --mount|--net|--pid -- <tool> <args>`, entering only the
+ * namespaces the operation needs; no Node process starts for an operation. With `cliPath` or `nodePath` set,
+ * operations run through the nsinsider CLI instead (see {@link NsinsiderOpsOptions.cliPath}).
  *
- * Entering a mount namespace means `node` and the CLI must be reachable at the same paths inside it
- * (true for namespaces that share the host's root filesystem, as the local runtime's do).
+ * Tools run in a mount namespace are looked up in it: the local runtime's namespaces share the host's root
+ * file system, so they are the host's.
  */
 export function createNsinsiderOps(options: NsinsiderOpsOptions = {}): NamespaceOps {
-  const cliPath = options.cliPath ?? fileURLToPath(new URL('./bin.js', import.meta.url));
-  const nodePath = options.nodePath ?? process.execPath;
   const nsenterPath = options.nsenterPath ?? 'nsenter';
   const timeoutMs = options.timeoutMs ?? 30_000;
   const procRoot = options.procRoot ?? '/proc';
+  const env = options.toolSearchPath === undefined ? undefined : { ...process.env, PATH: options.toolSearchPath };
+  const cliMode = options.cliPath !== undefined || options.nodePath !== undefined;
 
-  async function run<O extends OpName>(op: O, input: OpInput<O>, target: Target | undefined): Promise<unknown> {
-    // Validate here as well as in the CLI: bad input must never cost a spawn, and the error names the field.
-    const args = parseOpArgs(op, input);
-    const cliArgs = [cliPath, op, '--json-args', JSON.stringify(args)];
-    let file: string;
-    let argv: string[];
-    if (target) {
-      assertPid(op, 'pid', target.pid);
-      file = nsenterPath;
-      argv = ['--target', String(target.pid), ...target.namespaces.map((n) => nsFlags[n]), '--', nodePath, ...cliArgs];
-    } else {
-      file = nodePath;
-      argv = cliArgs;
-    }
-    options.onSpawn?.({ op, pid: target?.pid, namespaces: target?.namespaces ?? [], args: argv });
-    const r = await runCommand(file, argv, { timeoutMs, killGroup: true });
+  /** Runs the tools of one operation in `target`'s namespaces (the caller's own without a target). */
+  function runner(op: string, target: Target | undefined, deadline: number): ToolRunner {
+    return {
+      async run(file, args, input) {
+        const remaining = deadline - Date.now();
+        if (remaining <= 0) {
+          throw new OpFailure('ETIMEDOUT', `no result within ${timeoutMs} ms`, 'timeout');
+        }
+        const command = target ? nsenterPath : file;
+        const argv = target
+          ? ['--target', String(target.pid), ...target.namespaces.map((n) => nsFlags[n]), '--', file, ...args]
+          : [...args];
+        options.onSpawn?.({ op, pid: target?.pid, namespaces: target?.namespaces ?? [], args: argv });
+        const r = await runCommand(command, argv, { timeoutMs: remaining, killGroup: true, input, env });
+        if (r.spawnError) {
+          const missingTool = !target && r.spawnError.code === 'ENOENT';
+          throw new OpFailure(
+            r.spawnError.code ?? 'ESPAWN',
+            `cannot start ${command}: ${r.spawnError.message}${missingTool ? ` (is ${command} installed?)` : ''}`,
+            missingTool ? 'unsupported' : 'spawn',
+          );
+        }
+        if (r.timedOut) {
+          throw new OpFailure('ETIMEDOUT', `no result within ${timeoutMs} ms; ${file} was killed`, 'timeout', {
+            exitCode: r.exitCode,
+            stderr: r.stderr.trim(),
+          });
+        }
+        // nsenter's own failures (it never ran the tool) say so first; a tool's messages start with its name.
+        if (target && r.exitCode !== 0 && r.stderr.startsWith('nsenter: ')) {
+          throw await nsenterFailure(target, file, r);
+        }
+        return r;
+      },
+    };
+  }
+
+  async function nsenterFailure(target: Target, file: string, r: CommandResult): Promise<OpFailure> {
     const stderr = r.stderr.trim();
-    if (r.spawnError) {
-      throw new NsinsiderError(`${op}: cannot start ${file}: ${r.spawnError.message}`, {
-        op,
-        kind: 'spawn',
-        code: r.spawnError.code,
-        stderr,
-        cause: r.spawnError,
-      });
-    }
-    if (r.timedOut) {
-      throw new NsinsiderError(`${op}: no result within ${timeoutMs} ms; the helper was killed`, {
-        op,
-        kind: 'timeout',
-        code: 'ETIMEDOUT',
-        exitCode: r.exitCode,
-        stderr,
-      });
-    }
-    const line = r.stdout
-      .split('\n')
-      .map((l) => l.trim())
-      .filter(Boolean)
-      .pop();
-    let parsed: CliResult | undefined;
-    try {
-      parsed = line ? (JSON.parse(line) as CliResult) : undefined;
-    } catch {
-      // Deliberate: no result line is a failure, reported just below.
-      parsed = undefined;
-    }
-    if (!parsed || typeof parsed !== 'object' || typeof parsed.ok !== 'boolean') {
-      // nsenter itself failed (no result line): most often the target process is gone.
-      const gone =
-        target !== undefined &&
-        (/\/proc\/\d+\/ns\/\w+.*No such (file|process)/i.test(stderr) || !(await processAlive(procRoot, target.pid)));
-      throw new NsinsiderError(
-        gone
-          ? `${op}: process ${target.pid} does not exist (its namespaces cannot be entered)`
-          : `${op}: helper exited ${r.exitCode ?? r.signal} without a result: ${stderr || '(no stderr)'}`,
-        { op, kind: gone ? 'not-found' : 'protocol', code: gone ? 'ESRCH' : undefined, exitCode: r.exitCode, stderr },
+    const tool = { exitCode: r.exitCode, stderr };
+    if (/^nsenter: failed to execute /.test(stderr)) {
+      // Missing from the target's file system: the workspace's own doing when its mount namespace was entered.
+      const inWorkspaceFs = target.namespaces.includes('mount');
+      return new OpFailure(
+        /no such file/i.test(stderr) ? 'ENOENT' : 'EACCES',
+        `cannot run ${file} in the namespaces of process ${target.pid}: ${stderr.slice(0, 200)}`,
+        inWorkspaceFs ? 'protocol' : 'unsupported',
+        tool,
       );
     }
-    if (parsed.ok) {
-      return parsed.result;
+    const gone =
+      /\/proc\/\d+\/ns\/\w+.*No such (file|process)/i.test(stderr) || !(await processAlive(procRoot, target.pid));
+    return gone
+      ? new OpFailure(
+          'ESRCH',
+          `process ${target.pid} does not exist (its namespaces cannot be entered)`,
+          'not-found',
+          tool,
+        )
+      : new OpFailure(
+          'EPROTO',
+          `cannot enter the namespaces of process ${target.pid}: ${stderr.slice(0, 200)}`,
+          'protocol',
+          tool,
+        );
+  }
+
+  const viaCli = cliMode ? cliInvoker(options, { nsenterPath, timeoutMs, procRoot, env }) : undefined;
+
+  async function run<O extends OpName>(op: O, input: OpInput<O>, target: Target | undefined): Promise<unknown> {
+    // Validated before anything runs: bad input never costs a spawn, and the error names the field.
+    const args = parseOpArgs(op, input);
+    if (target) assertPid(op, 'pid', target.pid);
+    if (viaCli) return viaCli(op, args, target);
+    const handler = insideHandlers[op] as (a: typeof args, tools: ToolRunner) => Promise<unknown>;
+    try {
+      return await handler(args, runner(op, target, Date.now() + timeoutMs));
+    } catch (e) {
+      throw asNsinsiderError(op, e);
     }
-    const err = parsed.error;
-    if (err.kind === 'invalid') {
-      throw new NsinsiderValidationError(op, err.field ?? 'args', err.message);
-    }
-    throw new NsinsiderError(`${op}: ${err.message}`, {
-      op,
-      kind: err.kind as NsinsiderFailureKind,
-      code: err.code,
-      exitCode: r.exitCode,
-      stderr,
-    });
   }
 
   const at = (pid: number, ...namespaces: NamespaceKind[]): Target => ({ pid, namespaces });

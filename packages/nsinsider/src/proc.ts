@@ -54,6 +54,19 @@ async function isDescendant(procRoot: string, pid: number, ancestor: number): Pr
   return false;
 }
 
+/** Whether `pid` runs (zombies have no namespaces left to enter). @internal */
+export async function processAlive(procRoot: string, pid: number): Promise<boolean> {
+  try {
+    const stat = await readFile(`${procRoot}/${pid}/stat`, 'utf8');
+    // The state follows the parenthesised command name.
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    // ENOENT/ESRCH: the process is gone.
+    return false;
+  }
+}
+
 /** See {@link NamespaceOps.resolveHostPid}. */
 export async function resolveHostPid(nsPid: number, anchorPid: number, procRoot = '/proc'): Promise<number> {
   const op = 'resolve-host-pid';

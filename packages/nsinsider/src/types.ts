@@ -124,7 +124,7 @@ export interface PidRequest {
 
 /**
  * Operations inside Linux namespaces. The daemon depends on this interface only; the real implementation
- * ({@link createNsinsiderOps}) runs the nsinsider CLI through nsenter, and tests may pass a fake.
+ * ({@link createNsinsiderOps}) runs the system's tools through nsenter, and tests may pass a fake.
  * Every method validates its arguments first and rejects with `NsinsiderValidationError` naming the
  * field; failures reject with `NsinsiderError`.
  */
