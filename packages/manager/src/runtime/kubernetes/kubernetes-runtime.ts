@@ -293,7 +293,9 @@ export class KubernetesRuntime implements WorkspaceRuntime {
     const requested = this.stopping.delete(name);
     const pod = last ?? tracked?.pod;
     if (tracked?.exited || !pod) return;
-    const state = this.assess(pod).state;
+    const { state, rejected } = this.assess(pod);
+    // A rejected pod with re-creations left is being replaced (by the leader, maybe another replica): not an end.
+    if (rejected && !requested && this.rejectionsOf(pod) + 1 <= this.config.maxPodRejections) return;
     this.emit({
       type: 'exited',
       instanceId: state.instanceId,
@@ -309,7 +311,7 @@ export class KubernetesRuntime implements WorkspaceRuntime {
   /** A rejected pod is created again (bounded, after a pause) by the leader; past the bound the workspace fails. */
   private rejected(name: string, tracked: Tracked, state: KubernetesWorkspaceState): void {
     if (this.recreating.has(name)) return;
-    const count = Number(tracked.pod.metadata?.annotations?.[annotations.rejections] ?? 0) + 1;
+    const count = this.rejectionsOf(tracked.pod) + 1;
     if (this.stopping.has(name) || count > this.config.maxPodRejections) {
       tracked.exited = true;
       const failure = this.stopping.has(name)
@@ -365,6 +367,10 @@ export class KubernetesRuntime implements WorkspaceRuntime {
     if (this.closed || this.stopping.has(name)) throw new Error('stopped meanwhile');
     await this.api.createNamespacedPod({ namespace: this.config.namespace, body });
     this.logger.info({ pod: name, attempt: count }, 'rejected pod re-created');
+  }
+
+  private rejectionsOf(pod: V1Pod): number {
+    return Number(pod.metadata?.annotations?.[annotations.rejections] ?? 0) || 0;
   }
 
   private requestedEnd(name: string, state: KubernetesWorkspaceState): KubernetesWorkspaceState {

@@ -2,7 +2,7 @@
  * List-then-watch of the pods that match a label selector, robust against what a real API server does: the
  * server ends each watch after `timeoutSeconds` (re-opened from the last resourceVersion, bookmarks included), a
  * resourceVersion that is too old answers 410 Gone (re-listed and diffed), and a server or connection that goes
- * silent is noticed by a client-side idle timer (aborted, re-opened). client-node's `Watch` cannot be aborted
+ * silent is noticed by a client-side idle timer (aborted, re-listed, re-opened). client-node's `Watch` cannot be aborted
  * before the server answered the request, so the stream is read here over node:http(s) with the KubeConfig's TLS
  * and credentials.
  *
@@ -33,6 +33,8 @@ export interface PodWatchOptions {
 
 /** Thrown inside the watch loop for a 410 Gone: the resourceVersion is too old, only a re-list helps. */
 class Gone extends Error {}
+/** Nothing arrived for idleTimeoutMs: the server or the connection went silent; what it missed is re-listed. */
+class Silent extends Error {}
 
 export class PodWatch {
   private resourceVersion?: string;
@@ -106,6 +108,9 @@ export class PodWatch {
       if (error instanceof Gone) {
         this.options.logger.info({}, 'pod watch: resourceVersion expired (410); re-listing');
         this.scheduleRelist(0);
+      } else if (error instanceof Silent) {
+        this.options.logger.warn({ error: error.message }, 'pod watch went silent; re-listing');
+        this.scheduleRelist(0);
       } else if (error) {
         this.options.logger.warn({ error: String(error) }, 'pod watch failed; resuming');
         this.scheduleStream(this.options.retryMs);
@@ -118,7 +123,7 @@ export class PodWatch {
     const armIdle = (): void => {
       clearTimeout(this.idleTimer);
       this.idleTimer = setTimeout(
-        () => finish(new Error(`no watch event for ${this.options.idleTimeoutMs} ms`)),
+        () => finish(new Silent(`no watch event for ${this.options.idleTimeoutMs} ms`)),
         this.options.idleTimeoutMs,
       );
     };
