@@ -30,7 +30,7 @@ export type CliInvoker = <O extends OpName>(
 
 export function cliInvoker(
   options: NsinsiderOpsOptions,
-  settings: { nsenterPath: string; timeoutMs: number; procRoot: string; env: NodeJS.ProcessEnv | undefined },
+  settings: { nsenterPath: string; timeoutMs: number; procRoot: string; env: NodeJS.ProcessEnv },
 ): CliInvoker {
   const cliPath = options.cliPath ?? fileURLToPath(new URL('./bin.js', import.meta.url));
   const nodePath = options.nodePath ?? process.execPath;

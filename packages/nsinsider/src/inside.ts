@@ -40,7 +40,8 @@ export interface ToolRunner {
 export function directRunner(timeoutMs = TOOL_TIMEOUT_MS): ToolRunner {
   return {
     async run(file, args, input) {
-      const r = await runCommand(file, args, { timeoutMs, input });
+      // Messages in English: failures are classified by what the tools print.
+      const r = await runCommand(file, args, { timeoutMs, input, env: { ...process.env, LC_ALL: 'C' } });
       if (r.spawnError) {
         const code = r.spawnError.code ?? 'ESPAWN';
         throw new OpFailure(

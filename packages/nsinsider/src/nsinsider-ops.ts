@@ -92,7 +92,12 @@ export function createNsinsiderOps(options: NsinsiderOpsOptions = {}): Namespace
   const nsenterPath = options.nsenterPath ?? 'nsenter';
   const timeoutMs = options.timeoutMs ?? 30_000;
   const procRoot = options.procRoot ?? '/proc';
-  const env = options.toolSearchPath === undefined ? undefined : { ...process.env, PATH: options.toolSearchPath };
+  // Messages in English: failures are classified by what nsenter and the tools print.
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    LC_ALL: 'C',
+    ...(options.toolSearchPath === undefined ? {} : { PATH: options.toolSearchPath }),
+  };
   const cliMode = options.cliPath !== undefined || options.nodePath !== undefined;
 
   /** Runs the tools of one operation in `target`'s namespaces (the caller's own without a target). */
