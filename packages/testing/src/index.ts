@@ -1,7 +1,7 @@
 /**
  * @module
  * The public test kit for Workbay and its plugins: real-server launchers (MinIO, fake-gcs-server, a Kubernetes
- * API server with etcd), the storage conformance suite every `RemoteStorage` backend must pass, git fixtures (bare
+ * API server with etcd, and a kubelet simulator for it), the storage conformance suite every `RemoteStorage` backend must pass, git fixtures (bare
  * repos over file:// and smart HTTP), and assertions for status streams.
  *
  * ```ts
@@ -67,5 +67,16 @@ export type {
   KubernetesWatch,
   KubernetesWatchEvent,
   KubernetesWatchOptions,
+  KubeletSimulator,
+  KubeletSimulatorOptions,
+  KubeletPodFailure,
+  SimulatedDaemon,
+  SimulatedPod,
 } from './kubernetes/index.js';
-export { startKubernetesCluster, loadKustomization, parseManifests, KubernetesApiError } from './kubernetes/index.js';
+export {
+  startKubernetesCluster,
+  startKubeletSimulator,
+  loadKustomization,
+  parseManifests,
+  KubernetesApiError,
+} from './kubernetes/index.js';

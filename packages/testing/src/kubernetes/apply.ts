@@ -5,6 +5,7 @@ import YAML from 'yaml';
 import { KubernetesApiError } from './client.js';
 import type { KubernetesHttpClient, KubernetesObject } from './client.js';
 
+/** Options of `KubernetesTestCluster.apply`. */
 export interface KubernetesApplyOptions {
   /** Bearer token to apply with; default the admin token (pass a ServiceAccount token to test RBAC). */
   readonly token?: string;

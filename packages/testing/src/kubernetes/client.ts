@@ -9,6 +9,7 @@ export type KubernetesContentType =
   | 'application/json-patch+json'
   | 'application/apply-patch+yaml';
 
+/** Per-request options of `KubernetesTestCluster.request`. */
 export interface KubernetesRequestOptions {
   /** Bearer token; default the cluster's admin token. */
   readonly token?: string;
@@ -20,21 +21,29 @@ export interface KubernetesRequestOptions {
 
 /** An answer of the API server: any status (a 4xx is not thrown), the body parsed as JSON when it is JSON. */
 export interface KubernetesResponse<T = unknown> {
+  /** The HTTP status. */
   readonly status: number;
+  /** The parsed JSON (an object or a `Status`), or the raw text when the answer is not JSON. */
   readonly body: T;
 }
 
 /** One watch event as the API server sends it (`ERROR` carries a `Status` object, e.g. code 410 Gone). */
 export interface KubernetesWatchEvent<T = KubernetesObject> {
+  /** `BOOKMARK` carries only a resourceVersion; `ERROR` a `Status` (code 410: relist). */
   readonly type: 'ADDED' | 'MODIFIED' | 'DELETED' | 'BOOKMARK' | 'ERROR';
+  /** The object after the change (before it, for DELETED). */
   readonly object: T;
 }
 
+/** Options of `KubernetesTestCluster.watch`. */
 export interface KubernetesWatchOptions {
+  /** Bearer token; default the admin token. */
   readonly token?: string;
   /** Start after this resourceVersion (omit: the API server sends the current state as ADDED events first). */
   readonly resourceVersion?: string;
+  /** e.g. `app.kubernetes.io/component=workspace` */
   readonly labelSelector?: string;
+  /** e.g. `spec.nodeName=node-a` */
   readonly fieldSelector?: string;
   /** Server-side end of the watch; default 300 s. */
   readonly timeoutSeconds?: number;
@@ -44,14 +53,18 @@ export interface KubernetesWatchOptions {
 
 /** A running watch: `done` settles when the stream ends (resolves on a clean end, rejects on a broken one). */
 export interface KubernetesWatch {
+  /** Resolves when the server ends the stream (timeout, shutdown) or after `stop()`; rejects when it breaks. */
   readonly done: Promise<void>;
+  /** Closes the stream; no event is delivered afterwards. */
   stop(): void;
 }
 
 /** Any Kubernetes object, loosely typed: tests read the fields they need. */
 export interface KubernetesObject {
+  /** e.g. `v1`, `apps/v1`, `workbay.dev/v1alpha1` */
   apiVersion?: string;
   kind?: string;
+  /** The usual object metadata; other fields pass through. */
   metadata?: {
     name?: string;
     namespace?: string;
@@ -68,9 +81,13 @@ export interface KubernetesObject {
 /** The API server said no: the status, the Status object's reason and message. */
 export class KubernetesApiError extends Error {
   constructor(
+    /** The HTTP method of the refused request. */
     readonly method: string,
+    /** Its path (without the server). */
     readonly path: string,
+    /** The HTTP status, e.g. 403, 409, 422. */
     readonly status: number,
+    /** The answer: usually a `Status` object with `reason` and `message`. */
     readonly body: unknown,
   ) {
     const answer = typeof body === 'string' ? { message: body } : (body as { reason?: string; message?: string });

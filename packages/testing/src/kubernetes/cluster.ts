@@ -18,6 +18,7 @@ import type {
 } from './client.js';
 import { ServerProcess, releaseTempDir, trackTempDir } from './process.js';
 
+/** Options of {@link startKubernetesCluster}; every one is optional. */
 export interface KubernetesClusterOptions {
   /** Create this namespace once the cluster is ready (see {@link KubernetesTestCluster.namespace}). */
   readonly namespace?: string;
@@ -40,6 +41,7 @@ export interface KubernetesTestCluster {
   readonly url: string;
   /** The API server's self-signed serving certificate (PEM file) to trust. */
   readonly caFile: string;
+  /** The same certificate as PEM text. */
   readonly caPem: string;
   /** A static token of a `system:masters` member (bypasses RBAC). */
   readonly adminToken: string;
@@ -79,7 +81,7 @@ export interface KubernetesTestCluster {
 
 /**
  * Starts etcd and kube-apiserver (built by `node scripts/test-servers.mjs`; a missing binary throws
- * {@link TestServerMissingError}) on free loopback ports with temporary directories, and waits for `/readyz`.
+ * `TestServerMissingError`) on free loopback ports with temporary directories, and waits for `/readyz`.
  *
  * ```ts
  * const cluster = await startKubernetesCluster({ namespace: 'workbay' });
@@ -193,6 +195,9 @@ function apiServerArgs(files: ClusterFiles, port: number, extra: readonly string
     // No controller-manager creates `default` ServiceAccounts, so pods would be Forbidden.
     '--disable-admission-plugins=ServiceAccount',
     '--profiling=false',
+    // On SIGTERM, end open watches within a second (as a restarting server does for its clients) rather than
+    // waiting for them to time out.
+    '--shutdown-watch-termination-grace-period=1s',
     ...extra,
   ];
 }

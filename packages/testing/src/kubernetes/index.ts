@@ -13,3 +13,11 @@ export type {
   KubernetesWatchOptions,
 } from './client.js';
 export { KubernetesApiError } from './client.js';
+export type {
+  KubeletSimulator,
+  KubeletSimulatorOptions,
+  KubeletPodFailure,
+  SimulatedDaemon,
+  SimulatedPod,
+} from './kubelet.js';
+export { startKubeletSimulator } from './kubelet.js';

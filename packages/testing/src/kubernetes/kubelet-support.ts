@@ -1,0 +1,184 @@
+import { createServer } from 'node:http';
+import type { Server } from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { KubernetesApiError } from './client.js';
+import type { KubernetesWatch, KubernetesWatchEvent, KubernetesWatchOptions } from './client.js';
+import type { KubernetesTestCluster } from './cluster.js';
+
+/**
+ * List, then watch from the list's resourceVersion; resume from the last seen resourceVersion (bookmarks
+ * included) when the stream ends or breaks, relist on 410 Gone. A relist hands the whole current state to
+ * `onSync`, so the owner can forget objects deleted while it was not watching (e.g. across an API server restart).
+ */
+export class ListWatcher<T extends { metadata?: { resourceVersion?: string } }> {
+  private resourceVersion: string | undefined;
+  private current: KubernetesWatch | undefined;
+  private stopped = false;
+  private loop: Promise<void> | undefined;
+  /** How many times the watch was (re)opened and the collection (re)listed: for tests of resilience. */
+  readonly counters = { watches: 0, lists: 0 };
+
+  constructor(
+    private readonly cluster: Pick<KubernetesTestCluster, 'request' | 'watch'>,
+    private readonly path: string,
+    private readonly labelSelector: string,
+    private readonly handlers: {
+      onSync(items: T[]): void;
+      onEvent(type: 'ADDED' | 'MODIFIED' | 'DELETED', object: T): void;
+      onError(message: string): void;
+    },
+  ) {}
+
+  /** Resolves after the first list was handed to `onSync`. */
+  async start(): Promise<void> {
+    await this.list();
+    this.loop = this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.current?.stop();
+    await this.loop;
+  }
+
+  private async list(): Promise<void> {
+    const path = `${this.path}?labelSelector=${encodeURIComponent(this.labelSelector)}`;
+    const res = await this.cluster.request<{ metadata: { resourceVersion: string }; items: T[] }>('GET', path);
+    if (res.status !== 200) throw new KubernetesApiError('GET', path, res.status, res.body);
+    this.counters.lists++;
+    this.resourceVersion = res.body.metadata.resourceVersion;
+    this.handlers.onSync(res.body.items);
+  }
+
+  private async run(): Promise<void> {
+    let failures = 0;
+    while (!this.stopped) {
+      try {
+        if (!this.resourceVersion) await this.list();
+        await this.watchOnce();
+        failures = 0;
+      } catch (error) {
+        if (this.stopped) return;
+        // The API server is away (restarting) or refused: back off and try again from where we were.
+        failures++;
+        if (failures % 20 === 1) this.handlers.onError(`pod watch: ${(error as Error).message.slice(0, 300)}`);
+        await sleep(Math.min(2_000, 100 * 2 ** Math.min(failures, 5)));
+      }
+    }
+  }
+
+  private async watchOnce(): Promise<void> {
+    const options: KubernetesWatchOptions = {
+      resourceVersion: this.resourceVersion,
+      labelSelector: this.labelSelector,
+      timeoutSeconds: 60,
+    };
+    this.counters.watches++;
+    const watch = this.cluster.watch<T>(
+      this.path,
+      (event: KubernetesWatchEvent<T>) => {
+        if (event.type === 'ERROR') {
+          const status = event.object as unknown as { code?: number; message?: string };
+          // 410 Gone: our resourceVersion was compacted away; anything else: start over the same way.
+          this.resourceVersion = undefined;
+          if (status.code !== 410) this.handlers.onError(`pod watch error ${status.code}: ${status.message ?? ''}`);
+          watch.stop();
+          return;
+        }
+        const rv = event.object.metadata?.resourceVersion;
+        if (rv) this.resourceVersion = rv;
+        if (event.type !== 'BOOKMARK') this.handlers.onEvent(event.type, event.object);
+      },
+      options,
+    );
+    this.current = watch;
+    if (this.stopped) watch.stop();
+    try {
+      await watch.done;
+    } catch (error) {
+      // A watch from a too-old resourceVersion may also be refused up front.
+      if (error instanceof KubernetesApiError && error.status === 410) this.resourceVersion = undefined;
+      else throw error;
+    }
+  }
+}
+
+/** Bounds the simulator's concurrent API calls, so that 1,000 pods do not open 1,000 TLS connections at once. */
+export class Limiter {
+  private active = 0;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(private readonly max: number) {}
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.active >= this.max) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    this.active++;
+    try {
+      return await task();
+    } finally {
+      this.active--;
+      this.waiting.shift()?.();
+    }
+  }
+}
+
+/**
+ * Hands out loopback addresses 127.0.<n>.<m> (Linux routes all of 127/8 to `lo`): one per pod. Starts at a
+ * random block so that simulators in parallel test files rarely meet; a taken address/port is skipped by the
+ * caller via {@link LoopbackAllocator.next}.
+ */
+export class LoopbackAllocator {
+  private cursor: number;
+
+  constructor() {
+    // 127.0.1.1 .. 127.0.254.254; 127.0.0.x is left to the servers tests start on 127.0.0.1.
+    this.cursor = (1 + Math.floor(Math.random() * 200)) * 256;
+  }
+
+  next(): string {
+    for (;;) {
+      this.cursor = (this.cursor + 1) % (255 * 256);
+      const n = Math.floor(this.cursor / 256);
+      const m = this.cursor % 256;
+      if (n >= 1 && m >= 1 && m <= 254) return `127.0.${n}.${m}`;
+    }
+  }
+}
+
+/** Listens on `ip` at every port with a server that answers 200 and `body`; closes what it opened on failure. */
+export async function servePorts(ip: string, ports: readonly number[], body: string): Promise<Server[]> {
+  const servers: Server[] = [];
+  try {
+    for (const port of ports) {
+      const server = createServer((req, res) => {
+        req.resume();
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.end(body);
+      });
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, ip, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+      servers.push(server);
+    }
+    return servers;
+  } catch (error) {
+    await closeServers(servers);
+    throw error;
+  }
+}
+
+export async function closeServers(servers: readonly Server[]): Promise<void> {
+  await Promise.all(
+    servers.map(
+      (server) =>
+        new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          server.closeAllConnections();
+        }),
+    ),
+  );
+}
