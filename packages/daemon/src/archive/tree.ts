@@ -47,6 +47,22 @@ function deviceNumbers(rdev: bigint): { devMajor: number; devMinor: number } {
   return { devMajor: Number(major), devMinor: Number(minor) };
 }
 
+const surrogate = /[\uD800-\uDFFF]/;
+
+/**
+ * Sorts names in UTF-8 byte order. Without surrogate pairs, UTF-16 code unit order (the default sort) is code
+ * point order, which UTF-8 byte order equals, so the common case needs no encoding per comparison.
+ */
+export function sortByBytes(names: string[]): void {
+  if (!names.some((name) => surrogate.test(name))) {
+    names.sort();
+    return;
+  }
+  const keyed = names.map((name) => ({ name, bytes: Buffer.from(name) }));
+  keyed.sort((a, b) => Buffer.compare(a.bytes, b.bytes));
+  for (const [i, item] of keyed.entries()) names[i] = item.name;
+}
+
 function isGone(error: unknown): boolean {
   const code = (error as NodeJS.ErrnoException | undefined)?.code;
   return code === 'ENOENT' || code === 'ENOTDIR';
@@ -94,7 +110,7 @@ export async function* walkTree(root: string, options: WalkOptions = {}): AsyncG
       if (isGone(error)) return;
       throw error;
     }
-    names.sort((a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b)));
+    sortByBytes(names);
     for (const name of names) {
       const path = prefix === '' ? name : `${prefix}/${name}`;
       const absolute = join(dir, name);

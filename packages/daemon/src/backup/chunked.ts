@@ -16,14 +16,11 @@
  * Restore reads the manifest, creates the tree, and streams each pack once, writing every blob (verified
  * against its SHA-256) to the files that use it.
  */
-import { spawn } from 'node:child_process';
 import { createHash, webcrypto } from 'node:crypto';
 import { constants } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { open } from 'node:fs/promises';
 import { Readable } from 'node:stream';
-import { promisify } from 'node:util';
-import { gzip } from 'node:zlib';
 import type { RemoteStorage } from '@workbay/api';
 import { DataCorruptionError, InvalidArgumentError, isWorkbayError, NotFoundError } from '../errors.js';
 import type { Compression } from '../archive/compression.js';
@@ -34,12 +31,14 @@ import type { TreeEntry, WalkedEntry, WalkOptions } from '../archive/tree.js';
 import { walkTree } from '../archive/tree.js';
 import type { Xattrs } from '../archive/xattr.js';
 import { readTreeXattrs, xattrSupport } from '../archive/xattr.js';
-import { mapLimit, Semaphore } from '../util/concurrency.js';
+import { mapLimit } from '../util/concurrency.js';
 import { smallFileLimit } from '../util/small-files.js';
 import type { ChunkerOptions } from './chunker.js';
 import { defaultChunkerOptions } from './chunker.js';
 import { FileQueue, readFiles } from './read-pipeline.js';
 import { sharedWorkerPool } from './worker-pool.js';
+import type { BlobRef, PackRef } from './pack-writer.js';
+import { chunksDirectory, packName, PackWriter } from './pack-writer.js';
 import type { BackupManifest, ManifestEntry } from './manifest.js';
 import { decodeManifest, encodeManifest, manifestContentType, toTreeEntry } from './manifest.js';
 
@@ -52,17 +51,12 @@ export interface BackupTarget {
 }
 
 export const manifestObjectSuffix = 'full.manifest';
-export const chunksDirectory = 'chunks/';
-const packContentType = 'application/vnd.workbay.backup-pack';
+export { chunksDirectory };
 /** Directories created at once during a restore. */
 const directoryConcurrency = 8;
 
 export function manifestName(target: BackupTarget): string {
   return `${target.prefix}${manifestObjectSuffix}`;
-}
-
-function packName(target: BackupTarget, id: string): string {
-  return `${target.prefix}${chunksDirectory}${id}`;
 }
 
 export interface ChunkedBackupOptions {
@@ -95,147 +89,6 @@ export interface ChunkedBackupResult {
   readonly reusedBlobs: number;
   /** Live blobs moved out of mostly-garbage packs. */
   readonly repackedBlobs: number;
-}
-
-interface PackRef {
-  id?: string;
-  size?: number;
-  rawSize?: number;
-}
-
-interface BlobRef {
-  readonly hash: string;
-  readonly pack: PackRef;
-  readonly offset: number;
-  readonly length: number;
-}
-
-/**
- * Collects blobs into packs and uploads full packs with bounded concurrency. A pack is a list of views, not a
- * copy: blobs read by the workers stay in the workers' shared buffers (held until the pack is uploaded), and
- * consecutive blobs of one buffer form one view, so a pack is written with a few large writes.
- */
-class PackWriter {
-  private parts: Buffer[] = [];
-  private releases: Array<() => void> = [];
-  private hashes: string[] = [];
-  private size = 0;
-  private current: PackRef = {};
-  private readonly inFlight = new Set<Promise<void>>();
-  private readonly slots: Semaphore;
-  private failure: unknown;
-  readonly written: PackRef[] = [];
-  uploadedBytes = 0;
-
-  constructor(
-    private readonly target: BackupTarget,
-    private readonly packSize: number,
-    private readonly compression: Compression,
-    concurrency: number,
-    private readonly signal: AbortSignal | undefined,
-  ) {
-    this.slots = new Semaphore(concurrency);
-  }
-
-  private check(): void {
-    if (this.failure !== undefined) throw this.failure;
-  }
-
-  /**
-   * Adds `data` to the current pack, keeping the view: with `hold`, the writer holds the buffer behind it until
-   * the pack is uploaded; without, the caller hands the buffer over.
-   */
-  async add(hash: string, data: Buffer, hold?: () => () => void): Promise<BlobRef> {
-    this.check();
-    if (this.size > 0 && this.size + data.length > this.packSize) await this.seal();
-    const ref: BlobRef = { hash, pack: this.current, offset: this.size, length: data.length };
-    const last = this.parts[this.parts.length - 1];
-    if (last && last.buffer === data.buffer && last.byteOffset + last.length === data.byteOffset) {
-      this.parts[this.parts.length - 1] = Buffer.from(last.buffer, last.byteOffset, last.length + data.length);
-    } else {
-      this.parts.push(data);
-    }
-    if (hold) this.releases.push(hold());
-    this.hashes.push(hash);
-    this.size += data.length;
-    return ref;
-  }
-
-  private async seal(): Promise<void> {
-    if (this.size === 0) return;
-    const parts = this.parts;
-    const releases = this.releases;
-    const pack = this.current;
-    // Content-addressed by its blobs (each already hashed), so no second pass over the bytes is needed.
-    const id = createHash('sha256').update(this.hashes.join('\n')).digest('hex');
-    pack.id = id;
-    pack.rawSize = this.size;
-    this.parts = [];
-    this.releases = [];
-    this.hashes = [];
-    this.size = 0;
-    this.current = {};
-    const release = await this.slots.acquire();
-    this.check();
-    const upload = (async () => {
-      try {
-        const body = this.compression === 'none' ? parts : [await compressPack(Buffer.concat(parts), this.compression)];
-        const size = body.reduce((sum, part) => sum + part.length, 0);
-        const info = await this.target.storage.upload(
-          this.target.bucket,
-          packName(this.target, pack.id as string),
-          Readable.from(body),
-          {
-            contentType: packContentType,
-            size,
-            ...(this.signal ? { signal: this.signal } : {}),
-          },
-        );
-        pack.size = info.size;
-        this.uploadedBytes += info.size;
-        this.written.push(pack);
-        // The storage has consumed the body once the upload resolved (not so after a failure: the buffers are
-        // then left to the garbage collector instead of going back to the workers).
-        for (const done of releases) done();
-      } catch (error) {
-        this.failure ??= error;
-      } finally {
-        release();
-      }
-    })();
-    this.inFlight.add(upload);
-    void upload.finally(() => this.inFlight.delete(upload));
-  }
-
-  async finish(): Promise<void> {
-    await this.seal();
-    await Promise.all([...this.inFlight]);
-    this.check();
-  }
-
-  async abort(): Promise<void> {
-    this.failure ??= new Error('aborted');
-    await Promise.allSettled([...this.inFlight]);
-  }
-}
-
-/** Compresses a whole pack; zstd runs as a process (binary stdout, so not through runProcess). */
-async function compressPack(content: Buffer, compression: Compression): Promise<Buffer> {
-  if (compression === 'none') return content;
-  if (compression === 'gzip') return promisify(gzip)(content, { level: 1 });
-  return new Promise<Buffer>((resolve, reject) => {
-    const child = spawn('zstd', ['-q', '-c', '-1'], { stdio: ['pipe', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => out.push(chunk));
-    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on('error', reject);
-    child.on('close', (code) =>
-      code === 0 ? resolve(Buffer.concat(out)) : reject(new Error(`zstd failed: ${stderr.trim()}`)),
-    );
-    child.stdin.on('error', () => undefined);
-    child.stdin.end(content);
-  });
 }
 
 /** A FIFO of buffers that hands out exact byte ranges without quadratic copying. */
