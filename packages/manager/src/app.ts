@@ -153,7 +153,20 @@ export async function startManager(options: StartManagerOptions): Promise<Runnin
     }
 
     let content = options.content;
-    if (!content) {
+    // The records, for the node routing below (known once the core exists; nothing asks before it starts).
+    let coreRef: WorkspaceManagerCore | undefined;
+    if (!content && config.runtime.kind === 'kubernetes') {
+      // A daemon per node: each workspace's content lives on (and its pod runs on) one node.
+      const routed = await (
+        await loadKubernetesModule()
+      ).startNodeRoutingContent(runtimeSection(config), {
+        tls: config.daemon.tls,
+        logger,
+        nodeOf: (id) => coreRef?.getWorkspace(id)?.progress.nodeName,
+      });
+      content = routed.content;
+      cleanups.push(() => routed.close());
+    } else if (!content) {
       const daemon = new DaemonContentService(config.daemon.address, config.daemon.tls);
       content = daemon;
       cleanups.push(() => daemon.close());
@@ -211,6 +224,7 @@ export async function startManager(options: StartManagerOptions): Promise<Runnin
       reservedEndpoints: reserved,
     });
     const metrics = metricsRef;
+    coreRef = core;
     const maintenanceGauge = maintenance.state$.subscribe((s) => metrics.maintenanceEnabled.set(s.enabled ? 1 : 0));
     cleanups.push(() => maintenanceGauge.unsubscribe());
 

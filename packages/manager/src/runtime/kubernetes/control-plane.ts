@@ -11,7 +11,10 @@ import type { WorkspaceRecord } from '../../domain/types.js';
 import type { Logger } from '../../logger.js';
 import { parseKubernetesRuntimeConfig } from './config.js';
 import { kubeConfigFor } from './kubernetes-runtime.js';
+import { NodeRoutingContentService } from '../../content/node-daemons.js';
+import type { DaemonClientTls } from '../../content/daemon-content-service.js';
 import { LeaseLeaderElector } from './leader.js';
+import { NodeDaemons } from './node-daemons.js';
 import { KubernetesWorkspaceRepository } from './workspace-repository.js';
 
 export interface KubernetesControlPlane {
@@ -62,5 +65,35 @@ export function createKubernetesControlPlane(
     elector,
     startElection: () => elector.start(),
     stop: () => elector.stop(),
+  };
+}
+
+export interface NodeContentOptions {
+  readonly tls?: DaemonClientTls;
+  readonly logger: Logger;
+  /** The node of an instance as the records know it (after a restart, before any daemon was asked). */
+  readonly nodeOf: (instanceId: string) => string | undefined;
+  readonly kubeConfig?: KubeConfig;
+}
+
+/**
+ * The content service of a manager on Kubernetes: every node runs its own daemon (the DaemonSet), found through
+ * its pod; new content is placed on the least used node with a ready daemon, and the workspace's pod then runs
+ * on that node (`RuntimeWorkspaceSpec.nodeName`).
+ */
+export async function startNodeRoutingContent(
+  runtimeSection: unknown,
+  options: NodeContentOptions,
+): Promise<{ readonly content: NodeRoutingContentService; close(): Promise<void> }> {
+  const config = parseKubernetesRuntimeConfig(runtimeSection);
+  const kubeConfig = options.kubeConfig ?? kubeConfigFor(config);
+  const daemons = await NodeDaemons.startFor(config, kubeConfig, options.logger.child({ component: 'node-daemons' }));
+  const content = new NodeRoutingContentService({ daemons, tls: options.tls, nodeOf: options.nodeOf });
+  return {
+    content,
+    close: async () => {
+      content.close();
+      await daemons.close();
+    },
   };
 }

@@ -23,8 +23,8 @@ export type { PodAssessment, PodStateOptions } from './pod-state.js';
 export { PodWatch } from './pod-watch.js';
 export { LeaseLeaderElector } from './leader.js';
 export type { LeaderElectionOptions } from './leader.js';
-export { createKubernetesControlPlane } from './control-plane.js';
-export type { ControlPlaneOptions, KubernetesControlPlane } from './control-plane.js';
+export { createKubernetesControlPlane, startNodeRoutingContent } from './control-plane.js';
+export type { ControlPlaneOptions, KubernetesControlPlane, NodeContentOptions } from './control-plane.js';
 export { KubernetesWorkspaceRepository } from './workspace-repository.js';
 export type { KubernetesRepositoryOptions } from './workspace-repository.js';
 export {
