@@ -426,8 +426,9 @@ export class WorkspaceContentService {
         owner,
         logger,
       );
-      if (owner) {
-        // Whatever the initializer wrote as root (or with the archive's owners) becomes the workspace's.
+      if (owner && !populated.contentOwned) {
+        // Whatever the initializer wrote as root (or with the archive's owners) becomes the workspace's. An
+        // initializer that wrote as the workspace's user (git) needs no walk.
         const owned = await ownTree(root, owner.uid, owner.gid);
         if (owned.changed > 0) logger.info({ ...owned, uid: owner.uid }, 'gave the content to the workspace user');
       }

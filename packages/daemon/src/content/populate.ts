@@ -34,6 +34,8 @@ export interface Populated {
   readonly metrics: InitializerMetric[];
   /** Checkout locations of git working copies (relative), for git status on disposal. */
   readonly gitLocations: string[];
+  /** Everything written is owned by the workspace's host identity already (see InitializerOutcome). */
+  readonly contentOwned?: boolean;
 }
 
 export async function populateContent(
@@ -93,5 +95,6 @@ export async function populateContent(
     source: outcome.source,
     metrics: [...outcome.metrics],
     gitLocations: [...new Set([...outcome.gitLocations, ...state.gitLocations])],
+    ...(outcome.contentOwned ? { contentOwned: true } : {}),
   };
 }

@@ -1,4 +1,5 @@
-import { appendFile, lchown, lstat, mkdir, readdir, rm } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { lchown, lstat, mkdir, open, readdir, rm } from 'node:fs/promises';
 import { join, relative, sep } from 'node:path';
 import {
   FailedPreconditionError,
@@ -69,6 +70,37 @@ export async function fetchOtsCredentials(url: string, signal?: AbortSignal): Pr
   const colon = text.indexOf(':');
   if (colon <= 0) throw new FailedPreconditionError('the one-time git secret is not of the form <user>:<password>');
   return { username: text.slice(0, colon), password: text.slice(colon + 1) };
+}
+
+/**
+ * Appends to a file of the fresh clone as the daemon, leaving it the workspace user's: git wrote everything else as
+ * that user, so the content needs no ownership walk afterwards (see {@link gitContentOwned}). Never through a link.
+ */
+async function appendOwned(ctx: InitializerContext, path: string, text: string): Promise<void> {
+  const handle = await open(
+    path,
+    constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW,
+    0o644,
+  );
+  try {
+    await handle.appendFile(text);
+    const user = ctx.workspaceUser;
+    if (user && process.getuid?.() === 0) {
+      const info = await handle.stat();
+      if (info.uid !== user.uid || info.gid !== user.gid) await handle.chown(user.uid, user.gid);
+    }
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Whether what the git initializer writes is owned by the workspace's host identity as it is written: git runs as
+ * that user (unless it is root, when git runs as the daemon), and the daemon's own writes are handed over. Then the
+ * daemon's ownership walk over the content can be skipped.
+ */
+export function gitContentOwned(ctx: InitializerContext): boolean {
+  return ctx.workspaceUser === undefined || ctx.workspaceUser.uid !== 0;
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -197,14 +229,19 @@ export async function runGitInitializer(
   const run = (gitArgs: string[]): Promise<string> => ctx.git.run(gitArgs, workingCopyOptions(ctx, location, creds));
   // Written straight into .git/config (three `git config` processes cost more than the clone of a small
   // repository): fetch every branch from now on, write commit graphs, and prefer origin for checkouts.
-  await appendFile(
+  await appendOwned(
+    ctx,
     join(location, '.git', 'config'),
     '[remote "origin"]\n\tfetch = +refs/heads/*:refs/remotes/origin/*\n[fetch]\n\twriteCommitGraph = true\n[checkout]\n\tdefaultRemote = origin\n',
   );
   if (spec.upstreamRemoteUri) await run(['remote', 'add', 'upstream', stripUrlCredentials(spec.upstreamRemoteUri).url]);
   if (location === ctx.root) {
     // The daemon's ready marker lives in the workspace root; keep it out of the user's git status.
-    await appendFile(join(location, '.git', 'info', 'exclude'), '\n# written by the Workbay daemon\n/.workbay/\n');
+    await appendOwned(
+      ctx,
+      join(location, '.git', 'info', 'exclude'),
+      '\n# written by the Workbay daemon\n/.workbay/\n',
+    );
   }
   await realizeCloneTarget(spec, location, ctx, creds, field);
   await updateSubmodules(location, ctx, creds, spec.fullClone);

@@ -21,11 +21,17 @@ import { resolveInside } from '../util/paths.js';
 import type { RestoreOptions } from '../backup/backup-store.js';
 import { quote } from '../util/bounds.js';
 import { retryWithBackoff } from '../util/retry.js';
-import { treeBytes } from '../util/du.js';
 import type { InitializerContext } from './context.js';
 import { progressErrorText } from './progress.js';
 import { safeLocation } from './context.js';
-import { GitCredentialSource, realizeCloneTarget, runGitInitializer, workingCopyOptions } from './git-initializer.js';
+import {
+  GitCredentialSource,
+  gitContentOwned,
+  realizeCloneTarget,
+  runGitInitializer,
+  workingCopyOptions,
+} from './git-initializer.js';
+import { checkoutBytes } from './git-size.js';
 import type {
   ContentSource,
   GitInitializerSpec,
@@ -73,12 +79,16 @@ export async function runInitializer(
         const result = await runGitInitializer(spec.git, ctx, `${field}.git`);
         return {
           value: result,
-          bytes: await treeBytes(await safeLocation(ctx.root, result.location, `${field}.git.checkout_location`), {
-            apparent: true,
-          }),
+          // From git's index, not a walk of the checkout (see git-size.ts).
+          bytes: await checkoutBytes(await safeLocation(ctx.root, result.location, `${field}.git.checkout_location`)),
         };
       });
-      return { metrics: [metric], source: 'from-other', gitLocations: [value.location] };
+      return {
+        metrics: [metric],
+        source: 'from-other',
+        gitLocations: [value.location],
+        contentOwned: gitContentOwned(ctx),
+      };
     }
     case 'snapshot': {
       const backups = requireBackups(ctx, 'restore a snapshot');
@@ -118,15 +128,17 @@ export async function runInitializer(
       const metrics: InitializerMetric[] = [];
       const gitLocations: string[] = [];
       let source: ContentSource = 'from-other';
+      let contentOwned = true;
       for (const [index, child] of spec.children.entries()) {
         const outcome = await runInitializer(child, ctx, `${field}.composite.initializer[${index}]`);
         metrics.push(...outcome.metrics);
         gitLocations.push(...outcome.gitLocations);
+        contentOwned &&= outcome.contentOwned === true;
         if (outcome.source !== 'from-other') source = outcome.source;
       }
       const sum = metrics.reduce((total, m) => total + m.bytes, 0);
       metrics.push({ type: 'composite', durationMs: Math.round(performance.now() - started), bytes: sum });
-      return { metrics, source, gitLocations };
+      return { metrics, source, gitLocations, contentOwned };
     }
     case 'prebuild':
       return runPrebuild(spec, ctx, field);

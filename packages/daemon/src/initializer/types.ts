@@ -55,6 +55,11 @@ export interface InitializerOutcome {
   readonly source: ContentSource;
   /** Checkout locations of git working copies (relative), for git status on disposal. */
   readonly gitLocations: readonly string[];
+  /**
+   * True when everything the initializer wrote is owned by the workspace's host identity already (git cloned as
+   * that user): the daemon then skips its ownership walk over the content. Absent: walk.
+   */
+  readonly contentOwned?: boolean;
 }
 
 /** A copy of the spec without credentials, safe for session state and logs. */
