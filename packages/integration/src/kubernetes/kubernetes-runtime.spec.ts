@@ -35,13 +35,9 @@ afterEach(async () => {
   for (const r of runtimes.splice(0)) await r.close();
 });
 
-async function newRuntime(
-  over: KubernetesRuntimeConfigInput = {},
-  isLeader?: () => boolean,
-): Promise<KubernetesRuntime> {
+async function newRuntime(over: KubernetesRuntimeConfigInput = {}): Promise<KubernetesRuntime> {
   const runtime = await KubernetesRuntime.create({
     kubeConfig,
-    isLeader,
     config: {
       namespace,
       pollIntervalMs: 50,
@@ -333,7 +329,8 @@ describe('KubernetesRuntime on a real API server', () => {
   });
 
   it('a replica that does not lead leaves a rejected pod alone', async () => {
-    const follower = await newRuntime({ maxPodRejections: 3 }, () => false);
+    const follower = await newRuntime({ maxPodRejections: 3 });
+    follower.followLeader(() => false);
     const followerEvents: RuntimeEvent[] = [];
     follower.events$.subscribe((e) => followerEvents.push(e));
     const s = spec();

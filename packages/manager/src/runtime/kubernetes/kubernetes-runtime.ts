@@ -52,7 +52,7 @@ export class KubernetesRuntime implements WorkspaceRuntime {
   private readonly logger: PluginLogger;
   private readonly api: CoreV1Api;
   private readonly watch: PodWatch;
-  private readonly isLeader: () => boolean;
+  private isLeader: () => boolean;
   private readonly tracked = new Map<string, Tracked>();
   /** Pods whose deletion this runtime asked for (a stop): their end is not a failure. */
   private readonly stopping = new Set<string>();
@@ -92,6 +92,14 @@ export class KubernetesRuntime implements WorkspaceRuntime {
     const runtime = new KubernetesRuntime(config, options.kubeConfig ?? kubeConfigFor(config), options);
     await runtime.watch.start();
     return runtime;
+  }
+
+  /**
+   * Gates what the runtime does on its own initiative (re-creating rejected pods) on leadership, for a runtime made
+   * through the plugin host (which cannot pass {@link KubernetesRuntimeOptions.isLeader}).
+   */
+  followLeader(isLeader: () => boolean): void {
+    this.isLeader = isLeader;
   }
 
   /** Watch statistics: streams opened and full lists made (a silent or restarted server shows here). */
