@@ -131,7 +131,7 @@ export { unaryHandler, serverStreamHandler } from './server.js';
 
 // Shared infrastructure: the one gRPC server bootstrap, logger, config-error adapter, semaphore and size parser
 export type { GrpcServerOptions, ServedService, ServerTlsFiles, StartedGrpcServer } from './infra/grpc-server.js';
-export { startGrpcServer } from './infra/grpc-server.js';
+export { bindAddress, startGrpcServer } from './infra/grpc-server.js';
 export type { Logger, LoggerOptions } from './infra/logger.js';
 export { createLogger, createSilentLogger, redactText, redactedFields } from './infra/logger.js';
 export { configKey, parseWithSchema } from './infra/config-schema.js';

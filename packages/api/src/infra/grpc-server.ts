@@ -44,6 +44,11 @@ export interface GrpcServerOptions {
   readonly serverOptions?: ServerOptions;
   /** Whether health checks answer SERVING from the start (default true); else the owner calls `setServing`. */
   readonly servingAtStart?: boolean;
+  /**
+   * Binds the server itself instead of `bindAsync(address)` (e.g. a unix socket staged with its final mode and
+   * owner); resolves to the bound port (0 for a socket). Plaintext only: `tls` does not apply.
+   */
+  readonly bind?: (server: Server) => Promise<number>;
 }
 
 export interface StartedGrpcServer {
@@ -71,6 +76,14 @@ async function credentialsFor(tls: ServerTlsFiles | undefined): Promise<ServerCr
   );
 }
 
+/** Binds `address` (host:port or `unix:/path`) with the credentials `tls` asks for; resolves to the port. */
+export async function bindAddress(server: Server, address: string, tls?: ServerTlsFiles): Promise<number> {
+  const credentials = await credentialsFor(tls);
+  return new Promise<number>((resolve, reject) => {
+    server.bindAsync(address, credentials, (error, bound) => (error ? reject(error) : resolve(bound)));
+  });
+}
+
 const reflectionDefinitions = new Map<string, ReturnType<typeof loadSync>>();
 
 function reflection(protos: readonly string[]): ReflectionService {
@@ -94,10 +107,13 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Start
   health.addToServer(server);
   reflection(options.reflectionProtos).addToServer(server);
 
-  const credentials = await credentialsFor(options.tls);
-  const port = await new Promise<number>((resolve, reject) => {
-    server.bindAsync(options.address, credentials, (error, bound) => (error ? reject(error) : resolve(bound)));
-  });
+  let port: number;
+  try {
+    port = options.bind ? await options.bind(server) : await bindAddress(server, options.address, options.tls);
+  } catch (error) {
+    server.forceShutdown();
+    throw error;
+  }
   const host = options.address.slice(0, options.address.lastIndexOf(':'));
   const setServing = (serving: boolean): void => {
     for (const name of names) health.setStatus(name, serving ? 'SERVING' : 'NOT_SERVING');

@@ -1,8 +1,15 @@
 import { chmod, lchown, mkdir, mkdtemp, rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { Server, ServerCredentials } from '@grpc/grpc-js';
-import { InvalidArgumentError, InWorkspaceServiceService, WorkspaceInfoServiceService } from '@workbay/api';
-import type { InWorkspaceServiceServer, WorkspaceInfoServiceServer } from '@workbay/api';
+import type { Server } from '@grpc/grpc-js';
+import {
+  InvalidArgumentError,
+  InWorkspaceServiceService,
+  WorkspaceInfoServiceService,
+  bindAddress,
+  protoFiles,
+  startGrpcServer,
+} from '@workbay/api';
+import type { InWorkspaceServiceServer, ServedService, WorkspaceInfoServiceServer } from '@workbay/api';
 
 export type IwsListenOptions = (
   | /** A unix socket, as the original serves one per workspace (an existing socket file is replaced). */
@@ -37,12 +44,6 @@ export interface IwsServerHandle {
 /** The largest request accepted (RESOURCE_EXHAUSTED beyond). */
 export const MAX_REQUEST_BYTES = 64 * 1024;
 
-function bind(server: Server, address: string): Promise<number> {
-  return new Promise<number>((resolve, reject) => {
-    server.bindAsync(address, ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p)));
-  });
-}
-
 /**
  * Binds a unix socket so that it never exists at its final path with a looser mode or another owner: bind()
  * creates the file with 0777 minus the umask, so it is made inside a fresh 0700 directory of the daemon's (nobody
@@ -60,7 +61,7 @@ async function bindUnixSocket(
   const staging = await mkdtemp(join(options.stagingDir ?? dirname(socketPath), '.bind-'));
   try {
     const bound = join(staging, 's');
-    await bind(server, `unix:${bound}`);
+    await bindAddress(server, `unix:${bound}`);
     await chmod(bound, options.socketMode ?? 0o600);
     if (options.owner) await lchown(bound, options.owner.uid, options.owner.gid);
     await rename(bound, socketPath);
@@ -69,57 +70,48 @@ async function bindUnixSocket(
   }
 }
 
-/** Serves one workspace's InWorkspaceService on a unix socket or a TCP address. */
+/** Serves one workspace's InWorkspaceService on a unix socket or a TCP address (the shared gRPC bootstrap). */
 export async function listenIws(
   service: InWorkspaceServiceServer,
   options: IwsListenOptions,
 ): Promise<IwsServerHandle> {
-  // Requests of this service are tiny (the largest, WriteIDMapping, is a few KB): nothing bigger is read.
-  const server = new Server({
-    'grpc.max_receive_message_length': MAX_REQUEST_BYTES,
-    'grpc.max_concurrent_streams': 16,
-  });
-  server.addService(InWorkspaceServiceService, service);
-  if (options.workspaceInfo) {
-    server.addService(WorkspaceInfoServiceService, options.workspaceInfo);
-  }
   let socketPath: string | undefined;
-  let port = 0;
-  try {
-    if ('socketPath' in options) {
-      if (!options.socketPath.startsWith('/')) {
-        throw new InvalidArgumentError('socketPath', 'must be an absolute path');
-      }
-      socketPath = options.socketPath;
-      await bindUnixSocket(server, socketPath, options);
-    } else {
-      port = await bind(server, options.address);
-    }
-  } catch (error) {
-    server.forceShutdown();
-    throw error;
+  if ('socketPath' in options) {
+    if (!options.socketPath.startsWith('/')) throw new InvalidArgumentError('socketPath', 'must be an absolute path');
+    socketPath = options.socketPath;
   }
-  const target =
-    socketPath !== undefined
-      ? `unix:${socketPath}`
-      : (options as { address: string }).address.replace(/:0$/, `:${port}`);
+  const services: ServedService[] = [
+    { name: 'iws.InWorkspaceService', definition: InWorkspaceServiceService, implementation: service },
+  ];
+  if (options.workspaceInfo) {
+    services.push({
+      name: 'iws.WorkspaceInfoService',
+      definition: WorkspaceInfoServiceService,
+      implementation: options.workspaceInfo,
+    });
+  }
+  const started = await startGrpcServer({
+    address: socketPath !== undefined ? `unix:${socketPath}` : (options as { address: string }).address,
+    services,
+    reflectionProtos: [protoFiles.iws],
+    // Requests of this service are tiny (the largest, WriteIDMapping, is a few KB): nothing bigger is read.
+    serverOptions: { 'grpc.max_receive_message_length': MAX_REQUEST_BYTES, 'grpc.max_concurrent_streams': 16 },
+    bind:
+      socketPath !== undefined
+        ? async (server) => {
+            await bindUnixSocket(server, socketPath, options as Parameters<typeof bindUnixSocket>[2]);
+            return 0;
+          }
+        : undefined,
+  });
   let closed = false;
   return {
-    target,
-    port: socketPath !== undefined ? 0 : port,
+    target: socketPath !== undefined ? `unix:${socketPath}` : started.address,
+    port: socketPath !== undefined ? 0 : Number(started.address.slice(started.address.lastIndexOf(':') + 1)),
     async close(graceMs = 2000) {
       if (closed) return;
       closed = true;
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(() => {
-          server.forceShutdown();
-          resolve();
-        }, graceMs);
-        server.tryShutdown(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
+      await started.stop(graceMs);
       // Not recursive: whatever else a workspace put there is left to the one who owns the directory.
       if (socketPath !== undefined) await rm(socketPath, { force: true }).catch(() => undefined);
     },
