@@ -59,9 +59,10 @@ export class ListWatcher<T extends { metadata?: { resourceVersion?: string } }> 
         failures = 0;
       } catch (error) {
         if (this.stopped) return;
-        // The API server is away (restarting) or refused: back off and try again from where we were.
+        // The API server is away (restarting) or refused: back off and try again from where we were. A restart
+        // is routine; only an outage of about a minute is worth reporting.
         failures++;
-        if (failures % 20 === 1) this.handlers.onError(`pod watch: ${(error as Error).message.slice(0, 300)}`);
+        if (failures % 30 === 0) this.handlers.onError(`pod watch: ${(error as Error).message.slice(0, 300)}`);
         await sleep(Math.min(2_000, 100 * 2 ** Math.min(failures, 5)));
       }
     }
@@ -74,15 +75,19 @@ export class ListWatcher<T extends { metadata?: { resourceVersion?: string } }> 
       timeoutSeconds: 60,
     };
     this.counters.watches++;
-    const watch = this.cluster.watch<T>(
+    let endNow = false;
+    let watch: KubernetesWatch | undefined = undefined;
+    watch = this.cluster.watch<T>(
       this.path,
       (event: KubernetesWatchEvent<T>) => {
+        if (endNow) return;
         if (event.type === 'ERROR') {
           const status = event.object as unknown as { code?: number; message?: string };
           // 410 Gone: our resourceVersion was compacted away; anything else: start over the same way.
           this.resourceVersion = undefined;
           if (status.code !== 410) this.handlers.onError(`pod watch error ${status.code}: ${status.message ?? ''}`);
-          watch.stop();
+          endNow = true;
+          watch?.stop();
           return;
         }
         const rv = event.object.metadata?.resourceVersion;
@@ -92,7 +97,7 @@ export class ListWatcher<T extends { metadata?: { resourceVersion?: string } }> 
       options,
     );
     this.current = watch;
-    if (this.stopped) watch.stop();
+    if (this.stopped || endNow) watch.stop();
     try {
       await watch.done;
     } catch (error) {

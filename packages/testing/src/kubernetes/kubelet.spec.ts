@@ -278,5 +278,6 @@ describe('startKubeletSimulator on a real API server', () => {
     expect(env.kubelet.watchStats.watches).toBeGreaterThan(watchesBefore);
     await cluster.request('DELETE', `/api/v1/namespaces/${env.ns}/pods/ws-before`, { gracePeriodSeconds: 30 });
     await waitForPod(env.ns, 'ws-before', (pod) => pod === undefined);
+    expect(env.kubelet.errors()).toEqual([]);
   });
 });
