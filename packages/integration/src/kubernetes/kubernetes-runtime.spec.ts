@@ -168,6 +168,13 @@ describe('KubernetesRuntime on a real API server', () => {
     expect(pod.spec!.nodeName).toBe('node-a');
     expect(pod.spec!.securityContext).toMatchObject({ runAsUser: 33333, runAsNonRoot: true });
     expect(pod.spec!.automountServiceAccountToken).toBe(false);
+    // A lost node's pods are evicted after 60 s (not Kubernetes' 300 s): the eviction tells the runtime.
+    expect(pod.spec!.tolerations).toEqual(
+      expect.arrayContaining([
+        { key: 'node.kubernetes.io/unreachable', operator: 'Exists', effect: 'NoExecute', tolerationSeconds: 60 },
+        { key: 'node.kubernetes.io/not-ready', operator: 'Exists', effect: 'NoExecute', tolerationSeconds: 60 },
+      ]),
+    );
     const c = pod.spec!.containers[0]!;
     expect(c.image).toBe('ghcr.io/acme/ide:1');
     const env = Object.fromEntries(c.env!.map((e) => [e.name, e.value]));
@@ -269,11 +276,11 @@ describe('KubernetesRuntime on a real API server', () => {
     expect((await readPod(name))?.metadata?.deletionTimestamp).toBeTruthy();
   });
 
-  it('fails workspaces from the pod status: OOM, exit code, pull errors (counted), eviction, node loss', async () => {
+  it('fails workspaces from the pod status: OOM, exit code, pull errors (counted), eviction, node loss, taint eviction', async () => {
     const runtime = await newRuntime();
-    const [oom, exit, pull, evicted, lost] = [spec(), spec(), spec(), spec(), spec()];
-    for (const x of [oom, exit, pull, evicted, lost]) await runtime.start(x);
-    const exits = [oom, exit, pull, evicted, lost].map((x) => next(runtime, 'exited', x.instanceId));
+    const [oom, exit, pull, evicted, lost, tainted] = [spec(), spec(), spec(), spec(), spec(), spec()];
+    for (const x of [oom, exit, pull, evicted, lost, tainted]) await runtime.start(x);
+    const exits = [oom, exit, pull, evicted, lost, tainted].map((x) => next(runtime, 'exited', x.instanceId));
     await report(podName(oom.instanceId), terminated(137, 'OOMKilled'));
     await report(podName(exit.instanceId), terminated(2, 'Error', 'boot\nno config'));
     // One failed pull, its back-off, then a second failed pull: two attempts reach maxImagePullFailures.
@@ -290,7 +297,21 @@ describe('KubernetesRuntime on a real API server', () => {
       ...runningStatus,
       conditions: [{ type: 'Ready', status: 'False', reason: 'NodeLost', message: 'Node is unresponsive' }],
     });
-    const [eOom, eExit, ePull, eEvicted, eLost] = await Promise.all(exits);
+    // The node controller's eviction of a pod on a tainted node: a DisruptionTarget condition, then the deletion.
+    await report(podName(tainted.instanceId), {
+      ...runningStatus,
+      conditions: [
+        { type: 'Ready', status: 'False' },
+        {
+          type: 'DisruptionTarget',
+          status: 'True',
+          reason: 'DeletionByTaintManager',
+          message: 'Taint manager: deleting due to NoExecute taint',
+        },
+      ],
+    });
+    await cluster.request('DELETE', `${podPath(podName(tainted.instanceId))}?gracePeriodSeconds=30`);
+    const [eOom, eExit, ePull, eEvicted, eLost, eTainted] = await Promise.all(exits);
     expect(eOom!.state.failure).toMatch(/^out of memory/);
     expect(eExit!.state).toMatchObject({
       exitCode: 2,
@@ -299,6 +320,9 @@ describe('KubernetesRuntime on a real API server', () => {
     expect(ePull!.state.failure).toBe('cannot pull image (2 attempts): manifest unknown');
     expect(eEvicted!.state.failure).toBe('the workspace pod was evicted: The node was low on resource: memory.');
     expect(eLost!.state.failure).toBe("the workspace's node node-a is unreachable: Node is unresponsive");
+    expect(eTainted!.state.failure).toBe(
+      "the workspace's node node-a is gone; the pod was deleted by the node controller (DeletionByTaintManager)",
+    );
   });
 
   it('re-creates a pod the kubelet rejected, bounded by maxPodRejections', async () => {

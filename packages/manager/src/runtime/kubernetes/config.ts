@@ -109,6 +109,13 @@ export const kubernetesRuntimeConfigSchema = z.strictObject({
       portName: z.string().min(1).default('grpc'),
     })
     .prefault({}),
+  /**
+   * How long a workspace pod stays on a node that is NotReady or unreachable before the node controller evicts it
+   * (a NoExecute toleration of the node's `not-ready`/`unreachable` taints; Kubernetes' default is 300 s). The
+   * eviction is how the manager learns that the node is gone (it does not watch Nodes, which would need a
+   * ClusterRole): the workspace then fails with "the workspace's node ... is gone".
+   */
+  nodeLossToleranceSeconds: z.number().int().min(0).default(60),
   /** Pause before re-creating a rejected pod (the node's resources may free up meanwhile). */
   podRejectionBackoffMs: z.number().int().min(0).default(5_000),
 });

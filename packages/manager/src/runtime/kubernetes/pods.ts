@@ -142,6 +142,13 @@ export function buildPod(spec: RuntimeWorkspaceSpec, config: KubernetesRuntimeCo
       terminationGracePeriodSeconds: config.terminationGracePeriodSeconds,
       nodeName: spec.nodeName ?? config.nodeName,
       nodeSelector: Object.keys(config.nodeSelector).length ? config.nodeSelector : undefined,
+      // Evicted soon after its node stops reporting: that eviction is how the runtime sees the node is lost.
+      tolerations: ['node.kubernetes.io/not-ready', 'node.kubernetes.io/unreachable'].map((key) => ({
+        key,
+        operator: 'Exists',
+        effect: 'NoExecute',
+        tolerationSeconds: config.nodeLossToleranceSeconds,
+      })),
       serviceAccountName: config.serviceAccountName,
       runtimeClassName: config.runtimeClassName,
       imagePullSecrets: config.imagePullSecrets.length ? config.imagePullSecrets.map((name) => ({ name })) : undefined,
