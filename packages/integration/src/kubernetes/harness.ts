@@ -39,6 +39,13 @@ export interface KubernetesHarnessOptions {
   readonly renewIntervalMs?: number;
   /** Serve HTTP on every workspace pod's ports (the proxy steps need it). */
   readonly serveWorkspaces?: boolean;
+  /** How long the simulated kubelet keeps a bound pod Pending (an image pull); default 0. */
+  readonly podStartDelayMs?: number;
+  /**
+   * Start a replica again (same identity) when it exits on its own, as its Deployment would; a SIGKILL from
+   * {@link Replica.kill} is not restarted.
+   */
+  readonly restartReplicas?: boolean;
   /** Extra top-level manager config keys. */
   readonly manager?: Record<string, unknown>;
   /** Extra keys of the manager's `runtime` section. */
@@ -54,6 +61,8 @@ export interface Replica {
   readonly client: WorkspaceManagerClient;
   stderr(): string;
   alive(): boolean;
+  /** Whether the harness killed it (with {@link Replica.kill}). */
+  killed(): boolean;
   /** Resolves with the exit code (or signal) once the process ended. */
   readonly exited: Promise<number | string>;
   kill(signal?: NodeJS.Signals): Promise<number | string>;
@@ -152,16 +161,30 @@ export async function startKubernetesHarness(options: KubernetesHarnessOptions =
       namespace,
       daemons: new Map(daemons.map((d) => [d.node, d.address])),
       serveWorkspaces: options.serveWorkspaces,
+      startDelayMs: options.podStartDelayMs,
     });
     cleanups.push(() => kubelet.stop());
 
     const replicas: Replica[] = [];
+    let closing = false;
     const startReplica = async (identity: string): Promise<Replica> => {
       const replica = await launchReplica({ dir, identity, kubeconfigPath, daemons, storageRoot, options });
       replicas.push(replica);
+      if (options.restartReplicas) {
+        void replica.exited.then(() => {
+          if (!closing && !replica.killed()) void startReplica(identity).catch(() => undefined);
+        });
+      }
       return replica;
     };
     cleanups.push(async () => {
+      closing = true;
+      // Keep what the replicas logged: a red spec is diagnosed from it after the temp dir is gone.
+      const logs = path.join(os.tmpdir(), 'workbay-k8s-logs');
+      await mkdir(logs, { recursive: true });
+      for (const [i, replica] of replicas.entries()) {
+        await writeFile(path.join(logs, `${path.basename(dir)}-${replica.identity}-${i}.log`), replica.stderr());
+      }
       for (const replica of replicas) replica.client.close();
       await Promise.all(replicas.map((r) => r.kill('SIGKILL')));
     });
@@ -276,6 +299,7 @@ async function launchReplica(o: LaunchOptions): Promise<Replica> {
     void exited.then((code) => reject(new Error(`workbay up exited with ${code}: ${stderr.slice(-3000)}`)));
   });
   const alive = () => child.exitCode === null && child.signalCode === null;
+  let killed = false;
   return {
     identity: o.identity,
     process: child,
@@ -283,8 +307,10 @@ async function launchReplica(o: LaunchOptions): Promise<Replica> {
     client: createWorkspaceManagerClient(addresses.managerAddress, { defaultTimeoutMs: 60_000 }),
     stderr: () => stderr,
     alive,
+    killed: () => killed,
     exited,
     kill: async (signal = 'SIGKILL') => {
+      killed = true;
       if (alive()) child.kill(signal);
       return exited;
     },

@@ -18,6 +18,8 @@ export interface StandInKubeletOptions {
   readonly daemons: ReadonlyMap<string, string>;
   /** Serve HTTP on podIP:containerPort for every workspace pod (the proxy tests need it; the bench does not). */
   readonly serveWorkspaces?: boolean;
+  /** How long a bound pod stays Pending before it runs (an image pull, say); default 0. */
+  readonly startDelayMs?: number;
 }
 
 export interface StandInKubelet {
@@ -147,6 +149,7 @@ export async function startStandInKubelet(options: StandInKubeletOptions): Promi
     if (!load.has(node) || pod.status?.phase === 'Running' || handled.get(uid) === 'running') return;
     if (handled.get(uid) !== 'bound') load.set(node, load.get(node)! + 1);
     handled.set(uid, 'running');
+    if (options.startDelayMs) await sleep(options.startDelayMs);
     const n = ++nextIp;
     const ip = `127.${10 + nodes.indexOf(node)}.${Math.floor(n / 250)}.${(n % 250) + 2}`;
     if (options.serveWorkspaces) await serve(pod, ip);

@@ -388,11 +388,15 @@ export class WorkspaceManagerCore {
     const className = this.admission.resolveClass(input.spec!.className);
     this.admission.assertStartable(input.id, input.metadata!.metaId);
     const record = newRecord(input, validated, className, this.urls, this.now());
+    const leadingWhenRecorded = this.leading;
     const published = await this.admission.whileAccepting(record, () => this.repo.create(record));
     this.metrics?.startsTotal.inc(labelsOf(published));
     const { id, metaId, owner, type } = published;
     this.logger.info({ workspace: id, metaId, owner, class: className, type }, 'workspace accepted');
-    this.dispatch(id, { type: 'resume' });
+    // Recorded as a follower: the leader adopts it, even when that is this replica, promoted meanwhile (its
+    // takeover resumed the workspace already; resuming it again here would start it twice: found by the failover
+    // spec, a second pod creation answered 409 and failed the workspace).
+    if (leadingWhenRecorded) this.dispatch(id, { type: 'resume' });
     return { url: published.url, ownerToken: published.ownerToken };
   }
 

@@ -131,7 +131,7 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
       path: `/api/v1/namespaces/${ns}/secrets`,
       list: () => this.core.listNamespacedSecret({ namespace: options.namespace, labelSelector: managedSelector }),
       labelSelector: managedSelector,
-      onUpsert: () => undefined,
+      onUpsert: (secret) => this.secretSeen(secret),
       onDelete: () => undefined,
       logger: options.logger,
       what: 'workspace secrets',
@@ -220,7 +220,7 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
   private async createObjects(record: WorkspaceRecord, name: string): Promise<WorkspaceRecord> {
     const { namespace } = this.options;
     try {
-      await this.core.createNamespacedSecret({ namespace, body: secretObject(record, namespace) as V1Secret });
+      await this.createSecret(record);
     } catch (error) {
       this.idsByName.delete(name);
       throw apiError(error, `creating the secrets of workspace ${record.id}`);
@@ -389,6 +389,8 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
     if (this.leading) {
       this.remember(id, object);
       this.desiredFrom(object);
+      // A start or stop this replica recorded as a follower, before it was promoted, waits for this (awaitLeader).
+      this.versionSeen.next();
       return;
     }
     const record = this.recordFrom(object);
@@ -412,6 +414,14 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
     this.versionSeen.next();
   }
 
+  /** A workspace's Secret arrived: a leader takes over the object that waited for it (see desiredFrom). */
+  private secretSeen(secret: V1Secret): void {
+    if (!this.loaded || !this.leading) return;
+    const name = /^ws-(.+)-secrets$/.exec(secret.metadata?.name ?? '')?.[1];
+    const object = name ? this.workspaces.get(name) : undefined;
+    if (object) this.desiredFrom(object);
+  }
+
   private removed(object: WorkspaceObject): void {
     const id = instanceIdOf(object.metadata);
     if (!id) return;
@@ -430,6 +440,9 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
     const id = instanceIdOf(object.metadata);
     if (!id || !object.spec?.record || this.creating.has(id)) return;
     if (!object.status?.record && !this.adopted.has(id)) {
+      // Its Secret (owner token, initializer, env values) comes through another watch and may arrive after the
+      // object: taken over once it is here (secretSeen), not without it (the start would fail for want of them).
+      if (!this.secrets.get(secretNameOf(id))) return;
       // Accepted by a follower (or by a leader that died before writing a status): this leader takes it over.
       const record = this.recordFrom(object);
       if (!record) return;
@@ -549,6 +562,25 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
         const fresh = await this.read(record.id);
         if (fresh) this.latest.set(record.id, fresh);
       }
+    }
+  }
+
+  /**
+   * Creates the workspace's Secret. One that exists without its object is the leftover of a create that died
+   * between the two (a replica killed mid-start): it is replaced, or a client's retry of that start would be
+   * answered ALREADY_EXISTS for a workspace that does not exist (found by the failover spec).
+   */
+  private async createSecret(record: WorkspaceRecord): Promise<void> {
+    const { namespace } = this.options;
+    const body = secretObject(record, namespace) as V1Secret;
+    try {
+      await this.core.createNamespacedSecret({ namespace, body });
+    } catch (error) {
+      if (!isWorkbayError(apiError(error, 'creating a Secret'), 'already-exists') || (await this.read(record.id))) {
+        throw error;
+      }
+      await this.core.deleteNamespacedSecret({ name: secretNameOf(record.id), namespace });
+      await this.core.createNamespacedSecret({ namespace, body });
     }
   }
 
