@@ -80,12 +80,16 @@ describe('failover between two manager replicas', () => {
 
     for (const id of ids) await expectPhase(survivor.client, id, 'running');
 
-    // One pod per workspace, each made Running once: none lost, none created twice.
+    // One pod per workspace, each created once and Running: none lost, none created twice.
     const pods = await h.workspacePods();
     const names = pods.map((p) => p.metadata!.name!).sort();
     expect(names).toEqual(['ws-fo-marker', ...ids.map((id) => `ws-${id}`)].sort());
     expect(pods.every((p) => p.status?.phase === 'Running' && !p.metadata?.deletionTimestamp)).toBe(true);
-    for (const id of ids) expect(h.kubelet.runningCounts.get(`ws-${id}`), id).toBe(1);
+    for (const id of ids) {
+      const uids = h.pods.uids(`ws-${id}`);
+      expect(uids, id).toHaveLength(1);
+      expect(h.pods.ranAt(uids[0]!), id).toBe(true);
+    }
 
     // The survivor's Subscribe client saw every transition of every workspace, RUNNING exactly once, in order.
     await Promise.all(ids.map((id) => recorder.waitFor(id, isPhase('running'))));

@@ -16,10 +16,10 @@ import { fileURLToPath } from 'node:url';
 import { createWorkspaceManagerClient } from '@workbay/api';
 import type { WorkspaceManagerClient } from '@workbay/api';
 import { DaemonSupervisor, createSilentLogger, resolveManagerConfig } from '@workbay/manager';
-import { loadKustomization, startKubernetesCluster } from '@workbay/testing';
-import type { KubernetesObject, KubernetesTestCluster } from '@workbay/testing';
-import { startStandInKubelet } from './stand-in-kubelet.js';
-import type { StandInKubelet } from './stand-in-kubelet.js';
+import { loadKustomization, startKubeletSimulator, startKubernetesCluster } from '@workbay/testing';
+import type { KubeletSimulator, KubernetesObject, KubernetesTestCluster } from '@workbay/testing';
+import { startPodLedger } from './pod-ledger.js';
+import type { PodLedger } from './pod-ledger.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repoRoot = path.resolve(here, '../../../..');
@@ -81,8 +81,11 @@ export interface KubernetesHarness {
   /** The manager ServiceAccount's token (what the replicas use). */
   readonly managerToken: string;
   readonly kubeconfigPath: string;
+  /** The daemon of each node (a node brought back by the simulator gets a new one). */
   readonly daemons: readonly NodeDaemon[];
-  readonly kubelet: StandInKubelet;
+  readonly kubelet: KubeletSimulator;
+  /** Every workspace pod that ever existed (uids per name, whether each ran). */
+  readonly pods: PodLedger;
   readonly replicas: Replica[];
   readonly storageRoot: string;
   startReplica(identity: string): Promise<Replica>;
@@ -150,19 +153,25 @@ export async function startKubernetesHarness(options: KubernetesHarnessOptions =
     const managerToken = await cluster.serviceAccountToken(namespace, 'workbay-manager');
     const kubeconfigPath = await cluster.writeKubeconfig(managerToken);
 
+    const pods = startPodLedger(cluster, namespace);
+    cleanups.push(() => pods.stop());
     const daemons: NodeDaemon[] = [];
-    for (const node of options.nodes ?? ['node-a', 'node-b']) {
-      const daemon = await startNodeDaemon(dir, node, storageRoot);
-      cleanups.push(() => daemon.supervisor.stop());
-      daemons.push(daemon);
-    }
-    const kubelet = await startStandInKubelet({
+    const kubelet = await startKubeletSimulator({
       cluster,
       namespace,
-      daemons: new Map(daemons.map((d) => [d.node, d.address])),
+      nodes: options.nodes ?? ['node-a', 'node-b'],
       serveWorkspaces: options.serveWorkspaces,
-      startDelayMs: options.podStartDelayMs,
+      readyDelayMs: options.podStartDelayMs,
+      startDaemon: async (node) => {
+        const daemon = await startNodeDaemon(dir, node, storageRoot);
+        const known = daemons.findIndex((d) => d.node === node);
+        if (known >= 0) daemons.splice(known, 1, daemon);
+        else daemons.push(daemon);
+        const port = Number(daemon.address.slice(daemon.address.lastIndexOf(':') + 1));
+        return { host: '127.0.0.1', port, stop: () => daemon.supervisor.stop() };
+      },
     });
+    // Stops the daemons too.
     cleanups.push(() => kubelet.stop());
 
     const replicas: Replica[] = [];
@@ -204,6 +213,7 @@ export async function startKubernetesHarness(options: KubernetesHarnessOptions =
       kubeconfigPath,
       daemons,
       kubelet,
+      pods,
       replicas,
       storageRoot,
       startReplica,
