@@ -271,7 +271,13 @@ describe('deploy/kubernetes on a real API server', () => {
       }),
     );
     await forbidden(() => core.patchNamespacedPod({ name: 'any', namespace, body: {} }));
-    await forbidden(() => core.createNamespacedServiceAccountToken({ name: 'workbay-manager', namespace, body: {} }));
+    await forbidden(() =>
+      core.createNamespacedServiceAccountToken({
+        name: 'workbay-manager',
+        namespace,
+        body: { spec: { audiences: [] } },
+      }),
+    );
     // The daemon's account has no Role at all.
     const daemonToken = await cluster.serviceAccountToken(namespace, 'workbay-daemon', 600);
     const asDaemon = new KubeConfig();
