@@ -14,8 +14,14 @@
  *   unless the operator allows them, and the workspace's owner instead of the archive's.
  */
 import {
+  close as closeFd,
   closeSync,
   constants,
+  fchmod,
+  fchown,
+  futimes,
+  open as openFd,
+  write as writeFd,
   fchmodSync,
   fchownSync,
   futimesSync,
@@ -27,6 +33,7 @@ import {
 import type { FileHandle } from 'node:fs/promises';
 import { chmod, lchown, link, lstat, lutimes, mkdir, open, rm, symlink, unlink, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
+import { promisify } from 'node:util';
 import { ArchiveEscapeError, InvalidArgumentError } from '../errors.js';
 import { Semaphore } from '../util/concurrency.js';
 import { runProcess } from '../util/process.js';
@@ -57,6 +64,19 @@ export function normalizeEntryPath(raw: string): string {
   if (parts.includes('..')) throw new ArchiveEscapeError(raw, "paths with '..' are not allowed");
   return parts.join('/');
 }
+
+/** Descriptor-level calls as promises, without FileHandle objects. */
+const fdOps = {
+  open: promisify(openFd),
+  write: (fd: number, data: Uint8Array, offset: number, length: number, position: number): Promise<number> =>
+    new Promise((resolve, reject) =>
+      writeFd(fd, data, offset, length, position, (error, bytes) => (error ? reject(error) : resolve(bytes))),
+    ),
+  fchown: promisify(fchown),
+  fchmod: promisify(fchmod),
+  futimes: promisify(futimes),
+  close: promisify(closeFd),
+};
 
 const noFollowWrite = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
 
@@ -292,10 +312,14 @@ export class SafeTreeWriter {
     if (entry.xattrs) this.pendingXattrs.push([path, entry.xattrs]);
   }
 
+  /**
+   * Creates one small file through plain descriptors (the callback API): a FileHandle per file costs twice the
+   * event loop's time of the same six system calls, and a restore creates thousands of files.
+   */
   private async writeFileAsync(absolute: string, entry: TreeEntry, data: Uint8Array): Promise<void> {
-    let handle: FileHandle;
+    let fd: number;
     try {
-      handle = await open(absolute, noFollowWrite, 0o600);
+      fd = await fdOps.open(absolute, noFollowWrite, 0o600);
     } catch (error) {
       // Something is in the way (O_EXCL): a directory is refused, anything else (a symlink too) replaced.
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
@@ -303,19 +327,19 @@ export class SafeTreeWriter {
         throw new InvalidArgumentError('archive', `entry '${entry.path}' would replace a directory`);
       }
       await unlink(absolute);
-      handle = await open(absolute, noFollowWrite, 0o600);
+      fd = await fdOps.open(absolute, noFollowWrite, 0o600);
     }
     try {
       let written = 0;
       while (written < data.length) {
-        written += (await handle.write(data, written, data.length - written, written)).bytesWritten;
+        written += await fdOps.write(fd, data, written, data.length - written, written);
       }
-      if (this.preserveOwner) await handle.chown(entry.uid, entry.gid);
-      await handle.chmod(entry.mode);
+      if (this.preserveOwner) await fdOps.fchown(fd, entry.uid, entry.gid);
+      await fdOps.fchmod(fd, entry.mode);
       const time = entry.mtimeMs / 1000;
-      await handle.utimes(time, time);
+      await fdOps.futimes(fd, time, time);
     } finally {
-      await handle.close();
+      await fdOps.close(fd);
     }
   }
 
