@@ -2,7 +2,12 @@ import { createServer } from 'node:http';
 import type { Server } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { KubernetesApiError } from './client.js';
-import type { KubernetesWatch, KubernetesWatchEvent, KubernetesWatchOptions } from './client.js';
+import type {
+  KubernetesRequestOptions,
+  KubernetesWatch,
+  KubernetesWatchEvent,
+  KubernetesWatchOptions,
+} from './client.js';
 import type { KubernetesTestCluster } from './cluster.js';
 
 /**
@@ -186,4 +191,63 @@ export async function closeServers(servers: readonly Server[]): Promise<void> {
         }),
     ),
   );
+}
+
+/**
+ * The simulator's API access: bounded concurrency, retries while the API server is away (restarting) or says
+ * "not now" (429, 5xx) for up to a minute, and a list of problems a test can assert to be empty.
+ */
+export class SimulatorClient {
+  readonly problems: string[] = [];
+  stopped = false;
+  private readonly limiter: Limiter;
+
+  constructor(
+    private readonly cluster: Pick<KubernetesTestCluster, 'request'>,
+    maxConcurrent: number,
+  ) {
+    this.limiter = new Limiter(maxConcurrent);
+  }
+
+  async request<T = unknown>(
+    method: string,
+    path: string,
+    body?: unknown,
+    options?: KubernetesRequestOptions,
+  ): Promise<{ status: number; body: T }> {
+    const deadline = Date.now() + 60_000;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const res = await this.limiter.run(() => this.cluster.request<T>(method, path, body, options));
+        // 429 and 5xx are the API server's "not now": try again like client-go does.
+        if ((res.status === 429 || res.status >= 500) && Date.now() < deadline && !this.stopped) {
+          await sleep(Math.min(1_000, 50 * 2 ** attempt));
+          continue;
+        }
+        return res;
+      } catch (error) {
+        if (Date.now() >= deadline || this.stopped) throw error;
+        await sleep(Math.min(1_000, 50 * 2 ** attempt));
+      }
+    }
+  }
+
+  problem(message: string): void {
+    if (this.problems.length < 100) this.problems.push(message);
+  }
+
+  /** Deletes a pod with grace 0 and its uid as precondition (what a kubelet does once the containers are gone). */
+  async forceDelete(podsPath: string, pod: { metadata: { name: string; uid: string } }): Promise<void> {
+    const path = `${podsPath}/${encodeURIComponent(pod.metadata.name)}`;
+    const res = await this.request('DELETE', path, {
+      apiVersion: 'v1',
+      kind: 'DeleteOptions',
+      gracePeriodSeconds: 0,
+      preconditions: { uid: pod.metadata.uid },
+    });
+    // 404: already gone; 409: the name now belongs to a new pod (uid precondition), which is not ours to delete.
+    if (res.status !== 200 && res.status !== 202 && res.status !== 404 && res.status !== 409) {
+      this.problem(`DELETE ${path}: ${res.status} ${JSON.stringify(res.body).slice(0, 300)}`);
+    }
+  }
 }

@@ -184,6 +184,41 @@ describe('startKubeletSimulator on a real API server', () => {
     expect(env.kubelet.errors()).toEqual([]);
   });
 
+  it('cycles ErrImagePull and ImagePullBackOff for an image the nodes cannot pull, never Running', async () => {
+    const env = await setup({ imagePullFailure: (image) => (image.startsWith('nope/') ? 'ErrImagePull' : undefined) });
+    const reasons: string[] = [];
+    let thirdAttempt!: () => void;
+    const attempts = new Promise<void>((resolve) => (thirdAttempt = resolve));
+    const watch = cluster.watch<Pod>(`/api/v1/namespaces/${env.ns}/pods`, (e) => {
+      const pod = e.object;
+      reasons.push(
+        pod.status?.phase === 'Running'
+          ? 'Running'
+          : (pod.status?.containerStatuses?.[0]?.state?.['waiting']?.reason ?? ''),
+      );
+      if (reasons.filter((r) => r === 'ErrImagePull').length === 3) thirdAttempt();
+    });
+    const pod = workspacePod('ws-nope');
+    await createPod(env.ns, {
+      ...pod,
+      spec: { ...pod.spec, containers: [{ ...pod.spec.containers[0], image: 'nope/image:1' }] },
+    });
+    await attempts;
+    watch.stop();
+    const seen = reasons.filter((r) => r === 'ErrImagePull' || r === 'ImagePullBackOff');
+    expect(seen.slice(0, 5)).toEqual([
+      'ErrImagePull',
+      'ImagePullBackOff',
+      'ErrImagePull',
+      'ImagePullBackOff',
+      'ErrImagePull',
+    ]);
+    expect(reasons).not.toContain('Running');
+    await cluster.request('DELETE', `/api/v1/namespaces/${env.ns}/pods/ws-nope`, { gracePeriodSeconds: 30 });
+    await waitForPod(env.ns, 'ws-nope', (p) => p === undefined);
+    expect(env.kubelet.errors()).toEqual([]);
+  });
+
   it('runs a daemon per node, loses a node (pods deleted, daemon stopped) and brings it back', async () => {
     const daemons: { node: string; stopped: boolean }[] = [];
     const env = await setup({

@@ -1,8 +1,6 @@
 import type { Server } from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { KubernetesRequestOptions } from './client.js';
-import type { KubernetesTestCluster } from './cluster.js';
-import { ListWatcher, Limiter, LoopbackAllocator, closeServers, servePorts } from './kubelet-support.js';
+import { ListWatcher, LoopbackAllocator, SimulatorClient, closeServers, servePorts } from './kubelet-support.js';
 import {
   creatingStatus,
   imagePullErrorStatus,
@@ -14,84 +12,10 @@ import type { SimPodObject } from './kubelet-status.js';
 import { SimulatedNodes } from './kubelet-nodes.js';
 import type { SimulatedDaemon } from './kubelet-nodes.js';
 
+import type { KubeletPodFailure, KubeletSimulator, KubeletSimulatorOptions, SimulatedPod } from './kubelet-types.js';
+
 export type { SimulatedDaemon } from './kubelet-nodes.js';
-
-/** Options of {@link startKubeletSimulator}. */
-export interface KubeletSimulatorOptions {
-  /** The API server to play the kubelet for. */
-  readonly cluster: KubernetesTestCluster;
-  /** Where workspace pods and the daemon pods live. */
-  readonly namespace: string;
-  /** Node names to create and play the kubelet for (DNS labels). */
-  readonly nodes: readonly string[];
-  /** Bind unscheduled workspace pods round-robin to ready nodes (the scheduler's job). Default true. */
-  readonly schedule?: boolean;
-  /** Runs one daemon per node; its pod `workbay-daemon-<node>` then points at `host:port` (podIP, port `grpc`). */
-  readonly startDaemon?: (node: string) => Promise<SimulatedDaemon>;
-  /** Finish graceful deletions (containers exit 0, then delete with grace 0). Default true; false: never. */
-  readonly confirmDeletions?: boolean;
-  /** Time between "ContainerCreating" and Running/Ready. Default 0 (straight to Running). */
-  readonly readyDelayMs?: number;
-  /** Listen on podIP:<containerPort> for every port of a running pod, answering 200 with the pod name. */
-  readonly serveWorkspaces?: boolean;
-  /** Concurrent API calls of the simulator. Default 32. */
-  readonly maxConcurrentRequests?: number;
-}
-
-/** One pod as the simulator sees it. */
-export interface SimulatedPod {
-  readonly name: string;
-  readonly uid: string;
-  /** `spec.nodeName`; none while unscheduled. */
-  readonly node?: string;
-  /** The loopback address the simulator gave the pod (127.0.x.y), once it runs. */
-  readonly podIP?: string;
-  /** The phase the simulator last wrote (or read, for pods it adopted). */
-  readonly phase?: string;
-  /** The pod has a deletionTimestamp. */
-  readonly deleting: boolean;
-}
-
-/** How a container ended in {@link KubeletSimulator.failPod}. */
-export interface KubeletPodFailure {
-  /** The container's `state.terminated.reason`. */
-  readonly reason: 'OOMKilled' | 'Error';
-  /** Default 137 for OOMKilled, 1 for Error. */
-  readonly exitCode?: number;
-  /** Default the first container. */
-  readonly container?: string;
-}
-
-/** A simulated kubelet (plus scheduler and node lifecycle controller) for the pods of a real API server. */
-export interface KubeletSimulator {
-  readonly nodes: readonly string[];
-  /** The daemons started through `startDaemon`, by node (a lost node has none until `setNodeReady`). */
-  daemon(node: string): SimulatedDaemon | undefined;
-  /** The workspace container of pod `name` ended with a failure (OOMKilled, Error): the pod is Failed. */
-  failPod(name: string, failure: KubeletPodFailure): Promise<void>;
-  /** Pod `name` cannot pull its image: Pending with the container waiting (default reason ErrImagePull). */
-  imagePullError(
-    name: string,
-    options?: { reason?: 'ErrImagePull' | 'ImagePullBackOff' | 'InvalidImageName'; message?: string },
-  ): Promise<void>;
-  /** The kubelet evicted pod `name` (memory pressure): Failed, reason Evicted, DisruptionTarget. */
-  evict(name: string): Promise<void>;
-  /**
-   * The node stops answering: Node Ready=Unknown with unreachable taints, its daemon stopped, its pods marked
-   * not ready and deleted with grace 0 (as the node lifecycle controller would). Nothing is scheduled there.
-   */
-  loseNode(node: string): Promise<void>;
-  /** The node is back: Ready=True, a fresh daemon (and daemon pod), pods bound to it are run again. */
-  setNodeReady(node: string): Promise<void>;
-  /** What the simulator knows of the workspace pods right now. */
-  pods(): SimulatedPod[];
-  /** Problems the simulator met (failed API calls, watch errors): a test may assert there are none. */
-  errors(): readonly string[];
-  /** Watch counters, for resilience tests: how often the pod watch was opened and the pods listed. */
-  readonly watchStats: { readonly watches: number; readonly lists: number };
-  /** Stops watching, closes the workspace servers and stops the daemons; the API objects stay. */
-  stop(): Promise<void>;
-}
+export type { KubeletPodFailure, KubeletSimulator, KubeletSimulatorOptions, SimulatedPod } from './kubelet-types.js';
 
 const workspaceSelector = 'app.kubernetes.io/managed-by=workbay,app.kubernetes.io/component=workspace';
 const hostIP = '127.0.0.1';
@@ -107,6 +31,8 @@ interface PodState {
   confirming: boolean;
   /** A fault was injected or the pod ended: the normal start must not overwrite it. */
   settled: boolean;
+  /** The next pull attempt of a failing image. */
+  pullTimer?: NodeJS.Timeout;
   gone: boolean;
   queue: Promise<void>;
 }
@@ -138,8 +64,7 @@ class Simulator implements KubeletSimulator {
   private readonly ns: string;
   private readonly podsPath: string;
   private readonly states = new Map<string, PodState>();
-  private readonly problems: string[] = [];
-  private readonly limiter: Limiter;
+  private readonly client: SimulatorClient;
   private readonly addresses = new LoopbackAllocator();
   private readonly nodeSet: SimulatedNodes;
   private readonly watcher: ListWatcher<SimPodObject>;
@@ -154,9 +79,9 @@ class Simulator implements KubeletSimulator {
     this.nodes = [...options.nodes];
     this.ns = options.namespace;
     this.podsPath = `/api/v1/namespaces/${encodeURIComponent(this.ns)}/pods`;
-    this.limiter = new Limiter(options.maxConcurrentRequests ?? 32);
+    this.client = new SimulatorClient(options.cluster, options.maxConcurrentRequests ?? 32);
     this.nodeSet = new SimulatedNodes({
-      api: (method, path, body, requestOptions) => this.api(method, path, body, requestOptions),
+      api: (method, path, body, requestOptions) => this.client.request(method, path, body, requestOptions),
       namespace: this.ns,
       hostIP,
       startDaemon: options.startDaemon,
@@ -164,7 +89,7 @@ class Simulator implements KubeletSimulator {
     this.watcher = new ListWatcher<SimPodObject>(options.cluster, this.podsPath, workspaceSelector, {
       onSync: (items) => this.onSync(items),
       onEvent: (type, pod) => (type === 'DELETED' ? this.forget(pod.metadata.uid) : this.observe(pod)),
-      onError: (message) => this.problem(message),
+      onError: (message) => this.client.problem(message),
     });
   }
 
@@ -193,56 +118,29 @@ class Simulator implements KubeletSimulator {
   }
 
   errors(): readonly string[] {
-    return [...this.problems];
+    return [...this.client.problems];
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
+    this.client.stopped = true;
     await this.watcher.stop();
+    for (const state of this.states.values()) clearTimeout(state.pullTimer);
     await Promise.all([...this.states.values()].map((s) => s.queue));
     await Promise.all([...this.states.values()].map((s) => closeServers(s.servers.splice(0))));
     await this.nodeSet.stopDaemons();
   }
 
-  // ---- API calls: bounded, retried while the API server is away (restarting) ----
-
-  private async api<T = unknown>(
-    method: string,
-    path: string,
-    body?: unknown,
-    requestOptions?: KubernetesRequestOptions,
-  ): Promise<{ status: number; body: T }> {
-    const deadline = Date.now() + 60_000;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const res = await this.limiter.run(() => this.options.cluster.request<T>(method, path, body, requestOptions));
-        // 429 and 5xx are the API server's "not now": try again like client-go does.
-        if ((res.status === 429 || res.status >= 500) && Date.now() < deadline && !this.stopped) {
-          await sleep(Math.min(1_000, 50 * 2 ** attempt));
-          continue;
-        }
-        return res;
-      } catch (error) {
-        if (Date.now() >= deadline || this.stopped) throw error;
-        await sleep(Math.min(1_000, 50 * 2 ** attempt));
-      }
-    }
-  }
-
   private async patchStatus(state: PodState, status: object, phase: string): Promise<boolean> {
     const path = `${this.podsPath}/${encodeURIComponent(state.pod.metadata.name)}/status`;
-    const res = await this.api('PATCH', path, { status }, { contentType: 'application/merge-patch+json' });
+    const res = await this.client.request('PATCH', path, { status }, { contentType: 'application/merge-patch+json' });
     if (res.status === 404) return false;
     if (res.status !== 200) {
-      this.problem(`PATCH ${path}: ${res.status} ${JSON.stringify(res.body).slice(0, 300)}`);
+      this.client.problem(`PATCH ${path}: ${res.status} ${JSON.stringify(res.body).slice(0, 300)}`);
       return false;
     }
     state.phase = phase;
     return true;
-  }
-
-  private problem(message: string): void {
-    if (this.problems.length < 100) this.problems.push(message);
   }
 
   // ---- the pod loop ----
@@ -259,7 +157,7 @@ class Simulator implements KubeletSimulator {
       try {
         await task();
       } catch (error) {
-        this.problem(`pod ${state.pod.metadata.name}: ${(error as Error).message.slice(0, 300)}`);
+        this.client.problem(`pod ${state.pod.metadata.name}: ${(error as Error).message.slice(0, 300)}`);
       }
     });
     state.queue = run;
@@ -311,6 +209,7 @@ class Simulator implements KubeletSimulator {
     if (!state) return;
     state.gone = true;
     state.settled = true;
+    clearTimeout(state.pullTimer);
     this.states.delete(uid);
     void closeServers(state.servers.splice(0));
   }
@@ -328,7 +227,7 @@ class Simulator implements KubeletSimulator {
       return;
     }
     const node = candidates[this.roundRobin++ % candidates.length]!;
-    const res = await this.api('POST', `${this.podsPath}/${encodeURIComponent(pod.metadata.name)}/binding`, {
+    const res = await this.client.request('POST', `${this.podsPath}/${encodeURIComponent(pod.metadata.name)}/binding`, {
       apiVersion: 'v1',
       kind: 'Binding',
       metadata: { name: pod.metadata.name, uid: pod.metadata.uid },
@@ -336,7 +235,7 @@ class Simulator implements KubeletSimulator {
     });
     // 409: bound meanwhile (by someone else); 404: gone. The watch shows either.
     if (res.status !== 201 && res.status !== 200 && res.status !== 409 && res.status !== 404) {
-      this.problem(`bind ${pod.metadata.name}: ${res.status} ${JSON.stringify(res.body).slice(0, 300)}`);
+      this.client.problem(`bind ${pod.metadata.name}: ${res.status} ${JSON.stringify(res.body).slice(0, 300)}`);
     }
   }
 
@@ -361,6 +260,12 @@ class Simulator implements KubeletSimulator {
       await sleep(delay);
     }
     if (state.settled || state.gone) return;
+    const unpullable = this.unpullable(pod);
+    if (unpullable) {
+      state.settled = true;
+      this.pullAttempt(state, unpullable.container, unpullable.reason, 0);
+      return;
+    }
     let podIP = this.addresses.next();
     if (this.options.serveWorkspaces) {
       for (let attempt = 0; ; attempt++) {
@@ -382,6 +287,38 @@ class Simulator implements KubeletSimulator {
     await this.patchStatus(state, runningStatus(pod, hostIP, podIP), 'Running');
   }
 
+  private unpullable(
+    pod: SimPodObject,
+  ): { container: string; reason: 'ErrImagePull' | 'InvalidImageName' } | undefined {
+    for (const c of pod.spec.containers) {
+      const reason = this.options.imagePullFailure?.(c.image ?? '');
+      if (reason) return { container: c.name, reason };
+    }
+    return undefined;
+  }
+
+  /** One failed pull (even steps) or back-off (odd steps), then the next after `pullBackoffMs`, until deletion. */
+  private pullAttempt(state: PodState, container: string, reason: 'ErrImagePull' | 'InvalidImageName', step: number) {
+    if (state.gone || state.confirming || this.stopped) return;
+    const image = state.pod.spec.containers.find((c) => c.name === container)?.image ?? '';
+    const [waiting, message] =
+      reason === 'InvalidImageName'
+        ? [reason, `Failed to apply default image tag "${image}": couldn't parse image name "${image}"`]
+        : step % 2 === 0
+          ? ['ErrImagePull', `rpc error: code = NotFound desc = failed to pull and unpack image "${image}": not found`]
+          : ['ImagePullBackOff', `Back-off pulling image "${image}"`];
+    void this.enqueue(state, async () => {
+      if (state.gone || state.confirming) return;
+      const status = imagePullErrorStatus(state.pod, hostIP, undefined, container, waiting, message);
+      await this.patchStatus(state, status, 'Pending');
+      if (reason === 'InvalidImageName' || this.stopped) return;
+      state.pullTimer = setTimeout(
+        () => this.pullAttempt(state, container, reason, step + 1),
+        this.options.pullBackoffMs ?? 100,
+      );
+    });
+  }
+
   private serve(pod: SimPodObject, podIP: string): Promise<Server[]> {
     return servePorts(podIP, containerPorts(pod), pod.metadata.name);
   }
@@ -395,21 +332,7 @@ class Simulator implements KubeletSimulator {
         return;
       }
     }
-    await this.forceDelete(pod);
-  }
-
-  private async forceDelete(pod: SimPodObject): Promise<void> {
-    const path = `${this.podsPath}/${encodeURIComponent(pod.metadata.name)}`;
-    const res = await this.api('DELETE', path, {
-      apiVersion: 'v1',
-      kind: 'DeleteOptions',
-      gracePeriodSeconds: 0,
-      preconditions: { uid: pod.metadata.uid },
-    });
-    // 404: already gone; 409: the name now belongs to a new pod (uid precondition), which is not ours to delete.
-    if (res.status !== 200 && res.status !== 202 && res.status !== 404 && res.status !== 409) {
-      this.problem(`DELETE ${path}: ${res.status} ${JSON.stringify(res.body).slice(0, 300)}`);
-    }
+    await this.client.forceDelete(this.podsPath, pod);
   }
 
   // ---- fault injection ----
@@ -484,7 +407,7 @@ class Simulator implements KubeletSimulator {
   private async mustPatch(state: PodState, status: object, phase: string): Promise<void> {
     if (!(await this.patchStatus(state, status, phase))) {
       throw new Error(
-        `could not write the status of pod ${state.pod.metadata.name}: ${this.problems.at(-1) ?? 'gone'}`,
+        `could not write the status of pod ${state.pod.metadata.name}: ${this.client.problems.at(-1) ?? 'gone'}`,
       );
     }
   }
@@ -498,13 +421,13 @@ class Simulator implements KubeletSimulator {
         return this.enqueue(state, async () => {
           await closeServers(state.servers.splice(0));
           const path = `${this.podsPath}/${encodeURIComponent(state.pod.metadata.name)}/status`;
-          await this.api(
+          await this.client.request(
             'PATCH',
             path,
             { status: { conditions: nodeLostConditions() } },
             { contentType: 'application/strategic-merge-patch+json' },
           );
-          await this.forceDelete(state.pod);
+          await this.client.forceDelete(this.podsPath, state.pod);
         });
       }),
     );
