@@ -23,6 +23,8 @@ import { ManagerMetrics } from './metrics.js';
 import { ReservedEndpoints } from './proxy/exposure.js';
 import { PortProxy } from './proxy/port-proxy.js';
 import { observeChange } from './core/observer.js';
+// Types only (erased): the module itself is loaded on demand, with its optional peer dependency.
+import type * as KubernetesModule from './runtime/kubernetes/index.js';
 import { localRuntimePlugin } from './runtime/local/index.js';
 import { startManagerServer } from './server.js';
 import type { ManagerServer } from './server.js';
@@ -87,7 +89,7 @@ async function createPluginHost(config: ManagerConfig, logger: Logger): Promise<
  * `@kubernetes/client-node` is an optional peer dependency (54 MB that only this runtime needs): a missing package
  * is a configuration error that names it, not a stack trace from the module loader.
  */
-async function loadKubernetesModule(): Promise<typeof import('./runtime/kubernetes/index.js')> {
+async function loadKubernetesModule(): Promise<typeof KubernetesModule> {
   try {
     return await import('./runtime/kubernetes/index.js');
   } catch (error) {
@@ -154,7 +156,7 @@ export async function startManager(options: StartManagerOptions): Promise<Runnin
 
     let content = options.content;
     // The records, for the node routing below (known once the core exists; nothing asks before it starts).
-    let coreRef: WorkspaceManagerCore | undefined;
+    const coreRef: { current?: WorkspaceManagerCore } = {};
     if (!content && config.runtime.kind === 'kubernetes') {
       // A daemon per node: each workspace's content lives on (and its pod runs on) one node.
       const routed = await (
@@ -162,7 +164,7 @@ export async function startManager(options: StartManagerOptions): Promise<Runnin
       ).startNodeRoutingContent(runtimeSection(config), {
         tls: config.daemon.tls,
         logger,
-        nodeOf: (id) => coreRef?.getWorkspace(id)?.progress.nodeName,
+        nodeOf: (id) => coreRef.current?.getWorkspace(id)?.progress.nodeName,
       });
       content = routed.content;
       cleanups.push(() => routed.close());
@@ -183,7 +185,12 @@ export async function startManager(options: StartManagerOptions): Promise<Runnin
             onChange: (previous, next) => observeChange(previous, next, coreLogger, metricsRef, Date.now()),
           })
         : undefined;
-    if (plane) cleanups.push(() => plane.stop());
+    if (plane) {
+      cleanups.push(() => plane.stop());
+      // The runtime's own repairs (re-creating a pod the kubelet rejected) are the leader's alone too.
+      const follower = runtime as Partial<{ followLeader(isLeader: () => boolean): void }>;
+      follower.followLeader?.(() => plane.elector.isLeader());
+    }
     // Records keep credentials (initializer, owner token, env values) only sealed with the operator's key.
     const store = plane
       ? undefined
@@ -224,7 +231,7 @@ export async function startManager(options: StartManagerOptions): Promise<Runnin
       reservedEndpoints: reserved,
     });
     const metrics = metricsRef;
-    coreRef = core;
+    coreRef.current = core;
     const maintenanceGauge = maintenance.state$.subscribe((s) => metrics.maintenanceEnabled.set(s.enabled ? 1 : 0));
     cleanups.push(() => maintenanceGauge.unsubscribe());
 

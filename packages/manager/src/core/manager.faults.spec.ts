@@ -189,7 +189,7 @@ describe('core fault injection', () => {
     await core.start();
     expect(core.getWorkspace('ws-c')!.phase).toBe('running');
     runtime.stopFails = true;
-    core.stopWorkspace('ws-c', 'normally');
+    await core.stopWorkspace('ws-c', 'normally');
     await until(() => core.getWorkspace('ws-c')!.phase === 'stopped');
     const stopped = core.getWorkspace('ws-c')!;
     expect(stopped.conditions.failed).toMatch(/cannot stop the workspace process: EPERM.*content was kept/);
@@ -207,7 +207,7 @@ describe('core fault injection', () => {
     content.disposeFails = true;
     const { core } = await setup([runningRecord('ws-d')], runtime, content);
     await core.start();
-    core.stopWorkspace('ws-d', 'normally');
+    await core.stopWorkspace('ws-d', 'normally');
     await until(() => core.getWorkspace('ws-d')!.phase === 'stopped');
     expect(core.getWorkspace('ws-d')!.conditions.failed).toBe('Backup failed: daemon unavailable');
   });

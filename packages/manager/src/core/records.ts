@@ -152,6 +152,7 @@ export function runtimeSpecOf(record: WorkspaceRecord, cls: ResolvedClass, conte
       ...record.spec.ports.map((p) => p.port).filter((p) => p !== record.progress.idePort),
     ],
     className: cls.id,
+    nodeName: record.progress.nodeName,
     resources: {
       cpu: cls.resources.cpu,
       memoryBytes: cls.resources.memoryBytes,

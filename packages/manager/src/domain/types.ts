@@ -134,6 +134,10 @@ export interface WorkspaceProgress {
   /** Host address the workspace's ports are reachable on. */
   readonly runtimeHost?: string;
   readonly nodeName?: string;
+  /** The runtime's name for the instance (the pod's name on Kubernetes). */
+  readonly podName?: string;
+  /** Address of the node the instance runs on (the pod's hostIP on Kubernetes). */
+  readonly nodeIp?: string;
   /** Workspace port → host port, when the runtime maps ports (absent: the same number). */
   readonly portMap?: Readonly<Record<string, number>>;
   readonly stopPolicy?: StopPolicy;

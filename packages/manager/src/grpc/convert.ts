@@ -274,7 +274,11 @@ export class StatusConverter {
       message: r.message,
       repo: r.repo ? gitStatusToProto(r.repo) : undefined,
       runtime: r.progress.nodeName
-        ? { nodeName: r.progress.nodeName, podName: r.id, nodeIp: r.progress.runtimeHost ?? '' }
+        ? {
+            nodeName: r.progress.nodeName,
+            podName: r.progress.podName ?? r.id,
+            nodeIp: r.progress.nodeIp ?? r.progress.runtimeHost ?? '',
+          }
         : undefined,
       auth: { admission: admissionLevel.toProto(r.spec.admission), ownerToken: r.ownerToken },
       initializerMetrics: r.initializerMetrics

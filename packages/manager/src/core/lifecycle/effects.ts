@@ -9,7 +9,7 @@
  * @module
  */
 import { join } from 'node:path';
-import { AcquireAborted, isWorkbayError } from '@workbay/api';
+import { AcquireAborted, isRetryableError, isWorkbayError } from '@workbay/api';
 import type { Release, RuntimeWorkspaceSpec, Semaphore, WorkspaceRuntime } from '@workbay/api';
 import type { ContentService } from '../../content/content-service.js';
 import type { GitStatusInfo, WorkspaceRecord } from '../../domain/types.js';
@@ -176,11 +176,22 @@ export class EffectRunner {
 
       case 'start-process':
         try {
-          const existing = await this.deps.runtime.inspect(id);
-          const state =
-            existing && existing.status !== 'exited'
-              ? existing
-              : await this.deps.runtime.start(this.deps.runtimeSpec(record));
+          // A runtime briefly out of reach is retried like the daemon: an API server restarting answers
+          // UNAVAILABLE, then PERMISSION_DENIED for a second or two until its RBAC caches are filled again.
+          // Each attempt first looks for the process an earlier attempt may have created after all.
+          const state = await withRetries(
+            async () => {
+              const existing = await this.deps.runtime.inspect(id);
+              return existing && existing.status !== 'exited'
+                ? existing
+                : await this.deps.runtime.start(this.deps.runtimeSpec(record));
+            },
+            this.deps.daemonRetry,
+            signal,
+            (error, attempt) =>
+              log.warn({ err: error, attempt }, 'the runtime could not start the workspace; retrying'),
+            (error) => isRetryableError(error) || isWorkbayError(error, 'permission-denied'),
+          );
           // Reported even when a stop aborted the start meanwhile: the stop must know that a process runs.
           return { type: 'process-started', state };
         } catch (error) {
@@ -192,7 +203,7 @@ export class EffectRunner {
         return this.stopProcess(id, effect.graceMs, signal, log);
 
       case 'escalate-stop':
-        await this.deps.runtime.stop(id, { gracePeriodMs: effect.graceMs }).catch((error: unknown) => {
+        await this.deps.runtime.stop(id, { gracePeriodMs: effect.graceMs, signal }).catch((error: unknown) => {
           // Deliberate: the stop already under way owns the outcome (it kills, or reports kill-failed).
           log.warn({ err: error }, 'escalating the stop failed; the running stop continues');
         });
@@ -269,14 +280,15 @@ export class EffectRunner {
     await Promise.allSettled(starts.map((t) => t.done));
     checkAborted(signal);
     try {
-      await this.deps.runtime.stop(id, { gracePeriodMs: graceMs });
+      // The signal ends a stop still waiting for confirmation when the manager shuts down (a restart resumes it).
+      await this.deps.runtime.stop(id, { gracePeriodMs: graceMs, signal });
       return { type: 'process-stopped' };
     } catch (error) {
       log.warn({ err: error }, 'the runtime could not stop the workspace cleanly; killing it');
     }
     try {
       await withRetries(
-        () => this.deps.runtime.stop(id, { gracePeriodMs: 0 }),
+        () => this.deps.runtime.stop(id, { gracePeriodMs: 0, signal }),
         this.deps.killRetry,
         signal,
         (error, attempt) => log.warn({ err: error, attempt }, 'killing the workspace failed; retrying'),

@@ -12,7 +12,7 @@ import type { GitStatusInfo, InitializerMetricsInfo, StopPolicy, StopReason } fr
 /** What the lifecycle reads of a runtime instance. */
 export type RuntimeState = Pick<
   RuntimeWorkspaceState,
-  'status' | 'ready' | 'host' | 'nodeName' | 'exitCode' | 'failure' | 'pid' | 'notice'
+  'status' | 'ready' | 'host' | 'nodeName' | 'exitCode' | 'failure' | 'pid' | 'notice' | 'podName' | 'nodeIp'
 > & { readonly portMap?: Readonly<Record<string, number>> };
 
 export type LifecycleEvent =

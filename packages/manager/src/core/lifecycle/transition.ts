@@ -215,6 +215,8 @@ function adopt(record: WorkspaceRecord, state: RuntimeState): WorkspaceRecord {
     withProgress(record, {
       runtimeHost: state.host,
       nodeName: state.nodeName,
+      podName: state.podName ?? record.progress.podName,
+      nodeIp: state.nodeIp ?? record.progress.nodeIp,
       portMap: state.portMap ?? record.progress.portMap,
     }),
     { deployed: true },
