@@ -264,7 +264,7 @@ async function launchReplica(o: LaunchOptions): Promise<Replica> {
     metrics: { address: '127.0.0.1:0' },
     // The daemons run per node (found through their pods); this address is only the fallback of a manager that
     // does not route by node.
-    daemon: { spawn: false, address: o.daemons[0]!.address, retryBackoff: '100ms', disposeAttempts: 3 },
+    daemon: { spawn: false, address: o.daemons[0]!.address, retryBackoff: '200ms', disposeAttempts: 7 },
     runtime: {
       kind: 'kubernetes',
       namespace,

@@ -142,7 +142,9 @@ export class WorkspaceManagerCore {
       logger: this.logger,
       metrics: this.metrics,
       daemonRetry: { attempts: config.daemon.disposeAttempts, backoffMs: config.daemon.retryBackoffMs },
-      killRetry: { attempts: 3, backoffMs: 200 },
+      // 200 ms doubling over 6 attempts covers ~6 s: an API server restarting (the kubernetes runtime's stop is
+      // an API call) is waited out instead of failing the stop and keeping the content without a final backup.
+      killRetry: { attempts: 6, backoffMs: 200 },
       workingArea: config.workingArea,
       runtimeSpec: (r) => runtimeSpecOf(r, this.classOf(r), contentDirOf(r, config.workingArea)),
       storageQuotaOf: (r) => this.classOf(r).resources.diskBytes,

@@ -37,6 +37,8 @@ export class LeaseLeaderElector {
   private readonly logger: PluginLogger;
   private readonly leaderSubject = new BehaviorSubject<boolean>(false);
   private timer?: NodeJS.Timeout;
+  /** Date.now() at the start of the last round that wrote the lease as its holder (0: none). */
+  private renewedAt = 0;
   private running = false;
   private round?: Promise<void>;
 
@@ -61,12 +63,19 @@ export class LeaseLeaderElector {
     if (this.running) return;
     this.running = true;
     const tick = (): void => {
+      const startedAt = Date.now();
       this.round = this.tryAcquireOrRenew()
-        .then((leading) => this.setLeader(leading))
+        .then((leading) => {
+          if (leading) this.renewedAt = startedAt;
+          this.setLeader(leading);
+        })
         .catch((error: unknown) => {
           this.logger.warn({ error: String(error) }, 'leader election round failed');
-          // Cannot tell whether we still hold it: step down rather than risk two leaders.
-          this.setLeader(false);
+          // The lease this replica last wrote keeps every other replica out until it expires: an API server that
+          // is briefly away (a restart) costs no leadership. Step down two rounds before that expiry at the latest
+          // (the renew deadline), as the outcome of a failed write cannot be known.
+          const renewDeadline = this.renewedAt + this.durationSeconds * 1000 - 2 * this.retryPeriodMs;
+          if (!this.isLeader() || Date.now() >= renewDeadline) this.setLeader(false);
         })
         .finally(() => {
           if (this.running) this.timer = setTimeout(tick, this.retryPeriodMs);

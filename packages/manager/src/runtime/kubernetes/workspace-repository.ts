@@ -243,6 +243,9 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
     this.remember(record.id, created);
     if (!this.leading) return this.awaitLeader(record.id, (status) => status.record !== undefined, 'take it over');
     const published = this.versioned(record);
+    // This leader's own: a late watch event of the object (or its Secret) before the status write shows must not
+    // have it adopted as a follower's start, which would start it a second time (found by the resilience spec).
+    this.adopted.add(record.id);
     // Published (its version taken) before the write is awaited: concurrent creates and commits publish above it
     // meanwhile, and the bus refuses a version below one it already published (found by the failover spec).
     this.bus.publish(published);
