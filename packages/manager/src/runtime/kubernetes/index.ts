@@ -20,7 +20,8 @@ export {
 } from './pods.js';
 export { assessPod, podState } from './pod-state.js';
 export type { PodAssessment, PodStateOptions } from './pod-state.js';
-export { PodWatch } from './pod-watch.js';
+export { ObjectWatch } from './object-watch.js';
+export type { ObjectWatchOptions, WatchEventType } from './object-watch.js';
 export { LeaseLeaderElector } from './leader.js';
 export type { LeaderElectionOptions } from './leader.js';
 export { createKubernetesControlPlane, startNodeRoutingContent } from './control-plane.js';

@@ -9,8 +9,8 @@ import { parseKubernetesRuntimeConfig } from './config.js';
 import type { KubernetesRuntimeConfig, KubernetesRuntimeConfigInput } from './config.js';
 import { assessPod } from './pod-state.js';
 import type { KubernetesWorkspaceState } from './pod-state.js';
-import { PodWatch } from './pod-watch.js';
-import type { PodEventType } from './pod-watch.js';
+import { ObjectWatch } from './object-watch.js';
+import type { WatchEventType } from './object-watch.js';
 import { annotations, buildPod, managedBySelector, podName } from './pods.js';
 
 export { apiError, kubeConfigFor } from './client.js';
@@ -42,7 +42,7 @@ interface Tracked {
  * env, ports and resources from the spec, the content directory as a hostPath volume, readiness from the pod's
  * Ready condition, failures from the pod's status (pod-state.ts). Stop deletes the pod with the grace period and
  * waits (bounded) for the kubelet to confirm; it never force-deletes. Events come from a list-and-watch that
- * resumes from its resourceVersion and re-lists on 410 Gone or a silent server (pod-watch.ts).
+ * resumes from its resourceVersion and re-lists on 410 Gone or a silent server (object-watch.ts).
  *
  * Not enforced here: the class's pids limit (a kubelet setting, `podPidsLimit`).
  */
@@ -51,7 +51,7 @@ export class KubernetesRuntime implements WorkspaceRuntime {
   readonly config: KubernetesRuntimeConfig;
   private readonly logger: PluginLogger;
   private readonly api: CoreV1Api;
-  private readonly watch: PodWatch;
+  private readonly watch: ObjectWatch<V1Pod>;
   private isLeader: () => boolean;
   private readonly tracked = new Map<string, Tracked>();
   /** Pods whose deletion this runtime asked for (a stop): their end is not a failure. */
@@ -72,10 +72,11 @@ export class KubernetesRuntime implements WorkspaceRuntime {
     this.logger = options.logger ?? silentLogger;
     this.isLeader = options.isLeader ?? (() => true);
     this.api = kubeConfig.makeApiClient(CoreV1Api);
-    this.watch = new PodWatch({
+    this.watch = new ObjectWatch<V1Pod>({
       kubeConfig,
-      api: this.api,
-      namespace: config.namespace,
+      path: `/api/v1/namespaces/${encodeURIComponent(config.namespace)}/pods`,
+      list: () => this.api.listNamespacedPod({ namespace: config.namespace, labelSelector: managedBySelector }),
+      what: 'workspace pods',
       labelSelector: managedBySelector,
       watchTimeoutSeconds: config.watchTimeoutSeconds,
       idleTimeoutMs: config.watchIdleTimeoutMs,
@@ -244,7 +245,7 @@ export class KubernetesRuntime implements WorkspaceRuntime {
     for (const [name, tracked] of [...this.tracked]) if (!present.has(name)) this.gone(name, tracked.pod);
   }
 
-  private observe(type: PodEventType, pod: V1Pod): void {
+  private observe(type: WatchEventType, pod: V1Pod): void {
     const name = pod.metadata?.name;
     if (!name) return;
     if (type === 'DELETED') return this.gone(name, pod);

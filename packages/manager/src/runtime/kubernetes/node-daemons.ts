@@ -12,7 +12,7 @@ import { silentLogger } from '@workbay/api';
 import type { PluginLogger } from '@workbay/api';
 import type { DaemonDirectory } from '../../content/node-daemons.js';
 import type { KubernetesRuntimeConfig } from './config.js';
-import { PodWatch } from './pod-watch.js';
+import { ObjectWatch } from './object-watch.js';
 
 export const daemonLabelSelector = 'app.kubernetes.io/name=workbay-daemon';
 export const daemonPortName = 'grpc';
@@ -57,16 +57,19 @@ export function daemonEndpointOf(pod: V1Pod, portName = daemonPortName): DaemonE
 
 export class NodeDaemons implements DaemonDirectory {
   private readonly pods = new Map<string, V1Pod>();
-  private readonly watch: PodWatch;
+  private readonly watch: ObjectWatch<V1Pod>;
   private readonly portName: string;
 
   private constructor(options: NodeDaemonsOptions) {
     this.portName = options.portName ?? daemonPortName;
-    this.watch = new PodWatch({
+    const api = options.kubeConfig.makeApiClient(CoreV1Api);
+    const labelSelector = options.labelSelector ?? daemonLabelSelector;
+    this.watch = new ObjectWatch<V1Pod>({
       kubeConfig: options.kubeConfig,
-      api: options.kubeConfig.makeApiClient(CoreV1Api),
-      namespace: options.namespace,
-      labelSelector: options.labelSelector ?? daemonLabelSelector,
+      path: `/api/v1/namespaces/${encodeURIComponent(options.namespace)}/pods`,
+      list: () => api.listNamespacedPod({ namespace: options.namespace, labelSelector }),
+      what: 'daemon pods',
+      labelSelector,
       watchTimeoutSeconds: options.watchTimeoutSeconds ?? 300,
       idleTimeoutMs: options.watchIdleTimeoutMs ?? 90_000,
       retryMs: options.watchRetryMs ?? 1_000,

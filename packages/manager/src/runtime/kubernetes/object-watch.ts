@@ -1,5 +1,6 @@
 /**
- * List-then-watch of the pods that match a label selector, robust against what a real API server does: the
+ * List-then-watch of the objects of one collection that match a label selector (pods, daemon pods, Workspace
+ * objects, Secrets), robust against what a real API server does: the
  * server ends each watch after `timeoutSeconds` (re-opened from the last resourceVersion, bookmarks included), a
  * resourceVersion that is too old answers 410 Gone (re-listed and diffed), and a server or connection that goes
  * silent is noticed by a client-side idle timer (aborted, re-listed, re-opened). client-node's `Watch` cannot be aborted
@@ -11,24 +12,28 @@
 import http from 'node:http';
 import https from 'node:https';
 import { createInterface } from 'node:readline';
-import type { CoreV1Api, KubeConfig, V1Pod } from '@kubernetes/client-node';
+import type { KubeConfig, KubernetesObject } from '@kubernetes/client-node';
 import type { PluginLogger } from '@workbay/api';
 import { apiError } from './client.js';
 
-export type PodEventType = 'ADDED' | 'MODIFIED' | 'DELETED';
+export type WatchEventType = 'ADDED' | 'MODIFIED' | 'DELETED';
 
-export interface PodWatchOptions {
+export interface ObjectWatchOptions<T extends KubernetesObject> {
   readonly kubeConfig: KubeConfig;
-  readonly api: CoreV1Api;
-  readonly namespace: string;
+  /** The collection's API path, e.g. `/api/v1/namespaces/<ns>/pods`. */
+  readonly path: string;
+  /** Lists the collection (with the same label selector). */
+  readonly list: () => Promise<{ readonly items: T[]; readonly metadata?: { readonly resourceVersion?: string } }>;
   readonly labelSelector: string;
+  /** What is watched, for logs and errors (`pods`, `workspaces`). */
+  readonly what: string;
   readonly watchTimeoutSeconds: number;
   readonly idleTimeoutMs: number;
   readonly retryMs: number;
   readonly logger: PluginLogger;
-  /** A full list: every pod that exists now (called after the first list and after every re-list). */
-  readonly onList: (pods: V1Pod[]) => void;
-  readonly onEvent: (type: PodEventType, pod: V1Pod) => void;
+  /** A full list: every object that exists now (called after the first list and after every re-list). */
+  readonly onList: (objects: T[]) => void;
+  readonly onEvent: (type: WatchEventType, object: T) => void;
 }
 
 /** Thrown inside the watch loop for a 410 Gone: the resourceVersion is too old, only a re-list helps. */
@@ -36,7 +41,7 @@ class Gone extends Error {}
 /** Nothing arrived for idleTimeoutMs: the server or the connection went silent; what it missed is re-listed. */
 class Silent extends Error {}
 
-export class PodWatch {
+export class ObjectWatch<T extends KubernetesObject> {
   private resourceVersion?: string;
   /** Ends the open stream (as an error: the next one resumes from the resourceVersion). */
   private abortStream?: (error: unknown) => void;
@@ -48,9 +53,9 @@ export class PodWatch {
   /** How many full lists were made. */
   lists = 0;
 
-  constructor(private readonly options: PodWatchOptions) {}
+  constructor(private readonly options: ObjectWatchOptions<T>) {}
 
-  /** Lists (reporting the pods), then keeps watching in the background. Rejects when the first list fails. */
+  /** Lists (reporting the objects), then keeps watching in the background. Rejects when the first list fails. */
   async start(): Promise<void> {
     await this.relist();
     this.openStream();
@@ -64,14 +69,13 @@ export class PodWatch {
   }
 
   private async relist(): Promise<void> {
-    const { api, namespace, labelSelector } = this.options;
     try {
-      const list = await api.listNamespacedPod({ namespace, labelSelector });
+      const list = await this.options.list();
       this.lists++;
       this.resourceVersion = list.metadata?.resourceVersion;
       if (!this.closed) this.options.onList(list.items);
     } catch (error) {
-      throw apiError(error, 'listing pods');
+      throw apiError(error, `listing ${this.options.what}`);
     }
   }
 
@@ -81,7 +85,7 @@ export class PodWatch {
       this.relist().then(
         () => this.openStream(),
         (error: unknown) => {
-          this.options.logger.warn({ error: String(error) }, 'pod re-list failed; retrying');
+          this.options.logger.warn({ error: String(error) }, `${this.options.what}: re-list failed; retrying`);
           this.scheduleRelist(this.options.retryMs);
         },
       );
@@ -106,13 +110,13 @@ export class PodWatch {
       request?.destroy();
       if (this.closed) return;
       if (error instanceof Gone) {
-        this.options.logger.info({}, 'pod watch: resourceVersion expired (410); re-listing');
+        this.options.logger.info({ what: this.options.what }, 'watch: resourceVersion expired (410); re-listing');
         this.scheduleRelist(0);
       } else if (error instanceof Silent) {
-        this.options.logger.warn({ error: error.message }, 'pod watch went silent; re-listing');
+        this.options.logger.warn({ error: error.message, what: this.options.what }, 'watch went silent; re-listing');
         this.scheduleRelist(0);
       } else if (error) {
-        this.options.logger.warn({ error: String(error) }, 'pod watch failed; resuming');
+        this.options.logger.warn({ error: String(error), what: this.options.what }, 'watch failed; resuming');
         this.scheduleStream(this.options.retryMs);
       } else {
         // The server ended the watch (its timeout): resume at once from where we are.
@@ -163,10 +167,10 @@ export class PodWatch {
 
   /** The watch URL (from the last resourceVersion) and the client's credentials and TLS settings. */
   private async requestOptions(): Promise<{ url: URL; options: https.RequestOptions }> {
-    const { kubeConfig, namespace, labelSelector, watchTimeoutSeconds } = this.options;
+    const { kubeConfig, path, labelSelector, watchTimeoutSeconds } = this.options;
     const server = kubeConfig.getCurrentCluster()?.server;
     if (!server) throw new Error('the kubeconfig has no current cluster');
-    const url = new URL(`${server.replace(/\/+$/, '')}/api/v1/namespaces/${encodeURIComponent(namespace)}/pods`);
+    const url = new URL(`${server.replace(/\/+$/, '')}${path}`);
     const params: Record<string, string | undefined> = {
       watch: 'true',
       labelSelector,
@@ -181,7 +185,7 @@ export class PodWatch {
   }
 
   private handle(event: { type?: string; object?: unknown }): void {
-    const object = event.object as V1Pod & { code?: number };
+    const object = event.object as T & { code?: number };
     switch (event.type) {
       case 'ADDED':
       case 'MODIFIED':
