@@ -53,15 +53,26 @@ export interface ReceivedUpdate {
 export class UpdateRecorder {
   readonly updates: ReceivedUpdate[] = [];
   error: unknown;
+  /** `<id> <phase>` → when that phase of that workspace first arrived. */
+  private readonly firstArrivals = new Map<string, number>();
   private readonly subscription: Subscription;
 
   constructor(client: WorkspaceManagerClient, request: Partial<wsman.SubscribeRequest> = {}) {
     this.subscription = client.subscribe$(request).subscribe({
       next: (update) => {
-        if (update.status) this.updates.push({ status: update.status, at: Date.now() });
+        if (!update.status) return;
+        const at = Date.now();
+        this.updates.push({ status: update.status, at });
+        const key = `${update.status.id} ${phaseOf(update.status)}`;
+        if (!this.firstArrivals.has(key)) this.firstArrivals.set(key, at);
       },
       error: (error: unknown) => (this.error = error),
     });
+  }
+
+  /** When `phase` of workspace `id` first arrived on this stream. */
+  firstAt(id: string, phase: WorkspacePhase): number | undefined {
+    return this.firstArrivals.get(`${id} ${phase}`);
   }
 
   /** The updates of one workspace, in arrival order. */

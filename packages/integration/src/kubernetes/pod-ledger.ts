@@ -15,6 +15,8 @@ export interface PodLedger {
   uids(name: string): string[];
   /** Whether the pod with this uid was ever seen Running. */
   ranAt(uid: string): boolean;
+  /** Date.now() when this process first saw pod `name` Running (the bench's reference for Subscribe delays). */
+  runningSeenAt(name: string): number | undefined;
   stop(): Promise<void>;
 }
 
@@ -23,6 +25,7 @@ const workspaceSelector = 'app.kubernetes.io/managed-by=workbay,app.kubernetes.i
 export function startPodLedger(cluster: KubernetesTestCluster, namespace: string): PodLedger {
   const uidsByName = new Map<string, string[]>();
   const running = new Set<string>();
+  const runningSeen = new Map<string, number>();
   const podsPath = `/api/v1/namespaces/${namespace}/pods`;
   let stopped = false;
   let watch: KubernetesWatch | undefined;
@@ -32,7 +35,10 @@ export function startPodLedger(cluster: KubernetesTestCluster, namespace: string
     const uids = uidsByName.get(name) ?? [];
     if (!uids.includes(uid)) uids.push(uid);
     uidsByName.set(name, uids);
-    if (pod.status?.phase === 'Running') running.add(uid);
+    if (pod.status?.phase === 'Running') {
+      running.add(uid);
+      if (!runningSeen.has(name)) runningSeen.set(name, Date.now());
+    }
   };
   const loop = (async () => {
     while (!stopped) {
@@ -62,6 +68,7 @@ export function startPodLedger(cluster: KubernetesTestCluster, namespace: string
   return {
     uids: (name) => [...(uidsByName.get(name) ?? [])],
     ranAt: (uid) => running.has(uid),
+    runningSeenAt: (name) => runningSeen.get(name),
     stop: async () => {
       stopped = true;
       watch?.stop();
