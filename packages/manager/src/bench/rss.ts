@@ -55,14 +55,21 @@ function record(i: number, now: number): WorkspaceRecord {
   };
 }
 
-async function probeRss(stateDir: string): Promise<{ rss: number; workspaces: number; loadMs: number }> {
+interface Probe {
+  readonly rss: number;
+  readonly workspaces: number;
+  readonly loadMs: number;
+  readonly loadCpuMs: number;
+}
+
+async function probeRss(stateDir: string): Promise<Probe> {
   const child = spawn(process.execPath, ['--expose-gc', join(here, 'rss-probe.js'), stateDir], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   let out = '';
   child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
   await new Promise((resolve) => child.once('exit', resolve));
-  return JSON.parse(out.trim().split('\n').pop()!) as { rss: number; workspaces: number; loadMs: number };
+  return JSON.parse(out.trim().split('\n').pop()!) as Probe;
 }
 
 export async function benchRss(dir: string, records: number): Promise<void> {
@@ -83,5 +90,8 @@ export async function benchRss(dir: string, records: number): Promise<void> {
     fmtMiB(empty.rss),
     full.rss / empty.rss,
   );
-  console.log(`  (${((full.rss - empty.rss) / Math.max(1, full.workspaces) / 1024).toFixed(1)} KiB per record)`);
+  console.log(
+    `  (${((full.rss - empty.rss) / Math.max(1, full.workspaces) / 1024).toFixed(1)} KiB per record; ` +
+      `start-up CPU ${fmtMs(full.loadCpuMs)}, empty ${fmtMs(empty.loadCpuMs)})`,
+  );
 }

@@ -192,7 +192,7 @@ describe('secrets at rest', () => {
     // The records on disk are sealed (checked while the workspaces exist).
     const recordFiles = await filesUnder(join(dir, 'manager', 'workspaces'));
     expect(recordFiles.length).toBeGreaterThanOrEqual(4);
-    expect(await readFile(recordFiles[0]!, 'utf8')).toContain('wbsec1:');
+    expect(await readFile(recordFiles[0]!, 'utf8')).toContain('wbsec2:');
 
     for (const r of requests) await client.stopWorkspace({ id: r.id, policy: wsman.StopWorkspacePolicy.NORMALLY });
     for (const r of requests) await waitForPhase(client, r.id, 'stopped', 60_000);

@@ -8,19 +8,29 @@
  * {@link SealingWorkspaceStore} wraps any {@link WorkspaceStore}: records are sealed on the way to the store and
  * opened on the way back, so the core keeps working with plain records in memory. A record that cannot be opened
  * (the key was lost or replaced) fails the start of the manager with a message that says what to restore; it is
- * never loaded with its secrets silently missing. Records written before sealing existed are sealed on load.
+ * never loaded with its secrets silently missing. Records written before sealing existed, or with one sealed value
+ * per field (`wbsec1:`), are rewritten in the current form on load.
+ *
+ * The current form seals all secrets of a record together (see `./sealed-record.ts`), and a loaded record opens
+ * them on first use; the key is checked at load by its id in each sealed value, without decrypting anything.
  *
  * @module
  */
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, createSecretKey, randomBytes } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
 import { constants } from 'node:fs';
 import { mkdir, open, readFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { FailedPreconditionError } from '@workbay/api';
-import type { EnvVar, WorkspaceRecord } from '../domain/types.js';
+import type { WorkspaceRecord } from '../domain/types.js';
 import type { StoreLoadResult, WorkspaceStore } from './file-store.js';
+import type { StoredRecord } from './sealed-record.js';
+import { lazyRecord, storedForm } from './sealed-record.js';
 
+/** One value sealed on its own (records before issue 9 sealed each secret field so). */
 const prefix = 'wbsec1:';
+/** A record's secrets sealed together: `wbsec2:<key id>:<base64 of iv, tag, ciphertext>`. */
+const bundlePrefix = 'wbsec2:';
 const keyBytes = 32;
 const ivBytes = 12;
 const tagBytes = 16;
@@ -31,14 +41,22 @@ export function isSealed(value: string): boolean {
 
 /** Encrypts and decrypts short strings with one AES-256-GCM key. */
 export class SecretBox {
+  /** One key object for every cipher: creating one from the raw bytes per value cost more than the decryption. */
+  private readonly keyObject: KeyObject;
+  /** Names the key in every sealed bundle, so that a load finds a wrong key without decrypting anything. */
+  private readonly keyId: string;
+
   private constructor(
-    private readonly key: Buffer,
+    key: Buffer,
     /** Where the key lives (for messages). */
     readonly keyFile: string,
     /** Whether this start created the key (no sealed record can predate it). */
     readonly created: boolean,
-  ) {}
-
+  ) {
+    this.keyObject = createSecretKey(key);
+    // A MAC of a constant says nothing about the key but tells keys apart.
+    this.keyId = createHmac('sha256', key).update('workbay secrets key id').digest('base64url').slice(0, 11);
+  }
   /** Reads the key file, or creates it (0600, exclusive) when it does not exist. */
   static async open(keyFile: string): Promise<SecretBox> {
     try {
@@ -76,104 +94,108 @@ export class SecretBox {
   }
 
   seal(plain: string): string {
-    const iv = randomBytes(ivBytes);
-    const cipher = createCipheriv('aes-256-gcm', this.key, iv);
-    const body = Buffer.concat([cipher.update(plain, 'utf8'), cipher.final()]);
-    return `${prefix}${Buffer.concat([iv, cipher.getAuthTag(), body]).toString('base64')}`;
+    return `${prefix}${this.encrypt(plain)}`;
   }
 
   /** Opens a sealed value; plain values pass through. Throws when the value was sealed with another key. */
   open(value: string): string {
-    if (!isSealed(value)) return value;
-    const raw = Buffer.from(value.slice(prefix.length), 'base64');
-    const decipher = createDecipheriv('aes-256-gcm', this.key, raw.subarray(0, ivBytes));
+    return isSealed(value) ? this.decrypt(value.slice(prefix.length)) : value;
+  }
+
+  /** Seals a record's secrets bundle, naming this key. */
+  sealBundle(plain: string): string {
+    return `${bundlePrefix}${this.keyId}:${this.encrypt(plain)}`;
+  }
+
+  /** The start of every bundle this key sealed. */
+  get bundlePrefix(): string {
+    return `${bundlePrefix}${this.keyId}:`;
+  }
+
+  /** Whether a bundle was sealed with this key (by its key id; decrypting would also check its integrity). */
+  isBundleOfThisKey(sealed: string): boolean {
+    return sealed.startsWith(`${bundlePrefix}${this.keyId}:`);
+  }
+
+  /** Opens a bundle sealed with this key; throws when it was not, or when it was changed. */
+  openBundle(sealed: string): string {
+    if (!this.isBundleOfThisKey(sealed)) throw new Error('the bundle was sealed with another key');
+    return this.decrypt(sealed.slice(bundlePrefix.length + this.keyId.length + 1));
+  }
+
+  private encrypt(plain: string): string {
+    const iv = randomBytes(ivBytes);
+    const cipher = createCipheriv('aes-256-gcm', this.keyObject, iv);
+    const body = Buffer.concat([cipher.update(plain, 'utf8'), cipher.final()]);
+    return Buffer.concat([iv, cipher.getAuthTag(), body]).toString('base64');
+  }
+
+  private decrypt(base64: string): string {
+    const raw = Buffer.from(base64, 'base64');
+    const decipher = createDecipheriv('aes-256-gcm', this.keyObject, raw.subarray(0, ivBytes));
     decipher.setAuthTag(raw.subarray(ivBytes, ivBytes + tagBytes));
-    return Buffer.concat([decipher.update(raw.subarray(ivBytes + tagBytes)), decipher.final()]).toString('utf8');
+    return decipher.update(raw.subarray(ivBytes + tagBytes), undefined, 'utf8') + decipher.final('utf8');
   }
 }
 
-type Spec = WorkspaceRecord['spec'];
-
-/** Seals the secret fields of records on save and opens them on load; see the module docs. */
+/** Seals the secret fields of records on save and opens them (on first use) after load; see the module docs. */
 export class SealingWorkspaceStore implements WorkspaceStore {
-  // Specs are immutable and shared between successive records of a workspace: seal each one once.
-  private readonly sealedSpecs = new WeakMap<Spec, Spec>();
-  private readonly sealedTokens = new Map<string, { plain: string; sealed: string }>();
-
   constructor(
     private readonly inner: WorkspaceStore,
     private readonly box: SecretBox,
   ) {}
 
-  private sealEnv(list: readonly EnvVar[]): EnvVar[] {
-    return list.map((e) => ({ ...e, value: e.value === '' ? '' : this.box.seal(e.value) }));
-  }
-
+  /**
+   * The stored form. Sealed on every save, not cached: one encryption is nothing next to the synced write that
+   * follows, and a cache would keep a sealed copy of every record's secrets in memory beside the plain ones.
+   */
   private sealRecord(record: WorkspaceRecord): WorkspaceRecord {
-    let spec = this.sealedSpecs.get(record.spec);
-    if (!spec) {
-      spec = {
-        ...record.spec,
-        initializer: record.spec.initializer === '' ? '' : this.box.seal(record.spec.initializer),
-        envvars: this.sealEnv(record.spec.envvars),
-        sysEnvvars: this.sealEnv(record.spec.sysEnvvars),
-      };
-      this.sealedSpecs.set(record.spec, spec);
-    }
-    let token = this.sealedTokens.get(record.id);
-    if (token?.plain !== record.ownerToken) {
-      token = { plain: record.ownerToken, sealed: record.ownerToken === '' ? '' : this.box.seal(record.ownerToken) };
-      this.sealedTokens.set(record.id, token);
-    }
-    return { ...record, ownerToken: token.sealed, spec };
+    // The inner store writes what it is given; the stored form is a record only in name.
+    return storedForm(record, (bundle) => this.box.sealBundle(bundle)) as unknown as WorkspaceRecord;
   }
 
-  private openRecord(record: WorkspaceRecord): { record: WorkspaceRecord; wasPlain: boolean } {
-    const s = record.spec;
-    const values = [
-      record.ownerToken,
-      s.initializer,
-      ...s.envvars.map((e) => e.value),
-      ...s.sysEnvvars.map((e) => e.value),
-    ];
-    const wasPlain = values.some((v) => v !== '' && !isSealed(v));
-    const openEnv = (list: readonly EnvVar[]): EnvVar[] => list.map((e) => ({ ...e, value: this.box.open(e.value) }));
-    try {
-      return {
-        record: {
-          ...record,
-          ownerToken: this.box.open(record.ownerToken),
-          spec: {
-            ...s,
-            initializer: this.box.open(s.initializer),
-            envvars: openEnv(s.envvars),
-            sysEnvvars: openEnv(s.sysEnvvars),
-          },
-        },
-        wasPlain,
-      };
-    } catch (cause) {
-      const what = this.box.created
-        ? `the secrets key ${this.box.keyFile} did not exist and was created on this start`
-        : `the secrets key ${this.box.keyFile} is not the one it was written with`;
-      throw new FailedPreconditionError(
-        `cannot open the secrets of workspace record ${record.id}: ${what}; restore the original key file ` +
-          '(or remove the workspace records that were written with it)',
-        { cause },
-      );
+  private failure(id: string, cause?: unknown): FailedPreconditionError {
+    const what = this.box.created
+      ? `the secrets key ${this.box.keyFile} did not exist and was created on this start`
+      : `the secrets key ${this.box.keyFile} is not the one it was written with`;
+    return new FailedPreconditionError(
+      `cannot open the secrets of workspace record ${id}: ${what}; restore the original key file ` +
+        '(or remove the workspace records that were written with it)',
+      cause === undefined ? undefined : { cause },
+    );
+  }
+
+  /**
+   * A loaded record, ready for the core (in place: the inner store hands its fresh objects over), and whether it
+   * was stored in an older form and must be written again.
+   */
+  private openRecord(loaded: WorkspaceRecord): { record: WorkspaceRecord; older: boolean } {
+    const stored = loaded as unknown as StoredRecord;
+    if (typeof stored.secrets === 'string') {
+      if (!this.box.isBundleOfThisKey(stored.secrets)) throw this.failure(stored.id);
+      return { record: lazyRecord(stored, this.box), older: false };
     }
+    // Written before sealing (plain) or with one sealed value per field (`wbsec1:`): opened now, rewritten.
+    const s = loaded.spec;
+    try {
+      (loaded as { ownerToken: string }).ownerToken = this.box.open(loaded.ownerToken);
+      (s as { initializer: string }).initializer = this.box.open(s.initializer);
+      for (const e of [...s.envvars, ...s.sysEnvvars]) (e as { value: string }).value = this.box.open(e.value);
+    } catch (cause) {
+      throw this.failure(loaded.id, cause);
+    }
+    return { record: loaded, older: true };
   }
 
   async load(): Promise<StoreLoadResult> {
     const loaded = await this.inner.load();
     const records: WorkspaceRecord[] = [];
     for (const stored of loaded.records) {
-      const { record, wasPlain } = this.openRecord(stored);
+      const { record, older } = this.openRecord(stored);
       records.push(record);
-      // Written before sealing existed: replace the plain file with a sealed one now.
-      // Deliberate: a failed write is logged by the inner store's onError, and the plain file is replaced by the
+      // Deliberate: a failed write is logged by the inner store's onError, and the old file is replaced by the
       // next save of this workspace (every change is persisted); loading must not fail over a best-effort upgrade.
-      if (wasPlain) void this.inner.save(this.sealRecord(record)).catch(() => undefined);
+      if (older) void this.inner.save(this.sealRecord(record)).catch(() => undefined);
     }
     return { ...loaded, records };
   }
@@ -183,7 +205,6 @@ export class SealingWorkspaceStore implements WorkspaceStore {
   }
 
   remove(id: string): Promise<void> {
-    this.sealedTokens.delete(id);
     return this.inner.remove(id);
   }
 
