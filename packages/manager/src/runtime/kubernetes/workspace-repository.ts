@@ -19,9 +19,8 @@
  *
  * @module
  */
-import { CoreV1Api, CustomObjectsApi, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
-import type { KubeConfig, KubernetesListObject, V1Secret } from '@kubernetes/client-node';
 import { randomUUID } from 'node:crypto';
+import type { KubeConfig, V1Secret } from '@kubernetes/client-node';
 import {
   FailedPreconditionError,
   NotFoundError,
@@ -38,19 +37,17 @@ import { differsVisibly } from '../../domain/status.js';
 import type { StopPolicy, WorkspaceRecord } from '../../domain/types.js';
 import type { Logger } from '../../logger.js';
 import { Informer } from './informer.js';
-import { apiError } from './kubernetes-runtime.js';
+import { StatusWriter } from './status-writer.js';
+import { WorkspaceObjectsApi } from './workspace-api.js';
 import {
   instanceIdOf,
   managedSelector,
-  newWorkspaceObject,
   objectNameOf,
   recordOf,
   secretNameOf,
-  secretObject,
   secretsFromData,
   statusOf,
   storedRecordFrom,
-  workspaceResource,
 } from './workspace-objects.js';
 import type { RequestAcks, WorkspaceObject } from './workspace-objects.js';
 
@@ -68,15 +65,9 @@ export interface KubernetesRepositoryOptions {
   readonly now?: () => number;
 }
 
-interface WriteQueue {
-  readonly records: WorkspaceRecord[];
-  running: boolean;
-}
-
 export class KubernetesWorkspaceRepository implements ReplicatedRepository {
   private readonly bus: StatusBus;
-  private readonly objects: CustomObjectsApi;
-  private readonly core: CoreV1Api;
+  private readonly api: WorkspaceObjectsApi;
   private readonly workspaces: Informer<WorkspaceObject>;
   private readonly secrets: Informer<V1Secret>;
   private readonly desiredSubject = new Subject<DesiredChange>();
@@ -85,7 +76,7 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
   private readonly idsByName = new Map<string, string>();
   /** The newest object this replica wrote or saw, per id (its resourceVersion is the one to write against). */
   private readonly latest = new Map<string, WorkspaceObject>();
-  private readonly writes = new Map<string, WriteQueue>();
+  private readonly writer: StatusWriter;
   private readonly stopsSeen = new Set<string>();
   /** Ids this leader is creating (its watch must not take them over as a follower's). */
   private readonly creating = new Set<string>();
@@ -99,27 +90,22 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
   private readonly acks = new Map<string, RequestAcks>();
   private leading = false;
   private loaded = false;
-  private closing = false;
 
   readonly desired$: Observable<DesiredChange> = this.desiredSubject.asObservable();
 
   constructor(private readonly options: KubernetesRepositoryOptions) {
     this.bus = new StatusBus(options.historySize);
-    this.objects = options.kubeConfig.makeApiClient(CustomObjectsApi);
-    this.core = options.kubeConfig.makeApiClient(CoreV1Api);
-    const { group, version, plural } = workspaceResource;
-    const ns = encodeURIComponent(options.namespace);
+    const api = (this.api = new WorkspaceObjectsApi(options.kubeConfig, options.namespace, options.logger));
+    this.writer = new StatusWriter({
+      write: (record) => this.writeStatus(record),
+      leading: () => this.leading,
+      logger: options.logger,
+      retryMs: options.retryMs ?? 1_000,
+    });
     this.workspaces = new Informer<WorkspaceObject>({
       kubeConfig: options.kubeConfig,
-      path: `/apis/${group}/${version}/namespaces/${ns}/${plural}`,
-      list: () =>
-        this.objects.listNamespacedCustomObject({
-          group,
-          version,
-          plural,
-          namespace: options.namespace,
-          labelSelector: managedSelector,
-        }) as Promise<KubernetesListObject<WorkspaceObject>>,
+      path: api.objectsPath,
+      list: () => api.listObjects(),
       labelSelector: managedSelector,
       onUpsert: (object) => this.observed(object),
       onDelete: (object) => this.removed(object),
@@ -128,8 +114,8 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
     });
     this.secrets = new Informer<V1Secret>({
       kubeConfig: options.kubeConfig,
-      path: `/api/v1/namespaces/${ns}/secrets`,
-      list: () => this.core.listNamespacedSecret({ namespace: options.namespace, labelSelector: managedSelector }),
+      path: api.secretsPath,
+      list: () => api.listSecrets(),
       labelSelector: managedSelector,
       onUpsert: (secret) => this.secretSeen(secret),
       onDelete: () => undefined,
@@ -218,27 +204,19 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
   }
 
   private async createObjects(record: WorkspaceRecord, name: string): Promise<WorkspaceRecord> {
-    const { namespace } = this.options;
     try {
-      await this.createSecret(record);
+      await this.api.createSecret(record);
     } catch (error) {
       this.idsByName.delete(name);
-      throw apiError(error, `creating the secrets of workspace ${record.id}`);
+      throw error;
     }
     let created: WorkspaceObject;
     try {
-      const { group, version, plural } = workspaceResource;
-      created = (await this.objects.createNamespacedCustomObject({
-        group,
-        version,
-        plural,
-        namespace,
-        body: newWorkspaceObject(record, namespace),
-      })) as WorkspaceObject;
+      created = await this.api.createObject(record);
     } catch (error) {
       this.idsByName.delete(name);
-      this.deleteSecret(record.id);
-      throw apiError(error, `creating workspace object ${name}`);
+      this.api.deleteSecret(record.id);
+      throw error;
     }
     this.remember(record.id, created);
     if (!this.leading) return this.awaitLeader(record.id, (status) => status.record !== undefined, 'take it over');
@@ -253,7 +231,7 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
       await this.writeStatus(published);
     } catch (error) {
       this.bus.forget(record.id);
-      await this.deleteObject(record.id);
+      await this.api.deleteObject(record.id);
       throw new UnavailableError(`cannot persist workspace ${record.id}: ${String(error)}`, { cause: error });
     }
     this.options.onChange?.(record, published);
@@ -270,52 +248,28 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
     } else {
       this.bus.touch(next);
     }
-    this.enqueueWrite(next);
+    this.writer.enqueue(next);
     return next;
   }
 
   /** Asks the leader to stop a workspace (desired state on the object); resolves once it is stopping. */
   async requestStop(id: string, policy: StopPolicy): Promise<void> {
-    const { group, version, plural } = workspaceResource;
     try {
-      await this.objects.patchNamespacedCustomObject(
-        {
-          group,
-          version,
-          plural,
-          namespace: this.options.namespace,
-          name: objectNameOf(id),
-          body: { spec: { stopRequested: { policy, at: new Date().toISOString() } } },
-        },
-        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
-      );
+      await this.api.patchSpec(id, { stopRequested: { policy, at: new Date().toISOString() } }, 'requesting a stop');
     } catch (error) {
-      const mapped = apiError(error, `requesting the stop of workspace ${id}`);
-      if (isWorkbayError(mapped, 'not-found')) return;
-      throw mapped;
+      if (isWorkbayError(error, 'not-found')) return;
+      throw error;
     }
     await this.awaitLeader(id, (status) => status.phase === 'stopping' || status.phase === 'stopped', 'stop it');
   }
 
   async request(id: string, request: RecordRequest): Promise<void> {
     const requestId = randomUUID();
-    const { group, version, plural } = workspaceResource;
     try {
-      await this.objects.patchNamespacedCustomObject(
-        {
-          group,
-          version,
-          plural,
-          namespace: this.options.namespace,
-          name: objectNameOf(id),
-          body: { spec: { requests: { [request.kind]: { id: requestId, request } } } },
-        },
-        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
-      );
+      await this.api.patchSpec(id, { requests: { [request.kind]: { id: requestId, request } } }, request.kind);
     } catch (error) {
-      const mapped = apiError(error, `recording ${request.kind} for workspace ${id}`);
-      if (isWorkbayError(mapped, 'not-found')) throw new NotFoundError(`workspace ${id} not found`);
-      throw mapped;
+      if (isWorkbayError(error, 'not-found')) throw new NotFoundError(`workspace ${id} not found`);
+      throw error;
     }
     await this.awaitLeader(id, (status) => status.acks?.[request.kind]?.id === requestId, `answer ${request.kind}`);
     const refused = this.latest.get(id)?.status?.acks?.[request.kind]?.error;
@@ -326,7 +280,7 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
     const answer = error === undefined ? { id: requestId } : { id: requestId, error: refusalOf(error) };
     this.acks.set(id, { ...this.acks.get(id), [kind]: answer });
     const record = this.bus.getWorkspace(id);
-    if (record) this.enqueueWrite(record);
+    if (record) this.writer.enqueue(record);
   }
 
   /**
@@ -346,16 +300,11 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
       );
       return;
     }
-    void this.deleteObject(id);
+    void this.api.deleteObject(id);
   }
 
   async close(): Promise<void> {
-    this.closing = true;
-    // Writes in flight are given a moment: a record not written is written by the next leader's reconcile.
-    const deadline = Date.now() + 5_000;
-    while ([...this.writes.values()].some((q) => q.running) && Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
+    await this.writer.close(5_000);
     await this.workspaces.close();
     await this.secrets.close();
     this.bus.complete();
@@ -452,7 +401,7 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
       this.adopted.add(id);
       const published = this.versioned(record);
       this.bus.publish(published);
-      this.enqueueWrite(published);
+      this.writer.enqueue(published);
       emit({ id, type: 'adopt' });
     }
     const stop = object.spec.stopRequested ?? (object.metadata.deletionTimestamp ? { policy: 'normally' } : undefined);
@@ -504,136 +453,10 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
     });
   }
 
-  private enqueueWrite(record: WorkspaceRecord): void {
-    let queue = this.writes.get(record.id);
-    if (!queue) this.writes.set(record.id, (queue = { records: [], running: false }));
-    // Changes no subscriber sees share their version: only the newest of a run of them needs writing.
-    const last = queue.records.at(-1);
-    if (last && last.statusVersion === record.statusVersion) queue.records[queue.records.length - 1] = record;
-    else queue.records.push(record);
-    if (!queue.running) void this.drain(record.id, queue);
-  }
-
-  /** Writes a workspace's queued records in order; a failed write is retried until it succeeds or we step down. */
-  private async drain(id: string, queue: WriteQueue): Promise<void> {
-    queue.running = true;
-    try {
-      while (queue.records.length > 0 && this.leading) {
-        try {
-          await this.writeStatus(queue.records[0]!);
-          queue.records.shift();
-        } catch (error) {
-          if (isWorkbayError(error, 'not-found')) {
-            this.options.logger.error({ workspace: id }, 'the workspace object is gone; its status cannot be written');
-            queue.records.length = 0;
-            break;
-          }
-          this.options.logger.error({ err: error, workspace: id }, 'cannot write a workspace status; retrying');
-          if (this.closing) break;
-          await new Promise((resolve) => setTimeout(resolve, this.options.retryMs ?? 1_000));
-        }
-      }
-    } finally {
-      queue.running = false;
-      if (queue.records.length === 0) this.writes.delete(id);
-    }
-  }
-
-  /** Replaces the status with the object's resourceVersion; on 409 re-reads the object and tries again. */
+  /** Writes a record as the object's status (with the answers to follower requests), against the newest object. */
   private async writeStatus(record: WorkspaceRecord): Promise<void> {
-    const { group, version, plural } = workspaceResource;
-    const { namespace } = this.options;
-    const name = objectNameOf(record.id);
-    for (let attempt = 0; ; attempt += 1) {
-      const base = this.latest.get(record.id) ?? (await this.read(record.id));
-      if (!base) throw apiError({ code: 404 }, `writing the status of ${name}`);
-      try {
-        const written = (await this.objects.replaceNamespacedCustomObjectStatus({
-          group,
-          version,
-          plural,
-          namespace,
-          name,
-          body: { ...base, status: { ...statusOf(record), acks: this.acks.get(record.id) } },
-        })) as WorkspaceObject;
-        this.remember(record.id, written);
-        return;
-      } catch (error) {
-        const mapped = apiError(error, `writing the status of ${name}`);
-        if (!isWorkbayError(mapped, 'already-exists') || attempt >= 5) throw mapped;
-        // 409 Conflict: someone changed the object (a follower's stop request); write against the newest one.
-        const fresh = await this.read(record.id);
-        if (fresh) this.latest.set(record.id, fresh);
-      }
-    }
-  }
-
-  /**
-   * Creates the workspace's Secret. One that exists without its object is the leftover of a create that died
-   * between the two (a replica killed mid-start): it is replaced, or a client's retry of that start would be
-   * answered ALREADY_EXISTS for a workspace that does not exist (found by the failover spec).
-   */
-  private async createSecret(record: WorkspaceRecord): Promise<void> {
-    const { namespace } = this.options;
-    const body = secretObject(record, namespace) as V1Secret;
-    try {
-      await this.core.createNamespacedSecret({ namespace, body });
-    } catch (error) {
-      if (!isWorkbayError(apiError(error, 'creating a Secret'), 'already-exists') || (await this.read(record.id))) {
-        throw error;
-      }
-      await this.core.deleteNamespacedSecret({ name: secretNameOf(record.id), namespace });
-      await this.core.createNamespacedSecret({ namespace, body });
-    }
-  }
-
-  private async read(id: string): Promise<WorkspaceObject | undefined> {
-    const { group, version, plural } = workspaceResource;
-    try {
-      return (await this.objects.getNamespacedCustomObject({
-        group,
-        version,
-        plural,
-        namespace: this.options.namespace,
-        name: objectNameOf(id),
-      })) as WorkspaceObject;
-    } catch (error) {
-      const mapped = apiError(error, `reading workspace ${id}`);
-      if (isWorkbayError(mapped, 'not-found')) return undefined;
-      throw mapped;
-    }
-  }
-
-  /** Releases the finalizer and deletes the object and its Secret (failures are logged; a restart retries). */
-  private async deleteObject(id: string): Promise<void> {
-    const { group, version, plural } = workspaceResource;
-    const target = { group, version, plural, namespace: this.options.namespace, name: objectNameOf(id) };
-    try {
-      await this.objects.patchNamespacedCustomObject(
-        { ...target, body: { metadata: { finalizers: null } } },
-        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
-      );
-      await this.objects.deleteNamespacedCustomObject(target);
-    } catch (error) {
-      const mapped = apiError(error, `deleting workspace object ${target.name}`);
-      // Deliberate: already gone is the goal; anything else is logged and the object stays for a later forget.
-      if (!isWorkbayError(mapped, 'not-found')) {
-        this.options.logger.error({ err: mapped, workspace: id }, 'cannot delete a workspace object');
-      }
-    }
-    this.deleteSecret(id);
-  }
-
-  private deleteSecret(id: string): void {
-    this.core
-      .deleteNamespacedSecret({ name: secretNameOf(id), namespace: this.options.namespace })
-      .catch((error: unknown) => {
-        const mapped = apiError(error, `deleting the secrets of ${id}`);
-        // Deliberate: a Secret already gone is fine; others are logged (it holds no state the manager reads again).
-        if (!isWorkbayError(mapped, 'not-found')) {
-          this.options.logger.error({ err: mapped, workspace: id }, 'cannot delete the secrets of a workspace');
-        }
-      });
+    const status = { ...statusOf(record), acks: this.acks.get(record.id) };
+    this.remember(record.id, await this.api.writeStatus(record.id, status, this.latest.get(record.id)));
   }
 }
 
