@@ -283,6 +283,10 @@ describe('daemon RPCs under fuzzing', () => {
         ),
       ),
     ],
+    [
+      'InitProgress',
+      run(fc.asyncProperty(str, async (i) => check('InitProgress', await outcome(d().initProgress({ id: i })), false))),
+    ],
   ];
   for (const [name, prop] of props) {
     it(
