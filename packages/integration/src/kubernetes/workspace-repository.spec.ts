@@ -200,13 +200,22 @@ describe('KubernetesWorkspaceRepository on a real API server', () => {
       requests.push(change);
       if (change.type !== 'request') return;
       const refusal = change.request.kind === 'setTimeout' ? new InvalidArgumentError('duration', 'bad') : undefined;
-      leader.acknowledge(change.id, change.requestId, change.request.kind, refusal);
+      const result = change.request.kind === 'takeSnapshot' ? 'snapshot-1@bucket' : undefined;
+      leader.acknowledge(change.id, change.requestId, change.request.kind, refusal, result);
     });
     await follower.request('ws-requests', { kind: 'markActive', closed: false, ignoreIfActive: false });
     await expect(
       follower.request('ws-requests', { kind: 'setTimeout', timeout: 'workspace', duration: 'x' }),
     ).rejects.toMatchObject({ code: 'invalid-argument', field: 'duration' });
-    expect(requests.map((c) => (c.type === 'request' ? c.request.kind : c.type))).toEqual(['markActive', 'setTimeout']);
+    // A content operation's result comes back with the answer.
+    await expect(follower.request('ws-requests', { kind: 'takeSnapshot', returnImmediately: true })).resolves.toBe(
+      'snapshot-1@bucket',
+    );
+    expect(requests.map((c) => (c.type === 'request' ? c.request.kind : c.type))).toEqual([
+      'markActive',
+      'setTimeout',
+      'takeSnapshot',
+    ]);
     subscription.unsubscribe();
     // A new leader does not make the answered changes again.
     await leader.close();

@@ -197,7 +197,7 @@ describe('core fault injection', () => {
     expect(stopped.progress.disposed).toBe(false);
     expect(content.disposed).toEqual([]);
     // The polite stop, then every kill attempt.
-    expect(runtime.stopCalls).toBe(1 + 3);
+    expect(runtime.stopCalls).toBe(1 + 6);
   });
 
   it('a final backup that fails: STOPPED with "Backup failed", content left to the daemon', async () => {
@@ -226,7 +226,8 @@ describe('core fault injection', () => {
     expect(runtime.listCalls).toBe(0);
     // Reads are served from the records.
     expect(core.getWorkspace('ws-f')!.phase).toBe('running');
-    expect(() => core.takeSnapshot('ws-f', true)).toThrow(/not leading/);
+    await expect(core.takeSnapshot('ws-f', true)).rejects.toThrow(/not leading/);
+    await expect(core.markActive('ws-f', { closed: false, ignoreIfActive: false })).rejects.toThrow(/not leading/);
     await expect(core.startWorkspace({ id: 'ws-new' } as never)).rejects.toThrow(/not leading/);
     await core.stopWorkspace('ws-f', 'normally');
     expect(runtime.stopCalls).toBe(0);

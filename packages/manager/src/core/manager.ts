@@ -312,13 +312,14 @@ export class WorkspaceManagerCore {
           const reason = stopReasonOf(change.policy);
           return this.dispatch(change.id, { type: 'stop-requested', policy: change.policy, byRequest: true, reason });
         }
-        try {
-          this.applyRequest(change.id, change.request);
-          replicated.acknowledge(change.id, change.requestId, change.request.kind);
-        } catch (error) {
-          // Deliberate: the refusal is the answer; the follower that asked returns it to its client.
-          replicated.acknowledge(change.id, change.requestId, change.request.kind, error);
-        }
+        const { id, requestId, request } = change;
+        Promise.resolve()
+          .then(() => this.applyRequest(id, request))
+          .then(
+            (result) => replicated.acknowledge(id, requestId, request.kind, undefined, result ?? undefined),
+            // Deliberate: the refusal is the answer; the follower that asked returns it to its client.
+            (error: unknown) => replicated.acknowledge(id, requestId, request.kind, error),
+          );
       };
       this.subscriptions.push(this.replicated.desired$.subscribe(act));
       for (const change of pending) act(change);
@@ -441,19 +442,20 @@ export class WorkspaceManagerCore {
   }
 
   /**
-   * A record change: made here when this replica leads, else recorded on the workspace's object for the leader,
-   * answered once the leader made it (or refused it, with its error).
+   * A change to a workspace: made here when this replica leads, else recorded on the workspace's object for the
+   * leader, answered once the leader made it (with its result, or its refusal as the error).
    */
-  private async applyOrForward(id: string, request: RecordRequest): Promise<void> {
-    if (this.leading || !this.replicated) {
-      this.applyRequest(id, request);
-      return;
+  private async applyOrForward(id: string, request: RecordRequest): Promise<string | undefined> {
+    if (!this.leading && this.replicated) {
+      validateInstanceId(id, 'id');
+      return this.replicated.request(id, request);
     }
-    validateInstanceId(id, 'id');
-    await this.replicated.request(id, request);
+    // With leadership but no shared store, a follower has nobody to hand the change to.
+    if (!this.leading && this.options.leadership) this.assertLeading(request.kind);
+    return (await this.applyRequest(id, request)) ?? undefined;
   }
 
-  private applyRequest(id: string, request: RecordRequest): void {
+  private applyRequest(id: string, request: RecordRequest): void | Promise<string | void> {
     switch (request.kind) {
       case 'markActive':
         return this.recordOps.markActive(id, request);
@@ -463,27 +465,30 @@ export class WorkspaceManagerCore {
         return this.recordOps.controlPort(id, request.expose, request.port);
       case 'controlAdmission':
         return this.recordOps.controlAdmission(id, request.level);
+      case 'takeSnapshot':
+        return this.contentOps.takeSnapshot(id, request.returnImmediately);
+      case 'backupWorkspace':
+        return this.contentOps.backupWorkspace(id);
+      case 'updateSshKeys':
+        return this.contentOps.updateSshKeys(id, request.keys);
     }
   }
 
-  takeSnapshot(id: string, returnImmediately: boolean): Promise<string> {
-    this.assertLeading('TakeSnapshot');
-    return this.contentOps.takeSnapshot(id, returnImmediately);
+  async takeSnapshot(id: string, returnImmediately: boolean): Promise<string> {
+    return (await this.applyOrForward(id, { kind: 'takeSnapshot', returnImmediately })) ?? '';
   }
 
-  backupWorkspace(id: string): Promise<string> {
-    this.assertLeading('BackupWorkspace');
-    return this.contentOps.backupWorkspace(id);
+  async backupWorkspace(id: string): Promise<string> {
+    return (await this.applyOrForward(id, { kind: 'backupWorkspace' })) ?? '';
   }
 
+  /** Any replica: snapshots live in the storage, not in a workspace's record. */
   deleteVolumeSnapshot(volumeHandle: string, softDelete: boolean): Promise<boolean> {
-    this.assertLeading('DeleteVolumeSnapshot');
     return this.contentOps.deleteVolumeSnapshot(volumeHandle, softDelete);
   }
 
-  updateSshKeys(id: string, keys: readonly string[]): Promise<void> {
-    this.assertLeading('UpdateSSHKey');
-    return this.contentOps.updateSshKeys(id, keys);
+  async updateSshKeys(id: string, keys: readonly string[]): Promise<void> {
+    await this.applyOrForward(id, { kind: 'updateSshKeys', keys });
   }
 
   describeCluster(): { classes: WorkspaceClassInfo[]; preferred: string } {

@@ -59,7 +59,10 @@ export type RecordRequest =
       readonly expose: boolean;
       readonly port?: { readonly port: number; readonly visibility: PortVisibility; readonly protocol: PortProtocol };
     }
-  | { readonly kind: 'controlAdmission'; readonly level: AdmissionLevel };
+  | { readonly kind: 'controlAdmission'; readonly level: AdmissionLevel }
+  | { readonly kind: 'takeSnapshot'; readonly returnImmediately: boolean }
+  | { readonly kind: 'backupWorkspace' }
+  | { readonly kind: 'updateSshKeys'; readonly keys: readonly string[] };
 
 /** Desired state a replicated store hands to the leader: a workspace to take over, a stop, or a record change. */
 export type DesiredChange =
@@ -79,10 +82,10 @@ export interface ReplicatedRepository extends WorkspaceRepository {
   /** Desired changes written by other replicas (or `kubectl`), for the leader to act on. */
   readonly desired$: Observable<DesiredChange>;
   requestStop(id: string, policy: StopPolicy): Promise<void>;
-  /** Asks the leader to change a record; resolves once it did, rejects with the error it met. */
-  request(id: string, request: RecordRequest): Promise<void>;
+  /** Asks the leader to make a change; resolves (with its result) once it did, rejects with the error it met. */
+  request(id: string, request: RecordRequest): Promise<string | undefined>;
   /** The leader's answer to a request (persisted with the workspace's status; `error` when it was refused). */
-  acknowledge(id: string, requestId: string, kind: RecordRequest['kind'], error?: unknown): void;
+  acknowledge(id: string, requestId: string, kind: RecordRequest['kind'], error?: unknown, result?: string): void;
 }
 
 export interface FileRepositoryOptions {

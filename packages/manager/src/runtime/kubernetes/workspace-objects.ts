@@ -69,7 +69,10 @@ export interface WorkspaceObject {
 
 /** The leader's answers to follower requests, per kind: the request id, and the error when it was refused. */
 export type RequestAcks = Partial<
-  Record<RecordRequest['kind'], { id: string; error?: { code: WorkbayErrorCode; message: string; field?: string } }>
+  Record<
+    RecordRequest['kind'],
+    { id: string; result?: string; error?: { code: WorkbayErrorCode; message: string; field?: string } }
+  >
 >;
 
 /** What the Secret of a workspace holds (string data). */

@@ -263,7 +263,7 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
     await this.awaitLeader(id, (status) => status.phase === 'stopping' || status.phase === 'stopped', 'stop it');
   }
 
-  async request(id: string, request: RecordRequest): Promise<void> {
+  async request(id: string, request: RecordRequest): Promise<string | undefined> {
     const requestId = randomUUID();
     try {
       await this.api.patchSpec(id, { requests: { [request.kind]: { id: requestId, request } } }, request.kind);
@@ -271,13 +271,24 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
       if (isWorkbayError(error, 'not-found')) throw new NotFoundError(`workspace ${id} not found`);
       throw error;
     }
-    await this.awaitLeader(id, (status) => status.acks?.[request.kind]?.id === requestId, `answer ${request.kind}`);
-    const refused = this.latest.get(id)?.status?.acks?.[request.kind]?.error;
-    if (refused) throw createWorkbayError(refused.code, refused.message, { field: refused.field });
+    // Snapshots and backups take as long as the upload: the wait is the content operations' own bound.
+    const waitMs = contentKinds.has(request.kind) ? 30 * 60_000 : undefined;
+    await this.awaitLeader(
+      id,
+      (status) => status.acks?.[request.kind]?.id === requestId,
+      `answer ${request.kind}`,
+      waitMs,
+    );
+    const answer = this.latest.get(id)?.status?.acks?.[request.kind];
+    if (answer?.error) throw createWorkbayError(answer.error.code, answer.error.message, { field: answer.error.field });
+    return answer?.result;
   }
 
-  acknowledge(id: string, requestId: string, kind: RecordRequest['kind'], error?: unknown): void {
-    const answer = error === undefined ? { id: requestId } : { id: requestId, error: refusalOf(error) };
+  acknowledge(id: string, requestId: string, kind: RecordRequest['kind'], error?: unknown, result?: string): void {
+    const answer =
+      error === undefined
+        ? { id: requestId, ...(result === undefined ? {} : { result }) }
+        : { id: requestId, error: refusalOf(error) };
     this.acks.set(id, { ...this.acks.get(id), [kind]: answer });
     const record = this.bus.getWorkspace(id);
     if (record) this.writer.enqueue(record);
@@ -423,8 +434,9 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
     id: string,
     done: (status: NonNullable<WorkspaceObject['status']>) => boolean,
     what: string,
+    waitFor?: number,
   ): Promise<WorkspaceRecord> {
-    const waitMs = this.options.leaderWaitMs ?? 30_000;
+    const waitMs = waitFor ?? this.options.leaderWaitMs ?? 30_000;
     return new Promise<WorkspaceRecord>((resolve, reject) => {
       const check = (): boolean => {
         const record = this.bus.getWorkspace(id);
@@ -459,6 +471,9 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
     this.remember(record.id, await this.api.writeStatus(record.id, status, this.latest.get(record.id)));
   }
 }
+
+/** Requests whose answer takes as long as a content operation (an upload), not a record change. */
+const contentKinds: ReadonlySet<RecordRequest['kind']> = new Set(['takeSnapshot', 'backupWorkspace', 'updateSshKeys']);
 
 /** A refusal as the follower re-creates it: the code and message of a Workbay error, bounded; others are internal. */
 function refusalOf(error: unknown): NonNullable<RequestAcks['markActive']>['error'] {
