@@ -281,17 +281,21 @@ export async function createChunkedBackup(
     return useBlob(await writer.add(hash, chunk, hold));
   };
 
-  const reusable = (item: WalkedEntry): readonly number[] | undefined => {
-    const before = previousByPath.get(item.entry.path);
+  const reusable = (path: string, quick: string): readonly number[] | undefined => {
+    const before = previousByPath.get(path);
     return before?.quick !== undefined &&
-      before.quick === quickKey(item) &&
+      before.quick === quick &&
       (before.blobs ?? []).every((b) => known.has((previousBlobs[b] as readonly [string, number, number, number])[0]))
       ? (before.blobs ?? [])
       : undefined;
   };
 
   // The walk runs beside the reads: files to read go to the workers as soon as the walk meets them.
-  const walked: WalkedEntry[] = [];
+  // What the manifest needs of each walked entry, without its stats: a tree's worth of BigIntStats kept to the
+  // end would be promoted to the old generation and cost the collector more than the walk itself.
+  const walked: Array<{ readonly entry: TreeEntry; readonly absolute: string; readonly quick?: string }> = [];
+  /** The quick check's verdict per walked file (undefined: read it), decided once, when the walk meets it. */
+  const reuses: Array<readonly number[] | undefined> = [];
   const queue = new FileQueue();
   const read = new Map<number, { size: number; blobs: number[]; quick?: string }>();
   const reading = (async (): Promise<void> => {
@@ -330,8 +334,15 @@ export async function createChunkedBackup(
       })) {
         signal?.throwIfAborted();
         if (readFailure) throw readFailure.error;
-        const index = walked.push(item) - 1;
-        if (item.entry.type === 'file' && !reusable(item)) queue.push({ index, item });
+        if (item.entry.type !== 'file') {
+          walked.push({ entry: item.entry, absolute: item.absolute });
+          continue;
+        }
+        const quick = quickKey(item);
+        const index = walked.push({ entry: item.entry, absolute: item.absolute, quick }) - 1;
+        const reuse = reusable(item.entry.path, quick);
+        reuses[index] = reuse;
+        if (!reuse) queue.push({ index, item });
       }
     } catch (error) {
       queue.end(error);
@@ -365,7 +376,7 @@ export async function createChunkedBackup(
         entries.push(base);
         continue;
       }
-      const reuse = reusable(item);
+      const reuse = reuses[index];
       if (reuse) {
         const indices = reuse.map((b) => {
           const hash = (previousBlobs[b] as readonly [string, number, number, number])[0];
@@ -375,7 +386,7 @@ export async function createChunkedBackup(
           return useBlob(known.get(hash) as BlobRef);
         });
         noteSources(item.absolute, indices);
-        entries.push({ ...base, blobs: indices, quick: quickKey(item) });
+        entries.push({ ...base, blobs: indices, ...(item.quick !== undefined ? { quick: item.quick } : {}) });
         files++;
         contentBytes += entry.size;
         continue;
