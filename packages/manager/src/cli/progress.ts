@@ -12,6 +12,7 @@ export class PhaseProgress {
   private phaseSince = this.began;
   private frame = 0;
   private timer?: NodeJS.Timeout;
+  private lastNote = '';
 
   constructor(
     private readonly stderr: { write(text: string): unknown; readonly isTTY?: boolean },
@@ -34,6 +35,22 @@ export class PhaseProgress {
     if (!this.stderr.isTTY) this.stderr.write(`${this.subject}: ${phase} after ${seconds(now - this.began)}\n`);
     this.phase = phase;
     this.phaseSince = now;
+    this.draw();
+  }
+
+  /**
+   * Reports the workspace's status message (e.g. the retries of a clone while INITIALIZING); prints a line only
+   * when it changed and is not empty. The text comes from the server: control characters are not passed to the
+   * terminal, and a line is bounded.
+   */
+  note(message: string): void {
+    // eslint-disable-next-line no-control-regex -- control characters are exactly what is kept off the terminal
+    const text = message.replace(/[\u0000-\u001f\u007f-\u009f]/g, ' ').slice(0, 300);
+    if (text === this.lastNote) return;
+    this.lastNote = text;
+    if (text === '') return;
+    this.clearLine();
+    this.stderr.write(`${this.subject}: ${text}\n`);
     this.draw();
   }
 

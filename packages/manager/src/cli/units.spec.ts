@@ -178,6 +178,24 @@ describe('PhaseProgress', () => {
     p.done('gave up');
     expect(text).toMatch(/ws-1: gave up after 0\.\ds\n$/);
   });
+  it('prints the status message once per change, without the control characters a server sends', async () => {
+    const { PhaseProgress } = await import('./progress.js');
+    let text = '';
+    const p = new PhaseProgress({ write: (s: string) => (text += s) }, 'ws-1');
+    p.update('initializing');
+    p.note('');
+    p.note('git clone failed, retrying (attempt 2 of at most 14): fatal: 503');
+    p.note('git clone failed, retrying (attempt 2 of at most 14): fatal: 503');
+    p.note('evil \x1b]0;pwned\x07\x1b[2J done\r\nfake: line');
+    p.done();
+    const lines = text.split('\n');
+    expect(lines.filter((l) => l.includes('attempt 2'))).toEqual([
+      'ws-1: git clone failed, retrying (attempt 2 of at most 14): fatal: 503',
+    ]);
+    // Only the line breaks the progress writes itself remain.
+    expect([...text].filter((c) => c < ' ' && c !== '\n')).toEqual([]);
+    expect(lines).toContain('ws-1: evil  ]0;pwned  [2J done  fake: line');
+  });
   it('draws a spinner line and ticks phases off on a TTY', async () => {
     const { PhaseProgress } = await import('./progress.js');
     let text = '';

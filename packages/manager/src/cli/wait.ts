@@ -44,6 +44,7 @@ export async function follow(
         if (!status || status.id !== target.id || status.statusVersion < lastVersion) return;
         lastVersion = status.statusVersion;
         progress.update(phaseOf(status));
+        progress.note(status.message);
         const v = verdict(status);
         if (v && 'done' in v) resolve(status);
         else if (v) reject(new CliError(`workspace ${target.id} failed: ${v.failed}`, ExitCode.workspaceFailed));
