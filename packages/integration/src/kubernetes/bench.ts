@@ -10,7 +10,7 @@
  *    arriving on the leader's and on the follower's Subscribe stream, p50/p99 (goal p99 ≤ 1 s); against the API
  *    server's watch delay (ConfigMap create sent → its watch event arrived).
  *
- * No timed assertions: it prints rows like the other benches.
+ * No timed assertions: it prints rows like the other benches. BENCH_K8S_LOG (warn) sets the replicas' log level.
  */
 import { startRequest } from '../security/harness.js';
 import { startKubernetesHarness } from './harness.js';
@@ -94,7 +94,7 @@ async function main(): Promise<void> {
   // The shipped lease timing (15 s, renewed every 5 s): the short test lease would not survive 2 saturated cores.
   const h = await startKubernetesHarness({
     replicas: 2,
-    logLevel: 'warn',
+    logLevel: process.env['BENCH_K8S_LOG'] ?? 'warn',
     leaseDurationSeconds: 15,
     renewIntervalMs: 5_000,
   });

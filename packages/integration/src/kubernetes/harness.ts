@@ -284,6 +284,9 @@ async function launchReplica(o: LaunchOptions): Promise<Replica> {
       },
       ...o.options.runtime,
     },
+    // The manager still hands out IDE ports from one host range on Kubernetes (each pod has its own IP, so any
+    // port would do): the default 1,000 would cap the bench at 1,000 workspaces.
+    idePorts: { from: 20_000, to: 29_999 },
     timeouts: { checkInterval: '200ms' },
     stopGrace: { normally: '2s', immediately: '1s', abort: '1s' },
     log: { level: o.options.logLevel ?? 'info' },
