@@ -10,8 +10,10 @@
  *    arriving on the leader's and on the follower's Subscribe stream, p50/p99 (goal p99 ≤ 1 s); against the API
  *    server's watch delay (ConfigMap create sent → its watch event arrived).
  *
- * No timed assertions: it prints rows like the other benches. BENCH_K8S_LOG (warn) sets the replicas' log level.
+ * No timed assertions: it prints rows like the other benches. BENCH_K8S_LOG (warn) sets the replicas' log level;
+ * BENCH_K8S_DUMP=<file> writes the per-workspace arrival times.
  */
+import { writeFile } from 'node:fs/promises';
 import { startRequest } from '../security/harness.js';
 import { startKubernetesHarness } from './harness.js';
 import type { KubernetesHarness } from './harness.js';
@@ -137,6 +139,17 @@ async function main(): Promise<void> {
         const seen = runningAt(recorder, id);
         return pod !== undefined && seen !== undefined ? [Math.max(0, seen - pod)] : [];
       });
+    const dump = process.env['BENCH_K8S_DUMP'];
+    if (dump) {
+      // Per workspace: when this process saw its pod Running and RUNNING on each stream (for finding the delay).
+      const rows = ids.map((id) => ({
+        id,
+        pod: h.pods.runningSeenAt(`ws-${id}`),
+        leader: runningAt(onLeader, id),
+        follower: runningAt(onFollower, id),
+      }));
+      await writeFile(dump, JSON.stringify(rows));
+    }
     const leaderDelays = delays(onLeader);
     const followerDelays = delays(onFollower);
     const b50 = percentile(baseline.delays, 50);
