@@ -14,6 +14,7 @@
  * BENCH_K8S_DUMP=<file> writes the per-workspace arrival times.
  */
 import { writeFile } from 'node:fs/promises';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { startRequest } from '../security/harness.js';
 import { startKubernetesHarness } from './harness.js';
 import type { KubernetesHarness } from './harness.js';
@@ -115,6 +116,9 @@ async function main(): Promise<void> {
     await onFollower.waitFor('bench-warmup', isPhase('running'));
 
     const ids = Array.from({ length: workspaces }, (_, i) => `bench-${i}`);
+    // This process's own event loop delay: the part of a Subscribe delay that is the client's, not the manager's.
+    const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+    loopDelay.enable();
     const t0 = Date.now();
     await pool(workspaces, concurrency, async (i) => {
       await leader.client.startWorkspace(startRequest({ id: ids[i]!, owner: 'bench' }));
@@ -130,6 +134,7 @@ async function main(): Promise<void> {
       await sleep(100);
     }
     const elapsed = Math.max(...ids.map((id) => runningAt(onLeader, id)!)) - t0;
+    loopDelay.disable();
     const perSecond = (workspaces / elapsed) * 1000;
     while (ids.some((id) => runningAt(onFollower, id) === undefined) && Date.now() < deadline) await sleep(100);
 
@@ -168,6 +173,19 @@ async function main(): Promise<void> {
       const p99 = percentile(values, 99);
       report(`Subscribe delay p50 (pod Running → RUNNING, ${where})`, fmtMs(p50), fmtMs(b50), p50 / b50);
       report(`Subscribe delay p99 (${where}; goal ≤ 1 s)`, fmtMs(p99), fmtMs(b99), p99 / b99);
+    }
+    console.log(
+      `(the bench client's own event loop delay meanwhile: p99 ${fmtMs(loopDelay.percentile(99) / 1e6)}, ` +
+        `max ${fmtMs(loopDelay.max / 1e6)})`,
+    );
+    for (const [where, replica] of [
+      ['leader', leader],
+      ['follower', follower],
+    ] as const) {
+      const metrics = await fetch(`http://${replica.metricsAddress}/metrics`).then((r) => r.text());
+      const lag = /^\w*nodejs_eventloop_lag_p99_seconds (\S+)$/m.exec(metrics)?.[1];
+      const cpu = /^\w*process_cpu_seconds_total (\S+)$/m.exec(metrics)?.[1];
+      console.log(`(${where} replica: event loop lag p99 ${lag ?? '?'} s, CPU ${cpu ?? '?'} s since it started)`);
     }
     console.log(
       `(baseline: the API server's own watch delivery, ${workspaces} ConfigMaps created ${concurrency} at a time; ` +

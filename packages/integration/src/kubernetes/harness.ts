@@ -58,6 +58,7 @@ export interface Replica {
   readonly process: ChildProcess;
   readonly managerAddress: string;
   readonly proxyAddress: string;
+  readonly metricsAddress: string;
   readonly client: WorkspaceManagerClient;
   stderr(): string;
   alive(): boolean;
@@ -307,10 +308,12 @@ async function launchReplica(o: LaunchOptions): Promise<Replica> {
   const exited = new Promise<number | string>((resolve) =>
     child.once('exit', (code, signal) => resolve(code ?? signal ?? -1)),
   );
-  const addresses = await new Promise<{ managerAddress: string; proxyAddress: string }>((resolve, reject) => {
-    createInterface({ input: child.stdout! }).once('line', (line) => resolve(JSON.parse(line)));
-    void exited.then((code) => reject(new Error(`workbay up exited with ${code}: ${stderr.slice(-3000)}`)));
-  });
+  const addresses = await new Promise<{ managerAddress: string; proxyAddress: string; metricsAddress: string }>(
+    (resolve, reject) => {
+      createInterface({ input: child.stdout! }).once('line', (line) => resolve(JSON.parse(line)));
+      void exited.then((code) => reject(new Error(`workbay up exited with ${code}: ${stderr.slice(-3000)}`)));
+    },
+  );
   const alive = () => child.exitCode === null && child.signalCode === null;
   let killed = false;
   return {
