@@ -76,6 +76,11 @@ export interface StopOptions {
  */
 export interface WorkspaceRuntime {
   readonly kind: string;
+  /**
+   * True when every instance gets its own network address (a pod IP): its ports need not be unique on a host, so
+   * the manager gives every instance the same IDE port instead of allocating one from `idePorts`.
+   */
+  readonly addressPerInstance?: boolean;
   /** Starts the instance; resolves once it was launched (not necessarily ready). */
   start(spec: RuntimeWorkspaceSpec): Promise<RuntimeWorkspaceState>;
   /** Stops the instance within the grace period; resolves once it is gone. Stopping a gone instance is a no-op. */

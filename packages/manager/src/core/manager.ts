@@ -42,7 +42,8 @@ import type { LifecycleEvent, TransitionContext } from './lifecycle/events.js';
 import { transition } from './lifecycle/transition.js';
 import type { MaintenanceMode } from './maintenance.js';
 import { observeChange } from './observer.js';
-import { PortAllocator } from './port-allocator.js';
+import { FixedPort, PortAllocator } from './port-allocator.js';
+import type { IdePorts } from './port-allocator.js';
 import { WorkspaceUrls, contentDirOf, newRecord, runtimeSpecOf } from './records.js';
 import { Recovery, portMapOf } from './recovery.js';
 import { FileWorkspaceRepository } from './repository.js';
@@ -94,7 +95,7 @@ export class WorkspaceManagerCore {
   private readonly metrics?: ManagerMetrics;
   private readonly logger: Logger;
   private readonly now: () => number;
-  private readonly ports: PortAllocator;
+  private readonly ports: IdePorts;
   private readonly classes: ReadonlyMap<string, ResolvedClass>;
   private readonly urls: WorkspaceUrls;
   private readonly repo: WorkspaceRepository;
@@ -118,7 +119,9 @@ export class WorkspaceManagerCore {
     this.metrics = options.metrics;
     this.logger = options.logger;
     this.now = options.now ?? Date.now;
-    this.ports = new PortAllocator(config.idePorts.from, config.idePorts.to);
+    this.ports = options.runtime.addressPerInstance
+      ? new FixedPort(config.idePorts.from)
+      : new PortAllocator(config.idePorts.from, config.idePorts.to);
     this.classes = new Map(config.workspaceClasses.map((c) => [c.id, c]));
     this.urls = new WorkspaceUrls(config, options.proxyAddress ?? (() => config.proxy.address));
     if (!options.repository && !options.store) throw new Error('the manager core needs a store or a repository');

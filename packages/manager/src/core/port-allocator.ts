@@ -16,7 +16,7 @@ function isFree(port: number, host: string): Promise<boolean> {
   });
 }
 
-export class PortAllocator {
+export class PortAllocator implements IdePorts {
   private next: number;
   private readonly reserved = new Set<number>();
 
@@ -51,4 +51,24 @@ export class PortAllocator {
     }
     throw new ResourceExhaustedError(`no free IDE port in ${this.from}-${this.to}; raise idePorts in the config`);
   }
+}
+
+/**
+ * Ports for a runtime whose instances each have their own address: every instance gets the same IDE port, and
+ * nothing is held (a thousand pods do not exhaust a range meant for one host).
+ */
+export class FixedPort implements IdePorts {
+  constructor(private readonly port: number) {}
+  reserve(): void {}
+  release(): void {}
+  async allocate(): Promise<number> {
+    return this.port;
+  }
+}
+
+/** What the lifecycle needs of IDE ports. */
+export interface IdePorts {
+  reserve(port: number): void;
+  release(port: number): void;
+  allocate(): Promise<number>;
 }

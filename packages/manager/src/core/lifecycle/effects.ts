@@ -17,7 +17,7 @@ import type { Logger } from '../../logger.js';
 import type { ManagerMetrics } from '../../metrics.js';
 import { FlowAborted, checkAborted, errorMessage, sleep, withRetries } from '../async.js';
 import type { RetryPolicy } from '../async.js';
-import type { PortAllocator } from '../port-allocator.js';
+import type { IdePorts } from '../port-allocator.js';
 import { contentDirOf } from '../records.js';
 import { writeAuthorizedKeys } from '../ssh-keys.js';
 import type { LifecycleEffect, LifecycleEvent } from './events.js';
@@ -26,7 +26,7 @@ import { defaultInitProgressPollMs, watchInitProgress } from './init-progress.js
 export interface EffectDeps {
   readonly runtime: WorkspaceRuntime;
   readonly content: ContentService;
-  readonly ports: PortAllocator;
+  readonly ports: IdePorts;
   readonly startSlots: Semaphore;
   readonly logger: Logger;
   readonly metrics?: ManagerMetrics;

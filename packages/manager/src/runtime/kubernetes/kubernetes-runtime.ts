@@ -48,6 +48,8 @@ interface Tracked {
  */
 export class KubernetesRuntime implements WorkspaceRuntime {
   readonly kind = 'kubernetes';
+  /** Every pod has its own IP: IDE ports need not be unique. */
+  readonly addressPerInstance = true;
   readonly config: KubernetesRuntimeConfig;
   private readonly logger: PluginLogger;
   private readonly api: CoreV1Api;

@@ -379,10 +379,16 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
 
   /** A workspace's Secret arrived: a leader takes over the object that waited for it (see desiredFrom). */
   private secretSeen(secret: V1Secret): void {
-    if (!this.loaded || !this.leading) return;
+    if (!this.loaded) return;
     const name = /^ws-(.+)-secrets$/.exec(secret.metadata?.name ?? '')?.[1];
     const object = name ? this.workspaces.get(name) : undefined;
-    if (object) this.desiredFrom(object);
+    if (!object) return;
+    if (this.leading) return this.desiredFrom(object);
+    // A follower that saw the object first holds its record without the owner token: complete it now.
+    const id = instanceIdOf(object.metadata);
+    const current = id ? this.bus.getWorkspace(id) : undefined;
+    const record = current && this.recordFrom(object);
+    if (current && record) this.bus.touch({ ...record, statusVersion: current.statusVersion });
   }
 
   private removed(object: WorkspaceObject): void {
