@@ -10,17 +10,14 @@
  *
  * @module
  */
-import { FailedPreconditionError, Semaphore } from '@workbay/api';
+import { FailedPreconditionError } from '@workbay/api';
 import type { WorkspaceRuntime } from '@workbay/api';
 import type { Observable, Subscription } from 'rxjs';
 import type { ManagerConfig, ResolvedClass } from '../config.js';
-import type { ContentService } from '../content/content-service.js';
-import type { SnapshotStore } from '../content/snapshot-store.js';
 import { matchesFilter } from '../domain/status.js';
 import type {
   AdmissionLevel,
   DescribeResult,
-  StopReason,
   MetadataFilter,
   PortProtocol,
   PortVisibility,
@@ -34,59 +31,29 @@ import type {
 import { validateInstanceId, validateStartInput } from '../domain/validation.js';
 import type { Logger } from '../logger.js';
 import type { ManagerMetrics } from '../metrics.js';
-import { ReservedEndpoints } from '../proxy/exposure.js';
-import type { WorkspaceStore } from '../store/file-store.js';
-import { ContentOperations, assertNoMaintenance } from './content-operations.js';
-import { EffectRunner, labelsOf } from './lifecycle/effects.js';
+import { assembleCore } from './assembly.js';
+import type { ManagerCoreOptions } from './assembly.js';
+import type { ChangeRouter } from './change-router.js';
+import { stopReasonOf } from './change-router.js';
+import { assertNoMaintenance } from './content-operations.js';
+import type { ContentOperations } from './content-operations.js';
+import type { EffectRunner } from './lifecycle/effects.js';
+import { labelsOf } from './lifecycle/effects.js';
 import type { LifecycleEvent, TransitionContext } from './lifecycle/events.js';
 import { transition } from './lifecycle/transition.js';
 import type { MaintenanceMode } from './maintenance.js';
-import { observeChange } from './observer.js';
-import { FixedPort, PortAllocator } from './port-allocator.js';
 import type { IdePorts } from './port-allocator.js';
-import { WorkspaceUrls, contentDirOf, newRecord, runtimeSpecOf } from './records.js';
-import { Recovery, portMapOf } from './recovery.js';
-import { FileWorkspaceRepository } from './repository.js';
-import type { DesiredChange, RecordRequest, ReplicatedRepository, WorkspaceRepository } from './repository.js';
+import { newRecord } from './records.js';
+import type { WorkspaceUrls } from './records.js';
+import { portMapOf } from './recovery.js';
+import type { Recovery } from './recovery.js';
+import type { RecordOperations } from './record-operations.js';
+import type { ReplicatedRepository, WorkspaceRepository } from './repository.js';
+import type { StartAdmission } from './start-admission.js';
 import type { StatusUpdate } from './status-bus.js';
-import { RecordOperations } from './record-operations.js';
-import { StartAdmission } from './start-admission.js';
-import { TimeoutEnforcer } from './timeout-enforcer.js';
+import type { TimeoutEnforcer } from './timeout-enforcer.js';
 
-/**
- * What the core is built from; `startManager` (app.ts) assembles it.
- *
- * @internal Exported for tests that build a core without the servers around it.
- */
-export interface ManagerCoreOptions {
-  readonly config: ManagerConfig;
-  /** Where records live unless `repository` is given. */
-  readonly store?: WorkspaceStore;
-  readonly runtime: WorkspaceRuntime;
-  readonly content: ContentService;
-  /** Where DeleteVolumeSnapshot deletes when `storage` is configured; without it, the daemon deletes. */
-  readonly snapshots?: SnapshotStore;
-  readonly maintenance: MaintenanceMode;
-  readonly metrics?: ManagerMetrics;
-  readonly logger: Logger;
-  /** host:port of the port proxy, for the `{{proxy}}` URL variable (known once the proxy listens). */
-  readonly proxyAddress?: () => string;
-  /** The manager's and daemon's own ports, which ControlPort refuses on a shared host (see proxy/exposure.ts). */
-  readonly reservedEndpoints?: ReservedEndpoints;
-  readonly now?: () => number;
-  /** Where records live; by default the file store above (`store`). The Kubernetes runtime brings its own. */
-  readonly repository?: WorkspaceRepository;
-  /**
-   * With several replicas: whether this one leads (a Lease). Only the leader runs the lifecycle, recovery and
-   * timeouts; followers serve reads and record starts and stops in a {@link ReplicatedRepository}. Without it this
-   * manager always leads.
-   */
-  readonly leadership?: { readonly isLeader$: Observable<boolean> };
-  /** Called when this replica stops leading (the caller exits: a restarted process rejoins as a follower). */
-  readonly onLeadershipLost?: () => void;
-  /** How `runtime.list()` is retried at start-up, and how often INTERRUPTED workspaces are checked again. */
-  readonly recovery?: { readonly attempts: number; readonly backoffMs: number; readonly recheckMs: number };
-}
+export type { ManagerCoreOptions } from './assembly.js';
 
 export class WorkspaceManagerCore {
   private readonly config: ManagerConfig;
@@ -96,7 +63,7 @@ export class WorkspaceManagerCore {
   private readonly logger: Logger;
   private readonly now: () => number;
   private readonly ports: IdePorts;
-  private readonly classes: ReadonlyMap<string, ResolvedClass>;
+  private readonly classOf: (record: WorkspaceRecord) => ResolvedClass;
   private readonly urls: WorkspaceUrls;
   private readonly repo: WorkspaceRepository;
   private readonly runner: EffectRunner;
@@ -105,6 +72,7 @@ export class WorkspaceManagerCore {
   private readonly contentOps: ContentOperations;
   private readonly recordOps: RecordOperations;
   private readonly admission: StartAdmission;
+  private readonly changes: ChangeRouter;
   private readonly replicated?: ReplicatedRepository;
   private readonly subscriptions: Subscription[] = [];
   private leading = false;
@@ -113,86 +81,30 @@ export class WorkspaceManagerCore {
 
   /** @internal Built by `startManager`; embedders get the running core as `RunningManager.core`. */
   constructor(private readonly options: ManagerCoreOptions) {
-    const config = (this.config = options.config);
+    this.config = options.config;
     this.runtime = options.runtime;
     this.maintenance = options.maintenance;
     this.metrics = options.metrics;
     this.logger = options.logger;
     this.now = options.now ?? Date.now;
-    this.ports = options.runtime.addressPerInstance
-      ? new FixedPort(config.idePorts.from)
-      : new PortAllocator(config.idePorts.from, config.idePorts.to);
-    this.classes = new Map(config.workspaceClasses.map((c) => [c.id, c]));
-    this.urls = new WorkspaceUrls(config, options.proxyAddress ?? (() => config.proxy.address));
-    if (!options.repository && !options.store) throw new Error('the manager core needs a store or a repository');
-    this.repo =
-      options.repository ??
-      new FileWorkspaceRepository({
-        store: options.store!,
-        historySize: config.subscribe.historySize,
-        logger: this.logger,
-        onChange: (previous, next) => observeChange(previous, next, this.logger, this.metrics, this.now()),
-      });
-    if (options.leadership && options.repository && 'promote' in options.repository) {
-      this.replicated = options.repository as ReplicatedRepository;
-    }
-    const dispatch = (id: string, event: LifecycleEvent): void => this.dispatch(id, event);
-    this.runner = new EffectRunner({
-      runtime: options.runtime,
-      content: options.content,
-      ports: this.ports,
-      startSlots: new Semaphore(config.maxConcurrentStarts),
-      logger: this.logger,
-      metrics: this.metrics,
-      daemonRetry: { attempts: config.daemon.disposeAttempts, backoffMs: config.daemon.retryBackoffMs },
-      // 200 ms doubling over 6 attempts covers ~6 s: an API server restarting (the kubernetes runtime's stop is
-      // an API call) is waited out instead of failing the stop and keeping the content without a final backup.
-      killRetry: { attempts: 6, backoffMs: 200 },
-      workingArea: config.workingArea,
-      runtimeSpec: (r) => runtimeSpecOf(r, this.classOf(r), contentDirOf(r, config.workingArea)),
-      storageQuotaOf: (r) => this.classOf(r).resources.diskBytes,
-      get: (id) => this.repo.get(id),
-      dispatch,
-    });
-    this.timeouts = new TimeoutEnforcer({
-      settings: config.timeouts,
-      stoppedRetentionMs: config.stoppedRetentionMs,
-      now: this.now,
-      paused: () => this.closing || this.maintenance.isEnabled(),
-      list: () => this.repo.list(),
-      busy: (id) => this.runner.isBusy(id),
-      dispatch,
-      forget: (id) => this.repo.forget(id),
-      logger: this.logger,
-    });
-    const recovery = options.recovery ?? { attempts: 5, backoffMs: 500, recheckMs: 10_000 };
-    this.recovery = new Recovery({
-      runtime: options.runtime,
-      get: (id) => this.repo.get(id),
-      list: () => this.repo.list(),
-      dispatch,
-      logger: this.logger,
-      listRetry: recovery,
-      recheckMs: recovery.recheckMs,
-      orphanGraceMs: config.stopGrace.abortMs,
-    });
-    this.admission = new StartAdmission(config, this.classes, this.repo, (id) => this.runner.isBusy(id));
-    this.recordOps = new RecordOperations({
-      repo: this.repo,
-      config,
-      urls: this.urls,
-      reservedEndpoints: options.reservedEndpoints ?? new ReservedEndpoints(),
+    const parts = assembleCore(options, {
+      dispatch: (id, event) => this.dispatch(id, event),
+      isClosing: () => this.closing,
+      isLeading: () => this.leading,
       now: this.now,
     });
-    this.contentOps = new ContentOperations({
-      repo: this.repo,
-      content: options.content,
-      snapshots: options.snapshots,
-      maintenance: options.maintenance,
-      metrics: this.metrics,
-      logger: this.logger,
-      workingArea: config.workingArea,
-    });
+    this.ports = parts.ports;
+    this.repo = parts.repo;
+    this.replicated = parts.replicated;
+    this.runner = parts.runner;
+    this.timeouts = parts.timeouts;
+    this.recovery = parts.recovery;
+    this.admission = parts.admission;
+    this.recordOps = parts.recordOps;
+    this.contentOps = parts.contentOps;
+    this.changes = parts.changes;
+    this.urls = parts.urls;
+    this.classOf = parts.classOf;
   }
 
   // Observation -------------------------------------------------------------------------------------------------
@@ -308,24 +220,8 @@ export class WorkspaceManagerCore {
     );
     await this.recovery.recover(records);
     if (this.replicated) {
-      const replicated = this.replicated;
-      const act = (change: DesiredChange): void => {
-        if (change.type === 'adopt') return this.dispatch(change.id, { type: 'resume' });
-        if (change.type === 'stop') {
-          const reason = stopReasonOf(change.policy);
-          return this.dispatch(change.id, { type: 'stop-requested', policy: change.policy, byRequest: true, reason });
-        }
-        const { id, requestId, request } = change;
-        Promise.resolve()
-          .then(() => this.applyRequest(id, request))
-          .then(
-            (result) => replicated.acknowledge(id, requestId, request.kind, undefined, result ?? undefined),
-            // Deliberate: the refusal is the answer; the follower that asked returns it to its client.
-            (error: unknown) => replicated.acknowledge(id, requestId, request.kind, error),
-          );
-      };
-      this.subscriptions.push(this.replicated.desired$.subscribe(act));
-      for (const change of pending) act(change);
+      this.subscriptions.push(this.replicated.desired$.subscribe((change) => this.changes.act(change)));
+      for (const change of pending) this.changes.act(change);
     }
     this.timeouts.start();
     if (this.options.leadership) this.logger.info({ workspaces: records.length }, 'leading the workspace lifecycle');
@@ -365,23 +261,9 @@ export class WorkspaceManagerCore {
     for (const effect of effects) this.runner.run(id, effect);
   }
 
-  /**
-   * Followers record starts and stops as desired state; the other changes need the leader's runtime and daemon
-   * connections, so a follower refuses them (clients retry on the leader, e.g. through the manager Service).
-   */
-  private assertLeading(what: string): void {
-    if (!this.leading) {
-      throw new FailedPreconditionError(`${what}: this manager replica is not leading; send it to the leading replica`);
-    }
-  }
-
   private transitionContext(): TransitionContext {
     const g = this.config.stopGrace;
     return { now: this.now(), graceMs: { normally: g.normallyMs, immediately: g.immediatelyMs, abort: g.abortMs } };
-  }
-
-  private classOf(record: WorkspaceRecord): ResolvedClass {
-    return this.classes.get(record.spec.className) ?? this.classes.get(this.config.defaultWorkspaceClass)!;
   }
 
   // Operations (one per RPC) ------------------------------------------------------------------------------------
@@ -423,12 +305,12 @@ export class WorkspaceManagerCore {
 
   /** MarkActive: records user activity (and whether the IDE is closed). */
   async markActive(id: string, options: { closed: boolean; ignoreIfActive: boolean }): Promise<void> {
-    await this.applyOrForward(id, { kind: 'markActive', ...options });
+    await this.changes.applyOrForward(id, { kind: 'markActive', ...options });
   }
 
   /** SetTimeout (see RecordOperations.setTimeout). */
   async setTimeout(id: string, kind: TimeoutKind, duration: string): Promise<void> {
-    await this.applyOrForward(id, { kind: 'setTimeout', timeout: kind, duration });
+    await this.changes.applyOrForward(id, { kind: 'setTimeout', timeout: kind, duration });
   }
 
   /** ControlPort: exposes (or re-exposes with new settings) or removes a port. */
@@ -437,52 +319,19 @@ export class WorkspaceManagerCore {
     expose: boolean,
     port: { readonly port: number; readonly visibility: PortVisibility; readonly protocol: PortProtocol } | undefined,
   ): Promise<void> {
-    await this.applyOrForward(id, { kind: 'controlPort', expose, port });
+    await this.changes.applyOrForward(id, { kind: 'controlPort', expose, port });
   }
 
   async controlAdmission(id: string, level: AdmissionLevel): Promise<void> {
-    await this.applyOrForward(id, { kind: 'controlAdmission', level });
-  }
-
-  /**
-   * A change to a workspace: made here when this replica leads, else recorded on the workspace's object for the
-   * leader, answered once the leader made it (with its result, or its refusal as the error).
-   */
-  private async applyOrForward(id: string, request: RecordRequest): Promise<string | undefined> {
-    if (!this.leading && this.replicated) {
-      validateInstanceId(id, 'id');
-      return this.replicated.request(id, request);
-    }
-    // With leadership but no shared store, a follower has nobody to hand the change to.
-    if (!this.leading && this.options.leadership) this.assertLeading(request.kind);
-    return (await this.applyRequest(id, request)) ?? undefined;
-  }
-
-  private applyRequest(id: string, request: RecordRequest): void | Promise<string | void> {
-    switch (request.kind) {
-      case 'markActive':
-        return this.recordOps.markActive(id, request);
-      case 'setTimeout':
-        return this.recordOps.setTimeout(id, request.timeout, request.duration);
-      case 'controlPort':
-        return this.recordOps.controlPort(id, request.expose, request.port);
-      case 'controlAdmission':
-        return this.recordOps.controlAdmission(id, request.level);
-      case 'takeSnapshot':
-        return this.contentOps.takeSnapshot(id, request.returnImmediately);
-      case 'backupWorkspace':
-        return this.contentOps.backupWorkspace(id);
-      case 'updateSshKeys':
-        return this.contentOps.updateSshKeys(id, request.keys);
-    }
+    await this.changes.applyOrForward(id, { kind: 'controlAdmission', level });
   }
 
   async takeSnapshot(id: string, returnImmediately: boolean): Promise<string> {
-    return (await this.applyOrForward(id, { kind: 'takeSnapshot', returnImmediately })) ?? '';
+    return (await this.changes.applyOrForward(id, { kind: 'takeSnapshot', returnImmediately })) ?? '';
   }
 
   async backupWorkspace(id: string): Promise<string> {
-    return (await this.applyOrForward(id, { kind: 'backupWorkspace' })) ?? '';
+    return (await this.changes.applyOrForward(id, { kind: 'backupWorkspace' })) ?? '';
   }
 
   /** Any replica: snapshots live in the storage, not in a workspace's record. */
@@ -491,7 +340,7 @@ export class WorkspaceManagerCore {
   }
 
   async updateSshKeys(id: string, keys: readonly string[]): Promise<void> {
-    await this.applyOrForward(id, { kind: 'updateSshKeys', keys });
+    await this.changes.applyOrForward(id, { kind: 'updateSshKeys', keys });
   }
 
   describeCluster(): { classes: WorkspaceClassInfo[]; preferred: string } {
@@ -517,8 +366,4 @@ export class WorkspaceManagerCore {
   checkTimeouts(): void {
     this.timeouts.check();
   }
-}
-
-function stopReasonOf(policy: StopPolicy): StopReason {
-  return policy === 'abort' ? 'aborted' : 'regular-stop';
 }

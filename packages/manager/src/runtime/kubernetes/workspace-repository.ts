@@ -19,15 +19,8 @@
  *
  * @module
  */
-import { randomUUID } from 'node:crypto';
 import type { KubeConfig, V1Secret } from '@kubernetes/client-node';
-import {
-  FailedPreconditionError,
-  NotFoundError,
-  UnavailableError,
-  createWorkbayError,
-  isWorkbayError,
-} from '@workbay/api';
+import { FailedPreconditionError, UnavailableError } from '@workbay/api';
 import { Subject } from 'rxjs';
 import type { Observable } from 'rxjs';
 import { StatusBus } from '../../core/status-bus.js';
@@ -37,19 +30,20 @@ import { differsVisibly } from '../../domain/status.js';
 import type { StopPolicy, WorkspaceRecord } from '../../domain/types.js';
 import type { Logger } from '../../logger.js';
 import { Informer } from './informer.js';
+import { FollowerRequests } from './follower-requests.js';
+import { LeaderInbox } from './leader-inbox.js';
 import { StatusWriter } from './status-writer.js';
 import { WorkspaceObjectsApi } from './workspace-api.js';
 import {
   instanceIdOf,
   managedSelector,
-  objectNameOf,
   recordOf,
   secretNameOf,
   secretsFromData,
   statusOf,
   storedRecordFrom,
 } from './workspace-objects.js';
-import type { RequestAcks, WorkspaceObject } from './workspace-objects.js';
+import type { WorkspaceObject } from './workspace-objects.js';
 
 export interface KubernetesRepositoryOptions {
   readonly kubeConfig: KubeConfig;
@@ -71,23 +65,17 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
   private readonly workspaces: Informer<WorkspaceObject>;
   private readonly secrets: Informer<V1Secret>;
   private readonly desiredSubject = new Subject<DesiredChange>();
-  private readonly versionSeen = new Subject<void>();
-  /** Ids this replica knows, by object name. */
-  private readonly idsByName = new Map<string, string>();
+  private readonly follower: FollowerRequests;
   /** The newest object this replica wrote or saw, per id (its resourceVersion is the one to write against). */
   private readonly latest = new Map<string, WorkspaceObject>();
   private readonly writer: StatusWriter;
-  private readonly stopsSeen = new Set<string>();
+  private readonly inbox = new LeaderInbox();
   /** Ids this leader is creating (its watch must not take them over as a follower's). */
   private readonly creating = new Set<string>();
   /** Ids this leader took over from an object without status (their first status write may still be queued). */
   private readonly adopted = new Set<string>();
   /** Per id, the persisted status_version a follower published last. */
   private readonly persistedSeen = new Map<string, number>();
-  /** Per `<id>:<kind>`, the newest follower request this leader has acted on. */
-  private readonly requestsSeen = new Map<string, string>();
-  /** The answers to write with each workspace's status. */
-  private readonly acks = new Map<string, RequestAcks>();
   private leading = false;
   private loaded = false;
 
@@ -96,6 +84,11 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
   constructor(private readonly options: KubernetesRepositoryOptions) {
     this.bus = new StatusBus(options.historySize);
     const api = (this.api = new WorkspaceObjectsApi(options.kubeConfig, options.namespace, options.logger));
+    this.follower = new FollowerRequests({
+      api,
+      lookup: (id) => ({ record: this.bus.getWorkspace(id), status: this.latest.get(id)?.status }),
+      leaderWaitMs: options.leaderWaitMs ?? 30_000,
+    });
     this.writer = new StatusWriter({
       write: (record) => this.writeStatus(record),
       leading: () => this.leading,
@@ -193,33 +186,23 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
    * elected later starts it).
    */
   async create(record: WorkspaceRecord): Promise<WorkspaceRecord> {
-    const name = objectNameOf(record.id);
-    this.idsByName.set(name, record.id);
     if (this.leading) this.creating.add(record.id);
     try {
-      return await this.createObjects(record, name);
+      return await this.createObjects(record);
     } finally {
       this.creating.delete(record.id);
     }
   }
 
-  private async createObjects(record: WorkspaceRecord, name: string): Promise<WorkspaceRecord> {
-    try {
-      await this.api.createSecret(record);
-    } catch (error) {
-      this.idsByName.delete(name);
-      throw error;
-    }
-    let created: WorkspaceObject;
-    try {
-      created = await this.api.createObject(record);
-    } catch (error) {
-      this.idsByName.delete(name);
+  private async createObjects(record: WorkspaceRecord): Promise<WorkspaceRecord> {
+    await this.api.createSecret(record);
+    const created = await this.api.createObject(record).catch((error: unknown) => {
       this.api.deleteSecret(record.id);
       throw error;
-    }
+    });
     this.remember(record.id, created);
-    if (!this.leading) return this.awaitLeader(record.id, (status) => status.record !== undefined, 'take it over');
+    if (!this.leading)
+      return this.follower.awaitLeader(record.id, (status) => status.record !== undefined, 'take it over');
     const published = this.versioned(record);
     // This leader's own: a late watch event of the object (or its Secret) before the status write shows must not
     // have it adopted as a follower's start, which would start it a second time (found by the resilience spec).
@@ -252,57 +235,29 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
     return next;
   }
 
-  /** Asks the leader to stop a workspace (desired state on the object); resolves once it is stopping. */
-  async requestStop(id: string, policy: StopPolicy): Promise<void> {
-    try {
-      await this.api.patchSpec(id, { stopRequested: { policy, at: new Date().toISOString() } }, 'requesting a stop');
-    } catch (error) {
-      if (isWorkbayError(error, 'not-found')) return;
-      throw error;
-    }
-    await this.awaitLeader(id, (status) => status.phase === 'stopping' || status.phase === 'stopped', 'stop it');
+  requestStop(id: string, policy: StopPolicy): Promise<void> {
+    return this.follower.requestStop(id, policy);
   }
 
-  async request(id: string, request: RecordRequest): Promise<string | undefined> {
-    const requestId = randomUUID();
-    try {
-      await this.api.patchSpec(id, { requests: { [request.kind]: { id: requestId, request } } }, request.kind);
-    } catch (error) {
-      if (isWorkbayError(error, 'not-found')) throw new NotFoundError(`workspace ${id} not found`);
-      throw error;
-    }
-    // Snapshots and backups take as long as the upload: the wait is the content operations' own bound.
-    const waitMs = contentKinds.has(request.kind) ? 30 * 60_000 : undefined;
-    await this.awaitLeader(
-      id,
-      (status) => status.acks?.[request.kind]?.id === requestId,
-      `answer ${request.kind}`,
-      waitMs,
-    );
-    const answer = this.latest.get(id)?.status?.acks?.[request.kind];
-    if (answer?.error) throw createWorkbayError(answer.error.code, answer.error.message, { field: answer.error.field });
-    return answer?.result;
+  request(id: string, request: RecordRequest): Promise<string | undefined> {
+    return this.follower.request(id, request);
   }
 
   acknowledge(id: string, requestId: string, kind: RecordRequest['kind'], error?: unknown, result?: string): void {
-    const answer =
-      error === undefined
-        ? { id: requestId, ...(result === undefined ? {} : { result }) }
-        : { id: requestId, error: refusalOf(error) };
-    this.acks.set(id, { ...this.acks.get(id), [kind]: answer });
+    this.inbox.answer(id, requestId, kind, error, result);
     const record = this.bus.getWorkspace(id);
     if (record) this.writer.enqueue(record);
   }
 
   /**
    * Drops a stopped workspace. Its object (and the finalizer on it) goes only once the daemon disposed of the
-   * content (after the final backup it was asked for) or there never was content: otherwise the object stays, with its failure, for an operator to look at
-   * (removing the finalizer by hand releases it).
+   * content (after the final backup it was asked for) or there never was content: otherwise the object stays, with
+   * its failure, for an operator to look at (removing the finalizer by hand releases it).
    */
   forget(id: string): void {
     const record = this.bus.getWorkspace(id);
     this.bus.forget(id);
-    this.stopsSeen.delete(id);
+    this.inbox.forget(id);
     this.adopted.delete(id);
     if (record && record.progress.initRequested && !record.progress.disposed) {
       this.options.logger.warn(
@@ -320,7 +275,7 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
     await this.secrets.close();
     this.bus.complete();
     this.desiredSubject.complete();
-    this.versionSeen.complete();
+    this.follower.close();
   }
 
   // -------------------------------------------------------------------------------------------------------------
@@ -332,9 +287,8 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
   private recordFrom(object: WorkspaceObject): WorkspaceRecord | undefined {
     const id = instanceIdOf(object.metadata);
     if (!id || !object.spec?.record) return undefined;
-    this.idsByName.set(object.metadata.name ?? '', id);
     this.remember(id, object);
-    if (object.status?.acks && !this.leading) this.acks.set(id, object.status.acks);
+    if (!this.leading) this.inbox.seen(id, object.status?.acks);
     const secret = this.secrets.get(secretNameOf(id));
     return recordOf(storedRecordFrom(object), secretsFromData(secret?.data));
   }
@@ -353,7 +307,7 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
       this.remember(id, object);
       this.desiredFrom(object);
       // A start or stop this replica recorded as a follower, before it was promoted, waits for this (awaitLeader).
-      this.versionSeen.next();
+      this.follower.notify();
       return;
     }
     const record = this.recordFrom(object);
@@ -362,7 +316,7 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
     if (!object.status?.record) {
       // Accepted, but no leader has acted yet: readable, published once the leader writes its first status.
       if (!current) this.bus.touch(record);
-      this.versionSeen.next();
+      this.follower.notify();
       return;
     }
     const persisted = object.status?.statusVersion ?? 0;
@@ -374,7 +328,7 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
     } else {
       this.bus.touch({ ...record, statusVersion: current.statusVersion });
     }
-    this.versionSeen.next();
+    this.follower.notify();
   }
 
   /** A workspace's Secret arrived: a leader takes over the object that waited for it (see desiredFrom). */
@@ -396,9 +350,8 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
     if (!id) return;
     this.latest.delete(id);
     this.persistedSeen.delete(id);
-    this.idsByName.delete(object.metadata.name ?? '');
     if (!this.leading) this.bus.forget(id);
-    this.versionSeen.next();
+    this.follower.notify();
   }
 
   /** Turns an object's desired state into lifecycle events for the leader. */
@@ -421,74 +374,14 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
       this.writer.enqueue(published);
       emit({ id, type: 'adopt' });
     }
-    const stop = object.spec.stopRequested ?? (object.metadata.deletionTimestamp ? { policy: 'normally' } : undefined);
-    if (stop && !this.stopsSeen.has(id)) {
-      this.stopsSeen.add(id);
-      emit({ id, type: 'stop', policy: stop.policy as StopPolicy });
-    }
-    for (const [kind, entry] of Object.entries(object.spec.requests ?? {})) {
-      const key = `${id}:${kind}`;
-      if (!entry || this.requestsSeen.get(key) === entry.id) continue;
-      this.requestsSeen.set(key, entry.id);
-      // Answered by an earlier leader already (its answer is in the status): not made twice.
-      if (object.status?.acks?.[kind as RecordRequest['kind']]?.id === entry.id) continue;
-      emit({ id, type: 'request', requestId: entry.id, request: entry.request });
-    }
-  }
-
-  private async awaitLeader(
-    id: string,
-    done: (status: NonNullable<WorkspaceObject['status']>) => boolean,
-    what: string,
-    waitFor?: number,
-  ): Promise<WorkspaceRecord> {
-    const waitMs = waitFor ?? this.options.leaderWaitMs ?? 30_000;
-    return new Promise<WorkspaceRecord>((resolve, reject) => {
-      const check = (): boolean => {
-        const record = this.bus.getWorkspace(id);
-        const status = this.latest.get(id)?.status;
-        if (record && status && done(status)) {
-          cleanup();
-          resolve(record);
-          return true;
-        }
-        return false;
-      };
-      const subscription = this.versionSeen.subscribe(() => check());
-      const timer = setTimeout(() => {
-        cleanup();
-        reject(
-          new UnavailableError(
-            `no leading manager acted on workspace ${id} within ${waitMs} ms; it will ${what} once elected`,
-          ),
-        );
-      }, waitMs);
-      const cleanup = (): void => {
-        clearTimeout(timer);
-        subscription.unsubscribe();
-      };
-      check();
-    });
+    for (const change of this.inbox.pending(id, object)) emit(change);
   }
 
   /** Writes a record as the object's status (with the answers to follower requests), against the newest object. */
   private async writeStatus(record: WorkspaceRecord): Promise<void> {
-    const status = { ...statusOf(record), acks: this.acks.get(record.id) };
+    const status = { ...statusOf(record), acks: this.inbox.acksOf(record.id) };
     this.remember(record.id, await this.api.writeStatus(record.id, status, this.latest.get(record.id)));
   }
-}
-
-/** Requests whose answer takes as long as a content operation (an upload), not a record change. */
-const contentKinds: ReadonlySet<RecordRequest['kind']> = new Set(['takeSnapshot', 'backupWorkspace', 'updateSshKeys']);
-
-/** A refusal as the follower re-creates it: the code and message of a Workbay error, bounded; others are internal. */
-function refusalOf(error: unknown): NonNullable<RequestAcks['markActive']>['error'] {
-  if (isWorkbayError(error)) {
-    const field = (error as { field?: string }).field;
-    const reason = (error as { reason?: string }).reason;
-    return { code: error.code, message: (reason ?? error.message).slice(0, 1024), ...(field ? { field } : {}) };
-  }
-  return { code: 'internal', message: 'the leading manager failed to apply the change' };
 }
 
 function newer(a: WorkspaceObject, b: WorkspaceObject): boolean {
