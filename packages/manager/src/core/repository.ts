@@ -98,22 +98,15 @@ export interface FileRepositoryOptions {
   readonly retryMs?: number;
 }
 
-export class FileWorkspaceRepository implements WorkspaceRepository {
-  // One bus for the repository's life: subscribers taken before load() keep receiving updates.
-  private readonly bus: StatusBus;
-  private readonly retryTimers = new Map<string, NodeJS.Timeout>();
-  private closing = false;
+/**
+ * The reads every repository serves from its status bus (one bus for the repository's life: subscribers taken
+ * before `load()` keep receiving updates).
+ */
+export abstract class BusBackedRepository {
+  protected readonly bus: StatusBus;
 
-  constructor(private readonly options: FileRepositoryOptions) {
-    this.bus = new StatusBus(options.historySize);
-  }
-
-  async load(): Promise<{ records: readonly WorkspaceRecord[]; corrupt: readonly string[] }> {
-    const loaded = await this.options.store.load();
-    // The bus starts above every version ever handed out (the store's lease), even ones never saved.
-    this.bus.startAt(loaded.versionFloor);
-    for (const record of loaded.records) this.bus.seed(record);
-    return { records: loaded.records, corrupt: loaded.corrupt };
+  protected constructor(historySize: number) {
+    this.bus = new StatusBus(historySize);
   }
 
   get(id: string): WorkspaceRecord | undefined {
@@ -138,6 +131,23 @@ export class FileWorkspaceRepository implements WorkspaceRepository {
 
   updatesSince(version: number): Observable<StatusUpdate> {
     return this.bus.updatesSince(version);
+  }
+}
+
+export class FileWorkspaceRepository extends BusBackedRepository implements WorkspaceRepository {
+  private readonly retryTimers = new Map<string, NodeJS.Timeout>();
+  private closing = false;
+
+  constructor(private readonly options: FileRepositoryOptions) {
+    super(options.historySize);
+  }
+
+  async load(): Promise<{ records: readonly WorkspaceRecord[]; corrupt: readonly string[] }> {
+    const loaded = await this.options.store.load();
+    // The bus starts above every version ever handed out (the store's lease), even ones never saved.
+    this.bus.startAt(loaded.versionFloor);
+    for (const record of loaded.records) this.bus.seed(record);
+    return { records: loaded.records, corrupt: loaded.corrupt };
   }
 
   async create(record: WorkspaceRecord): Promise<WorkspaceRecord> {

@@ -23,8 +23,7 @@ import type { KubeConfig, V1Secret } from '@kubernetes/client-node';
 import { FailedPreconditionError, UnavailableError } from '@workbay/api';
 import { Subject } from 'rxjs';
 import type { Observable } from 'rxjs';
-import { StatusBus } from '../../core/status-bus.js';
-import type { StatusUpdate } from '../../core/status-bus.js';
+import { BusBackedRepository } from '../../core/repository.js';
 import type { DesiredChange, RecordRequest, ReplicatedRepository } from '../../core/repository.js';
 import { differsVisibly } from '../../domain/status.js';
 import type { StopPolicy, WorkspaceRecord } from '../../domain/types.js';
@@ -59,8 +58,7 @@ export interface KubernetesRepositoryOptions {
   readonly now?: () => number;
 }
 
-export class KubernetesWorkspaceRepository implements ReplicatedRepository {
-  private readonly bus: StatusBus;
+export class KubernetesWorkspaceRepository extends BusBackedRepository implements ReplicatedRepository {
   private readonly api: WorkspaceObjectsApi;
   private readonly workspaces: Informer<WorkspaceObject>;
   private readonly secrets: Informer<V1Secret>;
@@ -82,7 +80,7 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
   readonly desired$: Observable<DesiredChange> = this.desiredSubject.asObservable();
 
   constructor(private readonly options: KubernetesRepositoryOptions) {
-    this.bus = new StatusBus(options.historySize);
+    super(options.historySize);
     const api = (this.api = new WorkspaceObjectsApi(options.kubeConfig, options.namespace, options.logger));
     this.follower = new FollowerRequests({
       api,
@@ -153,30 +151,6 @@ export class KubernetesWorkspaceRepository implements ReplicatedRepository {
 
   get isLeading(): boolean {
     return this.leading;
-  }
-
-  get(id: string): WorkspaceRecord | undefined {
-    return this.bus.getWorkspace(id);
-  }
-
-  list(): IterableIterator<WorkspaceRecord> {
-    return this.bus.getWorkspaces();
-  }
-
-  get size(): number {
-    return this.bus.size;
-  }
-
-  get version(): number {
-    return this.bus.version;
-  }
-
-  get status$(): Observable<WorkspaceRecord> {
-    return this.bus.status$;
-  }
-
-  updatesSince(version: number): Observable<StatusUpdate> {
-    return this.bus.updatesSince(version);
   }
 
   /**
