@@ -154,7 +154,11 @@ describe('Subscribe and GetWorkspaces', () => {
     let published = 0;
     const update = (): void => {
       published += 1;
-      void h.running.core.controlPort(r.id, published % 2 === 0, { port: 4000, visibility: 'private', protocol: 'http' });
+      void h.running.core.controlPort(r.id, published % 2 === 0, {
+        port: 4000,
+        visibility: 'private',
+        protocol: 'http',
+      });
     };
     while (!output.includes('subscribed') || fastCount === 0) {
       update();
