@@ -12,9 +12,12 @@
  * 3. DescribeWorkspace under BENCH_CALLERS (200) concurrent callers (BENCH_CALLS 50 calls each): p50/p99, against a
  *    bare grpc-js unary server answering with the same bytes.
  * 4. Resident memory of a manager holding BENCH_RECORDS (10,000) workspace records, against an empty manager.
+ * 5. Restart from a WORKBAY_BENCH_RESTART_BYTES (1 GiB) backup: StartWorkspace until RUNNING, against `tar -xf` of
+ *    the same tree (bench/restart.ts).
  *
  * Sizes are environment variables; BENCH_ISOLATION (none|auto) sets the local runtime's isolation. BENCH_ONLY=memory
- * runs only the memory row (4), e.g. to compare a change to the store without the minutes the other rows take.
+ * runs only the memory row (4), BENCH_ONLY=restart only the restart row (5), e.g. to compare a change without the
+ * minutes the other rows take.
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
@@ -27,6 +30,7 @@ import { startEmbedded } from '../embedded.js';
 import type { EmbeddedHandle } from '../embedded.js';
 import { createSilentLogger } from '../logger.js';
 import { defaultWorkspaceScript } from '../runtime/local/index.js';
+import { benchRestart } from './restart.js';
 import { benchRss } from './rss.js';
 import { envInt, fmtMs, percentile, report } from './stats.js';
 import { loadClient, nextMessage, startBareServer, waitForPort } from './support.js';
@@ -41,10 +45,12 @@ const sizes = {
   callers: envInt('BENCH_CALLERS', 200),
   calls: envInt('BENCH_CALLS', 50),
   records: envInt('BENCH_RECORDS', 10_000),
+  restartBytes: envInt('WORKBAY_BENCH_RESTART_BYTES', 1024 ** 3),
 };
 const isolation = process.env['BENCH_ISOLATION'] === 'auto' ? 'auto' : 'none';
 const only = process.env['BENCH_ONLY'] ?? '';
-if (only !== '' && only !== 'memory') throw new Error(`BENCH_ONLY must be 'memory' (got '${only.slice(0, 20)}')`);
+if (only !== '' && only !== 'memory' && only !== 'restart')
+  throw new Error(`BENCH_ONLY must be 'memory' or 'restart' (got '${only.slice(0, 20)}')`);
 
 async function benchStartLatency(handle: EmbeddedHandle, client: WorkspaceManagerClient): Promise<string[]> {
   const seen = new Map<string, () => void>();
@@ -323,7 +329,9 @@ async function main(): Promise<void> {
   await writeFile(daemonConfig, 'quota: { mode: none }\ndiskGuard: { minFree: 0 }\nlog: { level: silent }\n');
   console.log(
     `@workbay/manager bench: ${sizes.starts} starts, ${sizes.subscribers} subscribers x ${sizes.events} updates, ` +
-      `${sizes.callers} callers x ${sizes.calls} calls, ${sizes.records} records; local runtime isolation: ${isolation}`,
+      `${sizes.callers} callers x ${sizes.calls} calls, ${sizes.records} records, ` +
+      `restart from ${Math.round(sizes.restartBytes / 1024 ** 2)} MiB; local runtime isolation: ${isolation}` +
+      (only === 'restart' ? ' (restart row only)' : ''),
   );
   const handle = await startEmbedded({
     logger: createSilentLogger(),
@@ -353,9 +361,12 @@ async function main(): Promise<void> {
   });
   const client = createWorkspaceManagerClient(handle.managerAddress, { defaultTimeoutMs: 60_000 });
   try {
-    const ids = await benchStartLatency(handle, client);
-    await benchFanOut(handle, client);
-    await benchDescribe(handle, client, ids[0]!);
+    if (only !== 'restart') {
+      const ids = await benchStartLatency(handle, client);
+      await benchFanOut(handle, client);
+      await benchDescribe(handle, client, ids[0]!);
+    }
+    await benchRestart(handle, client, dir, sizes.restartBytes);
   } finally {
     client.close();
     for (const r of handle.manager.core.listWorkspaces()) {
@@ -363,7 +374,7 @@ async function main(): Promise<void> {
     }
     await handle.stop();
   }
-  await benchRss(dir, sizes.records);
+  if (only !== 'restart') await benchRss(dir, sizes.records);
   await rm(dir, { recursive: true, force: true });
 }
 
