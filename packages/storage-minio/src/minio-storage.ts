@@ -21,6 +21,7 @@ import type { MinioConfig } from './config.js';
 import { maxPartSize, maxParts, parseMinioConfig } from './config.js';
 import type { ErrorContext } from './errors.js';
 import { toStorageError } from './errors.js';
+import { isUnreadFileStream, readFileParts } from './file-parts.js';
 import { BoundedRunner, PartBufferPool, destroyOnAbort, splitParts } from './multipart.js';
 
 /** User-metadata key holding the digest the writer recorded (`x-amz-meta-workbay-digest`). */
@@ -82,7 +83,7 @@ export interface MinioStorageOptions {
 /**
  * {@link RemoteStorage} on MinIO or any S3-compatible store, through the `minio` client.
  *
- * Uploads stream: an object that fits in one part (`partSize`, default 16 MiB) is one PUT; a larger one is a
+ * Uploads stream (an unread file stream is read straight into the part buffers): an object that fits in one part (`partSize`, default 16 MiB) is one PUT; a larger one is a
  * multipart upload of our own with up to `parallelParts` parts in flight at once (the client's own
  * `putObject` uploads parts one after another), so memory stays at about `(parallelParts + 1) × partSize`.
  * Either way the object only becomes visible when the single PUT or the multipart completion succeeds; any
@@ -204,7 +205,10 @@ export class MinioStorage implements RemoteStorage {
     let size = 0;
     // One part being filled, one peeked at, and the ones in flight.
     const pool = new PartBufferPool(partSize, this.config.parallelParts + 2);
-    const parts = splitParts(body, partSize, () => pool.acquire())[Symbol.asyncIterator]();
+    const acquire = (): Buffer | Promise<Buffer> => pool.acquire();
+    const parts = (
+      isUnreadFileStream(body) ? readFileParts(body, partSize, acquire) : splitParts(body, partSize, acquire)
+    )[Symbol.asyncIterator]();
     let uploadId: string | undefined;
     const runner = new BoundedRunner(this.config.parallelParts);
 
