@@ -15,6 +15,7 @@
  */
 import { status as grpcStatus } from '@grpc/grpc-js';
 import type { ServerWritableStream } from '@grpc/grpc-js';
+import type { Writable } from 'node:stream';
 import { wsman } from '@workbay/api';
 import {
   BehaviorSubject,
@@ -63,6 +64,26 @@ export type SubscribeCall = ServerWritableStream<wsman.SubscribeRequest, wsman.S
 
 class CutOff extends Error {}
 
+/**
+ * grpc-js hands a server stream's messages to HTTP/2 one at a time, the next only once the previous one's write
+ * completed, which takes an event loop iteration: a leader with long iterations (watch and API bursts) delivered
+ * a few updates per iteration to each client and a burst waited for seconds in `concatMap` (measured with grpc-js
+ * alone, iterations held 20 ms: 400 updates took 3.1 s; handed over together, 0.44 s). A `_writev` hands every
+ * message the stream buffered meanwhile to HTTP/2 at once (which batches them itself); the Writable still counts
+ * them for backpressure and `drain`. It needs grpc-js's inner call (not public API): without one that can send,
+ * the stream keeps grpc-js's own path.
+ */
+function sendBufferedTogether(call: SubscribeCall): void {
+  type Send = (message: Buffer, done: () => void) => void;
+  const inner = (call as unknown as { call?: { sendMessage?: Send } }).call;
+  if (typeof inner?.sendMessage !== 'function' || typeof call._write !== 'function') return;
+  // Reached only after a first message went through `_write` (a Writable uses `_writev` for 2+ buffered writes).
+  (call as unknown as Writable)._writev = (chunks, done) => {
+    let left = chunks.length;
+    for (const { chunk } of chunks) inner.sendMessage!(chunk as Buffer, () => (--left === 0 ? done() : undefined));
+  };
+}
+
 export function createSubscribeHandler(options: SubscribeOptions): (call: SubscribeCall) => void {
   const { core, converter, logger, metrics, bufferSize } = options;
   const stallTimeoutMs = options.stallTimeoutMs ?? 10_000;
@@ -80,6 +101,7 @@ export function createSubscribeHandler(options: SubscribeOptions): (call: Subscr
     // Gone before we start: its 'cancelled' event has fired already and would never end the pipeline.
     if (call.cancelled) return;
     metrics?.subscribers.inc();
+    sendBufferedTogether(call);
 
     const gone$ = merge(fromEvent(call, 'cancelled'), fromEvent(call, 'close'), fromEvent(call, 'error')).pipe(
       take(1),
