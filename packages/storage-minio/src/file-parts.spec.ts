@@ -92,13 +92,16 @@ describe('readFileParts', () => {
     await expect(collect(readFileParts(stream, 16, fresh(16)))).rejects.toMatchObject({ code: 'ENOENT' });
   });
 
-  it('is not used for a file stream somebody already read from', async () => {
+  it('is not used for a file stream somebody already read from, or one that decodes to text', async () => {
     const stream = createReadStream(file('h.bin', randomBytes(64)), { highWaterMark: 16 });
     await new Promise((resolve) => stream.once('readable', resolve));
     stream.read(16);
     expect(isUnreadFileStream(stream)).toBe(false);
     stream.destroy();
     expect(isUnreadFileStream({ pipe: () => undefined })).toBe(false);
+    const hex = createReadStream(file('i.bin', randomBytes(8)), { encoding: 'hex' });
+    expect(isUnreadFileStream(hex)).toBe(false);
+    hex.destroy();
   });
 });
 

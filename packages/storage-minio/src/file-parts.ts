@@ -38,6 +38,8 @@ export function isUnreadFileStream(body: unknown): body is ReadStream {
     body instanceof ReadStream &&
     body.bytesRead === 0 &&
     body.readableLength === 0 &&
+    // With an encoding its chunks are text, not the file's bytes.
+    body.readableEncoding === null &&
     !body.readableDidRead &&
     !body.destroyed &&
     body.readableFlowing !== true
