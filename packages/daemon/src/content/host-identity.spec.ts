@@ -243,3 +243,31 @@ describe.runIf(isRoot)('workspace host identity (daemon as root)', () => {
     expect(t.daemon.service.describe('rec-1')?.phase).toBe('ready');
   });
 });
+
+describe.runIf(isRoot)('restore from a backup (daemon as root)', () => {
+  it('writes every restored entry as the workspace user, so no ownership walk follows', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'workbay-restore-owner-'));
+    await chmod(root, 0o755);
+    const t = await startTestDaemon({ root, config: { workspaceIds: { base: 310_000, count: 4 } } });
+    try {
+      const metadata = { owner: 'alice', metaId: 'ws-restore-owner' };
+      const first = await t.client.initWorkspace({ id: 'ro-1', metadata, initializer: empty });
+      await mkdir(join(first.contentLocation, 'deep/er/dir'), { recursive: true });
+      await writeFile(join(first.contentLocation, 'deep/er/dir/file'), 'x');
+      await writeFile(join(first.contentLocation, 'root-owned'), 'r');
+      execFileSync('chown', ['0:0', join(first.contentLocation, 'root-owned'), join(first.contentLocation, 'deep')]);
+      await t.client.disposeWorkspace({ id: 'ro-1', backup: true });
+
+      const second = await t.client.initWorkspace({ id: 'ro-2', metadata, initializer: empty });
+      const user = (
+        JSON.parse(await readFile(join(t.workingArea, 'ro-2.workspace.json'), 'utf8')) as {
+          hostUser: { uid: number };
+        }
+      ).hostUser;
+      expect(await readFile(join(second.contentLocation, 'deep/er/dir/file'), 'utf8')).toBe('x');
+      expect(await foreignOwned(second.contentLocation, user.uid)).toEqual([]);
+    } finally {
+      await t.cleanup();
+    }
+  });
+});

@@ -62,6 +62,9 @@ export async function populateContent(
         ],
         // Where the spec says, and wherever the restored content holds a working copy.
         gitLocations: [...new Set([...state.gitLocations, ...(await findGitLocations(root))])],
+        // With an owner, the restore's writer gives every entry it writes (and every parent it creates) that owner:
+        // no ownership walk over the restored tree is needed.
+        ...(owner ? { contentOwned: true } : {}),
       };
     } catch (error) {
       metrics.restores.inc({ kind: 'backup', outcome: 'failure' });
