@@ -44,7 +44,7 @@ describe('readFileParts', () => {
     expect(parts.map((p) => p.length)).toEqual([32, 32, 32, 4]);
     expect(Buffer.concat(parts).equals(data)).toBe(true);
     // Ended as a consumer would have, which closes the file it opened.
-    await new Promise((resolve) => stream.once('close', resolve));
+    await new Promise<void>((resolve) => stream.once('close', () => resolve()));
     expect(stream.closed).toBe(true);
   });
 
@@ -94,7 +94,7 @@ describe('readFileParts', () => {
 
   it('is not used for a file stream somebody already read from, or one that decodes to text', async () => {
     const stream = createReadStream(file('h.bin', randomBytes(64)), { highWaterMark: 16 });
-    await new Promise((resolve) => stream.once('readable', resolve));
+    await new Promise<void>((resolve) => stream.once('readable', () => resolve()));
     stream.read(16);
     expect(isUnreadFileStream(stream)).toBe(false);
     stream.destroy();
