@@ -37,8 +37,13 @@ export interface GrpcServerOptions {
   /** host:port; port 0 picks a free port. */
   readonly address: string;
   readonly services: readonly ServedService[];
-  /** `.proto` files that reflection describes, relative to {@link protoRoot} (see `protoFiles`). */
+  /**
+   * `.proto` files that reflection describes, relative to {@link protoRoot} (see `protoFiles`); none: no
+   * reflection service (it costs a few milliseconds per server, too much for one server per workspace).
+   */
   readonly reflectionProtos: readonly string[];
+  /** Whether to serve `grpc.health.v1.Health` (default true). */
+  readonly healthChecks?: boolean;
   readonly tls?: ServerTlsFiles;
   /** grpc-js server options: message limits, keepalive, interceptors. */
   readonly serverOptions?: ServerOptions;
@@ -104,8 +109,8 @@ export async function startGrpcServer(options: GrpcServerOptions): Promise<Start
   const initial = options.servingAtStart === false ? 'NOT_SERVING' : 'SERVING';
   const names = ['', ...options.services.map((s) => s.name)];
   const health = new HealthImplementation(Object.fromEntries(names.map((name) => [name, initial])));
-  health.addToServer(server);
-  reflection(options.reflectionProtos).addToServer(server);
+  if (options.healthChecks !== false) health.addToServer(server);
+  if (options.reflectionProtos.length > 0) reflection(options.reflectionProtos).addToServer(server);
 
   let port: number;
   try {

@@ -6,7 +6,6 @@ import {
   InWorkspaceServiceService,
   WorkspaceInfoServiceService,
   bindAddress,
-  protoFiles,
   startGrpcServer,
 } from '@workbay/api';
 import type { InWorkspaceServiceServer, ServedService, WorkspaceInfoServiceServer } from '@workbay/api';
@@ -93,7 +92,9 @@ export async function listenIws(
   const started = await startGrpcServer({
     address: socketPath !== undefined ? `unix:${socketPath}` : (options as { address: string }).address,
     services,
-    reflectionProtos: [protoFiles.iws],
+    // One server per workspace, started on the way to RUNNING: neither reflection nor health checks (a few ms each).
+    reflectionProtos: [],
+    healthChecks: false,
     // Requests of this service are tiny (the largest, WriteIDMapping, is a few KB): nothing bigger is read.
     serverOptions: { 'grpc.max_receive_message_length': MAX_REQUEST_BYTES, 'grpc.max_concurrent_streams': 16 },
     bind:
