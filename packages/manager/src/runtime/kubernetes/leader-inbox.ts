@@ -10,6 +10,16 @@ import type { StopPolicy } from '../../domain/types.js';
 import { refusalOf } from './follower-requests.js';
 import type { RequestAcks, WorkspaceObject } from './workspace-objects.js';
 
+const knownKinds: ReadonlySet<string> = new Set<RecordRequest['kind']>([
+  'markActive',
+  'setTimeout',
+  'controlPort',
+  'controlAdmission',
+  'takeSnapshot',
+  'backupWorkspace',
+  'updateSshKeys',
+]);
+
 export class LeaderInbox {
   private readonly stopsSeen = new Set<string>();
   /** Per `<id>:<kind>`, the newest request handed out. */
@@ -26,7 +36,10 @@ export class LeaderInbox {
     }
     for (const [kind, entry] of Object.entries(object.spec.requests ?? {})) {
       const key = `${id}:${kind}`;
-      if (!entry || this.requestsSeen.get(key) === entry.id) continue;
+      // Anyone allowed to write Workspace objects can write here: only well-formed requests of a known kind, filed
+      // under their own kind, go to the leader (whose operations validate the arguments as for any RPC).
+      if (!entry || typeof entry.id !== 'string' || !knownKinds.has(kind) || entry.request?.kind !== kind) continue;
+      if (this.requestsSeen.get(key) === entry.id) continue;
       this.requestsSeen.set(key, entry.id);
       if (object.status?.acks?.[kind as RecordRequest['kind']]?.id === entry.id) continue;
       changes.push({ id, type: 'request', requestId: entry.id, request: entry.request });
