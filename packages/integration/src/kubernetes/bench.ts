@@ -90,6 +90,26 @@ async function watchBaseline(h: KubernetesHarness): Promise<{ perSecond: number;
   return { perSecond: (workspaces / elapsed) * 1000, delays };
 }
 
+/** The API server's own count and mean latency of the writes per resource (from its /metrics). */
+function apiServerWrites(metrics: string): string {
+  const rows: string[] = [];
+  const re = /^apiserver_request_duration_seconds_(sum|count)\{([^}]*)\} (\S+)$/gm;
+  const totals = new Map<string, { sum: number; count: number }>();
+  for (const m of metrics.matchAll(re)) {
+    const labels = Object.fromEntries([...m[2]!.matchAll(/(\w+)="([^"]*)"/g)].map((l) => [l[1], l[2]]));
+    if (!['POST', 'PUT', 'PATCH', 'DELETE'].includes(labels['verb'] ?? '')) continue;
+    const key = `${labels['verb']} ${labels['resource']}${labels['subresource'] ? '/' + labels['subresource'] : ''}`;
+    const t = totals.get(key) ?? { sum: 0, count: 0 };
+    if (m[1] === 'sum') t.sum += Number(m[3]);
+    else t.count += Number(m[3]);
+    totals.set(key, t);
+  }
+  for (const [key, t] of [...totals].sort((a, b) => b[1].count - a[1].count)) {
+    if (t.count >= 10) rows.push(`${key}: ${t.count} (mean ${((t.sum / t.count) * 1000).toFixed(0)} ms)`);
+  }
+  return `(API server writes: ${rows.join('; ')})`;
+}
+
 async function main(): Promise<void> {
   console.log(
     `Workbay on Kubernetes: ${workspaces} workspaces, ${concurrency} concurrent starts, 2 replicas, 2 simulated nodes`,
@@ -191,6 +211,8 @@ async function main(): Promise<void> {
       `(baseline: the API server's own watch delivery, ${workspaces} ConfigMaps created ${concurrency} at a time; ` +
         `delays measured ${leaderDelays.length}/${followerDelays.length} of ${workspaces})`,
     );
+    const metrics = (await h.cluster.request<string>('GET', '/metrics')).body;
+    console.log(apiServerWrites(typeof metrics === 'string' ? metrics : JSON.stringify(metrics)));
     onLeader.close();
     onFollower.close();
   } finally {

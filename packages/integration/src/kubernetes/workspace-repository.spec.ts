@@ -107,6 +107,45 @@ describe('KubernetesWorkspaceRepository on a real API server', () => {
     expect(secret.status).toBe(200);
   });
 
+  it('writes the changes committed during a write together, and followers still publish each transition in order', async () => {
+    const leader = repository();
+    const follower = repository();
+    await leader.load();
+    await follower.load();
+    leader.promote();
+    const record = makeRecord({ id: 'ws-coalesced', statusVersion: 0 });
+    const phases = ['creating', 'initializing', 'running', 'stopping', 'stopped'] as const;
+    const seen = firstValueFrom(
+      follower.status$.pipe(
+        filter((r) => r.id === record.id),
+        take(1 + phases.length),
+        toArray(),
+      ),
+    );
+    // Every status the API server stored for the object, as a watch delivers them.
+    const { group, version, plural } = workspaceResource;
+    const stored: unknown[] = [];
+    const watch = cluster.watch<{ status?: { record?: string } }>(
+      `/apis/${group}/${version}/namespaces/${namespace}/${plural}`,
+      (event) => {
+        if (event.object.status?.record) stored.push(event.object.status);
+      },
+      { fieldSelector: `metadata.name=${objectNameOf(record.id)}` },
+    );
+    let current = await leader.create(record);
+    // Committed back to back: the first status write is still in flight when the others are committed.
+    for (const phase of phases) current = leader.commit(current, withPhase(current, phase));
+
+    const published = await seen;
+    expect(published.map((r) => r.phase)).toEqual(['pending', ...phases]);
+    const versions = published.map((r) => r.statusVersion);
+    expect(versions).toEqual([...versions].sort((a, b) => a - b));
+    expect(new Set(versions).size).toBe(versions.length);
+    expect(stored.length).toBeGreaterThan(0);
+    expect(stored.length).toBeLessThan(1 + phases.length);
+    watch.stop();
+  });
+
   it('a follower records a start as desired state and answers once the leader took it over', async () => {
     const leader = repository();
     const follower = repository();

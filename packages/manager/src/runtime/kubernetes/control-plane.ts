@@ -50,6 +50,7 @@ export function createKubernetesControlPlane(
     logger: options.logger.child({ component: 'workspace-objects' }),
     onChange: options.onChange,
     leaderWaitMs: plane.leaderWaitMs,
+    maxWriteBacklog: plane.maxWriteBacklog,
   });
   const elector = new LeaseLeaderElector({
     kubeConfig,

@@ -5,7 +5,8 @@
  * - Every replica keeps an informer cache of the objects and Secrets and serves reads and Subscribe from it.
  * - Only the leader commits: it publishes on its own bus at once and writes each change to the object's status
  *   subresource in order (one write in flight per workspace, with the object's resourceVersion, re-read and retried
- *   on 409 Conflict), so that followers, which publish what their watch delivers, see every transition.
+ *   on 409 Conflict; changes committed meanwhile share the next write, see StatusWriter), so that followers, which
+ *   publish what their watch delivers, see every transition.
  * - A follower applies StartWorkspace by creating the object (the desired state) and StopWorkspace by setting
  *   `spec.stopRequested`; the leader's watch turns both into lifecycle events (`desired$`), and the follower
  *   answers once the leader has acted.
@@ -31,9 +32,10 @@ import type { Logger } from '../../logger.js';
 import { Informer } from './informer.js';
 import { FollowerRequests } from './follower-requests.js';
 import { LeaderInbox } from './leader-inbox.js';
-import { StatusWriter } from './status-writer.js';
+import { StatusWriter, maxTransitions } from './status-writer.js';
 import { WorkspaceObjectsApi } from './workspace-api.js';
 import {
+  decodeRecord,
   instanceIdOf,
   managedSelector,
   recordOf,
@@ -55,8 +57,16 @@ export interface KubernetesRepositoryOptions {
   readonly leaderWaitMs?: number;
   /** Pause before retrying a failed status write. */
   readonly retryMs?: number;
+  /**
+   * The leader admits a new workspace only while fewer workspaces than this have status writes outstanding (its
+   * backpressure on a saturated API server, see StatusWriter); a start waits up to leaderWaitMs for it.
+   */
+  readonly maxWriteBacklog?: number;
   readonly now?: () => number;
 }
+
+/** See KubernetesRepositoryOptions.maxWriteBacklog (and the runtime's controlPlane.maxWriteBacklog). */
+const defaultMaxWriteBacklog = 16;
 
 export class KubernetesWorkspaceRepository extends BusBackedRepository implements ReplicatedRepository {
   private readonly api: WorkspaceObjectsApi;
@@ -88,7 +98,7 @@ export class KubernetesWorkspaceRepository extends BusBackedRepository implement
       leaderWaitMs: options.leaderWaitMs ?? 30_000,
     });
     this.writer = new StatusWriter({
-      write: (record) => this.writeStatus(record),
+      write: (record, earlier) => this.writeStatus(record, earlier),
       leading: () => this.leading,
       logger: options.logger,
       retryMs: options.retryMs ?? 1_000,
@@ -154,10 +164,11 @@ export class KubernetesWorkspaceRepository extends BusBackedRepository implement
   }
 
   /**
-   * Records a new workspace: its Secret, then its object. On the leader the first status is written (and synced
-   * by the API server) before this resolves; on a follower it resolves once the leader has taken the workspace
-   * over (its status appeared), or fails with UNAVAILABLE when no leader did in time (the object stays: a leader
-   * elected later starts it).
+   * Records a new workspace: its Secret, then its object (spec.record: the accepted record, which is what makes
+   * it durable). On the leader it resolves then, its first status queued like any commit (a leader that dies
+   * before writing it leaves an object without status, which the next leader takes over as it would a follower's
+   * start); on a follower it resolves once the leader has taken the workspace over (its status appeared), or
+   * fails with UNAVAILABLE when no leader did in time (the object stays: a leader elected later starts it).
    */
   async create(record: WorkspaceRecord): Promise<WorkspaceRecord> {
     if (this.leading) this.creating.add(record.id);
@@ -169,6 +180,7 @@ export class KubernetesWorkspaceRepository extends BusBackedRepository implement
   }
 
   private async createObjects(record: WorkspaceRecord): Promise<WorkspaceRecord> {
+    if (this.leading) await this.admitted(record.id);
     await this.api.createSecret(record);
     const created = await this.api.createObject(record).catch((error: unknown) => {
       this.api.deleteSecret(record.id);
@@ -181,18 +193,28 @@ export class KubernetesWorkspaceRepository extends BusBackedRepository implement
     // This leader's own: a late watch event of the object (or its Secret) before the status write shows must not
     // have it adopted as a follower's start, which would start it a second time (found by the resilience spec).
     this.adopted.add(record.id);
-    // Published (its version taken) before the write is awaited: concurrent creates and commits publish above it
-    // meanwhile, and the bus refuses a version below one it already published (found by the failover spec).
     this.bus.publish(published);
-    try {
-      await this.writeStatus(published);
-    } catch (error) {
-      this.bus.forget(record.id);
-      await this.api.deleteObject(record.id);
-      throw new UnavailableError(`cannot persist workspace ${record.id}: ${String(error)}`, { cause: error });
-    }
+    // Not awaited: under load the first status shares its write with the changes that follow (see StatusWriter);
+    // awaiting it cost every start one more API round trip and one more write.
+    this.writer.enqueue(published);
     this.options.onChange?.(record, published);
     return published;
+  }
+
+  /** Waits for the leader's status writes to catch up (see maxWriteBacklog); UNAVAILABLE when they do not. */
+  private async admitted(id: string): Promise<void> {
+    const limit = this.options.maxWriteBacklog ?? defaultMaxWriteBacklog;
+    if (this.writer.backlog < limit) return;
+    const waitMs = this.options.leaderWaitMs ?? 30_000;
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), waitMs)));
+    const late = await Promise.race([this.writer.belowBacklog(limit).then(() => false), timedOut]);
+    clearTimeout(timer);
+    if (late) {
+      throw new UnavailableError(
+        `cannot start workspace ${id}: the manager's writes to the Kubernetes API are ${waitMs} ms behind; retry later`,
+      );
+    }
   }
 
   commit(previous: WorkspaceRecord, next: WorkspaceRecord): WorkspaceRecord {
@@ -261,10 +283,18 @@ export class KubernetesWorkspaceRepository extends BusBackedRepository implement
   private recordFrom(object: WorkspaceObject): WorkspaceRecord | undefined {
     const id = instanceIdOf(object.metadata);
     if (!id || !object.spec?.record) return undefined;
+    const stored = storedRecordFrom(object);
+    if (!stored || stored.id !== id) {
+      this.options.logger.error({ workspace: id }, 'skipping a Workspace object whose record is not one');
+      return undefined;
+    }
     this.remember(id, object);
     if (!this.leading) this.inbox.seen(id, object.status?.acks);
-    const secret = this.secrets.get(secretNameOf(id));
-    return recordOf(storedRecordFrom(object), secretsFromData(secret?.data));
+    return recordOf(stored, this.secretsOf(id));
+  }
+
+  private secretsOf(id: string): ReturnType<typeof secretsFromData> {
+    return secretsFromData(this.secrets.get(secretNameOf(id))?.data);
   }
 
   private remember(id: string, object: WorkspaceObject): void {
@@ -296,13 +326,35 @@ export class KubernetesWorkspaceRepository extends BusBackedRepository implement
     const persisted = object.status?.statusVersion ?? 0;
     const seen = this.persistedSeen.get(id);
     if (!current || seen === undefined || persisted > seen) {
-      // A follower numbers what it publishes itself (see the module docs).
+      // A follower numbers what it publishes itself (see the module docs). Transitions the leader wrote in the
+      // same write come first, those this replica has not published yet.
+      for (const earlier of this.transitionsOf(object, id, seen)) {
+        this.bus.publish({ ...earlier, statusVersion: this.bus.version + 1 });
+      }
       this.persistedSeen.set(id, persisted);
       this.bus.publish({ ...record, statusVersion: this.bus.version + 1 });
     } else {
       this.bus.touch({ ...record, statusVersion: current.statusVersion });
     }
     this.follower.notify();
+  }
+
+  /** The transitions an object's status carries that are newer than `seen` (oldest first), as records. */
+  private transitionsOf(object: WorkspaceObject, id: string, seen: number | undefined): WorkspaceRecord[] {
+    const texts = object.status?.transitions;
+    if (!Array.isArray(texts) || texts.length === 0) return [];
+    const persisted = object.status?.statusVersion ?? 0;
+    const secrets = this.secretsOf(id);
+    const records: WorkspaceRecord[] = [];
+    let last = seen ?? -Infinity;
+    for (const text of texts.slice(0, maxTransitions)) {
+      const stored = decodeRecord(text);
+      // In order, below the record they precede, of this workspace: anything else is not the leader's.
+      if (!stored || stored.id !== id || stored.statusVersion <= last || stored.statusVersion >= persisted) continue;
+      last = stored.statusVersion;
+      records.push(recordOf(stored, secrets));
+    }
+    return records;
   }
 
   /** A workspace's Secret arrived: a leader takes over the object that waited for it (see desiredFrom). */
@@ -351,9 +403,12 @@ export class KubernetesWorkspaceRepository extends BusBackedRepository implement
     for (const change of this.inbox.pending(id, object)) emit(change);
   }
 
-  /** Writes a record as the object's status (with the answers to follower requests), against the newest object. */
-  private async writeStatus(record: WorkspaceRecord): Promise<void> {
-    const status = { ...statusOf(record), acks: this.inbox.acksOf(record.id) };
+  /**
+   * Writes a record as the object's status, with the visible changes before it that were not written yet and the
+   * answers to follower requests, against the newest object.
+   */
+  private async writeStatus(record: WorkspaceRecord, earlier: readonly WorkspaceRecord[] = []): Promise<void> {
+    const status = { ...statusOf(record, earlier), acks: this.inbox.acksOf(record.id) };
     this.remember(record.id, await this.api.writeStatus(record.id, status, this.latest.get(record.id)));
   }
 }
