@@ -10,7 +10,8 @@
  *    arriving on the leader's and on the follower's Subscribe stream, p50/p99 (goal p99 ≤ 1 s); against the API
  *    server's watch delay (ConfigMap create sent → its watch event arrived).
  *
- * No timed assertions: it prints rows like the other benches. BENCH_K8S_LOG (warn) sets the replicas' log level;
+ * No timed assertions: it prints rows like the other benches. BENCH_K8S_LOG (warn) sets the replicas' log level,
+ * BENCH_K8S_WRITE_BACKLOG the leader's controlPlane.maxWriteBacklog;
  * BENCH_K8S_DUMP=<file> writes the per-workspace arrival times.
  */
 import { writeFile } from 'node:fs/promises';
@@ -120,6 +121,7 @@ async function main(): Promise<void> {
     logLevel: process.env['BENCH_K8S_LOG'] ?? 'warn',
     leaseDurationSeconds: 15,
     renewIntervalMs: 5_000,
+    maxWriteBacklog: process.env['BENCH_K8S_WRITE_BACKLOG'] ? envInt('BENCH_K8S_WRITE_BACKLOG', 8) : undefined,
   });
   try {
     const leader = await h.waitForLeader();

@@ -31,6 +31,8 @@ export const leaseName = 'workbay-manager-leader';
 export const workspaceImage = 'workbay/workspace:test';
 
 export interface KubernetesHarnessOptions {
+  /** The leader's controlPlane.maxWriteBacklog (default: the manager's). */
+  readonly maxWriteBacklog?: number;
   /** Manager replicas started at once (more with {@link KubernetesHarness.startReplica}); default 1. */
   readonly replicas?: number;
   /** Simulated nodes; default `node-a`, `node-b`. */
@@ -282,6 +284,7 @@ async function launchReplica(o: LaunchOptions): Promise<Replica> {
         leaseDurationSeconds: o.options.leaseDurationSeconds ?? 3,
         renewIntervalMs: o.options.renewIntervalMs ?? 500,
         leaderWaitMs: 30_000,
+        ...(o.options.maxWriteBacklog ? { maxWriteBacklog: o.options.maxWriteBacklog } : {}),
       },
       ...o.options.runtime,
     },

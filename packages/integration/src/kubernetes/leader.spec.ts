@@ -2,6 +2,7 @@
  * LeaseLeaderElector on a real kube-apiserver: the Lease's resourceVersion (409 Conflict on a stale one) is what
  * keeps two replicas from both winning, so it is proven against the server that enforces it.
  */
+import net from 'node:net';
 import { KubeConfig } from '@kubernetes/client-node';
 import { LeaseLeaderElector } from '@workbay/manager/kubernetes';
 import { startKubernetesCluster } from '@workbay/testing';
@@ -95,5 +96,52 @@ describe('LeaseLeaderElector on a real API server', () => {
     // Nobody else ever became leader while the first holder kept renewing.
     expect(leaders.size).toBe(1);
     await Promise.all(replicas.map((r) => r.stop()));
+  });
+
+  it('steps down by its renew deadline when the API server takes its calls and never answers', async () => {
+    const name = `l${++leaseNumber}`;
+    // A TCP relay to the API server that can turn into a black hole: connections stay open, nothing comes back.
+    const upstream = new URL(cluster.url);
+    let blackHole = false;
+    const sockets = new Set<net.Socket>();
+    const relay = net.createServer((client) => {
+      const server = net.connect(Number(upstream.port), upstream.hostname);
+      sockets.add(client).add(server);
+      client.on('data', (chunk) => !blackHole && server.write(chunk));
+      server.on('data', (chunk) => !blackHole && client.write(chunk));
+      const close = (): void => {
+        client.destroy();
+        server.destroy();
+      };
+      client.on('error', close).on('close', close);
+      server.on('error', close).on('close', close);
+    });
+    await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
+    const port = (relay.address() as net.AddressInfo).port;
+    const relayed = new KubeConfig();
+    relayed.loadFromString(cluster.kubeConfigYaml().replace(cluster.url, `https://127.0.0.1:${port}`));
+    const e = new LeaseLeaderElector({
+      kubeConfig: relayed,
+      namespace,
+      leaseName: name,
+      identity: 'manager-hung',
+      leaseDurationSeconds: 3,
+      retryPeriodMs: 200,
+    });
+    try {
+      e.start();
+      await becomes(e, true);
+      blackHole = true;
+      // Without bounded calls and the renew-deadline timer this never resolves: the renewal hangs forever while
+      // the lease expires and another replica may take it.
+      await becomes(e, false);
+      expect(e.isLeader()).toBe(false);
+      // It stepped down while the lease it last wrote was still its own: nobody else could have led meanwhile.
+      expect((await lease(name)).holderIdentity).toBe('manager-hung');
+    } finally {
+      await e.stop();
+      for (const socket of sockets) socket.destroy();
+      relay.close();
+    }
   });
 });

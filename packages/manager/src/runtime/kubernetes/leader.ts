@@ -3,7 +3,7 @@ import { CoordinationV1Api, V1MicroTime } from '@kubernetes/client-node';
 import type { KubeConfig, V1Lease } from '@kubernetes/client-node';
 import { BehaviorSubject } from 'rxjs';
 import type { Observable } from 'rxjs';
-import { isWorkbayError, silentLogger } from '@workbay/api';
+import { UnavailableError, isWorkbayError, silentLogger } from '@workbay/api';
 import type { PluginLogger } from '@workbay/api';
 import { apiError } from './kubernetes-runtime.js';
 
@@ -26,6 +26,11 @@ export interface LeaderElectionOptions {
  * holding the lease is the leader (it runs the lifecycle and timeout loops); the others serve reads and wait.
  * The holder renews every `retryPeriodMs`; a lease not renewed for `leaseDurationSeconds` may be taken over.
  * Updates use the Lease's resourceVersion, so two replicas can never both win the same round.
+ *
+ * A leader that cannot renew steps down at its renew deadline (two rounds before the lease it last wrote expires),
+ * whatever its calls are doing: every Lease call is bounded, and a timer armed at each renewal fires at that
+ * deadline. An API server that accepts a request and never answers it would otherwise hold a round open while
+ * another replica takes the expired lease over, and two replicas would act as leader.
  */
 export class LeaseLeaderElector {
   readonly identity: string;
@@ -37,6 +42,10 @@ export class LeaseLeaderElector {
   private readonly logger: PluginLogger;
   private readonly leaderSubject = new BehaviorSubject<boolean>(false);
   private timer?: NodeJS.Timeout;
+  /** Fires at the renew deadline of the last renewal (see the class docs). */
+  private watchdog?: NodeJS.Timeout;
+  /** The bound on one Lease call. */
+  private readonly callTimeoutMs: number;
   /** Date.now() at the start of the last round that wrote the lease as its holder (0: none). */
   private renewedAt = 0;
   private running = false;
@@ -53,6 +62,7 @@ export class LeaseLeaderElector {
     this.durationSeconds = options.leaseDurationSeconds ?? 15;
     this.retryPeriodMs = options.retryPeriodMs ?? 5_000;
     this.logger = options.logger ?? silentLogger;
+    this.callTimeoutMs = Math.min(Math.max(1_000, this.retryPeriodMs), (this.durationSeconds * 1000) / 3);
   }
 
   isLeader(): boolean {
@@ -66,7 +76,10 @@ export class LeaseLeaderElector {
       const startedAt = Date.now();
       this.round = this.tryAcquireOrRenew()
         .then((leading) => {
-          if (leading) this.renewedAt = startedAt;
+          if (leading) {
+            this.renewedAt = startedAt;
+            this.armWatchdog();
+          }
           this.setLeader(leading);
         })
         .catch((error: unknown) => {
@@ -74,8 +87,7 @@ export class LeaseLeaderElector {
           // The lease this replica last wrote keeps every other replica out until it expires: an API server that
           // is briefly away (a restart) costs no leadership. Step down two rounds before that expiry at the latest
           // (the renew deadline), as the outcome of a failed write cannot be known.
-          const renewDeadline = this.renewedAt + this.durationSeconds * 1000 - 2 * this.retryPeriodMs;
-          if (!this.isLeader() || Date.now() >= renewDeadline) this.setLeader(false);
+          if (!this.isLeader() || Date.now() >= this.renewDeadline()) this.setLeader(false);
         })
         .finally(() => {
           if (this.running) this.timer = setTimeout(tick, this.retryPeriodMs);
@@ -88,6 +100,7 @@ export class LeaseLeaderElector {
   async stop(): Promise<void> {
     this.running = false;
     if (this.timer) clearTimeout(this.timer);
+    clearTimeout(this.watchdog);
     await this.round;
     if (this.isLeader()) {
       try {
@@ -95,7 +108,10 @@ export class LeaseLeaderElector {
         if (lease?.spec?.holderIdentity === this.identity) {
           lease.spec.holderIdentity = undefined;
           lease.spec.renewTime = undefined;
-          await this.api.replaceNamespacedLease({ name: this.leaseName, namespace: this.namespace, body: lease });
+          await this.bounded(
+            this.api.replaceNamespacedLease({ name: this.leaseName, namespace: this.namespace, body: lease }),
+            'releasing the lease',
+          );
         }
       } catch (error) {
         this.logger.warn({ error: String(error) }, 'could not release the leader lease');
@@ -103,6 +119,34 @@ export class LeaseLeaderElector {
     }
     this.setLeader(false);
     this.leaderSubject.complete();
+  }
+
+  private renewDeadline(): number {
+    return this.renewedAt + this.durationSeconds * 1000 - 2 * this.retryPeriodMs;
+  }
+
+  private armWatchdog(): void {
+    clearTimeout(this.watchdog);
+    this.watchdog = setTimeout(
+      () => {
+        if (!this.isLeader() || Date.now() < this.renewDeadline()) return;
+        this.logger.warn({ lease: this.leaseName }, 'the lease was not renewed by its renew deadline; stepping down');
+        this.setLeader(false);
+      },
+      Math.max(0, this.renewDeadline() - Date.now()),
+    );
+  }
+
+  /** One Lease call, failed with UNAVAILABLE when the API server does not answer within callTimeoutMs. */
+  private bounded<T>(call: Promise<T>, what: string): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new UnavailableError(`${what}: no answer from the API server in ${this.callTimeoutMs} ms`)),
+        this.callTimeoutMs,
+      );
+    });
+    return Promise.race([call, timeout]).finally(() => clearTimeout(timer));
   }
 
   private setLeader(leading: boolean): void {
@@ -117,7 +161,10 @@ export class LeaseLeaderElector {
 
   private async read(): Promise<V1Lease | undefined> {
     try {
-      return await this.api.readNamespacedLease({ name: this.leaseName, namespace: this.namespace });
+      return await this.bounded(
+        this.api.readNamespacedLease({ name: this.leaseName, namespace: this.namespace }),
+        `reading lease ${this.leaseName}`,
+      );
     } catch (error) {
       const mapped = apiError(error, `reading lease ${this.leaseName}`);
       if (isWorkbayError(mapped, 'not-found')) return undefined;
@@ -131,7 +178,7 @@ export class LeaseLeaderElector {
     const lease = await this.read();
     if (!lease) {
       try {
-        await this.api.createNamespacedLease({
+        const create = this.api.createNamespacedLease({
           namespace: this.namespace,
           body: {
             metadata: { name: this.leaseName, namespace: this.namespace },
@@ -144,6 +191,7 @@ export class LeaseLeaderElector {
             },
           },
         });
+        await this.bounded(create, `creating lease ${this.leaseName}`);
         return true;
       } catch (error) {
         if (isWorkbayError(apiError(error, ''), 'already-exists')) return false;
@@ -165,7 +213,10 @@ export class LeaseLeaderElector {
       leaseTransitions: (spec.leaseTransitions ?? 0) + (holder === this.identity ? 0 : 1),
     };
     try {
-      await this.api.replaceNamespacedLease({ name: this.leaseName, namespace: this.namespace, body: lease });
+      await this.bounded(
+        this.api.replaceNamespacedLease({ name: this.leaseName, namespace: this.namespace, body: lease }),
+        `renewing lease ${this.leaseName}`,
+      );
       return true;
     } catch (error) {
       // 409: someone else updated the lease since we read it; they won this round.

@@ -66,7 +66,7 @@ export interface KubernetesRepositoryOptions {
 }
 
 /** See KubernetesRepositoryOptions.maxWriteBacklog (and the runtime's controlPlane.maxWriteBacklog). */
-const defaultMaxWriteBacklog = 16;
+const defaultMaxWriteBacklog = 8;
 
 export class KubernetesWorkspaceRepository extends BusBackedRepository implements ReplicatedRepository {
   private readonly api: WorkspaceObjectsApi;
