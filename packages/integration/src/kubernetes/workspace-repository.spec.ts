@@ -14,12 +14,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { InvalidArgumentError } from '@workbay/api';
 import { createLogger } from '@workbay/manager';
 import type { WorkspaceRecord } from '@workbay/manager';
-import {
-  KubernetesWorkspaceRepository,
-  objectNameOf,
-  secretNameOf,
-  workspaceResource,
-} from '@workbay/manager/kubernetes';
+import { KubernetesWorkspaceRepository, objectNameOf, workspaceResource } from '@workbay/manager/kubernetes';
 import type { DesiredChange } from '@workbay/manager/kubernetes';
 import { makeRecord } from './records.js';
 
@@ -29,14 +24,17 @@ let cluster: KubernetesTestCluster;
 let kubeConfig: KubeConfig;
 const repositories: KubernetesWorkspaceRepository[] = [];
 
-function repository(options: { leaderWaitMs?: number } = {}): KubernetesWorkspaceRepository {
+function repository(
+  options: { leaderWaitMs?: number; orphanSecretGraceMs?: number; sweepIntervalMs?: number } = {},
+): KubernetesWorkspaceRepository {
   const repo = new KubernetesWorkspaceRepository({
     kubeConfig,
     namespace,
     historySize: 1000,
     logger: createLogger({ level: 'silent' }),
-    leaderWaitMs: options.leaderWaitMs ?? 10_000,
     retryMs: 50,
+    ...options,
+    leaderWaitMs: options.leaderWaitMs ?? 10_000,
   });
   repositories.push(repo);
   return repo;
@@ -50,6 +48,19 @@ async function object(id: string): Promise<{ status: number; body: Record<string
   const { group, version, plural } = workspaceResource;
   return cluster.request('GET', `/apis/${group}/${version}/namespaces/${namespace}/${plural}/${objectNameOf(id)}`);
 }
+
+/** The Secret the workspace's object names. */
+async function secretOf(id: string): Promise<{ name: string; status: number; data?: Record<string, string> }> {
+  const name = ((await object(id)).body['spec'] as { secretRef: { name: string } }).secretRef.name;
+  const res = await cluster.request<{ data?: Record<string, string> }>(
+    'GET',
+    `/api/v1/namespaces/${namespace}/secrets/${name}`,
+  );
+  return { name, status: res.status, data: res.body.data };
+}
+
+const secretStatus = async (name: string): Promise<number> =>
+  (await cluster.request('GET', `/api/v1/namespaces/${namespace}/secrets/${name}`)).status;
 
 beforeAll(async () => {
   cluster = await startKubernetesCluster();
@@ -103,8 +114,7 @@ describe('KubernetesWorkspaceRepository on a real API server', () => {
     expect(stored).not.toContain(token);
     expect(stored).not.toContain('hunter2');
     expect(stored).not.toContain('c2VjcmV0LWluaXQ=');
-    const secret = await cluster.request('GET', `/api/v1/namespaces/${namespace}/secrets/${secretNameOf(record.id)}`);
-    expect(secret.status).toBe(200);
+    expect((await secretOf(record.id)).status).toBe(200);
   });
 
   it('writes the changes committed during a write together, and followers still publish each transition in order', async () => {
@@ -217,14 +227,10 @@ describe('KubernetesWorkspaceRepository on a real API server', () => {
     second.promote();
     const next = second.commit(second.get(last.id)!, withPhase(second.get(last.id)!, 'initializing'));
     expect(next.statusVersion).toBeGreaterThan(last.statusVersion);
+    const { name: secretName } = await secretOf(next.id);
     second.forget(next.id);
     await expect.poll(async () => (await object(next.id)).status).toBe(404);
-    await expect
-      .poll(
-        async () =>
-          (await cluster.request('GET', `/api/v1/namespaces/${namespace}/secrets/${secretNameOf(next.id)}`)).status,
-      )
-      .toBe(404);
+    await expect.poll(() => secretStatus(secretName)).toBe(404);
   });
 
   it('a follower forwards a record change; the leader answers it once (its refusal reaches the follower as is)', async () => {
@@ -261,5 +267,66 @@ describe('KubernetesWorkspaceRepository on a real API server', () => {
     const next = repository();
     await next.load();
     expect(next.promote().filter((c) => c.type === 'request')).toEqual([]);
+  });
+
+  it('two starts of one id at once: one wins with its own Secret, the other is refused and leaves nothing', async () => {
+    const leader = repository();
+    const follower = repository();
+    await leader.load();
+    await follower.load();
+    leader.promote();
+    const id = 'ws-raced';
+    const tokenOf = (who: string): string => `token-of-${who}-${'x'.repeat(16)}`;
+    const results = await Promise.allSettled([
+      leader.create(makeRecord({ id, statusVersion: 0, owner: 'alice', ownerToken: tokenOf('alice') })),
+      follower.create(makeRecord({ id, statusVersion: 0, owner: 'mallory', ownerToken: tokenOf('mallory') })),
+    ]);
+    const won = results.findIndex((r) => r.status === 'fulfilled');
+    expect(won).toBeGreaterThanOrEqual(0);
+    const lost = results[1 - won]!;
+    expect(lost.status).toBe('rejected');
+    expect((lost as PromiseRejectedResult).reason).toMatchObject({ code: 'already-exists' });
+    const winner = won === 0 ? 'alice' : 'mallory';
+    // The object names the winner's Secret, holding the winner's token, and the leader runs it with that token.
+    const secret = await secretOf(id);
+    expect(Buffer.from(secret.data!['ownerToken']!, 'base64').toString()).toBe(tokenOf(winner));
+    await expect.poll(() => leader.get(id)?.ownerToken).toBe(tokenOf(winner));
+    // The loser's Secret is gone: the only Secret of this id left is the one the object names.
+    await expect
+      .poll(async () => {
+        const list = await cluster.request<{ items: { metadata: { name: string } }[] }>(
+          'GET',
+          `/api/v1/namespaces/${namespace}/secrets`,
+        );
+        return list.body.items.map((i) => i.metadata.name).filter((n) => n.startsWith(`ws-${id}-`));
+      })
+      .toEqual([secret.name]);
+  });
+
+  it('the leader deletes a Secret no object names (a replica died between Secret and object), and only that one', async () => {
+    const leader = repository({ orphanSecretGraceMs: 300, sweepIntervalMs: 100 });
+    await leader.load();
+    leader.promote();
+    const id = 'ws-orphaned';
+    // What a replica killed between its two creates leaves behind.
+    const orphan = `ws-${id}-secrets-0123456789ab`;
+    const created = await cluster.request('POST', `/api/v1/namespaces/${namespace}/secrets`, {
+      apiVersion: 'v1',
+      kind: 'Secret',
+      metadata: {
+        name: orphan,
+        labels: { 'app.kubernetes.io/managed-by': 'workbay' },
+        annotations: { 'workbay.dev/instance-id': id },
+      },
+      stringData: { ownerToken: 'left-behind' },
+    });
+    expect(created.status).toBe(201);
+    // The client's retry of that start succeeds (its own Secret has its own name).
+    const started = await leader.create(makeRecord({ id, statusVersion: 0 }));
+    expect(started.id).toBe(id);
+    await expect.poll(() => secretStatus(orphan), { timeout: 10_000 }).toBe(404);
+    const kept = await secretOf(id);
+    expect(kept.status).toBe(200);
+    expect(kept.name).not.toBe(orphan);
   });
 });

@@ -30,7 +30,7 @@ export { KubernetesWorkspaceRepository } from './workspace-repository.js';
 export type { KubernetesRepositoryOptions } from './workspace-repository.js';
 export {
   objectNameOf,
-  secretNameOf,
+  secretNameFor,
   workspaceResource,
   finalBackupFinalizer,
   instanceIdAnnotation,

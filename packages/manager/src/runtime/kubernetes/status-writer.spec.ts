@@ -109,4 +109,11 @@ describe('StatusWriter', () => {
     await vi.waitFor(() => expect(admitted).toBe(true));
     expect(writer.backlog).toBe(1);
   });
+
+  it('refuses a start with UNAVAILABLE when the writes do not catch up in time', async () => {
+    const { writer } = controlledWriter();
+    writer.enqueue(at(1));
+    await expect(writer.admit(1, 20, 'cannot start workspace ws-9')).rejects.toMatchObject({ code: 'unavailable' });
+    await expect(writer.admit(2, 20, 'cannot start workspace ws-9')).resolves.toBeUndefined();
+  });
 });

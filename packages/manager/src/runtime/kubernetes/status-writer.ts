@@ -17,7 +17,7 @@
  *
  * @module
  */
-import { isWorkbayError } from '@workbay/api';
+import { UnavailableError, isWorkbayError } from '@workbay/api';
 import type { WorkspaceRecord } from '../../domain/types.js';
 import type { Logger } from '../../logger.js';
 
@@ -66,6 +66,21 @@ export class StatusWriter {
   belowBacklog(limit: number): Promise<void> {
     if (this.queues.size < limit || this.closing) return Promise.resolve();
     return new Promise((resolve) => this.waiters.push({ limit, resolve }));
+  }
+
+  /**
+   * Resolves once fewer than `limit` workspaces have writes outstanding; fails with UNAVAILABLE (`what`, and why)
+   * when that takes longer than `waitMs`.
+   */
+  async admit(limit: number, waitMs: number, what: string): Promise<void> {
+    if (this.queues.size < limit) return;
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), waitMs)));
+    const late = await Promise.race([this.belowBacklog(limit).then(() => false), timedOut]);
+    clearTimeout(timer);
+    if (late) {
+      throw new UnavailableError(`${what}: the manager's writes to the Kubernetes API are ${waitMs} ms behind`);
+    }
   }
 
   /** Stops retrying; waits up to `graceMs` for writes in flight (the next leader writes what is left). */

@@ -14,7 +14,6 @@ import {
   managedSelector,
   newWorkspaceObject,
   objectNameOf,
-  secretNameOf,
   secretObject,
   workspaceResource,
 } from './workspace-objects.js';
@@ -51,34 +50,21 @@ export class WorkspaceObjectsApi {
     return this.core.listNamespacedSecret({ namespace: this.namespace, labelSelector: managedSelector });
   }
 
-  /**
-   * Creates the workspace's Secret. One that exists without its object is the leftover of a create that died
-   * between the two (a replica killed mid-start): it is replaced, or a client's retry of that start would be
-   * answered ALREADY_EXISTS for a workspace that does not exist (found by the failover spec).
-   */
-  async createSecret(record: WorkspaceRecord): Promise<void> {
+  /** Creates the Secret `name` of one start of the workspace (see newSecretName). */
+  async createSecret(record: WorkspaceRecord, name: string): Promise<void> {
     const namespace = this.namespace;
-    const body = secretObject(record, namespace) as V1Secret;
     try {
-      try {
-        await this.core.createNamespacedSecret({ namespace, body });
-      } catch (error) {
-        if (!isWorkbayError(apiError(error, 'creating a Secret'), 'already-exists') || (await this.read(record.id))) {
-          throw error;
-        }
-        await this.core.deleteNamespacedSecret({ name: secretNameOf(record.id), namespace });
-        await this.core.createNamespacedSecret({ namespace, body });
-      }
+      await this.core.createNamespacedSecret({ namespace, body: secretObject(record, namespace, name) as V1Secret });
     } catch (error) {
       throw apiError(error, `creating the secrets of workspace ${record.id}`);
     }
   }
 
-  async createObject(record: WorkspaceRecord): Promise<WorkspaceObject> {
+  async createObject(record: WorkspaceRecord, secretName: string): Promise<WorkspaceObject> {
     try {
       return (await this.objects.createNamespacedCustomObject({
         ...this.target(),
-        body: newWorkspaceObject(record, this.namespace),
+        body: newWorkspaceObject(record, this.namespace, secretName),
       })) as WorkspaceObject;
     } catch (error) {
       throw apiError(error, `creating workspace object ${objectNameOf(record.id)}`);
@@ -137,8 +123,11 @@ export class WorkspaceObjectsApi {
     }
   }
 
-  /** Releases the finalizer and deletes the object and its Secret (failures are logged; a later forget retries). */
-  async deleteObject(id: string): Promise<void> {
+  /**
+   * Releases the finalizer and deletes the object and its Secret (failures are logged; a Secret left behind is
+   * swept by the leader).
+   */
+  async deleteObject(id: string, secretName: string | undefined): Promise<void> {
     const target = { ...this.target(), name: objectNameOf(id) };
     try {
       await this.objects.patchNamespacedCustomObject(
@@ -153,15 +142,15 @@ export class WorkspaceObjectsApi {
         this.logger.error({ err: mapped, workspace: id }, 'cannot delete a workspace object');
       }
     }
-    this.deleteSecret(id);
+    if (secretName) this.deleteSecret(secretName);
   }
 
-  deleteSecret(id: string): void {
-    this.core.deleteNamespacedSecret({ name: secretNameOf(id), namespace: this.namespace }).catch((error: unknown) => {
-      const mapped = apiError(error, `deleting the secrets of ${id}`);
-      // Deliberate: a Secret already gone is fine; others are logged (it holds no state the manager reads again).
+  deleteSecret(name: string): void {
+    this.core.deleteNamespacedSecret({ name, namespace: this.namespace }).catch((error: unknown) => {
+      const mapped = apiError(error, `deleting Secret ${name}`);
+      // Deliberate: a Secret already gone is fine; others are logged (the leader's sweep deletes it later).
       if (!isWorkbayError(mapped, 'not-found')) {
-        this.logger.error({ err: mapped, workspace: id }, 'cannot delete the secrets of a workspace');
+        this.logger.error({ err: mapped, secret: name }, 'cannot delete the secrets of a workspace');
       }
     });
   }

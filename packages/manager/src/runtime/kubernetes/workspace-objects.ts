@@ -12,11 +12,14 @@
  *   (managedFields) on every write, and a record has dozens of fields. Measured on kube-apiserver v1.37.2 with 32
  *   writers: 510 status writes/s with the record as one string against 295/s nested, and twice the creates/s.
  * - The owner token, the initializer (it carries git credentials) and environment values live in the Secret
- *   `ws-<name>-secrets` named by `spec.secretRef`, never in the object.
+ *   named by `spec.secretRef`, never in the object. Each start creates its own Secret, `ws-<name>-secrets-<claim>`
+ *   with a random claim: two replicas starting the same id at once never touch each other's Secret (the one whose
+ *   object create loses deletes its own), and a replica that dies between its Secret and its object leaves a
+ *   Secret no object names, which the leader sweeps (see KubernetesWorkspaceRepository).
  *
  * @module
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { WorkbayErrorCode } from '@workbay/api';
 import type { RecordRequest } from '../../core/repository.js';
 import type { EnvVar, StopPolicy, WorkspaceRecord } from '../../domain/types.js';
@@ -103,8 +106,25 @@ export function objectNameOf(id: string): string {
   return `wb-${createHash('sha256').update(id).digest('hex').slice(0, 40)}`;
 }
 
-export function secretNameOf(id: string): string {
-  return `ws-${objectNameOf(id)}-secrets`;
+/** The Secret of one start of workspace `id`: its name carries a fresh random claim (see the module docs). */
+export function newSecretName(id: string): string {
+  return `${secretPrefixOf(id)}${randomBytes(6).toString('hex')}`;
+}
+
+function secretPrefixOf(id: string): string {
+  return `ws-${objectNameOf(id)}-secrets-`;
+}
+
+/**
+ * The Secret an object names, when it is one of this workspace's (an object naming another workspace's Secret is
+ * not believed: anyone with write access to the objects could point it at a Secret of somebody else's workspace).
+ */
+export function secretNameFor(object: WorkspaceObject): string | undefined {
+  const id = instanceIdOf(object.metadata);
+  const name = object.spec?.secretRef?.name;
+  if (!id || typeof name !== 'string') return undefined;
+  const prefix = secretPrefixOf(id);
+  return name.startsWith(prefix) && /^[0-9a-f]{12}$/.test(name.slice(prefix.length)) ? name : undefined;
 }
 
 const noValues = (list: readonly EnvVar[]): EnvVar[] => list.map((e) => ({ name: e.name, value: '' }));
@@ -182,7 +202,31 @@ export function storedRecordFrom(object: WorkspaceObject): StoredRecord | undefi
   return decodeRecord(object.status?.record ?? object.spec.record);
 }
 
-export function newWorkspaceObject(record: WorkspaceRecord, namespace: string): WorkspaceObject {
+/**
+ * The transitions an object's status carries that are newer than `seen` (oldest first, at most `max`): in order,
+ * below the record they precede, of this workspace; anything else is not the leader's and is passed over.
+ */
+export function transitionsFrom(
+  object: WorkspaceObject,
+  id: string,
+  seen: number | undefined,
+  max: number,
+): StoredRecord[] {
+  const texts = object.status?.transitions;
+  if (!Array.isArray(texts) || texts.length === 0) return [];
+  const persisted = object.status?.statusVersion ?? 0;
+  const records: StoredRecord[] = [];
+  let last = seen ?? -Infinity;
+  for (const text of texts.slice(0, max)) {
+    const stored = decodeRecord(text);
+    if (!stored || stored.id !== id || stored.statusVersion <= last || stored.statusVersion >= persisted) continue;
+    last = stored.statusVersion;
+    records.push(stored);
+  }
+  return records;
+}
+
+export function newWorkspaceObject(record: WorkspaceRecord, namespace: string, secretName: string): WorkspaceObject {
   const name = objectNameOf(record.id);
   return {
     apiVersion: workspaceApiVersion,
@@ -199,7 +243,7 @@ export function newWorkspaceObject(record: WorkspaceRecord, namespace: string): 
       type: record.type,
       class: record.spec.className,
       image: { workspace: record.spec.image, ide: record.spec.ideImage.webRef || undefined },
-      secretRef: { name: secretNameOf(record.id) },
+      secretRef: { name: secretName },
       record: encodeRecord(record),
     },
   };
@@ -237,14 +281,14 @@ export function statusOf(
   };
 }
 
-export function secretObject(record: WorkspaceRecord, namespace: string): object {
+export function secretObject(record: WorkspaceRecord, namespace: string, name: string): object {
   const secrets = secretsOf(record);
   return {
     apiVersion: 'v1',
     kind: 'Secret',
     type: 'Opaque',
     metadata: {
-      name: secretNameOf(record.id),
+      name,
       namespace,
       labels: { [managedLabel]: 'workbay' },
       annotations: { [instanceIdAnnotation]: record.id },

@@ -21,7 +21,7 @@
  * @module
  */
 import type { KubeConfig, V1Secret } from '@kubernetes/client-node';
-import { FailedPreconditionError, UnavailableError } from '@workbay/api';
+import { FailedPreconditionError } from '@workbay/api';
 import { Subject } from 'rxjs';
 import type { Observable } from 'rxjs';
 import { BusBackedRepository } from '../../core/repository.js';
@@ -32,17 +32,20 @@ import type { Logger } from '../../logger.js';
 import { Informer } from './informer.js';
 import { FollowerRequests } from './follower-requests.js';
 import { LeaderInbox } from './leader-inbox.js';
+import { SecretSweeper } from './secret-sweeper.js';
 import { StatusWriter, maxTransitions } from './status-writer.js';
 import { WorkspaceObjectsApi } from './workspace-api.js';
 import {
-  decodeRecord,
   instanceIdOf,
   managedSelector,
+  objectNameOf,
   recordOf,
-  secretNameOf,
+  newSecretName,
+  secretNameFor,
   secretsFromData,
   statusOf,
   storedRecordFrom,
+  transitionsFrom,
 } from './workspace-objects.js';
 import type { WorkspaceObject } from './workspace-objects.js';
 
@@ -62,6 +65,10 @@ export interface KubernetesRepositoryOptions {
    * backpressure on a saturated API server, see StatusWriter); a start waits up to leaderWaitMs for it.
    */
   readonly maxWriteBacklog?: number;
+  /** How old a workspace Secret no object names must be before the leader deletes it (see SecretSweeper). */
+  readonly orphanSecretGraceMs?: number;
+  /** How often the leader looks for such Secrets. */
+  readonly sweepIntervalMs?: number;
   readonly now?: () => number;
 }
 
@@ -77,6 +84,7 @@ export class KubernetesWorkspaceRepository extends BusBackedRepository implement
   /** The newest object this replica wrote or saw, per id (its resourceVersion is the one to write against). */
   private readonly latest = new Map<string, WorkspaceObject>();
   private readonly writer: StatusWriter;
+  private readonly sweeper: SecretSweeper;
   private readonly inbox = new LeaderInbox();
   /** Ids this leader is creating (its watch must not take them over as a follower's). */
   private readonly creating = new Set<string>();
@@ -102,6 +110,14 @@ export class KubernetesWorkspaceRepository extends BusBackedRepository implement
       leading: () => this.leading,
       logger: options.logger,
       retryMs: options.retryMs ?? 1_000,
+    });
+    this.sweeper = new SecretSweeper({
+      secrets: () => [...this.secrets.list()],
+      object: (name) => this.workspaces.get(name),
+      deleteSecret: (name) => api.deleteSecret(name),
+      graceMs: options.orphanSecretGraceMs ?? 10 * 60_000,
+      intervalMs: options.sweepIntervalMs ?? 60_000,
+      logger: options.logger,
     });
     this.workspaces = new Informer<WorkspaceObject>({
       kubeConfig: options.kubeConfig,
@@ -150,6 +166,7 @@ export class KubernetesWorkspaceRepository extends BusBackedRepository implement
   promote(): DesiredChange[] {
     if (this.leading) return [];
     this.leading = true;
+    this.sweeper.start();
     let floor = this.bus.version;
     for (const object of this.workspaces.list()) floor = Math.max(floor, object.status?.statusVersion ?? 0);
     this.bus.advanceTo(Math.max(floor, (this.options.now ?? Date.now)() * 1000));
@@ -176,14 +193,27 @@ export class KubernetesWorkspaceRepository extends BusBackedRepository implement
       return await this.createObjects(record);
     } finally {
       this.creating.delete(record.id);
+      // A concurrent start of the same id whose object won (created by a follower): its watch events arrived
+      // while this create was in flight and were passed over, so the leader takes it over now (found by the spec
+      // of two starts at once). An object not in the cache yet comes through the watch as usual.
+      const object = this.leading ? this.workspaces.get(objectNameOf(record.id)) : undefined;
+      if (object) this.desiredFrom(object);
     }
   }
 
   private async createObjects(record: WorkspaceRecord): Promise<WorkspaceRecord> {
-    if (this.leading) await this.admitted(record.id);
-    await this.api.createSecret(record);
-    const created = await this.api.createObject(record).catch((error: unknown) => {
-      this.api.deleteSecret(record.id);
+    if (this.leading) {
+      await this.writer.admit(
+        this.options.maxWriteBacklog ?? defaultMaxWriteBacklog,
+        this.options.leaderWaitMs ?? 30_000,
+        `cannot start workspace ${record.id}`,
+      );
+    }
+    const secretName = newSecretName(record.id);
+    await this.api.createSecret(record, secretName);
+    const created = await this.api.createObject(record, secretName).catch((error: unknown) => {
+      // Its own Secret only (the name is this call's): a concurrent start of the same id keeps its own.
+      this.api.deleteSecret(secretName);
       throw error;
     });
     this.remember(record.id, created);
@@ -199,22 +229,6 @@ export class KubernetesWorkspaceRepository extends BusBackedRepository implement
     this.writer.enqueue(published);
     this.options.onChange?.(record, published);
     return published;
-  }
-
-  /** Waits for the leader's status writes to catch up (see maxWriteBacklog); UNAVAILABLE when they do not. */
-  private async admitted(id: string): Promise<void> {
-    const limit = this.options.maxWriteBacklog ?? defaultMaxWriteBacklog;
-    if (this.writer.backlog < limit) return;
-    const waitMs = this.options.leaderWaitMs ?? 30_000;
-    let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), waitMs)));
-    const late = await Promise.race([this.writer.belowBacklog(limit).then(() => false), timedOut]);
-    clearTimeout(timer);
-    if (late) {
-      throw new UnavailableError(
-        `cannot start workspace ${id}: the manager's writes to the Kubernetes API are ${waitMs} ms behind; retry later`,
-      );
-    }
   }
 
   commit(previous: WorkspaceRecord, next: WorkspaceRecord): WorkspaceRecord {
@@ -262,10 +276,12 @@ export class KubernetesWorkspaceRepository extends BusBackedRepository implement
       );
       return;
     }
-    void this.api.deleteObject(id);
+    const object = this.latest.get(id);
+    void this.api.deleteObject(id, object && secretNameFor(object));
   }
 
   async close(): Promise<void> {
+    this.sweeper.stop();
     await this.writer.close(5_000);
     await this.workspaces.close();
     await this.secrets.close();
@@ -290,11 +306,13 @@ export class KubernetesWorkspaceRepository extends BusBackedRepository implement
     }
     this.remember(id, object);
     if (!this.leading) this.inbox.seen(id, object.status?.acks);
-    return recordOf(stored, this.secretsOf(id));
+    return recordOf(stored, this.secretsOf(object));
   }
 
-  private secretsOf(id: string): ReturnType<typeof secretsFromData> {
-    return secretsFromData(this.secrets.get(secretNameOf(id))?.data);
+  /** The credentials of the Secret the object names (see secretNameFor), once the Secret is here. */
+  private secretsOf(object: WorkspaceObject): ReturnType<typeof secretsFromData> {
+    const name = secretNameFor(object);
+    return secretsFromData(name ? this.secrets.get(name)?.data : undefined);
   }
 
   private remember(id: string, object: WorkspaceObject): void {
@@ -328,8 +346,8 @@ export class KubernetesWorkspaceRepository extends BusBackedRepository implement
     if (!current || seen === undefined || persisted > seen) {
       // A follower numbers what it publishes itself (see the module docs). Transitions the leader wrote in the
       // same write come first, those this replica has not published yet.
-      for (const earlier of this.transitionsOf(object, id, seen)) {
-        this.bus.publish({ ...earlier, statusVersion: this.bus.version + 1 });
+      for (const earlier of transitionsFrom(object, id, seen, maxTransitions)) {
+        this.bus.publish({ ...recordOf(earlier, this.secretsOf(object)), statusVersion: this.bus.version + 1 });
       }
       this.persistedSeen.set(id, persisted);
       this.bus.publish({ ...record, statusVersion: this.bus.version + 1 });
@@ -339,34 +357,15 @@ export class KubernetesWorkspaceRepository extends BusBackedRepository implement
     this.follower.notify();
   }
 
-  /** The transitions an object's status carries that are newer than `seen` (oldest first), as records. */
-  private transitionsOf(object: WorkspaceObject, id: string, seen: number | undefined): WorkspaceRecord[] {
-    const texts = object.status?.transitions;
-    if (!Array.isArray(texts) || texts.length === 0) return [];
-    const persisted = object.status?.statusVersion ?? 0;
-    const secrets = this.secretsOf(id);
-    const records: WorkspaceRecord[] = [];
-    let last = seen ?? -Infinity;
-    for (const text of texts.slice(0, maxTransitions)) {
-      const stored = decodeRecord(text);
-      // In order, below the record they precede, of this workspace: anything else is not the leader's.
-      if (!stored || stored.id !== id || stored.statusVersion <= last || stored.statusVersion >= persisted) continue;
-      last = stored.statusVersion;
-      records.push(recordOf(stored, secrets));
-    }
-    return records;
-  }
-
   /** A workspace's Secret arrived: a leader takes over the object that waited for it (see desiredFrom). */
   private secretSeen(secret: V1Secret): void {
     if (!this.loaded) return;
-    const name = /^ws-(.+)-secrets$/.exec(secret.metadata?.name ?? '')?.[1];
-    const object = name ? this.workspaces.get(name) : undefined;
-    if (!object) return;
+    const id = instanceIdOf(secret.metadata ?? {});
+    const object = id ? this.workspaces.get(objectNameOf(id)) : undefined;
+    if (!object || secretNameFor(object) !== secret.metadata?.name) return;
     if (this.leading) return this.desiredFrom(object);
     // A follower that saw the object first holds its record without the owner token: complete it now.
-    const id = instanceIdOf(object.metadata);
-    const current = id ? this.bus.getWorkspace(id) : undefined;
+    const current = this.bus.getWorkspace(id!);
     const record = current && this.recordFrom(object);
     if (current && record) this.bus.touch({ ...record, statusVersion: current.statusVersion });
   }
@@ -390,7 +389,8 @@ export class KubernetesWorkspaceRepository extends BusBackedRepository implement
     if (!object.status?.record && !this.adopted.has(id)) {
       // Its Secret (owner token, initializer, env values) comes through another watch and may arrive after the
       // object: taken over once it is here (secretSeen), not without it (the start would fail for want of them).
-      if (!this.secrets.get(secretNameOf(id))) return;
+      const secretName = secretNameFor(object);
+      if (!secretName || !this.secrets.get(secretName)) return;
       // Accepted by a follower (or by a leader that died before writing a status): this leader takes it over.
       const record = this.recordFrom(object);
       if (!record) return;
