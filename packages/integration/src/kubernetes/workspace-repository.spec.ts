@@ -25,7 +25,12 @@ let kubeConfig: KubeConfig;
 const repositories: KubernetesWorkspaceRepository[] = [];
 
 function repository(
-  options: { leaderWaitMs?: number; orphanSecretGraceMs?: number; sweepIntervalMs?: number } = {},
+  options: {
+    leaderWaitMs?: number;
+    orphanSecretGraceMs?: number;
+    sweepIntervalMs?: number;
+    maxWriteBacklog?: number;
+  } = {},
 ): KubernetesWorkspaceRepository {
   const repo = new KubernetesWorkspaceRepository({
     kubeConfig,
@@ -328,5 +333,21 @@ describe('KubernetesWorkspaceRepository on a real API server', () => {
     const kept = await secretOf(id);
     expect(kept.status).toBe(200);
     expect(kept.name).not.toBe(orphan);
+  });
+
+  it('a leader whose writes are behind takes the starts of followers over later, and loses none of them', async () => {
+    // A backlog of one: every start but the first waits for the writes before it.
+    const leader = repository({ maxWriteBacklog: 1 });
+    const follower = repository();
+    await leader.load();
+    await follower.load();
+    leader.promote();
+    const ids = Array.from({ length: 5 }, (_, i) => `ws-backlog-${i}`);
+    const adopted = new Set<string>();
+    const subscription = leader.desired$.subscribe((c) => c.type === 'adopt' && adopted.add(c.id));
+    const answered = await Promise.all(ids.map((id) => follower.create(makeRecord({ id, statusVersion: 0 }))));
+    expect(answered.map((r) => r.phase)).toEqual(ids.map(() => 'pending'));
+    expect([...adopted].sort()).toEqual(ids);
+    subscription.unsubscribe();
   });
 });

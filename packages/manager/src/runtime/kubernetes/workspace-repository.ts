@@ -92,6 +92,8 @@ export class KubernetesWorkspaceRepository extends BusBackedRepository implement
   private readonly adopted = new Set<string>();
   /** Per id, the persisted status_version a follower published last. */
   private readonly persistedSeen = new Map<string, number>();
+  /** Objects of follower starts waiting for the leader's writes to catch up (see deferAdoption). */
+  private readonly deferred = new Set<string>();
   private leading = false;
   private loaded = false;
 
@@ -176,6 +178,10 @@ export class KubernetesWorkspaceRepository extends BusBackedRepository implement
     return pending.filter((change) => change.type !== 'adopt');
   }
 
+  private get writeBacklogLimit(): number {
+    return this.options.maxWriteBacklog ?? defaultMaxWriteBacklog;
+  }
+
   get isLeading(): boolean {
     return this.leading;
   }
@@ -204,7 +210,7 @@ export class KubernetesWorkspaceRepository extends BusBackedRepository implement
   private async createObjects(record: WorkspaceRecord): Promise<WorkspaceRecord> {
     if (this.leading) {
       await this.writer.admit(
-        this.options.maxWriteBacklog ?? defaultMaxWriteBacklog,
+        this.writeBacklogLimit,
         this.options.leaderWaitMs ?? 30_000,
         `cannot start workspace ${record.id}`,
       );
@@ -392,6 +398,8 @@ export class KubernetesWorkspaceRepository extends BusBackedRepository implement
       const secretName = secretNameFor(object);
       if (!secretName || !this.secrets.get(secretName)) return;
       // Accepted by a follower (or by a leader that died before writing a status): this leader takes it over.
+      // The same backpressure as the leader's own starts (see maxWriteBacklog): taken over once writes caught up.
+      if (this.writer.backlog >= this.writeBacklogLimit) return this.deferAdoption(id);
       const record = this.recordFrom(object);
       if (!record) return;
       this.adopted.add(id);
@@ -401,6 +409,21 @@ export class KubernetesWorkspaceRepository extends BusBackedRepository implement
       emit({ id, type: 'adopt' });
     }
     for (const change of this.inbox.pending(id, object)) emit(change);
+  }
+
+  /** Takes `id` over once the status writes caught up (its object is read again then: it may have changed). */
+  private deferAdoption(id: string): void {
+    const first = this.deferred.size === 0;
+    this.deferred.add(id);
+    if (!first) return;
+    void this.writer.belowBacklog(this.writeBacklogLimit).then(() => {
+      const ids = [...this.deferred];
+      this.deferred.clear();
+      for (const deferred of ids) {
+        const object = this.leading ? this.workspaces.get(objectNameOf(deferred)) : undefined;
+        if (object) this.desiredFrom(object);
+      }
+    });
   }
 
   /**
