@@ -144,4 +144,24 @@ describe('LeaseLeaderElector on a real API server', () => {
       relay.close();
     }
   });
+
+  it('a healthy leader renewing every third of its lease keeps leading (the shipped 15 s / 5 s, scaled down)', async () => {
+    const name = `l${++leaseNumber}`;
+    const e = new LeaseLeaderElector({
+      kubeConfig,
+      namespace,
+      leaseName: name,
+      identity: 'manager-steady',
+      leaseDurationSeconds: 3,
+      retryPeriodMs: 1_000,
+    });
+    const changes: boolean[] = [];
+    e.isLeader$.subscribe((leading) => changes.push(leading));
+    e.start();
+    await becomes(e, true);
+    // Four renewals.
+    await new Promise((resolve) => setTimeout(resolve, 4_500));
+    expect(changes).toEqual([false, true]);
+    await e.stop();
+  });
 });

@@ -89,6 +89,12 @@ export const kubernetesRuntimeConfigSchema = z.strictObject({
        */
       maxWriteBacklog: z.number().int().positive().default(8),
     })
+    // The leader steps down a third of the lease before it expires (see LeaseLeaderElector): renewing less often
+    // than that would depose a healthy leader between two renewals.
+    .refine((plane) => plane.renewIntervalMs * 3 <= plane.leaseDurationSeconds * 1000, {
+      message: 'renewIntervalMs must be at most a third of leaseDurationSeconds',
+      path: ['renewIntervalMs'],
+    })
     .prefault({}),
   /** Pause before re-opening a watch that ended with an error. */
   watchRetryMs: z.number().int().positive().default(1000),

@@ -27,7 +27,8 @@ export interface LeaderElectionOptions {
  * The holder renews every `retryPeriodMs`; a lease not renewed for `leaseDurationSeconds` may be taken over.
  * Updates use the Lease's resourceVersion, so two replicas can never both win the same round.
  *
- * A leader that cannot renew steps down at its renew deadline (two rounds before the lease it last wrote expires),
+ * A leader that cannot renew steps down at its renew deadline (a third of the lease duration, at least one renewal
+ * period, before the lease it last wrote expires: 10 s after the last renewal with the default 15 s and 5 s),
  * whatever its calls are doing: every Lease call is bounded, and a timer armed at each renewal fires at that
  * deadline. An API server that accepts a request and never answers it would otherwise hold a round open while
  * another replica takes the expired lease over, and two replicas would act as leader.
@@ -85,8 +86,8 @@ export class LeaseLeaderElector {
         .catch((error: unknown) => {
           this.logger.warn({ error: String(error) }, 'leader election round failed');
           // The lease this replica last wrote keeps every other replica out until it expires: an API server that
-          // is briefly away (a restart) costs no leadership. Step down two rounds before that expiry at the latest
-          // (the renew deadline), as the outcome of a failed write cannot be known.
+          // is briefly away (a restart) costs no leadership. Step down at the renew deadline at the latest (see
+          // renewDeadline), as the outcome of a failed write cannot be known.
           if (!this.isLeader() || Date.now() >= this.renewDeadline()) this.setLeader(false);
         })
         .finally(() => {
@@ -121,8 +122,14 @@ export class LeaseLeaderElector {
     this.leaderSubject.complete();
   }
 
+  /**
+   * The margin before expiry is for the other replicas' clocks and the time a takeover write is in flight (client-go
+   * keeps the same two thirds: 10 s of 15); it must leave at least one renewal round before the deadline, or a
+   * healthy leader would step down between two renewals (found by the bench with the shipped 15 s / 5 s).
+   */
   private renewDeadline(): number {
-    return this.renewedAt + this.durationSeconds * 1000 - 2 * this.retryPeriodMs;
+    const durationMs = this.durationSeconds * 1000;
+    return this.renewedAt + durationMs - Math.max(this.retryPeriodMs, durationMs / 3);
   }
 
   private armWatchdog(): void {
