@@ -318,7 +318,8 @@ export async function createChunkedBackup(
       // A file modified within the timestamp granularity of our read could keep its ctime; do not trust the
       // quick check for files that changed just before the backup started.
       const racy = item.stats.ctimeNs > startedNs - 2_000_000_000n;
-      read.set(piece.index, { size, blobs: indices, ...(racy ? {} : { quick: quickKey(item) }) });
+      const quick = (walked[piece.index] as { quick?: string }).quick;
+      read.set(piece.index, { size, blobs: indices, ...(racy || quick === undefined ? {} : { quick }) });
       indices = [];
       size = 0;
     }

@@ -16,7 +16,12 @@
  *   `{ id, data, lengths, hashes, bytesRead, eof }` with the complete chunks; at the end the rest is cut too.
  * - `{ kind: 'digest', id, fd }`: the SHA-256 of the whole file behind `fd` (the main thread's descriptor), read
  *   from offset 0 to its end. Answer `{ id, hex }`.
- * - `{ kind: 'drop', key }`: forget a file's state (its backup failed).
+ * - `{ kind: 'hash-update', key, buffer, offset, length }`: feed bytes of a shared buffer (not copied; the sender
+ *   leaves them unchanged until the final answer) to the running SHA-256 under `key` (started on first use). No
+ *   answer: messages to one worker are handled in order, so a later `hash-final` sees every update before it.
+ * - `{ kind: 'hash-final', id, key }`: the SHA-256 of everything fed under `key`. Answer `{ id, hex }`; an error if
+ *   nothing was (a replaced worker lost the updates).
+ * - `{ kind: 'drop', key }`: forget a file's or a digest's state (its backup or upload failed).
  * - `{ kind: 'recycle', buffer }`: a transferred buffer the main thread is done with, for reuse.
  * A failure answers `{ id, error: { message, code } }`.
  */
@@ -36,6 +41,7 @@ export function workerMain(cut: FindCut): void {
   /* eslint-enable @typescript-eslint/no-require-imports */
   const segmentBytes = 8 * 1024 * 1024;
   const open = new Map<string, { position: number; carry: Buffer; carried: number }>();
+  const digests = new Map<string, Crypto.Hash>();
   const sha256 = (data: Uint8Array): string => createHash('sha256').update(data).digest('hex');
   // Buffers come back from the main thread once consumed: fresh memory costs a page fault per 4 KiB and
   // garbage collections, which together cost more than the hashing.
@@ -198,7 +204,23 @@ export function workerMain(cut: FindCut): void {
     parentPort?.postMessage({ id: job.id, data, lengths, hashes, bytesRead, eof });
   };
 
-  type Control = { kind: 'drop'; key: string } | { kind: 'recycle'; buffer: SharedArrayBuffer };
+  interface HashFinalJob {
+    kind: 'hash-final';
+    id: number;
+    key: string;
+  }
+
+  const hashFinal = (job: HashFinalJob): void => {
+    const hash = digests.get(job.key);
+    if (!hash) throw new Error(`no digest state for ${job.key}`);
+    digests.delete(job.key);
+    parentPort?.postMessage({ id: job.id, hex: hash.digest('hex') });
+  };
+
+  type Control =
+    | { kind: 'drop'; key: string }
+    | { kind: 'recycle'; buffer: SharedArrayBuffer }
+    | { kind: 'hash-update'; key: string; buffer: SharedArrayBuffer; offset: number; length: number };
   // Recycled buffers are let go once no backup has used the worker for a while (a daemon is mostly idle).
   let idle: ReturnType<typeof setTimeout> | undefined;
   const touch = (): void => {
@@ -206,10 +228,17 @@ export function workerMain(cut: FindCut): void {
     idle = setTimeout(() => (free.length = 0), 5_000);
     idle.unref();
   };
-  parentPort?.on('message', (job: FilesJob | SegmentJob | DigestJob | Control) => {
+  parentPort?.on('message', (job: FilesJob | SegmentJob | DigestJob | HashFinalJob | Control) => {
     touch();
     if (job.kind === 'drop') {
       open.delete(job.key);
+      digests.delete(job.key);
+      return;
+    }
+    if (job.kind === 'hash-update') {
+      let hash = digests.get(job.key);
+      if (!hash) digests.set(job.key, (hash = createHash('sha256')));
+      hash.update(new Uint8Array(job.buffer, job.offset, job.length));
       return;
     }
     if (job.kind === 'recycle') {
@@ -219,6 +248,7 @@ export function workerMain(cut: FindCut): void {
     try {
       if (job.kind === 'files') files(job);
       else if (job.kind === 'digest') digest(job);
+      else if (job.kind === 'hash-final') hashFinal(job);
       else segment(job);
     } catch (error) {
       if (job.kind === 'segment') open.delete(job.key);

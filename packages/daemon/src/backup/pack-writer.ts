@@ -106,7 +106,8 @@ export class PackWriter {
     if (data.length > this.packSize) return Buffer.from(data);
     if (!this.arena || this.arenaUsed + data.length > this.arena.length) {
       // A pack's blobs add up to at most packSize (or it is one larger blob, copied above): one arena a pack.
-      this.arena = this.spareArenas.pop() ?? Buffer.allocUnsafeSlow(this.packSize);
+      // Shared memory, like the workers' buffers: the storage can then hash it on a worker without a copy.
+      this.arena = this.spareArenas.pop() ?? Buffer.from(new SharedArrayBuffer(this.packSize));
       this.arenaUsed = 0;
     }
     const view = this.arena.subarray(this.arenaUsed, this.arenaUsed + data.length);

@@ -87,6 +87,11 @@ export class ChunkWorkerPool {
     });
   }
 
+  /** The thread behind worker `index` (started if need be): a replaced worker is a different object. */
+  thread(index: number): Worker {
+    return this.slot(index).worker;
+  }
+
   /** Sends a message that has no answer (to the given worker, if it is alive). */
   notify(index: number, message: Record<string, unknown>, transfer: ArrayBuffer[] = []): void {
     this.slots[index]?.worker.postMessage(message, transfer);
@@ -113,4 +118,51 @@ export function sharedWorkerPool(): ChunkWorkerPool {
 export async function digestFile(fd: number): Promise<string> {
   const answer = await sharedWorkerPool().run<{ hex: string }>({ kind: 'digest', fd });
   return answer.hex;
+}
+
+let nextDigest = 0;
+
+/**
+ * A SHA-256 computed by a pool worker from shared memory as the bytes go by: {@link update} hands over a view of
+ * a SharedArrayBuffer (no copy; its bytes must stay unchanged until {@link digest} settles), so the event loop
+ * spends no pass over them and nothing has to be read back. All updates go to one worker, in order.
+ */
+export class SharedMemoryDigest {
+  private readonly pool = sharedWorkerPool();
+  private readonly worker = this.pool.leastBusy();
+  /** Updates sent to a worker that was replaced since are lost: the digest then fails instead of being wrong. */
+  private readonly thread = this.pool.thread(this.worker);
+  private readonly key = `d${process.pid}-${nextDigest++}`;
+
+  /** True when `view` can be handed over without a copy. */
+  static accepts(view: Uint8Array): boolean {
+    return view.buffer instanceof SharedArrayBuffer;
+  }
+
+  update(view: Uint8Array): void {
+    this.pool.notify(this.worker, {
+      kind: 'hash-update',
+      key: this.key,
+      buffer: view.buffer,
+      offset: view.byteOffset,
+      length: view.byteLength,
+    });
+  }
+
+  /** The hex digest of every update (also of none). */
+  async digest(): Promise<string> {
+    // Starts the state if nothing was fed; the worker answers an error if it lost what was.
+    this.update(new Uint8Array(new SharedArrayBuffer(0)));
+    const answer = this.pool.run<{ hex: string }>({ kind: 'hash-final', key: this.key }, this.worker);
+    if (this.pool.thread(this.worker) !== this.thread) {
+      answer.catch(() => undefined);
+      throw new WorkerFailure('backup worker was replaced during a digest');
+    }
+    return (await answer).hex;
+  }
+
+  /** Forgets the state (the upload failed). */
+  drop(): void {
+    this.pool.notify(this.worker, { kind: 'drop', key: this.key });
+  }
 }

@@ -132,6 +132,34 @@ describe('FsRemoteStorage', () => {
     expect((await readdir(join(dir.path, 'bkt', 'chunks'))).filter((f) => f.includes('%t'))).toHaveLength(0);
   });
 
+  it('large bodies of shared memory (hashed by a worker from that memory) get the right digest, or are refused', async () => {
+    const shared = (data: Buffer): Buffer => {
+      const view = Buffer.from(new SharedArrayBuffer(data.length + 16), 8, data.length);
+      data.copy(view);
+      return view;
+    };
+    const parts = [randomBytes(700 * 1024), randomBytes(900 * 1024), randomBytes(3 * 1024 * 1024 + 5)];
+    const whole = Buffer.concat(parts);
+    const expected = `sha256:${createHash('sha256').update(whole).digest('hex')}`;
+    // All shared, and shared first with an ordinary buffer among them (copied to the worker).
+    const bodies = [parts.map(shared), [shared(parts[0] as Buffer), parts[1] as Buffer, shared(parts[2] as Buffer)]];
+    for (const [i, list] of bodies.entries()) {
+      const info = await storage.upload('bkt', `shm/p${i}`, Readable.from(list), { digest: expected });
+      expect(info).toMatchObject({ size: whole.length, digest: expected });
+      expect((await collect(await storage.download('bkt', `shm/p${i}`))).equals(whole)).toBe(true);
+    }
+    // Without a caller's digest, the recorded one is still the content's.
+    const unasked = await storage.upload('bkt', 'shm/unasked', Readable.from(parts.map(shared)));
+    expect(unasked.digest).toBe(expected);
+    const tampered = Buffer.from(whole);
+    tampered[whole.length - 1] = (tampered[whole.length - 1] as number) ^ 1;
+    await expect(
+      storage.upload('bkt', 'shm/p0', Readable.from([shared(tampered)]), { digest: expected }),
+    ).rejects.toSatisfy((e) => isWorkbayError(e, 'invalid-argument'));
+    expect((await collect(await storage.download('bkt', 'shm/p0'))).equals(whole)).toBe(true);
+    expect((await readdir(join(dir.path, 'bkt', 'shm'))).filter((f) => f.includes('%t'))).toHaveLength(0);
+  });
+
   it('a reader that opened the old version keeps reading it while an overwrite commits', async () => {
     const big = Buffer.alloc(4 * 1024 * 1024, 1);
     await storage.upload('bkt', 'obj', body(big));

@@ -34,7 +34,7 @@ import { silentLogger } from '@workbay/api';
 import { InvalidArgumentError, NotFoundError } from '../errors.js';
 import { KeyedMutex } from '../util/concurrency.js';
 import { DirectorySyncs } from './directory-sync.js';
-import { digestFile } from '../backup/worker-pool.js';
+import { digestFile, SharedMemoryDigest } from '../backup/worker-pool.js';
 import { PresignServer } from './presign-server.js';
 import type { PresignServerOptions } from './presign-server.js';
 
@@ -173,9 +173,13 @@ export class FsRemoteStorage implements RemoteStorage {
     const dataPath = join(dir, `${base}${dataMarker}${id}`);
     const tempMeta = join(dir, `${base}${tempMarker}${id}`);
     let size = 0;
-    // Small objects are hashed as they stream by; a large one is hashed afterwards by a worker thread reading
-    // the written file back (beside its fsync), so that the event loop never spends a pass over its bytes.
+    // The digest is always computed here, of exactly the bytes written, so the event loop never spends a pass
+    // over a large object's bytes: small objects are hashed as they stream by; a large body of shared memory (a
+    // backup's packs) is hashed by a worker thread from that memory while it is written; any other large object
+    // afterwards by a worker thread reading the written file back (beside its fsync).
     let hash: Hash | undefined = createHash('sha256');
+    let shared: SharedMemoryDigest | undefined;
+    let first = true;
     const handle = await this.createInDirectory(dir, dataPath);
     /** The data file's fsync and close, running beside the digest and the sidecar's write and fsync. */
     let dataDone: Promise<void> | undefined;
@@ -184,22 +188,39 @@ export class FsRemoteStorage implements RemoteStorage {
       try {
         for await (const chunk of body as AsyncIterable<Buffer | string>) {
           options.signal?.throwIfAborted();
-          const buffer = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+          let buffer = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+          if (first && SharedMemoryDigest.accepts(buffer) && (options.size ?? Infinity) > inlineDigestLimit) {
+            shared = new SharedMemoryDigest();
+            hash = undefined;
+          }
+          first = false;
           size += buffer.length;
-          if (size > inlineDigestLimit) hash = undefined;
+          if (shared) {
+            // A body mixing in unshared buffers (rare): a copy of those is still cheaper than a read-back.
+            if (!SharedMemoryDigest.accepts(buffer)) {
+              const copy = Buffer.from(new SharedArrayBuffer(buffer.length));
+              buffer.copy(copy);
+              buffer = copy;
+            }
+            shared.update(buffer);
+          } else if (size > inlineDigestLimit) hash = undefined;
           else hash?.update(buffer);
-          await handle.write(buffer);
+          // Every byte handed to the digest is written: a short write continues where it stopped.
+          for (let written = 0; written < buffer.length;) {
+            written += (await handle.write(buffer, written, buffer.length - written)).bytesWritten;
+          }
         }
         options.signal?.throwIfAborted();
         const synced = handle.sync();
         try {
-          digest = `sha256:${hash ? hash.digest('hex') : await digestFile(handle.fd)}`;
+          digest = `sha256:${shared ? await shared.digest() : hash ? hash.digest('hex') : await digestFile(handle.fd)}`;
         } finally {
           // Closed only once the worker no longer reads it (a reused descriptor number must not be read).
           dataDone = synced.finally(() => handle.close());
           dataDone.catch(() => undefined); // awaited before the commit, or on the way out of a failure
         }
       } catch (error) {
+        shared?.drop();
         if (!dataDone) await handle.close();
         throw error;
       }
