@@ -114,9 +114,11 @@ try {
   // Download: read and discarded (and once more hashing every byte), versus curl to /dev/null from a
   // presigned GET.
   const getUrl = await storage.presignedUrl('GET', bucket, 'bench/curl.bin', { expiresInSeconds: 3600 });
+  // The same bytes with their digest recorded, for the plugin to verify while streaming (not timed).
+  await storage.upload(bucket, 'bench/verified.bin', createReadStream(file), { digest });
   let downloaded;
   await settle();
-  const [curlDown, oursDownPlain, oursDown] = await rounds([
+  const [curlDown, oursDownPlain, oursDown, oursVerified] = await rounds([
     () => curl(['-o', '/dev/null', getUrl]),
     async () => {
       for await (const chunk of await storage.download(bucket, 'bench/ours.bin')) void chunk;
@@ -127,6 +129,11 @@ try {
       for await (const chunk of body) hash.update(chunk);
       downloaded = `sha256:${hash.digest('hex')}`;
     },
+    // The plugin checks the recorded digest while streaming: the stream fails instead of ending on a mismatch.
+    async () => {
+      const body = await storage.download(bucket, 'bench/verified.bin', { verifyDigest: true });
+      for await (const chunk of body) void chunk;
+    },
   ]);
   if (downloaded !== digest) throw new Error(`downloaded object differs: ${downloaded} != ${digest}`);
 
@@ -136,6 +143,7 @@ try {
   report('upload', 'MinioStorage (4 parts, signPayload off)', unsignedUp, 'curl -T presigned PUT', curlUp);
   report('download', 'MinioStorage read and discarded', oursDownPlain, 'curl presigned GET', curlDown);
   report('download', 'MinioStorage + sha256 check', oursDown, 'curl presigned GET', curlDown);
+  report('download', 'MinioStorage verifyDigest (sha256)', oursVerified, 'curl presigned GET', curlDown);
   console.log('ratio = baseline time / our time: above 1 means faster than the baseline.');
 } finally {
   await storage.delete(bucket, { prefix: 'bench/' }).catch(() => undefined);

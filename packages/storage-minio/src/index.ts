@@ -21,4 +21,5 @@ export type { MinioStorageOptions } from './minio-storage.js';
 export { MinioStorage, digestMetadataKey } from './minio-storage.js';
 export type { ErrorContext } from './errors.js';
 export { toStorageError } from './errors.js';
+export { DigestMismatchError } from './digest-check.js';
 export { minioStorageFactory, plugin } from './plugin.js';

@@ -15,13 +15,21 @@ import type {
   RemoteStorage,
   UploadOptions,
 } from '@workbay/api';
-import { AlreadyExistsError, CancelledError, InvalidArgumentError, silentLogger } from '@workbay/api';
+import {
+  AlreadyExistsError,
+  CancelledError,
+  FailedPreconditionError,
+  InvalidArgumentError,
+  silentLogger,
+} from '@workbay/api';
 import { Client } from 'minio';
 import type { MinioConfig } from './config.js';
 import { maxPartSize, maxParts, parseMinioConfig } from './config.js';
 import type { ErrorContext } from './errors.js';
 import { toStorageError } from './errors.js';
+import { verifyWhileStreaming, verifyingPassThrough } from './digest-check.js';
 import { isUnreadFileStream, readFileParts } from './file-parts.js';
+import { HttpGetStream, UnframedBodyError } from './http-get.js';
 import { BoundedRunner, PartBufferPool, destroyOnAbort, splitParts } from './multipart.js';
 
 /** User-metadata key holding the digest the writer recorded (`x-amz-meta-workbay-digest`). */
@@ -43,6 +51,8 @@ const standardHeaders = new Set([
 const metadataKeyPattern = /^[a-z0-9][a-z0-9._-]*$/;
 const metadataValuePattern = /^[\x20-\x7e]*$/;
 const maxPresignSeconds = 7 * 24 * 3600;
+/** Only needs to outlive the GET's start: the store checks the signature when the request arrives. */
+const downloadUrlSeconds = 15 * 60;
 const deleteBatch = 1_000;
 const notFoundCodes = new Set(['NotFound', 'NoSuchKey', 'NoSuchBucket']);
 
@@ -91,6 +101,7 @@ export interface MinioStorageOptions {
  */
 export class MinioStorage implements RemoteStorage {
   readonly kind = 'minio';
+  readonly verifiesDigests = true;
   readonly config: MinioConfig;
   /** Where owners' objects live; the daemon names buckets with the api's `locateOwner(layout, owner)`. */
   readonly layout: BucketLayout;
@@ -342,9 +353,51 @@ export class MinioStorage implements RemoteStorage {
   async download(bucket: string, name: string, options: DownloadOptions = {}): Promise<Readable> {
     const ctx = this.ctx('download', bucket, name);
     if (options.signal?.aborted) throw new CancelledError(`download of '${name}' in bucket '${bucket}' was cancelled`);
-    let source: Readable;
+    const what = `'${name}' in bucket '${bucket}' at ${this.config.endpoint}`;
+    /** The digest to verify the bytes against, from the object's metadata headers, if asked to. */
+    const expected = (headers: Readonly<Record<string, string | string[] | undefined>>): string | undefined => {
+      if (!options.verifyDigest) return undefined;
+      const raw = headers[`${metaPrefix}${digestMetadataKey}`];
+      const recorded = Array.isArray(raw) ? raw[0] : raw;
+      if (!recorded?.startsWith('sha256:')) {
+        throw new FailedPreconditionError(`${what} has no recorded sha256 digest to verify`);
+      }
+      return recorded;
+    };
+    let source: Readable | undefined;
     try {
-      source = await this.client.getObject(bucket, name);
+      if (!this.config.useSSL) {
+        // Plain HTTP: a GET of our own, through a short-lived presigned URL (signed here, no round trip),
+        // about 2.5 times cheaper in CPU than Node's HTTP client (see HttpGetStream).
+        const url = new URL(await this.client.presignedGetObject(bucket, name, downloadUrlSeconds));
+        const get = new HttpGetStream(url, (head) => {
+          const digest = expected(head.headers);
+          // Hooked before the first body byte is pushed, so the check sees every byte without a stream hop.
+          if (digest) verifyWhileStreaming(get, digest, what);
+        });
+        const detach = destroyOnAbort(get, options.signal);
+        get.once('close', detach);
+        try {
+          await get.head;
+          source = get;
+        } catch (error) {
+          // A store that frames the body otherwise (chunked) is read through the client below.
+          if (!(error instanceof UnframedBodyError)) throw error;
+        }
+      }
+      if (!source) {
+        const response = (await this.client.getObject(bucket, name)) as IncomingMessage;
+        let digest: string | undefined;
+        try {
+          digest = expected(response.headers);
+        } catch (error) {
+          response.destroy();
+          throw error;
+        }
+        source = digest ? verifyingPassThrough(response, digest, what) : response;
+        const detach = destroyOnAbort(source, options.signal);
+        source.once('close', detach);
+      }
     } catch (error) {
       throw toStorageError(error, ctx);
     }
@@ -353,8 +406,6 @@ export class MinioStorage implements RemoteStorage {
     const emit = source.emit.bind(source) as (event: string | symbol, ...args: unknown[]) => boolean;
     source.emit = ((event: string | symbol, ...args: unknown[]): boolean =>
       event === 'error' ? emit('error', toStorageError(args[0], ctx)) : emit(event, ...args)) as Readable['emit'];
-    const detach = destroyOnAbort(source, options.signal);
-    source.once('close', detach);
     return source;
   }
 

@@ -28,6 +28,14 @@ export interface UploadOptions {
 
 export interface DownloadOptions {
   readonly signal?: AbortSignal;
+  /**
+   * Check the bytes against the object's recorded `sha256:` digest (`UploadOptions.digest`) while they stream:
+   * on a mismatch or a short body the stream fails with an `InternalError` instead of ending, so a reader that
+   * sees the end has every byte of the recorded content. An object with no recorded `sha256:` digest rejects
+   * the download with `FailedPreconditionError`. Only backends that declare `verifiesDigests` honour it;
+   * callers check that flag and otherwise hash the stream themselves.
+   */
+  readonly verifyDigest?: boolean;
 }
 
 export interface ListOptions {
@@ -68,6 +76,8 @@ export interface RemoteStorage {
    * config says; the daemon then names objects with `locateOwner(layout, owner)`.
    */
   readonly layout?: BucketLayout;
+  /** The backend honours `DownloadOptions.verifyDigest`. Optional capability: absent means it does not. */
+  readonly verifiesDigests?: boolean;
 
   /** Creates the bucket if it does not exist; safe when several callers race to create it. */
   ensureBucket(bucket: string): Promise<void>;
