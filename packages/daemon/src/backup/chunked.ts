@@ -28,11 +28,11 @@ import { decompressAuto } from '../archive/compression.js';
 import { normalizeEntryPath, SafeTreeWriter } from '../archive/safe-writer.js';
 import type { SafeWriterOptions } from '../archive/safe-writer.js';
 import type { TreeEntry, WalkedEntry, WalkOptions } from '../archive/tree.js';
-import { walkTree } from '../archive/tree.js';
+import { walkTreeSync } from '../archive/tree.js';
 import type { Xattrs } from '../archive/xattr.js';
 import { readTreeXattrs, xattrSupport } from '../archive/xattr.js';
 import { mapLimit } from '../util/concurrency.js';
-import { smallFileLimit } from '../util/small-files.js';
+import { LoopYielder, smallFileLimit } from '../util/small-files.js';
 import type { ChunkerOptions } from './chunker.js';
 import { defaultChunkerOptions } from './chunker.js';
 import { FileQueue, readFiles } from './read-pipeline.js';
@@ -329,10 +329,18 @@ export async function createChunkedBackup(
 
   try {
     try {
-      for await (const item of walkTree(root, {
+      // The walk is synchronous; the event loop gets a turn every 2 ms, so that the workers' answers are taken
+      // (and their next tasks sent) before they run out of work.
+      const yielder = new LoopYielder(2);
+      let sinceYield = 0;
+      for (const item of walkTreeSync(root, {
         ...(options.exclude ? { exclude: options.exclude } : {}),
         onSkip: (path, reason) => options.onWarning?.(`skipped '${path}': ${reason}`),
       })) {
+        if (++sinceYield === 32) {
+          sinceYield = 0;
+          await yielder.maybeYield();
+        }
         signal?.throwIfAborted();
         if (readFailure) throw readFailure.error;
         if (item.entry.type !== 'file') {
@@ -417,8 +425,8 @@ export async function createChunkedBackup(
     throw error;
   }
 
-  // Verify every new pack before the commit.
-  for (const pack of writer.written) {
+  // Verify every new pack before the commit (a few at once: each is a round trip to the storage).
+  await mapLimit(writer.written, 8, async (pack) => {
     const info = await target.storage.stat(target.bucket, packName(target, pack.id as string));
     if (!info || info.size !== pack.size) {
       throw new DataCorruptionError(
@@ -427,7 +435,7 @@ export async function createChunkedBackup(
         info ? `${info.size} bytes` : 'missing',
       );
     }
-  }
+  });
 
   const packIndex = new Map<PackRef, number>();
   const packs: Array<{ id: string; size: number; rawSize: number }> = [];
