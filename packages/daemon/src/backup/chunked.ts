@@ -269,7 +269,8 @@ export async function createChunkedBackup(
     }
   };
 
-  const storeChunk = async (hash: string, chunk: Buffer, hold: () => () => void): Promise<number> => {
+  /** The chunk's blob index; a promise only when a full pack must be sealed first (once per pack). */
+  const storeChunk = (hash: string, chunk: Buffer, hold: () => () => void): number | Promise<number> => {
     const existing = blobIndex.get(hash);
     if (existing !== undefined) return existing;
     const old = known.get(hash);
@@ -278,7 +279,8 @@ export async function createChunkedBackup(
       return useBlob(old);
     }
     newBlobs++;
-    return useBlob(await writer.add(hash, chunk, hold));
+    const added = writer.tryAdd(hash, chunk, hold);
+    return added ? useBlob(added) : writer.add(hash, chunk, hold).then(useBlob);
   };
 
   const reusable = (path: string, quick: string): readonly number[] | undefined => {
@@ -307,7 +309,10 @@ export async function createChunkedBackup(
         options.onWarning?.(`skipped '${piece.item.entry.path}': vanished`);
         continue;
       }
-      for (const chunk of piece.chunks) indices.push(await storeChunk(chunk.hash, chunk.data, piece.hold));
+      for (const chunk of piece.chunks) {
+        const index = storeChunk(chunk.hash, chunk.data, piece.hold);
+        indices.push(typeof index === 'number' ? index : await index);
+      }
       size += piece.bytes;
       if (!piece.done) continue;
       const item = piece.item;

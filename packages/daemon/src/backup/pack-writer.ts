@@ -86,6 +86,20 @@ export class PackWriter {
   async add(hash: string, data: Buffer, hold?: () => () => void): Promise<BlobRef> {
     this.check();
     if (this.size > 0 && this.size + data.length > this.packSize) await this.seal();
+    return this.place(hash, data, hold);
+  }
+
+  /**
+   * {@link add} without waiting, when the current pack has room for `data`; undefined when the pack must be
+   * sealed first (then call {@link add}). Spares a promise per blob on the backup's event loop.
+   */
+  tryAdd(hash: string, data: Buffer, hold?: () => () => void): BlobRef | undefined {
+    this.check();
+    if (this.size > 0 && this.size + data.length > this.packSize) return undefined;
+    return this.place(hash, data, hold);
+  }
+
+  private place(hash: string, data: Buffer, hold?: () => () => void): BlobRef {
     const ref: BlobRef = { hash, pack: this.current, offset: this.size, length: data.length };
     let view = data;
     if (hold) {
