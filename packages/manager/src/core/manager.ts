@@ -48,7 +48,7 @@ import type { WorkspaceUrls } from './records.js';
 import { portMapOf } from './recovery.js';
 import type { Recovery } from './recovery.js';
 import type { RecordOperations } from './record-operations.js';
-import type { ReplicatedRepository, WorkspaceRepository } from './repository.js';
+import type { DesiredChange, ReplicatedRepository, WorkspaceRepository } from './repository.js';
 import type { StartAdmission } from './start-admission.js';
 import type { StatusUpdate } from './status-bus.js';
 import type { TimeoutEnforcer } from './timeout-enforcer.js';
@@ -218,11 +218,19 @@ export class WorkspaceManagerCore {
         );
       }),
     );
-    await this.recovery.recover(records);
+    // Desired changes that arrive while recovery runs (a follower's start taken over meanwhile) wait for it: the
+    // stream does not replay, and acting before recovery could start a workspace recovery then resumes again
+    // (a takeover lost this way left a workspace PENDING forever in the failover spec).
+    const early: DesiredChange[] = [];
+    let recovered = false;
     if (this.replicated) {
-      this.subscriptions.push(this.replicated.desired$.subscribe((change) => this.changes.act(change)));
-      for (const change of pending) this.changes.act(change);
+      this.subscriptions.push(
+        this.replicated.desired$.subscribe((change) => (recovered ? this.changes.act(change) : early.push(change))),
+      );
     }
+    await this.recovery.recover(records);
+    recovered = true;
+    for (const change of [...pending, ...early]) this.changes.act(change);
     this.timeouts.start();
     if (this.options.leadership) this.logger.info({ workspaces: records.length }, 'leading the workspace lifecycle');
   }

@@ -29,7 +29,7 @@ import type { DesiredChange, RecordRequest, ReplicatedRepository } from '../../c
 import { differsVisibly } from '../../domain/status.js';
 import type { StopPolicy, WorkspaceRecord } from '../../domain/types.js';
 import type { Logger } from '../../logger.js';
-import { Informer } from './informer.js';
+import { WorkspaceCache } from './workspace-cache.js';
 import { FollowerRequests } from './follower-requests.js';
 import { LeaderInbox } from './leader-inbox.js';
 import { SecretSweeper } from './secret-sweeper.js';
@@ -37,14 +37,11 @@ import { StatusWriter, maxTransitions } from './status-writer.js';
 import { WorkspaceObjectsApi } from './workspace-api.js';
 import {
   instanceIdOf,
-  managedSelector,
   objectNameOf,
   recordOf,
   newSecretName,
   secretNameFor,
-  secretsFromData,
   statusOf,
-  storedRecordFrom,
   transitionsFrom,
 } from './workspace-objects.js';
 import type { WorkspaceObject } from './workspace-objects.js';
@@ -77,12 +74,9 @@ const defaultMaxWriteBacklog = 8;
 
 export class KubernetesWorkspaceRepository extends BusBackedRepository implements ReplicatedRepository {
   private readonly api: WorkspaceObjectsApi;
-  private readonly workspaces: Informer<WorkspaceObject>;
-  private readonly secrets: Informer<V1Secret>;
+  private readonly cache: WorkspaceCache;
   private readonly desiredSubject = new Subject<DesiredChange>();
   private readonly follower: FollowerRequests;
-  /** The newest object this replica wrote or saw, per id (its resourceVersion is the one to write against). */
-  private readonly latest = new Map<string, WorkspaceObject>();
   private readonly writer: StatusWriter;
   private readonly sweeper: SecretSweeper;
   private readonly inbox = new LeaderInbox();
@@ -94,6 +88,8 @@ export class KubernetesWorkspaceRepository extends BusBackedRepository implement
   private readonly persistedSeen = new Map<string, number>();
   /** Objects of follower starts waiting for the leader's writes to catch up (see deferAdoption). */
   private readonly deferred = new Set<string>();
+  /** Ids this leader dropped (stopped and forgotten): their objects' last events must not have them taken over. */
+  private readonly released = new Set<string>();
   private leading = false;
   private loaded = false;
 
@@ -104,7 +100,7 @@ export class KubernetesWorkspaceRepository extends BusBackedRepository implement
     const api = (this.api = new WorkspaceObjectsApi(options.kubeConfig, options.namespace, options.logger));
     this.follower = new FollowerRequests({
       api,
-      lookup: (id) => ({ record: this.bus.getWorkspace(id), status: this.latest.get(id)?.status }),
+      lookup: (id) => ({ record: this.bus.getWorkspace(id), status: this.cache.newest(id)?.status }),
       leaderWaitMs: options.leaderWaitMs ?? 30_000,
     });
     this.writer = new StatusWriter({
@@ -114,42 +110,28 @@ export class KubernetesWorkspaceRepository extends BusBackedRepository implement
       retryMs: options.retryMs ?? 1_000,
     });
     this.sweeper = new SecretSweeper({
-      secrets: () => [...this.secrets.list()],
-      object: (name) => this.workspaces.get(name),
+      secrets: () => this.cache.secretList(),
+      object: (name) => this.cache.object(name),
       deleteSecret: (name) => api.deleteSecret(name),
       graceMs: options.orphanSecretGraceMs ?? 10 * 60_000,
       intervalMs: options.sweepIntervalMs ?? 60_000,
       logger: options.logger,
     });
-    this.workspaces = new Informer<WorkspaceObject>({
+    this.cache = new WorkspaceCache({
       kubeConfig: options.kubeConfig,
-      path: api.objectsPath,
-      list: () => api.listObjects(),
-      labelSelector: managedSelector,
-      onUpsert: (object) => this.observed(object),
-      onDelete: (object) => this.removed(object),
+      api,
       logger: options.logger,
-      what: 'workspaces',
-    });
-    this.secrets = new Informer<V1Secret>({
-      kubeConfig: options.kubeConfig,
-      path: api.secretsPath,
-      list: () => api.listSecrets(),
-      labelSelector: managedSelector,
-      onUpsert: (secret) => this.secretSeen(secret),
-      onDelete: () => undefined,
-      logger: options.logger,
-      what: 'workspace secrets',
+      onObject: (object) => this.observed(object),
+      onObjectRemoved: (object) => this.removed(object),
+      onSecret: (secret) => this.secretSeen(secret),
     });
   }
 
   async load(): Promise<{ records: readonly WorkspaceRecord[]; corrupt: readonly string[] }> {
-    // Secrets first: a workspace seen before its Secret would have no owner token.
-    await this.secrets.start();
-    await this.workspaces.start();
+    await this.cache.start();
     const records: WorkspaceRecord[] = [];
     let floor = 0;
-    for (const object of this.workspaces.list()) {
+    for (const object of this.cache.objects()) {
       const record = this.recordFrom(object);
       if (!record) continue;
       floor = Math.max(floor, record.statusVersion);
@@ -170,11 +152,23 @@ export class KubernetesWorkspaceRepository extends BusBackedRepository implement
     this.leading = true;
     this.sweeper.start();
     let floor = this.bus.version;
-    for (const object of this.workspaces.list()) floor = Math.max(floor, object.status?.statusVersion ?? 0);
+    for (const object of this.cache.objects()) floor = Math.max(floor, object.status?.statusVersion ?? 0);
     this.bus.advanceTo(Math.max(floor, (this.options.now ?? Date.now)() * 1000));
+    // What a previous leader wrote is this leader's now: recovery resumes it with the others.
+    for (const object of this.cache.objects()) {
+      const id = instanceIdOf(object.metadata);
+      if (id && object.status?.record && this.bus.getWorkspace(id)) this.adopted.add(id);
+    }
     const pending: DesiredChange[] = [];
     // Workspaces nobody took over yet become this leader's records; recovery resumes them with the others.
-    for (const object of this.workspaces.list()) this.desiredFrom(object, (change) => pending.push(change));
+    for (const object of this.cache.objects()) this.desiredFrom(object, (change) => pending.push(change));
+    // The others (their Secret is not here yet, or the backpressure deferred them) are not this leader's records
+    // until it takes them over: recovery must not resume them before (it would start them without their Secret,
+    // and their adoption would start them a second time; found by the failover spec).
+    for (const object of this.cache.objects()) {
+      const id = instanceIdOf(object.metadata);
+      if (id && !this.adopted.has(id)) this.bus.forget(id);
+    }
     return pending.filter((change) => change.type !== 'adopt');
   }
 
@@ -202,7 +196,7 @@ export class KubernetesWorkspaceRepository extends BusBackedRepository implement
       // A concurrent start of the same id whose object won (created by a follower): its watch events arrived
       // while this create was in flight and were passed over, so the leader takes it over now (found by the spec
       // of two starts at once). An object not in the cache yet comes through the watch as usual.
-      const object = this.leading ? this.workspaces.get(objectNameOf(record.id)) : undefined;
+      const object = this.leading ? this.cache.object(objectNameOf(record.id)) : undefined;
       if (object) this.desiredFrom(object);
     }
   }
@@ -222,13 +216,14 @@ export class KubernetesWorkspaceRepository extends BusBackedRepository implement
       this.api.deleteSecret(secretName);
       throw error;
     });
-    this.remember(record.id, created);
+    this.cache.remember(record.id, created);
     if (!this.leading)
       return this.follower.awaitLeader(record.id, (status) => status.record !== undefined, 'take it over');
     const published = this.versioned(record);
     // This leader's own: a late watch event of the object (or its Secret) before the status write shows must not
     // have it adopted as a follower's start, which would start it a second time (found by the resilience spec).
     this.adopted.add(record.id);
+    this.released.delete(record.id);
     this.bus.publish(published);
     // Not awaited: under load the first status shares its write with the changes that follow (see StatusWriter);
     // awaiting it cost every start one more API round trip and one more write.
@@ -275,6 +270,7 @@ export class KubernetesWorkspaceRepository extends BusBackedRepository implement
     this.bus.forget(id);
     this.inbox.forget(id);
     this.adopted.delete(id);
+    if (this.leading) this.released.add(id);
     if (record && record.progress.initRequested && !record.progress.disposed) {
       this.options.logger.warn(
         { workspace: id, failed: record.conditions.failed },
@@ -282,15 +278,14 @@ export class KubernetesWorkspaceRepository extends BusBackedRepository implement
       );
       return;
     }
-    const object = this.latest.get(id);
+    const object = this.cache.newest(id);
     void this.api.deleteObject(id, object && secretNameFor(object));
   }
 
   async close(): Promise<void> {
     this.sweeper.stop();
     await this.writer.close(5_000);
-    await this.workspaces.close();
-    await this.secrets.close();
+    await this.cache.close();
     this.bus.complete();
     this.desiredSubject.complete();
     this.follower.close();
@@ -302,28 +297,11 @@ export class KubernetesWorkspaceRepository extends BusBackedRepository implement
     return { ...record, statusVersion: this.bus.version + 1 };
   }
 
+  /** The object's record; a follower also notes the leader's answers it carries. */
   private recordFrom(object: WorkspaceObject): WorkspaceRecord | undefined {
-    const id = instanceIdOf(object.metadata);
-    if (!id || !object.spec?.record) return undefined;
-    const stored = storedRecordFrom(object);
-    if (!stored || stored.id !== id) {
-      this.options.logger.error({ workspace: id }, 'skipping a Workspace object whose record is not one');
-      return undefined;
-    }
-    this.remember(id, object);
-    if (!this.leading) this.inbox.seen(id, object.status?.acks);
-    return recordOf(stored, this.secretsOf(object));
-  }
-
-  /** The credentials of the Secret the object names (see secretNameFor), once the Secret is here. */
-  private secretsOf(object: WorkspaceObject): ReturnType<typeof secretsFromData> {
-    const name = secretNameFor(object);
-    return secretsFromData(name ? this.secrets.get(name)?.data : undefined);
-  }
-
-  private remember(id: string, object: WorkspaceObject): void {
-    const known = this.latest.get(id);
-    if (!known || newer(object, known)) this.latest.set(id, object);
+    const record = this.cache.recordOf(object);
+    if (record && !this.leading) this.inbox.seen(record.id, object.status?.acks);
+    return record;
   }
 
   /** A watch event: followers publish the leader's changes; the leader picks up desired state. */
@@ -332,7 +310,7 @@ export class KubernetesWorkspaceRepository extends BusBackedRepository implement
     const id = instanceIdOf(object.metadata);
     if (!id) return;
     if (this.leading) {
-      this.remember(id, object);
+      this.cache.remember(id, object);
       this.desiredFrom(object);
       // A start or stop this replica recorded as a follower, before it was promoted, waits for this (awaitLeader).
       this.follower.notify();
@@ -353,7 +331,7 @@ export class KubernetesWorkspaceRepository extends BusBackedRepository implement
       // A follower numbers what it publishes itself (see the module docs). Transitions the leader wrote in the
       // same write come first, those this replica has not published yet.
       for (const earlier of transitionsFrom(object, id, seen, maxTransitions)) {
-        this.bus.publish({ ...recordOf(earlier, this.secretsOf(object)), statusVersion: this.bus.version + 1 });
+        this.bus.publish({ ...recordOf(earlier, this.cache.secretsOf(object)), statusVersion: this.bus.version + 1 });
       }
       this.persistedSeen.set(id, persisted);
       this.bus.publish({ ...record, statusVersion: this.bus.version + 1 });
@@ -367,7 +345,7 @@ export class KubernetesWorkspaceRepository extends BusBackedRepository implement
   private secretSeen(secret: V1Secret): void {
     if (!this.loaded) return;
     const id = instanceIdOf(secret.metadata ?? {});
-    const object = id ? this.workspaces.get(objectNameOf(id)) : undefined;
+    const object = id ? this.cache.object(objectNameOf(id)) : undefined;
     if (!object || secretNameFor(object) !== secret.metadata?.name) return;
     if (this.leading) return this.desiredFrom(object);
     // A follower that saw the object first holds its record without the owner token: complete it now.
@@ -379,8 +357,8 @@ export class KubernetesWorkspaceRepository extends BusBackedRepository implement
   private removed(object: WorkspaceObject): void {
     const id = instanceIdOf(object.metadata);
     if (!id) return;
-    this.latest.delete(id);
     this.persistedSeen.delete(id);
+    this.released.delete(id);
     if (!this.leading) this.bus.forget(id);
     this.follower.notify();
   }
@@ -392,17 +370,21 @@ export class KubernetesWorkspaceRepository extends BusBackedRepository implement
   ): void {
     const id = instanceIdOf(object.metadata);
     if (!id || !object.spec?.record || this.creating.has(id)) return;
-    if (!object.status?.record && !this.adopted.has(id)) {
+    if (!this.adopted.has(id) && !this.released.has(id) && !object.metadata.deletionTimestamp) {
       // Its Secret (owner token, initializer, env values) comes through another watch and may arrive after the
       // object: taken over once it is here (secretSeen), not without it (the start would fail for want of them).
-      const secretName = secretNameFor(object);
-      if (!secretName || !this.secrets.get(secretName)) return;
-      // Accepted by a follower (or by a leader that died before writing a status): this leader takes it over.
-      // The same backpressure as the leader's own starts (see maxWriteBacklog): taken over once writes caught up.
+      if (!this.cache.hasSecretOf(object)) return;
+      // Accepted by a follower, or left by a leader that died before its status write (or whose write this
+      // leader's watch delivered only after the promotion): this leader takes it over. The same backpressure as
+      // the leader's own starts (see maxWriteBacklog): taken over once writes caught up.
       if (this.writer.backlog >= this.writeBacklogLimit) return this.deferAdoption(id);
       const record = this.recordFrom(object);
       if (!record) return;
       this.adopted.add(id);
+      // A previous leader's transitions first, so that subscribers here see every one.
+      for (const earlier of transitionsFrom(object, id, this.persistedSeen.get(id), maxTransitions)) {
+        this.bus.publish(this.versioned(recordOf(earlier, this.cache.secretsOf(object))));
+      }
       const published = this.versioned(record);
       this.bus.publish(published);
       this.writer.enqueue(published);
@@ -420,7 +402,7 @@ export class KubernetesWorkspaceRepository extends BusBackedRepository implement
       const ids = [...this.deferred];
       this.deferred.clear();
       for (const deferred of ids) {
-        const object = this.leading ? this.workspaces.get(objectNameOf(deferred)) : undefined;
+        const object = this.leading ? this.cache.object(objectNameOf(deferred)) : undefined;
         if (object) this.desiredFrom(object);
       }
     });
@@ -432,10 +414,6 @@ export class KubernetesWorkspaceRepository extends BusBackedRepository implement
    */
   private async writeStatus(record: WorkspaceRecord, earlier: readonly WorkspaceRecord[] = []): Promise<void> {
     const status = { ...statusOf(record, earlier), acks: this.inbox.acksOf(record.id) };
-    this.remember(record.id, await this.api.writeStatus(record.id, status, this.latest.get(record.id)));
+    this.cache.remember(record.id, await this.api.writeStatus(record.id, status, this.cache.newest(record.id)));
   }
-}
-
-function newer(a: WorkspaceObject, b: WorkspaceObject): boolean {
-  return Number(a.metadata.resourceVersion ?? 0) >= Number(b.metadata.resourceVersion ?? 0);
 }
