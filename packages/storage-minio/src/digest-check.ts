@@ -14,29 +14,10 @@ export class DigestMismatchError extends InternalError {
 }
 
 /**
- * Hashes every chunk the stream pushes and holds back its end until the digest is known: a match ends the
- * stream as usual, a mismatch fails it with {@link DigestMismatchError} instead, so a reader never sees the
- * end of bytes that differ from `expected`. Works on any stream that delivers its bytes through `push`
- * (Node's HTTP responses do), without an extra stream hop.
- */
-export function verifyWhileStreaming(stream: Readable, expected: string, what: string): void {
-  const hash = createHash('sha256');
-  const push = stream.push.bind(stream);
-  stream.push = (chunk: unknown, encoding?: BufferEncoding): boolean => {
-    if (chunk === null) {
-      const actual = `sha256:${hash.digest('hex')}`;
-      if (actual === expected) return push(null);
-      stream.destroy(new DigestMismatchError(what, expected, actual));
-      return false;
-    }
-    hash.update(chunk as Buffer);
-    return push(chunk, encoding);
-  };
-}
-
-/**
- * The same check for a stream that may already have pushed bytes (Node's HTTP client pushes the first body
- * bytes before the response reaches us): `source` piped through a hashing Transform, which costs a stream hop.
+ * Checks a stream's bytes against `expected` as they pass: `source` piped through a hashing Transform that
+ * fails with {@link DigestMismatchError} instead of ending on a mismatch. For Node's HTTP responses (TLS),
+ * which push their first body bytes before the response reaches us; it costs a stream hop and hashes on the
+ * event loop. Plain-HTTP downloads are checked inside HttpGetStream, without the hop.
  */
 export function verifyingPassThrough(source: Readable, expected: string, what: string): Readable {
   const hash = createHash('sha256');
