@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ObjectInfo, RemoteStorage } from '@workbay/api';
-import { NotFoundError, isWorkbayError } from '@workbay/api';
+import { FailedPreconditionError, NotFoundError, isWorkbayError } from '@workbay/api';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MiB, digestStream, generateStream, readAll, sha256Of } from './data.js';
 
@@ -122,7 +122,8 @@ function memoryWatch(): { stop(): number } {
  * streamed objects with digests, metadata, listing in name order and by prefix, missing-bucket and not-found
  * semantics, overwrite and delete (by name and by prefix), concurrent writers, presigned GET/PUT URLs fetched
  * over HTTP including expiry, disk usage, and atomicity: an interrupted upload leaves no half object and the
- * previous version intact, and readers never see an upload before it is complete.
+ * previous version intact, and readers never see an upload before it is complete; and, for a backend that declares
+ * `verifiesDigests`, downloads with `verifyDigest`.
  */
 export function runStorageConformance(
   name: string,
@@ -239,6 +240,27 @@ export function runStorageConformance(
         expect(info.size).toBe(data.length);
         const back = await digestStream(await storage.download(bucket, 'rt/binary.bin'));
         expect(back).toEqual({ digest: sha256Of(data), size: data.length });
+      });
+
+      it('verifyDigest, where declared: an intact object streams whole; one without a sha256 digest is refused', async () => {
+        // Optional capability (RemoteStorage.verifiesDigests); a backend without it passes vacuously.
+        if (!storage.verifiesDigests) return;
+        const data = Buffer.alloc(6 * MiB + 5);
+        for (let i = 0; i < data.length; i++) data[i] = (i * 7 + (i >> 13)) & 0xff;
+        await storage.upload(bucket, 'rt/verified.bin', Readable.from(chunked(data, 64 * 1024)), {
+          digest: sha256Of(data),
+        });
+        const back = await digestStream(await storage.download(bucket, 'rt/verified.bin', { verifyDigest: true }));
+        expect(back).toEqual({ digest: sha256Of(data), size: data.length });
+        await storage.upload(bucket, 'rt/unverifiable.bin', body('no digest'));
+        const refused = await storage.download(bucket, 'rt/unverifiable.bin', { verifyDigest: true }).then(
+          (stream) => {
+            stream.destroy();
+            return undefined;
+          },
+          (error: unknown) => error,
+        );
+        expect(refused).toBeInstanceOf(FailedPreconditionError);
       });
 
       it(
