@@ -63,7 +63,12 @@ export interface ChunkedBackupOptions {
   readonly compression?: Compression;
   /** Target size of a pack before compression (default 8 MiB). */
   readonly packSize?: number;
-  /** Pack uploads in flight (default 3). */
+  /**
+   * Pack uploads in flight (default 5). A durable upload waits for its fsyncs, which on a busy disk wait for a
+   * journal commit: concurrent ones share commits, so more in flight keeps the reads from stalling on them (the
+   * backup then waited 0.2-0.4 s on upload slots per GiB instead of 1.8-2.1 s with 3). Each holds its pack's
+   * memory (at most 3 worker buffers and an 8 MiB arena) until it resolves.
+   */
   readonly uploadConcurrency?: number;
   readonly chunker?: ChunkerOptions;
   /** Packs whose live share is below this are rewritten (default 0.5). */
@@ -237,7 +242,7 @@ export async function createChunkedBackup(
     target,
     options.packSize ?? 8 * 1024 * 1024,
     compression,
-    options.uploadConcurrency ?? 3,
+    options.uploadConcurrency ?? 5,
     signal,
   );
   const blobs: BlobRef[] = [];
