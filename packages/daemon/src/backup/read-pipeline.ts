@@ -87,7 +87,7 @@ export interface FileToRead {
 
 /** A queue of files to read, filled while the consumer already reads (the walk runs beside the reads). */
 export class FileQueue {
-  private readonly items: FileToRead[] = [];
+  private readonly items: Array<FileToRead | undefined> = [];
   private head = 0;
   private wake: (() => void) | undefined;
   private ended = false;
@@ -116,7 +116,10 @@ export class FileQueue {
   take(): FileToRead | undefined {
     if (this.failure) throw this.failure.error;
     if (this.head === this.items.length) return undefined;
-    const file = this.items[this.head++] as FileToRead;
+    const file = this.items[this.head] as FileToRead;
+    // Let go of taken entries at once (each holds its stats): kept until the next splice, they would outlive
+    // young-generation collections and be promoted.
+    this.items[this.head++] = undefined;
     if (this.head > 1024 && this.head * 2 > this.items.length) {
       this.items.splice(0, this.head);
       this.head = 0;
