@@ -297,6 +297,11 @@ describe('MinioStorage against real MinIO', () => {
       const error = await errorOf(digestStream(body));
       expect(error).toBeInstanceOf(UnavailableError);
       expect(error.message).toContain(proxy.url);
+      // With the digest check too: the cut is reported as such, before any digest comparison.
+      const bytes = Buffer.alloc(8 * MiB, 7);
+      await storage.upload(bucket, 'cut/verified.bin', Readable.from([bytes]), { digest: sha256Of(bytes) });
+      const verified = await viaProxy.download(bucket, 'cut/verified.bin', { verifyDigest: true });
+      expect(await errorOf(digestStream(verified))).toBeInstanceOf(UnavailableError);
     } finally {
       await viaProxy.close();
       proxy.server.closeAllConnections();
