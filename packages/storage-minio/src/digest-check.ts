@@ -15,9 +15,8 @@ export class DigestMismatchError extends InternalError {
 
 /**
  * Checks a stream's bytes against `expected` as they pass: `source` piped through a hashing Transform that
- * fails with {@link DigestMismatchError} instead of ending on a mismatch. For Node's HTTP responses (TLS),
- * which push their first body bytes before the response reaches us; it costs a stream hop and hashes on the
- * event loop. Plain-HTTP downloads are checked inside HttpGetStream, without the hop.
+ * fails with {@link DigestMismatchError} instead of ending on a mismatch. It costs a stream hop and hashes on
+ * the event loop (a worker fed through shared memory measured slower: see the package README).
  */
 export function verifyingPassThrough(source: Readable, expected: string, what: string): Readable {
   const hash = createHash('sha256');

@@ -9,7 +9,6 @@ import {
   isNetworkUnreachableCode,
   isWorkbayError,
 } from '@workbay/api';
-import { TruncatedBodyError } from './http-get.js';
 
 /** What an operation was doing, for error messages. Never holds the secret key. */
 export interface ErrorContext {
@@ -48,9 +47,6 @@ export function toStorageError(error: unknown, ctx: ErrorContext): Error {
   const options = { cause: error };
   const at = `at ${ctx.endpoint}`;
 
-  if (error instanceof TruncatedBodyError) {
-    return new UnavailableError(`${ctx.op} of ${target(ctx)} ${at} was cut off: ${detail}`, options);
-  }
   if (name === 'AbortError' || code === 'ABORT_ERR') {
     return new CancelledError(`${ctx.op} of ${target(ctx)} ${at} was cancelled`, options);
   }

@@ -29,7 +29,6 @@ import type { ErrorContext } from './errors.js';
 import { toStorageError } from './errors.js';
 import { verifyingPassThrough } from './digest-check.js';
 import { isUnreadFileStream, readFileParts } from './file-parts.js';
-import { HttpGetStream, UnframedBodyError } from './http-get.js';
 import { BoundedRunner, PartBufferPool, destroyOnAbort, splitParts } from './multipart.js';
 
 /** User-metadata key holding the digest the writer recorded (`x-amz-meta-workbay-digest`). */
@@ -51,8 +50,6 @@ const standardHeaders = new Set([
 const metadataKeyPattern = /^[a-z0-9][a-z0-9._-]*$/;
 const metadataValuePattern = /^[\x20-\x7e]*$/;
 const maxPresignSeconds = 7 * 24 * 3600;
-/** Only needs to outlive the GET's start: the store checks the signature when the request arrives. */
-const downloadUrlSeconds = 15 * 60;
 const deleteBatch = 1_000;
 const notFoundCodes = new Set(['NotFound', 'NoSuchKey', 'NoSuchBucket']);
 
@@ -364,40 +361,19 @@ export class MinioStorage implements RemoteStorage {
       }
       return recorded;
     };
-    let source: Readable | undefined;
+    let source: Readable;
     try {
-      if (!this.config.useSSL) {
-        // Plain HTTP: a GET of our own, through a short-lived presigned URL (signed here, no round trip),
-        // about 2.5 times cheaper in CPU than Node's HTTP client (see HttpGetStream).
-        const url = new URL(await this.client.presignedGetObject(bucket, name, downloadUrlSeconds));
-        // With verifyDigest the body is hashed as it arrives, from the very slabs the socket reads into.
-        const get = new HttpGetStream(url, {
-          expectedDigest: (head) => expected(head.headers),
-          what,
-        });
-        const detach = destroyOnAbort(get, options.signal);
-        get.once('close', detach);
-        try {
-          await get.head;
-          source = get;
-        } catch (error) {
-          // A store that frames the body otherwise (chunked) is read through the client below.
-          if (!(error instanceof UnframedBodyError)) throw error;
-        }
+      const response = (await this.client.getObject(bucket, name)) as IncomingMessage;
+      let digest: string | undefined;
+      try {
+        digest = expected(response.headers);
+      } catch (error) {
+        response.destroy();
+        throw error;
       }
-      if (!source) {
-        const response = (await this.client.getObject(bucket, name)) as IncomingMessage;
-        let digest: string | undefined;
-        try {
-          digest = expected(response.headers);
-        } catch (error) {
-          response.destroy();
-          throw error;
-        }
-        source = digest ? verifyingPassThrough(response, digest, what) : response;
-        const detach = destroyOnAbort(source, options.signal);
-        source.once('close', detach);
-      }
+      source = digest ? verifyingPassThrough(response, digest, what) : response;
+      const detach = destroyOnAbort(source, options.signal);
+      source.once('close', detach);
     } catch (error) {
       throw toStorageError(error, ctx);
     }

@@ -24,7 +24,7 @@ async function drain(stream: Readable): Promise<{ bytes: number; ended: boolean;
   }
 }
 
-/** The same digest checks on plain HTTP (the plugin's own GET) and TLS (the minio client's GET). */
+/** The same digest checks over plain HTTP and TLS. */
 for (const tls of [false, true]) {
   describe(`MinioStorage download with verifyDigest, ${tls ? 'TLS' : 'plain HTTP'}`, () => {
     let server: MinioServer;
