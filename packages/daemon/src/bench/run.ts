@@ -228,6 +228,12 @@ async function benchBackup(scratch: string): Promise<void> {
       for (let i = 0; i < steps.length; i++) await (steps[(i + r) % steps.length] as () => Promise<void>)();
     }
     const gnuWrite = median(gnuWriteMs);
+    // Every run, in run order: on a shared machine a median hides how far single runs swing.
+    const list = (values: number[]): string => values.map((ms) => (ms / 1000).toFixed(2)).join(' / ');
+    console.log(
+      `  (seconds per run: chunked ${list(chunkedMs)}; plain tar ${list(plainMs)}; tar -cf + sync ${list(gnuWriteMs)}` +
+        `${restic ? `; restic ${list(resticMs)}` : ''})`,
+    );
     row(
       `backup, chunked (${files.length} files, ${mib(bytes)})`,
       `${rate(bytes, median(chunkedMs)).toFixed(0)} MiB/s`,
@@ -308,7 +314,11 @@ async function benchBackup(scratch: string): Promise<void> {
     run('sync', []);
     const incremental = await timed(() => chunked.backup(tree, ref));
     const uploaded = incremental.value.uploadedBytes;
-    console.log(`  (changed ${changed.length} of ${files.length} files, ${mib(changedBytes)})`);
+    const detail = incremental.value.chunked;
+    console.log(
+      `  (changed ${changed.length} of ${files.length} files, ${mib(changedBytes)}` +
+        `${detail ? `; ${detail.newBlobs} new blobs, ${detail.repackedBlobs} repacked, ${mib(detail.readBytes)} read` : ''})`,
+    );
     if (restic) {
       // On top of restic's last full backup of the unchanged tree, as ours is on top of its last one.
       run('sync', []);
