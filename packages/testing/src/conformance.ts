@@ -242,6 +242,26 @@ export function runStorageConformance(
         expect(back).toEqual({ digest: sha256Of(data), size: data.length });
       });
 
+      it('verifiedByCaller: the object round-trips; a digest given beside it is the one recorded', async () => {
+        // A backend may skip its own digest of such content; what it stores and reports must not change.
+        const data = Buffer.alloc(3 * MiB + 1);
+        for (let i = 0; i < data.length; i++) data[i] = (i * 13 + (i >> 9)) & 0xff;
+        const info = await storage.upload(bucket, 'rt/self-verified.bin', Readable.from(chunked(data, 64 * 1024)), {
+          verifiedByCaller: true,
+        });
+        expect(info.size).toBe(data.length);
+        expect(await digestStream(await storage.download(bucket, 'rt/self-verified.bin'))).toEqual({
+          digest: sha256Of(data),
+          size: data.length,
+        });
+        if (info.digest !== undefined) expect(info.digest).toBe(sha256Of(data));
+        const given = await storage.upload(bucket, 'rt/self-verified.bin', Readable.from(chunked(data, 64 * 1024)), {
+          verifiedByCaller: true,
+          digest: sha256Of(data),
+        });
+        expect(given.digest ?? (await storage.stat(bucket, 'rt/self-verified.bin'))?.digest).toBe(sha256Of(data));
+      });
+
       it('verifyDigest, where declared: an intact object streams whole; one without a sha256 digest is refused', async () => {
         // Optional capability (RemoteStorage.verifiesDigests); a backend without it passes vacuously.
         if (!storage.verifiesDigests) return;

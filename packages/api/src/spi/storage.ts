@@ -21,6 +21,12 @@ export interface UploadOptions {
   readonly metadata?: Readonly<Record<string, string>>;
   /** Recorded as the object's digest; backends that can verify it do. */
   readonly digest?: string;
+  /**
+   * The caller checks this content by its own means (a backup pack: restore verifies every blob in it against its
+   * SHA-256), so a backend that computes a digest of every upload on its own may skip that pass over the bytes and
+   * record none. Ignored when `digest` is given (that one is still recorded, and verified where the backend can).
+   */
+  readonly verifiedByCaller?: boolean;
   /** Size in bytes when known up front; lets a backend pick part sizes. */
   readonly size?: number;
   readonly signal?: AbortSignal;

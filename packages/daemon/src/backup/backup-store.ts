@@ -23,7 +23,8 @@ import { retryWithBackoff } from '../util/retry.js';
 import type { Compression } from '../archive/compression.js';
 import { extractTree, packTree } from '../archive/tar.js';
 import type { BackupTarget, ChunkedBackupResult } from './chunked.js';
-import { chunksDirectory, createChunkedBackup, manifestName, readManifest, restoreChunkedBackup } from './chunked.js';
+import { chunksDirectory, createChunkedBackup, manifestName, readManifest } from './chunked.js';
+import { restoreChunkedBackup } from './chunked-restore.js';
 
 export type BackupFormat = 'chunked' | 'tar';
 

@@ -166,7 +166,13 @@ export class PackWriter {
           this.target.bucket,
           packName(this.target, pack.id as string),
           Readable.from(body),
-          { contentType: packContentType, size, ...(this.signal ? { signal: this.signal } : {}) },
+          {
+            contentType: packContentType,
+            size,
+            // Every blob is checked against its SHA-256 on restore: a whole-pack digest would be a second pass.
+            verifiedByCaller: true,
+            ...(this.signal ? { signal: this.signal } : {}),
+          },
         );
         pack.size = info.size;
         this.uploadedBytes += info.size;

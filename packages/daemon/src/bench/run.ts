@@ -171,6 +171,8 @@ async function benchBackup(scratch: string): Promise<void> {
   await mkdir(tree);
   console.log(`generating a ${mib(treeBytes)} tree of mixed files ...`);
   const { files, bytes } = await generateTree(tree, treeBytes);
+  // The tree's own writeback would otherwise land on whichever run comes first.
+  run('sync', []);
   const storage = new FsRemoteStorage({ root: join(scratch, 'storage') });
   const chunked = new BackupStore(storage, { mode: 'per-owner' }, { format: 'chunked' });
   const plain = new BackupStore(storage, { mode: 'per-owner' }, { format: 'tar' });

@@ -160,6 +160,21 @@ describe('FsRemoteStorage', () => {
     expect((await readdir(join(dir.path, 'bkt', 'shm'))).filter((f) => f.includes('%t'))).toHaveLength(0);
   });
 
+  it('records no digest for content its caller verifies, unless the caller gives one (then still checked)', async () => {
+    const data = randomBytes(3 * 1024 * 1024);
+    const expected = `sha256:${createHash('sha256').update(data).digest('hex')}`;
+    const skipped = await storage.upload('bkt', 'packs/a', body(data), { verifiedByCaller: true });
+    expect(skipped.digest).toBeUndefined();
+    expect((await storage.stat('bkt', 'packs/a'))?.digest).toBeUndefined();
+    expect((await collect(await storage.download('bkt', 'packs/a'))).equals(data)).toBe(true);
+    const given = await storage.upload('bkt', 'packs/b', body(data), { verifiedByCaller: true, digest: expected });
+    expect(given.digest).toBe(expected);
+    await expect(
+      storage.upload('bkt', 'packs/b', body(randomBytes(16)), { verifiedByCaller: true, digest: expected }),
+    ).rejects.toSatisfy((e) => isWorkbayError(e, 'invalid-argument'));
+    expect((await storage.stat('bkt', 'packs/b'))?.digest).toBe(expected);
+  });
+
   it('a reader that opened the old version keeps reading it while an overwrite commits', async () => {
     const big = Buffer.alloc(4 * 1024 * 1024, 1);
     await storage.upload('bkt', 'obj', body(big));

@@ -53,7 +53,8 @@ interface Sidecar {
   readonly name: string;
   readonly size: number;
   readonly lastModified: string;
-  readonly digest: string;
+  /** Absent when the caller verifies the content itself (`UploadOptions.verifiedByCaller`). */
+  readonly digest?: string;
   readonly contentType?: string;
   readonly metadata: Record<string, string>;
   /** Upload id of the data file (`<segment>%z<data>`). */
@@ -173,23 +174,30 @@ export class FsRemoteStorage implements RemoteStorage {
     const dataPath = join(dir, `${base}${dataMarker}${id}`);
     const tempMeta = join(dir, `${base}${tempMarker}${id}`);
     let size = 0;
-    // The digest is always computed here, of exactly the bytes written, so the event loop never spends a pass
-    // over a large object's bytes: small objects are hashed as they stream by; a large body of shared memory (a
-    // backup's packs) is hashed by a worker thread from that memory while it is written; any other large object
-    // afterwards by a worker thread reading the written file back (beside its fsync).
-    let hash: Hash | undefined = createHash('sha256');
+    // The digest is computed here, of exactly the bytes written, so the event loop never spends a pass over a
+    // large object's bytes: small objects are hashed as they stream by; a large body of shared memory is hashed
+    // by a worker thread from that memory while it is written; any other large object afterwards by a worker
+    // thread reading the written file back (beside its fsync). Content its caller verifies itself (a backup's
+    // packs, whose blobs are checked on restore) is not hashed at all: that pass was a sixth of a backup's CPU.
+    const wantDigest = options.digest !== undefined || options.verifiedByCaller !== true;
+    let hash: Hash | undefined = wantDigest ? createHash('sha256') : undefined;
     let shared: SharedMemoryDigest | undefined;
     let first = true;
     const handle = await this.createInDirectory(dir, dataPath);
     /** The data file's fsync and close, running beside the digest and the sidecar's write and fsync. */
     let dataDone: Promise<void> | undefined;
     try {
-      let digest: string;
+      let digest: string | undefined;
       try {
         for await (const chunk of body as AsyncIterable<Buffer | string>) {
           options.signal?.throwIfAborted();
           let buffer = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
-          if (first && SharedMemoryDigest.accepts(buffer) && (options.size ?? Infinity) > inlineDigestLimit) {
+          if (
+            wantDigest &&
+            first &&
+            SharedMemoryDigest.accepts(buffer) &&
+            (options.size ?? Infinity) > inlineDigestLimit
+          ) {
             shared = new SharedMemoryDigest();
             hash = undefined;
           }
@@ -213,7 +221,9 @@ export class FsRemoteStorage implements RemoteStorage {
         options.signal?.throwIfAborted();
         const synced = handle.sync();
         try {
-          digest = `sha256:${shared ? await shared.digest() : hash ? hash.digest('hex') : await digestFile(handle.fd)}`;
+          if (wantDigest) {
+            digest = `sha256:${shared ? await shared.digest() : hash ? hash.digest('hex') : await digestFile(handle.fd)}`;
+          }
         } finally {
           // Closed only once the worker no longer reads it (a reused descriptor number must not be read).
           dataDone = synced.finally(() => handle.close());
@@ -235,7 +245,7 @@ export class FsRemoteStorage implements RemoteStorage {
         name,
         size,
         lastModified: new Date().toISOString(),
-        digest,
+        ...(digest !== undefined ? { digest } : {}),
         ...(options.contentType !== undefined ? { contentType: options.contentType } : {}),
         metadata: lowerCaseKeys(options.metadata ?? {}),
         data: id,
@@ -466,7 +476,7 @@ function toInfo(bucket: string, sidecar: Sidecar): ObjectInfo {
     name: sidecar.name,
     size: sidecar.size,
     lastModified: new Date(sidecar.lastModified),
-    digest: sidecar.digest,
+    ...(sidecar.digest !== undefined ? { digest: sidecar.digest } : {}),
     ...(sidecar.contentType !== undefined ? { contentType: sidecar.contentType } : {}),
     metadata: { ...sidecar.metadata },
   };
