@@ -80,6 +80,17 @@ const fdOps = {
 
 const noFollowWrite = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
 
+/** A file {@link SafeTreeWriter.reserveFile} admitted, as its creator must make it. */
+export interface ReservedFile {
+  readonly absolute: string;
+  readonly mode: number;
+  /** Seconds. */
+  readonly mtime: number;
+  /** Set when owners are preserved (root, or a workspace owner given). */
+  readonly uid?: number;
+  readonly gid?: number;
+}
+
 export class SafeTreeWriter {
   private readonly preserveOwner: boolean;
   private readonly withXattrs: boolean;
@@ -310,6 +321,27 @@ export class SafeTreeWriter {
     tracked.catch(() => undefined); // surfaced through checkFailure/drain
     this.inFlight.set(path, tracked);
     if (entry.xattrs) this.pendingXattrs.push([path, entry.xattrs]);
+  }
+
+  /**
+   * Admits and prepares a file that another thread creates with the calls {@link queueSmallFile} makes (open
+   * with O_CREAT | O_EXCL | O_NOFOLLOW at `absolute`, write, chown to `uid`/`gid` when given, chmod to `mode`,
+   * times to `mtime` seconds); undefined when the policy leaves the entry out. The creator must be done before
+   * {@link finish}; on EEXIST (something in the way) the caller falls back to {@link queueSmallFile}, which
+   * replaces it as archive order says.
+   */
+  async reserveFile(original: TreeEntry): Promise<ReservedFile | undefined> {
+    const entry = this.admit(original);
+    if (!entry) return undefined;
+    const { path, absolute } = await this.prepare(entry.path);
+    if (path === '') throw new InvalidArgumentError('archive', `entry '${entry.path}' names the root as a file`);
+    if (entry.xattrs) this.pendingXattrs.push([path, entry.xattrs]);
+    return {
+      absolute,
+      mode: entry.mode,
+      mtime: entry.mtimeMs / 1000,
+      ...(this.preserveOwner ? { uid: entry.uid, gid: entry.gid } : {}),
+    };
   }
 
   /**

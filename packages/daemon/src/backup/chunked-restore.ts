@@ -1,8 +1,9 @@
 /**
- * Restore of an incremental backup (see chunked.ts for the layout): reads the manifest's tree, creates it, and
- * streams each pack once, writing every blob (verified against its SHA-256) to the files that use it.
+ * Restore of an incremental backup (see chunked.ts for the layout): reads the manifest's tree, creates its
+ * directories, then reads each pack once into shared memory and hands it to a worker thread, which checks every
+ * blob against its SHA-256 and writes it to the files that use it (hash-worker.ts, `place`). The event loop only
+ * reads packs and plans; the kernel's work of creating thousands of files runs on every core.
  */
-import { createHash } from 'node:crypto';
 import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
@@ -12,73 +13,20 @@ import { normalizeEntryPath, SafeTreeWriter } from '../archive/safe-writer.js';
 import type { SafeWriterOptions } from '../archive/safe-writer.js';
 import type { TreeEntry } from '../archive/tree.js';
 import { mapLimit } from '../util/concurrency.js';
-import { smallFileLimit } from '../util/small-files.js';
 import type { BackupTarget } from './chunked.js';
 import type { BackupManifest, ManifestEntry } from './manifest.js';
 import { toTreeEntry } from './manifest.js';
 import { packName } from './pack-writer.js';
+import { sharedWorkerPool } from './worker-pool.js';
 
 /** Directories created at once during a restore. */
 const directoryConcurrency = 8;
 
-function sha256(data: Uint8Array): string {
-  return createHash('sha256').update(data).digest('hex');
-}
-
-/** A FIFO of buffers that hands out exact byte ranges without quadratic copying. */
-class ByteQueue {
-  private chunks: Buffer[] = [];
-  length = 0;
-
-  constructor(private readonly source: AsyncIterator<Buffer>) {}
-
-  private async pull(what: string): Promise<void> {
-    const step = await this.source.next();
-    if (step.done) throw new DataCorruptionError(what, 'more data', 'end of stream');
-    this.chunks.push(step.value);
-    this.length += step.value.length;
-  }
-
-  async skip(count: number, what: string): Promise<void> {
-    let left = count;
-    while (left > 0) {
-      if (this.chunks.length === 0) await this.pull(what);
-      const head = this.chunks[0] as Buffer;
-      if (head.length <= left) {
-        this.chunks.shift();
-        this.length -= head.length;
-        left -= head.length;
-      } else {
-        this.chunks[0] = head.subarray(left);
-        this.length -= left;
-        left = 0;
-      }
-    }
-  }
-
-  async take(count: number, what: string): Promise<Buffer> {
-    while (this.length < count) await this.pull(what);
-    const parts: Buffer[] = [];
-    let left = count;
-    while (left > 0) {
-      const head = this.chunks[0] as Buffer;
-      if (head.length <= left) {
-        parts.push(head);
-        this.chunks.shift();
-        left -= head.length;
-      } else {
-        parts.push(head.subarray(0, left));
-        this.chunks[0] = head.subarray(left);
-        left = 0;
-      }
-    }
-    this.length -= count;
-    return parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, count);
-  }
-}
-
 export interface ChunkedRestoreOptions extends SafeWriterOptions {
-  /** Pack downloads in flight (default 3). */
+  /**
+   * Packs in flight (default 6): read into memory, then checked and written out by a worker. Fewer left the
+   * workers waiting for the next pack (a 1 GiB restore took 2.9 s with 3, 1.8 s with 6); each holds up to 12 MiB.
+   */
   readonly downloadConcurrency?: number;
   readonly signal?: AbortSignal;
 }
@@ -95,7 +43,7 @@ interface PendingFile {
   readonly tree: TreeEntry;
   /** Blob occurrences not yet written. */
   remaining: number;
-  /** Whole file in one blob and small: written in one synchronous burst when its blob arrives. */
+  /** Whole file in one blob: created by the worker that checks the blob. */
   readonly single: boolean;
   /** For multi-blob files: the created file (relative path), once created. */
   created?: Promise<string>;
@@ -168,7 +116,7 @@ async function restoreInto(
       entry,
       tree,
       remaining: blobs.length,
-      single: blobs.length === 1 && entry.size <= smallFileLimit,
+      single: blobs.length === 1,
     };
     files.push(file);
     let offset = 0;
@@ -180,13 +128,10 @@ async function restoreInto(
     }
   }
 
-  const place = async (file: PendingFile, offset: number, content: Buffer): Promise<void> => {
-    if (file.single) {
-      await writer.queueSmallFile(file.tree, content);
-      file.remaining = 0;
-      return;
-    }
-    file.created ??= (async () => {
+  // Multi-blob files are created (and sized) here; their blobs are written into them by the workers, and owner,
+  // mode and times are set here once the last one is in.
+  const created = (file: PendingFile): Promise<string> =>
+    (file.created ??= (async () => {
       const { handle, path } = await writer.createFile(file.tree);
       try {
         await handle.truncate(file.entry.size);
@@ -194,13 +139,12 @@ async function restoreInto(
         await handle.close();
       }
       return path;
-    })();
-    const path = await file.created;
-    const absolute = `${root}/${path}`;
-    const handle = await open(absolute, constants.O_WRONLY | constants.O_NOFOLLOW);
+    })());
+  const finish = async (file: PendingFile): Promise<void> => {
+    const path = await created(file);
+    const handle = await open(`${root}/${path}`, constants.O_WRONLY | constants.O_NOFOLLOW);
     try {
-      await handle.write(content, 0, content.length, offset);
-      if (--file.remaining === 0) await writer.finishFile(handle, file.tree, path);
+      await writer.finishFile(handle, file.tree, path);
     } finally {
       await handle.close();
     }
@@ -215,47 +159,85 @@ async function restoreInto(
     byPack.set(pack, list);
   }
   let transferredBytes = 0;
-  await mapLimit([...byPack.entries()], options.downloadConcurrency ?? 3, async ([pack, blobList]) => {
-    const packInfo = manifest.packs[pack] as { id: string; size: number };
-    let stream: Readable;
-    try {
-      stream = await target.storage.download(target.bucket, packName(target, packInfo.id), signal ? { signal } : {});
-    } catch (error) {
-      if (isWorkbayError(error, 'not-found')) {
-        throw new NotFoundError(`backup is incomplete: pack ${packInfo.id} is missing`, { cause: error });
-      }
-      throw error;
-    }
-    transferredBytes += packInfo.size;
-    try {
-      const data = await decompressAuto(stream);
+  const pool = sharedWorkerPool();
+  const buffers = new PackBuffers();
+  /** Worker jobs still running: a failed restore waits for them before its caller may clean up. */
+  const jobs = new Set<Promise<unknown>>();
+  try {
+    await mapLimit([...byPack.entries()], options.downloadConcurrency ?? 6, async ([pack, blobList]) => {
+      signal?.throwIfAborted();
+      const packInfo = manifest.packs[pack] as { id: string; size: number };
+      const what = `pack ${packInfo.id}`;
       blobList.sort(
         (a, b) => (manifest.blobs[a] as readonly number[])[2]! - (manifest.blobs[b] as readonly number[])[2]!,
       );
-      const iterator = (data as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
-      const queue = new ByteQueue(iterator);
-      const what = `pack ${packInfo.id}`;
-      let position = 0;
-      for (const blob of blobList) {
-        signal?.throwIfAborted();
-        const [hash, , offset, length] = manifest.blobs[blob] as readonly [string, number, number, number];
-        // Bytes before the blob belong to blobs this restore does not need (garbage awaiting a repack).
-        if (offset > position) await queue.skip(offset - position, what);
-        const content = await queue.take(length, what);
-        position = offset + length;
-        // On this thread: WebCrypto's thread-pool digest copies every blob first, and that copy and the garbage
-        // it makes cost more of the event loop than the hash itself (~0.7 ms a MiB), while the pool's threads are
-        // busy creating the restored files.
-        const actual = sha256(content);
-        if (actual !== hash) throw new DataCorruptionError(`blob in ${what}`, `sha256:${hash}`, `sha256:${actual}`);
-        for (const target of placements.get(blob) ?? []) await place(target.file, target.offset, content);
+      const last = manifest.blobs[blobList[blobList.length - 1] as number] as readonly [string, number, number, number];
+      // Only the pack's bytes up to its last needed blob are read (what follows is garbage awaiting a repack).
+      const extent = last[2] + last[3];
+      if (extent > maxPackBytes) {
+        throw new InvalidArgumentError(
+          'manifest',
+          `${what}: blobs reach ${extent} bytes into it, more than a pack holds`,
+        );
       }
-      await iterator.return?.();
-    } finally {
-      // Also on failure (a corrupt blob): the download must not stay open.
-      stream.destroy();
-    }
-  });
+      const buffer = buffers.acquire(extent);
+      try {
+        transferredBytes += packInfo.size;
+        await readPack(target, packInfo.id, buffer, extent, what, signal);
+        // The job: every needed blob with the files it goes to, created by the worker (single-blob files) or
+        // written into (the others, created here first).
+        const job: PlaceBlob[] = [];
+        const multi: PendingFile[] = [];
+        const singles: Array<{ file: PendingFile; blob: number; length: number }> = [];
+        for (const blob of blobList) {
+          const [hash, , offset, length] = manifest.blobs[blob] as readonly [string, number, number, number];
+          const targets: PlaceTarget[] = [];
+          for (const { file, offset: position } of placements.get(blob) ?? []) {
+            if (file.single) {
+              file.remaining = 0;
+              const reserved = await writer.reserveFile(file.tree);
+              if (!reserved) continue;
+              targets.push({ create: true, ...reserved });
+              singles.push({ file, blob: job.length, length });
+            } else {
+              targets.push({ create: false, absolute: `${root}/${await created(file)}`, position });
+              multi.push(file);
+            }
+          }
+          job.push({ offset, length, hash, targets });
+        }
+        const running = pool.run<PlaceAnswer>({ kind: 'place', buffer: buffer.buffer, blobs: job });
+        jobs.add(running);
+        const answer = await running.finally(() => jobs.delete(running));
+        if (answer.corrupt) {
+          const blob = job[answer.corrupt.blob] as PlaceBlob;
+          throw new DataCorruptionError(`blob in ${what}`, `sha256:${blob.hash}`, `sha256:${answer.corrupt.actual}`);
+        }
+        for (const failure of answer.failures) {
+          const blob = job[failure.blob] as PlaceBlob;
+          const placed = blob.targets[failure.target] as PlaceTarget;
+          // Something in the way of a new file (a duplicate path in the manifest): the writer replaces it, or
+          // refuses a directory, as archive order says. Any other failure ends the restore.
+          const single = singles.find((s) => s.blob === failure.blob && placed.create);
+          if (failure.code === 'EEXIST' && single) {
+            await writer.queueSmallFile(
+              single.file.tree,
+              Buffer.from(buffer.subarray(blob.offset, blob.offset + blob.length)),
+            );
+            continue;
+          }
+          throw Object.assign(new Error(`restoring '${placed.absolute}': ${failure.message}`), { code: failure.code });
+        }
+        for (const file of multi) if (--file.remaining === 0) await finish(file);
+      } finally {
+        buffers.release(buffer);
+      }
+    });
+  } catch (error) {
+    // Deliberate: the first failure is the one reported; the others only have to be over.
+    await Promise.allSettled([...jobs]);
+    throw error;
+  }
 
   const incomplete = files.find((file) => file.remaining > 0);
   if (incomplete)
@@ -270,4 +252,78 @@ async function restoreInto(
   }
   await writer.finish();
   return { files: manifest.totals.files, contentBytes: manifest.totals.contentBytes, transferredBytes };
+}
+
+/** The largest part of a pack a restore reads into memory (packs are ~8 MiB; a manifest claiming more is refused). */
+const maxPackBytes = 256 * 1024 * 1024;
+
+interface PlaceTarget {
+  readonly create: boolean;
+  readonly absolute: string;
+  readonly position?: number;
+  readonly mode?: number;
+  readonly mtime?: number;
+  readonly uid?: number;
+  readonly gid?: number;
+}
+
+interface PlaceBlob {
+  readonly offset: number;
+  readonly length: number;
+  readonly hash: string;
+  readonly targets: PlaceTarget[];
+}
+
+interface PlaceAnswer {
+  readonly corrupt?: { readonly blob: number; readonly actual: string };
+  readonly failures: ReadonlyArray<{ blob: number; target: number; code?: string; message: string }>;
+}
+
+/**
+ * Shared buffers the packs are read into (the workers read the blobs from them without a copy), reused across
+ * packs: fresh memory would cost a page fault per 4 KiB and a garbage collection now and then.
+ */
+class PackBuffers {
+  private readonly free: Buffer[] = [];
+
+  acquire(bytes: number): Buffer {
+    const index = this.free.findIndex((b) => b.length >= bytes);
+    if (index >= 0) return (this.free.splice(index, 1)[0] as Buffer).subarray(0, bytes);
+    return Buffer.from(new SharedArrayBuffer(Math.max(bytes, 12 * 1024 * 1024))).subarray(0, bytes);
+  }
+
+  release(buffer: Buffer): void {
+    if (this.free.length < 4) this.free.push(Buffer.from(buffer.buffer));
+  }
+}
+
+/** Reads the first `extent` bytes of a pack (decompressed) into `buffer`; a shorter pack is corrupt. */
+async function readPack(
+  target: BackupTarget,
+  id: string,
+  buffer: Buffer,
+  extent: number,
+  what: string,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  let stream: Readable;
+  try {
+    stream = await target.storage.download(target.bucket, packName(target, id), signal ? { signal } : {});
+  } catch (error) {
+    if (isWorkbayError(error, 'not-found')) {
+      throw new NotFoundError(`backup is incomplete: pack ${id} is missing`, { cause: error });
+    }
+    throw error;
+  }
+  try {
+    let filled = 0;
+    for await (const chunk of (await decompressAuto(stream)) as AsyncIterable<Buffer>) {
+      filled += chunk.copy(buffer, filled, 0, Math.min(chunk.length, extent - filled));
+      if (filled === extent) break;
+    }
+    if (filled < extent) throw new DataCorruptionError(what, `at least ${extent} bytes`, `${filled} bytes`);
+  } finally {
+    // Also when it ended early (the rest is not needed) or failed: the download must not stay open.
+    stream.destroy();
+  }
 }

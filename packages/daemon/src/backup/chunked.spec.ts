@@ -1,15 +1,19 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { isWorkbayError } from '../errors.js';
 import { FsRemoteStorage } from '../storage/fs-storage.js';
 import { describeTree, tempDir } from '../test-support/tree.js';
 import type { BackupTarget } from './chunked.js';
-import { createChunkedBackup } from './chunked.js';
+import { createChunkedBackup, manifestName, readManifest } from './chunked.js';
 import { restoreChunkedBackup } from './chunked-restore.js';
-import { readManifest } from './chunked.js';
+import type { BackupManifest } from './manifest.js';
+import { encodeManifest } from './manifest.js';
+import { packName } from './pack-writer.js';
 
-describe('repacking', () => {
+describe('chunked backups', () => {
   let work: Awaited<ReturnType<typeof tempDir>>;
   let storage: FsRemoteStorage;
   let target: BackupTarget;
@@ -51,5 +55,80 @@ describe('repacking', () => {
       (await readManifest(target)) as NonNullable<Awaited<ReturnType<typeof readManifest>>>,
     );
     expect(await describeTree(restored)).toEqual(await describeTree(source));
+  });
+
+  describe('restore', () => {
+    const manifestOf = async (): Promise<BackupManifest> => (await readManifest(target)) as BackupManifest;
+    const backUp = async (files: Record<string, Buffer>): Promise<BackupManifest> => {
+      const source = join(work.path, 'src');
+      await mkdir(source, { recursive: true });
+      for (const [name, data] of Object.entries(files)) await writeFile(join(source, name), data);
+      await createChunkedBackup(source, target, 'ws-1', {});
+      return manifestOf();
+    };
+    const restoreTo = async (manifest: BackupManifest): Promise<{ dir: string; error: unknown }> => {
+      const dir = join(work.path, `restored-${Math.random().toString(36).slice(2)}`);
+      await mkdir(dir);
+      const error = await restoreChunkedBackup(dir, target, manifest).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      return { dir, error };
+    };
+
+    it('a corrupt blob of a small file fails the restore, and its file is never written', async () => {
+      const good = randomBytes(5000);
+      const bad = randomBytes(7000);
+      const manifest = await backUp({ good, bad });
+      const pack = manifest.packs[0]?.id as string;
+      const chunks: Buffer[] = [];
+      for await (const c of await storage.download('bkt', packName(target, pack))) chunks.push(c as Buffer);
+      const data = Buffer.concat(chunks);
+      const at = data.indexOf(bad.subarray(0, 32));
+      data[at + 100] = (data[at + 100] as number) ^ 0xff;
+      await storage.upload('bkt', packName(target, pack), Readable.from([data]));
+      const { dir, error } = await restoreTo(manifest);
+      expect(isWorkbayError(error, 'internal')).toBe(true);
+      expect(String(error)).toMatch(/digest mismatch/);
+      expect(await readdir(dir)).not.toContain('bad');
+    });
+
+    it('a pack shorter than its blobs is corrupt, not a short file', async () => {
+      const manifest = await backUp({ a: randomBytes(3000), b: randomBytes(4000) });
+      const pack = manifest.packs[0]?.id as string;
+      const chunks: Buffer[] = [];
+      for await (const c of await storage.download('bkt', packName(target, pack))) chunks.push(c as Buffer);
+      const data = Buffer.concat(chunks);
+      await storage.upload('bkt', packName(target, pack), Readable.from([data.subarray(0, data.length - 10)]));
+      const { error } = await restoreTo(manifest);
+      expect(isWorkbayError(error, 'internal')).toBe(true);
+      expect(String(error)).toMatch(/at least/);
+    });
+
+    it('a manifest placing a blob beyond any pack size is refused before anything is read', async () => {
+      const manifest = await backUp({ a: randomBytes(3000) });
+      const blobs = manifest.blobs.map(([hash, pack, , length]) => [hash, pack, 2 ** 40, length] as const);
+      const { error } = await restoreTo({ ...manifest, blobs });
+      expect(isWorkbayError(error, 'invalid-argument')).toBe(true);
+      expect(String(error)).toMatch(/more than a pack holds/);
+    });
+
+    it('a file listed twice is restored once, with one of its contents, and nothing fails', async () => {
+      const one = randomBytes(6000);
+      const two = randomBytes(6000);
+      const manifest = await backUp({ one, two });
+      const entry = manifest.entries.find((e) => e.path === 'two');
+      const entries = [...manifest.entries, { ...entry!, path: 'one' }];
+      await storage.upload(
+        'bkt',
+        manifestName(target),
+        Readable.from([await encodeManifest({ ...manifest, entries })]),
+      );
+      const { dir, error } = await restoreTo(await manifestOf());
+      expect(error).toBeUndefined();
+      const restored = await readFile(join(dir, 'one'));
+      expect(restored.equals(one) || restored.equals(two)).toBe(true);
+      expect((await readFile(join(dir, 'two'))).equals(two)).toBe(true);
+    });
   });
 });

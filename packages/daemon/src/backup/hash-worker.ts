@@ -1,6 +1,8 @@
 /**
  * The body of a backup worker thread: reads files, cuts them into chunks and hashes the chunks (SHA-256 from
- * node:crypto), so that a backup uses every core while the main thread deduplicates, packs and uploads.
+ * node:crypto), so that a backup uses every core while the main thread deduplicates, packs and uploads; and in a
+ * restore checks each blob and writes it into the files that use it, so that creating thousands of files (the
+ * kernel's work, six calls each) runs on every core instead of as thread-pool round trips from the event loop.
  *
  * The worker runs from source text (`new Worker(source, { eval: true })`) built from the functions below, so
  * that it starts the same way from `dist/` and from the TypeScript sources under vitest. {@link workerMain} must
@@ -21,6 +23,12 @@
  *   answer: messages to one worker are handled in order, so a later `hash-final` sees every update before it.
  * - `{ kind: 'hash-final', id, key }`: the SHA-256 of everything fed under `key`. Answer `{ id, hex }`; an error if
  *   nothing was (a replaced worker lost the updates).
+ * - `{ kind: 'place', id, buffer, blobs }` (restore): for each blob `{ offset, length, hash, targets }` of the shared
+ *   `buffer` (a pack), checks its SHA-256, then writes it to each target: `{ create: true, absolute, mode, uid?,
+ *   gid?, mtime }` creates a new file (O_EXCL, O_NOFOLLOW) holding just this blob, with owner, mode and times as
+ *   the restore's writer admitted them; `{ create: false, absolute, position }` writes into an existing file of
+ *   the restore (O_NOFOLLOW). Answer `{ id, failures }` (per target `{ blob, target, code, message }`), or
+ *   `{ id, corrupt: { blob, actual } }` at the first blob whose content is not its hash (nothing after it written).
  * - `{ kind: 'drop', key }`: forget a file's or a digest's state (its backup or upload failed).
  * - `{ kind: 'recycle', buffer }`: a transferred buffer the main thread is done with, for reuse.
  * A failure answers `{ id, error: { message, code } }`.
@@ -204,6 +212,79 @@ export function workerMain(cut: FindCut): void {
     parentPort?.postMessage({ id: job.id, data, lengths, hashes, bytesRead, eof });
   };
 
+  interface PlaceTarget {
+    create: boolean;
+    absolute: string;
+    position?: number;
+    mode?: number;
+    uid?: number;
+    gid?: number;
+    mtime?: number;
+  }
+  interface PlaceJob {
+    kind: 'place';
+    id: number;
+    buffer: SharedArrayBuffer;
+    blobs: Array<{ offset: number; length: number; hash: string; targets: PlaceTarget[] }>;
+  }
+
+  const writeAll = (fd: number, data: Buffer, position: number): void => {
+    for (let written = 0; written < data.length;) {
+      written += fs.writeSync(fd, data, written, data.length - written, position + written);
+    }
+  };
+
+  /** The calls tar makes per file, in the same order (chown clears setuid bits, so mode comes after it). */
+  const createFile = (target: PlaceTarget, data: Buffer): void => {
+    const { O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW } = fs.constants;
+    const fd = fs.openSync(target.absolute, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600);
+    try {
+      writeAll(fd, data, 0);
+      if (target.uid !== undefined) fs.fchownSync(fd, target.uid, target.gid as number);
+      fs.fchmodSync(fd, target.mode as number);
+      fs.futimesSync(fd, target.mtime as number, target.mtime as number);
+    } finally {
+      fs.closeSync(fd);
+    }
+  };
+
+  const writeInto = (target: PlaceTarget, data: Buffer): void => {
+    const fd = fs.openSync(target.absolute, fs.constants.O_WRONLY | fs.constants.O_NOFOLLOW);
+    try {
+      writeAll(fd, data, target.position as number);
+    } finally {
+      fs.closeSync(fd);
+    }
+  };
+
+  const place = (job: PlaceJob): void => {
+    const pack = Buffer.from(job.buffer);
+    const failures: Array<{ blob: number; target: number; code?: string; message: string }> = [];
+    for (const [b, blob] of job.blobs.entries()) {
+      const data = pack.subarray(blob.offset, blob.offset + blob.length);
+      const actual = sha256(data);
+      if (actual !== blob.hash) {
+        parentPort?.postMessage({ id: job.id, corrupt: { blob: b, actual }, failures });
+        return;
+      }
+      for (const [t, target] of blob.targets.entries()) {
+        try {
+          if (target.create) createFile(target, data);
+          else writeInto(target, data);
+        } catch (error) {
+          const failure = error as NodeJS.ErrnoException;
+          failures.push({
+            blob: b,
+            target: t,
+            message: String(failure?.message ?? error),
+            ...(failure?.code ? { code: failure.code } : {}),
+          });
+        }
+      }
+    }
+    parentPort?.postMessage({ id: job.id, failures });
+  };
+
   interface HashFinalJob {
     kind: 'hash-final';
     id: number;
@@ -228,7 +309,7 @@ export function workerMain(cut: FindCut): void {
     idle = setTimeout(() => (free.length = 0), 5_000);
     idle.unref();
   };
-  parentPort?.on('message', (job: FilesJob | SegmentJob | DigestJob | HashFinalJob | Control) => {
+  parentPort?.on('message', (job: FilesJob | SegmentJob | DigestJob | HashFinalJob | PlaceJob | Control) => {
     touch();
     if (job.kind === 'drop') {
       open.delete(job.key);
@@ -249,6 +330,7 @@ export function workerMain(cut: FindCut): void {
       if (job.kind === 'files') files(job);
       else if (job.kind === 'digest') digest(job);
       else if (job.kind === 'hash-final') hashFinal(job);
+      else if (job.kind === 'place') place(job);
       else segment(job);
     } catch (error) {
       if (job.kind === 'segment') open.delete(job.key);
