@@ -167,6 +167,7 @@ export type {
   UploadOptions,
   DownloadOptions,
   ListOptions,
+  ReadIntoOptions,
   DeleteTarget,
   PresignMethod,
   PresignOptions,

@@ -123,7 +123,7 @@ function memoryWatch(): { stop(): number } {
  * semantics, overwrite and delete (by name and by prefix), concurrent writers, presigned GET/PUT URLs fetched
  * over HTTP including expiry, disk usage, and atomicity: an interrupted upload leaves no half object and the
  * previous version intact, and readers never see an upload before it is complete; and, for a backend that declares
- * `verifiesDigests`, downloads with `verifyDigest`.
+ * `verifiesDigests`, downloads with `verifyDigest`; for one with `readInto`, reads into a caller's buffer.
  */
 export function runStorageConformance(
   name: string,
@@ -240,6 +240,25 @@ export function runStorageConformance(
         expect(info.size).toBe(data.length);
         const back = await digestStream(await storage.download(bucket, 'rt/binary.bin'));
         expect(back).toEqual({ digest: sha256Of(data), size: data.length });
+      });
+
+      it('readInto, where present: fills the buffer from an offset, stops at the end, and misses like download', async () => {
+        // Optional (RemoteStorage.readInto); a backend without it passes vacuously.
+        if (!storage.readInto) return;
+        const data = Buffer.alloc(2 * MiB + 7);
+        for (let i = 0; i < data.length; i++) data[i] = (i * 11 + (i >> 10)) & 0xff;
+        await storage.upload(bucket, 'rt/read-into.bin', Readable.from(chunked(data, 64 * 1024)));
+        const whole = Buffer.alloc(data.length);
+        expect(await storage.readInto(bucket, 'rt/read-into.bin', whole)).toBe(data.length);
+        expect(whole.equals(data)).toBe(true);
+        const shared = Buffer.from(new SharedArrayBuffer(MiB));
+        expect(await storage.readInto(bucket, 'rt/read-into.bin', shared, { offset: 5000 })).toBe(MiB);
+        expect(shared.equals(data.subarray(5000, 5000 + MiB))).toBe(true);
+        const tail = Buffer.alloc(100);
+        expect(await storage.readInto(bucket, 'rt/read-into.bin', tail, { offset: data.length - 40 })).toBe(40);
+        expect(tail.subarray(0, 40).equals(data.subarray(data.length - 40))).toBe(true);
+        const missing = await storage.readInto(bucket, 'rt/not-there.bin', Buffer.alloc(10)).catch((e: unknown) => e);
+        expect(isWorkbayError(missing, 'not-found')).toBe(true);
       });
 
       it('verifiedByCaller: the object round-trips; a digest given beside it is the one recorded', async () => {

@@ -5,6 +5,7 @@ export type {
   UploadOptions,
   DownloadOptions,
   ListOptions,
+  ReadIntoOptions,
   DeleteTarget,
   PresignMethod,
   PresignOptions,

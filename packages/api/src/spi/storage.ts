@@ -44,6 +44,12 @@ export interface DownloadOptions {
   readonly verifyDigest?: boolean;
 }
 
+export interface ReadIntoOptions {
+  /** Where in the object to start (default 0). */
+  readonly offset?: number;
+  readonly signal?: AbortSignal;
+}
+
 export interface ListOptions {
   /** Only objects whose name starts with this. */
   readonly prefix?: string;
@@ -93,6 +99,13 @@ export interface RemoteStorage {
   upload(bucket: string, name: string, body: Readable, options?: UploadOptions): Promise<ObjectInfo>;
   /** A stream of the object's bytes. Rejects with `NotFoundError` if the object or bucket is missing. */
   download(bucket: string, name: string, options?: DownloadOptions): Promise<Readable>;
+  /**
+   * Reads the object's bytes from `offset` (default 0) into `into` until it is full or the object ends; resolves
+   * with the count. Optional: for callers that keep their own (shared) buffers, such as a restore reading packs
+   * for worker threads, and that otherwise copy from {@link download}'s stream. Rejects like `download` when the
+   * object or bucket is missing.
+   */
+  readInto?(bucket: string, name: string, into: Uint8Array, options?: ReadIntoOptions): Promise<number>;
   stat(bucket: string, name: string): Promise<ObjectInfo | undefined>;
   /** Objects in name order. */
   list(bucket: string, options?: ListOptions): AsyncIterable<ObjectInfo>;

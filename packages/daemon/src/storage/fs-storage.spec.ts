@@ -160,6 +160,15 @@ describe('FsRemoteStorage', () => {
     expect((await readdir(join(dir.path, 'bkt', 'shm'))).filter((f) => f.includes('%t'))).toHaveLength(0);
   });
 
+  it('readInto refuses an offset that is not a non-negative integer, and changes nothing', async () => {
+    await storage.upload('bkt', 'obj', body('hello'));
+    for (const offset of [-1, 1.5, Number.NaN]) {
+      const error = await storage.readInto('bkt', 'obj', Buffer.alloc(4), { offset }).catch((e: unknown) => e);
+      expect(isWorkbayError(error, 'invalid-argument')).toBe(true);
+    }
+    expect((await collect(await storage.download('bkt', 'obj'))).toString()).toBe('hello');
+  });
+
   it('records no digest for content its caller verifies, unless the caller gives one (then still checked)', async () => {
     const data = randomBytes(3 * 1024 * 1024);
     const expected = `sha256:${createHash('sha256').update(data).digest('hex')}`;

@@ -27,6 +27,7 @@ import type {
   PluginLogger,
   PresignMethod,
   PresignOptions,
+  ReadIntoOptions,
   RemoteStorage,
   UploadOptions,
 } from '@workbay/api';
@@ -326,16 +327,41 @@ export class FsRemoteStorage implements RemoteStorage {
   }
 
   async download(bucket: string, name: string, options: DownloadOptions = {}): Promise<Readable> {
+    const handle = await this.openData(bucket, name, options.signal);
+    // 1 MiB reads: a sixteenth of the thread-pool round trips of the 64 KiB default for large objects.
+    return handle.createReadStream({ autoClose: true, signal: options.signal, highWaterMark: 1024 * 1024 });
+  }
+
+  async readInto(bucket: string, name: string, into: Uint8Array, options: ReadIntoOptions = {}): Promise<number> {
+    const offset = options.offset ?? 0;
+    if (!Number.isSafeInteger(offset) || offset < 0) {
+      throw new InvalidArgumentError('offset', `must be a non-negative integer, not ${offset}`);
+    }
+    const handle = await this.openData(bucket, name, options.signal);
+    try {
+      let filled = 0;
+      while (filled < into.length) {
+        options.signal?.throwIfAborted();
+        const { bytesRead } = await handle.read(into, filled, into.length - filled, offset + filled);
+        if (bytesRead === 0) break;
+        filled += bytesRead;
+      }
+      return filled;
+    } finally {
+      await handle.close();
+    }
+  }
+
+  /** Opens the data file of an object's current version. */
+  private async openData(bucket: string, name: string, signal: AbortSignal | undefined): Promise<FileHandle> {
     const { dir, base } = this.objectPaths(bucket, name);
     // A concurrent upload can replace the sidecar and delete the data file we were about to open; re-read.
     for (let attempt = 0; ; attempt++) {
-      options.signal?.throwIfAborted();
+      signal?.throwIfAborted();
       const sidecar = await this.readSidecar(dir, base);
       if (!sidecar) throw new NotFoundError(`object '${name}' not found in bucket '${bucket}'`);
       try {
-        const handle = await open(join(dir, `${base}${dataMarker}${sidecar.data}`), 'r');
-        // 1 MiB reads: a sixteenth of the thread-pool round trips of the 64 KiB default for large objects.
-        return handle.createReadStream({ autoClose: true, signal: options.signal, highWaterMark: 1024 * 1024 });
+        return await open(join(dir, `${base}${dataMarker}${sidecar.data}`), 'r');
       } catch (error) {
         if (!isNotFound(error) || attempt >= 5) throw error;
       }
