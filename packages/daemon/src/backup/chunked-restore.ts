@@ -17,7 +17,8 @@ import type { BackupTarget } from './chunked.js';
 import type { BackupManifest, ManifestEntry } from './manifest.js';
 import { toTreeEntry } from './manifest.js';
 import { packName } from './pack-writer.js';
-import { sharedWorkerPool } from './worker-pool.js';
+import type { PlaceBlob, PlaceTarget } from './worker-writes.js';
+import { placeFailure, placeOnWorker, SharedBuffers } from './worker-writes.js';
 
 /** Directories created at once during a restore. */
 const directoryConcurrency = 8;
@@ -159,8 +160,7 @@ async function restoreInto(
     byPack.set(pack, list);
   }
   let transferredBytes = 0;
-  const pool = sharedWorkerPool();
-  const buffers = new PackBuffers();
+  const buffers = new SharedBuffers(12 * 1024 * 1024);
   /** Worker jobs still running: a failed restore waits for them before its caller may clean up. */
   const jobs = new Set<Promise<unknown>>();
   try {
@@ -206,7 +206,7 @@ async function restoreInto(
           }
           job.push({ offset, length, hash, targets });
         }
-        const running = pool.run<PlaceAnswer>({ kind: 'place', buffer: buffer.buffer, blobs: job });
+        const running = placeOnWorker(buffer, job);
         jobs.add(running);
         const answer = await running.finally(() => jobs.delete(running));
         if (answer.corrupt) {
@@ -226,7 +226,7 @@ async function restoreInto(
             );
             continue;
           }
-          throw Object.assign(new Error(`restoring '${placed.absolute}': ${failure.message}`), { code: failure.code });
+          throw placeFailure(placed, failure);
         }
         for (const file of multi) if (--file.remaining === 0) await finish(file);
       } finally {
@@ -256,46 +256,6 @@ async function restoreInto(
 
 /** The largest part of a pack a restore reads into memory (packs are ~8 MiB; a manifest claiming more is refused). */
 const maxPackBytes = 256 * 1024 * 1024;
-
-interface PlaceTarget {
-  readonly create: boolean;
-  readonly absolute: string;
-  readonly position?: number;
-  readonly mode?: number;
-  readonly mtime?: number;
-  readonly uid?: number;
-  readonly gid?: number;
-}
-
-interface PlaceBlob {
-  readonly offset: number;
-  readonly length: number;
-  readonly hash: string;
-  readonly targets: PlaceTarget[];
-}
-
-interface PlaceAnswer {
-  readonly corrupt?: { readonly blob: number; readonly actual: string };
-  readonly failures: ReadonlyArray<{ blob: number; target: number; code?: string; message: string }>;
-}
-
-/**
- * Shared buffers the packs are read into (the workers read the blobs from them without a copy), reused across
- * packs: fresh memory would cost a page fault per 4 KiB and a garbage collection now and then.
- */
-class PackBuffers {
-  private readonly free: Buffer[] = [];
-
-  acquire(bytes: number): Buffer {
-    const index = this.free.findIndex((b) => b.length >= bytes);
-    if (index >= 0) return (this.free.splice(index, 1)[0] as Buffer).subarray(0, bytes);
-    return Buffer.from(new SharedArrayBuffer(Math.max(bytes, 12 * 1024 * 1024))).subarray(0, bytes);
-  }
-
-  release(buffer: Buffer): void {
-    if (this.free.length < 4) this.free.push(Buffer.from(buffer.buffer));
-  }
-}
 
 /**
  * Reads the first `extent` bytes of a pack (decompressed) into `buffer`; a shorter pack is corrupt. Uncompressed

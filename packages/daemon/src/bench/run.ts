@@ -191,6 +191,8 @@ async function benchBackup(scratch: string): Promise<void> {
     const chunkedMs: number[] = [];
     const plainMs: number[] = [];
     const resticMs: number[] = [];
+    /** The chunked backup's CPU time (all threads): tells a slow run that waited from one that worked more. */
+    const chunkedCpuMs: number[] = [];
     const restic = ResticBaseline.available() ? new ResticBaseline(scratch) : undefined;
     if (!restic) console.log('  (restic is not installed: its baseline rows are skipped)');
     let tarSize = 0;
@@ -215,7 +217,10 @@ async function benchBackup(scratch: string): Promise<void> {
         },
         async () => {
           run('sync', []);
+          const cpu = process.cpuUsage();
           chunkedMs.push((await timed(() => chunked.backup(tree, ref))).ms);
+          const used = process.cpuUsage(cpu);
+          chunkedCpuMs.push((used.user + used.system) / 1000);
         },
         async () => {
           run('sync', []);
@@ -233,7 +238,7 @@ async function benchBackup(scratch: string): Promise<void> {
     // Every run, in run order: on a shared machine a median hides how far single runs swing.
     const list = (values: number[]): string => values.map((ms) => (ms / 1000).toFixed(2)).join(' / ');
     console.log(
-      `  (seconds per run: chunked ${list(chunkedMs)}; plain tar ${list(plainMs)}; tar -cf + sync ${list(gnuWriteMs)}` +
+      `  (seconds per run: chunked ${list(chunkedMs)} (CPU ${list(chunkedCpuMs)}); plain tar ${list(plainMs)}; tar -cf + sync ${list(gnuWriteMs)}` +
         `${restic ? `; restic ${list(resticMs)}` : ''})`,
     );
     row(
