@@ -45,12 +45,12 @@ export function workerMain(cut: FindCut): void {
   /* eslint-disable @typescript-eslint/no-require-imports -- eval workers are CommonJS scripts */
   const { parentPort } = require('node:worker_threads') as typeof WorkerThreads;
   const fs = require('node:fs') as typeof Fs;
-  const { createHash } = require('node:crypto') as typeof Crypto;
+  const { createHash, hash } = require('node:crypto') as typeof Crypto;
   /* eslint-enable @typescript-eslint/no-require-imports */
   const segmentBytes = 8 * 1024 * 1024;
   const open = new Map<string, { position: number; carry: Buffer; carried: number }>();
   const digests = new Map<string, Crypto.Hash>();
-  const sha256 = (data: Uint8Array): string => createHash('sha256').update(data).digest('hex');
+  const sha256 = (data: Uint8Array): string => hash('sha256', data, 'hex');
   // Buffers come back from the main thread once consumed: fresh memory costs a page fault per 4 KiB and
   // garbage collections, which together cost more than the hashing.
   const free: SharedArrayBuffer[] = [];

@@ -7,7 +7,7 @@
  *    (skipped with a note when `restic` is not installed; `npm run bench` installs it).
  *
  * Sizes: WORKBAY_BENCH_TREE_BYTES (default 1 GiB), WORKBAY_BENCH_GIT_FILES (default 3000),
- * WORKBAY_BENCH_RUNS (default 3, medians are reported; backups and restores rotate their order between runs),
+ * WORKBAY_BENCH_RUNS (default 5, medians are reported: with 3, one run disturbed by the disk's state moved a median 20%; backups and restores rotate their order between runs),
  * WORKBAY_BENCH_DIR (scratch space, default the OS tmp), WORKBAY_BENCH_ONLY (`git` or `backup`: only that part).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
@@ -24,7 +24,7 @@ import { ResticBaseline } from './restic.js';
 const MiB = 1024 * 1024;
 const treeBytes = Number(process.env['WORKBAY_BENCH_TREE_BYTES'] ?? 1024 * MiB);
 const gitFiles = Number(process.env['WORKBAY_BENCH_GIT_FILES'] ?? 3000);
-const runs = Math.max(1, Number(process.env['WORKBAY_BENCH_RUNS'] ?? 3));
+const runs = Math.max(1, Number(process.env['WORKBAY_BENCH_RUNS'] ?? 5));
 const scratchRoot = process.env['WORKBAY_BENCH_DIR'] ?? tmpdir();
 /** `git` or `backup` runs only that part (while developing). */
 const only = process.env['WORKBAY_BENCH_ONLY'];
