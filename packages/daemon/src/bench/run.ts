@@ -7,7 +7,8 @@
  *    (skipped with a note when `restic` is not installed; `npm run bench` installs it).
  *
  * Sizes: WORKBAY_BENCH_TREE_BYTES (default 1 GiB), WORKBAY_BENCH_GIT_FILES (default 3000),
- * WORKBAY_BENCH_RUNS (default 5, medians are reported: with 3, one run disturbed by the disk's state moved a median 20%; backups and restores rotate their order between runs),
+ * WORKBAY_BENCH_RUNS (default 5, medians are reported: with 3, one run disturbed by the disk's state moved a
+ * median by 20%; backups and restores rotate their order between runs),
  * WORKBAY_BENCH_DIR (scratch space, default the OS tmp), WORKBAY_BENCH_ONLY (`git` or `backup`: only that part).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
