@@ -18,8 +18,8 @@ export const systemTools = [
   { rootOnly: true, command: 'mkfs.ext4', pkg: 'e2fsprogs', for: ['start', 'test'] },
   { command: 'getfattr', pkg: 'attr', for: ['start', 'test'] },
   { command: 'zstd', pkg: 'zstd', for: ['test'] },
-  { command: 'curl', pkg: 'curl', for: ['test'] },
-  { command: 'openssl', pkg: 'openssl', for: ['test'] },
+  { command: 'curl', pkg: 'curl', for: ['test', 'bench'] },
+  { command: 'openssl', pkg: 'openssl', for: ['test', 'bench'] },
   // The image test builds and runs the service images without a Docker engine or a registry.
   { command: 'buildah', pkg: 'buildah', for: ['test'] },
   { command: 'ssh-keygen', pkg: 'openssh-client', for: ['test'] },
