@@ -44,6 +44,7 @@ export interface DownloadOptions {
   readonly verifyDigest?: boolean;
 }
 
+/** Options of `RemoteStorage.readInto`. */
 export interface ReadIntoOptions {
   /** Where in the object to start (default 0). */
   readonly offset?: number;
