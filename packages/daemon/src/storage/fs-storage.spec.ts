@@ -1,4 +1,4 @@
-import { readdir } from 'node:fs/promises';
+import { readdir, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { createHash, randomBytes } from 'node:crypto';
@@ -158,6 +158,27 @@ describe('FsRemoteStorage', () => {
     ).rejects.toSatisfy((e) => isWorkbayError(e, 'invalid-argument'));
     expect((await collect(await storage.download('bkt', 'shm/p0'))).equals(whole)).toBe(true);
     expect((await readdir(join(dir.path, 'bkt', 'shm'))).filter((f) => f.includes('%t'))).toHaveLength(0);
+  });
+
+  it('sweeps leftovers of crashed uploads older than 10 minutes, never the current data of an object', async () => {
+    await storage.upload('bkt', 'a/x', body('current'));
+    const folder = join(dir.path, 'bkt', 'a');
+    const current = (await readdir(folder)).find((f) => f.startsWith('x%z')) as string;
+    const old = new Date(Date.now() - 11 * 60 * 1000);
+    const leftovers = ['x%zk0ld0000aaaa', 'x%tk0ld0000bbbb', 'gone%zk0ld0000cccc'];
+    for (const name of [...leftovers, 'x%zfresh0000dddd']) await writeFile(join(folder, name), 'partial');
+    for (const name of [...leftovers, current]) await utimes(join(folder, name), old, old);
+    // Another process (its own sweep times) uploads into the same directory.
+    const other = new FsRemoteStorage({ root: dir.path });
+    try {
+      await other.upload('bkt', 'a/y', body('y'));
+    } finally {
+      await other.close();
+    }
+    const names = await readdir(folder);
+    for (const name of leftovers) expect(names).not.toContain(name);
+    expect(names).toContain('x%zfresh0000dddd');
+    expect((await collect(await storage.download('bkt', 'a/x'))).toString()).toBe('current');
   });
 
   it('readInto refuses an offset that is not a non-negative integer, and changes nothing', async () => {

@@ -70,6 +70,8 @@ const orphanAgeMs = 10 * 60 * 1000;
 const metaSuffix = '%o';
 const dataMarker = '%z';
 const tempMarker = '%t';
+/** How often one directory is swept for leftovers of crashed uploads (see `sweepDirectory`). */
+const sweepIntervalMs = 60 * 1000;
 /** Objects up to this size are hashed on the event loop as they stream by (a worker round trip costs more). */
 const inlineDigestLimit = 1024 * 1024;
 
@@ -117,6 +119,18 @@ function isNotFound(error: unknown): boolean {
   return code === 'ENOENT' || code === 'ENOTDIR';
 }
 
+/** A data (`%z`) or temp (`%t`) file's object segment and upload id; undefined for sidecars and other names. */
+function parseLeftover(entry: string): { base: string; marker: string; id: string } | undefined {
+  for (const marker of [dataMarker, tempMarker]) {
+    const at = entry.lastIndexOf(marker);
+    if (at <= 0) continue;
+    const id = entry.slice(at + marker.length);
+    // Upload ids are base-36 time and hex: anything else is part of an encoded name, not a leftover.
+    if (/^[0-9a-z]+$/.test(id)) return { base: entry.slice(0, at), marker, id };
+  }
+  return undefined;
+}
+
 function newUploadId(): string {
   return `${Date.now().toString(36)}${randomBytes(8).toString('hex')}`;
 }
@@ -130,6 +144,8 @@ export class FsRemoteStorage implements RemoteStorage {
   private readonly commitLock = new KeyedMutex();
   private readonly presign: PresignServer;
   private readonly directorySync = new DirectorySyncs();
+  /** When each directory was last swept for leftovers of crashed uploads. */
+  private readonly swept = new Map<string, number>();
 
   constructor(options: FsStorageOptions) {
     this.root = options.root;
@@ -269,7 +285,7 @@ export class FsRemoteStorage implements RemoteStorage {
           await rm(join(dir, `${base}${dataMarker}${previous.data}`), { force: true });
         }
       });
-      await this.sweepSiblings(dir, base, id);
+      await this.sweepDirectory(dir);
       return toInfo(bucket, sidecar);
     } catch (error) {
       await dataDone?.catch(() => undefined);
@@ -292,27 +308,36 @@ export class FsRemoteStorage implements RemoteStorage {
     }
   }
 
-  /** Removes data and temp files of this object left by crashed uploads. */
-  private async sweepSiblings(dir: string, base: string, keep: string): Promise<void> {
+  /**
+   * Removes data and temp files that crashed uploads left in `dir` (older than {@link orphanAgeMs}, and for a data
+   * file no longer its object's current one). At most once per {@link sweepIntervalMs} a directory: a listing per
+   * upload was quadratic in a directory's objects (a 20 GiB backup's 2,500 packs listed 2,500 times).
+   */
+  private async sweepDirectory(dir: string): Promise<void> {
+    const now = Date.now();
+    const last = this.swept.get(dir);
+    if (last !== undefined && now - last < sweepIntervalMs) return;
+    // Bounded: forgetting a directory only means it is swept again sooner.
+    if (this.swept.size >= 10_000) this.swept.clear();
+    this.swept.set(dir, now);
     let names: string[];
     try {
       names = await readdir(dir);
     } catch {
-      // Deliberate: best effort after a committed write; leftovers stay for the next upload of this object.
+      // Deliberate: best effort after a committed write; leftovers stay for a later sweep.
       return;
     }
-    const now = Date.now();
     for (const entry of names) {
-      for (const marker of [dataMarker, tempMarker]) {
-        const prefix = `${base}${marker}`;
-        if (!entry.startsWith(prefix) || entry.slice(prefix.length) === keep) continue;
-        if (entry.slice(prefix.length).includes('%')) continue;
-        try {
-          const info = await stat(join(dir, entry));
-          if (now - info.mtimeMs > orphanAgeMs) await rm(join(dir, entry), { force: true });
-        } catch {
-          // raced with another sweeper
-        }
+      const leftover = parseLeftover(entry);
+      if (!leftover) continue;
+      const path = join(dir, entry);
+      try {
+        if (now - (await stat(path)).mtimeMs <= orphanAgeMs) continue;
+        if (leftover.marker === dataMarker && (await this.readSidecar(dir, leftover.base))?.data === leftover.id)
+          continue;
+        await rm(path, { force: true });
+      } catch {
+        // Deliberate: raced with another sweeper or a delete; the file is gone or stays for the next sweep.
       }
     }
   }
