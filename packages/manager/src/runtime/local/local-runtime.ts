@@ -250,11 +250,11 @@ export class LocalRuntime implements WorkspaceRuntime {
       }
       r.ready = true;
       instance.status = 'running';
-      // Deliberate: readiness reaches the manager through the event below; an unsaved `ready` only makes a restarted
-      // runtime check readiness again.
-      await this.store.save(r).catch((error: unknown) => this.logger.error({ error: String(error) }, 'save failed'));
       this.logger.info({ instanceId: r.instanceId, port: r.idePort }, 'workspace ready');
       this.emit({ type: 'ready', instanceId: r.instanceId, state: this.stateOf(instance) });
+      // Deliberate: saved after the event, off the start's critical path (a write and an fsync): an unsaved `ready`
+      // only makes a restarted runtime check readiness again. Later saves of the record queue behind this one.
+      await this.store.save(r).catch((error: unknown) => this.logger.error({ error: String(error) }, 'save failed'));
     });
   }
 
