@@ -114,6 +114,37 @@ async function readRange(path: string, offset: number, length: number): Promise<
   }
 }
 
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
+/**
+ * One manifest entry, built as one object (spreads of optional parts made four more per entry, and a backup makes
+ * one per file). `content`: what was stored of a file (`size` is what was read, which can differ from the walk's).
+ */
+function toManifestEntry(
+  tree: TreeEntry,
+  xattrs: Xattrs | undefined,
+  content?: { readonly size: number; readonly blobs: number[]; readonly quick?: string | undefined },
+): ManifestEntry {
+  const entry: Mutable<ManifestEntry> = {
+    path: tree.path,
+    type: tree.type,
+    mode: tree.mode,
+    uid: tree.uid,
+    gid: tree.gid,
+    size: content?.size ?? tree.size,
+    mtimeMs: tree.mtimeMs,
+  };
+  if (tree.linkTarget !== undefined) entry.linkTarget = tree.linkTarget;
+  if (tree.devMajor !== undefined) entry.devMajor = tree.devMajor;
+  if (tree.devMinor !== undefined) entry.devMinor = tree.devMinor;
+  if (xattrs) entry.xattrs = Object.fromEntries(Object.entries(xattrs).map(([k, v]) => [k, v.toString('base64')]));
+  if (content) {
+    entry.blobs = content.blobs;
+    if (content.quick !== undefined) entry.quick = content.quick;
+  }
+  return entry;
+}
+
 function quickKey(entry: WalkedEntry): string {
   const s = entry.stats;
   return `${s.ino}:${s.ctimeNs}:${s.mtimeNs}:${s.size}`;
@@ -327,24 +358,10 @@ export async function createChunkedBackup(
     // The manifest's entries in walk order: metadata, unchanged files (reused blobs), and what was read.
     for (const [index, item] of walked.entries()) {
       signal?.throwIfAborted();
-      const entry = { ...item.entry, ...(xattrs.has(item.entry.path) ? { xattrs: xattrs.get(item.entry.path) } : {}) };
-      const base: ManifestEntry = {
-        path: entry.path,
-        type: entry.type,
-        mode: entry.mode,
-        uid: entry.uid,
-        gid: entry.gid,
-        size: entry.size,
-        mtimeMs: entry.mtimeMs,
-        ...(entry.linkTarget !== undefined ? { linkTarget: entry.linkTarget } : {}),
-        ...(entry.devMajor !== undefined ? { devMajor: entry.devMajor } : {}),
-        ...(entry.devMinor !== undefined ? { devMinor: entry.devMinor } : {}),
-        ...(entry.xattrs
-          ? { xattrs: Object.fromEntries(Object.entries(entry.xattrs).map(([k, v]) => [k, v.toString('base64')])) }
-          : {}),
-      };
-      if (entry.type !== 'file') {
-        entries.push(base);
+      const tree = item.entry;
+      const attrs = xattrs.get(tree.path) ?? tree.xattrs;
+      if (tree.type !== 'file') {
+        entries.push(toManifestEntry(tree, attrs));
         continue;
       }
       const reuse = reuses[index];
@@ -357,14 +374,14 @@ export async function createChunkedBackup(
           return useBlob(known.get(hash) as BlobRef);
         });
         noteSources(item.absolute, indices);
-        entries.push({ ...base, blobs: indices, ...(item.quick !== undefined ? { quick: item.quick } : {}) });
+        entries.push(toManifestEntry(tree, attrs, { size: tree.size, blobs: indices, quick: item.quick }));
         files++;
-        contentBytes += entry.size;
+        contentBytes += tree.size;
         continue;
       }
       // Not read: it vanished before it could be opened (warned above).
       const result = read.get(index);
-      if (result) entries.push({ ...base, ...result });
+      if (result) entries.push(toManifestEntry(tree, attrs, result));
     }
     // Repack, once enough garbage accumulated: previous packs now mostly garbage get their live blobs rewritten
     // (read back from the local files), so the old pack can be deleted. A blob whose file changed meanwhile
