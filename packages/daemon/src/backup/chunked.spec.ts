@@ -113,6 +113,29 @@ describe('chunked backups', () => {
       expect(String(error)).toMatch(/more than a pack holds/);
     });
 
+    it('a crafted manifest cannot write outside the target: .. and absolute paths, and a file below a symlink', async () => {
+      const manifest = await backUp({ a: randomBytes(3000) });
+      const file = manifest.entries.find((e) => e.path === 'a')!;
+      const outside = join(work.path, 'outside');
+      await mkdir(outside);
+      const crafted: BackupManifest[] = [
+        { ...manifest, entries: [{ ...file, path: '../outside/escaped' }] },
+        { ...manifest, entries: [{ ...file, path: `${outside}/absolute` }] },
+        {
+          ...manifest,
+          entries: [
+            { path: 'link', type: 'symlink', mode: 0o777, uid: 0, gid: 0, size: 0, mtimeMs: 0, linkTarget: outside },
+            { ...file, path: 'link/through' },
+          ],
+        },
+      ];
+      for (const attempt of crafted) {
+        const { error } = await restoreTo(attempt);
+        expect(isWorkbayError(error, 'invalid-argument'), String(error)).toBe(true);
+      }
+      expect(await readdir(outside)).toEqual([]);
+    });
+
     it('a file listed twice is restored once, with one of its contents, and nothing fails', async () => {
       const one = randomBytes(6000);
       const two = randomBytes(6000);
