@@ -38,10 +38,21 @@ const nxStatus = run(
   { NX_DAEMON: 'false', NX_NO_CLOUD: 'true', NX_TUI: 'false' },
 );
 
+// The first lines of a failure message: enough to recognize it, bounded so the summary stays short.
+const firstLines = (message) =>
+  String(message ?? '')
+    .split('\n')
+    .slice(0, 6)
+    .join('\n    ')
+    .slice(0, 1500);
+
 let passed = 0;
 let failed = 0;
 let skipped = 0;
 const missing = [];
+// Failed tests are listed again at the end: CI keeps only the tail of the output, and a flaky test must be
+// identifiable from it.
+const failures = [];
 for (const p of packages) {
   const file = join(packagesDir, p, 'test-report.json');
   if (!existsSync(file)) {
@@ -56,10 +67,21 @@ for (const p of packages) {
   failed += (report.testResults ?? []).filter(
     (r) => r.status === 'failed' && (r.assertionResults ?? []).length === 0,
   ).length;
+  for (const suite of report.testResults ?? []) {
+    const file = (suite.name ?? '').replace(root, '');
+    if (suite.status === 'failed' && (suite.assertionResults ?? []).length === 0) {
+      failures.push(`${file}: ${firstLines(suite.message)}`);
+    }
+    for (const test of suite.assertionResults ?? []) {
+      if (test.status === 'failed')
+        failures.push(`${file} > ${test.fullName}: ${firstLines(test.failureMessages?.[0])}`);
+    }
+  }
 }
 if (targets.includes('test') && missing.length) {
   console.error(`test: no test report from ${missing.join(', ')}`);
   failed += missing.length;
 }
+for (const failure of failures) console.error(`FAILED ${failure}`);
 console.log(`${passed} passed, ${failed} failed, ${skipped} skipped`);
 process.exit(nxStatus !== 0 || failed > 0 ? 1 : 0);

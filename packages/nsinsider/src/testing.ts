@@ -131,8 +131,18 @@ export async function startNamespaceSandbox(options: NamespaceSandboxOptions = {
       if (!exited) {
         await new Promise<void>((resolve) => {
           child.once('exit', () => resolve());
-          setTimeout(resolve, 2000);
+          setTimeout(resolve, 10_000);
         });
+      }
+      // SIGKILL is delivered asynchronously: on a loaded machine the sandbox process can still be alive, with its
+      // namespaces, after unshare exited. Stopped means it is gone or a zombie (which has left its namespaces).
+      const stopDeadline = Date.now() + 10_000;
+      while (Date.now() < stopDeadline) {
+        const stat = await readFile(`/proc/${sandboxPid}/stat`, 'utf8').catch(() => '');
+        // The state follows the parenthesized command name, which may itself contain ') '.
+        const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+        if (stat === '' || state === 'Z' || state === 'X') return;
+        await new Promise((r) => setTimeout(r, 10));
       }
     },
   };
