@@ -10,8 +10,8 @@
  * node modules through `require` (eval workers are CommonJS scripts).
  *
  * Messages (main → worker):
- * - `{ kind: 'files', id, paths, sizes, chunker }`: read whole small files (one open, one read, one close each
- *   when the size is as listed). Answer `{ id, data, files }`: `data` (transferred) holds the files' bytes one
+ * - `{ kind: 'files', id, paths, sizes, inodes, chunker }`: read whole small files (one open, one fstat, one
+ *   read, one close each when the size and inode are as listed). Answer `{ id, data, files }`: `data` (transferred) holds the files' bytes one
  *   after the other; per file `{ vanished }` or `{ lengths, hashes }` (its chunks, in order).
  * - `{ kind: 'segment', id, key, fd, chunker }`: read the next piece (up to 8 MiB) of an open file (the main
  *   thread's descriptor; the worker keeps the position and the bytes after the last cut under `key`). Answer
@@ -80,11 +80,28 @@ export function workerMain(cut: FindCut): void {
     return { lengths, hashes, used: start };
   };
 
+  /** True when the open `fd` is the file at `path`: no symlinked component was crossed (see pinned-path). */
+  const openedAt = (fd: number, path: string): boolean => {
+    try {
+      return fs.readlinkSync(`/proc/self/fd/${fd}`) === path;
+    } catch {
+      // Deliberate: without /proc the check is skipped (O_NOFOLLOW on the last component still holds).
+      return !fs.existsSync('/proc/self/fd');
+    }
+  };
+
   /**
    * Reads a whole file into `target` at `offset` (growing `target` if the file grew since it was listed);
-   * returns the bytes read and the buffer, or undefined if it vanished or became a symlink.
+   * returns the bytes read and the buffer, or undefined if it vanished or became a symlink. `inode` is the
+   * device and inode number the walk listed at `path`.
    */
-  const readInto = (path: string, size: number, target: Buffer, offset: number): [number, Buffer] | undefined => {
+  const readInto = (
+    path: string,
+    inode: readonly [bigint, bigint],
+    size: number,
+    target: Buffer,
+    offset: number,
+  ): [number, Buffer] | undefined => {
     let fd: number;
     try {
       fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
@@ -93,16 +110,12 @@ export function workerMain(cut: FindCut): void {
       if (code === 'ENOENT' || code === 'ELOOP') return undefined;
       throw error;
     }
-    // Not the file at `path` when a symlinked component was crossed (a workspace swapping a directory for a link
-    // to a host directory): treated as vanished. Without /proc the check is skipped (O_NOFOLLOW still holds).
-    let opened: string | undefined;
-    try {
-      opened = fs.readlinkSync(`/proc/self/fd/${fd}`);
-    } catch {
-      // Deliberate: no /proc, see above.
-      opened = undefined;
-    }
-    if (opened !== undefined && opened !== path) {
+    // A workspace can swap a directory for a link to a host directory at any moment: reading through it would
+    // archive host files. The inode the walk listed (through pinned directories) is the file it meant, so the
+    // same device and inode is proof enough and costs an fstat. Another inode (the file was replaced since) must
+    // be the file at `path` by the kernel's own path of the descriptor, or it is treated as vanished.
+    const stats = fs.fstatSync(fd, { bigint: true });
+    if ((stats.dev !== inode[0] || stats.ino !== inode[1]) && !openedAt(fd, path)) {
       fs.closeSync(fd);
       return undefined;
     }
@@ -134,6 +147,8 @@ export function workerMain(cut: FindCut): void {
     id: number;
     paths: string[];
     sizes: number[];
+    /** Device and inode number of each file, as the walk listed them: [dev0, ino0, dev1, ino1, ...]. */
+    inodes: BigUint64Array;
     chunker: ChunkerOptions;
   }
   interface SegmentJob {
@@ -170,7 +185,8 @@ export function workerMain(cut: FindCut): void {
     let buffer = acquire(job.sizes.reduce((sum, size) => sum + size + 1, 0));
     let offset = 0;
     const results = job.paths.map((path, i) => {
-      const read = readInto(path, job.sizes[i] as number, buffer, offset);
+      const inode = [job.inodes[2 * i] as bigint, job.inodes[2 * i + 1] as bigint] as const;
+      const read = readInto(path, inode, job.sizes[i] as number, buffer, offset);
       if (!read) return { vanished: true };
       const [length, grown] = read;
       buffer = grown;

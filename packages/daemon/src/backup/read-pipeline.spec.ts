@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { appendFile, mkdir, mkdtemp, readdir, rm, symlink, unlink, writeFile } from 'node:fs/promises';
+import { appendFile, mkdir, mkdtemp, readdir, rename, rm, symlink, unlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -113,6 +113,32 @@ describe('backup read pipeline (worker threads)', () => {
     const result = await collect(readFiles(pool, files, defaultChunkerOptions));
     expect(result.get('small')).toEqual({ hashes: [], bytes: 0, vanished: true });
     expect(result.get('large')).toEqual({ hashes: [], bytes: 0, vanished: true });
+  });
+
+  it('does not read through a directory swapped for a link to a host directory after the walk (attack)', async () => {
+    const root = join(dir, 'swap-dir');
+    const host = join(dir, 'host-dir');
+    await mkdir(join(root, 'sub'), { recursive: true });
+    await mkdir(host);
+    await writeFile(join(host, 'small'), 'host secret');
+    await writeFile(join(root, 'sub', 'small'), 'workspace');
+    const files = await walk(root);
+    // The workspace replaces its directory by a link to a host directory holding a file of the same name.
+    await rm(join(root, 'sub'), { recursive: true });
+    await symlink(host, join(root, 'sub'));
+    const result = await collect(readFiles(pool, files, defaultChunkerOptions));
+    expect(result.get('sub/small')).toEqual({ hashes: [], bytes: 0, vanished: true });
+  });
+
+  it('reads a file replaced by another one at its path after the walk (an editor saving by rename)', async () => {
+    const root = join(dir, 'replaced');
+    await mkdir(root);
+    await writeFile(join(root, 'file'), 'old');
+    const files = await walk(root);
+    await writeFile(join(root, 'file.tmp'), 'new content');
+    await rename(join(root, 'file.tmp'), join(root, 'file'));
+    const result = await collect(readFiles(pool, files, defaultChunkerOptions));
+    expect(result.get('file')?.hashes).toEqual([sha256(Buffer.from('new content'))]);
   });
 
   it('reads a file that grew after the walk to its end', async () => {

@@ -159,6 +159,16 @@ function toChunks(data: Uint8Array, lengths: readonly number[], hashes: readonly
   return chunks;
 }
 
+/** Device and inode number of each file as the walk listed them, for the worker's check of what it opened. */
+function inodesOf(files: readonly FileToRead[]): BigUint64Array {
+  const inodes = new BigUint64Array(2 * files.length);
+  for (const [i, file] of files.entries()) {
+    inodes[2 * i] = file.item.stats.dev;
+    inodes[2 * i + 1] = file.item.stats.ino;
+  }
+  return inodes;
+}
+
 let nextKey = 0;
 
 /** A large file read piece by piece on one worker, one piece ahead of the consumer. */
@@ -293,6 +303,7 @@ export async function* readFiles(
           kind: 'files',
           paths: task.files.map((f) => f.item.absolute),
           sizes: task.files.map((f) => Number(f.item.stats.size)),
+          inodes: inodesOf(task.files),
           chunker,
         },
         worker,
