@@ -37,7 +37,7 @@ import type * as Crypto from 'node:crypto';
 import type * as Fs from 'node:fs';
 import type * as WorkerThreads from 'node:worker_threads';
 import type { ChunkerOptions } from './chunker.js';
-import { findCut, gearTable } from './chunker.js';
+import { findCut, gearRoller, gearTable } from './chunker.js';
 
 type FindCut = (data: Uint8Array, options: ChunkerOptions, final: boolean) => number | undefined;
 
@@ -359,9 +359,11 @@ export function workerMain(cut: FindCut): void {
   });
 }
 
-/** The worker's source text: the gear table, the chunker, and {@link workerMain}. */
+/** The worker's source text: the gear hash, the chunker, and {@link workerMain}. */
 export function workerSource(): string {
-  return [`const gear = (${gearTable.toString()})();`, findCut.toString(), `(${workerMain.toString()})(findCut);`].join(
-    '\n',
-  );
+  return [
+    `const gear = (${gearRoller.toString()})((${gearTable.toString()})());`,
+    findCut.toString(),
+    `(${workerMain.toString()})(findCut);`,
+  ].join('\n');
 }
