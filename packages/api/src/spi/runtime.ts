@@ -81,6 +81,14 @@ export interface WorkspaceRuntime {
    * the manager gives every instance the same IDE port instead of allocating one from `idePorts`.
    */
   readonly addressPerInstance?: boolean;
+  /**
+   * Optional: sets up ahead of `start` what the instance needs that does not depend on its content (e.g. its cgroup
+   * and network), so that it overlaps with the content's initialization. The manager calls it as the content starts
+   * to be produced (`contentDir` may not exist yet) and never waits for it; nothing of the workspace runs before
+   * `start`. `start` uses what it made; `stop` and `close` give back what no start took. A failure is the runtime's
+   * own: `start` then sets everything up itself and reports what fails there.
+   */
+  prepare?(spec: RuntimeWorkspaceSpec): Promise<void>;
   /** Starts the instance; resolves once it was launched (not necessarily ready). */
   start(spec: RuntimeWorkspaceSpec): Promise<RuntimeWorkspaceState>;
   /** Stops the instance within the grace period; resolves once it is gone. Stopping a gone instance is a no-op. */

@@ -163,6 +163,7 @@ export class EffectRunner {
         }
 
       case 'init-content':
+        this.prepareRuntime(record, log);
         return this.initContent(record, signal, log);
 
       case 'write-ssh-keys':
@@ -218,6 +219,20 @@ export class EffectRunner {
       default:
         throw new Error(`effect ${effect.type} is not performed asynchronously`);
     }
+  }
+
+  /**
+   * Lets the runtime set up what does not depend on the content (cgroup, network) while the daemon produces it. Never
+   * waited for: the start takes what it made, and the stop that every failed start ends in gives back what it did not.
+   */
+  private prepareRuntime(record: WorkspaceRecord, log: Logger): void {
+    const runtime = this.deps.runtime;
+    if (!runtime.prepare) return;
+    const spec = this.deps.runtimeSpec(record);
+    (async () => runtime.prepare?.(spec))().catch((error: unknown) => {
+      // Deliberate: a runtime that could not prepare sets everything up in start(), which reports its own failure.
+      log.debug({ err: error }, 'the runtime could not prepare the start ahead');
+    });
   }
 
   /** InitWorkspace (or, for a resumed start, WaitForInit), with the daemon's retries shown in the status meanwhile. */

@@ -22,7 +22,8 @@ import { assertInstanceId, cgroupOf, groupIsOurs, newInstance, removeCgroup } fr
 import type { Instance } from './instance.js';
 import { groupAlive, isSameProcessAlive, readProcStat, signal, sleep } from './proc.js';
 import { waitReady } from './readiness.js';
-import { provision, spawnWorkspace } from './provision.js';
+import { PreparedHosts } from './prepared-hosts.js';
+import { provision, reserveHost, spawnWorkspace } from './provision.js';
 import { newRecord, stateOfRecord } from './state.js';
 import type { LocalWorkspaceState } from './state.js';
 import { InstanceStore } from './store.js';
@@ -64,6 +65,7 @@ export class LocalRuntime implements WorkspaceRuntime {
   private readonly networks?: WorkspaceNetworks;
   private readonly instances = new Map<string, Instance>();
   private readonly starting = new Set<string>();
+  private readonly prepared: PreparedHosts;
   private readonly eventsSubject = new Subject<RuntimeEvent>();
   private closed = false;
 
@@ -75,6 +77,7 @@ export class LocalRuntime implements WorkspaceRuntime {
     this.isolation = isolation;
     this.logger = logger;
     this.store = new InstanceStore(config.stateDir);
+    this.prepared = new PreparedHosts(logger);
     if (isolation.namespaces) {
       this.networks = new WorkspaceNetworks(
         config.network.pool,
@@ -115,6 +118,20 @@ export class LocalRuntime implements WorkspaceRuntime {
     return [...this.instances.values()].map((i) => this.stateOf(i));
   }
 
+  /**
+   * Reserves the instance's cgroup, network and (when not isolated) IDE host port ahead of its start, while the
+   * daemon still produces the content: an isolated start spends 20–50 ms there. Nothing runs until start().
+   */
+  async prepare(spec: RuntimeWorkspaceSpec): Promise<void> {
+    this.assertOpen();
+    const id = spec.instanceId;
+    assertInstanceId(id);
+    if (this.starting.has(id) || (this.instances.has(id) && this.instances.get(id)!.status !== 'exited')) return;
+    await this.prepared.reserve(id, () =>
+      reserveHost({ spec, isolation: this.isolation, networks: this.networks, ports: this.ports }),
+    );
+  }
+
   async start(spec: RuntimeWorkspaceSpec): Promise<LocalWorkspaceState> {
     this.assertOpen();
     const id = spec.instanceId;
@@ -140,6 +157,7 @@ export class LocalRuntime implements WorkspaceRuntime {
       isolation: this.isolation,
       networks: this.networks,
       ports: this.ports,
+      host: await this.prepared.take(id),
     });
     const { plan, net, cgroup } = p;
     let child: ChildProcess;
@@ -197,6 +215,8 @@ export class LocalRuntime implements WorkspaceRuntime {
   }
 
   async stop(instanceId: string, options: StopOptions): Promise<void> {
+    // A start that never came (the content failed, or the workspace was stopped first) leaves its reservation.
+    await this.prepared.release(instanceId);
     const instance = this.instances.get(instanceId);
     if (!instance) return;
     if (instance.status !== 'exited') {
@@ -221,6 +241,8 @@ export class LocalRuntime implements WorkspaceRuntime {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    // Running instances stay (a new runtime re-adopts them); resources reserved for starts to come go back.
+    await this.prepared.releaseAll();
     for (const instance of this.instances.values()) {
       instance.readyAbort.abort();
       if (instance.pollTimer) clearTimeout(instance.pollTimer);

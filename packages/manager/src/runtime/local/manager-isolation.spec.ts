@@ -54,4 +54,59 @@ describe.runIf(isRoot)('the manager on the isolated local runtime', () => {
     expect((await listLinks(state.net!.ifName)).filter((l) => l.alias.endsWith(` ${request.id}`))).toEqual([]);
     expect(await listNetns(state.net!.netns)).not.toContain(state.net!.netns);
   });
+
+  it('reserves the network while the content is produced; a failed initialization leaves none behind', async () => {
+    const runtime = h.running.runtime as LocalRuntime;
+    const calls: string[] = [];
+    const prepare = runtime.prepare.bind(runtime);
+    const start = runtime.start.bind(runtime);
+    const spied = runtime as { prepare: LocalRuntime['prepare']; start: LocalRuntime['start'] };
+    spied.prepare = (spec) => {
+      calls.push(`prepare ${spec.instanceId}`);
+      return prepare(spec);
+    };
+    spied.start = (spec) => {
+      calls.push(`start ${spec.instanceId}`);
+      return start(spec);
+    };
+    try {
+      const ok = startRequest();
+      await h.client.startWorkspace(ok);
+      await waitForPhase(h.client, ok.id, 'running');
+      const state = (await runtime.inspect(ok.id)) as LocalWorkspaceState;
+      // Prepared as the content began (the start then waits for what is still being reserved, and takes it).
+      expect(calls).toEqual([`prepare ${ok.id}`, `start ${ok.id}`]);
+      expect(state.net!.netns.endsWith(ok.id)).toBe(true);
+      await h.client.stopWorkspace({ id: ok.id, policy: wsman.StopWorkspacePolicy.IMMEDIATELY });
+      await waitForPhase(h.client, ok.id, 'stopped');
+      expect(await listNetns(state.net!.netns)).toEqual([]);
+
+      // A repository that does not exist: the content fails, the start never comes, the stop gives the network back.
+      calls.length = 0;
+      const failing = startRequest({
+        initializer: {
+          spec: {
+            $case: 'git',
+            value: {
+              remoteUri: `file:///nonexistent/${process.pid}.git`,
+              upstreamRemoteUri: '',
+              targetMode: 0,
+              cloneTaget: 'main',
+              checkoutLocation: 'repo',
+              fullClone: false,
+            },
+          },
+        },
+      });
+      await h.client.startWorkspace(failing);
+      const stopped = await waitForPhase(h.client, failing.id, 'stopped');
+      expect(stopped.conditions!.failed).toMatch(/Content initialization failed/);
+      expect(calls.filter((c) => c.startsWith('start'))).toEqual([]);
+      expect(calls[0]).toBe(`prepare ${failing.id}`);
+      expect((await listNetns('wb-')).filter((n) => n.endsWith(failing.id))).toEqual([]);
+    } finally {
+      spied.prepare = prepare;
+      spied.start = start;
+    }
+  });
 });

@@ -14,6 +14,17 @@ import type { WorkspaceNet, WorkspaceNetworks } from './network.js';
 import type { PortAllocator } from './ports.js';
 import { wrapperInvocation } from './wrapper.js';
 
+/**
+ * What a workspace holds on the host that does not depend on its content: the IDE host port when not isolated, its
+ * cgroup and its network. `release` gives all of it back.
+ */
+export interface HostResources {
+  readonly idePort?: number;
+  readonly cgroup?: Cgroup;
+  readonly net?: WorkspaceNet;
+  release(): Promise<void>;
+}
+
 /** What a workspace holds on the host before its process runs; `undo` gives all of it back. */
 export interface Provisioned {
   readonly contentDir: string;
@@ -23,38 +34,32 @@ export interface Provisioned {
   undo(): Promise<void>;
 }
 
-/**
- * Checks the content directory, plans the launch and creates the host resources in order (IDE host port when not
- * isolated, cgroup, network), undoing what was made when a later step fails.
- */
-export async function provision(options: {
+interface HostOptions {
   readonly spec: RuntimeWorkspaceSpec;
-  readonly config: LocalRuntimeConfig;
   readonly isolation: LocalIsolation;
   readonly networks?: WorkspaceNetworks;
   readonly ports: PortAllocator;
-}): Promise<Provisioned> {
-  const { spec, config, isolation, networks, ports } = options;
+}
+
+/**
+ * Creates the host resources in order (IDE host port when not isolated, cgroup, network), giving back what was made
+ * when a later step fails. Needs no content: it may run while the daemon still produces it.
+ */
+export async function reserveHost(options: HostOptions): Promise<HostResources> {
+  const { spec, isolation, networks, ports } = options;
   const id = spec.instanceId;
-  const contentDir = path.resolve(spec.contentDir);
-  // A missing or unreadable content directory is answered just below with FAILED_PRECONDITION naming it.
-  const contentStat = await stat(contentDir).catch(() => undefined);
-  if (!contentStat?.isDirectory()) {
-    throw new FailedPreconditionError(`workspace content directory '${contentDir}' does not exist`);
-  }
-  const isolated = isolation.namespaces;
-  const allocatedIdePort = isolated ? undefined : await ports.allocate(id, spec.ports[0] ?? 0);
+  const idePort = isolation.namespaces ? undefined : await ports.allocate(id, spec.ports[0] ?? 0);
   let cgroup: Cgroup | undefined;
   let net: WorkspaceNet | undefined;
-  const undo = async (): Promise<void> => {
+  const release = async (): Promise<void> => {
     ports.release(id);
-    // Deliberate: undo runs while a start is already failing with its own error, which is what the caller must see;
-    // leftovers of a failed undo are swept by the next runtime start (cgroups and networks tagged by state dir).
+    // Deliberate: release runs while a start is already failing with its own error (or for a start that never
+    // came), which is what the caller must see; leftovers of a failed release are swept by the next runtime start
+    // (cgroups and networks tagged by state dir).
     if (cgroup) await cgroup.remove().catch(() => undefined);
     if (net) await networks?.release(net).catch(() => undefined);
   };
   try {
-    const plan = await planLaunch({ spec, config, contentDir, contentStat, isolated, allocatedIdePort });
     try {
       if (isolation.cgroups) {
         cgroup = await createWorkspaceCgroup(
@@ -73,9 +78,41 @@ export async function provision(options: {
       if (cause instanceof Error && cause.name === 'ResourceExhaustedError') throw cause;
       throw new FailedPreconditionError(`could not set up the network of workspace instance '${id}'`, { cause });
     }
-    return { contentDir, plan, cgroup, net, undo };
+    return { idePort, cgroup, net, release };
   } catch (error) {
-    await undo();
+    await release();
+    throw error;
+  }
+}
+
+/**
+ * Checks the content directory, takes the host resources (`host`, reserved ahead by the runtime's prepare, or
+ * reserved here) and plans the launch, giving the resources back when a step fails.
+ */
+export async function provision(
+  options: HostOptions & { readonly config: LocalRuntimeConfig; readonly host?: HostResources },
+): Promise<Provisioned> {
+  const { spec, config, isolation } = options;
+  const contentDir = path.resolve(spec.contentDir);
+  // A missing or unreadable content directory is answered just below with FAILED_PRECONDITION naming it.
+  const contentStat = await stat(contentDir).catch(() => undefined);
+  if (!contentStat?.isDirectory()) {
+    await options.host?.release();
+    throw new FailedPreconditionError(`workspace content directory '${contentDir}' does not exist`);
+  }
+  const host = options.host ?? (await reserveHost(options));
+  try {
+    const plan = await planLaunch({
+      spec,
+      config,
+      contentDir,
+      contentStat,
+      isolated: isolation.namespaces,
+      allocatedIdePort: host.idePort,
+    });
+    return { contentDir, plan, cgroup: host.cgroup, net: host.net, undo: host.release };
+  } catch (error) {
+    await host.release();
     throw error;
   }
 }
