@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { ChunkerOptions } from './chunker.js';
-import { defaultChunkerOptions, findCut, gearTable } from './chunker.js';
+import { defaultChunkerOptions, findCut, gearRoller, gearTable } from './chunker.js';
 
 /**
  * The chunker as plain JavaScript, the oracle for the WebAssembly one: cut points are part of the storage format
@@ -75,6 +75,25 @@ describe('findCut (the gear hash in WebAssembly)', () => {
       for (const final of [true, false]) {
         const view = data.subarray(0, length);
         expect(findCut(view, options, final), `${length} ${final}`).toBe(referenceCut(view, options, final));
+      }
+    }
+  });
+
+  it('rolls alike in WebAssembly and in the JavaScript fallback (node --jitless has no WebAssembly)', () => {
+    const wasm = gearRoller(gear, true);
+    const plain = gearRoller(gear, false);
+    const data = bytes(600_000, 5);
+    for (const mask of [0xff, 0xfff, 0xffff, 0x3ffff, -1]) {
+      for (const [from, to] of [
+        [0, 600_000],
+        [1000, 140_000],
+        [131_000, 132_000],
+        [5, 5],
+      ] as const) {
+        const start = plain.warm(data, Math.max(0, from - 32), from);
+        expect(wasm.warm(data, Math.max(0, from - 32), from)).toBe(start);
+        expect(wasm.roll(data, from, to, mask, start), `${mask} ${from}`).toBe(plain.roll(data, from, to, mask, start));
+        expect(wasm.hash).toBe(plain.hash);
       }
     }
   });

@@ -56,9 +56,35 @@ export function gearTable(): Int32Array {
  *       (global.set $hash (local.get $hash))
  *       (i32.const -1)))
  *
- * See {@link GearRoller} for what it answers.
+ * See {@link GearRoller} for what it answers. Without WebAssembly (or with `webAssembly` false) the same loop runs
+ * in JavaScript.
  */
-export function gearRoller(table: Int32Array): GearRoller {
+export function gearRoller(table: Int32Array, webAssembly = typeof WebAssembly !== 'undefined'): GearRoller {
+  const warm = (data: Uint8Array, from: number, to: number): number => {
+    let hash = 0;
+    for (let i = from; i < to; i++) hash = ((hash << 1) + (table[data[i] as number] as number)) | 0;
+    return hash;
+  };
+  if (!webAssembly) {
+    // `node --jitless` has no WebAssembly: the same loop in JavaScript (the spec holds both to the same cuts).
+    const plain = {
+      hash: 0,
+      warm,
+      roll(data: Uint8Array, from: number, to: number, mask: number, hash: number): number {
+        let rolled = hash;
+        for (let i = from; i < to;) {
+          rolled = ((rolled << 1) + (table[data[i++] as number] as number)) | 0;
+          if ((rolled & mask) === 0) {
+            plain.hash = rolled;
+            return i;
+          }
+        }
+        plain.hash = rolled;
+        return -1;
+      },
+    };
+    return plain;
+  }
   const module = new WebAssembly.Module(
     Buffer.from(
       'AGFzbQEAAAABCQFgBH9/f38BfwMCAQAFAwEAAgYGAX8BQQALBxgDBm1lbW9yeQIABGhhc2gDAARyb2xsAAAKPwE9AAJAA0AgACABTw0BIAN' +
@@ -78,11 +104,7 @@ export function gearRoller(table: Int32Array): GearRoller {
   new Int32Array(exports.memory.buffer, 0, 256).set(table);
   const roller = {
     hash: 0,
-    warm(data: Uint8Array, from: number, to: number): number {
-      let hash = 0;
-      for (let i = from; i < to; i++) hash = ((hash << 1) + (table[data[i] as number] as number)) | 0;
-      return hash;
-    },
+    warm,
     roll(data: Uint8Array, from: number, to: number, mask: number, hash: number): number {
       let rolled = hash;
       for (let start = from; start < to; start += window) {
