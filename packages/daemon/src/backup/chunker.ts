@@ -37,9 +37,9 @@ export function gearTable(): Int32Array {
 
 /**
  * Rolls the gear hash as WebAssembly: 1.5× the speed of the same loop in JavaScript here (1.78 against 1.16 GiB/s
- * of data cut, copies included); a backup of 1 GiB in 64 MiB files took 1.7–1.9 s instead of 2.4–3.6 s. Self-contained,
- * like {@link gearTable}: the backup workers run its source text. The module (127 bytes, below in base64: what wabt's
- * `wat2wasm` makes of this text) is:
+ * of data cut, copies included); a backup of 1 GiB in 64 MiB files took 1.7–1.9 s instead of 2.4–3.6 s.
+ * Self-contained, like {@link gearTable}: the backup workers run its source text. The module (127 bytes, below in
+ * base64: what wabt's `wat2wasm` makes of this text) is:
  *
  *   (module
  *     (memory (export "memory") 2)          ;; the table (256 x i32) at 0, a window of the data from 1024
