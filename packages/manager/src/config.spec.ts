@@ -1,10 +1,20 @@
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { InvalidArgumentError } from '@workbay/api';
 import { parseByteSize } from '@workbay/api';
 import { defaultManagerConfig, loadManagerConfig, resolveManagerConfig } from './config.js';
+
+const made: string[] = [];
+async function configDir(): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'wb-config-'));
+  made.push(dir);
+  return dir;
+}
+afterAll(async () => {
+  for (const dir of made.splice(0)) await rm(dir, { recursive: true, force: true });
+});
 
 describe('manager config', () => {
   it('has working defaults without a file', async () => {
@@ -38,7 +48,7 @@ describe('manager config', () => {
   });
 
   it('loads YAML, resolves relative paths against the file and parses durations and sizes', async () => {
-    const dir = await mkdtemp(join(tmpdir(), 'wb-config-'));
+    const dir = await configDir();
     const file = join(dir, 'manager.yaml');
     await writeFile(
       file,
@@ -98,7 +108,7 @@ describe('manager config', () => {
 
   it('reports unreadable and malformed files clearly', async () => {
     await expect(loadManagerConfig('/nonexistent/manager.yaml')).rejects.toThrow(/cannot read config file/);
-    const dir = await mkdtemp(join(tmpdir(), 'wb-config-'));
+    const dir = await configDir();
     const file = join(dir, 'bad.yaml');
     await writeFile(file, 'grpc: [unclosed');
     await expect(loadManagerConfig(file)).rejects.toThrow(/not valid YAML/);
