@@ -53,6 +53,12 @@ export const localRuntimeConfigSchema = z.strictObject({
         .regex(/^\d{1,3}(\.\d{1,3}){3}\/\d{1,2}$/, 'must be an IPv4 CIDR like 10.88.0.0/16')
         .refine(isUsablePool, 'must be a network-aligned IPv4 CIDR with a prefix between /8 and /30')
         .default('10.88.0.0/16'),
+      /**
+       * How often the host firewall is installed again (one atomic nft transaction; 0: only before each workspace
+       * network is made). A ruleset flushed by a firewall reload or an operator would otherwise leave every running
+       * workspace unfiltered until the next one starts.
+       */
+      firewallCheckIntervalMs: z.number().int().min(0).default(10_000),
     })
     .prefault({}),
   /** `auto`: a cgroup per workspace when running as root and cgroups are available (v1 or v2, detected). */

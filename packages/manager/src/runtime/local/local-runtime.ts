@@ -68,6 +68,7 @@ export class LocalRuntime implements WorkspaceRuntime {
   private readonly prepared: PreparedHosts;
   private readonly eventsSubject = new Subject<RuntimeEvent>();
   private closed = false;
+  private stopFirewallWatch: (() => void) | undefined;
 
   /** Ready and exit events of all instances. */
   readonly events$: Observable<RuntimeEvent> = this.eventsSubject.asObservable();
@@ -101,6 +102,7 @@ export class LocalRuntime implements WorkspaceRuntime {
       [...runtime.instances.values()].filter((i) => i.status !== 'exited').map((i) => i.record.instanceId),
     );
     await runtime.networks?.cleanupLeftovers(live);
+    runtime.stopFirewallWatch = runtime.networks?.watchFirewall(config.network.firewallCheckIntervalMs);
     logger.info(
       {
         stateDir: config.stateDir,
@@ -241,6 +243,7 @@ export class LocalRuntime implements WorkspaceRuntime {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.stopFirewallWatch?.();
     // Running instances stay (a new runtime re-adopts them); resources reserved for starts to come go back.
     await this.prepared.releaseAll();
     for (const instance of this.instances.values()) {

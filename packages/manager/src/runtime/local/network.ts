@@ -85,6 +85,29 @@ export class WorkspaceNetworks {
     await ensureWorkspaceFirewall({ ifPrefix: workspaceIfPrefix });
   }
 
+  /**
+   * Installs the host firewall again every `intervalMs` (0: never), so that a ruleset flushed by a firewall reload or
+   * an operator leaves running workspaces unfiltered for at most that long. Returns the function that stops it.
+   */
+  watchFirewall(intervalMs: number): () => void {
+    if (intervalMs === 0) return () => undefined;
+    let running = false;
+    const timer = setInterval(() => {
+      if (running) return;
+      running = true;
+      this.ensureFirewall()
+        .catch((error: unknown) => {
+          // Deliberate: retried at the next interval; said loudly, since workspaces may be unfiltered meanwhile.
+          this.logger.error({ err: error }, 'could not install the host firewall for the workspaces again');
+        })
+        .finally(() => {
+          running = false;
+        });
+    }, intervalMs);
+    timer.unref();
+    return () => clearInterval(timer);
+  }
+
   /** Marks a recorded (adopted) workspace's slot as held. */
   hold(net: WorkspaceNet): void {
     this.held.add(net.slot);
