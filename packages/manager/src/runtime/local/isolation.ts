@@ -129,3 +129,36 @@ async function findOnPath(name: string): Promise<string | undefined> {
   }
   return undefined;
 }
+
+/** A workspace cgroup's name below the parent: the runtime's tag (its state dir) and the instance id. */
+export function workspaceCgroupName(tag: string, instanceId: string): string {
+  return `${tag}-${instanceId}`;
+}
+
+/**
+ * Removes this runtime's workspace cgroups (named with its `tag`) that belong to no live instance: left by a runtime
+ * killed between reserving them and recording the start. Processes still in one were never recorded (a workspace
+ * nobody manages) and are killed first. Other runtimes' cgroups (another tag) are not touched.
+ */
+export async function sweepWorkspaceCgroups(
+  isolation: LocalIsolation,
+  tag: string,
+  live: ReadonlySet<string>,
+  logger: PluginLogger,
+): Promise<void> {
+  if (!isolation.cgroups || !isolation.cgroupParent) return;
+  const parent = isolation.cgroups.cgroup(isolation.cgroupParent);
+  const depth = isolation.cgroupParent.split('/').length + 1;
+  const prefix = workspaceCgroupName(tag, '');
+  for (const cg of await parent.descendants()) {
+    const name = path.posix.basename(cg.path);
+    if (cg.path.split('/').length !== depth || !name.startsWith(prefix) || live.has(name.slice(prefix.length)))
+      continue;
+    logger.warn({ cgroup: cg.path }, 'removing a leftover workspace cgroup');
+    // Deliberate: one that cannot go is logged and left; it holds no running workspace of ours either way.
+    await cg
+      .kill()
+      .then(() => cg.remove())
+      .catch((error: unknown) => logger.warn({ cgroup: cg.path, err: error }, 'could not remove a leftover cgroup'));
+  }
+}

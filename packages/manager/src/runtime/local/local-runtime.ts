@@ -14,7 +14,7 @@ import type {
 import { parseLocalRuntimeConfig } from './config.js';
 import type { LocalRuntimeConfig, LocalRuntimeConfigInput } from './config.js';
 import { childExitCode, describeExit } from './exit.js';
-import { decideIsolation } from './isolation.js';
+import { decideIsolation, sweepWorkspaceCgroups } from './isolation.js';
 import type { LocalIsolation } from './isolation.js';
 import { releaseWorkspaceNet, WorkspaceNetworks } from './network.js';
 import { PortAllocator } from './ports.js';
@@ -66,6 +66,8 @@ export class LocalRuntime implements WorkspaceRuntime {
   private readonly instances = new Map<string, Instance>();
   private readonly starting = new Set<string>();
   private readonly prepared: PreparedHosts;
+  /** Names this runtime's netns and cgroups (from its state dir), so that its leftovers are known. */
+  private readonly tag: string;
   private readonly eventsSubject = new Subject<RuntimeEvent>();
   private closed = false;
   private stopFirewallWatch: (() => void) | undefined;
@@ -79,12 +81,9 @@ export class LocalRuntime implements WorkspaceRuntime {
     this.logger = logger;
     this.store = new InstanceStore(config.stateDir);
     this.prepared = new PreparedHosts(logger);
+    this.tag = WorkspaceNetworks.tagFor(path.resolve(config.stateDir));
     if (isolation.namespaces) {
-      this.networks = new WorkspaceNetworks(
-        config.network.pool,
-        WorkspaceNetworks.tagFor(path.resolve(config.stateDir)),
-        logger,
-      );
+      this.networks = new WorkspaceNetworks(config.network.pool, this.tag, logger);
     }
   }
 
@@ -102,6 +101,7 @@ export class LocalRuntime implements WorkspaceRuntime {
       [...runtime.instances.values()].filter((i) => i.status !== 'exited').map((i) => i.record.instanceId),
     );
     await runtime.networks?.cleanupLeftovers(live);
+    await sweepWorkspaceCgroups(isolation, runtime.tag, live, logger);
     runtime.stopFirewallWatch = runtime.networks?.watchFirewall(config.network.firewallCheckIntervalMs);
     logger.info(
       {
@@ -130,7 +130,7 @@ export class LocalRuntime implements WorkspaceRuntime {
     assertInstanceId(id);
     if (this.starting.has(id) || (this.instances.has(id) && this.instances.get(id)!.status !== 'exited')) return;
     await this.prepared.reserve(id, () =>
-      reserveHost({ spec, isolation: this.isolation, networks: this.networks, ports: this.ports }),
+      reserveHost({ spec, tag: this.tag, isolation: this.isolation, networks: this.networks, ports: this.ports }),
     );
   }
 
@@ -159,6 +159,7 @@ export class LocalRuntime implements WorkspaceRuntime {
       isolation: this.isolation,
       networks: this.networks,
       ports: this.ports,
+      tag: this.tag,
       host: await this.prepared.take(id),
     });
     const { plan, net, cgroup } = p;

@@ -6,6 +6,7 @@ import type { RuntimeWorkspaceSpec } from '@workbay/api';
 import { listNetns } from '@workbay/nsinsider';
 import { LocalRuntime } from './local-runtime.js';
 import type { LocalWorkspaceState } from './local-runtime.js';
+import { workspaceCgroupName } from './isolation.js';
 import { WorkspaceNetworks } from './network.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -69,7 +70,12 @@ describe.runIf(isRoot)('LocalRuntime.prepare: host resources reserved while the 
   const netnsOf = (s: RuntimeWorkspaceSpec): string => `wb-${WorkspaceNetworks.tagFor(stateDir)}-${s.instanceId}`;
   const cgroupDirsOf = (runtime: LocalRuntime, s: RuntimeWorkspaceSpec): readonly string[] =>
     runtime.isolation.cgroups
-      ?.cgroup(path.posix.join(runtime.isolation.cgroupParent ?? 'workbay', s.instanceId))
+      ?.cgroup(
+        path.posix.join(
+          runtime.isolation.cgroupParent ?? 'workbay',
+          workspaceCgroupName(WorkspaceNetworks.tagFor(stateDir), s.instanceId),
+        ),
+      )
       .dirs() ?? [];
   const exists = (p: string): Promise<boolean> =>
     stat(p).then(
@@ -108,6 +114,27 @@ describe.runIf(isRoot)('LocalRuntime.prepare: host resources reserved while the 
     await runtime.stop(s.instanceId, { gracePeriodMs: 5_000 });
     expect(await listNetns(netnsOf(s))).toEqual([]);
     for (const dir of dirs) expect(await exists(dir)).toBe(false);
+  });
+
+  it('a runtime started after one killed between prepare and start removes what that one reserved', async () => {
+    // Killed: it never releases (its reservation's timer is unref'd and far away; close() comes only at the end).
+    const killed = await newRuntime();
+    const s = spec();
+    await killed.prepare(s);
+    const dirs = cgroupDirsOf(killed, s);
+    for (const dir of dirs) expect(await exists(dir)).toBe(true);
+    // A cgroup of another runtime (another state dir, so another tag) that looks just as abandoned stays.
+    const otherTag = WorkspaceNetworks.tagFor(`${stateDir}-other`);
+    const other = killed.isolation.cgroups!.cgroup(
+      path.posix.join(killed.isolation.cgroupParent ?? 'workbay', workspaceCgroupName(otherTag, 'prep-x')),
+    );
+    await other.create();
+
+    await newRuntime();
+    expect(await listNetns(netnsOf(s))).toEqual([]);
+    for (const dir of dirs) expect(await exists(dir)).toBe(false);
+    for (const dir of other.dirs()) expect(await exists(dir)).toBe(true);
+    await other.remove();
   });
 
   it('gives everything back when no start comes: on stop, on close, and when the start fails', async () => {

@@ -6,7 +6,7 @@ import { FailedPreconditionError } from '@workbay/api';
 import type { RuntimeWorkspaceSpec } from '@workbay/api';
 import type { Cgroup } from '@workbay/nsinsider';
 import type { LocalRuntimeConfig } from './config.js';
-import { createWorkspaceCgroup } from './isolation.js';
+import { createWorkspaceCgroup, workspaceCgroupName } from './isolation.js';
 import type { LocalIsolation } from './isolation.js';
 import { hostnameFor, planLaunch } from './launch.js';
 import type { LaunchPlan } from './launch.js';
@@ -36,6 +36,8 @@ export interface Provisioned {
 
 interface HostOptions {
   readonly spec: RuntimeWorkspaceSpec;
+  /** The runtime's tag (of its state dir), part of the cgroup's name so that its leftovers are known. */
+  readonly tag: string;
   readonly isolation: LocalIsolation;
   readonly networks?: WorkspaceNetworks;
   readonly ports: PortAllocator;
@@ -55,7 +57,7 @@ export async function reserveHost(options: HostOptions): Promise<HostResources> 
     ports.release(id);
     // Deliberate: release runs while a start is already failing with its own error (or for a start that never
     // came), which is what the caller must see; leftovers of a failed release are swept by the next runtime start
-    // (cgroups and networks tagged by state dir).
+    // (cgroups and networks are named with the runtime's tag).
     if (cgroup) await cgroup.remove().catch(() => undefined);
     if (net) await networks?.release(net).catch(() => undefined);
   };
@@ -65,7 +67,7 @@ export async function reserveHost(options: HostOptions): Promise<HostResources> 
         cgroup = await createWorkspaceCgroup(
           isolation.cgroups,
           isolation.cgroupParent ?? 'workbay',
-          id,
+          workspaceCgroupName(options.tag, id),
           spec.resources,
         );
       }
