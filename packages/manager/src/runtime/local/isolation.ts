@@ -136,14 +136,14 @@ export function workspaceCgroupName(tag: string, instanceId: string): string {
 }
 
 /**
- * Removes this runtime's workspace cgroups (named with its `tag`) that belong to no live instance: left by a runtime
- * killed between reserving them and recording the start. Processes still in one were never recorded (a workspace
- * nobody manages) and are killed first. Other runtimes' cgroups (another tag) are not touched.
+ * Removes this runtime's workspace cgroups (named with its `tag`) that belong to no recorded instance: left by a
+ * runtime killed between reserving them and recording the start. Processes still in one were never recorded (a
+ * workspace nobody manages) and are killed first. Other runtimes' cgroups (another tag) are not touched.
  */
 export async function sweepWorkspaceCgroups(
   isolation: LocalIsolation,
   tag: string,
-  live: ReadonlySet<string>,
+  recorded: ReadonlySet<string>,
   logger: PluginLogger,
 ): Promise<void> {
   if (!isolation.cgroups || !isolation.cgroupParent) return;
@@ -152,7 +152,7 @@ export async function sweepWorkspaceCgroups(
   const prefix = workspaceCgroupName(tag, '');
   for (const cg of await parent.descendants()) {
     const name = path.posix.basename(cg.path);
-    if (cg.path.split('/').length !== depth || !name.startsWith(prefix) || live.has(name.slice(prefix.length)))
+    if (cg.path.split('/').length !== depth || !name.startsWith(prefix) || recorded.has(name.slice(prefix.length)))
       continue;
     logger.warn({ cgroup: cg.path }, 'removing a leftover workspace cgroup');
     // Deliberate: one that cannot go is logged and left; it holds no running workspace of ours either way.

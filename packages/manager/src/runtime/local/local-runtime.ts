@@ -101,7 +101,8 @@ export class LocalRuntime implements WorkspaceRuntime {
       [...runtime.instances.values()].filter((i) => i.status !== 'exited').map((i) => i.record.instanceId),
     );
     await runtime.networks?.cleanupLeftovers(live);
-    await sweepWorkspaceCgroups(isolation, runtime.tag, live, logger);
+    // Every recorded instance keeps its cgroup, an exited one too: its stop() still reads the OOM count and removes it.
+    await sweepWorkspaceCgroups(isolation, runtime.tag, new Set(runtime.instances.keys()), logger);
     runtime.stopFirewallWatch = runtime.networks?.watchFirewall(config.network.firewallCheckIntervalMs);
     logger.info(
       {
