@@ -1,20 +1,12 @@
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { InvalidArgumentError } from '@workbay/api';
 import { parseByteSize } from '@workbay/api';
+import { tempDirs } from './test-support/temp-dirs.js';
 import { defaultManagerConfig, loadManagerConfig, resolveManagerConfig } from './config.js';
 
-const made: string[] = [];
-async function configDir(): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'wb-config-'));
-  made.push(dir);
-  return dir;
-}
-afterAll(async () => {
-  for (const dir of made.splice(0)) await rm(dir, { recursive: true, force: true });
-});
+const configDir = tempDirs('wb-config-');
 
 describe('manager config', () => {
   it('has working defaults without a file', async () => {

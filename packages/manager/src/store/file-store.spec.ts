@@ -1,21 +1,13 @@
-import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { makeRecord } from '../test-support/records.js';
+import { tempDirs } from '../test-support/temp-dirs.js';
 import { mountSmallDisk, smallDiskSupported } from '../test-support/small-disk.js';
 import type { SmallDisk } from '../test-support/small-disk.js';
 import { FileWorkspaceStore } from './file-store.js';
 
-const made: string[] = [];
-async function tempDir(): Promise<string> {
-  const dir = await mkdtemp(join(tmpdir(), 'wb-store-'));
-  made.push(dir);
-  return dir;
-}
-afterAll(async () => {
-  for (const dir of made.splice(0)) await rm(dir, { recursive: true, force: true });
-});
+const tempDir = tempDirs('wb-store-');
 
 describe('FileWorkspaceStore', () => {
   it('persists records atomically and loads them back', async () => {
