@@ -297,6 +297,8 @@ describe('startKubeletSimulator on a real API server', () => {
     });
     await createPod(env.ns, workspacePod('ws-slow'));
     await waitForPod(env.ns, 'ws-slow', isReady);
+    // The pod is read ready by a GET, which can come before the watch delivers the same change.
+    await expect.poll(() => seen.includes('Running'), { timeout: 10_000 }).toBe(true);
     watch.stop();
     expect(seen.indexOf('Pending/ContainerCreating')).toBeGreaterThanOrEqual(0);
     expect(seen.indexOf('Pending/ContainerCreating')).toBeLessThan(seen.indexOf('Running'));
