@@ -80,6 +80,30 @@ describe('daemon over gRPC', () => {
     expect(state.phase).toBe('ready');
   });
 
+  it('fails the initialization when the in-workspace service cannot be served, and records it failed, not ready', async () => {
+    // The hook runs beside the durable `ready` write: its failure must still win. A read-only mount over the
+    // daemon's `.iws` directory makes serving the socket fail for real (root, as CI runs).
+    const iws = join(t.workingArea, '.iws');
+    await mkdir(iws, { recursive: true });
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'ro,size=1m', 'tmpfs', iws]);
+    try {
+      await expectError(
+        t.client.initWorkspace({
+          id: 'no-iws-1',
+          metadata: { owner: 'alice', metaId: 'ws-no-iws-1' },
+          initializer: { spec: { $case: 'empty', value: {} } },
+        }),
+        'internal',
+      );
+    } finally {
+      execFileSync('umount', [iws]);
+    }
+    const state = JSON.parse(await readFile(join(t.workingArea, 'no-iws-1.workspace.json'), 'utf8'));
+    expect(state.phase).toBe('init-failed');
+    expect(state.failure).toMatch(/read-only|EROFS/i);
+    await expect(t.client.waitForInit({ id: 'no-iws-1' })).rejects.toThrow();
+  });
+
   it('rejects bad input with INVALID_ARGUMENT naming the field, and changes nothing', async () => {
     const field = async (request: Record<string, unknown>): Promise<string> =>
       ((await expectError(t.client.initWorkspace(request), 'invalid-argument')) as InvalidArgumentError).field;
