@@ -1,0 +1,145 @@
+/**
+ * Disposal of a workspace's content: the final backup (unless refused), the git status, then deletion. The
+ * outcome is persisted before any content is deleted (invariant 2), and a finished disposal leaves a tombstone
+ * that answers a repeated dispose with the same outcome (invariant 5).
+ */
+import { rm } from 'node:fs/promises';
+import type { PluginLogger } from '@workbay/api';
+import type { BackupStore } from '../backup/backup-store.js';
+import { NotFoundError, WorkspaceStateError } from '../errors.js';
+import type { Git } from '../git/git.js';
+import type { HostIdAllocator } from '../session/host-ids.js';
+import type { BackupRecord, DisposalRecord } from '../session/session-store.js';
+import type { WorkspaceBackups } from './backups.js';
+import { gitStatusOfContent } from './content-checks.js';
+import type { Workspace, WorkspaceRegistry } from './registry.js';
+import type { ContentEvent, ContentServiceOptions, DisposeWorkspaceResult } from './types.js';
+
+export interface WorkspaceDisposalDeps {
+  readonly registry: WorkspaceRegistry;
+  readonly options: Pick<ContentServiceOptions, 'metrics' | 'lifecycle' | 'quota'>;
+  /** Undefined without remote storage (no logs are uploaded then). */
+  readonly backups: BackupStore | undefined;
+  readonly backupRuns: WorkspaceBackups;
+  readonly git: Git;
+  readonly hostIds: HostIdAllocator | undefined;
+  readonly logger: PluginLogger;
+  readonly emit: (event: ContentEvent) => void;
+}
+
+export class WorkspaceDisposal {
+  constructor(private readonly deps: WorkspaceDisposalDeps) {}
+
+  /**
+   * Final backup (unless `backup` is false), git status, then deletion. The outcome is persisted before any
+   * content is deleted, and a repeated call returns the same outcome.
+   */
+  dispose(instanceId: string, options: { backup: boolean; backupLogs?: boolean }): Promise<DisposeWorkspaceResult> {
+    const { registry } = this.deps;
+    return registry.track(
+      registry.lock.run(instanceId, async () => {
+        const ws = registry.get(instanceId);
+        if (!ws) {
+          const tombstone = await registry.store.loadTombstone(instanceId);
+          if (tombstone) return resultOf(tombstone.disposal);
+          throw new NotFoundError(`workspace '${instanceId}' does not exist on this node`);
+        }
+        if (ws.state.phase === 'initializing')
+          throw new WorkspaceStateError(instanceId, 'still initializing', 'dispose it');
+        const started = performance.now();
+        let disposal = ws.state.disposal;
+        if (!disposal) {
+          this.deps.backupRuns.stopPeriodic(ws);
+          disposal =
+            ws.state.phase === 'init-failed'
+              ? // Nothing trustworthy to back up; the last good backup (if any) stays as it is.
+                { backupRequested: options.backup, recordedAt: new Date().toISOString() }
+              : await this.finalize(ws, options, started);
+          // Recorded before anything is deleted (invariant 2).
+          await registry.persist(ws, { phase: 'backed-up', disposal });
+        }
+        await this.deleteContent(ws);
+        this.deps.options.metrics.finalizeSeconds.observe(
+          { backup: String(options.backup), outcome: 'success' },
+          (performance.now() - started) / 1000,
+        );
+        return resultOf(disposal);
+      }),
+    );
+  }
+
+  /** The git status, the logs and the final backup of `ready` content: what its disposal records. */
+  private async finalize(
+    ws: Workspace,
+    options: { backup: boolean; backupLogs?: boolean },
+    started: number,
+  ): Promise<DisposalRecord> {
+    const { registry, backups } = this.deps;
+    const { instanceId } = ws.state;
+    await registry.persist(ws, { phase: 'disposing' });
+    await Promise.allSettled([...ws.pending]);
+    const status = await gitStatusOfContent(this.deps.git, ws.state, this.deps.logger);
+    if (options.backupLogs && backups && !ws.state.remoteStorageDisabled) {
+      await backups.uploadLogs(
+        ws.state.contentLocation,
+        { owner: ws.state.owner, workspaceId: ws.state.workspaceId },
+        instanceId,
+      );
+    }
+    let backup: BackupRecord | undefined;
+    if (options.backup && !ws.state.remoteStorageDisabled) {
+      try {
+        backup = await this.deps.backupRuns.run(ws, 'final');
+      } catch (error) {
+        // Content stays; a retried dispose backs up again.
+        await registry.persist(ws, { phase: 'ready' });
+        this.deps.backupRuns.schedulePeriodic(ws);
+        this.deps.options.metrics.finalizeSeconds.observe(
+          { backup: 'true', outcome: 'failure' },
+          (performance.now() - started) / 1000,
+        );
+        throw error;
+      }
+    }
+    return {
+      backupRequested: options.backup,
+      ...(backup ? { backup } : {}),
+      ...(status ? { gitStatus: status } : {}),
+      recordedAt: new Date().toISOString(),
+    };
+  }
+
+  /** Removes content, quota and state, leaving a tombstone. Caller holds the workspace lock. */
+  async deleteContent(ws: Workspace): Promise<void> {
+    const { registry, options } = this.deps;
+    const { state } = ws;
+    await Promise.allSettled([...ws.pending]);
+    if (state.phase !== 'deleting') await registry.persist(ws, { phase: 'deleting' });
+    await options.lifecycle?.deleting(state.instanceId);
+    if (state.quota && state.quota.mode !== 'none') {
+      await options.quota.release(state.instanceId, state.contentLocation, state.quota);
+    }
+    await rm(state.contentLocation, { recursive: true, force: true, maxRetries: 3 });
+    await registry.store.saveTombstone({
+      version: 1,
+      instanceId: state.instanceId,
+      workspaceId: state.workspaceId,
+      disposedAt: new Date().toISOString(),
+      disposal: ws.state.disposal ?? { backupRequested: false, recordedAt: new Date().toISOString() },
+    });
+    await registry.store.remove(state.instanceId);
+    registry.delete(state.instanceId);
+    // Freed only now: the content it owned is gone.
+    if (state.hostUser) this.deps.hostIds?.release(state.hostUser.uid);
+    registry.publish();
+    this.deps.emit({ type: 'disposed', instanceId: state.instanceId });
+    this.deps.logger.info({ instanceId: state.instanceId }, 'workspace disposed');
+  }
+}
+
+function resultOf(disposal: DisposalRecord): DisposeWorkspaceResult {
+  return {
+    ...(disposal.gitStatus ? { gitStatus: disposal.gitStatus } : {}),
+    ...(disposal.backup ? { backup: disposal.backup } : {}),
+  };
+}

@@ -1,0 +1,232 @@
+/**
+ * InitWorkspace, WaitForInit and InitProgress of the content service: a workspace is registered before its
+ * first await (so a concurrent start of the same id gets ALREADY_EXISTS and WaitForInit has something to wait
+ * for), its state is on disk before any content is written, and the ready marker, the content's owner and the
+ * lifecycle hook all come before the durable `ready` (so a restart never trusts content that was not finished:
+ * an `initializing` session is marked failed, never backed up).
+ */
+import { lchown, mkdir, readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { PluginLogger } from '@workbay/api';
+import type { BackupStore } from '../backup/backup-store.js';
+import { AlreadyExistsError, FailedPreconditionError, errorMessage } from '../errors.js';
+import type { Git } from '../git/git.js';
+import type { InitProgress } from '../initializer/progress.js';
+import type { ContentSource } from '../initializer/types.js';
+import { redactSpec } from '../initializer/types.js';
+import type { HostIdAllocator } from '../session/host-ids.js';
+import { ownTree } from '../util/own-tree.js';
+import type { WorkspaceBackups } from './backups.js';
+import { specGitLocations } from './content-checks.js';
+import { populateContent } from './populate.js';
+import { writeReadyMarker } from './ready-marker.js';
+import type { Workspace, WorkspaceRegistry } from './registry.js';
+import type { ContentEvent, ContentServiceOptions, InitWorkspaceResult } from './types.js';
+import type { InitWorkspaceInput } from './validate.js';
+import { validateInitWorkspace } from './validate.js';
+
+export interface WorkspaceInitializationDeps {
+  readonly registry: WorkspaceRegistry;
+  readonly options: Pick<
+    ContentServiceOptions,
+    'layout' | 'diskGuard' | 'quota' | 'defaultQuotaBytes' | 'metrics' | 'initializer' | 'lifecycle'
+  >;
+  /** Undefined without remote storage: workspaces must then set `remoteStorageDisabled`. */
+  readonly backups: BackupStore | undefined;
+  readonly backupRuns: WorkspaceBackups;
+  readonly git: Git;
+  readonly hostIds: HostIdAllocator | undefined;
+  readonly logger: PluginLogger;
+  readonly emit: (event: ContentEvent) => void;
+  readonly contentLocation: (instanceId: string) => string;
+}
+
+export class WorkspaceInitialization {
+  constructor(private readonly deps: WorkspaceInitializationDeps) {}
+
+  async initWorkspace(input: InitWorkspaceInput): Promise<InitWorkspaceResult> {
+    const { registry, options, hostIds } = this.deps;
+    // Everything is checked before anything is registered or written: a refused request leaves no trace.
+    validateInitWorkspace(input, {
+      layout: options.layout,
+      hasStorage: this.deps.backups !== undefined,
+      git: this.deps.git.policy,
+    });
+    if (registry.has(input.instanceId))
+      throw new AlreadyExistsError(`workspace '${input.instanceId}' already exists on this node`);
+    const now = new Date().toISOString();
+    const contentLocation = this.deps.contentLocation(input.instanceId);
+    const hostId = hostIds?.allocate();
+    const ws: Workspace = {
+      state: {
+        version: 1,
+        instanceId: input.instanceId,
+        owner: input.owner,
+        workspaceId: input.workspaceId || input.instanceId,
+        contentLocation,
+        phase: 'initializing',
+        createdAt: now,
+        updatedAt: now,
+        remoteStorageDisabled: input.remoteStorageDisabled,
+        initializer: redactSpec(input.initializer),
+        storageQuotaBytes: input.storageQuotaBytes,
+        gitLocations: specGitLocations(input.initializer),
+        ...(hostId !== undefined ? { hostUser: { uid: hostId, gid: hostId } } : {}),
+      },
+      pending: new Set(),
+    };
+    // Registered before the first await: a concurrent InitWorkspace for the same id gets ALREADY_EXISTS, and a
+    // concurrent WaitForInit waits on `ws.init` (settled in every outcome below).
+    let settle!: () => void;
+    ws.init = new Promise<void>((resolve) => (settle = resolve));
+    registry.add(ws);
+    try {
+      await options.diskGuard.assertSpace();
+      await registry.store.removeTombstone(input.instanceId);
+      await registry.store.save(ws.state);
+    } catch (error) {
+      registry.delete(input.instanceId);
+      if (hostId !== undefined) hostIds?.release(hostId);
+      settle();
+      throw error;
+    }
+    registry.publish();
+    let result: InitWorkspaceResult | undefined;
+    await registry
+      .track(
+        this.initialize(ws, input).then(
+          (r) => {
+            result = r;
+          },
+          (error: unknown) => {
+            ws.initError = error;
+          },
+        ),
+      )
+      .finally(() => {
+        // Progress describes a running initialization only.
+        ws.progress = undefined;
+        settle();
+      });
+    if (ws.initError !== undefined) throw ws.initError;
+    return result as InitWorkspaceResult;
+  }
+
+  private async initialize(ws: Workspace, input: InitWorkspaceInput): Promise<InitWorkspaceResult> {
+    const { registry, options } = this.deps;
+    const started = performance.now();
+    const root = ws.state.contentLocation;
+    const logger = this.deps.logger.child({ instanceId: input.instanceId, workspaceId: ws.state.workspaceId });
+    let source: ContentSource = 'from-other';
+    try {
+      await mkdir(root, { recursive: true, mode: 0o755 });
+      const quotaBytes = input.storageQuotaBytes > 0 ? input.storageQuotaBytes : options.defaultQuotaBytes;
+      if (quotaBytes > 0 && options.quota.mode !== 'none') {
+        const handle = await options.quota.apply(input.instanceId, root, quotaBytes);
+        await registry.persist(ws, { quota: handle });
+      }
+      // A clean slate: children only, the directory itself may carry the quota (mount point).
+      for (const name of await readdir(root)) await rm(join(root, name), { recursive: true, force: true });
+      // The content directory's owner IS the workspace's host identity (isolation contract); after the quota,
+      // which may have mounted an image here.
+      const owner = ws.state.hostUser;
+      if (owner) await lchown(root, owner.uid, owner.gid);
+
+      const populated = await populateContent(
+        {
+          backups: input.remoteStorageDisabled ? undefined : this.deps.backups,
+          git: this.deps.git,
+          metrics: options.metrics,
+          settings: options.initializer,
+          logger,
+          progress: (progress) => {
+            ws.progress = progress;
+          },
+        },
+        ws.state,
+        input.initializer,
+      );
+      source = populated.source;
+      const { metrics, gitLocations } = populated;
+      await writeReadyMarker(
+        root,
+        {
+          source,
+          metrics: metrics.map((m) => ({ type: m.type, durationMs: m.durationMs, bytes: m.bytes })),
+          instanceId: input.instanceId,
+          workspaceId: ws.state.workspaceId,
+          readyAt: new Date().toISOString(),
+        },
+        owner,
+        logger,
+      );
+      if (owner && !populated.contentOwned) {
+        // Whatever the initializer wrote as root (or with the archive's owners) becomes the workspace's. An
+        // initializer that wrote as the workspace's user (git) needs no walk.
+        const owned = await ownTree(root, owner.uid, owner.gid);
+        if (owned.changed > 0) logger.info({ ...owned, uid: owner.uid }, 'gave the content to the workspace user');
+      }
+      await options.lifecycle?.contentReady({
+        instanceId: input.instanceId,
+        workspaceId: ws.state.workspaceId,
+        contentLocation: root,
+        ...(owner ? { hostUser: owner } : {}),
+      });
+      await registry.persist(ws, {
+        phase: 'ready',
+        init: { source, metrics, finishedAt: new Date().toISOString() },
+        gitLocations,
+      });
+      options.metrics.initializeSeconds.observe({ source, outcome: 'success' }, (performance.now() - started) / 1000);
+      this.deps.emit({ type: 'initialized', instanceId: input.instanceId, source });
+      this.deps.backupRuns.schedulePeriodic(ws);
+      logger.info({ source, durationMs: Math.round(performance.now() - started) }, 'workspace content ready');
+      return { contentLocation: root, source, metrics };
+    } catch (error) {
+      const message = errorMessage(error);
+      options.metrics.initializeSeconds.observe({ source, outcome: 'failure' }, (performance.now() - started) / 1000);
+      await registry
+        .persist(ws, { phase: 'init-failed', failure: message })
+        .catch((persistError: unknown) =>
+          logger.error({ err: errorMessage(persistError) }, 'could not record the failed initialization'),
+        );
+      this.deps.emit({ type: 'init-failed', instanceId: input.instanceId, error: message });
+      logger.warn({ err: message }, 'workspace initialization failed');
+      throw error;
+    }
+  }
+
+  /**
+   * Resolves once initialization is done; rejects with its failure, or NOT_FOUND when the workspace is unknown
+   * (or its registration failed while waiting).
+   */
+  async waitForInit(instanceId: string): Promise<void> {
+    const { registry } = this.deps;
+    let ws = registry.require(instanceId);
+    while (ws.state.phase === 'initializing') {
+      const waitedOn = ws;
+      // Without a running init (loaded from disk; recovery marks those failed) there is nothing to wait for.
+      if (ws.init) await ws.init;
+      ws = registry.require(instanceId);
+      if (ws === waitedOn && ws.state.phase === 'initializing') {
+        throw new FailedPreconditionError(`initialization of workspace '${instanceId}' is not running on this node`);
+      }
+    }
+    if (ws.state.phase === 'init-failed') {
+      if (ws.initError !== undefined) throw ws.initError;
+      throw new FailedPreconditionError(
+        `initialization of workspace '${instanceId}' failed: ${ws.state.failure ?? 'unknown reason'}`,
+      );
+    }
+  }
+
+  /**
+   * How the workspace's initialization is going: whether it still runs and what a retrying step last reported.
+   * NOT_FOUND when the workspace is unknown.
+   */
+  initProgress(instanceId: string): { readonly initializing: boolean; readonly progress?: InitProgress } {
+    const ws = this.deps.registry.require(instanceId);
+    const initializing = ws.state.phase === 'initializing';
+    return initializing && ws.progress ? { initializing, progress: ws.progress } : { initializing };
+  }
+}
