@@ -3,7 +3,6 @@
  * concurrency limit, snapshots (answered early with `returnImmediately`), and their deletion. Only `ready`
  * content is backed up, and a final backup also `disposing` content (invariant 2, checked by content-checks).
  */
-import type { PluginLogger } from '@workbay/api';
 import type { BackupStore } from '../backup/backup-store.js';
 import { FailedPreconditionError, errorMessage } from '../errors.js';
 import type { BackupRecord } from '../session/session-store.js';
@@ -12,16 +11,11 @@ import type { UploadDeps } from './backup-run.js';
 import { uploadBackup, uploadSnapshot } from './backup-run.js';
 import { assertBackupable, assertContentPresent } from './content-checks.js';
 import { splitQualified } from './ownership.js';
-import type { Workspace, WorkspaceRegistry } from './registry.js';
-import type { BackupReason, ContentEvent, ContentServiceOptions } from './types.js';
+import type { ContentPartDeps, Workspace } from './registry.js';
+import type { BackupReason, ContentServiceOptions } from './types.js';
 
-export interface WorkspaceBackupsDeps {
-  readonly registry: WorkspaceRegistry;
+export interface WorkspaceBackupsDeps extends ContentPartDeps {
   readonly options: Pick<ContentServiceOptions, 'backup' | 'metrics' | 'hostOps'>;
-  /** Undefined without remote storage: every backup and snapshot is then refused. */
-  readonly backups: BackupStore | undefined;
-  readonly logger: PluginLogger;
-  readonly emit: (event: ContentEvent) => void;
   /** True once the service is stopping: no new periodic backups are scheduled. */
   readonly stopping: () => boolean;
 }

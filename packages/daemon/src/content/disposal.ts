@@ -4,27 +4,20 @@
  * that answers a repeated dispose with the same outcome (invariant 5).
  */
 import { rm } from 'node:fs/promises';
-import type { PluginLogger } from '@workbay/api';
-import type { BackupStore } from '../backup/backup-store.js';
 import { NotFoundError, WorkspaceStateError } from '../errors.js';
 import type { Git } from '../git/git.js';
 import type { HostIdAllocator } from '../session/host-ids.js';
 import type { BackupRecord, DisposalRecord } from '../session/session-store.js';
 import type { WorkspaceBackups } from './backups.js';
 import { gitStatusOfContent } from './content-checks.js';
-import type { Workspace, WorkspaceRegistry } from './registry.js';
-import type { ContentEvent, ContentServiceOptions, DisposeWorkspaceResult } from './types.js';
+import type { ContentPartDeps, Workspace } from './registry.js';
+import type { ContentServiceOptions, DisposeWorkspaceResult } from './types.js';
 
-export interface WorkspaceDisposalDeps {
-  readonly registry: WorkspaceRegistry;
+export interface WorkspaceDisposalDeps extends ContentPartDeps {
   readonly options: Pick<ContentServiceOptions, 'metrics' | 'lifecycle' | 'quota'>;
-  /** Undefined without remote storage (no logs are uploaded then). */
-  readonly backups: BackupStore | undefined;
   readonly backupRuns: WorkspaceBackups;
   readonly git: Git;
   readonly hostIds: HostIdAllocator | undefined;
-  readonly logger: PluginLogger;
-  readonly emit: (event: ContentEvent) => void;
 }
 
 export class WorkspaceDisposal {

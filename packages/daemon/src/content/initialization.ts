@@ -7,8 +7,6 @@
  */
 import { lchown, mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { PluginLogger } from '@workbay/api';
-import type { BackupStore } from '../backup/backup-store.js';
 import { AlreadyExistsError, FailedPreconditionError, errorMessage } from '../errors.js';
 import type { Git } from '../git/git.js';
 import type { InitProgress } from '../initializer/progress.js';
@@ -20,24 +18,19 @@ import type { WorkspaceBackups } from './backups.js';
 import { specGitLocations } from './content-checks.js';
 import { populateContent } from './populate.js';
 import { writeReadyMarker } from './ready-marker.js';
-import type { Workspace, WorkspaceRegistry } from './registry.js';
-import type { ContentEvent, ContentServiceOptions, InitWorkspaceResult } from './types.js';
+import type { ContentPartDeps, Workspace } from './registry.js';
+import type { ContentServiceOptions, InitWorkspaceResult } from './types.js';
 import type { InitWorkspaceInput } from './validate.js';
 import { validateInitWorkspace } from './validate.js';
 
-export interface WorkspaceInitializationDeps {
-  readonly registry: WorkspaceRegistry;
+export interface WorkspaceInitializationDeps extends ContentPartDeps {
   readonly options: Pick<
     ContentServiceOptions,
     'layout' | 'diskGuard' | 'quota' | 'defaultQuotaBytes' | 'metrics' | 'initializer' | 'lifecycle'
   >;
-  /** Undefined without remote storage: workspaces must then set `remoteStorageDisabled`. */
-  readonly backups: BackupStore | undefined;
   readonly backupRuns: WorkspaceBackups;
   readonly git: Git;
   readonly hostIds: HostIdAllocator | undefined;
-  readonly logger: PluginLogger;
-  readonly emit: (event: ContentEvent) => void;
   readonly contentLocation: (instanceId: string) => string;
 }
 

@@ -6,13 +6,15 @@
  */
 import { BehaviorSubject } from 'rxjs';
 import type { Observable } from 'rxjs';
+import type { PluginLogger } from '@workbay/api';
+import type { BackupStore } from '../backup/backup-store.js';
 import { NotFoundError } from '../errors.js';
 import type { InitProgress } from '../initializer/progress.js';
 import type { DaemonMetrics } from '../health/metrics.js';
 import type { SessionState, SessionStore } from '../session/session-store.js';
 import { quote } from '../util/bounds.js';
 import { KeyedMutex } from '../util/concurrency.js';
-import type { WorkspaceInfo } from './types.js';
+import type { ContentEvent, WorkspaceInfo } from './types.js';
 
 export interface Workspace {
   state: SessionState;
@@ -28,6 +30,15 @@ export interface Workspace {
   periodic?: NodeJS.Timeout;
   /** Snapshots answered early (return_immediately) and still uploading. */
   readonly pending: Set<Promise<unknown>>;
+}
+
+/** What every part of the content service (initialization, backups, disposal) works with. */
+export interface ContentPartDeps {
+  readonly registry: WorkspaceRegistry;
+  /** Undefined without remote storage: backups and snapshots are refused, workspaces must not need them. */
+  readonly backups: BackupStore | undefined;
+  readonly logger: PluginLogger;
+  readonly emit: (event: ContentEvent) => void;
 }
 
 export class WorkspaceRegistry {
