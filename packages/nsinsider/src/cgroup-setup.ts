@@ -1,6 +1,7 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Cgroup, CgroupLayout } from './cgroup.js';
+import type { Cgroup } from './cgroup.js';
+import type { CgroupLayout } from './cgroup-layout.js';
 import { CgroupError } from './errors.js';
 import { runCommand } from './exec.js';
 

@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { Cgroup } from './cgroup.js';
-import { CgroupController, detectCgroupLayout } from './cgroup.js';
+import { CgroupController } from './cgroup.js';
+import { detectCgroupLayout } from './cgroup-layout.js';
 import { CgroupError, isCgroupError } from './errors.js';
 
 const children: ChildProcess[] = [];

@@ -1,6 +1,18 @@
-import { chown, mkdir, readdir, readFile, rmdir, stat, writeFile } from 'node:fs/promises';
+import { chown, mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { CgroupError, errnoCode } from './errors.js';
+import type { CgroupLayout, V1Controller } from './cgroup-layout.js';
+import {
+  cgroupDir,
+  cgroupDirs,
+  cgroupOp,
+  detectCgroupLayout,
+  normalizeCgroupPath,
+  V2_CONTROLLERS,
+} from './cgroup-layout.js';
+import type { CgroupLimits, CgroupUsage, CpuLimit } from './cgroup-resources.js';
+import { readLimits, readUsage, writeCpuLimit, writeMemoryLimit, writePidsLimit } from './cgroup-resources.js';
+import { killCgroupTree, removeCgroupTree } from './cgroup-teardown.js';
+import { CgroupError } from './errors.js';
 
 /**
  * Cgroup resource control for the daemon: find the layout (v1 per-controller hierarchies or the v2
@@ -9,38 +21,6 @@ import { CgroupError, errnoCode } from './errors.js';
  */
 
 export type CgroupVersion = 'v1' | 'v2';
-/** The v1 controllers this helper manages. */
-export type V1Controller = 'cpu' | 'cpuacct' | 'memory' | 'pids' | 'freezer';
-const V1_CONTROLLERS: readonly V1Controller[] = ['cpu', 'cpuacct', 'memory', 'pids', 'freezer'];
-const V2_CONTROLLERS = ['cpu', 'memory', 'pids'] as const;
-
-export type CgroupLayout =
-  { version: 'v2'; root: string } | { version: 'v1'; roots: Partial<Record<V1Controller, string>> };
-
-export interface CpuLimit {
-  /** CPU time allowed per period, in microseconds. */
-  quotaUs: number;
-  /** Period length in microseconds (default 100 000). */
-  periodUs?: number;
-}
-
-export interface CgroupLimits {
-  /** null = unlimited. */
-  cpu: { quotaUs: number; periodUs: number } | null;
-  memoryBytes: number | null;
-  pids: number | null;
-}
-
-export interface CgroupUsage {
-  /** CPU time consumed by the cgroup and its children, in nanoseconds. */
-  cpuUsageNs: number;
-  /** Memory charged to the cgroup, page cache included. */
-  memoryBytes: number;
-  /** Memory minus inactive file cache: what the kernel cannot reclaim cheaply. */
-  memoryWorkingSetBytes: number;
-  /** Tasks in the cgroup (0 when the pids controller is absent). */
-  pids: number;
-}
 
 /**
  * The part of a cgroup that the daemon's in-workspace service needs; {@link Cgroup} implements it and
@@ -53,65 +33,6 @@ export interface WorkspaceCgroup {
   processes(): Promise<number[]>;
   /** Moves this cgroup's own processes into the child `name` (created when missing). */
   evacuateTo(name: string, options?: { chownUid?: number; chownGid?: number }): Promise<number>;
-}
-
-/** Reads /proc/self/mountinfo and picks v2 when the unified hierarchy has the cpu or memory controller. */
-export async function detectCgroupLayout(mountinfoPath = '/proc/self/mountinfo'): Promise<CgroupLayout> {
-  const text = await readFile(mountinfoPath, 'utf8');
-  const v1: Partial<Record<V1Controller, string>> = {};
-  const v2Mounts: string[] = [];
-  for (const line of text.split('\n')) {
-    const sep = line.indexOf(' - ');
-    if (sep < 0) continue;
-    const left = line.slice(0, sep).split(' ');
-    const right = line.slice(sep + 3).split(' ');
-    const mountPoint = unescapeMount(left[4] ?? '');
-    const fsType = right[0];
-    if (fsType === 'cgroup2') {
-      v2Mounts.push(mountPoint);
-    } else if (fsType === 'cgroup') {
-      const superOpts = (right[2] ?? '').split(',');
-      for (const c of V1_CONTROLLERS) {
-        if (superOpts.includes(c) && v1[c] === undefined) {
-          v1[c] = mountPoint;
-        }
-      }
-    }
-  }
-  for (const root of v2Mounts) {
-    // A probe: a v2 mount whose controllers cannot be read is not a usable hierarchy (detection goes on).
-    const controllers = await readFile(join(root, 'cgroup.controllers'), 'utf8').catch(() => '');
-    const names = controllers.trim().split(/\s+/);
-    if (names.includes('cpu') || names.includes('memory')) {
-      return { version: 'v2', root };
-    }
-  }
-  if (v1.cpu || v1.memory) {
-    return { version: 'v1', roots: v1 };
-  }
-  throw new CgroupError('no usable cgroup hierarchy: neither v2 with cpu/memory nor v1 cpu/memory is mounted', {
-    op: 'detect',
-    path: '',
-    code: 'ENOTSUP',
-  });
-}
-
-function unescapeMount(s: string): string {
-  return s.replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(parseInt(oct, 8)));
-}
-
-function normalizeCgroupPath(path: string): string {
-  const segments = path.split('/').filter(Boolean);
-  for (const s of segments) {
-    if (s === '..' || s === '.' || !/^[A-Za-z0-9._:@-]+$/.test(s)) {
-      throw new CgroupError(`invalid cgroup path '${path}': segment '${s}' is not allowed`, {
-        op: 'open',
-        path,
-        code: 'EINVAL',
-      });
-    }
-  }
-  return segments.join('/');
 }
 
 export interface CgroupControllerOptions {
@@ -143,8 +64,6 @@ export class CgroupController {
   }
 }
 
-const V1_UNLIMITED_THRESHOLD = 2 ** 53;
-
 /** One cgroup. Methods fail with {@link CgroupError}. */
 export class Cgroup implements WorkspaceCgroup {
   constructor(
@@ -160,27 +79,12 @@ export class Cgroup implements WorkspaceCgroup {
 
   /** Directory of this cgroup in the hierarchy that holds `controller` (v2: the one directory). */
   dir(controller?: V1Controller): string {
-    if (this.layout.version === 'v2') {
-      return join(this.layout.root, this.path);
-    }
-    const root = this.layout.roots[controller ?? 'memory'] ?? this.layout.roots.cpu ?? this.layout.roots.memory;
-    if (!root) {
-      throw new CgroupError(`cgroup v1 controller '${controller}' is not mounted`, {
-        op: 'dir',
-        path: this.path,
-        code: 'ENOTSUP',
-      });
-    }
-    return join(root, this.path);
+    return cgroupDir(this.layout, this.path, controller);
   }
 
   /** Every distinct directory of this cgroup (v1: one per mounted hierarchy). */
   dirs(): string[] {
-    if (this.layout.version === 'v2') {
-      return [this.dir()];
-    }
-    const roots = new Set(Object.values(this.layout.roots).filter((r): r is string => r !== undefined));
-    return [...roots].map((r) => join(r, this.path));
+    return cgroupDirs(this.layout, this.path);
   }
 
   child(name: string): Cgroup {
@@ -198,7 +102,7 @@ export class Cgroup implements WorkspaceCgroup {
 
   /** Creates the cgroup (and its parents); in v2 it enables cpu/memory/pids for it on the way down. */
   async create(): Promise<void> {
-    await this.wrap('create', async () => {
+    await cgroupOp('create', this.path, async () => {
       if (this.layout.version === 'v2') {
         const segments = this.path.split('/').filter(Boolean);
         let cur = this.layout.root;
@@ -226,63 +130,22 @@ export class Cgroup implements WorkspaceCgroup {
   }
 
   async setCpuLimit(limit: CpuLimit | null): Promise<void> {
-    const period = limit?.periodUs ?? 100_000;
-    if (
-      limit &&
-      (!Number.isSafeInteger(limit.quotaUs) || limit.quotaUs < 1000 || period < 1000 || period > 1_000_000)
-    ) {
-      throw new CgroupError('cpu limit: quotaUs must be >= 1000 and periodUs within [1000, 1000000]', {
-        op: 'set-cpu',
-        path: this.path,
-        code: 'EINVAL',
-      });
-    }
-    await this.wrap('set-cpu', async () => {
-      if (this.layout.version === 'v2') {
-        await writeFile(join(this.dir(), 'cpu.max'), `${limit ? limit.quotaUs : 'max'} ${period}`);
-        return;
-      }
-      const d = this.dir('cpu');
-      await writeFile(join(d, 'cpu.cfs_period_us'), String(period));
-      await writeFile(join(d, 'cpu.cfs_quota_us'), String(limit ? limit.quotaUs : -1));
-    });
+    await writeCpuLimit(this.layout, this.path, limit);
   }
 
   async setMemoryLimit(bytes: number | null): Promise<void> {
-    if (bytes !== null && (!Number.isSafeInteger(bytes) || bytes < 4096)) {
-      throw new CgroupError('memory limit must be at least 4096 bytes', {
-        op: 'set-memory',
-        path: this.path,
-        code: 'EINVAL',
-      });
-    }
-    await this.wrap('set-memory', async () => {
-      if (this.layout.version === 'v2') {
-        await writeFile(join(this.dir(), 'memory.max'), bytes === null ? 'max' : String(bytes));
-      } else {
-        await writeFile(join(this.dir('memory'), 'memory.limit_in_bytes'), bytes === null ? '-1' : String(bytes));
-      }
-    });
+    await writeMemoryLimit(this.layout, this.path, bytes);
   }
 
   async setPidsLimit(max: number | null): Promise<void> {
-    if (max !== null && (!Number.isSafeInteger(max) || max < 1)) {
-      throw new CgroupError('pids limit must be a positive integer', {
-        op: 'set-pids',
-        path: this.path,
-        code: 'EINVAL',
-      });
-    }
-    await this.wrap('set-pids', () =>
-      writeFile(join(this.dir('pids'), 'pids.max'), max === null ? 'max' : String(max)),
-    );
+    await writePidsLimit(this.layout, this.path, max);
   }
 
   async addProcess(pid: number): Promise<void> {
     if (!Number.isSafeInteger(pid) || pid <= 0) {
       throw new CgroupError(`invalid pid ${pid}`, { op: 'add-process', path: this.path, code: 'EINVAL' });
     }
-    await this.wrap('add-process', async () => {
+    await cgroupOp('add-process', this.path, async () => {
       for (const d of this.dirs()) {
         await writeFile(join(d, 'cgroup.procs'), String(pid));
       }
@@ -291,7 +154,7 @@ export class Cgroup implements WorkspaceCgroup {
 
   /** Processes directly in this cgroup (not in its children). */
   async processes(): Promise<number[]> {
-    return this.wrap('processes', async () => {
+    return cgroupOp('processes', this.path, async () => {
       const text = await readFile(join(this.dir('pids'), 'cgroup.procs'), 'utf8');
       return text.split('\n').filter(Boolean).map(Number);
     });
@@ -324,53 +187,11 @@ export class Cgroup implements WorkspaceCgroup {
   }
 
   async limits(): Promise<CgroupLimits> {
-    return this.wrap('limits', async () => {
-      if (this.layout.version === 'v2') {
-        const [quota, period] = (await this.readText('cpu.max')).split(/\s+/);
-        return {
-          cpu:
-            quota === 'max' || quota === undefined
-              ? null
-              : { quotaUs: Number(quota), periodUs: Number(period ?? 100_000) },
-          memoryBytes: parseMax(await this.readText('memory.max')),
-          // No pids.max file: the pids controller is not enabled here, so there is no limit.
-          pids: parseMax(await this.readText('pids.max', 'pids').catch(() => 'max')),
-        };
-      }
-      const quota = Number(await this.readText('cpu.cfs_quota_us', 'cpu'));
-      const period = Number(await this.readText('cpu.cfs_period_us', 'cpu'));
-      const mem = BigInt(await this.readText('memory.limit_in_bytes', 'memory'));
-      return {
-        cpu: quota > 0 ? { quotaUs: quota, periodUs: period } : null,
-        memoryBytes: mem >= BigInt(V1_UNLIMITED_THRESHOLD) ? null : Number(mem),
-        pids: this.layout.roots.pids ? parseMax(await this.readText('pids.max', 'pids')) : null,
-      };
-    });
+    return readLimits(this.layout, this.path);
   }
 
   async usage(): Promise<CgroupUsage> {
-    return this.wrap('usage', async () => {
-      if (this.layout.version === 'v2') {
-        const cpuStat = parseKeyed(await this.readText('cpu.stat'));
-        const memory = Number(await this.readText('memory.current'));
-        const memStat = parseKeyed(await this.readText('memory.stat'));
-        return {
-          cpuUsageNs: (cpuStat.get('usage_usec') ?? 0) * 1000,
-          memoryBytes: memory,
-          memoryWorkingSetBytes: Math.max(0, memory - (memStat.get('inactive_file') ?? 0)),
-          // No pids.current file: the pids controller is not enabled here; the count is unknown and reported as 0.
-          pids: Number(await this.readText('pids.current').catch(() => '0')),
-        };
-      }
-      const memory = Number(await this.readText('memory.usage_in_bytes', 'memory'));
-      const memStat = parseKeyed(await this.readText('memory.stat', 'memory'));
-      return {
-        cpuUsageNs: Number(await this.readText('cpuacct.usage', 'cpuacct')),
-        memoryBytes: memory,
-        memoryWorkingSetBytes: Math.max(0, memory - (memStat.get('total_inactive_file') ?? 0)),
-        pids: this.layout.roots.pids ? Number(await this.readText('pids.current', 'pids')) : 0,
-      };
-    });
+    return readUsage(this.layout, this.path);
   }
 
   async evacuateTo(name: string, options: { chownUid?: number; chownGid?: number } = {}): Promise<number> {
@@ -394,10 +215,10 @@ export class Cgroup implements WorkspaceCgroup {
     }
     if (this.layout.version === 'v2') {
       // Only now, with no processes left in it, may this cgroup hand controllers to its children.
-      await this.wrap('evacuate', () => this.enableSubtreeControllers(this.dir()));
+      await cgroupOp('evacuate', this.path, () => this.enableSubtreeControllers(this.dir()));
     }
     if (options.chownUid !== undefined || options.chownGid !== undefined) {
-      await this.wrap('evacuate', async () => {
+      await cgroupOp('evacuate', this.path, async () => {
         for (const d of target.dirs()) {
           await chown(d, options.chownUid ?? -1, options.chownGid ?? -1);
         }
@@ -408,139 +229,12 @@ export class Cgroup implements WorkspaceCgroup {
 
   /** Kills every process in this cgroup and its children and waits until they are gone. */
   async kill(): Promise<void> {
-    const all = [this, ...(await this.descendants())];
-    // A cgroup removed meanwhile (ENOENT/ENODEV) or without a pids hierarchy (ENOTSUP) has no processes to kill;
-    // any other failure to list them fails the kill rather than count a possibly live process as gone.
-    const listAll = async (): Promise<number[]> =>
-      (
-        await Promise.all(
-          all.map((c) =>
-            c.processes().catch((error: unknown) => {
-              const code = (error as { code?: unknown }).code;
-              if (code === 'ENOENT' || code === 'ENODEV' || code === 'ENOTSUP') return [] as number[];
-              throw error;
-            }),
-          ),
-        )
-      ).flat();
-    const deadline = Date.now() + this.killTimeoutMs;
-    if (this.layout.version === 'v2' && (await fileExists(join(this.dir(), 'cgroup.kill')))) {
-      await this.wrap('kill', () => writeFile(join(this.dir(), 'cgroup.kill'), '1'));
-    } else {
-      await this.freeze(true);
-      try {
-        for (const pid of await listAll()) {
-          try {
-            process.kill(pid, 'SIGKILL');
-          } catch {
-            // Already gone.
-          }
-        }
-      } finally {
-        await this.freeze(false);
-      }
-    }
-    for (;;) {
-      const left = await listAll();
-      if (left.length === 0) return;
-      if (Date.now() > deadline) {
-        throw new CgroupError(`processes ${left.join(', ')} survived the kill`, {
-          op: 'kill',
-          path: this.path,
-          code: 'EBUSY',
-        });
-      }
-      for (const pid of left) {
-        try {
-          process.kill(pid, 'SIGKILL');
-        } catch {
-          // Already gone.
-        }
-      }
-      await sleep(20);
-    }
-  }
-
-  private async freeze(frozen: boolean): Promise<void> {
-    if (this.layout.version === 'v2') {
-      const f = join(this.dir(), 'cgroup.freeze');
-      if (await fileExists(f)) await this.wrap('freeze', () => writeFile(f, frozen ? '1' : '0'));
-      return;
-    }
-    if (!this.layout.roots.freezer) return;
-    const f = join(this.dir('freezer'), 'freezer.state');
-    if (await fileExists(f)) await this.wrap('freeze', () => writeFile(f, frozen ? 'FROZEN' : 'THAWED'));
+    await killCgroupTree(this, this.layout, this.killTimeoutMs);
   }
 
   /** Removes the cgroup and its children; they must be empty (see {@link kill}). Absent is fine. */
   async remove(): Promise<void> {
-    const order = [...(await this.descendants()).reverse(), this];
-    for (const cg of order) {
-      for (const d of cg.dirs()) {
-        for (let attempt = 0; ; attempt++) {
-          try {
-            await rmdir(d);
-            break;
-          } catch (e) {
-            const code = errnoCode(e);
-            if (code === 'ENOENT') break;
-            // Exiting tasks may keep a cgroup busy for a moment.
-            if (code === 'EBUSY' && attempt < 50) {
-              await sleep(20);
-              continue;
-            }
-            throw new CgroupError(`cannot remove ${d}: ${(e as Error).message}`, {
-              op: 'remove',
-              path: cg.path,
-              code,
-              cause: e,
-            });
-          }
-        }
-      }
-    }
-  }
-
-  private async readText(file: string, controller?: V1Controller): Promise<string> {
-    return (await readFile(join(this.dir(controller), file), 'utf8')).trim();
-  }
-
-  private async wrap<T>(op: string, fn: () => Promise<T>): Promise<T> {
-    try {
-      return await fn();
-    } catch (e) {
-      if (e instanceof CgroupError) throw e;
-      const code = errnoCode(e);
-      throw new CgroupError(`cgroup ${op} on '${this.path}' failed: ${(e as Error).message}`, {
-        op,
-        path: this.path,
-        code,
-        cause: e,
-      });
-    }
-  }
-}
-
-function parseMax(v: string): number | null {
-  return v.trim() === 'max' ? null : Number(v);
-}
-
-function parseKeyed(text: string): Map<string, number> {
-  const m = new Map<string, number>();
-  for (const line of text.split('\n')) {
-    const [k, v] = line.trim().split(/\s+/);
-    if (k && v !== undefined) m.set(k, Number(v));
-  }
-  return m;
-}
-
-async function fileExists(p: string): Promise<boolean> {
-  try {
-    await stat(p);
-    return true;
-  } catch {
-    // A probe: any failure means "not there" to the callers (optional cgroup files).
-    return false;
+    await removeCgroupTree(this);
   }
 }
 
@@ -552,8 +246,4 @@ async function processExists(pid: number): Promise<boolean> {
     // ESRCH: gone. (We run as root, so EPERM does not occur.)
     return false;
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }

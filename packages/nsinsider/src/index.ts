@@ -54,17 +54,11 @@ export type { OpName, OpInput, OpArgs, CliResult, Ipv4Cidr } from './contract.js
 export { opNames, parseOpArgs, parseIpv4Cidr, EXIT_FAILED, EXIT_USAGE } from './contract.js';
 export { runCli } from './cli.js';
 export { resolveHostPid, namespaceId, writeIdMapping, validateIdMappings, MAX_ID_MAP_LINES } from './proc.js';
-export type {
-  CgroupVersion,
-  V1Controller,
-  CgroupLayout,
-  CpuLimit,
-  CgroupLimits,
-  CgroupUsage,
-  WorkspaceCgroup,
-  CgroupControllerOptions,
-} from './cgroup.js';
-export { CgroupController, Cgroup, detectCgroupLayout } from './cgroup.js';
+export type { CgroupVersion, WorkspaceCgroup, CgroupControllerOptions } from './cgroup.js';
+export type { V1Controller, CgroupLayout } from './cgroup-layout.js';
+export type { CpuLimit, CgroupLimits, CgroupUsage } from './cgroup-resources.js';
+export { CgroupController, Cgroup } from './cgroup.js';
+export { detectCgroupLayout } from './cgroup-layout.js';
 export { CONNECTION_LIMIT_TABLE, CONNECTION_LIMIT_CHAIN, CONNECTION_DROP_COUNTER, NAT_TABLE } from './inside.js';
 export { ownCgroupPath, mountCgroupsIfMissing, oomKillCount } from './cgroup-setup.js';
 export type {

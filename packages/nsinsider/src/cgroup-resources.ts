@@ -1,0 +1,153 @@
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { CgroupLayout, V1Controller } from './cgroup-layout.js';
+import { cgroupDir, cgroupOp } from './cgroup-layout.js';
+import { CgroupError } from './errors.js';
+
+/**
+ * A cgroup's resources: setting its CPU/memory/pids limits and reading them back, and reading what it has used,
+ * from the v1 or v2 control files.
+ */
+
+const V1_UNLIMITED_THRESHOLD = 2 ** 53;
+
+export interface CpuLimit {
+  /** CPU time allowed per period, in microseconds. */
+  quotaUs: number;
+  /** Period length in microseconds (default 100 000). */
+  periodUs?: number;
+}
+
+export interface CgroupLimits {
+  /** null = unlimited. */
+  cpu: { quotaUs: number; periodUs: number } | null;
+  memoryBytes: number | null;
+  pids: number | null;
+}
+
+export interface CgroupUsage {
+  /** CPU time consumed by the cgroup and its children, in nanoseconds. */
+  cpuUsageNs: number;
+  /** Memory charged to the cgroup, page cache included. */
+  memoryBytes: number;
+  /** Memory minus inactive file cache: what the kernel cannot reclaim cheaply. */
+  memoryWorkingSetBytes: number;
+  /** Tasks in the cgroup (0 when the pids controller is absent). */
+  pids: number;
+}
+
+export async function writeCpuLimit(layout: CgroupLayout, path: string, limit: CpuLimit | null): Promise<void> {
+  const period = limit?.periodUs ?? 100_000;
+  if (limit && (!Number.isSafeInteger(limit.quotaUs) || limit.quotaUs < 1000 || period < 1000 || period > 1_000_000)) {
+    throw invalidLimit('set-cpu', path, 'cpu limit: quotaUs must be >= 1000 and periodUs within [1000, 1000000]');
+  }
+  await cgroupOp('set-cpu', path, async () => {
+    if (layout.version === 'v2') {
+      await writeFile(join(cgroupDir(layout, path), 'cpu.max'), `${limit ? limit.quotaUs : 'max'} ${period}`);
+      return;
+    }
+    const d = cgroupDir(layout, path, 'cpu');
+    await writeFile(join(d, 'cpu.cfs_period_us'), String(period));
+    await writeFile(join(d, 'cpu.cfs_quota_us'), String(limit ? limit.quotaUs : -1));
+  });
+}
+
+export async function writeMemoryLimit(layout: CgroupLayout, path: string, bytes: number | null): Promise<void> {
+  if (bytes !== null && (!Number.isSafeInteger(bytes) || bytes < 4096)) {
+    throw invalidLimit('set-memory', path, 'memory limit must be at least 4096 bytes');
+  }
+  await cgroupOp('set-memory', path, async () => {
+    if (layout.version === 'v2') {
+      await writeFile(join(cgroupDir(layout, path), 'memory.max'), bytes === null ? 'max' : String(bytes));
+    } else {
+      await writeFile(
+        join(cgroupDir(layout, path, 'memory'), 'memory.limit_in_bytes'),
+        bytes === null ? '-1' : String(bytes),
+      );
+    }
+  });
+}
+
+export async function writePidsLimit(layout: CgroupLayout, path: string, max: number | null): Promise<void> {
+  if (max !== null && (!Number.isSafeInteger(max) || max < 1)) {
+    throw invalidLimit('set-pids', path, 'pids limit must be a positive integer');
+  }
+  await cgroupOp('set-pids', path, () =>
+    writeFile(join(cgroupDir(layout, path, 'pids'), 'pids.max'), max === null ? 'max' : String(max)),
+  );
+}
+
+export async function readLimits(layout: CgroupLayout, path: string): Promise<CgroupLimits> {
+  const readText = textReader(layout, path);
+  return cgroupOp('limits', path, async () => {
+    if (layout.version === 'v2') {
+      const [quota, period] = (await readText('cpu.max')).split(/\s+/);
+      return {
+        cpu:
+          quota === 'max' || quota === undefined
+            ? null
+            : { quotaUs: Number(quota), periodUs: Number(period ?? 100_000) },
+        memoryBytes: parseMax(await readText('memory.max')),
+        // No pids.max file: the pids controller is not enabled here, so there is no limit.
+        pids: parseMax(await readText('pids.max', 'pids').catch(() => 'max')),
+      };
+    }
+    const quota = Number(await readText('cpu.cfs_quota_us', 'cpu'));
+    const period = Number(await readText('cpu.cfs_period_us', 'cpu'));
+    const mem = BigInt(await readText('memory.limit_in_bytes', 'memory'));
+    return {
+      cpu: quota > 0 ? { quotaUs: quota, periodUs: period } : null,
+      memoryBytes: mem >= BigInt(V1_UNLIMITED_THRESHOLD) ? null : Number(mem),
+      pids: layout.roots.pids ? parseMax(await readText('pids.max', 'pids')) : null,
+    };
+  });
+}
+
+export async function readUsage(layout: CgroupLayout, path: string): Promise<CgroupUsage> {
+  const readText = textReader(layout, path);
+  return cgroupOp('usage', path, async () => {
+    if (layout.version === 'v2') {
+      const cpuStat = parseKeyed(await readText('cpu.stat'));
+      const memory = Number(await readText('memory.current'));
+      const memStat = parseKeyed(await readText('memory.stat'));
+      return {
+        cpuUsageNs: (cpuStat.get('usage_usec') ?? 0) * 1000,
+        memoryBytes: memory,
+        memoryWorkingSetBytes: Math.max(0, memory - (memStat.get('inactive_file') ?? 0)),
+        // No pids.current file: the pids controller is not enabled here; the count is unknown and reported as 0.
+        pids: Number(await readText('pids.current').catch(() => '0')),
+      };
+    }
+    const memory = Number(await readText('memory.usage_in_bytes', 'memory'));
+    const memStat = parseKeyed(await readText('memory.stat', 'memory'));
+    return {
+      cpuUsageNs: Number(await readText('cpuacct.usage', 'cpuacct')),
+      memoryBytes: memory,
+      memoryWorkingSetBytes: Math.max(0, memory - (memStat.get('total_inactive_file') ?? 0)),
+      pids: layout.roots.pids ? Number(await readText('pids.current', 'pids')) : 0,
+    };
+  });
+}
+
+/** An out-of-range limit: rejected before any control file is written. */
+function invalidLimit(op: string, path: string, message: string): CgroupError {
+  return new CgroupError(message, { op, path, code: 'EINVAL' });
+}
+
+/** Reads one control file of the cgroup at `path`, trimmed. */
+function textReader(layout: CgroupLayout, path: string): (file: string, controller?: V1Controller) => Promise<string> {
+  return async (file, controller) => (await readFile(join(cgroupDir(layout, path, controller), file), 'utf8')).trim();
+}
+
+function parseMax(v: string): number | null {
+  return v.trim() === 'max' ? null : Number(v);
+}
+
+function parseKeyed(text: string): Map<string, number> {
+  const m = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    const [k, v] = line.trim().split(/\s+/);
+    if (k && v !== undefined) m.set(k, Number(v));
+  }
+  return m;
+}
