@@ -109,6 +109,7 @@ export class WorkspaceContentService {
     this.disposal = new WorkspaceDisposal(parts);
   }
 
+  /** The workspaces on this node as last published (what `workspaces$` emits). */
   getWorkspaces(): readonly WorkspaceInfo[] {
     return this.registry.getSnapshot();
   }
