@@ -1,4 +1,3 @@
-import { createHash, webcrypto } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
@@ -15,40 +14,19 @@ import type {
   RemoteStorage,
   UploadOptions,
 } from '@workbay/api';
-import {
-  AlreadyExistsError,
-  CancelledError,
-  FailedPreconditionError,
-  InvalidArgumentError,
-  silentLogger,
-} from '@workbay/api';
+import { AlreadyExistsError, CancelledError, FailedPreconditionError, silentLogger } from '@workbay/api';
 import { Client } from 'minio';
 import type { MinioConfig } from './config.js';
-import { maxPartSize, maxParts, parseMinioConfig } from './config.js';
+import { parseMinioConfig } from './config.js';
 import type { ErrorContext } from './errors.js';
 import { toStorageError } from './errors.js';
 import { verifyingPassThrough } from './digest-check.js';
-import { isUnreadFileStream, readFileParts } from './file-parts.js';
-import { BoundedRunner, PartBufferPool, destroyOnAbort, splitParts } from './multipart.js';
+import { destroyOnAbort } from './multipart.js';
+import { digestMetadataKey, metaPrefix, toInfo } from './object-metadata.js';
+import { MinioUploader } from './upload.js';
 
-/** User-metadata key holding the digest the writer recorded (`x-amz-meta-workbay-digest`). */
-export const digestMetadataKey = 'workbay-digest';
+export { digestMetadataKey } from './object-metadata.js';
 
-const metaPrefix = 'x-amz-meta-';
-const standardHeaders = new Set([
-  'content-type',
-  'cache-control',
-  'content-encoding',
-  'content-disposition',
-  'content-language',
-  'x-amz-website-redirect-location',
-  'if-none-match',
-  'if-match',
-  'x-amz-storage-class',
-]);
-// HTTP header names are tokens, and S3 sends metadata values back as header values.
-const metadataKeyPattern = /^[a-z0-9][a-z0-9._-]*$/;
-const metadataValuePattern = /^[\x20-\x7e]*$/;
 const maxPresignSeconds = 7 * 24 * 3600;
 const deleteBatch = 1_000;
 const notFoundCodes = new Set(['NotFound', 'NoSuchKey', 'NoSuchBucket']);
@@ -57,25 +35,6 @@ interface DeleteFailure {
   readonly Code?: string;
   readonly Message?: string;
   readonly Key?: string;
-}
-
-/** SHA-256 in the thread pool (WebCrypto runs its digests there), so the event loop keeps sending parts. */
-async function sha256Hex(data: Buffer): Promise<string> {
-  return Buffer.from(await webcrypto.subtle.digest('SHA-256', data)).toString('hex');
-}
-
-function drain(response: IncomingMessage): Promise<void> {
-  return new Promise((resolve, reject) => {
-    response.on('data', () => undefined);
-    response.once('error', reject);
-    response.once('end', resolve);
-  });
-}
-
-/** The etag S3 answers with, without its quotes. */
-function etagOf(response: IncomingMessage): string {
-  const raw = response.headers.etag;
-  return (Array.isArray(raw) ? (raw[0] ?? '') : (raw ?? '')).replace(/^"|"$/g, '');
 }
 
 function codeOf(error: unknown): string | undefined {
@@ -105,6 +64,8 @@ export class MinioStorage implements RemoteStorage {
   private readonly client: Client;
   private readonly agent: HttpAgent;
   private readonly logger: PluginLogger;
+  /** The upload path (`upload.ts`), on this storage's client, config and logger. */
+  private readonly uploader: MinioUploader;
 
   /** Validates a raw config section (see {@link parseMinioConfig}) and creates the backend. */
   static fromConfig(raw: unknown, options: MinioStorageOptions = {}): MinioStorage {
@@ -134,6 +95,9 @@ export class MinioStorage implements RemoteStorage {
     });
     // The client hashes payloads only over plain HTTP; this lets an operator turn that off too.
     if (!config.signPayload) this.client.enableSHA256 = false;
+    this.uploader = new MinioUploader(this.client, config, this.logger, (op, bucket, name) =>
+      this.ctx(op, bucket, name),
+    );
   }
 
   private ctx(op: string, bucket?: string, name?: string): ErrorContext {
@@ -162,189 +126,8 @@ export class MinioStorage implements RemoteStorage {
     }
   }
 
-  private writeHeaders(options: UploadOptions): Record<string, string> {
-    const headers: Record<string, string> = {
-      'Content-Type': options.contentType ?? 'application/octet-stream',
-    };
-    for (const [rawKey, value] of Object.entries(options.metadata ?? {})) {
-      const key = rawKey.toLowerCase();
-      if (!metadataKeyPattern.test(key) || key === digestMetadataKey) {
-        throw new InvalidArgumentError(`metadata.${rawKey}`, 'metadata keys are letters, digits, ".", "_" and "-"');
-      }
-      if (!metadataValuePattern.test(value)) {
-        throw new InvalidArgumentError(`metadata.${rawKey}`, 'metadata values must be printable ASCII');
-      }
-      headers[`${metaPrefix}${key}`] = value;
-    }
-    if (options.digest !== undefined) {
-      if (!metadataValuePattern.test(options.digest)) {
-        throw new InvalidArgumentError('digest', 'must be printable ASCII, e.g. sha256:<hex>');
-      }
-      headers[`${metaPrefix}${digestMetadataKey}`] = options.digest;
-    }
-    return headers;
-  }
-
-  /** Parts must be at least `partSize`, and a known size must fit in 10 000 of them. */
-  private partSizeFor(size: number | undefined): number {
-    if (size === undefined) return this.config.partSize;
-    const needed = Math.ceil(size / maxParts / (1024 * 1024)) * 1024 * 1024;
-    const partSize = Math.max(this.config.partSize, needed);
-    if (partSize > maxPartSize) throw new InvalidArgumentError('size', `${size} bytes is more than S3 can store`);
-    return partSize;
-  }
-
   async upload(bucket: string, name: string, body: Readable, options: UploadOptions = {}): Promise<ObjectInfo> {
-    const ctx = this.ctx('upload', bucket, name);
-    const signal = options.signal;
-    let headers: Record<string, string>;
-    let partSize: number;
-    try {
-      headers = this.writeHeaders(options);
-      partSize = this.partSizeFor(options.size);
-      if (signal?.aborted) throw new CancelledError(`upload of '${name}' in bucket '${bucket}' was cancelled`);
-    } catch (error) {
-      body.destroy();
-      throw error;
-    }
-    const detach = destroyOnAbort(body, signal);
-    // Hash only to check an announced digest; the client already signs each part's own sha256.
-    const hash = options.digest?.startsWith('sha256:') ? createHash('sha256') : undefined;
-    let size = 0;
-    // One part being filled, one peeked at, and the ones in flight.
-    const pool = new PartBufferPool(partSize, this.config.parallelParts + 2);
-    const acquire = (): Buffer | Promise<Buffer> => pool.acquire();
-    const parts = (
-      isUnreadFileStream(body) ? readFileParts(body, partSize, acquire) : splitParts(body, partSize, acquire)
-    )[Symbol.asyncIterator]();
-    let uploadId: string | undefined;
-    const runner = new BoundedRunner(this.config.parallelParts);
-
-    const verify = (): void => {
-      if (options.size !== undefined && options.size !== size) {
-        throw new InvalidArgumentError('size', `announced ${options.size} bytes but the body had ${size}`);
-      }
-      if (hash) {
-        const actual = `sha256:${hash.digest('hex')}`;
-        if (actual !== options.digest) {
-          throw new InvalidArgumentError('digest', `announced ${options.digest} but the body hashes to ${actual}`);
-        }
-      }
-    };
-
-    try {
-      const first = (await parts.next()).value as Buffer;
-      hash?.update(first);
-      size += first.length;
-      // A short first part means the stream already ended; a full one needs a peek at the next.
-      const second = first.length < partSize ? undefined : await parts.next();
-      if (!second || second.done) {
-        verify();
-        if (signal?.aborted) throw signal.reason;
-        await this.put(bucket, name, first, headers);
-      } else {
-        uploadId = await this.client.initiateNewMultipartUpload(bucket, name, headers);
-        const etags: { part: number; etag: string }[] = [];
-        let partNumber = 0;
-        const send = (buffer: Buffer): Promise<void> => {
-          const part = ++partNumber;
-          if (part > maxParts) {
-            throw new InvalidArgumentError(
-              'size',
-              `the body is larger than ${maxParts} parts of ${partSize} bytes; pass its size or raise partSize`,
-            );
-          }
-          return runner.add(async () => {
-            try {
-              const etag = await this.put(bucket, name, buffer, {}, `uploadId=${uploadId!}&partNumber=${part}`);
-              etags.push({ part, etag });
-            } finally {
-              pool.release(buffer);
-            }
-          });
-        };
-        await send(first);
-        let next: IteratorResult<Buffer> = second;
-        while (!next.done && !runner.failed) {
-          hash?.update(next.value);
-          size += next.value.length;
-          await send(next.value);
-          if (runner.failed) break;
-          next = await parts.next();
-        }
-        await runner.settle();
-        if (runner.failed) throw runner.failed.error;
-        verify();
-        if (signal?.aborted) throw signal.reason;
-        etags.sort((a, b) => a.part - b.part);
-        await this.client.completeMultipartUpload(bucket, name, uploadId, etags);
-        uploadId = undefined;
-      }
-    } catch (error) {
-      body.destroy();
-      // Deliberate: only releases the source iterator; the upload's own error is rethrown below.
-      await parts.return(undefined).catch(() => undefined);
-      if (uploadId !== undefined) {
-        await runner.settle();
-        try {
-          await this.client.abortMultipartUpload(bucket, name, uploadId);
-        } catch (abortError) {
-          // The upload still fails with its own error; the leftover parts are invisible and expire by lifecycle.
-          this.logger.warn(
-            { bucket, name, uploadId, err: toStorageError(abortError, this.ctx('abort upload', bucket, name)).message },
-            'could not abort the multipart upload',
-          );
-        }
-      }
-      throw toStorageError(error, ctx);
-    } finally {
-      detach();
-    }
-    this.logger.debug({ bucket, name, size }, 'uploaded');
-    return {
-      bucket,
-      name,
-      size,
-      lastModified: new Date(),
-      digest: options.digest,
-      contentType: headers['Content-Type'],
-      metadata: Object.fromEntries(
-        Object.entries(options.metadata ?? {}).map(([k, v]) => [k.toLowerCase(), v] as const),
-      ),
-    };
-  }
-
-  /**
-   * One PUT of a buffer: a whole small object, or a part (`query`). The client would hash the payload on the
-   * event loop (SHA-256 to sign it, and MD5 besides for a single PUT); the signature's SHA-256 is computed in
-   * the thread pool instead, so parts in flight hash on the other cores while this thread feeds the sockets.
-   * A single unsigned PUT keeps its Content-MD5, so the store still checks what arrived.
-   */
-  private async put(
-    bucket: string,
-    name: string,
-    body: Buffer,
-    headers: Record<string, string>,
-    query?: string,
-  ): Promise<string> {
-    // The client's own name check, which its put methods would have done.
-    if (name.length === 0 || name.length > 1024) {
-      throw Object.assign(new Error(`Invalid object name: ${name.slice(0, 64)}`), { name: 'InvalidObjectNameError' });
-    }
-    const signed = this.client.enableSHA256;
-    const sha256 = signed ? await sha256Hex(body) : '';
-    const requestHeaders: Record<string, string | number> = { ...headers, 'Content-Length': body.length };
-    // As the client does: a single unsigned PUT carries its MD5; unsigned parts are covered by the etags.
-    if (!signed && query === undefined) requestHeaders['Content-MD5'] = createHash('md5').update(body).digest('base64');
-    const response = await this.client.makeRequestStreamAsync(
-      { method: 'PUT', bucketName: bucket, objectName: name, headers: requestHeaders, ...(query ? { query } : {}) },
-      body,
-      sha256,
-      [200],
-      this.config.region ?? '',
-    );
-    await drain(response);
-    return etagOf(response);
+    return this.uploader.upload(bucket, name, body, options);
   }
 
   async download(bucket: string, name: string, options: DownloadOptions = {}): Promise<Readable> {
@@ -384,29 +167,10 @@ export class MinioStorage implements RemoteStorage {
       event === 'error' ? emit('error', toStorageError(args[0], ctx)) : emit(event, ...args)) as Readable['emit'];
     return source;
   }
-
-  private toInfo(
-    bucket: string,
-    name: string,
-    stat: { size: number; lastModified: Date; metaData: Record<string, unknown> },
-  ): ObjectInfo {
-    const metadata: Record<string, string> = {};
-    let digest: string | undefined;
-    let contentType: string | undefined;
-    for (const [rawKey, value] of Object.entries(stat.metaData ?? {})) {
-      const key = rawKey.toLowerCase();
-      const text = Array.isArray(value) ? value.join(',') : String(value);
-      if (key === 'content-type') contentType = text;
-      else if (key === digestMetadataKey) digest = text;
-      else if (!standardHeaders.has(key) && !key.startsWith('x-amz-')) metadata[key] = text;
-    }
-    return { bucket, name, size: stat.size, lastModified: stat.lastModified, digest, contentType, metadata };
-  }
-
   async stat(bucket: string, name: string): Promise<ObjectInfo | undefined> {
     try {
       const stat = await this.client.statObject(bucket, name);
-      return this.toInfo(bucket, name, stat);
+      return toInfo(bucket, name, stat);
     } catch (error) {
       if (notFoundCodes.has(codeOf(error) ?? '')) return undefined;
       throw toStorageError(error, this.ctx('stat', bucket, name));
