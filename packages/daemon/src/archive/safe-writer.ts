@@ -13,36 +13,17 @@
  * - Every entry passes the {@link EntryPolicy} first: no device nodes, FIFOs, set-id bits or file capabilities
  *   unless the operator allows them, and the workspace's owner instead of the archive's.
  */
-import {
-  close as closeFd,
-  closeSync,
-  constants,
-  fchmod,
-  fchown,
-  futimes,
-  open as openFd,
-  write as writeFd,
-  fchmodSync,
-  fchownSync,
-  futimesSync,
-  chmodSync,
-  lchownSync,
-  lstatSync,
-  openSync,
-  utimesSync,
-  unlinkSync,
-  writeSync,
-} from 'node:fs';
+import { chmodSync, lchownSync, utimesSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
-import { chmod, lchown, link, lstat, lutimes, mkdir, open, rm, symlink, unlink, utimes } from 'node:fs/promises';
+import { chmod, lchown, link, lutimes, open, rm, symlink, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { ArchiveEscapeError, InvalidArgumentError } from '../errors.js';
-import { Semaphore } from '../util/concurrency.js';
 import { LoopYielder } from '../util/small-files.js';
 import { runProcess } from '../util/process.js';
+import { clearPath, ConfinedPaths } from './confined-paths.js';
 import type { DroppedEntries, EntryPolicyOptions } from './entry-policy.js';
 import { EntryPolicy } from './entry-policy.js';
+import { mknodArgs, noFollowWrite, WriteQueue, writeSmallFileAsync, writeSmallFileSync } from './file-writes.js';
 import type { TreeEntry } from './tree.js';
 import type { Xattrs } from './xattr.js';
 import { applyTreeXattrs } from './xattr.js';
@@ -69,21 +50,6 @@ export function normalizeEntryPath(raw: string): string {
   return parts.join('/');
 }
 
-/** Descriptor-level calls as promises, without FileHandle objects. */
-const fdOps = {
-  open: promisify(openFd),
-  write: (fd: number, data: Uint8Array, offset: number, length: number, position: number): Promise<number> =>
-    new Promise((resolve, reject) =>
-      writeFd(fd, data, offset, length, position, (error, bytes) => (error ? reject(error) : resolve(bytes))),
-    ),
-  fchown: promisify(fchown),
-  fchmod: promisify(fchmod),
-  futimes: promisify(futimes),
-  close: promisify(closeFd),
-};
-
-const noFollowWrite = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
-
 /** A file {@link SafeTreeWriter.reserveFile} admitted, as its creator must make it. */
 export interface ReservedFile {
   readonly absolute: string;
@@ -98,16 +64,12 @@ export interface ReservedFile {
 export class SafeTreeWriter {
   private readonly preserveOwner: boolean;
   private readonly withXattrs: boolean;
-  /** Directories known to be real directories below the root (relative paths). */
-  private readonly verified = new Set<string>(['']);
   private readonly directories: TreeEntry[] = [];
   private readonly pendingXattrs: Array<[string, Xattrs]> = [];
   private warnings = 0;
-  /** Queued writes still running, by relative path: later work on that path (or below it) waits for them. */
-  private readonly inFlight = new Map<string, Promise<void>>();
-  private readonly writeSlots: Semaphore;
-  private failure: { error: unknown } | undefined;
+  private readonly writes: WriteQueue;
   private readonly policy: EntryPolicy;
+  private readonly paths: ConfinedPaths;
   /** Special files the policy dropped (normalized paths), so that their hardlinks are dropped too. */
   private readonly droppedSpecial = new Set<string>();
 
@@ -118,8 +80,9 @@ export class SafeTreeWriter {
     // With an owner, entries carry that owner (the policy rewrites them) and every chown sets it.
     this.preserveOwner = options.owner !== undefined || (options.preserveOwner ?? process.getuid?.() === 0);
     this.withXattrs = options.xattrs ?? true;
-    this.writeSlots = new Semaphore(options.writeConcurrency ?? 8);
+    this.writes = new WriteQueue(options.writeConcurrency ?? 8);
     this.policy = new EntryPolicy(options, (message) => this.warn(message));
+    this.paths = new ConfinedPaths(root, this.policy, this.writes);
   }
 
   /** What the entry policy left out or changed so far. */
@@ -132,23 +95,6 @@ export class SafeTreeWriter {
     return this.policy.admit(entry);
   }
 
-  /** Gives a directory the writer creates on its own (a missing parent) the workspace's owner. */
-  private async ownCreated(absolute: string): Promise<void> {
-    const owner = this.policy.owner;
-    if (owner) await lchown(absolute, owner.uid, owner.gid);
-  }
-
-  private checkFailure(): void {
-    if (this.failure) throw this.failure.error;
-  }
-
-  /** Waits until no queued write on `path` is running. */
-  private async settled(path: string): Promise<void> {
-    const pending = this.inFlight.get(path);
-    // Deliberate: a failed write already set this.failure, which checkFailure/drain report; here we only wait.
-    if (pending) await pending.catch(() => undefined);
-  }
-
   private warn(message: string): void {
     this.warnings++;
     this.options.onWarning?.(message);
@@ -158,67 +104,13 @@ export class SafeTreeWriter {
     return this.warnings;
   }
 
-  /** Makes sure every parent of `path` is a real directory below the root, creating missing ones. */
-  private async ensureParents(path: string, original: string): Promise<void> {
-    const parts = path.split('/');
-    parts.pop();
-    let current = '';
-    for (const part of parts) {
-      current = current === '' ? part : `${current}/${part}`;
-      if (this.verified.has(current)) continue;
-      // A queued file at an ancestor must exist before we look (the entry is then refused, as in order).
-      await this.settled(current);
-      const absolute = join(this.root, current);
-      let info;
-      try {
-        info = await lstat(absolute);
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-        try {
-          await mkdir(absolute, { mode: 0o755 });
-          await this.ownCreated(absolute);
-          this.verified.add(current);
-          continue;
-        } catch (mkdirError) {
-          // A concurrent entry created it first: check what is there now.
-          if ((mkdirError as NodeJS.ErrnoException).code !== 'EEXIST') throw mkdirError;
-          info = await lstat(absolute);
-        }
-      }
-      if (info.isSymbolicLink()) {
-        throw new ArchiveEscapeError(
-          original,
-          `parent '${current}' is a symlink; writing through it could leave the workspace`,
-        );
-      }
-      if (!info.isDirectory())
-        throw new InvalidArgumentError('archive', `entry '${original}': parent '${current}' is not a directory`);
-      this.verified.add(current);
-    }
-  }
-
-  /** Removes whatever is at `absolute` unless it is a directory (which is refused). */
-  private async clearPath(absolute: string, original: string): Promise<void> {
-    let info;
-    try {
-      info = await lstat(absolute);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
-      throw error;
-    }
-    if (info.isDirectory()) {
-      throw new InvalidArgumentError('archive', `entry '${original}' would replace a directory`);
-    }
-    await unlink(absolute);
-  }
-
   /** Validates a path and prepares its parents; returns the normalized path and its absolute location. */
   async prepare(rawPath: string): Promise<{ path: string; absolute: string }> {
-    this.checkFailure();
+    this.writes.checkFailure();
     const path = normalizeEntryPath(rawPath);
-    if (path !== '') await this.ensureParents(path, rawPath);
+    if (path !== '') await this.paths.ensureParents(path, rawPath);
     // Entries apply in archive order: a queued write of the same path finishes first.
-    if (this.inFlight.size > 0) await this.settled(path);
+    if (this.writes.busy) await this.writes.settled(path);
     return { path, absolute: path === '' ? this.root : join(this.root, path) };
   }
 
@@ -227,30 +119,7 @@ export class SafeTreeWriter {
     if (!entry) return;
     const { path, absolute } = await this.prepare(entry.path);
     if (path === '') return; // the root's own metadata is the caller's business
-    if (!this.verified.has(path)) {
-      let info;
-      try {
-        info = await lstat(absolute);
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
-      }
-      if (info && !info.isDirectory()) {
-        if (info.isSymbolicLink()) {
-          throw new ArchiveEscapeError(entry.path, 'a symlink exists where the archive has a directory');
-        }
-        await unlink(absolute);
-        info = undefined;
-      }
-      if (!info) {
-        try {
-          await mkdir(absolute, { mode: 0o700 });
-        } catch (error) {
-          // Created meanwhile by a concurrent entry (a missing parent of a sibling): fine if a directory.
-          if ((error as NodeJS.ErrnoException).code !== 'EEXIST' || !(await lstat(absolute)).isDirectory()) throw error;
-        }
-      }
-      this.verified.add(path);
-    }
+    if (!this.paths.isVerified(path)) await this.paths.makeDirectory(path, absolute, entry.path);
     this.directories.push({ ...entry, path });
     if (entry.xattrs) this.pendingXattrs.push([path, entry.xattrs]);
   }
@@ -259,7 +128,7 @@ export class SafeTreeWriter {
   async createFile(entry: TreeEntry): Promise<{ handle: FileHandle; path: string }> {
     const { path, absolute } = await this.prepare(entry.path);
     if (path === '') throw new InvalidArgumentError('archive', `entry '${entry.path}' names the root as a file`);
-    await this.clearPath(absolute, entry.path);
+    await clearPath(absolute, entry.path);
     const handle = await open(absolute, noFollowWrite, 0o600);
     return { handle, path };
   }
@@ -273,28 +142,7 @@ export class SafeTreeWriter {
     if (!entry) return;
     const { path, absolute } = await this.prepare(entry.path);
     if (path === '') throw new InvalidArgumentError('archive', `entry '${entry.path}' names the root as a file`);
-    let fd: number;
-    try {
-      fd = openSync(absolute, noFollowWrite, 0o600);
-    } catch (error) {
-      // Something is in the way (O_EXCL): a directory is refused, anything else (a symlink too) replaced.
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-      if (lstatSync(absolute).isDirectory()) {
-        throw new InvalidArgumentError('archive', `entry '${entry.path}' would replace a directory`);
-      }
-      unlinkSync(absolute);
-      fd = openSync(absolute, noFollowWrite, 0o600);
-    }
-    try {
-      let written = 0;
-      while (written < data.length) written += writeSync(fd, data, written, data.length - written);
-      if (this.preserveOwner) fchownSync(fd, entry.uid, entry.gid);
-      fchmodSync(fd, entry.mode);
-      const time = entry.mtimeMs / 1000;
-      futimesSync(fd, time, time);
-    } finally {
-      closeSync(fd);
-    }
+    writeSmallFileSync(absolute, entry, data, this.preserveOwner);
     if (entry.xattrs) this.pendingXattrs.push([path, entry.xattrs]);
   }
 
@@ -309,21 +157,7 @@ export class SafeTreeWriter {
     if (!entry) return;
     const { path, absolute } = await this.prepare(entry.path);
     if (path === '') throw new InvalidArgumentError('archive', `entry '${entry.path}' names the root as a file`);
-    const release = await this.writeSlots.acquire();
-    this.checkFailure();
-    const task = this.writeFileAsync(absolute, entry, data).then(
-      () => undefined,
-      (error: unknown) => {
-        this.failure ??= { error };
-        throw error;
-      },
-    );
-    const tracked = task.finally(() => {
-      release();
-      if (this.inFlight.get(path) === tracked) this.inFlight.delete(path);
-    });
-    tracked.catch(() => undefined); // surfaced through checkFailure/drain
-    this.inFlight.set(path, tracked);
+    await this.writes.add(path, () => writeSmallFileAsync(absolute, entry, data, this.preserveOwner));
     if (entry.xattrs) this.pendingXattrs.push([path, entry.xattrs]);
   }
 
@@ -348,41 +182,9 @@ export class SafeTreeWriter {
     };
   }
 
-  /**
-   * Creates one small file through plain descriptors (the callback API): a FileHandle per file costs twice the
-   * event loop's time of the same six system calls, and a restore creates thousands of files.
-   */
-  private async writeFileAsync(absolute: string, entry: TreeEntry, data: Uint8Array): Promise<void> {
-    let fd: number;
-    try {
-      fd = await fdOps.open(absolute, noFollowWrite, 0o600);
-    } catch (error) {
-      // Something is in the way (O_EXCL): a directory is refused, anything else (a symlink too) replaced.
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
-      if ((await lstat(absolute)).isDirectory()) {
-        throw new InvalidArgumentError('archive', `entry '${entry.path}' would replace a directory`);
-      }
-      await unlink(absolute);
-      fd = await fdOps.open(absolute, noFollowWrite, 0o600);
-    }
-    try {
-      let written = 0;
-      while (written < data.length) {
-        written += await fdOps.write(fd, data, written, data.length - written, written);
-      }
-      if (this.preserveOwner) await fdOps.fchown(fd, entry.uid, entry.gid);
-      await fdOps.fchmod(fd, entry.mode);
-      const time = entry.mtimeMs / 1000;
-      await fdOps.futimes(fd, time, time);
-    } finally {
-      await fdOps.close(fd);
-    }
-  }
-
   /** Waits for every queued write; throws the first failure. */
   async drain(): Promise<void> {
-    while (this.inFlight.size > 0) await Promise.allSettled([...this.inFlight.values()]);
-    this.checkFailure();
+    await this.writes.drain();
   }
 
   /** Sets owner, mode and times of a written file (in that order: chown clears setuid bits). */
@@ -403,7 +205,7 @@ export class SafeTreeWriter {
     if (entry.linkTarget === undefined || entry.linkTarget === '') {
       throw new InvalidArgumentError('archive', `symlink '${entry.path}' has no target`);
     }
-    await this.clearPath(absolute, entry.path);
+    await clearPath(absolute, entry.path);
     await symlink(entry.linkTarget, absolute);
     if (this.preserveOwner) await lchown(absolute, entry.uid, entry.gid);
     const time = entry.mtimeMs / 1000;
@@ -419,20 +221,8 @@ export class SafeTreeWriter {
     if (target === '') throw new ArchiveEscapeError(entry.path, 'hardlink to the root directory');
     // A second name of a special file that was not created is not created either.
     if (this.droppedSpecial.has(target)) return;
-    await this.ensureParents(target, entry.path);
-    await this.settled(target);
-    const targetAbsolute = join(this.root, target);
-    let info;
-    try {
-      info = await lstat(targetAbsolute);
-    } catch {
-      throw new InvalidArgumentError(
-        'archive',
-        `hardlink '${entry.path}' points to '${entry.linkTarget}', which does not exist`,
-      );
-    }
-    if (info.isDirectory()) throw new ArchiveEscapeError(entry.path, 'hardlinks to directories are not allowed');
-    await this.clearPath(absolute, entry.path);
+    const targetAbsolute = await this.paths.linkTarget(target, entry);
+    await clearPath(absolute, entry.path);
     await link(targetAbsolute, absolute);
     void path;
   }
@@ -447,20 +237,8 @@ export class SafeTreeWriter {
     }
     const { path, absolute } = await this.prepare(entry.path);
     if (path === '') return;
-    await this.clearPath(absolute, entry.path);
-    const mode = (entry.mode & 0o7777).toString(8);
-    const args =
-      entry.type === 'fifo'
-        ? ['-m', mode, absolute, 'p']
-        : [
-            '-m',
-            mode,
-            absolute,
-            entry.type === 'block-device' ? 'b' : 'c',
-            String(entry.devMajor ?? 0),
-            String(entry.devMinor ?? 0),
-          ];
-    const result = await runProcess('mknod', args);
+    await clearPath(absolute, entry.path);
+    const result = await runProcess('mknod', mknodArgs(entry, absolute));
     if (result.code !== 0) {
       this.warn(`could not create ${entry.type} '${entry.path}': ${result.stderr.trim()}`);
       return;
