@@ -2,8 +2,9 @@ import { Command, CommanderError } from 'commander';
 import type { CliResult, OpName } from './contract.js';
 import { EXIT_FAILED, EXIT_USAGE, opNames, parseOpArgs } from './contract.js';
 import { isNsinsiderValidationError, OpFailure } from './errors.js';
-import type { ToolRunner } from './inside.js';
-import { directRunner, insideHandlers } from './inside.js';
+import type { ToolRunner } from './inside-tools.js';
+import { directRunner } from './inside-tools.js';
+import { insideHandlers } from './inside.js';
 
 const descriptions: Record<OpName, string> = {
   'mount-proc': 'mount proc at {target} (masked like a container runtime does unless mask=false)',

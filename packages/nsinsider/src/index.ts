@@ -59,7 +59,12 @@ export type { V1Controller, CgroupLayout } from './cgroup-layout.js';
 export type { CpuLimit, CgroupLimits, CgroupUsage } from './cgroup-resources.js';
 export { CgroupController, Cgroup } from './cgroup.js';
 export { detectCgroupLayout } from './cgroup-layout.js';
-export { CONNECTION_LIMIT_TABLE, CONNECTION_LIMIT_CHAIN, CONNECTION_DROP_COUNTER, NAT_TABLE } from './inside.js';
+export {
+  CONNECTION_LIMIT_TABLE,
+  CONNECTION_LIMIT_CHAIN,
+  CONNECTION_DROP_COUNTER,
+  NAT_TABLE,
+} from './inside-network.js';
 export { ownCgroupPath, mountCgroupsIfMissing, oomKillCount } from './cgroup-setup.js';
 export type {
   HostLink,

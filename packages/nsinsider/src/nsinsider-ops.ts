@@ -4,7 +4,7 @@ import { assertPid, parseOpArgs } from './contract.js';
 import { isNsinsiderError, isNsinsiderValidationError, NsinsiderError, OpFailure } from './errors.js';
 import type { CommandResult } from './exec.js';
 import { runCommand } from './exec.js';
-import type { ToolRunner } from './inside.js';
+import type { ToolRunner } from './inside-tools.js';
 import { insideHandlers } from './inside.js';
 import { namespaceId, processAlive, resolveHostPid, writeIdMapping } from './proc.js';
 import type {
