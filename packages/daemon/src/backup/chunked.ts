@@ -14,45 +14,33 @@
  *    Only then are packs that the new manifest no longer references deleted. A crash at any point leaves the
  *    previous manifest and all of its packs intact (invariant 3).
  *
- * Restore: chunked-restore.ts.
+ * Steps 1 and 2 are here (the previous manifest's offer: previous-backup.ts), step 3 is chunked-repack.ts and step 4
+ * chunked-commit.ts. Restore: chunked-restore.ts.
  */
-import { createHash } from 'node:crypto';
-import { constants } from 'node:fs';
-import type { FileHandle } from 'node:fs/promises';
-import { open } from 'node:fs/promises';
-import { Readable } from 'node:stream';
-import type { RemoteStorage } from '@workbay/api';
-import { DataCorruptionError, isWorkbayError } from '../errors.js';
 import type { Compression } from '../archive/compression.js';
-import type { TreeEntry, WalkedEntry, WalkOptions } from '../archive/tree.js';
+import type { TreeEntry, WalkOptions } from '../archive/tree.js';
 import { walkTreeSync } from '../archive/tree.js';
 import type { Xattrs } from '../archive/xattr.js';
 import { readTreeXattrs, xattrSupport } from '../archive/xattr.js';
-import { mapLimit } from '../util/concurrency.js';
 import { LoopYielder } from '../util/small-files.js';
 import type { ChunkerOptions } from './chunker.js';
 import { defaultChunkerOptions } from './chunker.js';
 import { FileQueue, readFiles } from './read-pipeline.js';
 import { sharedWorkerPool } from './worker-pool.js';
-import type { BlobRef, PackRef } from './pack-writer.js';
-import { chunksDirectory, packName, PackWriter } from './pack-writer.js';
+import type { BlobRef } from './pack-writer.js';
+import { PackWriter } from './pack-writer.js';
 import type { BackupManifest, ManifestEntry } from './manifest.js';
-import { decodeManifest, encodeManifest, manifestContentType } from './manifest.js';
+import { quickKey, toManifestEntry } from './manifest.js';
+import type { BackupTarget } from './backup-target.js';
+import { listStoredPacks, readManifest } from './backup-target.js';
+import { indexPreviousBackup } from './previous-backup.js';
+import type { BlobSource } from './chunked-repack.js';
+import { repackMostlyGarbage } from './chunked-repack.js';
+import { commitBackup } from './chunked-commit.js';
 
-/** Where a workspace's backup objects live: `<prefix>full.manifest`, `<prefix>chunks/<pack>`. */
-export interface BackupTarget {
-  readonly storage: RemoteStorage;
-  readonly bucket: string;
-  /** `[<owner>/]workspaces/<workspaceId>/` */
-  readonly prefix: string;
-}
-
-export const manifestObjectSuffix = 'full.manifest';
-export { chunksDirectory };
-
-export function manifestName(target: BackupTarget): string {
-  return `${target.prefix}${manifestObjectSuffix}`;
-}
+export type { BackupTarget };
+export { manifestName, manifestObjectSuffix, readManifest } from './backup-target.js';
+export { chunksDirectory } from './pack-writer.js';
 
 export interface ChunkedBackupOptions {
   readonly compression?: Compression;
@@ -97,77 +85,6 @@ export interface ChunkedBackupResult {
   readonly repackedBlobs: number;
 }
 
-async function readRange(path: string, offset: number, length: number): Promise<Buffer | undefined> {
-  let handle: FileHandle;
-  try {
-    handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
-  } catch {
-    // Deliberate: a file gone or replaced (by a link) since the walk cannot be repacked; the blob keeps its old pack.
-    return undefined;
-  }
-  try {
-    const buffer = Buffer.allocUnsafe(length);
-    const { bytesRead } = await handle.read(buffer, 0, length, offset);
-    return bytesRead === length ? buffer : undefined;
-  } finally {
-    await handle.close();
-  }
-}
-
-type Mutable<T> = { -readonly [K in keyof T]: T[K] };
-
-/**
- * One manifest entry, built as one object (spreads of optional parts made four more per entry, and a backup makes
- * one per file). `content`: what was stored of a file (`size` is what was read, which can differ from the walk's).
- */
-function toManifestEntry(
-  tree: TreeEntry,
-  xattrs: Xattrs | undefined,
-  content?: { readonly size: number; readonly blobs: number[]; readonly quick?: string | undefined },
-): ManifestEntry {
-  const entry: Mutable<ManifestEntry> = {
-    path: tree.path,
-    type: tree.type,
-    mode: tree.mode,
-    uid: tree.uid,
-    gid: tree.gid,
-    size: content?.size ?? tree.size,
-    mtimeMs: tree.mtimeMs,
-  };
-  if (tree.linkTarget !== undefined) entry.linkTarget = tree.linkTarget;
-  if (tree.devMajor !== undefined) entry.devMajor = tree.devMajor;
-  if (tree.devMinor !== undefined) entry.devMinor = tree.devMinor;
-  if (xattrs) entry.xattrs = Object.fromEntries(Object.entries(xattrs).map(([k, v]) => [k, v.toString('base64')]));
-  if (content) {
-    entry.blobs = content.blobs;
-    if (content.quick !== undefined) entry.quick = content.quick;
-  }
-  return entry;
-}
-
-function quickKey(entry: WalkedEntry): string {
-  const s = entry.stats;
-  return `${s.ino}:${s.ctimeNs}:${s.mtimeNs}:${s.size}`;
-}
-
-function sha256(data: Uint8Array): string {
-  return createHash('sha256').update(data).digest('hex');
-}
-
-/** Reads the committed manifest; undefined when there is none. */
-export async function readManifest(target: BackupTarget): Promise<BackupManifest | undefined> {
-  let stream: Readable;
-  try {
-    stream = await target.storage.download(target.bucket, manifestName(target));
-  } catch (error) {
-    if (isWorkbayError(error, 'not-found')) return undefined;
-    throw error;
-  }
-  const chunks: Buffer[] = [];
-  for await (const chunk of stream as AsyncIterable<Buffer>) chunks.push(chunk);
-  return decodeManifest(Buffer.concat(chunks));
-}
-
 /** Backs up `root` incrementally against the previous manifest (read from storage when not given). */
 export async function createChunkedBackup(
   root: string,
@@ -185,13 +102,7 @@ export async function createChunkedBackup(
   const startedNs = BigInt(Date.now()) * 1_000_000n;
 
   // Packs that really exist: reuse only those, and collect garbage among them after the commit.
-  const stored = new Map<string, number>();
-  for await (const info of target.storage.list(target.bucket, {
-    prefix: `${target.prefix}${chunksDirectory}`,
-    ...(signal ? { signal } : {}),
-  })) {
-    stored.set(info.name.slice(target.prefix.length + chunksDirectory.length), info.size);
-  }
+  const stored = await listStoredPacks(target, signal);
 
   // getfattr (a child process) reads the xattrs while this thread walks the tree; they are attached after.
   const xattrsRead = (async (): Promise<Map<string, Xattrs>> => {
@@ -203,21 +114,7 @@ export async function createChunkedBackup(
   })();
   xattrsRead.catch(() => undefined); // awaited below; a failed walk must not leave it unhandled
 
-  // Previous state: files that can be reused as they are, and blobs that can be referenced by content.
-  const previousByPath = new Map<string, ManifestEntry>();
-  const previousPacks = previous?.packs ?? [];
-  const previousBlobs = previous?.blobs ?? [];
-  for (const entry of previous?.entries ?? []) if (entry.type === 'file') previousByPath.set(entry.path, entry);
-  const packUsable = previousPacks.map((pack) => stored.get(pack.id) === pack.size);
-  const previousRefs: PackRef[] = previousPacks.map((pack) => ({
-    id: pack.id,
-    size: pack.size,
-    rawSize: pack.rawSize,
-  }));
-  const known = new Map<string, BlobRef>();
-  for (const [hash, pack, offset, length] of previousBlobs) {
-    if (packUsable[pack]) known.set(hash, { hash, pack: previousRefs[pack] as PackRef, offset, length });
-  }
+  const { previousBlobs, previousRefs, known, reusable } = indexPreviousBackup(previous, stored);
 
   const writer = new PackWriter(
     target,
@@ -247,7 +144,7 @@ export async function createChunkedBackup(
   const entries: Array<ManifestEntry> = [];
   const pool = sharedWorkerPool();
   /** Where each blob can be read again locally (first use), for repacking. */
-  const blobSource = new Map<number, { absolute: string; offset: number }>();
+  const blobSource = new Map<number, BlobSource>();
   const noteSources = (absolute: string, indices: readonly number[]): void => {
     let offset = 0;
     for (const index of indices) {
@@ -269,15 +166,6 @@ export async function createChunkedBackup(
     newBlobBytes += chunk.length;
     const added = writer.tryAdd(hash, chunk, hold);
     return added ? useBlob(added) : writer.add(hash, chunk, hold).then(useBlob);
-  };
-
-  const reusable = (path: string, quick: string): readonly number[] | undefined => {
-    const before = previousByPath.get(path);
-    return before?.quick !== undefined &&
-      before.quick === quick &&
-      (before.blobs ?? []).every((b) => known.has((previousBlobs[b] as readonly [string, number, number, number])[0]))
-      ? (before.blobs ?? [])
-      : undefined;
   };
 
   // The walk runs beside the reads: files to read go to the workers as soon as the walk meets them.
@@ -383,96 +271,40 @@ export async function createChunkedBackup(
       const result = read.get(index);
       if (result) entries.push(toManifestEntry(tree, attrs, result));
     }
-    // Repack, once enough garbage accumulated: previous packs now mostly garbage get their live blobs rewritten
-    // (read back from the local files), so the old pack can be deleted. A blob whose file changed meanwhile
-    // keeps its old pack.
-    const live = new Map<PackRef, number>();
-    for (const blob of blobs) live.set(blob.pack, (live.get(blob.pack) ?? 0) + blob.length);
-    const previousSet = new Set(previousRefs);
-    let deadBytes = 0;
-    let usedBytes = newBlobBytes;
-    for (const [pack, liveBytes] of live) {
-      if (!previousSet.has(pack)) continue;
-      usedBytes += pack.rawSize ?? 0;
-      deadBytes += Math.max(0, (pack.rawSize ?? 0) - liveBytes);
-    }
-    const repackDue = deadBytes > repackGarbageShare * usedBytes;
-    for (const [index, blob] of repackDue ? blobs.entries() : []) {
-      const pack = blob.pack;
-      if (!previousSet.has(pack)) continue;
-      if ((live.get(pack) ?? 0) >= repackBelow * Math.max(1, pack.rawSize ?? 0)) continue;
-      const source = blobSource.get(index);
-      if (!source) continue;
-      const data = await readRange(source.absolute, source.offset, blob.length);
-      if (!data || sha256(data) !== blob.hash) continue;
-      blobs[index] = await writer.add(blob.hash, data);
-      repackedBlobs++;
-    }
+    repackedBlobs = await repackMostlyGarbage({
+      writer,
+      blobs,
+      blobSource,
+      previousRefs,
+      newBlobBytes,
+      repackBelow,
+      repackGarbageShare,
+    });
     await writer.finish();
   } catch (error) {
     await writer.abort();
     throw error;
   }
 
-  // Verify every new pack before the commit (a few at once: each is a round trip to the storage).
-  await mapLimit(writer.written, 8, async (pack) => {
-    const info = await target.storage.stat(target.bucket, packName(target, pack.id as string));
-    if (!info || info.size !== pack.size) {
-      throw new DataCorruptionError(
-        `pack ${pack.id as string}`,
-        `${pack.size ?? 0} bytes`,
-        info ? `${info.size} bytes` : 'missing',
-      );
-    }
-  });
-
-  const packIndex = new Map<PackRef, number>();
-  const packs: Array<{ id: string; size: number; rawSize: number }> = [];
-  const manifestBlobs = blobs.map((blob): [string, number, number, number] => {
-    let index = packIndex.get(blob.pack);
-    if (index === undefined) {
-      index = packs.length;
-      packs.push({ id: blob.pack.id as string, size: blob.pack.size as number, rawSize: blob.pack.rawSize as number });
-      packIndex.set(blob.pack, index);
-    }
-    return [blob.hash, index, blob.offset, blob.length];
-  });
-  const manifest: BackupManifest = {
-    format: 'workbay-backup-manifest',
-    version: 1,
+  const commit = await commitBackup({
+    target,
     workspaceId,
-    createdAt: new Date().toISOString(),
     compression,
-    packs,
-    blobs: manifestBlobs,
+    writer,
+    blobs,
     entries,
     totals: { files, contentBytes },
-  };
-  const encoded = await encodeManifest(manifest);
-  const name = manifestName(target);
-  await target.storage.upload(target.bucket, name, Readable.from([encoded]), {
-    contentType: manifestContentType,
-    size: encoded.length,
-    metadata: { 'workbay-backup-format': 'chunked-v1' },
+    stored,
   });
 
-  // Garbage: stored packs the committed manifest does not reference.
-  const live = new Set(packs.map((p) => p.id));
-  let deletedPacks = 0;
-  const candidates = new Set([...stored.keys(), ...writer.written.map((p) => p.id as string)]);
-  for (const id of candidates) {
-    if (live.has(id)) continue;
-    deletedPacks += await target.storage.delete(target.bucket, { name: packName(target, id) });
-  }
-
   return {
-    manifestName: name,
+    manifestName: commit.manifestName,
     files,
     contentBytes,
     readBytes,
-    uploadedBytes: writer.uploadedBytes + encoded.length,
+    uploadedBytes: writer.uploadedBytes + commit.manifestBytes,
     newPacks: writer.written.length,
-    deletedPacks,
+    deletedPacks: commit.deletedPacks,
     newBlobs,
     reusedBlobs,
     repackedBlobs,

@@ -2,7 +2,8 @@ import { promisify } from 'node:util';
 import { gunzip, gzip } from 'node:zlib';
 import { InvalidArgumentError } from '../errors.js';
 import type { Compression } from '../archive/compression.js';
-import type { EntryType, TreeEntry } from '../archive/tree.js';
+import type { EntryType, TreeEntry, WalkedEntry } from '../archive/tree.js';
+import type { Xattrs } from '../archive/xattr.js';
 
 /**
  * A chunked backup: the tree's entries with their metadata, and for file content a list of blobs
@@ -43,6 +44,42 @@ export interface ManifestEntry {
 }
 
 export const manifestContentType = 'application/vnd.workbay.backup-manifest.v1+json';
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
+/**
+ * One manifest entry, built as one object (spreads of optional parts made four more per entry, and a backup makes
+ * one per file). `content`: what was stored of a file (`size` is what was read, which can differ from the walk's).
+ */
+export function toManifestEntry(
+  tree: TreeEntry,
+  xattrs: Xattrs | undefined,
+  content?: { readonly size: number; readonly blobs: number[]; readonly quick?: string | undefined },
+): ManifestEntry {
+  const entry: Mutable<ManifestEntry> = {
+    path: tree.path,
+    type: tree.type,
+    mode: tree.mode,
+    uid: tree.uid,
+    gid: tree.gid,
+    size: content?.size ?? tree.size,
+    mtimeMs: tree.mtimeMs,
+  };
+  if (tree.linkTarget !== undefined) entry.linkTarget = tree.linkTarget;
+  if (tree.devMajor !== undefined) entry.devMajor = tree.devMajor;
+  if (tree.devMinor !== undefined) entry.devMinor = tree.devMinor;
+  if (xattrs) entry.xattrs = Object.fromEntries(Object.entries(xattrs).map(([k, v]) => [k, v.toString('base64')]));
+  if (content) {
+    entry.blobs = content.blobs;
+    if (content.quick !== undefined) entry.quick = content.quick;
+  }
+  return entry;
+}
+
+export function quickKey(entry: WalkedEntry): string {
+  const s = entry.stats;
+  return `${s.ino}:${s.ctimeNs}:${s.mtimeNs}:${s.size}`;
+}
 
 export function toTreeEntry(entry: ManifestEntry): TreeEntry {
   const xattrs = entry.xattrs

@@ -1,0 +1,90 @@
+/**
+ * The commit of a chunked backup (step 4 in chunked.ts): every new pack is verified before the manifest is
+ * replaced, and only then are packs that the new manifest no longer references deleted. A crash at any point
+ * leaves the previous manifest and all of its packs intact (invariant 3).
+ */
+import { Readable } from 'node:stream';
+import { DataCorruptionError } from '../errors.js';
+import { mapLimit } from '../util/concurrency.js';
+import type { BackupTarget } from './backup-target.js';
+import { manifestName } from './backup-target.js';
+import type { BlobRef, PackRef, PackWriter } from './pack-writer.js';
+import { packName } from './pack-writer.js';
+import type { BackupManifest } from './manifest.js';
+import { encodeManifest, manifestContentType } from './manifest.js';
+
+/** What the manifest holds besides its packs and blobs tables (the commit builds those from the blob refs). */
+type ManifestContents = Pick<BackupManifest, 'workspaceId' | 'compression' | 'entries' | 'totals'>;
+
+export interface CommitInput extends ManifestContents {
+  readonly target: BackupTarget;
+  /** The finished pack writer: its packs are verified, and deleted when the manifest does not reference them. */
+  readonly writer: PackWriter;
+  readonly blobs: readonly BlobRef[];
+  /** The packs in storage before the backup (id to size): garbage among them is deleted after the commit. */
+  readonly stored: ReadonlyMap<string, number>;
+}
+
+export interface CommitResult {
+  /** The committed manifest's object name. */
+  readonly manifestName: string;
+  readonly manifestBytes: number;
+  readonly deletedPacks: number;
+}
+
+/** Verifies the new packs, replaces the manifest, then deletes the packs it no longer references. */
+export async function commitBackup(input: CommitInput): Promise<CommitResult> {
+  const { target, workspaceId, compression, writer, blobs, entries, totals, stored } = input;
+  // Verify every new pack before the commit (a few at once: each is a round trip to the storage).
+  await mapLimit(writer.written, 8, async (pack) => {
+    const info = await target.storage.stat(target.bucket, packName(target, pack.id as string));
+    if (!info || info.size !== pack.size) {
+      throw new DataCorruptionError(
+        `pack ${pack.id as string}`,
+        `${pack.size ?? 0} bytes`,
+        info ? `${info.size} bytes` : 'missing',
+      );
+    }
+  });
+
+  const packIndex = new Map<PackRef, number>();
+  const packs: Array<{ id: string; size: number; rawSize: number }> = [];
+  const manifestBlobs = blobs.map((blob): [string, number, number, number] => {
+    let index = packIndex.get(blob.pack);
+    if (index === undefined) {
+      index = packs.length;
+      packs.push({ id: blob.pack.id as string, size: blob.pack.size as number, rawSize: blob.pack.rawSize as number });
+      packIndex.set(blob.pack, index);
+    }
+    return [blob.hash, index, blob.offset, blob.length];
+  });
+  const manifest: BackupManifest = {
+    format: 'workbay-backup-manifest',
+    version: 1,
+    workspaceId,
+    createdAt: new Date().toISOString(),
+    compression,
+    packs,
+    blobs: manifestBlobs,
+    entries,
+    totals,
+  };
+  const encoded = await encodeManifest(manifest);
+  const name = manifestName(target);
+  await target.storage.upload(target.bucket, name, Readable.from([encoded]), {
+    contentType: manifestContentType,
+    size: encoded.length,
+    metadata: { 'workbay-backup-format': 'chunked-v1' },
+  });
+
+  // Garbage: stored packs the committed manifest does not reference.
+  const live = new Set(packs.map((p) => p.id));
+  let deletedPacks = 0;
+  const candidates = new Set([...stored.keys(), ...writer.written.map((p) => p.id as string)]);
+  for (const id of candidates) {
+    if (live.has(id)) continue;
+    deletedPacks += await target.storage.delete(target.bucket, { name: packName(target, id) });
+  }
+
+  return { manifestName: name, manifestBytes: encoded.length, deletedPacks };
+}
