@@ -207,6 +207,7 @@ export {
   networkUnreachableCodes,
   isNetworkUnreachableCode,
   readConfigFile,
+  lowerCaseMetadata,
   createPlugin,
   PluginHost,
 } from './spi/index.js';

@@ -14,7 +14,7 @@ import type {
   RemoteStorage,
   UploadOptions,
 } from '@workbay/api';
-import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from '@workbay/api';
+import { FailedPreconditionError, InvalidArgumentError, NotFoundError, lowerCaseMetadata } from '@workbay/api';
 import type { ExampleStorageConfig } from './config.js';
 
 /**
@@ -81,7 +81,7 @@ export class ExampleStorage implements RemoteStorage {
         size,
         digest: options.digest ?? digest,
         ...(options.contentType ? { contentType: options.contentType } : {}),
-        metadata: lowerCaseKeys(options.metadata ?? {}),
+        metadata: lowerCaseMetadata(options.metadata),
       };
       await writeHeader(partial, header);
       await rename(partial, target);
@@ -215,8 +215,4 @@ async function syncDir(dir: string): Promise<void> {
   } finally {
     await handle.close();
   }
-}
-
-function lowerCaseKeys(metadata: Readonly<Record<string, string>>): Record<string, string> {
-  return Object.fromEntries(Object.entries(metadata).map(([key, value]) => [key.toLowerCase(), value]));
 }

@@ -14,7 +14,13 @@ import type {
   RemoteStorage,
   UploadOptions,
 } from '@workbay/api';
-import { CancelledError, FailedPreconditionError, InvalidArgumentError, silentLogger } from '@workbay/api';
+import {
+  CancelledError,
+  FailedPreconditionError,
+  InvalidArgumentError,
+  lowerCaseMetadata,
+  silentLogger,
+} from '@workbay/api';
 import { Storage } from '@google-cloud/storage';
 import type { File, FileMetadata } from '@google-cloud/storage';
 import type { GcsConfig } from './config.js';
@@ -242,9 +248,7 @@ export class GcsStorage implements RemoteStorage {
       lastModified: new Date(),
       digest: options.digest,
       contentType: metadata.contentType,
-      metadata: Object.fromEntries(
-        Object.entries(options.metadata ?? {}).map(([k, v]) => [k.toLowerCase(), v] as const),
-      ),
+      metadata: lowerCaseMetadata(options.metadata),
     };
   }
 

@@ -8,7 +8,7 @@ import { createHash, webcrypto } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { ObjectInfo, PluginLogger, UploadOptions } from '@workbay/api';
-import { CancelledError, InvalidArgumentError } from '@workbay/api';
+import { CancelledError, InvalidArgumentError, lowerCaseMetadata } from '@workbay/api';
 import type { Client } from 'minio';
 import type { MinioConfig } from './config.js';
 import { maxPartSize, maxParts } from './config.js';
@@ -170,9 +170,7 @@ export class MinioUploader {
       lastModified: new Date(),
       digest: options.digest,
       contentType: headers['Content-Type'],
-      metadata: Object.fromEntries(
-        Object.entries(options.metadata ?? {}).map(([k, v]) => [k.toLowerCase(), v] as const),
-      ),
+      metadata: lowerCaseMetadata(options.metadata),
     };
   }
 

@@ -24,6 +24,7 @@ export {
   networkUnreachableCodes,
   isNetworkUnreachableCode,
   readConfigFile,
+  lowerCaseMetadata,
 } from './plugin-support.js';
 export {
   defaultBucketPrefix,

@@ -6,6 +6,7 @@ import { InvalidArgumentError } from '../errors.js';
 import type { SafeParseResultLike, SchemaIssueLike, SchemaLike } from './plugin-support.js';
 import {
   isNetworkUnreachableCode,
+  lowerCaseMetadata,
   networkUnreachableCodes,
   parsePluginSection,
   readConfigFile,
@@ -119,5 +120,15 @@ describe('readConfigFile', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('lowerCaseMetadata', () => {
+  it('lower-cases the keys, keeps the values as they are, and takes no metadata as none', () => {
+    expect(lowerCaseMetadata({ 'Workbay-Digest': 'sha256:AB', owner: 'Alice' })).toEqual({
+      'workbay-digest': 'sha256:AB',
+      owner: 'Alice',
+    });
+    expect(lowerCaseMetadata(undefined)).toEqual({});
   });
 });

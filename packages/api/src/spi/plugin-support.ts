@@ -108,3 +108,13 @@ export const networkUnreachableCodes: ReadonlySet<string> = new Set([
 export function isNetworkUnreachableCode(code: unknown): code is string {
   return typeof code === 'string' && (networkUnreachableCodes.has(code) || code.startsWith('UND_ERR'));
 }
+
+/**
+ * User metadata as `ObjectInfo.metadata` reports it: keys lower-cased, as S3 and GCS store them (their keys are
+ * case-insensitive), so that every backend answers the same for the same upload.
+ */
+export function lowerCaseMetadata(metadata: Readonly<Record<string, string>> | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [key, value] of Object.entries(metadata ?? {})) out[key.toLowerCase()] = value;
+  return out;
+}

@@ -9,6 +9,7 @@ import { rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { ObjectInfo, UploadOptions } from '@workbay/api';
+import { lowerCaseMetadata } from '@workbay/api';
 import { InvalidArgumentError } from '../errors.js';
 import type { KeyedMutex } from '../util/concurrency.js';
 import { digestFile, SharedMemoryDigest } from '../backup/worker-pool.js';
@@ -71,7 +72,7 @@ export async function uploadObject(
       lastModified: new Date().toISOString(),
       ...(digest !== undefined ? { digest } : {}),
       ...(options.contentType !== undefined ? { contentType: options.contentType } : {}),
-      metadata: lowerCaseKeys(options.metadata ?? {}),
+      metadata: lowerCaseMetadata(options.metadata),
       data: id,
     };
     const metaHandle = await createInDirectory(dir, tempMeta);
@@ -168,10 +169,4 @@ async function writeData(
     else await dataDone.catch(() => undefined);
     throw error;
   }
-}
-
-function lowerCaseKeys(metadata: Readonly<Record<string, string>>): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [key, value] of Object.entries(metadata)) out[key.toLowerCase()] = value;
-  return out;
 }
