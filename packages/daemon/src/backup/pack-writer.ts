@@ -15,6 +15,7 @@ import { promisify } from 'node:util';
 import { gzip } from 'node:zlib';
 import type { Compression } from '../archive/compression.js';
 import { Semaphore } from '../util/concurrency.js';
+import { copyBytes } from '../util/copy-bytes.js';
 import type { BackupTarget } from './chunked.js';
 
 const packContentType = 'application/vnd.workbay.backup-pack';
@@ -125,8 +126,7 @@ export class PackWriter {
       this.arenaUsed = 0;
     }
     const view = this.arena.subarray(this.arenaUsed, this.arenaUsed + data.length);
-    data.copy(view);
-    this.arenaUsed += data.length;
+    this.arenaUsed += copyBytes(data, this.arena, this.arenaUsed);
     return view;
   }
 

@@ -26,6 +26,7 @@ import { silentLogger } from '@workbay/api';
 import { InvalidArgumentError, NotFoundError } from '../errors.js';
 import { KeyedMutex } from '../util/concurrency.js';
 import { DirectorySyncs } from './directory-sync.js';
+import { DirectWrites } from './direct-writes.js';
 import {
   assertBucket,
   assertName,
@@ -63,6 +64,7 @@ export class FsRemoteStorage implements RemoteStorage {
   private readonly presign: PresignServer;
   private readonly directorySync = new DirectorySyncs();
   private readonly sweeper = new LeftoverSweeper();
+  private readonly directWrites = new DirectWrites();
 
   constructor(options: FsStorageOptions) {
     this.root = options.root;
@@ -92,7 +94,12 @@ export class FsRemoteStorage implements RemoteStorage {
       body.destroy();
       throw new NotFoundError(`bucket '${bucket}' does not exist`);
     }
-    const context = { commitLock: this.commitLock, directorySync: this.directorySync, sweeper: this.sweeper };
+    const context = {
+      commitLock: this.commitLock,
+      directorySync: this.directorySync,
+      sweeper: this.sweeper,
+      directWrites: this.directWrites,
+    };
     return uploadObject(context, { bucket, name, dir, base }, body, options);
   }
 

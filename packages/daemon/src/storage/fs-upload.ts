@@ -14,6 +14,8 @@ import { InvalidArgumentError } from '../errors.js';
 import type { KeyedMutex } from '../util/concurrency.js';
 import { digestFile, SharedMemoryDigest } from '../backup/worker-pool.js';
 import type { DirectorySyncs } from './directory-sync.js';
+import type { DirectFileWriter, DirectWrites } from './direct-writes.js';
+import { directWriteMinBytes } from './direct-writes.js';
 import { dataMarker, metaSuffix, newUploadId, tempMarker } from './fs-layout.js';
 import type { Sidecar } from './fs-objects.js';
 import { createInDirectory, readSidecar, toInfo } from './fs-objects.js';
@@ -24,12 +26,13 @@ const inlineDigestLimit = 1024 * 1024;
 
 /**
  * What uploads share with the rest of the storage: the per-object commit lock (deletes take it too), the grouped
- * directory fsyncs and the sweeper of crashed uploads' leftovers.
+ * directory fsyncs, the sweeper of crashed uploads' leftovers and the direct writes of large objects.
  */
 export interface UploadContext {
   readonly commitLock: KeyedMutex;
   readonly directorySync: DirectorySyncs;
   readonly sweeper: LeftoverSweeper;
+  readonly directWrites: DirectWrites;
 }
 
 /** Where an upload goes: its validated bucket and name, and the object's directory and encoded base name. */
@@ -59,7 +62,7 @@ export async function uploadObject(
   /** The data file's fsync and close, running beside the digest and the sidecar's write and fsync. */
   let dataDone: Promise<void> | undefined;
   try {
-    const written = await writeData(handle, body, options);
+    const written = await writeData(handle, body, options, () => context.directWrites.open(dataPath));
     dataDone = written.dataDone;
     const { size, digest } = written;
     if (options.digest !== undefined && options.digest !== digest) {
@@ -107,12 +110,14 @@ export async function uploadObject(
 /**
  * Writes `body` to the data file `handle` and computes its digest. Resolves once every byte is written and the
  * digest known, with the data file's fsync and close still running in `dataDone`; on failure the file is closed
- * (and its fsync settled) before the error is thrown.
+ * (and its fsync settled) before the error is thrown. `openDirect` opens the same file for writes past the page
+ * cache (see `direct-writes.ts`), used for large objects whose digest is not read back from the file.
  */
 async function writeData(
   handle: FileHandle,
   body: Readable,
   options: UploadOptions,
+  openDirect: () => Promise<DirectFileWriter | undefined>,
 ): Promise<{ size: number; digest: string | undefined; dataDone: Promise<void> }> {
   let size = 0;
   // The digest is computed here, of exactly the bytes written, so the event loop never spends a pass over a
@@ -124,6 +129,7 @@ async function writeData(
   let hash: Hash | undefined = wantDigest ? createHash('sha256') : undefined;
   let shared: SharedMemoryDigest | undefined;
   let first = true;
+  let direct: DirectFileWriter | undefined;
   let dataDone: Promise<void> | undefined;
   try {
     let digest: string | undefined;
@@ -133,6 +139,10 @@ async function writeData(
       if (wantDigest && first && SharedMemoryDigest.accepts(buffer) && (options.size ?? Infinity) > inlineDigestLimit) {
         shared = new SharedMemoryDigest();
         hash = undefined;
+      }
+      // A digest read back from the file would then come from the disk: those objects keep the page cache.
+      if (first && (!wantDigest || shared) && (options.size ?? Infinity) >= directWriteMinBytes) {
+        direct = await openDirect();
       }
       first = false;
       size += buffer.length;
@@ -147,11 +157,18 @@ async function writeData(
       } else if (size > inlineDigestLimit) hash = undefined;
       else hash?.update(buffer);
       // Every byte handed to the digest is written: a short write continues where it stopped.
-      for (let written = 0; written < buffer.length;) {
-        written += (await handle.write(buffer, written, buffer.length - written)).bytesWritten;
+      if (direct) await direct.write(buffer);
+      else {
+        for (let written = 0; written < buffer.length;) {
+          written += (await handle.write(buffer, written, buffer.length - written)).bytesWritten;
+        }
       }
     }
     options.signal?.throwIfAborted();
+    if (direct) {
+      await direct.finish();
+      await direct.close();
+    }
     const synced = handle.sync();
     try {
       if (wantDigest) {
@@ -165,6 +182,7 @@ async function writeData(
     return { size, digest, dataDone };
   } catch (error) {
     shared?.drop();
+    await direct?.close();
     if (!dataDone) await handle.close();
     else await dataDone.catch(() => undefined);
     throw error;
