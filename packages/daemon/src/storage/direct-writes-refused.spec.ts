@@ -1,4 +1,5 @@
 import { constants } from 'node:fs';
+import type * as FsPromises from 'node:fs/promises';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
@@ -8,7 +9,7 @@ import { tempDir } from '../test-support/tree.js';
 // the kernel here has none such to mount, so the refusal is simulated for this spec only.
 const directOpens = vi.hoisted(() => ({ count: 0 }));
 vi.mock('node:fs/promises', async (importOriginal) => {
-  const actual = await importOriginal<typeof import('node:fs/promises')>();
+  const actual = await importOriginal<typeof FsPromises>();
   return {
     ...actual,
     open: async (path: string, flags?: string | number, mode?: number) => {
