@@ -13,6 +13,7 @@ import { normalizeEntryPath, SafeTreeWriter } from '../archive/safe-writer.js';
 import type { SafeWriterOptions } from '../archive/safe-writer.js';
 import type { TreeEntry } from '../archive/tree.js';
 import { mapLimit } from '../util/concurrency.js';
+import { copyBytes } from '../util/copy-bytes.js';
 import type { BackupTarget } from './chunked.js';
 import type { BackupManifest, ManifestEntry } from './manifest.js';
 import { toTreeEntry } from './manifest.js';
@@ -293,7 +294,8 @@ async function readPack(
   try {
     let filled = 0;
     for await (const chunk of (await decompressAuto(stream)) as AsyncIterable<Buffer>) {
-      filled += chunk.copy(buffer, filled, 0, Math.min(chunk.length, extent - filled));
+      // Into the workers' shared memory: a plain memcpy (see copy-bytes.ts), not Buffer#copy.
+      filled += copyBytes(chunk.subarray(0, Math.min(chunk.length, extent - filled)), buffer, filled);
       if (filled === extent) break;
     }
     if (filled < extent) throw new DataCorruptionError(what, `at least ${extent} bytes`, `${filled} bytes`);

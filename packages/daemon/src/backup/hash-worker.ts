@@ -205,7 +205,8 @@ export function workerMain(cut: FindCut): void {
       open.set(job.key, state);
     }
     const buffer = acquire(job.chunker.maxSize + segmentBytes);
-    state.carry.copy(buffer, 0, 0, state.carried);
+    // Copies into and out of shared memory go through fill(), a plain memcpy (see util/copy-bytes.ts).
+    if (state.carried > 0) buffer.fill(state.carry.subarray(0, state.carried), 0, state.carried);
     let filled = state.carried;
     const limit = state.carried + segmentBytes;
     let eof = false;
@@ -222,7 +223,9 @@ export function workerMain(cut: FindCut): void {
     const content = buffer.subarray(0, filled);
     const { lengths, hashes, used } = chunk(content, job.chunker, eof);
     // The bytes after the last cut start the next piece (less than a maximum chunk, or a cut would be there).
-    state.carried = content.copy(state.carry, 0, used);
+    const rest = content.subarray(used);
+    if (rest.length > 0) state.carry.fill(rest, 0, rest.length);
+    state.carried = rest.length;
     if (eof) open.delete(job.key);
     const data = new Uint8Array(buffer.buffer, buffer.byteOffset, used);
     parentPort?.postMessage({ id: job.id, data, lengths, hashes, bytesRead, eof });

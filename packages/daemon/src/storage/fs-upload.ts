@@ -11,6 +11,7 @@ import type { Readable } from 'node:stream';
 import type { ObjectInfo, UploadOptions } from '@workbay/api';
 import { lowerCaseMetadata } from '@workbay/api';
 import { InvalidArgumentError } from '../errors.js';
+import { copyBytes } from '../util/copy-bytes.js';
 import type { KeyedMutex } from '../util/concurrency.js';
 import { digestFile, SharedMemoryDigest } from '../backup/worker-pool.js';
 import type { DirectorySyncs } from './directory-sync.js';
@@ -150,7 +151,7 @@ async function writeData(
         // A body mixing in unshared buffers (rare): a copy of those is still cheaper than a read-back.
         if (!SharedMemoryDigest.accepts(buffer)) {
           const copy = Buffer.from(new SharedArrayBuffer(buffer.length));
-          buffer.copy(copy);
+          copyBytes(buffer, copy, 0);
           buffer = copy;
         }
         shared.update(buffer);
