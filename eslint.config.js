@@ -61,7 +61,7 @@ export default tseslint.config(
   {
     // Plugins may use the public test kit only from their tests, never from shipped code.
     files: ['packages/storage-*/src/**/*.ts'],
-    ignores: ['**/*.spec.ts'],
+    ignores: ['**/*.spec.ts', '**/test-support/**'],
     rules: {
       'no-restricted-imports': [
         'error',
