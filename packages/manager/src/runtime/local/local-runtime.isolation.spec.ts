@@ -1,0 +1,164 @@
+// LocalRuntime as root: namespaces, cgroup limits (CPU, memory, pids) and mounting cgroups where none are.
+import { spawn } from 'node:child_process';
+import { readFile, stat } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { createRequire } from 'node:module';
+import { describe, expect, it } from 'vitest';
+import {
+  contentDir,
+  isRoot,
+  newRuntime,
+  nextEvent,
+  shellImages,
+  spec,
+  useLocalRuntimeFixtures,
+  waitForFile,
+} from '../../test-support/local-runtime.js';
+
+useLocalRuntimeFixtures();
+
+describe.runIf(isRoot)('LocalRuntime: isolation as root', () => {
+  it('runs the workspace in its own pid, mount and uts namespaces', async () => {
+    const runtime = await newRuntime({
+      images: shellImages({
+        ns: 'echo "$PPID" > ids.txt; hostname > host.txt; ls /proc | grep -c "^[0-9]" > procs.txt; exec sleep 600',
+      }),
+    });
+    expect(runtime.isolation.namespaces).toBe(true);
+    const dir = await contentDir();
+    const s = spec({ contentDir: dir, image: 'ns', workspaceId: 'ws-own-host' });
+    await runtime.start(s);
+    // Its parent is the sandbox init, pid 1 of its own pid namespace.
+    expect((await waitForFile(path.join(dir, 'ids.txt'))).trim()).toBe('1');
+    expect((await waitForFile(path.join(dir, 'host.txt'))).trim()).toBe('ws-own-host');
+    // init, the shell and ls (and grep): nothing of the host's process table is visible.
+    expect(Number((await waitForFile(path.join(dir, 'procs.txt'))).trim())).toBeLessThan(6);
+    expect(os.hostname()).not.toBe('ws-own-host');
+  });
+
+  it('puts the workspace in a cgroup with the class limits and removes it afterwards', async () => {
+    const runtime = await newRuntime({ images: shellImages({ sleeper: 'echo up > up.txt; exec sleep 600' }) });
+    expect(runtime.isolation.cgroups).toBeDefined();
+    const dir = await contentDir();
+    const s = spec({
+      contentDir: dir,
+      image: 'sleeper',
+      resources: { cpu: 0.5, memoryBytes: 96 * 1024 * 1024, pids: 64 },
+    });
+    const st = await runtime.start(s);
+    await waitForFile(path.join(dir, 'up.txt'));
+    expect(st.cgroupDirs.length).toBeGreaterThan(0);
+    const files = await readLimits(st.cgroupDirs);
+    if (runtime.isolation.cgroups!.version === 'v1') {
+      expect(files['cpu.cfs_quota_us']).toBe('50000');
+      expect(files['cpu.cfs_period_us']).toBe('100000');
+      expect(files['memory.limit_in_bytes']).toBe(String(96 * 1024 * 1024));
+    } else {
+      expect(files['cpu.max']).toBe('50000 100000');
+      expect(files['memory.max']).toBe(String(96 * 1024 * 1024));
+    }
+    expect(files['pids.max']).toBe('64');
+    // The wrapper and everything below it are members.
+    for (const dir of st.cgroupDirs) {
+      const members = (await readFile(path.join(dir, 'cgroup.procs'), 'utf8')).trim().split('\n').map(Number);
+      expect(members).toContain(st.pid);
+      expect(members.length).toBeGreaterThanOrEqual(3);
+    }
+    await runtime.stop(s.instanceId, { gracePeriodMs: 1000 });
+    for (const dir of st.cgroupDirs) await expect(stat(dir)).rejects.toThrow();
+  });
+
+  it('reports an OOM kill when a workspace exceeds its memory limit', async () => {
+    const hog = `const a = []; for (;;) a.push(Buffer.alloc(1 << 20, 1));`;
+    const runtime = await newRuntime({
+      images: { hog: { command: [process.execPath, '-e', hog], readiness: { kind: 'none' } } },
+    });
+    const s = spec({ contentDir: await contentDir(), image: 'hog', resources: { memoryBytes: 64 * 1024 * 1024 } });
+    const exited = nextEvent(runtime, 'exited', s.instanceId, 60_000);
+    await runtime.start(s);
+    const exit = await exited;
+    expect(exit.state.exitCode).toBe(137);
+    expect(exit.state.failure).toMatch(/^out of memory: the workspace exceeded its memory limit of 64 MiB/);
+  });
+
+  it('limits the number of processes', async () => {
+    const runtime = await newRuntime({
+      images: shellImages({ forks: 'i=0; while [ $i -lt 40 ]; do sleep 600 & i=$((i+1)); done; wait' }),
+    });
+    const s = spec({ contentDir: await contentDir(), image: 'forks', resources: { pids: 10 } });
+    const exited = nextEvent(runtime, 'exited', s.instanceId);
+    await runtime.start(s);
+    // The shell gives up when fork fails; the failure carries its last words.
+    const exit = await exited;
+    expect(exit.state.failure).toMatch(/fork/i);
+  });
+});
+
+describe.runIf(isRoot)('cgroup mounting', () => {
+  it('mounts the v1 controllers when a machine has no cgroup filesystem (in a private mount namespace)', async () => {
+    // The runtime's cgroup code is @workbay/nsinsider's; run its built module in a clean mount namespace.
+    const dist = createRequire(import.meta.url).resolve('@workbay/nsinsider');
+    const script = [
+      `import { mountCgroupsIfMissing, detectCgroupLayout } from ${JSON.stringify(dist)};`,
+      'const before = await detectCgroupLayout().catch(() => null);',
+      'await mountCgroupsIfMissing();',
+      'const after = await detectCgroupLayout();',
+      'console.log(JSON.stringify({ before, after }));',
+    ].join('\n');
+    // Everything happens in a new mount namespace: the host's cgroup mounts are untouched.
+    const out = await new Promise<string>((resolve, reject) => {
+      const child = spawn(
+        'unshare',
+        [
+          '--mount',
+          '--propagation',
+          'private',
+          '--',
+          'sh',
+          '-c',
+          'umount -R /sys/fs/cgroup && exec "$0" --input-type=module -e "$1"',
+          process.execPath,
+          script,
+        ],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
+      );
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      child.on('close', (code) => (code === 0 ? resolve(stdout) : reject(new Error(`exit ${code}: ${stderr}`))));
+    });
+    const { before, after } = JSON.parse(out) as {
+      before: unknown;
+      after: { version: string; roots: Record<string, string> };
+    };
+    expect(before).toBeNull();
+    expect(after.version).toBe('v1');
+    expect(after.roots).toEqual({
+      cpu: '/sys/fs/cgroup/cpu',
+      cpuacct: '/sys/fs/cgroup/cpuacct',
+      memory: '/sys/fs/cgroup/memory',
+      pids: '/sys/fs/cgroup/pids',
+      freezer: '/sys/fs/cgroup/freezer',
+    });
+  });
+});
+
+async function readLimits(dirs: readonly string[]): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const dir of dirs) {
+    for (const file of [
+      'cpu.cfs_quota_us',
+      'cpu.cfs_period_us',
+      'memory.limit_in_bytes',
+      'pids.max',
+      'cpu.max',
+      'memory.max',
+    ]) {
+      const text = await readFile(path.join(dir, file), 'utf8').catch(() => undefined);
+      if (text !== undefined) out[file] = text.trim();
+    }
+  }
+  return out;
+}
