@@ -12,6 +12,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { runBin } from '../test-support/run-bin.js';
+import type { BinRun as Run } from '../test-support/run-bin.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -21,28 +23,11 @@ const managerVersion = (
   JSON.parse(readFileSync(path.resolve(here, '../../package.json'), 'utf8')) as { version: string }
 ).version;
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
 let dir: string;
 const started: ChildProcess[] = [];
 
 function run(file: string, args: string[]): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [file, ...args], {
-      env: { ...process.env, WORKBAY_OWNER: 'erin' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+  return runBin(file, args, { WORKBAY_OWNER: 'erin' });
 }
 
 /** A workbay.yaml for an isolated `up` under `dir/<name>`, with `extra` lines (storage, plugins) appended. */

@@ -3,11 +3,12 @@
  * proxy and the real local runtime (processes on this machine), with the test content daemon of
  * src/test-support.
  */
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { runBin } from '../test-support/run-bin.js';
+import type { BinRun as Run } from '../test-support/run-bin.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startHarness } from '../test-support/harness.js';
 import type { Harness } from '../test-support/harness.js';
@@ -15,25 +16,8 @@ import type { Harness } from '../test-support/harness.js';
 const mainJs = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../dist/cli/main.js');
 let h: Harness;
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
 function workbay(args: string[]): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [mainJs, ...args], {
-      env: { ...process.env, WORKBAY_ADDRESS: h.running.grpcAddress, WORKBAY_OWNER: 'carol' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+  return runBin(mainJs, args, { WORKBAY_ADDRESS: h.running.grpcAddress, WORKBAY_OWNER: 'carol' });
 }
 
 beforeAll(async () => {

@@ -10,15 +10,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { runBin } from '../test-support/run-bin.js';
+import type { BinRun as Run } from '../test-support/run-bin.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 const mainJs = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../dist/cli/main.js');
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
 
 let dir: string;
 let repo: string;
@@ -27,18 +23,7 @@ let upStderr = '';
 let addresses: { managerAddress: string; proxyAddress: string; daemonAddress: string };
 
 function workbay(args: string[]): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [mainJs, '--address', addresses.managerAddress, ...args], {
-      env: { ...process.env, WORKBAY_OWNER: 'dave' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+  return runBin(mainJs, ['--address', addresses.managerAddress, ...args], { WORKBAY_OWNER: 'dave' });
 }
 
 async function info(url: string, token: string): Promise<{ workspaceId: string; entries: { name: string }[] }> {

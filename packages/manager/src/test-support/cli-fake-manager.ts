@@ -6,7 +6,6 @@
  * `address` and `tmp` are set from its `beforeAll` on. The real manager is exercised by src/cli/manager.cli.spec.ts
  * (real gRPC server and local runtime) and src/cli/up.cli.spec.ts (`workbay up`).
  */
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -14,6 +13,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Server, ServerCredentials } from '@grpc/grpc-js';
 import { Subject, map } from 'rxjs';
+import { runBin } from './run-bin.js';
+import type { BinRun } from './run-bin.js';
 import { afterAll, beforeAll } from 'vitest';
 import {
   AlreadyExistsError,
@@ -171,11 +172,7 @@ export class FakeManager {
   }
 }
 
-export interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
+export type Run = BinRun;
 
 let server: Server;
 export let fake: FakeManager;
@@ -196,18 +193,7 @@ export async function workbay(args: string[], env: Record<string, string> = {}):
 
 /** Runs the built bin as a child process, for what only a real process shows (argv, exit status, signals). */
 export function workbayProcess(args: string[]): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [mainJs, ...args], {
-      env: { ...process.env, WORKBAY_ADDRESS: address, WORKBAY_OWNER: 'alice' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+  return runBin(mainJs, args, { WORKBAY_ADDRESS: address, WORKBAY_OWNER: 'alice' });
 }
 
 /** Starts the fake server before the calling spec file's first test and stops it after its last. */
