@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import type { GitStatusSummary } from '../git/git-status.js';
 import type { ContentSource, InitializerMetric, InitializerSpec } from '../initializer/types.js';
 import type { QuotaHandle } from '../quota/disk-quota.js';
-import { writeJsonAtomic } from '../util/atomic-file.js';
+import { readJsonFile, writeJsonAtomic } from '../util/atomic-file.js';
 
 /**
  * Where a workspace's content stands.
@@ -98,12 +98,7 @@ export class SessionStore {
   }
 
   async load(instanceId: string): Promise<SessionState | undefined> {
-    try {
-      return JSON.parse(await readFile(this.statePath(instanceId), 'utf8')) as SessionState;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw error;
-    }
+    return readJsonFile<SessionState>(this.statePath(instanceId));
   }
 
   async remove(instanceId: string): Promise<void> {
@@ -137,12 +132,7 @@ export class SessionStore {
   }
 
   async loadTombstone(instanceId: string): Promise<DisposalTombstone | undefined> {
-    try {
-      return JSON.parse(await readFile(this.tombstonePath(instanceId), 'utf8')) as DisposalTombstone;
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-      throw error;
-    }
+    return readJsonFile<DisposalTombstone>(this.tombstonePath(instanceId));
   }
 
   async removeTombstone(instanceId: string): Promise<void> {

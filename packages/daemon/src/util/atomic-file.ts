@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdir, open, rename, rm } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
 
 /** fsyncs a directory so that a rename inside it survives a power cut. */
@@ -41,4 +41,14 @@ export async function writeFileAtomic(path: string, data: string | Uint8Array, m
 
 export async function writeJsonAtomic(path: string, value: unknown, mode = 0o644): Promise<void> {
   await writeFileAtomic(path, `${JSON.stringify(value, null, 2)}\n`, mode);
+}
+
+/** Reads back what {@link writeJsonAtomic} wrote: the parsed JSON at `path`, or undefined when there is no file. */
+export async function readJsonFile<T>(path: string): Promise<T | undefined> {
+  try {
+    return JSON.parse(await readFile(path, 'utf8')) as T;
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw error;
+  }
 }
