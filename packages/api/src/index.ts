@@ -208,6 +208,7 @@ export {
   isNetworkUnreachableCode,
   readConfigFile,
   lowerCaseMetadata,
+  copyBytes,
   createPlugin,
   PluginHost,
 } from './spi/index.js';

@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import { copyBytes } from '@workbay/api';
 
 function toBuffer(chunk: unknown): Buffer {
   if (Buffer.isBuffer(chunk)) return chunk;
@@ -23,7 +24,8 @@ export async function* splitParts(
     let buf = toBuffer(chunk);
     while (buf.length > 0) {
       target ??= await acquire();
-      const copied = buf.copy(target, filled, 0, Math.min(buf.length, partSize - filled));
+      // A backup's pack arrives as views of shared memory: copyBytes is a plain memcpy there, Buffer#copy is not.
+      const copied = copyBytes(buf.subarray(0, Math.min(buf.length, partSize - filled)), target, filled);
       filled += copied;
       buf = buf.subarray(copied);
       if (filled === partSize) {

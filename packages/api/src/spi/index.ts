@@ -26,6 +26,7 @@ export {
   readConfigFile,
   lowerCaseMetadata,
 } from './plugin-support.js';
+export { copyBytes } from './bytes.js';
 export {
   defaultBucketPrefix,
   locateOwner,

@@ -7,13 +7,13 @@
 import { constants } from 'node:fs';
 import { open } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
+import { copyBytes } from '@workbay/api';
 import { DataCorruptionError, InvalidArgumentError, isWorkbayError, NotFoundError } from '../errors.js';
 import { decompressAuto } from '../archive/compression.js';
 import { normalizeEntryPath, SafeTreeWriter } from '../archive/safe-writer.js';
 import type { SafeWriterOptions } from '../archive/safe-writer.js';
 import type { TreeEntry } from '../archive/tree.js';
 import { mapLimit } from '../util/concurrency.js';
-import { copyBytes } from '../util/copy-bytes.js';
 import type { BackupTarget } from './chunked.js';
 import type { BackupManifest, ManifestEntry } from './manifest.js';
 import { toTreeEntry } from './manifest.js';
@@ -294,7 +294,7 @@ async function readPack(
   try {
     let filled = 0;
     for await (const chunk of (await decompressAuto(stream)) as AsyncIterable<Buffer>) {
-      // Into the workers' shared memory: a plain memcpy (see copy-bytes.ts), not Buffer#copy.
+      // Into the workers' shared memory: a plain memcpy (see copyBytes in @workbay/api), not Buffer#copy.
       filled += copyBytes(chunk.subarray(0, Math.min(chunk.length, extent - filled)), buffer, filled);
       if (filled === extent) break;
     }

@@ -205,7 +205,7 @@ export function workerMain(cut: FindCut): void {
       open.set(job.key, state);
     }
     const buffer = acquire(job.chunker.maxSize + segmentBytes);
-    // Copies into and out of shared memory go through fill(), a plain memcpy (see util/copy-bytes.ts).
+    // Copies into and out of shared memory go through fill(), a plain memcpy (see copyBytes in @workbay/api; the worker cannot import it).
     if (state.carried > 0) buffer.fill(state.carry.subarray(0, state.carried), 0, state.carried);
     let filled = state.carried;
     const limit = state.carried + segmentBytes;

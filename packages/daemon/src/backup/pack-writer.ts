@@ -13,9 +13,9 @@ import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { gzip } from 'node:zlib';
+import { copyBytes } from '@workbay/api';
 import type { Compression } from '../archive/compression.js';
 import { Semaphore } from '../util/concurrency.js';
-import { copyBytes } from '../util/copy-bytes.js';
 import type { BackupTarget } from './chunked.js';
 
 const packContentType = 'application/vnd.workbay.backup-pack';

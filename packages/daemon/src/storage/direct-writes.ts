@@ -16,7 +16,7 @@
 import { constants } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { open } from 'node:fs/promises';
-import { copyBytes } from '../util/copy-bytes.js';
+import { copyBytes } from '@workbay/api';
 
 /** Alignment of every direct write: a page, which covers the 512- and 4096-byte blocks of the devices we meet. */
 const blockAlignment = 4096;

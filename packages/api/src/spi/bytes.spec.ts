@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { copyBytes } from './copy-bytes.js';
+import { copyBytes } from './bytes.js';
 
 describe('copyBytes', () => {
   it('copies out of shared and ordinary memory, exactly the source and nothing past it', () => {

@@ -1,8 +1,9 @@
 /**
- * Copies bytes between buffers with a plain `memcpy`, also out of shared memory.
+ * Copies bytes between buffers with a plain `memcpy`, also into and out of shared memory.
  *
- * `Buffer#copy` and `TypedArray#set` copy out of a `SharedArrayBuffer` with V8's relaxed atomic loads, at 3 GB/s
- * here against 20 GB/s and more from ordinary memory; the backup's buffers are all shared (its workers hash them).
+ * `Buffer#copy` and `TypedArray#set` copy into or out of a `SharedArrayBuffer` with V8's relaxed atomic loads and
+ * stores, at 3 GB/s here against 20 GB/s and more between ordinary buffers. The daemon's backup buffers are all
+ * shared (its worker threads hash them), so a storage plugin copying an upload body meets shared memory.
  * `Buffer#fill` with a buffer as the value is a `memcpy` in Node's C++ whatever the memory: measured at 19–20 GB/s
  * from shared memory on the project machine (Node 20).
  */
