@@ -1,6 +1,6 @@
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { BoundedRunner, PartBufferPool, destroyOnAbort, splitParts } from './multipart.js';
+import { BoundedRunner, PartBufferCache, PartBufferPool, destroyOnAbort, splitParts } from './multipart.js';
 
 async function parts(chunks: Buffer[], size: number): Promise<number[]> {
   const out: number[] = [];
@@ -53,6 +53,42 @@ describe('PartBufferPool', () => {
       pool.release(part);
     }
     expect(seen.size).toBe(1);
+  });
+});
+
+describe('PartBufferCache', () => {
+  it("hands one upload's released buffers to the next upload, and only buffers of its size", async () => {
+    const size = 64 * 1024; // above Buffer's 4 KiB pooling, so that every part has memory of its own
+    const cache = new PartBufferCache(size, 2);
+    const first = new PartBufferPool(size, 3, cache);
+    const a = (await first.acquire()) as Buffer;
+    const b = (await first.acquire()) as Buffer;
+    first.release(a.subarray(0, 10));
+    first.release(b);
+    first.close();
+    const second = new PartBufferPool(size, 3, cache);
+    const reused = [(await second.acquire()) as Buffer, (await second.acquire()) as Buffer];
+    const owner = (x: Buffer): string => (x.buffer === a.buffer ? 'a' : x.buffer === b.buffer ? 'b' : 'fresh');
+    expect(reused.map(owner).sort()).toEqual(['a', 'b']);
+    expect(reused.every((x) => x.length === size)).toBe(true);
+    const fresh = (await second.acquire()) as Buffer;
+    expect(owner(fresh)).toBe('fresh');
+    // Another part size (a huge object's) neither takes from nor gives to the cache.
+    const other = new PartBufferPool(2 * size, 1, cache);
+    other.release((await other.acquire()) as Buffer);
+    other.close();
+    expect(cache.take()).toBeUndefined();
+  });
+
+  it('keeps at most its bound, and nothing once idle', async () => {
+    const cache = new PartBufferCache(16, 1, 20);
+    cache.give(Buffer.alloc(16));
+    cache.give(Buffer.alloc(16));
+    expect(cache.take()).toBeDefined();
+    expect(cache.take()).toBeUndefined();
+    cache.give(Buffer.alloc(16));
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    expect(cache.take()).toBeUndefined();
   });
 });
 

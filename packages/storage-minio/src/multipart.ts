@@ -44,8 +44,42 @@ export async function* splitParts(
 }
 
 /**
- * Part buffers for one upload, allocated on first use and then recycled: big short-lived buffers are what
- * makes a streaming upload spend its time in the garbage collector.
+ * Part buffers kept between the uploads of one storage. A chunked backup uploads one pack (one part) after
+ * another: a fresh 16 MiB buffer for each kept V8 running full garbage collections, since fresh external memory
+ * is what starts them (a fifth of the client's CPU in a 1 GiB backup). At most `keep` buffers of `partSize` are
+ * kept, and all are let go once no upload has used them for `idleMs`, so an idle daemon holds none.
+ */
+export class PartBufferCache {
+  private readonly free: Buffer[] = [];
+  private idle: NodeJS.Timeout | undefined;
+
+  constructor(
+    readonly partSize: number,
+    private readonly keep: number,
+    private readonly idleMs = 30_000,
+  ) {}
+
+  take(): Buffer | undefined {
+    this.touch();
+    return this.free.pop();
+  }
+
+  give(buffer: Buffer): void {
+    if (buffer.length === this.partSize && this.free.length < this.keep) this.free.push(buffer);
+    this.touch();
+  }
+
+  private touch(): void {
+    clearTimeout(this.idle);
+    this.idle = setTimeout(() => (this.free.length = 0), this.idleMs);
+    this.idle.unref();
+  }
+}
+
+/**
+ * Part buffers for one upload, at most `max` at once, recycled while it runs and handed to `cache` (when it holds
+ * buffers of this size) once it is over: big short-lived buffers are what makes uploads spend their time in the
+ * garbage collector.
  */
 export class PartBufferPool {
   private readonly free: Buffer[] = [];
@@ -55,6 +89,7 @@ export class PartBufferPool {
   constructor(
     private readonly partSize: number,
     private readonly max: number,
+    private readonly cache?: PartBufferCache,
   ) {}
 
   acquire(): Buffer | Promise<Buffer> {
@@ -62,7 +97,9 @@ export class PartBufferPool {
     if (free) return free;
     if (this.allocated < this.max) {
       this.allocated++;
-      return Buffer.allocUnsafe(this.partSize);
+      return (
+        (this.cache?.partSize === this.partSize ? this.cache.take() : undefined) ?? Buffer.allocUnsafe(this.partSize)
+      );
     }
     return new Promise((resolve) => this.waiting.push(resolve));
   }
@@ -73,6 +110,11 @@ export class PartBufferPool {
     const waiter = this.waiting.shift();
     if (waiter) waiter(whole);
     else this.free.push(whole);
+  }
+
+  /** The upload is over: its released buffers go to the cache (buffers never released are left to the collector). */
+  close(): void {
+    for (const buffer of this.free.splice(0)) this.cache?.give(buffer);
   }
 }
 

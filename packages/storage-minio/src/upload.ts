@@ -15,7 +15,7 @@ import { maxPartSize, maxParts } from './config.js';
 import type { ErrorContext } from './errors.js';
 import { toStorageError } from './errors.js';
 import { isUnreadFileStream, readFileParts } from './file-parts.js';
-import { BoundedRunner, PartBufferPool, destroyOnAbort, splitParts } from './multipart.js';
+import { BoundedRunner, PartBufferCache, PartBufferPool, destroyOnAbort, splitParts } from './multipart.js';
 import { writeHeaders } from './object-metadata.js';
 
 /** SHA-256 in the thread pool (WebCrypto runs its digests there), so the event loop keeps sending parts. */
@@ -39,13 +39,18 @@ function etagOf(response: IncomingMessage): string {
 
 /** Uploads for one `MinioStorage`, on its client, config and logger. */
 export class MinioUploader {
+  /** Part buffers of the configured size, kept between uploads (one upload's worth). */
+  private readonly buffers: PartBufferCache;
+
   constructor(
     private readonly client: Client,
     private readonly config: MinioConfig,
     private readonly logger: PluginLogger,
     /** The storage's error context for an operation on a bucket or object. */
     private readonly ctx: (op: string, bucket?: string, name?: string) => ErrorContext,
-  ) {}
+  ) {
+    this.buffers = new PartBufferCache(config.partSize, config.parallelParts + 2);
+  }
 
   /** Parts must be at least `partSize`, and a known size must fit in 10 000 of them. */
   private partSizeFor(size: number | undefined): number {
@@ -74,7 +79,7 @@ export class MinioUploader {
     const hash = options.digest?.startsWith('sha256:') ? createHash('sha256') : undefined;
     let size = 0;
     // One part being filled, one peeked at, and the ones in flight.
-    const pool = new PartBufferPool(partSize, this.config.parallelParts + 2);
+    const pool = new PartBufferPool(partSize, this.config.parallelParts + 2, this.buffers);
     const acquire = (): Buffer | Promise<Buffer> => pool.acquire();
     const parts = (
       isUnreadFileStream(body) ? readFileParts(body, partSize, acquire) : splitParts(body, partSize, acquire)
@@ -104,6 +109,8 @@ export class MinioUploader {
         verify();
         if (signal?.aborted) throw signal.reason;
         await this.put(bucket, name, first, headers);
+        // Sent (a failed PUT's buffer is left to the collector: its socket may still hold it).
+        pool.release(first);
       } else {
         uploadId = await this.client.initiateNewMultipartUpload(bucket, name, headers);
         const etags: { part: number; etag: string }[] = [];
@@ -161,6 +168,7 @@ export class MinioUploader {
       throw toStorageError(error, ctx);
     } finally {
       detach();
+      pool.close();
     }
     this.logger.debug({ bucket, name, size }, 'uploaded');
     return {
