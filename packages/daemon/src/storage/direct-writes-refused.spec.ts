@@ -28,12 +28,14 @@ describe('direct writes on a filesystem that refuses them', () => {
   it('are given up after the first refusal: the upload goes through the page cache', async () => {
     const dir = await tempDir();
     try {
-      const writes = new DirectWrites();
+      const refusals: unknown[] = [];
+      const writes = new DirectWrites((error) => refusals.push(error));
       const path = join(dir.path, 'f');
       await writeFile(path, '');
       expect(await writes.open(path)).toBeUndefined();
       expect(await writes.open(path)).toBeUndefined();
       expect(directOpens.count).toBe(1);
+      expect(refusals).toHaveLength(1);
     } finally {
       await dir.cleanup();
     }

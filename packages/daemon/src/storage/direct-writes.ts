@@ -50,6 +50,9 @@ function refusesDirect(error: unknown): boolean {
 
 /** One storage root's direct writes: whether its filesystem takes them, and the staging buffers they share. */
 export class DirectWrites {
+  /** `onRefused` hears once that the filesystem refused `O_DIRECT` (operators want to know why the cache fills). */
+  constructor(private readonly onRefused: (error: unknown) => void = () => undefined) {}
+
   /**
    * Unknown until the first large upload tries; `false` once the filesystem refused, and from the start where
    * the flag or aligned memory is missing (not Linux; `node --jitless` has no WebAssembly).
@@ -85,6 +88,7 @@ export class DirectWrites {
       if (!refusesDirect(error)) throw error;
       // Expected on filesystems without O_DIRECT: every upload into this root now uses the page cache.
       this.supported = false;
+      this.onRefused(error);
       return undefined;
     }
   }

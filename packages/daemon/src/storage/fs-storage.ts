@@ -64,13 +64,19 @@ export class FsRemoteStorage implements RemoteStorage {
   private readonly presign: PresignServer;
   private readonly directorySync = new DirectorySyncs();
   private readonly sweeper = new LeftoverSweeper();
-  private readonly directWrites = new DirectWrites();
+  private readonly directWrites: DirectWrites;
 
   constructor(options: FsStorageOptions) {
     this.root = options.root;
     this.layout = options.layout ?? { mode: 'per-owner' };
     this.logger = options.logger ?? silentLogger;
     this.presign = new PresignServer(this, options.presign ?? {}, this.logger);
+    this.directWrites = new DirectWrites((error) =>
+      this.logger.info(
+        { root: this.root, err: (error as Error).message },
+        'the storage filesystem refuses O_DIRECT: large objects are written through the page cache',
+      ),
+    );
   }
 
   async ensureBucket(bucket: string): Promise<void> {
