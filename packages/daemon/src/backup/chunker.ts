@@ -57,8 +57,8 @@ export function gearTable(): Int32Array {
  *       (global.set $hash (local.get $hash))
  *       (i32.const -1)))
  *
- * See {@link GearRoller} for what it answers. Without WebAssembly (or with `webAssembly` false) the same loop runs
- * in JavaScript.
+ * See {@link GearRoller} for what it answers. Without WebAssembly (with `webAssembly` false, or where its memory
+ * cannot be mapped) the same loop runs in JavaScript.
  */
 export function gearRoller(table: Int32Array, webAssembly = typeof WebAssembly !== 'undefined'): GearRoller {
   const warm = (data: Uint8Array, from: number, to: number): number => {
@@ -66,26 +66,25 @@ export function gearRoller(table: Int32Array, webAssembly = typeof WebAssembly !
     for (let i = from; i < to; i++) hash = ((hash << 1) + (table[data[i] as number] as number)) | 0;
     return hash;
   };
-  if (!webAssembly) {
-    // `node --jitless` has no WebAssembly: the same loop in JavaScript (the spec holds both to the same cuts).
-    const plain = {
-      hash: 0,
-      warm,
-      roll(data: Uint8Array, from: number, to: number, mask: number, hash: number): number {
-        let rolled = hash;
-        for (let i = from; i < to;) {
-          rolled = ((rolled << 1) + (table[data[i++] as number] as number)) | 0;
-          if ((rolled & mask) === 0) {
-            plain.hash = rolled;
-            return i;
-          }
+  // The same loop in JavaScript (the spec holds both to the same cuts), where WebAssembly is not to be had.
+  const plain = {
+    hash: 0,
+    warm,
+    roll(data: Uint8Array, from: number, to: number, mask: number, hash: number): number {
+      let rolled = hash;
+      for (let i = from; i < to;) {
+        rolled = ((rolled << 1) + (table[data[i++] as number] as number)) | 0;
+        if ((rolled & mask) === 0) {
+          plain.hash = rolled;
+          return i;
         }
-        plain.hash = rolled;
-        return -1;
-      },
-    };
-    return plain;
-  }
+      }
+      plain.hash = rolled;
+      return -1;
+    },
+  };
+  // `node --jitless` has no WebAssembly.
+  if (!webAssembly) return plain;
   const module = new WebAssembly.Module(
     Buffer.from(
       'AGFzbQEAAAABCQFgBH9/f38BfwMCAQAFAwEAAgYGAX8BQQALBxgDBm1lbW9yeQIABGhhc2gDAARyb2xsAAAKPwE9AAJAA0AgACABTw0BIAN' +
@@ -93,7 +92,15 @@ export function gearRoller(table: Int32Array, webAssembly = typeof WebAssembly !
       'base64',
     ),
   );
-  const exports = new WebAssembly.Instance(module, {}).exports as {
+  let instance: { exports: unknown };
+  try {
+    instance = new WebAssembly.Instance(module, {});
+  } catch {
+    // Deliberate: V8 reserves gigabytes of address space for a Wasm memory, which an address-space limit
+    // (`ulimit -v`, systemd's LimitAS) refuses; the JavaScript loop then does the same work at two thirds of the speed.
+    return plain;
+  }
+  const exports = instance.exports as {
     memory: { buffer: ArrayBuffer };
     hash: { value: number };
     roll: (i: number, end: number, mask: number, hash: number) => number;

@@ -69,7 +69,16 @@ export class DirectWrites {
    */
   async open(path: string): Promise<DirectFileWriter | undefined> {
     if (this.supported === false) return undefined;
-    const staging = this.take(2);
+    let staging: Buffer[] | undefined;
+    try {
+      staging = this.take(2);
+    } catch (error) {
+      // No aligned memory to be had (an address-space limit such as `ulimit -v` refuses the mapping): the
+      // uploads of this root go through the page cache, as on a filesystem without O_DIRECT.
+      this.supported = false;
+      this.onRefused(error);
+      return undefined;
+    }
     if (!staging) return undefined;
     let handle: FileHandle | undefined;
     try {
@@ -96,13 +105,18 @@ export class DirectWrites {
   private take(count: number): Buffer[] | undefined {
     if (this.spare.length + (maxStagingBuffers - this.created) < count) return undefined;
     const taken: Buffer[] = [];
-    while (taken.length < count) {
-      const reused = this.spare.pop();
-      if (reused) taken.push(reused);
-      else {
-        this.created++;
-        taken.push(alignedBuffer(stagingBytes));
+    try {
+      while (taken.length < count) {
+        const reused = this.spare.pop();
+        if (reused) taken.push(reused);
+        else {
+          taken.push(alignedBuffer(stagingBytes));
+          this.created++;
+        }
       }
+    } catch (error) {
+      this.spare.push(...taken);
+      throw error;
     }
     return taken;
   }
