@@ -39,7 +39,8 @@ export class ChunkWorkerPool {
     const existing = this.slots[index];
     if (existing) return existing;
     this.source ??= workerSource();
-    const worker = new Worker(this.source, { eval: true });
+    // No inherited execArgv: the source is a CommonJS script, which `--input-type=module` would make ESM.
+    const worker = new Worker(this.source, { eval: true, execArgv: [] });
     worker.unref();
     const slot: Slot = { worker, pending: new Map() };
     const fail = (error: Error): void => {
