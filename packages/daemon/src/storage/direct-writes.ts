@@ -27,12 +27,13 @@ const stagingBytes = 2 * 1024 * 1024;
 /** Objects smaller than this go through the page cache: a few blocks gain nothing, and they are read soon. */
 export const directWriteMinBytes = 1024 * 1024;
 
-/** Staging buffers the process keeps at most (16 MiB): eight uploads written directly at once. */
+/** Staging buffers a storage keeps at most (16 MiB, one memory): four uploads written directly at once. */
 const maxStagingBuffers = 8;
 
 /**
  * A buffer whose memory starts on a page boundary. Node's own buffers come from `malloc`, which promises 16
- * bytes; a WebAssembly memory is a mapping of its own, so its first byte is page-aligned.
+ * bytes; a WebAssembly memory is a mapping of its own, so its first byte is page-aligned. V8 reserves about
+ * 10 GiB of address space around each such memory (not memory, but it shows in VSZ), so a storage makes one.
  */
 function alignedBuffer(bytes: number): Buffer {
   const pages = Math.ceil(bytes / 65536);
@@ -61,6 +62,8 @@ export class DirectWrites {
     constants.O_DIRECT === undefined || typeof WebAssembly === 'undefined' ? false : undefined;
   private readonly spare: Buffer[] = [];
   private created = 0;
+  /** The staging buffers' memory, made at the first large upload: the buffers are slices of it. */
+  private arena: Buffer | undefined;
 
   /**
    * Opens `path` (a new, empty data file) for direct writes, or returns `undefined` when they are not to be
@@ -110,7 +113,8 @@ export class DirectWrites {
         const reused = this.spare.pop();
         if (reused) taken.push(reused);
         else {
-          taken.push(alignedBuffer(stagingBytes));
+          this.arena ??= alignedBuffer(maxStagingBuffers * stagingBytes);
+          taken.push(this.arena.subarray(this.created * stagingBytes, (this.created + 1) * stagingBytes));
           this.created++;
         }
       }
