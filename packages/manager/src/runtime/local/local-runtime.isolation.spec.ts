@@ -1,11 +1,12 @@
 // LocalRuntime as root: namespaces, cgroup limits (CPU, memory, pids) and mounting cgroups where none are.
 import { spawn } from 'node:child_process';
-import { readFile, stat } from 'node:fs/promises';
+import { mkdir, readFile, readlink, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
 import {
+  base,
   contentDir,
   isRoot,
   newRuntime,
@@ -35,6 +36,38 @@ describe.runIf(isRoot)('LocalRuntime: isolation as root', () => {
     // init, the shell and ls (and grep): nothing of the host's process table is visible.
     expect(Number((await waitForFile(path.join(dir, 'procs.txt'))).trim())).toBeLessThan(6);
     expect(os.hostname()).not.toBe('ws-own-host');
+  });
+
+  it("never runs root tools from the workspace's PATH, and gives it its own ipc and cgroup namespaces", async () => {
+    // Content that plants every tool the root wrapper and init run, on a PATH that names it (absolutely, as the
+    // workspace sees it, relatively, and by host path): any of them running writes a marker outside the content.
+    const markers = path.join(base, `planted-${Date.now()}`);
+    const dir = await contentDir();
+    await mkdir(path.join(dir, 'bin'));
+    for (const tool of ['nsenter', 'unshare', 'mount', 'setpriv', 'env', 'mv', 'printf', 'sh']) {
+      await writeFile(
+        path.join(dir, 'bin', tool),
+        `#!/bin/sh\nmkdir -p ${markers}; id > ${markers}/${tool}\nexit 1\n`,
+        {
+          mode: 0o755,
+        },
+      );
+    }
+    const runtime = await newRuntime({
+      images: shellImages({
+        probe:
+          'echo "$PATH" > path.txt; readlink /proc/self/ns/ipc > ipc.txt; cut -d: -f3 /proc/self/cgroup | sort -u > cgroup.txt; exec sleep 600',
+      }),
+    });
+    const s = spec({ contentDir: dir, image: 'probe' });
+    const workspacePath = `/workspace/bin:bin:${dir}/bin:/usr/bin:/bin`;
+    await runtime.start({ ...s, env: { ...s.env, PATH: workspacePath, LD_PRELOAD: '/workspace/bin/none.so' } });
+    // The workspace itself gets its environment, unchanged.
+    expect((await waitForFile(path.join(dir, 'path.txt'))).trim()).toBe(workspacePath);
+    expect((await waitForFile(path.join(dir, 'ipc.txt'))).trim()).not.toBe(await readlink('/proc/self/ns/ipc'));
+    // Its cgroup namespace starts at its own cgroup: no host path shows.
+    expect((await waitForFile(path.join(dir, 'cgroup.txt'))).trim()).toBe('/');
+    await expect(stat(markers)).rejects.toThrow();
   });
 
   it('puts the workspace in a cgroup with the class limits and removes it afterwards', async () => {

@@ -146,12 +146,13 @@ export async function spawnWorkspace(
           }
         : undefined,
     command: p.plan.command,
+    env: p.plan.env,
   });
   const log = await open(files.logFile, 'a', 0o600);
   try {
     const child = spawn(invocation.file, invocation.args, {
       cwd: p.contentDir,
-      env: p.plan.env,
+      env: invocation.env,
       detached: true,
       stdio: ['ignore', log.fd, log.fd],
     });

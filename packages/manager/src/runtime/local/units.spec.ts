@@ -6,7 +6,7 @@ import { expandCommand, globToRegExp, resolveImage } from './images.js';
 import { parseProcStat } from './proc.js';
 import { PortAllocator } from './ports.js';
 import { hideDirsFor, hostIdentity, sandboxEnv } from './sandbox.js';
-import { wrapperInvocation } from './wrapper.js';
+import { trustedEnv, withOnlyEnv, wrapperInvocation } from './wrapper.js';
 
 describe('parseProcStat', () => {
   it('reads state, pgid and start time, even with spaces and parentheses in the command name', () => {
@@ -57,9 +57,47 @@ describe('the sandbox plan', () => {
       cgroupProcsFiles: ['/cg/a/cgroup.procs'],
       sandbox: { netnsPath: '/run/netns/wbv3', hostname: 'ws', contentDir: '/c', uid: 7, gid: 8 },
       command: ['run', 'me'],
+      env: { PATH: '/workspace/bin:/usr/bin', LD_PRELOAD: '/workspace/x.so' },
     });
     expect(inv.args.slice(3, 8)).toEqual(['/s/i.exit', '1', '/cg/a/cgroup.procs', 'isolated', '/run/netns/wbv3']);
-    expect(inv.args.slice(9)).toEqual(['ws', '/c', '', '7', '8', '0', 'run', 'me']);
+    expect(inv.args.slice(9)).toEqual([
+      'ws',
+      '/c',
+      '',
+      '7',
+      '8',
+      '0',
+      'env',
+      '-i',
+      'PATH=/workspace/bin:/usr/bin',
+      'LD_PRELOAD=/workspace/x.so',
+      'run',
+      'me',
+    ]);
+  });
+  it("runs the root wrapper with a fixed environment, never the workspace's", () => {
+    const inv = wrapperInvocation({
+      exitFile: '/s/i.exit',
+      cgroupProcsFiles: [],
+      command: ['run'],
+      env: { PATH: 'repo/bin' },
+    });
+    expect(inv.env).toEqual(trustedEnv);
+    expect(trustedEnv['PATH']!.split(':').every((dir) => dir.startsWith('/'))).toBe(true);
+  });
+  it('gives the workspace command exactly its environment', () => {
+    expect(withOnlyEnv({ A: '1=2' }, ['a=b', 'x'])).toEqual([
+      'env',
+      '-i',
+      'A=1=2',
+      '/bin/sh',
+      '-c',
+      'exec "$@"',
+      'workbay-exec',
+      'a=b',
+      'x',
+    ]);
+    expect(() => withOnlyEnv({ '-u': 'x' }, ['run'])).toThrow(/invalid environment variable name/);
   });
 });
 

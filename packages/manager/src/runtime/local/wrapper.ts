@@ -9,8 +9,14 @@
  * the wrapper itself stays to record the status. Traps are reset on exec, so the workspace sees default handlers.
  *
  * Isolated, the wrapper enters the workspace's prepared network namespace (`nsenter --net`) and creates its pid,
- * mount and uts namespaces (`unshare --mount-proc`); pid 1 there is the sandbox init, still root, which sets up the
- * mounts and only then drops to the workspace identity.
+ * mount, uts, ipc and cgroup namespaces (`unshare --mount-proc`); pid 1 there is the sandbox init, still root, which
+ * sets up the mounts and only then drops to the workspace identity. The ipc namespace keeps SysV shared memory and
+ * message queues to the workspace (they die with it, and its `shmmni` is its own); the cgroup namespace shows the
+ * workspace its own cgroup as `/`, not the node's layout.
+ *
+ * The wrapper and the init run as root with a fixed environment ({@link trustedEnv}): the workspace's environment is
+ * its user's settings and content's choices (a `PATH` into the repository, `LD_PRELOAD`), so it reaches the
+ * workspace command alone, through `env -i` at the very end (see {@link wrapperInvocation}).
  */
 const outerScript = [
   'exit_file=$1; n=$2; shift 2',
@@ -22,7 +28,7 @@ const outerScript = [
   'trap : TERM INT HUP',
   'if [ "$mode" = isolated ]; then',
   '  netns=$1; init=$2; shift 2',
-  '  nsenter --net="$netns" -- unshare --pid --fork --mount --uts --mount-proc --kill-child -- /bin/sh -c "$init" workbay-init "$@"',
+  '  nsenter --net="$netns" -- unshare --pid --fork --mount --uts --ipc --cgroup --mount-proc --kill-child -- /bin/sh -c "$init" workbay-init "$@"',
   'else',
   '  "$@"',
   'fi',
@@ -85,6 +91,32 @@ export const sandboxInitScript = [
 export interface WrapperInvocation {
   readonly file: string;
   readonly args: string[];
+  /** The wrapper's own environment: {@link trustedEnv}, never the workspace's. */
+  readonly env: Record<string, string>;
+}
+
+/** The search path of every root tool the wrapper and the init run (absolute directories only, no cwd). */
+export const trustedPath = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+/** The whole environment of the root wrapper and init. */
+export const trustedEnv: Readonly<Record<string, string>> = { PATH: trustedPath, LC_ALL: 'C' };
+
+const envNamePattern = /^[A-Za-z_][A-Za-z0-9_.-]*$/;
+
+/**
+ * `command` run with exactly `env` and nothing of the caller's: `env -i NAME=VALUE… command…`, `env` found on the
+ * trusted path, the command on the workspace's own PATH (env sets it first). A program name with a `=` would be
+ * taken for one more variable, so it goes through `sh -c 'exec "$@"'` instead.
+ */
+export function withOnlyEnv(env: Readonly<Record<string, string>>, command: readonly string[]): string[] {
+  const pairs = Object.entries(env).map(([name, value]) => {
+    // Names are validated at the API edge; one from elsewhere (image config) must not become an env option.
+    if (!envNamePattern.test(name)) throw new Error(`invalid environment variable name '${name.slice(0, 64)}'`);
+    return `${name}=${value}`;
+  });
+  const program = command[0] ?? '';
+  const run = program.includes('=') ? ['/bin/sh', '-c', 'exec "$@"', 'workbay-exec', ...command] : command;
+  return ['env', '-i', ...pairs, ...run];
 }
 
 /** How an isolated workspace is set up; absent = a plain child process of the manager's user. */
@@ -109,6 +141,8 @@ export function wrapperInvocation(options: {
   readonly cgroupProcsFiles: readonly string[];
   readonly sandbox?: SandboxSpec;
   readonly command: readonly string[];
+  /** The workspace's environment: given to `command` only. */
+  readonly env: Readonly<Record<string, string>>;
 }): WrapperInvocation {
   const s = options.sandbox;
   const mode = s
@@ -135,7 +169,8 @@ export function wrapperInvocation(options: {
       String(options.cgroupProcsFiles.length),
       ...options.cgroupProcsFiles,
       ...mode,
-      ...options.command,
+      ...withOnlyEnv(options.env, options.command),
     ],
+    env: { ...trustedEnv },
   };
 }
