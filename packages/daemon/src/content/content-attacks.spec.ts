@@ -86,6 +86,22 @@ describe('content attacks over gRPC', () => {
     expect(await exists(join(t.workingArea, id))).toBe(false);
   };
 
+  it("an id named like another workspace's session file or tombstone is refused, and that workspace keeps its state", async () => {
+    // Session files sit beside content directories: `alice-1.workspace.json` as an id named alice-1's state as its
+    // content, and the failed start's clean-up deleted it (found by a red-team run: alice-1's backup then failed).
+    const state = join(t.workingArea, 'alice-1.workspace.json');
+    const before = await readFile(state, 'utf8');
+    for (const id of ['alice-1.workspace.json', 'alice-1.disposed.json']) {
+      const error = await errorOf(
+        t.client.initWorkspace({ id, metadata: { owner: 'alice', metaId: 'ws-x' }, initializer: empty }),
+      );
+      expect(isWorkbayError(error, 'invalid-argument'), error.message).toBe(true);
+      expect(error.field).toBe('id');
+    }
+    expect(await readFile(state, 'utf8')).toBe(before);
+    expect((await t.client.isWorkspaceExists({ id: 'alice-1' })).exists).toBe(true);
+  });
+
   it('a refused InitWorkspace leaves no registration, session file or directory; the corrected retry succeeds', async () => {
     const id = 'retry-1';
     const metadata = { owner: 'bob', metaId: 'ws-retry' };

@@ -8,6 +8,7 @@
  */
 import type { BucketLayout } from '@workbay/api';
 import { assertWorkspaceId, locateOwner } from '@workbay/api';
+import { collidesWithSessionFiles } from '../session/session-store.js';
 import { FailedPreconditionError, InvalidArgumentError, isWorkbayError } from '../errors.js';
 import type { GitPolicy } from '../git/git-policy.js';
 import { validateGitInitializer } from '../git/git-policy.js';
@@ -59,6 +60,12 @@ function checkId(value: string, field: string): void {
   if (!value) throw new InvalidArgumentError(field, 'must be set');
   checkLength(value, field, limits.id);
   withField(field, () => assertWorkspaceId(value, field));
+  if (collidesWithSessionFiles(value)) {
+    throw new InvalidArgumentError(
+      field,
+      "must not end in '.workspace.json' or '.disposed.json' (the daemon's own files)",
+    );
+  }
 }
 
 /** Throws the first problem of `input`; returns normally when the request may be registered. */

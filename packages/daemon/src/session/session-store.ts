@@ -82,6 +82,14 @@ export interface DisposalTombstone {
 const stateSuffix = '.workspace.json';
 const tombstoneSuffix = '.disposed.json';
 
+/**
+ * Session files sit beside the content directories (`<workingArea>/<id>`), so an id ending in one of their suffixes
+ * would name another workspace's state or tombstone as its content: ids must not end so.
+ */
+export function collidesWithSessionFiles(id: string): boolean {
+  return id.endsWith(stateSuffix) || id.endsWith(tombstoneSuffix);
+}
+
 export class SessionStore {
   constructor(readonly workingArea: string) {}
 
