@@ -4,7 +4,7 @@ import { NsinsiderValidationError } from './errors.js';
 
 describe('operation contract', () => {
   it('fills defaults', () => {
-    expect(parseOpArgs('mount-proc', { target: '/proc' })).toEqual({ target: '/proc', mask: true });
+    expect(parseOpArgs('mount-proc', { target: '/proc' })).toEqual({ target: '/proc', mask: true, createTarget: true });
     expect(parseOpArgs('prepare-dev', { uid: 1, gid: 2 })).toEqual({ devDir: '/dev', uid: 1, gid: 2 });
     expect(parseOpArgs('setup-pair-veths', { targetPid: 5, cidr: '10.0.5.0/30' })).toEqual({
       targetPid: 5,

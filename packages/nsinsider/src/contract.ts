@@ -31,8 +31,16 @@ const ipv4Cidr = z.string().refine((v) => {
 }, 'must be an IPv4 CIDR like 10.0.5.0/30 with a prefix of at most /30');
 
 export const opSchemas = {
-  'mount-proc': z.strictObject({ target: absolutePath, mask: z.boolean().default(true) }),
-  'mount-sysfs': z.strictObject({ target: absolutePath, readOnly: z.boolean().default(true) }),
+  'mount-proc': z.strictObject({
+    target: absolutePath,
+    mask: z.boolean().default(true),
+    createTarget: z.boolean().default(true),
+  }),
+  'mount-sysfs': z.strictObject({
+    target: absolutePath,
+    readOnly: z.boolean().default(true),
+    createTarget: z.boolean().default(true),
+  }),
   unmount: z.strictObject({
     target: absolutePath,
     lazy: z.boolean().default(false),

@@ -37,6 +37,27 @@ export function runCommand(
     const err: Buffer[] = [];
     let timedOut = false;
     let spawnError: NodeJS.ErrnoException | undefined;
+    let settled = false;
+    const finish = (exitCode: number | null, signal: NodeJS.Signals | null): void => {
+      if (settled) return;
+      settled = true;
+      if (timer) clearTimeout(timer);
+      resolve({
+        stdout: Buffer.concat(out).toString('utf8'),
+        stderr: Buffer.concat(err).toString('utf8'),
+        exitCode,
+        signal,
+        timedOut,
+        spawnError,
+      });
+    };
+    // First, before anything that can throw: out of file descriptors (EMFILE), spawn gives a child without stdio
+    // and reports the failure as an 'error' event, which with no listener would end the whole process.
+    child.on('error', (e: NodeJS.ErrnoException) => {
+      spawnError = e;
+      // Never started: there will be no 'close' to wait for when it had no stdio.
+      if (child.pid === undefined && !child.stdout) finish(null, null);
+    });
     const timer =
       options.timeoutMs === undefined
         ? undefined
@@ -53,26 +74,11 @@ export function runCommand(
               child.kill('SIGKILL');
             }
           }, options.timeoutMs);
-    child.stdout.on('data', (b: Buffer) => out.push(b));
-    child.stderr.on('data', (b: Buffer) => err.push(b));
-    child.on('error', (e: NodeJS.ErrnoException) => {
-      spawnError = e;
-    });
+    child.stdout?.on('data', (b: Buffer) => out.push(b));
+    child.stderr?.on('data', (b: Buffer) => err.push(b));
     // A child that exits before reading its stdin must not crash us with EPIPE.
-    child.stdin.on('error', () => undefined);
-    child.stdin.end(options.input ?? '');
-    child.on('close', (exitCode, signal) => {
-      if (timer) {
-        clearTimeout(timer);
-      }
-      resolve({
-        stdout: Buffer.concat(out).toString('utf8'),
-        stderr: Buffer.concat(err).toString('utf8'),
-        exitCode,
-        signal,
-        timedOut,
-        spawnError,
-      });
-    });
+    child.stdin?.on('error', () => undefined);
+    child.stdin?.end(options.input ?? '');
+    child.on('close', finish);
   });
 }

@@ -27,12 +27,15 @@ async function probe(t: ToolRunner, paths: readonly string[]): Promise<Map<strin
   return found;
 }
 
-/** Mounts at `target`, creating the mount point only when it is missing (one tool run in the usual case). */
-async function mountCreating(t: ToolRunner, target: string, args: readonly string[]): Promise<void> {
+/**
+ * Mounts at `target`, creating the mount point only when it is missing and `create` allows it (one tool run in the
+ * usual case).
+ */
+async function mountCreating(t: ToolRunner, target: string, args: readonly string[], create: boolean): Promise<void> {
   try {
     await tool(t, 'mount', [...args, target]);
   } catch (e) {
-    if (!(e instanceof OpFailure) || e.code !== 'ENOENT') throw e;
+    if (!create || !(e instanceof OpFailure) || e.code !== 'ENOENT') throw e;
     await tool(t, 'mkdir', ['-p', '--', target]);
     await tool(t, 'mount', [...args, target]);
   }
@@ -56,7 +59,7 @@ export async function mountProc(
   args: OpArgs<'mount-proc'>,
   t: ToolRunner,
 ): Promise<{ target: string; masked: string[] }> {
-  await mountCreating(t, args.target, ['-t', 'proc', '-o', 'nosuid,nodev,noexec', 'proc']);
+  await mountCreating(t, args.target, ['-t', 'proc', '-o', 'nosuid,nodev,noexec', 'proc'], args.createTarget);
   if (!args.mask) return { target: args.target, masked: [] };
   try {
     // The entries depend on the kernel: one stat of the new proc says which exist and what they are.
@@ -97,7 +100,7 @@ export async function mountProc(
 
 export async function mountSysfs(args: OpArgs<'mount-sysfs'>, t: ToolRunner): Promise<{ target: string }> {
   const opts = ['nosuid', 'nodev', 'noexec', ...(args.readOnly ? ['ro'] : [])].join(',');
-  await mountCreating(t, args.target, ['-t', 'sysfs', '-o', opts, 'sysfs']);
+  await mountCreating(t, args.target, ['-t', 'sysfs', '-o', opts, 'sysfs'], args.createTarget);
   return { target: args.target };
 }
 

@@ -189,10 +189,18 @@ export function createNsinsiderOps(options: NsinsiderOpsOptions = {}): Namespace
 
   return {
     async mountProc(req) {
-      await run('mount-proc', { target: req.target, mask: req.mask }, inMountNs(req.pid));
+      await run(
+        'mount-proc',
+        { target: req.target, mask: req.mask, createTarget: req.createTarget },
+        inMountNs(req.pid),
+      );
     },
     async mountSysfs(req) {
-      await run('mount-sysfs', { target: req.target, readOnly: req.readOnly }, inMountNs(req.pid, 'net'));
+      await run(
+        'mount-sysfs',
+        { target: req.target, readOnly: req.readOnly, createTarget: req.createTarget },
+        inMountNs(req.pid, 'net'),
+      );
     },
     async unmount(req) {
       await run('unmount', { target: req.target, lazy: req.lazy, recursive: req.recursive }, inMountNs(req.pid));

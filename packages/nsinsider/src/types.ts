@@ -50,10 +50,15 @@ export interface IdMapping {
 export interface MountProcRequest {
   /** A process whose mount and pid namespaces receive the proc mount. */
   pid: number;
-  /** Mount point, absolute in the target's mount namespace (created when missing). */
+  /** Mount point, absolute in the target's mount namespace (created when missing, unless `createTarget` is false). */
   target: string;
   /** Mask sensitive files and make kernel knobs read-only, as container runtimes do (default true). */
   mask?: boolean;
+  /**
+   * Create a missing mount point (default true). Off for a target a less trusted party names: `mkdir -p` runs as
+   * root and follows the links on the way.
+   */
+  createTarget?: boolean;
 }
 
 export interface MountSysfsRequest {
@@ -62,6 +67,8 @@ export interface MountSysfsRequest {
   target: string;
   /** Default true. */
   readOnly?: boolean;
+  /** As {@link MountProcRequest.createTarget}. */
+  createTarget?: boolean;
 }
 
 export interface UnmountRequest {

@@ -16,6 +16,11 @@ export interface IwsWorkspaceContext {
    * A function when it is only known once the workspace's process runs.
    */
   readonly cgroupPath?: string | (() => string | undefined | Promise<string | undefined>);
+  /**
+   * The workspace's host uid: a pid a namespace operation acts on must run as it (the daemon's own helpers, root
+   * processes that briefly sit in the workspace's pid namespace, never qualify). Unset: not checked.
+   */
+  readonly uid?: number;
 }
 
 /** A uid/gid range `[start, start + size)` on the host. */
@@ -46,6 +51,14 @@ export interface IwsConfig {
    * cost a process on the node, so one workspace's flood must not stall the daemon or other workspaces.
    */
   readonly maxInFlight: number;
+  /**
+   * Serve the namespace operations (PrepareForUserNS, WriteIDMapping, Mount/UmountProc, Mount/UmountSysfs,
+   * SetupPairVeths) at all (default false). They exist for nested containers inside workspaces and run the host's
+   * tools as root in the workspace's namespaces; a node that does not need them should not offer them. Even on,
+   * they act only on processes of the workspace's uid in its own mount namespace (never one the workspace made,
+   * where it could plant the programs root would run).
+   */
+  readonly namespaceOps: boolean;
 }
 
 export const defaultIwsConfig: IwsConfig = Object.freeze({
@@ -57,6 +70,7 @@ export const defaultIwsConfig: IwsConfig = Object.freeze({
   rateLimits: true,
   cpuSampleMs: 100,
   maxInFlight: 4,
+  namespaceOps: false,
 });
 
 /** Opens cgroups by path; `CgroupController` from @workbay/nsinsider is the real one. */

@@ -204,6 +204,7 @@ export class IwsHost {
       instanceId: workspace.instanceId,
       initPid: () => source.initPid(),
       cgroupPath: () => source.cgroupPath(),
+      uid: owner.uid,
     };
   }
 

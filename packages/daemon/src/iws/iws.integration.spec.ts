@@ -1,6 +1,6 @@
 import type { ChildProcess } from 'node:child_process';
 import { spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { access, mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -96,7 +96,7 @@ describe('InWorkspaceService over gRPC with real namespaces', () => {
       ops: createNsinsiderOps(),
       cgroups,
       workspace: { workspaceId: 'ws-int', initPid: () => sb.pid, cgroupPath: cg.path },
-      config: { devDir, vethCidr: '198.18.5.0/30', cpuSampleMs: 50 },
+      config: { devDir, vethCidr: '198.18.5.0/30', cpuSampleMs: 50, namespaceOps: true },
       wipeContent: async () => void wiped++,
     });
     const service = createInWorkspaceService(operations);
@@ -151,6 +151,10 @@ describe('InWorkspaceService over gRPC with real namespaces', () => {
 
   it('MountSysfs shows the workspace network; UmountSysfs removes it', async () => {
     const target = join(scratch, 'sys');
+    // A mount point the workspace names must exist: root never runs `mkdir -p` along the workspace's links.
+    await expect(client.mountSysfs({ target, pid: 1 }, { timeoutMs: 20_000 })).rejects.toThrow(/does not exist/);
+    await expect(access(target)).rejects.toThrow();
+    await mkdir(target);
     await client.mountSysfs({ target, pid: 1 }, { timeoutMs: 20_000 });
     expect((await sb.check(['ls', join(target, 'class', 'net')])).trim()).toBe('lo');
     await client.umountSysfs({ target, pid: 1 }, { timeoutMs: 20_000 });
@@ -265,6 +269,7 @@ describe('InWorkspaceService over gRPC with real namespaces', () => {
 
   it('Teardown unmounts what is left; WipingTeardown wipes', async () => {
     const target = join(scratch, 'sys2');
+    await mkdir(target);
     await client.mountSysfs({ target, pid: 1 });
     expect((await sb.check(['ls', target])).trim()).not.toBe('');
     expect((await client.teardown({}, { timeoutMs: 20_000 })).success).toBe(true);

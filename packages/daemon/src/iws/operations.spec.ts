@@ -106,13 +106,14 @@ function make(deps: Partial<InWorkspaceServiceDeps> = {}): {
 } {
   const { ops, calls } = fakeOps();
   const { access, root } = fakeCgroups();
+  const { config, ...rest } = deps;
   const svc = new InWorkspaceOperations({
     ops,
     cgroups: access,
     workspace: { workspaceId: 'ws-1', initPid: INIT, cgroupPath: 'workbay/ws-1' },
-    config: { cpuSampleMs: 1 },
     nfsSupported: async () => false,
-    ...deps,
+    ...rest,
+    config: { cpuSampleMs: 1, namespaceOps: true, ...config },
   });
   return { svc, calls, root };
 }
@@ -247,8 +248,16 @@ describe('InWorkspaceOperations (fake namespace layer)', () => {
     await expectInvalid(svc.mountSysfs({ target: '/sys', pid: -3 }), 'pid');
     await svc.mountProc({ target: '/proc', pid: 1 });
     await svc.mountSysfs({ target: '/sys', pid: 2 });
-    expect(calls.find((c) => c.method === 'mountProc')?.req).toEqual({ pid: INIT, target: '/proc' });
-    expect(calls.find((c) => c.method === 'mountSysfs')?.req).toEqual({ pid: INIT + 1, target: '/sys' });
+    expect(calls.find((c) => c.method === 'mountProc')?.req).toEqual({
+      pid: INIT,
+      target: '/proc',
+      createTarget: false,
+    });
+    expect(calls.find((c) => c.method === 'mountSysfs')?.req).toEqual({
+      pid: INIT + 1,
+      target: '/sys',
+      createTarget: false,
+    });
     expect(svc.activeMounts.map((m) => m.target)).toEqual(['/proc', '/sys']);
     await expect(svc.mountProc({ target: '/proc', pid: 1 })).rejects.toBeInstanceOf(FailedPreconditionError);
     await svc.umountProc({ target: '/proc', pid: 1 });
@@ -256,7 +265,8 @@ describe('InWorkspaceOperations (fake namespace layer)', () => {
     expect(await svc.teardown()).toBe(true);
     expect(calls.filter((c) => c.method === 'unmount').map((c) => c.req)).toEqual([
       { pid: INIT, target: '/proc' },
-      { pid: INIT + 1, target: '/sys', lazy: true },
+      // Teardown acts through the workspace's process as it is now, never a pid recorded earlier (pid reuse).
+      { pid: INIT, target: '/sys', lazy: true },
     ]);
     expect(svc.activeMounts).toEqual([]);
     await expect(svc.teardown()).rejects.toBeInstanceOf(ResourceExhaustedError);
@@ -328,6 +338,41 @@ describe('InWorkspaceOperations (fake namespace layer)', () => {
     const unlimited = await svc.workspaceInfo();
     expect(unlimited.cpu.limitMillicores).toBe(4000);
     expect(unlimited.memory.limitBytes).toBe(8 * 1024 ** 3);
+  });
+
+  it('serves no namespace operation unless the node turns them on', async () => {
+    const { svc, calls } = make({ config: { namespaceOps: false } });
+    for (const attempt of [
+      svc.mountProc({ target: '/proc', pid: 1 }),
+      svc.umountSysfs({ target: '/sys', pid: 1 }),
+      svc.prepareForUserNs({ usernsPid: 0 }),
+      svc.writeIdMapping({ pid: 1, gid: false, mappings: [{ containerId: 0, hostId: 33333, size: 1 }] }),
+      svc.setupPairVeths({ pid: 2 }),
+    ]) {
+      expect(String(await rejection(attempt))).toMatch(/namespace operations are turned off/);
+    }
+    expect(calls.filter((c) => c.method !== 'namespaceId')).toEqual([]);
+  });
+
+  it('acts only on processes of the workspace user in its own mount namespace', async () => {
+    // Pid 3 made a mount namespace of its own (an unprivileged user namespace may mount its own /usr/bin there).
+    const base = fakeOps().ops;
+    const ownMountNs = make({
+      ops: {
+        ...base,
+        namespaceId: async (req) => (req.kind === 'mount' && req.pid === INIT + 2 ? 'mnt:[9]' : `${req.kind}:[1]`),
+      },
+    });
+    const refused = await rejection(ownMountNs.svc.mountProc({ target: '/p', pid: 3 }));
+    expect(refused).toBeInstanceOf(FailedPreconditionError);
+    expect(String(refused)).toMatch(/mount namespace of its own/);
+    expect(ownMountNs.calls.some((c) => c.method === 'mountProc')).toBe(false);
+    // A process of another uid (here this test process, root, standing for a root helper in the pid namespace).
+    const rootHelper = make({
+      ops: { ...base, resolveHostPid: async () => process.pid },
+      workspace: { workspaceId: 'ws-1', initPid: process.pid, uid: 4_000_000 },
+    });
+    expect(String(await rejection(rootHelper.svc.setupPairVeths({ pid: 5 })))).toMatch(/does not run as the workspace/);
   });
 
   it('needs a running workspace process', async () => {

@@ -46,6 +46,8 @@ type MountKind = 'proc' | 'sysfs';
 interface TrackedMount {
   kind: MountKind;
   hostPid: number;
+  /** The mount namespace it was made in (the workspace's own). */
+  mountNs: string;
   target: string;
 }
 
@@ -98,10 +100,11 @@ export class InWorkspaceOperations {
     if (!Number.isSafeInteger(req.usernsPid) || req.usernsPid < 0) {
       throw new InvalidArgumentError('userns_pid', 'must be a pid (or 0)');
     }
+    this.assertNamespaceOps('PrepareForUserNS');
     this.limiter.take('PrepareForUserNS');
     const init = await this.initPid();
     if (req.usernsPid > 0) {
-      await this.hostPid(req.usernsPid, 'userns_pid');
+      await this.confinedPid(req.usernsPid, 'userns_pid');
     }
     await this.run('prepare /dev', () =>
       this.ops.prepareDev({
@@ -132,8 +135,9 @@ export class InWorkspaceOperations {
     } catch (e) {
       throw toIwsError(e, 'WriteIDMapping');
     }
+    this.assertNamespaceOps('WriteIDMapping');
     this.limiter.take('WriteIDMapping');
-    const hostPid = await this.hostPid(req.pid, 'pid');
+    const hostPid = await this.confinedPid(req.pid, 'pid');
     await this.run('WriteIDMapping', () =>
       this.ops.writeIdMapping({ pid: hostPid, kind: req.gid ? 'gid' : 'uid', mappings: req.mappings }),
     );
@@ -217,8 +221,9 @@ export class InWorkspaceOperations {
 
   async setupPairVeths(req: { pid: number }): Promise<void> {
     this.assertPid(req.pid, 'pid');
+    this.assertNamespaceOps('SetupPairVeths');
     const init = await this.initPid();
-    const hostPid = await this.hostPid(req.pid, 'pid');
+    const hostPid = await this.confinedPid(req.pid, 'pid');
     const [outerNs, innerNs] = await Promise.all([
       this.run('SetupPairVeths', () => this.ops.namespaceId({ pid: init, kind: 'net' })),
       this.run('SetupPairVeths', () => this.ops.namespaceId({ pid: hostPid, kind: 'net' })),
@@ -264,7 +269,8 @@ export class InWorkspaceOperations {
     const rpc = kind === 'proc' ? 'MountProc' : 'MountSysfs';
     this.assertTarget(req.target);
     this.assertPid(req.pid, 'pid');
-    const hostPid = await this.hostPid(req.pid, 'pid');
+    this.assertNamespaceOps(rpc);
+    const hostPid = await this.confinedPid(req.pid, 'pid');
     const key = await this.mountKey(hostPid, req.target);
     if (this.mounts.has(key)) {
       throw new FailedPreconditionError(`${rpc}: the target is already mounted by this service`);
@@ -274,10 +280,11 @@ export class InWorkspaceOperations {
     }
     await this.run(rpc, () =>
       kind === 'proc'
-        ? this.ops.mountProc({ pid: hostPid, target: req.target })
-        : this.ops.mountSysfs({ pid: hostPid, target: req.target }),
+        ? // The workspace names the target: an existing directory only, never a `mkdir -p` by root along its links.
+          this.ops.mountProc({ pid: hostPid, target: req.target, createTarget: false })
+        : this.ops.mountSysfs({ pid: hostPid, target: req.target, createTarget: false }),
     );
-    this.mounts.set(key, { kind, hostPid, target: req.target });
+    this.mounts.set(key, { kind, hostPid, mountNs: await this.mountNsOf(hostPid), target: req.target });
     this.logger.info({ pid: req.pid, hostPid, target: req.target }, `mounted ${kind}`);
   }
 
@@ -285,22 +292,34 @@ export class InWorkspaceOperations {
     const rpc = kind === 'proc' ? 'UmountProc' : 'UmountSysfs';
     this.assertTarget(req.target);
     this.assertPid(req.pid, 'pid');
-    const hostPid = await this.hostPid(req.pid, 'pid');
+    this.assertNamespaceOps(rpc);
+    const hostPid = await this.confinedPid(req.pid, 'pid');
     await this.run(rpc, () => this.ops.unmount({ pid: hostPid, target: req.target }));
     this.mounts.delete(await this.mountKey(hostPid, req.target));
     this.logger.info({ pid: req.pid, hostPid, target: req.target }, `unmounted ${kind}`);
   }
 
   private async mountKey(hostPid: number, target: string): Promise<string> {
-    const ns = await this.run('mount', () => this.ops.namespaceId({ pid: hostPid, kind: 'mount' }));
-    return `${ns}:${target}`;
+    return `${await this.mountNsOf(hostPid)}:${target}`;
+  }
+
+  private mountNsOf(hostPid: number): Promise<string> {
+    return this.run('mount', () => this.ops.namespaceId({ pid: hostPid, kind: 'mount' }));
   }
 
   private async unmountAll(): Promise<unknown[]> {
     const failures: unknown[] = [];
     for (const [key, m] of [...this.mounts.entries()].reverse()) {
       try {
-        await this.ops.unmount({ pid: m.hostPid, target: m.target, lazy: true });
+        // Through the workspace's process as it is now, never the pid recorded at mount time: that pid may belong to
+        // a host process by now (pid reuse), and an unmount in its namespace would take the host's mounts. Every
+        // tracked mount is in the workspace's own mount namespace (see confinedPid), so its process reaches them all.
+        const pid = await this.initPid();
+        if ((await this.ops.namespaceId({ pid, kind: 'mount' })) !== m.mountNs) {
+          this.mounts.delete(key); // the namespace it was made in is gone, and its mounts with it
+          continue;
+        }
+        await this.ops.unmount({ pid, target: m.target, lazy: true });
         this.mounts.delete(key);
       } catch (e) {
         // A process or namespace that is gone took its mounts with it.
@@ -346,6 +365,39 @@ export class InWorkspaceOperations {
       }
       throw toIwsError(e, 'resolve pid');
     }
+  }
+
+  private assertNamespaceOps(rpc: string): void {
+    if (!this.config.namespaceOps) {
+      throw new FailedPreconditionError(
+        `${rpc}: namespace operations are turned off on this node (the in-workspace service's namespaceOps setting)`,
+      );
+    }
+  }
+
+  /**
+   * A pid the namespace operations may act on: a process of the workspace ({@link hostPid}), running as the
+   * workspace's uid, in the workspace's own mount namespace. The tools run as root inside the target's mount
+   * namespace and are looked up there: in one the workspace made (an unprivileged user namespace may mount anything
+   * over /usr/bin in its own mount namespace) they would be the workspace's programs, run as root. The uid keeps
+   * out root processes that sit in the workspace's pid namespace for a moment (the daemon's own helpers).
+   */
+  private async confinedPid(nsPid: number, field: string): Promise<number> {
+    const hostPid = await this.hostPid(nsPid, field);
+    const [own, workspace] = await Promise.all([this.mountNsOf(hostPid), this.mountNsOf(await this.initPid())]);
+    if (own !== workspace) {
+      throw new FailedPreconditionError(
+        `${field} ${nsPid} is in a mount namespace of its own; namespace operations act only in the workspace's own`,
+      );
+    }
+    const expected = this.workspace.uid;
+    if (expected !== undefined) {
+      const uid = await processUid(hostPid);
+      if (uid !== expected) {
+        throw new FailedPreconditionError(`${field} ${nsPid} does not run as the workspace's user`);
+      }
+    }
+    return hostPid;
   }
 
   private assertPid(pid: number, field: string): void {
@@ -419,6 +471,17 @@ export class InWorkspaceOperations {
 }
 
 /** Reads /proc/filesystems: can this kernel mount NFS at all? */
+/** The real uid of a host process (undefined when it is gone). */
+async function processUid(hostPid: number): Promise<number | undefined> {
+  try {
+    const status = await readFile(`/proc/${hostPid}/status`, 'utf8');
+    const line = /^Uid:\s+(\d+)/m.exec(status);
+    return line ? Number(line[1]) : undefined;
+  } catch {
+    return undefined; // gone: refused as not the workspace's
+  }
+}
+
 export async function kernelHasNfs(path = '/proc/filesystems'): Promise<boolean> {
   // Deliberate: no /proc/filesystems (not Linux) means no NFS; callers then refuse NFS mounts.
   const text = await readFile(path, 'utf8').catch(() => '');

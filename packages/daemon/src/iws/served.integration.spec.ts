@@ -65,7 +65,7 @@ describe('the daemon serves the in-workspace service on one socket per workspace
   let cgroups: CgroupController;
   let parent: Cgroup;
   let clock = 0;
-  const overrides = { iws: { config: { cpuSampleMs: 10 }, now: () => clock } };
+  const overrides = { iws: { config: { cpuSampleMs: 10, namespaceOps: true }, now: () => clock } };
   const all: Ws[] = [];
 
   async function initWorkspace(id: string, uid: number): Promise<Ws> {

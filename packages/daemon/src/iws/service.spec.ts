@@ -43,7 +43,7 @@ describe('in-workspace service edge', () => {
     const operations = new InWorkspaceOperations({
       ops,
       workspace: { workspaceId: 'ws-1', initPid: 4242 },
-      config: { maxInFlight: 2 },
+      config: { maxInFlight: 2, namespaceOps: true },
     });
     const iws = createInWorkspaceService(operations);
     const info = createWorkspaceInfoService(operations);
