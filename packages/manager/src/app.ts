@@ -244,6 +244,7 @@ export async function startManager(options: StartManagerOptions): Promise<Runnin
         reserved,
         idePorts: config.idePorts,
         secureCookies: config.urlTemplate.startsWith('https:'),
+        ...(config.proxy.limits ? { limits: config.proxy.limits } : {}),
         logger: logger.child({ component: 'proxy' }),
       });
       await started.start();

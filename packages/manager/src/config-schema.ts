@@ -189,6 +189,23 @@ export const managerConfigSchema = z
           .string()
           .regex(/^[A-Za-z0-9_-]+$/)
           .default('workbay_owner'),
+        /**
+         * Bounds on what proxy clients (the internet) may hold: see `proxy/connection-limits.ts` for each and its
+         * default. Behind a load balancer every client has its address: raise `maxConnectionsPerAddress` or set 0.
+         */
+        limits: z
+          .object({
+            maxConnections: z.number().int().min(0),
+            maxConnectionsPerAddress: z.number().int().min(0),
+            headersTimeoutMs: z.number().int().min(1),
+            requestTimeoutMs: z.number().int().min(1),
+            handshakeTimeoutMs: z.number().int().min(1),
+            idleTimeoutMs: z.number().int().min(1),
+            refusalGraceMs: z.number().int().min(0),
+          })
+          .strict()
+          .partial()
+          .optional(),
       })
       .strict()
       .prefault({}),

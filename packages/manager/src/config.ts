@@ -15,6 +15,7 @@ import { parse as parseYaml } from 'yaml';
 import type { z } from 'zod';
 import { managerConfigSchema } from './config-schema.js';
 import type { ManagerConfigInput } from './config-schema.js';
+import type { ProxyLimits } from './proxy/connection-limits.js';
 
 export type { ManagerConfigInput } from './config-schema.js';
 
@@ -82,6 +83,8 @@ export interface ManagerConfig {
     readonly address: string;
     readonly domain?: string;
     readonly cookieName: string;
+    /** Overrides of the proxy's connection limits (see `proxy/connection-limits.ts`). */
+    readonly limits?: Partial<ProxyLimits>;
   };
   readonly metrics: { readonly enabled: boolean; readonly address: string; readonly admin: boolean };
   readonly urlTemplate: string;

@@ -8,11 +8,14 @@
  *
  * Routes: see `routing.ts`. Tokens: `admission.ts` (never forwarded). Targets: `exposure.ts` (only the
  * workspace's own host and ports). Open connections: `tunnels.ts` (closed when their admission is revoked).
+ * Connection caps and timeouts (server-wide, per client address, slowloris, handshake, idle, refusals):
+ * `connection-limits.ts`.
  *
  * Every client of the proxy is hostile: any input gets an answer (400 when malformed), and a throw inside a
  * handler answers 500 and is logged, never an uncaught exception (invariant 12). Answers of its own are plain text:
  * 400, 401 (no token), 403 (wrong token, or a port that is not the workspace's own), 404 (no such workspace or
- * port not exposed), 500, 502 (the workspace does not answer), 503 (not running).
+ * port not exposed), 408 (request too slow), 500, 502 (the workspace does not answer), 503 (not running, or too
+ * many connections from one address), 504 (the workspace did not answer an upgrade in time).
  *
  * @module
  */
@@ -36,6 +39,8 @@ import {
   setsOwnerCookie,
   stripQuery,
 } from './admission.js';
+import { boundConnections, resolveProxyLimits, serverTimeouts } from './connection-limits.js';
+import type { ProxyLimits } from './connection-limits.js';
 import { ReservedEndpoints, checkTarget } from './exposure.js';
 import { sameSiteLocation } from './parse.js';
 import { routeRequest } from './routing.js';
@@ -66,6 +71,8 @@ export interface PortProxyOptions {
   readonly idePorts?: { readonly from: number; readonly to: number };
   /** Mark the owner cookie Secure (the public workspace URLs are https). */
   readonly secureCookies?: boolean;
+  /** Connection caps and timeouts; each one not given takes its default (see `connection-limits.ts`). */
+  readonly limits?: Partial<ProxyLimits>;
   readonly logger: Logger;
 }
 
@@ -90,8 +97,11 @@ export class PortProxy {
   private readonly tunnels: TunnelRegistry;
   /** Grants already tracked per client connection (keep-alive connections carry many requests). */
   private readonly socketGrants = new WeakMap<Socket, Set<string>>();
+  private readonly limits: ProxyLimits;
 
   constructor(private readonly options: PortProxyOptions) {
+    // Resolved here so that a bad value fails at construction, not at the first connection.
+    this.limits = resolveProxyLimits(options.limits);
     this.reserved = options.reserved ?? new ReservedEndpoints();
     this.tunnels = new TunnelRegistry((id) => options.router.getWorkspace(id), options.logger);
   }
@@ -99,6 +109,11 @@ export class PortProxy {
   /** The bound host:port (after start). */
   get address(): string {
     return this.boundAddress;
+  }
+
+  /** Open client connections, HTTP and upgraded (for tests and metrics). */
+  get connectionCount(): number {
+    return this.sockets.size;
   }
 
   /**
@@ -110,26 +125,22 @@ export class PortProxy {
   }
 
   async start(): Promise<string> {
-    const server = createServer((req, res) => this.guard(res, () => this.handle(req, res)));
+    const server = createServer(serverTimeouts(this.limits), (req, res) =>
+      this.guard(res, () => this.handle(req, res)),
+    );
+    boundConnections(server, this.limits, this.options.logger);
     server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
       try {
         this.handleUpgrade(req, socket, head);
       } catch (error) {
         this.options.logger.error({ err: error, url: String(req.url).slice(0, 64) }, 'proxy upgrade handler threw');
-        rejectUpgrade(socket, { status: 500, message: 'internal proxy error\n' });
+        rejectUpgrade(socket, { status: 500, message: 'internal proxy error\n' }, this.limits.refusalGraceMs);
       }
     });
     server.on('connection', (socket: Socket) => {
       this.sockets.add(socket);
       socket.on('error', () => socket.destroy());
       socket.once('close', () => this.sockets.delete(socket));
-    });
-    server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => {
-      // Malformed HTTP: answer when the connection still takes it, then close.
-      if (socket.writable && error.code !== 'ECONNRESET') {
-        const status = error.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
-        socket.end(`HTTP/1.1 ${status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`);
-      } else socket.destroy();
     });
     const index = this.options.address.lastIndexOf(':');
     const host = this.options.address.slice(0, index).replace(/^\[|\]$/g, '');
@@ -361,9 +372,9 @@ export class PortProxy {
 
   private handleUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): void {
     const route = routeRequest(req, this.options.domain);
-    if ('status' in route) return rejectUpgrade(socket, route);
+    if ('status' in route) return rejectUpgrade(socket, route, this.limits.refusalGraceMs);
     const admission = this.admit(req, route);
-    if ('status' in admission) return rejectUpgrade(socket, admission);
+    if ('status' in admission) return rejectUpgrade(socket, admission, this.limits.refusalGraceMs);
     const headers = forwardHeaders(req, {
       token: admission.record.ownerToken,
       cookiePrefix: this.options.cookieName,
@@ -380,6 +391,7 @@ export class PortProxy {
       https: admission.https,
       workspaceId: admission.record.id,
       cookiePrefix: this.options.cookieName,
+      limits: this.limits,
     });
     const untrack = this.tunnels.track(admission.grant, close);
     socket.once('close', untrack);

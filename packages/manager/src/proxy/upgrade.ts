@@ -11,24 +11,25 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { connect as tlsConnect } from 'node:tls';
 import { setsOwnerCookie } from './admission.js';
+import { answerAndClose, defaultProxyLimits, rawAnswer } from './connection-limits.js';
+import type { ProxyLimits } from './connection-limits.js';
 import type { Refusal } from './routing.js';
 
-/** Answers a refused upgrade and closes the connection; never throws. */
-export function rejectUpgrade(socket: Socket, refusal: Refusal): void {
-  if (socket.destroyed) return;
-  try {
-    const headers = Object.entries({ 'content-type': 'text/plain; charset=utf-8', ...refusal.headers })
-      .map(([k, v]) => `${k}: ${String(v)}\r\n`)
-      .join('');
-    socket.end(
-      `HTTP/1.1 ${refusal.status} ${STATUS_CODES[refusal.status] ?? 'Error'}\r\n` +
-        `${headers}content-length: ${Buffer.byteLength(refusal.message)}\r\nconnection: close\r\n\r\n${refusal.message}`,
-    );
-  } catch {
-    // Deliberate: the socket broke while the refusal was written; closing it is all the answer left to give, and
-    // no workspace state depends on a refused upgrade.
-    socket.destroy();
-  }
+/**
+ * Answers a refused upgrade and closes the connection, within `graceMs` even when the client never closes its side:
+ * after an upgrade no Node timeout covers the socket, so a refusal that only ended it would hold its descriptor for
+ * as long as the client likes. Never throws.
+ */
+export function rejectUpgrade(
+  socket: Socket,
+  refusal: Refusal,
+  graceMs: number = defaultProxyLimits.refusalGraceMs,
+): void {
+  const headers = Object.entries({ 'content-type': 'text/plain; charset=utf-8', ...refusal.headers })
+    .map(([k, v]) => `${k}: ${String(v)}\r\n`)
+    .join('');
+  const status = `${refusal.status} ${STATUS_CODES[refusal.status] ?? 'Error'}`;
+  answerAndClose(socket, rawAnswer(status, headers, refusal.message), graceMs);
 }
 
 export interface TunnelOptions {
@@ -43,6 +44,8 @@ export interface TunnelOptions {
   readonly workspaceId: string;
   /** Owner cookies the workspace's handshake answer may not set (see `setsOwnerCookie`). */
   readonly cookiePrefix: string;
+  /** The handshake, idle and refusal bounds (see `connection-limits.ts`). */
+  readonly limits: Pick<ProxyLimits, 'handshakeTimeoutMs' | 'idleTimeoutMs' | 'refusalGraceMs'>;
 }
 
 /** The workspace's handshake answer may not be larger than this. */
@@ -50,9 +53,15 @@ const maxAnswerHead = 64 * 1024;
 
 /**
  * Passes the workspace's handshake answer on without Set-Cookie lines for owner cookies, then pipes raw bytes.
- * Calls `fail` when the answer head is oversized.
+ * Calls `fail` when the answer head is oversized, `answered` once the head is passed on.
  */
-function relayAnswer(upstream: Duplex, socket: Socket, cookiePrefix: string, fail: () => void): void {
+function relayAnswer(
+  upstream: Duplex,
+  socket: Socket,
+  cookiePrefix: string,
+  fail: () => void,
+  answered: () => void,
+): void {
   let buffered = Buffer.alloc(0);
   const onData = (chunk: Buffer): void => {
     buffered = Buffer.concat([buffered, chunk]);
@@ -70,6 +79,7 @@ function relayAnswer(upstream: Duplex, socket: Socket, cookiePrefix: string, fai
     socket.write(Buffer.from(`${kept.join('\r\n')}\r\n\r\n`, 'latin1'));
     const rest = buffered.subarray(end + 4);
     if (rest.length > 0) socket.write(rest);
+    answered();
     upstream.pipe(socket);
   };
   upstream.on('data', onData);
@@ -86,6 +96,27 @@ export function openTunnel(options: TunnelOptions): () => void {
     socket.destroy();
   };
   let connected = false;
+  let answered = false;
+  let timedOut = false;
+  // Absolute, not reset by traffic: a client trickling bytes must not keep an unanswered handshake open, and the
+  // timer also bounds a connect to a workspace host that never answers the SYN.
+  const handshakeTimer = setTimeout(() => {
+    if (answered) return;
+    timedOut = true;
+    rejectUpgrade(
+      socket,
+      { status: 504, message: `workspace ${options.workspaceId} did not answer the upgrade in time\n` },
+      options.limits.refusalGraceMs,
+    );
+    upstream.destroy();
+  }, options.limits.handshakeTimeoutMs);
+  handshakeTimer.unref();
+  const onAnswered = (): void => {
+    answered = true;
+    clearTimeout(handshakeTimer);
+    // Socket timeouts are reset by reads and writes, so this counts traffic in both directions of the tunnel.
+    socket.setTimeout(options.limits.idleTimeoutMs, close);
+  };
   const onConnect = (): void => {
     connected = true;
     let head = `${options.method} ${options.path} HTTP/1.1\r\n`;
@@ -95,23 +126,28 @@ export function openTunnel(options: TunnelOptions): () => void {
     }
     upstream.write(`${head}\r\n`);
     if (options.head.length > 0) upstream.write(options.head);
-    relayAnswer(upstream, socket, options.cookiePrefix, close);
+    relayAnswer(upstream, socket, options.cookiePrefix, close, onAnswered);
     socket.pipe(upstream);
   };
   upstream.once(options.https ? 'secureConnect' : 'connect', onConnect);
   upstream.on('error', (error: NodeJS.ErrnoException) => {
     if (!connected && !socket.destroyed) {
-      rejectUpgrade(socket, {
-        status: 502,
-        message: `workspace ${options.workspaceId} does not answer (${error.code ?? 'error'})\n`,
-      });
+      rejectUpgrade(
+        socket,
+        { status: 502, message: `workspace ${options.workspaceId} does not answer (${error.code ?? 'error'})\n` },
+        options.limits.refusalGraceMs,
+      );
     } else socket.destroy();
   });
   socket.on('error', () => upstream.destroy());
-  socket.on('close', () => upstream.destroy());
-  // Before it connected, the error handler answers 502 and ends the client connection itself.
+  socket.on('close', () => {
+    clearTimeout(handshakeTimer);
+    upstream.destroy();
+  });
+  // Before it connected, the error handler answers 502 and ends the client connection itself; after a handshake
+  // timeout, the 504 does (an immediate destroy here could cut that answer off).
   upstream.on('close', () => {
-    if (connected) socket.destroy();
+    if (connected && !timedOut) socket.destroy();
   });
   return close;
 }

@@ -1,0 +1,36 @@
+import { describe, expect, it } from 'vitest';
+import { addressKey, defaultProxyLimits, resolveProxyLimits, timeoutCheckInterval } from './connection-limits.js';
+
+describe('addressKey', () => {
+  it('counts IPv4 as is, also when mapped into IPv6', () => {
+    expect(addressKey('203.0.113.7')).toBe('203.0.113.7');
+    expect(addressKey('::ffff:203.0.113.7')).toBe('203.0.113.7');
+  });
+
+  it('counts IPv6 by its /64, however it is spelled', () => {
+    expect(addressKey('2001:db8:0:1::1')).toBe('2001:db8:0:1::/64');
+    expect(addressKey('2001:0db8:0000:0001:ffff:0:0:2')).toBe('2001:db8:0:1::/64');
+    expect(addressKey('2001:db8::1')).toBe('2001:db8:0:0::/64');
+    expect(addressKey('::1')).toBe('0:0:0:0::/64');
+    expect(addressKey('2001:db8:0:2::1')).not.toBe(addressKey('2001:db8:0:1::1'));
+  });
+});
+
+describe('resolveProxyLimits', () => {
+  it('fills in defaults', () => {
+    expect(resolveProxyLimits()).toEqual(defaultProxyLimits);
+    expect(resolveProxyLimits({ maxConnections: 10 }).maxConnections).toBe(10);
+  });
+
+  it('refuses values that would disable a timeout or that Node refuses', () => {
+    expect(() => resolveProxyLimits({ headersTimeoutMs: 0 })).toThrow(/headersTimeoutMs/);
+    expect(() => resolveProxyLimits({ idleTimeoutMs: -1 })).toThrow(/idleTimeoutMs/);
+    expect(() => resolveProxyLimits({ refusalGraceMs: 1.5 })).toThrow(/refusalGraceMs/);
+    expect(() => resolveProxyLimits({ headersTimeoutMs: 2_000, requestTimeoutMs: 1_000 })).toThrow(/requestTimeoutMs/);
+  });
+
+  it('checks timeouts often enough for short ones and rarely for long ones', () => {
+    expect(timeoutCheckInterval(resolveProxyLimits({ headersTimeoutMs: 500, requestTimeoutMs: 500 }))).toBe(250);
+    expect(timeoutCheckInterval(resolveProxyLimits({ headersTimeoutMs: 120_000 }))).toBe(30_000);
+  });
+});

@@ -1,0 +1,220 @@
+/**
+ * Bounds on what clients of the proxy can hold: every client is hostile (see `port-proxy.ts`), and the proxy shares
+ * its process, and so its file descriptors, with gRPC, the daemon client and storage. A client that opens
+ * connections and never closes them must run into a limit or a timeout long before the process runs out of
+ * descriptors:
+ *
+ * - `maxConnections` for the whole server, and `maxConnectionsPerAddress` per client address (an IPv6 client is
+ *   counted by its /64, which one client usually owns whole);
+ * - Node's `headersTimeout` / `requestTimeout` against slowloris (they only work when a `clientError` handler
+ *   closes the socket, see {@link clientErrorAnswer});
+ * - `handshakeTimeoutMs` for upgrade requests the workspace has not answered yet, `idleTimeoutMs` for established
+ *   tunnels and HTTP connections without traffic;
+ * - every refusal closes its socket after `refusalGraceMs`, whether or not the client closes its side.
+ *
+ * @module
+ */
+import type { Server, ServerOptions, ServerResponse } from 'node:http';
+import { isIPv4 } from 'node:net';
+import type { Socket } from 'node:net';
+import type { Logger } from '../logger.js';
+
+export interface ProxyLimits {
+  /** Open client connections, all clients together; beyond it Node drops new connections. 0: no limit. */
+  readonly maxConnections: number;
+  /** Open client connections per client address (IPv6: per /64); beyond it 503. 0: no limit. */
+  readonly maxConnectionsPerAddress: number;
+  /** Time a client has to send a complete request head (slowloris). */
+  readonly headersTimeoutMs: number;
+  /** Time a client has to send a complete request, head and body. At least `headersTimeoutMs`. */
+  readonly requestTimeoutMs: number;
+  /** Time the workspace has to answer an upgrade (WebSocket handshake), from the request on. */
+  readonly handshakeTimeoutMs: number;
+  /** An established tunnel, or an HTTP connection, without traffic in either direction for this long is closed. */
+  readonly idleTimeoutMs: number;
+  /** A refused client gets this long to read the answer and close; then the proxy closes the connection. */
+  readonly refusalGraceMs: number;
+}
+
+/**
+ * Defaults: generous for people (a browser holds a handful of connections per site, an IDE a few WebSockets, and
+ * many people may share one NAT address), small against the descriptors of one process (each proxied connection
+ * costs two: client and workspace).
+ */
+export const defaultProxyLimits: ProxyLimits = {
+  maxConnections: 4096,
+  maxConnectionsPerAddress: 256,
+  headersTimeoutMs: 20_000,
+  requestTimeoutMs: 300_000,
+  handshakeTimeoutMs: 30_000,
+  idleTimeoutMs: 10 * 60_000,
+  refusalGraceMs: 2_000,
+};
+
+/** The limits with defaults filled in; throws on values Node would refuse or that disable a bound by accident. */
+export function resolveProxyLimits(given: Partial<ProxyLimits> = {}): ProxyLimits {
+  const limits = { ...defaultProxyLimits, ...given };
+  for (const [name, value] of Object.entries(limits)) {
+    if (!Number.isInteger(value) || value < 0) throw new Error(`proxy limit ${name} must be an integer >= 0`);
+  }
+  for (const name of ['headersTimeoutMs', 'handshakeTimeoutMs', 'idleTimeoutMs', 'refusalGraceMs'] as const) {
+    // 0 would mean "no timeout" to Node: exactly the hole these bounds close.
+    if (limits[name] === 0) throw new Error(`proxy limit ${name} must be > 0`);
+  }
+  if (limits.requestTimeoutMs !== 0 && limits.requestTimeoutMs < limits.headersTimeoutMs) {
+    throw new Error('proxy limit requestTimeoutMs must be at least headersTimeoutMs');
+  }
+  return limits;
+}
+
+/** How often Node checks request timeouts: often enough that a timeout fires within 1.5 times its length. */
+export function timeoutCheckInterval(limits: ProxyLimits): number {
+  return Math.max(50, Math.min(30_000, Math.floor(limits.headersTimeoutMs / 2)));
+}
+
+/**
+ * The key a client address is counted under: IPv4 as is (also when mapped into IPv6), IPv6 by its /64 (a single
+ * client usually holds a whole /64 and could otherwise spread over 2^64 addresses).
+ */
+export function addressKey(address: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped) return mapped[1]!;
+  if (isIPv4(address) || !address.includes(':')) return address;
+  const [head = '', tail = ''] = address.toLowerCase().split('::');
+  const headGroups = head === '' ? [] : head.split(':');
+  const tailGroups = tail === '' ? [] : tail.split(':');
+  const groups = address.includes('::')
+    ? [...headGroups, ...Array<string>(Math.max(0, 8 - headGroups.length - tailGroups.length)).fill('0'), ...tailGroups]
+    : headGroups;
+  return `${groups
+    .slice(0, 4)
+    .map((g) => g.replace(/^0+(?=.)/, ''))
+    .join(':')}::/64`;
+}
+
+/** Counts open connections per client address. */
+export class AddressCounter {
+  private readonly open = new Map<string, number>();
+
+  constructor(private readonly max: number) {}
+
+  /** Counts `socket` until it closes; false (and nothing counted) when its address is at the cap. */
+  admit(socket: Socket): boolean {
+    // Undefined once the peer is gone already: nothing to serve, and nothing to count it under.
+    if (socket.remoteAddress === undefined) return false;
+    const key = addressKey(socket.remoteAddress);
+    const count = this.open.get(key) ?? 0;
+    if (this.max > 0 && count >= this.max) return false;
+    this.open.set(key, count + 1);
+    socket.once('close', () => {
+      const left = (this.open.get(key) ?? 1) - 1;
+      if (left <= 0) this.open.delete(key);
+      else this.open.set(key, left);
+    });
+    return true;
+  }
+
+  /** Open connections of the address (for tests and metrics). */
+  count(address: string): number {
+    return this.open.get(addressKey(address)) ?? 0;
+  }
+}
+
+/**
+ * Writes `answer` (when the socket still takes it) and ends the connection, then destroys it after `graceMs` even
+ * when the client never closes its side. The grace lets a well-behaved client read the answer before the close
+ * (an immediate destroy with unread input makes the kernel send a reset, which can discard the answer).
+ */
+export function answerAndClose(socket: Socket, answer: string | undefined, graceMs: number): void {
+  if (socket.destroyed) return;
+  const timer = setTimeout(() => socket.destroy(), graceMs);
+  // The timer only guards this socket: it must not keep the process alive on its own.
+  timer.unref();
+  socket.once('close', () => clearTimeout(timer));
+  try {
+    if (answer !== undefined && socket.writable) socket.end(answer);
+    else socket.destroy();
+  } catch {
+    // Deliberate: the socket broke while the answer was written; closing it is all that is left to do, and no
+    // state depends on a refused connection.
+    socket.destroy();
+  }
+}
+
+/** A plain HTTP/1.1 answer that ends the connection. */
+export function rawAnswer(status: string, headers = '', body = ''): string {
+  return `HTTP/1.1 ${status}\r\n${headers}content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`;
+}
+
+/**
+ * The answer to a `clientError` (malformed request, or Node's own headers/request timeout), or undefined when none
+ * may be written: the client reset the connection, or a response is already under way on it (an answer now would
+ * corrupt that response). Either way the caller closes the socket, as Node's default handler does.
+ */
+export function clientErrorAnswer(error: NodeJS.ErrnoException, socket: Socket): string | undefined {
+  if (!socket.writable || error.code === 'ECONNRESET') return undefined;
+  // Node's own handler checks the same undocumented field: the response in flight on this connection, if any.
+  const inFlight = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+  if (inFlight?.headersSent) return undefined;
+  switch (error.code) {
+    case 'HPE_HEADER_OVERFLOW':
+      return rawAnswer('431 Request Header Fields Too Large');
+    case 'HPE_CHUNK_EXTENSIONS_OVERFLOW':
+      return rawAnswer('413 Payload Too Large');
+    case 'ERR_HTTP_REQUEST_TIMEOUT':
+      return rawAnswer('408 Request Timeout');
+    default:
+      return rawAnswer('400 Bad Request');
+  }
+}
+
+/** Node's HTTP server options for the limits (pass to `createServer`). */
+export function serverTimeouts(limits: ProxyLimits): ServerOptions {
+  return {
+    headersTimeout: limits.headersTimeoutMs,
+    requestTimeout: limits.requestTimeoutMs,
+    connectionsCheckingInterval: timeoutCheckInterval(limits),
+  };
+}
+
+/** Refusals are logged at most this often (an attack would otherwise flood the log). */
+const refusalLogInterval = 60_000;
+
+/**
+ * Applies the connection bounds to `server`: the server-wide cap, the per-address cap (503 beyond it), the idle
+ * timeout of HTTP connections, and a `clientError` handler that answers and then closes. Call before `listen`.
+ */
+export function boundConnections(server: Server, limits: ProxyLimits, logger: Logger): AddressCounter {
+  const perAddress = new AddressCounter(limits.maxConnectionsPerAddress);
+  if (limits.maxConnections > 0) server.maxConnections = limits.maxConnections;
+  // HTTP sockets without traffic for this long are destroyed (Node's behaviour without a 'timeout' listener);
+  // upgraded sockets get their own timers (see `upgrade.ts`).
+  server.setTimeout(limits.idleTimeoutMs);
+  const refused = { total: 0, perAddress: 0, lastLog: 0 };
+  const noteRefusal = (kind: 'total' | 'perAddress'): void => {
+    refused[kind] += 1;
+    const now = Date.now();
+    if (now - refused.lastLog < refusalLogInterval) return;
+    logger.warn(
+      { overTotal: refused.total, overPerAddress: refused.perAddress, limits },
+      'proxy refused connections over its limits',
+    );
+    refused.total = 0;
+    refused.perAddress = 0;
+    refused.lastLog = now;
+  };
+  server.on('drop', () => noteRefusal('total'));
+  server.on('connection', (socket: Socket) => {
+    if (perAddress.admit(socket)) return;
+    noteRefusal('perAddress');
+    // No grace here (unlike other refusals): a client over its cap gets no descriptor held for it. The answer
+    // still arrives in nearly every case: it is small and goes to the kernel at once, as in Node's own handler.
+    if (socket.writable) socket.write(rawAnswer('503 Service Unavailable', 'retry-after: 10\r\n'));
+    socket.destroy();
+  });
+  server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => {
+    // Node reports its own headers and request timeouts here too: closing the socket is what makes them work.
+    answerAndClose(socket, clientErrorAnswer(error, socket), limits.refusalGraceMs);
+  });
+  return perAddress;
+}

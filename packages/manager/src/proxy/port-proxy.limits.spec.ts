@@ -1,0 +1,217 @@
+/**
+ * The proxy's connection bounds against real sockets: refused upgrades, slowloris, the per-address cap, and the
+ * handshake and idle timeouts of tunnels. The hostile clients here never close their side (allowHalfOpen), as an
+ * attacker holding descriptors would not; every test ends by checking that the proxy still serves.
+ */
+import { createServer } from 'node:http';
+import type { Server } from 'node:http';
+import { connect } from 'node:net';
+import type { Socket } from 'node:net';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { WorkspaceRecord } from '../domain/types.js';
+import { createSilentLogger } from '../logger.js';
+import { hostPort, parseRawResponse } from '../test-support/raw-http.js';
+import { makeRecord } from '../test-support/records.js';
+import type { ProxyLimits } from './connection-limits.js';
+import { PortProxy } from './port-proxy.js';
+
+/** Bound for anything that should happen within a fraction of it: generous for a loaded machine. */
+const generous = 10_000;
+
+async function waitFor(what: string, predicate: () => boolean, boundMs = generous): Promise<void> {
+  const deadline = Date.now() + boundMs;
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** A client that never closes its side, reads everything, and notes when the proxy closes. */
+interface HostileClient {
+  readonly socket: Socket;
+  text(): string;
+  /** The proxy sent FIN, or the connection is gone. */
+  endedByProxy(): boolean;
+}
+
+function hostileClient(address: string, localAddress?: string): Promise<HostileClient> {
+  return new Promise((resolve, reject) => {
+    const { host, port } = hostPort(address);
+    const socket = connect({ host, port, localAddress, allowHalfOpen: true });
+    let text = '';
+    let ended = false;
+    socket.on('data', (c: Buffer) => (text += c.toString('latin1')));
+    socket.on('end', () => (ended = true));
+    socket.on('close', () => (ended = true));
+    // A reset from the proxy is one way of being closed by it; the test looks at `endedByProxy`.
+    socket.on('error', () => undefined);
+    socket.once('connect', () => resolve({ socket, text: () => text, endedByProxy: () => ended }));
+    socket.once('error', reject);
+  });
+}
+
+const upgradeHead = (path: string, extra = ''): string =>
+  `GET ${path} HTTP/1.1\r\nhost: p\r\nconnection: upgrade\r\nupgrade: websocket\r\n${extra}\r\n`;
+
+/** The workspace: HTTP answers `ok`; upgrades to `/silent` are never answered, others get a 101 and an echo. */
+async function startWorkspace(held: Set<Socket>): Promise<Server> {
+  const server = createServer((_req, res) => res.end('ok'));
+  server.on('connection', (s: Socket) => {
+    held.add(s);
+    s.once('close', () => held.delete(s));
+  });
+  server.on('upgrade', (req, socket: Socket) => {
+    socket.on('error', () => socket.destroy());
+    if (req.url === '/silent') return;
+    socket.write('HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n');
+    socket.pipe(socket);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return server;
+}
+
+describe('PortProxy connection bounds', () => {
+  const cleanups: Array<() => Promise<void> | void> = [];
+  afterEach(async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  });
+
+  async function setup(limits: Partial<ProxyLimits>): Promise<{ proxy: PortProxy; address: string }> {
+    const held = new Set<Socket>();
+    const workspace = await startWorkspace(held);
+    cleanups.push(
+      () =>
+        new Promise<void>((r) => {
+          for (const s of held) s.destroy();
+          workspace.close(() => r());
+        }),
+    );
+    const idePort = (workspace.address() as { port: number }).port;
+    const running = (id: string, admission: 'everyone' | 'owner-only'): WorkspaceRecord => {
+      const base = makeRecord({ id });
+      return {
+        ...base,
+        phase: 'running',
+        spec: { ...base.spec, admission },
+        progress: { ...base.progress, runtimeHost: '127.0.0.1', idePort },
+      };
+    };
+    const records = [running('open', 'everyone'), running('private', 'owner-only')];
+    const proxy = new PortProxy({
+      router: { getWorkspace: (id) => records.find((r) => r.id === id), allWorkspaces: () => records },
+      address: '127.0.0.1:0',
+      cookieName: 'workbay_owner',
+      logger: createSilentLogger(),
+      limits,
+    });
+    const address = await proxy.start();
+    cleanups.push(() => proxy.stop());
+    return { proxy, address };
+  }
+
+  /** A fresh, well-behaved request through the proxy to the workspace. */
+  async function served(address: string, localAddress?: string): Promise<number | undefined> {
+    const client = await hostileClient(address, localAddress);
+    client.socket.write('GET /ws/open/ HTTP/1.1\r\nhost: p\r\nconnection: close\r\n\r\n');
+    await waitFor('an answer', () => client.endedByProxy());
+    client.socket.destroy();
+    return parseRawResponse(client.text())?.status;
+  }
+
+  it('closes refused upgrades although their clients never close', async () => {
+    const { proxy, address } = await setup({ refusalGraceMs: 200 });
+    const clients = await Promise.all(Array.from({ length: 20 }, () => hostileClient(address)));
+    for (const c of clients) c.socket.write(upgradeHead('/ws/private/'));
+    await waitFor('20 answers', () => clients.every((c) => c.text().includes('\r\n\r\n')));
+    for (const c of clients) expect(parseRawResponse(c.text())?.status).toBe(401);
+    // The clients hold their side open; the proxy must let go of its side anyway.
+    await waitFor('the proxy to close every refused connection', () => proxy.connectionCount === 0);
+    expect(clients.every((c) => !c.socket.destroyed)).toBe(true);
+    for (const c of clients) c.socket.destroy();
+    expect(await served(address)).toBe(200);
+  });
+
+  it('disconnects a slowloris client at the headers timeout, with 408', async () => {
+    const { proxy, address } = await setup({ headersTimeoutMs: 500, requestTimeoutMs: 1_000, refusalGraceMs: 200 });
+    const client = await hostileClient(address);
+    client.socket.write('GET /ws/open/ HTTP/1.1\r\nhost: p\r\n');
+    // Trickle header lines, each well within any per-read timeout, never finishing the head.
+    const trickle = setInterval(() => {
+      if (!client.endedByProxy()) client.socket.write('x-slow: 1\r\n');
+    }, 50);
+    cleanups.push(() => clearInterval(trickle));
+    await waitFor('the proxy to close the slowloris connection', () => client.endedByProxy());
+    expect(parseRawResponse(client.text())?.status).toBe(408);
+    await waitFor('the proxy to let go of the socket', () => proxy.connectionCount === 0);
+    clearInterval(trickle);
+    client.socket.destroy();
+    expect(await served(address)).toBe(200);
+  });
+
+  it('closes malformed requests and silent connections although their clients never close', async () => {
+    const { proxy, address } = await setup({ headersTimeoutMs: 500, requestTimeoutMs: 1_000, refusalGraceMs: 200 });
+    const malformed = await hostileClient(address);
+    malformed.socket.write('GET /ws/%zz HTTP/1.1\r\nhost: \x01\r\n\r\n');
+    const silent = await hostileClient(address);
+    await waitFor('the proxy to close both', () => malformed.endedByProxy() && silent.endedByProxy());
+    expect(parseRawResponse(malformed.text())?.status).toBe(400);
+    await waitFor('the proxy to let go of both sockets', () => proxy.connectionCount === 0);
+    malformed.socket.destroy();
+    silent.socket.destroy();
+    expect(await served(address)).toBe(200);
+  });
+
+  it('refuses connections beyond the per-address cap while other addresses get through', async () => {
+    const { proxy, address } = await setup({ maxConnectionsPerAddress: 3 });
+    const holders = await Promise.all(Array.from({ length: 3 }, () => hostileClient(address)));
+    await waitFor('3 connections counted', () => proxy.connectionCount === 3);
+    const over = await hostileClient(address);
+    await waitFor('the proxy to close the connection over the cap', () => over.endedByProxy());
+    const answer = parseRawResponse(over.text());
+    // The 503 is best effort (the socket is destroyed at once); the close is what counts.
+    if (answer) expect(answer.status).toBe(503);
+    over.socket.destroy();
+    // Another client address (all of 127/8 is loopback on Linux) is not affected by the first one's cap.
+    expect(await served(address, '127.0.0.2')).toBe(200);
+    for (const h of holders) h.socket.destroy();
+    await waitFor('the holders to be gone', () => proxy.connectionCount === 0);
+    expect(await served(address)).toBe(200);
+  });
+
+  it('answers 504 and closes an upgrade the workspace never answers (handshake timeout)', async () => {
+    const { proxy, address } = await setup({ handshakeTimeoutMs: 300, refusalGraceMs: 200 });
+    const client = await hostileClient(address);
+    client.socket.write(upgradeHead('/ws/open/silent'));
+    // Bytes from the client do not extend the handshake.
+    const trickle = setInterval(() => {
+      if (!client.endedByProxy()) client.socket.write('x');
+    }, 50);
+    cleanups.push(() => clearInterval(trickle));
+    await waitFor('the 504', () => client.text().includes('\r\n\r\n'));
+    expect(parseRawResponse(client.text())?.status).toBe(504);
+    clearInterval(trickle);
+    await waitFor('the proxy to close the unanswered upgrade', () => proxy.connectionCount === 0);
+    client.socket.destroy();
+    expect(await served(address)).toBe(200);
+  });
+
+  it('keeps a tunnel with traffic open and closes it once idle', async () => {
+    const { proxy, address } = await setup({ idleTimeoutMs: 1_000 });
+    const client = await hostileClient(address);
+    client.socket.write(upgradeHead('/ws/open/'));
+    await waitFor('the 101', () => client.text().includes('\r\n\r\n'));
+    expect(parseRawResponse(client.text())?.status).toBe(101);
+    // Traffic for well over the idle timeout: the echo answers each byte, so both directions are busy.
+    const started = Date.now();
+    while (Date.now() - started < 2_500) {
+      client.socket.write('p');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(client.endedByProxy()).toBe(false);
+    expect(client.text()).toMatch(/p{5,}$/);
+    // Silence: the proxy closes the tunnel, whose client never would.
+    await waitFor('the idle tunnel to be closed', () => client.endedByProxy() && proxy.connectionCount === 0);
+    client.socket.destroy();
+    expect(await served(address)).toBe(200);
+  });
+});
