@@ -16,6 +16,8 @@ import { isWorkbayError } from '../errors.js';
 import { FsRemoteStorage } from '../storage/fs-storage.js';
 import { collect, tempDir } from '../test-support/tree.js';
 import { extractTree, packTree } from './tar.js';
+import { encodeEntryHeader, endOfArchive, padding } from './tar-header.js';
+import { xattrSupport } from './xattr.js';
 
 const isRoot = process.getuid?.() === 0;
 const owner = { uid: 201_234, gid: 201_234 };
@@ -152,7 +154,43 @@ describe('restore attacks (crafted archives)', () => {
     expect(tree.find((e) => e.path === 'shared/big')?.mode).toBe(0o755);
     // Directories keep setgid and sticky (they grant nothing).
     expect(tree.find((e) => e.path === 'shared')?.mode).toBe(0o3777);
-    expect(stats.dropped).toEqual({ specialFiles: 3, setIdBits: 4, capabilities: 0 });
+    expect(stats.dropped).toEqual({ specialFiles: 3, setIdBits: 4, capabilities: 0, xattrs: 0 });
+  });
+
+  it.runIf(isRoot)("xattr names cannot reach setfattr as another file's block or an escaped capability", async () => {
+    if (!(await xattrSupport()).available) return;
+    // Found by a red-team run: a name with newlines started a block of its own in setfattr's restore input (an
+    // ACL on a host file, a capability on a host binary), and `security\056capability` passed the literal filter.
+    const victim = join(outside, 'victim');
+    const cap = Buffer.alloc(20);
+    cap.writeUInt32LE(0x02000001, 0);
+    cap.writeUInt32LE(1 << 7, 4); // CAP_SETUID, effective
+    const body = Buffer.from('hello\n');
+    const entry = {
+      path: 'innocent.txt',
+      type: 'file' as const,
+      mode: 0o644,
+      uid: 0,
+      gid: 0,
+      size: body.length,
+      mtimeMs: Date.now(),
+      xattrs: {
+        [`user.a\n\n# file: ${victim}\nuser.pwned`]: Buffer.from('owned'),
+        'security\\056capability': cap,
+        'trusted.overlay.opaque': Buffer.from('y'),
+        'user.kept': Buffer.from('yes'),
+      },
+    };
+    const archive = Buffer.concat([encodeEntryHeader(entry, body.length), body, padding(body.length), endOfArchive]);
+    const stats = await extractTree(Readable.from([archive]), target, { owner });
+    const attrs = (path: string): string =>
+      execFileSync('getfattr', ['-d', '-m', '-', '--absolute-names', path], { encoding: 'utf8' });
+    expect(attrs(victim)).toBe('');
+    const restored = attrs(join(target, 'innocent.txt'));
+    expect(restored).toContain('user.kept="yes"');
+    expect(restored).not.toMatch(/capability|pwned|trusted/);
+    expect(stats.dropped.xattrs).toBe(3);
+    await outsideUntouched();
   });
 
   it('with restore.allowSpecialFiles the operator gets FIFOs and set-id bits back', async () => {

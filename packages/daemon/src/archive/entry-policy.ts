@@ -2,12 +2,13 @@
  * What a restore may create from an archive (invariant 10). Archives (snapshots, backups, prebuilds) are
  * workspace content, hence hostile: unless the operator enables them (`restore.allowSpecialFiles`), device
  * nodes and FIFOs are not created, set-id bits and the sticky bit are cleared on everything but directories, and
- * file capabilities (`security.capability`) are not restored. Everything written gets the workspace's host
+ * only ordinary extended attributes are restored ({@link XattrPolicy}: no file capabilities, no names setfattr
+ * could misread, bounded values). Everything written gets the workspace's host
  * identity instead of the owners the archive claims. Whatever is dropped is logged (the first few by name) and
  * counted.
  */
 import type { TreeEntry } from './tree.js';
-import type { Xattrs } from './xattr.js';
+import { XattrPolicy } from './xattr-policy.js';
 
 export interface EntryPolicyOptions {
   /** Create device nodes and FIFOs and keep set-id bits and file capabilities (default false). */
@@ -24,23 +25,25 @@ export interface DroppedEntries {
   readonly setIdBits: number;
   /** `security.capability` xattrs not restored. */
   readonly capabilities: number;
+  /** Other xattrs not restored: unsafe names, other namespaces, oversized values. */
+  readonly xattrs: number;
 }
 
 /** Named one by one in the log; the rest only in the summary. */
 const namedDrops = 20;
-const capabilityXattr = 'security.capability';
 
 export class EntryPolicy {
   private readonly allowSpecial: boolean;
   private specialFiles = 0;
   private setIdBits = 0;
-  private capabilities = 0;
+  private readonly xattrPolicy: XattrPolicy;
 
   constructor(
     private readonly options: EntryPolicyOptions,
     private readonly warn: (message: string) => void,
   ) {
     this.allowSpecial = options.allowSpecialFiles ?? false;
+    this.xattrPolicy = new XattrPolicy(this.allowSpecial);
   }
 
   get owner(): { readonly uid: number; readonly gid: number } | undefined {
@@ -48,7 +51,8 @@ export class EntryPolicy {
   }
 
   get dropped(): DroppedEntries {
-    return { specialFiles: this.specialFiles, setIdBits: this.setIdBits, capabilities: this.capabilities };
+    const { capabilities, names, oversized } = this.xattrPolicy.drops;
+    return { specialFiles: this.specialFiles, setIdBits: this.setIdBits, capabilities, xattrs: names + oversized };
   }
 
   private note(count: number, message: string): void {
@@ -57,6 +61,13 @@ export class EntryPolicy {
 
   /** The entry as it will be written, or undefined when it is not written at all. */
   admit(entry: TreeEntry): TreeEntry | undefined {
+    // A mode that is not a number would be read one way here (a string is coerced as decimal) and another by
+    // fchmod (as octal): such an entry is not written at all. Manifests are validated before; this is the second line.
+    if (!Number.isInteger(entry.mode) || entry.mode < 0 || entry.mode > 0o177777) {
+      this.specialFiles++;
+      this.note(this.specialFiles, `dropped '${entry.path.slice(0, 256)}' (its mode is not a valid number)`);
+      return undefined;
+    }
     let out = entry;
     if (!this.allowSpecial) {
       if (entry.type === 'fifo' || entry.type === 'character-device' || entry.type === 'block-device') {
@@ -77,14 +88,18 @@ export class EntryPolicy {
         );
         out = { ...out, mode: entry.mode & ~forbidden & 0o7777 };
       }
-      if (entry.xattrs && capabilityXattr in entry.xattrs) {
-        this.capabilities++;
-        this.note(this.capabilities, `dropped file capabilities of '${entry.path.slice(0, 256)}'`);
-        const { [capabilityXattr]: _dropped, ...rest } = entry.xattrs;
-        void _dropped;
+    }
+    if (entry.xattrs) {
+      // Every mode: the names reach setfattr as root (see XattrPolicy).
+      const before = this.xattrPolicy.drops.capabilities;
+      const kept = this.xattrPolicy.admit(entry.xattrs);
+      if (this.xattrPolicy.drops.capabilities > before) {
+        this.note(this.xattrPolicy.drops.capabilities, `dropped file capabilities of '${entry.path.slice(0, 256)}'`);
+      }
+      if (kept !== entry.xattrs) {
         const { xattrs: _all, ...withoutXattrs } = out;
         void _all;
-        out = Object.keys(rest).length > 0 ? { ...withoutXattrs, xattrs: rest as Xattrs } : withoutXattrs;
+        out = kept ? { ...withoutXattrs, xattrs: kept } : withoutXattrs;
       }
     }
     const owner = this.options.owner;
@@ -94,8 +109,8 @@ export class EntryPolicy {
 
   /** One line for the log after a restore, or undefined when nothing was dropped. */
   summary(): string | undefined {
-    const { specialFiles, setIdBits, capabilities } = this;
-    if (specialFiles + setIdBits + capabilities === 0) return undefined;
-    return `restore dropped ${specialFiles} special files, cleared set-id bits on ${setIdBits} entries and dropped ${capabilities} file capabilities (restore.allowSpecialFiles is off)`;
+    const { specialFiles, setIdBits, capabilities, xattrs } = this.dropped;
+    if (specialFiles + setIdBits + capabilities + xattrs === 0) return undefined;
+    return `restore dropped ${specialFiles} special files, cleared set-id bits on ${setIdBits} entries, dropped ${capabilities} file capabilities (restore.allowSpecialFiles is off) and ${xattrs} other extended attributes (unsafe names, other namespaces, oversized)`;
   }
 }

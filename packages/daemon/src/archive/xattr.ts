@@ -5,6 +5,7 @@
  */
 import { relative, sep } from 'node:path';
 import { hasProgram, runProcess } from '../util/process.js';
+import { isSafeXattrName } from './xattr-policy.js';
 
 export type Xattrs = Record<string, Buffer>;
 
@@ -112,7 +113,9 @@ export async function readTreeXattrs(root: string): Promise<Map<string, Xattrs>>
 export function buildRestoreInput(entries: Iterable<readonly [string, Xattrs]>): string {
   let out = '';
   for (const [path, attrs] of entries) {
-    const names = Object.keys(attrs);
+    // Checked again here, whoever built the entries: a name with a newline or an escape would be read by setfattr
+    // (as root) as another file's block or another name.
+    const names = Object.keys(attrs).filter(isSafeXattrName);
     if (names.length === 0) continue;
     out += `# file: ${escapeAttrPath(path)}\n`;
     for (const name of names) out += `${name}=0s${(attrs[name] as Buffer).toString('base64')}\n`;
