@@ -7,7 +7,9 @@ import type { RemoteStorage } from '@workbay/api';
 import { isWorkbayError } from '../errors.js';
 import { chunksDirectory } from './pack-writer.js';
 import type { BackupManifest } from './manifest.js';
-import { decodeManifest } from './manifest.js';
+import type { ManifestLimits } from './manifest-decode.js';
+import { decodeManifest, manifestLimits } from './manifest-decode.js';
+import { ManifestTooLargeError } from './manifest-errors.js';
 
 /** Where a workspace's backup objects live: `<prefix>full.manifest`, `<prefix>chunks/<pack>`. */
 export interface BackupTarget {
@@ -23,8 +25,15 @@ export function manifestName(target: BackupTarget): string {
   return `${target.prefix}${manifestObjectSuffix}`;
 }
 
-/** Reads the committed manifest; undefined when there is none. */
-export async function readManifest(target: BackupTarget): Promise<BackupManifest | undefined> {
+/**
+ * Reads the committed manifest; undefined when there is none. Throws MalformedManifestError or
+ * ManifestTooLargeError (both invalid-argument) for a manifest that is not one or is over `limits`.
+ */
+export async function readManifest(
+  target: BackupTarget,
+  limits: ManifestLimits = {},
+): Promise<BackupManifest | undefined> {
+  const max = manifestLimits(limits);
   let stream: Readable;
   try {
     stream = await target.storage.download(target.bucket, manifestName(target));
@@ -33,8 +42,20 @@ export async function readManifest(target: BackupTarget): Promise<BackupManifest
     throw error;
   }
   const chunks: Buffer[] = [];
-  for await (const chunk of stream as AsyncIterable<Buffer>) chunks.push(chunk);
-  return decodeManifest(Buffer.concat(chunks));
+  let stored = 0;
+  try {
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      stored += chunk.length;
+      // Stop downloading at the limit rather than buffer whatever storage holds.
+      if (stored > max.maxCompressedBytes) {
+        throw new ManifestTooLargeError(`more than the limit of ${max.maxCompressedBytes} bytes stored`);
+      }
+      chunks.push(chunk);
+    }
+  } finally {
+    stream.destroy();
+  }
+  return decodeManifest(Buffer.concat(chunks, stored), max);
 }
 
 /** The packs in storage, by id, with their stored sizes. */

@@ -172,9 +172,14 @@ async function restoreInto(
       blobList.sort(
         (a, b) => (manifest.blobs[a] as readonly number[])[2]! - (manifest.blobs[b] as readonly number[])[2]!,
       );
-      const last = manifest.blobs[blobList[blobList.length - 1] as number] as readonly [string, number, number, number];
-      // Only the pack's bytes up to its last needed blob are read (what follows is garbage awaiting a repack).
-      const extent = last[2] + last[3];
+      // Only the pack's bytes up to the end of its needed blobs are read (what follows is garbage awaiting a
+      // repack). The furthest end, not the end of the blob with the highest offset: in a crafted manifest a blob
+      // at a lower offset can be longer, and would be read past what was filled.
+      let extent = 0;
+      for (const blob of blobList) {
+        const [, , offset, length] = manifest.blobs[blob] as readonly [string, number, number, number];
+        extent = Math.max(extent, offset + length);
+      }
       if (extent > maxPackBytes) {
         throw new InvalidArgumentError(
           'manifest',

@@ -30,7 +30,7 @@ import { sharedWorkerPool } from './worker-pool.js';
 import type { BlobRef } from './pack-writer.js';
 import { PackWriter } from './pack-writer.js';
 import type { BackupManifest, ManifestEntry } from './manifest.js';
-import { quickKey, toManifestEntry } from './manifest.js';
+import { MalformedManifestError, ManifestTooLargeError, quickKey, toManifestEntry } from './manifest.js';
 import type { BackupTarget } from './backup-target.js';
 import { listStoredPacks, readManifest } from './backup-target.js';
 import { indexPreviousBackup } from './previous-backup.js';
@@ -85,6 +85,25 @@ export interface ChunkedBackupResult {
   readonly repackedBlobs: number;
 }
 
+/**
+ * The previous manifest, for deduplication only: one that is malformed or too large (crafted, or corrupted in
+ * storage) is not a backup anyone can restore, so this backup goes ahead in full instead of failing every time.
+ */
+async function readUsableManifest(
+  target: BackupTarget,
+  options: ChunkedBackupOptions,
+): Promise<BackupManifest | undefined> {
+  try {
+    return await readManifest(target);
+  } catch (error) {
+    if (!(error instanceof MalformedManifestError) && !(error instanceof ManifestTooLargeError)) throw error;
+    options.onWarning?.(
+      `the previous backup's manifest is unusable, backing up in full: ${error.message.slice(0, 300)}`,
+    );
+    return undefined;
+  }
+}
+
 /** Backs up `root` incrementally against the previous manifest (read from storage when not given). */
 export async function createChunkedBackup(
   root: string,
@@ -98,7 +117,8 @@ export async function createChunkedBackup(
   const repackGarbageShare = options.repackGarbageShare ?? 0.05;
   const chunker = options.chunker ?? defaultChunkerOptions;
   const signal = options.signal;
-  const previous = previousManifest === null ? undefined : (previousManifest ?? (await readManifest(target)));
+  const previous =
+    previousManifest === null ? undefined : (previousManifest ?? (await readUsableManifest(target, options)));
   const startedNs = BigInt(Date.now()) * 1_000_000n;
 
   // Packs that really exist: reuse only those, and collect garbage among them after the commit.

@@ -1,6 +1,5 @@
 import { promisify } from 'node:util';
-import { gunzip, gzip } from 'node:zlib';
-import { InvalidArgumentError } from '../errors.js';
+import { gzip } from 'node:zlib';
 import type { Compression } from '../archive/compression.js';
 import type { EntryType, TreeEntry, WalkedEntry } from '../archive/tree.js';
 import type { Xattrs } from '../archive/xattr.js';
@@ -42,6 +41,11 @@ export interface ManifestEntry {
   /** `ino:ctimeNs:mtimeNs:size` when backed up: unchanged files are not read again. */
   readonly quick?: string;
 }
+
+// Decoding checks every value and bounds the sizes (the manifest is untrusted input): manifest-decode.ts.
+export type { ManifestLimits } from './manifest-decode.js';
+export { decodeManifest, defaultManifestLimits } from './manifest-decode.js';
+export { MalformedManifestError, ManifestTooLargeError } from './manifest-errors.js';
 
 export const manifestContentType = 'application/vnd.workbay.backup-manifest.v1+json';
 
@@ -102,34 +106,4 @@ export function toTreeEntry(entry: ManifestEntry): TreeEntry {
 
 export async function encodeManifest(manifest: BackupManifest): Promise<Buffer> {
   return promisify(gzip)(Buffer.from(JSON.stringify(manifest)), { level: 1 });
-}
-
-export async function decodeManifest(data: Buffer): Promise<BackupManifest> {
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse((await promisify(gunzip)(data)).toString('utf8'));
-  } catch (cause) {
-    throw new InvalidArgumentError('manifest', 'backup manifest is not gzip-compressed JSON', { cause });
-  }
-  const manifest = parsed as Partial<BackupManifest>;
-  if (manifest.format !== 'workbay-backup-manifest' || manifest.version !== 1) {
-    throw new InvalidArgumentError('manifest', 'unknown backup manifest format or version');
-  }
-  if (!Array.isArray(manifest.entries) || !Array.isArray(manifest.blobs) || !Array.isArray(manifest.packs)) {
-    throw new InvalidArgumentError('manifest', 'backup manifest is incomplete');
-  }
-  for (const [index, blob] of manifest.blobs.entries()) {
-    const [hash, pack, offset, length] = blob;
-    if (!/^[0-9a-f]{64}$/.test(hash) || !(pack >= 0 && pack < manifest.packs.length) || offset < 0 || length < 0) {
-      throw new InvalidArgumentError('manifest', `blob ${index} is malformed`);
-    }
-  }
-  for (const entry of manifest.entries) {
-    for (const blob of entry.blobs ?? []) {
-      if (!(blob >= 0 && blob < manifest.blobs.length)) {
-        throw new InvalidArgumentError('manifest', `entry '${entry.path}' references a missing blob`);
-      }
-    }
-  }
-  return manifest as BackupManifest;
 }

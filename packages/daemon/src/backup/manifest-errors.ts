@@ -1,0 +1,21 @@
+/**
+ * Errors of reading a backup manifest. The manifest lives in storage an attacker may have written, so what is
+ * wrong with it is the caller's input, not a passing fault: both are invalid-argument (never retried), and name
+ * what was refused so an operator can find it.
+ */
+import { InvalidArgumentError } from '../errors.js';
+import type { WorkbayErrorOptions } from '@workbay/api';
+
+/** A manifest that does not decode, or whose content does not have the manifest's shape; `field` says where. */
+export class MalformedManifestError extends InvalidArgumentError {
+  constructor(field: string, reason: string, options?: WorkbayErrorOptions) {
+    super(field, `malformed backup manifest: ${reason}`, options);
+  }
+}
+
+/** A manifest over one of the size limits (see ManifestLimits), refused before it is parsed in full. */
+export class ManifestTooLargeError extends InvalidArgumentError {
+  constructor(reason: string, options?: WorkbayErrorOptions) {
+    super('manifest', `backup manifest too large: ${reason}`, options);
+  }
+}
