@@ -1,6 +1,7 @@
 /**
  * The fixed configuration every git invocation of the daemon runs with, and the neutralisation of whatever a
- * repository's own config (content, hostile) says that could run a program.
+ * repository's own config (content, hostile) says that could run a program, or send traffic (credentials included)
+ * elsewhere than the command asked for: proxies, URL rewrites, extra headers, TLS trust.
  *
  * Git reads config in scopes (system, global, local, worktree, command); for one key the last value wins, so a
  * command-scope value (ours, passed through GIT_CONFIG_COUNT/KEY/VALUE, which has no quoting pitfalls for keys
@@ -97,11 +98,58 @@ const gpgPrograms: Record<string, string> = {
 };
 
 /**
- * Overrides for every command-bearing key in `entries` (the repository's effective config); throws
- * UnsafeRepositoryError for one that cannot be neutralised. Keys the fixed config or the environment already
+ * `http.<name>` and `http.<url>.<name>` variables that change where traffic goes (proxies, name resolution,
+ * redirects) or what is sent and to whom it is trusted (extra headers, cookies, TLS verification, CA and client
+ * certificates), with the value that undoes each: git's default, or an empty value that resets a list or means
+ * "none". Git picks the best-matching URL for these (urlmatch.c): a plain command-scope `http.proxy` loses to the
+ * repository's `http.https://host/.proxy`, so each is overridden under the very key the repository used (equal
+ * specificity: the later, ours, wins). The operator's GIT_SSL_* variables are read after all config and still
+ * apply. Left alone: keys that can only make a connection fail (pinnedPubKey) or tune it (postBuffer, ...).
+ */
+const httpNeutral: Readonly<Record<string, string>> = {
+  proxy: '', // empty: no proxy at all (the operator's *_proxy variables included, for this repository's calls)
+  proxyauthmethod: 'anyauth',
+  proxysslcert: '',
+  proxysslkey: '',
+  proxysslcainfo: '',
+  proxysslcertpasswordprotected: 'false',
+  sslverify: 'true',
+  sslcainfo: '',
+  sslcapath: '',
+  sslcert: '',
+  sslkey: '',
+  sslcertpasswordprotected: 'false',
+  sslversion: '',
+  sslcipherlist: '',
+  extraheader: '', // an empty value clears the list
+  cookiefile: '',
+  savecookies: 'false',
+  curloptresolve: '', // an empty value clears the list
+  followredirects: 'initial',
+  delegation: 'none',
+};
+
+export interface NeutraliseOptions {
+  /**
+   * The command may talk to a remote (a transport command, or any command given credentials: a partial clone
+   * fetches lazily from its promisor remote). Then config that rewrites remote URLs, which no later value can
+   * undo, is refused. Default true.
+   */
+  readonly remote?: boolean;
+}
+
+/**
+ * Overrides for every command-bearing or traffic-changing key in `entries` (the repository's effective config);
+ * throws UnsafeRepositoryError for one that cannot be neutralised. Keys the fixed config or the environment already
  * decide (core.fsmonitor, core.hooksPath, core.sshCommand, core.gitProxy, credential.helper, ...) need nothing.
  */
-export function neutralise(entries: readonly ConfigEntry[], policy: GitPolicy, location: string): ConfigPair[] {
+export function neutralise(
+  entries: readonly ConfigEntry[],
+  policy: GitPolicy,
+  location: string,
+  options: NeutraliseOptions = {},
+): ConfigPair[] {
+  const remote = options.remote ?? true;
   const allowed = new Set(allowedProtocols(policy));
   const out = new Map<string, string>();
   const refuse = (key: string, why: string): never => {
@@ -111,7 +159,26 @@ export function neutralise(entries: readonly ConfigEntry[], policy: GitPolicy, l
     if (scope === 'command') continue;
     const { section, subsection, name } = splitKey(key);
     const lower = key.toLowerCase();
-    if (section === 'filter' && subsection !== undefined) {
+    if (section === 'http' && name in httpNeutral) {
+      // Same key as the repository's (subsection as written): see httpNeutral.
+      out.set(key, httpNeutral[name] as string);
+    } else if (section === 'remote' && subsection !== undefined && (name === 'proxy' || name === 'proxyauthmethod')) {
+      // remote.<name>.proxy beats http.proxy for that remote; last value wins (remote.c).
+      out.set(key, name === 'proxy' ? '' : 'anyauth');
+    } else if (section === 'url' && subsection !== undefined && (name === 'insteadof' || name === 'pushinsteadof')) {
+      // The longest matching prefix rewrites a URL, the first one found on a tie (remote.c alias_url): the
+      // repository's always comes first, so no value of ours can undo it, and it rewrites URLs given on the
+      // command line too. Sending a credentialed fetch of the request's remote to a host of the content's choosing
+      // is exactly what must not happen: refused for anything that may talk to a remote. Local commands (status
+      // at disposal, checkout) never use it.
+      if (remote)
+        refuse(
+          key,
+          'rewrites remote URLs (this call would reach another host than the one asked for); remove it from the repository config',
+        );
+    } else if (section === 'credential' && name === 'usehttppath') {
+      out.set(key, 'false');
+    } else if (section === 'filter' && subsection !== undefined) {
       // Empty clean/smudge/process means "no filter" (convert.c); required=false keeps that from being fatal.
       for (const part of ['clean', 'smudge', 'process']) out.set(`filter.${subsection}.${part}`, '');
       out.set(`filter.${subsection}.required`, 'false');
@@ -153,13 +220,18 @@ export function neutralise(entries: readonly ConfigEntry[], policy: GitPolicy, l
  * For the config of a repository we do not read in its own context (a submodule's gitdir): includes could
  * pull in config whose conditions only git evaluates, so any include is a refusal; the rest is neutralised.
  */
-export function neutraliseFile(entries: readonly ConfigEntry[], policy: GitPolicy, location: string): ConfigPair[] {
+export function neutraliseFile(
+  entries: readonly ConfigEntry[],
+  policy: GitPolicy,
+  location: string,
+  options: NeutraliseOptions = {},
+): ConfigPair[] {
   for (const { key } of entries) {
     const { section, name } = splitKey(key);
     if ((section === 'include' || section === 'includeif') && name === 'path')
       throw new UnsafeRepositoryError(location, `a submodule's git config includes other files (${quoteValue(key)})`);
   }
-  return neutralise(entries, policy, location);
+  return neutralise(entries, policy, location, options);
 }
 
 /** GIT_CONFIG_COUNT/KEY_n/VALUE_n for `pairs` (command scope, in order). */

