@@ -40,9 +40,10 @@ export async function readSidecar(dir: string, base: string): Promise<Sidecar | 
 /** Creates a new file; a concurrent delete may prune the (empty) directory between mkdir and open. */
 export async function createInDirectory(dir: string, path: string): Promise<FileHandle> {
   for (let attempt = 0; ; attempt++) {
-    await mkdir(dir, { recursive: true });
+    // Only the daemon reads storage: no other user of the node (a workspace's uid) may read another owner's objects.
+    await mkdir(dir, { recursive: true, mode: 0o700 });
     try {
-      return await open(path, 'wx+', 0o644);
+      return await open(path, 'wx+', 0o600);
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== 'ENOENT' || attempt >= 3) throw error;
     }

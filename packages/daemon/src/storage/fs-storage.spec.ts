@@ -1,4 +1,4 @@
-import { readdir, utimes, writeFile } from 'node:fs/promises';
+import { readdir, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { createHash, randomBytes } from 'node:crypto';
@@ -40,6 +40,22 @@ describe('FsRemoteStorage', () => {
     });
     expect((await storage.stat('bkt', 'a/b/c.txt'))?.size).toBe(5);
     expect((await collect(await storage.download('bkt', 'a/b/c.txt'))).toString()).toBe('hello');
+  });
+
+  it('keeps what it stores to the daemon: directories 0700, objects and their metadata 0600', async () => {
+    // Every owner's snapshots and backups live here; a workspace's uid on the same node must read none of them.
+    await storage.upload('bkt', 'deep/er/object.bin', body('secret'));
+    const modes: string[] = [];
+    const visit = async (path: string): Promise<void> => {
+      for (const entry of await readdir(path, { withFileTypes: true })) {
+        const full = join(path, entry.name);
+        modes.push(`${entry.isDirectory() ? 'd' : 'f'}${((await stat(full)).mode & 0o777).toString(8)}`);
+        if (entry.isDirectory()) await visit(full);
+      }
+    };
+    await visit(dir.path);
+    expect(modes.length).toBeGreaterThan(3);
+    expect(new Set(modes)).toEqual(new Set(['d700', 'f600']));
   });
 
   it('keeps S3 semantics: "a" and "a/b" are different objects; odd segments round-trip', async () => {

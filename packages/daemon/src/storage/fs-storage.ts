@@ -81,7 +81,8 @@ export class FsRemoteStorage implements RemoteStorage {
 
   async ensureBucket(bucket: string): Promise<void> {
     assertBucket(bucket);
-    await mkdir(join(this.root, bucket), { recursive: true });
+    // Only the daemon reads storage: every owner's snapshots and backups are here (0700 dirs, 0600 files).
+    await mkdir(join(this.root, bucket), { recursive: true, mode: 0o700 });
   }
 
   async bucketExists(bucket: string): Promise<boolean> {
