@@ -29,27 +29,28 @@ const hostWrite = `/etc/workbay-escape-${process.pid}`;
  */
 function processesOf(instanceId: string): { pid: number; uids: string; cmd: string }[] {
   const own = { pid: readlinkSync('/proc/self/ns/pid'), user: readlinkSync('/proc/self/ns/user') };
-  const tagged: { pid: number; pidNs: string; userNs: string; cmd: string; uids: string }[] = [];
+  const all: { pid: number; pidNs: string; userNs: string; cmd: string; uids: string; tagged: boolean }[] = [];
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
       const env = readFileSync(`/proc/${entry}/environ`, 'latin1');
-      if (!env.split('\0').includes(`WORKBAY_INSTANCE_ID=${instanceId}`)) continue;
-      tagged.push({
+      all.push({
         pid: Number(entry),
         pidNs: readlinkSync(`/proc/${entry}/ns/pid`),
         userNs: readlinkSync(`/proc/${entry}/ns/user`),
         cmd: readFileSync(`/proc/${entry}/cmdline`, 'utf8').replace(/\0/g, ' '),
         uids: (/^Uid:\s+(.*)$/m.exec(readFileSync(`/proc/${entry}/status`, 'utf8'))?.[1] ?? '').trim(),
+        // Only the workspace's own processes carry its environment (the root wrapper and init have a fixed one).
+        tagged: env.split('\0').includes(`WORKBAY_INSTANCE_ID=${instanceId}`),
       });
     } catch {
       // Gone meanwhile.
     }
   }
   // This boot's workspace: the pid namespace whose init names this boot's content directory.
-  const ours = new Set(tagged.filter((t) => t.pidNs !== own.pid && t.cmd.includes(wb.dir)).map((t) => t.pidNs));
-  return tagged
-    .filter((t) => ours.has(t.pidNs) && t.userNs !== own.user)
+  const ours = new Set(all.filter((t) => t.pidNs !== own.pid && t.cmd.includes(wb.dir)).map((t) => t.pidNs));
+  return all
+    .filter((t) => t.tagged && ours.has(t.pidNs) && t.userNs !== own.user)
     .map((t) => ({ pid: t.pid, uids: t.uids, cmd: t.cmd.slice(0, 80) }));
 }
 

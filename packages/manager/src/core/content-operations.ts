@@ -11,7 +11,7 @@ import type { SnapshotStore } from '../content/snapshot-store.js';
 import { parseSnapshotHandle } from '../content/snapshot-store.js';
 import { withConditions } from '../domain/status.js';
 import type { WorkspaceRecord } from '../domain/types.js';
-import { validateInstanceId, validateSshKey } from '../domain/validation.js';
+import { truncate, validateInstanceId, validateSshKey } from '../domain/validation.js';
 import type { Logger } from '../logger.js';
 import type { ManagerMetrics } from '../metrics.js';
 import { labelsOf } from './lifecycle/effects.js';
@@ -34,7 +34,7 @@ export interface ContentOperationsDeps {
 export function requireWorkspace(repo: WorkspaceRepository, id: string, field = 'id'): WorkspaceRecord {
   validateInstanceId(id, field);
   const record = repo.get(id);
-  if (!record) throw new NotFoundError(`workspace ${id} does not exist`);
+  if (!record) throw new NotFoundError(`workspace ${truncate(id)} does not exist`);
   return record;
 }
 
@@ -57,7 +57,9 @@ export class ContentOperations {
     const record = requireWorkspace(this.deps.repo, id);
     assertNoMaintenance(this.deps.maintenance, 'taking a snapshot');
     if (record.phase !== 'running') {
-      throw new FailedPreconditionError(`workspace ${id} must be running to take a snapshot (it is ${record.phase})`);
+      throw new FailedPreconditionError(
+        `workspace ${truncate(id)} must be running to take a snapshot (it is ${record.phase})`,
+      );
     }
     const url = await this.deps.content.takeSnapshot(id, returnImmediately);
     this.update(id, (r) => withConditions(r, { snapshot: url }));
@@ -69,7 +71,9 @@ export class ContentOperations {
   async backupWorkspace(id: string): Promise<string> {
     const record = requireWorkspace(this.deps.repo, id);
     if (record.phase !== 'running' || !record.progress.contentReady) {
-      throw new FailedPreconditionError(`workspace ${id} must be running to be backed up (it is ${record.phase})`);
+      throw new FailedPreconditionError(
+        `workspace ${truncate(id)} must be running to be backed up (it is ${record.phase})`,
+      );
     }
     const labels = labelsOf(record);
     try {
@@ -106,7 +110,7 @@ export class ContentOperations {
           }
           throw error;
         });
-    if (!deleted && !softDelete) throw new NotFoundError(`snapshot ${volumeHandle} does not exist`);
+    if (!deleted && !softDelete) throw new NotFoundError(`snapshot ${truncate(volumeHandle)} does not exist`);
     if (deleted) this.deps.logger.info({ snapshot: volumeHandle }, 'snapshot deleted');
     return deleted;
   }
@@ -118,7 +122,9 @@ export class ContentOperations {
     keys.forEach((key, i) => validateSshKey(key, `keys[${i}]`));
     const record = requireWorkspace(this.deps.repo, id);
     if (!record.progress.contentReady || (record.phase !== 'running' && record.phase !== 'initializing')) {
-      throw new FailedPreconditionError(`workspace ${id} has no content to write keys to (it is ${record.phase})`);
+      throw new FailedPreconditionError(
+        `workspace ${truncate(id)} has no content to write keys to (it is ${record.phase})`,
+      );
     }
     const trimmed = keys.map((k) => k.trim());
     await writeAuthorizedKeys(contentDirOf(record, this.deps.workingArea), trimmed);

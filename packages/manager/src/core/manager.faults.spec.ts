@@ -1,19 +1,19 @@
 /**
  * Fault injection at the core's seams (a fake runtime and a fake daemon; everything else real, including the
  * file store): a runtime that cannot list its instances at start-up, a kill that fails, a daemon whose dispose
- * fails. Each ends in the state the invariants demand.
+ * fails, a stop that arrives while its start is still being accepted. Each ends in the state the invariants demand.
  */
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { UnavailableError } from '@workbay/api';
+import { AlreadyExistsError, NotFoundError, UnavailableError } from '@workbay/api';
 import type { RuntimeEvent, RuntimeWorkspaceSpec, RuntimeWorkspaceState, WorkspaceRuntime } from '@workbay/api';
 import { Subject } from 'rxjs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { resolveManagerConfig } from '../config.js';
 import type { ContentService } from '../content/content-service.js';
 import { emptyConditions } from '../domain/status.js';
-import type { WorkspaceRecord } from '../domain/types.js';
+import type { StartWorkspaceInput, StopPolicy, WorkspaceRecord } from '../domain/types.js';
 import { createSilentLogger } from '../logger.js';
 import { FileWorkspaceStore } from '../store/file-store.js';
 import { makeRecord } from '../test-support/records.js';
@@ -70,6 +70,7 @@ class FakeRuntime implements WorkspaceRuntime {
 class FakeContent implements ContentService {
   readonly disposed: Array<{ id: string; backup: boolean }> = [];
   disposeFails = false;
+  snapshotExists = true;
   async initWorkspace(): Promise<{ contentLocation?: string }> {
     return {};
   }
@@ -81,7 +82,7 @@ class FakeContent implements ContentService {
     return 'snapshot@bucket';
   }
   async deleteSnapshot(): Promise<boolean> {
-    return true;
+    return this.snapshotExists;
   }
   async backupWorkspace(): Promise<string> {
     return 'backup';
@@ -147,6 +148,44 @@ function runningRecord(id: string): WorkspaceRecord {
     conditions: { ...emptyConditions, deployed: true },
     progress: { ...base.progress, idePort: 41050, initRequested: true, contentReady: true, everReady: true },
   };
+}
+
+function startInput(id: string, metaId = `meta-${id}`): StartWorkspaceInput {
+  return {
+    id,
+    servicePrefix: '',
+    metadata: { owner: 'owner-1', metaId, annotations: {} },
+    type: 'regular',
+    spec: {
+      image: 'workspace-image',
+      ideImage: { webRef: 'ide-image', supervisorRef: '', desktopRef: '', desktopPluginRef: '' },
+      ideImageLayers: [],
+      initializer: 'e30=',
+      initializerKind: 'empty',
+      ports: [],
+      envvars: [],
+      sysEnvvars: [],
+      workspaceLocation: 'repo',
+      timeout: '',
+      closedTimeout: '',
+      maximumLifetime: '',
+      admission: 'owner-only',
+      className: '',
+      sshPublicKeys: [],
+      featureFlags: [],
+    },
+  };
+}
+
+/** The message of what `body` throws (it must throw `type`). */
+function thrownMessage(body: () => unknown, type: new (...args: never[]) => Error): string {
+  try {
+    body();
+  } catch (error) {
+    expect(error).toBeInstanceOf(type);
+    return (error as Error).message;
+  }
+  throw new Error('expected an error');
 }
 
 async function until(predicate: () => boolean): Promise<void> {
@@ -241,5 +280,120 @@ describe('core fault injection', () => {
     isLeader$.next(false);
     expect(lost).toBe(1);
     expect(core.isLeading).toBe(false);
+  });
+});
+
+describe('a stop that arrives while its start is still being accepted', () => {
+  const policies: readonly StopPolicy[] = ['normally', 'immediately', 'abort'];
+
+  it('Start then Stop at once (the Start not awaited) on many ids, twice: every workspace ends STOPPED by request', async () => {
+    const runtime = new FakeRuntime();
+    const { core } = await setup([], runtime);
+    await core.start();
+    const seen: WorkspaceRecord[] = [];
+    const subscription = core.status$.subscribe((record) => seen.push(record));
+    const ids = Array.from({ length: 24 }, (_, i) => `race-${i}`);
+    // The second round starts ids whose previous instance is STOPPED (a new record replaces it).
+    for (const round of [1, 2]) {
+      const calls: Promise<unknown>[] = [];
+      ids.forEach((id, i) => {
+        calls.push(core.startWorkspace(startInput(id)));
+        calls.push(core.stopWorkspace(id, policies[i % policies.length]!));
+      });
+      const outcomes = await Promise.allSettled(calls);
+      expect(outcomes.filter((o) => o.status === 'rejected')).toEqual([]);
+      // Every Stop has answered, so each workspace has begun to stop (a dropped stop left it going on to RUNNING).
+      for (const id of ids) {
+        expect(['stopping', 'stopped'], `${id} in round ${round}`).toContain(core.getWorkspace(id)!.phase);
+      }
+      await until(() => ids.every((id) => core.getWorkspace(id)!.phase === 'stopped'));
+      for (const [i, id] of ids.entries()) {
+        const record = core.getWorkspace(id)!;
+        expect(record.conditions.stoppedByRequest, id).toBe(true);
+        expect(record.conditions.failed, id).toBe('');
+        expect(record.conditions.aborted, id).toBe(policies[i % policies.length] === 'abort');
+        expect(record.progress.stopPolicy, id).toBe(policies[i % policies.length]);
+      }
+      // Nothing is left running on the node.
+      expect([...runtime.live.keys()]).toEqual([]);
+    }
+    subscription.unsubscribe();
+    // The stops are visible in the status stream: each instance went PENDING, then STOPPING, then STOPPED.
+    const lifecycle = ['pending', 'stopping', 'stopped'];
+    for (const id of ids) {
+      const phases = seen.filter((r) => r.id === id).map((r) => r.phase);
+      // The phases where each instance entered one of these, in order, without repeats.
+      const entered = phases.filter((p, i) => lifecycle.includes(p) && p !== phases[i - 1]);
+      expect(entered, id).toEqual([...lifecycle, ...lifecycle]);
+    }
+  });
+
+  it('a Stop of an id that is neither known nor being started still answers OK and changes nothing', async () => {
+    const runtime = new FakeRuntime();
+    const { core } = await setup([], runtime);
+    await core.start();
+    const before = core.statusVersion;
+    await expect(core.stopWorkspace('never-started', 'normally')).resolves.toBeUndefined();
+    // Another id being accepted does not make the stop wait for it or act on it.
+    const start = core.startWorkspace(startInput('other'));
+    await expect(core.stopWorkspace('still-unknown', 'abort')).resolves.toBeUndefined();
+    await start;
+    expect(core.getWorkspace('never-started')).toBeUndefined();
+    expect(core.getWorkspace('still-unknown')).toBeUndefined();
+    expect(core.getWorkspace('other')!.conditions.stoppedByRequest).toBe(false);
+    expect(core.statusVersion).toBeGreaterThan(before);
+    expect(runtime.stopCalls).toBe(0);
+  });
+});
+
+describe('error messages quote at most 64 characters of the request', () => {
+  const longId = `w${'x'.repeat(126)}z`;
+
+  it('NOT_FOUND of an unknown 128-character id (DescribeWorkspace, TakeSnapshot, BackupWorkspace)', async () => {
+    const { core } = await setup([], new FakeRuntime());
+    await core.start();
+    const message = thrownMessage(() => core.describeWorkspace(longId), NotFoundError);
+    expect(message).toBe(`workspace ${longId.slice(0, 61)}... does not exist`);
+    await expect(core.takeSnapshot(longId, true)).rejects.toThrow(`workspace ${longId.slice(0, 61)}... does not exist`);
+    await expect(core.backupWorkspace(longId)).rejects.toThrow(`workspace ${longId.slice(0, 61)}... does not exist`);
+    // Short ids are quoted whole.
+    expect(thrownMessage(() => core.describeWorkspace('ws-short'), NotFoundError)).toBe(
+      'workspace ws-short does not exist',
+    );
+  });
+
+  it('NOT_FOUND of a long snapshot handle (DeleteVolumeSnapshot)', async () => {
+    const content = new FakeContent();
+    content.snapshotExists = false;
+    const { core } = await setup([], new FakeRuntime(), content);
+    await core.start();
+    const handle = `owner/workspaces/${longId}/snapshot-1.tar@bucket`;
+    const error = await core.deleteVolumeSnapshot(handle, false).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(NotFoundError);
+    expect((error as Error).message).toBe(`snapshot ${handle.slice(0, 61)}... does not exist`);
+    await expect(core.deleteVolumeSnapshot(handle, true)).resolves.toBe(false);
+  });
+
+  it('ALREADY_EXISTS of a 128-character id', async () => {
+    const { core } = await setup([], new FakeRuntime());
+    await core.start();
+    const first = core.startWorkspace(startInput(longId, 'meta-long'));
+    // Being accepted, then not stopped: both refusals quote the id shortened.
+    await expect(core.startWorkspace(startInput(longId, 'meta-long'))).rejects.toThrow(
+      new AlreadyExistsError(`workspace ${longId.slice(0, 61)}... is being started`).message,
+    );
+    await first;
+    const again = await core.startWorkspace(startInput(longId, 'meta-long')).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(again).toBeInstanceOf(AlreadyExistsError);
+    expect((again as Error).message).toMatch(new RegExp(`^workspace ${longId.slice(0, 61)}\\.\\.\\. already exists`));
+    expect((again as Error).message).not.toContain(longId);
+    await core.stopWorkspace(longId, 'abort');
+    await until(() => core.getWorkspace(longId)!.phase === 'stopped');
   });
 });

@@ -285,21 +285,32 @@ export class WorkspaceManagerCore {
     this.admission.assertStartable(input.id, input.metadata!.metaId);
     const record = newRecord(input, validated, className, this.urls, this.now());
     const leadingWhenRecorded = this.leading;
-    const published = await this.admission.whileAccepting(record, () => this.repo.create(record));
-    this.metrics?.startsTotal.inc(labelsOf(published));
-    const { id, metaId, owner, type } = published;
-    this.logger.info({ workspace: id, metaId, owner, class: className, type }, 'workspace accepted');
-    // Recorded as a follower: the leader adopts it, even when that is this replica, promoted meanwhile (its
-    // takeover resumed the workspace already; resuming it again here would start it twice: found by the failover
-    // spec, a second pod creation answered 409 and failed the workspace).
-    if (leadingWhenRecorded) this.dispatch(id, { type: 'resume' });
+    // The lifecycle starts inside the acceptance: a stop that waits for it (see stopWorkspace) comes after the
+    // resume, never before it.
+    const published = await this.admission.whileAccepting(record, async () => {
+      const created = await this.repo.create(record);
+      this.metrics?.startsTotal.inc(labelsOf(created));
+      const { id, metaId, owner, type } = created;
+      this.logger.info({ workspace: id, metaId, owner, class: className, type }, 'workspace accepted');
+      // Recorded as a follower: the leader adopts it, even when that is this replica, promoted meanwhile (its
+      // takeover resumed the workspace already; resuming it again here would start it twice: found by the failover
+      // spec, a second pod creation answered 409 and failed the workspace).
+      if (leadingWhenRecorded) this.dispatch(id, { type: 'resume' });
+      return created;
+    });
     return { url: published.url, ownerToken: published.ownerToken };
   }
 
-  /** StopWorkspace. Unknown ids are ignored, as in the original. */
+  /**
+   * StopWorkspace. Unknown ids are ignored, as in the original, except an id whose StartWorkspace is still being
+   * accepted (its record being made durable): the stop waits for that, then stops the new workspace. Dropping it
+   * answered OK and left the workspace to run until its timeouts.
+   */
   async stopWorkspace(id: string, policy: StopPolicy): Promise<void> {
     validateInstanceId(id, 'id');
     assertNoMaintenance(this.maintenance, 'stopping a workspace');
+    const accepting = this.admission.acceptanceOf(id);
+    if (accepting) await accepting;
     if (!this.leading && this.replicated) {
       if (this.repo.get(id)) await this.replicated.requestStop(id, policy);
       return;

@@ -1,17 +1,23 @@
 /**
  * Admission of a StartWorkspace: the workspace class it runs with, and ALREADY_EXISTS for an id or meta id
- * that is in use, being accepted right now, or still being cleaned up.
+ * that is in use, being accepted right now, or still being cleaned up. A StopWorkspace of an id being accepted
+ * waits for the acceptance ({@link StartAdmission.acceptanceOf}), so that it stops the workspace instead of
+ * finding no record and being dropped.
  *
  * @module
  */
 import { AlreadyExistsError, InvalidArgumentError } from '@workbay/api';
 import type { ManagerConfig, ResolvedClass } from '../config.js';
 import type { WorkspaceRecord } from '../domain/types.js';
+import { truncate } from '../domain/validation.js';
 import type { WorkspaceRepository } from './repository.js';
 
 export class StartAdmission {
-  /** Ids and meta ids of StartWorkspace calls waiting for their record to be durable. */
-  private readonly accepting = new Set<string>();
+  /**
+   * Ids and meta ids (`meta:<id>`) of StartWorkspace calls waiting for their record to be durable, each with a
+   * promise that resolves (never rejects) once that acceptance is over.
+   */
+  private readonly accepting = new Map<string, Promise<void>>();
 
   constructor(
     private readonly config: ManagerConfig,
@@ -38,31 +44,46 @@ export class StartAdmission {
   assertStartable(id: string, metaId: string): void {
     const existing = this.repo.get(id);
     if (existing && existing.phase !== 'stopped') {
-      throw new AlreadyExistsError(`workspace ${id} already exists (phase ${existing.phase})`);
+      throw new AlreadyExistsError(`workspace ${truncate(id)} already exists (phase ${existing.phase})`);
     }
     for (const other of this.repo.list()) {
       if (other.metaId === metaId && other.phase !== 'stopped' && other.id !== id) {
         throw new AlreadyExistsError(
-          `workspace ${metaId} already has an instance that is not stopped: ${other.id} (phase ${other.phase})`,
+          `workspace ${truncate(metaId)} already has an instance that is not stopped: ${truncate(other.id)} (phase ${other.phase})`,
         );
       }
     }
     if (this.accepting.has(id) || this.accepting.has(`meta:${metaId}`)) {
-      throw new AlreadyExistsError(`workspace ${id} is being started`);
+      throw new AlreadyExistsError(`workspace ${truncate(id)} is being started`);
     }
     if (existing && this.busy(id)) {
-      throw new AlreadyExistsError(`workspace ${id} is still being cleaned up; retry shortly`);
+      throw new AlreadyExistsError(`workspace ${truncate(id)} is still being cleaned up; retry shortly`);
     }
   }
 
-  /** Holds the id and meta id against concurrent starts while the record is being made durable. */
+  /**
+   * Holds the id and meta id against concurrent starts while `body` makes the record durable (and starts its
+   * lifecycle). The hold begins synchronously, before `body` runs: a stop issued right after the start call, even
+   * without awaiting it, finds it.
+   */
   async whileAccepting<T>(record: WorkspaceRecord, body: () => Promise<T>): Promise<T> {
     const keys = [record.id, `meta:${record.metaId}`];
-    for (const key of keys) this.accepting.add(key);
+    let settle!: () => void;
+    const settled = new Promise<void>((resolve) => (settle = resolve));
+    for (const key of keys) this.accepting.set(key, settled);
     try {
       return await body();
     } finally {
-      for (const key of keys) this.accepting.delete(key);
+      for (const key of keys) if (this.accepting.get(key) === settled) this.accepting.delete(key);
+      settle();
     }
+  }
+
+  /**
+   * When a StartWorkspace of `id` is being accepted: a promise that resolves (never rejects) once it is over,
+   * with its record created and its lifecycle started, or with the start refused. Otherwise undefined.
+   */
+  acceptanceOf(id: string): Promise<void> | undefined {
+    return this.accepting.get(id);
   }
 }

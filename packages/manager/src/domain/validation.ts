@@ -30,7 +30,8 @@ export function parseOptionalDuration(value: string, field: string): number | un
   return ms;
 }
 
-function truncate(value: string): string {
+/** At most 64 characters of a value from the request, for an error message (docs/security.md). */
+export function truncate(value: string): string {
   return value.length > 64 ? `${value.slice(0, 61)}...` : value;
 }
 
