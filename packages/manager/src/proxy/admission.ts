@@ -88,13 +88,45 @@ export function ownerCookie(name: string, token: string, prefix: string, secure:
   return `${name}=${encodeURIComponent(token)}; Path=${path}; HttpOnly; SameSite=Lax${secure ? '; Secure' : ''}`;
 }
 
+/** Trims whitespace and control characters (code points up to U+0020, U+007F) from both ends. */
+function trimControls(text: string): string {
+  const junk = (c: number): boolean => c <= 0x20 || c === 0x7f || /\s/.test(String.fromCharCode(c));
+  let start = 0;
+  let end = text.length;
+  while (start < end && junk(text.charCodeAt(start))) start += 1;
+  while (end > start && junk(text.charCodeAt(end - 1))) end -= 1;
+  return text.slice(start, end);
+}
+
 /**
  * Whether a Set-Cookie value from a workspace names an owner cookie (`<prefix>_…`, any case): a workspace must not
- * plant or overwrite an owner cookie, its own or (on the shared origin of path routes) another workspace's.
+ * plant or overwrite an owner cookie, its own or (on the shared origin of path routes) another workspace's. A
+ * cookie with an empty name (`=<prefix>_x=v`) counts as one too: some browsers store it nameless and send it back
+ * as `<prefix>_x=v`. Leading and trailing whitespace and control characters around the name do not matter.
  */
 export function setsOwnerCookie(setCookie: string, cookiePrefix: string): boolean {
-  return setCookie.trimStart().toLowerCase().startsWith(`${cookiePrefix.toLowerCase()}_`);
+  const pair = setCookie.split(';', 1)[0] ?? '';
+  const eq = pair.indexOf('=');
+  const name = trimControls(eq < 0 ? pair : pair.slice(0, eq));
+  if (eq >= 0 && name === '') return true;
+  return name.toLowerCase().startsWith(`${cookiePrefix.toLowerCase()}_`);
 }
+
+/**
+ * Whether an Authorization-style value carries the token inside base64 credentials (`Basic base64(user:token)`,
+ * or any other scheme's base64 word): browsers, git and curl build those from `https://user:token@host/`.
+ */
+function carriesEncoded(value: string, token: string): boolean {
+  for (const word of value.split(/[\s,]+/)) {
+    if (word.length < 4 || !/^[A-Za-z0-9+/_-]+=*$/.test(word)) continue;
+    const bytes = Buffer.from(word, 'base64');
+    if (carries(bytes.toString('latin1'), token) || carries(bytes.toString('utf8'), token)) return true;
+  }
+  return false;
+}
+
+/** Client-supplied claims about the client's address that the proxy does not vouch for: dropped, never passed on. */
+const clientAddressClaims = new Set(['forwarded', 'x-real-ip']);
 
 const hopByHop = new Set([
   'connection',
@@ -122,8 +154,9 @@ export interface ForwardHeaderOptions {
 }
 
 /**
- * Request headers for the workspace: no hop-by-hop headers, no token header, no owner cookie, and no header whose
- * value carries the token (a Referer or Authorization the client built from it).
+ * Request headers for the workspace: no hop-by-hop headers, no token header, no owner cookie, no header whose
+ * value carries the token (a Referer or Authorization the client built from it, also base64-encoded in
+ * credentials), and no `Forwarded` or `X-Real-IP` from the client (the proxy sets `x-forwarded-*` itself).
  */
 export function forwardHeaders(req: IncomingMessage, options: ForwardHeaderOptions): OutgoingHttpHeaders {
   const headers: OutgoingHttpHeaders = {};
@@ -136,6 +169,7 @@ export function forwardHeaders(req: IncomingMessage, options: ForwardHeaderOptio
   const cookiePrefix = `${options.cookiePrefix.toLowerCase()}_`;
   for (const [name, value] of Object.entries(req.headers as IncomingHttpHeaders)) {
     if (value === undefined || name === ownerTokenHeader || name.startsWith('x-forwarded-')) continue;
+    if (clientAddressClaims.has(name)) continue;
     const upgradeHeader = name === 'connection' || name === 'upgrade';
     if ((hopByHop.has(name) || connectionTokens.has(name)) && !(options.keepUpgrade && upgradeHeader)) continue;
     if (name === 'cookie') {
@@ -145,7 +179,10 @@ export function forwardHeaders(req: IncomingMessage, options: ForwardHeaderOptio
       if (kept.length > 0) headers.cookie = kept.join('; ');
       continue;
     }
-    const values = (Array.isArray(value) ? value : [value]).filter((v) => !carries(v, options.token));
+    const credentials = name === 'authorization' || name === 'proxy-authorization';
+    const values = (Array.isArray(value) ? value : [value]).filter(
+      (v) => !carries(v, options.token) && !(credentials && carriesEncoded(v, options.token)),
+    );
     if (values.length > 0) headers[name] = Array.isArray(value) ? values : values[0];
   }
   const remote = req.socket.remoteAddress ?? '';

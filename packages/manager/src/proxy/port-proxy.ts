@@ -14,8 +14,9 @@
  * Every client of the proxy is hostile: any input gets an answer (400 when malformed), and a throw inside a
  * handler answers 500 and is logged, never an uncaught exception (invariant 12). Answers of its own are plain text:
  * 400, 401 (no token), 403 (wrong token, or a port that is not the workspace's own), 404 (no such workspace or
- * port not exposed), 408 (request too slow), 500, 502 (the workspace does not answer), 503 (not running, or too
- * many connections from one address), 504 (the workspace did not answer an upgrade in time).
+ * port not exposed), 408 (request too slow), 500, 502 (the workspace does not answer, or answers an upgrade with
+ * anything but one 101 head or a final answer framed by Content-Length: see `upgrade.ts`), 503 (not running, or
+ * too many connections from one address), 504 (the workspace did not answer an upgrade in time).
  *
  * @module
  */

@@ -1,6 +1,8 @@
 /**
- * WebSocket (and any other Upgrade) tunnels: after admission the proxy replays the handshake to the workspace and
- * then pipes raw bytes both ways. Refusals are written as plain HTTP/1.1 answers on the raw socket.
+ * WebSocket (and any other Upgrade) tunnels: after admission the proxy replays the handshake to the workspace,
+ * parses the workspace's answer (`answer-head.ts`), and only for a single `101` passes a filtered, re-serialised head
+ * on and then pipes raw bytes both ways. Any other answer is relayed as a closed HTTP answer or refused with 502; it
+ * never becomes a raw pipe. Refusals are written as plain HTTP/1.1 answers on the raw socket.
  *
  * @module
  */
@@ -11,6 +13,7 @@ import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { connect as tlsConnect } from 'node:tls';
 import { setsOwnerCookie } from './admission.js';
+import { parseAnswerHead } from './answer-head.js';
 import { answerAndClose, defaultProxyLimits, rawAnswer } from './connection-limits.js';
 import type { ProxyLimits } from './connection-limits.js';
 import type { Refusal } from './routing.js';
@@ -48,37 +51,105 @@ export interface TunnelOptions {
   readonly limits: Pick<ProxyLimits, 'handshakeTimeoutMs' | 'idleTimeoutMs' | 'refusalGraceMs'>;
 }
 
-/** The workspace's handshake answer may not be larger than this. */
+/** The workspace's handshake answer head may not be larger than this. */
 const maxAnswerHead = 64 * 1024;
+/** A non-101 answer is relayed only with a Content-Length body of at most this size (502 otherwise). */
+const maxRelayedBody = 64 * 1024;
+
+/** Headers of the workspace's answer that are the connection's, not the answer's (never relayed as they came). */
+const connectionHeaders = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'transfer-encoding',
+  'te',
+  'trailer',
+  'upgrade',
+  'content-length',
+  'proxy-authenticate',
+]);
+
+/** What the workspace's answer to an upgrade turns into (see {@link judgeAnswer}). */
+export type AnswerVerdict =
+  | { readonly kind: 'wait' }
+  /** A 101: pass `head` on to the client, then `rest`, then pipe both ways. */
+  | { readonly kind: 'tunnel'; readonly head: Buffer; readonly rest: Buffer }
+  /** Anything else the proxy can frame: write `answer` and close both ends. */
+  | { readonly kind: 'relay'; readonly answer: Buffer }
+  /** The proxy answers 502 with `reason` and closes both ends. */
+  | { readonly kind: 'refuse'; readonly reason: string };
+
+function serialise(status: number, reason: string, headers: ReadonlyArray<readonly [string, string]>): string {
+  return `HTTP/1.1 ${status} ${reason}\r\n${headers.map(([n, v]) => `${n}: ${v}\r\n`).join('')}\r\n`;
+}
 
 /**
- * Passes the workspace's handshake answer on without Set-Cookie lines for owner cookies, then pipes raw bytes.
- * Calls `fail` when the answer head is oversized, `answered` once the head is passed on.
+ * Judges what the workspace sent so far in answer to an upgrade. Exactly one head is accepted: a `101`, relayed
+ * (re-serialised) without Set-Cookie lines for owner cookies; or a final (2xx-5xx) answer whose body is framed by
+ * Content-Length (or has none), relayed filtered with `connection: close`. Informational answers (100, 103, …),
+ * other framings and anything malformed are refused: a second head behind the first would reach the client
+ * unfiltered, and a raw pipe after a non-101 answer would let either side talk past the proxy's rewriting.
+ */
+export function judgeAnswer(buffered: Buffer, cookiePrefix: string): AnswerVerdict {
+  const parsed = parseAnswerHead(buffered, maxAnswerHead);
+  if (parsed.kind === 'incomplete') return { kind: 'wait' };
+  if (parsed.kind === 'invalid') return { kind: 'refuse', reason: parsed.reason };
+  const { status } = parsed;
+  const kept = parsed.headers.filter(([name, value]) => {
+    const lower = name.toLowerCase();
+    return !((lower === 'set-cookie' || lower === 'set-cookie2') && setsOwnerCookie(value, cookiePrefix));
+  });
+  if (status === 101) {
+    return {
+      kind: 'tunnel',
+      head: Buffer.from(serialise(101, parsed.reason || 'Switching Protocols', kept), 'latin1'),
+      rest: buffered.subarray(parsed.length),
+    };
+  }
+  if (status < 200) return { kind: 'refuse', reason: `the workspace answered the upgrade with ${status}, not 101` };
+  const lengths = parsed.headers.filter(([n]) => n.toLowerCase() === 'content-length').map(([, v]) => v);
+  const chunked = parsed.headers.some(([n]) => n.toLowerCase() === 'transfer-encoding');
+  const bodiless = status === 204 || status === 304;
+  let length = 0;
+  if (!bodiless) {
+    if (chunked || lengths.length !== 1 || !/^[0-9]{1,9}$/.test(lengths[0]!) || Number(lengths[0]) > maxRelayedBody) {
+      return { kind: 'refuse', reason: `the workspace answered the upgrade with ${status}, without a body to relay` };
+    }
+    length = Number(lengths[0]);
+  }
+  if (buffered.length < parsed.length + length) return { kind: 'wait' };
+  const headers = kept.filter(([n]) => !connectionHeaders.has(n.toLowerCase()));
+  if (!bodiless) headers.push(['content-length', String(length)]);
+  headers.push(['connection', 'close']);
+  const head = Buffer.from(serialise(status, parsed.reason, headers), 'latin1');
+  return { kind: 'relay', answer: Buffer.concat([head, buffered.subarray(parsed.length, parsed.length + length)]) };
+}
+
+/**
+ * Reads the workspace's answer to the handshake and acts on {@link judgeAnswer}: `tunnel` passes the filtered head
+ * on and pipes raw bytes; `relay` and `refuse` end the exchange (through `finish`).
  */
 function relayAnswer(
   upstream: Duplex,
   socket: Socket,
   cookiePrefix: string,
-  fail: () => void,
+  finish: (answer: Buffer | string) => void,
   answered: () => void,
 ): void {
   let buffered = Buffer.alloc(0);
   const onData = (chunk: Buffer): void => {
     buffered = Buffer.concat([buffered, chunk]);
-    const end = buffered.indexOf('\r\n\r\n');
-    if (end < 0) {
-      if (buffered.length > maxAnswerHead) fail();
+    const verdict = judgeAnswer(buffered, cookiePrefix);
+    if (verdict.kind === 'wait') {
+      // A Content-Length body is bounded by judgeAnswer; this bounds everything else.
+      if (buffered.length > maxAnswerHead + maxRelayedBody) finish('the workspace answered with too much');
       return;
     }
     upstream.off('data', onData);
-    const lines = buffered.subarray(0, end).toString('latin1').split('\r\n');
-    const kept = lines.filter((line) => {
-      const match = /^set-cookie\s*:(.*)$/i.exec(line);
-      return !match || !setsOwnerCookie(match[1]!, cookiePrefix);
-    });
-    socket.write(Buffer.from(`${kept.join('\r\n')}\r\n\r\n`, 'latin1'));
-    const rest = buffered.subarray(end + 4);
-    if (rest.length > 0) socket.write(rest);
+    if (verdict.kind === 'refuse') return finish(verdict.reason);
+    if (verdict.kind === 'relay') return finish(verdict.answer);
+    socket.write(verdict.head);
+    if (verdict.rest.length > 0) socket.write(verdict.rest);
     answered();
     upstream.pipe(socket);
   };
@@ -96,20 +167,32 @@ export function openTunnel(options: TunnelOptions): () => void {
     socket.destroy();
   };
   let connected = false;
+  /** Set once a 101 was passed on: from then on the tunnel is a raw pipe. */
   let answered = false;
-  let timedOut = false;
+  /** Set once the proxy wrote the client's final answer itself (refusal, timeout, relayed non-101). */
+  let finished = false;
+  const finish = (answer: Buffer | string, status = 502): void => {
+    if (finished || answered) return;
+    finished = true;
+    clearTimeout(handshakeTimer);
+    upstream.destroy();
+    if (typeof answer === 'string') {
+      rejectUpgrade(
+        socket,
+        { status, message: `workspace ${options.workspaceId}: ${answer}\n` },
+        options.limits.refusalGraceMs,
+      );
+      return;
+    }
+    if (!socket.destroyed && socket.writable) socket.write(answer);
+    answerAndClose(socket, '', options.limits.refusalGraceMs);
+  };
   // Absolute, not reset by traffic: a client trickling bytes must not keep an unanswered handshake open, and the
   // timer also bounds a connect to a workspace host that never answers the SYN.
-  const handshakeTimer = setTimeout(() => {
-    if (answered) return;
-    timedOut = true;
-    rejectUpgrade(
-      socket,
-      { status: 504, message: `workspace ${options.workspaceId} did not answer the upgrade in time\n` },
-      options.limits.refusalGraceMs,
-    );
-    upstream.destroy();
-  }, options.limits.handshakeTimeoutMs);
+  const handshakeTimer = setTimeout(
+    () => finish('did not answer the upgrade in time', 504),
+    options.limits.handshakeTimeoutMs,
+  );
   handshakeTimer.unref();
   const onAnswered = (): void => {
     answered = true;
@@ -126,28 +209,24 @@ export function openTunnel(options: TunnelOptions): () => void {
     }
     upstream.write(`${head}\r\n`);
     if (options.head.length > 0) upstream.write(options.head);
-    relayAnswer(upstream, socket, options.cookiePrefix, close, onAnswered);
+    relayAnswer(upstream, socket, options.cookiePrefix, finish, onAnswered);
     socket.pipe(upstream);
   };
   upstream.once(options.https ? 'secureConnect' : 'connect', onConnect);
   upstream.on('error', (error: NodeJS.ErrnoException) => {
-    if (!connected && !socket.destroyed) {
-      rejectUpgrade(
-        socket,
-        { status: 502, message: `workspace ${options.workspaceId} does not answer (${error.code ?? 'error'})\n` },
-        options.limits.refusalGraceMs,
-      );
-    } else socket.destroy();
+    if (answered) socket.destroy();
+    else finish(connected ? 'the upgrade failed' : `does not answer (${error.code ?? 'error'})`);
   });
   socket.on('error', () => upstream.destroy());
   socket.on('close', () => {
     clearTimeout(handshakeTimer);
     upstream.destroy();
   });
-  // Before it connected, the error handler answers 502 and ends the client connection itself; after a handshake
-  // timeout, the 504 does (an immediate destroy here could cut that answer off).
+  // Before a 101 the client gets an answer from the proxy (which then closes its connection itself: an immediate
+  // destroy here could cut that answer off); after it, the tunnel closes with its workspace end.
   upstream.on('close', () => {
-    if (connected && !timedOut) socket.destroy();
+    if (answered) socket.destroy();
+    else finish('closed the connection without answering the upgrade');
   });
   return close;
 }
