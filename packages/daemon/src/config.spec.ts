@@ -73,6 +73,27 @@ describe('daemon config', () => {
     expect(fieldOf({ wat: 1 })).toBe('wat');
   });
 
+  it('initializer.download: private addresses refused by default; networks must be addresses or CIDRs', () => {
+    expect(parseDaemonConfig({}).initializer.download).toEqual({
+      allowPrivateAddresses: false,
+      allowedNetworks: [],
+      maxSize: 2 * 1024 ** 3,
+      maxRedirects: 5,
+    });
+    const config = parseDaemonConfig({
+      initializer: { download: { allowedNetworks: ['10.1.0.0/16', 'fd00::/8', '10.0.0.7'], maxSize: '100MiB' } },
+    });
+    expect(config.initializer.download.allowedNetworks).toEqual(['10.1.0.0/16', 'fd00::/8', '10.0.0.7']);
+    expect(config.initializer.download.maxSize).toBe(100 * 1024 * 1024);
+    expect(fieldOf({ initializer: { download: { allowedNetworks: ['intranet'] } } })).toBe(
+      'initializer.download.allowedNetworks[0]',
+    );
+    expect(fieldOf({ initializer: { download: { allowedNetworks: ['10.0.0.0/33'] } } })).toBe(
+      'initializer.download.allowedNetworks[0]',
+    );
+    expect(fieldOf({ initializer: { download: { allowPrivate: true } } })).toBe('initializer.download.allowPrivate');
+  });
+
   it('hands storage backends their section (flat or nested under the kind)', () => {
     expect(storageBackendSection({ kind: 'fs', root: '/x', layout: { mode: 'per-owner' } })).toEqual({
       root: '/x',

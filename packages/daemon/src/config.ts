@@ -9,6 +9,7 @@ import { parseByteSize, parseGoDuration, parseWithSchema } from '@workbay/api';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { InvalidArgumentError, errorMessage } from './errors.js';
+import { downloadPolicyDefaults, parseNetwork } from './initializer/address-policy.js';
 import { expandHome } from './util/paths.js';
 
 const size = z.union([z.number().int().nonnegative(), z.string()]).transform((value, ctx) => {
@@ -40,6 +41,14 @@ const address = z
   .string()
   .regex(/^(\[[0-9a-fA-F:]+\]|[^:\s]+):\d{1,5}$/, 'must be host:port')
   .refine((value) => Number(value.slice(value.lastIndexOf(':') + 1)) <= 65535, 'port must be <= 65535');
+
+const network = z.string().superRefine((value, ctx) => {
+  try {
+    parseNetwork(value);
+  } catch (error) {
+    ctx.addIssue({ code: 'custom', message: errorMessage(error) });
+  }
+});
 
 const layout = z.discriminatedUnion('mode', [
   z
@@ -107,6 +116,24 @@ export const daemonConfigSchema = z
         gitRetryInitial: duration.default(1000),
         gitRetryMax: duration.default(5 * 60 * 1000),
         downloadTimeout: duration.default(5 * 60 * 1000),
+        /**
+         * Where the daemon's requests for a workspace (download initializer files, one-time git secrets) may go.
+         * The URLs are the requester's and the daemon sits inside the node's network: by default loopback,
+         * link-local (cloud metadata), private, CGNAT, unique-local, multicast and other non-public addresses are
+         * refused, for every redirect hop and every resolved address.
+         */
+        download: z
+          .object({
+            /** Allow every address (single-user setups, tests). */
+            allowPrivateAddresses: z.boolean().default(false),
+            /** Networks allowed although refused by default (an internal mirror): `10.1.0.0/16`, `fd00::/8`, `10.0.0.7`. */
+            allowedNetworks: z.array(network).default([]),
+            /** Largest file a download may bring. */
+            maxSize: size.default(downloadPolicyDefaults.maxSize),
+            maxRedirects: z.number().int().min(0).max(20).default(downloadPolicyDefaults.maxRedirects),
+          })
+          .strict()
+          .prefault({}),
       })
       .strict()
       .prefault({}),

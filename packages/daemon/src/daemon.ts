@@ -183,6 +183,7 @@ class WorkbayDaemon implements Daemon {
         gitRetryInitialMs: config.initializer.gitRetryInitial,
         gitRetryMaxMs: config.initializer.gitRetryMax,
         downloadTimeoutMs: config.initializer.downloadTimeout,
+        download: config.initializer.download,
       },
       git: { allowLocalRemotes: config.git.allowLocalRemotes, localCommandTimeoutMs: config.git.localCommandTimeout },
       quota,

@@ -57,6 +57,8 @@ export function minioDaemonConfig(
     diskGuard: { minFree: 0 },
     housekeeping: { interval: 0 },
     quota: { mode: 'none' },
+    // Tests serve downloads on 127.0.0.1, which the daemon refuses by default (SSRF).
+    initializer: { download: { allowPrivateAddresses: true } },
     shutdownTimeout: '5s',
     backup: { period: 0, initialBackoff: '50ms', ...options.backup },
   };

@@ -52,8 +52,10 @@ export class TestEnvironment {
         diskGuard: { minFree: 0 },
         housekeeping: { interval: 0 },
         log: { level: 'silent' },
-        // Git fixtures are served over file:// as well as http.
+        // Git fixtures are served over file:// as well as http, and downloads from 127.0.0.1: a test environment
+        // allows both, which a multi-tenant daemon must not (see the daemon's initializer.download).
         git: { allowLocalRemotes: true },
+        initializer: { download: { allowPrivateAddresses: true } },
         ...options.daemon,
       }).start();
       const config = resolveManagerConfig({

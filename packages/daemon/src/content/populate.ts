@@ -8,6 +8,7 @@ import type { BackupStore } from '../backup/backup-store.js';
 import { NotFoundError, UnavailableError, errorMessage, isWorkbayError } from '../errors.js';
 import type { Git } from '../git/git.js';
 import type { DaemonMetrics } from '../health/metrics.js';
+import type { DownloadPolicy } from '../initializer/address-policy.js';
 import type { InitializerContext } from '../initializer/context.js';
 import { findGitLocations, runInitializer } from '../initializer/run.js';
 import type { InitProgressSink } from '../initializer/progress.js';
@@ -23,6 +24,7 @@ export interface PopulateDeps {
     readonly gitRetryInitialMs: number;
     readonly gitRetryMaxMs: number;
     readonly downloadTimeoutMs: number;
+    readonly download?: DownloadPolicy;
   };
   readonly logger: PluginLogger;
   /** Where steps that retry report their attempts (see `initializer/progress.ts`). */
@@ -87,6 +89,7 @@ export async function populateContent(
     logger,
     gitRetry: { initialDelayMs: deps.settings.gitRetryInitialMs, maxElapsedMs: deps.settings.gitRetryMaxMs },
     downloadTimeoutMs: deps.settings.downloadTimeoutMs,
+    ...(deps.settings.download ? { download: deps.settings.download } : {}),
     ...(deps.progress ? { progress: deps.progress } : {}),
     ...(owner ? { workspaceUser: owner } : {}),
   };

@@ -11,6 +11,7 @@ import type { DiskGuard } from '../health/disk-guard.js';
 import type { DaemonMetrics } from '../health/metrics.js';
 import type { HostOps } from '../host-ops/host-ops.js';
 import type { ContentSource, InitializerMetric } from '../initializer/types.js';
+import type { DownloadPolicy } from '../initializer/address-policy.js';
 import type { DiskQuota } from '../quota/disk-quota.js';
 import type { HostIdRange } from '../session/host-ids.js';
 import type { BackupRecord, ContentPhase } from '../session/session-store.js';
@@ -40,6 +41,8 @@ export interface ContentServiceOptions {
     readonly gitRetryInitialMs: number;
     readonly gitRetryMaxMs: number;
     readonly downloadTimeoutMs: number;
+    /** Where downloads and one-time git secret fetches may connect (default: no loopback or private addresses). */
+    readonly download?: DownloadPolicy;
   };
   /** Git rules (local remotes, timeouts); default: only https/http/ssh/git remotes. */
   readonly git?: Partial<GitPolicy>;

@@ -4,6 +4,7 @@ import type { Git } from '../git/git.js';
 import { SafeTreeWriter } from '../archive/safe-writer.js';
 import { InvalidArgumentError, isWorkbayError } from '../errors.js';
 import { resolveInside } from '../util/paths.js';
+import type { DownloadPolicy } from './address-policy.js';
 import type { InitProgressSink } from './progress.js';
 
 /** What an initializer gets to do its work. */
@@ -20,6 +21,12 @@ export interface InitializerContext {
   readonly signal?: AbortSignal;
   readonly gitRetry: { readonly initialDelayMs: number; readonly maxElapsedMs: number };
   readonly downloadTimeoutMs: number;
+  /**
+   * Where downloads and one-time git secret fetches may connect, how large and how many redirects (the daemon's
+   * `initializer.download` config). Undefined: the defaults, which refuse loopback, private and link-local
+   * addresses.
+   */
+  readonly download?: DownloadPolicy;
   /** Where steps that retry report their attempts (the InitProgress RPC); undefined: nobody asks. */
   readonly progress?: InitProgressSink;
   /**

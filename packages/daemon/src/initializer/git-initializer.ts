@@ -7,12 +7,16 @@ import {
   GitAuthenticationError,
   InternalError,
   errorMessage,
+  isWorkbayError,
 } from '../errors.js';
 import type { GitCredentials, GitRunOptions } from '../git/git.js';
 import { GitCommandError, classifyGitFailure, gitFailureLine, redactSecrets, stripUrlCredentials } from '../git/git.js';
 import { validateGitInitializer } from '../git/git-policy.js';
 import { retryWithBackoff } from '../util/retry.js';
 import { maxAttemptsWithin, progressErrorText } from './progress.js';
+import type { DownloadPolicy } from './address-policy.js';
+import { guardedGet, readLimited } from './guarded-get.js';
+import type { GuardedResponse } from './guarded-get.js';
 import type { GitInitializerSpec } from './types.js';
 import type { InitializerContext } from './context.js';
 import { safeLocation } from './context.js';
@@ -56,17 +60,41 @@ async function ownLocation(ctx: InitializerContext, location: string): Promise<v
   }
 }
 
-/** Fetches one-time-secret credentials (`user:password`) once; later calls reuse the answer. */
-export async function fetchOtsCredentials(url: string, signal?: AbortSignal): Promise<GitCredentials> {
-  let response: Response;
+/** Longest one-time secret answer read: `user:password` is short, anything longer is not one. */
+const maxOtsBytes = 16 * 1024;
+
+/**
+ * Fetches one-time-secret credentials (`user:password`) once; later calls reuse the answer. The URL is the
+ * requester's, so it gets the download's address policy: a secret read from a loopback or private service would go
+ * to the requester's git remote as credentials.
+ */
+export async function fetchOtsCredentials(
+  url: string,
+  options: { signal?: AbortSignal; policy?: DownloadPolicy; field?: string } = {},
+): Promise<GitCredentials> {
+  const field = options.field ?? 'auth_ots';
+  const timeout = AbortSignal.timeout(30_000);
+  const signal = options.signal ? AbortSignal.any([options.signal, timeout]) : timeout;
+  const failed = (cause: unknown): FailedPreconditionError =>
+    new FailedPreconditionError(`could not fetch the one-time git secret: ${errorMessage(cause)}`, { cause });
+  let response: GuardedResponse;
   try {
-    response = await fetch(url, { signal: signal ?? AbortSignal.timeout(30_000) });
+    response = await guardedGet(url, { ...(options.policy ? { policy: options.policy } : {}), field, signal });
   } catch (cause) {
-    throw new FailedPreconditionError(`could not fetch the one-time git secret: ${errorMessage(cause)}`, { cause });
+    // A refused destination (naming the field) or too many redirects says so itself.
+    if (isWorkbayError(cause)) throw cause;
+    throw failed(cause);
   }
-  if (!response.ok)
+  if (response.status < 200 || response.status >= 300) {
+    response.body.destroy();
     throw new FailedPreconditionError(`could not fetch the one-time git secret: HTTP ${response.status}`);
-  const text = (await response.text()).trim();
+  }
+  let text: string;
+  try {
+    text = (await readLimited(response.body, maxOtsBytes)).toString('utf8').trim();
+  } catch (cause) {
+    throw failed(cause);
+  }
   const colon = text.indexOf(':');
   if (colon <= 0) throw new FailedPreconditionError('the one-time git secret is not of the form <user>:<password>');
   return { username: text.slice(0, colon), password: text.slice(colon + 1) };
@@ -120,17 +148,28 @@ async function emptyDirectory(dir: string): Promise<void> {
   for (const name of await readdir(dir)) await rm(join(dir, name), { recursive: true, force: true });
 }
 
-/** Resolves the credentials of a spec: explicit basic auth, OTS (fetched once), or user info in the URL. */
+/**
+ * Resolves the credentials of a spec: explicit basic auth, OTS (fetched once, under the context's download policy),
+ * or user info in the URL. `field` is the spec's request path, for errors.
+ */
 export class GitCredentialSource {
   private ots: Promise<GitCredentials> | undefined;
 
-  constructor(private readonly spec: GitInitializerSpec) {}
+  constructor(
+    private readonly spec: GitInitializerSpec,
+    private readonly ctx: Pick<InitializerContext, 'download'> = {},
+    private readonly field = 'initializer.git',
+  ) {}
 
   async get(signal?: AbortSignal): Promise<GitCredentials | undefined> {
     const auth = this.spec.auth;
     if (auth.method === 'basic') return { username: auth.username, password: auth.password };
     if (auth.method === 'basic-ots') {
-      this.ots ??= fetchOtsCredentials(auth.otsUrl, signal);
+      this.ots ??= fetchOtsCredentials(auth.otsUrl, {
+        ...(signal ? { signal } : {}),
+        ...(this.ctx.download ? { policy: this.ctx.download } : {}),
+        field: `${this.field}.config.auth_ots`,
+      });
       return this.ots;
     }
     return stripUrlCredentials(this.spec.remoteUri).credentials;
@@ -169,7 +208,7 @@ export async function runGitInitializer(
     ctx.logger.info({ location: spec.checkoutLocation }, 'existing working copy found, not cloning');
     return { location: spec.checkoutLocation };
   }
-  const credentials = new GitCredentialSource(spec);
+  const credentials = new GitCredentialSource(spec, ctx, field);
   const { url } = stripUrlCredentials(spec.remoteUri);
   const creds = await credentials.get(ctx.signal);
   const args = ['clone', '--quiet'];

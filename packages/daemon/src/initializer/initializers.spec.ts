@@ -327,13 +327,40 @@ describe('initializers (real git, real HTTP, through gRPC)', () => {
       });
       const wrong = await errorOf(init(download({ digest: `sha256:${'0'.repeat(64)}` })));
       expect(isWorkbayError(wrong, 'failed-precondition')).toBe(true);
-      expect(wrong.message).toMatch(/initializer\.download\.files\[0\]\.digest: downloaded content has digest/);
+      expect(wrong.message).toMatch(
+        /initializer\.download\.files\[0\]\.digest: the downloaded content does not match the expected digest/,
+      );
+      // The actual digest would let a requester read back what any URL answers (red-team finding 4).
+      expect(wrong.message).not.toContain(digest.slice('sha256:'.length));
       const missing = await errorOf(init(download({ url: `${fileUrl}/nope` })));
       expect(isWorkbayError(missing, 'not-found')).toBe(true);
       const escape = await errorOf(init(download({ filePath: '../../etc/evil' })));
       expect((escape as InvalidArgumentError).field).toBe('initializer.download.files[0].file_path');
       const malformed = await errorOf(init(download({ digest: 'md5:abc' })));
       expect((malformed as InvalidArgumentError).field).toBe('initializer.download.files[0].digest');
+    });
+
+    it('download: a daemon with the default download policy refuses 127.0.0.1 (INVALID_ARGUMENT naming the url)', async () => {
+      const strict = await startTestDaemon({ config: { initializer: { download: { allowPrivateAddresses: false } } } });
+      try {
+        const error = await errorOf(
+          strict.client.initWorkspace({
+            id: 'strict-1',
+            metadata: { owner: 'tester', metaId: 'meta-strict-1' },
+            initializer: {
+              spec: {
+                $case: 'download',
+                value: { targetLocation: '', files: [{ url: `${fileUrl}/file.txt`, filePath: 'f.txt', digest }] },
+              },
+            },
+          }),
+        );
+        expect(isWorkbayError(error, 'invalid-argument')).toBe(true);
+        expect((error as InvalidArgumentError).field).toBe('initializer.download.files[0].url');
+        expect(error.message).toMatch(/127\.0\.0\.1 is not an allowed address/);
+      } finally {
+        await strict.cleanup();
+      }
     });
 
     it('writes through no symlink an earlier step created (composite git + download)', async () => {

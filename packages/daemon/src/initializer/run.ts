@@ -6,8 +6,6 @@ import { createHash, randomBytes } from 'node:crypto';
 import { constants } from 'node:fs';
 import { open, rename, rm } from 'node:fs/promises';
 import { dirname, isAbsolute, join, posix } from 'node:path';
-import { Readable } from 'node:stream';
-import type { ReadableStream as WebReadableStream } from 'node:stream/web';
 import {
   FailedPreconditionError,
   InvalidArgumentError,
@@ -32,6 +30,9 @@ import {
   workingCopyOptions,
 } from './git-initializer.js';
 import { checkoutBytes } from './git-size.js';
+import { downloadPolicyDefaults } from './address-policy.js';
+import { guardedGet } from './guarded-get.js';
+import type { GuardedResponse } from './guarded-get.js';
 import type {
   ContentSource,
   GitInitializerSpec,
@@ -221,7 +222,7 @@ async function updatePrebuildCheckout(
     return true;
   }
   const before = probe.stdout.trim();
-  const creds = await new GitCredentialSource(spec).get(ctx.signal);
+  const creds = await new GitCredentialSource(spec, ctx, field).get(ctx.signal);
   const stash = await ctx.git.run(
     ['stash', 'push', '--no-include-untracked', '-m', 'workbay-prebuild'],
     workingCopyOptions(ctx, location),
@@ -322,20 +323,34 @@ async function downloadOne(
   ctx: InitializerContext,
   field: string,
 ): Promise<number> {
-  let response: Response;
+  const maxSize = ctx.download?.maxSize ?? downloadPolicyDefaults.maxSize;
+  const signal = ctx.signal
+    ? AbortSignal.any([ctx.signal, AbortSignal.timeout(ctx.downloadTimeoutMs)])
+    : AbortSignal.timeout(ctx.downloadTimeoutMs);
+  let response: GuardedResponse;
   try {
-    response = await fetch(url, {
-      signal: ctx.signal
-        ? AbortSignal.any([ctx.signal, AbortSignal.timeout(ctx.downloadTimeoutMs)])
-        : AbortSignal.timeout(ctx.downloadTimeoutMs),
+    response = await guardedGet(url, {
+      ...(ctx.download ? { policy: ctx.download } : {}),
+      field: `${field}.url`,
+      signal,
     });
   } catch (cause) {
+    // A refused destination or redirect is the request's fault: never retried.
+    if (isWorkbayError(cause)) throw cause;
     throw new UnavailableError(`${field}.url: download failed: ${errorMessage(cause)}`, { cause });
   }
-  if (response.status === 404) throw new NotFoundError(`${field}.url: the server answered 404 Not Found`);
-  if (response.status >= 500) throw new UnavailableError(`${field}.url: the server answered HTTP ${response.status}`);
-  if (!response.ok || !response.body)
-    throw new FailedPreconditionError(`${field}.url: the server answered HTTP ${response.status}`);
+  const { status, body } = response;
+  const ok = status >= 200 && status < 300;
+  if (!ok) body.destroy();
+  if (status === 404) throw new NotFoundError(`${field}.url: the server answered 404 Not Found`);
+  if (status >= 500) throw new UnavailableError(`${field}.url: the server answered HTTP ${status}`);
+  if (!ok) throw new FailedPreconditionError(`${field}.url: the server answered HTTP ${status}`);
+  const tooLarge = (): FailedPreconditionError =>
+    new FailedPreconditionError(`${field}.url: the file is larger than the limit of ${maxSize} bytes`);
+  if (!response.decoded && Number(response.headers['content-length'] ?? 0) > maxSize) {
+    body.destroy();
+    throw tooLarge();
+  }
   const temporary = join(dirname(destination), `.workbay-download-${randomBytes(6).toString('hex')}`);
   const hash = createHash(algorithm);
   let size = 0;
@@ -343,27 +358,38 @@ async function downloadOne(
     temporary,
     constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
     0o644,
-  );
+  ).catch((error: unknown) => {
+    body.destroy();
+    throw error;
+  });
   try {
     if (ctx.workspaceUser) await handle.chown(ctx.workspaceUser.uid, ctx.workspaceUser.gid);
-    for await (const chunk of Readable.fromWeb(response.body as unknown as WebReadableStream<Uint8Array>)) {
+    // Checked while streaming too: a missing or lying content-length must not fill the disk.
+    for await (const chunk of body) {
       const buffer = chunk as Buffer;
-      hash.update(buffer);
       size += buffer.length;
+      if (size > maxSize) break;
+      hash.update(buffer);
       await handle.write(buffer);
     }
-    await handle.sync();
+    if (size <= maxSize) await handle.sync();
   } catch (error) {
     await handle.close();
     await rm(temporary, { force: true });
     throw new UnavailableError(`${field}.url: download interrupted: ${errorMessage(error)}`, { cause: error });
+  } finally {
+    body.destroy();
   }
   await handle.close();
-  const actual = hash.digest('hex');
-  if (actual !== expected) {
+  if (size > maxSize) {
     await rm(temporary, { force: true });
+    throw tooLarge();
+  }
+  if (hash.digest('hex') !== expected) {
+    await rm(temporary, { force: true });
+    // Never the actual digest: it would tell the requester what a URL answers (a response read back by digest).
     throw new FailedPreconditionError(
-      `${field}.digest: downloaded content has digest ${algorithm}:${actual}, expected ${algorithm}:${expected}`,
+      `${field}.digest: the downloaded content does not match the expected digest ${algorithm}:${expected}`,
     );
   }
   // rename replaces a symlink at the destination instead of following it.

@@ -19,7 +19,10 @@ export interface TestDaemon {
   cleanup(): Promise<void>;
 }
 
-/** Config for a daemon in `root` on 127.0.0.1:0: quiet, no periodic work, fast git retries. */
+/**
+ * Config for a daemon in `root` on 127.0.0.1:0: quiet, no periodic work, fast git retries, downloads from loopback
+ * allowed.
+ */
 export function testConfig(root: string, config: Partial<DaemonConfigInput> = {}): DaemonConfigInput {
   return {
     workingArea: join(root, 'workspaces'),
@@ -30,9 +33,16 @@ export function testConfig(root: string, config: Partial<DaemonConfigInput> = {}
     diskGuard: { minFree: 0, interval: '1h' },
     housekeeping: { interval: 0 },
     quota: { mode: 'none' },
-    initializer: { gitRetryInitial: '50ms', gitRetryMax: '2s', downloadTimeout: '10s' },
     shutdownTimeout: '5s',
     ...config,
+    initializer: {
+      gitRetryInitial: '50ms',
+      gitRetryMax: '2s',
+      downloadTimeout: '10s',
+      // The specs' file and one-time-secret servers listen on 127.0.0.1, which the default policy refuses.
+      download: { allowPrivateAddresses: true },
+      ...config.initializer,
+    },
     backup: { period: 0, initialBackoff: '50ms', ...config.backup },
     // Test repositories are file:// bare repositories.
     git: { allowLocalRemotes: true, ...config.git },

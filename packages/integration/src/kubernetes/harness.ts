@@ -114,7 +114,8 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const daemonConfig = [
   'quota: { mode: none }',
   'diskGuard: { minFree: 0 }',
-  'initializer: { gitRetryInitial: 100ms, gitRetryMax: 1s }',
+  // Tests serve downloads on 127.0.0.1, which the daemon refuses by default (SSRF).
+  'initializer: { gitRetryInitial: 100ms, gitRetryMax: 1s, download: { allowPrivateAddresses: true } }',
   'housekeeping: { interval: 0 }',
   'backup: { period: 0 }',
   'log: { level: warn }',

@@ -35,7 +35,8 @@ export interface Harness {
 export const testDaemonConfig = [
   'quota: { mode: none }',
   'diskGuard: { minFree: 0 }',
-  'initializer: { gitRetryInitial: 100ms, gitRetryMax: 1s }',
+  // Tests serve downloads and one-time secrets on 127.0.0.1, which the daemon refuses by default (SSRF).
+  'initializer: { gitRetryInitial: 100ms, gitRetryMax: 1s, download: { allowPrivateAddresses: true } }',
   'housekeeping: { interval: 0 }',
   'log: { level: silent }',
   '',

@@ -1,0 +1,140 @@
+/**
+ * Which addresses the daemon's own outbound requests for a workspace (download initializer files, one-time git
+ * secrets) may connect to. The daemon sits inside the node's network: a URL chosen by a requester must not reach
+ * the node's loopback services (the daemon's metrics, a local agent), the cloud metadata service (169.254.169.254)
+ * or the private network, unless the operator allows it (`initializer.download` in the daemon config).
+ */
+import type { LookupAddress } from 'node:dns';
+import { BlockList, isIP } from 'node:net';
+
+/** The operator's rules for outbound initializer requests (the `initializer.download` config section). */
+export interface DownloadPolicy {
+  /** Allow every address, loopback and private ones included (single-user setups, tests). */
+  readonly allowPrivateAddresses?: boolean;
+  /** Networks (`10.1.0.0/16`, `fd00::/8`, or a single address) allowed although refused by default. */
+  readonly allowedNetworks?: readonly string[];
+  /** Largest download in bytes; larger responses are refused. */
+  readonly maxSize?: number;
+  /** Redirects followed per request; each hop is checked like the first. */
+  readonly maxRedirects?: number;
+  /** Resolves a host name to every address (default: the system resolver). A test seam. */
+  readonly resolve?: (hostname: string) => Promise<LookupAddress[]>;
+}
+
+export const downloadPolicyDefaults = {
+  allowPrivateAddresses: false,
+  allowedNetworks: [] as readonly string[],
+  maxSize: 2 * 1024 ** 3,
+  maxRedirects: 5,
+} as const;
+
+export interface ParsedNetwork {
+  readonly address: string;
+  readonly prefix: number;
+  readonly family: 'ipv4' | 'ipv6';
+}
+
+/** Parses `address` or `address/prefix`; throws an Error whose message says what is wrong. */
+export function parseNetwork(text: string): ParsedNetwork {
+  const slash = text.indexOf('/');
+  const address = slash === -1 ? text : text.slice(0, slash);
+  const version = isIP(address);
+  if (version === 0) throw new Error(`${JSON.stringify(text)} is not an IP address or CIDR network`);
+  const family = version === 4 ? 'ipv4' : 'ipv6';
+  const bits = version === 4 ? 32 : 128;
+  if (slash === -1) return { address, prefix: bits, family };
+  const prefixText = text.slice(slash + 1);
+  const prefix = Number(prefixText);
+  if (!/^\d{1,3}$/.test(prefixText) || prefix > bits)
+    throw new Error(`${JSON.stringify(text)} has an invalid prefix length (0-${bits})`);
+  return { address, prefix, family };
+}
+
+// Special-purpose ranges (IANA registries): none of them is a public internet host a download may come from.
+const refusedV4 = [
+  '0.0.0.0/8', // "this network", includes the unspecified address (Linux connects 0.0.0.0 to loopback)
+  '10.0.0.0/8',
+  '100.64.0.0/10', // CGNAT: provider-internal
+  '127.0.0.0/8',
+  '169.254.0.0/16', // link-local, includes the cloud metadata service
+  '172.16.0.0/12',
+  '192.0.0.0/24',
+  '192.0.2.0/24',
+  '192.168.0.0/16',
+  '198.18.0.0/15',
+  '198.51.100.0/24',
+  '203.0.113.0/24',
+  '224.0.0.0/4', // multicast
+  '240.0.0.0/4', // reserved, includes the broadcast address
+];
+const refusedV6 = [
+  '::/96', // unspecified, loopback and the deprecated IPv4-compatible form
+  '100::/64', // discard
+  '2001:db8::/32',
+  'fc00::/7', // unique-local
+  'fe80::/10', // link-local
+  'fec0::/10', // old site-local
+  'ff00::/8', // multicast
+];
+
+const refused = new BlockList();
+for (const network of [...refusedV4, ...refusedV6]) {
+  const { address, prefix, family } = parseNetwork(network);
+  refused.addSubnet(address, prefix, family);
+}
+
+/** The 8 16-bit groups of an IPv6 address (`isIP(text) === 6` must hold). */
+function ipv6Groups(text: string): number[] {
+  // A dotted IPv4 tail (`::ffff:127.0.0.1`) is two groups written differently.
+  const body = text
+    .split('%')[0]!
+    .toLowerCase()
+    .replace(/(\d+)\.(\d+)\.(\d+)\.(\d+)$/, (_m, a: string, b: string, c: string, d: string) => {
+      const hex = (x: string, y: string): string => ((Number(x) << 8) | Number(y)).toString(16);
+      return `${hex(a, b)}:${hex(c, d)}`;
+    });
+  const parse = (part: string): number[] => (part === '' ? [] : part.split(':').map((g) => parseInt(g, 16)));
+  const [head = '', rest] = body.split('::') as [string, string | undefined];
+  const left = parse(head);
+  const right = rest === undefined ? [] : parse(rest);
+  return [...left, ...new Array<number>(8 - left.length - right.length).fill(0), ...right];
+}
+
+/**
+ * The IPv4 address an IPv6 address stands for, where one is embedded and the network routes to it: IPv4-mapped
+ * (`::ffff:a.b.c.d`), NAT64 (`64:ff9b::/96`) and 6to4 (`2002::/16`). `::ffff:127.0.0.1` is loopback.
+ */
+export function embeddedIpv4(address: string): string | undefined {
+  if (isIP(address) !== 6) return undefined;
+  const g = ipv6Groups(address);
+  const v4 = (high: number, low: number): string => `${high >> 8}.${high & 0xff}.${low >> 8}.${low & 0xff}`;
+  if (g.slice(0, 5).every((x) => x === 0) && g[5] === 0xffff) return v4(g[6]!, g[7]!);
+  if (g[0] === 0x64 && g[1] === 0xff9b && g.slice(2, 6).every((x) => x === 0)) return v4(g[6]!, g[7]!);
+  if (g[0] === 0x2002) return v4(g[1]!, g[2]!);
+  return undefined;
+}
+
+/** Decides whether an outbound initializer request may connect to an address. */
+export class AddressPolicy {
+  private readonly allowAll: boolean;
+  private readonly allowed = new BlockList();
+
+  constructor(policy: DownloadPolicy = {}) {
+    this.allowAll = policy.allowPrivateAddresses ?? downloadPolicyDefaults.allowPrivateAddresses;
+    for (const network of policy.allowedNetworks ?? []) {
+      const { address, prefix, family } = parseNetwork(network);
+      this.allowed.addSubnet(address, prefix, family);
+    }
+  }
+
+  /** True when a connection to `address` (an IP literal; anything else is refused) is allowed. */
+  allows(address: string): boolean {
+    const version = isIP(address);
+    if (version === 0) return false;
+    if (this.allowAll) return true;
+    const family = version === 4 ? 'ipv4' : 'ipv6';
+    const embedded = embeddedIpv4(address);
+    if (this.allowed.check(address, family) || (embedded && this.allowed.check(embedded, 'ipv4'))) return true;
+    return !refused.check(address, family) && !(embedded && refused.check(embedded, 'ipv4'));
+  }
+}

@@ -1,0 +1,190 @@
+/**
+ * HTTP(S) GET for URLs a requester chose (download initializer files, one-time git secrets), confined by an
+ * {@link AddressPolicy}. The global fetch cannot be used: it follows redirects on its own and takes no resolver,
+ * so the address it connects to cannot be checked. Here every hop is checked, and the check is made on the
+ * addresses the connection actually uses: the resolver hands the socket only allowed addresses (a name that
+ * resolves to a public address when checked and to 127.0.0.1 when connecting cannot slip through, as there is
+ * no second resolution), and the connected socket's peer is checked again.
+ */
+import { lookup as systemLookup } from 'node:dns';
+import type { LookupAddress } from 'node:dns';
+import { request as httpRequest } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
+import { request as httpsRequest } from 'node:https';
+import { isIP } from 'node:net';
+import type { LookupFunction, Socket } from 'node:net';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream';
+import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
+import { FailedPreconditionError, InvalidArgumentError } from '../errors.js';
+import { AddressPolicy, downloadPolicyDefaults } from './address-policy.js';
+import type { DownloadPolicy } from './address-policy.js';
+
+export interface GuardedResponse {
+  readonly status: number;
+  readonly headers: IncomingHttpHeaders;
+  /** The body, content-encoding undone (as fetch did); destroy it when not read to the end. */
+  readonly body: Readable;
+  /** False when the body is the bytes as sent (no content-encoding): then content-length is its size. */
+  readonly decoded: boolean;
+}
+
+export interface GuardedGetOptions {
+  readonly policy?: DownloadPolicy;
+  /** The request field the URL came from (`initializer.download.files[0].url`), for errors. */
+  readonly field: string;
+  readonly signal: AbortSignal;
+}
+
+const redirectStatuses = new Set([301, 302, 303, 307, 308]);
+
+/** Raised by the resolver or the connect check; turned into an INVALID_ARGUMENT naming the field. */
+class RefusedAddress extends Error {}
+
+const refusal = (field: string, detail: string): InvalidArgumentError =>
+  new InvalidArgumentError(
+    field,
+    `${detail}; the daemon does not fetch from loopback, link-local, private or other non-public addresses ` +
+      '(daemon setting initializer.download)',
+  );
+
+function checkedUrl(text: string, field: string, from?: URL): URL {
+  let url: URL;
+  try {
+    url = from ? new URL(text, from) : new URL(text);
+  } catch {
+    throw new InvalidArgumentError(field, from ? 'the server redirected to an invalid URL' : 'is not a valid URL');
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:')
+    throw new InvalidArgumentError(field, `${from ? 'the server redirected to' : 'must be'} an http(s) URL only`);
+  // A downgrade would let anyone on the path replace what an https URL promised.
+  if (from?.protocol === 'https:' && url.protocol === 'http:')
+    throw new InvalidArgumentError(field, 'the server redirected from https to http');
+  if (url.username || url.password) throw new InvalidArgumentError(field, 'must not carry credentials');
+  return url;
+}
+
+/** A resolver for the socket that passes on only the allowed addresses of a name. */
+function guardedLookup(policy: AddressPolicy, resolve: DownloadPolicy['resolve']): LookupFunction {
+  const all = (hostname: string, family: number): Promise<LookupAddress[]> =>
+    resolve
+      ? resolve(hostname)
+      : new Promise((done, fail) =>
+          systemLookup(hostname, { all: true, family }, (error, addresses) => (error ? fail(error) : done(addresses))),
+        );
+  return (hostname, options, callback) => {
+    all(hostname, typeof options.family === 'number' ? options.family : 0).then(
+      (addresses) => {
+        const allowed = addresses.filter((a) => policy.allows(a.address));
+        if (allowed.length === 0) {
+          callback(new RefusedAddress(`${hostname} resolves to no allowed address`), '', 0);
+        } else if (options.all) {
+          (callback as unknown as (error: null, addresses: LookupAddress[]) => void)(null, allowed);
+        } else {
+          callback(null, allowed[0]!.address, allowed[0]!.family);
+        }
+      },
+      (error: NodeJS.ErrnoException) => callback(error, '', 0),
+    );
+  };
+}
+
+function requestOnce(url: URL, policy: AddressPolicy, lookup: LookupFunction, signal: AbortSignal) {
+  return new Promise<IncomingMessage>((resolve, reject) => {
+    const request = (url.protocol === 'https:' ? httpsRequest : httpRequest)({
+      protocol: url.protocol,
+      // URL keeps the brackets of an IPv6 literal; the socket wants the bare address.
+      hostname: url.hostname.replace(/^\[(.*)\]$/, '$1'),
+      port: url.port || undefined,
+      path: `${url.pathname}${url.search}`,
+      method: 'GET',
+      // The encodings fetch asked for: a digest is of the decoded file, as before.
+      headers: { accept: '*/*', 'accept-encoding': 'gzip, deflate, br', 'user-agent': 'workbay-daemon' },
+      // A fresh connection per request: a pooled socket would skip the checks below.
+      agent: false,
+      lookup,
+      signal,
+    });
+    // The resolver is the gate; this is the second look, at the peer of the connection itself.
+    request.once('socket', (socket: Socket) => {
+      socket.once('connect', () => {
+        const peer = socket.remoteAddress ?? '';
+        if (!policy.allows(peer)) request.destroy(new RefusedAddress(`connected to a refused address`));
+      });
+    });
+    request.once('response', resolve);
+    request.once('error', reject);
+    request.end();
+  });
+}
+
+/**
+ * GETs `url`, following at most `maxRedirects` redirects (http and https only, never from https to http), each
+ * hop checked against the policy. A refused destination is an INVALID_ARGUMENT naming `field`; network failures
+ * are passed on as they are (the caller decides whether to retry).
+ */
+export async function guardedGet(text: string, options: GuardedGetOptions): Promise<GuardedResponse> {
+  const { field, signal } = options;
+  const policy = new AddressPolicy(options.policy);
+  const maxRedirects = options.policy?.maxRedirects ?? downloadPolicyDefaults.maxRedirects;
+  const lookup = guardedLookup(policy, options.policy?.resolve);
+  let url = checkedUrl(text, field);
+  for (let hop = 0; ; hop++) {
+    const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
+    // Sockets skip the resolver for an IP literal: check it here.
+    if (isIP(host) !== 0 && !policy.allows(host))
+      throw refusal(
+        field,
+        hop === 0 ? `${host} is not an allowed address` : 'the server redirected to a refused address',
+      );
+    let response: IncomingMessage;
+    try {
+      response = await requestOnce(url, policy, lookup, signal);
+    } catch (error) {
+      if (error instanceof RefusedAddress)
+        throw refusal(field, hop === 0 ? error.message : 'the server redirected to a refused address');
+      throw error;
+    }
+    const status = response.statusCode ?? 0;
+    const location = response.headers.location;
+    if (!redirectStatuses.has(status) || location === undefined) return decode(response);
+    // The body of a redirect is not wanted; with a fresh connection per request, closing costs nothing.
+    response.destroy();
+    if (hop >= maxRedirects) throw new FailedPreconditionError(`${field}: more than ${maxRedirects} redirects`);
+    url = checkedUrl(location, field, url);
+  }
+}
+
+/** Undoes a content-encoding; an unknown one is passed on as it is. Size bounds apply to the decoded bytes. */
+function decode(response: IncomingMessage): GuardedResponse {
+  const status = response.statusCode ?? 0;
+  const encoding = String(response.headers['content-encoding'] ?? '')
+    .trim()
+    .toLowerCase();
+  const decoder =
+    encoding === 'gzip' || encoding === 'x-gzip'
+      ? createGunzip()
+      : encoding === 'deflate'
+        ? createInflate()
+        : encoding === 'br'
+          ? createBrotliDecompress()
+          : undefined;
+  if (!decoder) return { status, headers: response.headers, body: response, decoded: false };
+  // pipeline passes errors on and destroys both when the reader destroys the decoder.
+  return { status, headers: response.headers, body: pipeline(response, decoder, () => {}), decoded: true };
+}
+
+/** Reads a whole (small) body; more than `limit` bytes is an (plain) Error for the caller to word. */
+export async function readLimited(body: Readable, limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body) {
+    size += (chunk as Buffer).length;
+    if (size > limit) {
+      body.destroy();
+      throw new Error(`the response is larger than ${limit} bytes`);
+    }
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks);
+}
