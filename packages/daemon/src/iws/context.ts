@@ -59,6 +59,16 @@ export interface IwsConfig {
    * where it could plant the programs root would run).
    */
   readonly namespaceOps: boolean;
+  /**
+   * Connections open at once on one workspace's socket (default 64); one more is closed as soon as it is
+   * accepted. Each costs the daemon a file descriptor, and all workspaces share the daemon's.
+   */
+  readonly maxConnections: number;
+  /**
+   * A connection without a running call for this long is closed (default 60 s), including one that never sends a
+   * byte; a client's channel reconnects on its next call.
+   */
+  readonly connectionIdleMs: number;
 }
 
 export const defaultIwsConfig: IwsConfig = Object.freeze({
@@ -71,6 +81,8 @@ export const defaultIwsConfig: IwsConfig = Object.freeze({
   cpuSampleMs: 100,
   maxInFlight: 4,
   namespaceOps: false,
+  maxConnections: 64,
+  connectionIdleMs: 60_000,
 });
 
 /** Opens cgroups by path; `CgroupController` from @workbay/nsinsider is the real one. */

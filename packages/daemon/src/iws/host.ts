@@ -1,20 +1,24 @@
-import { chmod, lchown, lstat, mkdir, readdir, rm } from 'node:fs/promises';
+import { chmod, lchown, lstat, mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { assertWorkspaceId, FailedPreconditionError, silentLogger } from '@workbay/api';
 import type { PluginLogger } from '@workbay/api';
 import type { NamespaceOps } from '@workbay/nsinsider';
 import { KeyedMutex } from '../util/concurrency.js';
 import type { CgroupAccess, IwsConfig } from './context.js';
+import { defaultIwsConfig } from './context.js';
 import { InWorkspaceOperations } from './operations.js';
 import type { IwsServerHandle } from './server.js';
 import { listenIws } from './server.js';
 import { createInWorkspaceService, createWorkspaceInfoService } from './service.js';
+import { Trash } from './trash.js';
 import type { WorkspaceProcessSource } from './workspace-process.js';
 import { WorkspaceProcessLocator } from './workspace-process.js';
 
 /** The folder of the working area that holds one socket directory per workspace (never a workspace itself). */
 export const IWS_DIR = '.iws';
 export const IWS_SOCKET = 'daemon.sock';
+/** The root-only folder in {@link IWS_DIR} where what is taken from workspaces waits to be removed (see trash.ts). */
+export const IWS_TRASH = '.trash';
 
 /** A workspace as the in-workspace service host needs it. */
 export interface IwsWorkspace {
@@ -55,6 +59,10 @@ interface Served {
  * socket lives outside the content (which the workspace can rewrite) in a root-only `.iws` folder, so a
  * workspace cannot replace another's socket or directory; inside its own directory it can only harm itself.
  *
+ * Root never removes anything by path inside a workspace's directory but the one socket name (`unlink`): a
+ * recursive removal there races with a workspace swapping directories for links (and deletes host files). Anything
+ * else is renamed into the root-only trash beside it and removed there through held descriptors (see trash.ts).
+ *
  * One grpc-js server per workspace, not one server with several unix addresses: grpc-js cannot tell a handler
  * which address a call came in on, so a shared server could not bind a call to its workspace, and it would serve
  * every service on every address (the content service on a workspace's socket). A server of its own binds the
@@ -65,10 +73,13 @@ export class IwsHost {
   private readonly servers = new Map<string, Served>();
   private readonly lock = new KeyedMutex();
   private readonly logger: PluginLogger;
+  private readonly trash: Trash;
+  private emptying: Promise<void> = Promise.resolve();
   private stopped = false;
 
   constructor(private readonly options: IwsHostOptions) {
     this.logger = (options.logger ?? silentLogger).child({ component: 'iws-host' });
+    this.trash = new Trash(join(this.root, IWS_TRASH));
   }
 
   get root(): string {
@@ -107,6 +118,7 @@ export class IwsHost {
       const selfUid = process.getuid?.() ?? 0;
       const owner = content.uid !== 0 && content.uid !== selfUid ? { uid: content.uid, gid: content.gid } : undefined;
       const dir = await this.prepareDir(workspace.instanceId, owner);
+      const config = { ...defaultIwsConfig, ...this.options.config };
       const operations = new InWorkspaceOperations({
         ops: this.options.ops,
         ...(this.options.cgroups ? { cgroups: this.options.cgroups } : {}),
@@ -115,13 +127,27 @@ export class IwsHost {
         ...(this.options.now ? { now: this.options.now } : {}),
         logger: this.logger,
       });
-      const handle = await listenIws(createInWorkspaceService(operations), {
-        socketPath: join(dir, IWS_SOCKET),
-        socketMode: 0o600,
-        stagingDir: this.root,
-        workspaceInfo: createWorkspaceInfoService(operations),
-        ...(owner ? { owner } : {}),
-      });
+      const listen = () =>
+        listenIws(createInWorkspaceService(operations), {
+          socketPath: join(dir, IWS_SOCKET),
+          socketMode: 0o600,
+          stagingDir: this.root,
+          workspaceInfo: createWorkspaceInfoService(operations),
+          maxConnections: config.maxConnections,
+          connectionIdleMs: config.connectionIdleMs,
+          ...(owner ? { owner } : {}),
+        });
+      let handle: IwsServerHandle;
+      try {
+        handle = await listen();
+      } catch (error) {
+        // The socket is renamed over its name, which fails on a directory the workspace made there since
+        // prepareDir cleared it: cleared once more (never recursively), then it is the workspace's own doing.
+        const code = (error as NodeJS.ErrnoException).code;
+        if (code !== 'EISDIR' && code !== 'ENOTEMPTY' && code !== 'EEXIST') throw error;
+        await this.trash.removeName(join(dir, IWS_SOCKET));
+        handle = await listen();
+      }
       try {
         // Last: a fresh directory stays the daemon's alone until the socket is in place. (A kept one is the
         // workspace's already; the socket was renamed into it, which follows no link the workspace planted.)
@@ -145,10 +171,13 @@ export class IwsHost {
       const served = this.servers.get(instanceId);
       this.servers.delete(instanceId);
       await served?.handle.close(this.options.closeGraceMs ?? 2000);
-      // fs.rm never follows links: whatever the workspace left in its directory goes, nothing outside it.
-      await rm(this.socketDir(instanceId), { recursive: true, force: true });
+      // The workspace may still run with the directory mounted: it goes into root's trash whole (a rename in
+      // root's `.iws`, following nothing), and is emptied there through held descriptors, never by path.
+      await this.ensureRoot();
+      await this.trash.moveIn(this.socketDir(instanceId));
       if (served) this.logger.info({ instanceId }, 'stopped serving the in-workspace service');
     });
+    await this.emptyTrash();
   }
 
   /**
@@ -160,10 +189,13 @@ export class IwsHost {
     await this.ensureRoot();
     const ids = new Set(live.map((w) => w.instanceId));
     for (const name of await readdir(this.root)) {
-      if (ids.has(name)) continue;
-      await rm(join(this.root, name), { recursive: true, force: true }).catch((error: unknown) =>
-        this.logger.warn({ name, err: String(error) }, 'could not remove a stale in-workspace socket directory'),
-      );
+      if (ids.has(name) || name === IWS_TRASH) continue;
+      // Such a workspace's process may still be running with the directory mounted: into the trash, not rm -r.
+      await this.trash
+        .moveIn(join(this.root, name))
+        .catch((error: unknown) =>
+          this.logger.warn({ name, err: String(error) }, 'could not remove a stale in-workspace socket directory'),
+        );
     }
     for (const workspace of live) {
       try {
@@ -175,6 +207,21 @@ export class IwsHost {
         );
       }
     }
+    await this.emptyTrash();
+  }
+
+  /** Empties the trash (one run at a time); what cannot go now stays for the next run. Never throws. */
+  emptyTrash(): Promise<void> {
+    this.emptying = this.emptying.then(async () => {
+      try {
+        if (!(await this.trash.empty())) {
+          this.logger.warn({ trash: this.trash.dir }, 'the in-workspace trash is not empty yet; retried later');
+        }
+      } catch (error) {
+        this.logger.warn({ trash: this.trash.dir, err: String(error) }, 'could not empty the in-workspace trash');
+      }
+    });
+    return this.emptying;
   }
 
   /** Closes every server; the directories stay (with no socket) for the next daemon to serve again. */
@@ -216,6 +263,7 @@ export class IwsHost {
       throw new FailedPreconditionError(`${this.root} is not a directory of the daemon's`);
     }
     await chmod(this.root, 0o700);
+    await this.trash.ensure();
   }
 
   /**
@@ -227,18 +275,22 @@ export class IwsHost {
     await this.ensureRoot();
     const dir = this.socketDir(instanceId);
     const expectedUid = owner?.uid ?? process.getuid?.() ?? 0;
-    // A probe: any failure means "no usable directory" and the rm/mkdir below replace it (or report their own error).
+    // A probe: any failure means "no usable directory" and the move/mkdir below replace it (or report their own
+    // error). Whatever is there goes into the trash whole: a rename in root's `.iws`, following nothing.
     const existing = await lstat(dir).catch(() => undefined);
     if (existing && !(existing.isDirectory() && existing.uid === expectedUid)) {
-      await rm(dir, { recursive: true, force: true });
+      await this.trash.moveIn(dir);
     }
     if (!existing || !(existing.isDirectory() && existing.uid === expectedUid)) {
       await mkdir(dir, { mode: 0o700 });
     }
     // A real directory (lstat above) inside root's own `.iws`: it cannot have been swapped for a link.
     await chmod(dir, 0o700);
-    // Whatever sits at the socket's name (a stale socket, or something the workspace put there) goes.
-    await rm(join(dir, IWS_SOCKET), { recursive: true, force: true });
+    // Whatever sits at the socket's name (a stale socket, or something the workspace put there) goes: a
+    // non-directory by unlink, a directory moved whole into the trash. The directory itself stays, so a running
+    // workspace keeps seeing it at its mount. Never a recursive removal here: the workspace owns this directory
+    // and races a path-based walk with link swaps.
+    await this.trash.removeName(join(dir, IWS_SOCKET));
     return dir;
   }
 }

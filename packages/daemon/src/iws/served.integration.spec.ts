@@ -1,4 +1,7 @@
-import { chown, lstat, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import type { ChildProcessWithoutNullStreams } from 'node:child_process';
+import { chmod, chown, lstat, mkdir, mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { InWorkspaceServiceService, WorkspaceInfoServiceService } from '@workbay/api';
@@ -8,7 +11,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TestDaemon } from '../test-support/daemon-harness.js';
 import { startTestDaemon } from '../test-support/daemon-harness.js';
 import type { AsUser, ProbeCall, ProbeResult, WorkspaceProcess } from '../test-support/iws-probe.js';
-import { probeCalls, probeConnect, shellAs, startWorkspaceProcess, writeProbe } from '../test-support/iws-probe.js';
+import {
+  asUser,
+  probeCalls,
+  probeConnect,
+  shellAs,
+  startWorkspaceProcess,
+  writeProbe,
+} from '../test-support/iws-probe.js';
 
 // The real daemon serving the in-workspace service per workspace, attacked from real processes: workspace
 // processes in their own pid and mount namespaces with their socket directory bind-mounted (as the local runtime
@@ -38,6 +48,85 @@ const umountProc = (target: string, pid: number): ProbeCall => ({
   request: InWorkspaceServiceService.umountProc.requestSerialize({ target, pid }),
 });
 
+/** The connection cap of these workspaces' sockets (the default is 64). */
+const MAX_CONNECTIONS = 16;
+
+// Workspace code that turns its `daemon.sock` into a tree, holds it as its cwd, and swaps each sub-directory with a
+// link to a host directory (renameat2 RENAME_EXCHANGE) for as long as it runs: the red team's race against a
+// path-based recursive removal by root.
+const SWAPPER = `import ctypes, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+SYS_renameat2 = {'x86_64': 316, 'aarch64': 276}[os.uname().machine]
+base, victim, n, secs = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+os.mkdir(base)
+os.chdir(base)
+for i in range(n):
+    os.mkdir(f"x{i}")
+    for j in range(20): open(f"x{i}/f{j}", "w").close()
+    os.mkdir(f"x{i}/d")
+    open(f"x{i}/d/g", "w").close()
+    os.symlink(victim, f"l{i}")
+print("ready", flush=True)
+end = time.time() + secs
+while time.time() < end:
+    for i in range(n):
+        libc.syscall(SYS_renameat2, -100, f"x{i}".encode(), -100, f"l{i}".encode(), 2)
+print("done", flush=True)
+`;
+
+// Workspace code that makes a call, then opens many plain connections to its socket and reports how many the
+// daemon closed; on a line on stdin, it calls again on the connection it already had.
+const flooder = (grpcPath: string): string => `'use strict';
+const grpc = require(${JSON.stringify(grpcPath)});
+const net = require('node:net');
+const [, , socket, n, path, hex] = process.argv;
+const client = new grpc.Client('unix:' + socket, grpc.credentials.createInsecure());
+const call = () => new Promise((resolve) => client.makeUnaryRequest(path, (b) => b, (b) => b, Buffer.from(hex, 'hex'),
+  { deadline: Date.now() + 30000 }, (err) => resolve(err ? err.code : 0)));
+(async () => {
+  const first = await call();
+  let closed = 0;
+  await Promise.all(Array.from({ length: Number(n) }, () => new Promise((resolve) => {
+    const s = net.connect(socket);
+    s.resume();
+    s.on('connect', resolve);
+    s.on('error', () => resolve());
+    s.on('close', () => { closed++; resolve(); });
+  })));
+  await new Promise((r) => setTimeout(r, 1000));
+  console.log(JSON.stringify({ phase: 'flooded', first, closed }));
+  process.stdin.once('data', async () => {
+    const second = await call();
+    console.log(JSON.stringify({ phase: 'done', second, closed }));
+    process.exit(0);
+  });
+})();
+`;
+
+/** Resolves with the first line of the child's stdout that satisfies `match`. */
+function lineOf(child: ChildProcessWithoutNullStreams, match: (line: string) => boolean, ms = 30_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let buffer = '';
+    const timer = setTimeout(() => reject(new Error(`no matching line in ${ms} ms: ${buffer}`)), ms);
+    const onData = (b: Buffer): void => {
+      buffer += b.toString();
+      const line = buffer.split('\n').find((l) => match(l));
+      if (line !== undefined) {
+        clearTimeout(timer);
+        child.stdout.off('data', onData);
+        resolve(line);
+      }
+    };
+    child.stdout.on('data', onData);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`exited with ${code}: ${buffer}`));
+    });
+  });
+}
+
+const fdCount = async (): Promise<number> => (await readdir('/proc/self/fd')).length;
+
 const codeOf = (r: ProbeResult | undefined): number => (r === undefined ? -1 : 'hex' in r ? status.OK : r.code);
 const memoryLimit = (r: ProbeResult | undefined): number | undefined =>
   r && 'hex' in r
@@ -65,7 +154,9 @@ describe('the daemon serves the in-workspace service on one socket per workspace
   let cgroups: CgroupController;
   let parent: Cgroup;
   let clock = 0;
-  const overrides = { iws: { config: { cpuSampleMs: 10, namespaceOps: true }, now: () => clock } };
+  const overrides = {
+    iws: { config: { cpuSampleMs: 10, namespaceOps: true, maxConnections: MAX_CONNECTIONS }, now: () => clock },
+  };
   const all: Ws[] = [];
 
   async function initWorkspace(id: string, uid: number): Promise<Ws> {
@@ -281,6 +372,91 @@ describe('the daemon serves the in-workspace service on one socket per workspace
     const [again] = await probeCalls(probe, a.inside(), join(a.mount, 'daemon.sock'), [info]);
     expect(memoryLimit(again)).toBe(256 * 1024 * 1024);
     expect((await lstat(b.socket)).isSocket()).toBe(true);
+  });
+
+  it('a restart after daemon.sock became a tree of links to a host directory, swapped while root cleans up, deletes nothing of the host and serves again', async () => {
+    const victim = join(scratch, 'victim-tree');
+    await mkdir(join(victim, 'sub'), { recursive: true });
+    for (let i = 0; i < 20; i++) await writeFile(join(victim, `f${i}`), 'keep');
+    const expected = (await readdir(victim)).sort();
+    const inode = (await stat(a.dir)).ino;
+    const script = join(scratch, 'swapper.py');
+    await writeFile(script, SWAPPER, { mode: 0o644 });
+    await chmod(script, 0o644);
+
+    await t.stop();
+    const [file, args] = asUser(a.inside(), [
+      '/usr/bin/python3',
+      script,
+      join(a.mount, 'daemon.sock'),
+      victim,
+      '8',
+      '5',
+    ]);
+    const swapper = spawn(file, args, { stdio: ['pipe', 'pipe', 'inherit'] });
+    try {
+      await lineOf(swapper, (l) => l === 'ready');
+      t = await startTestDaemon({ root: t.root, overrides });
+      // The daemon moved the tree out of A's directory into its trash, and emptied it while A kept swapping in it.
+      await lineOf(swapper, (l) => l === 'done');
+    } finally {
+      swapper.kill('SIGKILL');
+    }
+    expect((await readdir(victim)).sort()).toEqual(expected);
+    for (let i = 0; i < 20; i++) expect(await readFile(join(victim, `f${i}`), 'utf8')).toBe('keep');
+    // Served again in the directory A has mounted.
+    expect((await stat(a.dir)).ino).toBe(inode);
+    const socket = await lstat(a.socket);
+    expect([socket.isSocket(), socket.mode & 0o7777, socket.uid]).toEqual([true, 0o600, a.uid]);
+    clock += 1e9;
+    const [again] = await probeCalls(probe, a.inside(), join(a.mount, 'daemon.sock'), [info]);
+    expect(memoryLimit(again)).toBe(256 * 1024 * 1024);
+    // With the workspace done swapping, the trash empties completely, and the host directory is still whole.
+    await t.daemon.iws!.emptyTrash();
+    const trash = join(t.workingArea, '.iws', '.trash');
+    expect(await readdir(trash)).toEqual([]);
+    const root = await lstat(trash);
+    expect([root.mode & 0o7777, root.uid]).toEqual([0o700, 0]);
+    expect((await readdir(victim)).sort()).toEqual(expected);
+  });
+
+  it("caps a workspace socket's connections: the rest are closed at once, an existing channel still works, the daemon's descriptors stay bounded", async () => {
+    const script = join(scratch, 'flood.cjs');
+    await writeFile(script, flooder(createRequire(import.meta.url).resolve('@grpc/grpc-js')), { mode: 0o644 });
+    await chmod(script, 0o644);
+    clock += 1e9;
+    const baseline = await fdCount();
+    const flood = 400;
+    const [file, args] = asUser(a.inside(), [
+      process.execPath,
+      script,
+      join(a.mount, 'daemon.sock'),
+      String(flood),
+      info.path,
+      info.request.toString('hex'),
+    ]);
+    const child = spawn(file, args, { stdio: ['pipe', 'pipe', 'inherit'] });
+    try {
+      const flooded = JSON.parse(await lineOf(child, (l) => l.includes('"flooded"'))) as {
+        first: number;
+        closed: number;
+      };
+      expect(flooded.first).toBe(status.OK);
+      // The channel holds one of the connections: at most MAX_CONNECTIONS - 1 of the plain ones stay open.
+      expect(flooded.closed).toBeGreaterThanOrEqual(flood - (MAX_CONNECTIONS - 1));
+      expect((await fdCount()) - baseline).toBeLessThanOrEqual(MAX_CONNECTIONS + 8);
+      // A neighbour is served meanwhile.
+      const [other] = await probeCalls(probe, b.inside(), join(b.mount, 'daemon.sock'), [info]);
+      expect(codeOf(other)).toBe(status.OK);
+      child.stdin.write('again\n');
+      const done = JSON.parse(await lineOf(child, (l) => l.includes('"done"'))) as { second: number };
+      expect(done.second).toBe(status.OK);
+    } finally {
+      child.kill('SIGKILL');
+    }
+    // The workspace's connections die with it; the daemon is back to its baseline.
+    for (let i = 0; i < 50 && (await fdCount()) > baseline + 4; i++) await new Promise((r) => setTimeout(r, 100));
+    expect(await fdCount()).toBeLessThanOrEqual(baseline + 4);
   });
 
   it('DisposeWorkspace removes the socket with its directory, and nothing a workspace linked to', async () => {

@@ -1,11 +1,13 @@
-import { chmod, lchown, mkdir, mkdtemp, rename, rm } from 'node:fs/promises';
+import { chmod, lchown, mkdir, mkdtemp, rename, rm, unlink } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import type { Server as NetServer, Socket } from 'node:net';
 import { dirname, join } from 'node:path';
+import { ServerCredentials } from '@grpc/grpc-js';
 import type { Server } from '@grpc/grpc-js';
 import {
   InvalidArgumentError,
   InWorkspaceServiceService,
   WorkspaceInfoServiceService,
-  bindAddress,
   startGrpcServer,
 } from '@workbay/api';
 import type { InWorkspaceServiceServer, ServedService, WorkspaceInfoServiceServer } from '@workbay/api';
@@ -23,12 +25,26 @@ export type IwsListenOptions = (
        * The socket is bound, chmod'ed and chowned in a private directory made there, then renamed into place.
        */
       readonly stagingDir?: string;
+      /**
+       * Connections open at once on this socket (default {@link DEFAULT_MAX_CONNECTIONS}); one more is closed as
+       * soon as it is accepted. Every connection costs the daemon a file descriptor, and the socket's only
+       * client is one workspace.
+       */
+      readonly maxConnections?: number;
     }
     /** A TCP address such as `127.0.0.1:0`. */
   | { readonly address: string }
 ) & {
   /** Also serve `iws.WorkspaceInfoService` on the same listener (see `createWorkspaceInfoService`). */
   readonly workspaceInfo?: WorkspaceInfoServiceServer;
+  /**
+   * A connection without a running call for this long is closed (default {@link DEFAULT_CONNECTION_IDLE_MS});
+   * this includes one that never sends a byte. A client's channel reconnects on its next call.
+   */
+  readonly connectionIdleMs?: number;
+  /** Any connection is closed after this long (a running call gets `connectionGraceMs` more; defaults below). */
+  readonly connectionMaxAgeMs?: number;
+  readonly connectionGraceMs?: number;
 };
 
 export interface IwsServerHandle {
@@ -42,6 +58,75 @@ export interface IwsServerHandle {
 
 /** The largest request accepted (RESOURCE_EXHAUSTED beyond). */
 export const MAX_REQUEST_BYTES = 64 * 1024;
+/** Connections open at once on one workspace's socket, unless configured (`IwsConfig.maxConnections`). */
+export const DEFAULT_MAX_CONNECTIONS = 64;
+/** A connection without a running call is closed after this long, unless configured. */
+export const DEFAULT_CONNECTION_IDLE_MS = 60_000;
+/** Every connection is closed after this long (calls here take seconds at most), then forced after the grace. */
+export const DEFAULT_CONNECTION_MAX_AGE_MS = 30 * 60_000;
+export const DEFAULT_CONNECTION_GRACE_MS = 30_000;
+
+/**
+ * The unix listener of one workspace: a plain `net.Server` the daemon owns, whose accepted connections are handed
+ * to the gRPC server through grpc-js's connection injector (public since grpc-js 1.11). grpc-js binds and accepts
+ * on its own listener and offers no limit on connections; owning the listener gives the limit from Node itself,
+ * `net.Server.maxConnections`: a connection beyond it is closed right at accept (one descriptor for an instant, so a
+ * workspace that opens thousands holds at most `maxConnections` of the daemon's descriptors; the rest wait in the
+ * kernel's backlog at the workspace's cost). No proxy, no second hop: the socket itself is what grpc-js serves.
+ *
+ * Idle connections: grpc-js's `grpc.max_connection_idle_ms` closes a connection without a running call gracefully
+ * (GOAWAY), counting from accept, so also one that never sends the HTTP/2 preface. A graceful close waits for the
+ * peer, though, and a peer that neither reads nor closes keeps the descriptor forever; so the listener also
+ * destroys any connection that moved no byte either way for twice the idle time (the socket's byte counters keep
+ * counting while HTTP/2 owns its handle). `grpc.max_connection_age_ms` plus its grace (after which grpc-js
+ * destroys the session) bounds a connection kept busy with pings or a call that never ends. Calls of this service
+ * take seconds at most, so none of this cuts a real call; a client's channel reconnects on its next call.
+ */
+interface OwnedListener {
+  readonly server: NetServer;
+  readonly sockets: Set<Socket>;
+  readonly reaper: NodeJS.Timeout;
+}
+
+function injectInto(grpcServer: Server, maxConnections: number, idleMs: number): OwnedListener {
+  const injector = grpcServer.createConnectionInjector(ServerCredentials.createInsecure());
+  const sockets = new Set<Socket>();
+  const activity = new WeakMap<Socket, { bytes: number; since: number }>();
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    activity.set(socket, { bytes: 0, since: Date.now() });
+    socket.once('close', () => sockets.delete(socket));
+    // A peer that resets its connection must not become an unhandled 'error' of the daemon.
+    socket.on('error', () => undefined);
+    injector.injectConnection(socket);
+  });
+  server.maxConnections = maxConnections;
+  server.on('error', () => undefined);
+  const reaper = setInterval(
+    () => {
+      const now = Date.now();
+      for (const socket of sockets) {
+        const seen = activity.get(socket);
+        const bytes = socket.bytesRead + socket.bytesWritten;
+        if (!seen || bytes !== seen.bytes) activity.set(socket, { bytes, since: now });
+        else if (now - seen.since >= 2 * idleMs) socket.destroy();
+      }
+    },
+    Math.max(50, Math.floor(idleMs / 4)),
+  );
+  reaper.unref();
+  return { server, sockets, reaper };
+}
+
+/** Stops accepting; resolves once every connection is gone (see {@link dropConnections}). */
+function stopAccepting(listener: OwnedListener): Promise<void> {
+  clearInterval(listener.reaper);
+  return new Promise<void>((resolve) => listener.server.close(() => resolve()));
+}
+
+function dropConnections(listener: OwnedListener): void {
+  for (const socket of listener.sockets) socket.destroy();
+}
 
 /**
  * Binds a unix socket so that it never exists at its final path with a looser mode or another owner: bind()
@@ -52,7 +137,7 @@ export const MAX_REQUEST_BYTES = 64 * 1024;
  * length of `socketPath`.
  */
 async function bindUnixSocket(
-  server: Server,
+  server: NetServer,
   socketPath: string,
   options: { socketMode?: number; owner?: { uid: number; gid: number }; stagingDir?: string },
 ): Promise<void> {
@@ -60,7 +145,14 @@ async function bindUnixSocket(
   const staging = await mkdtemp(join(options.stagingDir ?? dirname(socketPath), '.bind-'));
   try {
     const bound = join(staging, 's');
-    await bindAddress(server, `unix:${bound}`);
+    await new Promise<void>((resolve, reject) => {
+      const failed = (error: Error): void => reject(error);
+      server.once('error', failed);
+      server.listen({ path: bound, backlog: 64 }, () => {
+        server.off('error', failed);
+        resolve();
+      });
+    });
     await chmod(bound, options.socketMode ?? 0o600);
     if (options.owner) await lchown(bound, options.owner.uid, options.owner.gid);
     await rename(bound, socketPath);
@@ -89,6 +181,15 @@ export async function listenIws(
       implementation: options.workspaceInfo,
     });
   }
+  const maxConnections = ('socketPath' in options && options.maxConnections) || DEFAULT_MAX_CONNECTIONS;
+  if (!Number.isSafeInteger(maxConnections) || maxConnections < 1) {
+    throw new InvalidArgumentError('maxConnections', 'must be a positive integer');
+  }
+  const idleMs = options.connectionIdleMs ?? DEFAULT_CONNECTION_IDLE_MS;
+  if (!Number.isSafeInteger(idleMs) || idleMs <= 0) {
+    throw new InvalidArgumentError('connectionIdleMs', 'must be a positive integer');
+  }
+  let listener: OwnedListener | undefined;
   const started = await startGrpcServer({
     address: socketPath !== undefined ? `unix:${socketPath}` : (options as { address: string }).address,
     services,
@@ -96,11 +197,25 @@ export async function listenIws(
     reflectionProtos: [],
     healthChecks: false,
     // Requests of this service are tiny (the largest, WriteIDMapping, is a few KB): nothing bigger is read.
-    serverOptions: { 'grpc.max_receive_message_length': MAX_REQUEST_BYTES, 'grpc.max_concurrent_streams': 16 },
+    serverOptions: {
+      'grpc.max_receive_message_length': MAX_REQUEST_BYTES,
+      'grpc.max_concurrent_streams': 16,
+      'grpc.max_connection_idle_ms': idleMs,
+      'grpc.max_connection_age_ms': options.connectionMaxAgeMs ?? DEFAULT_CONNECTION_MAX_AGE_MS,
+      'grpc.max_connection_age_grace_ms': options.connectionGraceMs ?? DEFAULT_CONNECTION_GRACE_MS,
+    },
     bind:
       socketPath !== undefined
         ? async (server) => {
-            await bindUnixSocket(server, socketPath, options as Parameters<typeof bindUnixSocket>[2]);
+            listener = injectInto(server, maxConnections, idleMs);
+            try {
+              await bindUnixSocket(listener.server, socketPath, options as Parameters<typeof bindUnixSocket>[2]);
+            } catch (error) {
+              const stopped = stopAccepting(listener);
+              dropConnections(listener);
+              await stopped;
+              throw error;
+            }
             return 0;
           }
         : undefined,
@@ -112,9 +227,13 @@ export async function listenIws(
     async close(graceMs = 2000) {
       if (closed) return;
       closed = true;
+      // No new connections first; the running calls get their grace, then whatever is left is closed.
+      const stopped = listener ? stopAccepting(listener) : undefined;
       await started.stop(graceMs);
-      // Not recursive: whatever else a workspace put there is left to the one who owns the directory.
-      if (socketPath !== undefined) await rm(socketPath, { force: true }).catch(() => undefined);
+      if (listener) dropConnections(listener);
+      await stopped;
+      // unlink, never a recursive removal: the directory is the workspace's, and so is whatever else it put there.
+      if (socketPath !== undefined) await unlink(socketPath).catch(() => undefined);
     },
   };
 }
