@@ -44,6 +44,8 @@ describe('daemon config', () => {
       packSize: 8 * 1024 * 1024,
     });
     expect(config.housekeeping.orphanAge).toBe(3_600_000);
+    // The in-workspace service's namespace operations run root tools in the workspace's namespaces: off by default.
+    expect(config.iws).toEqual({ namespaceOps: false, maxConnections: 64, connectionIdle: 60_000 });
     expect(config.quota.mode).toBe('auto');
   });
 

@@ -163,6 +163,18 @@ export const daemonConfigSchema = z
       })
       .strict()
       .prefault({}),
+    /** The in-workspace service (`iws/context.ts` says what each setting guards). */
+    iws: z
+      .object({
+        /** Serve PrepareForUserNS, WriteIDMapping, Mount/Umount{Proc,Sysfs} and SetupPairVeths (root tools). */
+        namespaceOps: z.boolean().default(false),
+        /** Connections one workspace may hold on its socket. */
+        maxConnections: z.number().int().min(1).max(10_000).default(64),
+        /** A connection with no call for this long is closed. */
+        connectionIdle: duration.default(60_000),
+      })
+      .strict()
+      .prefault({}),
     housekeeping: z
       .object({
         /** 0 disables housekeeping. */

@@ -245,7 +245,12 @@ class WorkbayDaemon implements Daemon {
       workingArea: this.config.workingArea,
       ops: settings?.ops ?? createNsinsiderOps(),
       ...(cgroups ? { cgroups } : {}),
-      ...(settings?.config ? { config: settings.config } : {}),
+      config: {
+        namespaceOps: this.config.iws.namespaceOps,
+        maxConnections: this.config.iws.maxConnections,
+        connectionIdleMs: this.config.iws.connectionIdle,
+        ...settings?.config,
+      },
       ...(settings?.now ? { now: settings.now } : {}),
       logger: this.logger,
     });
