@@ -71,6 +71,8 @@ export { createLogger, createSilentLogger } from './logger.js';
 export type { ManagerServer, ManagerServerOptions } from './server.js';
 export { startManagerServer, workspaceManagerServiceName } from './server.js';
 export type { PortProxyOptions, ProxyRouter } from './proxy/port-proxy.js';
+export type { ProxyLimits } from './proxy/connection-limits.js';
+export { defaultProxyLimits } from './proxy/connection-limits.js';
 export { PortProxy, ownerTokenHeader, ownerTokenQuery } from './proxy/port-proxy.js';
 export { ReservedEndpoints, maxExposedPorts } from './proxy/exposure.js';
 export type { OpsServerOptions } from './http/ops-server.js';
