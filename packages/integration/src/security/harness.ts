@@ -90,14 +90,19 @@ async function writeConfigs(dir: string, options: BootOptions): Promise<string> 
   const daemon: Record<string, unknown> = {
     quota: { mode: 'none' },
     diskGuard: { minFree: 0 },
-    // The attacks' own servers are on 127.0.0.1 (the refusal of internal addresses has its own specs in the daemon).
-    initializer: { download: { allowPrivateAddresses: true } },
     log: { level: 'info' },
     backup: { period: 0 },
     // A refused clone must not keep the suite waiting through minutes of retries.
     initializer: { gitRetryInitial: '100ms', gitRetryMax: '1s' },
     ...options.daemon,
   };
+  if (daemonKnows('allowPrivateAddresses')) {
+    // The attacks' own servers are on 127.0.0.1 (the refusal of internal addresses has its own specs in the daemon).
+    daemon['initializer'] = {
+      ...(daemon['initializer'] as object | undefined),
+      download: { allowPrivateAddresses: true },
+    };
+  }
   if (options.allowLocalRemotes && daemonKnows('allowLocalRemotes')) {
     daemon['git'] = { ...(daemon['git'] as object | undefined), allowLocalRemotes: true };
   }
