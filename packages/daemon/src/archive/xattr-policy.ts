@@ -15,8 +15,16 @@ import type { Xattrs } from './xattr.js';
 export const maxXattrValueBytes = 64 * 1024;
 /** Names are at most 255 bytes (XATTR_NAME_MAX). */
 const maxXattrNameBytes = 255;
-/** Attribute bytes one restore keeps for its final setfattr run; past it, further attributes are dropped. */
+/**
+ * What one restore keeps for its final setfattr run, names and a per-attribute overhead included (1.4 million
+ * empty-valued attributes with long names took 1.3 GB when only values were counted: red-team round 2); past it,
+ * further attributes are dropped.
+ */
 export const maxRestoreXattrBytes = 64 * 1024 * 1024;
+/** Attributes of one entry (ext4 holds far fewer in practice). */
+export const maxXattrsPerEntry = 256;
+/** What one attribute costs beyond its name and value (the restore input's framing and the map entry). */
+const perAttributeOverhead = 64;
 
 const safeName = /^[\x21-\x3c\x3e-\x5b\x5d-\x7e]+$/; // printable ASCII but `=` (0x3d) and `\` (0x5c)
 const capabilityXattr = 'security.capability';
@@ -46,7 +54,12 @@ export class XattrPolicy {
   /** The attributes to write for one entry (undefined when none is left). */
   admit(xattrs: Xattrs): Xattrs | undefined {
     let kept: Xattrs | undefined;
+    let count = 0;
     for (const [name, value] of Object.entries(xattrs)) {
+      if (++count > maxXattrsPerEntry) {
+        this.drops.oversized++;
+        continue;
+      }
       if (!isSafeXattrName(name)) {
         this.drops.names++;
         continue;
@@ -59,11 +72,12 @@ export class XattrPolicy {
         this.drops.names++;
         continue;
       }
-      if (value.length > maxXattrValueBytes || this.held + value.length > maxRestoreXattrBytes) {
+      const cost = Buffer.byteLength(name) + value.length + perAttributeOverhead;
+      if (value.length > maxXattrValueBytes || this.held + cost > maxRestoreXattrBytes) {
         this.drops.oversized++;
         continue;
       }
-      this.held += value.length;
+      this.held += cost;
       (kept ??= {})[name] = value;
     }
     return kept;
