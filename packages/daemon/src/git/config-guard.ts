@@ -155,6 +155,7 @@ export function neutralise(
   const refuse = (key: string, why: string): never => {
     throw new UnsafeRepositoryError(location, `its git config sets ${quoteValue(key)}, which ${why}`);
   };
+  let originUrl: string | undefined;
   for (const { scope, key, value } of entries) {
     if (scope === 'command') continue;
     const { section, subsection, name } = splitKey(key);
@@ -176,6 +177,22 @@ export function neutralise(
           key,
           'rewrites remote URLs (this call would reach another host than the one asked for); remove it from the repository config',
         );
+    } else if (
+      remote &&
+      ((section === 'extensions' && name === 'partialclone') ||
+        (section === 'remote' && subsection !== undefined && name === 'promisor'))
+    ) {
+      // A partial clone fetches missing objects lazily from its promisor remote, from any command given
+      // credentials (checkout): content naming the promisor decides where those credentials go (red-team round 2:
+      // a prebuild made checkout send the next user's token to a second origin URL). The daemon makes no partial
+      // clones of its own.
+      refuse(
+        key,
+        'makes a partial clone fetch from a remote of its own choosing; remove it from the repository config',
+      );
+    } else if (remote && lower === 'remote.origin.url' && (originUrl ??= value) !== value) {
+      // Git fetches from the first URL and pushes to all: the credentials must go to exactly one, the request's.
+      refuse(key, 'names a second, different URL for origin; remove it from the repository config');
     } else if (section === 'credential' && name === 'usehttppath') {
       out.set(key, 'false');
     } else if (section === 'filter' && subsection !== undefined) {

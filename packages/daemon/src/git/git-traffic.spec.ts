@@ -356,6 +356,29 @@ describe('traffic keys (pure)', () => {
     ).toThrow(UnsafeRepositoryError);
   });
 
+  it('refuses, for anything that may talk to a remote, a partial clone or a second origin URL from content', () => {
+    // Red-team round 2: a prebuild made a credentialed checkout fetch a missing blob from its own promisor remote.
+    const local = (key: string, value: string) => ({ scope: 'local' as const, key, value });
+    for (const planted of [
+      [local('extensions.partialclone', 'evil')],
+      [local('remote.evil.promisor', 'true')],
+      [local('remote.origin.url', 'https://real/r.git'), local('remote.origin.url', 'https://attacker/r.git')],
+    ]) {
+      expect(() => neutralise(planted, defaultGitPolicy, '/w'), planted[planted.length - 1]!.key).toThrow(
+        UnsafeRepositoryError,
+      );
+      expect(() => neutralise(planted, defaultGitPolicy, '/w', { remote: false })).not.toThrow();
+    }
+    // The same URL twice sends credentials nowhere else.
+    expect(() =>
+      neutralise(
+        [local('remote.origin.url', 'https://h/r'), local('remote.origin.url', 'https://h/r')],
+        defaultGitPolicy,
+        '/w',
+      ),
+    ).not.toThrow();
+  });
+
   it('gitSubcommand and credentialOrigins read the command line as git does', () => {
     expect(gitSubcommand(['-c', 'core.hooksPath=/dev/null', 'checkout', '-q'])).toBe('checkout');
     expect(gitSubcommand(['--git-dir=/x', '-C', 'dir', 'ls-remote', 'u'])).toBe('ls-remote');

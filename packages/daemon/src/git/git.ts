@@ -297,9 +297,8 @@ export class Git {
     // In the repository's own context, includes (and their conditions) resolve exactly as for the command.
     const entries = await read(['config', '--list', '--show-scope', '--includes', '-z'], true, 'its config');
     const overrides = neutralise(entries, this.policy, location, { remote });
-    const originUrl = entries.findLast(
-      (e) => e.scope === 'local' && e.key.toLowerCase() === 'remote.origin.url',
-    )?.value;
+    // The first, as git takes it (a second one is refused above for anything that may talk to a remote).
+    const originUrl = entries.find((e) => e.scope === 'local' && e.key.toLowerCase() === 'remote.origin.url')?.value;
     for (const module of await moduleGitDirs(workingCopy.gitDir, location)) {
       const visible = join(visibleRoot, relative(workingCopy.workTree, module), 'config');
       const entries = await read(
