@@ -166,6 +166,12 @@ export function* walkTreeSync(root: string, options: WalkOptions = {}): Generato
           target = readlinkSync(`${pinned}/${name}`);
         } catch (error) {
           if (isGone(error)) continue;
+          // EINVAL: no longer a link (the running workspace swapped it since the lstat). Skipped like a vanished
+          // entry, never followed; the next backup sees what it became. It failed the whole backup before.
+          if ((error as NodeJS.ErrnoException).code === 'EINVAL') {
+            options.onSkip?.(path, 'changed while it was read');
+            continue;
+          }
           throw error;
         }
         yield { entry: { ...base, type: 'symlink', size: 0, linkTarget: target }, absolute, stats };
