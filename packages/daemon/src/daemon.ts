@@ -241,6 +241,14 @@ class WorkbayDaemon implements Daemon {
       this.logger.warn({ err: String(error) }, 'no cgroup hierarchy for the in-workspace service');
       return undefined;
     });
+    if (this.config.iws.namespaceOps) {
+      // Said loudly: see docs/security.md, "What is not covered yet" (a process can change its namespaces between
+      // the check of its pid and the tools entering them).
+      this.logger.warn(
+        {},
+        'iws.namespaceOps is on: workspaces may ask for mounts and id maps in their namespaces; not safe for untrusted workspaces yet',
+      );
+    }
     return new IwsHost({
       workingArea: this.config.workingArea,
       ops: settings?.ops ?? createNsinsiderOps(),

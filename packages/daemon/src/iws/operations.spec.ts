@@ -340,6 +340,20 @@ describe('InWorkspaceOperations (fake namespace layer)', () => {
     expect(unlimited.memory.limitBytes).toBe(8 * 1024 ** 3);
   });
 
+  it('unmounts only what it mounted, of the same kind', async () => {
+    // Red-team round 2: UmountProc of /tmp (or of the tmpfs hiding other workspaces) bared the host's.
+    const { svc, calls } = make();
+    for (const target of ['/tmp', '/proc']) {
+      const refused = await rejection(svc.umountProc({ target, pid: 1 }));
+      expect(refused).toBeInstanceOf(FailedPreconditionError);
+    }
+    await svc.mountSysfs({ target: '/sys', pid: 1 });
+    expect(await rejection(svc.umountProc({ target: '/sys', pid: 1 }))).toBeInstanceOf(FailedPreconditionError);
+    expect(calls.filter((c) => c.method === 'unmount')).toEqual([]);
+    await svc.umountSysfs({ target: '/sys', pid: 1 });
+    expect(calls.filter((c) => c.method === 'unmount')).toHaveLength(1);
+  });
+
   it('serves no namespace operation unless the node turns them on', async () => {
     const { svc, calls } = make({ config: { namespaceOps: false } });
     for (const attempt of [

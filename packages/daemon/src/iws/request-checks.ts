@@ -112,7 +112,12 @@ export class WorkspacePids {
    */
   async confinedPid(nsPid: number, field: string): Promise<number> {
     const hostPid = await this.hostPid(nsPid, field);
-    const [own, workspace] = await Promise.all([this.mountNsOf(hostPid), this.mountNsOf(await this.initPid())]);
+    // Both lookups are made before either is awaited: a rejection of one (its process gone meanwhile) must never be
+    // left without a handler while the other is awaited (red-team round 2: that ended the daemon).
+    const [own, workspace] = await Promise.all([
+      this.mountNsOf(hostPid),
+      this.initPid().then((pid) => this.mountNsOf(pid)),
+    ]);
     if (own !== workspace) {
       throw new FailedPreconditionError(
         `${field} ${nsPid} is in a mount namespace of its own; namespace operations act only in the workspace's own`,

@@ -65,8 +65,14 @@ export class TrackedMounts {
     assertPid(req.pid, 'pid');
     assertNamespaceOps(this.config, rpc);
     const hostPid = await this.pids.confinedPid(req.pid, 'pid');
+    // Only what this service mounted, of this kind: any other target would be one of the sandbox's own mounts
+    // (its /tmp, the tmpfs hiding other workspaces, /proc), and unmounting it bared the host's (red-team round 2).
+    const key = await this.mountKey(hostPid, req.target);
+    if (this.mounts.get(key)?.kind !== kind) {
+      throw new FailedPreconditionError(`${rpc}: the target is not a ${kind} mount made by this service`);
+    }
     await run(rpc, () => this.ops.unmount({ pid: hostPid, target: req.target }));
-    this.mounts.delete(await this.mountKey(hostPid, req.target));
+    this.mounts.delete(key);
     this.logger.info({ pid: req.pid, hostPid, target: req.target }, `unmounted ${kind}`);
   }
 
