@@ -242,11 +242,11 @@ class WorkbayDaemon implements Daemon {
       return undefined;
     });
     if (this.config.iws.namespaceOps) {
-      // Said loudly: see docs/security.md, "What is not covered yet" (a process can change its namespaces between
-      // the check of its pid and the tools entering them).
+      // Said loudly: these run root tools in the workspace's namespaces, and two red-team rounds found ways through
+      // them (docs/security.md, "What is not covered yet"); a node turns them on only for nested containers.
       this.logger.warn(
         {},
-        'iws.namespaceOps is on: workspaces may ask for mounts and id maps in their namespaces; not safe for untrusted workspaces yet',
+        'iws.namespaceOps is on: workspaces may ask for mounts and id maps in their namespaces; keep it off unless nested containers need it',
       );
     }
     return new IwsHost({

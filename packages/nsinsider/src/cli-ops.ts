@@ -4,7 +4,7 @@ import type { NsinsiderFailureKind } from './errors.js';
 import { NsinsiderError, NsinsiderValidationError } from './errors.js';
 import { runCommand } from './exec.js';
 import type { NsinsiderOpsOptions } from './nsinsider-ops.js';
-import { processAlive } from './proc.js';
+import { processAlive, nsenterFlags } from './proc.js';
 import type { NamespaceKind } from './types.js';
 
 /**
@@ -13,14 +13,6 @@ import type { NamespaceKind } from './types.js';
  * the JSON result. One Node start-up per operation; kept for callers that run their own build of the CLI.
  * @internal
  */
-
-const nsFlags: Record<NamespaceKind, string> = {
-  mount: '--mount',
-  net: '--net',
-  pid: '--pid',
-  uts: '--uts',
-  ipc: '--ipc',
-};
 
 export type CliInvoker = <O extends OpName>(
   op: O,
@@ -42,7 +34,14 @@ export function cliInvoker(
     let argv: string[];
     if (target) {
       file = nsenterPath;
-      argv = ['--target', String(target.pid), ...target.namespaces.map((n) => nsFlags[n]), '--', nodePath, ...cliArgs];
+      argv = [
+        '--target',
+        String(target.pid),
+        ...target.namespaces.map((n) => nsenterFlags[n]),
+        '--',
+        nodePath,
+        ...cliArgs,
+      ];
     } else {
       file = nodePath;
       argv = cliArgs;

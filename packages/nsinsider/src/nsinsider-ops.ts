@@ -6,7 +6,7 @@ import type { CommandResult } from './exec.js';
 import { runCommand } from './exec.js';
 import type { ToolRunner } from './inside-tools.js';
 import { insideHandlers } from './inside.js';
-import { namespaceId, processAlive, resolveHostPid, writeIdMapping } from './proc.js';
+import { namespaceId, processAlive, resolveHostPid, writeIdMapping, nsenterFlags } from './proc.js';
 import type {
   ConnectionLimitStats,
   NamespaceKind,
@@ -44,14 +44,6 @@ export interface NsinsiderOpsOptions {
     args: readonly string[];
   }) => void;
 }
-
-const nsFlags: Record<NamespaceKind, string> = {
-  mount: '--mount',
-  net: '--net',
-  pid: '--pid',
-  uts: '--uts',
-  ipc: '--ipc',
-};
 
 interface Target {
   pid: number;
@@ -110,7 +102,7 @@ export function createNsinsiderOps(options: NsinsiderOpsOptions = {}): Namespace
         }
         const command = target ? nsenterPath : file;
         const argv = target
-          ? ['--target', String(target.pid), ...target.namespaces.map((n) => nsFlags[n]), '--', file, ...args]
+          ? ['--target', String(target.pid), ...target.namespaces.map((n) => nsenterFlags[n]), '--', file, ...args]
           : [...args];
         options.onSpawn?.({ op, pid: target?.pid, namespaces: target?.namespaces ?? [], args: argv });
         const r = await runCommand(command, argv, { timeoutMs: remaining, killGroup: true, input, env });

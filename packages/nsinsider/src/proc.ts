@@ -177,7 +177,24 @@ export async function writeIdMapping(
   }
 }
 
-const nsFiles: Record<NamespaceKind, string> = { mount: 'mnt', net: 'net', pid: 'pid', uts: 'uts', ipc: 'ipc' };
+const nsFiles: Record<NamespaceKind, string> = {
+  mount: 'mnt',
+  net: 'net',
+  pid: 'pid',
+  uts: 'uts',
+  ipc: 'ipc',
+  user: 'user',
+};
+
+/** nsenter's option for entering each kind of namespace. @internal */
+export const nsenterFlags: Record<NamespaceKind, string> = {
+  mount: '--mount',
+  net: '--net',
+  pid: '--pid',
+  uts: '--uts',
+  ipc: '--ipc',
+  user: '--user',
+};
 
 /** See {@link NamespaceOps.namespaceId}. */
 export async function namespaceId(pid: number, kind: NamespaceKind, procRoot = '/proc'): Promise<string> {

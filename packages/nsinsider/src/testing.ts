@@ -3,6 +3,7 @@ import { readFile, readlink } from 'node:fs/promises';
 import type { CommandResult } from './exec.js';
 import { runCommand } from './exec.js';
 import { parseIpv4Cidr } from './contract.js';
+import { nsenterFlags } from './proc.js';
 import type { NamespaceKind, NamespaceOps } from './types.js';
 
 /**
@@ -40,13 +41,6 @@ const unshareFlags = {
   ipc: '--ipc',
   user: '--user',
 } as const;
-const nsFlags: Record<NamespaceKind, string> = {
-  mount: '--mount',
-  net: '--net',
-  pid: '--pid',
-  uts: '--uts',
-  ipc: '--ipc',
-};
 
 export async function startNamespaceSandbox(options: NamespaceSandboxOptions = {}): Promise<NamespaceSandbox> {
   const namespaces = options.namespaces ?? ['pid', 'mount', 'net', 'uts'];
@@ -105,7 +99,7 @@ export async function startNamespaceSandbox(options: NamespaceSandboxOptions = {
   const sandboxPid = pid;
 
   const run: NamespaceSandbox['run'] = (argv, ns = ['mount', 'net', 'pid'], opts = {}) =>
-    runCommand('nsenter', ['--target', String(sandboxPid), ...ns.map((n) => nsFlags[n]), '--', ...argv], {
+    runCommand('nsenter', ['--target', String(sandboxPid), ...ns.map((n) => nsenterFlags[n]), '--', ...argv], {
       timeoutMs: opts.timeoutMs ?? 20_000,
       input: opts.input,
     });

@@ -4,7 +4,7 @@
  */
 
 /** A namespace that an operation can enter. */
-export type NamespaceKind = 'mount' | 'net' | 'pid' | 'uts' | 'ipc';
+export type NamespaceKind = 'mount' | 'net' | 'pid' | 'uts' | 'ipc' | 'user';
 
 export interface DeviceNodeResult {
   path: string;

@@ -59,6 +59,10 @@ function fakeOps(overrides: Partial<NamespaceOps> = {}): { ops: NamespaceOps; ca
     },
     async namespaceId(req) {
       calls.push({ method: 'namespaceId', req });
+      // The daemon's own namespaces are the host's; the workspace's pid 1 (INIT) is its sandbox init, root in the
+      // host's user namespace.
+      if (req.pid === process.pid) return `${req.kind}:[host]`;
+      if (req.kind === 'user' && req.pid === INIT) return 'user:[host]';
       // Pid 2 of the workspace has its own network namespace; everything else shares the init's.
       return req.kind === 'net' && req.pid === INIT + 1 ? 'net:[2]' : `${req.kind}:[1]`;
     },
@@ -253,8 +257,9 @@ describe('InWorkspaceOperations (fake namespace layer)', () => {
       target: '/proc',
       createTarget: false,
     });
+    // Through the sandbox init (pid 1), whichever workspace process the request named.
     expect(calls.find((c) => c.method === 'mountSysfs')?.req).toEqual({
-      pid: INIT + 1,
+      pid: INIT,
       target: '/sys',
       createTarget: false,
     });
@@ -340,6 +345,21 @@ describe('InWorkspaceOperations (fake namespace layer)', () => {
     expect(unlimited.memory.limitBytes).toBe(8 * 1024 ** 3);
   });
 
+  it('acts through the sandbox init, never a process the workspace runs, and only in a sandbox', async () => {
+    // Red-team round 2: a named process exec'd itself into a namespace of its own between the check and the tools.
+    const { svc, calls } = make();
+    await svc.mountProc({ target: '/p', pid: 7 });
+    expect(calls.find((c) => c.method === 'mountProc')?.req).toMatchObject({ pid: INIT });
+    // No pid namespace of its own (an unisolated workspace): nothing to act in.
+    const base = fakeOps().ops;
+    const unisolated = make({
+      ops: { ...base, namespaceId: async (req) => (req.kind === 'pid' ? 'pid:[host]' : base.namespaceId(req)) },
+    });
+    expect(String(await rejection(unisolated.svc.mountProc({ target: '/p', pid: 7 })))).toMatch(
+      /no sandbox of its own/,
+    );
+  });
+
   it('unmounts only what it mounted, of the same kind', async () => {
     // Red-team round 2: UmountProc of /tmp (or of the tmpfs hiding other workspaces) bared the host's.
     const { svc, calls } = make();
@@ -374,7 +394,7 @@ describe('InWorkspaceOperations (fake namespace layer)', () => {
     const ownMountNs = make({
       ops: {
         ...base,
-        namespaceId: async (req) => (req.kind === 'mount' && req.pid === INIT + 2 ? 'mnt:[9]' : `${req.kind}:[1]`),
+        namespaceId: async (req) => (req.kind === 'mount' && req.pid === INIT + 2 ? 'mnt:[9]' : base.namespaceId(req)),
       },
     });
     const refused = await rejection(ownMountNs.svc.mountProc({ target: '/p', pid: 3 }));
@@ -382,9 +402,10 @@ describe('InWorkspaceOperations (fake namespace layer)', () => {
     expect(String(refused)).toMatch(/mount namespace of its own/);
     expect(ownMountNs.calls.some((c) => c.method === 'mountProc')).toBe(false);
     // A process of another uid (here this test process, root, standing for a root helper in the pid namespace).
+    // Host pid 1 (root) stands for a root helper sitting in the workspace's pid and mount namespaces.
     const rootHelper = make({
-      ops: { ...base, resolveHostPid: async () => process.pid },
-      workspace: { workspaceId: 'ws-1', initPid: process.pid, uid: 4_000_000 },
+      ops: { ...base, resolveHostPid: async (req) => (req.nsPid === 1 ? INIT : 1) },
+      workspace: { workspaceId: 'ws-1', initPid: INIT, uid: 4_000_000 },
     });
     expect(String(await rejection(rootHelper.svc.setupPairVeths({ pid: 5 })))).toMatch(/does not run as the workspace/);
   });

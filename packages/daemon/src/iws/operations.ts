@@ -89,7 +89,8 @@ export class InWorkspaceOperations {
     }
     assertNamespaceOps(this.config, 'PrepareForUserNS');
     this.limiter.take('PrepareForUserNS');
-    const init = await this.pids.initPid();
+    // /dev is made in the sandbox init's mount namespace (see WorkspacePids.sandboxInit).
+    const init = await this.pids.sandboxInit();
     if (req.usernsPid > 0) {
       await this.pids.confinedPid(req.usernsPid, 'userns_pid');
     }
@@ -209,7 +210,7 @@ export class InWorkspaceOperations {
   async setupPairVeths(req: { pid: number }): Promise<void> {
     assertPid(req.pid, 'pid');
     assertNamespaceOps(this.config, 'SetupPairVeths');
-    const init = await this.pids.initPid();
+    const init = await this.pids.sandboxInit();
     const hostPid = await this.pids.confinedPid(req.pid, 'pid');
     const [outerNs, innerNs] = await Promise.all([
       run('SetupPairVeths', () => this.ops.namespaceId({ pid: init, kind: 'net' })),

@@ -84,6 +84,29 @@ export class WorkspacePids {
     return p;
   }
 
+  /**
+   * The workspace's sandbox init: pid 1 of its pid namespace, root in the host's user namespace, in the workspace's
+   * own mount namespace (made by the runtime, which the workspace cannot change). Namespace work goes through it,
+   * never through a process the workspace runs: one of those can exec itself into a user and mount namespace of its
+   * own between a check and the tools entering its namespaces, where `/usr/bin/umount` is the workspace's program
+   * (red-team round 2: host root). A workspace without a pid namespace and init of its own has no sandbox to act in.
+   */
+  async sandboxInit(): Promise<number> {
+    const pid = await this.hostPid(1, 'pid');
+    const [userNs, pidNs, ownUserNs, ownPidNs] = await Promise.all([
+      run('sandbox', () => this.ops.namespaceId({ pid, kind: 'user' })),
+      run('sandbox', () => this.ops.namespaceId({ pid, kind: 'pid' })),
+      run('sandbox', () => this.ops.namespaceId({ pid: process.pid, kind: 'user' })),
+      run('sandbox', () => this.ops.namespaceId({ pid: process.pid, kind: 'pid' })),
+    ]);
+    if (userNs !== ownUserNs || pidNs === ownPidNs) {
+      throw new FailedPreconditionError(
+        `workspace ${this.workspace.workspaceId} has no sandbox of its own (namespace operations need an isolated workspace)`,
+      );
+    }
+    return pid;
+  }
+
   mountNsOf(hostPid: number): Promise<string> {
     return run('mount', () => this.ops.namespaceId({ pid: hostPid, kind: 'mount' }));
   }
@@ -116,7 +139,7 @@ export class WorkspacePids {
     // left without a handler while the other is awaited (red-team round 2: that ended the daemon).
     const [own, workspace] = await Promise.all([
       this.mountNsOf(hostPid),
-      this.initPid().then((pid) => this.mountNsOf(pid)),
+      this.sandboxInit().then((pid) => this.mountNsOf(pid)),
     ]);
     if (own !== workspace) {
       throw new FailedPreconditionError(

@@ -37,7 +37,9 @@ describe('in-workspace service edge', () => {
         await release.promise;
         return 4242;
       },
-      namespaceId: async () => 'mnt:[1]',
+      // The daemon is in the host's pid namespace, the workspace in one of its own.
+      namespaceId: async (req: { pid: number; kind: string }) =>
+        req.pid === process.pid && req.kind === 'pid' ? 'pid:[host]' : 'mnt:[1]',
       mountProc: async () => undefined,
     } as unknown as NamespaceOps;
     const operations = new InWorkspaceOperations({

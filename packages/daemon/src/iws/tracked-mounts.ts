@@ -42,7 +42,10 @@ export class TrackedMounts {
     assertPid(req.pid, 'pid');
     assertNamespaceOps(this.config, rpc);
     const hostPid = await this.pids.confinedPid(req.pid, 'pid');
-    const key = await this.mountKey(hostPid, req.target);
+    // The tools enter the sandbox init's namespaces, never the named process's (see sandboxInit): the same mount
+    // namespace, as confinedPid checked, but one the workspace cannot swap meanwhile.
+    const init = await this.pids.sandboxInit();
+    const key = await this.mountKey(init, req.target);
     if (this.mounts.has(key)) {
       throw new FailedPreconditionError(`${rpc}: the target is already mounted by this service`);
     }
@@ -52,10 +55,10 @@ export class TrackedMounts {
     await run(rpc, () =>
       kind === 'proc'
         ? // The workspace names the target: an existing directory only, never a `mkdir -p` by root along its links.
-          this.ops.mountProc({ pid: hostPid, target: req.target, createTarget: false })
-        : this.ops.mountSysfs({ pid: hostPid, target: req.target, createTarget: false }),
+          this.ops.mountProc({ pid: init, target: req.target, createTarget: false })
+        : this.ops.mountSysfs({ pid: init, target: req.target, createTarget: false }),
     );
-    this.mounts.set(key, { kind, hostPid, mountNs: await this.pids.mountNsOf(hostPid), target: req.target });
+    this.mounts.set(key, { kind, hostPid, mountNs: await this.pids.mountNsOf(init), target: req.target });
     this.logger.info({ pid: req.pid, hostPid, target: req.target }, `mounted ${kind}`);
   }
 
@@ -65,13 +68,14 @@ export class TrackedMounts {
     assertPid(req.pid, 'pid');
     assertNamespaceOps(this.config, rpc);
     const hostPid = await this.pids.confinedPid(req.pid, 'pid');
+    const init = await this.pids.sandboxInit();
     // Only what this service mounted, of this kind: any other target would be one of the sandbox's own mounts
     // (its /tmp, the tmpfs hiding other workspaces, /proc), and unmounting it bared the host's (red-team round 2).
-    const key = await this.mountKey(hostPid, req.target);
+    const key = await this.mountKey(init, req.target);
     if (this.mounts.get(key)?.kind !== kind) {
       throw new FailedPreconditionError(`${rpc}: the target is not a ${kind} mount made by this service`);
     }
-    await run(rpc, () => this.ops.unmount({ pid: hostPid, target: req.target }));
+    await run(rpc, () => this.ops.unmount({ pid: init, target: req.target }));
     this.mounts.delete(key);
     this.logger.info({ pid: req.pid, hostPid, target: req.target }, `unmounted ${kind}`);
   }
@@ -80,10 +84,10 @@ export class TrackedMounts {
     const failures: unknown[] = [];
     for (const [key, m] of [...this.mounts.entries()].reverse()) {
       try {
-        // Through the workspace's process as it is now, never the pid recorded at mount time: that pid may belong to
-        // a host process by now (pid reuse), and an unmount in its namespace would take the host's mounts. Every
-        // tracked mount is in the workspace's own mount namespace (see confinedPid), so its process reaches them all.
-        const pid = await this.pids.initPid();
+        // Through the sandbox init, never the pid recorded at mount time: that pid may belong to a host process by
+        // now (pid reuse), and an unmount in its namespace would take the host's mounts. Every tracked mount is in
+        // the workspace's own mount namespace, the init's (see WorkspacePids.sandboxInit).
+        const pid = await this.pids.sandboxInit();
         if ((await this.ops.namespaceId({ pid, kind: 'mount' })) !== m.mountNs) {
           this.mounts.delete(key); // the namespace it was made in is gone, and its mounts with it
           continue;
