@@ -125,7 +125,7 @@ export class InWorkspaceOperations {
     }
     assertNamespaceOps(this.config, 'WriteIDMapping');
     this.limiter.take('WriteIDMapping');
-    const hostPid = await this.pids.confinedPid(req.pid, 'pid');
+    const { hostPid } = await this.pids.confinedPid(req.pid, 'pid');
     await run('WriteIDMapping', () =>
       this.ops.writeIdMapping({ pid: hostPid, kind: req.gid ? 'gid' : 'uid', mappings: req.mappings }),
     );
@@ -210,8 +210,7 @@ export class InWorkspaceOperations {
   async setupPairVeths(req: { pid: number }): Promise<void> {
     assertPid(req.pid, 'pid');
     assertNamespaceOps(this.config, 'SetupPairVeths');
-    const init = await this.pids.sandboxInit();
-    const hostPid = await this.pids.confinedPid(req.pid, 'pid');
+    const { hostPid, init } = await this.pids.confinedPid(req.pid, 'pid');
     const [outerNs, innerNs] = await Promise.all([
       run('SetupPairVeths', () => this.ops.namespaceId({ pid: init, kind: 'net' })),
       run('SetupPairVeths', () => this.ops.namespaceId({ pid: hostPid, kind: 'net' })),

@@ -131,15 +131,16 @@ export class WorkspacePids {
    * workspace's uid, in the workspace's own mount namespace. The tools run as root inside the target's mount
    * namespace and are looked up there: in one the workspace made (an unprivileged user namespace may mount anything
    * over /usr/bin in its own mount namespace) they would be the workspace's programs, run as root. The uid keeps
-   * out root processes that sit in the workspace's pid namespace for a moment (the daemon's own helpers).
+   * out root processes that sit in the workspace's pid namespace for a moment (the daemon's own helpers). Returns
+   * the sandbox init as well ({@link sandboxInit}), found on the way: the tools act through it.
    */
-  async confinedPid(nsPid: number, field: string): Promise<number> {
+  async confinedPid(nsPid: number, field: string): Promise<{ hostPid: number; init: number }> {
     const hostPid = await this.hostPid(nsPid, field);
     // Both lookups are made before either is awaited: a rejection of one (its process gone meanwhile) must never be
     // left without a handler while the other is awaited (red-team round 2: that ended the daemon).
-    const [own, workspace] = await Promise.all([
+    const [own, [init, workspace]] = await Promise.all([
       this.mountNsOf(hostPid),
-      this.sandboxInit().then((pid) => this.mountNsOf(pid)),
+      this.sandboxInit().then(async (pid) => [pid, await this.mountNsOf(pid)] as const),
     ]);
     if (own !== workspace) {
       throw new FailedPreconditionError(
@@ -153,7 +154,7 @@ export class WorkspacePids {
         throw new FailedPreconditionError(`${field} ${nsPid} does not run as the workspace's user`);
       }
     }
-    return hostPid;
+    return { hostPid, init };
   }
 }
 

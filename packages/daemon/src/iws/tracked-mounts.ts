@@ -38,14 +38,7 @@ export class TrackedMounts {
 
   async mount(kind: MountKind, req: { target: string; pid: number }): Promise<void> {
     const rpc = kind === 'proc' ? 'MountProc' : 'MountSysfs';
-    assertTarget(req.target);
-    assertPid(req.pid, 'pid');
-    assertNamespaceOps(this.config, rpc);
-    const hostPid = await this.pids.confinedPid(req.pid, 'pid');
-    // The tools enter the sandbox init's namespaces, never the named process's (see sandboxInit): the same mount
-    // namespace, as confinedPid checked, but one the workspace cannot swap meanwhile.
-    const init = await this.pids.sandboxInit();
-    const key = await this.mountKey(init, req.target);
+    const { hostPid, init, key } = await this.checked(rpc, req);
     if (this.mounts.has(key)) {
       throw new FailedPreconditionError(`${rpc}: the target is already mounted by this service`);
     }
@@ -62,16 +55,27 @@ export class TrackedMounts {
     this.logger.info({ pid: req.pid, hostPid, target: req.target }, `mounted ${kind}`);
   }
 
-  async umount(kind: MountKind, req: { target: string; pid: number }): Promise<void> {
-    const rpc = kind === 'proc' ? 'UmountProc' : 'UmountSysfs';
+  /**
+   * A mount request's checks, and where it acts: the tools enter the sandbox init's namespaces, never the named
+   * process's (see WorkspacePids.sandboxInit): the same mount namespace, as confinedPid checked, but one the
+   * workspace cannot swap meanwhile.
+   */
+  private async checked(
+    rpc: string,
+    req: { target: string; pid: number },
+  ): Promise<{ hostPid: number; init: number; key: string }> {
     assertTarget(req.target);
     assertPid(req.pid, 'pid');
     assertNamespaceOps(this.config, rpc);
-    const hostPid = await this.pids.confinedPid(req.pid, 'pid');
-    const init = await this.pids.sandboxInit();
+    const { hostPid, init } = await this.pids.confinedPid(req.pid, 'pid');
+    return { hostPid, init, key: await this.mountKey(init, req.target) };
+  }
+
+  async umount(kind: MountKind, req: { target: string; pid: number }): Promise<void> {
+    const rpc = kind === 'proc' ? 'UmountProc' : 'UmountSysfs';
+    const { hostPid, init, key } = await this.checked(rpc, req);
     // Only what this service mounted, of this kind: any other target would be one of the sandbox's own mounts
     // (its /tmp, the tmpfs hiding other workspaces, /proc), and unmounting it bared the host's (red-team round 2).
-    const key = await this.mountKey(init, req.target);
     if (this.mounts.get(key)?.kind !== kind) {
       throw new FailedPreconditionError(`${rpc}: the target is not a ${kind} mount made by this service`);
     }
