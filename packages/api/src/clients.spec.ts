@@ -65,8 +65,12 @@ describe('typed WorkspaceManager client against a grpc-js server', () => {
   let client: WorkspaceManagerClient;
   let address: string;
 
+  const allErrors: unknown[] = [];
   const onInternalError = (error: unknown): void => {
     internalErrors.push(error);
+  };
+  const onError = (error: unknown): void => {
+    allErrors.push(error);
   };
 
   const impl: Partial<WorkspaceManagerServer> = {
@@ -82,7 +86,7 @@ describe('typed WorkspaceManager client against a grpc-js server', () => {
         const auth = call.metadata.get('authorization')[0];
         return { status: status('ws-1', 7, wsman.WorkspacePhase.RUNNING), lastActivity: String(auth ?? '') };
       },
-      { onInternalError },
+      { onInternalError, onError },
     ),
     subscribe: serverStreamHandler<wsman.SubscribeRequest, wsman.SubscribeResponse>(
       async function* (request, { signal }): AsyncGenerator<wsman.SubscribeResponse> {
@@ -152,6 +156,9 @@ describe('typed WorkspaceManager client against a grpc-js server', () => {
     expect(error).toBeInstanceOf(InvalidArgumentError);
     expect((error as InvalidArgumentError).field).toBe('id');
     expect((error as InvalidArgumentError).reason).toBe('must not be empty');
+    // Domain errors reach onError (to log a cause their short message leaves out), not onInternalError.
+    expect(allErrors).toContainEqual(expect.objectContaining({ field: 'id' }));
+    expect(internalErrors).not.toContainEqual(expect.objectContaining({ field: 'id' }));
   });
 
   it('answers unknown server errors with INTERNAL and no details', async () => {

@@ -24,6 +24,11 @@ export interface HandlerOptions {
    * client never sees these details.
    */
   readonly onInternalError?: (error: unknown, path: string) => void;
+  /**
+   * Called with every error a handler ends with, domain errors included, e.g. to log the `cause` a domain error
+   * carries when its message to the client is deliberately short.
+   */
+  readonly onError?: (error: unknown, path: string) => void;
 }
 
 /** What a server-streaming handler receives besides the request. */
@@ -34,6 +39,7 @@ export interface StreamContext<Req, Res> {
 }
 
 function report(options: HandlerOptions | undefined, error: unknown, path: string): void {
+  options?.onError?.(error, path);
   if (!isWorkbayError(error)) options?.onInternalError?.(error, path);
 }
 

@@ -435,6 +435,34 @@ describe('toIwsError', () => {
     const same = new NotFoundError('x');
     expect(toIwsError(same, 'W')).toBe(same);
   });
+
+  it("answers the workspace with the failure's kind and code, never the tools' output or the node's layout", () => {
+    const stderr = 'nsenter: cannot open /proc/48213/ns/mnt: /var/lib/workbay/ws-7/secret';
+    const failures = [
+      new NsinsiderError(`mount-proc: nsenter --target 48213 --mount failed (exit 1): ${stderr}`, {
+        op: 'mount-proc',
+        kind: 'failed',
+        code: 'EIO',
+        stderr,
+      }),
+      new NsinsiderError(`mount-proc: ${stderr}`, { op: 'mount-proc', kind: 'protocol', stderr }),
+      new NsinsiderError(`mount-proc: ${stderr}`, { op: 'mount-proc', kind: 'spawn', code: `E${'X'.repeat(400)}` }),
+      new CgroupError('write /sys/fs/cgroup/memory/workbay/ws-7/memory.limit_in_bytes: EBUSY', {
+        op: 'set-memory',
+        path: 'workbay/ws-7',
+        code: 'EBUSY',
+      }),
+      new Error(`ENOENT: no such file or directory, open '/proc/48213/status'`),
+    ];
+    for (const failure of failures) {
+      const answer = toIwsError(failure, 'MountProc');
+      expect(answer.message).toMatch(/^MountProc: /);
+      expect(answer.message).not.toMatch(/48213|\/var\/lib|\/proc|\/sys|nsenter|secret|ws-7|XXXX/);
+      expect(answer.message.length).toBeLessThan(100);
+      // The operator's log still gets everything (the service logs the cause).
+      expect(answer.cause).toBe(failure);
+    }
+  });
 });
 
 describe('RateLimiter', () => {

@@ -1,5 +1,5 @@
 import type { handleUnaryCall } from '@grpc/grpc-js';
-import { fsShiftMethod, ResourceExhaustedError, toGrpcStatus, unaryHandler } from '@workbay/api';
+import { fsShiftMethod, isWorkbayError, ResourceExhaustedError, toGrpcStatus, unaryHandler } from '@workbay/api';
 import type { InWorkspaceServiceServer, iws, PluginLogger, WorkspaceInfoServiceServer } from '@workbay/api';
 import type { InWorkspaceServiceDeps } from './context.js';
 import { InWorkspaceOperations } from './operations.js';
@@ -16,6 +16,12 @@ export function createInWorkspaceService(
   const logger: PluginLogger | undefined = deps instanceof InWorkspaceOperations ? undefined : deps.logger;
   const options = {
     onInternalError: (error: unknown, path: string) => logger?.error({ err: error, path }, 'in-workspace call failed'),
+    // Answers to the workspace say only what failed (error-mapping.ts); what the tools said goes to the log.
+    onError: (error: unknown, path: string) => {
+      const cause = error instanceof Error ? error.cause : undefined;
+      if (isWorkbayError(error) && cause !== undefined)
+        logger?.warn({ err: cause, path, answer: error.message }, 'in-workspace call refused or failed');
+    },
   };
   const empty = {};
 
