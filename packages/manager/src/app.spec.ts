@@ -41,6 +41,8 @@ describe('createRuntimeFromConfig', () => {
         token: 't',
         skipTLSVerify: true,
         namespace: 'ws',
+        // This fake keeps no NetworkPolicies (the runtime's are proven on a real API server).
+        networkPolicies: { enabled: false },
       },
     });
     const { runtime } = await createRuntimeFromConfig(config, createSilentLogger());

@@ -11,6 +11,7 @@ import {
   CoreV1Api,
   CustomObjectsApi,
   KubeConfig,
+  NetworkingV1Api,
   PatchStrategy,
   setHeaderOptions,
 } from '@kubernetes/client-node';
@@ -24,6 +25,7 @@ import {
   podName,
   workspaceResource,
 } from '@workbay/manager/kubernetes';
+import type { KubernetesRuntimeConfigInput } from '@workbay/manager/kubernetes';
 import { loadKustomization, startKubernetesCluster } from '@workbay/testing';
 import type { KubernetesObject, KubernetesTestCluster, KubernetesWatchEvent } from '@workbay/testing';
 import { firstValueFrom } from 'rxjs';
@@ -88,7 +90,6 @@ describe('deploy/kubernetes on a real API server', () => {
         'Service/workbay-manager',
         'Service/workbay-proxy',
         'Service/workbay-daemon',
-        'NetworkPolicy/workspace-isolation',
       ]),
     );
   });
@@ -117,6 +118,11 @@ describe('deploy/kubernetes on a real API server', () => {
       kubeConfig: asManager,
       config: { namespace, pollIntervalMs: 50, stopTimeoutMs: 10_000, serviceAccountName: 'workspace' },
     });
+    // The workspace NetworkPolicies, made under the manager's own token.
+    expect(runtime.networkPolicyChanges.created.sort()).toEqual([
+      'workbay-workspace-egress',
+      'workbay-workspace-ingress',
+    ]);
     try {
       const instanceId = 'rbac-1';
       const ready = firstValueFrom(
@@ -161,6 +167,33 @@ describe('deploy/kubernetes on a real API server', () => {
     } finally {
       await runtime.close();
     }
+  });
+
+  it('lets the manager update the workspace NetworkPolicies and delete them when switched off', async () => {
+    const policies = async (): Promise<string[]> =>
+      (
+        await cluster.request<{ items: { metadata: { name: string } }[] }>(
+          'GET',
+          `/apis/networking.k8s.io/v1/namespaces/${namespace}/networkpolicies`,
+        )
+      ).body.items
+        .map((p) => p.metadata.name)
+        .sort();
+    const start = async (config: KubernetesRuntimeConfigInput) => {
+      const runtime = await KubernetesRuntime.create({ kubeConfig: asManager, config: { namespace, ...config } });
+      await runtime.close();
+      return runtime.networkPolicyChanges;
+    };
+    expect((await start({ networkPolicies: { allowedNetworks: ['10.9.0.0/16'] } })).updated).toContain(
+      'workbay-workspace-egress',
+    );
+    expect((await start({ networkPolicies: { enabled: false } })).deleted.sort()).toEqual([
+      'workbay-workspace-egress',
+      'workbay-workspace-ingress',
+    ]);
+    expect(await policies()).toEqual([]);
+    expect((await start({})).created).toHaveLength(2);
+    expect(await policies()).toEqual(['workbay-workspace-egress', 'workbay-workspace-ingress']);
   });
 
   it('lets the manager keep Workspace objects, their status and their Secrets', async () => {
@@ -263,6 +296,9 @@ describe('deploy/kubernetes on a real API server', () => {
       }),
     );
     await forbidden(() => core.listNode());
+    await forbidden(() =>
+      asManager.makeApiClient(NetworkingV1Api).listNamespacedNetworkPolicy({ namespace: 'default' }),
+    );
     await forbidden(() =>
       core.createNamespacedPodBinding({
         name: 'any',

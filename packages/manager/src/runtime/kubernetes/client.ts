@@ -77,15 +77,18 @@ export function kubeConfigFor(config: KubernetesRuntimeConfig): KubeConfig {
   return kc;
 }
 
-/** Maps a client-node failure to a domain error; never includes the token. */
-export function apiError(error: unknown, what: string): Error {
+/**
+ * Maps a client-node failure to a domain error; never includes the token. `field` names what an invalid (400/422)
+ * answer is about: the pod by default, a config key when the object was made from one.
+ */
+export function apiError(error: unknown, what: string, field = 'pod'): Error {
   if (isWorkbayError(error)) return error;
   const code = typeof error === 'object' && error !== null ? (error as { code?: unknown }).code : undefined;
   const message = apiMessage(error);
   switch (code) {
     case 400:
     case 422:
-      return new InvalidArgumentError('pod', `${what}: ${message}`, { cause: error });
+      return new InvalidArgumentError(field, `${what}: ${message}`, { cause: error });
     case 401:
       return new UnauthenticatedError(`${what}: the API server rejected the credentials`, { cause: error });
     case 403:

@@ -7,17 +7,33 @@
 export { KubernetesRuntime, apiError, kubeConfigFor } from './kubernetes-runtime.js';
 export type { KubernetesWorkspaceState, KubernetesRuntimeOptions } from './kubernetes-runtime.js';
 export { kubernetesRuntimePlugin, kubernetesRuntimeFactory } from './plugin.js';
-export { kubernetesRuntimeConfigSchema, parseKubernetesRuntimeConfig } from './config.js';
+export {
+  defaultProxyPodLabels,
+  defaultWorkspaceUid,
+  kubernetesRuntimeConfigSchema,
+  parseKubernetesRuntimeConfig,
+} from './config.js';
 export type { KubernetesRuntimeConfig, KubernetesRuntimeConfigInput } from './config.js';
 export {
   buildPod,
   builtInDefaultImage,
   containerEnv,
+  containerSecurityContext,
+  podSecurityContext,
   imageFor,
   podName,
   labels as workspacePodLabels,
   managedBySelector,
 } from './pods.js';
+export {
+  blockedByDefault,
+  ensureNetworkPolicies,
+  networkPolicyLabels,
+  networkPolicyNames,
+  networkPolicySelector,
+  workspaceNetworkPolicies,
+} from './network-policies.js';
+export type { NetworkPolicyChanges } from './network-policies.js';
 export { assessPod, podState } from './pod-state.js';
 export type { PodAssessment, PodStateOptions } from './pod-state.js';
 export { ObjectWatch } from './object-watch.js';

@@ -38,6 +38,17 @@ class FakeApiServer {
     await new Promise((r) => this.server.close(r));
   }
 
+  /** The runtime's NetworkPolicies at start: none listed, each create echoed (their content is proven on a real server). */
+  private networkPolicies(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const json = { 'content-type': 'application/json' };
+      if (req.method === 'POST') return res.writeHead(201, json).end(Buffer.concat(chunks));
+      res.writeHead(200, json).end(JSON.stringify({ kind: 'NetworkPolicyList', metadata: {}, items: [] }));
+    });
+  }
+
   put(pod: V1Pod): void {
     pod.metadata!.resourceVersion = String(++this.version);
     this.pods.set(pod.metadata!.name!, pod);
@@ -45,6 +56,7 @@ class FakeApiServer {
 
   private handle(req: http.IncomingMessage, res: http.ServerResponse): void {
     const url = new URL(req.url ?? '/', 'http://fake');
+    if (url.pathname.startsWith('/apis/networking.k8s.io/')) return this.networkPolicies(req, res);
     if (url.searchParams.get('watch') === 'true') {
       this.watches++;
       this.open.add(res);

@@ -1,4 +1,4 @@
-import { CoreV1Api } from '@kubernetes/client-node';
+import { CoreV1Api, NetworkingV1Api } from '@kubernetes/client-node';
 import type { KubeConfig, V1Pod } from '@kubernetes/client-node';
 import { Subject } from 'rxjs';
 import type { Observable } from 'rxjs';
@@ -9,6 +9,8 @@ import { parseKubernetesRuntimeConfig } from './config.js';
 import type { KubernetesRuntimeConfig, KubernetesRuntimeConfigInput } from './config.js';
 import { assessPod } from './pod-state.js';
 import type { KubernetesWorkspaceState } from './pod-state.js';
+import { ensureNetworkPolicies } from './network-policies.js';
+import type { NetworkPolicyChanges } from './network-policies.js';
 import { ObjectWatch } from './object-watch.js';
 import type { WatchEventType } from './object-watch.js';
 import { annotations, buildPod, managedBySelector, podName } from './pods.js';
@@ -44,6 +46,10 @@ interface Tracked {
  * waits (bounded) for the kubelet to confirm; it never force-deletes. Events come from a list-and-watch that
  * resumes from its resourceVersion and re-lists on 410 Gone or a silent server (object-watch.ts).
  *
+ * Every pod runs hardened (pods.ts: a non-root uid, no privilege escalation, no capabilities, the runtime's
+ * seccomp profile, no host namespaces, no service account token) and behind the namespace's workspace
+ * NetworkPolicies (network-policies.ts).
+ *
  * Not enforced here: the class's pids limit (a kubelet setting, `podPidsLimit`).
  */
 export class KubernetesRuntime implements WorkspaceRuntime {
@@ -66,6 +72,7 @@ export class KubernetesRuntime implements WorkspaceRuntime {
   private readonly eventsSubject = new Subject<RuntimeEvent>();
   private readonly closing = new AbortController();
   private closed = false;
+  private policyChanges: NetworkPolicyChanges = { created: [], updated: [], deleted: [], unchanged: [] };
 
   readonly events$: Observable<RuntimeEvent> = this.eventsSubject.asObservable();
 
@@ -89,12 +96,27 @@ export class KubernetesRuntime implements WorkspaceRuntime {
     });
   }
 
-  /** Connects, lists the workspace pods that already exist, and starts watching. */
+  /**
+   * Connects, puts the workspace NetworkPolicies in line with the config (network-policies.ts), lists the
+   * workspace pods that already exist, and starts watching. A runtime that cannot put the policies in place does
+   * not start: workspaces would run without the isolation the config asks for.
+   */
   static async create(options: KubernetesRuntimeOptions = {}): Promise<KubernetesRuntime> {
     const config = parseKubernetesRuntimeConfig(options.config ?? {});
-    const runtime = new KubernetesRuntime(config, options.kubeConfig ?? kubeConfigFor(config), options);
+    const kubeConfig = options.kubeConfig ?? kubeConfigFor(config);
+    const runtime = new KubernetesRuntime(config, kubeConfig, options);
+    runtime.policyChanges = await ensureNetworkPolicies(
+      kubeConfig.makeApiClient(NetworkingV1Api),
+      config,
+      runtime.logger,
+    );
     await runtime.watch.start();
     return runtime;
+  }
+
+  /** What this runtime's start changed in the namespace's workspace NetworkPolicies. */
+  get networkPolicyChanges(): NetworkPolicyChanges {
+    return this.policyChanges;
   }
 
   /**

@@ -1,4 +1,4 @@
-import type { V1Pod } from '@kubernetes/client-node';
+import type { V1Pod, V1PodSecurityContext, V1SecurityContext } from '@kubernetes/client-node';
 import { FailedPreconditionError } from '@workbay/api';
 import type { RuntimeWorkspaceSpec } from '@workbay/api';
 import type { KubernetesRuntimeConfig } from './config.js';
@@ -94,6 +94,35 @@ export function containerEnv(
   return out;
 }
 
+/**
+ * The workspace container's restrictions: no privilege gain through setuid binaries or file capabilities, no
+ * capabilities at all (a workspace binds ports above 1024), no privileged mode, the runtime's masked /proc.
+ */
+export function containerSecurityContext(): V1SecurityContext {
+  return {
+    allowPrivilegeEscalation: false,
+    privileged: false,
+    capabilities: { drop: ['ALL'] },
+    procMount: 'Default',
+  };
+}
+
+/**
+ * The pod's identity and syscall filter: a fixed non-root uid/gid whatever the image's USER (root only with
+ * `allowRootWorkspaces`), and the container runtime's default seccomp profile (Kubernetes' default is Unconfined).
+ */
+export function podSecurityContext(config: KubernetesRuntimeConfig): V1PodSecurityContext {
+  const uid = config.runAsUser;
+  const gid = config.runAsGroup ?? uid;
+  return {
+    runAsUser: uid,
+    runAsGroup: gid,
+    fsGroup: gid,
+    runAsNonRoot: uid !== 0,
+    seccompProfile: { type: 'RuntimeDefault' },
+  };
+}
+
 /** The pod that runs one workspace instance. */
 export function buildPod(spec: RuntimeWorkspaceSpec, config: KubernetesRuntimeConfig): V1Pod {
   const { image, command } = imageFor(spec.image, config);
@@ -152,15 +181,13 @@ export function buildPod(spec: RuntimeWorkspaceSpec, config: KubernetesRuntimeCo
       serviceAccountName: config.serviceAccountName,
       runtimeClassName: config.runtimeClassName,
       imagePullSecrets: config.imagePullSecrets.length ? config.imagePullSecrets.map((name) => ({ name })) : undefined,
-      securityContext:
-        config.runAsUser !== undefined
-          ? {
-              runAsUser: config.runAsUser,
-              runAsGroup: config.runAsUser,
-              fsGroup: config.runAsUser,
-              runAsNonRoot: config.runAsUser !== 0,
-            }
-          : undefined,
+      // Spelled out rather than left to the API server's defaults: what a reviewer reads here is what the pod
+      // asks for (the server stores the false host flags as absent).
+      hostNetwork: false,
+      hostPID: false,
+      hostIPC: false,
+      shareProcessNamespace: false,
+      securityContext: podSecurityContext(config),
       containers: [
         {
           name: 'workspace',
@@ -179,9 +206,14 @@ export function buildPod(spec: RuntimeWorkspaceSpec, config: KubernetesRuntimeCo
             failureThreshold: config.readiness.failureThreshold,
           },
           volumeMounts: [{ name: 'workspace', mountPath: config.mountPath }],
+          securityContext: containerSecurityContext(),
         },
       ],
-      volumes: [{ name: 'workspace', hostPath: { path: spec.contentDir, type: 'DirectoryOrCreate' } }],
+      // `Directory`, not `DirectoryOrCreate`: the pod is only created once the node's daemon has initialized the
+      // content (start-process follows content-ready), so the directory exists. A missing one means the content
+      // is gone or on another node; the kubelet then refuses to mount rather than create an empty, root-owned
+      // directory and run the workspace on it.
+      volumes: [{ name: 'workspace', hostPath: { path: spec.contentDir, type: 'Directory' } }],
     },
   };
 }
