@@ -206,8 +206,20 @@ export type WorkspaceInfoClient = TypedClient<iws.WorkspaceInfoServiceService, t
  * const manager = createWorkspaceManagerClient('127.0.0.1:7720');
  * const { status } = await manager.describeWorkspace({ id }, { timeoutMs: 5_000 });
  */
+/**
+ * Answers a manager client accepts by default: GetWorkspaces lists every workspace the manager knows (the stopped
+ * ones for a while too, each with its bounded git status), which on a busy manager passes grpc-js's 4 MiB default.
+ */
+const workspaceManagerMaxReceiveBytes = 64 * 1024 * 1024;
+
 export function createWorkspaceManagerClient(address: string, options?: ClientOptions): WorkspaceManagerClient {
-  return createTypedClient(wsman.WorkspaceManagerService, workspaceManagerRequests, address, options);
+  return createTypedClient(wsman.WorkspaceManagerService, workspaceManagerRequests, address, {
+    ...options,
+    channelOptions: {
+      'grpc.max_receive_message_length': workspaceManagerMaxReceiveBytes,
+      ...options?.channelOptions,
+    },
+  });
 }
 
 /** Client of the workspace daemon's content service. */

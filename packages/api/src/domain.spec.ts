@@ -6,6 +6,8 @@ import {
   formatGoDuration,
   fsShiftMethod,
   gitAuthMethod,
+  gitStatusLimits,
+  limitGitStatus,
   parseGoDuration,
   portProtocol,
   portVisibility,
@@ -205,5 +207,46 @@ describe('formatGoDuration', () => {
   it('rejects non-finite input', () => {
     expect(() => formatGoDuration(Number.NaN)).toThrow(InvalidArgumentError);
     expect(() => formatGoDuration(Infinity)).toThrow(InvalidArgumentError);
+  });
+});
+
+describe('limitGitStatus', () => {
+  const big = (n: number, width: number): string[] => Array.from({ length: n }, (_, i) => `${i}`.padEnd(width, 'x'));
+
+  it('clips strings, cuts lists to their entry and size bounds, and keeps the totals', () => {
+    const limited = limitGitStatus({
+      branch: 'b'.repeat(10_000),
+      latestCommit: 'c'.repeat(40),
+      uncommittedFiles: big(500, 4000),
+      untrackedFiles: big(500, 4000),
+      unpushedCommits: big(500, 4000),
+      totalUncommittedFiles: 500,
+      totalUntrackedFiles: 9_999,
+      totalUnpushedCommits: -1,
+    });
+    expect(limited.branch).toHaveLength(gitStatusLimits.stringChars);
+    expect(limited.branch.endsWith('…')).toBe(true);
+    expect(limited.latestCommit).toBe('c'.repeat(40));
+    const lists = [...limited.uncommittedFiles, ...limited.untrackedFiles, ...limited.unpushedCommits];
+    expect(lists.reduce((sum, s) => sum + s.length, 0)).toBeLessThanOrEqual(gitStatusLimits.listChars);
+    expect(lists.every((s) => s.length <= gitStatusLimits.stringChars)).toBe(true);
+    expect(limited.totalUncommittedFiles).toBe(500);
+    expect(limited.totalUntrackedFiles).toBe(9_999);
+    // A count below what was listed (or not a count at all) is not believed.
+    expect(limited.totalUnpushedCommits).toBe(500);
+  });
+
+  it('leaves an ordinary status as it is', () => {
+    const ordinary = {
+      branch: 'main',
+      latestCommit: 'a'.repeat(40),
+      uncommittedFiles: ['src/a.ts'],
+      untrackedFiles: big(100, 40),
+      unpushedCommits: [],
+      totalUncommittedFiles: 1,
+      totalUntrackedFiles: 100,
+      totalUnpushedCommits: 0,
+    };
+    expect(limitGitStatus(ordinary)).toEqual(ordinary);
   });
 });

@@ -413,3 +413,55 @@ export interface GitStatusSummary {
   readonly totalUntrackedFiles: number;
   readonly totalUnpushedCommits: number;
 }
+
+/**
+ * Bounds of a {@link GitStatusSummary}. Every string in it comes from the workspace's content (branch names, paths,
+ * commit subjects), and the summary stays in the workspace's status, in every GetWorkspaces answer and on every
+ * Subscribe stream: a few hundred KiB per workspace made one owner's stopped workspaces break listing for everyone.
+ */
+export const gitStatusLimits = {
+  /** Entries kept per list; the totals carry the real counts. */
+  listEntries: 100,
+  /** Characters kept of each string (longer ones end in `…`). */
+  stringChars: 512,
+  /** Characters of all lists together; entries past it are dropped (the totals still count them). */
+  listChars: 8 * 1024,
+} as const;
+
+function clip(text: string): string {
+  return text.length > gitStatusLimits.stringChars ? `${text.slice(0, gitStatusLimits.stringChars - 1)}…` : text;
+}
+
+/**
+ * `status` within {@link gitStatusLimits}: lists cut to their first entries, strings clipped, the lists' total size
+ * bounded. Applied where a summary is made (the daemon) and where one is received (the manager), which need not
+ * trust each other's version.
+ */
+export function limitGitStatus(status: GitStatusSummary): GitStatusSummary {
+  let budget = gitStatusLimits.listChars;
+  const list = (entries: readonly string[]): string[] => {
+    const kept: string[] = [];
+    for (const entry of entries.slice(0, gitStatusLimits.listEntries)) {
+      const clipped = clip(entry);
+      if (clipped.length > budget) break;
+      budget -= clipped.length;
+      kept.push(clipped);
+    }
+    return kept;
+  };
+  const count = (value: number, listed: number): number =>
+    Number.isSafeInteger(value) && value >= listed ? value : listed;
+  const uncommittedFiles = list(status.uncommittedFiles);
+  const untrackedFiles = list(status.untrackedFiles);
+  const unpushedCommits = list(status.unpushedCommits);
+  return {
+    branch: clip(status.branch),
+    latestCommit: clip(status.latestCommit),
+    uncommittedFiles,
+    untrackedFiles,
+    unpushedCommits,
+    totalUncommittedFiles: count(status.totalUncommittedFiles, status.uncommittedFiles.length),
+    totalUntrackedFiles: count(status.totalUntrackedFiles, status.untrackedFiles.length),
+    totalUnpushedCommits: count(status.totalUnpushedCommits, status.unpushedCommits.length),
+  };
+}

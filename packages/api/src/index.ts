@@ -98,6 +98,8 @@ export {
   fsShiftMethod,
   parseGoDuration,
   formatGoDuration,
+  gitStatusLimits,
+  limitGitStatus,
 } from './domain.js';
 
 // Clients

@@ -1,3 +1,4 @@
+import { gitStatusLimits, limitGitStatus } from '@workbay/api';
 import type { GitStatusSummary } from '@workbay/api';
 import type { Git } from './git.js';
 import { inspectWorkingCopy } from './working-copy.js';
@@ -6,7 +7,7 @@ import { inspectWorkingCopy } from './working-copy.js';
 export type { GitStatusSummary } from '@workbay/api';
 
 /** Lists are cut to this many entries; the totals carry the real counts. */
-export const gitStatusListLimit = 100;
+export const gitStatusListLimit = gitStatusLimits.listEntries;
 
 /** Parses `git status --porcelain=v2 --branch -z`. */
 export function parsePorcelainV2(output: string): {
@@ -65,7 +66,8 @@ export async function gitStatus(git: Git, cwd: string, contentRoot?: string): Pr
     ? await git.tryRun(['log', '--no-show-signature', '--format=%H %s', ...range], options)
     : undefined;
   const unpushed = log && log.code === 0 ? log.stdout.split('\n').filter((line) => line.length > 0) : [];
-  return {
+  // Branch names, paths and commit subjects are the content's: bounded before they reach any status.
+  return limitGitStatus({
     branch: parsed.branch,
     latestCommit: parsed.head,
     uncommittedFiles: parsed.uncommitted.slice(0, gitStatusListLimit),
@@ -74,5 +76,5 @@ export async function gitStatus(git: Git, cwd: string, contentRoot?: string): Pr
     totalUncommittedFiles: parsed.uncommitted.length,
     totalUntrackedFiles: parsed.untracked.length,
     totalUnpushedCommits: unpushed.length,
-  };
+  });
 }

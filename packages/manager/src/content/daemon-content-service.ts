@@ -5,7 +5,7 @@
  * @module
  */
 import { readFileSync } from 'node:fs';
-import { contentservice, createWorkspaceContentClient, isWorkbayError } from '@workbay/api';
+import { contentservice, createWorkspaceContentClient, isWorkbayError, limitGitStatus } from '@workbay/api';
 import type { ClientOptions, WorkspaceContentClient } from '@workbay/api';
 import type { GitStatusInfo, InitializerMetricsInfo, InitializerMetricKind } from '../domain/types.js';
 import type { ContentService, InitContentRequest, InitContentResult, InitProgressInfo } from './content-service.js';
@@ -121,8 +121,9 @@ export class DaemonContentService implements ContentService {
     const response = await this.client.disposeWorkspace({ id: instanceId, backup, backupLogs: false }, { signal });
     const git = response.gitStatus;
     if (!git) return {};
+    // The daemon bounds it too; a status kept for every client is not left to another process's version to bound.
     return {
-      gitStatus: {
+      gitStatus: limitGitStatus({
         branch: git.branch,
         latestCommit: git.latestCommit,
         uncommittedFiles: git.uncommitedFiles,
@@ -131,7 +132,7 @@ export class DaemonContentService implements ContentService {
         totalUncommittedFiles: git.totalUncommitedFiles,
         totalUntrackedFiles: git.totalUntrackedFiles,
         totalUnpushedCommits: git.totalUnpushedCommits,
-      },
+      }),
     };
   }
 
