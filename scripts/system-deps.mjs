@@ -23,6 +23,8 @@ export const systemTools = [
   // The image test builds and runs the service images without a Docker engine or a registry.
   { command: 'buildah', pkg: 'buildah', for: ['test'] },
   { command: 'ssh-keygen', pkg: 'openssh-client', for: ['test'] },
+  // The daemon's ssh remotes go through ssh's ProxyCommand to its git egress proxy; the specs run it.
+  { command: 'ssh', pkg: 'openssh-client', for: ['test'] },
   { command: 'restic', pkg: 'restic', for: ['bench'] },
 ];
 

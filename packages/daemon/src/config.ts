@@ -144,6 +144,18 @@ export const daemonConfigSchema = z
         allowLocalRemotes: z.boolean().default(false),
         /** Bound on each local git command on existing content (status at dispose, the config scan). */
         localCommandTimeout: duration.default(60_000),
+        /*
+         * Where network git may connect. Every connection git makes (clone, fetch, ls-remote, submodule update, a
+         * partial clone's lazy fetch) goes through the daemon's egress proxy, for https, http, ssh and git://, every
+         * redirect hop and every submodule: as for downloads (initializer.download), loopback,
+         * link-local (cloud metadata), private, CGNAT, unique-local, multicast and other non-public addresses are
+         * refused by default, checked at the address connected to. Local remotes (allowLocalRemotes) are not
+         * network connections and are not affected.
+         */
+        /** Let network git reach every address, loopback and private ones included (single-user setups, tests). */
+        allowPrivateAddresses: z.boolean().default(false),
+        /** Networks allowed although refused by default (an internal forge): `10.1.0.0/16`, `fd00::/8`, `10.0.0.7`. */
+        allowedNetworks: z.array(network).default([]),
       })
       .strict()
       .prefault({}),

@@ -185,7 +185,14 @@ class WorkbayDaemon implements Daemon {
         downloadTimeoutMs: config.initializer.downloadTimeout,
         download: config.initializer.download,
       },
-      git: { allowLocalRemotes: config.git.allowLocalRemotes, localCommandTimeoutMs: config.git.localCommandTimeout },
+      git: {
+        allowLocalRemotes: config.git.allowLocalRemotes,
+        localCommandTimeoutMs: config.git.localCommandTimeout,
+        addresses: {
+          allowPrivateAddresses: config.git.allowPrivateAddresses,
+          allowedNetworks: config.git.allowedNetworks,
+        },
+      },
       quota,
       defaultQuotaBytes: config.quota.defaultSize,
       diskGuard: this.guard,

@@ -51,6 +51,30 @@ export class GitAccessDeniedError extends PermissionDeniedError {
   }
 }
 
+/**
+ * Network git was refused a connection by the daemon's address policy (its egress proxy): the request's remote, a
+ * redirect or a submodule named a loopback, link-local, private or other non-public address. As for a download
+ * refused by the same policy, INVALID_ARGUMENT naming the request field; never retried.
+ */
+export class GitAddressRefusedError extends InvalidArgumentError {
+  /** `host:port` git was refused (the first refusal of the command). */
+  readonly target: string;
+  /** The kind of address (`loopback`, `link-local`, `private`, ...). */
+  readonly kind: string;
+
+  constructor(field: string, target: string, kind: string, options?: WorkbayErrorOptions) {
+    super(
+      field,
+      // Short, the config keys early: status lines that show it cut long messages.
+      `git was refused a connection to ${target} (${kind} address; non-public addresses only with daemon config ` +
+        'git.allowedNetworks or git.allowPrivateAddresses)',
+      options,
+    );
+    this.target = target;
+    this.kind = kind;
+  }
+}
+
 /** A workspace with no backup was asked to restore one (invariant 1: fail loudly, never start empty). */
 export class NoBackupFoundError extends NotFoundError {
   constructor(workspaceId: string, options?: WorkbayErrorOptions) {

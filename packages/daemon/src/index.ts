@@ -26,7 +26,7 @@
 export type { Daemon, DaemonOverrides, DaemonState } from './daemon.js';
 export { createDaemon } from './daemon.js';
 export type { DaemonConfig, DaemonConfigInput } from './config.js';
-export type { DownloadPolicy } from './initializer/address-policy.js';
+export type { AddressRules, DownloadPolicy } from './initializer/address-policy.js';
 // The zod schemas stay internal: their inferred types are not a stable public surface (parse through the functions).
 export { parseDaemonConfig, loadDaemonConfig } from './config.js';
 export type {
@@ -45,6 +45,7 @@ export {
   ArchiveEscapeError,
   DataCorruptionError,
   GitAccessDeniedError,
+  GitAddressRefusedError,
   GitAuthenticationError,
   NoBackupFoundError,
   WorkspaceStateError,

@@ -52,9 +52,9 @@ export class TestEnvironment {
         diskGuard: { minFree: 0 },
         housekeeping: { interval: 0 },
         log: { level: 'silent' },
-        // Git fixtures are served over file:// as well as http, and downloads from 127.0.0.1: a test environment
-        // allows both, which a multi-tenant daemon must not (see the daemon's initializer.download).
-        git: { allowLocalRemotes: true },
+        // Git fixtures are served over file:// as well as http from 127.0.0.1, and downloads from 127.0.0.1: a test
+        // environment allows both, which a multi-tenant daemon must not (the daemon's git and initializer.download).
+        git: { allowLocalRemotes: true, allowedNetworks: ['127.0.0.1/32'] },
         initializer: { download: { allowPrivateAddresses: true } },
         ...options.daemon,
       }).start();

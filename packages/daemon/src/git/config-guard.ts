@@ -107,7 +107,7 @@ const gpgPrograms: Record<string, string> = {
  * apply. Left alone: keys that can only make a connection fail (pinnedPubKey) or tune it (postBuffer, ...).
  */
 const httpNeutral: Readonly<Record<string, string>> = {
-  proxy: '', // empty: no proxy at all (the operator's *_proxy variables included, for this repository's calls)
+  proxy: '', // empty: no proxy at all; a daemon command gets its egress proxy instead (proxyValue)
   proxyauthmethod: 'anyauth',
   proxysslcert: '',
   proxysslkey: '',
@@ -136,6 +136,19 @@ export interface NeutraliseOptions {
    * undo, is refused. Default true.
    */
   readonly remote?: boolean;
+  /**
+   * The egress proxy URL of the command (egress-connect.ts): every proxy key of the repository
+   * (`http.proxy`, `http.<url>.proxy`, `remote.<name>.proxy`) is set to it, at the key the repository used, so that
+   * no URL-specific key of the content routes around it. Undefined: proxy keys are emptied (no proxy).
+   */
+  readonly proxy?: string;
+}
+
+/** The value a repository's proxy key gets: the command's egress proxy, else none. */
+function proxyValue(name: string, options: NeutraliseOptions): string {
+  if (name === 'proxy') return options.proxy ?? '';
+  // proxyAuthMethod: the egress proxy takes Basic credentials, sent at once.
+  return options.proxy !== undefined ? 'basic' : 'anyauth';
 }
 
 /**
@@ -160,12 +173,14 @@ export function neutralise(
     if (scope === 'command') continue;
     const { section, subsection, name } = splitKey(key);
     const lower = key.toLowerCase();
-    if (section === 'http' && name in httpNeutral) {
+    if (section === 'http' && (name === 'proxy' || name === 'proxyauthmethod')) {
       // Same key as the repository's (subsection as written): see httpNeutral.
+      out.set(key, proxyValue(name, options));
+    } else if (section === 'http' && name in httpNeutral) {
       out.set(key, httpNeutral[name] as string);
     } else if (section === 'remote' && subsection !== undefined && (name === 'proxy' || name === 'proxyauthmethod')) {
       // remote.<name>.proxy beats http.proxy for that remote; last value wins (remote.c).
-      out.set(key, name === 'proxy' ? '' : 'anyauth');
+      out.set(key, proxyValue(name, options));
     } else if (section === 'url' && subsection !== undefined && (name === 'insteadof' || name === 'pushinsteadof')) {
       // The longest matching prefix rewrites a URL, the first one found on a tie (remote.c alias_url): the
       // repository's always comes first, so no value of ours can undo it, and it rewrites URLs given on the

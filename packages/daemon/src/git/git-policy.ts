@@ -10,6 +10,7 @@
  *   starts a program of the request's choosing and is refused whatever the config says.
  */
 import { InvalidArgumentError } from '../errors.js';
+import type { AddressRules } from '../initializer/address-policy.js';
 import type { GitInitializerSpec } from '../initializer/types.js';
 
 /** The daemon's git rules (config section `git`). */
@@ -18,9 +19,15 @@ export interface GitPolicy {
   readonly allowLocalRemotes: boolean;
   /** Bound on each local git command on existing content (status at dispose, the config scan). */
   readonly localCommandTimeoutMs: number;
+  /**
+   * Which addresses network git may connect to (config `git.allowPrivateAddresses`, `git.allowedNetworks`):
+   * every connection of every git command goes through an egress proxy of its own, which checks it
+   * (egress-proxy.ts). Default: public addresses only.
+   */
+  readonly addresses: AddressRules;
 }
 
-export const defaultGitPolicy: GitPolicy = { allowLocalRemotes: false, localCommandTimeoutMs: 60_000 };
+export const defaultGitPolicy: GitPolicy = { allowLocalRemotes: false, localCommandTimeoutMs: 60_000, addresses: {} };
 
 /**
  * `custom_config` keys a request may set, lower case (git compares section and variable names without case).

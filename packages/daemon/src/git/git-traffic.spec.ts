@@ -76,7 +76,12 @@ describe('git traffic planted in content (real git, real servers)', () => {
     real = await startGitHttpServer(root.path, credentials);
     attacker = await startCapture();
     redirector = await startCapture(() => attacker.url);
-    git = new Git(join(root.path, 'tmp'), { allowLocalRemotes: false, localCommandTimeoutMs: 10_000 });
+    git = new Git(join(root.path, 'tmp'), {
+      allowLocalRemotes: false,
+      localCommandTimeoutMs: 10_000,
+      // The servers listen on 127.0.0.1, which network git refuses by default.
+      addresses: { allowedNetworks: ['127.0.0.1/32'] },
+    });
   });
   afterAll(async () => {
     await real?.close();

@@ -27,7 +27,11 @@ describe('Git (real git)', () => {
     markers = join(root.path, 'markers');
     await mkdir(markers);
     await chmod(markers, 0o1777);
-    git = new Git(join(root.path, 'tmp'), { allowLocalRemotes: true, localCommandTimeoutMs: 5_000 });
+    git = new Git(join(root.path, 'tmp'), {
+      allowLocalRemotes: true,
+      localCommandTimeoutMs: 5_000,
+      addresses: { allowedNetworks: ['127.0.0.1/32'] },
+    });
   });
   afterAll(async () => {
     await root.cleanup();
@@ -60,7 +64,8 @@ describe('Git (real git)', () => {
   it.runIf(isRoot)('ssh remotes work for a workspace uid that has no passwd entry of its own', async () => {
     const dir = await content('ssh-user');
     // Port 1 refuses at once: what matters is that ssh got as far as connecting (it exits early for a uid it
-    // cannot look up: "No user exists for uid").
+    // cannot look up: "No user exists for uid"), through the egress proxy's connect helper, run as that user.
+    // The operator's GIT_SSH_COMMAND is not used (it could connect around the proxy).
     const result = await git.tryRun(['ls-remote', 'ssh://git@127.0.0.1:1/nothing.git'], {
       cwd: dir,
       newRepository: true,
@@ -69,7 +74,7 @@ describe('Git (real git)', () => {
     });
     expect(result.code).not.toBe(0);
     expect(result.stderr).not.toMatch(/No user exists/);
-    expect(result.stderr).toMatch(/Connection refused|connect to host/);
+    expect(result.stderr).toMatch(/egress proxy could not connect to 127\.0\.0\.1:1 \(502\)/);
   });
 
   it.runIf(isRoot)('git as the user cannot read what the user cannot (a 0700 root directory)', async () => {

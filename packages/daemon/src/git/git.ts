@@ -14,13 +14,18 @@
  * prompts for the host of the URL the command names (see credentialOrigins), and a command that may talk to a
  * remote never runs on content whose config rewrites remote URLs; proxies, extra headers, TLS settings and the
  * like of the content are overridden for every command (config-guard.ts).
+ *
+ * Every command connects only through an egress proxy of its own (egress-proxy.ts), which refuses the addresses
+ * the daemon's address policy refuses (`git.allowPrivateAddresses`, `git.allowedNetworks`): for https, http, ssh
+ * and git://, every redirect hop and every submodule. A refusal is reported as such ({@link GitAddressRefusedError}),
+ * not as whatever git made of the proxy's 403.
  */
-import { chown, lstat, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chown, lstat, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
-import { runProcess } from '../util/process.js';
+import { GitAddressRefusedError } from '../errors.js';
 import type { RunResult } from '../util/process.js';
-import type { ConfigEntry, ConfigPair } from './config-guard.js';
+import type { ConfigEntry, ConfigPair, NeutraliseOptions } from './config-guard.js';
 import {
   UnsafeRepositoryError,
   configEnv,
@@ -29,10 +34,15 @@ import {
   neutraliseFile,
   parseConfigList,
 } from './config-guard.js';
+import type { EgressSession } from './egress-connect.js';
+import { curlProxyEnv, startEgress } from './egress-connect.js';
+import type { EgressRefusal } from './egress-proxy.js';
 import type { GitCredentials } from './git-errors.js';
 import { GitCommandError, redactSecrets } from './git-errors.js';
 import type { GitPolicy } from './git-policy.js';
 import { allowedProtocols, defaultGitPolicy } from './git-policy.js';
+import type { GitUser, SpawnPlan } from './git-spawn.js';
+import { passwdWith, spawnGit } from './git-spawn.js';
 import type { WorkingCopy } from './working-copy.js';
 import { inspectWorkingCopy, moduleGitDirs } from './working-copy.js';
 import { askpassScript, credentialOrigins, gitSubcommand, remoteCommands } from './git-remotes.js';
@@ -48,11 +58,7 @@ export {
 export type { GitCredentials, GitFailureKind } from './git-errors.js';
 export { credentialOrigins, gitSubcommand } from './git-remotes.js';
 
-/** A host identity to run git as. */
-export interface GitUser {
-  readonly uid: number;
-  readonly gid: number;
-}
+export type { GitUser } from './git-spawn.js';
 
 export interface GitRunOptions {
   /**
@@ -76,6 +82,13 @@ export interface GitRunOptions {
   readonly timeoutMs?: number;
   /** Extra environment (e.g. GIT_SSL_* from the daemon's own environment). */
   readonly env?: Readonly<Record<string, string>>;
+  /** The request field the command's remote came from, named by a refused address's error. Default `git remote`. */
+  readonly field?: string;
+}
+
+/** A git command's outcome, with what its egress proxy refused. */
+export interface GitRunResult extends RunResult {
+  readonly refused: readonly EgressRefusal[];
 }
 
 // The operator's own settings for git (CA bundles, an ssh or proxy command, tracing) stay; every other GIT_*
@@ -85,27 +98,6 @@ const scrubbedEnv = ['SSH_ASKPASS', 'EDITOR', 'VISUAL', 'PAGER', 'LESSOPEN', 'LE
 
 /** Output cap for the config scan: a larger config is refused rather than read in part. */
 const maxConfigBytes = 1024 * 1024;
-
-// Runs in a fresh mount namespace as root: binds the working copy (when there is one) and a passwd that knows the
-// user (ssh refuses to run for a uid without an entry: "No user exists for uid"), then becomes the user and runs git.
-const mountScript =
-  'src=$1; dst=$2; uid=$3; gid=$4; pw=$5; shift 5; ' +
-  'if [ -n "$src" ]; then mount --bind "$src" "$dst"; cd "$dst"; fi; ' +
-  'if [ -n "$pw" ]; then mount --bind "$pw" /etc/passwd; fi; ' +
-  'exec setpriv --reuid="$uid" --regid="$gid" --clear-groups --no-new-privs -- "$@"';
-
-interface SpawnPlan {
-  /** Where git runs (without a mount). */
-  readonly cwd: string;
-  readonly scratch: string;
-  readonly env: NodeJS.ProcessEnv;
-  readonly user: GitUser | undefined;
-  readonly mount?: { readonly source: string; readonly target: string };
-  /** A passwd file with an entry for `user`, bound over /etc/passwd for the command. */
-  readonly passwd?: string;
-  readonly timeoutMs?: number;
-  readonly maxOutputBytes?: number;
-}
 
 interface Scratch {
   readonly dir: string;
@@ -178,11 +170,14 @@ export class Git {
     scratch: Scratch,
     config: readonly ConfigPair[],
     origins: readonly string[] = [],
+    egress?: EgressSession,
   ): NodeJS.ProcessEnv {
     const env: NodeJS.ProcessEnv = {};
     for (const [key, value] of Object.entries({ ...process.env, ...options.env })) {
       if (key.startsWith('GIT_') && !keptGitEnv.test(key)) continue;
       if (scrubbedEnv.includes(key) || key.startsWith('WORKBAY_GIT_')) continue;
+      // libcurl's proxy variables, NO_PROXY above all (honoured even with a configured proxy): see egress-connect.ts.
+      if (curlProxyEnv.has(key)) continue;
       env[key] = value;
     }
     Object.assign(env, {
@@ -214,59 +209,17 @@ export class Git {
     // GIT_PROXY_COMMAND makes git ignore the config altogether. Likewise GIT_SSH_COMMAND beats core.sshCommand.
     if (env['GIT_PROXY_COMMAND'] === undefined) env['GIT_PROXY_COMMAND'] = '';
     if (env['GIT_SSH_COMMAND'] === undefined && env['GIT_SSH'] === undefined) env['GIT_SSH_COMMAND'] = 'ssh';
+    if (egress) {
+      // The operator's ssh or proxy command would connect around the egress proxy: git uses ours.
+      delete env['GIT_SSH'];
+      Object.assign(env, egress.env);
+    }
     if (options.credentials) {
       env['WORKBAY_GIT_USERNAME'] = options.credentials.username;
       env['WORKBAY_GIT_PASSWORD'] = options.credentials.password;
       env['WORKBAY_GIT_ORIGINS'] = origins.join(' ');
     }
     return env;
-  }
-
-  /**
-   * Starts git. As another user, git must reach its working copy although the daemon's directories above it need
-   * not be traversable by that user (`~/.workbay` of root, a 0700 temp dir): the working copy is bind-mounted at
-   * `mountpoint` in a private mount namespace of this one command (gone when it exits), and git, dropped to the
-   * user with no supplementary groups and no_new_privs, works there.
-   */
-  private async spawn(args: readonly string[], options: GitRunOptions, run: SpawnPlan): Promise<RunResult> {
-    const timeout = run.timeoutMs !== undefined ? AbortSignal.timeout(run.timeoutMs) : undefined;
-    const signals = [options.signal, timeout].filter((s): s is AbortSignal => s !== undefined);
-    const signal = signals.length > 1 ? AbortSignal.any(signals) : signals[0];
-    const common = {
-      env: run.env,
-      ...(signal ? { signal } : {}),
-      ...(run.maxOutputBytes !== undefined ? { maxOutputBytes: run.maxOutputBytes } : {}),
-    };
-    try {
-      if (run.user) {
-        const { uid, gid } = run.user;
-        return await runProcess(
-          'unshare',
-          [
-            '--mount',
-            '--propagation',
-            'private',
-            '--',
-            'sh',
-            '-euc',
-            mountScript,
-            'sh',
-            run.mount?.source ?? '',
-            run.mount?.target ?? '',
-            String(uid),
-            String(gid),
-            run.passwd ?? '',
-            'git',
-            ...args,
-          ],
-          { ...common, cwd: run.mount ? run.scratch : run.cwd },
-        );
-      }
-      return await runProcess('git', args, { ...common, cwd: run.cwd });
-    } catch (error) {
-      if (timeout?.aborted) throw new GitCommandError(args, null, `timed out after ${run.timeoutMs} ms`);
-      throw error;
-    }
   }
 
   /**
@@ -279,11 +232,11 @@ export class Git {
     visibleRoot: string,
     run: SpawnPlan,
     options: GitRunOptions,
-    remote: boolean,
+    neutraliseOptions: NeutraliseOptions,
   ): Promise<{ overrides: ConfigPair[]; originUrl?: string }> {
     const location = workingCopy.workTree;
     const read = async (args: string[], withScope: boolean, what: string): Promise<ConfigEntry[]> => {
-      const result = await this.spawn([...gitDirArgs, ...args], options, {
+      const result = await spawnGit([...gitDirArgs, ...args], options, {
         ...run,
         timeoutMs: this.policy.localCommandTimeoutMs,
         maxOutputBytes: maxConfigBytes,
@@ -296,7 +249,7 @@ export class Git {
     };
     // In the repository's own context, includes (and their conditions) resolve exactly as for the command.
     const entries = await read(['config', '--list', '--show-scope', '--includes', '-z'], true, 'its config');
-    const overrides = neutralise(entries, this.policy, location, { remote });
+    const overrides = neutralise(entries, this.policy, location, neutraliseOptions);
     // The first, as git takes it (a second one is refused above for anything that may talk to a remote).
     const originUrl = entries.find((e) => e.scope === 'local' && e.key.toLowerCase() === 'remote.origin.url')?.value;
     for (const module of await moduleGitDirs(workingCopy.gitDir, location)) {
@@ -306,7 +259,7 @@ export class Git {
         false,
         'a submodule config',
       );
-      overrides.push(...neutraliseFile(entries, this.policy, location, { remote }));
+      overrides.push(...neutraliseFile(entries, this.policy, location, neutraliseOptions));
     }
     return { overrides, ...(originUrl !== undefined ? { originUrl } : {}) };
   }
@@ -315,17 +268,30 @@ export class Git {
    * Runs git and returns the raw result, never throwing for a non-zero exit. Throws UnsafeRepositoryError
    * (FAILED_PRECONDITION) when `cwd` is a working copy git must not run on.
    */
-  async tryRun(args: readonly string[], options: GitRunOptions): Promise<RunResult> {
+  async tryRun(args: readonly string[], options: GitRunOptions): Promise<GitRunResult> {
     let workingCopy: WorkingCopy | undefined;
     if (options.cwd !== undefined && !options.newRepository) {
       workingCopy = await inspectWorkingCopy(options.cwd, options.contentRoot);
       if (!workingCopy)
-        return { code: 128, signal: null, stdout: '', stderr: `fatal: not a git repository: ${options.cwd}\n` };
+        return {
+          code: 128,
+          signal: null,
+          stdout: '',
+          stderr: `fatal: not a git repository: ${options.cwd}\n`,
+          refused: [],
+        };
     }
     const user = await this.userFor(options);
     const scratch = await this.scratch(user, options.credentials);
+    // A command that may talk to a remote must not be redirected by the repository's config (see neutralise).
+    const remote = options.credentials !== undefined || remoteCommands.has(gitSubcommand(args) ?? '');
+    let egress: EgressSession | undefined;
     try {
-      const config: ConfigPair[] = fixedConfig(this.policy);
+      // Every command connects only through an egress proxy of its own, local ones too: in a partial clone (content
+      // restored from a prebuild may be one) checkout and status fetch missing objects from the promisor remote the
+      // content names. About a millisecond per command.
+      egress = await startEgress(this.policy.addresses, scratch.dir, user);
+      const config: ConfigPair[] = [...fixedConfig(this.policy), ...egress.config];
       let mount: SpawnPlan['mount'];
       let visibleRoot: string | undefined = options.cwd;
       if (options.cwd !== undefined && user) {
@@ -350,8 +316,6 @@ export class Git {
       // A new repository: git must not find (and read the config of) one in the directories above.
       if (options.newRepository && visibleRoot !== undefined)
         extraEnv['GIT_CEILING_DIRECTORIES'] = dirname(visibleRoot);
-      // A command that may talk to a remote must not be redirected by the repository's config (see neutralise).
-      const remote = options.credentials !== undefined || remoteCommands.has(gitSubcommand(args) ?? '');
       let originUrl: string | undefined;
       if (workingCopy && visibleRoot !== undefined) {
         const gitDir = join(visibleRoot, '.git');
@@ -360,36 +324,52 @@ export class Git {
         config.push(['safe.directory', gitDir]);
         // `git config` never prompts; were it to, the scan's askpass answers nobody (no origins).
         const scanPlan = plan({ ...this.environment(options, scratch, config), ...extraEnv });
-        const scanned = await this.neutraliser(gitDirArgs, workingCopy, visibleRoot, scanPlan, options, remote);
+        const scanned = await this.neutraliser(gitDirArgs, workingCopy, visibleRoot, scanPlan, options, {
+          remote,
+          proxy: egress.proxy.url,
+        });
         config.push(...scanned.overrides);
         originUrl = scanned.originUrl;
       }
       const origins = options.credentials ? credentialOrigins(args, originUrl) : [];
-      const result = await this.spawn([...gitDirArgs, ...args], options, {
-        ...plan({ ...this.environment(options, scratch, config, origins), ...extraEnv }),
+      const result = await spawnGit([...gitDirArgs, ...args], options, {
+        ...plan({ ...this.environment(options, scratch, config, origins, egress), ...extraEnv }),
         ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
       });
-      const secrets = [options.credentials?.password, options.credentials?.username];
-      return { ...result, stderr: redactSecrets(result.stderr, secrets) };
+      const secrets = [options.credentials?.password, options.credentials?.username, egress?.proxy.secret];
+      let stderr = redactSecrets(result.stderr, secrets);
+      // Git saw the proxy's answer, not the name: say what failed as git would have (classifyGitFailure).
+      const unresolved = egress?.proxy.unresolved ?? [];
+      if (result.code !== 0 && unresolved.length > 0)
+        stderr = `fatal: Could not resolve host: ${unresolved.join(', ')}\n${stderr}`;
+      return { ...result, stderr, refused: [...(egress?.proxy.refusals ?? [])] };
     } finally {
+      await egress?.proxy.close();
       await rm(scratch.dir, { recursive: true, force: true });
     }
   }
 
+  /**
+   * Runs git and returns its stdout. A non-zero exit is a GitCommandError, or a GitAddressRefusedError (naming
+   * `options.field`) when the egress proxy refused a connection of the command.
+   */
   async run(args: readonly string[], options: GitRunOptions): Promise<string> {
     const result = await this.tryRun(args, options);
-    if (result.code !== 0) throw new GitCommandError(args, result.code, result.stderr);
+    if (result.code !== 0) {
+      const cause = new GitCommandError(args, result.code, result.stderr);
+      throw refusalError(result, options.field, cause) ?? cause;
+    }
     return result.stdout;
   }
 }
 
-/** The host's passwd plus an entry for a workspace user that has none (workspace uids are allocated, not users). */
-async function passwdWith(user: GitUser, home: string): Promise<string> {
-  const host = await readFile('/etc/passwd', 'utf8').catch((error: NodeJS.ErrnoException) => {
-    if (error.code === 'ENOENT') return ''; // a minimal image without passwd: the one entry is enough
-    throw error;
-  });
-  const known = host.split('\n').some((line) => line.split(':')[2] === String(user.uid));
-  const base = host.endsWith('\n') || host === '' ? host : `${host}\n`;
-  return known ? base : `${base}workspace:x:${user.uid}:${user.gid}:workspace:${home}:/bin/sh\n`;
+/** The error for a command that failed having been refused a connection (the first refusal), else undefined. */
+export function refusalError(
+  result: GitRunResult,
+  field = 'git remote',
+  cause?: unknown,
+): GitAddressRefusedError | undefined {
+  const first = result.refused[0];
+  if (result.code === 0 || !first) return undefined;
+  return new GitAddressRefusedError(field, first.target, first.kind, cause === undefined ? undefined : { cause });
 }

@@ -1,24 +1,34 @@
 /**
- * Which addresses the daemon's own outbound requests for a workspace (download initializer files, one-time git
- * secrets) may connect to. The daemon sits inside the node's network: a URL chosen by a requester must not reach
- * the node's loopback services (the daemon's metrics, a local agent), the cloud metadata service (169.254.169.254)
- * or the private network, unless the operator allows it (`initializer.download` in the daemon config).
+ * Which addresses the daemon's own outbound connections for a workspace (download initializer files, one-time git
+ * secrets, network git through its egress proxy) may go to. The daemon sits inside the node's network: a URL chosen
+ * by a requester, or by repository content (`.gitmodules`), must not reach the node's loopback services (the
+ * daemon's metrics, a local agent), the cloud metadata service (169.254.169.254) or the private network, unless the
+ * operator allows it (`initializer.download` and `git` in the daemon config). One policy, one set of ranges, for
+ * every caller.
  */
+import { lookup as systemLookup } from 'node:dns';
 import type { LookupAddress } from 'node:dns';
 import { BlockList, isIP } from 'node:net';
 
-/** The operator's rules for outbound initializer requests (the `initializer.download` config section). */
-export interface DownloadPolicy {
+/**
+ * The operator's address rules for one kind of outbound connection (`initializer.download`, `git` in the daemon
+ * config); the defaults refuse every non-public address.
+ */
+export interface AddressRules {
   /** Allow every address, loopback and private ones included (single-user setups, tests). */
   readonly allowPrivateAddresses?: boolean;
   /** Networks (`10.1.0.0/16`, `fd00::/8`, or a single address) allowed although refused by default. */
   readonly allowedNetworks?: readonly string[];
+  /** Resolves a host name to every address (default: the system resolver). A test seam. */
+  readonly resolve?: (hostname: string) => Promise<LookupAddress[]>;
+}
+
+/** The operator's rules for outbound initializer requests (the `initializer.download` config section). */
+export interface DownloadPolicy extends AddressRules {
   /** Largest download in bytes; larger responses are refused. */
   readonly maxSize?: number;
   /** Redirects followed per request; each hop is checked like the first. */
   readonly maxRedirects?: number;
-  /** Resolves a host name to every address (default: the system resolver). A test seam. */
-  readonly resolve?: (hostname: string) => Promise<LookupAddress[]>;
 }
 
 export const downloadPolicyDefaults = {
@@ -50,38 +60,53 @@ export function parseNetwork(text: string): ParsedNetwork {
   return { address, prefix, family };
 }
 
-// Special-purpose ranges (IANA registries): none of them is a public internet host a download may come from.
-const refusedV4 = [
-  '0.0.0.0/8', // "this network", includes the unspecified address (Linux connects 0.0.0.0 to loopback)
-  '10.0.0.0/8',
-  '100.64.0.0/10', // CGNAT: provider-internal
-  '127.0.0.0/8',
-  '169.254.0.0/16', // link-local, includes the cloud metadata service
-  '172.16.0.0/12',
-  '192.0.0.0/24',
-  '192.0.2.0/24',
-  '192.168.0.0/16',
-  '198.18.0.0/15',
-  '198.51.100.0/24',
-  '203.0.113.0/24',
-  '224.0.0.0/4', // multicast
-  '240.0.0.0/4', // reserved, includes the broadcast address
-];
-const refusedV6 = [
-  '::/96', // unspecified, loopback and the deprecated IPv4-compatible form
-  '100::/64', // discard
-  '2001:db8::/32',
-  'fc00::/7', // unique-local
-  'fe80::/10', // link-local
-  'fec0::/10', // old site-local
-  'ff00::/8', // multicast
+/** Why an address is refused by default, as error messages name it. */
+export type RefusedAddressKind =
+  | 'loopback'
+  | 'unspecified'
+  | 'link-local'
+  | 'private'
+  | 'CGNAT'
+  | 'unique-local'
+  | 'multicast'
+  | 'reserved'
+  | 'documentation';
+
+// Special-purpose ranges (IANA registries): none of them is a public internet host a download or a git remote may
+// be. Each with the kind an error names.
+const refusedRanges: ReadonlyArray<readonly [network: string, kind: RefusedAddressKind]> = [
+  ['0.0.0.0/8', 'unspecified'], // "this network", includes 0.0.0.0 (Linux connects it to loopback)
+  ['10.0.0.0/8', 'private'],
+  ['100.64.0.0/10', 'CGNAT'], // provider-internal
+  ['127.0.0.0/8', 'loopback'],
+  ['169.254.0.0/16', 'link-local'], // includes the cloud metadata service
+  ['172.16.0.0/12', 'private'],
+  ['192.0.0.0/24', 'reserved'],
+  ['192.0.2.0/24', 'documentation'],
+  ['192.168.0.0/16', 'private'],
+  ['198.18.0.0/15', 'reserved'], // benchmarking
+  ['198.51.100.0/24', 'documentation'],
+  ['203.0.113.0/24', 'documentation'],
+  ['224.0.0.0/4', 'multicast'],
+  ['240.0.0.0/4', 'reserved'], // includes the broadcast address
+  ['::1/128', 'loopback'], // before ::/96, which holds it: the first match names the kind
+  ['::/96', 'unspecified'], // unspecified and the deprecated IPv4-compatible form
+  ['100::/64', 'reserved'], // discard
+  ['2001:db8::/32', 'documentation'],
+  ['fc00::/7', 'unique-local'],
+  ['fe80::/10', 'link-local'],
+  ['fec0::/10', 'private'], // old site-local
+  ['ff00::/8', 'multicast'],
 ];
 
 const refused = new BlockList();
-for (const network of [...refusedV4, ...refusedV6]) {
+const refusedByKind = refusedRanges.map(([network, kind]) => {
   const { address, prefix, family } = parseNetwork(network);
   refused.addSubnet(address, prefix, family);
-}
+  const one = new BlockList();
+  one.addSubnet(address, prefix, family);
+  return { kind, list: one, family };
+});
 
 /** The 8 16-bit groups of an IPv6 address (`isIP(text) === 6` must hold). */
 function ipv6Groups(text: string): number[] {
@@ -114,12 +139,12 @@ export function embeddedIpv4(address: string): string | undefined {
   return undefined;
 }
 
-/** Decides whether an outbound initializer request may connect to an address. */
+/** Decides whether an outbound connection (download, one-time secret, network git) may go to an address. */
 export class AddressPolicy {
   private readonly allowAll: boolean;
   private readonly allowed = new BlockList();
 
-  constructor(policy: DownloadPolicy = {}) {
+  constructor(policy: AddressRules = {}) {
     this.allowAll = policy.allowPrivateAddresses ?? downloadPolicyDefaults.allowPrivateAddresses;
     for (const network of policy.allowedNetworks ?? []) {
       const { address, prefix, family } = parseNetwork(network);
@@ -137,4 +162,52 @@ export class AddressPolicy {
     if (this.allowed.check(address, family) || (embedded && this.allowed.check(embedded, 'ipv4'))) return true;
     return !refused.check(address, family) && !(embedded && refused.check(embedded, 'ipv4'));
   }
+
+  /**
+   * Why a connection to `address` is refused (for the error that says so), or undefined when it is allowed. An
+   * IPv6 form embedding an IPv4 address (`::ffff:127.0.0.1`) is named by what it embeds.
+   */
+  refusal(address: string): RefusedAddressKind | 'not an IP address' | undefined {
+    if (this.allows(address)) return undefined;
+    const version = isIP(address);
+    if (version === 0) return 'not an IP address';
+    const embedded = embeddedIpv4(address);
+    const [checked, family] = embedded ? [embedded, 'ipv4'] : [address, version === 4 ? 'ipv4' : 'ipv6'];
+    return refusedByKind.find((r) => r.family === family && r.list.check(checked, family))?.kind ?? 'reserved';
+  }
+}
+
+/** A name's addresses split by the policy: the allowed ones in the resolver's order, and the refused ones. */
+export interface ResolvedAddresses {
+  readonly allowed: readonly LookupAddress[];
+  readonly refused: ReadonlyArray<{ readonly address: string; readonly kind: string }>;
+}
+
+/**
+ * Resolves `hostname` once (an IP literal is not resolved) and splits the answer by `policy`. Callers connect only
+ * to an address from `allowed`, never to the name: a second resolution (DNS rebinding: public when checked,
+ * 127.0.0.1 when connecting) would not be checked.
+ */
+export async function resolveChecked(
+  hostname: string,
+  policy: AddressPolicy,
+  resolve: AddressRules['resolve'],
+  family = 0,
+): Promise<ResolvedAddresses> {
+  const addresses: LookupAddress[] =
+    isIP(hostname) !== 0
+      ? [{ address: hostname, family: isIP(hostname) }]
+      : resolve
+        ? await resolve(hostname)
+        : await new Promise((done, fail) =>
+            systemLookup(hostname, { all: true, family }, (error, found) => (error ? fail(error) : done(found))),
+          );
+  const allowed: LookupAddress[] = [];
+  const refusedOnes: Array<{ address: string; kind: string }> = [];
+  for (const entry of addresses) {
+    const kind = policy.refusal(entry.address);
+    if (kind === undefined) allowed.push(entry);
+    else refusedOnes.push({ address: entry.address, kind });
+  }
+  return { allowed, refused: refusedOnes };
 }

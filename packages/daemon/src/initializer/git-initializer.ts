@@ -10,7 +10,14 @@ import {
   isWorkbayError,
 } from '../errors.js';
 import type { GitCredentials, GitRunOptions } from '../git/git.js';
-import { GitCommandError, classifyGitFailure, gitFailureLine, redactSecrets, stripUrlCredentials } from '../git/git.js';
+import {
+  GitCommandError,
+  classifyGitFailure,
+  gitFailureLine,
+  redactSecrets,
+  refusalError,
+  stripUrlCredentials,
+} from '../git/git.js';
 import { validateGitInitializer } from '../git/git-policy.js';
 import { retryWithBackoff } from '../util/retry.js';
 import { maxAttemptsWithin, progressErrorText } from './progress.js';
@@ -227,6 +234,8 @@ export async function runGitInitializer(
         await ctx.git.run(args, {
           cwd: location,
           newRepository: true,
+          // A refused address (the remote, a redirect) names the request's remote; never retried.
+          field: `${field}.remote_uri`,
           contentRoot: ctx.root,
           ...(ctx.workspaceUser ? { user: ctx.workspaceUser } : {}),
           ...(creds ? { credentials: creds } : {}),
@@ -296,7 +305,7 @@ export async function realizeCloneTarget(
   field: string,
 ): Promise<void> {
   validateGitInitializer(spec, field, ctx.git.policy);
-  const options = workingCopyOptions(ctx, location, creds);
+  const options = { ...workingCopyOptions(ctx, location, creds), field: `${field}.remote_uri` };
   // The spec's (validated) URL, never the working copy's `origin`: content restored from a prebuild says what its
   // remote is, and its remote.origin.* (url, uploadpack, vcs, proxy) are not ours to follow.
   const remoteUrl = stripUrlCredentials(spec.remoteUri).url;
@@ -326,6 +335,8 @@ export async function realizeCloneTarget(
         options,
       );
       if (remote.code !== 0) {
+        const refused = refusalError(remote, options.field);
+        if (refused) throw refused;
         if (remote.code !== 2)
           throw failureFor(
             new GitCommandError(['ls-remote'], remote.code, remote.stderr),
@@ -373,6 +384,8 @@ export async function realizeCloneTarget(
           options,
         );
         if (fetched.code !== 0) {
+          const refused = refusalError(fetched, options.field);
+          if (refused) throw refused;
           const kind = classifyGitFailure(fetched.stderr);
           if (kind !== 'transient')
             throw failureFor(
@@ -408,6 +421,10 @@ async function updateSubmodules(
     ['submodule', 'update', '--init', '--recursive', ...(full ? [] : ['--depth=1'])],
     workingCopyOptions(ctx, location, creds),
   );
+  // A submodule at a refused address got no connection (the egress proxy answered for it); the log says which.
   if (result.code !== 0)
-    ctx.logger.warn({ stderr: result.stderr.trim() }, 'submodule update failed; continuing without submodules');
+    ctx.logger.warn(
+      { stderr: result.stderr.trim().slice(0, 4096), refused: result.refused },
+      'submodule update failed; continuing without submodules',
+    );
 }

@@ -6,7 +6,6 @@
  * resolves to a public address when checked and to 127.0.0.1 when connecting cannot slip through, as there is
  * no second resolution), and the connected socket's peer is checked again.
  */
-import { lookup as systemLookup } from 'node:dns';
 import type { LookupAddress } from 'node:dns';
 import { request as httpRequest } from 'node:http';
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
@@ -17,7 +16,7 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream';
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
 import { FailedPreconditionError, InvalidArgumentError } from '../errors.js';
-import { AddressPolicy, downloadPolicyDefaults } from './address-policy.js';
+import { AddressPolicy, downloadPolicyDefaults, resolveChecked } from './address-policy.js';
 import type { DownloadPolicy } from './address-policy.js';
 
 export interface GuardedResponse {
@@ -64,22 +63,15 @@ function checkedUrl(text: string, field: string, from?: URL): URL {
   return url;
 }
 
-/** A resolver for the socket that passes on only the allowed addresses of a name. */
+/** A resolver for the socket that passes on only the allowed addresses of a name (see resolveChecked). */
 function guardedLookup(policy: AddressPolicy, resolve: DownloadPolicy['resolve']): LookupFunction {
-  const all = (hostname: string, family: number): Promise<LookupAddress[]> =>
-    resolve
-      ? resolve(hostname)
-      : new Promise((done, fail) =>
-          systemLookup(hostname, { all: true, family }, (error, addresses) => (error ? fail(error) : done(addresses))),
-        );
   return (hostname, options, callback) => {
-    all(hostname, typeof options.family === 'number' ? options.family : 0).then(
-      (addresses) => {
-        const allowed = addresses.filter((a) => policy.allows(a.address));
+    resolveChecked(hostname, policy, resolve, typeof options.family === 'number' ? options.family : 0).then(
+      ({ allowed }) => {
         if (allowed.length === 0) {
           callback(new RefusedAddress(`${hostname} resolves to no allowed address`), '', 0);
         } else if (options.all) {
-          (callback as unknown as (error: null, addresses: LookupAddress[]) => void)(null, allowed);
+          (callback as unknown as (error: null, addresses: readonly LookupAddress[]) => void)(null, allowed);
         } else {
           callback(null, allowed[0]!.address, allowed[0]!.family);
         }

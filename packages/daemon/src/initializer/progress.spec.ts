@@ -84,7 +84,7 @@ describe('git clone retries report progress (real git over HTTP)', () => {
         spec,
         {
           root,
-          git: new Git(join(work.path, 'tmp')),
+          git: new Git(join(work.path, 'tmp'), { addresses: { allowedNetworks: ['127.0.0.1/32'] } }),
           owner: 'o',
           workspaceId: 'w',
           logger: createSilentLogger(),

@@ -44,8 +44,9 @@ export function testConfig(root: string, config: Partial<DaemonConfigInput> = {}
       ...config.initializer,
     },
     backup: { period: 0, initialBackoff: '50ms', ...config.backup },
-    // Test repositories are file:// bare repositories.
-    git: { allowLocalRemotes: true, ...config.git },
+    // Test repositories are file:// bare repositories, or served over http from 127.0.0.1, which network git
+    // (like downloads) refuses by default.
+    git: { allowLocalRemotes: true, allowedNetworks: ['127.0.0.1/32'], ...config.git },
   };
 }
 

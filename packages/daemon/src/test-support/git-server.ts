@@ -2,7 +2,8 @@ import { spawn, execFileSync } from 'node:child_process';
 import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer as createNetServer } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 
@@ -222,4 +223,42 @@ export async function scratch(prefix = 'workbay-git-'): Promise<{ path: string; 
   // A root daemon clones as the workspace's host user: file:// repositories in here must be readable by it.
   await chmod(path, 0o755);
   return { path, cleanup: () => rm(path, { recursive: true, force: true }) };
+}
+
+export interface CountingListener {
+  readonly host: string;
+  readonly port: number;
+  /** Connections accepted so far. */
+  connections(): number;
+  close(): Promise<void>;
+}
+
+/**
+ * A TCP listener that counts the connections it gets and ends each at once: a loopback-only service that a refused
+ * git connection must never reach (`port` 0: any free port).
+ */
+export async function startCountingListener(host: string, port = 0): Promise<CountingListener> {
+  let connections = 0;
+  const sockets = new Set<Socket>();
+  const server = createNetServer((socket) => {
+    connections++;
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+    socket.on('error', () => socket.destroy());
+    socket.end();
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve());
+  });
+  return {
+    host,
+    port: (server.address() as AddressInfo).port,
+    connections: () => connections,
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const socket of sockets) socket.destroy();
+        server.close(() => resolve());
+      }),
+  };
 }

@@ -5,7 +5,7 @@
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -17,7 +17,6 @@ import type { WorkspaceContentClient, WorkspaceManagerClient } from '@workbay/ap
 const here = path.dirname(fileURLToPath(import.meta.url));
 /** The built CLI of @workbay/manager (src/security and dist/security sit at the same depth). */
 export const cliMain = path.resolve(here, '../../../manager/dist/cli/main.js');
-const daemonConfigJs = path.resolve(here, '../../../daemon/dist/config.js');
 
 /** The workspace user inside a workspace (the original's). */
 export const workspaceUid = 33333;
@@ -73,15 +72,6 @@ export interface Workbay extends Addresses {
   cleanup(): Promise<void>;
 }
 
-/** Whether the built daemon knows a config key (lets the suite run while a defence is being written). */
-export function daemonKnows(key: string): boolean {
-  try {
-    return readFileSync(daemonConfigJs, 'utf8').includes(key);
-  } catch {
-    return false;
-  }
-}
-
 function yamlLine(key: string, value: unknown): string {
   return `${key}: ${JSON.stringify(value)}`;
 }
@@ -96,16 +86,17 @@ async function writeConfigs(dir: string, options: BootOptions): Promise<string> 
     initializer: { gitRetryInitial: '100ms', gitRetryMax: '1s' },
     ...options.daemon,
   };
-  if (daemonKnows('allowPrivateAddresses')) {
-    // The attacks' own servers are on 127.0.0.1 (the refusal of internal addresses has its own specs in the daemon).
-    daemon['initializer'] = {
-      ...(daemon['initializer'] as object | undefined),
-      download: { allowPrivateAddresses: true },
-    };
-  }
-  if (options.allowLocalRemotes && daemonKnows('allowLocalRemotes')) {
-    daemon['git'] = { ...(daemon['git'] as object | undefined), allowLocalRemotes: true };
-  }
+  // The attacks' own servers and git remotes are on 127.0.0.1, which the daemon refuses by default for downloads
+  // and network git alike (the refusals have their own specs in the daemon).
+  daemon['initializer'] = {
+    ...(daemon['initializer'] as object | undefined),
+    download: { allowPrivateAddresses: true },
+  };
+  daemon['git'] = {
+    ...(daemon['git'] as object | undefined),
+    allowedNetworks: ['127.0.0.1/32'],
+    ...(options.allowLocalRemotes ? { allowLocalRemotes: true } : {}),
+  };
   await writeFile(
     path.join(dir, 'daemon.yaml'),
     Object.entries(daemon)

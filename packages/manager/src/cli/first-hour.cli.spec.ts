@@ -199,7 +199,9 @@ describe('git failures under workbay up', () => {
     const daemonConfig = path.join(dir, 'daemon-git.yaml');
     await writeFile(
       daemonConfig,
-      'quota: { mode: none }\ndiskGuard: { minFree: 0 }\nlog: { level: warn }\ngit: { allowLocalRemotes: true }\n' +
+      'quota: { mode: none }\ndiskGuard: { minFree: 0 }\nlog: { level: warn }\n' +
+        // The retried clone is of 127.0.0.1:1, which network git refuses unless allowed.
+        "git: { allowLocalRemotes: true, allowedNetworks: ['127.0.0.1/32'] }\n" +
         'initializer: { gitRetryInitial: 200ms, gitRetryMax: 2s }\n',
     );
     const config = await writeConfig('git', [], { configPath: daemonConfig });

@@ -37,6 +37,8 @@ export const testDaemonConfig = [
   'diskGuard: { minFree: 0 }',
   // Tests serve downloads and one-time secrets on 127.0.0.1, which the daemon refuses by default (SSRF).
   'initializer: { gitRetryInitial: 100ms, gitRetryMax: 1s, download: { allowPrivateAddresses: true } }',
+  // Their git servers listen on 127.0.0.1 too, which network git refuses by default like downloads.
+  "git: { allowedNetworks: ['127.0.0.1/32'] }",
   'housekeeping: { interval: 0 }',
   'log: { level: silent }',
   '',

@@ -1,0 +1,97 @@
+/**
+ * Starting a git process, as the daemon or (daemon root) as a workspace's host user in a mount namespace of its
+ * own. Used by git.ts, which decides the environment and config.
+ */
+import { readFile } from 'node:fs/promises';
+import { runProcess } from '../util/process.js';
+import type { RunResult } from '../util/process.js';
+import { GitCommandError } from './git-errors.js';
+
+// Runs in a fresh mount namespace as root: binds the working copy (when there is one) and a passwd that knows the
+// user (ssh refuses to run for a uid without an entry: "No user exists for uid"), then becomes the user and runs git.
+const mountScript =
+  'src=$1; dst=$2; uid=$3; gid=$4; pw=$5; shift 5; ' +
+  'if [ -n "$src" ]; then mount --bind "$src" "$dst"; cd "$dst"; fi; ' +
+  'if [ -n "$pw" ]; then mount --bind "$pw" /etc/passwd; fi; ' +
+  'exec setpriv --reuid="$uid" --regid="$gid" --clear-groups --no-new-privs -- "$@"';
+
+/** A host identity to run git as. */
+export interface GitUser {
+  readonly uid: number;
+  readonly gid: number;
+}
+
+export interface SpawnPlan {
+  /** Where git runs (without a mount). */
+  readonly cwd: string;
+  readonly scratch: string;
+  readonly env: NodeJS.ProcessEnv;
+  readonly user: GitUser | undefined;
+  readonly mount?: { readonly source: string; readonly target: string };
+  /** A passwd file with an entry for `user`, bound over /etc/passwd for the command. */
+  readonly passwd?: string;
+  readonly timeoutMs?: number;
+  readonly maxOutputBytes?: number;
+}
+
+/**
+ * Starts git. As another user, git must reach its working copy although the daemon's directories above it need
+ * not be traversable by that user (`~/.workbay` of root, a 0700 temp dir): the working copy is bind-mounted at
+ * `mountpoint` in a private mount namespace of this one command (gone when it exits), and git, dropped to the
+ * user with no supplementary groups and no_new_privs, works there.
+ */
+export async function spawnGit(
+  args: readonly string[],
+  options: { readonly signal?: AbortSignal },
+  run: SpawnPlan,
+): Promise<RunResult> {
+  const timeout = run.timeoutMs !== undefined ? AbortSignal.timeout(run.timeoutMs) : undefined;
+  const signals = [options.signal, timeout].filter((s): s is AbortSignal => s !== undefined);
+  const signal = signals.length > 1 ? AbortSignal.any(signals) : signals[0];
+  const common = {
+    env: run.env,
+    ...(signal ? { signal } : {}),
+    ...(run.maxOutputBytes !== undefined ? { maxOutputBytes: run.maxOutputBytes } : {}),
+  };
+  try {
+    if (run.user) {
+      const { uid, gid } = run.user;
+      return await runProcess(
+        'unshare',
+        [
+          '--mount',
+          '--propagation',
+          'private',
+          '--',
+          'sh',
+          '-euc',
+          mountScript,
+          'sh',
+          run.mount?.source ?? '',
+          run.mount?.target ?? '',
+          String(uid),
+          String(gid),
+          run.passwd ?? '',
+          'git',
+          ...args,
+        ],
+        { ...common, cwd: run.mount ? run.scratch : run.cwd },
+      );
+    }
+    return await runProcess('git', args, { ...common, cwd: run.cwd });
+  } catch (error) {
+    if (timeout?.aborted) throw new GitCommandError(args, null, `timed out after ${run.timeoutMs} ms`);
+    throw error;
+  }
+}
+
+export /** The host's passwd plus an entry for a workspace user that has none (workspace uids are allocated, not users). */
+async function passwdWith(user: GitUser, home: string): Promise<string> {
+  const host = await readFile('/etc/passwd', 'utf8').catch((error: NodeJS.ErrnoException) => {
+    if (error.code === 'ENOENT') return ''; // a minimal image without passwd: the one entry is enough
+    throw error;
+  });
+  const known = host.split('\n').some((line) => line.split(':')[2] === String(user.uid));
+  const base = host.endsWith('\n') || host === '' ? host : `${host}\n`;
+  return known ? base : `${base}workspace:x:${user.uid}:${user.gid}:workspace:${home}:/bin/sh\n`;
+}
