@@ -214,6 +214,11 @@ export const daemonConfigSchema = z
           .min(1)
           .max(2 ** 24)
           .default(65_536),
+        /**
+         * Every workspace's content belongs to `base` instead of an id of its own: for runtimes that run every
+         * workspace as one uid (the Kubernetes runtime's pods run as `runAsUser`, 33333 by default: set `base` to it).
+         */
+        shared: z.boolean().default(false),
       })
       .strict()
       .refine((ids) => ids.base + ids.count - 1 <= 2 ** 31 - 2, 'base + count must stay below 2^31 - 1')

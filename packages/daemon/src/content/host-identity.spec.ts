@@ -67,6 +67,14 @@ describe('host id allocation', () => {
     ids.release(101);
     expect(ids.allocate()).toBe(101);
   });
+
+  it('hands every workspace the one id in shared mode, however many there are', () => {
+    const ids = new HostIdAllocator({ base: 33333, count: 1, shared: true });
+    ids.reserve(33333);
+    expect([ids.allocate(), ids.allocate(), ids.allocate()]).toEqual([33333, 33333, 33333]);
+    ids.release(33333);
+    expect(ids.allocate()).toBe(33333);
+  });
 });
 
 function errorOfSync(fn: () => unknown): unknown {
@@ -81,7 +89,7 @@ function errorOfSync(fn: () => unknown): unknown {
 describe('config', () => {
   it('has the workspace id range and the restore policy, with defaults, and names a bad key', () => {
     const config = parseDaemonConfig({});
-    expect(config.workspaceIds).toEqual({ base: 200_000, count: 65_536 });
+    expect(config.workspaceIds).toEqual({ base: 200_000, count: 65_536, shared: false });
     expect(config.restore.allowSpecialFiles).toBe(false);
     const bad = errorOfSync(() => parseDaemonConfig({ workspaceIds: { base: 2 ** 31 - 10, count: 100 } }));
     expect(isWorkbayError(bad, 'invalid-argument')).toBe(true);
@@ -243,6 +251,43 @@ describe.runIf(isRoot)('workspace host identity (daemon as root)', () => {
     expect(t.daemon.service.describe('rec-1')?.phase).toBe('ready');
   });
 });
+
+describe.runIf(isRoot)(
+  'one shared workspace id (daemon as root, for runtimes that run every workspace as one uid)',
+  () => {
+    it("owns every workspace's content with it, so that pods running as that uid can write it", async () => {
+      const root = await mkdtemp(join(tmpdir(), 'workbay-shared-id-'));
+      await chmod(root, 0o755);
+      const t = await startTestDaemon({ root, config: { workspaceIds: { base: 33333, count: 1, shared: true } } });
+      try {
+        const empty = { spec: { $case: 'empty' as const, value: {} } };
+        const a = await t.client.initWorkspace({
+          id: 'sh-1',
+          metadata: { owner: 'a', metaId: 'm1' },
+          initializer: empty,
+        });
+        const b = await t.client.initWorkspace({
+          id: 'sh-2',
+          metadata: { owner: 'b', metaId: 'm2' },
+          initializer: empty,
+        });
+        expect((await stat(a.contentLocation)).uid).toBe(33333);
+        expect((await stat(b.contentLocation)).uid).toBe(33333);
+        expect(t.daemon.service.describe('sh-2')?.hostUser).toEqual({ uid: 33333, gid: 33333 });
+        await t.client.disposeWorkspace({ id: 'sh-1', backup: false, backupLogs: false });
+        const c = await t.client.initWorkspace({
+          id: 'sh-3',
+          metadata: { owner: 'c', metaId: 'm3' },
+          initializer: empty,
+        });
+        expect((await stat(c.contentLocation)).uid).toBe(33333);
+      } finally {
+        await t.cleanup();
+        await rm(root, { recursive: true, force: true });
+      }
+    });
+  },
+);
 
 describe.runIf(isRoot)('restore from a backup (daemon as root)', () => {
   it('writes every restored entry as the workspace user, so no ownership walk follows', async () => {

@@ -14,6 +14,12 @@ export interface HostIdRange {
   readonly base: number;
   /** How many ids the range has. */
   readonly count: number;
+  /**
+   * Every workspace gets `base`: for runtimes that run every workspace as one uid, such as the Kubernetes runtime's
+   * pods (`runAsUser`, 33333 by default), which must be able to write the content the daemon hands them. Workspaces
+   * are then told apart by their mounts only, not by their owner on the node.
+   */
+  readonly shared?: boolean;
 }
 
 export class HostIdAllocator {
@@ -24,6 +30,7 @@ export class HostIdAllocator {
 
   /** Marks an id as taken (a workspace loaded from disk), in the range or not. */
   reserve(id: number): void {
+    if (this.range.shared) return;
     this.used.add(id);
     if (id >= this.range.base && id < this.range.base + this.range.count) this.cursor = id - this.range.base + 1;
   }
@@ -31,6 +38,7 @@ export class HostIdAllocator {
   /** A free id; RESOURCE_EXHAUSTED when every id of the range belongs to a live workspace. */
   allocate(): number {
     const { base, count } = this.range;
+    if (this.range.shared) return base;
     for (let step = 0; step < count; step++) {
       const offset = (this.cursor + step) % count;
       const id = base + offset;

@@ -161,5 +161,9 @@ describe('deploy/kubernetes manifests', () => {
       defaultImage: { image: 'workbay/manager:0.1.0' },
     });
     expect(() => parseLocalRuntimeConfig(manager.runtime)).toThrow(/runtime\.local\.kind/);
+    // The daemon hands each workspace content owned by one uid, the very uid the pods run as: otherwise the
+    // workspace could not write its own content (the daemon's per-workspace ids are for the local runtime).
+    const daemon = parse(config.data!['daemon.yaml']!) as { workspaceIds?: { base: number; shared: boolean } };
+    expect(daemon.workspaceIds).toMatchObject({ base: 33333, shared: true });
   });
 });
