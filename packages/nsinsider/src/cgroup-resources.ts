@@ -77,6 +77,25 @@ export async function writePidsLimit(layout: CgroupLayout, path: string, max: nu
   );
 }
 
+/**
+ * Caps the kernel memory the cgroup's TCP sockets may hold in buffers (cgroup v1 only). v1 charges socket buffers to a
+ * cgroup only once `memory.kmem.tcp.limit_in_bytes` has been written for it, and only for sockets created afterwards:
+ * write it before any task joins. v2 needs nothing: it charges socket memory to `memory.max` on its own, so this
+ * does nothing there. Fails with ENOENT where the kernel has no such file (v1 memory controller without it).
+ */
+export async function writeTcpMemoryLimit(layout: CgroupLayout, path: string, bytes: number | null): Promise<void> {
+  if (bytes !== null && (!Number.isSafeInteger(bytes) || bytes < 4096)) {
+    throw invalidLimit('set-tcp-memory', path, 'tcp memory limit must be at least 4096 bytes');
+  }
+  if (layout.version === 'v2') return;
+  await cgroupOp('set-tcp-memory', path, () =>
+    writeFile(
+      join(cgroupDir(layout, path, 'memory'), 'memory.kmem.tcp.limit_in_bytes'),
+      bytes === null ? '-1' : String(bytes),
+    ),
+  );
+}
+
 export async function readLimits(layout: CgroupLayout, path: string): Promise<CgroupLimits> {
   const readText = textReader(layout, path);
   return cgroupOp('limits', path, async () => {

@@ -107,6 +107,22 @@ describe('CgroupController on this machine (real cgroupfs)', () => {
     expect(await cg.limits()).toEqual({ cpu: null, memoryBytes: null, pids: null });
   });
 
+  it('caps TCP socket buffers on v1 (read back from cgroupfs), and leaves v2 to memory.max', async () => {
+    const cg = top.child('ws-tcp');
+    await cg.create();
+    await cg.setTcpMemoryLimit(8 * 1024 * 1024);
+    const file = join(cg.dir('memory'), 'memory.kmem.tcp.limit_in_bytes');
+    if (controller.version === 'v1') {
+      expect((await readFile(file, 'utf8')).trim()).toBe(String(8 * 1024 * 1024));
+      await cg.setTcpMemoryLimit(null);
+      // Unlimited reads back as the page counter's maximum, far above any real size.
+      expect(Number((await readFile(file, 'utf8')).trim())).toBeGreaterThan(2 ** 60);
+    } else {
+      expect(existsSync(file)).toBe(false);
+    }
+    await expect(cg.setTcpMemoryLimit(100)).rejects.toSatisfy(isCgroupError);
+  });
+
   it('enforces the pids limit', async () => {
     const cg = top.child('ws-pids');
     await cg.create();
@@ -211,6 +227,9 @@ describe('cgroup layout detection and v2 files (fixture tree)', () => {
     await cg.setCpuLimit({ quotaUs: 150_000 });
     await cg.setMemoryLimit(1 << 30);
     await cg.setPidsLimit(100);
+    // v2 charges socket buffers to memory.max: no file of its own to write.
+    await cg.setTcpMemoryLimit(64 << 20);
+    expect(existsSync(join(root, 'ws-9', 'memory.kmem.tcp.limit_in_bytes'))).toBe(false);
     expect(await readFile(join(root, 'ws-9', 'cpu.max'), 'utf8')).toBe('150000 100000');
     expect(await cg.limits()).toEqual({
       cpu: { quotaUs: 150_000, periodUs: 100_000 },

@@ -10,7 +10,14 @@ import {
   V2_CONTROLLERS,
 } from './cgroup-layout.js';
 import type { CgroupLimits, CgroupUsage, CpuLimit } from './cgroup-resources.js';
-import { readLimits, readUsage, writeCpuLimit, writeMemoryLimit, writePidsLimit } from './cgroup-resources.js';
+import {
+  readLimits,
+  readUsage,
+  writeCpuLimit,
+  writeMemoryLimit,
+  writePidsLimit,
+  writeTcpMemoryLimit,
+} from './cgroup-resources.js';
 import { killCgroupTree, removeCgroupTree } from './cgroup-teardown.js';
 import { CgroupError } from './errors.js';
 
@@ -139,6 +146,15 @@ export class Cgroup implements WorkspaceCgroup {
 
   async setPidsLimit(max: number | null): Promise<void> {
     await writePidsLimit(this.layout, this.path, max);
+  }
+
+  /**
+   * v1: caps the TCP socket buffers of the cgroup's tasks (`memory.kmem.tcp.limit_in_bytes`), which v1 does not count
+   * against the memory limit; set it before any task joins (only sockets created afterwards are charged). v2: does
+   * nothing, socket memory already counts against `memory.max`.
+   */
+  async setTcpMemoryLimit(bytes: number | null): Promise<void> {
+    await writeTcpMemoryLimit(this.layout, this.path, bytes);
   }
 
   async addProcess(pid: number): Promise<void> {

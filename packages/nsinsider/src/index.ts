@@ -66,15 +66,9 @@ export {
   NAT_TABLE,
 } from './inside-network.js';
 export { ownCgroupPath, mountCgroupsIfMissing, oomKillCount } from './cgroup-setup.js';
-export type {
-  HostLink,
-  ClaimVethRequest,
-  AttachVethRequest,
-  WorkspaceVethRequest,
-  WorkspaceFirewallRequest,
-} from './workspace-network.js';
+export type { HostLink, ClaimVethRequest, AttachVethRequest, WorkspaceVethRequest } from './workspace-network.js';
+export type { WorkspaceFirewallRequest } from './workspace-firewall.js';
 export {
-  WORKSPACE_FIREWALL_TABLE,
   NETNS_DIR,
   createNetns,
   deleteNetns,
@@ -84,8 +78,12 @@ export {
   claimVethPair,
   attachVethToNetns,
   createWorkspaceVeth,
+} from './workspace-network.js';
+export {
+  DEFAULT_MAX_FLOWS_PER_WORKSPACE,
+  WORKSPACE_FIREWALL_TABLE,
   workspaceFirewallRuleset,
   ensureWorkspaceFirewall,
   readWorkspaceFirewall,
   removeWorkspaceFirewall,
-} from './workspace-network.js';
+} from './workspace-firewall.js';

@@ -12,12 +12,10 @@ import {
   createWorkspaceVeth,
   deleteLink,
   deleteNetns,
-  ensureWorkspaceFirewall,
   listLinks,
   listNetns,
-  readWorkspaceFirewall,
-  workspaceFirewallRuleset,
 } from './workspace-network.js';
+import { ensureWorkspaceFirewall, readWorkspaceFirewall, workspaceFirewallRuleset } from './workspace-firewall.js';
 
 const isRoot = process.getuid?.() === 0;
 // Names of our own: not the runtime's `wbv` prefix, so the host firewall and other tests leave them alone.
@@ -27,8 +25,9 @@ describe('workspaceFirewallRuleset', () => {
   it('drops new connections from workspace links to the host and between workspaces, masquerades the rest', () => {
     const rules = workspaceFirewallRuleset({ ifPrefix: 'wbv' });
     expect(rules).toContain('table inet workbay {');
+    expect(rules).toContain('chain input { type filter hook input priority filter - 10; policy accept; }');
     expect(rules).toMatch(
-      /chain input \{\n.*hook input.*\n\s+iifname "wbv\*" ct state established,related accept\n\s+iifname "wbv\*" counter drop/,
+      /chain input \{\n\s+iifname "wbv\*" ct state established,related accept\n\s+iifname "wbv\*" counter drop/,
     );
     expect(rules).toContain('iifname "wbv*" oifname "wbv*" counter drop');
     expect(rules).toContain('oifname "wbv*" counter drop');

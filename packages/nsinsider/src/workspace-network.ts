@@ -3,87 +3,30 @@ import { parseIpv4Cidr } from './contract.js';
 import { errnoCode, NsinsiderError, NsinsiderValidationError } from './errors.js';
 import type { CommandResult } from './exec.js';
 import { runCommand } from './exec.js';
+import { check, classify, isCode, tool, TOOL_TIMEOUT_MS } from './host-tool.js';
 import type { VethPairResult } from './types.js';
 
 /**
  * Host-side network plumbing for workspaces that live in named network namespaces (`ip netns`), as the local
- * runtime runs them: one netns and one veth pair per workspace, and one host nftables table that keeps every
- * workspace away from the host and from each other. Everything here runs in the caller's (the host's) network
+ * runtime runs them: one netns and one veth pair per workspace (the host table that keeps them apart is in
+ * `workspace-firewall.ts`). Everything here runs in the caller's (the host's) network
  * namespace with plain `ip`/`nft`, in-process: no nsenter and no node start-up per step, since these sit on the
  * path of every workspace start.
  *
  * Requires root (CAP_NET_ADMIN, CAP_SYS_ADMIN for `ip netns`), iproute2 and nftables.
  */
 
-/** The host table (family `inet`, so IPv6 is covered too) holding the workspace isolation rules. */
-export const WORKSPACE_FIREWALL_TABLE = 'workbay';
 /** Where `ip netns` keeps its named namespaces. */
 export const NETNS_DIR = '/run/netns';
 
-const TOOL_TIMEOUT_MS = 20_000;
 const ifNamePattern = /^[A-Za-z0-9_.-]{1,15}$/;
 const netnsPattern = /^[A-Za-z0-9_.-]{1,200}$/;
 const netnsRule = '1-200 characters of [A-Za-z0-9_.-]';
-// Names that build interface names: short enough to append a 'p' for the peer's temporary name.
-const ifPrefixPattern = /^[A-Za-z][A-Za-z0-9]{0,7}$/;
-
-function check(op: string, field: string, value: string, pattern: RegExp, what: string): void {
-  if (typeof value !== 'string' || !pattern.test(value)) {
-    throw new NsinsiderValidationError(op, field, `must be ${what}, got ${JSON.stringify(String(value).slice(0, 32))}`);
-  }
-}
-
 const ifNameRule = '1-15 characters of [A-Za-z0-9_.-]';
 
 async function ip(op: string, args: readonly string[], input?: string): Promise<CommandResult> {
   return tool(op, 'ip', args, input);
 }
-
-async function tool(op: string, file: string, args: readonly string[], input?: string): Promise<CommandResult> {
-  const r = await runCommand(file, args, { timeoutMs: TOOL_TIMEOUT_MS, input });
-  const stderr = r.stderr.trim();
-  if (r.spawnError) {
-    const missing = r.spawnError.code === 'ENOENT';
-    throw new NsinsiderError(
-      `${op}: cannot run ${file}${missing ? ` (is it installed?)` : ''}: ${r.spawnError.message}`,
-      {
-        op,
-        kind: missing ? 'unsupported' : 'spawn',
-        code: r.spawnError.code,
-        cause: r.spawnError,
-      },
-    );
-  }
-  if (r.timedOut) {
-    throw new NsinsiderError(`${op}: ${file} did not finish within ${TOOL_TIMEOUT_MS} ms`, {
-      op,
-      kind: 'timeout',
-      code: 'ETIMEDOUT',
-      stderr,
-    });
-  }
-  if (r.exitCode !== 0) {
-    throw new NsinsiderError(`${op}: ${file} ${args.join(' ')} failed (exit ${r.exitCode}): ${stderr.slice(0, 400)}`, {
-      op,
-      kind: 'failed',
-      code: classify(stderr),
-      exitCode: r.exitCode,
-      stderr,
-    });
-  }
-  return r;
-}
-
-function classify(stderr: string): string {
-  const s = stderr.toLowerCase();
-  if (s.includes('file exists') || s.includes('already exists')) return 'EEXIST';
-  if (s.includes('no such file') || s.includes('does not exist') || s.includes('cannot find device')) return 'ENOENT';
-  if (s.includes('permission denied') || s.includes('operation not permitted')) return 'EPERM';
-  if (s.includes('busy')) return 'EBUSY';
-  return 'EFAILED';
-}
-
-const isCode = (e: unknown, code: string): boolean => e instanceof NsinsiderError && e.code === code;
 
 /** Creates the named network namespace `name` (`ip netns add`); fails with code EEXIST when it exists. */
 export async function createNetns(name: string): Promise<void> {
@@ -339,88 +282,5 @@ async function writeIpv6Disabled(op: string, ifName: string): Promise<void> {
       code: errnoCode(e),
       cause: e,
     });
-  }
-}
-
-export interface WorkspaceFirewallRequest {
-  /** Every workspace's host end starts with this (e.g. `wbv`); the rules match the prefix, so they hold for any
-   * number of workspaces without per-workspace rules, and fail closed for a link that some bookkeeping forgot. */
-  ifPrefix: string;
-}
-
-/** The ruleset {@link ensureWorkspaceFirewall} installs (exported for tests and docs). */
-export function workspaceFirewallRuleset(req: WorkspaceFirewallRequest): string {
-  check('firewall-ensure', 'ifPrefix', req.ifPrefix, ifPrefixPattern, 'a letter then at most 7 letters or digits');
-  const ws = `"${req.ifPrefix}*"`;
-  return [
-    `table inet ${WORKSPACE_FIREWALL_TABLE} {`,
-    '  chain input {',
-    // Before the usual filter priority, so that a host's own accept-all input chain cannot let a workspace in.
-    '    type filter hook input priority filter - 10; policy accept;',
-    `    iifname ${ws} ct state established,related accept`,
-    `    iifname ${ws} counter drop`,
-    '  }',
-    '  chain forward {',
-    '    type filter hook forward priority filter - 10; policy accept;',
-    `    iifname ${ws} oifname ${ws} counter drop`,
-    // Link-local: cloud metadata services (169.254.169.254) hand out the node's credentials.
-    `    iifname ${ws} ip daddr 169.254.0.0/16 counter drop`,
-    `    oifname ${ws} ct state established,related accept`,
-    `    oifname ${ws} counter drop`,
-    '  }',
-    '  chain postrouting {',
-    '    type nat hook postrouting priority srcnat; policy accept;',
-    `    iifname ${ws} oifname != ${ws} masquerade`,
-    '  }',
-    '}',
-    '',
-  ].join('\n');
-}
-
-/**
- * Installs (or re-installs, atomically) the host table `inet workbay`: new connections from a workspace link to
- * any address of the host are dropped (input), so are connections between workspaces, to link-local addresses
- * (cloud metadata) and new connections from elsewhere into a workspace (forward); replies to connections the host
- * opened pass; traffic from workspaces to the outside is masqueraded. Also turns on IPv4 forwarding, without which workspaces have no way out.
- * Idempotent: the table is declared, deleted and re-created in one nft transaction.
- */
-export async function ensureWorkspaceFirewall(req: WorkspaceFirewallRequest): Promise<void> {
-  const rules = workspaceFirewallRuleset(req);
-  const script = [
-    `table inet ${WORKSPACE_FIREWALL_TABLE} {}`,
-    `delete table inet ${WORKSPACE_FIREWALL_TABLE}`,
-    rules,
-  ].join('\n');
-  await tool('firewall-ensure', 'nft', ['-f', '-'], script);
-  try {
-    await writeFile('/proc/sys/net/ipv4/ip_forward', '1');
-  } catch (e) {
-    throw new NsinsiderError(`firewall-ensure: cannot enable IPv4 forwarding: ${(e as Error).message}`, {
-      op: 'firewall-ensure',
-      kind: 'failed',
-      code: errnoCode(e),
-      cause: e,
-    });
-  }
-}
-
-/** The installed host table as nft prints it, or undefined when there is none. */
-export async function readWorkspaceFirewall(): Promise<string | undefined> {
-  try {
-    return (await tool('firewall-read', 'nft', ['list', 'table', 'inet', WORKSPACE_FIREWALL_TABLE])).stdout;
-  } catch (e) {
-    if (isCode(e, 'ENOENT')) return undefined;
-    throw e;
-  }
-}
-
-/** Removes the host table; false when there was none. */
-export async function removeWorkspaceFirewall(): Promise<boolean> {
-  try {
-    await tool('firewall-remove', 'nft', ['delete', 'table', 'inet', WORKSPACE_FIREWALL_TABLE]);
-    return true;
-  } catch (e) {
-    if (isCode(e, 'ENOENT')) return false;
-    throw e;
   }
 }

@@ -1,0 +1,134 @@
+import { readFile } from 'node:fs/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { isNsinsiderValidationError } from './errors.js';
+import { runCommand } from './exec.js';
+import {
+  DEFAULT_MAX_FLOWS_PER_WORKSPACE,
+  ensureWorkspaceFirewall,
+  readWorkspaceFirewall,
+  workspaceFirewallRuleset,
+} from './workspace-firewall.js';
+import { createNetns, createWorkspaceVeth, deleteLink, deleteNetns } from './workspace-network.js';
+
+const isRoot = process.getuid?.() === 0;
+
+describe('workspaceFirewallRuleset: the per-workspace flow limit', () => {
+  it('drops new flows of a workspace link beyond its limit, counted per interface index', () => {
+    const rules = workspaceFirewallRuleset({ ifPrefix: 'wbv', maxFlowsPerWorkspace: 300 });
+    expect(rules).toContain('set workspace_flows { type iface_index; size 65535; flags dynamic; }');
+    expect(rules).toContain('iifname "wbv*" ct state new add @workspace_flows { iif ct count over 300 } counter drop');
+    expect(workspaceFirewallRuleset({ ifPrefix: 'wbv' })).toContain(`ct count over ${DEFAULT_MAX_FLOWS_PER_WORKSPACE}`);
+    for (const bad of [0, -1, 1.5, 2_000_000]) {
+      let error: unknown;
+      try {
+        workspaceFirewallRuleset({ ifPrefix: 'wbv', maxFlowsPerWorkspace: bad });
+      } catch (e) {
+        error = e;
+      }
+      expect(isNsinsiderValidationError(error) && error.field).toBe('maxFlowsPerWorkspace');
+    }
+  });
+});
+
+/**
+ * Two workspace links (`wbvt…`: matched by the runtime's `wbv*` rules, never a runtime slot name, which are digits)
+ * and an "outside" netns on a link the rules do not match, standing in for the internet. The runtime's default
+ * limit is used: other tests on this machine re-install the shared table with it at any time.
+ */
+describe.runIf(isRoot)('the flow limit on real veths and conntrack (root)', () => {
+  const id = process.pid % 10000;
+  const attacker = { netns: `wbfa${id}`, link: `wbvta${id}`, cidr: '10.199.9.4/30', address: '10.199.9.6' };
+  const neighbour = { netns: `wbfn${id}`, link: `wbvtn${id}`, cidr: '10.199.9.8/30', address: '10.199.9.10' };
+  const outside = { netns: `wbfo${id}`, link: `wbto${id}`, cidr: '10.199.9.12/30', address: '10.199.9.14' };
+  const limit = DEFAULT_MAX_FLOWS_PER_WORKSPACE;
+  let server: Promise<unknown> | undefined;
+
+  beforeAll(async () => {
+    await ensureWorkspaceFirewall({ ifPrefix: 'wbv' });
+    for (const n of [attacker, neighbour, outside]) {
+      await createNetns(n.netns);
+      await createWorkspaceVeth({ hostIfName: n.link, alias: `workbay test ${n.link}`, netns: n.netns, cidr: n.cidr });
+    }
+    // A TCP echo server outside: what an honest workspace connects to.
+    const echo = `require('node:net').createServer((s) => s.pipe(s)).listen(7000, '0.0.0.0');setTimeout(() => process.exit(0), 60000);`;
+    server = runCommand('ip', ['netns', 'exec', outside.netns, process.execPath, '-e', echo], { timeoutMs: 65_000 });
+    for (let i = 0; i < 100 && !(await connectFrom(neighbour.netns)); i++) await sleep(50);
+  });
+
+  afterAll(async () => {
+    // Deleting the netns ends the echo server's network; its process exits on its own timer, or is killed here.
+    await runCommand('ip', ['netns', 'pids', outside.netns]).then(async (r) => {
+      for (const pid of r.stdout.split('\n').filter(Boolean)) process.kill(Number(pid), 'SIGKILL');
+    });
+    await server;
+    for (const n of [attacker, neighbour, outside]) {
+      await deleteLink(n.link).catch(() => undefined);
+      await deleteNetns(n.netns).catch(() => undefined);
+    }
+  });
+
+  it('stops a workspace flooding new UDP flows at its limit, while an honest neighbour still connects', async () => {
+    // Below the limit the would-be attacker is an honest workspace too.
+    expect(await connectFrom(attacker.netns)).toBe(true);
+    const before = dropCount(await readWorkspaceFirewall());
+    // Entries a previous run left (UDP ones live 30 s) were another link's; only this run's are counted.
+    const trackedBefore = await trackedFrom(attacker.address);
+    // As the red team did: one datagram to each of many unroutable documentation addresses and ports, 1.5x the limit.
+    const flood = `
+      const s = require('node:dgram').createSocket('udp4');
+      let sent = 0;
+      const total = ${Math.round(limit * 1.5)};
+      const next = () => {
+        if (sent === total) return s.close();
+        const host = (sent % 2 ? '198.51.100.' : '203.0.113.') + (1 + (sent % 250));
+        s.send('x', 1024 + (sent % 60000), host, () => { sent++; next(); });
+      };
+      s.on('error', () => {});
+      next();`;
+    const started = Date.now();
+    const r = await runCommand('ip', ['netns', 'exec', attacker.netns, process.execPath, '-e', flood], {
+      timeoutMs: 30_000,
+    });
+    expect(r.exitCode).toBe(0);
+    const tracked = (await trackedFrom(attacker.address)) - trackedBefore;
+    console.log(`flood of ${Math.round(limit * 1.5)} flows in ${Date.now() - started} ms: ${tracked} tracked`);
+    // It got its limit, and not one entry more.
+    expect(tracked).toBeLessThanOrEqual(limit);
+    expect(tracked).toBeGreaterThan(limit * 0.9);
+    expect(dropCount(await readWorkspaceFirewall())).toBeGreaterThan(before);
+    // At its limit the workspace cannot open more; the neighbour, counted apart, can.
+    expect(await connectFrom(attacker.netns)).toBe(false);
+    expect(await connectFrom(neighbour.netns)).toBe(true);
+    // Re-installing the table (every workspace start, every check interval) keeps the counts: still at its limit.
+    await ensureWorkspaceFirewall({ ifPrefix: 'wbv' });
+    expect(await connectFrom(attacker.netns)).toBe(false);
+    expect(await connectFrom(neighbour.netns)).toBe(true);
+  });
+
+  async function connectFrom(netns: string): Promise<boolean> {
+    const probe = `
+      const c = require('node:net').connect(7000, '${outside.address}');
+      const t = setTimeout(() => process.exit(2), 1500);
+      c.on('data', (d) => { clearTimeout(t); process.exit(String(d) === 'ping' ? 0 : 3); });
+      c.on('error', () => process.exit(1));
+      c.write('ping');`;
+    const r = await runCommand('ip', ['netns', 'exec', netns, process.execPath, '-e', probe], { timeoutMs: 10_000 });
+    return r.exitCode === 0;
+  }
+});
+
+/** Conntrack entries of the host's table whose original source is `address`. */
+async function trackedFrom(address: string): Promise<number> {
+  const text = await readFile('/proc/net/nf_conntrack', 'utf8');
+  return text.split('\n').filter((l) => l.includes(` src=${address} `)).length;
+}
+
+/** Packets the flow-limit rule dropped so far. */
+function dropCount(table: string | undefined): number {
+  const m = /ct count over \d+ \} counter packets (\d+)/.exec(table ?? '');
+  return m ? Number(m[1]) : 0;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
