@@ -59,6 +59,28 @@ export const localRuntimeConfigSchema = z.strictObject({
        * workspace unfiltered until the next one starts.
        */
       firewallCheckIntervalMs: z.number().int().min(0).default(10_000),
+      /**
+       * Tracked flows (conntrack entries of connections not yet closed) one workspace may hold; new ones beyond are
+       * dropped, so that a workspace cannot fill the node's conntrack table (new connections fail node-wide then).
+       * The table is shared by every runtime on the machine: the last one to install it sets the value.
+       */
+      maxFlowsPerWorkspace: z.number().int().min(64).max(1_000_000).default(4096),
+    })
+    .prefault({}),
+  /**
+   * The workspace's output (`<stateDir>/logs/<id>.log`) is on the host's disk, outside the workspace's own limits:
+   * it is capped while the workspace runs (see `log-cap.ts`).
+   */
+  logs: z
+    .strictObject({
+      /** What the log and its previous part (`.1`) may take together; the log is rotated past half of it. */
+      maxBytes: z
+        .number()
+        .int()
+        .min(64 * 1024)
+        .default(16 * 1024 * 1024),
+      /** Fallback check of every log, for writes the file watch did not report; also bounds the overshoot then. */
+      checkIntervalMs: z.number().int().positive().default(250),
     })
     .prefault({}),
   /** `auto`: a cgroup per workspace when running as root and cgroups are available (v1 or v2, detected). */
@@ -73,6 +95,36 @@ export const localRuntimeConfigSchema = z.strictObject({
     .regex(/^\/?[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/, 'must be a cgroup path without ".." segments')
     .refine((p) => !p.split('/').includes('..'), 'must not contain ".."')
     .optional(),
+  /** Limits beyond a class's CPU, memory and pids, which protect the node from its workspaces (with cgroups). */
+  cgroupLimits: z
+    .strictObject({
+      /**
+       * cgroup v1: a workspace's TCP socket buffers are capped at this share of its memory limit (v1 does not count
+       * them in the memory limit; v2 does, and ignores the three tcp keys)...
+       */
+      tcpMemoryShare: z.number().positive().max(1).default(0.25),
+      /** ...and at most this many bytes (also the cap of a workspace without a memory limit). */
+      tcpMemoryMaxBytes: z
+        .number()
+        .int()
+        .min(4 * 1024 * 1024)
+        .default(256 * 1024 * 1024),
+      /**
+       * cgroup v1: the TCP socket buffers of all workspaces together (on the parent cgroup). Default: the node's
+       * `net.ipv4.tcp_mem[0]`, below which the kernel sees no TCP memory pressure.
+       */
+      tcpMemoryTotalBytes: z
+        .number()
+        .int()
+        .min(16 * 1024 * 1024)
+        .optional(),
+      /**
+       * Process ids left to the node: the parent cgroup's `pids.max` is the kernel's pid_max (or threads-max, if
+       * lower) minus this. Default: a quarter of it.
+       */
+      pidsReserve: z.number().int().min(0).optional(),
+    })
+    .prefault({}),
   readiness: readinessSchema.prefault({}),
   /** Image reference (exact, or a glob with `*` and `?`) → how to run it. Exact matches win, then globs in order. */
   images: z.record(z.string().min(1), imageSchema).default({}),

@@ -5,6 +5,8 @@ import { FailedPreconditionError } from '@workbay/api';
 import type { ClassResources, PluginLogger } from '@workbay/api';
 import { CgroupController, mountCgroupsIfMissing, ownCgroupPath } from '@workbay/nsinsider';
 import type { Cgroup } from '@workbay/nsinsider';
+import type { TcpMemoryPolicy } from './cgroup-limits.js';
+import { limitWorkspaceParent, tcpMemoryLimitFor } from './cgroup-limits.js';
 import type { LocalRuntimeConfig } from './config.js';
 
 /** How the runtime isolates workspaces, decided once at creation from config and privileges. */
@@ -17,6 +19,8 @@ export interface LocalIsolation {
   /** Per-workspace cgroups, below `cgroupParent` (relative to the hierarchy root). */
   readonly cgroups?: CgroupController;
   readonly cgroupParent?: string;
+  /** cgroup v1: how each workspace's TCP buffers are capped (undefined: v2, which counts them in memory.max). */
+  readonly tcpMemory?: TcpMemoryPolicy;
   /** Said plainly wherever workspaces are not isolated: `workbay up`'s banner and each workspace's status. */
   readonly notice?: string;
 }
@@ -82,7 +86,9 @@ export async function decideIsolation(config: LocalRuntimeConfig, logger: Plugin
     }
     throw new FailedPreconditionError(message);
   }
-  return { namespaces, notice, cgroups: controller, cgroupParent: await cgroupParent(config, controller) };
+  const parentPath = await cgroupParent(config, controller);
+  const tcpMemory = await limitWorkspaceParent(controller, parentPath, config, logger);
+  return { namespaces, notice, cgroups: controller, cgroupParent: parentPath, tcpMemory };
 }
 
 /** v1: below the manager's own cgroup unless absolute; v2: from the root (the manager's own cgroup has processes). */
@@ -94,16 +100,23 @@ async function cgroupParent(config: LocalRuntimeConfig, controller: CgroupContro
 
 const cfsPeriodUs = 100_000;
 
-/** Creates the workspace's cgroup with the class limits; the wrapper joins it before it execs anything. */
+/**
+ * Creates the workspace's cgroup with the class limits and, with `tcpMemory` (cgroup v1), its TCP buffer cap; the
+ * wrapper joins it before it execs anything.
+ */
 export async function createWorkspaceCgroup(
   controller: CgroupController,
   parent: string,
   name: string,
   resources: ClassResources,
+  tcpMemory?: TcpMemoryPolicy,
 ): Promise<Cgroup> {
   const cg = controller.cgroup(path.posix.join(parent, name));
   await cg.create();
   try {
+    // v1 charges a socket to the cgroup only when the cap was written before the socket was made: here, before the
+    // wrapper joins, so that every socket of the workspace is charged.
+    if (tcpMemory) await cg.setTcpMemoryLimit(tcpMemoryLimitFor(tcpMemory, resources.memoryBytes));
     if (resources.cpu !== undefined) {
       await cg.setCpuLimit({ quotaUs: Math.max(1000, Math.round(resources.cpu * cfsPeriodUs)), periodUs: cfsPeriodUs });
     }

@@ -20,6 +20,7 @@ import { releaseWorkspaceNet, WorkspaceNetworks } from './network.js';
 import { PortAllocator } from './ports.js';
 import { assertInstanceId, cgroupOf, groupIsOurs, newInstance, removeCgroup } from './instance.js';
 import type { Instance } from './instance.js';
+import { LogCap } from './log-cap.js';
 import { groupAlive, isSameProcessAlive, readProcStat, signal, sleep } from './proc.js';
 import { waitReady } from './readiness.js';
 import { PreparedHosts } from './prepared-hosts.js';
@@ -66,6 +67,8 @@ export class LocalRuntime implements WorkspaceRuntime {
   private readonly instances = new Map<string, Instance>();
   private readonly starting = new Set<string>();
   private readonly prepared: PreparedHosts;
+  /** Keeps the logs of running workspaces (on the host's disk, outside their limits) under `logs.maxBytes`. */
+  private readonly logCap: LogCap;
   /** Names this runtime's netns and cgroups (from its state dir), so that its leftovers are known. */
   private readonly tag: string;
   private readonly eventsSubject = new Subject<RuntimeEvent>();
@@ -81,9 +84,10 @@ export class LocalRuntime implements WorkspaceRuntime {
     this.logger = logger;
     this.store = new InstanceStore(config.stateDir);
     this.prepared = new PreparedHosts(logger);
+    this.logCap = new LogCap({ ...config.logs, logger });
     this.tag = WorkspaceNetworks.tagFor(path.resolve(config.stateDir));
     if (isolation.namespaces) {
-      this.networks = new WorkspaceNetworks(config.network.pool, this.tag, logger);
+      this.networks = new WorkspaceNetworks(config.network.pool, this.tag, logger, config.network.maxFlowsPerWorkspace);
     }
   }
 
@@ -171,7 +175,10 @@ export class LocalRuntime implements WorkspaceRuntime {
         exitFile: this.store.exitFile(id),
         logFile: this.store.logFile(id),
       });
+      // Capped from its first write: a workspace can fill hundreds of MB while the record below is fsynced.
+      await this.logCap.watch(id, this.store.logFile(id));
     } catch (cause) {
+      await this.logCap.unwatch(id);
       await p.undo();
       throw new FailedPreconditionError(`could not launch workspace instance '${id}'`, { cause });
     }
@@ -246,6 +253,7 @@ export class LocalRuntime implements WorkspaceRuntime {
     if (this.closed) return;
     this.closed = true;
     this.stopFirewallWatch?.();
+    await this.logCap.close();
     // Running instances stay (a new runtime re-adopts them); resources reserved for starts to come go back.
     await this.prepared.releaseAll();
     for (const instance of this.instances.values()) {
@@ -349,6 +357,8 @@ export class LocalRuntime implements WorkspaceRuntime {
         const until = Date.now() + this.config.killTimeoutMs;
         while ((await groupAlive(r.pgid)) && Date.now() < until) await sleep(20);
       }
+      // Every writer is gone: one last check brings the log under its cap, and nothing grows it any more.
+      await this.logCap.unwatch(r.instanceId);
       const oomKills = await removeCgroup(r, this.isolation, this.logger);
       if (r.net) {
         await (this.networks ? this.networks.release(r.net) : releaseWorkspaceNet(r.net)).catch((error: unknown) =>
@@ -378,6 +388,7 @@ export class LocalRuntime implements WorkspaceRuntime {
     if (this.instances.get(id) === instance) this.instances.delete(id);
     this.ports.release(id);
     if (instance.pollTimer) clearTimeout(instance.pollTimer);
+    await this.logCap.unwatch(id);
     await this.store.remove(id);
   }
 
@@ -409,6 +420,7 @@ export class LocalRuntime implements WorkspaceRuntime {
       }
       instance.status = record.stopRequested ? 'stopping' : record.ready ? 'running' : 'starting';
       this.logger.info({ instanceId: record.instanceId, pid: record.pid }, 're-adopted running workspace');
+      await this.logCap.watch(record.instanceId, this.store.logFile(record.instanceId));
       this.watchAdopted(instance);
       if (!record.ready && !record.stopRequested) this.watchReadiness(instance);
     }

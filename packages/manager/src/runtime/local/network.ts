@@ -4,6 +4,7 @@ import type { PluginLogger } from '@workbay/api';
 import {
   createNetns,
   createWorkspaceVeth,
+  DEFAULT_MAX_FLOWS_PER_WORKSPACE,
   deleteLink,
   deleteNetns,
   ensureWorkspaceFirewall,
@@ -62,6 +63,8 @@ export class WorkspaceNetworks {
     pool: string,
     private readonly tag: string,
     private readonly logger: PluginLogger,
+    /** New flows one workspace may have tracked at once (conntrack); the host firewall drops those beyond. */
+    private readonly maxFlowsPerWorkspace = DEFAULT_MAX_FLOWS_PER_WORKSPACE,
   ) {
     ({ base: this.base, slots: this.slots } = parsePool(pool));
     this.cursor = randomInt(this.slots);
@@ -82,7 +85,7 @@ export class WorkspaceNetworks {
 
   /** Installs the host firewall (idempotent); called before any workspace gets a link. */
   async ensureFirewall(): Promise<void> {
-    await ensureWorkspaceFirewall({ ifPrefix: workspaceIfPrefix });
+    await ensureWorkspaceFirewall({ ifPrefix: workspaceIfPrefix, maxFlowsPerWorkspace: this.maxFlowsPerWorkspace });
   }
 
   /**

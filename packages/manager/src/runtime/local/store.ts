@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, open, readdir, readFile, rename, rm } from 'node:fs/promises';
 import path from 'node:path';
 import type { ReadinessConfig } from './config.js';
+import { rotatedLogFile } from './log-cap.js';
 import type { WorkspaceNet } from './network.js';
 
 /** A workspace's cgroup as recorded: its path below the hierarchy roots and its directories (one per v1 hierarchy). */
@@ -117,40 +118,51 @@ export class InstanceStore {
     return Number.isInteger(code) ? code : undefined;
   }
 
-  /** The last non-empty line of the workspace's output, for failure messages. */
+  /**
+   * The last non-empty line of the workspace's output, for failure messages: from the log, or from the part the last
+   * rotation kept when the log has nothing since.
+   */
   async lastLogLine(instanceId: string): Promise<string | undefined> {
-    let handle;
-    try {
-      handle = await open(this.logFile(instanceId), 'r');
-      const { size } = await handle.stat();
-      const length = Math.min(size, 4096);
-      const buffer = Buffer.alloc(length);
-      await handle.read(buffer, 0, length, size - length);
-      const lines = buffer
-        .toString('utf8')
-        .split('\n')
-        .map((l) => l.trim())
-        .filter(Boolean);
-      const last = lines.at(-1);
-      return last && last.length > 300 ? `${last.slice(0, 300)}…` : last;
-    } catch {
-      // Deliberate: the last log line only adds context to an exit reason that stands without it.
-      return undefined;
-    } finally {
-      await handle?.close();
-    }
+    const file = this.logFile(instanceId);
+    return (await lastLineOf(file)) ?? (await lastLineOf(rotatedLogFile(file)));
   }
 
   async remove(instanceId: string): Promise<void> {
     // Only waits for a pending save to settle; its failure was reported to whoever saved.
     await this.chains.get(instanceId)?.catch(() => undefined);
     this.chains.delete(instanceId);
+    const log = this.logFile(instanceId);
     await Promise.all([
       rm(this.recordFile(instanceId), { force: true }),
       rm(this.exitFile(instanceId), { force: true }),
       rm(`${this.exitFile(instanceId)}.tmp`, { force: true }),
-      rm(this.logFile(instanceId), { force: true }),
+      rm(log, { force: true }),
+      rm(rotatedLogFile(log), { force: true }),
+      rm(`${rotatedLogFile(log)}.tmp`, { force: true }),
     ]);
+  }
+}
+
+async function lastLineOf(file: string): Promise<string | undefined> {
+  let handle;
+  try {
+    handle = await open(file, 'r');
+    const { size } = await handle.stat();
+    const length = Math.min(size, 4096);
+    const buffer = Buffer.alloc(length);
+    await handle.read(buffer, 0, length, size - length);
+    const lines = buffer
+      .toString('utf8')
+      .split('\n')
+      .map((l) => l.trim())
+      .filter(Boolean);
+    const last = lines.at(-1);
+    return last && last.length > 300 ? `${last.slice(0, 300)}…` : last;
+  } catch {
+    // Deliberate: the last log line only adds context to an exit reason that stands without it.
+    return undefined;
+  } finally {
+    await handle?.close();
   }
 }
 

@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+
 /**
  * The tiny shell wrapper every workspace runs under. It is the leader of the workspace's process group and:
  * 1. writes its own pid into the workspace cgroup(s), so that everything it execs is accounted there from the start;
@@ -17,6 +19,8 @@
  * The wrapper and the init run as root with a fixed environment ({@link trustedEnv}): the workspace's environment is
  * its user's settings and content's choices (a `PATH` into the repository, `LD_PRELOAD`), so it reaches the
  * workspace command alone, through `env -i` at the very end (see {@link wrapperInvocation}).
+ *
+ * Before all of that it closes every descriptor above 2 ({@link closeInheritedFds}; not isolated, only with bash).
  */
 const outerScript = [
   'exit_file=$1; n=$2; shift 2',
@@ -95,6 +99,26 @@ export interface WrapperInvocation {
   readonly env: Record<string, string>;
 }
 
+/**
+ * Closes every descriptor above 2 before anything else runs: the manager's own are close-on-exec, but whatever
+ * started the manager may have left it some that are not (`workbay up 300>>file`), and a root-owned file or socket
+ * must not reach the workspace (nor the root tools on the way). The runtime passes nothing above 2 on purpose. The
+ * glob lists /proc/self/fd before the loop closes anything; its own directory descriptor is closed again harmlessly
+ * (closing a closed descriptor is not an error in bash).
+ *
+ * It needs bash: dash, the usual /bin/sh, only closes single-digit descriptors, and bash (Essential on Debian, in
+ * every mainstream distribution's base) is a shell, not a new interpreter. Isolated workspaces always get it (a start
+ * without /bin/bash fails); trusted ones (not isolated) when the machine has bash, else /bin/sh without the loop:
+ * they run as the manager's own user, who can open its descriptors through /proc anyway, and a minimal image
+ * (`/bin/sh` only) must still run them.
+ */
+const closeInheritedFds = 'for fd in /proc/self/fd/*; do fd=${fd##*/}; if [ "$fd" -gt 2 ]; then exec {fd}>&-; fi; done';
+
+/** Runs the wrapper when it closes inherited descriptors ({@link closeInheritedFds}). */
+const wrapperShell = '/bin/bash';
+
+const hasWrapperShell = existsSync(wrapperShell);
+
 /** The search path of every root tool the wrapper and the init run (absolute directories only, no cwd). */
 export const trustedPath = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 
@@ -145,6 +169,7 @@ export function wrapperInvocation(options: {
   readonly env: Readonly<Record<string, string>>;
 }): WrapperInvocation {
   const s = options.sandbox;
+  const closeFds = s !== undefined || hasWrapperShell;
   const mode = s
     ? [
         'isolated',
@@ -160,10 +185,10 @@ export function wrapperInvocation(options: {
       ]
     : ['plain'];
   return {
-    file: '/bin/sh',
+    file: closeFds ? wrapperShell : '/bin/sh',
     args: [
       '-c',
-      outerScript,
+      closeFds ? `${closeInheritedFds}\n${outerScript}` : outerScript,
       'workbay-workspace',
       options.exitFile,
       String(options.cgroupProcsFiles.length),

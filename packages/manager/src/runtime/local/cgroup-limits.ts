@@ -1,0 +1,113 @@
+import { access, readFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { PluginLogger } from '@workbay/api';
+import type { Cgroup, CgroupController } from '@workbay/nsinsider';
+import type { LocalRuntimeConfig } from './config.js';
+
+/**
+ * The limits that keep workspaces together from exhausting the node, beyond each class's CPU, memory and pids: the
+ * parent cgroup's pids cap and, on cgroup v1, TCP socket buffer caps for the parent and for each workspace.
+ */
+
+/** How a workspace's TCP buffer cap is sized (cgroup v1 only; v2 counts socket buffers in the memory limit). */
+export interface TcpMemoryPolicy {
+  /** Share of the workspace's memory limit. */
+  readonly share: number;
+  /** Upper bound, and the cap of a workspace without a memory limit. */
+  readonly maxBytes: number;
+}
+
+/** Below this a workspace's TCP cap would starve its own few connections. */
+const minTcpMemoryBytes = 4 * 1024 * 1024;
+
+/**
+ * The TCP buffer cap of a workspace with `memoryBytes` (undefined: no memory limit). The kernel still lets each
+ * socket take a segment beyond a full cap (about 64 KiB on loopback) so that no connection stalls for good: the
+ * overshoot grows with the number of sockets, which the memory limit bounds (socket structures are charged to it).
+ */
+export function tcpMemoryLimitFor(policy: TcpMemoryPolicy, memoryBytes: number | undefined): number {
+  const wanted = memoryBytes === undefined ? policy.maxBytes : Math.floor(memoryBytes * policy.share);
+  return Math.max(minTcpMemoryBytes, Math.min(policy.maxBytes, wanted));
+}
+
+/**
+ * Creates the workspaces' parent cgroup and caps it: pids (pid_max minus the reserve, so that a fork bomb in every
+ * workspace at once still leaves the node process ids) and, on v1, the TCP buffers of all workspaces together.
+ * Returns the per-workspace TCP policy when v1 can enforce one, else undefined (v2: memory.max already counts socket
+ * buffers; v1 without the control file: said in a warning). A cap that cannot be set is a warning, not a refusal to
+ * start: each workspace's own limits still hold.
+ */
+export async function limitWorkspaceParent(
+  controller: CgroupController,
+  parentPath: string,
+  config: LocalRuntimeConfig,
+  logger: PluginLogger,
+): Promise<TcpMemoryPolicy | undefined> {
+  const parent = controller.cgroup(parentPath);
+  await parent.create();
+  const limits = config.cgroupLimits;
+
+  await capPids(parent, parentPath, limits.pidsReserve, logger);
+
+  // v2 charges socket buffers to each workspace's memory.max: no TCP limit of its own is needed (or exists).
+  if (controller.version !== 'v1') return undefined;
+  const tcpFile = path.join(parent.dir('memory'), 'memory.kmem.tcp.limit_in_bytes');
+  const hasTcpFile = await access(tcpFile).then(
+    () => true,
+    () => false,
+  );
+  if (!hasTcpFile) {
+    logger.warn(
+      { file: tcpFile },
+      'this kernel has no cgroup v1 TCP memory limit: workspace socket buffers are not limited per workspace',
+    );
+    return undefined;
+  }
+  const capTotal = async (): Promise<number> => {
+    // tcp_mem counts pages; 4 KiB assumed (a kernel with larger pages gets a lower, so stricter, default total).
+    const total = limits.tcpMemoryTotalBytes ?? ((await readNumbers('/proc/sys/net/ipv4/tcp_mem'))[0] ?? 0) * 4096;
+    await parent.setTcpMemoryLimit(total);
+    return total;
+  };
+  await capTotal()
+    .then((bytes) => logger.info({ cgroup: parentPath, bytes }, 'capped the TCP buffers of all workspaces'))
+    .catch((error: unknown) =>
+      // EBUSY: its workspaces already hold more than that. Deliberate: each workspace's own cap still holds.
+      logger.warn({ cgroup: parentPath, err: error }, 'could not cap the TCP buffers of all workspaces'),
+    );
+  return { share: limits.tcpMemoryShare, maxBytes: limits.tcpMemoryMaxBytes };
+}
+
+async function capPids(
+  parent: Cgroup,
+  parentPath: string,
+  configuredReserve: number | undefined,
+  logger: PluginLogger,
+): Promise<void> {
+  try {
+    const [pidMax = 0] = await readNumbers('/proc/sys/kernel/pid_max');
+    const [threadsMax = 0] = await readNumbers('/proc/sys/kernel/threads-max');
+    const available = Math.min(pidMax, threadsMax);
+    const reserve = configuredReserve ?? Math.floor(available / 4);
+    if (reserve >= available) {
+      // A cap of nothing would stop every workspace from starting: the operator's reserve is taken as "no cap".
+      logger.warn({ reserve, available }, 'cgroupLimits.pidsReserve leaves workspaces no process ids: not capped');
+      return;
+    }
+    const pidsMax = available - reserve;
+    await parent.setPidsLimit(pidsMax);
+    logger.info({ cgroup: parentPath, pidsMax, reserve }, 'capped the process ids of all workspaces');
+  } catch (error) {
+    // Deliberate: said loudly, and each workspace's own pids limit still holds.
+    logger.warn({ cgroup: parentPath, err: error }, 'could not cap the process ids of all workspaces');
+  }
+}
+
+/** The whitespace-separated positive integers of a /proc file (at least one). */
+async function readNumbers(file: string): Promise<number[]> {
+  const numbers = (await readFile(file, 'utf8')).trim().split(/\s+/).map(Number);
+  if (numbers.length === 0 || numbers.some((n) => !Number.isSafeInteger(n) || n <= 0)) {
+    throw new Error(`unexpected content of ${file}`);
+  }
+  return numbers;
+}

@@ -1,0 +1,161 @@
+// LocalRuntime as root: what keeps one workspace from being the node's problem (TCP buffers, the parent's pids cap).
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { describe, expect, it, onTestFinished } from 'vitest';
+import {
+  contentDir,
+  isRoot,
+  newRuntime,
+  spec,
+  useLocalRuntimeFixtures,
+  waitForFile,
+} from '../../test-support/local-runtime.js';
+import { tcpMemoryLimitFor } from './cgroup-limits.js';
+
+useLocalRuntimeFixtures();
+
+const MiB = 1024 * 1024;
+/** The system's (a workspace cannot read root's home, where version managers put theirs). */
+const python = '/usr/bin/python3';
+
+/**
+ * The red team's attack, small: CONNS connections on the workspace's own loopback, each sent BYTES that nobody reads
+ * (one shared buffer, so the workspace's own memory stays small while the kernel is asked to hold CONNS x BYTES).
+ * Writes `held.txt` once every connection is open and has had time to fill.
+ */
+const holder = `
+const net = require('node:net');
+const fs = require('node:fs');
+const conns = Number(process.env.CONNS), chunk = Buffer.alloc(Number(process.env.BYTES), 1);
+const server = net.createServer((s) => s.pause());
+server.listen(0, '127.0.0.1', async () => {
+  for (let i = 0; i < conns; i++) {
+    const c = net.connect(server.address().port, '127.0.0.1');
+    c.on('error', () => {});
+    c.write(chunk);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  setTimeout(() => fs.writeFileSync('/workspace/held.txt', 'held\\n'), 2000);
+});
+`;
+
+describe('tcpMemoryLimitFor', () => {
+  it('takes the share of the memory limit, within 4 MiB and the maximum', () => {
+    const policy = { share: 0.25, maxBytes: 256 * MiB };
+    expect(tcpMemoryLimitFor(policy, 256 * MiB)).toBe(64 * MiB);
+    expect(tcpMemoryLimitFor(policy, 8 * 1024 * MiB)).toBe(256 * MiB);
+    expect(tcpMemoryLimitFor(policy, undefined)).toBe(256 * MiB);
+    expect(tcpMemoryLimitFor(policy, 8 * MiB)).toBe(4 * MiB);
+  });
+});
+
+describe.runIf(isRoot)('LocalRuntime: a workspace is not the node problem (root)', () => {
+  it('caps a workspace’s TCP buffers (cgroup v1) so that unread loopback data stays at its limit', async () => {
+    const runtime = await newRuntime({
+      images: { holder: { command: [process.execPath, '-e', holder], readiness: { kind: 'none' } } },
+    });
+    const conns = 400;
+    const bytes = MiB;
+    const dir = await contentDir();
+    const s = spec({ contentDir: dir, image: 'holder', resources: { memoryBytes: 256 * MiB, pids: 64 } });
+    const nodeBefore = await nodeTcpBytes();
+    const st = await runtime.start({ ...s, env: { ...s.env, CONNS: String(conns), BYTES: String(bytes) } });
+    const memoryDir = st.cgroupDirs.find((d) => d.includes('/memory/'));
+    if (runtime.isolation.cgroups?.version !== 'v1' || !memoryDir) {
+      // v2 counts socket buffers in memory.max; there is no TCP file of its own to check.
+      expect(runtime.isolation.tcpMemory).toBeUndefined();
+      return;
+    }
+    // A quarter of the memory limit (the default share), read back from cgroupfs.
+    const cap = 64 * MiB;
+    expect(await readNumber(path.join(memoryDir, 'memory.kmem.tcp.limit_in_bytes'))).toBe(cap);
+
+    await waitForFile(path.join(dir, 'held.txt'), 30_000);
+    const usage = await readNumber(path.join(memoryDir, 'memory.kmem.tcp.max_usage_in_bytes'));
+    const nodeDelta = (await nodeTcpBytes()) - nodeBefore;
+    console.log(
+      `asked the kernel to hold ${(conns * bytes) / MiB} MiB: the workspace's TCP peak ${(usage / MiB).toFixed(1)} MiB ` +
+        `(cap ${cap / MiB} MiB), node TCP memory +${(nodeDelta / MiB).toFixed(1)} MiB`,
+    );
+    // It reached its cap: the limit, not the test, is what stopped it...
+    expect(usage).toBeGreaterThan(cap * 0.9);
+    // ...and stayed there but for the segment the kernel lets each socket hold beyond a full cap (64 KiB on loopback;
+    // 128 KiB a socket is generous), far from the 400 MiB it asked for.
+    expect(usage).toBeLessThan(cap + conns * 128 * 1024);
+    // The node saw about as much (other tests on the machine add their own: 64 MiB of slack).
+    expect(nodeDelta).toBeLessThan(cap + conns * 128 * 1024 + 64 * MiB);
+    await runtime.stop(s.instanceId, { gracePeriodMs: 0 });
+  });
+
+  it.runIf(existsSync(python))(
+    'caps a workspace’s UDP buffers with the same limit (v1 charges every socket to it)',
+    async () => {
+      // Sockets that never read (python3: no event loop reading for it), each with the largest receive buffer an
+      // unprivileged process may ask for (net.core.rmem_max, doubled by the kernel), sent datagrams until it is full.
+      const udp = [
+        'import socket, pathlib',
+        'rx = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(40)]',
+        "for s in rx: s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 30); s.bind(('127.0.0.1', 0))",
+        'tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)',
+        'for _ in range(200):',
+        '    for s in rx: tx.sendto(bytes(60000), s.getsockname())',
+        "pathlib.Path('/workspace/held.txt').write_text('held\\n')",
+        'import time; time.sleep(600)',
+      ].join('\n');
+      const runtime = await newRuntime({
+        images: { udp: { command: [python, '-c', udp], readiness: { kind: 'none' } } },
+      });
+      const dir = await contentDir();
+      const s = spec({ contentDir: dir, image: 'udp', resources: { memoryBytes: 64 * MiB, pids: 16 } });
+      const st = await runtime.start(s);
+      const memoryDir = st.cgroupDirs.find((d) => d.includes('/memory/'));
+      if (runtime.isolation.cgroups?.version !== 'v1' || !memoryDir) return;
+      await waitForFile(path.join(dir, 'held.txt'), 30_000);
+      const cap = 16 * MiB;
+      const usage = await readNumber(path.join(memoryDir, 'memory.kmem.tcp.max_usage_in_bytes'));
+      const asked = 40 * Math.min(200 * 60000, 2 * (await readNumber('/proc/sys/net/core/rmem_max')));
+      console.log(
+        `UDP: buffers for ${(asked / MiB).toFixed(0)} MiB, peak ${(usage / MiB).toFixed(1)} MiB (cap 16 MiB)`,
+      );
+      // Where the buffers could hold more than the cap, the cap is what stopped them; beyond it, one datagram a socket.
+      if (asked > 2 * cap) expect(usage).toBeGreaterThan(cap * 0.9);
+      expect(usage).toBeLessThan(cap + 40 * 128 * 1024);
+      await runtime.stop(s.instanceId, { gracePeriodMs: 0 });
+    },
+  );
+
+  it('caps the process ids of all workspaces together below the kernel’s, and TCP buffers (v1) below tcp_mem[0]', async () => {
+    // A parent of its own: runtimes of other spec files write the shared one's caps with the default reserve.
+    const runtime = await newRuntime({
+      cgroupParent: `workbay-limits-${process.pid}`,
+      cgroupLimits: { pidsReserve: 5000 },
+    });
+    const { cgroups, cgroupParent } = runtime.isolation;
+    expect(cgroups && cgroupParent).toBeTruthy();
+    const parent = cgroups!.cgroup(cgroupParent!);
+    onTestFinished(() => parent.remove());
+    const pidMax = Math.min(
+      await readNumber('/proc/sys/kernel/pid_max'),
+      await readNumber('/proc/sys/kernel/threads-max'),
+    );
+    expect(await readNumber(path.join(parent.dir('pids'), 'pids.max'))).toBe(pidMax - 5000);
+    if (cgroups!.version === 'v1') {
+      const tcpMemLow = Number((await readFile('/proc/sys/net/ipv4/tcp_mem', 'utf8')).trim().split(/\s+/)[0]);
+      expect(await readNumber(path.join(parent.dir('memory'), 'memory.kmem.tcp.limit_in_bytes'))).toBe(
+        tcpMemLow * 4096,
+      );
+      expect(runtime.isolation.tcpMemory).toEqual({ share: 0.25, maxBytes: 256 * MiB });
+    }
+  });
+});
+
+async function readNumber(file: string): Promise<number> {
+  return Number((await readFile(file, 'utf8')).trim());
+}
+
+/** The node's TCP buffer memory (/proc/net/sockstat "TCP: ... mem", in pages). */
+async function nodeTcpBytes(): Promise<number> {
+  const m = /^TCP:.* mem (\d+)$/m.exec(await readFile('/proc/net/sockstat', 'utf8'));
+  return Number(m?.[1] ?? 0) * 4096;
+}
