@@ -6,7 +6,15 @@ import { FailedPreconditionError } from '@workbay/api';
 import type { RuntimeWorkspaceSpec } from '@workbay/api';
 import type { LocalRuntimeConfig, ReadinessConfig } from './config.js';
 import { expandCommand, resolveImage } from './images.js';
-import { hideDirsFor, hostIdentity, iwsDirFor, sandboxEnv, workspaceMount } from './sandbox.js';
+import {
+  hideDirsFor,
+  hostIdentity,
+  hostSharedWritableDirs,
+  iwsDirFor,
+  privateDirsFor,
+  sandboxEnv,
+  workspaceMount,
+} from './sandbox.js';
 import type { HostIdentity } from './sandbox.js';
 
 const defaultPath = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -27,6 +35,8 @@ export interface LaunchPlan {
   readonly identity?: HostIdentity;
   readonly iwsDir?: string;
   readonly hideDirs?: readonly string[];
+  /** Isolated only: directories that get a private tmpfs (/tmp and every other one anyone may write). */
+  readonly privateDirs?: readonly string[];
 }
 
 /**
@@ -92,6 +102,7 @@ export async function planLaunch(options: {
     identity: hostIdentity(options.contentStat),
     iwsDir,
     hideDirs: hideDirsFor([path.dirname(contentDir), config.stateDir], needed),
+    privateDirs: privateDirsFor(hostSharedWritableDirs(), needed),
   };
 }
 

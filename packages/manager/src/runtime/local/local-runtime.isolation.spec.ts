@@ -70,6 +70,26 @@ describe.runIf(isRoot)('LocalRuntime: isolation as root', () => {
     await expect(stat(markers)).rejects.toThrow();
   });
 
+  it('gives every world-writable host directory a private tmpfs: what one workspace writes there no other sees, and it dies with it', async () => {
+    // The host's own: Debian keeps /run/lock world-writable (the red team's channel between two owners).
+    expect((await stat('/run/lock')).mode & 0o002).toBe(0o002);
+    const mark = `workbay-shared-${process.pid}-${Date.now()}`;
+    const runtime = await newRuntime({
+      images: shellImages({
+        writer: `echo secret > /run/lock/${mark} && echo written > w.txt || echo refused > w.txt; exec sleep 600`,
+        reader: `sleep 1; if [ -e /run/lock/${mark} ]; then echo seen; else echo unseen; fi > r.txt; exec sleep 600`,
+      }),
+    });
+    const writerDir = await contentDir();
+    const readerDir = await contentDir();
+    await runtime.start(spec({ contentDir: writerDir, image: 'writer' }));
+    expect((await waitForFile(path.join(writerDir, 'w.txt'))).trim()).toBe('written');
+    await runtime.start(spec({ contentDir: readerDir, image: 'reader' }));
+    expect((await waitForFile(path.join(readerDir, 'r.txt'))).trim()).toBe('unseen');
+    // Not on the host either: it lived in the writer's own tmpfs.
+    await expect(stat(path.join('/run/lock', mark))).rejects.toThrow();
+  });
+
   it('puts the workspace in a cgroup with the class limits and removes it afterwards', async () => {
     const runtime = await newRuntime({ images: shellImages({ sleeper: 'echo up > up.txt; exec sleep 600' }) });
     expect(runtime.isolation.cgroups).toBeDefined();

@@ -142,6 +142,7 @@ export async function spawnWorkspace(
             contentDir: p.contentDir,
             iwsDir: p.plan.iwsDir,
             hideDirs: p.plan.hideDirs,
+            privateDirs: p.plan.privateDirs,
             uid: identity.uid,
             gid: identity.gid,
           }

@@ -1,4 +1,5 @@
 import type { Stats } from 'node:fs';
+import { lstatSync, readdirSync } from 'node:fs';
 import { lstat } from 'node:fs/promises';
 import path from 'node:path';
 import { workspaceUid } from './wrapper.js';
@@ -63,6 +64,79 @@ export function hideDirsFor(candidates: readonly string[], needed: readonly stri
     .filter((dir) => ![workspaceMount, iwsMount].some((m) => inside(dir, m)));
   const unique = [...new Set(usable)];
   return unique.filter((dir) => !unique.some((other) => other !== dir && inside(other, dir))).sort();
+}
+
+/** Where a host may keep directories anyone can write, one level deep (beside the always private /tmp family). */
+const writableParents = [
+  '/',
+  '/run',
+  '/var',
+  '/var/lib',
+  '/var/cache',
+  '/var/spool',
+  '/var/local',
+  '/var/mail',
+  '/dev',
+  '/srv',
+  '/opt',
+  '/home',
+  '/mnt',
+  '/media',
+  '/usr/local',
+  '/etc',
+];
+
+/**
+ * World-writable host directories (mode o+w, not links) in the usual places, such as `/run/lock` or `/dev/mqueue`:
+ * the workspace's uid may write them like anyone, so without a private tmpfs of its own every workspace would share
+ * them with the others and with the host, and what it leaves there would outlive it (a channel between owners, and
+ * disk outside its quota). A few directory reads: the runtime looks once per process ({@link hostSharedWritableDirs}).
+ */
+export function sharedWritableDirs(parents: readonly string[] = writableParents): string[] {
+  const found: string[] = [];
+  for (const parent of parents) {
+    let names: string[];
+    try {
+      names = readdirSync(parent);
+    } catch {
+      continue; // Not on this host (or not readable): nothing there to cover.
+    }
+    for (const name of [...names.map((n) => path.join(parent, n)), parent]) {
+      const st = (() => {
+        try {
+          return lstatSync(name);
+        } catch {
+          return undefined; // Gone since the listing.
+        }
+      })();
+      if (st?.isDirectory() && (st.mode & 0o002) !== 0) found.push(name);
+    }
+  }
+  return [...new Set(found)].sort();
+}
+
+let hostShared: string[] | undefined;
+
+/** {@link sharedWritableDirs} of this host, looked up on first use. */
+export function hostSharedWritableDirs(): readonly string[] {
+  hostShared ??= sharedWritableDirs();
+  return hostShared;
+}
+
+/**
+ * Directories that get a private, writable tmpfs inside the workspace: /tmp, /var/tmp and /dev/shm, and the host's
+ * other world-writable directories (`shared`, from {@link sharedWritableDirs}) except system directories, ones that
+ * hold what the workspace must run (`needed`) or the workspace's own mounts, and ones below another private one.
+ */
+export function privateDirsFor(shared: readonly string[], needed: readonly string[]): string[] {
+  const inside = (dir: string, p: string): boolean => p === dir || p.startsWith(`${dir}/`);
+  const usable = shared
+    .map((d) => path.resolve(d))
+    .filter((dir) => !neverHidden.includes(dir))
+    .filter((dir) => !needed.some((p) => path.isAbsolute(p) && inside(dir, path.resolve(p))))
+    .filter((dir) => ![workspaceMount, iwsMount].some((m) => inside(dir, m) || inside(m, dir)));
+  const all = [...new Set([...coveredAnyway, ...usable])];
+  return all.filter((dir) => !all.some((other) => other !== dir && inside(other, dir)));
 }
 
 /**

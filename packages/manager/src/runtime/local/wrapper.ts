@@ -50,7 +50,8 @@ export const workspaceUid = 33333;
  * - sets the hostname; mounts a sysfs of the workspace's netns (the host's would list the host's links);
  * - binds the content at /workspace and the in-workspace service dir at /.workbay (nosuid, nodev);
  * - covers the host directories it must not read (every workspace's content, the runtime's and manager's state)
- *   with empty read-only tmpfs mounts, and gives the workspace private tmpfs mounts at /tmp, /var/tmp and /dev/shm;
+ *   with empty read-only tmpfs mounts, and gives the workspace private tmpfs mounts at /tmp, /var/tmp, /dev/shm and
+ *   every other directory of the host that anyone may write (`/run/lock`, `/dev/mqueue`: see `sharedWritableDirs`);
  * - runs the workspace as host uid/gid `uid`/`gid` with no capabilities, no supplementary groups and no_new_privs,
  *   in a new user namespace that maps exactly that id to 33333 (an unprivileged process may map its own id, so no
  *   newuidmap and no privileged helper is involved); host root is not mapped inside;
@@ -72,9 +73,10 @@ export const sandboxInitScript = [
   '  mount -t tmpfs -o ro,nosuid,nodev,noexec,mode=755,size=4k workbay-hidden "$1" || fail "cannot hide $1"',
   '  shift; n=$((n - 1))',
   'done',
-  'for d in /tmp /var/tmp /dev/shm; do',
-  '  [ -d "$d" ] || continue',
-  '  mount -t tmpfs -o nosuid,nodev,mode=1777 workbay-tmp "$d" || fail "cannot mount a tmpfs at $d"',
+  'm=$1; shift',
+  'while [ "$m" -gt 0 ]; do',
+  '  if [ -d "$1" ]; then mount -t tmpfs -o nosuid,nodev,mode=1777 workbay-tmp "$1" || fail "cannot mount a tmpfs at $1"; fi',
+  '  shift; m=$((m - 1))',
   'done',
   'cd /workspace || fail "cannot enter /workspace"',
   `setpriv --reuid="$uid" --regid="$gid" --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs -- unshare --user --map-user=${workspaceUid} --map-group=${workspaceUid} -- "$@" &`,
@@ -154,9 +156,18 @@ export interface SandboxSpec {
   readonly iwsDir?: string;
   /** Host directories to cover with an empty tmpfs (no one an ancestor of another). */
   readonly hideDirs?: readonly string[];
+  /** Directories that get a private, writable tmpfs (default /tmp, /var/tmp and /dev/shm). */
+  readonly privateDirs?: readonly string[];
   /** Host uid/gid the workspace runs as (33333 inside its user namespace). */
   readonly uid: number;
   readonly gid: number;
+}
+
+const defaultPrivateDirs = ['/tmp', '/var/tmp', '/dev/shm'];
+
+/** A list as the init script reads it: its length, then its items. */
+function counted(items: readonly string[]): string[] {
+  return [String(items.length), ...items];
 }
 
 /** The argv that runs `command` inside the wrapper. */
@@ -182,6 +193,7 @@ export function wrapperInvocation(options: {
         String(s.gid),
         String(s.hideDirs?.length ?? 0),
         ...(s.hideDirs ?? []),
+        ...counted(s.privateDirs ?? defaultPrivateDirs),
       ]
     : ['plain'];
   return {
