@@ -90,6 +90,29 @@ describe.runIf(isRoot)('LocalRuntime: isolation as root', () => {
     await expect(stat(path.join('/run/lock', mark))).rejects.toThrow();
   });
 
+  it('limits the namespaces a workspace may nest, at a level it cannot raise', async () => {
+    // 80 network namespaces held at once from a user namespace of its own (where it is root and sets its own limit
+    // high): the workspace's level allows 64 in all.
+    const runtime = await newRuntime({
+      images: shellImages({
+        nest: [
+          'cat /proc/sys/user/max_net_namespaces > limit.txt',
+          '(echo 100000 > /proc/sys/user/max_net_namespaces) 2>/dev/null && echo raised > raise.txt || echo refused > raise.txt',
+          `unshare --user --map-root-user sh -c 'echo 100000 > /proc/sys/user/max_net_namespaces; i=0; while [ $i -lt 80 ]; do i=$((i + 1)); unshare --net sleep 30 2>>nest-err.txt & done; sleep 3; echo $((80 - $(grep -c "No space left" nest-err.txt))) > held.txt'`,
+          'exec sleep 600',
+        ].join('; '),
+      }),
+    });
+    const dir = await contentDir();
+    await runtime.start(spec({ contentDir: dir, image: 'nest' }));
+    expect((await waitForFile(path.join(dir, 'limit.txt'))).trim()).toBe('64');
+    expect((await waitForFile(path.join(dir, 'raise.txt'))).trim()).toBe('refused');
+    const held = Number((await waitForFile(path.join(dir, 'held.txt'), 30_000)).trim());
+    // The nested user namespace's own netns count is not one of them; the rest failed with ENOSPC.
+    expect(held).toBeGreaterThan(0);
+    expect(held).toBeLessThanOrEqual(64);
+  });
+
   it('puts the workspace in a cgroup with the class limits and removes it afterwards', async () => {
     const runtime = await newRuntime({ images: shellImages({ sleeper: 'echo up > up.txt; exec sleep 600' }) });
     expect(runtime.isolation.cgroups).toBeDefined();

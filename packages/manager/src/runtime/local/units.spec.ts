@@ -67,6 +67,11 @@ describe('the sandbox plan', () => {
       '7',
       '8',
       '0',
+      // Private tmpfs directories: the default three when the plan names none.
+      '3',
+      '/tmp',
+      '/var/tmp',
+      '/dev/shm',
       'env',
       '-i',
       'PATH=/workspace/bin:/usr/bin',
