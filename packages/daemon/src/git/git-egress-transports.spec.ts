@@ -14,24 +14,21 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GitAddressRefusedError } from '../errors.js';
 import { runGitInitializer } from '../initializer/git-initializer.js';
 import type { InitializerContext } from '../initializer/context.js';
-import type { GitInitializerSpec } from '../initializer/types.js';
 import type { CountingListener, GitHttpServer, TestRepo } from '../test-support/git-server.js';
-import { createRepo, git, scratch, startCountingListener, startGitHttpServer } from '../test-support/git-server.js';
+import {
+  createRepo,
+  git,
+  plainGitInitializer,
+  scratch,
+  startCountingListener,
+  startGitHttpServer,
+} from '../test-support/git-server.js';
 import { Git } from './git.js';
 import type { EgressRefusal } from './egress-proxy.js';
 
 const gitDaemon = '/usr/lib/git-core/git-daemon';
 
-const spec = (remoteUri: string): GitInitializerSpec => ({
-  remoteUri,
-  upstreamRemoteUri: '',
-  targetMode: 'remote-head',
-  cloneTarget: '',
-  checkoutLocation: 'project',
-  fullClone: false,
-  customConfig: {},
-  auth: { method: 'none' },
-});
+const spec = plainGitInitializer;
 
 /** A bare repository `<name>.git` in `root` whose tree has a file and a gitlink per submodule, with `.gitmodules`. */
 async function repoWithSubmodules(

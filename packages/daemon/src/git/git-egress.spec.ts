@@ -15,12 +15,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GitAddressRefusedError, InvalidArgumentError } from '../errors.js';
 import { runGitInitializer } from '../initializer/git-initializer.js';
 import type { InitializerContext } from '../initializer/context.js';
-import type { GitInitializerSpec } from '../initializer/types.js';
 import type { AddressRules } from '../initializer/address-policy.js';
 import type { CountingListener, GitHttpServer } from '../test-support/git-server.js';
 import {
   createRepo,
   git as plainGit,
+  plainGitInitializer,
   scratch,
   startCountingListener,
   startGitHttpServer,
@@ -29,16 +29,7 @@ import { Git } from './git.js';
 
 const allowLoopback1: AddressRules = { allowedNetworks: ['127.0.0.1/32'] };
 
-const spec = (remoteUri: string): GitInitializerSpec => ({
-  remoteUri,
-  upstreamRemoteUri: '',
-  targetMode: 'remote-head',
-  cloneTarget: '',
-  checkoutLocation: 'project',
-  fullClone: false,
-  customConfig: {},
-  auth: { method: 'none' },
-});
+const spec = plainGitInitializer;
 
 describe('network git and the address policy (real git, real servers)', () => {
   let root: Awaited<ReturnType<typeof scratch>>;

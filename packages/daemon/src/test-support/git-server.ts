@@ -6,6 +6,7 @@ import { createServer as createNetServer } from 'node:net';
 import type { AddressInfo, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
+import type { GitInitializerSpec } from '../initializer/types.js';
 
 const gitEnv = {
   ...process.env,
@@ -260,5 +261,19 @@ export async function startCountingListener(host: string, port = 0): Promise<Cou
         for (const socket of sockets) socket.destroy();
         server.close(() => resolve());
       }),
+  };
+}
+
+/** A git initializer of `remoteUri` with nothing else asked: the remote's head, shallow, no auth. */
+export function plainGitInitializer(remoteUri: string): GitInitializerSpec {
+  return {
+    remoteUri,
+    upstreamRemoteUri: '',
+    targetMode: 'remote-head',
+    cloneTarget: '',
+    checkoutLocation: 'project',
+    fullClone: false,
+    customConfig: {},
+    auth: { method: 'none' },
   };
 }
