@@ -8,14 +8,13 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createSilentLogger, isWorkbayError } from '@workbay/api';
 import { Git } from '../git/git.js';
-import { createRepo, git, scratch, startGitHttpServer } from '../test-support/git-server.js';
+import { createRepo, git, plainGitInitializer, scratch, startGitHttpServer } from '../test-support/git-server.js';
 import type { GitHttpServer, TestRepo } from '../test-support/git-server.js';
 import { startTestDaemon } from '../test-support/daemon-harness.js';
 import type { TestDaemon } from '../test-support/daemon-harness.js';
 import { runGitInitializer } from './git-initializer.js';
 import type { InitProgress } from './progress.js';
 import { maxAttemptsWithin, maxErrorChars, progressErrorText } from './progress.js';
-import type { GitInitializerSpec } from './types.js';
 
 describe('progressErrorText', () => {
   it('removes credentials of every shape a failure line can carry', () => {
@@ -69,15 +68,7 @@ describe('git clone retries report progress (real git over HTTP)', () => {
     try {
       const reports: InitProgress[] = [];
       server.failNext(2);
-      const spec: GitInitializerSpec = {
-        remoteUri: `${server.url.replace('http://', `http://alice:${password}@`)}/repo.git`,
-        targetMode: 'remote-head',
-        cloneTarget: '',
-        checkoutLocation: 'project',
-        fullClone: false,
-        customConfig: {},
-        auth: { method: 'none' },
-      };
+      const spec = plainGitInitializer(`${server.url.replace('http://', `http://alice:${password}@`)}/repo.git`);
       const root = join(work.path, 'content');
       await mkdir(root);
       await runGitInitializer(
