@@ -20,7 +20,7 @@ import type { MinioConfig } from './config.js';
 import { parseMinioConfig } from './config.js';
 import type { ErrorContext } from './errors.js';
 import { toStorageError } from './errors.js';
-import { verifyingPassThrough } from './digest-check.js';
+import { verifyWhileRead } from './digest-check.js';
 import { destroyOnAbort } from './multipart.js';
 import { digestMetadataKey, metaPrefix, toInfo } from './object-metadata.js';
 import { MinioUploader } from './upload.js';
@@ -154,7 +154,7 @@ export class MinioStorage implements RemoteStorage {
         response.destroy();
         throw error;
       }
-      source = digest ? verifyingPassThrough(response, digest, what) : response;
+      source = digest ? verifyWhileRead(response, digest, what) : response;
       const detach = destroyOnAbort(source, options.signal);
       source.once('close', detach);
     } catch (error) {

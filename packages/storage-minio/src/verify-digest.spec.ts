@@ -1,4 +1,5 @@
-import { Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { FailedPreconditionError, InternalError } from '@workbay/api';
 import type { MinioServer } from '@workbay/testing';
 import { generateStream, readAll, sha256Of, startMinio } from '@workbay/testing';
@@ -65,6 +66,55 @@ for (const tls of [false, true]) {
       expect(storage.verifiesDigests).toBe(true);
       const body = await storage.download(bucket, 'ok.bin', { verifyDigest: true });
       expect(sha256Of(await readAll(body))).toBe(sha256Of(bytes));
+    });
+
+    it('every way of reading checks the bytes: pipe, paused read() and flowing data events', async () => {
+      const bytes = await randomBytes(6 * MiB);
+      const digest = sha256Of(bytes);
+      await storage.upload(bucket, 'ways.bin', Readable.from([bytes]), { digest });
+      const other = Buffer.from(bytes);
+      other[3 * MiB] ^= 0x01;
+      await admin.putObject(bucket, 'ways-bad.bin', other, other.length, { [digestMetadataKey]: digest });
+
+      const piped = async (name: string): Promise<Error | undefined> => {
+        const sink = new PassThrough();
+        sink.resume();
+        return pipeline(await storage.download(bucket, name, { verifyDigest: true }), sink).then(
+          () => undefined,
+          (error: Error) => error,
+        );
+      };
+      const paused = async (name: string): Promise<Error | undefined> => {
+        const body = await storage.download(bucket, name, { verifyDigest: true });
+        return new Promise((resolve) => {
+          body.on('readable', () => {
+            while (body.read() !== null);
+          });
+          body.once('end', () => resolve(undefined));
+          body.once('error', resolve);
+        });
+      };
+      const flowing = async (name: string): Promise<Error | undefined> => {
+        const body = await storage.download(bucket, name, { verifyDigest: true });
+        return new Promise((resolve) => {
+          body.on('data', () => undefined);
+          body.once('end', () => resolve(undefined));
+          body.once('error', resolve);
+        });
+      };
+      for (const read of [piped, paused, flowing]) {
+        expect(await read('ways.bin'), read.name).toBeUndefined();
+        expect(await read('ways-bad.bin'), read.name).toBeInstanceOf(DigestMismatchError);
+      }
+    });
+
+    it('a verified stream refuses unshift (the bytes would be hashed twice)', async () => {
+      const bytes = await randomBytes(MiB);
+      await storage.upload(bucket, 'unshift.bin', Readable.from([bytes]), { digest: sha256Of(bytes) });
+      const body = await storage.download(bucket, 'unshift.bin', { verifyDigest: true });
+      const failed = new Promise<Error>((resolve) => body.once('error', resolve));
+      body.once('data', (chunk: Buffer) => body.unshift(chunk));
+      expect((await failed).message).toContain('unshift');
     });
 
     it('an empty object with its digest verifies', async () => {
