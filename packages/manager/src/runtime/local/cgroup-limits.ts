@@ -1,4 +1,5 @@
 import { access, readFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import type { PluginLogger } from '@workbay/api';
 import type { Cgroup, CgroupController } from '@workbay/nsinsider';
@@ -6,7 +7,7 @@ import type { LocalRuntimeConfig } from './config.js';
 
 /**
  * The limits that keep workspaces together from exhausting the node, beyond each class's CPU, memory and pids: the
- * parent cgroup's pids cap and, on cgroup v1, TCP socket buffer caps for the parent and for each workspace.
+ * parent cgroup's CPU and pids caps and, on cgroup v1, TCP socket buffer caps for the parent and for each workspace.
  */
 
 /** How a workspace's TCP buffer cap is sized (cgroup v1 only; v2 counts socket buffers in the memory limit). */
@@ -31,24 +32,46 @@ export function tcpMemoryLimitFor(policy: TcpMemoryPolicy, memoryBytes: number |
 }
 
 /**
- * Creates the workspaces' parent cgroup and caps it: pids (pid_max minus the reserve, so that a fork bomb in every
- * workspace at once still leaves the node process ids) and, on v1, the TCP buffers of all workspaces together.
- * Returns the per-workspace TCP policy when v1 can enforce one, else undefined (v2: memory.max already counts socket
- * buffers; v1 without the control file: said in a warning). A cap that cannot be set is a warning, not a refusal to
- * start: each workspace's own limits still hold.
+ * Creates the workspaces' parent cgroup and caps it: CPU (the node's cores minus the reserve, so that busy loops in
+ * every workspace still leave the manager, the daemon and a starting workspace's set-up their share), pids (pid_max
+ * minus the reserve, so that a fork bomb in every workspace at once still leaves the node process ids) and, on v1,
+ * the TCP buffers of all workspaces together.
+ * Returns what each workspace's own limits must follow: the CPU cap, when one was set (cgroup v1 refuses a child
+ * quota above its parent's), and the per-workspace TCP policy when v1 can enforce one (v2: memory.max already
+ * counts socket buffers; v1 without the control file: said in a warning). A cap that cannot be set is a warning,
+ * not a refusal to start: each workspace's own limits still hold.
  */
 export async function limitWorkspaceParent(
   controller: CgroupController,
   parentPath: string,
   config: LocalRuntimeConfig,
   logger: PluginLogger,
-): Promise<TcpMemoryPolicy | undefined> {
+): Promise<ParentLimits> {
   const parent = controller.cgroup(parentPath);
   await parent.create();
   const limits = config.cgroupLimits;
 
+  const cpuCores = await capCpu(parent, parentPath, limits.cpuReserveCores, logger);
   await capPids(parent, parentPath, limits.pidsReserve, logger);
+  const tcpMemory = await capTcpMemory(controller, parent, parentPath, limits, logger);
+  return { ...(cpuCores !== undefined ? { cpuCores } : {}), ...(tcpMemory ? { tcpMemory } : {}) };
+}
 
+/** What the parent's caps mean for each workspace. */
+export interface ParentLimits {
+  /** The cores all workspaces together may use: no workspace's CPU limit may exceed it. */
+  readonly cpuCores?: number;
+  /** cgroup v1: how each workspace's TCP buffers are capped (undefined: v2, or a kernel without the control). */
+  readonly tcpMemory?: TcpMemoryPolicy;
+}
+
+async function capTcpMemory(
+  controller: CgroupController,
+  parent: Cgroup,
+  parentPath: string,
+  limits: LocalRuntimeConfig['cgroupLimits'],
+  logger: PluginLogger,
+): Promise<TcpMemoryPolicy | undefined> {
   // v2 charges socket buffers to each workspace's memory.max: no TCP limit of its own is needed (or exists).
   if (controller.version !== 'v1') return undefined;
   const tcpFile = path.join(parent.dir('memory'), 'memory.kmem.tcp.limit_in_bytes');
@@ -76,6 +99,40 @@ export async function limitWorkspaceParent(
       logger.warn({ cgroup: parentPath, err: error }, 'could not cap the TCP buffers of all workspaces'),
     );
   return { share: limits.tcpMemoryShare, maxBytes: limits.tcpMemoryMaxBytes };
+}
+
+/** The CFS period of the parent's CPU cap: the kernel's default, so a cap of N cores reads N × 100 ms. */
+const cpuPeriodUs = 100_000;
+
+/** The cores left to the node by default: a quarter of one, or a twentieth of a larger node's. */
+export function defaultCpuReserveCores(cores: number): number {
+  return Math.max(0.25, cores / 20);
+}
+
+async function capCpu(
+  parent: Cgroup,
+  parentPath: string,
+  configuredReserve: number | undefined,
+  logger: PluginLogger,
+): Promise<number | undefined> {
+  // The cores this process may run on (its affinity), which are the ones its workspaces inherit.
+  const cores = availableParallelism();
+  const reserve = configuredReserve ?? defaultCpuReserveCores(cores);
+  const quotaUs = Math.floor((cores - reserve) * cpuPeriodUs);
+  if (quotaUs < 1000) {
+    // The kernel's smallest quota is 1 ms: a reserve that leaves less is taken as "no cap", said loudly.
+    logger.warn({ reserve, cores }, 'cgroupLimits.cpuReserveCores leaves workspaces no CPU: not capped');
+    return undefined;
+  }
+  try {
+    await parent.setCpuLimit({ quotaUs, periodUs: cpuPeriodUs });
+    logger.info({ cgroup: parentPath, cores, reserve }, 'capped the CPU of all workspaces');
+    return quotaUs / cpuPeriodUs;
+  } catch (error) {
+    // Deliberate: said loudly, and each workspace's own CPU limit still holds.
+    logger.warn({ cgroup: parentPath, err: error }, 'could not cap the CPU of all workspaces');
+    return undefined;
+  }
 }
 
 async function capPids(

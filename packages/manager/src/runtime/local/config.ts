@@ -123,6 +123,11 @@ export const localRuntimeConfigSchema = z.strictObject({
        * lower) minus this. Default: a quarter of it.
        */
       pidsReserve: z.number().int().min(0).optional(),
+      /**
+       * Cores left to the node (the manager, the daemon, starting workspaces): the parent cgroup's CPU quota is the
+       * cores this process may use minus this. Default: a quarter of a core, or a twentieth of the cores if more.
+       */
+      cpuReserveCores: z.number().min(0).optional(),
     })
     .prefault({}),
   readiness: readinessSchema.prefault({}),

@@ -21,6 +21,8 @@ export interface LocalIsolation {
   readonly cgroupParent?: string;
   /** cgroup v1: how each workspace's TCP buffers are capped (undefined: v2, which counts them in memory.max). */
   readonly tcpMemory?: TcpMemoryPolicy;
+  /** The cores all workspaces together may use (the parent's cap): a class asking for more gets this. */
+  readonly cpuCores?: number;
   /** Said plainly wherever workspaces are not isolated: `workbay up`'s banner and each workspace's status. */
   readonly notice?: string;
 }
@@ -87,8 +89,8 @@ export async function decideIsolation(config: LocalRuntimeConfig, logger: Plugin
     throw new FailedPreconditionError(message);
   }
   const parentPath = await cgroupParent(config, controller);
-  const tcpMemory = await limitWorkspaceParent(controller, parentPath, config, logger);
-  return { namespaces, notice, cgroups: controller, cgroupParent: parentPath, tcpMemory };
+  const { tcpMemory, cpuCores } = await limitWorkspaceParent(controller, parentPath, config, logger);
+  return { namespaces, notice, cgroups: controller, cgroupParent: parentPath, tcpMemory, cpuCores };
 }
 
 /** v1: below the manager's own cgroup unless absolute; v2: from the root (the manager's own cgroup has processes). */
@@ -102,15 +104,17 @@ const cfsPeriodUs = 100_000;
 
 /**
  * Creates the workspace's cgroup with the class limits and, with `tcpMemory` (cgroup v1), its TCP buffer cap; the
- * wrapper joins it before it execs anything.
+ * wrapper joins it before it execs anything. A CPU limit above `cpuCores` (the parent's cap) is lowered to it: v1
+ * refuses a child quota above its parent's, and no workspace could use more anyway.
  */
 export async function createWorkspaceCgroup(
   controller: CgroupController,
   parent: string,
   name: string,
   resources: ClassResources,
-  tcpMemory?: TcpMemoryPolicy,
+  limits: Pick<LocalIsolation, 'tcpMemory' | 'cpuCores'> = {},
 ): Promise<Cgroup> {
+  const { tcpMemory, cpuCores } = limits;
   const cg = controller.cgroup(path.posix.join(parent, name));
   await cg.create();
   try {
@@ -118,7 +122,8 @@ export async function createWorkspaceCgroup(
     // wrapper joins, so that every socket of the workspace is charged.
     if (tcpMemory) await cg.setTcpMemoryLimit(tcpMemoryLimitFor(tcpMemory, resources.memoryBytes));
     if (resources.cpu !== undefined) {
-      await cg.setCpuLimit({ quotaUs: Math.max(1000, Math.round(resources.cpu * cfsPeriodUs)), periodUs: cfsPeriodUs });
+      const cores = Math.min(resources.cpu, cpuCores ?? Infinity);
+      await cg.setCpuLimit({ quotaUs: Math.max(1000, Math.floor(cores * cfsPeriodUs)), periodUs: cfsPeriodUs });
     }
     if (resources.memoryBytes !== undefined) await cg.setMemoryLimit(resources.memoryBytes);
     if (resources.pids !== undefined) await cg.setPidsLimit(resources.pids);

@@ -1,6 +1,8 @@
-// LocalRuntime as root: what keeps one workspace from being the node's problem (TCP buffers, the parent's pids cap).
+// LocalRuntime as root: what keeps one workspace from being the node's problem (TCP buffers, the parent's CPU and
+// pids caps).
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it, onTestFinished } from 'vitest';
 import {
@@ -11,7 +13,7 @@ import {
   useLocalRuntimeFixtures,
   waitForFile,
 } from '../../test-support/local-runtime.js';
-import { tcpMemoryLimitFor } from './cgroup-limits.js';
+import { defaultCpuReserveCores, tcpMemoryLimitFor } from './cgroup-limits.js';
 
 useLocalRuntimeFixtures();
 
@@ -47,6 +49,14 @@ describe('tcpMemoryLimitFor', () => {
     expect(tcpMemoryLimitFor(policy, 8 * 1024 * MiB)).toBe(256 * MiB);
     expect(tcpMemoryLimitFor(policy, undefined)).toBe(256 * MiB);
     expect(tcpMemoryLimitFor(policy, 8 * MiB)).toBe(4 * MiB);
+  });
+});
+
+describe('defaultCpuReserveCores', () => {
+  it('leaves a quarter of a core, or a twentieth of a larger node', () => {
+    expect(defaultCpuReserveCores(2)).toBe(0.25);
+    expect(defaultCpuReserveCores(5)).toBe(0.25);
+    expect(defaultCpuReserveCores(64)).toBe(3.2);
   });
 });
 
@@ -124,6 +134,37 @@ describe.runIf(isRoot)('LocalRuntime: a workspace is not the node problem (root)
       await runtime.stop(s.instanceId, { gracePeriodMs: 0 });
     },
   );
+
+  it('caps the CPU of all workspaces below the node’s cores, and lowers a class asking for more to that cap', async () => {
+    const runtime = await newRuntime({
+      cgroupParent: `workbay-cpu-${process.pid}`,
+      cgroupLimits: { cpuReserveCores: 0.5 },
+      images: { idle: { command: ['sleep', '600'], readiness: { kind: 'none' } } },
+    });
+    const { cgroups, cgroupParent } = runtime.isolation;
+    const parent = cgroups!.cgroup(cgroupParent!);
+    onTestFinished(() => parent.remove());
+    const quotaUs = Math.floor((availableParallelism() - 0.5) * 100_000);
+    expect((await parent.limits()).cpu).toEqual({ quotaUs, periodUs: 100_000 });
+    expect(runtime.isolation.cpuCores).toBe(quotaUs / 100_000);
+
+    // A class asking for more cores than the node has (v1 would refuse that quota below the parent's cap) starts, at
+    // the cap; one asking for less keeps its own.
+    for (const [asked, expected] of [
+      [64, quotaUs],
+      [0.5, 50_000],
+    ] as const) {
+      const s = spec({ contentDir: await contentDir(), image: 'idle', resources: { cpu: asked, pids: 16 } });
+      const st = await runtime.start(s);
+      const cpuDir = st.cgroupDirs.find(
+        (d) => existsSync(path.join(d, 'cpu.cfs_quota_us')) || existsSync(path.join(d, 'cpu.max')),
+      );
+      expect(cpuDir).toBeDefined();
+      const own = await cgroups!.cgroup(path.posix.join(cgroupParent!, path.basename(cpuDir!))).limits();
+      expect(own.cpu).toEqual({ quotaUs: expected, periodUs: 100_000 });
+      await runtime.stop(s.instanceId, { gracePeriodMs: 0 });
+    }
+  });
 
   it('caps the process ids of all workspaces together below the kernel’s, and TCP buffers (v1) below tcp_mem[0]', async () => {
     // A parent of its own: runtimes of other spec files write the shared one's caps with the default reserve.

@@ -69,7 +69,7 @@ export async function reserveHost(options: HostOptions): Promise<HostResources> 
           isolation.cgroupParent ?? 'workbay',
           workspaceCgroupName(options.tag, id),
           spec.resources,
-          isolation.tcpMemory,
+          isolation,
         );
       }
     } catch (cause) {
