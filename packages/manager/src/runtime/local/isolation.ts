@@ -121,10 +121,7 @@ export async function createWorkspaceCgroup(
     // v1 charges a socket to the cgroup only when the cap was written before the socket was made: here, before the
     // wrapper joins, so that every socket of the workspace is charged.
     if (tcpMemory) await cg.setTcpMemoryLimit(tcpMemoryLimitFor(tcpMemory, resources.memoryBytes));
-    if (resources.cpu !== undefined) {
-      const cores = Math.min(resources.cpu, cpuCores ?? Infinity);
-      await cg.setCpuLimit({ quotaUs: Math.max(1000, Math.floor(cores * cfsPeriodUs)), periodUs: cfsPeriodUs });
-    }
+    if (resources.cpu !== undefined) await setCpuWithin(cg, controller.cgroup(parent), resources.cpu, cpuCores);
     if (resources.memoryBytes !== undefined) await cg.setMemoryLimit(resources.memoryBytes);
     if (resources.pids !== undefined) await cg.setPidsLimit(resources.pids);
   } catch (error) {
@@ -132,6 +129,23 @@ export async function createWorkspaceCgroup(
     throw error;
   }
   return cg;
+}
+
+/**
+ * Sets `cores` on the workspace's cgroup, no more than the parent's cap. The cap this runtime set at its start is the
+ * first bound; another runtime on the same parent (a restart with another reserve, specs in parallel) may have set
+ * another since, so a refusal is retried once at the parent's current quota, if it is below what was asked.
+ */
+async function setCpuWithin(cg: Cgroup, parent: Cgroup, cores: number, cap: number | undefined): Promise<void> {
+  const quotaOf = (n: number): number => Math.max(1000, Math.floor(n * cfsPeriodUs));
+  try {
+    await cg.setCpuLimit({ quotaUs: quotaOf(Math.min(cores, cap ?? Infinity)), periodUs: cfsPeriodUs });
+  } catch (error) {
+    const current = (await parent.limits()).cpu;
+    const parentCores = current ? current.quotaUs / current.periodUs : Infinity;
+    if (parentCores >= Math.min(cores, cap ?? Infinity)) throw error;
+    await cg.setCpuLimit({ quotaUs: quotaOf(parentCores), periodUs: cfsPeriodUs });
+  }
 }
 
 async function findOnPath(name: string): Promise<string | undefined> {

@@ -164,6 +164,26 @@ describe.runIf(isRoot)('LocalRuntime: a workspace is not the node problem (root)
       expect(own.cpu).toEqual({ quotaUs: expected, periodUs: 100_000 });
       await runtime.stop(s.instanceId, { gracePeriodMs: 0 });
     }
+
+    // Another runtime on the same parent lowered the cap since this one started: the workspace gets the new cap. (On a
+    // parent of its own: v1 frees a removed child's CPU group asynchronously, and until then a lower parent quota
+    // than that child's is refused.)
+    const second = await newRuntime({
+      cgroupParent: `workbay-cpu2-${process.pid}`,
+      cgroupLimits: { cpuReserveCores: 0.5 },
+      images: { idle: { command: ['sleep', '600'], readiness: { kind: 'none' } } },
+    });
+    const secondParent = cgroups!.cgroup(second.isolation.cgroupParent!);
+    onTestFinished(() => secondParent.remove());
+    await secondParent.setCpuLimit({ quotaUs: 70_000, periodUs: 100_000 });
+    const s = spec({ contentDir: await contentDir(), image: 'idle', resources: { cpu: 64, pids: 16 } });
+    const st = await second.start(s);
+    const cpuDir = st.cgroupDirs.find(
+      (d) => existsSync(path.join(d, 'cpu.cfs_quota_us')) || existsSync(path.join(d, 'cpu.max')),
+    );
+    const own = await cgroups!.cgroup(path.posix.join(second.isolation.cgroupParent!, path.basename(cpuDir!))).limits();
+    expect(own.cpu).toEqual({ quotaUs: 70_000, periodUs: 100_000 });
+    await second.stop(s.instanceId, { gracePeriodMs: 0 });
   });
 
   it('caps the process ids of all workspaces together below the kernel’s, and TCP buffers (v1) below tcp_mem[0]', async () => {
