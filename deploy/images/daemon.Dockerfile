@@ -5,12 +5,13 @@
 # the npm-packed workspace packages installed with `npm install --omit=dev` (production dependencies only).
 #
 #   BASE_IMAGE       a Node 20 image with /bin/sh and /usr/bin/env (default node:20-bookworm-slim)
-#   SYSTEM_PACKAGES  Debian packages the daemon calls (git, tar, zstd, getfattr, nsenter/unshare/setpriv, ip,
-#                    nft, mkfs.ext4); empty for a base that already carries what it needs (apt-get is then not run)
+#   SYSTEM_PACKAGES  Debian packages the daemon calls (git, ssh for ssh remotes, tar, zstd, getfattr,
+#                    nsenter/unshare/setpriv, ip, nft, mkfs.ext4); empty for a base that already carries what it
+#                    needs (apt-get is then not run)
 ARG BASE_IMAGE=node:20-bookworm-slim
 FROM ${BASE_IMAGE}
 
-ARG SYSTEM_PACKAGES="git ca-certificates tar zstd attr util-linux iproute2 nftables e2fsprogs"
+ARG SYSTEM_PACKAGES="git openssh-client ca-certificates tar zstd attr util-linux iproute2 nftables e2fsprogs"
 RUN if [ -n "$SYSTEM_PACKAGES" ]; then \
       apt-get update \
       && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $SYSTEM_PACKAGES \
