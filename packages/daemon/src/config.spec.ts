@@ -47,6 +47,13 @@ describe('daemon config', () => {
     // The in-workspace service's namespace operations run root tools in the workspace's namespaces: off by default.
     expect(config.iws).toEqual({ namespaceOps: false, maxConnections: 64, connectionIdle: 60_000 });
     expect(config.quota.mode).toBe('auto');
+    // Loop images: keep max(1 GiB, 5%) for the node, never promise more than the disk has, sparse images.
+    expect(config.quota).toMatchObject({
+      reserveBytes: 1024 ** 3,
+      reserveFraction: 0.05,
+      overcommitRatio: 1,
+      preallocate: false,
+    });
   });
 
   it('parses Go durations and sizes with units', () => {
@@ -72,6 +79,13 @@ describe('daemon config', () => {
       'storage.layout.bucket',
     );
     expect(fieldOf({ quota: { defaultSize: '12 parsecs' } })).toBe('quota.defaultSize');
+    expect(fieldOf({ quota: { reserveBytes: -1 } })).toBe('quota.reserveBytes');
+    expect(fieldOf({ quota: { reserveFraction: 1 } })).toBe('quota.reserveFraction');
+    expect(fieldOf({ quota: { overcommitRatio: 0 } })).toBe('quota.overcommitRatio');
+    expect(parseDaemonConfig({ quota: { reserveBytes: '20GiB', overcommitRatio: 1.5 } }).quota).toMatchObject({
+      reserveBytes: 20 * 1024 ** 3,
+      overcommitRatio: 1.5,
+    });
     expect(fieldOf({ wat: 1 })).toBe('wat');
   });
 
@@ -94,6 +108,19 @@ describe('daemon config', () => {
       'initializer.download.allowedNetworks[0]',
     );
     expect(fieldOf({ initializer: { download: { allowPrivate: true } } })).toBe('initializer.download.allowPrivate');
+  });
+
+  it('git.upstreamProxy: an http:// URL with a port, direct networks as CIDRs; a bad one names the key', () => {
+    const config = parseDaemonConfig({
+      git: { upstreamProxy: { url: 'http://u:p@proxy.corp:3128', direct: ['10.0.0.0/8'] } },
+    });
+    expect(config.git.upstreamProxy).toEqual({ url: 'http://u:p@proxy.corp:3128', direct: ['10.0.0.0/8'] });
+    expect(parseDaemonConfig({}).git.upstreamProxy).toBeUndefined();
+    expect(fieldOf({ git: { upstreamProxy: { url: 'https://proxy.corp:3128' } } })).toBe('git.upstreamProxy.url');
+    expect(fieldOf({ git: { upstreamProxy: { url: 'http://proxy.corp' } } })).toBe('git.upstreamProxy.url');
+    expect(fieldOf({ git: { upstreamProxy: { url: 'http://p:1', direct: ['corp'] } } })).toBe(
+      'git.upstreamProxy.direct[0]',
+    );
   });
 
   it('hands storage backends their section (flat or nested under the kind)', () => {

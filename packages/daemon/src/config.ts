@@ -3,6 +3,7 @@
  * Every error names the bad key (`backup.concurrency: ...`). Durations are Go duration strings (`30s`, `5m`)
  * or milliseconds; sizes are bytes or strings with a unit (`512MiB`, `10GB`).
  */
+import { parseUpstreamProxy } from './git/upstream-proxy.js';
 import { readFile } from 'node:fs/promises';
 import { extname, join } from 'node:path';
 import { parseByteSize, parseGoDuration, parseWithSchema } from '@workbay/api';
@@ -10,6 +11,7 @@ import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { InvalidArgumentError, errorMessage } from './errors.js';
 import { downloadPolicyDefaults, parseNetwork } from './initializer/address-policy.js';
+import { loopAdmissionDefaults } from './quota/admission.js';
 import { expandHome } from './util/paths.js';
 
 const size = z.union([z.number().int().nonnegative(), z.string()]).transform((value, ctx) => {
@@ -156,6 +158,25 @@ export const daemonConfigSchema = z
         allowPrivateAddresses: z.boolean().default(false),
         /** Networks allowed although refused by default (an internal forge): `10.1.0.0/16`, `fd00::/8`, `10.0.0.7`. */
         allowedNetworks: z.array(network).default([]),
+        /**
+         * A forward proxy that network git reaches remotes through (nodes without direct egress). The egress proxy
+         * still resolves and checks each target and asks this proxy for a tunnel to the checked address, never the
+         * name (git/upstream-proxy.ts). Addresses in `direct` are connected to without it.
+         */
+        upstreamProxy: z
+          .object({
+            /** `http://[user:password@]host:port` */
+            url: z.string().superRefine((url, ctx) => {
+              try {
+                parseUpstreamProxy(url);
+              } catch (error) {
+                ctx.addIssue({ code: 'custom', message: (error as Error).message });
+              }
+            }),
+            direct: z.array(network).default([]),
+          })
+          .strict()
+          .optional(),
       })
       .strict()
       .prefault({}),
@@ -164,6 +185,17 @@ export const daemonConfigSchema = z
         mode: z.enum(['auto', 'xfs', 'loop', 'watch', 'none']).default('auto'),
         defaultSize: size.default(0),
         watchInterval: duration.default(30_000),
+        /*
+         * loop mode: an image is admitted only if every live image's unwritten part plus the new image fits in the
+         * free space of the images' filesystem above a reserve kept for the node (quota/admission.ts).
+         */
+        /** Kept free for the node; the reserve is the larger of this and reserveFraction × the filesystem's size. */
+        reserveBytes: size.default(loopAdmissionDefaults.reserveBytes),
+        reserveFraction: z.number().min(0).max(0.9).default(loopAdmissionDefaults.reserveFraction),
+        /** How many times the free space above the reserve may be promised; 1: never more than exists. */
+        overcommitRatio: z.number().positive().max(100).default(loopAdmissionDefaults.overcommitRatio),
+        /** Allocate each image's full size when it is created (`fallocate`) instead of leaving it sparse. */
+        preallocate: z.boolean().default(loopAdmissionDefaults.preallocate),
       })
       .strict()
       .prefault({}),

@@ -2,6 +2,7 @@
  * `createDaemon(config)`: the whole daemon as a library: plugins, storage, quotas, disk guard, the content
  * service, its gRPC server (health and reflection included) and the HTTP side (/metrics, /live, /ready).
  */
+import { parseUpstreamProxy } from './git/upstream-proxy.js';
 import { mkdir } from 'node:fs/promises';
 import type { Subscription } from 'rxjs';
 import type { BucketLayout, PluginLogger, RemoteStorage, WorkbayPlugin } from '@workbay/api';
@@ -144,6 +145,7 @@ class WorkbayDaemon implements Daemon {
       workingArea: config.workingArea,
       imageDir: paths.images,
       watchIntervalMs: config.quota.watchInterval,
+      loop: config.quota,
       logger: this.logger,
     });
     this.quotaSupport = support;
@@ -191,6 +193,9 @@ class WorkbayDaemon implements Daemon {
         addresses: {
           allowPrivateAddresses: config.git.allowPrivateAddresses,
           allowedNetworks: config.git.allowedNetworks,
+          ...(config.git.upstreamProxy
+            ? { upstreamProxy: parseUpstreamProxy(config.git.upstreamProxy.url, config.git.upstreamProxy.direct) }
+            : {}),
         },
       },
       quota,

@@ -9,6 +9,7 @@ import {
   InvalidArgumentError,
   NotFoundError,
   PermissionDeniedError,
+  ResourceExhaustedError,
   UnauthenticatedError,
 } from '@workbay/api';
 import type { WorkbayErrorOptions } from '@workbay/api';
@@ -93,6 +94,26 @@ export class DataCorruptionError extends InternalError {
 export class WorkspaceStateError extends FailedPreconditionError {
   constructor(workspaceId: string, state: string, operation: string, options?: WorkbayErrorOptions) {
     super(`workspace '${workspaceId}' is ${state}; cannot ${operation}`, options);
+  }
+}
+
+/**
+ * A loop-image disk quota the node's disk cannot back: admitting it would promise more than the filesystem holding
+ * the images has free above the node's reserve. Nothing was created. RESOURCE_EXHAUSTED on the wire.
+ */
+export class DiskOvercommitError extends ResourceExhaustedError {
+  readonly requestedBytes: number;
+  readonly availableBytes: number;
+
+  constructor(requestedBytes: number, availableBytes: number, options?: WorkbayErrorOptions) {
+    super(
+      // Short, the config keys early: status lines that show it cut long messages. No paths (clients see it).
+      `disk quota of ${requestedBytes} bytes refused: ${availableBytes} bytes available on this node ` +
+        '(daemon config quota.reserveBytes, quota.reserveFraction, quota.overcommitRatio)',
+      options,
+    );
+    this.requestedBytes = requestedBytes;
+    this.availableBytes = availableBytes;
   }
 }
 

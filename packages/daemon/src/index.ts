@@ -44,6 +44,7 @@ export { WorkspaceContentService } from './content-service.js';
 export {
   ArchiveEscapeError,
   DataCorruptionError,
+  DiskOvercommitError,
   GitAccessDeniedError,
   GitAddressRefusedError,
   GitAuthenticationError,
@@ -101,8 +102,10 @@ export {
   WatchDiskQuota,
   XfsDiskQuota,
   createDiskQuota,
+  loopAdmissionDefaults,
   probeQuotaSupport,
 } from './quota/quotas.js';
+export type { AdmissionSnapshot, LoopAdmissionSettings } from './quota/quotas.js';
 export type { FilesystemStats, HostCapabilities, HostOps, MountInfo } from './host-ops/host-ops.js';
 export { createHostOps } from './host-ops/host-ops.js';
 export type { DiskGuardOptions, DiskGuardStatus } from './health/disk-guard.js';

@@ -18,7 +18,7 @@
  */
 import { chown, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { AddressRules } from '../initializer/address-policy.js';
+import type { EgressRules } from './upstream-proxy.js';
 import type { ConfigPair } from './config-guard.js';
 import { EgressProxy } from './egress-proxy.js';
 
@@ -139,7 +139,7 @@ export interface EgressSession {
  * command has exited.
  */
 export async function startEgress(
-  rules: AddressRules,
+  rules: EgressRules,
   dir: string,
   user: { readonly uid: number; readonly gid: number } | undefined,
 ): Promise<EgressSession> {

@@ -14,6 +14,7 @@
  * - A refused target is answered 403 before any connection is attempted: open and closed ports of a refused
  *   address look the same. Refusals are recorded (bounded) for the command's error; no body is ever echoed.
  * - Plain http:// is forwarded request by request (absolute-form), bodies streamed both ways, never buffered.
+ * - With an upstream proxy (upstream-proxy.ts), the checked address is reached through a tunnel it opens.
  */
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { createServer, request as httpRequest } from 'node:http';
@@ -23,7 +24,8 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { pipeline } from 'node:stream';
 import { AddressPolicy, resolveChecked } from '../initializer/address-policy.js';
-import type { AddressRules } from '../initializer/address-policy.js';
+import { directMatcher, tunnelThrough } from './upstream-proxy.js';
+import type { EgressRules } from './upstream-proxy.js';
 
 /** A connection the proxy refused: `host:port` as git asked (bounded) and why. */
 export interface EgressRefusal {
@@ -77,23 +79,27 @@ export class EgressProxy {
   readonly refusals: EgressRefusal[] = [];
   /** Names that did not resolve (git then reports them as such). */
   readonly unresolved: string[] = [];
+  /** What the upstream proxy failed or refused (at most 16), for the command's error. */
+  readonly upstreamFailures: string[] = [];
   private readonly policy: AddressPolicy;
+  private readonly direct: (address: string) => boolean;
   private readonly token = randomBytes(24).toString('hex');
   private readonly expected: Buffer;
   private readonly sockets = new Set<Duplex>();
   private open = 0;
 
   private constructor(
-    private readonly rules: AddressRules,
+    private readonly rules: EgressRules,
     private readonly limits: EgressLimits,
     private readonly server: Server,
   ) {
     this.policy = new AddressPolicy(rules);
+    this.direct = rules.upstreamProxy ? directMatcher(rules.upstreamProxy) : () => true;
     this.expected = Buffer.from(`Basic ${this.authorization}`);
   }
 
   /** Starts a proxy on 127.0.0.1:0 for one git command. */
-  static async start(rules: AddressRules = {}, limits: Partial<EgressLimits> = {}): Promise<EgressProxy> {
+  static async start(rules: EgressRules = {}, limits: Partial<EgressLimits> = {}): Promise<EgressProxy> {
     const bounds = { ...egressLimits, ...limits };
     const server = createServer({ maxHeaderSize: bounds.maxHeaderBytes, requestTimeout: 0 });
     const proxy = new EgressProxy(rules, bounds, server);
@@ -171,7 +177,15 @@ export class EgressProxy {
       if (this.refusals.length < maxRecorded) this.refusals.push({ target: `${shown}:${port}`, kind });
       return { refused: kind };
     }
+    const upstream = this.rules.upstreamProxy;
     for (const { address } of resolved.allowed) {
+      if (upstream && !this.direct(address)) {
+        // The proxy is asked for this checked address, not the name: it has nothing left to resolve.
+        const tunnelled = await tunnelThrough(upstream, address, port, this.limits.connectTimeoutMs);
+        if ('socket' in tunnelled) return tunnelled;
+        if (this.upstreamFailures.length < maxRecorded) this.upstreamFailures.push(tunnelled.failed);
+        continue;
+      }
       const socket = await this.connectOnce(address, port);
       // The resolver's answer was checked; this is the second look, at the peer of the connection itself.
       if (socket && this.policy.allows(socket.remoteAddress ?? '')) return { socket };

@@ -23,7 +23,9 @@ import {
   startCountingListener,
   startGitHttpServer,
 } from '../test-support/git-server.js';
+import { startTinyproxy } from '../test-support/tinyproxy.js';
 import { Git } from './git.js';
+import { parseUpstreamProxy } from './upstream-proxy.js';
 import type { EgressRefusal } from './egress-proxy.js';
 
 const gitDaemon = '/usr/lib/git-core/git-daemon';
@@ -182,6 +184,27 @@ describe('network git transports and submodules behind the egress proxy (real gi
     expect(error).toBeInstanceOf(GitAddressRefusedError);
     expect((error as Error).message).toContain(`127.0.0.2:${internalGit.port} (loopback address;`);
     expect(internalGit.connections()).toBe(0);
+  });
+
+  it('git:// through an upstream proxy (tinyproxy): tunnelled to the checked address', async () => {
+    const proxy = await startTinyproxy('alice', 's3cret');
+    try {
+      const base = await context();
+      const ctx: InitializerContext = {
+        ...base,
+        git: new Git(join(root.path, 'tmp'), {
+          addresses: {
+            allowedNetworks: ['127.0.0.1/32'],
+            upstreamProxy: parseUpstreamProxy(`http://alice:s3cret@127.0.0.1:${proxy.port}`),
+          },
+        }),
+      };
+      await runGitInitializer(spec(`git://127.0.0.1:${daemonPort}/repo.git`), ctx, 'initializer.git');
+      expect(git(join(ctx.root, 'project'), 'log', '-1', '--format=%s')).toBe('second');
+      expect(await proxy.connects()).toEqual([`127.0.0.1:${daemonPort}`]);
+    } finally {
+      await proxy.stop();
+    }
   });
 
   it.each([

@@ -90,7 +90,9 @@ export function classifyGitFailure(stderr: string): GitFailureKind {
     text.includes('does not appear to be a git repository') ||
     text.includes('the requested url returned error: 404') ||
     // A transport we do not allow: retrying cannot help.
-    text.includes('not allowed')
+    text.includes('not allowed') ||
+    // The operator's upstream proxy refused the tunnel (its rules or our credentials): neither changes in minutes.
+    /upstream proxy \S+ answered "http\/1\.[01] 4\d\d/.test(text)
   ) {
     return 'access-denied';
   }

@@ -10,8 +10,8 @@
  *   starts a program of the request's choosing and is refused whatever the config says.
  */
 import { InvalidArgumentError } from '../errors.js';
-import type { AddressRules } from '../initializer/address-policy.js';
 import type { GitInitializerSpec } from '../initializer/types.js';
+import type { EgressRules } from './upstream-proxy.js';
 
 /** The daemon's git rules (config section `git`). */
 export interface GitPolicy {
@@ -22,9 +22,10 @@ export interface GitPolicy {
   /**
    * Which addresses network git may connect to (config `git.allowPrivateAddresses`, `git.allowedNetworks`):
    * every connection of every git command goes through an egress proxy of its own, which checks it
-   * (egress-proxy.ts). Default: public addresses only.
+   * (egress-proxy.ts), and reaches them through `upstreamProxy` when there is one (config `git.upstreamProxy`).
+   * Default: public addresses only, connected to directly.
    */
-  readonly addresses: AddressRules;
+  readonly addresses: EgressRules;
 }
 
 export const defaultGitPolicy: GitPolicy = { allowLocalRemotes: false, localCommandTimeoutMs: 60_000, addresses: {} };

@@ -342,6 +342,9 @@ export class Git {
       const unresolved = egress?.proxy.unresolved ?? [];
       if (result.code !== 0 && unresolved.length > 0)
         stderr = `fatal: Could not resolve host: ${unresolved.join(', ')}\n${stderr}`;
+      // Likewise what the upstream proxy said: git only saw the egress proxy's 502.
+      const upstream = egress?.proxy.upstreamFailures ?? [];
+      if (result.code !== 0 && upstream.length > 0) stderr = `fatal: ${upstream.join('\nfatal: ')}\n${stderr}`;
       return { ...result, stderr, refused: [...(egress?.proxy.refusals ?? [])] };
     } finally {
       await egress?.proxy.close();

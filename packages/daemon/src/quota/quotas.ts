@@ -1,13 +1,17 @@
-import { mkdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
 import { EMPTY, Subject } from 'rxjs';
 import type { Observable } from 'rxjs';
 import type { PluginLogger } from '@workbay/api';
 import { silentLogger } from '@workbay/api';
-import { FailedPreconditionError, InvalidArgumentError, errorMessage } from '../errors.js';
+import { FailedPreconditionError } from '../errors.js';
 import type { HostOps } from '../host-ops/host-ops.js';
 import { treeBytes } from '../util/du.js';
+import type { LoopAdmissionSettings } from './admission.js';
 import type { DiskQuota, QuotaExceeded, QuotaHandle, QuotaMode, QuotaSupport, QuotaUsage } from './disk-quota.js';
+import { LoopDiskQuota } from './loop-quota.js';
+
+export { LoopDiskQuota, minimumLoopImageBytes } from './loop-quota.js';
+export { ImageAdmission, loopAdmissionDefaults } from './admission.js';
+export type { AdmissionSnapshot, LoopAdmissionSettings } from './admission.js';
 
 /** No quota at all. */
 export class NoDiskQuota implements DiskQuota {
@@ -21,76 +25,6 @@ export class NoDiskQuota implements DiskQuota {
   async usage(_id: string, dir: string, handle: QuotaHandle): Promise<QuotaUsage> {
     return { usedBytes: await treeBytes(dir), limitBytes: handle.bytes };
   }
-  async close(): Promise<void> {}
-}
-
-/** Smallest image the loop mode makes: ext4's own metadata needs a few MiB. */
-export const minimumLoopImageBytes = 16 * 1024 * 1024;
-
-/**
- * A loop-mounted ext4 image per workspace at `<imageDir>/<instanceId>.img`, sparse so that it costs only what
- * is written. The kernel enforces the size: writes past it fail with ENOSPC.
- */
-export class LoopDiskQuota implements DiskQuota {
-  readonly mode = 'loop';
-  readonly exceeded$: Observable<QuotaExceeded> = EMPTY;
-
-  constructor(
-    private readonly ops: HostOps,
-    private readonly imageDir: string,
-    private readonly logger: PluginLogger = silentLogger,
-  ) {}
-
-  private imagePath(instanceId: string): string {
-    return join(this.imageDir, `${instanceId}.img`);
-  }
-
-  async apply(instanceId: string, dir: string, bytes: number): Promise<QuotaHandle> {
-    if (bytes < minimumLoopImageBytes) {
-      throw new InvalidArgumentError(
-        'storage_quota_bytes',
-        `must be at least ${minimumLoopImageBytes} bytes for loop-image quotas (got ${bytes})`,
-      );
-    }
-    await mkdir(this.imageDir, { recursive: true, mode: 0o700 });
-    const image = this.imagePath(instanceId);
-    if (await this.ops.isMountPoint(dir)) await this.ops.unmount(dir, { lazy: true });
-    await this.ops.createSparseFile(image, bytes);
-    try {
-      await this.ops.formatExt4(image);
-      await this.ops.mountLoop(image, dir);
-    } catch (error) {
-      await rm(image, { force: true });
-      throw error;
-    }
-    return { mode: 'loop', bytes, image };
-  }
-
-  async restore(_instanceId: string, dir: string, handle: QuotaHandle): Promise<void> {
-    if (!handle.image) throw new FailedPreconditionError('loop quota handle without an image');
-    if (await this.ops.isMountPoint(dir)) return;
-    await mkdir(dir, { recursive: true });
-    await this.ops.mountLoop(handle.image, dir);
-    this.logger.info({ image: handle.image, dir }, 're-mounted workspace image after restart');
-  }
-
-  async release(_instanceId: string, dir: string, handle: QuotaHandle): Promise<void> {
-    if (await this.ops.isMountPoint(dir)) {
-      try {
-        await this.ops.unmount(dir);
-      } catch (error) {
-        this.logger.warn({ dir, err: errorMessage(error) }, 'workspace image busy; detaching lazily');
-        await this.ops.unmount(dir, { lazy: true });
-      }
-    }
-    if (handle.image) await rm(handle.image, { force: true });
-  }
-
-  async usage(_instanceId: string, dir: string, handle: QuotaHandle): Promise<QuotaUsage> {
-    const stats = await this.ops.statfs(dir);
-    return { usedBytes: stats.totalBytes - stats.freeBytes, limitBytes: handle.bytes };
-  }
-
   async close(): Promise<void> {}
 }
 
@@ -268,7 +202,15 @@ export interface QuotaSelection {
 /** Creates the quota implementation for `mode` (`auto`: xfs, else loop, else watch). */
 export async function createDiskQuota(
   mode: QuotaMode | 'auto',
-  options: { ops: HostOps; workingArea: string; imageDir: string; watchIntervalMs: number; logger?: PluginLogger },
+  options: {
+    ops: HostOps;
+    workingArea: string;
+    imageDir: string;
+    watchIntervalMs: number;
+    logger?: PluginLogger;
+    /** loop: admission and preallocation (the daemon config's `quota` section fits); defaults otherwise. */
+    loop?: Partial<LoopAdmissionSettings>;
+  },
 ): Promise<QuotaSelection> {
   const support = await probeQuotaSupport(options.ops, options.workingArea);
   const pick = (m: QuotaMode): DiskQuota => {
@@ -276,7 +218,7 @@ export async function createDiskQuota(
       case 'xfs':
         return new XfsDiskQuota(options.ops, options.workingArea);
       case 'loop':
-        return new LoopDiskQuota(options.ops, options.imageDir, options.logger);
+        return new LoopDiskQuota(options.ops, options.imageDir, options.logger, options.loop);
       case 'watch':
         return new WatchDiskQuota(options.watchIntervalMs, options.logger);
       case 'none':
