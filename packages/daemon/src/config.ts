@@ -3,7 +3,7 @@
  * Every error names the bad key (`backup.concurrency: ...`). Durations are Go duration strings (`30s`, `5m`)
  * or milliseconds; sizes are bytes or strings with a unit (`512MiB`, `10GB`).
  */
-import { parseUpstreamProxy } from './git/upstream-proxy.js';
+import { parseUpstreamProxy } from './initializer/upstream-proxy.js';
 import { readFile } from 'node:fs/promises';
 import { extname, join } from 'node:path';
 import { parseByteSize, parseGoDuration, parseWithSchema } from '@workbay/api';
@@ -51,6 +51,26 @@ const network = z.string().superRefine((value, ctx) => {
     ctx.addIssue({ code: 'custom', message: errorMessage(error) });
   }
 });
+
+/**
+ * A forward proxy that outbound connections reach the internet through (nodes without direct egress): the daemon
+ * still resolves and checks each target and asks this proxy for a tunnel to the checked address, never the name
+ * (initializer/upstream-proxy.ts). Addresses in `direct` are connected to without it.
+ */
+const upstreamProxySchema = z
+  .object({
+    /** `http://[user:password@]host:port` */
+    url: z.string().superRefine((url, ctx) => {
+      try {
+        parseUpstreamProxy(url);
+      } catch (error) {
+        ctx.addIssue({ code: 'custom', message: errorMessage(error) });
+      }
+    }),
+    direct: z.array(network).default([]),
+  })
+  .strict()
+  .optional();
 
 const layout = z.discriminatedUnion('mode', [
   z
@@ -133,6 +153,7 @@ export const daemonConfigSchema = z
             /** Largest file a download may bring. */
             maxSize: size.default(downloadPolicyDefaults.maxSize),
             maxRedirects: z.number().int().min(0).max(20).default(downloadPolicyDefaults.maxRedirects),
+            upstreamProxy: upstreamProxySchema,
           })
           .strict()
           .prefault({}),
@@ -163,20 +184,7 @@ export const daemonConfigSchema = z
          * still resolves and checks each target and asks this proxy for a tunnel to the checked address, never the
          * name (git/upstream-proxy.ts). Addresses in `direct` are connected to without it.
          */
-        upstreamProxy: z
-          .object({
-            /** `http://[user:password@]host:port` */
-            url: z.string().superRefine((url, ctx) => {
-              try {
-                parseUpstreamProxy(url);
-              } catch (error) {
-                ctx.addIssue({ code: 'custom', message: (error as Error).message });
-              }
-            }),
-            direct: z.array(network).default([]),
-          })
-          .strict()
-          .optional(),
+        upstreamProxy: upstreamProxySchema,
       })
       .strict()
       .prefault({}),

@@ -2,7 +2,8 @@
  * `createDaemon(config)`: the whole daemon as a library: plugins, storage, quotas, disk guard, the content
  * service, its gRPC server (health and reflection included) and the HTTP side (/metrics, /live, /ready).
  */
-import { parseUpstreamProxy } from './git/upstream-proxy.js';
+import { parseUpstreamProxy } from './initializer/upstream-proxy.js';
+import type { UpstreamProxy } from './initializer/upstream-proxy.js';
 import { mkdir } from 'node:fs/promises';
 import type { Subscription } from 'rxjs';
 import type { BucketLayout, PluginLogger, RemoteStorage, WorkbayPlugin } from '@workbay/api';
@@ -185,7 +186,7 @@ class WorkbayDaemon implements Daemon {
         gitRetryInitialMs: config.initializer.gitRetryInitial,
         gitRetryMaxMs: config.initializer.gitRetryMax,
         downloadTimeoutMs: config.initializer.downloadTimeout,
-        download: config.initializer.download,
+        download: { ...config.initializer.download, upstreamProxy: upstreamProxyOf(config.initializer.download) },
       },
       git: {
         allowLocalRemotes: config.git.allowLocalRemotes,
@@ -193,9 +194,7 @@ class WorkbayDaemon implements Daemon {
         addresses: {
           allowPrivateAddresses: config.git.allowPrivateAddresses,
           allowedNetworks: config.git.allowedNetworks,
-          ...(config.git.upstreamProxy
-            ? { upstreamProxy: parseUpstreamProxy(config.git.upstreamProxy.url, config.git.upstreamProxy.direct) }
-            : {}),
+          upstreamProxy: upstreamProxyOf(config.git),
         },
       },
       quota,
@@ -311,4 +310,13 @@ class WorkbayDaemon implements Daemon {
 /** Creates a daemon from a config (validated; defaults filled in). Call `start()` to run it. */
 export function createDaemon(config: DaemonConfigInput | DaemonConfig = {}, overrides: DaemonOverrides = {}): Daemon {
   return new WorkbayDaemon(config, overrides);
+}
+
+/** The parsed `upstreamProxy` of a config section (validated when the config was read), if it has one. */
+function upstreamProxyOf(section: {
+  readonly upstreamProxy?: { readonly url: string; readonly direct: readonly string[] } | undefined;
+}): UpstreamProxy | undefined {
+  return section.upstreamProxy
+    ? parseUpstreamProxy(section.upstreamProxy.url, section.upstreamProxy.direct)
+    : undefined;
 }

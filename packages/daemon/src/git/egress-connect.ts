@@ -18,7 +18,7 @@
  */
 import { chown, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { EgressRules } from './upstream-proxy.js';
+import type { EgressRules } from '../initializer/upstream-proxy.js';
 import type { ConfigPair } from './config-guard.js';
 import { EgressProxy } from './egress-proxy.js';
 

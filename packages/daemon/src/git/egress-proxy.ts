@@ -24,8 +24,8 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { pipeline } from 'node:stream';
 import { AddressPolicy, resolveChecked } from '../initializer/address-policy.js';
-import { directMatcher, tunnelThrough } from './upstream-proxy.js';
-import type { EgressRules } from './upstream-proxy.js';
+import { directMatcher, tunnelThrough } from '../initializer/upstream-proxy.js';
+import type { EgressRules } from '../initializer/upstream-proxy.js';
 
 /** A connection the proxy refused: `host:port` as git asked (bounded) and why. */
 export interface EgressRefusal {

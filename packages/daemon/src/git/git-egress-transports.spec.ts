@@ -25,7 +25,7 @@ import {
 } from '../test-support/git-server.js';
 import { startTinyproxy } from '../test-support/tinyproxy.js';
 import { Git } from './git.js';
-import { parseUpstreamProxy } from './upstream-proxy.js';
+import { parseUpstreamProxy } from '../initializer/upstream-proxy.js';
 import type { EgressRefusal } from './egress-proxy.js';
 
 const gitDaemon = '/usr/lib/git-core/git-daemon';

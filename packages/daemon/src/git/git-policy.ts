@@ -11,7 +11,7 @@
  */
 import { InvalidArgumentError } from '../errors.js';
 import type { GitInitializerSpec } from '../initializer/types.js';
-import type { EgressRules } from './upstream-proxy.js';
+import type { EgressRules } from '../initializer/upstream-proxy.js';
 
 /** The daemon's git rules (config section `git`). */
 export interface GitPolicy {

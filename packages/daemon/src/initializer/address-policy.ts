@@ -9,6 +9,7 @@
 import { lookup as systemLookup } from 'node:dns';
 import type { LookupAddress } from 'node:dns';
 import { BlockList, isIP } from 'node:net';
+import type { UpstreamProxy } from './upstream-proxy.js';
 
 /**
  * The operator's address rules for one kind of outbound connection (`initializer.download`, `git` in the daemon
@@ -25,6 +26,8 @@ export interface AddressRules {
 
 /** The operator's rules for outbound initializer requests (the `initializer.download` config section). */
 export interface DownloadPolicy extends AddressRules {
+  /** Reach the allowed addresses through this forward proxy (config `initializer.download.upstreamProxy`). */
+  readonly upstreamProxy?: UpstreamProxy;
   /** Largest download in bytes; larger responses are refused. */
   readonly maxSize?: number;
   /** Redirects followed per request; each hop is checked like the first. */

@@ -10,14 +10,17 @@ import type { LookupAddress } from 'node:dns';
 import { request as httpRequest } from 'node:http';
 import type { IncomingHttpHeaders, IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { isIP } from 'node:net';
+import { connect as connectTcp, isIP } from 'node:net';
 import type { LookupFunction, Socket } from 'node:net';
-import type { Readable } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
+import { connect as connectTls } from 'node:tls';
 import { pipeline } from 'node:stream';
 import { createBrotliDecompress, createGunzip, createInflate } from 'node:zlib';
 import { FailedPreconditionError, InvalidArgumentError } from '../errors.js';
 import { AddressPolicy, downloadPolicyDefaults, resolveChecked } from './address-policy.js';
 import type { DownloadPolicy } from './address-policy.js';
+import { directMatcher, tunnelThrough } from './upstream-proxy.js';
+import type { UpstreamProxy } from './upstream-proxy.js';
 
 export interface GuardedResponse {
   readonly status: number;
@@ -81,7 +84,63 @@ function guardedLookup(policy: AddressPolicy, resolve: DownloadPolicy['resolve']
   };
 }
 
-function requestOnce(url: URL, policy: AddressPolicy, lookup: LookupFunction, signal: AbortSignal) {
+/** Bounds the connection to the upstream proxy and its answer, as the git egress proxy does. */
+const upstreamTimeoutMs = 15_000;
+
+/**
+ * The connection for `url` through the operator's upstream proxy: the name resolved and checked here (the proxy is
+ * asked for the checked address, never the name), or a plain connection for its `direct` networks (whose peer is
+ * checked again), with TLS on top for https (the name for SNI and the certificate).
+ */
+async function connectVia(
+  url: URL,
+  policy: AddressPolicy,
+  resolve: DownloadPolicy['resolve'],
+  upstream: UpstreamProxy,
+): Promise<Duplex> {
+  const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
+  const port = Number(url.port || (url.protocol === 'https:' ? 443 : 80));
+  const { allowed } = await resolveChecked(host, policy, resolve);
+  const address = allowed[0]?.address;
+  if (address === undefined) throw new RefusedAddress(`${host} resolves to no allowed address`);
+  let socket: Socket;
+  if (directMatcher(upstream)(address)) {
+    socket = await new Promise<Socket>((done, fail) => {
+      const direct = connectTcp({ host: address, port });
+      direct.once('connect', () => done(direct));
+      direct.once('error', fail);
+    });
+    if (!policy.allows(socket.remoteAddress ?? '')) {
+      socket.destroy();
+      throw new RefusedAddress('connected to a refused address');
+    }
+  } else {
+    const tunnelled = await tunnelThrough(upstream, address, port, upstreamTimeoutMs);
+    if ('failed' in tunnelled) throw new Error(tunnelled.failed);
+    socket = tunnelled.socket;
+  }
+  if (url.protocol !== 'https:') return socket;
+  return connectTls({ socket, ...(isIP(host) === 0 ? { servername: host } : {}), ALPNProtocols: ['http/1.1'] });
+}
+
+function requestOnce(
+  url: URL,
+  policy: AddressPolicy,
+  lookup: LookupFunction,
+  signal: AbortSignal,
+  via?: { readonly upstream: UpstreamProxy; readonly resolve: DownloadPolicy['resolve'] },
+) {
+  // Through an upstream proxy the connection is ours (checked in connectVia); otherwise the resolver is the gate.
+  const connection = via
+    ? {
+        createConnection: (_options: unknown, created: (error: Error | null, socket: Duplex) => void) =>
+          void connectVia(url, policy, via.resolve, via.upstream).then(
+            (socket) => created(null, socket),
+            (error: Error) => created(error, undefined as unknown as Duplex),
+          ),
+      }
+    : // A fresh connection per request: a pooled socket would skip the checks below.
+      { agent: false as const, lookup };
   return new Promise<IncomingMessage>((resolve, reject) => {
     const request = (url.protocol === 'https:' ? httpsRequest : httpRequest)({
       protocol: url.protocol,
@@ -92,18 +151,17 @@ function requestOnce(url: URL, policy: AddressPolicy, lookup: LookupFunction, si
       method: 'GET',
       // The encodings fetch asked for: a digest is of the decoded file, as before.
       headers: { accept: '*/*', 'accept-encoding': 'gzip, deflate, br', 'user-agent': 'workbay-daemon' },
-      // A fresh connection per request: a pooled socket would skip the checks below.
-      agent: false,
-      lookup,
+      ...connection,
       signal,
     });
     // The resolver is the gate; this is the second look, at the peer of the connection itself.
-    request.once('socket', (socket: Socket) => {
-      socket.once('connect', () => {
-        const peer = socket.remoteAddress ?? '';
-        if (!policy.allows(peer)) request.destroy(new RefusedAddress(`connected to a refused address`));
+    if (!via)
+      request.once('socket', (socket: Socket) => {
+        socket.once('connect', () => {
+          const peer = socket.remoteAddress ?? '';
+          if (!policy.allows(peer)) request.destroy(new RefusedAddress(`connected to a refused address`));
+        });
       });
-    });
     request.once('response', resolve);
     request.once('error', reject);
     request.end();
@@ -131,7 +189,14 @@ export async function guardedGet(text: string, options: GuardedGetOptions): Prom
       );
     let response: IncomingMessage;
     try {
-      response = await requestOnce(url, policy, lookup, signal);
+      const upstream = options.policy?.upstreamProxy;
+      response = await requestOnce(
+        url,
+        policy,
+        lookup,
+        signal,
+        upstream ? { upstream, resolve: options.policy?.resolve } : undefined,
+      );
     } catch (error) {
       if (error instanceof RefusedAddress)
         throw refusal(field, hop === 0 ? error.message : 'the server redirected to a refused address');

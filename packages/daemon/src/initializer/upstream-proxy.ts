@@ -9,8 +9,8 @@
 import { connect } from 'node:net';
 import type { Socket } from 'node:net';
 import { BlockList, isIP } from 'node:net';
-import { parseNetwork } from '../initializer/address-policy.js';
-import type { AddressRules } from '../initializer/address-policy.js';
+import { parseNetwork } from './address-policy.js';
+import type { AddressRules } from './address-policy.js';
 
 export interface UpstreamProxy {
   readonly host: string;

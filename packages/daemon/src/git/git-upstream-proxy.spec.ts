@@ -23,8 +23,8 @@ import {
 import type { Tinyproxy } from '../test-support/tinyproxy.js';
 import { startTinyproxy } from '../test-support/tinyproxy.js';
 import { Git } from './git.js';
-import { describeUpstream, parseUpstreamProxy } from './upstream-proxy.js';
-import type { EgressRules } from './upstream-proxy.js';
+import { describeUpstream, parseUpstreamProxy } from '../initializer/upstream-proxy.js';
+import type { EgressRules } from '../initializer/upstream-proxy.js';
 
 describe('parseUpstreamProxy', () => {
   it('takes http://[user:password@]host:port and keeps the credentials for Proxy-Authorization only', () => {
