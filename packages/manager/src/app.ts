@@ -285,6 +285,7 @@ export async function startManager(options: StartManagerOptions): Promise<Runnin
       subscribeBufferSize: config.subscribe.bufferSize,
       subscribeStallTimeoutMs: config.subscribe.stallTimeoutMs,
       subscribeMaxBacklog: config.subscribe.maxBacklog,
+      subscribeMaxStreams: config.subscribe.maxStreams,
     });
     cleanups.push(() => grpc.stop(5_000));
     reserved.add(grpc.address);

@@ -258,6 +258,11 @@ export const managerConfigSchema = z
         maxBacklog: z.number().int().min(1).default(50_000),
         /** Recent updates kept for SubscribeRequest.resume_from_status_version. */
         historySize: z.number().int().min(0).default(10_000),
+        /**
+         * Subscribe streams open at once, all clients together; one more is refused with RESOURCE_EXHAUSTED. Each
+         * open stream holds memory whether or not anything happens, so idle streams must not grow without bound.
+         */
+        maxStreams: z.number().int().min(1).default(10_000),
       })
       .strict()
       .prefault({}),

@@ -102,6 +102,7 @@ export interface ManagerConfig {
     readonly historySize: number;
     readonly stallTimeoutMs: number;
     readonly maxBacklog: number;
+    readonly maxStreams: number;
   };
   readonly maintenance: { readonly enabled: boolean; readonly file: string; readonly pollIntervalMs: number };
   readonly stoppedRetentionMs: number;
@@ -240,6 +241,7 @@ export function resolveManagerConfig(raw: unknown, options: { source?: string; b
       historySize: c.subscribe.historySize,
       stallTimeoutMs: ms(c.subscribe.stallTimeout),
       maxBacklog: Math.max(c.subscribe.maxBacklog, c.subscribe.bufferSize),
+      maxStreams: c.subscribe.maxStreams,
     },
     maintenance: {
       enabled: c.maintenance.enabled,

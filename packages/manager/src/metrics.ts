@@ -23,6 +23,7 @@ export class ManagerMetrics {
   readonly backupFailuresTotal: Counter<'type' | 'class'>;
   readonly subscribers: Gauge;
   readonly droppedSubscribersTotal: Counter;
+  readonly refusedSubscribersTotal: Counter;
   readonly maintenanceEnabled: Gauge;
 
   constructor(
@@ -95,6 +96,11 @@ export class ManagerMetrics {
     this.droppedSubscribersTotal = new Counter({
       name: `${prefix}subscribers_dropped_total`,
       help: 'Subscribe streams cut off because the client read too slowly.',
+      registers,
+    });
+    this.refusedSubscribersTotal = new Counter({
+      name: `${prefix}subscribers_refused_total`,
+      help: 'Subscribe streams refused because subscribe.maxStreams were open.',
       registers,
     });
     this.maintenanceEnabled = new Gauge({

@@ -30,6 +30,7 @@ export interface ManagerServerOptions {
   /** How long a subscriber over its buffer may go without reading (default 10 s). */
   readonly subscribeStallTimeoutMs?: number;
   readonly subscribeMaxBacklog?: number;
+  readonly subscribeMaxStreams?: number;
   /** Bearer tokens every call must carry (health checks excepted); none: no token check. */
   readonly tokens?: TokenSet;
 }
@@ -48,6 +49,7 @@ export async function startManagerServer(options: ManagerServerOptions): Promise
     bufferSize: options.subscribeBufferSize ?? 250,
     stallTimeoutMs: options.subscribeStallTimeoutMs,
     maxBacklog: options.subscribeMaxBacklog,
+    maxStreams: options.subscribeMaxStreams,
     converter,
   });
   const started = await startGrpcServer({

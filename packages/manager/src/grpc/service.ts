@@ -37,6 +37,7 @@ export interface ServiceOptions {
   /** See grpc/subscribe.ts. */
   readonly stallTimeoutMs?: number;
   readonly maxBacklog?: number;
+  readonly maxStreams?: number;
   readonly converter: StatusConverter;
 }
 

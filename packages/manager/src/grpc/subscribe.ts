@@ -58,6 +58,8 @@ export interface SubscribeOptions {
   readonly stallTimeoutMs?: number;
   /** Backlog at which a client is cut off at once (memory guard; default max(50 000, 40 x bufferSize)). */
   readonly maxBacklog?: number;
+  /** Streams open at once; one more is refused with RESOURCE_EXHAUSTED (default 10 000). */
+  readonly maxStreams?: number;
 }
 
 export type SubscribeCall = ServerWritableStream<wsman.SubscribeRequest, wsman.SubscribeResponse | Buffer>;
@@ -88,6 +90,8 @@ export function createSubscribeHandler(options: SubscribeOptions): (call: Subscr
   const { core, converter, logger, metrics, bufferSize } = options;
   const stallTimeoutMs = options.stallTimeoutMs ?? 10_000;
   const maxBacklog = options.maxBacklog ?? Math.max(50_000, bufferSize * 40);
+  const maxStreams = options.maxStreams ?? 10_000;
+  let open = 0;
 
   return (call) => {
     let mustMatch: MetadataFilter | undefined;
@@ -100,6 +104,15 @@ export function createSubscribeHandler(options: SubscribeOptions): (call: Subscr
     }
     // Gone before we start: its 'cancelled' event has fired already and would never end the pipeline.
     if (call.cancelled) return;
+    if (open >= maxStreams) {
+      metrics?.refusedSubscribersTotal.inc();
+      call.emit('error', {
+        code: grpcStatus.RESOURCE_EXHAUSTED,
+        details: `${open} Subscribe streams are open, the most this manager serves (config subscribe.maxStreams)`,
+      });
+      return;
+    }
+    open++;
     metrics?.subscribers.inc();
     sendBufferedTogether(call);
 
@@ -156,6 +169,7 @@ export function createSubscribeHandler(options: SubscribeOptions): (call: Subscr
       .pipe(takeUntil(gone$))
       .subscribe({
         error: (error: unknown) => {
+          open--;
           metrics?.subscribers.dec();
           if (!(error instanceof CutOff)) {
             logger.error({ err: error }, 'subscribe stream failed');
@@ -170,6 +184,7 @@ export function createSubscribeHandler(options: SubscribeOptions): (call: Subscr
           });
         },
         complete: () => {
+          open--;
           metrics?.subscribers.dec();
           // The bus completed (manager shutting down): end the stream cleanly, unless the client is gone.
           if (!call.cancelled && !call.destroyed) {
