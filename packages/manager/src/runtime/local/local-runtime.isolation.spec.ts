@@ -1,5 +1,6 @@
 // LocalRuntime as root: namespaces, cgroup limits (CPU, memory, pids) and mounting cgroups where none are.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdir, readFile, readlink, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -16,6 +17,7 @@ import {
   useLocalRuntimeFixtures,
   waitForFile,
 } from '../../test-support/local-runtime.js';
+import { ptysPerWorkspace } from './wrapper.js';
 
 useLocalRuntimeFixtures();
 
@@ -89,6 +91,45 @@ describe.runIf(isRoot)('LocalRuntime: isolation as root', () => {
     // Not on the host either: it lived in the writer's own tmpfs.
     await expect(stat(path.join('/run/lock', mark))).rejects.toThrow();
   });
+
+  it.runIf(existsSync('/usr/bin/python3'))(
+    'gives every workspace pseudo-terminals of its own, at most ptysPerWorkspace: holding them all leaves its neighbour and the host theirs',
+    async () => {
+      // Opens terminals until refused and holds them; then writes how many it got.
+      const hold = [
+        'import os, time',
+        'fds = []',
+        'try:',
+        '    while len(fds) < 10000: fds.append(os.openpty())',
+        'except OSError as e: err = e.errno',
+        "open('held.txt', 'w').write(f'{len(fds)} {err}\\n')",
+        'time.sleep(600)',
+      ].join('\n');
+      const one = "import os; os.openpty(); open('one.txt', 'w').write('ok\\n')";
+      const runtime = await newRuntime({
+        images: shellImages({
+          hog: '/usr/bin/python3 hold.py; exec sleep 600',
+          neighbour:
+            'ls /dev/pts | wc -l > seen.txt; /usr/bin/python3 one.py || echo refused > one.txt; exec sleep 600',
+        }),
+      });
+      const hogDir = await contentDir();
+      await writeFile(path.join(hogDir, 'hold.py'), hold);
+      await runtime.start(spec({ contentDir: hogDir, image: 'hog' }));
+      const [held, errno] = (await waitForFile(path.join(hogDir, 'held.txt'), 30_000)).trim().split(' ');
+      expect(Number(held)).toBe(ptysPerWorkspace);
+      expect(Number(errno)).toBe(28); // ENOSPC: its instance's max
+      const neighbourDir = await contentDir();
+      await writeFile(path.join(neighbourDir, 'one.py'), one);
+      await runtime.start(spec({ contentDir: neighbourDir, image: 'neighbour' }));
+      expect((await waitForFile(path.join(neighbourDir, 'one.txt'))).trim()).toBe('ok');
+      // Its /dev/pts lists its own instance only (ptmx), not the hog's terminals.
+      expect(Number((await waitForFile(path.join(neighbourDir, 'seen.txt'))).trim())).toBeLessThanOrEqual(2);
+      // The host's instance is untouched.
+      const host = spawnSync('/usr/bin/python3', ['-c', 'import os; os.openpty()']);
+      expect(host.status).toBe(0);
+    },
+  );
 
   it('limits the namespaces a workspace may nest, at a level it cannot raise', async () => {
     // 80 network namespaces held at once from a user namespace of its own (where it is root and sets its own limit

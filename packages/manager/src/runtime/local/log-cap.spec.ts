@@ -9,6 +9,11 @@ import { LogCap, rotatedLogFile } from './log-cap.js';
 
 const kib = 1024;
 
+/** Runs a command; resolves with its exit code. */
+function run(command: string, args: readonly string[]): Promise<number | null> {
+  return new Promise((resolve) => spawn(command, args, { stdio: 'ignore' }).once('close', resolve));
+}
+
 /** A logger that keeps the messages of its warnings. */
 function recordingLogger(): PluginLogger & { readonly warnings: string[] } {
   const warnings: string[] = [];
@@ -54,6 +59,24 @@ describe('LogCap', () => {
     expect((await stat(rotatedLogFile(file))).mode & 0o777).toBe(0o600);
     expect(cap.rotations).toBe(1);
     expect(logger.warnings).toEqual(['workspace log passed its cap and was rotated (older output dropped)']);
+  });
+
+  it('gives back blocks a workspace reserved beyond the end of its log (fallocate --keep-size)', async () => {
+    cap = new LogCap({ maxBytes: 64 * kib, checkIntervalMs: 10_000, logger: recordingLogger() });
+    const file = path.join(dir, 'r.log');
+    await writeFile(file, '', { mode: 0o600 });
+    // What the workspace can do with the descriptor it writes its output to: 8 MiB reserved, the size still 0 (done
+    // before the watch starts, so that the check cannot give them back before they are seen here).
+    const reserved = await run('fallocate', ['--keep-size', '--length', String(8 * 1024 * kib), file]);
+    expect(reserved).toBe(0);
+    expect((await stat(file)).blocks * 512).toBeGreaterThanOrEqual(8 * 1024 * kib);
+    expect((await stat(file)).size).toBe(0);
+    await cap.watch('r', file);
+    await cap.unwatch('r');
+    const after = await stat(file);
+    expect(after.size).toBe(0);
+    expect(after.blocks).toBe(0);
+    expect(cap.rotations).toBe(1);
   });
 
   it('stops watching a log that is still being flooded (a runtime that closes does not wait for the workspace)', async () => {

@@ -50,7 +50,9 @@ export interface LogCapOptions {
  *
  * Size counts as `min(size, allocated)`: a workspace that clears O_APPEND on its output (fcntl) writes at its old
  * offset after a truncation, which makes a sparse file that is large but uses little disk; rotating it again and
- * again would only cost the manager CPU.
+ * again would only cost the manager CPU. Blocks allocated beyond the end count too: `fallocate --keep-size` on its
+ * output reserves disk without growing the file (10 GB held at size 0 in a red-team run), and only a truncation
+ * that shrinks the file gives them back, so an empty log is grown by a byte first.
  */
 export class LogCap {
   private readonly watched = new Map<string, Watched>();
@@ -173,12 +175,15 @@ export class LogCap {
 
   private async check(w: Watched): Promise<void> {
     const st = await w.handle.stat();
-    if (Math.min(st.size, st.blocks * 512) <= this.rotateAbove) return;
+    const allocated = st.blocks * 512;
+    if (Math.min(st.size, allocated) <= this.rotateAbove && allocated - st.size <= this.rotateAbove) return;
     // The newest part is read before the truncation and written out after it, off this path: what the workspace writes
     // between the read and the truncation is lost, and the next check does not wait for the copy to reach the disk.
     const keep = Math.min(st.size, this.keepBytes);
     const tail = Buffer.allocUnsafe(keep);
     const { bytesRead } = await w.handle.read(tail, 0, keep, st.size - keep);
+    // Truncating to the size a file has frees nothing (ext4, xfs): an empty log with blocks reserved is grown first.
+    if (st.size === 0) await w.handle.truncate(1);
     await w.handle.truncate(0);
     const newline = tail.subarray(0, Math.min(bytesRead, lineSearchBytes)).indexOf(0x0a);
     this.keepTail(w, tail.subarray(newline >= 0 ? newline + 1 : 0, bytesRead));

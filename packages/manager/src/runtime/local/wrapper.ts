@@ -61,6 +61,14 @@ export const nestedNamespaceLimits: Readonly<Record<string, number>> = {
 };
 
 /**
+ * The pseudo-terminals a workspace may hold at once, in a devpts instance of its own. The host's devpts is shared
+ * by everything on the node: a workspace holding all of `kernel.pty.max` (4096) left no terminal to its neighbours
+ * nor to root (red team, round 4). Instances other than the host's can take only `pty.max - pty.reserve` together,
+ * so the host keeps its reserve (1024) whatever workspaces do; this bounds each of them within the rest.
+ */
+export const ptysPerWorkspace = 128;
+
+/**
  * Run right after the workspace's user namespace is made, by its creator with the capabilities it has there
  * (`--keep-caps`), then dropped for good: sets {@link nestedNamespaceLimits} in that namespace, where the workspace,
  * which has no capability there, cannot raise them (a namespace it nests may set its own, but every level's limit
@@ -84,7 +92,8 @@ const nestedLimitsScript = [
  * - binds the content at /workspace and the in-workspace service dir at /.workbay (nosuid, nodev);
  * - covers the host directories it must not read (every workspace's content, the runtime's and manager's state)
  *   with empty read-only tmpfs mounts, and gives the workspace private tmpfs mounts at /tmp, /var/tmp, /dev/shm and
- *   every other directory of the host that anyone may write (`/run/lock`, `/dev/mqueue`: see `sharedWritableDirs`);
+ *   every other directory of the host that anyone may write (`/run/lock`, `/dev/mqueue`: see `sharedWritableDirs`),
+ *   and a devpts instance of its own at /dev/pts, at most {@link ptysPerWorkspace} terminals;
  * - runs the workspace as host uid/gid `uid`/`gid` with no capabilities, no supplementary groups and no_new_privs,
  *   in a new user namespace that maps exactly that id to 33333 (an unprivileged process may map its own id, so no
  *   newuidmap and no privileged helper is involved); host root is not mapped inside;
@@ -111,6 +120,10 @@ export const sandboxInitScript = [
   '  if [ -d "$1" ]; then mount -t tmpfs -o nosuid,nodev,mode=1777 workbay-tmp "$1" || fail "cannot mount a tmpfs at $1"; fi',
   '  shift; m=$((m - 1))',
   'done',
+  'if [ -d /dev/pts ]; then',
+  `  mount -t devpts -o newinstance,ptmxmode=0666,mode=0620,max=${ptysPerWorkspace},nosuid,noexec workbay-devpts /dev/pts || fail "cannot mount a devpts instance"`,
+  '  mount --bind /dev/pts/ptmx /dev/ptmx || fail "cannot point /dev/ptmx at its devpts instance"',
+  'fi',
   'cd /workspace || fail "cannot enter /workspace"',
   `setpriv --reuid="$uid" --regid="$gid" --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs -- unshare --user --map-user=${workspaceUid} --map-group=${workspaceUid} --keep-caps -- /bin/sh -c '${nestedLimitsScript}' workbay-limits "$@" &`,
   'child=$!',
