@@ -83,6 +83,12 @@ export const localRuntimeConfigSchema = z.strictObject({
       checkIntervalMs: z.number().int().positive().default(250),
     })
     .prefault({}),
+  /**
+   * Whether isolated workspaces may create namespaces inside their own: `off`, or `limited` for rootless containers
+   * and browser sandboxes, at the price of node-wide kernel tables they can then fill (see `NestedNamespaces` in
+   * wrapper.ts, and docs/security.md).
+   */
+  nestedNamespaces: z.enum(['off', 'limited']).default('off'),
   /** `auto`: a cgroup per workspace when running as root and cgroups are available (v1 or v2, detected). */
   cgroups: z.enum(['auto', 'v1', 'v2', 'off']).default('auto'),
   /**

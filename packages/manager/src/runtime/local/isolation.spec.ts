@@ -324,6 +324,8 @@ describe.runIf(isRoot)('LocalRuntime isolation: attacks from inside a workspace 
       'exec sleep 600',
     ].join('\n');
     const runtime = await newRuntime({
+      // Nested namespaces allowed: the attacks from a user namespace of its own are the point here.
+      nestedNamespaces: 'limited',
       images: {
         attacker: {
           command: ['/bin/sh', '-c', script, 'attacker', ...controls, ...attacks],

@@ -16,6 +16,7 @@ import {
   workspaceMount,
 } from './sandbox.js';
 import type { HostIdentity } from './sandbox.js';
+import type { NestedNamespaces } from './wrapper.js';
 
 const defaultPath = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 /** The IDE port an isolated workspace gets when the spec asks for 0 (it has an address of its own). */
@@ -37,6 +38,8 @@ export interface LaunchPlan {
   readonly hideDirs?: readonly string[];
   /** Isolated only: directories that get a private tmpfs (/tmp and every other one anyone may write). */
   readonly privateDirs?: readonly string[];
+  /** Isolated only: whether it may create namespaces inside its own (config `nestedNamespaces`). */
+  readonly nestedNamespaces?: NestedNamespaces;
 }
 
 /**
@@ -103,6 +106,7 @@ export async function planLaunch(options: {
     iwsDir,
     hideDirs: hideDirsFor([path.dirname(contentDir), config.stateDir], needed),
     privateDirs: privateDirsFor(hostSharedWritableDirs(), needed),
+    nestedNamespaces: config.nestedNamespaces,
   };
 }
 

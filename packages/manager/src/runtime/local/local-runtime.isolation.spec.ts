@@ -131,10 +131,29 @@ describe.runIf(isRoot)('LocalRuntime: isolation as root', () => {
     },
   );
 
-  it('limits the namespaces a workspace may nest, at a level it cannot raise', async () => {
+  it('by default a workspace creates no namespace inside its own: no user namespace, so no network or mount one', async () => {
+    const runtime = await newRuntime({
+      images: shellImages({
+        flat: [
+          'cat /proc/sys/user/max_user_namespaces /proc/sys/user/max_net_namespaces /proc/sys/user/max_mnt_namespaces | tr "\\n" " " > limits.txt; echo >> limits.txt',
+          '(unshare --user --map-root-user true) 2>/dev/null && echo made > user.txt || echo refused > user.txt',
+          '(unshare --net true) 2>/dev/null && echo made > net.txt || echo refused > net.txt',
+          'exec sleep 600',
+        ].join('; '),
+      }),
+    });
+    const dir = await contentDir();
+    await runtime.start(spec({ contentDir: dir, image: 'flat' }));
+    expect((await waitForFile(path.join(dir, 'limits.txt'))).trim()).toBe('0 0 0');
+    expect((await waitForFile(path.join(dir, 'user.txt'))).trim()).toBe('refused');
+    expect((await waitForFile(path.join(dir, 'net.txt'))).trim()).toBe('refused');
+  });
+
+  it('with nestedNamespaces: limited, limits the namespaces a workspace may nest, at a level it cannot raise', async () => {
     // 80 network namespaces held at once from a user namespace of its own (where it is root and sets its own limit
     // high): the workspace's level allows 64 in all.
     const runtime = await newRuntime({
+      nestedNamespaces: 'limited',
       images: shellImages({
         nest: [
           'cat /proc/sys/user/max_net_namespaces > limit.txt',

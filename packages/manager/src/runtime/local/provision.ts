@@ -143,6 +143,7 @@ export async function spawnWorkspace(
             iwsDir: p.plan.iwsDir,
             hideDirs: p.plan.hideDirs,
             privateDirs: p.plan.privateDirs,
+            nestedNamespaces: p.plan.nestedNamespaces,
             uid: identity.uid,
             gid: identity.gid,
           }

@@ -45,11 +45,23 @@ const outerScript = [
 export const workspaceUid = 33333;
 
 /**
- * How many namespaces of each kind the workspace may create inside its user namespace, nested ones included. Each
- * costs kernel memory that its memory cgroup is charged only a part of: 20,000 network namespaces took 2.1 GB of the
- * node's memory outside a 4 GiB limit (red team, round 3). Enough for rootless containers in a workspace.
+ * Whether a workspace may create namespaces inside its own (config `nestedNamespaces`): `off` (the default, as under
+ * Docker's and Kubernetes' default seccomp profiles, which refuse new user namespaces) or `limited` (rootless
+ * containers, browser sandboxes) at {@link limitedNestedNamespaces}.
+ *
+ * Nested namespaces reach node-wide tables that no cgroup charges or bounds per workspace (red team, rounds 3 and 4):
+ * 20,000 network namespaces took 2.1 GB outside a 4 GiB memory limit; four network namespaces with 262,000 conntrack
+ * entries each, 975 MB of slab, 6 MB of it charged; 8 mount namespaces of 99,000 tmpfs mounts, 5.7 GB of slab; one
+ * network namespace with 1,022 neighbour entries filled the node's neighbour table (`gc_thresh3`, shared by every
+ * namespace), so the host could not reach a neighbouring workspace for 5 s at a time and a new start took 14 s.
  */
-export const nestedNamespaceLimits: Readonly<Record<string, number>> = {
+export type NestedNamespaces = 'off' | 'limited';
+
+/**
+ * How many namespaces of each kind a workspace may create with `nestedNamespaces: limited`, nested ones included:
+ * enough for rootless containers in a workspace.
+ */
+export const limitedNestedNamespaces: Readonly<Record<string, number>> = {
   user: 64,
   net: 64,
   mnt: 128,
@@ -61,6 +73,17 @@ export const nestedNamespaceLimits: Readonly<Record<string, number>> = {
 };
 
 /**
+ * The limits for the policy, as the init script reads them (`kind:n …`). `off` sets every kind to 0: a workspace has
+ * no capability in its own user namespace, so without a nested one it could create none anyway, but each kind is set
+ * so that none depends on that.
+ */
+export function nestedNamespaceLimits(policy: NestedNamespaces): string {
+  return Object.entries(limitedNestedNamespaces)
+    .map(([kind, n]) => `${kind}:${policy === 'limited' ? n : 0}`)
+    .join(' ');
+}
+
+/**
  * The pseudo-terminals a workspace may hold at once, in a devpts instance of its own. The host's devpts is shared
  * by everything on the node: a workspace holding all of `kernel.pty.max` (4096) left no terminal to its neighbours
  * nor to root (red team, round 4). Instances other than the host's can take only `pty.max - pty.reserve` together,
@@ -70,14 +93,14 @@ export const ptysPerWorkspace = 128;
 
 /**
  * Run right after the workspace's user namespace is made, by its creator with the capabilities it has there
- * (`--keep-caps`), then dropped for good: sets {@link nestedNamespaceLimits} in that namespace, where the workspace,
+ * (`--keep-caps`), then dropped for good: sets the nested namespace limits (its first argument, from
+ * {@link nestedNamespaceLimits}) in that namespace, where the workspace,
  * which has no capability there, cannot raise them (a namespace it nests may set its own, but every level's limit
  * counts), and execs the workspace with no capabilities at all. A kind this kernel does not have is skipped.
  */
 const nestedLimitsScript = [
-  `for limit in ${Object.entries(nestedNamespaceLimits)
-    .map(([kind, n]) => `${kind}:${n}`)
-    .join(' ')}; do`,
+  'limits=$1; shift',
+  'for limit in $limits; do',
   '  f=/proc/sys/user/max_${limit%%:*}_namespaces',
   '  [ -e "$f" ] || continue',
   '  echo "${limit#*:}" > "$f" || { echo "workbay: cannot limit nested namespaces ($f)" >&2; exit 125; }',
@@ -103,7 +126,7 @@ const nestedLimitsScript = [
  * Any set-up failure exits 125 (reported as "the workspace sandbox could not be set up").
  */
 export const sandboxInitScript = [
-  'host=$1; content=$2; iws=$3; uid=$4; gid=$5; n=$6; shift 6',
+  'host=$1; content=$2; iws=$3; uid=$4; gid=$5; limits=$6; n=$7; shift 7',
   'fail() { echo "workbay: $*" >&2; exit 125; }',
   'printf %s "$host" > /proc/sys/kernel/hostname || fail "cannot set the hostname"',
   'mount -t sysfs -o ro,nosuid,nodev,noexec sysfs /sys || fail "cannot mount sysfs"',
@@ -125,7 +148,7 @@ export const sandboxInitScript = [
   '  mount --bind /dev/pts/ptmx /dev/ptmx || fail "cannot point /dev/ptmx at its devpts instance"',
   'fi',
   'cd /workspace || fail "cannot enter /workspace"',
-  `setpriv --reuid="$uid" --regid="$gid" --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs -- unshare --user --map-user=${workspaceUid} --map-group=${workspaceUid} --keep-caps -- /bin/sh -c '${nestedLimitsScript}' workbay-limits "$@" &`,
+  `setpriv --reuid="$uid" --regid="$gid" --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs -- unshare --user --map-user=${workspaceUid} --map-group=${workspaceUid} --keep-caps -- /bin/sh -c '${nestedLimitsScript}' workbay-limits "$limits" "$@" &`,
   'child=$!',
   'trap \'kill -TERM "$child" 2>/dev/null\' TERM',
   'trap \'kill -HUP "$child" 2>/dev/null\' HUP',
@@ -207,6 +230,8 @@ export interface SandboxSpec {
   /** Host uid/gid the workspace runs as (33333 inside its user namespace). */
   readonly uid: number;
   readonly gid: number;
+  /** Whether it may create namespaces inside its own (default `off`). */
+  readonly nestedNamespaces?: NestedNamespaces;
 }
 
 const defaultPrivateDirs = ['/tmp', '/var/tmp', '/dev/shm'];
@@ -237,6 +262,7 @@ export function wrapperInvocation(options: {
         s.iwsDir ?? '',
         String(s.uid),
         String(s.gid),
+        nestedNamespaceLimits(s.nestedNamespaces ?? 'off'),
         String(s.hideDirs?.length ?? 0),
         ...(s.hideDirs ?? []),
         ...counted(s.privateDirs ?? defaultPrivateDirs),
