@@ -89,6 +89,11 @@ export const localRuntimeConfigSchema = z.strictObject({
    * wrapper.ts, and docs/security.md).
    */
   nestedNamespaces: z.enum(['off', 'limited']).default('off'),
+  /**
+   * Isolated: raise the node-wide counts of open files, AIO events and terminals to where each workspace's memory
+   * limit is the bound, not a count one workspace can fill for all (see `node-tunables.ts`). Only ever raised.
+   */
+  nodeTunables: z.boolean().default(true),
   /** `auto`: a cgroup per workspace when running as root and cgroups are available (v1 or v2, detected). */
   cgroups: z.enum(['auto', 'v1', 'v2', 'off']).default('auto'),
   /**

@@ -8,6 +8,7 @@ import type { Cgroup } from '@workbay/nsinsider';
 import type { TcpMemoryPolicy } from './cgroup-limits.js';
 import { limitWorkspaceParent, tcpMemoryLimitFor } from './cgroup-limits.js';
 import type { LocalRuntimeConfig } from './config.js';
+import { raiseNodeTunables } from './node-tunables.js';
 
 /** How the runtime isolates workspaces, decided once at creation from config and privileges. */
 export interface LocalIsolation {
@@ -62,6 +63,7 @@ export async function decideIsolation(config: LocalRuntimeConfig, logger: Plugin
   if (notice) logger.warn({}, notice);
   if (namespaces) {
     for (const dir of sandboxMountPoints) await mkdir(dir, { recursive: true, mode: 0o755 });
+    if (config.nodeTunables) await raiseNodeTunables(logger);
   }
 
   if (config.cgroups === 'off' || (config.cgroups === 'auto' && !root)) return { namespaces, notice };

@@ -14,6 +14,7 @@ import {
   waitForFile,
 } from '../../test-support/local-runtime.js';
 import { defaultCpuReserveCores, tcpMemoryLimitFor } from './cgroup-limits.js';
+import { nodeTunables } from './node-tunables.js';
 
 useLocalRuntimeFixtures();
 
@@ -134,6 +135,13 @@ describe.runIf(isRoot)('LocalRuntime: a workspace is not the node problem (root)
       await runtime.stop(s.instanceId, { gracePeriodMs: 0 });
     },
   );
+
+  it('raises the node-wide counts one workspace could fill (open files, AIO events, terminals), never lowers them', async () => {
+    await newRuntime({});
+    for (const { file, value } of nodeTunables) {
+      expect(BigInt((await readFile(file, 'utf8')).trim()) >= value, file).toBe(true);
+    }
+  });
 
   it('caps the CPU of all workspaces below the node’s cores, and lowers a class asking for more to that cap', async () => {
     const runtime = await newRuntime({
