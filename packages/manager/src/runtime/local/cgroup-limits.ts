@@ -104,20 +104,23 @@ async function capTcpMemory(
 /** The CFS period of the parent's CPU cap: the kernel's default, so a cap of N cores reads N × 100 ms. */
 const cpuPeriodUs = 100_000;
 
-/** The cores left to the node by default: a quarter of one, or a twentieth of a larger node's. */
-export function defaultCpuReserveCores(cores: number): number {
-  return Math.max(0.25, cores / 20);
-}
-
 async function capCpu(
   parent: Cgroup,
   parentPath: string,
   configuredReserve: number | undefined,
   logger: PluginLogger,
 ): Promise<number | undefined> {
+  if (configuredReserve === undefined) {
+    // Off by default: a quota on all workspaces together throttles every one of them in bursts once they are busy
+    // together (CFS bandwidth control), which cost the local runtime's own timing-sensitive specs their margins; the
+    // cpu controller's weights already give the manager and the daemon their share beside the workspaces' parent.
+    // A cap left by an earlier configuration is lifted.
+    await parent.setCpuLimit(null).catch((error: unknown) => logger.warn({ err: error }, 'could not lift a CPU cap'));
+    return undefined;
+  }
   // The cores this process may run on (its affinity), which are the ones its workspaces inherit.
   const cores = availableParallelism();
-  const reserve = configuredReserve ?? defaultCpuReserveCores(cores);
+  const reserve = configuredReserve;
   const quotaUs = Math.floor((cores - reserve) * cpuPeriodUs);
   if (quotaUs < 1000) {
     // The kernel's smallest quota is 1 ms: a reserve that leaves less is taken as "no cap", said loudly.

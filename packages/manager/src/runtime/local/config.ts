@@ -136,7 +136,7 @@ export const localRuntimeConfigSchema = z.strictObject({
       pidsReserve: z.number().int().min(0).optional(),
       /**
        * Cores left to the node (the manager, the daemon, starting workspaces): the parent cgroup's CPU quota is the
-       * cores this process may use minus this. Default: a quarter of a core, or a twentieth of the cores if more.
+       * cores this process may use minus this. Default: no quota (a quota throttles busy workspaces in bursts).
        */
       cpuReserveCores: z.number().min(0).optional(),
     })

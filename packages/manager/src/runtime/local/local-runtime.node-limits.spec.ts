@@ -13,7 +13,7 @@ import {
   useLocalRuntimeFixtures,
   waitForFile,
 } from '../../test-support/local-runtime.js';
-import { defaultCpuReserveCores, tcpMemoryLimitFor } from './cgroup-limits.js';
+import { tcpMemoryLimitFor } from './cgroup-limits.js';
 import { nodeTunables } from './node-tunables.js';
 
 useLocalRuntimeFixtures();
@@ -50,14 +50,6 @@ describe('tcpMemoryLimitFor', () => {
     expect(tcpMemoryLimitFor(policy, 8 * 1024 * MiB)).toBe(256 * MiB);
     expect(tcpMemoryLimitFor(policy, undefined)).toBe(256 * MiB);
     expect(tcpMemoryLimitFor(policy, 8 * MiB)).toBe(4 * MiB);
-  });
-});
-
-describe('defaultCpuReserveCores', () => {
-  it('leaves a quarter of a core, or a twentieth of a larger node', () => {
-    expect(defaultCpuReserveCores(2)).toBe(0.25);
-    expect(defaultCpuReserveCores(5)).toBe(0.25);
-    expect(defaultCpuReserveCores(64)).toBe(3.2);
   });
 });
 
@@ -143,7 +135,7 @@ describe.runIf(isRoot)('LocalRuntime: a workspace is not the node problem (root)
     }
   });
 
-  it('caps the CPU of all workspaces below the node’s cores, and lowers a class asking for more to that cap', async () => {
+  it('with cgroupLimits.cpuReserveCores, caps the CPU of all workspaces below the node’s cores and lowers a class asking for more to that cap', async () => {
     const runtime = await newRuntime({
       cgroupParent: `workbay-cpu-${process.pid}`,
       cgroupLimits: { cpuReserveCores: 0.5 },
@@ -192,6 +184,10 @@ describe.runIf(isRoot)('LocalRuntime: a workspace is not the node problem (root)
     const own = await cgroups!.cgroup(path.posix.join(second.isolation.cgroupParent!, path.basename(cpuDir!))).limits();
     expect(own.cpu).toEqual({ quotaUs: 70_000, periodUs: 100_000 });
     await second.stop(s.instanceId, { gracePeriodMs: 0 });
+
+    // The default is no cap: a runtime started without the key lifts the one an earlier configuration left.
+    await newRuntime({ cgroupParent: `workbay-cpu-${process.pid}` });
+    expect((await parent.limits()).cpu).toBeNull();
   });
 
   it('caps the process ids of all workspaces together below the kernel’s, and TCP buffers (v1) below tcp_mem[0]', async () => {

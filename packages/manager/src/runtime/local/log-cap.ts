@@ -50,9 +50,10 @@ export interface LogCapOptions {
  *
  * Size counts as `min(size, allocated)`: a workspace that clears O_APPEND on its output (fcntl) writes at its old
  * offset after a truncation, which makes a sparse file that is large but uses little disk; rotating it again and
- * again would only cost the manager CPU. Blocks allocated beyond the end count too: `fallocate --keep-size` on its
- * output reserves disk without growing the file (10 GB held at size 0 in a red-team run), and only a truncation
- * that shrinks the file gives them back, so an empty log is grown by a byte first.
+ * again would only cost the manager CPU. Blocks allocated beyond the end count too, past what a file system's own
+ * preallocation explains: `fallocate --keep-size` on its output reserves disk without growing the file (10 GB held at
+ * size 0 in a red-team run), and only a truncation that shrinks the file gives them back, so an empty log is grown by a
+ * byte first.
  */
 export class LogCap {
   private readonly watched = new Map<string, Watched>();
@@ -176,7 +177,10 @@ export class LogCap {
   private async check(w: Watched): Promise<void> {
     const st = await w.handle.stat();
     const allocated = st.blocks * 512;
-    if (Math.min(st.size, allocated) <= this.rotateAbove && allocated - st.size <= this.rotateAbove) return;
+    // Reserved beyond the end: more than a file system's own speculative preallocation (xfs grows it up to the file's
+    // size) plus the cap could account for.
+    const reserved = allocated > 2 * st.size + this.rotateAbove;
+    if (Math.min(st.size, allocated) <= this.rotateAbove && !reserved) return;
     // The newest part is read before the truncation and written out after it, off this path: what the workspace writes
     // between the read and the truncation is lost, and the next check does not wait for the copy to reach the disk.
     const keep = Math.min(st.size, this.keepBytes);
