@@ -1,4 +1,6 @@
 import { lstat, mkdtemp, readdir, rm } from 'node:fs/promises';
+import { connect as http2Connect } from 'node:http2';
+import type { ClientHttp2Session } from 'node:http2';
 import { connect } from 'node:net';
 import type { Socket } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -94,6 +96,50 @@ describe('listenIws on a unix socket', () => {
     // Closing drops every connection and the socket.
     expect(await until(() => raws.every((r) => r.closed), 5000)).toBe(true);
     await expect(lstat(socketPath)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('bounds what a workspace may make it hold: 60 connections × 16 streams of 4 MiB requests grow it by tens of MiB, not GiB', async () => {
+    const socketPath = join(scratch, 'flood', 'daemon.sock');
+    const handle = await listenIws(service, { socketPath });
+    const client = createInWorkspaceClient(handle.target);
+    const sessions: ClientHttp2Session[] = [];
+    try {
+      global.gc?.();
+      const before = process.memoryUsage();
+      // Requests that announce 4 MiB (over the 64 KiB limit) and send it, on every stream a connection may open, on
+      // nearly every connection allowed (red team round 4: daemon RSS 93 -> 220 MB): HTTP/2 flow control and the
+      // length check keep what the daemon holds far below the 3.75 GiB sent.
+      const body = Buffer.alloc(4 * 1024 * 1024 + 5, 7);
+      body.writeUInt8(0, 0);
+      body.writeUInt32BE(4 * 1024 * 1024, 1);
+      for (let c = 0; c < 60; c++) {
+        const session = http2Connect('http://localhost', { createConnection: () => connect(socketPath) });
+        session.on('error', () => undefined);
+        sessions.push(session);
+        for (let i = 0; i < 16; i++) {
+          const stream = session.request({
+            ':method': 'POST',
+            ':path': '/iws.InWorkspaceService/Teardown',
+            'content-type': 'application/grpc',
+            te: 'trailers',
+          });
+          stream.on('error', () => undefined);
+          stream.resume();
+          stream.write(body);
+        }
+      }
+      await sleep(1500);
+      const after = process.memoryUsage();
+      const grown = after.arrayBuffers + after.heapUsed - (before.arrayBuffers + before.heapUsed);
+      console.log(`960 streams of 4 MiB requests: the server's memory grew ${(grown / 1048576).toFixed(1)} MiB`);
+      expect(grown).toBeLessThan(96 * 1024 * 1024);
+      // And it still answers.
+      expect((await client.teardown({}, { timeoutMs: 5000 })).success).toBe(true);
+    } finally {
+      for (const session of sessions) session.destroy();
+      client.close();
+      await handle.close(100);
+    }
   });
 
   it('closes a connection without a call after connectionIdleMs, even one that never sent a byte', async () => {
