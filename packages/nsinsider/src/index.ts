@@ -87,3 +87,8 @@ export {
   readWorkspaceFirewall,
   removeWorkspaceFirewall,
 } from './workspace-firewall.js';
+export {
+  DEFAULT_MAX_CONNECTIONS_PER_WORKSPACE,
+  WORKSPACE_LIMITS_TABLE,
+  limitWorkspaceConnections,
+} from './workspace-connections.js';

@@ -20,8 +20,8 @@ import type { VethPairResult } from './types.js';
 export const NETNS_DIR = '/run/netns';
 
 const ifNamePattern = /^[A-Za-z0-9_.-]{1,15}$/;
-const netnsPattern = /^[A-Za-z0-9_.-]{1,200}$/;
-const netnsRule = '1-200 characters of [A-Za-z0-9_.-]';
+export const netnsPattern = /^[A-Za-z0-9_.-]{1,200}$/;
+export const netnsRule = '1-200 characters of [A-Za-z0-9_.-]';
 const ifNameRule = '1-15 characters of [A-Za-z0-9_.-]';
 
 async function ip(op: string, args: readonly string[], input?: string): Promise<CommandResult> {

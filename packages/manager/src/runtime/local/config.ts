@@ -65,6 +65,12 @@ export const localRuntimeConfigSchema = z.strictObject({
        * The table is shared by every runtime on the machine: the last one to install it sets the value.
        */
       maxFlowsPerWorkspace: z.number().int().min(64).max(1_000_000).default(4096),
+      /**
+       * TCP connections a workspace's processes may have open at once, loopback ones included (a table in its own
+       * network namespace, which it cannot change): cgroup v1 lets every socket hold buffers past the workspace's TCP
+       * memory cap, so the number of sockets is what bounds them.
+       */
+      maxConnectionsPerWorkspace: z.number().int().min(64).max(1_000_000).default(4096),
     })
     .prefault({}),
   /**

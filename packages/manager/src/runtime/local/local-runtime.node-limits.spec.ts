@@ -1,7 +1,7 @@
 // LocalRuntime as root: what keeps one workspace from being the node's problem (TCP buffers, the parent's CPU and
 // pids caps).
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import { describe, expect, it, onTestFinished } from 'vitest';
@@ -124,6 +124,34 @@ describe.runIf(isRoot)('LocalRuntime: a workspace is not the node problem (root)
       // Where the buffers could hold more than the cap, the cap is what stopped them; beyond it, one datagram a socket.
       if (asked > 2 * cap) expect(usage).toBeGreaterThan(cap * 0.9);
       expect(usage).toBeLessThan(cap + 40 * 128 * 1024);
+      await runtime.stop(s.instanceId, { gracePeriodMs: 0 });
+    },
+  );
+
+  it.runIf(existsSync(python))(
+    'refuses a workspace’s TCP connections past network.maxConnectionsPerWorkspace, loopback ones included',
+    async () => {
+      // The red team's shape (round 4: 80,000 unread loopback connections held 5.9 GB past a 256 MiB cap), small.
+      const many = [
+        'import socket',
+        "srv = socket.socket(); srv.bind(('127.0.0.1', 0)); srv.listen(4096); port = srv.getsockname()[1]",
+        'held = []; refused = 0',
+        'for i in range(1000):',
+        '    c = socket.socket()',
+        "    try: c.connect(('127.0.0.1', port)); held.append(c)",
+        '    except OSError: refused += 1',
+        "open('/workspace/conns.txt', 'w').write(f'{len(held)} {refused}\\n')",
+        'import time; time.sleep(600)',
+      ].join('\n');
+      const runtime = await newRuntime({
+        network: { maxConnectionsPerWorkspace: 256 },
+        images: { many: { command: [python, '/workspace/many.py'], readiness: { kind: 'none' } } },
+      });
+      const dir = await contentDir();
+      await writeFile(path.join(dir, 'many.py'), many);
+      const s = spec({ contentDir: dir, image: 'many', resources: { pids: 16 } });
+      await runtime.start(s);
+      expect((await waitForFile(path.join(dir, 'conns.txt'), 30_000)).trim()).toBe('256 744');
       await runtime.stop(s.instanceId, { gracePeriodMs: 0 });
     },
   );

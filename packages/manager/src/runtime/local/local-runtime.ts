@@ -87,7 +87,13 @@ export class LocalRuntime implements WorkspaceRuntime {
     this.logCap = new LogCap({ ...config.logs, logger });
     this.tag = WorkspaceNetworks.tagFor(path.resolve(config.stateDir));
     if (isolation.namespaces) {
-      this.networks = new WorkspaceNetworks(config.network.pool, this.tag, logger, config.network.maxFlowsPerWorkspace);
+      this.networks = new WorkspaceNetworks(
+        config.network.pool,
+        this.tag,
+        logger,
+        config.network.maxFlowsPerWorkspace,
+        config.network.maxConnectionsPerWorkspace,
+      );
     }
   }
 

@@ -4,11 +4,13 @@ import type { PluginLogger } from '@workbay/api';
 import {
   createNetns,
   createWorkspaceVeth,
+  DEFAULT_MAX_CONNECTIONS_PER_WORKSPACE,
   DEFAULT_MAX_FLOWS_PER_WORKSPACE,
   deleteLink,
   deleteNetns,
   ensureWorkspaceFirewall,
   isNsinsiderError,
+  limitWorkspaceConnections,
   listLinks,
   listNetns,
   NETNS_DIR,
@@ -65,6 +67,8 @@ export class WorkspaceNetworks {
     private readonly logger: PluginLogger,
     /** New flows one workspace may have tracked at once (conntrack); the host firewall drops those beyond. */
     private readonly maxFlowsPerWorkspace = DEFAULT_MAX_FLOWS_PER_WORKSPACE,
+    /** TCP connections a workspace's processes may have open, loopback included (a table in its namespace). */
+    private readonly maxConnectionsPerWorkspace = DEFAULT_MAX_CONNECTIONS_PER_WORKSPACE,
   ) {
     ({ base: this.base, slots: this.slots } = parsePool(pool));
     this.cursor = randomInt(this.slots);
@@ -145,6 +149,13 @@ export class WorkspaceNetworks {
         } catch (error) {
           this.held.delete(slot);
           if (isNsinsiderError(error) && error.code === 'EEXIST') continue; // another runtime's workspace
+          throw error;
+        }
+        try {
+          await limitWorkspaceConnections(netns, this.maxConnectionsPerWorkspace);
+        } catch (error) {
+          // The pair goes with the namespace (the catch below deletes it); the slot is free again.
+          this.held.delete(slot);
           throw error;
         }
         return {

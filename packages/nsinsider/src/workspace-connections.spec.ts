@@ -1,0 +1,50 @@
+import { spawnSync } from 'node:child_process';
+import { afterEach, describe, expect, it } from 'vitest';
+import { limitWorkspaceConnections } from './workspace-connections.js';
+import { createNetns, deleteNetns } from './workspace-network.js';
+
+const isRoot = process.getuid?.() === 0;
+
+/** Opens `count` loopback TCP connections inside `netns` and holds them; returns how many connected. */
+function connectMany(netns: string, count: number): { connected: number; refused: number } {
+  const script = [
+    'import socket',
+    "srv = socket.socket(); srv.bind(('127.0.0.1', 0)); srv.listen(4096); port = srv.getsockname()[1]",
+    'held = []; refused = 0',
+    `for i in range(${count}):`,
+    '    c = socket.socket()',
+    "    try: c.connect(('127.0.0.1', port)); held.append(c)",
+    '    except OSError: refused += 1',
+    'print(len(held), refused)',
+  ].join('\n');
+  const r = spawnSync('nsenter', [`--net=/run/netns/${netns}`, '--', 'sh', '-c', 'ip link set lo up && python3 -'], {
+    input: script,
+    encoding: 'utf8',
+  });
+  const [connected, refused] = r.stdout.trim().split(' ').map(Number);
+  return { connected: connected ?? -1, refused: refused ?? -1 };
+}
+
+describe.runIf(isRoot)('limitWorkspaceConnections (root, real netns and nftables)', () => {
+  const made: string[] = [];
+  afterEach(async () => {
+    for (const netns of made.splice(0)) await deleteNetns(netns);
+  });
+
+  it('refuses TCP connections past the limit, loopback included, and takes a new limit in place', async () => {
+    const netns = `wbconn-${process.pid}`;
+    await createNetns(netns);
+    made.push(netns);
+    expect(connectMany(netns, 300)).toEqual({ connected: 300, refused: 0 });
+    await limitWorkspaceConnections(netns, 100);
+    expect(connectMany(netns, 300)).toEqual({ connected: 100, refused: 200 });
+    // Installed again with another limit: replaced, not added to.
+    await limitWorkspaceConnections(netns, 150);
+    expect(connectMany(netns, 300)).toEqual({ connected: 150, refused: 150 });
+  });
+
+  it('names the field of a bad request and runs nothing', async () => {
+    await expect(limitWorkspaceConnections('../x', 10)).rejects.toThrow(/netns/);
+    await expect(limitWorkspaceConnections('ok', 0)).rejects.toThrow(/max/);
+  });
+});
