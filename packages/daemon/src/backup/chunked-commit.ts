@@ -8,19 +8,24 @@ import { DataCorruptionError } from '../errors.js';
 import { mapLimit } from '../util/concurrency.js';
 import type { BackupTarget } from './backup-target.js';
 import { manifestName } from './backup-target.js';
-import type { BlobRef, PackRef, PackWriter } from './pack-writer.js';
+import type { PackRef, PackWriter } from './pack-writer.js';
+import type { BlobTable } from './blob-table.js';
 import { packName } from './pack-writer.js';
 import type { BackupManifest } from './manifest.js';
-import { encodeManifest, manifestContentType } from './manifest.js';
+import type { ManifestEntry } from './manifest.js';
+import { encodeManifestStream, manifestContentType } from './manifest.js';
 
 /** What the manifest holds besides its packs and blobs tables (the commit builds those from the blob refs). */
-type ManifestContents = Pick<BackupManifest, 'workspaceId' | 'compression' | 'entries' | 'totals'>;
+interface ManifestContents extends Pick<BackupManifest, 'workspaceId' | 'compression' | 'totals'> {
+  /** Produced while the manifest is encoded (in walk order), so the tree is never held as objects. */
+  readonly entries: Iterable<ManifestEntry>;
+}
 
 export interface CommitInput extends ManifestContents {
   readonly target: BackupTarget;
   /** The finished pack writer: its packs are verified, and deleted when the manifest does not reference them. */
   readonly writer: PackWriter;
-  readonly blobs: readonly BlobRef[];
+  readonly blobs: BlobTable;
   /** The packs in storage before the backup (id to size): garbage among them is deleted after the commit. */
   readonly stored: ReadonlyMap<string, number>;
 }
@@ -49,27 +54,27 @@ export async function commitBackup(input: CommitInput): Promise<CommitResult> {
 
   const packIndex = new Map<PackRef, number>();
   const packs: Array<{ id: string; size: number; rawSize: number }> = [];
-  const manifestBlobs = blobs.map((blob): [string, number, number, number] => {
-    let index = packIndex.get(blob.pack);
-    if (index === undefined) {
-      index = packs.length;
-      packs.push({ id: blob.pack.id as string, size: blob.pack.size as number, rawSize: blob.pack.rawSize as number });
-      packIndex.set(blob.pack, index);
-    }
-    return [blob.hash, index, blob.offset, blob.length];
-  });
-  const manifest: BackupManifest = {
+  for (let index = 0; index < blobs.length; index++) {
+    const pack = blobs.packOf(index);
+    if (packIndex.has(pack)) continue;
+    packIndex.set(pack, packs.length);
+    packs.push({ id: pack.id as string, size: pack.size as number, rawSize: pack.rawSize as number });
+  }
+  // The blob table is written as it is encoded, like the entries: a tuple per blob is garbage at once.
+  function* manifestBlobs(): Generator<[string, number, number, number]> {
+    for (const blob of blobs) yield [blob.hash, packIndex.get(blob.pack) as number, blob.offset, blob.length];
+  }
+  const encoded = await encodeManifestStream({
     format: 'workbay-backup-manifest',
     version: 1,
     workspaceId,
     createdAt: new Date().toISOString(),
     compression,
     packs,
-    blobs: manifestBlobs,
+    blobs: manifestBlobs(),
     entries,
     totals,
-  };
-  const encoded = await encodeManifest(manifest);
+  });
   const name = manifestName(target);
   await target.storage.upload(target.bucket, name, Readable.from([encoded]), {
     contentType: manifestContentType,

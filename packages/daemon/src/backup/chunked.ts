@@ -16,9 +16,12 @@
  *
  * Steps 1 and 2 are here (the previous manifest's offer: previous-backup.ts), step 3 is chunked-repack.ts and step 4
  * chunked-commit.ts. Restore: chunked-restore.ts.
+ *
+ * A workspace chooses its file count, so nothing here is an object per file: entries wait as binary records
+ * (entry-log.ts), blobs in typed arrays (blob-table.ts), and the walk waits for the reads when far ahead of them.
  */
 import type { Compression } from '../archive/compression.js';
-import type { TreeEntry, WalkOptions } from '../archive/tree.js';
+import type { WalkOptions } from '../archive/tree.js';
 import { walkTreeSync } from '../archive/tree.js';
 import type { Xattrs } from '../archive/xattr.js';
 import { readTreeXattrs, xattrSupport } from '../archive/xattr.js';
@@ -29,13 +32,14 @@ import { FileQueue, readFiles } from './read-pipeline.js';
 import { sharedWorkerPool } from './worker-pool.js';
 import type { BlobRef } from './pack-writer.js';
 import { PackWriter } from './pack-writer.js';
-import type { BackupManifest, ManifestEntry } from './manifest.js';
-import { MalformedManifestError, ManifestTooLargeError, quickKey, toManifestEntry } from './manifest.js';
+import { BlobTable } from './blob-table.js';
+import type { BackupManifest } from './manifest.js';
+import { quickKey } from './manifest.js';
+import { EntryLog } from './entry-log.js';
 import type { BackupTarget } from './backup-target.js';
-import { listStoredPacks, readManifest } from './backup-target.js';
-import { indexPreviousBackup } from './previous-backup.js';
-import type { BlobSource } from './chunked-repack.js';
-import { repackMostlyGarbage } from './chunked-repack.js';
+import { listStoredPacks } from './backup-target.js';
+import { indexPreviousBackup, readUsablePrevious } from './previous-backup.js';
+import { BlobSources, locateBlobs, repackMostlyGarbage } from './chunked-repack.js';
 import { commitBackup } from './chunked-commit.js';
 
 export type { BackupTarget };
@@ -86,23 +90,10 @@ export interface ChunkedBackupResult {
 }
 
 /**
- * The previous manifest, for deduplication only: one that is malformed or too large (crafted, or corrupted in
- * storage) is not a backup anyone can restore, so this backup goes ahead in full instead of failing every time.
+ * Files queued for reading at most before the walk waits (resuming at half): enough to keep every worker busy
+ * (a window is 2 tasks of up to 256 files per worker), few enough that their entries and stats stay a few MB.
  */
-async function readUsableManifest(
-  target: BackupTarget,
-  options: ChunkedBackupOptions,
-): Promise<BackupManifest | undefined> {
-  try {
-    return await readManifest(target);
-  } catch (error) {
-    if (!(error instanceof MalformedManifestError) && !(error instanceof ManifestTooLargeError)) throw error;
-    options.onWarning?.(
-      `the previous backup's manifest is unusable, backing up in full: ${error.message.slice(0, 300)}`,
-    );
-    return undefined;
-  }
-}
+const maxQueuedFiles = 8192;
 
 /** Backs up `root` incrementally against the previous manifest (read from storage when not given). */
 export async function createChunkedBackup(
@@ -117,8 +108,6 @@ export async function createChunkedBackup(
   const repackGarbageShare = options.repackGarbageShare ?? 0.05;
   const chunker = options.chunker ?? defaultChunkerOptions;
   const signal = options.signal;
-  const previous =
-    previousManifest === null ? undefined : (previousManifest ?? (await readUsableManifest(target, options)));
   const startedNs = BigInt(Date.now()) * 1_000_000n;
 
   // Packs that really exist: reuse only those, and collect garbage among them after the commit.
@@ -134,7 +123,11 @@ export async function createChunkedBackup(
   })();
   xattrsRead.catch(() => undefined); // awaited below; a failed walk must not leave it unhandled
 
-  const { previousBlobs, previousRefs, known, reusable } = indexPreviousBackup(previous, stored);
+  // The previous manifest is read after the listing: a pack it names that was not listed is simply not reused.
+  const { previousRefs, known, reusable } =
+    previousManifest === undefined
+      ? await readUsablePrevious(target, stored, options.onWarning)
+      : indexPreviousBackup(previousManifest ?? undefined, stored);
 
   const writer = new PackWriter(
     target,
@@ -143,16 +136,10 @@ export async function createChunkedBackup(
     options.uploadConcurrency ?? 5,
     signal,
   );
-  const blobs: BlobRef[] = [];
-  const blobIndex = new Map<string, number>();
+  const blobs = new BlobTable();
   const useBlob = (ref: BlobRef): number => {
-    let index = blobIndex.get(ref.hash);
-    if (index === undefined) {
-      index = blobs.length;
-      blobs.push(ref);
-      blobIndex.set(ref.hash, index);
-    }
-    return index;
+    const index = blobs.find(ref.hash);
+    return index === -1 ? blobs.push(ref) : index;
   };
   let newBlobs = 0;
   let newBlobBytes = 0;
@@ -161,26 +148,23 @@ export async function createChunkedBackup(
   let readBytes = 0;
   let files = 0;
   let contentBytes = 0;
-  const entries: Array<ManifestEntry> = [];
   const pool = sharedWorkerPool();
-  /** Where each blob can be read again locally (first use), for repacking. */
-  const blobSource = new Map<number, BlobSource>();
-  const noteSources = (absolute: string, indices: readonly number[]): void => {
-    let offset = 0;
-    for (const index of indices) {
-      if (!blobSource.has(index)) blobSource.set(index, { absolute, offset });
-      offset += (blobs[index] as BlobRef).length;
-    }
-  };
+  // The manifest's entries, compactly, until the commit writes them (entry-log.ts); where each blob can be read
+  // again locally (its first use), for repacking.
+  const log = new EntryLog();
+  const sources = new BlobSources();
+  const lengthOf = (index: number): number => blobs.lengthOf(index);
+  /** The walk's absolute path of the tree root (paths for repacking are rebuilt from it). */
+  let walkedRoot: string | undefined;
 
   /** The chunk's blob index; a promise only when a full pack must be sealed first (once per pack). */
   const storeChunk = (hash: string, chunk: Buffer, hold: () => () => void): number | Promise<number> => {
-    const existing = blobIndex.get(hash);
-    if (existing !== undefined) return existing;
-    const old = known.get(hash);
-    if (old) {
+    const existing = blobs.find(hash);
+    if (existing !== -1) return existing;
+    const old = known.find(hash);
+    if (old !== -1) {
       reusedBlobs++;
-      return useBlob(old);
+      return blobs.push(known.at(old));
     }
     newBlobs++;
     newBlobBytes += chunk.length;
@@ -189,13 +173,8 @@ export async function createChunkedBackup(
   };
 
   // The walk runs beside the reads: files to read go to the workers as soon as the walk meets them.
-  // What the manifest needs of each walked entry, without its stats: a tree's worth of BigIntStats kept to the
-  // end would be promoted to the old generation and cost the collector more than the walk itself.
-  const walked: Array<{ readonly entry: TreeEntry; readonly absolute: string; readonly quick?: string }> = [];
-  /** The quick check's verdict per walked file (undefined: read it), decided once, when the walk meets it. */
-  const reuses: Array<readonly number[] | undefined> = [];
   const queue = new FileQueue();
-  const read = new Map<number, { size: number; blobs: number[]; quick?: string }>();
+  let xattrs = new Map<string, Xattrs>();
   const reading = (async (): Promise<void> => {
     let indices: number[] = [];
     let size = 0;
@@ -211,16 +190,14 @@ export async function createChunkedBackup(
       }
       size += piece.bytes;
       if (!piece.done) continue;
-      const item = piece.item;
-      noteSources(item.absolute, indices);
+      sources.note(piece.index, indices, lengthOf);
       readBytes += size;
       files++;
       contentBytes += size;
       // A file modified within the timestamp granularity of our read could keep its ctime; do not trust the
       // quick check for files that changed just before the backup started.
-      const racy = item.stats.ctimeNs > startedNs - 2_000_000_000n;
-      const quick = (walked[piece.index] as { quick?: string }).quick;
-      read.set(piece.index, { size, blobs: indices, ...(racy || quick === undefined ? {} : { quick }) });
+      const racy = piece.item.stats.ctimeNs > startedNs - 2_000_000_000n;
+      log.addRead(piece.index, size, !racy, indices);
       indices = [];
       size = 0;
     }
@@ -244,15 +221,28 @@ export async function createChunkedBackup(
         }
         signal?.throwIfAborted();
         if (readFailure) throw readFailure.error;
+        // Far ahead of the reads (a tree of empty files), the walk waits for them: queued files hold their stats.
+        if (queue.pending >= maxQueuedFiles) await Promise.race([queue.room(maxQueuedFiles / 2), reading]);
+        walkedRoot ??= item.absolute.slice(0, item.absolute.length - item.entry.path.length - 1);
         if (item.entry.type !== 'file') {
-          walked.push({ entry: item.entry, absolute: item.absolute });
+          log.add(item.entry);
           continue;
         }
-        const quick = quickKey(item);
-        const index = walked.push({ entry: item.entry, absolute: item.absolute, quick }) - 1;
-        const reuse = reusable(item.entry.path, quick);
-        reuses[index] = reuse;
-        if (!reuse) queue.push({ index, item });
+        const reuse = reusable(item.entry.path, quickKey(item));
+        if (!reuse) {
+          queue.push({ index: log.add(item.entry, { stats: item.stats }), item });
+          continue;
+        }
+        // Unchanged since the previous backup: its blobs, without reading it.
+        const indices = reuse.map((ref) => {
+          const existing = blobs.find(ref.hash);
+          if (existing !== -1) return existing;
+          reusedBlobs++;
+          return blobs.push(ref);
+        });
+        sources.note(log.add(item.entry, { stats: item.stats, blobs: indices }), indices, lengthOf);
+        files++;
+        contentBytes += item.entry.size;
       }
     } catch (error) {
       queue.end(error);
@@ -260,41 +250,13 @@ export async function createChunkedBackup(
       throw error;
     }
     queue.end();
-    const xattrs = await xattrsRead;
+    xattrs = await xattrsRead;
     await reading;
 
-    // The manifest's entries in walk order: metadata, unchanged files (reused blobs), and what was read.
-    for (const [index, item] of walked.entries()) {
-      signal?.throwIfAborted();
-      const tree = item.entry;
-      const attrs = xattrs.get(tree.path) ?? tree.xattrs;
-      if (tree.type !== 'file') {
-        entries.push(toManifestEntry(tree, attrs));
-        continue;
-      }
-      const reuse = reuses[index];
-      if (reuse) {
-        const indices = reuse.map((b) => {
-          const hash = (previousBlobs[b] as readonly [string, number, number, number])[0];
-          const existing = blobIndex.get(hash);
-          if (existing !== undefined) return existing;
-          reusedBlobs++;
-          return useBlob(known.get(hash) as BlobRef);
-        });
-        noteSources(item.absolute, indices);
-        entries.push(toManifestEntry(tree, attrs, { size: tree.size, blobs: indices, quick: item.quick }));
-        files++;
-        contentBytes += tree.size;
-        continue;
-      }
-      // Not read: it vanished before it could be opened (warned above).
-      const result = read.get(index);
-      if (result) entries.push(toManifestEntry(tree, attrs, result));
-    }
     repackedBlobs = await repackMostlyGarbage({
       writer,
       blobs,
-      blobSource,
+      locate: (indices) => locateBlobs(indices, sources, log, walkedRoot ?? root),
       previousRefs,
       newBlobBytes,
       repackBelow,
@@ -312,7 +274,7 @@ export async function createChunkedBackup(
     compression,
     writer,
     blobs,
-    entries,
+    entries: log.entries((path) => xattrs.get(path)),
     totals: { files, contentBytes },
     stored,
   });

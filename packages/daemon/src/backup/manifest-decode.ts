@@ -64,7 +64,7 @@ export async function decodeManifest(data: Buffer, limits: ManifestLimits = {}):
  * The most objects and arrays a manifest within the count limits holds: per entry itself, its blob list and its
  * xattrs; per blob its tuple; per pack its object; a few at the top.
  */
-function maxContainers(max: Required<ManifestLimits>): number {
+export function maxContainers(max: Required<ManifestLimits>): number {
   return 3 * max.maxEntries + max.maxBlobs + max.maxPacks + 8;
 }
 
@@ -73,7 +73,7 @@ function maxContainers(max: Required<ManifestLimits>): number {
  * a blob tuple four values, a pack a handful. Plain values cost JSON.parse as much as containers: 220 million
  * numbers in an unused array fit in 418 KiB of gzip and stalled the daemon for 12 s (found by a red-team run).
  */
-function maxSeparators(max: Required<ManifestLimits>): number {
+export function maxSeparators(max: Required<ManifestLimits>): number {
   return 16 * max.maxEntries + 5 * max.maxBlobs + 8 * max.maxPacks + 64;
 }
 

@@ -111,12 +111,12 @@ export function checkManifest(parsed: unknown, counts: ManifestCounts): BackupMa
   return parsed as unknown as BackupManifest;
 }
 
-/** Returns each pack's uncompressed size, which bounds the blobs in it. */
-function checkPacks(packs: readonly unknown[]): number[] {
+/** Returns each pack's uncompressed size, which bounds the blobs in it; `first`: the index of `packs[0]`. */
+export function checkPacks(packs: readonly unknown[], first = 0): number[] {
   const rawSizes: number[] = [];
   for (let index = 0; index < packs.length; index++) {
     const pack = packs[index];
-    const field = `manifest.packs[${index}]`;
+    const field = `manifest.packs[${first + index}]`;
     if (!isRecord(pack)) throw new MalformedManifestError(field, `not an object (got ${shown(pack)})`);
     // The id becomes part of an object name: hex only, so it cannot name anything outside the chunks directory.
     if (typeof pack['id'] !== 'string' || !packId.test(pack['id'])) {
@@ -132,12 +132,12 @@ function checkPacks(packs: readonly unknown[]): number[] {
   return rawSizes;
 }
 
-/** Returns each blob's length, for checking the files' sizes against. */
-function checkBlobs(blobs: readonly unknown[], rawSizes: readonly number[]): number[] {
+/** Returns each blob's length, for checking the files' sizes against; `first`: the index of `blobs[0]`. */
+export function checkBlobs(blobs: readonly unknown[], rawSizes: readonly number[], first = 0): number[] {
   const lengths: number[] = [];
   for (let index = 0; index < blobs.length; index++) {
     const blob = blobs[index];
-    const field = `manifest.blobs[${index}]`;
+    const field = `manifest.blobs[${first + index}]`;
     if (!Array.isArray(blob) || blob.length !== 4) {
       throw new MalformedManifestError(field, `not a [hash, pack, offset, length] tuple (got ${shown(blob)})`);
     }
@@ -160,7 +160,11 @@ function checkBlobs(blobs: readonly unknown[], rawSizes: readonly number[]): num
   return lengths;
 }
 
-function checkEntry(entry: unknown, index: number, blobLengths: readonly number[]): asserts entry is ManifestEntry {
+export function checkEntry(
+  entry: unknown,
+  index: number,
+  blobLengths: readonly number[],
+): asserts entry is ManifestEntry {
   const at = `manifest.entries[${index}]`;
   if (!isRecord(entry)) throw new MalformedManifestError(at, `not an object (got ${shown(entry)})`);
   const path = entry['path'];

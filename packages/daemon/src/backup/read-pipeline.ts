@@ -11,6 +11,8 @@ import { openedAt } from '../util/pinned-path.js';
 import type { WalkedEntry } from '../archive/tree.js';
 import type { ChunkerOptions } from './chunker.js';
 import type { ChunkWorkerPool } from './worker-pool.js';
+import type { FileToRead } from './file-queue.js';
+import { FileQueue } from './file-queue.js';
 
 /** Files up to this size are read whole by a worker (the rest in pieces). */
 export const wholeFileLimit = 256 * 1024;
@@ -79,70 +81,8 @@ interface SegmentAnswer {
   eof: boolean;
 }
 
-export interface FileToRead {
-  /** The caller's index of the file. */
-  readonly index: number;
-  readonly item: WalkedEntry;
-}
-
-/** A queue of files to read, filled while the consumer already reads (the walk runs beside the reads). */
-export class FileQueue {
-  private readonly items: Array<FileToRead | undefined> = [];
-  private head = 0;
-  private wake: (() => void) | undefined;
-  private ended = false;
-  private failure: { error: unknown } | undefined;
-
-  static of(files: Iterable<FileToRead>): FileQueue {
-    const queue = new FileQueue();
-    for (const file of files) queue.push(file);
-    queue.end();
-    return queue;
-  }
-
-  push(file: FileToRead): void {
-    this.items.push(file);
-    this.wake?.();
-  }
-
-  /** No more files; with an error, the reader fails with it at once (files still queued are dropped). */
-  end(error?: unknown): void {
-    this.ended = true;
-    if (error !== undefined) this.failure = { error };
-    this.wake?.();
-  }
-
-  /** The next file if one is queued (without waiting); throws the error the queue ended with. */
-  take(): FileToRead | undefined {
-    if (this.failure) throw this.failure.error;
-    if (this.head === this.items.length) return undefined;
-    const file = this.items[this.head] as FileToRead;
-    // Let go of taken entries at once (each holds its stats): kept until the next splice, they would outlive
-    // young-generation collections and be promoted.
-    this.items[this.head++] = undefined;
-    if (this.head > 1024 && this.head * 2 > this.items.length) {
-      this.items.splice(0, this.head);
-      this.head = 0;
-    }
-    return file;
-  }
-
-  /** True once ended and drained. */
-  get finished(): boolean {
-    return this.ended && this.head === this.items.length;
-  }
-
-  /** Resolves when a file arrives or the queue ends. */
-  wait(): Promise<void> {
-    if (this.ended || this.head < this.items.length) return Promise.resolve();
-    return new Promise<void>((resolve) => {
-      this.wake = () => {
-        this.wake = undefined;
-        resolve();
-      };
-    });
-  }
-}
+export type { FileToRead } from './file-queue.js';
+export { FileQueue } from './file-queue.js';
 
 type Task =
   | { readonly kind: 'files'; readonly files: readonly FileToRead[] }

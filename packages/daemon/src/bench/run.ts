@@ -4,12 +4,15 @@
  * 2. backup and restore throughput of a tree of mixed files vs GNU tar writing and reading the same tree;
  * 3. bytes re-uploaded by an incremental backup after changing 1% of the files vs a full backup;
  * 4. restic (a local repository) as a second baseline for the full and the incremental backup of the same tree
- *    (skipped with a note when `restic` is not installed; `npm run bench` installs it).
+ *    (skipped with a note when `restic` is not installed; `npm run bench` installs it);
+ * 5. memory of a backup by file count: retained memory (heap and buffers) and peak RSS per file of a chunked backup of many empty files
+ *    vs the plain tar backup, which streams (backup-memory.ts).
  *
  * Sizes: WORKBAY_BENCH_TREE_BYTES (default 1 GiB), WORKBAY_BENCH_GIT_FILES (default 3000),
  * WORKBAY_BENCH_RUNS (default 5, medians are reported: with 3, one run disturbed by the disk's state moved a
  * median by 20%; backups and restores rotate their order between runs),
- * WORKBAY_BENCH_DIR (scratch space, default the OS tmp), WORKBAY_BENCH_ONLY (`git` or `backup`: only that part).
+ * WORKBAY_BENCH_DIR (scratch space, default the OS tmp), WORKBAY_BENCH_ONLY (`git`, `backup` or `memory`: only that
+ * part), WORKBAY_BENCH_MEMORY_FILES (default 200000).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -20,14 +23,16 @@ import { createWorkspaceContentClient } from '@workbay/api';
 import { BackupStore } from '../backup/backup-store.js';
 import { createDaemon } from '../daemon.js';
 import { FsRemoteStorage } from '../storage/fs-storage.js';
+import { benchBackupMemory } from './backup-memory.js';
 import { ResticBaseline } from './restic.js';
 
 const MiB = 1024 * 1024;
 const treeBytes = Number(process.env['WORKBAY_BENCH_TREE_BYTES'] ?? 1024 * MiB);
 const gitFiles = Number(process.env['WORKBAY_BENCH_GIT_FILES'] ?? 3000);
+const memoryFiles = Number(process.env['WORKBAY_BENCH_MEMORY_FILES'] ?? 200_000);
 const runs = Math.max(1, Number(process.env['WORKBAY_BENCH_RUNS'] ?? 5));
 const scratchRoot = process.env['WORKBAY_BENCH_DIR'] ?? tmpdir();
-/** `git` or `backup` runs only that part (while developing). */
+/** `git`, `backup` or `memory` runs only that part (while developing). */
 const only = process.env['WORKBAY_BENCH_ONLY'];
 
 const median = (values: number[]): number => {
@@ -370,8 +375,9 @@ async function main(): Promise<void> {
     `@workbay/daemon bench (runs=${runs}, tree=${mib(treeBytes)}, git files=${gitFiles}, scratch=${scratch})`,
   );
   try {
-    if (only !== 'backup') await benchGit(scratch);
-    if (only !== 'git') await benchBackup(scratch);
+    if (!only || only === 'git') await benchGit(scratch);
+    if (!only || only === 'backup') await benchBackup(scratch);
+    if (!only || only === 'memory') await benchBackupMemory(scratch, memoryFiles, row);
   } finally {
     for (const name of await readdir(scratch).catch(() => [] as string[]))
       await rm(join(scratch, name), { recursive: true, force: true });
