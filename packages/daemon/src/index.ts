@@ -27,6 +27,8 @@ export type { Daemon, DaemonOverrides, DaemonState } from './daemon.js';
 export { createDaemon } from './daemon.js';
 export type { DaemonConfig, DaemonConfigInput } from './config.js';
 export type { AddressRules, DownloadPolicy } from './initializer/address-policy.js';
+export type { EgressRules, UpstreamProxy } from './initializer/upstream-proxy.js';
+export { parseUpstreamProxy } from './initializer/upstream-proxy.js';
 // The zod schemas stay internal: their inferred types are not a stable public surface (parse through the functions).
 export { parseDaemonConfig, loadDaemonConfig } from './config.js';
 export type {
