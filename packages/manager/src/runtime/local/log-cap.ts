@@ -1,4 +1,4 @@
-import { watch } from 'node:fs';
+import { fstatSync, ftruncateSync, readSync, watch } from 'node:fs';
 import type { FSWatcher } from 'node:fs';
 import { open, rename } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
@@ -181,14 +181,18 @@ export class LogCap {
     // size) plus the cap could account for.
     const reserved = allocated > 2 * st.size + this.rotateAbove;
     if (Math.min(st.size, allocated) <= this.rotateAbove && !reserved) return;
-    // The newest part is read before the truncation and written out after it, off this path: what the workspace writes
-    // between the read and the truncation is lost, and the next check does not wait for the copy to reach the disk.
-    const keep = Math.min(st.size, this.keepBytes);
+    // The newest part is read and the log truncated back to back, in three synchronous system calls: what the workspace
+    // writes between the size read here and the truncation is lost, and awaited calls (a read of up to `keepBytes`,
+    // then a truncation, each through the thread pool) let a workspace's last line fall in between under load. The
+    // kept part is written out afterwards, off this path; the next check does not wait for it to reach the disk.
+    const fd = w.handle.fd;
+    const size = fstatSync(fd).size;
+    const keep = Math.min(size, this.keepBytes);
     const tail = Buffer.allocUnsafe(keep);
-    const { bytesRead } = await w.handle.read(tail, 0, keep, st.size - keep);
+    const bytesRead = keep > 0 ? readSync(fd, tail, 0, keep, size - keep) : 0;
     // Truncating to the size a file has frees nothing (ext4, xfs): an empty log with blocks reserved is grown first.
-    if (st.size === 0) await w.handle.truncate(1);
-    await w.handle.truncate(0);
+    if (size === 0) ftruncateSync(fd, 1);
+    ftruncateSync(fd, 0);
     const newline = tail.subarray(0, Math.min(bytesRead, lineSearchBytes)).indexOf(0x0a);
     this.keepTail(w, tail.subarray(newline >= 0 ? newline + 1 : 0, bytesRead));
     // A workspace that filled the log this fast is likely still writing: look again now, not at its next change event.
