@@ -3,7 +3,7 @@
  * wrong with it is the caller's input, not a passing fault: both are invalid-argument (never retried), and name
  * what was refused so an operator can find it.
  */
-import { InvalidArgumentError } from '../errors.js';
+import { FailedPreconditionError, InvalidArgumentError } from '../errors.js';
 import type { WorkbayErrorOptions } from '@workbay/api';
 
 /** A manifest that does not decode, or whose content does not have the manifest's shape; `field` says where. */
@@ -17,5 +17,15 @@ export class MalformedManifestError extends InvalidArgumentError {
 export class ManifestTooLargeError extends InvalidArgumentError {
   constructor(reason: string, options?: WorkbayErrorOptions) {
     super('manifest', `backup manifest too large: ${reason}`, options);
+  }
+}
+
+/**
+ * A backup whose manifest a restore would refuse (over one of the ManifestLimits): refused when it is written, while
+ * the workspace and its content still exist, instead of stored and found unrestorable when it is needed. Not retried.
+ */
+export class UnrestorableBackupError extends FailedPreconditionError {
+  constructor(reason: string, options?: WorkbayErrorOptions) {
+    super(`the backup would not restore: ${reason}; the content is kept, not backed up`, options);
   }
 }

@@ -5,6 +5,8 @@ import { describe, expect, it } from 'vitest';
 import { isWorkbayError } from '../errors.js';
 import type { BackupManifest, ManifestEntry } from './manifest.js';
 import { decodeManifest, encodeManifest, MalformedManifestError, ManifestTooLargeError } from './manifest.js';
+import { encodeManifestStream } from './manifest.js';
+import { UnrestorableBackupError } from './manifest-errors.js';
 
 const hash = 'a'.repeat(64);
 const file: ManifestEntry = {
@@ -161,5 +163,33 @@ describe('decodeManifest', () => {
     expect(await decodeManifest(gzipSync(JSON.stringify(commas)), limits)).toMatchObject({
       createdAt: ','.repeat(10_000),
     });
+  });
+});
+
+describe('encodeManifestStream refuses a manifest a restore would refuse', () => {
+  const parts = (entries: number): Parameters<typeof encodeManifestStream>[0] => ({
+    ...valid,
+    blobs: valid.blobs,
+    entries: Array.from({ length: entries }, (_, i) => ({ ...file, path: `f${i}` })),
+  });
+
+  it('writes what decodeManifest reads back under the same limits', async () => {
+    const encoded = await encodeManifestStream(parts(10), { maxEntries: 10 });
+    expect((await decodeManifest(encoded, { maxEntries: 10 })).entries).toHaveLength(10);
+  });
+
+  it.each([
+    ['entries', { maxEntries: 10 }, /more than 10 entries/],
+    ['decompressed bytes', { maxDecompressedBytes: 1024 }, /more than 1024 bytes/],
+    ['packs', { maxPacks: 0 }, /more than 0 packs/],
+  ])('over its %s: FAILED_PRECONDITION naming the limit, before anything is stored', async (_what, limits, why) => {
+    const error = await encodeManifestStream(parts(11), limits).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(UnrestorableBackupError);
+    expect(isWorkbayError(error, 'failed-precondition')).toBe(true);
+    expect((error as Error).message).toMatch(why);
+    expect((error as Error).message).toContain('the content is kept');
   });
 });

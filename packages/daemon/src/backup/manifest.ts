@@ -5,6 +5,9 @@ import { createGzip, gzip } from 'node:zlib';
 import type { Compression } from '../archive/compression.js';
 import type { EntryType, TreeEntry, WalkedEntry } from '../archive/tree.js';
 import type { Xattrs } from '../archive/xattr.js';
+import type { ManifestLimits } from './manifest-decode.js';
+import { manifestLimits } from './manifest-decode.js';
+import { UnrestorableBackupError } from './manifest-errors.js';
 
 /**
  * A chunked backup: the tree's entries with their metadata, and for file content a list of blobs
@@ -124,20 +127,41 @@ const textBatch = 64 * 1024;
  * its copy alone were 100 MB, beside the objects): the JSON is the same, in the same key order, made and
  * compressed a batch of entries at a time. Only the compressed manifest is held.
  */
-export async function encodeManifestStream(parts: ManifestParts): Promise<Buffer> {
+export async function encodeManifestStream(parts: ManifestParts, limits: ManifestLimits = {}): Promise<Buffer> {
+  const max = manifestLimits(limits);
   const chunks: Buffer[] = [];
   let size = 0;
-  await pipeline(Readable.from(manifestText(parts)), createGzip({ level: 1 }), async (compressed) => {
-    for await (const chunk of compressed as AsyncIterable<Buffer>) {
-      chunks.push(chunk);
-      size += chunk.length;
-    }
-  });
+  await pipeline(
+    Readable.from(boundedText(manifestText(parts, max), max)),
+    createGzip({ level: 1 }),
+    async (compressed) => {
+      for await (const chunk of compressed as AsyncIterable<Buffer>) {
+        chunks.push(chunk);
+        size += chunk.length;
+        if (size > max.maxCompressedBytes) {
+          throw new UnrestorableBackupError(`its manifest compresses to more than ${max.maxCompressedBytes} bytes`);
+        }
+      }
+    },
+  );
   return Buffer.concat(chunks, size);
 }
 
-function* manifestText(parts: ManifestParts): Generator<string> {
+/** The text as a restore will count it (manifest-decode.ts): more than it reads fails the backup, not the restore. */
+function* boundedText(text: Iterable<string>, max: Required<ManifestLimits>): Generator<string> {
+  let bytes = 0;
+  for (const part of text) {
+    bytes += Buffer.byteLength(part);
+    if (bytes > max.maxDecompressedBytes) {
+      throw new UnrestorableBackupError(`its manifest is more than ${max.maxDecompressedBytes} bytes`);
+    }
+    yield part;
+  }
+}
+
+function* manifestText(parts: ManifestParts, max: Required<ManifestLimits>): Generator<string> {
   const { format, version, workspaceId, createdAt, compression, packs, totals } = parts;
+  if (packs.length > max.maxPacks) throw new UnrestorableBackupError(`it has more than ${max.maxPacks} packs`);
   const head = JSON.stringify({ format, version, workspaceId, createdAt, compression, packs });
   let text = `${head.slice(0, -1)},"blobs":[`;
   for (const [name, items] of [
@@ -146,7 +170,10 @@ function* manifestText(parts: ManifestParts): Generator<string> {
   ] as const) {
     if (name === 'entries') text += '],"entries":[';
     let first = true;
+    let count = 0;
+    const limit = name === 'blobs' ? max.maxBlobs : max.maxEntries;
     for (const item of items) {
+      if (++count > limit) throw new UnrestorableBackupError(`it has more than ${limit} ${name}`);
       text += first ? JSON.stringify(item) : `,${JSON.stringify(item)}`;
       first = false;
       if (text.length >= textBatch) {
