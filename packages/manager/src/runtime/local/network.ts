@@ -132,6 +132,10 @@ export class WorkspaceNetworks {
     await this.ensureFirewall();
     const netns = this.netnsName(instanceId);
     await this.createNetnsReplacingLeftover(netns);
+    // The namespace's own table needs only the namespace: installed while the pair is made (an nft start-up, ~20 ms).
+    const limited = limitWorkspaceConnections(netns, this.maxConnectionsPerWorkspace);
+    // Its failure is taken from `limited` below, or left for the deletion that follows another failure.
+    limited.catch(() => undefined);
     try {
       let attempts = 0;
       // Round robin from a random start: an address just given up is not handed out again at once (a proxy may
@@ -152,7 +156,7 @@ export class WorkspaceNetworks {
           throw error;
         }
         try {
-          await limitWorkspaceConnections(netns, this.maxConnectionsPerWorkspace);
+          await limited;
         } catch (error) {
           // The pair goes with the namespace (the catch below deletes it); the slot is free again.
           this.held.delete(slot);
@@ -169,6 +173,8 @@ export class WorkspaceNetworks {
       }
       throw new ResourceExhaustedError(`no free /30 left in the workspace network pool (tried ${attempts} slots)`);
     } catch (error) {
+      // Not deleted under a running nft: it would install its table in a namespace that is going away.
+      await limited.catch(() => undefined);
       await deleteNetns(netns).catch(() => undefined);
       throw error;
     }
