@@ -3,7 +3,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { access, mkdir, readFile, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -15,22 +15,9 @@ import { startChildDaemon } from './test-support/child-daemon.js';
 import { startTestDaemon, testConfig } from './test-support/daemon-harness.js';
 import type { TestDaemon } from './test-support/daemon-harness.js';
 import { describeTree, tempDir } from './test-support/tree.js';
+import { exists, errorOf } from './test-support/outcomes.js';
 
 const empty = { spec: { $case: 'empty' as const, value: {} } };
-const exists = (path: string): Promise<boolean> =>
-  access(path).then(
-    () => true,
-    () => false,
-  );
-
-async function errorOf(promise: Promise<unknown>): Promise<Error> {
-  return promise.then(
-    () => {
-      throw new Error('expected the call to fail');
-    },
-    (e: unknown) => e as Error,
-  );
-}
 
 /** Name → digest of every object in a bucket: to show a backup was not touched. */
 async function objects(storage: RemoteStorage, bucket: string): Promise<Record<string, string>> {

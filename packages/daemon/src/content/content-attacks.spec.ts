@@ -4,7 +4,7 @@
  * the connection (item 9, invariant 7), an owner reaches only its own snapshots (item 7, invariant 11), and
  * downloads are http(s) only. Each attack must have no effect.
  */
-import { access, chmod, mkdtemp, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,21 +13,7 @@ import { isWorkbayError } from '@workbay/api';
 import { FsRemoteStorage } from '../storage/fs-storage.js';
 import { startTestDaemon } from '../test-support/daemon-harness.js';
 import type { TestDaemon } from '../test-support/daemon-harness.js';
-
-const exists = (path: string): Promise<boolean> =>
-  access(path).then(
-    () => true,
-    () => false,
-  );
-
-async function errorOf(promise: Promise<unknown>): Promise<Error & { code?: string; field?: string }> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  if (!(error instanceof Error)) throw new Error('expected the call to fail');
-  return error as Error & { code?: string; field?: string };
-}
+import { exists, errorOf } from '../test-support/outcomes.js';
 
 /** Records every storage call that reads an object or looks one up. */
 function recording(storage: RemoteStorage, calls: string[]): RemoteStorage {

@@ -17,19 +17,11 @@ import { HostIdAllocator } from '../session/host-ids.js';
 import { startTestDaemon } from '../test-support/daemon-harness.js';
 import type { TestDaemon } from '../test-support/daemon-harness.js';
 import { ownTree } from '../util/own-tree.js';
+import { errorOf } from '../test-support/outcomes.js';
 
 const isRoot = process.getuid?.() === 0;
 const empty: contentservice.WorkspaceInitializer = { spec: { $case: 'empty', value: {} } };
 const range = { base: 300_000, count: 3 };
-
-async function errorOf(promise: Promise<unknown>): Promise<Error> {
-  return promise.then(
-    () => {
-      throw new Error('expected the call to fail');
-    },
-    (e: unknown) => e as Error,
-  );
-}
 
 /** Every entry below `root` (the root included) whose owner is not `id`. */
 async function foreignOwned(root: string, id: number): Promise<string[]> {

@@ -18,15 +18,7 @@ import { startTestDaemon } from '../test-support/daemon-harness.js';
 import type { GitHttpServer, TestRepo } from '../test-support/git-server.js';
 import { createRepo, git, scratch, startGitHttpServer } from '../test-support/git-server.js';
 import { isWorkbayError } from '../errors.js';
-
-async function errorOf(promise: Promise<unknown>): Promise<Error> {
-  try {
-    await promise;
-  } catch (error) {
-    return error as Error;
-  }
-  throw new Error('expected the call to fail');
-}
+import { errorOf } from '../test-support/outcomes.js';
 
 /** Outcomes that mean "refused, nothing happened" for content-planted attacks. */
 const refusals = ['invalid-argument', 'failed-precondition', 'permission-denied'];

@@ -20,6 +20,7 @@ import type { DownloadPolicy } from './address-policy.js';
 import type { InitializerContext } from './context.js';
 import { fetchOtsCredentials } from './git-initializer.js';
 import { runInitializer } from './run.js';
+import { errorOf } from '../test-support/outcomes.js';
 
 interface TestServer {
   readonly origin: string;
@@ -46,15 +47,6 @@ async function serve(host: string, handler: (req: IncomingMessage, res: ServerRe
         server.close(() => resolve());
       }),
   };
-}
-
-async function errorOf(promise: Promise<unknown>): Promise<Error & { field?: string }> {
-  return promise.then(
-    () => {
-      throw new Error('expected the call to fail');
-    },
-    (e: unknown) => e as Error,
-  );
 }
 
 const secret = Buffer.from('INTERNAL SECRET token=s3cr3t\n');

@@ -13,6 +13,7 @@ import { createRepo, git, scratch, startGitHttpServer, startOtsServer } from '..
 import type { GitHttpServer, TestRepo } from '../test-support/git-server.js';
 import { startTestDaemon } from '../test-support/daemon-harness.js';
 import type { TestDaemon } from '../test-support/daemon-harness.js';
+import { errorOf } from '../test-support/outcomes.js';
 
 const password = 's3cr3t-Pa55word';
 
@@ -27,15 +28,6 @@ async function grepTree(dir: string, needle: string): Promise<string[]> {
   }
   await visit(dir);
   return hits;
-}
-
-async function errorOf(promise: Promise<unknown>): Promise<Error & { code?: string }> {
-  return promise.then(
-    () => {
-      throw new Error('expected the call to fail');
-    },
-    (e: unknown) => e as Error,
-  );
 }
 
 describe('initializers (real git, real HTTP, through gRPC)', () => {

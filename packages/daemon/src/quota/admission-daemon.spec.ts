@@ -1,4 +1,4 @@
-import { access, mkdir, readFile } from 'node:fs/promises';
+import { mkdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isWorkbayError } from '@workbay/api';
@@ -7,25 +7,12 @@ import { startTestDaemon } from '../test-support/daemon-harness.js';
 import type { TestDaemon } from '../test-support/daemon-harness.js';
 import { tempDir } from '../test-support/tree.js';
 import { LoopDiskQuota } from './loop-quota.js';
+import { exists, errorOf } from '../test-support/outcomes.js';
 
 const MiB = 1024 * 1024;
 const isRoot = process.getuid?.() === 0;
 const ops = createHostOps();
 const empty = { spec: { $case: 'empty' as const, value: {} } };
-const exists = (path: string): Promise<boolean> =>
-  access(path).then(
-    () => true,
-    () => false,
-  );
-
-async function errorOf(promise: Promise<unknown>): Promise<Error> {
-  return promise.then(
-    () => {
-      throw new Error('expected the call to fail');
-    },
-    (e: unknown) => e as Error,
-  );
-}
 
 /** Unmounts everything under `root`, deepest first (a failed test must not leave mounts for `rm -rf`). */
 async function unmountUnder(root: string): Promise<void> {

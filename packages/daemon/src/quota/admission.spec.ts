@@ -1,4 +1,4 @@
-import { access, mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isWorkbayError } from '@workbay/api';
@@ -11,15 +11,11 @@ import type { LoopAdmissionSettings } from './admission.js';
 import type { QuotaHandle } from './disk-quota.js';
 import { LoopDiskQuota } from './loop-quota.js';
 import { createDiskQuota } from './quotas.js';
+import { exists, errorOf } from '../test-support/outcomes.js';
 
 const MiB = 1024 * 1024;
 const isRoot = process.getuid?.() === 0;
 const ops = createHostOps();
-const exists = (path: string): Promise<boolean> =>
-  access(path).then(
-    () => true,
-    () => false,
-  );
 
 /** Loop devices whose backing file is `path` (a refused or released image must leave none). */
 async function loopDevicesOf(path: string): Promise<string[]> {
@@ -42,15 +38,6 @@ async function unmountUnder(root: string): Promise<void> {
     .filter((p) => p.startsWith(`${root}/`))
     .sort((a, b) => b.length - a.length);
   for (const mountPoint of mounts) await ops.unmount(mountPoint, { lazy: true });
-}
-
-async function errorOf(promise: Promise<unknown>): Promise<Error> {
-  return promise.then(
-    () => {
-      throw new Error('expected the call to fail');
-    },
-    (e: unknown) => e as Error,
-  );
 }
 
 /** Fills a mounted image until ENOSPC and flushes it to the image file. */

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { access, readFile, writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { firstValueFrom } from 'rxjs';
@@ -18,23 +18,10 @@ import { startTestDaemon } from '../test-support/daemon-harness.js';
 import type { TestDaemon } from '../test-support/daemon-harness.js';
 import { tempDir } from '../test-support/tree.js';
 import { probeQuotaSupport } from './quotas.js';
+import { exists, errorOf } from '../test-support/outcomes.js';
 
 const empty = { spec: { $case: 'empty' as const, value: {} } };
 const MiB = 1024 * 1024;
-const exists = (path: string): Promise<boolean> =>
-  access(path).then(
-    () => true,
-    () => false,
-  );
-
-async function errorOf(promise: Promise<unknown>): Promise<Error> {
-  return promise.then(
-    () => {
-      throw new Error('expected the call to fail');
-    },
-    (e: unknown) => e as Error,
-  );
-}
 
 async function healthOf(address: string): Promise<string> {
   const definition = loadSync(healthProtoPath, { keepCase: true, enums: String });

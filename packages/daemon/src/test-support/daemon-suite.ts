@@ -2,7 +2,6 @@
  * TEST ONLY: what the daemon-*.spec.ts files that drive one daemon over gRPC share: the daemon and its test git
  * repository (`daemonWithRepo`, which registers a `beforeAll` and an `afterAll`), and two assertions.
  */
-import { access } from 'node:fs/promises';
 import { afterAll, beforeAll, expect } from 'vitest';
 import { isWorkbayError } from '@workbay/api';
 import { createRepo, scratch } from './git-server.js';
@@ -10,11 +9,7 @@ import type { TestRepo } from './git-server.js';
 import { startTestDaemon } from './daemon-harness.js';
 import type { TestDaemon } from './daemon-harness.js';
 
-export const exists = (path: string): Promise<boolean> =>
-  access(path).then(
-    () => true,
-    () => false,
-  );
+export { exists } from './outcomes.js';
 
 export async function expectError(promise: Promise<unknown>, code: string, pattern?: RegExp): Promise<Error> {
   const error = await promise.then(
