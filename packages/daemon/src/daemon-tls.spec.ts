@@ -1,38 +1,15 @@
 import { readFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { execFileSync } from 'node:child_process';
 import { createWorkspaceContentClient } from '@workbay/api';
 import { scratch } from './test-support/git-server.js';
 import { startTestDaemon } from './test-support/daemon-harness.js';
+import { makeSelfSignedCertificate } from './test-support/certificates.js';
 
 describe('daemon over gRPC', () => {
   it('serves TLS when configured (and plaintext clients are turned away)', async () => {
     const dir = await scratch('workbay-tls-');
     try {
-      const cert = join(dir.path, 'cert.pem');
-      const key = join(dir.path, 'key.pem');
-      execFileSync(
-        'openssl',
-        [
-          'req',
-          '-x509',
-          '-newkey',
-          'rsa:2048',
-          '-nodes',
-          '-days',
-          '1',
-          '-subj',
-          '/CN=127.0.0.1',
-          '-addext',
-          'subjectAltName=IP:127.0.0.1',
-          '-keyout',
-          key,
-          '-out',
-          cert,
-        ],
-        { stdio: 'ignore' },
-      );
+      const { certFile: cert, keyFile: key } = makeSelfSignedCertificate(dir.path, '127.0.0.1', 'IP:127.0.0.1');
       const secure = await startTestDaemon({
         root: dir.path,
         config: { grpc: { address: '127.0.0.1:0', tls: { certPath: cert, keyPath: key } } },

@@ -4,7 +4,6 @@
  * unreachable), an HTTPS server with a self-signed certificate, and Debian's tinyproxy as the upstream proxy,
  * whose log says which tunnels it was asked for: the checked address, never a name, never a refused address.
  */
-import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdir, readFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
@@ -22,6 +21,7 @@ import type { DownloadPolicy } from './address-policy.js';
 import type { InitializerContext } from './context.js';
 import { runInitializer } from './run.js';
 import { parseUpstreamProxy } from './upstream-proxy.js';
+import { makeSelfSignedCertificate } from '../test-support/certificates.js';
 
 const payload = Buffer.from('downloaded through the proxy\n');
 const digest = `sha256:${createHash('sha256').update(payload).digest('hex')}`;
@@ -54,24 +54,7 @@ describe('download initializer through an upstream proxy (real HTTP, HTTPS and t
       else res.writeHead(302, { location: `http://127.0.0.1:${internalPort}/latest` }).end();
     });
     publicPort = await listen(external, '127.0.0.2');
-    const key = join(work.path, 'key.pem');
-    const cert = join(work.path, 'cert.pem');
-    const made = spawnSync('openssl', [
-      'req',
-      '-x509',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-days',
-      '1',
-      '-subj',
-      '/CN=files.example',
-      '-keyout',
-      key,
-      '-out',
-      cert,
-    ]);
-    if (made.status !== 0) throw new Error(`openssl: ${made.stderr.toString()}`);
+    const { certFile: cert, keyFile: key } = makeSelfSignedCertificate(work.path, 'files.example');
     const tls = createHttpsServer({ key: await readFile(key), cert: await readFile(cert) }, (_req, res) =>
       res.writeHead(200).end(payload),
     );
