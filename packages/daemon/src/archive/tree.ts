@@ -4,7 +4,17 @@ import { openedAt, pinnedDirectory } from '../util/pinned-path.js';
 import { LoopYielder } from '../util/small-files.js';
 import type { Xattrs } from './xattr.js';
 
-export type EntryType = 'file' | 'directory' | 'symlink' | 'hardlink' | 'fifo' | 'character-device' | 'block-device';
+/** Every kind of entry a tree holds; a backup's entry log numbers them in this order, so it only grows at the end. */
+export const entryTypes = [
+  'file',
+  'directory',
+  'symlink',
+  'hardlink',
+  'fifo',
+  'character-device',
+  'block-device',
+] as const;
+export type EntryType = (typeof entryTypes)[number];
 
 /** One entry of a directory tree, as archived: the shared model of tar archives and chunked backups. */
 export interface TreeEntry {

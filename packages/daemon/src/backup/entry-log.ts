@@ -6,6 +6,7 @@
  * mostly costs its last component.
  */
 import type { BigIntStats } from 'node:fs';
+import { entryTypes } from '../archive/tree.js';
 import type { EntryType, TreeEntry } from '../archive/tree.js';
 import type { Xattrs } from '../archive/xattr.js';
 import { ByteLog } from './byte-log.js';
@@ -13,15 +14,7 @@ import type { ByteReader } from './byte-log.js';
 import type { ManifestEntry } from './manifest.js';
 import { toManifestEntry } from './manifest.js';
 
-const types: readonly EntryType[] = [
-  'file',
-  'directory',
-  'symlink',
-  'hardlink',
-  'fifo',
-  'character-device',
-  'block-device',
-];
+const types: readonly EntryType[] = entryTypes;
 const typeCodes = new Map(types.map((type, code) => [type, code]));
 
 const hasLink = 1;

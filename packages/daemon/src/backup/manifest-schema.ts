@@ -4,6 +4,7 @@
  * the policy's set-id test and as octal to fchmod, so it must be refused here, not coerced somewhere later.
  */
 import type { Compression } from '../archive/compression.js';
+import { entryTypes } from '../archive/tree.js';
 import type { EntryType } from '../archive/tree.js';
 import type { BackupManifest, ManifestEntry } from './manifest.js';
 import { MalformedManifestError, ManifestTooLargeError } from './manifest-errors.js';
@@ -15,15 +16,7 @@ export interface ManifestCounts {
   readonly maxPacks: number;
 }
 
-const entryTypes: ReadonlySet<string> = new Set<EntryType>([
-  'file',
-  'directory',
-  'symlink',
-  'hardlink',
-  'fifo',
-  'character-device',
-  'block-device',
-]);
+const knownEntryTypes: ReadonlySet<string> = new Set<EntryType>(entryTypes);
 const compressions: ReadonlySet<string> = new Set<Compression>(['none', 'gzip', 'zstd']);
 const sha256Hex = /^[0-9a-f]{64}$/;
 const packId = /^[0-9a-f]{1,128}$/;
@@ -176,7 +169,7 @@ export function checkEntry(
     throw new MalformedManifestError(`${at}.${field}`, `entry ${shown(path)}: ${field} ${reason}`);
   };
   const type = entry['type'];
-  if (typeof type !== 'string' || !entryTypes.has(type)) fail('type', `is not an entry type (got ${shown(type)})`);
+  if (typeof type !== 'string' || !knownEntryTypes.has(type)) fail('type', `is not an entry type (got ${shown(type)})`);
   if (!isIntIn(entry['mode'], 0o7777))
     fail('mode', `must be an integer from 0 to 0o7777 (got ${shown(entry['mode'])})`);
   if (!isIntIn(entry['uid'], maxId)) fail('uid', `must be an integer from 0 to ${maxId} (got ${shown(entry['uid'])})`);
