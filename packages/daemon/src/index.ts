@@ -95,6 +95,7 @@ export type { ExtractOptions, ExtractStats, PackedTree, PackOptions, PackStats }
 export type { DroppedEntries, EntryPolicyOptions } from './archive/entry-policy.js';
 export { extractTree, packTree } from './archive/tar.js';
 export type { EntryType, TreeEntry } from './archive/tree.js';
+export { entryTypes } from './archive/tree.js';
 
 // Node resources
 export type { DiskQuota, QuotaExceeded, QuotaHandle, QuotaMode, QuotaSupport, QuotaUsage } from './quota/disk-quota.js';
