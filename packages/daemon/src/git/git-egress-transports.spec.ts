@@ -24,13 +24,15 @@ import {
   startGitHttpServer,
 } from '../test-support/git-server.js';
 import { startTinyproxy } from '../test-support/tinyproxy.js';
-import { Git } from './git.js';
 import { parseUpstreamProxy } from '../initializer/upstream-proxy.js';
 import type { EgressRefusal } from './egress-proxy.js';
+import { initializerContext } from '../test-support/initializer-context.js';
+import type { EgressRules } from '../initializer/upstream-proxy.js';
 
 const gitDaemon = '/usr/lib/git-core/git-daemon';
 
 const spec = plainGitInitializer;
+const allowLoopback1: EgressRules = { allowedNetworks: ['127.0.0.1/32'] };
 
 /** A bare repository `<name>.git` in `root` whose tree has a file and a gitlink per submodule, with `.gitmodules`. */
 async function repoWithSubmodules(
@@ -81,7 +83,6 @@ describe('network git transports and submodules behind the egress proxy (real gi
   let internalGit: CountingListener; // 127.0.0.2, refused, "git://" port
   let daemon: ChildProcess | undefined;
   let daemonPort = 0;
-  let n = 0;
 
   beforeAll(async () => {
     root = await scratch('workbay-git-egress-t-');
@@ -120,9 +121,7 @@ describe('network git transports and submodules behind the egress proxy (real gi
     await root?.cleanup();
   });
 
-  const context = async (warnings: object[] = []): Promise<InitializerContext> => {
-    const content = join(root.path, `content${++n}`);
-    await mkdir(content);
+  const context = (warnings: object[] = [], addresses: EgressRules = allowLoopback1): Promise<InitializerContext> => {
     const logger: PluginLogger = {
       debug: () => undefined,
       info: () => undefined,
@@ -130,15 +129,7 @@ describe('network git transports and submodules behind the egress proxy (real gi
       error: () => undefined,
       child: () => logger,
     };
-    return {
-      root: content,
-      git: new Git(join(root.path, 'tmp'), { addresses: { allowedNetworks: ['127.0.0.1/32'] } }),
-      owner: 'o',
-      workspaceId: `w${n}`,
-      logger,
-      gitRetry: { initialDelayMs: 10, maxElapsedMs: 2_000 },
-      downloadTimeoutMs: 5_000,
-    };
+    return initializerContext(root.path, { addresses, logger });
   };
   const refusedIn = (warnings: object[]): EgressRefusal[] =>
     warnings.flatMap((w) => (w as { refused?: EgressRefusal[] }).refused ?? []);
@@ -189,16 +180,10 @@ describe('network git transports and submodules behind the egress proxy (real gi
   it('git:// through an upstream proxy (tinyproxy): tunnelled to the checked address', async () => {
     const proxy = await startTinyproxy('alice', 's3cret');
     try {
-      const base = await context();
-      const ctx: InitializerContext = {
-        ...base,
-        git: new Git(join(root.path, 'tmp'), {
-          addresses: {
-            allowedNetworks: ['127.0.0.1/32'],
-            upstreamProxy: parseUpstreamProxy(`http://alice:s3cret@127.0.0.1:${proxy.port}`),
-          },
-        }),
-      };
+      const ctx = await context([], {
+        ...allowLoopback1,
+        upstreamProxy: parseUpstreamProxy(`http://alice:s3cret@127.0.0.1:${proxy.port}`),
+      });
       await runGitInitializer(spec(`git://127.0.0.1:${daemonPort}/repo.git`), ctx, 'initializer.git');
       expect(git(join(ctx.root, 'project'), 'log', '-1', '--format=%s')).toBe('second');
       expect(await proxy.connects()).toEqual([`127.0.0.1:${daemonPort}`]);

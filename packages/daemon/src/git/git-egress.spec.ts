@@ -5,12 +5,11 @@
  * services" on 127.0.0.2 (refused), each of which counts the connections it gets: a refusal must leave it at 0.
  * Controls show each refused service is live (it is reached once its address is allowed).
  */
-import { appendFile, mkdir } from 'node:fs/promises';
+import { appendFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { silentLogger } from '@workbay/api';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GitAddressRefusedError, InvalidArgumentError } from '../errors.js';
 import { runGitInitializer } from '../initializer/git-initializer.js';
@@ -26,6 +25,7 @@ import {
   startGitHttpServer,
 } from '../test-support/git-server.js';
 import { Git } from './git.js';
+import { initializerContext } from '../test-support/initializer-context.js';
 
 const allowLoopback1: AddressRules = { allowedNetworks: ['127.0.0.1/32'] };
 
@@ -57,19 +57,8 @@ describe('network git and the address policy (real git, real servers)', () => {
     await root?.cleanup();
   });
 
-  const context = async (addresses: AddressRules = allowLoopback1): Promise<InitializerContext> => {
-    const content = join(root.path, `content${++n}`);
-    await mkdir(content);
-    return {
-      root: content,
-      git: new Git(join(root.path, 'tmp'), { addresses }),
-      owner: 'o',
-      workspaceId: `w${n}`,
-      logger: silentLogger,
-      gitRetry: { initialDelayMs: 10, maxElapsedMs: 2_000 },
-      downloadTimeoutMs: 5_000,
-    };
-  };
+  const context = (addresses: AddressRules = allowLoopback1): Promise<InitializerContext> =>
+    initializerContext(root.path, { addresses });
   /** Runs the initializer; the refused listener is checked first (nothing reached it), then the error. */
   const refusal = async (
     url: string,

@@ -4,9 +4,7 @@
  * counts its connections, and Debian's tinyproxy as the upstream proxy, whose log says which tunnels it was asked
  * for. The egress proxy asks it for the checked address, never the name, and never for a refused one.
  */
-import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { silentLogger } from '@workbay/api';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { GitAddressRefusedError } from '../errors.js';
 import { runGitInitializer } from '../initializer/git-initializer.js';
@@ -22,9 +20,9 @@ import {
 } from '../test-support/git-server.js';
 import type { Tinyproxy } from '../test-support/tinyproxy.js';
 import { startTinyproxy } from '../test-support/tinyproxy.js';
-import { Git } from './git.js';
 import { describeUpstream, parseUpstreamProxy } from '../initializer/upstream-proxy.js';
 import type { EgressRules } from '../initializer/upstream-proxy.js';
+import { initializerContext } from '../test-support/initializer-context.js';
 
 describe('parseUpstreamProxy', () => {
   it('takes http://[user:password@]host:port and keeps the credentials for Proxy-Authorization only', () => {
@@ -61,7 +59,6 @@ describe('network git through an upstream proxy (real git, real tinyproxy)', () 
   let forge: GitHttpServer;
   let internal: CountingListener;
   let proxy: Tinyproxy;
-  let n = 0;
 
   beforeAll(async () => {
     root = await scratch('workbay-git-upstream-');
@@ -81,19 +78,8 @@ describe('network git through an upstream proxy (real git, real tinyproxy)', () 
     allowedNetworks: ['127.0.0.1/32'],
     upstreamProxy: parseUpstreamProxy(url, direct),
   });
-  const context = async (addresses: EgressRules): Promise<InitializerContext> => {
-    const content = join(root.path, `content${++n}`);
-    await mkdir(content);
-    return {
-      root: content,
-      git: new Git(join(root.path, 'tmp'), { addresses }),
-      owner: 'o',
-      workspaceId: `w${n}`,
-      logger: silentLogger,
-      gitRetry: { initialDelayMs: 10, maxElapsedMs: 1_000 },
-      downloadTimeoutMs: 5_000,
-    };
-  };
+  const context = (addresses: EgressRules): Promise<InitializerContext> =>
+    initializerContext(root.path, { addresses, maxElapsedMs: 1_000 });
   const clone = async (addresses: EgressRules, url = `${forge.url}/repo.git`): Promise<InitializerContext> => {
     const ctx = await context(addresses);
     await runGitInitializer(plainGitInitializer(url), ctx, 'initializer.git');

@@ -5,23 +5,22 @@
  * whose log says which tunnels it was asked for: the checked address, never a name, never a refused address.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { createSilentLogger, isWorkbayError } from '@workbay/api';
+import { isWorkbayError } from '@workbay/api';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Git } from '../git/git.js';
 import { scratch } from '../test-support/git-server.js';
 import type { Tinyproxy } from '../test-support/tinyproxy.js';
 import { startTinyproxy } from '../test-support/tinyproxy.js';
 import type { DownloadPolicy } from './address-policy.js';
-import type { InitializerContext } from './context.js';
 import { runInitializer } from './run.js';
 import { parseUpstreamProxy } from './upstream-proxy.js';
 import { makeSelfSignedCertificate } from '../test-support/certificates.js';
+import { initializerContext } from '../test-support/initializer-context.js';
 
 const payload = Buffer.from('downloaded through the proxy\n');
 const digest = `sha256:${createHash('sha256').update(payload).digest('hex')}`;
@@ -39,7 +38,6 @@ describe('download initializer through an upstream proxy (real HTTP, HTTPS and t
   let internalPort = 0;
   let tlsPort = 0;
   const internalHits: string[] = [];
-  let n = 0;
 
   beforeAll(async () => {
     work = await scratch('workbay-download-upstream-');
@@ -77,20 +75,9 @@ describe('download initializer through an upstream proxy (real HTTP, HTTPS and t
     resolve: async () => [{ address: '127.0.0.2', family: 4 }],
   });
   const download = async (url: string, rules: DownloadPolicy): Promise<string> => {
-    const root = join(work.path, `content-${++n}`);
-    await mkdir(root);
-    const ctx: InitializerContext = {
-      root,
-      git: new Git(join(work.path, 'tmp')),
-      owner: 'o',
-      workspaceId: 'w',
-      logger: createSilentLogger(),
-      gitRetry: { initialDelayMs: 10, maxElapsedMs: 1_000 },
-      downloadTimeoutMs: 5_000,
-      download: rules,
-    };
+    const ctx = await initializerContext(work.path, { download: rules, maxElapsedMs: 1_000 });
     await runInitializer({ kind: 'download', targetLocation: '', files: [{ url, filePath: 'out.txt', digest }] }, ctx);
-    return readFile(join(root, 'out.txt'), 'utf8');
+    return readFile(join(ctx.root, 'out.txt'), 'utf8');
   };
   const failure = (url: string, rules: DownloadPolicy): Promise<Error> =>
     download(url, rules).then(
