@@ -25,6 +25,8 @@ export const systemTools = [
   { command: 'ssh-keygen', pkg: 'openssh-client', for: ['test'] },
   // The daemon's ssh remotes go through ssh's ProxyCommand to its git egress proxy; the specs run it.
   { command: 'ssh', pkg: 'openssh-client', for: ['test'] },
+  // Specs whose attacks need a process without an event loop of its own (terminals, sockets held unread).
+  { command: 'python3', pkg: 'python3', for: ['test'] },
   // A real forward proxy for the daemon's git.upstreamProxy specs.
   { command: 'tinyproxy', pkg: 'tinyproxy', for: ['test'] },
   { command: 'restic', pkg: 'restic', for: ['bench'] },
