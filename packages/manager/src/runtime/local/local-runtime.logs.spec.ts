@@ -2,7 +2,7 @@
 // isolated workspaces: its log stays under the cap while it writes as fast as it can (across a restart), and it
 // holds no descriptor of whatever started the manager.
 import { spawn } from 'node:child_process';
-import { open, readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { open, readFile, readdir, rename, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
@@ -47,7 +47,10 @@ const flooder = [
 ].join('\n');
 
 async function enterPhase(dir: string, phase: string): Promise<void> {
-  await writeFile(path.join(dir, 'phase'), phase);
+  // Through a rename: the flooder polls the file, and a write it catches half done (truncated, empty) would be a phase
+  // of its own ("phase " in the log).
+  await writeFile(path.join(dir, 'phase.tmp'), phase);
+  await rename(path.join(dir, 'phase.tmp'), path.join(dir, 'phase'));
   const until = Date.now() + 15_000;
   while ((await readFile(path.join(dir, 'ack.txt'), 'utf8').catch(() => '')).trim() !== phase) {
     if (Date.now() > until) throw new Error(`the workspace did not enter phase ${phase}`);
