@@ -14,6 +14,8 @@ export const systemTools = [
   { rootOnly: true, command: 'unshare', pkg: 'util-linux', for: ['start', 'test'] },
   { rootOnly: true, command: 'nsenter', pkg: 'util-linux', for: ['start', 'test'] },
   { command: 'setpriv', pkg: 'util-linux', for: ['start', 'test'] },
+  // Installs an isolated workspace's syscall filter (Essential on Debian: normally there already).
+  { rootOnly: true, command: 'perl', pkg: 'perl-base', for: ['start', 'test'] },
   { command: 'tar', pkg: 'tar', for: ['start', 'test'] },
   { rootOnly: true, command: 'mkfs.ext4', pkg: 'e2fsprogs', for: ['start', 'test'] },
   { command: 'getfattr', pkg: 'attr', for: ['start', 'test'] },

@@ -2,6 +2,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
 import { parseWithSchema } from '@workbay/api';
+import { syscallFilterSupported } from './syscall-filter.js';
 
 const readinessFields = {
   /** `tcp`: a TCP connect to the IDE port succeeds; `http`: a GET answers below 500; `none`: ready once launched. */
@@ -95,6 +96,17 @@ export const localRuntimeConfigSchema = z.strictObject({
    * wrapper.ts, and docs/security.md).
    */
   nestedNamespaces: z.enum(['off', 'limited']).default('off'),
+  /**
+   * Isolated: the seccomp filter of every workspace (`default`: no vsock, no io_uring, no other ABI; see
+   * syscall-filter.ts), or `off`. x86_64 and arm64 nodes have one.
+   */
+  syscallFilter: z
+    .enum(['default', 'off'])
+    .default('default')
+    .refine(
+      (filter) => filter === 'off' || syscallFilterSupported(),
+      `no syscall filter for this node's architecture (${process.arch}): set it to off`,
+    ),
   /**
    * Isolated: raise the node-wide counts of open files, AIO events and terminals to where each workspace's memory
    * limit is the bound, not a count one workspace can fill for all (see `node-tunables.ts`). Only ever raised.

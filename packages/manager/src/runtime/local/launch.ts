@@ -17,6 +17,7 @@ import {
 } from './sandbox.js';
 import type { HostIdentity } from './sandbox.js';
 import type { NestedNamespaces } from './wrapper.js';
+import { syscallFilterArgument } from './syscall-filter.js';
 
 const defaultPath = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 /** The IDE port an isolated workspace gets when the spec asks for 0 (it has an address of its own). */
@@ -40,6 +41,8 @@ export interface LaunchPlan {
   readonly privateDirs?: readonly string[];
   /** Isolated only: whether it may create namespaces inside its own (config `nestedNamespaces`). */
   readonly nestedNamespaces?: NestedNamespaces;
+  /** Isolated only: the syscall filter's loader argument (config `syscallFilter`), absent when off. */
+  readonly syscallFilter?: string;
 }
 
 /**
@@ -107,6 +110,7 @@ export async function planLaunch(options: {
     hideDirs: hideDirsFor([path.dirname(contentDir), config.stateDir], needed),
     privateDirs: privateDirsFor(hostSharedWritableDirs(), needed),
     nestedNamespaces: config.nestedNamespaces,
+    syscallFilter: config.syscallFilter === 'default' ? syscallFilterArgument() : undefined,
   };
 }
 

@@ -144,6 +144,7 @@ export async function spawnWorkspace(
             hideDirs: p.plan.hideDirs,
             privateDirs: p.plan.privateDirs,
             nestedNamespaces: p.plan.nestedNamespaces,
+            syscallFilter: p.plan.syscallFilter,
             uid: identity.uid,
             gid: identity.gid,
           }

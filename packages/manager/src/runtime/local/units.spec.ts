@@ -68,6 +68,8 @@ describe('the sandbox plan', () => {
       '8',
       // No nested namespaces unless the plan allows them.
       'user:0 net:0 mnt:0 pid:0 ipc:0 uts:0 cgroup:0 time:0',
+      // No syscall filter unless the plan has one (the launch plan has, by default).
+      '',
       '0',
       // Private tmpfs directories: the default three when the plan names none.
       '3',

@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { syscallFilterLoader } from './syscall-filter.js';
 
 /**
  * The tiny shell wrapper every workspace runs under. It is the leader of the workspace's process group and:
@@ -117,6 +118,8 @@ const nestedLimitsScript = [
  *   with empty read-only tmpfs mounts, and gives the workspace private tmpfs mounts at /tmp, /var/tmp, /dev/shm and
  *   every other directory of the host that anyone may write (`/run/lock`, `/dev/mqueue`: see `sharedWritableDirs`),
  *   and a devpts instance of its own at /dev/pts, at most {@link ptysPerWorkspace} terminals;
+ * - installs the workspace's syscall filter (`filter`, from `syscallFilterArgument`; empty: none), which holds for
+ *   everything it starts;
  * - runs the workspace as host uid/gid `uid`/`gid` with no capabilities, no supplementary groups and no_new_privs,
  *   in a new user namespace that maps exactly that id to 33333 (an unprivileged process may map its own id, so no
  *   newuidmap and no privileged helper is involved); host root is not mapped inside;
@@ -126,8 +129,9 @@ const nestedLimitsScript = [
  * Any set-up failure exits 125 (reported as "the workspace sandbox could not be set up").
  */
 export const sandboxInitScript = [
-  'host=$1; content=$2; iws=$3; uid=$4; gid=$5; limits=$6; n=$7; shift 7',
+  'host=$1; content=$2; iws=$3; uid=$4; gid=$5; limits=$6; filter=$7; n=$8; shift 8',
   'fail() { echo "workbay: $*" >&2; exit 125; }',
+  `filtered() { if [ -n "$filter" ]; then exec perl -e '${syscallFilterLoader}' "$filter" "$@"; fi; exec "$@"; }`,
   'printf %s "$host" > /proc/sys/kernel/hostname || fail "cannot set the hostname"',
   'mount -t sysfs -o ro,nosuid,nodev,noexec sysfs /sys || fail "cannot mount sysfs"',
   'mount --bind "$content" /workspace && mount -o remount,bind,nosuid,nodev /workspace || fail "cannot mount the content"',
@@ -148,7 +152,7 @@ export const sandboxInitScript = [
   '  mount --bind /dev/pts/ptmx /dev/ptmx || fail "cannot point /dev/ptmx at its devpts instance"',
   'fi',
   'cd /workspace || fail "cannot enter /workspace"',
-  `setpriv --reuid="$uid" --regid="$gid" --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs -- unshare --user --map-user=${workspaceUid} --map-group=${workspaceUid} --keep-caps -- /bin/sh -c '${nestedLimitsScript}' workbay-limits "$limits" "$@" &`,
+  `filtered setpriv --reuid="$uid" --regid="$gid" --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs -- unshare --user --map-user=${workspaceUid} --map-group=${workspaceUid} --keep-caps -- /bin/sh -c '${nestedLimitsScript}' workbay-limits "$limits" "$@" &`,
   'child=$!',
   'trap \'kill -TERM "$child" 2>/dev/null\' TERM',
   'trap \'kill -HUP "$child" 2>/dev/null\' HUP',
@@ -232,6 +236,8 @@ export interface SandboxSpec {
   readonly gid: number;
   /** Whether it may create namespaces inside its own (default `off`). */
   readonly nestedNamespaces?: NestedNamespaces;
+  /** The syscall filter to install (`syscallFilterArgument`), or none. */
+  readonly syscallFilter?: string;
 }
 
 const defaultPrivateDirs = ['/tmp', '/var/tmp', '/dev/shm'];
@@ -263,6 +269,7 @@ export function wrapperInvocation(options: {
         String(s.uid),
         String(s.gid),
         nestedNamespaceLimits(s.nestedNamespaces ?? 'off'),
+        s.syscallFilter ?? '',
         String(s.hideDirs?.length ?? 0),
         ...(s.hideDirs ?? []),
         ...counted(s.privateDirs ?? defaultPrivateDirs),
