@@ -170,6 +170,9 @@ async function benchGit(scratch: string): Promise<void> {
   // Less sensitive to a shared machine's load drifting between runs: what each run cost above its own baseline.
   const overhead = median(figure.map((f, i) => f - (baseline[i] as number)));
   console.log(`  git initializer above git clone, per run (median of ${runs}): ${overhead.toFixed(0)} ms`);
+  console.log(
+    `  (per run, ms: initializer ${figure.map((f) => f.toFixed(0)).join(' / ')}; git clone ${baseline.map((b) => b.toFixed(0)).join(' / ')})`,
+  );
 }
 
 async function benchBackup(scratch: string): Promise<void> {
