@@ -170,6 +170,25 @@ async function main() {
     const r = await new Promise((res) => { const s = net.connect(p); s.on('connect', () => { s.destroy(); res('connected'); }); s.on('error', (e) => res(e.code || String(e))); });
     rec('socket', p, r === 'connected', r);
   }
+  // vsock (on a VM node, CID 2 is the hypervisor's side) and io_uring, which the runtime's syscall filter refuses:
+  // reached when the socket or the ring could be made at all. Python, since Node has neither.
+  if (fs.existsSync('/usr/bin/python3')) {
+    const py = [
+      'import ctypes, socket',
+      'try:',
+      '    s = socket.socket(40, socket.SOCK_STREAM); print("vsock created")',
+      'except OSError as e: print("vsock", e.errno)',
+      'libc = ctypes.CDLL(None, use_errno=True)',
+      'fd = libc.syscall(425, 1, ctypes.create_string_buffer(120))',
+      'print("io_uring", "created" if fd >= 0 else ctypes.get_errno())',
+    ].join('\n');
+    const r = require('child_process').spawnSync('/usr/bin/python3', ['-c', py], { encoding: 'utf8', timeout: 10000 });
+    if (!r.stdout) console.log('probe: python3 gave nothing: ' + String(r.error || r.stderr).slice(0, 300));
+    for (const line of (r.stdout || '').trim().split('\n')) {
+      const [kind, result] = line.split(' ');
+      if (kind) rec(kind, kind === 'vsock' ? 'socket(AF_VSOCK)' : 'io_uring_setup', result === 'created', result);
+    }
+  }
   const iwsSocket = process.env.WORKBAY_IWS_SOCKET || '';
   const iwsReachable = iwsSocket ? (await new Promise((r) => { const s = net.connect(iwsSocket); s.on('connect', () => { s.destroy(); r(true); }); s.on('error', () => r(false)); })) : false;
   const findings = { uid: process.getuid(), gid: process.getgid(), hostname: os.hostname(), iwsSocket, iwsReachable, scanned, attempts };

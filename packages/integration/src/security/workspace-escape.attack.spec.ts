@@ -157,9 +157,12 @@ describe('a workspace process', () => {
     ['write', "cannot write host paths or into another workspace's content"],
     ['signal', 'cannot signal the manager or the daemon'],
     ['proc', "cannot see the manager's or the daemon's processes"],
+    ['vsock', 'cannot make a vsock socket (the hypervisor side of a VM node)'],
+    ['io_uring', 'cannot set up an io_uring'],
   ];
   for (const [kind, title] of kinds) {
     it(title, () => {
+      // The scan records only what it reached; python3 runs the vsock and io_uring attempts (a system dependency).
       expect(findings.attempts.some((a) => a.kind === kind) || kind === 'port-scan').toBe(true);
       expect(reached(kind)).toEqual([]);
     });
