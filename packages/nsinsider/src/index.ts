@@ -92,3 +92,10 @@ export {
   WORKSPACE_LIMITS_TABLE,
   limitWorkspaceConnections,
 } from './workspace-connections.js';
+export type { SyscallFilter } from './syscall-filter.js';
+export {
+  syscallFilterArgument,
+  syscallFilterLoader,
+  syscallFilterProgram,
+  syscallFilterSupported,
+} from './syscall-filter.js';

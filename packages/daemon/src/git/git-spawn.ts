@@ -3,17 +3,24 @@
  * own. Used by git.ts, which decides the environment and config.
  */
 import { readFile } from 'node:fs/promises';
+import { syscallFilterArgument, syscallFilterLoader, syscallFilterSupported } from '@workbay/nsinsider';
 import { runProcess } from '../util/process.js';
 import type { RunResult } from '../util/process.js';
 import { GitCommandError } from './git-errors.js';
 
 // Runs in a fresh mount namespace as root: binds the working copy (when there is one) and a passwd that knows the
-// user (ssh refuses to run for a uid without an entry: "No user exists for uid"), then becomes the user and runs git.
+// user (ssh refuses to run for a uid without an entry: "No user exists for uid"), then installs the workspaces'
+// syscall filter (when `filter` is set: git parses hostile repositories, and whatever a flaw in it ran would get no
+// vsock, io_uring or other ABI either), becomes the user and runs git.
 const mountScript =
-  'src=$1; dst=$2; uid=$3; gid=$4; pw=$5; shift 5; ' +
+  'src=$1; dst=$2; uid=$3; gid=$4; pw=$5; filter=$6; shift 6; ' +
   'if [ -n "$src" ]; then mount --bind "$src" "$dst"; cd "$dst"; fi; ' +
   'if [ -n "$pw" ]; then mount --bind "$pw" /etc/passwd; fi; ' +
+  `if [ -n "$filter" ]; then set -- perl -e '${syscallFilterLoader}' "$filter" "$@"; fi; ` +
   'exec setpriv --reuid="$uid" --regid="$gid" --clear-groups --no-new-privs -- "$@"';
+
+/** The filter for git as a workspace's user; none on an architecture without one. */
+const gitSyscallFilter = syscallFilterSupported() ? syscallFilterArgument() : '';
 
 /** A host identity to run git as. */
 export interface GitUser {
@@ -72,6 +79,7 @@ export async function spawnGit(
           String(uid),
           String(gid),
           run.passwd ?? '',
+          gitSyscallFilter,
           'git',
           ...args,
         ],

@@ -2,7 +2,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
 import { parseWithSchema } from '@workbay/api';
-import { syscallFilterSupported } from './syscall-filter.js';
+import { syscallFilterSupported } from '@workbay/nsinsider';
 
 const readinessFields = {
   /** `tcp`: a TCP connect to the IDE port succeeds; `http`: a GET answers below 500; `none`: ready once launched. */

@@ -17,7 +17,7 @@ import {
 } from './sandbox.js';
 import type { HostIdentity } from './sandbox.js';
 import type { NestedNamespaces } from './wrapper.js';
-import { syscallFilterArgument } from './syscall-filter.js';
+import { syscallFilterArgument } from '@workbay/nsinsider';
 
 const defaultPath = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
 /** The IDE port an isolated workspace gets when the spec asks for 0 (it has an address of its own). */

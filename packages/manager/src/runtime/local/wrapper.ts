@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { syscallFilterLoader } from './syscall-filter.js';
+import { syscallFilterLoader } from '@workbay/nsinsider';
 
 /**
  * The tiny shell wrapper every workspace runs under. It is the leader of the workspace's process group and:

@@ -1,5 +1,6 @@
 /**
- * The seccomp filter every isolated workspace runs under (config `syscallFilter`, default on). It takes away what
+ * The seccomp filter every isolated workspace runs under (the local runtime's `syscallFilter`, default on), and every
+ * git the daemon runs as a workspace's user on repository content nobody reviewed. It takes away what
  * no namespace, capability or cgroup confines, and what Docker's and containerd's default profiles (the Kubernetes
  * runtime's `RuntimeDefault`) take away too:
  * - `socket(AF_VSOCK)`: vsock is not per network namespace. On a virtual machine node, CID 2 is the hypervisor's
@@ -29,9 +30,10 @@ interface ArchTable {
   readonly x32Bit?: number;
 }
 
-const io_uring_setup = 425; // the same on every architecture (the unified table since 5.1)
-const io_uring_enter = 426;
-const io_uring_register = 427;
+// io_uring_setup, io_uring_enter and io_uring_register: the same numbers on every architecture (the unified table
+// since 5.1), consecutive.
+const ioUringSetup = 425;
+const ioUringRegister = 427;
 
 const archTables: Readonly<Partial<Record<NodeJS.Architecture, ArchTable>>> = {
   x64: { auditArch: 0xc000003e, prctl: 157, socket: 41, x32Bit: 0x40000000 },
@@ -90,8 +92,8 @@ export function syscallFilterProgram(arch: NodeJS.Architecture = process.arch): 
     ifNotEqualSkip(AF_VSOCK, 1),
     ret(RET_ERRNO | EAFNOSUPPORT),
     // io_uring_setup .. io_uring_register are consecutive: at least the first and below the one after the last.
-    ifBelowSkip(io_uring_setup, 2),
-    ifAtLeastSkip(io_uring_register + 1, 1),
+    ifBelowSkip(ioUringSetup, 2),
+    ifAtLeastSkip(ioUringRegister + 1, 1),
     ret(RET_ERRNO | ENOSYS),
     ret(RET_ALLOW),
   ];
