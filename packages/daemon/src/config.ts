@@ -259,6 +259,12 @@ export const daemonConfigSchema = z
          * workspace as one uid (the Kubernetes runtime's pods run as `runAsUser`, 33333 by default: set `base` to it).
          */
         shared: z.boolean().default(false),
+        /**
+         * Where every daemon of the node claims the ids it hands out (host-id-claims.ts), so that two daemons (two
+         * instances, an upgrade beside the old one) never give workspaces of different owners the same host uid.
+         * The same for every daemon of a node: the default is a node-wide directory.
+         */
+        claimsDir: z.string().min(1).default('/var/lib/workbay/host-ids'),
       })
       .strict()
       .refine((ids) => ids.base + ids.count - 1 <= 2 ** 31 - 2, 'base + count must stay below 2^31 - 1')

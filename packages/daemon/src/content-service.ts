@@ -12,7 +12,7 @@
  *    tombstone that answers a repeated dispose with the same result.
  */
 import { mkdir } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { Subject } from 'rxjs';
 import type { Observable, Subscription } from 'rxjs';
 import type { PluginLogger } from '@workbay/api';
@@ -36,6 +36,7 @@ import { Git } from './git/git.js';
 import type { InitProgress } from './initializer/progress.js';
 import type { BackupRecord, SessionState } from './session/session-store.js';
 import { SessionStore } from './session/session-store.js';
+import { NodeHostIdClaims } from './session/host-id-claims.js';
 import { HostIdAllocator } from './session/host-ids.js';
 
 export type {
@@ -97,7 +98,13 @@ export class WorkspaceContentService {
         })
       : undefined;
     const root = options.runsAsRoot ?? process.getuid?.() === 0;
-    this.hostIds = root ? new HostIdAllocator(options.workspaceIds ?? { base: 200_000, count: 65_536 }) : undefined;
+    const ids = options.workspaceIds ?? { base: 200_000, count: 65_536 };
+    this.hostIds = root
+      ? new HostIdAllocator(
+          ids,
+          ids.claimsDir && !ids.shared ? new NodeHostIdClaims(ids.claimsDir, resolve(options.workingArea)) : undefined,
+        )
+      : undefined;
     const emit = (event: ContentEvent): void => this.events.next(event);
     const shared = { registry: this.registry, options, backups: this.backups, logger: this.logger, emit };
     this.backupRuns = new WorkspaceBackups({ ...shared, stopping: () => this.stopping });
@@ -144,7 +151,15 @@ export class WorkspaceContentService {
       this.logger.error({ file, err: errorMessage(error) }, 'unreadable session state; leaving it alone'),
     );
     // Every id on disk stays taken, also of workspaces whose recovery fails below: their content keeps its owner.
-    for (const state of sessions) if (state.hostUser) this.hostIds?.reserve(state.hostUser.uid);
+    const contested = await this.hostIds?.adopt(
+      sessions.flatMap((state) => (state.hostUser ? [state.hostUser.uid] : [])),
+    );
+    if (contested?.length) {
+      this.logger.error(
+        { ids: contested.slice(0, 20), count: contested.length },
+        'workspace host ids also held by another daemon of this node (both ran before ids were claimed node-wide): their workspaces share a host uid until one is disposed',
+      );
+    }
     for (const state of sessions) {
       const ws: Workspace = { state, pending: new Set() };
       this.registry.add(ws);

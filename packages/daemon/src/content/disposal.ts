@@ -123,7 +123,7 @@ export class WorkspaceDisposal {
     await registry.store.remove(state.instanceId);
     registry.delete(state.instanceId);
     // Freed only now: the content it owned is gone.
-    if (state.hostUser) this.deps.hostIds?.release(state.hostUser.uid);
+    if (state.hostUser) await this.deps.hostIds?.release(state.hostUser.uid);
     registry.publish();
     this.deps.emit({ type: 'disposed', instanceId: state.instanceId });
     this.deps.logger.info({ instanceId: state.instanceId }, 'workspace disposed');

@@ -1,5 +1,5 @@
 /**
- * The workspace's host identity (isolation contract): allocation, persistence across restarts, and real
+ * The workspace's host identity (isolation contract; the allocation itself: session/host-ids.spec.ts): persistence across restarts, and real
  * ownership of everything in the content; plus a daemon start whose recovery of a workspace fails (issue 9).
  */
 import { execFileSync } from 'node:child_process';
@@ -13,7 +13,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { contentservice } from '@workbay/api';
 import { isWorkbayError } from '@workbay/api';
 import { parseDaemonConfig } from '../config.js';
-import { HostIdAllocator } from '../session/host-ids.js';
 import { startTestDaemon } from '../test-support/daemon-harness.js';
 import type { TestDaemon } from '../test-support/daemon-harness.js';
 import { ownTree } from '../util/own-tree.js';
@@ -35,40 +34,6 @@ async function foreignOwned(root: string, id: number): Promise<string[]> {
   return out;
 }
 
-describe('host id allocation', () => {
-  it('hands out distinct ids round-robin, keeps reserved ones, and says when the range is used up', () => {
-    const ids = new HostIdAllocator({ base: 100, count: 3 });
-    ids.reserve(101);
-    const first = ids.allocate();
-    expect(first).toBe(102);
-    expect(ids.allocate()).toBe(100);
-    ids.release(first);
-    // A freed id is reused as late as possible: the next one is the freed id only when nothing else is left.
-    expect(
-      isWorkbayError(
-        errorOfSync(() => ids.allocate()),
-        'resource-exhausted',
-      ),
-    ).toBe(false);
-    expect(
-      isWorkbayError(
-        errorOfSync(() => ids.allocate()),
-        'resource-exhausted',
-      ),
-    ).toBe(true);
-    ids.release(101);
-    expect(ids.allocate()).toBe(101);
-  });
-
-  it('hands every workspace the one id in shared mode, however many there are', () => {
-    const ids = new HostIdAllocator({ base: 33333, count: 1, shared: true });
-    ids.reserve(33333);
-    expect([ids.allocate(), ids.allocate(), ids.allocate()]).toEqual([33333, 33333, 33333]);
-    ids.release(33333);
-    expect(ids.allocate()).toBe(33333);
-  });
-});
-
 function errorOfSync(fn: () => unknown): unknown {
   try {
     fn();
@@ -81,7 +46,12 @@ function errorOfSync(fn: () => unknown): unknown {
 describe('config', () => {
   it('has the workspace id range and the restore policy, with defaults, and names a bad key', () => {
     const config = parseDaemonConfig({});
-    expect(config.workspaceIds).toEqual({ base: 200_000, count: 65_536, shared: false });
+    expect(config.workspaceIds).toEqual({
+      base: 200_000,
+      count: 65_536,
+      shared: false,
+      claimsDir: '/var/lib/workbay/host-ids',
+    });
     expect(config.restore.allowSpecialFiles).toBe(false);
     const bad = errorOfSync(() => parseDaemonConfig({ workspaceIds: { base: 2 ** 31 - 10, count: 100 } }));
     expect(isWorkbayError(bad, 'invalid-argument')).toBe(true);
@@ -305,6 +275,51 @@ describe.runIf(isRoot)('restore from a backup (daemon as root)', () => {
       expect(await foreignOwned(second.contentLocation, user.uid)).toEqual([]);
     } finally {
       await t.cleanup();
+    }
+  });
+});
+
+describe.runIf(isRoot)('two daemons on one node (daemons as root)', () => {
+  it("never give workspaces of different owners the same host uid, and one daemon's freed id serves the other", async () => {
+    const root = await mkdtemp(join(tmpdir(), 'workbay-two-daemons-'));
+    await chmod(root, 0o755);
+    // Both with the same range and the same (here private) claims directory, as two instances on a node would be.
+    const workspaceIds = { base: 320_000, count: 2, claimsDir: join(root, 'claims') };
+    const roots = [join(root, 'one'), join(root, 'two')];
+    for (const dir of roots) await mkdir(dir, { mode: 0o755 });
+    const [one, two] = [
+      await startTestDaemon({ root: roots[0]!, config: { workspaceIds } }),
+      await startTestDaemon({ root: roots[1]!, config: { workspaceIds } }),
+    ];
+    try {
+      const a = await one.client.initWorkspace({
+        id: 'a',
+        metadata: { owner: 'mallory', metaId: 'a' },
+        initializer: empty,
+      });
+      const b = await two.client.initWorkspace({
+        id: 'b',
+        metadata: { owner: 'bob', metaId: 'b' },
+        initializer: empty,
+      });
+      const [uidA, uidB] = [(await stat(a.contentLocation)).uid, (await stat(b.contentLocation)).uid];
+      expect(new Set([uidA, uidB])).toEqual(new Set([320_000, 320_001]));
+      // The range is used up across both daemons.
+      const refused = await errorOf(
+        two.client.initWorkspace({ id: 'c', metadata: { owner: 'carol', metaId: 'c' }, initializer: empty }),
+      );
+      expect(isWorkbayError(refused, 'resource-exhausted')).toBe(true);
+      await one.client.disposeWorkspace({ id: 'a', backup: false });
+      const c = await two.client.initWorkspace({
+        id: 'c',
+        metadata: { owner: 'carol', metaId: 'c' },
+        initializer: empty,
+      });
+      expect((await stat(c.contentLocation)).uid).toBe(uidA);
+    } finally {
+      await one.cleanup();
+      await two.cleanup();
+      await rm(root, { recursive: true, force: true });
     }
   });
 });

@@ -49,7 +49,6 @@ export class WorkspaceInitialization {
       throw new AlreadyExistsError(`workspace '${input.instanceId}' already exists on this node`);
     const now = new Date().toISOString();
     const contentLocation = this.deps.contentLocation(input.instanceId);
-    const hostId = hostIds?.allocate();
     const ws: Workspace = {
       state: {
         version: 1,
@@ -64,7 +63,6 @@ export class WorkspaceInitialization {
         initializer: redactSpec(input.initializer),
         storageQuotaBytes: input.storageQuotaBytes,
         gitLocations: specGitLocations(input.initializer),
-        ...(hostId !== undefined ? { hostUser: { uid: hostId, gid: hostId } } : {}),
       },
       pending: new Set(),
     };
@@ -73,13 +71,17 @@ export class WorkspaceInitialization {
     let settle!: () => void;
     ws.init = new Promise<void>((resolve) => (settle = resolve));
     registry.add(ws);
+    let hostId: number | undefined;
     try {
+      // Claimed node-wide (host-id-claims.ts), so after the registration: the claim is the first await.
+      hostId = await hostIds?.allocate();
+      if (hostId !== undefined) ws.state = { ...ws.state, hostUser: { uid: hostId, gid: hostId } };
       await options.diskGuard.assertSpace();
       await registry.store.removeTombstone(input.instanceId);
       await registry.store.save(ws.state);
     } catch (error) {
       registry.delete(input.instanceId);
-      if (hostId !== undefined) hostIds?.release(hostId);
+      if (hostId !== undefined) await hostIds?.release(hostId).catch(() => undefined); // the first error is the one to report
       settle();
       throw error;
     }
