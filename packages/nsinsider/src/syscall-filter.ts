@@ -9,9 +9,10 @@
  * - io_uring (`io_uring_setup`, `_enter`, `_register`): its operations open sockets and files without passing
  *   through these checks (IORING_OP_SOCKET would give vsock back), and it has been a steady source of kernel
  *   privilege escalations. Refused with ENOSYS, as on a kernel without it: libuv, glibc and tokio fall back.
- * - system calls of another ABI (x32 on x86_64, or a 32-bit process on a 64-bit node): their numbers differ,
- *   so the checks above would not see them. x32 calls fail with ENOSYS (x32 is off in most kernels anyway); a
- *   32-bit program is killed at its first call (SIGSYS, "Bad system call").
+ * - the same for 32-bit programs (i386 on x86_64, arm32 on arm64, and a 64-bit process's `int 0x80`), with their
+ *   own numbers; i386's `socketcall` multiplexer, whose arguments a filter cannot see, fails with ENOSYS (glibc
+ *   calls `socket` directly since Linux 4.3). x32 calls fail with ENOSYS (x32 is off in most kernels anyway); a
+ *   call of any other ABI kills the process (SIGSYS).
  * Everything else is allowed: the rest is held by the workspace's user namespace (no capability of the host's),
  * cgroups and mount layout.
  *
@@ -21,23 +22,40 @@
  */
 export type SyscallFilter = 'default' | 'off';
 
-interface ArchTable {
-  /** AUDIT_ARCH_* of the native ABI (seccomp_data.arch). */
+/** One ABI's numbers: what the checks need to know. */
+interface Abi {
+  /** AUDIT_ARCH_* of the ABI (seccomp_data.arch). */
   readonly auditArch: number;
-  readonly prctl: number;
   readonly socket: number;
+  /** i386's multiplexer (its arguments sit in memory, out of a filter's sight): refused where it exists. */
+  readonly socketcall?: number;
   /** x86_64 only: x32 calls are the native numbers with this bit set. */
   readonly x32Bit?: number;
 }
 
-// io_uring_setup, io_uring_enter and io_uring_register: the same numbers on every architecture (the unified table
-// since 5.1), consecutive.
+interface ArchTable {
+  readonly prctl: number;
+  readonly native: Abi;
+  /** The 32-bit ABI a 64-bit kernel also runs (i386 on x86_64, arm32 on arm64). */
+  readonly compat: Abi;
+}
+
+// io_uring_setup, io_uring_enter and io_uring_register: the same numbers on every architecture and ABI (the unified
+// table since 5.1), consecutive.
 const ioUringSetup = 425;
 const ioUringRegister = 427;
 
 const archTables: Readonly<Partial<Record<NodeJS.Architecture, ArchTable>>> = {
-  x64: { auditArch: 0xc000003e, prctl: 157, socket: 41, x32Bit: 0x40000000 },
-  arm64: { auditArch: 0xc00000b7, prctl: 167, socket: 198 },
+  x64: {
+    prctl: 157,
+    native: { auditArch: 0xc000003e, socket: 41, x32Bit: 0x40000000 },
+    compat: { auditArch: 0x40000003, socket: 359, socketcall: 102 },
+  },
+  arm64: {
+    prctl: 167,
+    native: { auditArch: 0xc00000b7, socket: 198 },
+    compat: { auditArch: 0x40000028, socket: 281 },
+  },
 };
 
 const AF_VSOCK = 40;
@@ -77,25 +95,39 @@ export function syscallFilterSupported(arch: NodeJS.Architecture = process.arch)
   return archTables[arch] !== undefined;
 }
 
-/** The filter program for `arch`, as the kernel reads it (struct sock_filter[], little-endian). */
-export function syscallFilterProgram(arch: NodeJS.Architecture = process.arch): Buffer {
-  const t = archTables[arch];
-  if (!t) throw new Error(`no syscall filter for architecture '${arch}' (syscallFilter: off runs without one)`);
-  const program: Instruction[] = [
-    load(ARCH),
-    ifEqualSkip(t.auditArch, 1),
-    ret(RET_KILL_PROCESS),
+/** One ABI's checks, from its first instruction to its returns (every path returns). */
+function abiChecks(abi: Abi): Instruction[] {
+  return [
     load(NR),
-    ...(t.x32Bit === undefined ? [] : [ifBelowSkip(t.x32Bit, 1), ret(RET_ERRNO | ENOSYS)]),
-    ifNotEqualSkip(t.socket, 3),
+    ...(abi.x32Bit === undefined ? [] : [ifBelowSkip(abi.x32Bit, 1), ret(RET_ERRNO | ENOSYS)]),
+    ...(abi.socketcall === undefined ? [] : [ifNotEqualSkip(abi.socketcall, 1), ret(RET_ERRNO | ENOSYS)]),
+    ifNotEqualSkip(abi.socket, 4),
     load(ARG0_LOW),
-    ifNotEqualSkip(AF_VSOCK, 1),
+    ifEqualSkip(AF_VSOCK, 1),
+    ret(RET_ALLOW),
     ret(RET_ERRNO | EAFNOSUPPORT),
     // io_uring_setup .. io_uring_register are consecutive: at least the first and below the one after the last.
     ifBelowSkip(ioUringSetup, 2),
     ifAtLeastSkip(ioUringRegister + 1, 1),
     ret(RET_ERRNO | ENOSYS),
     ret(RET_ALLOW),
+  ];
+}
+
+/** The filter program for `arch`, as the kernel reads it (struct sock_filter[], little-endian). */
+export function syscallFilterProgram(arch: NodeJS.Architecture = process.arch): Buffer {
+  const t = archTables[arch];
+  if (!t) throw new Error(`no syscall filter for architecture '${arch}' (syscallFilter: off runs without one)`);
+  const native = abiChecks(t.native);
+  const compat = abiChecks(t.compat);
+  const program: Instruction[] = [
+    load(ARCH),
+    ifNotEqualSkip(t.native.auditArch, native.length),
+    ...native,
+    ifNotEqualSkip(t.compat.auditArch, compat.length),
+    ...compat,
+    // Any other ABI (none is known to run here): nothing to check it against.
+    ret(RET_KILL_PROCESS),
   ];
   const bytes = Buffer.alloc(program.length * 8);
   program.forEach((ins, i) => {

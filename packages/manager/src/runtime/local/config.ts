@@ -97,7 +97,7 @@ export const localRuntimeConfigSchema = z.strictObject({
    */
   nestedNamespaces: z.enum(['off', 'limited']).default('off'),
   /**
-   * Isolated: the seccomp filter of every workspace (`default`: no vsock, no io_uring, no other ABI; see
+   * Isolated: the seccomp filter of every workspace (`default`: no vsock, no io_uring, for 32-bit calls too; see
    * syscall-filter.ts), or `off`. x86_64 and arm64 nodes have one.
    */
   syscallFilter: z
