@@ -167,6 +167,11 @@ export const daemonConfigSchema = z
         allowLocalRemotes: z.boolean().default(false),
         /** Bound on each local git command on existing content (status at dispose, the config scan). */
         localCommandTimeout: duration.default(60_000),
+        /**
+         * Data memory of each git process run as a workspace's user (RLIMIT_DATA; git runs in the daemon's cgroup,
+         * so a crafted repository must not take the node's memory: see `GitPolicy.maxMemoryBytes`).
+         */
+        maxMemory: size.default(1024 ** 3),
         /*
          * Where network git may connect. Every connection git makes (clone, fetch, ls-remote, submodule update, a
          * partial clone's lazy fetch) goes through the daemon's egress proxy, for https, http, ssh and git://, every

@@ -191,6 +191,7 @@ class WorkbayDaemon implements Daemon {
       git: {
         allowLocalRemotes: config.git.allowLocalRemotes,
         localCommandTimeoutMs: config.git.localCommandTimeout,
+        maxMemoryBytes: config.git.maxMemory,
         addresses: {
           allowPrivateAddresses: config.git.allowPrivateAddresses,
           allowedNetworks: config.git.allowedNetworks,

@@ -59,10 +59,20 @@ export function stripUrlCredentials(url: string): { url: string; credentials?: G
 }
 
 /** What kind of failure a git error is: retrying helps only for `transient`. */
-export type GitFailureKind = 'auth' | 'access-denied' | 'unknown-host' | 'transient';
+export type GitFailureKind = 'auth' | 'access-denied' | 'unknown-host' | 'exhausted' | 'transient';
 
 export function classifyGitFailure(stderr: string): GitFailureKind {
   const text = stderr.toLowerCase();
+  // The repository needs more than git may use (`git.maxMemory`) or the workspace's disk holds: the same the next
+  // time. Retried, a crafted repository would cost its memory or disk again on every attempt (red team, round 5).
+  if (
+    text.includes('out of memory') ||
+    text.includes('cannot allocate memory') ||
+    text.includes('no space left on device') ||
+    text.includes('disk quota exceeded')
+  ) {
+    return 'exhausted';
+  }
   // A host name that does not resolve will not resolve in five minutes either: fail at once, saying so.
   if (
     text.includes('could not resolve host') ||

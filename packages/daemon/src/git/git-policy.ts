@@ -26,9 +26,22 @@ export interface GitPolicy {
    * Default: public addresses only, connected to directly.
    */
   readonly addresses: EgressRules;
+  /**
+   * Bound on the data memory (RLIMIT_DATA: heap and anonymous maps, not the packs git maps from files) of every git
+   * process run as a workspace's user (config `git.maxMemory`). Git runs in the daemon's cgroup, not the
+   * workspace's: a 128 KiB repository whose tree names 16 million paths took a checkout to 2.2 GiB (red team,
+   * round 5), a sparse 3 GiB `.git/config` took `git config --list` to 3 GiB. Past it git fails ("out of memory"),
+   * as a permanent failure.
+   */
+  readonly maxMemoryBytes: number;
 }
 
-export const defaultGitPolicy: GitPolicy = { allowLocalRemotes: false, localCommandTimeoutMs: 60_000, addresses: {} };
+export const defaultGitPolicy: GitPolicy = {
+  allowLocalRemotes: false,
+  localCommandTimeoutMs: 60_000,
+  addresses: {},
+  maxMemoryBytes: 1024 ** 3,
+};
 
 /**
  * `custom_config` keys a request may set, lower case (git compares section and variable names without case).

@@ -39,6 +39,8 @@ export interface SpawnPlan {
   readonly passwd?: string;
   readonly timeoutMs?: number;
   readonly maxOutputBytes?: number;
+  /** As another user: RLIMIT_DATA of git and every process it starts (`GitPolicy.maxMemoryBytes`). */
+  readonly maxDataBytes?: number;
 }
 
 /**
@@ -80,6 +82,7 @@ export async function spawnGit(
           String(gid),
           run.passwd ?? '',
           gitSyscallFilter,
+          ...(run.maxDataBytes !== undefined ? ['prlimit', `--data=${run.maxDataBytes}`, '--'] : []),
           'git',
           ...args,
         ],

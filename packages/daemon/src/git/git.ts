@@ -44,7 +44,7 @@ import { allowedProtocols, defaultGitPolicy } from './git-policy.js';
 import type { GitUser, SpawnPlan } from './git-spawn.js';
 import { passwdWith, spawnGit } from './git-spawn.js';
 import type { WorkingCopy } from './working-copy.js';
-import { inspectWorkingCopy, moduleGitDirs } from './working-copy.js';
+import { inspectWorkingCopy, maxGitConfigBytes, moduleGitDirs } from './working-copy.js';
 import { askpassScript, credentialOrigins, gitSubcommand, remoteCommands } from './git-remotes.js';
 
 // The error helpers live in git-errors.ts; callers import them from here as before.
@@ -97,7 +97,7 @@ const keptGitEnv = /^GIT_(SSL_|SSH$|SSH_COMMAND$|SSH_VARIANT$|PROXY_COMMAND$|HTT
 const scrubbedEnv = ['SSH_ASKPASS', 'EDITOR', 'VISUAL', 'PAGER', 'LESSOPEN', 'LESSCLOSE'];
 
 /** Output cap for the config scan: a larger config is refused rather than read in part. */
-const maxConfigBytes = 1024 * 1024;
+const maxConfigBytes = maxGitConfigBytes;
 
 interface Scratch {
   readonly dir: string;
@@ -306,6 +306,7 @@ export class Git {
         user,
         ...(mount ? { mount } : {}),
         ...(scratch.passwd ? { passwd: scratch.passwd } : {}),
+        ...(user ? { maxDataBytes: this.policy.maxMemoryBytes } : {}),
       });
       let gitDirArgs: string[] = [];
       if (visibleRoot !== undefined) {

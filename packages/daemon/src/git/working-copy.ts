@@ -60,9 +60,16 @@ export async function inspectWorkingCopy(dir: string, contentRoot?: string): Pro
   for (const name of ['config', 'config.worktree']) {
     const file = await lstatOrUndefined(join(gitDir, name));
     if (file && !file.isFile()) throw new UnsafeRepositoryError(dir, `.git/${name} is not a regular file`);
+    // Before git reads it: a sparse config of 3 GiB (180 KiB of disk) took `git config --list` to 3 GiB and 60 s.
+    if (file && file.size > maxGitConfigBytes) {
+      throw new UnsafeRepositoryError(dir, `.git/${name} is larger than ${maxGitConfigBytes} bytes`);
+    }
   }
   return { workTree: dir, gitDir };
 }
+
+/** The largest repository config the daemon lets git read (and the most of `git config --list` it reads). */
+export const maxGitConfigBytes = 1024 * 1024;
 
 const maxModuleDepth = 8;
 const maxModules = 64;
@@ -99,6 +106,11 @@ export async function moduleGitDirs(gitDir: string, location: string): Promise<s
         const config = await lstatOrUndefined(join(path, 'config'));
         if (config && !config.isFile())
           throw new UnsafeRepositoryError(location, `${join(path, 'config')} is not a regular file`);
+        if (config && config.size > maxGitConfigBytes)
+          throw new UnsafeRepositoryError(
+            location,
+            `${join(path, 'config')} is larger than ${maxGitConfigBytes} bytes`,
+          );
         if (await lstatOrUndefined(join(path, 'commondir')))
           throw new UnsafeRepositoryError(location, `${path} points at another repository (commondir)`);
         // Without a config file there is nothing to neutralise.

@@ -6,6 +6,7 @@ import {
   GitAccessDeniedError,
   GitAuthenticationError,
   InternalError,
+  ResourceExhaustedError,
   errorMessage,
   isWorkbayError,
 } from '../errors.js';
@@ -193,6 +194,13 @@ function failureFor(error: GitCommandError, remote: string): Error {
       return new GitAccessDeniedError(remote, line || 'denied', { cause: error });
     case 'unknown-host':
       return new FailedPreconditionError(`git cannot reach ${remote}: ${line}`, { cause: error });
+    case 'exhausted':
+      return new ResourceExhaustedError(
+        `git ran out of memory or disk for ${remote} (git.maxMemory, the workspace's disk): ${line}`,
+        {
+          cause: error,
+        },
+      );
     default:
       return error;
   }
