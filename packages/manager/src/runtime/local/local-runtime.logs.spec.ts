@@ -1,6 +1,6 @@
 // What a workspace can do to the host through its output and the descriptors it inherits, as root with real
-// isolated workspaces: its log stays under the cap while it writes as fast as it can (across a restart), and it
-// holds no descriptor of whatever started the manager.
+// isolated workspaces: its log stays under the cap while it writes as fast as it can (across a restart), it writes into
+// a pipe rather than the log file, and it holds no descriptor of whatever started the manager.
 import { spawn } from 'node:child_process';
 import { open, readFile, readdir, rename, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -126,6 +126,46 @@ describe.runIf(isRoot)('LocalRuntime: what a workspace gets to hold on the host'
     await second.stop(s.instanceId, { gracePeriodMs: 0 });
     const left = (await readdir(path.dirname(st.logFile))).filter((f) => f.startsWith(s.instanceId));
     expect(left).toEqual([]);
+  });
+
+  it('gives the workspace a pipe, not the log file: it cannot allocate host disk through its output', async () => {
+    // fallocate(2) on its stdout, mode 0 (allocating, size grows) and KEEP_SIZE: 20 GB of the host's disk in one call
+    // when stdout was the log file itself (red team, round 5).
+    const probe = [
+      'import ctypes, os',
+      'libc = ctypes.CDLL(None, use_errno=True)',
+      'out = []',
+      'for mode in (0, 1):',
+      '    r = libc.fallocate(1, mode, ctypes.c_long(0), ctypes.c_long(1 << 30))',
+      '    out.append(str(ctypes.get_errno()) if r != 0 else "allocated")',
+      "open('fallocate.txt', 'w').write(' '.join(out) + '\\n')",
+      "print('still logged')",
+    ].join('\n');
+    const stateDir = path.join(base, 'state-log-pipe');
+    const images = {
+      alloc: {
+        command: ['/bin/sh', '-c', '/usr/bin/python3 probe.py; exec sleep 600'],
+        readiness: { kind: 'none' as const },
+      },
+    };
+    const runtime = await LocalRuntime.create({ config: { stateDir, images, logs: { maxBytes } } });
+    runtimes.push(runtime);
+    const dir = await contentDir({ 'probe.py': probe });
+    const st = await runtime.start(spec({ contentDir: dir, image: 'alloc' }));
+    const until = Date.now() + 15_000;
+    while (!(await readFile(path.join(dir, 'fallocate.txt'), 'utf8').catch(() => '')).endsWith('\n')) {
+      if (Date.now() > until) throw new Error('the probe did not finish');
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    // ESPIPE (29) both times: a pipe has no blocks to allocate.
+    expect((await readFile(path.join(dir, 'fallocate.txt'), 'utf8')).trim()).toBe('29 29');
+    const { blocks } = await stat(st.logFile);
+    expect(blocks * 512).toBeLessThan(1024 * 1024);
+    const logged = Date.now() + 5_000;
+    while (!(await readFile(st.logFile, 'utf8')).includes('still logged') && Date.now() < logged) {
+      await new Promise((r) => setTimeout(r, 25));
+    }
+    expect(await readFile(st.logFile, 'utf8')).toContain('still logged');
   });
 
   it("names a rotated workspace's last words in its failure", async () => {

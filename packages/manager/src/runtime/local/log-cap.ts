@@ -188,13 +188,24 @@ export class LogCap {
     const fd = w.handle.fd;
     const size = fstatSync(fd).size;
     const keep = Math.min(size, this.keepBytes);
-    const tail = Buffer.allocUnsafe(keep);
-    const bytesRead = keep > 0 ? readSync(fd, tail, 0, keep, size - keep) : 0;
+    let tail = Buffer.allocUnsafe(keep);
+    tail = tail.subarray(0, keep > 0 ? readSync(fd, tail, 0, keep, size - keep) : 0);
+    // What was appended while that read ran (the writer's last line right after a flood, often) is read too, until
+    // the size holds still, so that only the few microseconds between the last size read and the truncation remain.
+    for (let end = size, round = 0; round < 8; round++) {
+      const now = fstatSync(fd).size;
+      if (now <= end) break;
+      const more = Buffer.allocUnsafe(Math.min(now - end, this.keepBytes));
+      const got = readSync(fd, more, 0, more.length, now - more.length);
+      tail = Buffer.concat([tail, more.subarray(0, got)]);
+      if (tail.length > this.keepBytes) tail = tail.subarray(tail.length - this.keepBytes);
+      end = now;
+    }
     // Truncating to the size a file has frees nothing (ext4, xfs): an empty log with blocks reserved is grown first.
     if (size === 0) ftruncateSync(fd, 1);
     ftruncateSync(fd, 0);
-    const newline = tail.subarray(0, Math.min(bytesRead, lineSearchBytes)).indexOf(0x0a);
-    this.keepTail(w, tail.subarray(newline >= 0 ? newline + 1 : 0, bytesRead));
+    const newline = tail.subarray(0, Math.min(tail.length, lineSearchBytes)).indexOf(0x0a);
+    this.keepTail(w, tail.subarray(newline >= 0 ? newline + 1 : 0));
     // A workspace that filled the log this fast is likely still writing: look again now, not at its next change event.
     w.again = true;
     this.rotationsTotal++;

@@ -33,11 +33,16 @@ const outerScript = [
   'trap : TERM INT HUP',
   'if [ "$mode" = isolated ]; then',
   '  netns=$1; init=$2; shift 2',
-  '  nsenter --net="$netns" -- unshare --pid --fork --mount --uts --ipc --cgroup --mount-proc --kill-child -- /bin/sh -c "$init" workbay-init "$@"',
+  // The workspace writes into a pipe, and `cat` (root, outside its pid namespace, ignoring the stop signals so that it
+  // takes the last words too) appends to the log: the workspace never holds the log file itself, so it cannot
+  // fallocate it (20 GB of the host's disk in one call, red team round 5), reserve blocks past its end, truncate it or
+  // clear its O_APPEND. The pipe also pushes back on a workspace writing faster than the disk takes it.
+  '  nsenter --net="$netns" -- unshare --pid --fork --mount --uts --ipc --cgroup --mount-proc --kill-child -- /bin/sh -c "$init" workbay-init "$@" 2>&1 | { trap "" TERM INT HUP; exec cat; }',
+  '  rc=${PIPESTATUS[0]}',
   'else',
   '  "$@"',
+  '  rc=$?',
   'fi',
-  'rc=$?',
   'printf "%s\\n" "$rc" > "$exit_file.tmp" && mv -f "$exit_file.tmp" "$exit_file"',
   'exit $rc',
 ].join('\n');
