@@ -1,5 +1,6 @@
 import type { BigIntStats } from 'node:fs';
 import { closeSync, constants, lstatSync, openSync, readdirSync, readlinkSync, realpathSync } from 'node:fs';
+import { FailedPreconditionError } from '../errors.js';
 import { openedAt, pinnedDirectory } from '../util/pinned-path.js';
 import { LoopYielder } from '../util/small-files.js';
 import type { Xattrs } from './xattr.js';
@@ -72,6 +73,22 @@ export function sortByBytes(names: string[]): void {
   for (const [i, item] of keyed.entries()) names[i] = item.name;
 }
 
+/**
+ * How deep a walked tree may nest directories. The walk holds each ancestor open (see below) and recurses: a workspace
+ * nesting 60,000 directories made every backup fail on the stack, three attempts and 50 s at each stop (red team,
+ * round 5). Deeper content fails its backup or snapshot at once, saying so; nothing is changed.
+ */
+export const maxTreeDepth = 1024;
+
+/** Content nested deeper than {@link maxTreeDepth}: not archived, not retried. */
+export class TreeTooDeepError extends FailedPreconditionError {
+  constructor(path: string) {
+    super(
+      `the content nests directories more than ${maxTreeDepth} deep (at ${path.slice(0, 200)}…); it is not archived`,
+    );
+  }
+}
+
 function isGone(error: unknown): boolean {
   const code = (error as NodeJS.ErrnoException | undefined)?.code;
   return code === 'ENOENT' || code === 'ENOTDIR';
@@ -98,7 +115,8 @@ export async function* walkTree(root: string, options: WalkOptions = {}): AsyncG
  */
 export function* walkTreeSync(root: string, options: WalkOptions = {}): Generator<WalkedEntry> {
   const seenInodes = new Map<string, string>();
-  function* visit(dir: string, prefix: string): Generator<WalkedEntry> {
+  function* visit(dir: string, prefix: string, depth: number): Generator<WalkedEntry> {
+    if (depth > maxTreeDepth) throw new TreeTooDeepError(prefix);
     // The directory stays open while its entries are walked: they are listed and looked at through it, never
     // through a path a workspace could have redirected meanwhile (see util/pinned-path.ts).
     let fd: number;
@@ -117,12 +135,12 @@ export function* walkTreeSync(root: string, options: WalkOptions = {}): Generato
         options.onSkip?.(prefix, 'moved while archived');
         return;
       }
-      yield* visitOpen(dir, pinnedDirectory(fd, dir), prefix);
+      yield* visitOpen(dir, pinnedDirectory(fd, dir), prefix, depth);
     } finally {
       closeSync(fd);
     }
   }
-  function* visitOpen(dir: string, pinned: string, prefix: string): Generator<WalkedEntry> {
+  function* visitOpen(dir: string, pinned: string, prefix: string, depth: number): Generator<WalkedEntry> {
     let names: string[];
     try {
       names = readdirSync(pinned);
@@ -158,7 +176,7 @@ export function* walkTreeSync(root: string, options: WalkOptions = {}): Generato
       };
       if (isDirectory) {
         yield { entry: { ...base, type: 'directory', size: 0 }, absolute, stats };
-        yield* visit(absolute, path);
+        yield* visit(absolute, path, depth + 1);
       } else if (stats.isFile()) {
         if (stats.nlink > 1n) {
           const key = `${stats.dev}:${stats.ino}`;
@@ -197,5 +215,5 @@ export function* walkTreeSync(root: string, options: WalkOptions = {}): Generato
   }
   // Canonical, so that an opened descriptor's own path can be compared with the walk's (a symlinked ancestor of
   // the working area is the operator's, and fine).
-  yield* visit(realpathSync(root), '');
+  yield* visit(realpathSync(root), '', 0);
 }

@@ -107,12 +107,21 @@ export async function planLaunch(options: {
     mappedPattern: mapped?.pattern,
     identity: hostIdentity(options.contentStat),
     iwsDir,
-    hideDirs: hideDirsFor([path.dirname(contentDir), config.stateDir], needed),
+    hideDirs: hideDirsFor(
+      [path.dirname(contentDir), config.stateDir, ...hostListings.filter((d) => existsSync(d))],
+      needed,
+    ),
     privateDirs: privateDirsFor(hostSharedWritableDirs(), needed),
     nestedNamespaces: config.nestedNamespaces,
     syscallFilter: config.syscallFilter === 'default' ? syscallFilterArgument() : undefined,
   };
 }
+
+/**
+ * Host directories that list what other workspaces are: `/run/netns` names every workspace's network namespace, and
+ * with it other owners' instance ids (red team, round 5). Hidden like the state directories.
+ */
+const hostListings = ['/run/netns'];
 
 /** The built default workspace lives beside this module in dist; from sources (tests) it is taken from dist. */
 export function defaultWorkspaceScript(): string {

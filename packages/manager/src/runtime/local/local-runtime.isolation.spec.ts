@@ -25,7 +25,7 @@ describe.runIf(isRoot)('LocalRuntime: isolation as root', () => {
   it('runs the workspace in its own pid, mount and uts namespaces', async () => {
     const runtime = await newRuntime({
       images: shellImages({
-        ns: 'echo "$PPID" > ids.txt; hostname > host.txt; ls /proc | grep -c "^[0-9]" > procs.txt; exec sleep 600',
+        ns: 'echo "$PPID" > ids.txt; hostname > host.txt; ls /proc | grep -c "^[0-9]" > procs.txt; ls -A /run/netns | wc -l > netns.txt; exec sleep 600',
       }),
     });
     expect(runtime.isolation.namespaces).toBe(true);
@@ -38,6 +38,8 @@ describe.runIf(isRoot)('LocalRuntime: isolation as root', () => {
     // init, the shell and ls (and grep): nothing of the host's process table is visible.
     expect(Number((await waitForFile(path.join(dir, 'procs.txt'))).trim())).toBeLessThan(6);
     expect(os.hostname()).not.toBe('ws-own-host');
+    // The host's /run/netns names every workspace (other owners' instance ids): it sees it empty.
+    expect((await waitForFile(path.join(dir, 'netns.txt'))).trim()).toBe('0');
   });
 
   it("never runs root tools from the workspace's PATH, and gives it its own ipc and cgroup namespaces", async () => {
