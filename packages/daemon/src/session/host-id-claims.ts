@@ -58,20 +58,18 @@ export class NodeHostIdClaims {
     // A few rounds at most: again after the directory was made, a stale claim taken away or a claim vanished.
     for (let attempt = 0; attempt < 3; attempt++) {
       try {
-        await writeFile(file, `${this.holder}\n`, { flag: 'wx', mode: 0o600 });
-        return true;
+        if (await this.create(file)) return true;
       } catch (error) {
-        if (codeOf(error) === 'ENOENT') {
-          // The directory is not there (yet, or removed by hand): make it and try again.
-          await this.prepare();
-          continue;
-        }
-        if (codeOf(error) !== 'EEXIST') throw error;
+        if (codeOf(error) !== 'ENOENT') throw error;
+        // The directory is not there (yet, or removed by hand): make it and try again.
+        await this.prepare();
+        continue;
       }
       const holder = await this.readHolder(file);
       if (holder === this.holder) return true;
       if (holder === undefined) continue;
-      if (await exists(holder)) return false;
+      // An empty claim is none of ours to judge (claims are made whole, see `create`): left alone, as a live one.
+      if (holder === '' || (await exists(holder))) return false;
       if (!(await this.removeStale(file))) return false;
     }
     return false;
@@ -101,6 +99,25 @@ export class NodeHostIdClaims {
     return released;
   }
 
+  /**
+   * Makes the claim file with its content in one step: written aside, then hard-linked into place (link fails if the
+   * name exists). A claim made by `open(O_EXCL)` and then written is empty for a moment, and another daemon reading
+   * it then would take it for stale and take it over: two daemons held the same id that way in a CI run.
+   */
+  private async create(file: string): Promise<boolean> {
+    const aside = `${file}.new-${process.pid}-${randomBytes(4).toString('hex')}`;
+    await writeFile(aside, `${this.holder}\n`, { mode: 0o600 });
+    try {
+      await link(aside, file);
+      return true;
+    } catch (error) {
+      if (codeOf(error) === 'EEXIST') return false;
+      throw error;
+    } finally {
+      await unlink(aside).catch(() => undefined); // gone with a failed write only; nothing else to undo
+    }
+  }
+
   private file(id: number): string {
     return join(this.dir, String(id));
   }
@@ -128,7 +145,7 @@ export class NodeHostIdClaims {
       throw error;
     }
     const holder = await this.readHolder(taken);
-    if (holder !== undefined && holder !== this.holder && (await exists(holder))) {
+    if (holder !== undefined && holder !== this.holder && (holder === '' || (await exists(holder)))) {
       // A live claim: put it back (link fails if yet another claim is there, which then stands).
       await link(taken, file).catch((error: unknown) => {
         if (codeOf(error) !== 'EEXIST') throw error;
