@@ -4,8 +4,9 @@
  * connections and never closes them must run into a limit or a timeout long before the process runs out of
  * descriptors:
  *
- * - `maxConnections` for the whole server, and `maxConnectionsPerAddress` per client address (an IPv6 client is
- *   counted by its /64, which one client usually owns whole);
+ * - `maxConnections` for the whole server (kept for clients that use their connections: `connection-slots.ts`),
+ *   and `maxConnectionsPerAddress` per client address (an IPv6 client is counted by its /64, which one client
+ *   usually owns whole);
  * - Node's `headersTimeout` / `requestTimeout` against slowloris (they only work when a `clientError` handler
  *   closes the socket, see {@link clientErrorAnswer});
  * - `handshakeTimeoutMs` for upgrade requests the workspace has not answered yet, `idleTimeoutMs` for established
@@ -14,13 +15,17 @@
  *
  * @module
  */
-import type { Server, ServerOptions, ServerResponse } from 'node:http';
+import type { IncomingMessage, Server, ServerOptions, ServerResponse } from 'node:http';
 import { isIPv4 } from 'node:net';
 import type { Socket } from 'node:net';
 import type { Logger } from '../logger.js';
+import { ConnectionSlots } from './connection-slots.js';
 
 export interface ProxyLimits {
-  /** Open client connections, all clients together; beyond it Node drops new connections. 0: no limit. */
+  /**
+   * Open client connections, all clients together; beyond it a new connection takes the slot of the one waiting
+   * longest for a request (a keep-alive or slow one), or gets 503 when all are busy. 0: no limit.
+   */
   readonly maxConnections: number;
   /** Open client connections per client address (IPv6: per /64); beyond it 503. 0: no limit. */
   readonly maxConnectionsPerAddress: number;
@@ -177,41 +182,67 @@ export function serverTimeouts(limits: ProxyLimits): ServerOptions {
   };
 }
 
+/**
+ * Answers 503 and closes at once. No grace here (unlike other refusals): a connection over a cap gets no
+ * descriptor held for it. The answer still arrives in nearly every case: it is small and goes to the kernel at
+ * once, as in Node's own handler.
+ */
+function refuseAtOnce(socket: Socket): void {
+  if (socket.writable) socket.write(rawAnswer('503 Service Unavailable', 'retry-after: 10\r\n'));
+  socket.destroy();
+}
+
 /** Refusals are logged at most this often (an attack would otherwise flood the log). */
 const refusalLogInterval = 60_000;
 
 /**
- * Applies the connection bounds to `server`: the server-wide cap, the per-address cap (503 beyond it), the idle
- * timeout of HTTP connections, and a `clientError` handler that answers and then closes. Call before `listen`.
+ * Applies the connection bounds to `server`: the server-wide cap (the longest-waiting connection gives up its slot
+ * to a new one, see `connection-slots.ts`; 503 when every connection is busy), the per-address cap (503 beyond
+ * it), the idle timeout of HTTP connections, and a `clientError` handler that answers and then closes. Call before
+ * `listen`.
  */
 export function boundConnections(server: Server, limits: ProxyLimits, logger: Logger): AddressCounter {
   const perAddress = new AddressCounter(limits.maxConnectionsPerAddress);
-  if (limits.maxConnections > 0) server.maxConnections = limits.maxConnections;
+  const slots = new ConnectionSlots(limits.maxConnections);
   // HTTP sockets without traffic for this long are destroyed (Node's behaviour without a 'timeout' listener);
   // upgraded sockets get their own timers (see `upgrade.ts`).
   server.setTimeout(limits.idleTimeoutMs);
-  const refused = { total: 0, perAddress: 0, lastLog: 0 };
-  const noteRefusal = (kind: 'total' | 'perAddress'): void => {
+  const refused = { total: 0, perAddress: 0, evicted: 0, lastLog: 0 };
+  const noteRefusal = (kind: 'total' | 'perAddress' | 'evicted'): void => {
     refused[kind] += 1;
     const now = Date.now();
     if (now - refused.lastLog < refusalLogInterval) return;
     logger.warn(
-      { overTotal: refused.total, overPerAddress: refused.perAddress, limits },
+      { overTotal: refused.total, overPerAddress: refused.perAddress, evictedWaiting: refused.evicted, limits },
       'proxy refused connections over its limits',
     );
     refused.total = 0;
     refused.perAddress = 0;
+    refused.evicted = 0;
     refused.lastLog = now;
   };
-  server.on('drop', () => noteRefusal('total'));
   server.on('connection', (socket: Socket) => {
-    if (perAddress.admit(socket)) return;
-    noteRefusal('perAddress');
-    // No grace here (unlike other refusals): a client over its cap gets no descriptor held for it. The answer
-    // still arrives in nearly every case: it is small and goes to the kernel at once, as in Node's own handler.
-    if (socket.writable) socket.write(rawAnswer('503 Service Unavailable', 'retry-after: 10\r\n'));
-    socket.destroy();
+    if (!perAddress.admit(socket)) {
+      noteRefusal('perAddress');
+      refuseAtOnce(socket);
+      return;
+    }
+    const admission = slots.admit(socket);
+    if (admission.evicted) {
+      noteRefusal('evicted');
+      refuseAtOnce(admission.evicted);
+    }
+    if (!admission.admitted) {
+      noteRefusal('total');
+      refuseAtOnce(socket);
+    }
   });
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    slots.busy(req.socket);
+    res.once('close', () => slots.waitingAgain(req.socket));
+  });
+  // A tunnel, or an upgrade waiting for the workspace's answer, never waits for a request again: it keeps its slot.
+  server.on('upgrade', (req: IncomingMessage) => slots.busy(req.socket));
   server.on('clientError', (error: NodeJS.ErrnoException, socket: Socket) => {
     // Node reports its own headers and request timeouts here too: closing the socket is what makes them work.
     answerAndClose(socket, clientErrorAnswer(error, socket), limits.refusalGraceMs);

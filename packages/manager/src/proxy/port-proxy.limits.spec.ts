@@ -178,6 +178,47 @@ describe('PortProxy connection bounds', () => {
     expect(await served(address)).toBe(200);
   });
 
+  it("gives a slowloris connection's slot to a real client when the server is full", async () => {
+    const { proxy, address } = await setup({ maxConnections: 8 });
+    // Eight clients from eight addresses (the per-address cap does not apply), each trickling a head it never ends.
+    const slow = await Promise.all(Array.from({ length: 8 }, (_, i) => hostileClient(address, `127.0.3.${i + 1}`)));
+    for (const c of slow) c.socket.write('GET /ws/open/ HTTP/1.1\r\nhost: p\r\n');
+    await waitFor('8 connections counted', () => proxy.connectionCount === 8);
+    // A real client still gets through, over and over: the first takes the slot of the longest-waiting slow one,
+    // the next ones the slot each one before it gave back.
+    for (let i = 0; i < 3; i++) expect(await served(address)).toBe(200);
+    await waitFor('the longest-waiting to be closed', () => slow[0]!.endedByProxy());
+    expect(slow.slice(1).some((c) => c.endedByProxy())).toBe(false);
+    // Full again (a new slow one in the free slot), the next one takes the slot of the next longest-waiting.
+    await waitFor('the real clients to be gone', () => proxy.connectionCount === 7);
+    const late = await Promise.all([9, 10].map((i) => hostileClient(address, `127.0.3.${i}`)));
+    await waitFor('the next longest-waiting to be closed', () => slow[1]!.endedByProxy());
+    expect(slow.slice(2).some((c) => c.endedByProxy())).toBe(false);
+    for (const c of late) c.socket.destroy();
+    for (const c of slow) c.socket.destroy();
+  });
+
+  it('never takes the slot of a tunnel: with every connection busy, a new one gets 503', async () => {
+    const { proxy, address } = await setup({ maxConnections: 4 });
+    const tunnels = await Promise.all(Array.from({ length: 4 }, (_, i) => hostileClient(address, `127.0.4.${i + 1}`)));
+    for (const t of tunnels) t.socket.write(upgradeHead('/ws/open/'));
+    await waitFor('4 tunnels', () => tunnels.every((t) => t.text().includes('\r\n\r\n')));
+    const over = await hostileClient(address);
+    over.socket.write('GET /ws/open/ HTTP/1.1\r\nhost: p\r\nconnection: close\r\n\r\n');
+    await waitFor('the proxy to close the connection over the cap', () => over.endedByProxy());
+    const answer = parseRawResponse(over.text());
+    // The 503 is best effort (the socket is destroyed at once); the close is what counts.
+    if (answer) expect(answer.status).toBe(503);
+    over.socket.destroy();
+    expect(tunnels.some((t) => t.endedByProxy())).toBe(false);
+    // A tunnel still carries traffic.
+    tunnels[0]!.socket.write('ping');
+    await waitFor('the echo', () => tunnels[0]!.text().endsWith('ping'));
+    for (const t of tunnels) t.socket.destroy();
+    await waitFor('the tunnels to be gone', () => proxy.connectionCount === 0);
+    expect(await served(address)).toBe(200);
+  });
+
   it('answers 504 and closes an upgrade the workspace never answers (handshake timeout)', async () => {
     const { proxy, address } = await setup({ handshakeTimeoutMs: 300, refusalGraceMs: 200 });
     const client = await hostileClient(address);
