@@ -25,7 +25,7 @@ describe.runIf(isRoot)('LocalRuntime: isolation as root', () => {
   it('runs the workspace in its own pid, mount and uts namespaces', async () => {
     const runtime = await newRuntime({
       images: shellImages({
-        ns: 'echo "$PPID" > ids.txt; hostname > host.txt; ls /proc | grep -c "^[0-9]" > procs.txt; ls -A /run/netns | wc -l > netns.txt; exec sleep 600',
+        ns: 'echo "$PPID" > ids.txt; hostname > host.txt; ls /proc | grep -c "^[0-9]" > procs.txt; ls -A /run/netns | wc -l > netns.txt; { cat /proc/1/cmdline; echo "init=$?"; [ -d /proc/$$ ] && echo self=yes; } > proc1.tmp 2>/dev/null; mv proc1.tmp proc1.txt; exec sleep 600',
       }),
     });
     expect(runtime.isolation.namespaces).toBe(true);
@@ -35,8 +35,10 @@ describe.runIf(isRoot)('LocalRuntime: isolation as root', () => {
     // Its parent is the sandbox init, pid 1 of its own pid namespace.
     expect((await waitForFile(path.join(dir, 'ids.txt'))).trim()).toBe('1');
     expect((await waitForFile(path.join(dir, 'host.txt'))).trim()).toBe('ws-own-host');
-    // init, the shell and ls (and grep): nothing of the host's process table is visible.
-    expect(Number((await waitForFile(path.join(dir, 'procs.txt'))).trim())).toBeLessThan(6);
+    // The shell and ls (and grep): nothing of the host's process table is visible, nor is init (root), whose
+    // command line names host paths and the host uid.
+    expect(Number((await waitForFile(path.join(dir, 'procs.txt'))).trim())).toBeLessThan(5);
+    expect((await waitForFile(path.join(dir, 'proc1.txt'))).trim().split('\n')).toEqual(['init=1', 'self=yes']);
     expect(os.hostname()).not.toBe('ws-own-host');
     // The host's /run/netns names every workspace (other owners' instance ids): it sees it empty.
     expect((await waitForFile(path.join(dir, 'netns.txt'))).trim()).toBe('0');

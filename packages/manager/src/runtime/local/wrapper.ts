@@ -118,6 +118,9 @@ const nestedLimitsScript = [
  * pid 1 of the workspace's pid namespace, running as root in fresh mount/uts namespaces and the workspace's
  * netns (all owned by the host's user namespace, so the workspace can change none of them later). It:
  * - sets the hostname; mounts a sysfs of the workspace's netns (the host's would list the host's links);
+ * - remounts its /proc with `hidepid=2`: the workspace sees only its own processes, not this init, whose command
+ *   line names host paths, the host uid and the workspace's environment (red team round 5), nor anything root
+ *   runs in its pid namespace;
  * - binds the content at /workspace and the in-workspace service dir at /.workbay (nosuid, nodev);
  * - covers the host directories it must not read (every workspace's content, the runtime's and manager's state)
  *   with empty read-only tmpfs mounts, and gives the workspace private tmpfs mounts at /tmp, /var/tmp, /dev/shm and
@@ -138,6 +141,7 @@ export const sandboxInitScript = [
   'fail() { echo "workbay: $*" >&2; exit 125; }',
   `filtered() { if [ -n "$filter" ]; then exec perl -e '${syscallFilterLoader}' "$filter" "$@"; fi; exec "$@"; }`,
   'printf %s "$host" > /proc/sys/kernel/hostname || fail "cannot set the hostname"',
+  'mount -o remount,nosuid,nodev,noexec,hidepid=2 /proc || fail "cannot hide root processes in /proc"',
   'mount -t sysfs -o ro,nosuid,nodev,noexec sysfs /sys || fail "cannot mount sysfs"',
   'mount --bind "$content" /workspace && mount -o remount,bind,nosuid,nodev /workspace || fail "cannot mount the content"',
   'if [ -n "$iws" ]; then',
