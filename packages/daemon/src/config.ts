@@ -124,6 +124,8 @@ export const daemonConfigSchema = z
         format: z.enum(['chunked', 'tar']).default('chunked'),
         compression: z.enum(['none', 'gzip', 'zstd']).default('none'),
         concurrency: z.number().int().min(1).max(64).default(5),
+        /** Of `concurrency`, the most one owner's workspaces may run at once (default: all but one, from 3 on). */
+        concurrencyPerOwner: z.number().int().min(1).max(64).optional(),
         attempts: z.number().int().min(1).max(20).default(3),
         initialBackoff: duration.default(1000),
         period: duration.default(10 * 60 * 1000),

@@ -175,6 +175,9 @@ class WorkbayDaemon implements Daemon {
         format: config.backup.format,
         compression: config.backup.compression,
         concurrency: config.backup.concurrency,
+        ...(config.backup.concurrencyPerOwner !== undefined
+          ? { concurrencyPerOwner: config.backup.concurrencyPerOwner }
+          : {}),
         attempts: config.backup.attempts,
         initialBackoffMs: config.backup.initialBackoff,
         periodMs: config.backup.period,

@@ -198,6 +198,39 @@ describe('invariants', () => {
     await real.close();
   });
 
+  it("shares the backup slots between owners: one owner's backups never hold them all", async () => {
+    const real = new FsRemoteStorage({ root: join(work.path, 'storage') });
+    let openGate: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => (openGate = resolve));
+    const mallorysActive = new Set<string>();
+    const storage: RemoteStorage = Object.assign(Object.create(real) as RemoteStorage, {
+      upload: async (bucket: string, name: string, body: Readable, options?: UploadOptions): Promise<ObjectInfo> => {
+        if (bucket.endsWith('-mallory')) {
+          // mallory's backups take as long as the test says (content that takes minutes to read, in the attack).
+          mallorysActive.add(name.split('/')[1] as string);
+          await gate;
+        }
+        return real.upload(bucket, name, body, options);
+      },
+    });
+    const t = await start({ config: { backup: { concurrency: 3 } }, overrides: { storage } });
+    const init = (id: string, owner: string) =>
+      t.client.initWorkspace({ id, metadata: { owner, metaId: `m-${id}` }, initializer: empty });
+    for (const id of ['m1', 'm2', 'm3']) await writeRandomFiles((await init(id, 'mallory')).contentLocation, 2, 1000);
+    await writeRandomFiles((await init('a1', 'alice')).contentLocation, 2, 1000);
+    const mallorys = ['m1', 'm2', 'm3'].map((id) => t.client.backupWorkspace({ id }));
+    const deadline = Date.now() + 10_000;
+    while (mallorysActive.size < 2 && Date.now() < deadline) await sleep(20);
+    await sleep(200);
+    // Two of three slots are mallory's (all but one, the default); the third waits for alice.
+    expect(mallorysActive.size).toBe(2);
+    const alices = await t.client.backupWorkspace({ id: 'a1' });
+    expect(alices.url).toMatch(/@workbay-user-alice$/);
+    openGate();
+    await Promise.all(mallorys);
+    expect(mallorysActive.size).toBe(3);
+  });
+
   it('a backup that keeps failing is UNAVAILABLE, keeps the content, and dispose can be retried', async () => {
     const real = new FsRemoteStorage({ root: join(work.path, 'storage') });
     let broken = true;

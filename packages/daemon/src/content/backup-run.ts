@@ -1,5 +1,6 @@
 /**
- * One backup or snapshot upload of a workspace's content, under the node-wide concurrency limit, with retries
+ * One backup or snapshot upload of a workspace's content, under the node-wide concurrency limit (fair between
+ * owners: `util/owner-slots.ts`), with retries
  * (backups) and metrics. The caller holds the workspace's lock and records the outcome.
  */
 import type { PluginLogger } from '@workbay/api';
@@ -7,12 +8,13 @@ import type { BackupResult, BackupStore, SnapshotResult } from '../backup/backup
 import { UnavailableError, errorMessage, isWorkbayError } from '../errors.js';
 import type { DaemonMetrics } from '../health/metrics.js';
 import type { SessionState } from '../session/session-store.js';
-import type { Semaphore } from '../util/concurrency.js';
+import type { OwnerSlots } from '../util/owner-slots.js';
 import { retryWithBackoff } from '../util/retry.js';
 import type { BackupReason } from './types.js';
 
 export interface UploadDeps {
-  readonly slots: Semaphore;
+  /** The node's backup slots, shared fairly between owners. */
+  readonly slots: OwnerSlots;
   readonly metrics: DaemonMetrics;
   readonly logger: PluginLogger;
   readonly attempts: number;
@@ -43,7 +45,7 @@ export async function uploadBackup(
 ): Promise<BackupResult> {
   const { metrics } = deps;
   const waitStarted = performance.now();
-  const release = await deps.slots.acquire();
+  const release = await deps.slots.acquire(state.owner);
   metrics.backupWaitingSeconds.observe((performance.now() - waitStarted) / 1000);
   const started = performance.now();
   const ref = { owner: state.owner, workspaceId: state.workspaceId };
@@ -87,7 +89,7 @@ export function uploadSnapshot(
 ): Promise<SnapshotResult> {
   const instanceId = state.instanceId;
   return deps.slots
-    .run(() => backups.snapshotTo(state.contentLocation, target.bucket, target.name))
+    .run(state.owner, () => backups.snapshotTo(state.contentLocation, target.bucket, target.name))
     .then(
       (result) => {
         deps.metrics.snapshots.inc({ outcome: 'success' });

@@ -6,7 +6,7 @@
 import type { BackupStore } from '../backup/backup-store.js';
 import { FailedPreconditionError, errorMessage } from '../errors.js';
 import type { BackupRecord } from '../session/session-store.js';
-import { Semaphore } from '../util/concurrency.js';
+import { OwnerSlots } from '../util/owner-slots.js';
 import type { UploadDeps } from './backup-run.js';
 import { uploadBackup, uploadSnapshot } from './backup-run.js';
 import { assertBackupable, assertContentPresent } from './content-checks.js';
@@ -21,12 +21,15 @@ export interface WorkspaceBackupsDeps extends ContentPartDeps {
 }
 
 export class WorkspaceBackups {
-  private readonly slots: Semaphore;
+  private readonly slots: OwnerSlots;
   /** Snapshot uploads still running, by `<object>@<bucket>`: a deletion waits for them. */
   private readonly uploadingSnapshots = new Map<string, Promise<unknown>>();
 
   constructor(private readonly deps: WorkspaceBackupsDeps) {
-    this.slots = new Semaphore(deps.options.backup.concurrency);
+    const { concurrency, concurrencyPerOwner } = deps.options.backup;
+    // By default one owner may hold all slots but one, so another owner's backup never waits behind all of them;
+    // with one or two slots in all, a reserve would halve what a single-owner node (a developer's machine) gets.
+    this.slots = new OwnerSlots(concurrency, concurrencyPerOwner ?? (concurrency >= 3 ? concurrency - 1 : concurrency));
   }
 
   private assertBackupable(ws: Workspace, operation: string, allowDisposing = false): BackupStore {

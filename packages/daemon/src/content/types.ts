@@ -21,6 +21,8 @@ export interface BackupSettings {
   readonly compression: Compression;
   /** Backups (and snapshots) running at once on this node. */
   readonly concurrency: number;
+  /** Of those, the most one owner's workspaces may run at once (default: all but one, from 3 on). */
+  readonly concurrencyPerOwner?: number;
   /** Tries per backup, including the first. */
   readonly attempts: number;
   readonly initialBackoffMs: number;
