@@ -24,7 +24,7 @@
  * - `{ kind: 'hash-final', id, key }`: the SHA-256 of everything fed under `key`. Answer `{ id, hex }`; an error if
  *   nothing was (a replaced worker lost the updates).
  * - `{ kind: 'place', id, buffer, blobs }` (restore): for each blob `{ offset, length, hash, targets }` of the shared
- *   `buffer` (a pack), checks its SHA-256, then writes it to each target: `{ create: true, absolute, mode, uid?,
+ *   `buffer` (a pack, or a batch of a tar restore's files, without hashes), checks its SHA-256 if given, then writes it to each target: `{ create: true, absolute, mode, uid?,
  *   gid?, mtime }` creates a new file (O_EXCL, O_NOFOLLOW) holding just this blob, with owner, mode and times as
  *   the restore's writer admitted them; `{ create: false, absolute, position }` writes into an existing file of
  *   the restore (O_NOFOLLOW). Answer `{ id, failures }` (per target `{ blob, target, code, message }`), or
@@ -244,7 +244,7 @@ export function workerMain(cut: FindCut): void {
     kind: 'place';
     id: number;
     buffer: SharedArrayBuffer;
-    blobs: Array<{ offset: number; length: number; hash: string; targets: PlaceTarget[] }>;
+    blobs: Array<{ offset: number; length: number; hash?: string; targets: PlaceTarget[] }>;
   }
 
   const writeAll = (fd: number, data: Buffer, position: number): void => {
@@ -281,7 +281,8 @@ export function workerMain(cut: FindCut): void {
     const failures: Array<{ blob: number; target: number; code?: string; message: string }> = [];
     for (const [b, blob] of job.blobs.entries()) {
       const data = pack.subarray(blob.offset, blob.offset + blob.length);
-      const actual = sha256(data);
+      // A tar restore's files come without hashes (the archive has none).
+      const actual = blob.hash === undefined ? undefined : sha256(data);
       if (actual !== blob.hash) {
         parentPort?.postMessage({ id: job.id, corrupt: { blob: b, actual }, failures });
         return;

@@ -22,8 +22,8 @@ export interface PlaceTarget {
 export interface PlaceBlob {
   readonly offset: number;
   readonly length: number;
-  /** SHA-256 (hex) the bytes must have, checked before anything of them is written. */
-  readonly hash: string;
+  /** SHA-256 (hex) the bytes must have, checked before anything of them is written (absent: not checked). */
+  readonly hash?: string;
   readonly targets: PlaceTarget[];
 }
 
