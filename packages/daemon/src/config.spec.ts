@@ -45,7 +45,12 @@ describe('daemon config', () => {
     });
     expect(config.housekeeping.orphanAge).toBe(3_600_000);
     // The in-workspace service's namespace operations run root tools in the workspace's namespaces: off by default.
-    expect(config.iws).toEqual({ namespaceOps: false, maxConnections: 64, connectionIdle: 60_000 });
+    expect(config.iws).toEqual({
+      namespaceOps: false,
+      maxConnections: 64,
+      connectionIdle: 60_000,
+      penalty: { threshold: 500, window: 10_000, cooldown: 1_000, maxCooldown: 60_000 },
+    });
     expect(config.quota.mode).toBe('auto');
     // Loop images: keep max(1 GiB, 5%) for the node, never promise more than the disk has, sparse images.
     expect(config.quota).toMatchObject({
@@ -87,6 +92,14 @@ describe('daemon config', () => {
       overcommitRatio: 1.5,
     });
     expect(fieldOf({ wat: 1 })).toBe('wat');
+    expect(fieldOf({ iws: { penalty: { threshold: -1 } } })).toBe('iws.penalty.threshold');
+    expect(fieldOf({ iws: { penalty: { cooldown: '2m', maxCooldown: '1m' } } })).toBe('iws.penalty');
+    expect(parseDaemonConfig({ iws: { penalty: { threshold: 0, cooldown: '5s' } } }).iws.penalty).toEqual({
+      threshold: 0,
+      window: 10_000,
+      cooldown: 5_000,
+      maxCooldown: 60_000,
+    });
   });
 
   it('initializer.download: private addresses refused by default; networks must be addresses or CIDRs', () => {

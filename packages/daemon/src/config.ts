@@ -231,6 +231,21 @@ export const daemonConfigSchema = z
         maxConnections: z.number().int().min(1).max(10_000).default(64),
         /** A connection with no call for this long is closed. */
         connectionIdle: duration.default(60_000),
+        /**
+         * A workspace that causes more than `threshold` refused calls and connections over the cap per `window` loses
+         * its socket for `cooldown`, doubling per repeat up to `maxCooldown`. 0 disables.
+         */
+        penalty: z
+          .object({
+            threshold: z.number().int().min(0).max(1_000_000).default(500),
+            window: duration.default(10_000),
+            cooldown: duration.default(1_000),
+            maxCooldown: duration.default(60_000),
+          })
+          .strict()
+          .refine((p) => p.window >= 1 && p.cooldown >= 1, 'window and cooldown must be at least 1 ms')
+          .refine((p) => p.maxCooldown >= p.cooldown, 'maxCooldown must not be below cooldown')
+          .prefault({}),
       })
       .strict()
       .prefault({}),

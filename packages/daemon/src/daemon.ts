@@ -272,10 +272,15 @@ class WorkbayDaemon implements Daemon {
         namespaceOps: this.config.iws.namespaceOps,
         maxConnections: this.config.iws.maxConnections,
         connectionIdleMs: this.config.iws.connectionIdle,
+        penaltyThreshold: this.config.iws.penalty.threshold,
+        penaltyWindowMs: this.config.iws.penalty.window,
+        penaltyCooldownMs: this.config.iws.penalty.cooldown,
+        penaltyMaxCooldownMs: this.config.iws.penalty.maxCooldown,
         ...settings?.config,
       },
       ...(settings?.now ? { now: settings.now } : {}),
       logger: this.logger,
+      metrics: this.metrics,
     });
   }
 

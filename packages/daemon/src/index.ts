@@ -118,6 +118,10 @@ export { DaemonMetrics } from './health/metrics.js';
 // In-workspace service (iws.InWorkspaceService and iws.WorkspaceInfoService): see src/iws/README.md
 export type {
   CgroupAccess,
+  FloodGuardConfig,
+  FloodGuardOptions,
+  FloodOffence,
+  FloodPenalty,
   IdRange,
   InWorkspaceServiceDeps,
   IwsConfig,
@@ -127,9 +131,11 @@ export type {
   NamespaceOps,
   PrepareForUserNsResult,
   RateLimitRule,
+  Suspendable,
   WorkspaceResources,
 } from './iws/index.js';
 export {
+  FloodGuard,
   InWorkspaceOperations,
   RateLimiter,
   USER_CGROUP,

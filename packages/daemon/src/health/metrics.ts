@@ -21,6 +21,7 @@ export class DaemonMetrics {
   readonly diskFreeBytes: Gauge<'path'>;
   readonly quotaExceeded: Counter<string>;
   readonly housekeepingRemoved: Counter<'kind'>;
+  readonly iwsPenalties: Counter<'reason'>;
 
   constructor(options: { defaultMetrics?: boolean } = {}) {
     const registers = [this.registry];
@@ -114,6 +115,12 @@ export class DaemonMetrics {
       name: `${prefix}housekeeping_removed_total`,
       help: 'Orphaned directories, images and tombstones removed by housekeeping',
       labelNames: ['kind'],
+      registers,
+    });
+    this.iwsPenalties = new Counter({
+      name: `${prefix}iws_penalties_total`,
+      help: 'Times a workspace flooded its in-workspace service socket and lost it for a cooldown',
+      labelNames: ['reason'],
       registers,
     });
     if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix });

@@ -1,5 +1,6 @@
 import type { PluginLogger } from '@workbay/api';
 import type { NamespaceOps, WorkspaceCgroup } from '@workbay/nsinsider';
+import type { FloodPenalty } from './flood-guard.js';
 
 /** One workspace, as the in-workspace service sees it. The daemon's session supplies it. */
 export interface IwsWorkspaceContext {
@@ -69,6 +70,20 @@ export interface IwsConfig {
    * byte; a client's channel reconnects on its next call.
    */
   readonly connectionIdleMs: number;
+  /**
+   * Calls answered with an error (rate limits, the in-flight limit, bad requests) plus connections beyond
+   * `maxConnections` that one workspace may cause per `penaltyWindowMs` (default 500 per 10 s, sustained 50 a
+   * second; an IDE polling a few times a second stays far below). One more and the daemon stops serving the
+   * workspace's socket for a cooldown: each refusal still costs the daemon's one event loop, so a workspace refused
+   * thousands of times a second slows every other workspace. 0: never.
+   */
+  readonly penaltyThreshold: number;
+  /** The window of `penaltyThreshold` (default 10 s). */
+  readonly penaltyWindowMs: number;
+  /** The first cooldown (default 1 s); it doubles with every further penalty up to `penaltyMaxCooldownMs`. */
+  readonly penaltyCooldownMs: number;
+  /** The longest cooldown (default 60 s); each such period without a penalty forgives one doubling. */
+  readonly penaltyMaxCooldownMs: number;
 }
 
 export const defaultIwsConfig: IwsConfig = Object.freeze({
@@ -83,6 +98,10 @@ export const defaultIwsConfig: IwsConfig = Object.freeze({
   namespaceOps: false,
   maxConnections: 64,
   connectionIdleMs: 60_000,
+  penaltyThreshold: 500,
+  penaltyWindowMs: 10_000,
+  penaltyCooldownMs: 1_000,
+  penaltyMaxCooldownMs: 60_000,
 });
 
 /** Opens cgroups by path; `CgroupController` from @workbay/nsinsider is the real one. */
@@ -107,6 +126,8 @@ export interface InWorkspaceServiceDeps {
   readonly nfsSupported?: () => Promise<boolean>;
   /** Machine totals used as the limit when the cgroup has none (default: os). */
   readonly machine?: { readonly cpus: number; readonly memoryBytes: number };
-  /** Clock for the rate limits (default Date.now). */
+  /** Clock for the rate limits and the flood penalty (default Date.now). */
   readonly now?: () => number;
+  /** Called when the workspace is penalised for flooding its socket (see `FloodGuard`), e.g. to count it. */
+  readonly onFloodPenalty?: (penalty: FloodPenalty) => void;
 }

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { assertWorkspaceId, FailedPreconditionError, silentLogger } from '@workbay/api';
 import type { PluginLogger } from '@workbay/api';
 import type { NamespaceOps } from '@workbay/nsinsider';
+import type { DaemonMetrics } from '../health/metrics.js';
 import { KeyedMutex } from '../util/concurrency.js';
 import type { CgroupAccess, IwsConfig } from './context.js';
 import { defaultIwsConfig } from './context.js';
@@ -39,8 +40,10 @@ export interface IwsHostOptions {
   readonly processes?: (workspace: IwsWorkspace, owner: { uid: number; gid: number }) => WorkspaceProcessSource;
   /** How long closing a workspace's server waits for running calls (default 2 s). */
   readonly closeGraceMs?: number;
-  /** Clock of the rate limits (default Date.now). */
+  /** Clock of the rate limits and flood penalties (default Date.now). */
   readonly now?: () => number;
+  /** Where flood penalties are counted (the daemon's `workbay_daemon_iws_penalties_total`). */
+  readonly metrics?: Pick<DaemonMetrics, 'iwsPenalties'>;
 }
 
 interface Served {
@@ -126,15 +129,20 @@ export class IwsHost {
         ...(this.options.config ? { config: this.options.config } : {}),
         ...(this.options.now ? { now: this.options.now } : {}),
         logger: this.logger,
+        onFloodPenalty: (penalty) => this.options.metrics?.iwsPenalties.inc({ reason: penalty.reason }),
       });
+      const socketPath = join(dir, IWS_SOCKET);
       const listen = () =>
         listenIws(createInWorkspaceService(operations), {
-          socketPath: join(dir, IWS_SOCKET),
+          socketPath,
           socketMode: 0o600,
           stagingDir: this.root,
           workspaceInfo: createWorkspaceInfoService(operations),
           maxConnections: config.maxConnections,
           connectionIdleMs: config.connectionIdleMs,
+          flood: operations.flood,
+          // Binding again after a penalty meets what the workspace may have put at the name meanwhile (see below).
+          clearSocketPath: () => this.trash.removeName(socketPath),
           ...(owner ? { owner } : {}),
         });
       let handle: IwsServerHandle;
@@ -145,7 +153,7 @@ export class IwsHost {
         // prepareDir cleared it: cleared once more (never recursively), then it is the workspace's own doing.
         const code = (error as NodeJS.ErrnoException).code;
         if (code !== 'EISDIR' && code !== 'ENOTEMPTY' && code !== 'EEXIST') throw error;
-        await this.trash.removeName(join(dir, IWS_SOCKET));
+        await this.trash.removeName(socketPath);
         handle = await listen();
       }
       try {
@@ -158,7 +166,7 @@ export class IwsHost {
       }
       this.servers.set(workspace.instanceId, { handle, operations });
       this.logger.info(
-        { instanceId: workspace.instanceId, socket: join(dir, IWS_SOCKET), uid: owner?.uid ?? selfUid },
+        { instanceId: workspace.instanceId, socket: socketPath, uid: owner?.uid ?? selfUid },
         'serving the in-workspace service',
       );
     });

@@ -24,6 +24,8 @@ export type { PrepareForUserNsResult, WorkspaceResources } from './operations.js
 export { InWorkspaceOperations, iwsRateLimits, kernelHasNfs, WORKSPACE_CGROUP, USER_CGROUP } from './operations.js';
 export type { RateLimitRule } from './rate-limit.js';
 export { RateLimiter, onceOnly } from './rate-limit.js';
+export type { FloodGuardConfig, FloodGuardOptions, FloodOffence, FloodPenalty, Suspendable } from './flood-guard.js';
+export { FloodGuard } from './flood-guard.js';
 export { toIwsError } from './error-mapping.js';
 export { createInWorkspaceService, createWorkspaceInfoService } from './service.js';
 export type { IwsListenOptions, IwsServerHandle } from './server.js';

@@ -1,12 +1,13 @@
 import { readFile } from 'node:fs/promises';
 import { availableParallelism, totalmem } from 'node:os';
 import { FailedPreconditionError, InvalidArgumentError, silentLogger, UnimplementedError } from '@workbay/api';
-import type { PluginLogger } from '@workbay/api';
+import type { PluginLogger, ResourceExhaustedError } from '@workbay/api';
 import type { IdMapping, NamespaceOps } from '@workbay/nsinsider';
 import { validateIdMappings } from '@workbay/nsinsider';
 import type { CgroupAccess, InWorkspaceServiceDeps, IwsConfig, IwsWorkspaceContext } from './context.js';
 import { defaultIwsConfig } from './context.js';
 import { toIwsError } from './error-mapping.js';
+import { FloodGuard } from './flood-guard.js';
 import type { RateLimitRule } from './rate-limit.js';
 import { InFlightLimit, onceOnly, RateLimiter } from './rate-limit.js';
 import {
@@ -64,6 +65,8 @@ export class InWorkspaceOperations {
   private readonly mounts: TrackedMounts;
   /** Calls of this workspace running at once (both services share it); the gRPC edge enforces it. */
   readonly inFlight: InFlightLimit;
+  /** Counts the workspace's refused calls (the gRPC edge reports them) and takes its socket away when it floods. */
+  readonly flood: FloodGuard;
 
   constructor(deps: InWorkspaceServiceDeps) {
     this.deps = deps;
@@ -74,8 +77,21 @@ export class InWorkspaceOperations {
     this.logger = (deps.logger ?? silentLogger).child({ component: 'iws', workspaceId: deps.workspace.workspaceId });
     this.limiter = new RateLimiter(iwsRateLimits, deps.now ?? Date.now, this.config.rateLimits);
     this.inFlight = new InFlightLimit(this.config.maxInFlight);
+    this.flood = new FloodGuard(this.config, {
+      now: deps.now ?? Date.now,
+      logger: this.logger,
+      ...(deps.onFloodPenalty ? { onPenalty: deps.onFloodPenalty } : {}),
+    });
     this.pids = new WorkspacePids(deps.ops, deps.workspace);
     this.mounts = new TrackedMounts(deps.ops, this.pids, this.config, this.logger);
+  }
+
+  /**
+   * The refusal a call of `rpc` would get from its rate limit now, taking nothing: the gRPC edge refuses a flood
+   * before any asynchronous work (see `service.ts`).
+   */
+  rateLimitRefusal(rpc: string): ResourceExhaustedError | undefined {
+    return this.limiter.check(rpc);
   }
 
   /** Mounts made through this service and not yet unmounted (a snapshot). */

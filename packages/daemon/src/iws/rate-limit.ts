@@ -39,21 +39,36 @@ export class RateLimiter {
   take(method: string): void {
     const rule = this.rules[method];
     if (!this.enabled || !rule) return;
+    const b = this.refill(method, rule);
+    this.buckets.set(method, b);
+    if (b.tokens < 1) throw refusal(method, rule);
+    b.tokens -= 1;
+  }
+
+  /**
+   * The refusal a call of `method` would get now, without taking a token: a caller can refuse before doing any
+   * work (tokens only come back with time, so a later {@link take} would refuse as well).
+   */
+  check(method: string): ResourceExhaustedError | undefined {
+    const rule = this.rules[method];
+    if (!this.enabled || !rule) return undefined;
+    return this.refill(method, rule).tokens < 1 ? refusal(method, rule) : undefined;
+  }
+
+  private refill(method: string, rule: RateLimitRule): { tokens: number; updatedAt: number } {
     const now = this.now();
     const b = this.buckets.get(method) ?? { tokens: rule.burst, updatedAt: now };
-    if (Number.isFinite(rule.intervalMs)) {
-      b.tokens = Math.min(rule.burst, b.tokens + (now - b.updatedAt) / rule.intervalMs);
-    }
-    b.updatedAt = now;
-    if (b.tokens < 1) {
-      this.buckets.set(method, b);
-      throw new ResourceExhaustedError(
-        Number.isFinite(rule.intervalMs)
-          ? `${method} is rate limited (${rule.burst} at once, then one per ${rule.intervalMs} ms)`
-          : `${method} may be called only ${rule.burst === 1 ? 'once' : `${rule.burst} times`} per workspace`,
-      );
-    }
-    b.tokens -= 1;
-    this.buckets.set(method, b);
+    const tokens = Number.isFinite(rule.intervalMs)
+      ? Math.min(rule.burst, b.tokens + (now - b.updatedAt) / rule.intervalMs)
+      : b.tokens;
+    return { tokens, updatedAt: now };
   }
+}
+
+function refusal(method: string, rule: RateLimitRule): ResourceExhaustedError {
+  return new ResourceExhaustedError(
+    Number.isFinite(rule.intervalMs)
+      ? `${method} is rate limited (${rule.burst} at once, then one per ${rule.intervalMs} ms)`
+      : `${method} may be called only ${rule.burst === 1 ? 'once' : `${rule.burst} times`} per workspace`,
+  );
 }

@@ -3,7 +3,7 @@ import { createServer } from 'node:net';
 import type { Server as NetServer, Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import { ServerCredentials } from '@grpc/grpc-js';
-import type { Server } from '@grpc/grpc-js';
+import type { ConnectionInjector } from '@grpc/grpc-js';
 import {
   InvalidArgumentError,
   InWorkspaceServiceService,
@@ -11,6 +11,7 @@ import {
   startGrpcServer,
 } from '@workbay/api';
 import type { InWorkspaceServiceServer, ServedService, WorkspaceInfoServiceServer } from '@workbay/api';
+import type { FloodGuard } from './flood-guard.js';
 
 export type IwsListenOptions = (
   | /** A unix socket, as the original serves one per workspace (an existing socket file is replaced). */
@@ -31,6 +32,17 @@ export type IwsListenOptions = (
        * client is one workspace.
        */
       readonly maxConnections?: number;
+      /**
+       * Takes the socket away from a workspace that floods it (see `FloodGuard`): its connections are destroyed and
+       * the socket refuses connects for a cooldown, then it is bound again at the same path, mode and owner.
+       * Connections beyond `maxConnections` count as offences; the service reports its refused calls itself.
+       */
+      readonly flood?: FloodGuard;
+      /**
+       * Clears the socket's name when binding it again after a penalty fails because a directory sits there (the
+       * workspace owns the socket's directory); the host moves it into its trash.
+       */
+      readonly clearSocketPath?: () => Promise<void>;
     }
     /** A TCP address such as `127.0.0.1:0`. */
   | { readonly address: string }
@@ -88,8 +100,12 @@ interface OwnedListener {
   readonly reaper: NodeJS.Timeout;
 }
 
-function injectInto(grpcServer: Server, maxConnections: number, idleMs: number): OwnedListener {
-  const injector = grpcServer.createConnectionInjector(ServerCredentials.createInsecure());
+function injectInto(
+  injector: ConnectionInjector,
+  maxConnections: number,
+  idleMs: number,
+  flood: FloodGuard | undefined,
+): OwnedListener {
   const sockets = new Set<Socket>();
   const activity = new WeakMap<Socket, { bytes: number; since: number }>();
   const server = createServer((socket) => {
@@ -102,6 +118,8 @@ function injectInto(grpcServer: Server, maxConnections: number, idleMs: number):
   });
   server.maxConnections = maxConnections;
   server.on('error', () => undefined);
+  // Node closed a connection beyond maxConnections: a client that keeps doing that is flooding.
+  if (flood) server.on('drop', () => flood.offence('connections'));
   const reaper = setInterval(
     () => {
       const now = Date.now();
@@ -190,6 +208,10 @@ export async function listenIws(
     throw new InvalidArgumentError('connectionIdleMs', 'must be a positive integer');
   }
   let listener: OwnedListener | undefined;
+  let injector: ConnectionInjector | undefined;
+  const flood = 'socketPath' in options ? options.flood : undefined;
+  const clearSocketPath = 'socketPath' in options ? options.clearSocketPath : undefined;
+  const bindOptions = options as Parameters<typeof bindUnixSocket>[2];
   const started = await startGrpcServer({
     address: socketPath !== undefined ? `unix:${socketPath}` : (options as { address: string }).address,
     services,
@@ -203,13 +225,16 @@ export async function listenIws(
       'grpc.max_connection_idle_ms': idleMs,
       'grpc.max_connection_age_ms': options.connectionMaxAgeMs ?? DEFAULT_CONNECTION_MAX_AGE_MS,
       'grpc.max_connection_age_grace_ms': options.connectionGraceMs ?? DEFAULT_CONNECTION_GRACE_MS,
+      // Channelz bookkeeping on every call and connection (nothing reads it here): less work per flooded call.
+      'grpc.enable_channelz': 0,
     },
     bind:
       socketPath !== undefined
         ? async (server) => {
-            listener = injectInto(server, maxConnections, idleMs);
+            injector = server.createConnectionInjector(ServerCredentials.createInsecure());
+            listener = injectInto(injector, maxConnections, idleMs, flood);
             try {
-              await bindUnixSocket(listener.server, socketPath, options as Parameters<typeof bindUnixSocket>[2]);
+              await bindUnixSocket(listener.server, socketPath, bindOptions);
             } catch (error) {
               const stopped = stopAccepting(listener);
               dropConnections(listener);
@@ -221,12 +246,41 @@ export async function listenIws(
         : undefined,
   });
   let closed = false;
+  // The penalty's two halves. Closing the listener makes the kernel refuse the workspace's connects (its socket
+  // file stays, with nobody listening), which costs the daemon nothing, unlike accepting and closing each one.
+  // The file is bound afresh afterwards, by the same staged bind as at start: same path, mode and owner.
+  const detachFlood = flood?.attach({
+    suspend: async () => {
+      const current = listener!;
+      const stopped = stopAccepting(current);
+      dropConnections(current);
+      await stopped;
+    },
+    resume: async () => {
+      if (closed) return;
+      const next = injectInto(injector!, maxConnections, idleMs, flood);
+      try {
+        await bindUnixSocket(next.server, socketPath!, bindOptions).catch(async (error: unknown) => {
+          const code = (error as NodeJS.ErrnoException).code;
+          if (!clearSocketPath || (code !== 'EISDIR' && code !== 'ENOTEMPTY' && code !== 'EEXIST')) throw error;
+          await clearSocketPath();
+          await bindUnixSocket(next.server, socketPath!, bindOptions);
+        });
+      } catch (error) {
+        await stopAccepting(next);
+        throw error;
+      }
+      listener = next;
+    },
+  });
   return {
     target: socketPath !== undefined ? `unix:${socketPath}` : started.address,
     port: socketPath !== undefined ? 0 : Number(started.address.slice(started.address.lastIndexOf(':') + 1)),
     async close(graceMs = 2000) {
       if (closed) return;
       closed = true;
+      // A penalty's pending restore is cancelled, and one under way is waited for (it binds the listener below).
+      await detachFlood?.();
       // No new connections first; the running calls get their grace, then whatever is left is closed.
       const stopped = listener ? stopAccepting(listener) : undefined;
       await started.stop(graceMs);

@@ -69,4 +69,45 @@ describe('in-workspace service edge', () => {
     });
     expect(await call(iws.mountProc as never, { target: '/p4', pid: 1 })).toEqual({ ok: {} });
   });
+
+  it("refuses a rate-limited WorkspaceInfo synchronously, with the limit's answer, and counts refusals as offences", async () => {
+    let sampled = 0;
+    const cgroups = {
+      cgroup: () => ({
+        usage: async () => ((sampled += 1), { cpuUsageNs: 0, memoryWorkingSetBytes: 1 }),
+        limits: async () => ({ memoryBytes: 1 }),
+      }),
+    } as never;
+    const operations = new InWorkspaceOperations({
+      ops: {} as NamespaceOps,
+      cgroups,
+      workspace: { workspaceId: 'ws-1', initPid: 1, cgroupPath: 'ws' },
+      config: { cpuSampleMs: 0, penaltyThreshold: 3, penaltyCooldownMs: 60_000, penaltyMaxCooldownMs: 60_000 },
+    });
+    const suspended: string[] = [];
+    const detach = operations.flood.attach({
+      suspend: async () => void suspended.push('suspend'),
+      resume: async () => undefined,
+    });
+    const info = createWorkspaceInfoService(operations);
+    // The burst of four is served.
+    for (let i = 0; i < 4; i++) expect(await call(info.workspaceInfo as never, {})).toHaveProperty('ok');
+    const before = sampled;
+    let answered: Outcome | undefined;
+    info.workspaceInfo(
+      { request: {}, getPath: () => '/iws.WorkspaceInfoService/WorkspaceInfo' } as never,
+      (err) => (answered = { code: err?.code, details: err?.details }),
+    );
+    // Answered before the handler returned: no promise, no cgroup read.
+    expect(answered).toEqual({
+      code: status.RESOURCE_EXHAUSTED,
+      details: 'WorkspaceInfo is rate limited (4 at once, then one per 1500 ms)',
+    });
+    expect(sampled).toBe(before);
+    expect(operations.flood.suspended).toBe(false);
+    for (let i = 0; i < 3; i++) await call(info.workspaceInfo as never, {});
+    expect(operations.flood.suspended).toBe(true);
+    await detach();
+    expect(suspended).toEqual(['suspend']);
+  });
 });

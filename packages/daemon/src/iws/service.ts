@@ -95,14 +95,37 @@ export function createInWorkspaceService(
 }
 
 /**
+ * Methods whose operation takes its rate-limit token before anything else (so refusing them early answers what they
+ * would answer), by handler name. The others validate their request first and keep doing so.
+ */
+const RATE_LIMITED_FIRST: Readonly<Record<string, string>> = Object.freeze({
+  workspaceInfo: 'WorkspaceInfo',
+  evacuateCGroup: 'EvacuateCGroup',
+  teardown: 'Teardown',
+  wipingTeardown: 'WipingTeardown',
+});
+
+/**
  * Refuses a call with RESOURCE_EXHAUSTED while the workspace already has `maxInFlight` calls running (both
- * services share the limit through the operations), before any work or validation is done.
+ * services share the limit through the operations), before any work or validation is done. Every call answered
+ * with an error counts toward the workspace's flood penalty (`FloodGuard`): refusals are what a flood gets, and
+ * an error costs the daemon no less than an answer.
  */
 function gate(ops: InWorkspaceOperations, service: InWorkspaceServiceServer): InWorkspaceServiceServer {
   const gated = {} as Record<string, handleUnaryCall<unknown, unknown>>;
   for (const [name, handler] of Object.entries(service) as [string, handleUnaryCall<unknown, unknown>][]) {
+    const limited = RATE_LIMITED_FIRST[name];
     gated[name] = (call, callback) => {
+      // Refused right here, synchronously: through the async handler a refusal costs a rejected promise and its
+      // bookkeeping (a tenth of a flooded call's cost), and a flood is mostly refusals.
+      const refusal = limited !== undefined ? ops.rateLimitRefusal(limited) : undefined;
+      if (refusal) {
+        ops.flood.offence('calls');
+        callback(toGrpcStatus(refusal));
+        return;
+      }
       if (!ops.inFlight.tryEnter()) {
+        ops.flood.offence('calls');
         callback(
           toGrpcStatus(
             new ResourceExhaustedError(`this workspace has ${ops.inFlight.max} in-workspace calls running already`),
@@ -112,6 +135,7 @@ function gate(ops: InWorkspaceOperations, service: InWorkspaceServiceServer): In
       }
       handler(call, (...args: Parameters<typeof callback>) => {
         ops.inFlight.leave();
+        if (args[0]) ops.flood.offence('calls');
         callback(...args);
       });
     };
