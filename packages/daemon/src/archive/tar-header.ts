@@ -102,11 +102,35 @@ function isUtf8(value: Buffer): boolean {
   return Buffer.from(value.toString('utf8'), 'utf8').equals(value);
 }
 
-/** The header blocks of an entry (a pax extended header first when ustar cannot hold everything). */
-export function encodeEntryHeader(entry: TreeEntry, size: number): Buffer {
+/**
+ * GNU's stand-in name of a sparse file (`%d/GNUSparseFile.%p/%f`): a reader without sparse support extracts the
+ * map and data there, not over the real file.
+ */
+function sparseStandIn(path: string): string {
+  const slash = path.lastIndexOf('/');
+  return slash === -1 ? `GNUSparseFile.0/${path}` : `${path.slice(0, slash)}/GNUSparseFile.0/${path.slice(slash + 1)}`;
+}
+
+/**
+ * The header blocks of an entry (a pax extended header first when ustar cannot hold everything). `sparse`: the
+ * entry is a sparse file in GNU's pax format 1.0 (tar-sparse.ts), of `realSize` bytes; `size` is what its data
+ * area stores (the map and the data).
+ */
+export function encodeEntryHeader(entry: TreeEntry, size: number, sparse?: { readonly realSize: number }): Buffer {
   const records: Buffer[] = [];
   const path = entry.type === 'directory' ? `${entry.path}/` : entry.path;
-  let split = splitUstarName(path);
+  let split = splitUstarName(sparse ? sparseStandIn(path) : path);
+  if (sparse) {
+    records.push(paxRecord('GNU.sparse.major', Buffer.from('1')));
+    records.push(paxRecord('GNU.sparse.minor', Buffer.from('0')));
+    records.push(paxRecord('GNU.sparse.name', Buffer.from(path, 'utf8')));
+    records.push(paxRecord('GNU.sparse.realsize', Buffer.from(String(sparse.realSize))));
+    // The real name is GNU.sparse.name; a `path` record would replace it for GNU tar.
+    if (!split) {
+      const ascii = sparseStandIn(path).replace(/[^\x20-\x7e]/g, '_');
+      split = { prefix: '', name: ascii.slice(Math.max(0, ascii.length - 99)) };
+    }
+  }
   if (!split) {
     records.push(paxRecord('path', Buffer.from(path, 'utf8')));
     const ascii = path.replace(/[^\x20-\x7e]/g, '_');

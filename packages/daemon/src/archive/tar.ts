@@ -2,7 +2,8 @@
  * Streaming tar archives of a workspace tree. Packing reads one file at a time straight into the tar stream
  * and extraction writes each entry as it arrives, so neither keeps a copy of the archive in memory or on
  * disk. Modes, ownership, mtimes, symlinks, hardlinks, FIFOs/devices and xattrs (pax `SCHILY.xattr.*`) are
- * kept; extraction goes through {@link SafeTreeWriter}, which refuses paths that leave the target.
+ * kept; extraction goes through {@link SafeTreeWriter}, which refuses paths that leave the target. Sparse files
+ * are stored as their data in GNU's pax sparse format 1.0, and restored sparse (tar-sparse.ts).
  */
 import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
@@ -22,6 +23,8 @@ import type { SafeWriterOptions } from './safe-writer.js';
 import type { DroppedEntries } from './entry-policy.js';
 import type { EntryType, TreeEntry, WalkOptions } from './tree.js';
 import { walkTree } from './tree.js';
+import { extentBytes, findDataExtents, isSparseCandidate } from './sparse.js';
+import { encodeSparseMap, extractSparse, readExtents, sparseHeader } from './tar-sparse.js';
 import { openedAt } from '../util/pinned-path.js';
 import { LoopYielder, smallFileLimit } from '../util/small-files.js';
 import type { Xattrs } from './xattr.js';
@@ -43,6 +46,8 @@ export interface PackStats {
   readonly contentBytes: number;
   /** Files that changed size while they were read (padded or cut to the size first seen). */
   readonly changedWhileReading: number;
+  /** Files archived as sparse files (their holes not stored; `contentBytes` counts their data only). */
+  readonly sparseFiles: number;
 }
 
 /** A header as tar-stream takes it; pax records (strings) travel in `pax`. */
@@ -128,6 +133,8 @@ export function headerToEntry(header: Headers): TreeEntry | undefined {
       return undefined;
   }
   const pax = (header.pax ?? {}) as Record<string, string>;
+  // A sparse file (tar-sparse.ts): its real name and size are in the pax records.
+  const sparse = type === 'file' ? sparseHeader(pax, header.name) : undefined;
   const xattrs: Xattrs = {};
   for (const [key, value] of Object.entries(pax)) {
     if (key.startsWith(schilyXattrPrefix)) xattrs[key.slice(schilyXattrPrefix.length)] ??= Buffer.from(value, 'utf8');
@@ -142,12 +149,12 @@ export function headerToEntry(header: Headers): TreeEntry | undefined {
   };
   const paxMtime = paxNumber('mtime');
   return {
-    path: header.name,
+    path: sparse?.name ?? header.name,
     type,
     mode: (header.mode ?? (type === 'directory' ? 0o755 : 0o644)) & 0o7777,
     uid: paxNumber('uid') ?? header.uid ?? 0,
     gid: paxNumber('gid') ?? header.gid ?? 0,
-    size: type === 'file' ? (header.size ?? 0) : 0,
+    size: type === 'file' ? (sparse?.realSize ?? header.size ?? 0) : 0,
     mtimeMs: paxMtime !== undefined ? Math.round(paxMtime * 1000) : (header.mtime?.getTime() ?? Date.now()),
     ...(header.linkname ? { linkTarget: header.linkname } : {}),
     ...(header.devmajor !== undefined ? { devMajor: header.devmajor } : {}),
@@ -203,6 +210,7 @@ export function packTree(root: string, options: PackOptions = {}): PackedTree {
       let files = 0;
       let contentBytes = 0;
       let changedWhileReading = 0;
+      let sparseFiles = 0;
       const yielder = new LoopYielder();
       const batch = new OutputBatch(batchSize);
       let xattrs = new Map<string, Xattrs>();
@@ -280,18 +288,31 @@ export function packTree(root: string, options: PackOptions = {}): PackedTree {
             options.onWarning?.(`skipped '${entry.path}': moved while archived`);
             continue;
           }
-          const size = (await handle.stat()).size;
-          yield encodeEntryHeader({ ...entry, size }, size);
+          const stats = await handle.stat();
+          const size = stats.size;
+          // A sparse file's holes are not read, nor stored (tar-sparse.ts); a failed probe reads it whole.
+          const extents = isSparseCandidate(stats) ? await findDataExtents(handle.fd, size) : undefined;
           let changed = false;
-          yield* readExactly(handle, size, () => (changed = true), options.signal);
-          yield padding(size);
+          if (extents) {
+            const map = encodeSparseMap(extents, size);
+            const stored = map.length + extentBytes(extents);
+            yield encodeEntryHeader({ ...entry, size }, stored, { realSize: size });
+            yield map;
+            yield* readExtents(handle, extents, () => (changed = true), options.signal);
+            yield padding(stored);
+            sparseFiles++;
+          } else {
+            yield encodeEntryHeader({ ...entry, size }, size);
+            yield* readExactly(handle, size, () => (changed = true), options.signal);
+            yield padding(size);
+          }
           if (changed) {
             changedWhileReading++;
             options.onWarning?.(`'${entry.path}' changed while it was archived`);
           }
           entries++;
           files++;
-          contentBytes += size;
+          contentBytes += extents ? extentBytes(extents) : size;
         } finally {
           await handle.close();
         }
@@ -300,7 +321,7 @@ export function packTree(root: string, options: PackOptions = {}): PackedTree {
       batch.append(endOfArchive);
       yield batch.take();
       finished = true;
-      settle.resolve({ entries, files, contentBytes, changedWhileReading });
+      settle.resolve({ entries, files, contentBytes, changedWhileReading, sparseFiles });
     } catch (error) {
       settle.reject(error);
       throw error;
@@ -378,6 +399,12 @@ export async function extractTree(input: Readable, root: string, options: Extrac
       if (entry.type !== 'file') {
         item.resume();
         await writer.write(entry);
+        continue;
+      }
+      const sparse = sparseHeader((item.header.pax ?? {}) as Record<string, string>, entry.path);
+      if (sparse) {
+        contentBytes += await extractSparse(writer, entry, item as AsyncIterable<Buffer>, item.header.size ?? 0);
+        files++;
         continue;
       }
       if (entry.size <= queuedFileLimit) {

@@ -17,6 +17,7 @@ import { mapLimit } from '../util/concurrency.js';
 import type { BackupTarget } from './chunked.js';
 import type { BackupManifest, ManifestEntry } from './manifest.js';
 import { toTreeEntry } from './manifest.js';
+import { extentBytes, placeData } from '../archive/sparse.js';
 import { packName } from './pack-writer.js';
 import type { PlaceBlob, PlaceTarget } from './worker-writes.js';
 import { placeFailure, placeOnWorker, SharedBuffers } from './worker-writes.js';
@@ -95,43 +96,8 @@ async function restoreInto(
     signal?.throwIfAborted();
     await mapLimit(levels.get(depth) as TreeEntry[], directoryConcurrency, (tree) => writer.directory(tree));
   }
-  for (const entry of manifest.entries) {
-    if (entry.type !== 'file') continue;
-    signal?.throwIfAborted();
-    const tree = toTreeEntry(entry);
-    const blobs = entry.blobs ?? [];
-    const total = blobs.reduce(
-      (sum, b) => sum + (manifest.blobs[b] as readonly [string, number, number, number])[3],
-      0,
-    );
-    if (total !== entry.size) {
-      throw new InvalidArgumentError(
-        'manifest',
-        `entry '${entry.path}': blobs add up to ${total} bytes, not ${entry.size}`,
-      );
-    }
-    if (blobs.length === 0) {
-      await writer.queueSmallFile(tree, Buffer.alloc(0));
-      continue;
-    }
-    const file: PendingFile = {
-      entry,
-      tree,
-      remaining: blobs.length,
-      single: blobs.length === 1,
-    };
-    files.push(file);
-    let offset = 0;
-    for (const blob of blobs) {
-      const list = placements.get(blob) ?? [];
-      list.push({ file, offset });
-      placements.set(blob, list);
-      offset += (manifest.blobs[blob] as readonly [string, number, number, number])[3];
-    }
-  }
-
-  // Multi-blob files are created (and sized) here; their blobs are written into them by the workers, and owner,
-  // mode and times are set here once the last one is in.
+  // Multi-blob and sparse files are created (and sized: a sparse file's holes stay holes) here; their blobs are
+  // written into them by the workers, and owner, mode and times are set here once the last one is in.
   const created = (file: PendingFile): Promise<string> =>
     (file.created ??= (async () => {
       const { handle, path } = await writer.createFile(file.tree);
@@ -151,6 +117,45 @@ async function restoreInto(
       await handle.close();
     }
   };
+
+  for (const entry of manifest.entries) {
+    if (entry.type !== 'file') continue;
+    signal?.throwIfAborted();
+    const tree = toTreeEntry(entry);
+    const blobs = entry.blobs ?? [];
+    const total = blobs.reduce(
+      (sum, b) => sum + (manifest.blobs[b] as readonly [string, number, number, number])[3],
+      0,
+    );
+    // A sparse file's blobs are the data of its extents (checked against its size by manifest-schema.ts).
+    const content = entry.extents ? extentBytes(entry.extents) : entry.size;
+    if (total !== content) {
+      throw new InvalidArgumentError(
+        'manifest',
+        `entry '${entry.path}': blobs add up to ${total} bytes, not ${content}`,
+      );
+    }
+    const sparse = entry.extents !== undefined;
+    if (blobs.length === 0) {
+      if (!sparse || entry.size === 0) await writer.queueSmallFile(tree, Buffer.alloc(0));
+      else await finish({ entry, tree, remaining: 0, single: false });
+      continue;
+    }
+    const file: PendingFile = {
+      entry,
+      tree,
+      remaining: blobs.length,
+      single: blobs.length === 1 && !sparse,
+    };
+    files.push(file);
+    let offset = 0;
+    for (const blob of blobs) {
+      const list = placements.get(blob) ?? [];
+      list.push({ file, offset });
+      placements.set(blob, list);
+      offset += (manifest.blobs[blob] as readonly [string, number, number, number])[3];
+    }
+  }
 
   // Which blobs each pack must deliver, in pack order.
   const byPack = new Map<number, number[]>();
@@ -205,6 +210,13 @@ async function restoreInto(
               if (!reserved) continue;
               targets.push({ create: true, ...reserved });
               singles.push({ file, blob: job.length, length });
+            } else if (file.entry.extents) {
+              // `position` is in the data of the extents: each piece of the blob goes to its extent.
+              const absolute = `${root}/${await created(file)}`;
+              for (const [at, from, part] of placeData(file.entry.extents, position, length)) {
+                targets.push({ create: false, absolute, position: at, from: from - position, length: part });
+              }
+              multi.push(file);
             } else {
               targets.push({ create: false, absolute: `${root}/${await created(file)}`, position });
               multi.push(file);

@@ -7,6 +7,7 @@
  * 2. Other files are read and cut into content-defined chunks, and the chunks hashed, by worker threads (every
  *    core; read-pipeline.ts) from the moment the walk meets them, while this thread walks, packs and uploads. A chunk whose SHA-256 is already stored is
  *    referenced, a new one goes into the current pack (~8 MiB), which is uploaded (and synced once) when full.
+ *    Of a sparse file only the data extents are read; its manifest entry lists them (archive/sparse.ts).
  * 3. Once the garbage in the packs still in use exceeds `repackGarbageShare` of them, previous packs whose live
  *    share fell below `repackBelow` get their live blobs rewritten into new packs
  *    (read back from the local files and verified), so garbage does not accumulate.
@@ -29,6 +30,7 @@ import { LoopYielder } from '../util/small-files.js';
 import type { ChunkerOptions } from './chunker.js';
 import { defaultChunkerOptions } from './chunker.js';
 import { FileQueue, readFiles } from './read-pipeline.js';
+import { maxBackupExtentNumbers } from './manifest-decode.js';
 import { sharedWorkerPool } from './worker-pool.js';
 import type { BlobRef } from './pack-writer.js';
 import { PackWriter } from './pack-writer.js';
@@ -174,11 +176,13 @@ export async function createChunkedBackup(
 
   // The walk runs beside the reads: files to read go to the workers as soon as the walk meets them.
   const queue = new FileQueue();
+  // Sparse files' extents, read or reused, stay within what a restore decodes (read-pipeline.ts).
+  const extentBudget = { left: maxBackupExtentNumbers };
   let xattrs = new Map<string, Xattrs>();
   const reading = (async (): Promise<void> => {
     let indices: number[] = [];
     let size = 0;
-    for await (const piece of readFiles(pool, queue, chunker)) {
+    for await (const piece of readFiles(pool, queue, chunker, undefined, extentBudget)) {
       signal?.throwIfAborted();
       if (piece.vanished) {
         options.onWarning?.(`skipped '${piece.item.entry.path}': vanished`);
@@ -190,14 +194,17 @@ export async function createChunkedBackup(
       }
       size += piece.bytes;
       if (!piece.done) continue;
-      sources.note(piece.index, indices, lengthOf);
+      // A sparse file's blobs are its data without the holes: not at their offsets in the file, so no source
+      // for a repack (which reads a blob back at its offset; the blob then keeps its pack).
+      if (!piece.sparse) sources.note(piece.index, indices, lengthOf);
       readBytes += size;
       files++;
-      contentBytes += size;
+      contentBytes += piece.sparse?.size ?? size;
       // A file modified within the timestamp granularity of our read could keep its ctime; do not trust the
       // quick check for files that changed just before the backup started.
       const racy = piece.item.stats.ctimeNs > startedNs - 2_000_000_000n;
-      log.addRead(piece.index, size, !racy, indices);
+      if (piece.sparse) log.addRead(piece.index, piece.sparse.size, !racy, indices, piece.sparse.extents);
+      else log.addRead(piece.index, size, !racy, indices);
       indices = [];
       size = 0;
     }
@@ -228,19 +235,26 @@ export async function createChunkedBackup(
           log.add(item.entry);
           continue;
         }
-        const reuse = reusable(item.entry.path, quickKey(item));
+        let reuse = reusable(item.entry.path, quickKey(item));
+        if (reuse?.extents) {
+          if (reuse.extents.length > extentBudget.left) reuse = undefined;
+          else extentBudget.left -= reuse.extents.length;
+        }
         if (!reuse) {
           queue.push({ index: log.add(item.entry, { stats: item.stats }), item });
           continue;
         }
-        // Unchanged since the previous backup: its blobs, without reading it.
-        const indices = reuse.map((ref) => {
+        // Unchanged since the previous backup: its blobs (and a sparse file's extents), without reading it.
+        const indices = reuse.blobs.map((ref) => {
           const existing = blobs.find(ref.hash);
           if (existing !== -1) return existing;
           reusedBlobs++;
           return blobs.push(ref);
         });
-        sources.note(log.add(item.entry, { stats: item.stats, blobs: indices }), indices, lengthOf);
+        const extents = reuse.extents;
+        const index = log.add(item.entry, { stats: item.stats, blobs: indices, ...(extents ? { extents } : {}) });
+        // A sparse file's blobs are not at their offsets in it: no source for a repack (see above).
+        if (!extents) sources.note(index, indices, lengthOf);
         files++;
         contentBytes += item.entry.size;
       }

@@ -24,6 +24,8 @@ const hasQuick = 4;
 const isRead = 8;
 /** Content is the blob list that follows (a file the quick check let reuse its previous blobs). */
 const isReused = 16;
+/** A reused sparse file: its extents follow the blob list. */
+const hasExtents = 32;
 
 /** type, flags, mode, uid, gid, size, mtimeMs, shared path bytes, own path bytes. */
 const headerBytes = 1 + 1 + 2 + 4 + 4 + 8 + 8 + 4 + 4;
@@ -34,6 +36,8 @@ export interface FileContent {
   readonly stats: BigIntStats;
   /** Its blobs when reused; without, the file is read and its content comes from {@link EntryLog.addRead}. */
   readonly blobs?: readonly number[];
+  /** A reused sparse file's extents (manifest.ts). */
+  readonly extents?: readonly number[];
 }
 
 interface Decoded {
@@ -43,6 +47,7 @@ interface Decoded {
   readonly quick: string | undefined;
   readonly read: boolean;
   readonly blobs: number[] | undefined;
+  readonly extents: number[] | undefined;
 }
 
 /** A growable scratch buffer for path bytes. */
@@ -71,6 +76,7 @@ export class EntryLog {
     const link = entry.linkTarget === undefined ? undefined : Buffer.from(entry.linkTarget, 'utf8');
     const device = entry.devMajor !== undefined || entry.devMinor !== undefined;
     const blobs = file?.blobs;
+    const extents = blobs ? file?.extents : undefined;
     let flags = 0;
     let length = headerBytes + pathLength - shared;
     if (link) {
@@ -84,6 +90,10 @@ export class EntryLog {
     if (file) {
       flags |= blobs ? hasQuick | isReused : hasQuick | isRead;
       length += quickBytes + (blobs ? 4 + 4 * blobs.length : 0);
+    }
+    if (extents) {
+      flags |= hasExtents;
+      length += 4 + 8 * extents.length;
     }
 
     const { buffer, at } = this.walk.reserve(length);
@@ -110,6 +120,10 @@ export class EntryLog {
       o = buffer.writeUInt32LE(blobs.length, o);
       for (const blob of blobs) o = buffer.writeUInt32LE(blob, o);
     }
+    if (extents) {
+      o = buffer.writeUInt32LE(extents.length, o);
+      for (const value of extents) o = buffer.writeDoubleLE(value, o);
+    }
     [this.previous, this.current] = [this.current, this.previous];
     this.previousLength = pathLength;
     return this.count++;
@@ -120,13 +134,24 @@ export class EntryLog {
    * has no read record, and is left out of the manifest). `size`: the bytes read; `keepQuick`: whether the next
    * backup may trust the quick check.
    */
-  addRead(index: number, size: number, keepQuick: boolean, blobs: readonly number[]): void {
-    const { buffer, at } = this.reads.reserve(4 + 8 + 1 + 4 + 4 * blobs.length);
+  addRead(
+    index: number,
+    size: number,
+    keepQuick: boolean,
+    blobs: readonly number[],
+    extents?: readonly number[],
+  ): void {
+    const extra = extents ? 4 + 8 * extents.length : 0;
+    const { buffer, at } = this.reads.reserve(4 + 8 + 1 + 4 + 4 * blobs.length + extra);
     let o = buffer.writeUInt32LE(index, at);
     o = buffer.writeDoubleLE(size, o);
-    o = buffer.writeUInt8(keepQuick ? 1 : 0, o);
+    o = buffer.writeUInt8((keepQuick ? 1 : 0) | (extents ? 2 : 0), o);
     o = buffer.writeUInt32LE(blobs.length, o);
     for (const blob of blobs) o = buffer.writeUInt32LE(blob, o);
+    if (extents) {
+      o = buffer.writeUInt32LE(extents.length, o);
+      for (const value of extents) o = buffer.writeDoubleLE(value, o);
+    }
   }
 
   /** The manifest's entries in walk order, with the xattrs `xattrsOf` finds for their paths. */
@@ -135,19 +160,36 @@ export class EntryLog {
     for (const item of this.decode()) {
       const attrs = xattrsOf(item.path) ?? item.tree.xattrs;
       if (item.blobs) {
-        const content = { size: item.tree.size, blobs: item.blobs, quick: item.quick };
+        const content = {
+          size: item.tree.size,
+          blobs: item.blobs,
+          quick: item.quick,
+          ...(item.extents ? { extents: item.extents } : {}),
+        };
         yield toManifestEntry(item.tree, attrs, content);
       } else if (!item.read) {
         yield toManifestEntry(item.tree, attrs);
       } else if (reads.more() && reads.buffer.readUInt32LE(reads.at) === item.index) {
         const { buffer } = reads;
         const size = buffer.readDoubleLE(reads.at + 4);
-        const keepQuick = buffer.readUInt8(reads.at + 12) === 1;
+        const flags = buffer.readUInt8(reads.at + 12);
         const count = buffer.readUInt32LE(reads.at + 13);
         const blobs: number[] = [];
         for (let i = 0; i < count; i++) blobs.push(buffer.readUInt32LE(reads.at + 17 + 4 * i));
         reads.at += 17 + 4 * count;
-        yield toManifestEntry(item.tree, attrs, { size, blobs, ...(keepQuick ? { quick: item.quick } : {}) });
+        let extents: number[] | undefined;
+        if (flags & 2) {
+          const values = buffer.readUInt32LE(reads.at);
+          extents = [];
+          for (let i = 0; i < values; i++) extents.push(buffer.readDoubleLE(reads.at + 4 + 8 * i));
+          reads.at += 4 + 8 * values;
+        }
+        yield toManifestEntry(item.tree, attrs, {
+          size,
+          blobs,
+          ...(flags & 1 ? { quick: item.quick } : {}),
+          ...(extents ? { extents } : {}),
+        });
       }
     }
   }
@@ -224,6 +266,13 @@ function decodeRecord(reader: ByteReader, index: number, scratch: { path: Buffer
     for (let i = 0; i < count; i++) blobs.push(buffer.readUInt32LE(o + 4 + 4 * i));
     o += 4 + 4 * count;
   }
+  let extents: number[] | undefined;
+  if (flags & hasExtents) {
+    const values = buffer.readUInt32LE(o);
+    extents = [];
+    for (let i = 0; i < values; i++) extents.push(buffer.readDoubleLE(o + 4 + 8 * i));
+    o += 4 + 8 * values;
+  }
   reader.at = o;
-  return { index, path: tree.path, tree, quick, read: (flags & isRead) !== 0, blobs };
+  return { index, path: tree.path, tree, quick, read: (flags & isRead) !== 0, blobs, extents };
 }

@@ -14,7 +14,8 @@
  *   read, one close each when the size and inode are as listed). Answer `{ id, data, files }`: `data` (transferred) holds the files' bytes one
  *   after the other; per file `{ vanished }` or `{ lengths, hashes }` (its chunks, in order).
  * - `{ kind: 'segment', id, key, fd, chunker }`: read the next piece (up to 8 MiB) of an open file (the main
- *   thread's descriptor; the worker keeps the position and the bytes after the last cut under `key`). Answer
+ *   thread's descriptor; the worker keeps the position and the bytes after the last cut under `key`); with `extents`
+ *   (first piece only) just a sparse file's data extents, back to back. Answer
  *   `{ id, data, lengths, hashes, bytesRead, eof }` with the complete chunks; at the end the rest is cut too.
  * - `{ kind: 'digest', id, fd }`: the SHA-256 of the whole file behind `fd` (the main thread's descriptor), read
  *   from offset 0 to its end. Answer `{ id, hex }`.
@@ -27,7 +28,7 @@
  *   `buffer` (a pack, or a batch of a tar restore's files, without hashes), checks its SHA-256 if given, then writes it to each target: `{ create: true, absolute, mode, uid?,
  *   gid?, mtime }` creates a new file (O_EXCL, O_NOFOLLOW) holding just this blob, with owner, mode and times as
  *   the restore's writer admitted them; `{ create: false, absolute, position }` writes into an existing file of
- *   the restore (O_NOFOLLOW). Answer `{ id, failures }` (per target `{ blob, target, code, message }`), or
+ *   the restore (O_NOFOLLOW), only the blob's bytes [`from`, `from + length`) when given. Answer `{ id, failures }` (per target `{ blob, target, code, message }`), or
  *   `{ id, corrupt: { blob, actual } }` at the first blob whose content is not its hash (nothing after it written).
  * - `{ kind: 'drop', key }`: forget a file's or a digest's state (its backup or upload failed).
  * - `{ kind: 'recycle', buffer }`: a transferred buffer the main thread is done with, for reuse.
@@ -48,7 +49,16 @@ export function workerMain(cut: FindCut): void {
   const { createHash, hash } = require('node:crypto') as typeof Crypto;
   /* eslint-enable @typescript-eslint/no-require-imports */
   const segmentBytes = 8 * 1024 * 1024;
-  const open = new Map<string, { position: number; carry: Buffer; carried: number }>();
+  /** Per open file: the read position, the bytes after the last cut; for a sparse file its extents still to read. */
+  interface Reading {
+    position: number;
+    carry: Buffer;
+    carried: number;
+    extents?: number[];
+    next: number;
+    left: number;
+  }
+  const open = new Map<string, Reading>();
   const digests = new Map<string, Crypto.Hash>();
   const sha256 = (data: Uint8Array): string => hash('sha256', data, 'hex');
   // Buffers come back from the main thread once consumed: fresh memory costs a page fault per 4 KiB and
@@ -157,6 +167,8 @@ export function workerMain(cut: FindCut): void {
     key: string;
     fd: number;
     chunker: ChunkerOptions;
+    /** A sparse file's data extents (flat offset/length pairs, sent with its first piece): only they are read. */
+    extents?: number[];
   }
 
   interface DigestJob {
@@ -201,9 +213,11 @@ export function workerMain(cut: FindCut): void {
   const segment = (job: SegmentJob): void => {
     let state = open.get(job.key);
     if (!state) {
-      state = { position: 0, carry: Buffer.allocUnsafeSlow(job.chunker.maxSize), carried: 0 };
+      state = { position: 0, carry: Buffer.allocUnsafeSlow(job.chunker.maxSize), carried: 0, next: 0, left: 0 };
+      if (job.extents) state.extents = job.extents;
       open.set(job.key, state);
     }
+    const extents = state.extents;
     const buffer = acquire(job.chunker.maxSize + segmentBytes);
     // Copies into and out of shared memory go through fill(), a plain memcpy (see copyBytes in @workbay/api; the worker cannot import it).
     if (state.carried > 0) buffer.fill(state.carry.subarray(0, state.carried), 0, state.carried);
@@ -211,13 +225,28 @@ export function workerMain(cut: FindCut): void {
     const limit = state.carried + segmentBytes;
     let eof = false;
     while (filled < limit) {
-      const read = fs.readSync(job.fd, buffer, filled, limit - filled, state.position);
+      let want = limit - filled;
+      if (extents) {
+        // A sparse file's data, extent after extent, back to back: its holes are never read.
+        if (state.left === 0) {
+          if (state.next >= extents.length) {
+            eof = true;
+            break;
+          }
+          state.position = extents[state.next] as number;
+          state.left = extents[state.next + 1] as number;
+          state.next += 2;
+        }
+        want = Math.min(want, state.left);
+      }
+      const read = fs.readSync(job.fd, buffer, filled, want, state.position);
       if (read === 0) {
         eof = true;
         break;
       }
       filled += read;
       state.position += read;
+      if (extents) state.left -= read;
     }
     const bytesRead = filled - state.carried;
     const content = buffer.subarray(0, filled);
@@ -235,6 +264,9 @@ export function workerMain(cut: FindCut): void {
     create: boolean;
     absolute: string;
     position?: number;
+    /** Only these bytes of the blob (a piece of a sparse file's data between two holes). */
+    from?: number;
+    length?: number;
     mode?: number;
     uid?: number;
     gid?: number;
@@ -270,7 +302,8 @@ export function workerMain(cut: FindCut): void {
   const writeInto = (target: PlaceTarget, data: Buffer): void => {
     const fd = fs.openSync(target.absolute, fs.constants.O_WRONLY | fs.constants.O_NOFOLLOW);
     try {
-      writeAll(fd, data, target.position as number);
+      const part = target.length === undefined ? data : data.subarray(target.from, (target.from ?? 0) + target.length);
+      writeAll(fd, part, target.position as number);
     } finally {
       fs.closeSync(fd);
     }

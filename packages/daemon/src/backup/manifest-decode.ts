@@ -34,6 +34,17 @@ export const defaultManifestLimits: Required<ManifestLimits> = Object.freeze({
   maxPacks: 1_000_000,
 });
 
+/**
+ * Extent numbers (two per extent of a sparse file, see archive/sparse.ts) a manifest within `max` may hold: on
+ * average one extent per entry. They count into its values (see {@link maxSeparators}).
+ */
+export function maxExtentNumbers(max: Required<ManifestLimits>): number {
+  return 2 * max.maxEntries;
+}
+
+/** What a backup records at most (past it, its sparse files are read whole): what a restore decodes. */
+export const maxBackupExtentNumbers = maxExtentNumbers(defaultManifestLimits);
+
 export function manifestLimits(limits: ManifestLimits = {}): Required<ManifestLimits> {
   return { ...defaultManifestLimits, ...limits };
 }
@@ -61,20 +72,20 @@ export async function decodeManifest(data: Buffer, limits: ManifestLimits = {}):
 }
 
 /**
- * The most objects and arrays a manifest within the count limits holds: per entry itself, its blob list and its
- * xattrs; per blob its tuple; per pack its object; a few at the top.
+ * The most objects and arrays a manifest within the count limits holds: per entry itself, its blob list, its
+ * xattrs and its extents; per blob its tuple; per pack its object; a few at the top.
  */
 export function maxContainers(max: Required<ManifestLimits>): number {
-  return 3 * max.maxEntries + max.maxBlobs + max.maxPacks + 8;
+  return 4 * max.maxEntries + max.maxBlobs + max.maxPacks + 8;
 }
 
 /**
  * The most values (separators between them) such a manifest holds: an entry has about ten fields and a few xattrs,
- * a blob tuple four values, a pack a handful. Plain values cost JSON.parse as much as containers: 220 million
+ * a blob tuple four values, a pack a handful; sparse files' extents add their numbers. Plain values cost JSON.parse as much as containers: 220 million
  * numbers in an unused array fit in 418 KiB of gzip and stalled the daemon for 12 s (found by a red-team run).
  */
 export function maxSeparators(max: Required<ManifestLimits>): number {
-  return 16 * max.maxEntries + 5 * max.maxBlobs + 8 * max.maxPacks + 64;
+  return 16 * max.maxEntries + 5 * max.maxBlobs + 8 * max.maxPacks + maxExtentNumbers(max) + 64;
 }
 
 async function inflate(data: Buffer, max: Required<ManifestLimits>): Promise<Buffer> {

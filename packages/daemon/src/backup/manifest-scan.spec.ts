@@ -144,11 +144,11 @@ describe('streamed manifests', () => {
     // Walk order: a directory's entries right after it ("a/x" before "a-b", though '-' < '/').
     const entries = [file('a', 0), file('a/x', 1), file('a-b', 2), file('b', 3)];
     const index = indexPreviousBackup({ ...manifest, entries }, new Map([['ab12', 20]]));
-    expect(index.reusable('a', 'q-a')?.map((ref) => ref.hash)).toEqual([hash(0)]);
+    expect(index.reusable('a', 'q-a')?.blobs.map((ref) => ref.hash)).toEqual([hash(0)]);
     expect(index.reusable('a/x', 'changed')).toBeUndefined();
     expect(index.reusable('a-a', 'q-a-a')).toBeUndefined();
-    expect(index.reusable('a-b', 'q-a-b')?.map((ref) => ref.offset)).toEqual([6]);
-    expect(index.reusable('b', 'q-b')?.map((ref) => ref.hash)).toEqual([hash(3)]);
+    expect(index.reusable('a-b', 'q-a-b')?.blobs.map((ref) => ref.offset)).toEqual([6]);
+    expect(index.reusable('b', 'q-b')?.blobs.map((ref) => ref.hash)).toEqual([hash(3)]);
     // A pack that is gone: nothing in it is reused.
     const gone = indexPreviousBackup({ ...manifest, entries }, new Map());
     expect(gone.reusable('a', 'q-a')).toBeUndefined();

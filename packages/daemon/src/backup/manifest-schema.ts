@@ -8,6 +8,7 @@ import { entryTypes } from '../archive/tree.js';
 import type { EntryType } from '../archive/tree.js';
 import type { BackupManifest, ManifestEntry } from './manifest.js';
 import { MalformedManifestError, ManifestTooLargeError } from './manifest-errors.js';
+import { extentBytes, extentsProblem, maxSparseSize } from '../archive/sparse.js';
 
 /** The counts `checkManifest` allows (sizes are checked while decoding, see manifest-decode.ts). */
 export interface ManifestCounts {
@@ -190,9 +191,20 @@ export function checkEntry(
     fail('quick', `must be a string of at most ${maxQuickChars} characters`);
   }
   if (entry['xattrs'] !== undefined) checkXattrs(entry['xattrs'], fail);
+  // A sparse file's blobs hold the data of its extents only (absent in manifests before them: the whole file).
+  const extents = entry['extents'];
+  let contentSize = entry['size'] as number;
+  if (extents !== undefined) {
+    if (type !== 'file') fail('extents', `only files have content (this is a ${type as string})`);
+    // Its size is no longer bounded by the data stored: by what a file can be.
+    if (contentSize > maxSparseSize) fail('size', `is more than ${maxSparseSize} for a sparse file`);
+    const problem = extentsProblem(extents, contentSize);
+    if (problem !== undefined) fail('extents', problem);
+    contentSize = extentBytes(extents as number[]);
+  }
   const blobs = entry['blobs'];
   if (blobs === undefined) {
-    if (type === 'file' && entry['size'] !== 0) fail('size', `is ${shown(entry['size'])} but the file has no blobs`);
+    if (type === 'file' && contentSize !== 0) fail('size', `is ${shown(entry['size'])} but the file has no blobs`);
     return;
   }
   if (!Array.isArray(blobs)) return fail('blobs', `must be an array of blob indices (got ${shown(blobs)})`);
@@ -203,8 +215,11 @@ export function checkEntry(
     if (!isIntIn(blob, blobLengths.length - 1)) fail(`blobs[${i}]`, `is not the index of a blob (got ${shown(blob)})`);
     total += blobLengths[blob as number] as number;
   }
-  // The restore writes blobs at running offsets and sizes the file to `size`: the two must agree.
-  if (total !== entry['size']) fail('size', `is ${shown(entry['size'])} but its blobs add up to ${total} bytes`);
+  // The restore writes blobs at running offsets (of the extents' data) and sizes the file to `size`: they must agree.
+  if (total !== contentSize) {
+    if (extents === undefined) fail('size', `is ${shown(entry['size'])} but its blobs add up to ${total} bytes`);
+    fail('extents', `hold ${contentSize} bytes of data but the blobs add up to ${total} bytes`);
+  }
 }
 
 function checkXattrs(xattrs: unknown, fail: (field: string, reason: string) => never): void {

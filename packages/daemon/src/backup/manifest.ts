@@ -45,6 +45,12 @@ export interface ManifestEntry {
   readonly blobs?: readonly number[];
   /** `ino:ctimeNs:mtimeNs:size` when backed up: unchanged files are not read again. */
   readonly quick?: string;
+  /**
+   * A sparse file's data extents, `[offset, length, ...]` (archive/sparse.ts): its blobs hold only these bytes,
+   * back to back, and the rest of its `size` is holes. Absent (every manifest before it): the blobs are the
+   * whole file.
+   */
+  readonly extents?: readonly number[];
 }
 
 // Decoding checks every value and bounds the sizes (the manifest is untrusted input): manifest-decode.ts.
@@ -63,7 +69,12 @@ type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 export function toManifestEntry(
   tree: TreeEntry,
   xattrs: Xattrs | undefined,
-  content?: { readonly size: number; readonly blobs: number[]; readonly quick?: string | undefined },
+  content?: {
+    readonly size: number;
+    readonly blobs: number[];
+    readonly quick?: string | undefined;
+    readonly extents?: readonly number[];
+  },
 ): ManifestEntry {
   const entry: Mutable<ManifestEntry> = {
     path: tree.path,
@@ -81,6 +92,7 @@ export function toManifestEntry(
   if (content) {
     entry.blobs = content.blobs;
     if (content.quick !== undefined) entry.quick = content.quick;
+    if (content.extents) entry.extents = content.extents;
   }
   return entry;
 }

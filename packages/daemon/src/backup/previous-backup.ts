@@ -29,7 +29,13 @@ export interface PreviousBackup {
    * The previous blobs of the file at `path` when its quick key is unchanged and they are all known. Asked in walk
    * order (a path asked out of order is not found, and the file is read).
    */
-  readonly reusable: (path: string, quick: string) => readonly BlobRef[] | undefined;
+  readonly reusable: (path: string, quick: string) => Reusable | undefined;
+}
+
+/** A previous file's content, reusable as it was: its blobs, and a sparse file's extents (see manifest.ts). */
+export interface Reusable {
+  readonly blobs: readonly BlobRef[];
+  readonly extents?: readonly number[];
 }
 
 /** `/` sorts before every other byte: a directory's entries then come right after it, as the walk yields them. */
@@ -108,12 +114,16 @@ class PreviousIndex implements ManifestVisitor, PreviousBackup {
     checkEntry(value, index, this.lengths);
     if (value.type !== 'file' || value.quick === undefined) return;
     const blobs = value.blobs ?? [];
+    const extents = value.extents;
     const path = Buffer.from(value.path, 'utf8');
     const quick = Buffer.from(value.quick, 'utf8');
     let shared = 0;
     const limit = Math.min(path.length, this.lastLength);
     while (shared < limit && path[shared] === this.last[shared]) shared++;
-    const { buffer, at } = this.files.reserve(4 + 4 + path.length - shared + 2 + quick.length + 4 + 4 * blobs.length);
+    const extentBytes = 4 + 8 * (extents?.length ?? 0);
+    const { buffer, at } = this.files.reserve(
+      4 + 4 + path.length - shared + 2 + quick.length + 4 + 4 * blobs.length + extentBytes,
+    );
     let o = buffer.writeUInt32LE(shared, at);
     o = buffer.writeUInt32LE(path.length - shared, o);
     o += path.copy(buffer, o, shared);
@@ -121,6 +131,9 @@ class PreviousIndex implements ManifestVisitor, PreviousBackup {
     o += quick.copy(buffer, o);
     o = buffer.writeUInt32LE(blobs.length, o);
     for (const blob of blobs) o = buffer.writeUInt32LE(blob, o);
+    // A sparse file's extents (their count plus one; 0: a file without).
+    o = buffer.writeUInt32LE(extents ? extents.length + 1 : 0, o);
+    for (const value of extents ?? []) o = buffer.writeDoubleLE(value, o);
     this.last = grown(this.last, path.length, 0);
     path.copy(this.last);
     this.lastLength = path.length;
@@ -133,7 +146,7 @@ class PreviousIndex implements ManifestVisitor, PreviousBackup {
     return this;
   }
 
-  readonly reusable = (path: string, quick: string): readonly BlobRef[] | undefined => {
+  readonly reusable = (path: string, quick: string): Reusable | undefined => {
     const found = this.cursor?.seek(path);
     if (!found || found.quick !== quick) return undefined;
     const refs: BlobRef[] = [];
@@ -142,7 +155,7 @@ class PreviousIndex implements ManifestVisitor, PreviousBackup {
       if (known === -1) return undefined;
       refs.push(this.known.at(known));
     }
-    return refs;
+    return found.extents ? { blobs: refs, extents: found.extents } : { blobs: refs };
   };
 
   private sealPacks(): number[] {
@@ -170,7 +183,7 @@ class Cursor {
     this.loaded = this.load();
   }
 
-  seek(path: string): { quick: string; blobs: number[] } | undefined {
+  seek(path: string): { quick: string; blobs: number[]; extents?: number[] } | undefined {
     this.query = grown(this.query, 3 * path.length, 0);
     const length = this.query.write(path, 0, 'utf8');
     while (this.loaded && walkOrder(this.path, this.pathLength, this.query, length) < 0) this.loaded = this.load();
@@ -183,17 +196,23 @@ class Cursor {
     const count = buffer.readUInt32LE(o);
     const blobs: number[] = [];
     for (let i = 0; i < count; i++) blobs.push(buffer.readUInt32LE(o + 4 + 4 * i));
-    return { quick, blobs };
+    o += 4 + 4 * count;
+    const values = buffer.readUInt32LE(o) - 1;
+    if (values < 0) return { quick, blobs };
+    const extents: number[] = [];
+    for (let i = 0; i < values; i++) extents.push(buffer.readDoubleLE(o + 4 + 8 * i));
+    return { quick, blobs, extents };
   }
 
   /** Moves to the next record; false at the end. */
   private load(): boolean {
     const reader = this.reader;
     if (this.at !== -1) {
-      // Past the current record's quick key and blobs.
+      // Past the current record's quick key, blobs and extents.
       let o = this.at;
       o += 2 + reader.buffer.readUInt16LE(o);
-      reader.at = o + 4 + 4 * reader.buffer.readUInt32LE(o);
+      o += 4 + 4 * reader.buffer.readUInt32LE(o);
+      reader.at = o + 4 + 8 * Math.max(0, reader.buffer.readUInt32LE(o) - 1);
     }
     if (!reader.more()) return false;
     const buffer = reader.buffer;

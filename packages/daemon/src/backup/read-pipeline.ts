@@ -8,6 +8,7 @@ import { constants } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { open } from 'node:fs/promises';
 import { openedAt } from '../util/pinned-path.js';
+import { extentBytes, findDataExtents, isSparseCandidate, truncateExtents } from '../archive/sparse.js';
 import type { WalkedEntry } from '../archive/tree.js';
 import type { ChunkerOptions } from './chunker.js';
 import type { ChunkWorkerPool } from './worker-pool.js';
@@ -38,6 +39,11 @@ export interface FilePiece {
   readonly done: boolean;
   /** The file vanished (or became a symlink) before it could be opened. */
   readonly vanished?: boolean;
+  /**
+   * On the last piece of a sparse file (see archive/sparse.ts): the data extents its pieces were read from (the
+   * chunks hold only their bytes, back to back), and the file's size, holes included.
+   */
+  readonly sparse?: { readonly extents: readonly number[]; readonly size: number };
   /**
    * Keeps the buffer behind this piece's chunks from going back to the worker until the returned release is
    * called (once), so the consumer can keep views instead of copying them.
@@ -118,16 +124,25 @@ class LargeFile {
   private ahead: Promise<SegmentAnswer> | undefined;
   private finished = false;
 
+  /** Data bytes read so far (a sparse file's extents are cut to them when it shrank while read). */
+  private read = 0;
+
   private constructor(
     private readonly pool: ChunkWorkerPool,
     private readonly handle: FileHandle,
     private readonly chunker: ChunkerOptions,
+    private readonly sparse: { readonly extents: number[]; readonly size: number } | undefined,
   ) {
     this.worker = pool.leastBusy();
-    this.ahead = this.request();
+    this.ahead = this.request(sparse?.extents);
   }
 
-  static async open(pool: ChunkWorkerPool, path: string, chunker: ChunkerOptions): Promise<LargeFile | undefined> {
+  static async open(
+    pool: ChunkWorkerPool,
+    path: string,
+    chunker: ChunkerOptions,
+    budget: ExtentBudget,
+  ): Promise<LargeFile | undefined> {
     let handle: FileHandle;
     try {
       handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
@@ -141,12 +156,19 @@ class LargeFile {
       await handle.close();
       return undefined;
     }
-    return new LargeFile(pool, handle, chunker);
+    let sparse: { extents: number[]; size: number } | undefined;
+    try {
+      sparse = await probeSparse(handle, budget);
+    } catch (error) {
+      await handle.close();
+      throw error;
+    }
+    return new LargeFile(pool, handle, chunker, sparse);
   }
 
-  private request(): Promise<SegmentAnswer> {
+  private request(extents?: number[]): Promise<SegmentAnswer> {
     const answer = this.pool.run<SegmentAnswer>(
-      { kind: 'segment', key: this.key, fd: this.handle.fd, chunker: this.chunker },
+      { kind: 'segment', key: this.key, fd: this.handle.fd, chunker: this.chunker, ...(extents ? { extents } : {}) },
       this.worker,
     );
     answer.catch(() => undefined); // awaited by next() or close()
@@ -155,9 +177,21 @@ class LargeFile {
 
   async next(): Promise<SegmentAnswer> {
     const answer = await (this.ahead as Promise<SegmentAnswer>);
+    this.read += answer.bytesRead;
     this.finished = answer.eof;
     this.ahead = answer.eof ? undefined : this.request();
     return answer;
+  }
+
+  /** A sparse file's extents and size once read (undefined for the others). */
+  sparseResult(): { readonly extents: readonly number[]; readonly size: number } | undefined {
+    const sparse = this.sparse;
+    if (!sparse) return undefined;
+    if (this.read >= extentBytes(sparse.extents)) return sparse;
+    // It shrank while read: what was read, and a size ending with it (as a dense file's size is what was read).
+    const extents = truncateExtents(sparse.extents, this.read);
+    const end = extents.length === 0 ? 0 : (extents.at(-2) as number) + (extents.at(-1) as number);
+    return { extents, size: Math.min(sparse.size, end) };
   }
 
   /** Waits for the worker to stop using the descriptor before closing it (a reused number must not be read). */
@@ -167,6 +201,27 @@ class LargeFile {
     if (!this.finished) this.pool.notify(this.worker, { kind: 'drop', key: this.key });
     await this.handle.close();
   }
+}
+
+/**
+ * Extent numbers (two per extent) a backup may still record: its manifest must stay within what a restore
+ * decodes (manifest-decode.ts). Past the budget, sparse files are read whole, holes as zeros.
+ */
+export interface ExtentBudget {
+  left: number;
+}
+
+/** The data extents of a sparse file about to be read, or undefined to read it whole (see archive/sparse.ts). */
+async function probeSparse(
+  handle: FileHandle,
+  budget: ExtentBudget,
+): Promise<{ extents: number[]; size: number } | undefined> {
+  const stats = await handle.stat();
+  if (!isSparseCandidate(stats)) return undefined;
+  const extents = await findDataExtents(handle.fd, stats.size);
+  if (!extents || extents.length > budget.left) return undefined;
+  budget.left -= extents.length;
+  return { extents, size: stats.size };
 }
 
 interface Started {
@@ -185,6 +240,7 @@ export async function* readFiles(
   files: FileQueue | Iterable<FileToRead>,
   chunker: ChunkerOptions,
   window = 2 * pool.size,
+  extentBudget: ExtentBudget = { left: Infinity },
 ): AsyncGenerator<FilePiece> {
   // Tasks are formed as files arrive (the walk may still be running), so reading starts with the first batch.
   const queue = files instanceof FileQueue ? files : FileQueue.of(files);
@@ -251,7 +307,7 @@ export async function* readFiles(
       answer.catch(() => undefined); // awaited in order below, or abandoned when an earlier task failed
       return { task, files: answer, worker };
     }
-    const large = LargeFile.open(pool, task.item.absolute, chunker);
+    const large = LargeFile.open(pool, task.item.absolute, chunker, extentBudget);
     large.catch(() => undefined); // as above: awaited in order below, or abandoned when an earlier task failed
     return { task, large };
   };
@@ -301,6 +357,7 @@ export async function* readFiles(
               const answer = await large.next();
               const chunks = toChunks(answer.data, answer.lengths, answer.hashes);
               const lease = new Lease(() => recycle(large.worker, answer.data));
+              const sparse = answer.eof ? large.sparseResult() : undefined;
               yield {
                 index: task.index,
                 item: task.item,
@@ -308,6 +365,7 @@ export async function* readFiles(
                 bytes: answer.bytesRead,
                 done: answer.eof,
                 hold: lease.hold,
+                ...(sparse ? { sparse } : {}),
               };
               lease.release();
               if (answer.eof) break;

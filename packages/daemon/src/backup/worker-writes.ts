@@ -12,6 +12,9 @@ export interface PlaceTarget {
   readonly absolute: string;
   /** Where the bytes go in an existing file (`create: false`). */
   readonly position?: number;
+  /** Only the blob's bytes [`from`, `from + length`) (a sparse file's data between two holes). */
+  readonly from?: number;
+  readonly length?: number;
   readonly mode?: number;
   /** Seconds. */
   readonly mtime?: number;

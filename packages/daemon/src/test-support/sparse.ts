@@ -1,0 +1,44 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
+import { closeSync, openSync, readSync, statSync, writeSync } from 'node:fs';
+
+export const MiB = 1024 * 1024;
+export const GiB = 1024 * MiB;
+
+/** Creates a sparse file of `size` bytes with random data at `runs` (offset, length); returns the runs' hash. */
+export function makeSparseFile(path: string, size: number, runs: ReadonlyArray<readonly [number, number]>): string {
+  execFileSync('truncate', ['-s', String(size), path]);
+  const fd = openSync(path, 'r+');
+  try {
+    for (const [offset, length] of runs) writeSync(fd, randomBytes(length), 0, length, offset);
+  } finally {
+    closeSync(fd);
+  }
+  return runsHash(path, runs);
+}
+
+/** SHA-256 of the bytes of `runs` of the file at `path`, one after the other. */
+export function runsHash(path: string, runs: ReadonlyArray<readonly [number, number]>): string {
+  const hash = createHash('sha256');
+  const fd = openSync(path, 'r');
+  try {
+    for (const [offset, length] of runs) {
+      const buffer = Buffer.alloc(length);
+      let filled = 0;
+      while (filled < length) {
+        const read = readSync(fd, buffer, filled, length - filled, offset + filled);
+        if (read === 0) break;
+        filled += read;
+      }
+      hash.update(buffer);
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return hash.digest('hex');
+}
+
+/** Bytes the file at `path` has allocated on disk. */
+export function allocatedBytes(path: string): number {
+  return statSync(path).blocks * 512;
+}
