@@ -91,9 +91,11 @@ export type { ChunkerOptions } from './backup/chunker.js';
 
 // Archives
 export type { Compression } from './archive/compression.js';
-export type { ExtractOptions, ExtractStats, PackedTree, PackOptions, PackStats } from './archive/tar.js';
+export type { ExtractOptions, ExtractStats } from './archive/extract.js';
+export type { PackedTree, PackOptions, PackStats } from './archive/tar.js';
 export type { DroppedEntries, EntryPolicyOptions } from './archive/entry-policy.js';
-export { extractTree, packTree } from './archive/tar.js';
+export { extractTree } from './archive/extract.js';
+export { packTree } from './archive/tar.js';
 export type { EntryType, TreeEntry } from './archive/tree.js';
 export { entryTypes } from './archive/tree.js';
 

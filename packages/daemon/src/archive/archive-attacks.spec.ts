@@ -15,7 +15,8 @@ import { BackupStore } from '../backup/backup-store.js';
 import { isWorkbayError } from '../errors.js';
 import { FsRemoteStorage } from '../storage/fs-storage.js';
 import { collect, tempDir } from '../test-support/tree.js';
-import { extractTree, packTree } from './tar.js';
+import { extractTree } from './extract.js';
+import { packTree } from './tar.js';
 import { encodeEntryHeader, endOfArchive, padding } from './tar-header.js';
 import { xattrSupport } from './xattr.js';
 

@@ -9,7 +9,7 @@ import { isWorkbayError } from '../errors.js';
 import { FsRemoteStorage } from '../storage/fs-storage.js';
 import { collect, describeTree, tempDir } from '../test-support/tree.js';
 import { SafeTreeWriter } from './safe-writer.js';
-import { extractTree } from './tar.js';
+import { extractTree } from './extract.js';
 import type { TreeEntry } from './tree.js';
 import { xattrSupport } from './xattr.js';
 

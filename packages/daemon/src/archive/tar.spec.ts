@@ -18,7 +18,8 @@ import * as tarStream from 'tar-stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isWorkbayError } from '../errors.js';
 import { collect, describeTree, tempDir } from '../test-support/tree.js';
-import { extractTree, packTree } from './tar.js';
+import { extractTree } from './extract.js';
+import { packTree } from './tar.js';
 import { xattrSupport } from './xattr.js';
 
 const isRoot = process.getuid?.() === 0;

@@ -21,7 +21,8 @@ import {
 import { errorMessage, InvalidArgumentError, isWorkbayError, NotFoundError } from '../errors.js';
 import { retryWithBackoff } from '../util/retry.js';
 import type { Compression } from '../archive/compression.js';
-import { extractTree, packTree } from '../archive/tar.js';
+import { extractTree } from '../archive/extract.js';
+import { packTree } from '../archive/tar.js';
 import type { BackupTarget, ChunkedBackupResult } from './chunked.js';
 import { chunksDirectory, createChunkedBackup, manifestName, readManifest } from './chunked.js';
 import { restoreChunkedBackup } from './chunked-restore.js';
