@@ -29,10 +29,10 @@ const queuedFileLimit = 4 * 1024 * 1024;
 export interface ExtractOptions extends SafeWriterOptions {
   readonly signal?: AbortSignal;
   /**
-   * Creates batches of small files on other threads (default: `placeOnWorker`, the backup workers: see
-   * `file-batches.ts`); `false`: they are written through the thread pool.
+   * Small files are created in batches by the backup workers (default true: see `file-batches.ts`); false: through
+   * the thread pool, one file at a time from the event loop.
    */
-  readonly placeFiles?: PlaceFiles | false;
+  readonly batchedWrites?: boolean;
 }
 
 export interface ExtractStats {
@@ -47,9 +47,18 @@ export interface ExtractStats {
  * Extracts a tar stream (plain, gzip or zstd: detected) below `root`. Unsafe entries abort the extraction
  * with an ArchiveEscapeError before anything is written for them.
  */
-export async function extractTree(input: Readable, root: string, options: ExtractOptions = {}): Promise<ExtractStats> {
+export function extractTree(input: Readable, root: string, options: ExtractOptions = {}): Promise<ExtractStats> {
+  return extractTreeWith(input, root, options, options.batchedWrites === false ? undefined : placeOnWorker);
+}
+
+/** {@link extractTree} whose batches of small files `place` creates (none: no batches). For tests. */
+export async function extractTreeWith(
+  input: Readable,
+  root: string,
+  options: ExtractOptions,
+  place: PlaceFiles | undefined,
+): Promise<ExtractStats> {
   const writer = new SafeTreeWriter(root, options);
-  const place = options.placeFiles ?? placeOnWorker;
   const batches = place ? new FileBatches(writer, place) : undefined;
   const source = await decompressAuto(input);
   const extract = tarStream.extract();

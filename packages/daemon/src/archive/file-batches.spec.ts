@@ -1,12 +1,12 @@
 // Restores whose small files are created in batches by the backup workers (the default) against the same
-// archives written through the thread pool (`placeFiles: false`): archive order must hold either way.
+// archives written through the thread pool (`batchedWrites: false`): archive order must hold either way.
 import { lstat, mkdir, readFile, readdir, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import * as tarStream from 'tar-stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { collect, tempDir } from '../test-support/tree.js';
-import { extractTree } from './extract.js';
+import { extractTree, extractTreeWith } from './extract.js';
 import type { ExtractOptions } from './extract.js';
 
 type Entry = { header: Record<string, unknown>; body?: string };
@@ -20,7 +20,7 @@ async function tarOf(entries: Entry[]): Promise<Buffer> {
 
 const modes: Array<[string, ExtractOptions]> = [
   ['batched on the workers', {}],
-  ['through the thread pool', { placeFiles: false }],
+  ['through the thread pool', { batchedWrites: false }],
 ];
 
 describe.each(modes)('tar restore, small files %s', (_name, mode) => {
@@ -106,17 +106,15 @@ describe('tar restore batches', () => {
     const work = await tempDir();
     try {
       let running = 0;
-      const stats = extractTree(
+      const stats = extractTreeWith(
         Readable.from([await tarOf([{ header: { name: 'f.txt' }, body: 'x' }])]),
         join(work.path),
-        {
-          xattrs: false,
-          placeFiles: async (_buffer, blobs) => {
-            running++;
-            await new Promise((r) => setTimeout(r, 50));
-            running--;
-            return { failures: [{ blob: 0, target: 0, code: 'EIO', message: `${blobs.length} failed` }] };
-          },
+        { xattrs: false },
+        async (_buffer, blobs) => {
+          running++;
+          await new Promise((r) => setTimeout(r, 50));
+          running--;
+          return { failures: [{ blob: 0, target: 0, code: 'EIO', message: `${blobs.length} failed` }] };
         },
       );
       await expect(stats).rejects.toThrow(/1 failed/);
