@@ -8,12 +8,13 @@ import { execFileSync, spawn } from 'node:child_process';
 import { chmod, chown, lstat, mkdir, readdir, readFile, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import * as tarStream from 'tar-stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '@workbay/api';
 import { BackupStore } from '../backup/backup-store.js';
 import { isWorkbayError } from '../errors.js';
 import { FsRemoteStorage } from '../storage/fs-storage.js';
+import { tarOf as tarOfEntries } from '../test-support/tar-entries.js';
+import type { TarEntry } from '../test-support/tar-entries.js';
 import { collect, tempDir } from '../test-support/tree.js';
 import { extractTree } from './extract.js';
 import { packTree } from './tar.js';
@@ -23,14 +24,9 @@ import { xattrSupport } from './xattr.js';
 const isRoot = process.getuid?.() === 0;
 const owner = { uid: 201_234, gid: 201_234 };
 
-type Entry = { header: Record<string, unknown>; body?: string };
+type Entry = TarEntry;
 
-async function tarOf(entries: Entry[]): Promise<Buffer> {
-  const pack = tarStream.pack();
-  for (const { header, body } of entries) pack.entry({ mode: 0o644, ...header } as never, body ?? '');
-  pack.finalize();
-  return collect(pack as unknown as AsyncIterable<Buffer>);
-}
+const tarOf = (entries: TarEntry[]): Promise<Buffer> => tarOfEntries(entries, { mode: 0o644 });
 
 async function errorOf(promise: Promise<unknown>): Promise<unknown> {
   return promise.then(

@@ -3,20 +3,16 @@
 import { lstat, mkdir, readFile, readdir, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import * as tarStream from 'tar-stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { collect, tempDir } from '../test-support/tree.js';
+import { tarOf as tarOfEntries } from '../test-support/tar-entries.js';
+import type { TarEntry } from '../test-support/tar-entries.js';
+import { tempDir } from '../test-support/tree.js';
 import { extractTree, extractTreeWith } from './extract.js';
 import type { ExtractOptions } from './extract.js';
 
-type Entry = { header: Record<string, unknown>; body?: string };
+type Entry = TarEntry;
 
-async function tarOf(entries: Entry[]): Promise<Buffer> {
-  const pack = tarStream.pack();
-  for (const { header, body } of entries) pack.entry({ mode: 0o644, ...header } as never, body ?? '');
-  pack.finalize();
-  return collect(pack as unknown as AsyncIterable<Buffer>);
-}
+const tarOf = (entries: TarEntry[]): Promise<Buffer> => tarOfEntries(entries, { mode: 0o644 });
 
 const modes: Array<[string, ExtractOptions]> = [
   ['batched on the workers', {}],

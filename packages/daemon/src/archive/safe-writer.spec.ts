@@ -2,12 +2,12 @@ import { execFileSync } from 'node:child_process';
 import { chmod, chown, lchown, link, lstat, mkdir, readFile, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import * as tarStream from 'tar-stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BackupStore } from '../backup/backup-store.js';
 import { isWorkbayError } from '../errors.js';
 import { FsRemoteStorage } from '../storage/fs-storage.js';
-import { collect, describeTree, tempDir } from '../test-support/tree.js';
+import { tarOf } from '../test-support/tar-entries.js';
+import { describeTree, tempDir } from '../test-support/tree.js';
 import { SafeTreeWriter } from './safe-writer.js';
 import { extractTree } from './extract.js';
 import type { TreeEntry } from './tree.js';
@@ -39,13 +39,6 @@ async function buildWideTree(root: string): Promise<void> {
     execFileSync('setfattr', ['-n', 'user.bin', '-v', '0x00ff10', join(root, 'empty')]);
     execFileSync('setfattr', ['-n', 'user.dir', '-v', 'd', join(root, 'p2')]);
   }
-}
-
-async function tarOf(entries: Array<{ header: Record<string, unknown>; body?: string }>): Promise<Buffer> {
-  const pack = tarStream.pack();
-  for (const { header, body } of entries) pack.entry(header as never, body ?? '');
-  pack.finalize();
-  return collect(pack as unknown as AsyncIterable<Buffer>);
 }
 
 const fileEntry = (path: string, mode = 0o644): TreeEntry => ({

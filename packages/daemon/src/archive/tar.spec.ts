@@ -14,10 +14,10 @@ import {
 } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import * as tarStream from 'tar-stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isWorkbayError } from '../errors.js';
-import { collect, describeTree, tempDir } from '../test-support/tree.js';
+import { tarOf } from '../test-support/tar-entries.js';
+import { describeTree, tempDir } from '../test-support/tree.js';
 import { extractTree } from './extract.js';
 import { packTree } from './tar.js';
 import { xattrSupport } from './xattr.js';
@@ -53,17 +53,6 @@ async function buildFixture(root: string): Promise<void> {
     execFileSync('setfattr', ['-n', 'user.dir', '-v', 'd', join(root, 'src')]);
   }
   await utimes(join(root, 'src/main.ts'), 1_600_000_000, 1_600_000_000);
-}
-
-async function tarOf(
-  entries: Array<{ header: tarStream.Header | Record<string, unknown>; body?: string }>,
-): Promise<Buffer> {
-  const pack = tarStream.pack();
-  for (const { header, body } of entries) {
-    pack.entry(header as never, body ?? '');
-  }
-  pack.finalize();
-  return collect(pack as unknown as AsyncIterable<Buffer>);
 }
 
 describe('tar archives', () => {
