@@ -364,7 +364,11 @@ describe('KubernetesRuntime on a real API server', () => {
     await report(name, { phase: 'Failed', reason: 'NodeAffinity', message: 'Predicate NodeAffinity failed' });
     // Another runtime that sees the same change acts as the leader; the follower's pod object stays the same.
     const leader = await newRuntime({ maxPodRejections: 3 });
-    await until(async () => (await readPod(name))?.metadata?.uid !== uid, 'leader re-created the pod');
+    // A new pod, not the moment between the deletion and the re-creation (no pod at all: a CI run read that).
+    await until(async () => {
+      const pod = await readPod(name);
+      return pod !== undefined && pod.metadata?.uid !== uid;
+    }, 'leader re-created the pod');
     await leader.close();
     expect((await readPod(name))!.metadata!.annotations!['workbay.dev/pod-rejections']).toBe('1');
     // The follower neither acted nor reported the rejection as the workspace's end.
