@@ -1,7 +1,8 @@
 // LocalRuntime as root: namespaces, cgroup limits (CPU, memory, pids) and mounting cgroups where none are.
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, readlink, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readFile, readlink, stat, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { createRequire } from 'node:module';
@@ -20,6 +21,8 @@ import {
 import { ptysPerWorkspace } from './wrapper.js';
 
 useLocalRuntimeFixtures();
+
+let cleanupServer: () => void = () => undefined;
 
 describe.runIf(isRoot)('LocalRuntime: isolation as root', () => {
   it('runs the workspace in its own pid, mount and uts namespaces', async () => {
@@ -42,6 +45,34 @@ describe.runIf(isRoot)('LocalRuntime: isolation as root', () => {
     expect(os.hostname()).not.toBe('ws-own-host');
     // The host's /run/netns names every workspace (other owners' instance ids): it sees it empty.
     expect((await waitForFile(path.join(dir, 'netns.txt'))).trim()).toBe('0');
+  });
+
+  it('binds the in-workspace service directory read-only: its socket answers, nothing can be written there', async () => {
+    const runtime = await newRuntime({
+      images: shellImages({
+        iws: 'python3 -c "import socket; c=socket.socket(socket.AF_UNIX); c.connect(\'/.workbay/s.sock\'); c.send(b\'hi\')" && echo connected > iws.tmp; { dd if=/dev/zero of=/.workbay/fill bs=1M count=1 2>&1 || echo "write=$?"; } | tail -1 >> iws.tmp; mv iws.tmp iws.txt; exec sleep 600',
+      }),
+    });
+    const dir = await contentDir();
+    // The daemon's directory for this workspace's socket: on the host's disk, not in the workspace's quota.
+    const iwsDir = path.join(path.dirname(dir), '.iws', path.basename(dir));
+    await mkdir(iwsDir, { recursive: true });
+    const { uid } = await stat(dir);
+    await chown(iwsDir, uid, uid);
+    const received = new Promise<string>((resolve, reject) => {
+      const server = createServer((socket) => socket.once('data', (data) => resolve(data.toString()))).listen(
+        path.join(iwsDir, 's.sock'),
+        () => chmod(path.join(iwsDir, 's.sock'), 0o666).catch(reject),
+      );
+      cleanupServer = () => server.close();
+    });
+    await runtime.start(spec({ contentDir: dir, image: 'iws' }));
+    expect(await received).toBe('hi');
+    const lines = (await waitForFile(path.join(dir, 'iws.txt'))).trim().split('\n');
+    expect(lines[0]).toBe('connected');
+    expect(lines[1]).toMatch(/Read-only file system|write=1/);
+    expect(existsSync(path.join(iwsDir, 'fill'))).toBe(false);
+    cleanupServer();
   });
 
   it("never runs root tools from the workspace's PATH, and gives it its own ipc and cgroup namespaces", async () => {

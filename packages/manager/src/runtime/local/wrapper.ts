@@ -121,7 +121,9 @@ const nestedLimitsScript = [
  * - remounts its /proc with `hidepid=2`: the workspace sees only its own processes, not this init, whose command
  *   line names host paths, the host uid and the workspace's environment (red team round 5), nor anything root
  *   runs in its pid namespace;
- * - binds the content at /workspace and the in-workspace service dir at /.workbay (nosuid, nodev);
+ * - binds the content at /workspace and the in-workspace service dir at /.workbay (nosuid, nodev; read-only: the
+ *   directory is on the host's disk, outside the workspace's quota, and connecting to its socket needs no write to
+ *   the mount; red team round 6 wrote 2 GiB there in 1.9 s);
  * - covers the host directories it must not read (every workspace's content, the runtime's and manager's state)
  *   with empty read-only tmpfs mounts, and gives the workspace private tmpfs mounts at /tmp, /var/tmp, /dev/shm and
  *   every other directory of the host that anyone may write (`/run/lock`, `/dev/mqueue`: see `sharedWritableDirs`),
@@ -145,7 +147,7 @@ export const sandboxInitScript = [
   'mount -t sysfs -o ro,nosuid,nodev,noexec sysfs /sys || fail "cannot mount sysfs"',
   'mount --bind "$content" /workspace && mount -o remount,bind,nosuid,nodev /workspace || fail "cannot mount the content"',
   'if [ -n "$iws" ]; then',
-  '  mount --bind "$iws" /.workbay && mount -o remount,bind,nosuid,nodev,noexec /.workbay || fail "cannot mount $iws"',
+  '  mount --bind "$iws" /.workbay && mount -o remount,bind,ro,nosuid,nodev,noexec /.workbay || fail "cannot mount $iws"',
   'fi',
   'while [ "$n" -gt 0 ]; do',
   '  mount -t tmpfs -o ro,nosuid,nodev,noexec,mode=755,size=4k workbay-hidden "$1" || fail "cannot hide $1"',
