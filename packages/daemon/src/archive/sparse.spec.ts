@@ -3,7 +3,15 @@ import { closeSync, mkdtempSync, openSync, rmSync, statSync, writeFileSync, writ
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { capExtents, extentsProblem, findDataExtents, isSparseCandidate, placeData } from './sparse.js';
+import { isWorkbayError } from '../errors.js';
+import {
+  capExtents,
+  extentsProblem,
+  findDataExtents,
+  isSparseCandidate,
+  placeData,
+  SparseProbeError,
+} from './sparse.js';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -23,10 +31,17 @@ function sparseFile(name: string, size: number, data: Array<[number, number]>): 
   return path;
 }
 
+/** An executable script standing in for Perl. */
+function fake(name: string, body: string): string {
+  const script = join(dir, name);
+  writeFileSync(script, `#!/bin/sh\n${body}\n`, { mode: 0o755 });
+  return script;
+}
+
 async function extentsOf(path: string, options = {}): Promise<number[] | undefined> {
   const fd = openSync(path, 'r');
   try {
-    return await findDataExtents(fd, statSync(path).size, options);
+    return await findDataExtents(fd, statSync(path).size, path, options);
   } finally {
     closeSync(fd);
   }
@@ -72,20 +87,35 @@ describe('findDataExtents', () => {
       expect(placeData(extents, 0, Infinity).some(([p, , l]) => p <= offset && offset < p + l)).toBe(true);
   });
 
-  it('answers undefined (read the file densely) when Perl is missing, fails, hangs or floods its output', async () => {
+  it('answers undefined (read the file densely) only where no probe can be made: no Perl, no SEEK_DATA', async () => {
     const path = sparseFile('fallback', 64 * MiB, [[0, 4096]]);
     expect(await extentsOf(path, { perl: join(dir, 'no-such-perl') })).toBeUndefined();
-    expect(await extentsOf(path, { perl: 'false' })).toBeUndefined();
-    const fake = (name: string, body: string): string => {
-      const script = join(dir, name);
-      writeFileSync(script, `#!/bin/sh\n${body}\n`, { mode: 0o755 });
-      return script;
-    };
-    const started = Date.now();
-    expect(await extentsOf(path, { perl: fake('hangs', 'exec sleep 30'), timeoutMs: 300 })).toBeUndefined();
-    expect(Date.now() - started).toBeLessThan(10_000);
-    expect(await extentsOf(path, { perl: fake('floods', 'exec yes "0 4096"') })).toBeUndefined();
-    expect(await extentsOf(path, { perl: fake('lies', 'echo "0 99999999999"; echo end') })).toBeUndefined();
+    expect(
+      await extentsOf(path, { perl: fake('nodata', 'echo "SEEK_DATA: Invalid argument" >&2; exit 22') }),
+    ).toBeUndefined();
+  });
+
+  it('fails (FAILED_PRECONDITION, nothing read) when a probe fails, hangs, floods its output or lies', async () => {
+    // Reading the holes instead is what a workspace that makes the probe fail wants (red team round 6).
+    const path = sparseFile('failing', 64 * MiB, [[0, 4096]]);
+    const failure = (options: object): Promise<unknown> =>
+      extentsOf(path, options).then(
+        () => undefined,
+        (error: unknown) => error,
+      );
+    for (const [options, reason] of [
+      [{ perl: 'false' }, /perl exited with 1/],
+      [{ perl: fake('hangs', 'exec sleep 30'), timeoutMs: 300 }, /no answer within 300 ms/],
+      [{ perl: fake('floods', 'exec yes "0 4096"') }, /too many extents/],
+      [{ perl: fake('lies', 'echo "0 99999999999"; echo end') }, /unexpected probe output/],
+      [{ perl: fake('changing', 'echo "the file kept changing" >&2; exit 255') }, /the file kept changing/],
+    ] as const) {
+      const error = await failure(options);
+      expect(error).toBeInstanceOf(SparseProbeError);
+      expect(isWorkbayError(error, 'failed-precondition')).toBe(true);
+      expect((error as Error).message).toMatch(reason);
+      expect((error as Error).message).toContain(path);
+    }
   });
 });
 

@@ -9,6 +9,21 @@
  * Extents are kept flat, `[offset0, length0, offset1, length1, ...]`, sorted, non-overlapping, non-empty.
  */
 import { spawn } from 'node:child_process';
+import { FailedPreconditionError } from '../errors.js';
+
+/**
+ * A sparse file whose data could not be found (the probe timed out, the file kept changing under it, Perl failed).
+ * Read as it is, its holes would be read, and stored by a tar, byte for byte: a 16 TiB file allocating a few MiB
+ * held a backup slot for hours and wrote 3 GB into storage per snapshot (red team round 6, which made the probe
+ * fail on purpose). The archive fails instead, not retried; the content is kept, as for any failed backup.
+ */
+export class SparseProbeError extends FailedPreconditionError {
+  constructor(what: string, reason: string) {
+    super(
+      `the data of sparse file '${what.slice(0, 200)}' could not be located (${reason}); the content is not archived`,
+    );
+  }
+}
 
 /**
  * The most extents a file is stored with; more are merged across their smallest holes (read as zeros). A manifest
@@ -47,7 +62,7 @@ export function isSparseCandidate(stats: {
 const probeScript = `
 use strict;
 my ($size, $keep) = @ARGV;
-my ($p, @e) = (0);
+my ($p, $changes, @e) = (0, 0);
 sub merge {
   my @gaps = map { $e[2 * $_] - $e[2 * $_ - 1] } 1 .. @e / 2 - 1;
   my @order = sort { $gaps[$a] <=> $gaps[$b] || $a <=> $b } 0 .. $#gaps;
@@ -66,6 +81,8 @@ while ($p < $size) {
   my $h = sysseek(STDIN, $d, 4);
   die "SEEK_HOLE: $!\\n" unless defined $h;
   $h += 0;
+  # The data just found is gone again (a hole punched meanwhile): look again from the same place, a bounded number of times.
+  if ($h <= $d) { die "the file kept changing\\n" if ++$changes > 1000; next; }
   $h = $size if $h > $size;
   push @e, $d, $h;
   merge() if @e >= 4 * $keep;
@@ -76,7 +93,7 @@ print "end\\n";
 `;
 
 export interface ProbeOptions {
-  /** For tests: the interpreter (a missing one falls back to a dense read). */
+  /** For tests: the interpreter (a missing one: a dense read). */
   readonly perl?: string;
   readonly timeoutMs?: number;
   /** Extents kept (default {@link maxExtents}; Perl keeps up to twice as many while it walks). */
@@ -84,22 +101,36 @@ export interface ProbeOptions {
 }
 
 /**
- * The data extents of the first `size` bytes of the open file `fd`, or undefined when they cannot be found (no
- * Perl, a file system that refuses SEEK_DATA, a timeout): the caller then reads the file as it is, holes as
- * zeros. That is slow for a sparse file but loses nothing, which a failed probe must never do.
+ * The data extents of the first `size` bytes of the open file `fd` (`what`: its path, for the error), or undefined
+ * where no probe can be made (no Perl, a file system without SEEK_DATA): the caller then reads the file as it is,
+ * holes as zeros, slow for a sparse file but losing nothing. A probe that was made and failed throws
+ * {@link SparseProbeError}: a workspace can make it fail (a file that changes under it, millions of extents), and a
+ * read of its holes instead costs hours and, in a tar, their size in storage.
  */
 export async function findDataExtents(
   fd: number,
   size: number,
+  what: string,
   options: ProbeOptions = {},
 ): Promise<number[] | undefined> {
-  const output = await runProbe(fd, size, options);
-  if (output === undefined) return undefined;
-  const extents = parseProbe(output, size);
-  return extents && capExtents(extents, options.maxExtents ?? maxExtents);
+  const probe = await runProbe(fd, size, options);
+  if (probe.kind === 'unavailable') return undefined;
+  if (probe.kind === 'failed') throw new SparseProbeError(what, probe.reason);
+  const extents = parseProbe(probe.output, size);
+  if (!extents) throw new SparseProbeError(what, 'unexpected probe output');
+  return capExtents(extents, options.maxExtents ?? maxExtents);
 }
 
-function runProbe(fd: number, size: number, options: ProbeOptions): Promise<string | undefined> {
+type Probe =
+  | { readonly kind: 'output'; readonly output: string }
+  | { readonly kind: 'unavailable' }
+  | { readonly kind: 'failed'; readonly reason: string };
+
+/** How Perl says the file system has no SEEK_DATA (EINVAL, EOPNOTSUPP): a dense read is all there is. */
+const noSeekData = /^SEEK_(DATA|HOLE): (Invalid argument|Operation not supported)/;
+
+function runProbe(fd: number, size: number, options: ProbeOptions): Promise<Probe> {
+  const timeoutMs = options.timeoutMs ?? probeTimeoutMs;
   return new Promise((resolve) => {
     let child;
     try {
@@ -107,28 +138,44 @@ function runProbe(fd: number, size: number, options: ProbeOptions): Promise<stri
         options.perl ?? 'perl',
         ['-e', probeScript, String(size), String(options.maxExtents ?? probeKeep)],
         {
-          stdio: [fd, 'pipe', 'ignore'],
-          timeout: options.timeoutMs ?? probeTimeoutMs,
+          stdio: [fd, 'pipe', 'pipe'],
+          timeout: timeoutMs,
           killSignal: 'SIGKILL',
         },
       );
-    } catch {
-      // Deliberate: no probe, a dense read (see above).
-      resolve(undefined);
+    } catch (error) {
+      resolve(spawnFailure(error));
       return;
     }
     const chunks: Buffer[] = [];
     let bytes = 0;
+    let stderr = '';
     child.stdout?.on('data', (chunk: Buffer) => {
       bytes += chunk.length;
       if (bytes > maxOutputBytes) child.kill('SIGKILL');
       else chunks.push(chunk);
     });
-    child.on('error', () => resolve(undefined));
-    child.on('close', (code) => {
-      resolve(code === 0 && bytes <= maxOutputBytes ? Buffer.concat(chunks).toString('latin1') : undefined);
+    child.stderr?.on('data', (chunk: Buffer) => {
+      if (stderr.length < 512) stderr += chunk.toString('latin1');
+    });
+    child.on('error', (error) => resolve(spawnFailure(error)));
+    child.on('close', (code, signal) => {
+      if (code === 0 && bytes <= maxOutputBytes)
+        resolve({ kind: 'output', output: Buffer.concat(chunks).toString('latin1') });
+      else if (noSeekData.test(stderr)) resolve({ kind: 'unavailable' });
+      else if (bytes > maxOutputBytes) resolve({ kind: 'failed', reason: 'too many extents' });
+      else if (signal) resolve({ kind: 'failed', reason: `no answer within ${timeoutMs} ms` });
+      else
+        resolve({ kind: 'failed', reason: (stderr.split('\n')[0] ?? '').slice(0, 120) || `perl exited with ${code}` });
     });
   });
+}
+
+/** No Perl at all means no probe (a dense read); any other failure to start it fails the probe. */
+function spawnFailure(error: unknown): Probe {
+  return (error as NodeJS.ErrnoException).code === 'ENOENT'
+    ? { kind: 'unavailable' }
+    : { kind: 'failed', reason: `perl could not start: ${(error as Error).message}` };
 }
 
 /** Perl's lines as extents (start and end of each), checked: anything unexpected means a dense read. */

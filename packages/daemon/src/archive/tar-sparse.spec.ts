@@ -109,6 +109,26 @@ describe('sparse files in tar archives (GNU pax format 1.0)', () => {
     execFileSync('cmp', [join(source, 'f'), join(out, 'f')]);
   });
 
+  it('fails the archive when the probe fails, rather than read and store the holes (red team round 6)', async () => {
+    makeSparseFile(join(source, 'f'), 1024 * MiB, [[5 * MiB, 4096]]);
+    // A perl that answers as the real one does for a file whose holes keep moving under it.
+    const bin = await newDir('bin');
+    await writeFile(join(bin, 'perl'), '#!/bin/sh\necho "the file kept changing" >&2\nexit 255\n', { mode: 0o755 });
+    const path = process.env['PATH'];
+    process.env['PATH'] = `${bin}:${path ?? ''}`;
+    let error: unknown;
+    try {
+      error = await pack().then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+    } finally {
+      process.env['PATH'] = path;
+    }
+    expect(isWorkbayError(error, 'failed-precondition')).toBe(true);
+    expect((error as Error).message).toMatch(/sparse file 'f' could not be located \(the file kept changing\)/);
+  });
+
   it('leaves dense files as they were', async () => {
     await writeFile(join(source, 'dense'), randomBytes(6 * MiB));
     const { archive, stats } = await pack();

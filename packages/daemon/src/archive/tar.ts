@@ -282,8 +282,8 @@ export function packTree(root: string, options: PackOptions = {}): PackedTree {
           }
           const stats = await handle.stat();
           const size = stats.size;
-          // A sparse file's holes are not read, nor stored (tar-sparse.ts); a failed probe reads it whole.
-          const extents = isSparseCandidate(stats) ? await findDataExtents(handle.fd, size) : undefined;
+          // A sparse file's holes are not read, nor stored (tar-sparse.ts); a failed probe fails the archive.
+          const extents = isSparseCandidate(stats) ? await findDataExtents(handle.fd, size, entry.path) : undefined;
           let changed = false;
           if (extents) {
             const map = encodeSparseMap(extents, size);

@@ -8,7 +8,13 @@ import { constants } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { open } from 'node:fs/promises';
 import { openedAt } from '../util/pinned-path.js';
-import { extentBytes, findDataExtents, isSparseCandidate, truncateExtents } from '../archive/sparse.js';
+import {
+  extentBytes,
+  findDataExtents,
+  isSparseCandidate,
+  SparseProbeError,
+  truncateExtents,
+} from '../archive/sparse.js';
 import type { WalkedEntry } from '../archive/tree.js';
 import type { ChunkerOptions } from './chunker.js';
 import type { ChunkWorkerPool } from './worker-pool.js';
@@ -158,7 +164,7 @@ class LargeFile {
     }
     let sparse: { extents: number[]; size: number } | undefined;
     try {
-      sparse = await probeSparse(handle, budget);
+      sparse = await probeSparse(handle, path, budget);
     } catch (error) {
       await handle.close();
       throw error;
@@ -205,7 +211,8 @@ class LargeFile {
 
 /**
  * Extent numbers (two per extent) a backup may still record: its manifest must stay within what a restore
- * decodes (manifest-decode.ts). Past the budget, sparse files are read whole, holes as zeros.
+ * decodes (manifest-decode.ts). A sparse file past the budget fails the backup (reading its holes instead is what
+ * a hostile workspace wants: see archive/sparse.ts).
  */
 export interface ExtentBudget {
   left: number;
@@ -214,12 +221,14 @@ export interface ExtentBudget {
 /** The data extents of a sparse file about to be read, or undefined to read it whole (see archive/sparse.ts). */
 async function probeSparse(
   handle: FileHandle,
+  path: string,
   budget: ExtentBudget,
 ): Promise<{ extents: number[]; size: number } | undefined> {
   const stats = await handle.stat();
   if (!isSparseCandidate(stats)) return undefined;
-  const extents = await findDataExtents(handle.fd, stats.size);
-  if (!extents || extents.length > budget.left) return undefined;
+  const extents = await findDataExtents(handle.fd, stats.size, path);
+  if (!extents) return undefined;
+  if (extents.length > budget.left) throw new SparseProbeError(path, 'more extents than one backup records');
   budget.left -= extents.length;
   return { extents, size: stats.size };
 }
