@@ -172,8 +172,14 @@ async function* readExactly(
     const buffer = Buffer.allocUnsafe(want);
     const { bytesRead } = await handle.read(buffer, 0, want, position);
     if (bytesRead === 0) {
+      // The file shrank while read: the header already promised `size` bytes, so zeros make up the rest, a
+      // block at a time (one buffer of the rest would be as large as the file claimed to be, up to 16 TiB).
       changed();
-      yield Buffer.alloc(size - position);
+      const zeros = Buffer.alloc(Math.min(readChunk, size - position));
+      for (; position < size; position += zeros.length) {
+        signal?.throwIfAborted();
+        yield position + zeros.length <= size ? zeros : zeros.subarray(0, size - position);
+      }
       return;
     }
     yield bytesRead === want ? buffer : buffer.subarray(0, bytesRead);
