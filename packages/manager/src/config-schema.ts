@@ -197,6 +197,7 @@ export const managerConfigSchema = z
           .object({
             maxConnections: z.number().int().min(0),
             maxConnectionsPerAddress: z.number().int().min(0),
+            maxConnectionsPerWorkspace: z.number().int().min(0),
             headersTimeoutMs: z.number().int().min(1),
             requestTimeoutMs: z.number().int().min(1),
             handshakeTimeoutMs: z.number().int().min(1),

@@ -39,6 +39,11 @@ describe('manager config', () => {
     expect(standard.description).toBe('2 vCPU, 4GB memory, 10GB disk');
   });
 
+  it('passes the proxy limits on', () => {
+    const config = resolveManagerConfig({ proxy: { limits: { maxConnectionsPerWorkspace: 64 } } });
+    expect(config.proxy.limits).toEqual({ maxConnectionsPerWorkspace: 64 });
+  });
+
   it('loads YAML, resolves relative paths against the file and parses durations and sizes', async () => {
     const dir = await configDir();
     const file = join(dir, 'manager.yaml');
@@ -85,6 +90,7 @@ describe('manager config', () => {
       /not a size/,
     ],
     [{ subscribe: { bufferSize: 0 } }, 'subscribe.bufferSize', /.+/],
+    [{ proxy: { limits: { maxConnectionsPerWorkspace: -1 } } }, 'proxy.limits.maxConnectionsPerWorkspace', /.+/],
   ])('names the bad key: %j', (raw, key, message) => {
     let error: unknown;
     try {

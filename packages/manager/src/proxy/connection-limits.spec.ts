@@ -20,6 +20,8 @@ describe('resolveProxyLimits', () => {
   it('fills in defaults', () => {
     expect(resolveProxyLimits()).toEqual(defaultProxyLimits);
     expect(resolveProxyLimits({ maxConnections: 10 }).maxConnections).toBe(10);
+    expect(resolveProxyLimits().maxConnectionsPerWorkspace).toBe(512);
+    expect(resolveProxyLimits({ maxConnectionsPerWorkspace: 0 }).maxConnectionsPerWorkspace).toBe(0);
   });
 
   it('refuses values that would disable a timeout or that Node refuses', () => {
@@ -27,6 +29,7 @@ describe('resolveProxyLimits', () => {
     expect(() => resolveProxyLimits({ idleTimeoutMs: -1 })).toThrow(/idleTimeoutMs/);
     expect(() => resolveProxyLimits({ refusalGraceMs: 1.5 })).toThrow(/refusalGraceMs/);
     expect(() => resolveProxyLimits({ headersTimeoutMs: 2_000, requestTimeoutMs: 1_000 })).toThrow(/requestTimeoutMs/);
+    expect(() => resolveProxyLimits({ maxConnectionsPerWorkspace: -1 })).toThrow(/maxConnectionsPerWorkspace/);
   });
 
   it('checks timeouts often enough for short ones and rarely for long ones', () => {

@@ -7,6 +7,8 @@
  * - `maxConnections` for the whole server (kept for clients that use their connections: `connection-slots.ts`),
  *   and `maxConnectionsPerAddress` per client address (an IPv6 client is counted by its /64, which one client
  *   usually owns whole);
+ * - `maxConnectionsPerWorkspace` busy connections (a request in progress, a tunnel) per workspace, so that one
+ *   workspace cannot hold every slot of the server-wide cap (`workspace-slots.ts`);
  * - Node's `headersTimeout` / `requestTimeout` against slowloris (they only work when a `clientError` handler
  *   closes the socket, see {@link clientErrorAnswer});
  * - `handshakeTimeoutMs` for upgrade requests the workspace has not answered yet, `idleTimeoutMs` for established
@@ -29,6 +31,12 @@ export interface ProxyLimits {
   readonly maxConnections: number;
   /** Open client connections per client address (IPv6: per /64); beyond it 503. 0: no limit. */
   readonly maxConnectionsPerAddress: number;
+  /**
+   * Client connections busy for one workspace (carrying a request to it or a tunnel); beyond it 503 for that
+   * workspace only. Busy connections are never evicted for new ones, so without it one workspace (say, a public port
+   * that answers a byte at a time) could hold all of `maxConnections`. 0: no limit.
+   */
+  readonly maxConnectionsPerWorkspace: number;
   /** Time a client has to send a complete request head (slowloris). */
   readonly headersTimeoutMs: number;
   /** Time a client has to send a complete request, head and body. At least `headersTimeoutMs`. */
@@ -49,6 +57,8 @@ export interface ProxyLimits {
 export const defaultProxyLimits: ProxyLimits = {
   maxConnections: 4096,
   maxConnectionsPerAddress: 256,
+  // An eighth of the server's cap: a busy workspace leaves the other workspaces most of it.
+  maxConnectionsPerWorkspace: 512,
   headersTimeoutMs: 20_000,
   requestTimeoutMs: 300_000,
   handshakeTimeoutMs: 30_000,

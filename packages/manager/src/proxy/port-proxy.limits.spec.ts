@@ -4,13 +4,14 @@
  * attacker holding descriptors would not; every test ends by checking that the proxy still serves.
  */
 import { createServer } from 'node:http';
-import type { Server } from 'node:http';
+import type { IncomingMessage, Server } from 'node:http';
 import { connect } from 'node:net';
 import type { Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { WorkspaceRecord } from '../domain/types.js';
 import { createSilentLogger } from '../logger.js';
 import { hostPort, parseRawResponse } from '../test-support/raw-http.js';
+import type { RawResponse } from '../test-support/raw-http.js';
 import { makeRecord } from '../test-support/records.js';
 import type { ProxyLimits } from './connection-limits.js';
 import { PortProxy } from './port-proxy.js';
@@ -53,9 +54,16 @@ function hostileClient(address: string, localAddress?: string): Promise<HostileC
 const upgradeHead = (path: string, extra = ''): string =>
   `GET ${path} HTTP/1.1\r\nhost: p\r\nconnection: upgrade\r\nupgrade: websocket\r\n${extra}\r\n`;
 
-/** The workspace: HTTP answers `ok`; upgrades to `/silent` are never answered, others get a 101 and an echo. */
-async function startWorkspace(held: Set<Socket>): Promise<Server> {
-  const server = createServer((_req, res) => res.end('ok'));
+/**
+ * The workspace: HTTP answers `ok`, except `/hold`, which it never answers (counted in `holding` while open);
+ * upgrades to `/silent` are never answered, others get a 101 and an echo.
+ */
+async function startWorkspace(held: Set<Socket>, holding: Set<IncomingMessage>): Promise<Server> {
+  const server = createServer((req, res) => {
+    if (req.url !== '/hold') return res.end('ok');
+    holding.add(req);
+    res.once('close', () => holding.delete(req));
+  });
   server.on('connection', (s: Socket) => {
     held.add(s);
     s.once('close', () => held.delete(s));
@@ -76,9 +84,12 @@ describe('PortProxy connection bounds', () => {
     for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
   });
 
-  async function setup(limits: Partial<ProxyLimits>): Promise<{ proxy: PortProxy; address: string }> {
+  async function setup(
+    limits: Partial<ProxyLimits>,
+  ): Promise<{ proxy: PortProxy; address: string; held: Set<Socket>; holding: Set<IncomingMessage> }> {
     const held = new Set<Socket>();
-    const workspace = await startWorkspace(held);
+    const holding = new Set<IncomingMessage>();
+    const workspace = await startWorkspace(held, holding);
     cleanups.push(
       () =>
         new Promise<void>((r) => {
@@ -96,7 +107,7 @@ describe('PortProxy connection bounds', () => {
         progress: { ...base.progress, runtimeHost: '127.0.0.1', idePort },
       };
     };
-    const records = [running('open', 'everyone'), running('private', 'owner-only')];
+    const records = [running('open', 'everyone'), running('private', 'owner-only'), running('other', 'everyone')];
     const proxy = new PortProxy({
       router: { getWorkspace: (id) => records.find((r) => r.id === id), allWorkspaces: () => records },
       address: '127.0.0.1:0',
@@ -106,16 +117,20 @@ describe('PortProxy connection bounds', () => {
     });
     const address = await proxy.start();
     cleanups.push(() => proxy.stop());
-    return { proxy, address };
+    return { proxy, address, held, holding };
   }
 
-  /** A fresh, well-behaved request through the proxy to the workspace. */
-  async function served(address: string, localAddress?: string): Promise<number | undefined> {
+  /** A fresh, well-behaved request through the proxy to the workspace (`path`), with its answer. */
+  async function answer(address: string, localAddress?: string, path = '/ws/open/'): Promise<RawResponse | undefined> {
     const client = await hostileClient(address, localAddress);
-    client.socket.write('GET /ws/open/ HTTP/1.1\r\nhost: p\r\nconnection: close\r\n\r\n');
+    client.socket.write(`GET ${path} HTTP/1.1\r\nhost: p\r\nconnection: close\r\n\r\n`);
     await waitFor('an answer', () => client.endedByProxy());
     client.socket.destroy();
-    return parseRawResponse(client.text())?.status;
+    return parseRawResponse(client.text());
+  }
+
+  async function served(address: string, localAddress?: string, path?: string): Promise<number | undefined> {
+    return (await answer(address, localAddress, path))?.status;
   }
 
   it('closes refused upgrades although their clients never close', async () => {
@@ -217,6 +232,61 @@ describe('PortProxy connection bounds', () => {
     for (const t of tunnels) t.socket.destroy();
     await waitFor('the tunnels to be gone', () => proxy.connectionCount === 0);
     expect(await served(address)).toBe(200);
+  });
+
+  it("caps one workspace's busy connections without refusing other workspaces", async () => {
+    const { proxy, address, holding } = await setup({ maxConnectionsPerWorkspace: 4 });
+    // Four requests the workspace never answers, held open by clients that never close, from four addresses (the
+    // per-address cap does not apply), as the red team's drip was.
+    const holders = await Promise.all(Array.from({ length: 4 }, (_, i) => hostileClient(address, `127.0.5.${i + 1}`)));
+    for (const h of holders) h.socket.write('GET /ws/open/hold HTTP/1.1\r\nhost: p\r\n\r\n');
+    await waitFor('4 held requests at the workspace', () => holding.size === 4);
+    // A fifth to the same workspace: 503, and the proxy closes it (the client never would).
+    const over = await answer(address, '127.0.5.9');
+    expect(over?.status).toBe(503);
+    expect(over?.headers['retry-after']).toBe('10');
+    // Another workspace is served, also when its request comes from one of the holders' addresses.
+    expect(await served(address, '127.0.5.1', '/ws/other/')).toBe(200);
+    expect(holders.some((h) => h.endedByProxy())).toBe(false);
+    // One of the held requests goes away: the workspace is served again.
+    holders[0]!.socket.destroy();
+    await waitFor('the released request to be gone', () => holding.size === 3);
+    expect(await served(address)).toBe(200);
+    for (const h of holders) h.socket.destroy();
+    await waitFor('the holders to be gone', () => proxy.connectionCount === 0);
+  });
+
+  it('counts tunnels and upgrades in progress against the per-workspace cap', async () => {
+    const { address, held, holding } = await setup({ maxConnectionsPerWorkspace: 4, refusalGraceMs: 200 });
+    const tunnels = await Promise.all(Array.from({ length: 2 }, (_, i) => hostileClient(address, `127.0.6.${i + 1}`)));
+    for (const t of tunnels) t.socket.write(upgradeHead('/ws/open/'));
+    await waitFor('2 tunnels', () => tunnels.every((t) => t.text().includes('\r\n\r\n')));
+    // An upgrade the workspace has not answered yet is busy too.
+    const pending = await hostileClient(address, '127.0.6.3');
+    pending.socket.write(upgradeHead('/ws/open/silent'));
+    const holder = await hostileClient(address, '127.0.6.4');
+    holder.socket.write('GET /ws/open/hold HTTP/1.1\r\nhost: p\r\n\r\n');
+    await waitFor('the held request at the workspace', () => holding.size === 1);
+    expect(await served(address)).toBe(503);
+    // An upgrade over the cap is refused as a raw 503 and closed although its client never closes.
+    const overUpgrade = await hostileClient(address, '127.0.6.5');
+    overUpgrade.socket.write(upgradeHead('/ws/open/'));
+    await waitFor('the proxy to close the refused upgrade', () => overUpgrade.endedByProxy());
+    expect(parseRawResponse(overUpgrade.text())?.status).toBe(503);
+    overUpgrade.socket.destroy();
+    // Another workspace still gets its tunnel.
+    const otherTunnel = await hostileClient(address, '127.0.6.6');
+    otherTunnel.socket.write(upgradeHead('/ws/other/'));
+    await waitFor('the 101', () => otherTunnel.text().includes('\r\n\r\n'));
+    expect(parseRawResponse(otherTunnel.text())?.status).toBe(101);
+    expect(tunnels.some((t) => t.endedByProxy())).toBe(false);
+    // A tunnel closes: its slot is free again. The proxy releases the slot before it closes the tunnel's workspace
+    // end, so once the workspace sees that close the slot is free.
+    const open = held.size;
+    tunnels[0]!.socket.destroy();
+    await waitFor('the tunnel to be gone at the workspace', () => held.size === open - 1);
+    expect(await served(address)).toBe(200);
+    for (const c of [...tunnels, pending, holder, otherTunnel]) c.socket.destroy();
   });
 
   it('answers 504 and closes an upgrade the workspace never answers (handshake timeout)', async () => {

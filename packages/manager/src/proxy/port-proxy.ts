@@ -9,14 +9,14 @@
  * Routes: see `routing.ts`. Tokens: `admission.ts` (never forwarded). Targets: `exposure.ts` (only the
  * workspace's own host and ports). Open connections: `tunnels.ts` (closed when their admission is revoked).
  * Connection caps and timeouts (server-wide, per client address, slowloris, handshake, idle, refusals):
- * `connection-limits.ts`.
+ * `connection-limits.ts`; busy connections per workspace: `workspace-slots.ts`.
  *
  * Every client of the proxy is hostile: any input gets an answer (400 when malformed), and a throw inside a
  * handler answers 500 and is logged, never an uncaught exception (invariant 12). Answers of its own are plain text:
  * 400, 401 (no token), 403 (wrong token, or a port that is not the workspace's own), 404 (no such workspace or
  * port not exposed), 408 (request too slow), 500, 502 (the workspace does not answer, or answers an upgrade with
  * anything but one 101 head or a final answer framed by Content-Length: see `upgrade.ts`), 503 (not running, or
- * too many connections from one address), 504 (the workspace did not answer an upgrade in time).
+ * too many connections from one address or to one workspace), 504 (the workspace did not answer an upgrade in time).
  *
  * @module
  */
@@ -49,6 +49,7 @@ import type { Refusal, Route } from './routing.js';
 import { TunnelRegistry } from './tunnels.js';
 import type { Grant } from './tunnels.js';
 import { openTunnel, rejectUpgrade } from './upgrade.js';
+import { WorkspaceSlots, busyRefusal } from './workspace-slots.js';
 
 export { ownerTokenHeader, ownerTokenQuery } from './admission.js';
 
@@ -99,12 +100,15 @@ export class PortProxy {
   /** Grants already tracked per client connection (keep-alive connections carry many requests). */
   private readonly socketGrants = new WeakMap<Socket, Set<string>>();
   private readonly limits: ProxyLimits;
+  /** Connections busy for each workspace (requests in progress, tunnels), capped per workspace. */
+  private readonly workspaceSlots: WorkspaceSlots;
 
   constructor(private readonly options: PortProxyOptions) {
     // Resolved here so that a bad value fails at construction, not at the first connection.
     this.limits = resolveProxyLimits(options.limits);
     this.reserved = options.reserved ?? new ReservedEndpoints();
     this.tunnels = new TunnelRegistry((id) => options.router.getWorkspace(id), options.logger);
+    this.workspaceSlots = new WorkspaceSlots(this.limits.maxConnectionsPerWorkspace, options.logger);
   }
 
   /** The bound host:port (after start). */
@@ -292,6 +296,10 @@ export class PortProxy {
       res.end();
       return;
     }
+    // Counted from here until the response is done or its connection closes ('close' covers both).
+    const release = this.workspaceSlots.take(admission.record.id);
+    if (!release) return this.refuse(res, busyRefusal(admission.record.id));
+    res.once('close', release);
     this.trackSocket(req.socket, admission.grant);
     this.forward(req, res, route, admission);
   }
@@ -376,6 +384,10 @@ export class PortProxy {
     if ('status' in route) return rejectUpgrade(socket, route, this.limits.refusalGraceMs);
     const admission = this.admit(req, route);
     if ('status' in admission) return rejectUpgrade(socket, admission, this.limits.refusalGraceMs);
+    // Counted from here until the client connection closes: during the handshake and for the tunnel's life.
+    const release = this.workspaceSlots.take(admission.record.id);
+    if (!release) return rejectUpgrade(socket, busyRefusal(admission.record.id, true), this.limits.refusalGraceMs);
+    socket.once('close', release);
     const headers = forwardHeaders(req, {
       token: admission.record.ownerToken,
       cookiePrefix: this.options.cookieName,
