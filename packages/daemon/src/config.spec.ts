@@ -49,7 +49,7 @@ describe('daemon config', () => {
       namespaceOps: false,
       maxConnections: 64,
       connectionIdle: 60_000,
-      penalty: { threshold: 500, window: 10_000, cooldown: 1_000, maxCooldown: 60_000 },
+      penalty: { threshold: 500, window: 10_000, cooldown: 1_000, maxCooldown: 60_000, bytesPerSecond: 65_536 },
     });
     expect(config.quota.mode).toBe('auto');
     // Loop images: keep max(1 GiB, 5%) for the node, never promise more than the disk has, sparse images.
@@ -94,11 +94,15 @@ describe('daemon config', () => {
     expect(fieldOf({ wat: 1 })).toBe('wat');
     expect(fieldOf({ iws: { penalty: { threshold: -1 } } })).toBe('iws.penalty.threshold');
     expect(fieldOf({ iws: { penalty: { cooldown: '2m', maxCooldown: '1m' } } })).toBe('iws.penalty');
-    expect(parseDaemonConfig({ iws: { penalty: { threshold: 0, cooldown: '5s' } } }).iws.penalty).toEqual({
+    expect(fieldOf({ iws: { penalty: { bytesPerSecond: '12 parsecs' } } })).toBe('iws.penalty.bytesPerSecond');
+    expect(
+      parseDaemonConfig({ iws: { penalty: { threshold: 0, cooldown: '5s', bytesPerSecond: '1MiB' } } }).iws.penalty,
+    ).toEqual({
       threshold: 0,
       window: 10_000,
       cooldown: 5_000,
       maxCooldown: 60_000,
+      bytesPerSecond: 1024 * 1024,
     });
   });
 

@@ -233,7 +233,8 @@ export const daemonConfigSchema = z
         connectionIdle: duration.default(60_000),
         /**
          * A workspace that causes more than `threshold` refused calls and connections over the cap per `window` loses
-         * its socket for `cooldown`, doubling per repeat up to `maxCooldown`. 0 disables.
+         * its socket for `cooldown`, doubling per repeat up to `maxCooldown`. 0 disables. Every 256 bytes a second
+         * it sends beyond `bytesPerSecond` count too (0: not metered).
          */
         penalty: z
           .object({
@@ -241,6 +242,7 @@ export const daemonConfigSchema = z
             window: duration.default(10_000),
             cooldown: duration.default(1_000),
             maxCooldown: duration.default(60_000),
+            bytesPerSecond: size.default(64 * 1024),
           })
           .strict()
           .refine((p) => p.window >= 1 && p.cooldown >= 1, 'window and cooldown must be at least 1 ms')

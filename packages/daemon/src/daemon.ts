@@ -276,6 +276,7 @@ class WorkbayDaemon implements Daemon {
         penaltyWindowMs: this.config.iws.penalty.window,
         penaltyCooldownMs: this.config.iws.penalty.cooldown,
         penaltyMaxCooldownMs: this.config.iws.penalty.maxCooldown,
+        penaltyBytesPerSecond: this.config.iws.penalty.bytesPerSecond,
         ...settings?.config,
       },
       ...(settings?.now ? { now: settings.now } : {}),

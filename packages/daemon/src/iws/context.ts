@@ -71,11 +71,11 @@ export interface IwsConfig {
    */
   readonly connectionIdleMs: number;
   /**
-   * Calls answered with an error (rate limits, the in-flight limit, bad requests) plus connections beyond
-   * `maxConnections` that one workspace may cause per `penaltyWindowMs` (default 500 per 10 s, sustained 50 a
-   * second; an IDE polling a few times a second stays far below). One more and the daemon stops serving the
-   * workspace's socket for a cooldown: each refusal still costs the daemon's one event loop, so a workspace refused
-   * thousands of times a second slows every other workspace. 0: never.
+   * Calls answered with an error (rate limits, the in-flight limit, bad requests), connections beyond
+   * `maxConnections` and traffic beyond `penaltyBytesPerSecond` that one workspace may cause per `penaltyWindowMs`
+   * (default 500 per 10 s, sustained 50 a second; an IDE polling a few times a second stays far below). One more
+   * and the daemon stops serving the workspace's socket for a cooldown: each refusal still costs the daemon's one
+   * event loop, so a workspace refused thousands of times a second slows every other workspace. 0: never.
    */
   readonly penaltyThreshold: number;
   /** The window of `penaltyThreshold` (default 10 s). */
@@ -84,6 +84,14 @@ export interface IwsConfig {
   readonly penaltyCooldownMs: number;
   /** The longest cooldown (default 60 s); each such period without a penalty forgives one doubling. */
   readonly penaltyMaxCooldownMs: number;
+  /**
+   * Bytes a second one workspace may send to its socket (default 64 KiB, averaged over a second); every 256 bytes
+   * beyond count as an offence toward `penaltyThreshold`, so a burst is forgiven and a sustained flood is not.
+   * Catches floods grpc-js answers itself, which the service never sees: unknown methods (~80 bytes a call),
+   * malformed or oversized messages. A legitimate client sends a few hundred bytes a call, a few calls a second.
+   * 0: not metered.
+   */
+  readonly penaltyBytesPerSecond: number;
 }
 
 export const defaultIwsConfig: IwsConfig = Object.freeze({
@@ -102,6 +110,7 @@ export const defaultIwsConfig: IwsConfig = Object.freeze({
   penaltyWindowMs: 10_000,
   penaltyCooldownMs: 1_000,
   penaltyMaxCooldownMs: 60_000,
+  penaltyBytesPerSecond: 64 * 1024,
 });
 
 /** Opens cgroups by path; `CgroupController` from @workbay/nsinsider is the real one. */

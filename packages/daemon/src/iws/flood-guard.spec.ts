@@ -140,10 +140,32 @@ describe('FloodGuard', () => {
     expect([g.suspended, events]).toEqual([false, ['suspend', 'resume', 'resume']]);
   });
 
+  it('counts the bytes beyond the traffic budget, one offence per 256, and nothing without a budget', async () => {
+    // 10 KiB a second; the threshold of 10 offences is 2.5 KiB beyond it.
+    const g = guard({ penaltyBytesPerSecond: 10 * 1024 });
+    g.attach(target);
+    for (let second = 0; second < 60; second++) {
+      g.traffic(10 * 1024, 1000);
+      await advance(1000);
+    }
+    // Within the budget over a longer sample, and a burst the bucket forgives (9 offences).
+    g.traffic(20 * 1024, 2000);
+    g.traffic(10 * 1024 + 9 * 256, 1000);
+    expect(penalties).toEqual([]);
+    g.traffic(10 * 1024 + 2 * 256, 1000);
+    expect(penalties).toEqual([{ reason: 'traffic', cooldownMs: 100, strikes: 1 }]);
+
+    const unmetered = guard();
+    unmetered.attach(target);
+    unmetered.traffic(1024 ** 3, 1000);
+    expect(unmetered.suspended).toBe(false);
+  });
+
   it('rejects settings that make no sense', () => {
     expect(() => guard({ penaltyThreshold: -1 })).toThrow(InvalidArgumentError);
     expect(() => guard({ penaltyThreshold: 1.5 })).toThrow(InvalidArgumentError);
     expect(() => guard({ penaltyWindowMs: 0 })).toThrow(InvalidArgumentError);
     expect(() => guard({ penaltyCooldownMs: 500, penaltyMaxCooldownMs: 400 })).toThrow(/penaltyMaxCooldownMs/);
+    expect(() => guard({ penaltyBytesPerSecond: -1 })).toThrow(/penaltyBytesPerSecond/);
   });
 });

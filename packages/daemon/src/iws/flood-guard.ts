@@ -3,9 +3,10 @@ import type { PluginLogger } from '@workbay/api';
 
 /**
  * What counts against a workspace: a call it made that was answered with an error (a rate limit or the in-flight
- * limit mostly), or a connection it opened beyond `maxConnections`.
+ * limit mostly), a connection it opened beyond `maxConnections`, or bytes it sent beyond `penaltyBytesPerSecond`
+ * (what grpc-js answers itself, such as unknown methods and malformed or oversized messages, reaches no gate).
  */
-export type FloodOffence = 'calls' | 'connections';
+export type FloodOffence = 'calls' | 'connections' | 'traffic';
 
 /** The penalty settings (`IwsConfig` carries them; `iws/context.ts` says what each means). */
 export interface FloodGuardConfig {
@@ -17,6 +18,8 @@ export interface FloodGuardConfig {
   readonly penaltyCooldownMs: number;
   /** The longest cooldown, and the good behaviour that forgives one doubling. */
   readonly penaltyMaxCooldownMs: number;
+  /** Bytes a second the workspace may send to its socket without offending (see {@link FloodGuard.traffic}). */
+  readonly penaltyBytesPerSecond?: number;
 }
 
 /** What a penalty acts on: the workspace's listener (see `listenIws`). */
@@ -55,6 +58,12 @@ const LOG_INTERVAL_MS = 10_000;
  * empty within a window of good behaviour.
  */
 const PROBATION_LEVEL = 0.9;
+/**
+ * Bytes over the traffic budget that make one offence. Small, so that the bucket's own drain (50 a second by
+ * default) forgives little beside the budget (12.5 KiB/s), and a flood trips the default threshold once it has
+ * sent 125 KiB more than its budget.
+ */
+export const TRAFFIC_OFFENCE_BYTES = 256;
 
 /**
  * The penalty of one workspace that floods its socket. A refusal is cheap for the work behind it but not for the
@@ -68,6 +77,8 @@ const PROBATION_LEVEL = 0.9;
  * doubles with each penalty up to `penaltyMaxCooldownMs`; every `penaltyMaxCooldownMs` without a penalty forgives
  * one strike. A workspace let back in is on probation (see {@link PROBATION_LEVEL}). The defaults (500 per 10 s)
  * are two orders of magnitude above an IDE polling a few times a second (whose refusals are a few per second).
+ * What grpc-js refuses itself never reaches the service, so the listener also meters the bytes a workspace sends
+ * ({@link FloodGuard.traffic}): a call costs the daemon about the same whatever its answer, and its bytes too.
  */
 export class FloodGuard {
   private readonly now: () => number;
@@ -110,14 +121,26 @@ export class FloodGuard {
     };
   }
 
-  /** One offence of the workspace; past the threshold, a penalty. Costs a few arithmetic operations. */
-  offence(kind: FloodOffence): void {
+  /** `count` offences of the workspace; past the threshold, a penalty. Costs a few arithmetic operations. */
+  offence(kind: FloodOffence, count = 1): void {
     if (this.config.penaltyThreshold === 0 || this.suspendedFlag || !this.target) return;
     const now = this.now();
     const drained = ((now - this.levelAt) * this.config.penaltyThreshold) / this.config.penaltyWindowMs;
-    this.level = Math.max(0, this.level - drained) + 1;
+    this.level = Math.max(0, this.level - drained) + count;
     this.levelAt = now;
     if (this.level > this.config.penaltyThreshold) this.penalise(kind, now);
+  }
+
+  /**
+   * The workspace sent `bytes` to its socket over the last `elapsedMs` (the listener samples its connections):
+   * each {@link TRAFFIC_OFFENCE_BYTES} beyond `penaltyBytesPerSecond` is an offence. Bursts above the budget are
+   * forgiven as far as the bucket's threshold reaches; a sustained flood fills it within seconds.
+   */
+  traffic(bytes: number, elapsedMs: number): void {
+    const budget = this.config.penaltyBytesPerSecond;
+    if (!budget) return;
+    const over = bytes - (budget * elapsedMs) / 1000;
+    if (over > 0) this.offence('traffic', Math.ceil(over / TRAFFIC_OFFENCE_BYTES));
   }
 
   private penalise(reason: FloodOffence, now: number): void {
@@ -190,6 +213,7 @@ export class FloodGuard {
         ...penalty,
         threshold: this.config.penaltyThreshold,
         windowMs: this.config.penaltyWindowMs,
+        ...(penalty.reason === 'traffic' ? { bytesPerSecond: this.config.penaltyBytesPerSecond } : {}),
         unlogged: this.unlogged,
       },
       'workspace flooded its in-workspace service socket: not served for a cooldown',
@@ -206,6 +230,10 @@ function assertConfig(config: FloodGuardConfig): void {
   for (const name of ['penaltyWindowMs', 'penaltyCooldownMs', 'penaltyMaxCooldownMs'] as const) {
     if (!Number.isFinite(config[name]) || config[name] < 1)
       throw new InvalidArgumentError(name, 'must be at least 1 ms');
+  }
+  const budget = config.penaltyBytesPerSecond;
+  if (budget !== undefined && (!Number.isSafeInteger(budget) || budget < 0)) {
+    throw new InvalidArgumentError('penaltyBytesPerSecond', 'must be a non-negative integer');
   }
   if (config.penaltyMaxCooldownMs < config.penaltyCooldownMs) {
     throw new InvalidArgumentError('penaltyMaxCooldownMs', 'must not be below penaltyCooldownMs');

@@ -35,7 +35,8 @@ export type IwsListenOptions = (
       /**
        * Takes the socket away from a workspace that floods it (see `FloodGuard`): its connections are destroyed and
        * the socket refuses connects for a cooldown, then it is bound again at the same path, mode and owner.
-       * Connections beyond `maxConnections` count as offences; the service reports its refused calls itself.
+       * Connections beyond `maxConnections` count as offences, and so do bytes beyond the guard's traffic budget
+       * (sampled every {@link TRAFFIC_SAMPLE_MS}); the service reports its refused calls itself.
        */
       readonly flood?: FloodGuard;
       /**
@@ -77,6 +78,8 @@ export const DEFAULT_CONNECTION_IDLE_MS = 60_000;
 /** Every connection is closed after this long (calls here take seconds at most), then forced after the grace. */
 export const DEFAULT_CONNECTION_MAX_AGE_MS = 30 * 60_000;
 export const DEFAULT_CONNECTION_GRACE_MS = 30_000;
+/** How often the bytes a workspace sent are handed to its flood guard (see `FloodGuard.traffic`). */
+export const TRAFFIC_SAMPLE_MS = 1000;
 
 /**
  * The unix listener of one workspace: a plain `net.Server` the daemon owns, whose accepted connections are handed
@@ -98,6 +101,7 @@ interface OwnedListener {
   readonly server: NetServer;
   readonly sockets: Set<Socket>;
   readonly reaper: NodeJS.Timeout;
+  readonly meter: NodeJS.Timeout | undefined;
 }
 
 function injectInto(
@@ -108,10 +112,17 @@ function injectInto(
 ): OwnedListener {
   const sockets = new Set<Socket>();
   const activity = new WeakMap<Socket, { bytes: number; since: number }>();
+  // The traffic meter: bytes read from each socket up to the last sample, and those of sockets closed since. The
+  // socket's counter, not 'data' events: HTTP/2 reads the handle itself, and the counter survives the close.
+  const sampled = new WeakMap<Socket, number>();
+  let closedBytes = 0;
   const server = createServer((socket) => {
     sockets.add(socket);
     activity.set(socket, { bytes: 0, since: Date.now() });
-    socket.once('close', () => sockets.delete(socket));
+    socket.once('close', () => {
+      sockets.delete(socket);
+      closedBytes += socket.bytesRead - (sampled.get(socket) ?? 0);
+    });
     // A peer that resets its connection must not become an unhandled 'error' of the daemon.
     socket.on('error', () => undefined);
     injector.injectConnection(socket);
@@ -133,12 +144,28 @@ function injectInto(
     Math.max(50, Math.floor(idleMs / 4)),
   );
   reaper.unref();
-  return { server, sockets, reaper };
+  let sampledAt = Date.now();
+  const meter = flood
+    ? setInterval(() => {
+        let bytes = closedBytes;
+        closedBytes = 0;
+        for (const socket of sockets) {
+          bytes += socket.bytesRead - (sampled.get(socket) ?? 0);
+          sampled.set(socket, socket.bytesRead);
+        }
+        const now = Date.now();
+        flood.traffic(bytes, now - sampledAt);
+        sampledAt = now;
+      }, TRAFFIC_SAMPLE_MS)
+    : undefined;
+  meter?.unref();
+  return { server, sockets, reaper, meter };
 }
 
 /** Stops accepting; resolves once every connection is gone (see {@link dropConnections}). */
 function stopAccepting(listener: OwnedListener): Promise<void> {
   clearInterval(listener.reaper);
+  clearInterval(listener.meter);
   return new Promise<void>((resolve) => listener.server.close(() => resolve()));
 }
 
