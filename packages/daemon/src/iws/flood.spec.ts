@@ -9,6 +9,7 @@ import type { NamespaceOps } from '@workbay/nsinsider';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DaemonMetrics } from '../health/metrics.js';
 import { FloodGuard } from './flood-guard.js';
+import { connects, idleCgroups, until } from '../test-support/iws-flood.js';
 import { IwsHost } from './host.js';
 import { listenIws } from './server.js';
 import { createInWorkspaceService } from './service.js';
@@ -18,14 +19,6 @@ import { createInWorkspaceService } from './service.js';
 
 const OWNER = { uid: 4242, gid: 4343 };
 const WORKSPACE_INFO = '/iws.WorkspaceInfoService/WorkspaceInfo';
-
-const cgroups = {
-  cgroup: () => ({
-    usage: async () => ({ cpuUsageNs: 0, memoryWorkingSetBytes: 1 }),
-    limits: async () => ({ memoryBytes: 1 << 30 }),
-    child: () => undefined,
-  }),
-} as unknown as ConstructorParameters<typeof IwsHost>[0]['cgroups'];
 
 /** One grpc-js call on its own channel (or the given one): its status code, 0 for OK. */
 function callInfo(target: string | Client): Promise<number> {
@@ -42,26 +35,6 @@ function callInfo(target: string | Client): Promise<number> {
   ).finally(() => {
     if (typeof target === 'string') client.close();
   });
-}
-
-function connects(path: string): Promise<boolean | string> {
-  return new Promise((resolve) => {
-    const socket = connect(path);
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? 'error'));
-  });
-}
-
-async function until(check: () => Promise<boolean>, ms: number): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > end) return false;
-    await sleep(50);
-  }
-  return true;
 }
 
 describe('a workspace flooding its in-workspace service socket', () => {
@@ -89,7 +62,7 @@ describe('a workspace flooding its in-workspace service socket', () => {
     host = new IwsHost({
       workingArea: join(scratch, 'wa'),
       ops: {} as NamespaceOps,
-      cgroups,
+      cgroups: idleCgroups,
       processes: () => ({ initPid: async () => process.pid, cgroupPath: async () => 'ws' }),
       config: {
         cpuSampleMs: 1,

@@ -1,5 +1,4 @@
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -7,6 +6,7 @@ import { Client, credentials, status } from '@grpc/grpc-js';
 import type { NamespaceOps } from '@workbay/nsinsider';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DaemonMetrics } from '../health/metrics.js';
+import { connects, idleCgroups, until } from '../test-support/iws-flood.js';
 import { IwsHost } from './host.js';
 
 // Floods grpc-js answers itself (unknown methods, oversized messages) never reach the service's gate: the listener's
@@ -14,14 +14,6 @@ import { IwsHost } from './host.js';
 
 const WORKSPACE_INFO = '/iws.WorkspaceInfoService/WorkspaceInfo';
 const UNKNOWN = '/iws.NoSuchService/Nothing';
-
-const cgroups = {
-  cgroup: () => ({
-    usage: async () => ({ cpuUsageNs: 0, memoryWorkingSetBytes: 1 }),
-    limits: async () => ({ memoryBytes: 1 << 30 }),
-    child: () => undefined,
-  }),
-} as unknown as ConstructorParameters<typeof IwsHost>[0]['cgroups'];
 
 /** A channel with connections of its own (grpc-js otherwise shares one per target among clients). */
 function channel(socket: string): Client {
@@ -61,26 +53,6 @@ async function flood(socket: string, method: string, body?: Buffer): Promise<num
   return codes;
 }
 
-function connects(path: string): Promise<boolean | string> {
-  return new Promise((resolve) => {
-    const socket = connect(path);
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', (error: NodeJS.ErrnoException) => resolve(error.code ?? 'error'));
-  });
-}
-
-async function until(check: () => Promise<boolean>, ms: number): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > end) return false;
-    await sleep(50);
-  }
-  return true;
-}
-
 describe('the traffic meter of a workspace socket', () => {
   let scratch: string;
   let host: IwsHost;
@@ -95,7 +67,7 @@ describe('the traffic meter of a workspace socket', () => {
     host = new IwsHost({
       workingArea: join(scratch, 'wa'),
       ops: {} as NamespaceOps,
-      cgroups,
+      cgroups: idleCgroups,
       processes: () => ({ initPid: async () => process.pid, cgroupPath: async () => 'ws' }),
       config: {
         cpuSampleMs: 1,
