@@ -95,9 +95,11 @@ describe("proxy: only the workspace's own ports, and revocation closes open conn
 
   it('ControlPort bounds the number of exposed ports', async () => {
     const record = h.running.core.getWorkspace(ws.a.id)!;
-    const extra = Array.from({ length: 64 - record.spec.ports.length }, (_, i) => 41000 + i);
+    // Above the kernel's ephemeral range (32768-60999): no endpoint of the manager or a workspace, which all bind
+    // port 0, can hold one of these (a CI run met the manager's own at 41051).
+    const extra = Array.from({ length: 64 - record.spec.ports.length }, (_, i) => 61000 + i);
     for (const port of extra) await h.client.controlPort({ id: ws.a.id, expose: true, spec: portSpec(port) });
-    await refused(ws.a.id, 42000, /already exposes 64 ports/);
+    await refused(ws.a.id, 61100, /already exposes 64 ports/);
     // Re-exposing one it has is still fine; then clean up.
     await h.client.controlPort({ id: ws.a.id, expose: true, spec: portSpec(extra[0]!) });
     for (const port of extra) await h.client.controlPort({ id: ws.a.id, expose: false, spec: portSpec(port) });
