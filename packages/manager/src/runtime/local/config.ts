@@ -76,7 +76,7 @@ export const localRuntimeConfigSchema = z.strictObject({
     .prefault({}),
   /**
    * The workspace's output (`<stateDir>/logs/<id>.log`) is on the host's disk, outside the workspace's own limits:
-   * it is capped while the workspace runs (see `log-cap.ts`).
+   * it is capped while the workspace runs (see `log-writer.ts` for isolated workspaces, `log-cap.ts` for the others).
    */
   logs: z
     .strictObject({

@@ -180,6 +180,7 @@ export class LocalRuntime implements WorkspaceRuntime {
       child = await spawnWorkspace(p, spec, this.networks, {
         exitFile: this.store.exitFile(id),
         logFile: this.store.logFile(id),
+        logMaxBytes: this.config.logs.maxBytes,
       });
       // Capped from its first write: a workspace can fill hundreds of MB while the record below is fsynced.
       await this.logCap.watch(id, this.store.logFile(id));

@@ -128,7 +128,7 @@ export async function spawnWorkspace(
   p: Provisioned,
   spec: RuntimeWorkspaceSpec,
   networks: WorkspaceNetworks | undefined,
-  files: { readonly exitFile: string; readonly logFile: string },
+  files: { readonly exitFile: string; readonly logFile: string; readonly logMaxBytes: number },
 ): Promise<ChildProcess> {
   const identity = p.plan.identity;
   const invocation = wrapperInvocation({
@@ -149,6 +149,7 @@ export async function spawnWorkspace(
             gid: identity.gid,
           }
         : undefined,
+    log: { file: files.logFile, maxBytes: files.logMaxBytes },
     command: p.plan.command,
     env: p.plan.env,
   });

@@ -56,11 +56,21 @@ describe('the sandbox plan', () => {
       exitFile: '/s/i.exit',
       cgroupProcsFiles: ['/cg/a/cgroup.procs'],
       sandbox: { netnsPath: '/run/netns/wbv3', hostname: 'ws', contentDir: '/c', uid: 7, gid: 8 },
+      log: { file: '/s/i.log', maxBytes: 65536 },
       command: ['run', 'me'],
       env: { PATH: '/workspace/bin:/usr/bin', LD_PRELOAD: '/workspace/x.so' },
     });
-    expect(inv.args.slice(3, 8)).toEqual(['/s/i.exit', '1', '/cg/a/cgroup.procs', 'isolated', '/run/netns/wbv3']);
-    expect(inv.args.slice(9)).toEqual([
+    expect(inv.args.slice(3, 10)).toEqual([
+      '/s/i.exit',
+      '1',
+      '/cg/a/cgroup.procs',
+      'isolated',
+      '/run/netns/wbv3',
+      // The log writer's file and cap; the writer and the init script follow.
+      '/s/i.log',
+      '65536',
+    ]);
+    expect(inv.args.slice(12)).toEqual([
       'ws',
       '/c',
       '',

@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { syscallFilterLoader } from '@workbay/nsinsider';
+import { logWriterScript } from './log-writer.js';
 
 /**
  * The tiny shell wrapper every workspace runs under. It is the leader of the workspace's process group and:
@@ -32,12 +33,13 @@ const outerScript = [
   'mode=$1; shift',
   'trap : TERM INT HUP',
   'if [ "$mode" = isolated ]; then',
-  '  netns=$1; init=$2; shift 2',
-  // The workspace writes into a pipe, and `cat` (root, outside its pid namespace, ignoring the stop signals so that it
-  // takes the last words too) appends to the log: the workspace never holds the log file itself, so it cannot
-  // fallocate it (20 GB of the host's disk in one call, red team round 5), reserve blocks past its end, truncate it or
-  // clear its O_APPEND. The pipe also pushes back on a workspace writing faster than the disk takes it.
-  '  nsenter --net="$netns" -- unshare --pid --fork --mount --uts --ipc --cgroup --mount-proc --kill-child -- /bin/sh -c "$init" workbay-init "$@" 2>&1 | { trap "" TERM INT HUP; exec cat; }',
+  '  netns=$1; log=$2; log_max=$3; writer=$4; init=$5; shift 5',
+  // The workspace writes into a pipe, and the log writer (root, outside its pid namespace, ignoring the stop signals so
+  // that it takes the last words too) appends to the log and caps it (log-writer.ts): the workspace never holds the log
+  // file itself, so it cannot fallocate it (20 GB of the host's disk in one call, red team round 5), reserve blocks past
+  // its end, truncate it or clear its O_APPEND. The pipe also pushes back on a workspace writing faster than the disk
+  // takes it. Without Perl, `cat` appends and the manager's LogCap caps the log from outside.
+  '  nsenter --net="$netns" -- unshare --pid --fork --mount --uts --ipc --cgroup --mount-proc --kill-child -- /bin/sh -c "$init" workbay-init "$@" 2>&1 | { trap "" TERM INT HUP; if [ -n "$log" ] && command -v perl >/dev/null; then exec perl -e "$writer" "$log" "$log_max"; fi; exec cat; }',
   '  rc=${PIPESTATUS[0]}',
   'else',
   '  "$@"',
@@ -263,6 +265,11 @@ export function wrapperInvocation(options: {
   readonly exitFile: string;
   readonly cgroupProcsFiles: readonly string[];
   readonly sandbox?: SandboxSpec;
+  /**
+   * The log the wrapper's output goes to and its cap: an isolated workspace's log writer caps it itself
+   * (log-writer.ts). Without it, the writer is `cat` and only the manager's LogCap caps the log.
+   */
+  readonly log?: { readonly file: string; readonly maxBytes: number };
   readonly command: readonly string[];
   /** The workspace's environment: given to `command` only. */
   readonly env: Readonly<Record<string, string>>;
@@ -273,6 +280,9 @@ export function wrapperInvocation(options: {
     ? [
         'isolated',
         s.netnsPath,
+        options.log?.file ?? '',
+        String(options.log?.maxBytes ?? 0),
+        logWriterScript,
         sandboxInitScript,
         s.hostname,
         s.contentDir,
