@@ -7,8 +7,9 @@
  * - `maxConnections` for the whole server (kept for clients that use their connections: `connection-slots.ts`),
  *   and `maxConnectionsPerAddress` per client address (an IPv6 client is counted by its /64, which one client
  *   usually owns whole);
- * - `maxConnectionsPerWorkspace` busy connections (a request in progress, a tunnel) per workspace, so that one
- *   workspace cannot hold every slot of the server-wide cap (`workspace-slots.ts`);
+ * - `maxConnectionsPerWorkspace` busy connections (a request in progress, a tunnel) per workspace and
+ *   `maxConnectionsPerOwner` per owner, so that one workspace, or one owner's workspaces, cannot hold every slot of
+ *   the server-wide cap (`workspace-slots.ts`);
  * - Node's `headersTimeout` / `requestTimeout` against slowloris (they only work when a `clientError` handler
  *   closes the socket, see {@link clientErrorAnswer});
  * - `handshakeTimeoutMs` for upgrade requests the workspace has not answered yet, `idleTimeoutMs` for established
@@ -37,6 +38,8 @@ export interface ProxyLimits {
    * that answers a byte at a time) could hold all of `maxConnections`. 0: no limit.
    */
   readonly maxConnectionsPerWorkspace: number;
+  /** Busy client connections of all of one owner's workspaces together; beyond it 503 for that owner. 0: no limit. */
+  readonly maxConnectionsPerOwner: number;
   /** Time a client has to send a complete request head (slowloris). */
   readonly headersTimeoutMs: number;
   /** Time a client has to send a complete request, head and body. At least `headersTimeoutMs`. */
@@ -59,6 +62,8 @@ export const defaultProxyLimits: ProxyLimits = {
   maxConnectionsPerAddress: 256,
   // An eighth of the server's cap: a busy workspace leaves the other workspaces most of it.
   maxConnectionsPerWorkspace: 512,
+  // A quarter: one owner's workspaces leave the others at least three quarters.
+  maxConnectionsPerOwner: 1024,
   headersTimeoutMs: 20_000,
   requestTimeoutMs: 300_000,
   handshakeTimeoutMs: 30_000,

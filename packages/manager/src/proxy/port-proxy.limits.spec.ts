@@ -98,8 +98,8 @@ describe('PortProxy connection bounds', () => {
         }),
     );
     const idePort = (workspace.address() as { port: number }).port;
-    const running = (id: string, admission: 'everyone' | 'owner-only'): WorkspaceRecord => {
-      const base = makeRecord({ id });
+    const running = (id: string, admission: 'everyone' | 'owner-only', owner = 'alice'): WorkspaceRecord => {
+      const base = makeRecord({ id, owner });
       return {
         ...base,
         phase: 'running',
@@ -107,7 +107,12 @@ describe('PortProxy connection bounds', () => {
         progress: { ...base.progress, runtimeHost: '127.0.0.1', idePort },
       };
     };
-    const records = [running('open', 'everyone'), running('private', 'owner-only'), running('other', 'everyone')];
+    const records = [
+      running('open', 'everyone'),
+      running('private', 'owner-only'),
+      running('other', 'everyone'),
+      running('neighbour', 'everyone', 'bob'),
+    ];
     const proxy = new PortProxy({
       router: { getWorkspace: (id) => records.find((r) => r.id === id), allWorkspaces: () => records },
       address: '127.0.0.1:0',
@@ -252,6 +257,26 @@ describe('PortProxy connection bounds', () => {
     holders[0]!.socket.destroy();
     await waitFor('the released request to be gone', () => holding.size === 3);
     expect(await served(address)).toBe(200);
+    for (const h of holders) h.socket.destroy();
+    await waitFor('the holders to be gone', () => proxy.connectionCount === 0);
+  });
+
+  it("caps one owner's workspaces together without refusing other owners", async () => {
+    const { proxy, address, holding } = await setup({ maxConnectionsPerWorkspace: 4, maxConnectionsPerOwner: 3 });
+    // Two held requests to one of alice's workspaces, one to another: her three, each workspace under its own cap.
+    const holders = await Promise.all(Array.from({ length: 3 }, (_, i) => hostileClient(address, `127.0.6.${i + 1}`)));
+    holders.forEach((h, i) => h.socket.write(`GET /ws/${i < 2 ? 'open' : 'other'}/hold HTTP/1.1\r\nhost: p\r\n\r\n`));
+    await waitFor('3 held requests at the workspaces', () => holding.size === 3);
+    for (const path of ['/ws/open/', '/ws/other/']) {
+      const over = await answer(address, '127.0.6.9', path);
+      expect(over?.status).toBe(503);
+      expect(over?.rest).toMatch(/the owner of workspace \S+ has too many open connections/);
+    }
+    // Bob's workspace is served.
+    expect(await served(address, '127.0.6.1', '/ws/neighbour/')).toBe(200);
+    holders[2]!.socket.destroy();
+    await waitFor('the released request to be gone', () => holding.size === 2);
+    expect(await served(address, undefined, '/ws/other/')).toBe(200);
     for (const h of holders) h.socket.destroy();
     await waitFor('the holders to be gone', () => proxy.connectionCount === 0);
   });

@@ -100,7 +100,7 @@ export class PortProxy {
   /** Grants already tracked per client connection (keep-alive connections carry many requests). */
   private readonly socketGrants = new WeakMap<Socket, Set<string>>();
   private readonly limits: ProxyLimits;
-  /** Connections busy for each workspace (requests in progress, tunnels), capped per workspace. */
+  /** Connections busy for each workspace (requests in progress, tunnels), capped per workspace and per owner. */
   private readonly workspaceSlots: WorkspaceSlots;
 
   constructor(private readonly options: PortProxyOptions) {
@@ -108,7 +108,10 @@ export class PortProxy {
     this.limits = resolveProxyLimits(options.limits);
     this.reserved = options.reserved ?? new ReservedEndpoints();
     this.tunnels = new TunnelRegistry((id) => options.router.getWorkspace(id), options.logger);
-    this.workspaceSlots = new WorkspaceSlots(this.limits.maxConnectionsPerWorkspace, options.logger);
+    this.workspaceSlots = new WorkspaceSlots(
+      { maxPerWorkspace: this.limits.maxConnectionsPerWorkspace, maxPerOwner: this.limits.maxConnectionsPerOwner },
+      options.logger,
+    );
   }
 
   /** The bound host:port (after start). */
@@ -297,8 +300,8 @@ export class PortProxy {
       return;
     }
     // Counted from here until the response is done or its connection closes ('close' covers both).
-    const release = this.workspaceSlots.take(admission.record.id);
-    if (!release) return this.refuse(res, busyRefusal(admission.record.id));
+    const release = this.workspaceSlots.take(admission.record);
+    if ('over' in release) return this.refuse(res, busyRefusal(admission.record.id, false, release.over));
     res.once('close', release);
     this.trackSocket(req.socket, admission.grant);
     this.forward(req, res, route, admission);
@@ -385,8 +388,10 @@ export class PortProxy {
     const admission = this.admit(req, route);
     if ('status' in admission) return rejectUpgrade(socket, admission, this.limits.refusalGraceMs);
     // Counted from here until the client connection closes: during the handshake and for the tunnel's life.
-    const release = this.workspaceSlots.take(admission.record.id);
-    if (!release) return rejectUpgrade(socket, busyRefusal(admission.record.id, true), this.limits.refusalGraceMs);
+    const release = this.workspaceSlots.take(admission.record);
+    if ('over' in release) {
+      return rejectUpgrade(socket, busyRefusal(admission.record.id, true, release.over), this.limits.refusalGraceMs);
+    }
     socket.once('close', release);
     const headers = forwardHeaders(req, {
       token: admission.record.ownerToken,
