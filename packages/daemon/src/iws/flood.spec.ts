@@ -9,8 +9,8 @@ import type { NamespaceOps } from '@workbay/nsinsider';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DaemonMetrics } from '../health/metrics.js';
 import { FloodGuard } from './flood-guard.js';
-import { connects, idleCgroups, until } from '../test-support/iws-flood.js';
-import { IwsHost } from './host.js';
+import { connects, startFloodHost, until } from '../test-support/iws-flood.js';
+import type { IwsHost } from './host.js';
 import { listenIws } from './server.js';
 import { createInWorkspaceService } from './service.js';
 
@@ -59,27 +59,11 @@ describe('a workspace flooding its in-workspace service socket', () => {
     for (const id of ['flood', 'calm', 'conns', 'polite'])
       await mkdir(join(scratch, 'content', id), { recursive: true });
     await chown(join(scratch, 'content', 'flood'), OWNER.uid, OWNER.gid);
-    host = new IwsHost({
-      workingArea: join(scratch, 'wa'),
-      ops: {} as NamespaceOps,
-      cgroups: idleCgroups,
-      processes: () => ({ initPid: async () => process.pid, cgroupPath: async () => 'ws' }),
-      config: {
-        cpuSampleMs: 1,
-        maxConnections: 8,
-        penaltyThreshold: 40,
-        penaltyWindowMs: 10_000,
-        // Long enough for the checks during the cooldown on a slow machine; the specs wait for its end.
-        penaltyCooldownMs: 3000,
-        penaltyMaxCooldownMs: 6000,
-      },
+    host = await startFloodHost(scratch, ['flood', 'calm', 'conns', 'polite'], {
+      config: { maxConnections: 8 },
       logger,
       metrics,
-      closeGraceMs: 0,
     });
-    for (const id of ['flood', 'calm', 'conns', 'polite']) {
-      await host.open({ instanceId: id, workspaceId: `ws-${id}`, contentLocation: join(scratch, 'content', id) });
-    }
   });
 
   afterAll(async () => {

@@ -1,13 +1,12 @@
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Client, credentials, status } from '@grpc/grpc-js';
-import type { NamespaceOps } from '@workbay/nsinsider';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DaemonMetrics } from '../health/metrics.js';
-import { connects, idleCgroups, until } from '../test-support/iws-flood.js';
-import { IwsHost } from './host.js';
+import { connects, startFloodHost, until } from '../test-support/iws-flood.js';
+import type { IwsHost } from './host.js';
 
 // Floods grpc-js answers itself (unknown methods, oversized messages) never reach the service's gate: the listener's
 // traffic meter must catch them. Real host, unix sockets and grpc-js clients; behaviour only, never timings.
@@ -63,28 +62,11 @@ describe('the traffic meter of a workspace socket', () => {
 
   beforeAll(async () => {
     scratch = await mkdtemp(join(tmpdir(), 'iws-traffic-'));
-    for (const id of ids) await mkdir(join(scratch, 'content', id), { recursive: true });
-    host = new IwsHost({
-      workingArea: join(scratch, 'wa'),
-      ops: {} as NamespaceOps,
-      cgroups: idleCgroups,
-      processes: () => ({ initPid: async () => process.pid, cgroupPath: async () => 'ws' }),
-      config: {
-        cpuSampleMs: 1,
-        penaltyThreshold: 40,
-        penaltyWindowMs: 10_000,
-        // 16 KiB a second: a slow machine's flood of unknown methods (~80 bytes each) still exceeds it many times.
-        penaltyBytesPerSecond: 16 * 1024,
-        // Long enough for the checks during the cooldown on a slow machine; the specs wait for its end.
-        penaltyCooldownMs: 3000,
-        penaltyMaxCooldownMs: 6000,
-      },
+    host = await startFloodHost(scratch, ids, {
+      // 16 KiB a second: a slow machine's flood of unknown methods (~80 bytes each) still exceeds it many times.
+      config: { penaltyBytesPerSecond: 16 * 1024 },
       metrics,
-      closeGraceMs: 0,
     });
-    for (const id of ids) {
-      await host.open({ instanceId: id, workspaceId: `ws-${id}`, contentLocation: join(scratch, 'content', id) });
-    }
   });
 
   afterAll(async () => {
