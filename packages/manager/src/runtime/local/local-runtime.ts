@@ -2,7 +2,7 @@ import type { ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { Subject } from 'rxjs';
 import type { Observable } from 'rxjs';
-import { AlreadyExistsError, FailedPreconditionError, UnavailableError, silentLogger } from '@workbay/api';
+import { AlreadyExistsError, FailedPreconditionError, silentLogger } from '@workbay/api';
 import type {
   PluginLogger,
   RuntimeEvent,
@@ -13,16 +13,15 @@ import type {
 } from '@workbay/api';
 import { parseLocalRuntimeConfig } from './config.js';
 import type { LocalRuntimeConfig, LocalRuntimeConfigInput } from './config.js';
-import { childExitCode, describeExit } from './exit.js';
 import { decideIsolation, sweepWorkspaceCgroups } from './isolation.js';
 import type { LocalIsolation } from './isolation.js';
-import { releaseWorkspaceNet, WorkspaceNetworks } from './network.js';
+import { WorkspaceNetworks } from './network.js';
 import { PortAllocator } from './ports.js';
-import { assertInstanceId, cgroupOf, groupIsOurs, newInstance, removeCgroup } from './instance.js';
+import { assertInstanceId, newInstance } from './instance.js';
 import type { Instance } from './instance.js';
 import { LogCap } from './log-cap.js';
-import { groupAlive, isSameProcessAlive, readProcStat, signal, sleep } from './proc.js';
-import { waitReady } from './readiness.js';
+import { InstanceSupervisor } from './supervisor.js';
+import { isSameProcessAlive, readProcStat } from './proc.js';
 import { PreparedHosts } from './prepared-hosts.js';
 import { provision, reserveHost, spawnWorkspace } from './provision.js';
 import { newRecord, stateOfRecord } from './state.js';
@@ -69,6 +68,7 @@ export class LocalRuntime implements WorkspaceRuntime {
   private readonly prepared: PreparedHosts;
   /** Keeps the logs of running workspaces (on the host's disk, outside their limits) under `logs.maxBytes`. */
   private readonly logCap: LogCap;
+  private readonly supervisor: InstanceSupervisor;
   /** Names this runtime's netns and cgroups (from its state dir), so that its leftovers are known. */
   private readonly tag: string;
   private readonly eventsSubject = new Subject<RuntimeEvent>();
@@ -95,6 +95,18 @@ export class LocalRuntime implements WorkspaceRuntime {
         config.network.maxConnectionsPerWorkspace,
       );
     }
+    this.supervisor = new InstanceSupervisor({
+      config,
+      isolation,
+      store: this.store,
+      logCap: this.logCap,
+      networks: this.networks,
+      ports: this.ports,
+      logger,
+      closed: () => this.closed,
+      emit: (event) => this.emit(event),
+      stateOf: (instance) => this.stateOf(instance),
+    });
   }
 
   /** Validates the config, decides the isolation, and re-adopts the instances recorded in `stateDir`. */
@@ -209,11 +221,11 @@ export class LocalRuntime implements WorkspaceRuntime {
     instance.child = child;
     child.once('exit', (code, sig) => {
       instance.childExit = { code, signal: sig };
-      void this.finalize(instance);
+      void this.supervisor.finalize(instance);
     });
     if (child.exitCode !== null || child.signalCode !== null) {
       instance.childExit = { code: child.exitCode, signal: child.signalCode as NodeJS.Signals | null };
-      void this.finalize(instance);
+      void this.supervisor.finalize(instance);
     }
     await this.store.save(record);
     this.logger.info(
@@ -228,7 +240,7 @@ export class LocalRuntime implements WorkspaceRuntime {
       },
       'workspace process started',
     );
-    this.watchReadiness(instance);
+    this.supervisor.watchReadiness(instance);
     return this.stateOf(instance);
   }
 
@@ -238,7 +250,7 @@ export class LocalRuntime implements WorkspaceRuntime {
     const instance = this.instances.get(instanceId);
     if (!instance) return;
     if (instance.status !== 'exited') {
-      await this.terminate(instance, Math.max(0, options.gracePeriodMs));
+      await this.supervisor.terminate(instance, Math.max(0, options.gracePeriodMs));
     }
     await this.forget(instance);
   }
@@ -284,112 +296,6 @@ export class LocalRuntime implements WorkspaceRuntime {
     return stateOfRecord(i.record, i.status, this.store.logFile(i.record.instanceId));
   }
 
-  private watchReadiness(instance: Instance): void {
-    const r = instance.record;
-    void waitReady(r.readiness, r.host, r.idePort, instance.readyAbort.signal).then(async (ok) => {
-      if (!ok || instance.finalizing || instance.status === 'exited' || instance.status === 'stopping' || this.closed) {
-        return;
-      }
-      r.ready = true;
-      instance.status = 'running';
-      this.logger.info({ instanceId: r.instanceId, port: r.idePort }, 'workspace ready');
-      this.emit({ type: 'ready', instanceId: r.instanceId, state: this.stateOf(instance) });
-      // Deliberate: saved after the event, off the start's critical path (a write and an fsync): an unsaved `ready`
-      // only makes a restarted runtime check readiness again. Later saves of the record queue behind this one.
-      await this.store.save(r).catch((error: unknown) => this.logger.error({ error: String(error) }, 'save failed'));
-    });
-  }
-
-  /** Polls an adopted (not our child) wrapper for exit; faster while it is being stopped. */
-  private watchAdopted(instance: Instance): void {
-    const tick = async (): Promise<void> => {
-      instance.pollTimer = undefined;
-      if (this.closed || instance.finalizing) return;
-      if (await isSameProcessAlive(instance.record.pid, instance.record.startTime)) {
-        const delay = instance.status === 'stopping' ? 50 : this.config.exitPollIntervalMs;
-        instance.pollTimer = setTimeout(() => void tick(), delay);
-        return;
-      }
-      await this.finalize(instance);
-    };
-    instance.pollTimer = setTimeout(() => void tick(), 0);
-  }
-
-  /** SIGTERM to the group now; SIGKILL to the group and cgroup at the deadline (a later, shorter stop wins). */
-  private async terminate(instance: Instance, gracePeriodMs: number): Promise<void> {
-    const r = instance.record;
-    if (!r.stopRequested) {
-      r.stopRequested = true;
-      instance.status = 'stopping';
-      instance.readyAbort.abort();
-      await this.store.save(r);
-      this.logger.info({ instanceId: r.instanceId, gracePeriodMs }, 'stopping workspace');
-      if (await groupIsOurs(r)) signal(-r.pgid, 'SIGTERM');
-    }
-    const deadline = Date.now() + gracePeriodMs;
-    if (!instance.killed && (instance.killDeadline === undefined || deadline < instance.killDeadline)) {
-      instance.killDeadline = deadline;
-      if (instance.killTimer) clearTimeout(instance.killTimer);
-      instance.killTimer = setTimeout(() => void this.kill(instance), gracePeriodMs);
-    }
-    await instance.exited;
-  }
-
-  private async kill(instance: Instance): Promise<void> {
-    if (instance.finalizing || instance.killed) return;
-    instance.killed = true;
-    const r = instance.record;
-    this.logger.warn({ instanceId: r.instanceId }, 'grace period over; killing workspace');
-    if (await groupIsOurs(r)) signal(-r.pgid, 'SIGKILL');
-    await cgroupOf(r, this.isolation)
-      ?.kill()
-      .catch((error: unknown) => this.logger.warn({ instanceId: r.instanceId, error: String(error) }, 'cgroup kill'));
-    // A process stuck in uninterruptible sleep can outlive SIGKILL; do not wait forever for it.
-    instance.killTimer = setTimeout(() => {
-      if (instance.status === 'exited') return;
-      this.logger.error({ instanceId: r.instanceId }, 'workspace did not exit after SIGKILL');
-      void this.finalize(instance, new UnavailableError(`workspace '${r.instanceId}' did not exit after SIGKILL`));
-    }, this.config.killTimeoutMs);
-  }
-
-  /** The leader is gone: take the rest of the tree down, collect the verdict, clean up, tell everyone. Idempotent. */
-  private finalize(instance: Instance, stuck?: Error): Promise<void> {
-    instance.finalizing ??= (async () => {
-      const r = instance.record;
-      instance.readyAbort.abort();
-      if (instance.pollTimer) clearTimeout(instance.pollTimer);
-      if (instance.killTimer) clearTimeout(instance.killTimer);
-      if (!stuck && (await groupIsOurs(r))) {
-        signal(-r.pgid, 'SIGKILL');
-        const until = Date.now() + this.config.killTimeoutMs;
-        while ((await groupAlive(r.pgid)) && Date.now() < until) await sleep(20);
-      }
-      // Every writer is gone: one last check brings the log under its cap, and nothing grows it any more.
-      await this.logCap.unwatch(r.instanceId);
-      const oomKills = await removeCgroup(r, this.isolation, this.logger);
-      if (r.net) {
-        await (this.networks ? this.networks.release(r.net) : releaseWorkspaceNet(r.net)).catch((error: unknown) =>
-          this.logger.warn({ instanceId: r.instanceId, error: String(error) }, 'could not remove the network'),
-        );
-      }
-      const exitCode = (await this.store.readExitCode(r.instanceId)) ?? childExitCode(instance.childExit);
-      const lastLogLine = exitCode ? await this.store.lastLogLine(r.instanceId) : undefined;
-      const failure = r.stopRequested
-        ? undefined
-        : (stuck?.message ?? describeExit({ ...r, exitCode, oomKills, lastLogLine }));
-      r.exit = { exitCode, failure, at: new Date().toISOString() };
-      instance.status = 'exited';
-      this.ports.release(r.instanceId);
-      // Deliberate: the verdict reaches the manager through the event below; a record that could not be saved only
-      // means a restarted runtime re-reads the exit from the wrapper's exit file instead.
-      await this.store.save(r).catch((error: unknown) => this.logger.error({ error: String(error) }, 'save failed'));
-      this.logger.info({ instanceId: r.instanceId, exitCode, failure }, 'workspace process exited');
-      instance.markExited();
-      this.emit({ type: 'exited', instanceId: r.instanceId, state: this.stateOf(instance) });
-    })();
-    return instance.finalizing;
-  }
-
   private async forget(instance: Instance): Promise<void> {
     const id = instance.record.instanceId;
     if (this.instances.get(id) === instance) this.instances.delete(id);
@@ -422,14 +328,14 @@ export class LocalRuntime implements WorkspaceRuntime {
             'the recorded pid now belongs to another process; treating the workspace as gone',
           );
         }
-        await this.finalize(instance);
+        await this.supervisor.finalize(instance);
         continue;
       }
       instance.status = record.stopRequested ? 'stopping' : record.ready ? 'running' : 'starting';
       this.logger.info({ instanceId: record.instanceId, pid: record.pid }, 're-adopted running workspace');
       await this.logCap.watch(record.instanceId, this.store.logFile(record.instanceId));
-      this.watchAdopted(instance);
-      if (!record.ready && !record.stopRequested) this.watchReadiness(instance);
+      this.supervisor.watchAdopted(instance);
+      if (!record.ready && !record.stopRequested) this.supervisor.watchReadiness(instance);
     }
   }
 
