@@ -15,10 +15,11 @@ async function runWriter(file: string, cap: number, chunks: Iterable<string>): P
   try {
     const writer = spawn('perl', ['-e', logWriterScript, file, String(cap)], { stdio: ['pipe', log.fd, 'inherit'] });
     const exited = new Promise<number | null>((resolve) => writer.once('close', resolve));
+    const input = writer.stdin!;
     for (const chunk of chunks) {
-      if (!writer.stdin.write(chunk)) await new Promise((r) => writer.stdin.once('drain', r));
+      if (!input.write(chunk)) await new Promise((r) => input.once('drain', r));
     }
-    writer.stdin.end();
+    input.end();
     return await exited;
   } finally {
     await log.close();
