@@ -93,7 +93,7 @@ export const localRuntimeConfigSchema = z.strictObject({
   /**
    * Whether isolated workspaces may create namespaces inside their own: `off`, or `limited` for rootless containers
    * and browser sandboxes, at the price of node-wide kernel tables they can then fill (see `NestedNamespaces` in
-   * wrapper.ts, and docs/security.md).
+   * sandbox-init.ts, and docs/security.md).
    */
   nestedNamespaces: z.enum(['off', 'limited']).default('off'),
   /**

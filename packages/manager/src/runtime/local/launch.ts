@@ -1,4 +1,4 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import type { Stats } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -16,7 +16,7 @@ import {
   workspaceMount,
 } from './sandbox.js';
 import type { HostIdentity } from './sandbox.js';
-import type { NestedNamespaces } from './wrapper.js';
+import type { NestedNamespaces } from './sandbox-init.js';
 import { syscallFilterArgument } from '@workbay/nsinsider';
 
 const defaultPath = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
@@ -39,6 +39,8 @@ export interface LaunchPlan {
   readonly hideDirs?: readonly string[];
   /** Isolated only: directories that get a private tmpfs (/tmp and every other one anyone may write). */
   readonly privateDirs?: readonly string[];
+  /** Isolated only: the real paths of the hidden and private directories, below which host mounts are detached. */
+  readonly detachDirs?: readonly string[];
   /** Isolated only: whether it may create namespaces inside its own (config `nestedNamespaces`). */
   readonly nestedNamespaces?: NestedNamespaces;
   /** Isolated only: the syscall filter's loader argument (config `syscallFilter`), absent when off. */
@@ -98,6 +100,11 @@ export async function planLaunch(options: {
       ];
   if (!isolated) return { command, env, readiness, idePort, portMap, mappedPattern: mapped?.pattern };
   const needed = [process.execPath, command[0] ?? ''];
+  const hideDirs = hideDirsFor(
+    [path.dirname(contentDir), config.stateDir, ...hostListings.filter((d) => existsSync(d))],
+    needed,
+  );
+  const privateDirs = privateDirsFor(hostSharedWritableDirs(), needed);
   return {
     command,
     env,
@@ -107,11 +114,9 @@ export async function planLaunch(options: {
     mappedPattern: mapped?.pattern,
     identity: hostIdentity(options.contentStat),
     iwsDir,
-    hideDirs: hideDirsFor(
-      [path.dirname(contentDir), config.stateDir, ...hostListings.filter((d) => existsSync(d))],
-      needed,
-    ),
-    privateDirs: privateDirsFor(hostSharedWritableDirs(), needed),
+    hideDirs,
+    privateDirs,
+    detachDirs: [...new Set([...hideDirs, ...privateDirs].map(realPath))],
     nestedNamespaces: config.nestedNamespaces,
     syscallFilter: config.syscallFilter === 'default' ? syscallFilterArgument() : undefined,
   };
@@ -122,6 +127,18 @@ export async function planLaunch(options: {
  * with it other owners' instance ids (red team, round 5). Hidden like the state directories.
  */
 const hostListings = ['/run/netns'];
+
+/**
+ * The path the kernel lists mounts below `dir` by (/proc/self/mountinfo resolves links); `dir` itself when it does
+ * not exist (yet): nothing is mounted below a missing directory.
+ */
+function realPath(dir: string): string {
+  try {
+    return realpathSync(dir);
+  } catch {
+    return path.resolve(dir);
+  }
+}
 
 /** The built default workspace lives beside this module in dist; from sources (tests) it is taken from dist. */
 export function defaultWorkspaceScript(): string {

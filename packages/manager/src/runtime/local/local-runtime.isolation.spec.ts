@@ -18,7 +18,7 @@ import {
   useLocalRuntimeFixtures,
   waitForFile,
 } from '../../test-support/local-runtime.js';
-import { ptysPerWorkspace } from './wrapper.js';
+import { ptysPerWorkspace } from './sandbox-init.js';
 
 useLocalRuntimeFixtures();
 

@@ -143,6 +143,7 @@ export async function spawnWorkspace(
             iwsDir: p.plan.iwsDir,
             hideDirs: p.plan.hideDirs,
             privateDirs: p.plan.privateDirs,
+            detachDirs: p.plan.detachDirs,
             nestedNamespaces: p.plan.nestedNamespaces,
             syscallFilter: p.plan.syscallFilter,
             uid: identity.uid,

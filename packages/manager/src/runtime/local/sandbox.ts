@@ -2,7 +2,7 @@ import type { Stats } from 'node:fs';
 import { lstatSync, readdirSync } from 'node:fs';
 import { lstat } from 'node:fs/promises';
 import path from 'node:path';
-import { workspaceUid } from './wrapper.js';
+import { workspaceUid } from './sandbox-init.js';
 
 /** Where an isolated workspace sees its content, and the env of the in-workspace service socket. */
 export const workspaceMount = '/workspace';

@@ -6,6 +6,7 @@ import { expandCommand, globToRegExp, resolveImage } from './images.js';
 import { parseProcStat } from './proc.js';
 import { PortAllocator } from './ports.js';
 import { hideDirsFor, hostIdentity, sandboxEnv } from './sandbox.js';
+import { mountinfoPath } from './sandbox-init.js';
 import { trustedEnv, withOnlyEnv, wrapperInvocation } from './wrapper.js';
 
 describe('parseProcStat', () => {
@@ -80,6 +81,8 @@ describe('the sandbox plan', () => {
       'user:0 net:0 mnt:0 pid:0 ipc:0 uts:0 cgroup:0 time:0',
       // No syscall filter unless the plan has one (the launch plan has, by default).
       '',
+      // Where host mounts are detached, as mountinfo spells them: the hidden and private directories by default.
+      '/tmp /var/tmp /dev/shm',
       '0',
       // Private tmpfs directories: the default three when the plan names none.
       '3',
@@ -93,6 +96,26 @@ describe('the sandbox plan', () => {
       'run',
       'me',
     ]);
+  });
+  it('spells the directories whose mounts the init detaches as mountinfo does, one word each', () => {
+    expect(mountinfoPath('/srv/work area/a\\b\tc\nd')).toBe('/srv/work\\040area/a\\134b\\011c\\012d');
+    const inv = wrapperInvocation({
+      exitFile: '/s/i.exit',
+      cgroupProcsFiles: [],
+      sandbox: {
+        netnsPath: '/run/netns/wbv3',
+        hostname: 'ws',
+        contentDir: '/c',
+        uid: 7,
+        gid: 8,
+        hideDirs: ['/srv/work area'],
+        privateDirs: ['/tmp'],
+        detachDirs: ['/data/work area', '/tmp'],
+      },
+      command: ['run'],
+      env: {},
+    });
+    expect(inv.args).toContain('/data/work\\040area /tmp');
   });
   it("runs the root wrapper with a fixed environment, never the workspace's", () => {
     const inv = wrapperInvocation({

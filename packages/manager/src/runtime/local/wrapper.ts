@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
-import { syscallFilterLoader } from '@workbay/nsinsider';
 import { logWriterScript } from './log-writer.js';
+import { mountinfoPath, nestedNamespaceLimits, sandboxInitScript } from './sandbox-init.js';
+import type { NestedNamespaces } from './sandbox-init.js';
 
 /**
  * The tiny shell wrapper every workspace runs under. It is the leader of the workspace's process group and:
@@ -47,137 +48,6 @@ const outerScript = [
   'fi',
   'printf "%s\\n" "$rc" > "$exit_file.tmp" && mv -f "$exit_file.tmp" "$exit_file"',
   'exit $rc',
-].join('\n');
-
-/** The workspace's own uid/gid inside its user namespace (the original's workspace user). */
-export const workspaceUid = 33333;
-
-/**
- * Whether a workspace may create namespaces inside its own (config `nestedNamespaces`): `off` (the default, as under
- * Docker's and Kubernetes' default seccomp profiles, which refuse new user namespaces) or `limited` (rootless
- * containers, browser sandboxes) at {@link limitedNestedNamespaces}.
- *
- * Nested namespaces reach node-wide tables that no cgroup charges or bounds per workspace (red team, rounds 3 and 4):
- * 20,000 network namespaces took 2.1 GB outside a 4 GiB memory limit; four network namespaces with 262,000 conntrack
- * entries each, 975 MB of slab, 6 MB of it charged; 8 mount namespaces of 99,000 tmpfs mounts, 5.7 GB of slab; one
- * network namespace with 1,022 neighbour entries filled the node's neighbour table (`gc_thresh3`, shared by every
- * namespace), so the host could not reach a neighbouring workspace for 5 s at a time and a new start took 14 s.
- */
-export type NestedNamespaces = 'off' | 'limited';
-
-/**
- * How many namespaces of each kind a workspace may create with `nestedNamespaces: limited`, nested ones included:
- * enough for rootless containers in a workspace.
- */
-export const limitedNestedNamespaces: Readonly<Record<string, number>> = {
-  user: 64,
-  net: 64,
-  mnt: 128,
-  pid: 64,
-  ipc: 64,
-  uts: 64,
-  cgroup: 64,
-  time: 64,
-};
-
-/**
- * The limits for the policy, as the init script reads them (`kind:n …`). `off` sets every kind to 0: a workspace has
- * no capability in its own user namespace, so without a nested one it could create none anyway, but each kind is set
- * so that none depends on that.
- */
-export function nestedNamespaceLimits(policy: NestedNamespaces): string {
-  return Object.entries(limitedNestedNamespaces)
-    .map(([kind, n]) => `${kind}:${policy === 'limited' ? n : 0}`)
-    .join(' ');
-}
-
-/**
- * The pseudo-terminals a workspace may hold at once, in a devpts instance of its own. The host's devpts is shared
- * by everything on the node: a workspace holding all of `kernel.pty.max` (4096) left no terminal to its neighbours
- * nor to root (red team, round 4). Instances other than the host's can take only `pty.max - pty.reserve` together,
- * so the host keeps its reserve (1024) whatever workspaces do; this bounds each of them within the rest.
- */
-export const ptysPerWorkspace = 128;
-
-/**
- * Run right after the workspace's user namespace is made, by its creator with the capabilities it has there
- * (`--keep-caps`), then dropped for good: sets the nested namespace limits (its first argument, from
- * {@link nestedNamespaceLimits}) in that namespace, where the workspace,
- * which has no capability there, cannot raise them (a namespace it nests may set its own, but every level's limit
- * counts), and execs the workspace with no capabilities at all. A kind this kernel does not have is skipped.
- */
-const nestedLimitsScript = [
-  'limits=$1; shift',
-  'for limit in $limits; do',
-  '  f=/proc/sys/user/max_${limit%%:*}_namespaces',
-  '  [ -e "$f" ] || continue',
-  '  echo "${limit#*:}" > "$f" || { echo "workbay: cannot limit nested namespaces ($f)" >&2; exit 125; }',
-  'done',
-  'exec setpriv --inh-caps=-all --ambient-caps=-all --bounding-set=-all -- "$@"',
-].join('\n');
-
-/**
- * pid 1 of the workspace's pid namespace, running as root in fresh mount/uts namespaces and the workspace's
- * netns (all owned by the host's user namespace, so the workspace can change none of them later). It:
- * - sets the hostname; mounts a sysfs of the workspace's netns (the host's would list the host's links);
- * - remounts its /proc with `hidepid=2`: the workspace sees only its own processes, not this init, whose command
- *   line names host paths, the host uid and the workspace's environment (red team round 5), nor anything root
- *   runs in its pid namespace;
- * - binds the content at /workspace and the in-workspace service dir at /.workbay (nosuid, nodev; read-only: the
- *   directory is on the host's disk, outside the workspace's quota, and connecting to its socket needs no write to
- *   the mount; red team round 6 wrote 2 GiB there in 1.9 s);
- * - covers the host directories it must not read (every workspace's content, the runtime's and manager's state)
- *   with empty read-only tmpfs mounts, and gives the workspace private tmpfs mounts at /tmp, /var/tmp, /dev/shm and
- *   every other directory of the host that anyone may write (`/run/lock`, `/dev/mqueue`: see `sharedWritableDirs`),
- *   and a devpts instance of its own at /dev/pts, at most {@link ptysPerWorkspace} terminals;
- * - installs the workspace's syscall filter (`filter`, from `syscallFilterArgument`; empty: none), which holds for
- *   everything it starts;
- * - runs the workspace as host uid/gid `uid`/`gid` with no capabilities, no supplementary groups and no_new_privs,
- *   in a new user namespace that maps exactly that id to 33333 (an unprivileged process may map its own id, so no
- *   newuidmap and no privileged helper is involved); host root is not mapped inside;
- * - forwards TERM/HUP to it: the kernel only delivers signals to a namespace's init when it handles them, and a
- *   workspace running as pid 1 would silently ignore SIGTERM; it exits with the workspace's own status (not the
- *   128+n of a `wait` its trap interrupted). When init exits, the kernel kills the rest.
- * Any set-up failure exits 125 (reported as "the workspace sandbox could not be set up").
- */
-export const sandboxInitScript = [
-  'host=$1; content=$2; iws=$3; uid=$4; gid=$5; limits=$6; filter=$7; n=$8; shift 8',
-  'fail() { echo "workbay: $*" >&2; exit 125; }',
-  `filtered() { if [ -n "$filter" ]; then exec perl -e '${syscallFilterLoader}' "$filter" "$@"; fi; exec "$@"; }`,
-  'printf %s "$host" > /proc/sys/kernel/hostname || fail "cannot set the hostname"',
-  'mount -o remount,nosuid,nodev,noexec,hidepid=2 /proc || fail "cannot hide root processes in /proc"',
-  'mount -t sysfs -o ro,nosuid,nodev,noexec sysfs /sys || fail "cannot mount sysfs"',
-  'mount --bind "$content" /workspace && mount -o remount,bind,nosuid,nodev /workspace || fail "cannot mount the content"',
-  'if [ -n "$iws" ]; then',
-  '  mount --bind "$iws" /.workbay && mount -o remount,bind,ro,nosuid,nodev,noexec /.workbay || fail "cannot mount $iws"',
-  'fi',
-  'while [ "$n" -gt 0 ]; do',
-  '  mount -t tmpfs -o ro,nosuid,nodev,noexec,mode=755,size=4k workbay-hidden "$1" || fail "cannot hide $1"',
-  '  shift; n=$((n - 1))',
-  'done',
-  'm=$1; shift',
-  'while [ "$m" -gt 0 ]; do',
-  '  if [ -d "$1" ]; then mount -t tmpfs -o nosuid,nodev,mode=1777 workbay-tmp "$1" || fail "cannot mount a tmpfs at $1"; fi',
-  '  shift; m=$((m - 1))',
-  'done',
-  'if [ -d /dev/pts ]; then',
-  `  mount -t devpts -o newinstance,ptmxmode=0666,mode=0620,max=${ptysPerWorkspace},nosuid,noexec workbay-devpts /dev/pts || fail "cannot mount a devpts instance"`,
-  '  mount --bind /dev/pts/ptmx /dev/ptmx || fail "cannot point /dev/ptmx at its devpts instance"',
-  'fi',
-  'cd /workspace || fail "cannot enter /workspace"',
-  `filtered setpriv --reuid="$uid" --regid="$gid" --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs -- unshare --user --map-user=${workspaceUid} --map-group=${workspaceUid} --keep-caps -- /bin/sh -c '${nestedLimitsScript}' workbay-limits "$limits" "$@" &`,
-  'child=$!',
-  'trap \'kill -TERM "$child" 2>/dev/null\' TERM',
-  'trap \'kill -HUP "$child" 2>/dev/null\' HUP',
-  'while :; do',
-  '  wait "$child"; rc=$?',
-  '  kill -0 "$child" 2>/dev/null && continue',
-  // A trapped signal cuts `wait` short with 128+n even when the child exits cleanly at that moment; the child's
-  // own status is still there to collect (127: it was collected already, and rc is it).
-  '  wait "$child"; again=$?',
-  '  [ "$again" -ne 127 ] && rc=$again',
-  '  exit "$rc"',
-  'done',
 ].join('\n');
 
 export interface WrapperInvocation {
@@ -244,6 +114,11 @@ export interface SandboxSpec {
   readonly hideDirs?: readonly string[];
   /** Directories that get a private, writable tmpfs (default /tmp, /var/tmp and /dev/shm). */
   readonly privateDirs?: readonly string[];
+  /**
+   * Directories below which every host mount is detached in the workspace's mount namespace, as real paths (the
+   * kernel lists mounts by them): by default the hidden and private ones.
+   */
+  readonly detachDirs?: readonly string[];
   /** Host uid/gid the workspace runs as (33333 inside its user namespace). */
   readonly uid: number;
   readonly gid: number;
@@ -291,6 +166,9 @@ export function wrapperInvocation(options: {
         String(s.gid),
         nestedNamespaceLimits(s.nestedNamespaces ?? 'off'),
         s.syscallFilter ?? '',
+        (s.detachDirs ?? [...(s.hideDirs ?? []), ...(s.privateDirs ?? defaultPrivateDirs)])
+          .map(mountinfoPath)
+          .join(' '),
         String(s.hideDirs?.length ?? 0),
         ...(s.hideDirs ?? []),
         ...counted(s.privateDirs ?? defaultPrivateDirs),
