@@ -3,12 +3,12 @@
  * holes cost ~2 s/GiB of zeros and, in a tar, their full size (red team: a 2 GiB quota made an 8 GiB snapshot,
  * and sparse files held the backup slots for minutes). lseek(SEEK_DATA/SEEK_HOLE) finds the data without
  * reading the holes, but Node has no binding for it; Perl's `sysseek` passes `whence` through, and perl-base is
- * on every Debian system. Perl gets the descriptor the daemon opened (as its stdin), never a path: a workspace
- * can swap paths at any moment (see util/pinned-path.ts).
+ * on every Debian system. Perl reaches the file the daemon opened through its descriptor, never by its path: a
+ * workspace can swap paths at any moment (see util/pinned-path.ts). One Perl probes all the files of an archive
+ * run (sparse-prober.ts).
  *
  * Extents are kept flat, `[offset0, length0, offset1, length1, ...]`, sorted, non-overlapping, non-empty.
  */
-import { spawn } from 'node:child_process';
 import { FailedPreconditionError } from '../errors.js';
 
 /**
@@ -31,21 +31,12 @@ export class SparseProbeError extends FailedPreconditionError {
  */
 export const maxExtents = 16_384;
 /**
- * Extents Perl keeps while it walks a file: at twice this many it merges half of them across their smallest holes,
- * so its memory and output stay bounded (~40 bytes a line) however many a hostile file has. Walking them all is
- * bounded by the workspace's quota (an extent is at least a block of data) and the timeout.
- */
-const probeKeep = maxExtents;
-const maxOutputBytes = 48 * 2 * probeKeep;
-const probeTimeoutMs = 10_000;
-/**
  * The largest sparse file restored (ext4's largest file, 16 TiB): a size read from storage or an archive that is
  * bigger is no file we archived, and could not be created.
  */
 export const maxSparseSize = 16 * 1024 ** 4;
 /**
- * Holes smaller than this are read as they are: a spawn costs a few milliseconds, about what reading a few MiB
- * of holes costs.
+ * Holes smaller than this are read as they are: 4 MiB of holes read in ~8 ms (~2 s/GiB), not worth an extent map.
  */
 export const sparseSlack = 4 * 1024 * 1024;
 
@@ -55,146 +46,6 @@ export function isSparseCandidate(stats: {
   readonly blocks: number | bigint;
 }): boolean {
   return Number(stats.blocks) * 512 + sparseSlack < Number(stats.size);
-}
-
-// SEEK_DATA is 3 and SEEK_HOLE 4 on Linux. "0 but true" (sysseek's 0) is numified by `+= 0`. ENXIO: no data
-// after the position. A file system without hole support answers with one extent over the whole file.
-const probeScript = `
-use strict;
-my ($size, $keep) = @ARGV;
-my ($p, $changes, @e) = (0, 0);
-sub merge {
-  my @gaps = map { $e[2 * $_] - $e[2 * $_ - 1] } 1 .. @e / 2 - 1;
-  my @order = sort { $gaps[$a] <=> $gaps[$b] || $a <=> $b } 0 .. $#gaps;
-  my %close = map { $_ => 1 } @order[0 .. int(@order / 2)];
-  my @m = @e[0, 1];
-  for (my $i = 1; $i < @e / 2; $i++) {
-    if ($close{$i - 1}) { $m[-1] = $e[2 * $i + 1]; } else { push @m, $e[2 * $i], $e[2 * $i + 1]; }
-  }
-  @e = @m;
-}
-while ($p < $size) {
-  my $d = sysseek(STDIN, $p, 3);
-  if (!defined $d) { last if $!{ENXIO}; die "SEEK_DATA: $!\\n"; }
-  $d += 0;
-  last if $d >= $size;
-  my $h = sysseek(STDIN, $d, 4);
-  die "SEEK_HOLE: $!\\n" unless defined $h;
-  $h += 0;
-  # The data just found is gone again (a hole punched meanwhile): look again from the same place, a bounded number of times.
-  if ($h <= $d) { die "the file kept changing\\n" if ++$changes > 1000; next; }
-  $h = $size if $h > $size;
-  push @e, $d, $h;
-  merge() if @e >= 4 * $keep;
-  $p = $h;
-}
-for (my $i = 0; $i < @e; $i += 2) { print "$e[$i] $e[$i + 1]\\n"; }
-print "end\\n";
-`;
-
-export interface ProbeOptions {
-  /** For tests: the interpreter (a missing one: a dense read). */
-  readonly perl?: string;
-  readonly timeoutMs?: number;
-  /** Extents kept (default {@link maxExtents}; Perl keeps up to twice as many while it walks). */
-  readonly maxExtents?: number;
-}
-
-/**
- * The data extents of the first `size` bytes of the open file `fd` (`what`: its path, for the error), or undefined
- * where no probe can be made (no Perl, a file system without SEEK_DATA): the caller then reads the file as it is,
- * holes as zeros, slow for a sparse file but losing nothing. A probe that was made and failed throws
- * {@link SparseProbeError}: a workspace can make it fail (a file that changes under it, millions of extents), and a
- * read of its holes instead costs hours and, in a tar, their size in storage.
- */
-export async function findDataExtents(
-  fd: number,
-  size: number,
-  what: string,
-  options: ProbeOptions = {},
-): Promise<number[] | undefined> {
-  const probe = await runProbe(fd, size, options);
-  if (probe.kind === 'unavailable') return undefined;
-  if (probe.kind === 'failed') throw new SparseProbeError(what, probe.reason);
-  const extents = parseProbe(probe.output, size);
-  if (!extents) throw new SparseProbeError(what, 'unexpected probe output');
-  return capExtents(extents, options.maxExtents ?? maxExtents);
-}
-
-type Probe =
-  | { readonly kind: 'output'; readonly output: string }
-  | { readonly kind: 'unavailable' }
-  | { readonly kind: 'failed'; readonly reason: string };
-
-/** How Perl says the file system has no SEEK_DATA (EINVAL, EOPNOTSUPP): a dense read is all there is. */
-const noSeekData = /^SEEK_(DATA|HOLE): (Invalid argument|Operation not supported)/;
-
-function runProbe(fd: number, size: number, options: ProbeOptions): Promise<Probe> {
-  const timeoutMs = options.timeoutMs ?? probeTimeoutMs;
-  return new Promise((resolve) => {
-    let child;
-    try {
-      child = spawn(
-        options.perl ?? 'perl',
-        ['-e', probeScript, String(size), String(options.maxExtents ?? probeKeep)],
-        {
-          stdio: [fd, 'pipe', 'pipe'],
-          timeout: timeoutMs,
-          killSignal: 'SIGKILL',
-        },
-      );
-    } catch (error) {
-      resolve(spawnFailure(error));
-      return;
-    }
-    const chunks: Buffer[] = [];
-    let bytes = 0;
-    let stderr = '';
-    child.stdout?.on('data', (chunk: Buffer) => {
-      bytes += chunk.length;
-      if (bytes > maxOutputBytes) child.kill('SIGKILL');
-      else chunks.push(chunk);
-    });
-    child.stderr?.on('data', (chunk: Buffer) => {
-      if (stderr.length < 512) stderr += chunk.toString('latin1');
-    });
-    child.on('error', (error) => resolve(spawnFailure(error)));
-    child.on('close', (code, signal) => {
-      if (code === 0 && bytes <= maxOutputBytes)
-        resolve({ kind: 'output', output: Buffer.concat(chunks).toString('latin1') });
-      else if (noSeekData.test(stderr)) resolve({ kind: 'unavailable' });
-      else if (bytes > maxOutputBytes) resolve({ kind: 'failed', reason: 'too many extents' });
-      else if (signal) resolve({ kind: 'failed', reason: `no answer within ${timeoutMs} ms` });
-      else
-        resolve({ kind: 'failed', reason: (stderr.split('\n')[0] ?? '').slice(0, 120) || `perl exited with ${code}` });
-    });
-  });
-}
-
-/** No Perl at all means no probe (a dense read); any other failure to start it fails the probe. */
-function spawnFailure(error: unknown): Probe {
-  return (error as NodeJS.ErrnoException).code === 'ENOENT'
-    ? { kind: 'unavailable' }
-    : { kind: 'failed', reason: `perl could not start: ${(error as Error).message}` };
-}
-
-/** Perl's lines as extents (start and end of each), checked: anything unexpected means a dense read. */
-function parseProbe(output: string, size: number): number[] | undefined {
-  const lines = output.split('\n');
-  if (lines.at(-1) === '') lines.pop();
-  if (lines.pop() !== 'end') return undefined;
-  const extents: number[] = [];
-  let end = 0;
-  for (const line of lines) {
-    const match = /^(\d{1,16}) (\d{1,16})$/.exec(line);
-    if (!match) return undefined;
-    const start = Number(match[1]);
-    const stop = Number(match[2]);
-    if (start < end || stop <= start || stop > size) return undefined;
-    extents.push(start, stop - start);
-    end = stop;
-  }
-  return extents;
 }
 
 /** `extents` merged across their smallest holes until at most `max` remain (holes merged in read as zeros). */

@@ -7,9 +7,10 @@ import { pipeline } from 'node:stream/promises';
 import { randomBytes } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isWorkbayError } from '../errors.js';
-import { allocatedBytes, GiB, makeSparseFile, MiB, runsHash } from '../test-support/sparse.js';
+import { allocatedBytes, GiB, makeSparseFile, MiB, proberProcesses, runsHash } from '../test-support/sparse.js';
 import { tempDir } from '../test-support/tree.js';
 import { extractTree } from './extract.js';
+import { SparseProber } from './sparse-prober.js';
 import { packTree } from './tar.js';
 import type { PackStats } from './tar.js';
 import { encodeEntryHeader, endOfArchive, padding } from './tar-header.js';
@@ -113,7 +114,9 @@ describe('sparse files in tar archives (GNU pax format 1.0)', () => {
     makeSparseFile(join(source, 'f'), 1024 * MiB, [[5 * MiB, 4096]]);
     // A perl that answers as the real one does for a file whose holes keep moving under it.
     const bin = await newDir('bin');
-    await writeFile(join(bin, 'perl'), '#!/bin/sh\necho "the file kept changing" >&2\nexit 255\n', { mode: 0o755 });
+    await writeFile(join(bin, 'perl'), '#!/bin/sh\nread id rest\necho "error $id the file kept changing"\n', {
+      mode: 0o755,
+    });
     const path = process.env['PATH'];
     process.env['PATH'] = `${bin}:${path ?? ''}`;
     let error: unknown;
@@ -127,6 +130,31 @@ describe('sparse files in tar archives (GNU pax format 1.0)', () => {
     }
     expect(isWorkbayError(error, 'failed-precondition')).toBe(true);
     expect((error as Error).message).toMatch(/sparse file 'f' could not be located \(the file kept changing\)/);
+    expect(proberProcesses()).toEqual([]);
+  });
+
+  it('probes all the sparse files of an archive through one Perl, and leaves none behind', async () => {
+    for (let i = 0; i < 200; i++) execFileSync('truncate', ['-s', String(5 * MiB), join(source, `e${i}`)]);
+    makeSparseFile(join(source, 'data'), 64 * MiB, [[32 * MiB, 4096]]);
+    const started = SparseProber.started;
+    const { stats } = await pack();
+    expect(stats.sparseFiles).toBe(201);
+    expect(stats.contentBytes).toBe(4096);
+    expect(SparseProber.started - started).toBe(1);
+    expect(proberProcesses()).toEqual([]);
+  });
+
+  it('leaves no Perl behind when the archive stream is closed midway', async () => {
+    for (let i = 0; i < 20; i++) makeSparseFile(join(source, `f${i}`), 64 * MiB, [[0, 2 * MiB]]);
+    const packed = packTree(source, { xattrs: false });
+    const started = SparseProber.started;
+    for await (const chunk of packed.stream) {
+      expect((chunk as Buffer).length).toBeGreaterThan(0);
+      break;
+    }
+    await expect(packed.done).rejects.toThrow();
+    expect(SparseProber.started - started).toBe(1);
+    expect(proberProcesses()).toEqual([]);
   });
 
   it('leaves dense files as they were', async () => {

@@ -15,7 +15,8 @@ import { b64XattrPrefix, encodeEntryHeader, endOfArchive, padding, schilyXattrPr
 import type { Compression } from './compression.js';
 import type { EntryType, TreeEntry, WalkOptions } from './tree.js';
 import { walkTree } from './tree.js';
-import { extentBytes, findDataExtents, isSparseCandidate } from './sparse.js';
+import { extentBytes, isSparseCandidate } from './sparse.js';
+import { SparseProber } from './sparse-prober.js';
 import { encodeSparseMap, readExtents, sparseHeader } from './tar-sparse.js';
 import { openedAt } from '../util/pinned-path.js';
 import { LoopYielder, smallFileLimit } from '../util/small-files.js';
@@ -202,7 +203,10 @@ export function packTree(root: string, options: PackOptions = {}): PackedTree {
   const done = new Promise<PackStats>((resolve, reject) => (settle = { resolve, reject }));
   done.catch(() => undefined); // callers that only consume the stream see the error there
   async function* generate(): AsyncGenerator<Buffer> {
-    let finished = false;
+    let result: PackStats | undefined;
+    let failure: { error: unknown } | undefined;
+    // One Perl probes the archive's sparse files (sparse-prober.ts); started at the first one.
+    const prober = new SparseProber();
     try {
       let entries = 0;
       let files = 0;
@@ -289,7 +293,7 @@ export function packTree(root: string, options: PackOptions = {}): PackedTree {
           const stats = await handle.stat();
           const size = stats.size;
           // A sparse file's holes are not read, nor stored (tar-sparse.ts); a failed probe fails the archive.
-          const extents = isSparseCandidate(stats) ? await findDataExtents(handle.fd, size, entry.path) : undefined;
+          const extents = isSparseCandidate(stats) ? await prober.probe(handle.fd, size, entry.path) : undefined;
           let changed = false;
           if (extents) {
             const map = encodeSparseMap(extents, size);
@@ -318,13 +322,15 @@ export function packTree(root: string, options: PackOptions = {}): PackedTree {
       if (batch.free < endOfArchive.length) yield batch.take();
       batch.append(endOfArchive);
       yield batch.take();
-      finished = true;
-      settle.resolve({ entries, files, contentBytes, changedWhileReading, sparseFiles });
+      result = { entries, files, contentBytes, changedWhileReading, sparseFiles };
     } catch (error) {
-      settle.reject(error);
+      failure = { error };
       throw error;
     } finally {
-      if (!finished) settle.reject(new Error('archive stream was closed before it was complete'));
+      // Settled once no Perl is left, however the archive ended (done, failed, or its stream closed early).
+      await prober.close();
+      if (result) settle.resolve(result);
+      else settle.reject(failure ? failure.error : new Error('archive stream was closed before it was complete'));
     }
   }
   const tar = Readable.from(generate(), { objectMode: false, highWaterMark: 4 * 1024 * 1024 });

@@ -5,6 +5,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { WalkedEntry } from '../archive/tree.js';
 import { walkTree } from '../archive/tree.js';
+import { SparseProber } from '../archive/sparse-prober.js';
+import { makeSparseFile, MiB, proberProcesses } from '../test-support/sparse.js';
 import { defaultChunkerOptions, StreamChunker } from './chunker.js';
 import type { FilePiece } from './read-pipeline.js';
 import { FileQueue, readFiles } from './read-pipeline.js';
@@ -162,6 +164,27 @@ describe('backup read pipeline (worker threads)', () => {
       expect(piece.chunks.length).toBeGreaterThan(0);
       break;
     }
+    expect(await openDescriptors()).toBe(before);
+  });
+
+  it('probes the sparse files of a read through one Perl, and leaves no Perl, also when stopped early', async () => {
+    const root = join(dir, 'sparse');
+    await mkdir(root);
+    for (let i = 0; i < 60; i++) makeSparseFile(join(root, `s${String(i).padStart(2, '0')}`), 8 * MiB, [[MiB, 4096]]);
+    const files = await walk(root);
+    const started = SparseProber.started;
+    const result = await collect(readFiles(pool, files, defaultChunkerOptions));
+    expect([...result.values()].every((file) => file.bytes === 4096)).toBe(true);
+    expect(result.size).toBe(60);
+    expect(SparseProber.started - started).toBe(1);
+    expect(proberProcesses()).toEqual([]);
+
+    const before = await openDescriptors();
+    for await (const piece of readFiles(pool, files, defaultChunkerOptions)) {
+      expect(piece.sparse?.extents).toEqual([MiB, 4096]);
+      break;
+    }
+    expect(proberProcesses()).toEqual([]);
     expect(await openDescriptors()).toBe(before);
   });
 

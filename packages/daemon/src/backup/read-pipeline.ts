@@ -8,13 +8,8 @@ import { constants } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { open } from 'node:fs/promises';
 import { openedAt } from '../util/pinned-path.js';
-import {
-  extentBytes,
-  findDataExtents,
-  isSparseCandidate,
-  SparseProbeError,
-  truncateExtents,
-} from '../archive/sparse.js';
+import { extentBytes, isSparseCandidate, SparseProbeError, truncateExtents } from '../archive/sparse.js';
+import { SparseProber } from '../archive/sparse-prober.js';
 import type { WalkedEntry } from '../archive/tree.js';
 import type { ChunkerOptions } from './chunker.js';
 import type { ChunkWorkerPool } from './worker-pool.js';
@@ -148,6 +143,7 @@ class LargeFile {
     path: string,
     chunker: ChunkerOptions,
     budget: ExtentBudget,
+    prober: SparseProber,
   ): Promise<LargeFile | undefined> {
     let handle: FileHandle;
     try {
@@ -164,7 +160,7 @@ class LargeFile {
     }
     let sparse: { extents: number[]; size: number } | undefined;
     try {
-      sparse = await probeSparse(handle, path, budget);
+      sparse = await probeSparse(handle, path, budget, prober);
     } catch (error) {
       await handle.close();
       throw error;
@@ -223,10 +219,11 @@ async function probeSparse(
   handle: FileHandle,
   path: string,
   budget: ExtentBudget,
+  prober: SparseProber,
 ): Promise<{ extents: number[]; size: number } | undefined> {
   const stats = await handle.stat();
   if (!isSparseCandidate(stats)) return undefined;
-  const extents = await findDataExtents(handle.fd, stats.size, path);
+  const extents = await prober.probe(handle.fd, stats.size, path);
   if (!extents) return undefined;
   if (extents.length > budget.left) throw new SparseProbeError(path, 'more extents than one backup records');
   budget.left -= extents.length;
@@ -296,6 +293,9 @@ export async function* readFiles(
     return ready.shift();
   };
 
+  // One Perl probes this read's sparse files (archive/sparse-prober.ts), one after the other: read ahead, they
+  // wait for it in turn. It is closed when the read ends, however it ends.
+  const prober = new SparseProber();
   const recycle = (worker: number, data: Uint8Array): void => {
     pool.notify(worker, { kind: 'recycle', buffer: data.buffer });
   };
@@ -316,7 +316,7 @@ export async function* readFiles(
       answer.catch(() => undefined); // awaited in order below, or abandoned when an earlier task failed
       return { task, files: answer, worker };
     }
-    const large = LargeFile.open(pool, task.item.absolute, chunker, extentBudget);
+    const large = LargeFile.open(pool, task.item.absolute, chunker, extentBudget, prober);
     large.catch(() => undefined); // as above: awaited in order below, or abandoned when an earlier task failed
     return { task, large };
   };
@@ -387,6 +387,9 @@ export async function* readFiles(
       current = undefined;
     }
   } finally {
+    // First: probes still waiting fail at once, rather than each take its turn (up to its time limit) for a read
+    // that is over; their files are closed below.
+    await prober.close();
     // Tasks read ahead of a failure: their descriptors are closed once their workers are done with them.
     for (const task of current ? [current, ...started] : started) {
       if (task.large) await task.large.then((file) => file?.close()).catch(() => undefined);
