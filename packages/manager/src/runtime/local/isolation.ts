@@ -26,6 +26,11 @@ export interface LocalIsolation {
   readonly cpuCores?: number;
   /** Said plainly wherever workspaces are not isolated: `workbay up`'s banner and each workspace's status. */
   readonly notice?: string;
+  /**
+   * Isolated workspaces' logs go through the log writer (log-writer.ts), which caps them itself: Perl is on the
+   * PATH. Without it `cat` appends and the LogCap caps them from outside.
+   */
+  readonly logWriter?: boolean;
 }
 
 /** The host tools isolation needs (util-linux and iproute2, nftables). */
@@ -61,12 +66,22 @@ export async function decideIsolation(config: LocalRuntimeConfig, logger: Plugin
     notice = `runtime.local.isolation is 'none', so workspaces run as trusted processes of user '${user}' without isolation`;
   }
   if (notice) logger.warn({}, notice);
+  let logWriter = false;
   if (namespaces) {
     for (const dir of sandboxMountPoints) await mkdir(dir, { recursive: true, mode: 0o755 });
     if (config.nodeTunables) await raiseNodeTunables(logger);
+    logWriter = (await findOnPath('perl')) !== undefined;
+    if (!logWriter) {
+      // Capped all the same, from outside: a workspace writing without pause then costs the manager CPU (a check at
+      // every write it sees, ~14% of a core per flooding workspace measured) and the cap is overshot meanwhile.
+      logger.warn(
+        {},
+        'perl not found: isolated workspaces’ logs are capped by the manager’s watch, not as they are written',
+      );
+    }
   }
 
-  if (config.cgroups === 'off' || (config.cgroups === 'auto' && !root)) return { namespaces, notice };
+  if (config.cgroups === 'off' || (config.cgroups === 'auto' && !root)) return { namespaces, notice, logWriter };
   if (!root) {
     throw new FailedPreconditionError(`runtime.local.cgroups: '${config.cgroups}' needs the manager to run as root`);
   }
@@ -86,13 +101,13 @@ export async function decideIsolation(config: LocalRuntimeConfig, logger: Plugin
       (detectError ? ` (${detectError})` : '');
     if (config.cgroups === 'auto') {
       logger.warn({}, `${message}; workspaces run without resource limits`);
-      return { namespaces, notice };
+      return { namespaces, notice, logWriter };
     }
     throw new FailedPreconditionError(message);
   }
   const parentPath = await cgroupParent(config, controller);
   const { tcpMemory, cpuCores } = await limitWorkspaceParent(controller, parentPath, config, logger);
-  return { namespaces, notice, cgroups: controller, cgroupParent: parentPath, tcpMemory, cpuCores };
+  return { namespaces, notice, logWriter, cgroups: controller, cgroupParent: parentPath, tcpMemory, cpuCores };
 }
 
 /** v1: below the manager's own cgroup unless absolute; v2: from the root (the manager's own cgroup has processes). */

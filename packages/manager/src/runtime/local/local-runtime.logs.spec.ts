@@ -96,6 +96,9 @@ describe.runIf(isRoot)('LocalRuntime: what a workspace gets to hold on the host'
     const dir = await contentDir();
     const s = spec({ contentDir: dir, image: 'flood' });
     const st = await first.start(s);
+    // Its log writer caps it; the manager does not watch it (a check at every write cost ~14% of a core).
+    const record = JSON.parse(await readFile(path.join(stateDir, 'instances', `${s.instanceId}.json`), 'utf8'));
+    expect(record.logWriter).toBe(true);
     await enterPhase(dir, 'flood-1');
     const largest1 = await largestLog(st.logFile, 3_000);
     // It really flooded: the part kept by a rotation is its output.

@@ -128,29 +128,35 @@ export async function spawnWorkspace(
   p: Provisioned,
   spec: RuntimeWorkspaceSpec,
   networks: WorkspaceNetworks | undefined,
-  files: { readonly exitFile: string; readonly logFile: string; readonly logMaxBytes: number },
-): Promise<ChildProcess> {
+  files: {
+    readonly exitFile: string;
+    readonly logFile: string;
+    /** The cap the log writer keeps an isolated workspace's log under; absent: `cat` appends (see wrapper.ts). */
+    readonly logWriterMaxBytes?: number;
+  },
+): Promise<{ readonly child: ChildProcess; readonly logWriter: boolean }> {
   const identity = p.plan.identity;
+  const isolated = p.net !== undefined && identity !== undefined && networks !== undefined;
+  const logWriter = isolated && files.logWriterMaxBytes !== undefined;
   const invocation = wrapperInvocation({
     exitFile: files.exitFile,
     cgroupProcsFiles: p.cgroup ? p.cgroup.dirs().map((d) => path.join(d, 'cgroup.procs')) : [],
-    sandbox:
-      p.net && identity && networks
-        ? {
-            netnsPath: networks.netnsPath(p.net),
-            hostname: hostnameFor(spec.workspaceId),
-            contentDir: p.contentDir,
-            iwsDir: p.plan.iwsDir,
-            hideDirs: p.plan.hideDirs,
-            privateDirs: p.plan.privateDirs,
-            detachDirs: p.plan.detachDirs,
-            nestedNamespaces: p.plan.nestedNamespaces,
-            syscallFilter: p.plan.syscallFilter,
-            uid: identity.uid,
-            gid: identity.gid,
-          }
-        : undefined,
-    log: { file: files.logFile, maxBytes: files.logMaxBytes },
+    sandbox: isolated
+      ? {
+          netnsPath: networks.netnsPath(p.net),
+          hostname: hostnameFor(spec.workspaceId),
+          contentDir: p.contentDir,
+          iwsDir: p.plan.iwsDir,
+          hideDirs: p.plan.hideDirs,
+          privateDirs: p.plan.privateDirs,
+          detachDirs: p.plan.detachDirs,
+          nestedNamespaces: p.plan.nestedNamespaces,
+          syscallFilter: p.plan.syscallFilter,
+          uid: identity.uid,
+          gid: identity.gid,
+        }
+      : undefined,
+    ...(logWriter ? { log: { file: files.logFile, maxBytes: files.logWriterMaxBytes! } } : {}),
     command: p.plan.command,
     env: p.plan.env,
   });
@@ -166,7 +172,7 @@ export async function spawnWorkspace(
       child.once('spawn', resolve);
       child.once('error', reject);
     });
-    return child;
+    return { child, logWriter };
   } finally {
     await log.close();
   }

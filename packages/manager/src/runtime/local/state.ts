@@ -39,6 +39,7 @@ export function newRecord(o: {
   readonly net?: WorkspaceNet;
   readonly cgroup?: RecordedCgroup;
   readonly notice?: string;
+  readonly logWriter: boolean;
   readonly config: LocalRuntimeConfig;
 }): InstanceRecord {
   return {
@@ -57,6 +58,7 @@ export function newRecord(o: {
     hostGid: o.plan.identity?.gid,
     net: o.net,
     notice: o.notice,
+    ...(o.logWriter ? { logWriter: true } : {}),
     cgroup: o.cgroup,
     memoryLimitBytes: o.spec.resources.memoryBytes,
     host: o.net?.address ?? o.config.host,

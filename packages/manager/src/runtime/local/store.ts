@@ -34,6 +34,8 @@ export interface InstanceRecord {
   readonly net?: WorkspaceNet;
   /** Why it is not (fully) isolated, for its status. */
   readonly notice?: string;
+  /** Its log writer caps its log (log-writer.ts); absent (also in records of older runtimes): the LogCap does. */
+  readonly logWriter?: boolean;
   readonly cgroup?: RecordedCgroup;
   readonly memoryLimitBytes?: number;
   readonly host: string;
