@@ -83,7 +83,8 @@ export class WorkspaceContentService {
     this.registry = new WorkspaceRegistry(new SessionStore(options.workingArea), options.metrics);
     this.workspaces$ = this.registry.workspaces$;
     this.logger = options.logger;
-    this.git = new Git(join(options.workingArea, '.tmp'), options.git);
+    // Git as a workspace's user sees no workspace's content but the one it works on (SpawnPlan.hide).
+    this.git = new Git(join(options.workingArea, '.tmp'), options.git, [options.workingArea]);
     this.backups = options.storage
       ? new BackupStore(options.storage, options.layout, {
           format: options.backup.format,

@@ -10,7 +10,7 @@ import { chmod, cp, lstat, mkdir, readFile, readdir, rm, symlink, utimes, writeF
 import { createServer } from 'node:http';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { contentservice } from '@workbay/api';
 import type { TestDaemon } from '../test-support/daemon-harness.js';
@@ -443,6 +443,37 @@ describe('git attacks (real daemon, real git, production git policy)', () => {
       await disposeWith(async (content) => {
         await writeFile(join(content, 'project', '.git', 'commondir'), `${join(host, '.git')}\n`);
       });
+    });
+
+    it(".git/objects/info/alternates borrowing a host repository's objects", async () => {
+      await disposeWith(async (content) => {
+        await writeFile(
+          join(content, 'project', '.git', 'objects', 'info', 'alternates'),
+          `${join(host, '.git')}/objects\n`,
+        );
+      });
+    });
+
+    it("refs and objects symlinked into another workspace's repository: git sees nothing of it (red team round 7)", async () => {
+      // A deployment whose working area other uids can traverse (the embedded default sits below root's 0700 home).
+      await chmod(dirname(t.workingArea), 0o755);
+      const victim = await init(gitInit({ checkoutLocation: 'project' }));
+      const victimRepo = join(victim.contentLocation, 'project');
+      await writeFile(join(victimRepo, 'SECRET_PLANS.txt'), 'victim secret\n');
+      git(victimRepo, 'add', '.');
+      git(victimRepo, 'commit', '-q', '-m', 'victim private subject');
+      const victimHead = git(victimRepo, 'rev-parse', 'HEAD');
+      const id = nextId();
+      const { contentLocation } = await init(gitInit({ checkoutLocation: 'project' }), id);
+      const own = join(contentLocation, 'project', '.git');
+      for (const name of ['objects', join('refs', 'heads')]) {
+        await rm(join(own, name), { recursive: true });
+        await symlink(join(victimRepo, '.git', name), join(own, name));
+      }
+      // Live: git as root, which sees everything, reads the victim's commit through the planted links.
+      expect(git(join(contentLocation, 'project'), 'log', '-1', '--format=%s')).toBe('victim private subject');
+      const result = await t.client.disposeWorkspace({ id, backup: false, backupLogs: false });
+      expect(JSON.stringify(result)).not.toMatch(new RegExp(`victim|SECRET_PLANS|${victimHead}`));
     });
   });
 });

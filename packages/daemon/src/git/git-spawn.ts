@@ -9,13 +9,18 @@ import type { RunResult } from '../util/process.js';
 import { GitCommandError } from './git-errors.js';
 
 // Runs in a fresh mount namespace as root: binds the working copy (when there is one) and a passwd that knows the
-// user (ssh refuses to run for a uid without an entry: "No user exists for uid"), then installs the workspaces'
+// user (ssh refuses to run for a uid without an entry: "No user exists for uid"), covers the hidden directories
+// (every workspace's content: see SpawnPlan.hide) with an empty read-only tmpfs, then installs the workspaces'
 // syscall filter (when `filter` is set: git parses hostile repositories, and whatever a flaw in it ran would get no
-// vsock, io_uring or other ABI either), becomes the user and runs git.
+// vsock, io_uring or other ABI either), becomes the user and runs git. Any failure fails the command.
 const mountScript =
-  'src=$1; dst=$2; uid=$3; gid=$4; pw=$5; filter=$6; shift 6; ' +
+  'src=$1; dst=$2; uid=$3; gid=$4; pw=$5; filter=$6; n=$7; shift 7; ' +
   'if [ -n "$src" ]; then mount --bind "$src" "$dst"; cd "$dst"; fi; ' +
   'if [ -n "$pw" ]; then mount --bind "$pw" /etc/passwd; fi; ' +
+  'while [ "$n" -gt 0 ]; do ' +
+  '  if [ -d "$1" ]; then mount -t tmpfs -o ro,nosuid,nodev,noexec,mode=755,size=4k workbay-hidden "$1"; fi; ' +
+  '  shift; n=$((n - 1)); ' +
+  'done; ' +
   `if [ -n "$filter" ]; then set -- perl -e '${syscallFilterLoader}' "$filter" "$@"; fi; ` +
   'exec setpriv --reuid="$uid" --regid="$gid" --clear-groups --no-new-privs -- "$@"';
 
@@ -41,6 +46,14 @@ export interface SpawnPlan {
   readonly maxOutputBytes?: number;
   /** As another user: RLIMIT_DATA of git and every process it starts (`GitPolicy.maxMemoryBytes`). */
   readonly maxDataBytes?: number;
+  /**
+   * As another user: directories git must not see, covered after the working copy is bound (the working area, which
+   * holds every workspace's content). A working copy's refs, objects or alternates can be symlinks or paths into a
+   * neighbour's repository, which the user may be able to read (content is the workspaces' own to chmod, and with
+   * `workspaceIds.shared` every workspace is the same uid): red team round 7 had a workspace's status show another
+   * owner's commits and file names, and a prebuild check out another owner's files.
+   */
+  readonly hide?: readonly string[];
 }
 
 /**
@@ -82,6 +95,8 @@ export async function spawnGit(
           String(gid),
           run.passwd ?? '',
           gitSyscallFilter,
+          String(run.hide?.length ?? 0),
+          ...(run.hide ?? []),
           ...(run.maxDataBytes !== undefined ? ['prlimit', `--data=${run.maxDataBytes}`, '--'] : []),
           'git',
           ...args,

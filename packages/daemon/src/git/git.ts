@@ -22,7 +22,7 @@
  */
 import { chown, lstat, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { dirname, join, relative } from 'node:path';
+import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { GitAddressRefusedError } from '../errors.js';
 import type { RunResult } from '../util/process.js';
 import type { ConfigEntry, ConfigPair, NeutraliseOptions } from './config-guard.js';
@@ -115,12 +115,21 @@ function isRoot(): boolean {
 export class Git {
   readonly policy: GitPolicy;
 
-  /** `tempDir` holds per-call directories when git runs as the daemon's own user. */
+  private readonly hiddenDirs: readonly string[];
+
+  /**
+   * `tempDir` holds per-call directories when git runs as the daemon's own user. `hiddenDirs` (the working area)
+   * are covered for git running as a workspace's user (see SpawnPlan.hide), except one that holds the per-call
+   * directories of that user (the system temp dir below the working area), which git must reach.
+   */
   constructor(
     private readonly tempDir: string,
     policy: Partial<GitPolicy> = {},
+    hiddenDirs: readonly string[] = [],
   ) {
     this.policy = { ...defaultGitPolicy, ...policy };
+    const userScratch = resolve(tmpdir());
+    this.hiddenDirs = hiddenDirs.map((dir) => resolve(dir)).filter((dir) => !isWithin(userScratch, dir));
   }
 
   /** Nothing is kept between calls; kept for callers that dispose their Git. */
@@ -306,7 +315,7 @@ export class Git {
         user,
         ...(mount ? { mount } : {}),
         ...(scratch.passwd ? { passwd: scratch.passwd } : {}),
-        ...(user ? { maxDataBytes: this.policy.maxMemoryBytes } : {}),
+        ...(user ? { maxDataBytes: this.policy.maxMemoryBytes, hide: this.hiddenDirs } : {}),
       });
       let gitDirArgs: string[] = [];
       if (visibleRoot !== undefined) {
@@ -376,4 +385,10 @@ export function refusalError(
   const first = result.refused[0];
   if (result.code === 0 || !first) return undefined;
   return new GitAddressRefusedError(field, first.target, first.kind, cause === undefined ? undefined : { cause });
+}
+
+/** Whether `path` is `dir` or lies below it (both resolved). */
+function isWithin(path: string, dir: string): boolean {
+  const rel = relative(dir, path);
+  return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel));
 }

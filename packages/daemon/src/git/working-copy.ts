@@ -2,7 +2,9 @@
  * Checks a working copy in workspace content before git touches it. Git follows `.git` files (`gitdir: <path>`),
  * symlinks and `commondir` files to repositories anywhere on the node, and would then read that repository's
  * config and write its refs and index. We only run git on a working copy whose `.git` is a real directory inside
- * the content, reached without symlinks, and that borrows nothing from elsewhere.
+ * the content, reached without symlinks, and that borrows nothing from elsewhere (no commondir, no alternates).
+ * Symlinks inside `.git` (refs, objects) are not walked for: git as a workspace's user sees no other workspace's
+ * content at all (git-spawn.ts, SpawnPlan.hide).
  */
 import { lstat, readdir } from 'node:fs/promises';
 import { isAbsolute, join, relative, sep } from 'node:path';
@@ -57,6 +59,12 @@ export async function inspectWorkingCopy(dir: string, contentRoot?: string): Pro
   // commondir moves objects, refs and config elsewhere; a symlinked config is read from wherever it points.
   if (await lstatOrUndefined(join(gitDir, 'commondir')))
     throw new UnsafeRepositoryError(dir, '.git/commondir points at another repository');
+  // Alternates borrow another repository's objects: a workspace's status showed another owner's commits and file
+  // names through them, and a prebuild found another owner's commit "present" and checked it out (red team round 7).
+  for (const name of ['alternates', 'http-alternates']) {
+    if (await lstatOrUndefined(join(gitDir, 'objects', 'info', name)))
+      throw new UnsafeRepositoryError(dir, `.git/objects/info/${name} borrows another repository's objects`);
+  }
   for (const name of ['config', 'config.worktree']) {
     const file = await lstatOrUndefined(join(gitDir, name));
     if (file && !file.isFile()) throw new UnsafeRepositoryError(dir, `.git/${name} is not a regular file`);
@@ -113,6 +121,10 @@ export async function moduleGitDirs(gitDir: string, location: string): Promise<s
           );
         if (await lstatOrUndefined(join(path, 'commondir')))
           throw new UnsafeRepositoryError(location, `${path} points at another repository (commondir)`);
+        for (const name of ['alternates', 'http-alternates']) {
+          if (await lstatOrUndefined(join(path, 'objects', 'info', name)))
+            throw new UnsafeRepositoryError(location, `${path} borrows another repository's objects (${name})`);
+        }
         // Without a config file there is nothing to neutralise.
         if (config) found.push(path);
         await walk(join(path, 'modules'), depth + 1);
