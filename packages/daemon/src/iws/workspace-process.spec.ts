@@ -115,6 +115,13 @@ describe('WorkspaceProcessLocator', () => {
     expect(await locator(WS_UID + 1, 'inst-1').cgroupPath()).toBeUndefined();
   });
 
+  it("finds the local runtime's cgroup, named by its tag and the instance id", async () => {
+    await add(2001, { uid: WS_UID, ppid: 2000, start: 11, cgroup: '/workbay/4ba803bf50f7-inst-1', mntNs: 'mnt:[1]' });
+    expect(await locator().cgroupPath()).toBe('workbay/4ba803bf50f7-inst-1');
+    // Another instance whose id ends like this one's is not it.
+    expect(await locator(WS_UID, 'st-1').cgroupPath()).toBeUndefined();
+  });
+
   it('keeps the workspace cgroup after EvacuateCGroup moved the processes below it', async () => {
     await add(2001, {
       uid: WS_UID,

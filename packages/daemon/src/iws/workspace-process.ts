@@ -86,7 +86,8 @@ export class WorkspaceProcessLocator implements WorkspaceProcessSource {
 
   /**
    * The cgroup of the workspace's init, cut at the segment named by the instance id: runtimes name a workspace's
-   * cgroup by its instance id (the local runtime's `<cgroupParent>/<instanceId>`), and EvacuateCGroup later moves
+   * cgroup by its instance id (the local runtime's `<cgroupParent>/<runtime tag>-<instanceId>`, see
+   * {@link namesInstance}), and EvacuateCGroup later moves
    * the processes below it (`<id>/workspace/user`). A cgroup without that segment, or one that holds the daemon
    * itself (the root, a shared parent), is not the workspace's own: moving its processes or reporting its usage
    * would touch the host.
@@ -103,7 +104,7 @@ export class WorkspaceProcessLocator implements WorkspaceProcessSource {
 
   private async ownCgroup(path: string): Promise<string | null> {
     const segments = path.split('/').filter(Boolean);
-    const at = segments.lastIndexOf(this.options.instanceId);
+    const at = segments.findLastIndex((segment) => namesInstance(segment, this.options.instanceId));
     if (at < 0) return null;
     const own = segments.slice(0, at + 1).join('/');
     const daemon = (await this.cgroupOf(this.options.selfPid ?? process.pid)) ?? '';
@@ -149,7 +150,8 @@ export class WorkspaceProcessLocator implements WorkspaceProcessSource {
       // A process in a cgroup named by the instance id beats one that is not (the uid alone is unique only among
       // one daemon's workspaces); then the oldest wins (a daemonized child re-parented elsewhere is younger).
       const cgroup = await this.cgroupOf(pid);
-      const named = cgroup !== undefined && cgroup.split('/').includes(this.options.instanceId);
+      const named =
+        cgroup !== undefined && cgroup.split('/').some((segment) => namesInstance(segment, this.options.instanceId));
       const start = Number(startTime);
       if (!best || (named && !best.named) || (named === best.named && start < best.start)) {
         best = { found: { pid, startTime }, start, named };
@@ -196,4 +198,13 @@ export class WorkspaceProcessLocator implements WorkspaceProcessSource {
     // nsinsider's v1 cgroups use one path in every hierarchy; memory (else cpu) is the one that holds usage.
     return byController.get('memory') ?? byController.get('cpu');
   }
+}
+
+/**
+ * Whether a cgroup path segment is named by the instance: the id itself, or `<tag>-<id>` with the local runtime's
+ * 12-hex-digit tag (it prefixes it, so that two runtimes' leftovers are told apart). Cgroups are made by runtimes as
+ * root; a workspace cannot name one on the host.
+ */
+function namesInstance(segment: string, instanceId: string): boolean {
+  return segment === instanceId || (segment.slice(13) === instanceId && /^[0-9a-f]{12}-/.test(segment));
 }

@@ -287,6 +287,18 @@ describe("the in-workspace service cannot be turned against the host (called on 
     expect(stdout.trim()).not.toBe('connected');
   });
 
+  it("WorkspaceInfo reports the workspace's own cgroup (the local runtime names it <tag>-<instance id>)", async () => {
+    // Red team round 7: every isolated workspace got "has no cgroup of its own".
+    const info = createWorkspaceInfoClient(`unix://${socket()}`, { defaultTimeoutMs: 15_000 });
+    try {
+      const answer = await outcome(info.workspaceInfo({}));
+      expect(answer.ok, show(answer)).toBe(true);
+      expect(JSON.stringify(answer)).toMatch(/"memory":\{"used":[1-9]/);
+    } finally {
+      info.close();
+    }
+  });
+
   it('rate limits answer RESOURCE_EXHAUSTED to a burst of WorkspaceInfo calls', async () => {
     const info = createWorkspaceInfoClient(`unix://${socket()}`, { defaultTimeoutMs: 15_000 });
     try {
