@@ -48,8 +48,8 @@ export interface LogCapOptions {
  * the logs of the workspaces it adopts) and may be overshot by what is written between a write and the check it
  * triggers (a file watch, plus an interval in case the watch misses or cannot be set up).
  *
- * An isolated workspace's log has a writer that caps it without this race (`log-writer.ts`); it is watched here too,
- * where no check has to act (those started by a version without that writer excepted).
+ * An isolated workspace's log has a writer that caps it without this race (`log-writer.ts`, rotating by rename); it
+ * is not watched here (the record's `logWriter`), those started by a runtime that did not record it excepted.
  *
  * Size counts as `min(size, allocated)`: a workspace that clears O_APPEND on its output (fcntl) writes at its old
  * offset after a truncation, which makes a sparse file that is large but uses little disk; rotating it again and
