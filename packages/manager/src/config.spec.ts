@@ -40,8 +40,14 @@ describe('manager config', () => {
   });
 
   it('passes the proxy limits on', () => {
-    const config = resolveManagerConfig({ proxy: { limits: { maxConnectionsPerWorkspace: 64 } } });
-    expect(config.proxy.limits).toEqual({ maxConnectionsPerWorkspace: 64 });
+    const limits = {
+      maxConnectionsPerWorkspace: 64,
+      maxConnectionsPerOwner: 128,
+      maxAuthenticatedConnectionsPerWorkspace: 16,
+      maxAuthenticatedConnectionsPerOwner: 32,
+    };
+    const config = resolveManagerConfig({ proxy: { limits } });
+    expect(config.proxy.limits).toEqual(limits);
   });
 
   it('loads YAML, resolves relative paths against the file and parses durations and sizes', async () => {

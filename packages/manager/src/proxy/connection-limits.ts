@@ -8,13 +8,17 @@
  *   and `maxConnectionsPerAddress` per client address (an IPv6 client is counted by its /64, which one client
  *   usually owns whole);
  * - `maxConnectionsPerWorkspace` busy connections (a request in progress, a tunnel) per workspace and
- *   `maxConnectionsPerOwner` per owner, so that one workspace, or one owner's workspaces, cannot hold every slot of
- *   the server-wide cap (`workspace-slots.ts`);
+ *   `maxConnectionsPerOwner` per owner for anonymous traffic, and `maxAuthenticatedConnectionsPerWorkspace` /
+ *   `maxAuthenticatedConnectionsPerOwner` for traffic with the owner token, counted apart: one workspace, or one
+ *   owner's workspaces, cannot hold every slot of the server-wide cap, and anonymous clients cannot lock an owner
+ *   out of her own workspaces (`workspace-slots.ts`);
  * - Node's `headersTimeout` / `requestTimeout` against slowloris (they only work when a `clientError` handler
  *   closes the socket, see {@link clientErrorAnswer});
  * - `handshakeTimeoutMs` for upgrade requests the workspace has not answered yet, `idleTimeoutMs` for established
  *   tunnels and HTTP connections without traffic;
- * - every refusal closes its socket after `refusalGraceMs`, whether or not the client closes its side.
+ * - every refusal closes its socket after `refusalGraceMs`, whether or not the client closes its side; and a tunnel
+ *   whose client closed its side is closed at both ends after `refusalGraceMs`, whether or not the workspace closes
+ *   its side (a workspace that ignores the end of its input must not keep the tunnel's slot for the idle timeout).
  *
  * @module
  */
@@ -33,13 +37,26 @@ export interface ProxyLimits {
   /** Open client connections per client address (IPv6: per /64); beyond it 503. 0: no limit. */
   readonly maxConnectionsPerAddress: number;
   /**
-   * Client connections busy for one workspace (carrying a request to it or a tunnel); beyond it 503 for that
+   * Anonymous client connections (admitted without the owner token: a public port, a workspace open to everyone)
+   * busy for one workspace (carrying a request to it or a tunnel); beyond it 503 for anonymous requests to that
    * workspace only. Busy connections are never evicted for new ones, so without it one workspace (say, a public port
-   * that answers a byte at a time) could hold all of `maxConnections`. 0: no limit.
+   * that answers a byte at a time) could hold all of `maxConnections`. Connections with the owner token are counted
+   * apart (`maxAuthenticatedConnectionsPerWorkspace`): anonymous clients at this cap do not lock the owner out.
+   * 0: no limit.
    */
   readonly maxConnectionsPerWorkspace: number;
-  /** Busy client connections of all of one owner's workspaces together; beyond it 503 for that owner. 0: no limit. */
+  /**
+   * Busy anonymous client connections of all of one owner's workspaces together; beyond it 503 for anonymous
+   * requests to that owner's workspaces (her own requests with the token are counted apart). 0: no limit.
+   */
   readonly maxConnectionsPerOwner: number;
+  /**
+   * Client connections with the workspace's owner token busy for one workspace (her IDE, her own requests);
+   * beyond it 503 for her requests to that workspace. 0: no limit.
+   */
+  readonly maxAuthenticatedConnectionsPerWorkspace: number;
+  /** Busy client connections with the owner token, all of one owner's workspaces together. 0: no limit. */
+  readonly maxAuthenticatedConnectionsPerOwner: number;
   /** Time a client has to send a complete request head (slowloris). */
   readonly headersTimeoutMs: number;
   /** Time a client has to send a complete request, head and body. At least `headersTimeoutMs`. */
@@ -48,7 +65,11 @@ export interface ProxyLimits {
   readonly handshakeTimeoutMs: number;
   /** An established tunnel, or an HTTP connection, without traffic in either direction for this long is closed. */
   readonly idleTimeoutMs: number;
-  /** A refused client gets this long to read the answer and close; then the proxy closes the connection. */
+  /**
+   * A refused client gets this long to read the answer and close; then the proxy closes the connection. A tunnel
+   * whose client closed its side (sent FIN) gets as long for the workspace's last bytes and close; then the proxy
+   * closes both ends.
+   */
   readonly refusalGraceMs: number;
 }
 
@@ -60,10 +81,16 @@ export interface ProxyLimits {
 export const defaultProxyLimits: ProxyLimits = {
   maxConnections: 4096,
   maxConnectionsPerAddress: 256,
-  // An eighth of the server's cap: a busy workspace leaves the other workspaces most of it.
+  // Anonymous traffic. An eighth of the server's cap: a busy workspace leaves the other workspaces most of it.
   maxConnectionsPerWorkspace: 512,
-  // A quarter: one owner's workspaces leave the others at least three quarters.
+  // A quarter: one owner's public workspaces leave the others at least three quarters.
   maxConnectionsPerOwner: 1024,
+  // Traffic with the owner token: people, not crowds. A browser holds about six requests per site and an IDE a few
+  // WebSockets per window, so 128 per workspace is dozens of windows; 256 for all of an owner's workspaces keeps
+  // one owner with both budgets full at 1,280: three owners together still cannot hold the server's 4,096 (3,840);
+  // four could with the anonymous budget alone before, and still can (see docs/security.md).
+  maxAuthenticatedConnectionsPerWorkspace: 128,
+  maxAuthenticatedConnectionsPerOwner: 256,
   headersTimeoutMs: 20_000,
   requestTimeoutMs: 300_000,
   handshakeTimeoutMs: 30_000,

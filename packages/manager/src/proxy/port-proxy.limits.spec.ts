@@ -1,7 +1,8 @@
 /**
- * The proxy's connection bounds against real sockets: refused upgrades, slowloris, the per-address cap, and the
- * handshake and idle timeouts of tunnels. The hostile clients here never close their side (allowHalfOpen), as an
- * attacker holding descriptors would not; every test ends by checking that the proxy still serves.
+ * The proxy's connection bounds against real sockets: refused upgrades, slowloris, the per-address cap, the
+ * per-workspace and per-owner caps (anonymous and owner budgets apart), and the handshake, idle and leaving-client
+ * bounds of tunnels. The hostile clients here never close their side (allowHalfOpen), as an attacker holding
+ * descriptors would not, unless a test says so; every test ends by checking that the proxy still serves.
  */
 import { createServer } from 'node:http';
 import type { IncomingMessage, Server } from 'node:http';
@@ -56,9 +57,14 @@ const upgradeHead = (path: string, extra = ''): string =>
 
 /**
  * The workspace: HTTP answers `ok`, except `/hold`, which it never answers (counted in `holding` while open);
- * upgrades to `/silent` are never answered, others get a 101 and an echo.
+ * upgrades to `/silent` are never answered, to `/mute` get a 101 and then nothing (both read their input and
+ * ignore it, its end included: they never close), others get a 101 and an echo.
  */
-async function startWorkspace(held: Set<Socket>, holding: Set<IncomingMessage>): Promise<Server> {
+async function startWorkspace(
+  held: Set<Socket>,
+  holding: Set<IncomingMessage>,
+  ignoring: Set<Socket>,
+): Promise<Server> {
   const server = createServer((req, res) => {
     if (req.url !== '/hold') return res.end('ok');
     holding.add(req);
@@ -70,8 +76,16 @@ async function startWorkspace(held: Set<Socket>, holding: Set<IncomingMessage>):
   });
   server.on('upgrade', (req, socket: Socket) => {
     socket.on('error', () => socket.destroy());
+    // Both read and ignore everything, the end of their input included (the server keeps sockets half-open).
+    const ignore = req.url === '/silent' || req.url === '/mute';
+    if (ignore) {
+      ignoring.add(socket);
+      socket.once('close', () => ignoring.delete(socket));
+      socket.resume();
+    }
     if (req.url === '/silent') return;
     socket.write('HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n');
+    if (ignore) return;
     socket.pipe(socket);
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -84,26 +98,42 @@ describe('PortProxy connection bounds', () => {
     for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
   });
 
-  async function setup(
-    limits: Partial<ProxyLimits>,
-  ): Promise<{ proxy: PortProxy; address: string; held: Set<Socket>; holding: Set<IncomingMessage> }> {
+  async function setup(limits: Partial<ProxyLimits>): Promise<{
+    proxy: PortProxy;
+    address: string;
+    held: Set<Socket>;
+    holding: Set<IncomingMessage>;
+    /** The workspace's ends of `/silent` and `/mute` upgrades, open until they break. */
+    ignoring: Set<Socket>;
+    /** The path prefix of the public port of alice's workspace `shop` (whose IDE admits her only). */
+    shopPort: string;
+  }> {
     const held = new Set<Socket>();
     const holding = new Set<IncomingMessage>();
-    const workspace = await startWorkspace(held, holding);
+    // The IDEs, and (another server, as a port on a shared host must be nobody else's) shop's public port.
+    const ignoring = new Set<Socket>();
+    const workspace = await startWorkspace(held, holding, ignoring);
+    const publicPort = await startWorkspace(held, holding, ignoring);
     cleanups.push(
       () =>
         new Promise<void>((r) => {
           for (const s of held) s.destroy();
-          workspace.close(() => r());
+          publicPort.close(() => workspace.close(() => r()));
         }),
     );
     const idePort = (workspace.address() as { port: number }).port;
-    const running = (id: string, admission: 'everyone' | 'owner-only', owner = 'alice'): WorkspaceRecord => {
+    const shopPortNumber = (publicPort.address() as { port: number }).port;
+    const running = (
+      id: string,
+      admission: 'everyone' | 'owner-only',
+      owner = 'alice',
+      ports: WorkspaceRecord['spec']['ports'] = [],
+    ): WorkspaceRecord => {
       const base = makeRecord({ id, owner });
       return {
         ...base,
         phase: 'running',
-        spec: { ...base.spec, admission },
+        spec: { ...base.spec, admission, ports },
         progress: { ...base.progress, runtimeHost: '127.0.0.1', idePort },
       };
     };
@@ -112,6 +142,9 @@ describe('PortProxy connection bounds', () => {
       running('private', 'owner-only'),
       running('other', 'everyone'),
       running('neighbour', 'everyone', 'bob'),
+      running('shop', 'owner-only', 'alice', [
+        { port: shopPortNumber, visibility: 'public', protocol: 'http', url: '' },
+      ]),
     ];
     const proxy = new PortProxy({
       router: { getWorkspace: (id) => records.find((r) => r.id === id), allWorkspaces: () => records },
@@ -122,20 +155,38 @@ describe('PortProxy connection bounds', () => {
     });
     const address = await proxy.start();
     cleanups.push(() => proxy.stop());
-    return { proxy, address, held, holding };
+    return { proxy, address, held, holding, ignoring, shopPort: `/ws/shop/port/${shopPortNumber}` };
   }
 
   /** A fresh, well-behaved request through the proxy to the workspace (`path`), with its answer. */
-  async function answer(address: string, localAddress?: string, path = '/ws/open/'): Promise<RawResponse | undefined> {
+  async function answer(
+    address: string,
+    localAddress?: string,
+    path = '/ws/open/',
+    extraHeaders = '',
+  ): Promise<RawResponse | undefined> {
     const client = await hostileClient(address, localAddress);
-    client.socket.write(`GET ${path} HTTP/1.1\r\nhost: p\r\nconnection: close\r\n\r\n`);
+    client.socket.write(`GET ${path} HTTP/1.1\r\nhost: p\r\nconnection: close\r\n${extraHeaders}\r\n`);
     await waitFor('an answer', () => client.endedByProxy());
     client.socket.destroy();
     return parseRawResponse(client.text());
   }
 
-  async function served(address: string, localAddress?: string, path?: string): Promise<number | undefined> {
-    return (await answer(address, localAddress, path))?.status;
+  async function served(
+    address: string,
+    localAddress?: string,
+    path?: string,
+    extraHeaders?: string,
+  ): Promise<number | undefined> {
+    return (await answer(address, localAddress, path, extraHeaders))?.status;
+  }
+
+  /** Opens an upgrade through the proxy and waits for the workspace's answer to reach the client. */
+  async function upgraded(address: string, localAddress: string, path: string, extra = ''): Promise<HostileClient> {
+    const client = await hostileClient(address, localAddress);
+    client.socket.write(upgradeHead(path, extra));
+    await waitFor(`the answer to the upgrade of ${path}`, () => client.text().includes('\r\n\r\n'));
+    return client;
   }
 
   it('closes refused upgrades although their clients never close', async () => {
@@ -349,5 +400,93 @@ describe('PortProxy connection bounds', () => {
     await waitFor('the idle tunnel to be closed', () => client.endedByProxy() && proxy.connectionCount === 0);
     client.socket.destroy();
     expect(await served(address)).toBe(200);
+  });
+
+  it("keeps anonymous clients at a workspace's and an owner's caps from locking the owner out", async () => {
+    // Red team round 7 (F3): 512 anonymous upgrades held on one public port of alice's workspace got her own IDE
+    // (with her token) 503; 512 + 512 on two of her workspaces locked her out of a third without public ports.
+    const { address, shopPort } = await setup({
+      maxConnectionsPerWorkspace: 4,
+      maxConnectionsPerOwner: 6,
+      maxAuthenticatedConnectionsPerWorkspace: 2,
+      maxAuthenticatedConnectionsPerOwner: 4,
+      refusalGraceMs: 200,
+    });
+    const token = `x-workbay-owner-token: ${'x'.repeat(32)}\r\n`;
+    // Anonymous tunnels, held open: four on shop's public port (shop's anonymous budget is full), two on alice's
+    // workspace open to everyone (her anonymous budget of six is full), each from an address of its own.
+    const anonymous: HostileClient[] = [];
+    for (let i = 0; i < 6; i++) {
+      anonymous.push(await upgraded(address, `127.0.7.${i + 1}`, i < 4 ? `${shopPort}/` : '/ws/open/'));
+    }
+    for (const c of anonymous) expect(parseRawResponse(c.text())?.status).toBe(101);
+    // Anonymous requests beyond the caps get 503.
+    const overWorkspace = await answer(address, '127.0.7.9', `${shopPort}/`);
+    expect(overWorkspace?.status).toBe(503);
+    expect(overWorkspace?.rest).toMatch(/workspace shop has too many open connections through/);
+    const overOwner = await answer(address, '127.0.7.9', '/ws/other/');
+    expect(overOwner?.status).toBe(503);
+    expect(overOwner?.rest).toMatch(/the owner of workspace other has too many open connections through/);
+    // The owner, with her token, is served: her IDE on shop, shop's public port, and her workspace without any
+    // public traffic.
+    expect(await served(address, '127.0.7.10', '/ws/shop/', token)).toBe(200);
+    expect(await served(address, '127.0.7.10', `${shopPort}/`, token)).toBe(200);
+    expect(await served(address, '127.0.7.10', '/ws/private/', token)).toBe(200);
+    // Her IDE's WebSocket gets its tunnel, and it carries traffic.
+    const ide = await upgraded(address, '127.0.7.10', '/ws/shop/', token);
+    expect(parseRawResponse(ide.text())?.status).toBe(101);
+    ide.socket.write('ping');
+    await waitFor('the echo', () => ide.text().endsWith('ping'));
+    // Bob is not affected either.
+    expect(await served(address, '127.0.7.9', '/ws/neighbour/')).toBe(200);
+    // Her own budget has a cap of its own: a second tunnel fills shop's (two), a third request gets 503.
+    const second = await upgraded(address, '127.0.7.11', '/ws/shop/', token);
+    expect(parseRawResponse(second.text())?.status).toBe(101);
+    const overOwn = await answer(address, '127.0.7.11', '/ws/shop/', token);
+    expect(overOwn?.status).toBe(503);
+    expect(overOwn?.rest).toMatch(/workspace shop has too many open connections with the owner token/);
+    // The anonymous budget is still full, and none of its tunnels was closed for the owner's.
+    expect(await served(address, '127.0.7.9', `${shopPort}/`)).toBe(503);
+    expect(anonymous.some((c) => c.endedByProxy())).toBe(false);
+    for (const c of [...anonymous, ide, second]) c.socket.destroy();
+  });
+
+  it('frees the slots of clients that left, although their workspace never closes its side', async () => {
+    // Red team round 7 (F4): the proxy passed the client's FIN on and kept the slot until the workspace closed its
+    // side; an app that ignores the end of its input held it until the idle timeout (10 minutes, the default here).
+    const { proxy, address, ignoring, holding } = await setup({ maxConnectionsPerWorkspace: 4, refusalGraceMs: 300 });
+    // Three tunnels to an app that answers the upgrade and then never writes nor closes, and one upgrade it never
+    // answers: the workspace's anonymous budget is full.
+    const clients: HostileClient[] = [];
+    for (let i = 0; i < 3; i++) clients.push(await upgraded(address, `127.0.8.${i + 1}`, '/ws/open/mute'));
+    const pending = await hostileClient(address, '127.0.8.4');
+    pending.socket.write(upgradeHead('/ws/open/silent'));
+    clients.push(pending);
+    await waitFor('4 connections at the workspace', () => ignoring.size === 4);
+    expect(await served(address, '127.0.8.9')).toBe(503);
+    // The clients leave: two close their sockets, two only end their side (and would go on reading).
+    clients.forEach((c, i) => (i % 2 === 0 ? c.socket.destroy() : c.socket.end()));
+    // Within a couple of seconds (the grace is 300 ms) the proxy has closed its ends, and the slots are free.
+    await waitFor('the client connections to be gone', () => proxy.connectionCount === 0, 3_000);
+    expect(clients.every((c) => c.endedByProxy())).toBe(true);
+    expect(await served(address, '127.0.8.9')).toBe(200);
+    // The workspace's ends were reset: the app, which stopped reading at the end of its input, learns it at its
+    // next write (a FIN alone would have left them open, as the app never closes).
+    expect(ignoring.size).toBe(4);
+    for (const s of ignoring) s.write('late');
+    await waitFor('the workspace ends to break', () => ignoring.size === 0, 3_000);
+    // Requests the workspace never answers: their slots are free as soon as their clients leave, however they do.
+    const holders: HostileClient[] = [];
+    for (let i = 0; i < 4; i++) {
+      const h = await hostileClient(address, `127.0.8.${i + 11}`);
+      h.socket.write('GET /ws/open/hold HTTP/1.1\r\nhost: p\r\n\r\n');
+      holders.push(h);
+    }
+    await waitFor('4 held requests at the workspace', () => holding.size === 4);
+    expect(await served(address, '127.0.8.9')).toBe(503);
+    holders.forEach((h, i) => (i % 2 === 0 ? h.socket.destroy() : h.socket.end()));
+    await waitFor('the held requests to be gone at the workspace', () => holding.size === 0, 3_000);
+    expect(await served(address, '127.0.8.9')).toBe(200);
+    await waitFor('the client connections to be gone', () => proxy.connectionCount === 0, 3_000);
   });
 });

@@ -9,7 +9,8 @@
  * Routes: see `routing.ts`. Tokens: `admission.ts` (never forwarded). Targets: `exposure.ts` (only the
  * workspace's own host and ports). Open connections: `tunnels.ts` (closed when their admission is revoked).
  * Connection caps and timeouts (server-wide, per client address, slowloris, handshake, idle, refusals):
- * `connection-limits.ts`; busy connections per workspace: `workspace-slots.ts`.
+ * `connection-limits.ts`; busy connections per workspace and owner, with and without the owner token:
+ * `workspace-slots.ts`.
  *
  * Every client of the proxy is hostile: any input gets an answer (400 when malformed), and a throw inside a
  * handler answers 500 and is logged, never an uncaught exception (invariant 12). Answers of its own are plain text:
@@ -50,6 +51,7 @@ import { TunnelRegistry } from './tunnels.js';
 import type { Grant } from './tunnels.js';
 import { openTunnel, rejectUpgrade } from './upgrade.js';
 import { WorkspaceSlots, busyRefusal } from './workspace-slots.js';
+import type { Budget } from './workspace-slots.js';
 
 export { ownerTokenHeader, ownerTokenQuery } from './admission.js';
 
@@ -90,6 +92,14 @@ interface Admitted {
   readonly redirect?: string;
 }
 
+/**
+ * The budget a connection counts in (`workspace-slots.ts`): with the owner token it is the owner's own, which
+ * anonymous clients of her public ports cannot fill.
+ */
+function budgetOf(grant: Grant): Budget {
+  return grant.byOwner ? 'authenticated' : 'anonymous';
+}
+
 export class PortProxy {
   private server: Server | undefined;
   private boundAddress = '';
@@ -109,7 +119,16 @@ export class PortProxy {
     this.reserved = options.reserved ?? new ReservedEndpoints();
     this.tunnels = new TunnelRegistry((id) => options.router.getWorkspace(id), options.logger);
     this.workspaceSlots = new WorkspaceSlots(
-      { maxPerWorkspace: this.limits.maxConnectionsPerWorkspace, maxPerOwner: this.limits.maxConnectionsPerOwner },
+      {
+        anonymous: {
+          maxPerWorkspace: this.limits.maxConnectionsPerWorkspace,
+          maxPerOwner: this.limits.maxConnectionsPerOwner,
+        },
+        authenticated: {
+          maxPerWorkspace: this.limits.maxAuthenticatedConnectionsPerWorkspace,
+          maxPerOwner: this.limits.maxAuthenticatedConnectionsPerOwner,
+        },
+      },
       options.logger,
     );
   }
@@ -299,9 +318,11 @@ export class PortProxy {
       res.end();
       return;
     }
-    // Counted from here until the response is done or its connection closes ('close' covers both).
-    const release = this.workspaceSlots.take(admission.record);
-    if ('over' in release) return this.refuse(res, busyRefusal(admission.record.id, false, release.over));
+    // Counted from here until the response is done or its connection closes ('close' covers both: a client that
+    // ends its side is answered by Node with the end of the connection, which closes the response at once).
+    const budget = budgetOf(admission.grant);
+    const release = this.workspaceSlots.take(admission.record, budget);
+    if ('over' in release) return this.refuse(res, busyRefusal(admission.record.id, false, release.over, budget));
     res.once('close', release);
     this.trackSocket(req.socket, admission.grant);
     this.forward(req, res, route, admission);
@@ -387,10 +408,13 @@ export class PortProxy {
     if ('status' in route) return rejectUpgrade(socket, route, this.limits.refusalGraceMs);
     const admission = this.admit(req, route);
     if ('status' in admission) return rejectUpgrade(socket, admission, this.limits.refusalGraceMs);
-    // Counted from here until the client connection closes: during the handshake and for the tunnel's life.
-    const release = this.workspaceSlots.take(admission.record);
+    // Counted from here until the client connection closes: during the handshake and for the tunnel's life. Once
+    // the client has closed its side, the tunnel closes within the grace whatever the workspace does (`upgrade.ts`).
+    const budget = budgetOf(admission.grant);
+    const release = this.workspaceSlots.take(admission.record, budget);
     if ('over' in release) {
-      return rejectUpgrade(socket, busyRefusal(admission.record.id, true, release.over), this.limits.refusalGraceMs);
+      const refusal = busyRefusal(admission.record.id, true, release.over, budget);
+      return rejectUpgrade(socket, refusal, this.limits.refusalGraceMs);
     }
     socket.once('close', release);
     const headers = forwardHeaders(req, {

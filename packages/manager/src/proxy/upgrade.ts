@@ -156,6 +156,17 @@ function relayAnswer(
   upstream.on('data', onData);
 }
 
+/** Closes `upstream` with a reset where it is plain TCP (TLS sockets cannot reset: they are destroyed). */
+function resetOrDestroy(upstream: Socket): void {
+  if (upstream.destroyed) return;
+  try {
+    upstream.resetAndDestroy();
+  } catch {
+    // Deliberate: not a TCP handle (TLS); an ordinary close is the next best thing.
+    upstream.destroy();
+  }
+}
+
 /** Opens the tunnel; returns the function that closes both ends. */
 export function openTunnel(options: TunnelOptions): () => void {
   const { socket, target } = options;
@@ -218,8 +229,23 @@ export function openTunnel(options: TunnelOptions): () => void {
     else finish(connected ? 'the upgrade failed' : `does not answer (${error.code ?? 'error'})`);
   });
   socket.on('error', () => upstream.destroy());
+  // The client closed its side (FIN; the proxy's server keeps client sockets half-open): the pipe passes the end
+  // on, and the workspace gets the grace to send what is left and close. Then both ends close whatever the
+  // workspace does: a workspace that ignores the end of its input would otherwise hold the tunnel, and its slot in
+  // `workspace-slots.ts`, until the idle timeout, long after the client left (red team round 7: ten minutes). The
+  // workspace's end is reset, not just ended: it has ignored one end already, and its socket would stay open in
+  // the workspace for as long as the app runs.
+  let leaving: NodeJS.Timeout | undefined;
+  socket.once('end', () => {
+    leaving = setTimeout(() => {
+      resetOrDestroy(upstream);
+      socket.destroy();
+    }, options.limits.refusalGraceMs);
+    leaving.unref();
+  });
   socket.on('close', () => {
     clearTimeout(handshakeTimer);
+    clearTimeout(leaving);
     upstream.destroy();
   });
   // Before a 101 the client gets an answer from the proxy (which then closes its connection itself: an immediate

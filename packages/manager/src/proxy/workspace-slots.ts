@@ -3,10 +3,22 @@
  * from waiting connections only, never from busy ones, so whoever holds enough busy connections holds the proxy:
  * red team round 6 sent 16 addresses x 256 requests to a public port of its own workspace, whose server dripped a
  * byte every 20 s, and every other workspace's requests got 503 for as long as the drip lasted. Here each workspace
- * may hold at most `maxPerWorkspace` busy connections: a proxied request from admission until its response is done,
- * an upgrade from admission until its tunnel closes. Beyond that its requests get 503 and other workspaces are not
- * affected. An owner's workspaces together hold at most `maxPerOwner`: without it, eight workspaces of one owner at
- * 512 each would hold the whole server-wide cap of 4,096 again.
+ * may hold a bounded number of busy connections: a proxied request from admission until its response is done or its
+ * client is gone, an upgrade from admission until its client connection closes (within a grace of the client's
+ * leaving, see `upgrade.ts`). Beyond that its requests get 503 and other workspaces are not affected. An owner's
+ * workspaces together are capped too: without it, eight workspaces of one owner at 512 each would hold the whole
+ * server-wide cap of 4,096 again.
+ *
+ * Two budgets, counted apart, each with its own cap per workspace and per owner:
+ *
+ * - `authenticated`: connections admitted because they presented the workspace's owner token (`isOwner` in
+ *   `PortProxy.admit`): the owner's IDE, her own requests to her ports.
+ * - `anonymous`: everything else, admitted because a port is public or the workspace admits everyone.
+ *
+ * Anonymous clients can fill only the anonymous budget: red team round 7 held 512 anonymous upgrades on one public
+ * port of an owner's workspace, and the owner's own IDE (with her token) got 503; 512 + 512 on two of her
+ * workspaces locked her out of a third that had no public port at all. The owner's flood of her own workspaces is
+ * capped by the authenticated budget, so neither budget alone, nor one owner with both, holds the server.
  *
  * A connection is counted once per request in flight (pipelined requests count each: each holds a connection to the
  * workspace of its own).
@@ -19,6 +31,15 @@ import type { Refusal } from './routing.js';
 /** Which cap a refused connection ran into. */
 export type Over = 'workspace' | 'owner';
 
+/** Which budget a connection is counted in: with the owner token, or without (see the module comment). */
+export type Budget = 'authenticated' | 'anonymous';
+
+/** The caps of one budget (0: no cap, still counted). */
+export interface BudgetCaps {
+  readonly maxPerWorkspace: number;
+  readonly maxPerOwner: number;
+}
+
 /** Refusals are logged at most this often (an attack would otherwise flood the log). */
 const refusalLogInterval = 60_000;
 /** The log names at most this many refused workspaces and owners (the rest is in the counts). */
@@ -27,13 +48,20 @@ const loggedKeys = 10;
 /**
  * The answer over the cap: 503 with `retry-after`, as over the other caps. Over HTTP (not `upgrade`) it adds
  * `connection: close`: Node then ends and destroys the refused connection once the answer is written, whether or
- * not the client closes (as `rejectUpgrade` does for upgrades, whose raw answer always closes).
+ * not the client closes (as `rejectUpgrade` does for upgrades, whose raw answer always closes). The message says
+ * which budget is full: an owner refused with her token learns that her own connections are the many.
  */
-export function busyRefusal(workspaceId: string, upgrade = false, over: Over = 'workspace'): Refusal {
+export function busyRefusal(
+  workspaceId: string,
+  upgrade = false,
+  over: Over = 'workspace',
+  budget: Budget = 'anonymous',
+): Refusal {
   const who = over === 'owner' ? `the owner of workspace ${workspaceId}` : `workspace ${workspaceId}`;
+  const which = budget === 'authenticated' ? 'connections with the owner token' : 'connections';
   return {
     status: 503,
-    message: `${who} has too many open connections through the proxy; retry later\n`,
+    message: `${who} has too many open ${which} through the proxy; retry later\n`,
     headers: upgrade ? { 'retry-after': '10' } : { 'retry-after': '10', connection: 'close' },
   };
 }
@@ -58,80 +86,102 @@ class Counter {
   }
 }
 
-export class WorkspaceSlots {
-  private readonly workspaces: Counter;
-  private readonly owners: Counter;
+/** One budget: its counters and the refusals since the last log. */
+class Pool {
+  readonly workspaces: Counter;
+  readonly owners: Counter;
   /** Refusals since the last log, keyed by workspace id and by owner. */
-  private readonly refused = { workspace: new Map<string, number>(), owner: new Map<string, number>() };
-  private lastLog = 0;
+  readonly refused = { workspace: new Map<string, number>(), owner: new Map<string, number>() };
 
-  constructor(
-    caps: { readonly maxPerWorkspace: number; readonly maxPerOwner: number },
-    private readonly logger: Logger,
-    private readonly now: () => number = Date.now,
-  ) {
+  constructor(caps: BudgetCaps) {
     this.workspaces = new Counter(caps.maxPerWorkspace);
     this.owners = new Counter(caps.maxPerOwner);
   }
+}
+
+const budgets: readonly Budget[] = ['anonymous', 'authenticated'];
+
+export class WorkspaceSlots {
+  private readonly pools: Readonly<Record<Budget, Pool>>;
+  private lastLog = 0;
+
+  constructor(
+    caps: Readonly<Record<Budget, BudgetCaps>>,
+    private readonly logger: Logger,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.pools = { anonymous: new Pool(caps.anonymous), authenticated: new Pool(caps.authenticated) };
+  }
 
   /**
-   * Counts one busy connection of `workspace` (and of its owner); returns the function that releases it
+   * Counts one busy connection of `workspace` (and of its owner) in `budget`; returns the function that releases it
    * (idempotent: call it on every way the request or tunnel can end), or which cap it ran into (nothing counted, the
-   * refusal noted).
+   * refusal noted). The other budget is neither looked at nor charged.
    */
-  take(workspace: { readonly id: string; readonly owner: string }): (() => void) | { readonly over: Over } {
-    const over: Over | undefined = this.workspaces.full(workspace.id)
+  take(
+    workspace: { readonly id: string; readonly owner: string },
+    budget: Budget,
+  ): (() => void) | { readonly over: Over } {
+    const pool = this.pools[budget];
+    const over: Over | undefined = pool.workspaces.full(workspace.id)
       ? 'workspace'
-      : this.owners.full(workspace.owner)
+      : pool.owners.full(workspace.owner)
         ? 'owner'
         : undefined;
     if (over) {
-      this.noteRefusal(over, over === 'owner' ? workspace.owner : workspace.id);
+      this.noteRefusal(pool, over, over === 'owner' ? workspace.owner : workspace.id);
       return { over };
     }
-    this.workspaces.add(workspace.id, 1);
-    this.owners.add(workspace.owner, 1);
+    pool.workspaces.add(workspace.id, 1);
+    pool.owners.add(workspace.owner, 1);
     let released = false;
     return () => {
       if (released) return;
       released = true;
-      this.workspaces.add(workspace.id, -1);
-      this.owners.add(workspace.owner, -1);
+      pool.workspaces.add(workspace.id, -1);
+      pool.owners.add(workspace.owner, -1);
     };
   }
 
-  /** Busy connections of a workspace (for tests and metrics). */
-  count(workspaceId: string): number {
-    return this.workspaces.count(workspaceId);
+  /** Busy connections of a workspace in `budget`, or in both (for tests and metrics). */
+  count(workspaceId: string, budget?: Budget): number {
+    return this.sum(budget, (pool) => pool.workspaces.count(workspaceId));
   }
 
-  /** Busy connections of an owner's workspaces together (for tests and metrics). */
-  ownerCount(owner: string): number {
-    return this.owners.count(owner);
+  /** Busy connections of an owner's workspaces together in `budget`, or in both (for tests and metrics). */
+  ownerCount(owner: string, budget?: Budget): number {
+    return this.sum(budget, (pool) => pool.owners.count(owner));
   }
 
-  private noteRefusal(over: Over, key: string): void {
+  private sum(budget: Budget | undefined, of: (pool: Pool) => number): number {
+    return (budget === undefined ? budgets : [budget]).reduce((n, b) => n + of(this.pools[b]), 0);
+  }
+
+  private noteRefusal(pool: Pool, over: Over, key: string): void {
     // Keyed by admitted workspaces and their owners only (the caller found the record), so the maps are bounded.
-    const refused = this.refused[over];
+    const refused = pool.refused[over];
     refused.set(key, (refused.get(key) ?? 0) + 1);
     const now = this.now();
     if (now - this.lastLog < refusalLogInterval) return;
     const top = (counts: Map<string, number>): Record<string, number> =>
       Object.fromEntries([...counts].sort((a, b) => b[1] - a[1]).slice(0, loggedKeys));
     const total = (counts: Map<string, number>): number => [...counts.values()].reduce((a, b) => a + b, 0);
+    const report = (p: Pool): Record<string, unknown> => ({
+      overPerWorkspace: total(p.refused.workspace),
+      workspaces: top(p.refused.workspace),
+      maxPerWorkspace: p.workspaces.max,
+      overPerOwner: total(p.refused.owner),
+      owners: top(p.refused.owner),
+      maxPerOwner: p.owners.max,
+    });
     this.logger.warn(
-      {
-        overPerWorkspace: total(this.refused.workspace),
-        workspaces: top(this.refused.workspace),
-        maxConnectionsPerWorkspace: this.workspaces.max,
-        overPerOwner: total(this.refused.owner),
-        owners: top(this.refused.owner),
-        maxConnectionsPerOwner: this.owners.max,
-      },
+      { anonymous: report(this.pools.anonymous), authenticated: report(this.pools.authenticated) },
       'proxy refused requests over the per-workspace or per-owner connection limit',
     );
-    this.refused.workspace.clear();
-    this.refused.owner.clear();
+    for (const b of budgets) {
+      this.pools[b].refused.workspace.clear();
+      this.pools[b].refused.owner.clear();
+    }
     this.lastLog = now;
   }
 }
