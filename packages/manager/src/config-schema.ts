@@ -201,6 +201,7 @@ export const managerConfigSchema = z
             maxConnectionsPerOwner: z.number().int().min(0),
             maxAuthenticatedConnectionsPerWorkspace: z.number().int().min(0),
             maxAuthenticatedConnectionsPerOwner: z.number().int().min(0),
+            maxAnonymousConnections: z.number().int().min(0),
             headersTimeoutMs: z.number().int().min(1),
             requestTimeoutMs: z.number().int().min(1),
             handshakeTimeoutMs: z.number().int().min(1),

@@ -1,26 +1,20 @@
 import { execFileSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, renameSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { isWorkbayError } from '../errors.js';
-import { MiB, proberProcesses } from '../test-support/sparse.js';
+import { MiB, makeSparseFile, proberProcesses } from '../test-support/sparse.js';
 import { extentsProblem, isSparseCandidate, placeData, SparseProbeError } from './sparse.js';
 import { SparseProber } from './sparse-prober.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sparse-prober-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-/** A file of `size` bytes (truncate) with `data` (offset, length) runs of 0xab written, holes elsewhere. */
+/** A file of `size` bytes with random data at `data` (offset, length) runs, holes elsewhere. */
 function sparseFile(name: string, size: number, data: ReadonlyArray<readonly [number, number]>): string {
   const path = join(dir, name);
-  execFileSync('truncate', ['-s', String(size), path]);
-  const fd = openSync(path, 'r+');
-  try {
-    for (const [offset, length] of data) writeSync(fd, Buffer.alloc(length, 0xab), 0, length, offset);
-  } finally {
-    closeSync(fd);
-  }
+  makeSparseFile(path, size, data);
   return path;
 }
 

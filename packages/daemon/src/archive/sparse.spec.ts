@@ -1,9 +1,10 @@
 import { execFileSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { isWorkbayError } from '../errors.js';
+import { makeSparseFile } from '../test-support/sparse.js';
 import { capExtents, extentsProblem, isSparseCandidate, placeData, SparseProbeError } from './sparse.js';
 import type { ProberOptions } from './sparse-prober.js';
 import { SparseProber } from './sparse-prober.js';
@@ -13,16 +14,10 @@ const GiB = 1024 * MiB;
 const dir = mkdtempSync(join(tmpdir(), 'sparse-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-/** A file of `size` bytes holding `data` (offset, length) runs of 0xab and holes elsewhere. */
-function sparseFile(name: string, size: number, data: Array<[number, number]>): string {
+/** A file of `size` bytes with random data at `data` (offset, length) runs, holes elsewhere. */
+function sparseFile(name: string, size: number, data: ReadonlyArray<readonly [number, number]>): string {
   const path = join(dir, name);
-  execFileSync('truncate', ['-s', String(size), path]);
-  const fd = openSync(path, 'r+');
-  try {
-    for (const [offset, length] of data) writeSync(fd, Buffer.alloc(length, 0xab), 0, length, offset);
-  } finally {
-    closeSync(fd);
-  }
+  makeSparseFile(path, size, data);
   return path;
 }
 

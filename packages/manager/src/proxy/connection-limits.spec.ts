@@ -22,6 +22,11 @@ describe('resolveProxyLimits', () => {
     expect(resolveProxyLimits({ maxConnections: 10 }).maxConnections).toBe(10);
     expect(resolveProxyLimits().maxConnectionsPerWorkspace).toBe(512);
     expect(resolveProxyLimits({ maxConnectionsPerWorkspace: 0 }).maxConnectionsPerWorkspace).toBe(0);
+    // Anonymous connections together: three quarters of the server's cap, the one given when it is given.
+    expect(resolveProxyLimits().maxAnonymousConnections).toBe(3072);
+    expect(resolveProxyLimits({ maxConnections: 100 }).maxAnonymousConnections).toBe(75);
+    expect(resolveProxyLimits({ maxConnections: 0 }).maxAnonymousConnections).toBe(0);
+    expect(resolveProxyLimits({ maxConnections: 100, maxAnonymousConnections: 90 }).maxAnonymousConnections).toBe(90);
   });
 
   it('refuses values that would disable a timeout or that Node refuses', () => {

@@ -57,6 +57,12 @@ export interface ProxyLimits {
   readonly maxAuthenticatedConnectionsPerWorkspace: number;
   /** Busy client connections with the owner token, all of one owner's workspaces together. 0: no limit. */
   readonly maxAuthenticatedConnectionsPerOwner: number;
+  /**
+   * Busy anonymous connections (without the owner token) of all workspaces together; beyond it 503 for anonymous
+   * traffic. Below `maxConnections`, so that anonymous clients never hold every connection: the rest serves owners
+   * with their tokens (idle and waiting connections give way, `connection-slots.ts`). 0: no limit.
+   */
+  readonly maxAnonymousConnections: number;
   /** Time a client has to send a complete request head (slowloris). */
   readonly headersTimeoutMs: number;
   /** Time a client has to send a complete request, head and body. At least `headersTimeoutMs`. */
@@ -87,10 +93,13 @@ export const defaultProxyLimits: ProxyLimits = {
   maxConnectionsPerOwner: 1024,
   // Traffic with the owner token: people, not crowds. A browser holds about six requests per site and an IDE a few
   // WebSockets per window, so 128 per workspace is dozens of windows; 256 for all of an owner's workspaces keeps
-  // one owner with both budgets full at 1,280: three owners together still cannot hold the server's 4,096 (3,840);
-  // four could with the anonymous budget alone before, and still can (see docs/security.md).
+  // one owner with both budgets full at 1,280: three owners together still cannot hold the server's 4,096 (3,840),
+  // and anonymous traffic of any number of owners stops at `maxAnonymousConnections`.
   maxAuthenticatedConnectionsPerWorkspace: 128,
   maxAuthenticatedConnectionsPerOwner: 256,
+  // Three quarters of the server's cap: a quarter stays for owners with their tokens (when not given, three quarters
+  // of the `maxConnections` given: see resolveProxyLimits).
+  maxAnonymousConnections: 3072,
   headersTimeoutMs: 20_000,
   requestTimeoutMs: 300_000,
   handshakeTimeoutMs: 30_000,
@@ -100,7 +109,13 @@ export const defaultProxyLimits: ProxyLimits = {
 
 /** The limits with defaults filled in; throws on values Node would refuse or that disable a bound by accident. */
 export function resolveProxyLimits(given: Partial<ProxyLimits> = {}): ProxyLimits {
-  const limits = { ...defaultProxyLimits, ...given };
+  const limits = {
+    ...defaultProxyLimits,
+    ...(given.maxConnections !== undefined
+      ? { maxAnonymousConnections: Math.floor((given.maxConnections * 3) / 4) }
+      : {}),
+    ...given,
+  };
   for (const [name, value] of Object.entries(limits)) {
     if (!Number.isInteger(value) || value < 0) throw new Error(`proxy limit ${name} must be an integer >= 0`);
   }

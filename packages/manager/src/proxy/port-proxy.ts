@@ -123,6 +123,7 @@ export class PortProxy {
         anonymous: {
           maxPerWorkspace: this.limits.maxConnectionsPerWorkspace,
           maxPerOwner: this.limits.maxConnectionsPerOwner,
+          maxTotal: this.limits.maxAnonymousConnections,
         },
         authenticated: {
           maxPerWorkspace: this.limits.maxAuthenticatedConnectionsPerWorkspace,

@@ -140,6 +140,25 @@ describe('WorkspaceSlots', () => {
     expect(slots.take(ws('d'), 'authenticated')).toBeTypeOf('function');
   });
 
+  it('caps anonymous connections of all owners together, and never those with the owner token', () => {
+    const slots = new WorkspaceSlots(
+      {
+        anonymous: { maxPerWorkspace: 2, maxPerOwner: 2, maxTotal: 3 },
+        authenticated: { maxPerWorkspace: 0, maxPerOwner: 0 },
+      },
+      createSilentLogger(),
+    );
+    // Three owners' public ports, each under its own caps: the third connection fills the total.
+    const held = [slots.take(ws('a', 'mallory'), 'anonymous'), slots.take(ws('b', 'eve'), 'anonymous')].map(release);
+    release(slots.take(ws('c', 'trudy'), 'anonymous'));
+    expect(slots.take(ws('d', 'alice'), 'anonymous')).toEqual({ over: 'server' });
+    // Alice with her token is served whatever anonymous clients hold.
+    release(slots.take(ws('d', 'alice'), 'authenticated'));
+    held[0]!();
+    release(slots.take(ws('d', 'alice'), 'anonymous'));
+    expect(busyRefusal('d', false, 'server').message).toMatch(/^the proxy has too many open connections/);
+  });
+
   it('says in its 503 which budget is full', () => {
     expect(busyRefusal('a', false, 'workspace', 'authenticated').message).toMatch(
       /^workspace a has too many open connections with the owner token/,

@@ -18,7 +18,10 @@
  * Anonymous clients can fill only the anonymous budget: red team round 7 held 512 anonymous upgrades on one public
  * port of an owner's workspace, and the owner's own IDE (with her token) got 503; 512 + 512 on two of her
  * workspaces locked her out of a third that had no public port at all. The owner's flood of her own workspaces is
- * capped by the authenticated budget, so neither budget alone, nor one owner with both, holds the server.
+ * capped by the authenticated budget, so neither budget alone, nor one owner with both, holds the server. The
+ * anonymous budget also has a server-wide total (`maxAnonymousConnections`, three quarters of the server's cap):
+ * anonymous clients of four owners' public ports (4 x 1,024) would otherwise hold every connection the server takes,
+ * and a connection is accepted before its token is read, so owners with their tokens would get 503 too.
  *
  * A connection is counted once per request in flight (pipelined requests count each: each holds a connection to the
  * workspace of its own).
@@ -29,7 +32,7 @@ import type { Logger } from '../logger.js';
 import type { Refusal } from './routing.js';
 
 /** Which cap a refused connection ran into. */
-export type Over = 'workspace' | 'owner';
+export type Over = 'workspace' | 'owner' | 'server';
 
 /** Which budget a connection is counted in: with the owner token, or without (see the module comment). */
 export type Budget = 'authenticated' | 'anonymous';
@@ -38,6 +41,8 @@ export type Budget = 'authenticated' | 'anonymous';
 export interface BudgetCaps {
   readonly maxPerWorkspace: number;
   readonly maxPerOwner: number;
+  /** All workspaces of all owners together (0: none). */
+  readonly maxTotal?: number;
 }
 
 /** Refusals are logged at most this often (an attack would otherwise flood the log). */
@@ -57,7 +62,12 @@ export function busyRefusal(
   over: Over = 'workspace',
   budget: Budget = 'anonymous',
 ): Refusal {
-  const who = over === 'owner' ? `the owner of workspace ${workspaceId}` : `workspace ${workspaceId}`;
+  const who =
+    over === 'owner'
+      ? `the owner of workspace ${workspaceId}`
+      : over === 'server'
+        ? 'the proxy'
+        : `workspace ${workspaceId}`;
   const which = budget === 'authenticated' ? 'connections with the owner token' : 'connections';
   return {
     status: 503,
@@ -90,12 +100,19 @@ class Counter {
 class Pool {
   readonly workspaces: Counter;
   readonly owners: Counter;
-  /** Refusals since the last log, keyed by workspace id and by owner. */
-  readonly refused = { workspace: new Map<string, number>(), owner: new Map<string, number>() };
+  /** One key for everything: the budget's server-wide total. */
+  readonly all: Counter;
+  /** Refusals since the last log, keyed by workspace id, by owner, and the server-wide ones. */
+  readonly refused = {
+    workspace: new Map<string, number>(),
+    owner: new Map<string, number>(),
+    server: new Map<string, number>(),
+  };
 
   constructor(caps: BudgetCaps) {
     this.workspaces = new Counter(caps.maxPerWorkspace);
     this.owners = new Counter(caps.maxPerOwner);
+    this.all = new Counter(caps.maxTotal ?? 0);
   }
 }
 
@@ -127,19 +144,23 @@ export class WorkspaceSlots {
       ? 'workspace'
       : pool.owners.full(workspace.owner)
         ? 'owner'
-        : undefined;
+        : pool.all.full('')
+          ? 'server'
+          : undefined;
     if (over) {
-      this.noteRefusal(pool, over, over === 'owner' ? workspace.owner : workspace.id);
+      this.noteRefusal(pool, over, over === 'owner' ? workspace.owner : over === 'server' ? '' : workspace.id);
       return { over };
     }
     pool.workspaces.add(workspace.id, 1);
     pool.owners.add(workspace.owner, 1);
+    pool.all.add('', 1);
     let released = false;
     return () => {
       if (released) return;
       released = true;
       pool.workspaces.add(workspace.id, -1);
       pool.owners.add(workspace.owner, -1);
+      pool.all.add('', -1);
     };
   }
 
@@ -173,14 +194,15 @@ export class WorkspaceSlots {
       overPerOwner: total(p.refused.owner),
       owners: top(p.refused.owner),
       maxPerOwner: p.owners.max,
+      overTotal: total(p.refused.server),
+      maxTotal: p.all.max,
     });
     this.logger.warn(
       { anonymous: report(this.pools.anonymous), authenticated: report(this.pools.authenticated) },
-      'proxy refused requests over the per-workspace or per-owner connection limit',
+      'proxy refused requests over a per-workspace, per-owner or server-wide connection limit',
     );
     for (const b of budgets) {
-      this.pools[b].refused.workspace.clear();
-      this.pools[b].refused.owner.clear();
+      for (const counts of Object.values(this.pools[b].refused)) counts.clear();
     }
     this.lastLog = now;
   }
