@@ -269,10 +269,11 @@ describe('restore attacks (crafted archives)', () => {
       await writeFile(join(host, `f${i}`), 'HOST SECRET\n');
     }
     // The workspace's side: swap d for a symlink to the host directory and back, as fast as it can.
+    // A process group of its own: the shell and the `mv` it may be running are stopped together.
     const swapper = spawn(
       'sh',
       ['-c', 'while :; do mv d d.tmp; ln -s "$1" d; rm d; mv d.tmp d; done', 'swapper', host],
-      { cwd: content, stdio: 'ignore' },
+      { cwd: content, stdio: 'ignore', detached: true },
     );
     try {
       for (let round = 0; round < 40; round++) {
@@ -298,11 +299,20 @@ describe('restore attacks (crafted archives)', () => {
         expect(leaked, `round ${round}`).toBe('');
       }
     } finally {
-      // Wait for the swapper to be gone: a last `mv` racing the cleanup's rm would fail it with ENOTEMPTY.
-      if (swapper.exitCode === null && swapper.signalCode === null) {
-        const gone = new Promise((resolve) => swapper.once('exit', resolve));
-        swapper.kill('SIGKILL');
-        await gone;
+      // Wait for the swapper's whole group to be gone: a last `mv` racing the cleanup's rm fails it with ENOTEMPTY,
+      // and killing the shell alone leaves the `mv` it runs (a CI run).
+      const pgid = swapper.pid!;
+      const gone = new Promise((resolve) => swapper.once('exit', resolve));
+      process.kill(-pgid, 'SIGKILL');
+      if (swapper.exitCode === null && swapper.signalCode === null) await gone;
+      // Bounded: a killed child is a zombie until its new parent reaps it, and a signal to a zombie succeeds.
+      for (const until = Date.now() + 5000; Date.now() < until;) {
+        try {
+          process.kill(-pgid, 0);
+        } catch {
+          break; // ESRCH: no process of the group is left
+        }
+        await new Promise((resolve) => setTimeout(resolve, 10));
       }
     }
   });
