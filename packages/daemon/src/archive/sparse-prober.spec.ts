@@ -127,17 +127,19 @@ describe('SparseProber: one Perl for many probes', () => {
   });
 
   it('fails one probe past its time limit (FAILED_PRECONDITION); the same Perl answers the next', async () => {
-    // 10,000 extents take Perl tens of milliseconds to walk (and merge, at 4 kept): past a 1 ms limit.
-    const runs = Array.from({ length: 10_000 }, (_, i) => [i * 8192, 4096] as const);
-    const slow = sparseFile('slow', 160 * MiB, runs);
+    // 25,000 extents take Perl ~150 ms to walk (and merge, at 4 kept) on an idle 2-core machine: past a 40 ms limit.
+    // The limit is not 1 ms: Perl's clock counts in 10 ms ticks, and a quick probe that straddled one under load
+    // failed too (a CI run).
+    const runs = Array.from({ length: 25_000 }, (_, i) => [i * 8192, 4096] as const);
+    const slow = sparseFile('slow', 25_000 * 8192 + MiB, runs);
     const quick = sparseFile('quick', 64 * MiB, [[8 * MiB, 4096]]);
-    const prober = newProber({ timeoutMs: 1, maxExtents: 4 });
+    const prober = newProber({ timeoutMs: 40, maxExtents: 4 });
     expect(await probe(prober, quick)).toEqual([8 * MiB, 4096]);
     const started = SparseProber.started;
     const error = await failure(probe(prober, slow));
     expect(error).toBeInstanceOf(SparseProbeError);
     expect(isWorkbayError(error, 'failed-precondition')).toBe(true);
-    expect((error as Error).message).toMatch(/'.*slow' could not be located \(took longer than 1 ms\)/);
+    expect((error as Error).message).toMatch(/'.*slow' could not be located \(took longer than 40 ms\)/);
     expect(await probe(prober, quick)).toEqual([8 * MiB, 4096]);
     expect(SparseProber.started).toBe(started);
   });

@@ -468,14 +468,14 @@ describe('PortProxy connection bounds', () => {
     // The clients leave: two close their sockets, two only end their side (and would go on reading).
     clients.forEach((c, i) => (i % 2 === 0 ? c.socket.destroy() : c.socket.end()));
     // Within a couple of seconds (the grace is 300 ms) the proxy has closed its ends, and the slots are free.
-    await waitFor('the client connections to be gone', () => proxy.connectionCount === 0, 3_000);
+    await waitFor('the client connections to be gone', () => proxy.connectionCount === 0, 8_000);
     expect(clients.every((c) => c.endedByProxy())).toBe(true);
     expect(await served(address, '127.0.8.9')).toBe(200);
     // The workspace's ends were reset: the app, which stopped reading at the end of its input, learns it at its
     // next write (a FIN alone would have left them open, as the app never closes).
     expect(ignoring.size).toBe(4);
     for (const s of ignoring) s.write('late');
-    await waitFor('the workspace ends to break', () => ignoring.size === 0, 3_000);
+    await waitFor('the workspace ends to break', () => ignoring.size === 0, 8_000);
     // Requests the workspace never answers: their slots are free as soon as their clients leave, however they do.
     const holders: HostileClient[] = [];
     for (let i = 0; i < 4; i++) {
@@ -486,8 +486,8 @@ describe('PortProxy connection bounds', () => {
     await waitFor('4 held requests at the workspace', () => holding.size === 4);
     expect(await served(address, '127.0.8.9')).toBe(503);
     holders.forEach((h, i) => (i % 2 === 0 ? h.socket.destroy() : h.socket.end()));
-    await waitFor('the held requests to be gone at the workspace', () => holding.size === 0, 3_000);
+    await waitFor('the held requests to be gone at the workspace', () => holding.size === 0, 8_000);
     expect(await served(address, '127.0.8.9')).toBe(200);
-    await waitFor('the client connections to be gone', () => proxy.connectionCount === 0, 3_000);
+    await waitFor('the client connections to be gone', () => proxy.connectionCount === 0, 8_000);
   });
 });
