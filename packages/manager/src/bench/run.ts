@@ -15,9 +15,9 @@
  * 5. Restart from a WORKBAY_BENCH_RESTART_BYTES (1 GiB) backup: StartWorkspace until RUNNING, against `tar -xf` of
  *    the same tree (bench/restart.ts).
  *
- * Sizes are environment variables; BENCH_ISOLATION (none|auto) sets the local runtime's isolation. BENCH_ONLY=memory
- * runs only the memory row (4), BENCH_ONLY=restart only the restart row (5), e.g. to compare a change without the
- * minutes the other rows take.
+ * Sizes are environment variables; BENCH_ISOLATION (none|auto) sets the local runtime's isolation. BENCH_ONLY=start,
+ * fanout, memory or restart runs only that row (1, 2, 4 or 5), e.g. to compare a change without the minutes the
+ * other rows take.
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
@@ -49,8 +49,10 @@ const sizes = {
 };
 const isolation = process.env['BENCH_ISOLATION'] === 'auto' ? 'auto' : 'none';
 const only = process.env['BENCH_ONLY'] ?? '';
-if (only !== '' && only !== 'memory' && only !== 'restart')
-  throw new Error(`BENCH_ONLY must be 'memory' or 'restart' (got '${only.slice(0, 20)}')`);
+const rows = ['start', 'fanout', 'memory', 'restart'];
+if (only !== '' && !rows.includes(only))
+  throw new Error(`BENCH_ONLY must be one of ${rows.join(', ')} (got '${only.slice(0, 20)}')`);
+const runs = (row: string): boolean => only === '' || only === row;
 
 async function benchStartLatency(handle: EmbeddedHandle, client: WorkspaceManagerClient): Promise<string[]> {
   const seen = new Map<string, () => void>();
@@ -331,7 +333,7 @@ async function main(): Promise<void> {
     `@workbay/manager bench: ${sizes.starts} starts, ${sizes.subscribers} subscribers x ${sizes.events} updates, ` +
       `${sizes.callers} callers x ${sizes.calls} calls, ${sizes.records} records, ` +
       `restart from ${Math.round(sizes.restartBytes / 1024 ** 2)} MiB; local runtime isolation: ${isolation}` +
-      (only === 'restart' ? ' (restart row only)' : ''),
+      (only === '' ? '' : ` (${only} row only)`),
   );
   const handle = await startEmbedded({
     logger: createSilentLogger(),
@@ -361,12 +363,10 @@ async function main(): Promise<void> {
   });
   const client = createWorkspaceManagerClient(handle.managerAddress, { defaultTimeoutMs: 60_000 });
   try {
-    if (only !== 'restart') {
-      const ids = await benchStartLatency(handle, client);
-      await benchFanOut(handle, client);
-      await benchDescribe(handle, client, ids[0]!);
-    }
-    await benchRestart(handle, client, dir, sizes.restartBytes);
+    const ids = runs('start') ? await benchStartLatency(handle, client) : [];
+    if (runs('fanout')) await benchFanOut(handle, client);
+    if (only === '') await benchDescribe(handle, client, ids[0]!);
+    if (runs('restart')) await benchRestart(handle, client, dir, sizes.restartBytes);
   } finally {
     client.close();
     for (const r of handle.manager.core.listWorkspaces()) {
@@ -374,7 +374,7 @@ async function main(): Promise<void> {
     }
     await handle.stop();
   }
-  if (only !== 'restart') await benchRss(dir, sizes.records);
+  if (only === '') await benchRss(dir, sizes.records);
   await rm(dir, { recursive: true, force: true });
 }
 

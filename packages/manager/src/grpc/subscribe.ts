@@ -1,10 +1,10 @@
 /**
- * The Subscribe stream of one client, built from RxJS operators.
+ * The Subscribe stream of one client.
  *
  * Updates (the resume replay, then the live bus) are filtered, encoded once per record (shared by every
- * subscriber) and written with grpc-js backpressure: `concatMap` writes one update at a time and waits for
- * `drain` when `write()` says the stream is full; the updates that arrive meanwhile wait in `concatMap`'s own
- * queue. That queue is the client's unread backlog.
+ * subscriber) and written with grpc-js backpressure by {@link writeWithBackpressure}: one update at a time, the
+ * next after `drain` when `write()` says the stream is full; the updates that arrive meanwhile wait in the
+ * client's unread backlog.
  *
  * A client is cut off (RESOURCE_EXHAUSTED) only when it stops reading: its backlog is over `bufferSize` and no
  * update was handed to its stream for `stallTimeoutMs`. Normal HTTP/2 write buffering during a burst (300
@@ -17,26 +17,7 @@ import { status as grpcStatus } from '@grpc/grpc-js';
 import type { ServerWritableStream } from '@grpc/grpc-js';
 import type { Writable } from 'node:stream';
 import { wsman } from '@workbay/api';
-import {
-  BehaviorSubject,
-  EMPTY,
-  Subject,
-  combineLatest,
-  concatMap,
-  distinctUntilChanged,
-  filter,
-  finalize,
-  fromEvent,
-  map,
-  merge,
-  share,
-  startWith,
-  switchMap,
-  take,
-  takeUntil,
-  tap,
-  timer,
-} from 'rxjs';
+import { filter, fromEvent, map, merge, share, take, takeUntil } from 'rxjs';
 import type { Observable } from 'rxjs';
 import type { WorkspaceManagerCore } from '../core/manager.js';
 import { matchesFilter } from '../domain/status.js';
@@ -46,6 +27,7 @@ import type { ManagerMetrics } from '../metrics.js';
 import { boundErrorMessage, checkRequestBounds } from './bounds.js';
 import type { StatusConverter } from './convert.js';
 import { filterFromProto } from './convert.js';
+import { CutOff, writeWithBackpressure } from './stream-writer.js';
 
 export interface SubscribeOptions {
   readonly core: Pick<WorkspaceManagerCore, 'updatesSince'>;
@@ -63,8 +45,6 @@ export interface SubscribeOptions {
 }
 
 export type SubscribeCall = ServerWritableStream<wsman.SubscribeRequest, wsman.SubscribeResponse | Buffer>;
-
-class CutOff extends Error {}
 
 /**
  * grpc-js hands a server stream's messages to HTTP/2 one at a time, the next only once the previous one's write
@@ -120,9 +100,6 @@ export function createSubscribeHandler(options: SubscribeOptions): (call: Subscr
       take(1),
       share(),
     );
-    const backlog$ = new BehaviorSubject(0);
-    const written$ = new Subject<void>();
-
     // The core joins the resume replay and the live updates on one subscription: nothing falls in between.
     const resyncRequired = Buffer.from(wsman.SubscribeResponse.encode({ header: {}, resyncRequired: true }).finish());
     const updates$: Observable<Buffer> = core.updatesSince(call.request.resumeFromStatusVersion).pipe(
@@ -130,42 +107,7 @@ export function createSubscribeHandler(options: SubscribeOptions): (call: Subscr
       map((update) => (update.kind === 'update' ? converter.subscribeResponseBytes(update.record) : resyncRequired)),
     );
 
-    const writes$ = updates$.pipe(
-      tap(() => {
-        const size = backlog$.value + 1;
-        if (size > maxBacklog) throw new CutOff(`more than ${maxBacklog} status updates unread`);
-        backlog$.next(size);
-      }),
-      concatMap((bytes) => {
-        backlog$.next(backlog$.value - 1);
-        if (call.write(bytes)) {
-          written$.next();
-          return EMPTY;
-        }
-        return fromEvent(call, 'drain').pipe(
-          take(1),
-          tap(() => written$.next()),
-          switchMap(() => EMPTY),
-        );
-      }),
-    );
-
-    // Over the limit and nothing written for stallTimeoutMs: the client stopped reading.
-    const stalled$ = combineLatest([
-      backlog$.pipe(
-        map((n) => n > bufferSize),
-        distinctUntilChanged(),
-      ),
-      written$.pipe(startWith(undefined)),
-    ]).pipe(
-      switchMap(([over]) => (over ? timer(stallTimeoutMs) : EMPTY)),
-      map(() => {
-        throw new CutOff(`more than ${bufferSize} status updates unread for ${Math.round(stallTimeoutMs / 1000)} s`);
-      }),
-    );
-
-    const writesDone$ = new Subject<void>();
-    merge(writes$.pipe(finalize(() => writesDone$.next())), stalled$.pipe(takeUntil(writesDone$)))
+    writeWithBackpressure(call, updates$, { bufferSize, stallTimeoutMs, maxBacklog })
       .pipe(takeUntil(gone$))
       .subscribe({
         error: (error: unknown) => {
@@ -176,7 +118,7 @@ export function createSubscribeHandler(options: SubscribeOptions): (call: Subscr
             call.emit('error', { code: grpcStatus.INTERNAL, details: 'internal error' });
             return;
           }
-          logger.warn({ peer: call.getPeer(), backlog: backlog$.value }, 'subscriber stopped reading; cutting it off');
+          logger.warn({ peer: call.getPeer(), reason: error.message }, 'subscriber stopped reading; cutting it off');
           metrics?.droppedSubscribersTotal.inc();
           call.emit('error', {
             code: grpcStatus.RESOURCE_EXHAUSTED,
