@@ -9,7 +9,7 @@ const readinessFields = {
   kind: z.enum(['tcp', 'http', 'none']),
   /** Path for the `http` probe. */
   path: z.string().startsWith('/'),
-  /** Pause between probes. */
+  /** The longest pause between probes; the first ones are shorter (5 ms, doubling up to this). */
   intervalMs: z.number().int().positive(),
   /** Limit for one probe. */
   probeTimeoutMs: z.number().int().positive(),
