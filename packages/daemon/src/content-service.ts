@@ -38,6 +38,7 @@ import type { BackupRecord, SessionState } from './session/session-store.js';
 import { SessionStore } from './session/session-store.js';
 import { NodeHostIdClaims } from './session/host-id-claims.js';
 import { HostIdAllocator } from './session/host-ids.js';
+import { prepareWorkingArea } from './content/host-modes.js';
 
 export type {
   BackupReason,
@@ -137,7 +138,7 @@ export class WorkspaceContentService {
   async start(): Promise<void> {
     if (this.started) return;
     this.started = true;
-    await mkdir(this.options.workingArea, { recursive: true, mode: 0o755 });
+    await prepareWorkingArea(this.options.workingArea);
     await mkdir(join(this.options.workingArea, '.tmp'), { recursive: true, mode: 0o700 });
     this.quotaSubscription = this.options.quota.exceeded$.subscribe((event) => {
       this.options.metrics.quotaExceeded.inc();

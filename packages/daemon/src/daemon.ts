@@ -4,7 +4,6 @@
  */
 import { parseUpstreamProxy } from './initializer/upstream-proxy.js';
 import type { UpstreamProxy } from './initializer/upstream-proxy.js';
-import { mkdir } from 'node:fs/promises';
 import type { Subscription } from 'rxjs';
 import type { BucketLayout, PluginLogger, RemoteStorage, WorkbayPlugin } from '@workbay/api';
 import { PluginHost } from '@workbay/api';
@@ -28,6 +27,7 @@ import { IwsHost } from './iws/host.js';
 import type { QuotaSupport } from './quota/disk-quota.js';
 import { createDiskQuota } from './quota/quotas.js';
 import { fsStoragePlugin } from './storage/fs-plugin.js';
+import { prepareWorkingArea } from './content/host-modes.js';
 
 /** Parts an embedder (or a test) can supply instead of the defaults. */
 export interface DaemonOverrides {
@@ -139,7 +139,7 @@ class WorkbayDaemon implements Daemon {
       this.ownsStorage = true;
     }
     const hostOps = this.overrides.hostOps ?? createHostOps();
-    await mkdir(config.workingArea, { recursive: true, mode: 0o755 });
+    await prepareWorkingArea(config.workingArea);
     const paths = workingAreaPaths(config);
     const { quota, support } = await createDiskQuota(config.quota.mode, {
       ops: hostOps,

@@ -5,7 +5,7 @@
  * lifecycle hook all come before the durable `ready` (so a restart never trusts content that was not finished:
  * an `initializing` session is marked failed, never backed up).
  */
-import { lchown, mkdir, readdir, rm } from 'node:fs/promises';
+import { chmod, lchown, mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AlreadyExistsError, FailedPreconditionError, errorMessage } from '../errors.js';
 import type { Git } from '../git/git.js';
@@ -16,6 +16,7 @@ import type { HostIdAllocator } from '../session/host-ids.js';
 import { ownTree } from '../util/own-tree.js';
 import type { WorkspaceBackups } from './backups.js';
 import { specGitLocations } from './content-checks.js';
+import { contentRootMode } from './host-modes.js';
 import { populateContent } from './populate.js';
 import { writeReadyMarker } from './ready-marker.js';
 import type { ContentPartDeps, Workspace } from './registry.js';
@@ -114,7 +115,7 @@ export class WorkspaceInitialization {
     const logger = this.deps.logger.child({ instanceId: input.instanceId, workspaceId: ws.state.workspaceId });
     let source: ContentSource = 'from-other';
     try {
-      await mkdir(root, { recursive: true, mode: 0o755 });
+      await mkdir(root, { recursive: true, mode: contentRootMode });
       const quotaBytes = input.storageQuotaBytes > 0 ? input.storageQuotaBytes : options.defaultQuotaBytes;
       if (quotaBytes > 0 && options.quota.mode !== 'none') {
         const handle = await options.quota.apply(input.instanceId, root, quotaBytes);
@@ -126,6 +127,8 @@ export class WorkspaceInitialization {
       // which may have mounted an image here.
       const owner = ws.state.hostUser;
       if (owner) await lchown(root, owner.uid, owner.gid);
+      // Also when the directory existed, or is an image the quota mounted here (host-modes.ts).
+      await chmod(root, contentRootMode);
 
       const populated = await populateContent(
         {
@@ -161,6 +164,8 @@ export class WorkspaceInitialization {
         const owned = await ownTree(root, owner.uid, owner.gid);
         if (owned.changed > 0) logger.info({ ...owned, uid: owner.uid }, 'gave the content to the workspace user');
       }
+      // A restored archive may carry its own mode for the root: the host's mode is not the content's to choose.
+      await chmod(root, contentRootMode);
       await options.lifecycle?.contentReady({
         instanceId: input.instanceId,
         workspaceId: ws.state.workspaceId,
