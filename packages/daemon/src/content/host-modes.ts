@@ -18,5 +18,10 @@ export const contentRootMode = 0o700;
 /** Creates the working area, or narrows an existing one's mode (one made by an older daemon was 0755). */
 export async function prepareWorkingArea(dir: string): Promise<void> {
   await mkdir(dir, { recursive: true, mode: workingAreaMode });
-  await chmod(dir, workingAreaMode);
+  await chmod(dir, workingAreaMode).catch((error: NodeJS.ErrnoException) => {
+    // Deliberate: a daemon that is not root gives workspaces no uids of their own (they are its user), so the mode
+    // protects nothing there, and a working area another user made for it must not stop it from starting.
+    if (error.code === 'EPERM' && process.getuid?.() !== 0) return;
+    throw error;
+  });
 }
