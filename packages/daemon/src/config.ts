@@ -12,6 +12,7 @@ import { z } from 'zod';
 import { InvalidArgumentError, errorMessage } from './errors.js';
 import { downloadPolicyDefaults, parseNetwork } from './initializer/address-policy.js';
 import { loopAdmissionDefaults } from './quota/admission.js';
+import { ioLimitDefaults } from './quota/io-throttle.js';
 import { expandHome } from './util/paths.js';
 
 const size = z.union([z.number().int().nonnegative(), z.string()]).transform((value, ctx) => {
@@ -211,6 +212,19 @@ export const daemonConfigSchema = z
         overcommitRatio: z.number().positive().max(100).default(loopAdmissionDefaults.overcommitRatio),
         /** Allocate each image's full size when it is created (`fallocate`) instead of leaving it sparse. */
         preallocate: z.boolean().default(loopAdmissionDefaults.preallocate),
+        /**
+         * loop mode: each running workspace's disk bandwidth (bytes a second) and IOPS on its image; 0: no limit
+         * of that kind (quota/io-throttle.ts). Needs the cgroup v1 blkio controller; without it, a warning at start.
+         */
+        io: z
+          .object({
+            readBandwidth: size.default(ioLimitDefaults.readBytesPerSecond),
+            writeBandwidth: size.default(ioLimitDefaults.writeBytesPerSecond),
+            readIops: z.number().int().nonnegative().default(ioLimitDefaults.readIops),
+            writeIops: z.number().int().nonnegative().default(ioLimitDefaults.writeIops),
+          })
+          .strict()
+          .prefault({}),
       })
       .strict()
       .prefault({}),

@@ -243,6 +243,9 @@ export class WorkspaceContentService {
       return;
     }
     await this.options.quota.restore(ws.state.instanceId, ws.state.contentLocation, handle);
+    // A re-mounted image may be on another loop device; the rule is set again either way (idempotent).
+    if (ws.state.phase === 'ready')
+      await this.options.quota.limitIo?.(ws.state.instanceId, ws.state.contentLocation, handle);
   }
 
   /** Stops timers and waits (bounded) for running operations. Content and state stay on disk. */

@@ -147,6 +147,12 @@ class WorkbayDaemon implements Daemon {
       imageDir: paths.images,
       watchIntervalMs: config.quota.watchInterval,
       loop: config.quota,
+      io: {
+        readBytesPerSecond: config.quota.io.readBandwidth,
+        writeBytesPerSecond: config.quota.io.writeBandwidth,
+        readIops: config.quota.io.readIops,
+        writeIops: config.quota.io.writeIops,
+      },
       logger: this.logger,
     });
     this.quotaSupport = support;

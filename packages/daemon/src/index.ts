@@ -111,6 +111,8 @@ export {
   probeQuotaSupport,
 } from './quota/quotas.js';
 export type { AdmissionSnapshot, LoopAdmissionSettings } from './quota/quotas.js';
+export { BlkioThrottle, ioLimitDefaults, probeIoThrottle } from './quota/io-throttle.js';
+export type { IoLimits } from './quota/io-throttle.js';
 export type { FilesystemStats, HostCapabilities, HostOps, MountInfo } from './host-ops/host-ops.js';
 export { createHostOps } from './host-ops/host-ops.js';
 export type { DiskGuardOptions, DiskGuardStatus } from './health/disk-guard.js';

@@ -81,10 +81,14 @@ export class WorkspaceDisposal {
     }
     let backup: BackupRecord | undefined;
     if (options.backup && !ws.state.remoteStorageDisabled) {
+      // The workspace has stopped: the final backup is the daemon's read, not the workspace's, and is not throttled.
+      const quota = ws.state.quota;
+      if (quota) await this.deps.options.quota.liftIo?.(instanceId, ws.state.contentLocation, quota);
       try {
         backup = await this.deps.backupRuns.run(ws, 'final');
       } catch (error) {
         // Content stays; a retried dispose backs up again.
+        if (quota) await this.deps.options.quota.limitIo?.(instanceId, ws.state.contentLocation, quota);
         await registry.persist(ws, { phase: 'ready' });
         this.deps.backupRuns.schedulePeriodic(ws);
         this.deps.options.metrics.finalizeSeconds.observe(

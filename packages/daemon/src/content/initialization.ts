@@ -166,6 +166,8 @@ export class WorkspaceInitialization {
       }
       // A restored archive may carry its own mode for the root: the host's mode is not the content's to choose.
       await chmod(root, contentRootMode);
+      // From here on, IO on the content is the workspace's (the restore above was the daemon's, unthrottled).
+      if (ws.state.quota) await options.quota.limitIo?.(input.instanceId, root, ws.state.quota);
       await options.lifecycle?.contentReady({
         instanceId: input.instanceId,
         workspaceId: ws.state.workspaceId,

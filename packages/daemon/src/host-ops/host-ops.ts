@@ -18,6 +18,8 @@ export interface FilesystemStats {
 
 export interface MountInfo {
   readonly mountPoint: string;
+  /** `major:minor` of the mounted filesystem's device (a loop mount: its loop device). */
+  readonly device: string;
   readonly fsType: string;
   readonly source: string;
   readonly options: string;
@@ -61,6 +63,7 @@ export function parseMountInfo(text: string): MountInfo[] {
     if (dash < 0 || fields.length < dash + 3) continue;
     out.push({
       mountPoint: unescape(fields[4] as string),
+      device: fields[2] as string,
       options: `${fields[5] as string},${fields[dash + 3] ?? ''}`,
       fsType: fields[dash + 1] as string,
       source: unescape(fields[dash + 2] as string),

@@ -42,6 +42,13 @@ export interface DiskQuota {
   /** Removes the quota and frees what it held; the directory's content is gone or about to be. */
   release(instanceId: string, dir: string, handle: QuotaHandle): Promise<void>;
   usage(instanceId: string, dir: string, handle: QuotaHandle): Promise<QuotaUsage>;
+  /**
+   * Sets the workspace's disk IO limits (quota/io-throttle.ts) once its content is ready; the daemon's own writes
+   * before are not the workspace's. Modes without a device of their own have none.
+   */
+  limitIo?(instanceId: string, dir: string, handle: QuotaHandle): Promise<void>;
+  /** Lifts them (before the final backup, and at release). */
+  liftIo?(instanceId: string, dir: string, handle: QuotaHandle): Promise<void>;
   /** Workspaces seen over their limit (only modes that cannot enforce it report here). */
   readonly exceeded$: Observable<QuotaExceeded>;
   close(): Promise<void>;

@@ -1,5 +1,5 @@
 import { mkdir, rm, truncate } from 'node:fs/promises';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { EMPTY } from 'rxjs';
 import type { Observable } from 'rxjs';
 import type { PluginLogger } from '@workbay/api';
@@ -16,6 +16,7 @@ import { runProcess } from '../util/process.js';
 import { ImageAdmission } from './admission.js';
 import type { AdmissionSnapshot, LoopAdmissionSettings } from './admission.js';
 import type { DiskQuota, QuotaExceeded, QuotaHandle, QuotaUsage } from './disk-quota.js';
+import type { BlkioThrottle } from './io-throttle.js';
 
 /** Smallest image the loop mode makes: ext4's own metadata needs a few MiB. */
 export const minimumLoopImageBytes = 16 * 1024 * 1024;
@@ -42,6 +43,8 @@ export class LoopDiskQuota implements DiskQuota {
     private readonly imageDir: string,
     private readonly logger: PluginLogger = silentLogger,
     settings: Partial<LoopAdmissionSettings> = {},
+    /** Sets the workspaces' disk IO limits on their loop devices; none: not limited. */
+    private readonly throttle?: BlkioThrottle,
   ) {
     this.admission = new ImageAdmission(ops, imageDir, settings, logger);
   }
@@ -75,6 +78,8 @@ export class LoopDiskQuota implements DiskQuota {
         // After formatting: mkfs.ext4 discards a file's blocks (punches holes), which would undo the allocation.
         if (this.admission.preallocate) await preallocate(image, bytes);
         await this.ops.mountLoop(image, dir);
+        // A loop device number is reused: a rule a crashed daemon left on it would throttle this workspace's restore.
+        if (this.throttle) await this.liftIo(instanceId, dir);
       } catch (error) {
         await rm(image, { force: true });
         throw error;
@@ -95,7 +100,31 @@ export class LoopDiskQuota implements DiskQuota {
     this.logger.info({ image: handle.image, dir }, 're-mounted workspace image after restart');
   }
 
-  async release(_instanceId: string, dir: string, handle: QuotaHandle): Promise<void> {
+  async limitIo(_instanceId: string, dir: string): Promise<void> {
+    if (this.throttle) await this.throttle.limit(await this.deviceOf(dir));
+  }
+
+  async liftIo(_instanceId: string, dir: string): Promise<void> {
+    if (this.throttle) await this.throttle.lift(await this.deviceOf(dir));
+  }
+
+  /** The loop device mounted at `dir`. */
+  private async deviceOf(dir: string): Promise<string> {
+    const mount = await this.ops.mountOf(dir);
+    if (!mount || mount.mountPoint !== resolve(dir)) {
+      throw new FailedPreconditionError(`the workspace image is not mounted at ${dir}`);
+    }
+    return mount.device;
+  }
+
+  async release(instanceId: string, dir: string, handle: QuotaHandle): Promise<void> {
+    if (this.throttle && (await this.ops.isMountPoint(dir))) {
+      // Before the device is detached: a loop device number is reused, and a rule left on it would throttle the next
+      // workspace's restore. A failure here only costs that, so it does not stop the release.
+      await this.liftIo(instanceId, dir).catch((error: unknown) =>
+        this.logger.warn({ dir, err: errorMessage(error) }, 'cannot lift the disk IO limits of a workspace image'),
+      );
+    }
     if (await this.ops.isMountPoint(dir)) {
       try {
         await this.ops.unmount(dir);

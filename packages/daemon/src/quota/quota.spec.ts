@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -17,6 +18,7 @@ import { createHostOps } from '../host-ops/host-ops.js';
 import { startTestDaemon } from '../test-support/daemon-harness.js';
 import type { TestDaemon } from '../test-support/daemon-harness.js';
 import { tempDir } from '../test-support/tree.js';
+import { BlkioThrottle, blkioRoot, ioLimitDefaults } from './io-throttle.js';
 import { probeQuotaSupport } from './quotas.js';
 import { exists, errorOf } from '../test-support/outcomes.js';
 
@@ -37,6 +39,11 @@ async function healthOf(address: string): Promise<string> {
   } finally {
     client.close();
   }
+}
+
+/** What a node reboot does to a device's IO rules (left by a daemon stopped with its workspace running). */
+async function liftRules(device: string): Promise<void> {
+  await new BlkioThrottle(ioLimitDefaults).lift(device);
 }
 
 describe('disk quotas and the disk guard', () => {
@@ -85,6 +92,7 @@ describe('disk quotas and the disk guard', () => {
     expect(url).toMatch(/m-q1/);
     // A restart where the image is no longer mounted (e.g. a node reboot) mounts it again.
     await t.stop();
+    await liftRules((await ops.mountOf(contentLocation))!.device);
     await ops.unmount(contentLocation);
     expect(await ops.isMountPoint(contentLocation)).toBe(false);
     t = await startTestDaemon({ root: work.path, config: { quota: { mode: 'loop' } } });
@@ -107,6 +115,39 @@ describe('disk quotas and the disk guard', () => {
     expect(await ops.isMountPoint(again.contentLocation)).toBe(false);
   });
 
+  it('loop mode: a ready workspace writes to its image at quota.io.writeBandwidth, also through the page cache; a restart sets the rule again, disposal lifts it', async () => {
+    const io = { writeBandwidth: '16Mi', readBandwidth: 0, readIops: 0, writeIops: 0 };
+    t = await startTestDaemon({ root: work.path, config: { quota: { mode: 'loop', io } } });
+    const { contentLocation } = await t.client.initWorkspace({
+      id: 'qio',
+      metadata: { owner: 'o', metaId: 'm-qio' },
+      initializer: empty,
+      storageQuotaBytes: 128 * MiB,
+    });
+    const rules = (): Promise<string> => readFile(join(blkioRoot, 'blkio.throttle.write_bps_device'), 'utf8');
+    const device = (await ops.mountOf(contentLocation))!.device;
+    expect(device).toMatch(/^7:\d+$/);
+    expect((await rules()).split('\n')).toContain(`${device} ${16 * MiB}`);
+    // Buffered writes and an fsync: the flusher's writeback of the image is throttled too, not only direct IO. A
+    // lower bound (48 MiB at 16 MiB/s is 3 s; unthrottled it took 0.2 s here), so a slow machine cannot fail it.
+    const started = performance.now();
+    execFileSync('dd', ['if=/dev/zero', `of=${join(contentLocation, 'flood')}`, 'bs=1M', 'count=48', 'conv=fsync'], {
+      stdio: 'ignore',
+    });
+    expect(performance.now() - started).toBeGreaterThan(2_000);
+
+    // A node reboot loses the rule and the mount; the restarted daemon mounts the image and sets the rule again.
+    await t.stop();
+    await liftRules(device);
+    await ops.unmount(contentLocation);
+    t = await startTestDaemon({ root: work.path, config: { quota: { mode: 'loop', io } } });
+    const remounted = (await ops.mountOf(contentLocation))!.device;
+    expect((await rules()).split('\n')).toContain(`${remounted} ${16 * MiB}`);
+
+    await t.client.disposeWorkspace({ id: 'qio', backup: true });
+    expect(await rules()).not.toContain(`${remounted} `);
+  });
+
   it('loop mode: an image that is not mounted is never backed up (it would replace the last good backup with nothing)', async () => {
     t = await startTestDaemon({ root: work.path, config: { quota: { mode: 'loop' } } });
     const { contentLocation } = await t.client.initWorkspace({
@@ -118,6 +159,7 @@ describe('disk quotas and the disk guard', () => {
     await writeFile(join(contentLocation, 'data.bin'), randomBytes(MiB));
     await t.client.backupWorkspace({ id: 'um' });
     const before = await t.daemon.storage?.stat('workbay-user-o', 'workspaces/m-um/full.manifest');
+    await liftRules((await ops.mountOf(contentLocation))!.device);
     await ops.unmount(contentLocation);
     const error = await errorOf(t.client.backupWorkspace({ id: 'um' }));
     expect(isWorkbayError(error, 'failed-precondition')).toBe(true);

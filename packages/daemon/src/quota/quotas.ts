@@ -7,6 +7,8 @@ import type { HostOps } from '../host-ops/host-ops.js';
 import { treeBytes } from '../util/du.js';
 import type { LoopAdmissionSettings } from './admission.js';
 import type { DiskQuota, QuotaExceeded, QuotaHandle, QuotaMode, QuotaSupport, QuotaUsage } from './disk-quota.js';
+import { BlkioThrottle, hasIoLimits, probeIoThrottle } from './io-throttle.js';
+import type { IoLimits } from './io-throttle.js';
 import { LoopDiskQuota } from './loop-quota.js';
 
 export { LoopDiskQuota, minimumLoopImageBytes } from './loop-quota.js';
@@ -210,15 +212,25 @@ export async function createDiskQuota(
     logger?: PluginLogger;
     /** loop: admission and preallocation (the daemon config's `quota` section fits); defaults otherwise. */
     loop?: Partial<LoopAdmissionSettings>;
+    /** loop: each workspace's disk IO limits (quota/io-throttle.ts); none or all 0: not limited. */
+    io?: IoLimits;
   },
 ): Promise<QuotaSelection> {
   const support = await probeQuotaSupport(options.ops, options.workingArea);
-  const pick = (m: QuotaMode): DiskQuota => {
+  const throttle = async (): Promise<BlkioThrottle | undefined> => {
+    if (!options.io || !hasIoLimits(options.io)) return undefined;
+    const probe = await probeIoThrottle();
+    if (probe.available) return new BlkioThrottle(options.io);
+    // Deliberate: the disk quota still holds without them; the operator learns at start that IO is not limited.
+    options.logger?.warn({ reason: probe.reason }, 'workspace disk IO limits (quota.io) are not enforced on this node');
+    return undefined;
+  };
+  const pick = async (m: QuotaMode): Promise<DiskQuota> => {
     switch (m) {
       case 'xfs':
         return new XfsDiskQuota(options.ops, options.workingArea);
       case 'loop':
-        return new LoopDiskQuota(options.ops, options.imageDir, options.logger, options.loop);
+        return new LoopDiskQuota(options.ops, options.imageDir, options.logger, options.loop, await throttle());
       case 'watch':
         return new WatchDiskQuota(options.watchIntervalMs, options.logger);
       case 'none':
@@ -227,10 +239,10 @@ export async function createDiskQuota(
   };
   if (mode === 'auto') {
     const chosen = support.find((s) => s.available && s.mode !== 'none') as QuotaSupport;
-    return { quota: pick(chosen.mode), support };
+    return { quota: await pick(chosen.mode), support };
   }
   const wanted = support.find((s) => s.mode === mode) as QuotaSupport;
   if (!wanted.available)
     throw new FailedPreconditionError(`quota mode '${mode}' is not available here: ${wanted.reason ?? 'unsupported'}`);
-  return { quota: pick(mode), support };
+  return { quota: await pick(mode), support };
 }
