@@ -454,6 +454,28 @@ describe('git attacks (real daemon, real git, production git policy)', () => {
       });
     });
 
+    it('object directories and refs symlinked into a repository outside the working area that the uid can read (red team round 8)', async () => {
+      // A checkout elsewhere on the node (another daemon's content, a CI checkout in /tmp) readable by every uid.
+      for (let dir = host; dir !== dirname(root.path); dir = dirname(dir)) await chmod(dir, 0o755);
+      execFileSync('chmod', ['-R', 'a+rX', host]);
+      const hostHead = git(host, 'rev-parse', 'HEAD');
+      await disposeWith(async (content) => {
+        const own = join(content, 'project', '.git');
+        // `.git/objects` stays a real directory (the alternates and commondir checks pass); its prefix directories
+        // lead out.
+        for (const prefix of await readdir(join(host, '.git', 'objects'))) {
+          if (!/^[0-9a-f]{2}$/.test(prefix)) continue;
+          await rm(join(own, 'objects', prefix), { recursive: true, force: true });
+          await symlink(join(host, '.git', 'objects', prefix), join(own, 'objects', prefix));
+        }
+        await rm(join(own, 'refs', 'heads'), { recursive: true });
+        await symlink(join(host, '.git', 'refs', 'heads'), join(own, 'refs', 'heads'));
+        await writeFile(join(own, 'HEAD'), 'ref: refs/heads/host-secret-branch\n');
+        // Live: git as root reads the host's commit through the links.
+        expect(git(join(content, 'project'), 'log', '-1', '--format=%H %s')).toBe(`${hostHead} host secret subject`);
+      });
+    });
+
     it("refs and objects symlinked into another workspace's repository: git sees nothing of it (red team round 7)", async () => {
       // A deployment whose working area other uids can traverse (the embedded default sits below root's 0700 home).
       await chmod(dirname(t.workingArea), 0o755);

@@ -2,10 +2,11 @@
  * Checks a working copy in workspace content before git touches it. Git follows `.git` files (`gitdir: <path>`),
  * symlinks and `commondir` files to repositories anywhere on the node, and would then read that repository's
  * config and write its refs and index. We only run git on a working copy whose `.git` is a real directory inside
- * the content, reached without symlinks, and that borrows nothing from elsewhere (no commondir, no alternates).
- * Symlinks inside `.git` (refs, objects) are not walked for: git as a workspace's user sees no other workspace's
- * content at all (git-spawn.ts, SpawnPlan.hide).
+ * the content, reached without symlinks, and that borrows nothing from elsewhere (no commondir, no alternates, no
+ * symlink anywhere inside `.git`). Git as a workspace's user sees no workspace's content but its own (git-spawn.ts,
+ * SpawnPlan.hide), but it does see the rest of the node its uid can read.
  */
+import type { Dirent } from 'node:fs';
 import { lstat, readdir } from 'node:fs/promises';
 import { isAbsolute, join, relative, sep } from 'node:path';
 import { UnsafeRepositoryError } from './config-guard.js';
@@ -65,6 +66,7 @@ export async function inspectWorkingCopy(dir: string, contentRoot?: string): Pro
     if (await lstatOrUndefined(join(gitDir, 'objects', 'info', name)))
       throw new UnsafeRepositoryError(dir, `.git/objects/info/${name} borrows another repository's objects`);
   }
+  await refuseSymlinks(gitDir, dir);
   for (const name of ['config', 'config.worktree']) {
     const file = await lstatOrUndefined(join(gitDir, name));
     if (file && !file.isFile()) throw new UnsafeRepositoryError(dir, `.git/${name} is not a regular file`);
@@ -74,6 +76,42 @@ export async function inspectWorkingCopy(dir: string, contentRoot?: string): Pro
     }
   }
   return { workTree: dir, gitDir };
+}
+
+/** Entries looked at under `.git`; a repository with more (loose objects) is refused: `git gc` packs them. */
+export const maxGitDirEntries = 1_000_000;
+
+/**
+ * Refuses a symlink anywhere below `.git`. Git never makes one there itself, and it follows them: object directories
+ * (`objects/ab`) and `refs` linked to a repository elsewhere on the node that the workspace's uid can read put that
+ * repository's commits and file names in the workspace's status, and a prebuild checked its files out into the
+ * workspace (red team round 8, with `objects/info/alternates` already refused). One `readdir` per directory: the
+ * entry types come with it.
+ */
+async function refuseSymlinks(gitDir: string, location: string): Promise<void> {
+  let entries = 0;
+  const pending = [gitDir];
+  for (let dir = pending.pop(); dir !== undefined; dir = pending.pop()) {
+    let list: Dirent[];
+    try {
+      list = await readdir(dir, { withFileTypes: true });
+    } catch (error) {
+      // Gone meanwhile (git's own temporary directories): nothing there to follow.
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') continue;
+      throw error;
+    }
+    for (const entry of list) {
+      if (++entries > maxGitDirEntries) {
+        throw new UnsafeRepositoryError(location, `.git has more than ${maxGitDirEntries} entries (run git gc)`);
+      }
+      const path = join(dir, entry.name);
+      if (entry.isSymbolicLink()) {
+        throw new UnsafeRepositoryError(location, `${relative(location, path)} is a symlink (git would follow it)`);
+      }
+      if (entry.isDirectory()) pending.push(path);
+    }
+  }
 }
 
 /** The largest repository config the daemon lets git read (and the most of `git config --list` it reads). */
