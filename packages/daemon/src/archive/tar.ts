@@ -22,11 +22,14 @@ import { openedAt } from '../util/pinned-path.js';
 import { LoopYielder, smallFileLimit } from '../util/small-files.js';
 import type { Xattrs } from './xattr.js';
 import { readTreeXattrs, xattrSupport } from './xattr.js';
+import type { XattrReader } from './xattr.js';
 
 export interface PackOptions {
   readonly exclude?: WalkOptions['exclude'];
   /** Read and store xattrs (default true; skipped with a warning when the attr tools are missing). */
   readonly xattrs?: boolean;
+  /** Whose eyes xattrs are read with (content a running workspace may change: see readTreeXattrs). */
+  readonly xattrReader?: XattrReader;
   readonly compression?: Compression;
   readonly onWarning?: (message: string) => void;
   readonly signal?: AbortSignal;
@@ -218,7 +221,7 @@ export function packTree(root: string, options: PackOptions = {}): PackedTree {
       let xattrs = new Map<string, Xattrs>();
       if (options.xattrs !== false) {
         const support = await xattrSupport();
-        if (support.available) xattrs = await readTreeXattrs(root);
+        if (support.available) xattrs = await readTreeXattrs(root, options.xattrReader);
         else options.onWarning?.(support.reason ?? 'xattrs not supported');
       }
       const walk = walkTree(root, {

@@ -3,7 +3,11 @@
  * tree (not per file). When the tools are missing, xattrs are skipped and the caller is told once, so archives
  * still work on minimal hosts.
  */
-import { relative, sep } from 'node:path';
+import { spawn } from 'node:child_process';
+import { mkdtemp, rmdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, relative, sep } from 'node:path';
+import { FailedPreconditionError } from '../errors.js';
 import { hasProgram, runProcess } from '../util/process.js';
 import { isSafeXattrName } from './xattr-policy.js';
 
@@ -86,27 +90,129 @@ function decodeAttrValue(value: string): Buffer {
   return Buffer.from(value, 'utf8');
 }
 
+/** Whose eyes getfattr reads content with (see {@link readTreeXattrs}). */
+export interface XattrReader {
+  /** The content's owner (the workspace's host uid): getfattr runs as this user. */
+  readonly uid: number;
+  readonly gid: number;
+  /** Directories covered with an empty tmpfs for the read (the working area: every workspace's content). */
+  readonly hide: readonly string[];
+}
+
+/**
+ * getfattr output read at most: the restore takes 64 MiB of values per archive (base64 is 4/3 of that) plus names
+ * and paths. Red team round 8: 60,000 files sharing one 3.9 KB value (1.6 MB of disk) made a 256 MiB dump that took
+ * the daemon to 1 GiB and blocked its event loop.
+ */
+export const maxXattrDumpBytes = 96 * 1024 * 1024;
+
+/** A tree walk that runs longer is stopped (a link swapped in mid-walk can lead it anywhere the reader can read). */
+const xattrReadTimeoutMs = 10 * 60 * 1000;
+
+/** The xattrs of a tree are more than an archive carries (not retried: another attempt reads the same). */
+export class XattrsTooLargeError extends FailedPreconditionError {}
+
+// Runs in a private mount namespace as root: binds the content at an empty directory, enters it, covers the hidden
+// directories, then walks `.` as the content's owner. getfattr walks by path (newfstatat, then openat without
+// O_NOFOLLOW): a running workspace that swaps a directory for a symlink mid-walk sends it wherever the link points.
+// As root on the host, that read another owner's xattrs into a snapshot (red team round 8); here the link leads only
+// where the owner's uid may look, and never into a workspace's content.
+const confinedScript =
+  'src=$1; dst=$2; uid=$3; gid=$4; n=$5; shift 5; ' +
+  'mount --bind "$src" "$dst"; cd "$dst"; ' +
+  'while [ "$n" -gt 0 ]; do ' +
+  '  if [ -d "$1" ]; then mount -t tmpfs -o ro,nosuid,nodev,noexec,mode=755,size=4k workbay-hidden "$1"; fi; ' +
+  '  shift; n=$((n - 1)); ' +
+  'done; ' +
+  'exec setpriv --reuid="$uid" --regid="$gid" --clear-groups --no-new-privs -- "$@"';
+
+const getfattrArgs = ['-R', '-P', '-h', '-d', '-m', '-', '-e', 'base64', '--absolute-names', '--'];
+
 /**
  * Reads the xattrs of every entry under `root` (not following symlinks). Keys are paths relative to `root`
- * with `/` separators; entries without xattrs are absent. Returns an empty map when unsupported.
+ * with `/` separators; entries without xattrs are absent. Returns an empty map when unsupported. With `reader`
+ * (content a workspace may change while it is read), getfattr runs as the content's owner with the working area
+ * hidden. More than {@link maxXattrDumpBytes} of output fails with {@link XattrsTooLargeError}.
  */
-export async function readTreeXattrs(root: string): Promise<Map<string, Xattrs>> {
+export async function readTreeXattrs(
+  root: string,
+  reader?: XattrReader,
+  maxDumpBytes = maxXattrDumpBytes,
+): Promise<Map<string, Xattrs>> {
   const out = new Map<string, Xattrs>();
   if (!(await xattrSupport()).available) return out;
-  // getfattr exits non-zero when a file vanished mid-walk (the workspace may be running); use what it printed.
-  const result = await runProcess(
-    'getfattr',
-    ['-R', '-P', '-h', '-d', '-m', '-', '-e', 'base64', '--absolute-names', '--', root],
-    {
-      maxOutputBytes: 256 * 1024 * 1024,
-    },
-  );
-  for (const [path, attrs] of parseGetfattrDump(result.stdout)) {
-    const rel = relative(root, path).split(sep).join('/');
+  let dump: string;
+  if (reader) {
+    const mountpoint = await mkdtemp(join(tmpdir(), 'workbay-xattrs-'));
+    try {
+      const args = [mountpoint, String(reader.uid), String(reader.gid), String(reader.hide.length), ...reader.hide];
+      dump = await boundedOutput(maxDumpBytes, 'unshare', [
+        '--mount',
+        '--propagation',
+        'private',
+        '--',
+        'sh',
+        '-euc',
+        confinedScript,
+        'sh',
+        root,
+        ...args,
+        'getfattr',
+        ...getfattrArgs,
+        '.',
+      ]);
+    } finally {
+      // The bind lived in the namespace of the process, gone with it: the directory is empty.
+      await rmdir(mountpoint).catch(() => undefined);
+    }
+  } else {
+    dump = await boundedOutput(maxDumpBytes, 'getfattr', [...getfattrArgs, root]);
+  }
+  const base = reader ? '.' : root;
+  for (const [path, attrs] of parseGetfattrDump(dump)) {
+    const rel = relative(base, path).split(sep).join('/');
     if (rel === '' || Object.keys(attrs).length === 0) continue;
     out.set(rel, attrs);
   }
   return out;
+}
+
+/**
+ * getfattr's output, failing past `maxBytes` or {@link xattrReadTimeoutMs}. It exits non-zero when a
+ * file vanished mid-walk (the workspace may be running): what it printed is used.
+ */
+function boundedOutput(maxBytes: number, command: string, args: readonly string[]): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'ignore'] });
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let failure: Error | undefined;
+    const stop = (error: Error): void => {
+      failure ??= error;
+      child.kill('SIGKILL');
+    };
+    const timer = setTimeout(
+      () => stop(new XattrsTooLargeError(`reading xattrs took more than ${xattrReadTimeoutMs / 60_000} minutes`)),
+      xattrReadTimeoutMs,
+    );
+    child.stdout.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > maxBytes) {
+        stop(new XattrsTooLargeError(`the content's xattrs are more than ${maxBytes} bytes to list`));
+        return;
+      }
+      chunks.push(chunk);
+    });
+    child.on('error', (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+    child.on('close', () => {
+      clearTimeout(timer);
+      if (failure) reject(failure);
+      else resolve(Buffer.concat(chunks).toString('utf8'));
+    });
+  });
 }
 
 /** Builds the `setfattr --restore` input for entries relative to the restore root. */

@@ -23,6 +23,7 @@ import { retryWithBackoff } from '../util/retry.js';
 import type { Compression } from '../archive/compression.js';
 import { extractTree } from '../archive/extract.js';
 import { packTree } from '../archive/tar.js';
+import type { XattrReader } from '../archive/xattr.js';
 import type { BackupTarget, ChunkedBackupResult } from './chunked.js';
 import { chunksDirectory, createChunkedBackup, manifestName, readManifest } from './chunked.js';
 import { restoreChunkedBackup } from './chunked-restore.js';
@@ -41,6 +42,14 @@ export interface BackupStoreOptions {
   readonly logger?: PluginLogger;
   /** Restores create device nodes and FIFOs and keep set-id bits (operator's choice; default false). */
   readonly allowSpecialFiles?: boolean;
+  /** Hidden while a workspace's xattrs are read as its owner (the working area: see readTreeXattrs). */
+  readonly hiddenDirs?: readonly string[];
+}
+
+/** How a backup or snapshot reads: as whom (the workspace's host identity; default: as the daemon). */
+export interface ArchiveReadOptions {
+  readonly signal?: AbortSignal;
+  readonly owner?: { readonly uid: number; readonly gid: number };
 }
 
 /** How a restore writes: as whom (the workspace's host identity; default: the archive's owners as root). */
@@ -151,7 +160,13 @@ export class BackupStore {
   }
 
   /** Backs up `root`. The previous backup stays readable until this one is committed (invariant 3). */
-  async backup(root: string, ref: WorkspaceStorageRef, options: { signal?: AbortSignal } = {}): Promise<BackupResult> {
+  /** Reading as the content's owner, with the working area hidden (see readTreeXattrs). */
+  private xattrReader(options: ArchiveReadOptions): { xattrReader?: XattrReader } {
+    if (!options.owner) return {};
+    return { xattrReader: { ...options.owner, hide: this.options.hiddenDirs ?? [] } };
+  }
+
+  async backup(root: string, ref: WorkspaceStorageRef, options: ArchiveReadOptions = {}): Promise<BackupResult> {
     const target = this.target(ref);
     await this.storage.ensureBucket(target.bucket);
     const onWarning = (message: string): void => this.logger.warn({ workspaceId: ref.workspaceId }, message);
@@ -163,6 +178,7 @@ export class BackupStore {
         ...(this.options.packSize !== undefined ? { packSize: this.options.packSize } : {}),
         ...(this.options.uploadConcurrency !== undefined ? { uploadConcurrency: this.options.uploadConcurrency } : {}),
         ...(this.options.xattrs !== undefined ? { xattrs: this.options.xattrs } : {}),
+        ...this.xattrReader(options),
         ...(options.signal ? { signal: options.signal } : {}),
       });
       // The manifest is now the newest backup; an older plain full.tar would only confuse readers.
@@ -183,6 +199,7 @@ export class BackupStore {
       exclude: this.exclude,
       onWarning,
       ...(this.options.xattrs !== undefined ? { xattrs: this.options.xattrs } : {}),
+      ...this.xattrReader(options),
       ...(options.signal ? { signal: options.signal } : {}),
     });
     const [info, stats] = await Promise.all([
@@ -267,13 +284,14 @@ export class BackupStore {
     root: string,
     bucket: string,
     name: string,
-    options: { signal?: AbortSignal } = {},
+    options: ArchiveReadOptions = {},
   ): Promise<SnapshotResult> {
     await this.storage.ensureBucket(bucket);
     const packed = packTree(root, {
       compression: this.compression,
       exclude: this.exclude,
       ...(this.options.xattrs !== undefined ? { xattrs: this.options.xattrs } : {}),
+      ...this.xattrReader(options),
       ...(options.signal ? { signal: options.signal } : {}),
     });
     const [info] = await Promise.all([

@@ -26,6 +26,7 @@ import type { WalkOptions } from '../archive/tree.js';
 import { walkTreeSync } from '../archive/tree.js';
 import type { Xattrs } from '../archive/xattr.js';
 import { readTreeXattrs, xattrSupport } from '../archive/xattr.js';
+import type { XattrReader } from '../archive/xattr.js';
 import { LoopYielder } from '../util/small-files.js';
 import type { ChunkerOptions } from './chunker.js';
 import { defaultChunkerOptions } from './chunker.js';
@@ -70,6 +71,8 @@ export interface ChunkedBackupOptions {
   readonly repackGarbageShare?: number;
   readonly exclude?: WalkOptions['exclude'];
   readonly xattrs?: boolean;
+  /** Whose eyes xattrs are read with (content a running workspace may change: see readTreeXattrs). */
+  readonly xattrReader?: XattrReader;
   readonly onWarning?: (message: string) => void;
   readonly signal?: AbortSignal;
 }
@@ -119,7 +122,7 @@ export async function createChunkedBackup(
   const xattrsRead = (async (): Promise<Map<string, Xattrs>> => {
     if (options.xattrs === false) return new Map();
     const support = await xattrSupport();
-    if (support.available) return readTreeXattrs(root);
+    if (support.available) return readTreeXattrs(root, options.xattrReader);
     options.onWarning?.(support.reason ?? 'xattrs not supported');
     return new Map();
   })();

@@ -50,7 +50,9 @@ export async function uploadBackup(
   const started = performance.now();
   const ref = { owner: state.owner, workspaceId: state.workspaceId };
   try {
-    const result = await retryWithBackoff(() => backups.backup(state.contentLocation, ref), {
+    // Read as the workspace's owner where it has one: its content may change under the read (readTreeXattrs).
+    const readAs = state.hostUser ? { owner: state.hostUser } : {};
+    const result = await retryWithBackoff(() => backups.backup(state.contentLocation, ref, readAs), {
       attempts: deps.attempts,
       initialDelayMs: deps.initialBackoffMs,
       retryable: (error) => !(isWorkbayError(error) && retryStopCodes.has(error.code)),
@@ -89,7 +91,11 @@ export function uploadSnapshot(
 ): Promise<SnapshotResult> {
   const instanceId = state.instanceId;
   return deps.slots
-    .run(state.owner, () => backups.snapshotTo(state.contentLocation, target.bucket, target.name))
+    .run(state.owner, () =>
+      backups.snapshotTo(state.contentLocation, target.bucket, target.name, {
+        ...(state.hostUser ? { owner: state.hostUser } : {}),
+      }),
+    )
     .then(
       (result) => {
         deps.metrics.snapshots.inc({ outcome: 'success' });
