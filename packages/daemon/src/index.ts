@@ -76,6 +76,7 @@ export type { FsStorageConfig } from './storage/fs-plugin.js';
 export { fsStorageBackend, fsStoragePlugin } from './storage/fs-plugin.js';
 export type { PresignServerOptions } from './storage/presign-server.js';
 export type {
+  ArchiveReadOptions,
   BackupFormat,
   BackupResult,
   BackupStoreOptions,
@@ -86,6 +87,7 @@ export type {
   WorkspaceStorageRef,
 } from './backup/backup-store.js';
 export { BackupStore, readyMarkerPath } from './backup/backup-store.js';
+export type { XattrReader } from './archive/xattr.js';
 export type { BackupManifest, ManifestEntry } from './backup/manifest.js';
 export type { ChunkerOptions } from './backup/chunker.js';
 
