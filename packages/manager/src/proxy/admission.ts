@@ -68,17 +68,33 @@ export function matchesOwner(tokens: readonly string[], record: WorkspaceRecord)
   return match;
 }
 
-/** The query for the workspace: no token parameter in any spelling, nothing that carries the token's value. */
-export function stripQuery(query: string | undefined, token: string): string | undefined {
+/** Whether a text carries any live owner token (owner-tokens.ts); by default none is known. */
+export type OwnerTokenCheck = (text: string) => boolean;
+
+const noOtherTokens: OwnerTokenCheck = () => false;
+
+/**
+ * The query for the workspace: no token parameter in any spelling, nothing that carries the token's value or
+ * (with `anyToken`) any other owner's token.
+ */
+export function stripQuery(
+  query: string | undefined,
+  token: string,
+  anyToken: OwnerTokenCheck = noOtherTokens,
+): string | undefined {
   if (query === undefined) return undefined;
-  const kept = parseQuery(query).filter((p) => !isTokenParam(p.name) && !carries(p.raw, token));
+  const kept = parseQuery(query).filter((p) => !isTokenParam(p.name) && !carries(p.raw, token) && !anyToken(p.raw));
   return kept.length === 0 ? undefined : joinQuery(kept);
 }
 
 /** The path and query the workspace receives; undefined when the path itself carries the token. */
-export function forwardTarget(route: Route, token: string): string | undefined {
-  if (carries(route.path, token)) return undefined;
-  const query = stripQuery(route.query, token);
+export function forwardTarget(
+  route: Route,
+  token: string,
+  anyToken: OwnerTokenCheck = noOtherTokens,
+): string | undefined {
+  if (carries(route.path, token) || anyToken(route.path)) return undefined;
+  const query = stripQuery(route.query, token, anyToken);
   return query === undefined ? route.path : `${route.path}?${query}`;
 }
 
@@ -116,13 +132,25 @@ export function setsOwnerCookie(setCookie: string, cookiePrefix: string): boolea
  * Whether an Authorization-style value carries the token inside base64 credentials (`Basic base64(user:token)`,
  * or any other scheme's base64 word): browsers, git and curl build those from `https://user:token@host/`.
  */
-function carriesEncoded(value: string, token: string): boolean {
+function carriesEncoded(value: string, token: string, anyToken: OwnerTokenCheck): boolean {
   for (const word of value.split(/[\s,]+/)) {
     if (word.length < 4 || !/^[A-Za-z0-9+/_-]+=*$/.test(word)) continue;
     const bytes = Buffer.from(word, 'base64');
-    if (carries(bytes.toString('latin1'), token) || carries(bytes.toString('utf8'), token)) return true;
+    for (const text of [bytes.toString('latin1'), bytes.toString('utf8')]) {
+      if (carries(text, token) || anyToken(text)) return true;
+    }
   }
   return false;
+}
+
+/**
+ * A Referer whose query names the token parameter, whatever the value: the address of a page that was given a token
+ * (a workspace created since the proxy last listed the tokens, or one already gone) is no workspace's business.
+ */
+function carriesTokenParam(referer: string): boolean {
+  const query = referer.indexOf('?');
+  if (query < 0) return false;
+  return parseQuery(referer.slice(query + 1).split('#', 1)[0] ?? '').some((p) => isTokenParam(p.name));
 }
 
 /** Client-supplied claims about the client's address that the proxy does not vouch for: dropped, never passed on. */
@@ -151,6 +179,8 @@ export interface ForwardHeaderOptions {
   readonly prefix: string;
   /** Keep `connection` and `upgrade` (a WebSocket handshake). */
   readonly keepUpgrade: boolean;
+  /** Any other live owner token (owner-tokens.ts): a workspace receives no owner's token, not only its own's. */
+  readonly anyToken?: OwnerTokenCheck;
 }
 
 /**
@@ -167,6 +197,7 @@ export function forwardHeaders(req: IncomingMessage, options: ForwardHeaderOptio
       .filter(Boolean),
   );
   const cookiePrefix = `${options.cookiePrefix.toLowerCase()}_`;
+  const anyToken = options.anyToken ?? noOtherTokens;
   for (const [name, value] of Object.entries(req.headers as IncomingHttpHeaders)) {
     if (value === undefined || name === ownerTokenHeader || name.startsWith('x-forwarded-')) continue;
     if (clientAddressClaims.has(name)) continue;
@@ -174,22 +205,30 @@ export function forwardHeaders(req: IncomingMessage, options: ForwardHeaderOptio
     if ((hopByHop.has(name) || connectionTokens.has(name)) && !(options.keepUpgrade && upgradeHeader)) continue;
     if (name === 'cookie') {
       const kept = parseCookies(value)
-        .filter((c) => !c.name.toLowerCase().startsWith(cookiePrefix) && !carries(c.text, options.token))
+        .filter(
+          (c) => !c.name.toLowerCase().startsWith(cookiePrefix) && !carries(c.text, options.token) && !anyToken(c.text),
+        )
         .map((c) => c.text);
       if (kept.length > 0) headers.cookie = kept.join('; ');
       continue;
     }
     const credentials = name === 'authorization' || name === 'proxy-authorization';
     const values = (Array.isArray(value) ? value : [value]).filter(
-      (v) => !carries(v, options.token) && !(credentials && carriesEncoded(v, options.token)),
+      (v) =>
+        !carries(v, options.token) &&
+        !anyToken(v) &&
+        !(name === 'referer' && carriesTokenParam(v)) &&
+        !(credentials && carriesEncoded(v, options.token, anyToken)),
     );
     if (values.length > 0) headers[name] = Array.isArray(value) ? values : values[0];
   }
   const remote = req.socket.remoteAddress ?? '';
   const prior = req.headers['x-forwarded-for'];
-  headers['x-forwarded-for'] = prior && !carries(String(prior), options.token) ? `${String(prior)}, ${remote}` : remote;
+  const priorText = String(prior ?? '');
+  headers['x-forwarded-for'] =
+    prior && !carries(priorText, options.token) && !anyToken(priorText) ? `${priorText}, ${remote}` : remote;
   const host = typeof req.headers.host === 'string' ? req.headers.host : '';
-  headers['x-forwarded-host'] = carries(host, options.token) ? '' : host;
+  headers['x-forwarded-host'] = carries(host, options.token) || anyToken(host) ? '' : host;
   headers['x-forwarded-proto'] = 'http';
   if (options.prefix) headers['x-forwarded-prefix'] = options.prefix;
   return headers;

@@ -16,6 +16,8 @@ import { makeRecord } from '../test-support/records.js';
 import { PortProxy } from './port-proxy.js';
 
 const token = `Ab3_xY-9${'q'.repeat(24)}`;
+/** Another owner's token (alice's), never to reach a workspace of mallory's. */
+const aliceToken = `Zz9-${'a'.repeat(28)}`;
 const planted = [
   'workbay_owner_victim=PLANTED; Path=/ws/victim/',
   '=workbay_owner_victim=NAMELESS; Path=/ws/victim/',
@@ -160,6 +162,8 @@ describe('PortProxy against a hostile workspace and careless clients', () => {
     const records = [
       running('evil', (raw.address() as { port: number }).port, 'everyone'),
       running('app', (http.address() as { port: number }).port, 'owner-only'),
+      running('public', (http.address() as { port: number }).port, 'everyone'),
+      makeRecord({ id: 'alice', owner: 'alice', ownerToken: aliceToken }),
     ];
     proxy = new PortProxy({
       router: { getWorkspace: (id) => records.find((r) => r.id === id), allWorkspaces: () => records },
@@ -277,6 +281,40 @@ describe('PortProxy against a hostile workspace and careless clients', () => {
         expect(headers.authorization).toBeUndefined();
       });
     }
+
+    it("another owner's token reaches no workspace, in any header, cookie, query value or Basic credentials (red team round 8)", async () => {
+      const b64url = (text: string): string => Buffer.from(text).toString('base64url');
+      const answer = await sendRaw(
+        address,
+        `GET /ws/public/t1?x=${aliceToken}&y=${encodeURIComponent(encodeURIComponent(aliceToken))}&keep=1 HTTP/1.1\r\n` +
+          'host: p\r\n' +
+          `cookie: sess=${aliceToken}; other=fine\r\n` +
+          `referer: http://p/ws/alice/?workbayOwnerToken=${aliceToken}\r\n` +
+          `authorization: Basic ${b64url(`alice:${aliceToken}`)}\r\n` +
+          `x-custom: prefix-${aliceToken}\r\n` +
+          'x-plain: kept\r\n\r\n',
+      );
+      const response = parseRawResponse(answer.raw)!;
+      expect(response.status).toBe(200);
+      expect(response.rest).not.toContain(aliceToken);
+      const { url, headers } = JSON.parse(response.rest) as {
+        url: string;
+        headers: Record<string, string | undefined>;
+      };
+      expect(url).toBe('/t1?keep=1');
+      expect(headers.cookie).toBe('other=fine');
+      expect(headers.referer).toBeUndefined();
+      expect(headers.authorization).toBeUndefined();
+      expect(headers['x-custom']).toBeUndefined();
+      expect(headers['x-plain']).toBe('kept');
+    });
+
+    it('a Referer naming the token parameter is dropped whatever its value (a token the proxy does not know yet)', async () => {
+      const headers = await echoed(`referer: http://p/ws/new/?a=1&WorkbayOwnerToken=unknown-yet#x\r\n`);
+      expect(headers.referer).toBeUndefined();
+      const kept = await echoed(`referer: http://p/ws/app/page?a=1\r\n`);
+      expect(kept.referer).toBe('http://p/ws/app/page?a=1');
+    });
 
     it('other Basic credentials still reach the workspace', async () => {
       const headers = await echoed(`authorization: Basic ${b64('user:password')}\r\n`);

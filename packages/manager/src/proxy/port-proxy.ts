@@ -47,6 +47,7 @@ import { ReservedEndpoints, checkTarget } from './exposure.js';
 import { sameSiteLocation } from './parse.js';
 import { routeRequest } from './routing.js';
 import type { Refusal, Route } from './routing.js';
+import { LiveOwnerTokens } from './owner-tokens.js';
 import { TunnelRegistry } from './tunnels.js';
 import type { Grant } from './tunnels.js';
 import { openTunnel, rejectUpgrade } from './upgrade.js';
@@ -112,8 +113,12 @@ export class PortProxy {
   private readonly limits: ProxyLimits;
   /** Connections busy for each workspace (requests in progress, tunnels), capped per workspace and per owner. */
   private readonly workspaceSlots: WorkspaceSlots;
+  private readonly ownerTokens: LiveOwnerTokens;
+  /** Whether a text carries any owner's token (stripped from what a workspace receives, not only its own's). */
+  private readonly anyToken = (text: string): boolean => this.ownerTokens.carriedBy(text);
 
   constructor(private readonly options: PortProxyOptions) {
+    this.ownerTokens = new LiveOwnerTokens(() => options.router.allWorkspaces());
     // Resolved here so that a bad value fails at construction, not at the first connection.
     this.limits = resolveProxyLimits(options.limits);
     this.reserved = options.reserved ?? new ReservedEndpoints();
@@ -267,7 +272,7 @@ export class PortProxy {
       );
       return { status: 403, message: `${target.refused}\n` };
     }
-    const forwardPath = forwardTarget(route, record.ownerToken);
+    const forwardPath = forwardTarget(route, record.ownerToken, this.anyToken);
     if (forwardPath === undefined) return { status: 400, message: 'the owner token does not belong in the path\n' };
     const grant: Grant = { workspaceId: record.id, port: route.port, byOwner: isOwner, host: target.host };
     if (!queryOwner) return { record, target, https, grant, forwardPath };
@@ -360,6 +365,7 @@ export class PortProxy {
           cookiePrefix: this.options.cookieName,
           prefix: route.prefix,
           keepUpgrade: false,
+          anyToken: this.anyToken,
         }),
         // A connection per request: none is pooled past a revocation or reused for another workspace.
         agent: false,
@@ -423,6 +429,7 @@ export class PortProxy {
       cookiePrefix: this.options.cookieName,
       prefix: route.prefix,
       keepUpgrade: true,
+      anyToken: this.anyToken,
     });
     const close = openTunnel({
       socket,
