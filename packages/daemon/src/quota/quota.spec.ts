@@ -81,6 +81,9 @@ describe('disk quotas and the disk guard', () => {
     const image = join(t.workingArea, '.images', 'q1.img');
     expect(await exists(image)).toBe(true);
     expect((await ops.mountOf(contentLocation))?.fsType).toBe('ext4');
+    // Direct IO to the image: its blocks are not cached a second time, outside the workspace's memory limit.
+    const loopDevice = (await ops.mountOf(contentLocation))!.source;
+    expect(execFileSync('losetup', ['-n', '-O', 'DIO', loopDevice], { encoding: 'utf8' }).trim()).toBe('1');
     expect(await exists(join(contentLocation, 'lost+found'))).toBe(false); // clean slate
     await writeFile(join(contentLocation, 'fits.bin'), randomBytes(4 * MiB));
     const error = (await writeFile(join(contentLocation, 'too-big.bin'), Buffer.alloc(40 * MiB, 1)).catch(
