@@ -64,6 +64,7 @@ const probe = [
   '  if [ -e "$f" ]; then cat "$f"; fi',
   'done > backing.txt',
   'cat /proc/diskstats /proc/partitions /proc/locks > diskstats.txt',
+  'stat -L -c %t:%T /dev/kmsg > kmsg.txt',
   'df -P /workspace | tail -1 > df.txt',
   'ls /sys/class/net > net.txt',
   'ip -o -4 addr show dev eth0 > ip.txt',
@@ -133,6 +134,8 @@ describe.runIf(isRoot)('LocalRuntime: what an isolated workspace sees of its nei
     expect(await read('backing.txt')).toBe('');
     // No device's I/O (the neighbour's loop device wrote 1 MiB), no lock on the node.
     expect(await read('diskstats.txt')).toBe('');
+    // The kernel log (other workspaces' OOM kills, cgroups, images) is /dev/null's device (1:3), not kmsg's (1:b).
+    expect((await read('kmsg.txt')).trim()).toBe('1:3');
 
     // What it needs still works: its content (it wrote these files), df on it (its own filesystem's size), its own
     // links and address, ps.

@@ -104,6 +104,13 @@ export const maskedProcDirs: readonly string[] = ['/proc/fs/ext4', '/proc/fs/jbd
 export const maskedProcFiles: readonly string[] = ['/proc/diskstats', '/proc/partitions', '/proc/locks'];
 
 /**
+ * The kernel log, bound to /dev/null likewise: it names other workspaces' processes, cgroups (instance ids) and loop
+ * images (an OOM kill, a full filesystem). Readable only with CAP_SYSLOG where `kernel.dmesg_restrict` is 1, by
+ * every user where it is 0; masked either way.
+ */
+export const maskedDevFiles: readonly string[] = ['/dev/kmsg'];
+
+/**
  * pid 1 of the workspace's pid namespace, running as root in fresh mount/uts namespaces and the workspace's
  * netns (all owned by the host's user namespace, so the workspace can change none of them later). It:
  * - makes every mount of its mount namespace private (`unshare` does already), so that nothing it mounts or
@@ -123,7 +130,7 @@ export const maskedProcFiles: readonly string[] = ['/proc/diskstats', '/proc/par
  *   unmount ran). Newest first, so that a mount over another goes before the one it covers; what is left after
  *   three rounds fails the start. Done before the masks and covers below are mounted, so that none of them can be
  *   taken along;
- * - masks {@link maskedProcFiles} and {@link maskedProcDirs}, and mounts a sysfs of the workspace's netns (the host's
+ * - masks {@link maskedProcFiles}, {@link maskedDevFiles} and {@link maskedProcDirs}, and mounts a sysfs of the workspace's netns (the host's
  *   would list the host's links) with the node's block devices and their filesystems covered ({@link maskedSysDirs});
  * - covers the host directories it must not read (every workspace's content, the runtime's and manager's state)
  *   with empty read-only tmpfs mounts, and gives the workspace private tmpfs mounts at /tmp, /var/tmp, /dev/shm and
@@ -174,7 +181,7 @@ export const sandboxInitScript = [
   '  unmount $found 2>/dev/null',
   'done',
   'set +f',
-  `for f in ${maskedProcFiles.join(' ')}; do`,
+  `for f in ${[...maskedProcFiles, ...maskedDevFiles].join(' ')}; do`,
   '  if [ -e "$f" ]; then mount --bind /dev/null "$f" || fail "cannot mask $f"; fi',
   'done',
   'mount -t sysfs -o ro,nosuid,nodev,noexec sysfs /sys || fail "cannot mount sysfs"',
