@@ -49,6 +49,14 @@ describe.runIf(isRoot)('readTreeXattrs', () => {
     expect(asOwner.get('dir with space/own.txt')?.['user.own']?.toString()).toBe('mine');
   });
 
+  it('fails, rather than archive without xattrs, when the namespace to read them in cannot be set up', async () => {
+    const error = await readTreeXattrs(join(work, 'no-such-content'), { uid: owner, gid: owner, hide: [] }).catch(
+      (e: unknown) => e,
+    );
+    expect(isWorkbayError(error, 'internal'), String(error)).toBe(true);
+    expect((error as Error).message).toMatch(/cannot read the xattrs as the content's owner: mount: /);
+  });
+
   it('fails with FAILED_PRECONDITION, not a huge string, past its output bound', async () => {
     for (let i = 0; i < 40; i++) {
       const file = join(root, `f${i}`);

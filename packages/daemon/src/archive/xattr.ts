@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import { mkdtemp, rmdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, relative, sep } from 'node:path';
-import { FailedPreconditionError } from '../errors.js';
+import { FailedPreconditionError, InternalError } from '../errors.js';
 import { hasProgram, runProcess } from '../util/process.js';
 import { isSafeXattrName } from './xattr-policy.js';
 
@@ -146,7 +146,7 @@ export async function readTreeXattrs(
     const mountpoint = await mkdtemp(join(tmpdir(), 'workbay-xattrs-'));
     try {
       const args = [mountpoint, String(reader.uid), String(reader.gid), String(reader.hide.length), ...reader.hide];
-      dump = await boundedOutput(maxDumpBytes, 'unshare', [
+      const result = await boundedOutput(maxDumpBytes, 'unshare', [
         '--mount',
         '--propagation',
         'private',
@@ -161,12 +161,19 @@ export async function readTreeXattrs(
         ...getfattrArgs,
         '.',
       ]);
+      // The namespace could not be set up (no CAP_SYS_ADMIN in a container): an archive without the xattrs would
+      // pass for a complete one, so the archive fails instead.
+      const setup = /^(unshare|mount|setpriv|sh): .*$/m.exec(result.stderr);
+      if (result.code !== 0 && setup) {
+        throw new InternalError(`cannot read the xattrs as the content's owner: ${setup[0].slice(0, 300)}`);
+      }
+      dump = result.stdout;
     } finally {
       // The bind lived in the namespace of the process, gone with it: the directory is empty.
       await rmdir(mountpoint).catch(() => undefined);
     }
   } else {
-    dump = await boundedOutput(maxDumpBytes, 'getfattr', [...getfattrArgs, root]);
+    dump = (await boundedOutput(maxDumpBytes, 'getfattr', [...getfattrArgs, root])).stdout;
   }
   const base = reader ? '.' : root;
   for (const [path, attrs] of parseGetfattrDump(dump)) {
@@ -181,9 +188,17 @@ export async function readTreeXattrs(
  * getfattr's output, failing past `maxBytes` or {@link xattrReadTimeoutMs}. It exits non-zero when a
  * file vanished mid-walk (the workspace may be running): what it printed is used.
  */
-function boundedOutput(maxBytes: number, command: string, args: readonly string[]): Promise<string> {
+function boundedOutput(
+  maxBytes: number,
+  command: string,
+  args: readonly string[],
+): Promise<{ stdout: string; stderr: string; code: number | null }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'ignore'] });
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (chunk: Buffer) => {
+      if (stderr.length < 4096) stderr += chunk.toString('utf8');
+    });
     const chunks: Buffer[] = [];
     let size = 0;
     let failure: Error | undefined;
@@ -207,10 +222,10 @@ function boundedOutput(maxBytes: number, command: string, args: readonly string[
       clearTimeout(timer);
       reject(error);
     });
-    child.on('close', () => {
+    child.on('close', (code) => {
       clearTimeout(timer);
       if (failure) reject(failure);
-      else resolve(Buffer.concat(chunks).toString('utf8'));
+      else resolve({ stdout: Buffer.concat(chunks).toString('utf8'), stderr, code });
     });
   });
 }
