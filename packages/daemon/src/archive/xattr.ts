@@ -8,6 +8,7 @@ import { mkdtemp, rmdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, relative, sep } from 'node:path';
 import { FailedPreconditionError, InternalError } from '../errors.js';
+import { confinedArgs } from '../util/confined-command.js';
 import { hasProgram, runProcess } from '../util/process.js';
 import { isSafeXattrName } from './xattr-policy.js';
 
@@ -112,20 +113,10 @@ const xattrReadTimeoutMs = 10 * 60 * 1000;
 /** The xattrs of a tree are more than an archive carries (not retried: another attempt reads the same). */
 export class XattrsTooLargeError extends FailedPreconditionError {}
 
-// Runs in a private mount namespace as root: binds the content at an empty directory, enters it, covers the hidden
-// directories, then walks `.` as the content's owner. getfattr walks by path (newfstatat, then openat without
-// O_NOFOLLOW): a running workspace that swaps a directory for a symlink mid-walk sends it wherever the link points.
-// As root on the host, that read another owner's xattrs into a snapshot (red team round 8); here the link leads only
-// where the owner's uid may look, and never into a workspace's content.
-const confinedScript =
-  'src=$1; dst=$2; uid=$3; gid=$4; n=$5; shift 5; ' +
-  'mount --bind "$src" "$dst"; cd "$dst"; ' +
-  'while [ "$n" -gt 0 ]; do ' +
-  '  if [ -d "$1" ]; then mount -t tmpfs -o ro,nosuid,nodev,noexec,mode=755,size=4k workbay-hidden "$1"; fi; ' +
-  '  shift; n=$((n - 1)); ' +
-  'done; ' +
-  'exec setpriv --reuid="$uid" --regid="$gid" --clear-groups --no-new-privs -- "$@"';
-
+// getfattr walks by path (newfstatat, then openat without O_NOFOLLOW): a running workspace that swaps a directory
+// for a symlink mid-walk sends it wherever the link points. As root on the host, that read another owner's xattrs into
+// a snapshot (red team round 8). Confined (util/confined-command.ts: the content bound at an empty directory, the
+// working area covered, the owner's uid), the link leads only where the owner may look, and never into a workspace.
 const getfattrArgs = ['-R', '-P', '-h', '-d', '-m', '-', '-e', 'base64', '--absolute-names', '--'];
 
 /**
@@ -145,22 +136,14 @@ export async function readTreeXattrs(
   if (reader) {
     const mountpoint = await mkdtemp(join(tmpdir(), 'workbay-xattrs-'));
     try {
-      const args = [mountpoint, String(reader.uid), String(reader.gid), String(reader.hide.length), ...reader.hide];
-      const result = await boundedOutput(maxDumpBytes, 'unshare', [
-        '--mount',
-        '--propagation',
-        'private',
-        '--',
-        'sh',
-        '-euc',
-        confinedScript,
-        'sh',
-        root,
-        ...args,
-        'getfattr',
-        ...getfattrArgs,
-        '.',
-      ]);
+      const result = await boundedOutput(
+        maxDumpBytes,
+        'unshare',
+        confinedArgs(
+          { uid: reader.uid, gid: reader.gid, mount: { source: root, target: mountpoint }, hide: reader.hide },
+          ['getfattr', ...getfattrArgs, '.'],
+        ),
+      );
       // The namespace could not be set up (no CAP_SYS_ADMIN in a container): an archive without the xattrs would
       // pass for a complete one, so the archive fails instead.
       const setup = /^(unshare|mount|setpriv|sh): .*$/m.exec(result.stderr);

@@ -4,28 +4,15 @@
  */
 import { readFile } from 'node:fs/promises';
 import { syscallFilterArgument, syscallFilterLoader, syscallFilterSupported } from '@workbay/nsinsider';
+import { confinedArgs } from '../util/confined-command.js';
 import { runProcess } from '../util/process.js';
 import type { RunResult } from '../util/process.js';
 import { GitCommandError } from './git-errors.js';
 
-// Runs in a fresh mount namespace as root: binds the working copy (when there is one) and a passwd that knows the
-// user (ssh refuses to run for a uid without an entry: "No user exists for uid"), covers the hidden directories
-// (every workspace's content: see SpawnPlan.hide) with an empty read-only tmpfs, then installs the workspaces'
-// syscall filter (when `filter` is set: git parses hostile repositories, and whatever a flaw in it ran would get no
-// vsock, io_uring or other ABI either), becomes the user and runs git. Any failure fails the command.
-const mountScript =
-  'src=$1; dst=$2; uid=$3; gid=$4; pw=$5; filter=$6; n=$7; shift 7; ' +
-  'if [ -n "$src" ]; then mount --bind "$src" "$dst"; cd "$dst"; fi; ' +
-  'if [ -n "$pw" ]; then mount --bind "$pw" /etc/passwd; fi; ' +
-  'while [ "$n" -gt 0 ]; do ' +
-  '  if [ -d "$1" ]; then mount -t tmpfs -o ro,nosuid,nodev,noexec,mode=755,size=4k workbay-hidden "$1"; fi; ' +
-  '  shift; n=$((n - 1)); ' +
-  'done; ' +
-  `if [ -n "$filter" ]; then set -- perl -e '${syscallFilterLoader}' "$filter" "$@"; fi; ` +
-  'exec setpriv --reuid="$uid" --regid="$gid" --clear-groups --no-new-privs -- "$@"';
-
 /** The filter for git as a workspace's user; none on an architecture without one. */
-const gitSyscallFilter = syscallFilterSupported() ? syscallFilterArgument() : '';
+const gitSyscallFilter = syscallFilterSupported()
+  ? { argument: syscallFilterArgument(), loader: syscallFilterLoader }
+  : undefined;
 
 /** A host identity to run git as. */
 export interface GitUser {
@@ -80,27 +67,17 @@ export async function spawnGit(
       const { uid, gid } = run.user;
       return await runProcess(
         'unshare',
-        [
-          '--mount',
-          '--propagation',
-          'private',
-          '--',
-          'sh',
-          '-euc',
-          mountScript,
-          'sh',
-          run.mount?.source ?? '',
-          run.mount?.target ?? '',
-          String(uid),
-          String(gid),
-          run.passwd ?? '',
-          gitSyscallFilter,
-          String(run.hide?.length ?? 0),
-          ...(run.hide ?? []),
-          ...(run.maxDataBytes !== undefined ? ['prlimit', `--data=${run.maxDataBytes}`, '--'] : []),
-          'git',
-          ...args,
-        ],
+        confinedArgs(
+          {
+            uid,
+            gid,
+            ...(run.mount ? { mount: run.mount } : {}),
+            ...(run.passwd ? { passwd: run.passwd } : {}),
+            ...(run.hide ? { hide: run.hide } : {}),
+            ...(gitSyscallFilter ? { syscallFilter: gitSyscallFilter } : {}),
+          },
+          [...(run.maxDataBytes !== undefined ? ['prlimit', `--data=${run.maxDataBytes}`, '--'] : []), 'git', ...args],
+        ),
         { ...common, cwd: run.mount ? run.scratch : run.cwd },
       );
     }
