@@ -197,6 +197,9 @@ describe('service images (buildah, vfs, chroot isolation)', () => {
         'quota: { mode: none }',
         'diskGuard: { minFree: 0 }',
         'backup: { period: 0 }',
+        // The manager image runs workspaces as its own user (10001, not root: no isolation), so the root daemon gives
+        // every workspace's content to that uid, as deploy/kubernetes does for its pods' uid; content roots are 0700.
+        'workspaceIds: { base: 10001, shared: true }',
       ].join('\n') + '\n',
     );
     writeFileSync(

@@ -91,7 +91,7 @@ describe('initialization progress in the workspace status', () => {
   });
 
   it('shows the git retries while INITIALIZING, then RUNNING without them; never the URL credentials', async () => {
-    // Two 503s: the daemon's test config retries after 100 ms and 200 ms, well within its 1 s budget.
+    // Two 503s: the daemon's test config retries after 100 ms and 200 ms, well within its 3 s budget.
     proxy = await startFlakyProxy(git.url, 2);
     const token = `tok-${randomBytes(12).toString('hex')}`;
     const request = startRequest({

@@ -36,7 +36,8 @@ export const testDaemonConfig = [
   'quota: { mode: none }',
   'diskGuard: { minFree: 0 }',
   // Tests serve downloads and one-time secrets on 127.0.0.1, which the daemon refuses by default (SSRF).
-  'initializer: { gitRetryInitial: 100ms, gitRetryMax: 1s, download: { allowPrivateAddresses: true } }',
+  // 3 s of retries: a loaded CI machine once took over 1 s for two failing clones (init-progress.spec.ts gave up).
+  'initializer: { gitRetryInitial: 100ms, gitRetryMax: 3s, download: { allowPrivateAddresses: true } }',
   // Their git servers listen on 127.0.0.1 too, which network git refuses by default like downloads.
   "git: { allowedNetworks: ['127.0.0.1/32'] }",
   'housekeeping: { interval: 0 }',
