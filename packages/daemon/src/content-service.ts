@@ -97,7 +97,6 @@ export class WorkspaceContentService {
             : {}),
           ...(options.backup.xattrs !== undefined ? { xattrs: options.backup.xattrs } : {}),
           allowSpecialFiles: options.allowSpecialFiles ?? false,
-          hiddenDirs: [options.workingArea],
         })
       : undefined;
     const root = options.runsAsRoot ?? process.getuid?.() === 0;

@@ -91,13 +91,14 @@ function decodeAttrValue(value: string): Buffer {
   return Buffer.from(value, 'utf8');
 }
 
-/** Whose eyes getfattr reads content with (see {@link readTreeXattrs}). */
+/**
+ * Content a running workspace may change while its xattrs are read (see {@link readTreeXattrs}): its owner, whom the
+ * read runs as.
+ */
 export interface XattrReader {
-  /** The content's owner (the workspace's host uid): getfattr runs as this user. */
+  /** The content's owner (the workspace's host uid). */
   readonly uid: number;
   readonly gid: number;
-  /** Directories covered with an empty tmpfs for the read (the working area: every workspace's content). */
-  readonly hide: readonly string[];
 }
 
 /**
@@ -115,15 +116,17 @@ export class XattrsTooLargeError extends FailedPreconditionError {}
 
 // getfattr walks by path (newfstatat, then openat without O_NOFOLLOW): a running workspace that swaps a directory
 // for a symlink mid-walk sends it wherever the link points. As root on the host, that read another owner's xattrs into
-// a snapshot (red team round 8). Confined (util/confined-command.ts: the content bound at an empty directory, the
-// working area covered, the owner's uid), the link leads only where the owner may look, and never into a workspace.
+// a snapshot (red team round 8). As the owner with the working area hidden, it still reached world-readable host files'
+// xattrs, and lost those of files the owner had made unreadable (a mode-000 file's user xattrs need read permission).
+// Chrooted into a minimal root (util/confined-command.ts: the content and the read-only system directories, nothing
+// else), a swapped link leads nowhere but there; read permission then takes only CAP_DAC_READ_SEARCH, kept alone.
 const getfattrArgs = ['-R', '-P', '-h', '-d', '-m', '-', '-e', 'base64', '--absolute-names', '--'];
 
 /**
  * Reads the xattrs of every entry under `root` (not following symlinks). Keys are paths relative to `root`
  * with `/` separators; entries without xattrs are absent. Returns an empty map when unsupported. With `reader`
- * (content a workspace may change while it is read), getfattr runs as the content's owner with the working area
- * hidden. More than {@link maxXattrDumpBytes} of output fails with {@link XattrsTooLargeError}.
+ * (content a workspace may change while it is read), getfattr runs as the content's owner, chrooted into a root that
+ * holds only the content and the system directories. More than {@link maxXattrDumpBytes} of output fails with {@link XattrsTooLargeError}.
  */
 export async function readTreeXattrs(
   root: string,
@@ -134,26 +137,32 @@ export async function readTreeXattrs(
   if (!(await xattrSupport()).available) return out;
   let dump: string;
   if (reader) {
-    const mountpoint = await mkdtemp(join(tmpdir(), 'workbay-xattrs-'));
+    const minimalRoot = await mkdtemp(join(tmpdir(), 'workbay-xattrs-'));
     try {
       const result = await boundedOutput(
         maxDumpBytes,
         'unshare',
         confinedArgs(
-          { uid: reader.uid, gid: reader.gid, mount: { source: root, target: mountpoint }, hide: reader.hide },
+          {
+            uid: reader.uid,
+            gid: reader.gid,
+            mount: { source: root, target: minimalRoot },
+            minimalRoot,
+            capabilities: ['dac_read_search'],
+          },
           ['getfattr', ...getfattrArgs, '.'],
         ),
       );
       // The namespace could not be set up (no CAP_SYS_ADMIN in a container): an archive without the xattrs would
       // pass for a complete one, so the archive fails instead.
-      const setup = /^(unshare|mount|setpriv|sh): .*$/m.exec(result.stderr);
+      const setup = /^(unshare|mount|setpriv|sh|chroot|mkdir|ln): .*$/m.exec(result.stderr);
       if (result.code !== 0 && setup) {
         throw new InternalError(`cannot read the xattrs as the content's owner: ${setup[0].slice(0, 300)}`);
       }
       dump = result.stdout;
     } finally {
-      // The bind lived in the namespace of the process, gone with it: the directory is empty.
-      await rmdir(mountpoint).catch(() => undefined);
+      // The root's tmpfs lived in the namespace of the process, gone with it: the directory is empty.
+      await rmdir(minimalRoot).catch(() => undefined);
     }
   } else {
     dump = (await boundedOutput(maxDumpBytes, 'getfattr', [...getfattrArgs, root])).stdout;

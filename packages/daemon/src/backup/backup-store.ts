@@ -42,8 +42,6 @@ export interface BackupStoreOptions {
   readonly logger?: PluginLogger;
   /** Restores create device nodes and FIFOs and keep set-id bits (operator's choice; default false). */
   readonly allowSpecialFiles?: boolean;
-  /** Hidden while a workspace's xattrs are read as its owner (the working area: see readTreeXattrs). */
-  readonly hiddenDirs?: readonly string[];
 }
 
 /** How a backup or snapshot reads: as whom (the workspace's host identity; default: as the daemon). */
@@ -160,10 +158,10 @@ export class BackupStore {
   }
 
   /** Backs up `root`. The previous backup stays readable until this one is committed (invariant 3). */
-  /** Reading as the content's owner, with the working area hidden (see readTreeXattrs). */
+  /** Reading as the content's owner, confined to it (see readTreeXattrs). */
   private xattrReader(options: ArchiveReadOptions): { xattrReader?: XattrReader } {
     if (!options.owner) return {};
-    return { xattrReader: { ...options.owner, hide: this.options.hiddenDirs ?? [] } };
+    return { xattrReader: { uid: options.owner.uid, gid: options.owner.gid } };
   }
 
   async backup(root: string, ref: WorkspaceStorageRef, options: ArchiveReadOptions = {}): Promise<BackupResult> {

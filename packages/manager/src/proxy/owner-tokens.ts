@@ -8,6 +8,7 @@
  *
  * @module
  */
+import type { Observable, Subscription } from 'rxjs';
 import type { WorkspaceRecord } from '../domain/types.js';
 import { deepDecode } from './parse.js';
 
@@ -18,17 +19,40 @@ export class LiveOwnerTokens {
   private tokens = new Set<string>();
   private lengths: number[] = [];
   private builtAt = Number.NEGATIVE_INFINITY;
+  private subscription: Subscription | undefined;
+  /** {@link maxAgeMs}, or longer while following the updates. */
+  private maxAge: number;
 
   /**
    * @param records every workspace record (the manager's)
-   * @param maxAgeMs how long one view of the tokens is used: a rebuild costs a pass over every record, so it is
-   *   made at most this often (a workspace created within it is not yet known: its owner has not had its URL long)
+   * @param maxAgeMs how long one full view of the tokens is used: a rebuild costs a pass over every record, so it is
+   *   made at most this often. Between rebuilds, {@link follow} adds new workspaces' tokens as they appear; without it
+   *   a workspace created within `maxAgeMs` is not yet known
    */
   constructor(
     private readonly records: () => Iterable<WorkspaceRecord>,
     private readonly maxAgeMs = 100,
     private readonly now: () => number = () => performance.now(),
-  ) {}
+  ) {
+    this.maxAge = maxAgeMs;
+  }
+
+  /**
+   * Adds each token from the status updates as it appears, until {@link unfollow}: a workspace's creation publishes its
+   * first status before its owner is told the token, so no request can carry a token not known yet. The rebuilds then
+   * only drop tokens of workspaces that are gone.
+   */
+  follow(status$: Observable<WorkspaceRecord>, maxAgeMs = 1_000): void {
+    this.unfollow();
+    this.maxAge = maxAgeMs;
+    this.subscription = status$.subscribe((record) => this.add(record.ownerToken));
+  }
+
+  unfollow(): void {
+    this.subscription?.unsubscribe();
+    this.subscription = undefined;
+    this.maxAge = this.maxAgeMs;
+  }
 
   /** Whether `text`, as sent or decoded as deep as any server would, holds a live owner token. */
   carriedBy(text: string): boolean {
@@ -49,9 +73,15 @@ export class LiveOwnerTokens {
     return false;
   }
 
+  private add(token: string | undefined): void {
+    if (!token || this.tokens.has(token)) return;
+    this.tokens.add(token);
+    if (!this.lengths.includes(token.length)) this.lengths = [...this.lengths, token.length];
+  }
+
   private refresh(): void {
     const now = this.now();
-    if (now - this.builtAt < this.maxAgeMs) return;
+    if (now - this.builtAt < this.maxAge) return;
     const tokens = new Set<string>();
     for (const record of this.records()) if (record.ownerToken) tokens.add(record.ownerToken);
     this.tokens = tokens;

@@ -8,6 +8,7 @@ import { createServer } from 'node:http';
 import type { Server } from 'node:http';
 import { connect, createServer as createTcpServer } from 'node:net';
 import type { Socket, Server as TcpServer } from 'node:net';
+import { Subject } from 'rxjs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { WorkspaceRecord } from '../domain/types.js';
 import { createSilentLogger } from '../logger.js';
@@ -145,6 +146,8 @@ describe('PortProxy against a hostile workspace and careless clients', () => {
   const servers: Array<{ close(cb: () => void): void }> = [];
   let proxy: PortProxy;
   let address: string;
+  let records: WorkspaceRecord[];
+  const status$ = new Subject<WorkspaceRecord>();
 
   beforeAll(async () => {
     const raw = await startRawWorkspace(held);
@@ -159,7 +162,7 @@ describe('PortProxy against a hostile workspace and careless clients', () => {
         progress: { ...base.progress, runtimeHost: '127.0.0.1', idePort: port },
       };
     };
-    const records = [
+    records = [
       running('evil', (raw.address() as { port: number }).port, 'everyone'),
       running('app', (http.address() as { port: number }).port, 'owner-only'),
       running('public', (http.address() as { port: number }).port, 'everyone'),
@@ -173,6 +176,7 @@ describe('PortProxy against a hostile workspace and careless clients', () => {
       limits: { refusalGraceMs: 500, handshakeTimeoutMs: 3_000 },
     });
     address = await proxy.start();
+    proxy.follow(status$);
   });
   afterAll(async () => {
     await proxy?.stop();
@@ -307,6 +311,18 @@ describe('PortProxy against a hostile workspace and careless clients', () => {
       expect(headers.authorization).toBeUndefined();
       expect(headers['x-custom']).toBeUndefined();
       expect(headers['x-plain']).toBe('kept');
+    });
+
+    it('the token of a workspace created a moment ago is stripped from the first request that carries it', async () => {
+      // The proxy's view of the tokens is built by the first request and kept a while (a pass over every record);
+      // carol's workspace appears right after it, as the manager creates one: record, then its first status.
+      await echoed('x-plain: warm\r\n');
+      const carolToken = `Cc7_${'c'.repeat(28)}`;
+      const carol = makeRecord({ id: 'carol', owner: 'carol', ownerToken: carolToken });
+      records.push(carol);
+      status$.next(carol);
+      const headers = await echoed(`x-custom: ${carolToken}\r\n`);
+      expect(headers['x-custom']).toBeUndefined();
     });
 
     it('a Referer naming the token parameter is dropped whatever its value (a token the proxy does not know yet)', async () => {

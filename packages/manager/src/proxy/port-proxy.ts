@@ -150,11 +150,12 @@ export class PortProxy {
   }
 
   /**
-   * Re-checks open connections on every status change of their workspace (call once the manager's bus is live;
-   * replaced by a later call, torn down by {@link stop}).
+   * Re-checks open connections on every status change of their workspace, and knows a new workspace's owner token
+   * from its first status (call once the manager's bus is live; replaced by a later call, torn down by {@link stop}).
    */
   follow(status$: Observable<WorkspaceRecord>): void {
     this.tunnels.follow(status$);
+    this.ownerTokens.follow(status$);
   }
 
   async start(): Promise<string> {
@@ -196,6 +197,7 @@ export class PortProxy {
 
   async stop(): Promise<void> {
     this.tunnels.unfollow();
+    this.ownerTokens.unfollow();
     const server = this.server;
     if (!server) return;
     this.server = undefined;
