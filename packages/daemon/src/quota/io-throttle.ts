@@ -13,7 +13,7 @@
  *
  * @module
  */
-import { access, constants, writeFile } from 'node:fs/promises';
+import { access, constants, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { InternalError } from '../errors.js';
 
@@ -43,6 +43,12 @@ const files: Record<keyof IoLimits, string> = {
 };
 
 const devicePattern = /^\d{1,4}:\d{1,8}$/;
+
+/** The major number of loop devices (the kernel's devices.txt). */
+const loopMajor = 7;
+
+/** Where the kernel shows block devices by number (`<major>:<minor>/loop/backing_file` while a loop is attached). */
+export const sysDevBlock = '/sys/dev/block';
 
 export function hasIoLimits(limits: IoLimits): boolean {
   return Object.values(limits).some((value) => value > 0);
@@ -76,6 +82,33 @@ export class BlkioThrottle {
   /** Removes every rule of `device` (writing 0 removes one). */
   async lift(device: string): Promise<void> {
     await this.write(device, () => 0);
+  }
+
+  /**
+   * Removes the rules of loop devices nothing is attached to any more, and returns them. An image unmounted behind the
+   * daemon's back (by hand, or while the daemon was down) kept its rule on the freed number, which throttled whatever
+   * took the number next; a Workbay image gets its rule lifted when it is attached, anything else did not. Rules of
+   * attached devices are left alone (a Workbay image's own, or another tool's).
+   */
+  async liftDetachedLoops(sysBlock = sysDevBlock): Promise<string[]> {
+    const devices = new Set<string>();
+    for (const file of Object.values(files)) {
+      for (const line of (await readFile(join(this.root, file), 'utf8')).split('\n')) {
+        const device = line.split(' ')[0] ?? '';
+        if (device.startsWith(`${loopMajor}:`) && devicePattern.test(device)) devices.add(device);
+      }
+    }
+    const lifted: string[] = [];
+    for (const device of devices) {
+      const attached = await access(join(sysBlock, device, 'loop', 'backing_file')).then(
+        () => true,
+        () => false,
+      );
+      if (attached) continue;
+      await this.lift(device);
+      lifted.push(device);
+    }
+    return lifted;
   }
 
   private async write(device: string, value: (kind: keyof IoLimits) => number): Promise<void> {

@@ -220,7 +220,17 @@ export async function createDiskQuota(
   const throttle = async (): Promise<BlkioThrottle | undefined> => {
     if (!options.io || !hasIoLimits(options.io)) return undefined;
     const probe = await probeIoThrottle();
-    if (probe.available) return new BlkioThrottle(options.io);
+    if (probe.available) {
+      const limits = new BlkioThrottle(options.io);
+      const lifted = await limits.liftDetachedLoops().catch((error: unknown) => {
+        // Deliberate: a stale rule slows one loop device, it does not stop the daemon; the operator is told.
+        options.logger?.warn({ err: error }, 'cannot check the blkio rules of detached loop devices');
+        return [];
+      });
+      if (lifted.length > 0)
+        options.logger?.info({ devices: lifted }, 'lifted IO limits left on detached loop devices');
+      return limits;
+    }
     // Deliberate: the disk quota still holds without them; the operator learns at start that IO is not limited.
     options.logger?.warn({ reason: probe.reason }, 'workspace disk IO limits (quota.io) are not enforced on this node');
     return undefined;
