@@ -36,8 +36,22 @@ describe('daemon over gRPC', () => {
       }),
       'already-exists',
     );
+    // The same id for another owner's workspace, or another workspace of the owner, is not handed this content (red
+    // team round 9: content kept after a failed disposal ran another owner's workspace, its snapshots in the first
+    // owner's storage).
+    for (const metadata of [
+      { owner: 'eve', metaId: 'ws-empty-1' },
+      { owner: 'alice', metaId: 'ws-other' },
+    ]) {
+      const error = await t.client
+        .initWorkspace({ id: 'empty-1', metadata, initializer: { spec: { $case: 'empty', value: {} } } })
+        .catch((e: unknown) => e);
+      expect(isWorkbayError(error, 'failed-precondition'), String(error)).toBe(true);
+      expect((error as Error).message).toMatch(/holds another workspace's content/);
+    }
     const state = JSON.parse(await readFile(join(t.workingArea, 'empty-1.workspace.json'), 'utf8'));
     expect(state.phase).toBe('ready');
+    expect(state.owner).toBe('alice');
   });
 
   it('fails the initialization when the in-workspace service cannot be served, and records it failed, not ready', async () => {

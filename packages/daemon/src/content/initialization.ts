@@ -46,8 +46,20 @@ export class WorkspaceInitialization {
       hasStorage: this.deps.backups !== undefined,
       git: this.deps.git.policy,
     });
-    if (registry.has(input.instanceId))
+    const existing = registry.get(input.instanceId);
+    if (existing) {
+      // Content kept under this id (a disposal whose final backup failed keeps it) belongs to the workspace that made
+      // it: a start of another owner's or workspace's with the same id is refused, not resumed on it (ALREADY_EXISTS
+      // tells the manager its own start is under way). Red team round 9 ran eve's workspace on mallory's kept content,
+      // and its snapshots went to mallory's storage.
+      const workspaceId = input.workspaceId || input.instanceId;
+      if (existing.state.owner !== input.owner || existing.state.workspaceId !== workspaceId) {
+        throw new FailedPreconditionError(
+          `instance id '${input.instanceId}' holds another workspace's content on this node; use a new instance id`,
+        );
+      }
       throw new AlreadyExistsError(`workspace '${input.instanceId}' already exists on this node`);
+    }
     const now = new Date().toISOString();
     const contentLocation = this.deps.contentLocation(input.instanceId);
     const ws: Workspace = {

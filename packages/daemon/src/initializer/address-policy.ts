@@ -95,6 +95,8 @@ const refusedRanges: ReadonlyArray<readonly [network: string, kind: RefusedAddre
   ['::1/128', 'loopback'], // before ::/96, which holds it: the first match names the kind
   ['::/96', 'unspecified'], // unspecified and the deprecated IPv4-compatible form
   ['100::/64', 'reserved'], // discard
+  ['64:ff9b:1::/48', 'reserved'], // local-use NAT64 (RFC 8215): translates to whatever IPv4 the operator chose
+  ['2001::/23', 'reserved'], // IETF protocol assignments: Teredo (2001::/32) embeds an obfuscated IPv4, benchmarking
   ['2001:db8::/32', 'documentation'],
   ['fc00::/7', 'unique-local'],
   ['fe80::/10', 'link-local'],
@@ -130,13 +132,15 @@ function ipv6Groups(text: string): number[] {
 
 /**
  * The IPv4 address an IPv6 address stands for, where one is embedded and the network routes to it: IPv4-mapped
- * (`::ffff:a.b.c.d`), NAT64 (`64:ff9b::/96`) and 6to4 (`2002::/16`). `::ffff:127.0.0.1` is loopback.
+ * (`::ffff:a.b.c.d`), IPv4-translated (`::ffff:0:a.b.c.d`, SIIT), NAT64 (`64:ff9b::/96`) and 6to4 (`2002::/16`).
+ * `::ffff:127.0.0.1` is loopback.
  */
 export function embeddedIpv4(address: string): string | undefined {
   if (isIP(address) !== 6) return undefined;
   const g = ipv6Groups(address);
   const v4 = (high: number, low: number): string => `${high >> 8}.${high & 0xff}.${low >> 8}.${low & 0xff}`;
   if (g.slice(0, 5).every((x) => x === 0) && g[5] === 0xffff) return v4(g[6]!, g[7]!);
+  if (g.slice(0, 4).every((x) => x === 0) && g[4] === 0xffff && g[5] === 0) return v4(g[6]!, g[7]!);
   if (g[0] === 0x64 && g[1] === 0xff9b && g.slice(2, 6).every((x) => x === 0)) return v4(g[6]!, g[7]!);
   if (g[0] === 0x2002) return v4(g[1]!, g[2]!);
   return undefined;

@@ -289,6 +289,11 @@ describe('AddressPolicy', () => {
       '::127.0.0.1',
       '64:ff9b::a00:1',
       '2002:c0a8:101::1',
+      // Red team round 9: IPv4-translated and local-use NAT64 were connected to.
+      '::ffff:0:7f00:1',
+      '::ffff:0:a9fe:a9fe',
+      '64:ff9b:1::7f00:1',
+      '2001:0:4136:e378:8000:63bf:3fff:fdd2',
       'fc00::1',
       'fd12:3456::1',
       'fe80::1',
@@ -296,7 +301,16 @@ describe('AddressPolicy', () => {
       'not-an-address',
     ];
     for (const address of refusedAddresses) expect([address, policy.allows(address)]).toEqual([address, false]);
-    for (const address of ['8.8.8.8', '1.1.1.1', '100.128.0.1', '172.32.0.1', '2606:4700::1111', '::ffff:8.8.8.8'])
+    for (const address of [
+      '8.8.8.8',
+      '1.1.1.1',
+      '100.128.0.1',
+      '172.32.0.1',
+      '2606:4700::1111',
+      '::ffff:8.8.8.8',
+      '::ffff:0:808:808',
+      '2001:4860:4860::8888',
+    ])
       expect([address, policy.allows(address)]).toEqual([address, true]);
   });
 

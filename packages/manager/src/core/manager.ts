@@ -282,7 +282,7 @@ export class WorkspaceManagerCore {
     if (!this.leading && !this.replicated) throw new FailedPreconditionError('this manager is not leading');
     const validated = validateStartInput(input);
     const className = this.admission.resolveClass(input.spec!.className);
-    this.admission.assertStartable(input.id, input.metadata!.metaId);
+    this.admission.assertStartable(input.id, input.metadata!.metaId, input.metadata!.owner);
     const record = newRecord(input, validated, className, this.urls, this.now());
     const leadingWhenRecorded = this.leading;
     // The lifecycle starts inside the acceptance: a stop that waits for it (see stopWorkspace) comes after the

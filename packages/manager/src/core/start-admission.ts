@@ -40,11 +40,21 @@ export class StartAdmission {
     return this.config.defaultWorkspaceClass;
   }
 
-  /** ALREADY_EXISTS for an id or meta id that is not stopped, being accepted, or still being cleaned up. */
-  assertStartable(id: string, metaId: string): void {
+  /**
+   * ALREADY_EXISTS for an id or meta id that is not stopped, being accepted, or still being cleaned up, and for the id
+   * of a stopped workspace of another owner or meta id: its record and any content the node kept (a final backup that
+   * failed keeps it) are that workspace's. Red team round 9 started eve's workspace with the id of mallory's stopped
+   * one, ran it on mallory's content and had its snapshots written to mallory's storage.
+   */
+  assertStartable(id: string, metaId: string, owner: string): void {
     const existing = this.repo.get(id);
     if (existing && existing.phase !== 'stopped') {
       throw new AlreadyExistsError(`workspace ${truncate(id)} already exists (phase ${existing.phase})`);
+    }
+    if (existing && (existing.owner !== owner || existing.metaId !== metaId)) {
+      throw new AlreadyExistsError(
+        `instance id ${truncate(id)} belongs to another workspace (stopped); start with a new instance id`,
+      );
     }
     for (const other of this.repo.list()) {
       if (other.metaId === metaId && other.phase !== 'stopped' && other.id !== id) {

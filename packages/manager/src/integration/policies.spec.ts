@@ -144,7 +144,7 @@ describe('stop policies and failure paths', () => {
     await slow.close();
   });
 
-  it('ALREADY_EXISTS for a running duplicate id or meta id; a stopped id can start again', async () => {
+  it('ALREADY_EXISTS for a running duplicate id or meta id, and for a stopped id of another workspace; a stopped id can start again', async () => {
     const request = startRequest();
     await h.client.startWorkspace(request);
     await expect(h.client.startWorkspace(request)).rejects.toBeInstanceOf(AlreadyExistsError);
@@ -153,6 +153,15 @@ describe('stop policies and failure paths', () => {
     await waitForPhase(h.client, request.id, 'running');
     await h.client.stopWorkspace({ id: request.id, policy: wsman.StopWorkspacePolicy.ABORT });
     await waitForPhase(h.client, request.id, 'stopped');
+    // Another owner, or another workspace of the same owner, does not take over the stopped one's id (its record, and
+    // content a failed final backup leaves on the node: red team round 9).
+    for (const other of [
+      startRequest({ id: request.id, owner: 'eve', metaId: request.metadata!.metaId }),
+      startRequest({ id: request.id, metaId: 'another-workspace' }),
+    ]) {
+      await expect(h.client.startWorkspace(other)).rejects.toThrow(/belongs to another workspace/);
+    }
+    expect((await h.client.describeWorkspace({ id: request.id })).status!.metadata!.owner).toBe('alice');
     const again = await h.client.startWorkspace(request);
     expect(again.ownerToken).toHaveLength(32);
     await waitForPhase(h.client, request.id, 'running');
