@@ -46,7 +46,7 @@ describe('parseAnswerHead', () => {
 
 describe('judgeAnswer', () => {
   const judge = (text: string): ReturnType<typeof judgeAnswer> =>
-    judgeAnswer(Buffer.from(text, 'latin1'), 'workbay_owner');
+    judgeAnswer(Buffer.from(text, 'latin1'), { cookiePrefix: 'workbay_owner', prefix: '/ws/x' });
 
   it('tunnels a single 101 without owner cookies', () => {
     const verdict = judge('HTTP/1.1 101 Switching Protocols\nSet-Cookie: workbay_owner_v=1\nSet-Cookie: a=1\n\nframes');

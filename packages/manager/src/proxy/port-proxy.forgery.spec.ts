@@ -75,6 +75,9 @@ async function startRawWorkspace(held: Set<Socket>): Promise<TcpServer> {
 async function startHttpWorkspace(held: Set<Socket>): Promise<Server> {
   const server = createServer((req, res) => {
     res.setHeader('set-cookie', planted);
+    // Headers acting on the whole origin (red team round 9): never relayed.
+    res.setHeader('clear-site-data', '"cookies", "storage"');
+    res.setHeader('service-worker-allowed', '/');
     res.setHeader('content-type', 'application/json');
     res.end(JSON.stringify({ url: req.url, headers: req.headers }));
   });
@@ -86,7 +89,7 @@ async function startHttpWorkspace(held: Set<Socket>): Promise<Server> {
     socket.on('error', () => socket.destroy());
     socket.write(
       'HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n' +
-        `x-echo-url: ${req.url}\r\nset-cookie: session=abc; Path=/; HttpOnly\r\n` +
+        `x-echo-url: ${req.url}\r\nset-cookie: session=abc; Path=/; HttpOnly\r\nclear-site-data: "cookies"\r\n` +
         `x-echo-names: ${Object.keys(req.headers).sort().join(',')}\r\n\r\n`,
     );
     socket.pipe(socket);
@@ -194,7 +197,8 @@ describe('PortProxy against a hostile workspace and careless clients', () => {
         // Every line of the relayed head ends in CRLF: what the client parses is what the proxy filtered.
         const head = result.text.slice(0, result.text.indexOf('\r\n\r\n'));
         expect(head).not.toMatch(/[^\r]\n|\r[^\n]/);
-        if (path !== '/mixed') expect(response.headers['set-cookie']).toBe('mine=ok; Path=/');
+        // The workspace's own cookie, kept below its own prefix (it sees its paths without it).
+        if (path !== '/mixed') expect(response.headers['set-cookie']).toBe('mine=ok; Path=/ws/evil/');
         expect(response.rest).toBe('ping');
       });
     }
@@ -245,7 +249,8 @@ describe('PortProxy against a hostile workspace and careless clients', () => {
       const response = parseRawResponse(result.text)!;
       expect(response.status).toBe(101);
       expect(response.headers['x-echo-url']).toBe('/socket?a=1');
-      expect(response.headers['set-cookie']).toBe('session=abc; Path=/; HttpOnly');
+      expect(response.headers['set-cookie']).toBe('session=abc; Path=/ws/app/; HttpOnly');
+      expect(response.headers['clear-site-data']).toBeUndefined();
       expect(response.rest).toBe('hello');
     });
   });
@@ -258,7 +263,9 @@ describe('PortProxy against a hostile workspace and careless clients', () => {
       );
       const response = parseRawResponse(answer.raw)!;
       expect(response.status).toBe(200);
-      expect(response.headers['set-cookie']).toBe('mine=ok; Path=/');
+      expect(response.headers['set-cookie']).toBe('mine=ok; Path=/ws/app/');
+      expect(response.headers['clear-site-data']).toBeUndefined();
+      expect(response.headers['service-worker-allowed']).toBeUndefined();
     });
   });
 

@@ -38,7 +38,6 @@ import {
   ownerTokenHeader,
   ownerTokenQuery,
   presentedTokens,
-  setsOwnerCookie,
   stripQuery,
 } from './admission.js';
 import { boundConnections, resolveProxyLimits, serverTimeouts } from './connection-limits.js';
@@ -47,6 +46,7 @@ import { ReservedEndpoints, checkTarget } from './exposure.js';
 import { sameSiteLocation } from './parse.js';
 import { routeRequest } from './routing.js';
 import type { Refusal, Route } from './routing.js';
+import { scopeAnswerHeader } from './answer-headers.js';
 import { LiveOwnerTokens } from './owner-tokens.js';
 import { TunnelRegistry } from './tunnels.js';
 import type { Grant } from './tunnels.js';
@@ -376,12 +376,16 @@ export class PortProxy {
       (upstreamRes) =>
         this.guard(res, () => {
           const headers: OutgoingHttpHeaders = {};
+          const scope = { cookiePrefix: this.options.cookieName, prefix: route.prefix };
           for (const [name, value] of Object.entries(upstreamRes.headers)) {
-            if (value !== undefined && !isHopByHop(name)) headers[name] = value;
-          }
-          const planted = headers['set-cookie'];
-          if (Array.isArray(planted)) {
-            headers['set-cookie'] = planted.filter((c) => !setsOwnerCookie(c, this.options.cookieName));
+            if (value === undefined || isHopByHop(name)) continue;
+            if (Array.isArray(value)) {
+              const kept = value.flatMap((v) => scopeAnswerHeader(name, v, scope) ?? []);
+              if (kept.length > 0) headers[name] = kept;
+            } else {
+              const kept = scopeAnswerHeader(name, value, scope);
+              if (kept !== undefined) headers[name] = kept;
+            }
           }
           if (admission.setCookie) {
             const existing = headers['set-cookie'];
@@ -442,7 +446,7 @@ export class PortProxy {
       target: admission.target,
       https: admission.https,
       workspaceId: admission.record.id,
-      cookiePrefix: this.options.cookieName,
+      scope: { cookiePrefix: this.options.cookieName, prefix: route.prefix },
       limits: this.limits,
     });
     const untrack = this.tunnels.track(admission.grant, close);

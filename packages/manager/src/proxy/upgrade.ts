@@ -12,8 +12,9 @@ import { connect } from 'node:net';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { connect as tlsConnect } from 'node:tls';
-import { setsOwnerCookie } from './admission.js';
 import { parseAnswerHead } from './answer-head.js';
+import { scopeAnswerHeader } from './answer-headers.js';
+import type { AnswerScope } from './answer-headers.js';
 import { answerAndClose, defaultProxyLimits, rawAnswer } from './connection-limits.js';
 import type { ProxyLimits } from './connection-limits.js';
 import type { Refusal } from './routing.js';
@@ -45,8 +46,8 @@ export interface TunnelOptions {
   readonly target: { readonly host: string; readonly port: number };
   readonly https: boolean;
   readonly workspaceId: string;
-  /** Owner cookies the workspace's handshake answer may not set (see `setsOwnerCookie`). */
-  readonly cookiePrefix: string;
+  /** What the workspace's handshake answer may set (see `answer-headers.ts`). */
+  readonly scope: AnswerScope;
   /** The handshake, idle and refusal bounds (see `connection-limits.ts`). */
   readonly limits: Pick<ProxyLimits, 'handshakeTimeoutMs' | 'idleTimeoutMs' | 'refusalGraceMs'>;
 }
@@ -90,14 +91,14 @@ function serialise(status: number, reason: string, headers: ReadonlyArray<readon
  * other framings and anything malformed are refused: a second head behind the first would reach the client
  * unfiltered, and a raw pipe after a non-101 answer would let either side talk past the proxy's rewriting.
  */
-export function judgeAnswer(buffered: Buffer, cookiePrefix: string): AnswerVerdict {
+export function judgeAnswer(buffered: Buffer, scope: AnswerScope): AnswerVerdict {
   const parsed = parseAnswerHead(buffered, maxAnswerHead);
   if (parsed.kind === 'incomplete') return { kind: 'wait' };
   if (parsed.kind === 'invalid') return { kind: 'refuse', reason: parsed.reason };
   const { status } = parsed;
-  const kept = parsed.headers.filter(([name, value]) => {
-    const lower = name.toLowerCase();
-    return !((lower === 'set-cookie' || lower === 'set-cookie2') && setsOwnerCookie(value, cookiePrefix));
+  const kept = parsed.headers.flatMap(([name, value]): Array<[string, string]> => {
+    const scoped = scopeAnswerHeader(name, value, scope);
+    return scoped === undefined ? [] : [[name, scoped]];
   });
   if (status === 101) {
     return {
@@ -132,14 +133,14 @@ export function judgeAnswer(buffered: Buffer, cookiePrefix: string): AnswerVerdi
 function relayAnswer(
   upstream: Duplex,
   socket: Socket,
-  cookiePrefix: string,
+  scope: AnswerScope,
   finish: (answer: Buffer | string) => void,
   answered: () => void,
 ): void {
   let buffered = Buffer.alloc(0);
   const onData = (chunk: Buffer): void => {
     buffered = Buffer.concat([buffered, chunk]);
-    const verdict = judgeAnswer(buffered, cookiePrefix);
+    const verdict = judgeAnswer(buffered, scope);
     if (verdict.kind === 'wait') {
       // A Content-Length body is bounded by judgeAnswer; this bounds everything else.
       if (buffered.length > maxAnswerHead + maxRelayedBody) finish('the workspace answered with too much');
@@ -220,7 +221,7 @@ export function openTunnel(options: TunnelOptions): () => void {
     }
     upstream.write(`${head}\r\n`);
     if (options.head.length > 0) upstream.write(options.head);
-    relayAnswer(upstream, socket, options.cookiePrefix, finish, onAnswered);
+    relayAnswer(upstream, socket, options.scope, finish, onAnswered);
     socket.pipe(upstream);
   };
   upstream.once(options.https ? 'secureConnect' : 'connect', onConnect);
