@@ -10,8 +10,8 @@ import { CgroupError, errnoCode } from './errors.js';
 
 export const V2_CONTROLLERS = ['cpu', 'memory', 'pids'] as const;
 /** The v1 controllers this helper manages. */
-export type V1Controller = 'cpu' | 'cpuacct' | 'memory' | 'pids' | 'freezer';
-const V1_CONTROLLERS: readonly V1Controller[] = ['cpu', 'cpuacct', 'memory', 'pids', 'freezer'];
+export type V1Controller = 'cpu' | 'cpuacct' | 'memory' | 'pids' | 'freezer' | 'blkio';
+const V1_CONTROLLERS: readonly V1Controller[] = ['cpu', 'cpuacct', 'memory', 'pids', 'freezer', 'blkio'];
 
 export type CgroupLayout =
   { version: 'v2'; root: string } | { version: 'v1'; roots: Partial<Record<V1Controller, string>> };

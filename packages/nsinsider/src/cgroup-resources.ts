@@ -96,6 +96,51 @@ export async function writeTcpMemoryLimit(layout: CgroupLayout, path: string, by
   );
 }
 
+/** Disk IO limits of one block device (`major:minor`); 0: no limit of that kind. */
+export interface IoDeviceLimit {
+  readonly device: string;
+  readonly readBytesPerSecond: number;
+  readonly writeBytesPerSecond: number;
+  readonly readIops: number;
+  readonly writeIops: number;
+}
+
+const ioThrottleFiles = {
+  readBytesPerSecond: 'blkio.throttle.read_bps_device',
+  writeBytesPerSecond: 'blkio.throttle.write_bps_device',
+  readIops: 'blkio.throttle.read_iops_device',
+  writeIops: 'blkio.throttle.write_iops_device',
+} as const;
+
+/**
+ * cgroup v1: throttles the IO the cgroup's tasks submit to each device (`blkio.throttle.*`). v1 sees only IO a task
+ * submits itself: reads (direct or through the page cache) and direct writes, not buffered writes, which the kernel's
+ * flusher writes back from the root cgroup. Returns false where it cannot act: v2, or no blkio hierarchy mounted.
+ */
+export async function writeIoLimits(
+  layout: CgroupLayout,
+  path: string,
+  limits: readonly IoDeviceLimit[],
+): Promise<boolean> {
+  if (layout.version === 'v2' || !layout.roots.blkio) return false;
+  const dir = join(layout.roots.blkio, path);
+  await cgroupOp('set-io', path, async () => {
+    for (const limit of limits) {
+      if (!/^\d{1,4}:\d{1,8}$/.test(limit.device)) {
+        throw invalidLimit('set-io', path, `'${limit.device.slice(0, 32)}' is not a major:minor device`);
+      }
+      for (const [kind, file] of Object.entries(ioThrottleFiles) as Array<[keyof typeof ioThrottleFiles, string]>) {
+        const value = limit[kind];
+        if (!Number.isSafeInteger(value) || value < 0)
+          throw invalidLimit('set-io', path, `${kind} must be an integer >= 0`);
+        // Writing 0 removes a rule; a device without one is not limited in that kind.
+        await writeFile(join(dir, file), `${limit.device} ${value}`);
+      }
+    }
+  });
+  return true;
+}
+
 export async function readLimits(layout: CgroupLayout, path: string): Promise<CgroupLimits> {
   const readText = textReader(layout, path);
   return cgroupOp('limits', path, async () => {

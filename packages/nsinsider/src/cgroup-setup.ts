@@ -11,7 +11,7 @@ import { runCommand } from './exec.js';
  * cgroup filesystem at all, and the OOM-kill count a runtime reports when a workspace dies of its memory limit.
  */
 
-const V1_MOUNTED = ['cpu', 'cpuacct', 'memory', 'pids', 'freezer'] as const;
+const V1_MOUNTED = ['cpu', 'cpuacct', 'memory', 'pids', 'freezer', 'blkio'] as const;
 
 /**
  * The caller's own cgroup, relative to the hierarchy root: on v2 the unified entry of /proc/self/cgroup, on v1
@@ -57,7 +57,7 @@ export async function ownCgroupPath(layout: CgroupLayout, procSelf = '/proc/self
 }
 
 /**
- * Mounts the v1 controllers (cpu, cpuacct, memory, pids, freezer) under `base` when no cgroup filesystem is
+ * Mounts the v1 controllers (cpu, cpuacct, memory, pids, freezer, blkio) under `base` when no cgroup filesystem is
  * mounted at all (e.g. a bare container with a writable /sys/fs/cgroup). Does nothing when any cgroup or cgroup2
  * mount exists. Returns the controllers it mounted.
  */

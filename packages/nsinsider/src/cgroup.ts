@@ -9,11 +9,12 @@ import {
   normalizeCgroupPath,
   V2_CONTROLLERS,
 } from './cgroup-layout.js';
-import type { CgroupLimits, CgroupUsage, CpuLimit } from './cgroup-resources.js';
+import type { CgroupLimits, CgroupUsage, CpuLimit, IoDeviceLimit } from './cgroup-resources.js';
 import {
   readLimits,
   readUsage,
   writeCpuLimit,
+  writeIoLimits,
   writeMemoryLimit,
   writePidsLimit,
   writeTcpMemoryLimit,
@@ -155,6 +156,14 @@ export class Cgroup implements WorkspaceCgroup {
    */
   async setTcpMemoryLimit(bytes: number | null): Promise<void> {
     await writeTcpMemoryLimit(this.layout, this.path, bytes);
+  }
+
+  /**
+   * v1: throttles the IO the cgroup's tasks submit to each listed device (see {@link writeIoLimits}: reads and direct
+   * writes, not buffered writes). Returns false where it cannot (v2, or no blkio hierarchy).
+   */
+  async setIoLimits(limits: readonly IoDeviceLimit[]): Promise<boolean> {
+    return writeIoLimits(this.layout, this.path, limits);
   }
 
   async addProcess(pid: number): Promise<void> {

@@ -56,7 +56,7 @@ export { runCli } from './cli.js';
 export { resolveHostPid, namespaceId, writeIdMapping, validateIdMappings, MAX_ID_MAP_LINES } from './proc.js';
 export type { CgroupVersion, WorkspaceCgroup, CgroupControllerOptions } from './cgroup.js';
 export type { V1Controller, CgroupLayout } from './cgroup-layout.js';
-export type { CpuLimit, CgroupLimits, CgroupUsage } from './cgroup-resources.js';
+export type { CpuLimit, CgroupLimits, CgroupUsage, IoDeviceLimit } from './cgroup-resources.js';
 export { CgroupController, Cgroup } from './cgroup.js';
 export { detectCgroupLayout } from './cgroup-layout.js';
 export {

@@ -1,8 +1,8 @@
-import { access, readFile } from 'node:fs/promises';
+import { access, readFile, readdir } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
 import type { PluginLogger } from '@workbay/api';
-import type { Cgroup, CgroupController } from '@workbay/nsinsider';
+import type { Cgroup, CgroupController, IoDeviceLimit } from '@workbay/nsinsider';
 import type { LocalRuntimeConfig } from './config.js';
 
 /**
@@ -170,4 +170,33 @@ async function readNumbers(file: string): Promise<number[]> {
     throw new Error(`unexpected content of ${file}`);
   }
   return numbers;
+}
+
+/** Block devices that are no disk of the node's: loop images (the daemon limits a workspace's own), RAM, optical. */
+const notNodeDisks = /^(loop|ram|zram|sr|fd|nbd)\d*/;
+
+/**
+ * Each workspace's IO limits on the node's disks (`cgroupLimits.io`), one rule per disk in `/sys/block` (whole disks:
+ * cgroup v1 throttles whole devices), or undefined when there is nothing to limit (all 0) or no blkio hierarchy (v2,
+ * said in a warning: v2's `io.max` is not set yet).
+ */
+export async function workspaceIoLimits(
+  controller: CgroupController,
+  config: LocalRuntimeConfig,
+  logger: PluginLogger,
+  sysBlock = '/sys/block',
+): Promise<IoDeviceLimit[] | undefined> {
+  const io = config.cgroupLimits.io;
+  if (Object.values(io).every((value) => value === 0)) return undefined;
+  if (controller.layout.version !== 'v1' || !controller.layout.roots.blkio) {
+    logger.warn({}, 'no cgroup v1 blkio hierarchy: workspaces’ disk IO on the node’s disks is not limited');
+    return undefined;
+  }
+  const limits: IoDeviceLimit[] = [];
+  for (const name of await readdir(sysBlock)) {
+    if (notNodeDisks.test(name)) continue;
+    const device = (await readFile(path.join(sysBlock, name, 'dev'), 'utf8').catch(() => '')).trim();
+    if (/^\d+:\d+$/.test(device)) limits.push({ device, ...io });
+  }
+  return limits;
 }

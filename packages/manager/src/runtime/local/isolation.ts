@@ -4,9 +4,9 @@ import path from 'node:path';
 import { FailedPreconditionError } from '@workbay/api';
 import type { ClassResources, PluginLogger } from '@workbay/api';
 import { CgroupController, mountCgroupsIfMissing, ownCgroupPath } from '@workbay/nsinsider';
-import type { Cgroup } from '@workbay/nsinsider';
+import type { Cgroup, IoDeviceLimit } from '@workbay/nsinsider';
 import type { TcpMemoryPolicy } from './cgroup-limits.js';
-import { limitWorkspaceParent, tcpMemoryLimitFor } from './cgroup-limits.js';
+import { limitWorkspaceParent, tcpMemoryLimitFor, workspaceIoLimits } from './cgroup-limits.js';
 import type { LocalRuntimeConfig } from './config.js';
 import { raiseNodeTunables } from './node-tunables.js';
 
@@ -24,6 +24,8 @@ export interface LocalIsolation {
   readonly tcpMemory?: TcpMemoryPolicy;
   /** The cores all workspaces together may use (the parent's cap): a class asking for more gets this. */
   readonly cpuCores?: number;
+  /** cgroup v1: each workspace's IO limits on the node's disks (`cgroupLimits.io`). */
+  readonly ioLimits?: readonly IoDeviceLimit[];
   /** Said plainly wherever workspaces are not isolated: `workbay up`'s banner and each workspace's status. */
   readonly notice?: string;
   /**
@@ -107,7 +109,17 @@ export async function decideIsolation(config: LocalRuntimeConfig, logger: Plugin
   }
   const parentPath = await cgroupParent(config, controller);
   const { tcpMemory, cpuCores } = await limitWorkspaceParent(controller, parentPath, config, logger);
-  return { namespaces, notice, logWriter, cgroups: controller, cgroupParent: parentPath, tcpMemory, cpuCores };
+  const ioLimits = await workspaceIoLimits(controller, config, logger);
+  return {
+    namespaces,
+    notice,
+    logWriter,
+    cgroups: controller,
+    cgroupParent: parentPath,
+    tcpMemory,
+    cpuCores,
+    ...(ioLimits ? { ioLimits } : {}),
+  };
 }
 
 /** v1: below the manager's own cgroup unless absolute; v2: from the root (the manager's own cgroup has processes). */
@@ -120,7 +132,8 @@ async function cgroupParent(config: LocalRuntimeConfig, controller: CgroupContro
 const cfsPeriodUs = 100_000;
 
 /**
- * Creates the workspace's cgroup with the class limits and, with `tcpMemory` (cgroup v1), its TCP buffer cap; the
+ * Creates the workspace's cgroup with the class limits, its IO limits on the node's disks and, with `tcpMemory`
+ * (cgroup v1), its TCP buffer cap; the
  * wrapper joins it before it execs anything. A CPU limit above `cpuCores` (the parent's cap) is lowered to it: v1
  * refuses a child quota above its parent's, and no workspace could use more anyway.
  */
@@ -129,9 +142,9 @@ export async function createWorkspaceCgroup(
   parent: string,
   name: string,
   resources: ClassResources,
-  limits: Pick<LocalIsolation, 'tcpMemory' | 'cpuCores'> = {},
+  limits: Pick<LocalIsolation, 'tcpMemory' | 'cpuCores' | 'ioLimits'> = {},
 ): Promise<Cgroup> {
-  const { tcpMemory, cpuCores } = limits;
+  const { tcpMemory, cpuCores, ioLimits } = limits;
   const cg = controller.cgroup(path.posix.join(parent, name));
   await cg.create();
   try {
@@ -141,6 +154,7 @@ export async function createWorkspaceCgroup(
     if (resources.cpu !== undefined) await setCpuWithin(cg, controller.cgroup(parent), resources.cpu, cpuCores);
     if (resources.memoryBytes !== undefined) await cg.setMemoryLimit(resources.memoryBytes);
     if (resources.pids !== undefined) await cg.setPidsLimit(resources.pids);
+    if (ioLimits) await cg.setIoLimits(ioLimits);
   } catch (error) {
     await cg.remove().catch(() => undefined);
     throw error;

@@ -163,6 +163,41 @@ describe.runIf(isRoot)('LocalRuntime: a workspace is not the node problem (root)
     }
   });
 
+  it('limits the disk IO a workspace submits to the node’s disks (cgroupLimits.io): host files read with O_DIRECT', async () => {
+    // Red team round 9 read the host's files (visible read-only in the sandbox) with O_DIRECT at 515 MB/s and 52k IOPS
+    // from one workspace, past the daemon's limit on its own image. 24 MiB at 8 MiB/s take 3 s; unlimited, well under
+    // one here. A lower bound, so a slow machine cannot fail it.
+    const reader =
+      'start=$(date +%s%N); dd if=/usr/bin/node of=/dev/null bs=1M count=24 iflag=direct 2>/workspace/dd.err; ' +
+      'echo $(( ($(date +%s%N) - start) / 1000000 )) > /workspace/.dd-ms; mv /workspace/.dd-ms /workspace/dd-ms; sleep 600';
+    const runtime = await newRuntime({
+      cgroupLimits: { io: { readBytesPerSecond: 8 * MiB, writeBytesPerSecond: 0, readIops: 0, writeIops: 0 } },
+      images: { reader: { command: ['/bin/sh', '-c', reader], readiness: { kind: 'none' } } },
+    });
+    if (!runtime.isolation.ioLimits) {
+      // v2, or no blkio hierarchy: said in a warning, nothing to check here.
+      expect(
+        runtime.isolation.cgroups?.layout.version === 'v1' && runtime.isolation.cgroups.layout.roots.blkio,
+      ).toBeFalsy();
+      return;
+    }
+    const disks = runtime.isolation.ioLimits.map((limit) => limit.device);
+    expect(disks.length).toBeGreaterThan(0);
+    const dir = await contentDir();
+    const s = spec({ contentDir: dir, image: 'reader', resources: { pids: 16 } });
+    const st = await runtime.start(s);
+    const blkioDir = st.cgroupDirs.find((d) => existsSync(path.join(d, 'blkio.throttle.read_bps_device')));
+    expect(blkioDir).toBeDefined();
+    const rules = (await readFile(path.join(blkioDir!, 'blkio.throttle.read_bps_device'), 'utf8')).split('\n');
+    for (const device of disks) expect(rules).toContain(`${device} ${8 * MiB}`);
+    await waitForFile(path.join(dir, 'dd-ms'), 60_000);
+    const ms = Number((await readFile(path.join(dir, 'dd-ms'), 'utf8')).trim());
+    console.log(`24 MiB of a host file read with O_DIRECT at an 8 MiB/s limit: ${ms} ms`);
+    expect(await readFile(path.join(dir, 'dd.err'), 'utf8')).toMatch(/24 \+0 records in|25165824 bytes/);
+    expect(ms).toBeGreaterThan(2_000);
+    await runtime.stop(s.instanceId, { gracePeriodMs: 0 });
+  });
+
   it('with cgroupLimits.cpuReserveCores, caps the CPU of all workspaces below the node’s cores and lowers a class asking for more to that cap', async () => {
     const runtime = await newRuntime({
       cgroupParent: `workbay-cpu-${process.pid}`,
