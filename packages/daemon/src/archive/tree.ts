@@ -89,6 +89,31 @@ export class TreeTooDeepError extends FailedPreconditionError {
   }
 }
 
+/**
+ * A name (or a link's target) that is not valid UTF-8: archives and manifests carry names as UTF-8 text, and Node hands
+ * such a name over with its bad bytes replaced, which then names nothing. Red team round 9: `caf\xe9.txt` and a whole
+ * directory `proj\xff/` were left out of backups as "vanished", the backup reporting success, and a link to
+ * `caf\xe9.txt` came back pointing at `caf\uFFFD.txt`. Refused, not retried: the owner renames it.
+ */
+export class UnarchivableNameError extends FailedPreconditionError {
+  constructor(path: string, what: string) {
+    super(`the content has ${what} that is not valid UTF-8 (${path.slice(0, 200)}); it cannot be archived: rename it`);
+  }
+}
+
+/** A path longer than the system's limit (PATH_MAX, 4096 bytes) under the walked root: not archived, not retried. */
+export class PathTooLongError extends FailedPreconditionError {
+  constructor(path: string) {
+    super(`the content has a path longer than the system allows (at ${path.slice(0, 200)}…); it is not archived`);
+  }
+}
+
+/** `raw` as text when it is valid UTF-8 (it comes back as the same bytes), else undefined. */
+function utf8Name(raw: Buffer): string | undefined {
+  const text = raw.toString('utf8');
+  return Buffer.byteLength(text) === raw.length && Buffer.from(text, 'utf8').equals(raw) ? text : undefined;
+}
+
 function isGone(error: unknown): boolean {
   const code = (error as NodeJS.ErrnoException | undefined)?.code;
   return code === 'ENOENT' || code === 'ENOTDIR';
@@ -128,6 +153,9 @@ export function* walkTreeSync(root: string, options: WalkOptions = {}): Generato
         options.onSkip?.(prefix, 'vanished or replaced while archived');
         return;
       }
+      // The walk opens and checks each directory by its whole path; a workspace can nest deeper than that allows
+      // (relative mkdirat). It failed as UNAVAILABLE and was retried three times (red team round 9).
+      if (code === 'ENAMETOOLONG') throw new PathTooLongError(prefix);
       throw error;
     }
     try {
@@ -141,13 +169,23 @@ export function* walkTreeSync(root: string, options: WalkOptions = {}): Generato
     }
   }
   function* visitOpen(dir: string, pinned: string, prefix: string, depth: number): Generator<WalkedEntry> {
-    let names: string[];
+    let rawNames: Buffer[];
     try {
-      names = readdirSync(pinned);
+      rawNames = readdirSync(pinned, { encoding: 'buffer' });
     } catch (error) {
       if (isGone(error)) return;
       throw error;
     }
+    const names = rawNames.map((raw) => {
+      const name = utf8Name(raw);
+      if (name === undefined) {
+        throw new UnarchivableNameError(
+          `${prefix === '' ? '' : `${prefix}/`}${JSON.stringify(raw.toString('latin1'))}`,
+          'a name',
+        );
+      }
+      return name;
+    });
     sortByBytes(names);
     for (const name of names) {
       const path = prefix === '' ? name : `${prefix}/${name}`;
@@ -191,7 +229,10 @@ export function* walkTreeSync(root: string, options: WalkOptions = {}): Generato
       } else if (stats.isSymbolicLink()) {
         let target: string;
         try {
-          target = readlinkSync(`${pinned}/${name}`);
+          const raw = readlinkSync(`${pinned}/${name}`, { encoding: 'buffer' });
+          const text = utf8Name(raw);
+          if (text === undefined) throw new UnarchivableNameError(path, 'a link whose target');
+          target = text;
         } catch (error) {
           if (isGone(error)) continue;
           // EINVAL: no longer a link (the running workspace swapped it since the lstat). Skipped like a vanished

@@ -3,7 +3,6 @@
  * outcome is persisted before any content is deleted (invariant 2), and a finished disposal leaves a tombstone
  * that answers a repeated dispose with the same outcome (invariant 5).
  */
-import { rm } from 'node:fs/promises';
 import { NotFoundError, WorkspaceStateError } from '../errors.js';
 import type { Git } from '../git/git.js';
 import type { HostIdAllocator } from '../session/host-ids.js';
@@ -12,6 +11,7 @@ import type { WorkspaceBackups } from './backups.js';
 import { gitStatusOfContent } from './content-checks.js';
 import type { ContentPartDeps, Workspace } from './registry.js';
 import type { ContentServiceOptions, DisposeWorkspaceResult } from './types.js';
+import { removeTree } from '../util/remove-tree.js';
 
 export interface WorkspaceDisposalDeps extends ContentPartDeps {
   readonly options: Pick<ContentServiceOptions, 'metrics' | 'lifecycle' | 'quota'>;
@@ -116,7 +116,7 @@ export class WorkspaceDisposal {
     if (state.quota && state.quota.mode !== 'none') {
       await options.quota.release(state.instanceId, state.contentLocation, state.quota);
     }
-    await rm(state.contentLocation, { recursive: true, force: true, maxRetries: 3 });
+    await removeTree(state.contentLocation);
     await registry.store.saveTombstone({
       version: 1,
       instanceId: state.instanceId,

@@ -9,6 +9,7 @@ import { errorMessage } from '../errors.js';
 import type { DaemonMetrics } from '../health/metrics.js';
 import type { HostOps } from '../host-ops/host-ops.js';
 import { SessionStore } from '../session/session-store.js';
+import { removeTree } from '../util/remove-tree.js';
 
 export interface HousekeepingDeps {
   readonly workingArea: string;
@@ -50,7 +51,7 @@ export async function housekeeping(deps: HousekeepingDeps, now = Date.now()): Pr
       if (!info.isDirectory() || now - info.mtimeMs < deps.orphanAgeMs) continue;
       if (await hasState(deps, name)) continue; // state appeared meanwhile, or an unrecovered workspace
       if (await deps.hostOps.isMountPoint(path)) await deps.hostOps.unmount(path, { lazy: true });
-      await rm(path, { recursive: true, force: true });
+      await removeTree(path);
       removed.push(name);
       deps.metrics.housekeepingRemoved.inc({ kind: 'directory' });
       deps.logger.info({ path }, 'housekeeping removed an orphaned workspace directory');

@@ -5,7 +5,7 @@
  * lifecycle hook all come before the durable `ready` (so a restart never trusts content that was not finished:
  * an `initializing` session is marked failed, never backed up).
  */
-import { chmod, lchown, mkdir, readdir, rm } from 'node:fs/promises';
+import { chmod, lchown, mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AlreadyExistsError, FailedPreconditionError, errorMessage } from '../errors.js';
 import type { Git } from '../git/git.js';
@@ -23,6 +23,7 @@ import type { ContentPartDeps, Workspace } from './registry.js';
 import type { ContentServiceOptions, InitWorkspaceResult } from './types.js';
 import type { InitWorkspaceInput } from './validate.js';
 import { validateInitWorkspace } from './validate.js';
+import { removeTree } from '../util/remove-tree.js';
 
 export interface WorkspaceInitializationDeps extends ContentPartDeps {
   readonly options: Pick<
@@ -134,7 +135,7 @@ export class WorkspaceInitialization {
         await registry.persist(ws, { quota: handle });
       }
       // A clean slate: children only, the directory itself may carry the quota (mount point).
-      for (const name of await readdir(root)) await rm(join(root, name), { recursive: true, force: true });
+      for (const name of await readdir(root)) await removeTree(join(root, name));
       // The content directory's owner IS the workspace's host identity (isolation contract); after the quota,
       // which may have mounted an image here.
       const owner = ws.state.hostUser;

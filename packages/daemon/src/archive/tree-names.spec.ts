@@ -1,0 +1,90 @@
+// Names the walk (backups, snapshots) cannot carry are refused loudly, never left out (red team, round 9).
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { isWorkbayError } from '@workbay/api';
+import { walkTreeSync } from './tree.js';
+
+/** `dir/<bytes>` as a path Buffer (names that are not UTF-8 cannot be written as strings). */
+const bytePath = (dir: string, ...parts: Array<string | number[]>): Buffer =>
+  Buffer.concat([
+    Buffer.from(`${dir}/`),
+    ...parts.map((part) => (typeof part === 'string' ? Buffer.from(part) : Buffer.from(part))),
+  ]);
+
+function walkError(root: string): unknown {
+  try {
+    for (const item of walkTreeSync(root)) void item;
+  } catch (error) {
+    return error;
+  }
+  return undefined;
+}
+
+describe('names the walk cannot carry', () => {
+  let base: string;
+  beforeAll(async () => {
+    base = await mkdtemp(join(tmpdir(), 'workbay-tree-names-'));
+  });
+  afterAll(() => {
+    // GNU rm walks by descriptors: Node's rm fails on paths over PATH_MAX.
+    execFileSync('rm', ['-rf', '--', base]);
+  });
+
+  it('walks names that are UTF-8, ASCII or not', async () => {
+    const root = join(base, 'fine');
+    mkdirSync(join(root, 'café', 'ünïcødé'), { recursive: true });
+    writeFileSync(join(root, 'café', 'ünïcødé', '日本.txt'), 'x');
+    symlinkSync('café/ünïcødé/日本.txt', join(root, 'link'));
+    const entries = [...walkTreeSync(root)].map((item) => [item.entry.path, item.entry.linkTarget]);
+    expect(entries).toEqual([
+      ['café', undefined],
+      ['café/ünïcødé', undefined],
+      ['café/ünïcødé/日本.txt', undefined],
+      ['link', 'café/ünïcødé/日本.txt'],
+    ]);
+  });
+
+  it('refuses a file or a directory whose name is not UTF-8 with FAILED_PRECONDITION, instead of leaving it out', async () => {
+    for (const [kind, make] of [
+      ['file', (root: string) => writeFileSync(bytePath(root, 'caf', [0xe9], '.txt'), 'x')],
+      ['directory', (root: string) => mkdirSync(bytePath(root, 'proj', [0xff]))],
+    ] as const) {
+      const root = join(base, kind);
+      mkdirSync(root);
+      writeFileSync(join(root, 'normal.txt'), 'x');
+      make(root);
+      const error = walkError(root);
+      expect(isWorkbayError(error, 'failed-precondition'), String(error)).toBe(true);
+      expect((error as Error).message).toMatch(/a name that is not valid UTF-8 .*rename it/);
+    }
+  });
+
+  it('refuses a link whose target is not UTF-8 (it came back pointing elsewhere)', async () => {
+    const root = join(base, 'link-target');
+    mkdirSync(root);
+    symlinkSync(bytePath('.', 'caf', [0xe9], '.txt'), join(root, 'link-latin1'));
+    const error = walkError(root);
+    expect(isWorkbayError(error, 'failed-precondition'), String(error)).toBe(true);
+    expect((error as Error).message).toMatch(/a link whose target that is not valid UTF-8 \(link-latin1\)/);
+  });
+
+  it('refuses a path longer than the system allows with FAILED_PRECONDITION (it was UNAVAILABLE and retried)', async () => {
+    const root = join(base, 'long');
+    mkdirSync(root);
+    // 20 levels of 250-byte names (5 KB), made by relative steps as a workspace can.
+    const name = 'n'.repeat(250);
+    execFileSync('perl', [
+      '-e',
+      'my ($root, $name) = @ARGV; chdir $root or die; for (1 .. 20) { mkdir $name or die; chdir $name or die } open my $f, ">", "f" or die',
+      root,
+      name,
+    ]);
+    const error = walkError(root);
+    expect(isWorkbayError(error, 'failed-precondition'), String(error)).toBe(true);
+    expect((error as Error).message).toMatch(/longer than the system allows/);
+  });
+});
