@@ -46,7 +46,7 @@ describe('daemon over gRPC', () => {
       const error = await t.client
         .initWorkspace({ id: 'empty-1', metadata, initializer: { spec: { $case: 'empty', value: {} } } })
         .catch((e: unknown) => e);
-      expect(isWorkbayError(error, 'failed-precondition'), String(error)).toBe(true);
+      expect(isWorkbayError(error, 'permission-denied'), String(error)).toBe(true);
       expect((error as Error).message).toMatch(/holds another workspace's content/);
     }
     const state = JSON.parse(await readFile(join(t.workingArea, 'empty-1.workspace.json'), 'utf8'));

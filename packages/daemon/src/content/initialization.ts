@@ -7,7 +7,7 @@
  */
 import { chmod, lchown, mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { AlreadyExistsError, FailedPreconditionError, errorMessage } from '../errors.js';
+import { AlreadyExistsError, FailedPreconditionError, PermissionDeniedError, errorMessage } from '../errors.js';
 import type { Git } from '../git/git.js';
 import type { InitProgress } from '../initializer/progress.js';
 import type { ContentSource } from '../initializer/types.js';
@@ -55,7 +55,9 @@ export class WorkspaceInitialization {
       // and its snapshots went to mallory's storage.
       const workspaceId = input.workspaceId || input.instanceId;
       if (existing.state.owner !== input.owner || existing.state.workspaceId !== workspaceId) {
-        throw new FailedPreconditionError(
+        // PERMISSION_DENIED, so that the manager's failed start does not dispose this id (it would delete that
+        // workspace's content, never backed up: red team round 9).
+        throw new PermissionDeniedError(
           `instance id '${input.instanceId}' holds another workspace's content on this node; use a new instance id`,
         );
       }

@@ -275,7 +275,9 @@ export class EffectRunner {
       checkAborted(signal);
       if (!isWorkbayError(error, 'already-exists')) {
         log.warn({ err: error }, 'content initialization failed');
-        return { type: 'content-failed', reason: errorMessage(error) };
+        // PERMISSION_DENIED: the daemon holds another workspace's content under this id (see the event).
+        const foreign = isWorkbayError(error, 'permission-denied');
+        return { type: 'content-failed', reason: errorMessage(error), ...(foreign ? { foreign } : {}) };
       }
     }
     // A resumed start: the daemon has (or is producing) the content already.

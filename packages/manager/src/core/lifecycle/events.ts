@@ -29,7 +29,16 @@ export type LifecycleEvent =
       readonly nodeName?: string;
       readonly metrics?: InitializerMetricsInfo;
     }
-  | { readonly type: 'content-failed'; readonly reason: string }
+  | {
+      readonly type: 'content-failed';
+      readonly reason: string;
+      /**
+       * The daemon holds another workspace's content under this instance id (kept after its disposal failed) and
+       * refused to hand it over: nothing of this workspace's is there to dispose, and disposing would delete the
+       * other workspace's content (red team round 9).
+       */
+      readonly foreign?: boolean;
+    }
   /** The daemon reports how initialization goes (a step retrying): shown as the status message meanwhile. */
   | { readonly type: 'content-progress'; readonly message: string }
   | { readonly type: 'ssh-keys-written' }

@@ -306,6 +306,18 @@ const rows: readonly Row[] = [
     check: (r) => expect(r.message).toBe('isolation: none'),
   },
   {
+    name: "an init the daemon refused as another workspace's content: stopping, and its stop disposes nothing",
+    from: inPhase('initializing', { progress: { ...inPhase('initializing').progress, initRequested: true } }),
+    event: { type: 'content-failed', reason: "holds another workspace's content", foreign: true },
+    phase: 'stopping',
+    effects: ['release-slot', 'stop-process'],
+    failed: /Content initialization failed: holds another workspace's content/,
+    check: (r) => {
+      expect(r.progress.initRequested).toBe(false);
+      expect(types(transition(r, { type: 'process-stopped' }, ctx).effects)).not.toContain('dispose-content');
+    },
+  },
+  {
     name: 'a cancelled init after a stop began is not a failure',
     from: inPhase('stopping'),
     event: { type: 'content-failed', reason: 'cancelled' },

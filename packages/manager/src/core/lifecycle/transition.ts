@@ -81,8 +81,11 @@ export function transition(record: WorkspaceRecord, event: LifecycleEvent, ctx: 
       }
       return none({ ...record, message: event.message });
 
-    case 'content-failed':
-      return startFailure(record, `Content initialization failed: ${event.reason}`, ctx);
+    case 'content-failed': {
+      // Content that is not this workspace's is never disposed by its stop.
+      const ours = event.foreign ? withProgress(record, { initRequested: false }) : record;
+      return startFailure(ours, `Content initialization failed: ${event.reason}`, ctx);
+    }
 
     case 'ssh-keys-written':
       return isStarting(record.phase) ? none(record, { type: 'start-process' }) : none(record);

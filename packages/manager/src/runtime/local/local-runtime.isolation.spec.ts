@@ -312,6 +312,7 @@ describe.runIf(isRoot)('cgroup mounting', () => {
       memory: '/sys/fs/cgroup/memory',
       pids: '/sys/fs/cgroup/pids',
       freezer: '/sys/fs/cgroup/freezer',
+      blkio: '/sys/fs/cgroup/blkio',
     });
   });
 });
