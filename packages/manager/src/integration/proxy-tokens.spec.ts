@@ -204,14 +204,14 @@ describe('proxy: the owner token stays with the proxy, redirects stay on the sit
     const plain = await sendRaw(h.running.proxyAddress, `GET /ws/${planter.id}/ HTTP/1.1\r\nhost: p\r\n${auth}\r\n`);
     const response = parseRawResponse(plain.raw)!;
     expect(response.status).toBe(200);
-    expect(response.headers['set-cookie']).toBe('mine=ok; Path=/');
+    expect(response.headers['set-cookie']).toBe(`mine=ok; Path=/ws/${planter.id}/`);
     const upgrade = await sendRaw(
       h.running.proxyAddress,
       `GET /ws/${planter.id}/s HTTP/1.1\r\nhost: p\r\nconnection: Upgrade\r\nupgrade: websocket\r\n${auth}\r\n`,
     );
     const handshake = parseRawResponse(upgrade.raw)!;
     expect(handshake.status).toBe(101);
-    expect(handshake.headers['set-cookie']).toBe('mine=ok; Path=/');
+    expect(handshake.headers['set-cookie']).toBe(`mine=ok; Path=/ws/${planter.id}/`);
     await h.client.stopWorkspace({ id: planter.id, policy: wsman.StopWorkspacePolicy.IMMEDIATELY });
   });
 });
