@@ -13,6 +13,7 @@ import { InvalidArgumentError, errorMessage } from './errors.js';
 import { downloadPolicyDefaults, parseNetwork } from './initializer/address-policy.js';
 import { loopAdmissionDefaults } from './quota/admission.js';
 import { ioLimitDefaults } from './quota/io-throttle.js';
+import { snapshotLimitDefaults } from './content/snapshot-budget.js';
 import { expandHome } from './util/paths.js';
 
 const size = z.union([z.number().int().nonnegative(), z.string()]).transform((value, ctx) => {
@@ -225,6 +226,17 @@ export const daemonConfigSchema = z
           })
           .strict()
           .prefault({}),
+      })
+      .strict()
+      .prefault({}),
+    /** Bounds on the snapshots workspaces take (content/snapshot-budget.ts); 0 turns a bound off. */
+    snapshots: z
+      .object({
+        maxPerWorkspace: z.number().int().min(0).default(snapshotLimitDefaults.maxPerWorkspace),
+        maxBytesPerOwner: size.default(snapshotLimitDefaults.maxBytesPerOwner),
+        maxTakingPerOwner: z.number().int().min(0).max(64).default(snapshotLimitDefaults.maxTakingPerOwner),
+        /** Free space a storage on the node's disk (`fs`) keeps for final backups. */
+        storageReserve: size.default(snapshotLimitDefaults.storageReserveBytes),
       })
       .strict()
       .prefault({}),

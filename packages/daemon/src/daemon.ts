@@ -191,6 +191,12 @@ class WorkbayDaemon implements Daemon {
         uploadConcurrency: config.backup.uploadConcurrency,
         xattrs: config.backup.xattrs,
       },
+      snapshots: {
+        maxPerWorkspace: config.snapshots.maxPerWorkspace,
+        maxBytesPerOwner: config.snapshots.maxBytesPerOwner,
+        maxTakingPerOwner: config.snapshots.maxTakingPerOwner,
+        storageReserveBytes: config.snapshots.storageReserve,
+      },
       initializer: {
         gitRetryInitialMs: config.initializer.gitRetryInitial,
         gitRetryMaxMs: config.initializer.gitRetryMax,

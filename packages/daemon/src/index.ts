@@ -43,6 +43,8 @@ export type {
   WorkspaceInfo,
 } from './content-service.js';
 export { WorkspaceContentService } from './content-service.js';
+export type { SnapshotLimits } from './content/snapshot-budget.js';
+export { snapshotLimitDefaults } from './content/snapshot-budget.js';
 export {
   ArchiveEscapeError,
   DataCorruptionError,

@@ -121,6 +121,12 @@ export interface RemoteStorage {
   presignedUrl?(method: PresignMethod, bucket: string, name: string, options?: PresignOptions): Promise<string>;
   /** Total bytes stored under `prefix` (the whole bucket when omitted). */
   diskUsage(bucket: string, prefix?: string): Promise<number>;
+  /**
+   * Bytes `bucket` can still take, for a backend whose space runs out with the node's (a local disk); absent, or
+   * `undefined`, where the store has no such bound or does not know it. Optional capability: the daemon keeps a
+   * reserve there for final backups, which must never fail for want of space another owner's snapshots took.
+   */
+  availableBytes?(bucket: string): Promise<number | undefined>;
 
   /** Releases connections and servers the backend holds. */
   close?(): Promise<void>;

@@ -11,17 +11,20 @@ import type { UploadDeps } from './backup-run.js';
 import { uploadBackup, uploadSnapshot } from './backup-run.js';
 import { assertBackupable, assertContentPresent } from './content-checks.js';
 import { splitQualified } from './ownership.js';
+import { SnapshotBudget, snapshotLimitDefaults } from './snapshot-budget.js';
 import type { ContentPartDeps, Workspace } from './registry.js';
 import type { BackupReason, ContentServiceOptions } from './types.js';
 
 export interface WorkspaceBackupsDeps extends ContentPartDeps {
-  readonly options: Pick<ContentServiceOptions, 'backup' | 'metrics' | 'hostOps'>;
+  readonly options: Pick<ContentServiceOptions, 'backup' | 'metrics' | 'hostOps' | 'snapshots' | 'quota'>;
   /** True once the service is stopping: no new periodic backups are scheduled. */
   readonly stopping: () => boolean;
 }
 
 export class WorkspaceBackups {
   private readonly slots: OwnerSlots;
+  /** Bounds on snapshots (none without storage, where there are no snapshots). */
+  private readonly budget: SnapshotBudget | undefined;
   /** Snapshot uploads still running, by `<object>@<bucket>`: a deletion waits for them. */
   private readonly uploadingSnapshots = new Map<string, Promise<unknown>>();
 
@@ -30,6 +33,9 @@ export class WorkspaceBackups {
     // By default one owner may hold all slots but one, so another owner's backup never waits behind all of them;
     // with one or two slots in all, a reserve would halve what a single-owner node (a developer's machine) gets.
     this.slots = new OwnerSlots(concurrency, concurrencyPerOwner ?? (concurrency >= 3 ? concurrency - 1 : concurrency));
+    this.budget =
+      deps.backups &&
+      new SnapshotBudget(deps.options.snapshots ?? snapshotLimitDefaults, deps.backups, deps.options.quota);
   }
 
   private assertBackupable(ws: Workspace, operation: string, allowDisposing = false): BackupStore {
@@ -88,12 +94,14 @@ export class WorkspaceBackups {
     const ws = this.deps.registry.require(instanceId);
     const backups = this.assertBackupable(ws, 'take a snapshot');
     await this.assertContentPresent(ws, 'take a snapshot');
+    const release = await (this.budget as SnapshotBudget).admit(ws.state);
     const ref = { owner: ws.state.owner, workspaceId: ws.state.workspaceId };
     const target = backups.snapshotName(ref);
     const upload = this.deps.registry.track(uploadSnapshot(this.uploads, backups, ws.state, target));
     ws.pending.add(upload);
     this.uploadingSnapshots.set(target.url, upload);
     const settled = (): void => {
+      release();
       ws.pending.delete(upload);
       this.uploadingSnapshots.delete(target.url);
     };

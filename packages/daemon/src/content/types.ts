@@ -13,6 +13,7 @@ import type { HostOps } from '../host-ops/host-ops.js';
 import type { ContentSource, InitializerMetric } from '../initializer/types.js';
 import type { DownloadPolicy } from '../initializer/address-policy.js';
 import type { DiskQuota } from '../quota/disk-quota.js';
+import type { SnapshotLimits } from './snapshot-budget.js';
 import type { HostIdRange } from '../session/host-ids.js';
 import type { BackupRecord, ContentPhase } from '../session/session-store.js';
 
@@ -39,6 +40,8 @@ export interface ContentServiceOptions {
   readonly storage?: RemoteStorage;
   readonly layout: BucketLayout;
   readonly backup: BackupSettings;
+  /** Bounds on the snapshots workspaces take (default `snapshotLimitDefaults`). */
+  readonly snapshots?: SnapshotLimits;
   readonly initializer: {
     readonly gitRetryInitialMs: number;
     readonly gitRetryMaxMs: number;

@@ -6,8 +6,8 @@
  * The on-disk layout of objects is described in `fs-layout.ts`; uploads are written and committed in `fs-upload.ts`.
  */
 import type { FileHandle } from 'node:fs/promises';
-import { mkdir, open, readFile, readdir, rm, rmdir, stat, unlink } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, open, readFile, readdir, rm, rmdir, stat, statfs, unlink } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type {
   BucketLayout,
@@ -262,6 +262,22 @@ export class FsRemoteStorage implements RemoteStorage {
     let total = 0;
     for await (const info of this.list(bucket, prefix === undefined ? {} : { prefix })) total += info.size;
     return total;
+  }
+
+  /**
+   * What the filesystem under the root still gives an unprivileged writer (`f_bavail`): every bucket shares it.
+   * A root not created yet answers for the nearest directory above it that exists.
+   */
+  async availableBytes(bucket: string): Promise<number | undefined> {
+    assertBucket(bucket);
+    for (let dir = this.root; ; dir = dirname(dir)) {
+      try {
+        const stats = await statfs(dir);
+        return stats.bavail * stats.bsize;
+      } catch (error) {
+        if (!isNotFound(error) || dirname(dir) === dir) throw error;
+      }
+    }
   }
 
   async close(): Promise<void> {

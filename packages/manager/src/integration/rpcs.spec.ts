@@ -6,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   InvalidArgumentError,
   NotFoundError,
+  ResourceExhaustedError,
   admissionLevel,
   portVisibility,
   workspaceConditionBool,
@@ -190,6 +191,23 @@ describe('every WorkspaceManager RPC over gRPC', () => {
     await h.client.startWorkspace(from);
     const stopped = await waitForPhase(h.client, from.id, 'stopped');
     expect(stopped.conditions!.failed).toMatch(/^Content initialization failed: .*not found/);
+  });
+
+  it("TakeSnapshot past the workspace's bound (the daemon's default 20) is RESOURCE_EXHAUSTED; a deletion makes room", async () => {
+    const taken: string[] = [];
+    let refused: unknown;
+    // The first test's snapshot is still stored; the second test's was deleted.
+    for (let i = 0; i < 21 && !refused; i++) {
+      await h.client.takeSnapshot({ id, returnImmediately: false }).then(
+        ({ url }) => taken.push(url),
+        (error: unknown) => (refused = error),
+      );
+    }
+    expect(taken).toHaveLength(19);
+    expect(refused).toBeInstanceOf(ResourceExhaustedError);
+    expect((refused as Error).message).toMatch(/already has 20 snapshots \(at most 20\); delete some first/);
+    expect(await h.client.deleteVolumeSnapshot({ id: 'snap', volumeHandle: taken[0]! })).toEqual({ wasDeleted: true });
+    await h.client.takeSnapshot({ id, returnImmediately: false });
   });
 
   it('DescribeCluster lists the classes sorted by id, with the preferred one', async () => {
