@@ -19,6 +19,7 @@ import {
   refusalError,
   stripUrlCredentials,
 } from '../git/git.js';
+import { assertArchivable } from '../archive/archivable.js';
 import { validateGitInitializer } from '../git/git-policy.js';
 import { retryWithBackoff } from '../util/retry.js';
 import { maxAttemptsWithin, progressErrorText } from './progress.js';
@@ -301,6 +302,13 @@ export async function runGitInitializer(
   }
   await realizeCloneTarget(spec, location, ctx, creds, field);
   await updateSubmodules(location, ctx, creds, spec.fullClone);
+  // A checkout no archive can hold would leave work that can never be backed up: refused now, not at the stop.
+  await assertArchivable(ctx.root, ctx.signal).catch((error: unknown) => {
+    if (!isWorkbayError(error, 'failed-precondition')) throw error;
+    throw new FailedPreconditionError(`the repository's checkout cannot be backed up: ${error.message}`, {
+      cause: error,
+    });
+  });
   return { location: spec.checkoutLocation };
 }
 
