@@ -134,6 +134,8 @@ export const daemonConfigSchema = z
         packSize: size.default(8 * 1024 * 1024),
         uploadConcurrency: z.number().int().min(1).max(32).default(3),
         xattrs: z.boolean().default(true),
+        /** Workspaces of one owner whose content a failed final backup keeps here, at most (`0`: no bound). */
+        maxKeptPerOwner: z.number().int().min(0).max(10_000).default(3),
       })
       .strict()
       .prefault({}),

@@ -190,6 +190,7 @@ class WorkbayDaemon implements Daemon {
         packSize: config.backup.packSize,
         uploadConcurrency: config.backup.uploadConcurrency,
         xattrs: config.backup.xattrs,
+        maxKeptPerOwner: config.backup.maxKeptPerOwner,
       },
       snapshots: {
         maxPerWorkspace: config.snapshots.maxPerWorkspace,

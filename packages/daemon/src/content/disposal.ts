@@ -89,7 +89,7 @@ export class WorkspaceDisposal {
       } catch (error) {
         // Content stays; a retried dispose backs up again.
         if (quota) await this.deps.options.quota.limitIo?.(instanceId, ws.state.contentLocation, quota);
-        await registry.persist(ws, { phase: 'ready' });
+        await registry.persist(ws, { phase: 'ready', keptSince: ws.state.keptSince ?? new Date().toISOString() });
         this.deps.backupRuns.schedulePeriodic(ws);
         this.deps.options.metrics.finalizeSeconds.observe(
           { backup: 'true', outcome: 'failure' },

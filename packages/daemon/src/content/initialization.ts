@@ -7,7 +7,13 @@
  */
 import { chmod, lchown, mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { AlreadyExistsError, FailedPreconditionError, PermissionDeniedError, errorMessage } from '../errors.js';
+import {
+  AlreadyExistsError,
+  FailedPreconditionError,
+  PermissionDeniedError,
+  ResourceExhaustedError,
+  errorMessage,
+} from '../errors.js';
 import type { Git } from '../git/git.js';
 import type { InitProgress } from '../initializer/progress.js';
 import type { ContentSource } from '../initializer/types.js';
@@ -28,7 +34,7 @@ import { removeTree } from '../util/remove-tree.js';
 export interface WorkspaceInitializationDeps extends ContentPartDeps {
   readonly options: Pick<
     ContentServiceOptions,
-    'layout' | 'diskGuard' | 'quota' | 'defaultQuotaBytes' | 'metrics' | 'initializer' | 'lifecycle'
+    'layout' | 'diskGuard' | 'quota' | 'defaultQuotaBytes' | 'metrics' | 'initializer' | 'lifecycle' | 'backup'
   >;
   readonly backupRuns: WorkspaceBackups;
   readonly git: Git;
@@ -38,6 +44,26 @@ export interface WorkspaceInitializationDeps extends ContentPartDeps {
 
 export class WorkspaceInitialization {
   constructor(private readonly deps: WorkspaceInitializationDeps) {}
+
+  /**
+   * Content a failed final backup keeps stays on the node until a disposal succeeds, and a workspace can make its
+   * backups fail (names that are not UTF-8, nesting past 1024): without a bound, one owner's stops would fill the
+   * node's disk, and with it every other owner's final backups to a storage on that disk. Past
+   * `backup.maxKeptPerOwner`, that owner's new workspaces are refused here; resuming a kept one (its id) still works.
+   */
+  private assertKeptBound(owner: string): void {
+    const bound = this.deps.options.backup.maxKeptPerOwner ?? 0;
+    if (bound <= 0) return;
+    const kept = [...this.deps.registry.all()].filter((w) => w.state.owner === owner && w.state.keptSince);
+    if (kept.length < bound) return;
+    const ids = kept
+      .slice(0, 5)
+      .map((w) => `'${w.state.instanceId}'`)
+      .join(', ');
+    throw new ResourceExhaustedError(
+      `owner '${owner}' has ${kept.length} workspaces on this node whose final backup failed (${ids}${kept.length > 5 ? ', …' : ''}); resume one with its id and stop it once it can be backed up, before starting new ones`,
+    );
+  }
 
   async initWorkspace(input: InitWorkspaceInput): Promise<InitWorkspaceResult> {
     const { registry, options, hostIds } = this.deps;
@@ -63,6 +89,7 @@ export class WorkspaceInitialization {
       }
       throw new AlreadyExistsError(`workspace '${input.instanceId}' already exists on this node`);
     }
+    this.assertKeptBound(input.owner);
     const now = new Date().toISOString();
     const contentLocation = this.deps.contentLocation(input.instanceId);
     const ws: Workspace = {

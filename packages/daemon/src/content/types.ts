@@ -32,6 +32,11 @@ export interface BackupSettings {
   readonly packSize?: number;
   readonly uploadConcurrency?: number;
   readonly xattrs?: boolean;
+  /**
+   * Workspaces of one owner whose content a failed final backup keeps on this node, at most: past it, the owner's
+   * new workspaces are refused (RESOURCE_EXHAUSTED). 0 or absent: no bound.
+   */
+  readonly maxKeptPerOwner?: number;
 }
 
 export interface ContentServiceOptions {

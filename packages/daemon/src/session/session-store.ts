@@ -64,6 +64,11 @@ export interface SessionState {
   /** Why initialization (or the last operation) failed. */
   readonly failure?: string;
   /**
+   * When a disposal first kept this content because its final backup failed: the content stays on the node, its
+   * workspace's, until a disposal succeeds (see `backup.maxKeptPerOwner`).
+   */
+  readonly keptSince?: string;
+  /**
    * The workspace's host uid/gid (uid == gid) when the daemon runs as root: the owner of all its content, kept
    * here so that it survives a daemon restart (isolation contract). Absent when the daemon is not root.
    */
