@@ -11,11 +11,13 @@
  *
  * Messages (main → worker):
  * - `{ kind: 'files', id, paths, sizes, inodes, chunker }`: read whole small files (one open, one fstat, one
- *   read, one close each when the size and inode are as listed). Answer `{ id, data, files }`: `data` (transferred) holds the files' bytes one
- *   after the other; per file `{ vanished }` or `{ lengths, hashes }` (its chunks, in order).
- * - `{ kind: 'segment', id, key, fd, chunker }`: read the next piece (up to 8 MiB) of an open file (the main
- *   thread's descriptor; the worker keeps the position and the bytes after the last cut under `key`); with `extents`
- *   (first piece only) just a sparse file's data extents, back to back. Answer
+ *   read, one close each when the size and inode are as listed), each to its size once opened; one now larger than
+ *   `limit` is not read. Answer `{ id, data, files }`: `data` (transferred) holds the files' bytes one
+ *   after the other; per file `{ vanished }`, `{ grown }` or `{ lengths, hashes }` (its chunks, in order).
+ * - `{ kind: 'segment', id, key, fd, chunker, end }`: read the next piece (up to 8 MiB) of an open file (the main
+ *   thread's descriptor; the worker keeps the position and the bytes after the last cut under `key`), never past
+ *   `end` (first piece: the listed size); with `extents` (first piece only) just a sparse file's data extents, back
+ *   to back. Answer
  *   `{ id, data, lengths, hashes, bytesRead, eof }` with the complete chunks; at the end the rest is cut too.
  * - `{ kind: 'digest', id, fd }`: the SHA-256 of the whole file behind `fd` (the main thread's descriptor), read
  *   from offset 0 to its end. Answer `{ id, hex }`.
@@ -52,6 +54,8 @@ export function workerMain(cut: FindCut): void {
   /** Per open file: the read position, the bytes after the last cut; for a sparse file its extents still to read. */
   interface Reading {
     position: number;
+    /** Where reading stops: the size the walk listed (a file growing while read must not be read forever). */
+    end: number;
     carry: Buffer;
     carried: number;
     extents?: number[];
@@ -101,17 +105,21 @@ export function workerMain(cut: FindCut): void {
   };
 
   /**
-   * Reads a whole file into `target` at `offset` (growing `target` if the file grew since it was listed);
-   * returns the bytes read and the buffer, or undefined if it vanished or became a symlink. `inode` is the
-   * device and inode number the walk listed at `path`.
+   * Reads a whole file into `target` at `offset`, to the size it has once opened (an editor saving by rename
+   * leaves a larger file than the walk listed), growing `target` as needed; returns the bytes read and the buffer,
+   * `'grown'` when the file opened is now larger than `limit` (the caller reads it piece by piece instead), or
+   * undefined if it vanished or became a symlink. `inode` is the device and inode number the walk listed at `path`.
+   * Never past that size: read to its end instead, a workspace that grew files to 15 TiB (sparse) while they were
+   * read had this buffer double to 9 GB in the daemon (red team round 10).
    */
   const readInto = (
     path: string,
     inode: readonly [bigint, bigint],
     size: number,
+    limit: number,
     target: Buffer,
     offset: number,
-  ): [number, Buffer] | undefined => {
+  ): [number, Buffer] | 'grown' | undefined => {
     let fd: number;
     try {
       fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
@@ -130,21 +138,18 @@ export function workerMain(cut: FindCut): void {
       return undefined;
     }
     try {
+      const end = Math.max(size, Number(stats.size));
+      if (end > limit) return 'grown';
       let buffer = target;
+      if (offset + end > buffer.length) {
+        buffer = Buffer.from(new SharedArrayBuffer(Math.max(2 * buffer.length, offset + end)));
+        if (offset > 0) buffer.fill(target.subarray(0, offset), 0, offset);
+      }
       let filled = 0;
-      // One byte more than listed: a short read then proves the end without a second read.
-      let want = size + 1;
-      for (;;) {
-        if (offset + filled + want > buffer.length) {
-          const bigger = Buffer.from(new SharedArrayBuffer(Math.max(2 * buffer.length, offset + filled + want)));
-          buffer.copy(bigger, 0, 0, offset + filled);
-          buffer = bigger;
-        }
-        const read = fs.readSync(fd, buffer, offset + filled, want, filled);
+      while (filled < end) {
+        const read = fs.readSync(fd, buffer, offset + filled, end - filled, filled);
+        if (read === 0) break;
         filled += read;
-        if (read < want) break;
-        // It grew since it was listed: keep reading to its current end.
-        want = 64 * 1024;
       }
       return [filled, buffer];
     } finally {
@@ -159,6 +164,8 @@ export function workerMain(cut: FindCut): void {
     sizes: number[];
     /** Device and inode number of each file, as the walk listed them: [dev0, ino0, dev1, ino1, ...]. */
     inodes: BigUint64Array;
+    /** A file opened larger than this is answered `{ grown }`, not read. */
+    limit: number;
     chunker: ChunkerOptions;
   }
   interface SegmentJob {
@@ -169,6 +176,8 @@ export function workerMain(cut: FindCut): void {
     chunker: ChunkerOptions;
     /** A sparse file's data extents (flat offset/length pairs, sent with its first piece): only they are read. */
     extents?: number[];
+    /** The size the walk listed (first piece): nothing past it is read. */
+    end?: number;
   }
 
   interface DigestJob {
@@ -198,8 +207,9 @@ export function workerMain(cut: FindCut): void {
     let offset = 0;
     const results = job.paths.map((path, i) => {
       const inode = [job.inodes[2 * i] as bigint, job.inodes[2 * i + 1] as bigint] as const;
-      const read = readInto(path, inode, job.sizes[i] as number, buffer, offset);
+      const read = readInto(path, inode, job.sizes[i] as number, job.limit, buffer, offset);
       if (!read) return { vanished: true };
+      if (read === 'grown') return { grown: true };
       const [length, grown] = read;
       buffer = grown;
       const { lengths, hashes } = chunk(buffer.subarray(offset, offset + length), job.chunker, true);
@@ -213,7 +223,14 @@ export function workerMain(cut: FindCut): void {
   const segment = (job: SegmentJob): void => {
     let state = open.get(job.key);
     if (!state) {
-      state = { position: 0, carry: Buffer.allocUnsafeSlow(job.chunker.maxSize), carried: 0, next: 0, left: 0 };
+      state = {
+        position: 0,
+        end: job.end ?? Number.MAX_SAFE_INTEGER,
+        carry: Buffer.allocUnsafeSlow(job.chunker.maxSize),
+        carried: 0,
+        next: 0,
+        left: 0,
+      };
       if (job.extents) state.extents = job.extents;
       open.set(job.key, state);
     }
@@ -238,6 +255,11 @@ export function workerMain(cut: FindCut): void {
           state.next += 2;
         }
         want = Math.min(want, state.left);
+      } else if (state.position >= state.end) {
+        eof = true;
+        break;
+      } else {
+        want = Math.min(want, state.end - state.position);
       }
       const read = fs.readSync(job.fd, buffer, filled, want, state.position);
       if (read === 0) {

@@ -1,5 +1,16 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { appendFile, mkdir, mkdtemp, readdir, rename, rm, symlink, unlink, writeFile } from 'node:fs/promises';
+import {
+  appendFile,
+  mkdir,
+  mkdtemp,
+  readdir,
+  rename,
+  rm,
+  symlink,
+  truncate,
+  unlink,
+  writeFile,
+} from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -152,6 +163,36 @@ describe('backup read pipeline (worker threads)', () => {
     const result = await collect(readFiles(pool, files, defaultChunkerOptions));
     expect(result.get('grows')?.bytes).toBe(6000);
     expect(result.get('grows')?.hashes).toEqual([sha256(Buffer.from('a'.repeat(1000) + 'b'.repeat(5000)))]);
+  });
+
+  it('reads a small file that grew past the whole-file limit after the walk piece by piece, whole', async () => {
+    const root = join(dir, 'grow-large');
+    await mkdir(root);
+    await writeFile(join(root, 'grows'), 'a'.repeat(1000));
+    const files = await walk(root);
+    const grown = Buffer.concat([Buffer.from('a'.repeat(1000)), randomBytes(3 * MiB)]);
+    await writeFile(join(root, 'grows'), grown);
+    const result = await collect(readFiles(pool, files, defaultChunkerOptions));
+    expect(result.get('grows')?.bytes).toBe(grown.length);
+    const chunker = new StreamChunker(defaultChunkerOptions);
+    const expected = [...chunker.push(grown), ...chunker.flush()].map((c) => sha256(c));
+    expect(result.get('grows')?.hashes).toEqual(expected);
+  });
+
+  it('reads small files grown to 15 TiB (sparse) after the walk by their data, not into memory (attack)', async () => {
+    const root = join(dir, 'grow-sparse');
+    await mkdir(root);
+    for (let i = 0; i < 20; i++) await writeFile(join(root, `z${i}`), 'x');
+    const files = await walk(root);
+    // Red team round 10: read to their current end, these took the daemon's memory from 0.66 to 9 GB.
+    for (let i = 0; i < 20; i++) await truncate(join(root, `z${i}`), 15 * 1024 ** 4);
+    const before = process.memoryUsage();
+    const result = await collect(readFiles(pool, files, defaultChunkerOptions));
+    const after = process.memoryUsage();
+    // Each is read as the sparse file it now is: its one block of data.
+    for (let i = 0; i < 20; i++) expect(result.get(`z${i}`)?.bytes).toBeLessThanOrEqual(4096);
+    expect(after.rss - before.rss).toBeLessThan(512 * MiB);
+    expect(after.arrayBuffers - before.arrayBuffers).toBeLessThan(256 * MiB);
   });
 
   it('closes every descriptor when the consumer stops early', async () => {

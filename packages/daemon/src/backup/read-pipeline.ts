@@ -5,6 +5,7 @@
  * read while the previous one is consumed. A bounded window of tasks is in flight, so memory stays bounded.
  */
 import { constants } from 'node:fs';
+import type { Stats } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { open } from 'node:fs/promises';
 import { openedAt } from '../util/pinned-path.js';
@@ -77,7 +78,8 @@ const noHold = (): (() => void) => () => undefined;
 
 interface FilesAnswer {
   data: Uint8Array;
-  files: Array<{ vanished?: boolean; lengths?: number[]; hashes?: string[] }>;
+  /** `grown`: opened larger than the whole-file limit, so not read (it is read piece by piece instead). */
+  files: Array<{ vanished?: boolean; grown?: boolean; lengths?: number[]; hashes?: string[] }>;
 }
 
 interface SegmentAnswer {
@@ -133,9 +135,11 @@ class LargeFile {
     private readonly handle: FileHandle,
     private readonly chunker: ChunkerOptions,
     private readonly sparse: { readonly extents: number[]; readonly size: number } | undefined,
+    /** Its size when opened: nothing past it is read. */
+    end: number,
   ) {
     this.worker = pool.leastBusy();
-    this.ahead = this.request(sparse?.extents);
+    this.ahead = this.request(sparse?.extents, end);
   }
 
   static async open(
@@ -159,18 +163,29 @@ class LargeFile {
       return undefined;
     }
     let sparse: { extents: number[]; size: number } | undefined;
+    // Read no further than its size now: a file a workspace keeps growing must not be read forever.
+    let size: number;
     try {
-      sparse = await probeSparse(handle, path, budget, prober);
+      const stats = await handle.stat();
+      size = stats.size;
+      sparse = await probeSparse(handle, stats, path, budget, prober);
     } catch (error) {
       await handle.close();
       throw error;
     }
-    return new LargeFile(pool, handle, chunker, sparse);
+    return new LargeFile(pool, handle, chunker, sparse, size);
   }
 
-  private request(extents?: number[]): Promise<SegmentAnswer> {
+  private request(extents?: number[], end?: number): Promise<SegmentAnswer> {
     const answer = this.pool.run<SegmentAnswer>(
-      { kind: 'segment', key: this.key, fd: this.handle.fd, chunker: this.chunker, ...(extents ? { extents } : {}) },
+      {
+        kind: 'segment',
+        key: this.key,
+        fd: this.handle.fd,
+        chunker: this.chunker,
+        ...(extents ? { extents } : {}),
+        ...(end !== undefined ? { end } : {}),
+      },
       this.worker,
     );
     answer.catch(() => undefined); // awaited by next() or close()
@@ -217,17 +232,22 @@ export interface ExtentBudget {
 /** The data extents of a sparse file about to be read, or undefined to read it whole (see archive/sparse.ts). */
 async function probeSparse(
   handle: FileHandle,
+  stats: Stats,
   path: string,
   budget: ExtentBudget,
   prober: SparseProber,
 ): Promise<{ extents: number[]; size: number } | undefined> {
-  const stats = await handle.stat();
   if (!isSparseCandidate(stats)) return undefined;
   const extents = await prober.probe(handle.fd, stats.size, path);
   if (!extents) return undefined;
   if (extents.length > budget.left) throw new SparseProbeError(path, 'more extents than one backup records');
   budget.left -= extents.length;
   return { extents, size: stats.size };
+}
+
+/** The piece of a file that vanished (or was replaced by a link) before it was read. */
+function vanished(index: number, item: WalkedEntry): FilePiece {
+  return { index, item, chunks: [], bytes: 0, done: true, vanished: true, hold: noHold };
 }
 
 interface Started {
@@ -299,6 +319,34 @@ export async function* readFiles(
   const recycle = (worker: number, data: Uint8Array): void => {
     pool.notify(worker, { kind: 'recycle', buffer: data.buffer });
   };
+  /** The pieces of a large file (its descriptor closed at the end, also an early one); undefined: it vanished. */
+  async function* readLarge(large: LargeFile | undefined, file: FileToRead): AsyncGenerator<FilePiece> {
+    if (!large) {
+      yield vanished(file.index, file.item);
+      return;
+    }
+    try {
+      for (;;) {
+        const answer = await large.next();
+        const chunks = toChunks(answer.data, answer.lengths, answer.hashes);
+        const lease = new Lease(() => recycle(large.worker, answer.data));
+        const sparse = answer.eof ? large.sparseResult() : undefined;
+        yield {
+          index: file.index,
+          item: file.item,
+          chunks,
+          bytes: answer.bytesRead,
+          done: answer.eof,
+          hold: lease.hold,
+          ...(sparse ? { sparse } : {}),
+        };
+        lease.release();
+        if (answer.eof) break;
+      }
+    } finally {
+      await large.close();
+    }
+  }
   const started: Started[] = [];
   const start = (task: Task): Started => {
     if (task.kind === 'files') {
@@ -309,6 +357,7 @@ export async function* readFiles(
           paths: task.files.map((f) => f.item.absolute),
           sizes: task.files.map((f) => Number(f.item.stats.size)),
           inodes: inodesOf(task.files),
+          limit: wholeFileLimit,
           chunker,
         },
         worker,
@@ -339,15 +388,13 @@ export async function* readFiles(
         for (const [i, file] of task.files.entries()) {
           const result = answer.files[i] as FilesAnswer['files'][number];
           if (result.vanished) {
-            yield {
-              index: file.index,
-              item: file.item,
-              chunks: [],
-              bytes: 0,
-              done: true,
-              vanished: true,
-              hold: noHold,
-            };
+            yield vanished(file.index, file.item);
+            continue;
+          }
+          if (result.grown) {
+            // Larger once opened than a whole-file read takes (an editor's save, or a workspace growing it on
+            // purpose): read piece by piece, as a large file.
+            yield* readLarge(await LargeFile.open(pool, file.item.absolute, chunker, extentBudget, prober), file);
             continue;
           }
           const chunks = toChunks(answer.data, result.lengths ?? [], result.hashes ?? [], offset);
@@ -357,32 +404,7 @@ export async function* readFiles(
         }
         lease.release();
       } else {
-        const large = await (current.large as Promise<LargeFile | undefined>);
-        if (!large) {
-          yield { index: task.index, item: task.item, chunks: [], bytes: 0, done: true, vanished: true, hold: noHold };
-        } else {
-          try {
-            for (;;) {
-              const answer = await large.next();
-              const chunks = toChunks(answer.data, answer.lengths, answer.hashes);
-              const lease = new Lease(() => recycle(large.worker, answer.data));
-              const sparse = answer.eof ? large.sparseResult() : undefined;
-              yield {
-                index: task.index,
-                item: task.item,
-                chunks,
-                bytes: answer.bytesRead,
-                done: answer.eof,
-                hold: lease.hold,
-                ...(sparse ? { sparse } : {}),
-              };
-              lease.release();
-              if (answer.eof) break;
-            }
-          } finally {
-            await large.close();
-          }
-        }
+        yield* readLarge(await (current.large as Promise<LargeFile | undefined>), task);
       }
       current = undefined;
     }
