@@ -6,6 +6,7 @@
 import { constants } from 'node:fs';
 import { lstat, open, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import type { BucketLayout, PluginLogger, RemoteStorage } from '@workbay/api';
 import {
   backupObjectName,
@@ -18,7 +19,13 @@ import {
   unixNanoNow,
   workspacePrefix,
 } from '@workbay/api';
-import { errorMessage, InvalidArgumentError, isWorkbayError, NotFoundError } from '../errors.js';
+import {
+  errorMessage,
+  InvalidArgumentError,
+  isWorkbayError,
+  NotFoundError,
+  ResourceExhaustedError,
+} from '../errors.js';
 import { retryWithBackoff } from '../util/retry.js';
 import type { Compression } from '../archive/compression.js';
 import { extractTree } from '../archive/extract.js';
@@ -277,12 +284,15 @@ export class BackupStore {
     return { bucket: location.bucket, name, url: qualifyObject(location.bucket, name) };
   }
 
-  /** Uploads a snapshot under a given name (see {@link snapshotName}). */
+  /**
+   * Uploads a snapshot under a given name (see {@link snapshotName}). With `maxBytes`, an archive growing past it
+   * fails the upload with RESOURCE_EXHAUSTED (nothing is stored): what the snapshot was admitted for.
+   */
   async snapshotTo(
     root: string,
     bucket: string,
     name: string,
-    options: ArchiveReadOptions = {},
+    options: ArchiveReadOptions & { readonly maxBytes?: number } = {},
   ): Promise<SnapshotResult> {
     await this.storage.ensureBucket(bucket);
     const packed = packTree(root, {
@@ -292,14 +302,20 @@ export class BackupStore {
       ...this.xattrReader(options),
       ...(options.signal ? { signal: options.signal } : {}),
     });
-    const [info] = await Promise.all([
-      this.storage.upload(bucket, name, packed.stream, {
-        contentType: 'application/x-tar',
-        ...(options.signal ? { signal: options.signal } : {}),
-      }),
-      packed.done,
-    ]);
-    return { url: qualifyObject(bucket, name), bucket, name, size: info.size };
+    const limited = options.maxBytes === undefined ? undefined : capBytes(packed.stream, options.maxBytes);
+    try {
+      const [info] = await Promise.all([
+        this.storage.upload(bucket, name, limited?.stream ?? packed.stream, {
+          contentType: 'application/x-tar',
+          ...(options.signal ? { signal: options.signal } : {}),
+        }),
+        packed.done,
+      ]);
+      return { url: qualifyObject(bucket, name), bucket, name, size: info.size };
+    } catch (error) {
+      // The archive stopped because it passed the cap: that is why, whichever of the two failed first.
+      throw limited?.exceeded() ?? error;
+    }
   }
 
   /**
@@ -441,4 +457,27 @@ export class BackupStore {
     count += await this.storage.delete(target.bucket, { prefix: `${target.prefix}${chunksDirectory}` });
     return count;
   }
+}
+
+/**
+ * `stream`, failing with RESOURCE_EXHAUSTED once more than `maxBytes` went through (the source is destroyed then).
+ * `exceeded` answers that error once it happened.
+ */
+function capBytes(stream: Readable, maxBytes: number): { stream: Readable; exceeded: () => Error | undefined } {
+  let failure: Error | undefined;
+  async function* counted(): AsyncGenerator<Buffer> {
+    let total = 0;
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      total += chunk.length;
+      if (total > maxBytes) {
+        failure = new ResourceExhaustedError(
+          `the snapshot grew past the ${maxBytes} bytes it was admitted for (the workspace wrote while it was taken); take it again`,
+        );
+        stream.destroy();
+        throw failure;
+      }
+      yield chunk;
+    }
+  }
+  return { stream: Readable.from(counted(), { objectMode: false }), exceeded: () => failure };
 }

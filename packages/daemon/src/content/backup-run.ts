@@ -5,7 +5,7 @@
  */
 import type { PluginLogger } from '@workbay/api';
 import type { BackupResult, BackupStore, SnapshotResult } from '../backup/backup-store.js';
-import { UnavailableError, errorMessage, isWorkbayError } from '../errors.js';
+import { ResourceExhaustedError, UnavailableError, errorMessage, isWorkbayError } from '../errors.js';
 import type { DaemonMetrics } from '../health/metrics.js';
 import type { SessionState } from '../session/session-store.js';
 import type { OwnerSlots } from '../util/owner-slots.js';
@@ -30,11 +30,21 @@ const retryStopCodes = new Set([
   'not-found',
 ]);
 
-/** A Workbay error as it is, anything else as UNAVAILABLE saying what failed. */
+/**
+ * A Workbay error as it is; a full disk or quota (ENOSPC, EDQUOT: another attempt would fill it again) as
+ * RESOURCE_EXHAUSTED; anything else as UNAVAILABLE saying what failed.
+ */
 function typed(error: unknown, what: string): Error {
-  return isWorkbayError(error)
-    ? error
-    : new UnavailableError(`${what} failed: ${errorMessage(error)}`, { cause: error });
+  if (isWorkbayError(error)) return error;
+  if (isOutOfSpace(error)) {
+    return new ResourceExhaustedError(`${what} failed: the storage is full (${errorMessage(error)})`, { cause: error });
+  }
+  return new UnavailableError(`${what} failed: ${errorMessage(error)}`, { cause: error });
+}
+
+function isOutOfSpace(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
 }
 
 export async function uploadBackup(
@@ -55,7 +65,7 @@ export async function uploadBackup(
     const result = await retryWithBackoff(() => backups.backup(state.contentLocation, ref, readAs), {
       attempts: deps.attempts,
       initialDelayMs: deps.initialBackoffMs,
-      retryable: (error) => !(isWorkbayError(error) && retryStopCodes.has(error.code)),
+      retryable: (error) => !isOutOfSpace(error) && !(isWorkbayError(error) && retryStopCodes.has(error.code)),
       onRetry: (error, attempt) => {
         metrics.backupRetries.inc({ reason });
         deps.logger.warn(
@@ -88,12 +98,15 @@ export function uploadSnapshot(
   backups: BackupStore,
   state: SessionState,
   target: { readonly bucket: string; readonly name: string; readonly url: string },
+  /** Past this many bytes the upload fails (what the snapshot was admitted for: snapshot-budget.ts). */
+  maxBytes?: number,
 ): Promise<SnapshotResult> {
   const instanceId = state.instanceId;
   return deps.slots
     .run(state.owner, () =>
       backups.snapshotTo(state.contentLocation, target.bucket, target.name, {
         ...(state.hostUser ? { owner: state.hostUser } : {}),
+        ...(maxBytes !== undefined ? { maxBytes } : {}),
       }),
     )
     .then(

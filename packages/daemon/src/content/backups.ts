@@ -94,10 +94,10 @@ export class WorkspaceBackups {
     const ws = this.deps.registry.require(instanceId);
     const backups = this.assertBackupable(ws, 'take a snapshot');
     await this.assertContentPresent(ws, 'take a snapshot');
-    const release = await (this.budget as SnapshotBudget).admit(ws.state);
+    const { release, maxBytes } = await (this.budget as SnapshotBudget).admit(ws.state);
     const ref = { owner: ws.state.owner, workspaceId: ws.state.workspaceId };
     const target = backups.snapshotName(ref);
-    const upload = this.deps.registry.track(uploadSnapshot(this.uploads, backups, ws.state, target));
+    const upload = this.deps.registry.track(uploadSnapshot(this.uploads, backups, ws.state, target, maxBytes));
     ws.pending.add(upload);
     this.uploadingSnapshots.set(target.url, upload);
     const settled = (): void => {

@@ -5,11 +5,13 @@
  * backups are never refused.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { contentservice } from '@workbay/api';
+import { isWorkbayError } from '@workbay/api';
 import { BackupStore } from '../backup/backup-store.js';
 import { snapshotHoldings } from '../backup/snapshot-holdings.js';
 import type { DaemonConfigInput } from '../config.js';
@@ -103,7 +105,8 @@ describe('snapshot bounds', () => {
         backups,
         new NoDiskQuota(),
       );
-      const release = await budget.admit(state);
+      const { release, maxBytes } = await budget.admit(state);
+      expect(maxBytes).toBeUndefined(); // no reserve to keep
       const busy = await errorOf(budget.admit({ ...state, workspaceId: 'ws-d' }));
       expect(busy.message).toMatch(/1 snapshots of owner 'carol' are being taken on this node \(at most 1 at once\)/);
       release();
@@ -115,7 +118,7 @@ describe('snapshot bounds', () => {
         workspaceSnapshots: 1,
       });
       expect((await errorOf(budget.admit(state))).message).toMatch(/already has 1 snapshots/);
-      (await budget.admit({ ...state, workspaceId: 'ws-d' }))();
+      (await budget.admit({ ...state, workspaceId: 'ws-d' })).release();
     } finally {
       await rm(root, { recursive: true, force: true });
     }
@@ -123,40 +126,108 @@ describe('snapshot bounds', () => {
 });
 
 describe('the storage reserve on the node’s disk (a real 64 MiB tmpfs)', () => {
-  let t: TestDaemon;
+  let root: string;
   let mounted: string | undefined;
-
   beforeAll(async () => {
-    const root = await mkdtemp(join(tmpdir(), 'workbay-snapshot-reserve-'));
+    root = await mkdtemp(join(tmpdir(), 'workbay-snapshot-reserve-'));
     mounted = join(root, 'storage');
     await mkdir(mounted);
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64m,mode=0700', 'tmpfs', mounted]);
-    t = await startTestDaemon({ root, config: { snapshots: { storageReserve: '40MiB' } } });
   });
   afterAll(async () => {
-    await t.stop();
     if (mounted) execFileSync('umount', [mounted]);
-    await t.cleanup();
+    await rm(root, { recursive: true, force: true });
+  });
+  // Each test starts from an empty storage filesystem and no content beside it.
+  beforeEach(async () => {
+    for (const dir of [mounted as string, root]) {
+      for (const entry of await readdir(dir)) {
+        if (join(dir, entry) !== mounted) await rm(join(dir, entry), { recursive: true, force: true });
+      }
+    }
   });
 
   it('refuses a snapshot that would leave less than the reserve, and still takes the final backup', async () => {
-    await t.client.initWorkspace({ id: 'res-1', metadata: { owner: 'dave', metaId: 'ws-r' }, initializer: empty });
-    await writeFile(join(t.workingArea, 'res-1', 'data.bin'), Buffer.alloc(20 * MiB, 7));
-    // 64 MiB free, the content 20 MiB: taken.
-    await t.client.takeSnapshot({ id: 'res-1' });
-    // About 44 MiB free now, and 44 - 20 is below the 40 MiB reserve.
-    const refused = await errorOf(t.client.takeSnapshot({ id: 'res-1' }));
-    expect(refused.code).toBe('resource-exhausted');
-    expect(refused.message).toMatch(
-      /the node's storage keeps its last 41943040 bytes for final backups, and a snapshot of this workspace would reach into them/,
-    );
-    expect(await snapshotFiles(t.storageRoot)).toHaveLength(1);
-    // Final backups are what keeps work: the reserve is theirs.
-    await t.client.disposeWorkspace({ id: 'res-1', backup: true });
-    const manifests: string[] = [];
-    for await (const info of new FsRemoteStorage({ root: t.storageRoot }).list('workbay-user-dave')) {
-      if (info.name.endsWith('.manifest')) manifests.push(info.name);
+    const t = await startTestDaemon({ root, config: { snapshots: { storageReserve: '20MiB' } } });
+    try {
+      await t.client.initWorkspace({ id: 'res-1', metadata: { owner: 'dave', metaId: 'ws-r' }, initializer: empty });
+      await writeFile(join(t.workingArea, 'res-1', 'data.bin'), randomBytes(12 * MiB));
+      // 64 MiB free; the content 12 MiB, admitted with slack for 29 MiB: taken.
+      await t.client.takeSnapshot({ id: 'res-1' });
+      // About 52 MiB free now; with 12 MiB more the content is admitted for 42 MiB, and 52 - 42 is below the reserve.
+      await writeFile(join(t.workingArea, 'res-1', 'more.bin'), randomBytes(12 * MiB));
+      const refused = await errorOf(t.client.takeSnapshot({ id: 'res-1' }));
+      expect(refused.code).toBe('resource-exhausted');
+      expect(refused.message).toMatch(
+        /the node's storage keeps its last 20971520 bytes for final backups, and a snapshot of this workspace would reach into them/,
+      );
+      expect(await snapshotFiles(t.storageRoot)).toHaveLength(1);
+      // Final backups are what keeps work: the reserve is theirs.
+      await t.client.disposeWorkspace({ id: 'res-1', backup: true });
+      const manifests: string[] = [];
+      for await (const info of new FsRemoteStorage({ root: t.storageRoot }).list('workbay-user-dave')) {
+        if (info.name.endsWith('.manifest')) manifests.push(info.name);
+      }
+      expect(manifests).toEqual(['workspaces/ws-r/full.manifest']);
+    } finally {
+      await t.stop();
     }
-    expect(manifests).toEqual(['workspaces/ws-r/full.manifest']);
+  });
+
+  it('counts the snapshots admitted and not yet stored against the reserve (red team round 10, S2)', async () => {
+    const storage = new FsRemoteStorage({ root: mounted as string });
+    const backups = new BackupStore(storage, { mode: 'per-owner' });
+    const content = join(root, 'content-s2');
+    await mkdir(content, { recursive: true });
+    await writeFile(join(content, 'data.bin'), randomBytes(8 * MiB));
+    const state = (owner: string): SessionState =>
+      ({ owner, workspaceId: `ws-${owner}`, instanceId: owner, contentLocation: content }) as unknown as SessionState;
+    const budget = new SnapshotBudget(
+      { maxPerWorkspace: 0, maxBytesPerOwner: 0, maxTakingPerOwner: 2, storageReserveBytes: 16 * MiB },
+      backups,
+      new NoDiskQuota(),
+    );
+    // The storage is empty (64 MiB free); each snapshot is admitted for 8 MiB with slack: 24.8 MiB.
+    const first = await budget.admit(state('erin'));
+    expect(first.maxBytes).toBeGreaterThan(24 * MiB);
+    // Alone, the second would fit (64 - 24.8 >= 16); with the first still uploading, it would not (64 - 49.6 < 16).
+    const second = await errorOf(budget.admit(state('frank')));
+    expect(second.message).toMatch(/would reach into them/);
+    first.release();
+    (await budget.admit(state('frank'))).release();
+  });
+
+  it('fails an upload that grows past what its snapshot was admitted for, storing nothing', async () => {
+    const storage = new FsRemoteStorage({ root: mounted as string });
+    const backups = new BackupStore(storage, { mode: 'per-owner' });
+    const content = join(root, 'content-cap');
+    await mkdir(content, { recursive: true });
+    await writeFile(join(content, 'data.bin'), randomBytes(4 * MiB));
+    const target = backups.snapshotName({ owner: 'gina', workspaceId: 'ws-g' });
+    const error = await errorOf(backups.snapshotTo(content, target.bucket, target.name, { maxBytes: MiB }));
+    expect(isWorkbayError(error, 'resource-exhausted')).toBe(true);
+    expect(error.message).toMatch(/the snapshot grew past the 1048576 bytes it was admitted for/);
+    expect(await storage.stat(target.bucket, target.name)).toBeUndefined();
+  });
+
+  it('says RESOURCE_EXHAUSTED, not UNAVAILABLE, when the storage is full', async () => {
+    const t = await startTestDaemon({ root, config: { snapshots: { storageReserve: 0 } } });
+    const filler = join(mounted as string, 'filler');
+    try {
+      await t.client.initWorkspace({ id: 'full-1', metadata: { owner: 'hank', metaId: 'ws-f' }, initializer: empty });
+      await writeFile(join(t.workingArea, 'full-1', 'data.bin'), randomBytes(16 * MiB));
+      const free = Number((await storage(mounted as string).availableBytes('workbay-user-hank')) ?? 0);
+      await writeFile(filler, Buffer.alloc(Math.max(0, free - 4 * MiB)));
+      const failed = await errorOf(t.client.backupWorkspace({ id: 'full-1' }));
+      expect(failed.code).toBe('resource-exhausted');
+      expect(failed.message).toMatch(/the storage is full \(ENOSPC/);
+      await rm(filler);
+      await t.client.disposeWorkspace({ id: 'full-1', backup: true });
+    } finally {
+      await rm(filler, { force: true });
+      await t.stop();
+    }
   });
 });
+
+const storage = (root: string): FsRemoteStorage => new FsRemoteStorage({ root });

@@ -41,10 +41,32 @@ export const snapshotLimitDefaults: SnapshotLimits = Object.freeze({
   storageReserveBytes: 2 * GiB,
 });
 
+/** An admitted snapshot: how large its upload may grow, and the release once it settled. */
+export interface SnapshotAdmission {
+  /** Past this many bytes the upload fails (RESOURCE_EXHAUSTED); absent where the storage has no room to keep. */
+  readonly maxBytes?: number;
+  readonly release: () => void;
+}
+
+/**
+ * Room an admitted snapshot holds beyond its estimate: tar headers, and what the workspace writes while the snapshot
+ * waits for an upload slot. Past it the upload fails rather than eat into the reserve.
+ */
+function withSlack(bytes: number): number {
+  return Math.ceil(bytes * 1.1) + 16 * 1024 * 1024;
+}
+
 /** Snapshots of one node, admitted under {@link SnapshotLimits}. */
 export class SnapshotBudget {
   /** Snapshots being checked or uploaded on this node, by owner. */
   private readonly taking = new Map<string, number>();
+  /**
+   * Bytes the snapshots admitted on this node may still write into a storage with a reserve: each is admitted
+   * against the free space less these (red team round 10, S2: two admitted together against the same free space
+   * took the storage through its reserve, and another owner's final backup failed on ENOSPC). Counted until the
+   * upload settles, so the bytes it already wrote count twice meanwhile: it errs towards refusing.
+   */
+  private reservedBytes = 0;
 
   constructor(
     private readonly limits: SnapshotLimits,
@@ -54,9 +76,9 @@ export class SnapshotBudget {
 
   /**
    * Admits a snapshot of the workspace or throws RESOURCE_EXHAUSTED saying which bound it met and how to make
-   * room. Resolves with the release, called once the snapshot's upload settled.
+   * room. The admission's release is called once the snapshot's upload settled.
    */
-  async admit(state: SessionState): Promise<() => void> {
+  async admit(state: SessionState): Promise<SnapshotAdmission> {
     const owner = state.owner;
     const taking = this.taking.get(owner) ?? 0;
     if (this.limits.maxTakingPerOwner > 0 && taking >= this.limits.maxTakingPerOwner) {
@@ -65,51 +87,66 @@ export class SnapshotBudget {
       );
     }
     this.taking.set(owner, taking + 1);
+    let reserved = 0;
     let released = false;
     const release = (): void => {
       if (released) return;
       released = true;
+      this.reservedBytes -= reserved;
       const left = (this.taking.get(owner) ?? 1) - 1;
       if (left > 0) this.taking.set(owner, left);
       else this.taking.delete(owner);
     };
     try {
-      await this.check(state);
-      return release;
+      await this.checkHoldings(state);
+      const room = await this.checkRoom(state);
+      if (room === undefined) return { release };
+      // Taken in the same turn as the check that counted the others' reservations.
+      reserved = room;
+      this.reservedBytes += reserved;
+      return { maxBytes: room, release };
     } catch (error) {
       release();
       throw error;
     }
   }
 
-  private async check(state: SessionState): Promise<void> {
-    const { maxPerWorkspace, maxBytesPerOwner, storageReserveBytes } = this.limits;
+  private async checkHoldings(state: SessionState): Promise<void> {
+    const { maxPerWorkspace, maxBytesPerOwner } = this.limits;
+    if (maxPerWorkspace <= 0 && maxBytesPerOwner <= 0) return;
     const ref = { owner: state.owner, workspaceId: state.workspaceId };
-    if (maxPerWorkspace > 0 || maxBytesPerOwner > 0) {
-      const held = await snapshotHoldings(this.backups.storage, this.backups.layout, ref);
-      if (maxPerWorkspace > 0 && held.workspaceSnapshots >= maxPerWorkspace) {
-        throw new ResourceExhaustedError(
-          `workspace '${state.workspaceId}' already has ${held.workspaceSnapshots} snapshots (at most ${maxPerWorkspace}); delete some first`,
-        );
-      }
-      if (maxBytesPerOwner > 0 && held.ownerBytes >= maxBytesPerOwner) {
-        throw new ResourceExhaustedError(
-          `owner '${state.owner}' holds ${held.ownerBytes} bytes in ${held.ownerSnapshots} snapshots (at most ${maxBytesPerOwner}); delete some first`,
-        );
-      }
+    const held = await snapshotHoldings(this.backups.storage, this.backups.layout, ref);
+    if (maxPerWorkspace > 0 && held.workspaceSnapshots >= maxPerWorkspace) {
+      throw new ResourceExhaustedError(
+        `workspace '${state.workspaceId}' already has ${held.workspaceSnapshots} snapshots (at most ${maxPerWorkspace}); delete some first`,
+      );
     }
+    if (maxBytesPerOwner > 0 && held.ownerBytes >= maxBytesPerOwner) {
+      throw new ResourceExhaustedError(
+        `owner '${state.owner}' holds ${held.ownerBytes} bytes in ${held.ownerSnapshots} snapshots (at most ${maxBytesPerOwner}); delete some first`,
+      );
+    }
+  }
+
+  /**
+   * Where the storage shares the node's disk: the bytes this snapshot may write without reaching into the reserve,
+   * net of the other admitted snapshots; undefined where there is no reserve to keep.
+   */
+  private async checkRoom(state: SessionState): Promise<number | undefined> {
+    const reserve = this.limits.storageReserveBytes;
     const storage: RemoteStorage = this.backups.storage;
-    if (storageReserveBytes > 0 && storage.availableBytes) {
-      const bucket = this.backups.target(ref).bucket;
-      const available = await storage.availableBytes(bucket);
-      const size = await this.contentBytes(state);
-      if (available !== undefined && available - size < storageReserveBytes) {
-        // Neither figure is told: the size comes from a walk of content the workspace controls.
-        throw new ResourceExhaustedError(
-          `the node's storage keeps its last ${storageReserveBytes} bytes for final backups, and a snapshot of this workspace would reach into them; delete snapshots or free space first`,
-        );
-      }
+    if (reserve <= 0 || !storage.availableBytes) return undefined;
+    const bucket = this.backups.target({ owner: state.owner, workspaceId: state.workspaceId }).bucket;
+    const available = await storage.availableBytes(bucket);
+    if (available === undefined) return undefined;
+    const room = withSlack(await this.contentBytes(state));
+    if (available - this.reservedBytes - room < reserve) {
+      // Neither figure is told: the size comes from a walk of content the workspace controls.
+      throw new ResourceExhaustedError(
+        `the node's storage keeps its last ${reserve} bytes for final backups, and a snapshot of this workspace would reach into them; delete snapshots or free space first`,
+      );
     }
+    return room;
   }
 
   /**
