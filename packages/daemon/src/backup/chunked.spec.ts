@@ -57,6 +57,41 @@ describe('chunked backups', () => {
     expect(await describeTree(restored)).toEqual(await describeTree(source));
   });
 
+  it("deletes the packs a failed backup stored, and keeps the previous backup's", async () => {
+    const source = join(work.path, 'failing');
+    await mkdir(source);
+    for (let i = 0; i < 4; i++) await writeFile(join(source, `f${i}`), randomBytes(20_000));
+    const options = { packSize: 64 * 1024, uploadConcurrency: 1 };
+    await createChunkedBackup(source, target, 'ws-1', options);
+    const chunks = async (): Promise<string[]> => {
+      const names: string[] = [];
+      for await (const info of storage.list('bkt', { prefix: 'workspaces/ws-1/chunks/' })) names.push(info.name);
+      return names.sort();
+    };
+    const before = await chunks();
+    expect(before.length).toBeGreaterThan(0);
+    for (let i = 0; i < 40; i++) await writeFile(join(source, `g${i}`), randomBytes(20_000));
+    // A storage that fails the third pack of this backup (a full disk, a dropped connection).
+    let packs = 0;
+    const failing = new Proxy(storage, {
+      get(store, property, receiver) {
+        if (property !== 'upload') return Reflect.get(store, property, receiver) as unknown;
+        return async (bucket: string, name: string, body: Readable, opts: object) => {
+          if (name.includes('/chunks/') && ++packs === 3) {
+            body.destroy();
+            throw Object.assign(new Error('no space left on device'), { code: 'ENOSPC' });
+          }
+          return store.upload(bucket, name, body, opts);
+        };
+      },
+    });
+    await expect(createChunkedBackup(source, { ...target, storage: failing }, 'ws-1', options)).rejects.toThrow(
+      /no space left/,
+    );
+    expect(packs).toBeGreaterThanOrEqual(3);
+    expect(await chunks()).toEqual(before);
+  });
+
   describe('restore', () => {
     const manifestOf = async (): Promise<BackupManifest> => (await readManifest(target)) as BackupManifest;
     const backUp = async (files: Record<string, Buffer>): Promise<BackupManifest> => {

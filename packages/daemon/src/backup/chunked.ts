@@ -22,6 +22,7 @@
  * (entry-log.ts), blobs in typed arrays (blob-table.ts), and the walk waits for the reads when far ahead of them.
  */
 import type { Compression } from '../archive/compression.js';
+import { errorMessage } from '../errors.js';
 import type { WalkOptions } from '../archive/tree.js';
 import { walkTreeSync } from '../archive/tree.js';
 import type { Xattrs } from '../archive/xattr.js';
@@ -282,6 +283,9 @@ export async function createChunkedBackup(
     await writer.finish();
   } catch (error) {
     await writer.abort();
+    for (const failure of await writer.discard(stored)) {
+      options.onWarning?.(`could not delete a pack of the failed backup: ${errorMessage(failure)}`);
+    }
     throw error;
   }
 

@@ -201,6 +201,25 @@ export class PackWriter {
     this.failure ??= new Error('aborted');
     await Promise.allSettled([...this.inFlight]);
   }
+
+  /**
+   * After {@link abort}: deletes the packs this writer stored that were not in storage before (`stored`, the
+   * listing the backup started from), which no manifest will name. A failed attempt would otherwise leave up to a
+   * whole workspace of them, on every retry (red team round 10: 726 MB on a full disk). Returns the failures to
+   * delete, for the caller to report: the backup fails with its own error either way.
+   */
+  async discard(stored: ReadonlyMap<string, number>): Promise<unknown[]> {
+    const failures: unknown[] = [];
+    for (const pack of this.written) {
+      if (pack.id === undefined || stored.has(pack.id)) continue;
+      try {
+        await this.target.storage.delete(this.target.bucket, { name: packName(this.target, pack.id) });
+      } catch (error) {
+        failures.push(error);
+      }
+    }
+    return failures;
+  }
 }
 
 /** Compresses a whole pack; zstd runs as a process (binary stdout, so not through runProcess). */
