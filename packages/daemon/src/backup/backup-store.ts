@@ -104,6 +104,13 @@ export interface SnapshotResult {
 export const readyMarkerPath = '.workbay/ready';
 /** Log files uploaded with `DisposeWorkspace(backup_logs)`: `.workbay/prebuild-log-<task>`. */
 const logPrefix = 'prebuild-log-';
+/**
+ * What one disposal uploads of them at most: the first {@link maxLogFiles} names, each its last {@link maxLogBytes}
+ * bytes. The workspace writes them, and each disposal stores them anew under its instance: unbounded, a workspace's
+ * stops would fill the storage with "logs" the size of its quota.
+ */
+export const maxLogFiles = 16;
+export const maxLogBytes = 16 * 1024 * 1024;
 
 export class BackupStore {
   private readonly format: BackupFormat;
@@ -412,6 +419,13 @@ export class BackupStore {
       // `.workbay` is content: a symlink planted there must not make the daemon list (and upload) a host dir.
       if (!(await lstat(dir)).isDirectory()) return { uploaded, failed };
       names = (await readdir(dir)).filter((name) => name.startsWith(logPrefix)).sort();
+      if (names.length > maxLogFiles) {
+        this.logger.warn(
+          { workspaceId: ref.workspaceId, logs: names.length },
+          `only the first ${maxLogFiles} log files are uploaded`,
+        );
+        names = names.slice(0, maxLogFiles);
+      }
     } catch (error) {
       // No `.workbay` directory: no logs. Any other failure is logged (best effort, as documented above).
       const code = (error as NodeJS.ErrnoException).code;
@@ -428,11 +442,21 @@ export class BackupStore {
       try {
         await retryWithBackoff(
           async () => {
-            const handle = await open(join(dir, name), constants.O_RDONLY | constants.O_NOFOLLOW);
+            const handle = await open(
+              join(dir, name),
+              constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK,
+            );
             try {
-              await this.storage.upload(target.bucket, object, handle.createReadStream({ autoClose: false }), {
-                contentType: 'text/plain',
-              });
+              // A FIFO or device planted under the name would block or never end: regular files only.
+              const stats = await handle.stat();
+              if (!stats.isFile()) throw new InvalidArgumentError('logs', `'${name}' is not a regular file`);
+              // Its end, where a log's outcome is: at most maxLogBytes, read no further than its size now.
+              const start = Math.max(0, stats.size - maxLogBytes);
+              const body =
+                stats.size === 0
+                  ? Readable.from([])
+                  : handle.createReadStream({ autoClose: false, start, end: stats.size - 1 });
+              await this.storage.upload(target.bucket, object, body, { contentType: 'text/plain' });
             } finally {
               await handle.close();
             }

@@ -4,7 +4,8 @@
  * the connection (item 9, invariant 7), an owner reaches only its own snapshots (item 7, invariant 11), and
  * downloads are http(s) only. Each attack must have no effect.
  */
-import { chmod, mkdtemp, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { chmod, mkdir, mkdtemp, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -282,6 +283,39 @@ describe('content attacks over gRPC', () => {
     expect(await exists(join(t.storageRoot, 'workbay-user-bob', 'workspaces', 'ws-logs', 'instances'))).toBe(false);
     expect(await readFile(join(hostDir, 'prebuild-log-secret'), 'utf8')).toBe('host secret\n');
     await rm(hostDir, { recursive: true, force: true });
+  });
+
+  it('logs a disposal uploads are bounded: 16 files, the last 16 MiB of each, no FIFO', async () => {
+    const ws = await t.client.initWorkspace({
+      id: 'logs-2',
+      metadata: { owner: 'bob', metaId: 'ws-logs2' },
+      initializer: empty,
+    });
+    const dir = join(ws.contentLocation, '.workbay');
+    await mkdir(dir, { recursive: true });
+    // A FIFO sorts first: read, it would hold the disposal forever.
+    execFileSync('mkfifo', [join(dir, 'prebuild-log-00-fifo')]);
+    const big = Buffer.alloc(20 * 1024 * 1024, 'a');
+    big.write('the end', big.length - 7);
+    await writeFile(join(dir, 'prebuild-log-01-big'), big);
+    for (let i = 2; i < 20; i++) await writeFile(join(dir, `prebuild-log-${String(i).padStart(2, '0')}`), `log ${i}`);
+    await t.client.disposeWorkspace({ id: 'logs-2', backup: false, backupLogs: true });
+    const storage = new FsRemoteStorage({ root: t.storageRoot });
+    const logs = new Map<string, number>();
+    for await (const info of storage.list('workbay-user-bob', {
+      prefix: 'workspaces/ws-logs2/instances/logs-2/logs/',
+    })) {
+      logs.set(info.name.slice(info.name.lastIndexOf('/') + 1), info.size);
+    }
+    // The first 16 names; the FIFO among them is refused, not read.
+    expect([...logs.keys()].sort()).toEqual(
+      Array.from({ length: 15 }, (_, i) => String(i + 1).padStart(2, '0') + (i === 0 ? '-big' : '')),
+    );
+    expect(logs.get('01-big')).toBe(16 * 1024 * 1024);
+    const tail = await storage.download('workbay-user-bob', 'workspaces/ws-logs2/instances/logs-2/logs/01-big');
+    const chunks: Buffer[] = [];
+    for await (const chunk of tail) chunks.push(chunk as Buffer);
+    expect(Buffer.concat(chunks).subarray(-7).toString()).toBe('the end');
   });
 
   it('downloads are http(s) only', async () => {
