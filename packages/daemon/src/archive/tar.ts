@@ -88,7 +88,8 @@ class OutputBatch {
 
 function openNoFollowSync(path: string): number | undefined {
   try {
-    return openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+    // O_NONBLOCK: a FIFO swapped in since the walk would block this open, on the event loop, until a writer came.
+    return openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ELOOP') return undefined;
@@ -252,7 +253,12 @@ export function packTree(root: string, options: PackOptions = {}): PackedTree {
               options.onWarning?.(`skipped '${entry.path}': moved while archived`);
               continue;
             }
-            const size = fstatSync(fd).size;
+            const stats = fstatSync(fd);
+            if (!stats.isFile()) {
+              options.onWarning?.(`skipped '${entry.path}': no longer a regular file`);
+              continue;
+            }
+            const size = stats.size;
             if (size <= smallFileLimit) {
               const header = encodeEntryHeader({ ...entry, size }, size);
               const pad = padding(size);
@@ -279,7 +285,7 @@ export function packTree(root: string, options: PackOptions = {}): PackedTree {
         if (pending.length > 0) yield pending;
         let handle: FileHandle;
         try {
-          handle = await open(absolute, constants.O_RDONLY | constants.O_NOFOLLOW);
+          handle = await open(absolute, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
         } catch (error) {
           const code = (error as NodeJS.ErrnoException).code;
           if (code === 'ENOENT' || code === 'ELOOP') {
@@ -294,6 +300,10 @@ export function packTree(root: string, options: PackOptions = {}): PackedTree {
             continue;
           }
           const stats = await handle.stat();
+          if (!stats.isFile()) {
+            options.onWarning?.(`skipped '${entry.path}': no longer a regular file`);
+            continue;
+          }
           const size = stats.size;
           // A sparse file's holes are not read, nor stored (tar-sparse.ts); a failed probe fails the archive.
           const extents = isSparseCandidate(stats) ? await prober.probe(handle.fd, size, entry.path) : undefined;

@@ -95,7 +95,8 @@ export interface RepackInput {
 async function readRange(path: string, offset: number, length: number): Promise<Buffer | undefined> {
   let handle: FileHandle;
   try {
-    handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+    // O_NONBLOCK: a FIFO swapped in since the walk must not hold the repack forever (it then reads nothing).
+    handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   } catch {
     // Deliberate: a file gone or replaced (by a link) since the walk cannot be repacked; the blob keeps its old pack.
     return undefined;

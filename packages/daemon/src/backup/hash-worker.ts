@@ -122,7 +122,9 @@ export function workerMain(cut: FindCut): void {
   ): [number, Buffer] | 'grown' | undefined => {
     let fd: number;
     try {
-      fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+      // O_NONBLOCK: a FIFO swapped in for the listed file would block this open (and this worker) forever until a
+      // writer came (red team round 10); a regular file reads the same with it.
+      fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
       if (code === 'ENOENT' || code === 'ELOOP') return undefined;
@@ -133,7 +135,8 @@ export function workerMain(cut: FindCut): void {
     // same device and inode is proof enough and costs an fstat. Another inode (the file was replaced since) must
     // be the file at `path` by the kernel's own path of the descriptor, or it is treated as vanished.
     const stats = fs.fstatSync(fd, { bigint: true });
-    if ((stats.dev !== inode[0] || stats.ino !== inode[1]) && !openedAt(fd, path)) {
+    // No longer a regular file (a FIFO, a device): as vanished, never read.
+    if (!stats.isFile() || ((stats.dev !== inode[0] || stats.ino !== inode[1]) && !openedAt(fd, path))) {
       fs.closeSync(fd);
       return undefined;
     }

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import {
   appendFile,
@@ -141,6 +142,24 @@ describe('backup read pipeline (worker threads)', () => {
     await symlink(host, join(root, 'sub'));
     const result = await collect(readFiles(pool, files, defaultChunkerOptions));
     expect(result.get('sub/small')).toEqual({ hashes: [], bytes: 0, vanished: true });
+  });
+
+  it('does not block on a FIFO swapped in for a listed file after the walk, small or large (attack)', async () => {
+    const root = join(dir, 'fifo');
+    await mkdir(root);
+    await writeFile(join(root, 'small'), 'x'.repeat(100));
+    await writeFile(join(root, 'large'), randomBytes(1024 * 1024));
+    await writeFile(join(root, 'zz-after'), 'still read');
+    const files = await walk(root);
+    // Red team round 10: an open of a FIFO without a writer never returned, and held a hash worker for good.
+    for (const name of ['small', 'large']) {
+      await unlink(join(root, name));
+      execFileSync('mkfifo', [join(root, name)]);
+    }
+    const result = await collect(readFiles(pool, files, defaultChunkerOptions));
+    expect(result.get('small')).toEqual({ hashes: [], bytes: 0, vanished: true });
+    expect(result.get('large')).toEqual({ hashes: [], bytes: 0, vanished: true });
+    expect(result.get('zz-after')?.bytes).toBe(10);
   });
 
   it('reads a file replaced by another one at its path after the walk (an editor saving by rename)', async () => {

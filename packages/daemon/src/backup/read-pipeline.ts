@@ -151,7 +151,8 @@ class LargeFile {
   ): Promise<LargeFile | undefined> {
     let handle: FileHandle;
     try {
-      handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+      // O_NONBLOCK: a FIFO swapped in since the walk must not hold this open (and a thread-pool thread) forever.
+      handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
       if (code === 'ENOENT' || code === 'ELOOP') return undefined;
@@ -167,6 +168,11 @@ class LargeFile {
     let size: number;
     try {
       const stats = await handle.stat();
+      if (!stats.isFile()) {
+        // No longer a regular file (a FIFO, a device): as vanished, never read.
+        await handle.close();
+        return undefined;
+      }
       size = stats.size;
       sparse = await probeSparse(handle, stats, path, budget, prober);
     } catch (error) {

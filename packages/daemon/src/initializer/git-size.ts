@@ -47,7 +47,7 @@ async function hasSubmodules(location: string): Promise<boolean> {
 async function readIndex(path: string): Promise<Buffer | undefined> {
   let handle;
   try {
-    handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+    handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   } catch {
     // Deliberate: no readable index (an empty repository has none) leaves the walk to count.
     return undefined;
