@@ -5,9 +5,9 @@
  * kept; extraction goes through {@link SafeTreeWriter}, which refuses paths that leave the target. Sparse files
  * are stored as their data in GNU's pax sparse format 1.0, and restored sparse (tar-sparse.ts).
  */
-import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
+import * as fs from 'node:fs';
+import { closeSync, constants, fstatSync, readSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
-import { open } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import type { Header } from 'tar-stream';
 import { compressStream } from './compression.js';
@@ -18,7 +18,8 @@ import { walkTree } from './tree.js';
 import { extentBytes, isSparseCandidate } from './sparse.js';
 import { SparseProber } from './sparse-prober.js';
 import { encodeSparseMap, readExtents, sparseHeader } from './tar-sparse.js';
-import { openedAt } from '../util/pinned-path.js';
+import type { BeneathOpener } from '../util/pinned-path.js';
+import { beneathOpener, isGoneOrMoved, openFileBeneath, openedAt } from '../util/pinned-path.js';
 import { LoopYielder, smallFileLimit } from '../util/small-files.js';
 import type { Xattrs } from './xattr.js';
 import { readTreeXattrs, xattrSupport } from './xattr.js';
@@ -86,13 +87,16 @@ class OutputBatch {
   }
 }
 
-function openNoFollowSync(path: string): number | undefined {
+/**
+ * Opens a listed file beneath the archive's root (util/pinned-path.ts): never through a directory swapped for a link,
+ * and O_NONBLOCK, so a FIFO swapped in since the walk cannot block the event loop (red team round 10). Undefined
+ * when it is gone or moved.
+ */
+function openListedSync(beneath: BeneathOpener, relative: string): number | undefined {
   try {
-    // O_NONBLOCK: a FIFO swapped in since the walk would block this open, on the event loop, until a writer came.
-    return openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    return beneath.open(relative, constants.O_RDONLY);
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT' || code === 'ELOOP') return undefined;
+    if (isGoneOrMoved(error)) return undefined;
     throw error;
   }
 }
@@ -211,6 +215,8 @@ export function packTree(root: string, options: PackOptions = {}): PackedTree {
     let failure: { error: unknown } | undefined;
     // One Perl probes the archive's sparse files (sparse-prober.ts); started at the first one.
     const prober = new SparseProber();
+    // Files are opened beneath the root, through the chain of directories of the last one (walk order).
+    const beneath = beneathOpener(fs, root);
     try {
       let entries = 0;
       let files = 0;
@@ -243,7 +249,7 @@ export function packTree(root: string, options: PackOptions = {}): PackedTree {
           // Small files are read synchronously straight into the output batch: no per-file buffers (whose
           // garbage collection dominated) and no thread-pool round trips.
           await yielder.maybeYield();
-          const fd = openNoFollowSync(absolute);
+          const fd = openListedSync(beneath, entry.path);
           if (fd === undefined) {
             options.onWarning?.(`skipped '${entry.path}': vanished`);
             continue;
@@ -283,16 +289,11 @@ export function packTree(root: string, options: PackOptions = {}): PackedTree {
         }
         const pending = batch.take();
         if (pending.length > 0) yield pending;
-        let handle: FileHandle;
-        try {
-          handle = await open(absolute, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-        } catch (error) {
-          const code = (error as NodeJS.ErrnoException).code;
-          if (code === 'ENOENT' || code === 'ELOOP') {
-            options.onWarning?.(`skipped '${entry.path}': vanished`);
-            continue;
-          }
-          throw error;
+        // A regular file, beneath the root (as above), read through a handle.
+        const handle = await openFileBeneath(root, entry.path);
+        if (!handle) {
+          options.onWarning?.(`skipped '${entry.path}': vanished or no longer a regular file`);
+          continue;
         }
         try {
           if (!openedAt(handle.fd, absolute)) {
@@ -300,10 +301,6 @@ export function packTree(root: string, options: PackOptions = {}): PackedTree {
             continue;
           }
           const stats = await handle.stat();
-          if (!stats.isFile()) {
-            options.onWarning?.(`skipped '${entry.path}': no longer a regular file`);
-            continue;
-          }
           const size = stats.size;
           // A sparse file's holes are not read, nor stored (tar-sparse.ts); a failed probe fails the archive.
           const extents = isSparseCandidate(stats) ? await prober.probe(handle.fd, size, entry.path) : undefined;
@@ -342,6 +339,7 @@ export function packTree(root: string, options: PackOptions = {}): PackedTree {
     } finally {
       // Settled once no Perl is left, however the archive ended (done, failed, or its stream closed early).
       await prober.close();
+      beneath.close();
       if (result) settle.resolve(result);
       else settle.reject(failure ? failure.error : new Error('archive stream was closed before it was complete'));
     }

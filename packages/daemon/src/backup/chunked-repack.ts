@@ -4,16 +4,16 @@
  * rewritten into new packs, so garbage does not accumulate.
  */
 import { createHash } from 'node:crypto';
-import { constants } from 'node:fs';
-import type { FileHandle } from 'node:fs/promises';
-import { open } from 'node:fs/promises';
+import { openFileBeneath } from '../util/pinned-path.js';
 import type { PackRef, PackWriter } from './pack-writer.js';
 import type { BlobTable } from './blob-table.js';
 import type { EntryLog } from './entry-log.js';
 
 /** Where a blob can be read again locally: the file it was first used in, and its offset there. */
 export interface BlobSource {
-  readonly absolute: string;
+  /** The walk's root, and the file below it (opened beneath the root: util/pinned-path.ts). */
+  readonly root: string;
+  readonly path: string;
   readonly offset: number;
 }
 
@@ -72,7 +72,7 @@ export function locateBlobs(
   const located = new Map<number, BlobSource>();
   for (const [index, { entry, offset }] of found) {
     const path = paths.get(entry);
-    if (path !== undefined) located.set(index, { absolute: `${walkedRoot}/${path}`, offset });
+    if (path !== undefined) located.set(index, { root: walkedRoot, path, offset });
   }
   return located;
 }
@@ -92,18 +92,14 @@ export interface RepackInput {
   readonly repackGarbageShare: number;
 }
 
-async function readRange(path: string, offset: number, length: number): Promise<Buffer | undefined> {
-  let handle: FileHandle;
-  try {
-    // O_NONBLOCK: a FIFO swapped in since the walk must not hold the repack forever (it then reads nothing).
-    handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-  } catch {
-    // Deliberate: a file gone or replaced (by a link) since the walk cannot be repacked; the blob keeps its old pack.
-    return undefined;
-  }
+async function readRange(source: BlobSource, length: number): Promise<Buffer | undefined> {
+  // Beneath the root, a regular file only: a FIFO or a directory swapped for a link since the walk gives nothing
+  // to repack (the blob keeps its old pack).
+  const handle = await openFileBeneath(source.root, source.path);
+  if (!handle) return undefined;
   try {
     const buffer = Buffer.allocUnsafe(length);
-    const { bytesRead } = await handle.read(buffer, 0, length, offset);
+    const { bytesRead } = await handle.read(buffer, 0, length, source.offset);
     return bytesRead === length ? buffer : undefined;
   } finally {
     await handle.close();
@@ -146,7 +142,7 @@ export async function repackMostlyGarbage(input: RepackInput): Promise<number> {
     const blob = blobs.at(index);
     const source = sources.get(index);
     if (!source) continue;
-    const data = await readRange(source.absolute, source.offset, blob.length);
+    const data = await readRange(source, blob.length);
     if (!data || sha256(data) !== blob.hash) continue;
     blobs.set(index, await writer.add(blob.hash, data));
     repackedBlobs++;

@@ -41,10 +41,12 @@ import type * as Fs from 'node:fs';
 import type * as WorkerThreads from 'node:worker_threads';
 import type { ChunkerOptions } from './chunker.js';
 import { findCut, gearRoller, gearTable } from './chunker.js';
+import type { BeneathOpener } from '../util/pinned-path.js';
+import { beneathOpener } from '../util/pinned-path.js';
 
 type FindCut = (data: Uint8Array, options: ChunkerOptions, final: boolean) => number | undefined;
 
-export function workerMain(cut: FindCut): void {
+export function workerMain(cut: FindCut, opener: typeof beneathOpener): void {
   /* eslint-disable @typescript-eslint/no-require-imports -- eval workers are CommonJS scripts */
   const { parentPort } = require('node:worker_threads') as typeof WorkerThreads;
   const fs = require('node:fs') as typeof Fs;
@@ -114,6 +116,9 @@ export function workerMain(cut: FindCut): void {
    */
   const readInto = (
     path: string,
+    /** `path` below the walk's root, opened through `beneath` (see util/pinned-path.ts). */
+    beneath: BeneathOpener,
+    relative: string,
     inode: readonly [bigint, bigint],
     size: number,
     limit: number,
@@ -122,12 +127,12 @@ export function workerMain(cut: FindCut): void {
   ): [number, Buffer] | 'grown' | undefined => {
     let fd: number;
     try {
-      // O_NONBLOCK: a FIFO swapped in for the listed file would block this open (and this worker) forever until a
-      // writer came (red team round 10); a regular file reads the same with it.
-      fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+      // Beneath the root, never through a directory swapped for a link, and O_NONBLOCK: a FIFO swapped in for the
+      // listed file (or a host one reached through a swapped directory) held this worker forever (red team round 10).
+      fd = beneath.open(relative, fs.constants.O_RDONLY);
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT' || code === 'ELOOP') return undefined;
+      if (code === 'ENOENT' || code === 'ELOOP' || code === 'ENOTDIR') return undefined;
       throw error;
     }
     // A workspace can swap a directory for a link to a host directory at any moment: reading through it would
@@ -164,6 +169,8 @@ export function workerMain(cut: FindCut): void {
     kind: 'files';
     id: number;
     paths: string[];
+    /** Each path below its walk's root: opened from there (see util/pinned-path.ts). */
+    relatives: string[];
     sizes: number[];
     /** Device and inode number of each file, as the walk listed them: [dev0, ino0, dev1, ino1, ...]. */
     inodes: BigUint64Array;
@@ -208,17 +215,40 @@ export function workerMain(cut: FindCut): void {
   const files = (job: FilesJob): void => {
     let buffer = acquire(job.sizes.reduce((sum, size) => sum + size + 1, 0));
     let offset = 0;
-    const results = job.paths.map((path, i) => {
-      const inode = [job.inodes[2 * i] as bigint, job.inodes[2 * i + 1] as bigint] as const;
-      const read = readInto(path, inode, job.sizes[i] as number, job.limit, buffer, offset);
-      if (!read) return { vanished: true };
-      if (read === 'grown') return { grown: true };
-      const [length, grown] = read;
-      buffer = grown;
-      const { lengths, hashes } = chunk(buffer.subarray(offset, offset + length), job.chunker, true);
-      offset += length;
-      return { lengths, hashes };
-    });
+    // One opener per walk root in the job (one, from a backup), closed with the job.
+    const openers = new Map<string, BeneathOpener>();
+    const beneath = (path: string, relative: string): BeneathOpener => {
+      const root = path.slice(0, path.length - relative.length - 1);
+      let found = openers.get(root);
+      if (!found) openers.set(root, (found = opener(fs, root)));
+      return found;
+    };
+    let results;
+    try {
+      results = job.paths.map((path, i) => {
+        const relative = job.relatives[i] as string;
+        const inode = [job.inodes[2 * i] as bigint, job.inodes[2 * i + 1] as bigint] as const;
+        const read = readInto(
+          path,
+          beneath(path, relative),
+          relative,
+          inode,
+          job.sizes[i] as number,
+          job.limit,
+          buffer,
+          offset,
+        );
+        if (!read) return { vanished: true };
+        if (read === 'grown') return { grown: true };
+        const [length, grown] = read;
+        buffer = grown;
+        const { lengths, hashes } = chunk(buffer.subarray(offset, offset + length), job.chunker, true);
+        offset += length;
+        return { lengths, hashes };
+      });
+    } finally {
+      for (const each of openers.values()) each.close();
+    }
     const data = new Uint8Array(buffer.buffer, buffer.byteOffset, offset);
     parentPort?.postMessage({ id: job.id, data, files: results });
   };
@@ -426,6 +456,6 @@ export function workerSource(): string {
   return [
     `const gear = (${gearRoller.toString()})((${gearTable.toString()})());`,
     findCut.toString(),
-    `(${workerMain.toString()})(findCut);`,
+    `(${workerMain.toString()})(findCut, ${beneathOpener.toString()});`,
   ].join('\n');
 }

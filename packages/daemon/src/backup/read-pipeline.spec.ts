@@ -150,15 +150,25 @@ describe('backup read pipeline (worker threads)', () => {
     await writeFile(join(root, 'small'), 'x'.repeat(100));
     await writeFile(join(root, 'large'), randomBytes(1024 * 1024));
     await writeFile(join(root, 'zz-after'), 'still read');
+    await mkdir(join(root, 'sub'));
+    await writeFile(join(root, 'sub', 'small'), 'x'.repeat(100));
+    await writeFile(join(root, 'sub', 'large'), randomBytes(1024 * 1024));
+    const host = join(dir, 'host-fifos');
+    await mkdir(host);
     const files = await walk(root);
-    // Red team round 10: an open of a FIFO without a writer never returned, and held a hash worker for good.
+    // Red team round 10: an open of a FIFO without a writer never returned, and held a hash worker for good; root
+    // also opened a host FIFO through a directory swapped for a link to it.
     for (const name of ['small', 'large']) {
       await unlink(join(root, name));
       execFileSync('mkfifo', [join(root, name)]);
+      execFileSync('mkfifo', [join(host, name)]);
     }
+    await rm(join(root, 'sub'), { recursive: true });
+    await symlink(host, join(root, 'sub'));
     const result = await collect(readFiles(pool, files, defaultChunkerOptions));
-    expect(result.get('small')).toEqual({ hashes: [], bytes: 0, vanished: true });
-    expect(result.get('large')).toEqual({ hashes: [], bytes: 0, vanished: true });
+    for (const name of ['small', 'large', 'sub/small', 'sub/large']) {
+      expect(result.get(name), name).toEqual({ hashes: [], bytes: 0, vanished: true });
+    }
     expect(result.get('zz-after')?.bytes).toBe(10);
   });
 

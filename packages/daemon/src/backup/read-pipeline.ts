@@ -4,11 +4,9 @@
  * a large file is read in pieces by one worker through the main thread's descriptor, the next piece being
  * read while the previous one is consumed. A bounded window of tasks is in flight, so memory stays bounded.
  */
-import { constants } from 'node:fs';
 import type { Stats } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
-import { open } from 'node:fs/promises';
-import { openedAt } from '../util/pinned-path.js';
+import { openedAt, openFileBeneath } from '../util/pinned-path.js';
 import { extentBytes, isSparseCandidate, SparseProbeError, truncateExtents } from '../archive/sparse.js';
 import { SparseProber } from '../archive/sparse-prober.js';
 import type { WalkedEntry } from '../archive/tree.js';
@@ -144,20 +142,17 @@ class LargeFile {
 
   static async open(
     pool: ChunkWorkerPool,
-    path: string,
+    item: WalkedEntry,
     chunker: ChunkerOptions,
     budget: ExtentBudget,
     prober: SparseProber,
   ): Promise<LargeFile | undefined> {
-    let handle: FileHandle;
-    try {
-      // O_NONBLOCK: a FIFO swapped in since the walk must not hold this open (and a thread-pool thread) forever.
-      handle = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT' || code === 'ELOOP') return undefined;
-      throw error;
-    }
+    const path = item.absolute;
+    const relative = item.entry.path;
+    // Beneath the walk's root, never through a directory swapped for a link, and a regular file only (a FIFO
+    // swapped in held a thread-pool thread forever: red team round 10).
+    const handle = await openFileBeneath(path.slice(0, path.length - relative.length - 1), relative);
+    if (!handle) return undefined;
     // A symlinked component crossed on the way (a workspace swapping a directory): not this file; as vanished.
     if (!openedAt(handle.fd, path)) {
       await handle.close();
@@ -168,11 +163,6 @@ class LargeFile {
     let size: number;
     try {
       const stats = await handle.stat();
-      if (!stats.isFile()) {
-        // No longer a regular file (a FIFO, a device): as vanished, never read.
-        await handle.close();
-        return undefined;
-      }
       size = stats.size;
       sparse = await probeSparse(handle, stats, path, budget, prober);
     } catch (error) {
@@ -361,6 +351,7 @@ export async function* readFiles(
         {
           kind: 'files',
           paths: task.files.map((f) => f.item.absolute),
+          relatives: task.files.map((f) => f.item.entry.path),
           sizes: task.files.map((f) => Number(f.item.stats.size)),
           inodes: inodesOf(task.files),
           limit: wholeFileLimit,
@@ -371,7 +362,7 @@ export async function* readFiles(
       answer.catch(() => undefined); // awaited in order below, or abandoned when an earlier task failed
       return { task, files: answer, worker };
     }
-    const large = LargeFile.open(pool, task.item.absolute, chunker, extentBudget, prober);
+    const large = LargeFile.open(pool, task.item, chunker, extentBudget, prober);
     large.catch(() => undefined); // as above: awaited in order below, or abandoned when an earlier task failed
     return { task, large };
   };
@@ -400,7 +391,7 @@ export async function* readFiles(
           if (result.grown) {
             // Larger once opened than a whole-file read takes (an editor's save, or a workspace growing it on
             // purpose): read piece by piece, as a large file.
-            yield* readLarge(await LargeFile.open(pool, file.item.absolute, chunker, extentBudget, prober), file);
+            yield* readLarge(await LargeFile.open(pool, file.item, chunker, extentBudget, prober), file);
             continue;
           }
           const chunks = toChunks(answer.data, result.lengths ?? [], result.hashes ?? [], offset);
