@@ -495,7 +495,7 @@ function capBytes(stream: Readable, maxBytes: number): { stream: Readable; excee
       total += chunk.length;
       if (total > maxBytes) {
         failure = new ResourceExhaustedError(
-          `the snapshot grew past the ${maxBytes} bytes it was admitted for (the workspace wrote while it was taken); take it again`,
+          `the snapshot grew past the ${maxBytes} bytes it was admitted for (the content's size when it was asked for, with room to spare): the workspace wrote while it was taken, or its archive costs more than estimated`,
         );
         stream.destroy();
         throw failure;

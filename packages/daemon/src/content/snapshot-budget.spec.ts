@@ -210,6 +210,31 @@ describe('the storage reserve on the node’s disk (a real 64 MiB tmpfs)', () =>
     expect(await storage.stat(target.bucket, target.name)).toBeUndefined();
   });
 
+  it('admits a tree of many empty files with long names for what its tar takes (red team round 10, S4)', async () => {
+    const storage = new FsRemoteStorage({ root: mounted as string });
+    const backups = new BackupStore(storage, { mode: 'per-owner' });
+    const content = join(root, 'content-s4');
+    await mkdir(content, { recursive: true });
+    // No data blocks at all, yet a tar of them takes about 1.5 KiB each (a header, a PAX record for the long name).
+    const long = 'n'.repeat(200);
+    for (let i = 0; i < 15_000; i++) await writeFile(join(content, `${long}-${i}`), '');
+    const state = { owner: 'ivy', workspaceId: 'ws-i', instanceId: 'i-1', contentLocation: content };
+    const budget = new SnapshotBudget(
+      { maxPerWorkspace: 0, maxBytesPerOwner: 0, maxTakingPerOwner: 1, storageReserveBytes: 16 * MiB },
+      backups,
+      new NoDiskQuota(),
+    );
+    const admitted = await budget.admit(state as unknown as SessionState);
+    const target = backups.snapshotName({ owner: 'ivy', workspaceId: 'ws-i' });
+    try {
+      const stored = await backups.snapshotTo(content, target.bucket, target.name, { maxBytes: admitted.maxBytes });
+      expect(stored.size).toBeGreaterThan(16 * MiB);
+      expect(stored.size).toBeLessThanOrEqual(admitted.maxBytes as number);
+    } finally {
+      admitted.release();
+    }
+  });
+
   it('says RESOURCE_EXHAUSTED, not UNAVAILABLE, when the storage is full', async () => {
     const t = await startTestDaemon({ root, config: { snapshots: { storageReserve: 0 } } });
     const filler = join(mounted as string, 'filler');

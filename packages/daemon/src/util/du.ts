@@ -7,7 +7,16 @@ import { LoopYielder } from './small-files.js';
  * followed and hardlinked files count once. Synchronous calls with regular turns for the event loop.
  */
 export async function treeBytes(dir: string, options: { apparent?: boolean } = {}): Promise<number> {
+  return (await treeUsage(dir, options)).bytes;
+}
+
+/** {@link treeBytes}, and the entries below `dir` (each counted once, like the bytes). */
+export async function treeUsage(
+  dir: string,
+  options: { apparent?: boolean } = {},
+): Promise<{ bytes: number; entries: number }> {
   let total = 0;
+  let entries = 0;
   const seen = new Set<string>();
   const yielder = new LoopYielder();
   const pending: string[] = [dir];
@@ -36,8 +45,9 @@ export async function treeBytes(dir: string, options: { apparent?: boolean } = {
         seen.add(key);
       }
       total += options.apparent ? info.size : info.blocks * 512;
+      entries++;
       if (info.isDirectory()) pending.push(child);
     }
   }
-  return total;
+  return { bytes: total, entries };
 }
