@@ -1,4 +1,5 @@
-// Names the walk (backups, snapshots) cannot carry are refused loudly, never left out (red team, round 9).
+// Names the walk (backups, snapshots) cannot carry are refused loudly, never left out (red team, round 9); the
+// git initializer's check of a checkout (archivable.ts) refuses the same, with the same errors.
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { mkdtemp } from 'node:fs/promises';
@@ -6,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isWorkbayError } from '@workbay/api';
+import { assertArchivable } from './archivable.js';
 import { walkTreeSync } from './tree.js';
 
 /** `dir/<bytes>` as a path Buffer (names that are not UTF-8 cannot be written as strings). */
@@ -24,6 +26,17 @@ function walkError(root: string): unknown {
   return undefined;
 }
 
+/** The error of the archive walk and of the checkout check, which must be the same. */
+async function errors(root: string): Promise<unknown[]> {
+  return [
+    walkError(root),
+    await assertArchivable(root).then(
+      () => undefined,
+      (error: unknown) => error,
+    ),
+  ];
+}
+
 describe('names the walk cannot carry', () => {
   let base: string;
   beforeAll(async () => {
@@ -39,6 +52,7 @@ describe('names the walk cannot carry', () => {
     mkdirSync(join(root, 'café', 'ünïcødé'), { recursive: true });
     writeFileSync(join(root, 'café', 'ünïcødé', '日本.txt'), 'x');
     symlinkSync('café/ünïcødé/日本.txt', join(root, 'link'));
+    await assertArchivable(root);
     const entries = [...walkTreeSync(root)].map((item) => [item.entry.path, item.entry.linkTarget]);
     expect(entries).toEqual([
       ['café', undefined],
@@ -57,9 +71,10 @@ describe('names the walk cannot carry', () => {
       mkdirSync(root);
       writeFileSync(join(root, 'normal.txt'), 'x');
       make(root);
-      const error = walkError(root);
-      expect(isWorkbayError(error, 'failed-precondition'), String(error)).toBe(true);
-      expect((error as Error).message).toMatch(/a name that is not valid UTF-8 .*rename it/);
+      for (const error of await errors(root)) {
+        expect(isWorkbayError(error, 'failed-precondition'), String(error)).toBe(true);
+        expect((error as Error).message).toMatch(/a name that is not valid UTF-8 .*rename it/);
+      }
     }
   });
 
@@ -67,9 +82,10 @@ describe('names the walk cannot carry', () => {
     const root = join(base, 'link-target');
     mkdirSync(root);
     symlinkSync(bytePath('.', 'caf', [0xe9], '.txt'), join(root, 'link-latin1'));
-    const error = walkError(root);
-    expect(isWorkbayError(error, 'failed-precondition'), String(error)).toBe(true);
-    expect((error as Error).message).toMatch(/a link whose target that is not valid UTF-8 \(link-latin1\)/);
+    for (const error of await errors(root)) {
+      expect(isWorkbayError(error, 'failed-precondition'), String(error)).toBe(true);
+      expect((error as Error).message).toMatch(/a link whose target that is not valid UTF-8 \(link-latin1\)/);
+    }
   });
 
   it('refuses a path longer than the system allows with FAILED_PRECONDITION (it was UNAVAILABLE and retried)', async () => {
@@ -83,8 +99,9 @@ describe('names the walk cannot carry', () => {
       root,
       name,
     ]);
-    const error = walkError(root);
-    expect(isWorkbayError(error, 'failed-precondition'), String(error)).toBe(true);
-    expect((error as Error).message).toMatch(/longer than the system allows/);
+    for (const error of await errors(root)) {
+      expect(isWorkbayError(error, 'failed-precondition'), String(error)).toBe(true);
+      expect((error as Error).message).toMatch(/longer than the system allows/);
+    }
   });
 });

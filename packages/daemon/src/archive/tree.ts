@@ -109,7 +109,7 @@ export class PathTooLongError extends FailedPreconditionError {
 }
 
 /** `raw` as text when it is valid UTF-8 (it comes back as the same bytes), else undefined. */
-function utf8Name(raw: Buffer): string | undefined {
+export function utf8Name(raw: Buffer): string | undefined {
   const text = raw.toString('utf8');
   return Buffer.byteLength(text) === raw.length && Buffer.from(text, 'utf8').equals(raw) ? text : undefined;
 }
