@@ -32,7 +32,7 @@ describe('parseMinioConfig', () => {
       partSize: 16 * 1024 * 1024,
       parallelParts: 4,
       presignExpirySeconds: 1800,
-      signPayload: true,
+      signPayload: false,
       layout: { mode: 'per-owner' },
     });
   });

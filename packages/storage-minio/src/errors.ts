@@ -84,6 +84,14 @@ export function toStorageError(error: unknown, ctx: ErrorContext): Error {
     case 'InvalidBucketName':
       return new InvalidArgumentError('bucket', `'${ctx.bucket}' is not a valid bucket name`, options);
   }
+  if (code === 'XAmzContentChecksumMismatch' || code === 'BadDigest') {
+    // The bytes arrived other than they left (the store checked each PUT's checksum): nothing was stored,
+    // and sending them again is the remedy.
+    return new UnavailableError(
+      `${ctx.endpoint} received other bytes than were sent for ${ctx.op} of ${target(ctx)} (${code}); nothing was stored`,
+      options,
+    );
+  }
   if (code && unavailableCodes.has(code)) {
     return new UnavailableError(
       `${ctx.endpoint} could not serve ${ctx.op} of ${target(ctx)} right now (${code})`,

@@ -1,12 +1,13 @@
-// Uploads to real MinIO: unsigned and parallel parts, aborting on a failed source, digest and size checks, metadata.
+// Uploads to real MinIO: CRC-32-checked, signed and parallel parts, aborting on a failed source, digest and size checks, metadata.
 import { createServer, request } from 'node:http';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
-import { InvalidArgumentError } from '@workbay/api';
+import { InvalidArgumentError, UnavailableError } from '@workbay/api';
 import { digestStream, generateStream, readAll, sha256Of } from '@workbay/testing';
 import { describe, expect, it } from 'vitest';
 import { MinioStorage } from './minio-storage.js';
+import { crc32Base64 } from './upload.js';
 import {
   MiB,
   admin,
@@ -18,88 +19,139 @@ import {
   useMinioServer,
 } from './test-support/minio-suite.js';
 
+/** What the proxy saw of one PUT: its payload hash header, its checksum header, and the CRC-32 of its body. */
+interface SeenPut {
+  readonly payloadHash: string;
+  readonly checksum: string | undefined;
+  readonly bodyChecksum: string;
+}
+
 /**
  * An HTTP proxy in front of MinIO that counts part uploads in flight (and holds each for a moment so that
- * overlap is visible). It forwards the Host header unchanged, so request signatures stay valid.
+ * overlap is visible) and records every PUT. It forwards the Host header unchanged, so request signatures stay
+ * valid. With `corruptPart`, it flips one byte in that part's body on the way, as a bad link or NIC would.
  */
 async function startPartCountingProxy(
   target: URL,
-): Promise<{ url: string; peak: () => number; payloadHashes: Set<string>; server: Server }> {
+  options: { corruptPart?: number } = {},
+): Promise<{ url: string; peak: () => number; puts: SeenPut[]; server: Server }> {
   let inFlight = 0;
   let peak = 0;
-  const payloadHashes = new Set<string>();
+  const puts: SeenPut[] = [];
   const server = createServer((req, res) => {
     const isPart = req.method === 'PUT' && /[?&]partNumber=/.test(req.url ?? '');
+    const partNumber = Number(/[?&]partNumber=(\d+)/.exec(req.url ?? '')?.[1]);
     if (isPart) peak = Math.max(peak, ++inFlight);
-    if (isPart) payloadHashes.add(String(req.headers['x-amz-content-sha256']));
-    const upstream = request(
-      { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
-      (up) => {
-        const forward = (): void => {
-          if (isPart) inFlight--;
-          res.writeHead(up.statusCode ?? 502, up.headers);
-          up.pipe(res);
-        };
-        if (isPart) setTimeout(forward, 150);
-        else forward();
-      },
-    );
-    upstream.on('error', () => res.destroy());
-    req.pipe(upstream);
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks);
+      if (req.method === 'PUT') {
+        puts.push({
+          payloadHash: String(req.headers['x-amz-content-sha256']),
+          checksum: req.headers['x-amz-checksum-crc32'] as string | undefined,
+          bodyChecksum: crc32Base64(body),
+        });
+      }
+      if (partNumber === options.corruptPart) body[body.length >> 1] ^= 0x01;
+      const upstream = request(
+        { host: target.hostname, port: target.port, method: req.method, path: req.url, headers: req.headers },
+        (up) => {
+          const forward = (): void => {
+            if (isPart) inFlight--;
+            res.writeHead(up.statusCode ?? 502, up.headers);
+            up.pipe(res);
+          };
+          if (isPart) setTimeout(forward, 150);
+          else forward();
+        },
+      );
+      upstream.on('error', () => res.destroy());
+      upstream.end(body);
+    });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
-  return { url: `http://127.0.0.1:${port}`, peak: () => peak, payloadHashes, server };
+  return { url: `http://127.0.0.1:${port}`, peak: () => peak, puts, server };
 }
 
 describe('MinioStorage against real MinIO', () => {
   useMinioServer();
 
-  it('uploads with payload signing off (UNSIGNED-PAYLOAD over HTTP), intact', async () => {
-    const proxy = await startPartCountingProxy(new URL(server.endpoint));
-    const unsigned = MinioStorage.fromConfig({
+  async function throughProxy(
+    proxy: Awaited<ReturnType<typeof startPartCountingProxy>>,
+    config: { signPayload?: boolean; parallelParts?: number },
+    use: (storage: MinioStorage) => Promise<void>,
+  ): Promise<void> {
+    const proxied = MinioStorage.fromConfig({
       endpoint: proxy.url,
       accessKey: server.accessKey,
       secretKey: server.secretKey,
       partSize: 5 * MiB,
-      signPayload: false,
+      ...config,
     });
     try {
-      const source = generateStream(11 * MiB);
-      await unsigned.upload(bucket, 'unsigned/obj.bin', source.stream);
-      const back = await digestStream(await storage.download(bucket, 'unsigned/obj.bin'));
-      expect(back).toEqual({ digest: await source.digest, size: 11 * MiB });
-      expect([...proxy.payloadHashes]).toEqual(['UNSIGNED-PAYLOAD']);
+      await use(proxied);
     } finally {
-      await unsigned.close();
+      await proxied.close();
       proxy.server.closeAllConnections();
       proxy.server.close();
     }
+  }
+
+  it('sends every PUT unsigned with a CRC-32 checksum of its body by default, intact', async () => {
+    const proxy = await startPartCountingProxy(new URL(server.endpoint));
+    await throughProxy(proxy, {}, async (proxied) => {
+      const source = generateStream(11 * MiB);
+      await proxied.upload(bucket, 'unsigned/obj.bin', source.stream);
+      await proxied.upload(bucket, 'unsigned/small', Readable.from([Buffer.from('small')]));
+      const back = await digestStream(await storage.download(bucket, 'unsigned/obj.bin'));
+      expect(back).toEqual({ digest: await source.digest, size: 11 * MiB });
+      // Three parts and one single PUT, each with the checksum of exactly what it carried.
+      expect(proxy.puts).toHaveLength(4);
+      for (const put of proxy.puts) {
+        expect(put.payloadHash).toBe('UNSIGNED-PAYLOAD');
+        expect(put.checksum).toBe(put.bodyChecksum);
+      }
+    });
+  });
+
+  it('fails an upload whose part is corrupted on the way (the store checks the checksum), storing nothing', async () => {
+    const proxy = await startPartCountingProxy(new URL(server.endpoint), { corruptPart: 2 });
+    await throughProxy(proxy, {}, async (proxied) => {
+      const error = await errorOf(proxied.upload(bucket, 'corrupt/obj.bin', generateStream(11 * MiB).stream));
+      expect(error).toBeInstanceOf(UnavailableError);
+      expect((error as Error).message).toMatch(/received other bytes than were sent.*XAmzContentChecksumMismatch/);
+      expect(await storage.stat(bucket, 'corrupt/obj.bin')).toBeUndefined();
+      expect(await incompleteUploads(admin, bucket)).toEqual([]);
+    });
+  });
+
+  it('signs each part with its SHA-256 instead when signPayload is on (plain HTTP)', async () => {
+    const proxy = await startPartCountingProxy(new URL(server.endpoint));
+    await throughProxy(proxy, { signPayload: true }, async (proxied) => {
+      const source = generateStream(11 * MiB);
+      await proxied.upload(bucket, 'signed/obj.bin', source.stream);
+      expect(proxy.puts).toHaveLength(3);
+      for (const put of proxy.puts) {
+        expect(put.payloadHash).toMatch(/^[0-9a-f]{64}$/);
+        expect(put.checksum).toBeUndefined();
+      }
+      const back = await digestStream(await storage.download(bucket, 'signed/obj.bin'));
+      expect(back).toEqual({ digest: await source.digest, size: 11 * MiB });
+    });
   });
 
   it('uploads parts in parallel, up to parallelParts at once', async () => {
     const proxy = await startPartCountingProxy(new URL(server.endpoint));
-    const parallel = MinioStorage.fromConfig({
-      endpoint: proxy.url,
-      accessKey: server.accessKey,
-      secretKey: server.secretKey,
-      partSize: 5 * MiB,
-      parallelParts: 4,
-    });
-    try {
+    await throughProxy(proxy, { parallelParts: 4 }, async (proxied) => {
       const source = generateStream(42 * MiB);
-      const info = await parallel.upload(bucket, 'parallel/obj.bin', source.stream);
+      const info = await proxied.upload(bucket, 'parallel/obj.bin', source.stream);
       expect(info.size).toBe(42 * MiB);
       expect(proxy.peak()).toBe(4);
-      // Signed payloads by default: every part carries its own SHA-256.
-      for (const hash of proxy.payloadHashes) expect(hash).toMatch(/^[0-9a-f]{64}$/);
       const back = await digestStream(await storage.download(bucket, 'parallel/obj.bin'));
       expect(back).toEqual({ digest: await source.digest, size: 42 * MiB });
-    } finally {
-      await parallel.close();
-      proxy.server.closeAllConnections();
-      proxy.server.close();
-    }
+    });
   });
 
   it('aborts the multipart upload when the source fails, leaving no unfinished upload behind', async () => {

@@ -7,6 +7,7 @@
 import { createHash, webcrypto } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
+import { crc32 } from 'node:zlib';
 import type { ObjectInfo, PluginLogger, UploadOptions } from '@workbay/api';
 import { CancelledError, InvalidArgumentError, lowerCaseMetadata } from '@workbay/api';
 import type { Client } from 'minio';
@@ -23,6 +24,13 @@ async function sha256Hex(data: Buffer): Promise<string> {
   return Buffer.from(await webcrypto.subtle.digest('SHA-256', data)).toString('hex');
 }
 
+/** The `x-amz-checksum-crc32` value of a body: its CRC-32 (the zlib/IEEE one), big-endian, base64. */
+export function crc32Base64(data: Buffer): string {
+  const value = Buffer.allocUnsafe(4);
+  value.writeUInt32BE(crc32(data));
+  return value.toString('base64');
+}
+
 function drain(response: IncomingMessage): Promise<void> {
   return new Promise((resolve, reject) => {
     response.on('data', () => undefined);
@@ -30,6 +38,9 @@ function drain(response: IncomingMessage): Promise<void> {
     response.once('end', resolve);
   });
 }
+
+/** The additional-checksum header S3 and MinIO verify on a PUT (object or part) before storing it. */
+export const checksumHeader = 'x-amz-checksum-crc32';
 
 /** The etag S3 answers with, without its quotes. */
 function etagOf(response: IncomingMessage): string {
@@ -183,10 +194,15 @@ export class MinioUploader {
   }
 
   /**
-   * One PUT of a buffer: a whole small object, or a part (`query`). The client would hash the payload on the
-   * event loop (SHA-256 to sign it, and MD5 besides for a single PUT); the signature's SHA-256 is computed in
-   * the thread pool instead, so parts in flight hash on the other cores while this thread feeds the sockets.
-   * A single unsigned PUT keeps its Content-MD5, so the store still checks what arrived.
+   * One PUT of a buffer: a whole small object, or a part (`query`). Every PUT is checked by the store against
+   * what the client computed before sending:
+   * - signed (`signPayload` over plain HTTP): the signature covers the payload's SHA-256, computed in the
+   *   thread pool (WebCrypto) so parts in flight hash on the other cores while this thread feeds the sockets;
+   * - otherwise (the default, and always over TLS): `UNSIGNED-PAYLOAD` with an `x-amz-checksum-crc32` header,
+   *   which the signature covers and the store verifies (MinIO and S3 refuse a mismatch with
+   *   `XAmzContentChecksumMismatch`). zlib's CRC-32 runs at about 1.8 GB/s on this thread, against SHA-256's
+   *   1.1 GB/s, and the store's check of it costs next to nothing, where a signed payload is hashed twice,
+   *   once on each side of a loopback that shares the same cores.
    */
   private async put(
     bucket: string,
@@ -202,8 +218,7 @@ export class MinioUploader {
     const signed = this.client.enableSHA256;
     const sha256 = signed ? await sha256Hex(body) : '';
     const requestHeaders: Record<string, string | number> = { ...headers, 'Content-Length': body.length };
-    // As the client does: a single unsigned PUT carries its MD5; unsigned parts are covered by the etags.
-    if (!signed && query === undefined) requestHeaders['Content-MD5'] = createHash('md5').update(body).digest('base64');
+    if (!signed) requestHeaders[checksumHeader] = crc32Base64(body);
     const response = await this.client.makeRequestStreamAsync(
       { method: 'PUT', bucketName: bucket, objectName: name, headers: requestHeaders, ...(query ? { query } : {}) },
       body,
