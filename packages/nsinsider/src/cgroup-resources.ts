@@ -141,6 +141,45 @@ export async function writeIoLimits(
   return true;
 }
 
+/**
+ * cgroup v1: gives `child` the limits v1 does not apply through the hierarchy, as `parent` has them, before any task
+ * moves into it:
+ * - TCP socket buffers: a socket is charged to its own memcg only once that memcg's `memory.kmem.tcp.limit_in_bytes`
+ *   was written; in a child never written, sockets are charged to no cgroup at all, past the parent's cap and the
+ *   node's. Written (here with the parent's value), the child's charges also count against the parent's cap;
+ * - disk IO throttling: v1 blk-throttle is flat, so the parent's `blkio.throttle.*` rules do not hold its children.
+ * Memory, CPU and pids limits are hierarchical on v1 too and need nothing. Does nothing on v2, where all are.
+ */
+export async function inheritFlatLimits(layout: CgroupLayout, parent: string, child: string): Promise<void> {
+  if (layout.version === 'v2') return;
+  await cgroupOp('inherit-limits', child, async () => {
+    const tcpFile = 'memory.kmem.tcp.limit_in_bytes';
+    const tcp = await readFile(join(cgroupDir(layout, parent, 'memory'), tcpFile), 'utf8').catch(absentAsUndefined);
+    if (tcp !== undefined) {
+      const bytes = BigInt(tcp.trim());
+      await writeFile(
+        join(cgroupDir(layout, child, 'memory'), tcpFile),
+        bytes >= BigInt(V1_UNLIMITED_THRESHOLD) ? '-1' : bytes.toString(),
+      );
+    }
+    if (!layout.roots.blkio) return;
+    for (const file of Object.values(ioThrottleFiles)) {
+      const rules = await readFile(join(layout.roots.blkio, parent, file), 'utf8').catch(absentAsUndefined);
+      for (const rule of (rules ?? '').split('\n')) {
+        // "major:minor value", one per device with a rule.
+        if (/^\d{1,4}:\d{1,8} \d+$/.test(rule.trim()))
+          await writeFile(join(layout.roots.blkio, child, file), rule.trim());
+      }
+    }
+  });
+}
+
+/** A control file this kernel does not have (no TCP accounting, no throttling) reads as undefined. */
+function absentAsUndefined(error: unknown): undefined {
+  if ((error as { code?: unknown }).code === 'ENOENT') return undefined;
+  throw error;
+}
+
 export async function readLimits(layout: CgroupLayout, path: string): Promise<CgroupLimits> {
   const readText = textReader(layout, path);
   return cgroupOp('limits', path, async () => {

@@ -1,7 +1,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -138,6 +138,60 @@ describe('CgroupController on this machine (real cgroupfs)', () => {
     expect((await cg.usage()).pids).toBeLessThanOrEqual(2);
     await cg.kill();
     expect(await cg.processes()).toEqual([]);
+  });
+
+  it('gives an evacuated child the TCP cap and IO throttling v1 does not apply to children', async () => {
+    const cg = top.child('ws-flat');
+    await cg.create();
+    const disk = (await readdir('/sys/block')).find((name) => !/^(loop|ram|zram)/.test(name));
+    const device = disk === undefined ? undefined : (await readFile(`/sys/block/${disk}/dev`, 'utf8')).trim();
+    await cg.setTcpMemoryLimit(8 * 1024 * 1024);
+    const io = device !== undefined && controller.layout.version === 'v1' && controller.layout.roots.blkio;
+    if (io) {
+      await cg.setIoLimits([
+        { device, readBytesPerSecond: 1_000_000, writeBytesPerSecond: 0, readIops: 400, writeIops: 0 },
+      ]);
+    }
+    const a = start('sleep', ['60']);
+    await cg.addProcess(a.pid!);
+    expect(await cg.evacuateTo('user')).toBe(1);
+    if (controller.layout.version === 'v1') {
+      const child = cg.child('user');
+      const tcp = await readFile(join(child.dir('memory'), 'memory.kmem.tcp.limit_in_bytes'), 'utf8');
+      expect(tcp.trim()).toBe(String(8 * 1024 * 1024));
+      if (io) {
+        const blkio = child.dir('blkio');
+        expect((await readFile(join(blkio, 'blkio.throttle.read_bps_device'), 'utf8')).trim()).toBe(
+          `${device} 1000000`,
+        );
+        expect((await readFile(join(blkio, 'blkio.throttle.read_iops_device'), 'utf8')).trim()).toBe(`${device} 400`);
+        expect((await readFile(join(blkio, 'blkio.throttle.write_bps_device'), 'utf8')).trim()).toBe('');
+      }
+      // A socket made in the child is charged, and to the parent's cap too: loopback buffers filled, never read.
+      const fill =
+        "const net=require('net');const s=net.createServer(()=>{}).listen(0,'127.0.0.1',()=>{" +
+        "const c=net.connect(s.address().port,'127.0.0.1',()=>{const b=Buffer.alloc(1<<20);" +
+        "const w=()=>{while(c.write(b));};w();c.on('drain',w);console.log('filling');});});";
+      const filler = spawn(
+        'sh',
+        ['-c', `echo $$ > ${join(child.dir('memory'), 'cgroup.procs')}; exec "$0" -e "$1"`, process.execPath, fill],
+        { stdio: ['ignore', 'pipe', 'ignore'] },
+      );
+      children.push(filler);
+      const usage = join(cg.dir('memory'), 'memory.kmem.tcp.usage_in_bytes');
+      let charged = 0;
+      for (let i = 0; i < 250 && charged < 1024 * 1024; i++) {
+        await new Promise((r) => setTimeout(r, 20));
+        charged = Number((await readFile(usage, 'utf8')).trim());
+      }
+      // It joined the memory hierarchy only, where kill() does not look.
+      const exited = new Promise((r) => filler.once('exit', r));
+      filler.kill('SIGKILL');
+      await exited;
+      expect(charged).toBeGreaterThanOrEqual(1024 * 1024);
+    }
+    await cg.kill();
+    await cg.remove();
   });
 
   it('evacuates processes into a child, kills everything and removes the tree', async () => {

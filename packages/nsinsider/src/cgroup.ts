@@ -11,6 +11,7 @@ import {
 } from './cgroup-layout.js';
 import type { CgroupLimits, CgroupUsage, CpuLimit, IoDeviceLimit } from './cgroup-resources.js';
 import {
+  inheritFlatLimits,
   readLimits,
   readUsage,
   writeCpuLimit,
@@ -39,7 +40,10 @@ export interface WorkspaceCgroup {
   usage(): Promise<CgroupUsage>;
   limits(): Promise<CgroupLimits>;
   processes(): Promise<number[]>;
-  /** Moves this cgroup's own processes into the child `name` (created when missing). */
+  /**
+   * Moves this cgroup's own processes into the child `name` (created when missing), which first gets the limits v1
+   * does not apply hierarchically (TCP buffers, IO throttling; see inheritFlatLimits).
+   */
   evacuateTo(name: string, options?: { chownUid?: number; chownGid?: number }): Promise<number>;
 }
 
@@ -222,6 +226,8 @@ export class Cgroup implements WorkspaceCgroup {
   async evacuateTo(name: string, options: { chownUid?: number; chownGid?: number } = {}): Promise<number> {
     const target = this.child(name);
     await target.create();
+    // Before any process moves: on v1 a child would otherwise hold sockets and IO outside this cgroup's caps.
+    await inheritFlatLimits(this.layout, this.path, target.path);
     let moved = 0;
     // Processes may fork while we move them; a few passes catch the children.
     for (let pass = 0; pass < 10; pass++) {

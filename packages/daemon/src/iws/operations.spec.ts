@@ -375,8 +375,10 @@ describe('InWorkspaceOperations (fake namespace layer)', () => {
   });
 
   it('serves no namespace operation unless the node turns them on', async () => {
-    const { svc, calls } = make({ config: { namespaceOps: false } });
+    const { svc, calls, root } = make({ config: { namespaceOps: false } });
     for (const attempt of [
+      // Round 11 T1: a workspace that moved itself into a child cgroup left v1's TCP and IO caps behind.
+      svc.evacuateCgroup(),
       svc.mountProc({ target: '/proc', pid: 1 }),
       svc.umountSysfs({ target: '/sys', pid: 1 }),
       svc.prepareForUserNs({ usernsPid: 0 }),
@@ -386,6 +388,7 @@ describe('InWorkspaceOperations (fake namespace layer)', () => {
       expect(String(await rejection(attempt))).toMatch(/namespace operations are turned off/);
     }
     expect(calls.filter((c) => c.method !== 'namespaceId')).toEqual([]);
+    expect(root.evacuations).toEqual([]);
   });
 
   it('acts only on processes of the workspace user in its own mount namespace', async () => {

@@ -149,6 +149,10 @@ export class InWorkspaceOperations {
   }
 
   async evacuateCgroup(): Promise<void> {
+    // Only for nested containers, like the namespace operations: on cgroup v1 whatever the workspace's processes do
+    // in a child cgroup that it can create further children in (a delegated one) escapes the caps v1 does not apply
+    // hierarchically (TCP socket buffers, IO throttling), red team round 11 T1.
+    assertNamespaceOps(this.config, 'EvacuateCGroup');
     this.limiter.take('EvacuateCGroup');
     const cg = await this.requireCgroup('EvacuateCGroup');
     const delegate = this.config.cgroupDelegateTo;
