@@ -61,6 +61,11 @@ describe('daemon config', () => {
     });
   });
 
+  it('refuses a working area longer than restored paths leave room for', () => {
+    expect(() => parseDaemonConfig({ workingArea: `/${'w'.repeat(300)}` })).toThrow(/longer than 256 bytes/);
+    expect(parseDaemonConfig({ workingArea: `/${'w'.repeat(200)}` }).workingArea).toHaveLength(201);
+  });
+
   it('parses Go durations and sizes with units', () => {
     const config = parseDaemonConfig({
       backup: { period: '90s', packSize: '4MiB' },

@@ -15,6 +15,7 @@ import { loopAdmissionDefaults } from './quota/admission.js';
 import { ioLimitDefaults } from './quota/io-throttle.js';
 import { snapshotLimitDefaults } from './content/snapshot-budget.js';
 import { expandHome } from './util/paths.js';
+import { maxWorkingAreaBytes } from './archive/tree.js';
 
 const size = z.union([z.number().int().nonnegative(), z.string()]).transform((value, ctx) => {
   try {
@@ -364,7 +365,15 @@ export function parseDaemonConfig(raw: unknown): DaemonConfig {
   const config = parseWithSchema(daemonConfigSchema, raw ?? {}, '');
   const storage = { ...config.storage };
   if (storage.kind === 'fs' && typeof storage['root'] === 'string') storage['root'] = expandHome(storage['root']);
-  return { ...config, workingArea: expandHome(config.workingArea), storage };
+  const workingArea = expandHome(config.workingArea);
+  if (Buffer.byteLength(workingArea) > maxWorkingAreaBytes) {
+    // Archives hold paths a restore can write under any working area up to this length (archive/tree.ts).
+    throw new InvalidArgumentError(
+      'workingArea',
+      `'${workingArea.slice(0, 64)}…' is longer than ${maxWorkingAreaBytes} bytes; restored paths would not fit under it`,
+    );
+  }
+  return { ...config, workingArea, storage };
 }
 
 /** Reads and validates a YAML (.yaml/.yml) or JSON (.json) config file. */

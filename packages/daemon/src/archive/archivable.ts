@@ -1,8 +1,9 @@
 /**
- * Whether content can be archived at all: a tree nested past `maxTreeDepth`, a path past PATH_MAX, or a name (or a
- * link's target) that is not UTF-8 fails every backup and snapshot of the workspace, and with them its stop (red
- * team round 9, K2 and U1). Content a repository brings is checked once it is checked out, so that such a
- * workspace fails to start, saying why, instead of running work that can never be saved.
+ * Whether content can be archived at all: a tree nested past `maxTreeDepth`, a path past `maxArchivedPathBytes`
+ * (restorable on any node, round 11 K1), or a name (or a link's target) that is not UTF-8 fails every backup and
+ * snapshot of the workspace, and with them its stop (red team round 9, K2 and U1). Content a repository brings is
+ * checked once it is checked out, so that such a workspace fails to start, saying why, instead of running work that
+ * can never be saved.
  *
  * The rules are the archive walk's (`tree.ts`), with its errors; the check reads only directory listings (their
  * entry types, no stat per entry) and the targets of links: walked like a backup, a checkout of 3,000 files took
@@ -12,7 +13,14 @@
 import type { Dirent } from 'node:fs';
 import { readdirSync, readlinkSync } from 'node:fs';
 import { LoopYielder } from '../util/small-files.js';
-import { PathTooLongError, TreeTooDeepError, UnarchivableNameError, maxTreeDepth, utf8Name } from './tree.js';
+import {
+  PathTooLongError,
+  TreeTooDeepError,
+  UnarchivableNameError,
+  isTooLongToArchive,
+  maxTreeDepth,
+  utf8Name,
+} from './tree.js';
 
 /**
  * Walks `root`, throwing the archive walk's FAILED_PRECONDITION for the first entry no archive can hold. The event
@@ -41,6 +49,7 @@ export async function assertArchivable(root: string, signal?: AbortSignal): Prom
         throw new UnarchivableNameError(prefix === '' ? shown : `${prefix}/${shown}`, 'a name');
       }
       const path = prefix === '' ? name : `${prefix}/${name}`;
+      if (isTooLongToArchive(path)) throw new PathTooLongError(path);
       if (entry.isDirectory()) pending.push({ dir: `${dir}/${name}`, prefix: path, depth: depth + 1 });
       else if (
         entry.isSymbolicLink() &&

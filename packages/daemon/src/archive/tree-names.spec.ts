@@ -101,7 +101,33 @@ describe('names the walk cannot carry', () => {
     ]);
     for (const error of await errors(root)) {
       expect(isWorkbayError(error, 'failed-precondition'), String(error)).toBe(true);
-      expect((error as Error).message).toMatch(/longer than the system allows/);
+      expect((error as Error).message).toMatch(/a path longer than 3584 bytes .*it cannot be archived/);
     }
+  });
+
+  it('refuses a file whose path is past what a restore on any node can write, even where this node could read it', async () => {
+    // Round 11 K1: 14 directories of 250 bytes and a 220-byte file (3,734 bytes), every directory below PATH_MAX
+    // here. It was backed up, and every restore failed ENAMETOOLONG under a longer working area.
+    const name = 'e'.repeat(250);
+    const make = (root: string, file: string): void => {
+      mkdirSync(root);
+      execFileSync('perl', [
+        '-e',
+        'my ($root, $name, $file) = @ARGV; chdir $root or die; for (1 .. 14) { mkdir $name or die; chdir $name or die } open my $f, ">", $file or die',
+        root,
+        name,
+        file,
+      ]);
+    };
+    const long = join(base, 'long-file');
+    make(long, 'g'.repeat(220));
+    for (const error of await errors(long)) {
+      expect(isWorkbayError(error, 'failed-precondition'), String(error)).toBe(true);
+      expect((error as Error).message).toMatch(/a path longer than 3584 bytes \(at e{200}/);
+    }
+    // Exactly at the limit: 14 x 251 bytes of directories and a 70-byte name.
+    const fits = join(base, 'fits');
+    make(fits, 'g'.repeat(3584 - 14 * 251));
+    expect(await errors(fits)).toEqual([undefined, undefined]);
   });
 });

@@ -80,6 +80,24 @@ export function sortByBytes(names: string[]): void {
  */
 export const maxTreeDepth = 1024;
 
+/**
+ * The longest path, in bytes, an archive holds under the content root. A restore writes each entry at
+ * `<workingArea>/<instance id>/<path>` (plus a temporary suffix), so a path that only fit under the node where it was
+ * archived made every restore fail ENAMETOOLONG: a file 4,076 bytes deep in a repository passed every check, was
+ * backed up at the stop, and the workspace could never start again (red team round 11 K1). 4,095 (PATH_MAX less its
+ * NUL) leaves room for a working area of `maxWorkingAreaBytes`, a 128-byte instance id and a suffix.
+ */
+export const maxArchivedPathBytes = 3584;
+
+/** The longest working area a daemon accepts (see {@link maxArchivedPathBytes}). */
+export const maxWorkingAreaBytes = 256;
+
+/** Whether `path` (relative to the content root) is longer than an archive holds. */
+export function isTooLongToArchive(path: string): boolean {
+  // A UTF-16 unit is at most three UTF-8 bytes: almost every path is decided without counting.
+  return path.length * 3 > maxArchivedPathBytes && Buffer.byteLength(path) > maxArchivedPathBytes;
+}
+
 /** Content nested deeper than {@link maxTreeDepth}: not archived, not retried. */
 export class TreeTooDeepError extends FailedPreconditionError {
   constructor(path: string) {
@@ -101,10 +119,15 @@ export class UnarchivableNameError extends FailedPreconditionError {
   }
 }
 
-/** A path longer than the system's limit (PATH_MAX, 4096 bytes) under the walked root: not archived, not retried. */
+/**
+ * A path longer than an archive holds ({@link maxArchivedPathBytes}), or than the system allows (PATH_MAX) under the
+ * walked root: not archived, not retried.
+ */
 export class PathTooLongError extends FailedPreconditionError {
   constructor(path: string) {
-    super(`the content has a path longer than the system allows (at ${path.slice(0, 200)}…); it is not archived`);
+    super(
+      `the content has a path longer than ${maxArchivedPathBytes} bytes (at ${path.slice(0, 200)}…); it cannot be archived: shorten it`,
+    );
   }
 }
 
@@ -189,6 +212,7 @@ export function* walkTreeSync(root: string, options: WalkOptions = {}): Generato
     sortByBytes(names);
     for (const name of names) {
       const path = prefix === '' ? name : `${prefix}/${name}`;
+      if (isTooLongToArchive(path)) throw new PathTooLongError(path);
       // `dir` is already normal and a listed name holds no slash: path.join's normalization would only cost (a
       // tenth of a backup's main-thread allocation went there).
       const absolute = dir.endsWith('/') ? `${dir}${name}` : `${dir}/${name}`;

@@ -14,14 +14,14 @@ import { initializerContext } from '../test-support/initializer-context.js';
 import { runGitInitializer } from './git-initializer.js';
 
 /** A bare repository whose one commit holds `leaf` (a file named with these bytes) below `depth` directories `d`. */
-function craftedRepository(dir: string, leaf: Buffer, depth: number): void {
+function craftedRepository(dir: string, leaf: Buffer, depth: number, directory = 'd'): void {
   execFileSync('git', ['init', '-q', '--bare', '-b', 'main', dir]);
   const run = (args: string[], input?: Buffer | string): string =>
     execFileSync('git', args, { cwd: dir, input, encoding: 'utf8' }).trim();
   const blob = run(['hash-object', '-w', '--stdin'], 'x\n');
   // -z: names are taken as bytes up to the NUL.
   let tree = run(['mktree', '-z'], Buffer.concat([Buffer.from(`100644 blob ${blob}\t`), leaf, Buffer.from([0])]));
-  for (let level = 0; level < depth; level++) tree = run(['mktree', '-z'], `040000 tree ${tree}\td\0`);
+  for (let level = 0; level < depth; level++) tree = run(['mktree', '-z'], `040000 tree ${tree}\t${directory}\0`);
   const env = { ...process.env, GIT_AUTHOR_NAME: 'a', GIT_AUTHOR_EMAIL: 'a@b', GIT_COMMITTER_NAME: 'a' };
   const commit = execFileSync('git', ['commit-tree', tree, '-m', 'crafted'], {
     cwd: dir,
@@ -40,9 +40,14 @@ describe('a checkout no archive can hold fails the git initializer', () => {
     await repos?.cleanup();
   });
 
-  const clone = async (name: string, leaf: Buffer, depth: number): Promise<{ root: string; outcome: unknown }> => {
+  const clone = async (
+    name: string,
+    leaf: Buffer,
+    depth: number,
+    directory?: string,
+  ): Promise<{ root: string; outcome: unknown }> => {
     const bare = join(repos.path, `${name}.git`);
-    craftedRepository(bare, leaf, depth);
+    craftedRepository(bare, leaf, depth, directory);
     const ctx = {
       ...(await initializerContext(repos.path)),
       git: new Git(join(repos.path, 'tmp'), { allowLocalRemotes: true }),
@@ -67,6 +72,13 @@ describe('a checkout no archive can hold fails the git initializer', () => {
     expect((outcome as Error).message).toMatch(
       /cannot be backed up: the content nests directories more than 1024 deep/,
     );
+  });
+
+  it('a file whose path is longer than a restore can write on every node: FAILED_PRECONDITION', async () => {
+    // Round 11 K1: git and this node could hold it (each directory below PATH_MAX), every restore failed.
+    const { outcome } = await clone('long', Buffer.from('g'.repeat(220)), 14, 'e'.repeat(250));
+    expect(isWorkbayError(outcome, 'failed-precondition')).toBe(true);
+    expect((outcome as Error).message).toMatch(/cannot be backed up: the content has a path longer than 3584 bytes/);
   });
 
   it('non-ASCII UTF-8 names, 200 levels deep, clone as before', async () => {
