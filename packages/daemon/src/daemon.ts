@@ -18,6 +18,7 @@ import { createContentServiceImplementation, startContentServer } from './grpc/s
 import { DiskGuard } from './health/disk-guard.js';
 import type { StartedHttpServer } from './health/http-server.js';
 import { startHttpServer } from './health/http-server.js';
+import { sharedWorkerPool } from './backup/worker-pool.js';
 import { createLogger } from './health/logger.js';
 import { DaemonMetrics } from './health/metrics.js';
 import type { HostOps } from './host-ops/host-ops.js';
@@ -67,7 +68,7 @@ export interface Daemon {
 
 class WorkbayDaemon implements Daemon {
   readonly config: DaemonConfig;
-  readonly metrics = new DaemonMetrics();
+  readonly metrics = new DaemonMetrics({ backupWorkers: sharedWorkerPool() });
   state: DaemonState = 'created';
   storage: RemoteStorage | undefined;
   quotaSupport: readonly QuotaSupport[] = [];
@@ -242,18 +243,26 @@ class WorkbayDaemon implements Daemon {
       tls && { cert: tls.certPath, key: tls.keyPath, ca: tls.caPath, requireClientCert: true },
     );
     if (config.http.address !== 'off') {
-      this.http = await startHttpServer(config.http.address, this.metrics.registry, [
-        { name: 'daemon', check: () => (this.state === 'running' ? undefined : `daemon is ${this.state}`) },
-        {
-          name: 'disk-space',
-          check: () => {
-            const status = this.guard?.getStatus();
-            if (!status || status.ok) return undefined;
-            const low = status.paths.find((p) => p.freeBytes < p.minFreeBytes);
-            return `${low?.freeBytes ?? 0} bytes free in ${low?.path ?? '?'}, threshold ${config.diskGuard.minFree}`;
+      this.http = await startHttpServer(
+        config.http.address,
+        this.metrics.registry,
+        [
+          { name: 'daemon', check: () => (this.state === 'running' ? undefined : `daemon is ${this.state}`) },
+          {
+            name: 'disk-space',
+            check: () => {
+              const status = this.guard?.getStatus();
+              if (!status || status.ok) return undefined;
+              const low = status.paths.find((p) => p.freeBytes < p.minFreeBytes);
+              return `${low?.freeBytes ?? 0} bytes free in ${low?.path ?? '?'}, threshold ${config.diskGuard.minFree}`;
+            },
           },
-        },
-      ]);
+        ],
+        [
+          // Backup workers replaced for a stall whose threads never came back: no backup can run any more.
+          { name: 'backup-workers', check: () => sharedWorkerPool().liveness() },
+        ],
+      );
     }
   }
 

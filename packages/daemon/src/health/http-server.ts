@@ -16,14 +16,18 @@ export interface StartedHttpServer {
 }
 
 /**
- * The daemon's HTTP side: `/metrics` (Prometheus), `/live` (the process answers) and `/ready` (every
- * readiness check passes; 503 with the failing checks otherwise).
+ * The daemon's HTTP side: `/metrics` (Prometheus), `/live` (the process answers and every liveness check passes:
+ * a restart is the remedy otherwise) and `/ready` (every readiness check passes). Each answers 503 with the failing
+ * checks.
  */
 export async function startHttpServer(
   address: string,
   registry: Registry,
   checks: readonly ReadinessCheck[],
+  liveChecks: readonly ReadinessCheck[] = [],
 ): Promise<StartedHttpServer> {
+  const failingOf = (list: readonly ReadinessCheck[]): Array<{ name: string; reason: string | undefined }> =>
+    list.map((c) => ({ name: c.name, reason: c.check() })).filter((c) => c.reason !== undefined);
   const server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -31,11 +35,14 @@ export async function startHttpServer(
       return;
     }
     if (path === '/live') {
-      res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
+      const failing = failingOf(liveChecks);
+      if (failing.length === 0) res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
+      else
+        res.writeHead(503, { 'content-type': 'application/json' }).end(`${JSON.stringify({ live: false, failing })}\n`);
       return;
     }
     if (path === '/ready') {
-      const failing = checks.map((c) => ({ name: c.name, reason: c.check() })).filter((c) => c.reason !== undefined);
+      const failing = failingOf(checks);
       const body = JSON.stringify({ ready: failing.length === 0, failing });
       res.writeHead(failing.length === 0 ? 200 : 503, { 'content-type': 'application/json' }).end(`${body}\n`);
       return;

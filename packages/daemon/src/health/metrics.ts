@@ -3,6 +3,12 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 const prefix = 'workbay_daemon_';
 const secondsBuckets = [0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
 
+/** What the metrics read from the backup worker pool (see backup/worker-pool.ts). */
+export interface BackupWorkerHealth {
+  readonly stalls: number;
+  readonly stuckThreads: number;
+}
+
 /** The daemon's Prometheus metrics, in a registry of its own (two daemons in one process do not clash). */
 export class DaemonMetrics {
   readonly registry = new Registry();
@@ -23,7 +29,7 @@ export class DaemonMetrics {
   readonly housekeepingRemoved: Counter<'kind'>;
   readonly iwsPenalties: Counter<'reason'>;
 
-  constructor(options: { defaultMetrics?: boolean } = {}) {
+  constructor(options: { defaultMetrics?: boolean; backupWorkers?: BackupWorkerHealth } = {}) {
     const registers = [this.registry];
     this.initializeSeconds = new Histogram({
       name: `${prefix}workspace_initialize_seconds`,
@@ -123,6 +129,25 @@ export class DaemonMetrics {
       labelNames: ['reason'],
       registers,
     });
+    const workers = options.backupWorkers;
+    if (workers) {
+      new Gauge({
+        name: `${prefix}backup_worker_stalls_total`,
+        help: 'Backup workers replaced because a call in them never returned (their jobs failed)',
+        registers,
+        collect() {
+          this.set(workers.stalls);
+        },
+      });
+      new Gauge({
+        name: `${prefix}backup_workers_stuck`,
+        help: 'Threads of replaced backup workers still stuck in a call; /live fails once all workers are',
+        registers,
+        collect() {
+          this.set(workers.stuckThreads);
+        },
+      });
+    }
     if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix });
   }
 }
