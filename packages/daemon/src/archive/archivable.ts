@@ -11,13 +11,16 @@
  * checkout), so it reads by path.
  */
 import type { Dirent } from 'node:fs';
-import { readdirSync, readlinkSync } from 'node:fs';
+import { opendirSync, readdirSync, readlinkSync, statSync } from 'node:fs';
 import { LoopYielder } from '../util/small-files.js';
 import {
+  DirectoryTooLargeError,
   PathTooLongError,
   TreeTooDeepError,
   UnarchivableNameError,
+  batchedListingBytes,
   isTooLongToArchive,
+  maxDirectoryEntries,
   maxTreeDepth,
   utf8Name,
 } from './tree.js';
@@ -34,7 +37,10 @@ export async function assertArchivable(root: string, signal?: AbortSignal): Prom
     if (depth > maxTreeDepth) throw new TreeTooDeepError(prefix);
     let entries: Dirent<Buffer>[];
     try {
-      entries = readdirSync(dir, { withFileTypes: true, encoding: 'buffer' });
+      entries =
+        statSync(dir).size > batchedListingBytes
+          ? await listLarge(dir, prefix, yielder)
+          : readdirSync(dir, { withFileTypes: true, encoding: 'buffer' });
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
       if (code === 'ENAMETOOLONG') throw new PathTooLongError(prefix);
@@ -42,6 +48,7 @@ export async function assertArchivable(root: string, signal?: AbortSignal): Prom
       if (code === 'ENOENT' || code === 'ENOTDIR') continue;
       throw error;
     }
+    if (entries.length > maxDirectoryEntries) throw new DirectoryTooLargeError(prefix);
     for (const entry of entries) {
       const name = utf8Name(entry.name);
       if (name === undefined) {
@@ -61,4 +68,22 @@ export async function assertArchivable(root: string, signal?: AbortSignal): Prom
     signal?.throwIfAborted();
     await yielder.maybeYield();
   }
+}
+
+/** A large directory's entries in batches, the event loop given turns between them (see `listInBatches` in tree.ts). */
+async function listLarge(dir: string, prefix: string, yielder: LoopYielder): Promise<Dirent<Buffer>[]> {
+  const handle = opendirSync(dir, { encoding: 'buffer', bufferSize: 1024 } as unknown as Parameters<
+    typeof opendirSync
+  >[1]);
+  const entries: Dirent<Buffer>[] = [];
+  try {
+    for (let entry = handle.readSync(); entry !== null; entry = handle.readSync()) {
+      entries.push(entry as unknown as Dirent<Buffer>);
+      if (entries.length > maxDirectoryEntries) throw new DirectoryTooLargeError(prefix);
+      if (entries.length % 4096 === 0) await yielder.maybeYield();
+    }
+  } finally {
+    handle.closeSync();
+  }
+  return entries;
 }

@@ -24,7 +24,7 @@
 import type { Compression } from '../archive/compression.js';
 import { errorMessage } from '../errors.js';
 import type { WalkOptions } from '../archive/tree.js';
-import { walkTreeSync } from '../archive/tree.js';
+import { walkPause, walkTreeSync } from '../archive/tree.js';
 import type { Xattrs } from '../archive/xattr.js';
 import { readTreeXattrs, xattrSupport } from '../archive/xattr.js';
 import type { XattrReader } from '../archive/xattr.js';
@@ -226,6 +226,10 @@ export async function createChunkedBackup(
         ...(options.exclude ? { exclude: options.exclude } : {}),
         onSkip: (path, reason) => options.onWarning?.(`skipped '${path}': ${reason}`),
       })) {
+        if (item === walkPause) {
+          await yielder.maybeYield();
+          continue;
+        }
         if (++sinceYield === 32) {
           sinceYield = 0;
           await yielder.maybeYield();

@@ -5,9 +5,9 @@
  * what the owner already holds in storage (every node's snapshots: `snapshotHoldings`) and what the storage has
  * left. Only snapshots are refused: backups keep work, and refusing one would lose it (invariant 1).
  */
-import { statfs } from 'node:fs/promises';
 import type { RemoteStorage } from '@workbay/api';
 import type { BackupStore } from '../backup/backup-store.js';
+import { DirectoryTooLargeError, maxDirectoryEntries } from '../archive/tree.js';
 import { snapshotHoldings } from '../backup/snapshot-holdings.js';
 import { ResourceExhaustedError } from '../errors.js';
 import type { DiskQuota } from '../quota/disk-quota.js';
@@ -157,12 +157,18 @@ export class SnapshotBudget {
    * time (red team round 10, S4).
    */
   private async contentBytes(state: SessionState): Promise<number> {
+    // Entries are names, counted by a walk: a hardlink takes no inode but is an entry of its own in a tar, so the
+    // image's used inodes admitted 1,000,000 hardlinks for 80 MB, and every snapshot of them failed (round 11 S5).
+    // A directory no archive takes is refused here, before anything is uploaded.
+    const { bytes, entries } = await treeUsage(state.contentLocation, {
+      maxEntriesPerDirectory: maxDirectoryEntries,
+      tooLarge: (path) => new DirectoryTooLargeError(path),
+    });
     if (state.quota?.mode === 'loop') {
+      // The image's used blocks: what the content holds, metadata included, without a stat of every file.
       const used = (await this.quota.usage(state.instanceId, state.contentLocation, state.quota)).usedBytes;
-      const fsStats = await statfs(state.contentLocation);
-      return used + (fsStats.files - fsStats.ffree) * tarBytesPerEntry;
+      return used + entries * tarBytesPerEntry;
     }
-    const { bytes, entries } = await treeUsage(state.contentLocation);
     return bytes + entries * tarBytesPerEntry;
   }
 }
