@@ -53,6 +53,7 @@ export {
 export type { OpName, OpInput, OpArgs, CliResult, Ipv4Cidr } from './contract.js';
 export { opNames, parseOpArgs, parseIpv4Cidr, EXIT_FAILED, EXIT_USAGE } from './contract.js';
 export { runCli } from './cli.js';
+export { nodeWideProcDirs, nodeWideProcFiles, nodeWideSysDirs } from './node-masks.js';
 export { resolveHostPid, namespaceId, writeIdMapping, validateIdMappings, MAX_ID_MAP_LINES } from './proc.js';
 export type { CgroupVersion, WorkspaceCgroup, CgroupControllerOptions } from './cgroup.js';
 export type { V1Controller, CgroupLayout } from './cgroup-layout.js';

@@ -3,6 +3,7 @@ import type { OpArgs } from './contract.js';
 import { OpFailure } from './errors.js';
 import type { ToolRunner } from './inside-tools.js';
 import { classifyToolError, tool } from './inside-tools.js';
+import { nodeWideProcDirs, nodeWideProcFiles, nodeWideSysDirs } from './node-masks.js';
 import type { DeviceNodeResult, PrepareDevResult } from './types.js';
 
 // Operations in the target's mount namespace: mounts, and the device nodes under its /dev. Paths are resolved only
@@ -55,42 +56,55 @@ const PROC_MASKED = [
 ];
 const PROC_READ_ONLY = ['bus', 'fs', 'irq', 'sys', 'sysrq-trigger'];
 
+/** An empty read-only tmpfs over a directory: nothing below it can be read. */
+const cover = (path: string): string[] => ['-t', 'tmpfs', '-o', 'ro,nosuid,nodev,noexec,size=4k', 'tmpfs', path];
+
+/** Runs independent mounts at once (the kernel serialises the mount table changes); throws the first failure. */
+async function mountAll(t: ToolRunner, argvs: readonly string[][]): Promise<void> {
+  const settled = await Promise.allSettled(argvs.map((argv) => tool(t, 'mount', argv)));
+  const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
+  if (failed) throw failed.reason;
+}
+
+/**
+ * Mounts a proc at `target`; masked (the default), like the workspace's own: `hidepid=2` (a workspace user sees only
+ * its own processes, not the sandbox init whose command line names host paths), the OCI runtime's masks and
+ * read-only entries, and the node-wide files and directories of {@link nodeWideProcFiles}.
+ */
 export async function mountProc(
   args: OpArgs<'mount-proc'>,
   t: ToolRunner,
 ): Promise<{ target: string; masked: string[] }> {
-  await mountCreating(t, args.target, ['-t', 'proc', '-o', 'nosuid,nodev,noexec', 'proc'], args.createTarget);
+  const options = `nosuid,nodev,noexec${args.mask ? ',hidepid=2' : ''}`;
+  await mountCreating(t, args.target, ['-t', 'proc', '-o', options, 'proc'], args.createTarget);
   if (!args.mask) return { target: args.target, masked: [] };
   try {
     // The entries depend on the kernel: one stat of the new proc says which exist and what they are.
-    const names = [...PROC_MASKED, ...PROC_READ_ONLY];
+    const names = [...PROC_MASKED, ...PROC_READ_ONLY, ...nodeWideProcFiles, ...nodeWideProcDirs];
     const present = await probe(
       t,
       names.map((n) => join(args.target, n)),
     );
-    const work: Array<{ name: string; argv: string[] }> = [];
-    for (const name of PROC_MASKED) {
-      const p = join(args.target, name);
-      const kind = present.get(p)?.type;
+    const kindOf = (name: string): string | undefined => present.get(join(args.target, name))?.type;
+    const masks: Array<{ name: string; argv: string[] }> = [];
+    for (const name of [...PROC_MASKED, ...nodeWideProcFiles, ...nodeWideProcDirs]) {
+      const kind = kindOf(name);
       if (kind === undefined) continue;
-      work.push({
-        name,
-        argv:
-          kind === 'directory'
-            ? ['-t', 'tmpfs', '-o', 'ro,nosuid,nodev,noexec,size=4k', 'tmpfs', p]
-            : ['--bind', '/dev/null', p],
-      });
-    }
-    for (const name of PROC_READ_ONLY) {
       const p = join(args.target, name);
-      // A read-only bind of the entry onto itself (mount does the bind and the read-only remount).
-      if (present.has(p)) work.push({ name, argv: ['--bind', '-o', 'ro', p, p] });
+      masks.push({ name, argv: kind === 'directory' ? cover(p) : ['--bind', '/dev/null', p] });
     }
-    // Independent mount points: all at once (the kernel serialises the mount table changes).
-    const settled = await Promise.allSettled(work.map((w) => tool(t, 'mount', w.argv)));
-    const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
-    if (failed) throw failed.reason;
-    return { target: args.target, masked: work.map((w) => w.name) };
+    // A read-only bind of the entry onto itself (mount does the bind and the read-only remount). First: a bind
+    // of `fs` would cover the masks below it (`fs/ext4`) made before it.
+    const readOnly = PROC_READ_ONLY.filter((name) => kindOf(name) !== undefined);
+    await mountAll(
+      t,
+      readOnly.map((name) => ['--bind', '-o', 'ro', join(args.target, name), join(args.target, name)]),
+    );
+    await mountAll(
+      t,
+      masks.map((m) => m.argv),
+    );
+    return { target: args.target, masked: [...readOnly, ...masks.map((m) => m.name)] };
   } catch (e) {
     // Never leave a half-masked proc behind.
     await t.run('umount', ['-R', '-l', args.target]).catch(() => undefined);
@@ -98,9 +112,34 @@ export async function mountProc(
   }
 }
 
+/**
+ * Mounts the sysfs of the target's network namespace at `target`, with the node's block devices and their
+ * filesystems covered ({@link nodeWideSysDirs}, and the directories holding the devices' own).
+ */
 export async function mountSysfs(args: OpArgs<'mount-sysfs'>, t: ToolRunner): Promise<{ target: string }> {
   const opts = ['nosuid', 'nodev', 'noexec', ...(args.readOnly ? ['ro'] : [])].join(',');
   await mountCreating(t, args.target, ['-t', 'sysfs', '-o', opts, 'sysfs'], args.createTarget);
+  try {
+    const block = join(args.target, 'block');
+    const listed = await t.run('ls', ['-1', '--', block]);
+    const devices = listed.exitCode === 0 ? listed.stdout.split('\n').filter((name) => name !== '') : [];
+    const holders = new Set<string>();
+    if (devices.length > 0) {
+      const resolved = await tool(t, 'readlink', ['-f', '--', ...devices.map((name) => join(block, name))]);
+      // Each device's own directory sits in its controller's `block` directory (sysfs names hold no newline).
+      for (const path of resolved.stdout.split('\n'))
+        if (path !== '') holders.add(path.slice(0, path.lastIndexOf('/')));
+    }
+    const present = await probe(t, [...nodeWideSysDirs.map((name) => join(args.target, name)), ...holders]);
+    await mountAll(
+      t,
+      [...present.keys()].map((p) => cover(p)),
+    );
+  } catch (e) {
+    // Never leave the node's devices readable behind a failure.
+    await t.run('umount', ['-R', '-l', args.target]).catch(() => undefined);
+    throw e;
+  }
   return { target: args.target };
 }
 

@@ -57,6 +57,12 @@ describe('createNsinsiderOps against real namespaces', () => {
     const mountinfo = await sb.check(['cat', '/proc/1/mountinfo']);
     expect(mountinfo).toMatch(/ \/proc\/timer_list /);
     expect(mountinfo).toMatch(/ \/proc\/sys ro,/);
+    // Like the workspace's own proc (round 11 N1): other users' processes hidden, and nothing of the node's block
+    // devices (every workspace's loop device, its I/O), file locks or filesystems.
+    expect(mountinfo).toMatch(/ \/proc .* proc proc \S*hidepid=(2|invisible)/);
+    for (const file of ['/proc/diskstats', '/proc/partitions', '/proc/locks'])
+      expect(await sb.check(['cat', file])).toBe('');
+    if (existsSync('/proc/fs/ext4')) expect(await sb.check(['ls', '-A', '/proc/fs/ext4'])).toBe('');
     // The host's own /proc is untouched.
     expect(existsSync(`/proc/${process.pid}`)).toBe(true);
     await ops.unmount({ pid: sb.pid, target: '/proc' });
@@ -69,6 +75,10 @@ describe('createNsinsiderOps against real namespaces', () => {
     await ops.mountSysfs({ pid: sb.pid, target: dir });
     const links = (await sb.check(['ls', join(dir, 'class', 'net')])).split('\n').filter(Boolean);
     expect(links).toEqual(['lo']);
+    // No block device of the node (a loop device's backing_file names another workspace's image), by any path.
+    for (const sub of ['block', 'class/block', 'dev/block', 'devices/virtual/block']) {
+      expect(await sb.check(['ls', '-A', join(dir, sub)])).toBe('');
+    }
     // The mount is private to the sandbox's mount namespace.
     expect(existsSync(join(dir, 'class'))).toBe(false);
     await ops.unmount({ pid: sb.pid, target: dir });

@@ -1,6 +1,6 @@
 // The sandbox init of an isolated workspace (pid 1 of its pid namespace, root until it drops to the workspace) and
 // what it sets up; wrapper.ts runs it.
-import { syscallFilterLoader } from '@workbay/nsinsider';
+import { nodeWideProcDirs, nodeWideProcFiles, nodeWideSysDirs, syscallFilterLoader } from '@workbay/nsinsider';
 
 /** The workspace's own uid/gid inside its user namespace (the original's workspace user). */
 export const workspaceUid = 33333;
@@ -85,23 +85,17 @@ export function mountinfoPath(p: string): string {
  * disk controller's `block` directory for a disk), found from /sys/block, so that no other sysfs path reaches them.
  * The workspace's own network devices (`/sys/class/net`) stay.
  */
-export const maskedSysDirs: readonly string[] = [
-  '/sys/block',
-  '/sys/class/block',
-  '/sys/dev/block',
-  '/sys/fs/ext4',
-  '/sys/fs/xfs',
-];
+export const maskedSysDirs: readonly string[] = nodeWideSysDirs.map((dir) => `/sys/${dir}`);
 
 /** Per-filesystem directories of /proc, by device (ext4's options and allocator, jbd2's commits): covered likewise. */
-export const maskedProcDirs: readonly string[] = ['/proc/fs/ext4', '/proc/fs/jbd2', '/proc/fs/xfs'];
+export const maskedProcDirs: readonly string[] = nodeWideProcDirs.map((dir) => `/proc/${dir}`);
 
 /**
  * Node-wide /proc files that show what other workspaces do, bound to /dev/null (as Docker masks /proc files): the
  * I/O of every block device, each workspace's loop device among them (`diskstats`, `partitions` lists them), and
  * every file lock on the node by device and inode (`locks`).
  */
-export const maskedProcFiles: readonly string[] = ['/proc/diskstats', '/proc/partitions', '/proc/locks'];
+export const maskedProcFiles: readonly string[] = nodeWideProcFiles.map((file) => `/proc/${file}`);
 
 /**
  * The kernel log, bound to /dev/null likewise: it names other workspaces' processes, cgroups (instance ids) and loop
