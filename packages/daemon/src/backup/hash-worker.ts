@@ -133,6 +133,11 @@ export function workerMain(cut: FindCut, opener: typeof beneathOpener): void {
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
       if (code === 'ENOENT' || code === 'ELOOP' || code === 'ENOTDIR') return undefined;
+      // A lease a process of the workspace holds (fcntl F_SETLEASE) refuses a non-blocking open: named here, where
+      // the path below the root is known (the error's own is a /proc/self/fd one).
+      if (code === 'EAGAIN' || code === 'EWOULDBLOCK') {
+        throw Object.assign(new Error(`EAGAIN: '${relative}'`), { code: 'EAGAIN' });
+      }
       throw error;
     }
     // A workspace can swap a directory for a link to a host directory at any moment: reading through it would

@@ -5,7 +5,13 @@
  */
 import type { PluginLogger } from '@workbay/api';
 import type { BackupResult, BackupStore, SnapshotResult } from '../backup/backup-store.js';
-import { ResourceExhaustedError, UnavailableError, errorMessage, isWorkbayError } from '../errors.js';
+import {
+  FailedPreconditionError,
+  ResourceExhaustedError,
+  UnavailableError,
+  errorMessage,
+  isWorkbayError,
+} from '../errors.js';
 import type { DaemonMetrics } from '../health/metrics.js';
 import type { SessionState } from '../session/session-store.js';
 import type { OwnerSlots } from '../util/owner-slots.js';
@@ -32,19 +38,36 @@ const retryStopCodes = new Set([
 
 /**
  * A Workbay error as it is; a full disk or quota (ENOSPC, EDQUOT: another attempt would fill it again) as
- * RESOURCE_EXHAUSTED; anything else as UNAVAILABLE saying what failed.
+ * RESOURCE_EXHAUSTED; a leased file as FAILED_PRECONDITION; anything else as UNAVAILABLE saying what failed.
  */
 function typed(error: unknown, what: string): Error {
   if (isWorkbayError(error)) return error;
   if (isOutOfSpace(error)) {
     return new ResourceExhaustedError(`${what} failed: the storage is full (${errorMessage(error)})`, { cause: error });
   }
+  if (isLeased(error)) {
+    // Red team round 11 L1: it was UNAVAILABLE, retried, and the CLI said it could not reach the manager.
+    return new FailedPreconditionError(
+      `${what} failed: a process of the workspace holds a lease on a file, which cannot be read meanwhile (${errorMessage(error)})`,
+      { cause: error },
+    );
+  }
   return new UnavailableError(`${what} failed: ${errorMessage(error)}`, { cause: error });
 }
 
+function codeOf(error: unknown): string | undefined {
+  return (error as NodeJS.ErrnoException | undefined)?.code;
+}
+
 function isOutOfSpace(error: unknown): boolean {
-  const code = (error as NodeJS.ErrnoException | undefined)?.code;
+  const code = codeOf(error);
   return code === 'ENOSPC' || code === 'EDQUOT';
+}
+
+/** A non-blocking open refused (EAGAIN): a file lease held by the workspace; retrying while it holds it cannot help. */
+function isLeased(error: unknown): boolean {
+  const code = codeOf(error);
+  return code === 'EAGAIN' || code === 'EWOULDBLOCK';
 }
 
 export async function uploadBackup(
@@ -65,7 +88,8 @@ export async function uploadBackup(
     const result = await retryWithBackoff(() => backups.backup(state.contentLocation, ref, readAs), {
       attempts: deps.attempts,
       initialDelayMs: deps.initialBackoffMs,
-      retryable: (error) => !isOutOfSpace(error) && !(isWorkbayError(error) && retryStopCodes.has(error.code)),
+      retryable: (error) =>
+        !isOutOfSpace(error) && !isLeased(error) && !(isWorkbayError(error) && retryStopCodes.has(error.code)),
       onRetry: (error, attempt) => {
         metrics.backupRetries.inc({ reason });
         deps.logger.warn(

@@ -4,7 +4,7 @@
  * the connection (item 9, invariant 7), an owner reaches only its own snapshots (item 7, invariant 11), and
  * downloads are http(s) only. Each attack must have no effect.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { chmod, mkdir, mkdtemp, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -375,5 +375,38 @@ describe('owner confinement in the shared-bucket layout', () => {
     });
     expect(own.initializerMetrics[0]?.type).toBe('snapshot');
     expect(JSON.parse(await readFile(join(own.contentLocation, '.workbay/ready'), 'utf8')).source).toBe('from-other');
+  });
+
+  it('a file the workspace holds a lease on fails its backup with FAILED_PRECONDITION naming it, not retried', async () => {
+    // Round 11 L1: the open (O_NONBLOCK) got EAGAIN, reported UNAVAILABLE and retried, and the CLI said the manager
+    // was unreachable. A process holding a write lease (fcntl F_SETLEASE, F_WRLCK) until it is killed, deaf to the
+    // SIGIO each refused open sends it (the kernel breaks a lease only after lease-break-time, 45 s).
+    await t.client.initWorkspace({ id: 'lease-1', metadata: { owner: 'leo', metaId: 'ws-lease' }, initializer: empty });
+    const file = join(t.workingArea, 'lease-1', 'leased.txt');
+    await writeFile(file, 'mine');
+    const holder = spawn(
+      'perl',
+      [
+        '-e',
+        '$| = 1; $SIG{IO} = "IGNORE"; open(my $f, ">>", $ARGV[0]) or die; fcntl($f, 1024, 1) or die "lease: $!"; print "held\n"; sleep 60',
+        file,
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    try {
+      await new Promise<void>((resolve, reject) => {
+        holder.stdout.once('data', () => resolve());
+        holder.once('exit', (code) => reject(new Error(`the lease holder exited with ${code}`)));
+      });
+      const backup = await errorOf(t.client.backupWorkspace({ id: 'lease-1' }));
+      const snapshot = await errorOf(t.client.takeSnapshot({ id: 'lease-1' }));
+      for (const error of [backup, snapshot]) {
+        expect(isWorkbayError(error, 'failed-precondition'), String(error)).toBe(true);
+        expect((error as Error).message).toMatch(/failed: a process of the workspace holds a lease on a file/);
+      }
+      expect((backup as Error).message).toMatch(/'leased\.txt'\)$/);
+    } finally {
+      holder.kill('SIGKILL');
+    }
   });
 });
