@@ -78,4 +78,11 @@ describe('workbay CLI against a WorkspaceManager server', () => {
     expect(run.stderr).toContain('workbay: cannot reach the manager at 127.0.0.1:1');
     expect(run.stderr).toContain("start one with 'workbay up'");
   });
+
+  it('exits 4 with what the manager said when it answers UNAVAILABLE itself, not "cannot reach"', async () => {
+    const run = await workbay(['backup', 'cli-storage-down']);
+    expect(run.code).toBe(4);
+    expect(run.stderr).toContain("workbay: backup of workspace 'cli-storage-down' failed: storage down (the manager");
+    expect(run.stderr).not.toMatch(/cannot reach the manager/);
+  });
 });

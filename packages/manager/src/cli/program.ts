@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { Command, CommanderError, Option } from 'commander';
-import { isWorkbayError } from '@workbay/api';
+import { errorMetadataKeys, isWorkbayError } from '@workbay/api';
 import { CliContext, defaultAddress } from './context.js';
 import type { CliIo, GlobalOptions } from './context.js';
 import { CliError, ExitCode, errorJson, exitCodeFor } from './exit-codes.js';
@@ -74,6 +74,12 @@ maintenance), 4 manager unavailable, 5 timed out, 6 workspace failed, 10 other e
         const code = await action(ctx, ...args);
         setExitCode(code ?? ExitCode.ok);
       } catch (error) {
+        if (isWorkbayError(error, 'unavailable') && answeredByManager(error)) {
+          // The manager is there and said so itself (a backup whose storage failed, a daemon it cannot reach).
+          throw new CliError(`${error.message} (the manager answered; try again later)`, ExitCode.unavailable, {
+            cause: error,
+          });
+        }
         if (isWorkbayError(error, 'unavailable')) {
           throw new CliError(
             `cannot reach the manager at ${globals.address}: ${error.message}\n` +
@@ -129,4 +135,13 @@ export function defaultOwner(env: Readonly<Record<string, string | undefined>>):
     // Deliberate: a uid without a passwd entry (containers) has no user name; 'local' stands in.
     return 'local';
   }
+}
+
+/**
+ * Whether an error came from the manager (its server edge sends the Workbay code as metadata) rather than from the
+ * connection: a backup that failed UNAVAILABLE was reported as "cannot reach the manager" (red team round 11 L1).
+ */
+function answeredByManager(error: Error): boolean {
+  const metadata = (error.cause as { metadata?: { get(key: string): unknown[] } } | undefined)?.metadata;
+  return (metadata?.get(errorMetadataKeys.code).length ?? 0) > 0;
 }

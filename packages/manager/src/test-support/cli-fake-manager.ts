@@ -20,6 +20,7 @@ import {
   AlreadyExistsError,
   FailedPreconditionError,
   NotFoundError,
+  UnavailableError,
   WorkspaceManagerService,
   serverStreamHandler,
   unaryHandler,
@@ -121,6 +122,8 @@ export class FakeManager {
       lastActivity: '2026-01-01T00:00:00Z',
     })),
     backupWorkspace: unaryHandler(async (req) => {
+      if (req.id === 'cli-storage-down')
+        throw new UnavailableError("backup of workspace 'cli-storage-down' failed: storage down");
       this.get(req.id);
       return { url: `workspaces/${req.id}/full.tar@workbay-user-x` };
     }),
