@@ -122,6 +122,7 @@ export { createHostOps } from './host-ops/host-ops.js';
 export type { DiskGuardOptions, DiskGuardStatus } from './health/disk-guard.js';
 export { DiskGuard } from './health/disk-guard.js';
 export { DaemonMetrics } from './health/metrics.js';
+export type { BackupWorkerHealth } from './health/metrics.js';
 
 // In-workspace service (iws.InWorkspaceService and iws.WorkspaceInfoService): see src/iws/README.md
 export type {
