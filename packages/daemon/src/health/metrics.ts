@@ -5,7 +5,9 @@ const secondsBuckets = [0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1
 
 /** What the metrics read from the backup worker pool (see backup/worker-pool.ts). */
 export interface BackupWorkerHealth {
+  /** Workers replaced because a call in them never returned. */
   readonly stalls: number;
+  /** Threads of replaced workers still stuck in that call. */
   readonly stuckThreads: number;
 }
 
