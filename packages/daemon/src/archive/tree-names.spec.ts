@@ -132,4 +132,23 @@ describe('names the walk cannot carry', () => {
     make(fits, 'g'.repeat(3584 - 14 * 251));
     expect(await errors(fits)).toEqual([undefined, undefined]);
   });
+
+  it('refuses a checkout whose backup manifest would pass its bound, counted high, before any backup', async () => {
+    // Round 11 R1 at a smaller scale: 300 empty files with 200-byte names; at most 100 KB of manifest.
+    const root = join(base, 'manifest');
+    mkdirSync(root);
+    for (let i = 0; i < 300; i++) writeFileSync(join(root, `${String(i).padStart(3, '0')}${'m'.repeat(197)}`), '');
+    const limits = { maxEntries: 4_000_000, maxDecompressedBytes: 100_000 };
+    const error = await assertArchivable(root, undefined, limits).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(isWorkbayError(error, 'failed-precondition'), String(error)).toBe(true);
+    expect((error as Error).message).toMatch(/too many entries or paths too long for a backup to list \(\d+ entries/);
+    // The same tree within the restore's own bounds passes, and so does one within a small entry bound.
+    await assertArchivable(root);
+    await expect(assertArchivable(root, undefined, { maxEntries: 299, maxDecompressedBytes: 1e9 })).rejects.toThrow(
+      /300 entries/,
+    );
+  });
 });
