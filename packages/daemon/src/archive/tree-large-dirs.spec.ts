@@ -65,7 +65,7 @@ describe('directories of many entries', () => {
     for (const error of [walk, check]) {
       expect(isWorkbayError(error, 'failed-precondition'), String(error)).toBe(true);
       expect((error as Error).message).toMatch(
-        /a directory with more than 250000 entries \(big\); it cannot be archived/,
+        /a directory with more than 250000 entries \('big'\); it cannot be archived/,
       );
     }
   });

@@ -11,6 +11,7 @@ import {
   realpathSync,
 } from 'node:fs';
 import { FailedPreconditionError } from '../errors.js';
+import { quote } from '../util/bounds.js';
 import { openedAt, pinnedDirectory } from '../util/pinned-path.js';
 import { LoopYielder } from '../util/small-files.js';
 import type { Xattrs } from './xattr.js';
@@ -122,7 +123,7 @@ export const walkPause: unique symbol = Symbol('walk pause');
 export class DirectoryTooLargeError extends FailedPreconditionError {
   constructor(path: string) {
     super(
-      `the content has a directory with more than ${maxDirectoryEntries} entries (${path === '' ? 'the root' : path.slice(0, 200)}); it cannot be archived: split it`,
+      `the content has a directory with more than ${maxDirectoryEntries} entries (${path === '' ? 'the root' : quote(path)}); it cannot be archived: split it`,
     );
   }
 }
@@ -159,7 +160,7 @@ export function isTooLongToArchive(path: string): boolean {
 export class TreeTooDeepError extends FailedPreconditionError {
   constructor(path: string) {
     super(
-      `the content nests directories more than ${maxTreeDepth} deep (at ${path.slice(0, 200)}…); it is not archived`,
+      `the content nests directories more than ${maxTreeDepth} deep (at ${quote(path)}); it is not archived`,
     );
   }
 }
@@ -172,7 +173,7 @@ export class TreeTooDeepError extends FailedPreconditionError {
  */
 export class UnarchivableNameError extends FailedPreconditionError {
   constructor(path: string, what: string) {
-    super(`the content has ${what} that is not valid UTF-8 (${path.slice(0, 200)}); it cannot be archived: rename it`);
+    super(`the content has ${what} that is not valid UTF-8 (${quote(path)}); it cannot be archived: rename it`);
   }
 }
 
@@ -183,7 +184,7 @@ export class UnarchivableNameError extends FailedPreconditionError {
 export class PathTooLongError extends FailedPreconditionError {
   constructor(path: string) {
     super(
-      `the content has a path longer than ${maxArchivedPathBytes} bytes (at ${path.slice(0, 200)}…); it cannot be archived: shorten it`,
+      `the content has a path longer than ${maxArchivedPathBytes} bytes (at ${quote(path)}); it cannot be archived: shorten it`,
     );
   }
 }

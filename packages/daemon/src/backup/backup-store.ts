@@ -34,6 +34,7 @@ import type { XattrReader } from '../archive/xattr.js';
 import type { BackupTarget, ChunkedBackupResult } from './chunked.js';
 import { chunksDirectory, createChunkedBackup, manifestName, readManifest } from './chunked.js';
 import { restoreChunkedBackup } from './chunked-restore.js';
+import { WarningBudget } from '../util/warning-budget.js';
 
 export type BackupFormat = 'chunked' | 'tar';
 
@@ -181,7 +182,21 @@ export class BackupStore {
   async backup(root: string, ref: WorkspaceStorageRef, options: ArchiveReadOptions = {}): Promise<BackupResult> {
     const target = this.target(ref);
     await this.storage.ensureBucket(target.bucket);
-    const onWarning = (message: string): void => this.logger.warn({ workspaceId: ref.workspaceId }, message);
+    const warnings = new WarningBudget((message) => this.logger.warn({ workspaceId: ref.workspaceId }, message));
+    try {
+      return await this.backupWith(root, ref, options, warnings.warn);
+    } finally {
+      warnings.flush();
+    }
+  }
+
+  private async backupWith(
+    root: string,
+    ref: WorkspaceStorageRef,
+    options: ArchiveReadOptions,
+    onWarning: (message: string) => void,
+  ): Promise<BackupResult> {
+    const target = this.target(ref);
     if (this.format === 'chunked') {
       const result = await createChunkedBackup(root, target, ref.workspaceId, {
         compression: this.compression,
@@ -246,12 +261,13 @@ export class BackupStore {
       const target = this.target(ref);
       const manifest = await readManifest(target);
       if (!manifest) throw new NotFoundError(`backup manifest ${url} disappeared while restoring`);
+      const warnings = new WarningBudget((message) => this.logger.warn({ workspaceId: ref.workspaceId }, message));
       const stats = await restoreChunkedBackup(root, target, manifest, {
-        onWarning: (message) => this.logger.warn({ workspaceId: ref.workspaceId }, message),
+        onWarning: warnings.warn,
         allowSpecialFiles: this.options.allowSpecialFiles ?? false,
         ...(options.owner ? { owner: options.owner } : {}),
         ...(options.signal ? { signal: options.signal } : {}),
-      });
+      }).finally(() => warnings.flush());
       return { format: 'chunked', url, contentBytes: stats.contentBytes, transferredBytes: stats.transferredBytes };
     }
     const stats = await this.extractObject(root, found.bucket, found.name, options);
@@ -266,12 +282,13 @@ export class BackupStore {
   ): Promise<{ contentBytes: number }> {
     const { signal, owner } = options;
     const body = await this.storage.download(bucket, name, signal ? { signal } : {});
+    const warnings = new WarningBudget((message) => this.logger.warn({ object: name }, message));
     return extractTree(body, root, {
-      onWarning: (message) => this.logger.warn({ object: name }, message),
+      onWarning: warnings.warn,
       allowSpecialFiles: this.options.allowSpecialFiles ?? false,
       ...(owner ? { owner } : {}),
       ...(signal ? { signal } : {}),
-    });
+    }).finally(() => warnings.flush());
   }
 
   /** Uploads a plain tar snapshot `snapshot-<unixnano>.tar`; the content is left as it is. */

@@ -136,7 +136,10 @@ export function workerMain(cut: FindCut, opener: typeof beneathOpener): void {
       // A lease a process of the workspace holds (fcntl F_SETLEASE) refuses a non-blocking open: named here, where
       // the path below the root is known (the error's own is a /proc/self/fd one).
       if (code === 'EAGAIN' || code === 'EWOULDBLOCK') {
-        throw Object.assign(new Error(`EAGAIN: '${relative}'`), { code: 'EAGAIN' });
+        // Shown to clients: the path clipped and printable, as util/bounds.ts quote() does (this source is self-contained).
+        // eslint-disable-next-line no-control-regex
+        const shown = relative.slice(0, 64).replace(/[\u0000-\u001f\u007f-\u009f]/g, '?');
+        throw Object.assign(new Error(`EAGAIN: '${shown}'`), { code: 'EAGAIN' });
       }
       throw error;
     }

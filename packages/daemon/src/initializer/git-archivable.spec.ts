@@ -62,7 +62,7 @@ describe('a checkout no archive can hold fails the git initializer', () => {
     const { outcome } = await clone('latin1', Buffer.from('caf\xe9.txt', 'latin1'), 1);
     expect(isWorkbayError(outcome, 'failed-precondition')).toBe(true);
     expect((outcome as Error).message).toMatch(
-      /^the repository's checkout cannot be backed up: the content has a name that is not valid UTF-8 \(project\/d\/"caf/,
+      /^the repository's checkout cannot be backed up: the content has a name that is not valid UTF-8 \('project\/d\/"caf/,
     );
   });
 

@@ -302,14 +302,22 @@ export async function runGitInitializer(
   }
   await realizeCloneTarget(spec, location, ctx, creds, field);
   await updateSubmodules(location, ctx, creds, spec.fullClone);
-  // A checkout no archive can hold would leave work that can never be backed up: refused now, not at the stop.
+  await assertCheckoutArchivable(ctx);
+  return { location: spec.checkoutLocation };
+}
+
+/**
+ * Refuses content a repository brought that no archive can hold (see archive/archivable.ts), after a clone or after
+ * a prebuild's checkout was moved to newer commits: work in it could never be backed up, so the workspace fails to
+ * start, saying why, instead of failing at its stop (red team rounds 9 K2, 11 R1 and R2).
+ */
+export async function assertCheckoutArchivable(ctx: InitializerContext): Promise<void> {
   await assertArchivable(ctx.root, ctx.signal).catch((error: unknown) => {
     if (!isWorkbayError(error, 'failed-precondition')) throw error;
     throw new FailedPreconditionError(`the repository's checkout cannot be backed up: ${error.message}`, {
       cause: error,
     });
   });
-  return { location: spec.checkoutLocation };
 }
 
 /** Brings a working copy to the target the spec asks for (branch, commit, new local branch). */

@@ -263,6 +263,33 @@ describe('initializers (real git, real HTTP, through gRPC)', () => {
       expect(await readFile(join(contentLocation, 'later.txt'), 'utf8')).toBe('pushed after the prebuild\n');
     });
 
+    it('prebuild: newer commits that bring what no archive holds are refused, as a clone of them is (R2)', async () => {
+      // Red team round 11 R2: the prebuild's checkout was moved to the new commits without the checkout check.
+      const pb = await createRepo(repos.path, 'prebuild-r2');
+      const sourceId = nextId();
+      await init(
+        { spec: { $case: 'git', value: { remoteUri: pb.url, fullClone: true } as contentservice.GitInitializer } },
+        sourceId,
+      );
+      const { url } = await t.client.takeSnapshot({ id: sourceId });
+      // 14 directories of 250 bytes and a 220-byte file: 3,734 bytes, past the 3,584 an archive holds.
+      await pb.commit('feature', { [`${'e'.repeat(250)}/`.repeat(14) + 'g'.repeat(220)]: 'x' });
+      const error = await errorOf(
+        init({
+          spec: {
+            $case: 'prebuild',
+            value: {
+              prebuild: { snapshot: url, fromVolumeSnapshot: false },
+              git: [{ remoteUri: pb.url, targetMode: 2, cloneTaget: 'feature' } as contentservice.GitInitializer],
+            },
+          },
+        }),
+      );
+      expect(isWorkbayError(error, 'failed-precondition'), String(error)).toBe(true);
+      expect((error as Error).message).toMatch(/^the repository's checkout cannot be backed up: /);
+      expect((error as Error).message).toMatch(/\(3734 characters\)\); it cannot be archived: shorten it$/);
+    });
+
     it('prebuild: a missing snapshot falls back to the git initializers', async () => {
       const { contentLocation, contentSource, initializerMetrics } = await init({
         spec: {

@@ -24,6 +24,7 @@ import { progressErrorText } from './progress.js';
 import { safeLocation } from './context.js';
 import {
   GitCredentialSource,
+  assertCheckoutArchivable,
   gitContentOwned,
   realizeCloneTarget,
   runGitInitializer,
@@ -203,6 +204,8 @@ async function runPrebuild(
     metrics.push(metric);
     gitLocations.push(git.checkoutLocation);
   }
+  // New commits on top of the prebuild's checkout can bring what a clone of them would have been refused for (R2).
+  if (restored && spec.git.length > 0) await assertCheckoutArchivable(ctx);
   const sum = metrics.reduce((total, m) => total + m.bytes, 0);
   metrics.push({ type: 'prebuild', durationMs: Math.round(performance.now() - started), bytes: sum });
   return { metrics, source, gitLocations };

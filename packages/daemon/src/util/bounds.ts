@@ -38,8 +38,8 @@ const quoteMax = 64;
 /** A short, printable prefix of a value for an error message: `'abc...' (1048576 characters)`. */
 export function quote(value: string, max = quoteMax): string {
   const head = value.length > max ? value.slice(0, max) : value;
-  // eslint-disable-next-line no-control-regex -- control characters are exactly what is replaced
-  const printable = head.replace(/[\u0000-\u001f\u007f]/g, '?');
+  // eslint-disable-next-line no-control-regex -- control characters (C0, DEL, C1) are exactly what is replaced
+  const printable = head.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?');
   return value.length > max ? `'${printable}...' (${value.length} characters)` : `'${printable}'`;
 }
 

@@ -79,6 +79,11 @@ describe('workbay CLI against a WorkspaceManager server', () => {
     expect(run.stderr).toContain("start one with 'workbay up'");
   });
 
+  it('prints no control character a message carries (an escape sequence from a repository name)', async () => {
+    const run = await workbay(['backup', 'cli-escape']);
+    expect(run.stderr).toBe('workbay: a name ?]0;PWNED??[31mRED?\n');
+  });
+
   it('exits 4 with what the manager said when it answers UNAVAILABLE itself, not "cannot reach"', async () => {
     const run = await workbay(['backup', 'cli-storage-down']);
     expect(run.code).toBe(4);

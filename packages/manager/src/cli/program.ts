@@ -120,7 +120,7 @@ export async function runCli(args: readonly string[], io: CliIo): Promise<number
     }
     const code = exitCodeFor(error);
     if (json) io.stderr.write(`${JSON.stringify(errorJson(error, code))}\n`);
-    else io.stderr.write(`workbay: ${error instanceof Error ? error.message : String(error)}\n`);
+    else io.stderr.write(`workbay: ${printable(error instanceof Error ? error.message : String(error))}\n`);
     return code;
   }
 }
@@ -144,4 +144,14 @@ export function defaultOwner(env: Readonly<Record<string, string | undefined>>):
 function answeredByManager(error: Error): boolean {
   const metadata = (error.cause as { metadata?: { get(key: string): unknown[] } } | undefined)?.metadata;
   return (metadata?.get(errorMetadataKeys.code).length ?? 0) > 0;
+}
+
+/**
+ * A message as a terminal may show it: control characters (C0 but newline and tab, DEL, C1) as `?`. Messages can
+ * quote what a repository or a workspace chose, and an escape sequence there would drive the user's terminal
+ * (red team round 11 E1).
+ */
+function printable(message: string): string {
+  // eslint-disable-next-line no-control-regex -- control characters are exactly what is replaced
+  return message.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g, '?');
 }

@@ -122,6 +122,7 @@ export class FakeManager {
       lastActivity: '2026-01-01T00:00:00Z',
     })),
     backupWorkspace: unaryHandler(async (req) => {
+      if (req.id === 'cli-escape') throw new FailedPreconditionError('a name \u001b]0;PWNED\u0007\u001b[31mRED\u009b');
       if (req.id === 'cli-storage-down')
         throw new UnavailableError("backup of workspace 'cli-storage-down' failed: storage down");
       this.get(req.id);
