@@ -113,7 +113,7 @@ async function main(): Promise<void> {
       spawnTrue,
     );
     row(
-      'ops.mountProc masked + unmount (15 mounts, 2 ops)',
+      'ops.mountProc masked + unmount (about 20 mounts in two rounds, 2 ops)',
       await measure(runs / 5, async () => {
         await ops.mountProc({ pid: sb.pid, target: `${dir}/proc` });
         await ops.unmount({ pid: sb.pid, target: `${dir}/proc` });
