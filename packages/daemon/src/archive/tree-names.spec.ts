@@ -125,7 +125,9 @@ describe('names the walk cannot carry', () => {
     make(long, 'g'.repeat(220));
     for (const error of await errors(long)) {
       expect(isWorkbayError(error, 'failed-precondition'), String(error)).toBe(true);
-      expect((error as Error).message).toMatch(/a path longer than 3584 bytes \(at 'e{64}\.\.\.' \(3734 characters\)\)/);
+      expect((error as Error).message).toMatch(
+        /a path longer than 3584 bytes \(at 'e{64}\.\.\.' \(3734 characters\)\)/,
+      );
     }
     // Exactly at the limit: 14 x 251 bytes of directories and a 70-byte name.
     const fits = join(base, 'fits');

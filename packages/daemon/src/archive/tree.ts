@@ -159,9 +159,7 @@ export function isTooLongToArchive(path: string): boolean {
 /** Content nested deeper than {@link maxTreeDepth}: not archived, not retried. */
 export class TreeTooDeepError extends FailedPreconditionError {
   constructor(path: string) {
-    super(
-      `the content nests directories more than ${maxTreeDepth} deep (at ${quote(path)}); it is not archived`,
-    );
+    super(`the content nests directories more than ${maxTreeDepth} deep (at ${quote(path)}); it is not archived`);
   }
 }
 
