@@ -15,6 +15,20 @@ describe('storage layout', () => {
     expect(backupObjectName(location, 'ws-1')).toBe('workspaces/ws-1/full.tar');
   });
 
+  it('gives owners that differ only in case buckets of their own (red team round 12, O1)', () => {
+    const perOwner = { mode: 'per-owner' } as const;
+    const buckets = ['alice', 'ALICE', 'Alice', 'a_lice', 'h--x'].map((owner) => locateOwner(perOwner, owner).bucket);
+    expect(buckets[0]).toBe('workbay-user-alice');
+    expect(new Set(buckets).size).toBe(buckets.length);
+    expect(buckets[1]).toMatch(/^workbay-user-h--[0-9a-f]{40}$/);
+    // The same owner always gets the same bucket; a plain owner cannot name itself after a hashed one.
+    expect(locateOwner(perOwner, 'ALICE').bucket).toBe(buckets[1]);
+    expect(() => locateOwner(perOwner, buckets[1]!.slice('workbay-user-'.length))).not.toThrow();
+    expect(locateOwner(perOwner, buckets[1]!.slice('workbay-user-'.length)).bucket).not.toBe(buckets[1]);
+    // Owners too long for a bucket name of their own are hashed too, instead of refused.
+    expect(locateOwner(perOwner, 'a'.repeat(100)).bucket).toMatch(/^workbay-user-h--[0-9a-f]{40}$/);
+  });
+
   it('prefixes objects with the owner in a shared bucket', () => {
     const location = locateOwner({ mode: 'shared', bucket: 'workbay' }, 'u-123');
     expect(backupObjectName(location, 'ws-1')).toBe('u-123/workspaces/ws-1/full.tar');

@@ -1,8 +1,9 @@
+import { createHash } from 'node:crypto';
 import { InvalidArgumentError } from '../errors.js';
 
 /**
- * Where an owner's objects live: one bucket per owner (`workbay-user-<owner>`), or one shared bucket with an
- * `<owner>/` key prefix. Both the daemon and storage plugins use this so that they agree on names.
+ * Where an owner's objects live: one bucket per owner (`workbay-user-<owner>`, or `workbay-user-h--<hash>` for an owner
+ * that is not a lower-case bucket name: see {@link locateOwner}), or one shared bucket with an `<owner>/` key prefix. Both the daemon and storage plugins use this so that they agree on names.
  */
 export type BucketLayout =
   { readonly mode: 'per-owner'; readonly bucketPrefix?: string } | { readonly mode: 'shared'; readonly bucket: string };
@@ -20,6 +21,19 @@ const bucketNamePattern = /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/;
 const ownerPattern = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
 const workspaceIdPattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 
+/**
+ * Owners whose per-owner bucket is named after them as they are: lower-case letters, digits and hyphens, not starting
+ * with the hashed names' `h--`. Any other owner (upper case, `_`, too long for a bucket name) gets a bucket named by
+ * the SHA-256 of the owner. Owners are case-sensitive everywhere else, so the lower-casing this replaced gave `ALICE`
+ * alice's bucket: her snapshots, her backups, and the last word on her next start (red team round 12, O1).
+ */
+const plainBucketOwner = /^(?!h--)[a-z0-9][a-z0-9-]*$/;
+
+/** `h--` and 160 bits of the owner's SHA-256: no plain owner's name starts so (see {@link plainBucketOwner}). */
+function hashedOwner(owner: string): string {
+  return `h--${createHash('sha256').update(owner).digest('hex').slice(0, 40)}`;
+}
+
 export function locateOwner(layout: BucketLayout, owner: string): StorageLocation {
   if (!ownerPattern.test(owner)) {
     throw new InvalidArgumentError('owner', `owner '${owner}' may only contain letters, digits, '-' and '_'`);
@@ -27,7 +41,10 @@ export function locateOwner(layout: BucketLayout, owner: string): StorageLocatio
   if (layout.mode === 'shared') {
     return { bucket: layout.bucket, prefix: `${owner}/` };
   }
-  const bucket = `${layout.bucketPrefix ?? defaultBucketPrefix}${owner.toLowerCase()}`;
+  const prefix = layout.bucketPrefix ?? defaultBucketPrefix;
+  const named = `${prefix}${owner}`;
+  const bucket =
+    plainBucketOwner.test(owner) && bucketNamePattern.test(named) ? named : `${prefix}${hashedOwner(owner)}`;
   if (!bucketNamePattern.test(bucket)) {
     throw new InvalidArgumentError('owner', `owner '${owner}' does not make a valid bucket name ('${bucket}')`);
   }

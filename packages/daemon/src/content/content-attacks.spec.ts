@@ -233,15 +233,18 @@ describe('content attacks over gRPC', () => {
         'initializer.prebuild.prebuild.snapshot',
       ],
     ];
+    // Owners are case-sensitive: `ALICE` is not alice, and her bucket is not his (red team round 12, O1).
     for (const [initializer, field] of attempts) {
-      calls.length = 0;
-      const error = await errorOf(
-        t.client.initWorkspace({ id: 'mallory-1', metadata: { owner: 'bob', metaId: 'ws-mallory' }, initializer }),
-      );
-      expect(isWorkbayError(error, 'permission-denied'), error.message).toBe(true);
-      expect(error.message.startsWith(`${field}:`), error.message).toBe(true);
-      expect(calls.filter((call) => call.includes('workbay-user-alice'))).toEqual([]);
-      await noTrace('mallory-1');
+      for (const owner of ['bob', 'ALICE', 'Alice']) {
+        calls.length = 0;
+        const error = await errorOf(
+          t.client.initWorkspace({ id: 'mallory-1', metadata: { owner, metaId: 'ws-mallory' }, initializer }),
+        );
+        expect(isWorkbayError(error, 'permission-denied'), error.message).toBe(true);
+        expect(error.message.startsWith(`${field}:`), error.message).toBe(true);
+        expect(calls.filter((call) => call.includes('workbay-user-alice'))).toEqual([]);
+        await noTrace('mallory-1');
+      }
     }
     // Spellings that could leave the owner's own storage are malformed, not merely foreign.
     for (const name of [
@@ -266,6 +269,35 @@ describe('content attacks over gRPC', () => {
     });
     expect(own.initializerMetrics[0]?.type).toBe('snapshot');
     await t.client.disposeWorkspace({ id: 'alice-2', backup: false });
+  });
+
+  it("an owner differing only in case neither restores another's backup nor replaces it (red team round 12, O1)", async () => {
+    const alice = await t.client.initWorkspace({
+      id: 'case-alice',
+      metadata: { owner: 'alice', metaId: 'ws-case' },
+      initializer: empty,
+    });
+    await writeFile(join(alice.contentLocation, 'secret.txt'), 'alice-secret\n');
+    await t.client.disposeWorkspace({ id: 'case-alice', backup: true });
+    // ALICE starts alice's meta id: his own (empty) storage, not her backup.
+    const upper = await t.client.initWorkspace({
+      id: 'case-upper',
+      metadata: { owner: 'ALICE', metaId: 'ws-case' },
+      initializer: empty,
+    });
+    expect(upper.initializerMetrics[0]?.type).toBe('empty');
+    expect(await readdir(upper.contentLocation)).not.toContain('secret.txt');
+    await writeFile(join(upper.contentLocation, 'secret.txt'), 'planted\n');
+    await t.client.disposeWorkspace({ id: 'case-upper', backup: true });
+    // alice's next start gets her own work back.
+    const again = await t.client.initWorkspace({
+      id: 'case-alice-2',
+      metadata: { owner: 'alice', metaId: 'ws-case' },
+      initializer: empty,
+    });
+    expect(again.initializerMetrics[0]?.type).toBe('backup');
+    expect(await readFile(join(again.contentLocation, 'secret.txt'), 'utf8')).toBe('alice-secret\n');
+    await t.client.disposeWorkspace({ id: 'case-alice-2', backup: false });
   });
 
   it('a `.workbay` symlink planted in the content does not make dispose upload host files as logs', async () => {
