@@ -230,6 +230,26 @@ describe('KubernetesRuntime on a real API server', () => {
     await runtime.stop(s.instanceId, { gracePeriodMs: 1000 });
   });
 
+  it('instance ids that differ only in case or punctuation get pods of their own; a stop of one leaves the others (red team round 12, N2)', async () => {
+    const runtime = await newRuntime();
+    const alice = spec({ instanceId: 'a1' });
+    await runtime.start(alice);
+    await report(podName('a1'), runningStatus);
+    const ids = ['A1', 'a.1', 'a_1', `a1${'x'.repeat(70)}`, `a1${'x'.repeat(70)}y`];
+    const names = new Set([podName('a1'), ...ids.map(podName)]);
+    expect(names.size).toBe(ids.length + 1);
+    for (const instanceId of ids) {
+      // Before mallory's pod exists: nothing of alice's is reported or stopped under his id.
+      expect(await runtime.inspect(instanceId)).toBeUndefined();
+      await runtime.stop(instanceId, { gracePeriodMs: 1000 });
+      expect((await readPod(podName('a1')))?.metadata?.deletionTimestamp).toBeUndefined();
+      const state = await runtime.start(spec({ instanceId, owner: 'mallory' }));
+      expect(state.podName).toBe(podName(instanceId));
+      expect((await readPod(podName(instanceId)))?.metadata?.annotations?.['workbay.dev/instance-id']).toBe(instanceId);
+    }
+    expect(await runtime.inspect('a1')).toMatchObject({ instanceId: 'a1', status: 'running' });
+  });
+
   it('a stop the kubelet never confirms fails UNAVAILABLE after stopTimeoutMs and leaves the pod (never force-deleted)', async () => {
     const runtime = await newRuntime();
     const s = spec();

@@ -13,7 +13,7 @@ import { ensureNetworkPolicies } from './network-policies.js';
 import type { NetworkPolicyChanges } from './network-policies.js';
 import { ObjectWatch } from './object-watch.js';
 import type { WatchEventType } from './object-watch.js';
-import { annotations, buildPod, managedBySelector, podName } from './pods.js';
+import { annotations, buildPod, isPodOf, managedBySelector, podName } from './pods.js';
 
 export { apiError, kubeConfigFor } from './client.js';
 export type { KubernetesWorkspaceState } from './pod-state.js';
@@ -154,10 +154,20 @@ export class KubernetesRuntime implements WorkspaceRuntime {
    */
   async stop(instanceId: string, options: StopOptions): Promise<void> {
     const name = podName(instanceId);
+    // Only the instance's own pod is deleted, and only the one just read (its uid as the precondition): a pod of that
+    // name made for another instance id (by a version that named pods lossily) is not this stop's to delete.
+    const pod = await this.readPod(name, instanceId);
+    if (!pod) return;
     this.stopping.add(name);
     const gracePeriodSeconds = Math.max(1, Math.ceil(Math.max(0, options.gracePeriodMs) / 1000));
     try {
-      await this.api.deleteNamespacedPod({ name, namespace: this.config.namespace, gracePeriodSeconds });
+      await this.api.deleteNamespacedPod({
+        name,
+        namespace: this.config.namespace,
+        gracePeriodSeconds,
+        // The API server takes the body's options over the query's: the grace period goes in both.
+        body: { gracePeriodSeconds, ...(pod.metadata?.uid ? { preconditions: { uid: pod.metadata.uid } } : {}) },
+      });
     } catch (error) {
       const mapped = apiError(error, `deleting pod ${name}`);
       if (isWorkbayError(mapped, 'not-found')) return;
@@ -167,7 +177,7 @@ export class KubernetesRuntime implements WorkspaceRuntime {
   }
 
   async inspect(instanceId: string): Promise<KubernetesWorkspaceState | undefined> {
-    const pod = await this.readPod(podName(instanceId));
+    const pod = await this.readPod(podName(instanceId), instanceId);
     return pod ? this.assess(pod).state : undefined;
   }
 
@@ -186,9 +196,10 @@ export class KubernetesRuntime implements WorkspaceRuntime {
   /** The node the instance's pod is bound to; undefined while it is not bound or when there is no pod. */
   async nodeOf(instanceId: string): Promise<string | undefined> {
     const name = podName(instanceId);
-    const cached = this.tracked.get(name)?.pod.spec?.nodeName;
+    const tracked = this.tracked.get(name)?.pod;
+    const cached = tracked && isPodOf(tracked, instanceId) ? tracked.spec?.nodeName : undefined;
     if (cached) return cached;
-    return (await this.readPod(name))?.spec?.nodeName || undefined;
+    return (await this.readPod(name, instanceId))?.spec?.nodeName || undefined;
   }
 
   /** Ends the watch and every wait of a stop under way (those stops reject; their pods are left as they are). */
@@ -210,9 +221,11 @@ export class KubernetesRuntime implements WorkspaceRuntime {
     });
   }
 
-  private async readPod(name: string): Promise<V1Pod | undefined> {
+  /** The pod of that name; with `instanceId`, only if it is that instance's (see `isPodOf`). */
+  private async readPod(name: string, instanceId?: string): Promise<V1Pod | undefined> {
     try {
-      return await this.api.readNamespacedPod({ name, namespace: this.config.namespace });
+      const pod = await this.api.readNamespacedPod({ name, namespace: this.config.namespace });
+      return instanceId === undefined || isPodOf(pod, instanceId) ? pod : undefined;
     } catch (error) {
       const mapped = apiError(error, `reading pod ${name}`);
       if (isWorkbayError(mapped, 'not-found')) return undefined;

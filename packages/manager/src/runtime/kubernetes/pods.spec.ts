@@ -5,7 +5,7 @@
 import type { RuntimeWorkspaceSpec } from '@workbay/api';
 import { describe, expect, it } from 'vitest';
 import { parseKubernetesRuntimeConfig } from './config.js';
-import { buildPod } from './pods.js';
+import { buildPod, podName } from './pods.js';
 
 const spec: RuntimeWorkspaceSpec = {
   instanceId: 'i-1',
@@ -60,5 +60,16 @@ describe('buildPod hardening', () => {
     expect(root.spec!.securityContext).toMatchObject({ runAsUser: 0, runAsNonRoot: false });
     // Even as root: no privilege escalation and no capabilities.
     expect(root.spec!.containers[0]!.securityContext!.capabilities).toEqual({ drop: ['ALL'] });
+  });
+});
+
+describe('podName', () => {
+  it('keeps plain instance ids and hashes every other one, so that no two instance ids share a pod (red team round 12, N2)', () => {
+    expect(podName('0f8fad5b-d9cb-469f-a165-7086772895fe')).toBe('ws-0f8fad5b-d9cb-469f-a165-7086772895fe');
+    const ids = ['a1', 'A1', 'a.1', 'a_1', 'a1-', 'h--a1', `a${'1'.repeat(60)}`, `a${'1'.repeat(60)}2`];
+    const names = ids.map(podName);
+    expect(new Set(names).size).toBe(ids.length);
+    for (const name of names) expect(name).toMatch(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/);
+    expect(podName('A1')).toMatch(/^ws-h--[0-9a-f]{40}$/);
   });
 });

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { V1Pod, V1PodSecurityContext, V1SecurityContext } from '@kubernetes/client-node';
 import { FailedPreconditionError } from '@workbay/api';
 import type { RuntimeWorkspaceSpec } from '@workbay/api';
@@ -36,14 +37,26 @@ export function labelValue(value: string): string {
   return cleaned.replace(/^[^A-Za-z0-9]+/, '').replace(/[^A-Za-z0-9]+$/, '');
 }
 
-/** `ws-<instanceId>` as an RFC 1123 name (lower case, at most 63 characters). */
+/**
+ * Instance ids that name their pod as they are: an RFC 1123 label of at most 60 characters, not starting with the
+ * hashed names' `h--`. Instance ids are case-sensitive and may hold `.` and `_`: folding them (lower case, other
+ * characters to `-`, cut at 60) gave `A1`, `a.1` and `a_1` alice's pod `ws-a1`, and a stop of mallory's failed
+ * start of `A1` deleted it (red team round 12, N2).
+ */
+const plainPodInstance = /^(?!h--)[a-z0-9](?:[a-z0-9-]{0,58}[a-z0-9])?$/;
+
+/**
+ * The pod of an instance: `ws-<instanceId>`, or `ws-h--<160 bits of its SHA-256>` for any other instance id; one
+ * name per instance id, none shared.
+ */
 export function podName(instanceId: string): string {
-  const cleaned = instanceId
-    .toLowerCase()
-    .replace(/[^a-z0-9-]/g, '-')
-    .slice(0, 60)
-    .replace(/-+$/, '');
-  return `ws-${cleaned || 'x'}`;
+  if (plainPodInstance.test(instanceId)) return `ws-${instanceId}`;
+  return `ws-h--${createHash('sha256').update(instanceId).digest('hex').slice(0, 40)}`;
+}
+
+/** Whether `pod` is the instance's: its annotation names exactly that instance id (a pod without one is not). */
+export function isPodOf(pod: V1Pod, instanceId: string): boolean {
+  return pod.metadata?.annotations?.[annotations.instanceId] === instanceId;
 }
 
 /** A DNS label for the pod's hostname (the workspace id, like the original). */
