@@ -34,4 +34,35 @@ describe('readiness', () => {
       server.close();
     }
   });
+
+  it('closes each probed connection once the status is in, whatever the body (red team round 12, H1)', async () => {
+    // A workspace answering with a body that never ends: 503 first (probed again), then 200.
+    let requests = 0;
+    const open = new Set<http.ServerResponse>();
+    const chunk = Buffer.alloc(64 * 1024, 0x61);
+    const server = http.createServer((_req, res) => {
+      requests += 1;
+      res.writeHead(requests < 3 ? 503 : 200, { 'content-type': 'text/plain' });
+      open.add(res);
+      res.on('close', () => open.delete(res));
+      const pump = (): void => {
+        while (!res.destroyed && res.write(chunk));
+      };
+      res.on('drain', pump);
+      pump();
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const { port } = server.address() as AddressInfo;
+    try {
+      const readiness = { kind: 'http', path: '/', intervalMs: 1_000, probeTimeoutMs: 5_000 } as const;
+      expect(await waitReady(readiness, '127.0.0.1', port, new AbortController().signal)).toBe(true);
+      expect(requests).toBe(3);
+      // Every endless answer was cut: the server sees each of its responses closed.
+      for (let i = 0; i < 200 && open.size > 0; i++) await new Promise((resolve) => setTimeout(resolve, 10));
+      expect(open.size).toBe(0);
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
+  });
 });

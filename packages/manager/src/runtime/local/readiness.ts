@@ -28,8 +28,11 @@ export function probeOnce(readiness: ReadinessConfig, host: string, port: number
       socket.once('error', () => done(false));
     } else {
       const req = http.get({ host, port, path: readiness.path, agent: false }, (res) => {
-        res.resume();
+        // The status is the answer: the body is never read, the connection is closed at once. A workspace answering
+        // with a body that never ends kept the manager's event loop reading it (one more stream at every probe of
+        // a 5xx), and every owner's proxied requests and RPCs waited seconds (red team round 12, H1).
         done((res.statusCode ?? 500) < 500);
+        req.destroy();
       });
       cleanup = () => req.destroy();
       req.once('error', () => done(false));
