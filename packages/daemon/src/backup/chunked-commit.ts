@@ -40,8 +40,9 @@ export interface CommitResult {
 /** Verifies the new packs, replaces the manifest, then deletes the packs it no longer references. */
 export async function commitBackup(input: CommitInput): Promise<CommitResult> {
   const { target, workspaceId, compression, writer, blobs, entries, totals, stored } = input;
-  // Verify every new pack before the commit (a few at once: each is a round trip to the storage).
-  await mapLimit(writer.written, 8, async (pack) => {
+  // Verify every new pack before the commit (a few at once: each is a round trip to the storage), while the
+  // manifest is made.
+  const verified = mapLimit(writer.written, 8, async (pack) => {
     const info = await target.storage.stat(target.bucket, packName(target, pack.id as string));
     if (!info || info.size !== pack.size) {
       throw new DataCorruptionError(
@@ -64,6 +65,8 @@ export async function commitBackup(input: CommitInput): Promise<CommitResult> {
   function* manifestBlobs(): Generator<[string, number, number, number]> {
     for (const blob of blobs) yield [blob.hash, packIndex.get(blob.pack) as number, blob.offset, blob.length];
   }
+  // Awaited once the manifest is made; a failure there first must not leave this unhandled.
+  verified.catch(() => undefined);
   const encoded = await encodeManifestStream({
     format: 'workbay-backup-manifest',
     version: 1,
@@ -75,6 +78,7 @@ export async function commitBackup(input: CommitInput): Promise<CommitResult> {
     entries,
     totals,
   });
+  await verified;
   const name = manifestName(target);
   await target.storage.upload(target.bucket, name, Readable.from([encoded]), {
     contentType: manifestContentType,

@@ -1,5 +1,6 @@
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
+import { once } from 'node:events';
+import { finished } from 'node:stream/promises';
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { promisify } from 'node:util';
 import { createGzip, gzip } from 'node:zlib';
 import type { Compression } from '../archive/compression.js';
@@ -134,28 +135,49 @@ export interface ManifestParts extends Omit<BackupManifest, 'blobs' | 'entries'>
 /** Text handed to the compressor at a time. */
 const textBatch = 64 * 1024;
 
+/** Text the compressor may have queued before the text is made further: bounds what waits in memory. */
+const queuedText = 4 * 1024 * 1024;
+
 /**
  * {@link encodeManifest} without the whole tree as objects and one JSON string (for 300,000 files the string and
  * its copy alone were 100 MB, beside the objects): the JSON is the same, in the same key order, made and
  * compressed a batch of entries at a time. Only the compressed manifest is held.
+ *
+ * The text is made on this thread while the thread pool compresses the batches before it: after each batch the
+ * event loop gets a turn, in which the compressor takes the next one. Made and compressed one after the other
+ * (through a stream pipeline, which made the next batch only once the compressor asked for it), a GiB backup of
+ * 20,000 files spent 0.3 s here, after every pack was stored: its serial tail (`npm run bench`).
  */
 export async function encodeManifestStream(parts: ManifestParts, limits: ManifestLimits = {}): Promise<Buffer> {
   const max = manifestLimits(limits);
   const chunks: Buffer[] = [];
   let size = 0;
-  await pipeline(
-    Readable.from(boundedText(manifestText(parts, max), max)),
-    createGzip({ level: 1 }),
-    async (compressed) => {
-      for await (const chunk of compressed as AsyncIterable<Buffer>) {
-        chunks.push(chunk);
-        size += chunk.length;
-        if (size > max.maxCompressedBytes) {
-          throw new UnrestorableBackupError(`its manifest compresses to more than ${max.maxCompressedBytes} bytes`);
-        }
-      }
-    },
-  );
+  const compressor = createGzip({ level: 1 });
+  compressor.on('data', (chunk: Buffer) => {
+    chunks.push(chunk);
+    size += chunk.length;
+    if (size > max.maxCompressedBytes) {
+      compressor.destroy(
+        new UnrestorableBackupError(`its manifest compresses to more than ${max.maxCompressedBytes} bytes`),
+      );
+    }
+  });
+  const compressed = finished(compressor);
+  // Awaited below; a failure while the text is made must not leave it unhandled.
+  compressed.catch(() => undefined);
+  try {
+    for (const text of boundedText(manifestText(parts, max), max)) {
+      if (compressor.destroyed) break;
+      compressor.write(text);
+      if (compressor.writableLength > queuedText) await once(compressor, 'drain');
+      else await yieldToLoop();
+    }
+    if (!compressor.destroyed) compressor.end();
+  } catch (error) {
+    compressor.destroy();
+    throw error;
+  }
+  await compressed;
   return Buffer.concat(chunks, size);
 }
 
