@@ -3,11 +3,12 @@
  * brief: `workspaces/<workspaceId>/full.tar` (plain tar) or `workspaces/<workspaceId>/full.manifest` plus
  * `chunks/` (incremental), and `workspaces/<workspaceId>/snapshot-<unixnano>.tar`.
  */
+import { randomUUID } from 'node:crypto';
 import { constants } from 'node:fs';
 import { lstat, open, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import type { BucketLayout, PluginLogger, RemoteStorage } from '@workbay/api';
+import type { BucketLayout, ObjectInfo, PluginLogger, RemoteStorage } from '@workbay/api';
 import {
   backupObjectName,
   defaultBucketPrefix,
@@ -21,6 +22,7 @@ import {
 } from '@workbay/api';
 import {
   errorMessage,
+  FailedPreconditionError,
   InvalidArgumentError,
   isWorkbayError,
   NotFoundError,
@@ -76,12 +78,44 @@ export interface StoredBackup {
   readonly name: string;
   readonly size: number;
   readonly lastModified: Date;
+  /** Which backup this is: the id it was stored with, or (stored before ids) its format, size and time. */
+  readonly id: string;
+}
+
+/** The metadata key of a backup's id (a random UUID per committed backup). */
+const backupIdKey = 'workbay-backup-id';
+
+function storedBackupId(format: BackupFormat, info: ObjectInfo): string {
+  return info.metadata[backupIdKey] ?? `legacy:${format}:${info.size}:${info.lastModified.getTime()}`;
+}
+
+/**
+ * The workspace's backup is not the one a backup expected to replace: another instance of the workspace (meta id)
+ * committed one since. Replacing it, and deleting the packs only it used, lost that instance's work: a kept
+ * instance resumed days later wrote over its owner's newer backup (red team round 12, K2).
+ */
+export class BackupSupersededError extends FailedPreconditionError {
+  constructor(workspaceId: string) {
+    super(
+      `the backup of workspace '${workspaceId}' was replaced by another instance of it since this content was started; it is not written over`,
+    );
+  }
+}
+
+export interface BackupOptions extends ArchiveReadOptions {
+  /**
+   * The id of the backup this one may replace (`null`: none may exist); anything else stored fails the backup with
+   * {@link BackupSupersededError}, storing nothing. Undefined: no check.
+   */
+  readonly expectedBase?: string | null;
 }
 
 export interface BackupResult {
   readonly format: BackupFormat;
   /** `<object>@<bucket>` of the committed backup. */
   readonly url: string;
+  /** The committed backup's id (see {@link StoredBackup.id}). */
+  readonly backupId: string;
   readonly uploadedBytes: number;
   readonly contentBytes: number;
   readonly files: number;
@@ -159,6 +193,7 @@ export class BackupStore {
         name: manifest.name,
         size: manifest.size,
         lastModified: manifest.lastModified,
+        id: storedBackupId('chunked', manifest),
       });
     if (full)
       candidates.push({
@@ -167,6 +202,7 @@ export class BackupStore {
         name: full.name,
         size: full.size,
         lastModified: full.lastModified,
+        id: storedBackupId('tar', full),
       });
     candidates.sort((a, b) => b.lastModified.getTime() - a.lastModified.getTime());
     return candidates[0];
@@ -179,7 +215,7 @@ export class BackupStore {
     return { xattrReader: { uid: options.owner.uid, gid: options.owner.gid } };
   }
 
-  async backup(root: string, ref: WorkspaceStorageRef, options: ArchiveReadOptions = {}): Promise<BackupResult> {
+  async backup(root: string, ref: WorkspaceStorageRef, options: BackupOptions = {}): Promise<BackupResult> {
     const target = this.target(ref);
     await this.storage.ensureBucket(target.bucket);
     const warnings = new WarningBudget((message) => this.logger.warn({ workspaceId: ref.workspaceId }, message));
@@ -193,12 +229,22 @@ export class BackupStore {
   private async backupWith(
     root: string,
     ref: WorkspaceStorageRef,
-    options: ArchiveReadOptions,
+    options: BackupOptions,
     onWarning: (message: string) => void,
   ): Promise<BackupResult> {
     const target = this.target(ref);
+    const expected = options.expectedBase;
+    const assertBase = async (): Promise<void> => {
+      if (expected === undefined) return;
+      if (((await this.find(ref))?.id ?? null) !== expected) throw new BackupSupersededError(ref.workspaceId);
+    };
+    // Before the work, and again just before the commit (the other instance may commit meanwhile).
+    await assertBase();
+    const backupId = randomUUID();
     if (this.format === 'chunked') {
       const result = await createChunkedBackup(root, target, ref.workspaceId, {
+        beforeCommit: assertBase,
+        metadata: { [backupIdKey]: backupId },
         compression: this.compression,
         exclude: this.exclude,
         onWarning,
@@ -214,6 +260,7 @@ export class BackupStore {
       return {
         format: 'chunked',
         url: qualifyObject(target.bucket, result.manifestName),
+        backupId,
         uploadedBytes: result.uploadedBytes,
         contentBytes: result.contentBytes,
         files: result.files,
@@ -232,7 +279,7 @@ export class BackupStore {
     const [info, stats] = await Promise.all([
       this.storage.upload(tar.bucket, tar.name, packed.stream, {
         contentType: 'application/x-tar',
-        metadata: { 'workbay-backup-format': 'tar' },
+        metadata: { 'workbay-backup-format': 'tar', [backupIdKey]: backupId },
         ...(options.signal ? { signal: options.signal } : {}),
       }),
       packed.done,
@@ -242,6 +289,7 @@ export class BackupStore {
     return {
       format: 'tar',
       url: qualifyObject(tar.bucket, tar.name),
+      backupId,
       uploadedBytes: info.size,
       contentBytes: stats.contentBytes,
       files: stats.files,

@@ -28,6 +28,10 @@ export interface CommitInput extends ManifestContents {
   readonly blobs: BlobTable;
   /** The packs in storage before the backup (id to size): garbage among them is deleted after the commit. */
   readonly stored: ReadonlyMap<string, number>;
+  /** Runs once the manifest is made, before it replaces the stored one: throwing commits nothing. */
+  readonly beforeCommit?: () => Promise<void>;
+  /** Metadata stored with the manifest, beside its format. */
+  readonly metadata?: Readonly<Record<string, string>>;
 }
 
 export interface CommitResult {
@@ -79,11 +83,20 @@ export async function commitBackup(input: CommitInput): Promise<CommitResult> {
     totals,
   });
   await verified;
+  if (input.beforeCommit) {
+    try {
+      await input.beforeCommit();
+    } catch (error) {
+      // Nothing was replaced: this backup's new packs are nobody's (each delete that fails is the next commit's).
+      await writer.discard(stored);
+      throw error;
+    }
+  }
   const name = manifestName(target);
   await target.storage.upload(target.bucket, name, Readable.from([encoded]), {
     contentType: manifestContentType,
     size: encoded.length,
-    metadata: { 'workbay-backup-format': 'chunked-v1' },
+    metadata: { ...input.metadata, 'workbay-backup-format': 'chunked-v1' },
   });
 
   // Garbage: stored packs the committed manifest does not reference.

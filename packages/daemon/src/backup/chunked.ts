@@ -76,6 +76,13 @@ export interface ChunkedBackupOptions {
   readonly xattrReader?: XattrReader;
   readonly onWarning?: (message: string) => void;
   readonly signal?: AbortSignal;
+  /**
+   * Runs just before the manifest is replaced; throwing leaves the stored backup as it was (its packs too). The
+   * backup store checks there that no other instance of the workspace committed since (red team round 12, K2).
+   */
+  readonly beforeCommit?: () => Promise<void>;
+  /** Metadata stored with the manifest (the backup's id). */
+  readonly metadata?: Readonly<Record<string, string>>;
 }
 
 export interface ChunkedBackupResult {
@@ -302,6 +309,8 @@ export async function createChunkedBackup(
     entries: log.entries((path) => xattrs.get(path)),
     totals: { files, contentBytes },
     stored,
+    ...(options.beforeCommit ? { beforeCommit: options.beforeCommit } : {}),
+    ...(options.metadata ? { metadata: options.metadata } : {}),
   });
 
   return {

@@ -3,7 +3,9 @@
  * owners: `util/owner-slots.ts`), with retries
  * (backups) and metrics. The caller holds the workspace's lock and records the outcome.
  */
+import { createHash } from 'node:crypto';
 import type { PluginLogger } from '@workbay/api';
+import { BackupSupersededError } from '../backup/backup-store.js';
 import type { BackupResult, BackupStore, SnapshotResult } from '../backup/backup-store.js';
 import {
   FailedPreconditionError,
@@ -70,22 +72,63 @@ function isLeased(error: unknown): boolean {
   return code === 'EAGAIN' || code === 'EWOULDBLOCK';
 }
 
+/**
+ * Where the backups of an instance go once another instance of its workspace committed a newer backup: the workspace
+ * id with `.kept-<instanceId>` (its instance id hashed where that would not make a workspace id). Its owner starts
+ * that workspace id with its backup to get the work back.
+ */
+export function keptBackupWorkspaceId(workspaceId: string, instanceId: string): string {
+  const plain = `${workspaceId}.kept-${instanceId}`;
+  if (/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(plain)) return plain;
+  return `${workspaceId.slice(0, 64)}.kept-${createHash('sha256').update(instanceId).digest('hex').slice(0, 40)}`;
+}
+
+/** A committed backup, and the workspace id it was stored under (see {@link keptBackupWorkspaceId}). */
+export interface UploadedBackup extends BackupResult {
+  readonly workspaceId: string;
+}
+
 export async function uploadBackup(
   deps: UploadDeps,
   backups: BackupStore,
   state: SessionState,
   reason: BackupReason,
-): Promise<BackupResult> {
+): Promise<UploadedBackup> {
   const { metrics } = deps;
   const waitStarted = performance.now();
   const release = await deps.slots.acquire(state.owner);
   metrics.backupWaitingSeconds.observe((performance.now() - waitStarted) / 1000);
   const started = performance.now();
-  const ref = { owner: state.owner, workspaceId: state.workspaceId };
   try {
     // Read as the workspace's owner where it has one: its content may change under the read (readTreeXattrs).
     const readAs = state.hostUser ? { owner: state.hostUser } : {};
-    const result = await retryWithBackoff(() => backups.backup(state.contentLocation, ref, readAs), {
+    const attempt = (workspaceId: string, expectedBase: string | null | undefined): Promise<BackupResult> =>
+      backups.backup(
+        state.contentLocation,
+        { owner: state.owner, workspaceId },
+        {
+          ...readAs,
+          ...(expectedBase !== undefined ? { expectedBase } : {}),
+        },
+      );
+    const redirected = state.backupWorkspaceId;
+    const backupOnce = async (): Promise<UploadedBackup> => {
+      if (redirected) return { ...(await attempt(redirected, undefined)), workspaceId: redirected };
+      try {
+        return { ...(await attempt(state.workspaceId, state.backupBase)), workspaceId: state.workspaceId };
+      } catch (error) {
+        if (!(error instanceof BackupSupersededError)) throw error;
+        // Another instance of the workspace committed since this content started (a kept instance resumed later):
+        // this work is stored beside it, not over it, and nothing of either is lost.
+        const kept = keptBackupWorkspaceId(state.workspaceId, state.instanceId);
+        deps.logger.warn(
+          { instanceId: state.instanceId, workspaceId: state.workspaceId, storedAs: kept },
+          "another instance of the workspace backed it up since this content started; this content's backups go to a workspace id of their own",
+        );
+        return { ...(await attempt(kept, undefined)), workspaceId: kept };
+      }
+    };
+    const result = await retryWithBackoff(backupOnce, {
       attempts: deps.attempts,
       initialDelayMs: deps.initialBackoffMs,
       retryable: (error) =>

@@ -70,7 +70,13 @@ export class WorkspaceBackups {
         uploadedBytes: result.uploadedBytes,
         contentBytes: result.contentBytes,
       };
-      await this.deps.registry.persist(ws, { lastBackup: record });
+      await this.deps.registry.persist(ws, {
+        lastBackup: record,
+        // What the next backup may replace; or, stored under a workspace id of its own, where the next ones go.
+        ...(result.workspaceId === ws.state.workspaceId
+          ? { backupBase: result.backupId }
+          : { backupWorkspaceId: result.workspaceId }),
+      });
       this.deps.emit({ type: 'backed-up', instanceId: ws.state.instanceId, reason, url: result.url });
       return record;
     } catch (error) {

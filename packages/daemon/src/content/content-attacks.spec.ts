@@ -300,6 +300,40 @@ describe('content attacks over gRPC', () => {
     await t.client.disposeWorkspace({ id: 'case-alice-2', backup: false });
   });
 
+  it("an instance's late backup never writes over a newer backup of its workspace: it is stored beside it (red team round 12, K2)", async () => {
+    const meta = { owner: 'carol', metaId: 'cproj' };
+    // c7 starts with no backup of cproj (its content is kept on the node, say, and resumed much later) ...
+    const old = await t.client.initWorkspace({ id: 'k2-c7', metadata: meta, initializer: empty });
+    await writeFile(join(old.contentLocation, 'work.txt'), 'v1-old-work\n');
+    // ... while c8 works on cproj and stops with a backup.
+    const newer = await t.client.initWorkspace({ id: 'k2-c8', metadata: meta, initializer: empty });
+    await writeFile(join(newer.contentLocation, 'work.txt'), 'v2-newer-work\n');
+    await writeFile(join(newer.contentLocation, 'newer.bin'), Buffer.alloc(3 * 1024 * 1024, 7));
+    await t.client.disposeWorkspace({ id: 'k2-c8', backup: true });
+    // c7's backups go to a workspace id of their own; c8's backup stays cproj's, whole.
+    const { url } = await t.client.backupWorkspace({ id: 'k2-c7' });
+    expect(url).toContain('workspaces/cproj.kept-k2-c7/');
+    await writeFile(join(old.contentLocation, 'work.txt'), 'v1-old-work, later\n');
+    await t.client.disposeWorkspace({ id: 'k2-c7', backup: true });
+    const latest = await t.client.initWorkspace({ id: 'k2-c9', metadata: meta, initializer: empty });
+    expect(await readFile(join(latest.contentLocation, 'work.txt'), 'utf8')).toBe('v2-newer-work\n');
+    expect((await readFile(join(latest.contentLocation, 'newer.bin'))).length).toBe(3 * 1024 * 1024);
+    // Its next backup replaces c8's (the one it started from), as every backup of one instance does.
+    await writeFile(join(latest.contentLocation, 'work.txt'), 'v3\n');
+    await t.client.disposeWorkspace({ id: 'k2-c9', backup: true });
+    const again = await t.client.initWorkspace({ id: 'k2-c10', metadata: meta, initializer: empty });
+    expect(await readFile(join(again.contentLocation, 'work.txt'), 'utf8')).toBe('v3\n');
+    await t.client.disposeWorkspace({ id: 'k2-c10', backup: false });
+    // c7's work: under its own workspace id.
+    const recovered = await t.client.initWorkspace({
+      id: 'k2-c11',
+      metadata: { owner: 'carol', metaId: 'cproj.kept-k2-c7' },
+      initializer: empty,
+    });
+    expect(await readFile(join(recovered.contentLocation, 'work.txt'), 'utf8')).toBe('v1-old-work, later\n');
+    await t.client.disposeWorkspace({ id: 'k2-c11', backup: false });
+  });
+
   it('a `.workbay` symlink planted in the content does not make dispose upload host files as logs', async () => {
     const ws = await t.client.initWorkspace({
       id: 'logs-1',

@@ -217,6 +217,7 @@ export class WorkspaceInitialization {
         ...(owner ? { hostUser: owner } : {}),
       });
       await registry.persist(ws, {
+        ...(populated.backupBase !== undefined ? { backupBase: populated.backupBase } : {}),
         phase: 'ready',
         init: { source, metrics, finishedAt: new Date().toISOString() },
         gitLocations,

@@ -38,6 +38,8 @@ export interface Populated {
   readonly gitLocations: string[];
   /** Everything written is owned by the workspace's host identity already (see InitializerOutcome). */
   readonly contentOwned?: boolean;
+  /** The id of the workspace's backup when it was looked up (`null`: none); absent without remote storage. */
+  readonly backupBase?: string | null;
 }
 
 export async function populateContent(
@@ -49,7 +51,8 @@ export async function populateContent(
   const owner = state.hostUser;
   const ref = { owner: state.owner, workspaceId: state.workspaceId };
   const { backups, metrics, logger } = deps;
-  if (backups && (await backups.find(ref))) {
+  const found = backups ? await backups.find(ref) : undefined;
+  if (backups && found) {
     const started = performance.now();
     try {
       const restored = await backups.restore(root, ref, owner ? { owner } : {});
@@ -67,6 +70,9 @@ export async function populateContent(
         // With an owner, the restore's writer gives every entry it writes (and every parent it creates) that owner:
         // no ownership walk over the restored tree is needed.
         ...(owner ? { contentOwned: true } : {}),
+        // The backup looked up: a commit between the lookup and the restore makes this content's next backup fail
+        // its check, rather than have it replace a backup it does not hold.
+        backupBase: found.id,
       };
     } catch (error) {
       metrics.restores.inc({ kind: 'backup', outcome: 'failure' });
@@ -102,5 +108,6 @@ export async function populateContent(
     metrics: [...outcome.metrics],
     gitLocations: [...new Set([...outcome.gitLocations, ...state.gitLocations])],
     ...(outcome.contentOwned ? { contentOwned: true } : {}),
+    ...(backups ? { backupBase: null } : {}),
   };
 }

@@ -69,6 +69,17 @@ export interface SessionState {
    */
   readonly keptSince?: string;
   /**
+   * The id of the workspace's (meta id's) stored backup this content is based on: the one restored at its start
+   * (`null`: there was none), then each one it committed. A backup replaces only that one (red team round 12, K2).
+   * Absent in sessions from before: no check.
+   */
+  readonly backupBase?: string | null;
+  /**
+   * Where this content's backups go instead of its workspace id's, once another instance of that workspace
+   * committed a newer backup: `<workspaceId>.kept-<instanceId>` (see `keptBackupWorkspaceId`).
+   */
+  readonly backupWorkspaceId?: string;
+  /**
    * The workspace's host uid/gid (uid == gid) when the daemon runs as root: the owner of all its content, kept
    * here so that it survives a daemon restart (isolation contract). Absent when the daemon is not root.
    */
