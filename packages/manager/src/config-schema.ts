@@ -155,6 +155,12 @@ export const managerConfigSchema = z
         output: z.enum(['inherit', 'ignore']).default('inherit'),
         /** Embedded mode: start the daemon again when it exits unexpectedly. */
         restart: z.boolean().default(true),
+        /**
+         * Embedded mode, with `restart`: how often the daemon's `/live` is probed (`0s`: never); after
+         * `livenessFailures` failed probes in a row the daemon is stopped and started again.
+         */
+        livenessInterval: duration.default('10s'),
+        livenessFailures: z.number().int().min(1).default(3),
         /** Embedded mode: the daemon gets SIGTERM when the manager dies, even by SIGKILL (through setpriv). */
         dieWithManager: z.boolean().default(true),
         /** Embedded mode: how long a daemon left running by a killed manager gets to stop before SIGKILL. */

@@ -68,6 +68,9 @@ export interface ManagerConfig {
     readonly storageRoot?: string;
     readonly output: 'inherit' | 'ignore';
     readonly restart: boolean;
+    /** 0: the daemon's `/live` is not watched. */
+    readonly livenessIntervalMs: number;
+    readonly livenessFailures: number;
     readonly dieWithManager: boolean;
     readonly orphanStopTimeoutMs: number;
     readonly startTimeoutMs: number;
@@ -197,6 +200,8 @@ export function resolveManagerConfig(raw: unknown, options: { source?: string; b
       storageRoot: path(c.daemon.storageRoot),
       output: c.daemon.output,
       restart: c.daemon.restart,
+      livenessIntervalMs: ms(c.daemon.livenessInterval),
+      livenessFailures: c.daemon.livenessFailures,
       dieWithManager: c.daemon.dieWithManager,
       orphanStopTimeoutMs: ms(c.daemon.orphanStopTimeout),
       startTimeoutMs: ms(c.daemon.startTimeout),

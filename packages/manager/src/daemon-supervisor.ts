@@ -17,6 +17,7 @@ import { FailedPreconditionError, UnavailableError } from '@workbay/api';
 import { ManagerConfigError } from './config.js';
 import type { ManagerConfig } from './config.js';
 import type { Logger } from './logger.js';
+import { LivenessWatch } from './daemon-liveness.js';
 
 /** Where the installed `@workbay/daemon` keeps its `workbay-daemon` bin; throws with what to do if it is missing. */
 export function resolveDaemonBin(): string {
@@ -93,6 +94,8 @@ interface PidFile {
 interface DaemonProcess {
   readonly child: ChildProcess;
   readonly address: string;
+  /** Its `/live` probes, when it has an HTTP address and is restarted on exit. */
+  readonly liveness?: LivenessWatch;
 }
 
 /**
@@ -268,6 +271,7 @@ export class DaemonSupervisor {
     const child = spawn(file, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     const stderrTail: string[] = [];
     let configError: ManagerConfigError | undefined;
+    let httpAddress: string | undefined;
     const bound = await new Promise<string>((resolve, reject) => {
       const timer = setTimeout(
         () =>
@@ -282,11 +286,13 @@ export class DaemonSupervisor {
           const event = JSON.parse(line) as {
             event?: string;
             grpc?: string;
+            http?: string | null;
             file?: string;
             field?: string;
             reason?: string;
           };
           if (event.event === 'listening' && typeof event.grpc === 'string') {
+            if (typeof event.http === 'string') httpAddress = event.http;
             clearTimeout(timer);
             resolve(event.grpc);
             return;
@@ -337,11 +343,41 @@ export class DaemonSupervisor {
       }
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
-    this.current = { child, address: bound };
+    const { livenessIntervalMs, livenessFailures } = this.config.daemon;
+    const liveness =
+      httpAddress && this.restartOnExit && livenessIntervalMs > 0
+        ? new LivenessWatch({
+            address: httpAddress,
+            intervalMs: livenessIntervalMs,
+            failures: livenessFailures,
+            onDead: (reason) => this.restartDead(child, reason),
+          })
+        : undefined;
+    this.current = { child, address: bound, ...(liveness ? { liveness } : {}) };
     await this.writePidFile(child.pid, bound);
-    child.once('exit', (code, signal) => this.onExit(child, code, signal));
+    child.once('exit', (code, signal) => {
+      liveness?.stop();
+      this.onExit(child, code, signal);
+    });
     this.logger.info({ address: bound, pid: child.pid }, 'workspace daemon is serving');
     return bound;
+  }
+
+  /**
+   * A daemon whose process runs but which says it cannot work (see daemon-liveness.ts) is stopped, and its exit
+   * restarts it like any other (at most five times a minute).
+   */
+  private restartDead(child: ChildProcess, reason: string): void {
+    if (this.stopping || this.current?.child !== child || child.exitCode !== null) return;
+    this.logger.error(
+      { reason, failures: this.config.daemon.livenessFailures },
+      'the workspace daemon is not live; stopping it to start it again',
+    );
+    child.kill('SIGTERM');
+    // A daemon too stuck to stop (its threads in calls that never return) is killed.
+    const timer = setTimeout(() => child.kill('SIGKILL'), 35_000);
+    timer.unref();
+    child.once('exit', () => clearTimeout(timer));
   }
 
   private onExit(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
@@ -367,6 +403,7 @@ export class DaemonSupervisor {
 
   async stop(): Promise<void> {
     this.stopping = true;
+    this.current?.liveness?.stop();
     const child = this.current?.child;
     if (child && child.exitCode === null && child.signalCode === null) {
       const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
