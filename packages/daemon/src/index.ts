@@ -80,6 +80,7 @@ export type { PresignServerOptions } from './storage/presign-server.js';
 export type {
   ArchiveReadOptions,
   BackupFormat,
+  BackupOptions,
   BackupResult,
   BackupStoreOptions,
   RestoreOptions,
@@ -88,7 +89,7 @@ export type {
   StoredBackup,
   WorkspaceStorageRef,
 } from './backup/backup-store.js';
-export { BackupStore, readyMarkerPath } from './backup/backup-store.js';
+export { BackupStore, BackupSupersededError, readyMarkerPath } from './backup/backup-store.js';
 export type { XattrReader } from './archive/xattr.js';
 export type { BackupManifest, ManifestEntry } from './backup/manifest.js';
 export type { ChunkerOptions } from './backup/chunker.js';
