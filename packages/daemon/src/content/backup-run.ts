@@ -74,13 +74,14 @@ function isLeased(error: unknown): boolean {
 
 /**
  * Where the backups of an instance go once another instance of its workspace committed a newer backup: the workspace
- * id with `.kept-<instanceId>` (its instance id hashed where that would not make a workspace id). Its owner starts
- * that workspace id with its backup to get the work back.
+ * id with `.kept-<instanceId>`, which its owner starts with `--backup` to get the work back. One name per pair: a
+ * workspace id that holds `.kept-` itself (or a name too long) gets `kept--<hash of both>` instead, so that `p` with
+ * instance `x.kept-y` and `p.kept-x` with instance `y` do not share one (red team round 12, K2b).
  */
 export function keptBackupWorkspaceId(workspaceId: string, instanceId: string): string {
   const plain = `${workspaceId}.kept-${instanceId}`;
-  if (/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(plain)) return plain;
-  return `${workspaceId.slice(0, 64)}.kept-${createHash('sha256').update(instanceId).digest('hex').slice(0, 40)}`;
+  if (!workspaceId.includes('.kept-') && /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/.test(plain)) return plain;
+  return `kept--${createHash('sha256').update(`${workspaceId}\n${instanceId}`).digest('hex').slice(0, 40)}`;
 }
 
 /** A committed backup, and the workspace id it was stored under (see {@link keptBackupWorkspaceId}). */
@@ -113,7 +114,9 @@ export async function uploadBackup(
       );
     const redirected = state.backupWorkspaceId;
     const backupOnce = async (): Promise<UploadedBackup> => {
-      if (redirected) return { ...(await attempt(redirected, undefined)), workspaceId: redirected };
+      // Under its own name too, a backup replaces only this instance's last one there: the owner may have started
+      // that name, and committed newer work to it (red team round 12, K2b). Superseded there, it fails.
+      if (redirected) return { ...(await attempt(redirected, state.backupBase ?? null)), workspaceId: redirected };
       try {
         return { ...(await attempt(state.workspaceId, state.backupBase)), workspaceId: state.workspaceId };
       } catch (error) {
@@ -125,7 +128,7 @@ export async function uploadBackup(
           { instanceId: state.instanceId, workspaceId: state.workspaceId, storedAs: kept },
           "another instance of the workspace backed it up since this content started; this content's backups go to a workspace id of their own",
         );
-        return { ...(await attempt(kept, undefined)), workspaceId: kept };
+        return { ...(await attempt(kept, null)), workspaceId: kept };
       }
     };
     const result = await retryWithBackoff(backupOnce, {

@@ -73,9 +73,8 @@ export class WorkspaceBackups {
       await this.deps.registry.persist(ws, {
         lastBackup: record,
         // What the next backup may replace; or, stored under a workspace id of its own, where the next ones go.
-        ...(result.workspaceId === ws.state.workspaceId
-          ? { backupBase: result.backupId }
-          : { backupWorkspaceId: result.workspaceId }),
+        backupBase: result.backupId,
+        ...(result.workspaceId !== ws.state.workspaceId ? { backupWorkspaceId: result.workspaceId } : {}),
       });
       this.deps.emit({ type: 'backed-up', instanceId: ws.state.instanceId, reason, url: result.url });
       return record;

@@ -314,7 +314,18 @@ describe('content attacks over gRPC', () => {
     const { url } = await t.client.backupWorkspace({ id: 'k2-c7' });
     expect(url).toContain('workspaces/cproj.kept-k2-c7/');
     await writeFile(join(old.contentLocation, 'work.txt'), 'v1-old-work, later\n');
-    await t.client.disposeWorkspace({ id: 'k2-c7', backup: true });
+    expect((await t.client.backupWorkspace({ id: 'k2-c7' })).url).toBe(url);
+    // Its owner works on from that name (c12) ... and c7's next backup is refused there, not written over c12's (K2b).
+    const fromKept = await t.client.initWorkspace({
+      id: 'k2-c12',
+      metadata: { owner: 'carol', metaId: 'cproj.kept-k2-c7' },
+      initializer: empty,
+    });
+    await writeFile(join(fromKept.contentLocation, 'work.txt'), 'v4-on-the-kept-name\n');
+    await t.client.disposeWorkspace({ id: 'k2-c12', backup: true });
+    const refused = await errorOf(t.client.backupWorkspace({ id: 'k2-c7' }));
+    expect(isWorkbayError(refused, 'failed-precondition'), refused.message).toBe(true);
+    await t.client.disposeWorkspace({ id: 'k2-c7', backup: false });
     const latest = await t.client.initWorkspace({ id: 'k2-c9', metadata: meta, initializer: empty });
     expect(await readFile(join(latest.contentLocation, 'work.txt'), 'utf8')).toBe('v2-newer-work\n');
     expect((await readFile(join(latest.contentLocation, 'newer.bin'))).length).toBe(3 * 1024 * 1024);
@@ -330,7 +341,7 @@ describe('content attacks over gRPC', () => {
       metadata: { owner: 'carol', metaId: 'cproj.kept-k2-c7' },
       initializer: empty,
     });
-    expect(await readFile(join(recovered.contentLocation, 'work.txt'), 'utf8')).toBe('v1-old-work, later\n');
+    expect(await readFile(join(recovered.contentLocation, 'work.txt'), 'utf8')).toBe('v4-on-the-kept-name\n');
     await t.client.disposeWorkspace({ id: 'k2-c11', backup: false });
   });
 

@@ -69,9 +69,9 @@ export interface SessionState {
    */
   readonly keptSince?: string;
   /**
-   * The id of the workspace's (meta id's) stored backup this content is based on: the one restored at its start
-   * (`null`: there was none), then each one it committed. A backup replaces only that one (red team round 12, K2).
-   * Absent in sessions from before: no check.
+   * The id of the stored backup this content is based on, under the name its backups go to (its workspace id, or
+   * `backupWorkspaceId`): the one restored at its start (`null`: there was none), then each one it committed. A
+   * backup replaces only that one (red team round 12, K2, K2b). Absent in sessions from before: no check.
    */
   readonly backupBase?: string | null;
   /**
