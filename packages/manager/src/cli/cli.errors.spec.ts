@@ -84,6 +84,19 @@ describe('workbay CLI against a WorkspaceManager server', () => {
     expect(run.stderr).toBe('workbay: a name ?]0;PWNED??[31mRED?\n');
   });
 
+  it('prints no control character a status carries: branch and message in describe, C1 escaped in --json (red team round 12 E2)', async () => {
+    const text = await workbay(['describe', 'cli-c1']);
+    expect(text.code).toBe(0);
+    expect(text.stdout).toContain('main?31mRED?0m?0;PWNED?');
+    // eslint-disable-next-line no-control-regex -- control characters are exactly what must not be printed
+    expect(text.stdout).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/);
+    const json = await workbay(['--json', 'describe', 'cli-c1']);
+    // eslint-disable-next-line no-control-regex -- as above
+    expect(json.stdout).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/);
+    expect(json.stdout).toContain('main\\u009b31mRED');
+    expect(JSON.stringify(JSON.parse(json.stdout))).toContain('main\u009b31mRED');
+  });
+
   it('exits 4 with what the manager said when it answers UNAVAILABLE itself, not "cannot reach"', async () => {
     const run = await workbay(['backup', 'cli-storage-down']);
     expect(run.code).toBe(4);

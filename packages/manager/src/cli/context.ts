@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { createWorkspaceManagerClient, parseGoDuration } from '@workbay/api';
 import type { CallOptions, ClientOptions, WorkspaceManagerClient } from '@workbay/api';
 import { CliError, ExitCode } from './exit-codes.js';
+import { printable, terminalSafeJson } from './printable.js';
 
 /** Where the CLI reads and writes; `process` in real life, buffers in tests. */
 export interface CliIo {
@@ -65,17 +66,18 @@ export class CliContext {
     return this.explicitTimeoutMs ?? defaultWaitTimeoutMs;
   }
 
+  /** Text for the terminal: control characters a server's strings may carry are replaced (see printable.ts). */
   out(text: string): void {
-    this.io.stdout.write(text);
+    this.io.stdout.write(printable(text));
   }
 
   err(text: string): void {
-    this.io.stderr.write(text);
+    this.io.stderr.write(printable(text));
   }
 
   /** One JSON document (or, for streams, one line) on stdout. */
   printJson(value: unknown, pretty = true): void {
-    this.out(`${pretty ? JSON.stringify(value, null, 2) : JSON.stringify(value)}\n`);
+    this.io.stdout.write(`${terminalSafeJson(pretty ? JSON.stringify(value, null, 2) : JSON.stringify(value))}\n`);
   }
 
   close(): void {

@@ -8,6 +8,7 @@ import { CliError, ExitCode, errorJson, exitCodeFor } from './exit-codes.js';
 import { registerControlCommands } from './commands/control.js';
 import { registerUpCommand } from './commands/up.js';
 import { registerWorkspaceCommands } from './commands/workspaces.js';
+import { printable } from './printable.js';
 
 /** Runs one command with a context; what it returns (or throws) becomes the exit code. */
 export type Action = (ctx: CliContext, ...args: unknown[]) => Promise<number | void>;
@@ -144,14 +145,4 @@ export function defaultOwner(env: Readonly<Record<string, string | undefined>>):
 function answeredByManager(error: Error): boolean {
   const metadata = (error.cause as { metadata?: { get(key: string): unknown[] } } | undefined)?.metadata;
   return (metadata?.get(errorMetadataKeys.code).length ?? 0) > 0;
-}
-
-/**
- * A message as a terminal may show it: control characters (C0 but newline and tab, DEL, C1) as `?`. Messages can
- * quote what a repository or a workspace chose, and an escape sequence there would drive the user's terminal
- * (red team round 11 E1).
- */
-function printable(message: string): string {
-  // eslint-disable-next-line no-control-regex -- control characters are exactly what is replaced
-  return message.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g, '?');
 }

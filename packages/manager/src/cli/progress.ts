@@ -1,4 +1,5 @@
 import { seconds } from './format.js';
+import { printable } from './printable.js';
 
 const frames = ['⠋', '⠙', '⠹', '⠸', '⠼', '⠴', '⠦', '⠧', '⠇', '⠏'];
 
@@ -50,7 +51,7 @@ export class PhaseProgress {
     this.lastNote = text;
     if (text === '') return;
     this.clearLine();
-    this.stderr.write(`${this.subject}: ${text}\n`);
+    this.stderr.write(`${this.subject}: ${printable(text)}\n`);
     this.draw();
   }
 
@@ -64,7 +65,8 @@ export class PhaseProgress {
     if (this.stderr.isTTY && this.phase !== undefined) {
       this.stderr.write(`✓ ${this.phase} (${seconds(Date.now() - this.phaseSince)})\n`);
     }
-    if (message) this.stderr.write(`${this.subject}: ${message} after ${seconds(Date.now() - this.began)}\n`);
+    if (message)
+      this.stderr.write(`${this.subject}: ${printable(message)} after ${seconds(Date.now() - this.began)}\n`);
   }
 
   private draw(): void {

@@ -118,7 +118,16 @@ export class FakeManager {
       return {};
     }),
     describeWorkspace: unaryHandler(async (req) => ({
-      status: this.get(req.id).status,
+      status:
+        req.id === 'cli-c1'
+          ? // A status carrying what a repository chose: a branch with C1 controls (CSI, OSC, ST), a message with ESC.
+            wsman.WorkspaceStatus.fromPartial({
+              id: 'cli-c1',
+              phase: wsman.WorkspacePhase.RUNNING,
+              message: 'ready \u001b]0;PWNED\u0007',
+              repo: { branch: 'main\u009b31mRED\u009b0m\u009d0;PWNED\u009c', latestCommit: '5aa94e6a30e8' },
+            })
+          : this.get(req.id).status,
       lastActivity: '2026-01-01T00:00:00Z',
     })),
     backupWorkspace: unaryHandler(async (req) => {
