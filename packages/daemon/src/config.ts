@@ -179,6 +179,11 @@ export const daemonConfigSchema = z
          * so a crafted repository must not take the node's memory: see `GitPolicy.maxMemoryBytes`).
          */
         maxMemory: size.default(1024 ** 3),
+        /** Bound on each git command that may talk to a remote (clone, fetch, submodule update; see `GitPolicy`). */
+        networkCommandTimeout: duration.default(30 * 60_000),
+        /** Http(s) transfers slower than `lowSpeedLimit` bytes a second for `lowSpeedTime` are given up. */
+        lowSpeedLimit: z.number().int().min(1).default(1000),
+        lowSpeedTime: duration.default(60_000),
         /*
          * Where network git may connect. Every connection git makes (clone, fetch, ls-remote, submodule update, a
          * partial clone's lazy fetch) goes through the daemon's egress proxy, for https, http, ssh and git://, every

@@ -209,6 +209,11 @@ class WorkbayDaemon implements Daemon {
         allowLocalRemotes: config.git.allowLocalRemotes,
         localCommandTimeoutMs: config.git.localCommandTimeout,
         maxMemoryBytes: config.git.maxMemory,
+        networkCommandTimeoutMs: config.git.networkCommandTimeout,
+        lowSpeed: {
+          bytesPerSecond: config.git.lowSpeedLimit,
+          seconds: Math.max(1, Math.round(config.git.lowSpeedTime / 1000)),
+        },
         addresses: {
           allowPrivateAddresses: config.git.allowPrivateAddresses,
           allowedNetworks: config.git.allowedNetworks,

@@ -59,6 +59,9 @@ export function fixedConfig(policy: GitPolicy): ConfigPair[] {
     ['submodule.recurse', 'false'],
     ['status.submoduleSummary', 'false'],
     ['diff.ignoreSubmodules', 'all'],
+    // A transfer slower than this is given up (http and https; ssh and git:// have the command's deadline only).
+    ['http.lowSpeedLimit', String(policy.lowSpeed.bytesPerSecond)],
+    ['http.lowSpeedTime', String(policy.lowSpeed.seconds)],
     // Transports: the allowed ones by name, everything else never (GIT_ALLOW_PROTOCOL says the same, first).
     ['protocol.allow', 'never'],
     ...knownProtocols.map((name): ConfigPair => [`protocol.${name}.allow`, allowed.has(name) ? 'always' : 'never']),

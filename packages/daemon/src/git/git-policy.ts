@@ -34,6 +34,14 @@ export interface GitPolicy {
    * as a permanent failure.
    */
   readonly maxMemoryBytes: number;
+  /**
+   * Bound on each git command that may talk to a remote (clone, fetch, ls-remote, submodule update), and the least
+   * speed its http(s) transfers keep (`http.lowSpeedLimit` bytes a second over `http.lowSpeedTime`, set for every
+   * command, above any repository's or request's). A remote answering a byte every 5 s held a start slot, and the
+   * workspace's stop, for as long as it liked (red team round 12, G2).
+   */
+  readonly networkCommandTimeoutMs: number;
+  readonly lowSpeed: { readonly bytesPerSecond: number; readonly seconds: number };
 }
 
 export const defaultGitPolicy: GitPolicy = {
@@ -41,6 +49,8 @@ export const defaultGitPolicy: GitPolicy = {
   localCommandTimeoutMs: 60_000,
   addresses: {},
   maxMemoryBytes: 1024 ** 3,
+  networkCommandTimeoutMs: 30 * 60_000,
+  lowSpeed: { bytesPerSecond: 1000, seconds: 60 },
 };
 
 /**

@@ -344,7 +344,12 @@ export class Git {
       const origins = options.credentials ? credentialOrigins(args, originUrl) : [];
       const result = await spawnGit([...gitDirArgs, ...args], options, {
         ...plan({ ...this.environment(options, scratch, config, origins, egress), ...extraEnv }),
-        ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
+        // A command that may talk to a remote gets a deadline of its own when the caller set none (G2).
+        ...(options.timeoutMs !== undefined
+          ? { timeoutMs: options.timeoutMs }
+          : remote
+            ? { timeoutMs: this.policy.networkCommandTimeoutMs }
+            : {}),
       });
       const secrets = [options.credentials?.password, options.credentials?.username, egress?.proxy.secret];
       let stderr = redactSecrets(result.stderr, secrets);

@@ -1,0 +1,81 @@
+/**
+ * Network git has deadlines (red team round 12, G2): a remote answering a byte every few seconds held a clone, a
+ * start slot and the workspace's stop for as long as it liked. Real git through the egress proxy, against a real
+ * HTTP server on loopback that answers slowly.
+ */
+import { mkdir } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { scratch } from '../test-support/git-server.js';
+import { GitCommandError } from './git-errors.js';
+import { Git } from './git.js';
+
+/** Smart-HTTP head, then `bytes` bytes every `everyMs`, for ever. */
+function tarpit(bytes: number, everyMs: number): Server {
+  return createServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/x-git-upload-pack-advertisement' });
+    const timer = setInterval(() => res.write(Buffer.alloc(bytes, 0x30)), everyMs);
+    res.on('close', () => clearInterval(timer));
+  });
+}
+
+async function listen(server: Server): Promise<string> {
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}/evil.git`;
+}
+
+describe('network git deadlines (real git, a slow server)', () => {
+  let root: Awaited<ReturnType<typeof scratch>>;
+  let trickle: Server;
+  let steady: Server;
+  let n = 0;
+  beforeAll(async () => {
+    root = await scratch('workbay-git-deadlines-');
+    trickle = tarpit(1, 500);
+    steady = tarpit(4096, 100);
+  });
+  afterAll(async () => {
+    for (const server of [trickle, steady]) {
+      server.closeAllConnections();
+      server.close();
+    }
+    await root?.cleanup();
+  });
+
+  const clone = async (git: Git, url: string): Promise<{ ms: number; error: unknown; stderr: string }> => {
+    const dir = join(root.path, `clone-${++n}`);
+    await mkdir(dir);
+    const started = performance.now();
+    try {
+      const result = await git.tryRun(['clone', '--quiet', '--', url, '.'], { cwd: dir, newRepository: true });
+      return { ms: performance.now() - started, error: undefined, stderr: result.code === 0 ? '' : result.stderr };
+    } catch (error) {
+      return { ms: performance.now() - started, error, stderr: '' };
+    }
+  };
+
+  it('gives up an http transfer slower than git.lowSpeedLimit for git.lowSpeedTime', async () => {
+    const git = new Git(join(root.path, 'tmp'), {
+      addresses: { allowedNetworks: ['127.0.0.1/32'] },
+      lowSpeed: { bytesPerSecond: 1000, seconds: 2 },
+    });
+    const result = await clone(git, await listen(trickle));
+    expect(result.error).toBeUndefined();
+    expect(result.stderr).toMatch(/too slow/i);
+    expect(result.ms).toBeLessThan(20_000);
+  });
+
+  it('ends a network command at git.networkCommandTimeout, however fast the trickle', async () => {
+    const git = new Git(join(root.path, 'tmp'), {
+      addresses: { allowedNetworks: ['127.0.0.1/32'] },
+      networkCommandTimeoutMs: 2_000,
+    });
+    const result = await clone(git, await listen(steady));
+    expect(result.error).toBeInstanceOf(GitCommandError);
+    expect((result.error as GitCommandError).stderr).toContain('timed out after 2000 ms');
+    expect(result.ms).toBeLessThan(15_000);
+  });
+});
