@@ -5,6 +5,7 @@ import {
   encodeRecord,
   newSecretName,
   newWorkspaceObject,
+  objectNameOf,
   secretNameFor,
   statusOf,
   transitionsFrom,
@@ -90,5 +91,15 @@ describe('transitionsFrom', () => {
     };
     expect(transitionsFrom(objectWith(status), 'ws-1', undefined, 8).map((r) => r.statusVersion)).toEqual([5, 7]);
     expect(transitionsFrom(objectWith(status), 'ws-1', undefined, 1).map((r) => r.statusVersion)).toEqual([5]);
+  });
+});
+
+describe('objectNameOf', () => {
+  it('gives each instance id an object name of its own (red team round 12, N2)', () => {
+    expect(objectNameOf('0f8fad5b-d9cb-469f-a165-7086772895fe')).toBe('0f8fad5b-d9cb-469f-a165-7086772895fe');
+    const forged = objectNameOf('Alice_ws1');
+    const ids = ['Alice_ws1', forged, 'a1', 'A1', 'wb-a1', 'a.1'];
+    expect(new Set(ids.map(objectNameOf)).size).toBe(ids.length);
+    expect(objectNameOf(forged)).not.toBe(forged);
   });
 });

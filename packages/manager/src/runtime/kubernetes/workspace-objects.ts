@@ -98,11 +98,12 @@ export interface WorkspaceSecrets {
 const dnsName = /^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/;
 
 /**
- * The object name of an instance id: the id itself when it is a lower-case DNS name, else a digest (ids may hold
- * upper case and '_'); the exact id is in an annotation either way.
+ * The object name of an instance id: the id itself when it is a lower-case DNS name not starting with the digests'
+ * `wb-`, else a digest (ids may hold upper case and '_'); the exact id is in an annotation either way. One name per
+ * id: the id `wb-<digest of Alice_ws1>` named Alice_ws1's object (red team round 12, N2).
  */
 export function objectNameOf(id: string): string {
-  if (id.length <= 200 && dnsName.test(id)) return id;
+  if (id.length <= 200 && dnsName.test(id) && !id.startsWith('wb-')) return id;
   return `wb-${createHash('sha256').update(id).digest('hex').slice(0, 40)}`;
 }
 
