@@ -66,13 +66,18 @@ describe('MinioStorage against real MinIO', () => {
   });
 
   it('supports the per-owner layout: one bucket per owner', async () => {
-    // The api's layout helper decides bucket names; an owner that cannot make a bucket name is refused there.
-    expect(() => locateOwner(storage.layout, 'Alice_01')).toThrow(InvalidArgumentError);
-    expect(locateOwner(storage.layout, 'User-42')).toEqual({ bucket: 'workbay-user-user-42', prefix: '' });
-    const ok = locateOwner(storage.layout, 'User-42');
-    await storage.ensureBucket(ok.bucket);
-    await storage.upload(ok.bucket, backupObjectName(ok, 'ws-9'), Readable.from([Buffer.from('backup')]));
-    expect(await names(storage, 'workbay-user-user-42')).toEqual(['workspaces/ws-9/full.tar']);
+    // The api's layout helper decides bucket names: a plain owner's is its name; any other owner's (upper case, `_`)
+    // a digest, which MinIO takes as a bucket name too; an owner that is no owner id is refused.
+    expect(() => locateOwner(storage.layout, '../x')).toThrow(InvalidArgumentError);
+    expect(locateOwner(storage.layout, 'user-42')).toEqual({ bucket: 'workbay-user-user-42', prefix: '' });
+    for (const owner of ['user-42', 'User-42', 'Alice_01']) {
+      const location = locateOwner(storage.layout, owner);
+      await storage.ensureBucket(location.bucket);
+      await storage.upload(location.bucket, backupObjectName(location, 'ws-9'), Readable.from([Buffer.from(owner)]));
+    }
+    const buckets = ['user-42', 'User-42', 'Alice_01'].map((owner) => locateOwner(storage.layout, owner).bucket);
+    expect(new Set(buckets).size).toBe(3);
+    for (const bucket of buckets) expect(await names(storage, bucket)).toEqual(['workspaces/ws-9/full.tar']);
   });
 
   it('registers as the minio kind through the plugin host, validating config', async () => {
