@@ -490,4 +490,41 @@ describe('PortProxy connection bounds', () => {
     expect(await served(address, '127.0.8.9')).toBe(200);
     await waitFor('the client connections to be gone', () => proxy.connectionCount === 0, 8_000);
   });
+
+  it('holds nothing for pipelined requests: one in flight per connection, all let go when the client leaves (red team round 12, P5)', async () => {
+    const { proxy, address, holding } = await setup({ maxConnectionsPerWorkspace: 4, refusalGraceMs: 300 });
+    // One connection, 20 requests written back to back to a path the workspace never answers.
+    const client = await hostileClient(address, '127.0.9.1');
+    client.socket.write('GET /ws/open/hold HTTP/1.1\r\nhost: p\r\n\r\n'.repeat(20));
+    await waitFor('the first request at the workspace', () => holding.size === 1);
+    await new Promise((r) => setTimeout(r, 300));
+    // Only the first was forwarded (and counted): the workspace still serves other clients.
+    expect(holding.size).toBe(1);
+    expect(await served(address, '127.0.9.2')).toBe(200);
+    // The client leaves: the request in flight is let go, and none of those behind it is started.
+    client.socket.destroy();
+    await waitFor('the held request to be gone at the workspace', () => holding.size === 0, 8_000);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(holding.size).toBe(0);
+    expect(await served(address, '127.0.9.2')).toBe(200);
+    // More than 32 waiting behind one: the connection is closed, and nothing of it stays at the workspace.
+    const flood = await hostileClient(address, '127.0.9.4');
+    flood.socket.write('GET /ws/open/hold HTTP/1.1\r\nhost: p\r\n\r\n'.repeat(600));
+    await waitFor('the proxy to close the flooding connection', () => flood.endedByProxy());
+    await new Promise((r) => setTimeout(r, 300));
+    expect(holding.size).toBe(0);
+    expect(await served(address, '127.0.9.2')).toBe(200);
+    await waitFor('the client connections to be gone', () => proxy.connectionCount === 0, 8_000);
+  });
+
+  it('answers pipelined requests in order, one after the other', async () => {
+    const { address } = await setup({});
+    const client = await hostileClient(address, '127.0.9.3');
+    client.socket.write(
+      `${'GET /ws/open/ HTTP/1.1\r\nhost: p\r\n\r\n'.repeat(3)}GET /ws/open/ HTTP/1.1\r\nhost: p\r\nconnection: close\r\n\r\n`,
+    );
+    await waitFor('four answers', () => client.endedByProxy());
+    expect(client.text().match(/HTTP\/1\.1 200/g)?.length).toBe(4);
+    client.socket.destroy();
+  });
 });

@@ -40,6 +40,7 @@ import {
   presentedTokens,
   stripQuery,
 } from './admission.js';
+import { PipelinedRequests } from './pipelining.js';
 import { boundConnections, resolveProxyLimits, serverTimeouts } from './connection-limits.js';
 import type { ProxyLimits } from './connection-limits.js';
 import { ReservedEndpoints, checkTarget } from './exposure.js';
@@ -110,6 +111,8 @@ export class PortProxy {
   private readonly tunnels: TunnelRegistry;
   /** Grants already tracked per client connection (keep-alive connections carry many requests). */
   private readonly socketGrants = new WeakMap<Socket, Set<string>>();
+  /** Pipelined requests wait for the one before them (pipelining.ts). */
+  private readonly pipelined = new PipelinedRequests();
   private readonly limits: ProxyLimits;
   /** Connections busy for each workspace (requests in progress, tunnels), capped per workspace and per owner. */
   private readonly workspaceSlots: WorkspaceSlots;
@@ -160,7 +163,7 @@ export class PortProxy {
 
   async start(): Promise<string> {
     const server = createServer(serverTimeouts(this.limits), (req, res) =>
-      this.guard(res, () => this.handle(req, res)),
+      this.pipelined.run(req.socket, res, () => this.guard(res, () => this.handle(req, res))),
     );
     boundConnections(server, this.limits, this.options.logger);
     server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
