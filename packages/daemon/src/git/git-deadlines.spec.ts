@@ -9,7 +9,10 @@ import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { scratch } from '../test-support/git-server.js';
+import { isWorkbayError } from '../errors.js';
+import { runGitInitializer } from '../initializer/git-initializer.js';
+import { initializerContext } from '../test-support/initializer-context.js';
+import { plainGitInitializer, scratch } from '../test-support/git-server.js';
 import { GitCommandError } from './git-errors.js';
 import { Git } from './git.js';
 
@@ -66,6 +69,32 @@ describe('network git deadlines (real git, a slow server)', () => {
     expect(result.error).toBeUndefined();
     expect(result.stderr).toMatch(/too slow/i);
     expect(result.ms).toBeLessThan(20_000);
+  });
+
+  it('a clone given up as too slow is not retried: one attempt, FAILED_PRECONDITION saying why', async () => {
+    let requests = 0;
+    const counted = tarpit(1, 500);
+    counted.on('request', () => requests++);
+    try {
+      const base = await initializerContext(root.path, { maxElapsedMs: 60_000 });
+      const ctx = {
+        ...base,
+        git: new Git(join(root.path, 'tmp'), {
+          addresses: { allowedNetworks: ['127.0.0.1/32'] },
+          lowSpeed: { bytesPerSecond: 1000, seconds: 1 },
+        }),
+      };
+      const error = await runGitInitializer(plainGitInitializer(await listen(counted)), ctx, 'initializer.git').then(
+        () => undefined,
+        (e: unknown) => e as Error,
+      );
+      expect(isWorkbayError(error, 'failed-precondition'), String(error)).toBe(true);
+      expect(error?.message).toMatch(/too slowly/);
+      expect(requests).toBe(1);
+    } finally {
+      counted.closeAllConnections();
+      counted.close();
+    }
   });
 
   it('ends a network command at git.networkCommandTimeout, however fast the trickle', async () => {

@@ -59,7 +59,7 @@ export function stripUrlCredentials(url: string): { url: string; credentials?: G
 }
 
 /** What kind of failure a git error is: retrying helps only for `transient`. */
-export type GitFailureKind = 'auth' | 'access-denied' | 'unknown-host' | 'exhausted' | 'transient';
+export type GitFailureKind = 'auth' | 'access-denied' | 'unknown-host' | 'exhausted' | 'too-slow' | 'transient';
 
 export function classifyGitFailure(stderr: string): GitFailureKind {
   const text = stderr.toLowerCase();
@@ -73,6 +73,9 @@ export function classifyGitFailure(stderr: string): GitFailureKind {
   ) {
     return 'exhausted';
   }
+  // A remote slower than git.lowSpeedLimit, or a command past git.networkCommandTimeout: retried, a remote that
+  // trickles would hold the start (and its slot) through every attempt (red team round 12, G2).
+  if (text.includes('operation too slow') || /timed out after \d+ ms/.test(text)) return 'too-slow';
   // A host name that does not resolve will not resolve in five minutes either: fail at once, saying so.
   if (
     text.includes('could not resolve host') ||

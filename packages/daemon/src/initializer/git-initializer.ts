@@ -195,6 +195,11 @@ function failureFor(error: GitCommandError, remote: string): Error {
       return new GitAccessDeniedError(remote, line || 'denied', { cause: error });
     case 'unknown-host':
       return new FailedPreconditionError(`git cannot reach ${remote}: ${line}`, { cause: error });
+    case 'too-slow':
+      return new FailedPreconditionError(
+        `git gave up on ${remote}: it answered too slowly (git.lowSpeedLimit, git.lowSpeedTime, git.networkCommandTimeout): ${line}`,
+        { cause: error },
+      );
     case 'exhausted':
       return new ResourceExhaustedError(
         `git ran out of memory or disk for ${remote} (git.maxMemory, the workspace's disk): ${line}`,
