@@ -3,6 +3,7 @@
  * start slot and the workspace's stop for as long as it liked. Real git through the egress proxy, against a real
  * HTTP server on loopback that answers slowly.
  */
+import { readFileSync, readdirSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { Server } from 'node:http';
@@ -102,9 +103,28 @@ describe('network git deadlines (real git, a slow server)', () => {
       addresses: { allowedNetworks: ['127.0.0.1/32'] },
       networkCommandTimeoutMs: 2_000,
     });
-    const result = await clone(git, await listen(steady));
+    const url = await listen(steady);
+    const result = await clone(git, url);
     expect(result.error).toBeInstanceOf(GitCommandError);
     expect((result.error as GitCommandError).stderr).toContain('timed out after 2000 ms');
     expect(result.ms).toBeLessThan(15_000);
+    // Git's own children go with it: the git-remote-http that was reading the trickle is gone too.
+    expect(processesNaming(url)).toEqual([]);
   });
 });
+
+/** Live (not zombie) processes whose command line contains `text`. */
+function processesNaming(text: string): string[] {
+  const found: string[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0').join(' ');
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      if (cmdline.includes(text) && stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z') found.push(`${entry} ${cmdline}`);
+    } catch {
+      // Deliberate: the process ended while we looked.
+    }
+  }
+  return found;
+}

@@ -20,17 +20,47 @@ export interface RunResult {
   readonly stderr: string;
 }
 
-/** Runs a program (no shell) and collects its output. Never rejects for a non-zero exit; check `code`. */
+/**
+ * How long the output of a program that exited may stay open: a process it left behind (git's `git-remote-http`,
+ * anything a hostile repository's content could start) must not keep the caller waiting (red team round 12, G2).
+ */
+const leftoverGraceMs = 1000;
+
+/**
+ * Runs a program (no shell) and collects its output. Never rejects for a non-zero exit; check `code`.
+ *
+ * The program leads a process group of its own: when `signal` aborts, the whole group is killed (SIGKILL) and the
+ * promise rejects with an `AbortError`; when the program exits but processes of its group still hold its output
+ * open after a second, they are killed too. A process that left the group (`setsid`) is not ours to follow.
+ */
 export function runProcess(command: string, args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
+    const { signal } = options;
+    if (signal?.aborted) {
+      reject(abortError(signal));
+      return;
+    }
     const child = spawn(command, args, {
       cwd: options.cwd,
       env: options.env ?? process.env,
       stdio: ['pipe', 'pipe', 'pipe'],
-      signal: options.signal,
+      detached: true,
       ...(options.uid !== undefined ? { uid: options.uid } : {}),
       ...(options.gid !== undefined ? { gid: options.gid } : {}),
     });
+    const killGroup = (): void => {
+      if (child.pid === undefined) return;
+      try {
+        process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        // Deliberate: ESRCH, the group is gone already.
+      }
+    };
+    const onAbort = (): void => {
+      killGroup();
+      reject(abortError(signal!));
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
     const max = options.maxOutputBytes ?? 4 * 1024 * 1024;
     const collect = (stream: Readable): (() => string) => {
       const chunks: Buffer[] = [];
@@ -44,10 +74,32 @@ export function runProcess(command: string, args: readonly string[], options: Ru
     };
     const stdout = collect(child.stdout);
     const stderr = collect(child.stderr);
-    child.on('error', reject);
-    child.on('close', (code, signal) => resolve({ code, signal, stdout: stdout(), stderr: stderr() }));
+    let leftovers: NodeJS.Timeout | undefined;
+    child.on('exit', () => {
+      leftovers = setTimeout(() => {
+        killGroup();
+        child.stdout.destroy();
+        child.stderr.destroy();
+      }, leftoverGraceMs);
+    });
+    child.on('error', (error) => {
+      signal?.removeEventListener('abort', onAbort);
+      reject(error);
+    });
+    child.on('close', (code, exitSignal) => {
+      clearTimeout(leftovers);
+      signal?.removeEventListener('abort', onAbort);
+      resolve({ code, signal: exitSignal, stdout: stdout(), stderr: stderr() });
+    });
     writeInput(child.stdin, options.input);
   });
+}
+
+/** What an aborted run rejects with: an `AbortError` carrying the signal's reason, as Node's own APIs do. */
+function abortError(signal: AbortSignal): Error {
+  const error = new Error('The operation was aborted', { cause: signal.reason });
+  error.name = 'AbortError';
+  return error;
 }
 
 function writeInput(stdin: Writable, input: string | Uint8Array | undefined): void {
