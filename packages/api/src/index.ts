@@ -138,7 +138,7 @@ export type { Logger, LoggerOptions } from './infra/logger.js';
 export { createLogger, createSilentLogger, redactText, redactedFields } from './infra/logger.js';
 export { configKey, parseWithSchema } from './infra/config-schema.js';
 export type { Release } from './infra/concurrency.js';
-export { AcquireAborted, Semaphore } from './infra/concurrency.js';
+export { AcquireAborted, KeyedSemaphore, Semaphore } from './infra/concurrency.js';
 export { parseByteSize } from './infra/size.js';
 export { boundErrorMessage, wellFormed } from './infra/bound-error.js';
 export { assertDecoded, tolerantDecoder, withTolerantDecoding } from './infra/tolerant-decoding.js';

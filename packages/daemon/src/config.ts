@@ -145,6 +145,8 @@ export const daemonConfigSchema = z
         gitRetryInitial: duration.default(1000),
         gitRetryMax: duration.default(5 * 60 * 1000),
         downloadTimeout: duration.default(5 * 60 * 1000),
+        /** The whole initialization of a workspace, retries included (`0s`: no bound but the steps' own). */
+        timeout: duration.default(60 * 60 * 1000),
         /**
          * Where the daemon's requests for a workspace (download initializer files, one-time git secrets) may go.
          * The URLs are the requester's and the daemon sits inside the node's network: by default loopback,

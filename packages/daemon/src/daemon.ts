@@ -203,6 +203,7 @@ class WorkbayDaemon implements Daemon {
         gitRetryInitialMs: config.initializer.gitRetryInitial,
         gitRetryMaxMs: config.initializer.gitRetryMax,
         downloadTimeoutMs: config.initializer.downloadTimeout,
+        timeoutMs: config.initializer.timeout,
         download: { ...config.initializer.download, upstreamProxy: upstreamProxyOf(config.initializer.download) },
       },
       git: {

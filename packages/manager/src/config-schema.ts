@@ -238,6 +238,11 @@ export const managerConfigSchema = z
     portUrlTemplate: z.string().default('http://{{proxy}}/ws/{{id}}/port/{{port}}/'),
     /** Starts that may run at once (content init and process launch); further workspaces wait in PENDING. */
     maxConcurrentStarts: z.number().int().min(1).default(25),
+    /**
+     * Of those, one owner's at most (default: a fifth of maxConcurrentStarts, at least one): an owner's further starts
+     * wait without standing before other owners' in the node's queue.
+     */
+    maxConcurrentStartsPerOwner: z.number().int().min(1).optional(),
     /** Host ports handed out as workspace IDE ports (the first runtime port). */
     idePorts: z
       .object({ from: z.number().int().min(1).max(65535), to: z.number().int().min(1).max(65535) })

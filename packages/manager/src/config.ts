@@ -94,6 +94,7 @@ export interface ManagerConfig {
   readonly portUrlTemplate: string;
   readonly idePorts: { readonly from: number; readonly to: number };
   readonly maxConcurrentStarts: number;
+  readonly maxConcurrentStartsPerOwner: number;
   readonly workspaceClasses: readonly ResolvedClass[];
   readonly defaultWorkspaceClass: string;
   readonly preferredWorkspaceClass: string;
@@ -218,6 +219,10 @@ export function resolveManagerConfig(raw: unknown, options: { source?: string; b
     portUrlTemplate: c.portUrlTemplate,
     idePorts: c.idePorts,
     maxConcurrentStarts: c.maxConcurrentStarts,
+    maxConcurrentStartsPerOwner: Math.min(
+      c.maxConcurrentStarts,
+      c.maxConcurrentStartsPerOwner ?? Math.max(1, Math.floor(c.maxConcurrentStarts / 5)),
+    ),
     workspaceClasses: classes,
     defaultWorkspaceClass: c.defaultWorkspaceClass,
     preferredWorkspaceClass: c.preferredWorkspaceClass ?? c.defaultWorkspaceClass,

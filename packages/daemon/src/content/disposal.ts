@@ -3,7 +3,7 @@
  * outcome is persisted before any content is deleted (invariant 2), and a finished disposal leaves a tombstone
  * that answers a repeated dispose with the same outcome (invariant 5).
  */
-import { NotFoundError, WorkspaceStateError } from '../errors.js';
+import { CancelledError, NotFoundError, WorkspaceStateError } from '../errors.js';
 import type { Git } from '../git/git.js';
 import type { HostIdAllocator } from '../session/host-ids.js';
 import type { BackupRecord, DisposalRecord } from '../session/session-store.js';
@@ -36,6 +36,13 @@ export class WorkspaceDisposal {
           const tombstone = await registry.store.loadTombstone(instanceId);
           if (tombstone) return resultOf(tombstone.disposal);
           throw new NotFoundError(`workspace '${instanceId}' does not exist on this node`);
+        }
+        if (ws.state.phase === 'initializing' && ws.initAbort && ws.init) {
+          // A stop does not wait for content nobody will use: a remote trickling just above git's low-speed limit
+          // held a stop for the whole clone (red team round 12, G2). The aborted initialization ends `init-failed`,
+          // which is never backed up: whatever this workspace had before (its backup) stays as it was.
+          ws.initAbort.abort(new CancelledError(`workspace '${instanceId}' was disposed while initializing`));
+          await ws.init;
         }
         if (ws.state.phase === 'initializing')
           throw new WorkspaceStateError(instanceId, 'still initializing', 'dispose it');

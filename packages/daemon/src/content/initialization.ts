@@ -9,10 +9,12 @@ import { chmod, lchown, mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   AlreadyExistsError,
+  DeadlineExceededError,
   FailedPreconditionError,
   PermissionDeniedError,
   ResourceExhaustedError,
   errorMessage,
+  isWorkbayError,
 } from '../errors.js';
 import type { Git } from '../git/git.js';
 import type { InitProgress } from '../initializer/progress.js';
@@ -113,6 +115,7 @@ export class WorkspaceInitialization {
     // concurrent WaitForInit waits on `ws.init` (settled in every outcome below).
     let settle!: () => void;
     ws.init = new Promise<void>((resolve) => (settle = resolve));
+    ws.initAbort = new AbortController();
     registry.add(ws);
     let hostId: number | undefined;
     try {
@@ -144,6 +147,7 @@ export class WorkspaceInitialization {
       .finally(() => {
         // Progress describes a running initialization only.
         ws.progress = undefined;
+        ws.initAbort = undefined;
         settle();
       });
     if (ws.initError !== undefined) throw ws.initError;
@@ -156,6 +160,9 @@ export class WorkspaceInitialization {
     const root = ws.state.contentLocation;
     const logger = this.deps.logger.child({ instanceId: input.instanceId, workspaceId: ws.state.workspaceId });
     let source: ContentSource = 'from-other';
+    const timeoutMs = options.initializer.timeoutMs ?? 0;
+    const signals = [ws.initAbort?.signal, timeoutMs > 0 ? AbortSignal.timeout(timeoutMs) : undefined];
+    const signal = AbortSignal.any(signals.filter((s): s is AbortSignal => s !== undefined));
     try {
       await mkdir(root, { recursive: true, mode: contentRootMode });
       const quotaBytes = input.storageQuotaBytes > 0 ? input.storageQuotaBytes : options.defaultQuotaBytes;
@@ -182,10 +189,13 @@ export class WorkspaceInitialization {
           progress: (progress) => {
             ws.progress = progress;
           },
+          signal,
         },
         ws.state,
         input.initializer,
       );
+      // A step that took no signal (a restore) may have finished after the abort: the disposal waits for no content.
+      if (signal.aborted) throw signal.reason;
       source = populated.source;
       const { metrics, gitLocations } = populated;
       await writeReadyMarker(
@@ -227,7 +237,8 @@ export class WorkspaceInitialization {
       this.deps.backupRuns.schedulePeriodic(ws);
       logger.info({ source, durationMs: Math.round(performance.now() - started) }, 'workspace content ready');
       return { contentLocation: root, source, metrics };
-    } catch (error) {
+    } catch (thrown) {
+      const error = signal.aborted ? abortedInitError(signal.reason, thrown, timeoutMs) : thrown;
       const message = errorMessage(error);
       options.metrics.initializeSeconds.observe({ source, outcome: 'failure' }, (performance.now() - started) / 1000);
       await registry
@@ -274,4 +285,18 @@ export class WorkspaceInitialization {
     const initializing = ws.state.phase === 'initializing';
     return initializing && ws.progress ? { initializing, progress: ws.progress } : { initializing };
   }
+}
+
+/**
+ * Why an aborted initialization failed, whatever its step threw on the way out (a killed git, an AbortError): a
+ * disposal's own reason, or the deadline's.
+ */
+function abortedInitError(reason: unknown, thrown: unknown, timeoutMs: number): unknown {
+  if (isWorkbayError(reason)) return reason;
+  if (reason instanceof DOMException && reason.name === 'TimeoutError')
+    return new DeadlineExceededError(
+      `the initialization took longer than initializer.timeout (${Math.round(timeoutMs / 1000)} s) and was given up`,
+      { cause: thrown },
+    );
+  return thrown;
 }

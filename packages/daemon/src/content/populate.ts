@@ -29,6 +29,8 @@ export interface PopulateDeps {
   readonly logger: PluginLogger;
   /** Where steps that retry report their attempts (see `initializer/progress.ts`). */
   readonly progress?: InitProgressSink;
+  /** Ends the initializer's work (a disposal, the initialization's deadline). */
+  readonly signal?: AbortSignal;
 }
 
 export interface Populated {
@@ -98,6 +100,7 @@ export async function populateContent(
     ...(deps.settings.download ? { download: deps.settings.download } : {}),
     ...(deps.progress ? { progress: deps.progress } : {}),
     ...(owner ? { workspaceUser: owner } : {}),
+    ...(deps.signal ? { signal: deps.signal } : {}),
   };
   const outcome = await runInitializer(spec, context);
   if (spec.kind === 'snapshot' || spec.kind === 'prebuild' || spec.kind === 'backup') {

@@ -24,6 +24,8 @@ export interface Workspace {
    * the workspace exists; undefined for workspaces loaded from disk (their initialization cannot be running).
    */
   init?: Promise<void>;
+  /** Ends the running initialization: a disposal does not wait for content that nobody will use (G2). */
+  initAbort?: AbortController;
   initError?: unknown;
   /** The latest progress an initializer step reported while initialization runs (the InitProgress RPC). */
   progress?: InitProgress;

@@ -51,6 +51,11 @@ export interface ContentServiceOptions {
     readonly gitRetryInitialMs: number;
     readonly gitRetryMaxMs: number;
     readonly downloadTimeoutMs: number;
+    /**
+     * The whole initialization, every retry included (0: none): a remote that stays just above git's low-speed limit
+     * otherwise holds the start for as long as its commands' deadlines allow, one after another.
+     */
+    readonly timeoutMs?: number;
     /** Where downloads and one-time git secret fetches may connect (default: no loopback or private addresses). */
     readonly download?: DownloadPolicy;
   };

@@ -3,49 +3,31 @@
  * start slot and the workspace's stop for as long as it liked. Real git through the egress proxy, against a real
  * HTTP server on loopback that answers slowly.
  */
-import { readFileSync, readdirSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
-import { createServer } from 'node:http';
-import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isWorkbayError } from '../errors.js';
 import { runGitInitializer } from '../initializer/git-initializer.js';
 import { initializerContext } from '../test-support/initializer-context.js';
-import { plainGitInitializer, scratch } from '../test-support/git-server.js';
+import { plainGitInitializer, processesNaming, scratch, startGitTarpit } from '../test-support/git-server.js';
 import { GitCommandError } from './git-errors.js';
 import { Git } from './git.js';
 
-/** Smart-HTTP head, then `bytes` bytes every `everyMs`, for ever. */
-function tarpit(bytes: number, everyMs: number): Server {
-  return createServer((_req, res) => {
-    res.writeHead(200, { 'content-type': 'application/x-git-upload-pack-advertisement' });
-    const timer = setInterval(() => res.write(Buffer.alloc(bytes, 0x30)), everyMs);
-    res.on('close', () => clearInterval(timer));
-  });
-}
-
-async function listen(server: Server): Promise<string> {
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}/evil.git`;
-}
+type Tarpit = Awaited<ReturnType<typeof startGitTarpit>>;
 
 describe('network git deadlines (real git, a slow server)', () => {
   let root: Awaited<ReturnType<typeof scratch>>;
-  let trickle: Server;
-  let steady: Server;
+  let trickle: Tarpit;
+  let steady: Tarpit;
   let n = 0;
   beforeAll(async () => {
     root = await scratch('workbay-git-deadlines-');
-    trickle = tarpit(1, 500);
-    steady = tarpit(4096, 100);
+    trickle = await startGitTarpit(1, 500);
+    steady = await startGitTarpit(4096, 100);
   });
   afterAll(async () => {
-    for (const server of [trickle, steady]) {
-      server.closeAllConnections();
-      server.close();
-    }
+    trickle?.close();
+    steady?.close();
     await root?.cleanup();
   });
 
@@ -66,7 +48,7 @@ describe('network git deadlines (real git, a slow server)', () => {
       addresses: { allowedNetworks: ['127.0.0.1/32'] },
       lowSpeed: { bytesPerSecond: 1000, seconds: 2 },
     });
-    const result = await clone(git, await listen(trickle));
+    const result = await clone(git, trickle.url);
     expect(result.error).toBeUndefined();
     expect(result.stderr).toMatch(/too slow/i);
     expect(result.ms).toBeLessThan(20_000);
@@ -74,8 +56,8 @@ describe('network git deadlines (real git, a slow server)', () => {
 
   it('a clone given up as too slow is not retried: one attempt, FAILED_PRECONDITION saying why', async () => {
     let requests = 0;
-    const counted = tarpit(1, 500);
-    counted.on('request', () => requests++);
+    const counted = await startGitTarpit(1, 500);
+    counted.server.on('request', () => requests++);
     try {
       const base = await initializerContext(root.path, { maxElapsedMs: 60_000 });
       const ctx = {
@@ -85,7 +67,7 @@ describe('network git deadlines (real git, a slow server)', () => {
           lowSpeed: { bytesPerSecond: 1000, seconds: 1 },
         }),
       };
-      const error = await runGitInitializer(plainGitInitializer(await listen(counted)), ctx, 'initializer.git').then(
+      const error = await runGitInitializer(plainGitInitializer(counted.url), ctx, 'initializer.git').then(
         () => undefined,
         (e: unknown) => e as Error,
       );
@@ -93,7 +75,6 @@ describe('network git deadlines (real git, a slow server)', () => {
       expect(error?.message).toMatch(/too slowly/);
       expect(requests).toBe(1);
     } finally {
-      counted.closeAllConnections();
       counted.close();
     }
   });
@@ -103,7 +84,7 @@ describe('network git deadlines (real git, a slow server)', () => {
       addresses: { allowedNetworks: ['127.0.0.1/32'] },
       networkCommandTimeoutMs: 2_000,
     });
-    const url = await listen(steady);
+    const { url } = steady;
     const result = await clone(git, url);
     expect(result.error).toBeInstanceOf(GitCommandError);
     expect((result.error as GitCommandError).stderr).toContain('timed out after 2000 ms');
@@ -112,19 +93,3 @@ describe('network git deadlines (real git, a slow server)', () => {
     expect(processesNaming(url)).toEqual([]);
   });
 });
-
-/** Live (not zombie) processes whose command line contains `text`. */
-function processesNaming(text: string): string[] {
-  const found: string[] = [];
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0').join(' ');
-      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-      if (cmdline.includes(text) && stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z') found.push(`${entry} ${cmdline}`);
-    } catch {
-      // Deliberate: the process ended while we looked.
-    }
-  }
-  return found;
-}

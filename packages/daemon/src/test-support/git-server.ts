@@ -1,4 +1,5 @@
 import { spawn, execFileSync } from 'node:child_process';
+import { readFileSync, readdirSync } from 'node:fs';
 import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
@@ -276,4 +277,44 @@ export function plainGitInitializer(remoteUri: string): GitInitializerSpec {
     customConfig: {},
     auth: { method: 'none' },
   };
+}
+
+/**
+ * A git smart-HTTP "remote" that never finishes: its advertisement head, then `bytes` bytes every `everyMs`, for
+ * ever (red team round 12's tarpit, G2). Listening on 127.0.0.1; the URL names a repository under it.
+ */
+export async function startGitTarpit(
+  bytes: number,
+  everyMs: number,
+): Promise<{ readonly url: string; readonly server: Server; readonly close: () => void }> {
+  const server = createServer((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/x-git-upload-pack-advertisement' });
+    const timer = setInterval(() => res.write(Buffer.alloc(bytes, 0x30)), everyMs);
+    res.on('close', () => clearInterval(timer));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}/evil.git`,
+    server,
+    close: () => {
+      server.closeAllConnections();
+      server.close();
+    },
+  };
+}
+
+/** Live (not zombie) processes of this machine whose command line contains `text`. */
+export function processesNaming(text: string): string[] {
+  const found: string[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0').join(' ');
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      if (cmdline.includes(text) && stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z') found.push(`${entry} ${cmdline}`);
+    } catch {
+      // Deliberate: the process ended while we looked.
+    }
+  }
+  return found;
 }

@@ -5,7 +5,6 @@
  *
  * @module
  */
-import { Semaphore } from '@workbay/api';
 import type { WorkspaceRuntime } from '@workbay/api';
 import type { Observable } from 'rxjs';
 import type { ManagerConfig, ResolvedClass } from '../config.js';
@@ -30,6 +29,7 @@ import { FileWorkspaceRepository } from './repository.js';
 import type { ReplicatedRepository, WorkspaceRepository } from './repository.js';
 import { RecordOperations } from './record-operations.js';
 import { StartAdmission } from './start-admission.js';
+import { StartSlots } from './start-slots.js';
 import { TimeoutEnforcer } from './timeout-enforcer.js';
 
 /**
@@ -118,7 +118,7 @@ export function assembleCore(options: ManagerCoreOptions, hooks: CoreHooks): Cor
     runtime: options.runtime,
     content: options.content,
     ports,
-    startSlots: new Semaphore(config.maxConcurrentStarts),
+    startSlots: new StartSlots({ node: config.maxConcurrentStarts, perOwner: config.maxConcurrentStartsPerOwner }),
     logger,
     metrics,
     daemonRetry: { attempts: config.daemon.disposeAttempts, backoffMs: config.daemon.retryBackoffMs },

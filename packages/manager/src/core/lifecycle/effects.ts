@@ -10,7 +10,7 @@
  */
 import { join } from 'node:path';
 import { AcquireAborted, isRetryableError, isWorkbayError } from '@workbay/api';
-import type { Release, RuntimeWorkspaceSpec, Semaphore, WorkspaceRuntime } from '@workbay/api';
+import type { Release, RuntimeWorkspaceSpec, WorkspaceRuntime } from '@workbay/api';
 import type { ContentService } from '../../content/content-service.js';
 import type { GitStatusInfo, WorkspaceRecord } from '../../domain/types.js';
 import type { Logger } from '../../logger.js';
@@ -18,6 +18,7 @@ import type { ManagerMetrics } from '../../metrics.js';
 import { FlowAborted, checkAborted, errorMessage, sleep, withRetries } from '../async.js';
 import type { RetryPolicy } from '../async.js';
 import type { IdePorts } from '../port-allocator.js';
+import type { StartSlots } from '../start-slots.js';
 import { contentDirOf } from '../records.js';
 import { writeAuthorizedKeys } from '../ssh-keys.js';
 import type { LifecycleEffect, LifecycleEvent } from './events.js';
@@ -27,7 +28,7 @@ export interface EffectDeps {
   readonly runtime: WorkspaceRuntime;
   readonly content: ContentService;
   readonly ports: IdePorts;
-  readonly startSlots: Semaphore;
+  readonly startSlots: StartSlots;
   readonly logger: Logger;
   readonly metrics?: ManagerMetrics;
   /** Daemon calls are retried this way while the daemon is unavailable (a restart). */
@@ -139,7 +140,7 @@ export class EffectRunner {
     const log = this.deps.logger.child({ workspace: id });
     switch (effect.type) {
       case 'acquire-slot': {
-        const release = await this.deps.startSlots.acquire(signal).catch((error: unknown) => {
+        const release = await this.deps.startSlots.acquire(record.owner, signal).catch((error: unknown) => {
           // The semaphore's own abort is the flow's abort: no outcome, whoever aborted owns the workspace.
           if (error instanceof AcquireAborted) throw new FlowAborted();
           throw error;
@@ -366,8 +367,10 @@ export class EffectRunner {
   }
 
   /**
-   * DisposeWorkspace, but first lets an initialisation that an interrupted start left running on the daemon finish
-   * (the InitWorkspace call was cancelled, the daemon completes it anyway and refuses to dispose until then).
+   * DisposeWorkspace of a workspace whose content may still be initializing (a stop during the start, or a start a
+   * restart interrupted). The daemon ends a running initialization when asked to dispose (red team round 12, G2: a
+   * slow remote held the stop for the whole clone); one that refuses while initializing (an older daemon) is asked
+   * again until the initialization ended.
    */
   private async disposeAfterInit(
     id: string,
@@ -376,20 +379,18 @@ export class EffectRunner {
     signal: AbortSignal,
   ): Promise<{ gitStatus?: GitStatusInfo }> {
     for (let delay = 100; ; delay = Math.min(delay * 2, 2_000)) {
-      if (mayBeInitializing) {
-        await this.deps.content.waitForInit(id, signal).catch((error: unknown) => {
-          // Deliberate: an init that failed or never ran leaves nothing to wait for; DisposeWorkspace below
-          // reports whatever state the daemon really has.
-          checkAborted(signal);
-          this.deps.logger.debug({ err: error, workspace: id }, 'no initialisation to wait for before disposing');
-        });
-      }
       try {
         return await this.deps.content.disposeWorkspace(id, backup, signal);
       } catch (error) {
         const stillInitializing =
           mayBeInitializing && isWorkbayError(error, 'failed-precondition') && /initializ/.test(errorMessage(error));
         if (!stillInitializing) throw error;
+        await this.deps.content.waitForInit(id, signal).catch((waitError: unknown) => {
+          // Deliberate: an init that failed or never ran leaves nothing to wait for; the next DisposeWorkspace
+          // reports whatever state the daemon really has.
+          checkAborted(signal);
+          this.deps.logger.debug({ err: waitError, workspace: id }, 'no initialisation to wait for before disposing');
+        });
         // The stopping timeout bounds this loop.
         await sleep(delay, signal);
       }
