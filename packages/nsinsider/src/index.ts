@@ -68,7 +68,7 @@ export {
 } from './inside-network.js';
 export { ownCgroupPath, mountCgroupsIfMissing, oomKillCount } from './cgroup-setup.js';
 export type { HostLink, ClaimVethRequest, AttachVethRequest, WorkspaceVethRequest } from './workspace-network.js';
-export type { WorkspaceFirewallRequest } from './workspace-firewall.js';
+export type { WorkspaceEgress, WorkspaceFirewallRequest } from './workspace-firewall.js';
 export {
   NETNS_DIR,
   createNetns,
@@ -83,6 +83,7 @@ export {
 export {
   DEFAULT_MAX_FLOWS_PER_WORKSPACE,
   WORKSPACE_FIREWALL_TABLE,
+  nonPublicNetworks,
   workspaceFirewallRuleset,
   ensureWorkspaceFirewall,
   readWorkspaceFirewall,

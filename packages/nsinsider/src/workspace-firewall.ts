@@ -1,4 +1,5 @@
 import { writeFile } from 'node:fs/promises';
+import { isIPv4, isIPv6 } from 'node:net';
 import { errnoCode, NsinsiderError, NsinsiderValidationError } from './errors.js';
 import { check, isCode, tool } from './host-tool.js';
 
@@ -23,6 +24,40 @@ const FLOWS_SET = 'workspace_flows';
 // Names that build interface names: short enough to append a 'p' for the peer's temporary name.
 const ifPrefixPattern = /^[A-Za-z][A-Za-z0-9]{0,7}$/;
 
+/**
+ * Address space that is not the internet, per family: "this network", RFC 1918, shared/CGNAT (RFC 6598), loopback,
+ * link-local (the cloud metadata service 169.254.169.254 included), multicast and reserved; for IPv6 loopback,
+ * unique-local, link-local and multicast. Behind a node these are its neighbours: other nodes (their daemons and
+ * managers), databases, the cloud's internal services.
+ */
+export const nonPublicNetworks = {
+  ipv4: [
+    '0.0.0.0/8',
+    '10.0.0.0/8',
+    '100.64.0.0/10',
+    '127.0.0.0/8',
+    '169.254.0.0/16',
+    '172.16.0.0/12',
+    '192.168.0.0/16',
+    '224.0.0.0/4',
+    '240.0.0.0/4',
+  ],
+  ipv6: ['::1/128', 'fc00::/7', 'fe80::/10', 'ff00::/8'],
+} as const;
+
+/** Where workspaces may open connections beyond the node (the host and other workspaces are never reachable). */
+export interface WorkspaceEgress {
+  /** Networks (CIDRs or addresses, IPv4 or IPv6) new connections to are dropped, e.g. {@link nonPublicNetworks}. */
+  readonly blocked: readonly string[];
+  /** Reachable on every port although `blocked` covers them (an internal registry or package mirror). */
+  readonly allowed?: readonly string[];
+  /**
+   * Reachable on port 53 (UDP and TCP) only although `blocked` covers them: the resolvers workspaces use (a cloud's
+   * resolver may be link-local, like AWS's 169.254.169.253; link-local is otherwise never reachable).
+   */
+  readonly dns?: readonly string[];
+}
+
 export interface WorkspaceFirewallRequest {
   /** Every workspace's host end starts with this (e.g. `wbv`); the rules match the prefix, so they hold for any
    * number of workspaces without per-workspace rules, and fail closed for a link that some bookkeeping forgot. */
@@ -33,6 +68,51 @@ export interface WorkspaceFirewallRequest {
    * drop new connections node-wide.
    */
   maxFlowsPerWorkspace?: number;
+  /** Undefined: every address beyond the node but link-local ones is reachable. */
+  egress?: WorkspaceEgress;
+}
+
+/** An address or CIDR as nft takes it; refused otherwise (the text goes into an nft script). */
+function networkOf(field: string, text: string): { family: 4 | 6; text: string } {
+  const [address = '', prefix, extra] = text.split('/');
+  const family = isIPv4(address) ? 4 : isIPv6(address) && !address.includes('%') ? 6 : undefined;
+  const bits = prefix === undefined ? undefined : /^\d{1,3}$/.test(prefix) ? Number(prefix) : NaN;
+  if (family === undefined || extra !== undefined || (bits !== undefined && !(bits <= (family === 4 ? 32 : 128)))) {
+    throw new NsinsiderValidationError('firewall-ensure', field, `'${text.slice(0, 64)}' is not an IP address or CIDR`);
+  }
+  return { family, text };
+}
+
+/**
+ * The rules of the forward chain that keep workspaces to `egress` (none without one): the resolvers' port 53, which
+ * goes before the link-local drop, and the allowed and blocked networks, after it.
+ */
+function egressRules(ws: string, egress: WorkspaceEgress | undefined): { resolvers: string[]; networks: string[] } {
+  if (!egress) return { resolvers: [], networks: [] };
+  const byFamily = (field: string, list: readonly string[] | undefined) => {
+    const parsed = (list ?? []).map((text) => networkOf(field, text));
+    return {
+      4: [...new Set(parsed.filter((n) => n.family === 4).map((n) => n.text))],
+      6: [...new Set(parsed.filter((n) => n.family === 6).map((n) => n.text))],
+    };
+  };
+  const blocked = byFamily('egress.blocked', egress.blocked);
+  const allowed = byFamily('egress.allowed', egress.allowed);
+  const dns = byFamily('egress.dns', egress.dns);
+  const rules: string[] = [];
+  for (const family of [4, 6] as const) {
+    const match = family === 4 ? 'ip daddr' : 'ip6 daddr';
+    if (allowed[family].length > 0) rules.push(`    iifname ${ws} ${match} { ${allowed[family].join(', ')} } accept`);
+    if (blocked[family].length > 0)
+      rules.push(`    iifname ${ws} ${match} { ${blocked[family].join(', ')} } counter drop`);
+  }
+  const resolvers = (family: 4 | 6) =>
+    dns[family].length === 0
+      ? []
+      : [
+          `    iifname ${ws} ${family === 4 ? 'ip' : 'ip6'} daddr { ${dns[family].join(', ')} } meta l4proto { tcp, udp } th dport 53 accept`,
+        ];
+  return { resolvers: [...resolvers(4), ...resolvers(6)], networks: rules };
 }
 
 /** The table's chains and set, declared without rules: declaring an existing one with the same definition is a no-op. */
@@ -58,6 +138,7 @@ export function workspaceFirewallRuleset(req: WorkspaceFirewallRequest): string 
     throw new NsinsiderValidationError('firewall-ensure', 'maxFlowsPerWorkspace', 'must be an integer in [1, 1000000]');
   }
   const ws = `"${req.ifPrefix}*"`;
+  const egress = egressRules(ws, req.egress);
   return [
     ...skeleton(),
     `table inet ${WORKSPACE_FIREWALL_TABLE} {`,
@@ -67,11 +148,17 @@ export function workspaceFirewallRuleset(req: WorkspaceFirewallRequest): string 
     '  }',
     '  chain forward {',
     `    iifname ${ws} oifname ${ws} counter drop`,
-    // Link-local: cloud metadata services (169.254.169.254) hand out the node's credentials.
-    `    iifname ${ws} ip daddr 169.254.0.0/16 counter drop`,
     // Only a new flow that would leave is counted (the host's input chain drops every other, so it is never
     // confirmed into the table); a dropped one leaves no entry either. Closed TCP connections (TIME_WAIT) do not count.
+    // First, so that what the rules below accept (a resolver's port 53) is counted too.
     `    iifname ${ws} ct state new add @${FLOWS_SET} { iif ct count over ${maxFlows} } counter drop`,
+    // The resolvers' port 53 before link-local (a cloud's resolver may live there), nothing else of it after.
+    ...egress.resolvers,
+    // Link-local: cloud metadata services (169.254.169.254) hand out the node's credentials. IPv6 workspaces have
+    // none, but a link-local destination must not depend on that.
+    `    iifname ${ws} ip daddr 169.254.0.0/16 counter drop`,
+    `    iifname ${ws} ip6 daddr fe80::/10 counter drop`,
+    ...egress.networks,
     `    oifname ${ws} ct state established,related accept`,
     `    oifname ${ws} counter drop`,
     '  }',
@@ -96,6 +183,7 @@ export function workspaceFirewallRuleset(req: WorkspaceFirewallRequest): string 
  * another hook or priority, a set of another type) is deleted and re-created whole, in one transaction too.
  */
 export async function ensureWorkspaceFirewall(req: WorkspaceFirewallRequest): Promise<void> {
+  // Checked (and refused, naming the field) before anything runs.
   const rules = workspaceFirewallRuleset(req);
   const flush = ['input', 'forward', 'postrouting'].map((c) => `flush chain inet ${WORKSPACE_FIREWALL_TABLE} ${c}`);
   const inPlace = [...skeleton(), ...flush, rules].join('\n');

@@ -15,7 +15,12 @@ import {
   listLinks,
   listNetns,
 } from './workspace-network.js';
-import { ensureWorkspaceFirewall, readWorkspaceFirewall, workspaceFirewallRuleset } from './workspace-firewall.js';
+import {
+  ensureWorkspaceFirewall,
+  nonPublicNetworks,
+  readWorkspaceFirewall,
+  workspaceFirewallRuleset,
+} from './workspace-firewall.js';
 
 const isRoot = process.getuid?.() === 0;
 // Names of our own: not the runtime's `wbv` prefix, so the host firewall and other tests leave them alone.
@@ -33,6 +38,47 @@ describe('workspaceFirewallRuleset', () => {
     expect(rules).toContain('oifname "wbv*" counter drop');
     expect(rules).toContain('iifname "wbv*" ip daddr 169.254.0.0/16 counter drop');
     expect(rules).toContain('iifname "wbv*" oifname != "wbv*" masquerade');
+  });
+  it('with egress: resolvers on port 53 before the link-local drop, allowed networks before the blocked ones', () => {
+    const rules = workspaceFirewallRuleset({
+      ifPrefix: 'wbv',
+      egress: {
+        blocked: [...nonPublicNetworks.ipv4, ...nonPublicNetworks.ipv6],
+        allowed: ['10.1.2.0/24', 'fd00:1::/64'],
+        dns: ['169.254.169.253', '10.255.255.53'],
+      },
+    });
+    const line = (text: string): number => rules.split('\n').findIndex((l) => l.includes(text));
+    const resolvers = line('ip daddr { 169.254.169.253, 10.255.255.53 } meta l4proto { tcp, udp } th dport 53 accept');
+    const linkLocal = line('ip daddr 169.254.0.0/16 counter drop');
+    const allowed = line('iifname "wbv*" ip daddr { 10.1.2.0/24 } accept');
+    const blocked = line('iifname "wbv*" ip daddr { 0.0.0.0/8, 10.0.0.0/8,');
+    const flows = line('ct count over');
+    expect([flows, resolvers, linkLocal, allowed, blocked].every((i) => i > 0)).toBe(true);
+    expect(flows).toBeLessThan(resolvers);
+    expect(resolvers).toBeLessThan(linkLocal);
+    expect(linkLocal).toBeLessThan(allowed);
+    expect(allowed).toBeLessThan(blocked);
+    expect(rules).toContain('iifname "wbv*" ip6 daddr { fd00:1::/64 } accept');
+    expect(rules).toContain('iifname "wbv*" ip6 daddr { ::1/128, fc00::/7, fe80::/10, ff00::/8 } counter drop');
+  });
+  it('refuses egress entries that are not addresses or CIDRs (they go into an nft script)', () => {
+    for (const bad of [
+      '10.0.0.0/8 } accept; {',
+      'example.com',
+      '10.0.0.0/33',
+      '::1/129',
+      'fe80::1%eth0',
+      '1.2.3.4/8/8',
+    ]) {
+      let error: unknown;
+      try {
+        workspaceFirewallRuleset({ ifPrefix: 'wbv', egress: { blocked: [], allowed: [bad] } });
+      } catch (e) {
+        error = e;
+      }
+      expect(isNsinsiderValidationError(error) && error.field, bad).toBe('egress.allowed');
+    }
   });
   it('refuses a prefix that could match more than workspace links', () => {
     for (const bad of ['', '*', 'w"b', '1ab', 'toolongprefix1']) {
@@ -144,6 +190,20 @@ describe.runIf(isRoot)('workspace networks on the host (root)', () => {
       (a) => a.family,
     );
     expect(families).toEqual(['inet']);
+  });
+
+  it('an egress ruleset is one nft takes (checked by nft itself, nothing applied)', async () => {
+    const rules = workspaceFirewallRuleset({
+      ifPrefix: 'wbv',
+      egress: {
+        blocked: [...nonPublicNetworks.ipv4, ...nonPublicNetworks.ipv6],
+        allowed: ['10.1.2.0/24', '10.9.9.9', 'fd00:1::/64'],
+        dns: ['169.254.169.253', 'fd00::53'],
+      },
+    });
+    const checked = await runCommand('nft', ['-c', '-f', '-'], { input: rules });
+    expect(checked.stderr).toBe('');
+    expect(checked.exitCode).toBe(0);
   });
 
   it('installs the host table idempotently', async () => {

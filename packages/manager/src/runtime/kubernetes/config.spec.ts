@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { InvalidArgumentError } from '@workbay/api';
-import { cidrProblem } from './cidr.js';
+import { cidrProblem } from '../cidr.js';
 import { parseKubernetesRuntimeConfig } from './config.js';
 
 const refusal = (raw: unknown): InvalidArgumentError => {

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { parseWithSchema } from '@workbay/api';
-import { cidrProblem } from './cidr.js';
+import { cidrProblem } from '../cidr.js';
 import { labels as podLabelKeys } from './pods.js';
 
 /** The uid/gid workspace images are built for (the original's `gitpod` user): never root. */

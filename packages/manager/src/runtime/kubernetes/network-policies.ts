@@ -13,7 +13,8 @@
  */
 import type { NetworkingV1Api, V1NetworkPolicy, V1NetworkPolicyPeer } from '@kubernetes/client-node';
 import type { PluginLogger } from '@workbay/api';
-import { parseCidr } from './cidr.js';
+import { nonPublicNetworks } from '@workbay/nsinsider';
+import { parseCidr } from '../cidr.js';
 import { apiError } from './client.js';
 import type { KubernetesRuntimeConfig } from './config.js';
 import { labels as podLabels } from './pods.js';
@@ -36,20 +37,7 @@ export const networkPolicyNames = { ingress: 'workbay-workspace-ingress', egress
  * server refuses it in an ipBlock, and a connection to such an address leaves the pod as IPv4, where the IPv4
  * list applies.
  */
-export const blockedByDefault = {
-  ipv4: [
-    '0.0.0.0/8',
-    '10.0.0.0/8',
-    '100.64.0.0/10',
-    '127.0.0.0/8',
-    '169.254.0.0/16',
-    '172.16.0.0/12',
-    '192.168.0.0/16',
-    '224.0.0.0/4',
-    '240.0.0.0/4',
-  ],
-  ipv6: ['::1/128', 'fc00::/7', 'fe80::/10', 'ff00::/8'],
-} as const;
+export const blockedByDefault = nonPublicNetworks;
 
 const workspaceSelector = (): { matchLabels: Record<string, string> } => ({
   matchLabels: { [podLabels.managedBy]: 'workbay', [podLabels.component]: 'workspace' },

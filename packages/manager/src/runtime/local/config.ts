@@ -1,8 +1,16 @@
+import { isIP } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
 import { parseWithSchema } from '@workbay/api';
 import { syscallFilterSupported } from '@workbay/nsinsider';
+import { cidrProblem } from '../cidr.js';
+
+/** A network as CIDR, or a single address (a /32 or /128). */
+const networkSchema = z.string().superRefine((value, ctx) => {
+  const problem = isIP(value) ? undefined : cidrProblem(value);
+  if (problem) ctx.addIssue({ code: 'custom', message: `${problem}, or a single address` });
+});
 
 const readinessFields = {
   /** `tcp`: a TCP connect to the IDE port succeeds; `http`: a GET answers below 500; `none`: ready once launched. */
@@ -72,6 +80,27 @@ export const localRuntimeConfigSchema = z.strictObject({
        * memory cap, so the number of sockets is what bounds them.
        */
       maxConnectionsPerWorkspace: z.number().int().min(64).max(1_000_000).default(4096),
+      /**
+       * Where workspaces may connect beyond the node. Everything is reachable except private, shared (CGNAT),
+       * link-local (the cloud metadata service), loopback, unique-local, multicast and reserved space: behind a node
+       * those are its neighbours (other nodes' daemons and managers, databases, the cloud's internal services). The
+       * host and other workspaces are never reachable. Like the Kubernetes runtime's egress NetworkPolicy.
+       */
+      egress: z
+        .strictObject({
+          /** Reachable on every port although the defaults keep them out (an internal registry or package mirror). */
+          allowedNetworks: z.array(networkSchema).default([]),
+          /** More networks kept out: the node's own public ranges, anything internal outside private space. */
+          blockedNetworks: z
+            .array(networkSchema.refine((c) => !c.endsWith('/0'), 'must be narrower than /0'))
+            .default([]),
+          /**
+           * Resolvers workspaces may reach on port 53 (UDP, TCP) although the defaults keep them out. Default: the
+           * nameservers of the host's `/etc/resolv.conf`, read at every install of the host firewall.
+           */
+          dnsServers: z.array(z.string().refine((a) => isIP(a) !== 0, 'must be an IP address')).optional(),
+        })
+        .prefault({}),
     })
     .prefault({}),
   /**

@@ -93,6 +93,7 @@ export class LocalRuntime implements WorkspaceRuntime {
         logger,
         config.network.maxFlowsPerWorkspace,
         config.network.maxConnectionsPerWorkspace,
+        config.network.egress,
       );
     }
     this.supervisor = new InstanceSupervisor({

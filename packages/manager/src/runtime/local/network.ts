@@ -1,4 +1,6 @@
 import { createHash, randomInt } from 'node:crypto';
+import { readFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
 import { ResourceExhaustedError } from '@workbay/api';
 import type { PluginLogger } from '@workbay/api';
 import {
@@ -14,6 +16,7 @@ import {
   listLinks,
   listNetns,
   NETNS_DIR,
+  nonPublicNetworks,
 } from '@workbay/nsinsider';
 
 /** Host ends of workspace veths start with this; the host firewall matches on it. */
@@ -54,6 +57,33 @@ const formatIp = (n: number): string => [24, 16, 8, 0].map((s) => Math.floor(n /
  * the runtime (a tag derived from its state directory) and the instance, which is how a runtime tells its own
  * leftovers (after a crash) from another runtime's live workspaces.
  */
+/** `runtime.network.egress` of the local runtime's config. */
+export interface EgressSettings {
+  readonly allowedNetworks: readonly string[];
+  readonly blockedNetworks: readonly string[];
+  /** Undefined: the host's resolvers ({@link hostResolvers}). */
+  readonly dnsServers?: readonly string[];
+}
+
+/**
+ * The nameservers of the host's `/etc/resolv.conf` (IP literals only), which workspaces use too: their root is the
+ * host's, read-only. None when it cannot be read (said in the log: workspaces then resolve nothing private).
+ */
+export async function hostResolvers(logger: PluginLogger, file = '/etc/resolv.conf'): Promise<string[]> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    logger.warn({ err: error, file }, 'cannot read the host resolvers; workspaces reach no private resolver');
+    return [];
+  }
+  const servers = text
+    .split('\n')
+    .map((line) => /^\s*nameserver\s+(\S+)/.exec(line)?.[1])
+    .filter((address): address is string => address !== undefined && isIP(address) !== 0);
+  return [...new Set(servers)];
+}
+
 export class WorkspaceNetworks {
   private readonly base: number;
   private readonly slots: number;
@@ -69,6 +99,8 @@ export class WorkspaceNetworks {
     private readonly maxFlowsPerWorkspace = DEFAULT_MAX_FLOWS_PER_WORKSPACE,
     /** TCP connections a workspace's processes may have open, loopback included (a table in its namespace). */
     private readonly maxConnectionsPerWorkspace = DEFAULT_MAX_CONNECTIONS_PER_WORKSPACE,
+    /** Where workspaces may connect beyond the node (`runtime.network.egress`); default: public addresses only. */
+    private readonly egress: EgressSettings = { allowedNetworks: [], blockedNetworks: [] },
   ) {
     ({ base: this.base, slots: this.slots } = parsePool(pool));
     this.cursor = randomInt(this.slots);
@@ -89,7 +121,16 @@ export class WorkspaceNetworks {
 
   /** Installs the host firewall (idempotent); called before any workspace gets a link. */
   async ensureFirewall(): Promise<void> {
-    await ensureWorkspaceFirewall({ ifPrefix: workspaceIfPrefix, maxFlowsPerWorkspace: this.maxFlowsPerWorkspace });
+    const dns = this.egress.dnsServers ?? (await hostResolvers(this.logger));
+    await ensureWorkspaceFirewall({
+      ifPrefix: workspaceIfPrefix,
+      maxFlowsPerWorkspace: this.maxFlowsPerWorkspace,
+      egress: {
+        blocked: [...nonPublicNetworks.ipv4, ...nonPublicNetworks.ipv6, ...this.egress.blockedNetworks],
+        allowed: this.egress.allowedNetworks,
+        dns,
+      },
+    });
   }
 
   /**

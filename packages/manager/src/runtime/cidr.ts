@@ -1,7 +1,7 @@
 /**
- * CIDR checks for the NetworkPolicy settings. The API server refuses an `ipBlock` whose CIDR has host bits set
- * (`10.0.0.1/8`), and refuses it only when the runtime starts: the config is checked up front instead, so that
- * the error names the config key.
+ * CIDR checks of network settings (the Kubernetes NetworkPolicies, the local runtime's egress). The API server
+ * refuses an `ipBlock` whose CIDR has host bits set (`10.0.0.1/8`), and refuses it only when the runtime starts:
+ * the config is checked up front instead, so that the error names the config key.
  *
  * @module
  */
