@@ -193,6 +193,13 @@ describe('parseLocalRuntimeConfig', () => {
     [{ cgroupParent: '../escape' }, 'runtime.local.cgroupParent'],
     [{ network: { pool: '10.88.0.1/16' } }, 'runtime.local.network.pool'],
     [{ network: { pool: '10.88.0.0/31' } }, 'runtime.local.network.pool'],
+    [
+      { network: { egress: { allowedNetworks: ['10.0.0.0/8 } accept'] } } },
+      'runtime.local.network.egress.allowedNetworks.0',
+    ],
+    [{ network: { egress: { allowedNetworks: ['10.0.0.1/8'] } } }, 'runtime.local.network.egress.allowedNetworks[0]'],
+    [{ network: { egress: { blockedNetworks: ['0.0.0.0/0'] } } }, 'runtime.local.network.egress.blockedNetworks[0]'],
+    [{ network: { egress: { dnsServers: ['dns.example'] } } }, 'runtime.local.network.egress.dnsServers[0]'],
     [{ exitPollIntervalMs: -1 }, 'runtime.local.exitPollIntervalMs'],
   ])('names the bad key in %j', (raw, field) => {
     let error: unknown;
