@@ -195,7 +195,7 @@ describe('parseLocalRuntimeConfig', () => {
     [{ network: { pool: '10.88.0.0/31' } }, 'runtime.local.network.pool'],
     [
       { network: { egress: { allowedNetworks: ['10.0.0.0/8 } accept'] } } },
-      'runtime.local.network.egress.allowedNetworks.0',
+      'runtime.local.network.egress.allowedNetworks[0]',
     ],
     [{ network: { egress: { allowedNetworks: ['10.0.0.1/8'] } } }, 'runtime.local.network.egress.allowedNetworks[0]'],
     [{ network: { egress: { blockedNetworks: ['0.0.0.0/0'] } } }, 'runtime.local.network.egress.blockedNetworks[0]'],
