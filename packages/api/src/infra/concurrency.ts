@@ -97,8 +97,12 @@ export class Semaphore {
 export class KeyedSemaphore {
   private readonly semaphores = new Map<string, Semaphore>();
 
-  constructor(readonly capacity: number) {
+  /** Slots per key. */
+  readonly capacity: number;
+
+  constructor(capacity: number) {
     if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError('semaphore capacity must be >= 1');
+    this.capacity = capacity;
   }
 
   /** How many of `key`'s slots are held right now. */
