@@ -52,8 +52,8 @@ describe('the daemon supervisor and /live', () => {
     if (dir) await rm(dir, { recursive: true, force: true });
   });
 
-  async function start(livenessInterval: string): Promise<DaemonSupervisor> {
-    dir = await mkdtemp(join(tmpdir(), 'workbay-liveness-'));
+  async function start(livenessInterval: string, existing?: string): Promise<DaemonSupervisor> {
+    dir = existing ?? (await mkdtemp(join(tmpdir(), 'workbay-liveness-')));
     const script = join(dir, 'stand-in.cjs');
     await writeFile(script, standIn(dir));
     supervisor = new DaemonSupervisor(
@@ -88,6 +88,21 @@ describe('the daemon supervisor and /live', () => {
     await daemon.waitUntilServing(10_000);
     expect(existsSync(`/proc/${first}`)).toBe(false);
   });
+
+  it('keeps restarting a daemon that keeps failing, with longer pauses, instead of giving up after five', async () => {
+    // Dead from its start: every new process fails /live too, as a daemon a workspace could crash at will would.
+    dir = await mkdtemp(join(tmpdir(), 'workbay-liveness-'));
+    await writeFile(join(dir, 'dead'), '');
+    const daemon = await start('50ms', dir);
+    const pids = new Set<number | undefined>([daemon.pid]);
+    const deadline = Date.now() + 30_000;
+    while (pids.size < 8 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      pids.add(daemon.pid);
+    }
+    // Five restarts a second apart, then 2 s, 4 s: the seventh and eighth process came after what was the limit.
+    expect(pids.size).toBeGreaterThanOrEqual(8);
+  }, 40_000);
 
   it('does not watch /live with livenessInterval 0s', async () => {
     const daemon = await start('0s');

@@ -100,7 +100,7 @@ interface DaemonProcess {
 
 /**
  * Runs the workspace daemon as a child process (from `config.daemon`) and keeps it running: it is started again
- * on the same address when it exits unexpectedly (`daemon.restart`), at most five times a minute.
+ * on the same address when it exits unexpectedly (`daemon.restart`), after a pause that grows while it keeps exiting.
  */
 export class DaemonSupervisor {
   private current: DaemonProcess | undefined;
@@ -365,7 +365,7 @@ export class DaemonSupervisor {
 
   /**
    * A daemon whose process runs but which says it cannot work (see daemon-liveness.ts) is stopped, and its exit
-   * restarts it like any other (at most five times a minute).
+   * restarts it like any other.
    */
   private restartDead(child: ChildProcess, reason: string): void {
     if (this.stopping || this.current?.child !== child || child.exitCode !== null) return;
@@ -384,13 +384,9 @@ export class DaemonSupervisor {
     if (this.stopping || this.current?.child !== child) return;
     this.logger.error({ code, signal }, 'the workspace daemon exited unexpectedly');
     if (!this.restartOnExit) return;
-    const now = Date.now();
-    this.restarts = this.restarts.filter((t) => now - t < 60_000);
-    if (this.restarts.length >= 5) {
-      this.logger.error('the workspace daemon keeps exiting; not restarting it again');
-      return;
-    }
-    this.restarts.push(now);
+    const delayMs = this.nextRestartDelayMs(Date.now());
+    if (delayMs > 1_000)
+      this.logger.error({ delayMs }, 'the workspace daemon keeps exiting; restarting it after a longer pause');
     // Same address, so that the manager's client reconnects by itself.
     const address = this.current.address;
     setTimeout(() => {
@@ -398,7 +394,20 @@ export class DaemonSupervisor {
       this.start(address).catch((error: unknown) =>
         this.logger.error({ err: error }, 'cannot restart the workspace daemon'),
       );
-    }, 1_000).unref();
+    }, delayMs).unref();
+  }
+
+  /**
+   * The pause before the next restart: a second for the first five within ten minutes, then twice the last, up to a
+   * minute. Never given up: the node's workspaces have no content service without it, and a daemon that something
+   * keeps killing (a workspace that can crash it, a disk briefly gone) was otherwise down for good after its fifth
+   * restart in a minute.
+   */
+  private nextRestartDelayMs(now: number): number {
+    this.restarts = this.restarts.filter((t) => now - t < 10 * 60_000);
+    const beyond = this.restarts.length - 4;
+    this.restarts.push(now);
+    return beyond <= 0 ? 1_000 : Math.min(60_000, 1_000 * 2 ** beyond);
   }
 
   async stop(): Promise<void> {
