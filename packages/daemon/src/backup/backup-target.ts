@@ -8,8 +8,7 @@ import { isWorkbayError } from '../errors.js';
 import { chunksDirectory } from './pack-writer.js';
 import type { BackupManifest } from './manifest.js';
 import type { ManifestLimits } from './manifest-decode.js';
-import { decodeManifest, manifestLimits } from './manifest-decode.js';
-import { ManifestTooLargeError } from './manifest-errors.js';
+import { decodeManifestStream } from './manifest-scan.js';
 
 /** Where a workspace's backup objects live: `<prefix>full.manifest`, `<prefix>chunks/<pack>`. */
 export interface BackupTarget {
@@ -33,7 +32,6 @@ export async function readManifest(
   target: BackupTarget,
   limits: ManifestLimits = {},
 ): Promise<BackupManifest | undefined> {
-  const max = manifestLimits(limits);
   let stream: Readable;
   try {
     stream = await target.storage.download(target.bucket, manifestName(target));
@@ -41,21 +39,8 @@ export async function readManifest(
     if (isWorkbayError(error, 'not-found')) return undefined;
     throw error;
   }
-  const chunks: Buffer[] = [];
-  let stored = 0;
-  try {
-    for await (const chunk of stream as AsyncIterable<Buffer>) {
-      stored += chunk.length;
-      // Stop downloading at the limit rather than buffer whatever storage holds.
-      if (stored > max.maxCompressedBytes) {
-        throw new ManifestTooLargeError(`more than the limit of ${max.maxCompressedBytes} bytes stored`);
-      }
-      chunks.push(chunk);
-    }
-  } finally {
-    stream.destroy();
-  }
-  return decodeManifest(Buffer.concat(chunks, stored), max);
+  // Decoded as it downloads, a value at a time: see decodeManifestStream.
+  return decodeManifestStream(stream, limits);
 }
 
 /** The packs in storage, by id, with their stored sizes. */

@@ -82,7 +82,7 @@ describe('restoring a crafted manifest', () => {
     }
   });
 
-  it('refuses a manifest bomb (88 KB of gzip, millions of empty entries) quickly, before parsing it', async () => {
+  it('refuses a manifest bomb (88 KB of gzip, millions of empty entries) quickly, at its first entry', async () => {
     await store.backup(source, ref);
     const head =
       '{"format":"workbay-backup-manifest","version":1,"workspaceId":"ws-1","createdAt":"x","compression":"none",' +
@@ -93,9 +93,10 @@ describe('restoring a crafted manifest', () => {
     await storeManifest(bomb);
     const heapBefore = process.memoryUsage().heapUsed;
     const { dir, error } = await restore();
-    expect(error).toBeInstanceOf(ManifestTooLargeError);
+    // Each entry is checked as it is decoded: the first one, `{}`, has no path.
+    expect(error).toBeInstanceOf(MalformedManifestError);
     expect(isWorkbayError(error, 'invalid-argument')).toBe(true);
-    expect(String(error)).toMatch(/backup manifest too large: more than \d+ objects and arrays/);
+    expect(String(error)).toMatch(/manifest\.entries\[0\]\.path/);
     // The entries were never materialised (30 million objects would be GBs).
     expect(process.memoryUsage().heapUsed - heapBefore).toBeLessThan(256 * 1024 * 1024);
     expect(await readdir(dir)).toEqual([]);
@@ -104,6 +105,22 @@ describe('restoring a crafted manifest', () => {
     await store.backup(source, ref);
     const again = await restore();
     expect(again.error).toBeUndefined();
+  });
+
+  it('refuses a manifest whose one value is past its bound (20 million numbers in an unused field), unparsed', async () => {
+    await store.backup(source, ref);
+    const head =
+      '{"format":"workbay-backup-manifest","version":1,"workspaceId":"ws-1","createdAt":"x","compression":"none",' +
+      '"packs":[],"blobs":[],"entries":[],"unused":[';
+    const bomb = gzipSync(Buffer.from(`${head}${'0,'.repeat(20_000_000)}0],"totals":{"files":0,"contentBytes":0}}`), {
+      level: 9,
+    });
+    await storeManifest(bomb);
+    const heapBefore = process.memoryUsage().heapUsed;
+    const { error } = await restore();
+    expect(error).toBeInstanceOf(ManifestTooLargeError);
+    expect(String(error)).toMatch(/backup manifest too large: a value of more than \d+ bytes/);
+    expect(process.memoryUsage().heapUsed - heapBefore).toBeLessThan(256 * 1024 * 1024);
   });
 
   it('reads a pack up to the furthest blob end, not the end of the blob with the highest offset', async () => {

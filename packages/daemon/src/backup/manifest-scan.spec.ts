@@ -14,7 +14,7 @@ import {
   ManifestTooLargeError,
   toManifestEntry,
 } from './manifest.js';
-import { scanManifest } from './manifest-scan.js';
+import { decodeManifestStream, scanManifest } from './manifest-scan.js';
 import { indexPreviousBackup } from './previous-backup.js';
 
 const hash = (i: number): string => i.toString(16).padStart(64, '0');
@@ -96,6 +96,49 @@ describe('streamed manifests', () => {
       ['compression', 'none'],
       ['totals', manifest.totals],
     ]);
+  });
+
+  it('decodeManifestStream gives the restore what decodeManifest gives, with turns for the event loop throughout', async () => {
+    const manifest = manifestOf(150_000);
+    const stored = await encodeManifestStream(manifest);
+    const whole = await decodeManifest(stored);
+    // The longest the event loop waits for a turn while the manifest is decoded, against the whole decode's time.
+    let longest = 0;
+    let last = performance.now();
+    let running = true;
+    const tick = (): void => {
+      const now = performance.now();
+      longest = Math.max(longest, now - last);
+      last = now;
+      if (running) setImmediate(tick);
+    };
+    setImmediate(tick);
+    const started = performance.now();
+    const streamed = await decodeManifestStream(Readable.from([stored]));
+    const took = performance.now() - started;
+    running = false;
+    // Since the last turn: a wait at the very end (the whole parse) ends with the decode, before any further turn.
+    longest = Math.max(longest, performance.now() - last);
+    expect(streamed).toEqual(whole);
+    // A whole JSON.parse is one wait for nearly all of it (red team round 13, L1: 7-14 s for 3.4 million entries);
+    // here the longest is one inflated chunk's values (the manifest is about 30 of them).
+    expect(longest, `longest wait ${longest.toFixed(0)} ms of ${took.toFixed(0)} ms`).toBeLessThan(took / 4);
+  });
+
+  it('decodeManifestStream refuses an element at once, naming it, and tables out of their order', async () => {
+    const bad = manifestOf(10);
+    const entries = [...bad.entries];
+    entries[3] = { ...entries[3]!, mode: -1 };
+    const refused = await decodeManifestStream(Readable.from([await encodeManifestStream({ ...bad, entries })])).catch(
+      (error: unknown) => error,
+    );
+    expect(refused).toBeInstanceOf(MalformedManifestError);
+    expect((refused as MalformedManifestError).field).toBe('manifest.entries[3].mode');
+    // Blobs before the packs they point into: no writer does that.
+    const { packs, blobs, ...rest } = manifestOf(1);
+    const reordered = gzipSync(Buffer.from(JSON.stringify({ ...rest, blobs, packs })));
+    const outOfOrder = await decodeManifestStream(Readable.from([reordered])).catch((error: unknown) => error);
+    expect(outOfOrder).toBeInstanceOf(MalformedManifestError);
   });
 
   it('refuses what is not one JSON object, duplicate keys, tables that are no arrays, and sizes over the limits', async () => {

@@ -66,11 +66,18 @@ function isName(value: unknown, maxBytes: number): value is string {
   );
 }
 
+/** The tables of a manifest whose top level {@link checkHead} passed, still to be checked element by element. */
+interface ManifestTables {
+  readonly packs: readonly unknown[];
+  readonly blobs: readonly unknown[];
+  readonly entries: readonly unknown[];
+}
+
 /**
- * Checks that `parsed` (JSON.parse's result) is a manifest in every detail the restore relies on and returns it
- * typed; throws MalformedManifestError naming the first offending field, or ManifestTooLargeError for counts.
+ * Everything of `parsed` but its tables' elements (its kind, counts, fields and totals), for a decoder that checked
+ * each element as it came (manifest-scan.ts); returns the tables.
  */
-export function checkManifest(parsed: unknown, counts: ManifestCounts): BackupManifest {
+export function checkManifestHead(parsed: unknown, counts: ManifestCounts): ManifestTables {
   if (!isRecord(parsed)) throw new MalformedManifestError('manifest', `not an object (got ${shown(parsed)})`);
   if (parsed['format'] !== 'workbay-backup-manifest' || parsed['version'] !== 1) {
     throw new MalformedManifestError('manifest.format', 'unknown backup manifest format or version');
@@ -99,10 +106,19 @@ export function checkManifest(parsed: unknown, counts: ManifestCounts): BackupMa
   if (!isCount(totals['files']) || !isCount(totals['contentBytes'])) {
     throw new MalformedManifestError('manifest.totals', 'files and contentBytes must be non-negative integers');
   }
+  return { packs, blobs, entries };
+}
+
+/**
+ * Checks that `parsed` (JSON.parse's result) is a manifest in every detail the restore relies on and returns it
+ * typed; throws MalformedManifestError naming the first offending field, or ManifestTooLargeError for counts.
+ */
+export function checkManifest(parsed: unknown, counts: ManifestCounts): BackupManifest {
+  const { packs, blobs, entries } = checkManifestHead(parsed, counts);
   const rawSizes = checkPacks(packs);
   const lengths = checkBlobs(blobs, rawSizes);
   for (let index = 0; index < entries.length; index++) checkEntry(entries[index], index, lengths);
-  return parsed as unknown as BackupManifest;
+  return parsed as BackupManifest;
 }
 
 /** Returns each pack's uncompressed size, which bounds the blobs in it; `first`: the index of `packs[0]`. */
