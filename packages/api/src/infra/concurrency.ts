@@ -1,6 +1,6 @@
 /**
- * The one counting semaphore of Workbay (the manager's start slots, the daemon's backup and write slots), and its
- * keyed form (one owner's share of the start slots).
+ * The one counting semaphore of Workbay (the daemon's write slots and every plain bound); slots shared fairly
+ * between owners are `OwnerSlots` (owner-slots.ts).
  *
  * @module
  */
@@ -87,57 +87,5 @@ export class Semaphore {
       if (next) next.grant();
       else this.available += 1;
     };
-  }
-}
-
-/**
- * One {@link Semaphore} of `capacity` per key (an owner's share of a resource), made when a key first asks and
- * dropped once nothing holds or waits for it: as many keys as callers, never more.
- */
-export class KeyedSemaphore {
-  private readonly semaphores = new Map<string, Semaphore>();
-
-  /** Slots per key. */
-  readonly capacity: number;
-
-  constructor(capacity: number) {
-    if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError('semaphore capacity must be >= 1');
-    this.capacity = capacity;
-  }
-
-  /** How many of `key`'s slots are held right now. */
-  inUse(key: string): number {
-    return this.semaphores.get(key)?.inUse ?? 0;
-  }
-
-  /** How many keys hold or wait for a slot. */
-  get keys(): number {
-    return this.semaphores.size;
-  }
-
-  /** Waits for one of `key`'s slots, as {@link Semaphore.acquire}. */
-  async acquire(key: string, signal?: AbortSignal): Promise<Release> {
-    let semaphore = this.semaphores.get(key);
-    if (!semaphore) {
-      semaphore = new Semaphore(this.capacity);
-      this.semaphores.set(key, semaphore);
-    }
-    const held = semaphore;
-    let release: Release;
-    try {
-      release = await held.acquire(signal);
-    } catch (error) {
-      this.dropIfIdle(key, held);
-      throw error;
-    }
-    return () => {
-      release();
-      this.dropIfIdle(key, held);
-    };
-  }
-
-  private dropIfIdle(key: string, semaphore: Semaphore): void {
-    if (semaphore.inUse === 0 && semaphore.waiting === 0 && this.semaphores.get(key) === semaphore)
-      this.semaphores.delete(key);
   }
 }

@@ -2,7 +2,7 @@ import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { InvalidArgumentError } from '../errors.js';
-import { AcquireAborted, KeyedSemaphore, Semaphore } from './concurrency.js';
+import { AcquireAborted, Semaphore } from './concurrency.js';
 import { parseWithSchema } from './config-schema.js';
 import { createLogger } from './logger.js';
 import { parseByteSize } from './size.js';
@@ -33,37 +33,6 @@ describe('Semaphore', () => {
     expect(slots.waiting).toBe(0);
     held();
     expect(slots.inUse).toBe(0);
-  });
-});
-
-describe('KeyedSemaphore', () => {
-  it('gives each key its own slots, and forgets a key nothing holds or waits for', async () => {
-    const slots = new KeyedSemaphore(1);
-    const alice = await slots.acquire('alice');
-    const bob = await slots.acquire('bob'); // not behind alice's
-    let aliceAgain = false;
-    const second = slots.acquire('alice').then((release) => ((aliceAgain = true), release));
-    await Promise.resolve();
-    expect(aliceAgain).toBe(false);
-    expect(slots.keys).toBe(2);
-    alice();
-    (await second)();
-    expect(aliceAgain).toBe(true);
-    bob();
-    bob(); // a second release changes nothing
-    expect(slots.keys).toBe(0);
-  });
-
-  it('an aborted wait holds nothing and leaves no key behind', async () => {
-    const slots = new KeyedSemaphore(1);
-    const held = await slots.acquire('alice');
-    const controller = new AbortController();
-    const waiting = slots.acquire('alice', controller.signal);
-    controller.abort();
-    await expect(waiting).rejects.toBeInstanceOf(AcquireAborted);
-    expect(slots.inUse('alice')).toBe(1);
-    held();
-    expect(slots.keys).toBe(0);
   });
 });
 

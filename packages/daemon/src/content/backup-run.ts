@@ -1,6 +1,6 @@
 /**
  * One backup or snapshot upload of a workspace's content, under the node-wide concurrency limit (fair between
- * owners: `util/owner-slots.ts`), with retries
+ * owners: `OwnerSlots` of @workbay/api), with retries
  * (backups) and metrics. The caller holds the workspace's lock and records the outcome.
  */
 import { createHash } from 'node:crypto';
@@ -16,7 +16,7 @@ import {
 } from '../errors.js';
 import type { DaemonMetrics } from '../health/metrics.js';
 import type { SessionState } from '../session/session-store.js';
-import type { OwnerSlots } from '../util/owner-slots.js';
+import type { OwnerSlots } from '@workbay/api';
 import { retryWithBackoff } from '../util/retry.js';
 import type { BackupReason } from './types.js';
 

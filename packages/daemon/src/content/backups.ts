@@ -6,7 +6,7 @@
 import type { BackupStore } from '../backup/backup-store.js';
 import { FailedPreconditionError, errorMessage } from '../errors.js';
 import type { BackupRecord } from '../session/session-store.js';
-import { OwnerSlots } from '../util/owner-slots.js';
+import { OwnerSlots } from '@workbay/api';
 import type { UploadDeps } from './backup-run.js';
 import { uploadBackup, uploadSnapshot } from './backup-run.js';
 import { assertBackupable, assertContentPresent } from './content-checks.js';

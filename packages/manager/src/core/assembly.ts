@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { OwnerSlots } from '@workbay/api';
 import type { WorkspaceRuntime } from '@workbay/api';
 import type { Observable } from 'rxjs';
 import type { ManagerConfig, ResolvedClass } from '../config.js';
@@ -29,7 +30,6 @@ import { FileWorkspaceRepository } from './repository.js';
 import type { ReplicatedRepository, WorkspaceRepository } from './repository.js';
 import { RecordOperations } from './record-operations.js';
 import { StartAdmission } from './start-admission.js';
-import { StartSlots } from './start-slots.js';
 import { TimeoutEnforcer } from './timeout-enforcer.js';
 
 /**
@@ -118,7 +118,8 @@ export function assembleCore(options: ManagerCoreOptions, hooks: CoreHooks): Cor
     runtime: options.runtime,
     content: options.content,
     ports,
-    startSlots: new StartSlots({ node: config.maxConcurrentStarts, perOwner: config.maxConcurrentStartsPerOwner }),
+    // An owner's starts beyond its share wait without standing before other owners' (red team round 12, G2).
+    startSlots: new OwnerSlots(config.maxConcurrentStarts, config.maxConcurrentStartsPerOwner),
     logger,
     metrics,
     daemonRetry: { attempts: config.daemon.disposeAttempts, backoffMs: config.daemon.retryBackoffMs },

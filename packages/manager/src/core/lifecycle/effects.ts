@@ -10,7 +10,7 @@
  */
 import { join } from 'node:path';
 import { AcquireAborted, isRetryableError, isWorkbayError } from '@workbay/api';
-import type { Release, RuntimeWorkspaceSpec, WorkspaceRuntime } from '@workbay/api';
+import type { OwnerSlots, Release, RuntimeWorkspaceSpec, WorkspaceRuntime } from '@workbay/api';
 import type { ContentService } from '../../content/content-service.js';
 import type { GitStatusInfo, WorkspaceRecord } from '../../domain/types.js';
 import type { Logger } from '../../logger.js';
@@ -18,7 +18,6 @@ import type { ManagerMetrics } from '../../metrics.js';
 import { FlowAborted, checkAborted, errorMessage, sleep, withRetries } from '../async.js';
 import type { RetryPolicy } from '../async.js';
 import type { IdePorts } from '../port-allocator.js';
-import type { StartSlots } from '../start-slots.js';
 import { contentDirOf } from '../records.js';
 import { writeAuthorizedKeys } from '../ssh-keys.js';
 import type { LifecycleEffect, LifecycleEvent } from './events.js';
@@ -28,7 +27,8 @@ export interface EffectDeps {
   readonly runtime: WorkspaceRuntime;
   readonly content: ContentService;
   readonly ports: IdePorts;
-  readonly startSlots: StartSlots;
+  /** The node's start slots, shared fairly between owners (`maxConcurrentStarts`, `maxConcurrentStartsPerOwner`). */
+  readonly startSlots: OwnerSlots;
   readonly logger: Logger;
   readonly metrics?: ManagerMetrics;
   /** Daemon calls are retried this way while the daemon is unavailable (a restart). */

@@ -1,12 +1,14 @@
 /**
- * Slots shared by the owners of one node's workspaces: at most `total` held at once, at most `perOwner` by any one
- * owner, and a freed slot goes to the owners waiting in turn (the owner served longest ago first; one owner's
+ * Slots shared by the owners of one node's workspaces (the daemon's backups and restores, the manager's starts): at
+ * most `total` held at once, at most `perOwner` by any one owner, and a freed slot goes to the owners waiting in turn (the owner served longest ago first; one owner's
  * requests in the order they came). A plain semaphore serves requests in arrival order, so one owner who asks for
  * many backups at once (five workspaces with huge content: red team round 5) held every slot while another owner's
  * backup waited behind all of them.
  *
  * @module
  */
+
+import { AcquireAborted } from './concurrency.js';
 
 /** Releases a slot; calling it again does nothing. */
 export type ReleaseSlot = () => void;
@@ -28,9 +30,30 @@ export class OwnerSlots {
     if (!Number.isSafeInteger(perOwner) || perOwner < 1) throw new RangeError('perOwner must be a positive integer');
   }
 
-  /** Resolves with the release of a slot once `owner` may have one. */
-  acquire(owner: string): Promise<ReleaseSlot> {
-    return new Promise((grant) => {
+  /**
+   * Resolves with the release of a slot once `owner` may have one. When `signal` aborts first, the request leaves
+   * the queue and the promise rejects with {@link AcquireAborted}; no slot is held then.
+   */
+  acquire(owner: string, signal?: AbortSignal): Promise<ReleaseSlot> {
+    if (signal?.aborted) return Promise.reject(new AcquireAborted());
+    return new Promise((resolve, reject) => {
+      const onAbort = (): void => {
+        const queue = this.waiting.get(owner);
+        const index = queue?.indexOf(grant) ?? -1;
+        if (queue && index >= 0) {
+          queue.splice(index, 1);
+          if (queue.length === 0) {
+            this.waiting.delete(owner);
+            if (!this.heldBy.has(owner)) this.lastServed.delete(owner);
+          }
+        }
+        reject(new AcquireAborted());
+      };
+      const grant = (release: ReleaseSlot): void => {
+        signal?.removeEventListener('abort', onAbort);
+        resolve(release);
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
       const queue = this.waiting.get(owner);
       if (queue) queue.push(grant);
       else this.waiting.set(owner, [grant]);

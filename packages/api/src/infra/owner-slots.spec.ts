@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { AcquireAborted } from './concurrency.js';
 import { OwnerSlots } from './owner-slots.js';
 import type { ReleaseSlot } from './owner-slots.js';
 
@@ -61,6 +62,23 @@ describe('OwnerSlots', () => {
     await expect(slots.run('bob', () => Promise.reject(new Error('boom')))).rejects.toThrow('boom');
     expect(slots.inUse()).toBe(0);
     expect(await slots.run('bob', () => Promise.resolve(7))).toBe(7);
+  });
+
+  it('an aborted wait leaves the queue holding nothing; the next owner gets the freed slot', async () => {
+    const slots = new OwnerSlots(1, 1);
+    const held = await slots.acquire('alice');
+    const controller = new AbortController();
+    const mallory = slots.acquire('mallory', controller.signal);
+    const bob = slots.acquire('bob');
+    controller.abort();
+    await expect(mallory).rejects.toBeInstanceOf(AcquireAborted);
+    await expect(slots.acquire('carol', AbortSignal.abort())).rejects.toBeInstanceOf(AcquireAborted);
+    held();
+    const release = await bob;
+    expect(slots.inUse('bob')).toBe(1);
+    expect(slots.inUse('mallory')).toBe(0);
+    release();
+    expect(slots.inUse()).toBe(0);
   });
 
   it('refuses sizes that would never grant a slot', () => {
