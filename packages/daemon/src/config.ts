@@ -129,6 +129,11 @@ export const daemonConfigSchema = z
         concurrency: z.number().int().min(1).max(64).default(5),
         /** Of `concurrency`, the most one owner's workspaces may run at once (default: all but one, from 3 on). */
         concurrencyPerOwner: z.number().int().min(1).max(64).optional(),
+        /**
+         * Restores of chunked backups running at once (one owner's: all but one). Each holds its manifest's entries in
+         * memory, up to 2 GB for the largest.
+         */
+        restoreConcurrency: z.number().int().min(1).max(64).default(4),
         attempts: z.number().int().min(1).max(20).default(3),
         initialBackoff: duration.default(1000),
         period: duration.default(10 * 60 * 1000),

@@ -15,6 +15,7 @@ import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Subject } from 'rxjs';
 import type { Observable, Subscription } from 'rxjs';
+import { OwnerSlots } from '@workbay/api';
 import type { PluginLogger } from '@workbay/api';
 import { BackupStore } from './backup/backup-store.js';
 import { WorkspaceBackups } from './content/backups.js';
@@ -97,6 +98,7 @@ export class WorkspaceContentService {
             : {}),
           ...(options.backup.xattrs !== undefined ? { xattrs: options.backup.xattrs } : {}),
           allowSpecialFiles: options.allowSpecialFiles ?? false,
+          restoreSlots: restoreSlotsOf(options.backup.restoreConcurrency ?? 4),
         })
       : undefined;
     const root = options.runsAsRoot ?? process.getuid?.() === 0;
@@ -350,4 +352,9 @@ export class WorkspaceContentService {
       now,
     );
   }
+}
+
+/** A restore's fair share: all but one of the slots for one owner, from 3 on (as backups'). */
+function restoreSlotsOf(concurrency: number): OwnerSlots {
+  return new OwnerSlots(concurrency, concurrency >= 3 ? concurrency - 1 : concurrency);
 }

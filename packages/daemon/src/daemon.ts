@@ -185,6 +185,7 @@ class WorkbayDaemon implements Daemon {
         ...(config.backup.concurrencyPerOwner !== undefined
           ? { concurrencyPerOwner: config.backup.concurrencyPerOwner }
           : {}),
+        restoreConcurrency: config.backup.restoreConcurrency,
         attempts: config.backup.attempts,
         initialBackoffMs: config.backup.initialBackoff,
         periodMs: config.backup.period,

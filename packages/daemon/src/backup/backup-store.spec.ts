@@ -3,6 +3,7 @@ import { appendFile, mkdir, readFile, rm, symlink, writeFile } from 'node:fs/pro
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { OwnerSlots } from '@workbay/api';
 import type { ObjectInfo, RemoteStorage, UploadOptions } from '@workbay/api';
 import { isWorkbayError } from '../errors.js';
 import { FsRemoteStorage } from '../storage/fs-storage.js';
@@ -73,6 +74,27 @@ describe('BackupStore', () => {
   });
 
   const skipReady = { skip: (p: string) => p === '.workbay/ready' };
+
+  it("chunked restores take restoreSlots: an owner's restore waits for its share, another owner's does not", async () => {
+    await writeFile(join(source, 'a'), 'content');
+    const slots = new OwnerSlots(2, 1);
+    const store = new BackupStore(storage, { mode: 'per-owner' }, { restoreSlots: slots });
+    const bob = { owner: 'owner-2', workspaceId: 'ws-1' };
+    await store.backup(source, ref);
+    await store.backup(source, bob);
+    await mkdir(join(work.path, 'r1'));
+    await mkdir(join(work.path, 'r2'));
+    // Another restore of owner-1's holds its one slot.
+    const held = await slots.acquire(ref.owner);
+    let done = false;
+    const waiting = store.restore(join(work.path, 'r1'), ref).then((r) => ((done = true), r));
+    expect((await store.restore(join(work.path, 'r2'), bob))?.format).toBe('chunked');
+    expect(done).toBe(false);
+    held();
+    expect((await waiting)?.format).toBe('chunked');
+    expect(await readFile(join(work.path, 'r1', 'a'), 'utf8')).toBe('content');
+    expect(slots.inUse()).toBe(0);
+  });
 
   for (const format of ['chunked', 'tar'] as const) {
     it(`backs up and restores a tree identically (${format})`, async () => {
