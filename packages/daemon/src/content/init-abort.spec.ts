@@ -3,15 +3,22 @@
  * G2): a git remote trickling just above the low-speed limit held the workspace's stop for the whole clone, and
  * only each git command had a deadline. Real daemon over gRPC, real git against a real slow HTTP server.
  */
-import { access } from 'node:fs/promises';
+import { access, mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isWorkbayError } from '../errors.js';
 import { startTestDaemon } from '../test-support/daemon-harness.js';
 import type { TestDaemon } from '../test-support/daemon-harness.js';
 import { processesNaming, startGitTarpit } from '../test-support/git-server.js';
+import { FsRemoteStorage } from '../storage/fs-storage.js';
 
 type Tarpit = Awaited<ReturnType<typeof startGitTarpit>>;
+
+const emptyInitializer = { spec: { $case: 'empty', value: {} } } as never;
+const backupInitializer = {
+  spec: { $case: 'backup', value: { checkoutLocation: '', fromVolumeSnapshot: false } },
+} as never;
 
 const exists = (path: string): Promise<boolean> =>
   access(path).then(
@@ -109,5 +116,60 @@ describe('initializer.timeout bounds the whole initialization', () => {
     expect(processesNaming(tarpit.url)).toEqual([]);
     await t.client.disposeWorkspace({ id: 'deadline-1', backup: true });
     expect(await exists(join(t.workingArea, 'deadline-1'))).toBe(false);
+  });
+});
+
+describe('a disposal ends a restore in progress', () => {
+  let t: TestDaemon;
+  /** While set, reads of packs never finish (until their signal aborts): a restore from a storage that hangs. */
+  let stall = false;
+  let stalled: () => void = () => undefined;
+
+  beforeAll(async () => {
+    const root = await mkdtemp(join(tmpdir(), 'workbay-restore-abort-'));
+    const fs = new FsRemoteStorage({ root: join(root, 'storage') });
+    const storage = new Proxy(fs, {
+      get(target, property, receiver) {
+        if (property === 'readInto') {
+          return (bucket: string, name: string, buffer: Buffer, options?: { signal?: AbortSignal }) => {
+            if (!stall || !name.includes('/chunks/')) return target.readInto(bucket, name, buffer, options);
+            stalled();
+            return new Promise((_resolve, reject) =>
+              options?.signal?.addEventListener('abort', () => reject(options.signal?.reason as Error)),
+            );
+          };
+        }
+        const value: unknown = Reflect.get(target, property, receiver);
+        return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+    t = await startTestDaemon({ root, overrides: { storage } });
+  });
+  afterAll(async () => {
+    await t?.cleanup();
+  });
+
+  it('a stop while the backup is restored: the restore ends, the disposal returns, the backup stays whole', async () => {
+    const metadata = { owner: 'carol', metaId: 'restored' };
+    const first = await t.client.initWorkspace({ id: 'r-1', metadata, initializer: emptyInitializer });
+    await writeFile(join(first.contentLocation, 'work.txt'), 'carol was here\n');
+    await t.client.disposeWorkspace({ id: 'r-1', backup: true });
+
+    stall = true;
+    const reached = new Promise<void>((resolve) => (stalled = resolve));
+    const init = t.client.initWorkspace({ id: 'r-2', metadata, initializer: backupInitializer }).then(
+      () => undefined,
+      (error: unknown) => error as Error,
+    );
+    await reached;
+    await t.client.disposeWorkspace({ id: 'r-2', backup: true });
+    const initError = await init;
+    expect(isWorkbayError(initError, 'cancelled'), String(initError)).toBe(true);
+
+    // Nothing was backed up over it: the next start gets the work back.
+    stall = false;
+    const third = await t.client.initWorkspace({ id: 'r-3', metadata, initializer: backupInitializer });
+    expect(third.contentSource).toBe('from-backup');
+    expect(await readFile(join(third.contentLocation, 'work.txt'), 'utf8')).toBe('carol was here\n');
   });
 });

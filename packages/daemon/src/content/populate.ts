@@ -57,7 +57,11 @@ export async function populateContent(
   if (backups && found) {
     const started = performance.now();
     try {
-      const restored = await backups.restore(root, ref, owner ? { owner } : {});
+      const restored = await backups.restore(root, ref, {
+        ...(owner ? { owner } : {}),
+        // A disposal ends the restore too (red team round 13, G2 re-test: a stop waited for a whole restore).
+        ...(deps.signal ? { signal: deps.signal } : {}),
+      });
       if (!restored)
         throw new NotFoundError(`the backup of workspace '${ref.workspaceId}' disappeared while restoring`);
       metrics.restores.inc({ kind: 'backup', outcome: 'success' });
