@@ -122,6 +122,8 @@ async function main(): Promise<void> {
     leaseDurationSeconds: 15,
     renewIntervalMs: 5_000,
     maxWriteBacklog: process.env['BENCH_K8S_WRITE_BACKLOG'] ? envInt('BENCH_K8S_WRITE_BACKLOG', 8) : undefined,
+    // Every workspace here is one owner's: the node's throughput is measured, not one owner's fair share of it.
+    manager: { maxConcurrentStartsPerOwner: 25 },
   });
   try {
     const leader = await h.waitForLeader();
