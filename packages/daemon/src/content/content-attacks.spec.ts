@@ -5,9 +5,12 @@
  * downloads are http(s) only. Each attack must have no effect.
  */
 import { execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, mkdtemp, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { RemoteStorage, contentservice } from '@workbay/api';
 import { isWorkbayError } from '@workbay/api';
@@ -29,6 +32,38 @@ function recording(storage: RemoteStorage, calls: string[]): RemoteStorage {
       };
     },
   });
+}
+
+/** A tar header of `size` bytes, type `type` (red team round 13's pax bomb: tar-stream buffers a pax header whole). */
+function tarHeader(name: string, size: number, type: string): Buffer {
+  const header = Buffer.alloc(512);
+  header.write(name, 0);
+  header.write('0000644\0', 100);
+  header.write('0000000\0', 108);
+  header.write('0000000\0', 116);
+  header.write(`${size.toString(8).padStart(11, '0')}\0`, 124);
+  header.write('00000000000\0', 136);
+  header.write(type, 156);
+  header.write('ustar\0', 257);
+  header.write('00', 263);
+  header.write('        ', 148);
+  let sum = 0;
+  for (const byte of header) sum += byte;
+  header.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148);
+  return header;
+}
+
+/** A gzip'd tar that starts with a 64 MiB pax header of zeros (a few KB stored). */
+function paxBomb(): Buffer {
+  const size = 64 * 1024 * 1024;
+  return gzipSync(
+    Buffer.concat([
+      tarHeader('PaxHeaders/x', size, 'x'),
+      Buffer.alloc(size),
+      tarHeader('x', 0, '0'),
+      Buffer.alloc(1024),
+    ]),
+  );
 }
 
 const empty: contentservice.WorkspaceInitializer = { spec: { $case: 'empty', value: {} } };
@@ -298,6 +333,80 @@ describe('content attacks over gRPC', () => {
     expect(again.initializerMetrics[0]?.type).toBe('backup');
     expect(await readFile(join(again.contentLocation, 'secret.txt'), 'utf8')).toBe('alice-secret\n');
     await t.client.disposeWorkspace({ id: 'case-alice-2', backup: false });
+  });
+
+  it("only the owner's snapshots restore as snapshots: a backup pack or manifest is INVALID_ARGUMENT (red team round 13, S1)", async () => {
+    const carol = await t.client.initWorkspace({
+      id: 's1-carol',
+      metadata: { owner: 'carol', metaId: 'ws-s1' },
+      initializer: empty,
+    });
+    await writeFile(join(carol.contentLocation, 'evil.tar'), randomBytes(4096));
+    await t.client.disposeWorkspace({ id: 's1-carol', backup: true });
+    const packs = await readdir(join(t.storageRoot, 'workbay-user-carol', 'workspaces', 'ws-s1', 'chunks'));
+    expect(packs.length).toBeGreaterThan(0);
+    for (const object of [
+      `workspaces/ws-s1/chunks/${packs[0] as string}`,
+      'workspaces/ws-s1/full.manifest',
+      'workspaces/ws-s1/snapshot-0123.tar',
+      'workspaces/ws-s1/snapshot-1.tar/x',
+    ]) {
+      calls.length = 0;
+      const error = await errorOf(
+        t.client.initWorkspace({
+          id: 's1-restore',
+          metadata: { owner: 'carol', metaId: 'ws-s1b' },
+          initializer: snapshotInit(`${object}@workbay-user-carol`),
+        }),
+      );
+      expect(isWorkbayError(error, 'invalid-argument'), `${object}: ${error.message}`).toBe(true);
+      expect(error.message).toMatch(/^initializer\.snapshot\.snapshot: .* is not a snapshot/);
+      expect(calls).toEqual([]);
+      await noTrace('s1-restore');
+    }
+  });
+
+  it('a snapshot whose bytes are no archive the reader takes is INVALID_ARGUMENT naming the field, not INTERNAL', async () => {
+    const storage = new FsRemoteStorage({ root: t.storageRoot });
+    const name = 'workspaces/ws-bad/snapshot-1700000000000000000.tar';
+    await storage.ensureBucket('workbay-user-carol');
+    for (const body of [
+      randomBytes(8192),
+      Buffer.concat([Buffer.from([0x1f, 0x8b, 8, 0]), randomBytes(4096)]),
+      paxBomb(),
+    ]) {
+      await storage.upload('workbay-user-carol', name, Readable.from([body]));
+      const error = await errorOf(
+        t.client.initWorkspace({
+          id: 'bad-archive',
+          metadata: { owner: 'carol', metaId: 'ws-bad-2' },
+          initializer: snapshotInit(`${name}@workbay-user-carol`),
+        }),
+      );
+      expect(isWorkbayError(error, 'invalid-argument'), error.message).toBe(true);
+      expect(error.message).not.toMatch(/internal error/);
+      await t.client.disposeWorkspace({ id: 'bad-archive', backup: false });
+    }
+  });
+
+  it('an owner whose bucket is named by its digest takes, restores and deletes its snapshots', async () => {
+    const owner = 'Carol_2';
+    const first = await t.client.initWorkspace({
+      id: 'hashed-1',
+      metadata: { owner, metaId: 'ws-h' },
+      initializer: empty,
+    });
+    await writeFile(join(first.contentLocation, 'kept.txt'), 'in the snapshot\n');
+    const { url } = await t.client.takeSnapshot({ id: 'hashed-1', returnImmediately: false });
+    expect(url).toMatch(/@workbay-user-h--[0-9a-f]{40}$/);
+    const second = await t.client.initWorkspace({
+      id: 'hashed-2',
+      metadata: { owner, metaId: 'ws-h2' },
+      initializer: snapshotInit(url),
+    });
+    expect(await readFile(join(second.contentLocation, 'kept.txt'), 'utf8')).toBe('in the snapshot\n');
+    await t.client.deleteSnapshot({ snapshot: url });
+    for (const id of ['hashed-1', 'hashed-2']) await t.client.disposeWorkspace({ id, backup: false });
   });
 
   it("an instance's late backup never writes over a newer backup of its workspace: it is stored beside it (red team round 12, K2)", async () => {

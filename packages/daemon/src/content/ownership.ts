@@ -4,7 +4,7 @@
  * layout, or the `<owner>/` prefix of the shared bucket. Anything else is refused before a byte is read.
  */
 import type { BucketLayout } from '@workbay/api';
-import { locateOwner } from '@workbay/api';
+import { locateOwner, snapshotObjectName } from '@workbay/api';
 import { InvalidArgumentError, PermissionDeniedError } from '../errors.js';
 import { checkLength, limits, quote } from '../util/bounds.js';
 
@@ -42,6 +42,32 @@ export function assertOwnedLocation(layout: BucketLayout, owner: string, qualifi
   if (bucket !== own.bucket || !name.startsWith(own.prefix)) {
     throw new PermissionDeniedError(
       `${field}: ${quote(qualified)} is not in the storage of owner ${quote(owner)}; a workspace may only restore its owner's snapshots`,
+    );
+  }
+}
+
+/**
+ * {@link assertOwnedLocation}, and the object is a snapshot as the daemon names them
+ * (`[<owner>/]workspaces/<id>/snapshot-<unixnano>.tar`, spelled exactly so): INVALID_ARGUMENT naming `field` for any
+ * other object of the owner's. Any object was taken before: a backup pack of incompressible data is a file of the
+ * workspace byte for byte, so an owner handed the extractor archives of her own making, past every bound a snapshot
+ * the daemon made keeps (red team round 13, S1).
+ */
+export function assertOwnedSnapshot(layout: BucketLayout, owner: string, qualified: string, field: string): void {
+  assertOwnedLocation(layout, owner, qualified, field);
+  const { name } = splitQualified(qualified, field);
+  const own = locateOwner(layout, owner);
+  const match = /^workspaces\/([^/]+)\/snapshot-([1-9][0-9]{0,29})\.tar$/.exec(name.slice(own.prefix.length));
+  let expected: string | undefined;
+  try {
+    expected = match ? snapshotObjectName(own, match[1] as string, BigInt(match[2] as string)) : undefined;
+  } catch {
+    // Deliberate: a workspace id the layout refuses names no snapshot; refused below.
+  }
+  if (expected !== name) {
+    throw new InvalidArgumentError(
+      field,
+      `${quote(qualified)} is not a snapshot (expected workspaces/<id>/snapshot-<unixnano>.tar of the owner's)`,
     );
   }
 }

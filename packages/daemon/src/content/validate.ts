@@ -15,7 +15,7 @@ import { validateGitInitializer } from '../git/git-policy.js';
 import type { DownloadFileSpec, GitInitializerSpec, InitializerSpec } from '../initializer/types.js';
 import { checkCount, checkLength, limits, quote } from '../util/bounds.js';
 import { checkRelativeLocation } from '../util/paths.js';
-import { assertOwnedLocation, splitQualified } from './ownership.js';
+import { assertOwnedSnapshot, splitQualified } from './ownership.js';
 
 /** What InitWorkspace asks for, in domain terms. */
 export interface InitWorkspaceInput {
@@ -121,7 +121,7 @@ function validateInitializer(spec: InitializerSpec, field: string, depth: number
       if (!spec.snapshot) throw new InvalidArgumentError(snapshotField, 'must be set');
       splitQualified(spec.snapshot, snapshotField);
       requireStorage(state, snapshotField, 'restore a snapshot');
-      assertOwnedLocation(state.layout, state.owner, spec.snapshot, snapshotField);
+      assertOwnedSnapshot(state.layout, state.owner, spec.snapshot, snapshotField);
       return;
     }
     case 'prebuild': {
@@ -129,7 +129,7 @@ function validateInitializer(spec: InitializerSpec, field: string, depth: number
         const snapshotField = `${field}.prebuild.prebuild.snapshot`;
         splitQualified(spec.snapshot, snapshotField);
         // Without remote storage the prebuild falls back to its git initializers; nothing is read.
-        if (state.storage) assertOwnedLocation(state.layout, state.owner, spec.snapshot, snapshotField);
+        if (state.storage) assertOwnedSnapshot(state.layout, state.owner, spec.snapshot, snapshotField);
       }
       checkCount(spec.git.length, `${field}.prebuild.git`, limits.children);
       spec.git.forEach((git, i) => validateGit(git, `${field}.prebuild.git[${i}]`, state.git));
