@@ -23,6 +23,7 @@ const standIn = (dir: string): string => `
 const grpc = require(${JSON.stringify(new URL(grpcModule).pathname)});
 const http = require('node:http');
 const { existsSync } = require('node:fs');
+if (existsSync(${JSON.stringify(join(dir, 'fail-start'))})) process.exit(3);
 const address = process.argv[process.argv.indexOf('--grpc-address') + 1];
 const server = new grpc.Server();
 server.addService(
@@ -43,6 +44,14 @@ server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (error, port)
   });
 });
 `;
+
+/** Whether the supervisor's current daemon answers (without waiting). */
+async function serving(daemon: DaemonSupervisor): Promise<boolean> {
+  return daemon.waitUntilServing(200).then(
+    () => true,
+    () => false,
+  );
+}
 
 describe('the daemon supervisor and /live', () => {
   let dir: string | undefined;
@@ -102,6 +111,25 @@ describe('the daemon supervisor and /live', () => {
     }
     // Five restarts a second apart, then 2 s, 4 s: the seventh and eighth process came after what was the limit.
     expect(pids.size).toBeGreaterThanOrEqual(8);
+  }, 40_000);
+
+  it('a restart that fails to start is tried again, until one serves', async () => {
+    const daemon = await start('50ms');
+    const first = daemon.pid;
+    // From now on new processes exit at once; the running one fails /live and is stopped.
+    await writeFile(join(dir!, 'fail-start'), '');
+    await writeFile(join(dir!, 'dead'), '');
+    const gone = Date.now() + 10_000;
+    while (existsSync(`/proc/${first}`) && Date.now() < gone) await new Promise((resolve) => setTimeout(resolve, 50));
+    // Two failed starts a second apart, then the cause goes away.
+    await new Promise((resolve) => setTimeout(resolve, 2_500));
+    await rm(join(dir!, 'fail-start'));
+    await rm(join(dir!, 'dead'));
+    const deadline = Date.now() + 20_000;
+    while ((daemon.pid === first || !(await serving(daemon))) && Date.now() < deadline)
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(daemon.pid).not.toBe(first);
+    await daemon.waitUntilServing(10_000);
   }, 40_000);
 
   it('does not watch /live with livenessInterval 0s', async () => {

@@ -384,16 +384,22 @@ export class DaemonSupervisor {
     if (this.stopping || this.current?.child !== child) return;
     this.logger.error({ code, signal }, 'the workspace daemon exited unexpectedly');
     if (!this.restartOnExit) return;
+    // Same address, so that the manager's client reconnects by itself.
+    this.scheduleRestart(this.current.address);
+  }
+
+  /** Starts the daemon again after {@link nextRestartDelayMs}; a start that fails is tried again the same way. */
+  private scheduleRestart(address: string): void {
     const delayMs = this.nextRestartDelayMs(Date.now());
     if (delayMs > 1_000)
       this.logger.error({ delayMs }, 'the workspace daemon keeps exiting; restarting it after a longer pause');
-    // Same address, so that the manager's client reconnects by itself.
-    const address = this.current.address;
     setTimeout(() => {
       if (this.stopping) return;
-      this.start(address).catch((error: unknown) =>
-        this.logger.error({ err: error }, 'cannot restart the workspace daemon'),
-      );
+      this.start(address).catch((error: unknown) => {
+        // Deliberate: retried (a port briefly taken, a start past its timeout on a loaded node), never given up.
+        this.logger.error({ err: error }, 'cannot restart the workspace daemon; trying again');
+        if (!this.stopping) this.scheduleRestart(address);
+      });
     }, delayMs).unref();
   }
 
