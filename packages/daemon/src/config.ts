@@ -131,9 +131,9 @@ export const daemonConfigSchema = z
         concurrencyPerOwner: z.number().int().min(1).max(64).optional(),
         /**
          * Restores of chunked backups running at once (one owner's: all but one). Each holds its manifest's entries in
-         * memory, up to 2 GB for the largest.
+         * memory, about 1 GB for the largest (4 million entries): three stay well inside the daemon's heap.
          */
-        restoreConcurrency: z.number().int().min(1).max(64).default(4),
+        restoreConcurrency: z.number().int().min(1).max(64).default(3),
         attempts: z.number().int().min(1).max(20).default(3),
         initialBackoff: duration.default(1000),
         period: duration.default(10 * 60 * 1000),

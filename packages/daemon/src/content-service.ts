@@ -98,7 +98,7 @@ export class WorkspaceContentService {
             : {}),
           ...(options.backup.xattrs !== undefined ? { xattrs: options.backup.xattrs } : {}),
           allowSpecialFiles: options.allowSpecialFiles ?? false,
-          restoreSlots: restoreSlotsOf(options.backup.restoreConcurrency ?? 4),
+          restoreSlots: restoreSlotsOf(options.backup.restoreConcurrency ?? 3),
         })
       : undefined;
     const root = options.runsAsRoot ?? process.getuid?.() === 0;

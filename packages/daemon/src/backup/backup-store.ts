@@ -54,7 +54,7 @@ export interface BackupStoreOptions {
   readonly allowSpecialFiles?: boolean;
   /**
    * Chunked restores running at once, shared fairly between owners (default: no bound). Each holds its manifest's
-   * entries in memory, up to 2 GB for the largest: red team round 13 (L1) ran three at once to 4 GB of daemon.
+   * entries in memory, about 1 GB for the largest: red team round 13 (L1) ran five at once to 3.5 GB of heap.
    */
   readonly restoreSlots?: OwnerSlots;
 }

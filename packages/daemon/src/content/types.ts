@@ -24,7 +24,7 @@ export interface BackupSettings {
   readonly concurrency: number;
   /** Of those, the most one owner's workspaces may run at once (default: all but one, from 3 on). */
   readonly concurrencyPerOwner?: number;
-  /** Chunked restores running at once (default 4), one owner's at most all but one of them. */
+  /** Chunked restores running at once (default 3), one owner's at most all but one of them. */
   readonly restoreConcurrency?: number;
   /** Tries per backup, including the first. */
   readonly attempts: number;
