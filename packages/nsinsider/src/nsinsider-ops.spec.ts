@@ -195,8 +195,14 @@ describe('createNsinsiderOps against real namespaces', () => {
         peerIfName: 'eth0',
       });
       expect(pair.hostAddress).toBe('198.18.1.5');
-      const info = await readFile(`/sys/class/net/${hostIf}/operstate`, 'utf8');
-      expect(info.trim()).toMatch(/up|lowerlayerdown|unknown/i);
+      // The kernel reports the state a moment after the link is set up (seen `down` on a loaded machine): waited for.
+      let state = '';
+      for (let i = 0; i < 100; i++) {
+        state = (await readFile(`/sys/class/net/${hostIf}/operstate`, 'utf8')).trim();
+        if (/up|lowerlayerdown|unknown/i.test(state)) break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      expect(state).toMatch(/up|lowerlayerdown|unknown/i);
     } finally {
       await sb2.stop();
     }

@@ -5,6 +5,7 @@ import { runCommand } from './exec.js';
 import {
   DEFAULT_MAX_FLOWS_PER_WORKSPACE,
   ensureWorkspaceFirewall,
+  nonPublicNetworks,
   readWorkspaceFirewall,
   workspaceFirewallRuleset,
 } from './workspace-firewall.js';
@@ -39,12 +40,15 @@ describe.runIf(isRoot)('the flow limit on real veths and conntrack (root)', () =
   const id = process.pid % 10000;
   const attacker = { netns: `wbfa${id}`, link: `wbvta${id}`, cidr: '10.199.9.4/30', address: '10.199.9.6' };
   const neighbour = { netns: `wbfn${id}`, link: `wbvtn${id}`, cidr: '10.199.9.8/30', address: '10.199.9.10' };
-  const outside = { netns: `wbfo${id}`, link: `wbto${id}`, cidr: '10.199.9.12/30', address: '10.199.9.14' };
+  // A public (documentation) address: the runtimes' egress rules keep workspaces off private ones.
+  const outside = { netns: `wbfo${id}`, link: `wbto${id}`, cidr: '192.0.2.12/30', address: '192.0.2.14' };
+  /** As the runtimes install it: whichever installs last, the rules stay the same. */
+  const egress = { blocked: [...nonPublicNetworks.ipv4, ...nonPublicNetworks.ipv6] };
   const limit = DEFAULT_MAX_FLOWS_PER_WORKSPACE;
   let server: Promise<unknown> | undefined;
 
   beforeAll(async () => {
-    await ensureWorkspaceFirewall({ ifPrefix: 'wbv' });
+    await ensureWorkspaceFirewall({ ifPrefix: 'wbv', egress });
     for (const n of [attacker, neighbour, outside]) {
       await createNetns(n.netns);
       await createWorkspaceVeth({ hostIfName: n.link, alias: `workbay test ${n.link}`, netns: n.netns, cidr: n.cidr });
@@ -100,7 +104,7 @@ describe.runIf(isRoot)('the flow limit on real veths and conntrack (root)', () =
     expect(await connectFrom(attacker.netns)).toBe(false);
     expect(await connectFrom(neighbour.netns)).toBe(true);
     // Re-installing the table (every workspace start, every check interval) keeps the counts: still at its limit.
-    await ensureWorkspaceFirewall({ ifPrefix: 'wbv' });
+    await ensureWorkspaceFirewall({ ifPrefix: 'wbv', egress });
     expect(await connectFrom(attacker.netns)).toBe(false);
     expect(await connectFrom(neighbour.netns)).toBe(true);
   });
