@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { appendFile, mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { appendFile, link, mkdir, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -74,6 +74,33 @@ describe('BackupStore', () => {
   });
 
   const skipReady = { skip: (p: string) => p === '.workbay/ready' };
+
+  it('a chunked restore aborted after its content was read creates none of its links (red team round 13b, G2b)', async () => {
+    await writeFile(join(source, 'base'), randomBytes(4096));
+    for (let i = 0; i < 500; i++) await link(join(source, 'base'), join(source, `l${i}`));
+    const store = new BackupStore(storage, { mode: 'per-owner' });
+    await store.backup(source, ref);
+    // The abort comes with the last (only) pack read: what is left is the links.
+    const controller = new AbortController();
+    const aborting = new Proxy(storage, {
+      get(target, property, receiver) {
+        if (property === 'readInto') {
+          return async (...args: Parameters<FsRemoteStorage['readInto']>) => {
+            const read = await target.readInto(...args);
+            controller.abort(new Error('stopped'));
+            return read;
+          };
+        }
+        const value: unknown = Reflect.get(target, property, receiver);
+        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+      },
+    });
+    const restoring = new BackupStore(aborting, { mode: 'per-owner' });
+    const into = join(work.path, 'aborted');
+    await mkdir(into);
+    await expect(restoring.restore(into, ref, { signal: controller.signal })).rejects.toThrow('stopped');
+    expect((await readdir(into)).filter((name) => name.startsWith('l'))).toEqual([]);
+  });
 
   it("chunked restores take restoreSlots: an owner's restore waits for its share, another owner's does not", async () => {
     await writeFile(join(source, 'a'), 'content');

@@ -266,8 +266,12 @@ async function restoreInto(
     );
   for (const entry of manifest.entries) {
     if (entry.type === 'directory' || entry.type === 'file') continue;
+    // Links and special files can be millions (hardlinks cost no quota): a stop or the initialization's deadline
+    // ends the restore here too (red team round 13b: a stop waited 2 minutes for a million hardlinks).
+    signal?.throwIfAborted();
     await writer.write(toTreeEntry(entry));
   }
+  signal?.throwIfAborted();
   await writer.finish();
   return { files: manifest.totals.files, contentBytes: manifest.totals.contentBytes, transferredBytes };
 }
