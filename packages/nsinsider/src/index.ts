@@ -80,10 +80,11 @@ export {
   attachVethToNetns,
   createWorkspaceVeth,
 } from './workspace-network.js';
+export type { SpecialNetwork, SpecialNetworkKind } from './special-networks.js';
+export { nonPublicNetworks, specialPurposeNetworks } from './special-networks.js';
 export {
   DEFAULT_MAX_FLOWS_PER_WORKSPACE,
   WORKSPACE_FIREWALL_TABLE,
-  nonPublicNetworks,
   workspaceFirewallRuleset,
   ensureWorkspaceFirewall,
   readWorkspaceFirewall,

@@ -5,10 +5,10 @@ import { runCommand } from './exec.js';
 import {
   DEFAULT_MAX_FLOWS_PER_WORKSPACE,
   ensureWorkspaceFirewall,
-  nonPublicNetworks,
   readWorkspaceFirewall,
   workspaceFirewallRuleset,
 } from './workspace-firewall.js';
+import { nonPublicNetworks } from './special-networks.js';
 import { createNetns, createWorkspaceVeth, deleteLink, deleteNetns } from './workspace-network.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -40,8 +40,9 @@ describe.runIf(isRoot)('the flow limit on real veths and conntrack (root)', () =
   const id = process.pid % 10000;
   const attacker = { netns: `wbfa${id}`, link: `wbvta${id}`, cidr: '10.199.9.4/30', address: '10.199.9.6' };
   const neighbour = { netns: `wbfn${id}`, link: `wbvtn${id}`, cidr: '10.199.9.8/30', address: '10.199.9.10' };
-  // A public (documentation) address: the runtimes' egress rules keep workspaces off private ones.
-  const outside = { netns: `wbfo${id}`, link: `wbto${id}`, cidr: '192.0.2.12/30', address: '192.0.2.14' };
+  // A public address (the retired 6to4 relay anycast range, which nothing uses): the runtimes' egress rules keep
+  // workspaces off private, documentation and other special-purpose ones.
+  const outside = { netns: `wbfo${id}`, link: `wbto${id}`, cidr: '192.88.99.12/30', address: '192.88.99.14' };
   /** As the runtimes install it: whichever installs last, the rules stay the same. */
   const egress = { blocked: [...nonPublicNetworks.ipv4, ...nonPublicNetworks.ipv6] };
   const limit = DEFAULT_MAX_FLOWS_PER_WORKSPACE;
@@ -77,15 +78,15 @@ describe.runIf(isRoot)('the flow limit on real veths and conntrack (root)', () =
     const before = dropCount(await readWorkspaceFirewall());
     // Entries a previous run left (UDP ones live 30 s) were another link's; only this run's are counted.
     const trackedBefore = await trackedFrom(attacker.address);
-    // As the red team did: one datagram to each of many unroutable documentation addresses and ports, 1.5x the limit.
+    // As the red team did: one datagram to each of many flows, 1.5x the limit (to the outside's ports: flows to
+    // addresses the egress rules block are dropped before they are tracked).
     const flood = `
       const s = require('node:dgram').createSocket('udp4');
       let sent = 0;
       const total = ${Math.round(limit * 1.5)};
       const next = () => {
         if (sent === total) return s.close();
-        const host = (sent % 2 ? '198.51.100.' : '203.0.113.') + (1 + (sent % 250));
-        s.send('x', 1024 + (sent % 60000), host, () => { sent++; next(); });
+        s.send('x', 1024 + (sent % 60000), '${outside.address}', () => { sent++; next(); });
       };
       s.on('error', () => {});
       next();`;

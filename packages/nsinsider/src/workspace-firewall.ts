@@ -24,30 +24,9 @@ const FLOWS_SET = 'workspace_flows';
 // Names that build interface names: short enough to append a 'p' for the peer's temporary name.
 const ifPrefixPattern = /^[A-Za-z][A-Za-z0-9]{0,7}$/;
 
-/**
- * Address space that is not the internet, per family: "this network", RFC 1918, shared/CGNAT (RFC 6598), loopback,
- * link-local (the cloud metadata service 169.254.169.254 included), multicast and reserved; for IPv6 loopback,
- * unique-local, link-local and multicast. Behind a node these are its neighbours: other nodes (their daemons and
- * managers), databases, the cloud's internal services.
- */
-export const nonPublicNetworks = {
-  ipv4: [
-    '0.0.0.0/8',
-    '10.0.0.0/8',
-    '100.64.0.0/10',
-    '127.0.0.0/8',
-    '169.254.0.0/16',
-    '172.16.0.0/12',
-    '192.168.0.0/16',
-    '224.0.0.0/4',
-    '240.0.0.0/4',
-  ],
-  ipv6: ['::1/128', 'fc00::/7', 'fe80::/10', 'ff00::/8'],
-} as const;
-
 /** Where workspaces may open connections beyond the node (the host and other workspaces are never reachable). */
 export interface WorkspaceEgress {
-  /** Networks (CIDRs or addresses, IPv4 or IPv6) new connections to are dropped, e.g. {@link nonPublicNetworks}. */
+  /** Networks (CIDRs or addresses, IPv4 or IPv6) new connections to are dropped, e.g. `nonPublicNetworks`. */
   readonly blocked: readonly string[];
   /** Reachable on every port although `blocked` covers them (an internal registry or package mirror). */
   readonly allowed?: readonly string[];

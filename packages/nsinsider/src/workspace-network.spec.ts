@@ -15,12 +15,8 @@ import {
   listLinks,
   listNetns,
 } from './workspace-network.js';
-import {
-  ensureWorkspaceFirewall,
-  nonPublicNetworks,
-  readWorkspaceFirewall,
-  workspaceFirewallRuleset,
-} from './workspace-firewall.js';
+import { ensureWorkspaceFirewall, readWorkspaceFirewall, workspaceFirewallRuleset } from './workspace-firewall.js';
+import { nonPublicNetworks } from './special-networks.js';
 
 const isRoot = process.getuid?.() === 0;
 // Names of our own: not the runtime's `wbv` prefix, so the host firewall and other tests leave them alone.
@@ -60,7 +56,7 @@ describe('workspaceFirewallRuleset', () => {
     expect(linkLocal).toBeLessThan(allowed);
     expect(allowed).toBeLessThan(blocked);
     expect(rules).toContain('iifname "wbv*" ip6 daddr { fd00:1::/64 } accept');
-    expect(rules).toContain('iifname "wbv*" ip6 daddr { ::1/128, fc00::/7, fe80::/10, ff00::/8 } counter drop');
+    expect(rules).toContain(`iifname "wbv*" ip6 daddr { ${nonPublicNetworks.ipv6.join(', ')} } counter drop`);
   });
   it('refuses egress entries that are not addresses or CIDRs (they go into an nft script)', () => {
     for (const bad of [

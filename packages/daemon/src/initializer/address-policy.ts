@@ -9,6 +9,8 @@
 import { lookup as systemLookup } from 'node:dns';
 import type { LookupAddress } from 'node:dns';
 import { BlockList, isIP } from 'node:net';
+import type { SpecialNetworkKind } from '@workbay/nsinsider';
+import { specialPurposeNetworks } from '@workbay/nsinsider';
 import type { UpstreamProxy } from './upstream-proxy.js';
 
 /**
@@ -64,48 +66,12 @@ export function parseNetwork(text: string): ParsedNetwork {
 }
 
 /** Why an address is refused by default, as error messages name it. */
-export type RefusedAddressKind =
-  | 'loopback'
-  | 'unspecified'
-  | 'link-local'
-  | 'private'
-  | 'CGNAT'
-  | 'unique-local'
-  | 'multicast'
-  | 'reserved'
-  | 'documentation';
-
-// Special-purpose ranges (IANA registries): none of them is a public internet host a download or a git remote may
-// be. Each with the kind an error names.
-const refusedRanges: ReadonlyArray<readonly [network: string, kind: RefusedAddressKind]> = [
-  ['0.0.0.0/8', 'unspecified'], // "this network", includes 0.0.0.0 (Linux connects it to loopback)
-  ['10.0.0.0/8', 'private'],
-  ['100.64.0.0/10', 'CGNAT'], // provider-internal
-  ['127.0.0.0/8', 'loopback'],
-  ['169.254.0.0/16', 'link-local'], // includes the cloud metadata service
-  ['172.16.0.0/12', 'private'],
-  ['192.0.0.0/24', 'reserved'],
-  ['192.0.2.0/24', 'documentation'],
-  ['192.168.0.0/16', 'private'],
-  ['198.18.0.0/15', 'reserved'], // benchmarking
-  ['198.51.100.0/24', 'documentation'],
-  ['203.0.113.0/24', 'documentation'],
-  ['224.0.0.0/4', 'multicast'],
-  ['240.0.0.0/4', 'reserved'], // includes the broadcast address
-  ['::1/128', 'loopback'], // before ::/96, which holds it: the first match names the kind
-  ['::/96', 'unspecified'], // unspecified and the deprecated IPv4-compatible form
-  ['100::/64', 'reserved'], // discard
-  ['64:ff9b:1::/48', 'reserved'], // local-use NAT64 (RFC 8215): translates to whatever IPv4 the operator chose
-  ['2001::/23', 'reserved'], // IETF protocol assignments: Teredo (2001::/32) embeds an obfuscated IPv4, benchmarking
-  ['2001:db8::/32', 'documentation'],
-  ['fc00::/7', 'unique-local'],
-  ['fe80::/10', 'link-local'],
-  ['fec0::/10', 'private'], // old site-local
-  ['ff00::/8', 'multicast'],
-];
+export type RefusedAddressKind = SpecialNetworkKind;
 
 const refused = new BlockList();
-const refusedByKind = refusedRanges.map(([network, kind]) => {
+// Special-purpose ranges (the one table, in @workbay/nsinsider): none of them is a public internet host a download or
+// a git remote may be.
+const refusedByKind = specialPurposeNetworks.map(({ network, kind }) => {
   const { address, prefix, family } = parseNetwork(network);
   refused.addSubnet(address, prefix, family);
   const one = new BlockList();

@@ -189,10 +189,13 @@ describe('the workspace NetworkPolicies', () => {
         '100.64.0.0/10',
         '169.254.0.0/16',
         '127.0.0.0/8',
+        '192.0.2.0/24',
+        '198.18.0.0/15',
       ]),
     );
     expect(v6['cidr']).toBe('::/0');
-    expect(v6['except']).toEqual(expect.arrayContaining(['fc00::/7', 'fe80::/10', '::1/128']));
+    // The NAT64 forms of the IPv4 list too, stored as written (the API server takes them).
+    expect(v6['except']).toEqual(expect.arrayContaining(['fc00::/7', 'fe80::/10', '::1/128', '64:ff9b::a00:0/104']));
   });
 
   it('are left alone by a restart, and two replicas starting at once agree', async () => {
@@ -223,7 +226,7 @@ describe('the workspace NetworkPolicies', () => {
         ingressFrom: { podLabels: { 'app.kubernetes.io/name': 'edge-proxy' } },
         ingressPorts: [{ port: 23000 }, { port: 3000, endPort: 3999 }],
         allowedNetworks: ['10.20.0.0/16', 'fd00:20::/64'],
-        blockedNetworks: ['203.0.113.0/24'],
+        blockedNetworks: ['192.88.99.0/24'],
       },
     });
     expect(changed.networkPolicyChanges.updated.sort()).toEqual(
@@ -240,7 +243,7 @@ describe('the workspace NetworkPolicies', () => {
       },
     ]);
     const egress = stored.get(networkPolicyNames.egress)!['spec']['egress'] as Json[];
-    expect(egress[1]!['to'][0]['ipBlock']['except']).toContain('203.0.113.0/24');
+    expect(egress[1]!['to'][0]['ipBlock']['except']).toContain('192.88.99.0/24');
     expect(egress[2]).toEqual({ to: [{ ipBlock: { cidr: '10.20.0.0/16' } }, { ipBlock: { cidr: 'fd00:20::/64' } }] });
 
     // An operator (or anything with access) lets workspaces out everywhere: the next start puts it back.

@@ -51,7 +51,7 @@ describe('workspaceNetworkPolicies', () => {
     const { egress } = policies({
       networkPolicies: {
         allowedNetworks: ['10.20.0.0/16'],
-        blockedNetworks: ['203.0.113.0/24', '2001:db8::/32'],
+        blockedNetworks: ['192.88.99.0/24', '2001:db8::/32', '2a00:1450::/32'],
         dns: { networks: ['169.254.20.10/32'] },
       },
     });
@@ -72,13 +72,24 @@ describe('workspaceNetworkPolicies', () => {
     });
     expect(internet!.ports).toBeUndefined();
     expect(internet!.to).toEqual([
-      { ipBlock: { cidr: '0.0.0.0/0', except: [...blockedByDefault.ipv4, '203.0.113.0/24'] } },
-      { ipBlock: { cidr: '::/0', except: [...blockedByDefault.ipv6, '2001:db8::/32'] } },
+      { ipBlock: { cidr: '0.0.0.0/0', except: [...blockedByDefault.ipv4, '192.88.99.0/24'] } },
+      // Once each: the documentation range is blocked by default already.
+      { ipBlock: { cidr: '::/0', except: [...blockedByDefault.ipv6, '2a00:1450::/32'] } },
     ]);
-    for (const range of ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '100.64.0.0/10', '169.254.0.0/16']) {
+    for (const range of [
+      '10.0.0.0/8',
+      '172.16.0.0/12',
+      '192.168.0.0/16',
+      '100.64.0.0/10',
+      '169.254.0.0/16',
+      '192.0.2.0/24',
+    ]) {
       expect(blockedByDefault.ipv4).toContain(range);
     }
-    for (const range of ['fc00::/7', 'fe80::/10', '::1/128']) expect(blockedByDefault.ipv6).toContain(range);
+    for (const range of ['fc00::/7', 'fe80::/10', '::1/128', '64:ff9b::a00:0/104']) {
+      expect(blockedByDefault.ipv6).toContain(range);
+    }
+    expect(blockedByDefault.ipv6).not.toContain('::ffff:0:0/96');
     expect(allowed).toEqual({ to: [{ ipBlock: { cidr: '10.20.0.0/16' } }] });
   });
 

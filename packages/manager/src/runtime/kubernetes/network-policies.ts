@@ -31,13 +31,16 @@ export const networkPolicySelector = Object.entries(networkPolicyLabels)
 export const networkPolicyNames = { ingress: 'workbay-workspace-ingress', egress: 'workbay-workspace-egress' } as const;
 
 /**
- * What the internet rule leaves out, per family: RFC 1918, shared/CGNAT (RFC 6598), link-local (the cloud
- * metadata service 169.254.169.254 included), loopback, "this network", multicast and reserved space; for IPv6
- * loopback, unique-local, link-local and multicast. IPv4-mapped IPv6 (`::ffff:0:0/96`) is not listed: the API
- * server refuses it in an ipBlock, and a connection to such an address leaves the pod as IPv4, where the IPv4
- * list applies.
+ * What the internet rule leaves out, per family: the special-purpose space the local runtime's firewall and the
+ * daemon's outbound requests refuse too (`nonPublicNetworks`: private, CGNAT, link-local with the cloud metadata
+ * service, loopback, documentation and benchmarking, multicast, reserved; NAT64 forms of them). IPv4-mapped IPv6
+ * (`::ffff:0:0/96`) is left out: the API server refuses it in an ipBlock, and a connection to such an address leaves
+ * the pod as IPv4, where the IPv4 list applies.
  */
-export const blockedByDefault = nonPublicNetworks;
+export const blockedByDefault = {
+  ipv4: nonPublicNetworks.ipv4,
+  ipv6: nonPublicNetworks.ipv6.filter((network) => network !== '::ffff:0:0/96'),
+};
 
 const workspaceSelector = (): { matchLabels: Record<string, string> } => ({
   matchLabels: { [podLabels.managedBy]: 'workbay', [podLabels.component]: 'workspace' },
