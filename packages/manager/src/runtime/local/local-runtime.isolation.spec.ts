@@ -1,7 +1,7 @@
 // LocalRuntime as root: namespaces, cgroup limits (CPU, memory, pids) and mounting cgroups where none are.
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { chmod, chown, mkdir, readFile, readlink, stat, writeFile } from 'node:fs/promises';
+import { chmod, chown, mkdir, readdir, readFile, readlink, stat, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -105,6 +105,38 @@ describe.runIf(isRoot)('LocalRuntime: isolation as root', () => {
     // Its cgroup namespace starts at its own cgroup: no host path shows.
     expect((await waitForFile(path.join(dir, 'cgroup.txt'))).trim()).toBe('/');
     await expect(stat(markers)).rejects.toThrow();
+  });
+
+  it("keeps the workspace's environment off every command line on the host, and gives the workspace exactly it", async () => {
+    // Red team round 14 read every owner's env secrets as `nobody` from the root wrapper's, unshare's and the init's
+    // /proc/<pid>/cmdline, which live as long as the workspace.
+    const secret = `s3cr3t-${process.pid}-${Date.now()}`;
+    const runtime = await newRuntime({
+      images: shellImages({ envprobe: 'cat /proc/$$/environ > environ.bin; echo up > up.txt; exec sleep 600' }),
+    });
+    const dir = await contentDir();
+    const s = spec({ contentDir: dir, image: 'envprobe' });
+    const given = { TOKEN: secret, 'odd.name-1': "it's a=b\nline two", EMPTY: '' };
+    await runtime.start({ ...s, env: { ...s.env, ...given } });
+    await waitForFile(path.join(dir, 'up.txt'));
+    const environ = Object.fromEntries(
+      (await readFile(path.join(dir, 'environ.bin'), 'utf8'))
+        .split('\0')
+        .filter(Boolean)
+        .map((pair) => [pair.slice(0, pair.indexOf('=')), pair.slice(pair.indexOf('=') + 1)]),
+    );
+    // Exactly its own variables (and the runtime's defaults: HOME, PATH, the ports it chose), nothing of the root
+    // wrapper's (LC_ALL, the carriers).
+    for (const [name, value] of Object.entries({ ...s.env, ...given })) expect(environ[name], name).toBe(value);
+    const extra = Object.keys(environ).filter((name) => !(name in s.env) && !(name in given));
+    expect(extra.sort()).toEqual(['HOME', 'PATH', 'PORT', 'WORKBAY_IDE_PORT']);
+    const showing: string[] = [];
+    for (const pid of await readdir('/proc')) {
+      if (!/^\d+$/.test(pid)) continue;
+      const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+      if (cmdline.includes(secret)) showing.push(`${pid}: ${cmdline.replace(/\0/g, ' ').slice(0, 200)}`);
+    }
+    expect(showing).toEqual([]);
   });
 
   it('gives every world-writable host directory a private tmpfs: what one workspace writes there no other sees, and it dies with it', async () => {

@@ -7,7 +7,8 @@ import { parseProcStat } from './proc.js';
 import { PortAllocator } from './ports.js';
 import { hideDirsFor, hostIdentity, sandboxEnv } from './sandbox.js';
 import { mountinfoPath } from './sandbox-init.js';
-import { trustedEnv, withOnlyEnv, wrapperInvocation } from './wrapper.js';
+import { execWithEnv, withOnlyEnv } from './workspace-exec.js';
+import { trustedEnv, wrapperInvocation } from './wrapper.js';
 
 describe('parseProcStat', () => {
   it('reads state, pgid and start time, even with spaces and parentheses in the command name', () => {
@@ -60,6 +61,7 @@ describe('the sandbox plan', () => {
       log: { file: '/s/i.log', maxBytes: 65536 },
       command: ['run', 'me'],
       env: { PATH: '/workspace/bin:/usr/bin', LD_PRELOAD: '/workspace/x.so' },
+      perl: '/usr/bin/perl',
     });
     expect(inv.args.slice(3, 10)).toEqual([
       '/s/i.exit',
@@ -89,13 +91,17 @@ describe('the sandbox plan', () => {
       '/tmp',
       '/var/tmp',
       '/dev/shm',
-      'env',
-      '-i',
-      'PATH=/workspace/bin:/usr/bin',
-      'LD_PRELOAD=/workspace/x.so',
+      // Perl execs the command with the environment it reads from the carriers (never on a command line).
+      '/usr/bin/perl',
+      '-e',
+      inv.args.at(-4),
+      '--',
       'run',
       'me',
     ]);
+    expect(inv.env['WORKBAY_WORKSPACE_ENV_0']).toBe(
+      Buffer.from('PATH=/workspace/bin:/usr/bin\0LD_PRELOAD=/workspace/x.so').toString('hex'),
+    );
   });
   it('spells the directories whose mounts the init detaches as mountinfo does, one word each', () => {
     expect(mountinfoPath('/srv/work area/a\\b\tc\nd')).toBe('/srv/work\\040area/a\\134b\\011c\\012d');
@@ -123,8 +129,20 @@ describe('the sandbox plan', () => {
       cgroupProcsFiles: [],
       command: ['run'],
       env: { PATH: 'repo/bin' },
+      perl: null,
     });
     expect(inv.env).toEqual(trustedEnv);
+    // With Perl, the workspace's variables travel encoded, in variables no tool on the way reads.
+    const carried = wrapperInvocation({
+      exitFile: '/s/i.exit',
+      cgroupProcsFiles: [],
+      command: ['run'],
+      env: { PATH: 'repo/bin', TOKEN: 'secret' },
+      perl: '/usr/bin/perl',
+    });
+    expect(Object.keys(carried.env).sort()).toEqual([...Object.keys(trustedEnv), 'WORKBAY_WORKSPACE_ENV_0'].sort());
+    expect(carried.args.join(' ')).not.toContain('secret');
+    expect(carried.args.slice(-2)).toEqual(['--', 'run']);
     expect(trustedEnv['PATH']!.split(':').every((dir) => dir.startsWith('/'))).toBe(true);
   });
   it('gives the workspace command exactly its environment', () => {
@@ -140,6 +158,22 @@ describe('the sandbox plan', () => {
       'x',
     ]);
     expect(() => withOnlyEnv({ '-u': 'x' }, ['run'])).toThrow(/invalid environment variable name/);
+  });
+  it('spreads a large environment over carriers each within one environment string (128 KiB)', () => {
+    const big = { A: 'x'.repeat(200 * 1024) };
+    const { argv, carriers } = execWithEnv('/usr/bin/perl', big, ['run', '-x']);
+    expect(argv.slice(0, 2)).toEqual(['/usr/bin/perl', '-e']);
+    expect(argv.slice(-3)).toEqual(['--', 'run', '-x']);
+    const parts = Object.keys(carriers);
+    expect(parts).toEqual([
+      'WORKBAY_WORKSPACE_ENV_0',
+      'WORKBAY_WORKSPACE_ENV_1',
+      'WORKBAY_WORKSPACE_ENV_2',
+      'WORKBAY_WORKSPACE_ENV_3',
+    ]);
+    for (const part of Object.values(carriers)) expect(part.length).toBeLessThan(128 * 1024);
+    expect(Buffer.from(Object.values(carriers).join(''), 'hex').toString()).toBe(`A=${big.A}`);
+    expect(() => execWithEnv('/usr/bin/perl', { '-u': 'x' }, ['run'])).toThrow(/invalid environment variable name/);
   });
 });
 

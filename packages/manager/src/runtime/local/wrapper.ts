@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { logWriterScript } from './log-writer.js';
 import { mountinfoPath, nestedNamespaceLimits, sandboxInitScript } from './sandbox-init.js';
 import type { NestedNamespaces } from './sandbox-init.js';
+import { execWithEnv, findPerl, withOnlyEnv } from './workspace-exec.js';
 
 /**
  * The tiny shell wrapper every workspace runs under. It is the leader of the workspace's process group and:
@@ -21,7 +22,7 @@ import type { NestedNamespaces } from './sandbox-init.js';
  *
  * The wrapper and the init run as root with a fixed environment ({@link trustedEnv}): the workspace's environment is
  * its user's settings and content's choices (a `PATH` into the repository, `LD_PRELOAD`), so it reaches the
- * workspace command alone, through `env -i` at the very end (see {@link wrapperInvocation}).
+ * workspace command alone, at the very end, carried encoded past the root tools (see workspace-exec.ts).
  *
  * Before all of that it closes every descriptor above 2 ({@link closeInheritedFds}; not isolated, only with bash).
  */
@@ -53,7 +54,7 @@ const outerScript = [
 export interface WrapperInvocation {
   readonly file: string;
   readonly args: string[];
-  /** The wrapper's own environment: {@link trustedEnv}, never the workspace's. */
+  /** The wrapper's own environment: {@link trustedEnv}, never the workspace's (which it carries encoded). */
   readonly env: Record<string, string>;
 }
 
@@ -83,23 +84,8 @@ export const trustedPath = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 /** The whole environment of the root wrapper and init. */
 export const trustedEnv: Readonly<Record<string, string>> = { PATH: trustedPath, LC_ALL: 'C' };
 
-const envNamePattern = /^[A-Za-z_][A-Za-z0-9_.-]*$/;
-
-/**
- * `command` run with exactly `env` and nothing of the caller's: `env -i NAME=VALUE… command…`, `env` found on the
- * trusted path, the command on the workspace's own PATH (env sets it first). A program name with a `=` would be
- * taken for one more variable, so it goes through `sh -c 'exec "$@"'` instead.
- */
-export function withOnlyEnv(env: Readonly<Record<string, string>>, command: readonly string[]): string[] {
-  const pairs = Object.entries(env).map(([name, value]) => {
-    // Names are validated at the API edge; one from elsewhere (image config) must not become an env option.
-    if (!envNamePattern.test(name)) throw new Error(`invalid environment variable name '${name.slice(0, 64)}'`);
-    return `${name}=${value}`;
-  });
-  const program = command[0] ?? '';
-  const run = program.includes('=') ? ['/bin/sh', '-c', 'exec "$@"', 'workbay-exec', ...command] : command;
-  return ['env', '-i', ...pairs, ...run];
-}
+/** Perl on the trusted path, which gives the workspace command its environment (workspace-exec.ts), if any. */
+const perl = findPerl(trustedPath);
 
 /** How an isolated workspace is set up; absent = a plain child process of the manager's user. */
 export interface SandboxSpec {
@@ -148,8 +134,14 @@ export function wrapperInvocation(options: {
   readonly command: readonly string[];
   /** The workspace's environment: given to `command` only. */
   readonly env: Readonly<Record<string, string>>;
+  /** Perl's path (default: found on the trusted path at start-up); `null`: run without, through `env -i`. */
+  readonly perl?: string | null;
 }): WrapperInvocation {
   const s = options.sandbox;
+  const perlPath = options.perl === undefined ? perl : (options.perl ?? undefined);
+  const exec = perlPath
+    ? execWithEnv(perlPath, options.env, options.command)
+    : { argv: withOnlyEnv(options.env, options.command), carriers: {} };
   const closeFds = s !== undefined || hasWrapperShell;
   const mode = s
     ? [
@@ -184,8 +176,8 @@ export function wrapperInvocation(options: {
       String(options.cgroupProcsFiles.length),
       ...options.cgroupProcsFiles,
       ...mode,
-      ...withOnlyEnv(options.env, options.command),
+      ...exec.argv,
     ],
-    env: { ...trustedEnv },
+    env: { ...trustedEnv, ...exec.carriers },
   };
 }
