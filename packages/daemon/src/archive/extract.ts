@@ -138,6 +138,6 @@ export async function extractTreeWith(
     await writer.drain().catch(() => undefined);
     throw error;
   }
-  await writer.finish();
+  await writer.finish(options.signal);
   return { entries, files, contentBytes, dropped: writer.dropped };
 }

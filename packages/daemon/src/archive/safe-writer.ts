@@ -274,8 +274,11 @@ export class SafeTreeWriter {
     }
   }
 
-  /** Applies directory metadata (deepest first, after their content) and xattrs. */
-  async finish(): Promise<void> {
+  /**
+   * Applies directory metadata (deepest first, after their content) and xattrs. `signal` ends it between directories:
+   * a restore may hold hundreds of thousands (red team round 14, F5), and a stop must not wait for them.
+   */
+  async finish(signal?: AbortSignal): Promise<void> {
     await this.drain();
     const dirs = [...this.directories].sort((a, b) => b.path.length - a.path.length);
     // Synchronous calls with a turn for the event loop every few ms: three thread-pool round trips per directory,
@@ -283,6 +286,7 @@ export class SafeTreeWriter {
     const yielder = new LoopYielder();
     for (const dir of dirs) {
       await yielder.maybeYield();
+      signal?.throwIfAborted();
       const absolute = join(this.root, dir.path);
       if (this.preserveOwner) lchownSync(absolute, dir.uid, dir.gid);
       chmodSync(absolute, dir.mode);

@@ -2,9 +2,10 @@ import { randomBytes } from 'node:crypto';
 import { appendFile, link, mkdir, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { OwnerSlots } from '@workbay/api';
 import type { ObjectInfo, RemoteStorage, UploadOptions } from '@workbay/api';
+import { SafeTreeWriter } from '../archive/safe-writer.js';
 import { isWorkbayError } from '../errors.js';
 import { FsRemoteStorage } from '../storage/fs-storage.js';
 import { describeTree, tempDir } from '../test-support/tree.js';
@@ -100,6 +101,31 @@ describe('BackupStore', () => {
     await mkdir(into);
     await expect(restoring.restore(into, ref, { signal: controller.signal })).rejects.toThrow('stopped');
     expect((await readdir(into)).filter((name) => name.startsWith('l'))).toEqual([]);
+  });
+
+  it('a chunked restore aborted among the directories of one level makes no more of them (red team round 14, F5)', async () => {
+    for (let i = 0; i < 2000; i++) await mkdir(join(source, `d${i}`));
+    const store = new BackupStore(storage, { mode: 'per-owner' });
+    await store.backup(source, ref);
+    const controller = new AbortController();
+    const make = SafeTreeWriter.prototype.directory;
+    let made = 0;
+    const spy = vi.spyOn(SafeTreeWriter.prototype, 'directory').mockImplementation(function (
+      this: SafeTreeWriter,
+      ...args: Parameters<SafeTreeWriter['directory']>
+    ) {
+      if (++made === 10) controller.abort(new Error('stopped'));
+      return make.apply(this, args);
+    });
+    try {
+      const into = join(work.path, 'aborted');
+      await mkdir(into);
+      await expect(store.restore(into, ref, { signal: controller.signal })).rejects.toThrow('stopped');
+      // The calls already under way finish; none starts after the abort (before: the whole level of 2,000).
+      expect((await readdir(into)).length).toBeLessThan(50);
+    } finally {
+      spy.mockRestore();
+    }
   });
 
   it("chunked restores take restoreSlots: an owner's restore waits for its share, another owner's does not", async () => {
