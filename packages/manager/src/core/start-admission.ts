@@ -12,6 +12,12 @@ import type { WorkspaceRecord } from '../domain/types.js';
 import { truncate } from '../domain/validation.js';
 import type { WorkspaceRepository } from './repository.js';
 
+/**
+ * An instance id as the proxy's host routing serves it (`<id>.ws.<domain>`, `<port>-<id>.ws.<domain>`): one DNS
+ * label, lower case (hosts are case-insensitive), short enough for the port's prefix within 63 characters.
+ */
+const hostLabelPattern = /^[a-z0-9][a-z0-9_-]{0,56}$/;
+
 export class StartAdmission {
   /**
    * Ids and meta ids (`meta:<id>`) of StartWorkspace calls waiting for their record to be durable, each with a
@@ -47,6 +53,15 @@ export class StartAdmission {
    * one, ran it on mallory's content and had its snapshots written to mallory's storage.
    */
   assertStartable(id: string, metaId: string, owner: string): void {
+    // Red team round 14: under host routing mallory's `evil.a1` was a subdomain of alice's `a1` (its pages set
+    // cookies for alice's workspace), and alice's `Ab1` was served at `ab1.ws.<domain>`, which the proxy routed to
+    // mallory's `ab1`.
+    if (this.config.proxy.enabled && this.config.proxy.domain && !hostLabelPattern.test(id)) {
+      throw new InvalidArgumentError(
+        'id',
+        `'${truncate(id)}' is not one DNS label, as host routing (<id>.ws.<domain>) needs: use 1-57 lower-case letters, digits, '_' or '-'`,
+      );
+    }
     const existing = this.repo.get(id);
     if (existing && existing.phase !== 'stopped') {
       throw new AlreadyExistsError(`workspace ${truncate(id)} already exists (phase ${existing.phase})`);

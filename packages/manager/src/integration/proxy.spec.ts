@@ -151,6 +151,20 @@ describe('port proxy with admission', () => {
     expect(await viaHost('/p', `${echoPort}-${id}.ws.ws.test:7780`)).toMatchObject({ server: 'echo', url: '/p' });
   });
 
+  it('refuses ids that host routing cannot serve as one lower-case label, and starts nothing (red team round 14)', async () => {
+    // `evil.<id>` would be a subdomain of the running workspace (its pages could set cookies for it); `Up-<id>` is
+    // served at `up-<id>`, another id, perhaps another owner's.
+    for (const bad of [`evil.${id}`, `Up-${id}`, 'x'.repeat(58)]) {
+      const refused = await h.client.startWorkspace(startRequest({ id: bad })).then(
+        () => undefined,
+        (error: Error & { code?: string }) => error,
+      );
+      expect(refused?.code, bad).toBe('invalid-argument');
+      expect(refused?.message).toContain('is not one DNS label');
+      await expect(h.client.describeWorkspace({ id: bad })).rejects.toMatchObject({ code: 'not-found' });
+    }
+  });
+
   it('unknown workspaces and non-workspace URLs are 404; a missing slash redirects', async () => {
     expect((await get('/ws/nobody/')).status).toBe(404);
     expect((await get('/elsewhere')).status).toBe(404);

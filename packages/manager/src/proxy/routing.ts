@@ -29,6 +29,11 @@ export interface Refusal {
 }
 
 const idPattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+/**
+ * A host route's id: one label, never several (a workspace `evil.a1` would be a subdomain of `a1`, and its pages could
+ * set cookies for it: red team round 14); lower case, as hosts compare. Starts refuse other ids under host routing.
+ */
+const hostIdPattern = /^[a-z0-9][a-z0-9_-]{0,127}$/;
 const pathRoute = /^\/ws\/([^/]+)(?:\/port\/([^/]+))?(\/.*)?$/;
 
 /** At most this much of a client's input is quoted back in an error. */
@@ -65,7 +70,7 @@ function hostRoute(label: string, host: string, target: Target): Route | Refusal
   const portMatch = /^([0-9]{1,5})-(.+)$/.exec(label);
   const id = portMatch ? portMatch[2]! : label;
   const port = portMatch ? parsePort(portMatch[1]!) : undefined;
-  if (!idPattern.test(id) || (portMatch && port === undefined)) {
+  if (!hostIdPattern.test(id) || (portMatch && port === undefined)) {
     return { status: 404, message: `no workspace route for host ${quote(host)}\n` };
   }
   return { id, port, path: target.path, query: target.query, prefix: '' };
