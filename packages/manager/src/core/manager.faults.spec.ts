@@ -6,7 +6,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AlreadyExistsError, NotFoundError, UnavailableError } from '@workbay/api';
+import { AlreadyExistsError, NotFoundError, ResourceExhaustedError, UnavailableError } from '@workbay/api';
 import type { RuntimeEvent, RuntimeWorkspaceSpec, RuntimeWorkspaceState, WorkspaceRuntime } from '@workbay/api';
 import { Subject } from 'rxjs';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -70,6 +70,9 @@ class FakeRuntime implements WorkspaceRuntime {
 class FakeContent implements ContentService {
   readonly disposed: Array<{ id: string; backup: boolean }> = [];
   disposeFails = false;
+  /** Thrown by every DisposeWorkspace when set (counted in disposeCalls). */
+  disposeError: Error | undefined;
+  disposeCalls = 0;
   snapshotExists = true;
   async initWorkspace(): Promise<{ contentLocation?: string }> {
     return {};
@@ -88,6 +91,8 @@ class FakeContent implements ContentService {
     return 'backup';
   }
   async disposeWorkspace(id: string, backup: boolean): Promise<{ gitStatus?: undefined }> {
+    this.disposeCalls += 1;
+    if (this.disposeError) throw this.disposeError;
     if (this.disposeFails) throw new UnavailableError('daemon unavailable');
     this.disposed.push({ id, backup });
     return {};
@@ -249,6 +254,25 @@ describe('core fault injection', () => {
     await core.stopWorkspace('ws-d', 'normally');
     await until(() => core.getWorkspace('ws-d')!.phase === 'stopped');
     expect(core.getWorkspace('ws-d')!.conditions.failed).toBe('Backup failed: daemon unavailable');
+  });
+
+  it('a final backup the storage is too full for is tried once, an unreachable daemon again (red team round 14, F9)', async () => {
+    // Each attempt re-uploaded up to the free space: five of them on a full storage, for the same failure.
+    for (const [error, calls] of [
+      [new ResourceExhaustedError('the final backup failed: the storage is full (ENOSPC)'), 1],
+      [new UnavailableError('daemon unavailable'), 2],
+    ] as const) {
+      const runtime = new FakeRuntime();
+      runtime.live.set('ws-f', runtime.state('ws-f'));
+      const content = new FakeContent();
+      content.disposeError = error;
+      const { core } = await setup([runningRecord('ws-f')], runtime, content);
+      await core.start();
+      await core.stopWorkspace('ws-f', 'normally');
+      await until(() => core.getWorkspace('ws-f')!.phase === 'stopped');
+      expect(core.getWorkspace('ws-f')!.conditions.failed).toContain('Backup failed');
+      expect(content.disposeCalls, error.message).toBe(calls);
+    }
   });
 
   it('a replica that does not lead changes nothing: no recovery, no runtime calls, mutations refused', async () => {

@@ -397,9 +397,19 @@ export class EffectRunner {
     }
   }
 
+  /**
+   * Retries a daemon call that failed on the way (UNAVAILABLE, ABORTED), not one the daemon refused: its
+   * RESOURCE_EXHAUSTED answers (a full storage or disk, an owner's kept workspaces, its budgets) hold for longer than
+   * the retries last, and a final backup into a full storage re-uploaded up to the free space on each of its five
+   * attempts (red team round 14, F9).
+   */
   private retryDaemon<T>(call: () => Promise<T>, signal: AbortSignal, log: Logger): Promise<T> {
-    return withRetries(call, this.deps.daemonRetry, signal, (error, attempt) =>
-      log.warn({ err: error, attempt }, 'daemon call failed; retrying'),
+    return withRetries(
+      call,
+      this.deps.daemonRetry,
+      signal,
+      (error, attempt) => log.warn({ err: error, attempt }, 'daemon call failed; retrying'),
+      (error) => isWorkbayError(error, 'unavailable') || isWorkbayError(error, 'aborted'),
     );
   }
 }
