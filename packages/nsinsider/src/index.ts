@@ -81,6 +81,7 @@ export {
   createWorkspaceVeth,
 } from './workspace-network.js';
 export type { SpecialNetwork, SpecialNetworkKind } from './special-networks.js';
+export { MIN_FLOWS_PER_WORKSPACE, WORKSPACE_FLOW_SHARE, sharedFlowLimit } from './flow-share.js';
 export { nonPublicNetworks, specialPurposeNetworks } from './special-networks.js';
 export {
   DEFAULT_MAX_FLOWS_PER_WORKSPACE,

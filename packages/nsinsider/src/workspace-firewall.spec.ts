@@ -9,7 +9,7 @@ import {
   workspaceFirewallRuleset,
 } from './workspace-firewall.js';
 import { nonPublicNetworks } from './special-networks.js';
-import { createNetns, createWorkspaceVeth, deleteLink, deleteNetns } from './workspace-network.js';
+import { createNetns, createWorkspaceVeth, deleteLink, deleteNetns, listLinks } from './workspace-network.js';
 
 const isRoot = process.getuid?.() === 0;
 
@@ -108,6 +108,17 @@ describe.runIf(isRoot)('the flow limit on real veths and conntrack (root)', () =
     await ensureWorkspaceFirewall({ ifPrefix: 'wbv', egress });
     expect(await connectFrom(attacker.netns)).toBe(false);
     expect(await connectFrom(neighbour.netns)).toBe(true);
+  });
+
+  it('shares the node table out: each link may hold less where their sum would pass their share (red team round 14, F3)', async () => {
+    const links = (await listLinks('wbv')).length + 1;
+    // A table of 1,000 entries per link: three quarters of it each (fewer if links appeared meanwhile).
+    const limit = await ensureWorkspaceFirewall({ ifPrefix: 'wbv', egress, conntrackMax: 1000 * links });
+    expect(limit).toBeGreaterThan(0);
+    expect(limit).toBeLessThanOrEqual(750);
+    expect(await readWorkspaceFirewall()).toContain(`ct count over ${limit} `);
+    // Back to the runtimes' own (this node's table is large enough for the links it has).
+    expect(await ensureWorkspaceFirewall({ ifPrefix: 'wbv', egress })).toBe(DEFAULT_MAX_FLOWS_PER_WORKSPACE);
   });
 
   async function connectFrom(netns: string): Promise<boolean> {

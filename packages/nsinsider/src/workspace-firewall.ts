@@ -1,7 +1,9 @@
 import { writeFile } from 'node:fs/promises';
 import { isIPv4, isIPv6 } from 'node:net';
 import { errnoCode, NsinsiderError, NsinsiderValidationError } from './errors.js';
+import { readConntrackMax, sharedFlowLimit } from './flow-share.js';
 import { check, isCode, tool } from './host-tool.js';
+import { listLinks } from './workspace-network.js';
 
 /**
  * The one host nftables table that keeps every workspace away from the host and from each other, and bounds the
@@ -49,6 +51,11 @@ export interface WorkspaceFirewallRequest {
   maxFlowsPerWorkspace?: number;
   /** Undefined: every address beyond the node but link-local ones is reachable. */
   egress?: WorkspaceEgress;
+  /**
+   * {@link ensureWorkspaceFirewall} only: the node's conntrack table size the limit is shared out of (see
+   * flow-share.ts); default `nf_conntrack_max`. A test seam, and for nodes whose table grows on demand.
+   */
+  conntrackMax?: number;
 }
 
 /** An address or CIDR as nft takes it; refused otherwise (the text goes into an nft script). */
@@ -154,16 +161,27 @@ export function workspaceFirewallRuleset(req: WorkspaceFirewallRequest): string 
  * any address of the host are dropped (input), so are connections between workspaces, to link-local addresses
  * (cloud metadata), a workspace's new flows beyond its limit, and new connections from elsewhere into a workspace
  * (forward); replies to connections the host opened pass; traffic from workspaces to the outside is masqueraded. Also
- * turns on IPv4 forwarding, without which workspaces have no way out.
+ * turns on IPv4 forwarding, without which workspaces have no way out. Resolves with the flows each workspace link may
+ * hold: `maxFlowsPerWorkspace`, or less where the links there are (and one more) would together fill more than their
+ * share of the node's conntrack table (flow-share.ts).
  *
  * Idempotent, in one nft transaction: the chains are declared and flushed and their rules added again, so that
  * anything an operator added to them goes while the flow counts in the set stay (re-created, every workspace could
  * open its limit again at every re-install). A table that cannot be brought back that way (a chain of ours with
  * another hook or priority, a set of another type) is deleted and re-created whole, in one transaction too.
  */
-export async function ensureWorkspaceFirewall(req: WorkspaceFirewallRequest): Promise<void> {
+export async function ensureWorkspaceFirewall(req: WorkspaceFirewallRequest): Promise<number> {
   // Checked (and refused, naming the field) before anything runs.
-  const rules = workspaceFirewallRuleset(req);
+  workspaceFirewallRuleset(req);
+  // The links there are, and the one about to be made: the limit each may hold so that together they stay within
+  // their share of the node's table (flow-share.ts).
+  const links = (await listLinks(req.ifPrefix)).length + 1;
+  const maxFlowsPerWorkspace = sharedFlowLimit(
+    req.maxFlowsPerWorkspace ?? DEFAULT_MAX_FLOWS_PER_WORKSPACE,
+    req.conntrackMax ?? (await readConntrackMax()),
+    links,
+  );
+  const rules = workspaceFirewallRuleset({ ...req, maxFlowsPerWorkspace });
   const flush = ['input', 'forward', 'postrouting'].map((c) => `flush chain inet ${WORKSPACE_FIREWALL_TABLE} ${c}`);
   const inPlace = [...skeleton(), ...flush, rules].join('\n');
   try {
@@ -188,6 +206,7 @@ export async function ensureWorkspaceFirewall(req: WorkspaceFirewallRequest): Pr
       cause: e,
     });
   }
+  return maxFlowsPerWorkspace;
 }
 
 /** The installed host table as nft prints it, or undefined when there is none. */

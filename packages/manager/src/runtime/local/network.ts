@@ -90,6 +90,8 @@ export class WorkspaceNetworks {
   /** Slots this runtime holds or is claiming; tried first by nobody else in this process. */
   private readonly held = new Set<number>();
   private cursor: number;
+  /** The flow limit the firewall was last installed with (below the configured one on a crowded node). */
+  private flowLimit: number | undefined;
 
   constructor(
     pool: string,
@@ -122,7 +124,7 @@ export class WorkspaceNetworks {
   /** Installs the host firewall (idempotent); called before any workspace gets a link. */
   async ensureFirewall(): Promise<void> {
     const dns = this.egress.dnsServers ?? (await hostResolvers(this.logger));
-    await ensureWorkspaceFirewall({
+    const flows = await ensureWorkspaceFirewall({
       ifPrefix: workspaceIfPrefix,
       maxFlowsPerWorkspace: this.maxFlowsPerWorkspace,
       egress: {
@@ -131,6 +133,14 @@ export class WorkspaceNetworks {
         dns,
       },
     });
+    if (flows !== this.flowLimit) {
+      // Shared out of the node's conntrack table as workspaces come and go (nsinsider's flow-share.ts).
+      this.logger.info(
+        { maxFlowsPerWorkspace: flows, configured: this.maxFlowsPerWorkspace },
+        'tracked flows each workspace may hold',
+      );
+      this.flowLimit = flows;
+    }
   }
 
   /**
