@@ -17,6 +17,8 @@ import type { WorkspaceRepository } from './repository.js';
  * label, lower case (hosts are case-insensitive), short enough for the port's prefix within 63 characters.
  */
 const hostLabelPattern = /^[a-z0-9][a-z0-9_-]{0,56}$/;
+/** What the proxy's host routes read as `<port>-<id>` (proxy/routing.ts). */
+const portForm = /^[0-9]{1,5}-/;
 
 export class StartAdmission {
   /**
@@ -56,10 +58,11 @@ export class StartAdmission {
     // Red team round 14: under host routing mallory's `evil.a1` was a subdomain of alice's `a1` (its pages set
     // cookies for alice's workspace), and alice's `Ab1` was served at `ab1.ws.<domain>`, which the proxy routed to
     // mallory's `ab1`.
-    if (this.config.proxy.enabled && this.config.proxy.domain && !hostLabelPattern.test(id)) {
+    // Nor a label the proxy reads as `<port>-<id>` (round 14b, R1: alice's `8080-app` was mallory's `app`, port 8080).
+    if (this.config.proxy.enabled && this.config.proxy.domain && (!hostLabelPattern.test(id) || portForm.test(id))) {
       throw new InvalidArgumentError(
         'id',
-        `'${truncate(id)}' is not one DNS label, as host routing (<id>.ws.<domain>) needs: use 1-57 lower-case letters, digits, '_' or '-'`,
+        `'${truncate(id)}' is not one DNS label, as host routing (<id>.ws.<domain>) needs: use 1-57 lower-case letters, digits, '_' or '-', not starting <digits>-`,
       );
     }
     const existing = this.repo.get(id);

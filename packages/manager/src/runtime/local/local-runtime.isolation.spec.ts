@@ -116,7 +116,9 @@ describe.runIf(isRoot)('LocalRuntime: isolation as root', () => {
     });
     const dir = await contentDir();
     const s = spec({ contentDir: dir, image: 'envprobe' });
-    const given = { TOKEN: secret, 'odd.name-1': "it's a=b\nline two", EMPTY: '' };
+    // And as much as the API takes (1 MiB of text): hex carriers made it E2BIG (red team round 14b, R2).
+    const large = Object.fromEntries(Array.from({ length: 32 }, (_, i) => [`LARGE_${i}`, `${i}`.padEnd(32_700, 'v')]));
+    const given = { TOKEN: secret, 'odd.name-1': "it's a=b\nline two", EMPTY: '', ...large };
     await runtime.start({ ...s, env: { ...s.env, ...given } });
     await waitForFile(path.join(dir, 'up.txt'));
     const environ = Object.fromEntries(

@@ -6,7 +6,7 @@
  * logs). They must not be on a command line: the wrapper, `unshare` and the sandbox init live as long as the workspace,
  * and the host's `/proc/<pid>/cmdline` is readable by every user of the node (red team round 14 read every owner's
  * secrets as `nobody`). A process's environment is readable only by its own user and root, so they travel in it,
- * encoded in variables of ours that no tool on the way interprets (`LD_PRELOAD` or `BASH_ENV` of a workspace must
+ * base64-encoded in variables of ours that no tool on the way interprets (`LD_PRELOAD` or `BASH_ENV` of a workspace must
  * never reach the root tools), and Perl, at the very end and without privileges, turns them into the command's
  * environment and execs it. Perl is in every Debian system (`perl-base` is Essential); without it, `env -i`
  * gets them as arguments (the old way, which the README names).
@@ -18,8 +18,10 @@ import path from 'node:path';
 const carrierPrefix = 'WORKBAY_WORKSPACE_ENV_';
 
 /**
- * Hex digits per carrier variable: one environment string may hold at most 128 KiB (`MAX_ARG_STRLEN`), so a large
- * environment is spread over several.
+ * Characters per carrier variable: one environment string may hold at most 128 KiB (`MAX_ARG_STRLEN`), so a large
+ * environment is spread over several. Base64 (a third more than the text), not hex (twice as much): the API takes up
+ * to 1 MiB of variables, and the whole of a process's arguments and environment must stay within `ARG_MAX` (2 MiB);
+ * hex made a 1 MiB environment `E2BIG` (red team round 14b, R2).
  */
 const carrierChars = 120 * 1024;
 
@@ -27,16 +29,20 @@ const envNamePattern = /^[A-Za-z_][A-Za-z0-9_.-]*$/;
 
 /**
  * Reads the carriers in order, clears the environment, sets each `NAME=VALUE` of their NUL-separated text and execs
- * its arguments (searched on the new `PATH`, as `env` does); 127 when the program is not found, 126 otherwise.
+ * its arguments (searched on the new `PATH`, as `env` does); 127 when the program is not found, 126 otherwise. Base64
+ * is decoded with `unpack("u")` (a uuencoded line is base64 in another alphabet, its length in front), a builtin:
+ * `perl-base` alone has no MIME::Base64.
  */
 const perlExec = [
-  'my $hex = ""; for (my $i = 0; exists $ENV{"' +
+  'my $b64 = ""; for (my $i = 0; exists $ENV{"' +
     carrierPrefix +
-    '$i"}; $i++) { $hex .= $ENV{"' +
+    '$i"}; $i++) { $b64 .= $ENV{"' +
     carrierPrefix +
     '$i"} }',
+  '$b64 =~ tr|A-Za-z0-9+/||cd; $b64 =~ tr|A-Za-z0-9+/| -_|;',
+  'my $text = ""; while ($b64 =~ /(.{1,60})/gs) { $text .= unpack("u", chr(32 + length($1) * 3 / 4) . $1) }',
   '%ENV = ();',
-  'for my $pair (split /\\0/, pack("H*", $hex)) { my ($name, $value) = split /=/, $pair, 2; $ENV{$name} = $value }',
+  'for my $pair (split /\\0/, $text) { my ($name, $value) = split /=/, $pair, 2; $ENV{$name} = $value }',
   'exec { $ARGV[0] } @ARGV;',
   'print STDERR "workbay: cannot run $ARGV[0]: $!\\n"; exit($!{ENOENT} ? 127 : 126);',
 ].join(' ');
@@ -71,10 +77,10 @@ export function execWithEnv(
   env: Readonly<Record<string, string>>,
   command: readonly string[],
 ): WorkspaceExec {
-  const hex = Buffer.from(pairsOf(env).join('\0')).toString('hex');
+  const encoded = Buffer.from(pairsOf(env).join('\0')).toString('base64');
   const carriers: Record<string, string> = {};
-  for (let i = 0; i * carrierChars < hex.length; i++) {
-    carriers[`${carrierPrefix}${i}`] = hex.slice(i * carrierChars, (i + 1) * carrierChars);
+  for (let i = 0; i * carrierChars < encoded.length; i++) {
+    carriers[`${carrierPrefix}${i}`] = encoded.slice(i * carrierChars, (i + 1) * carrierChars);
   }
   return { argv: [perl, '-e', perlExec, '--', ...command], carriers };
 }
