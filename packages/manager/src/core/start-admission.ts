@@ -17,8 +17,11 @@ import type { WorkspaceRepository } from './repository.js';
  * label, lower case (hosts are case-insensitive), short enough for the port's prefix within 63 characters.
  */
 const hostLabelPattern = /^[a-z0-9][a-z0-9_-]{0,56}$/;
-/** What the proxy's host routes read as `<port>-<id>` (proxy/routing.ts). */
-const portForm = /^[0-9]{1,5}-/;
+/**
+ * Labels that are not an id of their own there: what the proxy's host routes read as `<port>-<id>` (proxy/routing.ts),
+ * and IDNA's reserved form (`xn--…` shows in browsers as Unicode: one owner's id as a lookalike of another's).
+ */
+const notAnIdLabel = /^([0-9]{1,5}-|..--)/;
 
 export class StartAdmission {
   /**
@@ -59,10 +62,14 @@ export class StartAdmission {
     // cookies for alice's workspace), and alice's `Ab1` was served at `ab1.ws.<domain>`, which the proxy routed to
     // mallory's `ab1`.
     // Nor a label the proxy reads as `<port>-<id>` (round 14b, R1: alice's `8080-app` was mallory's `app`, port 8080).
-    if (this.config.proxy.enabled && this.config.proxy.domain && (!hostLabelPattern.test(id) || portForm.test(id))) {
+    if (
+      this.config.proxy.enabled &&
+      this.config.proxy.domain &&
+      (!hostLabelPattern.test(id) || notAnIdLabel.test(id))
+    ) {
       throw new InvalidArgumentError(
         'id',
-        `'${truncate(id)}' is not one DNS label, as host routing (<id>.ws.<domain>) needs: use 1-57 lower-case letters, digits, '_' or '-', not starting <digits>-`,
+        `'${truncate(id)}' is not one DNS label, as host routing (<id>.ws.<domain>) needs: use 1-57 lower-case letters, digits, '_' or '-', not starting <digits>- nor ??--`,
       );
     }
     const existing = this.repo.get(id);

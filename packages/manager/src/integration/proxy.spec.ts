@@ -154,8 +154,8 @@ describe('port proxy with admission', () => {
   it('refuses ids that host routing cannot serve as one lower-case label, and starts nothing (red team round 14)', async () => {
     // `evil.<id>` would be a subdomain of the running workspace (its pages could set cookies for it); `Up-<id>` is
     // served at `up-<id>`, another id, perhaps another owner's.
-    // `8080-<id>` is read as port 8080 of `<id>` (round 14b, R1).
-    for (const bad of [`evil.${id}`, `Up-${id}`, 'x'.repeat(58), `8080-${id}`, `1-x`]) {
+    // `8080-<id>` is read as port 8080 of `<id>` (round 14b, R1); `xn--` shows as Unicode, a lookalike of another id.
+    for (const bad of [`evil.${id}`, `Up-${id}`, 'x'.repeat(58), `8080-${id}`, `1-x`, 'xn--80ak6aa92e']) {
       const refused = await h.client.startWorkspace(startRequest({ id: bad })).then(
         () => undefined,
         (error: Error & { code?: string }) => error,

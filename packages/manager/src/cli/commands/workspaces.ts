@@ -92,7 +92,12 @@ export function registerWorkspaceCommands(program: Command, wrap: ActionWrapper)
         .default('regular'),
     )
     .option('--port <port[:public|private][:http|https]>', 'expose a port (repeatable)', collect, [])
-    .option('--env <NAME=VALUE>', 'environment variable; NAME alone copies it from here (repeatable)', collect, [])
+    .option(
+      '--env <NAME=VALUE>',
+      'environment variable; NAME alone copies it from here, which keeps a secret off this command line (repeatable)',
+      collect,
+      [],
+    )
     .option('--annotation <key=value>', 'metadata annotation (repeatable)', collect, [])
     .option('--location <path>', 'workspace location inside the content (default: repo name or meta id)')
     .option('--service-prefix <prefix>', 'service prefix for URLs (default: the meta id)')
