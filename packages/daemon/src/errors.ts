@@ -45,8 +45,13 @@ export class GitAuthenticationError extends UnauthenticatedError {
   }
 }
 
-/** The remote said no: repository missing or access forbidden. Never retried. */
-export class GitAccessDeniedError extends PermissionDeniedError {
+/**
+ * The remote said no: repository missing or access forbidden. Never retried. FAILED_PRECONDITION, not
+ * PERMISSION_DENIED: the manager keeps the content of a start that failed PERMISSION_DENIED (the daemon holds
+ * another workspace's content under its id), and red team round 15 (G8) left a mounted 10 GiB image per start of a
+ * missing repository that way, until no owner could start for disk admission.
+ */
+export class GitAccessDeniedError extends FailedPreconditionError {
   constructor(remote: string, detail: string, options?: WorkbayErrorOptions) {
     super(`git access denied for ${remote}: ${detail}`, options);
   }

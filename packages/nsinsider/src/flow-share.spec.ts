@@ -2,20 +2,30 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { MIN_FLOWS_PER_WORKSPACE, readConntrackMax, sharedFlowLimit, WORKSPACE_FLOW_SHARE } from './flow-share.js';
+import {
+  DEFAULT_MAX_WORKSPACE_LINKS,
+  MIN_FLOWS_PER_WORKSPACE,
+  readConntrackMax,
+  sharedFlowLimit,
+  WORKSPACE_FLOW_SHARE,
+} from './flow-share.js';
 
 describe('sharedFlowLimit', () => {
-  it('keeps the configured limit while the workspaces fit their share of the table', () => {
+  it('keeps the configured limit while the most links the node takes fit their share of the table', () => {
     expect(sharedFlowLimit(4096, 262_144, 1)).toBe(4096);
     expect(sharedFlowLimit(4096, 262_144, 48)).toBe(4096);
   });
 
-  it('shrinks it as workspaces come, so that together they stay within the share (red team round 14, F3)', () => {
+  it('divides the share by the most links the node takes, so that together they stay within it (red team rounds 14, 15)', () => {
     // 64 workspaces at 4,096 filled a 262,144-entry table; now they hold three quarters of it at most.
-    const limit = sharedFlowLimit(4096, 262_144, 64);
+    const limit = sharedFlowLimit(4096, 262_144, DEFAULT_MAX_WORKSPACE_LINKS);
     expect(limit).toBe(3072);
-    expect(limit * 64).toBeLessThanOrEqual(262_144 * WORKSPACE_FLOW_SHARE);
+    expect(limit * DEFAULT_MAX_WORKSPACE_LINKS).toBeLessThanOrEqual(262_144 * WORKSPACE_FLOW_SHARE);
     expect(sharedFlowLimit(4096, 262_144, 500) * 500).toBeLessThanOrEqual(262_144 * WORKSPACE_FLOW_SHARE);
+    // Round 15's table of 16,384 entries: 5 workspaces at 4,096, 3,072 and 2,457 filled it; 64 links now get 192 each.
+    expect(
+      sharedFlowLimit(4096, 16_384, DEFAULT_MAX_WORKSPACE_LINKS) * DEFAULT_MAX_WORKSPACE_LINKS,
+    ).toBeLessThanOrEqual(16_384 * WORKSPACE_FLOW_SHARE);
     // Never below a floor an honest workspace needs.
     expect(sharedFlowLimit(4096, 262_144, 100_000)).toBe(MIN_FLOWS_PER_WORKSPACE);
   });

@@ -3,8 +3,12 @@
  * tracked flows, but the table (`nf_conntrack_max`) is one for the node, and the host's own connections (the manager's
  * gRPC, the proxy's connections to workspaces, the daemon's) need entries too: once it is full the kernel drops every
  * new flow on the node. Red team round 14 held exactly 4,096 entries from each of 4 workspaces; 64 such workspaces fill
- * a 262,144-entry table. So the limit per workspace shrinks as workspaces come, to keep their sum within a share of the
- * table, and grows back as they go (the firewall is installed again at every start and every check interval).
+ * a 262,144-entry table. So the share is divided by the most workspace links the node holds at once, a fixed number
+ * the runtime refuses to go past: the limit does not depend on which links are there when.
+ *
+ * It did (round 15, G1): shared out among the links present at each install, the limit shrank only for links that
+ * came later. Each link's counter in the nft set keeps the limit it was made with, and flows a workspace already
+ * holds stay, so links that came early kept their larger share and five workspaces filled the table.
  *
  * A rule-wide `ct count` over all workspaces would bound the sum directly, but the kernel walks a count's whole list
  * when it adds to it (nf_conncount), and this one would hold most of the table: the per-link lists stay short.
@@ -18,12 +22,18 @@ export const WORKSPACE_FLOW_SHARE = 0.75;
 export const MIN_FLOWS_PER_WORKSPACE = 64;
 
 /**
- * The per-workspace flow limit for `workspaces` links: `configured`, or less where that many would fill more than
- * their share of a table of `conntrackMax` entries (unknown: `configured`).
+ * Workspace links (workspaces with a network) a node holds at once by default: the divisor of the table's share.
+ * 64 at the default 4,096 flows each take three quarters of a 262,144-entry table, the usual `nf_conntrack_max`.
  */
-export function sharedFlowLimit(configured: number, conntrackMax: number | undefined, workspaces: number): number {
+export const DEFAULT_MAX_WORKSPACE_LINKS = 64;
+
+/**
+ * The per-workspace flow limit on a node of at most `maxLinks` workspace links: `configured`, or less where that many
+ * would fill more than their share of a table of `conntrackMax` entries (unknown: `configured`).
+ */
+export function sharedFlowLimit(configured: number, conntrackMax: number | undefined, maxLinks: number): number {
   if (conntrackMax === undefined || !(conntrackMax > 0)) return configured;
-  const share = Math.floor((conntrackMax * WORKSPACE_FLOW_SHARE) / Math.max(1, workspaces));
+  const share = Math.floor((conntrackMax * WORKSPACE_FLOW_SHARE) / Math.max(1, maxLinks));
   return Math.min(configured, Math.max(MIN_FLOWS_PER_WORKSPACE, share));
 }
 

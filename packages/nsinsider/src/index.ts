@@ -74,6 +74,7 @@ export {
   createNetns,
   deleteNetns,
   listNetns,
+  countLinks,
   listLinks,
   deleteLink,
   claimVethPair,
@@ -81,7 +82,12 @@ export {
   createWorkspaceVeth,
 } from './workspace-network.js';
 export type { SpecialNetwork, SpecialNetworkKind } from './special-networks.js';
-export { MIN_FLOWS_PER_WORKSPACE, WORKSPACE_FLOW_SHARE, sharedFlowLimit } from './flow-share.js';
+export {
+  DEFAULT_MAX_WORKSPACE_LINKS,
+  MIN_FLOWS_PER_WORKSPACE,
+  WORKSPACE_FLOW_SHARE,
+  sharedFlowLimit,
+} from './flow-share.js';
 export { nonPublicNetworks, specialPurposeNetworks } from './special-networks.js';
 export {
   DEFAULT_MAX_FLOWS_PER_WORKSPACE,

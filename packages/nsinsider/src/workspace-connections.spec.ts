@@ -43,6 +43,36 @@ describe.runIf(isRoot)('limitWorkspaceConnections (root, real netns and nftables
     expect(connectMany(netns, 300)).toEqual({ connected: 150, refused: 150 });
   });
 
+  it('tracks nothing but TCP in the namespace: UDP to every loopback port leaves its conntrack table empty (red team round 15, G2)', async () => {
+    const netns = `wbconnu-${process.pid}`;
+    await createNetns(netns);
+    made.push(netns);
+    await limitWorkspaceConnections(netns, 100);
+    const flood = [
+      'import socket',
+      's = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)',
+      'for port in range(1, 5001): s.sendto(b"x", ("127.0.0.1", port))',
+      's6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)',
+      'for port in range(1, 1001): s6.sendto(b"x", ("::1", port))',
+    ].join('\n');
+    const sent = spawnSync(
+      'nsenter',
+      [
+        `--net=/run/netns/${netns}`,
+        '--',
+        'sh',
+        '-c',
+        'ip link set lo up && python3 - && cat /proc/sys/net/netfilter/nf_conntrack_count',
+      ],
+      { input: flood, encoding: 'utf8' },
+    );
+    expect(sent.status).toBe(0);
+    // 6,000 flows without the exemption; a few at most (none of them ours) with it.
+    expect(Number(sent.stdout.trim())).toBeLessThan(10);
+    // TCP is still counted and limited.
+    expect(connectMany(netns, 150)).toEqual({ connected: 100, refused: 50 });
+  });
+
   it('names the field of a bad request and runs nothing', async () => {
     await expect(limitWorkspaceConnections('../x', 10)).rejects.toThrow(/netns/);
     await expect(limitWorkspaceConnections('ok', 0)).rejects.toThrow(/max/);

@@ -8,6 +8,7 @@ import {
   readWorkspaceFirewall,
   workspaceFirewallRuleset,
 } from './workspace-firewall.js';
+import { DEFAULT_MAX_WORKSPACE_LINKS, readConntrackMax, sharedFlowLimit } from './flow-share.js';
 import { nonPublicNetworks } from './special-networks.js';
 import { createNetns, createWorkspaceVeth, deleteLink, deleteNetns, listLinks } from './workspace-network.js';
 
@@ -45,11 +46,12 @@ describe.runIf(isRoot)('the flow limit on real veths and conntrack (root)', () =
   const outside = { netns: `wbfo${id}`, link: `wbto${id}`, cidr: '192.88.99.12/30', address: '192.88.99.14' };
   /** As the runtimes install it: whichever installs last, the rules stay the same. */
   const egress = { blocked: [...nonPublicNetworks.ipv4, ...nonPublicNetworks.ipv6] };
-  const limit = DEFAULT_MAX_FLOWS_PER_WORKSPACE;
+  /** The runtimes' default: the configured 4,096, or its share of a smaller node table (flow-share.ts). */
+  let limit = DEFAULT_MAX_FLOWS_PER_WORKSPACE;
   let server: Promise<unknown> | undefined;
 
   beforeAll(async () => {
-    await ensureWorkspaceFirewall({ ifPrefix: 'wbv', egress });
+    limit = await ensureWorkspaceFirewall({ ifPrefix: 'wbv', egress });
     for (const n of [attacker, neighbour, outside]) {
       await createNetns(n.netns);
       await createWorkspaceVeth({ hostIfName: n.link, alias: `workbay test ${n.link}`, netns: n.netns, cidr: n.cidr });
@@ -110,15 +112,35 @@ describe.runIf(isRoot)('the flow limit on real veths and conntrack (root)', () =
     expect(await connectFrom(neighbour.netns)).toBe(true);
   });
 
-  it('shares the node table out: each link may hold less where their sum would pass their share (red team round 14, F3)', async () => {
-    const links = (await listLinks('wbv')).length + 1;
-    // A table of 1,000 entries per link: three quarters of it each (fewer if links appeared meanwhile).
-    const limit = await ensureWorkspaceFirewall({ ifPrefix: 'wbv', egress, conntrackMax: 1000 * links });
-    expect(limit).toBeGreaterThan(0);
-    expect(limit).toBeLessThanOrEqual(750);
-    expect(await readWorkspaceFirewall()).toContain(`ct count over ${limit} `);
-    // Back to the runtimes' own (this node's table is large enough for the links it has).
-    expect(await ensureWorkspaceFirewall({ ifPrefix: 'wbv', egress })).toBe(DEFAULT_MAX_FLOWS_PER_WORKSPACE);
+  it('shares the node table out among the most links the node takes, whichever are there (red team rounds 14 and 15)', async () => {
+    const before = (await listLinks('wbv')).length;
+    // A table of 8,000 entries for at most 8 links: three quarters of 1,000 each.
+    const limit = await ensureWorkspaceFirewall({ ifPrefix: 'wbv', egress, conntrackMax: 8000, maxWorkspaceLinks: 8 });
+    expect(limit).toBe(750);
+    expect(await readWorkspaceFirewall()).toContain(`ct count over 750 `);
+    // With another link there, the same: a link's counter keeps the limit it was made with, so a limit that shrank
+    // as links came left the early ones their larger share (round 15, G1: five workspaces filled the table).
+    const extra = `wbvtx${id}`;
+    await createNetns(`wbfx${id}`);
+    try {
+      await createWorkspaceVeth({
+        hostIfName: extra,
+        alias: 'workbay test extra',
+        netns: `wbfx${id}`,
+        cidr: '10.199.9.16/30',
+      });
+      expect((await listLinks('wbv')).length).toBe(before + 1);
+      expect(await ensureWorkspaceFirewall({ ifPrefix: 'wbv', egress, conntrackMax: 8000, maxWorkspaceLinks: 8 })).toBe(
+        750,
+      );
+    } finally {
+      await deleteLink(extra).catch(() => undefined);
+      await deleteNetns(`wbfx${id}`).catch(() => undefined);
+    }
+    // Back to the runtimes' own.
+    expect(await ensureWorkspaceFirewall({ ifPrefix: 'wbv', egress })).toBe(
+      sharedFlowLimit(DEFAULT_MAX_FLOWS_PER_WORKSPACE, await readConntrackMax(), DEFAULT_MAX_WORKSPACE_LINKS),
+    );
   });
 
   async function connectFrom(netns: string): Promise<boolean> {

@@ -1,9 +1,8 @@
 import { writeFile } from 'node:fs/promises';
 import { isIPv4, isIPv6 } from 'node:net';
 import { errnoCode, NsinsiderError, NsinsiderValidationError } from './errors.js';
-import { readConntrackMax, sharedFlowLimit } from './flow-share.js';
+import { DEFAULT_MAX_WORKSPACE_LINKS, readConntrackMax, sharedFlowLimit } from './flow-share.js';
 import { check, isCode, tool } from './host-tool.js';
-import { listLinks } from './workspace-network.js';
 
 /**
  * The one host nftables table that keeps every workspace away from the host and from each other, and bounds the
@@ -51,6 +50,12 @@ export interface WorkspaceFirewallRequest {
   maxFlowsPerWorkspace?: number;
   /** Undefined: every address beyond the node but link-local ones is reachable. */
   egress?: WorkspaceEgress;
+  /**
+   * {@link ensureWorkspaceFirewall} only: the most workspace links the node holds at once (default
+   * {@link DEFAULT_MAX_WORKSPACE_LINKS}), among which the workspaces' share of the conntrack table is divided. The
+   * caller refuses links past it; a link's limit is fixed when its counter is made, so the sum holds only then.
+   */
+  maxWorkspaceLinks?: number;
   /**
    * {@link ensureWorkspaceFirewall} only: the node's conntrack table size the limit is shared out of (see
    * flow-share.ts); default `nf_conntrack_max`. A test seam, and for nodes whose table grows on demand.
@@ -162,8 +167,8 @@ export function workspaceFirewallRuleset(req: WorkspaceFirewallRequest): string 
  * (cloud metadata), a workspace's new flows beyond its limit, and new connections from elsewhere into a workspace
  * (forward); replies to connections the host opened pass; traffic from workspaces to the outside is masqueraded. Also
  * turns on IPv4 forwarding, without which workspaces have no way out. Resolves with the flows each workspace link may
- * hold: `maxFlowsPerWorkspace`, or less where the links there are (and one more) would together fill more than their
- * share of the node's conntrack table (flow-share.ts).
+ * hold: `maxFlowsPerWorkspace`, or less where `maxWorkspaceLinks` links would together fill more than their share of
+ * the node's conntrack table (flow-share.ts).
  *
  * Idempotent, in one nft transaction: the chains are declared and flushed and their rules added again, so that
  * anything an operator added to them goes while the flow counts in the set stay (re-created, every workspace could
@@ -173,13 +178,12 @@ export function workspaceFirewallRuleset(req: WorkspaceFirewallRequest): string 
 export async function ensureWorkspaceFirewall(req: WorkspaceFirewallRequest): Promise<number> {
   // Checked (and refused, naming the field) before anything runs.
   workspaceFirewallRuleset(req);
-  // The links there are, and the one about to be made: the limit each may hold so that together they stay within
-  // their share of the node's table (flow-share.ts).
-  const links = (await listLinks(req.ifPrefix)).length + 1;
+  // What each link may hold so that the most links the node takes stay within their share of its table together
+  // (flow-share.ts).
   const maxFlowsPerWorkspace = sharedFlowLimit(
     req.maxFlowsPerWorkspace ?? DEFAULT_MAX_FLOWS_PER_WORKSPACE,
     req.conntrackMax ?? (await readConntrackMax()),
-    links,
+    req.maxWorkspaceLinks ?? DEFAULT_MAX_WORKSPACE_LINKS,
   );
   const rules = workspaceFirewallRuleset({ ...req, maxFlowsPerWorkspace });
   const flush = ['input', 'forward', 'postrouting'].map((c) => `flush chain inet ${WORKSPACE_FIREWALL_TABLE} ${c}`);

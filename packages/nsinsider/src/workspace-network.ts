@@ -72,6 +72,14 @@ export async function listLinks(prefix = ''): Promise<HostLink[]> {
     .sort((a, b) => a.name.localeCompare(b.name));
 }
 
+/**
+ * How many of the caller's network namespace's links start with `prefix`, from sysfs: no `ip` process, for a check on
+ * every workspace start.
+ */
+export async function countLinks(prefix: string, sysClassNet = '/sys/class/net'): Promise<number> {
+  return (await readdir(sysClassNet)).filter((name) => name.startsWith(prefix)).length;
+}
+
 /** Deletes a link (a veth end takes its peer with it); false when there was none. */
 export async function deleteLink(ifName: string): Promise<boolean> {
   check('link-delete', 'ifName', ifName, ifNamePattern, ifNameRule);

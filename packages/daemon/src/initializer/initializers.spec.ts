@@ -215,7 +215,7 @@ describe('initializers (real git, real HTTP, through gRPC)', () => {
       expect(logLines.some((line) => line.includes('git clone failed, retrying'))).toBe(true);
       const served = publicServer.served;
       const missing = await errorOf(init(gitSpec({ remoteUri: `${publicServer.url}/does-not-exist.git` })));
-      expect(isWorkbayError(missing, 'permission-denied')).toBe(true);
+      expect(isWorkbayError(missing, 'failed-precondition')).toBe(true);
       expect(publicServer.served - served).toBeLessThanOrEqual(1);
     });
   });

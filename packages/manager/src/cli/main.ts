@@ -6,6 +6,14 @@
 import { ExitCode } from './exit-codes.js';
 import { runCli } from './program.js';
 
+// A reader that went away (`workbay --help | head`) is no failure of ours: what is left to print is dropped, and the
+// command runs to its end. Any other write error still ends the process, as it did.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code !== 'EPIPE') throw error;
+  });
+}
+
 const controller = new AbortController();
 const onSignal = (signal: NodeJS.Signals): void => {
   if (controller.signal.aborted) process.exit(ExitCode.interrupted);

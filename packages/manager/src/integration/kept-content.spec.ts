@@ -6,7 +6,8 @@
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isWorkbayError, wsman } from '@workbay/api';
+import { contentservice, isWorkbayError, wsman } from '@workbay/api';
+import { startTestGitServer } from '../test-support/git-http.js';
 import { startHarness, startRequest, waitForPhase } from '../test-support/harness.js';
 import type { Harness } from '../test-support/harness.js';
 
@@ -52,5 +53,37 @@ describe('content kept after a failed final backup', () => {
     expect(existsSync(work)).toBe(true);
     expect(existsSync(join(h.dir, 'workspaces', `${id}.workspace.json`))).toBe(true);
     expect(existsSync(join(h.dir, 'workspaces', `${id}.disposed.json`))).toBe(false);
+  });
+
+  // Red team round 15, G8: the remote's "not found" came back PERMISSION_DENIED, which the manager reads as another
+  // workspace's content under the id, so the failed start disposed nothing: each left a mounted image and its disk
+  // admission, and five of them refused every owner's start.
+  it('is not what a start of a missing repository leaves: that start is disposed', async () => {
+    const git = await startTestGitServer();
+    try {
+      const request = startRequest({
+        owner: 'mallory',
+        initializer: {
+          spec: {
+            $case: 'git',
+            value: contentservice.GitInitializer.fromPartial({
+              remoteUri: `${git.url}/does-not-exist.git`,
+              cloneTaget: 'main',
+              checkoutLocation: 'project',
+            }),
+          },
+        },
+      });
+      await h.client.startWorkspace(request);
+      const stopped = await waitForPhase(h.client, request.id, 'stopped', 30_000);
+      expect(stopped.conditions!.failed).toMatch(/git access denied/);
+      const session = join(h.dir, 'workspaces', `${request.id}.workspace.json`);
+      const deadline = Date.now() + 10_000;
+      while (existsSync(session) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      expect(existsSync(session), 'the failed start left its content').toBe(false);
+      expect(existsSync(join(h.dir, 'workspaces', request.id))).toBe(false);
+    } finally {
+      await git.close();
+    }
   });
 });

@@ -90,6 +90,17 @@ export function parseHost(header: string | string[] | undefined): string | undef
   return match[1]!.toLowerCase();
 }
 
+/**
+ * How many times `name` (lower case) is among a request's raw headers. Node keeps the first of repeated Host headers
+ * and drops the rest, where a proxy in front may take the last: both must see the same workspace (RFC 9112 §3.2:
+ * more than one Host is a 400).
+ */
+export function headerCount(rawHeaders: readonly string[] | undefined, name: string): number {
+  let count = 0;
+  for (let i = 0; i < (rawHeaders?.length ?? 0); i += 2) if (rawHeaders![i]!.toLowerCase() === name) count++;
+  return count;
+}
+
 export interface Cookie {
   readonly name: string;
   /** Raw value as sent. */

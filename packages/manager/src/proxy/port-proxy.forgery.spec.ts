@@ -282,6 +282,14 @@ describe('PortProxy against a hostile workspace and careless clients', () => {
       return (JSON.parse(response.rest) as { headers: Record<string, string | undefined> }).headers;
     };
 
+    it('two Host headers are a 400, in either case (red team round 15: the first one chose the workspace)', async () => {
+      for (const hosts of ['host: p\r\nhost: q\r\n', 'Host: p\r\nHOST: p\r\n']) {
+        const answer = await sendRaw(address, `GET /ws/public/x HTTP/1.1\r\n${hosts}\r\n`);
+        expect(parseRawResponse(answer.raw)?.status, hosts).toBe(400);
+        expect(answer.raw).toContain('more than one Host header');
+      }
+    });
+
     for (const [name, credentials] of [
       ['user:token', b64(`user:${token}`)],
       ['token:', b64(`${token}:`)],

@@ -2,7 +2,8 @@ import type { IncomingMessage } from 'node:http';
 import { describe, expect, it } from 'vitest';
 import { routeRequest } from './routing.js';
 
-const request = (host: string, url = '/'): IncomingMessage => ({ url, headers: { host } }) as IncomingMessage;
+const request = (host: string, url = '/'): IncomingMessage =>
+  ({ url, headers: { host }, rawHeaders: ['Host', host] }) as IncomingMessage;
 
 describe('routeRequest: host routes', () => {
   it('serves <id>.ws.<domain> and <port>-<id>.ws.<domain>, the host compared in lower case', () => {

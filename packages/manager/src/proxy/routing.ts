@@ -5,7 +5,7 @@
  * @module
  */
 import type { IncomingMessage, OutgoingHttpHeaders } from 'node:http';
-import { deepDecode, parseHost, parseTarget } from './parse.js';
+import { deepDecode, headerCount, parseHost, parseTarget } from './parse.js';
 import type { Target } from './parse.js';
 
 export interface Route {
@@ -57,6 +57,8 @@ function badRequest(message: string): Refusal {
 export function routeRequest(req: IncomingMessage, domain: string | undefined): Route | Refusal {
   const target = parseTarget(req.url);
   if (!target) return badRequest('bad request target: only origin-form paths (/…) are served');
+  // Red team round 15 (G3): two Host headers were served by the first's workspace.
+  if (headerCount(req.rawHeaders, 'host') > 1) return badRequest('more than one Host header');
   const host = parseHost(req.headers.host);
   if (host === undefined) return badRequest('bad Host header');
   if (domain) {

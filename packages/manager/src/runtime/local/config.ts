@@ -75,6 +75,12 @@ export const localRuntimeConfigSchema = z.strictObject({
        */
       maxFlowsPerWorkspace: z.number().int().min(64).max(1_000_000).default(4096),
       /**
+       * Workspaces with a network on this node at once, counting every runtime's; a start past it fails
+       * (RESOURCE_EXHAUSTED). Three quarters of the node's conntrack table are divided among this many, so each
+       * workspace's flows are `maxFlowsPerWorkspace` or that share, whichever is less, whenever it came.
+       */
+      maxWorkspaces: z.number().int().min(1).max(16_384).default(64),
+      /**
        * TCP connections a workspace's processes may have open at once, loopback ones included (a table in its own
        * network namespace, which it cannot change): cgroup v1 lets every socket hold buffers past the workspace's TCP
        * memory cap, so the number of sockets is what bounds them.

@@ -87,14 +87,12 @@ export class LocalRuntime implements WorkspaceRuntime {
     this.logCap = new LogCap({ ...config.logs, logger });
     this.tag = WorkspaceNetworks.tagFor(path.resolve(config.stateDir));
     if (isolation.namespaces) {
-      this.networks = new WorkspaceNetworks(
-        config.network.pool,
-        this.tag,
-        logger,
-        config.network.maxFlowsPerWorkspace,
-        config.network.maxConnectionsPerWorkspace,
-        config.network.egress,
-      );
+      this.networks = new WorkspaceNetworks(config.network.pool, this.tag, logger, {
+        maxFlowsPerWorkspace: config.network.maxFlowsPerWorkspace,
+        maxConnectionsPerWorkspace: config.network.maxConnectionsPerWorkspace,
+        maxWorkspaces: config.network.maxWorkspaces,
+        egress: config.network.egress,
+      });
     }
     this.supervisor = new InstanceSupervisor({
       config,

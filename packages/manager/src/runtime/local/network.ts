@@ -4,10 +4,12 @@ import { isIP } from 'node:net';
 import { ResourceExhaustedError } from '@workbay/api';
 import type { PluginLogger } from '@workbay/api';
 import {
+  countLinks,
   createNetns,
   createWorkspaceVeth,
   DEFAULT_MAX_CONNECTIONS_PER_WORKSPACE,
   DEFAULT_MAX_FLOWS_PER_WORKSPACE,
+  DEFAULT_MAX_WORKSPACE_LINKS,
   deleteLink,
   deleteNetns,
   ensureWorkspaceFirewall,
@@ -84,6 +86,21 @@ export async function hostResolvers(logger: PluginLogger, file = '/etc/resolv.co
   return [...new Set(servers)];
 }
 
+/** What every workspace network of a runtime is held to (`runtime.network`); each has a default. */
+export interface WorkspaceNetworkLimits {
+  /** New flows one workspace may have tracked at once (conntrack); the host firewall drops those beyond. */
+  readonly maxFlowsPerWorkspace?: number;
+  /** TCP connections a workspace's processes may have open, loopback included (a table in its namespace). */
+  readonly maxConnectionsPerWorkspace?: number;
+  /**
+   * Workspace links the node holds at once, every runtime's counted: the flows' share of the node's conntrack table
+   * is divided among this many, so a network past it is refused.
+   */
+  readonly maxWorkspaces?: number;
+  /** Where workspaces may connect beyond the node (`runtime.network.egress`); default: public addresses only. */
+  readonly egress?: EgressSettings;
+}
+
 export class WorkspaceNetworks {
   private readonly base: number;
   private readonly slots: number;
@@ -93,19 +110,23 @@ export class WorkspaceNetworks {
   /** The flow limit the firewall was last installed with (below the configured one on a crowded node). */
   private flowLimit: number | undefined;
 
+  private readonly limits: Required<Omit<WorkspaceNetworkLimits, 'egress'>>;
+  private readonly egress: EgressSettings;
+
   constructor(
     pool: string,
     private readonly tag: string,
     private readonly logger: PluginLogger,
-    /** New flows one workspace may have tracked at once (conntrack); the host firewall drops those beyond. */
-    private readonly maxFlowsPerWorkspace = DEFAULT_MAX_FLOWS_PER_WORKSPACE,
-    /** TCP connections a workspace's processes may have open, loopback included (a table in its namespace). */
-    private readonly maxConnectionsPerWorkspace = DEFAULT_MAX_CONNECTIONS_PER_WORKSPACE,
-    /** Where workspaces may connect beyond the node (`runtime.network.egress`); default: public addresses only. */
-    private readonly egress: EgressSettings = { allowedNetworks: [], blockedNetworks: [] },
+    limits: WorkspaceNetworkLimits = {},
   ) {
     ({ base: this.base, slots: this.slots } = parsePool(pool));
     this.cursor = randomInt(this.slots);
+    this.limits = {
+      maxFlowsPerWorkspace: limits.maxFlowsPerWorkspace ?? DEFAULT_MAX_FLOWS_PER_WORKSPACE,
+      maxConnectionsPerWorkspace: limits.maxConnectionsPerWorkspace ?? DEFAULT_MAX_CONNECTIONS_PER_WORKSPACE,
+      maxWorkspaces: limits.maxWorkspaces ?? DEFAULT_MAX_WORKSPACE_LINKS,
+    };
+    this.egress = limits.egress ?? { allowedNetworks: [], blockedNetworks: [] };
   }
 
   /** A runtime's tag: stable for its state directory, so a restarted runtime recognises its own links. */
@@ -126,7 +147,8 @@ export class WorkspaceNetworks {
     const dns = this.egress.dnsServers ?? (await hostResolvers(this.logger));
     const flows = await ensureWorkspaceFirewall({
       ifPrefix: workspaceIfPrefix,
-      maxFlowsPerWorkspace: this.maxFlowsPerWorkspace,
+      maxFlowsPerWorkspace: this.limits.maxFlowsPerWorkspace,
+      maxWorkspaceLinks: this.limits.maxWorkspaces,
       egress: {
         blocked: [...nonPublicNetworks.ipv4, ...nonPublicNetworks.ipv6, ...this.egress.blockedNetworks],
         allowed: this.egress.allowedNetworks,
@@ -136,7 +158,7 @@ export class WorkspaceNetworks {
     if (flows !== this.flowLimit) {
       // Shared out of the node's conntrack table as workspaces come and go (nsinsider's flow-share.ts).
       this.logger.info(
-        { maxFlowsPerWorkspace: flows, configured: this.maxFlowsPerWorkspace },
+        { maxFlowsPerWorkspace: flows, configured: this.limits.maxFlowsPerWorkspace },
         'tracked flows each workspace may hold',
       );
       this.flowLimit = flows;
@@ -181,10 +203,11 @@ export class WorkspaceNetworks {
     // Re-installed before every workspace (one atomic nft transaction): a flushed ruleset (a firewall reload, an
     // operator's `nft flush ruleset`) must not leave the next workspace unfiltered.
     await this.ensureFirewall();
+    await this.checkNodeCapacity(1);
     const netns = this.netnsName(instanceId);
     await this.createNetnsReplacingLeftover(netns);
     // The namespace's own table needs only the namespace: installed while the pair is made (an nft start-up, ~20 ms).
-    const limited = limitWorkspaceConnections(netns, this.maxConnectionsPerWorkspace);
+    const limited = limitWorkspaceConnections(netns, this.limits.maxConnectionsPerWorkspace);
     // Its failure is taken from `limited` below, or left for the deletion that follows another failure.
     limited.catch(() => undefined);
     try {
@@ -207,6 +230,8 @@ export class WorkspaceNetworks {
           throw error;
         }
         try {
+          // Again now that the link is there: runtimes starting workspaces at once all passed the first check.
+          await this.checkNodeCapacity(0);
           await limited;
         } catch (error) {
           // The pair goes with the namespace (the catch below deletes it); the slot is free again.
@@ -229,6 +254,19 @@ export class WorkspaceNetworks {
       await deleteNetns(netns).catch(() => undefined);
       throw error;
     }
+  }
+
+  /**
+   * Refuses a network that would make more than `maxWorkspaces` workspace links on the node, every runtime's counted:
+   * the workspaces' share of the node's conntrack table is divided among that many (nsinsider's flow-share.ts), and
+   * a link past it would take flows beyond the share.
+   */
+  private async checkNodeCapacity(adding: number): Promise<void> {
+    const links = await countLinks(workspaceIfPrefix);
+    if (links + adding <= this.limits.maxWorkspaces) return;
+    throw new ResourceExhaustedError(
+      `this node has ${links} workspace networks, the most it takes (runtime.network.maxWorkspaces: ${this.limits.maxWorkspaces}); the workspaces share its connection-tracking table among that many`,
+    );
   }
 
   /** The netns name is this instance's, so one that exists can only be a leftover of a crashed runtime. */
