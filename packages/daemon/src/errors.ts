@@ -8,7 +8,6 @@ import {
   InternalError,
   InvalidArgumentError,
   NotFoundError,
-  PermissionDeniedError,
   ResourceExhaustedError,
   UnauthenticatedError,
 } from '@workbay/api';

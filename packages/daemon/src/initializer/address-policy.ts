@@ -2,13 +2,16 @@
  * Which addresses the daemon's own outbound connections for a workspace (download initializer files, one-time git
  * secrets, network git through its egress proxy) may go to. The daemon sits inside the node's network: a URL chosen
  * by a requester, or by repository content (`.gitmodules`), must not reach the node's loopback services (the
- * daemon's metrics, a local agent), the cloud metadata service (169.254.169.254) or the private network, unless the
+ * daemon's metrics, a local agent), the node's own addresses (its services bound to every interface), the cloud
+ * metadata service (169.254.169.254) or the private network, unless the
  * operator allows it (`initializer.download` and `git` in the daemon config). One policy, one set of ranges, for
  * every caller.
  */
 import { lookup as systemLookup } from 'node:dns';
 import type { LookupAddress } from 'node:dns';
 import { BlockList, isIP } from 'node:net';
+import { networkInterfaces } from 'node:os';
+import { readFileSync } from 'node:fs';
 import type { SpecialNetworkKind } from '@workbay/nsinsider';
 import { specialPurposeNetworks } from '@workbay/nsinsider';
 import type { UpstreamProxy } from './upstream-proxy.js';
@@ -65,8 +68,57 @@ export function parseNetwork(text: string): ParsedNetwork {
   return { address, prefix, family };
 }
 
-/** Why an address is refused by default, as error messages name it. */
-export type RefusedAddressKind = SpecialNetworkKind;
+/** Why an address is refused by default, as error messages name it (`node`: one of this node's own). */
+export type RefusedAddressKind = SpecialNetworkKind | 'node';
+
+/** How long the node's own addresses are taken as read (interfaces come and go: workspace veths, a DHCP lease). */
+const nodeAddressesTtlMs = 1_000;
+let nodeAddressCache: { readonly at: number; readonly list: BlockList } | undefined;
+
+/**
+ * The addresses the kernel delivers locally: the local routes of IPv4 (`/proc/net/fib_trie`, prefixes such as
+ * 127.0.0.0/8 included) and every IPv6 address (`/proc/net/if_inet6`), whatever state their link is in. Node's own
+ * list of interfaces leaves out links without a carrier, whose addresses still answer. Without /proc (not Linux):
+ * that list.
+ */
+function readNodeAddresses(): BlockList {
+  const list = new BlockList();
+  try {
+    let leaf: string | undefined;
+    for (const line of readFileSync('/proc/net/fib_trie', 'utf8').split('\n')) {
+      const address = /\|-- (\d+\.\d+\.\d+\.\d+)$/.exec(line);
+      if (address) leaf = address[1];
+      const local = /^\s+\/(\d+) host LOCAL$/.exec(line);
+      if (local && leaf) list.addSubnet(leaf, Number(local[1]), 'ipv4');
+    }
+    for (const line of readFileSync('/proc/net/if_inet6', 'utf8').split('\n')) {
+      const hex = line.slice(0, 32);
+      if (/^[0-9a-f]{32}$/.test(hex)) list.addAddress(hex.replace(/(.{4})(?!$)/g, '$1:'), 'ipv6');
+    }
+  } catch {
+    // Deliberate: no /proc here (not Linux); the interfaces Node lists are the next best answer.
+    for (const entries of Object.values(networkInterfaces()))
+      for (const entry of entries ?? [])
+        list.addAddress(entry.address.split('%')[0]!, entry.family === 'IPv4' ? 'ipv4' : 'ipv6');
+  }
+  return list;
+}
+
+/**
+ * Whether `address` is one of this node's own: a service bound to every interface (sshd, the kubelet, a node
+ * exporter, a container API) answers there, on a public address too. Workspaces never reach the node (the host
+ * firewall); the daemon's requests for them must not either. Red team round 15 (G6): a download URL and a git remote
+ * at the node's public address sent chosen GETs to a node service, and the answers told open ports from closed ones.
+ */
+export function isNodeAddress(address: string): boolean {
+  const plain = address.split('%')[0]!;
+  const version = isIP(plain);
+  if (version === 0) return false;
+  const now = Date.now();
+  if (!nodeAddressCache || now - nodeAddressCache.at > nodeAddressesTtlMs)
+    nodeAddressCache = { at: now, list: readNodeAddresses() };
+  return nodeAddressCache.list.check(plain, version === 4 ? 'ipv4' : 'ipv6');
+}
 
 const refused = new BlockList();
 // Special-purpose ranges (the one table, in @workbay/nsinsider): none of them is a public internet host a download or
@@ -133,6 +185,7 @@ export class AddressPolicy {
     const family = version === 4 ? 'ipv4' : 'ipv6';
     const embedded = embeddedIpv4(address);
     if (this.allowed.check(address, family) || (embedded && this.allowed.check(embedded, 'ipv4'))) return true;
+    if (isNodeAddress(address) || (embedded !== undefined && isNodeAddress(embedded))) return false;
     return !refused.check(address, family) && !(embedded && refused.check(embedded, 'ipv4'));
   }
 
@@ -146,7 +199,8 @@ export class AddressPolicy {
     if (version === 0) return 'not an IP address';
     const embedded = embeddedIpv4(address);
     const [checked, family] = embedded ? [embedded, 'ipv4'] : [address, version === 4 ? 'ipv4' : 'ipv6'];
-    return refusedByKind.find((r) => r.family === family && r.list.check(checked, family))?.kind ?? 'reserved';
+    const special = refusedByKind.find((r) => r.family === family && r.list.check(checked, family))?.kind;
+    return special ?? (isNodeAddress(checked) ? 'node' : 'reserved');
   }
 }
 

@@ -3,6 +3,7 @@
  * read loopback-only services and the metadata service back into the requester's content). Real HTTP servers on
  * 127.0.0.1 (what must stay unreachable) and 127.0.0.2 (standing in for an allowed public host).
  */
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
@@ -139,6 +140,37 @@ describe('download initializer: destination policy (real HTTP)', () => {
       await refused(download(`http://${host}/latest`, undefined, context()));
     expect(internal.hits).toEqual([]);
   });
+
+  // Red team round 15, G6: a service of the node bound to every interface answered at the node's public address.
+  it.runIf(process.getuid?.() === 0)(
+    "the node's own public address is refused like loopback, open port or closed (real interface)",
+    async () => {
+      const link = `wbnode${process.pid % 10000}`;
+      const address = '192.88.99.201'; // public (the retired 6to4 relay range), here one of the node's own
+      execFileSync('ip', ['link', 'add', link, 'type', 'veth', 'peer', 'name', `${link}p`]);
+      try {
+        execFileSync('ip', ['addr', 'add', `${address}/32`, 'dev', link]);
+        execFileSync('ip', ['link', 'set', link, 'up']);
+        const node = await serve(address, (_req, res) => res.writeHead(404).end());
+        try {
+          // Interfaces are read again after a second: the address was added just now.
+          await new Promise((resolve) => setTimeout(resolve, 1_100));
+          const open = await refused(download(`${node.origin}/node-secret`, undefined, context()));
+          const closed = await refused(download(`http://${address}:1/`, undefined, context()));
+          expect(open.message).toMatch(/is not an allowed address/);
+          expect(closed.message.replace(`:1/`, '')).toBe(open.message.replace(`:${node.port}/node-secret`, ''));
+          expect(node.hits).toEqual([]);
+          expect(new AddressPolicy().refusal(address)).toBe('node');
+          // The operator can still allow it by name.
+          expect(new AddressPolicy({ allowedNetworks: [`${address}/32`] }).allows(address)).toBe(true);
+        } finally {
+          await node.close();
+        }
+      } finally {
+        execFileSync('ip', ['link', 'del', link]);
+      }
+    },
+  );
 
   it('a closed and an open loopback port answer alike (no port scan)', async () => {
     const closed = await refused(download('http://127.0.0.1:1/', undefined, context()));
