@@ -79,6 +79,12 @@ export class EgressProxy {
   readonly refusals: EgressRefusal[] = [];
   /** Names that did not resolve (git then reports them as such). */
   readonly unresolved: string[] = [];
+  /**
+   * Targets nothing listened on (every allowed address refused the connection): git then reports them as refused, as
+   * it does for a direct connection, and the clone is not retried (red team round 15, G7: a closed port held a start
+   * slot for 272 s of retries, which the proxy's 502 made look transient).
+   */
+  readonly connectionRefused: string[] = [];
   /** What the upstream proxy failed or refused (at most 16), for the command's error. */
   readonly upstreamFailures: string[] = [];
   private readonly policy: AddressPolicy;
@@ -178,35 +184,42 @@ export class EgressProxy {
       return { refused: kind };
     }
     const upstream = this.rules.upstreamProxy;
+    let refusedEverywhere = true;
     for (const { address } of resolved.allowed) {
       if (upstream && !this.direct(address)) {
         // The proxy is asked for this checked address, not the name: it has nothing left to resolve.
         const tunnelled = await tunnelThrough(upstream, address, port, this.limits.connectTimeoutMs);
         if ('socket' in tunnelled) return tunnelled;
         if (this.upstreamFailures.length < maxRecorded) this.upstreamFailures.push(tunnelled.failed);
+        refusedEverywhere = false;
         continue;
       }
-      const socket = await this.connectOnce(address, port);
+      const connected = await this.connectOnce(address, port);
+      const socket = 'socket' in connected ? connected.socket : undefined;
       // The resolver's answer was checked; this is the second look, at the peer of the connection itself.
       if (socket && this.policy.allows(socket.remoteAddress ?? '')) return { socket };
       socket?.destroy();
+      if (!('code' in connected) || connected.code !== 'ECONNREFUSED') refusedEverywhere = false;
     }
+    if (refusedEverywhere && this.connectionRefused.length < maxRecorded)
+      this.connectionRefused.push(`${shown} port ${port}`);
     return { failed: 'unreachable' };
   }
 
-  private connectOnce(address: string, port: number): Promise<Socket | undefined> {
+  /** A connection to `address`, or why there is none (the socket error's code; none for a timeout). */
+  private connectOnce(address: string, port: number): Promise<{ socket: Socket } | { code?: string }> {
     return new Promise((resolve) => {
       const socket = connect({ host: address, port });
       const timer = setTimeout(() => socket.destroy(), this.limits.connectTimeoutMs);
       socket.once('connect', () => {
         clearTimeout(timer);
         socket.removeAllListeners('error');
-        resolve(socket);
+        resolve({ socket });
       });
-      socket.once('error', () => resolve(undefined));
+      socket.once('error', (error: NodeJS.ErrnoException) => resolve(error.code ? { code: error.code } : {}));
       socket.once('close', () => {
         clearTimeout(timer);
-        resolve(undefined);
+        resolve({});
       });
     });
   }

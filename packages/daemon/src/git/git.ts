@@ -357,6 +357,10 @@ export class Git {
       const unresolved = egress?.proxy.unresolved ?? [];
       if (result.code !== 0 && unresolved.length > 0)
         stderr = `fatal: Could not resolve host: ${unresolved.join(', ')}\n${stderr}`;
+      // Likewise a target that refused the connection: git saw a 502, which it would retry (G7).
+      const refusedConnections = egress?.proxy.connectionRefused ?? [];
+      if (result.code !== 0 && refusedConnections.length > 0)
+        stderr = `fatal: Failed to connect to ${refusedConnections.join(', ')}: Connection refused\n${stderr}`;
       // Likewise what the upstream proxy said: git only saw the egress proxy's 502.
       const upstream = egress?.proxy.upstreamFailures ?? [];
       if (result.code !== 0 && upstream.length > 0) stderr = `fatal: ${upstream.join('\nfatal: ')}\n${stderr}`;

@@ -194,7 +194,10 @@ function failureFor(error: GitCommandError, remote: string): Error {
     case 'access-denied':
       return new GitAccessDeniedError(remote, line || 'denied', { cause: error });
     case 'unknown-host':
+    case 'unreachable':
       return new FailedPreconditionError(`git cannot reach ${remote}: ${line}`, { cause: error });
+    case 'unsupported':
+      return new FailedPreconditionError(`git cannot clone ${remote}: ${line}`, { cause: error });
     case 'too-slow':
       return new FailedPreconditionError(
         `git gave up on ${remote}: it answered too slowly (git.lowSpeedLimit, git.lowSpeedTime, git.networkCommandTimeout): ${line}`,

@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { access, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import { createServer as createNetServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isWorkbayError } from '@workbay/api';
 import type { InvalidArgumentError, contentservice } from '@workbay/api';
@@ -217,6 +218,20 @@ describe('initializers (real git, real HTTP, through gRPC)', () => {
       const missing = await errorOf(init(gitSpec({ remoteUri: `${publicServer.url}/does-not-exist.git` })));
       expect(isWorkbayError(missing, 'failed-precondition')).toBe(true);
       expect(publicServer.served - served).toBeLessThanOrEqual(1);
+    });
+
+    it('a remote where nothing listens fails at once, not after every retry (red team round 15, G7)', async () => {
+      const closed = await new Promise<number>((resolve) => {
+        const probe = createNetServer().listen(0, '127.0.0.1', () => {
+          const { port } = probe.address() as AddressInfo;
+          probe.close(() => resolve(port));
+        });
+      });
+      logLines.length = 0;
+      const error = await errorOf(init(gitSpec({ remoteUri: `http://127.0.0.1:${closed}/repo.git` })));
+      expect(isWorkbayError(error, 'failed-precondition')).toBe(true);
+      expect(error.message).toMatch(/cannot reach .*Connection refused/);
+      expect(logLines.some((line) => line.includes('git clone failed, retrying'))).toBe(false);
     });
   });
 
