@@ -7,6 +7,8 @@ import {
   MIN_FLOWS_PER_WORKSPACE,
   readConntrackMax,
   sharedFlowLimit,
+  splitFlowBudget,
+  WORKSPACE_CLOSED_FLOW_SECONDS,
   WORKSPACE_FLOW_SHARE,
 } from './flow-share.js';
 
@@ -26,8 +28,22 @@ describe('sharedFlowLimit', () => {
     expect(
       sharedFlowLimit(4096, 16_384, DEFAULT_MAX_WORKSPACE_LINKS) * DEFAULT_MAX_WORKSPACE_LINKS,
     ).toBeLessThanOrEqual(16_384 * WORKSPACE_FLOW_SHARE);
-    // Never below a floor an honest workspace needs.
-    expect(sharedFlowLimit(4096, 262_144, 100_000)).toBe(MIN_FLOWS_PER_WORKSPACE);
+    // Within the share however many links the node takes (a floor let 1,024 links take 65,536 of 16,384: round 15b).
+    expect(sharedFlowLimit(4096, 16_384, 1024) * 1024).toBeLessThanOrEqual(16_384 * WORKSPACE_FLOW_SHARE);
+    expect(sharedFlowLimit(4096, 16_384, 1024)).toBeLessThan(MIN_FLOWS_PER_WORKSPACE);
+    expect(sharedFlowLimit(4096, 1000, 100_000)).toBe(1);
+  });
+
+  it('splits a share so that open flows and the closed ones they leave stay within it at the worst moment (round 15b, R1)', () => {
+    for (const share of [1, 15, 64, 3072, 4096, 1_000_000]) {
+      const { maxFlows, newFlowsPerSecond } = splitFlowBudget(share);
+      expect(maxFlows).toBeGreaterThanOrEqual(1);
+      expect(newFlowsPerSecond).toBeGreaterThanOrEqual(1);
+      // Open ones, those open a timeout ago and closed since, and the new ones of that time plus a burst.
+      if (share >= 15)
+        expect(2 * maxFlows + (WORKSPACE_CLOSED_FLOW_SECONDS + 1) * newFlowsPerSecond).toBeLessThanOrEqual(share);
+    }
+    expect(splitFlowBudget(3072)).toEqual({ maxFlows: 1228, newFlowsPerSecond: 204 });
   });
 
   it('leaves the limit alone where the table size is unknown', () => {

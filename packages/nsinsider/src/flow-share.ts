@@ -18,7 +18,11 @@ import { readFile } from 'node:fs/promises';
 /** The share of `nf_conntrack_max` the workspaces may fill together; the rest stays the host's. */
 export const WORKSPACE_FLOW_SHARE = 0.75;
 
-/** No workspace gets fewer than this, however many there are (a language server alone holds dozens). */
+/**
+ * Fewer than this per workspace is too few for honest work (a language server alone holds dozens): the runtime warns,
+ * naming the node's table and `maxWorkspaces`. Not a floor: a floor let a large `maxWorkspaces` pass the share (red
+ * team round 15b, R2).
+ */
 export const MIN_FLOWS_PER_WORKSPACE = 64;
 
 /**
@@ -34,7 +38,36 @@ export const DEFAULT_MAX_WORKSPACE_LINKS = 64;
 export function sharedFlowLimit(configured: number, conntrackMax: number | undefined, maxLinks: number): number {
   if (conntrackMax === undefined || !(conntrackMax > 0)) return configured;
   const share = Math.floor((conntrackMax * WORKSPACE_FLOW_SHARE) / Math.max(1, maxLinks));
-  return Math.min(configured, Math.max(MIN_FLOWS_PER_WORKSPACE, share));
+  return Math.min(configured, Math.max(1, share));
+}
+
+/**
+ * Seconds a workspace's closed TCP connection stays in the node's table (states TIME_WAIT and CLOSE; the kernel's
+ * own 120 and 10 s): an `nft ct timeout` the host table sets on each new TCP flow of a workspace link.
+ */
+export const WORKSPACE_CLOSED_FLOW_SECONDS = 2;
+
+/** What one workspace link may do with its share of the node's table. */
+export interface FlowBudget {
+  /** Flows it may hold (closed TCP connections not counted: the kernel's per-key count leaves them out). */
+  readonly maxFlows: number;
+  /** New flows per second (and as many at once), which bounds the closed connections that linger. */
+  readonly newFlowsPerSecond: number;
+}
+
+/**
+ * Splits a link's share of the table between the flows it holds and the closed ones it leaves behind. The count
+ * (`ct count`) leaves closed TCP connections out, so a workspace that opens and closes connections in a loop filled
+ * a 16,384-entry table in under 4 s with TIME_WAIT entries (red team round 15b, R1). At most `maxFlows` are open; a
+ * closed one lingers {@link WORKSPACE_CLOSED_FLOW_SECONDS}, and in that time at most the `maxFlows` open before and the
+ * new ones (rate × the timeout, plus a burst of one second's) close: `2 × maxFlows + 3 × rate` entries at the worst
+ * moment, which 0.4 and 1/15 of the share keep within it.
+ */
+export function splitFlowBudget(share: number): FlowBudget {
+  return {
+    maxFlows: Math.max(1, Math.floor(share * 0.4)),
+    newFlowsPerSecond: Math.max(1, Math.floor(share / 15)),
+  };
 }
 
 /** The node's `nf_conntrack_max`, or undefined where conntrack is not loaded (nothing to share then). */

@@ -87,7 +87,10 @@ export {
   MIN_FLOWS_PER_WORKSPACE,
   WORKSPACE_FLOW_SHARE,
   sharedFlowLimit,
+  splitFlowBudget,
+  WORKSPACE_CLOSED_FLOW_SECONDS,
 } from './flow-share.js';
+export type { FlowBudget } from './flow-share.js';
 export { nonPublicNetworks, specialPurposeNetworks } from './special-networks.js';
 export {
   DEFAULT_MAX_FLOWS_PER_WORKSPACE,

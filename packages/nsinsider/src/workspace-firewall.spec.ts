@@ -8,7 +8,13 @@ import {
   readWorkspaceFirewall,
   workspaceFirewallRuleset,
 } from './workspace-firewall.js';
-import { DEFAULT_MAX_WORKSPACE_LINKS, readConntrackMax, sharedFlowLimit } from './flow-share.js';
+import {
+  DEFAULT_MAX_WORKSPACE_LINKS,
+  readConntrackMax,
+  sharedFlowLimit,
+  splitFlowBudget,
+  WORKSPACE_CLOSED_FLOW_SECONDS,
+} from './flow-share.js';
 import { nonPublicNetworks } from './special-networks.js';
 import { createNetns, createWorkspaceVeth, deleteLink, deleteNetns, listLinks } from './workspace-network.js';
 
@@ -46,12 +52,14 @@ describe.runIf(isRoot)('the flow limit on real veths and conntrack (root)', () =
   const outside = { netns: `wbfo${id}`, link: `wbto${id}`, cidr: '192.88.99.12/30', address: '192.88.99.14' };
   /** As the runtimes install it: whichever installs last, the rules stay the same. */
   const egress = { blocked: [...nonPublicNetworks.ipv4, ...nonPublicNetworks.ipv6] };
-  /** The runtimes' default: the configured 4,096, or its share of a smaller node table (flow-share.ts). */
-  let limit = DEFAULT_MAX_FLOWS_PER_WORKSPACE;
+  /** The runtimes' default: the configured 4,096, or its share of a smaller node table, split (flow-share.ts). */
+  let budget = splitFlowBudget(DEFAULT_MAX_FLOWS_PER_WORKSPACE);
+  let limit = budget.maxFlows;
   let server: Promise<unknown> | undefined;
 
   beforeAll(async () => {
-    limit = await ensureWorkspaceFirewall({ ifPrefix: 'wbv', egress });
+    budget = await ensureWorkspaceFirewall({ ifPrefix: 'wbv', egress });
+    limit = budget.maxFlows;
     for (const n of [attacker, neighbour, outside]) {
       await createNetns(n.netns);
       await createWorkspaceVeth({ hostIfName: n.link, alias: `workbay test ${n.link}`, netns: n.netns, cidr: n.cidr });
@@ -81,20 +89,21 @@ describe.runIf(isRoot)('the flow limit on real veths and conntrack (root)', () =
     // Entries a previous run left (UDP ones live 30 s) were another link's; only this run's are counted.
     const trackedBefore = await trackedFrom(attacker.address);
     // As the red team did: one datagram to each of many flows, 1.5x the limit (to the outside's ports: flows to
-    // addresses the egress rules block are dropped before they are tracked).
+    // addresses the egress rules block are dropped before they are tracked), paced below the link's rate of new
+    // flows so that the count, not the rate, is what stops it (UDP flows of 30 s outlive the flood).
+    const perTick = Math.max(1, Math.floor((budget.newFlowsPerSecond * 0.8) / 20));
     const flood = `
       const s = require('node:dgram').createSocket('udp4');
       let sent = 0;
       const total = ${Math.round(limit * 1.5)};
-      const next = () => {
-        if (sent === total) return s.close();
-        s.send('x', 1024 + (sent % 60000), '${outside.address}', () => { sent++; next(); });
-      };
-      s.on('error', () => {});
-      next();`;
+      const tick = setInterval(() => {
+        for (let i = 0; i < ${perTick} && sent < total; i++, sent++) s.send('x', 1024 + (sent % 60000), '${outside.address}');
+        if (sent === total) { clearInterval(tick); setTimeout(() => s.close(), 200); }
+      }, 50);
+      s.on('error', () => {});`;
     const started = Date.now();
     const r = await runCommand('ip', ['netns', 'exec', attacker.netns, process.execPath, '-e', flood], {
-      timeoutMs: 30_000,
+      timeoutMs: 40_000,
     });
     expect(r.exitCode).toBe(0);
     const tracked = (await trackedFrom(attacker.address)) - trackedBefore;
@@ -112,12 +121,51 @@ describe.runIf(isRoot)('the flow limit on real veths and conntrack (root)', () =
     expect(await connectFrom(neighbour.netns)).toBe(true);
   });
 
+  it('keeps a workspace that opens and closes connections in a loop within its share (red team round 15b, R1)', async () => {
+    // Closed TCP connections are not counted, and lingered 120 s: one workspace filled a 16,384-entry table in 4 s.
+    // The neighbour churns here (the attacker still holds its UDP flows of the test before).
+    const share = 2 * budget.maxFlows + 3 * budget.newFlowsPerSecond;
+    const churn = `
+      const net = require('node:net');
+      let done = 0;
+      const end = Date.now() + 5000;
+      const one = () => {
+        if (Date.now() > end) return;
+        const c = net.connect(7000, '${outside.address}');
+        c.setTimeout(1000, () => c.destroy());
+        c.on('connect', () => { done++; c.end(); });
+        c.on('close', () => setImmediate(one));
+        c.on('error', () => {});
+      };
+      for (let i = 0; i < 64; i++) one();
+      setTimeout(() => { console.log(done); process.exit(0); }, 5500);`;
+    const running = runCommand('ip', ['netns', 'exec', neighbour.netns, process.execPath, '-e', churn], {
+      timeoutMs: 20_000,
+    });
+    let most = 0;
+    const started = Date.now();
+    while (Date.now() - started < 5500) {
+      most = Math.max(most, await trackedFrom(neighbour.address));
+      await sleep(100);
+    }
+    const r = await running;
+    const connections = Number(r.stdout.trim());
+    console.log(`churn: ${connections} connections in 5 s, at most ${most} tracked (share ${share})`);
+    // Some went through, at the link's rate; the table held at most its share of them at any moment.
+    expect(connections).toBeGreaterThan(budget.newFlowsPerSecond);
+    expect(connections).toBeLessThanOrEqual(budget.newFlowsPerSecond * 7);
+    expect(most).toBeLessThanOrEqual(share);
+    // Its closed connections gone and its rate back, it connects again.
+    await sleep((WORKSPACE_CLOSED_FLOW_SECONDS + 1) * 1000);
+    expect(await connectFrom(neighbour.netns)).toBe(true);
+  });
+
   it('shares the node table out among the most links the node takes, whichever are there (red team rounds 14 and 15)', async () => {
     const before = (await listLinks('wbv')).length;
     // A table of 8,000 entries for at most 8 links: three quarters of 1,000 each.
-    const limit = await ensureWorkspaceFirewall({ ifPrefix: 'wbv', egress, conntrackMax: 8000, maxWorkspaceLinks: 8 });
-    expect(limit).toBe(750);
-    expect(await readWorkspaceFirewall()).toContain(`ct count over 750 `);
+    const shared = await ensureWorkspaceFirewall({ ifPrefix: 'wbv', egress, conntrackMax: 8000, maxWorkspaceLinks: 8 });
+    expect(shared).toEqual(splitFlowBudget(750));
+    expect(await readWorkspaceFirewall()).toContain(`ct count over ${splitFlowBudget(750).maxFlows} `);
     // With another link there, the same: a link's counter keeps the limit it was made with, so a limit that shrank
     // as links came left the early ones their larger share (round 15, G1: five workspaces filled the table).
     const extra = `wbvtx${id}`;
@@ -130,16 +178,18 @@ describe.runIf(isRoot)('the flow limit on real veths and conntrack (root)', () =
         cidr: '10.199.9.16/30',
       });
       expect((await listLinks('wbv')).length).toBe(before + 1);
-      expect(await ensureWorkspaceFirewall({ ifPrefix: 'wbv', egress, conntrackMax: 8000, maxWorkspaceLinks: 8 })).toBe(
-        750,
-      );
+      expect(
+        await ensureWorkspaceFirewall({ ifPrefix: 'wbv', egress, conntrackMax: 8000, maxWorkspaceLinks: 8 }),
+      ).toEqual(splitFlowBudget(750));
     } finally {
       await deleteLink(extra).catch(() => undefined);
       await deleteNetns(`wbfx${id}`).catch(() => undefined);
     }
     // Back to the runtimes' own.
-    expect(await ensureWorkspaceFirewall({ ifPrefix: 'wbv', egress })).toBe(
-      sharedFlowLimit(DEFAULT_MAX_FLOWS_PER_WORKSPACE, await readConntrackMax(), DEFAULT_MAX_WORKSPACE_LINKS),
+    expect(await ensureWorkspaceFirewall({ ifPrefix: 'wbv', egress })).toEqual(
+      splitFlowBudget(
+        sharedFlowLimit(DEFAULT_MAX_FLOWS_PER_WORKSPACE, await readConntrackMax(), DEFAULT_MAX_WORKSPACE_LINKS),
+      ),
     );
   });
 

@@ -1,7 +1,14 @@
 import { writeFile } from 'node:fs/promises';
 import { isIPv4, isIPv6 } from 'node:net';
 import { errnoCode, NsinsiderError, NsinsiderValidationError } from './errors.js';
-import { DEFAULT_MAX_WORKSPACE_LINKS, readConntrackMax, sharedFlowLimit } from './flow-share.js';
+import type { FlowBudget } from './flow-share.js';
+import {
+  DEFAULT_MAX_WORKSPACE_LINKS,
+  readConntrackMax,
+  sharedFlowLimit,
+  splitFlowBudget,
+  WORKSPACE_CLOSED_FLOW_SECONDS,
+} from './flow-share.js';
 import { check, isCode, tool } from './host-tool.js';
 
 /**
@@ -22,6 +29,10 @@ export const DEFAULT_MAX_FLOWS_PER_WORKSPACE = 4096;
 
 /** The dynamic set that counts each workspace link's flows, keyed by its interface index. */
 const FLOWS_SET = 'workspace_flows';
+/** The dynamic set that holds each workspace link's rate of new flows (a token bucket per interface index). */
+const FLOW_RATE_SET = 'workspace_flow_rate';
+/** Timeout policies of a workspace's TCP flows, for IPv4 and IPv6: closed ones leave the table early (flow-share.ts). */
+const CLOSED_TIMEOUT = { ip: 'workspace_closed_ip', ip6: 'workspace_closed_ip6' } as const;
 // Names that build interface names: short enough to append a 'p' for the peer's temporary name.
 const ifPrefixPattern = /^[A-Za-z][A-Za-z0-9]{0,7}$/;
 
@@ -48,6 +59,11 @@ export interface WorkspaceFirewallRequest {
    * drop new connections node-wide.
    */
   maxFlowsPerWorkspace?: number;
+  /**
+   * {@link workspaceFirewallRuleset} only: new flows a workspace link may open per second (and as many at once);
+   * default: what {@link splitFlowBudget} gives the share `maxFlowsPerWorkspace` came from.
+   */
+  newFlowsPerSecond?: number;
   /** Undefined: every address beyond the node but link-local ones is reachable. */
   egress?: WorkspaceEgress;
   /**
@@ -113,6 +129,12 @@ function skeleton(): string[] {
     // Keyed by interface index, not name: a slot's name comes back for the next workspace, an index does not, so a
     // new workspace never inherits its predecessor's flows. `size` bounds the set whatever happens.
     `  set ${FLOWS_SET} { type iface_index; size 65535; flags dynamic; }`,
+    // Refreshed by every new flow of the link, so a busy link keeps its bucket; an idle one's goes after a minute.
+    `  set ${FLOW_RATE_SET} { type iface_index; size 65535; flags dynamic,timeout; timeout 1m; }`,
+    ...(['ip', 'ip6'] as const).map(
+      (l3) =>
+        `  ct timeout ${CLOSED_TIMEOUT[l3]} { protocol tcp; l3proto ${l3}; policy = { time_wait: ${WORKSPACE_CLOSED_FLOW_SECONDS}, close: ${WORKSPACE_CLOSED_FLOW_SECONDS} }; }`,
+    ),
     // Before the usual filter priority, so that a host's own accept-all chains cannot let a workspace in.
     '  chain input { type filter hook input priority filter - 10; policy accept; }',
     '  chain forward { type filter hook forward priority filter - 10; policy accept; }',
@@ -128,6 +150,10 @@ export function workspaceFirewallRuleset(req: WorkspaceFirewallRequest): string 
   if (!Number.isSafeInteger(maxFlows) || maxFlows < 1 || maxFlows > 1_000_000) {
     throw new NsinsiderValidationError('firewall-ensure', 'maxFlowsPerWorkspace', 'must be an integer in [1, 1000000]');
   }
+  const rate = req.newFlowsPerSecond ?? splitFlowBudget(maxFlows / 0.4).newFlowsPerSecond;
+  if (!Number.isSafeInteger(rate) || rate < 1 || rate > 1_000_000) {
+    throw new NsinsiderValidationError('firewall-ensure', 'newFlowsPerSecond', 'must be an integer in [1, 1000000]');
+  }
   const ws = `"${req.ifPrefix}*"`;
   const egress = egressRules(ws, req.egress);
   return [
@@ -142,7 +168,11 @@ export function workspaceFirewallRuleset(req: WorkspaceFirewallRequest): string 
     // Only a new flow that would leave is counted (the host's input chain drops every other, so it is never
     // confirmed into the table); a dropped one leaves no entry either. Closed TCP connections (TIME_WAIT) do not count.
     // First, so that what the rules below accept (a resolver's port 53) is counted too.
+    `    iifname ${ws} ct state new update @${FLOW_RATE_SET} { iif limit rate over ${rate}/second burst ${rate} packets } counter drop`,
     `    iifname ${ws} ct state new add @${FLOWS_SET} { iif ct count over ${maxFlows} } counter drop`,
+    // Closed TCP connections are not counted above: they leave the table after seconds, not the kernel's 120 (R1).
+    `    iifname ${ws} meta nfproto ipv4 meta l4proto tcp ct state new ct timeout set "${CLOSED_TIMEOUT.ip}"`,
+    `    iifname ${ws} meta nfproto ipv6 meta l4proto tcp ct state new ct timeout set "${CLOSED_TIMEOUT.ip6}"`,
     // The resolvers' port 53 before link-local (a cloud's resolver may live there), nothing else of it after.
     ...egress.resolvers,
     // Link-local: cloud metadata services (169.254.169.254) hand out the node's credentials. IPv6 workspaces have
@@ -166,26 +196,33 @@ export function workspaceFirewallRuleset(req: WorkspaceFirewallRequest): string 
  * any address of the host are dropped (input), so are connections between workspaces, to link-local addresses
  * (cloud metadata), a workspace's new flows beyond its limit, and new connections from elsewhere into a workspace
  * (forward); replies to connections the host opened pass; traffic from workspaces to the outside is masqueraded. Also
- * turns on IPv4 forwarding, without which workspaces have no way out. Resolves with the flows each workspace link may
- * hold: `maxFlowsPerWorkspace`, or less where `maxWorkspaceLinks` links would together fill more than their share of
- * the node's conntrack table (flow-share.ts).
+ * turns on IPv4 forwarding, without which workspaces have no way out. Resolves with what each workspace link may
+ * do: its share of the node's conntrack table is `maxFlowsPerWorkspace`, or less where `maxWorkspaceLinks` links would
+ * together fill more than three quarters of it, split between the flows it holds and the new ones per second it opens
+ * (flow-share.ts: closed TCP connections linger uncounted).
  *
  * Idempotent, in one nft transaction: the chains are declared and flushed and their rules added again, so that
  * anything an operator added to them goes while the flow counts in the set stay (re-created, every workspace could
  * open its limit again at every re-install). A table that cannot be brought back that way (a chain of ours with
  * another hook or priority, a set of another type) is deleted and re-created whole, in one transaction too.
  */
-export async function ensureWorkspaceFirewall(req: WorkspaceFirewallRequest): Promise<number> {
+export async function ensureWorkspaceFirewall(req: WorkspaceFirewallRequest): Promise<FlowBudget> {
   // Checked (and refused, naming the field) before anything runs.
   workspaceFirewallRuleset(req);
   // What each link may hold so that the most links the node takes stay within their share of its table together
   // (flow-share.ts).
-  const maxFlowsPerWorkspace = sharedFlowLimit(
-    req.maxFlowsPerWorkspace ?? DEFAULT_MAX_FLOWS_PER_WORKSPACE,
-    req.conntrackMax ?? (await readConntrackMax()),
-    req.maxWorkspaceLinks ?? DEFAULT_MAX_WORKSPACE_LINKS,
+  const budget = splitFlowBudget(
+    sharedFlowLimit(
+      req.maxFlowsPerWorkspace ?? DEFAULT_MAX_FLOWS_PER_WORKSPACE,
+      req.conntrackMax ?? (await readConntrackMax()),
+      req.maxWorkspaceLinks ?? DEFAULT_MAX_WORKSPACE_LINKS,
+    ),
   );
-  const rules = workspaceFirewallRuleset({ ...req, maxFlowsPerWorkspace });
+  const rules = workspaceFirewallRuleset({
+    ...req,
+    maxFlowsPerWorkspace: budget.maxFlows,
+    newFlowsPerSecond: budget.newFlowsPerSecond,
+  });
   const flush = ['input', 'forward', 'postrouting'].map((c) => `flush chain inet ${WORKSPACE_FIREWALL_TABLE} ${c}`);
   const inPlace = [...skeleton(), ...flush, rules].join('\n');
   try {
@@ -210,7 +247,7 @@ export async function ensureWorkspaceFirewall(req: WorkspaceFirewallRequest): Pr
       cause: e,
     });
   }
-  return maxFlowsPerWorkspace;
+  return budget;
 }
 
 /** The installed host table as nft prints it, or undefined when there is none. */

@@ -17,6 +17,7 @@ import {
   limitWorkspaceConnections,
   listLinks,
   listNetns,
+  MIN_FLOWS_PER_WORKSPACE,
   NETNS_DIR,
   nonPublicNetworks,
 } from '@workbay/nsinsider';
@@ -155,13 +156,23 @@ export class WorkspaceNetworks {
         dns,
       },
     });
-    if (flows !== this.flowLimit) {
-      // Shared out of the node's conntrack table as workspaces come and go (nsinsider's flow-share.ts).
+    if (flows.maxFlows !== this.flowLimit) {
+      // Its share of the node's conntrack table (nsinsider's flow-share.ts).
       this.logger.info(
-        { maxFlowsPerWorkspace: flows, configured: this.limits.maxFlowsPerWorkspace },
-        'tracked flows each workspace may hold',
+        {
+          maxFlows: flows.maxFlows,
+          newFlowsPerSecond: flows.newFlowsPerSecond,
+          configured: this.limits.maxFlowsPerWorkspace,
+          maxWorkspaces: this.limits.maxWorkspaces,
+        },
+        'tracked flows each workspace may hold, and open per second',
       );
-      this.flowLimit = flows;
+      if (flows.maxFlows < MIN_FLOWS_PER_WORKSPACE)
+        this.logger.warn(
+          { maxFlows: flows.maxFlows },
+          "each workspace may hold few flows: raise the node's nf_conntrack_max or lower runtime.network.maxWorkspaces",
+        );
+      this.flowLimit = flows.maxFlows;
     }
   }
 
