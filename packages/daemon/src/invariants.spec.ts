@@ -59,7 +59,8 @@ describe('invariants', () => {
         initializer: { spec: { $case: 'git', value: { remoteUri: `file://${work.path}/no-such-repo.git` } as never } },
       }),
     );
-    expect(isWorkbayError(failed, 'permission-denied')).toBe(true);
+    // A missing repository: FAILED_PRECONDITION (red team round 15, G8: PERMISSION_DENIED kept the content).
+    expect(isWorkbayError(failed, 'failed-precondition')).toBe(true);
     const refused = await errorOf(t.client.backupWorkspace({ id: 'bad-init' }));
     expect(isWorkbayError(refused, 'failed-precondition')).toBe(true);
     expect(refused.message).toMatch(/not initialized/);

@@ -7,6 +7,8 @@
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -228,12 +230,33 @@ describe('git failures under workbay up', () => {
     expect(unknown.stderr).toContain('Could not resolve host: workbay-test.invalid');
     expect(unknown.stderr).not.toMatch(/failed \d+ times/);
 
-    // Nothing listens on port 1: transient, retried until the budget is spent, and the failure says so.
+    // Nothing listens on port 1: that will not change in minutes, so it fails at once, saying so (red team round 15,
+    // G7: 14 retries over 272 s).
     const refused = await workbay(['start', '--id', 'git-3', '--git', 'http://127.0.0.1:1/acme/app.git', '--wait']);
     expect(refused.code, refused.stderr).toBe(6);
-    expect(refused.stderr).toMatch(
-      /git clone of http:\/\/127\.0\.0\.1:1\/acme\/app\.git failed \d+ times over \d+s: fatal:/,
-    );
+    expect(refused.stderr).toMatch(/git cannot reach http:\/\/127\.0\.0\.1:1\/acme\/app\.git: .*Connection refused/);
+    expect(refused.stderr).not.toMatch(/failed \d+ times/);
+
+    // A server that answers 503: transient, retried until the budget is spent, and the failure says so.
+    const busy = createHttpServer((_req, res) => res.writeHead(503).end());
+    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (busy.address() as AddressInfo).port;
+      const retried = await workbay([
+        'start',
+        '--id',
+        'git-4',
+        '--git',
+        `http://127.0.0.1:${port}/acme/app.git`,
+        '--wait',
+      ]);
+      expect(retried.code, retried.stderr).toBe(6);
+      expect(retried.stderr).toMatch(
+        /git clone of http:\/\/127\.0\.0\.1:\d+\/acme\/app\.git failed \d+ times over \d+s: fatal:/,
+      );
+    } finally {
+      busy.close();
+    }
 
     child.kill('SIGINT');
   });
