@@ -47,6 +47,25 @@ export function sharedFlowLimit(configured: number, conntrackMax: number | undef
  */
 export const WORKSPACE_CLOSED_FLOW_SECONDS = 2;
 
+/**
+ * The nft `ct timeout` objects (one per address family, named `<prefix>_ip` and `<prefix>_ip6`) that give a TCP flow
+ * set to them {@link WORKSPACE_CLOSED_FLOW_SECONDS} in TIME_WAIT and CLOSE: the host table's and each workspace
+ * namespace's table declare the same policy.
+ */
+export function closedFlowTimeouts(prefix: string): {
+  readonly declarations: string[];
+  readonly names: Record<'ip' | 'ip6', string>;
+} {
+  const names = { ip: `${prefix}_ip`, ip6: `${prefix}_ip6` };
+  return {
+    names,
+    declarations: (['ip', 'ip6'] as const).map(
+      (l3) =>
+        `  ct timeout ${names[l3]} { protocol tcp; l3proto ${l3}; policy = { time_wait: ${WORKSPACE_CLOSED_FLOW_SECONDS}, close: ${WORKSPACE_CLOSED_FLOW_SECONDS} }; }`,
+    ),
+  };
+}
+
 /** What one workspace link may do with its share of the node's table. */
 export interface FlowBudget {
   /** Flows it may hold (closed TCP connections not counted: the kernel's per-key count leaves them out). */

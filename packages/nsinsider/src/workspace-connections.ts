@@ -1,5 +1,5 @@
 import { NsinsiderValidationError } from './errors.js';
-import { WORKSPACE_CLOSED_FLOW_SECONDS } from './flow-share.js';
+import { closedFlowTimeouts } from './flow-share.js';
 import { check, tool } from './host-tool.js';
 import { NETNS_DIR, netnsPattern, netnsRule } from './workspace-network.js';
 
@@ -31,16 +31,14 @@ export const DEFAULT_MAX_CONNECTIONS_PER_WORKSPACE = 4096;
  * TCP (the host does the rest: its own table, bounded per workspace), so all else is exempt before conntrack sees it.
  */
 export function workspaceConnectionLimitRuleset(max: number): string {
+  const closed = closedFlowTimeouts('closed');
   return [
     `table inet ${WORKSPACE_LIMITS_TABLE} {}`,
     `delete table inet ${WORKSPACE_LIMITS_TABLE}`,
     `table inet ${WORKSPACE_LIMITS_TABLE} {`,
     // Closed TCP connections are not counted and would stay 120 s: a loopback connect/close loop filled the table
     // (red team round 15c, N1). They leave after the host table's time for workspace flows.
-    ...(['ip', 'ip6'] as const).map(
-      (l3) =>
-        `  ct timeout closed_${l3} { protocol tcp; l3proto ${l3}; policy = { time_wait: ${WORKSPACE_CLOSED_FLOW_SECONDS}, close: ${WORKSPACE_CLOSED_FLOW_SECONDS} }; }`,
-    ),
+    ...closed.declarations,
     '  chain untracked_in {',
     '    type filter hook prerouting priority raw; policy accept;',
     '    meta l4proto != tcp notrack',
@@ -52,8 +50,8 @@ export function workspaceConnectionLimitRuleset(max: number): string {
     '  chain output {',
     '    type filter hook output priority filter; policy accept;',
     `    meta l4proto tcp ct state new ct count over ${max} counter reject with tcp reset`,
-    '    meta nfproto ipv4 meta l4proto tcp ct state new ct timeout set "closed_ip"',
-    '    meta nfproto ipv6 meta l4proto tcp ct state new ct timeout set "closed_ip6"',
+    `    meta nfproto ipv4 meta l4proto tcp ct state new ct timeout set "${closed.names.ip}"`,
+    `    meta nfproto ipv6 meta l4proto tcp ct state new ct timeout set "${closed.names.ip6}"`,
     '  }',
     '}',
     '',

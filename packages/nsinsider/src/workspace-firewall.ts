@@ -6,8 +6,8 @@ import {
   DEFAULT_MAX_WORKSPACE_LINKS,
   readConntrackMax,
   sharedFlowLimit,
+  closedFlowTimeouts,
   splitFlowBudget,
-  WORKSPACE_CLOSED_FLOW_SECONDS,
 } from './flow-share.js';
 import { check, isCode, tool } from './host-tool.js';
 
@@ -32,7 +32,7 @@ const FLOWS_SET = 'workspace_flows';
 /** The dynamic set that holds each workspace link's rate of new flows (a token bucket per interface index). */
 const FLOW_RATE_SET = 'workspace_flow_rate';
 /** Timeout policies of a workspace's TCP flows, for IPv4 and IPv6: closed ones leave the table early (flow-share.ts). */
-const CLOSED_TIMEOUT = { ip: 'workspace_closed_ip', ip6: 'workspace_closed_ip6' } as const;
+const CLOSED_TIMEOUT = closedFlowTimeouts('workspace_closed');
 // Names that build interface names: short enough to append a 'p' for the peer's temporary name.
 const ifPrefixPattern = /^[A-Za-z][A-Za-z0-9]{0,7}$/;
 
@@ -131,10 +131,7 @@ function skeleton(): string[] {
     `  set ${FLOWS_SET} { type iface_index; size 65535; flags dynamic; }`,
     // Refreshed by every new flow of the link, so a busy link keeps its bucket; an idle one's goes after a minute.
     `  set ${FLOW_RATE_SET} { type iface_index; size 65535; flags dynamic,timeout; timeout 1m; }`,
-    ...(['ip', 'ip6'] as const).map(
-      (l3) =>
-        `  ct timeout ${CLOSED_TIMEOUT[l3]} { protocol tcp; l3proto ${l3}; policy = { time_wait: ${WORKSPACE_CLOSED_FLOW_SECONDS}, close: ${WORKSPACE_CLOSED_FLOW_SECONDS} }; }`,
-    ),
+    ...CLOSED_TIMEOUT.declarations,
     // Before the usual filter priority, so that a host's own accept-all chains cannot let a workspace in.
     '  chain input { type filter hook input priority filter - 10; policy accept; }',
     '  chain forward { type filter hook forward priority filter - 10; policy accept; }',
@@ -171,8 +168,8 @@ export function workspaceFirewallRuleset(req: WorkspaceFirewallRequest): string 
     `    iifname ${ws} ct state new update @${FLOW_RATE_SET} { iif limit rate over ${rate}/second burst ${rate} packets } counter drop`,
     `    iifname ${ws} ct state new add @${FLOWS_SET} { iif ct count over ${maxFlows} } counter drop`,
     // Closed TCP connections are not counted above: they leave the table after seconds, not the kernel's 120 (R1).
-    `    iifname ${ws} meta nfproto ipv4 meta l4proto tcp ct state new ct timeout set "${CLOSED_TIMEOUT.ip}"`,
-    `    iifname ${ws} meta nfproto ipv6 meta l4proto tcp ct state new ct timeout set "${CLOSED_TIMEOUT.ip6}"`,
+    `    iifname ${ws} meta nfproto ipv4 meta l4proto tcp ct state new ct timeout set "${CLOSED_TIMEOUT.names.ip}"`,
+    `    iifname ${ws} meta nfproto ipv6 meta l4proto tcp ct state new ct timeout set "${CLOSED_TIMEOUT.names.ip6}"`,
     // The resolvers' port 53 before link-local (a cloud's resolver may live there), nothing else of it after.
     ...egress.resolvers,
     // Link-local: cloud metadata services (169.254.169.254) hand out the node's credentials. IPv6 workspaces have

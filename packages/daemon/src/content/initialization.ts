@@ -119,11 +119,17 @@ export class WorkspaceInitialization {
     registry.add(ws);
     let hostId: number | undefined;
     try {
-      // Claimed node-wide (host-id-claims.ts), so after the registration: the claim is the first await.
-      hostId = await hostIds?.allocate();
+      // Claimed node-wide (host-id-claims.ts), so after the registration: the claim is the first await. The three
+      // steps are independent and each waits on the disk (a claim file, statfs, a tombstone): together, about 5 ms
+      // of a start. All three settle before anything is judged, so a refusal never leaves a claim behind.
+      const [claimed, space, tombstone] = await Promise.allSettled([
+        hostIds?.allocate(),
+        options.diskGuard.assertSpace(),
+        registry.store.removeTombstone(input.instanceId),
+      ]);
+      if (claimed.status === 'fulfilled') hostId = claimed.value;
+      for (const step of [claimed, space, tombstone]) if (step.status === 'rejected') throw step.reason;
       if (hostId !== undefined) ws.state = { ...ws.state, hostUser: { uid: hostId, gid: hostId } };
-      await options.diskGuard.assertSpace();
-      await registry.store.removeTombstone(input.instanceId);
       await registry.store.save(ws.state);
     } catch (error) {
       registry.delete(input.instanceId);
@@ -198,34 +204,45 @@ export class WorkspaceInitialization {
       if (signal.aborted) throw signal.reason;
       source = populated.source;
       const { metrics, gitLocations } = populated;
-      await writeReadyMarker(
-        root,
-        {
-          source,
-          metrics: metrics.map((m) => ({ type: m.type, durationMs: m.durationMs, bytes: m.bytes })),
+      const finishContent = async (): Promise<void> => {
+        await writeReadyMarker(
+          root,
+          {
+            source,
+            metrics: metrics.map((m) => ({ type: m.type, durationMs: m.durationMs, bytes: m.bytes })),
+            instanceId: input.instanceId,
+            workspaceId: ws.state.workspaceId,
+            readyAt: new Date().toISOString(),
+          },
+          owner,
+          logger,
+        );
+        if (owner && !populated.contentOwned) {
+          // Whatever the initializer wrote as root (or with the archive's owners) becomes the workspace's. An
+          // initializer that wrote as the workspace's user (git) needs no walk.
+          const owned = await ownTree(root, owner.uid, owner.gid);
+          if (owned.changed > 0) logger.info({ ...owned, uid: owner.uid }, 'gave the content to the workspace user');
+        }
+        // A restored archive may carry its own mode for the root: the host's mode is not the content's to choose.
+        await chmod(root, contentRootMode);
+        // From here on, IO on the content is the workspace's (the restore above was the daemon's, unthrottled).
+        if (ws.state.quota) await options.quota.limitIo?.(input.instanceId, root, ws.state.quota);
+      };
+      // The in-workspace service's socket is made beside the marker's fsyncs, not after them (about 6 ms of a
+      // start): it lives outside the content and needs only the root's owner, set above. Nobody can reach it
+      // before InitWorkspace answers (no workspace process runs yet), and a failure of either side fails the
+      // start, whose disposal closes the service. Both settle before anything is judged, so no write of this
+      // start runs on once its failure is seen.
+      const [content, service] = await Promise.allSettled([
+        finishContent(),
+        options.lifecycle?.contentReady({
           instanceId: input.instanceId,
           workspaceId: ws.state.workspaceId,
-          readyAt: new Date().toISOString(),
-        },
-        owner,
-        logger,
-      );
-      if (owner && !populated.contentOwned) {
-        // Whatever the initializer wrote as root (or with the archive's owners) becomes the workspace's. An
-        // initializer that wrote as the workspace's user (git) needs no walk.
-        const owned = await ownTree(root, owner.uid, owner.gid);
-        if (owned.changed > 0) logger.info({ ...owned, uid: owner.uid }, 'gave the content to the workspace user');
-      }
-      // A restored archive may carry its own mode for the root: the host's mode is not the content's to choose.
-      await chmod(root, contentRootMode);
-      // From here on, IO on the content is the workspace's (the restore above was the daemon's, unthrottled).
-      if (ws.state.quota) await options.quota.limitIo?.(input.instanceId, root, ws.state.quota);
-      await options.lifecycle?.contentReady({
-        instanceId: input.instanceId,
-        workspaceId: ws.state.workspaceId,
-        contentLocation: root,
-        ...(owner ? { hostUser: owner } : {}),
-      });
+          contentLocation: root,
+          ...(owner ? { hostUser: owner } : {}),
+        }),
+      ]);
+      for (const step of [content, service]) if (step.status === 'rejected') throw step.reason;
       await registry.persist(ws, {
         ...(populated.backupBase !== undefined ? { backupBase: populated.backupBase } : {}),
         phase: 'ready',
