@@ -49,20 +49,27 @@ export const WORKSPACE_CLOSED_FLOW_SECONDS = 2;
 
 /**
  * The nft `ct timeout` objects (one per address family, named `<prefix>_ip` and `<prefix>_ip6`) that give a TCP flow
- * set to them {@link WORKSPACE_CLOSED_FLOW_SECONDS} in TIME_WAIT and CLOSE: the host table's and each workspace
- * namespace's table declare the same policy.
+ * set to them {@link WORKSPACE_CLOSED_FLOW_SECONDS} in TIME_WAIT and CLOSE, and the rules that set them on new TCP
+ * flows matching `match` (e.g. `iifname "wbv*" `): the host table's and each workspace namespace's table use both.
  */
 export function closedFlowTimeouts(prefix: string): {
   readonly declarations: string[];
-  readonly names: Record<'ip' | 'ip6', string>;
+  readonly setOn: (match: string) => string[];
 } {
-  const names = { ip: `${prefix}_ip`, ip6: `${prefix}_ip6` };
+  const families = [
+    ['ip', 'ipv4'],
+    ['ip6', 'ipv6'],
+  ] as const;
   return {
-    names,
-    declarations: (['ip', 'ip6'] as const).map(
-      (l3) =>
-        `  ct timeout ${names[l3]} { protocol tcp; l3proto ${l3}; policy = { time_wait: ${WORKSPACE_CLOSED_FLOW_SECONDS}, close: ${WORKSPACE_CLOSED_FLOW_SECONDS} }; }`,
+    declarations: families.map(
+      ([l3]) =>
+        `  ct timeout ${prefix}_${l3} { protocol tcp; l3proto ${l3}; policy = { time_wait: ${WORKSPACE_CLOSED_FLOW_SECONDS}, close: ${WORKSPACE_CLOSED_FLOW_SECONDS} }; }`,
     ),
+    setOn: (match) =>
+      families.map(
+        ([l3, nfproto]) =>
+          `    ${match}meta nfproto ${nfproto} meta l4proto tcp ct state new ct timeout set "${prefix}_${l3}"`,
+      ),
   };
 }
 

@@ -1,7 +1,8 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { connect } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { limitWorkspaceConnections } from './workspace-connections.js';
-import { createNetns, deleteNetns } from './workspace-network.js';
+import { createNetns, createWorkspaceVeth, deleteLink, deleteNetns } from './workspace-network.js';
 
 const isRoot = process.getuid?.() === 0;
 
@@ -23,6 +24,27 @@ function connectMany(netns: string, count: number): { connected: number; refused
   });
   const [connected, refused] = r.stdout.trim().split(' ').map(Number);
   return { connected: connected ?? -1, refused: refused ?? -1 };
+}
+
+/** Live entries of the namespace's conntrack table. */
+function trackedIn(netns: string): number {
+  const r = spawnSync('ip', ['netns', 'exec', netns, 'cat', '/proc/net/nf_conntrack'], { encoding: 'utf8' });
+  return r.stdout.split('\n').filter(Boolean).length;
+}
+
+/** One TCP connection from here, closed at once: 1 when it connected. */
+function connectClose(address: string, port: number): Promise<number> {
+  return new Promise((resolve) => {
+    const socket = connect(port, address);
+    let connected = 0;
+    socket.setTimeout(1000, () => socket.destroy());
+    socket.once('connect', () => {
+      connected = 1;
+      socket.end();
+    });
+    socket.once('close', () => resolve(connected));
+    socket.once('error', () => undefined);
+  });
 }
 
 describe.runIf(isRoot)('limitWorkspaceConnections (root, real netns and nftables)', () => {
@@ -97,6 +119,41 @@ describe.runIf(isRoot)('limitWorkspaceConnections (root, real netns and nftables
     expect(after).toBeGreaterThan(1000);
     // ...and gone seconds later.
     expect(later).toBeLessThan(10);
+  });
+
+  it('closed connections into the namespace leave its table within seconds too (red team round 16, H1: the proxy’s)', async () => {
+    const netns = `wbconni-${process.pid}`;
+    const hostLink = `wbtci${process.pid % 10000}`;
+    await createNetns(netns);
+    made.push(netns);
+    await createWorkspaceVeth({ hostIfName: hostLink, alias: 'workbay test inbound', netns, cidr: '10.199.10.0/30' });
+    try {
+      await limitWorkspaceConnections(netns, 100);
+      // A server in the namespace that closes each connection; the host connects 500 times, as the port proxy does.
+      const accept = `require('node:net').createServer((s) => s.end()).listen(7002, '0.0.0.0');setTimeout(() => process.exit(0), 20000);`;
+      const server = spawn('ip', ['netns', 'exec', netns, process.execPath, '-e', accept], { stdio: 'ignore' });
+      try {
+        let opened = 0;
+        // Until the server listens.
+        for (let attempt = 0; attempt < 100 && opened === 0; attempt++) {
+          opened = await connectClose('10.199.10.2', 7002);
+          if (!opened) await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+        for (let i = 1; i < 500; i++) opened += await connectClose('10.199.10.2', 7002);
+        const after = trackedIn(netns);
+        await new Promise((resolve) => setTimeout(resolve, 4000));
+        const later = trackedIn(netns);
+        expect(opened).toBe(500);
+        // All there at first (the kernel's default would keep them 120 s)...
+        expect(after).toBeGreaterThan(400);
+        // ...and gone seconds later.
+        expect(later).toBeLessThan(10);
+      } finally {
+        server.kill('SIGKILL');
+      }
+    } finally {
+      await deleteLink(hostLink).catch(() => undefined);
+    }
   });
 
   it('names the field of a bad request and runs nothing', async () => {

@@ -121,6 +121,38 @@ describe.runIf(isRoot)('the flow limit on real veths and conntrack (root)', () =
     expect(await connectFrom(neighbour.netns)).toBe(true);
   });
 
+  it("lets the host's closed connections into a workspace leave the table within seconds (red team round 16, H1)", async () => {
+    // The port proxy opens a connection per request; each closed one stayed 120 s (TIME_WAIT), and one anonymous
+    // client of one public port filled the node's table. Here the host opens and closes 500 into the neighbour.
+    const accept = `require('node:net').createServer((s) => s.end()).listen(7001, '0.0.0.0');setTimeout(() => process.exit(0), 20000);`;
+    const listening = runCommand('ip', ['netns', 'exec', neighbour.netns, process.execPath, '-e', accept], {
+      timeoutMs: 25_000,
+    });
+    try {
+      const closedBefore = await trackedTo(neighbour.address, 7001);
+      let opened = 0;
+      // Until the server listens.
+      for (let attempt = 0; attempt < 100 && opened === 0; attempt++) {
+        opened = await connectCloseMany(neighbour.address, 7001, 1);
+        if (!opened) await sleep(50);
+      }
+      opened += await connectCloseMany(neighbour.address, 7001, 500);
+      const after = (await trackedTo(neighbour.address, 7001)) - closedBefore;
+      await sleep((WORKSPACE_CLOSED_FLOW_SECONDS + 2) * 1000);
+      const later = await trackedTo(neighbour.address, 7001);
+      console.log(`host → workspace: ${opened} closed connections, ${after} tracked at once, ${later} seconds later`);
+      // All there at first (without the rule they stay 120 s)...
+      expect(after).toBeGreaterThan(400);
+      // ...and gone seconds later.
+      expect(later).toBeLessThan(10);
+    } finally {
+      await runCommand('ip', ['netns', 'pids', neighbour.netns]).then((r) => {
+        for (const pid of r.stdout.split('\n').filter(Boolean)) process.kill(Number(pid), 'SIGKILL');
+      });
+      await listening;
+    }
+  });
+
   it('keeps a workspace that opens and closes connections in a loop within its share (red team round 15b, R1)', async () => {
     // Closed TCP connections are not counted, and lingered 120 s: one workspace filled a 16,384-entry table in 4 s.
     // The neighbour churns here (the attacker still holds its UDP flows of the test before).
@@ -208,6 +240,29 @@ describe.runIf(isRoot)('the flow limit on real veths and conntrack (root)', () =
 async function trackedFrom(address: string): Promise<number> {
   const text = await readFile('/proc/net/nf_conntrack', 'utf8');
   return text.split('\n').filter((l) => l.includes(` src=${address} `)).length;
+}
+
+/** Tracked connections of this netns (the host's) to `address:port`. */
+async function trackedTo(address: string, port: number): Promise<number> {
+  const text = await readFile('/proc/net/nf_conntrack', 'utf8');
+  return text.split('\n').filter((l) => l.includes(` dst=${address} `) && l.includes(` dport=${port} `)).length;
+}
+
+/** Opens `count` TCP connections from here to `address:port` one after another, each closed at once. */
+async function connectCloseMany(address: string, port: number, count: number): Promise<number> {
+  const { connect } = await import('node:net');
+  let opened = 0;
+  for (let i = 0; i < count; i++) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const socket = connect(port, address);
+      socket.setTimeout(1000, () => socket.destroy());
+      socket.once('connect', () => socket.end());
+      socket.once('close', (hadError) => resolve(!hadError));
+      socket.once('error', () => resolve(false));
+    });
+    if (ok) opened += 1;
+  }
+  return opened;
 }
 
 /** Packets the flow-limit rule dropped so far. */
