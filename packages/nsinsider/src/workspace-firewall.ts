@@ -226,7 +226,9 @@ export async function ensureWorkspaceFirewall(req: WorkspaceFirewallRequest): Pr
     maxFlowsPerWorkspace: budget.maxFlows,
     newFlowsPerSecond: budget.newFlowsPerSecond,
   });
-  const flush = ['input', 'forward', 'postrouting'].map((c) => `flush chain inet ${WORKSPACE_FIREWALL_TABLE} ${c}`);
+  const flush = ['input', 'forward', 'output', 'postrouting'].map(
+    (c) => `flush chain inet ${WORKSPACE_FIREWALL_TABLE} ${c}`,
+  );
   const inPlace = [...skeleton(), ...flush, rules].join('\n');
   try {
     await tool('firewall-ensure', 'nft', ['-f', '-'], inPlace);
