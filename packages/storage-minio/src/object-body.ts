@@ -39,6 +39,35 @@ export function getObjectBody(url: URL, what: string): Promise<ObjectBodyRespons
   });
 }
 
+/** What reads the answer to {@link openDirectGet}: the socket reads into `room()`; `onRead` false pauses it. */
+export interface DirectGetReader {
+  room(): Uint8Array;
+  onRead(bytes: number): boolean;
+  fail(error: Error): void;
+  onClose(): void;
+}
+
+/**
+ * Sends a plain-HTTP GET of a presigned URL (with `extraHeaders`, each ending in CRLF) on a socket that reads straight
+ * into the reader's buffers; the connection is closed after the answer (`Connection: close`).
+ */
+export function openDirectGet(url: URL, extraHeaders: string, reader: DirectGetReader): Socket {
+  const request =
+    `GET ${url.pathname}${url.search} HTTP/1.1\r\nHost: ${url.host}\r\nUser-Agent: workbay-storage-minio\r\n` +
+    `${extraHeaders}Connection: close\r\n\r\n`;
+  const socket = connect(
+    {
+      host: url.hostname.replace(/^\[|\]$/g, ''),
+      port: Number(url.port || 80),
+      onread: { buffer: () => reader.room(), callback: (bytes) => reader.onRead(bytes) },
+    },
+    () => socket.write(request),
+  );
+  socket.on('error', (error) => reader.fail(error));
+  socket.on('close', () => reader.onClose());
+  return socket;
+}
+
 type Phase = 'head' | 'body' | 'done';
 
 class ObjectBodyReader {
@@ -59,20 +88,12 @@ class ObjectBodyReader {
   ) {}
 
   connect(url: URL): void {
-    const request =
-      `GET ${url.pathname}${url.search} HTTP/1.1\r\nHost: ${url.host}\r\nUser-Agent: workbay-storage-minio\r\n` +
-      'Connection: close\r\n\r\n';
-    const socket = connect(
-      {
-        host: url.hostname.replace(/^\[|\]$/g, ''),
-        port: Number(url.port || 80),
-        onread: { buffer: () => this.room(), callback: (bytes) => this.onRead(bytes) },
-      },
-      () => socket.write(request),
-    );
-    this.socket = socket;
-    socket.on('error', (error) => this.fail(error));
-    socket.on('close', () => this.onClose());
+    this.socket = openDirectGet(url, '', {
+      room: () => this.room(),
+      onRead: (bytes) => this.onRead(bytes),
+      fail: (error) => this.fail(error),
+      onClose: () => this.onClose(),
+    });
   }
 
   /** Where the next read goes: the rest of the current buffer. */

@@ -1,8 +1,7 @@
-import { connect } from 'node:net';
 import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import { CancelledError, UnavailableError } from '@workbay/api';
-import { maxResponseHeadBytes, parseHead } from './object-body.js';
+import { maxResponseHeadBytes, openDirectGet, parseHead } from './object-body.js';
 
 /**
  * Reads bytes `offset …` of an object into `into` over a presigned plain-HTTP GET with a `Range`, the socket read
@@ -56,20 +55,12 @@ class RangeReader {
   connect(url: URL): void {
     if (this.settled) return;
     const last = this.offset + this.into.length - 1;
-    const request =
-      `GET ${url.pathname}${url.search} HTTP/1.1\r\nHost: ${url.host}\r\nUser-Agent: workbay-storage-minio\r\n` +
-      `Range: bytes=${this.offset}-${last}\r\nConnection: close\r\n\r\n`;
-    const socket = connect(
-      {
-        host: url.hostname.replace(/^\[|\]$/g, ''),
-        port: Number(url.port || 80),
-        onread: { buffer: () => this.room(), callback: (bytes) => this.onRead(bytes) },
-      },
-      () => socket.write(request),
-    );
-    this.socket = socket;
-    socket.on('error', (error) => this.fail(error));
-    socket.on('close', () => this.onClose());
+    this.socket = openDirectGet(url, `Range: bytes=${this.offset}-${last}\r\n`, {
+      room: () => this.room(),
+      onRead: (bytes) => this.onRead(bytes),
+      fail: (error) => this.fail(error),
+      onClose: () => this.onClose(),
+    });
   }
 
   /** The head buffer until the head is in, then the rest of the caller's buffer (never empty while reading). */
