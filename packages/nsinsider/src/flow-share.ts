@@ -47,23 +47,34 @@ export function sharedFlowLimit(configured: number, conntrackMax: number | undef
  */
 export const WORKSPACE_CLOSED_FLOW_SECONDS = 2;
 
+/** TCP states a workspace's closed connection lingers in: the kernel keeps TIME_WAIT 120 s and CLOSE 10 s. */
+const closedStates = ['time_wait', 'close'] as const;
+
 /**
- * The nft `ct timeout` objects (one per address family, named `<prefix>_ip` and `<prefix>_ip6`) that give a TCP flow
- * set to them {@link WORKSPACE_CLOSED_FLOW_SECONDS} in TIME_WAIT and CLOSE, and the rules that set them on new TCP
- * flows matching `match` (e.g. `iifname "wbv*" `): the host table's and each workspace namespace's table use both.
+ * TCP states a connection the host opened into a workspace (the port proxy's, a readiness probe) can be held in by a
+ * workspace that stalls it: a SYN it never answers (120 s), a FIN it acknowledges but never answers (CLOSE_WAIT, 60
+ * s: red team round 16b held 20,115 such entries from one process), then the closed states. The host's side gives
+ * up on them within seconds anyway (the proxy's grace after an end is 2 s), so their entries need not outlive that.
  */
-export function closedFlowTimeouts(prefix: string): {
+const inboundStates = ['syn_sent', 'syn_recv', 'fin_wait', 'close_wait', 'last_ack', ...closedStates] as const;
+
+/** nft `ct timeout` objects for TCP and the rules that set them on new flows (see the two functions below). */
+export interface FlowTimeouts {
+  /** The objects, one per address family (`<prefix>_ip`, `<prefix>_ip6`), for a table's body. */
   readonly declarations: string[];
+  /** Rules setting them on new TCP flows matching `match` (e.g. `iifname "wbv*" `), for a chain's body. */
   readonly setOn: (match: string) => string[];
-} {
+}
+
+function flowTimeouts(prefix: string, states: readonly string[]): FlowTimeouts {
   const families = [
     ['ip', 'ipv4'],
     ['ip6', 'ipv6'],
   ] as const;
+  const policy = states.map((state) => `${state}: ${WORKSPACE_CLOSED_FLOW_SECONDS}`).join(', ');
   return {
     declarations: families.map(
-      ([l3]) =>
-        `  ct timeout ${prefix}_${l3} { protocol tcp; l3proto ${l3}; policy = { time_wait: ${WORKSPACE_CLOSED_FLOW_SECONDS}, close: ${WORKSPACE_CLOSED_FLOW_SECONDS} }; }`,
+      ([l3]) => `  ct timeout ${prefix}_${l3} { protocol tcp; l3proto ${l3}; policy = { ${policy} }; }`,
     ),
     setOn: (match) =>
       families.map(
@@ -71,6 +82,22 @@ export function closedFlowTimeouts(prefix: string): {
           `    ${match}meta nfproto ${nfproto} meta l4proto tcp ct state new ct timeout set "${prefix}_${l3}"`,
       ),
   };
+}
+
+/**
+ * For a workspace's own TCP connections: {@link WORKSPACE_CLOSED_FLOW_SECONDS} in TIME_WAIT and CLOSE (the host
+ * table's flows from workspace links, the loopback and outgoing ones in each workspace's namespace).
+ */
+export function closedFlowTimeouts(prefix: string): FlowTimeouts {
+  return flowTimeouts(prefix, closedStates);
+}
+
+/**
+ * For TCP connections into a workspace: {@link WORKSPACE_CLOSED_FLOW_SECONDS} in every state but ESTABLISHED (the
+ * host table's flows to workspace links, and the incoming ones in each workspace's namespace).
+ */
+export function inboundFlowTimeouts(prefix: string): FlowTimeouts {
+  return flowTimeouts(prefix, inboundStates);
 }
 
 /** What one workspace link may do with its share of the node's table. */

@@ -1,5 +1,5 @@
 import { NsinsiderValidationError } from './errors.js';
-import { closedFlowTimeouts } from './flow-share.js';
+import { closedFlowTimeouts, inboundFlowTimeouts } from './flow-share.js';
 import { check, tool } from './host-tool.js';
 import { NETNS_DIR, netnsPattern, netnsRule } from './workspace-network.js';
 
@@ -32,6 +32,7 @@ export const DEFAULT_MAX_CONNECTIONS_PER_WORKSPACE = 4096;
  */
 export function workspaceConnectionLimitRuleset(max: number): string {
   const closed = closedFlowTimeouts('closed');
+  const inbound = inboundFlowTimeouts('inbound');
   return [
     `table inet ${WORKSPACE_LIMITS_TABLE} {}`,
     `delete table inet ${WORKSPACE_LIMITS_TABLE}`,
@@ -39,6 +40,7 @@ export function workspaceConnectionLimitRuleset(max: number): string {
     // Closed TCP connections are not counted and would stay 120 s: a loopback connect/close loop filled the table
     // (red team round 15c, N1). They leave after the host table's time for workspace flows.
     ...closed.declarations,
+    ...inbound.declarations,
     '  chain untracked_in {',
     '    type filter hook prerouting priority raw; policy accept;',
     '    meta l4proto != tcp notrack',
@@ -52,11 +54,12 @@ export function workspaceConnectionLimitRuleset(max: number): string {
     `    meta l4proto tcp ct state new ct count over ${max} counter reject with tcp reset`,
     ...closed.setOn(''),
     '  }',
-    // Connections into the workspace (the port proxy's, one per request) close early here too: they filled this
-    // table as they filled the host's (red team round 16, H1: 77,644 entries). Not counted: the proxy bounds them.
+    // Connections into the workspace (the port proxy's, one per request) leave early here too, in every state but
+    // ESTABLISHED: they filled this table as they filled the host's (red team round 16, H1: 77,644 entries). Not
+    // counted: the proxy bounds them.
     '  chain input {',
     '    type filter hook input priority filter; policy accept;',
-    ...closed.setOn(''),
+    ...inbound.setOn(''),
     '  }',
     '}',
     '',

@@ -161,6 +161,37 @@ describe.runIf(isRoot)('the flow limit on real veths and conntrack (root)', () =
     }
   });
 
+  it('lets the host’s connections a workspace never closes leave the table within seconds too (red team round 16b)', async () => {
+    // A workspace that acknowledges the proxy's end but never closes its side held each entry 60 s (CLOSE_WAIT).
+    const port = 30_000 + (process.pid % 10_000);
+    const hold = `const held = []; require('node:net').createServer({ allowHalfOpen: true }, (s) => held.push(s)).listen(${port}, '0.0.0.0');setTimeout(() => process.exit(0), 20000);`;
+    const listening = runCommand('ip', ['netns', 'exec', neighbour.netns, process.execPath, '-e', hold], {
+      timeoutMs: 25_000,
+    });
+    try {
+      let opened = 0;
+      for (let attempt = 0; attempt < 100 && opened === 0; attempt++) {
+        opened = await connectCloseMany(neighbour.address, port, 1, 'destroy');
+        if (!opened) await sleep(50);
+      }
+      opened += await connectCloseMany(neighbour.address, port, 300, 'destroy');
+      await sleep(300);
+      const after = await trackedTo(neighbour.address, port);
+      await sleep((WORKSPACE_CLOSED_FLOW_SECONDS + 2) * 1000);
+      const later = await trackedTo(neighbour.address, port);
+      console.log(
+        `host → workspace, never closed there: ${opened} connections, ${after} tracked, ${later} seconds later`,
+      );
+      expect(after).toBeGreaterThan(250);
+      expect(later).toBeLessThan(10);
+    } finally {
+      await runCommand('ip', ['netns', 'pids', neighbour.netns]).then((r) => {
+        for (const pid of r.stdout.split('\n').filter(Boolean)) process.kill(Number(pid), 'SIGKILL');
+      });
+      await listening;
+    }
+  });
+
   it('keeps a workspace that opens and closes connections in a loop within its share (red team round 15b, R1)', async () => {
     // Closed TCP connections are not counted, and lingered 120 s: one workspace filled a 16,384-entry table in 4 s.
     // The neighbour churns here (the attacker still holds its UDP flows of the test before).
@@ -256,15 +287,23 @@ async function trackedTo(address: string, port: number): Promise<number> {
   return text.split('\n').filter((l) => l.includes(` dst=${address} `) && l.includes(` dport=${port} `)).length;
 }
 
-/** Opens `count` TCP connections from here to `address:port` one after another, each closed at once. */
-async function connectCloseMany(address: string, port: number, count: number): Promise<number> {
+/**
+ * Opens `count` TCP connections from here to `address:port` one after another, each closed at once: ended (both
+ * sides close), or destroyed (this side's descriptor is gone whatever the other side does).
+ */
+async function connectCloseMany(
+  address: string,
+  port: number,
+  count: number,
+  how: 'end' | 'destroy' = 'end',
+): Promise<number> {
   const { connect } = await import('node:net');
   let opened = 0;
   for (let i = 0; i < count; i++) {
     const ok = await new Promise<boolean>((resolve) => {
       const socket = connect(port, address);
       socket.setTimeout(1000, () => socket.destroy());
-      socket.once('connect', () => socket.end());
+      socket.once('connect', () => (how === 'end' ? socket.end() : socket.destroy()));
       socket.once('close', (hadError) => resolve(!hadError));
       socket.once('error', () => resolve(false));
     });

@@ -7,6 +7,7 @@ import {
   readConntrackMax,
   sharedFlowLimit,
   closedFlowTimeouts,
+  inboundFlowTimeouts,
   splitFlowBudget,
 } from './flow-share.js';
 import { check, isCode, tool } from './host-tool.js';
@@ -33,6 +34,8 @@ const FLOWS_SET = 'workspace_flows';
 const FLOW_RATE_SET = 'workspace_flow_rate';
 /** Timeout policies of a workspace's TCP flows, for IPv4 and IPv6: closed ones leave the table early (flow-share.ts). */
 const CLOSED_TIMEOUT = closedFlowTimeouts('workspace_closed');
+/** For the host's connections into workspaces: every state but ESTABLISHED is short (flow-share.ts). */
+const INBOUND_TIMEOUT = inboundFlowTimeouts('workspace_inbound');
 // Names that build interface names: short enough to append a 'p' for the peer's temporary name.
 const ifPrefixPattern = /^[A-Za-z][A-Za-z0-9]{0,7}$/;
 
@@ -132,6 +135,7 @@ function skeleton(): string[] {
     // Refreshed by every new flow of the link, so a busy link keeps its bucket; an idle one's goes after a minute.
     `  set ${FLOW_RATE_SET} { type iface_index; size 65535; flags dynamic,timeout; timeout 1m; }`,
     ...CLOSED_TIMEOUT.declarations,
+    ...INBOUND_TIMEOUT.declarations,
     // Before the usual filter priority, so that a host's own accept-all chains cannot let a workspace in.
     '  chain input { type filter hook input priority filter - 10; policy accept; }',
     '  chain forward { type filter hook forward priority filter - 10; policy accept; }',
@@ -180,11 +184,12 @@ export function workspaceFirewallRuleset(req: WorkspaceFirewallRequest): string 
     `    oifname ${ws} ct state established,related accept`,
     `    oifname ${ws} counter drop`,
     '  }',
-    // The host's own connections into workspaces (the port proxy opens one per request, readiness probes) close
+    // The host's own connections into workspaces (the port proxy opens one per request, readiness probes) leave
     // early too: in the kernel's 120 s of TIME_WAIT, one anonymous client of one public port filled the node's
-    // table with the proxy's closed connections (red team round 16, H1: 90,045 entries in 150 s).
+    // table with the proxy's closed connections (red team round 16, H1: 90,045 entries in 150 s), and a workspace
+    // that never closed its side held them 60 s in CLOSE_WAIT (16b: 20,115 from one process).
     '  chain output {',
-    ...CLOSED_TIMEOUT.setOn(`oifname ${ws} `),
+    ...INBOUND_TIMEOUT.setOn(`oifname ${ws} `),
     '  }',
     '  chain postrouting {',
     `    iifname ${ws} oifname != ${ws} masquerade`,
