@@ -34,8 +34,12 @@ async function relay(
     },
   );
   for (let at = 0; at < answer.length && finished === undefined && !tunnelled; at += step) {
-    upstream.write(answer.subarray(at, at + step));
+    // Each chunk is a copy that is scribbled over once handed in, as a socket reuses its read buffer: an answer
+    // that comes out right was copied, not kept as views (16b: views of 64 KiB read buffers held hundreds of MB).
+    const chunk = Buffer.from(answer.subarray(at, at + step));
+    upstream.write(chunk);
     await new Promise((resolve) => setImmediate(resolve));
+    chunk.fill(0x58);
   }
   upstream.unpipe();
   return { judged, ...(finished !== undefined ? { finished } : {}), tunnelled, written: Buffer.concat(written) };

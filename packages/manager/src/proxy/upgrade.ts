@@ -144,34 +144,38 @@ export function relayAnswer(
   // all there. Judging every chunk (a copy of all bytes so far, and a parse of the whole head) let a workspace that
   // sent a 64 KB head and then a byte every 20 ms on 400 handshakes keep the manager's core busy, and every owner's
   // proxied requests waited 16-20 s (red team round 16, H2).
-  const chunks: Buffer[] = [];
+  // The bytes are copied into one buffer that grows by doubling (bounded below): a chunk kept as it came is a view of
+  // the socket's 64 KiB read buffer, and 400 handshakes trickling single bytes held hundreds of MB that way (16b).
+  let store = Buffer.allocUnsafe(4096);
   let received = 0;
-  /** The last bytes seen while the head's end was not, so that an empty line across two chunks is found. */
-  let tail = Buffer.alloc(0);
   let headEnded = false;
   let needed = 0;
   const onData = (chunk: Buffer): void => {
-    chunks.push(chunk);
-    received += chunk.length;
-    if (!headEnded) {
-      const window = Buffer.concat([tail, chunk]);
-      // An empty line (LF LF or LF CR LF: the head parser takes LF line ends too) ends the head.
-      headEnded = window.includes('\n\n') || window.includes('\n\r\n');
-      tail = window.subarray(Math.max(0, window.length - 2));
-      if (!headEnded && received <= maxAnswerHead) return;
+    if (received + chunk.length > store.length) {
+      const grown = Buffer.allocUnsafe(Math.max(store.length * 2, received + chunk.length));
+      store.copy(grown, 0, 0, received);
+      store = grown;
     }
-    if (received < needed) {
+    chunk.copy(store, received);
+    const before = received;
+    received += chunk.length;
+    if (received > maxAnswerHead + maxRelayedBody) {
       // A Content-Length body is bounded by judgeAnswer; this bounds everything else.
-      if (received > maxAnswerHead + maxRelayedBody) finish('the workspace answered with too much');
+      finish('the workspace answered with too much');
       return;
     }
-    const buffered = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, received);
-    chunks.length = 0;
-    chunks.push(buffered);
+    if (!headEnded) {
+      // An empty line (LF LF or LF CR LF: the head parser takes LF line ends too) ends the head; it may have begun
+      // in the bytes before this chunk.
+      const fresh = store.subarray(Math.max(0, before - 2), received);
+      headEnded = fresh.includes('\n\n') || fresh.includes('\n\r\n');
+      if (!headEnded && received <= maxAnswerHead) return;
+    }
+    if (received < needed) return;
+    const buffered = store.subarray(0, received);
     const verdict = judge(buffered, scope);
     if (verdict.kind === 'wait') {
       needed = verdict.needed ?? received + 1;
-      if (received > maxAnswerHead + maxRelayedBody) finish('the workspace answered with too much');
       return;
     }
     upstream.off('data', onData);
