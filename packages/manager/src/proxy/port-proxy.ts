@@ -51,7 +51,7 @@ import { scopeAnswerHeader } from './answer-headers.js';
 import { LiveOwnerTokens } from './owner-tokens.js';
 import { TunnelRegistry } from './tunnels.js';
 import type { Grant } from './tunnels.js';
-import { openTunnel, rejectUpgrade } from './upgrade.js';
+import { openTunnel, rejectUpgrade, resetOrDestroy } from './upgrade.js';
 import { WorkspaceSlots, busyRefusal } from './workspace-slots.js';
 import type { Budget } from './workspace-slots.js';
 
@@ -415,7 +415,16 @@ export class PortProxy {
         }),
       );
     });
-    res.on('close', () => upstream.destroy());
+    // The connection ends with the exchange, by a reset (see resetOrDestroy): Node's client closes it gracefully once
+    // the answer is in (`destroySoon`), and a workspace that answered early and stopped reading the request's body
+    // left the rest of it queued in an orphan socket for minutes (red team round 16b, J1).
+    upstream.once('socket', (connection: Socket) => {
+      connection.destroySoon = () => resetOrDestroy(connection);
+    });
+    res.on('close', () => {
+      if (upstream.socket) resetOrDestroy(upstream.socket);
+      upstream.destroy();
+    });
     req.pipe(upstream);
   }
 
