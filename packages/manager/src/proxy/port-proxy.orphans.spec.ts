@@ -32,9 +32,14 @@ describe('PortProxy against a workspace that answers early and never reads', () 
     workspace = createServer((socket) => {
       held.add(socket);
       socket.on('error', () => undefined);
-      socket.once('data', () => {
-        // The answer at once, then nothing: the request's body is never read, the connection never closed.
-        socket.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok');
+      socket.once('data', (chunk: Buffer) => {
+        // The answer at once, then nothing: the request's body (or the tunnel's bytes) is never read, the connection
+        // never closed.
+        socket.write(
+          chunk.toString('latin1').includes('upgrade: websocket')
+            ? 'HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\n'
+            : 'HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok',
+        );
         socket.pause();
       });
     });

@@ -211,8 +211,10 @@ export function openTunnel(options: TunnelOptions): () => void {
   const upstream = options.https
     ? tlsConnect({ host: target.host, port: target.port, rejectUnauthorized: false })
     : connect({ host: target.host, port: target.port });
+  // Every way the proxy ends a tunnel resets the workspace's end (see resetOrDestroy): a revoked tunnel whose
+  // workspace had stopped reading left what the client had sent in an orphan socket (red team round 16c, K1).
   const close = (): void => {
-    upstream.destroy();
+    resetOrDestroy(upstream);
     socket.destroy();
   };
   let connected = false;
@@ -224,7 +226,7 @@ export function openTunnel(options: TunnelOptions): () => void {
     if (finished || answered) return;
     finished = true;
     clearTimeout(handshakeTimer);
-    upstream.destroy();
+    resetOrDestroy(upstream);
     if (typeof answer === 'string') {
       rejectUpgrade(
         socket,
@@ -266,7 +268,7 @@ export function openTunnel(options: TunnelOptions): () => void {
     if (answered) socket.destroy();
     else finish(connected ? 'the upgrade failed' : `does not answer (${error.code ?? 'error'})`);
   });
-  socket.on('error', () => upstream.destroy());
+  socket.on('error', () => resetOrDestroy(upstream));
   // The client closed its side (FIN; the proxy's server keeps client sockets half-open): the pipe passes the end
   // on, and the workspace gets the grace to send what is left and close. Then both ends close whatever the
   // workspace does: a workspace that ignores the end of its input would otherwise hold the tunnel, and its slot in
@@ -284,7 +286,7 @@ export function openTunnel(options: TunnelOptions): () => void {
   socket.on('close', () => {
     clearTimeout(handshakeTimer);
     clearTimeout(leaving);
-    upstream.destroy();
+    resetOrDestroy(upstream);
   });
   // Before a 101 the client gets an answer from the proxy (which then closes its connection itself: an immediate
   // destroy here could cut that answer off); after it, the tunnel closes with its workspace end.

@@ -61,6 +61,7 @@ const serve = (port, name) => {
     });
   });
   server.on('upgrade', (req, socket) => {
+    socket.on('error', () => socket.destroy());
     socket.write('HTTP/1.1 101 Switching Protocols\\r\\nupgrade: websocket\\r\\nconnection: Upgrade\\r\\nx-echo-url: ' + req.url + '\\r\\n\\r\\n');
     socket.pipe(socket);
   });
