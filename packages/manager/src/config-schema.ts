@@ -213,6 +213,7 @@ export const managerConfigSchema = z
             handshakeTimeoutMs: z.number().int().min(1),
             idleTimeoutMs: z.number().int().min(1),
             refusalGraceMs: z.number().int().min(0),
+            stalledProbeMs: z.number().int().min(1),
           })
           .strict()
           .partial()

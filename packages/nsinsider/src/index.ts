@@ -104,6 +104,7 @@ export {
   DEFAULT_MAX_CONNECTIONS_PER_WORKSPACE,
   WORKSPACE_LIMITS_TABLE,
   limitWorkspaceConnections,
+  abortWorkspaceConnections,
 } from './workspace-connections.js';
 export type { SyscallFilter } from './syscall-filter.js';
 export {

@@ -1,7 +1,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { connect } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { limitWorkspaceConnections } from './workspace-connections.js';
+import { abortWorkspaceConnections, limitWorkspaceConnections } from './workspace-connections.js';
 import { createNetns, createWorkspaceVeth, deleteLink, deleteNetns } from './workspace-network.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -30,6 +30,14 @@ function connectMany(netns: string, count: number): { connected: number; refused
 function trackedIn(netns: string): number {
   const r = spawnSync('ip', ['netns', 'exec', netns, 'cat', '/proc/net/nf_conntrack'], { encoding: 'utf8' });
   return r.stdout.split('\n').filter(Boolean).length;
+}
+
+/** TCP sockets inside `netns` in a state (`ss` filter: all, fin-wait-1...). */
+function socketsIn(netns: string, state: string): number {
+  const r = spawnSync('nsenter', [`--net=/run/netns/${netns}`, '--', 'ss', '-Htan', 'state', state], {
+    encoding: 'utf8',
+  });
+  return r.stdout.split('\n').filter((l) => l.trim() !== '').length;
 }
 
 /** One TCP connection from here, closed at once: 1 when it connected. */
@@ -156,7 +164,44 @@ describe.runIf(isRoot)('limitWorkspaceConnections (root, real netns and nftables
     }
   });
 
+  it('aborts the sockets left in the namespace, orphans included (red team round 16b, J3)', async () => {
+    const netns = `wbconna-${process.pid}`;
+    await createNetns(netns);
+    made.push(netns);
+    // 20 loopback pairs: each server end sends more than the client, which never reads, can take, then closes: an
+    // orphan in FIN-WAIT-1 behind a zero window, as a stopped workspace's are.
+    const script = [
+      'import socket, sys, time',
+      "srv = socket.socket(); srv.bind(('127.0.0.1', 0)); srv.listen(64); port = srv.getsockname()[1]",
+      'clients = []',
+      'for i in range(20):',
+      '    c = socket.socket(); c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)',
+      "    c.connect(('127.0.0.1', port)); a, _ = srv.accept(); a.setblocking(False); clients.append(c)",
+      '    try: a.send(b"x" * 1000000)',
+      '    except BlockingIOError: pass',
+      '    a.close()',
+      "print('ready', flush=True)",
+      'time.sleep(30)',
+    ].join('\n');
+    const holder = spawn('nsenter', [`--net=/run/netns/${netns}`, '--', 'sh', '-c', 'ip link set lo up && python3 -'], {
+      stdio: ['pipe', 'pipe', 'ignore'],
+    });
+    try {
+      holder.stdin.end(script);
+      await new Promise<void>((resolve) => holder.stdout.once('data', () => resolve()));
+      expect(socketsIn(netns, 'fin-wait-1')).toBe(20);
+      expect(await abortWorkspaceConnections(netns)).toBe(true);
+      // Without the abort: 20, for as long as the clients advertise a zero window.
+      expect(socketsIn(netns, 'fin-wait-1')).toBe(0);
+      expect(socketsIn(netns, 'all')).toBe(0);
+    } finally {
+      holder.kill('SIGKILL');
+    }
+    expect(await abortWorkspaceConnections(`wbnone-${process.pid}`)).toBe(false);
+  });
+
   it('names the field of a bad request and runs nothing', async () => {
+    await expect(abortWorkspaceConnections('../x')).rejects.toThrow(/netns/);
     await expect(limitWorkspaceConnections('../x', 10)).rejects.toThrow(/netns/);
     await expect(limitWorkspaceConnections('ok', 0)).rejects.toThrow(/max/);
   });

@@ -18,7 +18,9 @@
  *   tunnels and HTTP connections without traffic;
  * - every refusal closes its socket after `refusalGraceMs`, whether or not the client closes its side; and a tunnel
  *   whose client closed its side is closed at both ends after `refusalGraceMs`, whether or not the workspace closes
- *   its side (a workspace that ignores the end of its input must not keep the tunnel's slot for the idle timeout).
+ *   its side (a workspace that ignores the end of its input must not keep the tunnel's slot for the idle timeout);
+ * - a tunnel end the proxy has stopped reading (the other end does not take its bytes) is checked every
+ *   `stalledProbeMs` for a reset: unread, it would go unnoticed until the idle timeout.
  *
  * @module
  */
@@ -77,6 +79,13 @@ export interface ProxyLimits {
    * closes both ends.
    */
   readonly refusalGraceMs: number;
+  /**
+   * How often an established tunnel checks, with a zero-length write, that an end it is not reading from (because
+   * the other end does not take its bytes) is still there. The kernel has taken that end's reset, but Node learns of
+   * it only by reading or writing: a client that filled a tunnel its workspace never reads and then left kept the
+   * tunnel, and its slots, until the idle timeout (red team round 16c, K2: 512 tunnels for ten minutes).
+   */
+  readonly stalledProbeMs: number;
 }
 
 /**
@@ -105,6 +114,7 @@ export const defaultProxyLimits: ProxyLimits = {
   handshakeTimeoutMs: 30_000,
   idleTimeoutMs: 10 * 60_000,
   refusalGraceMs: 2_000,
+  stalledProbeMs: 5_000,
 };
 
 /** The limits with defaults filled in; throws on values Node would refuse or that disable a bound by accident. */
@@ -119,7 +129,13 @@ export function resolveProxyLimits(given: Partial<ProxyLimits> = {}): ProxyLimit
   for (const [name, value] of Object.entries(limits)) {
     if (!Number.isInteger(value) || value < 0) throw new Error(`proxy limit ${name} must be an integer >= 0`);
   }
-  for (const name of ['headersTimeoutMs', 'handshakeTimeoutMs', 'idleTimeoutMs', 'refusalGraceMs'] as const) {
+  for (const name of [
+    'headersTimeoutMs',
+    'handshakeTimeoutMs',
+    'idleTimeoutMs',
+    'refusalGraceMs',
+    'stalledProbeMs',
+  ] as const) {
     // 0 would mean "no timeout" to Node: exactly the hole these bounds close.
     if (limits[name] === 0) throw new Error(`proxy limit ${name} must be > 0`);
   }

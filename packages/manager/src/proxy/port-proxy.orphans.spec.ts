@@ -26,6 +26,7 @@ describe('PortProxy against a workspace that answers early and never reads', () 
   let port: number;
   let proxy: PortProxy;
   let proxyPort: number;
+  let record: WorkspaceRecord;
   const status$ = new Subject<WorkspaceRecord>();
 
   beforeAll(async () => {
@@ -46,7 +47,7 @@ describe('PortProxy against a workspace that answers early and never reads', () 
     await new Promise<void>((resolve) => workspace.listen(0, '127.0.0.1', resolve));
     port = (workspace.address() as { port: number }).port;
     const base = makeRecord({ id: 'early', ownerToken: `Ab3_xY-9${'q'.repeat(24)}` });
-    const record: WorkspaceRecord = {
+    record = {
       ...base,
       phase: 'running',
       spec: { ...base.spec, admission: 'everyone' },
@@ -55,6 +56,7 @@ describe('PortProxy against a workspace that answers early and never reads', () 
     proxy = new PortProxy({
       router: { getWorkspace: (id) => (id === record.id ? record : undefined), allWorkspaces: () => [record] },
       address: '127.0.0.1:0',
+      limits: { stalledProbeMs: 200 },
       cookieName: 'workbay_owner',
       logger: createSilentLogger(),
     });
@@ -88,6 +90,60 @@ describe('PortProxy against a workspace that answers early and never reads', () 
     }
     await new Promise((resolve) => setTimeout(resolve, 500));
     // Without the reset: one socket per request, closing for minutes behind a zero window.
+    expect(socketsTo(port, 'fin-wait-1')).toBe(0);
+  });
+
+  /** Tunnels whose clients sent 8 MB each, until the kernel's buffers up to the workspace are full (paused). */
+  async function fillTunnels(count: number): Promise<Socket[]> {
+    const clients: Socket[] = [];
+    for (let i = 0; i < count; i++) {
+      const client = connect(proxyPort, '127.0.0.1');
+      client.on('error', () => undefined);
+      clients.push(client);
+      await new Promise<void>((resolve) => {
+        let text = '';
+        const onData = (chunk: Buffer): void => {
+          text += chunk.toString('latin1');
+          if (!text.includes('\r\n\r\n')) return;
+          client.off('data', onData);
+          expect(text).toMatch(/^HTTP\/1\.1 101 /);
+          resolve();
+        };
+        client.on('data', onData);
+        client.write('GET /ws/early/socket HTTP/1.1\r\nhost: p\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\r\n');
+      });
+      client.write(Buffer.alloc(8 * 1024 * 1024, 0x62));
+    }
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    return clients;
+  }
+
+  it('leaves no socket of its own behind when it closes a tunnel whose workspace stopped reading', async () => {
+    // Red team round 16c, K1: the client fills a tunnel the workspace never reads, then the owner takes the
+    // admission back; the revoked tunnel's end at the workspace kept what the client had sent, closing for minutes.
+    const clients = await fillTunnels(4);
+    const closed = clients.map((client) => new Promise((resolve) => client.once('close', resolve)));
+    expect(clients.every((client) => !client.destroyed)).toBe(true);
+    status$.next({ ...record, spec: { ...record.spec, admission: 'owner' } });
+    // The proxy closed every tunnel (the clients came in without the owner's token).
+    await Promise.all(closed);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    // Without the reset: one socket per tunnel, closing for minutes behind a zero window.
+    expect(socketsTo(port, 'fin-wait-1')).toBe(0);
+  });
+
+  it('closes a tunnel whose workspace stopped reading once its client has left', async () => {
+    // Red team round 16c, K2: the proxy had stopped reading the client (the workspace took nothing more), so the
+    // client's reset went unnoticed and the tunnel kept its slots until the idle timeout (ten minutes).
+    const clients = await fillTunnels(4);
+    expect(socketsTo(port, 'established')).toBe(4);
+    for (const client of clients) client.resetAndDestroy();
+    const deadline = Date.now() + 3_000;
+    while (socketsTo(port, 'established') > 0 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    // Without the probes: 4, until the idle timeout.
+    expect(socketsTo(port, 'established')).toBe(0);
     expect(socketsTo(port, 'fin-wait-1')).toBe(0);
   });
 });

@@ -11,7 +11,7 @@ import type { OutgoingHttpHeaders } from 'node:http';
 import { connect } from 'node:net';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { connect as tlsConnect } from 'node:tls';
+import { TLSSocket, connect as tlsConnect } from 'node:tls';
 import { parseAnswerHead } from './answer-head.js';
 import { scopeAnswerHeader } from './answer-headers.js';
 import type { AnswerScope } from './answer-headers.js';
@@ -49,7 +49,7 @@ export interface TunnelOptions {
   /** What the workspace's handshake answer may set (see `answer-headers.ts`). */
   readonly scope: AnswerScope;
   /** The handshake, idle and refusal bounds (see `connection-limits.ts`). */
-  readonly limits: Pick<ProxyLimits, 'handshakeTimeoutMs' | 'idleTimeoutMs' | 'refusalGraceMs'>;
+  readonly limits: Pick<ProxyLimits, 'handshakeTimeoutMs' | 'idleTimeoutMs' | 'refusalGraceMs' | 'stalledProbeMs'>;
 }
 
 /** The workspace's handshake answer head may not be larger than this. */
@@ -205,6 +205,26 @@ export function resetOrDestroy(upstream: Socket): void {
   }
 }
 
+const nothing = Buffer.alloc(0);
+
+/**
+ * Every `intervalMs`, writes zero bytes to each plain-TCP end of an established tunnel that is not being read (the
+ * pipe paused it because the other end is full) and has nothing queued: the write is a syscall that fails on a
+ * connection the peer has reset, which reading would have shown. An end with bytes queued is watched by the event
+ * loop for writability, which shows a reset anyway; TLS ends are left out (their writes are records, not syscalls).
+ * Returns the function that stops the checks.
+ */
+export function probeStalledEnds(ends: readonly Socket[], intervalMs: number): () => void {
+  const timer = setInterval(() => {
+    for (const end of ends) {
+      if (end.destroyed || !end.isPaused() || end.writableLength > 0 || end instanceof TLSSocket) continue;
+      end.write(nothing);
+    }
+  }, intervalMs);
+  timer.unref();
+  return () => clearInterval(timer);
+}
+
 /** Opens the tunnel; returns the function that closes both ends. */
 export function openTunnel(options: TunnelOptions): () => void {
   const { socket, target } = options;
@@ -245,9 +265,11 @@ export function openTunnel(options: TunnelOptions): () => void {
     options.limits.handshakeTimeoutMs,
   );
   handshakeTimer.unref();
+  let stopProbing = (): void => undefined;
   const onAnswered = (): void => {
     answered = true;
     clearTimeout(handshakeTimer);
+    stopProbing = probeStalledEnds([socket, upstream], options.limits.stalledProbeMs);
     // Socket timeouts are reset by reads and writes, so this counts traffic in both directions of the tunnel.
     socket.setTimeout(options.limits.idleTimeoutMs, close);
   };
@@ -286,6 +308,7 @@ export function openTunnel(options: TunnelOptions): () => void {
   socket.on('close', () => {
     clearTimeout(handshakeTimer);
     clearTimeout(leaving);
+    stopProbing();
     resetOrDestroy(upstream);
   });
   // Before a 101 the client gets an answer from the proxy (which then closes its connection itself: an immediate

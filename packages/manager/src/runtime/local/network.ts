@@ -4,6 +4,7 @@ import { isIP } from 'node:net';
 import { ResourceExhaustedError } from '@workbay/api';
 import type { PluginLogger } from '@workbay/api';
 import {
+  abortWorkspaceConnections,
   countLinks,
   createNetns,
   createWorkspaceVeth,
@@ -318,6 +319,10 @@ export class WorkspaceNetworks {
     for (const netns of await listNetns(ours)) {
       if (live.has(netns.slice(ours.length))) continue;
       this.logger.warn({ netns }, 'removing a leftover workspace network namespace');
+      // As in releaseWorkspaceNet: its orphans would outlive it. Logged, not thrown: the namespace goes regardless.
+      await abortWorkspaceConnections(netns).catch((error: unknown) =>
+        this.logger.warn({ netns, error: String(error) }, 'could not reset the sockets left in a namespace'),
+      );
       await deleteNetns(netns);
       removed++;
     }
@@ -326,10 +331,18 @@ export class WorkspaceNetworks {
 }
 
 /**
- * Removes a recorded workspace network (idempotent); also usable by a runtime that no longer isolates. The link goes
- * first: a live owner always holds its link, so a netns without one is known to be a leftover.
+ * Removes a recorded workspace network (idempotent); also usable by a runtime that no longer isolates. The sockets
+ * its processes left (orphans still sending what they had queued) are reset first, while the link is up: they count
+ * against the node's orphan limit, and the namespace's deletion does not end them (`abortWorkspaceConnections`).
+ * Then the link: a live owner always holds its link, so a netns without one is known to be a leftover. A failed
+ * abort fails the release, but only after the link and the netns are gone.
  */
 export async function releaseWorkspaceNet(net: WorkspaceNet): Promise<void> {
+  const aborted = await abortWorkspaceConnections(net.netns).then(
+    () => undefined,
+    (error: unknown) => ({ error }),
+  );
   await deleteLink(net.ifName);
   await deleteNetns(net.netns);
+  if (aborted) throw aborted.error;
 }
