@@ -13,7 +13,8 @@
  * median by 20%; backups and restores rotate their order between runs),
  * WORKBAY_BENCH_GIT_RUNS (pairs of git clone and git initializer, default 9 or WORKBAY_BENCH_RUNS if larger),
  * WORKBAY_BENCH_DIR (scratch space, default the OS tmp), WORKBAY_BENCH_ONLY (`git`, `backup` or `memory`: only that
- * part), WORKBAY_BENCH_MEMORY_FILES (default 200000).
+ * part), WORKBAY_BENCH_MEMORY_FILES (default 200000), WORKBAY_BENCH_COMPRESSION (the chunked backup's pack
+ * compression: `none`, the default, `gzip` or `zstd`).
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -21,6 +22,7 @@ import { chmod, mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/pro
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createWorkspaceContentClient } from '@workbay/api';
+import type { Compression } from '../archive/compression.js';
 import { BackupStore } from '../backup/backup-store.js';
 import { createDaemon } from '../daemon.js';
 import { FsRemoteStorage } from '../storage/fs-storage.js';
@@ -40,6 +42,8 @@ const gitRuns = Math.max(1, Number(process.env['WORKBAY_BENCH_GIT_RUNS'] ?? Math
 const scratchRoot = process.env['WORKBAY_BENCH_DIR'] ?? tmpdir();
 /** `git`, `backup` or `memory` runs only that part (while developing). */
 const only = process.env['WORKBAY_BENCH_ONLY'];
+const compression = (process.env['WORKBAY_BENCH_COMPRESSION'] ?? 'none') as Compression;
+if (!['none', 'gzip', 'zstd'].includes(compression)) throw new Error('WORKBAY_BENCH_COMPRESSION: none, gzip or zstd');
 
 const median = (values: number[]): number => {
   const sorted = [...values].sort((a, b) => a - b);
@@ -211,7 +215,7 @@ async function benchBackup(scratch: string): Promise<void> {
   // The tree's own writeback would otherwise land on whichever run comes first.
   run('sync', []);
   const storage = new FsRemoteStorage({ root: join(scratch, 'storage') });
-  const chunked = new BackupStore(storage, { mode: 'per-owner' }, { format: 'chunked' });
+  const chunked = new BackupStore(storage, { mode: 'per-owner' }, { format: 'chunked', compression });
   const plain = new BackupStore(storage, { mode: 'per-owner' }, { format: 'tar' });
   const ref = { owner: 'bench', workspaceId: 'tree' };
   const refTar = { owner: 'bench', workspaceId: 'tree-tar' };
