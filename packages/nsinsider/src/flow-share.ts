@@ -13,7 +13,7 @@
  * A rule-wide `ct count` over all workspaces would bound the sum directly, but the kernel walks a count's whole list
  * when it adds to it (nf_conncount), and this one would hold most of the table: the per-link lists stay short.
  */
-import { readFile } from 'node:fs/promises';
+import { readProcCount } from './proc.js';
 
 /** The share of `nf_conntrack_max` the workspaces may fill together; the rest stays the host's. */
 export const WORKSPACE_FLOW_SHARE = 0.75;
@@ -125,11 +125,6 @@ export function splitFlowBudget(share: number): FlowBudget {
 
 /** The node's `nf_conntrack_max`, or undefined where conntrack is not loaded (nothing to share then). */
 export async function readConntrackMax(file = '/proc/sys/net/netfilter/nf_conntrack_max'): Promise<number | undefined> {
-  try {
-    const value = Number((await readFile(file, 'utf8')).trim());
-    return Number.isSafeInteger(value) && value > 0 ? value : undefined;
-  } catch {
-    // Deliberate: no conntrack module loaded yet (the first rule that uses it loads it); the configured limit holds.
-    return undefined;
-  }
+  // Undefined: no conntrack module loaded yet (the first rule that uses it loads it); the configured limit holds.
+  return readProcCount(file);
 }

@@ -105,6 +105,9 @@ export {
   WORKSPACE_LIMITS_TABLE,
   limitWorkspaceConnections,
   abortWorkspaceConnections,
+  sharedConnectionLimit,
+  readMaxOrphans,
+  WORKSPACE_ORPHAN_SHARE,
 } from './workspace-connections.js';
 export type { SyscallFilter } from './syscall-filter.js';
 export {

@@ -9,6 +9,20 @@ import type { IdMapping, NamespaceKind } from './types.js';
 
 /** The kernel accepts at most this many lines in a uid_map/gid_map (since Linux 4.15). */
 export const MAX_ID_MAP_LINES = 340;
+
+/**
+ * A positive integer from a /proc file (a sysctl such as `nf_conntrack_max`), or undefined when the file cannot be read
+ * or holds anything else: callers then keep their configured value.
+ */
+export async function readProcCount(file: string): Promise<number | undefined> {
+  try {
+    const value = Number((await readFile(file, 'utf8')).trim());
+    return Number.isSafeInteger(value) && value > 0 ? value : undefined;
+  } catch {
+    // Deliberate: no such file (a module not loaded yet, another kernel, a restricted /proc); said by undefined.
+    return undefined;
+  }
+}
 const U32 = 2 ** 32;
 
 interface ProcStatus {

@@ -1,7 +1,12 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { connect } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { abortWorkspaceConnections, limitWorkspaceConnections } from './workspace-connections.js';
+import {
+  abortWorkspaceConnections,
+  limitWorkspaceConnections,
+  sharedConnectionLimit,
+  WORKSPACE_ORPHAN_SHARE,
+} from './workspace-connections.js';
 import { createNetns, createWorkspaceVeth, deleteLink, deleteNetns } from './workspace-network.js';
 
 const isRoot = process.getuid?.() === 0;
@@ -54,6 +59,20 @@ function connectClose(address: string, port: number): Promise<number> {
     socket.once('error', () => undefined);
   });
 }
+
+describe('sharedConnectionLimit', () => {
+  it('keeps every workspace’s open connections, each a possible orphan, within their share of the node’s orphan limit (red team round 17, L1)', () => {
+    // 64 workspaces at 4,096 each could hold 262,144 orphans, twice a 131,072 limit: the share is 1,536 each.
+    expect(sharedConnectionLimit(4096, 131_072, 64)).toBe(1536);
+    expect(64 * sharedConnectionLimit(4096, 131_072, 64)).toBeLessThanOrEqual(131_072 * WORKSPACE_ORPHAN_SHARE);
+    // A configured limit inside the share stays; an unknown limit leaves it as configured.
+    expect(sharedConnectionLimit(1000, 131_072, 64)).toBe(1000);
+    expect(sharedConnectionLimit(4096, 4_194_304, 64)).toBe(4096);
+    expect(sharedConnectionLimit(4096, undefined, 64)).toBe(4096);
+    // Never a floor above the share (a large maxWorkspaces must not pass it), never 0 (no connection at all).
+    expect(sharedConnectionLimit(4096, 1024, 16_384)).toBe(1);
+  });
+});
 
 describe.runIf(isRoot)('limitWorkspaceConnections (root, real netns and nftables)', () => {
   const made: string[] = [];

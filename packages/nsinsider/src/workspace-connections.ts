@@ -2,6 +2,7 @@ import { existsSync } from 'node:fs';
 import { NsinsiderValidationError } from './errors.js';
 import { closedFlowTimeouts, inboundFlowTimeouts } from './flow-share.js';
 import { check, tool } from './host-tool.js';
+import { readProcCount } from './proc.js';
 import { NETNS_DIR, netnsPattern, netnsRule } from './workspace-network.js';
 
 /**
@@ -21,6 +22,35 @@ export const WORKSPACE_LIMITS_TABLE = 'workbay_limits';
  * few hundred; at about 73 KB of buffers beyond its cap each, this bounds the overshoot near 300 MB.
  */
 export const DEFAULT_MAX_CONNECTIONS_PER_WORKSPACE = 4096;
+
+/**
+ * The share of the node's orphan limit (`net.ipv4.tcp_max_orphans`, one for the node: no namespace has its own) that
+ * the workspaces' connections may fill together; the rest stays the host's. An orphan is a socket its process closed
+ * with bytes or a FIN still to send; past the limit the kernel resets every new one on the node, so a slow client of
+ * any owner loses the end of its answer. Each connection a workspace has open can become one, for minutes, at no cost
+ * of descriptors (red team round 17, L1: 4,096 per workspace in 0.8 s; 32 such workspaces reach a 131,072 limit).
+ */
+export const WORKSPACE_ORPHAN_SHARE = 0.75;
+
+/**
+ * The per-workspace connection limit on a node of at most `maxWorkspaces` workspaces: `configured`, or less where that
+ * many could hold more than their share of `maxOrphans` (unknown: `configured`). At least 1: a share too small for
+ * honest work is the operator's to see (the runtime warns), not a floor that lets the workspaces pass it.
+ */
+export function sharedConnectionLimit(
+  configured: number,
+  maxOrphans: number | undefined,
+  maxWorkspaces: number,
+): number {
+  if (maxOrphans === undefined || !(maxOrphans > 0)) return configured;
+  const share = Math.floor((maxOrphans * WORKSPACE_ORPHAN_SHARE) / Math.max(1, maxWorkspaces));
+  return Math.min(configured, Math.max(1, share));
+}
+
+/** The node's `net.ipv4.tcp_max_orphans`, or undefined when it cannot be read (the configured limit holds then). */
+export async function readMaxOrphans(file = '/proc/sys/net/ipv4/tcp_max_orphans'): Promise<number | undefined> {
+  return readProcCount(file);
+}
 
 /**
  * The table: new TCP connections past `max` open are answered with a reset (the caller sees ECONNREFUSED).

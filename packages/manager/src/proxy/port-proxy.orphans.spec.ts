@@ -124,7 +124,7 @@ describe('PortProxy against a workspace that answers early and never reads', () 
     const clients = await fillTunnels(4);
     const closed = clients.map((client) => new Promise((resolve) => client.once('close', resolve)));
     expect(clients.every((client) => !client.destroyed)).toBe(true);
-    status$.next({ ...record, spec: { ...record.spec, admission: 'owner' } });
+    status$.next({ ...record, spec: { ...record.spec, admission: 'owner-only' } });
     // The proxy closed every tunnel (the clients came in without the owner's token).
     await Promise.all(closed);
     await new Promise((resolve) => setTimeout(resolve, 300));

@@ -83,7 +83,9 @@ export const localRuntimeConfigSchema = z.strictObject({
       /**
        * TCP connections a workspace's processes may have open at once, loopback ones included (a table in its own
        * network namespace, which it cannot change): cgroup v1 lets every socket hold buffers past the workspace's TCP
-       * memory cap, so the number of sockets is what bounds them.
+       * memory cap, so the number of sockets is what bounds them. Each open connection can also become an orphan (closed
+       * with bytes still to send), which counts against the node's `net.ipv4.tcp_max_orphans`: a workspace gets at most
+       * three quarters of that divided by `maxWorkspaces` (1,536 with the usual 131,072 and 64).
        */
       maxConnectionsPerWorkspace: z.number().int().min(64).max(1_000_000).default(4096),
       /**

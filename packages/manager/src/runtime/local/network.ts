@@ -21,6 +21,8 @@ import {
   MIN_FLOWS_PER_WORKSPACE,
   NETNS_DIR,
   nonPublicNetworks,
+  readMaxOrphans,
+  sharedConnectionLimit,
 } from '@workbay/nsinsider';
 
 /** Host ends of workspace veths start with this; the host firewall matches on it. */
@@ -111,6 +113,8 @@ export class WorkspaceNetworks {
   private cursor: number;
   /** The flow limit the firewall was last installed with (below the configured one on a crowded node). */
   private flowLimit: number | undefined;
+  /** The connection limit the last workspace got (below the configured one where the node's orphan limit is low). */
+  private connectionLimit: number | undefined;
 
   private readonly limits: Required<Omit<WorkspaceNetworkLimits, 'egress'>>;
   private readonly egress: EgressSettings;
@@ -178,6 +182,29 @@ export class WorkspaceNetworks {
   }
 
   /**
+   * The connections each workspace may have open: the configured number, or less where `maxWorkspaces` of them could
+   * hold more than their share of the node's orphan limit (nsinsider's `sharedConnectionLimit`). Read at every start:
+   * an operator may raise `tcp_max_orphans` while the runtime runs.
+   */
+  private async sharedConnectionLimit(): Promise<number> {
+    const maxOrphans = await readMaxOrphans();
+    const max = sharedConnectionLimit(this.limits.maxConnectionsPerWorkspace, maxOrphans, this.limits.maxWorkspaces);
+    if (max !== this.connectionLimit) {
+      this.logger.info(
+        { maxConnections: max, configured: this.limits.maxConnectionsPerWorkspace, maxOrphans },
+        'TCP connections each workspace may have open',
+      );
+      if (max < MIN_FLOWS_PER_WORKSPACE)
+        this.logger.warn(
+          { maxConnections: max },
+          "each workspace may open few connections: raise the node's net.ipv4.tcp_max_orphans or lower runtime.network.maxWorkspaces",
+        );
+      this.connectionLimit = max;
+    }
+    return max;
+  }
+
+  /**
    * Installs the host firewall again every `intervalMs` (0: never), so that a ruleset flushed by a firewall reload or
    * an operator leaves running workspaces unfiltered for at most that long. Returns the function that stops it.
    */
@@ -219,7 +246,7 @@ export class WorkspaceNetworks {
     const netns = this.netnsName(instanceId);
     await this.createNetnsReplacingLeftover(netns);
     // The namespace's own table needs only the namespace: installed while the pair is made (an nft start-up, ~20 ms).
-    const limited = limitWorkspaceConnections(netns, this.limits.maxConnectionsPerWorkspace);
+    const limited = this.sharedConnectionLimit().then((max) => limitWorkspaceConnections(netns, max));
     // Its failure is taken from `limited` below, or left for the deletion that follows another failure.
     limited.catch(() => undefined);
     try {
