@@ -56,7 +56,7 @@ describe('PortProxy against a workspace that answers early and never reads', () 
     proxy = new PortProxy({
       router: { getWorkspace: (id) => (id === record.id ? record : undefined), allWorkspaces: () => [record] },
       address: '127.0.0.1:0',
-      limits: { stalledProbeMs: 200 },
+      limits: { stalledProbeMs: 200, idleTimeoutMs: 2_000 },
       cookieName: 'workbay_owner',
       logger: createSilentLogger(),
     });
@@ -145,5 +145,19 @@ describe('PortProxy against a workspace that answers early and never reads', () 
     // Without the probes: 4, until the idle timeout.
     expect(socketsTo(port, 'established')).toBe(0);
     expect(socketsTo(port, 'fin-wait-1')).toBe(0);
+  });
+
+  it('closes a tunnel whose workspace stopped reading at the idle timeout, its client still there', async () => {
+    // Red team round 17, L2: the probes' zero-length writes counted as traffic for the socket's idle timer, so a
+    // stalled tunnel whose client kept its connection stayed open for good.
+    const clients = await fillTunnels(2);
+    const closed = clients.map((client) => new Promise((resolve) => client.once('close', resolve)));
+    expect(socketsTo(port, 'established')).toBe(2);
+    const started = Date.now();
+    await Promise.race([Promise.all(closed), new Promise((resolve) => setTimeout(resolve, 5_000))]);
+    // Without the fix: still open after 5 s (2.5 idle timeouts), and for as long as the client stays.
+    expect(clients.every((client) => client.destroyed)).toBe(true);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1_000);
+    expect(socketsTo(port, 'established')).toBe(0);
   });
 });

@@ -208,21 +208,48 @@ export function resetOrDestroy(upstream: Socket): void {
 const nothing = Buffer.alloc(0);
 
 /**
- * Every `intervalMs`, writes zero bytes to each plain-TCP end of an established tunnel that is not being read (the
- * pipe paused it because the other end is full) and has nothing queued: the write is a syscall that fails on a
- * connection the peer has reset, which reading would have shown. An end with bytes queued is watched by the event
- * loop for writability, which shows a reset anyway; TLS ends are left out (their writes are records, not syscalls).
- * Returns the function that stops the checks.
+ * Watches an established tunnel until the returned function is called: calls `onIdle` once no byte has gone either way
+ * for `idleMs`, and every `probeMs` writes zero bytes to each plain-TCP end that is not being read (the pipe paused it
+ * because the other end is full) and has nothing queued. That write is a syscall that fails on a connection the peer
+ * has reset, which reading would have shown (red team round 16c, K2: such tunnels held their slots until the idle
+ * timeout). An end with bytes queued is watched by the event loop for writability, which shows a reset anyway; TLS
+ * ends are left out (their writes are records, not syscalls). The idle time is kept here, from the bytes read at
+ * either end, not with `socket.setTimeout`: Node counts a zero-length write as traffic, so the probes kept a stalled
+ * tunnel open for good (round 17, L2).
  */
-export function probeStalledEnds(ends: readonly Socket[], intervalMs: number): () => void {
+export function watchTunnel(
+  ends: readonly Socket[],
+  limits: { readonly idleMs: number; readonly probeMs: number },
+  onIdle: () => void,
+): () => void {
+  let lastTraffic = performance.now();
+  let lastProbe = lastTraffic;
+  const touch = (): void => {
+    lastTraffic = performance.now();
+  };
+  for (const end of ends) end.on('data', touch);
+  const stop = (): void => {
+    clearInterval(timer);
+    for (const end of ends) end.off('data', touch);
+  };
+  // Often enough that an idle tunnel closes within a quarter of `idleMs` past it.
+  const tick = Math.max(1, Math.min(limits.probeMs, Math.ceil(limits.idleMs / 4)));
   const timer = setInterval(() => {
+    const now = performance.now();
+    if (now - lastTraffic >= limits.idleMs) {
+      stop();
+      onIdle();
+      return;
+    }
+    if (now - lastProbe < limits.probeMs) return;
+    lastProbe = now;
     for (const end of ends) {
       if (end.destroyed || !end.isPaused() || end.writableLength > 0 || end instanceof TLSSocket) continue;
       end.write(nothing);
     }
-  }, intervalMs);
+  }, tick);
   timer.unref();
-  return () => clearInterval(timer);
+  return stop;
 }
 
 /** Opens the tunnel; returns the function that closes both ends. */
@@ -265,13 +292,15 @@ export function openTunnel(options: TunnelOptions): () => void {
     options.limits.handshakeTimeoutMs,
   );
   handshakeTimer.unref();
-  let stopProbing = (): void => undefined;
+  let stopWatching = (): void => undefined;
   const onAnswered = (): void => {
     answered = true;
     clearTimeout(handshakeTimer);
-    stopProbing = probeStalledEnds([socket, upstream], options.limits.stalledProbeMs);
-    // Socket timeouts are reset by reads and writes, so this counts traffic in both directions of the tunnel.
-    socket.setTimeout(options.limits.idleTimeoutMs, close);
+    stopWatching = watchTunnel(
+      [socket, upstream],
+      { idleMs: options.limits.idleTimeoutMs, probeMs: options.limits.stalledProbeMs },
+      close,
+    );
   };
   const onConnect = (): void => {
     connected = true;
@@ -308,7 +337,7 @@ export function openTunnel(options: TunnelOptions): () => void {
   socket.on('close', () => {
     clearTimeout(handshakeTimer);
     clearTimeout(leaving);
-    stopProbing();
+    stopWatching();
     resetOrDestroy(upstream);
   });
   // Before a 101 the client gets an answer from the proxy (which then closes its connection itself: an immediate
