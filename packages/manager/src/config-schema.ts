@@ -214,6 +214,7 @@ export const managerConfigSchema = z
             idleTimeoutMs: z.number().int().min(1),
             refusalGraceMs: z.number().int().min(0),
             stalledProbeMs: z.number().int().min(1),
+            closeLingerMs: z.number().int().min(1),
           })
           .strict()
           .partial()

@@ -28,6 +28,7 @@ import type { IncomingMessage, Server, ServerOptions, ServerResponse } from 'nod
 import { isIPv4 } from 'node:net';
 import type { Socket } from 'node:net';
 import type { Logger } from '../logger.js';
+import { lingerClientCloses, resetOrDestroy } from './closing.js';
 import { ConnectionSlots } from './connection-slots.js';
 
 export interface ProxyLimits {
@@ -86,6 +87,13 @@ export interface ProxyLimits {
    * tunnel, and its slots, until the idle timeout (red team round 16c, K2: 512 tunnels for ten minutes).
    */
   readonly stalledProbeMs: number;
+  /**
+   * A client's connection the proxy ends (after its last answer, at its idle timeout, when a workspace ended a
+   * tunnel) gets this long to take what is still on its way and close; then it is reset. Closed at once instead, the
+   * rest of an answer a client never reads stays queued in an orphan for minutes (red team round 17, L3). At 60 s,
+   * the most the kernel queues (4 MB) reaches a client at 0.6 Mbit/s.
+   */
+  readonly closeLingerMs: number;
 }
 
 /**
@@ -115,6 +123,7 @@ export const defaultProxyLimits: ProxyLimits = {
   idleTimeoutMs: 10 * 60_000,
   refusalGraceMs: 2_000,
   stalledProbeMs: 5_000,
+  closeLingerMs: 60_000,
 };
 
 /** The limits with defaults filled in; throws on values Node would refuse or that disable a bound by accident. */
@@ -135,6 +144,7 @@ export function resolveProxyLimits(given: Partial<ProxyLimits> = {}): ProxyLimit
     'idleTimeoutMs',
     'refusalGraceMs',
     'stalledProbeMs',
+    'closeLingerMs',
   ] as const) {
     // 0 would mean "no timeout" to Node: exactly the hole these bounds close.
     if (limits[name] === 0) throw new Error(`proxy limit ${name} must be > 0`);
@@ -205,7 +215,8 @@ export class AddressCounter {
  */
 export function answerAndClose(socket: Socket, answer: string | undefined, graceMs: number): void {
   if (socket.destroyed) return;
-  const timer = setTimeout(() => socket.destroy(), graceMs);
+  // Reset, not closed: an answer the client has not taken by then would stay queued in an orphan (closing.ts).
+  const timer = setTimeout(() => resetOrDestroy(socket), graceMs);
   // The timer only guards this socket: it must not keep the process alive on its own.
   timer.unref();
   socket.once('close', () => clearTimeout(timer));
@@ -261,6 +272,8 @@ export function serverTimeouts(limits: ProxyLimits): ServerOptions {
  * once, as in Node's own handler.
  */
 function refuseAtOnce(socket: Socket): void {
+  // A connection the proxy was closing already (its answer's rest may be queued) is reset: see closing.ts.
+  if (socket.writableEnded) return resetOrDestroy(socket);
   if (socket.writable) socket.write(rawAnswer('503 Service Unavailable', 'retry-after: 10\r\n'));
   socket.destroy();
 }
@@ -269,10 +282,10 @@ function refuseAtOnce(socket: Socket): void {
 const refusalLogInterval = 60_000;
 
 /**
- * Applies the connection bounds to `server`: the server-wide cap (the longest-waiting connection gives up its slot
- * to a new one, see `connection-slots.ts`; 503 when every connection is busy), the per-address cap (503 beyond
- * it), the idle timeout of HTTP connections, and a `clientError` handler that answers and then closes. Call before
- * `listen`.
+ * Applies the connection bounds to `server`: the server-wide cap (a connection being closed, else the
+ * longest-waiting one, gives up its slot to a new one, see `connection-slots.ts`; 503 when every connection is busy),
+ * the per-address cap (503 beyond it), the idle timeout of HTTP connections, closes that leave no orphans
+ * (`closing.ts`), and a `clientError` handler that answers and then closes. Call before `listen`.
  */
 export function boundConnections(server: Server, limits: ProxyLimits, logger: Logger): AddressCounter {
   const perAddress = new AddressCounter(limits.maxConnectionsPerAddress);
@@ -310,6 +323,7 @@ export function boundConnections(server: Server, limits: ProxyLimits, logger: Lo
       refuseAtOnce(socket);
     }
   });
+  lingerClientCloses(server, limits.closeLingerMs, (socket) => slots.closing(socket));
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     slots.busy(req.socket);
     res.once('close', () => slots.waitingAgain(req.socket));

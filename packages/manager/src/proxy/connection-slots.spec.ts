@@ -34,6 +34,17 @@ describe('ConnectionSlots', () => {
     expect(slots.admit(c).evicted).toBe(b);
   });
 
+  it('gives a connection being closed up first, busy or not', () => {
+    const slots = new ConnectionSlots(3);
+    const [a, b, c, d] = [fakeSocket(), fakeSocket(), fakeSocket(), fakeSocket()];
+    for (const s of [a, b, c]) slots.admit(s);
+    slots.busy(c);
+    // c's answer is done and the proxy closes it (the client's grace to take the rest): it goes before a and b.
+    slots.closing(c);
+    expect(slots.admit(d).evicted).toBe(c);
+    expect(slots.waitingCount).toBe(3);
+  });
+
   it('refuses a new connection when every slot is busy, and frees a slot on close', () => {
     const slots = new ConnectionSlots(2);
     const [a, b, c] = [fakeSocket(), fakeSocket(), fakeSocket()];

@@ -24,6 +24,8 @@ export class ConnectionSlots {
   private readonly open = new Set<Socket>();
   /** Open connections without a request in progress and not upgraded, longest waiting first (insertion order). */
   private readonly waiting = new Set<Socket>();
+  /** Connections the proxy is closing (their client's grace to take the rest, `closing.ts`): the first to go. */
+  private readonly closingSet = new Set<Socket>();
 
   /** `max` 0: no cap (nothing is ever evicted). */
   constructor(private readonly max: number) {}
@@ -35,7 +37,7 @@ export class ConnectionSlots {
   admit(socket: Socket): Admission {
     let evicted: Socket | undefined;
     if (this.max > 0 && this.open.size >= this.max) {
-      evicted = this.waiting.values().next().value;
+      evicted = this.closingSet.values().next().value ?? this.waiting.values().next().value;
       if (evicted === undefined) return { admitted: false };
       this.release(evicted);
     }
@@ -57,6 +59,13 @@ export class ConnectionSlots {
     this.waiting.add(socket);
   }
 
+  /** The proxy is closing `socket`: it keeps its slot only until a new connection needs one. */
+  closing(socket: Socket): void {
+    if (!this.open.has(socket)) return;
+    this.waiting.delete(socket);
+    this.closingSet.add(socket);
+  }
+
   /** Open connections that hold a slot. */
   get size(): number {
     return this.open.size;
@@ -70,5 +79,6 @@ export class ConnectionSlots {
   private release(socket: Socket): void {
     this.open.delete(socket);
     this.waiting.delete(socket);
+    this.closingSet.delete(socket);
   }
 }

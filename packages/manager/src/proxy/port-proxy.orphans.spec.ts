@@ -16,7 +16,16 @@ import { PortProxy } from './port-proxy.js';
 
 /** Sockets of this host to `port` in a state (`ss` filter), e.g. fin-wait-1: a close still waiting to send. */
 function socketsTo(port: number, state: string): number {
-  const r = spawnSync('ss', ['-Htn', 'state', state, `( dport = :${port} )`], { encoding: 'utf8' });
+  return sockets(state, `( dport = :${port} )`);
+}
+
+/** Sockets of this host from `port` (a server's accepted connections) in a state. */
+function socketsFrom(port: number, state: string): number {
+  return sockets(state, `( sport = :${port} )`);
+}
+
+function sockets(state: string, filter: string): number {
+  const r = spawnSync('ss', ['-Htn', 'state', state, filter], { encoding: 'utf8' });
   return r.stdout.split('\n').filter((l) => l.trim() !== '').length;
 }
 
@@ -35,12 +44,18 @@ describe('PortProxy against a workspace that answers early and never reads', () 
       socket.on('error', () => undefined);
       socket.once('data', (chunk: Buffer) => {
         // The answer at once, then nothing: the request's body (or the tunnel's bytes) is never read, the connection
-        // never closed.
-        socket.write(
-          chunk.toString('latin1').includes('upgrade: websocket')
-            ? 'HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\n'
-            : 'HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok',
-        );
+        // never closed. `/big` paths get 4 MB: an answer, or the tunnel's first bytes.
+        const head = chunk.toString('latin1');
+        const big = head.startsWith('GET /big') ? Buffer.alloc(4 * 1024 * 1024, 0x63) : undefined;
+        if (head.includes('upgrade: websocket')) {
+          socket.write('HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\n');
+          if (big) socket.write(big);
+        } else if (big) {
+          socket.write(`HTTP/1.1 200 OK\r\ncontent-length: ${big.length}\r\nconnection: close\r\n\r\n`);
+          socket.write(big);
+        } else {
+          socket.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok');
+        }
         socket.pause();
       });
     });
@@ -56,7 +71,7 @@ describe('PortProxy against a workspace that answers early and never reads', () 
     proxy = new PortProxy({
       router: { getWorkspace: (id) => (id === record.id ? record : undefined), allWorkspaces: () => [record] },
       address: '127.0.0.1:0',
-      limits: { stalledProbeMs: 200, idleTimeoutMs: 2_000 },
+      limits: { stalledProbeMs: 200, idleTimeoutMs: 2_000, closeLingerMs: 500 },
       cookieName: 'workbay_owner',
       logger: createSilentLogger(),
     });
@@ -159,5 +174,32 @@ describe('PortProxy against a workspace that answers early and never reads', () 
     expect(clients.every((client) => client.destroyed)).toBe(true);
     expect(Date.now() - started).toBeGreaterThanOrEqual(1_000);
     expect(socketsTo(port, 'established')).toBe(0);
+  });
+
+  it('leaves no socket of its own behind with an answer its client never reads', async () => {
+    // Red team round 17, L3: the proxy closed each client's connection once it had handed the answer to the kernel,
+    // which kept sending it to a client that never read: 600 orphans holding 766 MB from anonymous clients.
+    const clients: Socket[] = [];
+    for (const path of ['/ws/early/big', '/ws/early/big']) {
+      const client = connect(proxyPort, '127.0.0.1');
+      client.on('error', () => undefined);
+      client.pause();
+      client.write(`GET ${path} HTTP/1.1\r\nhost: p\r\nconnection: close\r\n\r\n`);
+      clients.push(client);
+    }
+    // A tunnel whose client does not read what the workspace sends, then revoked.
+    const tunnel = connect(proxyPort, '127.0.0.1');
+    tunnel.on('error', () => undefined);
+    tunnel.pause();
+    tunnel.write('GET /ws/early/big HTTP/1.1\r\nhost: p\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\r\n');
+    clients.push(tunnel);
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    status$.next({ ...record, spec: { ...record.spec, admission: 'owner-only' } });
+    // Past the grace (500 ms here) each is reset. Without the fix: three orphans, sending for minutes.
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    expect(socketsFrom(proxyPort, 'fin-wait-1')).toBe(0);
+    expect(socketsFrom(proxyPort, 'established')).toBe(0);
+    for (const client of clients) client.destroy();
+    status$.next(record);
   });
 });

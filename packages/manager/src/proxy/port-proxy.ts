@@ -41,6 +41,7 @@ import {
   stripQuery,
 } from './admission.js';
 import { PipelinedRequests } from './pipelining.js';
+import { resetOrDestroy } from './closing.js';
 import { boundConnections, resolveProxyLimits, serverTimeouts } from './connection-limits.js';
 import type { ProxyLimits } from './connection-limits.js';
 import { ReservedEndpoints, checkTarget } from './exposure.js';
@@ -51,7 +52,7 @@ import { scopeAnswerHeader } from './answer-headers.js';
 import { LiveOwnerTokens } from './owner-tokens.js';
 import { TunnelRegistry } from './tunnels.js';
 import type { Grant } from './tunnels.js';
-import { openTunnel, rejectUpgrade, resetOrDestroy } from './upgrade.js';
+import { openTunnel, rejectUpgrade } from './upgrade.js';
 import { WorkspaceSlots, busyRefusal } from './workspace-slots.js';
 import type { Budget } from './workspace-slots.js';
 
@@ -205,7 +206,7 @@ export class PortProxy {
     if (!server) return;
     this.server = undefined;
     this.tunnels.closeAll();
-    for (const socket of this.sockets) socket.destroy();
+    for (const socket of this.sockets) resetOrDestroy(socket);
     await new Promise<void>((resolve) => server.close(() => resolve()));
   }
 
@@ -310,7 +311,7 @@ export class PortProxy {
     if (!keys) this.socketGrants.set(socket, (keys = new Set()));
     if (keys.has(key)) return;
     keys.add(key);
-    const untrack = this.tunnels.track(grant, () => socket.destroy());
+    const untrack = this.tunnels.track(grant, () => resetOrDestroy(socket));
     socket.once('close', untrack);
   }
 

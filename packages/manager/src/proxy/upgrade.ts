@@ -15,6 +15,7 @@ import { TLSSocket, connect as tlsConnect } from 'node:tls';
 import { parseAnswerHead } from './answer-head.js';
 import { scopeAnswerHeader } from './answer-headers.js';
 import type { AnswerScope } from './answer-headers.js';
+import { closeClient, resetOrDestroy } from './closing.js';
 import { answerAndClose, defaultProxyLimits, rawAnswer } from './connection-limits.js';
 import type { ProxyLimits } from './connection-limits.js';
 import type { Refusal } from './routing.js';
@@ -49,7 +50,10 @@ export interface TunnelOptions {
   /** What the workspace's handshake answer may set (see `answer-headers.ts`). */
   readonly scope: AnswerScope;
   /** The handshake, idle and refusal bounds (see `connection-limits.ts`). */
-  readonly limits: Pick<ProxyLimits, 'handshakeTimeoutMs' | 'idleTimeoutMs' | 'refusalGraceMs' | 'stalledProbeMs'>;
+  readonly limits: Pick<
+    ProxyLimits,
+    'handshakeTimeoutMs' | 'idleTimeoutMs' | 'refusalGraceMs' | 'stalledProbeMs' | 'closeLingerMs'
+  >;
 }
 
 /** The workspace's handshake answer head may not be larger than this. */
@@ -189,22 +193,6 @@ export function relayAnswer(
   upstream.on('data', onData);
 }
 
-/**
- * Closes `upstream` with a reset where it is plain TCP (TLS sockets cannot reset: they are destroyed). A connection
- * the proxy is done with is never closed gracefully: what it still had queued for a workspace that stopped reading
- * would stay in the kernel as an orphan, probing a zero window (red team round 16b, J1: 18,701 orphans and 1.5 GB of
- * the node's TCP memory in 30 s from one workspace and one anonymous client).
- */
-export function resetOrDestroy(upstream: Socket): void {
-  if (upstream.destroyed) return;
-  try {
-    upstream.resetAndDestroy();
-  } catch {
-    // Deliberate: not a TCP handle (TLS); an ordinary close is the next best thing.
-    upstream.destroy();
-  }
-}
-
 const nothing = Buffer.alloc(0);
 
 /**
@@ -258,11 +246,13 @@ export function openTunnel(options: TunnelOptions): () => void {
   const upstream = options.https
     ? tlsConnect({ host: target.host, port: target.port, rejectUnauthorized: false })
     : connect({ host: target.host, port: target.port });
-  // Every way the proxy ends a tunnel resets the workspace's end (see resetOrDestroy): a revoked tunnel whose
-  // workspace had stopped reading left what the client had sent in an orphan socket (red team round 16c, K1).
+  // Every way the proxy ends a tunnel resets the workspace's end (see closing.ts): a revoked tunnel whose workspace
+  // had stopped reading left what the client had sent in an orphan socket (red team round 16c, K1). Revoked or
+  // idle, the client's end is reset too (round 17, L3: 50 revoked tunnels whose clients did not read left 50
+  // orphans with what the workspace had sent).
   const close = (): void => {
     resetOrDestroy(upstream);
-    socket.destroy();
+    resetOrDestroy(socket);
   };
   let connected = false;
   /** Set once a 101 was passed on: from then on the tunnel is a raw pipe. */
@@ -316,7 +306,7 @@ export function openTunnel(options: TunnelOptions): () => void {
   };
   upstream.once(options.https ? 'secureConnect' : 'connect', onConnect);
   upstream.on('error', (error: NodeJS.ErrnoException) => {
-    if (answered) socket.destroy();
+    if (answered) closeClient(socket, options.limits.closeLingerMs);
     else finish(connected ? 'the upgrade failed' : `does not answer (${error.code ?? 'error'})`);
   });
   socket.on('error', () => resetOrDestroy(upstream));
@@ -330,7 +320,7 @@ export function openTunnel(options: TunnelOptions): () => void {
   socket.once('end', () => {
     leaving = setTimeout(() => {
       resetOrDestroy(upstream);
-      socket.destroy();
+      resetOrDestroy(socket);
     }, options.limits.refusalGraceMs);
     leaving.unref();
   });
@@ -343,7 +333,8 @@ export function openTunnel(options: TunnelOptions): () => void {
   // Before a 101 the client gets an answer from the proxy (which then closes its connection itself: an immediate
   // destroy here could cut that answer off); after it, the tunnel closes with its workspace end.
   upstream.on('close', () => {
-    if (answered) socket.destroy();
+    // The workspace ended the tunnel: the client still gets what it sent before (closeClient).
+    if (answered) closeClient(socket, options.limits.closeLingerMs);
     else finish('closed the connection without answering the upgrade');
   });
   return close;
