@@ -29,6 +29,10 @@ export function registerUpCommand(program: Command, wrap: ActionWrapper): void {
         // Logs on stderr keep stdout for what `up` reports (and for --json).
         const logger = createLogger({ level: config.log.level, destination: process.stderr });
         const handle = await startEmbedded({ configPath, overrides, logger }).catch(startupError);
+        // The manager's own TCP buffers get a cap of their own (local runtime, cgroup v1), now that the daemon runs
+        // in a process apart: the port proxy's connections must not hold the node's TCP memory (manager-tcp.ts).
+        const runtime = handle.manager.runtime as { confineManagerTcp?: () => Promise<number | undefined> };
+        await runtime.confineManagerTcp?.();
         const addresses = {
           managerAddress: handle.managerAddress,
           proxyAddress: handle.proxyAddress,

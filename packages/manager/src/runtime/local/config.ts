@@ -185,6 +185,12 @@ export const localRuntimeConfigSchema = z.strictObject({
         .min(16 * 1024 * 1024)
         .optional(),
       /**
+       * cgroup v1, `workbay up`: the TCP socket buffers of the manager itself (the port proxy's connections), in a
+       * cgroup of its own. Default: half of what lies between `tcp_mem[0]` (the workspaces' total) and `tcp_mem[1]`
+       * (the node's pressure mark), at least 16 MiB; 0: not capped. See manager-tcp.ts.
+       */
+      managerTcpMemoryBytes: z.number().int().min(0).optional(),
+      /**
        * Process ids left to the node: the parent cgroup's `pids.max` is the kernel's pid_max (or threads-max, if
        * lower) minus this. Default: a quarter of it.
        */

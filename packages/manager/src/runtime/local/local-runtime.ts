@@ -20,6 +20,7 @@ import { PortAllocator } from './ports.js';
 import { assertInstanceId, newInstance } from './instance.js';
 import type { Instance } from './instance.js';
 import { LogCap } from './log-cap.js';
+import { confineManagerTcp } from './manager-tcp.js';
 import { InstanceSupervisor } from './supervisor.js';
 import { isSameProcessAlive, readProcStat } from './proc.js';
 import { PreparedHosts } from './prepared-hosts.js';
@@ -135,6 +136,20 @@ export class LocalRuntime implements WorkspaceRuntime {
       'local runtime ready',
     );
     return runtime;
+  }
+
+  /**
+   * Caps the TCP buffers of this process, the manager's (cgroup v1; `cgroupLimits.managerTcpMemoryBytes`): for a
+   * process that runs the manager alone, such as `workbay up`, once its daemon is started (see manager-tcp.ts).
+   * Returns the cap, or undefined when none was set.
+   */
+  async confineManagerTcp(): Promise<number | undefined> {
+    return confineManagerTcp(
+      this.isolation.cgroups,
+      this.tag,
+      this.config.cgroupLimits.managerTcpMemoryBytes,
+      this.logger,
+    );
   }
 
   /** A synchronous snapshot of every instance the runtime knows. */

@@ -1,0 +1,104 @@
+/**
+ * cgroup v1: the manager's own TCP buffers, capped. The port proxy holds two sockets per proxied connection in the
+ * host's namespace, outside every workspace's cgroup, and the kernel sizes their buffers for throughput: a client
+ * that does not read an 8 MB answer left about 10 MB of the node's TCP memory with the manager (the answer's rest in
+ * the socket to the workspace, more in the socket to the client), and 60 such connections from one address took 591
+ * MB; about 150 would have passed the node's pressure mark, past which every service's sockets are squeezed (red team
+ * round 17, L4). Node cannot size a TCP socket's buffers, but v1 can cap what a cgroup's sockets hold together: the
+ * manager's process moves into a cgroup of its own whose `memory.kmem.tcp.limit_in_bytes` is a share of what the
+ * node's `tcp_mem` leaves above the workspaces'. Past it the manager's connections slow down, not the node's.
+ *
+ * v2 counts socket memory against `memory.max`, which would also bound the manager's heap (and OOM-kill it): not
+ * done there. Sockets made before the move (the listeners, the daemon client) stay uncharged; every accepted or
+ * dialled connection after it is charged.
+ *
+ * @module
+ */
+import { readdir, readFile, rmdir, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { PluginLogger } from '@workbay/api';
+import type { CgroupController } from '@workbay/nsinsider';
+import { ownCgroupPath } from '@workbay/nsinsider';
+
+/**
+ * The manager's cgroup is `workbay-manager-<runtime tag>`, beside the workspaces' parent (below the cgroup the manager
+ * started in): each runtime on a node (its state directory) has its own cap.
+ */
+export const managerCgroupName = 'workbay-manager';
+
+/** Below this the manager's own gRPC and proxy traffic would crawl. */
+const minManagerTcpBytes = 16 * 1024 * 1024;
+
+/**
+ * The manager's TCP buffer cap for a node whose `net.ipv4.tcp_mem` is `tcpMem` (pages of 4 KiB): half of what lies
+ * between the workspaces' total (`tcp_mem[0]`, see cgroup-limits.ts) and the pressure mark (`tcp_mem[1]`), so that
+ * workspaces and manager together stay below it; at least 16 MiB.
+ */
+export function managerTcpBytesFor(tcpMem: readonly number[]): number {
+  const [low = 0, pressure = 0] = tcpMem;
+  return Math.max(minManagerTcpBytes, Math.floor(((pressure - low) * 4096) / 2));
+}
+
+/**
+ * Moves process `pid` into the memory cgroup `cgroupPath` (created if missing), whose TCP buffers are capped at
+ * `bytes` first (v1 charges a socket only to a cgroup whose cap was set before the socket was made). Only the
+ * memory hierarchy: the process keeps its place for CPU and pids.
+ */
+export async function confineTcpMemory(
+  controller: CgroupController,
+  cgroupPath: string,
+  pid: number,
+  bytes: number,
+): Promise<void> {
+  const cg = controller.cgroup(cgroupPath);
+  await cg.create();
+  await cg.setTcpMemoryLimit(bytes);
+  await writeFile(path.join(cg.dir('memory'), 'cgroup.procs'), String(pid));
+}
+
+/**
+ * Caps the TCP buffers of this process (the manager) when the runtime has cgroup v1 with the TCP control: `bytes`
+ * from the config, or {@link managerTcpBytesFor} the node. Returns the cap, or undefined when none was set (v2, no
+ * cgroups, or 0 configured: said in the log). A failure is a warning, not a refusal to run: the cap is a bound on
+ * what attackers can make the node hold, the proxy's other limits still apply.
+ */
+export async function confineManagerTcp(
+  controller: CgroupController | undefined,
+  tag: string,
+  configuredBytes: number | undefined,
+  logger: PluginLogger,
+): Promise<number | undefined> {
+  if (configuredBytes === 0) return undefined;
+  if (controller?.version !== 'v1') {
+    logger.info({}, 'the manager’s TCP buffers are not capped (cgroup v1 only)');
+    return undefined;
+  }
+  try {
+    const bytes =
+      configuredBytes ??
+      managerTcpBytesFor((await readFile('/proc/sys/net/ipv4/tcp_mem', 'utf8')).trim().split(/\s+/).map(Number));
+    const own = await ownCgroupPath(controller.layout);
+    await removeLeftManagerCgroups(controller, own);
+    const cgroupPath = path.posix.join(own, `${managerCgroupName}-${tag}`);
+    await confineTcpMemory(controller, cgroupPath, process.pid, bytes);
+    logger.info({ cgroup: cgroupPath, bytes }, 'capped the manager’s TCP buffers');
+    return bytes;
+  } catch (error) {
+    // Deliberate: see above; said loudly.
+    logger.warn({ err: error }, 'could not cap the manager’s TCP buffers');
+    return undefined;
+  }
+}
+
+/**
+ * Removes the empty manager cgroups below `own` that earlier managers left (a manager's cgroup outlives its process);
+ * one with a live process is busy and stays.
+ */
+async function removeLeftManagerCgroups(controller: CgroupController, own: string): Promise<void> {
+  const names = await readdir(controller.cgroup(own).dir('memory')).catch(() => [] as string[]);
+  for (const name of names) {
+    if (!name.startsWith(`${managerCgroupName}-`)) continue;
+    // Deliberate: EBUSY is a live manager's; anything else leaves an empty directory, which costs nothing.
+    await rmdir(path.join(controller.cgroup(path.posix.join(own, name)).dir('memory'))).catch(() => undefined);
+  }
+}
