@@ -57,6 +57,8 @@ export interface RunningManager {
   readonly grpcAddress: string;
   /** host:port of the port proxy ('' when disabled). */
   readonly proxyAddress: string;
+  /** The port proxy, when enabled. */
+  readonly proxy?: PortProxy;
   /** host:port of the metrics server ('' when disabled). */
   readonly metricsAddress: string;
   /** Stops serving and closes everything; running workspaces keep running and are re-adopted next time. */
@@ -299,6 +301,7 @@ export async function startManager(options: StartManagerOptions): Promise<Runnin
       runtime,
       grpcAddress: grpc.address,
       proxyAddress: proxy?.address ?? '',
+      ...(proxy ? { proxy } : {}),
       metricsAddress: ops?.address ?? '',
       stop: () => {
         stopped ??= (async () => {

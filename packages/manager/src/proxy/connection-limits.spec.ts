@@ -1,5 +1,13 @@
+import { EventEmitter } from 'node:events';
+import type { Socket } from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { addressKey, defaultProxyLimits, resolveProxyLimits, timeoutCheckInterval } from './connection-limits.js';
+import {
+  AddressCounter,
+  addressKey,
+  defaultProxyLimits,
+  resolveProxyLimits,
+  timeoutCheckInterval,
+} from './connection-limits.js';
 
 describe('addressKey', () => {
   it('counts IPv4 as is, also when mapped into IPv6', () => {
@@ -40,5 +48,35 @@ describe('resolveProxyLimits', () => {
   it('checks timeouts often enough for short ones and rarely for long ones', () => {
     expect(timeoutCheckInterval(resolveProxyLimits({ headersTimeoutMs: 500, requestTimeoutMs: 500 }))).toBe(250);
     expect(timeoutCheckInterval(resolveProxyLimits({ headersTimeoutMs: 120_000 }))).toBe(30_000);
+  });
+});
+
+describe('AddressCounter', () => {
+  /** Just what the counter looks at: the address, the close event, and a reset. */
+  function fakeSocket(address: string): Socket & { reset: boolean } {
+    const socket = Object.assign(new EventEmitter(), { remoteAddress: address, destroyed: false, reset: false });
+    return Object.assign(socket, {
+      resetAndDestroy: () => {
+        socket.reset = true;
+        socket.destroyed = true;
+        socket.emit('close');
+      },
+    }) as unknown as Socket & { reset: boolean };
+  }
+
+  it('at the cap, lets an address’s connection being closed give way to its next one (red team round 17b, M3)', () => {
+    const counter = new AddressCounter(2);
+    const [a, b, c, d] = ['10.0.0.1', '10.0.0.1', '10.0.0.1', '10.0.0.1'].map(fakeSocket);
+    expect(counter.admit(a!)).toBe(true);
+    expect(counter.admit(b!)).toBe(true);
+    // At the cap, nothing being closed: refused.
+    expect(counter.admit(c!)).toBe(false);
+    // a's answer is done and lingers: it gives way, reset.
+    counter.closing(a!);
+    expect(counter.admit(d!)).toBe(true);
+    expect(a!.reset).toBe(true);
+    expect(counter.count('10.0.0.1')).toBe(2);
+    // Another address is not touched.
+    expect(counter.admit(fakeSocket('10.0.0.2'))).toBe(true);
   });
 });

@@ -183,23 +183,53 @@ export function addressKey(address: string): string {
 /** Counts open connections per client address. */
 export class AddressCounter {
   private readonly open = new Map<string, number>();
+  /** Counted sockets, with their address's key. */
+  private readonly counted = new Map<Socket, string>();
+  /** Per address, its connections the proxy is closing (`closing.ts`): the first to go when it is at the cap. */
+  private readonly closingByKey = new Map<string, Set<Socket>>();
 
   constructor(private readonly max: number) {}
 
-  /** Counts `socket` until it closes; false (and nothing counted) when its address is at the cap. */
+  /**
+   * Counts `socket` until it closes; false (and nothing counted) when its address is at the cap and none of its
+   * connections is being closed. One that is gives way: it is reset, so that a client whose answers are still in
+   * their linger (or the others behind its NAT) is not locked out for it (red team round 17b, M3).
+   */
   admit(socket: Socket): boolean {
     // Undefined once the peer is gone already: nothing to serve, and nothing to count it under.
     if (socket.remoteAddress === undefined) return false;
     const key = addressKey(socket.remoteAddress);
-    const count = this.open.get(key) ?? 0;
-    if (this.max > 0 && count >= this.max) return false;
-    this.open.set(key, count + 1);
-    socket.once('close', () => {
-      const left = (this.open.get(key) ?? 1) - 1;
-      if (left <= 0) this.open.delete(key);
-      else this.open.set(key, left);
-    });
+    if (this.max > 0 && (this.open.get(key) ?? 0) >= this.max) {
+      const lingering = this.closingByKey.get(key)?.values().next().value;
+      if (lingering === undefined) return false;
+      this.release(lingering);
+      resetOrDestroy(lingering);
+    }
+    this.open.set(key, (this.open.get(key) ?? 0) + 1);
+    this.counted.set(socket, key);
+    socket.once('close', () => this.release(socket));
     return true;
+  }
+
+  /** The proxy is closing `socket`: it gives way to its address's next connection at the cap. */
+  closing(socket: Socket): void {
+    const key = this.counted.get(socket);
+    if (key === undefined) return;
+    let set = this.closingByKey.get(key);
+    if (!set) this.closingByKey.set(key, (set = new Set()));
+    set.add(socket);
+  }
+
+  private release(socket: Socket): void {
+    const key = this.counted.get(socket);
+    if (key === undefined) return;
+    this.counted.delete(socket);
+    const left = (this.open.get(key) ?? 1) - 1;
+    if (left <= 0) this.open.delete(key);
+    else this.open.set(key, left);
+    const set = this.closingByKey.get(key);
+    set?.delete(socket);
+    if (set?.size === 0) this.closingByKey.delete(key);
   }
 
   /** Open connections of the address (for tests and metrics). */
@@ -323,7 +353,10 @@ export function boundConnections(server: Server, limits: ProxyLimits, logger: Lo
       refuseAtOnce(socket);
     }
   });
-  lingerClientCloses(server, limits.closeLingerMs, (socket) => slots.closing(socket));
+  lingerClientCloses(server, limits.closeLingerMs, (socket) => {
+    slots.closing(socket);
+    perAddress.closing(socket);
+  });
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     slots.busy(req.socket);
     res.once('close', () => slots.waitingAgain(req.socket));

@@ -29,6 +29,9 @@ function sockets(state: string, filter: string): number {
   return r.stdout.split('\n').filter((l) => l.trim() !== '').length;
 }
 
+/** An answer larger than what the kernel queues for a connection. */
+const huge = Buffer.alloc(32 * 1024 * 1024, 0x64);
+
 describe('PortProxy against a workspace that answers early and never reads', () => {
   const held = new Set<Socket>();
   let workspace: Server;
@@ -46,7 +49,11 @@ describe('PortProxy against a workspace that answers early and never reads', () 
         // The answer at once, then nothing: the request's body (or the tunnel's bytes) is never read, the connection
         // never closed. `/big` paths get 4 MB: an answer, or the tunnel's first bytes.
         const head = chunk.toString('latin1');
-        const big = head.startsWith('GET /big') ? Buffer.alloc(4 * 1024 * 1024, 0x63) : undefined;
+        const big = head.startsWith('GET /huge')
+          ? huge
+          : head.startsWith('GET /big')
+            ? Buffer.alloc(4 * 1024 * 1024, 0x63)
+            : undefined;
         if (head.includes('upgrade: websocket')) {
           socket.write('HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\n');
           if (big) socket.write(big);
@@ -201,5 +208,47 @@ describe('PortProxy against a workspace that answers early and never reads', () 
     expect(socketsFrom(proxyPort, 'established')).toBe(0);
     for (const client of clients) client.destroy();
     status$.next(record);
+  });
+
+  it('resets transfers that wait on a client that does not read while the TCP budget is nearly used up, not others', async () => {
+    // Red team round 17b, M1: one cap for the manager's sockets (workbay up, cgroup v1) let 20-40 connections of one
+    // anonymous client that did not read hold it, and every owner's downloads through the proxy crawled.
+    // A proxy of its own, whose idle timeout (a minute) does not end the stalled transfer first.
+    const patient = new PortProxy({
+      router: { getWorkspace: (id) => (id === record.id ? record : undefined), allWorkspaces: () => [record] },
+      address: '127.0.0.1:0',
+      limits: { idleTimeoutMs: 60_000 },
+      cookieName: 'workbay_owner',
+      logger: createSilentLogger(),
+    });
+    const patientPort = Number((await patient.start()).split(':').pop());
+    let pressure = 0;
+    patient.shedSlowTransfers(() => Promise.resolve(pressure));
+    const stalled = connect(patientPort, '127.0.0.1');
+    stalled.on('error', () => undefined);
+    stalled.pause();
+    stalled.write('GET /ws/early/huge HTTP/1.1\r\nhost: p\r\n\r\n');
+    const stalledClosed = new Promise((resolve) => stalled.once('close', resolve));
+    // No pressure: a client that does not read is left alone (a slow link is not an attack).
+    await new Promise((resolve) => setTimeout(resolve, 2_500));
+    expect(stalled.destroyed).toBe(false);
+    // Under pressure: it is reset within a couple of ticks, while a client that reads gets its whole answer.
+    pressure = 0.95;
+    const reader = connect(patientPort, '127.0.0.1');
+    let received = 0;
+    reader.on('data', (chunk: Buffer) => (received += chunk.length));
+    reader.on('error', () => undefined);
+    reader.write('GET /ws/early/huge HTTP/1.1\r\nhost: p\r\nconnection: close\r\n\r\n');
+    await new Promise((resolve) => reader.once('close', resolve));
+    expect(received).toBeGreaterThan(huge.length);
+    await new Promise((resolve) => setTimeout(resolve, 2_500));
+    // The stalled client learns of the reset once it reads: what was on its way, then the end, far short of the answer.
+    let taken = 0;
+    stalled.on('data', (chunk: Buffer) => (taken += chunk.length));
+    stalled.resume();
+    await Promise.race([stalledClosed, new Promise((resolve) => setTimeout(resolve, 3_000))]);
+    expect(stalled.destroyed).toBe(true);
+    expect(taken).toBeLessThan(huge.length);
+    await patient.stop();
   });
 });

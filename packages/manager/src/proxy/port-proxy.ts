@@ -42,6 +42,8 @@ import {
 } from './admission.js';
 import { PipelinedRequests } from './pipelining.js';
 import { resetOrDestroy } from './closing.js';
+import { SlowTransferShedder } from './shedding.js';
+import type { TcpPressure } from './shedding.js';
 import { boundConnections, resolveProxyLimits, serverTimeouts } from './connection-limits.js';
 import type { ProxyLimits } from './connection-limits.js';
 import { ReservedEndpoints, checkTarget } from './exposure.js';
@@ -115,6 +117,8 @@ export class PortProxy {
   /** Pipelined requests wait for the one before them (pipelining.ts). */
   private readonly pipelined = new PipelinedRequests();
   private readonly limits: ProxyLimits;
+  /** Resets slow transfers while the manager's TCP budget is nearly used up (see {@link shedSlowTransfers}). */
+  private shedder: SlowTransferShedder | undefined;
   /** Connections busy for each workspace (requests in progress, tunnels), capped per workspace and per owner. */
   private readonly workspaceSlots: WorkspaceSlots;
   private readonly ownerTokens: LiveOwnerTokens;
@@ -199,7 +203,17 @@ export class PortProxy {
     return this.boundAddress;
   }
 
+  /**
+   * From now on, resets the transfers that wait on a slow end while `pressure` says the manager's TCP budget is
+   * nearly used up (`shedding.ts`): for a manager whose socket buffers are capped (`workbay up` on cgroup v1).
+   */
+  shedSlowTransfers(pressure: TcpPressure): void {
+    this.shedder?.stop();
+    this.shedder = new SlowTransferShedder({ pressure, logger: this.options.logger });
+  }
+
   async stop(): Promise<void> {
+    this.shedder?.stop();
     this.tunnels.unfollow();
     this.ownerTokens.unfollow();
     const server = this.server;
@@ -421,6 +435,8 @@ export class PortProxy {
     // left the rest of it queued in an orphan socket for minutes (red team round 16b, J1).
     upstream.once('socket', (connection: Socket) => {
       connection.destroySoon = () => resetOrDestroy(connection);
+      const untrack = this.shedder?.track([req.socket, connection]);
+      if (untrack) res.once('close', untrack);
     });
     res.on('close', () => {
       if (upstream.socket) resetOrDestroy(upstream.socket);
@@ -461,6 +477,7 @@ export class PortProxy {
       workspaceId: admission.record.id,
       scope: { cookiePrefix: this.options.cookieName, prefix: route.prefix },
       limits: this.limits,
+      ...(this.shedder ? { shedder: this.shedder } : {}),
     });
     const untrack = this.tunnels.track(admission.grant, close);
     socket.once('close', untrack);

@@ -19,6 +19,7 @@ import { closeClient, resetOrDestroy } from './closing.js';
 import { answerAndClose, defaultProxyLimits, rawAnswer } from './connection-limits.js';
 import type { ProxyLimits } from './connection-limits.js';
 import type { Refusal } from './routing.js';
+import type { SlowTransferShedder } from './shedding.js';
 
 /**
  * Answers a refused upgrade and closes the connection, within `graceMs` even when the client never closes its side:
@@ -49,6 +50,8 @@ export interface TunnelOptions {
   readonly workspaceId: string;
   /** What the workspace's handshake answer may set (see `answer-headers.ts`). */
   readonly scope: AnswerScope;
+  /** Tracks the established tunnel's pace, to reset it when slow under TCP pressure (`shedding.ts`). */
+  readonly shedder?: Pick<SlowTransferShedder, 'track'>;
   /** The handshake, idle and refusal bounds (see `connection-limits.ts`). */
   readonly limits: Pick<
     ProxyLimits,
@@ -286,11 +289,16 @@ export function openTunnel(options: TunnelOptions): () => void {
   const onAnswered = (): void => {
     answered = true;
     clearTimeout(handshakeTimer);
-    stopWatching = watchTunnel(
+    const stopIdle = watchTunnel(
       [socket, upstream],
       { idleMs: options.limits.idleTimeoutMs, probeMs: options.limits.stalledProbeMs },
       close,
     );
+    const untrack = options.shedder?.track([socket, upstream]);
+    stopWatching = () => {
+      stopIdle();
+      untrack?.();
+    };
   };
   const onConnect = (): void => {
     connected = true;

@@ -31,8 +31,12 @@ export function registerUpCommand(program: Command, wrap: ActionWrapper): void {
         const handle = await startEmbedded({ configPath, overrides, logger }).catch(startupError);
         // The manager's own TCP buffers get a cap of their own (local runtime, cgroup v1), now that the daemon runs
         // in a process apart: the port proxy's connections must not hold the node's TCP memory (manager-tcp.ts).
-        const runtime = handle.manager.runtime as { confineManagerTcp?: () => Promise<number | undefined> };
-        await runtime.confineManagerTcp?.();
+        const runtime = handle.manager.runtime as {
+          confineManagerTcp?: () => Promise<{ pressure(): Promise<number> } | undefined>;
+        };
+        const budget = await runtime.confineManagerTcp?.();
+        // One cap for every proxied connection: transfers that hold it without using it are reset under pressure.
+        if (budget) handle.manager.proxy?.shedSlowTransfers(() => budget.pressure());
         const addresses = {
           managerAddress: handle.managerAddress,
           proxyAddress: handle.proxyAddress,

@@ -21,6 +21,7 @@ import { assertInstanceId, newInstance } from './instance.js';
 import type { Instance } from './instance.js';
 import { LogCap } from './log-cap.js';
 import { confineManagerTcp } from './manager-tcp.js';
+import type { ManagerTcpBudget } from './manager-tcp.js';
 import { InstanceSupervisor } from './supervisor.js';
 import { isSameProcessAlive, readProcStat } from './proc.js';
 import { PreparedHosts } from './prepared-hosts.js';
@@ -141,9 +142,9 @@ export class LocalRuntime implements WorkspaceRuntime {
   /**
    * Caps the TCP buffers of this process, the manager's (cgroup v1; `cgroupLimits.managerTcpMemoryBytes`): for a
    * process that runs the manager alone, such as `workbay up`, once its daemon is started (see manager-tcp.ts).
-   * Returns the cap, or undefined when none was set.
+   * Returns the budget, or undefined when none was set.
    */
-  async confineManagerTcp(): Promise<number | undefined> {
+  async confineManagerTcp(): Promise<ManagerTcpBudget | undefined> {
     return confineManagerTcp(
       this.isolation.cgroups,
       this.tag,

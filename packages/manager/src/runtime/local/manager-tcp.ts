@@ -58,16 +58,23 @@ export async function confineTcpMemory(
 
 /**
  * Caps the TCP buffers of this process (the manager) when the runtime has cgroup v1 with the TCP control: `bytes`
- * from the config, or {@link managerTcpBytesFor} the node. Returns the cap, or undefined when none was set (v2, no
+ * from the config, or {@link managerTcpBytesFor} the node. Returns the budget, or undefined when none was set (v2, no
  * cgroups, or 0 configured: said in the log). A failure is a warning, not a refusal to run: the cap is a bound on
  * what attackers can make the node hold, the proxy's other limits still apply.
  */
+/** The manager's TCP budget once capped: its size and how much of it is in use. */
+export interface ManagerTcpBudget {
+  readonly bytes: number;
+  /** The share in use (`memory.kmem.tcp.usage_in_bytes` over the cap). */
+  pressure(): Promise<number>;
+}
+
 export async function confineManagerTcp(
   controller: CgroupController | undefined,
   tag: string,
   configuredBytes: number | undefined,
   logger: PluginLogger,
-): Promise<number | undefined> {
+): Promise<ManagerTcpBudget | undefined> {
   if (configuredBytes === 0) return undefined;
   if (controller?.version !== 'v1') {
     logger.info({}, 'the manager’s TCP buffers are not capped (cgroup v1 only)');
@@ -82,7 +89,8 @@ export async function confineManagerTcp(
     const cgroupPath = path.posix.join(own, `${managerCgroupName}-${tag}`);
     await confineTcpMemory(controller, cgroupPath, process.pid, bytes);
     logger.info({ cgroup: cgroupPath, bytes }, 'capped the manager’s TCP buffers');
-    return bytes;
+    const usage = path.join(controller.cgroup(cgroupPath).dir('memory'), 'memory.kmem.tcp.usage_in_bytes');
+    return { bytes, pressure: async () => Number((await readFile(usage, 'utf8')).trim()) / bytes };
   } catch (error) {
     // Deliberate: see above; said loudly.
     logger.warn({ err: error }, 'could not cap the manager’s TCP buffers');
