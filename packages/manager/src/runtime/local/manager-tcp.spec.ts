@@ -37,7 +37,7 @@ const server = `
 const net = require('node:net');
 const answer = Buffer.alloc(8 * 1024 * 1024, 0x61);
 net.createServer((s) => { s.on('error', () => {}); s.write(answer); }).listen(0, '127.0.0.1', function () {
-  console.log(this.address().port);
+  console.log('PORT ' + this.address().port);
 });`;
 
 let child: ChildProcess | undefined;
@@ -50,7 +50,16 @@ afterEach(() => {
 /** The server's sockets' queued bytes once 40 clients that never read are connected; `confine`: capped first. */
 async function queuedWith(confine: ((pid: number) => Promise<void>) | undefined): Promise<number> {
   child = spawn(process.execPath, ['-e', server], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const port = await new Promise<number>((resolve) => child!.stdout!.once('data', (d: Buffer) => resolve(Number(d))));
+  // The port on a line of its own (whatever else the child may print first).
+  const port = await new Promise<number>((resolve, reject) => {
+    let text = '';
+    child!.stdout!.on('data', (d: Buffer) => {
+      text += d.toString();
+      const line = /^PORT (\d+)$/m.exec(text);
+      if (line) resolve(Number(line[1]));
+    });
+    child!.once('exit', (code) => reject(new Error(`the server exited (${code}): ${text.slice(0, 500)}`)));
+  });
   if (confine) await confine(child.pid!);
   for (let i = 0; i < 40; i++) {
     const c = connect(port, '127.0.0.1');
