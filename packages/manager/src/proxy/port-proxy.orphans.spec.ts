@@ -249,6 +249,33 @@ describe('PortProxy against a workspace that answers early and never reads', () 
     await Promise.race([stalledClosed, new Promise((resolve) => setTimeout(resolve, 3_000))]);
     expect(stalled.destroyed).toBe(true);
     expect(taken).toBeLessThan(huge.length);
+
+    // Red team round 17c, N1: shedding every slow transfer at once cut other owners' slow downloads too. Now the
+    // address with the most of them goes first, and the pressure is read again before the next.
+    const stall = (localAddress: string): Socket => {
+      const client = connect({ port: patientPort, host: '127.0.0.1', localAddress });
+      client.on('error', () => undefined);
+      client.pause();
+      client.write('GET /ws/early/huge HTTP/1.1\r\nhost: p\r\n\r\n');
+      return client;
+    };
+    pressure = 0;
+    const flood = [stall('127.0.0.2'), stall('127.0.0.2'), stall('127.0.0.2')];
+    const lone = stall('127.0.0.3');
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    let shedBefore = -1;
+    // Under pressure until one address was shed.
+    pressure = 0.95;
+    const relieved = setInterval(() => {
+      if (sockets('established', `( sport = :${patientPort} and dst 127.0.0.2 )`) === 0) pressure = 0.5;
+    }, 50);
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    clearInterval(relieved);
+    shedBefore = sockets('established', `( sport = :${patientPort} and dst 127.0.0.3 )`);
+    // The flood is gone, the lone slow client of another address is still served.
+    expect(sockets('established', `( sport = :${patientPort} and dst 127.0.0.2 )`)).toBe(0);
+    expect(shedBefore).toBe(1);
+    for (const client of [...flood, lone]) client.destroy();
     await patient.stop();
   });
 });

@@ -7,16 +7,17 @@
  * 10-25 KB/s for as long as they stayed (red team round 17b, M1).
  *
  * So every second each tracked transfer's pace is measured (the bytes its sockets handed to the kernel), and while
- * the budget is nearly used up, each transfer waiting on a slow end (bytes queued for a socket that took fewer than
- * `minBytesPerSecond` in the last second) is reset at both ends. Transfers that move data keep going; small
- * exchanges queue nothing. Without pressure nothing is shed: a slow client on a slow link is only cut while it holds
- * memory others need.
+ * the budget is nearly used up, the transfers waiting on a slow end (bytes queued for a socket that took fewer than
+ * `minBytesPerSecond` in the last second) of the client address with the most of them are reset at both ends, one
+ * address a tick. Transfers that move data keep going; small exchanges queue nothing. Without pressure nothing is
+ * shed: a slow client on a slow link is only cut while it holds memory others need, after the heavier ones.
  *
  * @module
  */
 import type { Socket } from 'node:net';
 import type { Logger } from '../logger.js';
 import { resetOrDestroy } from './closing.js';
+import { addressKey } from './connection-limits.js';
 
 /** The share of the budget in use (0 to 1, and more when over it). */
 export type TcpPressure = () => Promise<number>;
@@ -73,6 +74,36 @@ export class SlowTransferShedder {
     this.transfers.clear();
   }
 
+  /**
+   * The slow transfers of the client address that has the most of them (ties: the most bytes queued): one address a
+   * tick, the pressure read again before the next. A flood of stalled connections is one client's, and shedding it
+   * usually ends the pressure before a lone slow download of someone else's is reached (red team round 17c, N1:
+   * shedding every slow transfer at once cut another owner's download at 40 KB/s).
+   */
+  private heaviestClient(): Transfer[] {
+    const byClient = new Map<string, { transfers: Transfer[]; queued: number }>();
+    for (const transfer of this.transfers) {
+      if (!transfer.slow) continue;
+      const client = transfer.ends[0];
+      const key = addressKey(client?.remoteAddress ?? '');
+      const entry = byClient.get(key) ?? { transfers: [], queued: 0 };
+      entry.transfers.push(transfer);
+      entry.queued += transfer.ends.reduce((sum, end) => sum + end.writableLength, 0);
+      byClient.set(key, entry);
+    }
+    let heaviest: { transfers: Transfer[]; queued: number } | undefined;
+    for (const entry of byClient.values()) {
+      if (
+        !heaviest ||
+        entry.transfers.length > heaviest.transfers.length ||
+        (entry.transfers.length === heaviest.transfers.length && entry.queued > heaviest.queued)
+      ) {
+        heaviest = entry;
+      }
+    }
+    return heaviest?.transfers ?? [];
+  }
+
   private async tick(): Promise<void> {
     if (this.running) return;
     this.running = true;
@@ -88,13 +119,12 @@ export class SlowTransferShedder {
       }
       const load = await this.options.pressure();
       if (!(load >= this.threshold)) return;
-      let shed = 0;
-      for (const transfer of [...this.transfers]) {
-        if (!transfer.slow) continue;
+      const victims = this.heaviestClient();
+      for (const transfer of victims) {
         this.transfers.delete(transfer);
         for (const end of transfer.ends) resetOrDestroy(end);
-        shed += 1;
       }
+      const shed = victims.length;
       this.shed += shed;
       if (shed > 0) {
         this.options.logger.warn(
