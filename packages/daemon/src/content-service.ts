@@ -245,6 +245,10 @@ export class WorkspaceContentService {
       return;
     }
     await this.options.quota.restore(ws.state.instanceId, ws.state.contentLocation, handle);
+    // Dormant kept content is read-only again, and holds no disk promise (content/disposal.ts); if it cannot be, it
+    // keeps its promise and a resume makes it writable as usual.
+    if (ws.state.dormant && ws.state.phase === 'ready')
+      await this.options.quota.makeDormant?.(ws.state.instanceId, ws.state.contentLocation, handle);
     // A re-mounted image may be on another loop device; the rule is set again either way (idempotent).
     if (ws.state.phase === 'ready')
       await this.options.quota.limitIo?.(ws.state.instanceId, ws.state.contentLocation, handle);

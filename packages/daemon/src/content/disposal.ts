@@ -3,7 +3,7 @@
  * outcome is persisted before any content is deleted (invariant 2), and a finished disposal leaves a tombstone
  * that answers a repeated dispose with the same outcome (invariant 5).
  */
-import { CancelledError, NotFoundError, WorkspaceStateError } from '../errors.js';
+import { CancelledError, NotFoundError, WorkspaceStateError, errorMessage } from '../errors.js';
 import type { Git } from '../git/git.js';
 import type { HostIdAllocator } from '../session/host-ids.js';
 import type { BackupRecord, DisposalRecord } from '../session/session-store.js';
@@ -46,6 +46,16 @@ export class WorkspaceDisposal {
         }
         if (ws.state.phase === 'initializing')
           throw new WorkspaceStateError(instanceId, 'still initializing', 'dispose it');
+        if (ws.state.keptSince && ws.state.phase === 'ready' && !options.backup) {
+          // Kept content exists because no backup has it: deleting it unbacked would lose that work. A start that
+          // resumed it and failed (the disk could not back its quota again) is disposed without a backup by its
+          // manager; the content must outlive that.
+          throw new WorkspaceStateError(
+            instanceId,
+            `kept since ${ws.state.keptSince} because its final backup failed`,
+            'delete it without a backup: dispose it with a backup',
+          );
+        }
         const started = performance.now();
         let disposal = ws.state.disposal;
         if (!disposal) {
@@ -97,6 +107,10 @@ export class WorkspaceDisposal {
         // Content stays; a retried dispose backs up again.
         if (quota) await this.deps.options.quota.limitIo?.(instanceId, ws.state.contentLocation, quota);
         await registry.persist(ws, { phase: 'ready', keptSince: ws.state.keptSince ?? new Date().toISOString() });
+        await this.makeDormant(ws).catch((dormantError: unknown) =>
+          // Deliberate: the backup's failure is the one to report; content not recorded dormant keeps its promise.
+          this.deps.logger.warn({ instanceId, err: errorMessage(dormantError) }, 'cannot record kept content dormant'),
+        );
         this.deps.backupRuns.schedulePeriodic(ws);
         this.deps.options.metrics.finalizeSeconds.observe(
           { backup: 'true', outcome: 'failure' },
@@ -111,6 +125,18 @@ export class WorkspaceDisposal {
       ...(status ? { gitStatus: status } : {}),
       recordedAt: new Date().toISOString(),
     };
+  }
+
+  /**
+   * Kept content nothing writes to until its owner resumes it holds no disk promise beyond what it uses: five kept 10 GB
+   * promises refused every owner's starts (red team round 17, L5). Best effort: content that cannot be made dormant
+   * keeps its promise, which only costs room.
+   */
+  private async makeDormant(ws: Workspace): Promise<void> {
+    const { quota } = ws.state;
+    if (!quota || ws.state.dormant || !this.deps.options.quota.makeDormant) return;
+    if (await this.deps.options.quota.makeDormant(ws.state.instanceId, ws.state.contentLocation, quota))
+      await this.deps.registry.persist(ws, { dormant: true });
   }
 
   /** Removes content, quota and state, leaving a tombstone. Caller holds the workspace lock. */

@@ -67,6 +67,19 @@ export class WorkspaceInitialization {
     );
   }
 
+  /**
+   * Its owner resumes kept content: writable again once the disk can back the rest of its quota (dormant content held
+   * no promise), else RESOURCE_EXHAUSTED with the content as it was. Also when it is not recorded dormant: a read-only
+   * remount whose record a crash lost is undone here.
+   */
+  private async resumeKept(ws: Workspace): Promise<void> {
+    const { quota } = ws.state;
+    // Disposed meanwhile (the lock was held by its disposal): nothing to resume.
+    if (!quota || !this.deps.options.quota.wake || this.deps.registry.get(ws.state.instanceId) !== ws) return;
+    await this.deps.options.quota.wake(ws.state.instanceId, ws.state.contentLocation, quota);
+    if (ws.state.dormant) await this.deps.registry.persist(ws, { dormant: false });
+  }
+
   async initWorkspace(input: InitWorkspaceInput): Promise<InitWorkspaceResult> {
     const { registry, options, hostIds } = this.deps;
     // Everything is checked before anything is registered or written: a refused request leaves no trace.
@@ -89,6 +102,7 @@ export class WorkspaceInitialization {
           `instance id '${input.instanceId}' holds another workspace's content on this node; use a new instance id`,
         );
       }
+      if (existing.state.keptSince) await registry.lock.run(input.instanceId, () => this.resumeKept(existing));
       throw new AlreadyExistsError(`workspace '${input.instanceId}' already exists on this node`);
     }
     this.assertKeptBound(input.owner);

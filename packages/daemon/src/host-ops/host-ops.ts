@@ -39,6 +39,8 @@ export interface HostOps {
   mountLoop(image: string, target: string): Promise<void>;
   /** Unmounts `target`; with `lazy`, detaches even if busy. */
   unmount(target: string, options?: { lazy?: boolean }): Promise<void>;
+  /** Remounts the filesystem mounted at `target` read-only or writable, its other options as they are. */
+  remount(target: string, options: { readOnly: boolean }): Promise<void>;
   /** Runs `xfs_quota -x -c <command> <mountPoint>`. */
   xfsQuota(command: string, mountPoint: string): Promise<string>;
   /** Which of the programs the operations need are installed. */
@@ -139,6 +141,10 @@ export function createHostOps(): HostOps {
     async unmount(target, options = {}) {
       const args = options.lazy ? ['-l', target] : [target];
       await must('umount', args, `unmounting ${target}`);
+    },
+    async remount(target, options) {
+      const mode = options.readOnly ? 'ro' : 'rw';
+      await must('mount', ['-o', `remount,${mode}`, target], `remounting ${target} ${mode}`);
     },
     async xfsQuota(command, mountPoint) {
       if (!(await hasProgram('xfs_quota'))) throw new FailedPreconditionError('xfs_quota is not installed');

@@ -10,7 +10,10 @@
  *   admit a new image of `bytes` iff promised + bytes ≤ capacity
  *
  * The images counted are every `*.img` in the image directory (so images restored after a restart, and those of
- * failed or half-deleted workspaces, count until they are removed) plus the images being created right now.
+ * failed or half-deleted workspaces, count until they are removed) plus the images being created right now, less
+ * the dormant ones: content kept after its final backup failed, mounted read-only until its owner resumes it, can
+ * take no more than it has (red team round 17, L5: kept 10 GB promises of workspaces that could never write again
+ * refused every owner's starts). Resuming one admits the rest of its size again ({@link ImageAdmission.wake}).
  */
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -50,6 +53,8 @@ export interface AdmissionSnapshot {
   /** What the live images may still take from `freeBytes`. */
   readonly promisedBytes: number;
   readonly images: number;
+  /** Of `images`, those of dormant kept content (read-only, in `promisedBytes` with nothing). */
+  readonly dormantImages: number;
   /** What a new image may still be promised: `(free − reserve) × overcommitRatio − promised`, at least 0. */
   readonly availableBytes: number;
 }
@@ -59,6 +64,8 @@ export class ImageAdmission {
   private readonly settings: LoopAdmissionSettings;
   /** Images admitted whose file may not exist (or not be full size) yet: path → size. */
   private readonly pending = new Map<string, number>();
+  /** Images mounted read-only (dormant kept content): what they hold is allocated already, they promise nothing more. */
+  private readonly dormant = new Set<string>();
   private queue: Promise<unknown> = Promise.resolve();
 
   constructor(
@@ -92,6 +99,39 @@ export class ImageAdmission {
     });
   }
 
+  /** `image` is read-only from now on: it promises nothing beyond its allocated blocks. */
+  markDormant(image: string): void {
+    this.dormant.add(image);
+  }
+
+  /** `image` is gone: forgotten, so that a new image at its path counts in full. */
+  forget(image: string): void {
+    this.dormant.delete(image);
+  }
+
+  /**
+   * Admits the rest of a dormant image of `bytes` (what it has not allocated yet) before it is made writable again,
+   * or throws {@link DiskOvercommitError} leaving it dormant. An image that is not dormant holds its promise already.
+   * The returned function undoes the admission (the image stays read-only after all).
+   */
+  async wake(image: string, bytes: number): Promise<() => void> {
+    return this.serialized(async () => {
+      if (!this.dormant.has(image)) return () => undefined;
+      const snapshot = await this.snapshotUnlocked();
+      const info = await stat(image);
+      const rest = Math.max(0, Math.max(bytes, info.size) - info.blocks * 512);
+      if (rest > snapshot.availableBytes) {
+        this.logger.warn(
+          { image, requestedBytes: rest, ...snapshot },
+          'refused to resume a kept image the disk cannot back',
+        );
+        throw new DiskOvercommitError(rest, snapshot.availableBytes);
+      }
+      this.dormant.delete(image);
+      return () => this.dormant.add(image);
+    });
+  }
+
   /** The current numbers (waits for decisions in flight). */
   async snapshot(): Promise<AdmissionSnapshot> {
     return this.serialized(() => this.snapshotUnlocked());
@@ -100,18 +140,19 @@ export class ImageAdmission {
   private async snapshotUnlocked(): Promise<AdmissionSnapshot> {
     const fs = await this.ops.statfs(this.imageDir);
     const reserve = Math.max(this.settings.reserveBytes, Math.ceil(this.settings.reserveFraction * fs.totalBytes));
-    const { promised, images } = await this.promised();
+    const { promised, images, dormantImages } = await this.promised();
     const capacity = Math.floor(Math.max(0, fs.freeBytes - reserve) * this.settings.overcommitRatio);
     return {
       freeBytes: fs.freeBytes,
       reserveBytes: reserve,
       promisedBytes: promised,
       images,
+      dormantImages,
       availableBytes: Math.max(0, capacity - promised),
     };
   }
 
-  private async promised(): Promise<{ promised: number; images: number }> {
+  private async promised(): Promise<{ promised: number; images: number; dormantImages: number }> {
     const sizes = new Map(this.pending);
     for (const name of await readdir(this.imageDir).catch(() => [] as string[])) {
       if (name.endsWith('.img')) {
@@ -120,7 +161,12 @@ export class ImageAdmission {
       }
     }
     let promised = 0;
+    let dormantImages = 0;
     for (const [path, pendingSize] of sizes) {
+      if (this.dormant.has(path)) {
+        dormantImages++;
+        continue;
+      }
       // Gone meanwhile (released): it promises nothing.
       const info = await stat(path).catch(() => undefined);
       // A pending image counts at its admitted size even while its file is still being created (size 0).
@@ -128,7 +174,7 @@ export class ImageAdmission {
       const allocated = info ? info.blocks * 512 : 0;
       promised += Math.max(0, size - allocated);
     }
-    return { promised, images: sizes.size };
+    return { promised, images: sizes.size, dormantImages };
   }
 
   private serialized<T>(fn: () => Promise<T>): Promise<T> {

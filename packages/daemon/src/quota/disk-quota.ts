@@ -49,6 +49,17 @@ export interface DiskQuota {
   limitIo?(instanceId: string, dir: string, handle: QuotaHandle): Promise<void>;
   /** Lifts them (before the final backup, and at release). */
   liftIo?(instanceId: string, dir: string, handle: QuotaHandle): Promise<void>;
+  /**
+   * Makes kept content dormant (a disposal whose final backup failed keeps it on the node): nothing writes to it until
+   * {@link wake}, so it holds no disk beyond what it already uses (loop: its image is remounted read-only and leaves
+   * the admission's promises). False when it cannot be made dormant: it keeps its whole promise then.
+   */
+  makeDormant?(instanceId: string, dir: string, handle: QuotaHandle): Promise<boolean>;
+  /**
+   * Makes dormant content writable again (its owner resumes it), once the disk can back the rest of its quota again;
+   * otherwise throws `DiskOvercommitError` with the content left dormant. Content that is not dormant: nothing to do.
+   */
+  wake?(instanceId: string, dir: string, handle: QuotaHandle): Promise<void>;
   /** Workspaces seen over their limit (only modes that cannot enforce it report here). */
   readonly exceeded$: Observable<QuotaExceeded>;
   close(): Promise<void>;

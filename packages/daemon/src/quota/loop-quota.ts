@@ -100,6 +100,33 @@ export class LoopDiskQuota implements DiskQuota {
     this.logger.info({ image: handle.image, dir }, 're-mounted workspace image after restart');
   }
 
+  async makeDormant(_instanceId: string, dir: string, handle: QuotaHandle): Promise<boolean> {
+    if (!handle.image || !(await this.ops.isMountPoint(dir))) return false;
+    try {
+      await this.ops.remount(dir, { readOnly: true });
+    } catch (error) {
+      // Deliberate: busy (a file still open for writing) keeps it writable, and admission keeps counting its promise.
+      this.logger.warn(
+        { dir, err: errorMessage(error) },
+        'cannot make kept content read-only; it keeps its disk promise',
+      );
+      return false;
+    }
+    this.admission.markDormant(handle.image);
+    return true;
+  }
+
+  async wake(_instanceId: string, dir: string, handle: QuotaHandle): Promise<void> {
+    if (!handle.image) return;
+    const undo = await this.admission.wake(handle.image, handle.bytes);
+    try {
+      await this.ops.remount(dir, { readOnly: false });
+    } catch (error) {
+      undo();
+      throw error;
+    }
+  }
+
   async limitIo(_instanceId: string, dir: string): Promise<void> {
     if (this.throttle) await this.throttle.limit(await this.deviceOf(dir));
   }
@@ -134,6 +161,7 @@ export class LoopDiskQuota implements DiskQuota {
       }
     }
     if (!handle.image) return;
+    this.admission.forget(handle.image);
     // Truncated first: the kernel detaches the loop device and drops its reference to the image after the
     // unmount, asynchronously, and an unlinked file keeps its blocks until then; an admission right after this
     // release would not see them free. The content is gone by contract, also for a lazily detached image.

@@ -69,6 +69,11 @@ export interface SessionState {
    */
   readonly keptSince?: string;
   /**
+   * Kept content nothing writes to until its owner resumes it: its quota made it dormant (loop: the image mounted
+   * read-only, holding no disk promise beyond its blocks), again after a restart.
+   */
+  readonly dormant?: boolean;
+  /**
    * The id of the stored backup this content is based on, under the name its backups go to (its workspace id, or
    * `backupWorkspaceId`): the one restored at its start (`null`: there was none), then each one it committed. A
    * backup replaces only that one (red team round 12, K2, K2b). Absent in sessions from before: no check.
