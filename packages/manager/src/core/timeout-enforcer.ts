@@ -1,7 +1,7 @@
 /**
  * The timeout enforcer: every check interval, applies the timeout rules (`../domain/timeouts.ts`) to every
  * workspace and reports each rule that fired as a `timed-out` event; forgets stopped workspaces after the
- * retention period. Paused while the manager is in maintenance (as the original).
+ * retention period, except those whose content the node kept. Paused while the manager is in maintenance (as the original).
  *
  * @module
  */
@@ -48,6 +48,10 @@ export class TimeoutEnforcer {
     const stale: string[] = [];
     for (const record of o.list()) {
       if (record.phase === 'stopped') {
+        // Its content is still on the node (a final backup or the disposal failed, so the daemon kept it): the record
+        // is how its owner finds that content and resumes it, so it stays listed until a stop disposes it (red team
+        // round 17, L5: kept content whose record was purged was left where nobody could see it).
+        if (mayHoldContent(record)) continue;
         const stoppedAt = record.phaseTimes.stopped ?? record.createdAt;
         if (now - stoppedAt > o.stoppedRetentionMs && !o.busy(record.id)) stale.push(record.id);
         continue;
@@ -61,4 +65,9 @@ export class TimeoutEnforcer {
     for (const [id, event] of events) o.dispatch(id, event);
     for (const id of stale) o.forget(id);
   }
+}
+
+/** Whether the node may still hold a stopped workspace's content: InitWorkspace was sent, and no disposal confirmed. */
+export function mayHoldContent(record: WorkspaceRecord): boolean {
+  return !record.progress.disposed && (record.progress.contentReady || record.progress.initRequested);
 }

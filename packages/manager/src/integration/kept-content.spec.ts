@@ -1,9 +1,9 @@
 /**
- * Content a failed final backup leaves on the node stays its workspace's (red team round 9, K1 and K3): another
- * owner's start with that instance id, once the manager has purged the stopped record, fails and disposes nothing.
- * Real manager and daemon over gRPC.
+ * Content a failed final backup leaves on the node stays its workspace's (red team round 9, K1 and K3): its record stays
+ * listed past the retention period (round 17, L5), another owner's start with that instance id is refused and disposes
+ * nothing, and its owner resumes it. Real manager and daemon over gRPC.
  */
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { contentservice, isWorkbayError, wsman } from '@workbay/api';
@@ -20,7 +20,7 @@ describe('content kept after a failed final backup', () => {
     await h?.close();
   });
 
-  it("is not handed to another owner's start with its instance id, nor disposed by it, once the record is purged", async () => {
+  it("stays listed while the node keeps it, is not handed to another owner's start, and its owner resumes it", async () => {
     const mallory = startRequest({ owner: 'mallory' });
     const id = mallory.id;
     await h.client.startWorkspace(mallory);
@@ -30,11 +30,36 @@ describe('content kept after a failed final backup', () => {
     const content = join(h.dir, 'workspaces', id);
     const work = Buffer.concat([Buffer.from(`${content}/caf`), Buffer.from([0xe9]), Buffer.from('.txt')]);
     writeFileSync(work, 'work that has no backup');
+    writeFileSync(join(content, 'notes.txt'), 'more work');
     await h.client.stopWorkspace({ id, policy: wsman.StopWorkspacePolicy.NORMALLY });
     const stopped = await waitForPhase(h.client, id, 'stopped', 30_000);
     expect(stopped.conditions!.failed).toMatch(/not valid UTF-8/);
 
-    // The manager forgets the stopped workspace after stoppedRetention.
+    // Well past stoppedRetention the record is still there: it is how mallory finds the kept content (red team round
+    // 17, L5: the purged record left it where nobody could see it).
+    await new Promise((r) => setTimeout(r, 2_500));
+    const listed = await h.client.getWorkspaces({});
+    expect(listed.status.map((s) => s.id)).toContain(id);
+
+    // eve's start with the same id is refused, and disposes nothing.
+    const foreign = await h.client.startWorkspace(startRequest({ id, owner: 'eve', metaId: 'eve-1' })).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(isWorkbayError(foreign, 'already-exists')).toBe(true);
+    expect(String((foreign as Error).message)).toMatch(/belongs to another workspace/);
+    expect(existsSync(work)).toBe(true);
+
+    // mallory resumes it: the same content runs again; once it can be backed up, its stop disposes it and the record
+    // goes after the retention period.
+    await h.client.startWorkspace(mallory);
+    await waitForPhase(h.client, id, 'running', 30_000);
+    expect(readFileSync(join(content, 'notes.txt'), 'utf8')).toBe('more work');
+    unlinkSync(work);
+    await h.client.stopWorkspace({ id, policy: wsman.StopWorkspacePolicy.NORMALLY });
+    const backedUp = await waitForPhase(h.client, id, 'stopped', 30_000);
+    expect(backedUp.conditions!.failed).toBe('');
+    expect(existsSync(content)).toBe(false);
     const deadline = Date.now() + 15_000;
     for (;;) {
       const error = await h.client.describeWorkspace({ id }).then(
@@ -45,14 +70,6 @@ describe('content kept after a failed final backup', () => {
       expect(Date.now(), 'the stopped record was not purged').toBeLessThan(deadline);
       await new Promise((r) => setTimeout(r, 100));
     }
-
-    // eve's start with the same id: the daemon refuses the content, and the failed start disposes nothing.
-    await h.client.startWorkspace(startRequest({ id, owner: 'eve', metaId: 'eve-1' }));
-    const refused = await waitForPhase(h.client, id, 'stopped', 30_000);
-    expect(refused.conditions!.failed).toMatch(/holds another workspace's content/);
-    expect(existsSync(work)).toBe(true);
-    expect(existsSync(join(h.dir, 'workspaces', `${id}.workspace.json`))).toBe(true);
-    expect(existsSync(join(h.dir, 'workspaces', `${id}.disposed.json`))).toBe(false);
   });
 
   // Red team round 15, G8: the remote's "not found" came back PERMISSION_DENIED, which the manager reads as another
