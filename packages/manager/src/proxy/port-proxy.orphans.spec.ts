@@ -276,6 +276,37 @@ describe('PortProxy against a workspace that answers early and never reads', () 
     expect(sockets('established', `( sport = :${patientPort} and dst 127.0.0.2 )`)).toBe(0);
     expect(shedBefore).toBe(1);
     for (const client of [...flood, lone]) client.destroy();
+
+    // Red team round 18, N1b: readers at 150-200 KB/s passed for fast while they held the budget, and another owner's
+    // download at 40 KB/s was the only "slow" transfer, so the first reset. What each transfer holds is weighed now.
+    const paced = (localAddress: string, bytesPerSecond: number): { client: Socket; timer: NodeJS.Timeout } => {
+      const client = connect({ port: patientPort, host: '127.0.0.1', localAddress });
+      client.on('error', () => undefined);
+      client.pause();
+      client.write('GET /ws/early/huge HTTP/1.1\r\nhost: p\r\n\r\n');
+      const timer = setInterval(() => {
+        const take = Math.min(bytesPerSecond / 10, client.readableLength);
+        client.read(take > 0 ? take : 0);
+      }, 100);
+      return { client, timer };
+    };
+    // The victim's download runs; then the flood comes, and with it the pressure.
+    pressure = 0;
+    const victim = paced('127.0.0.5', 40_000);
+    await new Promise((resolve) => setTimeout(resolve, 2_500));
+    const readers = [1, 2, 3].map(() => paced('127.0.0.4', 150_000));
+    pressure = 0.95;
+    const relief = setInterval(() => {
+      if (sockets('established', `( sport = :${patientPort} and dst 127.0.0.4 )`) === 0) pressure = 0.5;
+    }, 50);
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    clearInterval(relief);
+    expect(sockets('established', `( sport = :${patientPort} and dst 127.0.0.4 )`)).toBe(0);
+    expect(sockets('established', `( sport = :${patientPort} and dst 127.0.0.5 )`)).toBe(1);
+    for (const { client, timer } of [...readers, victim]) {
+      clearInterval(timer);
+      client.destroy();
+    }
     await patient.stop();
   });
 });

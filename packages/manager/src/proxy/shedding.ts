@@ -6,11 +6,15 @@
  * such connections of one anonymous client filled it, and every owner's downloads through the proxy crawled at
  * 10-25 KB/s for as long as they stayed (red team round 17b, M1).
  *
- * So every second each tracked transfer's pace is measured (the bytes its sockets handed to the kernel), and while
- * the budget is nearly used up, the transfers waiting on a slow end (bytes queued for a socket that took fewer than
- * `minBytesPerSecond` in the last second) of the client address with the most of them are reset at both ends, one
- * address a tick. Transfers that move data keep going; small exchanges queue nothing. Without pressure nothing is
- * shed: a slow client on a slow link is only cut while it holds memory others need, after the heavier ones.
+ * So while the budget is nearly used up, each tracked transfer is weighed: the bytes the kernel holds for its two
+ * connections (send and receive queues, socket-queues.ts) and the proxy's own buffers for them, less what its peers
+ * acknowledged in the last second (a transfer whose peers take more than it holds is using the memory, not sitting on
+ * it; one seen for the first time has shown nothing yet). The client addresses are taken heaviest first, and their
+ * transfers reset at both ends, until what they held covers the budget's excess over `threshold` less a margin. A
+ * pace alone does not tell an attacker: a victim's download at 40 KB/s is slow, while readers at 200 KB/s held the
+ * budget and passed for fast, and a flood that had just filled its buffers looked like it moved megabytes (red team
+ * round 18, N1b: the victim was the first reset). The flood is one client's, so its weight is its address's; a lone
+ * slow download of someone else's is reached only when the pressure outlasts every heavier address.
  *
  * @module
  */
@@ -18,34 +22,44 @@ import type { Socket } from 'node:net';
 import type { Logger } from '../logger.js';
 import { resetOrDestroy } from './closing.js';
 import { addressKey } from './connection-limits.js';
+import { connectionKey, readSocketQueues } from './socket-queues.js';
+import type { ConnectionKey, SocketQueue } from './socket-queues.js';
 
 /** The share of the budget in use (0 to 1, and more when over it). */
 export type TcpPressure = () => Promise<number>;
 
 export interface SheddingOptions {
   readonly pressure: TcpPressure;
-  /** Shed from this share of the budget on (default 0.8). */
+  /**
+   * Shed from this share of the budget on (default 0.8); each round sheds down to 0.1 below it. Transfers are watched
+   * (what their peers take) from half of it on.
+   */
   readonly threshold?: number;
-  /** A socket that took fewer bytes than this in the last interval, with bytes queued for it, is slow (64 KiB). */
-  readonly minBytesPerSecond?: number;
   readonly intervalMs?: number;
+  /** The kernel's queued bytes per connection (default: this process's, from /proc; replaced in unit tests). */
+  readonly socketQueues?: () => Promise<ReadonlyMap<ConnectionKey, SocketQueue>>;
   readonly logger: Logger;
 }
 
 interface Transfer {
   readonly ends: readonly Socket[];
-  /** Bytes each end had handed to the kernel at the last tick. */
-  written: number[];
-  /** Whether an end was slow in the last interval. */
-  slow: boolean;
+  /** Each end's connection, as the kernel lists it (taken when tracked: a closed socket forgets its addresses). */
+  readonly keys: readonly (ConnectionKey | undefined)[];
+  /** The client's address (its /64 for IPv6): whose transfer this is. */
+  readonly client: string;
+  /** Bytes each end's peer had acknowledged at the last watched tick (undefined: not watched then). */
+  acked?: number[];
 }
+
+/** Below this a client's transfers together hold too little to be worth a reset. */
+const minWeight = 64 * 1024;
 
 export class SlowTransferShedder {
   private readonly transfers = new Set<Transfer>();
   private readonly timer: NodeJS.Timeout;
   private readonly threshold: number;
-  private readonly minBytes: number;
   private readonly intervalMs: number;
+  private readonly socketQueues: () => Promise<ReadonlyMap<ConnectionKey, SocketQueue>>;
   private running = false;
   /** Transfers reset so far (for metrics and tests). */
   shed = 0;
@@ -53,14 +67,18 @@ export class SlowTransferShedder {
   constructor(private readonly options: SheddingOptions) {
     this.threshold = options.threshold ?? 0.8;
     this.intervalMs = options.intervalMs ?? 1_000;
-    this.minBytes = ((options.minBytesPerSecond ?? 64 * 1024) * this.intervalMs) / 1000;
+    this.socketQueues = options.socketQueues ?? readSocketQueues;
     this.timer = setInterval(() => void this.tick(), this.intervalMs);
     this.timer.unref();
   }
 
   /** Tracks a transfer between `ends` (client first); returns the function that stops tracking it. */
   track(ends: readonly Socket[]): () => void {
-    const transfer: Transfer = { ends, written: ends.map((end) => end.bytesWritten), slow: false };
+    const transfer: Transfer = {
+      ends,
+      keys: ends.map((end) => connectionKey(end.localAddress, end.localPort, end.remoteAddress, end.remotePort)),
+      client: addressKey(ends[0]?.remoteAddress ?? ''),
+    };
     this.transfers.add(transfer);
     return () => this.transfers.delete(transfer);
   }
@@ -75,51 +93,67 @@ export class SlowTransferShedder {
   }
 
   /**
-   * The slow transfers of the client address that has the most of them (ties: the most bytes queued): one address a
-   * tick, the pressure read again before the next. A flood of stalled connections is one client's, and shedding it
-   * usually ends the pressure before a lone slow download of someone else's is reached (red team round 17c, N1:
-   * shedding every slow transfer at once cut another owner's download at 40 KB/s).
+   * Each transfer's weight: what it holds (kernel queues and the proxy's buffers) less what its peers acknowledged
+   * since the last watched tick; and what all of them hold together.
    */
-  private heaviestClient(): Transfer[] {
-    const byClient = new Map<string, { transfers: Transfer[]; queued: number }>();
+  private weigh(queues: ReadonlyMap<ConnectionKey, SocketQueue>): { weights: Map<Transfer, number>; held: number } {
+    const weights = new Map<Transfer, number>();
+    let held = 0;
     for (const transfer of this.transfers) {
-      if (!transfer.slow) continue;
-      const client = transfer.ends[0];
-      const key = addressKey(client?.remoteAddress ?? '');
-      const entry = byClient.get(key) ?? { transfers: [], queued: 0 };
+      const kernel = transfer.keys.map((key) => (key ? queues.get(key) : undefined));
+      const holds = transfer.ends.reduce(
+        (sum, end, i) => sum + end.writableLength + (kernel[i]?.send ?? 0) + (kernel[i]?.receive ?? 0),
+        0,
+      );
+      // Handed to the kernel (bytesWritten counts the proxy's buffer too) and no longer in its send queue.
+      const acked = transfer.ends.map((end, i) => end.bytesWritten - end.writableLength - (kernel[i]?.send ?? 0));
+      const previous = transfer.acked;
+      const taken = previous ? acked.reduce((sum, bytes, i) => sum + Math.max(0, bytes - previous[i]!), 0) : 0;
+      transfer.acked = acked;
+      held += holds;
+      weights.set(transfer, holds - taken);
+    }
+    return { weights, held };
+  }
+
+  /**
+   * The transfers to reset: client addresses by weight, heaviest first, until what they hold covers the excess
+   * (`load` over the target, as a share of what all tracked transfers hold); at least the heaviest address.
+   */
+  private victims(weights: ReadonlyMap<Transfer, number>, held: number, load: number): Transfer[] {
+    const byClient = new Map<string, { transfers: Transfer[]; weight: number }>();
+    for (const [transfer, weight] of weights) {
+      if (weight <= 0) continue;
+      const entry = byClient.get(transfer.client) ?? { transfers: [], weight: 0 };
       entry.transfers.push(transfer);
-      entry.queued += transfer.ends.reduce((sum, end) => sum + end.writableLength, 0);
-      byClient.set(key, entry);
+      entry.weight += weight;
+      byClient.set(transfer.client, entry);
     }
-    let heaviest: { transfers: Transfer[]; queued: number } | undefined;
-    for (const entry of byClient.values()) {
-      if (
-        !heaviest ||
-        entry.transfers.length > heaviest.transfers.length ||
-        (entry.transfers.length === heaviest.transfers.length && entry.queued > heaviest.queued)
-      ) {
-        heaviest = entry;
-      }
+    const target = Math.max(0, this.threshold - 0.1);
+    const excess = (held * (load - target)) / load;
+    const victims: Transfer[] = [];
+    let freed = 0;
+    for (const entry of [...byClient.values()].sort((a, b) => b.weight - a.weight)) {
+      if (entry.weight < minWeight || (victims.length > 0 && freed >= excess)) break;
+      victims.push(...entry.transfers);
+      freed += entry.weight;
     }
-    return heaviest?.transfers ?? [];
+    return victims;
   }
 
   private async tick(): Promise<void> {
     if (this.running) return;
     this.running = true;
     try {
-      for (const transfer of this.transfers) {
-        const written = transfer.ends.map((end) => end.bytesWritten);
-        // Slow: bytes wait for an end (the proxy's own buffer for it is not empty: the kernel's is full), and it
-        // took fewer than the minimum since the last tick.
-        transfer.slow = transfer.ends.some(
-          (end, i) => end.writableLength > 0 && written[i]! - transfer.written[i]! < this.minBytes,
-        );
-        transfer.written = written;
-      }
       const load = await this.options.pressure();
+      if (!(load >= this.threshold / 2)) {
+        // Far from the mark: nothing to watch (reading the kernel's queues costs a pass over every connection).
+        for (const transfer of this.transfers) transfer.acked = undefined;
+        return;
+      }
+      const { weights, held } = this.weigh(await this.socketQueues());
       if (!(load >= this.threshold)) return;
-      const victims = this.heaviestClient();
+      const victims = this.victims(weights, held, load);
       for (const transfer of victims) {
         this.transfers.delete(transfer);
         for (const end of transfer.ends) resetOrDestroy(end);
@@ -127,14 +161,15 @@ export class SlowTransferShedder {
       const shed = victims.length;
       this.shed += shed;
       if (shed > 0) {
+        const clients = new Set(victims.map((v) => v.client)).size;
         this.options.logger.warn(
-          { shed, load: Math.round(load * 100) / 100 },
-          'reset slow proxied transfers: the manager’s TCP budget is nearly used up',
+          { shed, clients, load: Math.round(load * 100) / 100 },
+          'reset the proxied transfers holding the most: the manager’s TCP budget is nearly used up',
         );
       }
     } catch (error) {
-      // Deliberate: the pressure could not be read (a cgroup gone); retried at the next tick.
-      this.options.logger.debug({ err: error }, 'cannot read the manager’s TCP pressure');
+      // Deliberate: the pressure or the queues could not be read (a cgroup gone); retried at the next tick.
+      this.options.logger.debug({ err: error }, 'cannot weigh the proxied transfers');
     } finally {
       this.running = false;
     }

@@ -1,0 +1,65 @@
+import { connect, createServer } from 'node:net';
+import type { Socket } from 'node:net';
+import { describe, expect, it } from 'vitest';
+import { canonicalAddress, connectionKey, parseSocketQueues, readSocketQueues } from './socket-queues.js';
+
+describe('canonicalAddress', () => {
+  it('spells each address one way, IPv4-mapped included', () => {
+    expect(canonicalAddress('127.0.0.1')).toBe('127.0.0.1');
+    expect(canonicalAddress('::ffff:127.0.0.1')).toBe('0:0:0:0:0:ffff:7f00:1');
+    expect(canonicalAddress('::FFFF:7f00:0001')).toBe('0:0:0:0:0:ffff:7f00:1');
+    expect(canonicalAddress('::1')).toBe('0:0:0:0:0:0:0:1');
+    expect(canonicalAddress('fe80::1%eth0')).toBe('fe80:0:0:0:0:0:0:1');
+    expect(canonicalAddress('2001:db8:0:0:0:0:0:1')).toBe('2001:db8:0:0:0:0:0:1');
+    for (const bad of ['', 'host', '1::2::3', '::ffff:300.0.0.1', '1:2:3:4:5:6:7:8:9', 'g::1']) {
+      expect(canonicalAddress(bad)).toBeUndefined();
+    }
+  });
+});
+
+describe('parseSocketQueues', () => {
+  it('reads the send and receive queues of connections from /proc/net/tcp and tcp6, not listeners', () => {
+    const tcp = [
+      '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode',
+      '   0: 0100007F:1F90 00000000:0000 0A 00000000:00000003 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0',
+      '   1: 0100007F:1F90 0200007F:D431 01 00010000:00000200 00:00000000 00000000     0        0 2 1 0 20 4 30 10 -1',
+    ].join('\n');
+    const tcp6 = [
+      '  sl  local_address                         remote_address                        st tx_queue rx_queue',
+      '   0: 0000000000000000FFFF00000100007F:1F90 0000000000000000FFFF00000300007F:A000 01 00000010:00000001 00:0',
+    ].join('\n');
+    const queues = parseSocketQueues(tcp6, parseSocketQueues(tcp));
+    expect([...queues]).toEqual([
+      ['127.0.0.1:8080|127.0.0.2:54321', { send: 0x10000, receive: 0x200 }],
+      ['0:0:0:0:0:ffff:7f00:1:8080|0:0:0:0:0:ffff:7f00:3:40960', { send: 0x10, receive: 1 }],
+    ]);
+    expect(connectionKey('::ffff:127.0.0.1', 8080, '::ffff:127.0.0.3', 40960)).toBe(
+      '0:0:0:0:0:ffff:7f00:1:8080|0:0:0:0:0:ffff:7f00:3:40960',
+    );
+    expect(connectionKey(undefined, 1, '127.0.0.1', 2)).toBeUndefined();
+  });
+
+  it("finds what the kernel holds for this process's own connection", async () => {
+    let accepted: Socket | undefined;
+    const server = createServer((socket) => {
+      accepted = socket;
+      socket.pause();
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as { port: number }).port;
+    const client = connect(port, '127.0.0.1');
+    await new Promise((resolve) => client.once('connect', resolve));
+    client.write(Buffer.alloc(2 * 1024 * 1024, 1));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const end = accepted!;
+    const key = connectionKey(end.localAddress, end.localPort, end.remoteAddress, end.remotePort)!;
+    const clientKey = connectionKey(client.localAddress, client.localPort, client.remoteAddress, client.remotePort)!;
+    const queues = await readSocketQueues();
+    // The server reads nothing: the bytes wait in its receive queue and in the client's send queue.
+    expect(queues.get(key)?.receive).toBeGreaterThan(64 * 1024);
+    expect((queues.get(key)?.receive ?? 0) + (queues.get(clientKey)?.send ?? 0)).toBeGreaterThan(1024 * 1024);
+    client.destroy();
+    end.destroy();
+    await new Promise((resolve) => server.close(resolve));
+  });
+});

@@ -1,0 +1,109 @@
+/**
+ * The bytes the kernel holds for this process's TCP connections, from `/proc/self/net/tcp` and `tcp6`: per
+ * connection, its send queue (written, not yet acknowledged by the peer) and its receive queue (arrived, not yet
+ * read). Node tells neither; the shedder (shedding.ts) needs them to see which transfers hold the manager's TCP
+ * budget, and how much their peers really took, whatever pace they keep.
+ *
+ * @module
+ */
+import { readFile } from 'node:fs/promises';
+import { isIPv4 } from 'node:net';
+
+/** `local|remote`, each `address:port` with the address in {@link canonicalAddress}'s form. */
+export type ConnectionKey = string;
+
+/** What the kernel holds for one connection. */
+export interface SocketQueue {
+  /** Bytes written and not yet acknowledged by the peer. */
+  readonly send: number;
+  /** Bytes arrived and not yet read. */
+  readonly receive: number;
+}
+
+/**
+ * One spelling per address: IPv4 dotted as is, IPv6 (also IPv4-mapped, as a dual-stack listener reports it) as eight
+ * lower-case groups without leading zeros. Undefined for what is not an address.
+ */
+export function canonicalAddress(address: string): string | undefined {
+  if (isIPv4(address)) return address;
+  const lower = address.toLowerCase().replace(/%.*$/, '');
+  const dotted = /^(.*:)(\d+\.\d+\.\d+\.\d+)$/.exec(lower);
+  let text = lower;
+  if (dotted) {
+    const bytes = dotted[2]!.split('.').map(Number);
+    if (!isIPv4(dotted[2]!)) return undefined;
+    text = `${dotted[1]}${((bytes[0]! << 8) | bytes[1]!).toString(16)}:${((bytes[2]! << 8) | bytes[3]!).toString(16)}`;
+  }
+  const halves = text.split('::');
+  if (halves.length > 2) return undefined;
+  const head = halves[0] ? halves[0].split(':') : [];
+  const tail = halves.length === 2 && halves[1] ? halves[1].split(':') : [];
+  const missing = 8 - head.length - tail.length;
+  if (halves.length === 1 ? missing !== 0 : missing < 0) return undefined;
+  const groups = [...head, ...Array<string>(halves.length === 2 ? missing : 0).fill('0'), ...tail];
+  if (!groups.every((g) => /^[0-9a-f]{1,4}$/.test(g))) return undefined;
+  return groups.map((g) => parseInt(g, 16).toString(16)).join(':');
+}
+
+/** The key of a connection from its two ends' addresses and ports (undefined when one is unknown). */
+export function connectionKey(
+  localAddress: string | undefined,
+  localPort: number | undefined,
+  remoteAddress: string | undefined,
+  remotePort: number | undefined,
+): ConnectionKey | undefined {
+  const local = localAddress === undefined ? undefined : canonicalAddress(localAddress);
+  const remote = remoteAddress === undefined ? undefined : canonicalAddress(remoteAddress);
+  if (!local || !remote || localPort === undefined || remotePort === undefined) return undefined;
+  return `${local}:${localPort}|${remote}:${remotePort}`;
+}
+
+/** An address of `/proc/net/tcp` (`0100007F:1F90`) or `tcp6` (32 hex digits, four little-endian words) and its port. */
+function procEndpoint(field: string): string | undefined {
+  const [hex = '', portHex = ''] = field.split(':');
+  const port = parseInt(portHex, 16);
+  let address: string | undefined;
+  if (hex.length === 8) {
+    address = [6, 4, 2, 0].map((i) => parseInt(hex.slice(i, i + 2), 16)).join('.');
+  } else if (hex.length === 32) {
+    const bytes: number[] = [];
+    for (let word = 0; word < 4; word++) {
+      for (const i of [6, 4, 2, 0]) bytes.push(parseInt(hex.slice(word * 8 + i, word * 8 + i + 2), 16));
+    }
+    const groups: string[] = [];
+    for (let i = 0; i < 16; i += 2) groups.push(((bytes[i]! << 8) | bytes[i + 1]!).toString(16));
+    address = groups.join(':');
+  }
+  return address === undefined || !Number.isFinite(port) ? undefined : `${address}:${port}`;
+}
+
+/** The queues of each connection in the text of `/proc/net/tcp` or `tcp6`; listeners are left out. */
+export function parseSocketQueues(
+  text: string,
+  into: Map<ConnectionKey, SocketQueue> = new Map(),
+): Map<ConnectionKey, SocketQueue> {
+  for (const line of text.split('\n')) {
+    const fields = line.trim().split(/\s+/);
+    // sl local rem st tx_queue:rx_queue ...; state 0A is LISTEN, whose rx_queue is its accept backlog.
+    if (fields.length < 5 || !fields[0]!.endsWith(':') || fields[3] === '0A') continue;
+    const local = procEndpoint(fields[1]!);
+    const remote = procEndpoint(fields[2]!);
+    const [tx = '', rx = ''] = fields[4]!.split(':');
+    const send = parseInt(tx, 16);
+    const receive = parseInt(rx, 16);
+    if (!local || !remote || !Number.isFinite(send) || !Number.isFinite(receive)) continue;
+    into.set(`${local}|${remote}`, { send, receive });
+  }
+  return into;
+}
+
+/** The kernel's queued bytes of every TCP connection in this process's network namespace. */
+export async function readSocketQueues(): Promise<Map<ConnectionKey, SocketQueue>> {
+  const queues = new Map<ConnectionKey, SocketQueue>();
+  for (const file of ['/proc/self/net/tcp', '/proc/self/net/tcp6']) {
+    // A kernel without IPv6 has no tcp6: nothing to add from it.
+    const text = await readFile(file, 'utf8').catch(() => '');
+    parseSocketQueues(text, queues);
+  }
+  return queues;
+}
