@@ -307,6 +307,20 @@ describe('PortProxy against a workspace that answers early and never reads', () 
       clearInterval(timer);
       client.destroy();
     }
+
+    // Round 18: a flood of many addresses reconnected as soon as it was reset and kept the budget full. A shed
+    // address now waits out a cooldown (30 s); other addresses are served.
+    const ask = (localAddress: string): Promise<string> =>
+      new Promise((resolve) => {
+        const client = connect({ port: patientPort, host: '127.0.0.1', localAddress });
+        let text = '';
+        client.on('data', (chunk: Buffer) => (text += chunk.toString('latin1')));
+        client.on('error', () => undefined);
+        client.on('close', () => resolve(text));
+        client.write('GET /ws/early/small HTTP/1.1\r\nhost: p\r\n\r\n');
+      });
+    expect(await ask('127.0.0.4')).toBe('');
+    expect(await ask('127.0.0.6')).toMatch(/^HTTP\/1\.1 200 /);
     await patient.stop();
   });
 });

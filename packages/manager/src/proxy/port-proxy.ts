@@ -180,6 +180,12 @@ export class PortProxy {
       }
     });
     server.on('connection', (socket: Socket) => {
+      // A client address the shedder just reset (shedding.ts) waits out its cooldown: a reset costs it nothing to
+      // retry, and each new connection would take its share of the budget again before the next tick.
+      if (this.shedder?.refuses(socket.remoteAddress ?? '')) {
+        resetOrDestroy(socket);
+        return;
+      }
       this.sockets.add(socket);
       socket.on('error', () => socket.destroy());
       socket.once('close', () => this.sockets.delete(socket));

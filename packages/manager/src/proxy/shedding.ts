@@ -36,6 +36,11 @@ export interface SheddingOptions {
    */
   readonly threshold?: number;
   readonly intervalMs?: number;
+  /**
+   * How long a shed client address is refused new connections (default 30 s, doubled each time it is shed again
+   * within that time, up to 16 times): a flood that reconnects at once would hold the budget again.
+   */
+  readonly cooldownMs?: number;
   /** The kernel's queued bytes per connection (default: this process's, from /proc; replaced in unit tests). */
   readonly socketQueues?: () => Promise<ReadonlyMap<ConnectionKey, SocketQueue>>;
   readonly logger: Logger;
@@ -54,12 +59,23 @@ interface Transfer {
 /** Below this a client's transfers together hold too little to be worth a reset. */
 const minWeight = 64 * 1024;
 
+/** Client addresses remembered as shed at most (the oldest forgotten first): an IPv6 flood has many /64s. */
+const maxCooling = 65_536;
+
+/** A shed client address: refused until `until`; shed again before `until + cooldown`, it stays out twice as long. */
+interface Cooling {
+  until: number;
+  strikes: number;
+}
+
 export class SlowTransferShedder {
   private readonly transfers = new Set<Transfer>();
   private readonly timer: NodeJS.Timeout;
   private readonly threshold: number;
   private readonly intervalMs: number;
   private readonly socketQueues: () => Promise<ReadonlyMap<ConnectionKey, SocketQueue>>;
+  private readonly cooldownMs: number;
+  private readonly cooling = new Map<string, Cooling>();
   private running = false;
   /** Transfers reset so far (for metrics and tests). */
   shed = 0;
@@ -68,6 +84,7 @@ export class SlowTransferShedder {
     this.threshold = options.threshold ?? 0.8;
     this.intervalMs = options.intervalMs ?? 1_000;
     this.socketQueues = options.socketQueues ?? readSocketQueues;
+    this.cooldownMs = options.cooldownMs ?? 30_000;
     this.timer = setInterval(() => void this.tick(), this.intervalMs);
     this.timer.unref();
   }
@@ -81,6 +98,33 @@ export class SlowTransferShedder {
     };
     this.transfers.add(transfer);
     return () => this.transfers.delete(transfer);
+  }
+
+  /**
+   * Whether a new connection from `address` is refused: its address was shed a moment ago (red team round 18: 40-80
+   * addresses of one attacker, each reconnecting as soon as it was reset, kept the budget full for as long as they
+   * liked, and other owners' downloads crawled).
+   */
+  refuses(address: string): boolean {
+    const key = addressKey(address);
+    const cooling = this.cooling.get(key);
+    return cooling !== undefined && cooling.until > Date.now();
+  }
+
+  private cool(client: string, now: number): void {
+    const previous = this.cooling.get(client);
+    // Shed again soon after it was let back in: the same client, twice as long.
+    const strikes =
+      previous && now < previous.until + this.cooldownMs * 2 ** previous.strikes ? previous.strikes + 1 : 0;
+    this.cooling.delete(client);
+    this.cooling.set(client, {
+      until: now + this.cooldownMs * 2 ** Math.min(strikes, 4),
+      strikes: Math.min(strikes, 4),
+    });
+    for (const [key, entry] of this.cooling) {
+      if (this.cooling.size <= maxCooling && entry.until + this.cooldownMs * 2 ** entry.strikes > now) break;
+      this.cooling.delete(key);
+    }
   }
 
   get size(): number {
@@ -154,6 +198,9 @@ export class SlowTransferShedder {
       const { weights, held } = this.weigh(await this.socketQueues());
       if (!(load >= this.threshold)) return;
       const victims = this.victims(weights, held, load);
+      const clients = new Set(victims.map((v) => v.client));
+      const now = Date.now();
+      for (const client of clients) this.cool(client, now);
       for (const transfer of victims) {
         this.transfers.delete(transfer);
         for (const end of transfer.ends) resetOrDestroy(end);
@@ -161,9 +208,8 @@ export class SlowTransferShedder {
       const shed = victims.length;
       this.shed += shed;
       if (shed > 0) {
-        const clients = new Set(victims.map((v) => v.client)).size;
         this.options.logger.warn(
-          { shed, clients, load: Math.round(load * 100) / 100 },
+          { shed, clients: clients.size, load: Math.round(load * 100) / 100 },
           'reset the proxied transfers holding the most: the manager’s TCP budget is nearly used up',
         );
       }

@@ -1,0 +1,120 @@
+import type { Socket } from 'node:net';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { createSilentLogger } from '../logger.js';
+import { SlowTransferShedder } from './shedding.js';
+import type { SocketQueue } from './socket-queues.js';
+
+const MiB = 1024 * 1024;
+let nextPort = 40_000;
+
+/** A socket as the shedder sees it: its addresses, what it wrote, and whether it was reset. */
+interface FakeEnd {
+  readonly socket: Socket;
+  readonly key: string;
+  bytesWritten: number;
+  reset: boolean;
+}
+
+function fakeEnd(client: string): FakeEnd {
+  const port = nextPort++;
+  const end = {
+    key: `127.0.0.1:8080|${client}:${port}`,
+    bytesWritten: 0,
+    reset: false,
+  } as FakeEnd;
+  const socket = {
+    localAddress: '127.0.0.1',
+    localPort: 8080,
+    remoteAddress: client,
+    remotePort: port,
+    writableLength: 0,
+    get bytesWritten() {
+      return end.bytesWritten;
+    },
+    get destroyed() {
+      return end.reset;
+    },
+    resetAndDestroy() {
+      end.reset = true;
+    },
+  } as unknown as Socket;
+  return Object.assign(end, { socket });
+}
+
+describe('SlowTransferShedder', () => {
+  let load: number;
+  let queues: Map<string, SocketQueue>;
+  let shedder: SlowTransferShedder;
+  beforeEach(() => {
+    vi.useFakeTimers();
+    load = 0;
+    queues = new Map();
+    shedder = new SlowTransferShedder({
+      pressure: () => Promise.resolve(load),
+      socketQueues: () => Promise.resolve(queues),
+      logger: createSilentLogger(),
+    });
+  });
+  afterEach(() => {
+    shedder.stop();
+    vi.useRealTimers();
+  });
+
+  /** A one-socket transfer of `client` whose peer has `send` bytes queued and unacknowledged. */
+  const transfer = (client: string, send: number): FakeEnd => {
+    const end = fakeEnd(client);
+    queues.set(end.key, { send, receive: 0 });
+    shedder.track([end.socket]);
+    return end;
+  };
+  const tick = async (): Promise<void> => {
+    await vi.advanceTimersByTimeAsync(1_000);
+  };
+
+  it('resets the heaviest client address first, and refuses it for a cooldown that doubles when it returns', async () => {
+    const flood = [1, 2, 3].map(() => transfer('10.0.0.1', 3 * MiB));
+    const lone = transfer('10.0.0.2', 4 * MiB);
+    // The peer of this one takes 8 MiB a second: it uses the memory it holds.
+    const busy = transfer('10.0.0.3', 6 * MiB);
+    load = 0.5;
+    await tick();
+    busy.bytesWritten += 8 * MiB;
+    load = 0.95;
+    await tick();
+    expect(flood.map((e) => e.reset)).toEqual([true, true, true]);
+    expect([lone.reset, busy.reset]).toEqual([false, false]);
+    expect(shedder.refuses('10.0.0.1')).toBe(true);
+    expect(shedder.refuses('::ffff:10.0.0.1')).toBe(true);
+    expect(shedder.refuses('10.0.0.2')).toBe(false);
+
+    // The excess left is covered by the next heaviest: the lone download, not the busy one.
+    busy.bytesWritten += 8 * MiB;
+    await tick();
+    expect([lone.reset, busy.reset]).toEqual([true, false]);
+
+    await vi.advanceTimersByTimeAsync(30_000);
+    expect(shedder.refuses('10.0.0.1')).toBe(false);
+    // Back and shed again at once: out for 60 s this time.
+    transfer('10.0.0.1', 3 * MiB);
+    await tick();
+    expect(shedder.refuses('10.0.0.1')).toBe(true);
+    await vi.advanceTimersByTimeAsync(45_000);
+    expect(shedder.refuses('10.0.0.1')).toBe(true);
+    await vi.advanceTimersByTimeAsync(16_000);
+    expect(shedder.refuses('10.0.0.1')).toBe(false);
+  });
+
+  it('sheds nothing without pressure, nor what holds too little to matter', async () => {
+    const big = transfer('10.0.0.1', 8 * MiB);
+    const small = transfer('10.0.0.2', 32 * 1024);
+    load = 0.7;
+    await tick();
+    expect(big.reset).toBe(false);
+    queues.delete(big.key);
+    load = 1;
+    await tick();
+    await tick();
+    expect([big.reset, small.reset]).toEqual([false, false]);
+    expect(shedder.shed).toBe(0);
+  });
+});
