@@ -36,6 +36,8 @@ export interface EmbeddedHandle {
   /** host:port of the daemon's gRPC server. */
   readonly daemonAddress: string;
   readonly manager: RunningManager;
+  /** The daemon child's process id while it runs (undefined: not spawned here, or between restarts). */
+  readonly daemonPid: number | undefined;
   /** Stops the manager, then the daemon. Workspaces keep running and are re-adopted by the next start. */
   stop(): Promise<void>;
 }
@@ -71,6 +73,9 @@ export async function startEmbedded(options: EmbeddedOptions = {}): Promise<Embe
     metricsAddress: manager.metricsAddress,
     daemonAddress: config.daemon.address,
     manager,
+    get daemonPid() {
+      return supervisor?.pid;
+    },
     stop: () => {
       stopped ??= (async () => {
         await manager.stop();

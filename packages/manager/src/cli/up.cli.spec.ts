@@ -130,10 +130,12 @@ describe('workbay up', () => {
       // cgroup v2 (no memory line of its own) counts socket buffers in memory.max: nothing to check there.
       if (!memory) return;
       expect(memory).toMatch(/\/workbay-manager-[0-9a-f]{12}$/);
-      const dir = path.join('/sys/fs/cgroup/memory', memory.split(':')[2]!);
-      expect(Number((await readFile(path.join(dir, 'memory.kmem.tcp.limit_in_bytes'), 'utf8')).trim())).toBeLessThan(
-        2 ** 40,
-      );
+      const cgroupDir = path.join('/sys/fs/cgroup/memory', memory.split(':')[2]!);
+      const limit = path.join(cgroupDir, 'memory.kmem.tcp.limit_in_bytes');
+      expect(Number((await readFile(limit, 'utf8')).trim())).toBeLessThan(2 ** 40);
+      // Its daemon is under the same cap (17b, M2: only a restarted one was), as a daemon it restarts would be.
+      const daemon = JSON.parse(await readFile(path.join(dir, 'manager', 'daemon.pid'), 'utf8')) as { pid: number };
+      expect(await readFile(`/proc/${daemon.pid}/cgroup`, 'utf8')).toContain(memory);
     },
   );
 

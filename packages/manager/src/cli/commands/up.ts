@@ -29,12 +29,14 @@ export function registerUpCommand(program: Command, wrap: ActionWrapper): void {
         // Logs on stderr keep stdout for what `up` reports (and for --json).
         const logger = createLogger({ level: config.log.level, destination: process.stderr });
         const handle = await startEmbedded({ configPath, overrides, logger }).catch(startupError);
-        // The manager's own TCP buffers get a cap of their own (local runtime, cgroup v1), now that the daemon runs
-        // in a process apart: the port proxy's connections must not hold the node's TCP memory (manager-tcp.ts).
+        // The manager's own TCP buffers get a cap of their own (local runtime, cgroup v1): the port proxy's
+        // connections must not hold the node's TCP memory (manager-tcp.ts). Its daemon goes with it, as a daemon the
+        // manager restarts later is born there (red team round 17b, M2).
         const runtime = handle.manager.runtime as {
-          confineManagerTcp?: () => Promise<{ pressure(): Promise<number> } | undefined>;
+          confineManagerTcp?: (alsoPids: readonly number[]) => Promise<{ pressure(): Promise<number> } | undefined>;
         };
-        const budget = await runtime.confineManagerTcp?.();
+        const daemonPid = handle.daemonPid;
+        const budget = await runtime.confineManagerTcp?.(daemonPid === undefined ? [] : [daemonPid]);
         // One cap for every proxied connection: transfers that hold it without using it are reset under pressure.
         if (budget) handle.manager.proxy?.shedSlowTransfers(() => budget.pressure());
         const addresses = {

@@ -140,16 +140,17 @@ export class LocalRuntime implements WorkspaceRuntime {
   }
 
   /**
-   * Caps the TCP buffers of this process, the manager's (cgroup v1; `cgroupLimits.managerTcpMemoryBytes`): for a
-   * process that runs the manager alone, such as `workbay up`, once its daemon is started (see manager-tcp.ts).
-   * Returns the budget, or undefined when none was set.
+   * Caps the TCP buffers of this process, the manager's, and of `alsoPids` (its daemon) together (cgroup v1;
+   * `cgroupLimits.managerTcpMemoryBytes`): for a process that runs the manager, such as `workbay up` (see
+   * manager-tcp.ts). Returns the budget, or undefined when none was set.
    */
-  async confineManagerTcp(): Promise<ManagerTcpBudget | undefined> {
+  async confineManagerTcp(alsoPids: readonly number[] = []): Promise<ManagerTcpBudget | undefined> {
     return confineManagerTcp(
       this.isolation.cgroups,
       this.tag,
       this.config.cgroupLimits.managerTcpMemoryBytes,
       this.logger,
+      alsoPids,
     );
   }
 

@@ -10,7 +10,8 @@
  *
  * v2 counts socket memory against `memory.max`, which would also bound the manager's heap (and OOM-kill it): not
  * done there. Sockets made before the move (the listeners, the daemon client) stay uncharged; every accepted or
- * dialled connection after it is charged.
+ * dialled connection after it is charged. The daemon `up` started goes into the same cgroup: one it restarts later is
+ * born there anyway.
  *
  * @module
  */
@@ -56,12 +57,6 @@ export async function confineTcpMemory(
   await writeFile(path.join(cg.dir('memory'), 'cgroup.procs'), String(pid));
 }
 
-/**
- * Caps the TCP buffers of this process (the manager) when the runtime has cgroup v1 with the TCP control: `bytes`
- * from the config, or {@link managerTcpBytesFor} the node. Returns the budget, or undefined when none was set (v2, no
- * cgroups, or 0 configured: said in the log). A failure is a warning, not a refusal to run: the cap is a bound on
- * what attackers can make the node hold, the proxy's other limits still apply.
- */
 /** The manager's TCP budget once capped: its size and how much of it is in use. */
 export interface ManagerTcpBudget {
   readonly bytes: number;
@@ -69,11 +64,18 @@ export interface ManagerTcpBudget {
   pressure(): Promise<number>;
 }
 
+/**
+ * Caps the TCP buffers of this process (the manager), with `alsoPids` (its daemon), when the runtime has cgroup v1 with
+ * the TCP control: `bytes` from the config, or {@link managerTcpBytesFor} the node. Returns the budget, or undefined
+ * when none was set (v2, no cgroups, or 0 configured: said in the log). A failure is a warning, not a refusal to run:
+ * the cap is a bound on what attackers can make the node hold, the proxy's other limits still apply.
+ */
 export async function confineManagerTcp(
   controller: CgroupController | undefined,
   tag: string,
   configuredBytes: number | undefined,
   logger: PluginLogger,
+  alsoPids: readonly number[] = [],
 ): Promise<ManagerTcpBudget | undefined> {
   if (configuredBytes === 0) return undefined;
   if (controller?.version !== 'v1') {
@@ -88,7 +90,14 @@ export async function confineManagerTcp(
     await removeLeftManagerCgroups(controller, own);
     const cgroupPath = path.posix.join(own, `${managerCgroupName}-${tag}`);
     await confineTcpMemory(controller, cgroupPath, process.pid, bytes);
-    logger.info({ cgroup: cgroupPath, bytes }, 'capped the manager’s TCP buffers');
+    const procs = path.join(controller.cgroup(cgroupPath).dir('memory'), 'cgroup.procs');
+    for (const pid of alsoPids) {
+      // Deliberate: a daemon that exited meanwhile is restarted by the manager, inside this cgroup.
+      await writeFile(procs, String(pid)).catch((error: unknown) =>
+        logger.warn({ pid, err: error }, 'could not move a process under the manager’s TCP cap'),
+      );
+    }
+    logger.info({ cgroup: cgroupPath, bytes, with: alsoPids }, 'capped the manager’s TCP buffers');
     const usage = path.join(controller.cgroup(cgroupPath).dir('memory'), 'memory.kmem.tcp.usage_in_bytes');
     return { bytes, pressure: async () => Number((await readFile(usage, 'utf8')).trim()) / bytes };
   } catch (error) {
