@@ -100,6 +100,7 @@ export class LoopDiskQuota implements DiskQuota {
     this.logger.info({ image: handle.image, dir }, 're-mounted workspace image after restart');
   }
 
+  /** Remounts the image read-only and takes it out of the admission's promises (see {@link DiskQuota.makeDormant}). */
   async makeDormant(_instanceId: string, dir: string, handle: QuotaHandle): Promise<boolean> {
     if (!handle.image || !(await this.ops.isMountPoint(dir))) return false;
     try {
@@ -116,6 +117,7 @@ export class LoopDiskQuota implements DiskQuota {
     return true;
   }
 
+  /** Admits the rest of the image again, then remounts it writable (see {@link DiskQuota.wake}). */
   async wake(_instanceId: string, dir: string, handle: QuotaHandle): Promise<void> {
     if (!handle.image) return;
     const undo = await this.admission.wake(handle.image, handle.bytes);
