@@ -315,9 +315,15 @@ const refusalLogInterval = 60_000;
  * Applies the connection bounds to `server`: the server-wide cap (a connection being closed, else the
  * longest-waiting one, gives up its slot to a new one, see `connection-slots.ts`; 503 when every connection is busy),
  * the per-address cap (503 beyond it), the idle timeout of HTTP connections, closes that leave no orphans
- * (`closing.ts`), and a `clientError` handler that answers and then closes. Call before `listen`.
+ * (`closing.ts`), and a `clientError` handler that answers and then closes. Call before `listen`. `onClosing` hears of
+ * each connection the server is closing (its client's grace to take the rest).
  */
-export function boundConnections(server: Server, limits: ProxyLimits, logger: Logger): AddressCounter {
+export function boundConnections(
+  server: Server,
+  limits: ProxyLimits,
+  logger: Logger,
+  onClosing?: (socket: Socket) => void,
+): AddressCounter {
   const perAddress = new AddressCounter(limits.maxConnectionsPerAddress);
   const slots = new ConnectionSlots(limits.maxConnections);
   // HTTP sockets without traffic for this long are destroyed (Node's behaviour without a 'timeout' listener);
@@ -356,6 +362,7 @@ export function boundConnections(server: Server, limits: ProxyLimits, logger: Lo
   lingerClientCloses(server, limits.closeLingerMs, (socket) => {
     slots.closing(socket);
     perAddress.closing(socket);
+    onClosing?.(socket);
   });
   server.on('request', (req: IncomingMessage, res: ServerResponse) => {
     slots.busy(req.socket);

@@ -53,7 +53,9 @@ describe('PortProxy against a workspace that answers early and never reads', () 
           ? huge
           : head.startsWith('GET /big')
             ? Buffer.alloc(4 * 1024 * 1024, 0x63)
-            : undefined;
+            : head.startsWith('GET /mid')
+              ? Buffer.alloc(1024 * 1024, 0x65)
+              : undefined;
         if (head.includes('upgrade: websocket')) {
           socket.write('HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\n');
           if (big) socket.write(big);
@@ -321,6 +323,27 @@ describe('PortProxy against a workspace that answers early and never reads', () 
       });
     expect(await ask('127.0.0.4')).toBe('');
     expect(await ask('127.0.0.6')).toMatch(/^HTTP\/1\.1 200 /);
+
+    // Answers handed to the kernel whole, their clients not reading: the connections linger (60 s here) with the
+    // rest queued, and are weighed like transfers (17c: 360 such answers filled the budget for 6 s).
+    pressure = 0;
+    const lingering = [1, 2, 3, 4].map(() => {
+      const client = connect({ port: patientPort, host: '127.0.0.1', localAddress: '127.0.0.7' });
+      client.on('error', () => undefined);
+      client.pause();
+      client.write('GET /ws/early/mid HTTP/1.1\r\nhost: p\r\nconnection: close\r\n\r\n');
+      return client;
+    });
+    const fromSeven = (): number =>
+      sockets('established', `( sport = :${patientPort} and dst 127.0.0.7 )`) +
+      sockets('fin-wait-1', `( sport = :${patientPort} and dst 127.0.0.7 )`);
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    expect(sockets('fin-wait-1', `( sport = :${patientPort} and dst 127.0.0.7 )`)).toBe(4);
+    pressure = 0.95;
+    const shedDeadline = Date.now() + 4_000;
+    while (fromSeven() > 0 && Date.now() < shedDeadline) await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(fromSeven()).toBe(0);
+    for (const client of lingering) client.destroy();
     await patient.stop();
   });
 });

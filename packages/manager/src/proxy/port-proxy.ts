@@ -170,7 +170,12 @@ export class PortProxy {
     const server = createServer(serverTimeouts(this.limits), (req, res) =>
       this.pipelined.run(req.socket, res, () => this.guard(res, () => this.handle(req, res))),
     );
-    boundConnections(server, this.limits, this.options.logger);
+    // A closing connection still holds the rest of its answer in the kernel for its linger: weighed by the shedder
+    // like a transfer (red team round 17c: 360 answers that finished into the linger filled the TCP budget for 6 s).
+    boundConnections(server, this.limits, this.options.logger, (socket) => {
+      const untrack = this.shedder?.track([socket]);
+      if (untrack) socket.once('close', untrack);
+    });
     server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
       try {
         this.handleUpgrade(req, socket, head);

@@ -6,7 +6,8 @@
  * such connections of one anonymous client filled it, and every owner's downloads through the proxy crawled at
  * 10-25 KB/s for as long as they stayed (red team round 17b, M1).
  *
- * So while the budget is nearly used up, each tracked transfer is weighed: the bytes the kernel holds for its two
+ * So while the budget is nearly used up, each tracked transfer (and each connection the proxy is closing, its answer's
+ * rest queued for the linger) is weighed: the bytes the kernel holds for its two
  * connections (send and receive queues, socket-queues.ts) and the proxy's own buffers for them, less what its peers
  * acknowledged in the last second (a transfer whose peers take more than it holds is using the memory, not sitting on
  * it; one seen for the first time has shown nothing yet). The client addresses are taken heaviest first, and their
