@@ -1,10 +1,11 @@
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isWorkbayError } from '@workbay/api';
-import { createHostOps, parseMountInfo } from '../host-ops/host-ops.js';
+import { createHostOps } from '../host-ops/host-ops.js';
 import { startTestDaemon } from '../test-support/daemon-harness.js';
 import type { TestDaemon } from '../test-support/daemon-harness.js';
+import { mountScratchDisk, unmountUnder } from '../test-support/loop-disk.js';
 import { tempDir } from '../test-support/tree.js';
 import { LoopDiskQuota } from './loop-quota.js';
 import { exists, errorOf } from '../test-support/outcomes.js';
@@ -13,15 +14,6 @@ const MiB = 1024 * 1024;
 const isRoot = process.getuid?.() === 0;
 const ops = createHostOps();
 const empty = { spec: { $case: 'empty' as const, value: {} } };
-
-/** Unmounts everything under `root`, deepest first (a failed test must not leave mounts for `rm -rf`). */
-async function unmountUnder(root: string): Promise<void> {
-  const mounts = parseMountInfo(await readFile('/proc/self/mountinfo', 'utf8'))
-    .map((m) => m.mountPoint)
-    .filter((p) => p.startsWith(`${root}/`))
-    .sort((a, b) => b.length - a.length);
-  for (const mountPoint of mounts) await ops.unmount(mountPoint, { lazy: true });
-}
 
 /**
  * Through the daemon's gRPC API with the default admission settings (reserve max(1 GiB, 5%), no overcommit): the
@@ -35,9 +27,7 @@ describe.skipIf(!isRoot)('loop quota admission through InitWorkspace', () => {
     work = await tempDir('workbay-admission-daemon-');
     imageDir = join(work.path, 'workspaces', '.images');
     await mkdir(imageDir, { recursive: true });
-    await ops.createSparseFile(join(work.path, 'disk.img'), 1280 * MiB);
-    await ops.formatExt4(join(work.path, 'disk.img'));
-    await ops.mountLoop(join(work.path, 'disk.img'), imageDir);
+    await mountScratchDisk(work.path, imageDir, 1280 * MiB);
   });
   afterEach(async () => {
     await t?.stop();

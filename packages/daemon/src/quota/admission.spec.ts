@@ -4,7 +4,8 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isWorkbayError } from '@workbay/api';
 import { parseDaemonConfig } from '../config.js';
 import { DiskOvercommitError } from '../errors.js';
-import { createHostOps, parseMountInfo } from '../host-ops/host-ops.js';
+import { createHostOps } from '../host-ops/host-ops.js';
+import { mountScratchDisk, unmountUnder } from '../test-support/loop-disk.js';
 import { tempDir } from '../test-support/tree.js';
 import { runProcess } from '../util/process.js';
 import type { LoopAdmissionSettings } from './admission.js';
@@ -26,18 +27,6 @@ async function loopDevicesOf(path: string): Promise<string[]> {
     if (backing.trim() === path) out.push(dev);
   }
   return out;
-}
-
-/**
- * Unmounts everything under `root`, deepest first, lazily: loop devices the kernel is still detaching
- * (asynchronously) keep the disk busy for a moment, and a failed test must not leave mounts for `rm -rf`.
- */
-async function unmountUnder(root: string): Promise<void> {
-  const mounts = parseMountInfo(await readFile('/proc/self/mountinfo', 'utf8'))
-    .map((m) => m.mountPoint)
-    .filter((p) => p.startsWith(`${root}/`))
-    .sort((a, b) => b.length - a.length);
-  for (const mountPoint of mounts) await ops.unmount(mountPoint, { lazy: true });
 }
 
 /** Fills a mounted image until ENOSPC and flushes it to the image file. */
@@ -65,9 +54,7 @@ describe.skipIf(!isRoot)('loop quota admission (real loop devices on a 400 MiB d
     disk = join(work.path, 'disk');
     imageDir = join(disk, '.images');
     await mkdir(disk);
-    await ops.createSparseFile(join(work.path, 'disk.img'), 400 * MiB);
-    await ops.formatExt4(join(work.path, 'disk.img'));
-    await ops.mountLoop(join(work.path, 'disk.img'), disk);
+    await mountScratchDisk(work.path, disk, 400 * MiB);
   });
   afterEach(async () => {
     for (const a of applied.splice(0)) await a.quota.release('', a.dir, a.handle).catch(() => undefined);

@@ -8,10 +8,11 @@ import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { isWorkbayError } from '@workbay/api';
-import { createHostOps, parseMountInfo } from '../host-ops/host-ops.js';
+import { createHostOps } from '../host-ops/host-ops.js';
 import { startTestDaemon } from '../test-support/daemon-harness.js';
 import type { TestDaemon } from '../test-support/daemon-harness.js';
 import { exists, errorOf } from '../test-support/outcomes.js';
+import { mountScratchDisk, unmountUnder } from '../test-support/loop-disk.js';
 import { tempDir } from '../test-support/tree.js';
 import { LoopDiskQuota } from './loop-quota.js';
 
@@ -21,14 +22,6 @@ const ops = createHostOps();
 const empty = { spec: { $case: 'empty' as const, value: {} } };
 /** `caf\xe9.txt`: Latin-1, not UTF-8; no archive takes it, so the final backup fails and the content is kept. */
 const unarchivable = Buffer.from('caf\xe9.txt', 'latin1');
-
-async function unmountUnder(root: string): Promise<void> {
-  const mounts = parseMountInfo(await readFile('/proc/self/mountinfo', 'utf8'))
-    .map((m) => m.mountPoint)
-    .filter((p) => p.startsWith(`${root}/`))
-    .sort((a, b) => b.length - a.length);
-  for (const mountPoint of mounts) await ops.unmount(mountPoint, { lazy: true });
-}
 
 /** The errno code of writing a file into `dir` (undefined: it could be written). */
 async function writeCode(dir: string): Promise<string | undefined> {
@@ -44,9 +37,7 @@ describe.skipIf(!isRoot)('kept content is dormant: read-only and out of the disk
     work = await tempDir('workbay-kept-dormant-');
     imageDir = join(work.path, 'workspaces', '.images');
     await mkdir(imageDir, { recursive: true });
-    await ops.createSparseFile(join(work.path, 'disk.img'), 1280 * MiB);
-    await ops.formatExt4(join(work.path, 'disk.img'));
-    await ops.mountLoop(join(work.path, 'disk.img'), imageDir);
+    await mountScratchDisk(work.path, imageDir, 1280 * MiB);
   });
   afterEach(async () => {
     await t?.stop();
