@@ -49,7 +49,16 @@ export class WorkspaceDisposal {
         if (ws.state.keptSince && ws.state.phase === 'ready' && !options.backup) {
           // Kept content exists because no backup has it: deleting it unbacked would lose that work. A start that
           // resumed it and failed (the disk could not back its quota again) is disposed without a backup by its
-          // manager; the content must outlive that.
+          // manager; the content must outlive that. Its workspace has stopped: dormant again, whatever resumed it (red
+          // team round 18, L5b: kept content resumed as an image build, whose stop disposes without a backup, stayed
+          // writable with its whole promise).
+          await this.makeDormant(ws).catch((dormantError: unknown) =>
+            // Deliberate: the refusal is what to report; content not made dormant keeps its promise.
+            this.deps.logger.warn(
+              { instanceId, err: errorMessage(dormantError) },
+              'cannot record kept content dormant',
+            ),
+          );
           throw new WorkspaceStateError(
             instanceId,
             `kept since ${ws.state.keptSince} because its final backup failed`,

@@ -126,6 +126,14 @@ describe.skipIf(!isRoot)('loop quota admission through InitWorkspace', () => {
     expect(isWorkbayError(await errorOf(init('late', 64 * MiB, 'bob')), 'resource-exhausted')).toBe(true);
     await t.client.disposeWorkspace({ id: 'late', backup: false });
 
+    // Resumed as a kind of workspace whose stop disposes without a backup (an image build): refused, and dormant again
+    // (red team round 18, L5b: it stayed writable with its whole promise).
+    expect((await errorOf(t.client.disposeWorkspace({ id: 'kept', backup: false }))).code).toBe('failed-precondition');
+    expect(await writeCode(contentOf('kept'))).toBe('EROFS');
+    await init('late', 64 * MiB, 'bob');
+    await t.client.disposeWorkspace({ id: 'late', backup: false });
+    expect(isWorkbayError(await errorOf(init('kept', size, 'mallory')), 'already-exists')).toBe(true);
+
     await rm(Buffer.concat([Buffer.from(contentOf('kept') + '/'), unarchivable]) as unknown as string);
     await t.client.disposeWorkspace({ id: 'kept', backup: true });
     expect(await exists(join(imageDir, 'kept.img'))).toBe(false);
