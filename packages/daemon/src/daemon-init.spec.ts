@@ -48,6 +48,9 @@ describe('daemon over gRPC', () => {
         .catch((e: unknown) => e);
       expect(isWorkbayError(error, 'permission-denied'), String(error)).toBe(true);
       expect((error as Error).message).toMatch(/holds another workspace's content/);
+      // Its owner is told which of its workspaces it is (to resume it); another owner is not.
+      if (metadata.owner === 'alice') expect((error as Error).message).toContain("(your workspace 'ws-empty-1')");
+      else expect((error as Error).message).not.toContain('ws-empty-1');
     }
     const state = JSON.parse(await readFile(join(t.workingArea, 'empty-1.workspace.json'), 'utf8'));
     expect(state.phase).toBe('ready');

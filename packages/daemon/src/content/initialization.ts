@@ -58,9 +58,10 @@ export class WorkspaceInitialization {
     if (bound <= 0) return;
     const kept = [...this.deps.registry.all()].filter((w) => w.state.owner === owner && w.state.keptSince);
     if (kept.length < bound) return;
+    // With each one's workspace (meta) id: a resume needs both (red team round 18, L5c).
     const ids = kept
       .slice(0, 5)
-      .map((w) => `'${w.state.instanceId}'`)
+      .map((w) => `'${w.state.instanceId}' of '${w.state.workspaceId}'`)
       .join(', ');
     throw new ResourceExhaustedError(
       `owner '${owner}' has ${kept.length} workspaces on this node whose final backup failed (${ids}${kept.length > 5 ? ', …' : ''}); resume one with its id and stop it once it can be backed up, before starting new ones`,
@@ -98,8 +99,11 @@ export class WorkspaceInitialization {
       if (existing.state.owner !== input.owner || existing.state.workspaceId !== workspaceId) {
         // PERMISSION_DENIED, so that the manager's failed start does not dispose this id (it would delete that
         // workspace's content, never backed up: red team round 9).
+        // Its own owner is told which workspace it is, to resume it (red team round 18, L5c: the meta id a resume
+        // needs was shown nowhere once the record was gone); another owner learns nothing about it.
+        const whose = existing.state.owner === input.owner ? ` (your workspace '${existing.state.workspaceId}')` : '';
         throw new PermissionDeniedError(
-          `instance id '${input.instanceId}' holds another workspace's content on this node; use a new instance id`,
+          `instance id '${input.instanceId}' holds another workspace's content on this node${whose}; use a new instance id`,
         );
       }
       if (existing.state.keptSince) await registry.lock.run(input.instanceId, () => this.resumeKept(existing));

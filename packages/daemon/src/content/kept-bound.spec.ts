@@ -44,7 +44,7 @@ describe('kept content is bounded per owner', () => {
     const refused = await errorOf(init('k-3', 'mallory'));
     expect(refused.code).toBe('resource-exhausted');
     expect(refused.message).toMatch(
-      /owner 'mallory' has 2 workspaces on this node whose final backup failed \('k-1', 'k-2'\); resume one with its id/,
+      /owner 'mallory' has 2 workspaces on this node whose final backup failed \('k-1' of 'ws-k-1', 'k-2' of 'ws-k-2'\); resume one with its id/,
     );
     expect(await exists(join(t.workingArea, 'k-3'))).toBe(false);
     await init('a-1', 'alice');
