@@ -42,8 +42,11 @@ export interface SheddingOptions {
    * within that time, up to 16 times): a flood that reconnects at once would hold the budget again.
    */
   readonly cooldownMs?: number;
-  /** The kernel's queued bytes per connection (default: this process's, from /proc; replaced in unit tests). */
-  readonly socketQueues?: () => Promise<ReadonlyMap<ConnectionKey, SocketQueue>>;
+  /**
+   * The kernel's queues of the connections with these local ports (default: this process's namespace's, from /proc;
+   * replaced in unit tests).
+   */
+  readonly socketQueues?: (localPorts: ReadonlySet<number>) => Promise<ReadonlyMap<ConnectionKey, SocketQueue>>;
   readonly logger: Logger;
 }
 
@@ -74,7 +77,7 @@ export class SlowTransferShedder {
   private readonly timer: NodeJS.Timeout;
   private readonly threshold: number;
   private readonly intervalMs: number;
-  private readonly socketQueues: () => Promise<ReadonlyMap<ConnectionKey, SocketQueue>>;
+  private readonly socketQueues: (localPorts: ReadonlySet<number>) => Promise<ReadonlyMap<ConnectionKey, SocketQueue>>;
   private readonly cooldownMs: number;
   private readonly cooling = new Map<string, Cooling>();
   private running = false;
@@ -196,7 +199,9 @@ export class SlowTransferShedder {
         for (const transfer of this.transfers) transfer.acked = undefined;
         return;
       }
-      const { weights, held } = this.weigh(await this.socketQueues());
+      const localPorts = new Set<number>();
+      for (const transfer of this.transfers) for (const end of transfer.ends) localPorts.add(end.localPort ?? 0);
+      const { weights, held } = this.weigh(await this.socketQueues(localPorts));
       if (!(load >= this.threshold)) return;
       const victims = this.victims(weights, held, load);
       const clients = new Set(victims.map((v) => v.client));

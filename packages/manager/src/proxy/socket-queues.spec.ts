@@ -33,6 +33,12 @@ describe('parseSocketQueues', () => {
       ['127.0.0.1:8080|127.0.0.2:54321', { send: 0x10000, receive: 0x200 }],
       ['0:0:0:0:0:ffff:7f00:1:8080|0:0:0:0:0:ffff:7f00:3:40960', { send: 0x10, receive: 1 }],
     ]);
+    // Only the connections of the given local ports, when asked.
+    const other = '   2: 0100007F:0050 0200007F:D432 01 00000100:00000000 00:00000000 00000000     0        0 3';
+    expect([...parseSocketQueues(`${tcp}\n${other}`, undefined, new Set([80])).keys()]).toEqual([
+      '127.0.0.1:80|127.0.0.2:54322',
+    ]);
+    expect(parseSocketQueues(`${tcp}\n${other}`, undefined, new Set([8080])).size).toBe(1);
     expect(connectionKey('::ffff:127.0.0.1', 8080, '::ffff:127.0.0.3', 40960)).toBe(
       '0:0:0:0:0:ffff:7f00:1:8080|0:0:0:0:0:ffff:7f00:3:40960',
     );
@@ -54,7 +60,7 @@ describe('parseSocketQueues', () => {
     const end = accepted!;
     const key = connectionKey(end.localAddress, end.localPort, end.remoteAddress, end.remotePort)!;
     const clientKey = connectionKey(client.localAddress, client.localPort, client.remoteAddress, client.remotePort)!;
-    const queues = await readSocketQueues();
+    const queues = await readSocketQueues(new Set([end.localPort!, client.localPort!]));
     // The server reads nothing: the bytes wait in its receive queue and in the client's send queue.
     expect(queues.get(key)?.receive).toBeGreaterThan(64 * 1024);
     expect((queues.get(key)?.receive ?? 0) + (queues.get(clientKey)?.send ?? 0)).toBeGreaterThan(1024 * 1024);

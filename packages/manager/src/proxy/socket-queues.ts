@@ -77,12 +77,22 @@ function procEndpoint(field: string): string | undefined {
   return address === undefined || !Number.isFinite(port) ? undefined : `${address}:${port}`;
 }
 
-/** The queues of each connection in the text of `/proc/net/tcp` or `tcp6`; listeners are left out. */
+/**
+ * The queues of each connection in the text of `/proc/net/tcp` or `tcp6`; listeners are left out, and with
+ * `localPorts`, every connection whose local port is not one of them (the file lists the whole node's namespace).
+ */
 export function parseSocketQueues(
   text: string,
   into: Map<ConnectionKey, SocketQueue> = new Map(),
+  localPorts?: ReadonlySet<number>,
 ): Map<ConnectionKey, SocketQueue> {
   for (const line of text.split('\n')) {
+    if (localPorts) {
+      // The local port ends the second field (`<address>:<port>`, hex): checked before the line is taken apart.
+      const end = line.indexOf(' ', line.indexOf(':') + 2);
+      const port = parseInt(line.slice(line.lastIndexOf(':', end) + 1, end), 16);
+      if (!localPorts.has(port)) continue;
+    }
     const fields = line.trim().split(/\s+/);
     // sl local rem st tx_queue:rx_queue ...; state 0A is LISTEN, whose rx_queue is its accept backlog.
     if (fields.length < 5 || !fields[0]!.endsWith(':') || fields[3] === '0A') continue;
@@ -97,13 +107,16 @@ export function parseSocketQueues(
   return into;
 }
 
-/** The kernel's queued bytes of every TCP connection in this process's network namespace. */
-export async function readSocketQueues(): Promise<Map<ConnectionKey, SocketQueue>> {
+/**
+ * The kernel's queues of the TCP connections in this process's network namespace (those with a local port in
+ * `localPorts`, when given).
+ */
+export async function readSocketQueues(localPorts?: ReadonlySet<number>): Promise<Map<ConnectionKey, SocketQueue>> {
   const queues = new Map<ConnectionKey, SocketQueue>();
   for (const file of ['/proc/self/net/tcp', '/proc/self/net/tcp6']) {
     // A kernel without IPv6 has no tcp6: nothing to add from it.
     const text = await readFile(file, 'utf8').catch(() => '');
-    parseSocketQueues(text, queues);
+    parseSocketQueues(text, queues, localPorts);
   }
   return queues;
 }
