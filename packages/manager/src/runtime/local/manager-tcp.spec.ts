@@ -16,7 +16,7 @@ const MiB = 1024 * 1024;
 
 describe('managerTcpBytesFor', () => {
   it('takes half of what lies between the workspaces’ total and the node’s pressure mark', () => {
-    // This machine's tcp_mem: 1.1 GB for the workspaces, pressure at 1.5 GB: 192 MiB for the manager.
+    // This machine's tcp_mem: 1.1 GB for the workspaces, pressure at 1.5 GB: 187 MiB (196,548,608 B) for the manager.
     expect(managerTcpBytesFor([287_907, 383_878, 575_814])).toBe(Math.floor(((383_878 - 287_907) * 4096) / 2));
     expect(managerTcpBytesFor([100, 110, 120])).toBe(16 * MiB);
     expect(managerTcpBytesFor([])).toBe(16 * MiB);
