@@ -266,6 +266,9 @@ describe('PortProxy against a workspace that answers early and never reads', () 
     const lone = stall('127.0.0.3');
     await new Promise((resolve) => setTimeout(resolve, 1_500));
     let shedBefore = -1;
+    // The pressure builds: from half the mark on, the shedder watches what each transfer's peers take.
+    pressure = 0.5;
+    await new Promise((resolve) => setTimeout(resolve, 1_200));
     // Under pressure until one address was shed.
     pressure = 0.95;
     const relieved = setInterval(() => {
@@ -310,8 +313,9 @@ describe('PortProxy against a workspace that answers early and never reads', () 
       client.destroy();
     }
 
-    // Round 18: a flood of many addresses reconnected as soon as it was reset and kept the budget full. A shed
-    // address now waits out a cooldown (30 s); other addresses are served.
+    // Round 18: a flood of many addresses reconnected as soon as it was reset and kept the budget full. An address
+    // whose stalled transfers were shed (the flood of 127.0.0.2 above) now waits out a cooldown (30 s); one shed while
+    // it was reading (127.0.0.4) and other addresses are served.
     const ask = (localAddress: string): Promise<string> =>
       new Promise((resolve) => {
         const client = connect({ port: patientPort, host: '127.0.0.1', localAddress });
@@ -321,7 +325,8 @@ describe('PortProxy against a workspace that answers early and never reads', () 
         client.on('close', () => resolve(text));
         client.write('GET /ws/early/small HTTP/1.1\r\nhost: p\r\n\r\n');
       });
-    expect(await ask('127.0.0.4')).toBe('');
+    expect(await ask('127.0.0.2')).toBe('');
+    expect(await ask('127.0.0.4')).toMatch(/^HTTP\/1\.1 200 /);
     expect(await ask('127.0.0.6')).toMatch(/^HTTP\/1\.1 200 /);
 
     // Answers handed to the kernel whole, their clients not reading: the connections linger (60 s here) with the

@@ -220,7 +220,12 @@ export class PortProxy {
    */
   shedSlowTransfers(pressure: TcpPressure): void {
     this.shedder?.stop();
-    this.shedder = new SlowTransferShedder({ pressure, logger: this.options.logger });
+    this.shedder = new SlowTransferShedder({
+      pressure,
+      logger: this.options.logger,
+      // Without a per-address cap (behind a load balancer), an address is not a client for the shedder either.
+      addressIsClient: this.limits.maxConnectionsPerAddress > 0,
+    });
   }
 
   async stop(): Promise<void> {

@@ -94,13 +94,62 @@ describe('SlowTransferShedder', () => {
 
     await vi.advanceTimersByTimeAsync(30_000);
     expect(shedder.refuses('10.0.0.1')).toBe(false);
-    // Back and shed again at once: out for 60 s this time.
+    // Back, stalled again soon after: out for 60 s this time.
+    load = 0.5;
     transfer('10.0.0.1', 3 * MiB);
+    await tick();
+    load = 0.95;
     await tick();
     expect(shedder.refuses('10.0.0.1')).toBe(true);
     await vi.advanceTimersByTimeAsync(45_000);
     expect(shedder.refuses('10.0.0.1')).toBe(true);
     await vi.advanceTimersByTimeAsync(16_000);
+    expect(shedder.refuses('10.0.0.1')).toBe(false);
+  });
+
+  it('sheds stalled transfers before a heavier download that still moves, and does not lock its client out', async () => {
+    // Round 18b: 80 addresses each holding 2.3 MB without reading, and a victim's one download at 40 KB/s holding
+    // 6.5 MB: by weight alone the victim went first, then its address was refused for the cooldown.
+    const flood = Array.from({ length: 8 }, (_, i) => transfer(`10.0.1.${i + 1}`, 2 * MiB));
+    const victim = transfer('10.0.0.9', 6 * MiB);
+    load = 0.5;
+    await tick();
+    load = 0.95;
+    for (let i = 0; i < 3; i++) {
+      victim.bytesWritten += 40_000;
+      await tick();
+    }
+    expect(flood.every((e) => e.reset)).toBe(true);
+    expect(victim.reset).toBe(false);
+    // Only the victim is left to shed while the pressure lasts: it goes, but may come back at once.
+    victim.bytesWritten += 40_000;
+    await tick();
+    expect(victim.reset).toBe(true);
+    expect(shedder.refuses('10.0.0.9')).toBe(false);
+    expect(shedder.refuses('10.0.1.1')).toBe(true);
+  });
+
+  it('weighs each transfer on its own, and refuses nobody, where an address is not a client (a load balancer)', async () => {
+    shedder.stop();
+    shedder = new SlowTransferShedder({
+      pressure: () => Promise.resolve(load),
+      socketQueues: () => Promise.resolve(queues),
+      addressIsClient: false,
+      logger: createSilentLogger(),
+    });
+    // Round 18b: a flood behind the shared address had every client behind it refused for 30 s.
+    const flood = [1, 2, 3].map(() => transfer('10.0.0.1', 3 * MiB));
+    const reader = transfer('10.0.0.1', 2 * MiB);
+    load = 0.5;
+    await tick();
+    load = 0.95;
+    // One transfer's worth of excess a tick (the pressure stays, as a fake): the stalled ones, one after the other.
+    for (let i = 0; i < 3; i++) {
+      reader.bytesWritten += 64 * 1024;
+      await tick();
+    }
+    expect(flood.every((e) => e.reset)).toBe(true);
+    expect(reader.reset).toBe(false);
     expect(shedder.refuses('10.0.0.1')).toBe(false);
   });
 

@@ -14,8 +14,10 @@
  * transfers reset at both ends, until what they held covers the budget's excess over `threshold` less a margin. A
  * pace alone does not tell an attacker: a victim's download at 40 KB/s is slow, while readers at 200 KB/s held the
  * budget and passed for fast, and a flood that had just filled its buffers looked like it moved megabytes (red team
- * round 18, N1b: the victim was the first reset). The flood is one client's, so its weight is its address's; a lone
- * slow download of someone else's is reached only when the pressure outlasts every heavier address.
+ * round 18, N1b: the victim was the first reset). Stalled transfers (their peers took under 16 KiB in the last
+ * second) go first, by address; then, if that was not enough, the rest by address. A flood is one client's, so its
+ * weight is its address's; a victim's slow download that still moves is reached only when the pressure outlasts every
+ * stalled transfer and every heavier address.
  *
  * @module
  */
@@ -38,10 +40,17 @@ export interface SheddingOptions {
   readonly threshold?: number;
   readonly intervalMs?: number;
   /**
-   * How long a shed client address is refused new connections (default 30 s, doubled each time it is shed again
-   * within that time, up to 16 times): a flood that reconnects at once would hold the budget again.
+   * How long a client address whose stalled transfers were shed is refused new connections (default 30 s, doubled
+   * each time it is shed again within that time, up to 16 times): a flood that reconnects at once would hold the
+   * budget again. A client shed while its peers were taking data is not refused.
    */
   readonly cooldownMs?: number;
+  /**
+   * Whether a client address stands for one client (default true). Behind a load balancer or a NAT every client has
+   * the same one: each transfer is then weighed on its own, and nobody is refused for a cooldown (round 18b: one
+   * flood behind the shared address locked every client behind it out for 30 s).
+   */
+  readonly addressIsClient?: boolean;
   /**
    * The kernel's queues of the connections with these local ports (default: this process's namespace's, from /proc;
    * replaced in unit tests).
@@ -58,6 +67,12 @@ interface Transfer {
   readonly client: string;
   /** Bytes each end's peer had acknowledged at the last watched tick (undefined: not watched then). */
   acked?: number[];
+}
+
+/** A transfer's weight (bytes it holds less what its peers took) and whether its peers took almost nothing. */
+interface Weight {
+  readonly weight: number;
+  readonly stalled: boolean;
 }
 
 /** Below this a client's transfers together hold too little to be worth a reset. */
@@ -79,6 +94,11 @@ export class SlowTransferShedder {
   private readonly intervalMs: number;
   private readonly socketQueues: (localPorts: ReadonlySet<number>) => Promise<ReadonlyMap<ConnectionKey, SocketQueue>>;
   private readonly cooldownMs: number;
+  private readonly addressIsClient: boolean;
+  /** Transfers tracked so far: a transfer's own key where addresses do not tell clients apart. */
+  private tracked = 0;
+  /** Bytes a transfer's peers must take in an interval not to be stalled (16 KiB a second). */
+  private readonly minProgress: number;
   private readonly cooling = new Map<string, Cooling>();
   private running = false;
   /** Transfers reset so far (for metrics and tests). */
@@ -88,7 +108,9 @@ export class SlowTransferShedder {
     this.threshold = options.threshold ?? 0.8;
     this.intervalMs = options.intervalMs ?? 1_000;
     this.socketQueues = options.socketQueues ?? readSocketQueues;
-    this.cooldownMs = options.cooldownMs ?? 30_000;
+    this.addressIsClient = options.addressIsClient ?? true;
+    this.cooldownMs = this.addressIsClient ? (options.cooldownMs ?? 30_000) : 0;
+    this.minProgress = (16 * 1024 * this.intervalMs) / 1000;
     this.timer = setInterval(() => void this.tick(), this.intervalMs);
     this.timer.unref();
   }
@@ -98,7 +120,7 @@ export class SlowTransferShedder {
     const transfer: Transfer = {
       ends,
       keys: ends.map((end) => connectionKey(end.localAddress, end.localPort, end.remoteAddress, end.remotePort)),
-      client: addressKey(ends[0]?.remoteAddress ?? ''),
+      client: this.addressIsClient ? addressKey(ends[0]?.remoteAddress ?? '') : `#${++this.tracked}`,
     };
     this.transfers.add(transfer);
     return () => this.transfers.delete(transfer);
@@ -116,6 +138,7 @@ export class SlowTransferShedder {
   }
 
   private cool(client: string, now: number): void {
+    if (this.cooldownMs <= 0) return;
     const previous = this.cooling.get(client);
     // Shed again soon after it was let back in: the same client, twice as long.
     const strikes =
@@ -142,10 +165,11 @@ export class SlowTransferShedder {
 
   /**
    * Each transfer's weight: what it holds (kernel queues and the proxy's buffers) less what its peers acknowledged
-   * since the last watched tick; and what all of them hold together.
+   * since the last watched tick, and whether it is stalled (its peers took almost nothing: under `minProgress` bytes);
+   * and what all of them hold together. A transfer seen for the first time is neither taking nor stalled yet.
    */
-  private weigh(queues: ReadonlyMap<ConnectionKey, SocketQueue>): { weights: Map<Transfer, number>; held: number } {
-    const weights = new Map<Transfer, number>();
+  private weigh(queues: ReadonlyMap<ConnectionKey, SocketQueue>): { weighed: Map<Transfer, Weight>; held: number } {
+    const weighed = new Map<Transfer, Weight>();
     let held = 0;
     for (const transfer of this.transfers) {
       const kernel = transfer.keys.map((key) => (key ? queues.get(key) : undefined));
@@ -156,37 +180,52 @@ export class SlowTransferShedder {
       // Handed to the kernel (bytesWritten counts the proxy's buffer too) and no longer in its send queue.
       const acked = transfer.ends.map((end, i) => end.bytesWritten - end.writableLength - (kernel[i]?.send ?? 0));
       const previous = transfer.acked;
-      const taken = previous ? acked.reduce((sum, bytes, i) => sum + Math.max(0, bytes - previous[i]!), 0) : 0;
+      const taken = previous ? acked.reduce((sum, bytes, i) => sum + Math.max(0, bytes - previous[i]!), 0) : undefined;
       transfer.acked = acked;
       held += holds;
-      weights.set(transfer, holds - taken);
+      weighed.set(transfer, {
+        weight: holds - (taken ?? 0),
+        stalled: taken !== undefined && taken < this.minProgress,
+      });
     }
-    return { weights, held };
+    return { weighed, held };
   }
 
   /**
-   * The transfers to reset: client addresses by weight, heaviest first, until what they hold covers the excess
-   * (`load` over the target, as a share of what all tracked transfers hold); at least the heaviest address.
+   * The transfers to reset, and the clients to cool down, until what they hold covers the excess (`load` over the
+   * target, as a share of what all tracked transfers hold). First the stalled transfers, by client address, heaviest
+   * first: a flood that only holds goes before anyone who reads (round 18b: 80 addresses of one attacker, each holding
+   * less than a victim's one download at 40 KB/s, had the victim reset first, then locked out by the cooldown). Then,
+   * if that is not enough, every transfer by client address, heaviest first; those clients are not cooled down.
    */
-  private victims(weights: ReadonlyMap<Transfer, number>, held: number, load: number): Transfer[] {
-    const byClient = new Map<string, { transfers: Transfer[]; weight: number }>();
-    for (const [transfer, weight] of weights) {
-      if (weight <= 0) continue;
-      const entry = byClient.get(transfer.client) ?? { transfers: [], weight: 0 };
-      entry.transfers.push(transfer);
-      entry.weight += weight;
-      byClient.set(transfer.client, entry);
-    }
+  private victims(
+    weighed: ReadonlyMap<Transfer, Weight>,
+    held: number,
+    load: number,
+  ): { victims: Transfer[]; cooled: Set<string> } {
     const target = Math.max(0, this.threshold - 0.1);
     const excess = (held * (load - target)) / load;
-    const victims: Transfer[] = [];
+    const victims = new Set<Transfer>();
+    const cooled = new Set<string>();
     let freed = 0;
-    for (const entry of [...byClient.values()].sort((a, b) => b.weight - a.weight)) {
-      if (entry.weight < minWeight || (victims.length > 0 && freed >= excess)) break;
-      victims.push(...entry.transfers);
-      freed += entry.weight;
+    for (const stalledOnly of [true, false]) {
+      const byClient = new Map<string, { transfers: Transfer[]; weight: number }>();
+      for (const [transfer, { weight, stalled }] of weighed) {
+        if (weight <= 0 || (stalledOnly && !stalled) || victims.has(transfer)) continue;
+        const entry = byClient.get(transfer.client) ?? { transfers: [], weight: 0 };
+        entry.transfers.push(transfer);
+        entry.weight += weight;
+        byClient.set(transfer.client, entry);
+      }
+      for (const [client, entry] of [...byClient].sort(([, a], [, b]) => b.weight - a.weight)) {
+        if (entry.weight < minWeight || (victims.size > 0 && freed >= excess)) break;
+        for (const transfer of entry.transfers) victims.add(transfer);
+        if (stalledOnly) cooled.add(client);
+        freed += entry.weight;
+      }
+      if (victims.size > 0 && freed >= excess) break;
     }
-    return victims;
+    return { victims: [...victims], cooled };
   }
 
   private async tick(): Promise<void> {
@@ -201,12 +240,12 @@ export class SlowTransferShedder {
       }
       const localPorts = new Set<number>();
       for (const transfer of this.transfers) for (const end of transfer.ends) localPorts.add(end.localPort ?? 0);
-      const { weights, held } = this.weigh(await this.socketQueues(localPorts));
+      const { weighed, held } = this.weigh(await this.socketQueues(localPorts));
       if (!(load >= this.threshold)) return;
-      const victims = this.victims(weights, held, load);
+      const { victims, cooled } = this.victims(weighed, held, load);
       const clients = new Set(victims.map((v) => v.client));
       const now = Date.now();
-      for (const client of clients) this.cool(client, now);
+      for (const client of cooled) this.cool(client, now);
       for (const transfer of victims) {
         this.transfers.delete(transfer);
         for (const end of transfer.ends) resetOrDestroy(end);
@@ -215,7 +254,7 @@ export class SlowTransferShedder {
       this.shed += shed;
       if (shed > 0) {
         this.options.logger.warn(
-          { shed, clients: clients.size, load: Math.round(load * 100) / 100 },
+          { shed, clients: clients.size, cooled: cooled.size, load: Math.round(load * 100) / 100 },
           'reset the proxied transfers holding the most: the manager’s TCP budget is nearly used up',
         );
       }
