@@ -129,6 +129,22 @@ describe('SlowTransferShedder', () => {
     expect(shedder.refuses('10.0.1.1')).toBe(true);
   });
 
+  it('leaves a download that moves alone when resetting it would free little of the excess', async () => {
+    // Round 18b: readers that took everything queued once a second pushed the budget up in spikes, and the victim's
+    // steady 40 KB/s download, the one transfer holding anything between their reads, was reset.
+    const bursts = Array.from({ length: 20 }, (_, i) => transfer(`10.0.2.${i + 1}`, 8 * MiB));
+    const victim = transfer('10.0.0.9', 6 * MiB);
+    load = 0.5;
+    await tick();
+    load = 0.9;
+    for (let i = 0; i < 3; i++) {
+      for (const b of bursts) b.bytesWritten += 10 * MiB;
+      victim.bytesWritten += 40_000;
+      await tick();
+    }
+    expect([...bursts, victim].some((e) => e.reset)).toBe(false);
+  });
+
   it('weighs each transfer on its own, and refuses nobody, where an address is not a client (a load balancer)', async () => {
     shedder.stop();
     shedder = new SlowTransferShedder({

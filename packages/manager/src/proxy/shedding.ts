@@ -196,7 +196,8 @@ export class SlowTransferShedder {
    * target, as a share of what all tracked transfers hold). First the stalled transfers, by client address, heaviest
    * first: a flood that only holds goes before anyone who reads (round 18b: 80 addresses of one attacker, each holding
    * less than a victim's one download at 40 KB/s, had the victim reset first, then locked out by the cooldown). Then,
-   * if that is not enough, every transfer by client address, heaviest first; those clients are not cooled down.
+   * if that is not enough, every transfer by client address, heaviest first, each holding at least a quarter of what
+   * is still to free; those clients are not cooled down.
    */
   private victims(
     weighed: ReadonlyMap<Transfer, Weight>,
@@ -217,8 +218,11 @@ export class SlowTransferShedder {
         entry.weight += weight;
         byClient.set(transfer.client, entry);
       }
+      // A transfer that moves is reset only where that frees a good part of the excess: the pressure of readers that
+      // take everything in bursts is not a steady slow download's doing (round 18b: such a spike reset the victim's).
+      const floor = stalledOnly ? minWeight : Math.max(minWeight, (excess - freed) / 4);
       for (const [client, entry] of [...byClient].sort(([, a], [, b]) => b.weight - a.weight)) {
-        if (entry.weight < minWeight || (victims.size > 0 && freed >= excess)) break;
+        if (entry.weight < floor || (victims.size > 0 && freed >= excess)) break;
         for (const transfer of entry.transfers) victims.add(transfer);
         if (stalledOnly) cooled.add(client);
         freed += entry.weight;
