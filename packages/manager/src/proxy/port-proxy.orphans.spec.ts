@@ -225,7 +225,7 @@ describe('PortProxy against a workspace that answers early and never reads', () 
     });
     const patientPort = Number((await patient.start()).split(':').pop());
     let pressure = 0;
-    patient.shedSlowTransfers(() => Promise.resolve(pressure));
+    patient.shedTransfers(() => Promise.resolve(pressure));
     const stalled = connect(patientPort, '127.0.0.1');
     stalled.on('error', () => undefined);
     stalled.pause();

@@ -42,7 +42,7 @@ import {
 } from './admission.js';
 import { PipelinedRequests } from './pipelining.js';
 import { resetOrDestroy } from './closing.js';
-import { SlowTransferShedder } from './shedding.js';
+import { TransferShedder } from './shedding.js';
 import type { TcpPressure } from './shedding.js';
 import { boundConnections, resolveProxyLimits, serverTimeouts } from './connection-limits.js';
 import type { ProxyLimits } from './connection-limits.js';
@@ -117,8 +117,8 @@ export class PortProxy {
   /** Pipelined requests wait for the one before them (pipelining.ts). */
   private readonly pipelined = new PipelinedRequests();
   private readonly limits: ProxyLimits;
-  /** Resets slow transfers while the manager's TCP budget is nearly used up (see {@link shedSlowTransfers}). */
-  private shedder: SlowTransferShedder | undefined;
+  /** Resets the transfers that hold the most while the manager's TCP budget is nearly used up ({@link shedTransfers}). */
+  private shedder: TransferShedder | undefined;
   /** Connections busy for each workspace (requests in progress, tunnels), capped per workspace and per owner. */
   private readonly workspaceSlots: WorkspaceSlots;
   private readonly ownerTokens: LiveOwnerTokens;
@@ -215,12 +215,13 @@ export class PortProxy {
   }
 
   /**
-   * From now on, resets the transfers that wait on a slow end while `pressure` says the manager's TCP budget is
-   * nearly used up (`shedding.ts`): for a manager whose socket buffers are capped (`workbay up` on cgroup v1).
+   * From now on, resets the transfers that hold the most of the kernel's buffers, stalled ones first, while `pressure`
+   * says the manager's TCP budget is nearly used up (`shedding.ts`): for a manager whose socket buffers are capped
+   * (`workbay up` on cgroup v1).
    */
-  shedSlowTransfers(pressure: TcpPressure): void {
+  shedTransfers(pressure: TcpPressure): void {
     this.shedder?.stop();
-    this.shedder = new SlowTransferShedder({
+    this.shedder = new TransferShedder({
       pressure,
       logger: this.options.logger,
       // Without a per-address cap (behind a load balancer), an address is not a client for the shedder either.

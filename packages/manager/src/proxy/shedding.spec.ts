@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { createSilentLogger } from '../logger.js';
-import { SlowTransferShedder } from './shedding.js';
+import { TransferShedder } from './shedding.js';
 import type { SocketQueue } from './socket-queues.js';
 
 const MiB = 1024 * 1024;
@@ -41,15 +41,15 @@ function fakeEnd(client: string): FakeEnd {
   return Object.assign(end, { socket });
 }
 
-describe('SlowTransferShedder', () => {
+describe('TransferShedder', () => {
   let load: number;
   let queues: Map<string, SocketQueue>;
-  let shedder: SlowTransferShedder;
+  let shedder: TransferShedder;
   beforeEach(() => {
     vi.useFakeTimers();
     load = 0;
     queues = new Map();
-    shedder = new SlowTransferShedder({
+    shedder = new TransferShedder({
       pressure: () => Promise.resolve(load),
       socketQueues: () => Promise.resolve(queues),
       logger: createSilentLogger(),
@@ -147,7 +147,7 @@ describe('SlowTransferShedder', () => {
 
   it('weighs each transfer on its own, and refuses nobody, where an address is not a client (a load balancer)', async () => {
     shedder.stop();
-    shedder = new SlowTransferShedder({
+    shedder = new TransferShedder({
       pressure: () => Promise.resolve(load),
       socketQueues: () => Promise.resolve(queues),
       addressIsClient: false,

@@ -87,7 +87,7 @@ interface Cooling {
   strikes: number;
 }
 
-export class SlowTransferShedder {
+export class TransferShedder {
   private readonly transfers = new Set<Transfer>();
   private readonly timer: NodeJS.Timeout;
   private readonly threshold: number;

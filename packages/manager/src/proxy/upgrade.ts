@@ -19,7 +19,7 @@ import { closeClient, resetOrDestroy } from './closing.js';
 import { answerAndClose, defaultProxyLimits, rawAnswer } from './connection-limits.js';
 import type { ProxyLimits } from './connection-limits.js';
 import type { Refusal } from './routing.js';
-import type { SlowTransferShedder } from './shedding.js';
+import type { TransferShedder } from './shedding.js';
 
 /**
  * Answers a refused upgrade and closes the connection, within `graceMs` even when the client never closes its side:
@@ -51,7 +51,7 @@ export interface TunnelOptions {
   /** What the workspace's handshake answer may set (see `answer-headers.ts`). */
   readonly scope: AnswerScope;
   /** Tracks the established tunnel's pace, to reset it when slow under TCP pressure (`shedding.ts`). */
-  readonly shedder?: Pick<SlowTransferShedder, 'track'>;
+  readonly shedder?: Pick<TransferShedder, 'track'>;
   /** The handshake, idle and refusal bounds (see `connection-limits.ts`). */
   readonly limits: Pick<
     ProxyLimits,

@@ -38,7 +38,7 @@ export function registerUpCommand(program: Command, wrap: ActionWrapper): void {
         const daemonPid = handle.daemonPid;
         const budget = await runtime.confineManagerTcp?.(daemonPid === undefined ? [] : [daemonPid]);
         // One cap for every proxied connection: transfers that hold it without using it are reset under pressure.
-        if (budget) handle.manager.proxy?.shedSlowTransfers(() => budget.pressure());
+        if (budget) handle.manager.proxy?.shedTransfers(() => budget.pressure());
         const addresses = {
           managerAddress: handle.managerAddress,
           proxyAddress: handle.proxyAddress,
