@@ -227,7 +227,10 @@ export async function startManager(options: StartManagerOptions): Promise<Runnin
       content,
       snapshots,
       maintenance,
-      metrics: (metricsRef = new ManagerMetrics({ workspaces: () => core.allWorkspaces() })),
+      metrics: (metricsRef = new ManagerMetrics({
+        workspaces: () => core.allWorkspaces(),
+        shedding: () => proxy?.shedding,
+      })),
       logger: coreLogger,
       proxyAddress: () => proxy?.address || config.proxy.address,
       reservedEndpoints: reserved,

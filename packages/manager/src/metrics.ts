@@ -27,7 +27,12 @@ export class ManagerMetrics {
   readonly maintenanceEnabled: Gauge;
 
   constructor(
-    options: { readonly workspaces?: () => Iterable<WorkspaceRecord>; readonly defaultMetrics?: boolean } = {},
+    options: {
+      readonly workspaces?: () => Iterable<WorkspaceRecord>;
+      /** The port proxy's TCP shedder's counts (undefined while it is off). */
+      readonly shedding?: () => { readonly shed: number; readonly refused: number } | undefined;
+      readonly defaultMetrics?: boolean;
+    } = {},
   ) {
     const registers = [this.registry];
     const labels = ['type', 'class'] as const;
@@ -125,6 +130,25 @@ export class ManagerMetrics {
           else counts.set(key, { phase: w.phase, type: w.type, class: w.spec.className, n: 1 });
         }
         for (const { phase, type, class: cls, n } of counts.values()) this.set({ phase, type, class: cls }, n);
+      },
+    });
+    const shedding = options.shedding;
+    new Counter({
+      name: `${prefix}proxy_shed_transfers_total`,
+      help: 'Proxied transfers reset because the manager’s TCP budget was nearly used up (no labels).',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(shedding?.()?.shed ?? 0);
+      },
+    });
+    new Counter({
+      name: `${prefix}proxy_cooldown_refusals_total`,
+      help: 'Proxy connections refused because their client address was shed a moment ago (no labels).',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(shedding?.()?.refused ?? 0);
       },
     });
     if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix });

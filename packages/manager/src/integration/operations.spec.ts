@@ -40,6 +40,9 @@ describe('operations: metrics, health, maintenance mode', () => {
       'workbay_manager_workspace_phase_total{phase="stopped",type="regular",class="g1-standard"} 1',
       'workbay_manager_subscribers 0',
       'workbay_manager_maintenance_enabled 0',
+      // The TCP shedder runs only under `workbay up` on cgroup v1: nothing shed here.
+      'workbay_manager_proxy_shed_transfers_total 0',
+      'workbay_manager_proxy_cooldown_refusals_total 0',
       'workbay_manager_process_resident_memory_bytes',
     ]) {
       expect(text).toContain(name);

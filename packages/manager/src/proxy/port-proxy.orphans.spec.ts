@@ -328,6 +328,8 @@ describe('PortProxy against a workspace that answers early and never reads', () 
     expect(await ask('127.0.0.2')).toBe('');
     expect(await ask('127.0.0.4')).toMatch(/^HTTP\/1\.1 200 /);
     expect(await ask('127.0.0.6')).toMatch(/^HTTP\/1\.1 200 /);
+    // What the metrics report: every reset (the stalled one, the flood, the readers) and the refusal.
+    expect(patient.shedding).toEqual({ shed: 1 + 3 + 3, refused: 1 });
 
     // Answers handed to the kernel whole, their clients not reading: the connections linger (60 s here) with the
     // rest queued, and are weighed like transfers (17c: 360 such answers filled the budget for 6 s).

@@ -152,6 +152,14 @@ export class PortProxy {
     return this.boundAddress;
   }
 
+  /**
+   * What the TCP shedder did so far (`shedTransfers`): transfers reset, and connections refused while their address
+   * cooled down; undefined while it is off.
+   */
+  get shedding(): { readonly shed: number; readonly refused: number } | undefined {
+    return this.shedder ? { shed: this.shedder.shed, refused: this.shedder.refused } : undefined;
+  }
+
   /** Open client connections, HTTP and upgraded (for tests and metrics). */
   get connectionCount(): number {
     return this.sockets.size;

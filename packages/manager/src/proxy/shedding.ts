@@ -103,6 +103,8 @@ export class TransferShedder {
   private running = false;
   /** Transfers reset so far (for metrics and tests). */
   shed = 0;
+  /** New connections refused so far because their address was cooling down (for metrics). */
+  refused = 0;
 
   constructor(private readonly options: SheddingOptions) {
     this.threshold = options.threshold ?? 0.8;
@@ -134,7 +136,9 @@ export class TransferShedder {
   refuses(address: string): boolean {
     const key = addressKey(address);
     const cooling = this.cooling.get(key);
-    return cooling !== undefined && cooling.until > Date.now();
+    const refused = cooling !== undefined && cooling.until > Date.now();
+    if (refused) this.refused += 1;
+    return refused;
   }
 
   private cool(client: string, now: number): void {
