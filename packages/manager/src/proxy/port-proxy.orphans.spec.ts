@@ -316,16 +316,19 @@ describe('PortProxy against a workspace that answers early and never reads', () 
     // Round 18: a flood of many addresses reconnected as soon as it was reset and kept the budget full. An address
     // whose stalled transfers were shed (the flood of 127.0.0.2 above) now waits out a cooldown (30 s); one shed while
     // it was reading (127.0.0.4) and other addresses are served.
-    const ask = (localAddress: string): Promise<string> =>
+    const ask = (localAddress: string, token?: string): Promise<string> =>
       new Promise((resolve) => {
         const client = connect({ port: patientPort, host: '127.0.0.1', localAddress });
         let text = '';
         client.on('data', (chunk: Buffer) => (text += chunk.toString('latin1')));
         client.on('error', () => undefined);
         client.on('close', () => resolve(text));
-        client.write('GET /ws/early/small HTTP/1.1\r\nhost: p\r\n\r\n');
+        const auth = token ? `x-workbay-owner-token: ${token}\r\n` : '';
+        client.write(`GET /ws/early/small HTTP/1.1\r\nhost: p\r\n${auth}connection: close\r\n\r\n`);
       });
-    expect(await ask('127.0.0.2')).toBe('');
+    expect(await ask('127.0.0.2')).toMatch(/^HTTP\/1\.1 503 [^]*retry-after: 30[^]*short of memory/);
+    // The owner behind the same address is not locked out (18b, N3: a NAT's or a load balancer's users all were).
+    expect(await ask('127.0.0.2', record.ownerToken)).toMatch(/^HTTP\/1\.1 200 /);
     expect(await ask('127.0.0.4')).toMatch(/^HTTP\/1\.1 200 /);
     expect(await ask('127.0.0.6')).toMatch(/^HTTP\/1\.1 200 /);
     // What the metrics report: every reset (the stalled one, the flood, the readers) and the refusal.

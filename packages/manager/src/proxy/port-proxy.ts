@@ -105,6 +105,15 @@ function budgetOf(grant: Grant): Budget {
   return grant.byOwner ? 'authenticated' : 'anonymous';
 }
 
+/** The answer to an anonymous request from a client address the shedder is cooling down. */
+function coolingRefusal(upgrade: boolean): Refusal {
+  return {
+    status: 503,
+    message: 'the proxy is short of memory and this client address held too much of it; retry later\n',
+    headers: upgrade ? { 'retry-after': '30' } : { 'retry-after': '30', connection: 'close' },
+  };
+}
+
 export class PortProxy {
   private server: Server | undefined;
   private boundAddress = '';
@@ -193,12 +202,6 @@ export class PortProxy {
       }
     });
     server.on('connection', (socket: Socket) => {
-      // A client address the shedder just reset (shedding.ts) waits out its cooldown: a reset costs it nothing to
-      // retry, and each new connection would take its share of the budget again before the next tick.
-      if (this.shedder?.refuses(socket.remoteAddress ?? '')) {
-        resetOrDestroy(socket);
-        return;
-      }
       this.sockets.add(socket);
       socket.on('error', () => socket.destroy());
       socket.once('close', () => this.sockets.delete(socket));
@@ -338,6 +341,16 @@ export class PortProxy {
     return this.options.secureCookies === true || req.headers['x-forwarded-proto'] === 'https';
   }
 
+  /**
+   * Whether an anonymous request is refused because the shedder just reset its client address's stalled transfers
+   * (shedding.ts): a reset costs a flood nothing to retry, and each new connection would take its share of the budget
+   * again before the next tick (red team round 18). Requests with the owner token pass: an owner behind the same
+   * address (a NAT, a company proxy) is not locked out by an anonymous flood from it (18b, N3).
+   */
+  private cooling(socket: Socket, budget: Budget): boolean {
+    return budget === 'anonymous' && (this.shedder?.refuses(socket.remoteAddress ?? '') ?? false);
+  }
+
   private refuse(res: ServerResponse, refusal: Refusal): void {
     res.writeHead(refusal.status, { 'content-type': 'text/plain; charset=utf-8', ...refusal.headers });
     res.end(refusal.message);
@@ -372,6 +385,7 @@ export class PortProxy {
     // Counted from here until the response is done or its connection closes ('close' covers both: a client that
     // ends its side is answered by Node with the end of the connection, which closes the response at once).
     const budget = budgetOf(admission.grant);
+    if (this.cooling(req.socket, budget)) return this.refuse(res, coolingRefusal(false));
     const release = this.workspaceSlots.take(admission.record, budget);
     if ('over' in release) return this.refuse(res, busyRefusal(admission.record.id, false, release.over, budget));
     res.once('close', release);
@@ -478,6 +492,7 @@ export class PortProxy {
     // Counted from here until the client connection closes: during the handshake and for the tunnel's life. Once
     // the client has closed its side, the tunnel closes within the grace whatever the workspace does (`upgrade.ts`).
     const budget = budgetOf(admission.grant);
+    if (this.cooling(socket, budget)) return rejectUpgrade(socket, coolingRefusal(true), this.limits.refusalGraceMs);
     const release = this.workspaceSlots.take(admission.record, budget);
     if ('over' in release) {
       const refusal = busyRefusal(admission.record.id, true, release.over, budget);

@@ -34,7 +34,11 @@ describe('parseSocketQueues', () => {
       ['0:0:0:0:0:ffff:7f00:1:8080|0:0:0:0:0:ffff:7f00:3:40960', { send: 0x10, receive: 1 }],
     ]);
     // Only the connections of the given local ports, when asked.
-    const other = '   2: 0100007F:0050 0200007F:D432 01 00000100:00000000 00:00000000 00000000     0        0 3';
+    const other = [
+      '   2: 0100007F:0050 0200007F:D432 01 00000100:00000000 00:00000000 00000000     0        0 3',
+      // TIME_WAIT holds no buffers (the proxy's own port had 45,000 of them in 40 s, 18b).
+      '   3: 0100007F:0050 0200007F:D433 06 00000000:00000000 03:00000DC8 00000000     0        0 0',
+    ].join('\n');
     expect([...parseSocketQueues(`${tcp}\n${other}`, undefined, new Set([80])).keys()]).toEqual([
       '127.0.0.1:80|127.0.0.2:54322',
     ]);
