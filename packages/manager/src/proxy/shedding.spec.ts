@@ -115,12 +115,13 @@ describe('TransferShedder', () => {
     load = 0.5;
     await tick();
     load = 0.95;
-    for (let i = 0; i < 3; i++) {
+    for (let i = 0; i < 3 && !flood.every((e) => e.reset); i++) {
       victim.bytesWritten += 40_000;
       await tick();
+      // The victim is not reset while a stalled transfer is left.
+      if (!flood.every((e) => e.reset)) expect(victim.reset).toBe(false);
     }
     expect(flood.every((e) => e.reset)).toBe(true);
-    expect(victim.reset).toBe(false);
     // Only the victim is left to shed while the pressure lasts: it goes, but may come back at once.
     victim.bytesWritten += 40_000;
     await tick();
