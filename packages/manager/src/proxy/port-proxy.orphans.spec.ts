@@ -266,9 +266,10 @@ describe('PortProxy against a workspace that answers early and never reads', () 
     const lone = stall('127.0.0.3');
     await new Promise((resolve) => setTimeout(resolve, 1_500));
     let shedBefore = -1;
-    // The pressure builds: from half the mark on, the shedder watches what each transfer's peers take.
+    // The pressure builds: from half the mark on, the shedder watches what each transfer's peers take, over three
+    // seconds before it calls one stalled.
     pressure = 0.5;
-    await new Promise((resolve) => setTimeout(resolve, 1_200));
+    await new Promise((resolve) => setTimeout(resolve, 3_600));
     // Under pressure until one address was shed.
     pressure = 0.95;
     const relieved = setInterval(() => {

@@ -70,6 +70,16 @@ describe('TransferShedder', () => {
   const tick = async (): Promise<void> => {
     await vi.advanceTimersByTimeAsync(1_000);
   };
+  /**
+   * Ticks between 40% and 80% of the budget: what each transfer's peers take is watched, over three seconds;
+   * `moving` runs before each (the peers that read take their bytes).
+   */
+  const watch = async (moving: () => void = () => undefined): Promise<void> => {
+    for (let i = 0; i < 4; i++) {
+      moving();
+      await tick();
+    }
+  };
 
   it('resets the heaviest client address first, and refuses it for a cooldown that doubles when it returns', async () => {
     const flood = [1, 2, 3].map(() => transfer('10.0.0.1', 3 * MiB));
@@ -77,7 +87,7 @@ describe('TransferShedder', () => {
     // The peer of this one takes 8 MiB a second: it uses the memory it holds.
     const busy = transfer('10.0.0.3', 6 * MiB);
     load = 0.5;
-    await tick();
+    await watch();
     busy.bytesWritten += 8 * MiB;
     load = 0.95;
     await tick();
@@ -97,7 +107,7 @@ describe('TransferShedder', () => {
     // Back, stalled again soon after: out for 60 s this time.
     load = 0.5;
     transfer('10.0.0.1', 3 * MiB);
-    await tick();
+    await watch();
     load = 0.95;
     await tick();
     expect(shedder.refuses('10.0.0.1')).toBe(true);
@@ -113,7 +123,7 @@ describe('TransferShedder', () => {
     const flood = Array.from({ length: 8 }, (_, i) => transfer(`10.0.1.${i + 1}`, 2 * MiB));
     const victim = transfer('10.0.0.9', 6 * MiB);
     load = 0.5;
-    await tick();
+    await watch(() => (victim.bytesWritten += 40_000));
     load = 0.95;
     for (let i = 0; i < 3 && !flood.every((e) => e.reset); i++) {
       victim.bytesWritten += 40_000;
@@ -130,13 +140,50 @@ describe('TransferShedder', () => {
     expect(shedder.refuses('10.0.1.1')).toBe(true);
   });
 
+  it('judges a sudden flood by its new connections, and a reader by several seconds of progress', async () => {
+    // Round 18c: the cap went from 9% to 95% in one second, nothing watched before: the first tick reset a 300 KB/s
+    // download older than the flood; and a 40 KB/s reader whose window reopens in ~98 KB steps every 2-3 s looked
+    // stalled in half of the 1-s ticks, and was reset and locked out.
+    const reader = transfer('10.0.0.9', 6 * MiB);
+    await vi.advanceTimersByTimeAsync(10_000);
+    const flood = Array.from({ length: 4 }, (_, i) => transfer(`10.0.3.${i + 1}`, 2 * MiB));
+    load = 0.95;
+    for (let i = 0; i < 3 && !flood.every((e) => e.reset); i++) {
+      reader.bytesWritten += 40_000;
+      await tick();
+    }
+    expect(flood.every((e) => e.reset)).toBe(true);
+    expect(reader.reset).toBe(false);
+    load = 0.3;
+    await tick();
+    // The reader's steps: 98 KB every third second. Another flood, watched long enough to be stalled, goes first and
+    // the reader is never taken for stalled (so never refused, even once shed).
+    const second = Array.from({ length: 4 }, (_, i) => transfer(`10.0.4.${i + 1}`, 1 * MiB));
+    load = 0.5;
+    let second0 = 0;
+    await watch(() => {
+      if (second0++ % 3 === 0) reader.bytesWritten += 98_000;
+    });
+    load = 0.95;
+    for (let i = 0; i < 6; i++) {
+      if (second0++ % 3 === 0) reader.bytesWritten += 98_000;
+      await tick();
+    }
+    expect(second.every((e) => e.reset)).toBe(true);
+    expect(shedder.refuses('10.0.4.1')).toBe(true);
+    expect(shedder.refuses('10.0.0.9')).toBe(false);
+  });
+
   it('leaves a download that moves alone when resetting it would free little of the excess', async () => {
     // Round 18b: readers that took everything queued once a second pushed the budget up in spikes, and the victim's
     // steady 40 KB/s download, the one transfer holding anything between their reads, was reset.
     const bursts = Array.from({ length: 20 }, (_, i) => transfer(`10.0.2.${i + 1}`, 8 * MiB));
     const victim = transfer('10.0.0.9', 6 * MiB);
     load = 0.5;
-    await tick();
+    await watch(() => {
+      for (const b of bursts) b.bytesWritten += 10 * MiB;
+      victim.bytesWritten += 40_000;
+    });
     load = 0.9;
     for (let i = 0; i < 3; i++) {
       for (const b of bursts) b.bytesWritten += 10 * MiB;
@@ -158,7 +205,7 @@ describe('TransferShedder', () => {
     const flood = [1, 2, 3].map(() => transfer('10.0.0.1', 3 * MiB));
     const reader = transfer('10.0.0.1', 2 * MiB);
     load = 0.5;
-    await tick();
+    await watch();
     load = 0.95;
     // One transfer's worth of excess a tick (the pressure stays, as a fake): the stalled ones, one after the other.
     for (let i = 0; i < 3; i++) {

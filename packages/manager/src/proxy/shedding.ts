@@ -15,8 +15,9 @@
  * growing by 0.1 a tick, up to 0.4, while the pressure lasts). A
  * pace alone does not tell an attacker: a victim's download at 40 KB/s is slow, while readers at 200 KB/s held the
  * budget and passed for fast, and a flood that had just filled its buffers looked like it moved megabytes (red team
- * round 18, N1b: the victim was the first reset). Stalled transfers (their peers took under 16 KiB in the last
- * second) go first, by address; then, if that was not enough, the rest by address. A flood is one client's, so its
+ * round 18, N1b: the victim was the first reset). Stalled transfers (their peers took under 16 KiB a second over
+ * the last three seconds: a reader's window reopens in steps) go first, by address; then, if that was not enough,
+ * those that came with the pressure (a sudden flood is new connections), then the rest, by address. A flood is one client's, so its
  * weight is its address's; a victim's slow download that still moves is reached only when the pressure outlasts every
  * stalled transfer and every heavier address.
  *
@@ -66,11 +67,22 @@ interface Transfer {
   readonly keys: readonly (ConnectionKey | undefined)[];
   /** The client's address (its /64 for IPv6): whose transfer this is. */
   readonly client: string;
-  /** Bytes each end's peer had acknowledged at the last watched tick (undefined: not watched then). */
-  acked?: number[];
+  /** When it was tracked (ms). */
+  readonly since: number;
+  /**
+   * Bytes each end's peer had acknowledged at the last watched ticks, oldest first, at most {@link progressTicks} + 1
+   * of them (empty: not watched yet).
+   */
+  acked: number[][];
 }
 
-/** A transfer's weight (bytes it holds less what its peers took) and whether its peers took almost nothing. */
+/**
+ * Progress is judged over this many ticks: a reader's window reopens in steps (on loopback, ~98 KB every 2-3 s for a
+ * 40 KB/s reader), so one second can show none from a client that reads (round 18c).
+ */
+const progressTicks = 3;
+
+/** A transfer's weight (bytes it holds less what its peers take a second), and whether its peers took almost nothing. */
 interface Weight {
   readonly weight: number;
   readonly stalled: boolean;
@@ -104,6 +116,8 @@ export class TransferShedder {
   private running = false;
   /** Ticks in a row over the mark (1 on the first). */
   private pressuredTicks = 0;
+  /** When the ticks over the mark began (undefined: below it). */
+  private pressureSince: number | undefined;
   /** Transfers reset so far (for metrics and tests). */
   shed = 0;
   /** New connections refused so far because their address was cooling down (for metrics). */
@@ -126,6 +140,8 @@ export class TransferShedder {
       ends,
       keys: ends.map((end) => connectionKey(end.localAddress, end.localPort, end.remoteAddress, end.remotePort)),
       client: this.addressIsClient ? addressKey(ends[0]?.remoteAddress ?? '') : `#${++this.tracked}`,
+      since: Date.now(),
+      acked: [],
     };
     this.transfers.add(transfer);
     return () => this.transfers.delete(transfer);
@@ -171,9 +187,9 @@ export class TransferShedder {
   }
 
   /**
-   * Each transfer's weight: what it holds (kernel queues and the proxy's buffers) less what its peers acknowledged
-   * since the last watched tick, and whether it is stalled (its peers took almost nothing: under `minProgress` bytes);
-   * and what all of them hold together. A transfer seen for the first time is neither taking nor stalled yet.
+   * Each transfer's weight: what it holds (kernel queues and the proxy's buffers) less what its peers acknowledged a
+   * tick over the last watched ticks (up to {@link progressTicks}), and whether it is stalled (its peers took under
+   * `minProgress` a tick); and what all of them hold together. A transfer seen for the first time weighs what it holds and is not stalled.
    */
   private weigh(queues: ReadonlyMap<ConnectionKey, SocketQueue>): { weighed: Map<Transfer, Weight>; held: number } {
     const weighed = new Map<Transfer, Weight>();
@@ -186,13 +202,20 @@ export class TransferShedder {
       );
       // Handed to the kernel (bytesWritten counts the proxy's buffer too) and no longer in its send queue.
       const acked = transfer.ends.map((end, i) => end.bytesWritten - end.writableLength - (kernel[i]?.send ?? 0));
-      const previous = transfer.acked;
-      const taken = previous ? acked.reduce((sum, bytes, i) => sum + Math.max(0, bytes - previous[i]!), 0) : undefined;
-      transfer.acked = acked;
+      const oldest = transfer.acked[0];
+      const ticks = transfer.acked.length;
+      transfer.acked.push(acked);
+      if (transfer.acked.length > progressTicks + 1) transfer.acked.shift();
       held += holds;
+      if (!oldest) {
+        weighed.set(transfer, { weight: holds, stalled: false });
+        continue;
+      }
+      const taken = acked.reduce((sum, bytes, i) => sum + Math.max(0, bytes - oldest[i]!), 0);
       weighed.set(transfer, {
-        weight: holds - (taken ?? 0),
-        stalled: taken !== undefined && taken < this.minProgress,
+        weight: holds - taken / ticks,
+        // Only over the whole window: one or two seconds can show nothing from a client that reads.
+        stalled: ticks >= progressTicks && taken < this.minProgress * ticks,
       });
     }
     return { weighed, held };
@@ -203,13 +226,14 @@ export class TransferShedder {
    * target, as a share of what all tracked transfers hold). First the stalled transfers, by client address, heaviest
    * first: a flood that only holds goes before anyone who reads (round 18b: 80 addresses of one attacker, each holding
    * less than a victim's one download at 40 KB/s, had the victim reset first, then locked out by the cooldown). Then,
-   * if that is not enough, every transfer by client address, heaviest first, each holding at least a quarter of what
-   * is still to free; those clients are not cooled down.
+   * if that is not enough, the transfers that came with the pressure, then every other, by client address, heaviest
+   * first, each holding at least a quarter of what is still to free; those clients are not cooled down.
    */
   private victims(
     weighed: ReadonlyMap<Transfer, Weight>,
     held: number,
     load: number,
+    now: number,
   ): { victims: Transfer[]; cooled: Set<string> } {
     // Deeper while the pressure lasts: a flood that comes back from fresh addresses refills what one tick freed before
     // the next (round 18b, N2b: 400 addresses in 60 s kept the cap full for 59 s). 0.1 below the mark, then 0.2, 0.3, 0.4.
@@ -218,22 +242,32 @@ export class TransferShedder {
     const victims = new Set<Transfer>();
     const cooled = new Set<string>();
     let freed = 0;
-    for (const stalledOnly of [true, false]) {
+    // The flood that brought a sudden pressure is in the transfers that came with it: those that move and came
+    // with or after it go before older ones (round 18c: the first ticks of a sudden flood, nothing watched before,
+    // reset a 300 KB/s and a 128 KB/s download older than the flood, each heavier than any one flooding address).
+    const episode = (this.pressureSince ?? now) - 2 * this.intervalMs;
+    const passes: Array<(transfer: Transfer, w: Weight) => boolean> = [
+      (_, w) => w.stalled,
+      (transfer) => transfer.since >= episode,
+      () => true,
+    ];
+    for (const [pass, inPass] of passes.entries()) {
+      const stalledPass = pass === 0;
       const byClient = new Map<string, { transfers: Transfer[]; weight: number }>();
-      for (const [transfer, { weight, stalled }] of weighed) {
-        if (weight <= 0 || (stalledOnly && !stalled) || victims.has(transfer)) continue;
+      for (const [transfer, w] of weighed) {
+        if (w.weight <= 0 || !inPass(transfer, w) || victims.has(transfer)) continue;
         const entry = byClient.get(transfer.client) ?? { transfers: [], weight: 0 };
         entry.transfers.push(transfer);
-        entry.weight += weight;
+        entry.weight += w.weight;
         byClient.set(transfer.client, entry);
       }
       // A transfer that moves is reset only where that frees a good part of the excess: the pressure of readers that
       // take everything in bursts is not a steady slow download's doing (round 18b: such a spike reset the victim's).
-      const floor = stalledOnly ? minWeight : Math.max(minWeight, (excess - freed) / 4);
+      const floor = stalledPass ? minWeight : Math.max(minWeight, (excess - freed) / 4);
       for (const [client, entry] of [...byClient].sort(([, a], [, b]) => b.weight - a.weight)) {
         if (entry.weight < floor || (victims.size > 0 && freed >= excess)) break;
         for (const transfer of entry.transfers) victims.add(transfer);
-        if (stalledOnly) cooled.add(client);
+        if (stalledPass) cooled.add(client);
         freed += entry.weight;
       }
       if (victims.size > 0 && freed >= excess) break;
@@ -248,7 +282,7 @@ export class TransferShedder {
       const load = await this.options.pressure();
       if (!(load >= this.threshold / 2)) {
         // Far from the mark: nothing to watch (reading the kernel's queues costs a pass over every connection).
-        for (const transfer of this.transfers) transfer.acked = undefined;
+        for (const transfer of this.transfers) transfer.acked = [];
         return;
       }
       const localPorts = new Set<number>();
@@ -256,12 +290,14 @@ export class TransferShedder {
       const { weighed, held } = this.weigh(await this.socketQueues(localPorts));
       if (!(load >= this.threshold)) {
         this.pressuredTicks = 0;
+        this.pressureSince = undefined;
         return;
       }
       this.pressuredTicks += 1;
-      const { victims, cooled } = this.victims(weighed, held, load);
-      const clients = new Set(victims.map((v) => v.client));
+      this.pressureSince ??= Date.now();
       const now = Date.now();
+      const { victims, cooled } = this.victims(weighed, held, load, now);
+      const clients = new Set(victims.map((v) => v.client));
       for (const client of cooled) this.cool(client, now);
       for (const transfer of victims) {
         this.transfers.delete(transfer);
