@@ -17,6 +17,20 @@ import type { Socket } from 'node:net';
  */
 export function resetOrDestroy(socket: Socket): void {
   if (socket.destroyed) return;
+  if (socket.writableEnded && !socket.writableFinished && socket.writableLength === 0) {
+    // Its FIN is on its way (libuv holds a shutdown request until the kernel takes it, mostly the next turn of the
+    // loop): libuv refuses to reset such a socket (EINVAL), and Node then drops the handle without closing it, a
+    // descriptor and its buffers leaked, and a process that spins at exit waiting for it (red team round 18b, N5:
+    // `workbay up` stopped with requests in flight never exited). Reset once the FIN is out; closed if it never is.
+    const fallback = setTimeout(() => socket.destroy(), shutdownWaitMs);
+    fallback.unref();
+    socket.once('finish', () => {
+      clearTimeout(fallback);
+      resetOrDestroy(socket);
+    });
+    socket.once('close', () => clearTimeout(fallback));
+    return;
+  }
   try {
     socket.resetAndDestroy();
   } catch {
@@ -24,6 +38,9 @@ export function resetOrDestroy(socket: Socket): void {
     socket.destroy();
   }
 }
+
+/** How long a reset waits for a FIN on its way (see {@link resetOrDestroy}) before the socket is simply closed. */
+const shutdownWaitMs = 1_000;
 
 /**
  * Ends a client's connection: what the proxy wrote goes out with a FIN, the client gets `lingerMs` to take it and
