@@ -342,13 +342,14 @@ export class PortProxy {
   }
 
   /**
-   * Whether an anonymous request is refused because the shedder just reset its client address's stalled transfers
-   * (shedding.ts): a reset costs a flood nothing to retry, and each new connection would take its share of the budget
-   * again before the next tick (red team round 18). Requests with the owner token pass: an owner behind the same
-   * address (a NAT, a company proxy) is not locked out by an anonymous flood from it (18b, N3).
+   * Whether a request is refused because the shedder just reset its client's stalled transfers (shedding.ts): a reset
+   * costs a flood nothing to retry, and each new connection would take its share of the budget again before the next
+   * tick (red team round 18). The client is the address, with the owner whose token the request carries: an owner
+   * behind an address an anonymous flood came from is not locked out (18b, N3), and an owner's own token-carrying
+   * flood is (18c, N6).
    */
-  private cooling(socket: Socket, budget: Budget): boolean {
-    return budget === 'anonymous' && (this.shedder?.refuses(socket.remoteAddress ?? '') ?? false);
+  private cooling(socket: Socket, grant: Grant, owner: string): boolean {
+    return this.shedder?.refuses(socket.remoteAddress ?? '', grant.byOwner ? owner : undefined) ?? false;
   }
 
   private refuse(res: ServerResponse, refusal: Refusal): void {
@@ -385,7 +386,8 @@ export class PortProxy {
     // Counted from here until the response is done or its connection closes ('close' covers both: a client that
     // ends its side is answered by Node with the end of the connection, which closes the response at once).
     const budget = budgetOf(admission.grant);
-    if (this.cooling(req.socket, budget)) return this.refuse(res, coolingRefusal(false));
+    if (this.cooling(req.socket, admission.grant, admission.record.owner))
+      return this.refuse(res, coolingRefusal(false));
     const release = this.workspaceSlots.take(admission.record, budget);
     if ('over' in release) return this.refuse(res, busyRefusal(admission.record.id, false, release.over, budget));
     res.once('close', release);
@@ -474,7 +476,7 @@ export class PortProxy {
     // left the rest of it queued in an orphan socket for minutes (red team round 16b, J1).
     upstream.once('socket', (connection: Socket) => {
       connection.destroySoon = () => resetOrDestroy(connection);
-      const untrack = this.shedder?.track([req.socket, connection]);
+      const untrack = this.shedder?.track([req.socket, connection], admission.grant.byOwner ? record.owner : undefined);
       if (untrack) res.once('close', untrack);
     });
     res.on('close', () => {
@@ -492,7 +494,8 @@ export class PortProxy {
     // Counted from here until the client connection closes: during the handshake and for the tunnel's life. Once
     // the client has closed its side, the tunnel closes within the grace whatever the workspace does (`upgrade.ts`).
     const budget = budgetOf(admission.grant);
-    if (this.cooling(socket, budget)) return rejectUpgrade(socket, coolingRefusal(true), this.limits.refusalGraceMs);
+    if (this.cooling(socket, admission.grant, admission.record.owner))
+      return rejectUpgrade(socket, coolingRefusal(true), this.limits.refusalGraceMs);
     const release = this.workspaceSlots.take(admission.record, budget);
     if ('over' in release) {
       const refusal = busyRefusal(admission.record.id, true, release.over, budget);
@@ -518,6 +521,7 @@ export class PortProxy {
       scope: { cookiePrefix: this.options.cookieName, prefix: route.prefix },
       limits: this.limits,
       ...(this.shedder ? { shedder: this.shedder } : {}),
+      ...(admission.grant.byOwner ? { owner: admission.record.owner } : {}),
     });
     const untrack = this.tunnels.track(admission.grant, close);
     socket.once('close', untrack);

@@ -217,6 +217,21 @@ describe('TransferShedder', () => {
     expect(shedder.refuses('10.0.0.1')).toBe(false);
   });
 
+  it("cools an owner's token-carrying flood down apart from the anonymous clients of its address", async () => {
+    // Round 18c, N6: with the owner's token, 80 reconnecting addresses were never refused.
+    const end = fakeEnd('10.0.5.1');
+    queues.set(end.key, { send: 4 * MiB, receive: 0 });
+    shedder.track([end.socket], 'trudy');
+    load = 0.5;
+    await watch();
+    load = 0.95;
+    await tick();
+    expect(end.reset).toBe(true);
+    expect(shedder.refuses('10.0.5.1', 'trudy')).toBe(true);
+    expect(shedder.refuses('10.0.5.1')).toBe(false);
+    expect(shedder.refuses('10.0.5.1', 'alice')).toBe(false);
+  });
+
   it('sheds nothing without pressure, nor what holds too little to matter', async () => {
     const big = transfer('10.0.0.1', 8 * MiB);
     const small = transfer('10.0.0.2', 32 * 1024);

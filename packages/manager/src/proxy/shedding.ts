@@ -65,7 +65,7 @@ interface Transfer {
   readonly ends: readonly Socket[];
   /** Each end's connection, as the kernel lists it (taken when tracked: a closed socket forgets its addresses). */
   readonly keys: readonly (ConnectionKey | undefined)[];
-  /** The client's address (its /64 for IPv6): whose transfer this is. */
+  /** The client's address (its /64 for IPv6), with the owner whose token it carried: whose transfer this is. */
   readonly client: string;
   /** When it was tracked (ms). */
   readonly since: number;
@@ -86,6 +86,16 @@ const progressTicks = 3;
 interface Weight {
   readonly weight: number;
   readonly stalled: boolean;
+}
+
+/**
+ * A client: an address, and the owner whose token its requests carry. An owner's token-carrying flood is cooled down on
+ * its own (round 18c, N6: with the owner's token, 80 reconnecting addresses were never refused), and an anonymous flood
+ * does not lock that owner out of its address (18b, N3).
+ */
+function clientKey(address: string, owner: string | undefined): string {
+  const key = addressKey(address);
+  return owner === undefined ? key : `${key}|owner:${owner}`;
 }
 
 /** Below this a client's transfers together hold too little to be worth a reset. */
@@ -134,12 +144,15 @@ export class TransferShedder {
     this.timer.unref();
   }
 
-  /** Tracks a transfer between `ends` (client first); returns the function that stops tracking it. */
-  track(ends: readonly Socket[]): () => void {
+  /**
+   * Tracks a transfer between `ends` (client first), of `owner` when it carries that owner's token; returns the
+   * function that stops tracking it.
+   */
+  track(ends: readonly Socket[], owner?: string): () => void {
     const transfer: Transfer = {
       ends,
       keys: ends.map((end) => connectionKey(end.localAddress, end.localPort, end.remoteAddress, end.remotePort)),
-      client: this.addressIsClient ? addressKey(ends[0]?.remoteAddress ?? '') : `#${++this.tracked}`,
+      client: this.addressIsClient ? clientKey(ends[0]?.remoteAddress ?? '', owner) : `#${++this.tracked}`,
       since: Date.now(),
       acked: [],
     };
@@ -152,8 +165,8 @@ export class TransferShedder {
    * addresses of one attacker, each reconnecting as soon as it was reset, kept the budget full for as long as they
    * liked, and other owners' downloads crawled).
    */
-  refuses(address: string): boolean {
-    const key = addressKey(address);
+  refuses(address: string, owner?: string): boolean {
+    const key = clientKey(address, owner);
     const cooling = this.cooling.get(key);
     const refused = cooling !== undefined && cooling.until > Date.now();
     if (refused) this.refused += 1;

@@ -52,6 +52,8 @@ export interface TunnelOptions {
   readonly scope: AnswerScope;
   /** Tracks the established tunnel's pace, to reset it when slow under TCP pressure (`shedding.ts`). */
   readonly shedder?: Pick<TransferShedder, 'track'>;
+  /** The owner whose token the client presented (the shedder weighs and cools its transfers apart). */
+  readonly owner?: string;
   /** The handshake, idle and refusal bounds (see `connection-limits.ts`). */
   readonly limits: Pick<
     ProxyLimits,
@@ -294,7 +296,7 @@ export function openTunnel(options: TunnelOptions): () => void {
       { idleMs: options.limits.idleTimeoutMs, probeMs: options.limits.stalledProbeMs },
       close,
     );
-    const untrack = options.shedder?.track([socket, upstream]);
+    const untrack = options.shedder?.track([socket, upstream], options.owner);
     stopWatching = () => {
       stopIdle();
       untrack?.();
