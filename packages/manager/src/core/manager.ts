@@ -266,6 +266,10 @@ export class WorkspaceManagerCore {
       this.logger.error({ err: error, workspace: id, event: event.type }, 'cannot record a workspace change');
       return;
     }
+    this.logger.debug(
+      { workspace: id, event: event.type, phase: record.phase, effects: effects.map((e) => e.type) },
+      'workspace transition',
+    );
     for (const effect of effects) this.runner.run(id, effect);
   }
 

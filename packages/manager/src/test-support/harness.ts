@@ -14,7 +14,9 @@ import type { RunningManager } from '../app.js';
 import { resolveManagerConfig } from '../config.js';
 import type { ManagerConfigInput } from '../config.js';
 import { DaemonSupervisor } from '../embedded.js';
-import { createSilentLogger } from '../logger.js';
+import { Writable } from 'node:stream';
+import { createLogger, createSilentLogger } from '../logger.js';
+import type { Logger } from '../logger.js';
 
 export interface HarnessOptions {
   readonly config?: ManagerConfigInput;
@@ -91,6 +93,31 @@ export const testImages = {
   },
 } as const;
 
+/**
+ * The managers' recent log lines (debug level, all harnesses of this test file), kept in memory so that a wait that
+ * times out can say what the manager did with the workspace: a flake on a loaded CI machine is diagnosed from its
+ * report alone.
+ */
+const recentLogLines: string[] = [];
+const recentLogLimit = 4000;
+
+function capturingLogger(): Logger {
+  const sink = new Writable({
+    write(chunk: Buffer, _encoding, done) {
+      for (const line of chunk.toString().split('\n')) if (line) recentLogLines.push(line);
+      if (recentLogLines.length > recentLogLimit) recentLogLines.splice(0, recentLogLines.length - recentLogLimit);
+      done();
+    },
+  });
+  return createLogger({ level: 'debug', destination: sink });
+}
+
+/** The last log lines that name `id`, for a timeout's report. */
+function logLinesOf(id: string, count = 40): string {
+  const lines = recentLogLines.filter((line) => line.includes(id)).slice(-count);
+  return lines.length ? `\nmanager log lines naming it:\n${lines.join('\n')}` : '';
+}
+
 export async function startHarness(options: HarnessOptions = {}): Promise<Harness> {
   const dir = await mkdtemp(join(tmpdir(), 'workbay-manager-'));
   const workingArea = join(dir, 'workspaces');
@@ -138,7 +165,7 @@ export async function startHarness(options: HarnessOptions = {}): Promise<Harnes
     const resolved = resolveManagerConfig(base(extra), { source: 'test', baseDir: dir });
     const config = { ...resolved, daemon: { ...resolved.daemon, address: daemonProcess.address } };
     // No `storage`: snapshots are deleted through the daemon, as in the embedded default.
-    return startManager({ config, logger: createSilentLogger() });
+    return startManager({ config, logger: capturingLogger() });
   };
   const running = await launch();
   const harness: Harness = {
@@ -254,7 +281,7 @@ export async function waitForStatus(
     await new Promise((r) => setTimeout(r, 50));
   }
   throw new Error(
-    `timed out waiting for workspace ${id}; last status: phase ${last ? workspacePhase.fromProto(last.phase) : '?'}, failed '${last?.conditions?.failed ?? ''}', timeout '${last?.conditions?.timeout ?? ''}'`,
+    `timed out waiting for workspace ${id}; last status: phase ${last ? workspacePhase.fromProto(last.phase) : '?'}, failed '${last?.conditions?.failed ?? ''}', timeout '${last?.conditions?.timeout ?? ''}', message '${last?.message ?? ''}'${logLinesOf(id)}`,
   );
 }
 
