@@ -30,7 +30,8 @@ export class ManagerMetrics {
     options: {
       readonly workspaces?: () => Iterable<WorkspaceRecord>;
       /** The port proxy's TCP shedder's counts (undefined while it is off). */
-      readonly shedding?: () => { readonly shed: number; readonly refused: number } | undefined;
+      readonly shedding?: () =>
+        { readonly shed: number; readonly refused: number; readonly refusedUnderPressure: number } | undefined;
       readonly defaultMetrics?: boolean;
     } = {},
   ) {
@@ -144,11 +145,20 @@ export class ManagerMetrics {
     });
     new Counter({
       name: `${prefix}proxy_cooldown_refusals_total`,
-      help: 'Proxy connections refused because their client address was shed a moment ago (no labels).',
+      help: 'Proxy requests refused because their client (or owner) was shed a moment ago (no labels).',
       registers,
       collect() {
         this.reset();
         this.inc(shedding?.()?.refused ?? 0);
+      },
+    });
+    new Counter({
+      name: `${prefix}proxy_pressure_refusals_total`,
+      help: 'Anonymous proxy requests refused from addresses first seen while the manager’s TCP budget was nearly used up (no labels).',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(shedding?.()?.refusedUnderPressure ?? 0);
       },
     });
     if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix });

@@ -43,6 +43,7 @@ describe('operations: metrics, health, maintenance mode', () => {
       // The TCP shedder runs only under `workbay up` on cgroup v1: nothing shed here.
       'workbay_manager_proxy_shed_transfers_total 0',
       'workbay_manager_proxy_cooldown_refusals_total 0',
+      'workbay_manager_proxy_pressure_refusals_total 0',
       'workbay_manager_process_resident_memory_bytes',
     ]) {
       expect(text).toContain(name);

@@ -42,6 +42,7 @@ import {
 } from './admission.js';
 import { PipelinedRequests } from './pipelining.js';
 import { resetOrDestroy } from './closing.js';
+import type { ShedRefusal } from './shed-admission.js';
 import { TransferShedder } from './shedding.js';
 import type { TcpPressure } from './shedding.js';
 import { boundConnections, resolveProxyLimits, serverTimeouts } from './connection-limits.js';
@@ -105,12 +106,16 @@ function budgetOf(grant: Grant): Budget {
   return grant.byOwner ? 'authenticated' : 'anonymous';
 }
 
-/** The answer to an anonymous request from a client address the shedder is cooling down. */
-function coolingRefusal(upgrade: boolean): Refusal {
+/** The answer to a request the shedder refuses (`shed-admission.ts`): its client is cooling down, or is new under pressure. */
+function shedRefusal(reason: ShedRefusal, upgrade: boolean): Refusal {
+  const retryAfter = reason === 'cooling' ? '30' : '10';
   return {
     status: 503,
-    message: 'the proxy is short of memory and this client address held too much of it; retry later\n',
-    headers: upgrade ? { 'retry-after': '30' } : { 'retry-after': '30', connection: 'close' },
+    message:
+      reason === 'cooling'
+        ? 'the proxy is short of memory and this client held too much of it; retry later\n'
+        : 'the proxy is short of memory and admits only the clients it already serves for now; retry later, or send the owner token\n',
+    headers: upgrade ? { 'retry-after': retryAfter } : { 'retry-after': retryAfter, connection: 'close' },
   };
 }
 
@@ -165,8 +170,11 @@ export class PortProxy {
    * What the TCP shedder did so far (`shedTransfers`): transfers reset, and connections refused while their address
    * cooled down; undefined while it is off.
    */
-  get shedding(): { readonly shed: number; readonly refused: number } | undefined {
-    return this.shedder ? { shed: this.shedder.shed, refused: this.shedder.refused } : undefined;
+  get shedding():
+    { readonly shed: number; readonly refused: number; readonly refusedUnderPressure: number } | undefined {
+    if (!this.shedder) return undefined;
+    const refused = this.shedder.refused;
+    return { shed: this.shedder.shed, refused: refused.cooling, refusedUnderPressure: refused.pressure };
   }
 
   /** Open client connections, HTTP and upgraded (for tests and metrics). */
@@ -342,14 +350,14 @@ export class PortProxy {
   }
 
   /**
-   * Whether a request is refused because the shedder just reset its client's stalled transfers (shedding.ts): a reset
-   * costs a flood nothing to retry, and each new connection would take its share of the budget again before the next
-   * tick (red team round 18). The client is the address, with the owner whose token the request carries: an owner
-   * behind an address an anonymous flood came from is not locked out (18b, N3), and an owner's own token-carrying
-   * flood is (18c, N6).
+   * Why a request is refused by the shedder (`shed-admission.ts`), if it is: a reset costs a flood nothing to retry,
+   * and each new connection would take its share of the budget again before the next tick (red team round 18). The
+   * client is the address, with the owner whose token the request carries: an owner behind an address an anonymous
+   * flood came from is not locked out (18b, N3), and an owner's own token-carrying flood is (18c, N6); under pressure a
+   * new anonymous address waits (18b, N2b).
    */
-  private cooling(socket: Socket, grant: Grant, owner: string): boolean {
-    return this.shedder?.refuses(socket.remoteAddress ?? '', grant.byOwner ? owner : undefined) ?? false;
+  private shedRefusalOf(socket: Socket, grant: Grant, owner: string): ShedRefusal | undefined {
+    return this.shedder?.refuses(socket.remoteAddress ?? '', grant.byOwner ? owner : undefined);
   }
 
   private refuse(res: ServerResponse, refusal: Refusal): void {
@@ -386,8 +394,8 @@ export class PortProxy {
     // Counted from here until the response is done or its connection closes ('close' covers both: a client that
     // ends its side is answered by Node with the end of the connection, which closes the response at once).
     const budget = budgetOf(admission.grant);
-    if (this.cooling(req.socket, admission.grant, admission.record.owner))
-      return this.refuse(res, coolingRefusal(false));
+    const shed = this.shedRefusalOf(req.socket, admission.grant, admission.record.owner);
+    if (shed) return this.refuse(res, shedRefusal(shed, false));
     const release = this.workspaceSlots.take(admission.record, budget);
     if ('over' in release) return this.refuse(res, busyRefusal(admission.record.id, false, release.over, budget));
     res.once('close', release);
@@ -494,8 +502,8 @@ export class PortProxy {
     // Counted from here until the client connection closes: during the handshake and for the tunnel's life. Once
     // the client has closed its side, the tunnel closes within the grace whatever the workspace does (`upgrade.ts`).
     const budget = budgetOf(admission.grant);
-    if (this.cooling(socket, admission.grant, admission.record.owner))
-      return rejectUpgrade(socket, coolingRefusal(true), this.limits.refusalGraceMs);
+    const shed = this.shedRefusalOf(socket, admission.grant, admission.record.owner);
+    if (shed) return rejectUpgrade(socket, shedRefusal(shed, true), this.limits.refusalGraceMs);
     const release = this.workspaceSlots.take(admission.record, budget);
     if ('over' in release) {
       const refusal = busyRefusal(admission.record.id, true, release.over, budget);

@@ -93,9 +93,9 @@ describe('TransferShedder', () => {
     await tick();
     expect(flood.map((e) => e.reset)).toEqual([true, true, true]);
     expect([lone.reset, busy.reset]).toEqual([false, false]);
-    expect(shedder.refuses('10.0.0.1')).toBe(true);
-    expect(shedder.refuses('::ffff:10.0.0.1')).toBe(true);
-    expect(shedder.refuses('10.0.0.2')).toBe(false);
+    expect(shedder.refuses('10.0.0.1')).toBe('cooling');
+    expect(shedder.refuses('::ffff:10.0.0.1')).toBe('cooling');
+    expect(shedder.refuses('10.0.0.2')).toBeUndefined();
 
     // The excess left is covered by the next heaviest: the lone download, not the busy one.
     busy.bytesWritten += 8 * MiB;
@@ -103,18 +103,18 @@ describe('TransferShedder', () => {
     expect([lone.reset, busy.reset]).toEqual([true, false]);
 
     await vi.advanceTimersByTimeAsync(30_000);
-    expect(shedder.refuses('10.0.0.1')).toBe(false);
+    expect(shedder.refuses('10.0.0.1')).toBeUndefined();
     // Back, stalled again soon after: out for 60 s this time.
     load = 0.5;
     transfer('10.0.0.1', 3 * MiB);
     await watch();
     load = 0.95;
     await tick();
-    expect(shedder.refuses('10.0.0.1')).toBe(true);
+    expect(shedder.refuses('10.0.0.1')).toBe('cooling');
     await vi.advanceTimersByTimeAsync(45_000);
-    expect(shedder.refuses('10.0.0.1')).toBe(true);
+    expect(shedder.refuses('10.0.0.1')).toBe('cooling');
     await vi.advanceTimersByTimeAsync(16_000);
-    expect(shedder.refuses('10.0.0.1')).toBe(false);
+    expect(shedder.refuses('10.0.0.1')).toBeUndefined();
   });
 
   it('sheds stalled transfers before a heavier download that still moves, and does not lock its client out', async () => {
@@ -136,8 +136,8 @@ describe('TransferShedder', () => {
     victim.bytesWritten += 40_000;
     await tick();
     expect(victim.reset).toBe(true);
-    expect(shedder.refuses('10.0.0.9')).toBe(false);
-    expect(shedder.refuses('10.0.1.1')).toBe(true);
+    expect(shedder.refuses('10.0.0.9')).toBeUndefined();
+    expect(shedder.refuses('10.0.1.1')).toBe('cooling');
   });
 
   it('judges a sudden flood by its new connections, and a reader by several seconds of progress', async () => {
@@ -170,8 +170,8 @@ describe('TransferShedder', () => {
       await tick();
     }
     expect(second.every((e) => e.reset)).toBe(true);
-    expect(shedder.refuses('10.0.4.1')).toBe(true);
-    expect(shedder.refuses('10.0.0.9')).toBe(false);
+    expect(shedder.refuses('10.0.4.1')).toBe('cooling');
+    expect(shedder.refuses('10.0.0.9')).toBeUndefined();
   });
 
   it('leaves a download that moves alone when resetting it would free little of the excess', async () => {
@@ -214,7 +214,7 @@ describe('TransferShedder', () => {
     }
     expect(flood.every((e) => e.reset)).toBe(true);
     expect(reader.reset).toBe(false);
-    expect(shedder.refuses('10.0.0.1')).toBe(false);
+    expect(shedder.refuses('10.0.0.1')).toBeUndefined();
   });
 
   it("cools an owner's token-carrying flood down apart from the anonymous clients of its address", async () => {
@@ -227,9 +227,55 @@ describe('TransferShedder', () => {
     load = 0.95;
     await tick();
     expect(end.reset).toBe(true);
-    expect(shedder.refuses('10.0.5.1', 'trudy')).toBe(true);
-    expect(shedder.refuses('10.0.5.1')).toBe(false);
-    expect(shedder.refuses('10.0.5.1', 'alice')).toBe(false);
+    expect(shedder.refuses('10.0.5.1', 'trudy')).toBe('cooling');
+    expect(shedder.refuses('10.0.5.1')).toBeUndefined();
+    expect(shedder.refuses('10.0.5.1', 'alice')).toBeUndefined();
+  });
+
+  it('refuses new anonymous addresses under pressure and for a hold after it, never an owner or a client seen before', async () => {
+    // Round 18b, N2b: a flood from a fresh address for every reset (400 in 60 s) was never cooled down, and kept the
+    // budget full for 59 of 60 s.
+    const known = transfer('10.0.0.1', 16 * 1024);
+    load = 0.95;
+    await tick();
+    expect(known.reset).toBe(false);
+    expect(shedder.refuses('10.0.9.9')).toBe('pressure');
+    expect(shedder.refuses('10.0.0.1')).toBeUndefined();
+    expect(shedder.refuses('10.0.9.9', 'bob')).toBeUndefined();
+    // Admitted with its owner's token, the address is still new for its anonymous requests in this episode.
+    const owned = fakeEnd('10.0.9.9');
+    shedder.track([owned.socket], 'bob');
+    expect(shedder.refuses('10.0.9.9')).toBe('pressure');
+    load = 0.3;
+    await vi.advanceTimersByTimeAsync(9_000);
+    expect(shedder.refuses('10.0.9.8')).toBe('pressure');
+    await vi.advanceTimersByTimeAsync(2_000);
+    expect(shedder.refuses('10.0.9.8')).toBeUndefined();
+    expect(shedder.refused).toEqual({ cooling: 0, pressure: 3 });
+  });
+
+  it('refuses an owner everywhere once its stalled transfers were shed from three addresses', async () => {
+    // Round 18b, N2b with the owner's token: a client is an address with the owner, so fresh addresses were new clients.
+    const addresses = ['10.0.6.1', '10.0.6.2', '10.0.6.3'];
+    for (const address of addresses) {
+      const end = fakeEnd(address);
+      queues.set(end.key, { send: 2 * MiB, receive: 0 });
+      shedder.track([end.socket], 'trudy');
+    }
+    load = 0.5;
+    await watch();
+    load = 0.95;
+    // One address's worth of excess a tick (the pressure stays, as a fake).
+    await tick();
+    await tick();
+    // Two addresses: only those.
+    expect(shedder.refuses('10.0.6.9', 'trudy')).toBeUndefined();
+    await tick();
+    expect(addresses.map((a) => shedder.refuses(a, 'trudy'))).toEqual(['cooling', 'cooling', 'cooling']);
+    expect(shedder.refuses('10.0.6.9', 'trudy')).toBe('cooling');
+    expect(shedder.refuses('10.0.6.9', 'alice')).toBeUndefined();
+    await vi.advanceTimersByTimeAsync(31_000);
+    expect(shedder.refuses('10.0.6.9', 'trudy')).toBeUndefined();
   });
 
   it('sheds nothing without pressure, nor what holds too little to matter', async () => {

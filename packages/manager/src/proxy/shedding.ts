@@ -19,14 +19,16 @@
  * the last three seconds: a reader's window reopens in steps) go first, by address; then, if that was not enough,
  * those that came with the pressure (a sudden flood is new connections), then the rest, by address. A flood is one client's, so its
  * weight is its address's; a victim's slow download that still moves is reached only when the pressure outlasts every
- * stalled transfer and every heavier address.
+ * stalled transfer and every heavier address. Who is refused meanwhile (a shed client, an owner flooding from several
+ * addresses, new anonymous addresses under pressure) is `shed-admission.ts`'s.
  *
  * @module
  */
 import type { Socket } from 'node:net';
 import type { Logger } from '../logger.js';
 import { resetOrDestroy } from './closing.js';
-import { addressKey } from './connection-limits.js';
+import { ShedAdmission, clientKey } from './shed-admission.js';
+import type { ShedRefusal } from './shed-admission.js';
 import { connectionKey, readSocketQueues } from './socket-queues.js';
 import type { ConnectionKey, SocketQueue } from './socket-queues.js';
 
@@ -42,11 +44,17 @@ export interface SheddingOptions {
   readonly threshold?: number;
   readonly intervalMs?: number;
   /**
-   * How long a client address whose stalled transfers were shed is refused new connections (default 30 s, doubled
-   * each time it is shed again within that time, up to 16 times): a flood that reconnects at once would hold the
-   * budget again. A client shed while its peers were taking data is not refused.
+   * How long a client whose stalled transfers were shed is refused (default 30 s, doubled each time it is shed again
+   * within that time, up to 16 times): a flood that reconnects at once would hold the budget again. A client shed
+   * while its peers were taking data is not refused. Also how long an owner whose stalled transfers were shed from
+   * several clients is refused everywhere (`shed-admission.ts`).
    */
   readonly cooldownMs?: number;
+  /**
+   * How long after the last tick under pressure anonymous requests from addresses first seen in that episode are
+   * still refused (default 10 s).
+   */
+  readonly pressureHoldMs?: number;
   /**
    * Whether a client address stands for one client (default true). Behind a load balancer or a NAT every client has
    * the same one: each transfer is then weighed on its own, and nobody is refused for a cooldown (round 18b: one
@@ -67,6 +75,8 @@ interface Transfer {
   readonly keys: readonly (ConnectionKey | undefined)[];
   /** The client's address (its /64 for IPv6), with the owner whose token it carried: whose transfer this is. */
   readonly client: string;
+  /** The owner whose token it carried. */
+  readonly owner: string | undefined;
   /** When it was tracked (ms). */
   readonly since: number;
   /**
@@ -88,27 +98,8 @@ interface Weight {
   readonly stalled: boolean;
 }
 
-/**
- * A client: an address, and the owner whose token its requests carry. An owner's token-carrying flood is cooled down on
- * its own (round 18c, N6: with the owner's token, 80 reconnecting addresses were never refused), and an anonymous flood
- * does not lock that owner out of its address (18b, N3).
- */
-function clientKey(address: string, owner: string | undefined): string {
-  const key = addressKey(address);
-  return owner === undefined ? key : `${key}|owner:${owner}`;
-}
-
 /** Below this a client's transfers together hold too little to be worth a reset. */
 const minWeight = 64 * 1024;
-
-/** Client addresses remembered as shed at most (the oldest forgotten first): an IPv6 flood has many /64s. */
-const maxCooling = 65_536;
-
-/** A shed client address: refused until `until`; shed again before `until + cooldown`, it stays out twice as long. */
-interface Cooling {
-  until: number;
-  strikes: number;
-}
 
 export class TransferShedder {
   private readonly transfers = new Set<Transfer>();
@@ -116,13 +107,12 @@ export class TransferShedder {
   private readonly threshold: number;
   private readonly intervalMs: number;
   private readonly socketQueues: (localPorts: ReadonlySet<number>) => Promise<ReadonlyMap<ConnectionKey, SocketQueue>>;
-  private readonly cooldownMs: number;
   private readonly addressIsClient: boolean;
+  private readonly admission: ShedAdmission;
   /** Transfers tracked so far: a transfer's own key where addresses do not tell clients apart. */
   private tracked = 0;
   /** Bytes a transfer's peers must take in an interval not to be stalled (16 KiB a second). */
   private readonly minProgress: number;
-  private readonly cooling = new Map<string, Cooling>();
   private running = false;
   /** Ticks in a row over the mark (1 on the first). */
   private pressuredTicks = 0;
@@ -130,15 +120,20 @@ export class TransferShedder {
   private pressureSince: number | undefined;
   /** Transfers reset so far (for metrics and tests). */
   shed = 0;
-  /** New connections refused so far because their address was cooling down (for metrics). */
-  refused = 0;
 
   constructor(private readonly options: SheddingOptions) {
     this.threshold = options.threshold ?? 0.8;
     this.intervalMs = options.intervalMs ?? 1_000;
     this.socketQueues = options.socketQueues ?? readSocketQueues;
     this.addressIsClient = options.addressIsClient ?? true;
-    this.cooldownMs = this.addressIsClient ? (options.cooldownMs ?? 30_000) : 0;
+    const cooldownMs = options.cooldownMs ?? 30_000;
+    this.admission = new ShedAdmission({
+      cooldownMs: this.addressIsClient ? cooldownMs : 0,
+      ownerCooldownMs: cooldownMs,
+      // Behind a load balancer each transfer is a client of its own: an owner's few paused downloads are not a flood.
+      ownerClients: this.addressIsClient ? 3 : 8,
+      pressureHoldMs: options.pressureHoldMs ?? 10_000,
+    });
     this.minProgress = (16 * 1024 * this.intervalMs) / 1000;
     this.timer = setInterval(() => void this.tick(), this.intervalMs);
     this.timer.unref();
@@ -153,41 +148,27 @@ export class TransferShedder {
       ends,
       keys: ends.map((end) => connectionKey(end.localAddress, end.localPort, end.remoteAddress, end.remotePort)),
       client: this.addressIsClient ? clientKey(ends[0]?.remoteAddress ?? '', owner) : `#${++this.tracked}`,
+      owner,
       since: Date.now(),
       acked: [],
     };
     this.transfers.add(transfer);
+    this.admission.admitted(ends[0]?.remoteAddress ?? '');
     return () => this.transfers.delete(transfer);
   }
 
   /**
-   * Whether a new connection from `address` is refused: its address was shed a moment ago (red team round 18: 40-80
-   * addresses of one attacker, each reconnecting as soon as it was reset, kept the budget full for as long as they
-   * liked, and other owners' downloads crawled).
+   * Whether a request from `address` (with `owner`'s token, when it carries one) is refused, and why
+   * (`shed-admission.ts`): its client or owner was just shed for holding the budget without reading, or it is a new
+   * anonymous client while the budget is under pressure.
    */
-  refuses(address: string, owner?: string): boolean {
-    const key = clientKey(address, owner);
-    const cooling = this.cooling.get(key);
-    const refused = cooling !== undefined && cooling.until > Date.now();
-    if (refused) this.refused += 1;
-    return refused;
+  refuses(address: string, owner?: string): ShedRefusal | undefined {
+    return this.admission.refuses(address, owner);
   }
 
-  private cool(client: string, now: number): void {
-    if (this.cooldownMs <= 0) return;
-    const previous = this.cooling.get(client);
-    // Shed again soon after it was let back in: the same client, twice as long.
-    const strikes =
-      previous && now < previous.until + this.cooldownMs * 2 ** previous.strikes ? previous.strikes + 1 : 0;
-    this.cooling.delete(client);
-    this.cooling.set(client, {
-      until: now + this.cooldownMs * 2 ** Math.min(strikes, 4),
-      strikes: Math.min(strikes, 4),
-    });
-    for (const [key, entry] of this.cooling) {
-      if (this.cooling.size <= maxCooling && entry.until + this.cooldownMs * 2 ** entry.strikes > now) break;
-      this.cooling.delete(key);
-    }
+  /** Requests refused so far: their client or owner cooling down, and new anonymous ones under pressure. */
+  get refused(): { readonly cooling: number; readonly pressure: number } {
+    return { cooling: this.admission.refusedCooling, pressure: this.admission.refusedPressure };
   }
 
   get size(): number {
@@ -247,13 +228,13 @@ export class TransferShedder {
     held: number,
     load: number,
     now: number,
-  ): { victims: Transfer[]; cooled: Set<string> } {
+  ): { victims: Transfer[]; cooled: Map<string, string | undefined> } {
     // Deeper while the pressure lasts: a flood that comes back from fresh addresses refills what one tick freed before
     // the next (round 18b, N2b: 400 addresses in 60 s kept the cap full for 59 s). 0.1 below the mark, then 0.2, 0.3, 0.4.
     const target = Math.max(0, this.threshold - 0.1 * Math.min(this.pressuredTicks, 4));
     const excess = (held * (load - target)) / load;
     const victims = new Set<Transfer>();
-    const cooled = new Set<string>();
+    const cooled = new Map<string, string | undefined>();
     let freed = 0;
     // The flood that brought a sudden pressure is in the transfers that came with it: those that move and came
     // with or after it go before older ones (round 18c: the first ticks of a sudden flood, nothing watched before,
@@ -280,7 +261,7 @@ export class TransferShedder {
       for (const [client, entry] of [...byClient].sort(([, a], [, b]) => b.weight - a.weight)) {
         if (entry.weight < floor || (victims.size > 0 && freed >= excess)) break;
         for (const transfer of entry.transfers) victims.add(transfer);
-        if (stalledPass) cooled.add(client);
+        if (stalledPass) cooled.set(client, entry.transfers[0]!.owner);
         freed += entry.weight;
       }
       if (victims.size > 0 && freed >= excess) break;
@@ -309,9 +290,10 @@ export class TransferShedder {
       this.pressuredTicks += 1;
       this.pressureSince ??= Date.now();
       const now = Date.now();
+      this.admission.pressure(now);
       const { victims, cooled } = this.victims(weighed, held, load, now);
       const clients = new Set(victims.map((v) => v.client));
-      for (const client of cooled) this.cool(client, now);
+      for (const [client, owner] of cooled) this.admission.shedStalled(client, owner, now);
       for (const transfer of victims) {
         this.transfers.delete(transfer);
         for (const end of transfer.ends) resetOrDestroy(end);
@@ -320,7 +302,12 @@ export class TransferShedder {
       this.shed += shed;
       if (shed > 0) {
         this.options.logger.warn(
-          { shed, clients: clients.size, cooled: cooled.size, load: Math.round(load * 100) / 100 },
+          {
+            shed,
+            clients: clients.size,
+            ...(this.addressIsClient ? { cooled: cooled.size } : {}),
+            load: Math.round(load * 100) / 100,
+          },
           'reset the proxied transfers holding the most: the manager’s TCP budget is nearly used up',
         );
       }

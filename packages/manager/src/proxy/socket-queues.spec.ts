@@ -1,7 +1,14 @@
 import { connect, createServer } from 'node:net';
 import type { Socket } from 'node:net';
 import { describe, expect, it } from 'vitest';
-import { canonicalAddress, connectionKey, parseSocketQueues, readSocketQueues } from './socket-queues.js';
+import {
+  canonicalAddress,
+  connectionKey,
+  parseSocketQueues,
+  parseSsQueues,
+  readProcSocketQueues,
+  readSsSocketQueues,
+} from './socket-queues.js';
 
 describe('canonicalAddress', () => {
   it('spells each address one way, IPv4-mapped included', () => {
@@ -49,7 +56,24 @@ describe('parseSocketQueues', () => {
     expect(connectionKey(undefined, 1, '127.0.0.1', 2)).toBeUndefined();
   });
 
-  it("finds what the kernel holds for this process's own connection", async () => {
+  it('reads the queues of connections from ss -tnH with several states', () => {
+    const ss = [
+      'ESTAB      512    65536   127.0.0.1:8080   127.0.0.2:54321',
+      'FIN-WAIT-1 0      4096    [::ffff:127.0.0.1]:8080 [::ffff:127.0.0.3]:40960',
+      'ESTAB      1      0       [fe80::1%lo]:80  [fe80::2]:5000',
+      '',
+    ].join('\n');
+    expect([...parseSsQueues(ss)]).toEqual([
+      ['127.0.0.1:8080|127.0.0.2:54321', { send: 65536, receive: 512 }],
+      ['0:0:0:0:0:ffff:7f00:1:8080|0:0:0:0:0:ffff:7f00:3:40960', { send: 4096, receive: 0 }],
+      ['fe80:0:0:0:0:0:0:1:80|fe80:0:0:0:0:0:0:2:5000', { send: 0, receive: 1 }],
+    ]);
+    expect([...parseSsQueues(ss, undefined, new Set([80])).keys()]).toEqual([
+      'fe80:0:0:0:0:0:0:1:80|fe80:0:0:0:0:0:0:2:5000',
+    ]);
+  });
+
+  it("finds what the kernel holds for this process's own connection, through ss and /proc alike", async () => {
     let accepted: Socket | undefined;
     const server = createServer((socket) => {
       accepted = socket;
@@ -64,10 +88,13 @@ describe('parseSocketQueues', () => {
     const end = accepted!;
     const key = connectionKey(end.localAddress, end.localPort, end.remoteAddress, end.remotePort)!;
     const clientKey = connectionKey(client.localAddress, client.localPort, client.remoteAddress, client.remotePort)!;
-    const queues = await readSocketQueues(new Set([end.localPort!, client.localPort!]));
-    // The server reads nothing: the bytes wait in its receive queue and in the client's send queue.
-    expect(queues.get(key)?.receive).toBeGreaterThan(64 * 1024);
-    expect((queues.get(key)?.receive ?? 0) + (queues.get(clientKey)?.send ?? 0)).toBeGreaterThan(1024 * 1024);
+    const ports = new Set([end.localPort!, client.localPort!]);
+    // `ss` is installed where the tests run (scripts/system-deps.mjs: iproute2).
+    for (const queues of [(await readSsSocketQueues(ports))!, await readProcSocketQueues(ports)]) {
+      // The server reads nothing: the bytes wait in its receive queue and in the client's send queue.
+      expect(queues.get(key)?.receive).toBeGreaterThan(64 * 1024);
+      expect((queues.get(key)?.receive ?? 0) + (queues.get(clientKey)?.send ?? 0)).toBeGreaterThan(1024 * 1024);
+    }
     client.destroy();
     end.destroy();
     await new Promise((resolve) => server.close(resolve));

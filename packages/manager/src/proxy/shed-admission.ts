@@ -1,0 +1,136 @@
+/**
+ * Who the proxy refuses while (and just after) the shedder (`shedding.ts`) resets transfers for the manager's TCP
+ * budget. A reset costs a flood nothing to retry: each new connection takes its share of the budget again before the
+ * next tick. So:
+ *
+ * - a **client** (an address, with the owner whose token its requests carry) whose stalled transfers were shed is
+ *   refused for a cooldown (30 s, doubling each time it is shed again soon after, up to 16 times; red team round 18);
+ * - an **owner** whose stalled token-carrying transfers were shed from several addresses is refused from every
+ *   address: its own account floods (round 18b, N2b with the token);
+ * - while the budget is under pressure, and for a hold after, an **anonymous request from an address first seen in
+ *   that episode** is refused: a flood that comes back from a fresh address for every reset is new by definition
+ *   (round 18b, N2b: 400 addresses in 60 s kept the cap full for 59 s). Anonymous clients seen before the pressure
+ *   and every owner-token request pass; an address primed before the pressure is cooled down by the first rule.
+ *
+ * @module
+ */
+import { addressKey } from './connection-limits.js';
+
+/** Why a request is refused: its client (or owner) cools down, or it is a new anonymous client under pressure. */
+export type ShedRefusal = 'cooling' | 'pressure';
+
+export interface ShedAdmissionOptions {
+  /** How long a client whose stalled transfers were shed is refused (0: never; behind a load balancer). */
+  readonly cooldownMs: number;
+  /** How long an owner whose stalled transfers were shed from `ownerClients` clients is refused everywhere. */
+  readonly ownerCooldownMs: number;
+  /** Distinct clients an owner's stalled transfers were shed from, within its cooldown, before it is refused. */
+  readonly ownerClients: number;
+  /** How long after the last tick under pressure new anonymous addresses are still refused. */
+  readonly pressureHoldMs: number;
+}
+
+/** A cooled key: refused until `until`; cooled again before `until + cooldown`, it stays out twice as long. */
+interface Cooling {
+  readonly until: number;
+  readonly strikes: number;
+  /** The cooldown it doubles. */
+  readonly base: number;
+}
+
+/** Keys remembered at most (the oldest forgotten first): an IPv6 flood has many /64s. */
+const maxRemembered = 65_536;
+
+/**
+ * A client: an address (its /64 for IPv6), and the owner whose token its requests carry. An owner's token-carrying
+ * flood is cooled down on its own (round 18c, N6), and an anonymous flood does not lock that owner out of its address
+ * (18b, N3).
+ */
+export function clientKey(address: string, owner: string | undefined): string {
+  const key = addressKey(address);
+  return owner === undefined ? key : `${key}|owner:${owner}`;
+}
+
+const ownerKey = (owner: string): string => `owner:${owner}`;
+
+export class ShedAdmission {
+  private readonly cooling = new Map<string, Cooling>();
+  /** The clients each owner's stalled transfers were shed from, with when (ms). */
+  private readonly ownerSheds = new Map<string, Map<string, number>>();
+  /** When each address was first seen (ms), most recently used last. */
+  private readonly seen = new Map<string, number>();
+  /** Since when the current pressure episode runs (undefined: none), and until when it holds. */
+  private episodeSince: number | undefined;
+  private episodeUntil = 0;
+  /** Requests refused so far because their client or owner cooled down. */
+  refusedCooling = 0;
+  /** Anonymous requests refused so far because their address was new under pressure. */
+  refusedPressure = 0;
+
+  constructor(private readonly options: ShedAdmissionOptions) {}
+
+  /** Whether a request from `address` (with `owner`'s token, when it carries one) is refused, and why. */
+  refuses(address: string, owner: string | undefined, now = Date.now()): ShedRefusal | undefined {
+    const keys = [clientKey(address, owner), ...(owner === undefined ? [] : [ownerKey(owner)])];
+    if (keys.some((key) => (this.cooling.get(key)?.until ?? 0) > now)) {
+      this.refusedCooling += 1;
+      return 'cooling';
+    }
+    if (owner !== undefined || !this.pressured(now)) return undefined;
+    const firstSeen = this.seen.get(addressKey(address));
+    if (firstSeen !== undefined && firstSeen < this.episodeSince!) return undefined;
+    this.refusedPressure += 1;
+    return 'pressure';
+  }
+
+  /** A request from `address` was admitted. */
+  admitted(address: string, now = Date.now()): void {
+    const key = addressKey(address);
+    const firstSeen = this.seen.get(key) ?? now;
+    this.seen.delete(key);
+    this.seen.set(key, firstSeen);
+    forgetOldest(this.seen, () => false);
+  }
+
+  /** The budget is under pressure at `now` (once a tick). */
+  pressure(now = Date.now()): void {
+    if (!this.pressured(now)) this.episodeSince = now;
+    this.episodeUntil = now + this.options.pressureHoldMs;
+  }
+
+  /** `client`'s stalled transfers (of `owner`, when they carried its token) were shed at `now`. */
+  shedStalled(client: string, owner: string | undefined, now = Date.now()): void {
+    if (this.options.cooldownMs > 0) this.cool(client, this.options.cooldownMs, now);
+    if (owner === undefined || this.options.ownerCooldownMs <= 0) return;
+    const sheds = this.ownerSheds.get(owner) ?? new Map<string, number>();
+    for (const [key, at] of sheds) if (at + this.options.ownerCooldownMs <= now) sheds.delete(key);
+    sheds.set(client, now);
+    this.ownerSheds.delete(owner);
+    this.ownerSheds.set(owner, sheds);
+    forgetOldest(this.ownerSheds, () => false);
+    if (sheds.size >= this.options.ownerClients) this.cool(ownerKey(owner), this.options.ownerCooldownMs, now);
+  }
+
+  private pressured(now: number): boolean {
+    return this.episodeSince !== undefined && now < this.episodeUntil;
+  }
+
+  private cool(key: string, cooldownMs: number, now: number): void {
+    const previous = this.cooling.get(key);
+    // Shed again soon after it was let back in: the same client, twice as long.
+    const strikes =
+      previous && now < previous.until + cooldownMs * 2 ** previous.strikes ? Math.min(previous.strikes + 1, 4) : 0;
+    this.cooling.delete(key);
+    this.cooling.set(key, { until: now + cooldownMs * 2 ** strikes, strikes, base: cooldownMs });
+    // Oldest first: forgotten once it would no longer double, or when too many are remembered.
+    forgetOldest(this.cooling, (entry) => entry.until + entry.base * 2 ** entry.strikes <= now);
+  }
+}
+
+/** Forgets the oldest entries of `map` while it is over its bound or `expired` says so. */
+function forgetOldest<V>(map: Map<string, V>, expired: (value: V) => boolean): void {
+  for (const [key, value] of map) {
+    if (map.size <= maxRemembered && !expired(value)) break;
+    map.delete(key);
+  }
+}
