@@ -7,6 +7,8 @@
  *   refused for a cooldown (30 s, doubling each time it is shed again soon after, up to 16 times; red team round 18);
  * - an **owner** whose stalled token-carrying transfers were shed from several addresses is refused from every
  *   address: its own account floods (round 18b, N2b with the token);
+ * - anonymous requests from a **network** (an IPv4 /24, an IPv6 /48) of which several addresses were shed so are
+ *   refused: a flood from fresh addresses of one network (an IPv6 /48 has 65,536 /64s) is one client's;
  * - while the budget is under pressure, and for a hold after, an **anonymous request from an address first seen in
  *   that episode** is refused: a flood that comes back from a fresh address for every reset is new by definition
  *   (round 18b, N2b: 400 addresses in 60 s kept the cap full for 59 s). Anonymous clients seen before the pressure
@@ -26,6 +28,11 @@ export interface ShedAdmissionOptions {
   readonly ownerCooldownMs: number;
   /** Distinct clients an owner's stalled transfers were shed from, within its cooldown, before it is refused. */
   readonly ownerClients: number;
+  /**
+   * Distinct addresses of a network (/24, /48) whose anonymous stalled transfers were shed within the cooldown before
+   * its anonymous requests are refused (0: never; behind a load balancer).
+   */
+  readonly networkAddresses: number;
   /** How long after the last tick under pressure new anonymous addresses are still refused. */
   readonly pressureHoldMs: number;
 }
@@ -53,10 +60,17 @@ export function clientKey(address: string, owner: string | undefined): string {
 
 const ownerKey = (owner: string): string => `owner:${owner}`;
 
+/** The network of an address, as a cooling key: its IPv4 /24 or its IPv6 /48. */
+function networkKey(address: string): string {
+  const key = addressKey(address);
+  if (key.endsWith('::/64')) return `net:${key.split(':').slice(0, 3).join(':')}::/48`;
+  return `net:${key.split('.').slice(0, 3).join('.')}.0/24`;
+}
+
 export class ShedAdmission {
   private readonly cooling = new Map<string, Cooling>();
-  /** The clients each owner's stalled transfers were shed from, with when (ms). */
-  private readonly ownerSheds = new Map<string, Map<string, number>>();
+  /** For each owner (network), the clients (addresses) its stalled transfers were shed from, with when (ms). */
+  private readonly groupSheds = new Map<string, Map<string, number>>();
   /** When each address was first seen (ms), most recently used last. */
   private readonly seen = new Map<string, number>();
   /** Since when the current pressure episode runs (undefined: none), and until when it holds. */
@@ -71,7 +85,7 @@ export class ShedAdmission {
 
   /** Whether a request from `address` (with `owner`'s token, when it carries one) is refused, and why. */
   refuses(address: string, owner: string | undefined, now = Date.now()): ShedRefusal | undefined {
-    const keys = [clientKey(address, owner), ...(owner === undefined ? [] : [ownerKey(owner)])];
+    const keys = [clientKey(address, owner), owner === undefined ? networkKey(address) : ownerKey(owner)];
     if (keys.some((key) => (this.cooling.get(key)?.until ?? 0) > now)) {
       this.refusedCooling += 1;
       return 'cooling';
@@ -98,17 +112,29 @@ export class ShedAdmission {
     this.episodeUntil = now + this.options.pressureHoldMs;
   }
 
-  /** `client`'s stalled transfers (of `owner`, when they carried its token) were shed at `now`. */
-  shedStalled(client: string, owner: string | undefined, now = Date.now()): void {
-    if (this.options.cooldownMs > 0) this.cool(client, this.options.cooldownMs, now);
-    if (owner === undefined || this.options.ownerCooldownMs <= 0) return;
-    const sheds = this.ownerSheds.get(owner) ?? new Map<string, number>();
-    for (const [key, at] of sheds) if (at + this.options.ownerCooldownMs <= now) sheds.delete(key);
-    sheds.set(client, now);
-    this.ownerSheds.delete(owner);
-    this.ownerSheds.set(owner, sheds);
-    forgetOldest(this.ownerSheds, () => false);
-    if (sheds.size >= this.options.ownerClients) this.cool(ownerKey(owner), this.options.ownerCooldownMs, now);
+  /**
+   * `client`'s stalled transfers, from `address`, were shed at `now`; `owner` when they carried its token. An owner (or,
+   * for anonymous ones, a network) that many clients were shed for is refused as a whole.
+   */
+  shedStalled(client: string, address: string, owner: string | undefined, now = Date.now()): void {
+    const { cooldownMs, ownerCooldownMs, ownerClients, networkAddresses } = this.options;
+    if (cooldownMs > 0) this.cool(client, cooldownMs, now);
+    if (owner !== undefined) {
+      if (ownerCooldownMs > 0) this.escalate(ownerKey(owner), client, ownerClients, ownerCooldownMs, now);
+    } else if (networkAddresses > 0 && cooldownMs > 0) {
+      this.escalate(networkKey(address), addressKey(address), networkAddresses, cooldownMs, now);
+    }
+  }
+
+  /** Records that `member` of `group` was shed; the group is cooled once `threshold` members were within `windowMs`. */
+  private escalate(group: string, member: string, threshold: number, windowMs: number, now: number): void {
+    const sheds = this.groupSheds.get(group) ?? new Map<string, number>();
+    for (const [key, at] of sheds) if (at + windowMs <= now) sheds.delete(key);
+    sheds.set(member, now);
+    this.groupSheds.delete(group);
+    this.groupSheds.set(group, sheds);
+    forgetOldest(this.groupSheds, () => false);
+    if (sheds.size >= threshold) this.cool(group, windowMs, now);
   }
 
   private pressured(now: number): boolean {

@@ -278,6 +278,27 @@ describe('TransferShedder', () => {
     expect(shedder.refuses('10.0.6.9', 'trudy')).toBeUndefined();
   });
 
+  it('refuses the anonymous requests of a network once eight of its addresses were shed for stalling', async () => {
+    // Round 18b, N2b: a fresh address for every reconnect; an IPv6 flood has a /48's 65,536 /64s to take them from.
+    const flood = (address: (i: number) => string, count: number): void => {
+      for (let i = 0; i < count; i++) transfer(address(i), 2 * MiB);
+    };
+    flood((i) => `10.0.8.${i + 1}`, 7);
+    // Spelled as the kernel lists them (the fake queues are keyed by the spelling given).
+    flood((i) => `2001:db8:1:${i + 1}:0:0:0:1`, 8);
+    load = 0.5;
+    await watch();
+    load = 0.95;
+    for (let i = 0; i < 15; i++) await tick();
+    // Seven addresses of 10.0.8.0/24: only those are refused.
+    expect(shedder.refuses('10.0.8.1')).toBe('cooling');
+    expect(shedder.refuses('10.0.8.200')).not.toBe('cooling');
+    // Eight /64s of 2001:db8:1::/48: the whole /48, for anonymous requests.
+    expect(shedder.refuses('2001:db8:1:ff::7')).toBe('cooling');
+    expect(shedder.refuses('2001:db8:2::7')).not.toBe('cooling');
+    expect(shedder.refuses('2001:db8:1:ff::7', 'alice')).toBeUndefined();
+  });
+
   it('sheds nothing without pressure, nor what holds too little to matter', async () => {
     const big = transfer('10.0.0.1', 8 * MiB);
     const small = transfer('10.0.0.2', 32 * 1024);

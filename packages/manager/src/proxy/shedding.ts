@@ -75,7 +75,8 @@ interface Transfer {
   readonly keys: readonly (ConnectionKey | undefined)[];
   /** The client's address (its /64 for IPv6), with the owner whose token it carried: whose transfer this is. */
   readonly client: string;
-  /** The owner whose token it carried. */
+  /** The client's address (taken when tracked: a closed socket forgets it), and the owner whose token it carried. */
+  readonly address: string;
   readonly owner: string | undefined;
   /** When it was tracked (ms). */
   readonly since: number;
@@ -132,6 +133,7 @@ export class TransferShedder {
       ownerCooldownMs: cooldownMs,
       // Behind a load balancer each transfer is a client of its own: an owner's few paused downloads are not a flood.
       ownerClients: this.addressIsClient ? 3 : 8,
+      networkAddresses: this.addressIsClient ? 8 : 0,
       pressureHoldMs: options.pressureHoldMs ?? 10_000,
     });
     this.minProgress = (16 * 1024 * this.intervalMs) / 1000;
@@ -148,12 +150,13 @@ export class TransferShedder {
       ends,
       keys: ends.map((end) => connectionKey(end.localAddress, end.localPort, end.remoteAddress, end.remotePort)),
       client: this.addressIsClient ? clientKey(ends[0]?.remoteAddress ?? '', owner) : `#${++this.tracked}`,
+      address: ends[0]?.remoteAddress ?? '',
       owner,
       since: Date.now(),
       acked: [],
     };
     this.transfers.add(transfer);
-    this.admission.admitted(ends[0]?.remoteAddress ?? '');
+    this.admission.admitted(transfer.address);
     return () => this.transfers.delete(transfer);
   }
 
@@ -228,13 +231,14 @@ export class TransferShedder {
     held: number,
     load: number,
     now: number,
-  ): { victims: Transfer[]; cooled: Map<string, string | undefined> } {
+  ): { victims: Transfer[]; cooled: Map<string, Transfer> } {
     // Deeper while the pressure lasts: a flood that comes back from fresh addresses refills what one tick freed before
     // the next (round 18b, N2b: 400 addresses in 60 s kept the cap full for 59 s). 0.1 below the mark, then 0.2, 0.3, 0.4.
     const target = Math.max(0, this.threshold - 0.1 * Math.min(this.pressuredTicks, 4));
     const excess = (held * (load - target)) / load;
     const victims = new Set<Transfer>();
-    const cooled = new Map<string, string | undefined>();
+    /** Each client whose stalled transfers go, with one of them (its address and owner). */
+    const cooled = new Map<string, Transfer>();
     let freed = 0;
     // The flood that brought a sudden pressure is in the transfers that came with it: those that move and came
     // with or after it go before older ones (round 18c: the first ticks of a sudden flood, nothing watched before,
@@ -261,7 +265,7 @@ export class TransferShedder {
       for (const [client, entry] of [...byClient].sort(([, a], [, b]) => b.weight - a.weight)) {
         if (entry.weight < floor || (victims.size > 0 && freed >= excess)) break;
         for (const transfer of entry.transfers) victims.add(transfer);
-        if (stalledPass) cooled.set(client, entry.transfers[0]!.owner);
+        if (stalledPass) cooled.set(client, entry.transfers[0]!);
         freed += entry.weight;
       }
       if (victims.size > 0 && freed >= excess) break;
@@ -293,7 +297,7 @@ export class TransferShedder {
       this.admission.pressure(now);
       const { victims, cooled } = this.victims(weighed, held, load, now);
       const clients = new Set(victims.map((v) => v.client));
-      for (const [client, owner] of cooled) this.admission.shedStalled(client, owner, now);
+      for (const [client, one] of cooled) this.admission.shedStalled(client, one.address, one.owner, now);
       for (const transfer of victims) {
         this.transfers.delete(transfer);
         for (const end of transfer.ends) resetOrDestroy(end);
