@@ -271,7 +271,10 @@ export async function waitForStatus(
   client: WorkspaceManagerClient,
   id: string,
   predicate: (status: wsman.WorkspaceStatus) => boolean,
-  timeoutMs = 20_000,
+  // Generous: on a CI machine whose disks the daemon's loop-image tests keep busy, a start's fsyncs can take seconds
+  // each (a resumed start was still INITIALIZING after 20 s once); a hang still fails, only later, and within a test's
+  // 60 s, so that this report (with the log lines) is what it fails with.
+  timeoutMs = 45_000,
 ): Promise<wsman.WorkspaceStatus> {
   const deadline = Date.now() + timeoutMs;
   let last: wsman.WorkspaceStatus | undefined;
