@@ -212,6 +212,34 @@ describe('PortProxy against a workspace that answers early and never reads', () 
     status$.next(record);
   });
 
+  it('keeps its transfers within a budget of its own where the kernel caps nothing (cgroup v2)', async () => {
+    // No cap, so no cgroup to say how much is in use: the proxy weighs its own connections (ss) against the budget,
+    // once the node's TCP memory (/proc/net/sockstat) says it could be near it.
+    const budgeted = new PortProxy({
+      router: { getWorkspace: (id) => (id === record.id ? record : undefined), allWorkspaces: () => [record] },
+      address: '127.0.0.1:0',
+      limits: { idleTimeoutMs: 60_000 },
+      cookieName: 'workbay_owner',
+      logger: createSilentLogger(),
+    });
+    const port = Number((await budgeted.start()).split(':').pop());
+    budgeted.shedTransfers({ budgetBytes: 4 * 1024 * 1024 });
+    const stalled = connect({ port, host: '127.0.0.1', localAddress: '127.0.0.9' });
+    stalled.on('error', () => undefined);
+    stalled.pause();
+    stalled.write('GET /ws/early/huge HTTP/1.1\r\nhost: p\r\n\r\n');
+    const fromNine = (): number => sockets('established', `( sport = :${port} and dst 127.0.0.9 )`);
+    const deadline = Date.now() + 6_000;
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    expect(fromNine()).toBe(1);
+    while (fromNine() > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+    // Without the budget (no shedder): still there after minutes (the test above, without pressure).
+    expect(fromNine()).toBe(0);
+    expect(budgeted.shedding?.shed).toBeGreaterThanOrEqual(1);
+    stalled.destroy();
+    await budgeted.stop();
+  });
+
   it('resets transfers that wait on a client that does not read while the TCP budget is nearly used up, not others', async () => {
     // Red team round 17b, M1: one cap for the manager's sockets (workbay up, cgroup v1) let 20-40 connections of one
     // anonymous client that did not read hold it, and every owner's downloads through the proxy crawled.

@@ -234,14 +234,14 @@ export class PortProxy {
   }
 
   /**
-   * From now on, resets the transfers that hold the most of the kernel's buffers, stalled ones first, while `pressure`
-   * says the manager's TCP budget is nearly used up (`shedding.ts`): for a manager whose socket buffers are capped
-   * (`workbay up` on cgroup v1).
+   * From now on, resets the transfers that hold the most of the kernel's buffers, stalled ones first, while the
+   * manager's TCP budget is nearly used up (`shedding.ts`): measured by `pressure` where the kernel caps the manager's
+   * socket buffers (`workbay up` on cgroup v1), else as what the proxy's own connections hold of `budgetBytes`.
    */
-  shedTransfers(pressure: TcpPressure): void {
+  shedTransfers(budget: TcpPressure | { readonly budgetBytes: number }): void {
     this.shedder?.stop();
     this.shedder = new TransferShedder({
-      pressure,
+      ...(typeof budget === 'function' ? { pressure: budget } : { budgetBytes: budget.budgetBytes }),
       logger: this.options.logger,
       // Without a per-address cap (behind a load balancer), an address is not a client for the shedder either.
       addressIsClient: this.limits.maxConnectionsPerAddress > 0,

@@ -299,6 +299,39 @@ describe('TransferShedder', () => {
     expect(shedder.refuses('2001:db8:1:ff::7', 'alice')).toBeUndefined();
   });
 
+  it('keeps its transfers within a budget of its own where the kernel caps nothing (cgroup v2)', async () => {
+    shedder.stop();
+    let node = 0;
+    let reads = 0;
+    shedder = new TransferShedder({
+      budgetBytes: 10 * MiB,
+      nodeTcpBytes: () => Promise.resolve(node),
+      socketQueues: () => {
+        reads += 1;
+        return Promise.resolve(queues);
+      },
+      logger: createSilentLogger(),
+    });
+    const stalled = transfer('10.0.0.1', 6 * MiB);
+    const reader = transfer('10.0.0.2', 2 * MiB);
+    // The node's sockets hold little: the proxy's cannot hold more, and its queues are not even read.
+    node = 3 * MiB;
+    await watch();
+    expect(reads).toBe(0);
+    // The node holds more: the proxy's own transfers are weighed (what their peers take watched from half the mark on,
+    // 3 + 2 of 10 MiB), then the stalled one grows to 6 MiB: 80%.
+    node = 64 * MiB;
+    queues.set(stalled.key, { send: 3 * MiB, receive: 0 });
+    await watch(() => (reader.bytesWritten += 64 * 1024));
+    expect(reads).toBe(4);
+    expect(stalled.reset).toBe(false);
+    queues.set(stalled.key, { send: 6 * MiB, receive: 0 });
+    reader.bytesWritten += 64 * 1024;
+    await tick();
+    expect([stalled.reset, reader.reset]).toEqual([true, false]);
+    expect(shedder.refuses('10.0.0.1')).toBe('cooling');
+  });
+
   it('sheds nothing without pressure, nor what holds too little to matter', async () => {
     const big = transfer('10.0.0.1', 8 * MiB);
     const small = transfer('10.0.0.2', 32 * 1024);

@@ -29,14 +29,25 @@ import type { Logger } from '../logger.js';
 import { resetOrDestroy } from './closing.js';
 import { ShedAdmission, clientKey } from './shed-admission.js';
 import type { ShedRefusal } from './shed-admission.js';
-import { connectionKey, readSocketQueues } from './socket-queues.js';
+import { connectionKey, readNodeTcpBytes, readSocketQueues } from './socket-queues.js';
 import type { ConnectionKey, SocketQueue } from './socket-queues.js';
 
 /** The share of the budget in use (0 to 1, and more when over it). */
 export type TcpPressure = () => Promise<number>;
 
 export interface SheddingOptions {
-  readonly pressure: TcpPressure;
+  /** The share of the budget in use, where the kernel caps the manager's socket buffers (cgroup v1). */
+  readonly pressure?: TcpPressure;
+  /**
+   * Without `pressure`: the budget the proxy's connections keep within by themselves, the share in use being what
+   * the tracked transfers hold (the kernel's queues and the proxy's buffers) over it.
+   */
+  readonly budgetBytes?: number;
+  /**
+   * What the node's TCP sockets hold together (default: `/proc/net/sockstat`; replaced in unit tests): with
+   * `budgetBytes`, the proxy's share cannot be more, so the queues are read only once this passes half the mark.
+   */
+  readonly nodeTcpBytes?: () => Promise<number>;
   /**
    * Shed from this share of the budget on (default 0.8); each round sheds down to 0.1 below it. Transfers are watched
    * (what their peers take) from half of it on.
@@ -277,7 +288,11 @@ export class TransferShedder {
     if (this.running) return;
     this.running = true;
     try {
-      const load = await this.options.pressure();
+      // With a budget of its own, the node's total first: an upper bound of the proxy's share, read cheaply.
+      const budget = this.options.budgetBytes;
+      let load = this.options.pressure
+        ? await this.options.pressure()
+        : (await (this.options.nodeTcpBytes ?? readNodeTcpBytes)()) / (budget ?? Infinity);
       if (!(load >= this.threshold / 2)) {
         // Far from the mark: nothing to watch (reading the kernel's queues costs a pass over every connection).
         for (const transfer of this.transfers) transfer.acked = [];
@@ -286,6 +301,7 @@ export class TransferShedder {
       const localPorts = new Set<number>();
       for (const transfer of this.transfers) for (const end of transfer.ends) localPorts.add(end.localPort ?? 0);
       const { weighed, held } = this.weigh(await this.socketQueues(localPorts));
+      if (!this.options.pressure) load = held / (budget ?? Infinity);
       if (!(load >= this.threshold)) {
         this.pressuredTicks = 0;
         this.pressureSince = undefined;

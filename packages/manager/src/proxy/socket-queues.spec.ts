@@ -7,6 +7,7 @@ import {
   parseSocketQueues,
   parseSsQueues,
   readProcSocketQueues,
+  readNodeTcpBytes,
   readSsSocketQueues,
 } from './socket-queues.js';
 
@@ -95,6 +96,10 @@ describe('parseSocketQueues', () => {
       expect(queues.get(key)?.receive).toBeGreaterThan(64 * 1024);
       expect((queues.get(key)?.receive ?? 0) + (queues.get(clientKey)?.send ?? 0)).toBeGreaterThan(1024 * 1024);
     }
+    // The node's TCP memory (pages of 4 KiB) holds at least what is queued here.
+    const node = await readNodeTcpBytes();
+    expect(node % 4096).toBe(0);
+    expect(node).toBeGreaterThan(1024 * 1024);
     client.destroy();
     end.destroy();
     await new Promise((resolve) => server.close(resolve));

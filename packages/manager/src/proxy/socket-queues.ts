@@ -198,3 +198,15 @@ export async function readProcSocketQueues(localPorts?: ReadonlySet<number>): Pr
   }
   return queues;
 }
+
+/**
+ * What the node's TCP sockets hold together, in bytes: `/proc/net/sockstat`'s `TCP: … mem <pages>`, the counter the
+ * kernel checks against `net.ipv4.tcp_mem` (one for the whole node, whatever the namespace). Pages of 4 KiB, as
+ * `tcp_mem` counts them on the machines Workbay runs on (x86-64, arm64 with 4 KiB pages).
+ */
+export async function readNodeTcpBytes(): Promise<number> {
+  const text = await readFile('/proc/net/sockstat', 'utf8');
+  const pages = /^TCP:.*\bmem (\d+)/m.exec(text)?.[1];
+  if (pages === undefined) throw new Error('/proc/net/sockstat has no TCP memory line');
+  return Number(pages) * 4096;
+}

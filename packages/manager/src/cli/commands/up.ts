@@ -33,12 +33,16 @@ export function registerUpCommand(program: Command, wrap: ActionWrapper): void {
         // connections must not hold the node's TCP memory (manager-tcp.ts). Its daemon goes with it, as a daemon the
         // manager restarts later is born there (red team round 17b, M2).
         const runtime = handle.manager.runtime as {
-          confineManagerTcp?: (alsoPids: readonly number[]) => Promise<{ pressure(): Promise<number> } | undefined>;
+          confineManagerTcp?: (
+            alsoPids: readonly number[],
+          ) => Promise<{ bytes: number; pressure?: () => Promise<number> } | undefined>;
         };
         const daemonPid = handle.daemonPid;
         const budget = await runtime.confineManagerTcp?.(daemonPid === undefined ? [] : [daemonPid]);
-        // One cap for every proxied connection: transfers that hold it without using it are reset under pressure.
-        if (budget) handle.manager.proxy?.shedTransfers(() => budget.pressure());
+        // One budget for every proxied connection: transfers that hold it without using it are reset under pressure,
+        // measured by the cap where the kernel enforces one, else by what the proxy's own connections hold.
+        const pressure = budget?.pressure;
+        if (budget) handle.manager.proxy?.shedTransfers(pressure ? () => pressure() : { budgetBytes: budget.bytes });
         const addresses = {
           managerAddress: handle.managerAddress,
           proxyAddress: handle.proxyAddress,

@@ -7,7 +7,8 @@ import type { Socket } from 'node:net';
 import path from 'node:path';
 import { CgroupController } from '@workbay/nsinsider';
 import { afterEach, describe, expect, it } from 'vitest';
-import { confineTcpMemory, managerCgroupName, managerTcpBytesFor } from './manager-tcp.js';
+import { createSilentLogger } from '../../logger.js';
+import { confineManagerTcp, confineTcpMemory, managerCgroupName, managerTcpBytesFor } from './manager-tcp.js';
 
 const isRoot = process.getuid?.() === 0;
 const controller = isRoot ? await CgroupController.detect().catch(() => undefined) : undefined;
@@ -20,6 +21,18 @@ describe('managerTcpBytesFor', () => {
     expect(managerTcpBytesFor([287_907, 383_878, 575_814])).toBe(Math.floor(((383_878 - 287_907) * 4096) / 2));
     expect(managerTcpBytesFor([100, 110, 120])).toBe(16 * MiB);
     expect(managerTcpBytesFor([])).toBe(16 * MiB);
+  });
+});
+
+describe('confineManagerTcp without cgroup v1', () => {
+  it('still gives the budget, without a pressure: the proxy keeps within it by itself', async () => {
+    const logger = createSilentLogger();
+    const budget = await confineManagerTcp(undefined, 'spec', undefined, logger);
+    expect(budget?.bytes).toBeGreaterThanOrEqual(16 * MiB);
+    expect(budget?.pressure).toBeUndefined();
+    expect(await confineManagerTcp(undefined, 'spec', 1234, logger)).toEqual({ bytes: 1234 });
+    // 0 configured: no budget at all.
+    expect(await confineManagerTcp(undefined, 'spec', 0, logger)).toBeUndefined();
   });
 });
 

@@ -9,7 +9,7 @@
  * node's `tcp_mem` leaves above the workspaces'. Past it the manager's connections slow down, not the node's.
  *
  * v2 counts socket memory against `memory.max`, which would also bound the manager's heap (and OOM-kill it): not
- * done there. Sockets made before the move (the listeners, the daemon client) stay uncharged; every accepted or
+ * done there; the proxy keeps its connections within the same budget by itself instead (`proxy/shedding.ts`). Sockets made before the move (the listeners, the daemon client) stay uncharged; every accepted or
  * dialled connection after it is charged. The daemon `up` started goes into the same cgroup: one it restarts later is
  * born there anyway.
  *
@@ -57,18 +57,22 @@ export async function confineTcpMemory(
   await writeFile(path.join(cg.dir('memory'), 'cgroup.procs'), String(pid));
 }
 
-/** The manager's TCP budget once capped: its size and how much of it is in use. */
+/** The manager's TCP budget: its size and, once capped, how much of the cap is in use. */
 export interface ManagerTcpBudget {
   readonly bytes: number;
-  /** The share in use (`memory.kmem.tcp.usage_in_bytes` over the cap). */
-  pressure(): Promise<number>;
+  /**
+   * The share in use (`memory.kmem.tcp.usage_in_bytes` over the cap); undefined where the kernel could not cap it
+   * (cgroup v2, no cgroups, a failed move): the proxy then weighs its own connections against `bytes`.
+   */
+  readonly pressure?: () => Promise<number>;
 }
 
 /**
  * Caps the TCP buffers of this process (the manager), with `alsoPids` (its daemon), when the runtime has cgroup v1 with
- * the TCP control: `bytes` from the config, or {@link managerTcpBytesFor} the node. Returns the budget, or undefined
- * when none was set (v2, no cgroups, or 0 configured: said in the log). A failure is a warning, not a refusal to run:
- * the cap is a bound on what attackers can make the node hold, the proxy's other limits still apply.
+ * the TCP control: `bytes` from the config, or {@link managerTcpBytesFor} the node. Returns the budget, undefined only
+ * when 0 is configured; without a cap (v2, no cgroups, a failure: said in the log) the budget has no `pressure`, and
+ * the proxy keeps its connections within it by itself (`proxy/shedding.ts`). A failure is a warning, not a refusal to
+ * run: the cap is a bound on what attackers can make the node hold, the proxy's other limits still apply.
  */
 export async function confineManagerTcp(
   controller: CgroupController | undefined,
@@ -78,14 +82,19 @@ export async function confineManagerTcp(
   alsoPids: readonly number[] = [],
 ): Promise<ManagerTcpBudget | undefined> {
   if (configuredBytes === 0) return undefined;
+  const bytes =
+    configuredBytes ??
+    managerTcpBytesFor(
+      (await readFile('/proc/sys/net/ipv4/tcp_mem', 'utf8').catch(() => '')).trim().split(/\s+/).map(Number),
+    );
   if (controller?.version !== 'v1') {
-    logger.info({}, 'the manager’s TCP buffers are not capped (cgroup v1 only)');
-    return undefined;
+    logger.info(
+      { bytes },
+      'the manager’s TCP buffers are not capped (cgroup v1 only); the proxy keeps within the budget',
+    );
+    return { bytes };
   }
   try {
-    const bytes =
-      configuredBytes ??
-      managerTcpBytesFor((await readFile('/proc/sys/net/ipv4/tcp_mem', 'utf8')).trim().split(/\s+/).map(Number));
     const own = await ownCgroupPath(controller.layout);
     await removeLeftManagerCgroups(controller, own);
     const cgroupPath = path.posix.join(own, `${managerCgroupName}-${tag}`);
@@ -102,8 +111,8 @@ export async function confineManagerTcp(
     return { bytes, pressure: async () => Number((await readFile(usage, 'utf8')).trim()) / bytes };
   } catch (error) {
     // Deliberate: see above; said loudly.
-    logger.warn({ err: error }, 'could not cap the manager’s TCP buffers');
-    return undefined;
+    logger.warn({ err: error, bytes }, 'could not cap the manager’s TCP buffers; the proxy keeps within the budget');
+    return { bytes };
   }
 }
 
