@@ -106,7 +106,7 @@ function budgetOf(grant: Grant): Budget {
   return grant.byOwner ? 'authenticated' : 'anonymous';
 }
 
-/** The answer to a request the shedder refuses (`shed-admission.ts`): its client is cooling down, or is new under pressure. */
+/** The answer to a request the shedder refuses (`shed-admission.ts`): its client cools down, or anonymous ones hold too much. */
 function shedRefusal(reason: ShedRefusal, upgrade: boolean): Refusal {
   const retryAfter = reason === 'cooling' ? '30' : '10';
   return {
@@ -114,7 +114,7 @@ function shedRefusal(reason: ShedRefusal, upgrade: boolean): Refusal {
     message:
       reason === 'cooling'
         ? 'the proxy is short of memory and this client held too much of it; retry later\n'
-        : 'the proxy is short of memory and admits only the clients it already serves for now; retry later, or send the owner token\n',
+        : 'the proxy is short of memory and anonymous clients hold too much of it; retry later, or send the owner token\n',
     headers: upgrade ? { 'retry-after': retryAfter } : { 'retry-after': retryAfter, connection: 'close' },
   };
 }
@@ -237,11 +237,17 @@ export class PortProxy {
    * From now on, resets the transfers that hold the most of the kernel's buffers, stalled ones first, while the
    * manager's TCP budget is nearly used up (`shedding.ts`): measured by `pressure` where the kernel caps the manager's
    * socket buffers (`workbay up` on cgroup v1), else as what the proxy's own connections hold of `budgetBytes`.
+   * While anonymous transfers hold more than half of it, anonymous requests are refused, and for `pressureHoldMs`
+   * (default 10 s) after.
    */
-  shedTransfers(budget: TcpPressure | { readonly budgetBytes: number }): void {
+  shedTransfers(
+    budget: TcpPressure | { readonly budgetBytes: number },
+    options: { readonly pressureHoldMs?: number } = {},
+  ): void {
     this.shedder?.stop();
     this.shedder = new TransferShedder({
       ...(typeof budget === 'function' ? { pressure: budget } : { budgetBytes: budget.budgetBytes }),
+      ...options,
       logger: this.options.logger,
       // Without a per-address cap (behind a load balancer), an address is not a client for the shedder either.
       addressIsClient: this.limits.maxConnectionsPerAddress > 0,

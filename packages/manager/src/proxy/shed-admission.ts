@@ -9,16 +9,17 @@
  *   address: its own account floods (round 18b, N2b with the token);
  * - anonymous requests from a **network** (an IPv4 /24, an IPv6 /48) of which several addresses were shed so are
  *   refused: a flood from fresh addresses of one network (an IPv6 /48 has 65,536 /64s) is one client's;
- * - while the budget is under pressure, and for a hold after, an **anonymous request from an address first seen in
- *   that episode** is refused: a flood that comes back from a fresh address for every reset is new by definition
- *   (round 18b, N2b: 400 addresses in 60 s kept the cap full for 59 s). Anonymous clients seen before the pressure
- *   and every owner-token request pass; an address primed before the pressure is cooled down by the first rule.
+ * - while the budget is under pressure and the anonymous transfers hold more than their share of it, and for a hold
+ *   after, **every anonymous request** is refused: a flood that comes back from a fresh address for every reset never
+ *   waits out a cooldown (round 18b, N2b: 400 addresses in 60 s kept the cap full for 59 s), and any reputation an
+ *   address could earn first, a flood earns too (round 19: addresses primed with one request each before the flood
+ *   kept the cap full 33 of 35 s). Owner-token requests pass: an owner's flood is refused by the rules above.
  *
  * @module
  */
 import { addressKey } from './connection-limits.js';
 
-/** Why a request is refused: its client (or owner) cools down, or it is a new anonymous client under pressure. */
+/** Why a request is refused: its client (or owner, or network) cools down, or anonymous clients hold too much. */
 export type ShedRefusal = 'cooling' | 'pressure';
 
 export interface ShedAdmissionOptions {
@@ -33,7 +34,7 @@ export interface ShedAdmissionOptions {
    * its anonymous requests are refused (0: never; behind a load balancer).
    */
   readonly networkAddresses: number;
-  /** How long after the last tick under pressure new anonymous addresses are still refused. */
+  /** How long after the last tick the anonymous transfers held too much anonymous requests are still refused. */
   readonly pressureHoldMs: number;
 }
 
@@ -71,14 +72,11 @@ export class ShedAdmission {
   private readonly cooling = new Map<string, Cooling>();
   /** For each owner (network), the clients (addresses) its stalled transfers were shed from, with when (ms). */
   private readonly groupSheds = new Map<string, Map<string, number>>();
-  /** When each address was first seen (ms), most recently used last. */
-  private readonly seen = new Map<string, number>();
-  /** Since when the current pressure episode runs (undefined: none), and until when it holds. */
-  private episodeSince: number | undefined;
-  private episodeUntil = 0;
+  /** Until when anonymous requests are refused (ms). */
+  private anonymousRefusedUntil = 0;
   /** Requests refused so far because their client or owner cooled down. */
   refusedCooling = 0;
-  /** Anonymous requests refused so far because their address was new under pressure. */
+  /** Anonymous requests refused so far because anonymous transfers held too much of the budget. */
   refusedPressure = 0;
 
   constructor(private readonly options: ShedAdmissionOptions) {}
@@ -90,26 +88,14 @@ export class ShedAdmission {
       this.refusedCooling += 1;
       return 'cooling';
     }
-    if (owner !== undefined || !this.pressured(now)) return undefined;
-    const firstSeen = this.seen.get(addressKey(address));
-    if (firstSeen !== undefined && firstSeen < this.episodeSince!) return undefined;
+    if (owner !== undefined || now >= this.anonymousRefusedUntil) return undefined;
     this.refusedPressure += 1;
     return 'pressure';
   }
 
-  /** A request from `address` was admitted. */
-  admitted(address: string, now = Date.now()): void {
-    const key = addressKey(address);
-    const firstSeen = this.seen.get(key) ?? now;
-    this.seen.delete(key);
-    this.seen.set(key, firstSeen);
-    forgetOldest(this.seen, () => false);
-  }
-
-  /** The budget is under pressure at `now` (once a tick). */
-  pressure(now = Date.now()): void {
-    if (!this.pressured(now)) this.episodeSince = now;
-    this.episodeUntil = now + this.options.pressureHoldMs;
+  /** The anonymous transfers hold more than their share of a budget under pressure, at `now` (once a tick). */
+  anonymousOverShare(now = Date.now()): void {
+    this.anonymousRefusedUntil = now + this.options.pressureHoldMs;
   }
 
   /**
@@ -135,10 +121,6 @@ export class ShedAdmission {
     this.groupSheds.set(group, sheds);
     forgetOldest(this.groupSheds, () => false);
     if (sheds.size >= threshold) this.cool(group, windowMs, now);
-  }
-
-  private pressured(now: number): boolean {
-    return this.episodeSince !== undefined && now < this.episodeUntil;
   }
 
   private cool(key: string, cooldownMs: number, now: number): void {

@@ -62,8 +62,8 @@ export interface SheddingOptions {
    */
   readonly cooldownMs?: number;
   /**
-   * How long after the last tick under pressure anonymous requests from addresses first seen in that episode are
-   * still refused (default 10 s).
+   * How long after the last tick under pressure with anonymous transfers over their share anonymous requests are still
+   * refused (default 10 s).
    */
   readonly pressureHoldMs?: number;
   /**
@@ -110,8 +110,29 @@ interface Weight {
   readonly stalled: boolean;
 }
 
+/**
+ * A transfer is stalled only while at least this much waits in the kernel on one of its peers (a send queue): a
+ * download whose bytes do not even reach its client's socket is starved by the budget, not holding it (round 19: a
+ * 40 KB/s reader, starved while a flood held the cap full, looked stalled, and was reset and cooled like the flood).
+ */
+const waitingBytes = 16 * 1024;
+
+/**
+ * The share of the budget anonymous transfers may hold under pressure: past it only they are shed, and anonymous
+ * requests are refused (shed-admission.ts). Owners' transfers keep the rest.
+ */
+const anonymousShare = 0.5;
+
 /** Below this a client's transfers together hold too little to be worth a reset. */
 const minWeight = 64 * 1024;
+
+/** What a tick has chosen so far: the transfers to reset, the clients to cool down, the bytes that frees. */
+interface Choice {
+  readonly victims: Set<Transfer>;
+  /** Each client whose stalled transfers go, with one of them (its address and owner). */
+  readonly cooled: Map<string, Transfer>;
+  freed: number;
+}
 
 export class TransferShedder {
   private readonly transfers = new Set<Transfer>();
@@ -167,7 +188,6 @@ export class TransferShedder {
       acked: [],
     };
     this.transfers.add(transfer);
-    this.admission.admitted(transfer.address);
     return () => this.transfers.delete(transfer);
   }
 
@@ -199,9 +219,14 @@ export class TransferShedder {
    * tick over the last watched ticks (up to {@link progressTicks}), and whether it is stalled (its peers took under
    * `minProgress` a tick); and what all of them hold together. A transfer seen for the first time weighs what it holds and is not stalled.
    */
-  private weigh(queues: ReadonlyMap<ConnectionKey, SocketQueue>): { weighed: Map<Transfer, Weight>; held: number } {
+  private weigh(queues: ReadonlyMap<ConnectionKey, SocketQueue>): {
+    weighed: Map<Transfer, Weight>;
+    held: number;
+    heldAnonymous: number;
+  } {
     const weighed = new Map<Transfer, Weight>();
     let held = 0;
+    let heldAnonymous = 0;
     for (const transfer of this.transfers) {
       const kernel = transfer.keys.map((key) => (key ? queues.get(key) : undefined));
       const holds = transfer.ends.reduce(
@@ -215,42 +240,62 @@ export class TransferShedder {
       transfer.acked.push(acked);
       if (transfer.acked.length > progressTicks + 1) transfer.acked.shift();
       held += holds;
+      if (transfer.owner === undefined) heldAnonymous += holds;
       if (!oldest) {
         weighed.set(transfer, { weight: holds, stalled: false });
         continue;
       }
       const taken = acked.reduce((sum, bytes, i) => sum + Math.max(0, bytes - oldest[i]!), 0);
+      const waiting = kernel.some((queue) => (queue?.send ?? 0) >= waitingBytes);
       weighed.set(transfer, {
         weight: holds - taken / ticks,
         // Only over the whole window: one or two seconds can show nothing from a client that reads.
-        stalled: ticks >= progressTicks && taken < this.minProgress * ticks,
+        stalled: ticks >= progressTicks && taken < this.minProgress * ticks && waiting,
       });
     }
-    return { weighed, held };
+    return { weighed, held, heldAnonymous };
   }
 
   /**
    * The transfers to reset, and the clients to cool down, until what they hold covers the excess (`load` over the
-   * target, as a share of what all tracked transfers hold). First the stalled transfers, by client address, heaviest
-   * first: a flood that only holds goes before anyone who reads (round 18b: 80 addresses of one attacker, each holding
-   * less than a victim's one download at 40 KB/s, had the victim reset first, then locked out by the cooldown). Then,
-   * if that is not enough, the transfers that came with the pressure, then every other, by client address, heaviest
-   * first, each holding at least a quarter of what is still to free; those clients are not cooled down.
+   * target, as a share of what all tracked transfers hold); only anonymous ones while they hold more than their share
+   * (round 19: the first tick of a flood reset an owner's steady download). First the stalled transfers, by client address, heaviest first: a flood
+   * that only holds goes before anyone who reads (round 18b: 80 addresses of one attacker, each holding less than a
+   * victim's one download at 40 KB/s, had the victim reset first, then locked out by the cooldown). Then, if that is
+   * not enough, the transfers that came with the pressure, then every other, by client address, heaviest first, each
+   * holding at least a quarter of what is still to free; those clients are not cooled down.
    */
   private victims(
     weighed: ReadonlyMap<Transfer, Weight>,
-    held: number,
+    held: { readonly all: number; readonly anonymous: number },
     load: number,
     now: number,
-  ): { victims: Transfer[]; cooled: Map<string, Transfer> } {
+  ): { victims: Transfer[]; cooled: Map<string, Transfer>; anonymousOver: boolean } {
     // Deeper while the pressure lasts: a flood that comes back from fresh addresses refills what one tick freed before
     // the next (round 18b, N2b: 400 addresses in 60 s kept the cap full for 59 s). 0.1 below the mark, then 0.2, 0.3, 0.4.
     const target = Math.max(0, this.threshold - 0.1 * Math.min(this.pressuredTicks, 4));
-    const excess = (held * (load - target)) / load;
-    const victims = new Set<Transfer>();
-    /** Each client whose stalled transfers go, with one of them (its address and owner). */
-    const cooled = new Map<string, Transfer>();
-    let freed = 0;
+    const excess = (held.all * (load - target)) / load;
+    const chosen: Choice = { victims: new Set(), cooled: new Map(), freed: 0 };
+    const anonymousOver = held.all > 0 && (load * held.anonymous) / held.all > anonymousShare;
+    // While anonymous transfers hold more than their share, only they are shed: an owner's download is not the price
+    // of an anonymous flood (round 19: the first tick of one reset an owner's 40 KB/s reader, the heaviest client).
+    this.choose(weighed, anonymousOver ? (transfer) => transfer.owner === undefined : () => true, excess, chosen, now);
+    return { victims: [...chosen.victims], cooled: chosen.cooled, anonymousOver };
+  }
+
+  /**
+   * Adds to `chosen` the transfers `among` to reset until it has freed `excess`: stalled ones, then those that came
+   * with the pressure, then every other, by client, heaviest first; a moving client only where it holds at least a
+   * quarter of what is still to free.
+   */
+  private choose(
+    weighed: ReadonlyMap<Transfer, Weight>,
+    among: (transfer: Transfer) => boolean,
+    excess: number,
+    chosen: Choice,
+    now: number,
+  ): void {
+    const { victims, cooled } = chosen;
     // The flood that brought a sudden pressure is in the transfers that came with it: those that move and came
     // with or after it go before older ones (round 18c: the first ticks of a sudden flood, nothing watched before,
     // reset a 300 KB/s and a 128 KB/s download older than the flood, each heavier than any one flooding address).
@@ -260,11 +305,13 @@ export class TransferShedder {
       (transfer) => transfer.since >= episode,
       () => true,
     ];
+    const done = (): boolean => victims.size > 0 && chosen.freed >= excess;
     for (const [pass, inPass] of passes.entries()) {
+      if (done()) return;
       const stalledPass = pass === 0;
       const byClient = new Map<string, { transfers: Transfer[]; weight: number }>();
       for (const [transfer, w] of weighed) {
-        if (w.weight <= 0 || !inPass(transfer, w) || victims.has(transfer)) continue;
+        if (w.weight <= 0 || !among(transfer) || !inPass(transfer, w) || victims.has(transfer)) continue;
         const entry = byClient.get(transfer.client) ?? { transfers: [], weight: 0 };
         entry.transfers.push(transfer);
         entry.weight += w.weight;
@@ -272,16 +319,14 @@ export class TransferShedder {
       }
       // A transfer that moves is reset only where that frees a good part of the excess: the pressure of readers that
       // take everything in bursts is not a steady slow download's doing (round 18b: such a spike reset the victim's).
-      const floor = stalledPass ? minWeight : Math.max(minWeight, (excess - freed) / 4);
+      const floor = stalledPass ? minWeight : Math.max(minWeight, (excess - chosen.freed) / 4);
       for (const [client, entry] of [...byClient].sort(([, a], [, b]) => b.weight - a.weight)) {
-        if (entry.weight < floor || (victims.size > 0 && freed >= excess)) break;
+        if (entry.weight < floor || done()) break;
         for (const transfer of entry.transfers) victims.add(transfer);
         if (stalledPass) cooled.set(client, entry.transfers[0]!);
-        freed += entry.weight;
+        chosen.freed += entry.weight;
       }
-      if (victims.size > 0 && freed >= excess) break;
     }
-    return { victims: [...victims], cooled };
   }
 
   private async tick(): Promise<void> {
@@ -300,7 +345,7 @@ export class TransferShedder {
       }
       const localPorts = new Set<number>();
       for (const transfer of this.transfers) for (const end of transfer.ends) localPorts.add(end.localPort ?? 0);
-      const { weighed, held } = this.weigh(await this.socketQueues(localPorts));
+      const { weighed, held, heldAnonymous } = this.weigh(await this.socketQueues(localPorts));
       if (!this.options.pressure) load = held / (budget ?? Infinity);
       if (!(load >= this.threshold)) {
         this.pressuredTicks = 0;
@@ -310,8 +355,13 @@ export class TransferShedder {
       this.pressuredTicks += 1;
       this.pressureSince ??= Date.now();
       const now = Date.now();
-      this.admission.pressure(now);
-      const { victims, cooled } = this.victims(weighed, held, load, now);
+      const { victims, cooled, anonymousOver } = this.victims(
+        weighed,
+        { all: held, anonymous: heldAnonymous },
+        load,
+        now,
+      );
+      if (anonymousOver) this.admission.anonymousOverShare(now);
       const clients = new Set(victims.map((v) => v.client));
       for (const [client, one] of cooled) this.admission.shedStalled(client, one.address, one.owner, now);
       for (const transfer of victims) {
