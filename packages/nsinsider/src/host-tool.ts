@@ -9,6 +9,16 @@ import { runCommand } from './exec.js';
 
 export const TOOL_TIMEOUT_MS = 20_000;
 
+/**
+ * Where the tools root runs are looked up: the system's directories, never the caller's PATH. A directory early in
+ * root's PATH that someone else can write (a toolchain's `bin`, a shims directory) would have their `ip`, `nft` or `ss`
+ * run as root (red team round 19 saw `ss` looked up through eight such directories before `/usr/bin`).
+ */
+export const systemToolPath = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+
+/** The environment of a system tool: {@link systemToolPath}, and messages in English (failures are classified by them). */
+export const systemToolEnv: Readonly<Record<string, string>> = { PATH: systemToolPath, LC_ALL: 'C' };
+
 export function check(op: string, field: string, value: string, pattern: RegExp, what: string): void {
   if (typeof value !== 'string' || !pattern.test(value)) {
     throw new NsinsiderValidationError(op, field, `must be ${what}, got ${JSON.stringify(String(value).slice(0, 32))}`);
@@ -17,7 +27,7 @@ export function check(op: string, field: string, value: string, pattern: RegExp,
 
 /** Runs `file` with `args`; a tool that is missing, times out or exits non-zero fails with an NsinsiderError. */
 export async function tool(op: string, file: string, args: readonly string[], input?: string): Promise<CommandResult> {
-  const r = await runCommand(file, args, { timeoutMs: TOOL_TIMEOUT_MS, input });
+  const r = await runCommand(file, args, { timeoutMs: TOOL_TIMEOUT_MS, input, env: systemToolEnv });
   const stderr = r.stderr.trim();
   if (r.spawnError) {
     const missing = r.spawnError.code === 'ENOENT';

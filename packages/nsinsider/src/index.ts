@@ -41,6 +41,7 @@ export type {
 } from './types.js';
 export type { NsinsiderOpsOptions } from './nsinsider-ops.js';
 export { createNsinsiderOps } from './nsinsider-ops.js';
+export { systemToolEnv, systemToolPath } from './host-tool.js';
 export type { NsinsiderFailureKind, NsinsiderErrorOptions } from './errors.js';
 export {
   NsinsiderError,

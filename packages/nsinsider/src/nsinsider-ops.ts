@@ -4,6 +4,7 @@ import { assertPid, parseOpArgs } from './contract.js';
 import { isNsinsiderError, isNsinsiderValidationError, NsinsiderError, OpFailure } from './errors.js';
 import type { CommandResult } from './exec.js';
 import { runCommand } from './exec.js';
+import { systemToolPath } from './host-tool.js';
 import type { ToolRunner } from './inside-tools.js';
 import { insideHandlers } from './inside.js';
 import { namespaceId, processAlive, resolveHostPid, writeIdMapping, nsenterFlags } from './proc.js';
@@ -29,7 +30,8 @@ export interface NsinsiderOpsOptions {
   nsenterPath?: string;
   /**
    * The search path (PATH) for nsenter and the tools (mount, umount, mkdir, mknod, chown, stat, install, tee, ip,
-   * nft); default the process's own. Tools run inside a target's mount namespace are looked up there.
+   * nft); default the system's directories ({@link systemToolPath}), never the process's own. Tools run inside a
+   * target's mount namespace are looked up there.
    */
   toolSearchPath?: string;
   /** Per-operation limit; whatever runs for it then is killed (default 30 s). */
@@ -88,7 +90,7 @@ export function createNsinsiderOps(options: NsinsiderOpsOptions = {}): Namespace
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     LC_ALL: 'C',
-    ...(options.toolSearchPath === undefined ? {} : { PATH: options.toolSearchPath }),
+    PATH: options.toolSearchPath ?? systemToolPath,
   };
   const cliMode = options.cliPath !== undefined || options.nodePath !== undefined;
 

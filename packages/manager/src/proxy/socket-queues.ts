@@ -11,6 +11,7 @@ import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { isIPv4 } from 'node:net';
 import { promisify } from 'node:util';
+import { systemToolEnv } from '@workbay/nsinsider';
 
 const execFileAsync = promisify(execFile);
 
@@ -179,7 +180,8 @@ export async function readSsSocketQueues(
 ): Promise<Map<ConnectionKey, SocketQueue> | undefined> {
   try {
     const args = ['-tnH', ...ssStatesWithQueues.flatMap((state) => ['state', state])];
-    const { stdout } = await execFileAsync('ss', args, { maxBuffer: 256 * 1024 * 1024 });
+    // Looked up in the system's directories only: this runs as root every second (red team round 19).
+    const { stdout } = await execFileAsync('ss', args, { maxBuffer: 256 * 1024 * 1024, env: systemToolEnv });
     return parseSsQueues(stdout, new Map(), localPorts);
   } catch (error) {
     // Only a missing `ss` is an answer; anything else is the tick's failure (the shedder retries at the next).

@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+import { systemToolEnv, systemToolPath } from '@workbay/nsinsider';
 import { logWriterScript } from './log-writer.js';
 import { mountinfoPath, nestedNamespaceLimits, sandboxInitScript } from './sandbox-init.js';
 import type { NestedNamespaces } from './sandbox-init.js';
@@ -79,10 +80,10 @@ const wrapperShell = '/bin/bash';
 const hasWrapperShell = existsSync(wrapperShell);
 
 /** The search path of every root tool the wrapper and the init run (absolute directories only, no cwd). */
-export const trustedPath = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin';
+export const trustedPath = systemToolPath;
 
 /** The whole environment of the root wrapper and init. */
-export const trustedEnv: Readonly<Record<string, string>> = { PATH: trustedPath, LC_ALL: 'C' };
+export const trustedEnv: Readonly<Record<string, string>> = systemToolEnv;
 
 /** Perl on the trusted path, which gives the workspace command its environment (workspace-exec.ts), if any. */
 const perl = findPerl(trustedPath);
