@@ -271,7 +271,10 @@ describe('PortProxy against a workspace that answers early and never reads', () 
     let pressure = 0;
     // No hold of anonymous requests after the pressure (the budget's own test below has it): each step here starts
     // from where the last left.
-    patient.shedTransfers(() => Promise.resolve(pressure), { pressureHoldMs: 0 });
+    patient.shedTransfers(
+      { budgetBytes: 256 * 1024 * 1024, pressure: () => Promise.resolve(pressure) },
+      { pressureHoldMs: 0 },
+    );
     const stalled = connect(patientPort, '127.0.0.1');
     stalled.on('error', () => undefined);
     stalled.pause();

@@ -235,18 +235,19 @@ export class PortProxy {
 
   /**
    * From now on, resets the transfers that hold the most of the kernel's buffers, stalled ones first, while the
-   * manager's TCP budget is nearly used up (`shedding.ts`): measured by `pressure` where the kernel caps the manager's
-   * socket buffers (`workbay up` on cgroup v1), else as what the proxy's own connections hold of `budgetBytes`.
-   * While anonymous transfers hold more than half of it, anonymous requests are refused, and for `pressureHoldMs`
-   * (default 10 s) after.
+   * manager's TCP budget of `budgetBytes` is nearly used up (`shedding.ts`): as `pressure` says where the kernel caps
+   * the manager's socket buffers (`workbay up` on cgroup v1), else as what the proxy's own connections hold of it.
+   * While anonymous transfers (or one owner's) hold more than half of it, their requests are refused, and for
+   * `pressureHoldMs` (default 10 s) after.
    */
   shedTransfers(
-    budget: TcpPressure | { readonly budgetBytes: number },
+    budget: { readonly budgetBytes: number; readonly pressure?: TcpPressure },
     options: { readonly pressureHoldMs?: number } = {},
   ): void {
     this.shedder?.stop();
     this.shedder = new TransferShedder({
-      ...(typeof budget === 'function' ? { pressure: budget } : { budgetBytes: budget.budgetBytes }),
+      budgetBytes: budget.budgetBytes,
+      ...(budget.pressure ? { pressure: budget.pressure } : {}),
       ...options,
       logger: this.options.logger,
       // Without a per-address cap (behind a load balancer), an address is not a client for the shedder either.

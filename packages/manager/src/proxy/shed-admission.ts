@@ -9,17 +9,17 @@
  *   address: its own account floods (round 18b, N2b with the token);
  * - anonymous requests from a **network** (an IPv4 /24, an IPv6 /48) of which several addresses were shed so are
  *   refused: a flood from fresh addresses of one network (an IPv6 /48 has 65,536 /64s) is one client's;
- * - while the budget is under pressure and the anonymous transfers hold more than their share of it, and for a hold
- *   after, **every anonymous request** is refused: a flood that comes back from a fresh address for every reset never
- *   waits out a cooldown (round 18b, N2b: 400 addresses in 60 s kept the cap full for 59 s), and any reputation an
- *   address could earn first, a flood earns too (round 19: addresses primed with one request each before the flood
- *   kept the cap full 33 of 35 s). Owner-token requests pass: an owner's flood is refused by the rules above.
+ * - while the budget is under pressure and the anonymous transfers (or one owner's) hold more than their share of it,
+ *   and for a hold after, **every request of that class** is refused: a flood that comes back from a fresh address for
+ *   every reset never waits out a cooldown (round 18b, N2b: 400 addresses in 60 s kept the cap full for 59 s), any
+ *   reputation an address could earn first a flood earns too (round 19: addresses primed with one request each kept
+ *   the cap full 33 of 35 s), and transfers recycled before they look stalled are never cooled (round 19, N8).
  *
  * @module
  */
 import { addressKey } from './connection-limits.js';
 
-/** Why a request is refused: its client (or owner, or network) cools down, or anonymous clients hold too much. */
+/** Why a request is refused: its client (or owner, or network) cools down, or its class holds too much. */
 export type ShedRefusal = 'cooling' | 'pressure';
 
 export interface ShedAdmissionOptions {
@@ -34,7 +34,7 @@ export interface ShedAdmissionOptions {
    * its anonymous requests are refused (0: never; behind a load balancer).
    */
   readonly networkAddresses: number;
-  /** How long after the last tick the anonymous transfers held too much anonymous requests are still refused. */
+  /** How long after the last tick a class (anonymous, an owner) held too much its requests are still refused. */
   readonly pressureHoldMs: number;
 }
 
@@ -72,11 +72,11 @@ export class ShedAdmission {
   private readonly cooling = new Map<string, Cooling>();
   /** For each owner (network), the clients (addresses) its stalled transfers were shed from, with when (ms). */
   private readonly groupSheds = new Map<string, Map<string, number>>();
-  /** Until when anonymous requests are refused (ms). */
-  private anonymousRefusedUntil = 0;
+  /** Until when requests of a class are refused (ms), by owner ('' for anonymous ones). */
+  private readonly overShareUntil = new Map<string, number>();
   /** Requests refused so far because their client or owner cooled down. */
   refusedCooling = 0;
-  /** Anonymous requests refused so far because anonymous transfers held too much of the budget. */
+  /** Requests refused so far because their class (anonymous, an owner) held too much of the budget. */
   refusedPressure = 0;
 
   constructor(private readonly options: ShedAdmissionOptions) {}
@@ -88,14 +88,20 @@ export class ShedAdmission {
       this.refusedCooling += 1;
       return 'cooling';
     }
-    if (owner !== undefined || now >= this.anonymousRefusedUntil) return undefined;
+    if (now >= (this.overShareUntil.get(owner ?? '') ?? 0)) return undefined;
     this.refusedPressure += 1;
     return 'pressure';
   }
 
-  /** The anonymous transfers hold more than their share of a budget under pressure, at `now` (once a tick). */
-  anonymousOverShare(now = Date.now()): void {
-    this.anonymousRefusedUntil = now + this.options.pressureHoldMs;
+  /**
+   * The transfers of `owner` (anonymous ones when undefined) hold more than their share of a budget under pressure,
+   * at `now` (once a tick): its requests are refused for the hold.
+   */
+  overShare(owner: string | undefined, now = Date.now()): void {
+    const key = owner ?? '';
+    this.overShareUntil.delete(key);
+    this.overShareUntil.set(key, now + this.options.pressureHoldMs);
+    forgetOldest(this.overShareUntil, (until) => until <= now);
   }
 
   /**

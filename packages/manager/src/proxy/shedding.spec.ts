@@ -264,6 +264,40 @@ describe('TransferShedder', () => {
     expect(shedder.refused).toEqual({ cooling: 0, pressure: 3 });
   });
 
+  it("refuses an owner's requests while its transfers hold more than half of the budget, and sheds only those", async () => {
+    // Round 19, N8: transfers recycled every 2.5 s never looked stalled, so never cooled, and the cap stayed full while
+    // another owner's slow download, the heaviest transfer, was reset again and again. Here with the owner's token.
+    shedder.stop();
+    shedder = new TransferShedder({
+      pressure: () => Promise.resolve(load),
+      budgetBytes: 20 * MiB,
+      socketQueues: () => Promise.resolve(queues),
+      logger: createSilentLogger(),
+    });
+    const bob = fakeEnd('10.0.0.9');
+    queues.set(bob.key, { send: 6 * MiB, receive: 0 });
+    shedder.track([bob.socket], 'bob');
+    load = 0.5;
+    await watch(() => (bob.bytesWritten += 40_000));
+    load = 0.95;
+    for (let i = 0; i < 4; i++) {
+      // Eight fresh transfers of trudy's a second, 1.5 MiB each: 12 of the 20 MiB.
+      for (let j = 0; j < 8; j++) {
+        const end = fakeEnd(`10.0.13.${i * 8 + j + 1}`);
+        queues.set(end.key, { send: 1.5 * MiB, receive: 0 });
+        shedder.track([end.socket], 'trudy');
+      }
+      bob.bytesWritten += 40_000;
+      await tick();
+      expect(bob.reset).toBe(false);
+      // From the first tick on: before any of them could look stalled (later, stalled, they cool trudy down too).
+      expect(shedder.refuses('10.0.13.99', 'trudy')).toBeDefined();
+      if (i === 0) expect(shedder.refuses('10.0.13.99', 'trudy')).toBe('pressure');
+    }
+    expect(shedder.refuses('10.0.13.99', 'bob')).toBeUndefined();
+    expect(shedder.refuses('10.0.13.99')).toBeUndefined();
+  });
+
   it('does not take a download starved by the budget for a stalled one', async () => {
     // Round 19: an owner's 40 KB/s reader, starved while a flood held the cap full (nothing reached its socket), looked
     // stalled, and was reset and refused 28 times like the flood. Its bytes wait in the proxy, not on its client.
@@ -273,10 +307,17 @@ describe('TransferShedder', () => {
     const flood = fakeEnd('10.0.11.1');
     queues.set(flood.key, { send: 3 * MiB, receive: 0 });
     shedder.track([flood.socket], 'trudy');
+    // A third owner's download that moves: no owner holds half of the budget.
+    const carol = fakeEnd('10.0.12.1');
+    queues.set(carol.key, { send: 4 * MiB, receive: 0 });
+    shedder.track([carol.socket], 'carol');
     load = 0.5;
-    await watch();
+    await watch(() => (carol.bytesWritten += 40_000));
     load = 0.95;
-    for (let i = 0; i < 4; i++) await tick();
+    for (let i = 0; i < 4; i++) {
+      carol.bytesWritten += 40_000;
+      await tick();
+    }
     expect(flood.reset).toBe(true);
     expect(shedder.refuses('10.0.11.1', 'trudy')).toBe('cooling');
     // Shed too once the pressure outlasts the stalled one, but not refused: its client did nothing wrong.
@@ -286,23 +327,40 @@ describe('TransferShedder', () => {
   it('refuses an owner everywhere once its stalled transfers were shed from three addresses', async () => {
     // Round 18b, N2b with the owner's token: a client is an address with the owner, so fresh addresses were new clients.
     const addresses = ['10.0.6.1', '10.0.6.2', '10.0.6.3'];
+    // With the budget's size: neither owner holds half of it (no class refusal), however much is shed.
+    shedder.stop();
+    shedder = new TransferShedder({
+      pressure: () => Promise.resolve(load),
+      budgetBytes: 13 * MiB,
+      socketQueues: () => Promise.resolve(queues),
+      logger: createSilentLogger(),
+    });
     for (const address of addresses) {
       const end = fakeEnd(address);
       queues.set(end.key, { send: 2 * MiB, receive: 0 });
       shedder.track([end.socket], 'trudy');
     }
+    // Alice's download, taking more than it holds.
+    const alice = fakeEnd('10.0.7.1');
+    queues.set(alice.key, { send: 6 * MiB, receive: 0 });
+    shedder.track([alice.socket], 'alice');
+    const reading = (): void => {
+      alice.bytesWritten += 10 * MiB;
+    };
     load = 0.5;
-    await watch();
+    await watch(reading);
     load = 0.95;
-    // One address's worth of excess a tick (the pressure stays, as a fake).
+    // Two addresses' worth of excess in the first tick, one more in the next (the pressure stays, as a fake).
+    reading();
     await tick();
-    await tick();
-    // Two addresses: only those.
     expect(shedder.refuses('10.0.6.9', 'trudy')).toBeUndefined();
+    reading();
     await tick();
     expect(addresses.map((a) => shedder.refuses(a, 'trudy'))).toEqual(['cooling', 'cooling', 'cooling']);
     expect(shedder.refuses('10.0.6.9', 'trudy')).toBe('cooling');
     expect(shedder.refuses('10.0.6.9', 'alice')).toBeUndefined();
+    expect(alice.reset).toBe(false);
+    load = 0.3;
     await vi.advanceTimersByTimeAsync(31_000);
     expect(shedder.refuses('10.0.6.9', 'trudy')).toBeUndefined();
   });

@@ -39,8 +39,10 @@ export interface SheddingOptions {
   /** The share of the budget in use, where the kernel caps the manager's socket buffers (cgroup v1). */
   readonly pressure?: TcpPressure;
   /**
-   * Without `pressure`: the budget the proxy's connections keep within by themselves, the share in use being what
-   * the tracked transfers hold (the kernel's queues and the proxy's buffers) over it.
+   * The budget, in bytes: what a class's share is measured against (with `pressure` too: the cap's size). Without
+   * `pressure`, the proxy's connections keep within it by themselves, the share in use being what the tracked
+   * transfers hold (the kernel's queues and the proxy's buffers) over it. Without it, the shares are of what the
+   * tracked transfers hold.
    */
   readonly budgetBytes?: number;
   /**
@@ -118,10 +120,14 @@ interface Weight {
 const waitingBytes = 16 * 1024;
 
 /**
- * The share of the budget anonymous transfers may hold under pressure: past it only they are shed, and anonymous
- * requests are refused (shed-admission.ts). Owners' transfers keep the rest.
+ * The share of the budget one class of transfers (the anonymous ones; each owner's, with its token) may hold under
+ * pressure: past it only that class's are shed, and its requests are refused (shed-admission.ts). The others keep the
+ * rest.
  */
-const anonymousShare = 0.5;
+const classShare = 0.5;
+
+/** A transfer's class: its owner's name, or '' for anonymous ones. */
+const classOf = (transfer: Transfer): string => transfer.owner ?? '';
 
 /** Below this a client's transfers together hold too little to be worth a reset. */
 const minWeight = 64 * 1024;
@@ -222,11 +228,12 @@ export class TransferShedder {
   private weigh(queues: ReadonlyMap<ConnectionKey, SocketQueue>): {
     weighed: Map<Transfer, Weight>;
     held: number;
-    heldAnonymous: number;
+    /** What each class holds (classOf). */
+    heldByClass: Map<string, number>;
   } {
     const weighed = new Map<Transfer, Weight>();
     let held = 0;
-    let heldAnonymous = 0;
+    const heldByClass = new Map<string, number>();
     for (const transfer of this.transfers) {
       const kernel = transfer.keys.map((key) => (key ? queues.get(key) : undefined));
       const holds = transfer.ends.reduce(
@@ -240,7 +247,7 @@ export class TransferShedder {
       transfer.acked.push(acked);
       if (transfer.acked.length > progressTicks + 1) transfer.acked.shift();
       held += holds;
-      if (transfer.owner === undefined) heldAnonymous += holds;
+      heldByClass.set(classOf(transfer), (heldByClass.get(classOf(transfer)) ?? 0) + holds);
       if (!oldest) {
         weighed.set(transfer, { weight: holds, stalled: false });
         continue;
@@ -253,40 +260,44 @@ export class TransferShedder {
         stalled: ticks >= progressTicks && taken < this.minProgress * ticks && waiting,
       });
     }
-    return { weighed, held, heldAnonymous };
+    return { weighed, held, heldByClass };
   }
 
   /**
    * The transfers to reset, and the clients to cool down, until what they hold covers the excess (`load` over the
-   * target, as a share of what all tracked transfers hold); only anonymous ones while they hold more than their share
-   * (round 19: the first tick of a flood reset an owner's steady download). First the stalled transfers, by client address, heaviest first: a flood
+   * target, as a share of what all tracked transfers hold). First the stalled transfers, by client address, heaviest first: a flood
    * that only holds goes before anyone who reads (round 18b: 80 addresses of one attacker, each holding less than a
    * victim's one download at 40 KB/s, had the victim reset first, then locked out by the cooldown). Then, if that is
    * not enough, the transfers that came with the pressure, then every other, by client address, heaviest first, each
-   * holding at least a quarter of what is still to free; those clients are not cooled down.
+   * holding at least a quarter of what is still to free; those clients are not cooled down. Of those that move, only
+   * the transfers of a class (anonymous, an owner's) holding more than its share while one does.
    */
   private victims(
     weighed: ReadonlyMap<Transfer, Weight>,
-    held: { readonly all: number; readonly anonymous: number },
+    held: number,
+    heldByClass: ReadonlyMap<string, number>,
     load: number,
     now: number,
-  ): { victims: Transfer[]; cooled: Map<string, Transfer>; anonymousOver: boolean } {
+  ): { victims: Transfer[]; cooled: Map<string, Transfer>; overShare: Set<string> } {
     // Deeper while the pressure lasts: a flood that comes back from fresh addresses refills what one tick freed before
     // the next (round 18b, N2b: 400 addresses in 60 s kept the cap full for 59 s). 0.1 below the mark, then 0.2, 0.3, 0.4.
     const target = Math.max(0, this.threshold - 0.1 * Math.min(this.pressuredTicks, 4));
-    const excess = (held.all * (load - target)) / load;
+    const excess = (held * (load - target)) / load;
     const chosen: Choice = { victims: new Set(), cooled: new Map(), freed: 0 };
-    const anonymousOver = held.all > 0 && (load * held.anonymous) / held.all > anonymousShare;
-    // While anonymous transfers hold more than their share, only they are shed: an owner's download is not the price
-    // of an anonymous flood (round 19: the first tick of one reset an owner's 40 KB/s reader, the heaviest client).
-    this.choose(weighed, anonymousOver ? (transfer) => transfer.owner === undefined : () => true, excess, chosen, now);
-    return { victims: [...chosen.victims], cooled: chosen.cooled, anonymousOver };
+    // Of the budget: other sockets in the cap (the daemon's) do not make one owner's few transfers its biggest holder.
+    const budget = this.options.budgetBytes ?? held / load;
+    const overShare = new Set([...heldByClass].filter(([, bytes]) => bytes / budget > classShare).map(([c]) => c));
+    // While a class holds more than its share, of the transfers that move only its own are shed: an owner's download is
+    // not the price of an anonymous flood, or of another owner's (round 19: the first tick of one reset an owner's
+    // 40 KB/s reader, the heaviest client; transfers recycled before they could look stalled kept the cap full).
+    this.choose(weighed, overShare.size > 0 ? (t) => overShare.has(classOf(t)) : () => true, excess, chosen, now);
+    return { victims: [...chosen.victims], cooled: chosen.cooled, overShare };
   }
 
   /**
-   * Adds to `chosen` the transfers `among` to reset until it has freed `excess`: stalled ones, then those that came
-   * with the pressure, then every other, by client, heaviest first; a moving client only where it holds at least a
-   * quarter of what is still to free.
+   * Adds to `chosen` the transfers to reset until it has freed `excess`: stalled ones, then, `among` those that move,
+   * those that came with the pressure, then every other, by client, heaviest first; a moving client only where it holds
+   * at least a quarter of what is still to free.
    */
   private choose(
     weighed: ReadonlyMap<Transfer, Weight>,
@@ -311,7 +322,8 @@ export class TransferShedder {
       const stalledPass = pass === 0;
       const byClient = new Map<string, { transfers: Transfer[]; weight: number }>();
       for (const [transfer, w] of weighed) {
-        if (w.weight <= 0 || !among(transfer) || !inPass(transfer, w) || victims.has(transfer)) continue;
+        if (w.weight <= 0 || !inPass(transfer, w) || victims.has(transfer)) continue;
+        if (!stalledPass && !among(transfer)) continue;
         const entry = byClient.get(transfer.client) ?? { transfers: [], weight: 0 };
         entry.transfers.push(transfer);
         entry.weight += w.weight;
@@ -345,7 +357,7 @@ export class TransferShedder {
       }
       const localPorts = new Set<number>();
       for (const transfer of this.transfers) for (const end of transfer.ends) localPorts.add(end.localPort ?? 0);
-      const { weighed, held, heldAnonymous } = this.weigh(await this.socketQueues(localPorts));
+      const { weighed, held, heldByClass } = this.weigh(await this.socketQueues(localPorts));
       if (!this.options.pressure) load = held / (budget ?? Infinity);
       if (!(load >= this.threshold)) {
         this.pressuredTicks = 0;
@@ -355,13 +367,8 @@ export class TransferShedder {
       this.pressuredTicks += 1;
       this.pressureSince ??= Date.now();
       const now = Date.now();
-      const { victims, cooled, anonymousOver } = this.victims(
-        weighed,
-        { all: held, anonymous: heldAnonymous },
-        load,
-        now,
-      );
-      if (anonymousOver) this.admission.anonymousOverShare(now);
+      const { victims, cooled, overShare } = this.victims(weighed, held, heldByClass, load, now);
+      for (const cls of overShare) this.admission.overShare(cls === '' ? undefined : cls, now);
       const clients = new Set(victims.map((v) => v.client));
       for (const [client, one] of cooled) this.admission.shedStalled(client, one.address, one.owner, now);
       for (const transfer of victims) {

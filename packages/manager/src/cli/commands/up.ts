@@ -42,7 +42,9 @@ export function registerUpCommand(program: Command, wrap: ActionWrapper): void {
         // One budget for every proxied connection: transfers that hold it without using it are reset under pressure,
         // measured by the cap where the kernel enforces one, else by what the proxy's own connections hold.
         const pressure = budget?.pressure;
-        if (budget) handle.manager.proxy?.shedTransfers(pressure ? () => pressure() : { budgetBytes: budget.bytes });
+        if (budget) {
+          handle.manager.proxy?.shedTransfers({ budgetBytes: budget.bytes, ...(pressure ? { pressure } : {}) });
+        }
         const addresses = {
           managerAddress: handle.managerAddress,
           proxyAddress: handle.proxyAddress,
