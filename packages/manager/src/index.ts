@@ -74,6 +74,7 @@ export type { PortProxyOptions, ProxyRouter } from './proxy/port-proxy.js';
 export type { ProxyLimits } from './proxy/connection-limits.js';
 export { defaultProxyLimits } from './proxy/connection-limits.js';
 export { PortProxy, ownerTokenHeader, ownerTokenQuery } from './proxy/port-proxy.js';
+export type { TcpPressure } from './proxy/shedding.js';
 export { ReservedEndpoints, maxExposedPorts } from './proxy/exposure.js';
 export type { OpsServerOptions } from './http/ops-server.js';
 export { OpsServer } from './http/ops-server.js';
