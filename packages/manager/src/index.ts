@@ -64,6 +64,7 @@ export { DaemonContentService } from './content/daemon-content-service.js';
 export type { SnapshotStore } from './content/snapshot-store.js';
 export { RemoteStorageSnapshotStore, parseSnapshotHandle } from './content/snapshot-store.js';
 export { ManagerMetrics } from './metrics.js';
+export type { SheddingCounts } from './metrics.js';
 export type { Logger, ManagerLoggerOptions } from './logger.js';
 export { createLogger, createSilentLogger } from './logger.js';
 

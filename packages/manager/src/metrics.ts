@@ -10,6 +10,13 @@ import type { WorkspaceRecord } from './domain/types.js';
 const prefix = 'workbay_manager_';
 const startBuckets = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600];
 
+/** What the port proxy's TCP shedder did so far (`PortProxy.shedding`). */
+export interface SheddingCounts {
+  readonly shed: number;
+  readonly refused: number;
+  readonly refusedUnderPressure: number;
+}
+
 export class ManagerMetrics {
   readonly registry = new Registry();
   readonly startupSeconds: Histogram<'type' | 'class'>;
@@ -30,8 +37,7 @@ export class ManagerMetrics {
     options: {
       readonly workspaces?: () => Iterable<WorkspaceRecord>;
       /** The port proxy's TCP shedder's counts (undefined while it is off). */
-      readonly shedding?: () =>
-        { readonly shed: number; readonly refused: number; readonly refusedUnderPressure: number } | undefined;
+      readonly shedding?: () => SheddingCounts | undefined;
       readonly defaultMetrics?: boolean;
     } = {},
   ) {
@@ -133,34 +139,35 @@ export class ManagerMetrics {
         for (const { phase, type, class: cls, n } of counts.values()) this.set({ phase, type, class: cls }, n);
       },
     });
+    // The port proxy's TCP shedder keeps its own counts; each is read at scrape time.
     const shedding = options.shedding;
-    new Counter({
-      name: `${prefix}proxy_shed_transfers_total`,
-      help: 'Proxied transfers reset because the manager’s TCP budget was nearly used up (no labels).',
-      registers,
-      collect() {
-        this.reset();
-        this.inc(shedding?.()?.shed ?? 0);
-      },
-    });
-    new Counter({
-      name: `${prefix}proxy_cooldown_refusals_total`,
-      help: 'Proxy requests refused because their client (or owner) was shed a moment ago (no labels).',
-      registers,
-      collect() {
-        this.reset();
-        this.inc(shedding?.()?.refused ?? 0);
-      },
-    });
-    new Counter({
-      name: `${prefix}proxy_pressure_refusals_total`,
-      help: 'Anonymous proxy requests refused from addresses first seen while the manager’s TCP budget was nearly used up (no labels).',
-      registers,
-      collect() {
-        this.reset();
-        this.inc(shedding?.()?.refusedUnderPressure ?? 0);
-      },
-    });
+    const sheddingCounter = (name: string, help: string, read: (counts: SheddingCounts) => number): void => {
+      new Counter({
+        name: `${prefix}${name}`,
+        help: `${help} (no labels).`,
+        registers,
+        collect() {
+          this.reset();
+          const counts = shedding?.();
+          this.inc(counts ? read(counts) : 0);
+        },
+      });
+    };
+    sheddingCounter(
+      'proxy_shed_transfers_total',
+      'Proxied transfers reset because the manager’s TCP budget was nearly used up',
+      (c) => c.shed,
+    );
+    sheddingCounter(
+      'proxy_cooldown_refusals_total',
+      'Proxy requests refused because their client (or owner, or network) was shed a moment ago',
+      (c) => c.refused,
+    );
+    sheddingCounter(
+      'proxy_pressure_refusals_total',
+      'Proxy requests refused because their class (anonymous, or one owner) held over half of the manager’s TCP budget under pressure',
+      (c) => c.refusedUnderPressure,
+    );
     if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix });
   }
 

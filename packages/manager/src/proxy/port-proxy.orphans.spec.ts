@@ -213,17 +213,36 @@ describe('PortProxy against a workspace that answers early and never reads', () 
     status$.next(record);
   });
 
-  it('keeps its transfers within a budget of its own where the kernel caps nothing (cgroup v2)', async () => {
-    // No cap, so no cgroup to say how much is in use: the proxy weighs its own connections (ss) against the budget,
-    // once the node's TCP memory (/proc/net/sockstat) says it could be near it.
-    const budgeted = new PortProxy({
+  /** A proxy of its own, whose idle timeout (a minute) does not end a stalled transfer first; with its port. */
+  const patientProxy = async (): Promise<{ proxy: PortProxy; port: number }> => {
+    const patient = new PortProxy({
       router: { getWorkspace: (id) => (id === record.id ? record : undefined), allWorkspaces: () => [record] },
       address: '127.0.0.1:0',
       limits: { idleTimeoutMs: 60_000 },
       cookieName: 'workbay_owner',
       logger: createSilentLogger(),
     });
-    const port = Number((await budgeted.start()).split(':').pop());
+    return { proxy: patient, port: Number((await patient.start()).split(':').pop()) };
+  };
+
+  /** A small request to `port` from `localAddress` (with the owner's token when given); resolves with the answer. */
+  const askFrom =
+    (port: number) =>
+    (localAddress: string, token?: string): Promise<string> =>
+      new Promise((resolve) => {
+        const client = connect({ port, host: '127.0.0.1', localAddress });
+        let text = '';
+        client.on('data', (chunk: Buffer) => (text += chunk.toString('latin1')));
+        client.on('error', () => undefined);
+        client.on('close', () => resolve(text));
+        const auth = token ? `x-workbay-owner-token: ${token}\r\n` : '';
+        client.write(`GET /ws/early/small HTTP/1.1\r\nhost: p\r\n${auth}connection: close\r\n\r\n`);
+      });
+
+  it('keeps its transfers within a budget of its own where the kernel caps nothing (cgroup v2)', async () => {
+    // No cap, so no cgroup to say how much is in use: the proxy weighs its own connections (ss) against the budget,
+    // once the node's TCP memory (/proc/net/sockstat) says it could be near it.
+    const { proxy: budgeted, port } = await patientProxy();
     budgeted.shedTransfers({ budgetBytes: 4 * 1024 * 1024 });
     const stalled = connect({ port, host: '127.0.0.1', localAddress: '127.0.0.9' });
     stalled.on('error', () => undefined);
@@ -239,16 +258,7 @@ describe('PortProxy against a workspace that answers early and never reads', () 
     expect(budgeted.shedding?.shed).toBeGreaterThanOrEqual(1);
     // Anonymous transfers held all of it: anonymous requests wait a while, whatever their address (round 18b, N2b: a
     // flood from a fresh address for every reset; round 19: from addresses primed before it); an owner's pass.
-    const ask = (localAddress: string, token?: string): Promise<string> =>
-      new Promise((resolve) => {
-        const client = connect({ port, host: '127.0.0.1', localAddress });
-        let text = '';
-        client.on('data', (chunk: Buffer) => (text += chunk.toString('latin1')));
-        client.on('error', () => undefined);
-        client.on('close', () => resolve(text));
-        const auth = token ? `x-workbay-owner-token: ${token}\r\n` : '';
-        client.write(`GET /ws/early/small HTTP/1.1\r\nhost: p\r\n${auth}connection: close\r\n\r\n`);
-      });
+    const ask = askFrom(port);
     expect(await ask('127.0.0.10')).toMatch(/^HTTP\/1\.1 503 [^]*retry-after: 10[^]*anonymous clients hold too much/);
     expect(await ask('127.0.0.10', record.ownerToken)).toMatch(/^HTTP\/1\.1 200 /);
     expect(budgeted.shedding?.refusedUnderPressure).toBe(1);
@@ -259,15 +269,7 @@ describe('PortProxy against a workspace that answers early and never reads', () 
   it('resets transfers that wait on a client that does not read while the TCP budget is nearly used up, not others', async () => {
     // Red team round 17b, M1: one cap for the manager's sockets (workbay up, cgroup v1) let 20-40 connections of one
     // anonymous client that did not read hold it, and every owner's downloads through the proxy crawled.
-    // A proxy of its own, whose idle timeout (a minute) does not end the stalled transfer first.
-    const patient = new PortProxy({
-      router: { getWorkspace: (id) => (id === record.id ? record : undefined), allWorkspaces: () => [record] },
-      address: '127.0.0.1:0',
-      limits: { idleTimeoutMs: 60_000 },
-      cookieName: 'workbay_owner',
-      logger: createSilentLogger(),
-    });
-    const patientPort = Number((await patient.start()).split(':').pop());
+    const { proxy: patient, port: patientPort } = await patientProxy();
     let pressure = 0;
     // No hold of anonymous requests after the pressure (the budget's own test below has it): each step here starts
     // from where the last left.
@@ -366,16 +368,7 @@ describe('PortProxy against a workspace that answers early and never reads', () 
     // Round 18: a flood of many addresses reconnected as soon as it was reset and kept the budget full. An address
     // whose stalled transfers were shed (the flood of 127.0.0.2 above) now waits out a cooldown (30 s); one shed while
     // it was reading (127.0.0.4) and other addresses are served.
-    const ask = (localAddress: string, token?: string): Promise<string> =>
-      new Promise((resolve) => {
-        const client = connect({ port: patientPort, host: '127.0.0.1', localAddress });
-        let text = '';
-        client.on('data', (chunk: Buffer) => (text += chunk.toString('latin1')));
-        client.on('error', () => undefined);
-        client.on('close', () => resolve(text));
-        const auth = token ? `x-workbay-owner-token: ${token}\r\n` : '';
-        client.write(`GET /ws/early/small HTTP/1.1\r\nhost: p\r\n${auth}connection: close\r\n\r\n`);
-      });
+    const ask = askFrom(patientPort);
     expect(await ask('127.0.0.2')).toMatch(/^HTTP\/1\.1 503 [^]*retry-after: 30[^]*short of memory/);
     // The owner behind the same address is not locked out (18b, N3: a NAT's or a load balancer's users all were).
     expect(await ask('127.0.0.2', record.ownerToken)).toMatch(/^HTTP\/1\.1 200 /);

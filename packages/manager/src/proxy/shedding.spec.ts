@@ -2,6 +2,7 @@ import type { Socket } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { createSilentLogger } from '../logger.js';
 import { TransferShedder } from './shedding.js';
+import type { SheddingOptions } from './shedding.js';
 import type { SocketQueue } from './socket-queues.js';
 
 const MiB = 1024 * 1024;
@@ -45,15 +46,19 @@ describe('TransferShedder', () => {
   let load: number;
   let queues: Map<string, SocketQueue>;
   let shedder: TransferShedder;
+  /** A shedder on the fake pressure and queues below, with `options` (the one each test starts with has none). */
+  const withFakes = (options: Partial<SheddingOptions> = {}): TransferShedder =>
+    new TransferShedder({
+      pressure: () => Promise.resolve(load),
+      socketQueues: () => Promise.resolve(queues),
+      logger: createSilentLogger(),
+      ...options,
+    });
   beforeEach(() => {
     vi.useFakeTimers();
     load = 0;
     queues = new Map();
-    shedder = new TransferShedder({
-      pressure: () => Promise.resolve(load),
-      socketQueues: () => Promise.resolve(queues),
-      logger: createSilentLogger(),
-    });
+    shedder = withFakes();
   });
   afterEach(() => {
     shedder.stop();
@@ -195,12 +200,7 @@ describe('TransferShedder', () => {
 
   it('weighs each transfer on its own, and refuses nobody, where an address is not a client (a load balancer)', async () => {
     shedder.stop();
-    shedder = new TransferShedder({
-      pressure: () => Promise.resolve(load),
-      socketQueues: () => Promise.resolve(queues),
-      addressIsClient: false,
-      logger: createSilentLogger(),
-    });
+    shedder = withFakes({ addressIsClient: false });
     // Round 18b: a flood behind the shared address had every client behind it refused for 30 s.
     const flood = [1, 2, 3].map(() => transfer('10.0.0.1', 3 * MiB));
     const reader = transfer('10.0.0.1', 2 * MiB);
@@ -268,12 +268,7 @@ describe('TransferShedder', () => {
     // Round 19, N8: transfers recycled every 2.5 s never looked stalled, so never cooled, and the cap stayed full while
     // another owner's slow download, the heaviest transfer, was reset again and again. Here with the owner's token.
     shedder.stop();
-    shedder = new TransferShedder({
-      pressure: () => Promise.resolve(load),
-      budgetBytes: 20 * MiB,
-      socketQueues: () => Promise.resolve(queues),
-      logger: createSilentLogger(),
-    });
+    shedder = withFakes({ budgetBytes: 20 * MiB });
     const bob = fakeEnd('10.0.0.9');
     queues.set(bob.key, { send: 6 * MiB, receive: 0 });
     shedder.track([bob.socket], 'bob');
@@ -329,12 +324,7 @@ describe('TransferShedder', () => {
     const addresses = ['10.0.6.1', '10.0.6.2', '10.0.6.3'];
     // With the budget's size: neither owner holds half of it (no class refusal), however much is shed.
     shedder.stop();
-    shedder = new TransferShedder({
-      pressure: () => Promise.resolve(load),
-      budgetBytes: 13 * MiB,
-      socketQueues: () => Promise.resolve(queues),
-      logger: createSilentLogger(),
-    });
+    shedder = withFakes({ budgetBytes: 13 * MiB });
     for (const address of addresses) {
       const end = fakeEnd(address);
       queues.set(end.key, { send: 2 * MiB, receive: 0 });
