@@ -340,10 +340,16 @@ describe('TransferShedder', () => {
     load = 0.5;
     await watch(reading);
     load = 0.95;
-    // Two addresses' worth of excess in the first tick, one more in the next (the pressure stays, as a fake).
+    // Two addresses' worth of excess in the first tick, one more in the next (the pressure stays, as a fake); trudy
+    // comes back from two fresh addresses meanwhile, so her transfers still hold a good part of the budget.
     reading();
     await tick();
     expect(shedder.refuses('10.0.6.9', 'trudy')).toBeUndefined();
+    for (const address of ['10.0.6.4', '10.0.6.5']) {
+      const end = fakeEnd(address);
+      queues.set(end.key, { send: 2 * MiB, receive: 0 });
+      shedder.track([end.socket], 'trudy');
+    }
     reading();
     await tick();
     expect(addresses.map((a) => shedder.refuses(a, 'trudy'))).toEqual(['cooling', 'cooling', 'cooling']);
@@ -353,6 +359,36 @@ describe('TransferShedder', () => {
     load = 0.3;
     await vi.advanceTimersByTimeAsync(31_000);
     expect(shedder.refuses('10.0.6.9', 'trudy')).toBeUndefined();
+  });
+
+  it("resets an owner's slow downloads under pressure, but does not lock the owner out for them", async () => {
+    // Round 19, N9: eight downloads of bob's at 10 KB/s (under 16 KiB/s: stalled) during an anonymous flood were reset,
+    // then refused 17-23 times each, and bob's IDE was refused from a fresh address (owner-wide cooldown).
+    shedder.stop();
+    shedder = withFakes({ budgetBytes: 40 * MiB });
+    const slow = Array.from({ length: 8 }, (_, i) => {
+      const end = fakeEnd(`10.0.14.${i + 1}`);
+      queues.set(end.key, { send: 512 * 1024, receive: 0 });
+      shedder.track([end.socket], 'bob');
+      return end;
+    });
+    // An anonymous flood that holds under half of the budget (so no class refusal), stalled too.
+    const flood = Array.from({ length: 8 }, (_, i) => transfer(`10.0.15.${i + 1}`, 2 * MiB));
+    const reading = (): void => {
+      for (const end of slow) end.bytesWritten += 10_000;
+    };
+    load = 0.5;
+    await watch(reading);
+    load = 0.95;
+    for (let i = 0; i < 6; i++) {
+      reading();
+      await tick();
+    }
+    expect(flood.every((e) => e.reset)).toBe(true);
+    expect(slow.some((e) => e.reset)).toBe(true);
+    expect(shedder.refuses('10.0.15.1')).toBe('cooling');
+    expect(shedder.refuses('10.0.14.1', 'bob')).toBeUndefined();
+    expect(shedder.refuses('10.0.99.1', 'bob')).toBeUndefined();
   });
 
   it('refuses the anonymous requests of a network once eight of its addresses were shed for stalling', async () => {

@@ -126,6 +126,9 @@ const waitingBytes = 16 * 1024;
  */
 const classShare = 0.5;
 
+/** An owner whose transfers hold less than this share of the budget is not cooled down when its stalled ones are shed. */
+const coolingShare = 0.25;
+
 /** A transfer's class: its owner's name, or '' for anonymous ones. */
 const classOf = (transfer: Transfer): string => transfer.owner ?? '';
 
@@ -278,7 +281,7 @@ export class TransferShedder {
     heldByClass: ReadonlyMap<string, number>,
     load: number,
     now: number,
-  ): { victims: Transfer[]; cooled: Map<string, Transfer>; overShare: Set<string> } {
+  ): { victims: Transfer[]; cooled: Map<string, Transfer>; overShare: Set<string>; heavy: Set<string> } {
     // Deeper while the pressure lasts: a flood that comes back from fresh addresses refills what one tick freed before
     // the next (round 18b, N2b: 400 addresses in 60 s kept the cap full for 59 s). 0.1 below the mark, then 0.2, 0.3, 0.4.
     const target = Math.max(0, this.threshold - 0.1 * Math.min(this.pressuredTicks, 4));
@@ -286,12 +289,14 @@ export class TransferShedder {
     const chosen: Choice = { victims: new Set(), cooled: new Map(), freed: 0 };
     // Of the budget: other sockets in the cap (the daemon's) do not make one owner's few transfers its biggest holder.
     const budget = this.options.budgetBytes ?? held / load;
-    const overShare = new Set([...heldByClass].filter(([, bytes]) => bytes / budget > classShare).map(([c]) => c));
+    const holding = (share: number): Set<string> =>
+      new Set([...heldByClass].filter(([, bytes]) => bytes / budget > share).map(([c]) => c));
+    const overShare = holding(classShare);
     // While a class holds more than its share, of the transfers that move only its own are shed: an owner's download is
     // not the price of an anonymous flood, or of another owner's (round 19: the first tick of one reset an owner's
     // 40 KB/s reader, the heaviest client; transfers recycled before they could look stalled kept the cap full).
     this.choose(weighed, overShare.size > 0 ? (t) => overShare.has(classOf(t)) : () => true, excess, chosen, now);
-    return { victims: [...chosen.victims], cooled: chosen.cooled, overShare };
+    return { victims: [...chosen.victims], cooled: chosen.cooled, overShare, heavy: holding(coolingShare) };
   }
 
   /**
@@ -367,10 +372,16 @@ export class TransferShedder {
       this.pressuredTicks += 1;
       this.pressureSince ??= Date.now();
       const now = Date.now();
-      const { victims, cooled, overShare } = this.victims(weighed, held, heldByClass, load, now);
+      const { victims, cooled, overShare, heavy } = this.victims(weighed, held, heldByClass, load, now);
       for (const cls of overShare) this.admission.overShare(cls === '' ? undefined : cls, now);
       const clients = new Set(victims.map((v) => v.client));
-      for (const [client, one] of cooled) this.admission.shedStalled(client, one.address, one.owner, now);
+      for (const [client, one] of cooled) {
+        // An owner's stalled transfers are reset, but its clients cool down only where the owner holds a good part of
+        // the budget: slow downloads of an owner on a poor link are not a flood (round 19, N9: eight 10 KB/s downloads
+        // had their owner refused everywhere, its IDE too, during another client's flood).
+        if (one.owner !== undefined && !heavy.has(one.owner)) continue;
+        this.admission.shedStalled(client, one.address, one.owner, now);
+      }
       for (const transfer of victims) {
         this.transfers.delete(transfer);
         for (const end of transfer.ends) resetOrDestroy(end);
