@@ -107,14 +107,15 @@ function budgetOf(grant: Grant): Budget {
 }
 
 /** The answer to a request the shedder refuses (`shed-admission.ts`): its client cools down, or anonymous ones hold too much. */
-function shedRefusal(reason: ShedRefusal, upgrade: boolean): Refusal {
-  const retryAfter = reason === 'cooling' ? '30' : '10';
+function shedRefusal(refusal: ShedRefusal, upgrade: boolean, byOwner: boolean): Refusal {
+  const retryAfter = String(refusal.retryAfterSeconds);
+  const holders = byOwner ? 'your transfers hold' : 'anonymous clients hold';
   return {
     status: 503,
     message:
-      reason === 'cooling'
+      refusal.reason === 'cooling'
         ? 'the proxy is short of memory and this client held too much of it; retry later\n'
-        : 'the proxy is short of memory and anonymous clients hold too much of it; retry later, or send the owner token\n',
+        : `the proxy is short of memory and ${holders} too much of it; retry later${byOwner ? '' : ', or send the owner token'}\n`,
     headers: upgrade ? { 'retry-after': retryAfter } : { 'retry-after': retryAfter, connection: 'close' },
   };
 }
@@ -402,7 +403,7 @@ export class PortProxy {
     // ends its side is answered by Node with the end of the connection, which closes the response at once).
     const budget = budgetOf(admission.grant);
     const shed = this.shedRefusalOf(req.socket, admission.grant, admission.record.owner);
-    if (shed) return this.refuse(res, shedRefusal(shed, false));
+    if (shed) return this.refuse(res, shedRefusal(shed, false, admission.grant.byOwner));
     const release = this.workspaceSlots.take(admission.record, budget);
     if ('over' in release) return this.refuse(res, busyRefusal(admission.record.id, false, release.over, budget));
     res.once('close', release);
@@ -510,7 +511,8 @@ export class PortProxy {
     // the client has closed its side, the tunnel closes within the grace whatever the workspace does (`upgrade.ts`).
     const budget = budgetOf(admission.grant);
     const shed = this.shedRefusalOf(socket, admission.grant, admission.record.owner);
-    if (shed) return rejectUpgrade(socket, shedRefusal(shed, true), this.limits.refusalGraceMs);
+    if (shed)
+      return rejectUpgrade(socket, shedRefusal(shed, true, admission.grant.byOwner), this.limits.refusalGraceMs);
     const release = this.workspaceSlots.take(admission.record, budget);
     if ('over' in release) {
       const refusal = busyRefusal(admission.record.id, true, release.over, budget);

@@ -19,8 +19,16 @@
  */
 import { addressKey } from './connection-limits.js';
 
-/** Why a request is refused: its client (or owner, or network) cools down, or its class holds too much. */
-export type ShedRefusal = 'cooling' | 'pressure';
+/**
+ * Why a request is refused: its client (or owner, or network) cools down, or its class holds too much; and when it
+ * may come back (whole seconds, at least 1).
+ */
+export interface ShedRefusal {
+  readonly reason: 'cooling' | 'pressure';
+  readonly retryAfterSeconds: number;
+}
+
+const retryAfter = (until: number, now: number): number => Math.max(1, Math.ceil((until - now) / 1000));
 
 export interface ShedAdmissionOptions {
   /** How long a client whose stalled transfers were shed is refused (0: never; behind a load balancer). */
@@ -84,13 +92,15 @@ export class ShedAdmission {
   /** Whether a request from `address` (with `owner`'s token, when it carries one) is refused, and why. */
   refuses(address: string, owner: string | undefined, now = Date.now()): ShedRefusal | undefined {
     const keys = [clientKey(address, owner), owner === undefined ? networkKey(address) : ownerKey(owner)];
-    if (keys.some((key) => (this.cooling.get(key)?.until ?? 0) > now)) {
+    const cooledUntil = Math.max(...keys.map((key) => this.cooling.get(key)?.until ?? 0));
+    if (cooledUntil > now) {
       this.refusedCooling += 1;
-      return 'cooling';
+      return { reason: 'cooling', retryAfterSeconds: retryAfter(cooledUntil, now) };
     }
-    if (now >= (this.overShareUntil.get(owner ?? '') ?? 0)) return undefined;
+    const heldUntil = this.overShareUntil.get(owner ?? '') ?? 0;
+    if (now >= heldUntil) return undefined;
     this.refusedPressure += 1;
-    return 'pressure';
+    return { reason: 'pressure', retryAfterSeconds: retryAfter(heldUntil, now) };
   }
 
   /**
@@ -131,7 +141,10 @@ export class ShedAdmission {
 
   private cool(key: string, cooldownMs: number, now: number): void {
     const previous = this.cooling.get(key);
-    // Shed again soon after it was let back in: the same client, twice as long.
+    // Still cooling down (shed again in the same tick, or its transfers from before the refusal): nothing new.
+    if (previous && now < previous.until) return;
+    // Shed again soon after it was let back in: the same client, twice as long (round 19: counting every shed of one
+    // tick as a strike locked an owner out for 8 minutes at once).
     const strikes =
       previous && now < previous.until + cooldownMs * 2 ** previous.strikes ? Math.min(previous.strikes + 1, 4) : 0;
     this.cooling.delete(key);

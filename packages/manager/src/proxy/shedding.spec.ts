@@ -98,28 +98,33 @@ describe('TransferShedder', () => {
     await tick();
     expect(flood.map((e) => e.reset)).toEqual([true, true, true]);
     expect([lone.reset, busy.reset]).toEqual([false, false]);
-    expect(shedder.refuses('10.0.0.1')).toBe('cooling');
-    expect(shedder.refuses('::ffff:10.0.0.1')).toBe('cooling');
-    expect(shedder.refuses('10.0.0.2')).not.toBe('cooling');
+    expect(shedder.refuses('10.0.0.1')?.reason).toBe('cooling');
+    expect(shedder.refuses('::ffff:10.0.0.1')?.reason).toBe('cooling');
+    expect(shedder.refuses('10.0.0.2')?.reason).not.toBe('cooling');
 
     // The excess left is covered by the next heaviest: the lone download, not the busy one.
     busy.bytesWritten += 8 * MiB;
     await tick();
     expect([lone.reset, busy.reset]).toEqual([true, false]);
 
-    await vi.advanceTimersByTimeAsync(30_000);
-    expect(shedder.refuses('10.0.0.1')).not.toBe('cooling');
+    // Shed again while it cools down (its transfers from before): no second strike (round 19: every shed of one tick
+    // counted, and an owner was out for 8 minutes at once). The answer says how long is left.
+    transfer('10.0.0.1', 3 * MiB);
+    await tick();
+    expect(shedder.refuses('10.0.0.1')?.retryAfterSeconds).toBeLessThanOrEqual(30);
+    await vi.advanceTimersByTimeAsync(29_000);
+    expect(shedder.refuses('10.0.0.1')?.reason).not.toBe('cooling');
     // Back, stalled again soon after: out for 60 s this time.
     load = 0.5;
     transfer('10.0.0.1', 3 * MiB);
     await watch();
     load = 0.95;
     await tick();
-    expect(shedder.refuses('10.0.0.1')).toBe('cooling');
+    expect(shedder.refuses('10.0.0.1')?.reason).toBe('cooling');
     await vi.advanceTimersByTimeAsync(45_000);
-    expect(shedder.refuses('10.0.0.1')).toBe('cooling');
+    expect(shedder.refuses('10.0.0.1')).toEqual({ reason: 'cooling', retryAfterSeconds: 15 });
     await vi.advanceTimersByTimeAsync(16_000);
-    expect(shedder.refuses('10.0.0.1')).not.toBe('cooling');
+    expect(shedder.refuses('10.0.0.1')?.reason).not.toBe('cooling');
   });
 
   it('sheds stalled transfers before a heavier download that still moves, and does not lock its client out', async () => {
@@ -141,8 +146,8 @@ describe('TransferShedder', () => {
     victim.bytesWritten += 40_000;
     await tick();
     expect(victim.reset).toBe(true);
-    expect(shedder.refuses('10.0.0.9')).not.toBe('cooling');
-    expect(shedder.refuses('10.0.1.1')).toBe('cooling');
+    expect(shedder.refuses('10.0.0.9')?.reason).not.toBe('cooling');
+    expect(shedder.refuses('10.0.1.1')?.reason).toBe('cooling');
   });
 
   it('judges a sudden flood by its new connections, and a reader by several seconds of progress', async () => {
@@ -175,8 +180,8 @@ describe('TransferShedder', () => {
       await tick();
     }
     expect(second.every((e) => e.reset)).toBe(true);
-    expect(shedder.refuses('10.0.4.1')).toBe('cooling');
-    expect(shedder.refuses('10.0.0.9')).not.toBe('cooling');
+    expect(shedder.refuses('10.0.4.1')?.reason).toBe('cooling');
+    expect(shedder.refuses('10.0.0.9')?.reason).not.toBe('cooling');
   });
 
   it('leaves a download that moves alone when resetting it would free little of the excess', async () => {
@@ -214,7 +219,7 @@ describe('TransferShedder', () => {
     }
     expect(flood.every((e) => e.reset)).toBe(true);
     expect(reader.reset).toBe(false);
-    expect(shedder.refuses('10.0.0.1')).not.toBe('cooling');
+    expect(shedder.refuses('10.0.0.1')?.reason).not.toBe('cooling');
   });
 
   it("cools an owner's token-carrying flood down apart from the anonymous clients of its address", async () => {
@@ -227,9 +232,9 @@ describe('TransferShedder', () => {
     load = 0.95;
     await tick();
     expect(end.reset).toBe(true);
-    expect(shedder.refuses('10.0.5.1', 'trudy')).toBe('cooling');
-    expect(shedder.refuses('10.0.5.1')).toBeUndefined();
-    expect(shedder.refuses('10.0.5.1', 'alice')).toBeUndefined();
+    expect(shedder.refuses('10.0.5.1', 'trudy')?.reason).toBe('cooling');
+    expect(shedder.refuses('10.0.5.1')?.reason).toBeUndefined();
+    expect(shedder.refuses('10.0.5.1', 'alice')?.reason).toBeUndefined();
   });
 
   it('sheds only anonymous transfers while they hold more than their share, and refuses anonymous requests', async () => {
@@ -253,14 +258,14 @@ describe('TransferShedder', () => {
       await tick();
     }
     expect(bob.reset).toBe(false);
-    expect(shedder.refuses('10.0.10.1')).toBe('pressure');
-    expect(shedder.refuses('10.0.99.1')).toBe('pressure');
-    expect(shedder.refuses('10.0.99.1', 'bob')).toBeUndefined();
+    expect(shedder.refuses('10.0.10.1')?.reason).toBe('pressure');
+    expect(shedder.refuses('10.0.99.1')?.reason).toBe('pressure');
+    expect(shedder.refuses('10.0.99.1', 'bob')?.reason).toBeUndefined();
     load = 0.3;
     await vi.advanceTimersByTimeAsync(9_000);
-    expect(shedder.refuses('10.0.99.2')).toBe('pressure');
+    expect(shedder.refuses('10.0.99.2')?.reason).toBe('pressure');
     await vi.advanceTimersByTimeAsync(2_000);
-    expect(shedder.refuses('10.0.99.2')).toBeUndefined();
+    expect(shedder.refuses('10.0.99.2')?.reason).toBeUndefined();
     expect(shedder.refused).toEqual({ cooling: 0, pressure: 3 });
   });
 
@@ -286,11 +291,11 @@ describe('TransferShedder', () => {
       await tick();
       expect(bob.reset).toBe(false);
       // From the first tick on: before any of them could look stalled (later, stalled, they cool trudy down too).
-      expect(shedder.refuses('10.0.13.99', 'trudy')).toBeDefined();
-      if (i === 0) expect(shedder.refuses('10.0.13.99', 'trudy')).toBe('pressure');
+      expect(shedder.refuses('10.0.13.99', 'trudy')?.reason).toBeDefined();
+      if (i === 0) expect(shedder.refuses('10.0.13.99', 'trudy')?.reason).toBe('pressure');
     }
-    expect(shedder.refuses('10.0.13.99', 'bob')).toBeUndefined();
-    expect(shedder.refuses('10.0.13.99')).toBeUndefined();
+    expect(shedder.refuses('10.0.13.99', 'bob')?.reason).toBeUndefined();
+    expect(shedder.refuses('10.0.13.99')?.reason).toBeUndefined();
   });
 
   it('does not take a download starved by the budget for a stalled one', async () => {
@@ -314,9 +319,9 @@ describe('TransferShedder', () => {
       await tick();
     }
     expect(flood.reset).toBe(true);
-    expect(shedder.refuses('10.0.11.1', 'trudy')).toBe('cooling');
+    expect(shedder.refuses('10.0.11.1', 'trudy')?.reason).toBe('cooling');
     // Shed too once the pressure outlasts the stalled one, but not refused: its client did nothing wrong.
-    expect(shedder.refuses('10.0.0.9', 'bob')).toBeUndefined();
+    expect(shedder.refuses('10.0.0.9', 'bob')?.reason).toBeUndefined();
   });
 
   it('refuses an owner everywhere once its stalled transfers were shed from three addresses', async () => {
@@ -344,7 +349,7 @@ describe('TransferShedder', () => {
     // comes back from two fresh addresses meanwhile, so her transfers still hold a good part of the budget.
     reading();
     await tick();
-    expect(shedder.refuses('10.0.6.9', 'trudy')).toBeUndefined();
+    expect(shedder.refuses('10.0.6.9', 'trudy')?.reason).toBeUndefined();
     for (const address of ['10.0.6.4', '10.0.6.5']) {
       const end = fakeEnd(address);
       queues.set(end.key, { send: 2 * MiB, receive: 0 });
@@ -352,13 +357,13 @@ describe('TransferShedder', () => {
     }
     reading();
     await tick();
-    expect(addresses.map((a) => shedder.refuses(a, 'trudy'))).toEqual(['cooling', 'cooling', 'cooling']);
-    expect(shedder.refuses('10.0.6.9', 'trudy')).toBe('cooling');
-    expect(shedder.refuses('10.0.6.9', 'alice')).toBeUndefined();
+    expect(addresses.map((a) => shedder.refuses(a, 'trudy')?.reason)).toEqual(['cooling', 'cooling', 'cooling']);
+    expect(shedder.refuses('10.0.6.9', 'trudy')?.reason).toBe('cooling');
+    expect(shedder.refuses('10.0.6.9', 'alice')?.reason).toBeUndefined();
     expect(alice.reset).toBe(false);
     load = 0.3;
     await vi.advanceTimersByTimeAsync(31_000);
-    expect(shedder.refuses('10.0.6.9', 'trudy')).toBeUndefined();
+    expect(shedder.refuses('10.0.6.9', 'trudy')?.reason).toBeUndefined();
   });
 
   it("resets an owner's slow downloads under pressure, but does not lock the owner out for them", async () => {
@@ -386,9 +391,9 @@ describe('TransferShedder', () => {
     }
     expect(flood.every((e) => e.reset)).toBe(true);
     expect(slow.some((e) => e.reset)).toBe(true);
-    expect(shedder.refuses('10.0.15.1')).toBe('cooling');
-    expect(shedder.refuses('10.0.14.1', 'bob')).toBeUndefined();
-    expect(shedder.refuses('10.0.99.1', 'bob')).toBeUndefined();
+    expect(shedder.refuses('10.0.15.1')?.reason).toBe('cooling');
+    expect(shedder.refuses('10.0.14.1', 'bob')?.reason).toBeUndefined();
+    expect(shedder.refuses('10.0.99.1', 'bob')?.reason).toBeUndefined();
   });
 
   it('refuses the anonymous requests of a network once eight of its addresses were shed for stalling', async () => {
@@ -404,12 +409,12 @@ describe('TransferShedder', () => {
     load = 0.95;
     for (let i = 0; i < 15; i++) await tick();
     // Seven addresses of 10.0.8.0/24: only those are refused.
-    expect(shedder.refuses('10.0.8.1')).toBe('cooling');
-    expect(shedder.refuses('10.0.8.200')).not.toBe('cooling');
+    expect(shedder.refuses('10.0.8.1')?.reason).toBe('cooling');
+    expect(shedder.refuses('10.0.8.200')?.reason).not.toBe('cooling');
     // Eight /64s of 2001:db8:1::/48: the whole /48, for anonymous requests.
-    expect(shedder.refuses('2001:db8:1:ff::7')).toBe('cooling');
-    expect(shedder.refuses('2001:db8:2::7')).not.toBe('cooling');
-    expect(shedder.refuses('2001:db8:1:ff::7', 'alice')).toBeUndefined();
+    expect(shedder.refuses('2001:db8:1:ff::7')?.reason).toBe('cooling');
+    expect(shedder.refuses('2001:db8:2::7')?.reason).not.toBe('cooling');
+    expect(shedder.refuses('2001:db8:1:ff::7', 'alice')?.reason).toBeUndefined();
   });
 
   it('keeps its transfers within a budget of its own where the kernel caps nothing (cgroup v2)', async () => {
@@ -442,7 +447,7 @@ describe('TransferShedder', () => {
     reader.bytesWritten += 64 * 1024;
     await tick();
     expect([stalled.reset, reader.reset]).toEqual([true, false]);
-    expect(shedder.refuses('10.0.0.1')).toBe('cooling');
+    expect(shedder.refuses('10.0.0.1')?.reason).toBe('cooling');
   });
 
   it('sheds nothing without pressure, nor what holds too little to matter', async () => {
