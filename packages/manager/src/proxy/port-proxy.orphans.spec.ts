@@ -259,7 +259,9 @@ describe('PortProxy against a workspace that answers early and never reads', () 
     // Anonymous transfers held all of it: anonymous requests wait a while, whatever their address (round 18b, N2b: a
     // flood from a fresh address for every reset; round 19: from addresses primed before it); an owner's pass.
     const ask = askFrom(port);
-    expect(await ask('127.0.0.10')).toMatch(/^HTTP\/1\.1 503 [^]*retry-after: ([1-9]|10)\r\n[^]*anonymous clients hold too much/);
+    expect(await ask('127.0.0.10')).toMatch(
+      /^HTTP\/1\.1 503 [^]*retry-after: ([1-9]|10)\r\n[^]*anonymous clients hold too much/,
+    );
     expect(await ask('127.0.0.10', record.ownerToken)).toMatch(/^HTTP\/1\.1 200 /);
     expect(budgeted.shedding?.refusedUnderPressure).toBe(1);
     stalled.destroy();
