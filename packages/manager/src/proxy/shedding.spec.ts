@@ -450,6 +450,38 @@ describe('TransferShedder', () => {
     expect(shedder.refuses('10.0.0.1')?.reason).toBe('cooling');
   });
 
+  it('weighs the end that was still connecting when tracked', async () => {
+    // Round 19b, N10: the proxy's connection to the workspace is tracked while it connects, without its addresses, and
+    // its queues (most of what a flood holds) were never read.
+    const client = fakeEnd('10.0.16.1');
+    queues.set(client.key, { send: 16 * 1024, receive: 0 });
+    const upstream = fakeEnd('10.0.16.1');
+    const connected = { remoteAddress: undefined as string | undefined };
+    Object.defineProperty(upstream.socket, 'remoteAddress', { get: () => connected.remoteAddress });
+    shedder.track([client.socket, upstream.socket]);
+    connected.remoteAddress = '10.0.16.1';
+    queues.set(upstream.key, { send: 0, receive: 4 * MiB });
+    load = 0.5;
+    await watch();
+    load = 0.95;
+    await tick();
+    // 4 MiB held: gone, and its client cooled (the client half alone, 16 KiB, is under what is worth a reset).
+    expect(client.reset).toBe(true);
+    expect(shedder.refuses('10.0.16.1')?.reason).toBe('cooling');
+  });
+
+  it('weighs what the kernel charges for a socket, not only the data it holds', async () => {
+    // Round 19b: a flood's 40-55 MB of data (1 KB receive windows, small segments) were 98-126 MB of the cap.
+    const client = fakeEnd('10.0.17.1');
+    queues.set(client.key, { send: 16 * 1024, receive: 0, memory: 1 * MiB });
+    load = 0.5;
+    shedder.track([client.socket]);
+    await watch();
+    load = 0.95;
+    await tick();
+    expect(client.reset).toBe(true);
+  });
+
   it('sheds nothing without pressure, nor what holds too little to matter', async () => {
     const big = transfer('10.0.0.1', 8 * MiB);
     const small = transfer('10.0.0.2', 32 * 1024);

@@ -85,7 +85,7 @@ export interface SheddingOptions {
 interface Transfer {
   readonly ends: readonly Socket[];
   /** Each end's connection, as the kernel lists it (taken when tracked: a closed socket forgets its addresses). */
-  readonly keys: readonly (ConnectionKey | undefined)[];
+  readonly keys: (ConnectionKey | undefined)[];
   /** The client's address (its /64 for IPv6), with the owner whose token it carried: whose transfer this is. */
   readonly client: string;
   /** The client's address (taken when tracked: a closed socket forgets it), and the owner whose token it carried. */
@@ -238,9 +238,16 @@ export class TransferShedder {
     let held = 0;
     const heldByClass = new Map<string, number>();
     for (const transfer of this.transfers) {
+      // An end tracked while still connecting (the proxy's connection to the workspace) has its addresses only now
+      // (round 19b, N10: that half, most of what a flood holds, was never weighed).
+      for (const [i, end] of transfer.ends.entries()) {
+        transfer.keys[i] ??= connectionKey(end.localAddress, end.localPort, end.remoteAddress, end.remotePort);
+      }
       const kernel = transfer.keys.map((key) => (key ? queues.get(key) : undefined));
+      // What the kernel charges where known (small segments cost more than their data), else the data queued.
       const holds = transfer.ends.reduce(
-        (sum, end, i) => sum + end.writableLength + (kernel[i]?.send ?? 0) + (kernel[i]?.receive ?? 0),
+        (sum, end, i) =>
+          sum + end.writableLength + (kernel[i]?.memory ?? (kernel[i]?.send ?? 0) + (kernel[i]?.receive ?? 0)),
         0,
       );
       // Handed to the kernel (bytesWritten counts the proxy's buffer too) and no longer in its send queue.

@@ -57,15 +57,16 @@ describe('parseSocketQueues', () => {
     expect(connectionKey(undefined, 1, '127.0.0.1', 2)).toBeUndefined();
   });
 
-  it('reads the queues of connections from ss -tnH with several states', () => {
+  it('reads the queues of connections from ss -tnHm with several states, with the memory the kernel charges', () => {
     const ss = [
       'ESTAB      512    65536   127.0.0.1:8080   127.0.0.2:54321',
+      '\t skmem:(r1280,rb131072,t0,tb2626560,f2816,w140800,o0,bl0,d0) ',
       'FIN-WAIT-1 0      4096    [::ffff:127.0.0.1]:8080 [::ffff:127.0.0.3]:40960',
       'ESTAB      1      0       [fe80::1%lo]:80  [fe80::2]:5000',
       '',
     ].join('\n');
     expect([...parseSsQueues(ss)]).toEqual([
-      ['127.0.0.1:8080|127.0.0.2:54321', { send: 65536, receive: 512 }],
+      ['127.0.0.1:8080|127.0.0.2:54321', { send: 65536, receive: 512, memory: 1280 + 140800 + 2816 }],
       ['0:0:0:0:0:ffff:7f00:1:8080|0:0:0:0:0:ffff:7f00:3:40960', { send: 4096, receive: 0 }],
       ['fe80:0:0:0:0:0:0:1:80|fe80:0:0:0:0:0:0:2:5000', { send: 0, receive: 1 }],
     ]);
@@ -91,7 +92,10 @@ describe('parseSocketQueues', () => {
     const clientKey = connectionKey(client.localAddress, client.localPort, client.remoteAddress, client.remotePort)!;
     const ports = new Set([end.localPort!, client.localPort!]);
     // `ss` is installed where the tests run (scripts/system-deps.mjs: iproute2).
-    for (const queues of [(await readSsSocketQueues(ports))!, await readProcSocketQueues(ports)]) {
+    const viaSs = (await readSsSocketQueues(ports))!;
+    // With the memory the kernel charges: at least the data it holds.
+    expect(viaSs.get(key)?.memory).toBeGreaterThanOrEqual(viaSs.get(key)!.receive);
+    for (const queues of [viaSs, await readProcSocketQueues(ports)]) {
       // The server reads nothing: the bytes wait in its receive queue and in the client's send queue.
       expect(queues.get(key)?.receive).toBeGreaterThan(64 * 1024);
       expect((queues.get(key)?.receive ?? 0) + (queues.get(clientKey)?.send ?? 0)).toBeGreaterThan(1024 * 1024);

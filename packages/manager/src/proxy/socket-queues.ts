@@ -24,6 +24,12 @@ export interface SocketQueue {
   readonly send: number;
   /** Bytes arrived and not yet read. */
   readonly receive: number;
+  /**
+   * The memory the kernel charges for the socket (`ss -m`: received and queued buffers with their overhead, and what
+   * it reserved ahead), where known: small segments cost twice their data and more (red team round 19b: a flood's
+   * 40-55 MB of data were 98-126 MB of the cap).
+   */
+  readonly memory?: number;
 }
 
 /**
@@ -134,16 +140,33 @@ function ssEndpoint(field: string): string | undefined {
   return address === undefined || !Number.isInteger(port) ? undefined : `${address}:${port}`;
 }
 
+/** `skmem:(r…,rb…,t…,tb…,f…,w…,…)`: received (r), queued to send (w) and reserved (f) bytes, as the kernel charges them. */
+function skmemCharge(line: string): number | undefined {
+  const fields = /skmem:\(([^)]*)\)/.exec(line)?.[1];
+  if (fields === undefined) return undefined;
+  const value = (name: string): number => Number(new RegExp(`(?:^|,)${name}(\\d+)`).exec(fields)?.[1] ?? 0);
+  return value('r') + value('w') + value('f');
+}
+
 /**
- * The queues of each connection in the output of `ss -tnH state …` with several states (`State Recv-Q Send-Q Local
- * Peer`), with `localPorts` only those whose local port is one of them.
+ * The queues of each connection in the output of `ss -tnHm state …` with several states (`State Recv-Q Send-Q Local
+ * Peer`, then its `skmem:(…)` on a line of its own), with `localPorts` only those whose local port is one of them.
  */
 export function parseSsQueues(
   text: string,
   into: Map<ConnectionKey, SocketQueue> = new Map(),
   localPorts?: ReadonlySet<number>,
 ): Map<ConnectionKey, SocketQueue> {
+  let last: { key: ConnectionKey; queue: SocketQueue } | undefined;
   for (const line of text.split('\n')) {
+    if (/^\s/.test(line)) {
+      // The memory line of the connection above.
+      const memory = last && skmemCharge(line);
+      if (last && memory !== undefined) into.set(last.key, { ...last.queue, memory });
+      last = undefined;
+      continue;
+    }
+    last = undefined;
     const [, rx = '', tx = '', local = '', remote = ''] = line.trim().split(/\s+/);
     if (localPorts && !localPorts.has(Number(local.slice(local.lastIndexOf(':') + 1)))) continue;
     const localEnd = ssEndpoint(local);
@@ -151,7 +174,8 @@ export function parseSsQueues(
     const send = Number(tx);
     const receive = Number(rx);
     if (!localEnd || !remoteEnd || !Number.isInteger(send) || !Number.isInteger(receive)) continue;
-    into.set(`${localEnd}|${remoteEnd}`, { send, receive });
+    last = { key: `${localEnd}|${remoteEnd}`, queue: { send, receive } };
+    into.set(last.key, last.queue);
   }
   return into;
 }
@@ -179,7 +203,7 @@ export async function readSsSocketQueues(
   localPorts?: ReadonlySet<number>,
 ): Promise<Map<ConnectionKey, SocketQueue> | undefined> {
   try {
-    const args = ['-tnH', ...ssStatesWithQueues.flatMap((state) => ['state', state])];
+    const args = ['-tnHm', ...ssStatesWithQueues.flatMap((state) => ['state', state])];
     // Looked up in the system's directories only: this runs as root every second (red team round 19).
     const { stdout } = await execFileAsync('ss', args, { maxBuffer: 256 * 1024 * 1024, env: systemToolEnv });
     return parseSsQueues(stdout, new Map(), localPorts);
