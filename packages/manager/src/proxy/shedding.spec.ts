@@ -298,6 +298,28 @@ describe('TransferShedder', () => {
     expect(shedder.refuses('10.0.13.99')?.reason).toBeUndefined();
   });
 
+  it("does not reset another class's slow downloads while a class floods", async () => {
+    // Round 19c, N14: bob's three 10 KB/s token downloads (stalled by the rule: under 16 KiB/s, bytes queued to him)
+    // were reset seven times for an anonymous flood holding over half of the budget.
+    shedder.stop();
+    shedder = withFakes({ budgetBytes: 40 * MiB });
+    const slow = fakeEnd('10.0.18.1');
+    queues.set(slow.key, { send: 2 * MiB, receive: 0 });
+    shedder.track([slow.socket], 'bob');
+    load = 0.5;
+    await watch(() => (slow.bytesWritten += 10_000));
+    // 24 MiB of anonymous transfers from 24 addresses, new every second (each under a quarter of the excess).
+    load = 0.95;
+    for (let i = 0; i < 5; i++) {
+      for (let j = 0; j < 24; j++) transfer(`10.0.19.${i * 24 + j + 1}`, 1 * MiB);
+      slow.bytesWritten += 10_000;
+      await tick();
+      expect(slow.reset).toBe(false);
+    }
+    expect(shedder.refuses('10.0.99.1')?.reason).toBe('pressure');
+    expect(shedder.refuses('10.0.18.1', 'bob')).toBeUndefined();
+  });
+
   it('does not take a download starved by the budget for a stalled one', async () => {
     // Round 19: an owner's 40 KB/s reader, starved while a flood held the cap full (nothing reached its socket), looked
     // stalled, and was reset and refused 28 times like the flood. Its bytes wait in the proxy, not on its client.

@@ -279,8 +279,8 @@ export class TransferShedder {
    * that only holds goes before anyone who reads (round 18b: 80 addresses of one attacker, each holding less than a
    * victim's one download at 40 KB/s, had the victim reset first, then locked out by the cooldown). Then, if that is
    * not enough, the transfers that came with the pressure, then every other, by client address, heaviest first, each
-   * holding at least a quarter of what is still to free; those clients are not cooled down. Of those that move, only
-   * the transfers of a class (anonymous, an owner's) holding more than its share while one does.
+   * holding at least a quarter of what is still to free; those clients are not cooled down. Only the transfers of a
+   * class (anonymous, an owner's) holding more than its share while one does.
    */
   private victims(
     weighed: ReadonlyMap<Transfer, Weight>,
@@ -299,17 +299,20 @@ export class TransferShedder {
     const holding = (share: number): Set<string> =>
       new Set([...heldByClass].filter(([, bytes]) => bytes / budget > share).map(([c]) => c));
     const overShare = holding(classShare);
-    // While a class holds more than its share, of the transfers that move only its own are shed: an owner's download is
-    // not the price of an anonymous flood, or of another owner's (round 19: the first tick of one reset an owner's
-    // 40 KB/s reader, the heaviest client; transfers recycled before they could look stalled kept the cap full).
-    this.choose(weighed, overShare.size > 0 ? (t) => overShare.has(classOf(t)) : () => true, excess, chosen, now);
+    // While a class holds more than its share, only its transfers are shed: an owner's download is not the price of an
+    // anonymous flood, or of another owner's (round 19: the first tick of one reset an owner's 40 KB/s reader, the
+    // heaviest client; transfers recycled before they could look stalled kept the cap full).
+    // Stalled ones of other classes neither (round 19c, N14: an owner's 10 KB/s downloads were reset again and again
+    // for an anonymous flood): the flooding class's requests wait meanwhile, so its transfers only age into stalled ones.
+    const flooding = (t: Transfer): boolean => overShare.size === 0 || overShare.has(classOf(t));
+    this.choose(weighed, flooding, excess, chosen, now);
     return { victims: [...chosen.victims], cooled: chosen.cooled, overShare, heavy: holding(coolingShare) };
   }
 
   /**
-   * Adds to `chosen` the transfers to reset until it has freed `excess`: stalled ones, then, `among` those that move,
-   * those that came with the pressure, then every other, by client, heaviest first; a moving client only where it holds
-   * at least a quarter of what is still to free.
+   * Adds to `chosen` the transfers `among` to reset until it has freed `excess`: stalled ones, then those that came with
+   * the pressure, then every other, by client, heaviest first; a moving client only where it holds at least a quarter
+   * of what is still to free.
    */
   private choose(
     weighed: ReadonlyMap<Transfer, Weight>,
@@ -335,7 +338,7 @@ export class TransferShedder {
       const byClient = new Map<string, { transfers: Transfer[]; weight: number }>();
       for (const [transfer, w] of weighed) {
         if (w.weight <= 0 || !inPass(transfer, w) || victims.has(transfer)) continue;
-        if (!stalledPass && !among(transfer)) continue;
+        if (!among(transfer)) continue;
         const entry = byClient.get(transfer.client) ?? { transfers: [], weight: 0 };
         entry.transfers.push(transfer);
         entry.weight += w.weight;
