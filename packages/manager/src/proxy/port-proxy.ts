@@ -129,6 +129,8 @@ export class PortProxy {
   private readonly tunnels: TunnelRegistry;
   /** Grants already tracked per client connection (keep-alive connections carry many requests). */
   private readonly socketGrants = new WeakMap<Socket, Set<string>>();
+  /** The owner whose token a client connection's requests carried (the shedder weighs its closing as that owner's). */
+  private readonly socketOwners = new WeakMap<Socket, string>();
   /** Pipelined requests wait for the one before them (pipelining.ts). */
   private readonly pipelined = new PipelinedRequests();
   private readonly limits: ProxyLimits;
@@ -199,7 +201,9 @@ export class PortProxy {
     // A closing connection still holds the rest of its answer in the kernel for its linger: weighed by the shedder
     // like a transfer (red team round 17c: 360 answers that finished into the linger filled the TCP budget for 6 s).
     boundConnections(server, this.limits, this.options.logger, (socket) => {
-      const untrack = this.shedder?.track([socket]);
+      // Weighed as the owner's whose token its requests carried, not as anonymous (red team round 19b: an owner's
+      // upload flood, closing at its idle timeout, had every anonymous visitor refused).
+      const untrack = this.shedder?.track([socket], this.socketOwners.get(socket));
       if (untrack) socket.once('close', untrack);
     });
     server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
@@ -492,7 +496,9 @@ export class PortProxy {
     // left the rest of it queued in an orphan socket for minutes (red team round 16b, J1).
     upstream.once('socket', (connection: Socket) => {
       connection.destroySoon = () => resetOrDestroy(connection);
-      const untrack = this.shedder?.track([req.socket, connection], admission.grant.byOwner ? record.owner : undefined);
+      const owner = admission.grant.byOwner ? record.owner : undefined;
+      if (owner !== undefined) this.socketOwners.set(req.socket, owner);
+      const untrack = this.shedder?.track([req.socket, connection], owner);
       if (untrack) res.once('close', untrack);
     });
     res.on('close', () => {

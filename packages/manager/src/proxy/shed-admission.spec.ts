@@ -39,4 +39,22 @@ describe('ShedAdmission', () => {
       pressure: 2,
     });
   });
+
+  it('doubles the hold of a class that floods again as soon as it is let back in', () => {
+    // Round 19c, N13: a flood refilled the cap every 12 s (the 10 s hold and a second), each refill stalling owners'
+    // downloads in flight.
+    const admission = new ShedAdmission(options);
+    admission.overShare(undefined, 0);
+    // Still holding: extended, not doubled.
+    admission.overShare(undefined, 5_000);
+    expect(admission.refuses('10.0.0.1', undefined, 5_000)?.retryAfterSeconds).toBe(10);
+    // Back at once after it ended: 20 s, then 40 s.
+    admission.overShare(undefined, 16_000);
+    expect(admission.refuses('10.0.0.1', undefined, 16_000)?.retryAfterSeconds).toBe(20);
+    admission.overShare(undefined, 37_000);
+    expect(admission.refuses('10.0.0.1', undefined, 37_000)?.retryAfterSeconds).toBe(40);
+    // Long after: 10 s again.
+    admission.overShare(undefined, 500_000);
+    expect(admission.refuses('10.0.0.1', undefined, 500_000)?.retryAfterSeconds).toBe(10);
+  });
 });

@@ -81,7 +81,7 @@ export class ShedAdmission {
   /** For each owner (network), the clients (addresses) its stalled transfers were shed from, with when (ms). */
   private readonly groupSheds = new Map<string, Map<string, number>>();
   /** Until when requests of a class are refused (ms), by owner ('' for anonymous ones). */
-  private readonly overShareUntil = new Map<string, number>();
+  private readonly overShareUntil = new Map<string, Cooling>();
   /** Requests refused so far because their client or owner cooled down. */
   refusedCooling = 0;
   /** Requests refused so far because their class (anonymous, an owner) held too much of the budget. */
@@ -97,7 +97,7 @@ export class ShedAdmission {
       this.refusedCooling += 1;
       return { reason: 'cooling', retryAfterSeconds: retryAfter(cooledUntil, now) };
     }
-    const heldUntil = this.overShareUntil.get(owner ?? '') ?? 0;
+    const heldUntil = this.overShareUntil.get(owner ?? '')?.until ?? 0;
     if (now >= heldUntil) return undefined;
     this.refusedPressure += 1;
     return { reason: 'pressure', retryAfterSeconds: retryAfter(heldUntil, now) };
@@ -109,9 +109,21 @@ export class ShedAdmission {
    */
   overShare(owner: string | undefined, now = Date.now()): void {
     const key = owner ?? '';
+    const base = this.options.pressureHoldMs;
+    const previous = this.overShareUntil.get(key);
+    // Over its share again soon after its requests were let back in: the hold doubles (up to 16 times), so that a flood
+    // refilling the cap the moment it may (round 19c, N13: every 12 s, each refill stalling owners' downloads in flight)
+    // does so ever more rarely. While it holds, each tick only extends it.
+    const strikes = !previous
+      ? 0
+      : now < previous.until
+        ? previous.strikes
+        : now < previous.until + base * 2 ** previous.strikes
+          ? Math.min(previous.strikes + 1, 4)
+          : 0;
     this.overShareUntil.delete(key);
-    this.overShareUntil.set(key, now + this.options.pressureHoldMs);
-    forgetOldest(this.overShareUntil, (until) => until <= now);
+    this.overShareUntil.set(key, { until: now + base * 2 ** strikes, strikes, base });
+    forgetOldest(this.overShareUntil, (entry) => entry.until + entry.base * 2 ** entry.strikes <= now);
   }
 
   /**
