@@ -287,9 +287,13 @@ describe('PortProxy against a workspace that answers early and never reads', () 
     // No pressure: a client that does not read is left alone (a slow link is not an attack).
     await new Promise((resolve) => setTimeout(resolve, 2_500));
     expect(stalled.destroyed).toBe(false);
-    // Under pressure: it is reset within a couple of ticks, while a client that reads gets its whole answer.
+    // From half the mark on, the shedder watches what its peers take: over three ticks, nothing.
+    pressure = 0.5;
+    await new Promise((resolve) => setTimeout(resolve, 3_600));
+    // Under pressure: it is reset at the next tick, while a client that reads gets its whole answer (from an address of
+    // its own: a loaded machine's tick, before the stalled transfer was watched, reset both 127.0.0.1's transfers).
     pressure = 0.95;
-    const reader = connect(patientPort, '127.0.0.1');
+    const reader = connect({ port: patientPort, host: '127.0.0.1', localAddress: '127.0.0.8' });
     let received = 0;
     reader.on('data', (chunk: Buffer) => (received += chunk.length));
     reader.on('error', () => undefined);
@@ -354,6 +358,12 @@ describe('PortProxy against a workspace that answers early and never reads', () 
     const victim = paced('127.0.0.5', 40_000);
     await new Promise((resolve) => setTimeout(resolve, 2_500));
     const readers = [1, 2, 3].map(() => paced('127.0.0.4', 150_000));
+    // The flood is what brings the pressure: its transfers are under way before it (on a loaded machine, the first tick
+    // under pressure came before they were, and found only the victim's).
+    const flowing = Date.now() + 5_000;
+    while (readers.some(({ client }) => client.bytesRead === 0) && Date.now() < flowing) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
     pressure = 0.95;
     const relief = setInterval(() => {
       if (sockets('established', `( sport = :${patientPort} and dst 127.0.0.4 )`) === 0) pressure = 0.5;

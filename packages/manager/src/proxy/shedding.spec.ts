@@ -184,6 +184,23 @@ describe('TransferShedder', () => {
     expect(shedder.refuses('10.0.0.9')?.reason).not.toBe('cooling');
   });
 
+  it('resets an older download that moves only in a tick that found nothing newer to reset', async () => {
+    // CI, a loaded machine: the first tick of a flood saw its transfers once, each holding only what it held so far;
+    // they did not cover the excess, and the same tick reset the victim's older 40 KB/s download too.
+    const victim = transfer('10.0.0.9', 6 * MiB);
+    await vi.advanceTimersByTimeAsync(10_000);
+    const flood = [1, 2, 3].map(() => transfer('10.0.5.1', 200 * 1024));
+    load = 0.95;
+    victim.bytesWritten += 40_000;
+    await tick();
+    expect(flood.every((e) => e.reset)).toBe(true);
+    expect(victim.reset).toBe(false);
+    // The pressure outlasts the flood: then the victim's download is what is left.
+    victim.bytesWritten += 40_000;
+    await tick();
+    expect(victim.reset).toBe(true);
+  });
+
   it('leaves a download that moves alone when resetting it would free little of the excess', async () => {
     // Round 18b: readers that took everything queued once a second pushed the budget up in spikes, and the victim's
     // steady 40 KB/s download, the one transfer holding anything between their reads, was reset.

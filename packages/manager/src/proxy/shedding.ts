@@ -311,8 +311,8 @@ export class TransferShedder {
 
   /**
    * Adds to `chosen` the transfers `among` to reset until it has freed `excess`: stalled ones, then those that came with
-   * the pressure, then every other, by client, heaviest first; a moving client only where it holds at least a quarter
-   * of what is still to free.
+   * the pressure, then (only where neither had any) every other, by client, heaviest first; a moving client only where
+   * it holds at least a quarter of what is still to free.
    */
   private choose(
     weighed: ReadonlyMap<Transfer, Weight>,
@@ -334,6 +334,10 @@ export class TransferShedder {
     const done = (): boolean => victims.size > 0 && chosen.freed >= excess;
     for (const [pass, inPass] of passes.entries()) {
       if (done()) return;
+      // Transfers older than the pressure that still move are the likeliest to be someone's real download: they go only
+      // in a tick that found nothing else, after the pressure was read again (a flood's fresh transfers, each seen once,
+      // weigh only what they held so far: CI, a loaded machine, had the first tick of one reset a 40 KB/s download too).
+      if (pass === passes.length - 1 && victims.size > 0) return;
       const stalledPass = pass === 0;
       const byClient = new Map<string, { transfers: Transfer[]; weight: number }>();
       for (const [transfer, w] of weighed) {
