@@ -315,6 +315,44 @@ describe('TransferShedder', () => {
     expect(shedder.refuses('10.0.13.99')?.reason).toBeUndefined();
   });
 
+  it('takes the class holding the most for the flooding one once the pressure lasts with none over half', async () => {
+    // Two floods each under half of the budget (an anonymous one and trudy's with her token), recycled every second so
+    // that none looks stalled: each tick reset some, nothing was refused, and the cap stayed full.
+    shedder.stop();
+    shedder = withFakes({ budgetBytes: 20 * MiB });
+    const bob = fakeEnd('10.0.0.9');
+    queues.set(bob.key, { send: 1 * MiB, receive: 0 });
+    shedder.track([bob.socket], 'bob');
+    load = 0.5;
+    await watch(() => (bob.bytesWritten += 40_000));
+    load = 0.95;
+    const refusals: Array<string | undefined> = [];
+    let recycled: FakeEnd[] = [];
+    for (let i = 0; i < 4; i++) {
+      // Each second, the floods close what they had and open eight fresh anonymous transfers of 1.1 MiB (8.8 of the
+      // 20 MiB) and eight of trudy's of 1 MiB.
+      for (const end of recycled) {
+        end.reset = true;
+        queues.delete(end.key);
+      }
+      recycled = Array.from({ length: 8 }, (_, j) => transfer(`10.0.14.${i * 8 + j + 1}`, 1.1 * MiB));
+      for (let j = 0; j < 8; j++) {
+        const end = fakeEnd(`10.0.15.${i * 8 + j + 1}`);
+        queues.set(end.key, { send: 1 * MiB, receive: 0 });
+        shedder.track([end.socket], 'trudy');
+        recycled.push(end);
+      }
+      bob.bytesWritten += 40_000;
+      await tick();
+      refusals.push(shedder.refuses('10.0.16.1')?.reason);
+    }
+    // Refused from the third tick under pressure on, whatever the address; trudy, bob and bob's download are not.
+    expect(refusals).toEqual([undefined, undefined, 'pressure', 'pressure']);
+    expect(shedder.refuses('10.0.16.1', 'trudy')?.reason).toBeUndefined();
+    expect(shedder.refuses('10.0.16.1', 'bob')?.reason).toBeUndefined();
+    expect(bob.reset).toBe(false);
+  });
+
   it("does not reset another class's slow downloads while a class floods", async () => {
     // Round 19c, N14: bob's three 10 KB/s token downloads (stalled by the rule: under 16 KiB/s, bytes queued to him)
     // were reset seven times for an anonymous flood holding over half of the budget.

@@ -129,6 +129,13 @@ const classShare = 0.5;
 /** An owner whose transfers hold less than this share of the budget is not cooled down when its stalled ones are shed. */
 const coolingShare = 0.25;
 
+/**
+ * Ticks the pressure may last, no class over its share, before the class holding the most (at least
+ * {@link coolingShare}) is taken for the flooding one: two floods each just under half (an anonymous one and a
+ * tenant's with its token) filled the cap, and neither was ever refused.
+ */
+const lastingTicks = 3;
+
 /** A transfer's class: its owner's name, or '' for anonymous ones. */
 const classOf = (transfer: Transfer): string => transfer.owner ?? '';
 
@@ -280,7 +287,8 @@ export class TransferShedder {
    * victim's one download at 40 KB/s, had the victim reset first, then locked out by the cooldown). Then, if that is
    * not enough, the transfers that came with the pressure, then every other, by client address, heaviest first, each
    * holding at least a quarter of what is still to free; those clients are not cooled down. Only the transfers of a
-   * class (anonymous, an owner's) holding more than its share while one does.
+   * class (anonymous, an owner's) holding more than its share while one does, or, once the pressure has lasted
+   * {@link lastingTicks} ticks without one, of the class holding the most.
    */
   private victims(
     weighed: ReadonlyMap<Transfer, Weight>,
@@ -299,6 +307,10 @@ export class TransferShedder {
     const holding = (share: number): Set<string> =>
       new Set([...heldByClass].filter(([, bytes]) => bytes / budget > share).map(([c]) => c));
     const overShare = holding(classShare);
+    if (overShare.size === 0 && this.pressuredTicks >= lastingTicks) {
+      const [biggest] = [...heldByClass].sort(([, a], [, b]) => b - a);
+      if (biggest && biggest[1] / budget > coolingShare) overShare.add(biggest[0]);
+    }
     // While a class holds more than its share, only its transfers are shed: an owner's download is not the price of an
     // anonymous flood, or of another owner's (round 19: the first tick of one reset an owner's 40 KB/s reader, the
     // heaviest client; transfers recycled before they could look stalled kept the cap full).
