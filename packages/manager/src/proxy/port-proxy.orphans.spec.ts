@@ -213,10 +213,17 @@ describe('PortProxy against a workspace that answers early and never reads', () 
     status$.next(record);
   });
 
-  /** A proxy of its own, whose idle timeout (a minute) does not end a stalled transfer first; with its port. */
+  /**
+   * A proxy of its own, whose idle timeout (a minute) does not end a stalled transfer first; with its port. It also
+   * routes a second workspace, `docs`, to the same server.
+   */
   const patientProxy = async (): Promise<{ proxy: PortProxy; port: number }> => {
+    const docs: WorkspaceRecord = { ...record, id: 'docs' };
     const patient = new PortProxy({
-      router: { getWorkspace: (id) => (id === record.id ? record : undefined), allWorkspaces: () => [record] },
+      router: {
+        getWorkspace: (id) => (id === record.id ? record : id === docs.id ? docs : undefined),
+        allWorkspaces: () => [record, docs],
+      },
       address: '127.0.0.1:0',
       limits: { idleTimeoutMs: 60_000 },
       cookieName: 'workbay_owner',
@@ -227,7 +234,7 @@ describe('PortProxy against a workspace that answers early and never reads', () 
 
   /** A small request to `port` from `localAddress` (with the owner's token when given); resolves with the answer. */
   const askFrom =
-    (port: number) =>
+    (port: number, workspace = 'early') =>
     (localAddress: string, token?: string): Promise<string> =>
       new Promise((resolve) => {
         const client = connect({ port, host: '127.0.0.1', localAddress });
@@ -236,7 +243,7 @@ describe('PortProxy against a workspace that answers early and never reads', () 
         client.on('error', () => undefined);
         client.on('close', () => resolve(text));
         const auth = token ? `x-workbay-owner-token: ${token}\r\n` : '';
-        client.write(`GET /ws/early/small HTTP/1.1\r\nhost: p\r\n${auth}connection: close\r\n\r\n`);
+        client.write(`GET /ws/${workspace}/small HTTP/1.1\r\nhost: p\r\n${auth}connection: close\r\n\r\n`);
       });
 
   it('keeps its transfers within a budget of its own where the kernel caps nothing (cgroup v2)', async () => {
@@ -260,9 +267,11 @@ describe('PortProxy against a workspace that answers early and never reads', () 
     // flood from a fresh address for every reset; round 19: from addresses primed before it); an owner's pass.
     const ask = askFrom(port);
     expect(await ask('127.0.0.10')).toMatch(
-      /^HTTP\/1\.1 503 [^]*retry-after: ([1-9]|10)\r\n[^]*anonymous clients hold too much/,
+      /^HTTP\/1\.1 503 [^]*retry-after: ([1-9]|10)\r\n[^]*this workspace's anonymous clients hold too much/,
     );
     expect(await ask('127.0.0.10', record.ownerToken)).toMatch(/^HTTP\/1\.1 200 /);
+    // Another workspace's anonymous visitors are not (round 19c, N12: they all were).
+    expect(await askFrom(port, 'docs')('127.0.0.10')).toMatch(/^HTTP\/1\.1 200 /);
     expect(budgeted.shedding?.refusedUnderPressure).toBe(1);
     stalled.destroy();
     await budgeted.stop();

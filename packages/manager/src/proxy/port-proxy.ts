@@ -106,10 +106,13 @@ function budgetOf(grant: Grant): Budget {
   return grant.byOwner ? 'authenticated' : 'anonymous';
 }
 
-/** The answer to a request the shedder refuses (`shed-admission.ts`): its client cools down, or anonymous ones hold too much. */
+/**
+ * The answer to a request the shedder refuses (`shed-admission.ts`): its client cools down, or its class (the
+ * workspace's anonymous clients, the owner) holds too much.
+ */
 function shedRefusal(refusal: ShedRefusal, upgrade: boolean, byOwner: boolean): Refusal {
   const retryAfter = String(refusal.retryAfterSeconds);
-  const holders = byOwner ? 'your transfers hold' : 'anonymous clients hold';
+  const holders = byOwner ? 'your transfers hold' : "this workspace's anonymous clients hold";
   return {
     status: 503,
     message:
@@ -129,8 +132,11 @@ export class PortProxy {
   private readonly tunnels: TunnelRegistry;
   /** Grants already tracked per client connection (keep-alive connections carry many requests). */
   private readonly socketGrants = new WeakMap<Socket, Set<string>>();
-  /** The owner whose token a client connection's requests carried (the shedder weighs its closing as that owner's). */
-  private readonly socketOwners = new WeakMap<Socket, string>();
+  /**
+   * Whose a client connection's requests were: the owner whose token they carried, the workspace they went to (the
+   * shedder weighs its closing as that class's, shedding.ts).
+   */
+  private readonly socketClasses = new WeakMap<Socket, { readonly owner?: string; readonly workspace: string }>();
   /** Pipelined requests wait for the one before them (pipelining.ts). */
   private readonly pipelined = new PipelinedRequests();
   private readonly limits: ProxyLimits;
@@ -203,7 +209,8 @@ export class PortProxy {
     boundConnections(server, this.limits, this.options.logger, (socket) => {
       // Weighed as the owner's whose token its requests carried, not as anonymous (red team round 19b: an owner's
       // upload flood, closing at its idle timeout, had every anonymous visitor refused).
-      const untrack = this.shedder?.track([socket], this.socketOwners.get(socket));
+      const requests = this.socketClasses.get(socket);
+      const untrack = this.shedder?.track([socket], requests?.owner, requests?.workspace);
       if (untrack) socket.once('close', untrack);
     });
     server.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
@@ -369,7 +376,7 @@ export class PortProxy {
    * new anonymous address waits (18b, N2b).
    */
   private shedRefusalOf(socket: Socket, grant: Grant, owner: string): ShedRefusal | undefined {
-    return this.shedder?.refuses(socket.remoteAddress ?? '', grant.byOwner ? owner : undefined);
+    return this.shedder?.refuses(socket.remoteAddress ?? '', grant.byOwner ? owner : undefined, grant.workspaceId);
   }
 
   private refuse(res: ServerResponse, refusal: Refusal): void {
@@ -497,8 +504,9 @@ export class PortProxy {
     upstream.once('socket', (connection: Socket) => {
       connection.destroySoon = () => resetOrDestroy(connection);
       const owner = admission.grant.byOwner ? record.owner : undefined;
-      if (owner !== undefined) this.socketOwners.set(req.socket, owner);
-      const untrack = this.shedder?.track([req.socket, connection], owner);
+      const workspace = admission.grant.workspaceId;
+      this.socketClasses.set(req.socket, { ...(owner !== undefined ? { owner } : {}), workspace });
+      const untrack = this.shedder?.track([req.socket, connection], owner, workspace);
       if (untrack) res.once('close', untrack);
     });
     res.on('close', () => {

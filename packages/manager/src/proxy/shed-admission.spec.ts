@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ShedAdmission } from './shed-admission.js';
+import { ShedAdmission, classKey } from './shed-admission.js';
 
 const options = {
   cooldownMs: 30_000,
@@ -17,23 +17,26 @@ describe('ShedAdmission', () => {
     const now = 1_000_000;
     for (let i = 0; i < 5; i++) admission.shedStalled(`10.0.0.${i + 1}|owner:bob`, `10.0.0.${i + 1}`, 'bob', now);
     admission.shedStalled('10.0.0.1|owner:bob', '10.0.0.1', 'bob', now + 500);
-    expect(admission.refuses('10.0.9.9', 'bob', now + 1_000)).toEqual({ reason: 'cooling', retryAfterSeconds: 29 });
-    expect(admission.refuses('10.0.0.1', 'bob', now + 1_000)).toEqual({ reason: 'cooling', retryAfterSeconds: 29 });
-    expect(admission.refuses('10.0.9.9', 'bob', now + 30_000)).toBeUndefined();
+    expect(admission.refuses('10.0.9.9', 'bob', '', now + 1_000)).toEqual({ reason: 'cooling', retryAfterSeconds: 29 });
+    expect(admission.refuses('10.0.0.1', 'bob', '', now + 1_000)).toEqual({ reason: 'cooling', retryAfterSeconds: 29 });
+    expect(admission.refuses('10.0.9.9', 'bob', '', now + 30_000)).toBeUndefined();
     // Shed again soon after it was let back in: twice as long.
     admission.shedStalled('10.0.0.1|owner:bob', '10.0.0.1', 'bob', now + 31_000);
-    expect(admission.refuses('10.0.0.1', 'bob', now + 31_000)).toEqual({ reason: 'cooling', retryAfterSeconds: 60 });
+    expect(admission.refuses('10.0.0.1', 'bob', '', now + 31_000)).toEqual({
+      reason: 'cooling',
+      retryAfterSeconds: 60,
+    });
   });
 
   it("refuses a class's requests for the hold after it held too much, and no other class's", () => {
     const admission = new ShedAdmission(options);
-    admission.overShare(undefined, 0);
-    expect(admission.refuses('10.0.0.1', undefined, 1_000)).toEqual({ reason: 'pressure', retryAfterSeconds: 9 });
-    expect(admission.refuses('10.0.0.1', 'bob', 1_000)).toBeUndefined();
-    expect(admission.refuses('10.0.0.1', undefined, 10_000)).toBeUndefined();
-    admission.overShare('trudy', 20_000);
-    expect(admission.refuses('10.0.0.1', 'trudy', 20_000)?.reason).toBe('pressure');
-    expect(admission.refuses('10.0.0.1', undefined, 20_000)).toBeUndefined();
+    admission.overShare(classKey(undefined, ''), 0);
+    expect(admission.refuses('10.0.0.1', undefined, '', 1_000)).toEqual({ reason: 'pressure', retryAfterSeconds: 9 });
+    expect(admission.refuses('10.0.0.1', 'bob', '', 1_000)).toBeUndefined();
+    expect(admission.refuses('10.0.0.1', undefined, '', 10_000)).toBeUndefined();
+    admission.overShare(classKey('trudy', ''), 20_000);
+    expect(admission.refuses('10.0.0.1', 'trudy', '', 20_000)?.reason).toBe('pressure');
+    expect(admission.refuses('10.0.0.1', undefined, '', 20_000)).toBeUndefined();
     expect({ cooling: admission.refusedCooling, pressure: admission.refusedPressure }).toEqual({
       cooling: 0,
       pressure: 2,
@@ -44,17 +47,17 @@ describe('ShedAdmission', () => {
     // Round 19c, N13: a flood refilled the cap every 12 s (the 10 s hold and a second), each refill stalling owners'
     // downloads in flight.
     const admission = new ShedAdmission(options);
-    admission.overShare(undefined, 0);
+    admission.overShare(classKey(undefined, ''), 0);
     // Still holding: extended, not doubled.
-    admission.overShare(undefined, 5_000);
-    expect(admission.refuses('10.0.0.1', undefined, 5_000)?.retryAfterSeconds).toBe(10);
+    admission.overShare(classKey(undefined, ''), 5_000);
+    expect(admission.refuses('10.0.0.1', undefined, '', 5_000)?.retryAfterSeconds).toBe(10);
     // Back at once after it ended: 20 s, then 40 s.
-    admission.overShare(undefined, 16_000);
-    expect(admission.refuses('10.0.0.1', undefined, 16_000)?.retryAfterSeconds).toBe(20);
-    admission.overShare(undefined, 37_000);
-    expect(admission.refuses('10.0.0.1', undefined, 37_000)?.retryAfterSeconds).toBe(40);
+    admission.overShare(classKey(undefined, ''), 16_000);
+    expect(admission.refuses('10.0.0.1', undefined, '', 16_000)?.retryAfterSeconds).toBe(20);
+    admission.overShare(classKey(undefined, ''), 37_000);
+    expect(admission.refuses('10.0.0.1', undefined, '', 37_000)?.retryAfterSeconds).toBe(40);
     // Long after: 10 s again.
-    admission.overShare(undefined, 500_000);
-    expect(admission.refuses('10.0.0.1', undefined, 500_000)?.retryAfterSeconds).toBe(10);
+    admission.overShare(classKey(undefined, ''), 500_000);
+    expect(admission.refuses('10.0.0.1', undefined, '', 500_000)?.retryAfterSeconds).toBe(10);
   });
 });

@@ -69,6 +69,15 @@ export function clientKey(address: string, owner: string | undefined): string {
 
 const ownerKey = (owner: string): string => `owner:${owner}`;
 
+/**
+ * A class of transfers, held to its share of the budget as a whole: an owner's (requests with its token, to any of its
+ * workspaces), or the anonymous clients of one workspace (`''`: not known). Anonymous clients were one class: a flood
+ * of one workspace's had every anonymous visitor of every workspace refused (red team round 19c, N12).
+ */
+export function classKey(owner: string | undefined, workspace: string): string {
+  return owner === undefined ? `anonymous:${workspace}` : ownerKey(owner);
+}
+
 /** The network of an address, as a cooling key: its IPv4 /24 or its IPv6 /48. */
 function networkKey(address: string): string {
   const key = addressKey(address);
@@ -80,7 +89,7 @@ export class ShedAdmission {
   private readonly cooling = new Map<string, Cooling>();
   /** For each owner (network), the clients (addresses) its stalled transfers were shed from, with when (ms). */
   private readonly groupSheds = new Map<string, Map<string, number>>();
-  /** Until when requests of a class are refused (ms), by owner ('' for anonymous ones). */
+  /** Until when requests of a class are refused (ms), by {@link classKey}. */
   private readonly overShareUntil = new Map<string, Cooling>();
   /** Requests refused so far because their client or owner cooled down. */
   refusedCooling = 0;
@@ -89,26 +98,28 @@ export class ShedAdmission {
 
   constructor(private readonly options: ShedAdmissionOptions) {}
 
-  /** Whether a request from `address` (with `owner`'s token, when it carries one) is refused, and why. */
-  refuses(address: string, owner: string | undefined, now = Date.now()): ShedRefusal | undefined {
+  /**
+   * Whether a request from `address` (with `owner`'s token, when it carries one) to `workspace` (`''`: not known) is
+   * refused, and why.
+   */
+  refuses(address: string, owner: string | undefined, workspace = '', now = Date.now()): ShedRefusal | undefined {
     const keys = [clientKey(address, owner), owner === undefined ? networkKey(address) : ownerKey(owner)];
     const cooledUntil = Math.max(...keys.map((key) => this.cooling.get(key)?.until ?? 0));
     if (cooledUntil > now) {
       this.refusedCooling += 1;
       return { reason: 'cooling', retryAfterSeconds: retryAfter(cooledUntil, now) };
     }
-    const heldUntil = this.overShareUntil.get(owner ?? '')?.until ?? 0;
+    const heldUntil = this.overShareUntil.get(classKey(owner, workspace))?.until ?? 0;
     if (now >= heldUntil) return undefined;
     this.refusedPressure += 1;
     return { reason: 'pressure', retryAfterSeconds: retryAfter(heldUntil, now) };
   }
 
   /**
-   * The transfers of `owner` (anonymous ones when undefined) hold more than their share of a budget under pressure,
-   * at `now` (once a tick): its requests are refused for the hold.
+   * The transfers of a class ({@link classKey}) hold more than their share of a budget under pressure, at `now` (once
+   * a tick): its requests are refused for the hold.
    */
-  overShare(owner: string | undefined, now = Date.now()): void {
-    const key = owner ?? '';
+  overShare(key: string, now = Date.now()): void {
     const base = this.options.pressureHoldMs;
     const previous = this.overShareUntil.get(key);
     // Over its share again soon after its requests were let back in: the hold doubles (up to 16 times), so that a flood

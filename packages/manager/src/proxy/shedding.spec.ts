@@ -286,6 +286,28 @@ describe('TransferShedder', () => {
     expect(shedder.refused).toEqual({ cooling: 0, pressure: 3 });
   });
 
+  it("refuses the anonymous requests of the flooded workspace only, not other workspaces' anonymous visitors", async () => {
+    // Red team round 19c, N12: anonymous clients were one class, so a flood of one workspace's public port had every
+    // anonymous visitor of every workspace refused for most of the flood.
+    shedder.stop();
+    shedder = withFakes({ budgetBytes: 20 * MiB });
+    const visitor = fakeEnd('10.0.0.9');
+    queues.set(visitor.key, { send: 1 * MiB, receive: 0 });
+    shedder.track([visitor.socket], undefined, 'docs');
+    for (let i = 0; i < 12; i++) {
+      const end = fakeEnd(`10.0.17.${i + 1}`);
+      queues.set(end.key, { send: 1 * MiB, receive: 0 });
+      shedder.track([end.socket], undefined, 'target');
+    }
+    load = 0.95;
+    visitor.bytesWritten += 40_000;
+    await tick();
+    expect(shedder.refuses('10.0.18.1', undefined, 'target')?.reason).toBe('pressure');
+    expect(shedder.refuses('10.0.18.1', undefined, 'docs')).toBeUndefined();
+    expect(shedder.refuses('10.0.18.1', 'bob', 'target')).toBeUndefined();
+    expect(visitor.reset).toBe(false);
+  });
+
   it("refuses an owner's requests while its transfers hold more than half of the budget, and sheds only those", async () => {
     // Round 19, N8: transfers recycled every 2.5 s never looked stalled, so never cooled, and the cap stayed full while
     // another owner's slow download, the heaviest transfer, was reset again and again. Here with the owner's token.

@@ -20,14 +20,14 @@
  * those that came with the pressure (a sudden flood is new connections), then the rest, by address. A flood is one client's, so its
  * weight is its address's; a victim's slow download that still moves is reached only when the pressure outlasts every
  * stalled transfer and every heavier address. Who is refused meanwhile (a shed client, an owner flooding from several
- * addresses, new anonymous addresses under pressure) is `shed-admission.ts`'s.
+ * addresses, a class holding more than its share: one workspace's anonymous clients, or one owner's) is `shed-admission.ts`'s.
  *
  * @module
  */
 import type { Socket } from 'node:net';
 import type { Logger } from '../logger.js';
 import { resetOrDestroy } from './closing.js';
-import { ShedAdmission, clientKey } from './shed-admission.js';
+import { ShedAdmission, classKey, clientKey } from './shed-admission.js';
 import type { ShedRefusal } from './shed-admission.js';
 import { connectionKey, readNodeTcpBytes, readSocketQueues } from './socket-queues.js';
 import type { ConnectionKey, SocketQueue } from './socket-queues.js';
@@ -91,6 +91,8 @@ interface Transfer {
   /** The client's address (taken when tracked: a closed socket forgets it), and the owner whose token it carried. */
   readonly address: string;
   readonly owner: string | undefined;
+  /** The workspace its requests went to ('' when not known): anonymous transfers are classed by it. */
+  readonly workspace: string;
   /** When it was tracked (ms). */
   readonly since: number;
   /**
@@ -136,8 +138,8 @@ const coolingShare = 0.25;
  */
 const lastingTicks = 3;
 
-/** A transfer's class: its owner's name, or '' for anonymous ones. */
-const classOf = (transfer: Transfer): string => transfer.owner ?? '';
+/** A transfer's class: its owner, or the anonymous clients of its workspace (shed-admission.ts's classKey). */
+const classOf = (transfer: Transfer): string => classKey(transfer.owner, transfer.workspace);
 
 /** Below this a client's transfers together hold too little to be worth a reset. */
 const minWeight = 64 * 1024;
@@ -190,16 +192,17 @@ export class TransferShedder {
   }
 
   /**
-   * Tracks a transfer between `ends` (client first), of `owner` when it carries that owner's token; returns the
-   * function that stops tracking it.
+   * Tracks a transfer between `ends` (client first), of `owner` when it carries that owner's token, to `workspace`
+   * when known; returns the function that stops tracking it.
    */
-  track(ends: readonly Socket[], owner?: string): () => void {
+  track(ends: readonly Socket[], owner?: string, workspace = ''): () => void {
     const transfer: Transfer = {
       ends,
       keys: ends.map((end) => connectionKey(end.localAddress, end.localPort, end.remoteAddress, end.remotePort)),
       client: this.addressIsClient ? clientKey(ends[0]?.remoteAddress ?? '', owner) : `#${++this.tracked}`,
       address: ends[0]?.remoteAddress ?? '',
       owner,
+      workspace,
       since: Date.now(),
       acked: [],
     };
@@ -208,12 +211,12 @@ export class TransferShedder {
   }
 
   /**
-   * Whether a request from `address` (with `owner`'s token, when it carries one) is refused, and why
-   * (`shed-admission.ts`): its client or owner was just shed for holding the budget without reading, or it is a new
-   * anonymous client while the budget is under pressure.
+   * Whether a request from `address` (with `owner`'s token, when it carries one) to `workspace` is refused, and why
+   * (`shed-admission.ts`): its client or owner was just shed for holding the budget without reading, or its class
+   * (the owner, or the workspace's anonymous clients) holds too much of a budget under pressure.
    */
-  refuses(address: string, owner?: string): ShedRefusal | undefined {
-    return this.admission.refuses(address, owner);
+  refuses(address: string, owner?: string, workspace = ''): ShedRefusal | undefined {
+    return this.admission.refuses(address, owner, workspace);
   }
 
   /** Requests refused so far: their client or owner cooling down, and new anonymous ones under pressure. */
@@ -399,13 +402,13 @@ export class TransferShedder {
       this.pressureSince ??= Date.now();
       const now = Date.now();
       const { victims, cooled, overShare, heavy } = this.victims(weighed, held, heldByClass, load, now);
-      for (const cls of overShare) this.admission.overShare(cls === '' ? undefined : cls, now);
+      for (const cls of overShare) this.admission.overShare(cls, now);
       const clients = new Set(victims.map((v) => v.client));
       for (const [client, one] of cooled) {
         // An owner's stalled transfers are reset, but its clients cool down only where the owner holds a good part of
         // the budget: slow downloads of an owner on a poor link are not a flood (round 19, N9: eight 10 KB/s downloads
         // had their owner refused everywhere, its IDE too, during another client's flood).
-        if (one.owner !== undefined && !heavy.has(one.owner)) continue;
+        if (one.owner !== undefined && !heavy.has(classOf(one))) continue;
         this.admission.shedStalled(client, one.address, one.owner, now);
       }
       for (const transfer of victims) {

@@ -296,7 +296,7 @@ export function openTunnel(options: TunnelOptions): () => void {
       { idleMs: options.limits.idleTimeoutMs, probeMs: options.limits.stalledProbeMs },
       close,
     );
-    const untrack = options.shedder?.track([socket, upstream], options.owner);
+    const untrack = options.shedder?.track([socket, upstream], options.owner, options.workspaceId);
     stopWatching = () => {
       stopIdle();
       untrack?.();
