@@ -75,8 +75,13 @@ const ownerKey = (owner: string): string => `owner:${owner}`;
  * of one workspace's had every anonymous visitor of every workspace refused (red team round 19c, N12).
  */
 export function classKey(owner: string | undefined, workspace: string): string {
-  return owner === undefined ? `anonymous:${workspace}` : ownerKey(owner);
+  return owner === undefined ? `${anonymousClass}${workspace}` : ownerKey(owner);
 }
+
+const anonymousClass = 'anonymous:';
+
+/** Whether a {@link classKey} is one of anonymous clients (of a workspace). */
+export const isAnonymousClass = (key: string): boolean => key.startsWith(anonymousClass);
 
 /** The network of an address, as a cooling key: its IPv4 /24 or its IPv6 /48. */
 function networkKey(address: string): string {

@@ -308,6 +308,29 @@ describe('TransferShedder', () => {
     expect(visitor.reset).toBe(false);
   });
 
+  it('refuses the anonymous requests of the workspaces holding the most when an anonymous flood is spread over several', async () => {
+    // The flood of the test above over six workspaces' public ports: none holds half of the budget, all together do.
+    shedder.stop();
+    shedder = withFakes({ budgetBytes: 20 * MiB });
+    const visitor = fakeEnd('10.0.0.9');
+    queues.set(visitor.key, { send: 0.3 * MiB, receive: 0 });
+    shedder.track([visitor.socket], undefined, 'docs');
+    [2.5, 2.2, 2, 1.8, 1.5, 1.2].forEach((mib, i) => {
+      const end = fakeEnd(`10.0.19.${i + 1}`);
+      queues.set(end.key, { send: mib * MiB, receive: 0 });
+      shedder.track([end.socket], undefined, `w${i}`);
+    });
+    load = 0.95;
+    visitor.bytesWritten += 40_000;
+    await tick();
+    // 2.5 + 2.2 + 2 MiB: half of the 11.2 MiB anonymous transfers hold.
+    const refused = ['w0', 'w1', 'w2', 'w3', 'w4', 'w5', 'docs'].map(
+      (workspace) => shedder.refuses('10.0.18.1', undefined, workspace)?.reason,
+    );
+    expect(refused).toEqual(['pressure', 'pressure', 'pressure', undefined, undefined, undefined, undefined]);
+    expect(visitor.reset).toBe(false);
+  });
+
   it("refuses an owner's requests while its transfers hold more than half of the budget, and sheds only those", async () => {
     // Round 19, N8: transfers recycled every 2.5 s never looked stalled, so never cooled, and the cap stayed full while
     // another owner's slow download, the heaviest transfer, was reset again and again. Here with the owner's token.

@@ -27,6 +27,7 @@
 import type { Socket } from 'node:net';
 import type { Logger } from '../logger.js';
 import { resetOrDestroy } from './closing.js';
+import { classesHolding, coolingShare, floodingClasses } from './class-shares.js';
 import { ShedAdmission, classKey, clientKey } from './shed-admission.js';
 import type { ShedRefusal } from './shed-admission.js';
 import { connectionKey, readNodeTcpBytes, readSocketQueues } from './socket-queues.js';
@@ -120,23 +121,6 @@ interface Weight {
  * 40 KB/s reader, starved while a flood held the cap full, looked stalled, and was reset and cooled like the flood).
  */
 const waitingBytes = 16 * 1024;
-
-/**
- * The share of the budget one class of transfers (the anonymous ones; each owner's, with its token) may hold under
- * pressure: past it only that class's are shed, and its requests are refused (shed-admission.ts). The others keep the
- * rest.
- */
-const classShare = 0.5;
-
-/** An owner whose transfers hold less than this share of the budget is not cooled down when its stalled ones are shed. */
-const coolingShare = 0.25;
-
-/**
- * Ticks the pressure may last, no class over its share, before the class holding the most (at least
- * {@link coolingShare}) is taken for the flooding one: two floods each just under half (an anonymous one and a
- * tenant's with its token) filled the cap, and neither was ever refused.
- */
-const lastingTicks = 3;
 
 /** A transfer's class: its owner, or the anonymous clients of its workspace (shed-admission.ts's classKey). */
 const classOf = (transfer: Transfer): string => classKey(transfer.owner, transfer.workspace);
@@ -291,7 +275,7 @@ export class TransferShedder {
    * not enough, the transfers that came with the pressure, then every other, by client address, heaviest first, each
    * holding at least a quarter of what is still to free; those clients are not cooled down. Only the transfers of a
    * class (anonymous, an owner's) holding more than its share while one does, or, once the pressure has lasted
-   * {@link lastingTicks} ticks without one, of the class holding the most.
+   * three ticks without one, of the class holding the most (class-shares.ts).
    */
   private victims(
     weighed: ReadonlyMap<Transfer, Weight>,
@@ -307,13 +291,7 @@ export class TransferShedder {
     const chosen: Choice = { victims: new Set(), cooled: new Map(), freed: 0 };
     // Of the budget: other sockets in the cap (the daemon's) do not make one owner's few transfers its biggest holder.
     const budget = this.options.budgetBytes ?? held / load;
-    const holding = (share: number): Set<string> =>
-      new Set([...heldByClass].filter(([, bytes]) => bytes / budget > share).map(([c]) => c));
-    const overShare = holding(classShare);
-    if (overShare.size === 0 && this.pressuredTicks >= lastingTicks) {
-      const [biggest] = [...heldByClass].sort(([, a], [, b]) => b - a);
-      if (biggest && biggest[1] / budget > coolingShare) overShare.add(biggest[0]);
-    }
+    const overShare = floodingClasses(heldByClass, budget, this.pressuredTicks);
     // While a class holds more than its share, only its transfers are shed: an owner's download is not the price of an
     // anonymous flood, or of another owner's (round 19: the first tick of one reset an owner's 40 KB/s reader, the
     // heaviest client; transfers recycled before they could look stalled kept the cap full).
@@ -321,7 +299,12 @@ export class TransferShedder {
     // for an anonymous flood): the flooding class's requests wait meanwhile, so its transfers only age into stalled ones.
     const flooding = (t: Transfer): boolean => overShare.size === 0 || overShare.has(classOf(t));
     this.choose(weighed, flooding, excess, chosen, now);
-    return { victims: [...chosen.victims], cooled: chosen.cooled, overShare, heavy: holding(coolingShare) };
+    return {
+      victims: [...chosen.victims],
+      cooled: chosen.cooled,
+      overShare,
+      heavy: classesHolding(heldByClass, budget, coolingShare),
+    };
   }
 
   /**
