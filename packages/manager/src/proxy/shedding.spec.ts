@@ -65,12 +65,20 @@ describe('TransferShedder', () => {
     vi.useRealTimers();
   });
 
-  /** A one-socket transfer of `client` whose peer has `send` bytes queued and unacknowledged. */
-  const transfer = (client: string, send: number): FakeEnd => {
+  /**
+   * A one-socket transfer of `client` whose peer has `send` bytes queued and unacknowledged; with `owner`'s token, to
+   * `workspace`, when given.
+   */
+  const transfer = (client: string, send: number, owner?: string, workspace?: string): FakeEnd => {
     const end = fakeEnd(client);
     queues.set(end.key, { send, receive: 0 });
-    shedder.track([end.socket]);
+    shedder.track([end.socket], owner, workspace);
     return end;
+  };
+  /** The shedder replaced by one with a budget of 20 MiB of its own. */
+  const budgeted = (): void => {
+    shedder.stop();
+    shedder = withFakes({ budgetBytes: 20 * MiB });
   };
   const tick = async (): Promise<void> => {
     await vi.advanceTimersByTimeAsync(1_000);
@@ -241,9 +249,7 @@ describe('TransferShedder', () => {
 
   it("cools an owner's token-carrying flood down apart from the anonymous clients of its address", async () => {
     // Round 18c, N6: with the owner's token, 80 reconnecting addresses were never refused.
-    const end = fakeEnd('10.0.5.1');
-    queues.set(end.key, { send: 4 * MiB, receive: 0 });
-    shedder.track([end.socket], 'trudy');
+    const end = transfer('10.0.5.1', 4 * MiB, 'trudy');
     load = 0.5;
     await watch();
     load = 0.95;
@@ -258,9 +264,7 @@ describe('TransferShedder', () => {
     // Round 18b, N2b: a flood from a fresh address for every reset (400 in 60 s) kept the budget full for 59 of 60 s;
     // round 19: with every address primed by one request before the flood, 33 of 35 s, and the first tick of a flood
     // reset an owner's 40 KB/s reader, the heaviest client.
-    const bob = fakeEnd('10.0.0.9');
-    queues.set(bob.key, { send: 6 * MiB, receive: 0 });
-    shedder.track([bob.socket], 'bob');
+    const bob = transfer('10.0.0.9', 6 * MiB, 'bob');
     // 24 anonymous addresses, each holding 1 MiB and taking 20 KB/s: not stalled, each lighter than bob.
     const spread = Array.from({ length: 24 }, (_, i) => transfer(`10.0.10.${i + 1}`, 1 * MiB));
     const moving = (): void => {
@@ -289,15 +293,10 @@ describe('TransferShedder', () => {
   it("refuses the anonymous requests of the flooded workspace only, not other workspaces' anonymous visitors", async () => {
     // Red team round 19c, N12: anonymous clients were one class, so a flood of one workspace's public port had every
     // anonymous visitor of every workspace refused for most of the flood.
-    shedder.stop();
-    shedder = withFakes({ budgetBytes: 20 * MiB });
-    const visitor = fakeEnd('10.0.0.9');
-    queues.set(visitor.key, { send: 1 * MiB, receive: 0 });
-    shedder.track([visitor.socket], undefined, 'docs');
+    budgeted();
+    const visitor = transfer('10.0.0.9', 1 * MiB, undefined, 'docs');
     for (let i = 0; i < 12; i++) {
-      const end = fakeEnd(`10.0.17.${i + 1}`);
-      queues.set(end.key, { send: 1 * MiB, receive: 0 });
-      shedder.track([end.socket], undefined, 'target');
+      transfer(`10.0.17.${i + 1}`, 1 * MiB, undefined, 'target');
     }
     load = 0.95;
     visitor.bytesWritten += 40_000;
@@ -310,15 +309,10 @@ describe('TransferShedder', () => {
 
   it('refuses the anonymous requests of the workspaces holding the most when an anonymous flood is spread over several', async () => {
     // The flood of the test above over six workspaces' public ports: none holds half of the budget, all together do.
-    shedder.stop();
-    shedder = withFakes({ budgetBytes: 20 * MiB });
-    const visitor = fakeEnd('10.0.0.9');
-    queues.set(visitor.key, { send: 0.3 * MiB, receive: 0 });
-    shedder.track([visitor.socket], undefined, 'docs');
+    budgeted();
+    const visitor = transfer('10.0.0.9', 0.3 * MiB, undefined, 'docs');
     [2.5, 2.2, 2, 1.8, 1.5, 1.2].forEach((mib, i) => {
-      const end = fakeEnd(`10.0.19.${i + 1}`);
-      queues.set(end.key, { send: mib * MiB, receive: 0 });
-      shedder.track([end.socket], undefined, `w${i}`);
+      transfer(`10.0.19.${i + 1}`, mib * MiB, undefined, `w${i}`);
     });
     load = 0.95;
     visitor.bytesWritten += 40_000;
@@ -334,20 +328,15 @@ describe('TransferShedder', () => {
   it("refuses an owner's requests while its transfers hold more than half of the budget, and sheds only those", async () => {
     // Round 19, N8: transfers recycled every 2.5 s never looked stalled, so never cooled, and the cap stayed full while
     // another owner's slow download, the heaviest transfer, was reset again and again. Here with the owner's token.
-    shedder.stop();
-    shedder = withFakes({ budgetBytes: 20 * MiB });
-    const bob = fakeEnd('10.0.0.9');
-    queues.set(bob.key, { send: 6 * MiB, receive: 0 });
-    shedder.track([bob.socket], 'bob');
+    budgeted();
+    const bob = transfer('10.0.0.9', 6 * MiB, 'bob');
     load = 0.5;
     await watch(() => (bob.bytesWritten += 40_000));
     load = 0.95;
     for (let i = 0; i < 4; i++) {
       // Eight fresh transfers of trudy's a second, 1.5 MiB each: 12 of the 20 MiB.
       for (let j = 0; j < 8; j++) {
-        const end = fakeEnd(`10.0.13.${i * 8 + j + 1}`);
-        queues.set(end.key, { send: 1.5 * MiB, receive: 0 });
-        shedder.track([end.socket], 'trudy');
+        transfer(`10.0.13.${i * 8 + j + 1}`, 1.5 * MiB, 'trudy');
       }
       bob.bytesWritten += 40_000;
       await tick();
@@ -363,11 +352,8 @@ describe('TransferShedder', () => {
   it('takes the class holding the most for the flooding one once the pressure lasts with none over half', async () => {
     // Two floods each under half of the budget (an anonymous one and trudy's with her token), recycled every second so
     // that none looks stalled: each tick reset some, nothing was refused, and the cap stayed full.
-    shedder.stop();
-    shedder = withFakes({ budgetBytes: 20 * MiB });
-    const bob = fakeEnd('10.0.0.9');
-    queues.set(bob.key, { send: 1 * MiB, receive: 0 });
-    shedder.track([bob.socket], 'bob');
+    budgeted();
+    const bob = transfer('10.0.0.9', 1 * MiB, 'bob');
     load = 0.5;
     await watch(() => (bob.bytesWritten += 40_000));
     load = 0.95;
@@ -382,9 +368,7 @@ describe('TransferShedder', () => {
       }
       recycled = Array.from({ length: 8 }, (_, j) => transfer(`10.0.14.${i * 8 + j + 1}`, 1.1 * MiB));
       for (let j = 0; j < 8; j++) {
-        const end = fakeEnd(`10.0.15.${i * 8 + j + 1}`);
-        queues.set(end.key, { send: 1 * MiB, receive: 0 });
-        shedder.track([end.socket], 'trudy');
+        const end = transfer(`10.0.15.${i * 8 + j + 1}`, 1 * MiB, 'trudy');
         recycled.push(end);
       }
       bob.bytesWritten += 40_000;
@@ -403,9 +387,7 @@ describe('TransferShedder', () => {
     // were reset seven times for an anonymous flood holding over half of the budget.
     shedder.stop();
     shedder = withFakes({ budgetBytes: 40 * MiB });
-    const slow = fakeEnd('10.0.18.1');
-    queues.set(slow.key, { send: 2 * MiB, receive: 0 });
-    shedder.track([slow.socket], 'bob');
+    const slow = transfer('10.0.18.1', 2 * MiB, 'bob');
     load = 0.5;
     await watch(() => (slow.bytesWritten += 10_000));
     // 24 MiB of anonymous transfers from 24 addresses, new every second (each under a quarter of the excess).
@@ -426,13 +408,9 @@ describe('TransferShedder', () => {
     const starved = fakeEnd('10.0.0.9');
     queues.set(starved.key, { send: 2 * 1024, receive: 4 * MiB });
     shedder.track([starved.socket], 'bob');
-    const flood = fakeEnd('10.0.11.1');
-    queues.set(flood.key, { send: 3 * MiB, receive: 0 });
-    shedder.track([flood.socket], 'trudy');
+    const flood = transfer('10.0.11.1', 3 * MiB, 'trudy');
     // A third owner's download that moves: no owner holds half of the budget.
-    const carol = fakeEnd('10.0.12.1');
-    queues.set(carol.key, { send: 4 * MiB, receive: 0 });
-    shedder.track([carol.socket], 'carol');
+    const carol = transfer('10.0.12.1', 4 * MiB, 'carol');
     load = 0.5;
     await watch(() => (carol.bytesWritten += 40_000));
     load = 0.95;
@@ -453,14 +431,10 @@ describe('TransferShedder', () => {
     shedder.stop();
     shedder = withFakes({ budgetBytes: 13 * MiB });
     for (const address of addresses) {
-      const end = fakeEnd(address);
-      queues.set(end.key, { send: 2 * MiB, receive: 0 });
-      shedder.track([end.socket], 'trudy');
+      transfer(address, 2 * MiB, 'trudy');
     }
     // Alice's download, taking more than it holds.
-    const alice = fakeEnd('10.0.7.1');
-    queues.set(alice.key, { send: 6 * MiB, receive: 0 });
-    shedder.track([alice.socket], 'alice');
+    const alice = transfer('10.0.7.1', 6 * MiB, 'alice');
     const reading = (): void => {
       alice.bytesWritten += 10 * MiB;
     };
@@ -473,9 +447,7 @@ describe('TransferShedder', () => {
     await tick();
     expect(shedder.refuses('10.0.6.9', 'trudy')?.reason).toBeUndefined();
     for (const address of ['10.0.6.4', '10.0.6.5']) {
-      const end = fakeEnd(address);
-      queues.set(end.key, { send: 2 * MiB, receive: 0 });
-      shedder.track([end.socket], 'trudy');
+      transfer(address, 2 * MiB, 'trudy');
     }
     reading();
     await tick();
@@ -494,9 +466,7 @@ describe('TransferShedder', () => {
     shedder.stop();
     shedder = withFakes({ budgetBytes: 40 * MiB });
     const slow = Array.from({ length: 8 }, (_, i) => {
-      const end = fakeEnd(`10.0.14.${i + 1}`);
-      queues.set(end.key, { send: 512 * 1024, receive: 0 });
-      shedder.track([end.socket], 'bob');
+      const end = transfer(`10.0.14.${i + 1}`, 512 * 1024, 'bob');
       return end;
     });
     // An anonymous flood that holds under half of the budget (so no class refusal), stalled too.
