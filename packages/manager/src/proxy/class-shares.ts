@@ -29,33 +29,46 @@ export function classesHolding(heldByClass: ReadonlyMap<string, number>, budget:
   return new Set([...heldByClass].filter(([, bytes]) => bytes / budget > share).map(([key]) => key));
 }
 
+/** What {@link floodingClasses} judges by. */
+export interface ClassHoldings {
+  /** What each class's transfers hold. */
+  readonly heldByClass: ReadonlyMap<string, number>;
+  /** What each class's transfers that look like a flood hold: those that came with the pressure, and stalled ones. */
+  readonly suspectByClass: ReadonlyMap<string, number>;
+  readonly budget: number;
+  /** How many ticks the pressure has lasted. */
+  readonly pressuredTicks: number;
+}
+
 /**
- * The classes taken for flooding ones, given what each holds, the budget, and how many ticks the pressure has lasted:
- * those over {@link classShare}; else, where anonymous transfers together are over it, spread over workspaces, the
- * workspaces whose anonymous transfers hold the most until they make half of what anonymous ones hold (a workspace
- * whose visitors hold little is not one of them); else, once the pressure has lasted {@link lastingTicks}, the class
- * holding the most, if it holds {@link coolingShare}. Empty: no class floods, every class's transfers may be shed.
+ * The classes taken for flooding ones: those holding more than {@link classShare} of the budget. Else, by what looks
+ * like a flood only (older transfers that move are someone's downloads: red team round 20b, N15, N16), where the
+ * anonymous ones together are over that share, or hold the most once the pressure has lasted {@link lastingTicks}
+ * (from {@link coolingShare} on): the workspaces whose anonymous transfers hold the most of it, until they make half
+ * (spread over workspaces: a workspace is a class of them, not an address; those are cheap, public ports are not).
+ * Else, once the pressure has lasted, the owner holding the most, from {@link coolingShare} on. Empty: no class
+ * floods, every class's transfers may be shed.
  */
-export function floodingClasses(
-  heldByClass: ReadonlyMap<string, number>,
-  budget: number,
-  pressuredTicks: number,
-): Set<string> {
+export function floodingClasses({ heldByClass, suspectByClass, budget, pressuredTicks }: ClassHoldings): Set<string> {
   const over = classesHolding(heldByClass, budget, classShare);
   if (over.size > 0) return over;
-  const byHoldings = [...heldByClass].sort(([, a], [, b]) => b - a);
-  const anonymous = byHoldings.filter(([key]) => isAnonymousClass(key));
+  const suspect = [...suspectByClass].filter(([, bytes]) => bytes > 0).sort(([, a], [, b]) => b - a);
+  const anonymous = suspect.filter(([key]) => isAnonymousClass(key));
   const anonymousTotal = anonymous.reduce((sum, [, bytes]) => sum + bytes, 0);
-  if (anonymousTotal / budget > classShare) {
+  const [topOwner] = suspect.filter(([key]) => !isAnonymousClass(key));
+  const lasting = pressuredTicks >= lastingTicks;
+  const anonymousFlood =
+    anonymousTotal / budget > classShare ||
+    (lasting && anonymousTotal / budget > coolingShare && anonymousTotal >= (topOwner?.[1] ?? 0));
+  if (anonymousFlood) {
     let covered = 0;
     for (const [key, bytes] of anonymous) {
       if (covered >= anonymousTotal / 2) break;
       over.add(key);
       covered += bytes;
     }
-    return over;
+  } else if (lasting && topOwner && topOwner[1] / budget > coolingShare) {
+    over.add(topOwner[0]);
   }
-  const [biggest] = byHoldings;
-  if (pressuredTicks >= lastingTicks && biggest && biggest[1] / budget > coolingShare) over.add(biggest[0]);
   return over;
 }

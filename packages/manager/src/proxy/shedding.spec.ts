@@ -325,6 +325,42 @@ describe('TransferShedder', () => {
     expect(visitor.reset).toBe(false);
   });
 
+  it("does not take a victim's downloads for the flood: its workspace's visitors and its owner pass", async () => {
+    // Red team round 20b: an anonymous flood spread over three workspaces, each piece holding less than a victim's
+    // downloads, which were older and moving. N15: the victim workspace's eight anonymous 40 KB/s downloads made it the
+    // workspace holding the most, and its anonymous visitors were refused, 26 of 31 s; N16: twelve of bob's made him
+    // the class holding the most once the pressure lasted, and bob was refused everywhere, the flood never.
+    budgeted();
+    const victims = Array.from({ length: 8 }, (_, i) => transfer(`10.0.20.${i + 1}`, 0.9 * MiB, undefined, 'docs'));
+    const bobs = Array.from({ length: 6 }, (_, i) => transfer(`10.0.21.${i + 1}`, 0.9 * MiB, 'bob'));
+    const moving = (): void => {
+      for (const end of [...victims, ...bobs]) end.bytesWritten += 40_000;
+    };
+    load = 0.5;
+    await watch(moving);
+    load = 0.95;
+    let flood: FakeEnd[] = [];
+    const refused: Array<Array<string | undefined>> = [];
+    for (let i = 0; i < 5; i++) {
+      // Each second the flood closes what it had and opens three transfers of 1 MiB to each of its three workspaces.
+      for (const end of flood) {
+        end.reset = true;
+        queues.delete(end.key);
+      }
+      flood = ['a', 'b', 'c'].flatMap((workspace, w) =>
+        [1, 2, 3].map((j) => transfer(`10.0.22.${i * 9 + w * 3 + j}`, 1 * MiB, undefined, workspace)),
+      );
+      moving();
+      await tick();
+      refused.push(['docs', 'a', 'b', 'c'].map((w) => shedder.refuses('10.0.23.1', undefined, w)?.reason));
+      expect(shedder.refuses('10.0.23.1', 'bob', 'docs')).toBeUndefined();
+      expect(shedder.refuses('10.0.23.1', undefined, 'docs')).toBeUndefined();
+    }
+    // The flood's workspaces wait once the pressure has lasted (9 of the 20 MiB: not half), two of three covering half.
+    expect(refused.at(-1)).toEqual([undefined, 'pressure', 'pressure', undefined]);
+    expect([...victims, ...bobs].some((end) => end.reset)).toBe(false);
+  });
+
   it("refuses an owner's requests while its transfers hold more than half of the budget, and sheds only those", async () => {
     // Round 19, N8: transfers recycled every 2.5 s never looked stalled, so never cooled, and the cap stayed full while
     // another owner's slow download, the heaviest transfer, was reset again and again. Here with the owner's token.

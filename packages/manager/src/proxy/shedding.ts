@@ -109,9 +109,13 @@ interface Transfer {
  */
 const progressTicks = 3;
 
-/** A transfer's weight (bytes it holds less what its peers take a second), and whether its peers took almost nothing. */
+/**
+ * A transfer's weight (bytes it holds less what its peers take a second), what it holds, and whether its peers took
+ * almost nothing.
+ */
 interface Weight {
   readonly weight: number;
+  readonly holds: number;
   readonly stalled: boolean;
 }
 
@@ -253,13 +257,14 @@ export class TransferShedder {
       held += holds;
       heldByClass.set(classOf(transfer), (heldByClass.get(classOf(transfer)) ?? 0) + holds);
       if (!oldest) {
-        weighed.set(transfer, { weight: holds, stalled: false });
+        weighed.set(transfer, { weight: holds, holds, stalled: false });
         continue;
       }
       const taken = acked.reduce((sum, bytes, i) => sum + Math.max(0, bytes - oldest[i]!), 0);
       const waiting = kernel.some((queue) => (queue?.send ?? 0) >= waitingBytes);
       weighed.set(transfer, {
         weight: holds - taken / ticks,
+        holds,
         // Only over the whole window: one or two seconds can show nothing from a client that reads.
         stalled: ticks >= progressTicks && taken < this.minProgress * ticks && waiting,
       });
@@ -291,7 +296,16 @@ export class TransferShedder {
     const chosen: Choice = { victims: new Set(), cooled: new Map(), freed: 0 };
     // Of the budget: other sockets in the cap (the daemon's) do not make one owner's few transfers its biggest holder.
     const budget = this.options.budgetBytes ?? held / load;
-    const overShare = floodingClasses(heldByClass, budget, this.pressuredTicks);
+    // What looks like a flood: transfers that came with the pressure, or stalled ones. Older transfers that move (someone's
+    // downloads) do not make their class the one to refuse (red team round 20b, N15, N16: a victim's slow downloads made
+    // its workspace's anonymous visitors, or its owner, the class holding the most, and they were refused, not the flood).
+    const episode = (this.pressureSince ?? now) - 2 * this.intervalMs;
+    const suspectByClass = new Map<string, number>();
+    for (const [transfer, w] of weighed) {
+      if (!w.stalled && transfer.since < episode) continue;
+      suspectByClass.set(classOf(transfer), (suspectByClass.get(classOf(transfer)) ?? 0) + w.holds);
+    }
+    const overShare = floodingClasses({ heldByClass, suspectByClass, budget, pressuredTicks: this.pressuredTicks });
     // While a class holds more than its share, only its transfers are shed: an owner's download is not the price of an
     // anonymous flood, or of another owner's (round 19: the first tick of one reset an owner's 40 KB/s reader, the
     // heaviest client; transfers recycled before they could look stalled kept the cap full).
