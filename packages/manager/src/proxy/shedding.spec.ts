@@ -361,6 +361,55 @@ describe('TransferShedder', () => {
     expect([...victims, ...bobs].some((end) => end.reset)).toBe(false);
   });
 
+  it("does not cool an owner down for its slow downloads while others' fresh transfers hold more", async () => {
+    // Red team round 20, N16: 28 connections of mallory's, trudy's and anonymous ones, recycled before they could look
+    // stalled, none over half: bob's eight 10 KB/s downloads were the only stalled transfers, and bob, holding a
+    // quarter, was cooled down for 30 s, then 60 s, his IDE refused.
+    budgeted();
+    const bobs = Array.from({ length: 8 }, (_, i) => transfer(`10.0.24.${i + 1}`, 0.75 * MiB, 'bob'));
+    load = 0.5;
+    await watch();
+    for (const owner of ['mallory', 'trudy']) {
+      for (let i = 0; i < 8; i++) transfer(`10.0.25.${i + 1}`, 1 * MiB, owner);
+    }
+    load = 0.95;
+    await tick();
+    expect(bobs.some((end) => end.reset)).toBe(true);
+    expect(shedder.refuses('10.0.26.1', 'bob')).toBeUndefined();
+    expect(shedder.refuses('10.0.24.1', 'bob')).toBeUndefined();
+  });
+
+  it('takes a flood spread so that every class holds little for one once the pressure lasts, and resets it', async () => {
+    // Red team round 20b, N17: three public workspaces and three owners' tokens, every class under a quarter of the
+    // budget, each address holding a few MB: the cap stayed at 94-100% for 29 s, nothing refused, nothing reset.
+    budgeted();
+    let flood: FakeEnd[] = [];
+    const refused: Array<string | undefined> = [];
+    const reset: number[] = [];
+    load = 0.95;
+    for (let i = 0; i < 5; i++) {
+      for (const end of flood) {
+        end.reset = true;
+        queues.delete(end.key);
+      }
+      flood = [
+        ...['a', 'b', 'c'].flatMap((w, k) =>
+          [1, 2].map((j) => transfer(`10.0.27.${i * 18 + k * 2 + j}`, 0.5 * MiB, undefined, w)),
+        ),
+        ...['t1', 't2', 't3'].flatMap((owner, k) =>
+          [1, 2, 3].map((j) => transfer(`10.0.27.${i * 18 + 6 + k * 3 + j}`, 0.5 * MiB, owner)),
+        ),
+      ];
+      await tick();
+      refused.push(shedder.refuses('10.0.28.1', undefined, 'a')?.reason);
+      reset.push(flood.filter((end) => end.reset).length);
+    }
+    // From the third tick: the anonymous ones (3 of the 7.5 MiB, more than any owner's 1.5) wait, and their fresh
+    // transfers are reset, each holding too little for the floor of moving ones.
+    expect(refused.slice(2)).toEqual(['pressure', 'pressure', 'pressure']);
+    expect(reset.slice(2).every((n) => n > 0)).toBe(true);
+  });
+
   it("refuses an owner's requests while its transfers hold more than half of the budget, and sheds only those", async () => {
     // Round 19, N8: transfers recycled every 2.5 s never looked stalled, so never cooled, and the cap stayed full while
     // another owner's slow download, the heaviest transfer, was reset again and again. Here with the owner's token.

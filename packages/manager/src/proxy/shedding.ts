@@ -27,7 +27,7 @@
 import type { Socket } from 'node:net';
 import type { Logger } from '../logger.js';
 import { resetOrDestroy } from './closing.js';
-import { classesHolding, coolingShare, floodingClasses } from './class-shares.js';
+import { coolableOwners, floodingClasses } from './class-shares.js';
 import { ShedAdmission, classKey, clientKey } from './shed-admission.js';
 import type { ShedRefusal } from './shed-admission.js';
 import { connectionKey, readNodeTcpBytes, readSocketQueues } from './socket-queues.js';
@@ -305,19 +305,20 @@ export class TransferShedder {
       if (!w.stalled && transfer.since < episode) continue;
       suspectByClass.set(classOf(transfer), (suspectByClass.get(classOf(transfer)) ?? 0) + w.holds);
     }
-    const overShare = floodingClasses({ heldByClass, suspectByClass, budget, pressuredTicks: this.pressuredTicks });
+    const holdings = { heldByClass, suspectByClass, budget, pressuredTicks: this.pressuredTicks };
+    const overShare = floodingClasses(holdings);
     // While a class holds more than its share, only its transfers are shed: an owner's download is not the price of an
     // anonymous flood, or of another owner's (round 19: the first tick of one reset an owner's 40 KB/s reader, the
     // heaviest client; transfers recycled before they could look stalled kept the cap full).
     // Stalled ones of other classes neither (round 19c, N14: an owner's 10 KB/s downloads were reset again and again
     // for an anonymous flood): the flooding class's requests wait meanwhile, so its transfers only age into stalled ones.
     const flooding = (t: Transfer): boolean => overShare.size === 0 || overShare.has(classOf(t));
-    this.choose(weighed, flooding, excess, chosen, now);
+    this.choose(weighed, { among: flooding, flood: overShare.size > 0 }, excess, chosen, now);
     return {
       victims: [...chosen.victims],
       cooled: chosen.cooled,
       overShare,
-      heavy: classesHolding(heldByClass, budget, coolingShare),
+      heavy: coolableOwners(holdings),
     };
   }
 
@@ -328,7 +329,8 @@ export class TransferShedder {
    */
   private choose(
     weighed: ReadonlyMap<Transfer, Weight>,
-    among: (transfer: Transfer) => boolean,
+    /** The transfers that may be chosen, and whether they are a flooding class's (shed down to the smallest). */
+    { among, flood }: { readonly among: (transfer: Transfer) => boolean; readonly flood: boolean },
     excess: number,
     chosen: Choice,
     now: number,
@@ -362,7 +364,10 @@ export class TransferShedder {
       }
       // A transfer that moves is reset only where that frees a good part of the excess: the pressure of readers that
       // take everything in bursts is not a steady slow download's doing (round 18b: such a spike reset the victim's).
-      const floor = stalledPass ? minWeight : Math.max(minWeight, (excess - chosen.freed) / 4);
+      // Nor for a flooding class's transfers that came with the pressure: a flood spread over many addresses, each
+      // holding little, is still the flood (red team round 20b, N17: nothing was ever reset). Its older ones that move
+      // keep it: the class's own visitors' downloads.
+      const floor = stalledPass || (flood && pass === 1) ? minWeight : Math.max(minWeight, (excess - chosen.freed) / 4);
       for (const [client, entry] of [...byClient].sort(([, a], [, b]) => b.weight - a.weight)) {
         if (entry.weight < floor || done()) break;
         for (const transfer of entry.transfers) victims.add(transfer);
@@ -404,7 +409,8 @@ export class TransferShedder {
       for (const [client, one] of cooled) {
         // An owner's stalled transfers are reset, but its clients cool down only where the owner holds a good part of
         // the budget: slow downloads of an owner on a poor link are not a flood (round 19, N9: eight 10 KB/s downloads
-        // had their owner refused everywhere, its IDE too, during another client's flood).
+        // had their owner refused everywhere, its IDE too, during another client's flood), and no less of what looks
+        // like a flood than anyone else (round 20, N16: a flood recycled before it could look stalled).
         if (one.owner !== undefined && !heavy.has(classOf(one))) continue;
         this.admission.shedStalled(client, one.address, one.owner, now);
       }
