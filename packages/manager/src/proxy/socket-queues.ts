@@ -228,7 +228,8 @@ export async function readProcSocketQueues(localPorts?: ReadonlySet<number>): Pr
 /**
  * What the node's TCP sockets hold together, in bytes: `/proc/net/sockstat`'s `TCP: … mem <pages>`, the counter the
  * kernel checks against `net.ipv4.tcp_mem` (one for the whole node, whatever the namespace). Pages of 4 KiB, as
- * `tcp_mem` counts them on the machines Workbay runs on (x86-64, arm64 with 4 KiB pages).
+ * `tcp_mem` counts them on the machines Workbay runs on (x86-64, arm64 with 4 KiB pages). Each CPU keeps up to 1 MiB
+ * of charges to itself before they reach this count (SK_MEMORY_PCPU_RESERVE), so it can be off by that much a CPU.
  */
 export async function readNodeTcpBytes(): Promise<number> {
   const text = await readFile('/proc/net/sockstat', 'utf8');

@@ -13,6 +13,7 @@ import {
   useLocalRuntimeFixtures,
   waitForFile,
 } from '../../test-support/local-runtime.js';
+import { readNodeTcpBytes } from '../../proxy/socket-queues.js';
 import { tcpMemoryLimitFor } from './cgroup-limits.js';
 import { nodeTunables } from './node-tunables.js';
 
@@ -62,7 +63,7 @@ describe.runIf(isRoot)('LocalRuntime: a workspace is not the node problem (root)
     const bytes = MiB;
     const dir = await contentDir();
     const s = spec({ contentDir: dir, image: 'holder', resources: { memoryBytes: 256 * MiB, pids: 64 } });
-    const nodeBefore = await nodeTcpBytes();
+    const nodeBefore = await readNodeTcpBytes();
     const st = await runtime.start({ ...s, env: { ...s.env, CONNS: String(conns), BYTES: String(bytes) } });
     const memoryDir = st.cgroupDirs.find((d) => d.includes('/memory/'));
     if (runtime.isolation.cgroups?.version !== 'v1' || !memoryDir) {
@@ -76,7 +77,7 @@ describe.runIf(isRoot)('LocalRuntime: a workspace is not the node problem (root)
 
     await waitForFile(path.join(dir, 'held.txt'), 30_000);
     const usage = await readNumber(path.join(memoryDir, 'memory.kmem.tcp.max_usage_in_bytes'));
-    const nodeDelta = (await nodeTcpBytes()) - nodeBefore;
+    const nodeDelta = (await readNodeTcpBytes()) - nodeBefore;
     console.log(
       `asked the kernel to hold ${(conns * bytes) / MiB} MiB: the workspace's TCP peak ${(usage / MiB).toFixed(1)} MiB ` +
         `(cap ${cap / MiB} MiB), node TCP memory +${(nodeDelta / MiB).toFixed(1)} MiB`,
@@ -280,10 +281,4 @@ describe.runIf(isRoot)('LocalRuntime: a workspace is not the node problem (root)
 
 async function readNumber(file: string): Promise<number> {
   return Number((await readFile(file, 'utf8')).trim());
-}
-
-/** The node's TCP buffer memory (/proc/net/sockstat "TCP: ... mem", in pages). */
-async function nodeTcpBytes(): Promise<number> {
-  const m = /^TCP:.* mem (\d+)$/m.exec(await readFile('/proc/net/sockstat', 'utf8'));
-  return Number(m?.[1] ?? 0) * 4096;
 }
