@@ -249,9 +249,11 @@ export class WorkspaceInitialization {
       // The in-workspace service's socket is made beside the marker's fsyncs, not after them (about 6 ms of a
       // start): it lives outside the content and needs only the root's owner, set above. Nobody can reach it
       // before InitWorkspace answers (no workspace process runs yet), and a failure of either side fails the
-      // start, whose disposal closes the service. Both settle before anything is judged, so no write of this
-      // start runs on once its failure is seen.
-      const [content, service] = await Promise.allSettled([
+      // start, whose disposal closes the service. The durable `ready` is written and synced beside them too, under
+      // a temporary name: only its rename, after the marker is durable, makes it the session's state (an fsync less
+      // on the way of every start). All settle before anything is judged, so no write of this start runs on once
+      // its failure is seen.
+      const [content, service, ready] = await Promise.allSettled([
         finishContent(),
         options.lifecycle?.contentReady({
           instanceId: input.instanceId,
@@ -259,14 +261,22 @@ export class WorkspaceInitialization {
           contentLocation: root,
           ...(owner ? { hostUser: owner } : {}),
         }),
+        registry.stagePersist(ws, {
+          ...(populated.backupBase !== undefined ? { backupBase: populated.backupBase } : {}),
+          phase: 'ready',
+          init: { source, metrics, finishedAt: new Date().toISOString() },
+          gitLocations,
+        }),
       ]);
-      for (const step of [content, service]) if (step.status === 'rejected') throw step.reason;
-      await registry.persist(ws, {
-        ...(populated.backupBase !== undefined ? { backupBase: populated.backupBase } : {}),
-        phase: 'ready',
-        init: { source, metrics, finishedAt: new Date().toISOString() },
-        gitLocations,
-      });
+      const failure = [content, service, ready].find(
+        (step): step is PromiseRejectedResult => step.status === 'rejected',
+      );
+      if (failure || ready.status === 'rejected') {
+        // Deliberate: the start fails with the first error; a staged file left behind is only a stray `.tmp`.
+        if (ready.status === 'fulfilled') await ready.value.discard().catch(() => undefined);
+        throw failure?.reason;
+      }
+      await ready.value.apply();
       options.metrics.initializeSeconds.observe({ source, outcome: 'success' }, (performance.now() - started) / 1000);
       this.deps.emit({ type: 'initialized', instanceId: input.instanceId, source });
       this.deps.backupRuns.schedulePeriodic(ws);

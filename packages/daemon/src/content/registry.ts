@@ -43,6 +43,14 @@ export interface ContentPartDeps {
   readonly emit: (event: ContentEvent) => void;
 }
 
+/** A state change written ahead ({@link WorkspaceRegistry.stagePersist}). */
+export interface StagedPersist {
+  /** Puts it in place durably, sets and publishes it. */
+  apply(): Promise<void>;
+  /** Drops it: the change is not wanted after all. */
+  discard(): Promise<void>;
+}
+
 export class WorkspaceRegistry {
   private readonly workspaces = new Map<string, Workspace>();
   private readonly inflight = new Set<Promise<unknown>>();
@@ -114,6 +122,29 @@ export class WorkspaceRegistry {
     ws.state = { ...ws.state, ...patch, updatedAt: new Date().toISOString() };
     await this.store.save(ws.state);
     this.publish();
+  }
+
+  /**
+   * {@link persist} in two steps: the state with `patch` applied is written and synced ahead, beside work whose
+   * durability must come first; {@link StagedPersist.apply} puts it in place, then sets and publishes it. A state that
+   * changed meanwhile is persisted afresh with the patch, and the staged one discarded.
+   */
+  async stagePersist(ws: Workspace, patch: Partial<SessionState>): Promise<StagedPersist> {
+    const base = ws.state;
+    const next: SessionState = { ...base, ...patch, updatedAt: new Date().toISOString() };
+    const staged = await this.store.stage(next);
+    return {
+      apply: async () => {
+        if (ws.state !== base) {
+          await staged.discard();
+          return this.persist(ws, patch);
+        }
+        await staged.commit();
+        ws.state = next;
+        this.publish();
+      },
+      discard: () => staged.discard(),
+    };
   }
 
   /** Tracks an operation so that {@link settle} can wait for it. */

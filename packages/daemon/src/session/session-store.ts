@@ -9,7 +9,8 @@ import { join } from 'node:path';
 import type { GitStatusSummary } from '../git/git-status.js';
 import type { ContentSource, InitializerMetric, InitializerSpec } from '../initializer/types.js';
 import type { QuotaHandle } from '../quota/disk-quota.js';
-import { readJsonFile, writeJsonAtomic } from '../util/atomic-file.js';
+import { readJsonFile, stageJson, writeJsonAtomic } from '../util/atomic-file.js';
+import type { StagedFile } from '../util/atomic-file.js';
 
 /**
  * Where a workspace's content stands.
@@ -124,6 +125,11 @@ export class SessionStore {
 
   async save(state: SessionState): Promise<void> {
     await writeJsonAtomic(this.statePath(state.instanceId), state, 0o600);
+  }
+
+  /** The state written and synced ahead, to put in place later (see `stageFile`). */
+  stage(state: SessionState): Promise<StagedFile> {
+    return stageJson(this.statePath(state.instanceId), state, 0o600);
   }
 
   async load(instanceId: string): Promise<SessionState | undefined> {
