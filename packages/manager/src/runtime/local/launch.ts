@@ -56,7 +56,8 @@ export async function planLaunch(options: {
   readonly spec: RuntimeWorkspaceSpec;
   readonly config: LocalRuntimeConfig;
   readonly contentDir: string;
-  readonly contentStat: Stats;
+  /** The content directory's: an isolated workspace runs as its owner (not needed otherwise). */
+  readonly contentStat?: Stats;
   readonly isolated: boolean;
   /** Non-isolated only: the allocated host port for the IDE. */
   readonly allocatedIdePort?: number;
@@ -99,6 +100,7 @@ export async function planLaunch(options: {
         spec.owner,
       ];
   if (!isolated) return { command, env, readiness, idePort, portMap, mappedPattern: mapped?.pattern };
+  if (!options.contentStat) throw new Error('an isolated launch is planned with the content directory it runs as');
   const needed = [process.execPath, command[0] ?? ''];
   const hideDirs = hideDirsFor(
     [path.dirname(contentDir), config.stateDir, ...hostListings.filter((d) => existsSync(d))],

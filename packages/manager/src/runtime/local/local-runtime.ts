@@ -25,7 +25,10 @@ import type { ManagerTcpBudget } from './manager-tcp.js';
 import { InstanceSupervisor } from './supervisor.js';
 import { isSameProcessAlive, readProcStat } from './proc.js';
 import { PreparedHosts } from './prepared-hosts.js';
-import { provision, reserveHost, spawnWorkspace } from './provision.js';
+import { provision, reserveHost, spawnWrapper, workspaceWrapper } from './provision.js';
+import type { HostResources, WrapperFiles } from './provision.js';
+import { Prelaunched } from './prelaunch.js';
+import { planLaunch } from './launch.js';
 import { newRecord, stateOfRecord } from './state.js';
 import type { LocalWorkspaceState } from './state.js';
 import { InstanceStore } from './store.js';
@@ -168,9 +171,63 @@ export class LocalRuntime implements WorkspaceRuntime {
     const id = spec.instanceId;
     assertInstanceId(id);
     if (this.starting.has(id) || (this.instances.has(id) && this.instances.get(id)!.status !== 'exited')) return;
-    await this.prepared.reserve(id, () =>
-      reserveHost({ spec, tag: this.tag, isolation: this.isolation, networks: this.networks, ports: this.ports }),
-    );
+    await this.prepared.reserve(id, async () => {
+      const host = await reserveHost({
+        spec,
+        tag: this.tag,
+        isolation: this.isolation,
+        networks: this.networks,
+        ports: this.ports,
+      });
+      // Not over an earlier run's files, which the start reads before it forgets that run.
+      return this.isolation.namespaces || this.instances.has(id) ? host : this.prelaunch(spec, host);
+    });
+  }
+
+  /**
+   * The host resources with the workspace's wrapper spawned ahead (prelaunch.ts), or as they are where that fails: the
+   * start then spawns one itself, and answers for it.
+   */
+  private async prelaunch(spec: RuntimeWorkspaceSpec, host: HostResources): Promise<HostResources> {
+    const id = spec.instanceId;
+    try {
+      const contentDir = path.resolve(spec.contentDir);
+      const plan = await planLaunch({
+        spec,
+        config: this.config,
+        contentDir,
+        isolated: false,
+        allocatedIdePort: host.idePort,
+      });
+      const target = { contentDir, plan, cgroup: host.cgroup, net: host.net };
+      const files = this.wrapperFiles(id);
+      await this.store.remove(id); // leftovers of an earlier run of the same id
+      const prelaunched = await Prelaunched.spawn(
+        workspaceWrapper(target, spec, this.networks, files).invocation,
+        workspaceWrapper(target, spec, this.networks, files, true).invocation,
+        files.logFile,
+      );
+      return {
+        ...host,
+        prelaunched,
+        release: async () => {
+          await prelaunched.abandon();
+          await host.release();
+        },
+      };
+    } catch (error) {
+      // Deliberate: see the method comment.
+      this.logger.debug({ instanceId: id, err: error }, 'spawning the wrapper ahead of the start failed');
+      return host;
+    }
+  }
+
+  private wrapperFiles(id: string): WrapperFiles {
+    return {
+      exitFile: this.store.exitFile(id),
+      logFile: this.store.logFile(id),
+      ...(this.isolation.logWriter ? { logWriterMaxBytes: this.config.logs.maxBytes } : {}),
+    };
   }
 
   async start(spec: RuntimeWorkspaceSpec): Promise<LocalWorkspaceState> {
@@ -205,12 +262,16 @@ export class LocalRuntime implements WorkspaceRuntime {
     let child: ChildProcess;
     let logWriter: boolean;
     try {
-      await this.store.remove(id); // leftovers of an earlier run of the same id
-      ({ child, logWriter } = await spawnWorkspace(p, spec, this.networks, {
-        exitFile: this.store.exitFile(id),
-        logFile: this.store.logFile(id),
-        ...(this.isolation.logWriter ? { logWriterMaxBytes: this.config.logs.maxBytes } : {}),
-      }));
+      const files = this.wrapperFiles(id);
+      const wrapper = workspaceWrapper(p, spec, this.networks, files);
+      logWriter = wrapper.logWriter;
+      const prelaunched = p.prelaunched?.open(wrapper.invocation);
+      if (prelaunched) child = prelaunched;
+      else {
+        await p.prelaunched?.abandon();
+        await this.store.remove(id); // leftovers of an earlier run of the same id
+        child = await spawnWrapper(wrapper.invocation, { cwd: p.contentDir, logFile: files.logFile });
+      }
       // Capped from its first write: a workspace can fill hundreds of MB while the record below is fsynced. A log
       // its writer caps is not watched: the watch would cost the manager a check at every write it sees (~14% of a
       // core per workspace writing without pause) for nothing.

@@ -11,8 +11,10 @@ import type { LocalIsolation } from './isolation.js';
 import { hostnameFor, planLaunch } from './launch.js';
 import type { LaunchPlan } from './launch.js';
 import type { WorkspaceNet, WorkspaceNetworks } from './network.js';
+import type { Prelaunched } from './prelaunch.js';
 import type { PortAllocator } from './ports.js';
 import { wrapperInvocation } from './wrapper.js';
+import type { WrapperInvocation } from './wrapper.js';
 
 /**
  * What a workspace holds on the host that does not depend on its content: the IDE host port when not isolated, its
@@ -22,6 +24,8 @@ export interface HostResources {
   readonly idePort?: number;
   readonly cgroup?: Cgroup;
   readonly net?: WorkspaceNet;
+  /** The wrapper spawned ahead, waiting at its gate (prelaunch.ts); `release` abandons it. */
+  readonly prelaunched?: Prelaunched;
   release(): Promise<void>;
 }
 
@@ -31,6 +35,7 @@ export interface Provisioned {
   readonly plan: LaunchPlan;
   readonly cgroup?: Cgroup;
   readonly net?: WorkspaceNet;
+  readonly prelaunched?: Prelaunched;
   undo(): Promise<void>;
 }
 
@@ -113,28 +118,36 @@ export async function provision(
       isolated: isolation.namespaces,
       allocatedIdePort: host.idePort,
     });
-    return { contentDir, plan, cgroup: host.cgroup, net: host.net, undo: host.release };
+    return {
+      contentDir,
+      plan,
+      cgroup: host.cgroup,
+      net: host.net,
+      ...(host.prelaunched ? { prelaunched: host.prelaunched } : {}),
+      undo: host.release,
+    };
   } catch (error) {
     await host.release();
     throw error;
   }
 }
 
-/**
- * Spawns the wrapper for a provisioned workspace: its own session and process group (the group is what stop()
- * signals), output appended to `logFile`. Resolves once the process exists.
- */
-export async function spawnWorkspace(
-  p: Provisioned,
+/** Where a workspace's wrapper writes: the exit status and the log, and the log's cap. */
+export interface WrapperFiles {
+  readonly exitFile: string;
+  readonly logFile: string;
+  /** The cap the log writer keeps an isolated workspace's log under; absent: `cat` appends (see wrapper.ts). */
+  readonly logWriterMaxBytes?: number;
+}
+
+/** The wrapper's invocation for a workspace, and whether its log writer caps the log itself. */
+export function workspaceWrapper(
+  p: Pick<Provisioned, 'contentDir' | 'plan' | 'cgroup' | 'net'>,
   spec: RuntimeWorkspaceSpec,
   networks: WorkspaceNetworks | undefined,
-  files: {
-    readonly exitFile: string;
-    readonly logFile: string;
-    /** The cap the log writer keeps an isolated workspace's log under; absent: `cat` appends (see wrapper.ts). */
-    readonly logWriterMaxBytes?: number;
-  },
-): Promise<{ readonly child: ChildProcess; readonly logWriter: boolean }> {
+  files: WrapperFiles,
+  gated = false,
+): { readonly invocation: WrapperInvocation; readonly logWriter: boolean } {
   const identity = p.plan.identity;
   const isolated = p.net !== undefined && identity !== undefined && networks !== undefined;
   const logWriter = isolated && files.logWriterMaxBytes !== undefined;
@@ -159,20 +172,33 @@ export async function spawnWorkspace(
     ...(logWriter ? { log: { file: files.logFile, maxBytes: files.logWriterMaxBytes! } } : {}),
     command: p.plan.command,
     env: p.plan.env,
+    ...(gated ? { gated: { contentDir: p.contentDir } } : {}),
   });
-  const log = await open(files.logFile, 'a', 0o600);
+  return { invocation, logWriter };
+}
+
+/**
+ * Spawns a wrapper: its own session and process group (the group is what stop() signals), output appended to
+ * `logFile`, in `cwd`; with `gate`, descriptor 3 is a socket to its gate (wrapper.ts). Resolves once the process
+ * exists.
+ */
+export async function spawnWrapper(
+  invocation: WrapperInvocation,
+  options: { readonly cwd: string; readonly logFile: string; readonly gate?: boolean },
+): Promise<ChildProcess> {
+  const log = await open(options.logFile, 'a', 0o600);
   try {
     const child = spawn(invocation.file, invocation.args, {
-      cwd: p.contentDir,
+      cwd: options.cwd,
       env: invocation.env,
       detached: true,
-      stdio: ['ignore', log.fd, log.fd],
+      stdio: ['ignore', log.fd, log.fd, ...(options.gate ? (['pipe'] as const) : [])],
     });
     await new Promise<void>((resolve, reject) => {
       child.once('spawn', resolve);
       child.once('error', reject);
     });
-    return { child, logWriter };
+    return child;
   } finally {
     await log.close();
   }

@@ -74,6 +74,24 @@ export interface WrapperInvocation {
  */
 const closeInheritedFds = 'for fd in /proc/self/fd/*; do fd=${fd##*/}; if [ "$fd" -gt 2 ]; then exec {fd}>&-; fi; done';
 
+/**
+ * Where a wrapper spawned ahead of its start waits ({@link wrapperInvocation}'s `gated`): the variable names the
+ * content directory, and nothing else happens until the runtime writes `go` to descriptor 3. End of file there (the
+ * start was given up, or the manager is gone: the kernel closes its end) ends the wrapper with 125, before it joined a
+ * cgroup, ran anything or wrote an exit status. So the fork and the shell's start-up, about 9 ms, happen while the
+ * daemon still produces the content, and the workspace still never runs on content that is not complete.
+ */
+const gateVariable = 'WORKBAY_GATE_DIR';
+const gateScript = [
+  `if [ -n "\${${gateVariable}-}" ]; then`,
+  '  IFS= read -r go <&3 || go=',
+  '  exec 3<&-',
+  '  if [ "$go" != go ]; then exit 125; fi',
+  `  cd -- "$${gateVariable}" || exit 125`,
+  `  unset ${gateVariable}`,
+  'fi',
+].join('\n');
+
 /** Runs the wrapper when it closes inherited descriptors ({@link closeInheritedFds}). */
 const wrapperShell = '/bin/bash';
 
@@ -137,6 +155,11 @@ export function wrapperInvocation(options: {
   readonly env: Readonly<Record<string, string>>;
   /** Perl's path (default: found on the trusted path at start-up); `null`: run without, through `env -i`. */
   readonly perl?: string | null;
+  /**
+   * Spawned ahead of its start: it waits at its gate (see {@link gateScript}) and then changes into this directory,
+   * the content's; the spawn gives it descriptor 3 and a working directory that exists already.
+   */
+  readonly gated?: { readonly contentDir: string };
 }): WrapperInvocation {
   const s = options.sandbox;
   const perlPath = options.perl === undefined ? perl : (options.perl ?? undefined);
@@ -167,11 +190,12 @@ export function wrapperInvocation(options: {
         ...counted(s.privateDirs ?? defaultPrivateDirs),
       ]
     : ['plain'];
+  const script = closeFds ? `${closeInheritedFds}\n${outerScript}` : outerScript;
   return {
     file: closeFds ? wrapperShell : '/bin/sh',
     args: [
       '-c',
-      closeFds ? `${closeInheritedFds}\n${outerScript}` : outerScript,
+      options.gated ? `${gateScript}\n${script}` : script,
       'workbay-workspace',
       options.exitFile,
       String(options.cgroupProcsFiles.length),
@@ -179,6 +203,10 @@ export function wrapperInvocation(options: {
       ...mode,
       ...exec.argv,
     ],
-    env: { ...trustedEnv, ...exec.carriers },
+    env: {
+      ...trustedEnv,
+      ...exec.carriers,
+      ...(options.gated ? { [gateVariable]: options.gated.contentDir } : {}),
+    },
   };
 }

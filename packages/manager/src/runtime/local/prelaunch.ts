@@ -1,0 +1,66 @@
+/**
+ * A workspace's wrapper spawned ahead of its start (the runtime's prepare), waiting at its gate (wrapper.ts) while the
+ * daemon still produces the content: the manager's fork and the shell's start-up (about 9 ms of every start) are then
+ * off the start's path. Nothing of the workspace runs before the start opens the gate, and a start that asks for
+ * anything else than what the wrapper was spawned for gets a wrapper of its own. Only where the workspace is not
+ * isolated: an isolated wrapper's arguments name the content's owner, known once the content exists.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { rm } from 'node:fs/promises';
+import type { Socket } from 'node:net';
+import { spawnWrapper } from './provision.js';
+import type { WrapperInvocation } from './wrapper.js';
+
+/** What tells two invocations apart: everything the wrapper is given. */
+const invocationKey = (invocation: WrapperInvocation): string =>
+  JSON.stringify([invocation.file, invocation.args, invocation.env]);
+
+export class Prelaunched {
+  private opened = false;
+  private abandoned = false;
+
+  private constructor(
+    private readonly child: ChildProcess,
+    private readonly gate: Socket,
+    private readonly key: string,
+    private readonly logFile: string,
+  ) {}
+
+  /**
+   * Spawns `gated` (the wrapper with its gate) in `/`, for a start that will run `ungated` (the same wrapper as a start
+   * would spawn it): its output goes to `logFile` from the first byte.
+   */
+  static async spawn(ungated: WrapperInvocation, gated: WrapperInvocation, logFile: string): Promise<Prelaunched> {
+    const child = await spawnWrapper(gated, { cwd: '/', logFile, gate: true });
+    // Neither keeps the manager running: a manager that ends closes the gate, and the wrapper with it.
+    child.unref();
+    const gate = child.stdio[3] as Socket;
+    gate.unref();
+    // Deliberate: a gate that fails (the wrapper died) is seen as a wrapper that exited; the start spawns anew.
+    gate.on('error', () => undefined);
+    return new Prelaunched(child, gate, invocationKey(ungated), logFile);
+  }
+
+  /**
+   * The wrapper for a start that runs `invocation`, its gate opened: undefined when it was spawned for another
+   * invocation, was abandoned, or is no longer waiting (the start then spawns one).
+   */
+  open(invocation: WrapperInvocation): ChildProcess | undefined {
+    const waiting = this.child.exitCode === null && this.child.signalCode === null && !this.gate.destroyed;
+    if (this.opened || this.abandoned || !waiting || invocationKey(invocation) !== this.key) return undefined;
+    this.opened = true;
+    this.gate.end('go\n');
+    return this.child;
+  }
+
+  /**
+   * Ends a wrapper whose gate was never opened, before it ran anything: its gate closes, it exits 125, and its log
+   * (empty: the wrapper writes nothing before its gate) goes. An opened one is the workspace's: left alone.
+   */
+  async abandon(): Promise<void> {
+    if (this.opened || this.abandoned) return;
+    this.abandoned = true;
+    this.gate.destroy();
+    await rm(this.logFile, { force: true });
+  }
+}
