@@ -26,9 +26,8 @@ import { InstanceSupervisor } from './supervisor.js';
 import { isSameProcessAlive, readProcStat } from './proc.js';
 import { PreparedHosts } from './prepared-hosts.js';
 import { provision, reserveHost, spawnWrapper, workspaceWrapper } from './provision.js';
-import type { HostResources, WrapperFiles } from './provision.js';
-import { Prelaunched } from './prelaunch.js';
-import { planLaunch } from './launch.js';
+import type { WrapperFiles } from './provision.js';
+import { withPrelaunch } from './prelaunch.js';
 import { newRecord, stateOfRecord } from './state.js';
 import type { LocalWorkspaceState } from './state.js';
 import { InstanceStore } from './store.js';
@@ -180,46 +179,17 @@ export class LocalRuntime implements WorkspaceRuntime {
         ports: this.ports,
       });
       // Not over an earlier run's files, which the start reads before it forgets that run.
-      return this.isolation.namespaces || this.instances.has(id) ? host : this.prelaunch(spec, host);
-    });
-  }
-
-  /**
-   * The host resources with the workspace's wrapper spawned ahead (prelaunch.ts), or as they are where that fails: the
-   * start then spawns one itself, and answers for it.
-   */
-  private async prelaunch(spec: RuntimeWorkspaceSpec, host: HostResources): Promise<HostResources> {
-    const id = spec.instanceId;
-    try {
-      const contentDir = path.resolve(spec.contentDir);
-      const plan = await planLaunch({
+      if (this.isolation.namespaces || this.instances.has(id)) return host;
+      return withPrelaunch({
         spec,
+        host,
         config: this.config,
-        contentDir,
-        isolated: false,
-        allocatedIdePort: host.idePort,
+        networks: this.networks,
+        files: this.wrapperFiles(id),
+        clear: () => this.store.remove(id),
+        logger: this.logger,
       });
-      const target = { contentDir, plan, cgroup: host.cgroup, net: host.net };
-      const files = this.wrapperFiles(id);
-      await this.store.remove(id); // leftovers of an earlier run of the same id
-      const prelaunched = await Prelaunched.spawn(
-        workspaceWrapper(target, spec, this.networks, files).invocation,
-        workspaceWrapper(target, spec, this.networks, files, true).invocation,
-        files.logFile,
-      );
-      return {
-        ...host,
-        prelaunched,
-        release: async () => {
-          await prelaunched.abandon();
-          await host.release();
-        },
-      };
-    } catch (error) {
-      // Deliberate: see the method comment.
-      this.logger.debug({ instanceId: id, err: error }, 'spawning the wrapper ahead of the start failed');
-      return host;
-    }
+    });
   }
 
   private wrapperFiles(id: string): WrapperFiles {

@@ -8,7 +8,13 @@
 import type { ChildProcess } from 'node:child_process';
 import { rm } from 'node:fs/promises';
 import type { Socket } from 'node:net';
-import { spawnWrapper } from './provision.js';
+import path from 'node:path';
+import type { PluginLogger, RuntimeWorkspaceSpec } from '@workbay/api';
+import type { LocalRuntimeConfig } from './config.js';
+import { planLaunch } from './launch.js';
+import type { WorkspaceNetworks } from './network.js';
+import { spawnWrapper, workspaceWrapper } from './provision.js';
+import type { HostResources, WrapperFiles } from './provision.js';
 import type { WrapperInvocation } from './wrapper.js';
 
 /** What tells two invocations apart: everything the wrapper is given. */
@@ -62,5 +68,50 @@ export class Prelaunched {
     this.abandoned = true;
     this.gate.destroy();
     await rm(this.logFile, { force: true });
+  }
+}
+
+/**
+ * `host` with the workspace's wrapper spawned ahead, its `release` abandoning that wrapper first; `host` as it is where
+ * that fails (the start then spawns one itself, and answers for it). `clear` removes an earlier run's files first.
+ */
+export async function withPrelaunch(options: {
+  readonly spec: RuntimeWorkspaceSpec;
+  readonly host: HostResources;
+  readonly config: LocalRuntimeConfig;
+  readonly networks: WorkspaceNetworks | undefined;
+  readonly files: WrapperFiles;
+  readonly clear: () => Promise<void>;
+  readonly logger: PluginLogger;
+}): Promise<HostResources> {
+  const { spec, host, files } = options;
+  try {
+    const contentDir = path.resolve(spec.contentDir);
+    const plan = await planLaunch({
+      spec,
+      config: options.config,
+      contentDir,
+      isolated: false,
+      allocatedIdePort: host.idePort,
+    });
+    const target = { contentDir, plan, cgroup: host.cgroup, net: host.net };
+    await options.clear();
+    const prelaunched = await Prelaunched.spawn(
+      workspaceWrapper(target, spec, options.networks, files).invocation,
+      workspaceWrapper(target, spec, options.networks, files, true).invocation,
+      files.logFile,
+    );
+    return {
+      ...host,
+      prelaunched,
+      release: async () => {
+        await prelaunched.abandon();
+        await host.release();
+      },
+    };
+  } catch (error) {
+    // Deliberate: see the function comment.
+    options.logger.debug({ instanceId: spec.instanceId, err: error }, 'spawning the wrapper ahead of the start failed');
+    return host;
   }
 }
