@@ -122,14 +122,22 @@ describe('Prelaunched: the gate', () => {
         `const { spawn } = await import('node:child_process');
          const gated = ${JSON.stringify(gated)};
          const child = spawn(gated.file, gated.args, { env: gated.env, detached: true, cwd: '/', stdio: ['ignore', 'ignore', 'ignore', 'pipe'] });
-         child.on('spawn', () => console.log(child.pid));
+         child.on('spawn', () => console.log('PID ' + child.pid));
          setInterval(() => {}, 1000);`,
       ],
       { stdio: ['ignore', 'pipe', 'inherit'] },
     );
-    const pid = Number(await new Promise<string>((resolve) => manager.stdout.once('data', (c) => resolve(String(c)))));
-    expect(Number.isInteger(pid) && pid > 0).toBe(true);
-    // That a wrapper spawned ahead waits at its gate is shown through the runtime above (alive 300 ms on, then used).
+    // The pid on a line of its own, whatever else the child prints first (CI read NaN from a first chunk).
+    const pid = await new Promise<number>((resolve, reject) => {
+      let text = '';
+      manager.stdout.on('data', (chunk: Buffer) => {
+        text += chunk.toString();
+        const line = /^PID (\d+)$/m.exec(text);
+        if (line) resolve(Number(line[1]));
+      });
+      manager.once('exit', (code) => reject(new Error(`the manager exited (${code}): ${text.slice(0, 500)}`)));
+    });
+    expect(await alive(pid)).toBe(true);
     manager.kill('SIGKILL');
     await expect.poll(() => alive(pid), { timeout: 5_000 }).toBe(false);
     expect(existsSync(marker)).toBe(false);
