@@ -38,3 +38,37 @@ describe('runCommand', () => {
     expect(result.code).toBe('EMFILE');
   });
 });
+
+describe('routeCommands', () => {
+  it("sends every command through the route until it is undone, and a later route survives an earlier one's undo", async () => {
+    const { routeCommands, runCommand } = await import('./exec.js');
+    const seen: string[] = [];
+    const undo = routeCommands(async (file, args) => {
+      seen.push([file, ...args].join(' '));
+      return { stdout: 'routed', stderr: '', exitCode: 0, signal: null, timedOut: false };
+    });
+    expect((await runCommand('echo', ['here'])).stdout).toBe('routed');
+    expect(seen).toEqual(['echo here']);
+    undo();
+    expect((await runCommand('echo', ['here'])).stdout).toBe('here\n');
+
+    const first = routeCommands(async () => ({
+      stdout: 'first',
+      stderr: '',
+      exitCode: 0,
+      signal: null,
+      timedOut: false,
+    }));
+    const second = routeCommands(async () => ({
+      stdout: 'second',
+      stderr: '',
+      exitCode: 0,
+      signal: null,
+      timedOut: false,
+    }));
+    first();
+    expect((await runCommand('echo', ['here'])).stdout).toBe('second');
+    second();
+    expect((await runCommand('echo', ['here'])).stdout).toBe('here\n');
+  });
+});

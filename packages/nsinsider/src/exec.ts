@@ -21,8 +21,35 @@ export interface CommandOptions {
   killGroup?: boolean;
 }
 
+/** Runs a command to completion, never throwing, as {@link spawnCommand} does. */
+export type CommandSpawner = (file: string, args: readonly string[], options: CommandOptions) => Promise<CommandResult>;
+
+let spawner: CommandSpawner | undefined;
+
+/**
+ * Routes every command this library runs through `next` instead of forking it from this process. A fork costs more
+ * the more memory the process holds (tens of ms for a few hundred MB, with the event loop stopped): a large process
+ * hands its commands to a small one, as @workbay/manager's local runtime does. Returns the undo: back to forking here,
+ * unless another route was set since.
+ */
+export function routeCommands(next: CommandSpawner): () => void {
+  spawner = next;
+  return () => {
+    if (spawner === next) spawner = undefined;
+  };
+}
+
 /** Runs a command to completion, never throwing: the caller decides what a failure means. */
 export function runCommand(
+  file: string,
+  args: readonly string[],
+  options: CommandOptions = {},
+): Promise<CommandResult> {
+  return spawner ? spawner(file, args, options) : spawnCommand(file, args, options);
+}
+
+/** {@link runCommand} in this process, whatever {@link routeCommands} set. */
+export function spawnCommand(
   file: string,
   args: readonly string[],
   options: CommandOptions = {},

@@ -42,6 +42,8 @@ export type {
 export type { NsinsiderOpsOptions } from './nsinsider-ops.js';
 export { createNsinsiderOps } from './nsinsider-ops.js';
 export { systemToolEnv, systemToolPath } from './host-tool.js';
+export type { CommandOptions, CommandResult, CommandSpawner } from './exec.js';
+export { routeCommands, spawnCommand } from './exec.js';
 export type { NsinsiderFailureKind, NsinsiderErrorOptions } from './errors.js';
 export {
   NsinsiderError,

@@ -14,9 +14,11 @@
  * 4. Resident memory of a manager holding BENCH_RECORDS (10,000) workspace records, against an empty manager.
  * 5. Restart from a WORKBAY_BENCH_RESTART_BYTES (1 GiB) backup: StartWorkspace until RUNNING, against `tar -xf` of
  *    the same tree (bench/restart.ts).
+ * 6. The manager's event loop stalled by one wrapper spawn in a manager of BENCH_SPAWN_BALLAST_MB (600) MB, through
+ *    the runtime's spawner against `child_process.spawn` (bench/spawn-stall.ts).
  *
  * Sizes are environment variables; BENCH_ISOLATION (none|auto) sets the local runtime's isolation. BENCH_ONLY=start,
- * fanout, memory or restart runs only that row (1, 2, 4 or 5), e.g. to compare a change without the minutes the
+ * fanout, memory, restart or spawn runs only that row (1, 2, 4, 5 or 6), e.g. to compare a change without the minutes the
  * other rows take.
  */
 import { spawn } from 'node:child_process';
@@ -32,6 +34,7 @@ import { createSilentLogger } from '../logger.js';
 import { defaultWorkspaceScript } from '../runtime/local/index.js';
 import { benchRestart } from './restart.js';
 import { benchRss } from './rss.js';
+import { benchSpawnStall } from './spawn-stall.js';
 import { envInt, fmtMs, percentile, report } from './stats.js';
 import { loadClient, nextMessage, startBareServer, waitForPort } from './support.js';
 
@@ -49,7 +52,7 @@ const sizes = {
 };
 const isolation = process.env['BENCH_ISOLATION'] === 'auto' ? 'auto' : 'none';
 const only = process.env['BENCH_ONLY'] ?? '';
-const rows = ['start', 'fanout', 'memory', 'restart'];
+const rows = ['start', 'fanout', 'memory', 'restart', 'spawn'];
 if (only !== '' && !rows.includes(only))
   throw new Error(`BENCH_ONLY must be one of ${rows.join(', ')} (got '${only.slice(0, 20)}')`);
 const runs = (row: string): boolean => only === '' || only === row;
@@ -321,6 +324,12 @@ async function benchDescribe(handle: EmbeddedHandle, client: WorkspaceManagerCli
 
 async function main(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'workbay-manager-bench-'));
+  if (only === 'spawn') {
+    console.log('@workbay/manager bench (spawn row only)');
+    await benchSpawnStall(dir);
+    await rm(dir, { recursive: true, force: true });
+    return;
+  }
   if (only === 'memory') {
     console.log(`@workbay/manager bench (memory row only): ${sizes.records} records`);
     await benchRss(dir, sizes.records);
@@ -375,6 +384,8 @@ async function main(): Promise<void> {
     await handle.stop();
   }
   if (only === '') await benchRss(dir, sizes.records);
+  // Last: it fills this process with ballast.
+  if (only === '') await benchSpawnStall(dir);
   await rm(dir, { recursive: true, force: true });
 }
 

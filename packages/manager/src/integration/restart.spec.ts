@@ -10,6 +10,7 @@ import { createWorkspaceManagerClient, workspaceConditionBool, workspacePhase, w
 import { resolveManagerConfig } from '../config.js';
 import { DaemonSupervisor } from '../embedded.js';
 import { createSilentLogger } from '../logger.js';
+import { readProcStat } from '../runtime/local/proc.js';
 import {
   phaseOf,
   startHarness,
@@ -21,13 +22,13 @@ import {
 } from '../test-support/harness.js';
 import type { Harness } from '../test-support/harness.js';
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
+/**
+ * A live process, not a zombie: a wrapper's parent is the runtime's spawner, gone with the first manager, so an
+ * exited one waits as a zombie until init reaps it.
+ */
+async function alive(pid: number): Promise<boolean> {
+  const stat = await readProcStat(pid);
+  return stat !== undefined && stat.state !== 'Z';
 }
 
 describe('restart: re-adoption from the persisted state (manager restarted in-process)', () => {
@@ -61,7 +62,7 @@ describe('restart: re-adoption from the persisted state (manager restarted in-pr
 
     // Still running, same process, same status; activity time survived.
     expect(await phaseOf(h.client, keep.id)).toBe('running');
-    expect(alive(keepPid)).toBe(true);
+    expect(await alive(keepPid)).toBe(true);
     const described = await h.client.describeWorkspace({ id: keep.id });
     expect(described.lastActivity).toBe(lastActivity);
     expect(described.status!.auth!.ownerToken).toBe(before.auth!.ownerToken);
@@ -86,7 +87,7 @@ describe('restart: re-adoption from the persisted state (manager restarted in-pr
 
     await h.client.stopWorkspace({ id: keep.id, policy: wsman.StopWorkspacePolicy.ABORT });
     await waitForPhase(h.client, keep.id, 'stopped');
-    expect(alive(keepPid)).toBe(false);
+    expect(await alive(keepPid)).toBe(false);
   });
 
   it('timeouts continue from the persisted activity time', async () => {

@@ -1,10 +1,10 @@
-import type { ChildProcess } from 'node:child_process';
 import { rmdir } from 'node:fs/promises';
 import { InvalidArgumentError } from '@workbay/api';
 import type { PluginLogger, RuntimeStatus } from '@workbay/api';
 import { oomKillCount } from '@workbay/nsinsider';
 import type { Cgroup } from '@workbay/nsinsider';
 import type { LocalIsolation } from './isolation.js';
+import type { SpawnedWrapper } from './spawner.js';
 import { readProcStat } from './proc.js';
 import type { InstanceRecord } from './store.js';
 
@@ -13,7 +13,7 @@ export interface Instance {
   record: InstanceRecord;
   status: RuntimeStatus;
   /** Set while the wrapper is our own child; adopted instances are polled instead. */
-  child?: ChildProcess;
+  child?: SpawnedWrapper;
   childExit?: { code: number | null; signal: NodeJS.Signals | null };
   readonly readyAbort: AbortController;
   pollTimer?: NodeJS.Timeout;

@@ -1,10 +1,9 @@
 import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import type { Stats } from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { FailedPreconditionError } from '@workbay/api';
 import type { RuntimeWorkspaceSpec } from '@workbay/api';
 import type { LocalRuntimeConfig, ReadinessConfig } from './config.js';
+import { builtScript } from './built-scripts.js';
 import { expandCommand, resolveImage } from './images.js';
 import {
   hideDirsFor,
@@ -142,14 +141,9 @@ function realPath(dir: string): string {
   }
 }
 
-/** The built default workspace lives beside this module in dist; from sources (tests) it is taken from dist. */
+/** The built default workspace (see built-scripts.ts). */
 export function defaultWorkspaceScript(): string {
-  const here = path.dirname(fileURLToPath(import.meta.url));
-  const beside = path.join(here, 'default-workspace.js');
-  if (existsSync(beside)) return beside;
-  const fromSource = path.resolve(here, '../../../dist/runtime/local/default-workspace.js');
-  if (existsSync(fromSource)) return fromSource;
-  throw new FailedPreconditionError(`the default workspace script is missing (${beside}); build @workbay/manager`);
+  return builtScript('default-workspace.js');
 }
 
 /** A UTS hostname is at most 64 bytes; keep it a valid label-ish string. */

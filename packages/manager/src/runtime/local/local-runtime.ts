@@ -1,8 +1,8 @@
-import type { ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { Subject } from 'rxjs';
 import type { Observable } from 'rxjs';
 import { AlreadyExistsError, FailedPreconditionError, silentLogger } from '@workbay/api';
+import { routeCommands } from '@workbay/nsinsider';
 import type {
   PluginLogger,
   RuntimeEvent,
@@ -25,9 +25,11 @@ import type { ManagerTcpBudget } from './manager-tcp.js';
 import { InstanceSupervisor } from './supervisor.js';
 import { isSameProcessAlive, readProcStat } from './proc.js';
 import { PreparedHosts } from './prepared-hosts.js';
-import { provision, reserveHost, spawnWrapper, workspaceWrapper } from './provision.js';
+import { provision, reserveHost, workspaceWrapper } from './provision.js';
 import type { WrapperFiles } from './provision.js';
 import { withPrelaunch } from './prelaunch.js';
+import { WrapperSpawner } from './spawner.js';
+import type { SpawnedWrapper } from './spawner.js';
 import { newRecord, stateOfRecord } from './state.js';
 import type { LocalWorkspaceState } from './state.js';
 import { InstanceStore } from './store.js';
@@ -70,6 +72,7 @@ export class LocalRuntime implements WorkspaceRuntime {
   private readonly instances = new Map<string, Instance>();
   private readonly starting = new Set<string>();
   private readonly prepared: PreparedHosts;
+  private readonly spawner: WrapperSpawner;
   /** Keeps the logs of running workspaces (on the host's disk, outside their limits) under `logs.maxBytes`. */
   private readonly logCap: LogCap;
   private readonly supervisor: InstanceSupervisor;
@@ -78,6 +81,7 @@ export class LocalRuntime implements WorkspaceRuntime {
   private readonly eventsSubject = new Subject<RuntimeEvent>();
   private closed = false;
   private stopFirewallWatch: (() => void) | undefined;
+  private unrouteCommands: (() => void) | undefined;
 
   /** Ready and exit events of all instances. */
   readonly events$: Observable<RuntimeEvent> = this.eventsSubject.asObservable();
@@ -88,6 +92,7 @@ export class LocalRuntime implements WorkspaceRuntime {
     this.logger = logger;
     this.store = new InstanceStore(config.stateDir);
     this.prepared = new PreparedHosts(logger);
+    this.spawner = new WrapperSpawner(logger);
     this.logCap = new LogCap({ ...config.logs, logger });
     this.tag = WorkspaceNetworks.tagFor(path.resolve(config.stateDir));
     if (isolation.namespaces) {
@@ -129,6 +134,9 @@ export class LocalRuntime implements WorkspaceRuntime {
     // Every recorded instance keeps its cgroup, an exited one too: its stop() still reads the OOM count and removes it.
     await sweepWorkspaceCgroups(isolation, runtime.tag, new Set(runtime.instances.keys()), logger);
     runtime.stopFirewallWatch = runtime.networks?.watchFirewall(config.network.firewallCheckIntervalMs);
+    runtime.spawner.warm();
+    // From here on, the tools of the workspaces' networks (ip, nft, nsenter) are forked by the spawner too.
+    runtime.unrouteCommands = routeCommands((file, args, options) => runtime.spawner.run(file, args, options));
     logger.info(
       {
         stateDir: config.stateDir,
@@ -187,6 +195,7 @@ export class LocalRuntime implements WorkspaceRuntime {
         networks: this.networks,
         files: this.wrapperFiles(id),
         clear: () => this.store.remove(id),
+        spawner: this.spawner,
         logger: this.logger,
       });
     });
@@ -229,7 +238,7 @@ export class LocalRuntime implements WorkspaceRuntime {
       host: await this.prepared.take(id),
     });
     const { plan, net, cgroup } = p;
-    let child: ChildProcess;
+    let child: SpawnedWrapper;
     let logWriter: boolean;
     try {
       const files = this.wrapperFiles(id);
@@ -240,7 +249,7 @@ export class LocalRuntime implements WorkspaceRuntime {
       else {
         await p.prelaunched?.abandon();
         await this.store.remove(id); // leftovers of an earlier run of the same id
-        child = await spawnWrapper(wrapper.invocation, { cwd: p.contentDir, logFile: files.logFile });
+        child = await this.spawner.spawn(wrapper.invocation, { cwd: p.contentDir, logFile: files.logFile });
       }
       // Capped from its first write: a workspace can fill hundreds of MB while the record below is fsynced. A log
       // its writer caps is not watched: the watch would cost the manager a check at every write it sees (~14% of a
@@ -251,8 +260,7 @@ export class LocalRuntime implements WorkspaceRuntime {
       await p.undo();
       throw new FailedPreconditionError(`could not launch workspace instance '${id}'`, { cause });
     }
-    child.unref();
-    const pid = child.pid!;
+    const pid = child.pid;
     const procStat = await readProcStat(pid);
     const isolated = this.isolation.namespaces;
 
@@ -274,9 +282,13 @@ export class LocalRuntime implements WorkspaceRuntime {
       instance.childExit = { code, signal: sig };
       void this.supervisor.finalize(instance);
     });
+    // The spawner died first: the wrapper runs on, watched like one adopted after a restart.
+    child.once('detached', () => this.watchDetached(instance, child));
     if (child.exitCode !== null || child.signalCode !== null) {
-      instance.childExit = { code: child.exitCode, signal: child.signalCode as NodeJS.Signals | null };
+      instance.childExit = { code: child.exitCode, signal: child.signalCode };
       void this.supervisor.finalize(instance);
+    } else if (child.detached) {
+      this.watchDetached(instance, child);
     }
     await this.store.save(record);
     this.logger.info(
@@ -330,8 +342,10 @@ export class LocalRuntime implements WorkspaceRuntime {
       instance.readyAbort.abort();
       if (instance.pollTimer) clearTimeout(instance.pollTimer);
       if (instance.killTimer) clearTimeout(instance.killTimer);
-      instance.child?.removeAllListeners('exit');
+      instance.child?.removeAllListeners();
     }
+    this.unrouteCommands?.();
+    this.spawner.close();
     this.eventsSubject.complete();
   }
 
@@ -388,6 +402,14 @@ export class LocalRuntime implements WorkspaceRuntime {
       this.supervisor.watchAdopted(instance);
       if (!record.ready && !record.stopRequested) this.supervisor.watchReadiness(instance);
     }
+  }
+
+  /** The spawner of `child` died while it ran: its exit is found by polling, as for an adopted wrapper. */
+  private watchDetached(instance: Instance, child: SpawnedWrapper): void {
+    if (instance.child !== child || this.closed) return;
+    instance.child = undefined;
+    this.logger.warn({ instanceId: instance.record.instanceId }, 'watching the workspace process by polling');
+    this.supervisor.watchAdopted(instance);
   }
 
   private emit(event: RuntimeEvent): void {

@@ -5,6 +5,8 @@ import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm } from 'node:fs/promises';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { silentLogger } from '@workbay/api';
 import { describe, expect, it } from 'vitest';
 import {
   alive,
@@ -17,6 +19,7 @@ import {
   waitForFile,
 } from '../../test-support/local-runtime.js';
 import { Prelaunched } from './prelaunch.js';
+import { WrapperSpawner } from './spawner.js';
 import { wrapperInvocation } from './wrapper.js';
 
 useLocalRuntimeFixtures();
@@ -113,16 +116,17 @@ describe('Prelaunched: the gate', () => {
     };
     const ungated = wrapperInvocation(options);
     const gated = wrapperInvocation({ ...options, gated: { contentDir: dir } });
-    // A manager that spawned one ahead and was killed: its end of the gate closes with it.
+    // A manager that spawned one ahead and was killed: its spawner sees the manager go, and the gate closes.
+    const spawnerModule = fileURLToPath(new URL('../../../dist/runtime/local/spawner.js', import.meta.url));
     const manager = spawn(
       process.execPath,
       [
         '--input-type=module',
         '-e',
-        `const { spawn } = await import('node:child_process');
-         const gated = ${JSON.stringify(gated)};
-         const child = spawn(gated.file, gated.args, { env: gated.env, detached: true, cwd: '/', stdio: ['ignore', 'ignore', 'ignore', 'pipe'] });
-         child.on('spawn', () => console.log('PID ' + child.pid));
+        `const { WrapperSpawner } = await import(${JSON.stringify(spawnerModule)});
+         const spawner = new WrapperSpawner({ error() {}, warn() {}, info() {}, debug() {} });
+         const wrapper = await spawner.spawn(${JSON.stringify(gated)}, { cwd: '/', logFile: ${JSON.stringify(path.join(dir, 'killed.log'))}, gate: true });
+         console.log('PID ' + wrapper.pid);
          setInterval(() => {}, 1000);`,
       ],
       { stdio: ['ignore', 'pipe', 'inherit'] },
@@ -145,7 +149,8 @@ describe('Prelaunched: the gate', () => {
 
     // Opened, the same wrapper runs the command and records its status; a second open is refused.
     const log = path.join(dir, 'log');
-    const ahead = await Prelaunched.spawn(ungated, gated, log);
+    const spawner = new WrapperSpawner(silentLogger);
+    const ahead = await Prelaunched.spawn(spawner, ungated, gated, log);
     const child = ahead.open(ungated)!;
     expect(child).toBeDefined();
     expect(ahead.open(ungated)).toBeUndefined();
@@ -153,10 +158,11 @@ describe('Prelaunched: the gate', () => {
     expect(await readFile(marker, 'utf8')).toBe('ran\n');
     // Another invocation is not what it was spawned for: refused, and abandoning it removes its (empty) log.
     await rm(marker);
-    const other = await Prelaunched.spawn(ungated, gated, `${log}2`);
+    const other = await Prelaunched.spawn(spawner, ungated, gated, `${log}2`);
     expect(other.open(wrapperInvocation({ ...options, command: ['/bin/true'] }))).toBeUndefined();
     await other.abandon();
     expect(existsSync(`${log}2`)).toBe(false);
     expect(existsSync(marker)).toBe(false);
+    spawner.close();
   });
 });

@@ -1,20 +1,20 @@
 /**
  * A workspace's wrapper spawned ahead of its start (the runtime's prepare), waiting at its gate (wrapper.ts) while the
- * daemon still produces the content: the manager's fork and the shell's start-up (about 9 ms of every start) are then
- * off the start's path. Nothing of the workspace runs before the start opens the gate, and a start that asks for
- * anything else than what the wrapper was spawned for gets a wrapper of its own. Only where the workspace is not
- * isolated: an isolated wrapper's arguments name the content's owner, known once the content exists.
+ * daemon still produces the content: the spawn (a round trip to the spawner, spawner.ts, and its fork) and the
+ * shell's start-up are then off the start's path. Nothing of the workspace runs before the start opens the gate,
+ * and a start that asks for anything else than what the wrapper was spawned for gets a wrapper of its own. Only
+ * where the workspace is not isolated: an isolated wrapper's arguments name the content's owner, known once the
+ * content exists.
  */
-import type { ChildProcess } from 'node:child_process';
 import { rm } from 'node:fs/promises';
-import type { Socket } from 'node:net';
 import path from 'node:path';
 import type { PluginLogger, RuntimeWorkspaceSpec } from '@workbay/api';
 import type { LocalRuntimeConfig } from './config.js';
 import { planLaunch } from './launch.js';
 import type { WorkspaceNetworks } from './network.js';
-import { spawnWrapper, workspaceWrapper } from './provision.js';
+import { workspaceWrapper } from './provision.js';
 import type { HostResources, WrapperFiles } from './provision.js';
+import type { SpawnedWrapper, WrapperSpawner } from './spawner.js';
 import type { WrapperInvocation } from './wrapper.js';
 
 /** What tells two invocations apart: everything the wrapper is given. */
@@ -26,8 +26,7 @@ export class Prelaunched {
   private abandoned = false;
 
   private constructor(
-    private readonly child: ChildProcess,
-    private readonly gate: Socket,
+    private readonly wrapper: SpawnedWrapper,
     private readonly key: string,
     private readonly logFile: string,
   ) {}
@@ -36,27 +35,25 @@ export class Prelaunched {
    * Spawns `gated` (the wrapper with its gate) in `/`, for a start that will run `ungated` (the same wrapper as a start
    * would spawn it): its output goes to `logFile` from the first byte.
    */
-  static async spawn(ungated: WrapperInvocation, gated: WrapperInvocation, logFile: string): Promise<Prelaunched> {
-    const child = await spawnWrapper(gated, { cwd: '/', logFile, gate: true });
-    // Neither keeps the manager running: a manager that ends closes the gate, and the wrapper with it.
-    child.unref();
-    const gate = child.stdio[3] as Socket;
-    gate.unref();
-    // Deliberate: a gate that fails (the wrapper died) is seen as a wrapper that exited; the start spawns anew.
-    gate.on('error', () => undefined);
-    return new Prelaunched(child, gate, invocationKey(ungated), logFile);
+  static async spawn(
+    spawner: WrapperSpawner,
+    ungated: WrapperInvocation,
+    gated: WrapperInvocation,
+    logFile: string,
+  ): Promise<Prelaunched> {
+    const wrapper = await spawner.spawn(gated, { cwd: '/', logFile, gate: true });
+    return new Prelaunched(wrapper, invocationKey(ungated), logFile);
   }
 
   /**
    * The wrapper for a start that runs `invocation`, its gate opened: undefined when it was spawned for another
    * invocation, was abandoned, or is no longer waiting (the start then spawns one).
    */
-  open(invocation: WrapperInvocation): ChildProcess | undefined {
-    const waiting = this.child.exitCode === null && this.child.signalCode === null && !this.gate.destroyed;
-    if (this.opened || this.abandoned || !waiting || invocationKey(invocation) !== this.key) return undefined;
+  open(invocation: WrapperInvocation): SpawnedWrapper | undefined {
+    if (this.opened || this.abandoned || invocationKey(invocation) !== this.key) return undefined;
+    if (!this.wrapper.openGate()) return undefined;
     this.opened = true;
-    this.gate.end('go\n');
-    return this.child;
+    return this.wrapper;
   }
 
   /**
@@ -66,7 +63,7 @@ export class Prelaunched {
   async abandon(): Promise<void> {
     if (this.opened || this.abandoned) return;
     this.abandoned = true;
-    this.gate.destroy();
+    this.wrapper.closeGate();
     await rm(this.logFile, { force: true });
   }
 }
@@ -82,6 +79,7 @@ export async function withPrelaunch(options: {
   readonly networks: WorkspaceNetworks | undefined;
   readonly files: WrapperFiles;
   readonly clear: () => Promise<void>;
+  readonly spawner: WrapperSpawner;
   readonly logger: PluginLogger;
 }): Promise<HostResources> {
   const { spec, host, files } = options;
@@ -97,6 +95,7 @@ export async function withPrelaunch(options: {
     const target = { contentDir, plan, cgroup: host.cgroup, net: host.net };
     await options.clear();
     const prelaunched = await Prelaunched.spawn(
+      options.spawner,
       workspaceWrapper(target, spec, options.networks, files).invocation,
       workspaceWrapper(target, spec, options.networks, files, true).invocation,
       files.logFile,

@@ -1,6 +1,4 @@
-import { spawn } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
-import { open, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { FailedPreconditionError } from '@workbay/api';
 import type { RuntimeWorkspaceSpec } from '@workbay/api';
@@ -175,31 +173,4 @@ export function workspaceWrapper(
     ...(gated ? { gated: { contentDir: p.contentDir } } : {}),
   });
   return { invocation, logWriter };
-}
-
-/**
- * Spawns a wrapper: its own session and process group (the group is what stop() signals), output appended to
- * `logFile`, in `cwd`; with `gate`, descriptor 3 is a socket to its gate (wrapper.ts). Resolves once the process
- * exists.
- */
-export async function spawnWrapper(
-  invocation: WrapperInvocation,
-  options: { readonly cwd: string; readonly logFile: string; readonly gate?: boolean },
-): Promise<ChildProcess> {
-  const log = await open(options.logFile, 'a', 0o600);
-  try {
-    const child = spawn(invocation.file, invocation.args, {
-      cwd: options.cwd,
-      env: invocation.env,
-      detached: true,
-      stdio: ['ignore', log.fd, log.fd, ...(options.gate ? (['pipe'] as const) : [])],
-    });
-    await new Promise<void>((resolve, reject) => {
-      child.once('spawn', resolve);
-      child.once('error', reject);
-    });
-    return child;
-  } finally {
-    await log.close();
-  }
 }

@@ -1,0 +1,111 @@
+// The wrapper spawner (spawner.ts): the manager's wrappers are forked by a helper process; one that dies leaves its
+// wrappers running, watched by polling, and the next start has a new helper. Real processes through LocalRuntime.
+import { readdir, readFile } from 'node:fs/promises';
+import { runCommand } from '@workbay/nsinsider/exec';
+import { describe, expect, it } from 'vitest';
+import {
+  alive,
+  contentDir,
+  newRuntime,
+  nextEvent,
+  runtimes,
+  shellImages,
+  spec,
+  useLocalRuntimeFixtures,
+} from '../../test-support/local-runtime.js';
+
+useLocalRuntimeFixtures();
+
+const images = shellImages({ wait: 'exec sleep 300', quick: 'exit 3' });
+
+/** This process's spawner helpers: children of this process running spawner-main.js. */
+async function spawners(): Promise<number[]> {
+  const found: number[] = [];
+  for (const name of await readdir('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const stat = await readFile(`/proc/${name}/stat`, 'utf8').catch(() => '');
+    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+    if (ppid !== process.pid) continue;
+    const cmdline = await readFile(`/proc/${name}/cmdline`, 'utf8').catch(() => '');
+    if (cmdline.includes('spawner-main.js')) found.push(Number(name));
+  }
+  return found;
+}
+
+/** The parent pid of `pid`. */
+async function parentOf(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+}
+
+describe('LocalRuntime: the wrapper spawner', () => {
+  it('forks the wrappers in a helper process, not in the manager, and reports their exit status', async () => {
+    const runtime = await newRuntime({ isolation: 'none', images });
+    const s = spec({ contentDir: await contentDir(), image: 'quick' });
+    const exited = nextEvent(runtime, 'exited', s.instanceId);
+    await runtime.start(s);
+    const helpers = await spawners();
+    expect(helpers).toHaveLength(1);
+    const event = await exited;
+    expect(event.state.exitCode).toBe(3);
+  });
+
+  it('leaves the wrappers running when the helper dies, sees their exit by polling, and starts a new helper', async () => {
+    const runtime = await newRuntime({ isolation: 'none', images, exitPollIntervalMs: 50 });
+    const s = spec({ contentDir: await contentDir(), image: 'wait' });
+    const ready = nextEvent(runtime, 'ready', s.instanceId);
+    const started = await runtime.start(s);
+    const pid = started.pid!;
+    await ready;
+    const [helper] = await spawners();
+    expect(await parentOf(pid)).toBe(helper);
+    process.kill(helper!, 'SIGKILL');
+    await expect.poll(() => alive(helper!), { timeout: 5_000 }).toBe(false);
+    // The workspace runs on, no longer anyone's child here.
+    await expect.poll(() => parentOf(pid), { timeout: 5_000 }).not.toBe(helper);
+    expect(await alive(pid)).toBe(true);
+
+    // Its stop still ends in an exit event, found by polling (not after the kill timeout, as for a stuck process).
+    const exited = nextEvent(runtime, 'exited', s.instanceId, 5_000);
+    await runtime.stop(s.instanceId, { gracePeriodMs: 1_000 });
+    await exited;
+    await expect.poll(() => alive(pid), { timeout: 5_000 }).toBe(false);
+
+    // The next start has a helper again.
+    const next = spec({ contentDir: await contentDir(), image: 'quick' });
+    const nextExit = nextEvent(runtime, 'exited', next.instanceId);
+    await runtime.start(next);
+    expect((await nextExit).state.exitCode).toBe(3);
+    expect(await spawners()).toHaveLength(1);
+  });
+
+  it("runs nsinsider's commands (the networks' ip, nft, nsenter) in the helper while the runtime is open", async () => {
+    const runtime = await newRuntime({ isolation: 'none', images });
+    // Started with the runtime (its command line is Node's once it has exec'd).
+    await expect.poll(async () => (await spawners()).length, { timeout: 5_000 }).toBe(1);
+    const [helper] = await spawners();
+    const routed = await runCommand('/bin/sh', ['-c', 'echo $PPID']);
+    expect(Number(routed.stdout.trim())).toBe(helper);
+    // A command that cannot start says why, as when it is forked here.
+    const missing = await runCommand('/nonexistent/tool', []);
+    expect(missing.spawnError?.code).toBe('ENOENT');
+    await runtime.close();
+    const local = await runCommand('/bin/sh', ['-c', 'echo $PPID']);
+    expect(Number(local.stdout.trim())).toBe(process.pid);
+  });
+
+  it('ends its helper when the runtime closes; the running wrappers stay', async () => {
+    const runtime = await newRuntime({ isolation: 'none', images });
+    const s = spec({ contentDir: await contentDir(), image: 'wait' });
+    const started = await runtime.start(s);
+    const pid = started.pid!;
+    const [helper] = await spawners();
+    await runtime.close();
+    await expect.poll(() => alive(helper!), { timeout: 5_000 }).toBe(false);
+    expect(await alive(pid)).toBe(true);
+    // A closed runtime stops nothing: the workspace is ended here, and the fixtures leave the runtime alone.
+    runtimes.splice(runtimes.indexOf(runtime), 1);
+    process.kill(-pid, 'SIGKILL');
+    await expect.poll(() => alive(pid), { timeout: 5_000 }).toBe(false);
+  });
+});
