@@ -17,7 +17,8 @@
  * 6. The manager's event loop stalled by one wrapper spawn in a manager of BENCH_SPAWN_BALLAST_MB (600) MB, through
  *    the runtime's spawner against `child_process.spawn` (bench/spawn-stall.ts).
  *
- * Sizes are environment variables; BENCH_ISOLATION (none|auto) sets the local runtime's isolation. BENCH_ONLY=start,
+ * Sizes are environment variables; BENCH_ISOLATION (none|auto) sets the local runtime's isolation;
+ * BENCH_MANAGER_BALLAST_MB makes the manager's process hold that much more memory, as on a busy node. BENCH_ONLY=start,
  * fanout, memory, restart or spawn runs only that row (1, 2, 4, 5 or 6), e.g. to compare a change without the minutes the
  * other rows take.
  */
@@ -49,7 +50,11 @@ const sizes = {
   calls: envInt('BENCH_CALLS', 50),
   records: envInt('BENCH_RECORDS', 10_000),
   restartBytes: envInt('WORKBAY_BENCH_RESTART_BYTES', 1024 ** 3),
+  /** Memory the manager's process holds besides (a manager of a busy node); rows 1 to 5. */
+  ballastMb: Number(process.env['BENCH_MANAGER_BALLAST_MB'] ?? 0),
 };
+/** Touched, as a manager's heap and buffers are (see bench/spawn-stall.ts). Kept until the process ends. */
+const ballast = Array.from({ length: sizes.ballastMb }, (_, i) => Buffer.alloc(1024 * 1024, i));
 const isolation = process.env['BENCH_ISOLATION'] === 'auto' ? 'auto' : 'none';
 const only = process.env['BENCH_ONLY'] ?? '';
 const rows = ['start', 'fanout', 'memory', 'restart', 'spawn'];
@@ -342,6 +347,7 @@ async function main(): Promise<void> {
     `@workbay/manager bench: ${sizes.starts} starts, ${sizes.subscribers} subscribers x ${sizes.events} updates, ` +
       `${sizes.callers} callers x ${sizes.calls} calls, ${sizes.records} records, ` +
       `restart from ${Math.round(sizes.restartBytes / 1024 ** 2)} MiB; local runtime isolation: ${isolation}` +
+      (ballast.length > 0 ? `; manager at ${Math.round(process.memoryUsage().rss / 1024 ** 2)} MB` : '') +
       (only === '' ? '' : ` (${only} row only)`),
   );
   const handle = await startEmbedded({
