@@ -41,13 +41,15 @@ async function parentOf(pid: number): Promise<number> {
 describe('LocalRuntime: the wrapper spawner', () => {
   it('forks the wrappers in a helper process, not in the manager, and reports their exit status', async () => {
     const runtime = await newRuntime({ isolation: 'none', images });
-    const s = spec({ contentDir: await contentDir(), image: 'quick' });
-    const exited = nextEvent(runtime, 'exited', s.instanceId);
-    await runtime.start(s);
-    const helpers = await spawners();
-    expect(helpers).toHaveLength(1);
-    const event = await exited;
-    expect(event.state.exitCode).toBe(3);
+    const started = await runtime.start(spec({ contentDir: await contentDir(), image: 'wait' }));
+    // Its parent is a spawner helper (a helper of an earlier test may still be on its way out: not counted).
+    const parent = await parentOf(started.pid!);
+    expect(parent).not.toBe(process.pid);
+    expect(await spawners()).toContain(parent);
+    const quick = spec({ contentDir: await contentDir(), image: 'quick' });
+    const exited = nextEvent(runtime, 'exited', quick.instanceId);
+    await runtime.start(quick);
+    expect((await exited).state.exitCode).toBe(3);
   });
 
   it('leaves the wrappers running when the helper dies, sees their exit by polling, and starts a new helper', async () => {
@@ -57,10 +59,10 @@ describe('LocalRuntime: the wrapper spawner', () => {
     const started = await runtime.start(s);
     const pid = started.pid!;
     await ready;
-    const [helper] = await spawners();
-    expect(await parentOf(pid)).toBe(helper);
+    const helper = await parentOf(pid);
+    expect(await spawners()).toContain(helper);
     process.kill(helper!, 'SIGKILL');
-    await expect.poll(() => alive(helper!), { timeout: 5_000 }).toBe(false);
+    await expect.poll(() => alive(helper), { timeout: 5_000 }).toBe(false);
     // The workspace runs on, no longer anyone's child here.
     await expect.poll(() => parentOf(pid), { timeout: 5_000 }).not.toBe(helper);
     expect(await alive(pid)).toBe(true);
@@ -72,20 +74,18 @@ describe('LocalRuntime: the wrapper spawner', () => {
     await expect.poll(() => alive(pid), { timeout: 5_000 }).toBe(false);
 
     // The next start has a helper again.
-    const next = spec({ contentDir: await contentDir(), image: 'quick' });
-    const nextExit = nextEvent(runtime, 'exited', next.instanceId);
-    await runtime.start(next);
-    expect((await nextExit).state.exitCode).toBe(3);
-    expect(await spawners()).toHaveLength(1);
+    const next = await runtime.start(spec({ contentDir: await contentDir(), image: 'wait' }));
+    const nextHelper = await parentOf(next.pid!);
+    expect(nextHelper).not.toBe(helper);
+    expect(await spawners()).toContain(nextHelper);
   });
 
   it("runs nsinsider's commands (the networks' ip, nft, nsenter) in the helper while the runtime is open", async () => {
     const runtime = await newRuntime({ isolation: 'none', images });
-    // Started with the runtime (its command line is Node's once it has exec'd).
-    await expect.poll(async () => (await spawners()).length, { timeout: 5_000 }).toBe(1);
-    const [helper] = await spawners();
     const routed = await runCommand('/bin/sh', ['-c', 'echo $PPID']);
-    expect(Number(routed.stdout.trim())).toBe(helper);
+    const helper = Number(routed.stdout.trim());
+    expect(helper).not.toBe(process.pid);
+    expect(await spawners()).toContain(helper);
     // A command that cannot start says why, as when it is forked here.
     const missing = await runCommand('/nonexistent/tool', []);
     expect(missing.spawnError?.code).toBe('ENOENT');
@@ -99,9 +99,10 @@ describe('LocalRuntime: the wrapper spawner', () => {
     const s = spec({ contentDir: await contentDir(), image: 'wait' });
     const started = await runtime.start(s);
     const pid = started.pid!;
-    const [helper] = await spawners();
+    const helper = await parentOf(pid);
+    expect(await spawners()).toContain(helper);
     await runtime.close();
-    await expect.poll(() => alive(helper!), { timeout: 5_000 }).toBe(false);
+    await expect.poll(() => alive(helper), { timeout: 5_000 }).toBe(false);
     expect(await alive(pid)).toBe(true);
     // A closed runtime stops nothing: the workspace is ended here, and the fixtures leave the runtime alone.
     runtimes.splice(runtimes.indexOf(runtime), 1);
