@@ -10,7 +10,6 @@ import { createWorkspaceManagerClient, workspaceConditionBool, workspacePhase, w
 import { resolveManagerConfig } from '../config.js';
 import { DaemonSupervisor } from '../embedded.js';
 import { createSilentLogger } from '../logger.js';
-import { readProcStat } from '../runtime/local/proc.js';
 import {
   phaseOf,
   startHarness,
@@ -21,15 +20,7 @@ import {
   waitForPhase,
 } from '../test-support/harness.js';
 import type { Harness } from '../test-support/harness.js';
-
-/**
- * A live process, not a zombie: a wrapper's parent is the runtime's spawner, gone with the first manager, so an
- * exited one waits as a zombie until init reaps it.
- */
-async function alive(pid: number): Promise<boolean> {
-  const stat = await readProcStat(pid);
-  return stat !== undefined && stat.state !== 'Z';
-}
+import { alive } from '../test-support/local-runtime.js';
 
 describe('restart: re-adoption from the persisted state (manager restarted in-process)', () => {
   let h: Harness;
@@ -87,6 +78,7 @@ describe('restart: re-adoption from the persisted state (manager restarted in-pr
 
     await h.client.stopWorkspace({ id: keep.id, policy: wsman.StopWorkspacePolicy.ABORT });
     await waitForPhase(h.client, keep.id, 'stopped');
+    // Gone, or a zombie: its parent, the first manager's spawner, is gone, and init reaps it in its own time.
     expect(await alive(keepPid)).toBe(false);
   });
 

@@ -13,6 +13,7 @@ import {
   spec,
   useLocalRuntimeFixtures,
 } from '../../test-support/local-runtime.js';
+import { readProcStat } from './proc.js';
 
 useLocalRuntimeFixtures();
 
@@ -22,20 +23,16 @@ const images = shellImages({ wait: 'exec sleep 300', quick: 'exit 3' });
 async function spawners(): Promise<number[]> {
   const found: number[] = [];
   for (const name of await readdir('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    const stat = await readFile(`/proc/${name}/stat`, 'utf8').catch(() => '');
-    const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-    if (ppid !== process.pid) continue;
+    if (!/^\d+$/.test(name) || (await readProcStat(Number(name)))?.ppid !== process.pid) continue;
     const cmdline = await readFile(`/proc/${name}/cmdline`, 'utf8').catch(() => '');
     if (cmdline.includes('spawner-main.js')) found.push(Number(name));
   }
   return found;
 }
 
-/** The parent pid of `pid`. */
-async function parentOf(pid: number): Promise<number> {
-  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
-  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+/** The parent pid of `pid` (undefined once it is gone). */
+async function parentOf(pid: number): Promise<number | undefined> {
+  return (await readProcStat(pid))?.ppid;
 }
 
 describe('LocalRuntime: the wrapper spawner', () => {
@@ -62,7 +59,7 @@ describe('LocalRuntime: the wrapper spawner', () => {
     const helper = await parentOf(pid);
     expect(await spawners()).toContain(helper);
     process.kill(helper!, 'SIGKILL');
-    await expect.poll(() => alive(helper), { timeout: 5_000 }).toBe(false);
+    await expect.poll(() => alive(helper!), { timeout: 5_000 }).toBe(false);
     // The workspace runs on, no longer anyone's child here.
     await expect.poll(() => parentOf(pid), { timeout: 5_000 }).not.toBe(helper);
     expect(await alive(pid)).toBe(true);
@@ -102,7 +99,7 @@ describe('LocalRuntime: the wrapper spawner', () => {
     const helper = await parentOf(pid);
     expect(await spawners()).toContain(helper);
     await runtime.close();
-    await expect.poll(() => alive(helper), { timeout: 5_000 }).toBe(false);
+    await expect.poll(() => alive(helper!), { timeout: 5_000 }).toBe(false);
     expect(await alive(pid)).toBe(true);
     // A closed runtime stops nothing: the workspace is ended here, and the fixtures leave the runtime alone.
     runtimes.splice(runtimes.indexOf(runtime), 1);

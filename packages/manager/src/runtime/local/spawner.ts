@@ -136,35 +136,41 @@ export class WrapperSpawner {
     options: { readonly cwd: string; readonly logFile: string; readonly gate?: boolean },
   ): Promise<SpawnedWrapper> {
     if (this.closed) return Promise.reject(new FailedPreconditionError('the local runtime is closed'));
-    const helper = this.ensureHelper();
-    const id = this.nextId++;
-    const gated = options.gate === true;
-    const done = new Promise<SpawnedWrapper>((resolve, reject) =>
-      this.pending.set(id, { kind: 'spawn', gated, resolve, reject }),
+    const gate = options.gate === true;
+    return new Promise<SpawnedWrapper>((resolve, reject) =>
+      this.ask({ kind: 'spawn', gated: gate, resolve, reject }, (id) => ({
+        kind: 'spawn',
+        id,
+        file: invocation.file,
+        args: invocation.args,
+        env: invocation.env,
+        cwd: options.cwd,
+        logFile: options.logFile,
+        gate,
+      })),
     );
-    this.refresh();
-    this.post(helper, {
-      kind: 'spawn',
-      id,
-      file: invocation.file,
-      args: invocation.args,
-      env: invocation.env,
-      cwd: options.cwd,
-      logFile: options.logFile,
-      gate: gated,
-    });
-    return done;
   }
 
   /** Runs a system tool to completion in the helper (nsinsider's commands are routed here); never rejects. */
   run(file: string, args: readonly string[], options: CommandOptions): Promise<CommandResult> {
     if (this.closed) return Promise.resolve(unanswered('the local runtime is closed'));
+    return new Promise<CommandResult>((resolve) => {
+      try {
+        this.ask({ kind: 'run', resolve }, (id) => ({ kind: 'run', id, file, args, options }));
+      } catch (error) {
+        // The helper could not even be forked (out of processes or descriptors): a command that did not start.
+        resolve(unanswered(`the spawner could not be started: ${String(error)}`));
+      }
+    });
+  }
+
+  /** Sends the request `make` builds under a new id, its answer going to `pending`. */
+  private ask(pending: PendingSpawn | PendingRun, make: (id: number) => SpawnerRequest): void {
     const helper = this.ensureHelper();
     const id = this.nextId++;
-    const done = new Promise<CommandResult>((resolve) => this.pending.set(id, { kind: 'run', resolve }));
+    this.pending.set(id, pending);
     this.refresh();
-    this.post(helper, { kind: 'run', id, file, args, options });
-    return done;
+    this.post(helper, make(id));
   }
 
   /**
